@@ -1,0 +1,81 @@
+# agentd build. GNU Make + pkg-config.
+#   make [MODE=release|debug|asan]   builds build/$(MODE)/agentd
+#   make run                         installs missing packages, builds, serves on 127.0.0.1:4437
+#   make test                        installs test tools, runs unit, integration, fuzz replay, conformance
+#   make bench                       benchmarks against the peers (bench/*), prints ratios
+MODE ?= release
+BUILD := build/$(MODE)
+PKGS := libuv libh2o jansson sqlite3 libcurl libsodium openssl
+
+CC ?= cc
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+        -Wformat=2 -Wno-unused-parameter -Wvla -Wundef -Werror=implicit-function-declaration
+CFLAGS_release := -O2 -g -DNDEBUG=0
+CFLAGS_debug := -O0 -g3
+CFLAGS_asan := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS_asan := -fsanitize=address,undefined
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS += -std=gnu17 $(WARN) $(CFLAGS_$(MODE)) -DH2O_USE_LIBUV=1 -D_GNU_SOURCE -Isrc $(PKG_CFLAGS) -MMD -MP
+LDLIBS += $(PKG_LIBS) -lwslay -lpthread -lm
+LDFLAGS += $(LDFLAGS_$(MODE))
+
+# Every module is src/<module>/*.c; src/main.c holds only main(). Tests and benches link the library.
+LIB_SRC := $(sort $(wildcard src/*/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB := $(BUILD)/libagentd.a
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(sort $(wildcard bench/*/*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all run test unit integ fuzz-replay conformance bench deps test-deps clean tests benches
+all: $(BUILD)/agentd
+tests: $(UNIT_BIN)
+benches: $(BENCH_BIN)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+$(BUILD)/agentd: $(BUILD)/obj/src/main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Set-up: packages are installed only when something is missing (root needed then).
+deps:
+	@scripts/deps.sh build
+test-deps:
+	@scripts/deps.sh test
+
+run: deps
+	@$(MAKE) --no-print-directory MODE=release all
+	@mkdir -p $${AGENTD_DATA:-./data}
+	exec build/release/agentd serve --listen 127.0.0.1:4437 --data $${AGENTD_DATA:-./data}
+
+unit: tests
+	prove -f --exec '' $(UNIT_BIN)
+
+integ: all
+	AGENTD_BIN=$(abspath $(BUILD)/agentd) prove -f tests/integ/*.t
+
+# The README's test command. Release build runs everything; the ASan+UBSan build reruns unit and
+# integration tests (leaks and undefined behaviour fail the run).
+test: test-deps
+	@$(MAKE) --no-print-directory MODE=release all tests unit integ fuzz-replay conformance
+	@$(MAKE) --no-print-directory MODE=asan all tests unit integ
+
+-include tests/tests.mk
+-include bench/bench.mk
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)
