@@ -1,0 +1,557 @@
+/*
+ * http — libh2o on the libuv loop behind agentd's own request type. See http.h.
+ *
+ * Ownership: struct http_req lives in the h2o request's memory pool, registered as a shared
+ * allocation so that http__req_dispose runs when h2o frees the request (response done or client
+ * gone). Streamed output uses two buffers: `inflight` is owned by h2o from h2o_send until its
+ * proceed callback (h2o requires the bytes to live until then, and allows one send in flight);
+ * `pending` collects writes meanwhile and is bounded by max_queued.
+ */
+#include "http/http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <h2o.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HTTP_MAX_ROUTES 32
+
+struct http__route {
+    const char *prefix;
+    size_t len;
+    http_handler_cb cb;
+    void *arg;
+};
+
+struct http__handler {
+    h2o_handler_t super; /* must be first: h2o hands us this pointer */
+    struct http_server *srv;
+};
+
+struct http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    h2o_globalconf_t config;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    struct http_config cfg;
+    char *token;
+    struct http__route routes[HTTP_MAX_ROUTES];
+    size_t nroutes;
+    int port;
+};
+
+struct http_req {
+    h2o_req_t *h2o;
+    struct http_server *srv;
+    h2o_generator_t gen;
+    void *data;
+    http_dispose_cb dispose;
+    http_drain_cb on_drain;
+    void *drain_arg;
+    struct buf inflight, pending;
+    unsigned started : 1;   /* a response was started (whole or streamed) */
+    unsigned streaming : 1; /* started with http_res_stream_start */
+    unsigned sending : 1;   /* inflight is with h2o */
+    unsigned ending : 1;    /* end requested */
+    unsigned finished : 1;  /* FINAL or ERROR handed to h2o: do not touch h2o again */
+    unsigned aborting : 1;
+    unsigned stopped : 1;   /* the client went away */
+};
+
+static const char http__expose[] =
+    "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Producer-Epoch, Producer-Seq, "
+    "Producer-Expected-Seq, Producer-Received-Seq, Stream-SSE-Data-Encoding, ETag, Content-Type, "
+    "Content-Encoding, Vary, Location";
+static const char http__allow_headers[] =
+    "Content-Type, Authorization, Stream-Seq, Stream-TTL, Stream-Expires-At, Stream-Closed, Producer-Id, "
+    "Producer-Epoch, Producer-Seq, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, "
+    "If-None-Match, Last-Event-ID, Cache-Control";
+
+static const char *http__reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 507: return "Insufficient Storage";
+    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+/* ================= request accessors ================= */
+
+enum http_method http_req_method(const struct http_req *req)
+{
+    static const struct {
+        const char *name;
+        enum http_method m;
+    } table[] = {{"GET", HTTP_GET},       {"HEAD", HTTP_HEAD},     {"POST", HTTP_POST},
+                 {"PUT", HTTP_PUT},       {"DELETE", HTTP_DELETE}, {"OPTIONS", HTTP_OPTIONS},
+                 {"PATCH", HTTP_PATCH}};
+    h2o_iovec_t m = req->h2o->method;
+    for (size_t i = 0; i < CORE_ARRAY_LEN(table); i++)
+        if (h2o_memis(m.base, m.len, table[i].name, strlen(table[i].name)))
+            return table[i].m;
+    return HTTP_OTHER;
+}
+
+const char *http_req_method_name(const struct http_req *req, size_t *len)
+{
+    *len = req->h2o->method.len;
+    return req->h2o->method.base;
+}
+
+const char *http_req_path(const struct http_req *req, size_t *len)
+{
+    size_t q = req->h2o->query_at;
+    *len = q != SIZE_MAX ? q : req->h2o->path.len;
+    return req->h2o->path.base;
+}
+
+const char *http_req_query(const struct http_req *req, size_t *len)
+{
+    size_t q = req->h2o->query_at;
+    if (q == SIZE_MAX) {
+        *len = 0;
+        return NULL;
+    }
+    *len = req->h2o->path.len - q - 1;
+    return req->h2o->path.base + q + 1;
+}
+
+static ssize_t http__find(const struct http_req *req, const char *name, ssize_t cursor)
+{
+    char lower[128];
+    size_t n = strlen(name);
+    if (n >= sizeof lower)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        lower[i] = (char)tolower((unsigned char)name[i]);
+    return h2o_find_header_by_str(&req->h2o->headers, lower, n, cursor);
+}
+
+const char *http_req_header(const struct http_req *req, const char *name, size_t *len)
+{
+    ssize_t i = http__find(req, name, -1);
+    if (i < 0) {
+        if (len)
+            *len = 0;
+        return NULL;
+    }
+    if (len)
+        *len = req->h2o->headers.entries[i].value.len;
+    return req->h2o->headers.entries[i].value.base;
+}
+
+int http_req_header_count(const struct http_req *req, const char *name)
+{
+    int n = 0;
+    for (ssize_t i = -1; (i = http__find(req, name, i)) >= 0;)
+        n++;
+    return n;
+}
+
+const char *http_req_body(const struct http_req *req, size_t *len)
+{
+    *len = req->h2o->entity.len;
+    return req->h2o->entity.base ? req->h2o->entity.base : "";
+}
+
+const char *http_req_authority(const struct http_req *req, size_t *len)
+{
+    *len = req->h2o->authority.len;
+    return req->h2o->authority.base;
+}
+
+void *http_req_alloc(struct http_req *req, size_t n)
+{
+    return h2o_mem_alloc_pool(&req->h2o->pool, n);
+}
+
+static int http__hex(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+int http_req_query_param(struct http_req *req, const char *name, char **out)
+{
+    size_t qlen, nlen = strlen(name);
+    const char *q = http_req_query(req, &qlen);
+    int count = 0;
+    *out = NULL;
+    for (size_t i = 0; q && i <= qlen;) {
+        size_t end = i;
+        while (end < qlen && q[end] != '&')
+            end++;
+        const char *eq = memchr(q + i, '=', end - i);
+        size_t klen = eq ? (size_t)(eq - (q + i)) : end - i;
+        if (klen == nlen && memcmp(q + i, name, nlen) == 0) {
+            if (count++ == 0) {
+                const char *v = eq ? eq + 1 : q + end;
+                size_t vlen = (size_t)(q + end - v);
+                char *d = http_req_alloc(req, vlen + 1);
+                size_t k = 0;
+                for (size_t j = 0; j < vlen; j++) {
+                    int hi, lo;
+                    /* A decoded NUL would silently cut the value short: keep it encoded instead, so
+                     * that validation sees it and rejects it. */
+                    if (v[j] == '%' && j + 2 < vlen && (hi = http__hex(v[j + 1])) >= 0 &&
+                        (lo = http__hex(v[j + 2])) >= 0 && (hi | lo) != 0) {
+                        d[k++] = (char)(hi * 16 + lo);
+                        j += 2;
+                    } else {
+                        d[k++] = v[j];
+                    }
+                }
+                d[k] = '\0';
+                *out = d;
+            }
+        }
+        i = end + 1;
+    }
+    return count;
+}
+
+/* ================= responses ================= */
+
+void http_req_set_data(struct http_req *req, void *data, http_dispose_cb dispose)
+{
+    req->data = data;
+    req->dispose = dispose;
+}
+
+void http_res_header(struct http_req *req, const char *name, const char *value)
+{
+    h2o_req_t *r = req->h2o;
+    size_t nl = strlen(name), vl = strlen(value);
+    char *lname = h2o_mem_alloc_pool(&r->pool, nl);
+    for (size_t i = 0; i < nl; i++)
+        lname[i] = (char)tolower((unsigned char)name[i]);
+    h2o_iovec_t v = h2o_strdup(&r->pool, value, vl);
+    h2o_add_header_by_str(&r->pool, &r->res.headers, lname, nl, 1, NULL, v.base, v.len);
+}
+
+void http_res_headerf(struct http_req *req, const char *name, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    http_res_header(req, name, tmp);
+}
+
+static void http__common_headers(struct http_req *req, int status)
+{
+    h2o_req_t *r = req->h2o;
+    r->res.status = status;
+    r->res.reason = http__reason(status);
+    http_res_header(req, "X-Content-Type-Options", "nosniff");
+    http_res_header(req, "Cross-Origin-Resource-Policy", "cross-origin");
+    http_res_header(req, "Access-Control-Allow-Origin", "*");
+    http_res_header(req, "Access-Control-Expose-Headers", http__expose);
+    req->started = 1;
+}
+
+void http_res_send(struct http_req *req, int status, const void *body, size_t len)
+{
+    assert(!req->started);
+    http__common_headers(req, status);
+    h2o_req_t *r = req->h2o;
+    int head = http_req_method(req) == HTTP_HEAD;
+    if (status == 204 || status == 304)
+        len = 0;
+    r->res.content_length = head || status == 204 || status == 304 ? SIZE_MAX : len;
+    if (head && status != 204 && status != 304)
+        r->res.content_length = len; /* HEAD: the length the GET would have; no body is written */
+    req->finished = 1;
+    /* h2o may free the request before this returns: do not touch req afterwards. */
+    h2o_send_inline(r, head ? NULL : body, head ? 0 : len);
+}
+
+void http_res_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
+{
+    struct buf msg = {0}, body = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&msg, fmt, ap);
+    va_end(ap);
+    buf_puts(&body, "{\"error\":{\"code\":");
+    buf_json_string(&body, code, strlen(code));
+    buf_puts(&body, ",\"message\":");
+    buf_json_string(&body, msg.p ? msg.p : "", msg.len);
+    buf_puts(&body, "}}");
+    http_res_header(req, "Content-Type", "application/json");
+    http_res_header(req, "Cache-Control", "no-store");
+    http_res_send(req, status, body.p, body.len);
+    buf_free(&msg);
+    buf_free(&body);
+}
+
+int http_res_started(const struct http_req *req)
+{
+    return req->started;
+}
+
+/* Hands `pending` to h2o. The caller checked that nothing is in flight. */
+static void http__flush(struct http_req *req)
+{
+    struct buf t = req->inflight;
+    req->inflight = req->pending;
+    req->pending = t;
+    buf_reset(&req->pending);
+    h2o_iovec_t v = h2o_iovec_init(req->inflight.p, req->inflight.len);
+    h2o_send_state_t state = req->ending ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS;
+    req->sending = 1;
+    if (state == H2O_SEND_STATE_FINAL)
+        req->finished = 1;
+    h2o_send(req->h2o, &v, v.len ? 1 : 0, state);
+}
+
+static void http__proceed(h2o_generator_t *gen, h2o_req_t *r)
+{
+    struct http_req *req = H2O_STRUCT_FROM_MEMBER(struct http_req, gen, gen);
+    req->sending = 0;
+    if (req->finished)
+        return;
+    if (req->aborting) {
+        req->finished = 1;
+        h2o_send(r, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    if (req->pending.len || req->ending) {
+        http__flush(req);
+        return;
+    }
+    if (req->on_drain)
+        req->on_drain(req, req->drain_arg);
+}
+
+static void http__stop(h2o_generator_t *gen, h2o_req_t *r)
+{
+    struct http_req *req = H2O_STRUCT_FROM_MEMBER(struct http_req, gen, gen);
+    req->stopped = 1;
+    req->finished = 1;
+}
+
+void http_res_stream_start(struct http_req *req, int status, http_drain_cb on_drain, void *arg)
+{
+    assert(!req->started);
+    http__common_headers(req, status);
+    req->streaming = 1;
+    req->on_drain = on_drain;
+    req->drain_arg = arg;
+    req->gen.proceed = http__proceed;
+    req->gen.stop = http__stop;
+    req->h2o->res.content_length = SIZE_MAX;
+    h2o_start_response(req->h2o, &req->gen);
+}
+
+int http_res_stream_write(struct http_req *req, const void *data, size_t len)
+{
+    assert(req->streaming);
+    if (req->stopped || req->finished)
+        return -EPIPE;
+    if (req->aborting)
+        return -ENOBUFS;
+    if (req->pending.len + len > req->srv->cfg.max_queued && req->sending) {
+        http_res_stream_abort(req);
+        return -ENOBUFS;
+    }
+    buf_append(&req->pending, data, len);
+    if (!req->sending)
+        http__flush(req);
+    return 0;
+}
+
+size_t http_res_stream_queued(const struct http_req *req)
+{
+    return req->pending.len + req->inflight.len;
+}
+
+void http_res_stream_end(struct http_req *req)
+{
+    if (req->finished || req->ending)
+        return;
+    req->ending = 1;
+    if (!req->sending)
+        http__flush(req);
+}
+
+void http_res_stream_abort(struct http_req *req)
+{
+    if (req->finished || req->aborting)
+        return;
+    req->aborting = 1;
+    if (!req->sending) {
+        req->finished = 1;
+        h2o_send(req->h2o, NULL, 0, H2O_SEND_STATE_ERROR);
+    }
+}
+
+/* ================= dispatch ================= */
+
+static void http__req_dispose(void *p)
+{
+    struct http_req *req = p;
+    if (req->dispose)
+        req->dispose(req->data);
+    buf_free(&req->inflight);
+    buf_free(&req->pending);
+}
+
+static int http__authorized(struct http_req *req)
+{
+    const char *tok = req->srv->token;
+    if (tok == NULL)
+        return 1;
+    size_t len, tl = strlen(tok);
+    const char *h = http_req_header(req, "authorization", &len);
+    if (h == NULL || len != tl + 7 || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    return sodium_memcmp(h + 7, tok, tl) == 0;
+}
+
+static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
+{
+    struct http_server *srv = ((struct http__handler *)self)->srv;
+    struct http_req *req = h2o_mem_alloc_shared(&r->pool, sizeof *req, http__req_dispose);
+    memset(req, 0, sizeof *req);
+    req->h2o = r;
+    req->srv = srv;
+
+    if (http_req_method(req) == HTTP_OPTIONS) {
+        http_res_header(req, "Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, HEAD, OPTIONS");
+        http_res_header(req, "Access-Control-Allow-Headers", http__allow_headers);
+        http_res_header(req, "Access-Control-Max-Age", "86400");
+        http_res_send(req, 204, NULL, 0);
+        return 0;
+    }
+    if (!http__authorized(req)) {
+        http_res_header(req, "WWW-Authenticate", "Bearer");
+        http_res_error(req, 401, "unauthorized", "this server needs Authorization: Bearer <token>");
+        return 0;
+    }
+    size_t plen;
+    const char *path = http_req_path(req, &plen);
+    const struct http__route *best = NULL;
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        const struct http__route *rt = &srv->routes[i];
+        if (plen >= rt->len && memcmp(path, rt->prefix, rt->len) == 0 && (!best || rt->len > best->len))
+            best = rt;
+    }
+    if (best == NULL) {
+        http_res_error(req, 404, "not_found", "no such resource: %.*s", (int)(plen > 200 ? 200 : plen), path);
+        return 0;
+    }
+    best->cb(req, best->arg);
+    return 0;
+}
+
+static void http__on_accept(uv_stream_t *listener, int status)
+{
+    struct http_server *srv = listener->data;
+    if (status != 0)
+        return;
+    uv_tcp_t *conn = xmalloc(sizeof *conn);
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+        return;
+    }
+    uv_tcp_nodelay(conn, 1);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+    h2o_accept(&srv->accept_ctx, sock);
+}
+
+void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg)
+{
+    assert(srv->nroutes < HTTP_MAX_ROUTES);
+    srv->routes[srv->nroutes++] = (struct http__route){prefix, strlen(prefix), cb, arg};
+}
+
+int http_server_port(const struct http_server *srv)
+{
+    return srv->port;
+}
+
+int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http_config *cfg, char *err,
+                    size_t errlen)
+{
+    struct http_server *srv = xcalloc(1, sizeof *srv);
+    struct sockaddr_storage addr;
+    int rc;
+
+    srv->loop = loop;
+    srv->cfg = *cfg;
+    srv->token = cfg->token && *cfg->token ? xstrdup(cfg->token) : NULL;
+    srv->cfg.token = srv->token;
+
+    h2o_config_init(&srv->config);
+    srv->config.max_request_entity_size = cfg->max_body;
+    srv->config.http1.req_timeout = cfg->io_timeout_ms;
+    srv->config.http2.idle_timeout = cfg->io_timeout_ms;
+    h2o_hostconf_t *host = h2o_config_register_host(&srv->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
+    struct http__handler *h = (struct http__handler *)h2o_create_handler(pathconf, sizeof *h);
+    h->super.on_req = http__on_req;
+    h->srv = srv;
+    h2o_context_init(&srv->ctx, loop, &srv->config);
+    srv->accept_ctx.ctx = &srv->ctx;
+    srv->accept_ctx.hosts = srv->config.hosts;
+
+    if ((rc = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr)) != 0 &&
+        (rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr)) != 0) {
+        snprintf(err, errlen, "cannot parse listen address '%s'", cfg->host);
+        goto fail;
+    }
+    uv_tcp_init(loop, &srv->listener);
+    srv->listener.data = srv;
+    if ((rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&srv->listener, 1024, http__on_accept)) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port, uv_strerror(rc));
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+        goto fail;
+    }
+    int alen = sizeof addr;
+    uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&addr, &alen);
+    srv->port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
+                                                 : ((struct sockaddr_in *)&addr)->sin_port);
+    *out = srv;
+    return 0;
+
+fail:
+    /* The listener (if initialised) is closing; the loop still references it, so the server
+     * struct is deliberately leaked on this startup-only path rather than freed under libuv. */
+    *out = NULL;
+    return rc;
+}
+
+void http_server_free(struct http_server *srv)
+{
+    if (srv == NULL)
+        return;
+    /* h2o 2.2.5 cannot close its live connections from outside; the process is about to exit, so
+     * we stop accepting and let the OS reclaim the rest. */
+    uv_close((uv_handle_t *)&srv->listener, NULL);
+}

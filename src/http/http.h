@@ -1,0 +1,98 @@
+/*
+ * http — the HTTP server: listener, connections, routing by path prefix, request accessors, and
+ * responses (whole, deferred, or streamed with backpressure). Built on libh2o over the one libuv
+ * loop; no h2o type leaves this module.
+ *
+ * Every response carries the security and CORS headers, and every error is a JSON body
+ * {"error":{"code","message"}}. With a token configured, every request but a CORS preflight must
+ * carry `Authorization: Bearer <token>`; the others get 401 before any handler runs.
+ *
+ * Lifetime of a request: a struct http_req is valid from the handler call until its dispose
+ * callback (http_req_set_data) runs, which happens exactly once, after the response has been sent
+ * or the client has gone. A handler may answer at once, keep the request and answer later
+ * (long-poll), or stream (SSE). Streamed output is queued per request up to a bound; a reader that
+ * falls that far behind is cut off (it resumes from its last offset) rather than growing memory.
+ */
+#ifndef AGENTD_HTTP_H
+#define AGENTD_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/core.h"
+
+struct http_server;
+struct http_req;
+
+struct http_config {
+    const char *host;          /* address to bind */
+    int port;                  /* 0 picks a free port */
+    const char *token;         /* bearer token, NULL for none */
+    size_t max_body;           /* request bodies over this get 413 */
+    uint64_t io_timeout_ms;    /* slow or idle clients are dropped after this */
+    size_t max_queued;         /* bytes a streamed response may queue before the reader is cut off */
+};
+
+enum http_method { HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT, HTTP_DELETE, HTTP_OPTIONS, HTTP_PATCH, HTTP_OTHER };
+
+/* A route handler. It must answer or keep the request (see above). */
+typedef void (*http_handler_cb)(struct http_req *req, void *arg);
+/* Called when a streamed response has sent everything queued so far. */
+typedef void (*http_drain_cb)(struct http_req *req, void *arg);
+/* Called once when the request ends, with the pointer given to http_req_set_data. */
+typedef void (*http_dispose_cb)(void *data);
+
+int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http_config *cfg, char *err,
+                    size_t errlen) CORE_UNUSED_RESULT;
+/* Stops listening and closes every connection. NULL is a no-op. */
+void http_server_free(struct http_server *srv);
+int http_server_port(const struct http_server *srv);
+/* Registers a handler for paths starting with prefix; the longest matching prefix wins.
+ * Unmatched paths get 404. The prefix string is borrowed for the server's lifetime. */
+void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg);
+
+/* ---- request accessors (borrowed until dispose) ---- */
+enum http_method http_req_method(const struct http_req *req);
+const char *http_req_method_name(const struct http_req *req, size_t *len);
+/* The raw path without the query string, and the raw query (NULL when there is none). */
+const char *http_req_path(const struct http_req *req, size_t *len);
+const char *http_req_query(const struct http_req *req, size_t *len);
+/* The first value of a header (case-insensitive name), or NULL. count receives how many there are. */
+const char *http_req_header(const struct http_req *req, const char *name, size_t *len);
+int http_req_header_count(const struct http_req *req, const char *name);
+const char *http_req_body(const struct http_req *req, size_t *len);
+/* The Host the client addressed (HTTP/1 Host header or HTTP/2 :authority). */
+const char *http_req_authority(const struct http_req *req, size_t *len);
+/* Copies a query parameter's value, percent-decoded, into a NUL-terminated string allocated with
+ * the request (lives until dispose). Returns the number of occurrences; *out is the first or NULL. */
+int http_req_query_param(struct http_req *req, const char *name, char **out);
+/* Memory that lives until the request ends. */
+void *http_req_alloc(struct http_req *req, size_t n);
+/* Attaches per-request state; dispose runs exactly once when the request ends. */
+void http_req_set_data(struct http_req *req, void *data, http_dispose_cb dispose);
+
+/* ---- responses ---- */
+/* Adds a response header; name and value are copied. */
+void http_res_header(struct http_req *req, const char *name, const char *value);
+void http_res_headerf(struct http_req *req, const char *name, const char *fmt, ...) CORE_PRINTF(3, 4);
+/* Sends the whole response; body is copied. For HEAD the body is omitted. */
+void http_res_send(struct http_req *req, int status, const void *body, size_t len);
+/* Sends {"error":{"code":code,"message":...}} with the given status. */
+void http_res_error(struct http_req *req, int status, const char *code, const char *fmt, ...) CORE_PRINTF(4, 5);
+
+/* Starts a streamed response (headers are sent with the first write). */
+void http_res_stream_start(struct http_req *req, int status, http_drain_cb on_drain, void *arg);
+/* Queues bytes (copied). Returns 0, -EPIPE when the client is gone, or -ENOBUFS when the queue bound
+ * was passed, in which case the response is being aborted. */
+int http_res_stream_write(struct http_req *req, const void *data, size_t len);
+/* Bytes queued and not yet handed to the socket. */
+size_t http_res_stream_queued(const struct http_req *req);
+/* Ends the stream after what is queued; or aborts the connection. */
+void http_res_stream_end(struct http_req *req);
+void http_res_stream_abort(struct http_req *req);
+
+/* Is a response already started or sent? */
+int http_res_started(const struct http_req *req);
+
+#endif

@@ -1,0 +1,31 @@
+/*
+ * agentd — one binary: `agentd serve` runs the server; the other subcommands are its client.
+ * This file only dispatches; each command lives in its module.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "serve/serve.h"
+
+static const char usage[] =
+    "usage: agentd <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  serve     run the server (agentd serve --help)\n"
+    "  stream    create, append to, read, tail, fork and delete durable streams (agentd stream --help)\n"
+    "  help      show this text\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    if (!strcmp(argv[1], "serve"))
+        return serve_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "stream"))
+        return cli_stream_main(argc - 1, argv + 1);
+    fprintf(stderr, "agentd: unknown command '%s'\n\n%s", argv[1], usage);
+    return 1;
+}

@@ -1,0 +1,199 @@
+/* serve — wiring of the server. See serve.h. */
+#include "serve/serve.h"
+#include "core/core.h"
+#include "core/opt.h"
+#include "http/http.h"
+#include "store/store.h"
+#include "stream/stream.h"
+#include "stream/stream_http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+#include <uv.h>
+
+struct serve_opts {
+    char *listen;
+    char *data;
+    char *token;
+    char *durability;
+    long long long_poll_timeout;
+    long long max_body;
+    long long io_timeout;
+    long long sse_max;
+    long long max_queued;
+    char *log_level;
+};
+
+#define O(f) offsetof(struct serve_opts, f)
+static const struct opt_def serve__opts[] = {
+    {"listen", OPT_STRING, "127.0.0.1:4437", 0, 0, NULL, "address:port to listen on (port 0 picks a free one)", O(listen)},
+    {"data", OPT_STRING, "./data", 0, 0, NULL, "data directory (the SQLite store lives here)", O(data)},
+    {"token", OPT_STRING, NULL, 0, 0, NULL, "bearer token every request must carry; required off loopback", O(token)},
+    {"durability", OPT_ENUM, "fsync", 0, 0, "fsync|os", "acknowledge appends after fsync, or after the OS has them", O(durability)},
+    {"long-poll-timeout", OPT_INT, "20000", 10, 3600000, NULL, "milliseconds a long-poll waits before answering 204", O(long_poll_timeout)},
+    {"max-body", OPT_INT, "16777216", 1024, 1LL << 31, NULL, "largest request body in bytes (413 above)", O(max_body)},
+    {"io-timeout", OPT_INT, "30000", 100, 3600000, NULL, "milliseconds before a slow or idle client is dropped", O(io_timeout)},
+    {"sse-max", OPT_INT, "60000", 1000, 86400000, NULL, "milliseconds before an SSE connection is closed for reconnect", O(sse_max)},
+    {"max-queued", OPT_INT, "4194304", 65536, 1LL << 30, NULL, "bytes a live reader may have queued before it is cut off", O(max_queued)},
+    {"log-level", OPT_ENUM, "info", 0, 0, "debug|info|warn|error", "least severe log level written to stderr", O(log_level)},
+};
+#undef O
+
+static const char serve__usage[] =
+    "usage: agentd serve [--listen ADDR:PORT] [--data DIR] [--token T] [--durability fsync|os]\n"
+    "                    [--long-poll-timeout MS] [--config FILE]";
+
+struct serve {
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm;
+    struct store *store;
+    struct streams *streams;
+    struct http_server *http;
+    struct stream_http *stream_http;
+};
+
+static int serve__is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (!strcmp(host, "localhost"))
+        return 1;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return 0;
+}
+
+/* Splits "host:port" or "[v6]:port". Returns 0 or -EINVAL. */
+static int serve__parse_listen(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s)
+        return -EINVAL;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']')
+        h++, hl -= 2;
+    if (hl >= hostlen)
+        return -EINVAL;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    if (!strcmp(host, "localhost"))
+        snprintf(host, hostlen, "127.0.0.1");
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535 || end == colon + 1)
+        return -EINVAL;
+    *port = (int)p;
+    return 0;
+}
+
+static void serve__health(struct http_req *req, void *arg)
+{
+    static const char ok[] = "{\"status\":\"ok\"}";
+    http_res_header(req, "Content-Type", "application/json");
+    http_res_header(req, "Cache-Control", "no-store");
+    http_res_send(req, 200, ok, sizeof ok - 1);
+}
+
+static void serve__on_signal(uv_signal_t *h, int signum)
+{
+    struct serve *s = h->data;
+    log_info("serve: signal %d, committing and stopping", signum);
+    streams_flush(s->streams);
+    uv_stop(&s->loop);
+}
+
+int serve_main(int argc, char **argv)
+{
+    struct serve_opts o = {0};
+    struct serve s = {0};
+    char err[512] = "", host[256];
+    int port, npos, rc, status = 1;
+
+    rc = opt_parse(serve__opts, CORE_ARRAY_LEN(serve__opts), &o, argc, argv, &npos, serve__usage, err, sizeof err);
+    if (rc == 1) {
+        opt_free(serve__opts, CORE_ARRAY_LEN(serve__opts), &o);
+        return 0;
+    }
+    if (rc != 0 || npos != 0) {
+        fprintf(stderr, "agentd serve: %s\n", rc ? err : "unexpected argument (see --help)");
+        goto out;
+    }
+    if (log_parse_level(o.log_level, &log_threshold) != 0)
+        goto out;
+    if (serve__parse_listen(o.listen, host, sizeof host, &port) != 0) {
+        fprintf(stderr, "agentd serve: --listen must be ADDRESS:PORT, not '%s'\n", o.listen);
+        goto out;
+    }
+    if (!serve__is_loopback(host) && (o.token == NULL || *o.token == '\0')) {
+        fprintf(stderr, "agentd serve: refusing to listen on %s without --token: off loopback every request "
+                        "must be authenticated (give --token T, or listen on 127.0.0.1)\n", host);
+        goto out;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "agentd serve: libsodium failed to initialise\n");
+        goto out;
+    }
+    /* A full disk or a file size limit must become an error reply, not a signal that kills us. */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+
+    uv_loop_init(&s.loop);
+    if ((rc = store_open(&s.store, o.data, !strcmp(o.durability, "os") ? STORE_OS : STORE_FSYNC, err, sizeof err))) {
+        fprintf(stderr, "agentd serve: %s\n", err);
+        goto out;
+    }
+    struct streams_config scfg = {.max_append = (size_t)o.max_body, .read_chunk = 1 << 20};
+    if ((rc = streams_new(&s.streams, &s.loop, s.store, &scfg, err, sizeof err))) {
+        fprintf(stderr, "agentd serve: %s\n", err);
+        goto out;
+    }
+    struct http_config hcfg = {
+        .host = host,
+        .port = port,
+        .token = o.token,
+        .max_body = (size_t)o.max_body,
+        .io_timeout_ms = (uint64_t)o.io_timeout,
+        .max_queued = (size_t)o.max_queued,
+    };
+    if ((rc = http_server_new(&s.http, &s.loop, &hcfg, err, sizeof err))) {
+        fprintf(stderr, "agentd serve: %s\n", err);
+        goto out;
+    }
+    struct stream_http_config shcfg = {
+        .long_poll_timeout_ms = (uint64_t)o.long_poll_timeout,
+        .sse_max_ms = (uint64_t)o.sse_max,
+        .max_append = (size_t)o.max_body,
+        .read_chunk = 1 << 20,
+    };
+    s.stream_http = stream_http_new(s.http, &s.loop, s.streams, &shcfg);
+    http_route(s.http, "/v1/health", serve__health, &s);
+
+    uv_signal_init(&s.loop, &s.sigint);
+    uv_signal_init(&s.loop, &s.sigterm);
+    s.sigint.data = s.sigterm.data = &s;
+    uv_signal_start(&s.sigint, serve__on_signal, SIGINT);
+    uv_signal_start(&s.sigterm, serve__on_signal, SIGTERM);
+
+    printf("http://%s%s%s:%d\n", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+           http_server_port(s.http));
+    fflush(stdout);
+    log_info("serve: listening on %s:%d, data in %s, durability %s", host, http_server_port(s.http), o.data,
+             o.durability);
+    uv_run(&s.loop, UV_RUN_DEFAULT);
+    streams_flush(s.streams);
+    status = 0;
+
+out:
+    /* The loop still owns h2o's connections; the store is closed cleanly, the rest goes with exit. */
+    store_free(s.store);
+    opt_free(serve__opts, CORE_ARRAY_LEN(serve__opts), &o);
+    return status;
+}

@@ -1,0 +1,397 @@
+/* store — SQLite stream log with group commit. See store.h. */
+#include "store/store.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum store__stmt {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_STREAM_INSERT,
+    ST_STREAM_UPDATE,
+    ST_STREAM_DELETE,
+    ST_RECORDS_DELETE,
+    ST_PRODUCERS_DELETE,
+    ST_RECORD_APPEND,
+    ST_PRODUCER_PUT,
+    ST_READ,
+    ST__COUNT
+};
+
+static const char *const store__sql[ST__COUNT] = {
+    [ST_BEGIN] = "BEGIN",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_STREAM_INSERT] =
+        "INSERT INTO streams(path, content_type, created_ms, ttl_s, expires_at_ms, expires_at, closed,"
+        " tail, fork_src, fork_off, fork_sub, refcount, deleted, last_seq, closer_pid, closer_epoch,"
+        " closer_seq) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
+    [ST_STREAM_UPDATE] =
+        "UPDATE streams SET path=?1, content_type=?2, created_ms=?3, ttl_s=?4, expires_at_ms=?5,"
+        " expires_at=?6, closed=?7, tail=?8, fork_src=?9, fork_off=?10, fork_sub=?11, refcount=?12,"
+        " deleted=?13, last_seq=?14, closer_pid=?15, closer_epoch=?16, closer_seq=?17 WHERE id=?18",
+    [ST_STREAM_DELETE] = "DELETE FROM streams WHERE id=?1",
+    [ST_RECORDS_DELETE] = "DELETE FROM records WHERE stream=?1",
+    [ST_PRODUCERS_DELETE] = "DELETE FROM producers WHERE stream=?1",
+    [ST_RECORD_APPEND] = "INSERT INTO records(stream, off, data) VALUES(?1,?2,?3)",
+    [ST_PRODUCER_PUT] = "INSERT OR REPLACE INTO producers(stream, pid, epoch, seq) VALUES(?1,?2,?3,?4)",
+    /* The first record returned is the one containing ?2 when ?2 falls inside a record. */
+    [ST_READ] = "SELECT off, data FROM records WHERE stream=?1 AND off >= coalesce((SELECT max(off)"
+                " FROM records WHERE stream=?1 AND off <= ?2), ?2) AND off < ?3 ORDER BY off",
+};
+
+static const char store__schema[] =
+    "CREATE TABLE IF NOT EXISTS streams("
+    " id INTEGER PRIMARY KEY, path TEXT, content_type TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+    " ttl_s INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL, expires_at TEXT, closed INTEGER NOT NULL,"
+    " tail INTEGER NOT NULL, fork_src INTEGER NOT NULL, fork_off INTEGER NOT NULL,"
+    " fork_sub INTEGER NOT NULL, refcount INTEGER NOT NULL, deleted INTEGER NOT NULL, last_seq TEXT,"
+    " closer_pid TEXT, closer_epoch INTEGER NOT NULL, closer_seq INTEGER NOT NULL);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS streams_path ON streams(path) WHERE path IS NOT NULL;"
+    "CREATE TABLE IF NOT EXISTS records(stream INTEGER NOT NULL, off INTEGER NOT NULL,"
+    " data BLOB NOT NULL, PRIMARY KEY(stream, off)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS producers(stream INTEGER NOT NULL, pid TEXT NOT NULL,"
+    " epoch INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(stream, pid)) WITHOUT ROWID;";
+
+struct store {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[ST__COUNT];
+    int in_batch;
+    int poisoned; /* negative errno of the first failed write in the open batch, or 0 */
+};
+
+/* Maps an SQLite result code to a negative errno the HTTP layer can classify. */
+static int store__errno(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+        return -ENOSPC;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_CANTOPEN:
+        return -EROFS;
+    case SQLITE_NOMEM:
+        return -ENOMEM;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return -EBUSY;
+    case SQLITE_CONSTRAINT:
+        return -EEXIST;
+    default:
+        return -EIO;
+    }
+}
+
+void store_meta_clear(struct store_meta *m)
+{
+    free(m->path);
+    free(m->content_type);
+    free(m->expires_at);
+    free(m->last_seq);
+    free(m->closer_pid);
+    memset(m, 0, sizeof *m);
+}
+
+static char *store__dup(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+void store_meta_copy(struct store_meta *dst, const struct store_meta *src)
+{
+    *dst = *src;
+    dst->path = store__dup(src->path);
+    dst->content_type = store__dup(src->content_type);
+    dst->expires_at = store__dup(src->expires_at);
+    dst->last_seq = store__dup(src->last_seq);
+    dst->closer_pid = store__dup(src->closer_pid);
+}
+
+int store_open(struct store **out, const char *dir, enum store_durability durability, char *err,
+               size_t errlen)
+{
+    struct store *s = xcalloc(1, sizeof *s);
+    char *file = NULL;
+    int rc;
+
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        rc = -errno;
+        snprintf(err, errlen, "cannot create data dir %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    file = xasprintf("%s/agentd.db", dir);
+    if ((rc = sqlite3_open_v2(file, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                              NULL)) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", file, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        rc = store__errno(rc);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    /* WAL: one fsync per commit, readers never block the writer. synchronous=FULL fsyncs the WAL at
+     * every COMMIT; NORMAL leaves it to checkpoints (durable against process crashes only). */
+    const char *pragmas = durability == STORE_FSYNC
+                              ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                              : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
+    char *msg = NULL;
+    if ((rc = sqlite3_exec(s->db, pragmas, NULL, NULL, &msg)) != SQLITE_OK ||
+        (rc = sqlite3_exec(s->db, "PRAGMA foreign_keys=OFF; PRAGMA cache_size=-16000;", NULL, NULL, &msg)) !=
+            SQLITE_OK ||
+        (rc = sqlite3_exec(s->db, store__schema, NULL, NULL, &msg)) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot initialise %s: %s", file, msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        rc = store__errno(rc);
+        goto fail;
+    }
+    for (int i = 0; i < ST__COUNT; i++) {
+        if ((rc = sqlite3_prepare_v3(s->db, store__sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL)) !=
+            SQLITE_OK) {
+            snprintf(err, errlen, "cannot prepare statement: %s", sqlite3_errmsg(s->db));
+            rc = store__errno(rc);
+            goto fail;
+        }
+    }
+    free(file);
+    *out = s;
+    return 0;
+
+fail:
+    free(file);
+    store_free(s);
+    *out = NULL;
+    return rc < 0 ? rc : -EIO;
+}
+
+void store_free(struct store *s)
+{
+    if (s == NULL)
+        return;
+    if (s->in_batch && store_commit(s) != 0)
+        log_error("store: final commit failed: %s", store_errmsg(s));
+    for (int i = 0; i < ST__COUNT; i++)
+        sqlite3_finalize(s->stmt[i]);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+const char *store_errmsg(struct store *s)
+{
+    return sqlite3_errmsg(s->db);
+}
+
+/* Runs a prepared statement to completion; resets it in every case. */
+static int store__run(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : store__errno(rc);
+}
+
+/* Every batch write goes through here: opens the batch, runs, poisons on failure. */
+static int store__write(struct store *s, sqlite3_stmt *st)
+{
+    int rc;
+    if (s->poisoned) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return s->poisoned;
+    }
+    if (!s->in_batch) {
+        if ((rc = store__run(s->stmt[ST_BEGIN])) != 0) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            log_error("store: BEGIN failed: %s", store_errmsg(s));
+            return rc;
+        }
+        s->in_batch = 1;
+    }
+    if ((rc = store__run(st)) != 0) {
+        log_error("store: write failed: %s", store_errmsg(s));
+        s->poisoned = rc;
+    }
+    return rc;
+}
+
+static void store__bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void store__bind_meta(sqlite3_stmt *st, const struct store_meta *m)
+{
+    store__bind_text(st, 1, m->path);
+    store__bind_text(st, 2, m->content_type);
+    sqlite3_bind_int64(st, 3, m->created_ms);
+    sqlite3_bind_int64(st, 4, m->ttl_s);
+    sqlite3_bind_int64(st, 5, m->expires_at_ms);
+    store__bind_text(st, 6, m->expires_at);
+    sqlite3_bind_int(st, 7, m->closed);
+    sqlite3_bind_int64(st, 8, m->tail);
+    sqlite3_bind_int64(st, 9, m->fork_src);
+    sqlite3_bind_int64(st, 10, m->fork_off);
+    sqlite3_bind_int64(st, 11, m->fork_sub);
+    sqlite3_bind_int64(st, 12, m->refcount);
+    sqlite3_bind_int(st, 13, m->deleted);
+    store__bind_text(st, 14, m->last_seq);
+    store__bind_text(st, 15, m->closer_pid);
+    sqlite3_bind_int64(st, 16, m->closer_epoch);
+    sqlite3_bind_int64(st, 17, m->closer_seq);
+}
+
+int store_stream_insert(struct store *s, struct store_meta *m)
+{
+    sqlite3_stmt *st = s->stmt[ST_STREAM_INSERT];
+    store__bind_meta(st, m);
+    int rc = store__write(s, st);
+    if (rc == 0)
+        m->id = sqlite3_last_insert_rowid(s->db);
+    return rc;
+}
+
+int store_stream_update(struct store *s, const struct store_meta *m)
+{
+    sqlite3_stmt *st = s->stmt[ST_STREAM_UPDATE];
+    store__bind_meta(st, m);
+    sqlite3_bind_int64(st, 18, m->id);
+    return store__write(s, st);
+}
+
+int store_stream_delete(struct store *s, int64_t id)
+{
+    static const enum store__stmt order[] = {ST_RECORDS_DELETE, ST_PRODUCERS_DELETE, ST_STREAM_DELETE};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(order); i++) {
+        sqlite3_stmt *st = s->stmt[order[i]];
+        sqlite3_bind_int64(st, 1, id);
+        int rc = store__write(s, st);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int store_record_append(struct store *s, int64_t stream, int64_t off, const void *data, size_t len)
+{
+    sqlite3_stmt *st = s->stmt[ST_RECORD_APPEND];
+    sqlite3_bind_int64(st, 1, stream);
+    sqlite3_bind_int64(st, 2, off);
+    sqlite3_bind_blob64(st, 3, data, len, SQLITE_STATIC);
+    return store__write(s, st);
+}
+
+int store_producer_put(struct store *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq)
+{
+    sqlite3_stmt *st = s->stmt[ST_PRODUCER_PUT];
+    sqlite3_bind_int64(st, 1, stream);
+    sqlite3_bind_text(st, 2, pid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, epoch);
+    sqlite3_bind_int64(st, 4, seq);
+    return store__write(s, st);
+}
+
+int store_batch_open(const struct store *s)
+{
+    return s->in_batch;
+}
+
+int store_commit(struct store *s)
+{
+    if (!s->in_batch)
+        return 0;
+    int rc = s->poisoned;
+    if (rc == 0 && (rc = store__run(s->stmt[ST_COMMIT])) != 0)
+        log_error("store: COMMIT failed: %s", store_errmsg(s));
+    if (rc != 0 && !sqlite3_get_autocommit(s->db) && store__run(s->stmt[ST_ROLLBACK]) != 0)
+        log_error("store: ROLLBACK failed: %s", store_errmsg(s));
+    s->in_batch = 0;
+    s->poisoned = 0;
+    return rc;
+}
+
+int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+               store_record_cb cb, void *arg)
+{
+    sqlite3_stmt *st = s->stmt[ST_READ];
+    int n = 0, rc;
+    size_t total = 0;
+    sqlite3_bind_int64(st, 1, stream);
+    sqlite3_bind_int64(st, 2, from);
+    sqlite3_bind_int64(st, 3, to);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t off = sqlite3_column_int64(st, 0);
+        const void *data = sqlite3_column_blob(st, 1);
+        size_t len = (size_t)sqlite3_column_bytes(st, 1);
+        if (off + (int64_t)len <= from)
+            continue;
+        cb(off, data, len, arg);
+        n++;
+        total += len;
+        if (total >= max_bytes)
+            break;
+    }
+    int err = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : store__errno(rc);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return err ? err : n;
+}
+
+static char *store__col_text(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? xstrdup((const char *)t) : NULL;
+}
+
+int store_load(struct store *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT id, path, content_type, created_ms, ttl_s, expires_at_ms, expires_at,"
+                                " closed, coalesce((SELECT r.off + length(r.data) FROM records r WHERE r.stream = streams.id"
+                                " ORDER BY r.off DESC LIMIT 1), fork_off), fork_src, fork_off, fork_sub, refcount, deleted, last_seq,"
+                                " closer_pid, closer_epoch, closer_seq FROM streams ORDER BY id",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return store__errno(rc);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct store_meta m = {
+            .id = sqlite3_column_int64(st, 0),
+            .path = store__col_text(st, 1),
+            .content_type = store__col_text(st, 2),
+            .created_ms = sqlite3_column_int64(st, 3),
+            .ttl_s = sqlite3_column_int64(st, 4),
+            .expires_at_ms = sqlite3_column_int64(st, 5),
+            .expires_at = store__col_text(st, 6),
+            .closed = sqlite3_column_int(st, 7),
+            .tail = sqlite3_column_int64(st, 8),
+            .fork_src = sqlite3_column_int64(st, 9),
+            .fork_off = sqlite3_column_int64(st, 10),
+            .fork_sub = sqlite3_column_int64(st, 11),
+            .refcount = sqlite3_column_int64(st, 12),
+            .deleted = sqlite3_column_int(st, 13),
+            .last_seq = store__col_text(st, 14),
+            .closer_pid = store__col_text(st, 15),
+            .closer_epoch = sqlite3_column_int64(st, 16),
+            .closer_seq = sqlite3_column_int64(st, 17),
+        };
+        on_stream(&m, arg);
+        store_meta_clear(&m);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return store__errno(rc);
+    if ((rc = sqlite3_prepare_v2(s->db, "SELECT stream, pid, epoch, seq FROM producers", -1, &st, NULL)) !=
+        SQLITE_OK)
+        return store__errno(rc);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        on_producer(sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+                    sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), arg);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : store__errno(rc);
+}

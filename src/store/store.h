@@ -1,0 +1,94 @@
+/*
+ * store — the durable log of every stream, in one SQLite database (WAL mode).
+ *
+ * What it owns: the database file, its prepared statements, and the current write batch. It knows
+ * rows (streams, records, producer states), not protocol rules; src/stream decides what to write.
+ *
+ * Group commit: every write call joins the open batch (a transaction begun lazily by the first
+ * write); store_commit ends it with one COMMIT, which under STORE_FSYNC is fsynced before it returns.
+ * The caller acknowledges the batch's requests only after store_commit returns 0. Any failed write
+ * poisons the batch: store_commit then rolls everything back and returns the error, so a batch is
+ * stored whole or not at all and nothing acknowledged before is touched.
+ *
+ * Records are keyed by (stream id, start offset); a record's end offset is start + its length.
+ * Reads run on the same connection, so they can see rows of the open batch: callers bound every
+ * read by the durable tail they track.
+ */
+#ifndef AGENTD_STORE_H
+#define AGENTD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+
+struct store;
+
+enum store_durability {
+    STORE_FSYNC, /* COMMIT returns once the WAL is fsynced */
+    STORE_OS,    /* COMMIT returns once the OS has the bytes (survives a process crash) */
+};
+
+/* The persisted configuration and mutable state of one stream. Strings are heap copies owned by
+ * the struct: free with store_meta_clear. */
+struct store_meta {
+    int64_t id;
+    char *path;         /* NULL once detached: expired or replaced but still read by forks */
+    char *content_type;
+    int64_t created_ms;
+    int64_t ttl_s;         /* -1: none */
+    int64_t expires_at_ms; /* -1: none */
+    char *expires_at;      /* the Stream-Expires-At text as given, NULL if none */
+    int closed;
+    int64_t tail;     /* end offset of the last record; recomputed from the records on load */
+    int64_t fork_src; /* id of the source stream, 0 if not a fork */
+    int64_t fork_off; /* offset the fork was taken at; reads below it go to the source */
+    int64_t fork_sub; /* sub-offset asked for at fork time (compared on re-create) */
+    int64_t refcount; /* forks that read through this stream */
+    int deleted;      /* soft-deleted: kept only for its forks */
+    char *last_seq;   /* last Stream-Seq, NULL if none */
+    char *closer_pid; /* producer tuple whose append closed the stream, NULL if none */
+    int64_t closer_epoch, closer_seq;
+};
+void store_meta_clear(struct store_meta *m);
+void store_meta_copy(struct store_meta *dst, const struct store_meta *src);
+
+/* Opens (creating if needed) DIR/agentd.db. On failure returns -errno and a message in err. */
+int store_open(struct store **out, const char *dir, enum store_durability durability, char *err,
+               size_t errlen) CORE_UNUSED_RESULT;
+/* Commits any open batch, then closes. NULL is a no-op. */
+void store_free(struct store *s);
+
+/* Startup loading. The callbacks borrow their arguments for the duration of the call. */
+typedef void (*store_meta_cb)(const struct store_meta *m, void *arg);
+typedef void (*store_producer_cb)(int64_t stream, const char *pid, int64_t epoch, int64_t seq,
+                                  void *arg);
+int store_load(struct store *s, store_meta_cb on_stream, store_producer_cb on_producer,
+               void *arg) CORE_UNUSED_RESULT;
+
+/* Batch writes. Each returns 0 or a negative errno; a failure also poisons the batch. */
+int store_stream_insert(struct store *s, struct store_meta *m); /* sets m->id */
+int store_stream_update(struct store *s, const struct store_meta *m);
+int store_stream_delete(struct store *s, int64_t id); /* the row, its records and producers */
+int store_record_append(struct store *s, int64_t stream, int64_t off, const void *data, size_t len);
+int store_producer_put(struct store *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq);
+
+/* Is a batch open? */
+int store_batch_open(const struct store *s);
+/* Ends the open batch (no-op when none). 0: durable. Negative errno: rolled back, nothing kept. */
+int store_commit(struct store *s) CORE_UNUSED_RESULT;
+
+/*
+ * Reads records of one stream (not its fork source) that end after `from` and start before `to`,
+ * in order, stopping after the record that brings the total to max_bytes or more. The first record
+ * may start before `from` (the caller slices it). The callback borrows data for the call only.
+ * Returns the number of records read, or a negative errno.
+ */
+typedef void (*store_record_cb)(int64_t off, const void *data, size_t len, void *arg);
+int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+               store_record_cb cb, void *arg);
+
+/* The last SQLite error text, for logs. */
+const char *store_errmsg(struct store *s);
+
+#endif

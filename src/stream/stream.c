@@ -1,0 +1,939 @@
+/*
+ * stream — the registry of durable streams and their protocol rules. See stream.h.
+ *
+ * Ownership: the registry owns every struct stream (live, soft-deleted, or detached but still read
+ * by forks), the batch's op list (borrowed ops owned by callers), and the graveyard of streams
+ * deleted in the open batch, freed after it commits. A fork holds a plain pointer to its source;
+ * the source cannot be freed while its refcount counts the fork.
+ */
+#include "stream/stream.h"
+#include "core/map.h"
+#include "store/store.h"
+#include "stream/jsonmode.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define STREAM_SWEEP_MS 2000
+
+struct stream__producer {
+    int64_t epoch, seq;
+};
+
+struct stream {
+    struct store_meta m;      /* pending state: what the open batch makes true */
+    int64_t durable_tail;     /* what readers may see */
+    int durable_closed;
+    int gone;                 /* deleted (hard or soft) in the open batch: tell subscribers */
+    struct stream *src;       /* fork source */
+    struct map producers;     /* pid -> struct stream__producer */
+    int64_t last_access_ms;
+    struct stream_sub subs;   /* sentinel of the subscriber ring */
+    int dirty;
+    struct stream *dirty_next;
+    struct stream *grave_next;
+};
+
+struct streams {
+    uv_loop_t *loop;
+    struct store *store;
+    struct streams_config cfg;
+    struct map by_path; /* live and soft-deleted streams at their path */
+    struct map by_id;   /* every stream, keyed by decimal id */
+    struct stream_op *ops, **ops_tail;
+    struct stream *dirty;
+    struct stream *graveyard;
+    size_t nsubs;
+    uv_check_t check;
+    uv_idle_t idle; /* keeps the loop from blocking while a batch waits for its commit */
+    uv_timer_t sweep;
+};
+
+static void streams__reload(struct streams *ss);
+
+/* ================= offsets and small helpers ================= */
+
+void stream_offset_format(int64_t off, char out[STREAM_OFFSET_LEN + 1])
+{
+    snprintf(out, STREAM_OFFSET_LEN + 1, "%016d_%016" PRId64, 0, off);
+}
+
+int stream_offset_parse(const char *s, int64_t *off)
+{
+    const char *us = strchr(s, '_');
+    if (us == NULL || us == s || us - s > 16 || strlen(us + 1) == 0 || strlen(us + 1) > 16)
+        return -EINVAL;
+    int64_t hi = 0, lo = 0;
+    for (const char *p = s; p < us; p++) {
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        hi = hi * 10 + (*p - '0');
+    }
+    for (const char *p = us + 1; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        lo = lo * 10 + (*p - '0');
+    }
+    /* We only mint offsets with a zero first part; anything else lies beyond every tail. */
+    *off = hi ? INT64_MAX : lo;
+    return 0;
+}
+
+/* Media types compare without parameters, case-insensitively. */
+static int stream__media_eq(const char *a, const char *b)
+{
+    size_t la = strcspn(a, ";"), lb = strcspn(b, ";");
+    while (la && (a[la - 1] == ' ' || a[la - 1] == '\t'))
+        la--;
+    while (lb && (b[lb - 1] == ' ' || b[lb - 1] == '\t'))
+        lb--;
+    while (*a == ' ' && la)
+        a++, la--;
+    while (*b == ' ' && lb)
+        b++, lb--;
+    return la == lb && strncasecmp(a, b, la) == 0;
+}
+
+static int stream__ct_is_json(const char *ct)
+{
+    return stream__media_eq(ct, "application/json");
+}
+
+static void stream__id_key(int64_t id, char key[24])
+{
+    snprintf(key, 24, "%" PRId64, id);
+}
+
+/* ================= accessors ================= */
+
+const char *stream_content_type(const struct stream *st) { return st->m.content_type; }
+int stream_is_json(const struct stream *st) { return stream__ct_is_json(st->m.content_type); }
+int64_t stream_tail(const struct stream *st) { return st->durable_tail; }
+int stream_closed(const struct stream *st) { return st->durable_closed; }
+int64_t stream_ttl(const struct stream *st) { return st->m.ttl_s; }
+const char *stream_expires_at(const struct stream *st) { return st->m.expires_at; }
+
+void stream_identity(const struct stream *st, int64_t *id, int64_t *created_ms)
+{
+    *id = st->m.id;
+    *created_ms = st->m.created_ms;
+}
+
+void stream_touch(struct stream *st)
+{
+    st->last_access_ms = clock_wall_ms();
+}
+
+size_t streams_subscriber_count(const struct streams *ss)
+{
+    return ss->nsubs;
+}
+
+/* ================= batch bookkeeping ================= */
+
+static void streams__on_idle(uv_idle_t *h)
+{
+    /* nothing: being active keeps the poll phase from blocking until the check commits */
+}
+
+static void streams__arm(struct streams *ss)
+{
+    if (!uv_is_active((uv_handle_t *)&ss->idle))
+        uv_idle_start(&ss->idle, streams__on_idle);
+}
+
+static void streams__mark(struct streams *ss, struct stream *st)
+{
+    if (!st->dirty) {
+        st->dirty = 1;
+        st->dirty_next = ss->dirty;
+        ss->dirty = st;
+    }
+    streams__arm(ss);
+}
+
+static void streams__queue(struct streams *ss, struct stream_op *op)
+{
+    op->next = NULL;
+    op->queued = 1;
+    *ss->ops_tail = op;
+    ss->ops_tail = &op->next;
+    streams__arm(ss);
+}
+
+void stream_op_cancel(struct streams *ss, struct stream_op *op)
+{
+    if (!op->queued)
+        return;
+    for (struct stream_op **pp = &ss->ops; *pp; pp = &(*pp)->next) {
+        if (*pp == op) {
+            *pp = op->next;
+            if (ss->ops_tail == &op->next)
+                ss->ops_tail = pp;
+            break;
+        }
+    }
+    op->queued = 0;
+}
+
+/* ================= subscribers ================= */
+
+void stream_subscribe(struct stream *st, struct stream_sub *sub)
+{
+    struct stream_sub *head = &st->subs;
+    sub->stream = st;
+    sub->next = head;
+    sub->prev = head->prev;
+    head->prev->next = sub;
+    head->prev = sub;
+    /* the registry count is kept through the head's arg slot, set at stream creation */
+    (*(size_t *)head->arg)++;
+}
+
+void stream_unsubscribe(struct stream_sub *sub)
+{
+    if (sub->stream == NULL)
+        return;
+    (*(size_t *)sub->stream->subs.arg)--;
+    sub->prev->next = sub->next;
+    sub->next->prev = sub->prev;
+    sub->next = sub->prev = NULL;
+    sub->stream = NULL;
+}
+
+/* Tells every subscriber of st; a callback may unsubscribe itself or others. */
+static void stream__notify(struct stream *st, enum stream_event ev)
+{
+    struct stream_sub *head = &st->subs;
+    /* Move the ring aside first so subscribers added by callbacks are not called for this event. */
+    struct stream_sub pending = {.prev = &pending, .next = &pending};
+    if (head->next == head)
+        return;
+    pending.next = head->next;
+    pending.prev = head->prev;
+    head->next->prev = &pending;
+    head->prev->next = &pending;
+    head->next = head->prev = head;
+    while (pending.next != &pending) {
+        struct stream_sub *sub = pending.next;
+        /* back onto the real ring, then call (the callback may unsubscribe it) */
+        pending.next = sub->next;
+        sub->next->prev = &pending;
+        sub->next = head;
+        sub->prev = head->prev;
+        head->prev->next = sub;
+        head->prev = sub;
+        sub->cb(sub, ev);
+    }
+}
+
+/* ================= stream objects ================= */
+
+static struct stream *stream__new(struct streams *ss, const struct store_meta *m)
+{
+    struct stream *st = xcalloc(1, sizeof *st);
+    store_meta_copy(&st->m, m);
+    st->durable_tail = m->tail;
+    st->durable_closed = m->closed;
+    st->last_access_ms = clock_wall_ms();
+    st->subs.next = st->subs.prev = &st->subs;
+    st->subs.arg = &ss->nsubs;
+    char key[24];
+    stream__id_key(st->m.id, key);
+    map_put(&ss->by_id, key, strlen(key), st);
+    if (st->m.path && !st->m.deleted)
+        map_put(&ss->by_path, st->m.path, strlen(st->m.path), st);
+    else if (st->m.path)
+        map_put(&ss->by_path, st->m.path, strlen(st->m.path), st);
+    return st;
+}
+
+static void stream__free_producer(const char *key, void *value, void *arg)
+{
+    free(value);
+}
+
+static void stream__free(struct stream *st)
+{
+    if (st == NULL)
+        return;
+    stream__notify(st, STREAM_EV_GONE);
+    while (st->subs.next != &st->subs)
+        stream_unsubscribe(st->subs.next);
+    map_each(&st->producers, stream__free_producer, NULL);
+    map_clear(&st->producers);
+    store_meta_clear(&st->m);
+    free(st);
+}
+
+static int stream__expired(const struct stream *st, int64_t now)
+{
+    if (st->m.expires_at_ms >= 0 && now >= st->m.expires_at_ms)
+        return 1;
+    return st->m.ttl_s >= 0 && now - st->last_access_ms >= st->m.ttl_s * 1000;
+}
+
+/* Removes st for good (in the open batch), then its source if that was only kept for forks. */
+static void stream__destroy(struct streams *ss, struct stream *st)
+{
+    while (st) {
+        struct stream *src = st->src;
+        char key[24];
+        stream__id_key(st->m.id, key);
+        map_del(&ss->by_id, key, strlen(key));
+        if (st->m.path && map_get(&ss->by_path, st->m.path, strlen(st->m.path)) == st)
+            map_del(&ss->by_path, st->m.path, strlen(st->m.path));
+        (void)store_stream_delete(ss->store, st->m.id);
+        st->gone = 1;
+        st->grave_next = ss->graveyard;
+        ss->graveyard = st;
+        streams__arm(ss);
+        st = NULL;
+        if (src) {
+            src->m.refcount--;
+            if (src->m.refcount <= 0 && src->m.deleted) {
+                st = src; /* cascade up the chain */
+            } else {
+                (void)store_stream_update(ss->store, &src->m);
+            }
+        }
+    }
+}
+
+/* An expired stream leaves its path; if forks still read through it, it stays, detached. */
+static void stream__expire(struct streams *ss, struct stream *st)
+{
+    if (st->m.refcount > 0) {
+        if (st->m.path) {
+            map_del(&ss->by_path, st->m.path, strlen(st->m.path));
+            free(st->m.path);
+            st->m.path = NULL;
+        }
+        st->m.deleted = 1;
+        st->gone = 1;
+        (void)store_stream_update(ss->store, &st->m);
+        streams__mark(ss, st);
+    } else {
+        stream__destroy(ss, st);
+    }
+}
+
+struct stream *streams_lookup(struct streams *ss, const char *path, size_t len, enum stream_lookup *how)
+{
+    struct stream *st = map_get(&ss->by_path, path, len);
+    if (st && !st->m.deleted && stream__expired(st, clock_wall_ms())) {
+        stream__expire(ss, st);
+        st = NULL;
+    }
+    *how = st == NULL ? STREAM_MISSING : st->m.deleted ? STREAM_SOFT_DELETED : STREAM_FOUND;
+    return st;
+}
+
+/* ================= reads ================= */
+
+struct stream__read_ctx {
+    struct buf *out;
+    int64_t from;
+    int64_t end; /* offset after the last byte appended */
+};
+
+static void stream__read_record(int64_t off, const void *data, size_t len, void *arg)
+{
+    struct stream__read_ctx *c = arg;
+    size_t skip = off < c->from ? (size_t)(c->from - off) : 0;
+    if (skip < len)
+        buf_append(c->out, (const char *)data + skip, len - skip);
+    c->end = off + (int64_t)len;
+}
+
+/* Reads [from, limit) of st's offset space into out, at most about max bytes. */
+static int stream__read_range(struct streams *ss, struct stream *st, int64_t from, int64_t limit, size_t max,
+                              struct buf *out, int64_t *next)
+{
+    *next = from;
+    if (from >= limit)
+        return 0;
+    if (st->src && from < st->m.fork_off) {
+        int64_t lim = limit < st->m.fork_off ? limit : st->m.fork_off;
+        size_t before = out->len;
+        int rc = stream__read_range(ss, st->src, from, lim, max, out, next);
+        if (rc < 0)
+            return rc;
+        if (out->len - before >= max || *next < lim)
+            return 0;
+        max -= out->len - before;
+        from = *next;
+        if (from >= limit)
+            return 0;
+    }
+    struct stream__read_ctx c = {.out = out, .from = from, .end = from};
+    int rc = store_read(ss->store, st->m.id, from, limit, max, stream__read_record, &c);
+    if (rc < 0)
+        return rc;
+    *next = c.end > from ? c.end : from;
+    return 0;
+}
+
+int stream_read(struct streams *ss, struct stream *st, int64_t from, size_t max_bytes, struct buf *out,
+                int64_t *next)
+{
+    return stream__read_range(ss, st, from, st->durable_tail, max_bytes ? max_bytes : 1, out, next);
+}
+
+void stream_json_wrap(struct buf *b)
+{
+    if (b->len == 0) {
+        buf_puts(b, "[]");
+        return;
+    }
+    if (b->p[b->len - 1] == ',')
+        b->len--;
+    buf_append(b, "]", 1);
+    buf_reserve(b, 1);
+    memmove(b->p + 1, b->p, b->len + 1);
+    b->p[0] = '[';
+    b->len++;
+}
+
+/* ================= mutations ================= */
+
+struct stream__msgs {
+    struct buf out;
+    size_t limit; /* stop collecting after this many messages (sub-offsets) */
+    size_t n;
+};
+
+static void stream__collect_msg(const char *p, size_t n, void *arg)
+{
+    struct stream__msgs *m = arg;
+    if (m->n < m->limit) {
+        buf_append(&m->out, p, n);
+        buf_append(&m->out, ",", 1);
+    }
+    m->n++;
+}
+
+/* Validates a JSON-mode body and turns it into stored form ("m1,m2,"). */
+static const char *stream__json_body(const void *body, size_t len, int allow_empty, struct buf *out)
+{
+    struct stream__msgs m = {.limit = SIZE_MAX};
+    size_t count;
+    const char *why = jsonmode_split(body, len, 1, stream__collect_msg, &m, &count);
+    if (why == NULL && count == 0 && !allow_empty)
+        why = "an empty JSON array appends nothing";
+    if (why)
+        buf_free(&m.out);
+    else
+        *out = m.out;
+    return why;
+}
+
+/* Materializes the first `sub` messages (JSON) or bytes after `off` of src into out. */
+static const char *stream__sub_prefix(struct streams *ss, struct stream *src, int64_t off, int64_t sub,
+                                      struct buf *out)
+{
+    struct buf raw = {0};
+    int64_t next;
+    if (stream_read(ss, src, off, SIZE_MAX / 2, &raw, &next) < 0) {
+        buf_free(&raw);
+        return "cannot read the fork source";
+    }
+    const char *why = NULL;
+    if (raw.len == 0) {
+        why = "the fork source has no data after the fork offset";
+    } else if (stream_is_json(src)) {
+        stream_json_wrap(&raw);
+        struct stream__msgs m = {.limit = (size_t)sub};
+        size_t count;
+        if (jsonmode_split(raw.p, raw.len, 1, stream__collect_msg, &m, &count) != NULL)
+            why = "the fork source holds invalid JSON";
+        else if ((int64_t)count < sub)
+            why = "Stream-Fork-Sub-Offset is past the end of the source";
+        *out = m.out;
+    } else if ((int64_t)raw.len < sub) {
+        why = "Stream-Fork-Sub-Offset is past the end of the source";
+    } else {
+        buf_append(out, raw.p, (size_t)sub);
+    }
+    buf_free(&raw);
+    return why;
+}
+
+static enum stream_status stream__fail(struct stream_op *op, enum stream_status s, const char *msg)
+{
+    op->result.status = s;
+    op->result.message = msg;
+    return s;
+}
+
+enum stream_status stream_create(struct streams *ss, const char *path, size_t plen,
+                                 const struct stream_create_args *a, struct stream_op *op)
+{
+    memset(&op->result, 0, sizeof op->result);
+    op->queued = 0;
+    struct stream *src = NULL;
+    struct store_meta want = {.ttl_s = a->ttl_s, .expires_at_ms = a->expires_at_ms, .closed = a->closed};
+    struct buf first = {0}, body = {0};
+    enum stream_status status;
+    const char *ct = a->content_type;
+
+    if (plen == 0)
+        return stream__fail(op, STREAM_BAD_REQUEST, "empty stream path");
+
+    if (a->fork_from) {
+        enum stream_lookup how;
+        src = streams_lookup(ss, a->fork_from, strlen(a->fork_from), &how);
+        if (how == STREAM_MISSING)
+            return stream__fail(op, STREAM_NOT_FOUND, "the fork source does not exist");
+        if (how == STREAM_SOFT_DELETED)
+            return stream__fail(op, STREAM_CONFLICT, "the fork source was deleted");
+        if (ct && !stream__media_eq(ct, src->m.content_type))
+            return stream__fail(op, STREAM_CONFLICT, "a fork keeps its source's content type");
+        ct = src->m.content_type;
+        want.fork_src = src->m.id;
+        want.fork_off = a->has_fork_offset ? a->fork_offset : src->durable_tail;
+        want.fork_sub = a->fork_sub;
+        if (want.fork_off > src->durable_tail)
+            return stream__fail(op, STREAM_BAD_REQUEST, "Stream-Fork-Offset is beyond the source's tail");
+        if (a->ttl_s < 0 && a->expires_at_ms < 0) {
+            want.ttl_s = src->m.ttl_s;
+            want.expires_at_ms = src->m.expires_at_ms;
+            want.expires_at = src->m.expires_at;
+        }
+    }
+    if (ct == NULL)
+        ct = "application/octet-stream";
+    if (want.expires_at == NULL)
+        want.expires_at = (char *)a->expires_at;
+
+    enum stream_lookup how;
+    struct stream *old = streams_lookup(ss, path, plen, &how);
+    if (how == STREAM_SOFT_DELETED)
+        return stream__fail(op, STREAM_CONFLICT, "a deleted stream at this path is still read by its forks");
+    if (old) {
+        const struct store_meta *m = &old->m;
+        if (!stream__media_eq(m->content_type, ct) || m->ttl_s != want.ttl_s ||
+            m->expires_at_ms != want.expires_at_ms || m->closed != want.closed ||
+            m->fork_src != want.fork_src || (src && (m->fork_off != want.fork_off || m->fork_sub != want.fork_sub)))
+            return stream__fail(op, STREAM_CONFLICT, "a stream with a different configuration exists at this path");
+        stream_touch(old);
+        op->result.status = STREAM_OK;
+        op->result.next_offset = old->m.tail;
+        op->result.closed = old->m.closed;
+        streams__queue(ss, op);
+        return STREAM_OK;
+    }
+
+    /* New stream: validate everything before writing anything. */
+    if (src && a->fork_sub > 0) {
+        const char *why = stream__sub_prefix(ss, src, want.fork_off, a->fork_sub, &first);
+        if (why) {
+            status = stream__fail(op, STREAM_BAD_REQUEST, why);
+            goto fail;
+        }
+    }
+    if (a->body_len) {
+        if (stream__ct_is_json(ct)) {
+            const char *why = stream__json_body(a->body, a->body_len, 1, &body);
+            if (why) {
+                status = stream__fail(op, STREAM_BAD_REQUEST, why);
+                goto fail;
+            }
+        } else {
+            buf_append(&body, a->body, a->body_len);
+        }
+    }
+
+    want.path = xstrndup(path, plen);
+    want.content_type = (char *)ct;
+    want.created_ms = clock_wall_ms();
+    want.tail = want.fork_off + (int64_t)first.len + (int64_t)body.len;
+    int rc = store_stream_insert(ss->store, &want);
+    if (rc == 0 && first.len)
+        rc = store_record_append(ss->store, want.id, want.fork_off, first.p, first.len);
+    if (rc == 0 && body.len)
+        rc = store_record_append(ss->store, want.id, want.fork_off + (int64_t)first.len, body.p, body.len);
+    if (rc == 0 && src) {
+        src->m.refcount++;
+        rc = store_stream_update(ss->store, &src->m);
+    }
+    streams__arm(ss);
+    if (rc != 0) {
+        /* The batch is poisoned and will roll back and reload; report the failure now. */
+        free(want.path);
+        op->result.store_errno = rc;
+        status = stream__fail(op, STREAM_STORE_ERROR, "the store could not write the stream");
+        goto fail;
+    }
+    struct store_meta visible = want;
+    struct stream *st = stream__new(ss, &visible);
+    free(want.path);
+    st->src = src;
+    st->durable_tail = want.fork_off; /* nothing of its own is visible before the commit */
+    st->durable_closed = 0;
+    streams__mark(ss, st);
+    op->result.status = STREAM_CREATED;
+    op->result.next_offset = want.tail;
+    op->result.closed = want.closed;
+    streams__queue(ss, op);
+    status = STREAM_CREATED;
+fail:
+    buf_free(&first);
+    buf_free(&body);
+    return status;
+}
+
+enum stream_status stream_append(struct streams *ss, struct stream *st, const struct stream_append_args *a,
+                                 struct stream_op *op)
+{
+    struct stream_result *r = &op->result;
+    memset(r, 0, sizeof *r);
+    op->queued = 0;
+    struct stream__producer *p = NULL;
+    struct buf stored = {0};
+
+    r->next_offset = st->m.tail;
+    r->closed = st->m.closed;
+    if (st->m.deleted)
+        return stream__fail(op, STREAM_GONE, "the stream was deleted");
+    if (a->body_len == 0 && !a->close)
+        return stream__fail(op, STREAM_BAD_REQUEST, "an append needs a body (or Stream-Closed: true)");
+    if (a->body_len && a->content_type == NULL)
+        return stream__fail(op, STREAM_BAD_REQUEST, "an append with a body needs a Content-Type");
+
+    if (a->producer_id) {
+        p = map_get(&st->producers, a->producer_id, strlen(a->producer_id));
+        r->has_producer = 1;
+        if (p && a->producer_epoch < p->epoch) {
+            r->producer_epoch = p->epoch;
+            return stream__fail(op, STREAM_FENCED, "a newer producer epoch exists");
+        }
+    }
+    if (st->m.closed) {
+        if (a->producer_id && st->m.closer_pid && strcmp(a->producer_id, st->m.closer_pid) == 0 &&
+            a->producer_epoch == st->m.closer_epoch && a->producer_seq == st->m.closer_seq) {
+            r->status = STREAM_DUPLICATE;
+            r->producer_epoch = st->m.closer_epoch;
+            r->producer_seq = st->m.closer_seq;
+            streams__queue(ss, op);
+            return STREAM_DUPLICATE;
+        }
+        if (a->close && a->body_len == 0 && a->producer_id == NULL) {
+            r->status = STREAM_OK;
+            streams__queue(ss, op);
+            return STREAM_OK;
+        }
+        return stream__fail(op, STREAM_CLOSED, "the stream is closed");
+    }
+    if (a->body_len && !stream__media_eq(a->content_type, st->m.content_type))
+        return stream__fail(op, STREAM_CONFLICT, "Content-Type does not match the stream's");
+    if (a->body_len) {
+        if (stream_is_json(st)) {
+            const char *why = stream__json_body(a->body, a->body_len, 0, &stored);
+            if (why)
+                return stream__fail(op, STREAM_BAD_REQUEST, why);
+        } else {
+            buf_append(&stored, a->body, a->body_len);
+        }
+    }
+    if (a->producer_id) {
+        if (p == NULL) {
+            if (a->producer_seq != 0) {
+                r->expected_seq = 0;
+                r->received_seq = a->producer_seq;
+                buf_free(&stored);
+                return stream__fail(op, STREAM_SEQ_GAP, "a new producer starts at Producer-Seq 0");
+            }
+        } else if (a->producer_epoch > p->epoch) {
+            if (a->producer_seq != 0) {
+                buf_free(&stored);
+                return stream__fail(op, STREAM_BAD_REQUEST, "a new producer epoch starts at Producer-Seq 0");
+            }
+        } else if (a->producer_seq <= p->seq) {
+            buf_free(&stored);
+            r->status = STREAM_DUPLICATE;
+            r->producer_epoch = p->epoch;
+            r->producer_seq = p->seq;
+            streams__queue(ss, op);
+            return STREAM_DUPLICATE;
+        } else if (a->producer_seq != p->seq + 1) {
+            r->expected_seq = p->seq + 1;
+            r->received_seq = a->producer_seq;
+            buf_free(&stored);
+            return stream__fail(op, STREAM_SEQ_GAP, "Producer-Seq skipped ahead");
+        }
+    }
+    if (a->seq && st->m.last_seq && strcmp(a->seq, st->m.last_seq) <= 0) {
+        buf_free(&stored);
+        return stream__fail(op, STREAM_CONFLICT, "Stream-Seq must increase");
+    }
+
+    /* Accepted: write into the batch. */
+    int rc = 0, meta_changed = 0;
+    if (stored.len) {
+        rc = store_record_append(ss->store, st->m.id, st->m.tail, stored.p, stored.len);
+        st->m.tail += (int64_t)stored.len;
+    }
+    if (a->seq) {
+        free(st->m.last_seq);
+        st->m.last_seq = xstrdup(a->seq);
+        meta_changed = 1;
+    }
+    if (a->producer_id) {
+        if (p == NULL) {
+            p = xmalloc(sizeof *p);
+            map_put(&st->producers, a->producer_id, strlen(a->producer_id), p);
+        }
+        p->epoch = a->producer_epoch;
+        p->seq = a->producer_seq;
+        if (rc == 0)
+            rc = store_producer_put(ss->store, st->m.id, a->producer_id, p->epoch, p->seq);
+        r->producer_epoch = p->epoch;
+        r->producer_seq = p->seq;
+    }
+    if (a->close) {
+        st->m.closed = 1;
+        if (a->producer_id) {
+            free(st->m.closer_pid);
+            st->m.closer_pid = xstrdup(a->producer_id);
+            st->m.closer_epoch = a->producer_epoch;
+            st->m.closer_seq = a->producer_seq;
+        }
+        meta_changed = 1;
+    }
+    if (rc == 0 && meta_changed)
+        rc = store_stream_update(ss->store, &st->m);
+    buf_free(&stored);
+    stream_touch(st);
+    streams__mark(ss, st);
+    r->status = STREAM_OK;
+    r->next_offset = st->m.tail;
+    r->closed = st->m.closed;
+    r->store_errno = rc;
+    streams__queue(ss, op); /* a failed write poisons the batch; the op then fails at commit */
+    return STREAM_OK;
+}
+
+enum stream_status stream_delete(struct streams *ss, struct stream *st, struct stream_op *op)
+{
+    memset(&op->result, 0, sizeof op->result);
+    op->queued = 0;
+    if (st->m.deleted)
+        return stream__fail(op, STREAM_GONE, "the stream was deleted");
+    if (st->m.refcount > 0) {
+        st->m.deleted = 1;
+        st->gone = 1;
+        (void)store_stream_update(ss->store, &st->m);
+        streams__mark(ss, st);
+    } else {
+        stream__destroy(ss, st);
+    }
+    op->result.status = STREAM_OK;
+    streams__queue(ss, op);
+    return STREAM_OK;
+}
+
+/* ================= commit ================= */
+
+void streams_flush(struct streams *ss)
+{
+    struct stream_op *ops = ss->ops;
+    struct stream *dirty = ss->dirty, *grave = ss->graveyard;
+    if (ops == NULL && dirty == NULL && grave == NULL && !store_batch_open(ss->store))
+        return;
+    ss->ops = NULL;
+    ss->ops_tail = &ss->ops;
+    ss->dirty = NULL;
+    ss->graveyard = NULL;
+
+    int rc = store_commit(ss->store);
+    if (rc == 0) {
+        for (struct stream *st = dirty, *next; st; st = next) {
+            next = st->dirty_next;
+            st->dirty = 0;
+            if (st->gone) {
+                st->gone = 0;
+                stream__notify(st, STREAM_EV_GONE);
+                continue;
+            }
+            int grew = st->m.tail > st->durable_tail, closed = st->m.closed && !st->durable_closed;
+            st->durable_tail = st->m.tail;
+            st->durable_closed = st->m.closed;
+            if (grew)
+                stream__notify(st, STREAM_EV_DATA);
+            if (closed)
+                stream__notify(st, STREAM_EV_CLOSED);
+        }
+        for (struct stream *st = grave, *next; st; st = next) {
+            next = st->grave_next;
+            stream__free(st);
+        }
+    } else {
+        log_error("stream: commit failed (%s); failing %s and reloading from the database", strerror(-rc),
+                  ops ? "its requests" : "nothing");
+        for (struct stream *st = dirty; st; st = st->dirty_next)
+            st->dirty = 0;
+        for (struct stream *st = grave, *next; st; st = next) {
+            next = st->grave_next;
+            stream__free(st);
+        }
+        streams__reload(ss);
+    }
+    for (struct stream_op *op = ops, *next; op; op = next) {
+        next = op->next;
+        op->queued = 0;
+        if (rc != 0 || op->result.store_errno) {
+            op->result.status = STREAM_STORE_ERROR;
+            op->result.store_errno = rc ? rc : op->result.store_errno;
+            op->result.message = "the write could not be made durable";
+        }
+        op->cb(op);
+    }
+}
+
+static void streams__on_check(uv_check_t *h)
+{
+    struct streams *ss = h->data;
+    streams_flush(ss);
+    if (ss->ops == NULL && ss->dirty == NULL && ss->graveyard == NULL && !store_batch_open(ss->store))
+        uv_idle_stop(&ss->idle);
+}
+
+struct streams__sweep_ctx {
+    struct stream **expired;
+    size_t n, cap;
+    int64_t now;
+};
+
+static void streams__sweep_one(const char *key, void *value, void *arg)
+{
+    struct streams__sweep_ctx *c = arg;
+    struct stream *st = value;
+    if (!st->m.deleted && stream__expired(st, c->now)) {
+        if (c->n == c->cap) {
+            c->cap = c->cap ? c->cap * 2 : 16;
+            c->expired = xrealloc(c->expired, c->cap * sizeof *c->expired);
+        }
+        c->expired[c->n++] = st;
+    }
+}
+
+static void streams__on_sweep(uv_timer_t *t)
+{
+    struct streams *ss = t->data;
+    struct streams__sweep_ctx c = {.now = clock_wall_ms()};
+    map_each(&ss->by_path, streams__sweep_one, &c);
+    for (size_t i = 0; i < c.n; i++)
+        stream__expire(ss, c.expired[i]);
+    free(c.expired);
+}
+
+/* ================= loading ================= */
+
+static void streams__load_stream(const struct store_meta *m, void *arg)
+{
+    stream__new(arg, m);
+}
+
+static void streams__load_producer(int64_t id, const char *pid, int64_t epoch, int64_t seq, void *arg)
+{
+    struct streams *ss = arg;
+    char key[24];
+    stream__id_key(id, key);
+    struct stream *st = map_get(&ss->by_id, key, strlen(key));
+    if (st == NULL)
+        return;
+    struct stream__producer *p = xmalloc(sizeof *p);
+    p->epoch = epoch;
+    p->seq = seq;
+    free(map_put(&st->producers, pid, strlen(pid), p));
+}
+
+static void streams__link_src(const char *key, void *value, void *arg)
+{
+    struct streams *ss = arg;
+    struct stream *st = value;
+    if (st->m.fork_src) {
+        char k[24];
+        stream__id_key(st->m.fork_src, k);
+        st->src = map_get(&ss->by_id, k, strlen(k));
+    }
+}
+
+static int streams__load(struct streams *ss)
+{
+    int rc = store_load(ss->store, streams__load_stream, streams__load_producer, ss);
+    map_each(&ss->by_id, streams__link_src, ss);
+    return rc;
+}
+
+static void streams__free_one(const char *key, void *value, void *arg)
+{
+    stream__free(value);
+}
+
+static void streams__clear(struct streams *ss)
+{
+    map_each(&ss->by_id, streams__free_one, NULL);
+    map_clear(&ss->by_id);
+    map_clear(&ss->by_path);
+}
+
+static void streams__reload(struct streams *ss)
+{
+    streams__clear(ss);
+    int rc = streams__load(ss);
+    if (rc != 0)
+        log_error("stream: reloading the registry failed: %s", strerror(-rc));
+}
+
+int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, const struct streams_config *cfg,
+                char *err, size_t errlen)
+{
+    struct streams *ss = xcalloc(1, sizeof *ss);
+    ss->loop = loop;
+    ss->store = store;
+    ss->cfg = *cfg;
+    ss->ops_tail = &ss->ops;
+    int rc = streams__load(ss);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot load streams: %s", strerror(-rc));
+        streams__clear(ss);
+        free(ss);
+        return rc;
+    }
+    uv_check_init(loop, &ss->check);
+    ss->check.data = ss;
+    uv_check_start(&ss->check, streams__on_check);
+    uv_unref((uv_handle_t *)&ss->check);
+    uv_idle_init(loop, &ss->idle);
+    ss->idle.data = ss;
+    uv_timer_init(loop, &ss->sweep);
+    ss->sweep.data = ss;
+    uv_timer_start(&ss->sweep, streams__on_sweep, STREAM_SWEEP_MS, STREAM_SWEEP_MS);
+    uv_unref((uv_handle_t *)&ss->sweep);
+    *out = ss;
+    return 0;
+}
+
+static void streams__free_handle(uv_handle_t *h)
+{
+    struct streams *ss = h->data;
+    if (h == (uv_handle_t *)&ss->sweep)
+        free(ss);
+}
+
+void streams_free(struct streams *ss)
+{
+    if (ss == NULL)
+        return;
+    streams_flush(ss);
+    streams__clear(ss);
+    uv_close((uv_handle_t *)&ss->check, NULL);
+    uv_close((uv_handle_t *)&ss->idle, NULL);
+    uv_close((uv_handle_t *)&ss->sweep, streams__free_handle);
+}

@@ -1,0 +1,169 @@
+/*
+ * stream — Durable Streams semantics on top of store/: the registry of streams, offsets, appends
+ * with Stream-Seq and idempotent producers, closure, TTL/expiry, forks with refcounted soft delete,
+ * catch-up reads through fork chains, and live subscribers. No HTTP here (stream_http.c maps this
+ * onto the protocol's requests), so sessions and runtimes append to streams through the same calls.
+ *
+ * Invariants:
+ * - Offsets are byte positions in a stream's offset space, printed as "%016d_%016d" (0, position).
+ *   A fork shares its source's offset space below its fork offset.
+ * - Every mutation is validated against the pending state (what the open batch will make true),
+ *   written into the store's open batch, and completed (its stream_op callback runs) only after the
+ *   batch committed. Readers and subscribers only ever see committed state: each stream keeps its
+ *   durable tail apart from its pending one.
+ * - If a commit fails, every operation of the batch fails, the in-memory registry is reloaded from
+ *   the database, and every live subscriber is cut off (clients resume from their offsets).
+ */
+#ifndef AGENTD_STREAM_H
+#define AGENTD_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/core.h"
+
+struct store;
+struct streams;
+struct stream;
+
+/* Outcomes, in the protocol's terms; stream_http maps them to HTTP statuses. */
+enum stream_status {
+    STREAM_OK = 0,
+    STREAM_CREATED,        /* 201 */
+    STREAM_DUPLICATE,      /* 204 duplicate producer append */
+    STREAM_BAD_REQUEST,    /* 400 */
+    STREAM_FENCED,         /* 403 stale producer epoch */
+    STREAM_NOT_FOUND,      /* 404 */
+    STREAM_CONFLICT,       /* 409 */
+    STREAM_CLOSED,         /* 409 with Stream-Closed */
+    STREAM_SEQ_GAP,        /* 409 producer sequence gap */
+    STREAM_GONE,           /* 410 soft-deleted */
+    STREAM_STORE_ERROR,    /* 500/507: the batch could not be made durable */
+};
+
+/* Result details filled in by the mutating calls. */
+struct stream_result {
+    enum stream_status status;
+    const char *message;   /* static reason for errors */
+    int64_t next_offset;   /* tail after the operation (or current tail on conflicts) */
+    int closed;            /* the stream is closed after the operation */
+    int64_t producer_epoch, producer_seq, expected_seq, received_seq;
+    int has_producer;
+    int store_errno;
+};
+
+/*
+ * An asynchronous mutation. The caller embeds it (e.g. in per-request state), fills cb/arg, and
+ * passes it to a mutating call. When the call returns STREAM_OK/CREATED the op is queued in the
+ * batch and cb runs after commit with op->result final (status changed to STREAM_STORE_ERROR if the
+ * commit failed). Otherwise cb is never called and op->result holds the outcome. Cancel a queued op
+ * (its owner is going away) with stream_op_cancel; the mutation itself still commits.
+ */
+struct stream_op;
+typedef void (*stream_op_cb)(struct stream_op *op);
+struct stream_op {
+    stream_op_cb cb;
+    void *arg;
+    struct stream_result result;
+    struct stream_op *next; /* batch list, owned by the registry */
+    int queued;
+};
+void stream_op_cancel(struct streams *ss, struct stream_op *op);
+
+struct streams_config {
+    size_t max_append;     /* bytes */
+    size_t read_chunk;     /* catch-up reads return at most about this many bytes */
+};
+
+int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, const struct streams_config *cfg,
+                char *err, size_t errlen) CORE_UNUSED_RESULT;
+/* Commits what is pending and frees the registry; subscribers are told the stream is gone. */
+void streams_free(struct streams *ss);
+/* Commits the open batch now and runs its completions (also done automatically each loop turn). */
+void streams_flush(struct streams *ss);
+
+/* ---- lookup ---- */
+enum stream_lookup { STREAM_FOUND, STREAM_MISSING, STREAM_SOFT_DELETED };
+/* Finds the stream at path; an expired stream is treated as missing (and reclaimed). */
+struct stream *streams_lookup(struct streams *ss, const char *path, size_t len, enum stream_lookup *how);
+
+/* ---- metadata of a stream (borrowed from the stream) ---- */
+const char *stream_content_type(const struct stream *st);
+int stream_is_json(const struct stream *st);
+int64_t stream_tail(const struct stream *st);       /* durable */
+int stream_closed(const struct stream *st);          /* durably closed */
+int64_t stream_ttl(const struct stream *st);         /* -1 when none */
+const char *stream_expires_at(const struct stream *st);
+/* Identity of this incarnation of a path (changes when the path is re-created). */
+void stream_identity(const struct stream *st, int64_t *id, int64_t *created_ms);
+/* Reading or writing resets the sliding TTL. */
+void stream_touch(struct stream *st);
+
+/* ---- mutations ---- */
+struct stream_create_args {
+    const char *content_type; /* NULL: application/octet-stream, or the fork source's */
+    int64_t ttl_s;            /* -1: none */
+    int64_t expires_at_ms;    /* -1: none */
+    const char *expires_at;
+    int closed;
+    const char *fork_from; /* source path (without /v1/stream/), NULL when not a fork */
+    int has_fork_offset;
+    int64_t fork_offset;
+    int64_t fork_sub;
+    const void *body;
+    size_t body_len;
+};
+enum stream_status stream_create(struct streams *ss, const char *path, size_t plen,
+                                 const struct stream_create_args *a, struct stream_op *op);
+
+struct stream_append_args {
+    const char *content_type; /* NULL when the request had none */
+    const void *body;
+    size_t body_len;
+    int close;
+    const char *seq;          /* Stream-Seq or NULL */
+    const char *producer_id;  /* NULL when no producer headers */
+    int64_t producer_epoch, producer_seq;
+};
+enum stream_status stream_append(struct streams *ss, struct stream *st, const struct stream_append_args *a,
+                                 struct stream_op *op);
+
+/* Deletes (soft when forks still read through the stream). Completes after commit. */
+enum stream_status stream_delete(struct streams *ss, struct stream *st, struct stream_op *op);
+
+/* ---- reads ---- */
+/*
+ * Appends to out the stored bytes from offset `from` up to the durable tail, at most about
+ * max_bytes (always whole records for JSON streams), following the fork chain. For JSON streams
+ * the bytes are comma-terminated messages ("m1,m2,"); see stream_json_wrap. *next receives the
+ * offset after the last byte returned. Returns 0 or a negative errno.
+ */
+int stream_read(struct streams *ss, struct stream *st, int64_t from, size_t max_bytes, struct buf *out,
+                int64_t *next) CORE_UNUSED_RESULT;
+/* Turns comma-terminated messages into a JSON array, in place. */
+void stream_json_wrap(struct buf *b);
+
+/* ---- offsets ---- */
+#define STREAM_OFFSET_LEN 33
+void stream_offset_format(int64_t off, char out[STREAM_OFFSET_LEN + 1]);
+/* Parses "%d_%d"; returns 0 or -EINVAL. "-1" and "now" are handled by the caller. */
+int stream_offset_parse(const char *s, int64_t *off) CORE_UNUSED_RESULT;
+
+/* ---- live subscribers ---- */
+enum stream_event { STREAM_EV_DATA, STREAM_EV_CLOSED, STREAM_EV_GONE };
+struct stream_sub;
+typedef void (*stream_sub_cb)(struct stream_sub *sub, enum stream_event ev);
+struct stream_sub {
+    stream_sub_cb cb;
+    void *arg;
+    struct stream *stream; /* set while subscribed */
+    struct stream_sub *prev, *next;
+};
+/* Subscribes to durable changes of st. The sub is owned by the caller; unsubscribe before freeing. */
+void stream_subscribe(struct stream *st, struct stream_sub *sub);
+void stream_unsubscribe(struct stream_sub *sub);
+/* Number of live subscribers across all streams (for tests and metrics). */
+size_t streams_subscriber_count(const struct streams *ss);
+
+#endif

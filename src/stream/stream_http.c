@@ -1,0 +1,888 @@
+/*
+ * stream_http — Durable Streams over HTTP. See stream_http.h and ../../doc/ARCHITECTURE.md.
+ *
+ * Ownership: each request that outlives its handler (a write waiting for its commit, a long-poll,
+ * an SSE reader) gets a struct sh_req, malloc'd because it may embed a libuv timer whose close is
+ * asynchronous. The HTTP layer's dispose callback detaches it from the request; the timer's close
+ * callback (or dispose itself, when there is no timer) frees it.
+ */
+#include "stream/stream_http.h"
+#include "http/http.h"
+#include "stream/stream.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* 2024-10-09T00:00:00Z: the protocol's cursor epoch; cursors count 20-second intervals from it. */
+#define SH_CURSOR_EPOCH_MS 1728432000000LL
+#define SH_CURSOR_INTERVAL_MS 20000LL
+#define SH_MAX_SAFE_INT 9007199254740991LL
+
+struct stream_http {
+    struct streams *ss;
+    uv_loop_t *loop;
+    struct stream_http_config cfg;
+};
+
+enum sh_mode { SH_WRITE, SH_LONG_POLL, SH_SSE };
+
+struct sh_req {
+    struct stream_http *sh;
+    struct http_req *req; /* NULL once the request ended */
+    enum sh_mode mode;
+    struct stream_op op;
+    struct stream_sub sub;
+    uv_timer_t timer;
+    int has_timer;
+    int64_t offset;        /* next offset to deliver (live readers) */
+    char *client_cursor;   /* borrowed from the request's memory */
+    const char *content_type; /* PUT: the stream's content type to echo (request memory) */
+    int control_due;       /* SSE: an up-to-date control event is owed */
+    uint64_t started_us;
+};
+
+/* ================= small helpers ================= */
+
+static void sh__offset_header(struct http_req *req, int64_t off)
+{
+    char o[STREAM_OFFSET_LEN + 1];
+    stream_offset_format(off, o);
+    http_res_header(req, "Stream-Next-Offset", o);
+}
+
+/* The cursor for a live response: the current interval, but always ahead of the client's. */
+static void sh__cursor(const char *client, char out[32])
+{
+    int64_t now = (clock_wall_ms() - SH_CURSOR_EPOCH_MS) / SH_CURSOR_INTERVAL_MS;
+    if (client && *client && strspn(client, "0123456789") == strlen(client) && strlen(client) < 18) {
+        int64_t c = strtoll(client, NULL, 10);
+        if (c >= now)
+            now = c + 1 + (int64_t)randombytes_uniform(180);
+    }
+    snprintf(out, 32, "%" PRId64, now);
+}
+
+static int sh__is_digits(const char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+/* ^(0|[1-9][0-9]*)$ within max; returns 0 or -EINVAL. */
+static int sh__parse_uint(const char *s, size_t n, int64_t max, int64_t *out)
+{
+    if (!sh__is_digits(s, n) || (n > 1 && s[0] == '0') || n > 16)
+        return -EINVAL;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v * 10 + (s[i] - '0');
+    if (v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Digits only (leading zeros allowed), at most 2^53-1. */
+static int sh__parse_safe_int(const char *s, size_t n, int64_t *out)
+{
+    if (!sh__is_digits(s, n) || n > 20)
+        return -EINVAL;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        v = v * 10 + (s[i] - '0');
+        if (v > SH_MAX_SAFE_INT)
+            return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+/* RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM). */
+static int sh__parse_rfc3339(const char *s, size_t n, int64_t *ms)
+{
+    char b[64];
+    if (n < 20 || n >= sizeof b)
+        return -EINVAL;
+    memcpy(b, s, n);
+    b[n] = '\0';
+    struct tm tm = {0};
+    int frac_ms = 0;
+    const char *p = b;
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        char c = p[i];
+        if (shape[i] == 'd' ? (c < '0' || c > '9') : shape[i] == 'T' ? (c != 'T' && c != 't') : c != shape[i])
+            return -EINVAL;
+    }
+    tm.tm_year = atoi(p) - 1900;
+    tm.tm_mon = atoi(p + 5) - 1;
+    tm.tm_mday = atoi(p + 8);
+    tm.tm_hour = atoi(p + 11);
+    tm.tm_min = atoi(p + 14);
+    tm.tm_sec = atoi(p + 17);
+    if (tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+        return -EINVAL;
+    p += 19;
+    if (*p == '.') {
+        int digits = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+            if (digits < 3)
+                frac_ms = frac_ms * 10 + (*p - '0');
+        if (digits == 0)
+            return -EINVAL;
+        for (; digits < 3; digits++)
+            frac_ms *= 10;
+    }
+    int64_t offset_s = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if ((*p == '+' || *p == '-') && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9' && p[3] == ':' &&
+               p[4] >= '0' && p[4] <= '9' && p[5] >= '0' && p[5] <= '9') {
+        int h = (p[1] - '0') * 10 + (p[2] - '0'), m = (p[4] - '0') * 10 + (p[5] - '0');
+        if (h > 23 || m > 59)
+            return -EINVAL;
+        offset_s = (h * 3600 + m * 60) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return -EINVAL;
+    }
+    if (*p)
+        return -EINVAL;
+    time_t t = timegm(&tm);
+    *ms = ((int64_t)t - offset_s) * 1000 + frac_ms;
+    return 0;
+}
+
+/* Rejects paths that could escape or alias: empty segments, "." and ".." (also percent-encoded),
+ * control characters and backslashes. */
+static const char *sh__check_path(const char *p, size_t n)
+{
+    if (n == 0)
+        return "the stream path is empty";
+    if (n > 1024)
+        return "the stream path is too long";
+    size_t start = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n) {
+            unsigned char c = (unsigned char)p[i];
+            if (c < 0x20 || c == 0x7f || c == '\\')
+                return "the stream path has a forbidden character";
+            if (c != '/')
+                continue;
+        }
+        size_t len = i - start;
+        const char *seg = p + start;
+        if (len == 0)
+            return "the stream path has an empty segment";
+        /* decode just enough to recognise dots */
+        char d[8];
+        size_t k = 0;
+        for (size_t j = 0; j < len && k < sizeof d; j++) {
+            if (seg[j] == '%' && j + 2 < len + 0 + 1 && j + 2 <= len - 1 && (seg[j + 1] == '2') &&
+                (seg[j + 2] == 'e' || seg[j + 2] == 'E')) {
+                d[k++] = '.';
+                j += 2;
+            } else {
+                d[k++] = seg[j];
+            }
+        }
+        if ((k == 1 && d[0] == '.' && len <= 3) || (k == 2 && d[0] == '.' && d[1] == '.' && len <= 6))
+            return "the stream path may not contain '.' or '..' segments";
+        start = i + 1;
+    }
+    return NULL;
+}
+
+static const char *sh__header(struct http_req *req, const char *name, size_t *len)
+{
+    return http_req_header(req, name, len);
+}
+
+/* Copies a header's value as a string allocated with the request, or NULL. */
+static char *sh__header_str(struct http_req *req, const char *name)
+{
+    size_t len;
+    const char *v = sh__header(req, name, &len);
+    if (v == NULL)
+        return NULL;
+    char *s = http_req_alloc(req, len + 1);
+    memcpy(s, v, len);
+    s[len] = '\0';
+    return s;
+}
+
+static int sh__header_true(struct http_req *req, const char *name)
+{
+    size_t len;
+    const char *v = sh__header(req, name, &len);
+    return v && len == 4 && strncasecmp(v, "true", 4) == 0;
+}
+
+/* Maps a refusal from stream/ onto the protocol's status and headers. */
+static void sh__respond_error(struct http_req *req, const struct stream_result *r)
+{
+    switch (r->status) {
+    case STREAM_BAD_REQUEST:
+        http_res_error(req, 400, "bad_request", "%s", r->message);
+        return;
+    case STREAM_FENCED:
+        http_res_headerf(req, "Producer-Epoch", "%" PRId64, r->producer_epoch);
+        http_res_error(req, 403, "stale_epoch", "%s", r->message);
+        return;
+    case STREAM_NOT_FOUND:
+        http_res_error(req, 404, "not_found", "%s", r->message);
+        return;
+    case STREAM_CLOSED:
+        http_res_header(req, "Stream-Closed", "true");
+        sh__offset_header(req, r->next_offset);
+        http_res_error(req, 409, "stream_closed", "%s", r->message);
+        return;
+    case STREAM_SEQ_GAP:
+        http_res_headerf(req, "Producer-Expected-Seq", "%" PRId64, r->expected_seq);
+        http_res_headerf(req, "Producer-Received-Seq", "%" PRId64, r->received_seq);
+        http_res_error(req, 409, "sequence_gap", "%s", r->message);
+        return;
+    case STREAM_CONFLICT:
+        http_res_error(req, 409, "conflict", "%s", r->message);
+        return;
+    case STREAM_GONE:
+        http_res_error(req, 410, "gone", "%s", r->message);
+        return;
+    case STREAM_STORE_ERROR:
+        if (r->store_errno == -ENOSPC || r->store_errno == -EFBIG)
+            http_res_error(req, 507, "storage_full", "the write was not stored: no space left (%s)",
+                           strerror(-r->store_errno));
+        else
+            http_res_error(req, 500, "storage_error", "the write was not stored (%s)",
+                           strerror(r->store_errno ? -r->store_errno : EIO));
+        return;
+    default:
+        http_res_error(req, 500, "internal", "unexpected outcome");
+    }
+}
+
+/* ================= per-request state ================= */
+
+static void sh__free_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void sh__dispose(void *p)
+{
+    struct sh_req *r = p;
+    r->req = NULL;
+    stream_unsubscribe(&r->sub);
+    stream_op_cancel(r->sh->ss, &r->op);
+    if (r->has_timer) {
+        uv_timer_stop(&r->timer);
+        uv_close((uv_handle_t *)&r->timer, sh__free_cb);
+    } else {
+        free(r);
+    }
+}
+
+static struct sh_req *sh__state(struct stream_http *sh, struct http_req *req, enum sh_mode mode)
+{
+    struct sh_req *r = xcalloc(1, sizeof *r);
+    r->sh = sh;
+    r->req = req;
+    r->mode = mode;
+    r->op.arg = r;
+    r->sub.arg = r;
+    r->started_us = clock_mono_us();
+    http_req_set_data(req, r, sh__dispose);
+    return r;
+}
+
+static void sh__timer(struct sh_req *r, uv_timer_cb cb, uint64_t first, uint64_t repeat)
+{
+    if (!r->has_timer) {
+        uv_timer_init(r->sh->loop, &r->timer);
+        r->timer.data = r;
+        r->has_timer = 1;
+    }
+    uv_timer_start(&r->timer, cb, first, repeat);
+}
+
+/* ================= PUT: create or fork ================= */
+
+static void sh__create_done(struct stream_op *op)
+{
+    struct sh_req *r = op->arg;
+    struct http_req *req = r->req;
+    const struct stream_result *res = &op->result;
+    if (req == NULL)
+        return;
+    if (res->status != STREAM_OK && res->status != STREAM_CREATED) {
+        sh__respond_error(req, res);
+        return;
+    }
+    size_t plen, hlen;
+    const char *path = http_req_path(req, &plen);
+    const char *host = http_req_authority(req, &hlen);
+    if (res->status == STREAM_CREATED && hlen)
+        http_res_headerf(req, "Location", "http://%.*s%.*s", (int)hlen, host, (int)plen, path);
+    http_res_header(req, "Content-Type", r->content_type);
+    sh__offset_header(req, res->next_offset);
+    if (res->closed)
+        http_res_header(req, "Stream-Closed", "true");
+    http_res_send(req, res->status == STREAM_CREATED ? 201 : 200, NULL, 0);
+}
+
+static void sh__put(struct stream_http *sh, struct http_req *req, const char *path, size_t plen)
+{
+    struct stream_create_args a = {.ttl_s = -1, .expires_at_ms = -1};
+    size_t tl, el, fl, ol, sl;
+    const char *ttl = sh__header(req, "stream-ttl", &tl);
+    const char *exp = sh__header(req, "stream-expires-at", &el);
+    const char *from = sh__header(req, "stream-forked-from", &fl);
+    const char *foff = sh__header(req, "stream-fork-offset", &ol);
+    const char *fsub = sh__header(req, "stream-fork-sub-offset", &sl);
+
+    if (ttl && exp)
+        return http_res_error(req, 400, "bad_request", "send Stream-TTL or Stream-Expires-At, not both");
+    if (ttl && sh__parse_uint(ttl, tl, INT64_MAX / 1000, &a.ttl_s) != 0)
+        return http_res_error(req, 400, "bad_request", "Stream-TTL must be a non-negative integer of seconds");
+    if (exp) {
+        if (sh__parse_rfc3339(exp, el, &a.expires_at_ms) != 0)
+            return http_res_error(req, 400, "bad_request", "Stream-Expires-At must be an RFC 3339 timestamp");
+        a.expires_at = sh__header_str(req, "stream-expires-at");
+    }
+    a.closed = sh__header_true(req, "stream-closed");
+    a.content_type = sh__header_str(req, "content-type");
+    if (fsub && !from)
+        return http_res_error(req, 400, "bad_request", "Stream-Fork-Sub-Offset needs Stream-Forked-From");
+    if (foff && !from)
+        return http_res_error(req, 400, "bad_request", "Stream-Fork-Offset needs Stream-Forked-From");
+    if (from) {
+        /* Accept a full URL or a path; the stream's name is what follows /v1/stream/. */
+        const char *p = from, *end = from + fl;
+        const char *scheme = memmem(p, fl, "://", 3);
+        if (scheme) {
+            p = memchr(scheme + 3, '/', (size_t)(end - scheme - 3));
+            if (p == NULL)
+                return http_res_error(req, 400, "bad_request", "Stream-Forked-From has no path");
+        }
+        size_t pl = (size_t)(end - p), prefix = strlen(STREAM_HTTP_PREFIX);
+        if (pl >= prefix && memcmp(p, STREAM_HTTP_PREFIX, prefix) == 0)
+            p += prefix, pl -= prefix;
+        else if (pl && *p == '/')
+            p++, pl--;
+        const char *why = sh__check_path(p, pl);
+        if (why)
+            return http_res_error(req, 400, "bad_request", "Stream-Forked-From: %s", why);
+        char *src = http_req_alloc(req, pl + 1);
+        memcpy(src, p, pl);
+        src[pl] = '\0';
+        a.fork_from = src;
+        if (foff) {
+            char *o = sh__header_str(req, "stream-fork-offset");
+            if (!strcmp(o, "-1"))
+                a.fork_offset = 0;
+            else if (stream_offset_parse(o, &a.fork_offset) != 0)
+                return http_res_error(req, 400, "bad_request", "Stream-Fork-Offset is not a valid offset");
+            a.has_fork_offset = 1;
+        }
+        if (fsub) {
+            if (sh__parse_uint(fsub, sl, INT64_MAX, &a.fork_sub) != 0)
+                return http_res_error(req, 400, "bad_request", "Stream-Fork-Sub-Offset must be a non-negative integer");
+            if (a.fork_sub > 0 && !a.has_fork_offset)
+                return http_res_error(req, 400, "bad_request", "Stream-Fork-Sub-Offset needs Stream-Fork-Offset");
+        }
+    }
+    a.body = http_req_body(req, &a.body_len);
+
+    struct sh_req *r = sh__state(sh, req, SH_WRITE);
+    r->op.cb = sh__create_done;
+    stream_create(sh->ss, path, plen, &a, &r->op);
+    if (!r->op.queued)
+        return sh__respond_error(req, &r->op.result);
+    /* Remember the content type to echo: the stream's, which a fork inherits. */
+    enum stream_lookup how;
+    struct stream *st = streams_lookup(sh->ss, path, plen, &how);
+    const char *ct = st ? stream_content_type(st) : "application/octet-stream";
+    char *copy = http_req_alloc(req, strlen(ct) + 1);
+    strcpy(copy, ct);
+    r->content_type = copy;
+}
+
+/* ================= POST: append and close ================= */
+
+static void sh__append_done(struct stream_op *op)
+{
+    struct sh_req *r = op->arg;
+    struct http_req *req = r->req;
+    const struct stream_result *res = &op->result;
+    if (req == NULL)
+        return;
+    if (res->status != STREAM_OK && res->status != STREAM_DUPLICATE)
+        return sh__respond_error(req, res);
+    if (res->has_producer) {
+        http_res_headerf(req, "Producer-Epoch", "%" PRId64, res->producer_epoch);
+        http_res_headerf(req, "Producer-Seq", "%" PRId64, res->producer_seq);
+    }
+    if (res->status == STREAM_OK || res->closed)
+        sh__offset_header(req, res->next_offset);
+    if (res->closed)
+        http_res_header(req, "Stream-Closed", "true");
+    http_res_send(req, res->status == STREAM_OK && res->has_producer ? 200 : 204, NULL, 0);
+}
+
+static void sh__post(struct stream_http *sh, struct http_req *req, struct stream *st)
+{
+    struct stream_append_args a = {0};
+    size_t il, el, sl;
+    const char *pid = sh__header(req, "producer-id", &il);
+    const char *pep = sh__header(req, "producer-epoch", &el);
+    const char *pseq = sh__header(req, "producer-seq", &sl);
+    int nprod = !!pid + !!pep + !!pseq;
+    if (nprod != 0 && nprod != 3)
+        return http_res_error(req, 400, "bad_request", "send all of Producer-Id, Producer-Epoch and Producer-Seq, or none");
+    if (nprod == 3) {
+        if (il == 0)
+            return http_res_error(req, 400, "bad_request", "Producer-Id must not be empty");
+        if (sh__parse_safe_int(pep, el, &a.producer_epoch) || sh__parse_safe_int(pseq, sl, &a.producer_seq))
+            return http_res_error(req, 400, "bad_request", "Producer-Epoch and Producer-Seq must be integers up to 2^53-1");
+        a.producer_id = sh__header_str(req, "producer-id");
+    }
+    a.body = http_req_body(req, &a.body_len);
+    if (a.body_len > sh->cfg.max_append)
+        return http_res_error(req, 413, "payload_too_large", "an append may hold at most %zu bytes", sh->cfg.max_append);
+    a.content_type = sh__header_str(req, "content-type");
+    a.close = sh__header_true(req, "stream-closed");
+    a.seq = sh__header_str(req, "stream-seq");
+
+    struct sh_req *r = sh__state(sh, req, SH_WRITE);
+    r->op.cb = sh__append_done;
+    stream_append(sh->ss, st, &a, &r->op);
+    if (!r->op.queued)
+        sh__respond_error(req, &r->op.result);
+}
+
+/* ================= GET: catch-up ================= */
+
+static void sh__etag(const struct stream *st, int64_t from, int64_t to, int closed, char out[128])
+{
+    int64_t id, created;
+    stream_identity(st, &id, &created);
+    snprintf(out, 128, "\"%" PRId64 "-%" PRId64 ":%" PRId64 ":%" PRId64 "%s\"", id, created, from, to,
+             closed ? ":c" : "");
+}
+
+/* Answers a read of [from, ...) with what is there now (never waits). */
+static void sh__respond_read(struct stream_http *sh, struct http_req *req, struct stream *st, int64_t from,
+                             const char *cursor_in, int live)
+{
+    struct buf body = {0};
+    int64_t next;
+    if (stream_read(sh->ss, st, from, sh->cfg.read_chunk, &body, &next) != 0) {
+        buf_free(&body);
+        return http_res_error(req, 500, "storage_error", "the stream could not be read");
+    }
+    int64_t tail = stream_tail(st);
+    int up_to_date = next >= tail, closed = up_to_date && stream_closed(st);
+    char etag[128];
+    sh__etag(st, from, next, closed, etag);
+    size_t inm_len;
+    const char *inm = sh__header(req, "if-none-match", &inm_len);
+    http_res_header(req, "Content-Type", stream_content_type(st));
+    sh__offset_header(req, next);
+    if (up_to_date)
+        http_res_header(req, "Stream-Up-To-Date", "true");
+    if (closed)
+        http_res_header(req, "Stream-Closed", "true");
+    if (live) {
+        char c[32];
+        sh__cursor(cursor_in, c);
+        http_res_header(req, "Stream-Cursor", c);
+        http_res_header(req, "Cache-Control", "no-store");
+    } else {
+        http_res_header(req, "ETag", etag);
+        http_res_header(req, "Cache-Control", up_to_date ? "no-cache" : "public, max-age=60, stale-while-revalidate=300");
+    }
+    if (!live && inm && inm_len == strlen(etag) && memcmp(inm, etag, inm_len) == 0) {
+        buf_free(&body);
+        return http_res_send(req, 304, NULL, 0);
+    }
+    if (stream_is_json(st))
+        stream_json_wrap(&body);
+    http_res_send(req, 200, body.p, body.len);
+    buf_free(&body);
+}
+
+/* ================= GET: long-poll ================= */
+
+static void sh__lp_finish(struct sh_req *r)
+{
+    stream_unsubscribe(&r->sub);
+    if (r->has_timer)
+        uv_timer_stop(&r->timer);
+}
+
+static void sh__lp_empty(struct sh_req *r, struct stream *st, int closed)
+{
+    struct http_req *req = r->req;
+    char c[32];
+    sh__lp_finish(r);
+    sh__offset_header(req, st ? stream_tail(st) : r->offset);
+    http_res_header(req, "Stream-Up-To-Date", "true");
+    if (closed) {
+        http_res_header(req, "Stream-Closed", "true");
+    } else {
+        sh__cursor(r->client_cursor, c);
+        http_res_header(req, "Stream-Cursor", c);
+    }
+    http_res_send(req, 204, NULL, 0);
+}
+
+static void sh__lp_timeout(uv_timer_t *t)
+{
+    struct sh_req *r = t->data;
+    if (r->req == NULL || http_res_started(r->req))
+        return;
+    sh__lp_empty(r, r->sub.stream, 0);
+}
+
+static void sh__lp_event(struct stream_sub *sub, enum stream_event ev)
+{
+    struct sh_req *r = sub->arg;
+    struct stream *st = sub->stream;
+    if (r->req == NULL || http_res_started(r->req))
+        return;
+    if (ev == STREAM_EV_GONE) {
+        sh__lp_finish(r);
+        return http_res_error(r->req, 404, "not_found", "the stream was deleted");
+    }
+    if (stream_tail(st) > r->offset) {
+        sh__lp_finish(r);
+        return sh__respond_read(r->sh, r->req, st, r->offset, r->client_cursor, 1);
+    }
+    if (stream_closed(st))
+        sh__lp_empty(r, st, 1);
+}
+
+static void sh__long_poll(struct stream_http *sh, struct http_req *req, struct stream *st, int64_t from,
+                          char *cursor)
+{
+    if (from < stream_tail(st))
+        return sh__respond_read(sh, req, st, from, cursor, 1);
+    struct sh_req *r = sh__state(sh, req, SH_LONG_POLL);
+    r->offset = from;
+    r->client_cursor = cursor;
+    if (stream_closed(st))
+        return sh__lp_empty(r, st, 1);
+    r->sub.cb = sh__lp_event;
+    stream_subscribe(st, &r->sub);
+    sh__timer(r, sh__lp_timeout, sh->cfg.long_poll_timeout_ms, 0);
+}
+
+/* ================= GET: SSE ================= */
+
+static void sh__sse_lines(struct buf *out, const char *p, size_t n)
+{
+    /* One data: line per line of the payload; CR, LF and CRLF all end a line, which also keeps a
+     * payload from injecting its own SSE fields. */
+    size_t start = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || p[i] == '\n' || p[i] == '\r') {
+            buf_puts(out, "data:");
+            buf_append(out, p + start, i - start);
+            buf_append(out, "\n", 1);
+            if (i < n && p[i] == '\r' && i + 1 < n && p[i + 1] == '\n')
+                i++;
+            start = i + 1;
+        }
+    }
+}
+
+static int sh__binary(const char *ct)
+{
+    return strncasecmp(ct, "text/", 5) != 0 && strncasecmp(ct, "application/json", 16) != 0;
+}
+
+static void sh__sse_control(struct sh_req *r, struct stream *st, struct buf *out, int up_to_date, int closed)
+{
+    char o[STREAM_OFFSET_LEN + 1], c[32];
+    stream_offset_format(r->offset, o);
+    buf_printf(out, "event: control\ndata:{\"streamNextOffset\":\"%s\"", o);
+    if (closed) {
+        buf_puts(out, ",\"streamClosed\":true,\"upToDate\":true");
+    } else {
+        sh__cursor(r->client_cursor, c);
+        buf_printf(out, ",\"streamCursor\":\"%s\"", c);
+        if (up_to_date)
+            buf_puts(out, ",\"upToDate\":true");
+    }
+    buf_puts(out, "}\n\n");
+}
+
+/* Sends what the reader has not seen yet, one chunk per drain, then waits for more. */
+static void sh__sse_pump(struct sh_req *r)
+{
+    struct stream *st = r->sub.stream;
+    struct http_req *req = r->req;
+    if (req == NULL || st == NULL)
+        return;
+    while (http_res_stream_queued(req) == 0) {
+        struct buf out = {0};
+        int64_t tail = stream_tail(st);
+        int closed_now = stream_closed(st);
+        if (r->offset < tail) {
+            struct buf data = {0};
+            int64_t next;
+            if (stream_read(r->sh->ss, st, r->offset, r->sh->cfg.read_chunk, &data, &next) != 0 || next <= r->offset) {
+                buf_free(&data);
+                http_res_stream_abort(req);
+                stream_unsubscribe(&r->sub);
+                return;
+            }
+            if (stream_is_json(st))
+                stream_json_wrap(&data);
+            buf_puts(&out, "event: data\n");
+            if (sh__binary(stream_content_type(st))) {
+                size_t cap = sodium_base64_ENCODED_LEN(data.len, sodium_base64_VARIANT_ORIGINAL);
+                char *b64 = xmalloc(cap);
+                sodium_bin2base64(b64, cap, (const unsigned char *)data.p, data.len, sodium_base64_VARIANT_ORIGINAL);
+                sh__sse_lines(&out, b64, strlen(b64));
+                free(b64);
+            } else {
+                sh__sse_lines(&out, data.p, data.len);
+            }
+            buf_append(&out, "\n", 1);
+            buf_free(&data);
+            r->offset = next;
+            int at_tail = next >= tail;
+            sh__sse_control(r, st, &out, at_tail, at_tail && closed_now);
+            r->control_due = 0;
+            int rc = http_res_stream_write(req, out.p, out.len);
+            buf_free(&out);
+            if (rc != 0) {
+                stream_unsubscribe(&r->sub);
+                return;
+            }
+            if (at_tail && closed_now) {
+                stream_unsubscribe(&r->sub);
+                http_res_stream_end(req);
+                return;
+            }
+            continue;
+        }
+        /* At the tail. */
+        if (closed_now || r->control_due) {
+            sh__sse_control(r, st, &out, 1, closed_now);
+            r->control_due = 0;
+            int rc = http_res_stream_write(req, out.p, out.len);
+            buf_free(&out);
+            if (rc != 0 || closed_now) {
+                stream_unsubscribe(&r->sub);
+                if (rc == 0)
+                    http_res_stream_end(req);
+                return;
+            }
+        }
+        return;
+    }
+}
+
+static void sh__sse_event(struct stream_sub *sub, enum stream_event ev)
+{
+    struct sh_req *r = sub->arg;
+    if (r->req == NULL)
+        return;
+    if (ev == STREAM_EV_GONE) {
+        stream_unsubscribe(&r->sub);
+        http_res_stream_end(r->req);
+        return;
+    }
+    sh__sse_pump(r);
+}
+
+static void sh__sse_drain(struct http_req *req, void *arg)
+{
+    sh__sse_pump(arg);
+}
+
+static void sh__sse_tick(uv_timer_t *t)
+{
+    struct sh_req *r = t->data;
+    if (r->req == NULL || r->sub.stream == NULL)
+        return;
+    if ((clock_mono_us() - r->started_us) / 1000 >= r->sh->cfg.sse_max_ms) {
+        /* Close periodically so that proxies and CDNs can collapse reconnects; clients resume. */
+        stream_unsubscribe(&r->sub);
+        http_res_stream_end(r->req);
+        return;
+    }
+    if (http_res_stream_queued(r->req) == 0) {
+        /* Heartbeat: also how a parked HTTP/1 connection notices its client has gone. */
+        r->control_due = 1;
+        sh__sse_pump(r);
+    }
+}
+
+static void sh__sse(struct stream_http *sh, struct http_req *req, struct stream *st, int64_t from, char *cursor)
+{
+    struct sh_req *r = sh__state(sh, req, SH_SSE);
+    r->offset = from;
+    r->client_cursor = cursor;
+    r->control_due = 1;
+    http_res_header(req, "Content-Type", "text/event-stream");
+    http_res_header(req, "Cache-Control", "no-cache, no-store");
+    http_res_header(req, "X-Accel-Buffering", "no");
+    if (sh__binary(stream_content_type(st)))
+        http_res_header(req, "Stream-SSE-Data-Encoding", "base64");
+    http_res_stream_start(req, 200, sh__sse_drain, r);
+    r->sub.cb = sh__sse_event;
+    stream_subscribe(st, &r->sub);
+    uint64_t tick = sh->cfg.long_poll_timeout_ms ? sh->cfg.long_poll_timeout_ms : 15000;
+    sh__timer(r, sh__sse_tick, tick, tick);
+    sh__sse_pump(r);
+}
+
+/* ================= GET dispatch, HEAD, DELETE ================= */
+
+static void sh__get(struct stream_http *sh, struct http_req *req, struct stream *st)
+{
+    char *offset = NULL, *live = NULL, *cursor = NULL;
+    int noff = http_req_query_param(req, "offset", &offset);
+    int nlive = http_req_query_param(req, "live", &live);
+    http_req_query_param(req, "cursor", &cursor);
+    if (noff > 1)
+        return http_res_error(req, 400, "bad_request", "offset may be given only once");
+    if (nlive > 1 || (live && strcmp(live, "long-poll") && strcmp(live, "sse") && strcmp(live, "true") && strcmp(live, "")))
+        return http_res_error(req, 400, "bad_request", "live must be long-poll or sse");
+    int sse = live && !strcmp(live, "sse"), lp = live && (!strcmp(live, "long-poll") || !strcmp(live, "true"));
+    int64_t from = 0;
+    int now = 0;
+    if (offset) {
+        if (!strcmp(offset, "now"))
+            now = 1;
+        else if (!strcmp(offset, "-1"))
+            from = 0;
+        else if (stream_offset_parse(offset, &from) != 0)
+            return http_res_error(req, 400, "bad_request", "offset must be -1, now, or an offset this server returned");
+    } else if (sse || lp) {
+        return http_res_error(req, 400, "bad_request", "live reads need an offset (use -1 for the start, or now)");
+    }
+    stream_touch(st);
+    int64_t tail = stream_tail(st);
+    if (now)
+        from = tail;
+    if (from > tail)
+        from = tail; /* an offset beyond the tail reads as the tail */
+    if (sse)
+        return sh__sse(sh, req, st, from, cursor);
+    if (lp)
+        return sh__long_poll(sh, req, st, from, cursor);
+    if (now) {
+        http_res_header(req, "Content-Type", stream_content_type(st));
+        sh__offset_header(req, tail);
+        http_res_header(req, "Stream-Up-To-Date", "true");
+        http_res_header(req, "Cache-Control", "no-store");
+        if (stream_closed(st))
+            http_res_header(req, "Stream-Closed", "true");
+        return http_res_send(req, 200, stream_is_json(st) ? "[]" : "", stream_is_json(st) ? 2 : 0);
+    }
+    sh__respond_read(sh, req, st, from, NULL, 0);
+}
+
+static void sh__head(struct http_req *req, struct stream *st)
+{
+    char etag[128];
+    sh__etag(st, 0, stream_tail(st), stream_closed(st), etag);
+    http_res_header(req, "Content-Type", stream_content_type(st));
+    sh__offset_header(req, stream_tail(st));
+    if (stream_ttl(st) >= 0)
+        http_res_headerf(req, "Stream-TTL", "%" PRId64, stream_ttl(st));
+    if (stream_expires_at(st))
+        http_res_header(req, "Stream-Expires-At", stream_expires_at(st));
+    if (stream_closed(st))
+        http_res_header(req, "Stream-Closed", "true");
+    http_res_header(req, "Cache-Control", "no-store");
+    http_res_header(req, "ETag", etag);
+    http_res_send(req, 200, NULL, 0);
+}
+
+static void sh__delete_done(struct stream_op *op)
+{
+    struct sh_req *r = op->arg;
+    if (r->req == NULL)
+        return;
+    if (op->result.status != STREAM_OK)
+        return sh__respond_error(r->req, &op->result);
+    http_res_send(r->req, 204, NULL, 0);
+}
+
+static void sh__delete(struct stream_http *sh, struct http_req *req, struct stream *st)
+{
+    struct sh_req *r = sh__state(sh, req, SH_WRITE);
+    r->op.cb = sh__delete_done;
+    stream_delete(sh->ss, st, &r->op);
+    if (!r->op.queued)
+        sh__respond_error(req, &r->op.result);
+}
+
+void stream_http_handle(struct stream_http *sh, struct http_req *req, const char *path, size_t plen)
+{
+    const char *why = sh__check_path(path, plen);
+    if (why)
+        return http_res_error(req, 400, "invalid_path", "%s", why);
+    enum http_method m = http_req_method(req);
+    if (m == HTTP_PUT)
+        return sh__put(sh, req, path, plen);
+    if (m != HTTP_GET && m != HTTP_HEAD && m != HTTP_POST && m != HTTP_DELETE) {
+        size_t ml;
+        const char *mn = http_req_method_name(req, &ml);
+        http_res_header(req, "Allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS");
+        return http_res_error(req, 405, "method_not_allowed", "%.*s is not supported on streams", (int)ml, mn);
+    }
+    enum stream_lookup how;
+    struct stream *st = streams_lookup(sh->ss, path, plen, &how);
+    if (how == STREAM_MISSING)
+        return http_res_error(req, 404, "not_found", "no stream at %.*s", (int)(plen > 200 ? 200 : plen), path);
+    if (how == STREAM_SOFT_DELETED)
+        return http_res_error(req, 410, "gone", "the stream was deleted");
+    switch (m) {
+    case HTTP_GET:
+        return sh__get(sh, req, st);
+    case HTTP_HEAD:
+        return sh__head(req, st);
+    case HTTP_POST:
+        return sh__post(sh, req, st);
+    default:
+        return sh__delete(sh, req, st);
+    }
+}
+
+static void sh__route(struct http_req *req, void *arg)
+{
+    size_t plen, prefix = strlen(STREAM_HTTP_PREFIX);
+    const char *path = http_req_path(req, &plen);
+    stream_http_handle(arg, req, path + prefix, plen - prefix);
+}
+
+struct stream_http *stream_http_new(struct http_server *srv, uv_loop_t *loop, struct streams *ss,
+                                    const struct stream_http_config *cfg)
+{
+    struct stream_http *sh = xcalloc(1, sizeof *sh);
+    sh->ss = ss;
+    sh->loop = loop;
+    sh->cfg = *cfg;
+    http_route(srv, STREAM_HTTP_PREFIX, sh__route, sh);
+    return sh;
+}
+
+void stream_http_free(struct stream_http *sh)
+{
+    free(sh);
+}

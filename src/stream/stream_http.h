@@ -1,0 +1,34 @@
+/*
+ * stream_http — the Durable Streams HTTP resource at /v1/stream/<path>: PUT (create, fork), POST
+ * (append, close), GET (catch-up, long-poll, SSE), HEAD, DELETE. Maps stream/ outcomes onto the
+ * protocol's statuses and headers. Owns the per-request state of live readers.
+ */
+#ifndef AGENTD_STREAM_HTTP_H
+#define AGENTD_STREAM_HTTP_H
+
+#include <stdint.h>
+#include <uv.h>
+
+struct http_server;
+struct http_req;
+struct streams;
+struct stream_http;
+
+struct stream_http_config {
+    uint64_t long_poll_timeout_ms; /* a long-poll with no data answers 204 after this */
+    uint64_t sse_max_ms;           /* SSE connections are closed after this (clients reconnect) */
+    size_t max_append;             /* 413 above this */
+    size_t read_chunk;             /* bytes per catch-up response / SSE event */
+};
+
+#define STREAM_HTTP_PREFIX "/v1/stream/"
+
+/* Registers the resource on srv. The returned object lives until stream_http_free. */
+struct stream_http *stream_http_new(struct http_server *srv, uv_loop_t *loop, struct streams *ss,
+                                    const struct stream_http_config *cfg);
+void stream_http_free(struct stream_http *sh);
+
+/* Handles one request whose path begins with STREAM_HTTP_PREFIX (used by routes that share it). */
+void stream_http_handle(struct stream_http *sh, struct http_req *req, const char *path, size_t plen);
+
+#endif
