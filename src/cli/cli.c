@@ -1,0 +1,165 @@
+/*
+ * cli.c — the option-table parser shared by the client subcommands (see cli.h). Kept free of I/O
+ * other than the usage printer so it can be unit-tested on plain argv arrays.
+ */
+#include "cli/cli.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cli__opt_find(const struct cli_opt *table, const char *name, size_t len)
+{
+    for (int i = 0; table[i].name != NULL; i++)
+        if (strlen(table[i].name) == len && memcmp(table[i].name, name, len) == 0)
+            return i;
+    return -1;
+}
+
+const char *cli_args_parse(const struct cli_opt *table, int argc, char **argv, struct cli_args *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->table = table;
+    int only_positional = 0;
+
+    for (int i = 0; i < argc; i++) {
+        const char *word = argv[i];
+        int is_option = !only_positional && word[0] == '-' && word[1] != '\0';
+        if (!is_option) {
+            if (out->npositional == CLI_ARGS_MAX_POSITIONAL) {
+                snprintf(out->error, sizeof(out->error), "too many arguments");
+                return out->error;
+            }
+            out->positional[out->npositional++] = word;
+            continue;
+        }
+        if (strcmp(word, "--") == 0) {
+            only_positional = 1;
+            continue;
+        }
+        if (strcmp(word, "-h") == 0)
+            word = "--help";
+        if (word[1] != '-') {
+            snprintf(out->error, sizeof(out->error), "unknown option %s", word);
+            return out->error;
+        }
+        const char *name = word + 2;
+        const char *eq = strchr(name, '=');
+        size_t name_len = eq != NULL ? (size_t)(eq - name) : strlen(name);
+        int index = cli__opt_find(table, name, name_len);
+        if (index < 0 || index >= CLI_ARGS_MAX_OPTS) {
+            snprintf(out->error, sizeof(out->error), "unknown option --%.*s", (int)name_len, name);
+            return out->error;
+        }
+        if (table[index].metavar == NULL) {
+            if (eq != NULL) {
+                snprintf(out->error, sizeof(out->error), "option --%s takes no value",
+                         table[index].name);
+                return out->error;
+            }
+            out->values[index] = "";
+        } else if (eq != NULL) {
+            out->values[index] = eq + 1;
+        } else if (i + 1 < argc) {
+            out->values[index] = argv[++i];
+        } else {
+            snprintf(out->error, sizeof(out->error), "option --%s needs a value (%s)",
+                     table[index].name, table[index].metavar);
+            return out->error;
+        }
+    }
+    return NULL;
+}
+
+const char *cli_args_get(const struct cli_args *args, const char *name)
+{
+    int index = cli__opt_find(args->table, name, strlen(name));
+    assert(index >= 0 && index < CLI_ARGS_MAX_OPTS);
+    return args->values[index];
+}
+
+void cli_args_usage(const struct cli_opt *table, FILE *out)
+{
+    for (int i = 0; table[i].name != NULL; i++) {
+        char left[64];
+        snprintf(left, sizeof(left), "--%s%s%s", table[i].name, table[i].metavar ? " " : "",
+                 table[i].metavar ? table[i].metavar : "");
+        fprintf(out, "  %-26s %s\n", left, table[i].help);
+    }
+}
+
+const char *cli_args_server(const struct cli_args *args)
+{
+    const char *server = cli_args_get(args, "server");
+    if (server == NULL || server[0] == '\0')
+        server = getenv("AGENTD_URL");
+    if (server == NULL || server[0] == '\0')
+        server = CLI_DEFAULT_SERVER;
+    return server;
+}
+
+const char *cli_args_token(const struct cli_args *args)
+{
+    const char *token = cli_args_get(args, "token");
+    if (token == NULL || token[0] == '\0')
+        token = getenv("AGENTD_TOKEN");
+    if (token == NULL || token[0] == '\0')
+        return NULL;
+    return token;
+}
+
+/* ---- JSON arrays -------------------------------------------------------------------------- */
+
+static int cli__is_json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+int cli_json_array_each(const char *text, size_t len, cli_json_element_cb cb, void *arg)
+{
+    const char *p = text, *end = text + len;
+    while (p < end && cli__is_json_space(*p))
+        p++;
+    while (end > p && cli__is_json_space(end[-1]))
+        end--;
+    if (end - p < 2 || *p != '[' || end[-1] != ']')
+        return -EINVAL;
+    p++;
+    end--; /* now [p, end) is the array's inside */
+
+    int depth = 0, in_string = 0, escaped = 0;
+    const char *start = p;
+    for (const char *q = p; q <= end; q++) {
+        if (q == end && (in_string || depth != 0))
+            return -EINVAL;
+        if (q < end && in_string) {
+            if (escaped)
+                escaped = 0;
+            else if (*q == '\\')
+                escaped = 1;
+            else if (*q == '"')
+                in_string = 0;
+        } else if (q < end && *q == '"') {
+            in_string = 1;
+        } else if (q < end && (*q == '[' || *q == '{')) {
+            depth++;
+        } else if (q < end && (*q == ']' || *q == '}')) {
+            if (--depth < 0)
+                return -EINVAL;
+        } else if (q == end || (*q == ',' && depth == 0)) {
+            const char *a = start, *b = q;
+            while (a < b && cli__is_json_space(*a))
+                a++;
+            while (b > a && cli__is_json_space(b[-1]))
+                b--;
+            if (a == b) /* an empty element is an error, except in "[]" (or "[ ]") itself */
+                return q == end && start == p ? 0 : -EINVAL;
+            int rc = cb(arg, a, (size_t)(b - a));
+            if (rc != 0)
+                return rc;
+            start = q + 1;
+        }
+    }
+    return 0;
+}

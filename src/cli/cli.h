@@ -1,0 +1,94 @@
+/*
+ * cli — the client subcommands of the agentd binary (`agentd stream ...`, and later `agentd session
+ * ...`, `agentd runtime ...`). Each subcommand is a `cli_<noun>_main(argc, argv)` that talks to a
+ * running server over HTTP (see cli_http.h) and returns a process exit status.
+ *
+ * Invariants shared by every client command, so scripts can rely on them:
+ *   - the exit status is one of enum cli_exit below, whatever the command;
+ *   - `--server URL` (default $AGENTD_URL, else http://127.0.0.1:4437), `--token T` (default
+ *     $AGENTD_TOKEN, sent as a bearer token) and `--json` are accepted by every command;
+ *   - with --json, stdout carries exactly one JSON object per line and nothing else; human messages
+ *     and errors always go to stderr.
+ *
+ * This header also holds the small option-table parser the commands share (one table per command
+ * drives both parsing and --help). It is deliberately not core/opt: client flags are per-invocation
+ * and must never be picked up from AGENTD_<NAME> variables (AGENTD_DATA, for one, is the server's
+ * data directory, and would otherwise become the body of `agentd stream create --data`).
+ */
+#ifndef AGENTD_CLI_H
+#define AGENTD_CLI_H
+
+#include <stdio.h>
+
+/* Exit statuses, documented in `agentd stream --help`. */
+enum cli_exit {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_USAGE = 1,       /* bad arguments, or a local file/stdin could not be read */
+    CLI_EXIT_UNREACHABLE = 2, /* no HTTP answer: connection refused, DNS, timeout, TLS */
+    CLI_EXIT_NOT_FOUND = 3,   /* 404 */
+    CLI_EXIT_CONFLICT = 4,    /* 409 or 410 */
+    CLI_EXIT_HTTP = 5,        /* any other non-2xx answer, or an answer we cannot understand */
+};
+
+#define CLI_DEFAULT_SERVER "http://127.0.0.1:4437"
+
+/* `agentd stream ...`: argv[0] is "stream" (or "help", which prints the stream help and exits 0).
+ * Returns an enum cli_exit value. */
+int cli_stream_main(int argc, char **argv);
+/* Writes the `agentd stream` help text, including the exit statuses, to out. */
+void cli_stream_usage(FILE *out);
+
+/* ---- Option tables ------------------------------------------------------------------------ */
+
+/* One accepted long option. A table is an array ending with an entry whose name is NULL. */
+struct cli_opt {
+    const char *name;    /* without the leading "--" */
+    const char *metavar; /* NULL for a flag; otherwise the option takes a value, shown as this */
+    const char *help;    /* one line for --help */
+};
+
+/* Options every command accepts; append to a command's table with CLI_COMMON_OPTS. */
+#define CLI_COMMON_OPTS                                                                              \
+    {"server", "URL", "server base URL (default $AGENTD_URL, else " CLI_DEFAULT_SERVER ")"},         \
+        {"token", "TOKEN", "bearer token (default $AGENTD_TOKEN)"},                                  \
+        {"json", NULL, "machine-readable output: one JSON object per line"},                         \
+        {"help", NULL, "show this help"}
+
+#define CLI_ARGS_MAX_OPTS 32
+#define CLI_ARGS_MAX_POSITIONAL 8
+
+/* The result of parsing argv against a table. Values point into argv (borrowed for argv's life). */
+struct cli_args {
+    const struct cli_opt *table;
+    const char *values[CLI_ARGS_MAX_OPTS]; /* by table index; "" for a flag that was given */
+    const char *positional[CLI_ARGS_MAX_POSITIONAL];
+    int npositional;
+    char error[160]; /* the reason parsing failed, when it did */
+};
+
+/*
+ * Parses argv[0..argc) (the words after the subcommand name) against table. Accepts `--name value`,
+ * `--name=value`, `-h` for --help, `--` to end options, and `-` as a positional word; options and
+ * positional words may be mixed. A repeated option keeps its last value. Returns NULL on success or
+ * a reason (stored in out->error) such as "unknown option --foo". Pure: touches nothing but out.
+ */
+const char *cli_args_parse(const struct cli_opt *table, int argc, char **argv, struct cli_args *out);
+/* The value of option name ("" for a given flag), or NULL when it was not given. name must be in
+ * the table (asserted). */
+const char *cli_args_get(const struct cli_args *args, const char *name);
+/* Writes the table as aligned "  --name METAVAR  help" lines. */
+void cli_args_usage(const struct cli_opt *table, FILE *out);
+
+/* Calls cb(arg, p, n) with the exact text of each element of the JSON array in text[0..len), in
+ * order and without re-serialising it (so numbers keep their spelling). Surrounding whitespace is
+ * trimmed. Returns 0, the callback's nonzero value, or -EINVAL when the text is not an array. Only
+ * the array structure is checked; elements are trusted to be valid JSON. Pure. */
+typedef int (*cli_json_element_cb)(void *arg, const char *p, size_t n);
+int cli_json_array_each(const char *text, size_t len, cli_json_element_cb cb, void *arg);
+
+/* The server URL for a command: --server, else $AGENTD_URL, else CLI_DEFAULT_SERVER. */
+const char *cli_args_server(const struct cli_args *args);
+/* The bearer token: --token, else $AGENTD_TOKEN, else NULL. */
+const char *cli_args_token(const struct cli_args *args);
+
+#endif

@@ -1,0 +1,1028 @@
+/*
+ * cli_stream.c — `agentd stream ...`: create, append, read, tail, head, delete, fork and close a
+ * durable stream on a running server, speaking the Durable Streams protocol at /v1/stream/<path>.
+ *
+ * Output contract (see cli_stream_usage): without --json, stdout carries the stream's bytes (read,
+ * tail; JSON-mode streams one message per line) or the resulting next offset (create, append, fork,
+ * close); notes go to stderr. With --json every stdout line is one JSON object.
+ *
+ * Exactly-once printing in `tail`: a data event is held until the control event that follows it
+ * names the offset after it. If the connection breaks in between, the held data is dropped and the
+ * reconnect (from the last confirmed offset) delivers it again, so nothing is printed twice.
+ */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli_http.h"
+#include "cli/cli_sse.h"
+#include "core/core.h"
+
+#define CLI_STREAM_PREFIX "/v1/stream/"
+#define CLI_STREAM_TIMEOUT_MS 60000L    /* one non-live request */
+#define CLI_STREAM_TAIL_IDLE_S 120L     /* silence after which a tail reconnects */
+#define CLI_STREAM_BACKOFF_MAX_MS 5000L /* longest pause between tail reconnects */
+
+/* One invocation: the client and the output mode. */
+struct cli_stream {
+    struct cli_http *http;
+    int json;
+};
+
+/* ---- Small helpers ------------------------------------------------------------------------ */
+
+/* Request headers under construction; the strings are owned here. */
+struct cli_stream__headers {
+    char *items[16];
+    int n;
+};
+
+static void cli_stream__header(struct cli_stream__headers *h, const char *name, const char *value)
+{
+    if (h->n + 1 >= (int)CORE_ARRAY_LEN(h->items)) {
+        fprintf(stderr, "agentd: too many request headers\n");
+        abort();
+    }
+    h->items[h->n++] = xasprintf("%s: %s", name, value);
+    h->items[h->n] = NULL;
+}
+
+static void cli_stream__headers_free(struct cli_stream__headers *h)
+{
+    for (int i = 0; i < h->n; i++)
+        free(h->items[i]);
+    h->n = 0;
+}
+
+/* "/v1/stream/<path>", escaped. Accepts "a/b", "/a/b" and "/v1/stream/a/b" for the same stream. */
+static void cli_stream__url(struct buf *out, const char *path)
+{
+    while (*path == '/')
+        path++;
+    if (strncmp(path, CLI_STREAM_PREFIX + 1, strlen(CLI_STREAM_PREFIX) - 1) == 0)
+        path += strlen(CLI_STREAM_PREFIX) - 1;
+    buf_puts(out, CLI_STREAM_PREFIX);
+    cli_http_path_escape(out, path);
+}
+
+static void cli_stream__url_offset(struct buf *out, const char *path, const char *offset,
+                                   const char *live)
+{
+    cli_stream__url(out, path);
+    buf_puts(out, "?offset=");
+    cli_http_path_escape(out, offset);
+    if (live != NULL)
+        buf_printf(out, "&live=%s", live);
+}
+
+/* Media type equality, ignoring parameters and case ("application/json; charset=utf-8" is JSON). */
+static int cli_stream__media_is(const char *content_type, const char *media)
+{
+    if (content_type == NULL)
+        return 0;
+    size_t len = strcspn(content_type, ";");
+    while (len > 0 && (content_type[len - 1] == ' ' || content_type[len - 1] == '\t'))
+        len--;
+    return len == strlen(media) && strncasecmp(content_type, media, len) == 0;
+}
+
+/* Protocol booleans are headers whose value is "true" (case-insensitive); absence means false. */
+static int cli_stream__header_true(const struct cli_http_response *resp, const char *name)
+{
+    const char *value = cli_http_header(resp, name);
+    return value != NULL && strcasecmp(value, "true") == 0;
+}
+
+/* Binary streams are those whose bytes are not text: the server base64-encodes them in SSE, and
+ * --json output carries them base64-encoded too. */
+static int cli_stream__is_binary(const char *content_type)
+{
+    if (content_type == NULL)
+        return 1;
+    return !cli_stream__media_is(content_type, "application/json") &&
+           strncasecmp(content_type, "text/", 5) != 0;
+}
+
+static int cli_stream__read_fd(FILE *f, struct buf *out)
+{
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        buf_append(out, chunk, n);
+    return ferror(f) ? -EIO : 0;
+}
+
+/* Loads "--data TEXT|@file" (or "-" for stdin) into out. Returns 0 or a negative errno (reported). */
+static int cli_stream__load(const char *spec, struct buf *out)
+{
+    if (strcmp(spec, "-") == 0) {
+        if (cli_stream__read_fd(stdin, out) != 0) {
+            fprintf(stderr, "agentd: cannot read stdin: %s\n", strerror(errno));
+            return -EIO;
+        }
+        return 0;
+    }
+    if (spec[0] != '@') {
+        buf_puts(out, spec);
+        return 0;
+    }
+    FILE *f = fopen(spec + 1, "rb");
+    if (f == NULL) {
+        int rc = -errno;
+        fprintf(stderr, "agentd: cannot open %s: %s\n", spec + 1, strerror(errno));
+        return rc;
+    }
+    int rc = cli_stream__read_fd(f, out);
+    if (rc != 0)
+        fprintf(stderr, "agentd: cannot read %s: %s\n", spec + 1, strerror(errno));
+    fclose(f);
+    return rc;
+}
+
+/* Writes one --json line. line is consumed (reset). */
+static void cli_stream__emit(struct buf *line)
+{
+    buf_append(line, "\n", 1);
+    fwrite(line->p, 1, line->len, stdout);
+    fflush(stdout);
+    buf_reset(line);
+}
+
+static void cli_stream__json_field(struct buf *line, const char *name, const char *value)
+{
+    buf_printf(line, "%s\"%s\":", line->len > 1 ? "," : "", name);
+    if (value != NULL)
+        buf_json_string(line, value, strlen(value));
+    else
+        buf_puts(line, "null");
+}
+
+static void cli_stream__json_raw(struct buf *line, const char *name, const char *raw)
+{
+    buf_printf(line, "%s\"%s\":%s", line->len > 1 ? "," : "", name, raw);
+}
+
+/* Appends "data" (and "encoding") for n payload bytes to a --json line. */
+static void cli_stream__json_data(struct buf *line, const char *p, size_t n, int binary)
+{
+    if (!binary) {
+        buf_puts(line, ",\"data\":");
+        buf_json_string(line, p, n);
+        return;
+    }
+    size_t b64_len = sodium_base64_encoded_len(n, sodium_base64_VARIANT_ORIGINAL);
+    char *b64 = xmalloc(b64_len);
+    sodium_bin2base64(b64, b64_len, (const unsigned char *)p, n, sodium_base64_VARIANT_ORIGINAL);
+    cli_stream__json_field(line, "data", b64);
+    buf_puts(line, ",\"encoding\":\"base64\"");
+    free(b64);
+}
+
+/* ---- Printing stream content -------------------------------------------------------------- */
+
+/* How read and tail print a piece of stream content: which offset it ends at and its kind. */
+struct cli_stream__printer {
+    const char *offset; /* the offset after this content (borrowed) */
+    int json;           /* --json output */
+    int json_stream;    /* application/json stream: content is one JSON array */
+    int binary;
+};
+
+static int cli_stream__print_message(void *arg, const char *p, size_t n)
+{
+    const struct cli_stream__printer *printer = arg;
+    if (printer->json) {
+        struct buf line = {0};
+        buf_puts(&line, "{");
+        cli_stream__json_field(&line, "offset", printer->offset);
+        buf_puts(&line, ",\"data\":");
+        buf_append(&line, p, n);
+        buf_puts(&line, "}");
+        cli_stream__emit(&line);
+        buf_free(&line);
+    } else {
+        fwrite(p, 1, n, stdout);
+        fputc('\n', stdout);
+    }
+    return 0;
+}
+
+/* Prints content: JSON streams one message per line, others as raw bytes (or one --json line). */
+static void cli_stream__print(const struct cli_stream__printer *printer, const char *p, size_t n)
+{
+    if (printer->json_stream) {
+        if (cli_json_array_each(p, n, cli_stream__print_message, (void *)printer) == 0) {
+            fflush(stdout);
+            return;
+        }
+        fprintf(stderr, "agentd: warning: JSON stream content is not an array; printed as is\n");
+    }
+    if (n == 0)
+        return;
+    if (printer->json) {
+        struct buf line = {0};
+        buf_puts(&line, "{");
+        cli_stream__json_field(&line, "offset", printer->offset);
+        cli_stream__json_data(&line, p, n, printer->binary);
+        buf_puts(&line, "}");
+        cli_stream__emit(&line);
+        buf_free(&line);
+    } else {
+        fwrite(p, 1, n, stdout);
+        fflush(stdout);
+    }
+}
+
+/* ---- create / fork ------------------------------------------------------------------------ */
+
+static const struct cli_opt cli_stream__create_opts[] = {
+    {"content-type", "TYPE", "stream content type (default application/octet-stream)"},
+    {"ttl", "SECONDS", "delete the stream after this many idle seconds"},
+    {"expires-at", "RFC3339", "delete the stream at this time"},
+    {"closed", NULL, "create the stream already closed"},
+    {"data", "TEXT|@FILE|-", "initial content"},
+    CLI_COMMON_OPTS,
+    {NULL, NULL, NULL},
+};
+
+static const struct cli_opt cli_stream__fork_opts[] = {
+    {"offset", "OFFSET", "fork point in the source (default: its tail)"},
+    {"sub-offset", "N", "also take N messages (JSON) or bytes past --offset"},
+    {"content-type", "TYPE", "must match the source's (default: inherited)"},
+    {"ttl", "SECONDS", "delete the fork after this many idle seconds"},
+    {"expires-at", "RFC3339", "delete the fork at this time"},
+    {"data", "TEXT|@FILE|-", "content appended to the fork after the fork point"},
+    CLI_COMMON_OPTS,
+    {NULL, NULL, NULL},
+};
+
+/* PUT path, used by create and (with fork_source) fork. */
+static int cli_stream__put(struct cli_stream *cs, const struct cli_args *args, const char *path,
+                           const char *fork_source)
+{
+    struct cli_stream__headers headers = {0};
+    struct buf url = {0}, body = {0}, line = {0};
+    struct cli_http_response resp = {0};
+    const char *value;
+    int status = CLI_EXIT_USAGE;
+
+    if ((value = cli_args_get(args, "content-type")) != NULL)
+        cli_stream__header(&headers, "Content-Type", value);
+    else if (fork_source == NULL)
+        cli_stream__header(&headers, "Content-Type", "application/octet-stream");
+    if ((value = cli_args_get(args, "ttl")) != NULL)
+        cli_stream__header(&headers, "Stream-TTL", value);
+    if ((value = cli_args_get(args, "expires-at")) != NULL)
+        cli_stream__header(&headers, "Stream-Expires-At", value);
+    if (fork_source == NULL && cli_args_get(args, "closed") != NULL)
+        cli_stream__header(&headers, "Stream-Closed", "true");
+    if (fork_source != NULL) {
+        struct buf source = {0};
+        cli_stream__url(&source, fork_source);
+        cli_stream__header(&headers, "Stream-Forked-From", source.p);
+        buf_free(&source);
+        if ((value = cli_args_get(args, "offset")) != NULL)
+            cli_stream__header(&headers, "Stream-Fork-Offset", value);
+        if ((value = cli_args_get(args, "sub-offset")) != NULL)
+            cli_stream__header(&headers, "Stream-Fork-Sub-Offset", value);
+    }
+    if ((value = cli_args_get(args, "data")) != NULL && cli_stream__load(value, &body) != 0)
+        goto fail;
+
+    cli_stream__url(&url, path);
+    struct cli_http_request req = {
+        .method = "PUT",
+        .path = url.p,
+        .headers = (const char *const *)headers.items,
+        .body = body.p,
+        .body_len = body.len,
+        .timeout_ms = CLI_STREAM_TIMEOUT_MS,
+    };
+    int rc = cli_http_request(cs->http, &req, &resp);
+    status = cli_http_report(cs->http, fork_source != NULL ? "fork" : "create", rc, &resp);
+    if (status != CLI_EXIT_OK)
+        goto fail;
+
+    const char *next = cli_http_header(&resp, "Stream-Next-Offset");
+    if (cs->json) {
+        buf_puts(&line, "{");
+        cli_stream__json_field(&line, "path", path);
+        cli_stream__json_raw(&line, "created", resp.status == 201 ? "true" : "false");
+        cli_stream__json_field(&line, "nextOffset", next);
+        cli_stream__json_raw(&line, "closed",
+                             cli_stream__header_true(&resp, "Stream-Closed") ? "true" : "false");
+        buf_puts(&line, "}");
+        cli_stream__emit(&line);
+    } else {
+        if (resp.status == 200)
+            fprintf(stderr, "agentd: %s already exists with the same configuration\n", path);
+        printf("%s\n", next != NULL ? next : "");
+    }
+
+fail:
+    cli_http_response_reset(&resp);
+    cli_stream__headers_free(&headers);
+    buf_free(&url);
+    buf_free(&body);
+    buf_free(&line);
+    return status;
+}
+
+static int cli_stream__create(struct cli_stream *cs, const struct cli_args *args)
+{
+    return cli_stream__put(cs, args, args->positional[0], NULL);
+}
+
+static int cli_stream__fork(struct cli_stream *cs, const struct cli_args *args)
+{
+    return cli_stream__put(cs, args, args->positional[1], args->positional[0]);
+}
+
+/* ---- head --------------------------------------------------------------------------------- */
+
+static const struct cli_opt cli_stream__plain_opts[] = {
+    CLI_COMMON_OPTS,
+    {NULL, NULL, NULL},
+};
+
+/* HEAD path into resp; reports failures and returns the exit status. */
+static int cli_stream__head_request(struct cli_stream *cs, const char *path, const char *what,
+                                    struct cli_http_response *resp)
+{
+    struct buf url = {0};
+    cli_stream__url(&url, path);
+    struct cli_http_request req = {
+        .method = "HEAD", .path = url.p, .timeout_ms = CLI_STREAM_TIMEOUT_MS};
+    int rc = cli_http_request(cs->http, &req, resp);
+    buf_free(&url);
+    return cli_http_report(cs->http, what, rc, resp);
+}
+
+static int cli_stream__head(struct cli_stream *cs, const struct cli_args *args)
+{
+    struct cli_http_response resp = {0};
+    const char *path = args->positional[0];
+    int status = cli_stream__head_request(cs, path, "head", &resp);
+    if (status != CLI_EXIT_OK)
+        goto fail;
+
+    const char *type = cli_http_header(&resp, "Content-Type");
+    const char *next = cli_http_header(&resp, "Stream-Next-Offset");
+    const char *ttl = cli_http_header(&resp, "Stream-TTL");
+    const char *expires = cli_http_header(&resp, "Stream-Expires-At");
+    int is_closed = cli_stream__header_true(&resp, "Stream-Closed");
+    if (cs->json) {
+        struct buf line = {0};
+        buf_puts(&line, "{");
+        cli_stream__json_field(&line, "path", path);
+        cli_stream__json_field(&line, "contentType", type);
+        cli_stream__json_field(&line, "nextOffset", next);
+        cli_stream__json_raw(&line, "closed", is_closed ? "true" : "false");
+        if (ttl != NULL && strspn(ttl, "0123456789") == strlen(ttl) && ttl[0] != '\0')
+            cli_stream__json_raw(&line, "ttl", ttl);
+        if (expires != NULL)
+            cli_stream__json_field(&line, "expiresAt", expires);
+        buf_puts(&line, "}");
+        cli_stream__emit(&line);
+        buf_free(&line);
+    } else {
+        printf("content-type: %s\n", type != NULL ? type : "");
+        printf("next-offset: %s\n", next != NULL ? next : "");
+        printf("closed: %s\n", is_closed ? "true" : "false");
+        if (ttl != NULL)
+            printf("ttl: %s\n", ttl);
+        if (expires != NULL)
+            printf("expires-at: %s\n", expires);
+    }
+fail:
+    cli_http_response_reset(&resp);
+    return status;
+}
+
+/* ---- append / close / delete -------------------------------------------------------------- */
+
+static const struct cli_opt cli_stream__append_opts[] = {
+    {"content-type", "TYPE", "content type (default: the stream's, asked with HEAD)"},
+    {"close", NULL, "close the stream with this append"},
+    {"seq", "SEQ", "Stream-Seq (with --producer: the producer's sequence number)"},
+    {"stream-seq", "SEQ", "Stream-Seq, when --seq is the producer's"},
+    {"producer", "ID", "idempotent producer id (needs --epoch and --seq)"},
+    {"epoch", "N", "producer epoch"},
+    {"data", "TEXT|@FILE|-", "content, instead of the DATA argument"},
+    CLI_COMMON_OPTS,
+    {NULL, NULL, NULL},
+};
+
+/* POST to path: an append (body non-empty) and/or a close. Reports and returns the exit status. */
+static int cli_stream__post(struct cli_stream *cs, const char *path, const char *what,
+                            struct cli_stream__headers *headers, const struct buf *body, int close)
+{
+    struct buf url = {0}, line = {0};
+    struct cli_http_response resp = {0};
+
+    if (close)
+        cli_stream__header(headers, "Stream-Closed", "true");
+    cli_stream__url(&url, path);
+    struct cli_http_request req = {
+        .method = "POST",
+        .path = url.p,
+        .headers = (const char *const *)headers->items,
+        .body = body->p,
+        .body_len = body->len,
+        .timeout_ms = CLI_STREAM_TIMEOUT_MS,
+    };
+    int rc = cli_http_request(cs->http, &req, &resp);
+    int status = cli_http_report(cs->http, what, rc, &resp);
+    if (status != CLI_EXIT_OK)
+        goto fail;
+
+    const char *next = cli_http_header(&resp, "Stream-Next-Offset");
+    const char *epoch = cli_http_header(&resp, "Producer-Epoch");
+    const char *seq = cli_http_header(&resp, "Producer-Seq");
+    /* With producer headers, 200 means appended and 204 means "already had it". */
+    int duplicate = epoch != NULL && resp.status == 204;
+    if (cs->json) {
+        buf_puts(&line, "{");
+        cli_stream__json_field(&line, "path", path);
+        cli_stream__json_field(&line, "nextOffset", next);
+        cli_stream__json_raw(&line, "closed",
+                             cli_stream__header_true(&resp, "Stream-Closed") ? "true" : "false");
+        if (epoch != NULL) {
+            cli_stream__json_raw(&line, "duplicate", duplicate ? "true" : "false");
+            cli_stream__json_field(&line, "producerEpoch", epoch);
+            cli_stream__json_field(&line, "producerSeq", seq);
+        }
+        buf_puts(&line, "}");
+        cli_stream__emit(&line);
+    } else {
+        if (duplicate)
+            fprintf(stderr, "agentd: duplicate: the server already has producer seq %s\n",
+                    seq != NULL ? seq : "?");
+        if (next != NULL) /* a duplicate's answer may carry no offset */
+            printf("%s\n", next);
+    }
+fail:
+    cli_http_response_reset(&resp);
+    buf_free(&url);
+    buf_free(&line);
+    return status;
+}
+
+static int cli_stream__append(struct cli_stream *cs, const struct cli_args *args)
+{
+    struct cli_stream__headers headers = {0};
+    struct buf body = {0};
+    const char *path = args->positional[0];
+    const char *data = args->npositional > 1 ? args->positional[1] : NULL;
+    const char *data_opt = cli_args_get(args, "data");
+    const char *seq = cli_args_get(args, "seq");
+    const char *stream_seq = cli_args_get(args, "stream-seq");
+    const char *producer = cli_args_get(args, "producer");
+    const char *epoch = cli_args_get(args, "epoch");
+    const char *content_type = cli_args_get(args, "content-type");
+    int close = cli_args_get(args, "close") != NULL;
+    int status = CLI_EXIT_USAGE;
+
+    if (data != NULL && data_opt != NULL) {
+        fprintf(stderr, "agentd: append: give DATA or --data, not both\n");
+        goto fail;
+    }
+    if (producer != NULL && (epoch == NULL || seq == NULL)) {
+        fprintf(stderr, "agentd: append: --producer needs --epoch and --seq\n");
+        goto fail;
+    }
+    if (producer == NULL && epoch != NULL) {
+        fprintf(stderr, "agentd: append: --epoch needs --producer\n");
+        goto fail;
+    }
+    if (producer == NULL && seq != NULL && stream_seq != NULL) {
+        fprintf(stderr, "agentd: append: --seq and --stream-seq both set Stream-Seq\n");
+        goto fail;
+    }
+
+    int rc = 0;
+    if (data != NULL && strcmp(data, "-") != 0)
+        buf_puts(&body, data); /* a literal argument: sent as is, even when it starts with '@' */
+    else if (data != NULL)
+        rc = cli_stream__load("-", &body);
+    else if (data_opt != NULL)
+        rc = cli_stream__load(data_opt, &body);
+    else if (!isatty(STDIN_FILENO))
+        rc = cli_stream__load("-", &body);
+    if (rc != 0)
+        goto fail; /* reported by cli_stream__load */
+    if (body.len == 0 && !close) {
+        fprintf(stderr, "agentd: append: nothing to append (give DATA, - for stdin, or --close)\n");
+        status = CLI_EXIT_USAGE;
+        goto fail;
+    }
+
+    if (body.len > 0) {
+        if (content_type == NULL) {
+            /* The server insists on the stream's own content type: ask for it. */
+            struct cli_http_response head = {0};
+            status = cli_stream__head_request(cs, path, "append", &head);
+            if (status == CLI_EXIT_OK)
+                cli_stream__header(&headers, "Content-Type",
+                                   cli_http_header(&head, "Content-Type") != NULL
+                                       ? cli_http_header(&head, "Content-Type")
+                                       : "application/octet-stream");
+            cli_http_response_reset(&head);
+            if (status != CLI_EXIT_OK)
+                goto fail;
+        } else {
+            cli_stream__header(&headers, "Content-Type", content_type);
+        }
+    }
+    if (producer != NULL) {
+        cli_stream__header(&headers, "Producer-Id", producer);
+        cli_stream__header(&headers, "Producer-Epoch", epoch);
+        cli_stream__header(&headers, "Producer-Seq", seq);
+        if (stream_seq != NULL)
+            cli_stream__header(&headers, "Stream-Seq", stream_seq);
+    } else if (seq != NULL || stream_seq != NULL) {
+        cli_stream__header(&headers, "Stream-Seq", seq != NULL ? seq : stream_seq);
+    }
+    status = cli_stream__post(cs, path, "append", &headers, &body, close);
+
+fail:
+    cli_stream__headers_free(&headers);
+    buf_free(&body);
+    return status;
+}
+
+static int cli_stream__close(struct cli_stream *cs, const struct cli_args *args)
+{
+    struct cli_stream__headers headers = {0};
+    struct buf body = {0};
+    int status = cli_stream__post(cs, args->positional[0], "close", &headers, &body, 1);
+    cli_stream__headers_free(&headers);
+    return status;
+}
+
+static int cli_stream__delete(struct cli_stream *cs, const struct cli_args *args)
+{
+    struct buf url = {0};
+    struct cli_http_response resp = {0};
+    const char *path = args->positional[0];
+
+    cli_stream__url(&url, path);
+    struct cli_http_request req = {
+        .method = "DELETE", .path = url.p, .timeout_ms = CLI_STREAM_TIMEOUT_MS};
+    int rc = cli_http_request(cs->http, &req, &resp);
+    int status = cli_http_report(cs->http, "delete", rc, &resp);
+    if (status == CLI_EXIT_OK && cs->json) {
+        struct buf line = {0};
+        buf_puts(&line, "{");
+        cli_stream__json_field(&line, "path", path);
+        cli_stream__json_raw(&line, "deleted", "true");
+        buf_puts(&line, "}");
+        cli_stream__emit(&line);
+        buf_free(&line);
+    }
+    cli_http_response_reset(&resp);
+    buf_free(&url);
+    return status;
+}
+
+/* ---- read --------------------------------------------------------------------------------- */
+
+static const struct cli_opt cli_stream__read_opts[] = {
+    {"offset", "OFFSET", "start here (default -1, the beginning; now: the tail)"},
+    CLI_COMMON_OPTS,
+    {NULL, NULL, NULL},
+};
+
+/* Catch-up read: GET from the offset, chunk after chunk, until the server says Stream-Up-To-Date. */
+static int cli_stream__read(struct cli_stream *cs, const struct cli_args *args)
+{
+    const char *path = args->positional[0];
+    const char *start = cli_args_get(args, "offset");
+    char *offset = xstrdup(start != NULL ? start : "-1");
+    struct cli_http_response resp = {0};
+    struct buf url = {0};
+    int status, closed = 0;
+
+    for (;;) {
+        buf_reset(&url);
+        cli_stream__url_offset(&url, path, offset, NULL);
+        struct cli_http_request req = {
+            .method = "GET", .path = url.p, .timeout_ms = CLI_STREAM_TIMEOUT_MS};
+        int rc = cli_http_request(cs->http, &req, &resp);
+        status = cli_http_report(cs->http, "read", rc, &resp);
+        if (status != CLI_EXIT_OK)
+            goto fail;
+
+        const char *next = cli_http_header(&resp, "Stream-Next-Offset");
+        const char *type = cli_http_header(&resp, "Content-Type");
+        if (next == NULL) {
+            fprintf(stderr, "agentd: read: the server sent no Stream-Next-Offset\n");
+            status = CLI_EXIT_HTTP;
+            goto fail;
+        }
+        struct cli_stream__printer printer = {
+            .offset = next,
+            .json = cs->json,
+            .json_stream = cli_stream__media_is(type, "application/json"),
+            .binary = cli_stream__is_binary(type),
+        };
+        cli_stream__print(&printer, resp.body.p, resp.body.len);
+        closed = cli_stream__header_true(&resp, "Stream-Closed");
+        /* A chunk that does not move the offset would loop forever; treat it as the end. */
+        int done = cli_stream__header_true(&resp, "Stream-Up-To-Date") ||
+                   strcmp(next, offset) == 0;
+        free(offset);
+        offset = xstrdup(next);
+        if (done)
+            break;
+    }
+
+    if (cs->json) {
+        struct buf line = {0};
+        buf_puts(&line, "{");
+        cli_stream__json_field(&line, "offset", offset);
+        cli_stream__json_raw(&line, "upToDate", "true");
+        cli_stream__json_raw(&line, "closed", closed ? "true" : "false");
+        buf_puts(&line, "}");
+        cli_stream__emit(&line);
+        buf_free(&line);
+    } else {
+        fflush(stdout);
+        fprintf(stderr, "next-offset: %s%s\n", offset, closed ? " (closed)" : "");
+    }
+fail:
+    cli_http_response_reset(&resp);
+    buf_free(&url);
+    free(offset);
+    return status;
+}
+
+/* ---- tail --------------------------------------------------------------------------------- */
+
+static const struct cli_opt cli_stream__tail_opts[] = {
+    {"offset", "OFFSET", "start here (default -1, the beginning; now: only new data)"},
+    CLI_COMMON_OPTS,
+    {NULL, NULL, NULL},
+};
+
+/* The state of one `tail`, across reconnects. */
+struct cli_stream__tail {
+    struct cli_stream *cs;
+    struct cli_sse *sse;
+    char *offset;    /* the last offset the server confirmed; reconnects resume here. Owned. */
+    int json_stream; /* the stream is application/json (from HEAD) */
+    /* Per connection: */
+    int checked; /* the response headers were looked at */
+    int binary;  /* data events are base64 (Stream-SSE-Data-Encoding: base64) */
+    int controls;
+    /* Outcomes that stop the transfer: */
+    int closed;
+    const char *failure; /* why the response cannot be followed, or NULL */
+    /* Data events waiting for the control event that confirms their offset. */
+    struct buf *pending;
+    size_t npending, pending_cap;
+};
+
+static void cli_stream__tail_drop_pending(struct cli_stream__tail *tail)
+{
+    for (size_t i = 0; i < tail->npending; i++)
+        buf_free(&tail->pending[i]);
+    tail->npending = 0;
+}
+
+static int cli_stream__tail_data(struct cli_stream__tail *tail, const struct cli_sse_event *event)
+{
+    if (tail->npending == tail->pending_cap) {
+        tail->pending_cap = tail->pending_cap ? tail->pending_cap * 2 : 8;
+        tail->pending = xrealloc(tail->pending, tail->pending_cap * sizeof(*tail->pending));
+    }
+    struct buf *data = &tail->pending[tail->npending++];
+    memset(data, 0, sizeof(*data));
+    if (!tail->binary) {
+        buf_append(data, event->data, event->data_len);
+        return 0;
+    }
+    /* Base64 may be split over several data: lines, which the parser joined with '\n'. */
+    size_t decoded_len = 0;
+    buf_reserve(data, event->data_len);
+    if (sodium_base642bin((unsigned char *)data->p, event->data_len, event->data, event->data_len,
+                          "\r\n", &decoded_len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0) {
+        tail->failure = "a data event is not valid base64";
+        return 1;
+    }
+    data->len = decoded_len;
+    return 0;
+}
+
+static int cli_stream__tail_control(struct cli_stream__tail *tail, const struct cli_sse_event *event)
+{
+    json_t *control = json_loadb(event->data, event->data_len, 0, NULL);
+    if (!json_is_object(control)) {
+        json_decref(control);
+        tail->failure = "a control event is not a JSON object";
+        return 1;
+    }
+    const char *next = json_string_value(json_object_get(control, "streamNextOffset"));
+    if (next != NULL && strcmp(next, tail->offset) != 0) {
+        free(tail->offset);
+        tail->offset = xstrdup(next);
+    }
+    tail->closed = json_is_true(json_object_get(control, "streamClosed"));
+    json_decref(control);
+    tail->controls++;
+
+    struct cli_stream__printer printer = {
+        .offset = tail->offset,
+        .json = tail->cs->json,
+        .json_stream = tail->json_stream,
+        .binary = tail->binary,
+    };
+    for (size_t i = 0; i < tail->npending; i++)
+        cli_stream__print(&printer, tail->pending[i].p, tail->pending[i].len);
+    cli_stream__tail_drop_pending(tail);
+    return tail->closed; /* the closing control event is the last: stop reading */
+}
+
+static int cli_stream__tail_event(void *arg, const struct cli_sse_event *event)
+{
+    struct cli_stream__tail *tail = arg;
+    if (strcmp(event->type, "data") == 0)
+        return cli_stream__tail_data(tail, event);
+    if (strcmp(event->type, "control") == 0)
+        return cli_stream__tail_control(tail, event);
+    return 0; /* event types we do not know are skipped, for forward compatibility */
+}
+
+static int cli_stream__tail_body(void *arg, const struct cli_http_response *resp, const char *p,
+                                 size_t n)
+{
+    struct cli_stream__tail *tail = arg;
+    if (!tail->checked) {
+        const char *encoding = cli_http_header(resp, "Stream-SSE-Data-Encoding");
+        tail->checked = 1;
+        tail->binary = encoding != NULL && strcasecmp(encoding, "base64") == 0;
+        if (!cli_stream__media_is(cli_http_header(resp, "Content-Type"), "text/event-stream")) {
+            tail->failure = "the server did not answer with an event stream";
+            return 1;
+        }
+    }
+    int rc = cli_sse_feed(tail->sse, p, n);
+    if (rc < 0)
+        tail->failure = "an event is too large";
+    return rc;
+}
+
+static void cli_stream__sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static int cli_stream__tail(struct cli_stream *cs, const struct cli_args *args)
+{
+    const char *path = args->positional[0];
+    const char *start = cli_args_get(args, "offset");
+    struct cli_stream__tail tail = {.cs = cs};
+    struct cli_http_response resp = {0};
+    struct buf url = {0};
+    long backoff_ms = 0;
+    int connected = 0, reported_outage = 0;
+
+    /* HEAD first: a missing stream fails fast, and JSON streams are printed message by message. */
+    int status = cli_stream__head_request(cs, path, "tail", &resp);
+    if (status != CLI_EXIT_OK)
+        goto fail;
+    tail.json_stream =
+        cli_stream__media_is(cli_http_header(&resp, "Content-Type"), "application/json");
+    tail.offset = xstrdup(start != NULL ? start : "-1");
+    tail.sse = cli_sse_new(cli_stream__tail_event, &tail);
+
+    for (;;) {
+        cli_sse_reset(tail.sse);
+        cli_stream__tail_drop_pending(&tail);
+        tail.checked = tail.binary = tail.controls = 0;
+        buf_reset(&url);
+        cli_stream__url_offset(&url, path, tail.offset, "sse");
+        struct cli_http_request req = {
+            .method = "GET",
+            .path = url.p,
+            .headers = (const char *const[]){"Accept: text/event-stream", NULL},
+            .on_body = cli_stream__tail_body,
+            .arg = &tail,
+            .idle_timeout_s = CLI_STREAM_TAIL_IDLE_S,
+        };
+        int rc = cli_http_request(cs->http, &req, &resp);
+
+        if (tail.closed) {
+            status = CLI_EXIT_OK;
+            break;
+        }
+        if (tail.failure != NULL) {
+            fprintf(stderr, "agentd: tail: %s\n", tail.failure);
+            status = CLI_EXIT_HTTP;
+            goto fail;
+        }
+        if (rc == 0 && (resp.status < 200 || resp.status >= 300)) {
+            status = cli_http_report(cs->http, "tail", rc, &resp);
+            if (status == CLI_EXIT_OK) /* a 3xx we did not follow */
+                status = CLI_EXIT_HTTP;
+            goto fail;
+        }
+        if (rc < 0 && !connected && !tail.checked) {
+            status = cli_http_report(cs->http, "tail", rc, &resp);
+            goto fail;
+        }
+        connected = connected || tail.checked;
+        if (rc < 0 && !reported_outage) {
+            fprintf(stderr, "agentd: tail: %s; reconnecting from offset %s\n",
+                    cli_http_error(cs->http), tail.offset);
+            reported_outage = 1;
+        } else if (rc == 0) {
+            reported_outage = 0;
+        }
+        /* The server ends live responses now and then (and may restart): resume from the last
+         * confirmed offset, at once if this connection was useful, else with a growing pause. */
+        if (tail.controls > 0)
+            backoff_ms = 0;
+        else
+            backoff_ms = backoff_ms == 0 ? 250 : backoff_ms * 2;
+        if (backoff_ms > CLI_STREAM_BACKOFF_MAX_MS)
+            backoff_ms = CLI_STREAM_BACKOFF_MAX_MS;
+        if (backoff_ms > 0)
+            cli_stream__sleep_ms(backoff_ms);
+    }
+
+    if (cs->json) {
+        struct buf line = {0};
+        buf_puts(&line, "{");
+        cli_stream__json_field(&line, "offset", tail.offset);
+        cli_stream__json_raw(&line, "closed", "true");
+        buf_puts(&line, "}");
+        cli_stream__emit(&line);
+        buf_free(&line);
+    } else {
+        fflush(stdout);
+        fprintf(stderr, "next-offset: %s (closed)\n", tail.offset);
+    }
+fail:
+    cli_stream__tail_drop_pending(&tail);
+    free(tail.pending);
+    free(tail.offset);
+    cli_sse_free(tail.sse);
+    cli_http_response_reset(&resp);
+    buf_free(&url);
+    return status;
+}
+
+/* ---- Dispatch and help -------------------------------------------------------------------- */
+
+struct cli_stream__command {
+    const char *name;
+    const char *synopsis;
+    int min_args, max_args; /* positional words */
+    const struct cli_opt *opts;
+    int (*run)(struct cli_stream *cs, const struct cli_args *args);
+    const char *summary;
+};
+
+static const struct cli_stream__command cli_stream__commands[] = {
+    {"create", "PATH", 1, 1, cli_stream__create_opts, cli_stream__create,
+     "create a stream; prints its next offset"},
+    {"append", "PATH [DATA|-]", 1, 2, cli_stream__append_opts, cli_stream__append,
+     "append DATA (stdin when - or absent and stdin is not a terminal); prints the next offset"},
+    {"read", "PATH", 1, 1, cli_stream__read_opts, cli_stream__read,
+     "print the stream from --offset to its current end; next offset on stderr"},
+    {"tail", "PATH", 1, 1, cli_stream__tail_opts, cli_stream__tail,
+     "print the stream and follow it live (SSE) until it is closed"},
+    {"head", "PATH", 1, 1, cli_stream__plain_opts, cli_stream__head,
+     "print content type, next offset, closed, TTL and expiry"},
+    {"delete", "PATH", 1, 1, cli_stream__plain_opts, cli_stream__delete, "delete a stream"},
+    {"fork", "SRC DST", 2, 2, cli_stream__fork_opts, cli_stream__fork,
+     "create DST as a fork of SRC at --offset; prints DST's next offset"},
+    {"close", "PATH", 1, 1, cli_stream__plain_opts, cli_stream__close,
+     "close a stream (no more appends); prints its final offset"},
+};
+
+void cli_stream_usage(FILE *out)
+{
+    fprintf(out, "Usage: agentd stream COMMAND ARGS [--server URL] [--token TOKEN] [--json]\n\n"
+                 "Commands (PATH names the stream at SERVER/v1/stream/PATH):\n");
+    for (size_t i = 0; i < CORE_ARRAY_LEN(cli_stream__commands); i++) {
+        char left[48];
+        snprintf(left, sizeof(left), "%s %s", cli_stream__commands[i].name,
+                 cli_stream__commands[i].synopsis);
+        fprintf(out, "  %-22s %s\n", left, cli_stream__commands[i].summary);
+    }
+    fprintf(out,
+            "\nRun `agentd stream COMMAND --help` for a command's options.\n"
+            "\nOutput: stream content goes to stdout as is; JSON streams print one message per line.\n"
+            "With --json, stdout has one JSON object per line: read and tail print\n"
+            "{\"offset\",\"data\"} per message or chunk (\"encoding\":\"base64\" for binary streams;\n"
+            "offset is where to resume after it), then {\"offset\",...,\"closed\"} at the end.\n"
+            "\nServer: --server, else $AGENTD_URL, else " CLI_DEFAULT_SERVER
+            ". Token: --token, else $AGENTD_TOKEN.\n"
+            "\nExit status:\n"
+            "  0  success\n"
+            "  1  usage error, or a local file or stdin could not be read\n"
+            "  2  server unreachable\n"
+            "  3  not found (HTTP 404)\n"
+            "  4  conflict (HTTP 409 or 410: exists with another configuration, closed, deleted,\n"
+            "     sequence out of order)\n"
+            "  5  other HTTP error (the server's error message is printed on stderr)\n");
+}
+
+static void cli_stream__command_usage(const struct cli_stream__command *command, FILE *out)
+{
+    fprintf(out, "Usage: agentd stream %s %s [OPTIONS]\n%s\n\nOptions:\n", command->name,
+            command->synopsis, command->summary);
+    cli_args_usage(command->opts, out);
+    if (command->run == cli_stream__append)
+        fprintf(out, "\nWith --producer, --seq is Producer-Seq and --stream-seq sets Stream-Seq.\n");
+    fprintf(out, "\nExit status: 0 ok, 1 usage, 2 unreachable, 3 not found, 4 conflict, 5 other "
+                 "HTTP error.\n");
+}
+
+int cli_stream_main(int argc, char **argv)
+{
+    if (argc >= 1 && strcmp(argv[0], "help") == 0) {
+        cli_stream_usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (argc < 2) {
+        cli_stream_usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        cli_stream_usage(stdout);
+        return CLI_EXIT_OK;
+    }
+
+    /* The command is the first word that is neither an option nor the value of one, so common
+     * options may come first: `agentd stream --server URL read PATH`. */
+    int at = 1;
+    while (at < argc && argv[at][0] == '-' && argv[at][1] != '\0') {
+        if (strcmp(argv[at], "--server") == 0 || strcmp(argv[at], "--token") == 0)
+            at++;
+        at++;
+    }
+    const struct cli_stream__command *command = NULL;
+    for (size_t i = 0; at < argc && i < CORE_ARRAY_LEN(cli_stream__commands); i++)
+        if (strcmp(argv[at], cli_stream__commands[i].name) == 0)
+            command = &cli_stream__commands[i];
+    if (command == NULL) {
+        if (at < argc)
+            fprintf(stderr, "agentd stream: unknown command '%s' (see agentd stream --help)\n",
+                    argv[at]);
+        else
+            cli_stream_usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+
+    /* The words around the command, in order, are its arguments (args points into argv). */
+    char **words = xcalloc((size_t)argc, sizeof(*words));
+    int nwords = 0, status = CLI_EXIT_USAGE;
+    for (int i = 1; i < argc; i++)
+        if (i != at)
+            words[nwords++] = argv[i];
+    struct cli_args args;
+    const char *reason = cli_args_parse(command->opts, nwords, words, &args);
+    if (reason != NULL) {
+        fprintf(stderr, "agentd stream %s: %s (see --help)\n", command->name, reason);
+        goto fail;
+    }
+    if (cli_args_get(&args, "help") != NULL) {
+        cli_stream__command_usage(command, stdout);
+        status = CLI_EXIT_OK;
+        goto fail;
+    }
+    if (args.npositional < command->min_args || args.npositional > command->max_args) {
+        fprintf(stderr, "agentd stream %s: expected %s (see --help)\n", command->name,
+                command->synopsis);
+        goto fail;
+    }
+    for (int i = 0; i < command->min_args; i++) {
+        if (strspn(args.positional[i], "/") == strlen(args.positional[i])) {
+            fprintf(stderr, "agentd stream %s: a stream path cannot be empty\n", command->name);
+            goto fail;
+        }
+    }
+
+    struct cli_stream cs = {
+        .http = cli_http_new(cli_args_server(&args), cli_args_token(&args)),
+        .json = cli_args_get(&args, "json") != NULL,
+    };
+    status = command->run(&cs, &args);
+    cli_http_free(cs.http);
+fail:
+    free(words);
+    return status;
+}
