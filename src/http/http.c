@@ -332,6 +332,7 @@ static void http__proceed(h2o_generator_t *gen, h2o_req_t *r)
 {
     struct http_req *req = H2O_STRUCT_FROM_MEMBER(struct http_req, gen, gen);
     req->sending = 0;
+    buf_reset(&req->inflight); /* h2o is done with these bytes */
     if (req->finished)
         return;
     if (req->aborting) {

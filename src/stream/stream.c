@@ -34,6 +34,7 @@ struct stream {
     int64_t last_access_ms;
     struct stream_sub subs;   /* sentinel of the subscriber ring */
     int dirty;
+    int created; /* created in the open batch */
     struct stream *dirty_next;
     struct stream *grave_next;
 };
@@ -48,6 +49,8 @@ struct streams {
     struct stream *dirty;
     struct stream *graveyard;
     size_t nsubs;
+    streams_observer_cb observer;
+    void *observer_arg;
     uv_check_t check;
     uv_idle_t idle; /* keeps the loop from blocking while a batch waits for its commit */
     uv_timer_t sweep;
@@ -126,6 +129,12 @@ void stream_identity(const struct stream *st, int64_t *id, int64_t *created_ms)
 void stream_touch(struct stream *st)
 {
     st->last_access_ms = clock_wall_ms();
+}
+
+void streams_set_observer(struct streams *ss, streams_observer_cb cb, void *arg)
+{
+    ss->observer = cb;
+    ss->observer_arg = arg;
 }
 
 size_t streams_subscriber_count(const struct streams *ss)
@@ -575,6 +584,7 @@ enum stream_status stream_create(struct streams *ss, const char *path, size_t pl
     st->src = src;
     st->durable_tail = want.fork_off; /* nothing of its own is visible before the commit */
     st->durable_closed = 0;
+    st->created = 1;
     streams__mark(ss, st);
     op->result.status = STREAM_CREATED;
     op->result.next_offset = want.tail;
@@ -713,6 +723,7 @@ enum stream_status stream_append(struct streams *ss, struct stream *st, const st
     r->status = STREAM_OK;
     r->next_offset = st->m.tail;
     r->closed = st->m.closed;
+    r->stored = a->body_len > 0;
     r->store_errno = rc;
     streams__queue(ss, op); /* a failed write poisons the batch; the op then fails at commit */
     return STREAM_OK;
@@ -761,10 +772,14 @@ void streams_flush(struct streams *ss)
                 continue;
             }
             int grew = st->m.tail > st->durable_tail, closed = st->m.closed && !st->durable_closed;
+            int created = st->created;
+            st->created = 0;
             st->durable_tail = st->m.tail;
             st->durable_closed = st->m.closed;
             if (grew)
                 stream__notify(st, STREAM_EV_DATA);
+            if ((grew || created) && ss->observer && st->m.path)
+                ss->observer(ss->observer_arg, st->m.path, st->durable_tail);
             if (closed)
                 stream__notify(st, STREAM_EV_CLOSED);
         }

@@ -50,6 +50,7 @@ struct stream_result {
     int closed;            /* the stream is closed after the operation */
     int64_t producer_epoch, producer_seq, expected_seq, received_seq;
     int has_producer;
+    int stored;            /* the append stored a record (not only a close) */
     int store_errno;
 };
 
@@ -163,6 +164,14 @@ struct stream_sub {
 /* Subscribes to durable changes of st. The sub is owned by the caller; unsubscribe before freeing. */
 void stream_subscribe(struct stream *st, struct stream_sub *sub);
 void stream_unsubscribe(struct stream_sub *sub);
+/*
+ * One observer (the subscription service) hears, after each commit, about every stream whose
+ * durable tail grew or that was created, with its path and new durable tail. The path is borrowed
+ * for the call. The observer may append to streams (its writes join the next batch).
+ */
+typedef void (*streams_observer_cb)(void *arg, const char *path, int64_t tail);
+void streams_set_observer(struct streams *ss, streams_observer_cb cb, void *arg);
+
 /* Number of live subscribers across all streams (for tests and metrics). */
 size_t streams_subscriber_count(const struct streams *ss);
 

@@ -435,7 +435,8 @@ static void sh__append_done(struct stream_op *op)
         sh__offset_header(req, res->next_offset);
     if (res->closed)
         http_res_header(req, "Stream-Closed", "true");
-    http_res_send(req, res->status == STREAM_OK && res->has_producer ? 200 : 204, NULL, 0);
+    /* 200 only when a producer's append stored data; close-only and duplicates are 204. */
+    http_res_send(req, res->status == STREAM_OK && res->has_producer && res->stored ? 200 : 204, NULL, 0);
 }
 
 static void sh__post(struct stream_http *sh, struct http_req *req, struct stream *st)
