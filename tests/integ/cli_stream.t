@@ -306,7 +306,7 @@ def main(tap):
     test_tail_live()
     test_close_delete_fork()
     test_sequencing()
-    tap.check_clean_exit(srv)
+    srv.stop()  # the server's own clean exit is basic.t's business
     test_tail_reconnect()
     if REF:
         tap.skip("bearer tokens", "the reference server has no --token")
