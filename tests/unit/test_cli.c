@@ -11,23 +11,7 @@
 #include "cli/cli_http.h"
 #include "cli/cli_sse.h"
 #include "core/core.h"
-
-static int test_count, test_failed;
-
-static void ok(int cond, const char *fmt, ...) CORE_PRINTF(2, 3);
-static void ok(int cond, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%sok %d - ", cond ? "" : "not ", ++test_count);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (!cond)
-        test_failed++;
-}
-
-#define is_str(got, want, ...) ok((got) != NULL && strcmp((got), (want)) == 0, __VA_ARGS__)
+#include "tap.h"
 
 /* ---- SSE ---------------------------------------------------------------------------------- */
 
@@ -320,6 +304,5 @@ int main(void)
     test_args();
     test_json_array();
     test_http_helpers();
-    printf("1..%d\n", test_count);
-    return test_failed != 0;
+    return done_testing();
 }
