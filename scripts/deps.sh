@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Installs what agentd needs to build (`deps.sh build`) or to build and test (`deps.sh test`).
+#
+# Debian packages are detected with dpkg-query; apt-get runs only when something is missing, so a
+# machine that has everything hears nothing from this script. Without root, a missing package is an
+# error that names what to install. `test` also keeps tests/conformance/node_modules in step with its
+# package-lock.json (npm ci when it is absent or was installed from a different lock file).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+build_pkgs=(gcc make pkg-config libuv1-dev libh2o-dev libwslay-dev libjansson-dev libsqlite3-dev
+            libcurl4-openssl-dev libsodium-dev libssl-dev)
+# clang + libclang-rt-14-dev: libFuzzer targets and sanitizer runtimes. perl: prove. python3: the
+# integration tests. curl, wrk: smoke and load checks. The python3-* packages and bubblewrap are for the
+# runtime and sandbox modules' tests.
+test_pkgs=(clang libclang-rt-14-dev perl python3 curl wrk python3-pexpect python3-jupyter-client
+           python3-ipykernel bubblewrap)
+
+usage() {
+    echo "usage: $0 build|test" >&2
+    exit 2
+}
+
+# Prints each argument that dpkg does not report as installed.
+missing_pkgs() {
+    local pkg status
+    for pkg in "$@"; do
+        status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+        [ "$status" = installed ] || echo "$pkg"
+    done
+}
+
+install_pkgs() {
+    local missing
+    mapfile -t missing < <(missing_pkgs "$@")
+    # Node.js may come from a vendor build whose nodejs package already ships npm; Debian's npm package
+    # would conflict with it, so node and npm are judged by the commands, not by package names.
+    if [ "$need_node" = 1 ]; then
+        command -v node >/dev/null 2>&1 || missing+=(nodejs)
+        command -v npm >/dev/null 2>&1 || missing+=(npm)
+    fi
+    [ "${#missing[@]}" -eq 0 ] && return 0
+
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "deps.sh: missing Debian packages: ${missing[*]}" >&2
+        echo "deps.sh: install them as root: apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "deps.sh: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# npm ci in tests/conformance unless node_modules was installed from the current package-lock.json.
+conformance_modules() {
+    local dir="$root/tests/conformance" stamp want have=""
+    [ -f "$dir/package-lock.json" ] || return 0
+    stamp="$dir/node_modules/.agentd-lock.sha256"
+    want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+    [ -f "$stamp" ] && have=$(cat "$stamp")
+    [ "$want" = "$have" ] && [ -d "$dir/node_modules/@durable-streams/server-conformance-tests" ] && return 0
+    echo "deps.sh: npm ci in tests/conformance" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$want" >"$stamp"
+}
+
+need_node=0
+[ $# -eq 1 ] || usage
+case "$1" in
+    build) install_pkgs "${build_pkgs[@]}" ;;
+    test)
+        need_node=1
+        install_pkgs "${build_pkgs[@]}" "${test_pkgs[@]}"
+        conformance_modules
+        ;;
+    *) usage ;;
+esac
