@@ -6,6 +6,7 @@
 #include "store/store.h"
 #include "stream/stream.h"
 #include "stream/stream_http.h"
+#include "subs/subs.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,6 +56,7 @@ struct serve {
     struct streams *streams;
     struct http_server *http;
     struct stream_http *stream_http;
+    struct subs *subs;
 };
 
 static int serve__is_loopback(const char *host)
@@ -175,6 +177,18 @@ int serve_main(int argc, char **argv)
     };
     s.stream_http = stream_http_new(s.http, &s.loop, s.streams, &shcfg);
     http_route(s.http, "/v1/health", serve__health, &s);
+    /* Subscriptions: callback and JWKS URLs name the server as clients reach it. */
+    char *base_url = xasprintf("http://%s%s%s:%d", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+                               http_server_port(s.http));
+    struct subs_config subcfg = {.data_dir = o.data, .base_url = base_url};
+    rc = subs_new(&s.subs, &s.loop, s.streams, &subcfg, err, sizeof err);
+    free(base_url);
+    if (rc) {
+        fprintf(stderr, "agentd serve: %s\n", err);
+        goto out;
+    }
+    streams_set_observer(s.streams, subs_observe, s.subs);
+    http_route(s.http, SUBS_HTTP_PREFIX, subs_http_handle, s.subs);
 
     uv_signal_init(&s.loop, &s.sigint);
     uv_signal_init(&s.loop, &s.sigterm);

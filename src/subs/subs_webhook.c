@@ -1,0 +1,256 @@
+/*
+ * subs_webhook — curl multi on libuv. See subs_webhook.h.
+ *
+ * Ownership: the struct subs_webhook owns the multi handle, its timer and one struct subs__sock per
+ * socket curl watches (freed in the poll handle's close callback, since uv_close is asynchronous).
+ * Each struct subs_delivery owns its easy handle, header list and buffers; it is freed when its
+ * transfer completes or is cancelled.
+ */
+#include "subs/subs_webhook.h"
+#include "subs/subs_match.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct subs_webhook {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;
+    struct subs_delivery *deliveries; /* in flight, so free can cancel them */
+};
+
+struct subs__sock {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct subs_webhook *wh;
+};
+
+struct subs_delivery {
+    struct subs_webhook *wh;
+    CURL *easy;
+    struct curl_slist *headers;
+    char *body;
+    struct buf response;
+    int loopback_only;
+    subs_delivery_cb cb;
+    void *arg;
+    struct subs_delivery *prev, *next;
+};
+
+static void subs__delivery_free(struct subs_delivery *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        d->wh->deliveries = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    curl_multi_remove_handle(d->wh->multi, d->easy);
+    curl_easy_cleanup(d->easy);
+    curl_slist_free_all(d->headers);
+    free(d->body);
+    buf_free(&d->response);
+    free(d);
+}
+
+/* Reports finished transfers. A callback may start new deliveries; they are picked up next turn. */
+static void subs__check_done(struct subs_webhook *wh)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(wh->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        struct subs_delivery *d;
+        long status = 0;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&d);
+        if (msg->data.result == CURLE_OK)
+            curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
+        else
+            log_info("subs: webhook POST failed: %s", curl_easy_strerror(msg->data.result));
+        buf_reserve(&d->response, 1);
+        d->cb(d->arg, (int)status, d->response.p ? d->response.p : "", d->response.len);
+        subs__delivery_free(d);
+    }
+}
+
+static void subs__on_poll(uv_poll_t *h, int status, int events)
+{
+    struct subs__sock *s = h->data;
+    int flags = status < 0 ? CURL_CSELECT_ERR : 0, running;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    struct subs_webhook *wh = s->wh;
+    curl_multi_socket_action(wh->multi, s->fd, flags, &running);
+    subs__check_done(wh);
+}
+
+static void subs__on_timer(uv_timer_t *h)
+{
+    struct subs_webhook *wh = h->data;
+    int running;
+    curl_multi_socket_action(wh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    subs__check_done(wh);
+}
+
+static void subs__sock_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: curl says which sockets to watch for what. */
+static int subs__on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    struct subs_webhook *wh = userp;
+    struct subs__sock *s = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (s) {
+            uv_poll_stop(&s->poll);
+            uv_close((uv_handle_t *)&s->poll, subs__sock_closed);
+            curl_multi_assign(wh->multi, fd, NULL);
+        }
+        return 0;
+    }
+    if (s == NULL) {
+        s = xcalloc(1, sizeof *s);
+        s->fd = fd;
+        s->wh = wh;
+        if (uv_poll_init_socket(wh->loop, &s->poll, fd) != 0) {
+            free(s);
+            return -1;
+        }
+        s->poll.data = s;
+        curl_multi_assign(wh->multi, fd, s);
+    }
+    int events = (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
+    uv_poll_start(&s->poll, events, subs__on_poll);
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION. Never drives curl from here (that would recurse): a 0 ms timer does. */
+static int subs__on_timeout(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct subs_webhook *wh = userp;
+    if (timeout_ms < 0)
+        uv_timer_stop(&wh->timer);
+    else
+        uv_timer_start(&wh->timer, subs__on_timer, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+static size_t subs__on_body(char *p, size_t size, size_t n, void *userp)
+{
+    struct subs_delivery *d = userp;
+    size_t len = size * n;
+    if (d->response.len + len > SUBS_WEBHOOK_MAX_RESPONSE)
+        return 0; /* aborts the transfer: a receiver has no reason to answer this much */
+    buf_append(&d->response, p, len);
+    return len;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: the SSRF check on the resolved address, right before connect. */
+static curl_socket_t subs__open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct subs_delivery *d = userp;
+    if (purpose != CURLSOCKTYPE_IPCXN || !subs_addr_allowed(&addr->addr, d->loopback_only)) {
+        log_warn("subs: webhook connection refused by the address policy");
+        return CURL_SOCKET_BAD;
+    }
+    return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+}
+
+int subs_webhook_new(struct subs_webhook **out, uv_loop_t *loop)
+{
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return -EIO;
+    struct subs_webhook *wh = xcalloc(1, sizeof *wh);
+    wh->loop = loop;
+    wh->multi = curl_multi_init();
+    if (wh->multi == NULL) {
+        free(wh);
+        return -ENOMEM;
+    }
+    uv_timer_init(loop, &wh->timer);
+    wh->timer.data = wh;
+    curl_multi_setopt(wh->multi, CURLMOPT_SOCKETFUNCTION, subs__on_socket);
+    curl_multi_setopt(wh->multi, CURLMOPT_SOCKETDATA, wh);
+    curl_multi_setopt(wh->multi, CURLMOPT_TIMERFUNCTION, subs__on_timeout);
+    curl_multi_setopt(wh->multi, CURLMOPT_TIMERDATA, wh);
+    *out = wh;
+    return 0;
+}
+
+static void subs__webhook_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void subs_webhook_free(struct subs_webhook *wh)
+{
+    if (wh == NULL)
+        return;
+    while (wh->deliveries)
+        subs__delivery_free(wh->deliveries);
+    curl_multi_cleanup(wh->multi);
+    uv_close((uv_handle_t *)&wh->timer, subs__webhook_closed);
+}
+
+struct subs_delivery *subs_webhook_post(struct subs_webhook *wh, const char *url, int loopback_only,
+                                        const char *signature, const void *body, size_t len,
+                                        subs_delivery_cb cb, void *arg)
+{
+    struct subs_delivery *d = xcalloc(1, sizeof *d);
+    char *sig = xasprintf("Webhook-Signature: %s", signature);
+    d->wh = wh;
+    d->cb = cb;
+    d->arg = arg;
+    d->loopback_only = loopback_only;
+    d->body = xmalloc(len + 1);
+    memcpy(d->body, body, len);
+    d->body[len] = '\0';
+    d->headers = curl_slist_append(d->headers, "Content-Type: application/json");
+    d->headers = curl_slist_append(d->headers, sig);
+    d->headers = curl_slist_append(d->headers, "Expect:");
+    free(sig);
+    if ((d->easy = curl_easy_init()) == NULL || d->headers == NULL) {
+        log_error("subs: out of memory starting a webhook transfer");
+        abort();
+    }
+    CURL *e = d->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, d->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, d->headers);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "agentd-webhook/1");
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)SUBS_WEBHOOK_TIMEOUT_MS);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)SUBS_WEBHOOK_TIMEOUT_MS / 2);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, subs__on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, d);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, subs__open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, d);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, d);
+    d->next = wh->deliveries;
+    if (d->next)
+        d->next->prev = d;
+    wh->deliveries = d;
+    if (curl_multi_add_handle(wh->multi, e) != CURLM_OK) {
+        log_error("subs: cannot start a webhook transfer");
+        abort();
+    }
+    return d;
+}
+
+void subs_webhook_cancel(struct subs_delivery *d)
+{
+    if (d)
+        subs__delivery_free(d);
+}
