@@ -84,12 +84,12 @@ def malformed_request_lines(tap, srv):
 
 
 def oversized_headers(tap, srv):
-    big = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (100 * 1024) + b"\r\n\r\n"
+    big = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * (100 * 1024) + b"\r\n\r\n"
     raw, how = srv.raw(big, timeout=5)
     st = status_of(raw)
     tap.ok(st in (400, 413, 431) or (st is None and how in ("closed", "reset")),
            "a 100 KiB header is refused (400/413/431 or dropped)", f"got {raw[:200]!r}, connection {how}")
-    many = (b"GET /v1/health HTTP/1.1\r\nHost: x\r\n"
+    many = (b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             + b"".join(b"X-H%d: v\r\n" % i for i in range(5000)) + b"\r\n")
     raw, how = srv.raw(many, timeout=5)
     st = status_of(raw)
@@ -184,9 +184,10 @@ def huge_bodies(tap, srv):
 
 def path_traversal(tap, srv):
     before = sorted(os.listdir(srv.root))
+    # Dot segments, literal or percent-encoded, never name a stream.
     cases = ["/v1/stream/../x", "/v1/stream/%2e%2e/x", "/v1/stream/%2E%2E/%2e%2e/x",
-             "/v1/stream/a/../../../x", "/v1/stream/..%2fx", "/v1/stream/bad/%2e%2e/%2e%2e/%2e%2e/x",
-             "/v1/stream/../../../../etc/passwd"]
+             "/v1/stream/a/../../../x", "/v1/stream/bad/%2e%2e/%2e%2e/%2e%2e/x",
+             "/v1/stream/../../../../etc/passwd", "/v1/stream/bad/./seed"]
     for path in cases:
         req = (f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
                f"Content-Length: 3\r\nConnection: close\r\n\r\nabc").encode()
@@ -199,6 +200,18 @@ def path_traversal(tap, srv):
         st = status_of(raw)
         tap.ok(st is not None and 400 <= st < 500, f"GET {path} is refused with a 4xx",
                f"got {raw[:200]!r}, connection {how}")
+    # An encoded slash may be refused or taken as part of a name, but it must never alias another
+    # stream: bad/x/..%2fseed is not bad/seed.
+    alias = "/v1/stream/bad/x/..%2fseed"
+    r = srv.request("GET", f"{alias}?offset=-1")
+    tap.ok(r.status in (400, 404), f"GET {alias} does not read {SEED} (400 or 404)", repr(r))
+    r = srv.request("PUT", alias, b"", {"Content-Type": "application/octet-stream"})
+    tap.ok(r.status in (400, 201), f"PUT {alias} is refused or creates a new stream", repr(r))
+    if r.status == 201:
+        srv.append(alias, b"aliased?")
+        data, _ = srv.read_bytes(alias)
+        tap.is_(data, b"aliased?", f"{alias} is a stream of its own")
+        tap.is_(srv.request("DELETE", alias).status, 204, f"DELETE {alias} deletes only that stream")
     after = sorted(os.listdir(srv.root))
     tap.is_(after, before, "nothing was created next to the data dir")
     check_after(tap, srv, "path traversal attempts")
