@@ -12,14 +12,14 @@
  *
  * The client is a single epoll loop over raw HTTP/1.1 keep-alive sockets: every connection carries at
  * most one request at a time, so a request always fits in the socket's send buffer and is written with
- * one write(). Each 100-byte payload carries its sequence number and the monotonic time taken just
- * before its POST was written, so a subscriber that receives it knows its delivery latency without any
- * lookup; sender and receivers share this process's clock.
+ * one write(). Each 100-byte payload carries its sequence number and the time taken just before its POST
+ * was written, so a subscriber that receives it knows its delivery latency without any lookup; sender
+ * and receivers share this process's clock, and receipt is the kernel's receive timestamp.
  *
  * Phases are bounded in time (--seconds each, plus a short warm-up and drain), so a slow server gives
- * fewer samples rather than a longer run. The process is a benchmark, not a server: setup failures
- * (connection refused, a PUT that fails) end it with a message; errors during a phase are counted and
- * printed next to the figures.
+ * fewer samples rather than a longer run. Each server is measured in a child process: a setup failure
+ * (connection refused, a PUT that fails) ends that child with a message and empties only that server's
+ * column; errors during a phase are counted and reported under the table.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -232,7 +232,6 @@ struct conn {
     int stream;   /* index into bench->paths */
     uint64_t t_sent; /* stamp_ns() just before the request was written */
     uint64_t t_recv; /* kernel receive stamp of the last bytes read */
-    uint64_t n_done; /* responses completed */
 
     /* Response being parsed. */
     enum resp_state state;
@@ -253,7 +252,6 @@ struct conn {
     char offset[OFFSET_MAX];
     char record[PAYLOAD_SIZE];
     size_t n_record;
-    uint64_t n_records;
 
     size_t n_in;
     char in[CONN_BUF_SIZE];
@@ -275,7 +273,6 @@ struct bench {
     struct conn **conns; /* every connection of the current phase; owned */
     size_t n_conns, cap_conns;
     char (*paths)[160]; /* stream paths of the current phase */
-    size_t n_paths;
 
     enum phase phase;
     bool measuring;  /* past the warm-up: count and sample */
@@ -469,7 +466,6 @@ static void poll_body(struct conn *c, const char *p, size_t n)
         n -= take;
         if (c->n_record == PAYLOAD_SIZE) {
             bench_delivered(c, c->record, PAYLOAD_SIZE);
-            c->n_records++;
             c->n_record = 0;
         }
     }
@@ -488,7 +484,6 @@ static void conn_done(struct conn *c)
 {
     struct bench *b = c->bench;
     c->busy = false;
-    c->n_done++;
     switch (c->role) {
     case ROLE_CTL:
         break;
@@ -743,7 +738,6 @@ static void bench_create_streams(struct bench *b, const char *phase, size_t n, c
 {
     free(b->paths);
     b->paths = xcalloc(n, sizeof(*b->paths));
-    b->n_paths = n;
     b->phase = PHASE_SETUP;
     struct conn *c = conn_new(b, ROLE_CTL);
     for (size_t i = 0; i < n; i++) {
