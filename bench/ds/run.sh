@@ -30,12 +30,16 @@ if [ ! -d bench/ds/node_modules/@durable-streams/server ]; then
     (cd bench/ds && npm ci --no-audit --no-fund >&2) || die "npm ci failed in bench/ds"
 fi
 
+# Raise the soft fd limit (inherited by both servers and the client), never lower it.
+soft=$(ulimit -n)
 hard=$(ulimit -Hn)
-if [ "$hard" != unlimited ] && [ "$hard" -lt "$NOFILE_WANTED" ]; then
-    echo "bench/ds: warning: hard fd limit $hard < $NOFILE_WANTED; 1000 subscribers may fail" >&2
-    ulimit -n "$hard"
-else
-    ulimit -n "$NOFILE_WANTED" 2>/dev/null || true
+if [ "$soft" != unlimited ] && [ "$soft" -lt "$NOFILE_WANTED" ]; then
+    if [ "$hard" != unlimited ] && [ "$hard" -lt "$NOFILE_WANTED" ]; then
+        echo "bench/ds: warning: hard fd limit $hard < $NOFILE_WANTED; 1000 subscribers may fail" >&2
+        ulimit -n "$hard"
+    else
+        ulimit -n "$NOFILE_WANTED"
+    fi
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/agentd-bench-ds.XXXXXX")
