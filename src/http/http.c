@@ -18,6 +18,8 @@
 #include <string.h>
 
 #define HTTP_MAX_ROUTES 32
+/* h2o 2.2.5 accepts about 400 KiB of request headers; nothing legitimate here needs more than this. */
+#define HTTP_MAX_HEADER_BYTES (64 * 1024)
 
 struct http__route {
     const char *prefix;
@@ -42,6 +44,14 @@ struct http_server {
     struct http__route routes[HTTP_MAX_ROUTES];
     size_t nroutes;
     int port;
+    size_t nconns;
+    int listening;
+};
+
+/* Each accepted connection's uv_tcp_t, tagged with its server so the close callback can count. */
+struct http__conn {
+    uv_tcp_t tcp;
+    struct http_server *srv;
 };
 
 struct http_req {
@@ -87,6 +97,7 @@ static const char *http__reason(int status)
     case 410: return "Gone";
     case 413: return "Payload Too Large";
     case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
@@ -448,6 +459,14 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
         http_res_send(req, 204, NULL, 0);
         return 0;
     }
+    size_t header_bytes = r->path.len;
+    for (size_t i = 0; i < r->headers.size; i++)
+        header_bytes += r->headers.entries[i].name->len + r->headers.entries[i].value.len + 4;
+    if (header_bytes > HTTP_MAX_HEADER_BYTES) {
+        r->http1_is_persistent = 0;
+        http_res_error(req, 431, "headers_too_large", "request headers are larger than %d bytes", HTTP_MAX_HEADER_BYTES);
+        return 0;
+    }
     if (!http__authorized(req)) {
         http_res_header(req, "WWW-Authenticate", "Bearer");
         http_res_error(req, 401, "unauthorized", "this server needs Authorization: Bearer <token>");
@@ -469,19 +488,28 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
     return 0;
 }
 
+static void http__conn_closed(uv_handle_t *h)
+{
+    struct http__conn *conn = (struct http__conn *)h;
+    conn->srv->nconns--;
+    free(conn);
+}
+
 static void http__on_accept(uv_stream_t *listener, int status)
 {
     struct http_server *srv = listener->data;
     if (status != 0)
         return;
-    uv_tcp_t *conn = xmalloc(sizeof *conn);
-    uv_tcp_init(listener->loop, conn);
-    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
-        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+    struct http__conn *conn = xmalloc(sizeof *conn);
+    conn->srv = srv;
+    uv_tcp_init(listener->loop, &conn->tcp);
+    if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0) {
+        uv_close((uv_handle_t *)&conn->tcp, (uv_close_cb)free);
         return;
     }
-    uv_tcp_nodelay(conn, 1);
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+    uv_tcp_nodelay(&conn->tcp, 1);
+    srv->nconns++;
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&conn->tcp, http__conn_closed);
     h2o_accept(&srv->accept_ctx, sock);
 }
 
@@ -538,6 +566,7 @@ int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http
     uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&addr, &alen);
     srv->port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
                                                  : ((struct sockaddr_in *)&addr)->sin_port);
+    srv->listening = 1;
     *out = srv;
     return 0;
 
@@ -548,11 +577,97 @@ fail:
     return rc;
 }
 
+void http_server_shutdown(struct http_server *srv)
+{
+    if (srv->listening) {
+        srv->listening = 0;
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+    }
+    h2o_context_request_shutdown(&srv->ctx);
+}
+
+size_t http_server_connections(const struct http_server *srv)
+{
+    return srv->nconns;
+}
+
 void http_server_free(struct http_server *srv)
 {
     if (srv == NULL)
         return;
-    /* h2o 2.2.5 cannot close its live connections from outside; the process is about to exit, so
-     * we stop accepting and let the OS reclaim the rest. */
-    uv_close((uv_handle_t *)&srv->listener, NULL);
+    http_server_shutdown(srv);
+    if (srv->nconns) {
+        log_warn("http: %zu connections still open at exit", srv->nconns);
+        return;
+    }
+    /* request_shutdown arms HTTP/2's graceful-shutdown timer; with no connection left it has
+     * nothing to do, and h2o_context_dispose insists every timeout list is empty. */
+    if (h2o_timeout_is_linked(&srv->ctx.http2._graceful_shutdown_timeout))
+        h2o_timeout_unlink(&srv->ctx.http2._graceful_shutdown_timeout);
+    h2o_context_dispose(&srv->ctx);
+    h2o_config_dispose(&srv->config);
+    free(srv->token);
+    free(srv);
+}
+
+/* ================= errors raised inside libh2o ================= */
+
+/*
+ * libh2o answers some errors itself, before any handler runs: 413 when a body passes
+ * max_request_entity_size, 400 on a malformed request, 417 on a bad Expect. Its body is plain text.
+ * This definition interposes the library's exported h2o_send_error_generic (libh2o calls it through
+ * its PLT, so the executable's definition wins), giving those responses the same JSON error body and
+ * security headers as every other. It follows the library's own contract: pick the fallback path
+ * when the request has not been routed yet, honour the close-connection and keep-headers flags.
+ */
+static const char *http__error_code(int status)
+{
+    switch (status) {
+    case 400: return "bad_request";
+    case 403: return "forbidden";
+    case 404: return "not_found";
+    case 405: return "method_not_allowed";
+    case 413: return "payload_too_large";
+    case 416: return "range_not_satisfiable";
+    case 417: return "expectation_failed";
+    case 502: return "bad_gateway";
+    case 503: return "unavailable";
+    default: return status < 500 ? "bad_request" : "internal";
+    }
+}
+
+void h2o_send_error_generic(h2o_req_t *req, int status, const char *reason, const char *body, int flags)
+{
+    if (req->pathconf == NULL) {
+        req->hostconf = req->conn->hosts[0];
+        req->pathconf = &req->hostconf->fallback_path;
+    }
+    if ((flags & H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION) != 0)
+        req->http1_is_persistent = 0;
+    req->res.status = status;
+    req->res.reason = reason;
+    if ((flags & H2O_SEND_ERROR_KEEP_HEADERS) == 0)
+        memset(&req->res.headers, 0, sizeof req->res.headers);
+    struct buf b = {0};
+    const char *code = http__error_code(status);
+    buf_puts(&b, "{\"error\":{\"code\":");
+    buf_json_string(&b, code, strlen(code));
+    buf_puts(&b, ",\"message\":");
+    buf_json_string(&b, body, strlen(body));
+    buf_puts(&b, "}}");
+    h2o_iovec_t json = h2o_strdup(&req->pool, b.p, b.len);
+    buf_free(&b);
+    static const struct {
+        const char *name, *value;
+    } headers[] = {
+        {"content-type", "application/json"},
+        {"x-content-type-options", "nosniff"},
+        {"cross-origin-resource-policy", "cross-origin"},
+        {"access-control-allow-origin", "*"},
+    };
+    for (size_t i = 0; i < CORE_ARRAY_LEN(headers); i++)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, headers[i].name, strlen(headers[i].name), 1, NULL,
+                              headers[i].value, strlen(headers[i].value));
+    req->res.content_length = json.len;
+    h2o_send_inline(req, json.base, json.len);
 }

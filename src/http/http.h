@@ -45,7 +45,13 @@ typedef void (*http_dispose_cb)(void *data);
 
 int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http_config *cfg, char *err,
                     size_t errlen) CORE_UNUSED_RESULT;
-/* Stops listening and closes every connection. NULL is a no-op. */
+/* Stops accepting and asks open connections to finish (HTTP/1 ones close after their current
+ * response, HTTP/2 ones get GOAWAY). Call before waiting for http_server_connections to reach 0. */
+void http_server_shutdown(struct http_server *srv);
+/* Connections still open. */
+size_t http_server_connections(const struct http_server *srv);
+/* Frees the server. With connections still open their memory is left to the process exit (h2o
+ * cannot close them from outside). NULL is a no-op. */
 void http_server_free(struct http_server *srv);
 int http_server_port(const struct http_server *srv);
 /* Registers a handler for paths starting with prefix; the longest matching prefix wins.

@@ -56,6 +56,9 @@ struct serve {
     struct streams *streams;
     struct http_server *http;
     struct stream_http *stream_http;
+    uv_timer_t drain;
+    int drain_ticks;
+    int loop_ready, signals_ready;
     struct subs *subs;
 };
 
@@ -108,8 +111,57 @@ static void serve__on_signal(uv_signal_t *h, int signum)
 {
     struct serve *s = h->data;
     log_info("serve: signal %d, committing and stopping", signum);
-    streams_flush(s->streams);
     uv_stop(&s->loop);
+}
+
+#define SERVE_DRAIN_TICK_MS 50
+#define SERVE_DRAIN_TICKS 40 /* give clients two seconds to finish before exiting anyway */
+
+static void serve__drain_tick(uv_timer_t *t)
+{
+    struct serve *s = t->data;
+    if (http_server_connections(s->http) == 0 || ++s->drain_ticks >= SERVE_DRAIN_TICKS)
+        uv_stop(&s->loop);
+}
+
+/* Graceful stop: no new connections, live readers finish (they resume from their offsets), what is
+ * pending commits, and open connections get a moment to close. */
+static void serve__drain(struct serve *s)
+{
+    http_server_shutdown(s->http);
+    streams_shutdown(s->streams);
+    streams_flush(s->streams);
+    uv_signal_stop(&s->sigint);
+    uv_signal_stop(&s->sigterm);
+    uv_timer_init(&s->loop, &s->drain);
+    s->drain.data = s;
+    uv_timer_start(&s->drain, serve__drain_tick, SERVE_DRAIN_TICK_MS, SERVE_DRAIN_TICK_MS);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&s->drain, NULL);
+    streams_flush(s->streams);
+}
+
+/* Frees whatever was built, in reverse order. With clients still connected, h2o keeps their memory
+ * until the process exits. */
+static void serve__teardown(struct serve *s)
+{
+    if (s->streams)
+        streams_set_observer(s->streams, NULL, NULL);
+    subs_free(s->subs);
+    stream_http_free(s->stream_http);
+    streams_free(s->streams);
+    http_server_free(s->http);
+    if (s->signals_ready) {
+        uv_close((uv_handle_t *)&s->sigint, NULL);
+        uv_close((uv_handle_t *)&s->sigterm, NULL);
+    }
+    if (s->loop_ready) {
+        for (int i = 0; i < 8; i++)
+            uv_run(&s->loop, UV_RUN_NOWAIT);
+        if (uv_loop_close(&s->loop) != 0)
+            log_debug("serve: handles still open at exit");
+    }
+    store_free(s->store);
 }
 
 int serve_main(int argc, char **argv)
@@ -148,6 +200,7 @@ int serve_main(int argc, char **argv)
     signal(SIGXFSZ, SIG_IGN);
 
     uv_loop_init(&s.loop);
+    s.loop_ready = 1;
     if ((rc = store_open(&s.store, o.data, !strcmp(o.durability, "os") ? STORE_OS : STORE_FSYNC, err, sizeof err))) {
         fprintf(stderr, "agentd serve: %s\n", err);
         goto out;
@@ -192,6 +245,7 @@ int serve_main(int argc, char **argv)
 
     uv_signal_init(&s.loop, &s.sigint);
     uv_signal_init(&s.loop, &s.sigterm);
+    s.signals_ready = 1;
     s.sigint.data = s.sigterm.data = &s;
     uv_signal_start(&s.sigint, serve__on_signal, SIGINT);
     uv_signal_start(&s.sigterm, serve__on_signal, SIGTERM);
@@ -202,12 +256,11 @@ int serve_main(int argc, char **argv)
     log_info("serve: listening on %s:%d, data in %s, durability %s", host, http_server_port(s.http), o.data,
              o.durability);
     uv_run(&s.loop, UV_RUN_DEFAULT);
-    streams_flush(s.streams);
+    serve__drain(&s);
     status = 0;
 
 out:
-    /* The loop still owns h2o's connections; the store is closed cleanly, the rest goes with exit. */
-    store_free(s.store);
+    serve__teardown(&s);
     opt_free(serve__opts, CORE_ARRAY_LEN(serve__opts), &o);
     return status;
 }

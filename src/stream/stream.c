@@ -11,6 +11,7 @@
 #include "store/store.h"
 #include "stream/jsonmode.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -482,8 +483,8 @@ static enum stream_status stream__fail(struct stream_op *op, enum stream_status 
 enum stream_status stream_create(struct streams *ss, const char *path, size_t plen,
                                  const struct stream_create_args *a, struct stream_op *op)
 {
+    assert(!op->queued); /* an op may be in one batch at a time */
     memset(&op->result, 0, sizeof op->result);
-    op->queued = 0;
     struct stream *src = NULL;
     struct store_meta want = {.ttl_s = a->ttl_s, .expires_at_ms = a->expires_at_ms, .closed = a->closed};
     struct buf first = {0}, body = {0};
@@ -601,8 +602,8 @@ enum stream_status stream_append(struct streams *ss, struct stream *st, const st
                                  struct stream_op *op)
 {
     struct stream_result *r = &op->result;
+    assert(!op->queued);
     memset(r, 0, sizeof *r);
-    op->queued = 0;
     struct stream__producer *p = NULL;
     struct buf stored = {0};
 
@@ -731,8 +732,8 @@ enum stream_status stream_append(struct streams *ss, struct stream *st, const st
 
 enum stream_status stream_delete(struct streams *ss, struct stream *st, struct stream_op *op)
 {
+    assert(!op->queued);
     memset(&op->result, 0, sizeof op->result);
-    op->queued = 0;
     if (st->m.deleted)
         return stream__fail(op, STREAM_GONE, "the stream was deleted");
     if (st->m.refcount > 0) {
@@ -933,6 +934,16 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
     uv_unref((uv_handle_t *)&ss->sweep);
     *out = ss;
     return 0;
+}
+
+static void streams__shutdown_one(const char *key, void *value, void *arg)
+{
+    stream__notify(value, STREAM_EV_SHUTDOWN);
+}
+
+void streams_shutdown(struct streams *ss)
+{
+    map_each(&ss->by_id, streams__shutdown_one, NULL);
 }
 
 static void streams__free_handle(uv_handle_t *h)

@@ -79,6 +79,9 @@ struct streams_config {
 
 int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, const struct streams_config *cfg,
                 char *err, size_t errlen) CORE_UNUSED_RESULT;
+/* Tells every live subscriber the server is stopping (they are unsubscribed by their callbacks or
+ * by streams_free). */
+void streams_shutdown(struct streams *ss);
 /* Commits what is pending and frees the registry; subscribers are told the stream is gone. */
 void streams_free(struct streams *ss);
 /* Commits the open batch now and runs its completions (also done automatically each loop turn). */
@@ -152,7 +155,12 @@ void stream_offset_format(int64_t off, char out[STREAM_OFFSET_LEN + 1]);
 int stream_offset_parse(const char *s, int64_t *off) CORE_UNUSED_RESULT;
 
 /* ---- live subscribers ---- */
-enum stream_event { STREAM_EV_DATA, STREAM_EV_CLOSED, STREAM_EV_GONE };
+enum stream_event {
+    STREAM_EV_DATA,     /* the durable tail grew */
+    STREAM_EV_CLOSED,   /* the stream was closed */
+    STREAM_EV_GONE,     /* the stream was deleted (or the registry reloaded after a failed commit) */
+    STREAM_EV_SHUTDOWN, /* the server is stopping: finish the response now */
+};
 struct stream_sub;
 typedef void (*stream_sub_cb)(struct stream_sub *sub, enum stream_event ev);
 struct stream_sub {

@@ -9,6 +9,7 @@
 #include "stream/stream_http.h"
 #include "http/http.h"
 #include "stream/stream.h"
+#include "stream/stream_parse.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -21,7 +22,6 @@
 /* 2024-10-09T00:00:00Z: the protocol's cursor epoch; cursors count 20-second intervals from it. */
 #define SH_CURSOR_EPOCH_MS 1728432000000LL
 #define SH_CURSOR_INTERVAL_MS 20000LL
-#define SH_MAX_SAFE_INT 9007199254740991LL
 
 struct stream_http {
     struct streams *ss;
@@ -65,141 +65,6 @@ static void sh__cursor(const char *client, char out[32])
             now = c + 1 + (int64_t)randombytes_uniform(180);
     }
     snprintf(out, 32, "%" PRId64, now);
-}
-
-static int sh__is_digits(const char *s, size_t n)
-{
-    if (n == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-    return 1;
-}
-
-/* ^(0|[1-9][0-9]*)$ within max; returns 0 or -EINVAL. */
-static int sh__parse_uint(const char *s, size_t n, int64_t max, int64_t *out)
-{
-    if (!sh__is_digits(s, n) || (n > 1 && s[0] == '0') || n > 16)
-        return -EINVAL;
-    int64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = v * 10 + (s[i] - '0');
-    if (v > max)
-        return -EINVAL;
-    *out = v;
-    return 0;
-}
-
-/* Digits only (leading zeros allowed), at most 2^53-1. */
-static int sh__parse_safe_int(const char *s, size_t n, int64_t *out)
-{
-    if (!sh__is_digits(s, n) || n > 20)
-        return -EINVAL;
-    int64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        v = v * 10 + (s[i] - '0');
-        if (v > SH_MAX_SAFE_INT)
-            return -EINVAL;
-    }
-    *out = v;
-    return 0;
-}
-
-/* RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM). */
-static int sh__parse_rfc3339(const char *s, size_t n, int64_t *ms)
-{
-    char b[64];
-    if (n < 20 || n >= sizeof b)
-        return -EINVAL;
-    memcpy(b, s, n);
-    b[n] = '\0';
-    struct tm tm = {0};
-    int frac_ms = 0;
-    const char *p = b;
-    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
-    for (size_t i = 0; i < sizeof shape - 1; i++) {
-        char c = p[i];
-        if (shape[i] == 'd' ? (c < '0' || c > '9') : shape[i] == 'T' ? (c != 'T' && c != 't') : c != shape[i])
-            return -EINVAL;
-    }
-    tm.tm_year = atoi(p) - 1900;
-    tm.tm_mon = atoi(p + 5) - 1;
-    tm.tm_mday = atoi(p + 8);
-    tm.tm_hour = atoi(p + 11);
-    tm.tm_min = atoi(p + 14);
-    tm.tm_sec = atoi(p + 17);
-    if (tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
-        return -EINVAL;
-    p += 19;
-    if (*p == '.') {
-        int digits = 0;
-        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-            if (digits < 3)
-                frac_ms = frac_ms * 10 + (*p - '0');
-        if (digits == 0)
-            return -EINVAL;
-        for (; digits < 3; digits++)
-            frac_ms *= 10;
-    }
-    int64_t offset_s = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if ((*p == '+' || *p == '-') && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9' && p[3] == ':' &&
-               p[4] >= '0' && p[4] <= '9' && p[5] >= '0' && p[5] <= '9') {
-        int h = (p[1] - '0') * 10 + (p[2] - '0'), m = (p[4] - '0') * 10 + (p[5] - '0');
-        if (h > 23 || m > 59)
-            return -EINVAL;
-        offset_s = (h * 3600 + m * 60) * (*p == '-' ? -1 : 1);
-        p += 6;
-    } else {
-        return -EINVAL;
-    }
-    if (*p)
-        return -EINVAL;
-    time_t t = timegm(&tm);
-    *ms = ((int64_t)t - offset_s) * 1000 + frac_ms;
-    return 0;
-}
-
-/* Rejects paths that could escape or alias: empty segments, "." and ".." (also percent-encoded),
- * control characters and backslashes. */
-static const char *sh__check_path(const char *p, size_t n)
-{
-    if (n == 0)
-        return "the stream path is empty";
-    if (n > 1024)
-        return "the stream path is too long";
-    size_t start = 0;
-    for (size_t i = 0; i <= n; i++) {
-        if (i < n) {
-            unsigned char c = (unsigned char)p[i];
-            if (c < 0x20 || c == 0x7f || c == '\\')
-                return "the stream path has a forbidden character";
-            if (c != '/')
-                continue;
-        }
-        size_t len = i - start;
-        const char *seg = p + start;
-        if (len == 0)
-            return "the stream path has an empty segment";
-        /* decode just enough to recognise dots */
-        char d[8];
-        size_t k = 0;
-        for (size_t j = 0; j < len && k < sizeof d; j++) {
-            if (seg[j] == '%' && j + 2 < len + 0 + 1 && j + 2 <= len - 1 && (seg[j + 1] == '2') &&
-                (seg[j + 2] == 'e' || seg[j + 2] == 'E')) {
-                d[k++] = '.';
-                j += 2;
-            } else {
-                d[k++] = seg[j];
-            }
-        }
-        if ((k == 1 && d[0] == '.' && len <= 3) || (k == 2 && d[0] == '.' && d[1] == '.' && len <= 6))
-            return "the stream path may not contain '.' or '..' segments";
-        start = i + 1;
-    }
-    return NULL;
 }
 
 static const char *sh__header(struct http_req *req, const char *name, size_t *len)
@@ -351,10 +216,10 @@ static void sh__put(struct stream_http *sh, struct http_req *req, const char *pa
 
     if (ttl && exp)
         return http_res_error(req, 400, "bad_request", "send Stream-TTL or Stream-Expires-At, not both");
-    if (ttl && sh__parse_uint(ttl, tl, INT64_MAX / 1000, &a.ttl_s) != 0)
+    if (ttl && stream_parse_uint(ttl, tl, INT64_MAX / 1000, &a.ttl_s) != 0)
         return http_res_error(req, 400, "bad_request", "Stream-TTL must be a non-negative integer of seconds");
     if (exp) {
-        if (sh__parse_rfc3339(exp, el, &a.expires_at_ms) != 0)
+        if (stream_parse_rfc3339(exp, el, &a.expires_at_ms) != 0)
             return http_res_error(req, 400, "bad_request", "Stream-Expires-At must be an RFC 3339 timestamp");
         a.expires_at = sh__header_str(req, "stream-expires-at");
     }
@@ -378,7 +243,7 @@ static void sh__put(struct stream_http *sh, struct http_req *req, const char *pa
             p += prefix, pl -= prefix;
         else if (pl && *p == '/')
             p++, pl--;
-        const char *why = sh__check_path(p, pl);
+        const char *why = stream_parse_path(p, pl);
         if (why)
             return http_res_error(req, 400, "bad_request", "Stream-Forked-From: %s", why);
         char *src = http_req_alloc(req, pl + 1);
@@ -394,7 +259,7 @@ static void sh__put(struct stream_http *sh, struct http_req *req, const char *pa
             a.has_fork_offset = 1;
         }
         if (fsub) {
-            if (sh__parse_uint(fsub, sl, INT64_MAX, &a.fork_sub) != 0)
+            if (stream_parse_uint(fsub, sl, INT64_MAX, &a.fork_sub) != 0)
                 return http_res_error(req, 400, "bad_request", "Stream-Fork-Sub-Offset must be a non-negative integer");
             if (a.fork_sub > 0 && !a.has_fork_offset)
                 return http_res_error(req, 400, "bad_request", "Stream-Fork-Sub-Offset needs Stream-Fork-Offset");
@@ -452,7 +317,7 @@ static void sh__post(struct stream_http *sh, struct http_req *req, struct stream
     if (nprod == 3) {
         if (il == 0)
             return http_res_error(req, 400, "bad_request", "Producer-Id must not be empty");
-        if (sh__parse_safe_int(pep, el, &a.producer_epoch) || sh__parse_safe_int(pseq, sl, &a.producer_seq))
+        if (stream_parse_safe_int(pep, el, &a.producer_epoch) || stream_parse_safe_int(pseq, sl, &a.producer_seq))
             return http_res_error(req, 400, "bad_request", "Producer-Epoch and Producer-Seq must be integers up to 2^53-1");
         a.producer_id = sh__header_str(req, "producer-id");
     }
@@ -563,6 +428,11 @@ static void sh__lp_event(struct stream_sub *sub, enum stream_event ev)
     if (ev == STREAM_EV_GONE) {
         sh__lp_finish(r);
         return http_res_error(r->req, 404, "not_found", "the stream was deleted");
+    }
+    if (ev == STREAM_EV_SHUTDOWN) {
+        sh__lp_finish(r);
+        http_res_header(r->req, "Retry-After", "1");
+        return http_res_error(r->req, 503, "shutting_down", "the server is stopping; retry from the same offset");
     }
     if (stream_tail(st) > r->offset) {
         sh__lp_finish(r);
@@ -700,7 +570,8 @@ static void sh__sse_event(struct stream_sub *sub, enum stream_event ev)
     struct sh_req *r = sub->arg;
     if (r->req == NULL)
         return;
-    if (ev == STREAM_EV_GONE) {
+    if (ev == STREAM_EV_GONE || ev == STREAM_EV_SHUTDOWN) {
+        /* clients reconnect from their last streamNextOffset */
         stream_unsubscribe(&r->sub);
         http_res_stream_end(r->req);
         return;
@@ -835,7 +706,7 @@ static void sh__delete(struct stream_http *sh, struct http_req *req, struct stre
 
 void stream_http_handle(struct stream_http *sh, struct http_req *req, const char *path, size_t plen)
 {
-    const char *why = sh__check_path(path, plen);
+    const char *why = stream_parse_path(path, plen);
     if (why)
         return http_res_error(req, 400, "invalid_path", "%s", why);
     enum http_method m = http_req_method(req);

@@ -1,0 +1,140 @@
+/* lang_python — a persistent python3 driven by a small driver script (below).
+ *
+ * The driver reads request lines "E|S NONCE LEN" from the socket at fd 61 and the code from
+ * the memfd at fd 62 with pread, so user code with stdin /dev/null never sees the protocol. It
+ * runs code in one persistent globals dict; a trailing expression is shown with
+ * sys.displayhook like the REPL. SIGINT raises KeyboardInterrupt only while user code runs
+ * (state is kept); one that arrives between calls is remembered until the next request is read
+ * and then dropped, so a late interrupt never hits the following call. SystemExit ends the
+ * process, like `exit` in bash. Markers go straight to fds 1 and 2 after flushing sys.stdout and
+ * sys.stderr, so they follow all of the call's output.
+ */
+#include <stdio.h>
+
+#include "runtime/internal.h"
+
+static const char python_driver[] =
+	"import os, sys, signal, _ast\n"
+	"def _agentd_main():\n"
+	"    ctl, cfd = 61, 62\n"
+	"    os.set_inheritable(ctl, False)\n"
+	"    os.set_inheritable(cfd, False)\n"
+	"    g = {'__name__': '__main__', '__builtins__': __builtins__, '__doc__': None}\n"
+	"    st = [False, False]  # running, interrupt pending\n"
+	"    def on_int(signum, frame):\n"
+	"        if st[0]:\n"
+	"            raise KeyboardInterrupt\n"
+	"        st[1] = True\n"
+	"    signal.signal(signal.SIGINT, on_int)\n"
+	"    for s in (sys.stdout, sys.stderr):\n"
+	"        try:\n"
+	"            s.reconfigure(line_buffering=True)\n"
+	"        except Exception:\n"
+	"            pass\n"
+	"    def show_exc(e, src, name):\n"
+	"        import linecache, traceback\n"
+	"        linecache.cache[name] = (len(src), None, src.decode('utf-8', 'replace').splitlines(True), name)\n"
+	"        tb = e.__traceback__\n"
+	"        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith('<agentd'):\n"
+	"            tb = tb.tb_next\n"
+	"        traceback.print_exception(type(e), e, tb)\n"
+	"    def run(src, name):\n"
+	"        tree = compile(src, name, 'exec', _ast.PyCF_ONLY_AST)\n"
+	"        last = None\n"
+	"        if tree.body and isinstance(tree.body[-1], _ast.Expr):\n"
+	"            last = _ast.Expression(tree.body.pop().value)\n"
+	"        exec(compile(tree, name, 'exec'), g)\n"
+	"        if last is not None:\n"
+	"            v = eval(compile(last, name, 'eval'), g)\n"
+	"            if v is not None:\n"
+	"                sys.displayhook(v)\n"
+	"    def state():\n"
+	"        import json\n"
+	"        mt = type(sys)\n"
+	"        mods = sorted({v.__name__ for k, v in g.items() if type(v) is mt and not k.startswith('__')})\n"
+	"        gl = {}\n"
+	"        for k, v in list(g.items()):\n"
+	"            if k.startswith('__') or type(v) is mt:\n"
+	"                continue\n"
+	"            try:\n"
+	"                r = repr(v)\n"
+	"            except Exception:\n"
+	"                r = '<repr failed>'\n"
+	"            if len(r) > 120:\n"
+	"                r = r[:117] + '...'\n"
+	"            gl[k] = {'type': type(v).__name__, 'repr': r}\n"
+	"        sys.stdout.write(json.dumps({'cwd': os.getcwd(), 'modules': mods, 'globals': gl}))\n"
+	"    buf = b''\n"
+	"    seq = 0\n"
+	"    while True:\n"
+	"        while b'\\n' not in buf:\n"
+	"            d = os.read(ctl, 4096)\n"
+	"            if not d:\n"
+	"                return\n"
+	"            buf += d\n"
+	"        line, _, buf = buf.partition(b'\\n')\n"
+	"        kind, nonce, n = line.split(b' ')\n"
+	"        n = int(n)\n"
+	"        src = b''\n"
+	"        while len(src) < n:\n"
+	"            src += os.pread(cfd, n - len(src), len(src))\n"
+	"        st[1] = False\n"
+	"        status = 0\n"
+	"        try:\n"
+	"            if kind == b'E':\n"
+	"                seq += 1\n"
+	"                name = '<agentd-%d>' % seq\n"
+	"                try:\n"
+	"                    st[0] = True\n"
+	"                    if st[1]:\n"
+	"                        raise KeyboardInterrupt\n"
+	"                    run(src, name)\n"
+	"                except KeyboardInterrupt:\n"
+	"                    st[0] = False\n"
+	"                    status = 130\n"
+	"                    sys.stderr.write('KeyboardInterrupt\\n')\n"
+	"                except SystemExit:\n"
+	"                    raise\n"
+	"                except BaseException as e:\n"
+	"                    st[0] = False\n"
+	"                    status = 1\n"
+	"                    show_exc(e, src, name)\n"
+	"                finally:\n"
+	"                    st[0] = False\n"
+	"            elif kind == b'S':\n"
+	"                state()\n"
+	"        except KeyboardInterrupt:\n"
+	"            status = 130\n"
+	"        st[0] = False\n"
+	"        for s in (sys.stdout, sys.stderr):\n"
+	"            try:\n"
+	"                s.flush()\n"
+	"            except Exception:\n"
+	"                pass\n"
+	"        os.write(1, b'\\x1e' + nonce + b':' + str(status).encode() + b'\\n')\n"
+	"_agentd_main()\n";
+
+static void python_argv(const char *program, const char **argv)
+{
+	argv[0] = program;
+	argv[1] = "-c";
+	argv[2] = python_driver;
+	argv[3] = NULL;
+}
+
+static size_t python_request(char *buf, size_t cap, enum runtime__kind kind, const char *nonce,
+                             size_t code_len)
+{
+	return (size_t)snprintf(buf, cap, "%c %s %zu\n", kind == RUNTIME__STATE ? 'S' : 'E', nonce,
+	                        code_len);
+}
+
+const struct runtime__lang runtime__lang_python = {
+	.name = "python",
+	.default_path = "/usr/bin/python3",
+	.search_name = "python3",
+	.ctl_fd = RUNTIME__CTL_FD,
+	.argv = python_argv,
+	.request = python_request,
+	.state_json = runtime__state_passthrough,
+};

@@ -1,0 +1,136 @@
+/* Unit tests for src/core: buffers, the hash map, and the options table. */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "core/map.h"
+#include "core/opt.h"
+#include "tap.h"
+
+static void test_buf(void)
+{
+    struct buf b = {0};
+    buf_puts(&b, "hello");
+    buf_printf(&b, " %d", 42);
+    is_str(b.p, "hello 42", "buf_printf appends formatted text");
+    buf_consume(&b, 6);
+    is_str(b.p, "42", "buf_consume drops the front");
+    buf_reset(&b);
+    buf_json_string(&b, "a\"b\\c\n\x01", 7);
+    is_str(b.p, "\"a\\\"b\\\\c\\u000a\\u0001\"", "buf_json_string escapes quotes, backslashes and controls");
+    buf_reset(&b);
+    for (int i = 0; i < 10000; i++)
+        buf_append(&b, "x", 1);
+    is_int(b.len, 10000, "buf grows past many doublings");
+    buf_free(&b);
+    buf_free(&b); /* freeing twice is safe: buf_free leaves an empty buffer */
+    ok(b.p == NULL && b.len == 0, "buf_free leaves an empty buffer");
+}
+
+static void count_cb(const char *key, void *value, void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void test_map(void)
+{
+    struct map m = {0};
+    int values[1000];
+    char key[32];
+    for (int i = 0; i < 1000; i++) {
+        values[i] = i;
+        snprintf(key, sizeof key, "stream/%d", i);
+        map_put(&m, key, strlen(key), &values[i]);
+    }
+    is_int(m.count, 1000, "map holds 1000 keys");
+    ok(map_get(&m, "stream/517", 10) == &values[517], "map_get finds a key after growth");
+    ok(map_get(&m, "stream/5170", 11) == NULL, "map_get misses an absent key");
+    ok(map_put(&m, "stream/1", 8, &values[2]) == &values[1], "map_put returns the replaced value");
+    ok(map_del(&m, "stream/1", 8) == &values[2], "map_del returns the removed value");
+    ok(map_get(&m, "stream/1", 8) == NULL, "a deleted key is gone");
+    int n = 0;
+    map_each(&m, count_cb, &n);
+    is_int(n, 999, "map_each visits every entry");
+    map_clear(&m);
+    ok(map_get(&m, "stream/2", 8) == NULL, "map_clear empties the map");
+}
+
+struct opts {
+    char *listen;
+    long long timeout;
+    int verbose;
+    char *mode;
+};
+#define O(f) offsetof(struct opts, f)
+static const struct opt_def defs[] = {
+    {"listen", OPT_STRING, "127.0.0.1:4437", 0, 0, NULL, "address", O(listen)},
+    {"timeout", OPT_INT, "100", 1, 1000, NULL, "ms", O(timeout)},
+    {"verbose", OPT_BOOL, "false", 0, 0, NULL, "talk", O(verbose)},
+    {"mode", OPT_ENUM, "fsync", 0, 0, "fsync|os", "durability", O(mode)},
+};
+
+static void test_opt(void)
+{
+    struct opts o = {0};
+    char err[256];
+    int npos;
+    char *argv1[] = {"x", "pos1", "--timeout", "250", "--verbose", "--mode=os", "pos2", NULL};
+    unsetenv("AGENTD_LISTEN");
+    int rc = opt_parse(defs, 4, &o, 7, argv1, &npos, "usage", err, sizeof err);
+    is_int(rc, 0, "valid flags parse");
+    is_int(o.timeout, 250, "--timeout N sets an integer");
+    is_int(o.verbose, 1, "a bare boolean flag sets true");
+    is_str(o.mode, "os", "--name=value sets an enum");
+    is_str(o.listen, "127.0.0.1:4437", "unset options keep their default");
+    is_int(npos, 2, "positional arguments are kept");
+    is_str(argv1[1], "pos1", "positionals move to the front in order");
+    is_str(argv1[2], "pos2", "positionals move to the front in order (2)");
+    opt_free(defs, 4, &o);
+
+    setenv("AGENTD_LISTEN", "0.0.0.0:1", 1);
+    char *argv2[] = {"x", NULL};
+    rc = opt_parse(defs, 4, &o, 1, argv2, &npos, "usage", err, sizeof err);
+    is_str(o.listen, "0.0.0.0:1", "the environment overrides the default");
+    opt_free(defs, 4, &o);
+    char *argv3[] = {"x", "--listen", "1.2.3.4:5", NULL};
+    rc = opt_parse(defs, 4, &o, 3, argv3, &npos, "usage", err, sizeof err);
+    is_str(o.listen, "1.2.3.4:5", "a flag overrides the environment");
+    opt_free(defs, 4, &o);
+    unsetenv("AGENTD_LISTEN");
+
+    char *argv4[] = {"x", "--timeout", "5000", NULL};
+    rc = opt_parse(defs, 4, &o, 3, argv4, &npos, "usage", err, sizeof err);
+    ok(rc == -EINVAL && strstr(err, "timeout"), "an out-of-range integer is refused with its name");
+    opt_free(defs, 4, &o);
+    char *argv5[] = {"x", "--mode", "sometimes", NULL};
+    rc = opt_parse(defs, 4, &o, 3, argv5, &npos, "usage", err, sizeof err);
+    ok(rc == -EINVAL && strstr(err, "fsync|os"), "a bad enum value names the choices");
+    opt_free(defs, 4, &o);
+    char *argv6[] = {"x", "--nope", NULL};
+    rc = opt_parse(defs, 4, &o, 2, argv6, &npos, "usage", err, sizeof err);
+    ok(rc == -EINVAL && strstr(err, "--nope"), "an unknown flag is refused");
+    opt_free(defs, 4, &o);
+
+    char path[] = "/tmp/agentd-opt-XXXXXX";
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    fputs("# comment\ntimeout = 77\nmode os\n", f);
+    fclose(f);
+    char cfgarg[64];
+    snprintf(cfgarg, sizeof cfgarg, "--config=%s", path);
+    char *argv7[] = {"x", cfgarg, "--mode", "fsync", NULL};
+    rc = opt_parse(defs, 4, &o, 4, argv7, &npos, "usage", err, sizeof err);
+    is_int(o.timeout, 77, "a config file sets options");
+    is_str(o.mode, "fsync", "flags override the config file");
+    opt_free(defs, 4, &o);
+    unlink(path);
+}
+
+int main(void)
+{
+    test_buf();
+    test_map();
+    test_opt();
+    return done_testing();
+}

@@ -1,0 +1,285 @@
+/*
+ * Unit tests for src/stream: protocol rules without HTTP. Each test runs on a real store in a
+ * temp dir and a real loop; ops complete only after streams_flush, as they do each loop turn.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "store/store.h"
+#include "stream/jsonmode.h"
+#include "stream/stream.h"
+#include "tap.h"
+
+static uv_loop_t loop;
+static struct store *store;
+static struct streams *ss;
+static char dir[64];
+static int completions;
+
+static void done_cb(struct stream_op *op)
+{
+    completions++;
+}
+
+static void open_all(void)
+{
+    char err[256];
+    struct streams_config cfg = {.max_append = 1 << 20, .read_chunk = 1 << 20};
+    if (store_open(&store, dir, STORE_OS, err, sizeof err) != 0 || streams_new(&ss, &loop, store, &cfg, err, sizeof err) != 0) {
+        printf("Bail out! %s\n", err);
+        exit(1);
+    }
+}
+
+static void close_all(void)
+{
+    streams_free(ss);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    store_free(store);
+}
+
+static struct stream *get(const char *path)
+{
+    enum stream_lookup how;
+    return streams_lookup(ss, path, strlen(path), &how);
+}
+
+static enum stream_status create(const char *path, const char *ct, const char *body, struct stream_op *op)
+{
+    struct stream_create_args a = {.content_type = ct, .ttl_s = -1, .expires_at_ms = -1, .body = body,
+                                   .body_len = body ? strlen(body) : 0};
+    op->cb = done_cb;
+    enum stream_status st = stream_create(ss, path, strlen(path), &a, op);
+    streams_flush(ss);
+    return st;
+}
+
+static enum stream_status append(const char *path, const char *ct, const char *body, struct stream_op *op)
+{
+    struct stream_append_args a = {.content_type = ct, .body = body, .body_len = strlen(body)};
+    op->cb = done_cb;
+    enum stream_status st = stream_append(ss, get(path), &a, op);
+    streams_flush(ss);
+    return st;
+}
+
+static char *read_all(const char *path, int64_t from)
+{
+    struct buf b = {0};
+    int64_t next;
+    struct stream *st = get(path);
+    if (stream_read(ss, st, from, 1 << 20, &b, &next) != 0)
+        return NULL;
+    if (stream_is_json(st))
+        stream_json_wrap(&b);
+    if (b.p == NULL)
+        buf_puts(&b, "");
+    return b.p;
+}
+
+static void test_basic(void)
+{
+    struct stream_op op = {0};
+    is_int(create("t/a", "text/plain", "hello", &op), STREAM_CREATED, "create with a body");
+    is_int(op.result.next_offset, 5, "the tail counts the initial body");
+    is_int(create("t/a", "text/plain; charset=utf-8", NULL, &op), STREAM_OK, "re-create with the same media type is idempotent");
+    is_int(create("t/a", "application/json", NULL, &op), STREAM_CONFLICT, "re-create with another type conflicts");
+
+    completions = 0;
+    struct stream_append_args a = {.content_type = "text/plain", .body = " world", .body_len = 6};
+    op.cb = done_cb;
+    is_int(stream_append(ss, get("t/a"), &a, &op), STREAM_OK, "append accepted");
+    is_int(completions, 0, "the op does not complete before the commit");
+    is_int(stream_tail(get("t/a")), 5, "readers do not see the uncommitted append");
+    streams_flush(ss);
+    is_int(completions, 1, "the op completes after the commit");
+    is_int(stream_tail(get("t/a")), 11, "the durable tail moves at commit");
+    char *s = read_all("t/a", 0);
+    is_str(s, "hello world", "read everything back");
+    free(s);
+    s = read_all("t/a", 5);
+    is_str(s, " world", "read from an offset");
+    free(s);
+    is_int(append("t/a", "application/json", "{}", &op), STREAM_CONFLICT, "a different content type conflicts");
+    is_int(append("t/a", "text/plain", "", &op), STREAM_BAD_REQUEST, "an empty append is refused");
+}
+
+static void test_json(void)
+{
+    struct stream_op op = {0};
+    is_int(create("t/j", "application/json", "[]", &op), STREAM_CREATED, "PUT [] creates an empty JSON stream");
+    char *s = read_all("t/j", 0);
+    is_str(s, "[]", "an empty JSON stream reads as []");
+    free(s);
+    is_int(append("t/j", "application/json", "[1, {\"a\": [2,3]}]", &op), STREAM_OK, "an array appends its elements");
+    is_int(append("t/j", "application/json", "[[4,5]]", &op), STREAM_OK, "nested arrays flatten one level only");
+    is_int(append("t/j", "application/json", " \"x\" ", &op), STREAM_OK, "a scalar appends one message");
+    is_int(append("t/j", "application/json", "[]", &op), STREAM_BAD_REQUEST, "POST [] is refused");
+    is_int(append("t/j", "application/json", "{bad", &op), STREAM_BAD_REQUEST, "invalid JSON is refused");
+    s = read_all("t/j", 0);
+    is_str(s, "[1,{\"a\": [2,3]},[4,5],\"x\"]", "messages keep their bytes and join into one array");
+    free(s);
+}
+
+static void test_producers(void)
+{
+    struct stream_op op = {0};
+    create("t/p", "text/plain", NULL, &op);
+    struct stream_append_args a = {.content_type = "text/plain", .body = "x", .body_len = 1, .producer_id = "w",
+                                   .producer_epoch = 0, .producer_seq = 0};
+    op.cb = done_cb;
+    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_OK, "producer seq 0 accepted");
+    streams_flush(ss);
+    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_DUPLICATE, "the same seq again is a duplicate");
+    streams_flush(ss);
+    is_int(op.result.producer_seq, 0, "a duplicate reports the highest accepted seq");
+    a.producer_seq = 2;
+    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_SEQ_GAP, "a skipped seq is a gap");
+    is_int(op.result.expected_seq, 1, "the gap says which seq was expected");
+    a.producer_epoch = 1;
+    a.producer_seq = 0;
+    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_OK, "a new epoch starts at 0");
+    streams_flush(ss);
+    a.producer_epoch = 0;
+    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_FENCED, "an older epoch is fenced");
+    is_int(op.result.producer_epoch, 1, "fencing reports the current epoch");
+    a.producer_epoch = 1;
+    a.producer_seq = 1;
+    a.close = 1;
+    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_OK, "append and close atomically");
+    streams_flush(ss);
+    ok(stream_closed(get("t/p")), "the stream is closed");
+    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_DUPLICATE, "repeating the closing tuple is a duplicate");
+    streams_flush(ss);
+    a.producer_seq = 2;
+    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_CLOSED, "anything else on a closed stream is refused");
+}
+
+static void test_fork(void)
+{
+    struct stream_op op = {0};
+    create("t/src", "text/plain", "abc", &op);
+    append("t/src", "text/plain", "def", &op);
+    struct stream_create_args f = {.ttl_s = -1, .expires_at_ms = -1, .fork_from = "t/src", .has_fork_offset = 1,
+                                   .fork_offset = 3};
+    op.cb = done_cb;
+    is_int(stream_create(ss, "t/fork", 6, &f, &op), STREAM_CREATED, "fork at an offset");
+    streams_flush(ss);
+    is_str(stream_content_type(get("t/fork")), "text/plain", "a fork inherits the content type");
+    append("t/fork", "text/plain", "XYZ", &op);
+    append("t/src", "text/plain", "ghi", &op);
+    char *s = read_all("t/fork", 0);
+    is_str(s, "abcXYZ", "a fork reads its source below the fork offset, then its own data");
+    free(s);
+    s = read_all("t/src", 0);
+    is_str(s, "abcdefghi", "the source is unaffected by the fork");
+    free(s);
+
+    f.fork_from = "t/fork";
+    f.fork_offset = 3;
+    f.fork_sub = 2;
+    is_int(stream_create(ss, "t/sub", 5, &f, &op), STREAM_CREATED, "fork with a sub-offset");
+    streams_flush(ss);
+    s = read_all("t/sub", 0);
+    is_str(s, "abcXY", "the sub-offset prefix is materialized");
+    free(s);
+    f.fork_sub = 99;
+    is_int(stream_create(ss, "t/sub2", 6, &f, &op), STREAM_BAD_REQUEST, "a sub-offset past the end is refused");
+
+    op.cb = done_cb;
+    is_int(stream_delete(ss, get("t/src"), &op), STREAM_OK, "delete a source with forks");
+    streams_flush(ss);
+    enum stream_lookup how;
+    streams_lookup(ss, "t/src", 5, &how);
+    is_int(how, STREAM_SOFT_DELETED, "the source is soft-deleted");
+    s = read_all("t/fork", 0);
+    is_str(s, "abcXYZ", "forks still read through a soft-deleted source");
+    free(s);
+    struct stream_op op2 = {.cb = done_cb};
+    stream_delete(ss, get("t/sub"), &op);
+    stream_delete(ss, get("t/fork"), &op2);
+    streams_flush(ss);
+    streams_lookup(ss, "t/src", 5, &how);
+    is_int(how, STREAM_MISSING, "deleting the last fork frees the source");
+}
+
+static void test_restart(void)
+{
+    close_all();
+    open_all();
+    char *s = read_all("t/a", 0);
+    is_str(s, "hello world", "data survives a restart");
+    free(s);
+    ok(stream_closed(get("t/p")), "closure survives a restart");
+    struct stream_op op = {0};
+    struct stream_append_args a = {.content_type = "text/plain", .body = "x", .body_len = 1, .producer_id = "w",
+                                   .producer_epoch = 0, .producer_seq = 5};
+    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_FENCED, "producer epochs survive a restart");
+}
+
+static void count_msg(const char *p, size_t n, void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void test_jsonmode(void)
+{
+    static const struct {
+        const char *in;
+        int valid, msgs;
+    } cases[] = {
+        {"1", 1, 1},          {"[1,2,3]", 1, 3},       {"[]", 1, 0},          {" {\"a\":1} ", 1, 1},
+        {"[1,]", 0, 0},       {"{\"a\"}", 0, 0},       {"01", 0, 0},          {"1.", 0, 0},
+        {"\"\\x\"", 0, 0},    {"\"a\nb\"", 0, 0},      {"[1] x", 0, 0},       {"-0.5e+3", 1, 1},
+        {"\"\xc3\xa9\"", 1, 1}, {"\"\xc3\"", 0, 0},    {"\"\\ud800\"", 1, 1}, {"nul", 0, 0},
+        {"[[1,2],[3]]", 1, 2}, {"", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int n = 0;
+        size_t count;
+        const char *why = jsonmode_split(cases[i].in, strlen(cases[i].in), 1, count_msg, &n, &count);
+        ok((why == NULL) == cases[i].valid && (!cases[i].valid || n == cases[i].msgs),
+           "jsonmode %s '%s' (%d messages)", cases[i].valid ? "accepts" : "rejects", cases[i].in, cases[i].msgs);
+    }
+    struct buf deep = {0};
+    for (int i = 0; i < JSONMODE_MAX_DEPTH + 10; i++)
+        buf_puts(&deep, "[");
+    ok(jsonmode_split(deep.p, deep.len, 1, NULL, NULL, NULL) != NULL, "deep nesting is refused, not a stack overflow");
+    buf_free(&deep);
+}
+
+static void test_offsets(void)
+{
+    char o[STREAM_OFFSET_LEN + 1];
+    int64_t v;
+    stream_offset_format(1234, o);
+    is_str(o, "0000000000000000_0000000000001234", "offsets print as %%016d_%%016d");
+    ok(stream_offset_parse(o, &v) == 0 && v == 1234, "offsets parse back");
+    ok(stream_offset_parse("9999999999999999_9999999999999999", &v) == 0 && v == INT64_MAX, "a foreign epoch reads as beyond the tail");
+    ok(stream_offset_parse("12", &v) != 0 && stream_offset_parse("_1", &v) != 0 && stream_offset_parse("1_x", &v) != 0,
+       "malformed offsets are refused");
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/agentd-stream-XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return 1;
+    uv_loop_init(&loop);
+    open_all();
+    test_basic();
+    test_json();
+    test_producers();
+    test_fork();
+    test_restart();
+    test_jsonmode();
+    test_offsets();
+    close_all();
+    is_int(uv_loop_close(&loop), 0, "the loop closes cleanly (no leaked handles)");
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", dir);
+    return done_testing();
+}
