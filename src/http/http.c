@@ -204,42 +204,52 @@ static int http__hex(int c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-int http_req_query_param(struct http_req *req, const char *name, char **out)
+int http_query_param(const char *q, size_t qlen, const char *name, struct buf *out)
 {
-    size_t qlen, nlen = strlen(name);
-    const char *q = http_req_query(req, &qlen);
+    size_t nlen = strlen(name);
     int count = 0;
-    *out = NULL;
     for (size_t i = 0; q && i <= qlen;) {
         size_t end = i;
         while (end < qlen && q[end] != '&')
             end++;
         const char *eq = memchr(q + i, '=', end - i);
         size_t klen = eq ? (size_t)(eq - (q + i)) : end - i;
-        if (klen == nlen && memcmp(q + i, name, nlen) == 0) {
-            if (count++ == 0) {
-                const char *v = eq ? eq + 1 : q + end;
-                size_t vlen = (size_t)(q + end - v);
-                char *d = http_req_alloc(req, vlen + 1);
-                size_t k = 0;
-                for (size_t j = 0; j < vlen; j++) {
-                    int hi, lo;
-                    /* A decoded NUL would silently cut the value short: keep it encoded instead, so
-                     * that validation sees it and rejects it. */
-                    if (v[j] == '%' && j + 2 < vlen && (hi = http__hex(v[j + 1])) >= 0 &&
-                        (lo = http__hex(v[j + 2])) >= 0 && (hi | lo) != 0) {
-                        d[k++] = (char)(hi * 16 + lo);
-                        j += 2;
-                    } else {
-                        d[k++] = v[j];
-                    }
+        if (klen == nlen && memcmp(q + i, name, nlen) == 0 && count++ == 0) {
+            const char *v = eq ? eq + 1 : q + end;
+            size_t vlen = (size_t)(q + end - v);
+            buf_reserve(out, vlen);
+            for (size_t j = 0; j < vlen; j++) {
+                int hi, lo;
+                /* A decoded NUL would silently cut the value short: keep it encoded instead, so
+                 * that validation sees it and rejects it. */
+                if (v[j] == '%' && j + 2 < vlen && (hi = http__hex(v[j + 1])) >= 0 &&
+                    (lo = http__hex(v[j + 2])) >= 0 && (hi | lo) != 0) {
+                    char c = (char)(hi * 16 + lo);
+                    buf_append(out, &c, 1);
+                    j += 2;
+                } else {
+                    buf_append(out, &v[j], 1);
                 }
-                d[k] = '\0';
-                *out = d;
             }
         }
         i = end + 1;
     }
+    return count;
+}
+
+int http_req_query_param(struct http_req *req, const char *name, char **out)
+{
+    size_t qlen;
+    const char *q = http_req_query(req, &qlen);
+    struct buf b = {0};
+    int count = http_query_param(q, qlen, name, &b);
+    *out = NULL;
+    if (count) {
+        *out = http_req_alloc(req, b.len + 1);
+        memcpy(*out, b.p ? b.p : "", b.len);
+        (*out)[b.len] = '\0';
+    }
+    buf_free(&b);
     return count;
 }
 

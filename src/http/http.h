@@ -73,6 +73,9 @@ const char *http_req_authority(const struct http_req *req, size_t *len);
 /* Copies a query parameter's value, percent-decoded, into a NUL-terminated string allocated with
  * the request (lives until dispose). Returns the number of occurrences; *out is the first or NULL. */
 int http_req_query_param(struct http_req *req, const char *name, char **out);
+/* The pure decoder behind http_req_query_param: finds `name` in a raw query string, decodes the
+ * first value into out (appending; %00 stays encoded) and returns the number of occurrences. */
+int http_query_param(const char *q, size_t qlen, const char *name, struct buf *out);
 /* Memory that lives until the request ends. */
 void *http_req_alloc(struct http_req *req, size_t n);
 /* Attaches per-request state; dispose runs exactly once when the request ends. */

@@ -147,7 +147,8 @@ static int jsonmode__number(struct jsonmode__p *p)
 
 static int jsonmode__value(struct jsonmode__p *p, int depth, jsonmode_msg_cb cb, void *arg, size_t *count);
 
-/* Parses an array or object. At depth 0 with cb set, reports each array element. */
+/* Parses an array or object. With count set (the flattened top-level array), counts each element
+ * and reports it to cb. */
 static int jsonmode__container(struct jsonmode__p *p, int depth, jsonmode_msg_cb cb, void *arg, size_t *count)
 {
     char close = p->s[p->i] == '[' ? ']' : '}';
@@ -175,8 +176,9 @@ static int jsonmode__container(struct jsonmode__p *p, int depth, jsonmode_msg_cb
         size_t start = p->i;
         if (jsonmode__value(p, depth + 1, NULL, NULL, NULL))
             return -1;
-        if (cb) {
-            cb(p->s + start, p->i - start, arg);
+        if (count) {
+            if (cb)
+                cb(p->s + start, p->i - start, arg);
             (*count)++;
         }
         jsonmode__ws(p);
@@ -231,7 +233,7 @@ const char *jsonmode_split(const char *body, size_t n, int flatten, jsonmode_msg
     size_t start = p.i;
     int is_array = p.i < p.n && p.s[p.i] == '[';
     int report_elems = flatten && is_array;
-    if (jsonmode__value(&p, 0, report_elems ? cb : NULL, arg, count))
+    if (jsonmode__value(&p, 0, cb, arg, report_elems ? count : NULL))
         return p.err;
     size_t end = p.i;
     jsonmode__ws(&p);

@@ -240,7 +240,7 @@ static void test_jsonmode(void)
         size_t count;
         const char *why = jsonmode_split(cases[i].in, strlen(cases[i].in), 1, count_msg, &n, &count);
         ok((why == NULL) == cases[i].valid && (!cases[i].valid || n == cases[i].msgs),
-           "jsonmode %s '%s' (%d messages)", cases[i].valid ? "accepts" : "rejects", cases[i].in, cases[i].msgs);
+           "jsonmode case %zu: %s (%d messages)", i, cases[i].valid ? "accepted" : "rejected", cases[i].msgs);
     }
     struct buf deep = {0};
     for (int i = 0; i < JSONMODE_MAX_DEPTH + 10; i++)
