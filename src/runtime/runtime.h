@@ -76,7 +76,8 @@ struct runtime_result {
 	size_t out_len, out_total;
 	const char *err;
 	size_t err_len, err_total;
-	int status;               /* exit status; 128+N when ended by signal N */
+	int status;               /* exit status; 128+N when ended by signal N; -1 when the code
+	                             never reached a process (FAILED, or CANCELLED while queued) */
 	enum runtime_outcome outcome;
 	bool truncated;
 	bool timed_out;           /* the per-call timeout fired (outcome INTERRUPTED or KILLED) */
@@ -167,8 +168,9 @@ enum runtime_lang runtime_lang(const struct runtime *rt);
 /* Process group (== pid of the interpreter) of the current process, 0 when none. */
 int runtime_pgid(const struct runtime *rt);
 
-/* Stops the runtime: queued calls end CANCELLED, the process is asked to exit (EOF on its
- * request pipe), then SIGTERM, then SIGKILL, kill_grace_ms apart; a running call ends CANCELLED.
+/* Stops the runtime: queued calls end CANCELLED (their callbacks run inside runtime_close); an
+ * idle process is asked to exit (EOF on its request channel), then SIGTERM, then SIGKILL,
+ * kill_grace_ms apart; a busy one is SIGKILLed and its call ends CANCELLED.
  * `cb` (may be NULL) runs once every process is reaped and every handle closed; `rt` is freed
  * right after it and must not be used once runtime_close returns. */
 void runtime_close(struct runtime *rt, runtime_close_cb cb, void *arg);
