@@ -20,6 +20,7 @@
 #define HTTP_MAX_ROUTES 32
 /* h2o 2.2.5 accepts about 400 KiB of request headers; nothing legitimate here needs more than this. */
 #define HTTP_MAX_HEADER_BYTES (64 * 1024)
+#define HTTP_INPUT_BUFFER 2048
 
 struct http__route {
     const char *prefix;
@@ -546,6 +547,10 @@ int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http
     srv->token = cfg->token && *cfg->token ? xstrdup(cfg->token) : NULL;
     srv->cfg.token = srv->token;
 
+    /* Each connection keeps an input buffer of this initial size for its whole life; requests here
+     * are small, and a bigger one (a large body) still grows on demand. h2o's default (8 KiB) made
+     * up most of the memory of a thousand idle SSE readers. */
+    h2o_socket_buffer_prototype._initial_buf.capacity = HTTP_INPUT_BUFFER;
     h2o_config_init(&srv->config);
     srv->config.max_request_entity_size = cfg->max_body;
     srv->config.http1.req_timeout = cfg->io_timeout_ms;

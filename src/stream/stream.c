@@ -762,7 +762,9 @@ void streams_flush(struct streams *ss)
     ss->dirty = NULL;
     ss->graveyard = NULL;
 
+    uint64_t t0 = clock_mono_us();
     int rc = store_commit(ss->store);
+    uint64_t t1 = clock_mono_us();
     if (rc == 0) {
         for (struct stream *st = dirty, *next; st; st = next) {
             next = st->dirty_next;
@@ -788,6 +790,8 @@ void streams_flush(struct streams *ss)
             next = st->grave_next;
             stream__free(st);
         }
+        log_debug("stream: commit %llu us, fan-out %llu us, %zu subscribers", (unsigned long long)(t1 - t0),
+                  (unsigned long long)(clock_mono_us() - t1), ss->nsubs);
     } else {
         log_error("stream: commit failed (%s); failing %s and reloading from the database", strerror(-rc),
                   ops ? "its requests" : "nothing");

@@ -23,10 +23,21 @@
 #define SH_CURSOR_EPOCH_MS 1728432000000LL
 #define SH_CURSOR_INTERVAL_MS 20000LL
 
+/*
+ * The last SSE data event built, shared by every reader at the same offset: with many readers at
+ * the tail, one append is read from the store and encoded once, not once per reader.
+ */
+struct sh_frame {
+    int64_t id, created; /* which stream incarnation */
+    int64_t from, to;
+    struct buf event; /* "event: data\n" + data lines + blank line */
+};
+
 struct stream_http {
     struct streams *ss;
     uv_loop_t *loop;
     struct stream_http_config cfg;
+    struct sh_frame frame;
 };
 
 enum sh_mode { SH_WRITE, SH_LONG_POLL, SH_SSE };
@@ -497,6 +508,43 @@ static void sh__sse_control(struct sh_req *r, struct stream *st, struct buf *out
     buf_puts(out, "}\n\n");
 }
 
+/* The data event for [from, ...) of st: from the shared frame when it matches, else read and
+ * encoded once into it. NULL when the store cannot be read. */
+static const struct sh_frame *sh__sse_frame(struct stream_http *sh, struct stream *st, int64_t from)
+{
+    struct sh_frame *f = &sh->frame;
+    int64_t id, created;
+    stream_identity(st, &id, &created);
+    if (f->event.len && f->id == id && f->created == created && f->from == from && f->to <= stream_tail(st))
+        return f;
+    struct buf data = {0};
+    int64_t next;
+    if (stream_read(sh->ss, st, from, sh->cfg.read_chunk, &data, &next) != 0 || next <= from) {
+        buf_free(&data);
+        return NULL;
+    }
+    if (stream_is_json(st))
+        stream_json_wrap(&data);
+    buf_reset(&f->event);
+    buf_puts(&f->event, "event: data\n");
+    if (sh__binary(stream_content_type(st))) {
+        size_t cap = sodium_base64_ENCODED_LEN(data.len, sodium_base64_VARIANT_ORIGINAL);
+        char *b64 = xmalloc(cap);
+        sodium_bin2base64(b64, cap, (const unsigned char *)data.p, data.len, sodium_base64_VARIANT_ORIGINAL);
+        sh__sse_lines(&f->event, b64, strlen(b64));
+        free(b64);
+    } else {
+        sh__sse_lines(&f->event, data.p, data.len);
+    }
+    buf_append(&f->event, "\n", 1);
+    buf_free(&data);
+    f->id = id;
+    f->created = created;
+    f->from = from;
+    f->to = next;
+    return f;
+}
+
 /* Sends what the reader has not seen yet, one chunk per drain, then waits for more. */
 static void sh__sse_pump(struct sh_req *r)
 {
@@ -509,28 +557,14 @@ static void sh__sse_pump(struct sh_req *r)
         int64_t tail = stream_tail(st);
         int closed_now = stream_closed(st);
         if (r->offset < tail) {
-            struct buf data = {0};
-            int64_t next;
-            if (stream_read(r->sh->ss, st, r->offset, r->sh->cfg.read_chunk, &data, &next) != 0 || next <= r->offset) {
-                buf_free(&data);
+            const struct sh_frame *f = sh__sse_frame(r->sh, st, r->offset);
+            if (f == NULL) {
                 http_res_stream_abort(req);
                 stream_unsubscribe(&r->sub);
                 return;
             }
-            if (stream_is_json(st))
-                stream_json_wrap(&data);
-            buf_puts(&out, "event: data\n");
-            if (sh__binary(stream_content_type(st))) {
-                size_t cap = sodium_base64_ENCODED_LEN(data.len, sodium_base64_VARIANT_ORIGINAL);
-                char *b64 = xmalloc(cap);
-                sodium_bin2base64(b64, cap, (const unsigned char *)data.p, data.len, sodium_base64_VARIANT_ORIGINAL);
-                sh__sse_lines(&out, b64, strlen(b64));
-                free(b64);
-            } else {
-                sh__sse_lines(&out, data.p, data.len);
-            }
-            buf_append(&out, "\n", 1);
-            buf_free(&data);
+            buf_append(&out, f->event.p, f->event.len);
+            int64_t next = f->to;
             r->offset = next;
             int at_tail = next >= tail;
             sh__sse_control(r, st, &out, at_tail, at_tail && closed_now);
@@ -756,5 +790,8 @@ struct stream_http *stream_http_new(struct http_server *srv, uv_loop_t *loop, st
 
 void stream_http_free(struct stream_http *sh)
 {
+    if (sh == NULL)
+        return;
+    buf_free(&sh->frame.event);
     free(sh);
 }

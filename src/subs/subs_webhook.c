@@ -166,23 +166,28 @@ static curl_socket_t subs__open_socket(void *userp, curlsocktype purpose, struct
 
 int subs_webhook_new(struct subs_webhook **out, uv_loop_t *loop)
 {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return -EIO;
     struct subs_webhook *wh = xcalloc(1, sizeof *wh);
     wh->loop = loop;
-    wh->multi = curl_multi_init();
-    if (wh->multi == NULL) {
-        free(wh);
-        return -ENOMEM;
-    }
     uv_timer_init(loop, &wh->timer);
     wh->timer.data = wh;
+    *out = wh;
+    return 0;
+}
+
+/* libcurl (and with it OpenSSL, several MiB of touched pages) starts with the first delivery, so a
+ * server that never sends a webhook never pays for it. */
+static void subs__multi_start(struct subs_webhook *wh)
+{
+    if (wh->multi)
+        return;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (wh->multi = curl_multi_init()) == NULL) {
+        log_error("subs: libcurl failed to initialise");
+        abort();
+    }
     curl_multi_setopt(wh->multi, CURLMOPT_SOCKETFUNCTION, subs__on_socket);
     curl_multi_setopt(wh->multi, CURLMOPT_SOCKETDATA, wh);
     curl_multi_setopt(wh->multi, CURLMOPT_TIMERFUNCTION, subs__on_timeout);
     curl_multi_setopt(wh->multi, CURLMOPT_TIMERDATA, wh);
-    *out = wh;
-    return 0;
 }
 
 static void subs__webhook_closed(uv_handle_t *h)
@@ -196,7 +201,10 @@ void subs_webhook_free(struct subs_webhook *wh)
         return;
     while (wh->deliveries)
         subs__delivery_free(wh->deliveries);
-    curl_multi_cleanup(wh->multi);
+    if (wh->multi) {
+        curl_multi_cleanup(wh->multi);
+        curl_global_cleanup();
+    }
     uv_close((uv_handle_t *)&wh->timer, subs__webhook_closed);
 }
 
@@ -204,6 +212,7 @@ struct subs_delivery *subs_webhook_post(struct subs_webhook *wh, const char *url
                                         const char *signature, const void *body, size_t len,
                                         subs_delivery_cb cb, void *arg)
 {
+    subs__multi_start(wh);
     struct subs_delivery *d = xcalloc(1, sizeof *d);
     char *sig = xasprintf("Webhook-Signature: %s", signature);
     d->wh = wh;
