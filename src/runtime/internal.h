@@ -90,6 +90,10 @@ struct runtime__lang {
 	int (*state_json)(const char *out, size_t len, void *obj);
 };
 
+/* request for the python and node drivers: "E|S <nonce> <code length>\n" on the control socket. */
+size_t runtime__request_socket(char *buf, size_t cap, enum runtime__kind kind, const char *nonce,
+                               size_t code_len);
+
 /* state_json for drivers that print a JSON object themselves: merges its members into obj. */
 int runtime__state_passthrough(const char *out, size_t len, void *obj);
 

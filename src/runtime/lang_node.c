@@ -106,19 +106,12 @@ static void node_argv(const char *program, const char **argv)
 	argv[3] = NULL;
 }
 
-static size_t node_request(char *buf, size_t cap, enum runtime__kind kind, const char *nonce,
-                           size_t code_len)
-{
-	return (size_t)snprintf(buf, cap, "%c %s %zu\n", kind == RUNTIME__STATE ? 'S' : 'E', nonce,
-	                        code_len);
-}
-
 const struct runtime__lang runtime__lang_node = {
 	.name = "node",
 	.default_path = "/usr/bin/node",
 	.search_name = "node",
 	.ctl_fd = RUNTIME__CTL_FD,
 	.argv = node_argv,
-	.request = node_request,
+	.request = runtime__request_socket,
 	.state_json = runtime__state_passthrough,
 };

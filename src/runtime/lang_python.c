@@ -122,19 +122,12 @@ static void python_argv(const char *program, const char **argv)
 	argv[3] = NULL;
 }
 
-static size_t python_request(char *buf, size_t cap, enum runtime__kind kind, const char *nonce,
-                             size_t code_len)
-{
-	return (size_t)snprintf(buf, cap, "%c %s %zu\n", kind == RUNTIME__STATE ? 'S' : 'E', nonce,
-	                        code_len);
-}
-
 const struct runtime__lang runtime__lang_python = {
 	.name = "python",
 	.default_path = "/usr/bin/python3",
 	.search_name = "python3",
 	.ctl_fd = RUNTIME__CTL_FD,
 	.argv = python_argv,
-	.request = python_request,
+	.request = runtime__request_socket,
 	.state_json = runtime__state_passthrough,
 };

@@ -606,6 +606,13 @@ int runtime_state(struct runtime *rt, runtime_state_cb cb, void *arg)
 	return 0;
 }
 
+size_t runtime__request_socket(char *buf, size_t cap, enum runtime__kind kind, const char *nonce,
+                               size_t code_len)
+{
+	return (size_t)snprintf(buf, cap, "%c %s %zu\n", kind == RUNTIME__STATE ? 'S' : 'E', nonce,
+	                        code_len);
+}
+
 int runtime__state_passthrough(const char *out, size_t len, void *obj)
 {
 	json_t *parsed = json_loadb(out, len, 0, NULL);

@@ -314,22 +314,29 @@ static void stream__destroy(struct streams *ss, struct stream *st)
     }
 }
 
+/* Deletes st: softly while forks still read through it (it stays, marked deleted, and with
+ * `detach` it also leaves its path so the path can be re-created), for good otherwise. */
+static void stream__retire(struct streams *ss, struct stream *st, int detach)
+{
+    if (st->m.refcount <= 0) {
+        stream__destroy(ss, st);
+        return;
+    }
+    if (detach && st->m.path) {
+        map_del(&ss->by_path, st->m.path, strlen(st->m.path));
+        free(st->m.path);
+        st->m.path = NULL;
+    }
+    st->m.deleted = 1;
+    st->gone = 1;
+    (void)store_stream_update(ss->store, &st->m);
+    streams__mark(ss, st);
+}
+
 /* An expired stream leaves its path; if forks still read through it, it stays, detached. */
 static void stream__expire(struct streams *ss, struct stream *st)
 {
-    if (st->m.refcount > 0) {
-        if (st->m.path) {
-            map_del(&ss->by_path, st->m.path, strlen(st->m.path));
-            free(st->m.path);
-            st->m.path = NULL;
-        }
-        st->m.deleted = 1;
-        st->gone = 1;
-        (void)store_stream_update(ss->store, &st->m);
-        streams__mark(ss, st);
-    } else {
-        stream__destroy(ss, st);
-    }
+    stream__retire(ss, st, 1);
 }
 
 struct stream *streams_lookup(struct streams *ss, const char *path, size_t len, enum stream_lookup *how)
@@ -736,14 +743,7 @@ enum stream_status stream_delete(struct streams *ss, struct stream *st, struct s
     memset(&op->result, 0, sizeof op->result);
     if (st->m.deleted)
         return stream__fail(op, STREAM_GONE, "the stream was deleted");
-    if (st->m.refcount > 0) {
-        st->m.deleted = 1;
-        st->gone = 1;
-        (void)store_stream_update(ss->store, &st->m);
-        streams__mark(ss, st);
-    } else {
-        stream__destroy(ss, st);
-    }
+    stream__retire(ss, st, 0);
     op->result.status = STREAM_OK;
     streams__queue(ss, op);
     return STREAM_OK;
