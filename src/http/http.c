@@ -27,6 +27,7 @@ struct http__route {
     size_t len;
     http_handler_cb cb;
     void *arg;
+    unsigned flags;
 };
 
 struct http__handler {
@@ -443,7 +444,13 @@ static void http__req_dispose(void *p)
     buf_free(&req->pending);
 }
 
-static int http__authorized(struct http_req *req)
+void http_res_unauthorized(struct http_req *req)
+{
+    http_res_header(req, "WWW-Authenticate", "Bearer");
+    http_res_error(req, 401, "unauthorized", "this server needs Authorization: Bearer <token>");
+}
+
+int http_req_authorized(const struct http_req *req)
 {
     const char *tok = req->srv->token;
     if (tok == NULL)
@@ -478,11 +485,6 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
         http_res_error(req, 431, "headers_too_large", "request headers are larger than %d bytes", HTTP_MAX_HEADER_BYTES);
         return 0;
     }
-    if (!http__authorized(req)) {
-        http_res_header(req, "WWW-Authenticate", "Bearer");
-        http_res_error(req, 401, "unauthorized", "this server needs Authorization: Bearer <token>");
-        return 0;
-    }
     size_t plen;
     const char *path = http_req_path(req, &plen);
     const struct http__route *best = NULL;
@@ -490,6 +492,10 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
         const struct http__route *rt = &srv->routes[i];
         if (plen >= rt->len && memcmp(path, rt->prefix, rt->len) == 0 && (!best || rt->len > best->len))
             best = rt;
+    }
+    if ((best == NULL || !(best->flags & HTTP_ROUTE_OWN_AUTH)) && !http_req_authorized(req)) {
+        http_res_unauthorized(req);
+        return 0;
     }
     if (best == NULL) {
         http_res_error(req, 404, "not_found", "no such resource: %.*s", (int)(plen > 200 ? 200 : plen), path);
@@ -524,10 +530,15 @@ static void http__on_accept(uv_stream_t *listener, int status)
     h2o_accept(&srv->accept_ctx, sock);
 }
 
-void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg)
+void http_route_flags(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg, unsigned flags)
 {
     assert(srv->nroutes < HTTP_MAX_ROUTES);
-    srv->routes[srv->nroutes++] = (struct http__route){prefix, strlen(prefix), cb, arg};
+    srv->routes[srv->nroutes++] = (struct http__route){prefix, strlen(prefix), cb, arg, flags};
+}
+
+void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg)
+{
+    http_route_flags(srv, prefix, cb, arg, 0);
 }
 
 int http_server_port(const struct http_server *srv)

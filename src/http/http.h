@@ -57,6 +57,15 @@ int http_server_port(const struct http_server *srv);
 /* Registers a handler for paths starting with prefix; the longest matching prefix wins.
  * Unmatched paths get 404. The prefix string is borrowed for the server's lifetime. */
 void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg);
+/* Like http_route, with flags. HTTP_ROUTE_OWN_AUTH: the server token is not checked before the
+ * handler runs; the handler authenticates (some requests carry their own bearer tokens) and calls
+ * http_req_authorized for those that need the server's. */
+#define HTTP_ROUTE_OWN_AUTH 1u
+void http_route_flags(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg, unsigned flags);
+/* 1 when the server has no token or the request carries it as `Authorization: Bearer <token>`. */
+int http_req_authorized(const struct http_req *req);
+/* Answers 401 with the JSON error every unauthorized request gets. */
+void http_res_unauthorized(struct http_req *req);
 
 /* ---- request accessors (borrowed until dispose) ---- */
 enum http_method http_req_method(const struct http_req *req);

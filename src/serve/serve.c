@@ -241,7 +241,7 @@ int serve_main(int argc, char **argv)
         goto out;
     }
     streams_set_observer(s.streams, subs_observe, s.subs);
-    http_route(s.http, SUBS_HTTP_PREFIX, subs_http_handle, s.subs);
+    http_route_flags(s.http, SUBS_HTTP_PREFIX, subs_http_handle, s.subs, HTTP_ROUTE_OWN_AUTH);
 
     uv_signal_init(&s.loop, &s.sigint);
     uv_signal_init(&s.loop, &s.sigterm);

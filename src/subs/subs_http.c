@@ -310,6 +310,13 @@ static void subs__subscription(struct subs *s, struct http_req *req, const char 
     size_t taillen = slash ? n - idlen - 1 : 0;
     const char *sep = tail ? memchr(tail, '/', taillen) : NULL;
     action = tail ? xstrndup(tail, sep ? (size_t)(sep - tail) : taillen) : xstrdup("");
+    /* callback, ack and release carry the wake's own bearer token (checked below); everything
+     * else is an operator's request and needs the server token when one is set. */
+    if (strcmp(action, "callback") && strcmp(action, "ack") && strcmp(action, "release") &&
+        !http_req_authorized(req)) {
+        http_res_unauthorized(req);
+        goto out;
+    }
     int writes = m == HTTP_PUT || m == HTTP_POST;
     if (writes && (body = subs__body(req)) == NULL) {
         subs__fail(s, req, SUBS_E_INVALID, "the body is not valid JSON", NULL);
@@ -378,6 +385,7 @@ void subs_http_handle(struct http_req *req, void *arg)
     const char *rest = path + prefix;
     size_t restlen = n - prefix;
     static const char subs_dir[] = "subscriptions/";
+    /* The JWKS is public: receivers fetch it to verify signatures. */
     if (restlen == strlen("jwks.json") && !memcmp(rest, "jwks.json", restlen))
         return subs__jwks(s, req);
     if (restlen > sizeof subs_dir - 1 && !memcmp(rest, subs_dir, sizeof subs_dir - 1))
