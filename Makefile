@@ -15,9 +15,10 @@ CFLAGS_debug := -O0 -g3
 CFLAGS_asan := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS_asan := -fsanitize=address,undefined
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# libcurl is compiled against but not linked: src/curlx dlopen()s it on first use (see curlx.h).
+PKG_LIBS := $(shell pkg-config --libs $(filter-out libcurl,$(PKGS)) 2>/dev/null)
 CFLAGS += -std=gnu17 $(WARN) $(CFLAGS_$(MODE)) -DH2O_USE_LIBUV=1 -D_GNU_SOURCE -Isrc $(PKG_CFLAGS) -MMD -MP
-LDLIBS += $(PKG_LIBS) -lwslay -lpthread -lm
+LDLIBS += $(PKG_LIBS) -lwslay -lpthread -lm -ldl
 LDFLAGS += $(LDFLAGS_$(MODE))
 
 # Every module is src/<module>/*.c; src/main.c holds only main(). Tests and benches link the library.

@@ -3,12 +3,11 @@
  * cli_http.h).
  *
  * One handle per client keeps the connection alive between the requests of one command (a chunked
- * catch-up read, an append after a HEAD); curl_easy_reset between requests clears options but keeps
+ * catch-up read, an append after a HEAD); curlx_easy_reset between requests clears options but keeps
  * that connection.
  */
 #include "cli/cli_http.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include <strings.h>
 
 #include "cli/cli.h"
+#include "curlx/curlx.h"
 
 struct cli_http {
     CURL *curl;
@@ -37,15 +37,19 @@ struct cli_http *cli_http_new(const char *server, const char *token)
 {
     static int curl_ready;
     if (!curl_ready) {
-        /* Single-threaded client: the first client initialises libcurl for the process. */
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        /* Single-threaded client: the first client loads and initialises libcurl for the process. */
+        if (curlx_load() != 0) {
+            fprintf(stderr, "agentd: %s (%s)\n", CURLX_MISSING_HINT, curlx_load_error());
+            exit(CLI_EXIT_UNREACHABLE);
+        }
+        if (curlx_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
             fprintf(stderr, "agentd: libcurl failed to initialise\n");
             abort();
         }
         curl_ready = 1;
     }
     struct cli_http *http = xcalloc(1, sizeof(*http));
-    http->curl = curl_easy_init();
+    http->curl = curlx_easy_init();
     if (http->curl == NULL) {
         fprintf(stderr, "agentd: out of memory (curl_easy_init)\n");
         abort();
@@ -63,7 +67,7 @@ void cli_http_free(struct cli_http *http)
 {
     if (http == NULL)
         return;
-    curl_easy_cleanup(http->curl);
+    curlx_easy_cleanup(http->curl);
     free(http->server);
     free(http->auth_header);
     free(http);
@@ -203,53 +207,53 @@ int cli_http_request(struct cli_http *http, const struct cli_http_request *req,
     cli_http_response_reset(resp);
     http->curl_error[0] = '\0';
     http->error[0] = '\0';
-    curl_easy_reset(curl);
+    curlx_easy_reset(curl);
 
     char *url = xasprintf("%s%s", http->server, req->path);
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, http->curl_error);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-    curl_easy_setopt(curl, CURLOPT_USERAGENT, "agentd-cli");
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, cli_http__on_header);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &transfer);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, cli_http__on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);
+    curlx_easy_setopt(curl, CURLOPT_URL, url);
+    curlx_easy_setopt(curl, CURLOPT_ERRORBUFFER, http->curl_error);
+    curlx_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curlx_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    curlx_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curlx_easy_setopt(curl, CURLOPT_USERAGENT, "agentd-cli");
+    curlx_easy_setopt(curl, CURLOPT_HEADERFUNCTION, cli_http__on_header);
+    curlx_easy_setopt(curl, CURLOPT_HEADERDATA, &transfer);
+    curlx_easy_setopt(curl, CURLOPT_WRITEFUNCTION, cli_http__on_body);
+    curlx_easy_setopt(curl, CURLOPT_WRITEDATA, &transfer);
     if (req->timeout_ms > 0)
-        curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+        curlx_easy_setopt(curl, CURLOPT_TIMEOUT_MS, req->timeout_ms);
     if (req->idle_timeout_s > 0) {
-        curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, req->idle_timeout_s);
+        curlx_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curlx_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, req->idle_timeout_s);
     }
 
     if (strcmp(req->method, "HEAD") == 0) {
-        curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+        curlx_easy_setopt(curl, CURLOPT_NOBODY, 1L);
     } else if (has_body) {
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method);
+        curlx_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        curlx_easy_setopt(curl, CURLOPT_POSTFIELDS, req->body != NULL ? req->body : "");
+        curlx_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method);
         /* libcurl would otherwise wait for "100 Continue" on large bodies and label every body
          * application/x-www-form-urlencoded, which a stream would take as its content type. */
-        headers = curl_slist_append(headers, "Expect:");
+        headers = curlx_slist_append(headers, "Expect:");
         if (!cli_http__has_header(req->headers, "Content-Type"))
-            headers = curl_slist_append(headers, "Content-Type:");
+            headers = curlx_slist_append(headers, "Content-Type:");
     } else if (strcmp(req->method, "GET") != 0) {
-        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method);
+        curlx_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method);
     }
     for (const char *const *h = req->headers; h != NULL && *h != NULL; h++)
-        headers = curl_slist_append(headers, *h);
+        headers = curlx_slist_append(headers, *h);
     if (http->auth_header != NULL)
-        headers = curl_slist_append(headers, http->auth_header);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+        headers = curlx_slist_append(headers, http->auth_header);
+    curlx_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
 
-    CURLcode code = curl_easy_perform(curl);
+    CURLcode code = curlx_easy_perform(curl);
     int rc = cli_http__errno(code, transfer.cancelled);
     if (rc != 0 && rc != -ECANCELED)
         snprintf(http->error, sizeof(http->error), "%s %s: %s", req->method, url,
-                 http->curl_error[0] != '\0' ? http->curl_error : curl_easy_strerror(code));
+                 http->curl_error[0] != '\0' ? http->curl_error : curlx_easy_strerror(code));
 
-    curl_slist_free_all(headers);
+    curlx_slist_free_all(headers);
     free(url);
     return rc;
 }

@@ -57,7 +57,8 @@ struct cli_http_response {
 
 /* A client for server (a base URL such as "http://127.0.0.1:4437"; a trailing '/' is ignored).
  * token, when not NULL, is sent as "Authorization: Bearer <token>". Both are copied. Free with
- * cli_http_free. */
+ * cli_http_free. The first call loads libcurl; when it is not installed this prints how to install
+ * it and exits with CLI_EXIT_UNREACHABLE (2), since no command can do anything without it. */
 struct cli_http *cli_http_new(const char *server, const char *token);
 void cli_http_free(struct cli_http *http);
 

@@ -2,11 +2,13 @@
 #include "subs/subs_match.h"
 
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
+
+#include "core/core.h"
+#include "curlx/curlx.h"
 
 /* ================= glob ================= */
 
@@ -171,17 +173,22 @@ const char *subs_url_check(const char *url, int *loopback_only)
 {
     const char *why = NULL;
     char *scheme = NULL, *host = NULL, *user = NULL;
-    CURLU *u = curl_url();
     *loopback_only = 0;
+    /* The check parses with libcurl's own URL parser, so it judges the host libcurl will dial. */
+    if (curlx_load() != 0) {
+        log_error("subs: cannot check webhook URLs: %s (%s)", CURLX_MISSING_HINT, curlx_load_error());
+        return "webhook delivery is unavailable: the server lacks libcurl";
+    }
+    CURLU *u = curlx_url();
     if (u == NULL)
         return "webhook.url could not be parsed";
-    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+    if (curlx_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curlx_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curlx_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
         why = "webhook.url must be an absolute http(s) URL";
         goto out;
     }
-    if (curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK) {
+    if (curlx_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK) {
         why = "webhook.url must not carry credentials";
         goto out;
     }
@@ -200,9 +207,9 @@ const char *subs_url_check(const char *url, int *loopback_only)
         why = "webhook.url must use https";
     }
 out:
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(user);
-    curl_url_cleanup(u);
+    curlx_free(scheme);
+    curlx_free(host);
+    curlx_free(user);
+    curlx_url_cleanup(u);
     return why;
 }

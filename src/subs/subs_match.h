@@ -1,7 +1,8 @@
 /*
  * subs_match — the pure rules deciding what a subscription may touch: which stream paths a glob
  * pattern links, and which webhook URLs and peer addresses a delivery may reach (the SSRF guard).
- * No I/O, no allocation beyond what the caller frees; fuzzable and unit-tested.
+ * No I/O (except that the first subs_url_check loads libcurl for its URL parser), no allocation
+ * beyond what the caller frees; fuzzable and unit-tested.
  *
  * Glob patterns and paths are '/'-separated; leading, trailing and repeated slashes are ignored.
  * A `*` segment matches exactly one segment, a `**` segment any number (zero included); a literal
@@ -23,7 +24,8 @@ char *subs_path_trim(char *s);
  * Checks a webhook URL before it is stored. Returns NULL when acceptable, else a static reason
  * (the caller answers 400 WEBHOOK_URL_REJECTED). Accepted: https to a public host, and plain http
  * to localhost, 127.0.0.0/8 or [::1] for development; *loopback_only is set for the latter so the
- * connection check (subs_addr_allowed) admits loopback peers only.
+ * connection check (subs_addr_allowed) admits loopback peers only. The URL is parsed by libcurl,
+ * loaded on the first call; when libcurl is missing every URL is rejected (and an error logged).
  */
 const char *subs_url_check(const char *url, int *loopback_only);
 

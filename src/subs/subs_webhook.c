@@ -4,12 +4,14 @@
  * Ownership: the struct subs_webhook owns the multi handle, its timer and one struct subs__sock per
  * socket curl watches (freed in the poll handle's close callback, since uv_close is asynchronous).
  * Each struct subs_delivery owns its easy handle, header list and buffers; it is freed when its
- * transfer completes or is cancelled.
+ * transfer completes or is cancelled. A delivery without an easy handle is one that could not start
+ * because libcurl is missing: the timer fails it on the next loop turn, so the caller's callback
+ * (and with it the retry schedule) never runs inside subs_webhook_post.
  */
 #include "subs/subs_webhook.h"
 #include "subs/subs_match.h"
+#include "curlx/curlx.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +42,15 @@ struct subs_delivery {
     struct subs_delivery *prev, *next;
 };
 
+/* Puts d on its webhook's list of deliveries in flight; subs__delivery_free takes it off. */
+static void subs__link(struct subs_delivery *d)
+{
+    d->next = d->wh->deliveries;
+    if (d->next)
+        d->next->prev = d;
+    d->wh->deliveries = d;
+}
+
 static void subs__delivery_free(struct subs_delivery *d)
 {
     if (d->prev)
@@ -48,9 +59,11 @@ static void subs__delivery_free(struct subs_delivery *d)
         d->wh->deliveries = d->next;
     if (d->next)
         d->next->prev = d->prev;
-    curl_multi_remove_handle(d->wh->multi, d->easy);
-    curl_easy_cleanup(d->easy);
-    curl_slist_free_all(d->headers);
+    if (d->easy) {
+        curlx_multi_remove_handle(d->wh->multi, d->easy);
+        curlx_easy_cleanup(d->easy);
+        curlx_slist_free_all(d->headers);
+    }
     free(d->body);
     buf_free(&d->response);
     free(d);
@@ -61,16 +74,16 @@ static void subs__check_done(struct subs_webhook *wh)
 {
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(wh->multi, &left)) != NULL) {
+    while ((msg = curlx_multi_info_read(wh->multi, &left)) != NULL) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         struct subs_delivery *d;
         long status = 0;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&d);
+        curlx_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&d);
         if (msg->data.result == CURLE_OK)
-            curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
+            curlx_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
         else
-            log_info("subs: webhook POST failed: %s", curl_easy_strerror(msg->data.result));
+            log_info("subs: webhook POST failed: %s", curlx_easy_strerror(msg->data.result));
         buf_reserve(&d->response, 1);
         d->cb(d->arg, (int)status, d->response.p ? d->response.p : "", d->response.len);
         subs__delivery_free(d);
@@ -86,15 +99,34 @@ static void subs__on_poll(uv_poll_t *h, int status, int events)
     if (events & UV_WRITABLE)
         flags |= CURL_CSELECT_OUT;
     struct subs_webhook *wh = s->wh;
-    curl_multi_socket_action(wh->multi, s->fd, flags, &running);
+    curlx_multi_socket_action(wh->multi, s->fd, flags, &running);
     subs__check_done(wh);
+}
+
+/* Reports the deliveries that never started (no libcurl) as attempts without an HTTP answer. The
+ * scan restarts after each callback, which may have cancelled or started other deliveries. */
+static void subs__fail_unstarted(struct subs_webhook *wh)
+{
+    struct subs_delivery *d = wh->deliveries;
+    while (d) {
+        if (d->easy) {
+            d = d->next;
+            continue;
+        }
+        d->cb(d->arg, 0, "", 0);
+        subs__delivery_free(d);
+        d = wh->deliveries;
+    }
 }
 
 static void subs__on_timer(uv_timer_t *h)
 {
     struct subs_webhook *wh = h->data;
     int running;
-    curl_multi_socket_action(wh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    subs__fail_unstarted(wh);
+    if (wh->multi == NULL)
+        return;
+    curlx_multi_socket_action(wh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     subs__check_done(wh);
 }
 
@@ -112,7 +144,7 @@ static int subs__on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, 
         if (s) {
             uv_poll_stop(&s->poll);
             uv_close((uv_handle_t *)&s->poll, subs__sock_closed);
-            curl_multi_assign(wh->multi, fd, NULL);
+            curlx_multi_assign(wh->multi, fd, NULL);
         }
         return 0;
     }
@@ -125,7 +157,7 @@ static int subs__on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, 
             return -1;
         }
         s->poll.data = s;
-        curl_multi_assign(wh->multi, fd, s);
+        curlx_multi_assign(wh->multi, fd, s);
     }
     int events = (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
     uv_poll_start(&s->poll, events, subs__on_poll);
@@ -174,20 +206,26 @@ int subs_webhook_new(struct subs_webhook **out, uv_loop_t *loop)
     return 0;
 }
 
-/* libcurl (and with it OpenSSL, several MiB of touched pages) starts with the first delivery, so a
- * server that never sends a webhook never pays for it. */
-static void subs__multi_start(struct subs_webhook *wh)
+/* libcurl (and with it OpenSSL, several MiB of touched pages) is loaded and started with the first
+ * delivery, so a server that never sends a webhook never pays for it. Returns 0, or -ENOENT when
+ * libcurl is not installed (tried again on the next delivery). */
+static int subs__multi_start(struct subs_webhook *wh)
 {
     if (wh->multi)
-        return;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (wh->multi = curl_multi_init()) == NULL) {
+        return 0;
+    if (curlx_load() != 0) {
+        log_error("subs: cannot send webhooks: %s (%s)", CURLX_MISSING_HINT, curlx_load_error());
+        return -ENOENT;
+    }
+    if (curlx_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (wh->multi = curlx_multi_init()) == NULL) {
         log_error("subs: libcurl failed to initialise");
         abort();
     }
-    curl_multi_setopt(wh->multi, CURLMOPT_SOCKETFUNCTION, subs__on_socket);
-    curl_multi_setopt(wh->multi, CURLMOPT_SOCKETDATA, wh);
-    curl_multi_setopt(wh->multi, CURLMOPT_TIMERFUNCTION, subs__on_timeout);
-    curl_multi_setopt(wh->multi, CURLMOPT_TIMERDATA, wh);
+    curlx_multi_setopt(wh->multi, CURLMOPT_SOCKETFUNCTION, subs__on_socket);
+    curlx_multi_setopt(wh->multi, CURLMOPT_SOCKETDATA, wh);
+    curlx_multi_setopt(wh->multi, CURLMOPT_TIMERFUNCTION, subs__on_timeout);
+    curlx_multi_setopt(wh->multi, CURLMOPT_TIMERDATA, wh);
+    return 0;
 }
 
 static void subs__webhook_closed(uv_handle_t *h)
@@ -202,8 +240,8 @@ void subs_webhook_free(struct subs_webhook *wh)
     while (wh->deliveries)
         subs__delivery_free(wh->deliveries);
     if (wh->multi) {
-        curl_multi_cleanup(wh->multi);
-        curl_global_cleanup();
+        curlx_multi_cleanup(wh->multi);
+        curlx_global_cleanup();
     }
     uv_close((uv_handle_t *)&wh->timer, subs__webhook_closed);
 }
@@ -212,46 +250,46 @@ struct subs_delivery *subs_webhook_post(struct subs_webhook *wh, const char *url
                                         const char *signature, const void *body, size_t len,
                                         subs_delivery_cb cb, void *arg)
 {
-    subs__multi_start(wh);
     struct subs_delivery *d = xcalloc(1, sizeof *d);
-    char *sig = xasprintf("Webhook-Signature: %s", signature);
     d->wh = wh;
     d->cb = cb;
     d->arg = arg;
     d->loopback_only = loopback_only;
+    subs__link(d);
+    if (subs__multi_start(wh) != 0) {
+        uv_timer_start(&wh->timer, subs__on_timer, 0, 0); /* fails d next turn */
+        return d;
+    }
+    char *sig = xasprintf("Webhook-Signature: %s", signature);
     d->body = xmalloc(len + 1);
     memcpy(d->body, body, len);
     d->body[len] = '\0';
-    d->headers = curl_slist_append(d->headers, "Content-Type: application/json");
-    d->headers = curl_slist_append(d->headers, sig);
-    d->headers = curl_slist_append(d->headers, "Expect:");
+    d->headers = curlx_slist_append(d->headers, "Content-Type: application/json");
+    d->headers = curlx_slist_append(d->headers, sig);
+    d->headers = curlx_slist_append(d->headers, "Expect:");
     free(sig);
-    if ((d->easy = curl_easy_init()) == NULL || d->headers == NULL) {
+    if ((d->easy = curlx_easy_init()) == NULL || d->headers == NULL) {
         log_error("subs: out of memory starting a webhook transfer");
         abort();
     }
     CURL *e = d->easy;
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, d->body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, d->headers);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "agentd-webhook/1");
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)SUBS_WEBHOOK_TIMEOUT_MS);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)SUBS_WEBHOOK_TIMEOUT_MS / 2);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, subs__on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, d);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, subs__open_socket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, d);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, d);
-    d->next = wh->deliveries;
-    if (d->next)
-        d->next->prev = d;
-    wh->deliveries = d;
-    if (curl_multi_add_handle(wh->multi, e) != CURLM_OK) {
+    curlx_easy_setopt(e, CURLOPT_URL, url);
+    curlx_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curlx_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curlx_easy_setopt(e, CURLOPT_POST, 1L);
+    curlx_easy_setopt(e, CURLOPT_POSTFIELDS, d->body);
+    curlx_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curlx_easy_setopt(e, CURLOPT_HTTPHEADER, d->headers);
+    curlx_easy_setopt(e, CURLOPT_USERAGENT, "agentd-webhook/1");
+    curlx_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)SUBS_WEBHOOK_TIMEOUT_MS);
+    curlx_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)SUBS_WEBHOOK_TIMEOUT_MS / 2);
+    curlx_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curlx_easy_setopt(e, CURLOPT_WRITEFUNCTION, subs__on_body);
+    curlx_easy_setopt(e, CURLOPT_WRITEDATA, d);
+    curlx_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, subs__open_socket);
+    curlx_easy_setopt(e, CURLOPT_OPENSOCKETDATA, d);
+    curlx_easy_setopt(e, CURLOPT_PRIVATE, d);
+    if (curlx_multi_add_handle(wh->multi, e) != CURLM_OK) {
         log_error("subs: cannot start a webhook transfer");
         abort();
     }
