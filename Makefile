@@ -10,7 +10,7 @@ PKGS := libuv libh2o jansson sqlite3 libcurl libsodium openssl
 CC ?= cc
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
         -Wformat=2 -Wno-unused-parameter -Wvla -Wundef -Werror=implicit-function-declaration
-CFLAGS_release := -O2 -g -DNDEBUG=0
+CFLAGS_release := -O2 -g
 CFLAGS_debug := -O0 -g3
 CFLAGS_asan := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS_asan := -fsanitize=address,undefined
