@@ -31,6 +31,8 @@ BENCH_SRC := $(sort $(wildcard bench/*/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all run test unit integ fuzz-replay conformance bench deps test-deps clean tests benches
+# Keep object files of tests and benches (they are intermediates of the link rules).
+.SECONDARY:
 all: $(BUILD)/agentd
 tests: $(UNIT_BIN)
 benches: $(BENCH_BIN)
