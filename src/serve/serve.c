@@ -6,6 +6,7 @@
 #include "store/store.h"
 #include "stream/stream.h"
 #include "stream/stream_http.h"
+#include "session/session.h"
 #include "subs/subs.h"
 
 #include <arpa/inet.h>
@@ -27,6 +28,8 @@ struct serve_opts {
     long long io_timeout;
     long long sse_max;
     long long max_queued;
+    long long runtime_idle;
+    long long runtime_output_limit;
     char *log_level;
 };
 
@@ -41,6 +44,8 @@ static const struct opt_def serve__opts[] = {
     {"io-timeout", OPT_INT, "30000", 100, 3600000, NULL, "milliseconds before a slow or idle client is dropped", O(io_timeout)},
     {"sse-max", OPT_INT, "60000", 1000, 86400000, NULL, "milliseconds before an SSE connection is closed for reconnect", O(sse_max)},
     {"max-queued", OPT_INT, "4194304", 65536, 1LL << 30, NULL, "bytes a live reader may have queued before it is cut off", O(max_queued)},
+    {"runtime-idle", OPT_INT, "1800000", 1000, 1LL << 40, NULL, "milliseconds before an unused runtime is stopped", O(runtime_idle)},
+    {"runtime-output-limit", OPT_INT, "1048576", 1024, 1LL << 30, NULL, "bytes of stdout and of stderr kept per runtime call", O(runtime_output_limit)},
     {"log-level", OPT_ENUM, "info", 0, 0, "debug|info|warn|error", "least severe log level written to stderr", O(log_level)},
 };
 #undef O
@@ -60,6 +65,7 @@ struct serve {
     int drain_ticks;
     int loop_ready, signals_ready;
     struct subs *subs;
+    struct sessions *sessions;
 };
 
 static int serve__is_loopback(const char *host)
@@ -129,6 +135,9 @@ static void serve__drain_tick(uv_timer_t *t)
 static void serve__drain(struct serve *s)
 {
     http_server_shutdown(s->http);
+    /* Runtimes get the drain time to exit; their processes never outlive the server. */
+    sessions_free(s->sessions);
+    s->sessions = NULL;
     streams_shutdown(s->streams);
     streams_flush(s->streams);
     uv_signal_stop(&s->sigint);
@@ -147,6 +156,7 @@ static void serve__teardown(struct serve *s)
 {
     if (s->streams)
         streams_set_observer(s->streams, NULL, NULL);
+    sessions_free(s->sessions);
     subs_free(s->subs);
     stream_http_free(s->stream_http);
     streams_free(s->streams);
@@ -242,6 +252,17 @@ int serve_main(int argc, char **argv)
     }
     streams_set_observer(s.streams, subs_observe, s.subs);
     http_route_flags(s.http, SUBS_HTTP_PREFIX, subs_http_handle, s.subs, HTTP_ROUTE_OWN_AUTH);
+
+    struct sessions_config sescfg = {
+        .data_dir = o.data,
+        .runtime_idle_ms = (uint64_t)o.runtime_idle,
+        .runtime_output_limit = (size_t)o.runtime_output_limit,
+    };
+    if ((rc = sessions_new(&s.sessions, &s.loop, s.streams, &sescfg, err, sizeof err))) {
+        fprintf(stderr, "agentd serve: %s\n", err);
+        goto out;
+    }
+    sessions_routes(s.sessions, s.http);
 
     uv_signal_init(&s.loop, &s.sigint);
     uv_signal_init(&s.loop, &s.sigterm);

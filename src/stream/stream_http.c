@@ -743,6 +743,9 @@ void stream_http_handle(struct stream_http *sh, struct http_req *req, const char
     const char *why = stream_parse_path(path, plen);
     if (why)
         return http_res_error(req, 400, "invalid_path", "%s", why);
+    /* agentd's own records (session environments) are not served. */
+    if (plen >= strlen(STREAM_HTTP_INTERNAL) && !memcmp(path, STREAM_HTTP_INTERNAL, strlen(STREAM_HTTP_INTERNAL)))
+        return http_res_error(req, 404, "not_found", "no stream at %.*s", (int)(plen > 200 ? 200 : plen), path);
     enum http_method m = http_req_method(req);
     if (m == HTTP_PUT)
         return sh__put(sh, req, path, plen);

@@ -22,6 +22,8 @@ struct stream_http_config {
 };
 
 #define STREAM_HTTP_PREFIX "/v1/stream/"
+/* Streams under this prefix hold agentd's internal records and are never served over HTTP. */
+#define STREAM_HTTP_INTERNAL "__agentd/"
 
 /* Registers the resource on srv. The returned object lives until stream_http_free. */
 struct stream_http *stream_http_new(struct http_server *srv, uv_loop_t *loop, struct streams *ss,

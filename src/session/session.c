@@ -1,0 +1,535 @@
+/*
+ * session — the registry of sessions and their runtimes. See session.h.
+ *
+ * Ownership: the registry owns every struct session; a session owns its runtimes (closed
+ * asynchronously: the session is freed when the last runtime_close callback has run) and its
+ * runtime calls in flight (struct session_rt_call, freed when the runtime answers; a cancelled call
+ * only loses its callback). Durable writes are fire-and-forget appends to JSON streams: they commit
+ * with the loop turn's batch like every other append.
+ */
+#include "session/session.h"
+#include "core/map.h"
+#include "runtime/runtime.h"
+#include "session/session_int.h"
+#include "stream/stream.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SESSION_EVENT_EXCERPT 1024 /* bytes of output kept in a transcript event */
+
+/* ================= durable writes ================= */
+
+struct session__write {
+    struct stream_op op;
+};
+
+static void session__write_done(struct stream_op *op)
+{
+    if (op->result.status != STREAM_OK && op->result.status != STREAM_CREATED)
+        log_error("session: a durable write failed: %s", op->result.message ? op->result.message : "?");
+    free(op->arg);
+}
+
+/* Creates the JSON stream at path if it does not exist. */
+void session__ensure_stream(struct sessions *s, const char *path)
+{
+    enum stream_lookup how;
+    if (streams_lookup(s->ss, path, strlen(path), &how) != NULL || how == STREAM_SOFT_DELETED)
+        return;
+    struct session__write *w = xcalloc(1, sizeof *w);
+    w->op.cb = session__write_done;
+    w->op.arg = w;
+    struct stream_create_args a = {.content_type = "application/json", .ttl_s = -1, .expires_at_ms = -1};
+    stream_create(s->ss, path, strlen(path), &a, &w->op);
+    if (!w->op.queued) {
+        log_error("session: cannot create stream %s: %s", path, w->op.result.message);
+        free(w);
+    }
+}
+
+void session__append(struct sessions *s, const char *path, json_t *msg)
+{
+    char *text = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(msg);
+    if (text == NULL)
+        return;
+    session__ensure_stream(s, path);
+    enum stream_lookup how;
+    struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
+    if (st == NULL) {
+        log_error("session: stream %s is missing; event dropped", path);
+        free(text);
+        return;
+    }
+    struct session__write *w = xcalloc(1, sizeof *w);
+    w->op.cb = session__write_done;
+    w->op.arg = w;
+    struct stream_append_args a = {.content_type = "application/json", .body = text, .body_len = strlen(text)};
+    stream_append(s->ss, st, &a, &w->op);
+    if (!w->op.queued) {
+        log_error("session: append to %s refused: %s", path, w->op.result.message);
+        free(w);
+    }
+    free(text);
+}
+
+void session__delete_stream(struct sessions *s, const char *path)
+{
+    enum stream_lookup how;
+    struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
+    if (st == NULL)
+        return;
+    struct session__write *w = xcalloc(1, sizeof *w);
+    w->op.cb = session__write_done;
+    w->op.arg = w;
+    stream_delete(s->ss, st, &w->op);
+    if (!w->op.queued)
+        free(w);
+}
+
+/* One event in a session's transcript; takes ownership of ev. */
+void session__event(struct session *se, json_t *ev)
+{
+    json_object_set_new(ev, "ts", json_integer(clock_wall_ms()));
+    json_object_set_new(ev, "session", json_string(se->id));
+    char path[128];
+    snprintf(path, sizeof path, "sessions/%s/transcript", se->id);
+    session__append(se->registry, path, ev);
+}
+
+/* ================= the session object ================= */
+
+/* The public view: what GET answers and the `sessions` feed carries (no environment values). */
+json_t *session__public(const struct session *se)
+{
+    json_t *env_keys = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(se->env, k, v)
+        json_array_append_new(env_keys, json_string(k));
+    char t[128], st[128], in[128];
+    snprintf(t, sizeof t, "/v1/stream/sessions/%s/transcript", se->id);
+    snprintf(st, sizeof st, "/v1/stream/sessions/%s/state", se->id);
+    snprintf(in, sizeof in, "/v1/stream/sessions/%s/inbox", se->id);
+    json_t *rts = json_object();
+    for (int i = 0; i < SESSION_NLANG; i++) {
+        if (se->rt[i] == NULL)
+            continue;
+        json_object_set_new(rts, runtime_lang_name((enum runtime_lang)i),
+                            json_pack("{s:s, s:i, s:I}", "status", runtime_status_name(runtime_status(se->rt[i])),
+                                      "pid", runtime_pgid(se->rt[i]),
+                                      "calls", (json_int_t)runtime_history_count(se->rt[i])));
+    }
+    return json_pack("{s:s, s:s, s:s, s:O, s:o, s:I, s:s, s:{s:s, s:s, s:s}, s:o}", "id", se->id, "agent", se->agent,
+                     "workspace", se->workspace, "tags", se->tags, "env_keys", env_keys, "created_at",
+                     (json_int_t)se->created_ms, "status", se->deleted ? "deleted" : "idle", "streams", "transcript", t,
+                     "state", st, "inbox", in, "runtimes", rts);
+}
+
+/* The durable record (internal stream): everything needed to rebuild the session after a restart. */
+static json_t *session__record(const struct session *se)
+{
+    return json_pack("{s:s, s:s, s:s, s:O, s:O, s:I, s:b}", "id", se->id, "agent", se->agent, "workspace",
+                     se->workspace, "tags", se->tags, "env", se->env, "created_at", (json_int_t)se->created_ms,
+                     "owns_workspace", se->owns_workspace);
+}
+
+/* Records a change durably (internal record) and publicly (the `sessions` feed, State Protocol). */
+void session__publish(struct sessions *s, struct session *se, const char *operation)
+{
+    json_t *rec = json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "session", "key", se->id, "value",
+                            session__record(se), "headers", "operation", operation);
+    session__append(s, SESSION_REGISTRY_STREAM, rec);
+    json_t *pub = json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "session", "key", se->id, "value",
+                            session__public(se), "headers", "operation", operation);
+    session__append(s, SESSION_FEED_STREAM, pub);
+}
+
+static struct session *session__from_record(struct sessions *s, json_t *rec)
+{
+    const char *id = json_string_value(json_object_get(rec, "id"));
+    const char *agent = json_string_value(json_object_get(rec, "agent"));
+    const char *ws = json_string_value(json_object_get(rec, "workspace"));
+    if (id == NULL || agent == NULL || ws == NULL || strlen(id) >= sizeof ((struct session *)0)->id)
+        return NULL;
+    struct session *se = xcalloc(1, sizeof *se);
+    se->registry = s;
+    snprintf(se->id, sizeof se->id, "%s", id);
+    se->agent = xstrdup(agent);
+    se->workspace = xstrdup(ws);
+    se->tags = json_incref(json_is_array(json_object_get(rec, "tags")) ? json_object_get(rec, "tags") : NULL);
+    if (se->tags == NULL)
+        se->tags = json_array();
+    se->env = json_is_object(json_object_get(rec, "env")) ? json_incref(json_object_get(rec, "env")) : json_object();
+    se->created_ms = json_integer_value(json_object_get(rec, "created_at"));
+    se->owns_workspace = json_is_true(json_object_get(rec, "owns_workspace"));
+    return se;
+}
+
+static void session__free(struct session *se)
+{
+    free(se->agent);
+    free(se->workspace);
+    json_decref(se->tags);
+    json_decref(se->env);
+    for (char **p = se->envp; p && *p; p++)
+        free(*p);
+    free(se->envp);
+    free(se);
+}
+
+/* ================= runtimes ================= */
+
+static void session__runtime_closed(void *arg)
+{
+    struct session *se = arg;
+    if (--se->closing == 0 && se->deleted)
+        session__free(se);
+}
+
+/* Closes every runtime of se; frees se afterwards when it is deleted. */
+void session__close_runtimes(struct session *se)
+{
+    se->closing++; /* held until the loop below is done, so a synchronous close cannot free se */
+    for (int i = 0; i < SESSION_NLANG; i++) {
+        if (se->rt[i]) {
+            struct runtime *rt = se->rt[i];
+            se->rt[i] = NULL;
+            se->closing++;
+            runtime_close(rt, session__runtime_closed, se);
+        }
+    }
+    session__runtime_closed(se);
+}
+
+/* Output as JSON text: jansson needs valid UTF-8; bytes that are not become U+FFFD. */
+json_t *session__text(const char *p, size_t len)
+{
+    json_t *j = json_stringn(p, len);
+    if (j)
+        return j;
+    struct buf b = {0};
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)p[i];
+        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        json_t *probe = n && i + n <= len ? json_stringn(p + i, n) : NULL;
+        if (probe) {
+            buf_append(&b, p + i, n);
+            json_decref(probe);
+            i += n;
+        } else {
+            buf_puts(&b, "\xef\xbf\xbd");
+            i++;
+        }
+    }
+    j = json_stringn(b.p ? b.p : "", b.len);
+    buf_free(&b);
+    return j;
+}
+
+/* The first KiB of some output, for transcript events (a cut character becomes U+FFFD). */
+static json_t *session__excerpt(const char *p, size_t len)
+{
+    return session__text(p, len < SESSION_EVENT_EXCERPT ? len : SESSION_EVENT_EXCERPT);
+}
+
+static void session__on_runtime_event(struct runtime *rt, const struct runtime_event *ev, void *arg)
+{
+    struct session *se = arg;
+    const char *lang = runtime_lang_name(runtime_lang(rt));
+    if (ev->kind == RUNTIME_EVENT_STATUS) {
+        session__event(se, json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "type", "status", "scope", "runtime", "lang", lang,
+                                     "status", runtime_status_name(ev->status), "reason", ev->reason ? ev->reason : "",
+                                     "pid", ev->pid));
+        return;
+    }
+    const struct runtime_result *r = ev->result;
+    json_t *e = json_pack("{s:s, s:s, s:s, s:o, s:i, s:s, s:b, s:I, s:o, s:I, s:o, s:I, s:b}", "type", "runtime",
+                          "action", "exec", "lang", lang, "code", session__excerpt(r->code, r->code_len), "status",
+                          r->status, "outcome", runtime_outcome_name(r->outcome), "timed_out", r->timed_out,
+                          "duration_us", (json_int_t)r->duration_us, "stdout", session__excerpt(r->out, r->out_len),
+                          "stdout_bytes", (json_int_t)r->out_total, "stderr", session__excerpt(r->err, r->err_len),
+                          "stderr_bytes", (json_int_t)r->err_total, "truncated", r->truncated);
+    if (e)
+        session__event(se, e);
+}
+
+/* The runtime for lang, created on first use in the session's workspace and environment. */
+static int session__runtime(struct sessions *s, struct session *se, enum runtime_lang lang, struct runtime **out)
+{
+    if (se->rt[lang]) {
+        *out = se->rt[lang];
+        return 0;
+    }
+    struct runtime_options o = {
+        .lang = lang,
+        .cwd = se->workspace,
+        .env = (const char *const *)se->envp,
+        .idle_timeout_ms = s->cfg.runtime_idle_ms,
+        .output_limit = s->cfg.runtime_output_limit,
+        .event_cb = session__on_runtime_event,
+        .event_arg = se,
+    };
+    int rc = runtime_new(s->loop, &o, &se->rt[lang]);
+    *out = se->rt[lang];
+    return rc;
+}
+
+/* ================= runtime calls ================= */
+
+struct session_rt_call {
+    struct sessions *s;
+    session_rt_cb cb;
+    void *arg;
+    int cancelled;
+    enum session_rt_action action;
+};
+
+int session_rt_action_parse(const char *name, enum session_rt_action *out)
+{
+    static const char *const names[] = {"exec", "eval", "state", "reset", "history", "interrupt"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(names); i++) {
+        if (!strcmp(name, names[i])) {
+            *out = (enum session_rt_action)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static void session__answer(session_rt_cb cb, void *arg, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    cb(arg, status, text ? text : "{}");
+    free(text);
+}
+
+static void session__answer_error(session_rt_cb cb, void *arg, int status, const char *code, const char *msg)
+{
+    session__answer(cb, arg, status, json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
+}
+
+static void session__exec_done(struct runtime *rt, const struct runtime_result *r, void *arg)
+{
+    struct session_rt_call *c = arg;
+    if (!c->cancelled) {
+        int http = r->outcome == RUNTIME_FAILED ? 500 : 200;
+        json_t *body = json_pack("{s:o, s:o, s:i, s:I, s:b, s:s, s:b, s:I, s:I, s:I}", "stdout",
+                                 session__text(r->out, r->out_len), "stderr", session__text(r->err, r->err_len),
+                                 "status", r->status, "duration_us", (json_int_t)r->duration_us, "truncated",
+                                 r->truncated, "outcome", runtime_outcome_name(r->outcome), "timed_out", r->timed_out,
+                                 "stdout_bytes", (json_int_t)r->out_total, "stderr_bytes", (json_int_t)r->err_total,
+                                 "seq", (json_int_t)r->seq);
+        if (r->outcome == RUNTIME_FAILED)
+            json_object_set_new(body, "error", json_pack("{s:s, s:s}", "code", "runtime_failed", "message",
+                                                         strerror(r->error < 0 ? -r->error : EIO)));
+        session__answer(c->cb, c->arg, http, body);
+    }
+    free(c);
+}
+
+static void session__state_done(struct runtime *rt, int rc, const char *json, void *arg)
+{
+    struct session_rt_call *c = arg;
+    if (!c->cancelled) {
+        if (rc == 0)
+            c->cb(c->arg, 200, json);
+        else
+            session__answer_error(c->cb, c->arg, 500, "runtime_failed", strerror(-rc));
+    }
+    free(c);
+}
+
+struct session_rt_call *session_rt_start(struct sessions *s, const char *session_id, const struct session_rt_request *req,
+                                         session_rt_cb cb, void *arg)
+{
+    struct session *se = map_get(&s->by_id, session_id, strlen(session_id));
+    if (se == NULL || se->deleted) {
+        session__answer_error(cb, arg, 404, "not_found", "no such session");
+        return NULL;
+    }
+    enum runtime_lang lang = req->action == SESSION_RT_EVAL ? RUNTIME_PYTHON : RUNTIME_BASH;
+    if (req->lang && runtime_lang_parse(req->lang, &lang) != 0) {
+        session__answer_error(cb, arg, 400, "bad_request", "lang must be bash, python or node");
+        return NULL;
+    }
+    if ((req->action == SESSION_RT_HISTORY || req->action == SESSION_RT_RESET || req->action == SESSION_RT_INTERRUPT) &&
+        se->rt[lang] == NULL) {
+        /* Nothing ran yet: no need to start an interpreter to say so. */
+        session__answer(cb, arg, 200, req->action == SESSION_RT_HISTORY ? json_pack("{s:[]}", "calls") : json_pack("{s:b}", "ok", 1));
+        return NULL;
+    }
+    struct runtime *rt;
+    int rc = session__runtime(s, se, lang, &rt);
+    if (rc != 0) {
+        session__answer_error(cb, arg, 500, "runtime_failed", strerror(-rc));
+        return NULL;
+    }
+    switch (req->action) {
+    case SESSION_RT_HISTORY: {
+        char *h = runtime_history_json(rt, req->limit ? req->limit : RUNTIME_DEFAULT_HISTORY);
+        json_t *calls = json_loads(h, 0, NULL);
+        free(h);
+        session__answer(cb, arg, 200, json_pack("{s:o}", "calls", calls ? calls : json_array()));
+        return NULL;
+    }
+    case SESSION_RT_RESET:
+    case SESSION_RT_INTERRUPT: {
+        int reset = req->action == SESSION_RT_RESET;
+        rc = reset ? runtime_reset(rt) : runtime_interrupt(rt);
+        session__event(se, json_pack("{s:s, s:s, s:s, s:i}", "type", "runtime", "action", reset ? "reset" : "interrupt",
+                                     "lang", runtime_lang_name(lang), "rc", rc));
+        session__answer(cb, arg, 200, json_pack("{s:b, s:b}", "ok", 1, "was_running", rc == 0));
+        return NULL;
+    }
+    default:
+        break;
+    }
+    struct session_rt_call *c = xcalloc(1, sizeof *c);
+    c->s = s;
+    c->cb = cb;
+    c->arg = arg;
+    c->action = req->action;
+    if (req->action == SESSION_RT_STATE)
+        rc = runtime_state(rt, session__state_done, c);
+    else
+        rc = runtime_exec(rt, req->code ? req->code : "", req->code_len, req->timeout_ms, session__exec_done, c);
+    if (rc != 0) {
+        free(c);
+        session__answer_error(cb, arg, 500, "runtime_failed", strerror(-rc));
+        return NULL;
+    }
+    return c;
+}
+
+void session_rt_cancel(struct session_rt_call *call)
+{
+    if (call)
+        call->cancelled = 1;
+}
+
+/* ================= registry ================= */
+
+static char **session__envp(json_t *env, const char *workspace)
+{
+    /* The runtime sees only what the session declares, over a minimal base (issue 3's execution
+     * environment will own this). */
+    json_t *all = json_pack("{s:s, s:s, s:s, s:s}", "PATH", "/usr/local/bin:/usr/bin:/bin", "HOME", workspace, "LANG",
+                            "C.UTF-8", "TERM", "dumb");
+    json_object_update(all, env);
+    size_t n = json_object_size(all), i = 0;
+    char **envp = xcalloc(n + 1, sizeof *envp);
+    const char *k;
+    json_t *v;
+    json_object_foreach(all, k, v)
+        envp[i++] = xasprintf("%s=%s", k, json_string_value(v) ? json_string_value(v) : "");
+    json_decref(all);
+    return envp;
+}
+
+void session__register(struct sessions *s, struct session *se)
+{
+    se->registry = s;
+    se->envp = session__envp(se->env, se->workspace);
+    map_put(&s->by_id, se->id, strlen(se->id), se);
+}
+
+static void session__replay(struct sessions *s)
+{
+    enum stream_lookup how;
+    struct stream *st = streams_lookup(s->ss, SESSION_REGISTRY_STREAM, strlen(SESSION_REGISTRY_STREAM), &how);
+    if (st == NULL)
+        return;
+    struct buf b = {0};
+    int64_t off = 0, next;
+    while (off < stream_tail(st)) {
+        if (stream_read(s->ss, st, off, 1 << 20, &b, &next) != 0 || next <= off)
+            break;
+        off = next;
+    }
+    stream_json_wrap(&b);
+    json_t *msgs = json_loadb(b.p, b.len, 0, NULL);
+    buf_free(&b);
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        const char *op = json_string_value(json_object_get(json_object_get(m, "headers"), "operation"));
+        const char *key = json_string_value(json_object_get(m, "key"));
+        if (op == NULL || key == NULL)
+            continue;
+        struct session *old = map_del(&s->by_id, key, strlen(key));
+        if (old)
+            session__free(old);
+        if (strcmp(op, "delete") != 0) {
+            struct session *se = session__from_record(s, json_object_get(m, "value"));
+            if (se)
+                session__register(s, se);
+        }
+    }
+    json_decref(msgs);
+    log_info("session: %zu sessions restored", s->by_id.count);
+}
+
+int sessions_exists(struct sessions *s, const char *session_id)
+{
+    struct session *se = map_get(&s->by_id, session_id, strlen(session_id));
+    return se && !se->deleted;
+}
+
+void sessions_set_mcp(struct sessions *s, sessions_mcp_cb cb, void *arg)
+{
+    s->mcp_cb = cb;
+    s->mcp_arg = arg;
+}
+
+int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss, const struct sessions_config *cfg,
+                 char *err, size_t errlen)
+{
+    struct sessions *s = xcalloc(1, sizeof *s);
+    s->loop = loop;
+    s->ss = ss;
+    s->cfg = *cfg;
+    char real[PATH_MAX];
+    if (realpath(cfg->data_dir, real) == NULL) {
+        snprintf(err, errlen, "cannot resolve the data dir %s: %s", cfg->data_dir, strerror(errno));
+        free(s);
+        return -errno;
+    }
+    s->data_dir = xstrdup(real);
+    s->cfg.data_dir = s->data_dir;
+    session__replay(s);
+    session__ensure_stream(s, SESSION_FEED_STREAM);
+    *out = s;
+    return 0;
+}
+
+static void session__close_one(const char *key, void *value, void *arg)
+{
+    struct session *se = value;
+    se->deleted = 1; /* freed by the last runtime close (or now, when it has none) */
+    session__close_runtimes(se);
+}
+
+void sessions_free(struct sessions *s)
+{
+    if (s == NULL)
+        return;
+    map_each(&s->by_id, session__close_one, NULL);
+    map_clear(&s->by_id);
+    free(s->data_dir);
+    free(s);
+}
+
+void session__new_id(char out[SESSION_ID_LEN + 1])
+{
+    unsigned char raw[SESSION_ID_LEN / 2];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(out, SESSION_ID_LEN + 1, raw, sizeof raw);
+}

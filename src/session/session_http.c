@@ -1,0 +1,384 @@
+/*
+ * session_http — the /v1/sessions REST resource and the runtime routes under it. See session.h
+ * for the API. Requests that wait (a write's commit, a runtime call) keep a struct sh_pending,
+ * detached by the request's dispose callback so a late answer to a departed client goes nowhere.
+ */
+#include "http/http.h"
+#include "runtime/runtime.h"
+#include "session/session.h"
+#include "session/session_int.h"
+#include "stream/stream.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define SESSIONS_PREFIX "/v1/sessions"
+#define SESSIONS_LIST_DEFAULT 100
+#define SESSIONS_LIST_MAX 1000
+
+static const char *const session__agents[] = {"none", "claude-code", "codex", "opencode", "jsonl"};
+
+struct session__pending {
+    struct http_req *req;           /* NULL once the client left */
+    struct session_rt_call *call;   /* runtime call in flight */
+    struct stream_op op;            /* durable write in flight */
+    json_t *answer;                 /* what to send once op completes */
+    int status;
+};
+
+static void session__pending_dispose(void *p)
+{
+    struct session__pending *pd = p;
+    pd->req = NULL;
+    session_rt_cancel(pd->call);
+    pd->call = NULL;
+    if (!pd->op.queued) {
+        json_decref(pd->answer);
+        free(pd);
+    }
+    /* else: the op's callback frees it */
+}
+
+static struct session__pending *session__pending_new(struct http_req *req)
+{
+    struct session__pending *pd = xcalloc(1, sizeof *pd);
+    pd->req = req;
+    pd->op.arg = pd;
+    http_req_set_data(req, pd, session__pending_dispose);
+    return pd;
+}
+
+static void session__send_json(struct http_req *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    http_res_header(req, "Content-Type", "application/json");
+    http_res_header(req, "Cache-Control", "no-store");
+    http_res_send(req, status, text, text ? strlen(text) : 0);
+    free(text);
+}
+
+static json_t *session__body(struct http_req *req, const char **why)
+{
+    size_t len;
+    const char *body = http_req_body(req, &len);
+    if (len == 0)
+        return json_object();
+    json_error_t e;
+    json_t *j = json_loadb(body, len, 0, &e);
+    if (j == NULL || !json_is_object(j)) {
+        json_decref(j);
+        *why = "the body must be a JSON object";
+        return NULL;
+    }
+    return j;
+}
+
+/* ================= create ================= */
+
+/* Answers once the session's records are durable (the op is the last append of the creation). */
+static void session__created(struct stream_op *op)
+{
+    struct session__pending *pd = op->arg;
+    op->queued = 0;
+    if (pd->req) {
+        if (op->result.status == STREAM_OK)
+            session__send_json(pd->req, pd->status, json_incref(pd->answer));
+        else
+            http_res_error(pd->req, 500, "storage_error", "the session could not be stored");
+        return; /* dispose frees pd */
+    }
+    json_decref(pd->answer);
+    free(pd);
+}
+
+static const char *session__check_create(struct sessions *s, json_t *b, char *ws, size_t wslen)
+{
+    json_t *agent = json_object_get(b, "agent");
+    if (!json_is_string(agent))
+        return "agent is required: none, claude-code, codex, opencode or jsonl";
+    int known = 0;
+    for (size_t i = 0; i < CORE_ARRAY_LEN(session__agents); i++)
+        known |= !strcmp(json_string_value(agent), session__agents[i]);
+    if (!known)
+        return "unknown agent (none, claude-code, codex, opencode or jsonl)";
+    json_t *w = json_object_get(b, "workspace");
+    if (w && !json_is_null(w)) {
+        struct stat st;
+        if (!json_is_string(w) || realpath(json_string_value(w), ws) == NULL || stat(ws, &st) != 0 || !S_ISDIR(st.st_mode))
+            return "workspace must be an existing directory";
+    } else {
+        ws[0] = '\0';
+    }
+    json_t *env = json_object_get(b, "env");
+    if (env && !json_is_null(env)) {
+        if (!json_is_object(env))
+            return "env must be an object of strings";
+        const char *k;
+        json_t *v;
+        json_object_foreach(env, k, v)
+            if (!json_is_string(v) || *k == '\0' || strchr(k, '='))
+                return "env must be an object of strings with names without '='";
+    }
+    json_t *tags = json_object_get(b, "tags");
+    if (tags && !json_is_null(tags)) {
+        size_t i;
+        json_t *t;
+        if (!json_is_array(tags))
+            return "tags must be an array of strings";
+        json_array_foreach(tags, i, t)
+            if (!json_is_string(t))
+                return "tags must be an array of strings";
+    }
+    (void)s;
+    (void)wslen;
+    return NULL;
+}
+
+static void session__create(struct sessions *s, struct http_req *req)
+{
+    const char *why = NULL;
+    char ws[PATH_MAX];
+    json_t *b = session__body(req, &why);
+    if (b && (why = session__check_create(s, b, ws, sizeof ws)) == NULL &&
+        strcmp(json_string_value(json_object_get(b, "agent")), "none") != 0) {
+        json_decref(b);
+        return http_res_error(req, 501, "not_implemented",
+                              "agent runners are not available yet; create a runtime-only session with agent none");
+    }
+    if (why) {
+        json_decref(b);
+        return http_res_error(req, 400, "bad_request", "%s", why);
+    }
+    struct session *se = xcalloc(1, sizeof *se);
+    session__new_id(se->id);
+    se->agent = xstrdup(json_string_value(json_object_get(b, "agent")));
+    if (ws[0]) {
+        se->workspace = xstrdup(ws);
+    } else {
+        char *dir = xasprintf("%s/workspaces", s->data_dir);
+        se->workspace = xasprintf("%s/%s", dir, se->id);
+        if ((mkdir(dir, 0700) != 0 && errno != EEXIST) || mkdir(se->workspace, 0700) != 0) {
+            int e = errno;
+            free(dir);
+            free(se->workspace);
+            free(se->agent);
+            free(se);
+            json_decref(b);
+            return http_res_error(req, 500, "workspace_failed", "cannot create the workspace: %s", strerror(e));
+        }
+        free(dir);
+        se->owns_workspace = 1;
+    }
+    json_t *tags = json_object_get(b, "tags"), *env = json_object_get(b, "env");
+    se->tags = json_is_array(tags) ? json_incref(tags) : json_array();
+    se->env = json_is_object(env) ? json_incref(env) : json_object();
+    se->created_ms = clock_wall_ms();
+    json_decref(b);
+    session__register(s, se);
+
+    static const char *const kinds[] = {"transcript", "state", "inbox"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
+        char path[128];
+        snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
+        session__ensure_stream(s, path);
+    }
+    session__event(se, json_pack("{s:s, s:s}", "type", "session", "action", "created"));
+    session__publish(s, se, "insert");
+
+    /* Answer once all of the above is durable: an idempotent re-create of the feed (it exists) is
+     * an op that completes with the commit of the batch holding everything written above. */
+    struct session__pending *pd = session__pending_new(req);
+    pd->status = 201;
+    pd->answer = session__public(se);
+    pd->op.cb = session__created;
+    struct stream_create_args a = {.content_type = "application/json", .ttl_s = -1, .expires_at_ms = -1};
+    stream_create(s->ss, SESSION_FEED_STREAM, strlen(SESSION_FEED_STREAM), &a, &pd->op);
+    if (!pd->op.queued)
+        http_res_error(req, 500, "storage_error", "the session could not be stored");
+}
+
+/* ================= list, get, delete ================= */
+
+struct session__list {
+    json_t *arr;
+    const char *tag;
+    int64_t before;
+};
+
+static void session__collect(const char *key, void *value, void *arg)
+{
+    struct session__list *l = arg;
+    struct session *se = value;
+    if (se->deleted || (l->before && se->created_ms >= l->before))
+        return;
+    if (l->tag) {
+        size_t i;
+        json_t *t;
+        int hit = 0;
+        json_array_foreach(se->tags, i, t)
+            hit |= !strcmp(json_string_value(t), l->tag);
+        if (!hit)
+            return;
+    }
+    json_array_append_new(l->arr, session__public(se));
+}
+
+static int session__newest_first(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "created_at"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "created_at"));
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void session__list(struct sessions *s, struct http_req *req)
+{
+    char *tag = NULL, *limit_s = NULL, *before_s = NULL;
+    http_req_query_param(req, "tag", &tag);
+    http_req_query_param(req, "limit", &limit_s);
+    http_req_query_param(req, "before", &before_s);
+    long limit = limit_s ? strtol(limit_s, NULL, 10) : SESSIONS_LIST_DEFAULT;
+    if (limit <= 0 || limit > SESSIONS_LIST_MAX)
+        return http_res_error(req, 400, "bad_request", "limit must be 1..%d", SESSIONS_LIST_MAX);
+    struct session__list l = {.arr = json_array(), .tag = tag, .before = before_s ? strtoll(before_s, NULL, 10) : 0};
+    map_each(&s->by_id, session__collect, &l);
+    size_t n = json_array_size(l.arr);
+    json_t **items = xcalloc(n ? n : 1, sizeof *items);
+    for (size_t i = 0; i < n; i++)
+        items[i] = json_array_get(l.arr, i);
+    qsort(items, n, sizeof *items, session__newest_first);
+    json_t *page = json_array();
+    for (size_t i = 0; i < n && i < (size_t)limit; i++)
+        json_array_append(page, items[i]);
+    json_t *body = json_pack("{s:o}", "sessions", page);
+    if (n > (size_t)limit)
+        json_object_set(body, "next_before", json_object_get(items[limit - 1], "created_at"));
+    free(items);
+    json_decref(l.arr);
+    session__send_json(req, 200, body);
+}
+
+static void session__delete(struct sessions *s, struct session *se, struct http_req *req)
+{
+    char *streams = NULL;
+    http_req_query_param(req, "streams", &streams);
+    se->deleted = 1;
+    session__event(se, json_pack("{s:s, s:s}", "type", "session", "action", "deleted"));
+    session__publish(s, se, "delete");
+    if (streams && !strcmp(streams, "delete")) {
+        static const char *const kinds[] = {"transcript", "state", "inbox"};
+        for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
+            char path[128];
+            snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
+            session__delete_stream(s, path);
+        }
+    }
+    map_del(&s->by_id, se->id, strlen(se->id));
+    session__close_runtimes(se); /* frees se once its runtimes are gone */
+    http_res_send(req, 204, NULL, 0);
+}
+
+/* ================= runtimes ================= */
+
+static void session__rt_answer(void *arg, int status, const char *json)
+{
+    struct session__pending *pd = arg;
+    pd->call = NULL;
+    if (pd->req == NULL)
+        return;
+    http_res_header(pd->req, "Content-Type", "application/json");
+    http_res_header(pd->req, "Cache-Control", "no-store");
+    http_res_send(pd->req, status, json, strlen(json));
+}
+
+static void session__runtime_route(struct sessions *s, struct http_req *req, const char *id, const char *lang,
+                                   const char *action)
+{
+    struct session_rt_request r = {.lang = lang};
+    if (session_rt_action_parse(action, &r.action) != 0)
+        return http_res_error(req, 404, "not_found", "runtime actions: exec, eval, state, reset, history, interrupt");
+    enum http_method m = http_req_method(req);
+    if (m != HTTP_POST && !(m == HTTP_GET && (r.action == SESSION_RT_HISTORY || r.action == SESSION_RT_STATE)))
+        return http_res_error(req, 405, "method_not_allowed", "use POST");
+    const char *why = NULL;
+    json_t *b = m == HTTP_POST ? session__body(req, &why) : json_object();
+    if (b == NULL)
+        return http_res_error(req, 400, "bad_request", "%s", why);
+    json_t *code = json_object_get(b, "code"), *timeout = json_object_get(b, "timeout_ms");
+    if (r.action == SESSION_RT_EXEC || r.action == SESSION_RT_EVAL) {
+        if (!json_is_string(code)) {
+            json_decref(b);
+            return http_res_error(req, 400, "bad_request", "code (a string) is required");
+        }
+        r.code = json_string_value(code);
+        r.code_len = json_string_length(code);
+    }
+    if (timeout && (!json_is_integer(timeout) || json_integer_value(timeout) < 0)) {
+        json_decref(b);
+        return http_res_error(req, 400, "bad_request", "timeout_ms must be a non-negative integer");
+    }
+    r.timeout_ms = (uint64_t)json_integer_value(timeout);
+    char *limit = NULL;
+    http_req_query_param(req, "limit", &limit);
+    json_t *jl = json_object_get(b, "limit");
+    r.limit = limit ? strtoul(limit, NULL, 10) : json_is_integer(jl) ? (size_t)json_integer_value(jl) : 0;
+    struct session__pending *pd = session__pending_new(req);
+    struct session_rt_call *call = session_rt_start(s, id, &r, session__rt_answer, pd);
+    if (call) /* NULL: already answered, and pd may be gone */
+        pd->call = call;
+    json_decref(b); /* the runtime copied the code */
+}
+
+/* ================= dispatch ================= */
+
+static void session__route(struct http_req *req, void *arg)
+{
+    struct sessions *s = arg;
+    size_t plen;
+    const char *path = http_req_path(req, &plen);
+    size_t pre = strlen(SESSIONS_PREFIX);
+    enum http_method m = http_req_method(req);
+    if (plen == pre || (plen == pre + 1 && path[pre] == '/')) {
+        if (m == HTTP_POST)
+            return session__create(s, req);
+        if (m == HTTP_GET || m == HTTP_HEAD)
+            return session__list(s, req);
+        return http_res_error(req, 405, "method_not_allowed", "use GET or POST on /v1/sessions");
+    }
+    if (path[pre] != '/' || plen > pre + 256)
+        return http_res_error(req, 404, "not_found", "no such resource");
+    /* /v1/sessions/<id>[/rest] */
+    char rest[300];
+    snprintf(rest, sizeof rest, "%.*s", (int)(plen - pre - 1), path + pre + 1);
+    char *parts[5] = {0};
+    int n = 0;
+    for (char *p = rest, *tok; n < 5 && (tok = strsep(&p, "/")) != NULL;)
+        parts[n++] = tok;
+    struct session *se = map_get(&s->by_id, parts[0], strlen(parts[0]));
+    if (se == NULL || se->deleted)
+        return http_res_error(req, 404, "not_found", "no such session");
+    if (n == 1) {
+        if (m == HTTP_GET || m == HTTP_HEAD)
+            return session__send_json(req, 200, session__public(se));
+        if (m == HTTP_DELETE)
+            return session__delete(s, se, req);
+        return http_res_error(req, 405, "method_not_allowed", "use GET or DELETE on a session");
+    }
+    if (n == 2 && !strcmp(parts[1], "mcp")) {
+        if (s->mcp_cb == NULL)
+            return http_res_error(req, 404, "not_found", "MCP is not enabled on this server");
+        return s->mcp_cb(s->mcp_arg, req, se->id);
+    }
+    if (n == 4 && !strcmp(parts[1], "runtimes"))
+        return session__runtime_route(s, req, se->id, parts[2], parts[3]);
+    http_res_error(req, 404, "not_found", "no such resource under this session");
+}
+
+void sessions_routes(struct sessions *s, struct http_server *srv)
+{
+    http_route(srv, SESSIONS_PREFIX, session__route, s);
+}
