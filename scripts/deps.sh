@@ -4,7 +4,8 @@
 # Debian packages are detected with dpkg-query; apt-get runs only when something is missing, so a
 # machine that has everything hears nothing from this script. Without root, a missing package is an
 # error that names what to install. `test` also keeps tests/conformance/node_modules in step with its
-# package-lock.json (npm ci when it is absent or was installed from a different lock file).
+# package-lock.json (npm ci when it is absent or was installed from a different lock file), and
+# tests/agents/node_modules (the pinned agent CLIs) the same way.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,6 +67,20 @@ conformance_modules() {
     echo "$want" >"$stamp"
 }
 
+# npm ci in tests/agents (the pinned agent CLIs the end-to-end tests drive, e.g. Claude Code) unless
+# node_modules was installed from the current package-lock.json. Same stamp scheme as above.
+agents_modules() {
+    local dir="$root/tests/agents" stamp want have=""
+    [ -f "$dir/package-lock.json" ] || return 0
+    stamp="$dir/node_modules/.agentd-lock.sha256"
+    want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+    [ -f "$stamp" ] && have=$(cat "$stamp")
+    [ "$want" = "$have" ] && [ -d "$dir/node_modules/@anthropic-ai/claude-code" ] && return 0
+    echo "deps.sh: npm ci in tests/agents" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$want" >"$stamp"
+}
+
 need_node=0
 [ $# -eq 1 ] || usage
 case "$1" in
@@ -74,6 +89,7 @@ case "$1" in
         need_node=1
         install_pkgs "${build_pkgs[@]}" "${test_pkgs[@]}"
         conformance_modules
+        agents_modules
         ;;
     *) usage ;;
 esac
