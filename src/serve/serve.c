@@ -136,8 +136,7 @@ static void serve__drain(struct serve *s)
 {
     http_server_shutdown(s->http);
     /* Runtimes get the drain time to exit; their processes never outlive the server. */
-    sessions_free(s->sessions);
-    s->sessions = NULL;
+    sessions_close_runtimes(s->sessions);
     streams_shutdown(s->streams);
     streams_flush(s->streams);
     uv_signal_stop(&s->sigint);

@@ -55,6 +55,10 @@ void session__ensure_stream(struct sessions *s, const char *path)
 
 void session__append(struct sessions *s, const char *path, json_t *msg)
 {
+    if (s->ss == NULL) { /* shutting down: the streams are gone */
+        json_decref(msg);
+        return;
+    }
     char *text = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(msg);
     if (text == NULL)
@@ -151,7 +155,7 @@ void session__publish(struct sessions *s, struct session *se, const char *operat
     session__append(s, SESSION_FEED_STREAM, pub);
 }
 
-static struct session *session__from_record(struct sessions *s, json_t *rec)
+static struct session *session__from_record(json_t *rec)
 {
     const char *id = json_string_value(json_object_get(rec, "id"));
     const char *agent = json_string_value(json_object_get(rec, "agent"));
@@ -159,7 +163,6 @@ static struct session *session__from_record(struct sessions *s, json_t *rec)
     if (id == NULL || agent == NULL || ws == NULL || strlen(id) >= sizeof ((struct session *)0)->id)
         return NULL;
     struct session *se = xcalloc(1, sizeof *se);
-    se->registry = s;
     snprintf(se->id, sizeof se->id, "%s", id);
     se->agent = xstrdup(agent);
     se->workspace = xstrdup(ws);
@@ -174,6 +177,7 @@ static struct session *session__from_record(struct sessions *s, json_t *rec)
 
 static void session__free(struct session *se)
 {
+    struct sessions *s = se->registry;
     free(se->agent);
     free(se->workspace);
     json_decref(se->tags);
@@ -182,6 +186,10 @@ static void session__free(struct session *se)
         free(*p);
     free(se->envp);
     free(se);
+    if (--s->live == 0 && s->freeing) {
+        free(s->data_dir);
+        free(s);
+    }
 }
 
 /* ================= runtimes ================= */
@@ -437,6 +445,7 @@ static char **session__envp(json_t *env, const char *workspace)
 void session__register(struct sessions *s, struct session *se)
 {
     se->registry = s;
+    s->live++;
     se->envp = session__envp(se->env, se->workspace);
     map_put(&s->by_id, se->id, strlen(se->id), se);
 }
@@ -468,7 +477,7 @@ static void session__replay(struct sessions *s)
         if (old)
             session__free(old);
         if (strcmp(op, "delete") != 0) {
-            struct session *se = session__from_record(s, json_object_get(m, "value"));
+            struct session *se = session__from_record(json_object_get(m, "value"));
             if (se)
                 session__register(s, se);
         }
@@ -512,8 +521,18 @@ int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss, con
 
 static void session__close_one(const char *key, void *value, void *arg)
 {
+    session__close_runtimes(value);
+}
+
+void sessions_close_runtimes(struct sessions *s)
+{
+    map_each(&s->by_id, session__close_one, NULL);
+}
+
+static void session__release(const char *key, void *value, void *arg)
+{
     struct session *se = value;
-    se->deleted = 1; /* freed by the last runtime close (or now, when it has none) */
+    se->deleted = 1; /* freed by its last runtime close, or now when it has none open */
     session__close_runtimes(se);
 }
 
@@ -521,10 +540,15 @@ void sessions_free(struct sessions *s)
 {
     if (s == NULL)
         return;
-    map_each(&s->by_id, session__close_one, NULL);
+    s->ss = NULL;
+    s->freeing = 1;
+    s->live++; /* hold the registry while releasing: a session freed here must not free it */
+    map_each(&s->by_id, session__release, NULL);
     map_clear(&s->by_id);
-    free(s->data_dir);
-    free(s);
+    if (--s->live == 0) {
+        free(s->data_dir);
+        free(s);
+    }
 }
 
 void session__new_id(char out[SESSION_ID_LEN + 1])

@@ -55,7 +55,10 @@ typedef void (*sessions_mcp_cb)(void *arg, struct http_req *req, const char *ses
 void sessions_set_mcp(struct sessions *s, sessions_mcp_cb cb, void *arg);
 /* Does a session with this id exist (and is it not deleted)? */
 int sessions_exists(struct sessions *s, const char *session_id);
-/* Closes every runtime (their processes end), then frees once they have. NULL is a no-op. */
+/* Starts closing every runtime (their processes end); the registry stays usable. */
+void sessions_close_runtimes(struct sessions *s);
+/* Frees the registry once every runtime has closed. Call before streams_free: from here on, events
+ * of runtimes still closing are not recorded. NULL is a no-op. */
 void sessions_free(struct sessions *s);
 
 /* ---- runtime calls, shared by the HTTP API and the MCP tool ---- */

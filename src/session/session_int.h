@@ -42,6 +42,8 @@ struct sessions {
     struct map by_id;
     sessions_mcp_cb mcp_cb;
     void *mcp_arg;
+    size_t live;  /* sessions not yet freed (deleted ones wait for their runtimes to close) */
+    int freeing;  /* sessions_free ran: the last session__free frees the registry */
 };
 
 void session__ensure_stream(struct sessions *s, const char *path);
