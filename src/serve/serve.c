@@ -7,6 +7,7 @@
 #include "stream/stream.h"
 #include "stream/stream_http.h"
 #include "session/session.h"
+#include "mcp/mcp_http.h"
 #include "subs/subs.h"
 
 #include <arpa/inet.h>
@@ -66,6 +67,7 @@ struct serve {
     int loop_ready, signals_ready;
     struct subs *subs;
     struct sessions *sessions;
+    struct mcp_http *mcp;
 };
 
 static int serve__is_loopback(const char *host)
@@ -155,6 +157,7 @@ static void serve__teardown(struct serve *s)
 {
     if (s->streams)
         streams_set_observer(s->streams, NULL, NULL);
+    mcp_http_free(s->mcp); /* before sessions_free: it cancels runtime calls still awaited */
     sessions_free(s->sessions);
     subs_free(s->subs);
     stream_http_free(s->stream_http);
@@ -262,6 +265,8 @@ int serve_main(int argc, char **argv)
         goto out;
     }
     sessions_routes(s.sessions, s.http);
+    s.mcp = mcp_http_new(s.sessions); /* POST /v1/sessions/<id>/mcp: the runtime tool over MCP */
+    sessions_set_mcp(s.sessions, mcp_http_handle, s.mcp);
 
     uv_signal_init(&s.loop, &s.sigint);
     uv_signal_init(&s.loop, &s.sigterm);
