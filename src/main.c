@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "mcp/mcp_stdio.h"
 #include "serve/serve.h"
 
 static const char usage[] =
@@ -14,6 +15,7 @@ static const char usage[] =
     "commands:\n"
     "  serve     run the server (agentd serve --help)\n"
     "  stream    create, append to, read, tail, fork and delete durable streams (agentd stream --help)\n"
+    "  mcp       an MCP server on stdio offering a session's runtimes as a tool (agentd mcp --help)\n"
     "  help      show this text\n";
 
 int main(int argc, char **argv)
@@ -26,6 +28,8 @@ int main(int argc, char **argv)
         return serve_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "stream"))
         return cli_stream_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "mcp"))
+        return mcp_stdio_main(argc - 1, argv + 1);
     fprintf(stderr, "agentd: unknown command '%s'\n\n%s", argv[1], usage);
     return 1;
 }
