@@ -77,11 +77,11 @@ struct http_req {
 static const char http__expose[] =
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Producer-Epoch, Producer-Seq, "
     "Producer-Expected-Seq, Producer-Received-Seq, Stream-SSE-Data-Encoding, ETag, Content-Type, "
-    "Content-Encoding, Vary, Location";
+    "Content-Encoding, Vary, Location, Mcp-Session-Id";
 static const char http__allow_headers[] =
     "Content-Type, Authorization, Stream-Seq, Stream-TTL, Stream-Expires-At, Stream-Closed, Producer-Id, "
     "Producer-Epoch, Producer-Seq, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, "
-    "If-None-Match, Last-Event-ID, Cache-Control";
+    "If-None-Match, Last-Event-ID, Cache-Control, Mcp-Session-Id, MCP-Protocol-Version";
 
 static const char *http__reason(int status)
 {
