@@ -35,39 +35,9 @@
 // Each request is recorded as one JSON line in the log file:
 //   {"seq", "ts", "method", "path", "kind": "main"|"side"|"probe"|"count_tokens"|"other",
 //    "turn": index or null, "exhausted": bool, "headers": {...}, "body": parsed JSON or null}
+// The script, log and /_fake routes are fake_common.mjs's, shared with the other fakes.
 
-import http from "node:http";
-import fs from "node:fs";
-import crypto from "node:crypto";
-
-function arg(name, envName) {
-    const i = process.argv.indexOf(name);
-    if (i >= 0 && i + 1 < process.argv.length) return process.argv[i + 1];
-    return process.env[envName];
-}
-
-const scriptPath = arg("--script", "FAKE_SCRIPT");
-const logPath = arg("--log", "FAKE_LOG");
-const port = Number(arg("--port", "FAKE_PORT") || 0);
-
-function loadScript(doc) {
-    const turns = Array.isArray(doc) ? doc : doc && Array.isArray(doc.turns) ? doc.turns : null;
-    if (!turns) throw new Error("script must be a JSON array of turns or {\"turns\": [...]}");
-    return turns;
-}
-
-let turns = scriptPath ? loadScript(JSON.parse(fs.readFileSync(scriptPath, "utf8"))) : [];
-let used = new Array(turns.length).fill(false);
-let seq = 0;
-const records = [];
-const logFd = logPath ? fs.openSync(logPath, "a") : null;
-
-function record(rec) {
-    records.push(rec);
-    if (logFd !== null) fs.writeSync(logFd, JSON.stringify(rec) + "\n");
-}
-
-const rid = (prefix) => prefix + crypto.randomBytes(9).toString("hex");
+import { fill, rid, serve, sendJson, sleep, sse, toolUses } from "./fake_common.mjs";
 
 // ---- reading the conversation ---------------------------------------------------------------------
 
@@ -104,7 +74,7 @@ function conversationFacts(body) {
         }
         if (prompt !== null && toolResult !== null) break;
     }
-    return { prompt: prompt || "", toolResult: toolResult || "", messages: msgs };
+    return { prompt: prompt || "", toolResult: toolResult || "" };
 }
 
 // Main conversation requests carry the tool list; the CLI's side requests (titles, topics, quota
@@ -115,30 +85,12 @@ function isMain(body) {
     return true;
 }
 
-function pickTurn(prompt) {
-    for (let i = 0; i < turns.length; i++) {
-        if (used[i]) continue;
-        const t = turns[i];
-        if (t && typeof t.when === "string" && !prompt.includes(t.when)) continue;
-        used[i] = true;
-        return i;
-    }
-    return null;
-}
-
 // ---- answering ------------------------------------------------------------------------------------
-
-function fill(text, facts) {
-    return String(text).replaceAll("{{tool_result}}", facts.toolResult).replaceAll("{{prompt}}", facts.prompt);
-}
 
 function contentOf(turn, facts) {
     const out = [];
     if (typeof turn.text === "string") out.push({ type: "text", text: fill(turn.text, facts) });
-    const uses = turn.tool_use === undefined ? [] : Array.isArray(turn.tool_use) ? turn.tool_use : [turn.tool_use];
-    for (const u of uses) {
-        out.push({ type: "tool_use", id: u.id || rid("toolu_fake"), name: u.name, input: u.input || {} });
-    }
+    for (const u of toolUses(turn, "toolu_fake")) out.push({ type: "tool_use", ...u });
     if (out.length === 0) out.push({ type: "text", text: "" });
     return out;
 }
@@ -147,18 +99,12 @@ function usage(out) {
     return { input_tokens: 100, output_tokens: out, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
 }
 
-function sse(res, event, data) {
-    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function answer(req, res, body, content, turn) {
+async function answer(res, body, content, turn) {
     const model = (turn && turn.model) || body.model || "claude-fake";
     const stop = content.some((b) => b.type === "tool_use") ? "tool_use" : "end_turn";
     const id = rid("msg_fake");
     const outTokens = 20 * content.length;
-    if (body.stream === false || body.stream === undefined) {
+    if (!body.stream) {
         res.writeHead(200, { "content-type": "application/json", "request-id": rid("req_") });
         res.end(JSON.stringify({ id, type: "message", role: "assistant", model, content,
                                  stop_reason: stop, stop_sequence: null, usage: usage(outTokens) }));
@@ -187,87 +133,37 @@ async function answer(req, res, body, content, turn) {
     res.end();
 }
 
-function json(res, status, doc) {
-    res.writeHead(status, { "content-type": "application/json" });
-    res.end(JSON.stringify(doc));
+function apiError(res, status, type, message) {
+    sendJson(res, status, { type: "error", error: { type, message } });
 }
 
-const KEEP_HEADERS = ["user-agent", "anthropic-beta", "anthropic-version", "x-api-key", "authorization",
-                      "x-app", "content-type"];
-
-async function handle(req, res, raw) {
-    const path = req.url.split("?")[0];
-    const headers = {};
-    for (const h of KEEP_HEADERS) if (req.headers[h] !== undefined) headers[h] = req.headers[h];
-    let body = null;
-    if (raw.length) {
-        try { body = JSON.parse(raw.toString("utf8")); } catch { body = null; }
-    }
-    const rec = { seq: ++seq, ts: new Date().toISOString(), method: req.method, path: req.url, kind: "other",
-                  turn: null, exhausted: false, headers, body };
-
-    if ((req.method === "HEAD" || req.method === "GET") && path === "/") {
-        rec.kind = "probe"; rec.body = null; record(rec);
-        res.writeHead(200, { "content-type": "text/plain" });
-        res.end(req.method === "HEAD" ? undefined : "fake anthropic\n");
-        return;
-    }
-    if (req.method === "GET" && path === "/_fake/log") return json(res, 200, records);
-    if (req.method === "GET" && path === "/_fake/state") {
-        return json(res, 200, { next: used.indexOf(false), turns: turns.length, used: used.filter(Boolean).length,
-                                requests: seq });
-    }
-    if (req.method === "POST" && path === "/_fake/script") {
-        try { turns = loadScript(body); } catch (e) { return json(res, 400, { error: String(e.message) }); }
-        used = new Array(turns.length).fill(false);
-        return json(res, 200, { turns: turns.length });
-    }
-    if (req.method === "POST" && path === "/v1/messages/count_tokens") {
+serve("fake_anthropic", async ({ req, res, path, body, rec, script, record }) => {
+    if (req.method !== "POST") return false;
+    if (path === "/v1/messages/count_tokens") {
         rec.kind = "count_tokens"; record(rec);
-        return json(res, 200, { input_tokens: 100 });
+        return sendJson(res, 200, { input_tokens: 100 });
     }
-    if (req.method === "POST" && path === "/v1/messages") {
-        if (!body || typeof body !== "object") {
-            record(rec);
-            return json(res, 400, { type: "error", error: { type: "invalid_request_error", message: "body is not JSON" } });
-        }
-        const facts = conversationFacts(body);
-        if (!isMain(body)) {
-            rec.kind = "side"; record(rec);
-            return answer(req, res, body, [{ type: "text", text: "Fake session" }], null);
-        }
-        rec.kind = "main";
-        const i = pickTurn(facts.prompt);
-        if (i === null) {
-            rec.exhausted = true; record(rec);
-            return answer(req, res, body, [{ type: "text", text: "fake: script exhausted" }], null);
-        }
-        rec.turn = i; record(rec);
-        const turn = turns[i] || {};
-        if (turn.error) {
-            const e = turn.error;
-            return json(res, e.status || 500, { type: "error",
-                error: { type: e.type || "api_error", message: e.message || "fake error" } });
-        }
-        return answer(req, res, body, contentOf(turn, facts), turn);
+    if (path !== "/v1/messages") return false;
+    if (!body || typeof body !== "object") {
+        record(rec);
+        return apiError(res, 400, "invalid_request_error", "body is not JSON");
     }
-    record(rec);
-    json(res, 404, { type: "error", error: { type: "not_found_error", message: `no route ${req.method} ${path}` } });
-}
-
-const server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on("data", (c) => chunks.push(c));
-    req.on("end", () => {
-        handle(req, res, Buffer.concat(chunks)).catch((e) => {
-            process.stderr.write(`fake_anthropic: ${e.stack || e}\n`);
-            if (!res.headersSent) json(res, 500, { type: "error", error: { type: "api_error", message: String(e) } });
-            else res.end();
-        });
-    });
+    if (!isMain(body)) {
+        rec.kind = "side"; record(rec);
+        return answer(res, body, [{ type: "text", text: "Fake session" }], null);
+    }
+    rec.kind = "main";
+    const facts = conversationFacts(body);
+    const i = script.pick(facts.prompt);
+    if (i === null) {
+        rec.exhausted = true; record(rec);
+        return answer(res, body, [{ type: "text", text: "fake: script exhausted" }], null);
+    }
+    rec.turn = i; record(rec);
+    const turn = script.turns[i] || {};
+    if (turn.error) {
+        const e = turn.error;
+        return apiError(res, e.status || 500, e.type || "api_error", e.message || "fake error");
+    }
+    return answer(res, body, contentOf(turn, facts), turn);
 });
-
-server.listen(port, "127.0.0.1", () => {
-    process.stdout.write(`http://127.0.0.1:${server.address().port}\n`);
-});
-for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => { server.close(); process.exit(0); });

@@ -3,7 +3,7 @@
 
     from harness import FakeModel, claude_bin, claude_env, run_agent
 
-    fake = FakeModel("anthropic", [{"tool_use": {"name": "Bash", "input": {"command": "echo hi"}}},
+    fake = FakeModel("anthropic", [   # or "responses" (Codex), "chat" (OpenCode){"tool_use": {"name": "Bash", "input": {"command": "echo hi"}}},
                                    {"text": "done: {{tool_result}}"}])
     fake.start()                                   # prints nothing; fake.url is the base URL
     home = tempfile.mkdtemp()
@@ -28,7 +28,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.join(HERE, "node_modules", ".bin")
 
 FAKES = {
-    "anthropic": "fake_anthropic.mjs",
+    "anthropic": "fake_anthropic.mjs",        # Claude Code
+    "responses": "fake_openai_responses.mjs", # Codex
+    "chat": "fake_chat_completions.mjs",      # OpenCode
 }
 
 
@@ -173,6 +175,49 @@ def claude_env(home, base_url, extra=None):
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_MAX_RETRIES": "1",
     }
+    env.update(extra or {})
+    return env
+
+
+def codex_bin():
+    """Path of the pinned Codex CLI, or None."""
+    p = os.path.join(BIN, "codex")
+    return p if os.path.exists(p) else None
+
+
+def codex_env(home, base_url, extra=None):
+    """Environment for `codex exec` against fake_openai_responses.mjs; writes $home/config.toml
+    (CODEX_HOME=home) naming the fake as model provider, wire_api "responses"."""
+    os.makedirs(home, exist_ok=True)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write('model = "fake-model"\nmodel_provider = "fake"\n\n[model_providers.fake]\nname = "fake"\n'
+                f'base_url = "{base_url}/v1"\nwire_api = "responses"\nenv_key = "FAKE_API_KEY"\n')
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": home, "CODEX_HOME": home,
+           "LANG": "C.UTF-8", "FAKE_API_KEY": "sk-fake"}
+    env.update(extra or {})
+    return env
+
+
+def opencode_bin():
+    """Path of the pinned OpenCode CLI, or None."""
+    p = os.path.join(BIN, "opencode")
+    return p if os.path.exists(p) else None
+
+
+def opencode_env(home, base_url, extra_config=None, extra=None):
+    """Environment for `opencode run --format json` (prompt on stdin) against fake_chat_completions.mjs:
+    the provider in OPENCODE_CONFIG_CONTENT, XDG dirs under home. extra_config is merged into the
+    config (e.g. {"mcp": {...}})."""
+    cfg = {"model": "fake/fake-model",
+           "provider": {"fake": {"npm": "@ai-sdk/openai-compatible",
+                                 "options": {"baseURL": base_url + "/v1", "apiKey": "sk-fake"},
+                                 "models": {"fake-model": {"tool_call": True}}}}}
+    cfg.update(extra_config or {})
+    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": home, "LANG": "C.UTF-8",
+           "XDG_CONFIG_HOME": os.path.join(home, ".config"), "XDG_DATA_HOME": os.path.join(home, ".local/share"),
+           "XDG_CACHE_HOME": os.path.join(home, ".cache"), "XDG_STATE_HOME": os.path.join(home, ".local/state"),
+           "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1",
+           "OPENCODE_CONFIG_CONTENT": json.dumps(cfg)}
     env.update(extra or {})
     return env
 
