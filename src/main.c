@@ -15,6 +15,8 @@ static const char usage[] =
     "commands:\n"
     "  serve     run the server (agentd serve --help)\n"
     "  stream    create, append to, read, tail, fork and delete durable streams (agentd stream --help)\n"
+    "  session   create, list, show and delete sessions (agentd session --help)\n"
+    "  rt        run code in a session's persistent bash/python/node runtimes (agentd rt --help)\n"
     "  mcp       an MCP server on stdio offering a session's runtimes as a tool (agentd mcp --help)\n"
     "  help      show this text\n";
 
@@ -28,6 +30,10 @@ int main(int argc, char **argv)
         return serve_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "stream"))
         return cli_stream_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "session"))
+        return cli_session_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "rt"))
+        return cli_rt_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "mcp"))
         return mcp_stdio_main(argc - 1, argv + 1);
     fprintf(stderr, "agentd: unknown command '%s'\n\n%s", argv[1], usage);

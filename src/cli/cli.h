@@ -91,4 +91,55 @@ const char *cli_args_server(const struct cli_args *args);
 /* The bearer token: --token, else $AGENTD_TOKEN, else NULL. */
 const char *cli_args_token(const struct cli_args *args);
 
+/* ---- Nouns with subcommands: `agentd session ...`, `agentd rt ...` ------------------------ */
+
+struct cli_http;
+
+/* One invocation of a subcommand: what its run function gets besides the parsed arguments. */
+struct cli_client {
+    struct cli_http *http; /* owned by cli_noun_main */
+    int json;              /* --json was given */
+    int nwords;            /* the subcommand's words (borrowed from argv), for options that may */
+    char **words;          /* be repeated: see cli_args_each */
+};
+
+struct cli_command {
+    const char *name;
+    const char *synopsis;   /* positional words, for usage lines */
+    int min_args, max_args; /* how many positional words */
+    const struct cli_opt *opts;
+    int (*run)(struct cli_client *client, const struct cli_args *args); /* returns an exit status */
+    const char *summary;
+};
+
+/* A noun: its subcommands and the text around their list in `agentd NOUN --help`. */
+struct cli_noun {
+    const char *name; /* "session" */
+    const struct cli_command *commands;
+    size_t ncommands;
+    const char *intro;  /* printed before the command list */
+    const char *footer; /* printed after it (output format, exit statuses) */
+};
+
+/*
+ * `agentd NOUN ...`: argv[0] is the noun. Finds the subcommand (options may come before it, as in
+ * `agentd rt --session S exec CODE`), parses its options, handles --help, checks the number of
+ * positional words, opens the HTTP client from --server/--token and runs it. Returns an exit status.
+ * Defined in cli_session.c.
+ */
+int cli_noun_main(const struct cli_noun *noun, int argc, char **argv);
+/* Calls cb(arg, value) for each occurrence of --name VALUE (or --name=VALUE) in argv, in order,
+ * reading argv as cli_args_parse would with table; returns 0 or cb's first nonzero value. */
+typedef int (*cli_value_cb)(void *arg, const char *value);
+int cli_args_each(const struct cli_opt *table, int argc, char **argv, const char *name,
+                  cli_value_cb cb, void *arg);
+/* Prints a JSON object readably: "key: value" lines, nested objects indented, arrays of scalars
+ * on one line, {"type","repr"} pairs as "type  repr". Returns 0, or -EINVAL (printing nothing)
+ * when text is not a JSON object. */
+int cli_json_print(FILE *out, const char *text, size_t len);
+
+/* `agentd session ...` (cli_session.c) and `agentd rt ...` (cli_rt.c); argv[0] is the noun. */
+int cli_session_main(int argc, char **argv);
+int cli_rt_main(int argc, char **argv);
+
 #endif
