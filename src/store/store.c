@@ -71,6 +71,9 @@ static const char store__schema[] =
 
 struct store {
     sqlite3 *db;
+    enum store_durability durability;
+    char *dir;
+    int wal_fd; /* our own descriptor of agentd.db-wal, for store_sync; -1 until the WAL exists */
     sqlite3_stmt *stmt[ST__COUNT];
     int in_batch;
     int poisoned; /* negative errno of the first failed write in the open batch, or 0 */
@@ -182,9 +185,12 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
     sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
     /* WAL: one fsync per commit, readers never block the writer. synchronous=FULL fsyncs the WAL at
      * every COMMIT; NORMAL leaves it to checkpoints (durable against process crashes only). */
-    const char *pragmas = durability == STORE_FSYNC
-                              ? STORE_PRAGMAS "PRAGMA synchronous=FULL;"
-                              : STORE_PRAGMAS "PRAGMA synchronous=NORMAL;";
+    /* NORMAL: commits write the WAL without fsync; checkpoints fsync before they copy back.
+     * Durability comes from store_sync, which the stream layer runs off the loop thread. */
+    const char *pragmas = STORE_PRAGMAS "PRAGMA synchronous=NORMAL;";
+    s->durability = durability;
+    s->wal_fd = -1;
+    s->dir = xstrdup(dir);
     char *msg = NULL;
     if ((rc = sqlite3_exec(s->db, pragmas, NULL, NULL, &msg)) != SQLITE_OK ||
         (rc = sqlite3_exec(s->db, "PRAGMA foreign_keys=OFF; PRAGMA cache_size=-4000;", NULL, NULL, &msg)) !=
@@ -228,6 +234,9 @@ void store_free(struct store *s)
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(s->stmt[i]);
     sqlite3_close(s->db);
+    if (s->wal_fd >= 0)
+        close(s->wal_fd);
+    free(s->dir);
     free(s);
 }
 
@@ -349,6 +358,26 @@ int store_producer_put(struct store *s, int64_t stream, const char *pid, int64_t
     return store__write(s, st);
 }
 
+/*
+ * Opens our descriptor of the WAL (SQLite has created it by the first commit) and fsyncs the
+ * directory once, so that the WAL's name is as durable as its contents.
+ */
+static int store__open_wal(struct store *s)
+{
+    char *wal = xasprintf("%s/agentd.db-wal", s->dir);
+    s->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
+    int rc = s->wal_fd < 0 ? -errno : 0;
+    if (rc != 0)
+        log_error("store: cannot open %s for fsync: %s", wal, strerror(-rc));
+    free(wal);
+    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rc == 0 && (dfd < 0 || fsync(dfd) != 0))
+        rc = -errno;
+    if (dfd >= 0)
+        close(dfd);
+    return rc;
+}
+
 int store_batch_open(const struct store *s)
 {
     return s->in_batch;
@@ -365,7 +394,21 @@ int store_commit(struct store *s)
         log_error("store: ROLLBACK failed: %s", store_errmsg(s));
     s->in_batch = 0;
     s->poisoned = 0;
+    if (rc == 0 && s->durability == STORE_FSYNC && s->wal_fd < 0)
+        rc = store__open_wal(s);
     return rc;
+}
+
+int store_needs_sync(const struct store *s)
+{
+    return s->durability == STORE_FSYNC;
+}
+
+int store_sync(struct store *s)
+{
+    if (s->durability != STORE_FSYNC || s->wal_fd < 0)
+        return 0;
+    return fdatasync(s->wal_fd) == 0 ? 0 : -errno;
 }
 
 int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,

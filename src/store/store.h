@@ -5,10 +5,12 @@
  * rows (streams, records, producer states), not protocol rules; src/stream decides what to write.
  *
  * Group commit: every write call joins the open batch (a transaction begun lazily by the first
- * write); store_commit ends it with one COMMIT, which under STORE_FSYNC is fsynced before it returns.
- * The caller acknowledges the batch's requests only after store_commit returns 0. Any failed write
- * poisons the batch: store_commit then rolls everything back and returns the error, so a batch is
- * stored whole or not at all and nothing acknowledged before is touched.
+ * write); store_commit ends it with one COMMIT. A commit is atomic and crash-consistent (SQLite's
+ * WAL with synchronous=NORMAL) but not yet durable: under STORE_FSYNC, store_sync (one fdatasync of
+ * the WAL, safe to call from another thread while the loop goes on committing) makes every commit
+ * that returned before it durable. The caller acknowledges a batch's requests only after both.
+ * Any failed write poisons the batch: store_commit then rolls everything back and returns the
+ * error, so a batch is stored whole or not at all and nothing acknowledged before is touched.
  *
  * Records are keyed by (stream id, start offset); a record's end offset is start + its length.
  * Reads run on the same connection, so they can see rows of the open batch: callers bound every
@@ -25,8 +27,8 @@
 struct store;
 
 enum store_durability {
-    STORE_FSYNC, /* COMMIT returns once the WAL is fsynced */
-    STORE_OS,    /* COMMIT returns once the OS has the bytes (survives a process crash) */
+    STORE_FSYNC, /* store_sync fsyncs the WAL: a synced commit survives power loss */
+    STORE_OS,    /* no fsync: a commit survives a crash of the process, not of the machine */
 };
 
 /* The persisted configuration and mutable state of one stream. Strings are heap copies owned by
@@ -72,6 +74,12 @@ int store_stream_update(struct store *s, const struct store_meta *m);
 int store_stream_delete(struct store *s, int64_t id); /* the row, its records and producers */
 int store_record_append(struct store *s, int64_t stream, int64_t off, const void *data, size_t len);
 int store_producer_put(struct store *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq);
+
+/* Does store_sync do anything (STORE_FSYNC)? */
+int store_needs_sync(const struct store *s);
+/* Makes every commit that returned before this call durable. Safe to run in another thread while
+ * the loop thread uses the store (it only fsyncs a file descriptor). 0 or -errno. */
+int store_sync(struct store *s) CORE_UNUSED_RESULT;
 
 /* Is a batch open? */
 int store_batch_open(const struct store *s);

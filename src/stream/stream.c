@@ -54,6 +54,13 @@ struct streams {
     void *observer_arg;
     uv_check_t check;
     uv_idle_t idle; /* keeps the loop from blocking while a batch waits for its commit */
+    struct stream__group *groups, **groups_tail; /* committed, waiting for an fsync */
+    uint64_t next_seq;
+    uv_work_t sync_work;
+    int syncing;        /* sync_work is in the thread pool */
+    uint64_t sync_upto; /* the last group the running fsync covers */
+    int sync_rc;
+    int freeing;        /* the registry was freed while an fsync ran: sync_done frees it */
     uv_timer_t sweep;
 };
 
@@ -749,61 +756,53 @@ enum stream_status stream_delete(struct streams *ss, struct stream *st, struct s
     return STREAM_OK;
 }
 
-/* ================= commit ================= */
+/* ================= commit and sync ================= */
 
-void streams_flush(struct streams *ss)
+/*
+ * A committed batch waiting for its fsync. What the commit made true for each touched stream is
+ * captured here, so that batches committed while this one syncs cannot make readers see more than
+ * is durable. Groups complete in commit order.
+ */
+struct stream__mark {
+    struct stream *st;
+    int64_t tail;
+    int closed, gone, created;
+};
+
+struct stream__group {
+    struct stream__group *next;
+    uint64_t seq;
+    struct stream_op *ops;
+    struct stream__mark *marks;
+    size_t nmarks;
+    struct stream *grave; /* deleted streams, freed once this group is done */
+};
+
+/* Makes a group visible: moves durable tails, wakes subscribers, frees the dead, answers the ops. */
+static void streams__complete(struct streams *ss, struct stream__group *g, int rc)
 {
-    struct stream_op *ops = ss->ops;
-    struct stream *dirty = ss->dirty, *grave = ss->graveyard;
-    if (ops == NULL && dirty == NULL && grave == NULL && !store_batch_open(ss->store))
-        return;
-    ss->ops = NULL;
-    ss->ops_tail = &ss->ops;
-    ss->dirty = NULL;
-    ss->graveyard = NULL;
-
-    uint64_t t0 = clock_mono_us();
-    int rc = store_commit(ss->store);
-    uint64_t t1 = clock_mono_us();
-    if (rc == 0) {
-        for (struct stream *st = dirty, *next; st; st = next) {
-            next = st->dirty_next;
-            st->dirty = 0;
-            if (st->gone) {
-                st->gone = 0;
-                stream__notify(st, STREAM_EV_GONE);
-                continue;
-            }
-            int grew = st->m.tail > st->durable_tail, closed = st->m.closed && !st->durable_closed;
-            int created = st->created;
-            st->created = 0;
-            st->durable_tail = st->m.tail;
-            st->durable_closed = st->m.closed;
-            if (grew)
-                stream__notify(st, STREAM_EV_DATA);
-            if ((grew || created) && ss->observer && st->m.path)
-                ss->observer(ss->observer_arg, st->m.path, st->durable_tail);
-            if (closed)
-                stream__notify(st, STREAM_EV_CLOSED);
+    for (size_t i = 0; rc == 0 && i < g->nmarks; i++) {
+        struct stream__mark *mk = &g->marks[i];
+        struct stream *st = mk->st;
+        if (mk->gone) {
+            stream__notify(st, STREAM_EV_GONE);
+            continue;
         }
-        for (struct stream *st = grave, *next; st; st = next) {
-            next = st->grave_next;
-            stream__free(st);
-        }
-        log_debug("stream: commit %llu us, fan-out %llu us, %zu subscribers", (unsigned long long)(t1 - t0),
-                  (unsigned long long)(clock_mono_us() - t1), ss->nsubs);
-    } else {
-        log_error("stream: commit failed (%s); failing %s and reloading from the database", strerror(-rc),
-                  ops ? "its requests" : "nothing");
-        for (struct stream *st = dirty; st; st = st->dirty_next)
-            st->dirty = 0;
-        for (struct stream *st = grave, *next; st; st = next) {
-            next = st->grave_next;
-            stream__free(st);
-        }
-        streams__reload(ss);
+        int grew = mk->tail > st->durable_tail, closed = mk->closed && !st->durable_closed;
+        st->durable_tail = mk->tail;
+        st->durable_closed = mk->closed;
+        if (grew)
+            stream__notify(st, STREAM_EV_DATA);
+        if ((grew || mk->created) && ss->observer && st->m.path)
+            ss->observer(ss->observer_arg, st->m.path, st->durable_tail);
+        if (closed)
+            stream__notify(st, STREAM_EV_CLOSED);
     }
-    for (struct stream_op *op = ops, *next; op; op = next) {
+    for (struct stream *st = g->grave, *next; st; st = next) {
+        next = st->grave_next;
+        stream__free(st);
+    }
+    for (struct stream_op *op = g->ops, *next; op; op = next) {
         next = op->next;
         op->queued = 0;
         if (rc != 0 || op->result.store_errno) {
@@ -813,12 +812,129 @@ void streams_flush(struct streams *ss)
         }
         op->cb(op);
     }
+    free(g->marks);
+    free(g);
+}
+
+/* Completes the waiting groups up to seq (all of them with UINT64_MAX), oldest first. */
+static void streams__complete_upto(struct streams *ss, uint64_t seq, int rc)
+{
+    while (ss->groups && ss->groups->seq <= seq) {
+        struct stream__group *g = ss->groups;
+        ss->groups = g->next;
+        if (ss->groups == NULL)
+            ss->groups_tail = &ss->groups;
+        streams__complete(ss, g, rc);
+    }
+}
+
+/* After a failed commit or fsync nothing in memory can be trusted: answer everyone, reload. */
+static void streams__fail_all(struct streams *ss, int rc)
+{
+    log_error("stream: %s; failing the requests in flight and reloading from the database", strerror(-rc));
+    streams__complete_upto(ss, UINT64_MAX, rc);
+    streams__reload(ss);
+}
+
+static void streams__sync_work(uv_work_t *w)
+{
+    struct streams *ss = w->data;
+    ss->sync_rc = store_sync(ss->store);
+}
+
+static void streams__start_sync(struct streams *ss);
+
+static void streams__sync_done(uv_work_t *w, int status)
+{
+    struct streams *ss = w->data;
+    ss->syncing = 0;
+    if (ss->freeing) {
+        free(ss);
+        return;
+    }
+    if (ss->sync_rc == 0)
+        streams__complete_upto(ss, ss->sync_upto, 0);
+    else
+        streams__fail_all(ss, ss->sync_rc);
+    streams__start_sync(ss);
+}
+
+/*
+ * One fsync in flight at a time, in libuv's thread pool, covering every group committed before it
+ * started. Meanwhile the loop goes on serving (reads, and the next batches, which commit without
+ * waiting and are covered by the next fsync).
+ */
+static void streams__start_sync(struct streams *ss)
+{
+    if (ss->syncing || ss->groups == NULL)
+        return;
+    if (!store_needs_sync(ss->store)) {
+        streams__complete_upto(ss, UINT64_MAX, 0);
+        return;
+    }
+    ss->syncing = 1;
+    ss->sync_upto = ss->next_seq - 1;
+    ss->sync_work.data = ss;
+    uv_queue_work(ss->loop, &ss->sync_work, streams__sync_work, streams__sync_done);
+}
+
+/* Commits the open batch (no fsync) and queues it as a group. Returns 0, or the commit's error after
+ * failing everything in flight and reloading the registry. */
+static int streams__commit(struct streams *ss)
+{
+    struct stream_op *ops = ss->ops;
+    struct stream *dirty = ss->dirty, *grave = ss->graveyard;
+    if (ops == NULL && dirty == NULL && grave == NULL && !store_batch_open(ss->store))
+        return 0;
+    ss->ops = NULL;
+    ss->ops_tail = &ss->ops;
+    ss->dirty = NULL;
+    ss->graveyard = NULL;
+
+    struct stream__group *g = xcalloc(1, sizeof *g);
+    g->ops = ops;
+    g->grave = grave;
+    for (struct stream *st = dirty; st; st = st->dirty_next)
+        g->nmarks++;
+    g->marks = xcalloc(g->nmarks ? g->nmarks : 1, sizeof *g->marks);
+    size_t n = 0;
+    for (struct stream *st = dirty; st; st = st->dirty_next) {
+        g->marks[n++] = (struct stream__mark){st, st->m.tail, st->m.closed, st->gone, st->created};
+        st->dirty = st->gone = st->created = 0;
+    }
+    uint64_t t0 = clock_mono_us();
+    int rc = store_commit(ss->store);
+    log_debug("stream: commit of %zu streams took %llu us", n, (unsigned long long)(clock_mono_us() - t0));
+    if (rc != 0) {
+        /* Groups committed earlier are intact: make them durable first, then fail this one. */
+        int src = store_sync(ss->store);
+        streams__complete_upto(ss, UINT64_MAX, src);
+        streams__complete(ss, g, rc);
+        streams__fail_all(ss, rc);
+        return rc;
+    }
+    g->seq = ss->next_seq++;
+    *ss->groups_tail = g;
+    ss->groups_tail = &g->next;
+    return 0;
+}
+
+void streams_flush(struct streams *ss)
+{
+    if (streams__commit(ss) != 0 || ss->groups == NULL)
+        return;
+    int rc = store_sync(ss->store);
+    if (rc == 0)
+        streams__complete_upto(ss, UINT64_MAX, 0);
+    else
+        streams__fail_all(ss, rc);
 }
 
 static void streams__on_check(uv_check_t *h)
 {
     struct streams *ss = h->data;
-    streams_flush(ss);
+    if (streams__commit(ss) == 0)
+        streams__start_sync(ss);
     if (ss->ops == NULL && ss->dirty == NULL && ss->graveyard == NULL && !store_batch_open(ss->store))
         uv_idle_stop(&ss->idle);
 }
@@ -919,6 +1035,8 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
     ss->store = store;
     ss->cfg = *cfg;
     ss->ops_tail = &ss->ops;
+    ss->groups_tail = &ss->groups;
+    ss->next_seq = 1;
     int rc = streams__load(ss);
     if (rc != 0) {
         snprintf(err, errlen, "cannot load streams: %s", strerror(-rc));
@@ -953,7 +1071,10 @@ void streams_shutdown(struct streams *ss)
 static void streams__free_handle(uv_handle_t *h)
 {
     struct streams *ss = h->data;
-    if (h == (uv_handle_t *)&ss->sweep)
+    /* The last handle closed; an fsync still in the thread pool frees the registry when it returns. */
+    if (ss->syncing)
+        ss->freeing = 1;
+    else
         free(ss);
 }
 

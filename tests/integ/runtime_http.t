@@ -208,9 +208,16 @@ def test_transcript():
     codes = [("bash", "echo one"), ("python", "print('two')"), ("bash", "echo three")]
     for lang, code in codes:
         ex(sid, lang, code)
-    events, r = SRV.read_json(f"/v1/stream/sessions/{sid}/transcript")
+    # Events become readable once their batch is durable (the fsync runs off the loop, after the
+    # exec answer went out), so follow the log briefly as a live viewer would.
+    deadline = time.monotonic() + 2.0
+    while True:
+        events, r = SRV.read_json(f"/v1/stream/sessions/{sid}/transcript")
+        runtime = [e for e in events if isinstance(e, dict) and e.get("type") == "runtime"]
+        if len(runtime) >= len(codes) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     ok(r.status == 200, "transcript stream readable", r)
-    runtime = [e for e in events if isinstance(e, dict) and e.get("type") == "runtime"]
     TAP.is_(len(runtime), len(codes), "transcript: one runtime event per call")
     TAP.is_([e.get("code") for e in runtime], [c for _, c in codes],
             "transcript: events carry the code, in order")
