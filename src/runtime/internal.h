@@ -28,6 +28,7 @@
 #define RUNTIME__CODE_FD 62  /* memfd holding the code of the current request */
 
 #define RUNTIME__NONCE_LEN 32                   /* hex characters (128 bits) */
+#define RUNTIME__NONCE_LEN_STR "32"             /* the same, for driver code */
 #define RUNTIME__NEEDLE_MAX (RUNTIME__NONCE_LEN + 2)
 
 /* ---- frame.c: nonces, marker scanning and bounded capture ---------------------------------- */
@@ -80,6 +81,8 @@ struct runtime__lang {
 	int ctl_fd;                /* child descriptor the driver reads request lines from */
 	const char *init;          /* NULL, or code run before the process counts as ready */
 	const char *state_code;    /* NULL: state is a driver request; else code run as an exec */
+	bool nonce_in_code;        /* the nonce and a newline precede the code in the memfd (so the
+	                              request line, which bash reads a byte at a time, stays short) */
 	/* Fills argv (program first, NULL-terminated, at most 8 slots). */
 	void (*argv)(const char *program, const char **argv);
 	/* Formats the request line announcing `code_len` bytes in the code memfd. Returns its

@@ -5,10 +5,11 @@
  * state". Its prompts are emptied, and PROMPT_COMMAND, which runs before every prompt including
  * the one after an interrupt, prints the completion markers with the status of what just ran.
  *
- * A request is one short line on stdin:
- *     __agentd_pre NONCE; builtin eval "$__agentd_code" </dev/null
- * __agentd_pre reads the code from the memfd at fd 62 into a global (agentd rewinds the offset it
- * shares with us, so no open/dup per call is needed); the eval runs at top level
+ * A request is one short line on stdin, `__agentd_p;__agentd_r` (bash reads a pipe a byte at a time, so
+ * every byte of it is a system call): __agentd_p (a function) reads the memfd at fd 62 — the call's nonce,
+ * a newline, then the code — into globals (agentd rewinds the offset it shares with us, so no
+ * open/dup per call is needed); __agentd_r (an alias for `builtin eval "$__agentd_code" </dev/null`) runs
+ * the code at top level
  * (not inside a function) so `declare`/`local` behave as typed at a prompt, and its stdin is
  * /dev/null so user code never reads the request stream. PROMPT_COMMAND clears the code and the
  * nonce after each call, so if an early SIGINT left half a line behind, the remainder evaluates
@@ -27,11 +28,13 @@ static const char bash_init[] =
 	"PS1= PS2= PS0= PS4='+ '\n"
 	"set +H +o history\n"
 	"__agentd_n= __agentd_code=\n"
-	"__agentd_pre() {\n"
-	"  __agentd_n=$1\n"
+	"__agentd_p() {\n"
 	"  IFS= builtin read -r -d '' -u 62 __agentd_code\n"
+	"  __agentd_n=${__agentd_code:0:" RUNTIME__NONCE_LEN_STR "} __agentd_code=${__agentd_code:" RUNTIME__NONCE_LEN_STR "+1}\n"
 	"  return 0\n"
 	"}\n"
+	"shopt -s expand_aliases\n"
+	"alias __agentd_r='builtin eval \"$__agentd_code\" </dev/null'\n"
 	"__agentd_prompt() {\n"
 	"  local s=$?\n"
 	"  if [[ -n $__agentd_n ]]; then\n"
@@ -84,8 +87,7 @@ static size_t bash_request(char *buf, size_t cap, enum runtime__kind kind, const
 	if (kind == RUNTIME__INIT)
 		n = snprintf(buf, cap, ". /dev/fd/%d; __agentd_n=%s\n", RUNTIME__CODE_FD, nonce);
 	else
-		n = snprintf(buf, cap, "__agentd_pre %s; builtin eval \"$__agentd_code\" </dev/null\n",
-		             nonce);
+		n = snprintf(buf, cap, "__agentd_p;__agentd_r\n");
 	return (size_t)n;
 }
 
@@ -167,6 +169,7 @@ const struct runtime__lang runtime__lang_bash = {
 	.ctl_fd = 0,
 	.init = bash_init,
 	.state_code = bash_state,
+	.nonce_in_code = true,
 	.argv = bash_argv,
 	.request = bash_request,
 	.state_json = bash_state_json,

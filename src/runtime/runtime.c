@@ -488,12 +488,22 @@ static void send_call(struct runtime *rt, struct runtime__call *c)
 		code = rt->lang->state_code;
 		code_len = strlen(code);
 	}
+	char *framed = NULL;
+	if (rt->lang->nonce_in_code && c->kind != RUNTIME__INIT) {
+		framed = xcalloc(RUNTIME__NONCE_LEN + 1 + code_len);
+		memcpy(framed, c->nonce, RUNTIME__NONCE_LEN);
+		framed[RUNTIME__NONCE_LEN] = '\n';
+		memcpy(framed + RUNTIME__NONCE_LEN + 1, code, code_len);
+		code = framed;
+		code_len += RUNTIME__NONCE_LEN + 1;
+	}
 	line_len = rt->lang->request(line, sizeof line, c->kind, c->nonce, code_len);
 	c->sent_ns = uv_hrtime();
 	c->started_at_ms = wall_ms();
 	uv_timer_start(&rt->call_timer, on_call_timer, c->timeout_ms, 0);
 	/* On failure the process is being killed; the call ends when it is reaped. */
 	(void)!runtime__proc_send(c->proc, code, code_len, line, line_len);
+	free(framed);
 }
 
 static int start_proc(struct runtime *rt)
