@@ -29,10 +29,10 @@ UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard bench/*/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+# Keep the objects of tests and benches (make would delete them as intermediates of the link rules).
+.SECONDARY: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 
 .PHONY: all run test unit integ fuzz-replay conformance bench deps test-deps clean tests benches
-# Keep object files of tests and benches (they are intermediates of the link rules).
-.SECONDARY:
 all: $(BUILD)/agentd
 tests: $(UNIT_BIN)
 benches: $(BENCH_BIN)
