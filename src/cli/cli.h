@@ -32,11 +32,8 @@ enum cli_exit {
 
 #define CLI_DEFAULT_SERVER "http://127.0.0.1:4437"
 
-/* `agentd stream ...`: argv[0] is "stream" (or "help", which prints the stream help and exits 0).
- * Returns an enum cli_exit value. */
+/* `agentd stream ...`: argv[0] is "stream". Returns an enum cli_exit value. */
 int cli_stream_main(int argc, char **argv);
-/* Writes the `agentd stream` help text, including the exit statuses, to out. */
-void cli_stream_usage(FILE *out);
 
 /* ---- Option tables ------------------------------------------------------------------------ */
 

@@ -2,7 +2,7 @@
  * cli_stream.c — `agentd stream ...`: create, append, read, tail, head, delete, fork and close a
  * durable stream on a running server, speaking the Durable Streams protocol at /v1/stream/<path>.
  *
- * Output contract (see cli_stream_usage): without --json, stdout carries the stream's bytes (read,
+ * Output contract (see `agentd stream --help`): without --json, stdout carries the stream's bytes (read,
  * tail; JSON-mode streams one message per line) or the resulting next offset (create, append, fork,
  * close); notes go to stderr. With --json every stdout line is one JSON object.
  *
@@ -31,11 +31,6 @@
 #define CLI_STREAM_BACKOFF_MAX_MS 5000L /* longest pause between tail reconnects */
 
 /* One invocation: the client and the output mode. */
-struct cli_stream {
-    struct cli_http *http;
-    int json;
-};
-
 /* ---- Small helpers ------------------------------------------------------------------------ */
 
 /* Request headers under construction; the strings are owned here. */
@@ -264,9 +259,21 @@ static const struct cli_opt cli_stream__fork_opts[] = {
 };
 
 /* PUT path, used by create and (with fork_source) fork. */
-static int cli_stream__put(struct cli_stream *cs, const struct cli_args *args, const char *path,
+/* "", "/" or "//" name no stream: refuse them here rather than send a request for the root. */
+static int cli_stream__bad_path(const char *command, const char *path)
+{
+    if (strspn(path, "/") != strlen(path))
+        return 0;
+    fprintf(stderr, "agentd stream %s: a stream path cannot be empty\n", command);
+    return 1;
+}
+
+static int cli_stream__put(struct cli_client *cs, const struct cli_args *args, const char *path,
                            const char *fork_source)
 {
+    if (cli_stream__bad_path(fork_source ? "fork" : "create", path) ||
+        (fork_source && cli_stream__bad_path("fork", fork_source)))
+        return CLI_EXIT_USAGE;
     struct cli_stream__headers headers = {0};
     struct buf url = {0}, body = {0}, line = {0};
     struct cli_http_response resp = {0};
@@ -335,12 +342,12 @@ fail:
     return status;
 }
 
-static int cli_stream__create(struct cli_stream *cs, const struct cli_args *args)
+static int cli_stream__create(struct cli_client *cs, const struct cli_args *args)
 {
     return cli_stream__put(cs, args, args->positional[0], NULL);
 }
 
-static int cli_stream__fork(struct cli_stream *cs, const struct cli_args *args)
+static int cli_stream__fork(struct cli_client *cs, const struct cli_args *args)
 {
     return cli_stream__put(cs, args, args->positional[1], args->positional[0]);
 }
@@ -353,7 +360,7 @@ static const struct cli_opt cli_stream__plain_opts[] = {
 };
 
 /* HEAD path into resp; reports failures and returns the exit status. */
-static int cli_stream__head_request(struct cli_stream *cs, const char *path, const char *what,
+static int cli_stream__head_request(struct cli_client *cs, const char *path, const char *what,
                                     struct cli_http_response *resp)
 {
     struct buf url = {0};
@@ -365,10 +372,12 @@ static int cli_stream__head_request(struct cli_stream *cs, const char *path, con
     return cli_http_report(cs->http, what, rc, resp);
 }
 
-static int cli_stream__head(struct cli_stream *cs, const struct cli_args *args)
+static int cli_stream__head(struct cli_client *cs, const struct cli_args *args)
 {
     struct cli_http_response resp = {0};
     const char *path = args->positional[0];
+    if (cli_stream__bad_path("head", path))
+        return CLI_EXIT_USAGE;
     int status = cli_stream__head_request(cs, path, "head", &resp);
     if (status != CLI_EXIT_OK)
         goto fail;
@@ -421,9 +430,11 @@ static const struct cli_opt cli_stream__append_opts[] = {
 };
 
 /* POST to path: an append (body non-empty) and/or a close. Reports and returns the exit status. */
-static int cli_stream__post(struct cli_stream *cs, const char *path, const char *what,
+static int cli_stream__post(struct cli_client *cs, const char *path, const char *what,
                             struct cli_stream__headers *headers, const struct buf *body, int close)
 {
+    if (cli_stream__bad_path(what, path))
+        return CLI_EXIT_USAGE;
     struct buf url = {0}, line = {0};
     struct cli_http_response resp = {0};
 
@@ -475,7 +486,7 @@ fail:
     return status;
 }
 
-static int cli_stream__append(struct cli_stream *cs, const struct cli_args *args)
+static int cli_stream__append(struct cli_client *cs, const struct cli_args *args)
 {
     struct cli_stream__headers headers = {0};
     struct buf body = {0};
@@ -558,7 +569,7 @@ fail:
     return status;
 }
 
-static int cli_stream__close(struct cli_stream *cs, const struct cli_args *args)
+static int cli_stream__close(struct cli_client *cs, const struct cli_args *args)
 {
     struct cli_stream__headers headers = {0};
     struct buf body = {0};
@@ -567,11 +578,13 @@ static int cli_stream__close(struct cli_stream *cs, const struct cli_args *args)
     return status;
 }
 
-static int cli_stream__delete(struct cli_stream *cs, const struct cli_args *args)
+static int cli_stream__delete(struct cli_client *cs, const struct cli_args *args)
 {
     struct buf url = {0};
     struct cli_http_response resp = {0};
     const char *path = args->positional[0];
+    if (cli_stream__bad_path("delete", path))
+        return CLI_EXIT_USAGE;
 
     cli_stream__url(&url, path);
     struct cli_http_request req = {
@@ -601,9 +614,11 @@ static const struct cli_opt cli_stream__read_opts[] = {
 };
 
 /* Catch-up read: GET from the offset, chunk after chunk, until the server says Stream-Up-To-Date. */
-static int cli_stream__read(struct cli_stream *cs, const struct cli_args *args)
+static int cli_stream__read(struct cli_client *cs, const struct cli_args *args)
 {
     const char *path = args->positional[0];
+    if (cli_stream__bad_path("read", path))
+        return CLI_EXIT_USAGE;
     const char *start = cli_args_get(args, "offset");
     char *offset = xstrdup(start != NULL ? start : "-1");
     struct cli_http_response resp = {0};
@@ -674,7 +689,7 @@ static const struct cli_opt cli_stream__tail_opts[] = {
 
 /* The state of one `tail`, across reconnects. */
 struct cli_stream__tail {
-    struct cli_stream *cs;
+    struct cli_client *cs;
     struct cli_sse *sse;
     char *offset;    /* the last offset the server confirmed; reconnects resume here. Owned. */
     int json_stream; /* the stream is application/json (from HEAD) */
@@ -786,9 +801,11 @@ static void cli_stream__sleep_ms(long ms)
         ;
 }
 
-static int cli_stream__tail(struct cli_stream *cs, const struct cli_args *args)
+static int cli_stream__tail(struct cli_client *cs, const struct cli_args *args)
 {
     const char *path = args->positional[0];
+    if (cli_stream__bad_path("tail", path))
+        return CLI_EXIT_USAGE;
     const char *start = cli_args_get(args, "offset");
     struct cli_stream__tail tail = {.cs = cs};
     struct cli_http_response resp = {0};
@@ -884,16 +901,7 @@ fail:
 
 /* ---- Dispatch and help -------------------------------------------------------------------- */
 
-struct cli_stream__command {
-    const char *name;
-    const char *synopsis;
-    int min_args, max_args; /* positional words */
-    const struct cli_opt *opts;
-    int (*run)(struct cli_stream *cs, const struct cli_args *args);
-    const char *summary;
-};
-
-static const struct cli_stream__command cli_stream__commands[] = {
+static const struct cli_command cli_stream__commands[] = {
     {"create", "PATH", 1, 1, cli_stream__create_opts, cli_stream__create,
      "create a stream; prints its next offset"},
     {"append", "PATH [DATA|-]", 1, 2, cli_stream__append_opts, cli_stream__append,
@@ -911,118 +919,29 @@ static const struct cli_stream__command cli_stream__commands[] = {
      "close a stream (no more appends); prints its final offset"},
 };
 
-void cli_stream_usage(FILE *out)
-{
-    fprintf(out, "Usage: agentd stream COMMAND ARGS [--server URL] [--token TOKEN] [--json]\n\n"
-                 "Commands (PATH names the stream at SERVER/v1/stream/PATH):\n");
-    for (size_t i = 0; i < CORE_ARRAY_LEN(cli_stream__commands); i++) {
-        char left[48];
-        snprintf(left, sizeof(left), "%s %s", cli_stream__commands[i].name,
-                 cli_stream__commands[i].synopsis);
-        fprintf(out, "  %-22s %s\n", left, cli_stream__commands[i].summary);
-    }
-    fprintf(out,
-            "\nRun `agentd stream COMMAND --help` for a command's options.\n"
-            "\nOutput: stream content goes to stdout as is; JSON streams print one message per line.\n"
-            "With --json, stdout has one JSON object per line: read and tail print\n"
-            "{\"offset\",\"data\"} per message or chunk (\"encoding\":\"base64\" for binary streams;\n"
-            "offset is where to resume after it), then {\"offset\",...,\"closed\"} at the end.\n"
-            "\nServer: --server, else $AGENTD_URL, else " CLI_DEFAULT_SERVER
-            ". Token: --token, else $AGENTD_TOKEN.\n"
-            "\nExit status:\n"
-            "  0  success\n"
-            "  1  usage error, or a local file or stdin could not be read\n"
-            "  2  server unreachable\n"
-            "  3  not found (HTTP 404)\n"
-            "  4  conflict (HTTP 409 or 410: exists with another configuration, closed, deleted,\n"
-            "     sequence out of order)\n"
-            "  5  other HTTP error (the server's error message is printed on stderr)\n");
-}
-
-static void cli_stream__command_usage(const struct cli_stream__command *command, FILE *out)
-{
-    fprintf(out, "Usage: agentd stream %s %s [OPTIONS]\n%s\n\nOptions:\n", command->name,
-            command->synopsis, command->summary);
-    cli_args_usage(command->opts, out);
-    if (command->run == cli_stream__append)
-        fprintf(out, "\nWith --producer, --seq is Producer-Seq and --stream-seq sets Stream-Seq.\n");
-    fprintf(out, "\nExit status: 0 ok, 1 usage, 2 unreachable, 3 not found, 4 conflict, 5 other "
-                 "HTTP error.\n");
-}
+static const struct cli_noun cli_stream__noun = {
+    .name = "stream",
+    .commands = cli_stream__commands,
+    .ncommands = CORE_ARRAY_LEN(cli_stream__commands),
+    .intro = "Commands (PATH names the stream at SERVER/v1/stream/PATH):",
+    .footer =
+        "\nOutput: stream content goes to stdout as is; JSON streams print one message per line.\n"
+        "With --json, stdout has one JSON object per line: read and tail print\n"
+        "{\"offset\",\"data\"} per message or chunk (\"encoding\":\"base64\" for binary streams;\n"
+        "offset is where to resume after it), then {\"offset\",...,\"closed\"} at the end.\n"
+        "With --producer, append's --seq is Producer-Seq and --stream-seq sets Stream-Seq.\n"
+        "\nServer: --server, else $AGENTD_URL, else " CLI_DEFAULT_SERVER ". Token: --token, else $AGENTD_TOKEN.\n"
+        "\nExit status:\n"
+        "  0  success\n"
+        "  1  usage error, or a local file or stdin could not be read\n"
+        "  2  server unreachable\n"
+        "  3  not found (HTTP 404)\n"
+        "  4  conflict (HTTP 409 or 410: exists with another configuration, closed, deleted,\n"
+        "     sequence out of order)\n"
+        "  5  other HTTP error (the server's error message is printed on stderr)\n",
+};
 
 int cli_stream_main(int argc, char **argv)
 {
-    if (argc >= 1 && strcmp(argv[0], "help") == 0) {
-        cli_stream_usage(stdout);
-        return CLI_EXIT_OK;
-    }
-    if (argc < 2) {
-        cli_stream_usage(stderr);
-        return CLI_EXIT_USAGE;
-    }
-    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
-        strcmp(argv[1], "-h") == 0) {
-        cli_stream_usage(stdout);
-        return CLI_EXIT_OK;
-    }
-
-    /* The command is the first word that is neither an option nor the value of one, so common
-     * options may come first: `agentd stream --server URL read PATH`. */
-    int at = 1;
-    while (at < argc && argv[at][0] == '-' && argv[at][1] != '\0') {
-        if (strcmp(argv[at], "--server") == 0 || strcmp(argv[at], "--token") == 0)
-            at++;
-        at++;
-    }
-    const struct cli_stream__command *command = NULL;
-    for (size_t i = 0; at < argc && i < CORE_ARRAY_LEN(cli_stream__commands); i++)
-        if (strcmp(argv[at], cli_stream__commands[i].name) == 0)
-            command = &cli_stream__commands[i];
-    if (command == NULL) {
-        if (at < argc)
-            fprintf(stderr, "agentd stream: unknown command '%s' (see agentd stream --help)\n",
-                    argv[at]);
-        else
-            cli_stream_usage(stderr);
-        return CLI_EXIT_USAGE;
-    }
-
-    /* The words around the command, in order, are its arguments (args points into argv). */
-    char **words = xcalloc((size_t)argc, sizeof(*words));
-    int nwords = 0, status = CLI_EXIT_USAGE;
-    for (int i = 1; i < argc; i++)
-        if (i != at)
-            words[nwords++] = argv[i];
-    struct cli_args args;
-    const char *reason = cli_args_parse(command->opts, nwords, words, &args);
-    if (reason != NULL) {
-        fprintf(stderr, "agentd stream %s: %s (see --help)\n", command->name, reason);
-        goto fail;
-    }
-    if (cli_args_get(&args, "help") != NULL) {
-        cli_stream__command_usage(command, stdout);
-        status = CLI_EXIT_OK;
-        goto fail;
-    }
-    if (args.npositional < command->min_args || args.npositional > command->max_args) {
-        fprintf(stderr, "agentd stream %s: expected %s (see --help)\n", command->name,
-                command->synopsis);
-        goto fail;
-    }
-    for (int i = 0; i < command->min_args; i++) {
-        if (strspn(args.positional[i], "/") == strlen(args.positional[i])) {
-            fprintf(stderr, "agentd stream %s: a stream path cannot be empty\n", command->name);
-            goto fail;
-        }
-    }
-
-    struct cli_stream cs = {
-        .http = cli_http_new(cli_args_server(&args), cli_args_token(&args)),
-        .json = cli_args_get(&args, "json") != NULL,
-    };
-    status = command->run(&cs, &args);
-    cli_http_free(cs.http);
-fail:
-    free(words);
-    return status;
+    return cli_noun_main(&cli_stream__noun, argc, argv);
 }
