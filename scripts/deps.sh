@@ -54,29 +54,17 @@ install_pkgs() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# npm ci in tests/conformance unless node_modules was installed from the current package-lock.json.
-conformance_modules() {
-    local dir="$root/tests/conformance" stamp want have=""
+# npm ci in DIR unless its node_modules was installed from the current package-lock.json (a stamp
+# holds the lock file's hash) and still has PACKAGE. Used for tests/conformance (the conformance
+# suite) and tests/agents (the pinned agent CLIs the end-to-end tests drive, e.g. Claude Code).
+npm_modules() {
+    local dir="$root/$1" package=$2 stamp want have=""
     [ -f "$dir/package-lock.json" ] || return 0
     stamp="$dir/node_modules/.agentd-lock.sha256"
     want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
     [ -f "$stamp" ] && have=$(cat "$stamp")
-    [ "$want" = "$have" ] && [ -d "$dir/node_modules/@durable-streams/server-conformance-tests" ] && return 0
-    echo "deps.sh: npm ci in tests/conformance" >&2
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-    echo "$want" >"$stamp"
-}
-
-# npm ci in tests/agents (the pinned agent CLIs the end-to-end tests drive, e.g. Claude Code) unless
-# node_modules was installed from the current package-lock.json. Same stamp scheme as above.
-agents_modules() {
-    local dir="$root/tests/agents" stamp want have=""
-    [ -f "$dir/package-lock.json" ] || return 0
-    stamp="$dir/node_modules/.agentd-lock.sha256"
-    want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
-    [ -f "$stamp" ] && have=$(cat "$stamp")
-    [ "$want" = "$have" ] && [ -d "$dir/node_modules/@anthropic-ai/claude-code" ] && return 0
-    echo "deps.sh: npm ci in tests/agents" >&2
+    [ "$want" = "$have" ] && [ -d "$dir/node_modules/$package" ] && return 0
+    echo "deps.sh: npm ci in $1" >&2
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     echo "$want" >"$stamp"
 }
@@ -88,8 +76,8 @@ case "$1" in
     test)
         need_node=1
         install_pkgs "${build_pkgs[@]}" "${test_pkgs[@]}"
-        conformance_modules
-        agents_modules
+        npm_modules tests/conformance @durable-streams/server-conformance-tests
+        npm_modules tests/agents @anthropic-ai/claude-code
         ;;
     *) usage ;;
 esac
