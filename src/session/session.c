@@ -83,6 +83,20 @@ void session__append(struct sessions *s, const char *path, json_t *msg)
     free(text);
 }
 
+void session__fork_stream(struct sessions *s, const char *from, const char *to, int64_t at)
+{
+    struct session__write *w = xcalloc(1, sizeof *w);
+    w->op.cb = session__write_done;
+    w->op.arg = w;
+    struct stream_create_args a = {.ttl_s = -1, .expires_at_ms = -1, .fork_from = from, .has_fork_offset = 1,
+                                   .fork_offset = at};
+    stream_create(s->ss, to, strlen(to), &a, &w->op);
+    if (!w->op.queued) {
+        log_error("session: cannot fork %s into %s: %s", from, to, w->op.result.message);
+        free(w);
+    }
+}
+
 void session__delete_stream(struct sessions *s, const char *path)
 {
     enum stream_lookup how;

@@ -11,6 +11,8 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,12 +24,24 @@
 
 static const char *const session__agents[] = {"none", "claude-code", "codex", "opencode", "jsonl"};
 
+struct session__fork {
+    uv_work_t work;
+    struct sessions *s;
+    struct session *child;   /* not registered until the copy succeeded */
+    char *from_ws;
+    char parent[SESSION_ID_LEN + 1];
+    int64_t at;
+    int rc;
+    struct session__pending *pd; /* NULL when the client left */
+};
+
 struct session__pending {
     struct http_req *req;           /* NULL once the client left */
     struct session_rt_call *call;   /* runtime call in flight */
     struct stream_op op;            /* durable write in flight */
     json_t *answer;                 /* what to send once op completes */
     int status;
+    struct session__fork *fork;     /* fork in the thread pool; it outlives the request if need be */
 };
 
 static void session__pending_dispose(void *p)
@@ -36,6 +50,10 @@ static void session__pending_dispose(void *p)
     pd->req = NULL;
     session_rt_cancel(pd->call);
     pd->call = NULL;
+    if (pd->fork) { /* the fork finishes without us */
+        pd->fork->pd = NULL;
+        pd->fork = NULL;
+    }
     if (!pd->op.queued) {
         json_decref(pd->answer);
         free(pd);
@@ -200,6 +218,141 @@ static void session__create(struct sessions *s, struct http_req *req)
     stream_create(s->ss, SESSION_FEED_STREAM, strlen(SESSION_FEED_STREAM), &a, &pd->op);
     if (!pd->op.queued)
         http_res_error(req, 500, "storage_error", "the session could not be stored");
+}
+
+/* ================= fork ================= */
+
+/*
+ * A fork: the child's streams are Durable Streams forks of the parent's (the transcript at the
+ * requested offset, state and inbox at their tails), so no history is copied; its workspace is a
+ * copy of the parent's, made in the thread pool because it can be large. The child is registered
+ * and answered once the copy is done and its records are committed.
+ */
+extern char **environ;
+
+/* In the thread pool: cp -a (reflinks where the filesystem has them) of the parent's workspace. */
+static void session__fork_copy(uv_work_t *w)
+{
+    struct session__fork *f = w->data;
+    char *src = xasprintf("%s/.", f->from_ws);
+    char *argv[] = {"cp", "-a", "--reflink=auto", "--", src, f->child->workspace, NULL};
+    pid_t pid;
+    int status = 0;
+    f->rc = posix_spawnp(&pid, "cp", NULL, NULL, argv, environ);
+    if (f->rc == 0 && (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0))
+        f->rc = EIO;
+    free(src);
+}
+
+static void session__fork_done(uv_work_t *w, int status)
+{
+    struct session__fork *f = w->data;
+    struct sessions *s = f->s;
+    struct session *se = f->child;
+    struct session__pending *pd = f->pd;
+    if (f->rc != 0 || status != 0) {
+        if (pd && pd->req)
+            http_res_error(pd->req, 500, "workspace_failed", "cannot copy the workspace: %s", strerror(f->rc ? f->rc : EIO));
+        free(se->workspace);
+        free(se->agent);
+        json_decref(se->tags);
+        json_decref(se->env);
+        free(se);
+        goto out;
+    }
+    session__register(s, se);
+    static const char *const kinds[] = {"transcript", "state", "inbox"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
+        char from[128], to[128];
+        snprintf(from, sizeof from, "sessions/%s/%s", f->parent, kinds[i]);
+        snprintf(to, sizeof to, "sessions/%s/%s", se->id, kinds[i]);
+        enum stream_lookup how;
+        struct stream *src = streams_lookup(s->ss, from, strlen(from), &how);
+        if (src == NULL) {
+            session__ensure_stream(s, to);
+            continue;
+        }
+        int64_t at = i == 0 && f->at >= 0 && f->at <= stream_tail(src) ? f->at : stream_tail(src);
+        session__fork_stream(s, from, to, at);
+    }
+    char at_text[STREAM_OFFSET_LEN + 1];
+    stream_offset_format(f->at, at_text);
+    session__event(se, json_pack("{s:s, s:s, s:s, s:s}", "type", "session", "action", "forked", "from", f->parent,
+                                 "at", at_text));
+    session__publish(s, se, "insert");
+    if (pd && pd->req) {
+        pd->status = 201;
+        pd->answer = session__public(se);
+        pd->op.cb = session__created;
+        struct stream_create_args a = {.content_type = "application/json", .ttl_s = -1, .expires_at_ms = -1};
+        stream_create(s->ss, SESSION_FEED_STREAM, strlen(SESSION_FEED_STREAM), &a, &pd->op);
+        if (!pd->op.queued)
+            http_res_error(pd->req, 500, "storage_error", "the session could not be stored");
+        pd->fork = NULL;
+        free(f->from_ws);
+        free(f);
+        return;
+    }
+out:
+    if (pd)
+        pd->fork = NULL;
+    free(f->from_ws);
+    free(f);
+}
+
+static void session__fork(struct sessions *s, struct session *parent, struct http_req *req)
+{
+    const char *why = NULL;
+    json_t *b = session__body(req, &why);
+    if (b == NULL)
+        return http_res_error(req, 400, "bad_request", "%s", why);
+    char path[128];
+    snprintf(path, sizeof path, "sessions/%s/transcript", parent->id);
+    enum stream_lookup how;
+    struct stream *tr = streams_lookup(s->ss, path, strlen(path), &how);
+    int64_t at = tr ? stream_tail(tr) : 0;
+    json_t *jat = json_object_get(b, "at");
+    if (jat && !json_is_null(jat)) {
+        if (!json_is_string(jat) || stream_offset_parse(json_string_value(jat), &at) != 0 || (tr && at > stream_tail(tr))) {
+            json_decref(b);
+            return http_res_error(req, 400, "bad_request", "at must be an offset of the parent's transcript");
+        }
+    }
+    json_t *tags = json_object_get(b, "tags");
+    if (tags && !json_is_array(tags)) {
+        json_decref(b);
+        return http_res_error(req, 400, "bad_request", "tags must be an array of strings");
+    }
+    struct session *se = xcalloc(1, sizeof *se);
+    session__new_id(se->id);
+    se->agent = xstrdup(parent->agent);
+    se->tags = json_incref(tags ? tags : parent->tags);
+    se->env = json_deep_copy(parent->env);
+    se->created_ms = clock_wall_ms();
+    se->owns_workspace = 1;
+    char *dir = xasprintf("%s/workspaces", s->data_dir);
+    se->workspace = xasprintf("%s/%s", dir, se->id);
+    int mk = (mkdir(dir, 0700) != 0 && errno != EEXIST) || mkdir(se->workspace, 0700) != 0 ? errno : 0;
+    free(dir);
+    json_decref(b);
+    if (mk) {
+        free(se->workspace);
+        free(se->agent);
+        json_decref(se->tags);
+        json_decref(se->env);
+        free(se);
+        return http_res_error(req, 500, "workspace_failed", "cannot create the workspace: %s", strerror(mk));
+    }
+    struct session__fork *f = xcalloc(1, sizeof *f);
+    f->s = s;
+    f->child = se;
+    f->from_ws = xstrdup(parent->workspace);
+    snprintf(f->parent, sizeof f->parent, "%s", parent->id);
+    f->at = at;
+    f->pd = session__pending_new(req);
+    f->pd->fork = f;
+    f->work.data = f;
+    uv_queue_work(s->loop, &f->work, session__fork_copy, session__fork_done);
 }
 
 /* ================= list, get, delete ================= */
@@ -367,6 +520,11 @@ static void session__route(struct http_req *req, void *arg)
         if (m == HTTP_DELETE)
             return session__delete(s, se, req);
         return http_res_error(req, 405, "method_not_allowed", "use GET or DELETE on a session");
+    }
+    if (n == 2 && !strcmp(parts[1], "fork")) {
+        if (m != HTTP_POST)
+            return http_res_error(req, 405, "method_not_allowed", "use POST to fork a session");
+        return session__fork(s, se, req);
     }
     if (n == 2 && !strcmp(parts[1], "mcp")) {
         if (s->mcp_cb == NULL)

@@ -48,6 +48,8 @@ struct sessions {
 
 void session__ensure_stream(struct sessions *s, const char *path);
 void session__delete_stream(struct sessions *s, const char *path);
+/* Creates `to` as a Durable Streams fork of `from` at offset `at` (nothing is copied). */
+void session__fork_stream(struct sessions *s, const char *from, const char *to, int64_t at);
 void session__append(struct sessions *s, const char *path, json_t *msg); /* takes msg */
 void session__event(struct session *se, json_t *ev);                      /* takes ev */
 json_t *session__public(const struct session *se);
