@@ -48,6 +48,8 @@ struct http_server {
     int port;
     size_t nconns;
     int listening;
+    http_authorizer_cb authorizer;
+    void *authorizer_arg;
 };
 
 /* Each accepted connection's uv_tcp_t, tagged with its server so the close callback can count. */
@@ -493,7 +495,8 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
         if (plen >= rt->len && memcmp(path, rt->prefix, rt->len) == 0 && (!best || rt->len > best->len))
             best = rt;
     }
-    if ((best == NULL || !(best->flags & HTTP_ROUTE_OWN_AUTH)) && !http_req_authorized(req)) {
+    if ((best == NULL || !(best->flags & HTTP_ROUTE_OWN_AUTH)) && !http_req_authorized(req) &&
+        !(srv->authorizer && srv->authorizer(srv->authorizer_arg, req))) {
         http_res_unauthorized(req);
         return 0;
     }
@@ -534,6 +537,12 @@ void http_route_flags(struct http_server *srv, const char *prefix, http_handler_
 {
     assert(srv->nroutes < HTTP_MAX_ROUTES);
     srv->routes[srv->nroutes++] = (struct http__route){prefix, strlen(prefix), cb, arg, flags};
+}
+
+void http_set_authorizer(struct http_server *srv, http_authorizer_cb cb, void *arg)
+{
+    srv->authorizer = cb;
+    srv->authorizer_arg = arg;
 }
 
 void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg)

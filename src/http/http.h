@@ -64,6 +64,10 @@ void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb,
 void http_route_flags(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg, unsigned flags);
 /* 1 when the server has no token or the request carries it as `Authorization: Bearer <token>`. */
 int http_req_authorized(const struct http_req *req);
+/* A second chance for a request without the server token (e.g. a read-only share token scoped to
+ * some paths): return 1 to let it through. Runs before routing, for every such request. */
+typedef int (*http_authorizer_cb)(void *arg, struct http_req *req);
+void http_set_authorizer(struct http_server *srv, http_authorizer_cb cb, void *arg);
 /* Answers 401 with the JSON error every unauthorized request gets. */
 void http_res_unauthorized(struct http_req *req);
 

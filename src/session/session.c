@@ -153,9 +153,9 @@ json_t *session__public(const struct session *se)
 /* The durable record (internal stream): everything needed to rebuild the session after a restart. */
 static json_t *session__record(const struct session *se)
 {
-    return json_pack("{s:s, s:s, s:s, s:O, s:O, s:I, s:b}", "id", se->id, "agent", se->agent, "workspace",
+    return json_pack("{s:s, s:s, s:s, s:O, s:O, s:I, s:b, s:O}", "id", se->id, "agent", se->agent, "workspace",
                      se->workspace, "tags", se->tags, "env", se->env, "created_at", (json_int_t)se->created_ms,
-                     "owns_workspace", se->owns_workspace);
+                     "owns_workspace", se->owns_workspace, "shares", se->shares);
 }
 
 /* Records a change durably (internal record) and publicly (the `sessions` feed, State Protocol). */
@@ -186,6 +186,7 @@ static struct session *session__from_record(json_t *rec)
     se->env = json_is_object(json_object_get(rec, "env")) ? json_incref(json_object_get(rec, "env")) : json_object();
     se->created_ms = json_integer_value(json_object_get(rec, "created_at"));
     se->owns_workspace = json_is_true(json_object_get(rec, "owns_workspace"));
+    se->shares = json_is_array(json_object_get(rec, "shares")) ? json_incref(json_object_get(rec, "shares")) : json_array();
     return se;
 }
 
@@ -196,6 +197,7 @@ static void session__free(struct session *se)
     free(se->workspace);
     json_decref(se->tags);
     json_decref(se->env);
+    json_decref(se->shares);
     for (char **p = se->envp; p && *p; p++)
         free(*p);
     free(se->envp);
@@ -458,6 +460,8 @@ static char **session__envp(json_t *env, const char *workspace)
 
 void session__register(struct sessions *s, struct session *se)
 {
+    if (se->shares == NULL)
+        se->shares = json_array();
     se->registry = s;
     s->live++;
     se->envp = session__envp(se->env, se->workspace);

@@ -11,7 +11,9 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <spawn.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -114,6 +116,19 @@ static void session__created(struct stream_op *op)
     free(pd);
 }
 
+/* Answers `answer` (taken) with `status` once everything written so far is durable: an idempotent
+ * re-create of the feed (it exists) is an op that completes with the commit of the current batch. */
+static void session__reply_durable(struct sessions *s, struct session__pending *pd, int status, json_t *answer)
+{
+    pd->status = status;
+    pd->answer = answer;
+    pd->op.cb = session__created;
+    struct stream_create_args a = {.content_type = "application/json", .ttl_s = -1, .expires_at_ms = -1};
+    stream_create(s->ss, SESSION_FEED_STREAM, strlen(SESSION_FEED_STREAM), &a, &pd->op);
+    if (!pd->op.queued && pd->req)
+        http_res_error(pd->req, 500, "storage_error", "the change could not be stored");
+}
+
 static const char *session__check_create(struct sessions *s, json_t *b, char *ws, size_t wslen)
 {
     json_t *agent = json_object_get(b, "agent");
@@ -208,16 +223,7 @@ static void session__create(struct sessions *s, struct http_req *req)
     session__event(se, json_pack("{s:s, s:s}", "type", "session", "action", "created"));
     session__publish(s, se, "insert");
 
-    /* Answer once all of the above is durable: an idempotent re-create of the feed (it exists) is
-     * an op that completes with the commit of the batch holding everything written above. */
-    struct session__pending *pd = session__pending_new(req);
-    pd->status = 201;
-    pd->answer = session__public(se);
-    pd->op.cb = session__created;
-    struct stream_create_args a = {.content_type = "application/json", .ttl_s = -1, .expires_at_ms = -1};
-    stream_create(s->ss, SESSION_FEED_STREAM, strlen(SESSION_FEED_STREAM), &a, &pd->op);
-    if (!pd->op.queued)
-        http_res_error(req, 500, "storage_error", "the session could not be stored");
+    session__reply_durable(s, session__pending_new(req), 201, session__public(se));
 }
 
 /* ================= fork ================= */
@@ -281,13 +287,7 @@ static void session__fork_done(uv_work_t *w, int status)
                                  "at", at_text));
     session__publish(s, se, "insert");
     if (pd && pd->req) {
-        pd->status = 201;
-        pd->answer = session__public(se);
-        pd->op.cb = session__created;
-        struct stream_create_args a = {.content_type = "application/json", .ttl_s = -1, .expires_at_ms = -1};
-        stream_create(s->ss, SESSION_FEED_STREAM, strlen(SESSION_FEED_STREAM), &a, &pd->op);
-        if (!pd->op.queued)
-            http_res_error(pd->req, 500, "storage_error", "the session could not be stored");
+        session__reply_durable(s, pd, 201, session__public(se));
         pd->fork = NULL;
         free(f->from_ws);
         free(f);
@@ -353,6 +353,107 @@ static void session__fork(struct sessions *s, struct session *parent, struct htt
     f->pd->fork = f;
     f->work.data = f;
     uv_queue_work(s->loop, &f->work, session__fork_copy, session__fork_done);
+}
+
+/* ================= share links ================= */
+
+/*
+ * A share token gives read-only access to one session: GET/HEAD of its streams
+ * (/v1/stream/sessions/<id>/...) and of /v1/sessions/<id>, as `Authorization: Bearer <token>` or
+ * `?share=<token>` (what a browser's EventSource can send). Tokens are kept with the session's
+ * record and revoked by DELETE. They matter when the server has a token; without one everything
+ * on loopback is open anyway.
+ */
+static void session__share(struct sessions *s, struct session *se, struct http_req *req, const char *token)
+{
+    enum http_method m = http_req_method(req);
+    if (token == NULL && m == HTTP_GET)
+        return session__send_json(req, 200, json_pack("{s:O}", "shares", se->shares));
+    if (token == NULL && m == HTTP_POST) {
+        char tok[SESSION_ID_LEN * 2 + 1];
+        session__new_id(tok);
+        session__new_id(tok + SESSION_ID_LEN);
+        json_array_append_new(se->shares, json_pack("{s:s, s:I}", "token", tok, "created_at", (json_int_t)clock_wall_ms()));
+        session__publish(s, se, "update");
+        json_t *answer = json_pack("{s:s, s:s, s:{s:s, s:s}}", "token", tok, "session", se->id, "urls", "session",
+                                   "", "transcript", "");
+        char *u1 = xasprintf("/v1/sessions/%s?share=%s", se->id, tok);
+        char *u2 = xasprintf("/v1/stream/sessions/%s/transcript?offset=-1&live=sse&share=%s", se->id, tok);
+        json_object_set_new(json_object_get(answer, "urls"), "session", json_string(u1));
+        json_object_set_new(json_object_get(answer, "urls"), "transcript", json_string(u2));
+        free(u1);
+        free(u2);
+        return session__reply_durable(s, session__pending_new(req), 201, answer);
+    }
+    if (token && m == HTTP_DELETE) {
+        size_t i;
+        json_t *sh;
+        json_array_foreach(se->shares, i, sh) {
+            if (!strcmp(json_string_value(json_object_get(sh, "token")), token)) {
+                json_array_remove(se->shares, i);
+                session__publish(s, se, "update");
+                return session__reply_durable(s, session__pending_new(req), 204, json_object());
+            }
+        }
+        return http_res_error(req, 404, "not_found", "no such share token");
+    }
+    http_res_error(req, 405, "method_not_allowed", "POST creates a share link, GET lists them, DELETE .../share/<token> revokes one");
+}
+
+/* The id of the session a path belongs to, for share tokens: /v1/sessions/<id> or
+ * /v1/stream/sessions/<id>/<stream>. Copies it into id; 0 when the path is neither. */
+static int session__path_session(const char *path, size_t plen, char id[SESSION_ID_LEN + 1])
+{
+    static const char *const prefixes[] = {SESSIONS_PREFIX "/", "/v1/stream/sessions/"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(prefixes); i++) {
+        size_t l = strlen(prefixes[i]);
+        if (plen <= l || memcmp(path, prefixes[i], l) != 0)
+            continue;
+        const char *p = path + l, *end = path + plen;
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        size_t n = slash ? (size_t)(slash - p) : (size_t)(end - p);
+        if (n != SESSION_ID_LEN || (i == 0 && slash) || (i == 1 && !slash))
+            return 0;
+        memcpy(id, p, n);
+        id[n] = '\0';
+        return 1;
+    }
+    return 0;
+}
+
+static int session__authorize(void *arg, struct http_req *req)
+{
+    struct sessions *s = arg;
+    enum http_method m = http_req_method(req);
+    if (m != HTTP_GET && m != HTTP_HEAD)
+        return 0;
+    size_t plen, hlen;
+    const char *path = http_req_path(req, &plen);
+    char id[SESSION_ID_LEN + 1];
+    if (!session__path_session(path, plen, id))
+        return 0;
+    struct session *se = map_get(&s->by_id, id, strlen(id));
+    if (se == NULL || se->deleted)
+        return 0;
+    char *token = NULL;
+    const char *h = http_req_header(req, "authorization", &hlen);
+    if (h && hlen > 7 && strncasecmp(h, "Bearer ", 7) == 0) {
+        token = http_req_alloc(req, hlen - 6);
+        memcpy(token, h + 7, hlen - 7);
+        token[hlen - 7] = '\0';
+    } else {
+        http_req_query_param(req, "share", &token);
+    }
+    if (token == NULL)
+        return 0;
+    size_t i;
+    json_t *sh;
+    json_array_foreach(se->shares, i, sh) {
+        const char *t = json_string_value(json_object_get(sh, "token"));
+        if (t && strlen(t) == strlen(token) && sodium_memcmp(t, token, strlen(t)) == 0)
+            return 1;
+    }
+    return 0;
 }
 
 /* ================= list, get, delete ================= */
@@ -521,6 +622,8 @@ static void session__route(struct http_req *req, void *arg)
             return session__delete(s, se, req);
         return http_res_error(req, 405, "method_not_allowed", "use GET or DELETE on a session");
     }
+    if ((n == 2 || n == 3) && !strcmp(parts[1], "share"))
+        return session__share(s, se, req, n == 3 ? parts[2] : NULL);
     if (n == 2 && !strcmp(parts[1], "fork")) {
         if (m != HTTP_POST)
             return http_res_error(req, 405, "method_not_allowed", "use POST to fork a session");
@@ -539,4 +642,5 @@ static void session__route(struct http_req *req, void *arg)
 void sessions_routes(struct sessions *s, struct http_server *srv)
 {
     http_route(srv, SESSIONS_PREFIX, session__route, s);
+    http_set_authorizer(srv, session__authorize, s);
 }

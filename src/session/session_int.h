@@ -25,6 +25,7 @@ struct session {
     char *workspace;
     json_t *tags;  /* array of strings */
     json_t *env;   /* object of strings, as the client declared it */
+    json_t *shares; /* array of {"token","created_at"}: read-only access to this session's streams */
     char **envp;   /* the runtimes' environment, "K=V", NULL-terminated */
     int64_t created_ms;
     int owns_workspace; /* created by agentd under DATA/workspaces */
