@@ -1,0 +1,649 @@
+/*
+ * test_agent — the runner adapters (src/agent): the real captures in
+ * ../shared/reference/agent-streams (or $AGENTD_REFERENCE_DIR) through each parser with random
+ * chunk boundaries, garbage and oversized lines, the jsonl protocol, stderr levels, and the
+ * commands for first run, resume and fork of every adapter.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "agent/agent.h"
+#include "core/core.h"
+#include "tap.h"
+
+/* ---- collecting events ------------------------------------------------------------------- */
+
+struct events {
+    json_t *all; /* array of every event delivered */
+};
+
+static void collect(void *arg, json_t *ev)
+{
+    struct events *e = arg;
+    json_array_append_new(e->all, ev);
+}
+
+/* The types of the events, space-separated, leaving out logs when skip_logs. */
+static char *types(json_t *all, int skip_logs)
+{
+    struct buf b = {0};
+    size_t i;
+    json_t *ev;
+    json_array_foreach(all, i, ev) {
+        const char *t = json_string_value(json_object_get(ev, "type"));
+        if (skip_logs && strcmp(t, "log") == 0)
+            continue;
+        buf_printf(&b, "%s%s", b.len ? " " : "", t);
+    }
+    return b.p ? b.p : xstrdup("");
+}
+
+/* The first event of type type (after skipping n of them), or NULL. */
+static json_t *nth(json_t *all, const char *type, int n)
+{
+    size_t i;
+    json_t *ev;
+    json_array_foreach(all, i, ev) {
+        if (strcmp(json_string_value(json_object_get(ev, "type")), type) == 0 && n-- == 0)
+            return ev;
+    }
+    return NULL;
+}
+
+static const char *str_at(json_t *ev, const char *key)
+{
+    return json_string_value(json_object_get(ev, key));
+}
+
+/* Feeds data through a new parser in random chunks (seed 0: all at once, 1: a byte at a time). */
+static json_t *parse(const struct agent_adapter *a, const char *data, size_t len, unsigned seed, size_t max_line,
+                     char **session, int *has_result)
+{
+    struct events e = {json_array()};
+    struct agent_parser *p = agent_parser_new(a, max_line, collect, &e);
+    srand(seed);
+    for (size_t off = 0; off < len;) {
+        size_t n = seed == 0 ? len : seed == 1 ? 1 : 1 + (size_t)rand() % 97;
+        if (n > len - off)
+            n = len - off;
+        agent_parser_feed(p, data + off, n);
+        off += n;
+    }
+    agent_parser_finish(p);
+    if (session)
+        *session = agent_parser_native_session(p) ? xstrdup(agent_parser_native_session(p)) : NULL;
+    if (has_result)
+        *has_result = agent_parser_has_result(p);
+    agent_parser_free(p);
+    return e.all;
+}
+
+/* ---- the real captures ------------------------------------------------------------------- */
+
+static char *reference_dir(void)
+{
+    const char *env = getenv("AGENTD_REFERENCE_DIR");
+    char *dir = xstrdup(env && *env ? env : "../shared/reference/agent-streams");
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    struct buf b = {0};
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_append(&b, chunk, n);
+    fclose(f);
+    *len = b.len;
+    return b.p ? b.p : xstrdup("");
+}
+
+struct capture {
+    const char *file, *adapter;
+    const char *want;       /* event types without logs */
+    const char *session;    /* native session id */
+    int is_error;           /* of the result */
+};
+
+static const struct capture captures[] = {
+    {"claude-basic-tool.jsonl", "claude-code", "message pre_tool post_tool message result",
+     "a1d3c9bf-e1a7-4748-945b-4e7fd0cc8c5e", 0},
+    {"claude-resume.jsonl", "claude-code", "message result", "a1d3c9bf-e1a7-4748-945b-4e7fd0cc8c5e", 0},
+    {"claude-fork.jsonl", "claude-code", "message result", "0c70f1bf-5c0c-4572-8814-9a5951bb6a86", 0},
+    {"claude-partial-messages.jsonl", "claude-code",
+     "delta delta message delta delta pre_tool post_tool delta delta message result",
+     "039c6dbb-7a16-475d-8a97-b8e75e469d02", 0},
+    {"claude-api-error-500.jsonl", "claude-code", "message error result", "8121addc-b56c-48a3-b799-f721af595a77", 1},
+    {"claude-mcp-stdio.jsonl", "claude-code", "message pre_tool post_tool message result",
+     "e277c780-4592-4aaf-9e82-19b4503299ef", 0},
+    {"codex-exec-tool.jsonl", "codex", "pre_tool post_tool message result", "01a1fe47-d774-7c73-b03b-356d2669e7ec", 0},
+    {"codex-mcp.jsonl", "codex", "pre_tool post_tool message result", "01a1fe48-271c-7000-aa3f-ee6b95d71d43", 0},
+    {"opencode-run-tool.jsonl", "opencode", "pre_tool post_tool message result", "ses_e01b712c9ffekxAiduBOaCm4Gy", 0},
+    {"opencode-mcp.jsonl", "opencode", "pre_tool post_tool message result", "ses_e01b6beffffembgPb4Re0g8gbZ", 0},
+};
+
+/* Every event has a native that is the line's object (or string), and nothing is unexplained. */
+static int all_native(json_t *all)
+{
+    size_t i;
+    json_t *ev;
+    json_array_foreach(all, i, ev) {
+        json_t *n = json_object_get(ev, "native");
+        if (!json_is_object(n) && !json_is_string(n))
+            return 0;
+    }
+    return 1;
+}
+
+static void test_capture(const char *dir, const struct capture *c)
+{
+    char *path = xasprintf("%s/%s", dir, c->file);
+    size_t len;
+    char *data = slurp(path, &len);
+    if (!ok(data != NULL, "%s: readable", c->file)) {
+        free(path);
+        return;
+    }
+    const struct agent_adapter *a = agent_adapter_find(c->adapter);
+    char *session = NULL;
+    int has_result = 0;
+    json_t *whole = parse(a, data, len, 0, 0, &session, &has_result);
+    char *t = types(whole, 1);
+    is_str(t, c->want, "%s: event sequence", c->file);
+    is_str(session, c->session, "%s: native session id", c->file);
+    ok(has_result, "%s: result seen", c->file);
+    ok(all_native(whole), "%s: every event carries native", c->file);
+    json_t *result = nth(whole, "result", 0);
+    is_int(json_is_true(json_object_get(result, "is_error")), c->is_error, "%s: result is_error", c->file);
+    ok(json_is_object(json_object_get(result, "usage")), "%s: result has usage", c->file);
+
+    /* Lines that are not events still become (log) events: at least one per line. */
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++)
+        lines += data[i] == '\n';
+    ok(json_array_size(whole) >= lines, "%s: %zu events for %zu lines", c->file, json_array_size(whole), lines);
+    size_t i;
+    json_t *ev;
+    int warned = 0;
+    json_array_foreach(whole, i, ev) {
+        if (strcmp(str_at(ev, "type"), "log") == 0 && strcmp(str_at(ev, "level"), "warn") == 0 &&
+            strstr(str_at(ev, "text"), "not understood"))
+            warned++;
+    }
+    is_int(warned, 0, "%s: every line understood", c->file);
+
+    /* Chunking does not matter. */
+    char *want = json_dumps(whole, JSON_COMPACT);
+    int same = 1;
+    for (unsigned seed = 1; seed < 12; seed++) {
+        json_t *chunked = parse(a, data, len, seed, 0, NULL, NULL);
+        char *got = json_dumps(chunked, JSON_COMPACT);
+        same &= strcmp(got, want) == 0;
+        free(got);
+        json_decref(chunked);
+    }
+    ok(same, "%s: same events for 11 random chunkings", c->file);
+    free(want);
+    free(t);
+    free(session);
+    json_decref(whole);
+    free(data);
+    free(path);
+}
+
+/* The events of one capture, fed in chunks chosen by seed. */
+static json_t *parse_file(const char *dir, const char *file, const char *adapter, unsigned seed)
+{
+    size_t len = 0;
+    char *path = xasprintf("%s/%s", dir, file);
+    char *data = slurp(path, &len);
+    json_t *all = parse(agent_adapter_find(adapter), data ? data : "", len, seed, 0, NULL, NULL);
+    free(data);
+    free(path);
+    return all;
+}
+
+static void test_capture_details(const char *dir)
+{
+    json_t *all = parse_file(dir, "claude-basic-tool.jsonl", "claude-code", 5);
+    json_t *pre = nth(all, "pre_tool", 0), *post = nth(all, "post_tool", 0), *res = nth(all, "result", 0);
+    is_str(str_at(pre, "name"), "Bash", "claude: pre_tool names Bash");
+    is_str(str_at(json_object_get(pre, "input"), "command"), "echo hi", "claude: pre_tool input");
+    is_str(str_at(pre, "id"), "toolu_fakeb8nesga8juq", "claude: pre_tool id");
+    is_str(str_at(post, "id"), "toolu_fakeb8nesga8juq", "claude: post_tool id");
+    is_str(str_at(post, "name"), "Bash", "claude: post_tool names the tool");
+    is_str(str_at(post, "output"), "hi", "claude: post_tool output");
+    ok(json_is_false(json_object_get(post, "is_error")), "claude: post_tool is_error false");
+    is_str(str_at(res, "text"), "DONE. tool said: hi", "claude: result text");
+    ok(json_real_value(json_object_get(res, "cost_usd")) == 0.002, "claude: cost_usd");
+    is_int(json_integer_value(json_object_get(res, "duration_ms")), 282, "claude: duration_ms");
+    is_int(json_integer_value(json_object_get(json_object_get(res, "usage"), "output_tokens")), 40, "claude: usage");
+    is_str(str_at(json_object_get(pre, "native"), "type"), "assistant", "claude: native is the parsed line");
+    json_t *msg = nth(all, "message", 0);
+    is_str(str_at(msg, "role"), "assistant", "claude: message role");
+    is_str(str_at(json_array_get(json_object_get(msg, "content"), 0), "text"), "I will call Bash.",
+           "claude: message text block");
+    json_t *init = nth(all, "log", 0);
+    is_str(str_at(init, "native_session"), "a1d3c9bf-e1a7-4748-945b-4e7fd0cc8c5e", "claude: init log names the session");
+    json_decref(all);
+
+    all = parse_file(dir, "claude-api-error-500.jsonl", "claude-code", 7);
+    json_t *err = nth(all, "error", 0);
+    is_str(str_at(err, "code"), "agent_error", "claude 500: error code");
+    ok(json_is_true(json_object_get(err, "retryable")), "claude 500: retryable");
+    json_t *retry = nth(all, "log", 1);
+    is_str(str_at(retry, "level"), "warn", "claude 500: api_retry is a warn log");
+    json_decref(all);
+
+    all = parse_file(dir, "claude-partial-messages.jsonl", "claude-code", 3);
+    json_t *d0 = nth(all, "delta", 0), *d2 = nth(all, "delta", 2);
+    is_str(str_at(d0, "kind"), "text", "claude partial: text delta");
+    is_str(str_at(d0, "text"), "I will ca", "claude partial: delta text");
+    is_str(str_at(d2, "kind"), "tool_input", "claude partial: tool input delta");
+    json_decref(all);
+
+    all = parse_file(dir, "codex-exec-tool.jsonl", "codex", 9);
+    pre = nth(all, "pre_tool", 0);
+    post = nth(all, "post_tool", 0);
+    res = nth(all, "result", 0);
+    is_str(str_at(pre, "id"), "item_1", "codex: pre_tool id");
+    is_str(str_at(json_object_get(pre, "input"), "command"), "/bin/bash -lc 'echo hi from codex'", "codex: command");
+    is_str(str_at(post, "output"), "hi from codex\n", "codex: post_tool output");
+    ok(strncmp(str_at(res, "text"), "DONE. tool said:", 16) == 0, "codex: result text is the last agent_message");
+    is_int(json_integer_value(json_object_get(json_object_get(res, "usage"), "input_tokens")), 200, "codex: usage");
+    is_str(str_at(nth(all, "log", 1), "level"), "warn", "codex: error item is a warn log");
+    json_decref(all);
+
+    all = parse_file(dir, "codex-mcp.jsonl", "codex", 9);
+    is_str(str_at(nth(all, "pre_tool", 0), "name"), "mcp__rt__runtime_exec", "codex mcp: tool name");
+    is_str(str_at(nth(all, "post_tool", 0), "output"), "mcp-ok: ran \"print(2)\" in pid 25350", "codex mcp: output");
+    json_decref(all);
+
+    all = parse_file(dir, "opencode-run-tool.jsonl", "opencode", 4);
+    pre = nth(all, "pre_tool", 0);
+    post = nth(all, "post_tool", 0);
+    res = nth(all, "result", 0);
+    is_str(str_at(pre, "name"), "bash", "opencode: tool name");
+    is_str(str_at(pre, "id"), "call_llm8ejad1r", "opencode: call id");
+    is_str(str_at(post, "output"), "hi from opencode\n", "opencode: output");
+    is_str(str_at(res, "text"), "DONE. tool said: hi from opencode\n", "opencode: result text");
+    is_int(json_integer_value(json_object_get(json_object_get(res, "usage"), "input_tokens")), 200,
+           "opencode: usage summed over steps");
+    ok(json_is_number(json_object_get(res, "cost_usd")), "opencode: cost");
+    json_decref(all);
+}
+
+/* ---- garbage, oversized lines, stderr ---------------------------------------------------- */
+
+static void test_garbage(void)
+{
+    static const char garbage[] = "not json at all\n"
+                                  "{\"type\":\"weird\"}\n"
+                                  "[1,2,3]\n"
+                                  "\xff\xfe bad \xc3 utf8\n"
+                                  "\n   \r\n"
+                                  "{\"truncated\": \n"
+                                  "{\"type\":\"result\",\"result\":\"x\",\"is_error\":false}\r\n"
+                                  "{\"type\":\"result\",\"result\":\"again\"}\n"
+                                  "tail without newline";
+    json_t *all = parse(agent_adapter_find("claude-code"), garbage, sizeof garbage - 1, 2, 0, NULL, NULL);
+    char *t = types(all, 0);
+    is_str(t, "log log log log log result log log", "garbage: logs, one result, a second result ignored");
+    json_t *l0 = nth(all, "log", 0), *l1 = nth(all, "log", 1), *l3 = nth(all, "log", 3);
+    is_str(str_at(l0, "level"), "warn", "garbage: not JSON is a warn log");
+    is_str(str_at(l0, "native"), "not json at all", "garbage: native keeps the raw line");
+    ok(json_is_object(json_object_get(l1, "native")), "garbage: unknown event keeps its object");
+    ok(strstr(str_at(l3, "native"), "bad") != NULL, "garbage: invalid UTF-8 kept, replaced");
+    is_str(str_at(nth(all, "log", 6), "native"), "tail without newline", "garbage: finish parses the last line");
+    free(t);
+    json_decref(all);
+
+    /* The same bytes to every adapter: nothing crashes, every line is an event. */
+    const char *names[] = {"claude-code", "codex", "opencode", "jsonl"};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *e = parse(agent_adapter_find(names[i]), garbage, sizeof garbage - 1, 1, 0, NULL, NULL);
+        ok(json_array_size(e) >= 8 && all_native(e), "garbage through %s: %zu events", names[i], json_array_size(e));
+        json_decref(e);
+    }
+}
+
+static void test_too_long(void)
+{
+    struct buf in = {0};
+    buf_puts(&in, "{\"type\":\"session\",\"id\":\"s1\"}\n{\"type\":\"log\",\"text\":\"");
+    for (int i = 0; i < 300; i++)
+        buf_puts(&in, "x");
+    buf_puts(&in, "\"}\n{\"type\":\"delta\",\"text\":\"after\"}\n");
+    for (unsigned seed = 0; seed < 4; seed++) {
+        char *session = NULL;
+        json_t *all = parse(agent_adapter_find("jsonl"), in.p, in.len, seed, 128, &session, NULL);
+        char *t = types(all, 0);
+        is_str(t, "log error delta", "too long (seed %u): error, then resync", seed);
+        json_t *err = nth(all, "error", 0);
+        is_str(str_at(err, "code"), "agent_output_too_long", "too long: code");
+        ok(json_is_string(json_object_get(err, "native")) &&
+               strncmp(str_at(err, "native"), "{\"type\":\"log\"", 13) == 0,
+           "too long: native holds the line's head");
+        is_str(str_at(nth(all, "delta", 0), "text"), "after", "too long: the next line is parsed");
+        is_str(session, "s1", "too long: session kept");
+        free(session);
+        free(t);
+        json_decref(all);
+    }
+    /* A line of exactly the limit passes. */
+    json_t *all = parse(agent_adapter_find("jsonl"), in.p, in.len, 0, 0, NULL, NULL);
+    char *t = types(all, 0);
+    is_str(t, "log log delta", "the same line within the default limit is parsed");
+    free(t);
+    json_decref(all);
+    /* An oversized line cut by EOF. */
+    all = parse(agent_adapter_find("jsonl"), in.p + 29, 200, 1, 128, NULL, NULL);
+    t = types(all, 0);
+    is_str(t, "error", "too long and unterminated: one error");
+    free(t);
+    json_decref(all);
+    buf_free(&in);
+}
+
+static void test_stderr(void)
+{
+    static const char err[] = "warning: low disk\nERROR: boom\n[debug] detail\nplain text\nerrors are fine\n";
+    json_t *all = parse(NULL, err, sizeof err - 1, 1, 0, NULL, NULL);
+    is_str(str_at(json_array_get(all, 0), "level"), "warn", "stderr: warning");
+    is_str(str_at(json_array_get(all, 1), "level"), "error", "stderr: ERROR");
+    is_str(str_at(json_array_get(all, 2), "level"), "debug", "stderr: [debug]");
+    is_str(str_at(json_array_get(all, 3), "level"), "info", "stderr: plain");
+    is_str(str_at(json_array_get(all, 4), "level"), "info", "stderr: a word that starts with error");
+    is_str(str_at(json_array_get(all, 1), "text"), "ERROR: boom", "stderr: text is the line");
+    json_decref(all);
+    static const char json_on_stderr[] = "{\"type\":\"result\"}\n";
+    all = parse(NULL, json_on_stderr, sizeof json_on_stderr - 1, 0, 0, NULL, NULL);
+    is_str(str_at(json_array_get(all, 0), "type"), "log", "stderr: JSON is not interpreted");
+    json_decref(all);
+}
+
+/* ---- the jsonl protocol ------------------------------------------------------------------ */
+
+static void test_jsonl(void)
+{
+    static const char out[] =
+        "{\"type\":\"session\",\"id\":\"native-7\"}\n"
+        "{\"type\":\"delta\",\"text\":\"he\"}\n"
+        "{\"type\":\"message\",\"text\":\"hello\"}\n"
+        "{\"type\":\"message\",\"role\":\"user\",\"content\":\"a string\"}\n"
+        "{\"type\":\"pre_tool\",\"id\":\"t1\",\"name\":\"sh\",\"input\":{\"cmd\":\"ls\"}}\n"
+        "{\"type\":\"post_tool\",\"id\":\"t1\",\"output\":{\"files\":[\"a\"]}}\n"
+        "{\"type\":\"log\",\"level\":\"debug\",\"text\":\"d\"}\n"
+        "{\"type\":\"error\",\"message\":\"quota\",\"retryable\":true}\n"
+        "{\"type\":\"message\",\"role\":\"robot\",\"text\":\"x\"}\n"
+        "{\"type\":\"pre_tool\"}\n"
+        "{\"type\":\"log\",\"level\":\"loud\",\"text\":\"x\"}\n"
+        "{\"type\":\"session\"}\n"
+        "{\"type\":\"result\",\"text\":\"done\",\"usage\":{\"input_tokens\":3}}\n";
+    char *session = NULL;
+    int has_result = 0;
+    json_t *all = parse(agent_adapter_find("jsonl"), out, sizeof out - 1, 6, 0, &session, &has_result);
+    char *t = types(all, 0);
+    is_str(t, "log delta message message pre_tool post_tool log error log log log log result",
+           "jsonl: event sequence (malformed lines become logs)");
+    is_str(session, "native-7", "jsonl: session line names the native session");
+    ok(has_result, "jsonl: result");
+    json_t *m0 = nth(all, "message", 0), *m1 = nth(all, "message", 1);
+    is_str(str_at(m0, "role"), "assistant", "jsonl: role defaults to assistant");
+    is_str(str_at(json_array_get(json_object_get(m0, "content"), 0), "text"), "hello", "jsonl: text shorthand");
+    is_str(str_at(json_array_get(json_object_get(m1, "content"), 0), "text"), "a string", "jsonl: string content");
+    is_str(str_at(nth(all, "post_tool", 0), "output"), "{\"files\":[\"a\"]}", "jsonl: structured output as text");
+    ok(json_is_false(json_object_get(nth(all, "post_tool", 0), "is_error")), "jsonl: is_error defaults to false");
+    is_str(str_at(nth(all, "error", 0), "code"), "agent_error", "jsonl: error code defaults");
+    is_str(str_at(nth(all, "delta", 0), "kind"), "text", "jsonl: delta kind defaults");
+    is_str(str_at(json_object_get(nth(all, "delta", 0), "native"), "type"), "delta", "jsonl: native kept");
+    ok(json_object_get(nth(all, "result", 0), "usage") != NULL, "jsonl: result usage passed on");
+    ok(json_is_false(json_object_get(nth(all, "result", 0), "is_error")), "jsonl: result is_error default");
+    is_str(str_at(nth(all, "log", 2), "level"), "warn", "jsonl: malformed message is a warn log");
+    free(t);
+    free(session);
+    json_decref(all);
+}
+
+/* ---- commands ---------------------------------------------------------------------------- */
+
+static char *joined(char **v)
+{
+    struct buf b = {0};
+    for (size_t i = 0; v && v[i]; i++)
+        buf_printf(&b, "%s%s", i ? " " : "", v[i]);
+    return b.p ? b.p : xstrdup("");
+}
+
+static const char *env_get(char **env, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; env && env[i]; i++)
+        if (strncmp(env[i], name, n) == 0 && env[i][n] == '=')
+            return env[i] + n + 1;
+    return NULL;
+}
+
+/* argv of adapter name for opts, joined by spaces; fails the test on an error. */
+static char *argv_of(const char *name, const struct agent_run_opts *o, struct agent_cmd *cmd)
+{
+    int rc = agent_command(agent_adapter_find(name), o, cmd);
+    ok(rc == 0, "%s: command built", name);
+    return joined(cmd->argv);
+}
+
+static void test_claude_command(void)
+{
+    static const char *const extra[] = {"--max-turns", "5", NULL};
+    struct agent_run_opts o = {.prompt = "-p looks like a flag", .home = "/data/h", .base_url = "http://127.0.0.1:9",
+                               .api_key = "sk-x", .extra_args = extra};
+    struct agent_cmd cmd;
+    char *a = argv_of("claude-code", &o, &cmd);
+    is_str(a, "claude -p --output-format stream-json --verbose --max-turns 5", "claude: first run");
+    is_str(cmd.stdin_data, "-p looks like a flag", "claude: prompt on stdin");
+    ok(!cmd.stdin_keep_open, "claude: stdin closed after the prompt");
+    is_str(env_get(cmd.env, "ANTHROPIC_BASE_URL"), "http://127.0.0.1:9", "claude: base url");
+    is_str(env_get(cmd.env, "ANTHROPIC_API_KEY"), "sk-x", "claude: key");
+    is_str(env_get(cmd.env, "HOME"), "/data/h", "claude: HOME");
+    is_str(env_get(cmd.env, "DISABLE_AUTOUPDATER"), "1", "claude: DISABLE_* set");
+    is_str(env_get(cmd.env, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"), "1", "claude: no nonessential traffic");
+    free(a);
+    agent_cmd_free(&cmd);
+
+    static const char *const bridge[] = {"/usr/bin/agentd", "mcp", "--session", "S1", NULL};
+    struct agent_mcp mcp = {.command = bridge};
+    o = (struct agent_run_opts){.prompt = "p", .home = "/data/h", .native_session = "abc", .mcp = &mcp,
+                                .bypass_permissions = 1, .model = "opus", .partial = 1};
+    a = argv_of("claude-code", &o, &cmd);
+    is_str(a,
+           "claude -p --output-format stream-json --verbose --include-partial-messages --model opus --resume abc "
+           "--dangerously-skip-permissions --mcp-config /data/h/agentd-mcp.json --strict-mcp-config "
+           "--allowedTools=mcp__rt__runtime",
+           "claude: resume with MCP");
+    is_str(env_get(cmd.env, "IS_SANDBOX"), "1", "claude: bypass sets IS_SANDBOX");
+    is_int(cmd.nfiles, 1, "claude: one file");
+    is_str(cmd.files[0].content,
+           "{\"mcpServers\":{\"rt\":{\"type\":\"stdio\",\"command\":\"/usr/bin/agentd\",\"args\":[\"mcp\","
+           "\"--session\",\"S1\"]}}}",
+           "claude: stdio MCP config");
+    free(a);
+    agent_cmd_free(&cmd);
+
+    struct agent_mcp http = {.url = "http://127.0.0.1:4437/v1/sessions/S1/mcp"};
+    o = (struct agent_run_opts){.prompt = "p", .home = "/h", .native_session = "abc", .fork = 1, .mcp = &http};
+    a = argv_of("claude-code", &o, &cmd);
+    ok(strstr(a, "--resume abc --fork-session --mcp-config /h/agentd-mcp.json") != NULL, "claude: fork");
+    is_str(cmd.files[0].content,
+           "{\"mcpServers\":{\"rt\":{\"type\":\"http\",\"url\":\"http://127.0.0.1:4437/v1/sessions/S1/mcp\"}}}",
+           "claude: http MCP config");
+    free(a);
+    agent_cmd_free(&cmd);
+
+    o = (struct agent_run_opts){.prompt = "p", .mcp = &http};
+    is_int(agent_command(agent_adapter_find("claude-code"), &o, &cmd), -EINVAL, "claude: MCP needs a home");
+    ok(cmd.argv == NULL, "claude: nothing left on error");
+    o = (struct agent_run_opts){.prompt = "p", .fork = 1};
+    is_int(agent_command(agent_adapter_find("claude-code"), &o, &cmd), -EINVAL, "fork needs a native session");
+    o = (struct agent_run_opts){.prompt = NULL};
+    is_int(agent_command(agent_adapter_find("claude-code"), &o, &cmd), -EINVAL, "a prompt is required");
+    struct agent_mcp both = {.url = "u", .command = bridge};
+    o = (struct agent_run_opts){.prompt = "p", .home = "/h", .mcp = &both};
+    is_int(agent_command(agent_adapter_find("claude-code"), &o, &cmd), -EINVAL, "mcp: url or command, not both");
+    o = (struct agent_run_opts){.prompt = "p", .program = "/opt/claude"};
+    a = argv_of("claude-code", &o, &cmd);
+    ok(strncmp(a, "/opt/claude -p", 14) == 0, "claude: configured program");
+    free(a);
+    agent_cmd_free(&cmd);
+    ok(agent_cancel_line(agent_adapter_find("claude-code"), "r1") == NULL, "claude: cancel by signal");
+}
+
+static void test_codex_command(void)
+{
+    struct agent_run_opts o = {.prompt = "hi", .home = "/h", .base_url = "http://127.0.0.1:9/", .api_key = "k",
+                               .model = "fake-model", .bypass_permissions = 1};
+    struct agent_cmd cmd;
+    char *a = argv_of("codex", &o, &cmd);
+    is_str(a, "codex exec --json --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox -m fake-model -",
+           "codex: first run, prompt from stdin");
+    is_str(cmd.stdin_data, "hi", "codex: stdin");
+    is_str(env_get(cmd.env, "CODEX_HOME"), "/h/.codex", "codex: CODEX_HOME");
+    is_str(env_get(cmd.env, "AGENTD_MODEL_API_KEY"), "k", "codex: key in env, named by the config");
+    is_int(cmd.nfiles, 1, "codex: config.toml");
+    is_str(cmd.files[0].path, "/h/.codex/config.toml", "codex: config path");
+    ok(strstr(cmd.files[0].content, "base_url = \"http://127.0.0.1:9/v1\"") != NULL, "codex: base_url gets /v1");
+    ok(strstr(cmd.files[0].content, "wire_api = \"responses\"") != NULL, "codex: responses wire API");
+    ok(strstr(cmd.files[0].content, "env_key = \"AGENTD_MODEL_API_KEY\"") != NULL, "codex: env_key");
+    free(a);
+    agent_cmd_free(&cmd);
+
+    static const char *const bridge[] = {"/bin/agentd", "mcp", "--session", "a\"b", NULL};
+    struct agent_mcp mcp = {.command = bridge};
+    o = (struct agent_run_opts){.prompt = "hi", .home = "/h", .native_session = "T1", .mcp = &mcp};
+    a = argv_of("codex", &o, &cmd);
+    is_str(a, "codex exec --json --skip-git-repo-check resume T1 -", "codex: resume");
+    ok(strstr(cmd.files[0].content,
+              "[mcp_servers.rt]\ncommand = \"/bin/agentd\"\nargs = [\"mcp\", \"--session\", \"a\\\"b\"]") != NULL,
+       "codex: MCP server in config.toml, TOML-escaped");
+    free(a);
+    agent_cmd_free(&cmd);
+
+    o = (struct agent_run_opts){.prompt = "hi", .native_session = "T1", .fork = 1};
+    a = argv_of("codex", &o, &cmd);
+    is_str(a, "codex exec --json --skip-git-repo-check fork T1 -", "codex: fork");
+    is_int(cmd.nfiles, 0, "codex: nothing to configure, no file");
+    free(a);
+    agent_cmd_free(&cmd);
+    o = (struct agent_run_opts){.prompt = "hi", .base_url = "http://x"};
+    is_int(agent_command(agent_adapter_find("codex"), &o, &cmd), -EINVAL, "codex: a provider needs a home");
+}
+
+static void test_opencode_command(void)
+{
+    struct agent_mcp mcp = {.url = "http://127.0.0.1:1/v1/sessions/S/mcp"};
+    struct agent_run_opts o = {.prompt = "say \"hi\"", .home = "/h", .base_url = "http://127.0.0.1:9/v1",
+                               .api_key = "k", .model = "fake-model", .mcp = &mcp};
+    struct agent_cmd cmd;
+    char *a = argv_of("opencode", &o, &cmd);
+    is_str(a, "opencode run --format json", "opencode: first run");
+    is_str(cmd.stdin_data, "say \"hi\"", "opencode: prompt on stdin");
+    is_str(env_get(cmd.env, "XDG_DATA_HOME"), "/h/.local/share", "opencode: XDG dirs under home");
+    is_str(env_get(cmd.env, "OPENCODE_DISABLE_AUTOUPDATE"), "1", "opencode: no autoupdate");
+    json_t *cfg = json_loads(env_get(cmd.env, "OPENCODE_CONFIG_CONTENT"), 0, NULL);
+    ok(cfg != NULL, "opencode: config is JSON");
+    is_str(str_at(cfg, "model"), "agentd/fake-model", "opencode: model through our provider");
+    json_t *prov = json_object_get(json_object_get(cfg, "provider"), "agentd");
+    is_str(str_at(json_object_get(prov, "options"), "baseURL"), "http://127.0.0.1:9/v1", "opencode: baseURL");
+    ok(json_is_true(json_object_get(json_object_get(json_object_get(prov, "models"), "fake-model"), "tool_call")),
+       "opencode: tool_call");
+    json_t *rt = json_object_get(json_object_get(cfg, "mcp"), "rt");
+    is_str(str_at(rt, "type"), "remote", "opencode: remote MCP");
+    json_decref(cfg);
+    free(a);
+    agent_cmd_free(&cmd);
+
+    o = (struct agent_run_opts){.prompt = "p", .native_session = "ses_1", .model = "anthropic/x"};
+    a = argv_of("opencode", &o, &cmd);
+    is_str(a, "opencode run --format json --model anthropic/x --session ses_1", "opencode: resume");
+    ok(env_get(cmd.env, "OPENCODE_CONFIG_CONTENT") == NULL, "opencode: no config needed");
+    free(a);
+    agent_cmd_free(&cmd);
+    o.fork = 1;
+    a = argv_of("opencode", &o, &cmd);
+    is_str(a, "opencode run --format json --model anthropic/x --session ses_1 --fork", "opencode: fork");
+    free(a);
+    agent_cmd_free(&cmd);
+    o = (struct agent_run_opts){.prompt = "p", .base_url = "http://x"};
+    is_int(agent_command(agent_adapter_find("opencode"), &o, &cmd), -EINVAL, "opencode: our provider needs a model");
+}
+
+static void test_jsonl_command(void)
+{
+    static const char *const extra[] = {"--fast", NULL};
+    struct agent_mcp mcp = {.url = "http://127.0.0.1:1/mcp"};
+    struct agent_run_opts o = {.prompt = "hello\nworld", .program = "/bin/myagent", .extra_args = extra,
+                               .session_id = "S1", .run_id = "R1", .native_session = "n1", .fork = 1,
+                               .mcp = &mcp, .workspace = "/w"};
+    struct agent_cmd cmd;
+    char *a = argv_of("jsonl", &o, &cmd);
+    is_str(a, "/bin/myagent --fast", "jsonl: program and args");
+    ok(cmd.stdin_keep_open, "jsonl: stdin stays open for control lines");
+    ok(cmd.stdin_len > 0 && cmd.stdin_data[cmd.stdin_len - 1] == '\n' &&
+           memchr(cmd.stdin_data, '\n', cmd.stdin_len) == cmd.stdin_data + cmd.stdin_len - 1,
+       "jsonl: one line on stdin");
+    json_t *user = json_loads(cmd.stdin_data, 0, NULL);
+    is_str(str_at(user, "type"), "user", "jsonl: user line");
+    is_str(str_at(user, "text"), "hello\nworld", "jsonl: text");
+    is_str(str_at(user, "run"), "R1", "jsonl: run");
+    is_str(str_at(user, "session"), "S1", "jsonl: session");
+    is_str(str_at(user, "resume"), "n1", "jsonl: resume");
+    ok(json_is_true(json_object_get(user, "fork")), "jsonl: fork");
+    is_str(str_at(json_object_get(user, "mcp"), "url"), "http://127.0.0.1:1/mcp", "jsonl: mcp");
+    is_str(env_get(cmd.env, "AGENTD_RUN_ID"), "R1", "jsonl: AGENTD_RUN_ID");
+    is_str(env_get(cmd.env, "AGENTD_MCP_URL"), "http://127.0.0.1:1/mcp", "jsonl: AGENTD_MCP_URL");
+    json_decref(user);
+    free(a);
+    agent_cmd_free(&cmd);
+    char *cancel = agent_cancel_line(agent_adapter_find("jsonl"), "R1");
+    is_str(cancel, "{\"type\":\"cancel\",\"run\":\"R1\"}\n", "jsonl: cancel line");
+    free(cancel);
+    o = (struct agent_run_opts){.prompt = "p"};
+    is_int(agent_command(agent_adapter_find("jsonl"), &o, &cmd), -EINVAL, "jsonl: a program is required");
+    ok(agent_adapter_find("nope") == NULL && agent_adapter_find(NULL) == NULL, "unknown adapters are NULL");
+    is_str(agent_adapter_name(agent_adapter_find("codex")), "codex", "adapter names");
+    agent_cmd_free(NULL);
+    agent_parser_free(NULL);
+}
+
+int main(void)
+{
+    char *dir = reference_dir();
+    if (dir == NULL) {
+        ok(1, "# SKIP reference captures not found (../shared/reference/agent-streams; set AGENTD_REFERENCE_DIR)");
+    } else {
+        for (size_t i = 0; i < CORE_ARRAY_LEN(captures); i++)
+            test_capture(dir, &captures[i]);
+        test_capture_details(dir);
+        free(dir);
+    }
+    test_garbage();
+    test_too_long();
+    test_stderr();
+    test_jsonl();
+    test_claude_command();
+    test_codex_command();
+    test_opencode_command();
+    test_jsonl_command();
+    return done_testing();
+}
