@@ -134,6 +134,16 @@ static const struct capture captures[] = {
     {"opencode-mcp.jsonl", "opencode", "pre_tool post_tool message result", "ses_e01b6beffffembgPb4Re0g8gbZ", 0},
 };
 
+/* Captured here (tests/unit/agent_samples/, relative to the repo root) with the argv the adapters
+ * build and the prompt on stdin, against the fakes in tests/agents: a prompt that starts with a
+ * dash and holds quotes reaches the model as sent ("DONE {{prompt}}"). */
+static const struct capture own_samples[] = {
+    {"claude-stdin-prompt.jsonl", "claude-code", "message pre_tool post_tool message result",
+     "18954b44-58fd-471f-87dc-5978a3fb1ea2", 0},
+    {"codex-stdin-prompt.jsonl", "codex", "message pre_tool post_tool message result",
+     "01a1feaf-0f66-7da1-8f2a-846c66f7224f", 0},
+};
+
 /* Every event has a native that is the line's object (or string), and nothing is unexplained. */
 static int all_native(json_t *all)
 {
@@ -637,6 +647,11 @@ int main(void)
         test_capture_details(dir);
         free(dir);
     }
+    for (size_t i = 0; i < CORE_ARRAY_LEN(own_samples); i++)
+        test_capture("tests/unit/agent_samples", &own_samples[i]);
+    json_t *live = parse_file("tests/unit/agent_samples", "codex-stdin-prompt.jsonl", "codex", 8);
+    is_str(str_at(nth(live, "result", 0), "text"), "DONE -dash prompt \"quoted\"", "codex: stdin prompt arrived whole");
+    json_decref(live);
     test_garbage();
     test_too_long();
     test_stderr();
