@@ -195,25 +195,7 @@ static json_t *string_of_bytes(const char *s, size_t n)
     if (j)
         return j;
     struct buf b = {0};
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-        int good = len > 0 && i + len <= n;
-        for (size_t k = 1; good && k < len; k++)
-            good = ((unsigned char)s[i + k] & 0xc0) == 0x80;
-        if (good && len > 1) { /* overlong forms, surrogates: let jansson judge */
-            json_t *probe = json_stringn(s + i, len);
-            good = probe != NULL;
-            json_decref(probe);
-        }
-        if (good) {
-            buf_append(&b, s + i, len);
-            i += len;
-        } else {
-            buf_puts(&b, "\xef\xbf\xbd");
-            i++;
-        }
-    }
+    buf_append_utf8(&b, s, n);
     j = json_stringn(b.p ? b.p : "", b.len);
     buf_free(&b);
     return j;

@@ -131,6 +131,49 @@ void buf_json_string(struct buf *b, const char *s, size_t n)
     buf_append(b, "\"", 1);
 }
 
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629), or 0. */
+static size_t core__utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4, cp = c & 0x07;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[k] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+void buf_append_utf8(struct buf *b, const char *s, size_t n)
+{
+    buf_reserve(b, n);
+    for (size_t i = 0; i < n;) {
+        size_t len = core__utf8_len((const unsigned char *)s + i, n - i);
+        if (len) {
+            buf_append(b, s + i, len);
+            i += len;
+        } else {
+            buf_append(b, "\xef\xbf\xbd", 3);
+            i++;
+        }
+    }
+}
+
 void buf_consume(struct buf *b, size_t n)
 {
     if (n >= b->len) {

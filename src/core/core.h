@@ -37,6 +37,9 @@ void buf_printf(struct buf *b, const char *fmt, ...) CORE_PRINTF(2, 3);
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 /* Appends s as a JSON string literal, quotes included. */
 void buf_json_string(struct buf *b, const char *s, size_t n);
+/* Appends s[0..n) as valid UTF-8: every byte that does not start a well-formed sequence (overlong,
+ * surrogate, out of range, truncated) becomes U+FFFD. For text that must become a JSON string. */
+void buf_append_utf8(struct buf *b, const char *s, size_t n);
 /* Removes the first n bytes. */
 void buf_consume(struct buf *b, size_t n);
 void buf_reset(struct buf *b);

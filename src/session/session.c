@@ -239,19 +239,7 @@ json_t *session__text(const char *p, size_t len)
     if (j)
         return j;
     struct buf b = {0};
-    for (size_t i = 0; i < len;) {
-        unsigned char c = (unsigned char)p[i];
-        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        json_t *probe = n && i + n <= len ? json_stringn(p + i, n) : NULL;
-        if (probe) {
-            buf_append(&b, p + i, n);
-            json_decref(probe);
-            i += n;
-        } else {
-            buf_puts(&b, "\xef\xbf\xbd");
-            i++;
-        }
-    }
+    buf_append_utf8(&b, p, len);
     j = json_stringn(b.p ? b.p : "", b.len);
     buf_free(&b);
     return j;
