@@ -1,0 +1,221 @@
+/*
+ * exec — the execution environment of a session: where and how its programs run.
+ *
+ * An environment is one workspace directory plus the rules every program started in it obeys:
+ * exactly the environment variables the session declared (nothing is inherited from agentd),
+ * resource limits (setrlimit, and cgroup v1 memory/pids limits where the hierarchy is writable),
+ * and optionally a bubblewrap sandbox (workspace read-write, / read-only, a private /tmp, the
+ * network shared or not). Programs are started with exec_spawn() and talk to the caller through
+ * pipes read on the caller's libuv loop. A workspace watcher reports file changes in batches.
+ *
+ * Invariants:
+ * - Every program is the leader of its own session and process group (pid == pgid), with
+ *   PR_SET_PDEATHSIG = SIGKILL, and a guard process outside that group SIGKILLs the group (and
+ *   the environment's cgroup, when it has one) if agentd dies. Nothing started here outlives
+ *   agentd.
+ * - When a program's leader exits, whatever is left of its process group is SIGKILLed at once
+ *   (the zombie leader still pins the group id, so the kill cannot reach an unrelated group).
+ * - exec_proc_kill() SIGTERMs the group and every descendant it can find (members of the group
+ *   and of the leader's session, the environment's cgroup, and processes whose parent chain leads
+ *   to one of those, which catches children that setsid()ed away while their parent lived),
+ *   SIGKILLs whatever is left after the grace period, then scans /proc until none of them is
+ *   alive and reports what it killed.
+ * - Each process gets exactly one exit callback, after its stdout and stderr have been delivered
+ *   (or after a short drain period when something that escaped the group keeps a pipe open).
+ *   The proc is freed right after that callback returns.
+ * - Status changes of the environment are reported through its event callback with the names
+ *   the transcript's `status` events use: inactive → starting → ready | error → terminated.
+ * - Not thread-safe: every function must be called on the loop's thread. The caller must ignore
+ *   SIGPIPE (agentd serve does), as with any libuv program that writes to pipes.
+ */
+#ifndef AGENTD_EXEC_H
+#define AGENTD_EXEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define EXEC_MUST_CHECK __attribute__((warn_unused_result))
+
+#define EXEC_DEFAULT_LINE_MAX 8192u   /* stderr lines longer than this are cut */
+#define EXEC_DEFAULT_GRACE_MS 1000u
+
+struct uv_loop_s;
+struct exec_env;
+struct exec_proc;
+
+/* ---- the environment ------------------------------------------------------------------ */
+
+enum exec_status {
+    EXEC_STATUS_INACTIVE,   /* created, not started */
+    EXEC_STATUS_STARTING,   /* checking the workspace, creating cgroups, probing the sandbox */
+    EXEC_STATUS_READY,      /* programs can be spawned */
+    EXEC_STATUS_ERROR,      /* the environment could not be set up; `message` says why */
+    EXEC_STATUS_TERMINATED, /* closed: every process of it is gone */
+};
+
+/* "inactive", "starting", "ready", "error", "terminated". */
+const char *exec_status_name(enum exec_status status);
+
+enum exec_sandbox {
+    EXEC_SANDBOX_NONE,
+    EXEC_SANDBOX_BWRAP, /* bubblewrap: see exec_env_opts.bwrap_* */
+};
+
+/* Resource limits. 0 means unlimited (the limit is left as agentd has it). */
+struct exec_limits {
+    uint64_t as_bytes;      /* RLIMIT_AS: address space */
+    uint64_t nproc;         /* RLIMIT_NPROC (not enforced for root: use cg_pids there) */
+    uint64_t cpu_seconds;   /* RLIMIT_CPU: SIGXCPU, then SIGKILL one second later */
+    uint64_t fsize_bytes;   /* RLIMIT_FSIZE: writing past it raises SIGXFSZ */
+    uint64_t nofile;        /* RLIMIT_NOFILE */
+    uint64_t cg_memory_bytes; /* cgroup v1 memory.limit_in_bytes for the whole environment */
+    uint64_t cg_pids;         /* cgroup v1 pids.max for the whole environment */
+};
+
+enum exec_event_type {
+    EXEC_EVENT_STATUS, /* status changed; `message` is a reason (may be NULL) */
+    EXEC_EVENT_LOG,    /* something the caller may want in its log; `level` and `message` */
+};
+
+/* Borrowed: valid only during the callback. */
+struct exec_event {
+    enum exec_event_type type;
+    enum exec_status status;  /* the current status (for LOG events too) */
+    const char *level;        /* LOG: "error", "warn", "info" or "debug" */
+    const char *message;
+    uint64_t elapsed_us;      /* STATUS ready/error: time since exec_env_start */
+};
+typedef void (*exec_event_cb)(void *arg, struct exec_env *env, const struct exec_event *ev);
+
+struct exec_env_opts {
+    const char *workspace;     /* an existing directory; made absolute. Copied. */
+    char *const *env;          /* NULL-terminated "K=V" list passed exactly; NULL = empty. Copied. */
+    struct exec_limits limits;
+    bool cgroup;               /* use a cgroup even without cg_* limits: the kill then also finds
+                                  processes that left the group and were orphaned. Implied by a
+                                  cg_* limit. Skipped (with a LOG event) when not writable. */
+    enum exec_sandbox sandbox;
+    bool bwrap_share_net;      /* bwrap: keep the host network (default: unshared, loopback only) */
+    const char *bwrap_path;    /* bwrap: the program; NULL = "/usr/bin/bwrap". Copied. */
+    const char *name;          /* for log lines and the cgroup's name, e.g. a session id. Copied. */
+    exec_event_cb on_event;    /* may be NULL */
+    void *arg;
+};
+
+/* Creates an inactive environment on `loop`. The options are copied. Returns 0, -EINVAL (no
+ * workspace), or -ENOMEM never (allocation failure aborts). Free with exec_env_close(). */
+EXEC_MUST_CHECK int exec_env_new(struct uv_loop_s *loop, const struct exec_env_opts *opts,
+                                 struct exec_env **out);
+
+/* Starts the environment: reports `starting` at once (inside this call), then `ready` or `error`
+ * from the loop: checks the workspace, creates the cgroups, and with bwrap runs /bin/true in the
+ * sandbox once so a broken sandbox is an environment error, not a spawn error. 0 or -EALREADY. */
+EXEC_MUST_CHECK int exec_env_start(struct exec_env *env);
+
+enum exec_status exec_env_status(const struct exec_env *env);
+/* The absolute workspace path. Borrowed for the environment's lifetime. */
+const char *exec_env_workspace(const struct exec_env *env);
+/* True when the environment's processes are in cgroups of its own. */
+bool exec_env_has_cgroup(const struct exec_env *env);
+
+typedef void (*exec_close_cb)(void *arg);
+/* Kills every process of the environment (SIGTERM, SIGKILL after grace_ms), stops the watcher,
+ * removes the cgroups, reports `terminated`, and frees it; `cb` (may be NULL) runs last, after
+ * every proc's exit callback. The env must not be used after this call. NULL is a no-op. */
+void exec_env_close(struct exec_env *env, uint64_t grace_ms, exec_close_cb cb, void *arg);
+
+/* ---- processes ------------------------------------------------------------------------ */
+
+/* How a process ended. Borrowed: valid only during the exit callback. */
+struct exec_exit {
+    int status;        /* exit status, or -1 when killed by a signal */
+    int signal;        /* the signal that killed it, or 0 */
+    bool core_dumped;
+    uint64_t duration_us;
+};
+
+/* What exec_proc_kill() did. Borrowed: valid only during the callback. */
+struct exec_kill_report {
+    const pid_t *pids;  /* every process found and signalled, the leader first */
+    size_t npids;
+    bool escalated;     /* SIGKILL was needed after the grace period */
+    size_t left;        /* processes still alive when verification gave up (should be 0) */
+    uint64_t elapsed_us;
+};
+
+/* stdout: raw bytes, exactly as written, in order. */
+typedef void (*exec_data_cb)(void *arg, struct exec_proc *p, const char *data, size_t len);
+/* stderr: one line without its newline. `eol` is false when the line was cut at line_max (the
+ * rest follows in the next call) or is the last bytes before end of file without a newline, so
+ * line + (eol ? "\n" : "") over all calls is exactly what the program wrote. */
+typedef void (*exec_line_cb)(void *arg, struct exec_proc *p, const char *line, size_t len, bool eol);
+typedef void (*exec_exit_cb)(void *arg, struct exec_proc *p, const struct exec_exit *ex);
+typedef void (*exec_kill_cb)(void *arg, struct exec_proc *p, const struct exec_kill_report *r);
+
+struct exec_spawn_opts {
+    exec_data_cb on_stdout;   /* may be NULL: output is drained and dropped */
+    exec_line_cb on_stderr;   /* may be NULL */
+    exec_exit_cb on_exit;     /* may be NULL */
+    void *arg;
+    size_t line_max;          /* 0 = EXEC_DEFAULT_LINE_MAX */
+};
+
+/* Starts argv[0] (looked up on the environment's own PATH when it has no slash) with argv, in
+ * the workspace, in its own process group, sandboxed and limited as the environment says. stdin
+ * is a pipe written with exec_proc_write(). Returns 0 and the live proc, -EAGAIN when the
+ * environment is not ready, -ENOENT / -EACCES when the program is not found or not executable,
+ * or another negative errno from pipe/fork; nothing is left behind on failure. */
+EXEC_MUST_CHECK int exec_spawn(struct exec_env *env, char *const *argv,
+                               const struct exec_spawn_opts *opts, struct exec_proc **out);
+
+pid_t exec_proc_pid(const struct exec_proc *p);
+
+/* Queues bytes for stdin (copied). 0, or -EPIPE once stdin is closed or the process ended. */
+EXEC_MUST_CHECK int exec_proc_write(struct exec_proc *p, const void *data, size_t len);
+/* Closes stdin once the queued writes are written. Idempotent. */
+void exec_proc_close_stdin(struct exec_proc *p);
+
+/* SIGTERM to the group and its known descendants, SIGKILL after grace_ms, then verification
+ * (see the invariants). `cb` (may be NULL) runs once, just before the exit callback. A second
+ * call while a kill is in progress only shortens nothing and returns; after exit it is not
+ * allowed (the proc is gone). */
+void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, void *arg);
+
+/* ---- the workspace watcher ------------------------------------------------------------ */
+
+enum exec_file_kind { EXEC_FILE_CREATED, EXEC_FILE_MODIFIED, EXEC_FILE_DELETED, EXEC_FILE_OVERFLOW };
+
+/* "created", "modified", "deleted", "overflow". */
+const char *exec_file_kind_name(enum exec_file_kind kind);
+
+/* One coalesced change. `path` is relative to the workspace ("" for OVERFLOW: the kernel dropped
+ * events, so anything may have changed). */
+struct exec_file_change {
+    const char *path;
+    enum exec_file_kind kind;
+};
+/* A batch, in the order paths first changed. Borrowed: valid only during the callback. */
+typedef void (*exec_watch_cb)(void *arg, struct exec_env *env, const struct exec_file_change *changes,
+                              size_t n);
+
+/* Watches the workspace recursively (new directories are added as they appear; .git and
+ * node_modules are skipped). Changes to one path within a window are coalesced (created then
+ * modified is created, created then deleted is nothing, deleted then created is modified), and
+ * at most one batch is reported per rate_ms: a batch goes out rate_ms after the first change it
+ * holds. 0, -EALREADY, or a negative errno from inotify. */
+EXEC_MUST_CHECK int exec_watch_start(struct exec_env *env, uint64_t rate_ms, exec_watch_cb cb,
+                                     void *arg);
+/* Stops watching; pending changes are dropped. Idempotent. */
+void exec_watch_stop(struct exec_env *env);
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+/* Guesses the log level of one line of a program's stderr from its first words: "error",
+ * "warn", "info" or "debug" (static strings). Understands plain prefixes ("Error:", "WARNING",
+ * "npm ERR!"), bracketed ones ("[warn]"), logfmt/JSON levels ("level=debug", "\"level\":\"error\"")
+ * and glog's "E0102 ..." form. Lines it cannot place are "info". */
+const char *exec_log_level(const char *line, size_t len);
+
+#endif

@@ -1,0 +1,126 @@
+/*
+ * exec internals shared by the files of src/exec/ — not for other modules.
+ *
+ * Objects and who owns them:
+ *   struct exec_env    env.c    options (copied), status, the cgroup directories, the list of
+ *                               live procs, the watcher. Freed by exec_env_close once every proc,
+ *                               the watcher and its own timer are gone (exec__env_maybe_free).
+ *   struct exec_proc   proc.c   one program plus its guard: pipes, pidfds, stderr line buffer.
+ *                               Linked in its env's list from spawn until its handles are closed;
+ *                               freed by the last close callback.
+ *   struct exec__kill  kill.c   one kill in progress: the processes found so far and the
+ *                               escalation / verification timer state. Owned by its proc.
+ *   struct exec__watch watch.c  the inotify watcher. Owned by the env; freed by the last close
+ *                               callback of its handles.
+ */
+#ifndef AGENTD_EXEC_INT_H
+#define AGENTD_EXEC_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "exec/exec.h"
+
+/* The cgroup v1 controllers an environment may use, in the order of exec_env.cg_dir. */
+enum { EXEC__CG_PIDS, EXEC__CG_MEMORY, EXEC__CG_N };
+
+struct exec__watch;
+struct exec__kill;
+
+struct exec_env {
+    uv_loop_t *loop;
+    char *workspace;            /* absolute, owned */
+    char **envp;                /* owned NULL-terminated copy of opts.env */
+    const char *path_var;       /* the value of PATH in envp, or NULL (points into envp) */
+    struct exec_limits limits;
+    bool want_cgroup;
+    enum exec_sandbox sandbox;
+    bool share_net;
+    char *bwrap;                /* owned */
+    char *name;                 /* owned; never NULL */
+    exec_event_cb on_event;
+    void *arg;
+
+    enum exec_status status;
+    uint64_t start_us;
+    char *cg_dir[EXEC__CG_N];   /* owned; NULL where the controller is unused */
+    unsigned proc_seq;          /* names the per-proc cgroups */
+
+    struct exec_proc *procs;    /* live procs (linked through exec_proc.next) */
+    struct exec_proc *probe;    /* the bwrap probe while it runs */
+    struct exec__watch *watch;  /* NULL when not watching */
+    uv_timer_t timer;           /* defers `ready` to the loop; closed by exec_env_close */
+    bool closing, timer_closed;
+    uint64_t close_grace_ms;
+    exec_close_cb close_cb;
+    void *close_arg;
+};
+
+struct exec_proc {
+    struct exec_env *env;       /* borrowed back-pointer */
+    struct exec_proc *next;
+    pid_t pid, guard_pid;       /* pid is also the process group and session id */
+    int pidfd, guard_pidfd;     /* owned; closed after their poll handles */
+    int life_fd;                /* write end the guard blocks on; closing it fires the guard */
+    char *cg_dir[EXEC__CG_N];   /* owned per-proc cgroups inside the env's, or NULL */
+    uv_pipe_t in, out, err;
+    uv_poll_t pid_poll, guard_poll;
+    uv_timer_t drain_timer;     /* after the leader is reaped: how long to wait for pipe EOF */
+    uv_timer_t kill_timer;      /* kill.c: grace period and verification polling */
+    int open_handles;
+    bool in_open, in_closing;   /* stdin handle state */
+    size_t writes_pending;
+
+    exec_data_cb on_stdout;
+    exec_line_cb on_stderr;
+    exec_exit_cb on_exit;
+    void *arg;
+    bool probe;                 /* the env's bwrap probe: its exit decides ready / error */
+
+    char *line;                 /* stderr line buffer of line_max bytes, owned */
+    size_t line_len, line_max;
+    char last_err[256];         /* the last stderr line, for the probe's error message */
+
+    uint64_t start_us;
+    int wstatus;
+    bool exited, guard_exited, out_eof, err_eof, drained, done;
+    struct exec__kill *kill;    /* non-NULL while a kill is in progress or being reported */
+    char rbuf[64 * 1024];       /* read buffer shared by stdout and stderr */
+};
+
+/* ---- env.c ------------------------------------------------------------------------------ */
+
+/* Reports a LOG event (printf-style message). */
+void exec__log(struct exec_env *env, const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The probe finished: its exit status decides ready or error. */
+void exec__env_probe_done(struct exec_env *env, const struct exec_exit *ex, const char *last_err);
+/* A proc was unlinked and freed, or the watcher freed: frees a closing env when nothing is left. */
+void exec__env_maybe_free(struct exec_env *env);
+
+/* ---- proc.c ----------------------------------------------------------------------------- */
+
+/* exec_spawn without the ready check; `probe` marks the env's sandbox probe. */
+int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts,
+                bool probe, struct exec_proc **out);
+/* Called by kill.c when its report went out: the proc may complete now. */
+void exec__proc_check_done(struct exec_proc *p);
+
+/* ---- kill.c ----------------------------------------------------------------------------- */
+
+/* Whether a kill is still running (its callback has not gone out). */
+bool exec__kill_busy(const struct exec_proc *p);
+/* Delivers the kill report (if any) before the exit callback; frees the kill state. */
+void exec__kill_finish(struct exec_proc *p);
+/* Sends sig to every process in a cgroup.procs file; returns how many were signalled. */
+size_t exec__cgroup_signal(const char *dir, int sig);
+
+/* ---- watch.c ---------------------------------------------------------------------------- */
+
+/* Closes the watcher's handles; exec__env_maybe_free runs when they are closed. */
+void exec__watch_close(struct exec_env *env);
+
+#endif

@@ -1,0 +1,602 @@
+/* Unit tests for src/exec: execution environments, their processes, kills and the watcher.
+ *
+ * Every test runs on its own loop and ends by closing the environment and the loop;
+ * uv_loop_close failing means a handle leaked. Workspaces are fresh directories under /tmp.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "core/core.h"
+#include "exec/exec.h"
+#include "tap.h"
+
+/* ---- harness ------------------------------------------------------------------------------ */
+
+struct h {
+    uv_loop_t loop;
+    uv_timer_t deadline;
+    bool expired;
+    struct exec_env *env;
+    char ws[64];
+    enum exec_status statuses[8];
+    int nstatus;
+    uint64_t ready_us;
+    char error[320];
+    bool closed;
+};
+
+struct run {
+    struct buf out, err;
+    int nlines, ncut;
+    bool exited;
+    struct exec_exit ex;
+    bool killed;
+    struct exec_kill_report kr;
+    pid_t kpids[16];
+    bool saw_started;
+};
+
+static void on_event(void *arg, struct exec_env *env, const struct exec_event *ev)
+{
+    struct h *h = arg;
+
+    if (ev->type != EXEC_EVENT_STATUS)
+        return;
+    if (h->nstatus < 8)
+        h->statuses[h->nstatus++] = ev->status;
+    if (ev->status == EXEC_STATUS_READY || ev->status == EXEC_STATUS_ERROR)
+        h->ready_us = ev->elapsed_us;
+    if (ev->status == EXEC_STATUS_ERROR)
+        snprintf(h->error, sizeof h->error, "%s", ev->message ? ev->message : "");
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    ((struct h *)t->data)->expired = true;
+}
+
+/* Runs the loop until *flag is true or ms pass. */
+static bool run_until(struct h *h, const bool *flag, uint64_t ms)
+{
+    h->expired = false;
+    uv_timer_start(&h->deadline, on_deadline, ms, 0);
+    while (!*flag && !h->expired)
+        uv_run(&h->loop, UV_RUN_ONCE);
+    uv_timer_stop(&h->deadline);
+    return *flag;
+}
+
+static bool is_settled(const struct h *h)
+{
+    return h->nstatus > 0 && (h->statuses[h->nstatus - 1] == EXEC_STATUS_READY ||
+                              h->statuses[h->nstatus - 1] == EXEC_STATUS_ERROR);
+}
+
+/* A started environment over a fresh workspace; returns its final start status. */
+static enum exec_status h_open(struct h *h, struct exec_env_opts *opts)
+{
+    char *default_env[] = {"PATH=/usr/bin:/bin", NULL};
+    bool settled = false;
+
+    memset(h, 0, sizeof *h);
+    uv_loop_init(&h->loop);
+    uv_timer_init(&h->loop, &h->deadline);
+    h->deadline.data = h;
+    snprintf(h->ws, sizeof h->ws, "/tmp/agentd-exec-test-XXXXXX");
+    if (mkdtemp(h->ws) == NULL)
+        abort();
+    if (opts->workspace == NULL)
+        opts->workspace = h->ws;
+    if (opts->env == NULL)
+        opts->env = default_env;
+    opts->on_event = on_event;
+    opts->arg = h;
+    if (exec_env_new(&h->loop, opts, &h->env) != 0 || exec_env_start(h->env) != 0)
+        abort();
+    opts->env = NULL;
+    for (int i = 0; i < 500 && !settled; i++) {
+        uv_run(&h->loop, UV_RUN_ONCE);
+        settled = is_settled(h);
+    }
+    return h->nstatus > 0 ? h->statuses[h->nstatus - 1] : EXEC_STATUS_INACTIVE;
+}
+
+static void on_closed(void *arg)
+{
+    ((struct h *)arg)->closed = true;
+}
+
+static void rm_rf(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "# could not remove %s\n", dir);
+}
+
+static void h_close(struct h *h, const char *what)
+{
+    int rc;
+
+    exec_env_close(h->env, 200, on_closed, h);
+    uv_close((uv_handle_t *)&h->deadline, NULL);
+    uv_run(&h->loop, UV_RUN_DEFAULT);
+    rc = uv_loop_close(&h->loop);
+    ok(h->closed && h->statuses[h->nstatus - 1] == EXEC_STATUS_TERMINATED && rc == 0,
+       "%s: environment terminated, loop closed cleanly", what);
+    rm_rf(h->ws);
+}
+
+static void r_out(void *arg, struct exec_proc *p, const char *data, size_t len)
+{
+    struct run *r = arg;
+
+    buf_append(&r->out, data, len);
+}
+
+static void r_err(void *arg, struct exec_proc *p, const char *line, size_t len, bool eol)
+{
+    struct run *r = arg;
+
+    buf_append(&r->err, line, len);
+    if (eol)
+        buf_append(&r->err, "\n", 1);
+    r->nlines++;
+    r->ncut += !eol;
+}
+
+static void r_exit(void *arg, struct exec_proc *p, const struct exec_exit *ex)
+{
+    struct run *r = arg;
+
+    r->ex = *ex;
+    r->exited = true;
+}
+
+static void r_kill(void *arg, struct exec_proc *p, const struct exec_kill_report *kr)
+{
+    struct run *r = arg;
+
+    r->kr = *kr;
+    r->kr.pids = r->kpids;
+    r->kr.npids = kr->npids < 16 ? kr->npids : 16;
+    memcpy(r->kpids, kr->pids, r->kr.npids * sizeof *kr->pids);
+    r->killed = true;
+}
+
+static struct exec_spawn_opts r_opts(struct run *r, size_t line_max)
+{
+    return (struct exec_spawn_opts){r_out, r_err, r_exit, r, line_max};
+}
+
+/* Spawns argv, writes `in` (if any) and closes stdin, and runs until the exit callback. */
+static int h_run(struct h *h, struct run *r, char *const *argv, const char *in, size_t in_len)
+{
+    struct exec_spawn_opts o = r_opts(r, 0);
+    struct exec_proc *p;
+    int rc;
+
+    memset(r, 0, sizeof *r);
+    if ((rc = exec_spawn(h->env, argv, &o, &p)) != 0)
+        return rc;
+    if (in != NULL && exec_proc_write(p, in, in_len) != 0)
+        return -EIO;
+    exec_proc_close_stdin(p);
+    run_until(h, &r->exited, 20000);
+    buf_append(&r->out, "", 1); /* NUL-terminate for string checks, len counts it */
+    r->out.len--;
+    buf_append(&r->err, "", 1);
+    r->err.len--;
+    return r->exited ? 0 : -ETIMEDOUT;
+}
+
+static void r_free(struct run *r)
+{
+    buf_free(&r->out);
+    buf_free(&r->err);
+}
+
+/* Whether a process is alive (exists and is not a zombie). */
+static bool pid_alive(pid_t pid)
+{
+    char path[64], buf[512], *p;
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if ((f = fopen(path, "r")) == NULL)
+        return false;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strrchr(buf, ')');
+    return p != NULL && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+static void test_levels(void)
+{
+    static const struct { const char *line, *want; } cases[] = {
+        {"Error: cannot find module", "error"},
+        {"npm ERR! code E404", "error"},
+        {"[WARN] disk almost full", "warn"},
+        {"warning: unused variable", "warn"},
+        {"2026-11-21T10:00:00Z DEBUG connecting", "debug"},
+        {"time=12:00 level=warn msg=slow", "warn"},
+        {"{\"level\":\"error\",\"msg\":\"boom\"}", "error"},
+        {"E1121 12:00:00.000 main.go:12] failed", "error"},
+        {"W1121 12:00:00.000 main.go:12] hmm", "warn"},
+        {"thread 'main' panicked at src/main.rs", "error"},
+        {"Traceback (most recent call last):", "error"},
+        {"Compiling foo v0.1.0", "info"},
+        {"I think this is fine", "info"},
+        {"[D] verbose detail", "debug"},
+        {"", "info"},
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        is_str(exec_log_level(cases[i].line, strlen(cases[i].line)), cases[i].want, "level of '%s'",
+               cases[i].line);
+}
+
+static void test_env_and_cwd(void)
+{
+    char *env[] = {"FOO=bar baz", "PATH=/usr/bin:/bin", "EMPTY=", NULL};
+    struct exec_env_opts o = {.env = env, .name = "scrub"};
+    char *argv_env[] = {"env", NULL};
+    char *argv_pwd[] = {"pwd", NULL};
+    char *argv_none[] = {"agentd-no-such-program", NULL};
+    struct exec_proc *p;
+    struct run r;
+    struct h h;
+
+    setenv("AGENTD_EXEC_LEAK", "1", 1); /* must not reach the child */
+    is_int(h_open(&h, &o), EXEC_STATUS_READY, "env: ready");
+    ok(h.nstatus == 2 && h.statuses[0] == EXEC_STATUS_STARTING, "env: starting, then ready");
+    printf("# environment start to ready without a sandbox: %.3f ms\n", h.ready_us / 1000.0);
+    is_int(h_run(&h, &r, argv_env, NULL, 0), 0, "env: ran");
+    is_str(r.out.p, "FOO=bar baz\nPATH=/usr/bin:/bin\nEMPTY=\n", "env: exactly the given variables");
+    r_free(&r);
+    is_int(h_run(&h, &r, argv_pwd, NULL, 0), 0, "cwd: ran");
+    char want[80];
+    snprintf(want, sizeof want, "%s\n", exec_env_workspace(h.env));
+    is_str(r.out.p, want, "cwd: the workspace");
+    r_free(&r);
+    struct exec_spawn_opts so = {0};
+    is_int(exec_spawn(h.env, argv_none, &so, &p), -ENOENT, "spawn: missing program is -ENOENT");
+    h_close(&h, "env");
+    unsetenv("AGENTD_EXEC_LEAK");
+}
+
+static void test_io(void)
+{
+    struct exec_env_opts o = {.name = "io"};
+    char *argv_mix[] = {"/bin/sh", "-c",
+                        "printf 'a\\000b\\nc'; printf 'e1\\ne2\\n0123456789abcdefXYZ\\npartial' >&2",
+                        NULL};
+    char *argv_cat[] = {"cat", NULL};
+    struct exec_spawn_opts so;
+    struct exec_proc *p;
+    struct run r;
+    struct h h;
+    size_t big = 1 << 20;
+    char *data = xmalloc(big);
+
+    h_open(&h, &o);
+    memset(&r, 0, sizeof r);
+    so = r_opts(&r, 16);
+    if (exec_spawn(h.env, argv_mix, &so, &p) != 0)
+        abort();
+    exec_proc_close_stdin(p);
+    run_until(&h, &r.exited, 10000);
+    ok(r.out.len == 5 && memcmp(r.out.p, "a\0b\nc", 5) == 0, "stdout: byte-exact with NUL and no final newline");
+    const char *want_err = "e1\ne2\n0123456789abcdefXYZ\npartial";
+    ok(r.err.len == strlen(want_err) && memcmp(r.err.p, want_err, r.err.len) == 0,
+       "stderr: lines reassemble byte-exact");
+    is_int(r.nlines, 5, "stderr: a line over line_max is cut in two");
+    is_int(r.ncut, 2, "stderr: the cut line and the unterminated last line have eol false");
+    is_int(r.ex.status, 0, "exit status 0");
+    r_free(&r);
+
+    for (size_t i = 0; i < big; i++)
+        data[i] = (char)(i * 7 + i / 251);
+    is_int(h_run(&h, &r, argv_cat, data, big), 0, "stdin: cat ran");
+    ok(r.out.len == big && memcmp(r.out.p, data, big) == 0, "stdin: 1 MiB through cat, byte-exact");
+    r_free(&r);
+    free(data);
+    h_close(&h, "io");
+}
+
+static void test_exit_and_signal(void)
+{
+    struct exec_env_opts o = {.name = "exit"};
+    char *argv_exit[] = {"/bin/sh", "-c", "exit 3", NULL};
+    char *argv_segv[] = {"/bin/sh", "-c", "echo before; kill -SEGV $$", NULL};
+    struct run r;
+    struct h h;
+
+    h_open(&h, &o);
+    h_run(&h, &r, argv_exit, NULL, 0);
+    ok(r.ex.status == 3 && r.ex.signal == 0, "exit status 3 reported");
+    r_free(&r);
+    h_run(&h, &r, argv_segv, NULL, 0);
+    ok(r.ex.status == -1 && r.ex.signal == SIGSEGV, "crash: SIGSEGV reported (signal %d)", r.ex.signal);
+    is_str(r.out.p, "before\n", "crash: output before the crash delivered");
+    r_free(&r);
+    h_close(&h, "exit");
+}
+
+static void test_rlimits(void)
+{
+    struct exec_env_opts o = {.name = "limits",
+                              .limits = {.fsize_bytes = 4096, .nofile = 32, .as_bytes = 1ull << 30}};
+    char *argv_fsize[] = {"/bin/sh", "-c", "head -c 100000 /dev/zero > big; echo $?", NULL};
+    char *argv_ulimit[] = {"/bin/sh", "-c", "ulimit -n; ulimit -v", NULL};
+    char *argv_cpu[] = {"/bin/sh", "-c", "while :; do :; done", NULL};
+    struct stat st;
+    char path[128];
+    struct run r;
+    struct h h;
+
+    h_open(&h, &o);
+    h_run(&h, &r, argv_fsize, NULL, 0);
+    is_str(r.out.p, "153\n", "RLIMIT_FSIZE: the big write dies of SIGXFSZ (128+25)");
+    snprintf(path, sizeof path, "%s/big", h.ws);
+    ok(stat(path, &st) == 0 && st.st_size == 4096, "RLIMIT_FSIZE: the file stopped at the limit");
+    r_free(&r);
+    h_run(&h, &r, argv_ulimit, NULL, 0);
+    is_str(r.out.p, "32\n1048576\n", "RLIMIT_NOFILE and RLIMIT_AS applied");
+    r_free(&r);
+    h_close(&h, "limits");
+
+    struct exec_env_opts oc = {.name = "cpu", .limits = {.cpu_seconds = 1}};
+    h_open(&h, &oc);
+    uint64_t t0 = clock_mono_us();
+    h_run(&h, &r, argv_cpu, NULL, 0);
+    ok(r.ex.signal == SIGXCPU || r.ex.signal == SIGKILL, "RLIMIT_CPU: a busy loop ends by SIGXCPU (signal %d, %.1f s)",
+       r.ex.signal, (clock_mono_us() - t0) / 1e6);
+    r_free(&r);
+    h_close(&h, "cpu");
+}
+
+static void test_kill_group(bool cgroup, bool ignore_term)
+{
+    struct exec_env_opts o = {.name = "kill", .cgroup = cgroup};
+    char script[256];
+    char *argv[] = {"/bin/sh", "-c", script, NULL};
+    struct exec_spawn_opts so;
+    struct exec_proc *p;
+    pid_t pids[3] = {0};
+    struct run r;
+    struct h h;
+    const char *what = cgroup ? "kill (cgroup)" : ignore_term ? "kill (TERM ignored)" : "kill";
+
+    snprintf(script, sizeof script, "%ssleep 30 & echo $!; setsid sleep 30 & echo $!; wait",
+             ignore_term ? "trap '' TERM; " : "");
+    h_open(&h, &o);
+    if (cgroup && !exec_env_has_cgroup(h.env)) {
+        printf("ok %d # skip %s: no writable cgroup v1 hierarchy\n", ++tap_count, what);
+        h_close(&h, what);
+        return;
+    }
+    memset(&r, 0, sizeof r);
+    so = r_opts(&r, 0);
+    if (exec_spawn(h.env, argv, &so, &p) != 0)
+        abort();
+    pids[0] = exec_proc_pid(p);
+    /* Wait until both background pids are printed. */
+    for (int i = 0; i < 400; i++) {
+        size_t nl = 0;
+        for (size_t k = 0; k < r.out.len; k++)
+            nl += r.out.p[k] == '\n';
+        if (nl >= 2)
+            break;
+        uv_run(&h.loop, UV_RUN_ONCE);
+    }
+    buf_append(&r.out, "", 1);
+    if (sscanf(r.out.p, "%d %d", &pids[1], &pids[2]) != 2)
+        abort();
+    usleep(50 * 1000); /* let setsid take effect */
+    uint64_t t0 = clock_mono_us();
+    exec_proc_kill(p, ignore_term ? 300 : 1000, r_kill, &r);
+    run_until(&h, &r.exited, 5000);
+    double secs = (clock_mono_us() - t0) / 1e6;
+    ok(r.killed && r.exited, "%s: report and exit delivered", what);
+    ok(secs < 2.0, "%s: done within 2 s (%.3f s, escalated %d)", what, secs, r.kr.escalated);
+    is_int(r.kr.escalated, ignore_term, "%s: SIGKILL needed only when TERM is ignored", what);
+    is_int(r.kr.left, 0, "%s: nothing survived", what);
+    bool found[3] = {false};
+    for (size_t i = 0; i < r.kr.npids; i++)
+        for (int k = 0; k < 3; k++)
+            found[k] = found[k] || r.kpids[i] == pids[k];
+    ok(found[0] && found[1] && found[2], "%s: leader, background child and setsid grandchild reported (%zu pids)",
+       what, r.kr.npids);
+    ok(!pid_alive(pids[0]) && !pid_alive(pids[1]) && !pid_alive(pids[2]), "%s: none of them alive in /proc", what);
+    ok(r.ex.signal == (ignore_term ? SIGKILL : SIGTERM), "%s: leader ended by signal %d", what, r.ex.signal);
+    r_free(&r);
+    h_close(&h, what);
+}
+
+static void test_cgroup_pids(void)
+{
+    struct exec_env_opts o = {.name = "pids", .limits = {.cg_pids = 4, .cg_memory_bytes = 64u << 20}};
+    char *argv[] = {"/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done 2>&1; echo done", NULL};
+    struct run r;
+    struct h h;
+
+    h_open(&h, &o);
+    if (!exec_env_has_cgroup(h.env)) {
+        printf("ok %d # skip cgroup limits: no writable cgroup v1 hierarchy\n", ++tap_count);
+        h_close(&h, "cgroup");
+        return;
+    }
+    h_run(&h, &r, argv, NULL, 0);
+    ok(strstr(r.out.p, "fork") != NULL || strstr(r.out.p, "resource") != NULL,
+       "cgroup pids.max: forks beyond the limit fail");
+    r_free(&r);
+    h_close(&h, "cgroup");
+}
+
+static void test_bwrap(void)
+{
+    struct exec_env_opts o = {.name = "bwrap", .sandbox = EXEC_SANDBOX_BWRAP};
+    char *argv[] = {"/bin/sh", "-c",
+                    "echo in > inside && echo wrote-inside; "
+                    "(echo out > /etc/agentd-exec-test) 2>/dev/null || echo denied-etc; "
+                    "(echo out > /var/tmp/agentd-exec-test) 2>/dev/null || echo denied-var; "
+                    "echo t > /tmp/x && ls /tmp", NULL};
+    char path[128];
+    struct run r;
+    struct h h;
+
+    if (h_open(&h, &o) != EXEC_STATUS_READY) {
+        printf("ok %d # skip bwrap unusable here: %s\n", ++tap_count, h.error);
+        h_close(&h, "bwrap");
+        return;
+    }
+    printf("# environment start to ready with bwrap: %.3f ms\n", h.ready_us / 1000.0);
+    h_run(&h, &r, argv, NULL, 0);
+    /* /tmp is a fresh tmpfs holding only the workspace's mount point (the tests' is in /tmp). */
+    char want[512];
+    snprintf(want, sizeof want, "wrote-inside\ndenied-etc\ndenied-var\n%s\nx\n", h.ws + strlen("/tmp/"));
+    is_str(r.out.p, want, "bwrap: writes inside the workspace only; /tmp is private");
+    snprintf(path, sizeof path, "%s/inside", h.ws);
+    ok(access(path, F_OK) == 0 && access("/etc/agentd-exec-test", F_OK) != 0,
+       "bwrap: the workspace file is on the host, nothing outside");
+    r_free(&r);
+    h_close(&h, "bwrap");
+
+    struct exec_env_opts bad = {.name = "bwrap-bad", .sandbox = EXEC_SANDBOX_BWRAP,
+                                .bwrap_path = "/bin/false"};
+    is_int(h_open(&h, &bad), EXEC_STATUS_ERROR, "bwrap: a sandbox that does not start is an environment error");
+    h_close(&h, "bwrap-bad");
+}
+
+struct watch_log {
+    char text[1024];
+    int batches;
+    uint64_t at[8];
+};
+
+static void on_changes(void *arg, struct exec_env *env, const struct exec_file_change *c, size_t n)
+{
+    struct watch_log *w = arg;
+    size_t len = strlen(w->text);
+
+    if (w->batches < 8)
+        w->at[w->batches] = clock_mono_us();
+    w->batches++;
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(w->text + len, sizeof w->text - len, "%s %s;", exec_file_kind_name(c[i].kind),
+                                c[i].path);
+    len += (size_t)snprintf(w->text + len, sizeof w->text - len, "|");
+}
+
+static void touch(const char *ws, const char *rel, const char *data)
+{
+    char path[256];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/%s", ws, rel);
+    if ((f = fopen(path, "w")) == NULL)
+        abort();
+    fputs(data, f);
+    fclose(f);
+}
+
+static void test_watch(void)
+{
+    struct exec_env_opts o = {.name = "watch"};
+    struct watch_log w = {0};
+    char path[256];
+    bool never = false;
+    struct h h;
+
+    h_open(&h, &o);
+    snprintf(path, sizeof path, "%s/.git", h.ws);
+    mkdir(path, 0755);
+    is_int(exec_watch_start(h.env, 150, on_changes, &w), 0, "watch: started");
+    is_int(exec_watch_start(h.env, 150, on_changes, &w), -EALREADY, "watch: one per environment");
+    touch(h.ws, "a.txt", "one");
+    touch(h.ws, "a.txt", "two");
+    touch(h.ws, "gone.txt", "x");
+    snprintf(path, sizeof path, "%s/gone.txt", h.ws);
+    unlink(path);
+    touch(h.ws, ".git/HEAD", "ref");
+    snprintf(path, sizeof path, "%s/sub", h.ws);
+    mkdir(path, 0755);
+    touch(h.ws, "sub/deep.txt", "d");
+    uint64_t t0 = clock_mono_us();
+    run_until(&h, &never, 400);
+    snprintf(path, sizeof path, "%s/a.txt", h.ws);
+    unlink(path);
+    touch(h.ws, "sub/deep.txt", "changed");
+    run_until(&h, &never, 100);
+    touch(h.ws, "b.txt", "b");
+    run_until(&h, &never, 400);
+    is_str(w.text, "created a.txt;created sub;created sub/deep.txt;|deleted a.txt;modified sub/deep.txt;created b.txt;|",
+           "watch: coalesced batches (created+deleted cancels, .git skipped, new dirs watched)");
+    is_int(w.batches, 2, "watch: two batches");
+    ok(w.batches >= 2 && w.at[0] - t0 >= 140000 && w.at[1] - w.at[0] >= 150000,
+       "watch: batches rate limited (%.0f ms after the first change, %.0f ms apart)",
+       (w.at[0] - t0) / 1e3, (w.at[1] - w.at[0]) / 1e3);
+    exec_watch_stop(h.env);
+    h_close(&h, "watch");
+}
+
+static void test_close_kills(void)
+{
+    struct exec_env_opts o = {.name = "close"};
+    char *argv[] = {"sleep", "30", NULL};
+    char *argv_true[] = {"true", NULL};
+    struct exec_spawn_opts so;
+    struct exec_proc *p;
+    struct run r;
+    struct h h;
+    pid_t pid;
+
+    h_open(&h, &o);
+    memset(&r, 0, sizeof r);
+    so = r_opts(&r, 0);
+    if (exec_spawn(h.env, argv, &so, &p) != 0)
+        abort();
+    pid = exec_proc_pid(p);
+    uint64_t t0 = clock_mono_us();
+    h_close(&h, "close with a running program");
+    ok(r.exited && r.ex.signal == SIGTERM && !pid_alive(pid), "close: the program was stopped (%.0f ms)",
+       (clock_mono_us() - t0) / 1e3);
+    r_free(&r);
+
+    struct exec_env_opts missing = {.name = "missing", .workspace = "/nonexistent/agentd-exec"};
+    is_int(h_open(&h, &missing), EXEC_STATUS_ERROR, "missing workspace: error status");
+    is_int(exec_spawn(h.env, argv_true, &so, &p), -EAGAIN, "missing workspace: spawn refused");
+    h_close(&h, "missing");
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    log_threshold = LOG_ERROR;
+    test_levels();
+    test_env_and_cwd();
+    test_io();
+    test_exit_and_signal();
+    test_rlimits();
+    test_kill_group(false, false);
+    test_kill_group(false, true);
+    test_kill_group(true, false);
+    test_cgroup_pids();
+    test_bwrap();
+    test_watch();
+    test_close_kills();
+    return done_testing();
+}
