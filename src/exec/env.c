@@ -157,7 +157,11 @@ static void cg_setup_one(struct exec_env *env, int c, uint64_t limit, const char
 
     if ((rc = cg_own_dir(cg_controller[c], base, sizeof base)) < 0)
         goto fail;
-    snprintf(dir, sizeof dir, "%s/agentd-%d-%u-%.64s", base, (int)getpid(), ++seq, env->name);
+    rc = snprintf(dir, sizeof dir, "%s/agentd-%d-%u-%.64s", base, (int)getpid(), ++seq, env->name);
+    if (rc < 0 || (size_t)rc >= sizeof dir) {
+        rc = -ENAMETOOLONG;
+        goto fail;
+    }
     if (mkdir(dir, 0755) < 0) {
         rc = -errno;
         goto fail;
@@ -238,20 +242,18 @@ int exec_env_new(uv_loop_t *loop, const struct exec_env_opts *opts, struct exec_
     return 0;
 }
 
+/* Reports the outcome of a start that needs no probe; from the loop, never inside
+ * exec_env_start's caller. */
 static void on_start_timer(uv_timer_t *t)
 {
     struct exec_env *env = t->data;
 
-    if (env->status == EXEC_STATUS_STARTING)
+    if (env->status != EXEC_STATUS_STARTING)
+        return;
+    if (env->start_error != NULL)
+        env_set_status(env, EXEC_STATUS_ERROR, env->start_error);
+    else
         env_set_status(env, EXEC_STATUS_READY, NULL);
-}
-
-static void on_probe_error_timer(uv_timer_t *t)
-{
-    struct exec_env *env = t->data;
-
-    if (env->status == EXEC_STATUS_STARTING)
-        env_set_status(env, EXEC_STATUS_ERROR, "workspace is not a directory");
 }
 
 int exec_env_start(struct exec_env *env)
@@ -264,7 +266,8 @@ int exec_env_start(struct exec_env *env)
     env->start_us = clock_mono_us();
     env_set_status(env, EXEC_STATUS_STARTING, NULL);
     if (stat(env->workspace, &st) < 0 || !S_ISDIR(st.st_mode)) {
-        uv_timer_start(&env->timer, on_probe_error_timer, 0, 0);
+        env->start_error = "workspace is not a directory";
+        uv_timer_start(&env->timer, on_start_timer, 0, 0);
         return 0;
     }
     if (env->want_cgroup) {
@@ -274,11 +277,9 @@ int exec_env_start(struct exec_env *env)
     if (env->sandbox == EXEC_SANDBOX_BWRAP) {
         char *argv[] = {"/bin/true", NULL};
         rc = exec__spawn(env, argv, &(struct exec_spawn_opts){0}, true, &env->probe);
-        if (rc < 0) {
-            env_set_status(env, EXEC_STATUS_ERROR, "cannot run bwrap");
+        if (rc == 0)
             return 0;
-        }
-        return 0;
+        env->start_error = "cannot run bwrap";
     }
     uv_timer_start(&env->timer, on_start_timer, 0, 0);
     return 0;
@@ -289,7 +290,7 @@ void exec__env_probe_done(struct exec_env *env, const struct exec_exit *ex, cons
     char msg[320];
 
     env->probe = NULL;
-    if (env->status != EXEC_STATUS_STARTING)
+    if (env->status != EXEC_STATUS_STARTING || env->closing) /* killed by exec_env_close */
         return;
     if (ex->status == 0) {
         env_set_status(env, EXEC_STATUS_READY, NULL);

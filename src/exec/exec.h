@@ -207,7 +207,8 @@ typedef void (*exec_watch_cb)(void *arg, struct exec_env *env, const struct exec
  * holds. 0, -EALREADY, or a negative errno from inotify. */
 EXEC_MUST_CHECK int exec_watch_start(struct exec_env *env, uint64_t rate_ms, exec_watch_cb cb,
                                      void *arg);
-/* Stops watching; pending changes are dropped. Idempotent. */
+/* Stops watching; pending changes are dropped. Idempotent. The watcher's handles close on the
+ * next loop turn; exec_watch_start returns -EALREADY until then. */
 void exec_watch_stop(struct exec_env *env);
 
 /* ---- helpers -------------------------------------------------------------------------- */

@@ -46,6 +46,7 @@ struct exec_env {
 
     enum exec_status status;
     uint64_t start_us;
+    const char *start_error;    /* static reason the start failed, reported from the timer */
     char *cg_dir[EXEC__CG_N];   /* owned; NULL where the controller is unused */
     unsigned proc_seq;          /* names the per-proc cgroups */
 
@@ -117,6 +118,8 @@ bool exec__kill_busy(const struct exec_proc *p);
 void exec__kill_finish(struct exec_proc *p);
 /* Sends sig to every process in a cgroup.procs file; returns how many were signalled. */
 size_t exec__cgroup_signal(const char *dir, int sig);
+/* The proc's own cgroup directory to list its processes from (pids preferred), or NULL. */
+const char *exec__proc_cgroup(const struct exec_proc *p);
 
 /* ---- watch.c ---------------------------------------------------------------------------- */
 

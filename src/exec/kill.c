@@ -111,6 +111,11 @@ size_t exec__cgroup_signal(const char *dir, int sig)
     return n;
 }
 
+const char *exec__proc_cgroup(const struct exec_proc *p)
+{
+    return p->cg_dir[EXEC__CG_PIDS] != NULL ? p->cg_dir[EXEC__CG_PIDS] : p->cg_dir[EXEC__CG_MEMORY];
+}
+
 static bool tracked_has(const struct exec__kill *k, pid_t pid, unsigned long long start)
 {
     for (size_t i = 0; i < k->n; i++)
@@ -138,7 +143,7 @@ static size_t sweep(struct exec_proc *p, int sig, bool only_new)
     bool *in = NULL;
     size_t nall = 0, cap = 0, nalive = 0, ncg = 0;
     pid_t cg[1024], self = getpid();
-    const char *cgdir = p->cg_dir[EXEC__CG_PIDS] ? p->cg_dir[EXEC__CG_PIDS] : p->cg_dir[EXEC__CG_MEMORY];
+    const char *cgdir = exec__proc_cgroup(p);
     struct dirent *de;
     DIR *d;
     bool grew;

@@ -254,8 +254,8 @@ static void on_leader_dead(uv_poll_t *h, int status, int events)
      * and the leader is reaped when the guard is done. */
     uv_poll_stop(h);
     kill(-p->pid, SIGKILL);
-    if (p->cg_dir[EXEC__CG_PIDS] != NULL)
-        (void)exec__cgroup_signal(p->cg_dir[EXEC__CG_PIDS], SIGKILL);
+    if (exec__proc_cgroup(p) != NULL)
+        (void)exec__cgroup_signal(exec__proc_cgroup(p), SIGKILL);
     close_fd(&p->life_fd);
     uv_timer_start(&p->drain_timer, on_drain_timeout, PROC_DRAIN_MS, 0);
 }
@@ -500,8 +500,8 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
         goto fail;
 
     snprintf(pgid_arg, sizeof pgid_arg, "-%d", (int)p->pid);
-    if (p->cg_dir[EXEC__CG_PIDS] != NULL) {
-        cg_procs = xasprintf("%s/cgroup.procs", p->cg_dir[EXEC__CG_PIDS]);
+    if (exec__proc_cgroup(p) != NULL) {
+        cg_procs = xasprintf("%s/cgroup.procs", exec__proc_cgroup(p));
         guard_argv[5] = cg_procs;
     }
     gsp = (struct exec_child){.path = "/bin/sh", .argv = guard_argv, .envp = guard_env, .cwd = "/",
