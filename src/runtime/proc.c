@@ -1,7 +1,7 @@
 /* proc — starting, watching, stopping and reaping one runtime interpreter.
  *
- * Each interpreter is forked straight from agentd (no libuv uv_spawn: it cannot set
- * PR_SET_PDEATHSIG) as the leader of a new session, so its pid is its process group id and
+ * Each interpreter is forked straight from agentd through exec/child (no libuv uv_spawn: it
+ * cannot set PR_SET_PDEATHSIG) as the leader of a new session, so its pid is its process group id and
  * signals reach everything it started. A second child, the guard, is `/bin/sh` blocked reading a
  * pipe whose only write end agentd holds: when agentd dies, or when we close that end, the
  * guard SIGKILLs the interpreter's group, so grandchildren cannot outlive agentd either. The
@@ -20,135 +20,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "exec/child.h"
 #include "runtime/internal.h"
 
 #define PROC_DRAIN_MS 200   /* after the group is dead, wait this long for pipe EOF at most */
-#define PROC_MAP_MAX 5
-
-struct fd_map {
-	int child;  /* descriptor number in the child */
-	int parent; /* our descriptor to put there */
-};
-
-struct spawn_spec {
-	const char *path;
-	char *const *argv;
-	char *const *envp;
-	const char *cwd;
-	const struct fd_map *map;
-	int nmap;
-	bool pdeathsig;
-};
-
-/* ---- the forked child: async-signal-safe calls only -------------------------------------- */
-
-static void child_write_num(char *p, size_t *len, long v)
+/* The interpreter and its guard are started by exec/child (fork, new session and group,
+ * PR_SET_PDEATHSIG, descriptor placement, exec), the one spawning path of agentd. */
+static int spawn(const char *path, char *const *argv, char *const *envp, const char *cwd,
+                 const struct exec_child_fd *map, int nmap, bool pdeathsig, pid_t *out)
 {
-	char tmp[24];
-	size_t n = 0;
-
-	if (v < 0) {
-		p[(*len)++] = '-';
-		v = -v;
-	}
-	do {
-		tmp[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v > 0);
-	while (n > 0)
-		p[(*len)++] = tmp[--n];
-}
-
-static _Noreturn void child_fail(const char *what, const char *path, int err)
-{
-	char msg[512];
-	size_t len = 0;
-	const char *parts[] = {"agentd: runtime: ", what, " ", path, ": errno "};
-
-	for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-		for (const char *s = parts[i]; *s && len < 480; s++)
-			msg[len++] = *s;
-	child_write_num(msg, &len, err);
-	msg[len++] = '\n';
-	(void)!write(2, msg, len);
-	_exit(127);
-}
-
-static _Noreturn void child_exec(const struct spawn_spec *sp, pid_t parent)
-{
-	struct sigaction dfl;
-	sigset_t none;
-	int tmp[PROC_MAP_MAX];
-	int top = 0;
-
-	/* Handlers installed by agentd (libuv's, for instance) must not run in the child, and
-	 * ignored signals would stay ignored across exec: reset everything to the default. */
-	memset(&dfl, 0, sizeof dfl);
-	dfl.sa_handler = SIG_DFL;
-	for (int sig = 1; sig < NSIG; sig++)
-		(void)sigaction(sig, &dfl, NULL);
-	if (setsid() < 0)
-		child_fail("setsid", sp->path, errno);
-	if (sp->pdeathsig) {
-		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent) /* agentd died before prctl took effect */
-			_exit(127);
-	}
-	/* Move sources out of the way first so a source that is also a target is not clobbered. */
-	for (int i = 0; i < sp->nmap; i++) {
-		tmp[i] = fcntl(sp->map[i].parent, F_DUPFD, 100);
-		if (tmp[i] < 0)
-			child_fail("dup", sp->path, errno);
-	}
-	for (int i = 0; i < sp->nmap; i++) {
-		if (dup2(tmp[i], sp->map[i].child) < 0)
-			child_fail("dup2", sp->path, errno);
-		if (sp->map[i].child > top)
-			top = sp->map[i].child;
-	}
-	for (int fd = 0; fd <= top; fd++) {
-		bool keep = false;
-		for (int i = 0; i < sp->nmap; i++)
-			keep = keep || sp->map[i].child == fd;
-		if (!keep)
-			(void)close(fd);
-	}
-	if (syscall(SYS_close_range, (unsigned)top + 1, ~0u, 0u) < 0)
-		for (int fd = top + 1; fd < 1024; fd++)
-			(void)close(fd);
-	if (sp->cwd != NULL && chdir(sp->cwd) < 0)
-		child_fail("chdir", sp->cwd, errno);
-	sigemptyset(&none);
-	(void)sigprocmask(SIG_SETMASK, &none, NULL);
-	execve(sp->path, sp->argv, sp->envp);
-	child_fail("exec", sp->path, errno);
-}
-
-/* Forks and execs; the child never touches our memory after fork except the spec. All signals
- * are blocked across fork so no agentd handler can run in the child before it resets them. */
-static int spawn(const struct spawn_spec *sp, pid_t *out)
-{
-	sigset_t all, old;
-	pid_t parent = getpid(), pid;
-	int err;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pid = fork();
-	if (pid == 0)
-		child_exec(sp, parent);
-	err = errno;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (pid < 0)
-		return -err;
-	*out = pid;
-	return 0;
+	struct exec_child spec = {.path = path, .argv = argv, .envp = envp, .cwd = cwd, .pdeathsig = pdeathsig};
+	for (int i = 0; i < nmap && i < EXEC_CHILD_MAP_MAX; i++)
+		spec.map[spec.nmap++] = map[i];
+	return exec_child_spawn(&spec, out);
 }
 
 /* ---- watching --------------------------------------------------------------------------- */
@@ -244,12 +132,6 @@ static void on_guard_exit(uv_poll_t *h, int status, int events)
 
 /* ---- starting -------------------------------------------------------------------------- */
 
-static int pidfd_open(pid_t pid)
-{
-	long fd = syscall(SYS_pidfd_open, pid, 0);
-	return fd < 0 ? -errno : (int)fd;
-}
-
 static void must(int rc, const char *what)
 {
 	/* libuv only fails these on invalid arguments or exhausted memory. */
@@ -270,7 +152,7 @@ int runtime__proc_spawn(uv_loop_t *loop, struct runtime *rt, const struct runtim
 	char *guard_argv[] = {"/bin/sh", "-c", "read x; kill -KILL \"$1\" 2>/dev/null; exit 0",
 	                      "agentd-runtime-guard", pgid_arg, NULL};
 	char *guard_env[] = {"PATH=/usr/bin:/bin", NULL};
-	struct fd_map map[PROC_MAP_MAX];
+	struct exec_child_fd map[EXEC_CHILD_MAP_MAX];
 	int nmap = 0, rc;
 	struct runtime__proc *p;
 
@@ -287,30 +169,27 @@ int runtime__proc_spawn(uv_loop_t *loop, struct runtime *rt, const struct runtim
 	}
 
 	if (cfg->lang->ctl_fd == 0) {
-		map[nmap++] = (struct fd_map){0, ctl[1]};
+		map[nmap++] = (struct exec_child_fd){0, ctl[1]};
 	} else {
-		map[nmap++] = (struct fd_map){0, devnull};
-		map[nmap++] = (struct fd_map){cfg->lang->ctl_fd, ctl[1]};
+		map[nmap++] = (struct exec_child_fd){0, devnull};
+		map[nmap++] = (struct exec_child_fd){cfg->lang->ctl_fd, ctl[1]};
 	}
-	map[nmap++] = (struct fd_map){1, outp[1]};
-	map[nmap++] = (struct fd_map){2, errp[1]};
-	map[nmap++] = (struct fd_map){RUNTIME__CODE_FD, code};
+	map[nmap++] = (struct exec_child_fd){1, outp[1]};
+	map[nmap++] = (struct exec_child_fd){2, errp[1]};
+	map[nmap++] = (struct exec_child_fd){RUNTIME__CODE_FD, code};
 	cfg->lang->argv(cfg->program, argv);
-	rc = spawn(&(struct spawn_spec){cfg->program, (char *const *)argv, cfg->envp, cfg->cwd, map,
-	                                nmap, true},
-	           &pid);
+	rc = spawn(cfg->program, (char *const *)argv, cfg->envp, cfg->cwd, map, nmap, true, &pid);
 	if (rc < 0)
 		goto fail;
 
 	snprintf(pgid_arg, sizeof pgid_arg, "-%d", (int)pid);
-	struct fd_map guard_map[] = {{0, life[0]}, {1, devnull}, {2, devnull}};
-	rc = spawn(&(struct spawn_spec){"/bin/sh", guard_argv, guard_env, "/", guard_map, 3, false},
-	           &guard);
+	struct exec_child_fd guard_map[] = {{0, life[0]}, {1, devnull}, {2, devnull}};
+	rc = spawn("/bin/sh", guard_argv, guard_env, "/", guard_map, 3, false, &guard);
 	if (rc < 0)
 		goto fail;
 
-	pidfd = pidfd_open(pid);
-	guard_pidfd = pidfd_open(guard);
+	pidfd = exec_child_pidfd(pid);
+	guard_pidfd = exec_child_pidfd(guard);
 	if (pidfd < 0 || guard_pidfd < 0) {
 		rc = pidfd < 0 ? pidfd : guard_pidfd;
 		goto fail;
