@@ -160,6 +160,8 @@ struct exec_spawn_opts {
     exec_exit_cb on_exit;     /* may be NULL */
     void *arg;
     size_t line_max;          /* 0 = EXEC_DEFAULT_LINE_MAX */
+    char *const *env_extra;   /* NULL-terminated "K=V" added to (or replacing in) the environment's
+                                 list for this program only (e.g. an agent's run settings) */
 };
 
 /* Starts argv[0] (looked up on the environment's own PATH when it has no slash) with argv, in

@@ -439,6 +439,29 @@ int exec_spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_
     return exec__spawn(env, argv, opts, false, out);
 }
 
+/* base with extra laid over it: an extra "K=V" replaces base's K. The array is allocated (free
+ * it), its strings borrowed. */
+static char **merge_env(char *const *base, char *const *extra)
+{
+    size_t nb = 0, ne = 0, n = 0;
+    while (base && base[nb])
+        nb++;
+    while (extra[ne])
+        ne++;
+    char **out = xcalloc(nb + ne + 1, sizeof *out);
+    for (size_t i = 0; i < nb; i++) {
+        size_t klen = strcspn(base[i], "=");
+        bool replaced = false;
+        for (size_t j = 0; j < ne && !replaced; j++)
+            replaced = strncmp(extra[j], base[i], klen) == 0 && extra[j][klen] == '=';
+        if (!replaced)
+            out[n++] = base[i];
+    }
+    for (size_t j = 0; j < ne; j++)
+        out[n++] = extra[j];
+    return out;
+}
+
 int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts,
                 bool probe, struct exec_proc **out)
 {
@@ -450,6 +473,7 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
                           NULL};
     char *guard_env[] = {"PATH=/usr/bin:/bin", NULL};
     char *cg_procs = NULL;
+    char **merged = NULL; /* the entries are borrowed from the two lists */
     struct exec_child sp = {0}, gsp = {0};
     struct exec_proc *p;
 
@@ -476,6 +500,8 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     cg_proc_dirs(env, p, cg_fd);
 
     sp.envp = env->envp;
+    if (opts->env_extra != NULL)
+        sp.envp = merged = merge_env(env->envp, opts->env_extra);
     if (env->sandbox == EXEC_SANDBOX_BWRAP) {
         bw = bwrap_argv(env, program, argv);
         sp.path = env->bwrap;
@@ -496,6 +522,7 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     p->start_us = clock_mono_us();
     rc = exec_child_spawn(&sp, &p->pid);
     free(bw);
+    free(merged);
     if (rc < 0)
         goto fail;
 

@@ -255,12 +255,17 @@ int serve_main(int argc, char **argv)
     streams_set_observer(s.streams, subs_observe, s.subs);
     http_route_flags(s.http, SUBS_HTTP_PREFIX, subs_http_handle, s.subs, HTTP_ROUTE_OWN_AUTH);
 
+    char *agent_url = xasprintf("http://%s%s%s:%d", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+                                http_server_port(s.http));
     struct sessions_config sescfg = {
         .data_dir = o.data,
+        .base_url = o.token && *o.token ? NULL : agent_url, /* MCP over HTTP needs no token on loopback */
         .runtime_idle_ms = (uint64_t)o.runtime_idle,
         .runtime_output_limit = (size_t)o.runtime_output_limit,
     };
-    if ((rc = sessions_new(&s.sessions, &s.loop, s.streams, &sescfg, err, sizeof err))) {
+    rc = sessions_new(&s.sessions, &s.loop, s.streams, &sescfg, err, sizeof err);
+    free(agent_url);
+    if (rc) {
         fprintf(stderr, "agentd serve: %s\n", err);
         goto out;
     }

@@ -9,6 +9,7 @@
  */
 #include "session/session.h"
 #include "core/map.h"
+#include "agent/agent.h"
 #include "runtime/runtime.h"
 #include "session/session_int.h"
 #include "stream/stream.h"
@@ -144,18 +145,35 @@ json_t *session__public(const struct session *se)
                                       "pid", runtime_pgid(se->rt[i]),
                                       "calls", (json_int_t)runtime_history_count(se->rt[i])));
     }
-    return json_pack("{s:s, s:s, s:s, s:O, s:o, s:I, s:s, s:{s:s, s:s, s:s}, s:o}", "id", se->id, "agent", se->agent,
-                     "workspace", se->workspace, "tags", se->tags, "env_keys", env_keys, "created_at",
-                     (json_int_t)se->created_ms, "status", se->deleted ? "deleted" : "idle", "streams", "transcript", t,
-                     "state", st, "inbox", in, "runtimes", rts);
+    json_t *pub = json_pack("{s:s, s:s, s:s, s:O, s:o, s:I, s:s, s:{s:s, s:s, s:s}, s:o}", "id", se->id, "agent",
+                            se->agent, "workspace", se->workspace, "tags", se->tags, "env_keys", env_keys, "created_at",
+                            (json_int_t)se->created_ms, "status",
+                            se->deleted ? "deleted" : se->active ? "running" : "idle", "streams", "transcript", t,
+                            "state", st, "inbox", in, "runtimes", rts);
+    json_object_set_new(pub, "native_session", se->native_session ? json_string(se->native_session) : json_null());
+    json_object_set_new(pub, "active_run", se->active ? json_string(session__active_run_id(se)) : json_null());
+    if (se->agent_opts && json_object_size(se->agent_opts)) {
+        json_t *opts = json_deep_copy(se->agent_opts);
+        if (json_object_get(opts, "api_key"))
+            json_object_set_new(opts, "api_key", json_string("***"));
+        json_object_set_new(pub, "agent_options", opts);
+    }
+    return pub;
 }
 
 /* The durable record (internal stream): everything needed to rebuild the session after a restart. */
 static json_t *session__record(const struct session *se)
 {
-    return json_pack("{s:s, s:s, s:s, s:O, s:O, s:I, s:b, s:O}", "id", se->id, "agent", se->agent, "workspace",
-                     se->workspace, "tags", se->tags, "env", se->env, "created_at", (json_int_t)se->created_ms,
-                     "owns_workspace", se->owns_workspace, "shares", se->shares);
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:O, s:O, s:I, s:b, s:O}", "id", se->id, "agent", se->agent, "workspace",
+                            se->workspace, "tags", se->tags, "env", se->env, "created_at", (json_int_t)se->created_ms,
+                            "owns_workspace", se->owns_workspace, "shares", se->shares);
+    if (se->agent_opts)
+        json_object_set(rec, "agent_opts", se->agent_opts);
+    if (se->native_session)
+        json_object_set_new(rec, "native_session", json_string(se->native_session));
+    if (se->fork_pending)
+        json_object_set_new(rec, "fork_pending", json_true());
+    return rec;
 }
 
 /* Records a change durably (internal record) and publicly (the `sessions` feed, State Protocol). */
@@ -187,6 +205,12 @@ static struct session *session__from_record(json_t *rec)
     se->created_ms = json_integer_value(json_object_get(rec, "created_at"));
     se->owns_workspace = json_is_true(json_object_get(rec, "owns_workspace"));
     se->shares = json_is_array(json_object_get(rec, "shares")) ? json_incref(json_object_get(rec, "shares")) : json_array();
+    se->agent_opts = json_is_object(json_object_get(rec, "agent_opts")) ? json_incref(json_object_get(rec, "agent_opts"))
+                                                                         : json_object();
+    se->adapter = strcmp(agent, "none") ? agent_adapter_find(agent) : NULL;
+    const char *native = json_string_value(json_object_get(rec, "native_session"));
+    se->native_session = native ? xstrdup(native) : NULL;
+    se->fork_pending = json_is_true(json_object_get(rec, "fork_pending"));
     return se;
 }
 
@@ -198,12 +222,14 @@ static void session__free(struct session *se)
     json_decref(se->tags);
     json_decref(se->env);
     json_decref(se->shares);
+    session__runs_free(se);
     for (char **p = se->envp; p && *p; p++)
         free(*p);
     free(se->envp);
     free(se);
     if (--s->live == 0 && s->freeing) {
         free(s->data_dir);
+        free(s->base_url);
         free(s);
     }
 }
@@ -217,10 +243,16 @@ static void session__runtime_closed(void *arg)
         session__free(se);
 }
 
+void session__env_released(struct session *se)
+{
+    session__runtime_closed(se);
+}
+
 /* Closes every runtime of se; frees se afterwards when it is deleted. */
 void session__close_runtimes(struct session *se)
 {
     se->closing++; /* held until the loop below is done, so a synchronous close cannot free se */
+    session__stop_runs(se);
     for (int i = 0; i < SESSION_NLANG; i++) {
         if (se->rt[i]) {
             struct runtime *rt = se->rt[i];
@@ -452,8 +484,20 @@ void session__register(struct sessions *s, struct session *se)
         se->shares = json_array();
     se->registry = s;
     s->live++;
+    if (se->runs == NULL)
+        se->runs = json_array();
+    if (se->agent_opts == NULL)
+        se->agent_opts = json_object();
+    se->queue_tail = &se->queue;
     se->envp = session__envp(se->env, se->workspace);
     map_put(&s->by_id, se->id, strlen(se->id), se);
+}
+
+static void session__recover_one(const char *key, void *value, void *arg)
+{
+    struct session *se = value;
+    if (se->adapter)
+        session__recover_runs(se);
 }
 
 static void session__replay(struct sessions *s)
@@ -489,6 +533,7 @@ static void session__replay(struct sessions *s)
         }
     }
     json_decref(msgs);
+    map_each(&s->by_id, session__recover_one, NULL);
     log_info("session: %zu sessions restored", s->by_id.count);
 }
 
@@ -519,6 +564,7 @@ int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss, con
     }
     s->data_dir = xstrdup(real);
     s->cfg.data_dir = s->data_dir;
+    s->base_url = cfg->base_url ? xstrdup(cfg->base_url) : NULL;
     session__replay(s);
     session__ensure_stream(s, SESSION_FEED_STREAM);
     *out = s;
@@ -553,6 +599,7 @@ void sessions_free(struct sessions *s)
     map_clear(&s->by_id);
     if (--s->live == 0) {
         free(s->data_dir);
+        free(s->base_url);
         free(s);
     }
 }

@@ -40,6 +40,7 @@ struct sessions;
 
 struct sessions_config {
     const char *data_dir;   /* new workspaces go to DATA/workspaces/<id> */
+    const char *base_url;   /* how agents reach this server (for agentd's MCP tool); NULL: not offered */
     uint64_t runtime_idle_ms;
     size_t runtime_output_limit;
 };

@@ -177,17 +177,19 @@ static void session__create(struct sessions *s, struct http_req *req)
     const char *why = NULL;
     char ws[PATH_MAX];
     json_t *b = session__body(req, &why);
-    if (b && (why = session__check_create(s, b, ws, sizeof ws)) == NULL &&
-        strcmp(json_string_value(json_object_get(b, "agent")), "none") != 0) {
-        json_decref(b);
-        return http_res_error(req, 501, "not_implemented",
-                              "agent runners are not available yet; create a runtime-only session with agent none");
-    }
+    if (b)
+        why = session__check_create(s, b, ws, sizeof ws);
     if (why) {
         json_decref(b);
         return http_res_error(req, 400, "bad_request", "%s", why);
     }
     struct session *se = xcalloc(1, sizeof *se);
+    if ((why = session__agent_config(se, b)) != NULL) {
+        json_decref(se->agent_opts);
+        free(se);
+        json_decref(b);
+        return http_res_error(req, 400, "bad_request", "%s", why);
+    }
     session__new_id(se->id);
     se->agent = xstrdup(json_string_value(json_object_get(b, "agent")));
     if (ws[0]) {
@@ -200,6 +202,7 @@ static void session__create(struct sessions *s, struct http_req *req)
             free(dir);
             free(se->workspace);
             free(se->agent);
+            json_decref(se->agent_opts);
             free(se);
             json_decref(b);
             return http_res_error(req, 500, "workspace_failed", "cannot create the workspace: %s", strerror(e));
@@ -326,6 +329,10 @@ static void session__fork(struct sessions *s, struct session *parent, struct htt
     struct session *se = xcalloc(1, sizeof *se);
     session__new_id(se->id);
     se->agent = xstrdup(parent->agent);
+    se->adapter = parent->adapter;
+    se->agent_opts = json_deep_copy(parent->agent_opts);
+    se->native_session = parent->native_session ? xstrdup(parent->native_session) : NULL;
+    se->fork_pending = se->native_session != NULL; /* its first run forks the agent's own session */
     se->tags = json_incref(tags ? tags : parent->tags);
     se->env = json_deep_copy(parent->env);
     se->created_ms = clock_wall_ms();
@@ -454,6 +461,28 @@ static int session__authorize(void *arg, struct http_req *req)
             return 1;
     }
     return 0;
+}
+
+/* ================= messages ================= */
+
+static void session__post_message(struct sessions *s, struct session *se, struct http_req *req)
+{
+    const char *why = NULL;
+    json_t *b = session__body(req, &why);
+    if (b == NULL)
+        return http_res_error(req, 400, "bad_request", "%s", why);
+    json_t *text = json_object_get(b, "text"), *mode = json_object_get(b, "mode");
+    if (!json_is_string(text) || (mode && !json_is_null(mode) && !json_is_string(mode))) {
+        json_decref(b);
+        return http_res_error(req, 400, "bad_request", "text (a string) is required; mode is queue, interrupt or reject");
+    }
+    json_t *answer = NULL;
+    int status = session__message(se, json_string_value(text), json_string_value(mode), &answer, &why);
+    json_decref(b);
+    if (answer == NULL)
+        return http_res_error(req, status, status == 409 ? "conflict" : "bad_request", "%s", why);
+    json_object_set(answer, "run", json_object_get(answer, "id"));
+    session__reply_durable(s, session__pending_new(req), status, answer);
 }
 
 /* ================= list, get, delete ================= */
@@ -621,6 +650,23 @@ static void session__route(struct http_req *req, void *arg)
         if (m == HTTP_DELETE)
             return session__delete(s, se, req);
         return http_res_error(req, 405, "method_not_allowed", "use GET or DELETE on a session");
+    }
+    if (n == 2 && !strcmp(parts[1], "messages")) {
+        if (m != HTTP_POST)
+            return http_res_error(req, 405, "method_not_allowed", "POST a message");
+        return session__post_message(s, se, req);
+    }
+    if (n == 2 && !strcmp(parts[1], "runs") && (m == HTTP_GET || m == HTTP_HEAD))
+        return session__send_json(req, 200, json_pack("{s:O}", "runs", se->runs));
+    if (n == 4 && !strcmp(parts[1], "runs") && !strcmp(parts[3], "cancel")) {
+        if (m != HTTP_POST)
+            return http_res_error(req, 405, "method_not_allowed", "POST to cancel a run");
+        json_t *answer = NULL;
+        const char *why = NULL;
+        int status = session__cancel_run(se, parts[2], &answer, &why);
+        if (answer == NULL)
+            return http_res_error(req, status, "conflict", "%s", why);
+        return session__reply_durable(s, session__pending_new(req), status, answer);
     }
     if ((n == 2 || n == 3) && !strcmp(parts[1], "share"))
         return session__share(s, se, req, n == 3 ? parts[2] : NULL);

@@ -18,6 +18,9 @@
 #define SESSION_FEED_STREAM "sessions"
 
 struct runtime;
+struct exec_env;
+struct agent_adapter;
+struct session_run;
 
 struct session {
     char id[SESSION_ID_LEN + 1];
@@ -33,6 +36,18 @@ struct session {
     int closing;   /* runtime closes in flight (+1 while closing) */
     struct runtime *rt[SESSION_NLANG];
     struct sessions *registry;
+
+    /* ---- agent runs (session_run.c) ---- */
+    const struct agent_adapter *adapter; /* NULL for agent "none" */
+    json_t *agent_opts;     /* {"command","program","base_url","api_key","model","mcp","sandbox"} */
+    char *native_session;   /* the agent's own session id, for resume */
+    char *home;             /* DATA/homes/<id>: the agent's HOME, kept across runs */
+    struct exec_env *xenv;  /* execution environment, started with the first run */
+    int env_closing;
+    struct session_run *active;
+    struct session_run *queue, **queue_tail;
+    json_t *runs;           /* run records (State Protocol values), oldest first */
+    int fork_pending;       /* a forked session's first run forks the agent's native session */
 };
 
 struct sessions {
@@ -44,6 +59,7 @@ struct sessions {
     sessions_mcp_cb mcp_cb;
     void *mcp_arg;
     size_t live;  /* sessions not yet freed (deleted ones wait for their runtimes to close) */
+    char *base_url; /* how agents reach this server (MCP), e.g. http://127.0.0.1:4437 */
     int freeing;  /* sessions_free ran: the last session__free frees the registry */
 };
 
@@ -59,5 +75,20 @@ void session__publish(struct sessions *s, struct session *se, const char *operat
 void session__register(struct sessions *s, struct session *se);
 void session__close_runtimes(struct session *se);
 void session__new_id(char out[SESSION_ID_LEN + 1]);
+
+/* session_run.c */
+/* Validates and stores the agent part of a create request; NULL or a reason. */
+const char *session__agent_config(struct session *se, json_t *body);
+/* Queues user input; answers with the run's record, or an HTTP status and reason. */
+int session__message(struct session *se, const char *text, const char *mode, json_t **answer, const char **why);
+int session__cancel_run(struct session *se, const char *run, json_t **answer, const char **why);
+/* After a restart: closes runs that were queued or running as failed (server_restart). */
+void session__recover_runs(struct session *se);
+/* Stops the active run and the environment (session deleted or server stopping). */
+void session__stop_runs(struct session *se);
+void session__runs_free(struct session *se);
+const char *session__active_run_id(const struct session *se);
+/* The environment finished closing (session.c: may free a deleted session). */
+void session__env_released(struct session *se);
 
 #endif

@@ -1,0 +1,591 @@
+/*
+ * session_run — a session's agent runs: input modes, the run state machine, the execution
+ * environment and the agent adapter wired together, and what each run writes durably.
+ *
+ * Per run: user input goes to the inbox stream; the run's record (State Protocol) to the state
+ * stream, on every change; its events to the transcript: run_start, the agent's events as the
+ * adapter maps them (every one keeping the agent's line under `native`), run_completed. At most one
+ * run is active; `queue` waits behind it, `interrupt` cancels it first, `reject` refuses.
+ *
+ * Ownership: a struct session_run belongs to its session from creation until its completion has
+ * been recorded (then freed). The running program (struct exec_proc) belongs to exec/ and is gone
+ * after its exit callback; parsers belong to the run. The exec environment starts with the first
+ * run and closes when the session is deleted or the server stops.
+ */
+#include "agent/agent.h"
+#include "exec/exec.h"
+#include "session/session_int.h"
+#include "stream/stream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RUN_CANCEL_GRACE_MS 1000
+#define RUN_ID_BYTES 8
+
+enum run_state { RUN_QUEUED, RUN_RUNNING, RUN_DONE };
+
+struct session_run {
+    char id[2 * RUN_ID_BYTES + 5];
+    struct session *se;
+    char *text;
+    char mode[16];
+    enum run_state state;
+    int64_t created_ms, started_ms;
+    struct exec_proc *proc;
+    struct agent_parser *out, *err;
+    json_t *result;          /* the agent's result event, when it wrote one */
+    int cancel_requested;
+    const char *fail_code;   /* set when agentd itself failed the run (spawn, environment) */
+    char *fail_message;
+    struct session_run *next;
+};
+
+/* ================= durable records ================= */
+
+static void run__path(const struct session *se, const char *kind, char out[128])
+{
+    snprintf(out, 128, "sessions/%s/%s", se->id, kind);
+}
+
+/* The run's record in the state stream (and in se->runs for GET .../runs). extra is taken. */
+static void run__record(struct session_run *r, const char *operation, const char *status, json_t *extra)
+{
+    struct session *se = r->se;
+    json_t *v = json_pack("{s:s, s:s, s:s, s:I, s:s}", "id", r->id, "status", status, "mode", r->mode, "created_at",
+                          (json_int_t)r->created_ms, "input", r->text);
+    if (r->started_ms)
+        json_object_set_new(v, "started_at", json_integer(r->started_ms));
+    if (extra) {
+        json_object_update(v, extra);
+        json_decref(extra);
+    }
+    size_t i;
+    json_t *old;
+    int found = 0;
+    json_array_foreach(se->runs, i, old) {
+        if (!strcmp(json_string_value(json_object_get(old, "id")), r->id)) {
+            json_array_set(se->runs, i, v);
+            found = 1;
+            break;
+        }
+    }
+    if (!found)
+        json_array_append(se->runs, v);
+    char path[128];
+    run__path(se, "state", path);
+    session__append(se->registry, path,
+                    json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "run", "key", r->id, "value", v, "headers",
+                              "operation", operation));
+    /* activeQuery: which run is running since when, apart from the environment's health */
+    if (!strcmp(status, "running") || !strcmp(operation, "update"))
+        session__append(se->registry, path,
+                        json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "active_query", "key", "current", "value",
+                                  se->active ? json_pack("{s:s, s:I}", "run", se->active->id, "started_at",
+                                                         (json_int_t)se->active->started_ms)
+                                             : json_null(),
+                                  "headers", "operation", "update"));
+}
+
+/* A transcript event of this run; ev is taken. */
+static void run__event(struct session_run *r, json_t *ev)
+{
+    json_object_set_new(ev, "run", json_string(r->id));
+    session__event(r->se, ev);
+}
+
+/* ================= configuration ================= */
+
+const char *session__agent_config(struct session *se, json_t *b)
+{
+    const char *agent = json_string_value(json_object_get(b, "agent"));
+    se->agent_opts = json_object();
+    if (agent == NULL || !strcmp(agent, "none"))
+        return NULL;
+    se->adapter = agent_adapter_find(agent);
+    if (se->adapter == NULL)
+        return "unknown agent (none, claude-code, codex, opencode or jsonl)";
+    static const char *const strings[] = {"program", "base_url", "api_key", "model", "sandbox"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(strings); i++) {
+        json_t *v = json_object_get(b, strings[i]);
+        if (v && !json_is_null(v) && !json_is_string(v))
+            return "program, base_url, api_key, model and sandbox must be strings";
+        if (json_is_string(v))
+            json_object_set(se->agent_opts, strings[i], v);
+    }
+    const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
+    if (sandbox && strcmp(sandbox, "none") && strcmp(sandbox, "bwrap"))
+        return "sandbox must be none or bwrap";
+    json_t *mcp = json_object_get(b, "mcp");
+    json_object_set_new(se->agent_opts, "mcp", json_boolean(mcp == NULL || json_is_true(mcp)));
+    json_t *cmd = json_object_get(b, "command");
+    if (cmd) {
+        size_t i;
+        json_t *a;
+        if (!json_is_array(cmd) || json_array_size(cmd) == 0)
+            return "command must be a non-empty array of strings";
+        json_array_foreach(cmd, i, a)
+            if (!json_is_string(a))
+                return "command must be a non-empty array of strings";
+        json_object_set(se->agent_opts, "command", cmd);
+    } else if (!strcmp(agent, "jsonl")) {
+        return "a jsonl agent needs command: [program, args...]";
+    }
+    return NULL;
+}
+
+/* ================= running ================= */
+
+static void run__start_next(struct session *se);
+static void run__spawn(struct session_run *r);
+
+static void run__free(struct session_run *r)
+{
+    agent_parser_free(r->out);
+    agent_parser_free(r->err);
+    json_decref(r->result);
+    free(r->text);
+    free(r->fail_message);
+    free(r);
+}
+
+/* Records how the run ended, frees it, and starts the next queued one. */
+static void run__complete(struct session_run *r, const char *status, const char *code, const char *message,
+                          json_int_t exit_status)
+{
+    struct session *se = r->se;
+    int64_t now = clock_wall_ms();
+    json_t *done = json_pack("{s:s, s:s, s:I}", "type", "run_completed", "status", status, "duration_ms",
+                             (json_int_t)(now - (r->started_ms ? r->started_ms : now)));
+    json_t *res = r->result;
+    json_object_set_new(done, "result", json_string(res ? json_string_value(json_object_get(res, "text")) ? json_string_value(json_object_get(res, "text")) : "" : ""));
+    static const char *const copied[] = {"usage", "cost_usd", "num_turns"};
+    for (size_t i = 0; res && i < CORE_ARRAY_LEN(copied); i++)
+        if (json_object_get(res, copied[i]))
+            json_object_set(done, copied[i], json_object_get(res, copied[i]));
+    if (code) {
+        json_object_set_new(done, "code", json_string(code));
+        run__event(r, json_pack("{s:s, s:s, s:s, s:b}", "type", "error", "code", code, "message",
+                                message ? message : code, "retryable", !strcmp(code, "server_restart")));
+    }
+    if (exit_status != INT64_MIN)
+        json_object_set_new(done, "exit_status", json_integer(exit_status));
+    json_t *summary = json_pack("{s:I, s:O}", "ended_at", (json_int_t)now, "result", json_object_get(done, "result"));
+    if (code)
+        json_object_set_new(summary, "code", json_string(code));
+    run__event(r, done);
+    if (se->active == r)
+        se->active = NULL;
+    r->state = RUN_DONE;
+    run__record(r, "update", status, summary);
+    run__free(r);
+    run__start_next(se);
+}
+
+static void run__on_event(void *arg, json_t *ev)
+{
+    struct session_run *r = arg;
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    if (type && !strcmp(type, "result")) {
+        /* ends the run: recorded as run_completed when the process exits */
+        json_decref(r->result);
+        r->result = ev;
+        return;
+    }
+    const char *native = json_string_value(json_object_get(ev, "native_session"));
+    struct session *se = r->se;
+    if (native && (se->native_session == NULL || strcmp(native, se->native_session))) {
+        free(se->native_session);
+        se->native_session = xstrdup(native);
+        session__publish(se->registry, se, "update");
+    }
+    run__event(r, ev);
+}
+
+static void run__on_stdout(void *arg, struct exec_proc *p, const char *data, size_t len)
+{
+    struct session_run *r = arg;
+    agent_parser_feed(r->out, data, len);
+}
+
+static void run__on_stderr(void *arg, struct exec_proc *p, const char *line, size_t len, bool eol)
+{
+    struct session_run *r = arg;
+    agent_parser_feed(r->err, line, len);
+    if (eol)
+        agent_parser_feed(r->err, "\n", 1);
+}
+
+static void run__on_exit(void *arg, struct exec_proc *p, const struct exec_exit *ex)
+{
+    struct session_run *r = arg;
+    agent_parser_finish(r->out);
+    agent_parser_finish(r->err);
+    r->proc = NULL;
+    int is_error = r->result && json_is_true(json_object_get(r->result, "is_error"));
+    if (r->cancel_requested)
+        run__complete(r, "cancelled", "cancelled", "the run was cancelled", ex->status);
+    else if (ex->signal)
+        run__complete(r, "error", "agent_crashed", "the agent was killed by a signal", 128 + ex->signal);
+    else if (ex->status != 0)
+        run__complete(r, "error", "agent_error", "the agent exited with a failure status", ex->status);
+    else
+        run__complete(r, is_error ? "error" : "success", is_error ? "agent_error" : NULL,
+                       is_error ? "the agent reported an error" : NULL, 0);
+}
+
+static void run__env_event(void *arg, struct exec_env *env, const struct exec_event *ev)
+{
+    struct session *se = arg;
+    if (ev->type == EXEC_EVENT_LOG) {
+        session__event(se, json_pack("{s:s, s:s, s:s, s:s}", "type", "log", "scope", "environment", "level",
+                                     ev->level ? ev->level : "info", "text", ev->message ? ev->message : ""));
+        return;
+    }
+    json_t *st = json_pack("{s:s, s:s, s:s}", "type", "status", "scope", "environment", "status",
+                           exec_status_name(ev->status));
+    if (ev->message)
+        json_object_set_new(st, "reason", json_string(ev->message));
+    if (ev->status == EXEC_STATUS_READY || ev->status == EXEC_STATUS_ERROR)
+        json_object_set_new(st, "elapsed_us", json_integer((json_int_t)ev->elapsed_us));
+    session__event(se, st);
+    if (se->active && se->active->state == RUN_RUNNING && se->active->proc == NULL) {
+        if (ev->status == EXEC_STATUS_READY)
+            run__spawn(se->active);
+        else if (ev->status == EXEC_STATUS_ERROR)
+            run__complete(se->active, "error", "spawn_failed",
+                          ev->message ? ev->message : "the execution environment could not start", INT64_MIN);
+    }
+}
+
+/* Writes a file the adapter needs (0600, parents created). */
+static int run__write_file(const struct agent_file *f)
+{
+    char *dir = xstrdup(f->path);
+    for (char *p = dir + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+            free(dir);
+            return -errno;
+        }
+        *p = '/';
+    }
+    free(dir);
+    int fd = open(f->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    size_t len = strlen(f->content);
+    int rc = write(fd, f->content, len) == (ssize_t)len ? 0 : -EIO;
+    close(fd);
+    return rc;
+}
+
+static void run__spawn(struct session_run *r)
+{
+    struct session *se = r->se;
+    struct sessions *s = se->registry;
+    json_t *o = se->agent_opts;
+    json_t *cmd_j = json_object_get(o, "command");
+    size_t nextra = json_array_size(cmd_j);
+    const char **extra = xcalloc(nextra + 1, sizeof *extra);
+    for (size_t i = 1; i < nextra; i++)
+        extra[i - 1] = json_string_value(json_array_get(cmd_j, i));
+    char *mcp_url = NULL;
+    struct agent_mcp mcp = {0};
+    if (json_is_true(json_object_get(o, "mcp")) && s->base_url) {
+        mcp_url = xasprintf("%s/v1/sessions/%s/mcp", s->base_url, se->id);
+        mcp.url = mcp_url;
+    }
+    struct agent_run_opts ro = {
+        .prompt = r->text,
+        .session_id = se->id,
+        .run_id = r->id,
+        .workspace = se->workspace,
+        .home = se->home,
+        .program = nextra ? json_string_value(json_array_get(cmd_j, 0)) : json_string_value(json_object_get(o, "program")),
+        .model = json_string_value(json_object_get(o, "model")),
+        .base_url = json_string_value(json_object_get(o, "base_url")),
+        .api_key = json_string_value(json_object_get(o, "api_key")),
+        .native_session = se->native_session,
+        .fork = se->fork_pending,
+        .bypass_permissions = 1,
+        .mcp = mcp.url ? &mcp : NULL,
+        .extra_args = nextra > 1 ? extra : NULL,
+    };
+    struct agent_cmd cmd;
+    int rc = agent_command(se->adapter, &ro, &cmd);
+    free(extra);
+    free(mcp_url);
+    if (rc != 0)
+        return run__complete(r, "error", "spawn_failed", "the agent's command could not be built", INT64_MIN);
+    for (size_t i = 0; rc == 0 && i < cmd.nfiles; i++)
+        rc = run__write_file(&cmd.files[i]);
+    r->out = agent_parser_new(se->adapter, 0, run__on_event, r);
+    r->err = agent_parser_new(NULL, 0, run__on_event, r);
+    struct exec_spawn_opts so = {
+        .on_stdout = run__on_stdout,
+        .on_stderr = run__on_stderr,
+        .on_exit = run__on_exit,
+        .arg = r,
+        .env_extra = cmd.env,
+    };
+    if (rc == 0)
+        rc = exec_spawn(se->xenv, cmd.argv, &so, &r->proc);
+    if (rc == 0 && cmd.stdin_len)
+        rc = exec_proc_write(r->proc, cmd.stdin_data, cmd.stdin_len);
+    if (rc == 0 && !cmd.stdin_keep_open)
+        exec_proc_close_stdin(r->proc);
+    char *program = xstrdup(cmd.argv && cmd.argv[0] ? cmd.argv[0] : "?");
+    agent_cmd_free(&cmd);
+    if (rc != 0 && r->proc == NULL) {
+        char *msg = xasprintf("cannot start %s: %s", program, strerror(-rc));
+        run__complete(r, "error", rc == -ENOENT || rc == -EACCES ? "agent_not_found" : "spawn_failed", msg, INT64_MIN);
+        free(msg);
+    } else {
+        se->fork_pending = 0;
+    }
+    free(program);
+}
+
+/* Starts r now: record, run_start, and the environment if it is not up yet. */
+static void run__start(struct session_run *r)
+{
+    struct session *se = r->se;
+    struct sessions *s = se->registry;
+    se->active = r;
+    r->state = RUN_RUNNING;
+    r->started_ms = clock_wall_ms();
+    run__record(r, "update", "running", NULL);
+    run__event(r, json_pack("{s:s, s:s, s:s}", "type", "run_start", "input", r->text, "mode", r->mode));
+    if (se->home == NULL) {
+        char *homes = xasprintf("%s/homes", s->data_dir);
+        se->home = xasprintf("%s/%s", homes, se->id);
+        (void)!mkdir(homes, 0700);
+        (void)!mkdir(se->home, 0700);
+        free(homes);
+    }
+    if (se->xenv == NULL) {
+        const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
+        struct exec_env_opts eo = {
+            .workspace = se->workspace,
+            .env = se->envp,
+            .sandbox = sandbox && !strcmp(sandbox, "bwrap") ? EXEC_SANDBOX_BWRAP : EXEC_SANDBOX_NONE,
+            .bwrap_share_net = true, /* agents talk to their model API and to agentd */
+            .name = se->id,
+            .on_event = run__env_event,
+            .arg = se,
+        };
+        int rc = exec_env_new(s->loop, &eo, &se->xenv);
+        if (rc == 0)
+            rc = exec_env_start(se->xenv);
+        if (rc != 0)
+            return run__complete(r, "error", "spawn_failed", "the execution environment could not be created", INT64_MIN);
+        return; /* run__env_event spawns on ready */
+    }
+    if (exec_env_status(se->xenv) == EXEC_STATUS_READY)
+        run__spawn(r);
+}
+
+static void run__start_next(struct session *se)
+{
+    if (se->active || se->queue == NULL || se->deleted)
+        return;
+    struct session_run *r = se->queue;
+    se->queue = r->next;
+    if (se->queue == NULL)
+        se->queue_tail = &se->queue;
+    r->next = NULL;
+    run__start(r);
+}
+
+/* Asks the running program to stop: the adapter's cancel line when it has one, then SIGTERM to
+ * its process group and SIGKILL after a grace period (exec verifies nothing of it is left). */
+static void run__cancel_running(struct session_run *r)
+{
+    if (r->cancel_requested)
+        return;
+    r->cancel_requested = 1;
+    if (r->proc == NULL) /* environment still starting */
+        return run__complete(r, "cancelled", "cancelled", "the run was cancelled", INT64_MIN);
+    char *line = agent_cancel_line(r->se->adapter, r->id);
+    if (line) {
+        (void)!exec_proc_write(r->proc, line, strlen(line));
+        free(line);
+    }
+    exec_proc_kill(r->proc, RUN_CANCEL_GRACE_MS, NULL, NULL);
+}
+
+/* ================= the API ================= */
+
+int session__message(struct session *se, const char *text, const char *mode, json_t **answer, const char **why)
+{
+    if (mode == NULL)
+        mode = "queue";
+    if (strcmp(mode, "queue") && strcmp(mode, "interrupt") && strcmp(mode, "reject")) {
+        *why = "mode must be queue, interrupt or reject";
+        return 400;
+    }
+    if (se->adapter == NULL) {
+        *why = "this session has no agent (agent none): use its runtimes";
+        return 409;
+    }
+    if (se->active && !strcmp(mode, "reject")) {
+        *why = "a run is active and mode is reject";
+        return 409;
+    }
+    struct session_run *r = xcalloc(1, sizeof *r);
+    unsigned char raw[RUN_ID_BYTES];
+    randombytes_buf(raw, sizeof raw);
+    memcpy(r->id, "run_", 4);
+    sodium_bin2hex(r->id + 4, sizeof r->id - 4, raw, sizeof raw);
+    r->se = se;
+    r->text = xstrdup(text);
+    snprintf(r->mode, sizeof r->mode, "%s", mode);
+    r->created_ms = clock_wall_ms();
+    char id[sizeof r->id];
+    memcpy(id, r->id, sizeof id);
+    char path[128];
+    run__path(se, "inbox", path);
+    session__append(se->registry, path,
+                    json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "user", "text", text, "run", r->id, "mode", mode,
+                              "ts", (json_int_t)r->created_ms));
+    run__record(r, "insert", "queued", NULL);
+    if (se->active == NULL) {
+        run__start(r);
+    } else if (!strcmp(mode, "interrupt")) {
+        r->next = se->queue; /* first in line, then stop the active run */
+        se->queue = r;
+        if (se->queue_tail == &se->queue)
+            se->queue_tail = &r->next;
+        run__cancel_running(se->active);
+    } else {
+        *se->queue_tail = r;
+        se->queue_tail = &r->next;
+    }
+    /* r may have completed already (a spawn failure): answer with its latest record */
+    size_t i;
+    json_t *v;
+    *answer = NULL;
+    json_array_foreach(se->runs, i, v)
+        if (!strcmp(json_string_value(json_object_get(v, "id")), id))
+            *answer = json_deep_copy(v);
+    return 202;
+}
+
+int session__cancel_run(struct session *se, const char *run, json_t **answer, const char **why)
+{
+    if (se->active && !strcmp(se->active->id, run)) {
+        run__cancel_running(se->active);
+        *answer = json_pack("{s:s, s:s}", "run", run, "status", "cancelling");
+        return 200;
+    }
+    for (struct session_run **pp = &se->queue; *pp; pp = &(*pp)->next) {
+        struct session_run *r = *pp;
+        if (strcmp(r->id, run))
+            continue;
+        *pp = r->next;
+        if (se->queue_tail == &r->next)
+            se->queue_tail = pp;
+        r->cancel_requested = 1;
+        *answer = json_pack("{s:s, s:s}", "run", run, "status", "cancelled");
+        run__complete(r, "cancelled", "cancelled", "the run was cancelled before it started", INT64_MIN);
+        return 200;
+    }
+    *why = "no queued or running run with that id";
+    return 409;
+}
+
+void session__recover_runs(struct session *se)
+{
+    /* Rebuild the run list from the state stream; runs it shows queued or running were cut short
+     * by a crash or a stop: close them as failed, and the session stays resumable. */
+    char path[128];
+    run__path(se, "state", path);
+    enum stream_lookup how;
+    struct stream *st = streams_lookup(se->registry->ss, path, strlen(path), &how);
+    if (st == NULL)
+        return;
+    struct buf b = {0};
+    int64_t off = 0, next;
+    while (off < stream_tail(st)) {
+        if (stream_read(se->registry->ss, st, off, 1 << 20, &b, &next) != 0 || next <= off)
+            break;
+        off = next;
+    }
+    stream_json_wrap(&b);
+    json_t *msgs = json_loadb(b.p, b.len, 0, NULL);
+    buf_free(&b);
+    json_t *latest = json_object();
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        const char *key = json_string_value(json_object_get(m, "key"));
+        if (key && !strcmp(json_string_value(json_object_get(m, "type")) ?: "", "run"))
+            json_object_set(latest, key, json_object_get(m, "value"));
+    }
+    json_decref(msgs);
+    const char *key;
+    json_t *v;
+    json_object_foreach(latest, key, v) {
+        const char *status = json_string_value(json_object_get(v, "status"));
+        json_array_append(se->runs, v);
+        if (status && (!strcmp(status, "queued") || !strcmp(status, "running"))) {
+            struct session_run *r = xcalloc(1, sizeof *r);
+            snprintf(r->id, sizeof r->id, "%s", key);
+            r->se = se;
+            r->text = xstrdup(json_string_value(json_object_get(v, "input")) ?: "");
+            snprintf(r->mode, sizeof r->mode, "%s", json_string_value(json_object_get(v, "mode")) ?: "queue");
+            r->created_ms = json_integer_value(json_object_get(v, "created_at"));
+            r->started_ms = json_integer_value(json_object_get(v, "started_at"));
+            run__complete(r, "error", "server_restart", "agentd restarted while the run was in progress", INT64_MIN);
+        }
+    }
+    json_decref(latest);
+}
+
+static void run__env_closed(void *arg)
+{
+    struct session *se = arg;
+    se->env_closing = 0;
+    session__env_released(se);
+}
+
+void session__stop_runs(struct session *se)
+{
+    while (se->queue) {
+        struct session_run *r = se->queue;
+        se->queue = r->next;
+        run__free(r);
+    }
+    se->queue_tail = &se->queue;
+    if (se->active) {
+        /* The environment's close kills the program; its exit callback then frees the run. */
+        se->active->cancel_requested = 1;
+    }
+    if (se->xenv && !se->env_closing) {
+        struct exec_env *env = se->xenv;
+        se->env_closing = 1;
+        se->closing++;
+        se->xenv = NULL;
+        exec_env_close(env, RUN_CANCEL_GRACE_MS, run__env_closed, se);
+    }
+}
+
+void session__runs_free(struct session *se)
+{
+    json_decref(se->agent_opts);
+    json_decref(se->runs);
+    free(se->native_session);
+    free(se->home);
+}
+
+const char *session__active_run_id(const struct session *se)
+{
+    return se->active ? se->active->id : NULL;
+}
