@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #define RUN_CANCEL_GRACE_MS 1000
+#define RUN_FILE_RATE_MS 500 /* at most one `file` event per half second */
 #define RUN_ID_BYTES 8
 
 enum run_state { RUN_QUEUED, RUN_RUNNING, RUN_DONE };
@@ -180,12 +181,15 @@ static void run__complete(struct session_run *r, const char *status, const char 
     if (code)
         json_object_set_new(summary, "code", json_string(code));
     run__event(r, done);
-    if (se->active == r)
+    int was_active = se->active == r;
+    if (was_active)
         se->active = NULL;
     r->state = RUN_DONE;
     run__record(r, "update", status, summary);
     run__free(r);
     run__start_next(se);
+    if (was_active && se->active == NULL && !se->deleted)
+        session__publish(se->registry, se, "update"); /* the feed shows it idle again */
 }
 
 static void run__on_event(void *arg, json_t *ev)
@@ -240,6 +244,20 @@ static void run__on_exit(void *arg, struct exec_proc *p, const struct exec_exit 
                        is_error ? "the agent reported an error" : NULL, 0);
 }
 
+/* Workspace changes, already coalesced and rate-limited by exec/: one `file` event per batch. */
+static void run__on_files(void *arg, struct exec_env *env, const struct exec_file_change *changes, size_t n)
+{
+    struct session *se = arg;
+    json_t *files = json_array();
+    for (size_t i = 0; i < n && i < 200; i++)
+        json_array_append_new(files, json_pack("{s:s, s:s}", "path", changes[i].path ? changes[i].path : "", "change",
+                                               exec_file_kind_name(changes[i].kind)));
+    json_t *ev = json_pack("{s:s, s:o, s:I}", "type", "file", "changes", files, "count", (json_int_t)n);
+    if (se->active)
+        json_object_set_new(ev, "run", json_string(se->active->id));
+    session__event(se, ev);
+}
+
 static void run__env_event(void *arg, struct exec_env *env, const struct exec_event *ev)
 {
     struct session *se = arg;
@@ -250,6 +268,8 @@ static void run__env_event(void *arg, struct exec_env *env, const struct exec_ev
     }
     json_t *st = json_pack("{s:s, s:s, s:s}", "type", "status", "scope", "environment", "status",
                            exec_status_name(ev->status));
+    if (ev->status == EXEC_STATUS_READY && exec_watch_start(env, RUN_FILE_RATE_MS, run__on_files, se) != 0)
+        log_warn("session %s: workspace changes will not be reported", se->id);
     if (ev->message)
         json_object_set_new(st, "reason", json_string(ev->message));
     if (ev->status == EXEC_STATUS_READY || ev->status == EXEC_STATUS_ERROR)
@@ -363,6 +383,7 @@ static void run__start(struct session_run *r)
     r->started_ms = clock_wall_ms();
     run__record(r, "update", "running", NULL);
     run__event(r, json_pack("{s:s, s:s, s:s}", "type", "run_start", "input", r->text, "mode", r->mode));
+    session__publish(s, se, "update"); /* the feed shows it running */
     if (se->home == NULL) {
         char *homes = xasprintf("%s/homes", s->data_dir);
         se->home = xasprintf("%s/%s", homes, se->id);
