@@ -489,6 +489,8 @@ void session__register(struct sessions *s, struct session *se)
     if (se->agent_opts == NULL)
         se->agent_opts = json_object();
     se->queue_tail = &se->queue;
+    if (se->home == NULL) /* created with the first run */
+        se->home = xasprintf("%s/homes/%s", s->data_dir, se->id);
     se->envp = session__envp(se->env, se->workspace);
     map_put(&s->by_id, se->id, strlen(se->id), se);
 }

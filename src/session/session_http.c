@@ -9,6 +9,7 @@
 #include "session/session_int.h"
 #include "stream/stream.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <sodium.h>
@@ -31,6 +32,7 @@ struct session__fork {
     struct sessions *s;
     struct session *child;   /* not registered until the copy succeeded */
     char *from_ws;
+    char *from_home; /* the parent's agent home, NULL when it has none yet */
     char parent[SESSION_ID_LEN + 1];
     int64_t at;
     int rc;
@@ -239,18 +241,53 @@ static void session__create(struct sessions *s, struct http_req *req)
  */
 extern char **environ;
 
-/* In the thread pool: cp -a (reflinks where the filesystem has them) of the parent's workspace. */
+/* cp -a (reflinks where the filesystem has them) of what is in from into to. 0 or an errno. */
+static int session__cp(const char *from, const char *to)
+{
+    char *src = xasprintf("%s/.", from);
+    char *argv[] = {"cp", "-a", "--reflink=auto", "--", src, (char *)to, NULL};
+    pid_t pid;
+    int status = 0, rc = posix_spawnp(&pid, "cp", NULL, NULL, argv, environ);
+    if (rc == 0 && (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0))
+        rc = EIO;
+    free(src);
+    return rc;
+}
+
+/* Claude Code files a conversation under $HOME/.claude/projects/<its cwd, each character that is
+ * not a letter or digit made '-'>: a fork's copy must sit under the fork's workspace to resume. */
+static void session__claude_key(const char *path, char *out, size_t cap)
+{
+    size_t i = 0;
+    for (; path[i] && i + 1 < cap; i++)
+        out[i] = isalnum((unsigned char)path[i]) ? path[i] : '-';
+    out[i] = '\0';
+}
+
+/* In the thread pool: the parent's workspace, and the agent's private home (its own session files,
+ * so the fork's first run can fork the agent's conversation), copied for the child. */
 static void session__fork_copy(uv_work_t *w)
 {
     struct session__fork *f = w->data;
-    char *src = xasprintf("%s/.", f->from_ws);
-    char *argv[] = {"cp", "-a", "--reflink=auto", "--", src, f->child->workspace, NULL};
-    pid_t pid;
-    int status = 0;
-    f->rc = posix_spawnp(&pid, "cp", NULL, NULL, argv, environ);
-    if (f->rc == 0 && (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0))
-        f->rc = EIO;
-    free(src);
+    struct stat st;
+    f->rc = session__cp(f->from_ws, f->child->workspace);
+    if (f->rc != 0 || f->from_home == NULL || stat(f->from_home, &st) != 0)
+        return;
+    if (mkdir(f->child->home, 0700) != 0 && errno != EEXIST) {
+        f->rc = errno;
+        return;
+    }
+    if ((f->rc = session__cp(f->from_home, f->child->home)) != 0)
+        return;
+    char from_key[PATH_MAX], to_key[PATH_MAX];
+    session__claude_key(f->from_ws, from_key, sizeof from_key);
+    session__claude_key(f->child->workspace, to_key, sizeof to_key);
+    char *a = xasprintf("%s/.claude/projects/%s", f->child->home, from_key);
+    char *b = xasprintf("%s/.claude/projects/%s", f->child->home, to_key);
+    if (stat(a, &st) == 0)
+        (void)rename(a, b);
+    free(a);
+    free(b);
 }
 
 static void session__fork_done(uv_work_t *w, int status)
@@ -266,6 +303,7 @@ static void session__fork_done(uv_work_t *w, int status)
         free(se->agent);
         json_decref(se->tags);
         json_decref(se->env);
+        session__runs_free(se);
         free(se);
         goto out;
     }
@@ -293,6 +331,7 @@ static void session__fork_done(uv_work_t *w, int status)
         session__reply_durable(s, pd, 201, session__public(se));
         pd->fork = NULL;
         free(f->from_ws);
+        free(f->from_home);
         free(f);
         return;
     }
@@ -300,6 +339,7 @@ out:
     if (pd)
         pd->fork = NULL;
     free(f->from_ws);
+    free(f->from_home);
     free(f);
 }
 
@@ -354,6 +394,8 @@ static void session__fork(struct sessions *s, struct session *parent, struct htt
     f->s = s;
     f->child = se;
     f->from_ws = xstrdup(parent->workspace);
+    f->from_home = parent->home ? xstrdup(parent->home) : NULL;
+    se->home = xasprintf("%s/homes/%s", s->data_dir, se->id);
     snprintf(f->parent, sizeof f->parent, "%s", parent->id);
     f->at = at;
     f->pd = session__pending_new(req);

@@ -384,13 +384,10 @@ static void run__start(struct session_run *r)
     run__record(r, "update", "running", NULL);
     run__event(r, json_pack("{s:s, s:s, s:s}", "type", "run_start", "input", r->text, "mode", r->mode));
     session__publish(s, se, "update"); /* the feed shows it running */
-    if (se->home == NULL) {
-        char *homes = xasprintf("%s/homes", s->data_dir);
-        se->home = xasprintf("%s/%s", homes, se->id);
-        (void)!mkdir(homes, 0700);
-        (void)!mkdir(se->home, 0700);
-        free(homes);
-    }
+    char *homes = xasprintf("%s/homes", s->data_dir);
+    (void)!mkdir(homes, 0700);
+    (void)!mkdir(se->home, 0700);
+    free(homes);
     if (se->xenv == NULL) {
         const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
         struct exec_env_opts eo = {
