@@ -10,6 +10,7 @@
 #include "stream/stream.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <sodium.h>
@@ -288,6 +289,20 @@ static void session__fork_copy(uv_work_t *w)
         (void)rename(a, b);
     free(a);
     free(b);
+    /* Codex indexes its threads in $CODEX_HOME/state_*.sqlite by absolute rollout path (the
+     * parent's home); without the index it finds the copied rollouts under the fork's own home. */
+    char *codex = xasprintf("%s/.codex", f->child->home);
+    DIR *d = opendir(codex);
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, "state_", 6) == 0 && strstr(e->d_name, ".sqlite")) {
+            char *victim = xasprintf("%s/%s", codex, e->d_name);
+            (void)unlink(victim);
+            free(victim);
+        }
+    }
+    if (d)
+        closedir(d);
+    free(codex);
 }
 
 static void session__fork_done(uv_work_t *w, int status)
