@@ -708,6 +708,8 @@ static void session__route(struct http_req *req, void *arg)
             return session__delete(s, se, req);
         return http_res_error(req, 405, "method_not_allowed", "use GET or DELETE on a session");
     }
+    if (n == 2 && !strcmp(parts[1], "ws"))
+        return session__ws(s, se, req);
     if (n == 2 && !strcmp(parts[1], "messages")) {
         if (m != HTTP_POST)
             return http_res_error(req, 405, "method_not_allowed", "POST a message");

@@ -76,6 +76,10 @@ void session__register(struct sessions *s, struct session *se);
 void session__close_runtimes(struct session *se);
 void session__new_id(char out[SESSION_ID_LEN + 1]);
 
+/* session_ws.c: GET /v1/sessions/<id>/ws[?offset=O] upgraded to a WebSocket that sends the
+ * session's transcript events, from the offset, live. */
+void session__ws(struct sessions *s, struct session *se, struct http_req *req);
+
 /* session_run.c */
 /* Validates and stores the agent part of a create request; NULL or a reason. */
 const char *session__agent_config(struct session *se, json_t *body);
