@@ -151,6 +151,7 @@ json_t *session__public(const struct session *se)
                             se->deleted ? "deleted" : se->active ? "running" : "idle", "streams", "transcript", t,
                             "state", st, "inbox", in, "runtimes", rts);
     json_object_set_new(pub, "native_session", se->native_session ? json_string(se->native_session) : json_null());
+    json_object_set_new(pub, "parent", se->parent ? json_string(se->parent) : json_null());
     json_object_set_new(pub, "active_run", se->active ? json_string(session__active_run_id(se)) : json_null());
     if (se->agent_opts && json_object_size(se->agent_opts)) {
         json_t *opts = json_deep_copy(se->agent_opts);
@@ -173,6 +174,8 @@ static json_t *session__record(const struct session *se)
         json_object_set_new(rec, "native_session", json_string(se->native_session));
     if (se->fork_pending)
         json_object_set_new(rec, "fork_pending", json_true());
+    if (se->parent)
+        json_object_set_new(rec, "parent", json_string(se->parent));
     return rec;
 }
 
@@ -211,6 +214,8 @@ static struct session *session__from_record(json_t *rec)
     const char *native = json_string_value(json_object_get(rec, "native_session"));
     se->native_session = native ? xstrdup(native) : NULL;
     se->fork_pending = json_is_true(json_object_get(rec, "fork_pending"));
+    const char *parent = json_string_value(json_object_get(rec, "parent"));
+    se->parent = parent ? xstrdup(parent) : NULL;
     return se;
 }
 
@@ -222,6 +227,7 @@ static void session__free(struct session *se)
     json_decref(se->tags);
     json_decref(se->env);
     json_decref(se->shares);
+    free(se->parent);
     session__runs_free(se);
     for (char **p = se->envp; p && *p; p++)
         free(*p);
@@ -611,4 +617,48 @@ void session__new_id(char out[SESSION_ID_LEN + 1])
     unsigned char raw[SESSION_ID_LEN / 2];
     randombytes_buf(raw, sizeof raw);
     sodium_bin2hex(out, SESSION_ID_LEN + 1, raw, sizeof raw);
+}
+
+struct session__child_list {
+    const char *parent;
+    json_t *arr;
+};
+
+static void session__collect_child(const char *key, void *value, void *arg)
+{
+    struct session__child_list *l = arg;
+    struct session *se = value;
+    if (!se->deleted && se->parent && !strcmp(se->parent, l->parent))
+        json_array_append_new(l->arr, session__public(se));
+}
+
+json_t *session__children(struct sessions *s, struct session *se)
+{
+    struct session__child_list l = {se->id, json_array()};
+    map_each(&s->by_id, session__collect_child, &l);
+    return json_pack("{s:o}", "children", l.arr);
+}
+
+void session__child_completed(struct session *se, const char *run, const char *status, json_t *result)
+{
+    struct sessions *s = se->registry;
+    struct session *parent = se->parent ? map_get(&s->by_id, se->parent, strlen(se->parent)) : NULL;
+    if (parent == NULL || parent->deleted || s->ss == NULL)
+        return;
+    const char *text = json_string_value(result) ? json_string_value(result) : "";
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "child", "action", "completed", "child", se->id,
+                           "child_run", run, "status", status, "result", text);
+    char inbox[128];
+    snprintf(inbox, sizeof inbox, "sessions/%s/inbox", parent->id);
+    session__append(s, inbox, json_deep_copy(ev));
+    session__event(parent, ev);
+    if (parent->adapter) {
+        /* Wake the parent: its agent gets the child's outcome as its next input. */
+        char *msg = xasprintf("[child session %s finished run %s: %s]\n%s", se->id, run, status, text);
+        json_t *answer = NULL;
+        const char *why = NULL;
+        (void)session__message(parent, msg, "queue", &answer, &why);
+        json_decref(answer);
+        free(msg);
+    }
 }

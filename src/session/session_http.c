@@ -175,23 +175,22 @@ static const char *session__check_create(struct sessions *s, json_t *b, char *ws
     return NULL;
 }
 
-static void session__create(struct sessions *s, struct http_req *req)
+/*
+ * Creates a registered session from a create body (not taken). On failure returns NULL with an
+ * HTTP status and reason. parent: the id of the session that spawns it, or NULL.
+ */
+static struct session *session__create_from(struct sessions *s, json_t *b, const char *parent, int *status,
+                                            const char **why)
 {
-    const char *why = NULL;
     char ws[PATH_MAX];
-    json_t *b = session__body(req, &why);
-    if (b)
-        why = session__check_create(s, b, ws, sizeof ws);
-    if (why) {
-        json_decref(b);
-        return http_res_error(req, 400, "bad_request", "%s", why);
-    }
+    *status = 400;
+    if ((*why = session__check_create(s, b, ws, sizeof ws)) != NULL)
+        return NULL;
     struct session *se = xcalloc(1, sizeof *se);
-    if ((why = session__agent_config(se, b)) != NULL) {
+    if ((*why = session__agent_config(se, b)) != NULL) {
         json_decref(se->agent_opts);
         free(se);
-        json_decref(b);
-        return http_res_error(req, 400, "bad_request", "%s", why);
+        return NULL;
     }
     session__new_id(se->id);
     se->agent = xstrdup(json_string_value(json_object_get(b, "agent")));
@@ -200,24 +199,24 @@ static void session__create(struct sessions *s, struct http_req *req)
     } else {
         char *dir = xasprintf("%s/workspaces", s->data_dir);
         se->workspace = xasprintf("%s/%s", dir, se->id);
-        if ((mkdir(dir, 0700) != 0 && errno != EEXIST) || mkdir(se->workspace, 0700) != 0) {
-            int e = errno;
-            free(dir);
+        int bad = (mkdir(dir, 0700) != 0 && errno != EEXIST) || mkdir(se->workspace, 0700) != 0;
+        free(dir);
+        if (bad) {
             free(se->workspace);
             free(se->agent);
             json_decref(se->agent_opts);
             free(se);
-            json_decref(b);
-            return http_res_error(req, 500, "workspace_failed", "cannot create the workspace: %s", strerror(e));
+            *status = 500;
+            *why = "cannot create the workspace";
+            return NULL;
         }
-        free(dir);
         se->owns_workspace = 1;
     }
     json_t *tags = json_object_get(b, "tags"), *env = json_object_get(b, "env");
     se->tags = json_is_array(tags) ? json_incref(tags) : json_array();
     se->env = json_is_object(env) ? json_incref(env) : json_object();
     se->created_ms = clock_wall_ms();
-    json_decref(b);
+    se->parent = parent ? xstrdup(parent) : NULL;
     session__register(s, se);
 
     static const char *const kinds[] = {"transcript", "state", "inbox"};
@@ -226,10 +225,61 @@ static void session__create(struct sessions *s, struct http_req *req)
         snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
         session__ensure_stream(s, path);
     }
-    session__event(se, json_pack("{s:s, s:s}", "type", "session", "action", "created"));
+    json_t *ev = json_pack("{s:s, s:s}", "type", "session", "action", "created");
+    if (parent)
+        json_object_set_new(ev, "parent", json_string(parent));
+    session__event(se, ev);
     session__publish(s, se, "insert");
+    return se;
+}
 
+static void session__create(struct sessions *s, struct http_req *req)
+{
+    const char *why = NULL;
+    int status = 400;
+    json_t *b = session__body(req, &why);
+    struct session *se = b ? session__create_from(s, b, NULL, &status, &why) : NULL;
+    json_decref(b);
+    if (se == NULL)
+        return http_res_error(req, b ? status : 400, status == 500 ? "workspace_failed" : "bad_request", "%s", why);
     session__reply_durable(s, session__pending_new(req), 201, session__public(se));
+}
+
+/*
+ * A child session: created like any session (the body's agent, workspace, env, tags), linked to
+ * its parent, and started with the body's `text`. When one of its runs completes, the parent hears
+ * of it (session__child_completed). The parent's transcript records the spawn.
+ */
+static void session__spawn_child(struct sessions *s, struct session *parent, struct http_req *req)
+{
+    const char *why = NULL;
+    int status;
+    json_t *b = session__body(req, &why);
+    if (b == NULL)
+        return http_res_error(req, 400, "bad_request", "%s", why);
+    json_t *text = json_object_get(b, "text");
+    if (text && !json_is_string(text)) {
+        json_decref(b);
+        return http_res_error(req, 400, "bad_request", "text must be a string");
+    }
+    struct session *child = session__create_from(s, b, parent->id, &status, &why);
+    if (child == NULL) {
+        json_decref(b);
+        return http_res_error(req, status, status == 500 ? "workspace_failed" : "bad_request", "%s", why);
+    }
+    session__event(parent, json_pack("{s:s, s:s, s:s}", "type", "child", "action", "spawned", "child", child->id));
+    json_t *answer = session__public(child);
+    if (json_is_string(text) && child->adapter) {
+        json_t *run = NULL;
+        int st = session__message(child, json_string_value(text), "queue", &run, &why);
+        if (run)
+            json_object_set_new(answer, "run", json_incref(json_object_get(run, "id")));
+        else
+            json_object_set_new(answer, "run_error", json_pack("{s:i, s:s}", "status", st, "message", why));
+        json_decref(run);
+    }
+    json_decref(b);
+    session__reply_durable(s, session__pending_new(req), 201, answer);
 }
 
 /* ================= fork ================= */
@@ -707,6 +757,11 @@ static void session__route(struct http_req *req, void *arg)
         if (m == HTTP_DELETE)
             return session__delete(s, se, req);
         return http_res_error(req, 405, "method_not_allowed", "use GET or DELETE on a session");
+    }
+    if (n == 2 && !strcmp(parts[1], "children")) {
+        if (m == HTTP_POST)
+            return session__spawn_child(s, se, req);
+        return session__send_json(req, 200, session__children(s, se));
     }
     if (n == 2 && !strcmp(parts[1], "ws"))
         return session__ws(s, se, req);

@@ -48,6 +48,7 @@ struct session {
     struct session_run *queue, **queue_tail;
     json_t *runs;           /* run records (State Protocol values), oldest first */
     int fork_pending;       /* a forked session's first run forks the agent's native session */
+    char *parent;           /* the session that spawned this one, or NULL */
 };
 
 struct sessions {
@@ -92,6 +93,12 @@ void session__recover_runs(struct session *se);
 void session__stop_runs(struct session *se);
 void session__runs_free(struct session *se);
 const char *session__active_run_id(const struct session *se);
+/* A run of child `se` ended: the parent's transcript and inbox get a `child` event, and a parent with
+ * an agent is woken with a run. Called in the same loop turn as the child's run_completed, so both
+ * commit together. */
+void session__child_completed(struct session *se, const char *run, const char *status, json_t *result);
+/* {"children":[public views of the sessions spawned by se]} */
+json_t *session__children(struct sessions *s, struct session *se);
 /* The environment finished closing (session.c: may free a deleted session). */
 void session__env_released(struct session *se);
 

@@ -178,6 +178,8 @@ static void run__complete(struct session_run *r, const char *status, const char 
     if (exit_status != INT64_MIN)
         json_object_set_new(done, "exit_status", json_integer(exit_status));
     json_t *summary = json_pack("{s:I, s:O}", "ended_at", (json_int_t)now, "result", json_object_get(done, "result"));
+    if (se->parent) /* told in this same loop turn: the child's completion and the parent's news commit together */
+        session__child_completed(se, r->id, status, json_object_get(done, "result"));
     if (code)
         json_object_set_new(summary, "code", json_string(code));
     run__event(r, done);
