@@ -139,4 +139,37 @@ int cli_json_print(FILE *out, const char *text, size_t len);
 int cli_session_main(int argc, char **argv);
 int cli_rt_main(int argc, char **argv);
 
+/* ---- Following a stream live: `agentd session tail`, `send --wait` (cli_session.c) -------- */
+
+/*
+ * What cli_follow hands its caller. Each callback returns 0 to keep following, nonzero to stop.
+ * Content is delivered exactly once and in order: a data event is held until the control event
+ * after it confirms the offset it ends at; when the connection breaks in between, the held data is
+ * dropped and the reconnect (from the last confirmed offset) delivers it again.
+ */
+struct cli_follow_cb {
+    /* Confirmed content: n bytes (base64 data events decoded), for an application/json stream a
+     * JSON array; offset is where it ends. Both borrowed until the callback returns. */
+    int (*on_data)(void *arg, const char *p, size_t n, const char *offset);
+    /* After each control event, once the content it confirmed was delivered (not called when
+     * on_data stopped). up_to_date: the read had reached the stream's tail; closed: the stream is
+     * closed, and cli_follow returns after this call whatever it answers. May be NULL. */
+    int (*on_control)(void *arg, const char *offset, int up_to_date, int closed);
+    void *arg;
+};
+
+/*
+ * Follows the stream at url_path ("/v1/stream/...", escaped, no query) with `live=sse` reads from
+ * *offset, reconnecting from the last confirmed offset whenever the server ends a response or the
+ * connection breaks (at once after a useful connection, else with a growing pause up to 5 s; one
+ * note on stderr per outage). *offset is a malloc'd string that cli_follow may replace: on return
+ * it is the last confirmed offset (content of a batch after the piece on_data stopped at is not
+ * delivered). Returns CLI_EXIT_OK when a callback stopped it or the stream was closed, else the
+ * failure's exit status, reported on stderr as "agentd: <what>: ..." (the stream does not exist,
+ * or the server was unreachable on the first attempt). http is busy while callbacks run: they
+ * must make their own requests on another client.
+ */
+int cli_follow(struct cli_http *http, const char *what, const char *url_path, char **offset,
+               const struct cli_follow_cb *cb);
+
 #endif
