@@ -27,8 +27,6 @@
 
 #define CLI_STREAM_PREFIX "/v1/stream/"
 #define CLI_STREAM_TIMEOUT_MS 60000L    /* one non-live request */
-#define CLI_STREAM_TAIL_IDLE_S 120L     /* silence after which a tail reconnects */
-#define CLI_STREAM_BACKOFF_MAX_MS 5000L /* longest pause between tail reconnects */
 
 /* One invocation: the client and the output mode. */
 /* ---- Small helpers ------------------------------------------------------------------------ */
@@ -687,118 +685,34 @@ static const struct cli_opt cli_stream__tail_opts[] = {
     {NULL, NULL, NULL},
 };
 
-/* The state of one `tail`, across reconnects. */
+/* What one `tail` prints with; cli_follow does the reading. */
 struct cli_stream__tail {
     struct cli_client *cs;
-    struct cli_sse *sse;
-    char *offset;    /* the last offset the server confirmed; reconnects resume here. Owned. */
     int json_stream; /* the stream is application/json (from HEAD) */
-    /* Per connection: */
-    int checked; /* the response headers were looked at */
-    int binary;  /* data events are base64 (Stream-SSE-Data-Encoding: base64) */
-    int controls;
-    /* Outcomes that stop the transfer: */
+    int binary;      /* its bytes are not text (from HEAD) */
     int closed;
-    const char *failure; /* why the response cannot be followed, or NULL */
-    /* Data events waiting for the control event that confirms their offset. */
-    struct buf *pending;
-    size_t npending, pending_cap;
 };
 
-static void cli_stream__tail_drop_pending(struct cli_stream__tail *tail)
+static int cli_stream__tail_data(void *arg, const char *p, size_t n, const char *offset)
 {
-    for (size_t i = 0; i < tail->npending; i++)
-        buf_free(&tail->pending[i]);
-    tail->npending = 0;
-}
-
-static int cli_stream__tail_data(struct cli_stream__tail *tail, const struct cli_sse_event *event)
-{
-    if (tail->npending == tail->pending_cap) {
-        tail->pending_cap = tail->pending_cap ? tail->pending_cap * 2 : 8;
-        tail->pending = xrealloc(tail->pending, tail->pending_cap * sizeof(*tail->pending));
-    }
-    struct buf *data = &tail->pending[tail->npending++];
-    memset(data, 0, sizeof(*data));
-    if (!tail->binary) {
-        buf_append(data, event->data, event->data_len);
-        return 0;
-    }
-    /* Base64 may be split over several data: lines, which the parser joined with '\n'. */
-    size_t decoded_len = 0;
-    buf_reserve(data, event->data_len);
-    if (sodium_base642bin((unsigned char *)data->p, event->data_len, event->data, event->data_len,
-                          "\r\n", &decoded_len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0) {
-        tail->failure = "a data event is not valid base64";
-        return 1;
-    }
-    data->len = decoded_len;
-    return 0;
-}
-
-static int cli_stream__tail_control(struct cli_stream__tail *tail, const struct cli_sse_event *event)
-{
-    json_t *control = json_loadb(event->data, event->data_len, 0, NULL);
-    if (!json_is_object(control)) {
-        json_decref(control);
-        tail->failure = "a control event is not a JSON object";
-        return 1;
-    }
-    const char *next = json_string_value(json_object_get(control, "streamNextOffset"));
-    if (next != NULL && strcmp(next, tail->offset) != 0) {
-        free(tail->offset);
-        tail->offset = xstrdup(next);
-    }
-    tail->closed = json_is_true(json_object_get(control, "streamClosed"));
-    json_decref(control);
-    tail->controls++;
-
+    const struct cli_stream__tail *tail = arg;
     struct cli_stream__printer printer = {
-        .offset = tail->offset,
+        .offset = offset,
         .json = tail->cs->json,
         .json_stream = tail->json_stream,
         .binary = tail->binary,
     };
-    for (size_t i = 0; i < tail->npending; i++)
-        cli_stream__print(&printer, tail->pending[i].p, tail->pending[i].len);
-    cli_stream__tail_drop_pending(tail);
-    return tail->closed; /* the closing control event is the last: stop reading */
+    cli_stream__print(&printer, p, n);
+    return 0;
 }
 
-static int cli_stream__tail_event(void *arg, const struct cli_sse_event *event)
+static int cli_stream__tail_control(void *arg, const char *offset, int up_to_date, int closed)
 {
     struct cli_stream__tail *tail = arg;
-    if (strcmp(event->type, "data") == 0)
-        return cli_stream__tail_data(tail, event);
-    if (strcmp(event->type, "control") == 0)
-        return cli_stream__tail_control(tail, event);
-    return 0; /* event types we do not know are skipped, for forward compatibility */
-}
-
-static int cli_stream__tail_body(void *arg, const struct cli_http_response *resp, const char *p,
-                                 size_t n)
-{
-    struct cli_stream__tail *tail = arg;
-    if (!tail->checked) {
-        const char *encoding = cli_http_header(resp, "Stream-SSE-Data-Encoding");
-        tail->checked = 1;
-        tail->binary = encoding != NULL && strcasecmp(encoding, "base64") == 0;
-        if (!cli_stream__media_is(cli_http_header(resp, "Content-Type"), "text/event-stream")) {
-            tail->failure = "the server did not answer with an event stream";
-            return 1;
-        }
-    }
-    int rc = cli_sse_feed(tail->sse, p, n);
-    if (rc < 0)
-        tail->failure = "an event is too large";
-    return rc;
-}
-
-static void cli_stream__sleep_ms(long ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
+    (void)offset;
+    (void)up_to_date;
+    tail->closed = closed;
+    return 0;
 }
 
 static int cli_stream__tail(struct cli_client *cs, const struct cli_args *args)
@@ -810,90 +724,40 @@ static int cli_stream__tail(struct cli_client *cs, const struct cli_args *args)
     struct cli_stream__tail tail = {.cs = cs};
     struct cli_http_response resp = {0};
     struct buf url = {0};
-    long backoff_ms = 0;
-    int connected = 0, reported_outage = 0;
+    char *offset = NULL;
 
     /* HEAD first: a missing stream fails fast, and JSON streams are printed message by message. */
     int status = cli_stream__head_request(cs, path, "tail", &resp);
     if (status != CLI_EXIT_OK)
         goto fail;
-    tail.json_stream =
-        cli_stream__media_is(cli_http_header(&resp, "Content-Type"), "application/json");
-    tail.offset = xstrdup(start != NULL ? start : "-1");
-    tail.sse = cli_sse_new(cli_stream__tail_event, &tail);
-
-    for (;;) {
-        cli_sse_reset(tail.sse);
-        cli_stream__tail_drop_pending(&tail);
-        tail.checked = tail.binary = tail.controls = 0;
-        buf_reset(&url);
-        cli_stream__url_offset(&url, path, tail.offset, "sse");
-        struct cli_http_request req = {
-            .method = "GET",
-            .path = url.p,
-            .headers = (const char *const[]){"Accept: text/event-stream", NULL},
-            .on_body = cli_stream__tail_body,
-            .arg = &tail,
-            .idle_timeout_s = CLI_STREAM_TAIL_IDLE_S,
-        };
-        int rc = cli_http_request(cs->http, &req, &resp);
-
-        if (tail.closed) {
-            status = CLI_EXIT_OK;
-            break;
-        }
-        if (tail.failure != NULL) {
-            fprintf(stderr, "agentd: tail: %s\n", tail.failure);
-            status = CLI_EXIT_HTTP;
-            goto fail;
-        }
-        if (rc == 0 && (resp.status < 200 || resp.status >= 300)) {
-            status = cli_http_report(cs->http, "tail", rc, &resp);
-            if (status == CLI_EXIT_OK) /* a 3xx we did not follow */
-                status = CLI_EXIT_HTTP;
-            goto fail;
-        }
-        if (rc < 0 && !connected && !tail.checked) {
-            status = cli_http_report(cs->http, "tail", rc, &resp);
-            goto fail;
-        }
-        connected = connected || tail.checked;
-        if (rc < 0 && !reported_outage) {
-            fprintf(stderr, "agentd: tail: %s; reconnecting from offset %s\n",
-                    cli_http_error(cs->http), tail.offset);
-            reported_outage = 1;
-        } else if (rc == 0) {
-            reported_outage = 0;
-        }
-        /* The server ends live responses now and then (and may restart): resume from the last
-         * confirmed offset, at once if this connection was useful, else with a growing pause. */
-        if (tail.controls > 0)
-            backoff_ms = 0;
-        else
-            backoff_ms = backoff_ms == 0 ? 250 : backoff_ms * 2;
-        if (backoff_ms > CLI_STREAM_BACKOFF_MAX_MS)
-            backoff_ms = CLI_STREAM_BACKOFF_MAX_MS;
-        if (backoff_ms > 0)
-            cli_stream__sleep_ms(backoff_ms);
-    }
+    const char *type = cli_http_header(&resp, "Content-Type");
+    tail.json_stream = cli_stream__media_is(type, "application/json");
+    tail.binary = cli_stream__is_binary(type);
+    offset = xstrdup(start != NULL ? start : "-1");
+    cli_stream__url(&url, path);
+    const struct cli_follow_cb cb = {
+        .on_data = cli_stream__tail_data,
+        .on_control = cli_stream__tail_control,
+        .arg = &tail,
+    };
+    status = cli_follow(cs->http, "tail", url.p, &offset, &cb);
+    if (status != CLI_EXIT_OK)
+        goto fail;
 
     if (cs->json) {
         struct buf line = {0};
         buf_puts(&line, "{");
-        cli_stream__json_field(&line, "offset", tail.offset);
+        cli_stream__json_field(&line, "offset", offset);
         cli_stream__json_raw(&line, "closed", "true");
         buf_puts(&line, "}");
         cli_stream__emit(&line);
         buf_free(&line);
     } else {
         fflush(stdout);
-        fprintf(stderr, "next-offset: %s (closed)\n", tail.offset);
+        fprintf(stderr, "next-offset: %s (closed)\n", offset);
     }
 fail:
-    cli_stream__tail_drop_pending(&tail);
-    free(tail.pending);
-    free(tail.offset);
-    cli_sse_free(tail.sse);
+    free(offset);
     cli_http_response_reset(&resp);
     buf_free(&url);
     return status;
