@@ -117,4 +117,53 @@ void http_res_stream_abort(struct http_req *req);
 /* Is a response already started or sent? */
 int http_res_started(const struct http_req *req);
 
+/* ---- WebSocket (RFC 6455; HTTP/1.1 only) ----
+ *
+ * A handler turns a handshake request into a struct http_ws with http_ws_upgrade; from then on the
+ * request is gone (its dispose callback runs once the 101 has been written) and the connection is
+ * the http_ws's. Output follows the streamed responses' rule: a sender queues a message, waits for
+ * on_drain (everything queued has been handed to the socket and written), and only then queues the
+ * next, so a slow client costs one message of memory; past max_queued bytes a send fails with
+ * -ENOBUFS and the connection is dropped. A write that makes no progress for io_timeout_ms drops the
+ * connection too (a client that stopped reading). The module answers pings, sends its own every
+ * ping_ms, ends the closing handshake for the caller (waiting briefly for the client's close frame),
+ * and closes every WebSocket with 1001 on http_server_shutdown.
+ *
+ * on_close runs exactly once, always from the loop (never from inside an http_ws_* call), and the
+ * struct http_ws is invalid once it returns.
+ */
+struct http_ws;
+/* A complete message from the client (text or binary); data is borrowed for the call. */
+typedef void (*http_ws_message_cb)(struct http_ws *ws, void *arg, int binary, const char *data, size_t len);
+/* Everything queued so far has been written; the place to queue the next message. */
+typedef void (*http_ws_drain_cb)(struct http_ws *ws, void *arg);
+/* The connection ended (closing handshake done, client gone, or dropped). */
+typedef void (*http_ws_close_cb)(struct http_ws *ws, void *arg);
+
+struct http_ws_handlers {
+    http_ws_message_cb on_message; /* NULL: messages from the client are ignored */
+    http_ws_drain_cb on_drain;     /* may be NULL */
+    http_ws_close_cb on_close;     /* required */
+    uint64_t ping_ms;              /* heartbeat interval; 0 sends none */
+};
+
+/* Is req a WebSocket handshake this server accepts (HTTP/1.1 GET, Upgrade: websocket,
+ * Connection: upgrade, a Sec-WebSocket-Key, Sec-WebSocket-Version 13)? NULL when it is, else why
+ * not, as a sentence for an error body. */
+const char *http_ws_handshake_error(struct http_req *req);
+/* Answers the handshake with 101 and returns the WebSocket; req must have passed
+ * http_ws_handshake_error and must not have been answered. handlers is copied; arg is passed to
+ * each handler. Messages may be queued at once; they leave once the 101 has been written. Returns
+ * NULL, having answered 503, when the server is shutting down. */
+struct http_ws *http_ws_upgrade(struct http_req *req, const struct http_ws_handlers *handlers, void *arg);
+/* Queues one text message (data copied; it must be UTF-8). Returns 0, -EPIPE when the connection
+ * is closing or gone, or -ENOBUFS when more than max_queued bytes would be waiting, in which case
+ * the connection is being dropped. */
+int http_ws_send_text(struct http_ws *ws, const void *data, size_t len) CORE_UNUSED_RESULT;
+/* Bytes queued and not yet written to the socket. */
+size_t http_ws_queued(const struct http_ws *ws);
+/* Starts the closing handshake with code (1000..4999) and a reason (at most 123 bytes, copied),
+ * after which nothing more is sent; on_close follows. A second call is a no-op. */
+void http_ws_close(struct http_ws *ws, unsigned code, const char *reason);
+
 #endif
