@@ -78,6 +78,9 @@ case "$1" in
         install_pkgs "${build_pkgs[@]}" "${test_pkgs[@]}"
         npm_modules tests/conformance @durable-streams/server-conformance-tests
         npm_modules tests/agents @anthropic-ai/claude-code
+        # OpenCode, pinned in a directory of its own: its lock file has hand-written entries for the
+        # platform packages this registry lacks (see tests/agents/README.md).
+        npm_modules tests/agents/opencode opencode-ai
         ;;
     *) usage ;;
 esac

@@ -198,10 +198,23 @@ def codex_env(home, base_url, extra=None):
     return env
 
 
+OPENCODE_DIR = os.path.join(HERE, "opencode", "node_modules")
+
+
 def opencode_bin():
-    """Path of the pinned OpenCode CLI, or None."""
-    p = os.path.join(BIN, "opencode")
-    return p if os.path.exists(p) else None
+    """Path of the pinned OpenCode CLI (tests/agents/opencode, installed by scripts/deps.sh test), or None.
+
+    Normally node_modules/.bin/opencode (the package's postinstall put the platform binary there); when
+    install scripts did not run, the linux-x64 platform package's binary is used directly."""
+    cands = [os.path.join(OPENCODE_DIR, ".bin", "opencode")]
+    if os.path.isdir(OPENCODE_DIR):
+        for name in sorted(os.listdir(OPENCODE_DIR)):
+            if name.startswith("opencode-linux-"):
+                cands.append(os.path.join(OPENCODE_DIR, name, "bin", "opencode"))
+    for c in cands:
+        if os.path.isfile(c) and os.access(c, os.X_OK) and os.path.getsize(c) > 1 << 20:
+            return c
+    return None
 
 
 def opencode_env(home, base_url, extra_config=None, extra=None):
