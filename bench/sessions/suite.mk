@@ -1,0 +1,2 @@
+# Joins bench/sessions/run.sh to `make bench` (see bench/bench.mk).
+BENCH_SUITES += bench/sessions/run.sh
