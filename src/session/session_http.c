@@ -514,8 +514,8 @@ static void session__share(struct sessions *s, struct session *se, struct http_r
     http_res_error(req, 405, "method_not_allowed", "POST creates a share link, GET lists them, DELETE .../share/<token> revokes one");
 }
 
-/* The id of the session a path belongs to, for share tokens: /v1/sessions/<id> or
- * /v1/stream/sessions/<id>/<stream>. Copies it into id; 0 when the path is neither. */
+/* The id of the session a path belongs to, for share tokens: /v1/sessions/<id>, /v1/sessions/<id>/ws
+ * or /v1/stream/sessions/<id>/<stream>. Copies it into id; 0 when the path is neither. */
 static int session__path_session(const char *path, size_t plen, char id[SESSION_ID_LEN + 1])
 {
     static const char *const prefixes[] = {SESSIONS_PREFIX "/", "/v1/stream/sessions/"};
@@ -526,7 +526,9 @@ static int session__path_session(const char *path, size_t plen, char id[SESSION_
         const char *p = path + l, *end = path + plen;
         const char *slash = memchr(p, '/', (size_t)(end - p));
         size_t n = slash ? (size_t)(slash - p) : (size_t)(end - p);
-        if (n != SESSION_ID_LEN || (i == 0 && slash) || (i == 1 && !slash))
+        /* readable with a share token: /v1/sessions/<id>, its WebSocket view, and its streams */
+        int ws = i == 0 && slash && (size_t)(end - slash) == 3 && !memcmp(slash, "/ws", 3);
+        if (n != SESSION_ID_LEN || (i == 0 && slash && !ws) || (i == 1 && !slash))
             return 0;
         memcpy(id, p, n);
         id[n] = '\0';
