@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <sodium.h>
+#include <sqlite3.h>
 #include <spawn.h>
 #include <strings.h>
 #include <sys/wait.h>
@@ -339,6 +340,25 @@ static void session__fork_copy(uv_work_t *w)
         (void)rename(a, b);
     free(a);
     free(b);
+    /* OpenCode records each session's directory in its database: point the copies at the fork's
+     * workspace, or the forked session would run (and hang) in the parent's. */
+    char *ocdb = xasprintf("%s/.local/share/opencode/opencode.db", f->child->home);
+    if (stat(ocdb, &st) == 0) {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *up = NULL;
+        if (sqlite3_open_v2(ocdb, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
+            sqlite3_prepare_v2(db, "UPDATE session SET directory = ?1, path = ?2 WHERE directory = ?3", -1, &up, NULL) ==
+                SQLITE_OK) {
+            sqlite3_bind_text(up, 1, f->child->workspace, -1, SQLITE_STATIC);
+            sqlite3_bind_text(up, 2, f->child->workspace + 1, -1, SQLITE_STATIC);
+            sqlite3_bind_text(up, 3, f->from_ws, -1, SQLITE_STATIC);
+            if (sqlite3_step(up) != SQLITE_DONE)
+                log_warn("session: the fork's OpenCode sessions still name the parent's workspace: %s", sqlite3_errmsg(db));
+        }
+        sqlite3_finalize(up);
+        sqlite3_close(db);
+    }
+    free(ocdb);
     /* Codex indexes its threads in $CODEX_HOME/state_*.sqlite by absolute rollout path (the
      * parent's home); without the index it finds the copied rollouts under the fork's own home. */
     char *codex = xasprintf("%s/.codex", f->child->home);

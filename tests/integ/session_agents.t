@@ -47,13 +47,9 @@ AGENTS = {
                  "order": [["run_start", "message", "pre_tool", "post_tool", "message", "run_completed"],
                            ["run_start", "pre_tool", "post_tool", "message", "run_completed"]],
                  # Known agentd bug, kept visible as TAP TODO (prove passes; "TODO passed" once fixed):
-                 # `opencode run --session ID --fork` in the fork's workspace (a copy) prints nothing and
-                 # never exits. The forked native session inherits the parent's `directory` (the parent's
-                 # workspace, in opencode.db's session table, which the fork's home copies), so OpenCode
-                 # runs it in an instance for that directory while `run` waits for events of its cwd's
-                 # instance. Rewriting session.directory/path in the copied opencode.db to the fork's
-                 # workspace makes it work (measured by hand with 1.18.33).
-                 "fork_todo": "agentd's OpenCode fork: the forked native session keeps the parent's directory",
+                 # A forked session's first run is `opencode run --session ID --fork` in the fork's
+                 # workspace; agentd points the copied opencode.db's sessions at that workspace (else
+                 # OpenCode runs it in the parent's directory and `run` never ends).
                  "fork_timeout": 30.0},
 }
 
