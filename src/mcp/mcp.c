@@ -135,10 +135,6 @@ static void mcp__tools_call(struct mcp_exchange *ex, struct mcp__slot *slot, jso
         slot->reply = mcp__error(id, MCP_INVALID_PARAMS, "Invalid params: name is required");
         return;
     }
-    if (strcmp(name, MCP_TOOL_NAME) != 0) {
-        slot->reply = mcp__error(id, MCP_INVALID_PARAMS, "Unknown tool: %s", name);
-        return;
-    }
     json_t *args = json_object_get(params, "arguments");
     if (args != NULL && !json_is_object(args) && !json_is_null(args)) {
         slot->reply = mcp__error(id, MCP_INVALID_PARAMS, "Invalid params: arguments must be an object");
@@ -147,7 +143,13 @@ static void mcp__tools_call(struct mcp_exchange *ex, struct mcp__slot *slot, jso
     args = json_is_object(args) ? json_incref(args) : json_object();
 
     struct session_rt_request req;
-    const char *why = mcp__tool_parse(args, &req);
+    int known = 1;
+    const char *why = mcp__tool_parse(name, args, &req, &known);
+    if (!known) {
+        slot->reply = mcp__error(id, MCP_INVALID_PARAMS, "Unknown tool: %s", name);
+        json_decref(args);
+        return;
+    }
     if (why != NULL) {
         slot->reply = mcp__result(id, mcp__tool_error(why));
         json_decref(args);
@@ -201,7 +203,7 @@ static void mcp__message(struct mcp_exchange *ex, struct mcp__slot *slot, json_t
     else if (!strcmp(name, "ping"))
         slot->reply = mcp__result(id, json_object());
     else if (!strcmp(name, "tools/list"))
-        slot->reply = mcp__result(id, json_pack("{s:[o]}", "tools", mcp__tool_describe()));
+        slot->reply = mcp__result(id, json_pack("{s:o}", "tools", mcp__tools_describe()));
     else if (!strcmp(name, "tools/call"))
         mcp__tools_call(ex, slot, id, params);
     else

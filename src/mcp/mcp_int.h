@@ -11,14 +11,16 @@
 #include "session/session.h"
 
 #define MCP_TOOL_NAME "runtime"
+#define MCP_SESSION_TOOL_NAME "session"
 
-/* The tools/list entry of the runtime tool: name, title, description, inputSchema. New reference. */
-json_t *mcp__tool_describe(void);
+/* The tools/list entries: the runtime tool and the session tool (child sessions). New reference:
+ * an array. */
+json_t *mcp__tools_describe(void);
 
-/* Reads tools/call arguments (an object, borrowed) into req; strings in req point into args and
- * live as long as it does. Returns NULL, or a reason meant for the model ("code is required for
- * exec"). */
-const char *mcp__tool_parse(json_t *args, struct session_rt_request *req);
+/* Reads tools/call arguments of tool `name` (an object, borrowed) into req; strings in req point
+ * into args and live as long as it does. Returns NULL, or a reason meant for the model ("code is
+ * required for exec"). *known is 0 when no tool has that name. */
+const char *mcp__tool_parse(const char *name, json_t *args, struct session_rt_request *req, int *known);
 
 /* The CallToolResult for a backend answer: status is HTTP-like, json the answer (borrowed). Text
  * for the model in content, the answer itself as structuredContent, isError when the code failed

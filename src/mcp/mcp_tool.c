@@ -23,7 +23,29 @@ static const char mcp__tool_text[] =
     "time per language. A call is interrupted after `timeout_ms` (default 30000): the state is kept "
     "unless the code ignores the interrupt.";
 
-json_t *mcp__tool_describe(void)
+static const char mcp__session_text[] =
+    "Child sessions of this agent session. spawn starts a new session with the same agent and settings, "
+    "sends it `text` as its first message, and returns its id; when one of its runs ends, you are told in "
+    "a new message with its result. children lists the sessions spawned so far and their status.";
+
+static json_t *mcp__session_tool_describe(void)
+{
+    return json_pack("{s:s, s:s, s:s, s:{s:s, s:{s:{s:s, s:[ss], s:s}, s:{s:s, s:s}}, s:[s]}}", "name",
+                     MCP_SESSION_TOOL_NAME, "title", "Child sessions", "description", mcp__session_text,
+                     "inputSchema", "type", "object", "properties", "action", "type", "string", "enum", "spawn",
+                     "children", "description", "spawn: start a child session; children: list them", "text",
+                     "type", "string", "description", "spawn: the child's first message (its task)", "required",
+                     "action");
+}
+
+static json_t *mcp__tool_describe(void);
+
+json_t *mcp__tools_describe(void)
+{
+    return json_pack("[o, o]", mcp__tool_describe(), mcp__session_tool_describe());
+}
+
+static json_t *mcp__tool_describe(void)
 {
     return json_pack(
         "{s:s, s:s, s:s, s:{s:s, s:{s:{s:s, s:[sssss], s:s}, s:{s:s, s:s}, s:{s:s, s:[sss], s:s}, s:{s:s, s:i, s:s},"
@@ -65,9 +87,34 @@ static long long mcp__positive(json_t *args, const char *name, long long max)
     return (long long)d;
 }
 
-const char *mcp__tool_parse(json_t *args, struct session_rt_request *req)
+static const char *mcp__session_tool_parse(json_t *args, struct session_rt_request *req)
+{
+    const char *action = json_string_value(json_object_get(args, "action"));
+    json_t *text = json_object_get(args, "text");
+    if (action && !strcmp(action, "children")) {
+        req->action = SESSION_RT_CHILDREN;
+        return NULL;
+    }
+    if (action == NULL || strcmp(action, "spawn"))
+        return "action is required: spawn or children";
+    if (!json_is_string(text) || json_string_length(text) == 0)
+        return "text is required for spawn: the child's first message";
+    req->action = SESSION_RT_SPAWN;
+    req->code = json_string_value(text);
+    req->code_len = json_string_length(text);
+    return NULL;
+}
+
+const char *mcp__tool_parse(const char *name, json_t *args, struct session_rt_request *req, int *known)
 {
     memset(req, 0, sizeof *req);
+    *known = 1;
+    if (!strcmp(name, MCP_SESSION_TOOL_NAME))
+        return mcp__session_tool_parse(args, req);
+    if (strcmp(name, MCP_TOOL_NAME)) {
+        *known = 0;
+        return NULL;
+    }
     const char *action = json_string_value(json_object_get(args, "action"));
     if (action == NULL)
         return "action is required: one of exec, eval, state, reset, history";

@@ -343,7 +343,7 @@ struct session_rt_call {
 
 int session_rt_action_parse(const char *name, enum session_rt_action *out)
 {
-    static const char *const names[] = {"exec", "eval", "state", "reset", "history", "interrupt"};
+    static const char *const names[] = {"exec", "eval", "state", "reset", "history", "interrupt", "spawn", "children"};
     for (size_t i = 0; i < CORE_ARRAY_LEN(names); i++) {
         if (!strcmp(name, names[i])) {
             *out = (enum session_rt_action)i;
@@ -403,6 +403,27 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
     struct session *se = map_get(&s->by_id, session_id, strlen(session_id));
     if (se == NULL || se->deleted) {
         session__answer_error(cb, arg, 404, "not_found", "no such session");
+        return NULL;
+    }
+    if (req->action == SESSION_RT_CHILDREN) {
+        session__answer(cb, arg, 200, session__children(s, se));
+        return NULL;
+    }
+    if (req->action == SESSION_RT_SPAWN) {
+        /* A child with the same agent configuration, started with the given text. */
+        int status = 201;
+        const char *why = NULL;
+        json_t *body = json_deep_copy(se->agent_opts);
+        json_object_set_new(body, "agent", json_string(se->agent));
+        json_object_set_new(body, "tags", json_pack("[s]", "child"));
+        if (req->code)
+            json_object_set_new(body, "text", json_stringn(req->code, req->code_len));
+        struct session *child = session__spawn_child_of(s, se, body, &status, &why);
+        json_decref(body);
+        if (child == NULL)
+            session__answer_error(cb, arg, status, "bad_request", why);
+        else
+            session__answer(cb, arg, 200, json_pack("{s:s, s:o}", "child", child->id, "session", session__public(child)));
         return NULL;
     }
     enum runtime_lang lang = req->action == SESSION_RT_EVAL ? RUNTIME_PYTHON : RUNTIME_BASH;

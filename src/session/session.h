@@ -64,13 +64,14 @@ void sessions_free(struct sessions *s);
 
 /* ---- runtime calls, shared by the HTTP API and the MCP tool ---- */
 
+/* What an agent can ask of its session: runtime calls, and (SPAWN, CHILDREN) child sessions. */
 enum session_rt_action { SESSION_RT_EXEC, SESSION_RT_EVAL, SESSION_RT_STATE, SESSION_RT_RESET, SESSION_RT_HISTORY,
-                         SESSION_RT_INTERRUPT };
+                         SESSION_RT_INTERRUPT, SESSION_RT_SPAWN, SESSION_RT_CHILDREN };
 
 struct session_rt_request {
     enum session_rt_action action;
     const char *lang;       /* "bash" | "python" | "node"; NULL: bash (python for eval) */
-    const char *code;       /* exec/eval */
+    const char *code;       /* exec/eval: the code; spawn: the child's first message */
     size_t code_len;
     uint64_t timeout_ms;    /* 0: the runtime's default */
     size_t limit;           /* history: how many (0: default 100) */
@@ -90,7 +91,7 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
                                          session_rt_cb cb, void *arg);
 /* The caller is going away: cb will not run (the operation itself still completes). */
 void session_rt_cancel(struct session_rt_call *call);
-/* Parses "exec", "eval", "state", "reset", "history", "interrupt". 0 or -EINVAL. */
+/* Parses "exec", "eval", "state", "reset", "history", "interrupt", "spawn", "children". 0 or -EINVAL. */
 int session_rt_action_parse(const char *name, enum session_rt_action *out) CORE_UNUSED_RESULT;
 
 #endif

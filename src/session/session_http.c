@@ -251,35 +251,43 @@ static void session__create(struct sessions *s, struct http_req *req)
  * its parent, and started with the body's `text`. When one of its runs completes, the parent hears
  * of it (session__child_completed). The parent's transcript records the spawn.
  */
+struct session *session__spawn_child_of(struct sessions *s, struct session *parent, json_t *b, int *status,
+                                        const char **why)
+{
+    json_t *text = json_object_get(b, "text");
+    if (text && !json_is_string(text)) {
+        *status = 400;
+        *why = "text must be a string";
+        return NULL;
+    }
+    struct session *child = session__create_from(s, b, parent->id, status, why);
+    if (child == NULL)
+        return NULL;
+    session__event(parent, json_pack("{s:s, s:s, s:s}", "type", "child", "action", "spawned", "child", child->id));
+    if (json_is_string(text) && child->adapter) {
+        json_t *run = NULL;
+        const char *err = NULL;
+        (void)session__message(child, json_string_value(text), "queue", &run, &err);
+        json_decref(run);
+    }
+    return child;
+}
+
 static void session__spawn_child(struct sessions *s, struct session *parent, struct http_req *req)
 {
     const char *why = NULL;
-    int status;
+    int status = 400;
     json_t *b = session__body(req, &why);
     if (b == NULL)
         return http_res_error(req, 400, "bad_request", "%s", why);
-    json_t *text = json_object_get(b, "text");
-    if (text && !json_is_string(text)) {
-        json_decref(b);
-        return http_res_error(req, 400, "bad_request", "text must be a string");
-    }
-    struct session *child = session__create_from(s, b, parent->id, &status, &why);
-    if (child == NULL) {
-        json_decref(b);
-        return http_res_error(req, status, status == 500 ? "workspace_failed" : "bad_request", "%s", why);
-    }
-    session__event(parent, json_pack("{s:s, s:s, s:s}", "type", "child", "action", "spawned", "child", child->id));
-    json_t *answer = session__public(child);
-    if (json_is_string(text) && child->adapter) {
-        json_t *run = NULL;
-        int st = session__message(child, json_string_value(text), "queue", &run, &why);
-        if (run)
-            json_object_set_new(answer, "run", json_incref(json_object_get(run, "id")));
-        else
-            json_object_set_new(answer, "run_error", json_pack("{s:i, s:s}", "status", st, "message", why));
-        json_decref(run);
-    }
+    struct session *child = session__spawn_child_of(s, parent, b, &status, &why);
     json_decref(b);
+    if (child == NULL)
+        return http_res_error(req, status, status == 500 ? "workspace_failed" : "bad_request", "%s", why);
+    json_t *answer = session__public(child);
+    json_t *runs = child->runs;
+    if (json_array_size(runs))
+        json_object_set(answer, "run", json_object_get(json_array_get(runs, json_array_size(runs) - 1), "id"));
     session__reply_durable(s, session__pending_new(req), 201, answer);
 }
 

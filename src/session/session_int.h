@@ -97,6 +97,10 @@ const char *session__active_run_id(const struct session *se);
  * an agent is woken with a run. Called in the same loop turn as the child's run_completed, so both
  * commit together. */
 void session__child_completed(struct session *se, const char *run, const char *status, json_t *result);
+/* Creates a child of parent from a create body (agent settings, env, tags; `text` starts it), records
+ * the spawn in the parent's transcript. NULL with an HTTP status and reason on failure. */
+struct session *session__spawn_child_of(struct sessions *s, struct session *parent, json_t *body, int *status,
+                                        const char **why);
 /* {"children":[public views of the sessions spawned by se]} */
 json_t *session__children(struct sessions *s, struct session *se);
 /* The environment finished closing (session.c: may free a deleted session). */

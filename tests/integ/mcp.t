@@ -62,11 +62,27 @@ def http_tests(tap, srv, sid):
     tap.ok(r.status == 202 and r.body == b"", "notification: 202, empty body", repr(r))
     r = rpc(srv, sid, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, sess)
     tools = r.json()["result"]["tools"]
-    tap.is_([t["name"] for t in tools], ["runtime"], "tools/list: runtime")
+    tap.is_([t["name"] for t in tools], ["runtime", "session"], "tools/list: runtime and session")
     tap.is_(tools[0]["inputSchema"]["properties"]["action"]["enum"],
             ["exec", "eval", "state", "reset", "history"], "tools/list: action enum")
     r = rpc(srv, sid, {"jsonrpc": "2.0", "id": 3, "method": "ping"})
     tap.is_(r.json(), {"jsonrpc": "2.0", "id": 3, "result": {}}, "ping without the session header")
+
+    r = rpc(srv, sid, {"jsonrpc": "2.0", "id": 90, "method": "tools/call",
+                       "params": {"name": "session", "arguments": {"action": "children"}}}, sess)
+    res = r.json()["result"]
+    tap.ok(res.get("structuredContent") == {"children": []} and not res.get("isError"),
+           "session tool: no children yet", res)
+    r = rpc(srv, sid, {"jsonrpc": "2.0", "id": 91, "method": "tools/call",
+                       "params": {"name": "session", "arguments": {"action": "spawn"}}}, sess)
+    tap.ok(r.json()["result"].get("isError") is True, "session tool: spawn without text is a tool error the model can read")
+    r = rpc(srv, sid, {"jsonrpc": "2.0", "id": 92, "method": "tools/call",
+                       "params": {"name": "session", "arguments": {"action": "spawn", "text": "hello"}}}, sess)
+    res = r.json()["result"]
+    child = (res.get("structuredContent") or {}).get("child")
+    tap.ok(child and not res.get("isError"), "session tool: spawn creates a child", res)
+    st = srv.request("GET", f"/v1/sessions/{child}")
+    tap.ok(st.status == 200 and json.loads(st.body).get("parent") == sid, "the child names this session as its parent")
 
     r, res = call(srv, sid, {"action": "exec", "code": "export X=41"})
     tap.ok(r.status == 200 and res.get("isError") is False, "exec export X=41", repr(r))

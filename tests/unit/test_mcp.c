@@ -170,9 +170,10 @@ static void test_tools_list(struct mcp *m)
     struct got g = {0};
     json_t *r = roundtrip(m, &g, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/list\",\"params\":{}}");
     json_t *tools = json_object_get(json_object_get(r, "result"), "tools");
-    is_int(json_array_size(tools), 1, "one tool");
+    is_int(json_array_size(tools), 2, "two tools");
+    is_str(json_string_value(json_object_get(json_array_get(tools, 1), "name")), "session", "the second is session (child sessions)");
     json_t *tool = json_array_get(tools, 0);
-    is_str(json_string_value(json_object_get(tool, "name")), "runtime", "named runtime");
+    is_str(json_string_value(json_object_get(tool, "name")), "runtime", "the first is runtime");
     const char *desc = json_string_value(json_object_get(tool, "description"));
     ok(desc && strstr(desc, "persist between calls") && strstr(desc, "bash/python/node"),
        "description says what persists");
