@@ -491,9 +491,22 @@ static const struct cli_opt cli_session__new_opts[] = {
     {"env", "K=V", "environment variable for the session's processes (repeatable; K alone: "
                    "this shell's value)"},
     {"tag", "TAG", "label the session (repeatable)"},
+    {"program", "PATH", "the agent's binary (claude-code, codex, opencode; default: found on PATH)"},
+    {"command", "ARG", "jsonl agents: the program, then each argument (repeatable, in order)"},
+    {"base-url", "URL", "the model API's server root the agent talks to"},
+    {"api-key", "KEY", "the model API key (default $AGENTD_MODEL_API_KEY)"},
+    {"model", "NAME", "the model name, as the agent expects it"},
+    {"sandbox", "MODE", "none (default) or bwrap"},
+    {"no-mcp", NULL, "do not give the agent agentd's runtime and session tools"},
     CLI_COMMON_OPTS,
     {NULL, NULL, NULL},
 };
+
+static int cli_session__add_arg(void *arg, const char *value)
+{
+    json_array_append_new(arg, json_string(value));
+    return 0;
+}
 
 static int cli_session__add_env(void *arg, const char *spec)
 {
@@ -572,6 +585,25 @@ static int cli_session__new(struct cli_client *client, const struct cli_args *ar
         json_object_set(body, "env", env);
     if (json_array_size(tags) > 0)
         json_object_set(body, "tags", tags);
+    /* Agent settings, passed through as the server names them. */
+    static const struct {
+        const char *opt, *field;
+    } settings[] = {{"program", "program"}, {"base-url", "base_url"}, {"api-key", "api_key"},
+                    {"model", "model"}, {"sandbox", "sandbox"}};
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
+        const char *v = cli_args_get(args, settings[i].opt);
+        if (v == NULL && !strcmp(settings[i].opt, "api-key"))
+            v = getenv("AGENTD_MODEL_API_KEY");
+        if (v != NULL)
+            json_object_set_new(body, settings[i].field, json_string(v));
+    }
+    if (cli_args_get(args, "no-mcp") != NULL)
+        json_object_set_new(body, "mcp", json_false());
+    json_t *command = json_array();
+    cli_args_each(cli_session__new_opts, client->nwords, client->words, "command", cli_session__add_arg, command);
+    if (json_array_size(command) > 0)
+        json_object_set(body, "command", command);
+    json_decref(command);
     status = cli_session__call(client->http, "POST", CLI_SESSION_PREFIX, body, "session new", &resp);
     if (status != CLI_EXIT_OK)
         goto fail;

@@ -4,8 +4,8 @@ TAP output for prove.
 
 The client is the real binary ($AGENTD_CLI_BIN, default $AGENTD_BIN) run against `agentd serve` on
 port 0 (agentd_test.Server), with sessions whose agent is the jsonl test agent
-(tests/agents/jsonl_agent.py). Sessions are created over HTTP: `session new` has no way to give
-a jsonl agent its command.
+(tests/agents/jsonl_agent.py). Most sessions are created over HTTP; test_new_agent creates one
+with `session new --agent jsonl --command ...` and runs it.
 
 Checked: send prints the run id on its first line; --wait prints the run's events and exits 0
 for a successful run, 5 for a failed one, 4 for a cancelled one; --mode reject on a busy session
@@ -115,6 +115,16 @@ def free_port():
 
 
 # ---- send --------------------------------------------------------------------------------------
+
+def test_new_agent():
+    rc, out, err = cli("new", "--agent", "jsonl", "--command", sys.executable, "--command", AGENT, "--tag", "cli")
+    sid = out.splitlines()[0] if out else ""
+    TAP.ok(rc == 0 and len(sid) == 24, "session new --agent jsonl --command ... prints the new id", err)
+    rc, out, err = cli("send", sid, "echo made by the cli", "--wait")
+    TAP.ok(rc == 0 and "made by the cli" in out, "a session made by the cli runs its agent", out + err)
+    rc, out, err = cli("new", "--agent", "jsonl")
+    TAP.ok(rc == 5 and "command" in err, "a jsonl session without --command is refused with the server's reason", err)
+
 
 def test_send(sid):
     rc, out, err = cli("send", sid, "echo plain")
@@ -432,6 +442,7 @@ def main(tap):
     SRV = Server()
     SRV.start()
     sid = new_session()
+    test_new_agent()
     test_send(sid)
     test_cancel(sid)
     test_runs(sid)
