@@ -467,3 +467,34 @@ def raise_nofile(want):
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# ---- sessions -------------------------------------------------------------------------------------
+
+def wait_for(pred, timeout, interval=0.03):
+    """Calls pred until it returns something true or timeout seconds pass; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(interval)
+
+
+def of_run(evs, run, types=None):
+    """The transcript events of one run, optionally only those of the given types."""
+    return [e for e in evs if e.get("run") == run and (types is None or e.get("type") in types)]
+
+
+def message_texts(evs, run):
+    """The text of the run's message events (content blocks joined, or a plain text field)."""
+    out = []
+    for e in of_run(evs, run, ("message",)):
+        c = e.get("content")
+        if isinstance(c, list):
+            out.append("".join(b.get("text", "") for b in c if isinstance(b, dict)))
+        elif isinstance(c, str):
+            out.append(c)
+        elif isinstance(e.get("text"), str):
+            out.append(e["text"])
+    return out

@@ -28,7 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import ROOT, Server, run_test  # noqa: E402
+from agentd_test import ROOT, Server, run_test, wait_for  # noqa: E402
 
 BIN = os.environ.get("AGENTD_CLI_BIN") or os.environ.get("AGENTD_BIN") or "build/release/agentd"
 AGENT = os.path.join(ROOT, "tests", "agents", "jsonl_agent.py")
@@ -99,13 +99,6 @@ def runs_of(sid):
     return SRV.request("GET", f"/v1/sessions/{sid}/runs").json()["runs"]
 
 
-def wait_for(pred, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(interval)
 
 
 def free_port():

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import ROOT, Server, run_test  # noqa: E402
+from agentd_test import ROOT, Server, message_texts, of_run, run_test  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "agents"))
 from harness import FakeModel, claude_bin, claude_env, codex_bin, opencode_bin  # noqa: E402
@@ -100,19 +100,8 @@ def run_and_wait(sid, text, timeout=RUN_TIMEOUT):
         time.sleep(0.1)
 
 
-def of_run(evs, run, types=None):
-    return [e for e in evs if e.get("run") == run and (types is None or e.get("type") in types)]
 
 
-def texts(evs, run):
-    out = []
-    for e in of_run(evs, run, ("message",)):
-        c = e.get("content")
-        if isinstance(c, list):
-            out.append("".join(b.get("text", "") for b in c if isinstance(b, dict)))
-        elif isinstance(c, str):
-            out.append(c)
-    return out
 
 
 def brief(evs, run):
@@ -188,7 +177,7 @@ def flow(kind, program):
                f"{label}: pre_tool has the command, post_tool its output", [pre, post])
         TAP.ok(all(isinstance(e.get("native"), (dict, str)) for e in of_run(evs, run1, ("message", "pre_tool", "post_tool"))),
                f"{label}: agent events keep the native line")
-        t = texts(evs, run1)
+        t = message_texts(evs, run1)
         TAP.ok(t and "hi" in t[-1] and ev and "hi" in str(ev.get("result")),
                f"{label}: the answer quotes the tool's output", f"{t!r} {ev!r}")
         env = [e.get("status") for e in evs if e.get("type") == "status" and e.get("scope") == "environment"]

@@ -26,7 +26,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import ROOT, Server, http_request, run_test  # noqa: E402
+from agentd_test import ROOT, Server, http_request, message_texts, of_run, run_test, wait_for  # noqa: E402
 
 AGENT = os.path.join(ROOT, "tests", "agents", "jsonl_agent.py")
 CANARY = "AGENTD_TEST_CANARY"
@@ -102,13 +102,6 @@ def state_records(sid):
     return evs if r.status == 200 else []
 
 
-def wait_for(pred, timeout, interval=0.03):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(interval)
 
 
 def completion(evs, run):
@@ -134,22 +127,8 @@ def run_and_wait(sid, text, mode=None, timeout=20.0):
     return doc["run"], ev, evs
 
 
-def of_run(evs, run, types=None):
-    return [e for e in evs if e.get("run") == run and (types is None or e.get("type") in types)]
 
 
-def answers(evs, run):
-    """The text of the run's message events."""
-    out = []
-    for e in of_run(evs, run, ("message",)):
-        c = e.get("content")
-        if isinstance(c, list):
-            out.append("".join(b.get("text", "") for b in c if isinstance(b, dict)))
-        elif isinstance(c, str):
-            out.append(c)
-        elif isinstance(e.get("text"), str):
-            out.append(e["text"])
-    return out
 
 
 def log_texts(evs, run=None):
@@ -312,13 +291,13 @@ def test_flow():
 
 def test_resume(sid, native):
     run, ev, evs = run_and_wait(sid, "history")
-    TAP.is_(answers(evs, run), ["turns: 2"], "resume: the second run continues the conversation (history 2)")
+    TAP.is_(message_texts(evs, run), ["turns: 2"], "resume: the second run continues the conversation (history 2)")
     user = [i for i in inputs("flow") if i.get("type") == "user"]
     TAP.ok(len(user) == 2 and user[1].get("resume") == native and not user[1].get("fork"),
            "resume: the agent got its native session id as resume", user)
     TAP.is_(native_of(evs, run), native, "resume: same native session")
     run3, _, evs = run_and_wait(sid, "history")
-    TAP.is_(answers(evs, run3), ["turns: 3"], "resume: and again (history 3)")
+    TAP.is_(message_texts(evs, run3), ["turns: 3"], "resume: and again (history 3)")
 
 
 def test_fork(sid, native):
@@ -329,10 +308,10 @@ def test_fork(sid, native):
     # the parent moves on first: 2 more turns (4, 5)
     run_and_wait(sid, "echo p4")
     prun, _, pevs = run_and_wait(sid, "history")
-    TAP.is_(answers(pevs, prun), ["turns: 5"], "fork: the parent goes on (history 5)")
+    TAP.is_(message_texts(pevs, prun), ["turns: 5"], "fork: the parent goes on (history 5)")
     frun, fev, fevs = run_and_wait(cid, "history; whoami")
     TAP.ok(fev and fev.get("status") == "success", "fork: a message on the fork runs", fev)
-    a = answers(fevs, frun)
+    a = message_texts(fevs, frun)
     TAP.ok(a[:1] == ["turns: 4"], "fork: its history counts from the fork point (3 + 1), not the parent's later turns",
            f"{a}\n(turns: 1 = the fork's HOME lacks the parent's native session; more than 4 = the fork saw the "
            f"parent's native session as it is now, not as it was at the fork)\n" + "\n".join(log_texts(fevs, frun)))
@@ -342,12 +321,12 @@ def test_fork(sid, native):
     TAP.ok(finputs and finputs[0].get("resume") == native and finputs[0].get("fork") is True,
            "fork: the first run on the fork resumes the parent's native session with fork true", finputs)
     frun2, _, fevs = run_and_wait(cid, "history")
-    TAP.is_(answers(fevs, frun2), ["turns: 5"], "fork: the fork's next run continues the fork (history 5)")
+    TAP.is_(message_texts(fevs, frun2), ["turns: 5"], "fork: the fork's next run continues the fork (history 5)")
     finputs = [i for i in inputs("flow") if i.get("type") == "user" and i.get("session") == cid]
     TAP.ok(len(finputs) == 2 and finputs[1].get("resume") == fnative and not finputs[1].get("fork"),
            "fork: ... resuming the fork's own native session", finputs)
     prun2, _, pevs = run_and_wait(sid, "history; whoami")
-    TAP.is_(answers(pevs, prun2), ["turns: 6", f"native: {native}"], "fork: the parent is unaffected (history 6, same native)")
+    TAP.is_(message_texts(pevs, prun2), ["turns: 6", f"native: {native}"], "fork: the parent is unaffected (history 6, same native)")
     st, csess = api("GET", f"/v1/sessions/{cid}")
     TAP.ok(csess.get("native_session") == fnative, "fork: the fork's session names its own native session", csess)
     starts_in_fork = [e.get("run") for e in fevs if e.get("type") == "run_start"]
@@ -403,8 +382,8 @@ def test_cancel():
         st, doc = api("POST", f"/v1/sessions/{sid}/runs/run_nosuchrun/cancel", {})
         TAP.ok(st in (404, 409) and is_error_body(doc), "cancelling an unknown run is a JSON error", f"{st} {doc!r}")
         run, ev, evs = run_and_wait(sid, "history")
-        TAP.ok(ev and ev.get("status") == "success" and answers(evs, run) == ["turns: 2"],
-               "after a cancel the session resumes (history 2)", answers(evs, run))
+        TAP.ok(ev and ev.get("status") == "success" and message_texts(evs, run) == ["turns: 2"],
+               "after a cancel the session resumes (history 2)", message_texts(evs, run))
 
 
 # ---- input modes ----------------------------------------------------------------------------------
@@ -433,7 +412,7 @@ def test_modes():
     TAP.ok(all(s == 202 and d.get("status") == "queued" for s, d in seq), "queue: 202 queued while a run is active", seq)
     last = seq[-1][1]["run"]
     ev, evs = wait_done(sid, last, 20)
-    order = [answers(evs, d["run"]) for _, d in seq]
+    order = [message_texts(evs, d["run"]) for _, d in seq]
     TAP.is_(order, [["q0"], ["q1"], ["q2"]], "queue: each queued run gets its own input")
     starts = [e["run"] for e in evs if e.get("type") == "run_start"]
     TAP.is_(starts, [first["run"]] + [d["run"] for _, d in seq], "queue: runs start in the order they were sent")
@@ -451,8 +430,8 @@ def test_modes():
     TAP.ok(done, "queue, concurrent: every queued run completes")
     TAP.ok(all(completion(evs, r) and completion(evs, r).get("status") == "success" for r in runs),
            "queue, concurrent: all succeed", [completion(evs, r) for r in runs])
-    TAP.ok(all(answers(evs, d["run"]) == [f"c{i}"] for i, (_, d) in enumerate(res)),
-           "queue, concurrent: each run answers its own input", [answers(evs, r) for r in runs])
+    TAP.ok(all(message_texts(evs, d["run"]) == [f"c{i}"] for i, (_, d) in enumerate(res)),
+           "queue, concurrent: each run answers its own input", [message_texts(evs, r) for r in runs])
     TAP.ok(not overlaps(evs), "queue, concurrent: one run at a time", overlaps(evs))
     st, rl = api("GET", f"/v1/sessions/{sid}/runs")
     listed = [r["id"] for r in (rl or {}).get("runs", []) if r.get("id") in runs]
@@ -487,7 +466,7 @@ def test_modes():
     took = time.monotonic() - t0
     old = completion(evs, active["run"])
     TAP.ok(old and old.get("status") == "cancelled", "interrupt: the active run is cancelled", old)
-    TAP.ok(ev and ev.get("status") == "success" and answers(evs, d["run"]) == ["interrupted you"],
+    TAP.ok(ev and ev.get("status") == "success" and message_texts(evs, d["run"]) == ["interrupted you"],
            "interrupt: then the new input runs", ev)
     TAP.ok(took < 3.0, f"interrupt: the new run completed {took:.2f} s after the interrupt (< 3 s)")
     TAP.ok(wait_gone(info, 1.0), "interrupt: nothing of the interrupted run is left", leftovers(info))
@@ -579,8 +558,8 @@ def test_restart():
     TAP.ok(st == 200 and not active_id(sess) and sess.get("native_session") == native,
            "restart: the session is idle and keeps its native session", sess)
     run3, ev, evs = run_and_wait(sid, "history")
-    TAP.ok(ev and ev.get("status") == "success" and answers(evs, run3) == ["turns: 3"],
-           "restart: the next message resumes the session (history 3)", answers(evs, run3))
+    TAP.ok(ev and ev.get("status") == "success" and message_texts(evs, run3) == ["turns: 3"],
+           "restart: the next message resumes the session (history 3)", message_texts(evs, run3))
     user = [i for i in inputs("restart") if i.get("type") == "user"]
     TAP.ok(user and user[-1].get("resume") == native, "restart: the agent got resume = its native session", user[-1:])
     TAP.ok(not overlaps(evs), "restart: one run at a time", overlaps(evs))
@@ -736,7 +715,7 @@ def test_agents_misbehaving():
     errs = [e.get("code") for e in of_run(evs, run, ("error",))]
     TAP.ok(ev and ev.get("status") == "error" and ev.get("code") == "agent_crashed" and "agent_crashed" in errs,
            "crash (SIGSEGV): run error with code agent_crashed and an error event", (ev, errs))
-    TAP.ok(answers(evs, run) == ["crashing"], "crash: what the agent wrote before is kept")
+    TAP.ok(message_texts(evs, run) == ["crashing"], "crash: what the agent wrote before is kept")
 
     run, ev, evs = run_and_wait(sid, "exit 3")
     TAP.ok(ev and ev.get("status") == "error" and ev.get("code") == "agent_error",
@@ -748,7 +727,7 @@ def test_agents_misbehaving():
     TAP.ok(ev and ev.get("status") == "success", "exit 0 without a result: success", ev)
 
     run, ev, evs = run_and_wait(sid, "garbage", timeout=30)
-    TAP.ok(ev and ev.get("status") == "success" and answers(evs, run) == ["after garbage"],
+    TAP.ok(ev and ev.get("status") == "success" and message_texts(evs, run) == ["after garbage"],
            "garbage: the run goes on past it and succeeds", ev)
     warns = [e for e in of_run(evs, run, ("log",)) if e.get("level") == "warn"]
     natives = [e.get("native") for e in warns]
@@ -765,11 +744,11 @@ def test_agents_misbehaving():
 
     run, ev, evs = run_and_wait(sid, f"env FOO; env {CANARY}; pwd")
     st, sess = api("GET", f"/v1/sessions/{sid}")
-    TAP.is_(answers(evs, run), ["bar", "<unset>", os.path.realpath(sess.get("workspace", ""))],
+    TAP.is_(message_texts(evs, run), ["bar", "<unset>", os.path.realpath(sess.get("workspace", ""))],
             "the agent sees the session's env, not agentd's, and runs in the workspace")
     run, ev, evs = run_and_wait(sid, "delta hello big world")
     TAP.ok([e.get("text") for e in of_run(evs, run, ("delta",))] == ["hello ", "big ", "world"] and
-           answers(evs, run) == ["hello big world"], "delta events, then the whole message")
+           message_texts(evs, run) == ["hello big world"], "delta events, then the whole message")
     TAP.ok(not overlaps(transcript(sid)), "misbehaving agents: runs never overlap", overlaps(transcript(sid)))
 
 
