@@ -16,6 +16,7 @@ cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build/release}
 AGENTD=${AGENTD:-$BUILD/agentd}
 DSBENCH=$BUILD/bench/ds/dsbench
+FLOOR=$BUILD/bench/ds/floor
 LONG_POLL_MS=2000
 # 1000 SSE subscribers take 1000 descriptors in the client and 1000 in each server.
 NOFILE_WANTED=4096
@@ -123,6 +124,11 @@ fi
 
 echo "== Durable Streams: agentd vs @durable-streams/server $(node -p "require('./bench/ds/node_modules/@durable-streams/server/package.json').version") (node $(node --version))"
 echo "   $(nproc) CPUs shared by client and servers; data in $(df -T "$tmp" | awk 'NR==2 {print $2}') at $tmp; fsync on every append"
+# What the disk and the loopback cost before any server is involved (see bench/ds/floor.c).
+if [ -x "$FLOOR" ]; then
+    mkdir -p "$tmp/floor"
+    "$FLOOR" "$tmp/floor" | sed 's/^/   /' || echo "bench/ds: floor could not measure this machine" >&2
+fi
 strict=
 [ "${BENCH_STRICT:-0}" = 1 ] && strict=--strict
 # shellcheck disable=SC2086 # args and DSBENCH_ARGS are word lists
