@@ -38,6 +38,7 @@
 #define RUNTIME_DEFAULT_IDLE_MS (30u * 60u * 1000u)
 #define RUNTIME_DEFAULT_TIMEOUT_MS 30000u
 #define RUNTIME_DEFAULT_GRACE_MS 1000u
+#define RUNTIME_DEFAULT_SPIN_US 250
 #define RUNTIME_DEFAULT_HISTORY 100u
 
 struct uv_loop_s;
@@ -122,6 +123,8 @@ struct runtime_options {
 	uint64_t timeout_ms;          /* default per-call timeout (30 s) */
 	uint64_t kill_grace_ms;       /* SIGINT → SIGKILL, exit → SIGTERM → SIGKILL steps (1 s) */
 	unsigned history_max;         /* calls kept by runtime_history_json (100) */
+	int64_t spin_us;              /* keep the loop polling this long after sending a call, while
+	                                 calls answer that fast (250); negative: never */
 	runtime_event_cb event_cb;    /* may be NULL */
 	void *event_arg;
 };

@@ -31,6 +31,7 @@ struct serve_opts {
     long long max_queued;
     long long runtime_idle;
     long long runtime_output_limit;
+    long long runtime_spin;
     char *log_level;
 };
 
@@ -47,6 +48,7 @@ static const struct opt_def serve__opts[] = {
     {"max-queued", OPT_INT, "4194304", 65536, 1LL << 30, NULL, "bytes a live reader may have queued before it is cut off", O(max_queued)},
     {"runtime-idle", OPT_INT, "1800000", 1000, 1LL << 40, NULL, "milliseconds before an unused runtime is stopped", O(runtime_idle)},
     {"runtime-output-limit", OPT_INT, "1048576", 1024, 1LL << 30, NULL, "bytes of stdout and of stderr kept per runtime call", O(runtime_output_limit)},
+    {"runtime-spin", OPT_INT, "250", 0, 100000, NULL, "microseconds the loop polls instead of sleeping after sending a runtime a call (0: never)", O(runtime_spin)},
     {"log-level", OPT_ENUM, "info", 0, 0, "debug|info|warn|error", "least severe log level written to stderr", O(log_level)},
 };
 #undef O
@@ -262,6 +264,7 @@ int serve_main(int argc, char **argv)
         .base_url = o.token && *o.token ? NULL : agent_url, /* MCP over HTTP needs no token on loopback */
         .runtime_idle_ms = (uint64_t)o.runtime_idle,
         .runtime_output_limit = (size_t)o.runtime_output_limit,
+        .runtime_spin_us = o.runtime_spin ? o.runtime_spin : -1,
     };
     rc = sessions_new(&s.sessions, &s.loop, s.streams, &sescfg, err, sizeof err);
     free(agent_url);

@@ -323,6 +323,7 @@ static int session__runtime(struct sessions *s, struct session *se, enum runtime
         .env = (const char *const *)se->envp,
         .idle_timeout_ms = s->cfg.runtime_idle_ms,
         .output_limit = s->cfg.runtime_output_limit,
+        .spin_us = s->cfg.runtime_spin_us,
         .event_cb = session__on_runtime_event,
         .event_arg = se,
     };

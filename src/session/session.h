@@ -43,6 +43,7 @@ struct sessions_config {
     const char *base_url;   /* how agents reach this server (for agentd's MCP tool); NULL: not offered */
     uint64_t runtime_idle_ms;
     size_t runtime_output_limit;
+    int64_t runtime_spin_us; /* see runtime_options.spin_us; negative: never */
 };
 
 int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss, const struct sessions_config *cfg,

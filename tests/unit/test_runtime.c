@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
@@ -537,6 +538,47 @@ static void test_idle(void)
 	h_close(&h, "idle");
 }
 
+static double cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru); /* this process only: the interpreter is a child */
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
+/* The loop polls instead of sleeping only briefly after sending a call: quick calls still answer
+ * right, and waiting on slow ones (or many of them) does not burn agentd's CPU. */
+static void test_spin(void)
+{
+	struct harness h;
+	struct runtime_options o = {.spin_us = 20000}; /* long enough to show up in CPU time */
+	struct result r;
+	double t0;
+
+	h_open(&h, RUNTIME_BASH, &o);
+	expect_out(&h, "x=1", "", "spin: a quick call");
+	expect_out(&h, "echo $((x+1))", "2\n", "spin: the next quick call sees its state");
+	t0 = cpu_ms();
+	r = run(&h, "sleep 0.3");
+	ok(r.outcome == RUNTIME_OK && cpu_ms() - t0 < 60,
+	   "spin: waiting 300 ms on a call costs agentd %.1f ms of CPU (spins at most 20 ms)", cpu_ms() - t0);
+	result_free(&r);
+	t0 = cpu_ms();
+	for (int i = 0; i < 5; i++) {
+		r = run(&h, "sleep 0.1"); /* over 4 x 20 ms: the next call does not spin */
+		result_free(&r);
+	}
+	ok(cpu_ms() - t0 < 40, "spin: after slow calls it does not spin (%.1f ms of CPU for 5 more, 100 if it did)",
+	   cpu_ms() - t0);
+	h_close(&h, "spin");
+
+	o = (struct runtime_options){.spin_us = -1};
+	h_open(&h, RUNTIME_PYTHON, &o);
+	expect_out(&h, "print(6 * 7)", "42\n", "spin: off, calls still answer");
+	h_close(&h, "spin off");
+}
+
 /* agentd dies: a forked copy of this test runs a runtime and is SIGKILLed. */
 static void test_parent_death(void)
 {
@@ -581,6 +623,7 @@ int main(void)
 	test_timeouts();
 	test_interrupt_queue();
 	test_idle();
+	test_spin();
 	test_parent_death();
 	printf("1..%d\n", tap_n);
 	return tap_failed ? 1 : 0;
