@@ -215,6 +215,21 @@ void exec_watch_stop(struct exec_env *env);
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
+/* The bubblewrap command line that runs program (with argv[1...]) as the environment's sandbox
+ * does: / read-only, fresh /dev, /proc and /tmp, the workspace bound read-write on top (after
+ * /tmp, so a workspace under /tmp stays visible) and the working directory, new pid and ipc
+ * namespaces (the whole sandbox dies with its first process), the network unshared unless
+ * share_net, bwrap's own death tied to its parent's. Inherited descriptors pass through. For
+ * modules that fork their own programs (runtime/). A malloc'd array of borrowed strings. */
+char **exec_bwrap_argv(const char *bwrap, const char *workspace, bool share_net, const char *program,
+                       char *const *argv);
+
+/* Sends sig to every live process of session sid except the process `except` (one scan of
+ * /proc); returns how many were signalled. For a SIGINT meant for what runs inside a bwrap
+ * sandbox: bwrap's outer process (the session leader) dies of it, the sandbox's init ignores it,
+ * and an interactive shell inside makes a process group of its own, out of reach of the leader's. */
+size_t exec_session_signal_except(pid_t sid, pid_t except, int sig);
+
 /* Guesses the log level of one line of a program's stderr from its first words: "error",
  * "warn", "info" or "debug" (static strings). Understands plain prefixes ("Error:", "WARNING",
  * "npm ERR!"), bracketed ones ("[warn]"), logfmt/JSON levels ("level=debug", "\"level\":\"error\"")

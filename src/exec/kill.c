@@ -133,6 +133,25 @@ static void tracked_add(struct exec__kill *k, pid_t pid, unsigned long long star
     k->set[k->n++] = (struct tracked){pid, start};
 }
 
+size_t exec_session_signal_except(pid_t sid, pid_t except, int sig)
+{
+    struct dirent *de;
+    struct pstat st;
+    size_t n = 0;
+    DIR *d = opendir("/proc");
+
+    if (d == NULL)
+        return 0;
+    while ((de = readdir(d)) != NULL) {
+        pid_t pid = (pid_t)atoi(de->d_name);
+        if (pid <= 0 || pid == except || read_stat(pid, &st) != 0 || st.sid != sid || !alive(&st))
+            continue;
+        n += kill(pid, sig) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
 /* One scan of /proc: grows the set (see the file comment), sends `sig` to the members that are
  * alive (all of them, or only those found by this scan when `only_new`), and returns how many
  * members are alive. */

@@ -71,16 +71,13 @@ static int resolve(const struct exec_env *env, const char *name, char *out, size
     }
 }
 
-/* The bubblewrap command line: / read-only, fresh /dev, /proc and /tmp, the workspace bound
- * read-write on top (after /tmp, so a workspace under /tmp stays visible), new pid and ipc
- * namespaces (so the whole sandbox dies with its first process), the network unshared unless
- * asked, and bwrap's own death tied to agentd's. Returns a malloc'd array of borrowed strings. */
-static char **bwrap_argv(const struct exec_env *env, const char *program, char *const *argv)
+char **exec_bwrap_argv(const char *bwrap, const char *workspace, bool share_net, const char *program,
+                       char *const *argv)
 {
-    const char *head[] = {env->bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc",
+    const char *head[] = {bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc",
                           "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                          "--tmpfs", "/tmp", "--bind", env->workspace, env->workspace,
-                          "--chdir", env->workspace};
+                          "--tmpfs", "/tmp", "--bind", workspace, workspace,
+                          "--chdir", workspace};
     size_t nhead = sizeof head / sizeof head[0], nargs = 0, i = 0;
     char **out;
 
@@ -89,7 +86,7 @@ static char **bwrap_argv(const struct exec_env *env, const char *program, char *
     out = xcalloc(nhead + nargs + 4, sizeof *out);
     for (size_t k = 0; k < nhead; k++)
         out[i++] = (char *)head[k];
-    if (!env->share_net)
+    if (!share_net)
         out[i++] = "--unshare-net";
     out[i++] = "--";
     out[i++] = (char *)program;
@@ -503,7 +500,7 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     if (opts->env_extra != NULL)
         sp.envp = merged = merge_env(env->envp, opts->env_extra);
     if (env->sandbox == EXEC_SANDBOX_BWRAP) {
-        bw = bwrap_argv(env, program, argv);
+        bw = exec_bwrap_argv(env->bwrap, env->workspace, env->share_net, program, argv);
         sp.path = env->bwrap;
         sp.argv = bw;
     } else {

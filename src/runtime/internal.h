@@ -112,10 +112,13 @@ struct runtime__proc_config {
 	const char *cwd;
 	char *const *envp;
 	uint64_t grace_ms;
+	const char *bwrap; /* NULL: no sandbox */
+	bool bwrap_share_net;
 };
 
 struct runtime__proc {
 	struct runtime *rt;            /* owner (borrowed back-pointer) */
+	bool sandboxed;                /* pid is bwrap's: interrupts go to the rest of its session */
 	struct runtime__proc *next;    /* in the owner's list of live processes */
 	uv_loop_t *loop;
 	pid_t pid, guard_pid;          /* pid is also the process group id */

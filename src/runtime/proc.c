@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "exec/child.h"
+#include "exec/exec.h"
 #include "runtime/internal.h"
 
 #define PROC_DRAIN_MS 200   /* after the group is dead, wait this long for pipe EOF at most */
@@ -178,7 +179,15 @@ int runtime__proc_spawn(uv_loop_t *loop, struct runtime *rt, const struct runtim
 	map[nmap++] = (struct exec_child_fd){2, errp[1]};
 	map[nmap++] = (struct exec_child_fd){RUNTIME__CODE_FD, code};
 	cfg->lang->argv(cfg->program, argv);
-	rc = spawn(cfg->program, (char *const *)argv, cfg->envp, cfg->cwd, map, nmap, true, &pid);
+	if (cfg->bwrap != NULL) {
+		/* The interpreter in the session's sandbox; the memfd and control socket pass through. */
+		char **bw = exec_bwrap_argv(cfg->bwrap, cfg->cwd, cfg->bwrap_share_net, cfg->program,
+		                            (char *const *)argv);
+		rc = spawn(cfg->bwrap, bw, cfg->envp, cfg->cwd, map, nmap, true, &pid);
+		free(bw);
+	} else {
+		rc = spawn(cfg->program, (char *const *)argv, cfg->envp, cfg->cwd, map, nmap, true, &pid);
+	}
 	if (rc < 0)
 		goto fail;
 
@@ -209,6 +218,7 @@ int runtime__proc_spawn(uv_loop_t *loop, struct runtime *rt, const struct runtim
 		abort();
 	p->rt = rt;
 	p->loop = loop;
+	p->sandboxed = cfg->bwrap != NULL;
 	p->pid = pid;
 	p->guard_pid = guard;
 	p->pidfd = pidfd;
@@ -311,7 +321,11 @@ void runtime__proc_drain_err(struct runtime__proc *p)
 
 void runtime__proc_interrupt(struct runtime__proc *p)
 {
-	if (!p->exited)
+	if (p->exited)
+		return;
+	if (p->sandboxed)
+		exec_session_signal_except(p->pid, p->pid, SIGINT); /* not bwrap itself: it would die of it */
+	else
 		kill(-p->pid, SIGINT);
 }
 

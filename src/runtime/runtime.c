@@ -54,6 +54,8 @@ struct runtime {
 	enum runtime_lang lang_id;
 	const struct runtime__lang *lang;
 	char *program, *cwd;
+	char *bwrap;                   /* owned; NULL: no sandbox */
+	bool bwrap_share_net;
 	char **envp;                   /* owned NULL-terminated copy */
 	size_t output_limit;
 	uint64_t idle_ms, timeout_ms, grace_ms;
@@ -250,6 +252,8 @@ int runtime_new(struct uv_loop_s *loop, const struct runtime_options *opts, stru
 		free(rt);
 		return -ENOENT;
 	}
+	rt->bwrap = opts->bwrap ? xstrdup(opts->bwrap) : NULL;
+	rt->bwrap_share_net = opts->bwrap_share_net;
 	rt->output_limit = opts->output_limit ? opts->output_limit : RUNTIME_DEFAULT_OUTPUT_LIMIT;
 	rt->idle_ms = opts->idle_timeout_ms ? opts->idle_timeout_ms : RUNTIME_DEFAULT_IDLE_MS;
 	rt->timeout_ms = opts->timeout_ms ? opts->timeout_ms : RUNTIME_DEFAULT_TIMEOUT_MS;
@@ -542,7 +546,8 @@ static void send_call(struct runtime *rt, struct runtime__call *c)
 
 static int start_proc(struct runtime *rt)
 {
-	struct runtime__proc_config cfg = {rt->lang, rt->program, rt->cwd, rt->envp, rt->grace_ms};
+	struct runtime__proc_config cfg = {rt->lang, rt->program, rt->cwd, rt->envp, rt->grace_ms,
+	                                   rt->bwrap, rt->bwrap_share_net};
 	struct runtime__proc *p;
 	int rc = runtime__proc_spawn(rt->loop, rt, &cfg, &p);
 
@@ -826,6 +831,7 @@ static void on_timer_closed(uv_handle_t *h)
 	free(rt->envp);
 	free(rt->program);
 	free(rt->cwd);
+	free(rt->bwrap);
 	free(rt);
 }
 

@@ -123,6 +123,9 @@ struct runtime_options {
 	uint64_t timeout_ms;          /* default per-call timeout (30 s) */
 	uint64_t kill_grace_ms;       /* SIGINT → SIGKILL, exit → SIGTERM → SIGKILL steps (1 s) */
 	unsigned history_max;         /* calls kept by runtime_history_json (100) */
+	const char *bwrap;            /* non-NULL: run the interpreter inside bubblewrap (this program),
+	                                 as exec_bwrap_argv does with cwd as the workspace */
+	bool bwrap_share_net;         /* with bwrap: keep the host network */
 	int64_t spin_us;              /* keep the loop polling this long after sending a call, while
 	                                 calls answer that fast (250); negative: never */
 	runtime_event_cb event_cb;    /* may be NULL */

@@ -317,6 +317,8 @@ static int session__runtime(struct sessions *s, struct session *se, enum runtime
         *out = se->rt[lang];
         return 0;
     }
+    const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
+    int sandboxed = sandbox && !strcmp(sandbox, "bwrap");
     struct runtime_options o = {
         .lang = lang,
         .cwd = se->workspace,
@@ -324,6 +326,9 @@ static int session__runtime(struct sessions *s, struct session *se, enum runtime
         .idle_timeout_ms = s->cfg.runtime_idle_ms,
         .output_limit = s->cfg.runtime_output_limit,
         .spin_us = s->cfg.runtime_spin_us,
+        /* the session's sandbox, as its agent gets it (session_run.c) */
+        .bwrap = sandboxed ? "/usr/bin/bwrap" : NULL,
+        .bwrap_share_net = true,
         .event_cb = session__on_runtime_event,
         .event_arg = se,
     };

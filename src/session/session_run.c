@@ -107,22 +107,27 @@ const char *session__agent_config(struct session *se, json_t *b)
 {
     const char *agent = json_string_value(json_object_get(b, "agent"));
     se->agent_opts = json_object();
+    /* The sandbox holds the agent and the session's runtimes alike, so it applies to runtime-only
+     * sessions too. */
+    json_t *sb = json_object_get(b, "sandbox");
+    if (sb && !json_is_null(sb) && (!json_is_string(sb) || (strcmp(json_string_value(sb), "none") &&
+                                                            strcmp(json_string_value(sb), "bwrap"))))
+        return "sandbox must be none or bwrap";
+    if (json_is_string(sb))
+        json_object_set(se->agent_opts, "sandbox", sb);
     if (agent == NULL || !strcmp(agent, "none"))
         return NULL;
     se->adapter = agent_adapter_find(agent);
     if (se->adapter == NULL)
         return "unknown agent (none, claude-code, codex, opencode or jsonl)";
-    static const char *const strings[] = {"program", "base_url", "api_key", "model", "sandbox"};
+    static const char *const strings[] = {"program", "base_url", "api_key", "model"};
     for (size_t i = 0; i < CORE_ARRAY_LEN(strings); i++) {
         json_t *v = json_object_get(b, strings[i]);
         if (v && !json_is_null(v) && !json_is_string(v))
-            return "program, base_url, api_key, model and sandbox must be strings";
+            return "program, base_url, api_key and model must be strings";
         if (json_is_string(v))
             json_object_set(se->agent_opts, strings[i], v);
     }
-    const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
-    if (sandbox && strcmp(sandbox, "none") && strcmp(sandbox, "bwrap"))
-        return "sandbox must be none or bwrap";
     json_t *mcp = json_object_get(b, "mcp");
     json_object_set_new(se->agent_opts, "mcp", json_boolean(mcp == NULL || json_is_true(mcp)));
     json_t *cmd = json_object_get(b, "command");

@@ -243,6 +243,33 @@ def test_errors(sid):
     TAP.is_(status, 400, "unknown agent: 400")
 
 
+def test_sandbox():
+    """A session created with "sandbox": "bwrap" runs its runtimes in the same sandbox its agent
+    gets: the workspace writable, / read-only, /tmp private; state and interrupts work as ever."""
+    status, doc = api("POST", "/v1/sessions", {"agent": "none", "sandbox": "chroot"})
+    ok(status == 400 and "sandbox" in json.dumps(doc or {}), "sandbox other than none|bwrap: 400", (status, doc))
+    if not os.access("/usr/bin/bwrap", os.X_OK):
+        TAP.skip("sandboxed runtimes", "no /usr/bin/bwrap")
+        return
+    s = new_session(sandbox="bwrap")
+    sid, ws = s["id"], s["workspace"]
+    marker = f"/tmp/agentd-sandbox-{sid}"
+    out = ex(sid, "bash", f"echo inside > in-ws.txt; touch /etc/agentd-escape-{sid}; echo $?; "
+                          f"echo private > {marker}; cat {marker}; sandboxed=yes")
+    ok(os.path.exists(os.path.join(ws, "in-ws.txt")), "bwrap runtime: writes the workspace", out)
+    ok(out["stdout"].startswith("1\n") and "Read-only file system" in out["stderr"]
+       and not os.path.exists(f"/etc/agentd-escape-{sid}"), "bwrap runtime: / is read-only", out)
+    ok("private" in out["stdout"] and not os.path.exists(marker), "bwrap runtime: its /tmp is its own", out)
+    TAP.is_(ex(sid, "bash", "echo $sandboxed")["stdout"], "yes\n", "bwrap runtime: state kept between calls")
+    py = ex(sid, "python", "import os\nprint(os.getpid(), os.access('/usr', os.W_OK))")
+    ok(py["status"] == 0 and py["stdout"].split()[-1] == "False", "bwrap python: / read-only too", py)
+    t0 = time.monotonic()
+    out = ex(sid, "bash", "while :; do :; done", timeout_ms=500)
+    ok(out.get("timed_out") is True and time.monotonic() - t0 < 3, "bwrap runtime: a timeout interrupts it", out)
+    TAP.is_(ex(sid, "bash", "echo $sandboxed")["stdout"], "yes\n", "bwrap runtime: state survives the interrupt")
+    api("DELETE", f"/v1/sessions/{sid}")
+
+
 def test_delete(s):
     sid = s["id"]
     status, _ = api("DELETE", f"/v1/sessions/{sid}")
@@ -429,6 +456,7 @@ def main(tap):
     test_timeout(sid)
     test_transcript()
     test_errors(sid)
+    test_sandbox()
     test_delete(s)
     cli_sid = test_cli_session()
     test_cli_rt(cli_sid)
