@@ -174,7 +174,7 @@ static void r_kill(void *arg, struct exec_proc *p, const struct exec_kill_report
 
 static struct exec_spawn_opts r_opts(struct run *r, size_t line_max)
 {
-    return (struct exec_spawn_opts){r_out, r_err, r_exit, r, line_max};
+    return (struct exec_spawn_opts){.on_stdout = r_out, .on_stderr = r_err, .on_exit = r_exit, .arg = r, .line_max = line_max};
 }
 
 /* Spawns argv, writes `in` (if any) and closes stdin, and runs until the exit callback. */
