@@ -261,7 +261,8 @@ int serve_main(int argc, char **argv)
                                 http_server_port(s.http));
     struct sessions_config sescfg = {
         .data_dir = o.data,
-        .base_url = o.token && *o.token ? NULL : agent_url, /* MCP over HTTP needs no token on loopback */
+        .base_url = agent_url,
+        .agent_auth = o.token && *o.token,
         .runtime_idle_ms = (uint64_t)o.runtime_idle,
         .runtime_output_limit = (size_t)o.runtime_output_limit,
         .runtime_spin_us = o.runtime_spin ? o.runtime_spin : -1,

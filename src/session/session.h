@@ -41,6 +41,8 @@ struct sessions;
 struct sessions_config {
     const char *data_dir;   /* new workspaces go to DATA/workspaces/<id> */
     const char *base_url;   /* how agents reach this server (for agentd's MCP tool); NULL: not offered */
+    int agent_auth;         /* the server wants a token: each session's agents get their own, good
+                               for its MCP endpoint only, in the URL they are given */
     uint64_t runtime_idle_ms;
     size_t runtime_output_limit;
     int64_t runtime_spin_us; /* see runtime_options.spin_us; negative: never */

@@ -565,14 +565,35 @@ static int session__path_session(const char *path, size_t plen, char id[SESSION_
     return 0;
 }
 
+/* An agent's own token (?agent_token=, see session_run.c) opens its session's MCP endpoint, any
+ * method, and nothing else. */
+static int session__authorize_agent(struct sessions *s, struct http_req *req, const char *path, size_t plen)
+{
+    static const char prefix[] = SESSIONS_PREFIX "/", suffix[] = "/mcp";
+    size_t lp = sizeof prefix - 1, ls = sizeof suffix - 1;
+    char id[SESSION_ID_LEN + 1], *token = NULL;
+    if (plen != lp + SESSION_ID_LEN + ls || memcmp(path, prefix, lp) || memcmp(path + plen - ls, suffix, ls))
+        return 0;
+    memcpy(id, path + lp, SESSION_ID_LEN);
+    id[SESSION_ID_LEN] = '\0';
+    struct session *se = map_get(&s->by_id, id, SESSION_ID_LEN);
+    if (se == NULL || se->deleted || se->agent_token[0] == '\0' || !http_req_query_param(req, "agent_token", &token) ||
+        token == NULL)
+        return 0;
+    size_t n = strlen(se->agent_token);
+    return strlen(token) == n && sodium_memcmp(se->agent_token, token, n) == 0;
+}
+
 static int session__authorize(void *arg, struct http_req *req)
 {
     struct sessions *s = arg;
     enum http_method m = http_req_method(req);
-    if (m != HTTP_GET && m != HTTP_HEAD)
-        return 0;
     size_t plen, hlen;
     const char *path = http_req_path(req, &plen);
+    if (session__authorize_agent(s, req, path, plen))
+        return 1;
+    if (m != HTTP_GET && m != HTTP_HEAD)
+        return 0;
     char id[SESSION_ID_LEN + 1];
     if (!session__path_session(path, plen, id))
         return 0;

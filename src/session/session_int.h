@@ -29,6 +29,8 @@ struct session {
     json_t *tags;  /* array of strings */
     json_t *env;   /* object of strings, as the client declared it */
     json_t *shares; /* array of {"token","created_at"}: read-only access to this session's streams */
+    char agent_token[65]; /* "" until its first agent run; good for /v1/sessions/<id>/mcp only; in
+                             memory only (runs do not outlive the server) */
     char **envp;   /* the runtimes' environment, "K=V", NULL-terminated */
     int64_t created_ms;
     int owns_workspace; /* created by agentd under DATA/workspaces */

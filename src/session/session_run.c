@@ -326,7 +326,18 @@ static void run__spawn(struct session_run *r)
     char *mcp_url = NULL;
     struct agent_mcp mcp = {0};
     if (json_is_true(json_object_get(o, "mcp")) && s->base_url) {
-        mcp_url = xasprintf("%s/v1/sessions/%s/mcp", s->base_url, se->id);
+        if (s->cfg.agent_auth) {
+            /* A server with a token: the agent gets one of its own, scoped to this session's MCP
+             * endpoint (session__authorize), in the URL, which every agent CLI passes on as is. */
+            if (se->agent_token[0] == '\0') {
+                unsigned char raw[32];
+                randombytes_buf(raw, sizeof raw);
+                sodium_bin2hex(se->agent_token, sizeof se->agent_token, raw, sizeof raw);
+            }
+            mcp_url = xasprintf("%s/v1/sessions/%s/mcp?agent_token=%s", s->base_url, se->id, se->agent_token);
+        } else {
+            mcp_url = xasprintf("%s/v1/sessions/%s/mcp", s->base_url, se->id);
+        }
         mcp.url = mcp_url;
     }
     struct agent_run_opts ro = {

@@ -11,7 +11,10 @@
 //
 // A turn's "text" becomes an assistant message item; each "tool_use" {name, input} a function_call
 // item whose arguments are JSON.stringify(input) (Codex's shell tool is "exec_command" in 0.169,
-// input {"cmd": "..."}; MCP tools appear as function tools named as in the request's "tools" list).
+// input {"cmd": "..."}). Codex 0.169 offers an MCP server's tools inside one {"type":"namespace",
+// "name":"mcp__<server>","tools":[...]} entry and takes only calls that name the namespace: a
+// tool_use named "<namespace>__<tool>" whose namespace is in the request becomes a function_call
+// {name: <tool>, namespace: <namespace>}.
 // {{tool_result}} is the output of the latest function_call_output item in the request's input.
 // Requests without tools (side requests, e.g. a compaction or title prompt) get a short text and
 // consume no turn.
@@ -50,15 +53,22 @@ function isMain(body) {
     return Array.isArray(body.tools) && body.tools.length > 0;
 }
 
-function itemsOf(turn, facts) {
+function itemsOf(turn, facts, tools) {
+    const namespaces = (tools || []).filter((t) => t && t.type === "namespace").map((t) => t.name);
     const out = [];
     if (typeof turn.text === "string") {
         out.push({ type: "message", id: rid("msg_fake"), role: "assistant", status: "completed",
                    content: [{ type: "output_text", text: fill(turn.text, facts), annotations: [] }] });
     }
     for (const u of toolUses(turn, "call_fake")) {
-        out.push({ type: "function_call", id: rid("fc_fake"), call_id: u.id, name: u.name,
-                   arguments: JSON.stringify(u.input), status: "completed" });
+        const ns = namespaces.find((n) => u.name.startsWith(n + "__"));
+        const call = { type: "function_call", id: rid("fc_fake"), call_id: u.id, name: u.name,
+                       arguments: JSON.stringify(u.input), status: "completed" };
+        if (ns) {
+            call.namespace = ns;
+            call.name = u.name.slice(ns.length + 2);
+        }
+        out.push(call);
     }
     return out;
 }
@@ -134,5 +144,5 @@ serve("fake_openai_responses", async ({ req, res, path, body, rec, script, recor
         const e = turn.error;
         return sendJson(res, e.status || 500, { error: { type: e.type || "server_error", message: e.message || "fake error" } });
     }
-    return answer(res, body, itemsOf(turn, facts), turn);
+    return answer(res, body, itemsOf(turn, facts, body.tools), turn);
 });
