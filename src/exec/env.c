@@ -311,6 +311,16 @@ const char *exec_env_workspace(const struct exec_env *env)
     return env->workspace;
 }
 
+size_t exec_env_cgroup_dirs(const struct exec_env *env, const char **dirs, size_t cap)
+{
+    size_t n = 0;
+
+    for (int c = 0; c < EXEC__CG_N; c++)
+        if (env->cg_dir[c] != NULL && n < cap)
+            dirs[n++] = env->cg_dir[c];
+    return n;
+}
+
 bool exec_env_has_cgroup(const struct exec_env *env)
 {
     return env->cg_dir[EXEC__CG_PIDS] != NULL || env->cg_dir[EXEC__CG_MEMORY] != NULL;

@@ -119,6 +119,11 @@ enum exec_status exec_env_status(const struct exec_env *env);
 const char *exec_env_workspace(const struct exec_env *env);
 /* True when the environment's processes are in cgroups of its own. */
 bool exec_env_has_cgroup(const struct exec_env *env);
+/* The environment's cgroup directories (one per controller it got; they hold its cg_* limits), for
+ * programs started outside exec_spawn that must count against those limits (runtime/): they join
+ * by writing their pid into <dir>/cgroup.procs. Set up inside exec_env_start, so available from
+ * then until exec_env_close. Borrowed. Returns how many were stored in dirs (at most cap). */
+size_t exec_env_cgroup_dirs(const struct exec_env *env, const char **dirs, size_t cap);
 
 typedef void (*exec_close_cb)(void *arg);
 /* Kills every process of the environment (SIGTERM, SIGKILL after grace_ms), stops the watcher,
@@ -223,6 +228,12 @@ void exec_watch_stop(struct exec_env *env);
  * modules that fork their own programs (runtime/). A malloc'd array of borrowed strings. */
 char **exec_bwrap_argv(const char *bwrap, const char *workspace, bool share_net, const char *program,
                        char *const *argv);
+
+struct exec_child;
+/* Fills c's rlimits from the per-process part of l (as_bytes, nproc, cpu_seconds, fsize_bytes,
+ * nofile; 0 leaves one as agentd has it). A limit above agentd's own hard limit is lowered to it:
+ * raising it would need privilege and would make nothing stricter. */
+void exec_limits_rlimits(const struct exec_limits *l, struct exec_child *c);
 
 /* Sends sig to every live process of session sid except the process `except` (one scan of
  * /proc); returns how many were signalled. For a SIGINT meant for what runs inside a bwrap

@@ -96,9 +96,7 @@ char **exec_bwrap_argv(const char *bwrap, const char *workspace, bool share_net,
     return out;
 }
 
-/* The rlimits to set in the child. A limit above agentd's own hard limit is lowered to it
- * (raising it would need privilege and would not make anything stricter). */
-static void fill_rlimits(const struct exec_limits *l, struct exec_child *c)
+void exec_limits_rlimits(const struct exec_limits *l, struct exec_child *c)
 {
     const struct { int resource; uint64_t value; } want[] = {
         {RLIMIT_AS, l->as_bytes},         {RLIMIT_NPROC, l->nproc}, {RLIMIT_CPU, l->cpu_seconds},
@@ -514,7 +512,7 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     for (int c = 0; c < EXEC__CG_N; c++)
         if (cg_fd[c] >= 0)
             sp.join[sp.njoin++] = cg_fd[c];
-    fill_rlimits(&env->limits, &sp);
+    exec_limits_rlimits(&env->limits, &sp);
     sp.pdeathsig = true;
     p->start_us = clock_mono_us();
     rc = exec_child_spawn(&sp, &p->pid);

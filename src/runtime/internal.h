@@ -114,6 +114,8 @@ struct runtime__proc_config {
 	uint64_t grace_ms;
 	const char *bwrap; /* NULL: no sandbox */
 	bool bwrap_share_net;
+	const struct exec_limits *limits; /* may be NULL */
+	char *const *cgroups;             /* NULL-terminated; may be NULL */
 };
 
 struct runtime__proc {

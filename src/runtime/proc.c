@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,35 @@ static int spawn(const char *path, char *const *argv, char *const *envp, const c
 	for (int i = 0; i < nmap && i < EXEC_CHILD_MAP_MAX; i++)
 		spec.map[spec.nmap++] = map[i];
 	return exec_child_spawn(&spec, out);
+}
+
+/* The interpreter: like spawn, plus the session's per-process limits and its cgroups (joined
+ * before exec, so nothing it starts escapes their limits). A cgroup that cannot be opened fails
+ * the start rather than running the interpreter unlimited. */
+static int spawn_limited(const struct runtime__proc_config *cfg, const char *path, char *const *argv,
+                         const struct exec_child_fd *map, int nmap, pid_t *out)
+{
+	struct exec_child spec = {.path = path, .argv = argv, .envp = cfg->envp, .cwd = cfg->cwd, .pdeathsig = true};
+	int rc = 0;
+
+	for (int i = 0; i < nmap && i < EXEC_CHILD_MAP_MAX; i++)
+		spec.map[spec.nmap++] = map[i];
+	if (cfg->limits)
+		exec_limits_rlimits(cfg->limits, &spec);
+	for (char *const *c = cfg->cgroups; c && *c && spec.njoin < EXEC_CHILD_JOIN_MAX; c++) {
+		char file[PATH_MAX];
+		snprintf(file, sizeof file, "%s/cgroup.procs", *c);
+		if ((spec.join[spec.njoin] = open(file, O_WRONLY | O_CLOEXEC)) < 0) {
+			rc = -errno;
+			break;
+		}
+		spec.njoin++;
+	}
+	if (rc == 0)
+		rc = exec_child_spawn(&spec, out);
+	for (int i = 0; i < spec.njoin; i++)
+		close(spec.join[i]);
+	return rc;
 }
 
 /* ---- watching --------------------------------------------------------------------------- */
@@ -183,10 +213,10 @@ int runtime__proc_spawn(uv_loop_t *loop, struct runtime *rt, const struct runtim
 		/* The interpreter in the session's sandbox; the memfd and control socket pass through. */
 		char **bw = exec_bwrap_argv(cfg->bwrap, cfg->cwd, cfg->bwrap_share_net, cfg->program,
 		                            (char *const *)argv);
-		rc = spawn(cfg->bwrap, bw, cfg->envp, cfg->cwd, map, nmap, true, &pid);
+		rc = spawn_limited(cfg, cfg->bwrap, bw, map, nmap, &pid);
 		free(bw);
 	} else {
-		rc = spawn(cfg->program, (char *const *)argv, cfg->envp, cfg->cwd, map, nmap, true, &pid);
+		rc = spawn_limited(cfg, cfg->program, (char *const *)argv, map, nmap, &pid);
 	}
 	if (rc < 0)
 		goto fail;

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "exec/exec.h"
 #include "runtime/internal.h"
 
 extern char **environ;
@@ -56,6 +57,8 @@ struct runtime {
 	char *program, *cwd;
 	char *bwrap;                   /* owned; NULL: no sandbox */
 	bool bwrap_share_net;
+	struct exec_limits limits;     /* zero: none */
+	char **cgroups;                /* owned NULL-terminated copy; NULL: none */
 	char **envp;                   /* owned NULL-terminated copy */
 	size_t output_limit;
 	uint64_t idle_ms, timeout_ms, grace_ms;
@@ -254,6 +257,16 @@ int runtime_new(struct uv_loop_s *loop, const struct runtime_options *opts, stru
 	}
 	rt->bwrap = opts->bwrap ? xstrdup(opts->bwrap) : NULL;
 	rt->bwrap_share_net = opts->bwrap_share_net;
+	if (opts->limits)
+		rt->limits = *opts->limits;
+	if (opts->cgroups) {
+		size_t k = 0;
+		while (opts->cgroups[k])
+			k++;
+		rt->cgroups = xcalloc((k + 1) * sizeof *rt->cgroups);
+		for (size_t i = 0; i < k; i++)
+			rt->cgroups[i] = xstrdup(opts->cgroups[i]);
+	}
 	rt->output_limit = opts->output_limit ? opts->output_limit : RUNTIME_DEFAULT_OUTPUT_LIMIT;
 	rt->idle_ms = opts->idle_timeout_ms ? opts->idle_timeout_ms : RUNTIME_DEFAULT_IDLE_MS;
 	rt->timeout_ms = opts->timeout_ms ? opts->timeout_ms : RUNTIME_DEFAULT_TIMEOUT_MS;
@@ -547,7 +560,7 @@ static void send_call(struct runtime *rt, struct runtime__call *c)
 static int start_proc(struct runtime *rt)
 {
 	struct runtime__proc_config cfg = {rt->lang, rt->program, rt->cwd, rt->envp, rt->grace_ms,
-	                                   rt->bwrap, rt->bwrap_share_net};
+	                                   rt->bwrap, rt->bwrap_share_net, &rt->limits, rt->cgroups};
 	struct runtime__proc *p;
 	int rc = runtime__proc_spawn(rt->loop, rt, &cfg, &p);
 
@@ -832,6 +845,9 @@ static void on_timer_closed(uv_handle_t *h)
 	free(rt->program);
 	free(rt->cwd);
 	free(rt->bwrap);
+	for (char **c = rt->cgroups; c && *c; c++)
+		free(*c);
+	free(rt->cgroups);
 	free(rt);
 }
 

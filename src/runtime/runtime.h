@@ -43,6 +43,7 @@
 
 struct uv_loop_s;
 struct runtime;
+struct exec_limits;
 
 enum runtime_lang { RUNTIME_BASH, RUNTIME_PYTHON, RUNTIME_NODE };
 
@@ -126,6 +127,10 @@ struct runtime_options {
 	const char *bwrap;            /* non-NULL: run the interpreter inside bubblewrap (this program),
 	                                 as exec_bwrap_argv does with cwd as the workspace */
 	bool bwrap_share_net;         /* with bwrap: keep the host network */
+	const struct exec_limits *limits; /* NULL: none; else its per-process part (rlimits) applies
+	                                 to every interpreter (exec_limits_rlimits) */
+	const char *const *cgroups;   /* NULL-terminated cgroup directories every interpreter joins
+	                                 (e.g. exec_env_cgroup_dirs of the session's environment) */
 	int64_t spin_us;              /* keep the loop polling this long after sending a call, while
 	                                 calls answer that fast (250); negative: never */
 	runtime_event_cb event_cb;    /* may be NULL */

@@ -11,6 +11,7 @@
 #include "core/map.h"
 #include "agent/agent.h"
 #include "runtime/runtime.h"
+#include "exec/exec.h"
 #include "session/session_int.h"
 #include "stream/stream.h"
 
@@ -319,6 +320,17 @@ static int session__runtime(struct sessions *s, struct session *se, enum runtime
     }
     const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
     int sandboxed = sandbox && !strcmp(sandbox, "bwrap");
+    struct exec_limits lim;
+    int limited = session__limits(se, &lim);
+    const char *cgroups[4] = {NULL};
+    if (lim.cg_memory_bytes || lim.cg_pids) {
+        /* Session-wide limits live in the environment's cgroups: the runtimes join them. Where the
+         * host has none writable, the environment has said so in the transcript (a log event). */
+        struct exec_env *env = session__env(se);
+        if (env == NULL)
+            return -EAGAIN;
+        exec_env_cgroup_dirs(env, cgroups, 3);
+    }
     struct runtime_options o = {
         .lang = lang,
         .cwd = se->workspace,
@@ -329,6 +341,8 @@ static int session__runtime(struct sessions *s, struct session *se, enum runtime
         /* the session's sandbox, as its agent gets it (session_run.c) */
         .bwrap = sandboxed ? "/usr/bin/bwrap" : NULL,
         .bwrap_share_net = true,
+        .limits = limited ? &lim : NULL,
+        .cgroups = cgroups[0] ? cgroups : NULL,
         .event_cb = session__on_runtime_event,
         .event_arg = se,
     };

@@ -86,6 +86,14 @@ void session__ws(struct sessions *s, struct session *se, struct http_req *req);
 /* session_run.c */
 /* Validates and stores the agent part of a create request; NULL or a reason. */
 const char *session__agent_config(struct session *se, json_t *body);
+/* Validates a create body's "limits" into se->agent_opts; NULL or why not. */
+const char *session__limits_config(struct session *se, json_t *limits);
+struct exec_limits;
+/* The session's limits as exec's (zero when none); returns whether it has any. */
+int session__limits(const struct session *se, struct exec_limits *l);
+/* The session's execution environment, created and started on first need (its first run, or a
+ * runtime of a session with cgroup limits); NULL when it cannot be created. */
+struct exec_env *session__env(struct session *se);
 /* Queues user input; answers with the run's record, or an HTTP status and reason. */
 int session__message(struct session *se, const char *text, const char *mode, json_t **answer, const char **why);
 int session__cancel_run(struct session *se, const char *run, json_t **answer, const char **why);

@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <sodium.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -103,6 +104,52 @@ static void run__event(struct session_run *r, json_t *ev)
 
 /* ================= configuration ================= */
 
+/* "limits" of a session, and how each maps onto exec's: cgroup limits for the whole session (agent,
+ * runtimes and everything they start), rlimits for each of its processes. */
+static const struct {
+    const char *name;
+    size_t off;
+} session__limit_names[] = {
+    {"memory_bytes", offsetof(struct exec_limits, cg_memory_bytes)},
+    {"processes", offsetof(struct exec_limits, cg_pids)},
+    {"cpu_seconds", offsetof(struct exec_limits, cpu_seconds)},
+    {"file_size_bytes", offsetof(struct exec_limits, fsize_bytes)},
+    {"open_files", offsetof(struct exec_limits, nofile)},
+};
+
+const char *session__limits_config(struct session *se, json_t *lim)
+{
+    const char *k;
+    json_t *v;
+    if (lim == NULL || json_is_null(lim))
+        return NULL;
+    if (!json_is_object(lim))
+        return "limits must be an object: memory_bytes, processes, cpu_seconds, file_size_bytes, open_files";
+    json_object_foreach(lim, k, v) {
+        size_t i = 0;
+        while (i < CORE_ARRAY_LEN(session__limit_names) && strcmp(k, session__limit_names[i].name))
+            i++;
+        if (i == CORE_ARRAY_LEN(session__limit_names))
+            return "limits: unknown key (memory_bytes, processes, cpu_seconds, file_size_bytes, open_files)";
+        if (!json_is_integer(v) || json_integer_value(v) < 1)
+            return "limits: every value is a positive integer";
+    }
+    json_object_set(se->agent_opts, "limits", lim);
+    return NULL;
+}
+
+int session__limits(const struct session *se, struct exec_limits *l)
+{
+    json_t *lim = json_object_get(se->agent_opts, "limits");
+    memset(l, 0, sizeof *l);
+    for (size_t i = 0; i < CORE_ARRAY_LEN(session__limit_names); i++) {
+        json_t *v = json_object_get(lim, session__limit_names[i].name);
+        if (json_is_integer(v))
+            *(uint64_t *)((char *)l + session__limit_names[i].off) = (uint64_t)json_integer_value(v);
+    }
+    return json_object_size(lim) > 0;
+}
+
 const char *session__agent_config(struct session *se, json_t *b)
 {
     const char *agent = json_string_value(json_object_get(b, "agent"));
@@ -115,6 +162,9 @@ const char *session__agent_config(struct session *se, json_t *b)
         return "sandbox must be none or bwrap";
     if (json_is_string(sb))
         json_object_set(se->agent_opts, "sandbox", sb);
+    const char *why = session__limits_config(se, json_object_get(b, "limits"));
+    if (why != NULL)
+        return why;
     if (agent == NULL || !strcmp(agent, "none"))
         return NULL;
     se->adapter = agent_adapter_find(agent);
@@ -407,25 +457,35 @@ static void run__start(struct session_run *r)
     (void)!mkdir(se->home, 0700);
     free(homes);
     if (se->xenv == NULL) {
-        const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
-        struct exec_env_opts eo = {
-            .workspace = se->workspace,
-            .env = se->envp,
-            .sandbox = sandbox && !strcmp(sandbox, "bwrap") ? EXEC_SANDBOX_BWRAP : EXEC_SANDBOX_NONE,
-            .bwrap_share_net = true, /* agents talk to their model API and to agentd */
-            .name = se->id,
-            .on_event = run__env_event,
-            .arg = se,
-        };
-        int rc = exec_env_new(s->loop, &eo, &se->xenv);
-        if (rc == 0)
-            rc = exec_env_start(se->xenv);
-        if (rc != 0)
+        if (session__env(se) == NULL)
             return run__complete(r, "error", "spawn_failed", "the execution environment could not be created", INT64_MIN);
         return; /* run__env_event spawns on ready */
     }
     if (exec_env_status(se->xenv) == EXEC_STATUS_READY)
         run__spawn(r);
+}
+
+struct exec_env *session__env(struct session *se)
+{
+    if (se->xenv != NULL)
+        return se->xenv;
+    const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
+    struct exec_env_opts eo = {
+        .workspace = se->workspace,
+        .env = se->envp,
+        .sandbox = sandbox && !strcmp(sandbox, "bwrap") ? EXEC_SANDBOX_BWRAP : EXEC_SANDBOX_NONE,
+        .bwrap_share_net = true, /* agents talk to their model API and to agentd */
+        .name = se->id,
+        .on_event = run__env_event,
+        .arg = se,
+    };
+    session__limits(se, &eo.limits);
+    int rc = exec_env_new(se->registry->loop, &eo, &se->xenv);
+    if (rc == 0 && (rc = exec_env_start(se->xenv)) != 0) {
+        exec_env_close(se->xenv, 0, NULL, NULL);
+        se->xenv = NULL;
+    }
+    return rc == 0 ? se->xenv : NULL;
 }
 
 static void run__start_next(struct session *se)

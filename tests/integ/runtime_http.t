@@ -270,6 +270,61 @@ def test_sandbox():
     api("DELETE", f"/v1/sessions/{sid}")
 
 
+def test_limits():
+    """A session's "limits" hold for its runtimes: rlimits for each interpreter, cgroup memory and
+    process limits for the session as a whole (where the host lets agentd create cgroups)."""
+    for bad, why in (({"limits": 5}, "not an object"), ({"limits": {"ram": 1}}, "unknown key"),
+                     ({"limits": {"open_files": 0}}, "zero"), ({"limits": {"open_files": "64"}}, "a string")):
+        body = {"agent": "none"}
+        body.update(bad)
+        status, doc = api("POST", "/v1/sessions", body)
+        ok(status == 400 and "limits" in json.dumps(doc or {}), f"limits {why}: 400 naming limits", (status, doc))
+    s = new_session(limits={"open_files": 100, "file_size_bytes": 1 << 20, "cpu_seconds": 50,
+                            "memory_bytes": 192 << 20, "processes": 64})
+    sid = s["id"]
+    ok((s.get("agent_options") or {}).get("limits", {}).get("open_files") == 100,
+       "the session shows its limits", s.get("agent_options"))
+    out = ex(sid, "bash", "ulimit -n; ulimit -f; ulimit -t")
+    TAP.is_(out["stdout"], "100\n1024\n50\n", "bash runs with the session's rlimits (files, size in KiB, CPU s)")
+    out = ex(sid, "bash", "head -c 2000000 /dev/zero > big.bin; echo $?; stat -c %s big.bin")
+    ok(out["stdout"].split()[-1] == str(1 << 20) and out["stdout"].split()[0] != "0",
+       "a write past file_size_bytes fails and stops at the limit", out)
+    py = ex(sid, "python", "import resource\nprint(resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    TAP.is_(py["stdout"], "100\n", "python too")
+    cg = ex(sid, "bash", "cat /proc/self/cgroup")["stdout"]
+    mem = [line for line in cg.splitlines() if ":memory:" in line]
+    if not (mem and "/agentd-" in mem[0]):
+        TAP.skip("session memory limit", f"no writable cgroup v1 memory hierarchy here ({mem!r})")
+    else:
+        out = ex(sid, "python", "x = bytearray(400 << 20)\nprint('allocated')", timeout_ms=20000)
+        ok("allocated" not in out["stdout"], "python cannot take 400 MiB under a 192 MiB session limit", out)
+        TAP.is_(ex(sid, "python", "print(6 * 7)")["stdout"], "42\n", "and the runtime answers afterwards")
+        code = ("import subprocess\nps, failed = [], 0\nfor i in range(100):\n    try:\n"
+                "        ps.append(subprocess.Popen(['sleep', '30']))\n    except OSError:\n        failed += 1\n"
+                "for p in ps:\n    p.kill()\n    p.wait()\nprint(len(ps), failed)")
+        out = ex(sid, "python", code, timeout_ms=20000)
+        n = [int(x) for x in out["stdout"].split()] if out["status"] == 0 else []
+        ok(len(n) == 2 and n[0] < 64 and n[1] > 0,
+           "100 child processes: fewer than 64 start, the rest fail (session process limit)", out)
+    api("DELETE", f"/v1/sessions/{sid}")
+
+    # An agent of a limited session runs under the same limits.
+    script = ('read line; printf \'{"type":"message","text":"nofile=%s fsize=%s"}\\n\' "$(ulimit -n)" "$(ulimit -f)"; '
+              'printf \'{"type":"result","text":"ok"}\\n\'')
+    a = new_session(agent="jsonl", command=["/bin/bash", "-c", script], limits={"open_files": 77, "file_size_bytes": 1 << 20})
+    status, doc = api("POST", f"/v1/sessions/{a['id']}/messages", {"text": "hi"})
+    ok(status == 202, "limited agent session: message accepted", (status, doc))
+    deadline = time.monotonic() + 15
+    texts = []
+    while time.monotonic() < deadline and not any("nofile=" in t for t in texts):
+        r = SRV.request("GET", f"/v1/stream/sessions/{a['id']}/transcript?offset=-1")
+        evs = json.loads(r.body) if r.status == 200 and r.body else []
+        texts = [json.dumps(e) for e in evs if e.get("type") == "message"]
+        time.sleep(0.1)
+    ok(any("nofile=77 fsize=1024" in t for t in texts), "the agent runs with the session's rlimits", texts)
+    api("DELETE", f"/v1/sessions/{a['id']}")
+
+
 def test_delete(s):
     sid = s["id"]
     status, _ = api("DELETE", f"/v1/sessions/{sid}")
@@ -457,6 +512,7 @@ def main(tap):
     test_transcript()
     test_errors(sid)
     test_sandbox()
+    test_limits()
     test_delete(s)
     cli_sid = test_cli_session()
     test_cli_rt(cli_sid)
