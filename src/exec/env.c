@@ -7,8 +7,10 @@
  * environment's `error`, not as the agent's spawn failure. Without a sandbox, `ready` is
  * reported from a zero timer so that no callback runs inside exec_env_start's caller twice.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -147,6 +149,27 @@ static int cg_own_dir(const char *controller, char *out, size_t cap)
     return 0;
 }
 
+/* Removes the empty cgroups that an agentd killed with -9 left in base (named agentd-<pid>-...,
+ * <pid> no longer alive; the guard killed their processes). A busy or foreign one stays. */
+static void cg_sweep_stale(const char *base)
+{
+    DIR *d = opendir(base);
+    struct dirent *de;
+
+    if (d == NULL)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        int pid = 0;
+        char path[PATH_MAX];
+        if (sscanf(de->d_name, "agentd-%d-", &pid) != 1 || pid <= 0 || pid == (int)getpid() ||
+            kill(pid, 0) == 0 || errno != ESRCH)
+            continue;
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", base, de->d_name) < sizeof path)
+            (void)rmdir(path);
+    }
+    closedir(d);
+}
+
 /* Creates the environment's directory in one controller and writes its limit. On failure the
  * controller is skipped with a log event: limits are best effort where the host allows them. */
 static void cg_setup_one(struct exec_env *env, int c, uint64_t limit, const char *limit_file)
@@ -157,6 +180,7 @@ static void cg_setup_one(struct exec_env *env, int c, uint64_t limit, const char
 
     if ((rc = cg_own_dir(cg_controller[c], base, sizeof base)) < 0)
         goto fail;
+    cg_sweep_stale(base);
     rc = snprintf(dir, sizeof dir, "%s/agentd-%d-%u-%.64s", base, (int)getpid(), ++seq, env->name);
     if (rc < 0 || (size_t)rc >= sizeof dir) {
         rc = -ENAMETOOLONG;
@@ -182,15 +206,27 @@ fail:
               strerror(-rc), limit > 0 ? "limit" : "tracking");
 }
 
+/* Removes the environment's cgroups. Programs that joined them without being the env's procs
+ * (a session's runtimes) may still be inside when the env closes: the env's processes all end
+ * with it, so they are SIGKILLed and the rmdir retried while they leave (within ~200 ms). */
 static void cg_remove(struct exec_env *env)
 {
     for (int c = 0; c < EXEC__CG_N; c++) {
-        if (env->cg_dir[c] != NULL && rmdir(env->cg_dir[c]) < 0)
+        if (env->cg_dir[c] == NULL)
+            continue;
+        int rc = rmdir(env->cg_dir[c]);
+        for (int tries = 0; rc < 0 && errno == EBUSY && tries < 200; tries++) {
+            exec__cgroup_signal(env->cg_dir[c], SIGKILL);
+            usleep(1000);
+            rc = rmdir(env->cg_dir[c]);
+        }
+        if (rc < 0)
             exec__log(env, "warn", "cgroup %s: rmdir: %s", env->cg_dir[c], strerror(errno));
         free(env->cg_dir[c]);
         env->cg_dir[c] = NULL;
     }
 }
+
 
 /* ---- creating and starting --------------------------------------------------------------- */
 

@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import Server, run_test  # noqa: E402
+from agentd_test import Server, run_test, wait_for  # noqa: E402
 
 BIN = os.environ.get("AGENTD_CLI_BIN") or os.environ.get("AGENTD_BIN") or "build/release/agentd"
 TAP = None
@@ -307,6 +307,12 @@ def test_limits():
         ok(len(n) == 2 and n[0] < 64 and n[1] > 0,
            "100 child processes: fewer than 64 start, the rest fail (session process limit)", out)
     api("DELETE", f"/v1/sessions/{sid}")
+    if mem and "/agentd-" in mem[0]:
+        def leftovers():
+            r = subprocess.run(["find", "/sys/fs/cgroup", "-name", f"agentd-*-{sid}"], capture_output=True, text=True)
+            return r.stdout.split()
+        wait_for(lambda: not leftovers(), 5)
+        ok(not leftovers(), "deleting the session removes its cgroups, runtimes and all", leftovers())
 
     # An agent of a limited session runs under the same limits.
     script = ('read line; printf \'{"type":"message","text":"nofile=%s fsize=%s"}\\n\' "$(ulimit -n)" "$(ulimit -f)"; '

@@ -4,6 +4,7 @@
  * uv_loop_close failing means a handle leaked. Workspaces are fresh directories under /tmp.
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -443,7 +444,29 @@ static void test_cgroup_pids(void)
     ok(strstr(r.out.p, "fork") != NULL || strstr(r.out.p, "resource") != NULL,
        "cgroup pids.max: forks beyond the limit fail");
     r_free(&r);
+
+    /* A cgroup that an agentd killed with -9 left behind (its pid gone) is removed by the next
+     * environment created beside it; one whose agentd lives is not. */
+    const char *dirs[2];
+    char stale[PATH_MAX], live[PATH_MAX + 64], *slash;
+    pid_t dead = fork();
+    if (dead == 0)
+        _exit(0);
+    waitpid(dead, NULL, 0);
+    exec_env_cgroup_dirs(h.env, dirs, 1);
+    snprintf(stale, sizeof stale, "%s", dirs[0]);
+    if ((slash = strrchr(stale, '/')) != NULL)
+        *slash = '\0';
+    snprintf(live, sizeof live, "%s/agentd-%d-9-live", stale, (int)getppid());
+    snprintf(stale + strlen(stale), sizeof stale - strlen(stale), "/agentd-%d-9-stale", (int)dead);
+    ok(mkdir(stale, 0755) == 0 && mkdir(live, 0755) == 0, "cgroup: made a stale and a live-looking cgroup");
     h_close(&h, "cgroup");
+    struct exec_env_opts o2 = {.name = "sweep", .cgroup = true};
+    h_open(&h, &o2);
+    ok(access(stale, F_OK) != 0, "cgroup: the next environment removes the stale one");
+    ok(access(live, F_OK) == 0, "cgroup: and keeps the one whose agentd (pid %d) lives", (int)getppid());
+    (void)rmdir(live);
+    h_close(&h, "sweep");
 }
 
 static void test_bwrap(void)
