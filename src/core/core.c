@@ -131,9 +131,9 @@ void buf_json_string(struct buf *b, const char *s, size_t n)
     buf_append(b, "\"", 1);
 }
 
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629), or 0. */
-static size_t core__utf8_len(const unsigned char *s, size_t n)
+size_t utf8_seq_len(const void *p, size_t n)
 {
+    const unsigned char *s = p;
     unsigned c = s[0];
     size_t len;
     uint32_t cp;
@@ -163,7 +163,7 @@ void buf_append_utf8(struct buf *b, const char *s, size_t n)
 {
     buf_reserve(b, n);
     for (size_t i = 0; i < n;) {
-        size_t len = core__utf8_len((const unsigned char *)s + i, n - i);
+        size_t len = utf8_seq_len(s + i, n - i);
         if (len) {
             buf_append(b, s + i, len);
             i += len;

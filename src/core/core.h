@@ -40,6 +40,9 @@ void buf_json_string(struct buf *b, const char *s, size_t n);
 /* Appends s[0..n) as valid UTF-8: every byte that does not start a well-formed sequence (overlong,
  * surrogate, out of range, truncated) becomes U+FFFD. For text that must become a JSON string. */
 void buf_append_utf8(struct buf *b, const char *s, size_t n);
+/* Length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, surrogates or code points past
+ * U+10FFFF) that starts s, n > 0 bytes long; 0 when it is not one or is cut short. */
+size_t utf8_seq_len(const void *s, size_t n);
 /* Removes the first n bytes. */
 void buf_consume(struct buf *b, size_t n);
 void buf_reset(struct buf *b);

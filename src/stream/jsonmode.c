@@ -1,6 +1,8 @@
 /* jsonmode — a strict RFC 8259 validator that reports top-level array element spans. */
 #include "stream/jsonmode.h"
 
+#include "core/core.h"
+
 #include <stdint.h>
 #include <string.h>
 
@@ -56,26 +58,8 @@ static int jsonmode__hex4(struct jsonmode__p *p, unsigned *out)
 /* Validates one UTF-8 sequence starting at p->i (first byte >= 0x80). */
 static int jsonmode__utf8(struct jsonmode__p *p)
 {
-    const unsigned char *s = (const unsigned char *)p->s;
-    unsigned c = s[p->i];
-    size_t len;
-    uint32_t cp;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef)
-        len = 3, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4)
-        len = 4, cp = c & 0x07;
-    else
-        return jsonmode__fail(p, "invalid UTF-8");
-    if (p->n - p->i < len)
-        return jsonmode__fail(p, "truncated UTF-8");
-    for (size_t k = 1; k < len; k++) {
-        if ((s[p->i + k] & 0xc0) != 0x80)
-            return jsonmode__fail(p, "invalid UTF-8");
-        cp = (cp << 6) | (s[p->i + k] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+    size_t len = utf8_seq_len(p->s + p->i, p->n - p->i);
+    if (len == 0)
         return jsonmode__fail(p, "invalid UTF-8");
     p->i += len;
     return 0;
