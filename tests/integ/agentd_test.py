@@ -498,3 +498,20 @@ def message_texts(evs, run):
         elif isinstance(e.get("text"), str):
             out.append(e["text"])
     return out
+
+
+def procs():
+    """[(pid, state, ppid, pgrp, session, comm)] of every process in /proc."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        comm = s[s.index("(") + 1:s.rindex(")")]
+        f = s[s.rindex(")") + 2:].split()
+        out.append((int(d), f[0], int(f[1]), int(f[2]), int(f[3]), comm))
+    return out

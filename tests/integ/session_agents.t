@@ -20,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import ROOT, Server, message_texts, of_run, run_test  # noqa: E402
+from agentd_test import ROOT, Server, message_texts, of_run, procs, run_test  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "agents"))
 from harness import FakeModel, claude_bin, claude_env, codex_bin, opencode_bin  # noqa: E402
@@ -125,19 +125,7 @@ def group_left(evs):
     """pids the agent named in its events that are still alive (best effort: Claude's init line has
     none; the check that matters is that agentd reports nothing and /proc shows no child of it)."""
     me = SRV.proc.pid
-    kids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                s = f.read()
-        except OSError:
-            continue
-        fields = s[s.rindex(")") + 2:].split()
-        if int(fields[1]) == me and fields[0] != "Z":
-            kids.append((int(d), s[s.index("(") + 1:s.rindex(")")]))
-    return kids
+    return [(pid, comm) for pid, state, ppid, _, _, comm in procs() if ppid == me and state != "Z"]
 
 
 def flow(kind, program):

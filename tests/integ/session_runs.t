@@ -26,7 +26,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import ROOT, Server, http_request, message_texts, of_run, run_test, wait_for  # noqa: E402
+from agentd_test import ROOT, Server, http_request, message_texts, of_run, procs, run_test, wait_for  # noqa: E402
 
 AGENT = os.path.join(ROOT, "tests", "agents", "jsonl_agent.py")
 CANARY = "AGENTD_TEST_CANARY"
@@ -174,23 +174,6 @@ def overlaps(evs):
         elif r is not None and r != open_run and r in started:
             bad.append(f"{t} of {r} outside its run (open: {open_run})")
     return bad
-
-
-def procs():
-    """[(pid, state, ppid, pgrp, session, comm)] of every process in /proc."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                s = f.read()
-        except OSError:
-            continue
-        comm = s[s.index("(") + 1:s.rindex(")")]
-        f = s[s.rindex(")") + 2:].split()
-        out.append((int(d), f[0], int(f[1]), int(f[2]), int(f[3]), comm))
-    return out
 
 
 def leftovers(info):
