@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -187,6 +188,21 @@ static int cli_rt__unescape(const char *p, size_t len, struct buf *out)
     return 0;
 }
 
+/* Replaces out with the bytes of the base64 JSON string literal p[0..len) (quotes included). */
+static int cli_rt__base64(const char *p, size_t len, struct buf *out)
+{
+    size_t n;
+    if (len < 2 || p[0] != '"' || p[len - 1] != '"')
+        return -EINVAL;
+    buf_reset(out);
+    buf_reserve(out, len);
+    if (sodium_base642bin((unsigned char *)out->p, len, p + 1, len - 2, NULL, &n, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0)
+        return -EINVAL;
+    out->len = n;
+    return 0;
+}
+
 /* What `exec` needs from the answer. */
 struct cli_rt__result {
     struct buf out, err;
@@ -202,6 +218,11 @@ static int cli_rt__result_parse(const char *text, size_t len, struct cli_rt__res
     if (cli_rt__field(text, len, "stdout", &v, &n) != 0 || cli_rt__unescape(v, n, &r->out) != 0)
         return -EINVAL;
     if (cli_rt__field(text, len, "stderr", &v, &n) != 0 || cli_rt__unescape(v, n, &r->err) != 0)
+        return -EINVAL;
+    /* Output that is not UTF-8 also comes as base64: print those exact bytes. */
+    if (cli_rt__field(text, len, "stdout_base64", &v, &n) == 0 && cli_rt__base64(v, n, &r->out) != 0)
+        return -EINVAL;
+    if (cli_rt__field(text, len, "stderr_base64", &v, &n) == 0 && cli_rt__base64(v, n, &r->err) != 0)
         return -EINVAL;
     if (cli_rt__field(text, len, "status", &v, &n) != 0)
         return -EINVAL;

@@ -386,6 +386,22 @@ static void session__answer_error(session_rt_cb cb, void *arg, int status, const
     session__answer(cb, arg, status, json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
 }
 
+/* JSON strings hold text: output that is not UTF-8 comes out with U+FFFD in "stdout"/"stderr", so
+ * its exact bytes are added as base64 under `key` (nothing is added for text). */
+static void session__bytes_b64(json_t *body, const char *key, const char *p, size_t len)
+{
+    size_t i = 0, n;
+    while (i < len && (n = utf8_seq_len(p + i, len - i)) != 0)
+        i += n;
+    if (i == len)
+        return;
+    size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
+    char *b64 = xmalloc(cap);
+    sodium_bin2base64(b64, cap, (const unsigned char *)p, len, sodium_base64_VARIANT_ORIGINAL);
+    json_object_set_new(body, key, json_string(b64));
+    free(b64);
+}
+
 static void session__exec_done(struct runtime *rt, const struct runtime_result *r, void *arg)
 {
     struct session_rt_call *c = arg;
@@ -397,6 +413,8 @@ static void session__exec_done(struct runtime *rt, const struct runtime_result *
                                  r->truncated, "outcome", runtime_outcome_name(r->outcome), "timed_out", r->timed_out,
                                  "stdout_bytes", (json_int_t)r->out_total, "stderr_bytes", (json_int_t)r->err_total,
                                  "seq", (json_int_t)r->seq);
+        session__bytes_b64(body, "stdout_base64", r->out, r->out_len);
+        session__bytes_b64(body, "stderr_base64", r->err, r->err_len);
         if (r->outcome == RUNTIME_FAILED)
             json_object_set_new(body, "error", json_pack("{s:s, s:s}", "code", "runtime_failed", "message",
                                                          strerror(r->error < 0 ? -r->error : EIO)));

@@ -8,6 +8,7 @@ history is bounded; exit statuses and stderr are the code's; a timeout interrupt
 state; every call lands in the session's transcript; and a kill -9 of agentd leaves no process of
 the session behind.
 """
+import base64
 import json
 import os
 import signal
@@ -167,6 +168,13 @@ def test_history(sid):
     status, doc = rt(sid, "bash", "history", method="GET")
     calls = (doc or {}).get("calls", [])
     ok(status == 200 and 5 <= len(calls) <= 100, "history without limit: bounded", len(calls))
+
+
+def test_binary_output(sid):
+    out = ex(sid, "bash", "printf '\\377\\376\\000ab\\n'; printf 'caf\\303\\251' >&2")
+    ok(base64.b64decode(out.get("stdout_base64", "")) == b"\xff\xfe\x00ab\n" and "\ufffd" in out["stdout"],
+       "bytes that are not UTF-8: stdout keeps U+FFFD text, stdout_base64 the exact bytes", out)
+    ok(out["stderr"] == "caf\u00e9" and "stderr_base64" not in out, "UTF-8 text gets no base64 copy", out)
 
 
 def test_status_and_stderr(sid):
@@ -391,6 +399,9 @@ def test_cli_rt(sid):
     rc, out, err = cli("rt", "exec", "--lang", "python", "--timeout", "500", "import time",
                        ";", "time.sleep(30)", session=sid)
     ok(rc == 124, "rt exec --timeout: exit 124", (rc, out, err))
+    rc, out, err = cli("rt", "exec", "printf '\\377\\376\\000ab\\n'; printf '\\200' >&2", session=sid)
+    ok(rc == 0 and out == b"\xff\xfe\x00ab\n" and err.encode(errors="surrogateescape") != b"",
+       "rt exec: output that is not UTF-8 comes out byte for byte", (rc, out, err))
     rc, out, err = cli("rt", "exec", "--json", "echo hi", session=sid)
     doc = json.loads(out) if rc == 0 else {}
     ok(rc == 0 and doc.get("stdout") == "hi\n" and doc.get("status") == 0,
@@ -514,6 +525,7 @@ def main(tap):
     test_reset(sid)
     test_history(sid)
     test_status_and_stderr(sid)
+    test_binary_output(sid)
     test_timeout(sid)
     test_transcript()
     test_errors(sid)
