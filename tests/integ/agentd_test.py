@@ -501,7 +501,8 @@ def message_texts(evs, run):
 
 
 def procs():
-    """[(pid, state, ppid, pgrp, session, comm)] of every process in /proc."""
+    """[(pid, state, ppid, pgrp, session, comm, starttime)] of every process in /proc; starttime
+    (clock ticks since boot) tells a reused pid from the process that had it before."""
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -513,5 +514,5 @@ def procs():
             continue
         comm = s[s.index("(") + 1:s.rindex(")")]
         f = s[s.rindex(")") + 2:].split()
-        out.append((int(d), f[0], int(f[1]), int(f[2]), int(f[3]), comm))
+        out.append((int(d), f[0], int(f[1]), int(f[2]), int(f[3]), comm, int(f[19])))
     return out

@@ -125,7 +125,7 @@ def group_left(evs):
     """pids the agent named in its events that are still alive (best effort: Claude's init line has
     none; the check that matters is that agentd reports nothing and /proc shows no child of it)."""
     me = SRV.proc.pid
-    return [(pid, comm) for pid, state, ppid, _, _, comm in procs() if ppid == me and state != "Z"]
+    return [(p[0], p[5]) for p in procs() if p[2] == me and p[1] != "Z"]
 
 
 def flow(kind, program):

@@ -144,7 +144,12 @@ def sleep_info(evs, run):
 
 
 def wait_sleep(sid, run, timeout=10.0):
-    return wait_for(lambda: sleep_info(transcript(sid), run), timeout)
+    info = wait_for(lambda: sleep_info(transcript(sid), run), timeout)
+    if info:
+        # The processes alive now: a process of the run left behind later is one of these (pids
+        # and group ids get reused when other tests fork a lot; pid_max may be 32768).
+        info["_alive"] = {(p[0], p[6]) for p in procs()}
+    return info
 
 
 def native_of(evs, run):
@@ -182,7 +187,9 @@ def leftovers(info):
         return []
     pids = {info["pid"], info["agent_pid"]}
     groups = {info["pgid"], info["agent_pgid"]}
-    return [p for p in procs() if (p[0] in pids or p[3] in groups) and p[1] != "Z"]
+    alive = info.get("_alive")
+    return [p for p in procs() if (p[0] in pids or p[3] in groups) and p[1] != "Z"
+            and (alive is None or (p[0], p[6]) in alive)]
 
 
 def wait_gone(info, timeout=3.0):
