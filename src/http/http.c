@@ -404,21 +404,27 @@ void http_res_stream_start(struct http_req *req, int status, http_drain_cb on_dr
     h2o_start_response(req->h2o, &req->gen);
 }
 
-int http_res_stream_write(struct http_req *req, const void *data, size_t len)
+int http_res_stream_write2(struct http_req *req, const void *a, size_t alen, const void *b, size_t blen)
 {
     assert(req->streaming);
     if (req->stopped || req->finished)
         return -EPIPE;
     if (req->aborting)
         return -ENOBUFS;
-    if (req->pending.len + len > req->srv->cfg.max_queued && req->sending) {
+    if (req->pending.len + alen + blen > req->srv->cfg.max_queued && req->sending) {
         http_res_stream_abort(req);
         return -ENOBUFS;
     }
-    buf_append(&req->pending, data, len);
+    buf_append(&req->pending, a, alen);
+    buf_append(&req->pending, b, blen);
     if (!req->sending)
         http__flush(req);
     return 0;
+}
+
+int http_res_stream_write(struct http_req *req, const void *data, size_t len)
+{
+    return http_res_stream_write2(req, data, len, NULL, 0);
 }
 
 size_t http_res_stream_queued(const struct http_req *req)

@@ -108,6 +108,8 @@ void http_res_stream_start(struct http_req *req, int status, http_drain_cb on_dr
 /* Queues bytes (copied). Returns 0, -EPIPE when the client is gone, or -ENOBUFS when the queue bound
  * was passed, in which case the response is being aborted. */
 int http_res_stream_write(struct http_req *req, const void *data, size_t len);
+/* The same for two pieces sent as one (a shared event and a per-reader part: no copy to join them). */
+int http_res_stream_write2(struct http_req *req, const void *a, size_t alen, const void *b, size_t blen);
 /* Bytes queued and not yet handed to the socket. */
 size_t http_res_stream_queued(const struct http_req *req);
 /* Ends the stream after what is queued; or aborts the connection. */

@@ -33,11 +33,23 @@ struct sh_frame {
     struct buf event; /* "event: data\n" + data lines + blank line */
 };
 
+/*
+ * The last control event built for readers without a cursor of their own: the same for every such
+ * reader at the same offset within one cursor interval, so a fan-out formats it once.
+ */
+struct sh_ctl {
+    int64_t id, created, offset, interval;
+    int flags;
+    struct buf text;
+};
+
 struct stream_http {
     struct streams *ss;
     uv_loop_t *loop;
     struct stream_http_config cfg;
     struct sh_frame frame;
+    struct sh_ctl ctl;
+    struct buf scratch; /* a control event for one reader, copied out at once */
 };
 
 enum sh_mode { SH_WRITE, SH_LONG_POLL, SH_SSE };
@@ -508,6 +520,33 @@ static void sh__sse_control(struct sh_req *r, struct stream *st, struct buf *out
     buf_puts(out, "}\n\n");
 }
 
+/* The control event for r, now at r->offset: shared (sh->ctl) when r sent no cursor, else built in
+ * sh->scratch. Valid until the next call. */
+static const struct buf *sh__sse_control_text(struct sh_req *r, struct stream *st, int up_to_date, int closed)
+{
+    struct stream_http *sh = r->sh;
+    if (r->client_cursor && *r->client_cursor) {
+        buf_reset(&sh->scratch);
+        sh__sse_control(r, st, &sh->scratch, up_to_date, closed);
+        return &sh->scratch;
+    }
+    struct sh_ctl *c = &sh->ctl;
+    int64_t id, created, interval = (clock_wall_ms() - SH_CURSOR_EPOCH_MS) / SH_CURSOR_INTERVAL_MS;
+    int flags = (up_to_date ? 1 : 0) | (closed ? 2 : 0);
+    stream_identity(st, &id, &created);
+    if (c->text.len && c->id == id && c->created == created && c->offset == r->offset &&
+        c->interval == interval && c->flags == flags)
+        return &c->text;
+    buf_reset(&c->text);
+    sh__sse_control(r, st, &c->text, up_to_date, closed);
+    c->id = id;
+    c->created = created;
+    c->offset = r->offset;
+    c->interval = interval;
+    c->flags = flags;
+    return &c->text;
+}
+
 /* The data event for [from, ...) of st: from the shared frame when it matches, else read and
  * encoded once into it. NULL when the store cannot be read. */
 static const struct sh_frame *sh__sse_frame(struct stream_http *sh, struct stream *st, int64_t from)
@@ -553,7 +592,6 @@ static void sh__sse_pump(struct sh_req *r)
     if (req == NULL || st == NULL)
         return;
     while (http_res_stream_queued(req) == 0) {
-        struct buf out = {0};
         int64_t tail = stream_tail(st);
         int closed_now = stream_closed(st);
         if (r->offset < tail) {
@@ -563,14 +601,11 @@ static void sh__sse_pump(struct sh_req *r)
                 stream_unsubscribe(&r->sub);
                 return;
             }
-            buf_append(&out, f->event.p, f->event.len);
-            int64_t next = f->to;
-            r->offset = next;
-            int at_tail = next >= tail;
-            sh__sse_control(r, st, &out, at_tail, at_tail && closed_now);
+            r->offset = f->to;
+            int at_tail = f->to >= tail;
+            const struct buf *ctl = sh__sse_control_text(r, st, at_tail, at_tail && closed_now);
             r->control_due = 0;
-            int rc = http_res_stream_write(req, out.p, out.len);
-            buf_free(&out);
+            int rc = http_res_stream_write2(req, f->event.p, f->event.len, ctl->p, ctl->len);
             if (rc != 0) {
                 stream_unsubscribe(&r->sub);
                 return;
@@ -584,10 +619,9 @@ static void sh__sse_pump(struct sh_req *r)
         }
         /* At the tail. */
         if (closed_now || r->control_due) {
-            sh__sse_control(r, st, &out, 1, closed_now);
+            const struct buf *ctl = sh__sse_control_text(r, st, 1, closed_now);
             r->control_due = 0;
-            int rc = http_res_stream_write(req, out.p, out.len);
-            buf_free(&out);
+            int rc = http_res_stream_write(req, ctl->p, ctl->len);
             if (rc != 0 || closed_now) {
                 stream_unsubscribe(&r->sub);
                 if (rc == 0)
@@ -796,5 +830,7 @@ void stream_http_free(struct stream_http *sh)
     if (sh == NULL)
         return;
     buf_free(&sh->frame.event);
+    buf_free(&sh->ctl.text);
+    buf_free(&sh->scratch);
     free(sh);
 }
