@@ -227,7 +227,6 @@ static void cg_remove(struct exec_env *env)
     }
 }
 
-
 /* ---- creating and starting --------------------------------------------------------------- */
 
 /* Cgroup directory names carry the env's name: keep it to characters safe in a path. */
@@ -266,7 +265,7 @@ int exec_env_new(uv_loop_t *loop, const struct exec_env_opts *opts, struct exec_
     env->want_cgroup = opts->cgroup || opts->limits.cg_memory_bytes > 0 || opts->limits.cg_pids > 0;
     env->sandbox = opts->sandbox;
     env->share_net = opts->bwrap_share_net;
-    env->bwrap = xstrdup(opts->bwrap_path != NULL ? opts->bwrap_path : "/usr/bin/bwrap");
+    env->bwrap = xstrdup(opts->bwrap_path != NULL ? opts->bwrap_path : EXEC_BWRAP_PATH);
     env->name = sanitized_name(opts->name);
     env->on_event = opts->on_event;
     env->arg = opts->arg;

@@ -40,6 +40,7 @@
 
 #define EXEC_DEFAULT_LINE_MAX 8192u   /* stderr lines longer than this are cut */
 #define EXEC_DEFAULT_GRACE_MS 1000u
+#define EXEC_BWRAP_PATH "/usr/bin/bwrap" /* the bubblewrap program unless told otherwise */
 
 struct uv_loop_s;
 struct exec_env;
@@ -98,7 +99,7 @@ struct exec_env_opts {
                                   cg_* limit. Skipped (with a LOG event) when not writable. */
     enum exec_sandbox sandbox;
     bool bwrap_share_net;      /* bwrap: keep the host network (default: unshared, loopback only) */
-    const char *bwrap_path;    /* bwrap: the program; NULL = "/usr/bin/bwrap". Copied. */
+    const char *bwrap_path;    /* bwrap: the program; NULL = EXEC_BWRAP_PATH. Copied. */
     const char *name;          /* for log lines and the cgroup's name, e.g. a session id. Copied. */
     exec_event_cb on_event;    /* may be NULL */
     void *arg;

@@ -30,31 +30,24 @@
 #include "runtime/internal.h"
 
 #define PROC_DRAIN_MS 200   /* after the group is dead, wait this long for pipe EOF at most */
-/* The interpreter and its guard are started by exec/child (fork, new session and group,
- * PR_SET_PDEATHSIG, descriptor placement, exec), the one spawning path of agentd. */
-static int spawn(const char *path, char *const *argv, char *const *envp, const char *cwd,
-                 const struct exec_child_fd *map, int nmap, bool pdeathsig, pid_t *out)
+/*
+ * The interpreter and its guard are started by exec/child (fork, new session and group,
+ * PR_SET_PDEATHSIG, descriptor placement, exec), the one spawning path of agentd. The interpreter
+ * also takes the session's per-process limits and joins its cgroups before exec, so nothing it
+ * starts escapes them (cfg NULL: the guard, which has neither). A cgroup that cannot be opened
+ * fails the start rather than running the interpreter unlimited.
+ */
+static int spawn(const struct runtime__proc_config *cfg, const char *path, char *const *argv, char *const *envp,
+                 const char *cwd, const struct exec_child_fd *map, int nmap, pid_t *out)
 {
-	struct exec_child spec = {.path = path, .argv = argv, .envp = envp, .cwd = cwd, .pdeathsig = pdeathsig};
-	for (int i = 0; i < nmap && i < EXEC_CHILD_MAP_MAX; i++)
-		spec.map[spec.nmap++] = map[i];
-	return exec_child_spawn(&spec, out);
-}
-
-/* The interpreter: like spawn, plus the session's per-process limits and its cgroups (joined
- * before exec, so nothing it starts escapes their limits). A cgroup that cannot be opened fails
- * the start rather than running the interpreter unlimited. */
-static int spawn_limited(const struct runtime__proc_config *cfg, const char *path, char *const *argv,
-                         const struct exec_child_fd *map, int nmap, pid_t *out)
-{
-	struct exec_child spec = {.path = path, .argv = argv, .envp = cfg->envp, .cwd = cfg->cwd, .pdeathsig = true};
+	struct exec_child spec = {.path = path, .argv = argv, .envp = envp, .cwd = cwd, .pdeathsig = cfg != NULL};
 	int rc = 0;
 
 	for (int i = 0; i < nmap && i < EXEC_CHILD_MAP_MAX; i++)
 		spec.map[spec.nmap++] = map[i];
-	if (cfg->limits)
+	if (cfg && cfg->limits)
 		exec_limits_rlimits(cfg->limits, &spec);
-	for (char *const *c = cfg->cgroups; c && *c && spec.njoin < EXEC_CHILD_JOIN_MAX; c++) {
+	for (char *const *c = cfg ? cfg->cgroups : NULL; c && *c && spec.njoin < EXEC_CHILD_JOIN_MAX; c++) {
 		char file[PATH_MAX];
 		snprintf(file, sizeof file, "%s/cgroup.procs", *c);
 		if ((spec.join[spec.njoin] = open(file, O_WRONLY | O_CLOEXEC)) < 0) {
@@ -213,17 +206,17 @@ int runtime__proc_spawn(uv_loop_t *loop, struct runtime *rt, const struct runtim
 		/* The interpreter in the session's sandbox; the memfd and control socket pass through. */
 		char **bw = exec_bwrap_argv(cfg->bwrap, cfg->cwd, cfg->bwrap_share_net, cfg->program,
 		                            (char *const *)argv);
-		rc = spawn_limited(cfg, cfg->bwrap, bw, map, nmap, &pid);
+		rc = spawn(cfg, cfg->bwrap, bw, cfg->envp, cfg->cwd, map, nmap, &pid);
 		free(bw);
 	} else {
-		rc = spawn_limited(cfg, cfg->program, (char *const *)argv, map, nmap, &pid);
+		rc = spawn(cfg, cfg->program, (char *const *)argv, cfg->envp, cfg->cwd, map, nmap, &pid);
 	}
 	if (rc < 0)
 		goto fail;
 
 	snprintf(pgid_arg, sizeof pgid_arg, "-%d", (int)pid);
 	struct exec_child_fd guard_map[] = {{0, life[0]}, {1, devnull}, {2, devnull}};
-	rc = spawn("/bin/sh", guard_argv, guard_env, "/", guard_map, 3, false, &guard);
+	rc = spawn(NULL, "/bin/sh", guard_argv, guard_env, "/", guard_map, 3, &guard);
 	if (rc < 0)
 		goto fail;
 

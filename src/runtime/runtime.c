@@ -504,7 +504,8 @@ static void on_spin(uv_idle_t *h)
  * on top of the interpreter's own wake-up. So for the first spin_ns after a call is sent, an active
  * idle handle keeps the loop polling with a zero timeout: it keeps serving everything else, and sees
  * the answer the moment it is written. A runtime whose last call took over 4 x spin_ns does not
- * spin, so a run of long commands costs no CPU; measured here (bench/runtime): bash 95-130 -> ~55 µs, python ~90 -> ~45.
+ * spin, so a run of long commands costs no CPU. Measured here (bench/runtime): bash 95-130 -> 53-85 µs,
+ * python ~90 -> 30-40 µs.
  */
 static void start_spin(struct runtime *rt)
 {

@@ -318,8 +318,6 @@ static int session__runtime(struct sessions *s, struct session *se, enum runtime
         *out = se->rt[lang];
         return 0;
     }
-    const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
-    int sandboxed = sandbox && !strcmp(sandbox, "bwrap");
     struct exec_limits lim;
     int limited = session__limits(se, &lim);
     const char *cgroups[4] = {NULL};
@@ -339,7 +337,7 @@ static int session__runtime(struct sessions *s, struct session *se, enum runtime
         .output_limit = s->cfg.runtime_output_limit,
         .spin_us = s->cfg.runtime_spin_us,
         /* the session's sandbox, as its agent gets it (session_run.c) */
-        .bwrap = sandboxed ? "/usr/bin/bwrap" : NULL,
+        .bwrap = session__sandboxed(se) ? EXEC_BWRAP_PATH : NULL,
         .bwrap_share_net = true,
         .limits = limited ? &lim : NULL,
         .cgroups = cgroups[0] ? cgroups : NULL,

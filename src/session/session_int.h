@@ -91,6 +91,8 @@ const char *session__limits_config(struct session *se, json_t *limits);
 struct exec_limits;
 /* The session's limits as exec's (zero when none); returns whether it has any. */
 int session__limits(const struct session *se, struct exec_limits *l);
+/* Whether the session runs in bubblewrap ("sandbox": "bwrap"): its agent and its runtimes alike. */
+int session__sandboxed(const struct session *se);
 /* The session's execution environment, created and started on first need (its first run, or a
  * runtime of a session with cgroup limits); NULL when it cannot be created. */
 struct exec_env *session__env(struct session *se);

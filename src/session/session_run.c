@@ -465,15 +465,20 @@ static void run__start(struct session_run *r)
         run__spawn(r);
 }
 
+int session__sandboxed(const struct session *se)
+{
+    const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
+    return sandbox && !strcmp(sandbox, "bwrap");
+}
+
 struct exec_env *session__env(struct session *se)
 {
     if (se->xenv != NULL)
         return se->xenv;
-    const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
     struct exec_env_opts eo = {
         .workspace = se->workspace,
         .env = se->envp,
-        .sandbox = sandbox && !strcmp(sandbox, "bwrap") ? EXEC_SANDBOX_BWRAP : EXEC_SANDBOX_NONE,
+        .sandbox = session__sandboxed(se) ? EXEC_SANDBOX_BWRAP : EXEC_SANDBOX_NONE,
         .bwrap_share_net = true, /* agents talk to their model API and to agentd */
         .name = se->id,
         .on_event = run__env_event,

@@ -166,17 +166,15 @@ static int store__zero_fill(int fd, off_t to)
 
 /* The first step, at open: after SQLite has written the WAL's header (it resets a WAL whose header
  * is not valid); made durable with its directory entry. */
-static int store__prealloc_wal(const char *dir)
+static int store__prealloc_wal(const struct store *s)
 {
-    char *path = xasprintf("%s/agentd.db-wal", dir);
-    int rc = 0, fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    free(path);
+    int rc = 0, fd = open(s->wal_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
     if ((rc = store__zero_fill(fd, STORE_WAL_FILL_STEP)) == 0 && fdatasync(fd) != 0)
         rc = -errno;
     close(fd);
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rc == 0 && dfd >= 0 && fsync(dfd) != 0)
         rc = -errno;
     if (dfd >= 0)
@@ -270,7 +268,7 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
     sqlite3_finalize(ps);
     sqlite3_wal_hook(s->db, store__wal_hook, s);
     /* Only an optimisation: a disk too full (or a file size limit too low) for it is not an error. */
-    if ((rc = store__prealloc_wal(dir)) != 0)
+    if ((rc = store__prealloc_wal(s)) != 0)
         log_warn("store: WAL not preallocated in %s (%s); appends still work, a little slower", dir, strerror(-rc));
     for (int i = 0; i < ST__COUNT; i++) {
         if ((rc = sqlite3_prepare_v3(s->db, store__sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL)) !=

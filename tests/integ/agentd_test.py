@@ -516,3 +516,27 @@ def procs():
         f = s[s.rindex(")") + 2:].split()
         out.append((int(d), f[0], int(f[1]), int(f[2]), int(f[3]), comm, int(f[19])))
     return out
+
+
+def session_transcript(srv, sid):
+    """The events of a session's transcript so far ([] when it cannot be read)."""
+    evs, r = srv.read_json(f"/v1/stream/sessions/{sid}/transcript")
+    return evs if r.status == 200 else []
+
+
+def session_run(srv, sid, text, timeout):
+    """Sends text to a session and waits for its run to end. Returns (run id, its run_completed or
+    None after timeout seconds, the transcript, seconds taken); raises when the message is refused."""
+    t0 = time.monotonic()
+    r = srv.request("POST", f"/v1/sessions/{sid}/messages", json.dumps({"text": text}).encode(),
+                    {"Content-Type": "application/json"})
+    doc = json.loads(r.body) if r.status == 202 and r.body else None
+    if not isinstance(doc, dict) or "run" not in doc:
+        raise RuntimeError(f"send {text!r}: {r.status} {r.body!r}")
+    run = doc["run"]
+    while True:
+        evs = session_transcript(srv, sid)
+        ev = next((e for e in evs if e.get("type") == "run_completed" and e.get("run") == run), None)
+        if ev or time.monotonic() - t0 > timeout:
+            return run, ev, evs, time.monotonic() - t0
+        time.sleep(0.1)

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import ROOT, Server, message_texts, of_run, procs, run_test  # noqa: E402
+from agentd_test import ROOT, Server, message_texts, of_run, procs, run_test, session_run, session_transcript  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "agents"))
 from harness import FakeModel, claude_bin, claude_env, codex_bin, opencode_bin  # noqa: E402
@@ -76,32 +76,12 @@ def api(method, path, body=None, timeout=30.0):
 
 
 def transcript(sid):
-    evs, r = SRV.read_json(f"/v1/stream/sessions/{sid}/transcript")
-    return evs if r.status == 200 else []
-
-
-def completion(evs, run):
-    return next((e for e in evs if e.get("type") == "run_completed" and e.get("run") == run), None)
+    return session_transcript(SRV, sid)
 
 
 def run_and_wait(sid, text, timeout=RUN_TIMEOUT):
     """Sends text, waits for the run's end; returns (run id, run_completed or None, transcript, seconds)."""
-    t0 = time.monotonic()
-    st, doc = api("POST", f"/v1/sessions/{sid}/messages", {"text": text})
-    if st != 202 or not isinstance(doc, dict) or "run" not in doc:
-        raise RuntimeError(f"send {text!r}: {st} {doc!r}")
-    run = doc["run"]
-    deadline = t0 + timeout
-    while True:
-        evs = transcript(sid)
-        ev = completion(evs, run)
-        if ev or time.monotonic() > deadline:
-            return run, ev, evs, time.monotonic() - t0
-        time.sleep(0.1)
-
-
-
-
+    return session_run(SRV, sid, text, timeout)
 
 
 def brief(evs, run):

@@ -17,7 +17,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import ROOT, Server, of_run, run_test, wait_for  # noqa: E402
+from agentd_test import ROOT, Server, run_test, session_run  # noqa: E402
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "agents"))
 from harness import FakeModel, claude_bin, codex_bin, opencode_bin  # noqa: E402
@@ -45,19 +45,9 @@ def api(method, path, body=None, auth=True, timeout=30.0):
         return r.status, None
 
 
-def transcript(sid):
-    st, evs = api("GET", f"/v1/stream/sessions/{sid}/transcript?offset=-1")
-    return evs if st == 200 and isinstance(evs, list) else []
-
-
 def run_and_wait(sid, text):
-    st, doc = api("POST", f"/v1/sessions/{sid}/messages", {"text": text})
-    if st not in (200, 201, 202) or not isinstance(doc, dict):
-        return None, None, []
-    run = doc.get("run")
-    done = wait_for(lambda: next((e for e in of_run(transcript(sid), run, ("run_completed",))), None),
-                    RUN_TIMEOUT)
-    return run, done, transcript(sid)
+    run, done, evs, _ = session_run(SRV, sid, text, RUN_TIMEOUT)
+    return run, done, evs
 
 
 def tool_names(req):
