@@ -32,7 +32,8 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # Keep the objects of tests and benches (make would delete them as intermediates of the link rules).
 .SECONDARY: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all run test unit integ fuzz-replay conformance bench deps test-deps clean tests benches
+.PHONY: all run test unit integ fuzz-replay conformance bench deps test-deps clean tests benches \
+        format format-check
 all: $(BUILD)/agentd
 tests: $(UNIT_BIN)
 benches: $(BENCH_BIN)
@@ -72,11 +73,22 @@ integ: all
 # The README's test command. Release build runs everything; the ASan+UBSan build reruns unit and
 # integration tests (leaks and undefined behaviour fail the run).
 test: test-deps
+	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory MODE=release all tests unit integ fuzz-replay conformance
 	@$(MAKE) --no-print-directory MODE=asan all tests unit integ
 
 -include tests/tests.mk
 -include bench/bench.mk
+
+# The house layout is .clang-format (Debian 12's clang-format 14). `make format` rewrites the C
+# sources in place; `make format-check` lists every file that differs and fails.
+FORMAT_SRC = $(sort $(wildcard src/*.c src/*/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c bench/*/*.c))
+format:
+	clang-format -i $(FORMAT_SRC)
+format-check:
+	@bad=$$(for f in $(FORMAT_SRC); do clang-format --dry-run -Werror "$$f" >/dev/null 2>&1 || echo "$$f"; done); \
+	if [ -n "$$bad" ]; then echo "format-check: not in the house layout (run make format):" $$bad >&2; exit 1; fi; \
+	echo "format-check: $(words $(FORMAT_SRC)) files in the house layout"
 
 clean:
 	rm -rf build

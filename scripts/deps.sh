@@ -12,10 +12,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 build_pkgs=(gcc make pkg-config libuv1-dev libh2o-dev libwslay-dev libjansson-dev libsqlite3-dev
             libcurl4-openssl-dev libsodium-dev libssl-dev)
-# clang + libclang-rt-14-dev: libFuzzer targets and sanitizer runtimes. perl: prove. python3: the
-# integration tests. curl, wrk: smoke and load checks. The python3-* packages and bubblewrap are for the
+# clang + libclang-rt-14-dev: libFuzzer targets and sanitizer runtimes. clang-format: the layout check
+# (make format-check). perl: prove. python3: the integration tests. curl, wrk: smoke and load checks. The python3-* packages and bubblewrap are for the
 # runtime and sandbox modules' tests.
-test_pkgs=(clang libclang-rt-14-dev perl python3 curl wrk python3-pexpect python3-jupyter-client
+test_pkgs=(clang clang-format libclang-rt-14-dev perl python3 curl wrk python3-pexpect python3-jupyter-client
            python3-ipykernel bubblewrap)
 
 usage() {
