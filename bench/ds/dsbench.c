@@ -44,21 +44,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PAYLOAD_SIZE 100
-#define CONN_BUF_SIZE 16384 /* one response header block must fit */
-#define SSE_LINE_MAX 256    /* only a payload's first bytes are needed; longer lines keep a prefix */
-#define OFFSET_MAX 128
-#define SSE_BATCH 100 /* subscribers connected per batch, under every listen backlog */
-#define ERRORS_SHOWN 5 /* per server */
+#define PAYLOAD_SIZE     100
+#define CONN_BUF_SIZE    16384 /* one response header block must fit */
+#define SSE_LINE_MAX     256   /* only a payload's first bytes are needed; longer lines keep a prefix */
+#define OFFSET_MAX       128
+#define SSE_BATCH        100 /* subscribers connected per batch, under every listen backlog */
+#define ERRORS_SHOWN     5   /* per server */
 /*
  * Time bounds, so a server that falls behind (the reference needs about a second per append with 1000
  * subscribers) costs a few seconds, not minutes. A live phase measures at least LIVE_MIN_APPENDS appends
  * if it can within LIVE_EXTRA_MS more, then waits at most DRAIN_MS for deliveries.
  */
 #define LIVE_MIN_APPENDS 3
-#define LIVE_EXTRA_MS 4000
-#define DRAIN_MS 3000
-#define SETUP_MS 30000 /* for a PUT, or for all subscribers of a phase to be registered */
+#define LIVE_EXTRA_MS    4000
+#define DRAIN_MS         3000
+#define SETUP_MS         30000 /* for a PUT, or for all subscribers of a phase to be registered */
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Utilities                                                                                      */
@@ -103,7 +103,7 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-#define MS(x) ((uint64_t)(x) * 1000000u)
+#define MS(x) ((uint64_t)(x)*1000000u)
 
 /*
  * Latencies run between two CLOCK_REALTIME stamps: taken just before a request is written, and the
@@ -213,9 +213,9 @@ enum role {
 
 enum resp_state {
     RESP_HEAD,
-    RESP_BODY,        /* Content-Length body; left = bytes to go */
+    RESP_BODY, /* Content-Length body; left = bytes to go */
     RESP_CHUNK_SIZE,
-    RESP_CHUNK_DATA,  /* left = bytes to go in this chunk */
+    RESP_CHUNK_DATA, /* left = bytes to go in this chunk */
     RESP_CHUNK_CRLF,
     RESP_TRAILER,
     RESP_UNTIL_CLOSE, /* neither length nor chunked: the body ends with the connection */
@@ -227,9 +227,9 @@ struct conn {
     struct bench *bench; /* borrowed; outlives every connection */
     int fd;
     enum role role;
-    bool dead;    /* closed after an error or EOF; freed with the phase */
-    bool busy;    /* a request is in flight */
-    int stream;   /* index into bench->paths */
+    bool dead;       /* closed after an error or EOF; freed with the phase */
+    bool busy;       /* a request is in flight */
+    int stream;      /* index into bench->paths */
     uint64_t t_sent; /* stamp_ns() just before the request was written */
     uint64_t t_recv; /* kernel receive stamp of the last bytes read */
 
@@ -275,9 +275,9 @@ struct bench {
     char (*paths)[160]; /* stream paths of the current phase */
 
     enum phase phase;
-    bool measuring;  /* past the warm-up: count and sample */
-    bool stopping;   /* no new requests */
-    uint32_t seq;    /* next payload sequence number */
+    bool measuring; /* past the warm-up: count and sample */
+    bool stopping;  /* no new requests */
+    uint32_t seq;   /* next payload sequence number */
     uint32_t first_measured_seq;
     uint64_t n_appends;   /* acknowledged while measuring */
     uint64_t n_delivered; /* payloads received by SSE or long-poll clients while measuring */
@@ -304,7 +304,10 @@ static void bench_fail(struct bench *b, struct conn *c, const char *why)
 {
     if (!b->stopping || c->role == ROLE_CTL)
         bench_complain(b, "%s connection: %s",
-                       c->role == ROLE_SSE ? "sse" : c->role == ROLE_POLL ? "long-poll" : "writer", why);
+                       c->role == ROLE_SSE    ? "sse"
+                       : c->role == ROLE_POLL ? "long-poll"
+                                              : "writer",
+                       why);
     c->dead = true;
     if (c->fd >= 0) {
         close(c->fd); /* also leaves the epoll set */
@@ -485,8 +488,7 @@ static void conn_done(struct conn *c)
     struct bench *b = c->bench;
     c->busy = false;
     switch (c->role) {
-    case ROLE_CTL:
-        break;
+    case ROLE_CTL: break;
     case ROLE_WRITER:
         if (c->status != 200 && c->status != 204)
             bench_complain(b, "append answered %d", c->status);
@@ -498,9 +500,7 @@ static void conn_done(struct conn *c)
         if (b->phase == PHASE_SEQ && !b->stopping && !c->dead)
             writer_send(c);
         break;
-    case ROLE_SSE:
-        bench_fail(b, c, "SSE response ended");
-        break;
+    case ROLE_SSE: bench_fail(b, c, "SSE response ended"); break;
     case ROLE_POLL:
         if ((c->status != 200 && c->status != 204) || c->next_offset[0] == '\0') {
             char why[64];
@@ -657,8 +657,8 @@ static void conn_readable(struct conn *c)
         char buf[CMSG_SPACE(sizeof(struct timespec))];
         struct cmsghdr align;
     } control;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                         .msg_controllen = sizeof(control.buf)};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof(control.buf)};
     ssize_t n = recvmsg(c->fd, &msg, 0);
     c->t_recv = 0;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); n > 0 && cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
@@ -706,7 +706,8 @@ static void bench_run(struct bench *b, uint64_t deadline, struct pace *pace, ben
         uint64_t t = now_ns();
         if (t >= deadline || (done != NULL && done(b, arg)))
             return;
-        if (pace != NULL && !b->stopping && !pace->writer->busy && !pace->writer->dead && t >= pace->next_due) {
+        if (pace != NULL && !b->stopping && !pace->writer->busy && !pace->writer->dead &&
+            t >= pace->next_due) {
             writer_send(pace->writer);
             pace->next_due = t + pace->period_ns;
         }
@@ -741,7 +742,8 @@ static void bench_create_streams(struct bench *b, const char *phase, size_t n, c
     b->phase = PHASE_SETUP;
     struct conn *c = conn_new(b, ROLE_CTL);
     for (size_t i = 0; i < n; i++) {
-        snprintf(b->paths[i], sizeof(b->paths[i]), "/v1/stream/dsbench-%" PRIx64 "/%s/%zu", b->run_id, phase, i);
+        snprintf(b->paths[i], sizeof(b->paths[i]), "/v1/stream/dsbench-%" PRIx64 "/%s/%zu", b->run_id, phase,
+                 i);
         uint64_t t0 = now_ns();
         conn_send(c, "PUT", b->paths[i], "application/octet-stream", "", 0);
         /* Generous: a server may still be working off the previous phase's backlog. */
@@ -784,8 +786,8 @@ static bool writers_idle(struct bench *b, void *arg)
 /* The outcome of one SSE or long-poll phase. */
 struct live {
     double p50, p99;
-    double lost;     /* fraction of measured payloads not delivered by the end of the drain */
-    double appends;  /* measured appends, so a slow server's few samples are visible */
+    double lost;    /* fraction of measured payloads not delivered by the end of the drain */
+    double appends; /* measured appends, so a slow server's few samples are visible */
 };
 
 struct results {
@@ -846,10 +848,7 @@ static bool subscribers_ready(struct bench *b, void *arg)
     return true;
 }
 
-static bool enough_appends(struct bench *b, void *arg)
-{
-    return b->n_appends >= LIVE_MIN_APPENDS;
-}
+static bool enough_appends(struct bench *b, void *arg) { return b->n_appends >= LIVE_MIN_APPENDS; }
 
 static bool all_delivered(struct bench *b, void *arg)
 {
@@ -1004,7 +1003,8 @@ static int bench_isolated(struct results *r, const char *name, const char *url, 
     int status;
     waitpid(pid, &status, 0);
     if (n != (ssize_t)sizeof(*r)) {
-        fprintf(stderr, "dsbench: %s: the benchmark of this server did not finish; its column is empty\n", name);
+        fprintf(stderr, "dsbench: %s: the benchmark of this server did not finish; its column is empty\n",
+                name);
         *r = (struct results){0};
         return -1;
     }
@@ -1015,14 +1015,21 @@ static int bench_isolated(struct results *r, const char *name, const char *url, 
 /* Report                                                                                         */
 /* ---------------------------------------------------------------------------------------------- */
 
-enum better { HIGHER, LOWER };
+enum better {
+    HIGHER,
+    LOWER
+};
 
 struct row {
     const char *label;
     size_t field; /* offsetof(struct results, ...); 0 for a heading */
     enum better better;
     int decimals;
-    enum { PLAIN, PERCENT, COUNT } kind; /* PERCENT and COUNT rows get no advantage column */
+    enum {
+        PLAIN,
+        PERCENT,
+        COUNT
+    } kind; /* PERCENT and COUNT rows get no advantage column */
 };
 
 static double field(const struct results *r, size_t off)
@@ -1096,7 +1103,8 @@ static void report(const struct results *a, const struct results *ref, const str
            "phases append one 100-byte payload every %.0f ms.\n",
            cfg->seconds, cfg->warmup, cfg->period_ms);
     if (a->errors || ref->errors)
-        printf("request errors: agentd %" PRIu64 ", reference %" PRIu64 " (see stderr)\n", a->errors, ref->errors);
+        printf("request errors: agentd %" PRIu64 ", reference %" PRIu64 " (see stderr)\n", a->errors,
+               ref->errors);
 }
 
 struct target {
@@ -1155,8 +1163,13 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    struct config cfg = {.seconds = 3, .warmup = 0.5, .writers = 32, .subscribers = {100, 1000}, .pollers = 100,
-                         .period_ms = 10, .phases = "abcd"};
+    struct config cfg = {.seconds = 3,
+                         .warmup = 0.5,
+                         .writers = 32,
+                         .subscribers = {100, 1000},
+                         .pollers = 100,
+                         .period_ms = 10,
+                         .phases = "abcd"};
     const char *url[2] = {NULL, NULL};
     pid_t pid[2] = {0, 0};
     bool strict = false;

@@ -27,7 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FLOOR_GAP_US 10000 /* dsbench appends every 10 ms in its live phases */
+#define FLOOR_GAP_US     10000 /* dsbench appends every 10 ms in its live phases */
 #define FLOOR_FILE_BYTES (8 << 20)
 
 static void die(const char *what)
@@ -76,7 +76,8 @@ static double floor_fsync(const char *dir, int rounds)
     for (int i = 0; i < rounds; i++) {
         usleep(FLOOR_GAP_US);
         double t0 = now_us();
-        if (pwrite(fd, block, 4096, (off_t)(i % (FLOOR_FILE_BYTES / 4096)) * 4096) != 4096 || fdatasync(fd) != 0)
+        if (pwrite(fd, block, 4096, (off_t)(i % (FLOOR_FILE_BYTES / 4096)) * 4096) != 4096 ||
+            fdatasync(fd) != 0)
             die("write + fdatasync");
         lat[i] = now_us() - t0;
     }

@@ -66,8 +66,8 @@ static void conn_open(struct conn *c, const char *url)
 
 /* Sends one request and reads its response; the body (NUL-terminated) goes to body, at most
  * size - 1 bytes. Returns the HTTP status. */
-static int conn_request(struct conn *c, const char *method, const char *path, const char *json,
-                        char *body, size_t size)
+static int conn_request(struct conn *c, const char *method, const char *path, const char *json, char *body,
+                        size_t size)
 {
     char req[4096];
     size_t len = strlen(json);

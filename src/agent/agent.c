@@ -24,10 +24,7 @@ const struct agent_adapter *agent_adapter_find(const char *name)
     return NULL;
 }
 
-const char *agent_adapter_name(const struct agent_adapter *a)
-{
-    return a->name;
-}
+const char *agent_adapter_name(const struct agent_adapter *a) { return a->name; }
 
 /* ================= commands ================= */
 
@@ -49,10 +46,7 @@ static void vec_free(char **vec)
     free(vec);
 }
 
-void agent__arg(struct agent_cmd *cmd, const char *s)
-{
-    vec_push(&cmd->argv, xstrdup(s));
-}
+void agent__arg(struct agent_cmd *cmd, const char *s) { vec_push(&cmd->argv, xstrdup(s)); }
 
 void agent__args(struct agent_cmd *cmd, const char *const *list)
 {
@@ -95,7 +89,8 @@ int agent_command(const struct agent_adapter *a, const struct agent_run_opts *op
     memset(cmd, 0, sizeof *cmd);
     if (opts->prompt == NULL || (opts->fork && opts->native_session == NULL))
         return -EINVAL;
-    if (opts->mcp && (opts->mcp->url == NULL) == (opts->mcp->command == NULL || opts->mcp->command[0] == NULL))
+    if (opts->mcp &&
+        (opts->mcp->url == NULL) == (opts->mcp->command == NULL || opts->mcp->command[0] == NULL))
         return -EINVAL;
     int rc = a->command(opts, cmd);
     if (rc < 0)
@@ -130,16 +125,17 @@ struct agent_parser {
     size_t max_line;
     agent_event_cb cb;
     void *arg;
-    struct buf line;       /* the incomplete line so far */
-    int skipping;          /* inside an oversized line: drop bytes up to the next newline */
-    json_t *native;        /* the current line while it is mapped (borrowed by emits) */
-    unsigned emitted;      /* events delivered for the current line */
+    struct buf line;  /* the incomplete line so far */
+    int skipping;     /* inside an oversized line: drop bytes up to the next newline */
+    json_t *native;   /* the current line while it is mapped (borrowed by emits) */
+    unsigned emitted; /* events delivered for the current line */
     int has_result;
     char *native_session;
     json_t *state;
 };
 
-struct agent_parser *agent_parser_new(const struct agent_adapter *a, size_t max_line, agent_event_cb cb, void *arg)
+struct agent_parser *agent_parser_new(const struct agent_adapter *a, size_t max_line, agent_event_cb cb,
+                                      void *arg)
 {
     struct agent_parser *p = xcalloc(1, sizeof *p);
     p->adapter = a;
@@ -160,20 +156,11 @@ void agent_parser_free(struct agent_parser *p)
     free(p);
 }
 
-const char *agent_parser_native_session(const struct agent_parser *p)
-{
-    return p->native_session;
-}
+const char *agent_parser_native_session(const struct agent_parser *p) { return p->native_session; }
 
-int agent_parser_has_result(const struct agent_parser *p)
-{
-    return p->has_result;
-}
+int agent_parser_has_result(const struct agent_parser *p) { return p->has_result; }
 
-json_t *agent__state(struct agent_parser *p)
-{
-    return p->state;
-}
+json_t *agent__state(struct agent_parser *p) { return p->state; }
 
 json_t *agent__state_obj(struct agent_parser *p, const char *key)
 {
@@ -226,8 +213,8 @@ void agent__log(struct agent_parser *p, const char *level, const char *fmt, ...)
 void agent__error(struct agent_parser *p, const char *code, const char *message, int retryable)
 {
     agent__emit(p, "error",
-                json_pack("{s:s, s:o, s:b}", "code", code, "message", string_of_bytes(message, strlen(message)),
-                          "retryable", retryable));
+                json_pack("{s:s, s:o, s:b}", "code", code, "message",
+                          string_of_bytes(message, strlen(message)), "retryable", retryable));
 }
 
 void agent__session(struct agent_parser *p, const char *id, const char *agent)
@@ -262,7 +249,7 @@ char *agent__content_text(const json_t *content)
     struct buf b = {0};
     size_t i;
     json_t *block;
-    json_array_foreach(content, i, block) {
+    json_array_foreach (content, i, block) {
         const char *t = agent__str(block, "text");
         if (t == NULL)
             continue;
@@ -309,7 +296,8 @@ static void parse_line(struct agent_parser *p, const char *s, size_t n)
         p->adapter->line(p, obj);
         if (p->emitted == 0) {
             const char *type = agent__str(obj, "type");
-            agent__log(p, "warn", "%s: event not understood: %s", p->adapter->name, type ? type : "(no type)");
+            agent__log(p, "warn", "%s: event not understood: %s", p->adapter->name,
+                       type ? type : "(no type)");
         }
     } else {
         p->native = string_of_bytes(s, n);

@@ -40,12 +40,12 @@
 
 /* The MCP server name agentd's runtime tool is registered under; Claude sees the tool as
  * mcp__rt__runtime, Codex as rt/runtime, OpenCode as rt_runtime. */
-#define AGENT_MCP_SERVER "rt"
+#define AGENT_MCP_SERVER      "rt"
 #define AGENT_MCP_TOOL_CLAUDE "mcp__" AGENT_MCP_SERVER "__runtime"
 /* Default bound on one stdout line. */
-#define AGENT_MAX_LINE ((size_t)8 << 20)
+#define AGENT_MAX_LINE        ((size_t)8 << 20)
 /* Bytes of an oversized line kept in its error event's native string. */
-#define AGENT_TOO_LONG_KEEP 1024
+#define AGENT_TOO_LONG_KEEP   1024
 
 struct agent_adapter;
 struct agent_parser;
@@ -69,10 +69,10 @@ struct agent_mcp {
 
 /* What one run asks of the agent. Every string is borrowed for the call only; NULL means unset. */
 struct agent_run_opts {
-    const char *prompt;         /* the user's text; required */
-    const char *session_id;     /* agentd's session and run ids (the jsonl adapter passes them on) */
+    const char *prompt;     /* the user's text; required */
+    const char *session_id; /* agentd's session and run ids (the jsonl adapter passes them on) */
     const char *run_id;
-    const char *workspace;      /* the agent's working directory (exec makes it the cwd) */
+    const char *workspace; /* the agent's working directory (exec makes it the cwd) */
     /*
      * A directory private to this session that persists across its runs: the agent's HOME (and
      * CODEX_HOME, XDG dirs) so its own session files survive for resume; the adapters' config
@@ -80,8 +80,8 @@ struct agent_run_opts {
      * base_url is set.
      */
     const char *home;
-    const char *program;        /* the agent binary; NULL: the adapter's default, found on PATH */
-    const char *model;          /* the model name as the agent expects it */
+    const char *program; /* the agent binary; NULL: the adapter's default, found on PATH */
+    const char *model;   /* the model name as the agent expects it */
     /* The model API's server root, without /v1 (http://127.0.0.1:8080): Claude gets it as
      * ANTHROPIC_BASE_URL; Codex and OpenCode get <base_url>/v1. */
     const char *base_url;
@@ -98,7 +98,7 @@ struct agent_run_opts {
 
 /* A file the caller writes (mode 0600, parent directories created) before spawning. */
 struct agent_file {
-    char *path;     /* absolute */
+    char *path; /* absolute */
     char *content;
 };
 
@@ -108,13 +108,13 @@ struct agent_file {
  * environment and lays the session's declared env over them (the user's settings win).
  */
 struct agent_cmd {
-    char **argv;                /* NULL-terminated; argv[0] is the program (a bare name: PATH) */
-    char **env;                 /* NULL-terminated */
+    char **argv; /* NULL-terminated; argv[0] is the program (a bare name: PATH) */
+    char **env;  /* NULL-terminated */
     struct agent_file *files;
     size_t nfiles;
-    char *stdin_data;           /* written to the agent's stdin first */
+    char *stdin_data; /* written to the agent's stdin first */
     size_t stdin_len;
-    int stdin_keep_open;        /* 0: close stdin after stdin_data; 1: keep it for control lines */
+    int stdin_keep_open; /* 0: close stdin after stdin_data; 1: keep it for control lines */
 };
 
 /* Fills cmd (zeroed first) for one run. Returns 0, or -EINVAL when opts lack what the adapter

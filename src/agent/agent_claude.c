@@ -115,13 +115,13 @@ static void on_assistant(struct agent_parser *p, json_t *line)
     json_t *blocks = json_array(), *tools = json_array();
     size_t i;
     json_t *b;
-    json_array_foreach(content, i, b) {
+    json_array_foreach (content, i, b) {
         const char *type = agent__str(b, "type");
         if (type && strcmp(type, "tool_use") == 0)
             json_array_append(tools, b);
         else if (type && strcmp(type, "thinking") == 0)
-            json_array_append_new(blocks, json_pack("{s:s, s:s?}", "type", "thinking", "text",
-                                                    agent__str(b, "thinking")));
+            json_array_append_new(
+                blocks, json_pack("{s:s, s:s?}", "type", "thinking", "text", agent__str(b, "thinking")));
         else
             json_array_append(blocks, b);
     }
@@ -131,7 +131,7 @@ static void on_assistant(struct agent_parser *p, json_t *line)
             json_object_set_new(ev, "id", json_string(agent__str(msg, "id")));
         agent__emit(p, "message", with_parent(ev, line));
     }
-    json_array_foreach(tools, i, b) {
+    json_array_foreach (tools, i, b) {
         const char *id = agent__str(b, "id"), *name = agent__str(b, "name");
         if (id && name) /* post_tool names the tool too */
             json_object_set_new(agent__state_obj(p, "tools"), id, json_string(name));
@@ -150,15 +150,15 @@ static void on_user(struct agent_parser *p, json_t *line)
     json_t *content = json_object_get(json_object_get(line, "message"), "content");
     if (json_is_string(content)) {
         agent__emit(p, "message",
-                    with_parent(json_pack("{s:s, s:[{s:s, s:O}]}", "role", "user", "content", "type", "text", "text",
-                                          content),
+                    with_parent(json_pack("{s:s, s:[{s:s, s:O}]}", "role", "user", "content", "type", "text",
+                                          "text", content),
                                 line));
         return;
     }
     json_t *blocks = json_array();
     size_t i;
     json_t *b;
-    json_array_foreach(content, i, b) {
+    json_array_foreach (content, i, b) {
         const char *type = agent__str(b, "type");
         if (type == NULL || strcmp(type, "tool_result") != 0) {
             json_array_append(blocks, b);
@@ -174,7 +174,8 @@ static void on_user(struct agent_parser *p, json_t *line)
         free(text);
     }
     if (json_array_size(blocks) > 0)
-        agent__emit(p, "message", with_parent(json_pack("{s:s, s:O}", "role", "user", "content", blocks), line));
+        agent__emit(p, "message",
+                    with_parent(json_pack("{s:s, s:O}", "role", "user", "content", blocks), line));
     json_decref(blocks);
 }
 
@@ -188,7 +189,10 @@ static void on_result(struct agent_parser *p, json_t *line)
     const char *subtype = agent__str(line, "subtype");
     if (is_error) {
         json_int_t status = json_integer_value(json_object_get(line, "api_error_status"));
-        agent__error(p, "agent_error", text ? text : subtype ? subtype : "the agent reported an error",
+        agent__error(p, "agent_error",
+                     text      ? text
+                     : subtype ? subtype
+                               : "the agent reported an error",
                      status >= 500 || status == 429);
     }
     json_t *ev = json_pack("{s:b, s:s}", "is_error", is_error, "text", text ? text : "");
@@ -219,8 +223,8 @@ static void on_stream_event(struct agent_parser *p, json_t *line)
         for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
             if (strcmp(dtype, kinds[i][0]) != 0 || agent__str(delta, kinds[i][2]) == NULL)
                 continue;
-            json_t *ev = json_pack("{s:s, s:s, s:O?}", "kind", kinds[i][1], "text", agent__str(delta, kinds[i][2]),
-                                   "index", json_object_get(event, "index"));
+            json_t *ev = json_pack("{s:s, s:s, s:O?}", "kind", kinds[i][1], "text",
+                                   agent__str(delta, kinds[i][2]), "index", json_object_get(event, "index"));
             agent__emit(p, "delta", with_parent(ev, line));
             return;
         }
@@ -233,8 +237,11 @@ static void claude_line(struct agent_parser *p, json_t *line)
     static const struct {
         const char *type;
         void (*fn)(struct agent_parser *, json_t *);
-    } handlers[] = {{"system", on_system},           {"assistant", on_assistant}, {"user", on_user},
-                    {"result", on_result},           {"stream_event", on_stream_event}};
+    } handlers[] = {{"system", on_system},
+                    {"assistant", on_assistant},
+                    {"user", on_user},
+                    {"result", on_result},
+                    {"stream_event", on_stream_event}};
     const char *type = agent__str(line, "type");
     for (size_t i = 0; type && i < CORE_ARRAY_LEN(handlers); i++)
         if (strcmp(type, handlers[i].type) == 0) {

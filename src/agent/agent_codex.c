@@ -42,7 +42,8 @@ static char *codex_config(const struct agent_run_opts *o)
     buf_puts(&b, "# Written by agentd for this session; rewritten before every run.\n");
     if (o->base_url) {
         char *v1 = agent__base_v1(o->base_url);
-        buf_puts(&b, "model_provider = \"agentd\"\n\n[model_providers.agentd]\nname = \"agentd\"\nbase_url = ");
+        buf_puts(&b,
+                 "model_provider = \"agentd\"\n\n[model_providers.agentd]\nname = \"agentd\"\nbase_url = ");
         toml_string(&b, v1);
         buf_puts(&b, "\nwire_api = \"responses\"\n"); /* codex rejects "chat" */
         if (o->api_key)
@@ -172,7 +173,8 @@ static void on_item(struct agent_parser *p, json_t *line, const char *phase)
             int is_error;
             char *out = tool_output(item, type, &is_error);
             agent__emit(p, "post_tool",
-                        json_pack("{s:s?, s:s, s:s, s:b}", "id", id, "name", name, "output", out, "is_error", is_error));
+                        json_pack("{s:s?, s:s, s:s, s:b}", "id", id, "name", name, "output", out, "is_error",
+                                  is_error));
             free(out);
             if (id)
                 json_object_del(started, id);
@@ -188,8 +190,9 @@ static void on_item(struct agent_parser *p, json_t *line, const char *phase)
     } else if (strcmp(type, "agent_message") == 0 || strcmp(type, "reasoning") == 0) {
         const char *text = agent__str(item, "text");
         int thinking = type[0] == 'r';
-        agent__emit(p, "message", json_pack("{s:s, s:s?, s:[{s:s, s:s}]}", "role", "assistant", "id", id, "content",
-                                            "type", thinking ? "thinking" : "text", "text", text ? text : ""));
+        agent__emit(p, "message",
+                    json_pack("{s:s, s:s?, s:[{s:s, s:s}]}", "role", "assistant", "id", id, "content", "type",
+                              thinking ? "thinking" : "text", "text", text ? text : ""));
         if (!thinking)
             json_object_set_new(agent__state(p), "last_text", json_string(text ? text : ""));
     } else if (strcmp(type, "error") == 0) {
@@ -214,10 +217,11 @@ static void codex_line(struct agent_parser *p, json_t *line)
     } else if (strcmp(type, "turn.completed") == 0) {
         json_t *u = json_object_get(line, "usage");
         json_t *usage = json_pack("{s:O?, s:O?, s:O?}", "input_tokens", json_object_get(u, "input_tokens"),
-                                  "output_tokens", json_object_get(u, "output_tokens"), "cache_read_input_tokens",
-                                  json_object_get(u, "cached_input_tokens"));
+                                  "output_tokens", json_object_get(u, "output_tokens"),
+                                  "cache_read_input_tokens", json_object_get(u, "cached_input_tokens"));
         const char *text = agent__str(agent__state(p), "last_text");
-        agent__result(p, json_pack("{s:b, s:s, s:o}", "is_error", 0, "text", text ? text : "", "usage", usage));
+        agent__result(p,
+                      json_pack("{s:b, s:s, s:o}", "is_error", 0, "text", text ? text : "", "usage", usage));
     } else if (strcmp(type, "turn.failed") == 0) {
         const char *m = agent__str(json_object_get(line, "error"), "message");
         agent__error(p, "agent_error", m ? m : "turn failed", 0);

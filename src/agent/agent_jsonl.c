@@ -23,9 +23,9 @@ static int jsonl_command(const struct agent_run_opts *o, struct agent_cmd *cmd)
     agent__arg(cmd, o->program);
     agent__args(cmd, o->extra_args);
 
-    json_t *user = json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:b, s:s?}", "type", "user", "text", o->prompt, "session",
-                             o->session_id, "run", o->run_id, "resume", o->native_session, "fork", o->fork,
-                             "workspace", o->workspace);
+    json_t *user = json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:b, s:s?}", "type", "user", "text", o->prompt,
+                             "session", o->session_id, "run", o->run_id, "resume", o->native_session, "fork",
+                             o->fork, "workspace", o->workspace);
     if (o->mcp) {
         json_t *mcp = json_object();
         if (o->mcp->url) {
@@ -126,7 +126,8 @@ static int check_post_tool(json_t *ev)
         json_object_set_new(ev, "output", json_string(s ? s : ""));
         free(s);
     }
-    return want(ev, "output", JSON_STRING, json_string("")) && want(ev, "is_error", JSON_TRUE, json_false()) &&
+    return want(ev, "output", JSON_STRING, json_string("")) &&
+           want(ev, "is_error", JSON_TRUE, json_false()) &&
            (json_is_string(json_object_get(ev, "id")) || json_is_string(json_object_get(ev, "name")));
 }
 
@@ -154,10 +155,12 @@ static int check(const char *type, json_t *ev)
     if (strcmp(type, "log") == 0)
         return check_log(ev);
     if (strcmp(type, "error") == 0)
-        return want(ev, "message", JSON_STRING, NULL) && want(ev, "code", JSON_STRING, json_string("agent_error")) &&
+        return want(ev, "message", JSON_STRING, NULL) &&
+               want(ev, "code", JSON_STRING, json_string("agent_error")) &&
                want(ev, "retryable", JSON_TRUE, json_false());
     if (strcmp(type, "result") == 0)
-        return want(ev, "is_error", JSON_TRUE, json_false()) && want(ev, "text", JSON_STRING, json_string(""));
+        return want(ev, "is_error", JSON_TRUE, json_false()) &&
+               want(ev, "text", JSON_STRING, json_string(""));
     return -1;
 }
 

@@ -30,8 +30,9 @@ static char *opencode_config(const struct agent_run_opts *o)
             json_object_set_new(options, "apiKey", json_string(o->api_key));
         json_object_set_new(cfg, "model", json_sprintf("agentd/%s", o->model));
         json_object_set_new(cfg, "provider",
-                            json_pack("{s:{s:s, s:o, s:{s:{s:b}}}}", "agentd", "npm", "@ai-sdk/openai-compatible",
-                                      "options", options, "models", o->model, "tool_call", 1));
+                            json_pack("{s:{s:s, s:o, s:{s:{s:b}}}}", "agentd", "npm",
+                                      "@ai-sdk/openai-compatible", "options", options, "models", o->model,
+                                      "tool_call", 1));
         free(v1);
     }
     if (o->mcp) {
@@ -96,7 +97,8 @@ static void add_number(json_t *to, const char *key, const json_t *from)
     json_t *v = json_object_get(from, key);
     if (!json_is_number(v))
         return;
-    json_object_set_new(to, key, json_real(json_number_value(json_object_get(to, key)) + json_number_value(v)));
+    json_object_set_new(to, key,
+                        json_real(json_number_value(json_object_get(to, key)) + json_number_value(v)));
 }
 
 static void on_step_finish(struct agent_parser *p, json_t *part)
@@ -144,14 +146,16 @@ static void on_tool(struct agent_parser *p, json_t *part)
     agent__emit(p, "pre_tool", json_pack("{s:s?, s:s?, s:O?}", "id", id, "name", name, "input", input));
     if (status && strcmp(status, "error") == 0) {
         const char *err = agent__str(state, "error");
-        agent__emit(p, "post_tool", json_pack("{s:s?, s:s?, s:s, s:b}", "id", id, "name", name, "output",
-                                              err ? err : "error", "is_error", 1));
+        agent__emit(p, "post_tool",
+                    json_pack("{s:s?, s:s?, s:s, s:b}", "id", id, "name", name, "output", err ? err : "error",
+                              "is_error", 1));
     } else if (status && strcmp(status, "completed") == 0) {
         const char *out = agent__str(state, "output");
         json_t *exit_code = json_object_get(json_object_get(state, "metadata"), "exit");
         int is_error = json_is_integer(exit_code) && json_integer_value(exit_code) != 0;
-        agent__emit(p, "post_tool", json_pack("{s:s?, s:s?, s:s, s:b}", "id", id, "name", name, "output",
-                                              out ? out : "", "is_error", is_error));
+        agent__emit(p, "post_tool",
+                    json_pack("{s:s?, s:s?, s:s, s:b}", "id", id, "name", name, "output", out ? out : "",
+                              "is_error", is_error));
     }
 }
 
@@ -159,9 +163,10 @@ static void on_text(struct agent_parser *p, json_t *part, int thinking)
 {
     const char *text = agent__str(part, "text");
     text = text ? text : "";
-    agent__emit(p, "message", json_pack("{s:s, s:s?, s:[{s:s, s:s}]}", "role", "assistant", "id",
-                                        agent__str(part, "messageID"), "content", "type",
-                                        thinking ? "thinking" : "text", "text", text));
+    agent__emit(p, "message",
+                json_pack("{s:s, s:s?, s:[{s:s, s:s}]}", "role", "assistant", "id",
+                          agent__str(part, "messageID"), "content", "type", thinking ? "thinking" : "text",
+                          "text", text));
     if (thinking)
         return;
     const char *so_far = agent__str(agent__state(p), "step_text");
@@ -193,7 +198,11 @@ static void opencode_line(struct agent_parser *p, json_t *line)
         json_t *data = json_object_get(err, "data");
         const char *m = agent__str(data, "message");
         const char *name = agent__str(err, "name");
-        agent__error(p, "agent_error", m ? m : name ? name : "error", json_is_true(json_object_get(data, "isRetryable")));
+        agent__error(p, "agent_error",
+                     m      ? m
+                     : name ? name
+                            : "error",
+                     json_is_true(json_object_get(data, "isRetryable")));
     }
 }
 

@@ -54,8 +54,7 @@ const char *cli_args_parse(const struct cli_opt *table, int argc, char **argv, s
         }
         if (table[index].metavar == NULL) {
             if (eq != NULL) {
-                snprintf(out->error, sizeof(out->error), "option --%s takes no value",
-                         table[index].name);
+                snprintf(out->error, sizeof(out->error), "option --%s takes no value", table[index].name);
                 return out->error;
             }
             out->values[index] = "";
@@ -64,8 +63,8 @@ const char *cli_args_parse(const struct cli_opt *table, int argc, char **argv, s
         } else if (i + 1 < argc) {
             out->values[index] = argv[++i];
         } else {
-            snprintf(out->error, sizeof(out->error), "option --%s needs a value (%s)",
-                     table[index].name, table[index].metavar);
+            snprintf(out->error, sizeof(out->error), "option --%s needs a value (%s)", table[index].name,
+                     table[index].metavar);
             return out->error;
         }
     }
@@ -111,10 +110,7 @@ const char *cli_args_token(const struct cli_args *args)
 
 /* ---- JSON arrays -------------------------------------------------------------------------- */
 
-static int cli__is_json_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
+static int cli__is_json_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 int cli_json_array_each(const char *text, size_t len, cli_json_element_cb cb, void *arg)
 {

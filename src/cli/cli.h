@@ -45,13 +45,15 @@ struct cli_opt {
 };
 
 /* Options every command accepts; append to a command's table with CLI_COMMON_OPTS. */
-#define CLI_COMMON_OPTS                                                                              \
-    {"server", "URL", "server base URL (default $AGENTD_URL, else " CLI_DEFAULT_SERVER ")"},         \
-        {"token", "TOKEN", "bearer token (default $AGENTD_TOKEN)"},                                  \
-        {"json", NULL, "machine-readable output: one JSON object per line"},                         \
-        {"help", NULL, "show this help"}
+#define CLI_COMMON_OPTS                                                                      \
+    {"server", "URL", "server base URL (default $AGENTD_URL, else " CLI_DEFAULT_SERVER ")"}, \
+        {"token", "TOKEN", "bearer token (default $AGENTD_TOKEN)"},                          \
+        {"json", NULL, "machine-readable output: one JSON object per line"},                 \
+    {                                                                                        \
+        "help", NULL, "show this help"                                                       \
+    }
 
-#define CLI_ARGS_MAX_OPTS 32
+#define CLI_ARGS_MAX_OPTS       32
 #define CLI_ARGS_MAX_POSITIONAL 8
 
 /* The result of parsing argv against a table. Values point into argv (borrowed for argv's life). */
@@ -128,8 +130,8 @@ int cli_noun_main(const struct cli_noun *noun, int argc, char **argv);
 /* Calls cb(arg, value) for each occurrence of --name VALUE (or --name=VALUE) in argv, in order,
  * reading argv as cli_args_parse would with table; returns 0 or cb's first nonzero value. */
 typedef int (*cli_value_cb)(void *arg, const char *value);
-int cli_args_each(const struct cli_opt *table, int argc, char **argv, const char *name,
-                  cli_value_cb cb, void *arg);
+int cli_args_each(const struct cli_opt *table, int argc, char **argv, const char *name, cli_value_cb cb,
+                  void *arg);
 /* Prints a JSON object readably: "key: value" lines, nested objects indented, arrays of scalars
  * on one line, {"type","repr"} pairs as "type  repr". Returns 0, or -EINVAL (printing nothing)
  * when text is not a JSON object. */

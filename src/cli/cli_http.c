@@ -73,15 +73,9 @@ void cli_http_free(struct cli_http *http)
     free(http);
 }
 
-const char *cli_http_error(const struct cli_http *http)
-{
-    return http->error;
-}
+const char *cli_http_error(const struct cli_http *http) { return http->error; }
 
-const char *cli_http_server(const struct cli_http *http)
-{
-    return http->server;
-}
+const char *cli_http_server(const struct cli_http *http) { return http->server; }
 
 /* ---- Responses ---------------------------------------------------------------------------- */
 
@@ -104,10 +98,7 @@ const char *cli_http_header(const struct cli_http_response *resp, const char *na
     return NULL;
 }
 
-static int cli_http__is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
+static int cli_http__is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 /* libcurl hands over one header line at a time, status lines included (also those of 1xx interim
  * responses and redirects, which start a fresh header set). */
@@ -162,27 +153,19 @@ static size_t cli_http__on_body(char *p, size_t size, size_t count, void *arg)
 static int cli_http__errno(CURLcode code, int cancelled)
 {
     switch (code) {
-    case CURLE_OK:
-        return 0;
-    case CURLE_WRITE_ERROR:
-        return cancelled ? -ECANCELED : -EIO;
-    case CURLE_COULDNT_CONNECT:
-        return -ECONNREFUSED;
+    case CURLE_OK: return 0;
+    case CURLE_WRITE_ERROR: return cancelled ? -ECANCELED : -EIO;
+    case CURLE_COULDNT_CONNECT: return -ECONNREFUSED;
     case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        return -EHOSTUNREACH;
-    case CURLE_OPERATION_TIMEDOUT:
-        return -ETIMEDOUT;
+    case CURLE_COULDNT_RESOLVE_PROXY: return -EHOSTUNREACH;
+    case CURLE_OPERATION_TIMEDOUT: return -ETIMEDOUT;
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
     case CURLE_PARTIAL_FILE:
-    case CURLE_GOT_NOTHING:
-        return -ECONNRESET;
+    case CURLE_GOT_NOTHING: return -ECONNRESET;
     case CURLE_URL_MALFORMAT:
-    case CURLE_UNSUPPORTED_PROTOCOL:
-        return -EINVAL;
-    default:
-        return -EIO;
+    case CURLE_UNSUPPORTED_PROTOCOL: return -EINVAL;
+    default: return -EIO;
     }
 }
 
@@ -201,8 +184,7 @@ int cli_http_request(struct cli_http *http, const struct cli_http_request *req,
     CURL *curl = http->curl;
     struct curl_slist *headers = NULL;
     struct cli_http__transfer transfer = {.req = req, .resp = resp};
-    int has_body = req->body != NULL || strcmp(req->method, "PUT") == 0 ||
-                   strcmp(req->method, "POST") == 0;
+    int has_body = req->body != NULL || strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0;
 
     cli_http_response_reset(resp);
     http->curl_error[0] = '\0';
@@ -263,8 +245,8 @@ void cli_http_path_escape(struct buf *out, const char *s)
     static const char hex[] = "0123456789ABCDEF";
     for (; *s != '\0'; s++) {
         unsigned char c = (unsigned char)*s;
-        int keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                   c == '-' || c == '.' || c == '_' || c == '~' || c == '/';
+        int keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                   c == '.' || c == '_' || c == '~' || c == '/';
         if (keep) {
             buf_append(out, s, 1);
         } else {
@@ -342,9 +324,9 @@ int cli_http_report(const struct cli_http *http, const char *what, int rc,
     }
     if (message.len == 0) /* HEAD answers, and servers that send no body */
         buf_puts(&message, status == CLI_EXIT_NOT_FOUND ? "not found"
-                           : resp->status == 409  ? "conflict"
-                           : resp->status == 410  ? "gone"
-                                                  : "request failed");
+                           : resp->status == 409        ? "conflict"
+                           : resp->status == 410        ? "gone"
+                                                        : "request failed");
     fprintf(stderr, "agentd: %s: HTTP %ld: %s\n", what, resp->status, message.p);
     buf_free(&message);
     return status;

@@ -24,8 +24,7 @@ struct cli_http_response;
 /* Streaming body callback: called with each piece of a 2xx response body as it arrives. resp carries
  * the status and headers already. Return 0 to continue; a nonzero value aborts the transfer and
  * cli_http_request returns -ECANCELED. */
-typedef int (*cli_http_body_cb)(void *arg, const struct cli_http_response *resp, const char *p,
-                                size_t n);
+typedef int (*cli_http_body_cb)(void *arg, const struct cli_http_response *resp, const char *p, size_t n);
 
 struct cli_http_request {
     const char *method; /* "GET", "HEAD", "PUT", "POST", "DELETE", ... */
@@ -36,8 +35,8 @@ struct cli_http_request {
     size_t body_len;
     cli_http_body_cb on_body; /* NULL: buffer the body in the response */
     void *arg;
-    long timeout_ms;         /* whole-request limit; 0 for none (live reads) */
-    long idle_timeout_s;     /* abort when nothing arrives for this long; 0 for none */
+    long timeout_ms;     /* whole-request limit; 0 for none (live reads) */
+    long idle_timeout_s; /* abort when nothing arrives for this long; 0 for none */
 };
 
 #define CLI_HTTP_MAX_HEADERS 64

@@ -23,10 +23,10 @@
 #include "cli/cli_http.h"
 #include "core/core.h"
 
-#define CLI_RT_TIMEOUT_MS 60000L       /* state, reset, interrupt, history */
-#define CLI_RT_EXEC_MARGIN_MS 30000L   /* added to an exec's own --timeout */
+#define CLI_RT_TIMEOUT_MS     60000L /* state, reset, interrupt, history */
+#define CLI_RT_EXEC_MARGIN_MS 30000L /* added to an exec's own --timeout */
 #define CLI_RT_EXIT_TIMED_OUT 124
-#define CLI_RT_CODE_COLUMN 60          /* history: characters of code shown */
+#define CLI_RT_CODE_COLUMN    60 /* history: characters of code shown */
 
 /* ---- Reading the exec answer ------------------------------------------------------------- */
 
@@ -78,8 +78,7 @@ static const char *cli_rt__skip_value(const char *p, const char *end)
 }
 
 /* The raw text of member key of the top-level object in text[0..len), or -ENOENT / -EINVAL. */
-static int cli_rt__field(const char *text, size_t len, const char *key, const char **value,
-                         size_t *value_len)
+static int cli_rt__field(const char *text, size_t len, const char *key, const char **value, size_t *value_len)
 {
     const char *p = text, *end = text + len;
     size_t key_len = strlen(key);
@@ -230,8 +229,7 @@ static int cli_rt__result_parse(const char *text, size_t len, struct cli_rt__res
     r->status = strtol(v, &stop, 10);
     if (stop != v + n)
         return -EINVAL;
-    r->timed_out = cli_rt__field(text, len, "timed_out", &v, &n) == 0 && n == 4 &&
-                   memcmp(v, "true", 4) == 0;
+    r->timed_out = cli_rt__field(text, len, "timed_out", &v, &n) == 0 && n == 4 && memcmp(v, "true", 4) == 0;
     snprintf(r->outcome, sizeof(r->outcome), "ok");
     if (cli_rt__field(text, len, "outcome", &v, &n) == 0 && n >= 2 && n < sizeof(r->outcome))
         snprintf(r->outcome, sizeof(r->outcome), "%.*s", (int)(n - 2), v + 1);
@@ -276,8 +274,9 @@ static int cli_rt__url(const struct cli_args *args, const char *action, struct b
     if (session == NULL || session[0] == '\0')
         session = getenv("AGENTD_SESSION");
     if (session == NULL || session[0] == '\0') {
-        fprintf(stderr, "agentd rt %s: no session: pass --session ID or set AGENTD_SESSION "
-                        "(create one with `agentd session new --agent none`)\n",
+        fprintf(stderr,
+                "agentd rt %s: no session: pass --session ID or set AGENTD_SESSION "
+                "(create one with `agentd session new --agent none`)\n",
                 action);
         return CLI_EXIT_USAGE;
     }
@@ -434,15 +433,14 @@ static int cli_rt__state(struct cli_client *client, const struct cli_args *args)
 {
     struct cli_http_response resp = {0};
     int status = cli_rt__call(client, args, "POST", "state", NULL, CLI_RT_TIMEOUT_MS, &resp);
-    if (status == CLI_EXIT_OK &&
-        (client->json || cli_json_print(stdout, resp.body.p, resp.body.len) != 0))
+    if (status == CLI_EXIT_OK && (client->json || cli_json_print(stdout, resp.body.p, resp.body.len) != 0))
         cli_rt__print_body(&resp);
     cli_http_response_reset(&resp);
     return status;
 }
 
-static int cli_rt__control(struct cli_client *client, const struct cli_args *args,
-                           const char *action, const char *done)
+static int cli_rt__control(struct cli_client *client, const struct cli_args *args, const char *action,
+                           const char *done)
 {
     struct cli_http_response resp = {0};
     int status = cli_rt__call(client, args, "POST", action, NULL, CLI_RT_TIMEOUT_MS, &resp);
@@ -504,11 +502,11 @@ static int cli_rt__history(struct cli_client *client, const struct cli_args *arg
         cli_rt__print_body(&resp);
         goto fail;
     }
-    printf("%5s  %-11s %6s %10s %9s %9s  %s\n", "SEQ", "OUTCOME", "STATUS", "MS", "STDOUT",
-           "STDERR", "CODE");
+    printf("%5s  %-11s %6s %10s %9s %9s  %s\n", "SEQ", "OUTCOME", "STATUS", "MS", "STDOUT", "STDERR", "CODE");
     size_t i;
     json_t *call;
-    json_array_foreach(calls, i, call) cli_rt__print_call(call);
+    json_array_foreach (calls, i, call)
+        cli_rt__print_call(call);
 fail:
     json_decref(root);
     cli_http_response_reset(&resp);
@@ -524,8 +522,7 @@ static const struct cli_command cli_rt__commands[] = {
      "show the runtime's cwd, variables, functions, modules"},
     {"reset", "", 0, 0, cli_rt__plain_opts, cli_rt__reset,
      "stop the runtime; the next call starts a fresh one"},
-    {"interrupt", "", 0, 0, cli_rt__plain_opts, cli_rt__interrupt,
-     "interrupt the running call (state kept)"},
+    {"interrupt", "", 0, 0, cli_rt__plain_opts, cli_rt__interrupt, "interrupt the running call (state kept)"},
     {"history", "", 0, 0, cli_rt__history_opts, cli_rt__history,
      "list the last calls: outcome, status, duration, output sizes, code"},
 };
@@ -535,15 +532,12 @@ static const struct cli_noun cli_rt__noun = {
     .commands = cli_rt__commands,
     .ncommands = CORE_ARRAY_LEN(cli_rt__commands),
     .intro = "Commands (a session's persistent runtimes: state survives between calls):",
-    .footer = "\nSession: --session, else $AGENTD_SESSION. Server: --server, else $AGENTD_URL, else "
-              CLI_DEFAULT_SERVER ". Token: --token, else $AGENTD_TOKEN.\n"
+    .footer = "\nSession: --session, else $AGENTD_SESSION. Server: --server, else $AGENTD_URL, "
+              "else " CLI_DEFAULT_SERVER ". Token: --token, else $AGENTD_TOKEN.\n"
               "\nexec writes the code's stdout and stderr as they are and exits with the code's\n"
               "status (124 when it timed out); with --json it prints the server's answer instead.\n"
               "\nExit status otherwise: 0 ok, 1 usage, 2 unreachable, 3 not found (session), 4 "
               "conflict,\n5 other HTTP error (unknown language, for one).\n",
 };
 
-int cli_rt_main(int argc, char **argv)
-{
-    return cli_noun_main(&cli_rt__noun, argc, argv);
-}
+int cli_rt_main(int argc, char **argv) { return cli_noun_main(&cli_rt__noun, argc, argv); }

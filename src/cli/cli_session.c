@@ -34,7 +34,7 @@
 #include "core/core.h"
 
 #define CLI_SESSION_TIMEOUT_MS 60000L
-#define CLI_SESSION_PREFIX "/v1/sessions"
+#define CLI_SESSION_PREFIX     "/v1/sessions"
 
 /* ---- Shared by the nouns: dispatch ------------------------------------------------------- */
 
@@ -47,8 +47,8 @@ static int cli__opt_takes_value(const struct cli_opt *table, const char *word)
     return 0;
 }
 
-int cli_args_each(const struct cli_opt *table, int argc, char **argv, const char *name,
-                  cli_value_cb cb, void *arg)
+int cli_args_each(const struct cli_opt *table, int argc, char **argv, const char *name, cli_value_cb cb,
+                  void *arg)
 {
     size_t name_len = strlen(name);
     for (int i = 0; i < argc; i++) {
@@ -75,15 +75,14 @@ int cli_args_each(const struct cli_opt *table, int argc, char **argv, const char
 
 static void cli__noun_usage(const struct cli_noun *noun, FILE *out)
 {
-    fprintf(out, "Usage: agentd %s COMMAND ARGS [--server URL] [--token TOKEN] [--json]\n\n%s\n",
-            noun->name, noun->intro);
+    fprintf(out, "Usage: agentd %s COMMAND ARGS [--server URL] [--token TOKEN] [--json]\n\n%s\n", noun->name,
+            noun->intro);
     for (size_t i = 0; i < noun->ncommands; i++) {
         char left[48];
         snprintf(left, sizeof(left), "%s %s", noun->commands[i].name, noun->commands[i].synopsis);
         fprintf(out, "  %-24s %s\n", left, noun->commands[i].summary);
     }
-    fprintf(out, "\nRun `agentd %s COMMAND --help` for a command's options.\n%s", noun->name,
-            noun->footer);
+    fprintf(out, "\nRun `agentd %s COMMAND --help` for a command's options.\n%s", noun->name, noun->footer);
 }
 
 /* Does word name an option that takes a value in any of the noun's commands? Used to find the
@@ -104,8 +103,7 @@ int cli_noun_main(const struct cli_noun *noun, int argc, char **argv)
         cli__noun_usage(noun, stderr);
         return CLI_EXIT_USAGE;
     }
-    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
-        strcmp(argv[1], "-h") == 0) {
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         cli__noun_usage(noun, stdout);
         return CLI_EXIT_OK;
     }
@@ -121,8 +119,8 @@ int cli_noun_main(const struct cli_noun *noun, int argc, char **argv)
             command = &noun->commands[i];
     if (command == NULL) {
         if (at < argc)
-            fprintf(stderr, "agentd %s: unknown command '%s' (see agentd %s --help)\n", noun->name,
-                    argv[at], noun->name);
+            fprintf(stderr, "agentd %s: unknown command '%s' (see agentd %s --help)\n", noun->name, argv[at],
+                    noun->name);
         else
             cli__noun_usage(noun, stderr);
         return CLI_EXIT_USAGE;
@@ -141,8 +139,8 @@ int cli_noun_main(const struct cli_noun *noun, int argc, char **argv)
         goto fail;
     }
     if (cli_args_get(&args, "help") != NULL) {
-        fprintf(stdout, "Usage: agentd %s %s %s [OPTIONS]\n%s\n\nOptions:\n", noun->name,
-                command->name, command->synopsis, command->summary);
+        fprintf(stdout, "Usage: agentd %s %s %s [OPTIONS]\n%s\n\nOptions:\n", noun->name, command->name,
+                command->synopsis, command->summary);
         cli_args_usage(command->opts, stdout);
         status = CLI_EXIT_OK;
         goto fail;
@@ -167,10 +165,7 @@ fail:
 
 /* ---- Shared by the nouns: readable JSON -------------------------------------------------- */
 
-static int cli__json_is_scalar(const json_t *v)
-{
-    return !json_is_object(v) && !json_is_array(v);
-}
+static int cli__json_is_scalar(const json_t *v) { return !json_is_object(v) && !json_is_array(v); }
 
 /* A scalar as text: strings bare, everything else as JSON. */
 static void cli__json_scalar(FILE *out, const json_t *v)
@@ -197,7 +192,7 @@ static void cli__json_print_object(FILE *out, const json_t *object, int indent)
 {
     const char *key;
     json_t *v;
-    json_object_foreach((json_t *)object, key, v) {
+    json_object_foreach ((json_t *)object, key, v) {
         fprintf(out, "%*s%s:", indent, "", key);
         cli__json_print_value(out, v, indent);
     }
@@ -219,14 +214,15 @@ static void cli__json_print_value(FILE *out, const json_t *v, int indent)
         size_t i;
         json_t *item;
         int all_scalars = 1;
-        json_array_foreach(v, i, item) all_scalars = all_scalars && cli__json_is_scalar(item);
+        json_array_foreach (v, i, item)
+            all_scalars = all_scalars && cli__json_is_scalar(item);
         if (!all_scalars) {
             char *text = json_dumps(v, JSON_COMPACT);
             fprintf(out, " %s\n", text != NULL ? text : "?");
             free(text);
             return;
         }
-        json_array_foreach(v, i, item) {
+        json_array_foreach (v, i, item) {
             fputs(i == 0 ? " " : ", ", out);
             cli__json_scalar(out, item);
         }
@@ -254,7 +250,7 @@ int cli_json_print(FILE *out, const char *text, size_t len)
 
 /* ---- Shared by the nouns: following a stream live ---------------------------------------- */
 
-#define CLI_FOLLOW_IDLE_S 120L          /* silence after which a live read reconnects */
+#define CLI_FOLLOW_IDLE_S         120L  /* silence after which a live read reconnects */
 #define CLI_FOLLOW_BACKOFF_MAX_MS 5000L /* longest pause between reconnects */
 
 /* One cli_follow, across reconnects. */
@@ -296,8 +292,8 @@ static int cli__follow_data(struct cli__follow *follow, const struct cli_sse_eve
     /* Base64 may be split over several data: lines, which the parser joined with '\n'. */
     size_t decoded_len = 0;
     buf_reserve(data, event->data_len);
-    if (sodium_base642bin((unsigned char *)data->p, event->data_len, event->data, event->data_len,
-                          "\r\n", &decoded_len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0) {
+    if (sodium_base642bin((unsigned char *)data->p, event->data_len, event->data, event->data_len, "\r\n",
+                          &decoded_len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0) {
         follow->failure = "a data event is not valid base64";
         return 1;
     }
@@ -420,8 +416,8 @@ int cli_follow(struct cli_http *http, const char *what, const char *url_path, ch
         }
         connected = connected || follow.checked;
         if (rc < 0 && !reported_outage) {
-            fprintf(stderr, "agentd: %s: %s; reconnecting from offset %s\n", what,
-                    cli_http_error(http), *offset);
+            fprintf(stderr, "agentd: %s: %s; reconnecting from offset %s\n", what, cli_http_error(http),
+                    *offset);
             reported_outage = 1;
         } else if (rc == 0) {
             reported_outage = 0;
@@ -458,15 +454,14 @@ static void cli_session__url(struct buf *url, const char *id, const char *rest)
 
 /* method on path, with body (a JSON value sent compact, or NULL for none), into resp. Reports a
  * failure on stderr as "agentd: <what>: ..." and returns the exit status. */
-static int cli_session__call(struct cli_http *http, const char *method, const char *path,
-                             const json_t *body, const char *what, struct cli_http_response *resp)
+static int cli_session__call(struct cli_http *http, const char *method, const char *path, const json_t *body,
+                             const char *what, struct cli_http_response *resp)
 {
     char *text = body != NULL ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     struct cli_http_request req = {
         .method = method,
         .path = path,
-        .headers = text != NULL ? (const char *const[]){"Content-Type: application/json", NULL}
-                                : NULL,
+        .headers = text != NULL ? (const char *const[]){"Content-Type: application/json", NULL} : NULL,
         .body = text,
         .body_len = text != NULL ? strlen(text) : 0,
         .timeout_ms = CLI_SESSION_TIMEOUT_MS,
@@ -488,8 +483,9 @@ static void cli_session__put_answer(const struct cli_http_response *resp)
 static const struct cli_opt cli_session__new_opts[] = {
     {"agent", "NAME", "the agent to run (none: a runtime-only session)"},
     {"workspace", "DIR", "an existing directory to work in (default: a new one on the server)"},
-    {"env", "K=V", "environment variable for the session's processes (repeatable; K alone: "
-                   "this shell's value)"},
+    {"env", "K=V",
+     "environment variable for the session's processes (repeatable; K alone: "
+     "this shell's value)"},
     {"tag", "TAG", "label the session (repeatable)"},
     {"program", "PATH", "the agent's binary (claude-code, codex, opencode; default: found on PATH)"},
     {"command", "ARG", "jsonl agents: the program, then each argument (repeatable, in order)"},
@@ -569,11 +565,10 @@ static int cli_session__new(struct cli_client *client, const struct cli_args *ar
         fprintf(stderr, "agentd session new: --agent is required (none: a runtime-only session)\n");
         goto fail;
     }
-    if (cli_args_each(cli_session__new_opts, client->nwords, client->words, "env",
-                      cli_session__add_env, env) != 0)
+    if (cli_args_each(cli_session__new_opts, client->nwords, client->words, "env", cli_session__add_env,
+                      env) != 0)
         goto fail;
-    cli_args_each(cli_session__new_opts, client->nwords, client->words, "tag", cli_session__add_tag,
-                  tags);
+    cli_args_each(cli_session__new_opts, client->nwords, client->words, "tag", cli_session__add_tag, tags);
     json_object_set_new(body, "agent", json_string(agent));
     if (workspace != NULL) {
         /* The server resolves the path, so a relative one would mean its cwd, not ours. */
@@ -588,8 +583,11 @@ static int cli_session__new(struct cli_client *client, const struct cli_args *ar
     /* Agent settings, passed through as the server names them. */
     static const struct {
         const char *opt, *field;
-    } settings[] = {{"program", "program"}, {"base-url", "base_url"}, {"api-key", "api_key"},
-                    {"model", "model"}, {"sandbox", "sandbox"}};
+    } settings[] = {{"program", "program"},
+                    {"base-url", "base_url"},
+                    {"api-key", "api_key"},
+                    {"model", "model"},
+                    {"sandbox", "sandbox"}};
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
         const char *v = cli_args_get(args, settings[i].opt);
         if (v == NULL && !strcmp(settings[i].opt, "api-key"))
@@ -600,7 +598,8 @@ static int cli_session__new(struct cli_client *client, const struct cli_args *ar
     if (cli_args_get(args, "no-mcp") != NULL)
         json_object_set_new(body, "mcp", json_false());
     json_t *command = json_array();
-    cli_args_each(cli_session__new_opts, client->nwords, client->words, "command", cli_session__add_arg, command);
+    cli_args_each(cli_session__new_opts, client->nwords, client->words, "command", cli_session__add_arg,
+                  command);
     if (json_array_size(command) > 0)
         json_object_set(body, "command", command);
     json_decref(command);
@@ -654,7 +653,8 @@ static void cli_session__print_row(const json_t *session)
            state != NULL ? state : "-", created);
     size_t i;
     json_t *tag;
-    json_array_foreach(tags, i, tag) printf("%s%s", i > 0 ? "," : "", json_string_value(tag));
+    json_array_foreach (tags, i, tag)
+        printf("%s%s", i > 0 ? "," : "", json_string_value(tag));
     if (json_array_size(tags) == 0)
         fputs("-", stdout);
     putchar('\n');
@@ -691,7 +691,7 @@ static int cli_session__ls(struct cli_client *client, const struct cli_args *arg
     json_t *session;
     if (!client->json)
         printf("%-24s %-8s %-10s %-19s %s\n", "ID", "AGENT", "STATUS", "CREATED", "TAGS");
-    json_array_foreach(sessions, i, session) {
+    json_array_foreach (sessions, i, session) {
         if (client->json) {
             char *line = json_dumps(session, JSON_COMPACT);
             printf("%s\n", line);
@@ -761,8 +761,7 @@ static int cli_session__rm(struct cli_client *client, const struct cli_args *arg
 
 /* GET /v1/sessions/<id>/runs on http: *runs becomes the "runs" array (free with json_decref).
  * Returns the exit status, the failure reported as "agentd: <what>: ...". */
-static int cli_session__get_runs(struct cli_http *http, const char *id, const char *what,
-                                 json_t **runs)
+static int cli_session__get_runs(struct cli_http *http, const char *id, const char *what, json_t **runs)
 {
     struct cli_http_response resp = {0};
     struct buf url = {0};
@@ -796,8 +795,8 @@ static int cli_session__run_is_open(const json_t *run)
 /* ---- Rendering transcript events ---------------------------------------------------------- */
 
 #define CLI_SESSION_TOOL_LINES 8   /* lines of a tool's output shown */
-#define CLI_SESSION_LINE_MAX 200   /* bytes shown of one line of tool input or output */
-#define CLI_SESSION_INPUT_MAX 60   /* bytes shown of a run's input in `runs` */
+#define CLI_SESSION_LINE_MAX   200 /* bytes shown of one line of tool input or output */
+#define CLI_SESSION_INPUT_MAX  60  /* bytes shown of a run's input in `runs` */
 
 /* What rendering remembers from one event to the next. */
 struct cli_session__render {
@@ -830,8 +829,8 @@ static void cli_session__put_first_line(FILE *out, const char *p, size_t n, size
 
 /* Writes p[0..n) line by line, each after prefix and cut to line_max bytes (0: whole); at most
  * max_lines lines (0: all), then how many were left out. Trailing line ends are dropped. */
-static void cli_session__put_lines(FILE *out, const char *prefix, const char *p, size_t n,
-                                   size_t max_lines, size_t line_max)
+static void cli_session__put_lines(FILE *out, const char *prefix, const char *p, size_t n, size_t max_lines,
+                                   size_t line_max)
 {
     while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'))
         n--;
@@ -873,13 +872,12 @@ static void cli_session__message_text(const json_t *ev, struct buf *out)
 {
     const json_t *content = json_object_get(ev, "content");
     if (!json_is_array(content)) {
-        cli_session__value_text(json_is_string(content) ? content : json_object_get(ev, "text"),
-                                out);
+        cli_session__value_text(json_is_string(content) ? content : json_object_get(ev, "text"), out);
         return;
     }
     size_t i;
     const json_t *block;
-    json_array_foreach(content, i, block) {
+    json_array_foreach (content, i, block) {
         const char *type = json_string_value(json_object_get(block, "type"));
         const json_t *text = json_object_get(block, "text");
         if (!json_is_string(text) || (type != NULL && strcmp(type, "text") != 0))
@@ -898,7 +896,7 @@ static void cli_session__put_call(FILE *out, const char *name, const json_t *inp
     if (json_is_object(input) && json_object_size(input) == 1) {
         const char *key;
         json_t *v;
-        json_object_foreach((json_t *)input, key, v) {
+        json_object_foreach ((json_t *)input, key, v) {
             if (json_is_string(v))
                 shown = v;
         }
@@ -919,8 +917,8 @@ static void cli_session__put_output(FILE *out, const json_t *output, int is_erro
     if (text.len == 0)
         fputs(is_error ? "  ! (failed, no output)\n" : "  (no output)\n", out);
     else
-        cli_session__put_lines(out, is_error ? "  ! " : "  ", text.p, text.len,
-                               CLI_SESSION_TOOL_LINES, CLI_SESSION_LINE_MAX);
+        cli_session__put_lines(out, is_error ? "  ! " : "  ", text.p, text.len, CLI_SESSION_TOOL_LINES,
+                               CLI_SESSION_LINE_MAX);
     buf_free(&text);
 }
 
@@ -995,8 +993,7 @@ static void cli_session__render_log(struct cli_session__render *r, const json_t 
 static void cli_session__render_error(struct cli_session__render *r, const json_t *ev)
 {
     (void)r;
-    printf("[error] %s (%s)\n", cli_session__str(ev, "message", "?"),
-           cli_session__str(ev, "code", "error"));
+    printf("[error] %s (%s)\n", cli_session__str(ev, "message", "?"), cli_session__str(ev, "code", "error"));
 }
 
 static void cli_session__render_status(struct cli_session__render *r, const json_t *ev)
@@ -1026,8 +1023,8 @@ static void cli_session__render_run_completed(struct cli_session__render *r, con
 {
     (void)r;
     const char *code = json_string_value(json_object_get(ev, "code"));
-    printf("-- run completed: %s%s%s%s\n", cli_session__str(ev, "status", "?"),
-           code != NULL ? " (" : "", code != NULL ? code : "", code != NULL ? ")" : "");
+    printf("-- run completed: %s%s%s%s\n", cli_session__str(ev, "status", "?"), code != NULL ? " (" : "",
+           code != NULL ? code : "", code != NULL ? ")" : "");
 }
 
 static void cli_session__render_session(struct cli_session__render *r, const json_t *ev)
@@ -1042,16 +1039,11 @@ static const struct {
     const char *type;
     void (*render)(struct cli_session__render *r, const json_t *ev);
 } cli_session__renderers[] = {
-    {"run_start", cli_session__render_run_start},
-    {"message", cli_session__render_message},
-    {"delta", cli_session__render_delta},
-    {"pre_tool", cli_session__render_pre_tool},
-    {"post_tool", cli_session__render_post_tool},
-    {"log", cli_session__render_log},
-    {"error", cli_session__render_error},
-    {"status", cli_session__render_status},
-    {"runtime", cli_session__render_runtime},
-    {"run_completed", cli_session__render_run_completed},
+    {"run_start", cli_session__render_run_start}, {"message", cli_session__render_message},
+    {"delta", cli_session__render_delta},         {"pre_tool", cli_session__render_pre_tool},
+    {"post_tool", cli_session__render_post_tool}, {"log", cli_session__render_log},
+    {"error", cli_session__render_error},         {"status", cli_session__render_status},
+    {"runtime", cli_session__render_runtime},     {"run_completed", cli_session__render_run_completed},
     {"session", cli_session__render_session},
 };
 
@@ -1084,17 +1076,17 @@ static void cli_session__render_end(struct cli_session__render *r)
 struct cli_session__tail {
     struct cli_client *client;
     const char *what;
-    const char *id;  /* the session */
-    const char *run; /* send --wait: only this run's events are printed; its end stops the read */
+    const char *id;      /* the session */
+    const char *run;     /* send --wait: only this run's events are printed; its end stops the read */
     char run_status[16]; /* the status in run's run_completed, once seen */
     struct cli_session__render render;
-    json_t *done;    /* run ids known to be over: their run_completed was read, or they were over
+    json_t *done; /* run ids known to be over: their run_completed was read, or they were over
                       * when the tail began (object of run id -> true) */
     /* --until-idle: */
     int until_idle;
-    int check;              /* look at the run records at the next up-to-date control event */
-    struct cli_http *side;  /* for GET .../runs while the live read is in progress */
-    int status;             /* the exit status when a callback stopped the read on a failure */
+    int check;             /* look at the run records at the next up-to-date control event */
+    struct cli_http *side; /* for GET .../runs while the live read is in progress */
+    int status;            /* the exit status when a callback stopped the read on a failure */
 };
 
 static int cli_session__tail_event(void *arg, const char *p, size_t n)
@@ -1116,8 +1108,7 @@ static int cli_session__tail_event(void *arg, const char *p, size_t n)
         json_object_set_new(tail->done, run, json_true());
         tail->check = 1;
         if (tail->run != NULL) {
-            snprintf(tail->run_status, sizeof(tail->run_status), "%s",
-                     cli_session__str(ev, "status", "?"));
+            snprintf(tail->run_status, sizeof(tail->run_status), "%s", cli_session__str(ev, "status", "?"));
             stop = 1;
         }
     }
@@ -1159,7 +1150,7 @@ static int cli_session__tail_control(void *arg, const char *offset, int up_to_da
     int open = 0, unseen = 0;
     size_t i;
     json_t *run;
-    json_array_foreach(runs, i, run) {
+    json_array_foreach (runs, i, run) {
         const char *id = json_string_value(json_object_get(run, "id"));
         if (cli_session__run_is_open(run))
             open = 1;
@@ -1291,8 +1282,9 @@ fail:
 /* ---- tail --------------------------------------------------------------------------------- */
 
 static const struct cli_opt cli_session__tail_opts[] = {
-    {"from", "OFFSET", "start at this transcript offset (default -1, the beginning; now: only "
-                       "new events)"},
+    {"from", "OFFSET",
+     "start at this transcript offset (default -1, the beginning; now: only "
+     "new events)"},
     {"until-idle", NULL, "exit once no run is queued or running and all of it was printed"},
     CLI_COMMON_OPTS,
     {NULL, NULL, NULL},
@@ -1321,7 +1313,7 @@ static int cli_session__tail(struct cli_client *client, const struct cli_args *a
             goto fail;
         size_t i;
         json_t *run;
-        json_array_foreach(runs, i, run) {
+        json_array_foreach (runs, i, run) {
             const char *id = json_string_value(json_object_get(run, "id"));
             if (id != NULL && !cli_session__run_is_open(run))
                 json_object_set_new(tail.done, id, json_true());
@@ -1364,11 +1356,11 @@ static int cli_session__runs(struct cli_client *client, const struct cli_args *a
     if (status != CLI_EXIT_OK)
         return status;
     if (!client->json)
-        printf("%-20s %-9s %-9s %-19s %8s %-14s %s\n", "ID", "STATUS", "MODE", "CREATED", "TOOK",
-               "CODE", "INPUT");
+        printf("%-20s %-9s %-9s %-19s %8s %-14s %s\n", "ID", "STATUS", "MODE", "CREATED", "TOOK", "CODE",
+               "INPUT");
     size_t i;
     json_t *run;
-    json_array_foreach(runs, i, run) {
+    json_array_foreach (runs, i, run) {
         if (client->json) {
             char *line = json_dumps(run, JSON_COMPACT);
             printf("%s\n", line);
@@ -1464,7 +1456,7 @@ static void cli_session__print_share(struct cli_client *client, const json_t *an
     const char *key;
     json_t *v;
     printf("%s\n", cli_session__str(answer, "token", "?"));
-    json_object_foreach(json_object_get(answer, "urls"), key, v) {
+    json_object_foreach (json_object_get(answer, "urls"), key, v) {
         const char *where = json_string_value(v);
         if (where != NULL)
             printf("%s: %s%s\n", key, where[0] == '/' ? cli_http_server(client->http) : "", where);
@@ -1531,8 +1523,7 @@ static const struct cli_command cli_session__commands[] = {
      "copy a session; prints the new id on the first line"},
     {"share", "ID", 1, 1, cli_session__share_opts, cli_session__share,
      "make a read-only share link (prints its token, then URLs)"},
-    {"rm", "ID", 1, 1, cli_session__plain_opts, cli_session__rm,
-     "delete a session (its runtimes stop)"},
+    {"rm", "ID", 1, 1, cli_session__plain_opts, cli_session__rm, "delete a session (its runtimes stop)"},
 };
 
 static const struct cli_noun cli_session__noun = {
@@ -1540,20 +1531,16 @@ static const struct cli_noun cli_session__noun = {
     .commands = cli_session__commands,
     .ncommands = CORE_ARRAY_LEN(cli_session__commands),
     .intro = "Commands (a session is a workspace, an environment, its runtimes and its streams):",
-    .footer =
-        "\nWith --json, stdout has the server's JSON: one object per line (tail: one transcript\n"
-        "event per line; send --wait: the answer, then the run's events).\n"
-        "tail renders events readably: \"> input\" for a run's start, the agent's text,\n"
-        "\"$ tool(input)\" and its output (trimmed), \"[level] text\" for logs and errors,\n"
-        "\"-- run completed: status\". When tail ends, stderr has \"next-offset: OFFSET\" for --from.\n"
-        "\nServer: --server, else $AGENTD_URL, else " CLI_DEFAULT_SERVER
-        ". Token: --token, else $AGENTD_TOKEN.\n"
-        "\nExit status: 0 ok, 1 usage, 2 unreachable, 3 not found, 4 conflict (send --mode reject\n"
-        "while a run is active; cancel without an active run), 5 other HTTP error.\n"
-        "send --wait: 0 when the run succeeded, 4 when it was cancelled, 5 when it failed.\n",
+    .footer = "\nWith --json, stdout has the server's JSON: one object per line (tail: one transcript\n"
+              "event per line; send --wait: the answer, then the run's events).\n"
+              "tail renders events readably: \"> input\" for a run's start, the agent's text,\n"
+              "\"$ tool(input)\" and its output (trimmed), \"[level] text\" for logs and errors,\n"
+              "\"-- run completed: status\". When tail ends, stderr has \"next-offset: OFFSET\" for --from.\n"
+              "\nServer: --server, else $AGENTD_URL, else " CLI_DEFAULT_SERVER
+              ". Token: --token, else $AGENTD_TOKEN.\n"
+              "\nExit status: 0 ok, 1 usage, 2 unreachable, 3 not found, 4 conflict (send --mode reject\n"
+              "while a run is active; cancel without an active run), 5 other HTTP error.\n"
+              "send --wait: 0 when the run succeeded, 4 when it was cancelled, 5 when it failed.\n",
 };
 
-int cli_session_main(int argc, char **argv)
-{
-    return cli_noun_main(&cli_session__noun, argc, argv);
-}
+int cli_session_main(int argc, char **argv) { return cli_noun_main(&cli_session__noun, argc, argv); }

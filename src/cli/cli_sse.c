@@ -56,10 +56,7 @@ void cli_sse_reset(struct cli_sse *sse)
     sse->bom_checked = 0;
 }
 
-long cli_sse_retry_ms(const struct cli_sse *sse)
-{
-    return sse->retry_ms;
-}
+long cli_sse_retry_ms(const struct cli_sse *sse) { return sse->retry_ms; }
 
 /* A blank line: hand the event over (if it had data) and start a new one. */
 static int cli_sse__dispatch(struct cli_sse *sse)

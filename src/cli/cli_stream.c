@@ -25,8 +25,8 @@
 #include "cli/cli_sse.h"
 #include "core/core.h"
 
-#define CLI_STREAM_PREFIX "/v1/stream/"
-#define CLI_STREAM_TIMEOUT_MS 60000L    /* one non-live request */
+#define CLI_STREAM_PREFIX     "/v1/stream/"
+#define CLI_STREAM_TIMEOUT_MS 60000L /* one non-live request */
 
 /* One invocation: the client and the output mode. */
 /* ---- Small helpers ------------------------------------------------------------------------ */
@@ -65,8 +65,7 @@ static void cli_stream__url(struct buf *out, const char *path)
     cli_http_path_escape(out, path);
 }
 
-static void cli_stream__url_offset(struct buf *out, const char *path, const char *offset,
-                                   const char *live)
+static void cli_stream__url_offset(struct buf *out, const char *path, const char *offset, const char *live)
 {
     cli_stream__url(out, path);
     buf_puts(out, "?offset=");
@@ -363,8 +362,7 @@ static int cli_stream__head_request(struct cli_client *cs, const char *path, con
 {
     struct buf url = {0};
     cli_stream__url(&url, path);
-    struct cli_http_request req = {
-        .method = "HEAD", .path = url.p, .timeout_ms = CLI_STREAM_TIMEOUT_MS};
+    struct cli_http_request req = {.method = "HEAD", .path = url.p, .timeout_ms = CLI_STREAM_TIMEOUT_MS};
     int rc = cli_http_request(cs->http, &req, resp);
     buf_free(&url);
     return cli_http_report(cs->http, what, rc, resp);
@@ -585,8 +583,7 @@ static int cli_stream__delete(struct cli_client *cs, const struct cli_args *args
         return CLI_EXIT_USAGE;
 
     cli_stream__url(&url, path);
-    struct cli_http_request req = {
-        .method = "DELETE", .path = url.p, .timeout_ms = CLI_STREAM_TIMEOUT_MS};
+    struct cli_http_request req = {.method = "DELETE", .path = url.p, .timeout_ms = CLI_STREAM_TIMEOUT_MS};
     int rc = cli_http_request(cs->http, &req, &resp);
     int status = cli_http_report(cs->http, "delete", rc, &resp);
     if (status == CLI_EXIT_OK && cs->json) {
@@ -626,8 +623,7 @@ static int cli_stream__read(struct cli_client *cs, const struct cli_args *args)
     for (;;) {
         buf_reset(&url);
         cli_stream__url_offset(&url, path, offset, NULL);
-        struct cli_http_request req = {
-            .method = "GET", .path = url.p, .timeout_ms = CLI_STREAM_TIMEOUT_MS};
+        struct cli_http_request req = {.method = "GET", .path = url.p, .timeout_ms = CLI_STREAM_TIMEOUT_MS};
         int rc = cli_http_request(cs->http, &req, &resp);
         status = cli_http_report(cs->http, "read", rc, &resp);
         if (status != CLI_EXIT_OK)
@@ -649,8 +645,7 @@ static int cli_stream__read(struct cli_client *cs, const struct cli_args *args)
         cli_stream__print(&printer, resp.body.p, resp.body.len);
         closed = cli_stream__header_true(&resp, "Stream-Closed");
         /* A chunk that does not move the offset would loop forever; treat it as the end. */
-        int done = cli_stream__header_true(&resp, "Stream-Up-To-Date") ||
-                   strcmp(next, offset) == 0;
+        int done = cli_stream__header_true(&resp, "Stream-Up-To-Date") || strcmp(next, offset) == 0;
         free(offset);
         offset = xstrdup(next);
         if (done)
@@ -788,24 +783,21 @@ static const struct cli_noun cli_stream__noun = {
     .commands = cli_stream__commands,
     .ncommands = CORE_ARRAY_LEN(cli_stream__commands),
     .intro = "Commands (PATH names the stream at SERVER/v1/stream/PATH):",
-    .footer =
-        "\nOutput: stream content goes to stdout as is; JSON streams print one message per line.\n"
-        "With --json, stdout has one JSON object per line: read and tail print\n"
-        "{\"offset\",\"data\"} per message or chunk (\"encoding\":\"base64\" for binary streams;\n"
-        "offset is where to resume after it), then {\"offset\",...,\"closed\"} at the end.\n"
-        "With --producer, append's --seq is Producer-Seq and --stream-seq sets Stream-Seq.\n"
-        "\nServer: --server, else $AGENTD_URL, else " CLI_DEFAULT_SERVER ". Token: --token, else $AGENTD_TOKEN.\n"
-        "\nExit status:\n"
-        "  0  success\n"
-        "  1  usage error, or a local file or stdin could not be read\n"
-        "  2  server unreachable\n"
-        "  3  not found (HTTP 404)\n"
-        "  4  conflict (HTTP 409 or 410: exists with another configuration, closed, deleted,\n"
-        "     sequence out of order)\n"
-        "  5  other HTTP error (the server's error message is printed on stderr)\n",
+    .footer = "\nOutput: stream content goes to stdout as is; JSON streams print one message per line.\n"
+              "With --json, stdout has one JSON object per line: read and tail print\n"
+              "{\"offset\",\"data\"} per message or chunk (\"encoding\":\"base64\" for binary streams;\n"
+              "offset is where to resume after it), then {\"offset\",...,\"closed\"} at the end.\n"
+              "With --producer, append's --seq is Producer-Seq and --stream-seq sets Stream-Seq.\n"
+              "\nServer: --server, else $AGENTD_URL, else " CLI_DEFAULT_SERVER
+              ". Token: --token, else $AGENTD_TOKEN.\n"
+              "\nExit status:\n"
+              "  0  success\n"
+              "  1  usage error, or a local file or stdin could not be read\n"
+              "  2  server unreachable\n"
+              "  3  not found (HTTP 404)\n"
+              "  4  conflict (HTTP 409 or 410: exists with another configuration, closed, deleted,\n"
+              "     sequence out of order)\n"
+              "  5  other HTTP error (the server's error message is printed on stderr)\n",
 };
 
-int cli_stream_main(int argc, char **argv)
-{
-    return cli_noun_main(&cli_stream__noun, argc, argv);
-}
+int cli_stream_main(int argc, char **argv) { return cli_noun_main(&cli_stream__noun, argc, argv); }

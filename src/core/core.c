@@ -38,10 +38,7 @@ void *xrealloc(void *p, size_t n)
     return q;
 }
 
-char *xstrdup(const char *s)
-{
-    return xstrndup(s, strlen(s));
-}
+char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
 
 char *xstrndup(const char *s, size_t n)
 {
@@ -83,10 +80,7 @@ void buf_append(struct buf *b, const void *data, size_t n)
     b->p[b->len] = '\0';
 }
 
-void buf_puts(struct buf *b, const char *s)
-{
-    buf_append(b, s, strlen(s));
-}
+void buf_puts(struct buf *b, const char *s) { buf_append(b, s, strlen(s)); }
 
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 {
@@ -154,7 +148,8 @@ size_t utf8_seq_len(const void *p, size_t n)
             return 0;
         cp = (cp << 6) | (s[k] & 0x3f);
     }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
         return 0;
     return len;
 }

@@ -13,8 +13,8 @@
 #include <stdint.h>
 
 #define CORE_UNUSED_RESULT __attribute__((warn_unused_result))
-#define CORE_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#define CORE_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define CORE_PRINTF(a, b)  __attribute__((format(printf, a, b)))
+#define CORE_ARRAY_LEN(a)  (sizeof(a) / sizeof((a)[0]))
 
 /* Allocators that never return NULL: failure prints and aborts. */
 void *xmalloc(size_t n);
@@ -53,17 +53,22 @@ uint64_t clock_mono_us(void);
 int64_t clock_wall_ms(void);
 
 /* Leveled logging to stderr. The macros test the level before evaluating their arguments. */
-enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+enum log_level {
+    LOG_DEBUG,
+    LOG_INFO,
+    LOG_WARN,
+    LOG_ERROR
+};
 extern enum log_level log_threshold;
 void log_write(enum log_level level, const char *fmt, ...) CORE_PRINTF(2, 3);
-#define log_at(level, ...)                                                                           \
-    do {                                                                                             \
-        if ((level) >= log_threshold)                                                                \
-            log_write((level), __VA_ARGS__);                                                         \
+#define log_at(level, ...)                   \
+    do {                                     \
+        if ((level) >= log_threshold)        \
+            log_write((level), __VA_ARGS__); \
     } while (0)
 #define log_debug(...) log_at(LOG_DEBUG, __VA_ARGS__)
-#define log_info(...) log_at(LOG_INFO, __VA_ARGS__)
-#define log_warn(...) log_at(LOG_WARN, __VA_ARGS__)
+#define log_info(...)  log_at(LOG_INFO, __VA_ARGS__)
+#define log_warn(...)  log_at(LOG_WARN, __VA_ARGS__)
 #define log_error(...) log_at(LOG_ERROR, __VA_ARGS__)
 /* Parses "debug|info|warn|error"; returns 0 or -EINVAL. */
 int log_parse_level(const char *s, enum log_level *out) CORE_UNUSED_RESULT;

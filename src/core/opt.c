@@ -7,8 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct opt_def *opt__find(const struct opt_def *defs, size_t n, const char *name,
-                                       size_t len)
+static const struct opt_def *opt__find(const struct opt_def *defs, size_t n, const char *name, size_t len)
 {
     for (size_t i = 0; i < n; i++)
         if (strlen(defs[i].name) == len && memcmp(defs[i].name, name, len) == 0)
@@ -32,8 +31,8 @@ static int opt__choice_ok(const char *choices, const char *v)
 }
 
 /* Stores one value; `origin` says where it came from, for the error message. */
-static int opt__set(const struct opt_def *d, void *target, const char *v, const char *origin,
-                    char *err, size_t errlen)
+static int opt__set(const struct opt_def *d, void *target, const char *v, const char *origin, char *err,
+                    size_t errlen)
 {
     char *field = (char *)target + d->offset;
     switch (d->type) {
@@ -51,8 +50,8 @@ static int opt__set(const struct opt_def *d, void *target, const char *v, const 
         errno = 0;
         long long x = strtoll(v, &end, 10);
         if (errno || end == v || *end || x < d->min || x > d->max) {
-            snprintf(err, errlen, "%s: --%s must be an integer in [%lld, %lld], not '%s'", origin,
-                     d->name, d->min, d->max, v);
+            snprintf(err, errlen, "%s: --%s must be an integer in [%lld, %lld], not '%s'", origin, d->name,
+                     d->min, d->max, v);
             return -EINVAL;
         }
         *(long long *)field = x;
@@ -72,8 +71,8 @@ static int opt__set(const struct opt_def *d, void *target, const char *v, const 
     return -EINVAL;
 }
 
-static int opt__config_file(const struct opt_def *defs, size_t n, void *target, const char *path,
-                            char *err, size_t errlen)
+static int opt__config_file(const struct opt_def *defs, size_t n, void *target, const char *path, char *err,
+                            size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
@@ -190,13 +189,17 @@ int opt_parse(const struct opt_def *defs, size_t n, void *target, int argc, char
 
 void opt_help(FILE *out, const char *usage, const struct opt_def *defs, size_t n)
 {
-    fprintf(out, "%s\n\nOptions (also AGENTD_<NAME> in the environment, or `name value` lines in --config FILE):\n",
-            usage);
+    fprintf(
+        out,
+        "%s\n\nOptions (also AGENTD_<NAME> in the environment, or `name value` lines in --config FILE):\n",
+        usage);
     for (size_t i = 0; i < n; i++) {
         const struct opt_def *d = &defs[i];
         char left[64];
         snprintf(left, sizeof left, "--%s%s", d->name,
-                 d->type == OPT_BOOL ? "" : d->type == OPT_INT ? " N" : " VALUE");
+                 d->type == OPT_BOOL  ? ""
+                 : d->type == OPT_INT ? " N"
+                                      : " VALUE");
         fprintf(out, "  %-26s %s", left, d->help);
         if (d->type == OPT_ENUM)
             fprintf(out, " (%s)", d->choices);

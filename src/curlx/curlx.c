@@ -16,14 +16,33 @@
 #define CURLX_SONAME "libcurl.so.4"
 
 /* Every function curlx.h declares, by its name without the curl_ prefix. */
-#define CURLX__FUNCTIONS(X)                                                                          \
-    X(global_init) X(global_cleanup) X(free)                                                         \
-    X(easy_init) X(easy_cleanup) X(easy_reset) X(easy_perform) X(easy_strerror) X(easy_setopt)       \
-    X(easy_getinfo)                                                                                  \
-    X(multi_init) X(multi_cleanup) X(multi_setopt) X(multi_add_handle) X(multi_remove_handle)        \
-    X(multi_assign) X(multi_socket_action) X(multi_info_read)                                        \
-    X(slist_append) X(slist_free_all)                                                                \
-    X(url) X(url_cleanup) X(url_get) X(url_set)
+// clang-format off: an X-macro list, one name per line
+#define CURLX__FUNCTIONS(X) \
+    X(global_init)          \
+    X(global_cleanup)       \
+    X(free)                 \
+    X(easy_init)            \
+    X(easy_cleanup)         \
+    X(easy_reset)           \
+    X(easy_perform)         \
+    X(easy_strerror)        \
+    X(easy_setopt)          \
+    X(easy_getinfo)         \
+    X(multi_init)           \
+    X(multi_cleanup)        \
+    X(multi_setopt)         \
+    X(multi_add_handle)     \
+    X(multi_remove_handle)  \
+    X(multi_assign)         \
+    X(multi_socket_action)  \
+    X(multi_info_read)      \
+    X(slist_append)         \
+    X(slist_free_all)       \
+    X(url)                  \
+    X(url_cleanup)          \
+    X(url_get)              \
+    X(url_set)
+// clang-format on
 
 #define CURLX__DEFINE(name) __typeof__(curl_##name) *curlx_##name;
 CURLX__FUNCTIONS(CURLX__DEFINE)
@@ -66,7 +85,4 @@ int curlx_load(void)
     return 0;
 }
 
-const char *curlx_load_error(void)
-{
-    return curlx__error;
-}
+const char *curlx_load_error(void) { return curlx__error; }

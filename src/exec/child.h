@@ -19,9 +19,9 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 
-#define EXEC_CHILD_MAP_MAX 8
+#define EXEC_CHILD_MAP_MAX    8
 #define EXEC_CHILD_RLIMIT_MAX 8
-#define EXEC_CHILD_JOIN_MAX 4
+#define EXEC_CHILD_JOIN_MAX   4
 
 /* One descriptor to place: our `parent` descriptor becomes `child` in the program. */
 struct exec_child_fd {
@@ -37,17 +37,17 @@ struct exec_child_rlimit {
 /* Everything the child needs, prepared by the parent before fork (the child allocates nothing).
  * Borrowed by exec_child_spawn for the duration of the call. */
 struct exec_child {
-    const char *path;         /* absolute or relative to cwd: no PATH search here */
+    const char *path; /* absolute or relative to cwd: no PATH search here */
     char *const *argv;
     char *const *envp;
-    const char *cwd;          /* NULL: stay in agentd's directory */
+    const char *cwd; /* NULL: stay in agentd's directory */
     struct exec_child_fd map[EXEC_CHILD_MAP_MAX];
     int nmap;
     int join[EXEC_CHILD_JOIN_MAX]; /* open cgroup.procs descriptors to write our pid into */
     int njoin;
     struct exec_child_rlimit rlimit[EXEC_CHILD_RLIMIT_MAX];
     int nrlimit;
-    bool pdeathsig;           /* SIGKILL when agentd's forking thread dies */
+    bool pdeathsig; /* SIGKILL when agentd's forking thread dies */
 };
 
 /* Forks and starts the program; *pid is the child (and its group and session id). Every signal

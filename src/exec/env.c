@@ -66,7 +66,9 @@ void exec__log(struct exec_env *env, const char *level, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     ev.message = msg;
-    log_at(strcmp(level, "error") == 0 ? LOG_ERROR : strcmp(level, "warn") == 0 ? LOG_WARN : LOG_INFO,
+    log_at(strcmp(level, "error") == 0  ? LOG_ERROR
+           : strcmp(level, "warn") == 0 ? LOG_WARN
+                                        : LOG_INFO,
            "exec %s: %s", env->name, msg);
     env_emit(env, &ev);
 }
@@ -202,8 +204,8 @@ static void cg_setup_one(struct exec_env *env, int c, uint64_t limit, const char
     return;
 
 fail:
-    exec__log(env, "warn", "cgroup %s not available (%s): %s skipped", cg_controller[c],
-              strerror(-rc), limit > 0 ? "limit" : "tracking");
+    exec__log(env, "warn", "cgroup %s not available (%s): %s skipped", cg_controller[c], strerror(-rc),
+              limit > 0 ? "limit" : "tracking");
 }
 
 /* Removes the environment's cgroups. Programs that joined them without being the env's procs
@@ -235,8 +237,8 @@ static char *sanitized_name(const char *name)
     char *s = xstrdup(name != NULL && name[0] != '\0' ? name : "env");
 
     for (char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_' || *p == '.'))
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+              *p == '_' || *p == '.'))
             *p = '_';
     return s;
 }
@@ -332,19 +334,15 @@ void exec__env_probe_done(struct exec_env *env, const struct exec_exit *ex, cons
         return;
     }
     snprintf(msg, sizeof msg, "sandbox does not start: %s",
-             last_err[0] ? last_err : ex->signal ? "killed by a signal" : "bwrap failed");
+             last_err[0]  ? last_err
+             : ex->signal ? "killed by a signal"
+                          : "bwrap failed");
     env_set_status(env, EXEC_STATUS_ERROR, msg);
 }
 
-enum exec_status exec_env_status(const struct exec_env *env)
-{
-    return env->status;
-}
+enum exec_status exec_env_status(const struct exec_env *env) { return env->status; }
 
-const char *exec_env_workspace(const struct exec_env *env)
-{
-    return env->workspace;
-}
+const char *exec_env_workspace(const struct exec_env *env) { return env->workspace; }
 
 size_t exec_env_cgroup_dirs(const struct exec_env *env, const char **dirs, size_t cap)
 {

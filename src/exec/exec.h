@@ -38,9 +38,9 @@
 
 #define EXEC_MUST_CHECK __attribute__((warn_unused_result))
 
-#define EXEC_DEFAULT_LINE_MAX 8192u   /* stderr lines longer than this are cut */
+#define EXEC_DEFAULT_LINE_MAX 8192u /* stderr lines longer than this are cut */
 #define EXEC_DEFAULT_GRACE_MS 1000u
-#define EXEC_BWRAP_PATH "/usr/bin/bwrap" /* the bubblewrap program unless told otherwise */
+#define EXEC_BWRAP_PATH       "/usr/bin/bwrap" /* the bubblewrap program unless told otherwise */
 
 struct uv_loop_s;
 struct exec_env;
@@ -66,11 +66,11 @@ enum exec_sandbox {
 
 /* Resource limits. 0 means unlimited (the limit is left as agentd has it). */
 struct exec_limits {
-    uint64_t as_bytes;      /* RLIMIT_AS: address space */
-    uint64_t nproc;         /* RLIMIT_NPROC (not enforced for root: use cg_pids there) */
-    uint64_t cpu_seconds;   /* RLIMIT_CPU: SIGXCPU, then SIGKILL one second later */
-    uint64_t fsize_bytes;   /* RLIMIT_FSIZE: writing past it raises SIGXFSZ */
-    uint64_t nofile;        /* RLIMIT_NOFILE */
+    uint64_t as_bytes;        /* RLIMIT_AS: address space */
+    uint64_t nproc;           /* RLIMIT_NPROC (not enforced for root: use cg_pids there) */
+    uint64_t cpu_seconds;     /* RLIMIT_CPU: SIGXCPU, then SIGKILL one second later */
+    uint64_t fsize_bytes;     /* RLIMIT_FSIZE: writing past it raises SIGXFSZ */
+    uint64_t nofile;          /* RLIMIT_NOFILE */
     uint64_t cg_memory_bytes; /* cgroup v1 memory.limit_in_bytes for the whole environment */
     uint64_t cg_pids;         /* cgroup v1 pids.max for the whole environment */
 };
@@ -83,25 +83,25 @@ enum exec_event_type {
 /* Borrowed: valid only during the callback. */
 struct exec_event {
     enum exec_event_type type;
-    enum exec_status status;  /* the current status (for LOG events too) */
-    const char *level;        /* LOG: "error", "warn", "info" or "debug" */
+    enum exec_status status; /* the current status (for LOG events too) */
+    const char *level;       /* LOG: "error", "warn", "info" or "debug" */
     const char *message;
-    uint64_t elapsed_us;      /* STATUS ready/error: time since exec_env_start */
+    uint64_t elapsed_us; /* STATUS ready/error: time since exec_env_start */
 };
 typedef void (*exec_event_cb)(void *arg, struct exec_env *env, const struct exec_event *ev);
 
 struct exec_env_opts {
-    const char *workspace;     /* an existing directory; made absolute. Copied. */
-    char *const *env;          /* NULL-terminated "K=V" list passed exactly; NULL = empty. Copied. */
+    const char *workspace; /* an existing directory; made absolute. Copied. */
+    char *const *env;      /* NULL-terminated "K=V" list passed exactly; NULL = empty. Copied. */
     struct exec_limits limits;
-    bool cgroup;               /* use a cgroup even without cg_* limits: the kill then also finds
+    bool cgroup; /* use a cgroup even without cg_* limits: the kill then also finds
                                   processes that left the group and were orphaned. Implied by a
                                   cg_* limit. Skipped (with a LOG event) when not writable. */
     enum exec_sandbox sandbox;
-    bool bwrap_share_net;      /* bwrap: keep the host network (default: unshared, loopback only) */
-    const char *bwrap_path;    /* bwrap: the program; NULL = EXEC_BWRAP_PATH. Copied. */
-    const char *name;          /* for log lines and the cgroup's name, e.g. a session id. Copied. */
-    exec_event_cb on_event;    /* may be NULL */
+    bool bwrap_share_net;   /* bwrap: keep the host network (default: unshared, loopback only) */
+    const char *bwrap_path; /* bwrap: the program; NULL = EXEC_BWRAP_PATH. Copied. */
+    const char *name;       /* for log lines and the cgroup's name, e.g. a session id. Copied. */
+    exec_event_cb on_event; /* may be NULL */
     void *arg;
 };
 
@@ -136,18 +136,18 @@ void exec_env_close(struct exec_env *env, uint64_t grace_ms, exec_close_cb cb, v
 
 /* How a process ended. Borrowed: valid only during the exit callback. */
 struct exec_exit {
-    int status;        /* exit status, or -1 when killed by a signal */
-    int signal;        /* the signal that killed it, or 0 */
+    int status; /* exit status, or -1 when killed by a signal */
+    int signal; /* the signal that killed it, or 0 */
     bool core_dumped;
     uint64_t duration_us;
 };
 
 /* What exec_proc_kill() did. Borrowed: valid only during the callback. */
 struct exec_kill_report {
-    const pid_t *pids;  /* every process found and signalled, the leader first */
+    const pid_t *pids; /* every process found and signalled, the leader first */
     size_t npids;
-    bool escalated;     /* SIGKILL was needed after the grace period */
-    size_t left;        /* processes still alive when verification gave up (should be 0) */
+    bool escalated; /* SIGKILL was needed after the grace period */
+    size_t left;    /* processes still alive when verification gave up (should be 0) */
     uint64_t elapsed_us;
 };
 
@@ -161,12 +161,12 @@ typedef void (*exec_exit_cb)(void *arg, struct exec_proc *p, const struct exec_e
 typedef void (*exec_kill_cb)(void *arg, struct exec_proc *p, const struct exec_kill_report *r);
 
 struct exec_spawn_opts {
-    exec_data_cb on_stdout;   /* may be NULL: output is drained and dropped */
-    exec_line_cb on_stderr;   /* may be NULL */
-    exec_exit_cb on_exit;     /* may be NULL */
+    exec_data_cb on_stdout; /* may be NULL: output is drained and dropped */
+    exec_line_cb on_stderr; /* may be NULL */
+    exec_exit_cb on_exit;   /* may be NULL */
     void *arg;
-    size_t line_max;          /* 0 = EXEC_DEFAULT_LINE_MAX */
-    char *const *env_extra;   /* NULL-terminated "K=V" added to (or replacing in) the environment's
+    size_t line_max;        /* 0 = EXEC_DEFAULT_LINE_MAX */
+    char *const *env_extra; /* NULL-terminated "K=V" added to (or replacing in) the environment's
                                  list for this program only (e.g. an agent's run settings) */
 };
 
@@ -175,8 +175,8 @@ struct exec_spawn_opts {
  * is a pipe written with exec_proc_write(). Returns 0 and the live proc, -EAGAIN when the
  * environment is not ready, -ENOENT / -EACCES when the program is not found or not executable,
  * or another negative errno from pipe/fork; nothing is left behind on failure. */
-EXEC_MUST_CHECK int exec_spawn(struct exec_env *env, char *const *argv,
-                               const struct exec_spawn_opts *opts, struct exec_proc **out);
+EXEC_MUST_CHECK int exec_spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts,
+                               struct exec_proc **out);
 
 pid_t exec_proc_pid(const struct exec_proc *p);
 
@@ -193,7 +193,12 @@ void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, voi
 
 /* ---- the workspace watcher ------------------------------------------------------------ */
 
-enum exec_file_kind { EXEC_FILE_CREATED, EXEC_FILE_MODIFIED, EXEC_FILE_DELETED, EXEC_FILE_OVERFLOW };
+enum exec_file_kind {
+    EXEC_FILE_CREATED,
+    EXEC_FILE_MODIFIED,
+    EXEC_FILE_DELETED,
+    EXEC_FILE_OVERFLOW
+};
 
 /* "created", "modified", "deleted", "overflow". */
 const char *exec_file_kind_name(enum exec_file_kind kind);
@@ -213,8 +218,7 @@ typedef void (*exec_watch_cb)(void *arg, struct exec_env *env, const struct exec
  * modified is created, created then deleted is nothing, deleted then created is modified), and
  * at most one batch is reported per rate_ms: a batch goes out rate_ms after the first change it
  * holds. 0, -EALREADY, or a negative errno from inotify. */
-EXEC_MUST_CHECK int exec_watch_start(struct exec_env *env, uint64_t rate_ms, exec_watch_cb cb,
-                                     void *arg);
+EXEC_MUST_CHECK int exec_watch_start(struct exec_env *env, uint64_t rate_ms, exec_watch_cb cb, void *arg);
 /* Stops watching; pending changes are dropped. Idempotent. The watcher's handles close on the
  * next loop turn; exec_watch_start returns -EALREADY until then. */
 void exec_watch_stop(struct exec_env *env);

@@ -25,35 +25,39 @@
 #include "exec/exec.h"
 
 /* The cgroup v1 controllers an environment may use, in the order of exec_env.cg_dir. */
-enum { EXEC__CG_PIDS, EXEC__CG_MEMORY, EXEC__CG_N };
+enum {
+    EXEC__CG_PIDS,
+    EXEC__CG_MEMORY,
+    EXEC__CG_N
+};
 
 struct exec__watch;
 struct exec__kill;
 
 struct exec_env {
     uv_loop_t *loop;
-    char *workspace;            /* absolute, owned */
-    char **envp;                /* owned NULL-terminated copy of opts.env */
-    const char *path_var;       /* the value of PATH in envp, or NULL (points into envp) */
+    char *workspace;      /* absolute, owned */
+    char **envp;          /* owned NULL-terminated copy of opts.env */
+    const char *path_var; /* the value of PATH in envp, or NULL (points into envp) */
     struct exec_limits limits;
     bool want_cgroup;
     enum exec_sandbox sandbox;
     bool share_net;
-    char *bwrap;                /* owned */
-    char *name;                 /* owned; never NULL */
+    char *bwrap; /* owned */
+    char *name;  /* owned; never NULL */
     exec_event_cb on_event;
     void *arg;
 
     enum exec_status status;
     uint64_t start_us;
-    const char *start_error;    /* static reason the start failed, reported from the timer */
-    char *cg_dir[EXEC__CG_N];   /* owned; NULL where the controller is unused */
-    unsigned proc_seq;          /* names the per-proc cgroups */
+    const char *start_error;  /* static reason the start failed, reported from the timer */
+    char *cg_dir[EXEC__CG_N]; /* owned; NULL where the controller is unused */
+    unsigned proc_seq;        /* names the per-proc cgroups */
 
-    struct exec_proc *procs;    /* live procs (linked through exec_proc.next) */
-    struct exec_proc *probe;    /* the bwrap probe while it runs */
-    struct exec__watch *watch;  /* NULL when not watching */
-    uv_timer_t timer;           /* defers `ready` to the loop; closed by exec_env_close */
+    struct exec_proc *procs;   /* live procs (linked through exec_proc.next) */
+    struct exec_proc *probe;   /* the bwrap probe while it runs */
+    struct exec__watch *watch; /* NULL when not watching */
+    uv_timer_t timer;          /* defers `ready` to the loop; closed by exec_env_close */
     bool closing, timer_closed;
     uint64_t close_grace_ms;
     exec_close_cb close_cb;
@@ -61,35 +65,35 @@ struct exec_env {
 };
 
 struct exec_proc {
-    struct exec_env *env;       /* borrowed back-pointer */
+    struct exec_env *env; /* borrowed back-pointer */
     struct exec_proc *next;
-    pid_t pid, guard_pid;       /* pid is also the process group and session id */
-    int pidfd, guard_pidfd;     /* owned; closed after their poll handles */
-    int life_fd;                /* write end the guard blocks on; closing it fires the guard */
-    char *cg_dir[EXEC__CG_N];   /* owned per-proc cgroups inside the env's, or NULL */
+    pid_t pid, guard_pid;     /* pid is also the process group and session id */
+    int pidfd, guard_pidfd;   /* owned; closed after their poll handles */
+    int life_fd;              /* write end the guard blocks on; closing it fires the guard */
+    char *cg_dir[EXEC__CG_N]; /* owned per-proc cgroups inside the env's, or NULL */
     uv_pipe_t in, out, err;
     uv_poll_t pid_poll, guard_poll;
-    uv_timer_t drain_timer;     /* after the leader is reaped: how long to wait for pipe EOF */
-    uv_timer_t kill_timer;      /* kill.c: grace period and verification polling */
+    uv_timer_t drain_timer; /* after the leader is reaped: how long to wait for pipe EOF */
+    uv_timer_t kill_timer;  /* kill.c: grace period and verification polling */
     int open_handles;
-    bool in_open, in_closing;   /* stdin handle state */
+    bool in_open, in_closing; /* stdin handle state */
     size_t writes_pending;
 
     exec_data_cb on_stdout;
     exec_line_cb on_stderr;
     exec_exit_cb on_exit;
     void *arg;
-    bool probe;                 /* the env's bwrap probe: its exit decides ready / error */
+    bool probe; /* the env's bwrap probe: its exit decides ready / error */
 
-    char *line;                 /* stderr line buffer of line_max bytes, owned */
+    char *line; /* stderr line buffer of line_max bytes, owned */
     size_t line_len, line_max;
-    char last_err[256];         /* the last stderr line, for the probe's error message */
+    char last_err[256]; /* the last stderr line, for the probe's error message */
 
     uint64_t start_us;
     int wstatus;
     bool exited, guard_exited, out_eof, err_eof, drained, done;
-    struct exec__kill *kill;    /* non-NULL while a kill is in progress or being reported */
-    char rbuf[64 * 1024];       /* read buffer shared by stdout and stderr */
+    struct exec__kill *kill; /* non-NULL while a kill is in progress or being reported */
+    char rbuf[64 * 1024];    /* read buffer shared by stdout and stderr */
 };
 
 /* ---- env.c ------------------------------------------------------------------------------ */
@@ -105,8 +109,8 @@ void exec__env_maybe_free(struct exec_env *env);
 /* ---- proc.c ----------------------------------------------------------------------------- */
 
 /* exec_spawn without the ready check; `probe` marks the env's sandbox probe. */
-int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts,
-                bool probe, struct exec_proc **out);
+int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts, bool probe,
+                struct exec_proc **out);
 /* Called by kill.c when its report went out: the proc may complete now. */
 void exec__proc_check_done(struct exec_proc *p);
 

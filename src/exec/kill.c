@@ -30,7 +30,7 @@
 #include "core/core.h"
 #include "exec/exec_int.h"
 
-#define KILL_POLL_MS 20
+#define KILL_POLL_MS    20
 #define KILL_GIVE_UP_MS 2000
 
 struct tracked {
@@ -79,10 +79,7 @@ static int read_stat(pid_t pid, struct pstat *st)
     return 0;
 }
 
-static bool alive(const struct pstat *st)
-{
-    return st->state != 'Z' && st->state != 'X';
-}
+static bool alive(const struct pstat *st) { return st->state != 'Z' && st->state != 'X'; }
 
 /* Reads the pids listed in a cgroup.procs file; returns how many (at most cap). */
 static size_t cgroup_pids(const char *dir, pid_t *out, size_t cap)
@@ -187,8 +184,8 @@ static size_t sweep(struct exec_proc *p, int sig, bool only_new)
         const struct pstat *st = &all[i];
         if (st->pid == self || st->pid == p->guard_pid)
             continue;
-        in[i] = tracked_has(k, st->pid, st->start) ||
-                (!p->exited && (st->pgrp == p->pid || st->sid == p->pid));
+        in[i] =
+            tracked_has(k, st->pid, st->start) || (!p->exited && (st->pgrp == p->pid || st->sid == p->pid));
         for (size_t j = 0; j < ncg && !in[i]; j++)
             in[i] = cg[j] == st->pid;
     }
@@ -233,8 +230,8 @@ static void kill_done(struct exec_proc *p, size_t left)
     p->kill->left = left;
     uv_timer_stop(&p->kill_timer);
     if (left > 0)
-        exec__log(p->env, "error", "kill of process group %d: %zu processes survived SIGKILL",
-                  (int)p->pid, left);
+        exec__log(p->env, "error", "kill of process group %d: %zu processes survived SIGKILL", (int)p->pid,
+                  left);
     exec__proc_check_done(p);
 }
 
@@ -290,10 +287,7 @@ void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, voi
     uv_timer_start(&p->kill_timer, on_kill_tick, KILL_POLL_MS, KILL_POLL_MS);
 }
 
-bool exec__kill_busy(const struct exec_proc *p)
-{
-    return p->kill != NULL && !p->kill->finished;
-}
+bool exec__kill_busy(const struct exec_proc *p) { return p->kill != NULL && !p->kill->finished; }
 
 void exec__kill_finish(struct exec_proc *p)
 {

@@ -10,8 +10,8 @@
 
 #include "exec/exec.h"
 
-#define LEVEL_WORDS 4     /* words looked at */
-#define LEVEL_SCAN 160    /* bytes looked at */
+#define LEVEL_WORDS 4   /* words looked at */
+#define LEVEL_SCAN  160 /* bytes looked at */
 
 struct keyword {
     const char *word;
@@ -20,14 +20,13 @@ struct keyword {
 
 /* Whole words (case-insensitive) after the punctuation around them is stripped. */
 static const struct keyword keywords[] = {
-    {"error", "error"},     {"err", "error"},       {"err!", "error"},     {"fatal", "error"},
-    {"panic", "error"},     {"panicked", "error"},  {"critical", "error"}, {"crit", "error"},
-    {"emerg", "error"},     {"alert", "error"},     {"failed", "error"},   {"failure", "error"},
-    {"exception", "error"}, {"traceback", "error"}, {"e", "error"},
-    {"warn", "warn"},       {"warning", "warn"},    {"deprecated", "warn"}, {"deprecation", "warn"},
-    {"w", "warn"},
-    {"info", "info"},       {"notice", "info"},     {"note", "info"},      {"i", "info"},
-    {"debug", "debug"},     {"dbg", "debug"},       {"trace", "debug"},    {"verbose", "debug"},
+    {"error", "error"},     {"err", "error"},       {"err!", "error"},       {"fatal", "error"},
+    {"panic", "error"},     {"panicked", "error"},  {"critical", "error"},   {"crit", "error"},
+    {"emerg", "error"},     {"alert", "error"},     {"failed", "error"},     {"failure", "error"},
+    {"exception", "error"}, {"traceback", "error"}, {"e", "error"},          {"warn", "warn"},
+    {"warning", "warn"},    {"deprecated", "warn"}, {"deprecation", "warn"}, {"w", "warn"},
+    {"info", "info"},       {"notice", "info"},     {"note", "info"},        {"i", "info"},
+    {"debug", "debug"},     {"dbg", "debug"},       {"trace", "debug"},      {"verbose", "debug"},
     {"d", "debug"},         {"t", "debug"},
 };
 
@@ -50,7 +49,8 @@ static const char *glog(const char *w, size_t n)
         !isdigit((unsigned char)w[3]) || !isdigit((unsigned char)w[4]))
         return NULL;
     switch (w[0]) {
-    case 'E': case 'F': return "error";
+    case 'E':
+    case 'F': return "error";
     case 'W': return "warn";
     case 'I': return "info";
     }

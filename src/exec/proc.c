@@ -74,10 +74,24 @@ static int resolve(const struct exec_env *env, const char *name, char *out, size
 char **exec_bwrap_argv(const char *bwrap, const char *workspace, bool share_net, const char *program,
                        char *const *argv)
 {
-    const char *head[] = {bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc",
-                          "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                          "--tmpfs", "/tmp", "--bind", workspace, workspace,
-                          "--chdir", workspace};
+    const char *head[] = {bwrap,
+                          "--die-with-parent",
+                          "--unshare-pid",
+                          "--unshare-ipc",
+                          "--ro-bind",
+                          "/",
+                          "/",
+                          "--dev",
+                          "/dev",
+                          "--proc",
+                          "/proc",
+                          "--tmpfs",
+                          "/tmp",
+                          "--bind",
+                          workspace,
+                          workspace,
+                          "--chdir",
+                          workspace};
     size_t nhead = sizeof head / sizeof head[0], nargs = 0, i = 0;
     char **out;
 
@@ -98,9 +112,12 @@ char **exec_bwrap_argv(const char *bwrap, const char *workspace, bool share_net,
 
 void exec_limits_rlimits(const struct exec_limits *l, struct exec_child *c)
 {
-    const struct { int resource; uint64_t value; } want[] = {
-        {RLIMIT_AS, l->as_bytes},         {RLIMIT_NPROC, l->nproc}, {RLIMIT_CPU, l->cpu_seconds},
-        {RLIMIT_FSIZE, l->fsize_bytes},   {RLIMIT_NOFILE, l->nofile},
+    const struct {
+        int resource;
+        uint64_t value;
+    } want[] = {
+        {RLIMIT_AS, l->as_bytes},       {RLIMIT_NPROC, l->nproc},   {RLIMIT_CPU, l->cpu_seconds},
+        {RLIMIT_FSIZE, l->fsize_bytes}, {RLIMIT_NOFILE, l->nofile},
     };
 
     c->nrlimit = 0;
@@ -333,10 +350,7 @@ void exec_proc_close_stdin(struct exec_proc *p)
     }
 }
 
-pid_t exec_proc_pid(const struct exec_proc *p)
-{
-    return p->pid;
-}
+pid_t exec_proc_pid(const struct exec_proc *p) { return p->pid; }
 
 /* ---- freeing ------------------------------------------------------------------------------- */
 
@@ -372,10 +386,7 @@ static void on_handle_closed(uv_handle_t *h)
         proc_free(p);
 }
 
-static void on_in_closed(uv_handle_t *h)
-{
-    on_handle_closed(h);
-}
+static void on_in_closed(uv_handle_t *h) { on_handle_closed(h); }
 
 static void proc_release(struct exec_proc *p)
 {
@@ -457,15 +468,14 @@ static char **merge_env(char *const *base, char *const *extra)
     return out;
 }
 
-int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts,
-                bool probe, struct exec_proc **out)
+int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts, bool probe,
+                struct exec_proc **out)
 {
     int inp[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1}, life[2] = {-1, -1};
     int devnull = -1, cg_fd[EXEC__CG_N] = {-1, -1}, rc;
     char program[PATH_MAX], pgid_arg[24];
     char **bw = NULL;
-    char *guard_argv[] = {"/bin/sh", "-c", PROC_GUARD_SCRIPT, "agentd-exec-guard", pgid_arg, NULL,
-                          NULL};
+    char *guard_argv[] = {"/bin/sh", "-c", PROC_GUARD_SCRIPT, "agentd-exec-guard", pgid_arg, NULL, NULL};
     char *guard_env[] = {"PATH=/usr/bin:/bin", NULL};
     char *cg_procs = NULL;
     char **merged = NULL; /* the entries are borrowed from the two lists */
@@ -526,14 +536,17 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
         cg_procs = xasprintf("%s/cgroup.procs", exec__proc_cgroup(p));
         guard_argv[5] = cg_procs;
     }
-    gsp = (struct exec_child){.path = "/bin/sh", .argv = guard_argv, .envp = guard_env, .cwd = "/",
-                              .map = {{0, life[0]}, {1, devnull}, {2, devnull}}, .nmap = 3};
+    gsp = (struct exec_child){.path = "/bin/sh",
+                              .argv = guard_argv,
+                              .envp = guard_env,
+                              .cwd = "/",
+                              .map = {{0, life[0]}, {1, devnull}, {2, devnull}},
+                              .nmap = 3};
     rc = exec_child_spawn(&gsp, &p->guard_pid);
     free(cg_procs);
     if (rc < 0)
         goto fail;
-    if ((p->pidfd = exec_child_pidfd(p->pid)) < 0 ||
-        (p->guard_pidfd = exec_child_pidfd(p->guard_pid)) < 0) {
+    if ((p->pidfd = exec_child_pidfd(p->pid)) < 0 || (p->guard_pidfd = exec_child_pidfd(p->guard_pid)) < 0) {
         rc = p->pidfd < 0 ? p->pidfd : p->guard_pidfd;
         goto fail;
     }

@@ -26,8 +26,8 @@
 #include "exec/exec_int.h"
 
 #define WATCH_MASK                                                                                   \
-    (IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO |              \
-     IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
+    (IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_ONLYDIR | \
+     IN_DONT_FOLLOW | IN_EXCL_UNLINK)
 #define WATCH_DROPPED (-1) /* a pending change that cancelled out (created, then deleted) */
 
 struct pending {
@@ -37,19 +37,19 @@ struct pending {
 
 struct exec__watch {
     struct exec_env *env;
-    int fd;                 /* the inotify instance, owned */
+    int fd; /* the inotify instance, owned */
     uv_poll_t poll;
-    uv_timer_t timer;       /* the batch timer */
+    uv_timer_t timer; /* the batch timer */
     int open_handles;
     bool closing;
     uint64_t rate_ms;
     exec_watch_cb cb;
     void *arg;
-    char **dirs;            /* indexed by watch descriptor: the directory's relative path */
+    char **dirs; /* indexed by watch descriptor: the directory's relative path */
     size_t ndirs;
-    struct pending *pend;   /* the batch being collected */
+    struct pending *pend; /* the batch being collected */
     size_t npend, cap;
-    struct map index;       /* path → pending slot + 1 (as a pointer-sized integer) */
+    struct map index; /* path → pending slot + 1 (as a pointer-sized integer) */
 };
 
 const char *exec_file_kind_name(enum exec_file_kind kind)
@@ -286,7 +286,4 @@ void exec__watch_close(struct exec_env *env)
     uv_close((uv_handle_t *)&w->timer, on_watch_closed);
 }
 
-void exec_watch_stop(struct exec_env *env)
-{
-    exec__watch_close(env);
-}
+void exec_watch_stop(struct exec_env *env) { exec__watch_close(env); }

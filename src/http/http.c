@@ -24,10 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HTTP_MAX_ROUTES 32
+#define HTTP_MAX_ROUTES       32
 /* h2o 2.2.5 accepts about 400 KiB of request headers; nothing legitimate here needs more than this. */
 #define HTTP_MAX_HEADER_BYTES (64 * 1024)
-#define HTTP_INPUT_BUFFER 2048
+#define HTTP_INPUT_BUFFER     2048
 
 struct http__route {
     const char *prefix;
@@ -82,7 +82,7 @@ struct http_req {
     unsigned ending : 1;    /* end requested */
     unsigned finished : 1;  /* FINAL or ERROR handed to h2o: do not touch h2o again */
     unsigned aborting : 1;
-    unsigned stopped : 1;   /* the client went away */
+    unsigned stopped : 1; /* the client went away */
 };
 
 static void http__ws_close_all(struct http_server *srv);
@@ -128,9 +128,8 @@ enum http_method http_req_method(const struct http_req *req)
     static const struct {
         const char *name;
         enum http_method m;
-    } table[] = {{"GET", HTTP_GET},       {"HEAD", HTTP_HEAD},     {"POST", HTTP_POST},
-                 {"PUT", HTTP_PUT},       {"DELETE", HTTP_DELETE}, {"OPTIONS", HTTP_OPTIONS},
-                 {"PATCH", HTTP_PATCH}};
+    } table[] = {{"GET", HTTP_GET},       {"HEAD", HTTP_HEAD},       {"POST", HTTP_POST},  {"PUT", HTTP_PUT},
+                 {"DELETE", HTTP_DELETE}, {"OPTIONS", HTTP_OPTIONS}, {"PATCH", HTTP_PATCH}};
     h2o_iovec_t m = req->h2o->method;
     for (size_t i = 0; i < CORE_ARRAY_LEN(table); i++)
         if (h2o_memis(m.base, m.len, table[i].name, strlen(table[i].name)))
@@ -206,10 +205,7 @@ const char *http_req_authority(const struct http_req *req, size_t *len)
     return req->h2o->authority.base;
 }
 
-void *http_req_alloc(struct http_req *req, size_t n)
-{
-    return h2o_mem_alloc_pool(&req->h2o->pool, n);
-}
+void *http_req_alloc(struct http_req *req, size_t n) { return h2o_mem_alloc_pool(&req->h2o->pool, n); }
 
 static int http__hex(int c)
 {
@@ -344,10 +340,7 @@ void http_res_error(struct http_req *req, int status, const char *code, const ch
     buf_free(&body);
 }
 
-int http_res_started(const struct http_req *req)
-{
-    return req->started;
-}
+int http_res_started(const struct http_req *req) { return req->started; }
 
 /* Hands `pending` to h2o. The caller checked that nothing is in flight. */
 static void http__flush(struct http_req *req)
@@ -427,10 +420,7 @@ int http_res_stream_write(struct http_req *req, const void *data, size_t len)
     return http_res_stream_write2(req, data, len, NULL, 0);
 }
 
-size_t http_res_stream_queued(const struct http_req *req)
-{
-    return req->pending.len + req->inflight.len;
-}
+size_t http_res_stream_queued(const struct http_req *req) { return req->pending.len + req->inflight.len; }
 
 void http_res_stream_end(struct http_req *req)
 {
@@ -501,7 +491,8 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
         header_bytes += r->headers.entries[i].name->len + r->headers.entries[i].value.len + 4;
     if (header_bytes > HTTP_MAX_HEADER_BYTES) {
         r->http1_is_persistent = 0;
-        http_res_error(req, 431, "headers_too_large", "request headers are larger than %d bytes", HTTP_MAX_HEADER_BYTES);
+        http_res_error(req, 431, "headers_too_large", "request headers are larger than %d bytes",
+                       HTTP_MAX_HEADER_BYTES);
         return 0;
     }
     size_t plen;
@@ -550,7 +541,8 @@ static void http__on_accept(uv_stream_t *listener, int status)
     h2o_accept(&srv->accept_ctx, sock);
 }
 
-void http_route_flags(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg, unsigned flags)
+void http_route_flags(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg,
+                      unsigned flags)
 {
     assert(srv->nroutes < HTTP_MAX_ROUTES);
     srv->routes[srv->nroutes++] = (struct http__route){prefix, strlen(prefix), cb, arg, flags};
@@ -567,10 +559,7 @@ void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb,
     http_route_flags(srv, prefix, cb, arg, 0);
 }
 
-int http_server_port(const struct http_server *srv)
-{
-    return srv->port;
-}
+int http_server_port(const struct http_server *srv) { return srv->port; }
 
 int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http_config *cfg, char *err,
                     size_t errlen)
@@ -592,7 +581,8 @@ int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http
     srv->config.max_request_entity_size = cfg->max_body;
     srv->config.http1.req_timeout = cfg->io_timeout_ms;
     srv->config.http2.idle_timeout = cfg->io_timeout_ms;
-    h2o_hostconf_t *host = h2o_config_register_host(&srv->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&srv->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
     struct http__handler *h = (struct http__handler *)h2o_create_handler(pathconf, sizeof *h);
     h->super.on_req = http__on_req;
@@ -640,10 +630,7 @@ void http_server_shutdown(struct http_server *srv)
     http__ws_close_all(srv); /* h2o no longer sees upgraded connections */
 }
 
-size_t http_server_connections(const struct http_server *srv)
-{
-    return srv->nconns;
-}
+size_t http_server_connections(const struct http_server *srv) { return srv->nconns; }
 
 void http_server_free(struct http_server *srv)
 {
@@ -720,19 +707,19 @@ void h2o_send_error_generic(h2o_req_t *req, int status, const char *reason, cons
         {"access-control-allow-origin", "*"},
     };
     for (size_t i = 0; i < CORE_ARRAY_LEN(headers); i++)
-        h2o_add_header_by_str(&req->pool, &req->res.headers, headers[i].name, strlen(headers[i].name), 1, NULL,
-                              headers[i].value, strlen(headers[i].value));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, headers[i].name, strlen(headers[i].name), 1,
+                              NULL, headers[i].value, strlen(headers[i].value));
     req->res.content_length = json.len;
     h2o_send_inline(req, json.base, json.len);
 }
 
 /* ================= WebSocket ================= */
 
-#define HTTP_WS_MAX_MESSAGE (64 * 1024)  /* longest message accepted from a client (else 1009) */
-#define HTTP_WS_WRITE_BATCH (256 * 1024) /* frame bytes gathered for one write (a larger frame goes whole) */
-#define HTTP_WS_READ_PAUSE (64 * 1024)   /* stop reading while this much output waits (ping floods) */
-#define HTTP_WS_CLOSE_WAIT_MS 1000       /* after asking to close, how long the client has to answer */
-#define HTTP_WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define HTTP_WS_MAX_MESSAGE   (64 * 1024)  /* longest message accepted from a client (else 1009) */
+#define HTTP_WS_WRITE_BATCH   (256 * 1024) /* frame bytes gathered for one write (a larger frame goes whole) */
+#define HTTP_WS_READ_PAUSE    (64 * 1024)  /* stop reading while this much output waits (ping floods) */
+#define HTTP_WS_CLOSE_WAIT_MS 1000         /* after asking to close, how long the client has to answer */
+#define HTTP_WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 /*
  * One upgraded connection. Frames flow: a message queued with wslay -> wslay_event_send hands frame
@@ -759,9 +746,9 @@ struct http_ws {
     unsigned upgrading : 1;      /* the 101 is being written: h2o still owns the socket */
     unsigned writing : 1;        /* inflight is with the socket */
     unsigned reading : 1;
-    unsigned in_io : 1;          /* inside wslay: calls from handlers only queue */
-    unsigned closing : 1;        /* http_ws_close ran (or shutdown) */
-    unsigned dead : 1;           /* to be ended on the next loop turn */
+    unsigned in_io : 1;   /* inside wslay: calls from handlers only queue */
+    unsigned closing : 1; /* http_ws_close ran (or shutdown) */
+    unsigned dead : 1;    /* to be ended on the next loop turn */
     unsigned ended : 1;
 };
 
@@ -774,10 +761,7 @@ static void http__ws_close_all(struct http_server *srv)
 
 /* The loop's clock, which its timers use too: a deadline checked by a timer must not be compared
  * with a clock that runs ahead of it. */
-static uint64_t http__now_ms(const struct http_ws *ws)
-{
-    return uv_now(ws->srv->loop);
-}
+static uint64_t http__now_ms(const struct http_ws *ws) { return uv_now(ws->srv->loop); }
 
 const char *http_ws_handshake_error(struct http_req *req)
 {
@@ -790,7 +774,8 @@ const char *http_ws_handshake_error(struct http_req *req)
     if (h2o_is_websocket_handshake(r, &key) != 0)
         return "Sec-WebSocket-Key must be 16 bytes in base64 (24 characters)";
     if (key == NULL)
-        return "this resource speaks WebSocket only: send a handshake (Connection: Upgrade, Upgrade: websocket, "
+        return "this resource speaks WebSocket only: send a handshake (Connection: Upgrade, Upgrade: "
+               "websocket, "
                "Sec-WebSocket-Key, Sec-WebSocket-Version: 13)";
     size_t vlen;
     const char *v = http_req_header(req, "sec-websocket-version", &vlen);
@@ -849,10 +834,7 @@ static void http__ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_even
 static void http__ws_on_read(h2o_socket_t *sock, const char *err);
 static void http__ws_on_written(h2o_socket_t *sock, const char *err);
 
-static void http__ws_free_cb(uv_handle_t *h)
-{
-    free(h->data);
-}
+static void http__ws_free_cb(uv_handle_t *h) { free(h->data); }
 
 /* Ends the connection: the handler hears on_close, then everything is released. Loop callbacks
  * only (see above). */

@@ -26,15 +26,24 @@ struct http_server;
 struct http_req;
 
 struct http_config {
-    const char *host;          /* address to bind */
-    int port;                  /* 0 picks a free port */
-    const char *token;         /* bearer token, NULL for none */
-    size_t max_body;           /* request bodies over this get 413 */
-    uint64_t io_timeout_ms;    /* slow or idle clients are dropped after this */
-    size_t max_queued;         /* bytes a streamed response may queue before the reader is cut off */
+    const char *host;       /* address to bind */
+    int port;               /* 0 picks a free port */
+    const char *token;      /* bearer token, NULL for none */
+    size_t max_body;        /* request bodies over this get 413 */
+    uint64_t io_timeout_ms; /* slow or idle clients are dropped after this */
+    size_t max_queued;      /* bytes a streamed response may queue before the reader is cut off */
 };
 
-enum http_method { HTTP_GET, HTTP_HEAD, HTTP_POST, HTTP_PUT, HTTP_DELETE, HTTP_OPTIONS, HTTP_PATCH, HTTP_OTHER };
+enum http_method {
+    HTTP_GET,
+    HTTP_HEAD,
+    HTTP_POST,
+    HTTP_PUT,
+    HTTP_DELETE,
+    HTTP_OPTIONS,
+    HTTP_PATCH,
+    HTTP_OTHER
+};
 
 /* A route handler. It must answer or keep the request (see above). */
 typedef void (*http_handler_cb)(struct http_req *req, void *arg);
@@ -61,7 +70,8 @@ void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb,
  * handler runs; the handler authenticates (some requests carry their own bearer tokens) and calls
  * http_req_authorized for those that need the server's. */
 #define HTTP_ROUTE_OWN_AUTH 1u
-void http_route_flags(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg, unsigned flags);
+void http_route_flags(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg,
+                      unsigned flags);
 /* 1 when the server has no token or the request carries it as `Authorization: Bearer <token>`. */
 int http_req_authorized(const struct http_req *req);
 /* A second chance for a request without the server token (e.g. a read-only share token scoped to
@@ -101,7 +111,8 @@ void http_res_headerf(struct http_req *req, const char *name, const char *fmt, .
 /* Sends the whole response; body is copied. For HEAD the body is omitted. */
 void http_res_send(struct http_req *req, int status, const void *body, size_t len);
 /* Sends {"error":{"code":code,"message":...}} with the given status. */
-void http_res_error(struct http_req *req, int status, const char *code, const char *fmt, ...) CORE_PRINTF(4, 5);
+void http_res_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
+    CORE_PRINTF(4, 5);
 
 /* Starts a streamed response (headers are sent with the first write). */
 void http_res_stream_start(struct http_req *req, int status, http_drain_cb on_drain, void *arg);

@@ -60,10 +60,7 @@ struct mcp *mcp_new(const struct mcp_backend *backend)
     return m;
 }
 
-void mcp_free(struct mcp *m)
-{
-    free(m);
-}
+void mcp_free(struct mcp *m) { free(m); }
 
 int mcp_protocol_supported(const char *version)
 {
@@ -90,8 +87,8 @@ static json_t *mcp__error(json_t *id, int code, const char *fmt, ...)
     va_start(ap, fmt);
     buf_vprintf(&msg, fmt, ap);
     va_end(ap);
-    json_t *err = json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error",
-                            "code", code, "message", msg.p ? msg.p : "");
+    json_t *err = json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
+                            "error", "code", code, "message", msg.p ? msg.p : "");
     buf_free(&msg);
     return err;
 }
@@ -103,9 +100,9 @@ static json_t *mcp__initialize(struct mcp_exchange *ex, json_t *params)
     const char *asked = json_string_value(json_object_get(params, "protocolVersion"));
     const char *version = mcp_protocol_supported(asked) ? asked : mcp__versions[0];
     ex->initialized = 1;
-    return json_pack("{s:s, s:{s:{}}, s:{s:s, s:s}, s:s}", "protocolVersion", version, "capabilities", "tools",
-                     "serverInfo", "name", MCP_SERVER_NAME, "version", MCP_SERVER_VERSION, "instructions",
-                     mcp__instructions);
+    return json_pack("{s:s, s:{s:{}}, s:{s:s, s:s}, s:s}", "protocolVersion", version, "capabilities",
+                     "tools", "serverInfo", "name", MCP_SERVER_NAME, "version", MCP_SERVER_VERSION,
+                     "instructions", mcp__instructions);
 }
 
 static void mcp__unref(struct mcp_exchange *ex);
@@ -260,8 +257,8 @@ static void mcp__unref(struct mcp_exchange *ex)
         mcp__finish(ex);
 }
 
-struct mcp_exchange *mcp_handle(struct mcp *m, const char *session_id, const char *body, size_t len, mcp_reply_cb cb,
-                                void *arg)
+struct mcp_exchange *mcp_handle(struct mcp *m, const char *session_id, const char *body, size_t len,
+                                mcp_reply_cb cb, void *arg)
 {
     struct mcp_exchange *ex = xcalloc(1, sizeof *ex);
     ex->m = m;

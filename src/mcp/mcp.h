@@ -33,17 +33,17 @@
 
 #include "session/session.h"
 
-#define MCP_SERVER_NAME "agentd"
-#define MCP_SERVER_VERSION "0.1.0"
+#define MCP_SERVER_NAME     "agentd"
+#define MCP_SERVER_VERSION  "0.1.0"
 /* The revision answered to clients that ask for one we do not know. */
 #define MCP_PROTOCOL_LATEST "2025-06-18"
 
 /* JSON-RPC 2.0 error codes. */
-#define MCP_PARSE_ERROR (-32700)
-#define MCP_INVALID_REQUEST (-32600)
+#define MCP_PARSE_ERROR      (-32700)
+#define MCP_INVALID_REQUEST  (-32600)
 #define MCP_METHOD_NOT_FOUND (-32601)
-#define MCP_INVALID_PARAMS (-32602)
-#define MCP_INTERNAL_ERROR (-32603)
+#define MCP_INVALID_PARAMS   (-32602)
+#define MCP_INTERNAL_ERROR   (-32603)
 
 /*
  * The tool backend: how a runtime call is carried out. The contract is session_rt_start's and
@@ -52,8 +52,8 @@
  * runs. start returning NULL means done has already run.
  */
 struct mcp_backend {
-    void *(*start)(void *arg, const char *session_id, const struct session_rt_request *req, session_rt_cb done,
-                   void *done_arg);
+    void *(*start)(void *arg, const char *session_id, const struct session_rt_request *req,
+                   session_rt_cb done, void *done_arg);
     void (*cancel)(void *arg, void *handle);
     void *arg;
 };
@@ -87,8 +87,8 @@ void mcp_free(struct mcp *m);
  * returns, in which case this returns NULL. Otherwise the returned exchange is valid until cb runs
  * or mcp_exchange_cancel is called.
  */
-struct mcp_exchange *mcp_handle(struct mcp *m, const char *session_id, const char *body, size_t len, mcp_reply_cb cb,
-                                void *arg);
+struct mcp_exchange *mcp_handle(struct mcp *m, const char *session_id, const char *body, size_t len,
+                                mcp_reply_cb cb, void *arg);
 /* The requester went away: cancels the exchange's pending tool calls (the runtime still finishes
  * them) and frees it; cb will not run. */
 void mcp_exchange_cancel(struct mcp_exchange *ex);

@@ -29,7 +29,7 @@ struct mcp_http {
 };
 
 struct mcp_http__req {
-    struct mcp_http *mh;     /* NULL once detached by mcp_http_free */
+    struct mcp_http *mh; /* NULL once detached by mcp_http_free */
     struct http_req *req;
     struct mcp_exchange *ex; /* NULL when none is pending */
     struct mcp_http__req *prev, *next;
@@ -160,7 +160,8 @@ static void mcp_http__post(struct mcp_http *mh, struct http_req *req, const char
         char v[32];
         snprintf(v, sizeof v, "%.*s", (int)(vlen < sizeof v ? vlen : sizeof v - 1), version);
         if (vlen >= sizeof v || !mcp_protocol_supported(v)) {
-            http_res_error(req, 400, "bad_request", "unsupported MCP-Protocol-Version: %.*s", (int)vlen, version);
+            http_res_error(req, 400, "bad_request", "unsupported MCP-Protocol-Version: %.*s", (int)vlen,
+                           version);
             return;
         }
     }
@@ -193,16 +194,13 @@ void mcp_http_handle(void *arg, struct http_req *req, const char *session_id)
         return;
     }
     switch (http_req_method(req)) {
-    case HTTP_POST:
-        mcp_http__post(mh, req, session_id);
-        return;
-    case HTTP_DELETE:
-        http_res_send(req, 204, NULL, 0);
-        return;
+    case HTTP_POST: mcp_http__post(mh, req, session_id); return;
+    case HTTP_DELETE: http_res_send(req, 204, NULL, 0); return;
     default:
         /* GET would open a server-to-client stream; this server never sends requests of its own. */
         http_res_header(req, "Allow", "POST, DELETE");
-        http_res_error(req, 405, "method_not_allowed", "MCP here is POST (and DELETE); no server-initiated streams");
+        http_res_error(req, 405, "method_not_allowed",
+                       "MCP here is POST (and DELETE); no server-initiated streams");
         return;
     }
 }

@@ -10,7 +10,7 @@
 #include "core/core.h"
 #include "session/session.h"
 
-#define MCP_TOOL_NAME "runtime"
+#define MCP_TOOL_NAME         "runtime"
 #define MCP_SESSION_TOOL_NAME "session"
 
 /* The tools/list entries: the runtime tool and the session tool (child sessions). New reference:

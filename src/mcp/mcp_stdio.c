@@ -20,8 +20,8 @@
 
 struct mcp_stdio {
     struct cli_http *http;
-    char *path;       /* /v1/sessions/<id>/mcp, escaped */
-    char *session_id; /* the session id argument, for messages */
+    char *path;        /* /v1/sessions/<id>/mcp, escaped */
+    char *session_id;  /* the session id argument, for messages */
     char *mcp_session; /* Mcp-Session-Id, once given */
     char *version;     /* the negotiated protocol revision, once known */
 };
@@ -61,8 +61,8 @@ static json_t *mcp_stdio__error_for(json_t *msg, const char *message)
     json_t *id = json_object_get(msg, "id");
     if (!json_is_string(json_object_get(msg, "method")) || (!json_is_string(id) && !json_is_integer(id)))
         return NULL;
-    return json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id, "error", "code", MCP_INTERNAL_ERROR,
-                     "message", message);
+    return json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id, "error", "code",
+                     MCP_INTERNAL_ERROR, "message", message);
 }
 
 /* The server could not answer line: every request in it gets a JSON-RPC error, so the client is
@@ -100,7 +100,8 @@ static void mcp_stdio__fail(const char *line, size_t len, const char *message)
 static void mcp_stdio__learn_version(struct mcp_stdio *st, const struct cli_http_response *resp)
 {
     json_t *doc = json_loadb(resp->body.p, resp->body.len, 0, NULL);
-    const char *version = json_string_value(json_object_get(json_object_get(doc, "result"), "protocolVersion"));
+    const char *version =
+        json_string_value(json_object_get(json_object_get(doc, "result"), "protocolVersion"));
     if (version != NULL && mcp_protocol_supported(version)) {
         free(st->version);
         st->version = xstrdup(version);
@@ -113,7 +114,8 @@ static void mcp_stdio__forward(struct mcp_stdio *st, const char *line, size_t le
 {
     char *session_header = st->mcp_session ? xasprintf("Mcp-Session-Id: %s", st->mcp_session) : NULL;
     char *version_header = st->version ? xasprintf("MCP-Protocol-Version: %s", st->version) : NULL;
-    const char *headers[5] = {"Content-Type: application/json", "Accept: application/json, text/event-stream"};
+    const char *headers[5] = {"Content-Type: application/json",
+                              "Accept: application/json, text/event-stream"};
     int nh = 2;
     if (session_header)
         headers[nh++] = session_header;
@@ -135,7 +137,8 @@ static void mcp_stdio__forward(struct mcp_stdio *st, const char *line, size_t le
     free(version_header);
 
     if (rc < 0) {
-        char *msg = xasprintf("agentd at %s is unreachable: %s", cli_http_server(st->http), cli_http_error(st->http));
+        char *msg =
+            xasprintf("agentd at %s is unreachable: %s", cli_http_server(st->http), cli_http_error(st->http));
         mcp_stdio__fail(line, len, msg);
         free(msg);
     } else if (resp.status == 200 || resp.status == 400) {
@@ -179,7 +182,8 @@ static void mcp_stdio__end(struct mcp_stdio *st)
         return;
     char *session_header = xasprintf("Mcp-Session-Id: %s", st->mcp_session);
     const char *headers[] = {session_header, NULL};
-    struct cli_http_request req = {.method = "DELETE", .path = st->path, .headers = headers, .timeout_ms = 5000};
+    struct cli_http_request req = {
+        .method = "DELETE", .path = st->path, .headers = headers, .timeout_ms = 5000};
     struct cli_http_response resp = {0};
     if (cli_http_request(st->http, &req, &resp) != 0)
         log_debug("mcp: DELETE at the end failed: %s", cli_http_error(st->http));

@@ -32,10 +32,10 @@ static json_t *mcp__session_tool_describe(void)
 {
     return json_pack("{s:s, s:s, s:s, s:{s:s, s:{s:{s:s, s:[ss], s:s}, s:{s:s, s:s}}, s:[s]}}", "name",
                      MCP_SESSION_TOOL_NAME, "title", "Child sessions", "description", mcp__session_text,
-                     "inputSchema", "type", "object", "properties", "action", "type", "string", "enum", "spawn",
-                     "children", "description", "spawn: start a child session; children: list them", "text",
-                     "type", "string", "description", "spawn: the child's first message (its task)", "required",
-                     "action");
+                     "inputSchema", "type", "object", "properties", "action", "type", "string", "enum",
+                     "spawn", "children", "description", "spawn: start a child session; children: list them",
+                     "text", "type", "string", "description", "spawn: the child's first message (its task)",
+                     "required", "action");
 }
 
 static json_t *mcp__tool_describe(void);
@@ -48,20 +48,19 @@ json_t *mcp__tools_describe(void)
 static json_t *mcp__tool_describe(void)
 {
     return json_pack(
-        "{s:s, s:s, s:s, s:{s:s, s:{s:{s:s, s:[sssss], s:s}, s:{s:s, s:s}, s:{s:s, s:[sss], s:s}, s:{s:s, s:i, s:s},"
+        "{s:s, s:s, s:s, s:{s:s, s:{s:{s:s, s:[sssss], s:s}, s:{s:s, s:s}, s:{s:s, s:[sss], s:s}, s:{s:s, "
+        "s:i, s:s},"
         " s:{s:s, s:i, s:s}}, s:[s]}}",
         "name", MCP_TOOL_NAME, "title", "Persistent bash/python/node runtime", "description", mcp__tool_text,
-        "inputSchema", "type", "object", "properties",
-        "action", "type", "string", "enum", "exec", "eval", "state", "reset", "history", "description",
+        "inputSchema", "type", "object", "properties", "action", "type", "string", "enum", "exec", "eval",
+        "state", "reset", "history", "description",
         "exec: run code; eval: run code, python by default; state: show variables, functions, imports, cwd; "
         "reset: fresh process; history: recent calls",
-        "code", "type", "string", "description", "the code to run (exec, eval)",
-        "lang", "type", "string", "enum", "bash", "python", "node", "description",
-        "which runtime (default bash; python for eval)",
+        "code", "type", "string", "description", "the code to run (exec, eval)", "lang", "type", "string",
+        "enum", "bash", "python", "node", "description", "which runtime (default bash; python for eval)",
         "timeout_ms", "type", "integer", "minimum", 1, "description",
-        "interrupt the call after this many milliseconds (default 30000)",
-        "limit", "type", "integer", "minimum", 1, "description", "history: how many recent calls (default 100)",
-        "required", "action");
+        "interrupt the call after this many milliseconds (default 30000)", "limit", "type", "integer",
+        "minimum", 1, "description", "history: how many recent calls (default 100)", "required", "action");
 }
 
 /* ---- arguments ---------------------------------------------------------------------------- */
@@ -166,10 +165,7 @@ static json_t *mcp__tool_content(const char *text, size_t len, int is_error, jso
     return res;
 }
 
-json_t *mcp__tool_error(const char *text)
-{
-    return mcp__tool_content(text, strlen(text), 1, NULL);
-}
+json_t *mcp__tool_error(const char *text) { return mcp__tool_content(text, strlen(text), 1, NULL); }
 
 /* Appends a string member of obj, separated from what came before by a line break. */
 static void mcp__append_stream(struct buf *text, const char *label, json_t *value)
@@ -212,7 +208,8 @@ static int mcp__exec_text(json_t *ans, struct buf *text)
     const char *note = NULL, *tail = "";
     char status_note[80];
     if (timed_out && !strcmp(outcome, "killed"))
-        note = "[timed out; the code ignored the interrupt, so the runtime was killed: its state is lost and the "
+        note = "[timed out; the code ignored the interrupt, so the runtime was killed: its state is lost and "
+               "the "
                "next call starts a fresh process]";
     else if (timed_out)
         note = "[timed out: interrupted; variables and other state are kept]";
@@ -221,12 +218,11 @@ static int mcp__exec_text(json_t *ans, struct buf *text)
     else if (!strcmp(outcome, "killed"))
         note = "[killed: the runtime's state is lost; the next call starts a fresh process]";
     else if (!strcmp(outcome, "exited")) {
-        snprintf(status_note, sizeof status_note, "[the code ended the runtime process (exit status %lld): ",
-                 (long long)status);
+        snprintf(status_note, sizeof status_note,
+                 "[the code ended the runtime process (exit status %lld): ", (long long)status);
         note = status_note;
         tail = "its state is lost; the next call starts a fresh process]";
-    }
-    else if (!strcmp(outcome, "cancelled"))
+    } else if (!strcmp(outcome, "cancelled"))
         note = "[cancelled: the runtime was reset or closed before the code finished]";
     else if (!strcmp(outcome, "failed"))
         note = "[the runtime could not be started]";

@@ -16,136 +16,134 @@
 
 void runtime__nonce(char hex[RUNTIME__NONCE_LEN + 1])
 {
-	static const char digits[] = "0123456789abcdef";
-	unsigned char raw[RUNTIME__NONCE_LEN / 2];
-	size_t got = 0;
+    static const char digits[] = "0123456789abcdef";
+    unsigned char raw[RUNTIME__NONCE_LEN / 2];
+    size_t got = 0;
 
-	while (got < sizeof raw) {
-		ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			/* getrandom only fails before the pool is seeded or on a broken kernel; a
-			 * predictable nonce would make the framing spoofable, so refuse to go on. */
-			fprintf(stderr, "runtime: getrandom: %s\n", strerror(errno));
-			abort();
-		}
-		got += (size_t)n;
-	}
-	for (size_t i = 0; i < sizeof raw; i++) {
-		hex[2 * i] = digits[raw[i] >> 4];
-		hex[2 * i + 1] = digits[raw[i] & 15];
-	}
-	hex[RUNTIME__NONCE_LEN] = '\0';
+    while (got < sizeof raw) {
+        ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            /* getrandom only fails before the pool is seeded or on a broken kernel; a
+             * predictable nonce would make the framing spoofable, so refuse to go on. */
+            fprintf(stderr, "runtime: getrandom: %s\n", strerror(errno));
+            abort();
+        }
+        got += (size_t)n;
+    }
+    for (size_t i = 0; i < sizeof raw; i++) {
+        hex[2 * i] = digits[raw[i] >> 4];
+        hex[2 * i + 1] = digits[raw[i] & 15];
+    }
+    hex[RUNTIME__NONCE_LEN] = '\0';
 }
 
 void runtime__scan_init(struct runtime__scan *s, const char *needle, size_t len)
 {
-	assert(len > 0 && len <= sizeof s->needle);
-	/* The restart-at-current-byte rule in runtime__scan_feed needs this. */
-	for (size_t i = 1; i < len; i++)
-		assert(needle[i] != needle[0]);
-	memcpy(s->needle, needle, len);
-	s->len = len;
-	s->matched = 0;
-	s->found = false;
+    assert(len > 0 && len <= sizeof s->needle);
+    /* The restart-at-current-byte rule in runtime__scan_feed needs this. */
+    for (size_t i = 1; i < len; i++)
+        assert(needle[i] != needle[0]);
+    memcpy(s->needle, needle, len);
+    s->len = len;
+    s->matched = 0;
+    s->found = false;
 }
 
-size_t runtime__scan_feed(struct runtime__scan *s, const char *p, size_t n, runtime__emit_cb emit,
-                          void *arg)
+size_t runtime__scan_feed(struct runtime__scan *s, const char *p, size_t n, runtime__emit_cb emit, void *arg)
 {
-	size_t i = 0, run = 0; /* p[run, i) is plain output not yet emitted */
+    size_t i = 0, run = 0; /* p[run, i) is plain output not yet emitted */
 
-	while (i < n) {
-		if (s->matched == 0) {
-			const char *q = memchr(p + i, s->needle[0], n - i);
-			if (q == NULL) {
-				i = n;
-				break;
-			}
-			i = (size_t)(q - p);
-			if (i > run)
-				emit(arg, p + run, i - run);
-			s->matched = 1;
-			run = ++i;
-		} else if (p[i] == s->needle[s->matched]) {
-			run = ++i;
-			if (++s->matched == s->len) {
-				s->matched = 0;
-				s->found = true;
-				return i;
-			}
-		} else {
-			/* The held bytes were output after all; p[i] is looked at again. */
-			emit(arg, s->needle, s->matched);
-			s->matched = 0;
-			run = i;
-		}
-	}
-	if (n > run)
-		emit(arg, p + run, n - run);
-	return n;
+    while (i < n) {
+        if (s->matched == 0) {
+            const char *q = memchr(p + i, s->needle[0], n - i);
+            if (q == NULL) {
+                i = n;
+                break;
+            }
+            i = (size_t)(q - p);
+            if (i > run)
+                emit(arg, p + run, i - run);
+            s->matched = 1;
+            run = ++i;
+        } else if (p[i] == s->needle[s->matched]) {
+            run = ++i;
+            if (++s->matched == s->len) {
+                s->matched = 0;
+                s->found = true;
+                return i;
+            }
+        } else {
+            /* The held bytes were output after all; p[i] is looked at again. */
+            emit(arg, s->needle, s->matched);
+            s->matched = 0;
+            run = i;
+        }
+    }
+    if (n > run)
+        emit(arg, p + run, n - run);
+    return n;
 }
 
 void runtime__scan_flush(struct runtime__scan *s, runtime__emit_cb emit, void *arg)
 {
-	if (s->matched > 0)
-		emit(arg, s->needle, s->matched);
-	s->matched = 0;
+    if (s->matched > 0)
+        emit(arg, s->needle, s->matched);
+    s->matched = 0;
 }
 
 void runtime__capture_init(struct runtime__capture *c, size_t limit)
 {
-	memset(c, 0, sizeof *c);
-	c->limit = limit;
+    memset(c, 0, sizeof *c);
+    c->limit = limit;
 }
 
 void runtime__capture_add(void *capture, const char *p, size_t n)
 {
-	struct runtime__capture *c = capture;
-	size_t keep = n;
+    struct runtime__capture *c = capture;
+    size_t keep = n;
 
-	c->total += n;
-	if (c->len + keep > c->limit) {
-		keep = c->limit - c->len;
-		c->truncated = true;
-	}
-	if (keep == 0)
-		return;
-	if (c->len + keep > c->cap) {
-		size_t cap = c->cap ? c->cap : 4096;
-		while (cap < c->len + keep)
-			cap *= 2;
-		if (cap > c->limit)
-			cap = c->limit;
-		c->buf = realloc(c->buf, cap + 128); /* room for the truncation notice */
-		if (c->buf == NULL) {
-			fprintf(stderr, "runtime: out of memory\n");
-			abort();
-		}
-		c->cap = cap;
-	}
-	memcpy(c->buf + c->len, p, keep);
-	c->len += keep;
+    c->total += n;
+    if (c->len + keep > c->limit) {
+        keep = c->limit - c->len;
+        c->truncated = true;
+    }
+    if (keep == 0)
+        return;
+    if (c->len + keep > c->cap) {
+        size_t cap = c->cap ? c->cap : 4096;
+        while (cap < c->len + keep)
+            cap *= 2;
+        if (cap > c->limit)
+            cap = c->limit;
+        c->buf = realloc(c->buf, cap + 128); /* room for the truncation notice */
+        if (c->buf == NULL) {
+            fprintf(stderr, "runtime: out of memory\n");
+            abort();
+        }
+        c->cap = cap;
+    }
+    memcpy(c->buf + c->len, p, keep);
+    c->len += keep;
 }
 
 void runtime__capture_finish(struct runtime__capture *c)
 {
-	if (!c->truncated)
-		return;
-	if (c->buf == NULL) { /* limit 0: nothing kept, still say so */
-		c->buf = malloc(128);
-		if (c->buf == NULL)
-			abort();
-	}
-	c->len += (size_t)snprintf(c->buf + c->len, 128,
-	                           "\n[agentd: output truncated: %zu of %zu bytes shown]\n", c->len,
-	                           c->total);
+    if (!c->truncated)
+        return;
+    if (c->buf == NULL) { /* limit 0: nothing kept, still say so */
+        c->buf = malloc(128);
+        if (c->buf == NULL)
+            abort();
+    }
+    c->len += (size_t)snprintf(c->buf + c->len, 128, "\n[agentd: output truncated: %zu of %zu bytes shown]\n",
+                               c->len, c->total);
 }
 
 void runtime__capture_free(struct runtime__capture *c)
 {
-	free(c->buf);
-	c->buf = NULL;
-	c->len = c->cap = 0;
+    free(c->buf);
+    c->buf = NULL;
+    c->len = c->cap = 0;
 }

@@ -24,12 +24,12 @@
 #include "runtime/runtime.h"
 
 /* Child-side descriptor numbers. High enough that user code using 3..9 does not collide. */
-#define RUNTIME__CTL_FD 61   /* request socket for python/node (bash reads requests on fd 0) */
-#define RUNTIME__CODE_FD 62  /* memfd holding the code of the current request */
+#define RUNTIME__CTL_FD  61 /* request socket for python/node (bash reads requests on fd 0) */
+#define RUNTIME__CODE_FD 62 /* memfd holding the code of the current request */
 
-#define RUNTIME__NONCE_LEN 32                   /* hex characters (128 bits) */
-#define RUNTIME__NONCE_LEN_STR "32"             /* the same, for driver code */
-#define RUNTIME__NEEDLE_MAX (RUNTIME__NONCE_LEN + 2)
+#define RUNTIME__NONCE_LEN     32   /* hex characters (128 bits) */
+#define RUNTIME__NONCE_LEN_STR "32" /* the same, for driver code */
+#define RUNTIME__NEEDLE_MAX    (RUNTIME__NONCE_LEN + 2)
 
 /* ---- frame.c: nonces, marker scanning and bounded capture ---------------------------------- */
 
@@ -42,27 +42,26 @@ void runtime__nonce(char hex[RUNTIME__NONCE_LEN + 1]);
  * needle are passed to `emit` in order; bytes of a partial match are held back (they are known:
  * a prefix of the needle) until the match fails or completes. */
 struct runtime__scan {
-	char needle[RUNTIME__NEEDLE_MAX];
-	size_t len;
-	size_t matched;
-	bool found;
+    char needle[RUNTIME__NEEDLE_MAX];
+    size_t len;
+    size_t matched;
+    bool found;
 };
 typedef void (*runtime__emit_cb)(void *arg, const char *p, size_t n);
 
 void runtime__scan_init(struct runtime__scan *s, const char *needle, size_t len);
 /* Feeds n bytes; returns how many were consumed: n, or the offset just past the needle when it
  * completes (s->found is then true and the rest belongs to the caller). */
-size_t runtime__scan_feed(struct runtime__scan *s, const char *p, size_t n, runtime__emit_cb emit,
-                          void *arg);
+size_t runtime__scan_feed(struct runtime__scan *s, const char *p, size_t n, runtime__emit_cb emit, void *arg);
 /* End of stream: releases a held partial match as ordinary output. */
 void runtime__scan_flush(struct runtime__scan *s, runtime__emit_cb emit, void *arg);
 
 /* Keeps the first `limit` bytes of a stream and counts the rest. */
 struct runtime__capture {
-	char *buf;       /* owned; free with runtime__capture_free */
-	size_t len, cap, limit;
-	size_t total;
-	bool truncated;
+    char *buf; /* owned; free with runtime__capture_free */
+    size_t len, cap, limit;
+    size_t total;
+    bool truncated;
 };
 void runtime__capture_init(struct runtime__capture *c, size_t limit);
 void runtime__capture_add(void *capture, const char *p, size_t n); /* a runtime__emit_cb */
@@ -72,25 +71,28 @@ void runtime__capture_free(struct runtime__capture *c);
 
 /* ---- lang_*.c: what differs between bash, python and node ----------------------------------- */
 
-enum runtime__kind { RUNTIME__EXEC, RUNTIME__STATE, RUNTIME__INIT };
+enum runtime__kind {
+    RUNTIME__EXEC,
+    RUNTIME__STATE,
+    RUNTIME__INIT
+};
 
 struct runtime__lang {
-	const char *name;
-	const char *default_path;  /* tried first */
-	const char *search_name;   /* else looked up on PATH */
-	int ctl_fd;                /* child descriptor the driver reads request lines from */
-	const char *init;          /* NULL, or code run before the process counts as ready */
-	const char *state_code;    /* NULL: state is a driver request; else code run as an exec */
-	bool nonce_in_code;        /* the nonce and a newline precede the code in the memfd (so the
-	                              request line, which bash reads a byte at a time, stays short) */
-	/* Fills argv (program first, NULL-terminated, at most 8 slots). */
-	void (*argv)(const char *program, const char **argv);
-	/* Formats the request line announcing `code_len` bytes in the code memfd. Returns its
-	 * length (always < cap; lines stay far below PIPE_BUF so they are written atomically). */
-	size_t (*request)(char *buf, size_t cap, enum runtime__kind kind, const char *nonce,
-	                  size_t code_len);
-	/* Turns the state request's stdout into members of `obj` (a json_t *). 0 or -EPROTO. */
-	int (*state_json)(const char *out, size_t len, void *obj);
+    const char *name;
+    const char *default_path; /* tried first */
+    const char *search_name;  /* else looked up on PATH */
+    int ctl_fd;               /* child descriptor the driver reads request lines from */
+    const char *init;         /* NULL, or code run before the process counts as ready */
+    const char *state_code;   /* NULL: state is a driver request; else code run as an exec */
+    bool nonce_in_code;       /* the nonce and a newline precede the code in the memfd (so the
+                                  request line, which bash reads a byte at a time, stays short) */
+    /* Fills argv (program first, NULL-terminated, at most 8 slots). */
+    void (*argv)(const char *program, const char **argv);
+    /* Formats the request line announcing `code_len` bytes in the code memfd. Returns its
+     * length (always < cap; lines stay far below PIPE_BUF so they are written atomically). */
+    size_t (*request)(char *buf, size_t cap, enum runtime__kind kind, const char *nonce, size_t code_len);
+    /* Turns the state request's stdout into members of `obj` (a json_t *). 0 or -EPROTO. */
+    int (*state_json)(const char *out, size_t len, void *obj);
 };
 
 /* request for the python and node drivers: "E|S <nonce> <code length>\n" on the control socket. */
@@ -107,39 +109,39 @@ extern const struct runtime__lang runtime__lang_node;
 /* ---- proc.c: one interpreter process ------------------------------------------------------ */
 
 struct runtime__proc_config {
-	const struct runtime__lang *lang;
-	const char *program;
-	const char *cwd;
-	char *const *envp;
-	uint64_t grace_ms;
-	const char *bwrap; /* NULL: no sandbox */
-	bool bwrap_share_net;
-	const struct exec_limits *limits; /* may be NULL */
-	char *const *cgroups;             /* NULL-terminated; may be NULL */
+    const struct runtime__lang *lang;
+    const char *program;
+    const char *cwd;
+    char *const *envp;
+    uint64_t grace_ms;
+    const char *bwrap; /* NULL: no sandbox */
+    bool bwrap_share_net;
+    const struct exec_limits *limits; /* may be NULL */
+    char *const *cgroups;             /* NULL-terminated; may be NULL */
 };
 
 struct runtime__proc {
-	struct runtime *rt;            /* owner (borrowed back-pointer) */
-	bool sandboxed;                /* pid is bwrap's: interrupts go to the rest of its session */
-	struct runtime__proc *next;    /* in the owner's list of live processes */
-	uv_loop_t *loop;
-	pid_t pid, guard_pid;          /* pid is also the process group id */
-	int pidfd, guard_pidfd;        /* owned; closed once their poll handles are closed */
-	int ctl_fd;                    /* our end of the request socket; -1 after "exit" */
-	int code_fd;                   /* memfd shared with the child at RUNTIME__CODE_FD */
-	int life_fd;                   /* write end the guard waits on; closing it fires the guard */
-	uv_pipe_t out, err;
-	uv_poll_t pid_poll, guard_poll;
-	uv_timer_t timer;              /* stop escalation, then the drain deadline */
-	int open_handles;
-	int wstatus;
-	uint64_t grace_ms;
-	const char *reason;            /* static text: why the process is ending */
-	bool ready;                    /* the driver accepts requests (init done) */
-	bool exited, guard_exited, out_eof, err_eof, drained, killed, stopping, done;
-	int stop_step;
-	char rbuf[64 * 1024];          /* read buffer; data is copied out before the next read */
-	char dbuf[16 * 1024];          /* for runtime__proc_drain_err, which runs inside a read */
+    struct runtime *rt;         /* owner (borrowed back-pointer) */
+    bool sandboxed;             /* pid is bwrap's: interrupts go to the rest of its session */
+    struct runtime__proc *next; /* in the owner's list of live processes */
+    uv_loop_t *loop;
+    pid_t pid, guard_pid;   /* pid is also the process group id */
+    int pidfd, guard_pidfd; /* owned; closed once their poll handles are closed */
+    int ctl_fd;             /* our end of the request socket; -1 after "exit" */
+    int code_fd;            /* memfd shared with the child at RUNTIME__CODE_FD */
+    int life_fd;            /* write end the guard waits on; closing it fires the guard */
+    uv_pipe_t out, err;
+    uv_poll_t pid_poll, guard_poll;
+    uv_timer_t timer; /* stop escalation, then the drain deadline */
+    int open_handles;
+    int wstatus;
+    uint64_t grace_ms;
+    const char *reason; /* static text: why the process is ending */
+    bool ready;         /* the driver accepts requests (init done) */
+    bool exited, guard_exited, out_eof, err_eof, drained, killed, stopping, done;
+    int stop_step;
+    char rbuf[64 * 1024]; /* read buffer; data is copied out before the next read */
+    char dbuf[16 * 1024]; /* for runtime__proc_drain_err, which runs inside a read */
 };
 
 /* Starts the interpreter and its guard. On success *out is live and reports through the
@@ -175,19 +177,19 @@ void runtime__on_proc_freed(struct runtime *rt, struct runtime__proc *proc);
 #define RUNTIME__HISTORY_CODE_MAX 4096
 
 struct runtime__record {
-	uint64_t seq;
-	char *code;                   /* owned, at most RUNTIME__HISTORY_CODE_MAX bytes */
-	size_t code_kept, code_len;
-	int status;
-	enum runtime_outcome outcome;
-	bool timed_out, truncated;
-	uint64_t started_at_ms, queued_us, duration_us;
-	size_t out_bytes, err_bytes;
+    uint64_t seq;
+    char *code; /* owned, at most RUNTIME__HISTORY_CODE_MAX bytes */
+    size_t code_kept, code_len;
+    int status;
+    enum runtime_outcome outcome;
+    bool timed_out, truncated;
+    uint64_t started_at_ms, queued_us, duration_us;
+    size_t out_bytes, err_bytes;
 };
 
 struct runtime__history {
-	struct runtime__record *ring; /* owned array of `max` slots */
-	size_t max, head, count;      /* head: next slot to write */
+    struct runtime__record *ring; /* owned array of `max` slots */
+    size_t max, head, count;      /* head: next slot to write */
 };
 
 void runtime__history_init(struct runtime__history *h, size_t max);

@@ -24,153 +24,151 @@
 
 /* Sourced once from the memfd before the first call. Variables present at its end form the
  * baseline that state() leaves out; ${!x@} lists names without forking a subshell. */
-static const char bash_init[] =
-	"PS1= PS2= PS0= PS4='+ '\n"
-	"set +H +o history\n"
-	"__agentd_n= __agentd_code=\n"
-	"__agentd_p() {\n"
-	"  IFS= builtin read -r -d '' -u 62 __agentd_code\n"
-	"  __agentd_n=${__agentd_code:0:" RUNTIME__NONCE_LEN_STR "} __agentd_code=${__agentd_code:" RUNTIME__NONCE_LEN_STR "+1}\n"
-	"  return 0\n"
-	"}\n"
-	"shopt -s expand_aliases\n"
-	"alias __agentd_r='builtin eval \"$__agentd_code\" </dev/null'\n"
-	"__agentd_prompt() {\n"
-	"  local s=$?\n"
-	"  if [[ -n $__agentd_n ]]; then\n"
-	"    builtin printf '\\036%s:%d\\n' \"$__agentd_n\" \"$s\"\n"
-	"  fi\n"
-	"  __agentd_n= __agentd_code=\n"
-	"}\n"
-	"declare -r PROMPT_COMMAND=__agentd_prompt\n"
-	"declare -A __agentd_base=()\n"
-	"for __agentd_i in {a..z} {A..Z} _; do\n"
-	"  builtin eval \"for __agentd_j in \\\"\\${!$__agentd_i@}\\\"; do "
-	"__agentd_base[\\$__agentd_j]=1; done\"\n"
-	"done\n"
-	"unset __agentd_i __agentd_j\n";
+static const char bash_init[] = "PS1= PS2= PS0= PS4='+ '\n"
+                                "set +H +o history\n"
+                                "__agentd_n= __agentd_code=\n"
+                                "__agentd_p() {\n"
+                                "  IFS= builtin read -r -d '' -u 62 __agentd_code\n"
+                                "  __agentd_n=${__agentd_code:0:" RUNTIME__NONCE_LEN_STR
+                                "} __agentd_code=${__agentd_code:" RUNTIME__NONCE_LEN_STR "+1}\n"
+                                "  return 0\n"
+                                "}\n"
+                                "shopt -s expand_aliases\n"
+                                "alias __agentd_r='builtin eval \"$__agentd_code\" </dev/null'\n"
+                                "__agentd_prompt() {\n"
+                                "  local s=$?\n"
+                                "  if [[ -n $__agentd_n ]]; then\n"
+                                "    builtin printf '\\036%s:%d\\n' \"$__agentd_n\" \"$s\"\n"
+                                "  fi\n"
+                                "  __agentd_n= __agentd_code=\n"
+                                "}\n"
+                                "declare -r PROMPT_COMMAND=__agentd_prompt\n"
+                                "declare -A __agentd_base=()\n"
+                                "for __agentd_i in {a..z} {A..Z} _; do\n"
+                                "  builtin eval \"for __agentd_j in \\\"\\${!$__agentd_i@}\\\"; do "
+                                "__agentd_base[\\$__agentd_j]=1; done\"\n"
+                                "done\n"
+                                "unset __agentd_i __agentd_j\n";
 
 /* Runs as an ordinary call. Output: NUL-separated records "c" cwd, "x" name value (exported),
  * "v" name value (other variables set since start), then "F" and `declare -F` lines. */
-static const char bash_state[] =
-	"builtin printf 'c\\0%s\\0' \"$PWD\"\n"
-	"for __agentd_i in {a..z} {A..Z} _; do\n"
-	"  builtin eval \"__agentd_l=(\\\"\\${!$__agentd_i@}\\\")\"\n"
-	"  for __agentd_j in \"${__agentd_l[@]}\"; do\n"
-	"    [[ $__agentd_j == __agentd_* ]] && continue\n"
-	"    if [[ ${!__agentd_j@a} == *x* ]]; then\n"
-	"      builtin printf 'x\\0%s\\0%s\\0' \"$__agentd_j\" \"${!__agentd_j}\"\n"
-	"    elif [[ -z ${__agentd_base[$__agentd_j]} ]]; then\n"
-	"      builtin printf 'v\\0%s\\0%s\\0' \"$__agentd_j\" \"${!__agentd_j}\"\n"
-	"    fi\n"
-	"  done\n"
-	"done\n"
-	"unset __agentd_i __agentd_j __agentd_l\n"
-	"builtin printf 'F\\0'\n"
-	"builtin declare -F\n";
+static const char bash_state[] = "builtin printf 'c\\0%s\\0' \"$PWD\"\n"
+                                 "for __agentd_i in {a..z} {A..Z} _; do\n"
+                                 "  builtin eval \"__agentd_l=(\\\"\\${!$__agentd_i@}\\\")\"\n"
+                                 "  for __agentd_j in \"${__agentd_l[@]}\"; do\n"
+                                 "    [[ $__agentd_j == __agentd_* ]] && continue\n"
+                                 "    if [[ ${!__agentd_j@a} == *x* ]]; then\n"
+                                 "      builtin printf 'x\\0%s\\0%s\\0' \"$__agentd_j\" \"${!__agentd_j}\"\n"
+                                 "    elif [[ -z ${__agentd_base[$__agentd_j]} ]]; then\n"
+                                 "      builtin printf 'v\\0%s\\0%s\\0' \"$__agentd_j\" \"${!__agentd_j}\"\n"
+                                 "    fi\n"
+                                 "  done\n"
+                                 "done\n"
+                                 "unset __agentd_i __agentd_j __agentd_l\n"
+                                 "builtin printf 'F\\0'\n"
+                                 "builtin declare -F\n";
 
 static void bash_argv(const char *program, const char **argv)
 {
-	argv[0] = program;
-	argv[1] = "--norc";
-	argv[2] = "--noprofile";
-	argv[3] = "--noediting";
-	argv[4] = "-i";
-	argv[5] = NULL;
+    argv[0] = program;
+    argv[1] = "--norc";
+    argv[2] = "--noprofile";
+    argv[3] = "--noediting";
+    argv[4] = "-i";
+    argv[5] = NULL;
 }
 
-static size_t bash_request(char *buf, size_t cap, enum runtime__kind kind, const char *nonce,
-                           size_t code_len)
+static size_t bash_request(char *buf, size_t cap, enum runtime__kind kind, const char *nonce, size_t code_len)
 {
-	int n;
+    int n;
 
-	if (kind == RUNTIME__INIT)
-		n = snprintf(buf, cap, ". /dev/fd/%d; __agentd_n=%s\n", RUNTIME__CODE_FD, nonce);
-	else
-		n = snprintf(buf, cap, "__agentd_p;__agentd_r\n");
-	return (size_t)n;
+    if (kind == RUNTIME__INIT)
+        n = snprintf(buf, cap, ". /dev/fd/%d; __agentd_n=%s\n", RUNTIME__CODE_FD, nonce);
+    else
+        n = snprintf(buf, cap, "__agentd_p;__agentd_r\n");
+    return (size_t)n;
 }
 
 static json_t *text(const char *p, size_t n)
 {
-	json_t *s = json_stringn(p, n);
-	return s ? s : json_string("<not UTF-8>");
+    json_t *s = json_stringn(p, n);
+    return s ? s : json_string("<not UTF-8>");
 }
 
 static int bash_state_json(const char *out, size_t len, void *obj_)
 {
-	json_t *obj = obj_, *exported = json_object(), *vars = json_object(), *funcs = json_array();
-	const char *p = out, *end = out + len;
+    json_t *obj = obj_, *exported = json_object(), *vars = json_object(), *funcs = json_array();
+    const char *p = out, *end = out + len;
 
-	/* Records until the "F" tag; each field is NUL-terminated. */
-	while (p < end) {
-		const char *tag = p, *f1, *f2 = NULL;
-		size_t l1, l2 = 0;
+    /* Records until the "F" tag; each field is NUL-terminated. */
+    while (p < end) {
+        const char *tag = p, *f1, *f2 = NULL;
+        size_t l1, l2 = 0;
 
-		p = memchr(p, '\0', (size_t)(end - p));
-		if (p == NULL)
-			goto bad;
-		p++;
-		if (strcmp(tag, "F") == 0)
-			break;
-		f1 = p;
-		p = memchr(p, '\0', (size_t)(end - p));
-		if (p == NULL)
-			goto bad;
-		l1 = (size_t)(p++ - f1);
-		if (strcmp(tag, "x") == 0 || strcmp(tag, "v") == 0) {
-			f2 = p;
-			p = memchr(p, '\0', (size_t)(end - p));
-			if (p == NULL)
-				goto bad;
-			l2 = (size_t)(p++ - f2);
-		}
-		if (strcmp(tag, "c") == 0) {
-			json_object_set_new(obj, "cwd", text(f1, l1));
-		} else if (f2 != NULL) {
-			char name[256];
-			if (l1 >= sizeof name)
-				continue;
-			memcpy(name, f1, l1);
-			name[l1] = '\0';
-			json_object_set_new(tag[0] == 'x' ? exported : vars, name, text(f2, l2));
-		}
-	}
-	/* `declare -F` lines: "declare -f name" (plus "-fx" for exported functions). */
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *line_end = nl ? nl : end, *sp;
-		size_t n;
+        p = memchr(p, '\0', (size_t)(end - p));
+        if (p == NULL)
+            goto bad;
+        p++;
+        if (strcmp(tag, "F") == 0)
+            break;
+        f1 = p;
+        p = memchr(p, '\0', (size_t)(end - p));
+        if (p == NULL)
+            goto bad;
+        l1 = (size_t)(p++ - f1);
+        if (strcmp(tag, "x") == 0 || strcmp(tag, "v") == 0) {
+            f2 = p;
+            p = memchr(p, '\0', (size_t)(end - p));
+            if (p == NULL)
+                goto bad;
+            l2 = (size_t)(p++ - f2);
+        }
+        if (strcmp(tag, "c") == 0) {
+            json_object_set_new(obj, "cwd", text(f1, l1));
+        } else if (f2 != NULL) {
+            char name[256];
+            if (l1 >= sizeof name)
+                continue;
+            memcpy(name, f1, l1);
+            name[l1] = '\0';
+            json_object_set_new(tag[0] == 'x' ? exported : vars, name, text(f2, l2));
+        }
+    }
+    /* `declare -F` lines: "declare -f name" (plus "-fx" for exported functions). */
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = nl ? nl : end, *sp;
+        size_t n;
 
-		sp = memrchr(p, ' ', (size_t)(line_end - p));
-		if (sp != NULL) {
-			n = (size_t)(line_end - sp - 1);
-			if (!(n >= 9 && memcmp(sp + 1, "__agentd_", 9) == 0))
-				json_array_append_new(funcs, text(sp + 1, n));
-		}
-		p = nl ? nl + 1 : end;
-	}
-	json_object_set_new(obj, "exported", exported);
-	json_object_set_new(obj, "variables", vars);
-	json_object_set_new(obj, "functions", funcs);
-	return 0;
+        sp = memrchr(p, ' ', (size_t)(line_end - p));
+        if (sp != NULL) {
+            n = (size_t)(line_end - sp - 1);
+            if (!(n >= 9 && memcmp(sp + 1, "__agentd_", 9) == 0))
+                json_array_append_new(funcs, text(sp + 1, n));
+        }
+        p = nl ? nl + 1 : end;
+    }
+    json_object_set_new(obj, "exported", exported);
+    json_object_set_new(obj, "variables", vars);
+    json_object_set_new(obj, "functions", funcs);
+    return 0;
 
 bad:
-	json_decref(exported);
-	json_decref(vars);
-	json_decref(funcs);
-	return -EPROTO;
+    json_decref(exported);
+    json_decref(vars);
+    json_decref(funcs);
+    return -EPROTO;
 }
 
 const struct runtime__lang runtime__lang_bash = {
-	.name = "bash",
-	.default_path = "/bin/bash",
-	.search_name = "bash",
-	.ctl_fd = 0,
-	.init = bash_init,
-	.state_code = bash_state,
-	.nonce_in_code = true,
-	.argv = bash_argv,
-	.request = bash_request,
-	.state_json = bash_state_json,
+    .name = "bash",
+    .default_path = "/bin/bash",
+    .search_name = "bash",
+    .ctl_fd = 0,
+    .init = bash_init,
+    .state_code = bash_state,
+    .nonce_in_code = true,
+    .argv = bash_argv,
+    .request = bash_request,
+    .state_json = bash_state_json,
 };

@@ -25,60 +25,60 @@
 extern char **environ;
 
 #define RUNTIME_INTERRUPT_MIN_NS (5 * 1000 * 1000) /* see request_interrupt */
-#define RUNTIME_INIT_CAPTURE 4096
-#define RUNTIME_STATE_CAPTURE (16u * 1024u * 1024u)
+#define RUNTIME_INIT_CAPTURE     4096
+#define RUNTIME_STATE_CAPTURE    (16u * 1024u * 1024u)
 
 struct runtime__call {
-	struct runtime__call *next;
-	enum runtime__kind kind;
-	uint64_t seq;
-	char *code;                    /* owned copy */
-	size_t code_len;
-	uint64_t timeout_ms;
-	runtime_done_cb done;
-	runtime_state_cb state_cb;
-	void *arg;
-	struct runtime__proc *proc;    /* borrowed: the process it was handed to */
-	char nonce[RUNTIME__NONCE_LEN + 1];
-	struct runtime__scan scan_out;
-	struct runtime__capture out, err;
-	bool out_marker, out_done;
-	int status;
-	int phase;                     /* 0 running, 1 interrupt deferred, 2 SIGINT sent */
-	bool timed_out, killed, cancelled;
-	int failed;                    /* negative errno: could not start */
-	uint64_t queued_ns, sent_ns, started_at_ms;
+    struct runtime__call *next;
+    enum runtime__kind kind;
+    uint64_t seq;
+    char *code; /* owned copy */
+    size_t code_len;
+    uint64_t timeout_ms;
+    runtime_done_cb done;
+    runtime_state_cb state_cb;
+    void *arg;
+    struct runtime__proc *proc; /* borrowed: the process it was handed to */
+    char nonce[RUNTIME__NONCE_LEN + 1];
+    struct runtime__scan scan_out;
+    struct runtime__capture out, err;
+    bool out_marker, out_done;
+    int status;
+    int phase; /* 0 running, 1 interrupt deferred, 2 SIGINT sent */
+    bool timed_out, killed, cancelled;
+    int failed; /* negative errno: could not start */
+    uint64_t queued_ns, sent_ns, started_at_ms;
 };
 
 struct runtime {
-	uv_loop_t *loop;
-	enum runtime_lang lang_id;
-	const struct runtime__lang *lang;
-	char *program, *cwd;
-	char *bwrap;                   /* owned; NULL: no sandbox */
-	bool bwrap_share_net;
-	struct exec_limits limits;     /* zero: none */
-	char **cgroups;                /* owned NULL-terminated copy; NULL: none */
-	char **envp;                   /* owned NULL-terminated copy */
-	size_t output_limit;
-	uint64_t idle_ms, timeout_ms, grace_ms;
-	runtime_event_cb event_cb;
-	void *event_arg;
-	struct runtime__proc *proc;    /* the process new calls go to; NULL when none */
-	struct runtime__proc *procs;   /* every process not yet freed, proc included */
-	struct runtime__call *cur;
-	struct runtime__call *head, *tail;
-	uv_timer_t call_timer, idle_timer, kick_timer;
-	uv_idle_t spin;        /* active: the loop polls instead of sleeping (see send_call) */
-	uint64_t spin_ns;      /* 0: never spin */
-	uint64_t spin_until;   /* uv_hrtime() at which the current spin ends */
-	bool last_quick;       /* the previous call answered within 4 x spin_ns */
-	int open_handles;
-	uint64_t next_seq;
-	struct runtime__history history;
-	bool closing, finishing;
-	runtime_close_cb close_cb;
-	void *close_arg;
+    uv_loop_t *loop;
+    enum runtime_lang lang_id;
+    const struct runtime__lang *lang;
+    char *program, *cwd;
+    char *bwrap; /* owned; NULL: no sandbox */
+    bool bwrap_share_net;
+    struct exec_limits limits; /* zero: none */
+    char **cgroups;            /* owned NULL-terminated copy; NULL: none */
+    char **envp;               /* owned NULL-terminated copy */
+    size_t output_limit;
+    uint64_t idle_ms, timeout_ms, grace_ms;
+    runtime_event_cb event_cb;
+    void *event_arg;
+    struct runtime__proc *proc;  /* the process new calls go to; NULL when none */
+    struct runtime__proc *procs; /* every process not yet freed, proc included */
+    struct runtime__call *cur;
+    struct runtime__call *head, *tail;
+    uv_timer_t call_timer, idle_timer, kick_timer;
+    uv_idle_t spin;      /* active: the loop polls instead of sleeping (see send_call) */
+    uint64_t spin_ns;    /* 0: never spin */
+    uint64_t spin_until; /* uv_hrtime() at which the current spin ends */
+    bool last_quick;     /* the previous call answered within 4 x spin_ns */
+    int open_handles;
+    uint64_t next_seq;
+    struct runtime__history history;
+    bool closing, finishing;
+    runtime_close_cb close_cb;
+    void *close_arg;
 };
 
 static void dispatch(struct runtime *rt);
@@ -87,42 +87,41 @@ static void dispatch(struct runtime *rt);
 
 static void *xcalloc(size_t n)
 {
-	void *p = calloc(1, n);
-	if (p == NULL) {
-		fprintf(stderr, "runtime: out of memory\n");
-		abort();
-	}
-	return p;
+    void *p = calloc(1, n);
+    if (p == NULL) {
+        fprintf(stderr, "runtime: out of memory\n");
+        abort();
+    }
+    return p;
 }
 
 static char *xstrdup(const char *s)
 {
-	size_t n = strlen(s) + 1;
-	return memcpy(xcalloc(n), s, n);
+    size_t n = strlen(s) + 1;
+    return memcpy(xcalloc(n), s, n);
 }
 
 static uint64_t wall_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static int wait_status(int ws)
 {
-	if (WIFEXITED(ws))
-		return WEXITSTATUS(ws);
-	if (WIFSIGNALED(ws))
-		return 128 + WTERMSIG(ws);
-	return -1;
+    if (WIFEXITED(ws))
+        return WEXITSTATUS(ws);
+    if (WIFSIGNALED(ws))
+        return 128 + WTERMSIG(ws);
+    return -1;
 }
 
 static void emit_status(struct runtime *rt, enum runtime_status st, const char *reason, int pid)
 {
-	struct runtime_event ev = {.kind = RUNTIME_EVENT_STATUS, .status = st, .reason = reason,
-	                           .pid = pid};
-	if (rt->event_cb)
-		rt->event_cb(rt, &ev, rt->event_arg);
+    struct runtime_event ev = {.kind = RUNTIME_EVENT_STATUS, .status = st, .reason = reason, .pid = pid};
+    if (rt->event_cb)
+        rt->event_cb(rt, &ev, rt->event_arg);
 }
 
 static void kick(struct runtime *rt);
@@ -131,295 +130,293 @@ static void kick(struct runtime *rt);
 
 const char *runtime_lang_name(enum runtime_lang lang)
 {
-	switch (lang) {
-	case RUNTIME_BASH: return "bash";
-	case RUNTIME_PYTHON: return "python";
-	case RUNTIME_NODE: return "node";
-	}
-	return "?";
+    switch (lang) {
+    case RUNTIME_BASH: return "bash";
+    case RUNTIME_PYTHON: return "python";
+    case RUNTIME_NODE: return "node";
+    }
+    return "?";
 }
 
 int runtime_lang_parse(const char *name, enum runtime_lang *out)
 {
-	static const enum runtime_lang all[] = {RUNTIME_BASH, RUNTIME_PYTHON, RUNTIME_NODE};
-	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-		if (strcmp(name, runtime_lang_name(all[i])) == 0) {
-			*out = all[i];
-			return 0;
-		}
-	return -EINVAL;
+    static const enum runtime_lang all[] = {RUNTIME_BASH, RUNTIME_PYTHON, RUNTIME_NODE};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(name, runtime_lang_name(all[i])) == 0) {
+            *out = all[i];
+            return 0;
+        }
+    return -EINVAL;
 }
 
 const char *runtime_status_name(enum runtime_status status)
 {
-	switch (status) {
-	case RUNTIME_STATUS_INACTIVE: return "inactive";
-	case RUNTIME_STATUS_STARTING: return "starting";
-	case RUNTIME_STATUS_READY: return "ready";
-	case RUNTIME_STATUS_ERROR: return "error";
-	case RUNTIME_STATUS_TERMINATED: return "terminated";
-	}
-	return "?";
+    switch (status) {
+    case RUNTIME_STATUS_INACTIVE: return "inactive";
+    case RUNTIME_STATUS_STARTING: return "starting";
+    case RUNTIME_STATUS_READY: return "ready";
+    case RUNTIME_STATUS_ERROR: return "error";
+    case RUNTIME_STATUS_TERMINATED: return "terminated";
+    }
+    return "?";
 }
 
 const char *runtime_outcome_name(enum runtime_outcome outcome)
 {
-	switch (outcome) {
-	case RUNTIME_OK: return "ok";
-	case RUNTIME_INTERRUPTED: return "interrupted";
-	case RUNTIME_KILLED: return "killed";
-	case RUNTIME_EXITED: return "exited";
-	case RUNTIME_CANCELLED: return "cancelled";
-	case RUNTIME_FAILED: return "failed";
-	}
-	return "?";
+    switch (outcome) {
+    case RUNTIME_OK: return "ok";
+    case RUNTIME_INTERRUPTED: return "interrupted";
+    case RUNTIME_KILLED: return "killed";
+    case RUNTIME_EXITED: return "exited";
+    case RUNTIME_CANCELLED: return "cancelled";
+    case RUNTIME_FAILED: return "failed";
+    }
+    return "?";
 }
 
 /* ---- creation --------------------------------------------------------------------------- */
 
 static const char *env_get(char *const *envp, const char *name)
 {
-	size_t n = strlen(name);
-	for (; *envp; envp++)
-		if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
-			return *envp + n + 1;
-	return NULL;
+    size_t n = strlen(name);
+    for (; *envp; envp++)
+        if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
+            return *envp + n + 1;
+    return NULL;
 }
 
 /* An absolute or relative path is taken as is; a bare name is looked up on PATH. */
 static char *find_program(const char *name, const char *path)
 {
-	if (strchr(name, '/'))
-		return access(name, X_OK) == 0 ? xstrdup(name) : NULL;
-	if (path == NULL)
-		path = "/usr/local/bin:/usr/bin:/bin";
-	while (*path) {
-		const char *colon = strchrnul(path, ':');
-		size_t dl = (size_t)(colon - path);
-		char *cand = xcalloc(dl + strlen(name) + 2);
+    if (strchr(name, '/'))
+        return access(name, X_OK) == 0 ? xstrdup(name) : NULL;
+    if (path == NULL)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path) {
+        const char *colon = strchrnul(path, ':');
+        size_t dl = (size_t)(colon - path);
+        char *cand = xcalloc(dl + strlen(name) + 2);
 
-		memcpy(cand, path, dl);
-		snprintf(cand + dl, strlen(name) + 2, "%s%s", dl ? "/" : "./", name);
-		if (dl == 0)
-			memmove(cand, cand + 1, strlen(cand)); /* "./name" from an empty PATH entry */
-		if (access(cand, X_OK) == 0)
-			return cand;
-		free(cand);
-		path = *colon ? colon + 1 : colon;
-	}
-	return NULL;
+        memcpy(cand, path, dl);
+        snprintf(cand + dl, strlen(name) + 2, "%s%s", dl ? "/" : "./", name);
+        if (dl == 0)
+            memmove(cand, cand + 1, strlen(cand)); /* "./name" from an empty PATH entry */
+        if (access(cand, X_OK) == 0)
+            return cand;
+        free(cand);
+        path = *colon ? colon + 1 : colon;
+    }
+    return NULL;
 }
 
 int runtime_new(struct uv_loop_s *loop, const struct runtime_options *opts, struct runtime **out)
 {
-	const struct runtime__lang *lang;
-	char *const *src_env = opts->env ? (char *const *)opts->env : environ;
-	struct runtime *rt;
-	struct stat st;
-	size_t n = 0;
+    const struct runtime__lang *lang;
+    char *const *src_env = opts->env ? (char *const *)opts->env : environ;
+    struct runtime *rt;
+    struct stat st;
+    size_t n = 0;
 
-	switch (opts->lang) {
-	case RUNTIME_BASH: lang = &runtime__lang_bash; break;
-	case RUNTIME_PYTHON: lang = &runtime__lang_python; break;
-	case RUNTIME_NODE: lang = &runtime__lang_node; break;
-	default: return -EINVAL;
-	}
-	rt = xcalloc(sizeof *rt);
-	rt->loop = loop;
-	rt->lang_id = opts->lang;
-	rt->lang = lang;
-	while (src_env[n])
-		n++;
-	rt->envp = xcalloc((n + 1) * sizeof *rt->envp);
-	for (size_t i = 0; i < n; i++)
-		rt->envp[i] = xstrdup(src_env[i]);
-	if (opts->program)
-		rt->program = find_program(opts->program, env_get(rt->envp, "PATH"));
-	else if (access(lang->default_path, X_OK) == 0)
-		rt->program = xstrdup(lang->default_path);
-	else
-		rt->program = find_program(lang->search_name, env_get(rt->envp, "PATH"));
-	if (opts->cwd) {
-		rt->cwd = xstrdup(opts->cwd);
-	} else {
-		rt->cwd = getcwd(NULL, 0);
-		if (rt->cwd == NULL)
-			abort();
-	}
-	if (rt->program == NULL || stat(rt->cwd, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		for (size_t i = 0; i < n; i++)
-			free(rt->envp[i]);
-		free(rt->envp);
-		free(rt->program);
-		free(rt->cwd);
-		free(rt);
-		return -ENOENT;
-	}
-	rt->bwrap = opts->bwrap ? xstrdup(opts->bwrap) : NULL;
-	rt->bwrap_share_net = opts->bwrap_share_net;
-	if (opts->limits)
-		rt->limits = *opts->limits;
-	if (opts->cgroups) {
-		size_t k = 0;
-		while (opts->cgroups[k])
-			k++;
-		rt->cgroups = xcalloc((k + 1) * sizeof *rt->cgroups);
-		for (size_t i = 0; i < k; i++)
-			rt->cgroups[i] = xstrdup(opts->cgroups[i]);
-	}
-	rt->output_limit = opts->output_limit ? opts->output_limit : RUNTIME_DEFAULT_OUTPUT_LIMIT;
-	rt->idle_ms = opts->idle_timeout_ms ? opts->idle_timeout_ms : RUNTIME_DEFAULT_IDLE_MS;
-	rt->timeout_ms = opts->timeout_ms ? opts->timeout_ms : RUNTIME_DEFAULT_TIMEOUT_MS;
-	rt->grace_ms = opts->kill_grace_ms ? opts->kill_grace_ms : RUNTIME_DEFAULT_GRACE_MS;
-	rt->event_cb = opts->event_cb;
-	rt->event_arg = opts->event_arg;
-	runtime__history_init(&rt->history, opts->history_max ? opts->history_max
-	                                                      : RUNTIME_DEFAULT_HISTORY);
-	rt->spin_ns = opts->spin_us < 0 ? 0 : 1000 * (uint64_t)(opts->spin_us ? opts->spin_us : RUNTIME_DEFAULT_SPIN_US);
-	rt->last_quick = true;
-	uv_timer_init(loop, &rt->call_timer);
-	uv_timer_init(loop, &rt->idle_timer);
-	uv_timer_init(loop, &rt->kick_timer);
-	uv_idle_init(loop, &rt->spin);
-	rt->call_timer.data = rt->idle_timer.data = rt->kick_timer.data = rt->spin.data = rt;
-	rt->open_handles = 4;
-	*out = rt;
-	return 0;
+    switch (opts->lang) {
+    case RUNTIME_BASH: lang = &runtime__lang_bash; break;
+    case RUNTIME_PYTHON: lang = &runtime__lang_python; break;
+    case RUNTIME_NODE: lang = &runtime__lang_node; break;
+    default: return -EINVAL;
+    }
+    rt = xcalloc(sizeof *rt);
+    rt->loop = loop;
+    rt->lang_id = opts->lang;
+    rt->lang = lang;
+    while (src_env[n])
+        n++;
+    rt->envp = xcalloc((n + 1) * sizeof *rt->envp);
+    for (size_t i = 0; i < n; i++)
+        rt->envp[i] = xstrdup(src_env[i]);
+    if (opts->program)
+        rt->program = find_program(opts->program, env_get(rt->envp, "PATH"));
+    else if (access(lang->default_path, X_OK) == 0)
+        rt->program = xstrdup(lang->default_path);
+    else
+        rt->program = find_program(lang->search_name, env_get(rt->envp, "PATH"));
+    if (opts->cwd) {
+        rt->cwd = xstrdup(opts->cwd);
+    } else {
+        rt->cwd = getcwd(NULL, 0);
+        if (rt->cwd == NULL)
+            abort();
+    }
+    if (rt->program == NULL || stat(rt->cwd, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        for (size_t i = 0; i < n; i++)
+            free(rt->envp[i]);
+        free(rt->envp);
+        free(rt->program);
+        free(rt->cwd);
+        free(rt);
+        return -ENOENT;
+    }
+    rt->bwrap = opts->bwrap ? xstrdup(opts->bwrap) : NULL;
+    rt->bwrap_share_net = opts->bwrap_share_net;
+    if (opts->limits)
+        rt->limits = *opts->limits;
+    if (opts->cgroups) {
+        size_t k = 0;
+        while (opts->cgroups[k])
+            k++;
+        rt->cgroups = xcalloc((k + 1) * sizeof *rt->cgroups);
+        for (size_t i = 0; i < k; i++)
+            rt->cgroups[i] = xstrdup(opts->cgroups[i]);
+    }
+    rt->output_limit = opts->output_limit ? opts->output_limit : RUNTIME_DEFAULT_OUTPUT_LIMIT;
+    rt->idle_ms = opts->idle_timeout_ms ? opts->idle_timeout_ms : RUNTIME_DEFAULT_IDLE_MS;
+    rt->timeout_ms = opts->timeout_ms ? opts->timeout_ms : RUNTIME_DEFAULT_TIMEOUT_MS;
+    rt->grace_ms = opts->kill_grace_ms ? opts->kill_grace_ms : RUNTIME_DEFAULT_GRACE_MS;
+    rt->event_cb = opts->event_cb;
+    rt->event_arg = opts->event_arg;
+    runtime__history_init(&rt->history, opts->history_max ? opts->history_max : RUNTIME_DEFAULT_HISTORY);
+    rt->spin_ns =
+        opts->spin_us < 0 ? 0 : 1000 * (uint64_t)(opts->spin_us ? opts->spin_us : RUNTIME_DEFAULT_SPIN_US);
+    rt->last_quick = true;
+    uv_timer_init(loop, &rt->call_timer);
+    uv_timer_init(loop, &rt->idle_timer);
+    uv_timer_init(loop, &rt->kick_timer);
+    uv_idle_init(loop, &rt->spin);
+    rt->call_timer.data = rt->idle_timer.data = rt->kick_timer.data = rt->spin.data = rt;
+    rt->open_handles = 4;
+    *out = rt;
+    return 0;
 }
 
 /* ---- completing calls ------------------------------------------------------------------- */
 
 static void call_free(struct runtime__call *c)
 {
-	runtime__capture_free(&c->out);
-	runtime__capture_free(&c->err);
-	free(c->code);
-	free(c);
+    runtime__capture_free(&c->out);
+    runtime__capture_free(&c->err);
+    free(c->code);
+    free(c);
 }
 
 static void state_answer(struct runtime *rt, struct runtime__call *c, json_t *obj, int rc)
 {
-	char *text = NULL;
+    char *text = NULL;
 
-	if (rc == 0) {
-		json_object_set_new(obj, "lang", json_string(rt->lang->name));
-		text = json_dumps(obj, JSON_COMPACT);
-	}
-	json_decref(obj);
-	c->state_cb(rt, rc, text, c->arg);
-	free(text);
+    if (rc == 0) {
+        json_object_set_new(obj, "lang", json_string(rt->lang->name));
+        text = json_dumps(obj, JSON_COMPACT);
+    }
+    json_decref(obj);
+    c->state_cb(rt, rc, text, c->arg);
+    free(text);
 }
 
 static void state_not_running(struct runtime *rt, struct runtime__call *c)
 {
-	json_t *o = json_object();
+    json_t *o = json_object();
 
-	json_object_set_new(o, "running", json_false());
-	json_object_set_new(o, "pid", json_integer(0));
-	json_object_set_new(o, "cwd", json_string(rt->cwd));
-	state_answer(rt, c, o, 0);
+    json_object_set_new(o, "running", json_false());
+    json_object_set_new(o, "pid", json_integer(0));
+    json_object_set_new(o, "cwd", json_string(rt->cwd));
+    state_answer(rt, c, o, 0);
 }
 
 /* Ends call `c` (no longer current or queued) and frees it. May run user callbacks. */
-static void complete(struct runtime *rt, struct runtime__call *c, enum runtime_outcome outcome,
-                     int status)
+static void complete(struct runtime *rt, struct runtime__call *c, enum runtime_outcome outcome, int status)
 {
-	uint64_t now = uv_hrtime();
+    uint64_t now = uv_hrtime();
 
-	if (rt->cur == c) {
-		rt->cur = NULL;
-		uv_timer_stop(&rt->call_timer);
-		uv_idle_stop(&rt->spin);
-		rt->last_quick = now - c->sent_ns <= 4 * rt->spin_ns; /* one slow call in a quick run still spins */
-	}
-	runtime__capture_finish(&c->out);
-	runtime__capture_finish(&c->err);
+    if (rt->cur == c) {
+        rt->cur = NULL;
+        uv_timer_stop(&rt->call_timer);
+        uv_idle_stop(&rt->spin);
+        rt->last_quick = now - c->sent_ns <= 4 * rt->spin_ns; /* one slow call in a quick run still spins */
+    }
+    runtime__capture_finish(&c->out);
+    runtime__capture_finish(&c->err);
 
-	if (c->kind == RUNTIME__INIT) {
-		if (outcome == RUNTIME_OK && c->proc == rt->proc) {
-			c->proc->ready = true;
-			emit_status(rt, RUNTIME_STATUS_READY, "ready", c->proc->pid);
-		} else if (outcome != RUNTIME_CANCELLED && rt->head != NULL) {
-			/* The interpreter died while starting: fail the call that wanted it and pass on
-			 * what it said, instead of starting it again and again. */
-			struct runtime__call *h = rt->head;
-			rt->head = h->next;
-			if (rt->head == NULL)
-				rt->tail = NULL;
-			h->failed = -ECHILD;
-			runtime__capture_init(&h->err, RUNTIME_INIT_CAPTURE);
-			runtime__capture_add(&h->err, c->err.buf, c->err.len);
-			complete(rt, h, RUNTIME_FAILED, status);
-		}
-	} else if (c->kind == RUNTIME__STATE) {
-		if (outcome != RUNTIME_OK) {
-			c->state_cb(rt, outcome == RUNTIME_CANCELLED ? -ECANCELED
-			                : outcome == RUNTIME_FAILED ? c->failed : -EINTR,
-			            NULL, c->arg);
-		} else {
-			json_t *o = json_object();
-			json_object_set_new(o, "running", json_true());
-			json_object_set_new(o, "pid", json_integer(c->proc ? c->proc->pid : 0));
-			int rc = rt->lang->state_json(c->out.buf ? c->out.buf : "", c->out.len, o);
-			state_answer(rt, c, o, rc);
-		}
-	} else {
-		struct runtime_result r = {
-			.seq = c->seq,
-			.code = c->code,
-			.code_len = c->code_len,
-			.out = c->out.buf ? c->out.buf : "",
-			.out_len = c->out.len,
-			.out_total = c->out.total,
-			.err = c->err.buf ? c->err.buf : "",
-			.err_len = c->err.len,
-			.err_total = c->err.total,
-			.status = status,
-			.outcome = outcome,
-			.truncated = c->out.truncated || c->err.truncated,
-			.timed_out = c->timed_out,
-			.error = outcome == RUNTIME_FAILED ? c->failed : 0,
-			.started_at_ms = c->started_at_ms,
-			.queued_us = ((c->sent_ns ? c->sent_ns : now) - c->queued_ns) / 1000u,
-			.duration_us = c->sent_ns ? (now - c->sent_ns) / 1000u : 0,
-		};
-		struct runtime_event ev = {.kind = RUNTIME_EVENT_EXEC, .result = &r};
+    if (c->kind == RUNTIME__INIT) {
+        if (outcome == RUNTIME_OK && c->proc == rt->proc) {
+            c->proc->ready = true;
+            emit_status(rt, RUNTIME_STATUS_READY, "ready", c->proc->pid);
+        } else if (outcome != RUNTIME_CANCELLED && rt->head != NULL) {
+            /* The interpreter died while starting: fail the call that wanted it and pass on
+             * what it said, instead of starting it again and again. */
+            struct runtime__call *h = rt->head;
+            rt->head = h->next;
+            if (rt->head == NULL)
+                rt->tail = NULL;
+            h->failed = -ECHILD;
+            runtime__capture_init(&h->err, RUNTIME_INIT_CAPTURE);
+            runtime__capture_add(&h->err, c->err.buf, c->err.len);
+            complete(rt, h, RUNTIME_FAILED, status);
+        }
+    } else if (c->kind == RUNTIME__STATE) {
+        if (outcome != RUNTIME_OK) {
+            c->state_cb(rt,
+                        outcome == RUNTIME_CANCELLED ? -ECANCELED
+                        : outcome == RUNTIME_FAILED  ? c->failed
+                                                     : -EINTR,
+                        NULL, c->arg);
+        } else {
+            json_t *o = json_object();
+            json_object_set_new(o, "running", json_true());
+            json_object_set_new(o, "pid", json_integer(c->proc ? c->proc->pid : 0));
+            int rc = rt->lang->state_json(c->out.buf ? c->out.buf : "", c->out.len, o);
+            state_answer(rt, c, o, rc);
+        }
+    } else {
+        struct runtime_result r = {
+            .seq = c->seq,
+            .code = c->code,
+            .code_len = c->code_len,
+            .out = c->out.buf ? c->out.buf : "",
+            .out_len = c->out.len,
+            .out_total = c->out.total,
+            .err = c->err.buf ? c->err.buf : "",
+            .err_len = c->err.len,
+            .err_total = c->err.total,
+            .status = status,
+            .outcome = outcome,
+            .truncated = c->out.truncated || c->err.truncated,
+            .timed_out = c->timed_out,
+            .error = outcome == RUNTIME_FAILED ? c->failed : 0,
+            .started_at_ms = c->started_at_ms,
+            .queued_us = ((c->sent_ns ? c->sent_ns : now) - c->queued_ns) / 1000u,
+            .duration_us = c->sent_ns ? (now - c->sent_ns) / 1000u : 0,
+        };
+        struct runtime_event ev = {.kind = RUNTIME_EVENT_EXEC, .result = &r};
 
-		runtime__history_add(&rt->history, &r);
-		if (rt->event_cb)
-			rt->event_cb(rt, &ev, rt->event_arg);
-		c->done(rt, &r, c->arg);
-	}
-	call_free(c);
+        runtime__history_add(&rt->history, &r);
+        if (rt->event_cb)
+            rt->event_cb(rt, &ev, rt->event_arg);
+        c->done(rt, &r, c->arg);
+    }
+    call_free(c);
 }
 
 static void on_kick(uv_timer_t *t)
 {
-	struct runtime *rt = t->data;
-	struct runtime__call *c = rt->head;
+    struct runtime *rt = t->data;
+    struct runtime__call *c = rt->head;
 
-	if (c == NULL || rt->cur != NULL || rt->closing)
-		return;
-	if (c->failed == 0 && !(c->kind == RUNTIME__STATE && rt->proc == NULL)) {
-		dispatch(rt);
-		return;
-	}
-	rt->head = c->next;
-	if (rt->head == NULL)
-		rt->tail = NULL;
-	if (c->failed != 0) {
-		complete(rt, c, RUNTIME_FAILED, -1);
-	} else {
-		state_not_running(rt, c);
-		call_free(c);
-	}
-	dispatch(rt);
+    if (c == NULL || rt->cur != NULL || rt->closing)
+        return;
+    if (c->failed == 0 && !(c->kind == RUNTIME__STATE && rt->proc == NULL)) {
+        dispatch(rt);
+        return;
+    }
+    rt->head = c->next;
+    if (rt->head == NULL)
+        rt->tail = NULL;
+    if (c->failed != 0) {
+        complete(rt, c, RUNTIME_FAILED, -1);
+    } else {
+        state_not_running(rt, c);
+        call_free(c);
+    }
+    dispatch(rt);
 }
 
-static void kick(struct runtime *rt)
-{
-	uv_timer_start(&rt->kick_timer, on_kick, 0, 0);
-}
+static void kick(struct runtime *rt) { uv_timer_start(&rt->kick_timer, on_kick, 0, 0); }
 
 /* ---- timeouts and interrupts ------------------------------------------------------------ */
 
@@ -427,9 +424,9 @@ static void on_call_timer(uv_timer_t *t);
 
 static void send_interrupt(struct runtime *rt, struct runtime__call *c)
 {
-	c->phase = 2;
-	runtime__proc_interrupt(c->proc);
-	uv_timer_start(&rt->call_timer, on_call_timer, rt->grace_ms, 0);
+    c->phase = 2;
+    runtime__proc_interrupt(c->proc);
+    uv_timer_start(&rt->call_timer, on_call_timer, rt->grace_ms, 0);
 }
 
 /* bash reads its request line from a pipe; a SIGINT landing while the line is half read would
@@ -438,64 +435,62 @@ static void send_interrupt(struct runtime *rt, struct runtime__call *c)
  * it still happens, the call ends by SIGKILL after the grace period rather than hanging). */
 static void request_interrupt(struct runtime *rt, struct runtime__call *c)
 {
-	uint64_t elapsed = uv_hrtime() - c->sent_ns;
+    uint64_t elapsed = uv_hrtime() - c->sent_ns;
 
-	if (c->phase != 0)
-		return;
-	if (elapsed < RUNTIME_INTERRUPT_MIN_NS) {
-		c->phase = 1;
-		uv_timer_start(&rt->call_timer, on_call_timer,
-		               (RUNTIME_INTERRUPT_MIN_NS - elapsed) / 1000000u + 1, 0);
-		return;
-	}
-	send_interrupt(rt, c);
+    if (c->phase != 0)
+        return;
+    if (elapsed < RUNTIME_INTERRUPT_MIN_NS) {
+        c->phase = 1;
+        uv_timer_start(&rt->call_timer, on_call_timer, (RUNTIME_INTERRUPT_MIN_NS - elapsed) / 1000000u + 1,
+                       0);
+        return;
+    }
+    send_interrupt(rt, c);
 }
 
 static void on_call_timer(uv_timer_t *t)
 {
-	struct runtime *rt = t->data;
-	struct runtime__call *c = rt->cur;
+    struct runtime *rt = t->data;
+    struct runtime__call *c = rt->cur;
 
-	if (c == NULL)
-		return;
-	if (c->kind == RUNTIME__INIT) { /* the interpreter never became ready */
-		c->killed = true;
-		runtime__proc_kill(c->proc, "killed");
-		return;
-	}
-	switch (c->phase) {
-	case 0:
-		c->timed_out = true;
-		request_interrupt(rt, c);
-		break;
-	case 1:
-		send_interrupt(rt, c);
-		break;
-	default:
-		c->killed = true;
-		runtime__proc_kill(c->proc, "killed");
-		break;
-	}
+    if (c == NULL)
+        return;
+    if (c->kind == RUNTIME__INIT) { /* the interpreter never became ready */
+        c->killed = true;
+        runtime__proc_kill(c->proc, "killed");
+        return;
+    }
+    switch (c->phase) {
+    case 0:
+        c->timed_out = true;
+        request_interrupt(rt, c);
+        break;
+    case 1: send_interrupt(rt, c); break;
+    default:
+        c->killed = true;
+        runtime__proc_kill(c->proc, "killed");
+        break;
+    }
 }
 
 int runtime_interrupt(struct runtime *rt)
 {
-	if (rt->closing)
-		return -ESHUTDOWN;
-	if (rt->cur == NULL || rt->cur->kind == RUNTIME__INIT)
-		return -ENOENT;
-	request_interrupt(rt, rt->cur);
-	return 0;
+    if (rt->closing)
+        return -ESHUTDOWN;
+    if (rt->cur == NULL || rt->cur->kind == RUNTIME__INIT)
+        return -ENOENT;
+    request_interrupt(rt, rt->cur);
+    return 0;
 }
 
 /* ---- dispatching ------------------------------------------------------------------------ */
 
 static void on_spin(uv_idle_t *h)
 {
-	struct runtime *rt = h->data;
+    struct runtime *rt = h->data;
 
-	if (uv_hrtime() >= rt->spin_until)
-		uv_idle_stop(h);
+    if (uv_hrtime() >= rt->spin_until)
+        uv_idle_stop(h);
 }
 
 /*
@@ -509,386 +504,375 @@ static void on_spin(uv_idle_t *h)
  */
 static void start_spin(struct runtime *rt)
 {
-	if (rt->spin_ns == 0 || !rt->last_quick)
-		return;
-	rt->spin_until = uv_hrtime() + rt->spin_ns;
-	uv_idle_start(&rt->spin, on_spin);
+    if (rt->spin_ns == 0 || !rt->last_quick)
+        return;
+    rt->spin_until = uv_hrtime() + rt->spin_ns;
+    uv_idle_start(&rt->spin, on_spin);
 }
 
 static void send_call(struct runtime *rt, struct runtime__call *c)
 {
-	char needle[RUNTIME__NEEDLE_MAX], line[256];
-	const char *code = c->code;
-	size_t code_len = c->code_len, line_len;
-	size_t limit = c->kind == RUNTIME__INIT    ? RUNTIME_INIT_CAPTURE
-	               : c->kind == RUNTIME__STATE ? RUNTIME_STATE_CAPTURE
-	                                           : rt->output_limit;
+    char needle[RUNTIME__NEEDLE_MAX], line[256];
+    const char *code = c->code;
+    size_t code_len = c->code_len, line_len;
+    size_t limit = c->kind == RUNTIME__INIT    ? RUNTIME_INIT_CAPTURE
+                   : c->kind == RUNTIME__STATE ? RUNTIME_STATE_CAPTURE
+                                               : rt->output_limit;
 
-	c->proc = rt->proc;
-	runtime__nonce(c->nonce);
-	needle[0] = '\x1e';
-	memcpy(needle + 1, c->nonce, RUNTIME__NONCE_LEN);
-	needle[RUNTIME__NONCE_LEN + 1] = ':';
-	runtime__scan_init(&c->scan_out, needle, RUNTIME__NONCE_LEN + 2);
-	runtime__capture_init(&c->out, limit);
-	runtime__capture_init(&c->err, limit);
-	if (c->kind == RUNTIME__INIT) {
-		code = rt->lang->init;
-		code_len = strlen(code);
-	} else if (c->kind == RUNTIME__STATE && rt->lang->state_code) {
-		code = rt->lang->state_code;
-		code_len = strlen(code);
-	}
-	char *framed = NULL;
-	if (rt->lang->nonce_in_code && c->kind != RUNTIME__INIT) {
-		framed = xcalloc(RUNTIME__NONCE_LEN + 1 + code_len);
-		memcpy(framed, c->nonce, RUNTIME__NONCE_LEN);
-		framed[RUNTIME__NONCE_LEN] = '\n';
-		memcpy(framed + RUNTIME__NONCE_LEN + 1, code, code_len);
-		code = framed;
-		code_len += RUNTIME__NONCE_LEN + 1;
-	}
-	line_len = rt->lang->request(line, sizeof line, c->kind, c->nonce, code_len);
-	c->sent_ns = uv_hrtime();
-	c->started_at_ms = wall_ms();
-	uv_timer_start(&rt->call_timer, on_call_timer, c->timeout_ms, 0);
-	start_spin(rt);
-	/* On failure the process is being killed; the call ends when it is reaped. */
-	(void)!runtime__proc_send(c->proc, code, code_len, line, line_len);
-	free(framed);
+    c->proc = rt->proc;
+    runtime__nonce(c->nonce);
+    needle[0] = '\x1e';
+    memcpy(needle + 1, c->nonce, RUNTIME__NONCE_LEN);
+    needle[RUNTIME__NONCE_LEN + 1] = ':';
+    runtime__scan_init(&c->scan_out, needle, RUNTIME__NONCE_LEN + 2);
+    runtime__capture_init(&c->out, limit);
+    runtime__capture_init(&c->err, limit);
+    if (c->kind == RUNTIME__INIT) {
+        code = rt->lang->init;
+        code_len = strlen(code);
+    } else if (c->kind == RUNTIME__STATE && rt->lang->state_code) {
+        code = rt->lang->state_code;
+        code_len = strlen(code);
+    }
+    char *framed = NULL;
+    if (rt->lang->nonce_in_code && c->kind != RUNTIME__INIT) {
+        framed = xcalloc(RUNTIME__NONCE_LEN + 1 + code_len);
+        memcpy(framed, c->nonce, RUNTIME__NONCE_LEN);
+        framed[RUNTIME__NONCE_LEN] = '\n';
+        memcpy(framed + RUNTIME__NONCE_LEN + 1, code, code_len);
+        code = framed;
+        code_len += RUNTIME__NONCE_LEN + 1;
+    }
+    line_len = rt->lang->request(line, sizeof line, c->kind, c->nonce, code_len);
+    c->sent_ns = uv_hrtime();
+    c->started_at_ms = wall_ms();
+    uv_timer_start(&rt->call_timer, on_call_timer, c->timeout_ms, 0);
+    start_spin(rt);
+    /* On failure the process is being killed; the call ends when it is reaped. */
+    (void)!runtime__proc_send(c->proc, code, code_len, line, line_len);
+    free(framed);
 }
 
 static int start_proc(struct runtime *rt)
 {
-	struct runtime__proc_config cfg = {rt->lang, rt->program, rt->cwd, rt->envp, rt->grace_ms,
-	                                   rt->bwrap, rt->bwrap_share_net, &rt->limits, rt->cgroups};
-	struct runtime__proc *p;
-	int rc = runtime__proc_spawn(rt->loop, rt, &cfg, &p);
+    struct runtime__proc_config cfg = {rt->lang,  rt->program,         rt->cwd,     rt->envp,   rt->grace_ms,
+                                       rt->bwrap, rt->bwrap_share_net, &rt->limits, rt->cgroups};
+    struct runtime__proc *p;
+    int rc = runtime__proc_spawn(rt->loop, rt, &cfg, &p);
 
-	if (rc < 0) {
-		emit_status(rt, RUNTIME_STATUS_ERROR, strerror(-rc), 0);
-		return rc;
-	}
-	p->next = rt->procs;
-	rt->procs = p;
-	rt->proc = p;
-	emit_status(rt, RUNTIME_STATUS_STARTING, "spawned", p->pid);
-	if (rt->lang->init) {
-		struct runtime__call *c = xcalloc(sizeof *c);
-		c->kind = RUNTIME__INIT;
-		c->timeout_ms = rt->timeout_ms;
-		c->queued_ns = uv_hrtime();
-		rt->cur = c;
-		send_call(rt, c);
-	} else {
-		/* The driver reads its first request once it is up; no need to wait. */
-		p->ready = true;
-		emit_status(rt, RUNTIME_STATUS_READY, "ready", p->pid);
-	}
-	return 0;
+    if (rc < 0) {
+        emit_status(rt, RUNTIME_STATUS_ERROR, strerror(-rc), 0);
+        return rc;
+    }
+    p->next = rt->procs;
+    rt->procs = p;
+    rt->proc = p;
+    emit_status(rt, RUNTIME_STATUS_STARTING, "spawned", p->pid);
+    if (rt->lang->init) {
+        struct runtime__call *c = xcalloc(sizeof *c);
+        c->kind = RUNTIME__INIT;
+        c->timeout_ms = rt->timeout_ms;
+        c->queued_ns = uv_hrtime();
+        rt->cur = c;
+        send_call(rt, c);
+    } else {
+        /* The driver reads its first request once it is up; no need to wait. */
+        p->ready = true;
+        emit_status(rt, RUNTIME_STATUS_READY, "ready", p->pid);
+    }
+    return 0;
 }
 
 static void arm_idle(struct runtime *rt);
 
 static void dispatch(struct runtime *rt)
 {
-	struct runtime__call *c = rt->head;
-	int rc;
+    struct runtime__call *c = rt->head;
+    int rc;
 
-	if (rt->closing || rt->cur != NULL)
-		return;
-	if (c == NULL) {
-		arm_idle(rt);
-		return;
-	}
-	uv_timer_stop(&rt->idle_timer);
-	if (c->failed != 0 || (rt->proc == NULL && c->kind == RUNTIME__STATE)) {
-		kick(rt);
-		return;
-	}
-	if (rt->proc == NULL) {
-		rc = start_proc(rt);
-		if (rc < 0) {
-			c->failed = rc;
-			kick(rt);
-			return;
-		}
-	}
-	if (!rt->proc->ready)
-		return; /* the init call is current; its completion dispatches again */
-	rt->head = c->next;
-	if (rt->head == NULL)
-		rt->tail = NULL;
-	rt->cur = c;
-	send_call(rt, c);
+    if (rt->closing || rt->cur != NULL)
+        return;
+    if (c == NULL) {
+        arm_idle(rt);
+        return;
+    }
+    uv_timer_stop(&rt->idle_timer);
+    if (c->failed != 0 || (rt->proc == NULL && c->kind == RUNTIME__STATE)) {
+        kick(rt);
+        return;
+    }
+    if (rt->proc == NULL) {
+        rc = start_proc(rt);
+        if (rc < 0) {
+            c->failed = rc;
+            kick(rt);
+            return;
+        }
+    }
+    if (!rt->proc->ready)
+        return; /* the init call is current; its completion dispatches again */
+    rt->head = c->next;
+    if (rt->head == NULL)
+        rt->tail = NULL;
+    rt->cur = c;
+    send_call(rt, c);
 }
 
 static void enqueue(struct runtime *rt, struct runtime__call *c)
 {
-	c->queued_ns = uv_hrtime();
-	if (rt->tail)
-		rt->tail->next = c;
-	else
-		rt->head = c;
-	rt->tail = c;
-	dispatch(rt);
+    c->queued_ns = uv_hrtime();
+    if (rt->tail)
+        rt->tail->next = c;
+    else
+        rt->head = c;
+    rt->tail = c;
+    dispatch(rt);
 }
 
-int runtime_exec(struct runtime *rt, const char *code, size_t len, uint64_t timeout_ms,
-                 runtime_done_cb cb, void *arg)
+int runtime_exec(struct runtime *rt, const char *code, size_t len, uint64_t timeout_ms, runtime_done_cb cb,
+                 void *arg)
 {
-	struct runtime__call *c;
+    struct runtime__call *c;
 
-	if (rt->closing)
-		return -ESHUTDOWN;
-	c = xcalloc(sizeof *c);
-	c->kind = RUNTIME__EXEC;
-	c->seq = ++rt->next_seq;
-	c->code = xcalloc(len + 1);
-	memcpy(c->code, code, len);
-	c->code_len = len;
-	c->timeout_ms = timeout_ms ? timeout_ms : rt->timeout_ms;
-	c->done = cb;
-	c->arg = arg;
-	enqueue(rt, c);
-	return 0;
+    if (rt->closing)
+        return -ESHUTDOWN;
+    c = xcalloc(sizeof *c);
+    c->kind = RUNTIME__EXEC;
+    c->seq = ++rt->next_seq;
+    c->code = xcalloc(len + 1);
+    memcpy(c->code, code, len);
+    c->code_len = len;
+    c->timeout_ms = timeout_ms ? timeout_ms : rt->timeout_ms;
+    c->done = cb;
+    c->arg = arg;
+    enqueue(rt, c);
+    return 0;
 }
 
 int runtime_state(struct runtime *rt, runtime_state_cb cb, void *arg)
 {
-	struct runtime__call *c;
+    struct runtime__call *c;
 
-	if (rt->closing)
-		return -ESHUTDOWN;
-	c = xcalloc(sizeof *c);
-	c->kind = RUNTIME__STATE;
-	c->timeout_ms = rt->timeout_ms;
-	c->state_cb = cb;
-	c->arg = arg;
-	enqueue(rt, c);
-	return 0;
+    if (rt->closing)
+        return -ESHUTDOWN;
+    c = xcalloc(sizeof *c);
+    c->kind = RUNTIME__STATE;
+    c->timeout_ms = rt->timeout_ms;
+    c->state_cb = cb;
+    c->arg = arg;
+    enqueue(rt, c);
+    return 0;
 }
 
 size_t runtime__request_socket(char *buf, size_t cap, enum runtime__kind kind, const char *nonce,
                                size_t code_len)
 {
-	return (size_t)snprintf(buf, cap, "%c %s %zu\n", kind == RUNTIME__STATE ? 'S' : 'E', nonce,
-	                        code_len);
+    return (size_t)snprintf(buf, cap, "%c %s %zu\n", kind == RUNTIME__STATE ? 'S' : 'E', nonce, code_len);
 }
 
 int runtime__state_passthrough(const char *out, size_t len, void *obj)
 {
-	json_t *parsed = json_loadb(out, len, 0, NULL);
-	int rc = 0;
+    json_t *parsed = json_loadb(out, len, 0, NULL);
+    int rc = 0;
 
-	if (!json_is_object(parsed))
-		rc = -EPROTO;
-	else
-		json_object_update(obj, parsed);
-	json_decref(parsed);
-	return rc;
+    if (!json_is_object(parsed))
+        rc = -EPROTO;
+    else
+        json_object_update(obj, parsed);
+    json_decref(parsed);
+    return rc;
 }
 
 /* ---- process events --------------------------------------------------------------------- */
 
 void runtime__on_data(struct runtime__proc *proc, int stream, const char *p, size_t n)
 {
-	struct runtime *rt = proc->rt;
-	struct runtime__call *c = rt->cur;
+    struct runtime *rt = proc->rt;
+    struct runtime__call *c = rt->cur;
 
-	/* Output between calls (a background job, say) belongs to no call and is dropped. */
-	if (c == NULL || c->proc != proc)
-		return;
-	if (p == NULL) {
-		if (stream == 1 && !c->out_marker)
-			runtime__scan_flush(&c->scan_out, runtime__capture_add, &c->out);
-		return;
-	}
-	if (stream == 2) {
-		runtime__capture_add(&c->err, p, n);
-		return;
-	}
-	if (!c->out_marker) {
-		size_t used = runtime__scan_feed(&c->scan_out, p, n, runtime__capture_add, &c->out);
-		if (!c->scan_out.found)
-			return;
-		c->out_marker = true;
-		p += used;
-		n -= used;
-	}
-	/* The status follows the marker as decimal digits and a newline. */
-	for (; n > 0 && !c->out_done; p++, n--) {
-		if (*p == '\n')
-			c->out_done = true;
-		else if (*p >= '0' && *p <= '9' && c->status < 100000)
-			c->status = c->status * 10 + (*p - '0');
-	}
-	if (c->out_done) {
-		/* The driver wrote all of the call's stderr before the marker, so it is already in
-		 * the pipe: take it now rather than waiting for the loop to report it. */
-		runtime__proc_drain_err(proc);
-		enum runtime_outcome o = c->phase == 2 && c->status == 130 ? RUNTIME_INTERRUPTED
-		                                                           : RUNTIME_OK;
-		complete(rt, c, o, c->status);
-		dispatch(rt);
-	}
+    /* Output between calls (a background job, say) belongs to no call and is dropped. */
+    if (c == NULL || c->proc != proc)
+        return;
+    if (p == NULL) {
+        if (stream == 1 && !c->out_marker)
+            runtime__scan_flush(&c->scan_out, runtime__capture_add, &c->out);
+        return;
+    }
+    if (stream == 2) {
+        runtime__capture_add(&c->err, p, n);
+        return;
+    }
+    if (!c->out_marker) {
+        size_t used = runtime__scan_feed(&c->scan_out, p, n, runtime__capture_add, &c->out);
+        if (!c->scan_out.found)
+            return;
+        c->out_marker = true;
+        p += used;
+        n -= used;
+    }
+    /* The status follows the marker as decimal digits and a newline. */
+    for (; n > 0 && !c->out_done; p++, n--) {
+        if (*p == '\n')
+            c->out_done = true;
+        else if (*p >= '0' && *p <= '9' && c->status < 100000)
+            c->status = c->status * 10 + (*p - '0');
+    }
+    if (c->out_done) {
+        /* The driver wrote all of the call's stderr before the marker, so it is already in
+         * the pipe: take it now rather than waiting for the loop to report it. */
+        runtime__proc_drain_err(proc);
+        enum runtime_outcome o = c->phase == 2 && c->status == 130 ? RUNTIME_INTERRUPTED : RUNTIME_OK;
+        complete(rt, c, o, c->status);
+        dispatch(rt);
+    }
 }
 
 void runtime__on_proc_done(struct runtime__proc *proc)
 {
-	struct runtime *rt = proc->rt;
-	struct runtime__call *c = rt->cur;
-	int status = wait_status(proc->wstatus);
+    struct runtime *rt = proc->rt;
+    struct runtime__call *c = rt->cur;
+    int status = wait_status(proc->wstatus);
 
-	if (rt->proc == proc)
-		rt->proc = NULL;
-	if (c != NULL && c->proc == proc) {
-		enum runtime_outcome o = c->cancelled ? RUNTIME_CANCELLED
-		                         : c->killed  ? RUNTIME_KILLED
-		                                      : RUNTIME_EXITED;
-		complete(rt, c, o, status);
-	}
-	emit_status(rt, RUNTIME_STATUS_TERMINATED, proc->reason ? proc->reason : "exited", proc->pid);
-	runtime__proc_release(proc);
-	dispatch(rt);
+    if (rt->proc == proc)
+        rt->proc = NULL;
+    if (c != NULL && c->proc == proc) {
+        enum runtime_outcome o = c->cancelled ? RUNTIME_CANCELLED
+                                 : c->killed  ? RUNTIME_KILLED
+                                              : RUNTIME_EXITED;
+        complete(rt, c, o, status);
+    }
+    emit_status(rt, RUNTIME_STATUS_TERMINATED, proc->reason ? proc->reason : "exited", proc->pid);
+    runtime__proc_release(proc);
+    dispatch(rt);
 }
 
 static void maybe_finish_close(struct runtime *rt);
 
 void runtime__on_proc_freed(struct runtime *rt, struct runtime__proc *proc)
 {
-	struct runtime__proc **pp = &rt->procs;
+    struct runtime__proc **pp = &rt->procs;
 
-	while (*pp != proc)
-		pp = &(*pp)->next;
-	*pp = proc->next;
-	maybe_finish_close(rt);
+    while (*pp != proc)
+        pp = &(*pp)->next;
+    *pp = proc->next;
+    maybe_finish_close(rt);
 }
 
 /* ---- idle culling, reset ---------------------------------------------------------------- */
 
 static void on_idle(uv_timer_t *t)
 {
-	struct runtime *rt = t->data;
-	struct runtime__proc *p = rt->proc;
+    struct runtime *rt = t->data;
+    struct runtime__proc *p = rt->proc;
 
-	if (p == NULL || rt->cur != NULL || rt->head != NULL)
-		return;
-	rt->proc = NULL;
-	runtime__proc_stop(p, "idle");
+    if (p == NULL || rt->cur != NULL || rt->head != NULL)
+        return;
+    rt->proc = NULL;
+    runtime__proc_stop(p, "idle");
 }
 
 static void arm_idle(struct runtime *rt)
 {
-	if (rt->proc != NULL && rt->proc->ready && rt->idle_ms != UINT64_MAX)
-		uv_timer_start(&rt->idle_timer, on_idle, rt->idle_ms, 0);
+    if (rt->proc != NULL && rt->proc->ready && rt->idle_ms != UINT64_MAX)
+        uv_timer_start(&rt->idle_timer, on_idle, rt->idle_ms, 0);
 }
 
 int runtime_reset(struct runtime *rt)
 {
-	struct runtime__proc *p = rt->proc;
+    struct runtime__proc *p = rt->proc;
 
-	if (rt->closing)
-		return -ESHUTDOWN;
-	if (p == NULL)
-		return 0;
-	rt->proc = NULL;
-	uv_timer_stop(&rt->idle_timer);
-	if (rt->cur != NULL && rt->cur->proc == p)
-		rt->cur->cancelled = true;
-	runtime__proc_kill(p, "reset");
-	return 0;
+    if (rt->closing)
+        return -ESHUTDOWN;
+    if (p == NULL)
+        return 0;
+    rt->proc = NULL;
+    uv_timer_stop(&rt->idle_timer);
+    if (rt->cur != NULL && rt->cur->proc == p)
+        rt->cur->cancelled = true;
+    runtime__proc_kill(p, "reset");
+    return 0;
 }
 
 /* ---- accessors -------------------------------------------------------------------------- */
 
 char *runtime_history_json(const struct runtime *rt, size_t limit)
 {
-	return runtime__history_json(&rt->history, limit);
+    return runtime__history_json(&rt->history, limit);
 }
 
-size_t runtime_history_count(const struct runtime *rt)
-{
-	return rt->history.count;
-}
+size_t runtime_history_count(const struct runtime *rt) { return rt->history.count; }
 
 enum runtime_status runtime_status(const struct runtime *rt)
 {
-	if (rt->proc == NULL)
-		return RUNTIME_STATUS_INACTIVE;
-	return rt->proc->ready ? RUNTIME_STATUS_READY : RUNTIME_STATUS_STARTING;
+    if (rt->proc == NULL)
+        return RUNTIME_STATUS_INACTIVE;
+    return rt->proc->ready ? RUNTIME_STATUS_READY : RUNTIME_STATUS_STARTING;
 }
 
-enum runtime_lang runtime_lang(const struct runtime *rt)
-{
-	return rt->lang_id;
-}
+enum runtime_lang runtime_lang(const struct runtime *rt) { return rt->lang_id; }
 
-int runtime_pgid(const struct runtime *rt)
-{
-	return rt->proc ? rt->proc->pid : 0;
-}
+int runtime_pgid(const struct runtime *rt) { return rt->proc ? rt->proc->pid : 0; }
 
 /* ---- closing ---------------------------------------------------------------------------- */
 
 static void on_timer_closed(uv_handle_t *h)
 {
-	struct runtime *rt = h->data;
+    struct runtime *rt = h->data;
 
-	if (--rt->open_handles > 0)
-		return;
-	if (rt->close_cb)
-		rt->close_cb(rt->close_arg);
-	runtime__history_free(&rt->history);
-	for (char **e = rt->envp; *e; e++)
-		free(*e);
-	free(rt->envp);
-	free(rt->program);
-	free(rt->cwd);
-	free(rt->bwrap);
-	for (char **c = rt->cgroups; c && *c; c++)
-		free(*c);
-	free(rt->cgroups);
-	free(rt);
+    if (--rt->open_handles > 0)
+        return;
+    if (rt->close_cb)
+        rt->close_cb(rt->close_arg);
+    runtime__history_free(&rt->history);
+    for (char **e = rt->envp; *e; e++)
+        free(*e);
+    free(rt->envp);
+    free(rt->program);
+    free(rt->cwd);
+    free(rt->bwrap);
+    for (char **c = rt->cgroups; c && *c; c++)
+        free(*c);
+    free(rt->cgroups);
+    free(rt);
 }
 
 static void maybe_finish_close(struct runtime *rt)
 {
-	if (!rt->closing || rt->finishing || rt->cur != NULL || rt->procs != NULL)
-		return;
-	rt->finishing = true;
-	uv_close((uv_handle_t *)&rt->call_timer, on_timer_closed);
-	uv_close((uv_handle_t *)&rt->spin, on_timer_closed);
-	uv_close((uv_handle_t *)&rt->idle_timer, on_timer_closed);
-	uv_close((uv_handle_t *)&rt->kick_timer, on_timer_closed);
+    if (!rt->closing || rt->finishing || rt->cur != NULL || rt->procs != NULL)
+        return;
+    rt->finishing = true;
+    uv_close((uv_handle_t *)&rt->call_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&rt->spin, on_timer_closed);
+    uv_close((uv_handle_t *)&rt->idle_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&rt->kick_timer, on_timer_closed);
 }
 
 void runtime_close(struct runtime *rt, runtime_close_cb cb, void *arg)
 {
-	struct runtime__proc *p = rt->proc;
+    struct runtime__proc *p = rt->proc;
 
-	if (rt->closing)
-		return;
-	rt->closing = true;
-	rt->close_cb = cb;
-	rt->close_arg = arg;
-	uv_timer_stop(&rt->idle_timer);
-	uv_timer_stop(&rt->kick_timer);
-	while (rt->head != NULL) {
-		struct runtime__call *c = rt->head;
-		rt->head = c->next;
-		complete(rt, c, RUNTIME_CANCELLED, -1);
-	}
-	rt->tail = NULL;
-	if (p != NULL) {
-		rt->proc = NULL;
-		if (rt->cur != NULL && rt->cur->proc == p) {
-			/* Busy: what it was doing is being thrown away, so do not wait for it. */
-			rt->cur->cancelled = true;
-			runtime__proc_kill(p, "closed");
-		} else {
-			runtime__proc_stop(p, "closed");
-		}
-	}
-	maybe_finish_close(rt);
+    if (rt->closing)
+        return;
+    rt->closing = true;
+    rt->close_cb = cb;
+    rt->close_arg = arg;
+    uv_timer_stop(&rt->idle_timer);
+    uv_timer_stop(&rt->kick_timer);
+    while (rt->head != NULL) {
+        struct runtime__call *c = rt->head;
+        rt->head = c->next;
+        complete(rt, c, RUNTIME_CANCELLED, -1);
+    }
+    rt->tail = NULL;
+    if (p != NULL) {
+        rt->proc = NULL;
+        if (rt->cur != NULL && rt->cur->proc == p) {
+            /* Busy: what it was doing is being thrown away, so do not wait for it. */
+            rt->cur->cancelled = true;
+            runtime__proc_kill(p, "closed");
+        } else {
+            runtime__proc_stop(p, "closed");
+        }
+    }
+    maybe_finish_close(rt);
 }

@@ -35,73 +35,77 @@
 #define RUNTIME_MUST_CHECK __attribute__((warn_unused_result))
 
 #define RUNTIME_DEFAULT_OUTPUT_LIMIT (1024u * 1024u)
-#define RUNTIME_DEFAULT_IDLE_MS (30u * 60u * 1000u)
-#define RUNTIME_DEFAULT_TIMEOUT_MS 30000u
-#define RUNTIME_DEFAULT_GRACE_MS 1000u
-#define RUNTIME_DEFAULT_SPIN_US 250
-#define RUNTIME_DEFAULT_HISTORY 100u
+#define RUNTIME_DEFAULT_IDLE_MS      (30u * 60u * 1000u)
+#define RUNTIME_DEFAULT_TIMEOUT_MS   30000u
+#define RUNTIME_DEFAULT_GRACE_MS     1000u
+#define RUNTIME_DEFAULT_SPIN_US      250
+#define RUNTIME_DEFAULT_HISTORY      100u
 
 struct uv_loop_s;
 struct runtime;
 struct exec_limits;
 
-enum runtime_lang { RUNTIME_BASH, RUNTIME_PYTHON, RUNTIME_NODE };
+enum runtime_lang {
+    RUNTIME_BASH,
+    RUNTIME_PYTHON,
+    RUNTIME_NODE
+};
 
 /* Life-cycle of the interpreter process, with the names the transcript's `status` event uses. */
 enum runtime_status {
-	RUNTIME_STATUS_INACTIVE,   /* no process (never started, or culled / killed / reset) */
-	RUNTIME_STATUS_STARTING,   /* spawned, driver not ready yet */
-	RUNTIME_STATUS_READY,      /* waiting for or running calls */
-	RUNTIME_STATUS_ERROR,      /* the process could not be started */
-	RUNTIME_STATUS_TERMINATED, /* the process ended; `reason` in the event says why */
+    RUNTIME_STATUS_INACTIVE,   /* no process (never started, or culled / killed / reset) */
+    RUNTIME_STATUS_STARTING,   /* spawned, driver not ready yet */
+    RUNTIME_STATUS_READY,      /* waiting for or running calls */
+    RUNTIME_STATUS_ERROR,      /* the process could not be started */
+    RUNTIME_STATUS_TERMINATED, /* the process ended; `reason` in the event says why */
 };
 
 /* How a call ended. `status` in the result is meaningful for OK and INTERRUPTED (130). */
 enum runtime_outcome {
-	RUNTIME_OK,          /* the code ran to its end; status is its exit status */
-	RUNTIME_INTERRUPTED, /* stopped by SIGINT (interrupt or timeout); the state is kept */
-	RUNTIME_KILLED,      /* ignored SIGINT for kill_grace_ms: group SIGKILLed, state lost, the
-	                        next call starts a fresh process */
-	RUNTIME_EXITED,      /* the code ended the interpreter (exit, crash); state lost */
-	RUNTIME_CANCELLED,   /* reset or close came first; the code may have partly run */
-	RUNTIME_FAILED,      /* the interpreter could not be started; `error` says why */
+    RUNTIME_OK,          /* the code ran to its end; status is its exit status */
+    RUNTIME_INTERRUPTED, /* stopped by SIGINT (interrupt or timeout); the state is kept */
+    RUNTIME_KILLED,      /* ignored SIGINT for kill_grace_ms: group SIGKILLed, state lost, the
+                            next call starts a fresh process */
+    RUNTIME_EXITED,      /* the code ended the interpreter (exit, crash); state lost */
+    RUNTIME_CANCELLED,   /* reset or close came first; the code may have partly run */
+    RUNTIME_FAILED,      /* the interpreter could not be started; `error` says why */
 };
 
 /* Result of one call. Borrowed: valid only during the callback that receives it. out/err are
  * not NUL-terminated and may contain any bytes; when `truncated`, each overflowing stream ends
  * with a "[agentd: output truncated ...]" line and *_total counts every byte produced. */
 struct runtime_result {
-	uint64_t seq;             /* 1, 2, ... per runtime */
-	const char *code;
-	size_t code_len;
-	const char *out;
-	size_t out_len, out_total;
-	const char *err;
-	size_t err_len, err_total;
-	int status;               /* exit status; 128+N when ended by signal N; -1 when the code
-	                             never reached a process (FAILED, or CANCELLED while queued) */
-	enum runtime_outcome outcome;
-	bool truncated;
-	bool timed_out;           /* the per-call timeout fired (outcome INTERRUPTED or KILLED) */
-	int error;                /* negative errno for RUNTIME_FAILED, else 0 */
-	uint64_t started_at_ms;   /* wall clock (Unix ms) when the call was handed to the process */
-	uint64_t queued_us;       /* time spent waiting behind other calls and for start-up */
-	uint64_t duration_us;     /* from hand-over to completion */
+    uint64_t seq; /* 1, 2, ... per runtime */
+    const char *code;
+    size_t code_len;
+    const char *out;
+    size_t out_len, out_total;
+    const char *err;
+    size_t err_len, err_total;
+    int status; /* exit status; 128+N when ended by signal N; -1 when the code
+                                 never reached a process (FAILED, or CANCELLED while queued) */
+    enum runtime_outcome outcome;
+    bool truncated;
+    bool timed_out;         /* the per-call timeout fired (outcome INTERRUPTED or KILLED) */
+    int error;              /* negative errno for RUNTIME_FAILED, else 0 */
+    uint64_t started_at_ms; /* wall clock (Unix ms) when the call was handed to the process */
+    uint64_t queued_us;     /* time spent waiting behind other calls and for start-up */
+    uint64_t duration_us;   /* from hand-over to completion */
 };
 
 enum runtime_event_kind {
-	RUNTIME_EVENT_STATUS, /* the process changed status */
-	RUNTIME_EVENT_EXEC,   /* a runtime_exec call finished (sent before its done callback) */
+    RUNTIME_EVENT_STATUS, /* the process changed status */
+    RUNTIME_EVENT_EXEC,   /* a runtime_exec call finished (sent before its done callback) */
 };
 
 /* Borrowed for the duration of the event callback. */
 struct runtime_event {
-	enum runtime_event_kind kind;
-	enum runtime_status status;           /* STATUS */
-	const char *reason;                   /* STATUS: "spawned", "ready", "idle", "reset",
-	                                         "closed", "killed", "exited", or an errno text */
-	int pid;                              /* STATUS: the interpreter's pid (0 if none) */
-	const struct runtime_result *result;  /* EXEC */
+    enum runtime_event_kind kind;
+    enum runtime_status status;          /* STATUS */
+    const char *reason;                  /* STATUS: "spawned", "ready", "idle", "reset",
+                                             "closed", "killed", "exited", or an errno text */
+    int pid;                             /* STATUS: the interpreter's pid (0 if none) */
+    const struct runtime_result *result; /* EXEC */
 };
 
 typedef void (*runtime_event_cb)(struct runtime *rt, const struct runtime_event *ev, void *arg);
@@ -112,29 +116,29 @@ typedef void (*runtime_close_cb)(void *arg);
 
 /* Zero means "default" for every numeric field. All pointers are copied by runtime_new. */
 struct runtime_options {
-	enum runtime_lang lang;
-	const char *cwd;              /* NULL: agentd's cwd at runtime_new */
-	const char *const *env;       /* NULL-terminated "K=V" list, passed exactly;
-	                                 NULL: agentd's own environment */
-	const char *program;          /* interpreter binary; NULL: /bin/bash, /usr/bin/python3,
-	                                 /usr/bin/node, else found on the env's PATH */
-	size_t output_limit;          /* bytes kept per stream per call (1 MiB) */
-	uint64_t idle_timeout_ms;     /* stop the process after this long unused (30 min);
-	                                 UINT64_MAX: never */
-	uint64_t timeout_ms;          /* default per-call timeout (30 s) */
-	uint64_t kill_grace_ms;       /* SIGINT → SIGKILL, exit → SIGTERM → SIGKILL steps (1 s) */
-	unsigned history_max;         /* calls kept by runtime_history_json (100) */
-	const char *bwrap;            /* non-NULL: run the interpreter inside bubblewrap (this program),
-	                                 as exec_bwrap_argv does with cwd as the workspace */
-	bool bwrap_share_net;         /* with bwrap: keep the host network */
-	const struct exec_limits *limits; /* NULL: none; else its per-process part (rlimits) applies
-	                                 to every interpreter (exec_limits_rlimits) */
-	const char *const *cgroups;   /* NULL-terminated cgroup directories every interpreter joins
-	                                 (e.g. exec_env_cgroup_dirs of the session's environment) */
-	int64_t spin_us;              /* keep the loop polling this long after sending a call, while
-	                                 calls answer that fast (250); negative: never */
-	runtime_event_cb event_cb;    /* may be NULL */
-	void *event_arg;
+    enum runtime_lang lang;
+    const char *cwd;                  /* NULL: agentd's cwd at runtime_new */
+    const char *const *env;           /* NULL-terminated "K=V" list, passed exactly;
+                                     NULL: agentd's own environment */
+    const char *program;              /* interpreter binary; NULL: /bin/bash, /usr/bin/python3,
+                                     /usr/bin/node, else found on the env's PATH */
+    size_t output_limit;              /* bytes kept per stream per call (1 MiB) */
+    uint64_t idle_timeout_ms;         /* stop the process after this long unused (30 min);
+                                     UINT64_MAX: never */
+    uint64_t timeout_ms;              /* default per-call timeout (30 s) */
+    uint64_t kill_grace_ms;           /* SIGINT → SIGKILL, exit → SIGTERM → SIGKILL steps (1 s) */
+    unsigned history_max;             /* calls kept by runtime_history_json (100) */
+    const char *bwrap;                /* non-NULL: run the interpreter inside bubblewrap (this program),
+                                     as exec_bwrap_argv does with cwd as the workspace */
+    bool bwrap_share_net;             /* with bwrap: keep the host network */
+    const struct exec_limits *limits; /* NULL: none; else its per-process part (rlimits) applies
+                                     to every interpreter (exec_limits_rlimits) */
+    const char *const *cgroups;       /* NULL-terminated cgroup directories every interpreter joins
+                                     (e.g. exec_env_cgroup_dirs of the session's environment) */
+    int64_t spin_us;                  /* keep the loop polling this long after sending a call, while
+                                     calls answer that fast (250); negative: never */
+    runtime_event_cb event_cb;        /* may be NULL */
+    void *event_arg;
 };
 
 /* Validates options, resolves the interpreter and allocates the runtime; starts nothing.
@@ -145,8 +149,8 @@ RUNTIME_MUST_CHECK int runtime_new(struct uv_loop_s *loop, const struct runtime_
 /* Queues `code` (copied; any bytes) to run after earlier calls. timeout_ms 0 uses the runtime's
  * default. `cb` runs exactly once, never before runtime_exec returns. Returns 0, or -ESHUTDOWN
  * after runtime_close. */
-RUNTIME_MUST_CHECK int runtime_exec(struct runtime *rt, const char *code, size_t len,
-                                    uint64_t timeout_ms, runtime_done_cb cb, void *arg);
+RUNTIME_MUST_CHECK int runtime_exec(struct runtime *rt, const char *code, size_t len, uint64_t timeout_ms,
+                                    runtime_done_cb cb, void *arg);
 
 /* Queues a state query (it runs in order with calls and does not appear in the history) and
  * answers a JSON object: {"lang","running","pid","cwd", ...} plus, per language,

@@ -37,19 +37,32 @@ struct serve_opts {
 
 #define O(f) offsetof(struct serve_opts, f)
 static const struct opt_def serve__opts[] = {
-    {"listen", OPT_STRING, "127.0.0.1:4437", 0, 0, NULL, "address:port to listen on (port 0 picks a free one)", O(listen)},
+    {"listen", OPT_STRING, "127.0.0.1:4437", 0, 0, NULL,
+     "address:port to listen on (port 0 picks a free one)", O(listen)},
     {"data", OPT_STRING, "./data", 0, 0, NULL, "data directory (the SQLite store lives here)", O(data)},
-    {"token", OPT_STRING, NULL, 0, 0, NULL, "bearer token every request must carry; required off loopback", O(token)},
-    {"durability", OPT_ENUM, "fsync", 0, 0, "fsync|os", "acknowledge appends after fsync, or after the OS has them", O(durability)},
-    {"long-poll-timeout", OPT_INT, "20000", 10, 3600000, NULL, "milliseconds a long-poll waits before answering 204", O(long_poll_timeout)},
-    {"max-body", OPT_INT, "16777216", 1024, 1LL << 31, NULL, "largest request body in bytes (413 above)", O(max_body)},
-    {"io-timeout", OPT_INT, "30000", 100, 3600000, NULL, "milliseconds before a slow or idle client is dropped", O(io_timeout)},
-    {"sse-max", OPT_INT, "60000", 1000, 86400000, NULL, "milliseconds before an SSE connection is closed for reconnect", O(sse_max)},
-    {"max-queued", OPT_INT, "4194304", 65536, 1LL << 30, NULL, "bytes a live reader may have queued before it is cut off", O(max_queued)},
-    {"runtime-idle", OPT_INT, "1800000", 1000, 1LL << 40, NULL, "milliseconds before an unused runtime is stopped", O(runtime_idle)},
-    {"runtime-output-limit", OPT_INT, "1048576", 1024, 1LL << 30, NULL, "bytes of stdout and of stderr kept per runtime call", O(runtime_output_limit)},
-    {"runtime-spin", OPT_INT, "250", 0, 100000, NULL, "microseconds the loop polls instead of sleeping after sending a runtime a call (0: never)", O(runtime_spin)},
-    {"log-level", OPT_ENUM, "info", 0, 0, "debug|info|warn|error", "least severe log level written to stderr", O(log_level)},
+    {"token", OPT_STRING, NULL, 0, 0, NULL, "bearer token every request must carry; required off loopback",
+     O(token)},
+    {"durability", OPT_ENUM, "fsync", 0, 0, "fsync|os",
+     "acknowledge appends after fsync, or after the OS has them", O(durability)},
+    {"long-poll-timeout", OPT_INT, "20000", 10, 3600000, NULL,
+     "milliseconds a long-poll waits before answering 204", O(long_poll_timeout)},
+    {"max-body", OPT_INT, "16777216", 1024, 1LL << 31, NULL, "largest request body in bytes (413 above)",
+     O(max_body)},
+    {"io-timeout", OPT_INT, "30000", 100, 3600000, NULL,
+     "milliseconds before a slow or idle client is dropped", O(io_timeout)},
+    {"sse-max", OPT_INT, "60000", 1000, 86400000, NULL,
+     "milliseconds before an SSE connection is closed for reconnect", O(sse_max)},
+    {"max-queued", OPT_INT, "4194304", 65536, 1LL << 30, NULL,
+     "bytes a live reader may have queued before it is cut off", O(max_queued)},
+    {"runtime-idle", OPT_INT, "1800000", 1000, 1LL << 40, NULL,
+     "milliseconds before an unused runtime is stopped", O(runtime_idle)},
+    {"runtime-output-limit", OPT_INT, "1048576", 1024, 1LL << 30, NULL,
+     "bytes of stdout and of stderr kept per runtime call", O(runtime_output_limit)},
+    {"runtime-spin", OPT_INT, "250", 0, 100000, NULL,
+     "microseconds the loop polls instead of sleeping after sending a runtime a call (0: never)",
+     O(runtime_spin)},
+    {"log-level", OPT_ENUM, "info", 0, 0, "debug|info|warn|error", "least severe log level written to stderr",
+     O(log_level)},
 };
 #undef O
 
@@ -125,7 +138,7 @@ static void serve__on_signal(uv_signal_t *h, int signum)
 }
 
 #define SERVE_DRAIN_TICK_MS 50
-#define SERVE_DRAIN_TICKS 40 /* give clients two seconds to finish before exiting anyway */
+#define SERVE_DRAIN_TICKS   40 /* give clients two seconds to finish before exiting anyway */
 
 static void serve__drain_tick(uv_timer_t *t)
 {
@@ -185,7 +198,8 @@ int serve_main(int argc, char **argv)
     char err[512] = "", host[256];
     int port, npos, rc, status = 1;
 
-    rc = opt_parse(serve__opts, CORE_ARRAY_LEN(serve__opts), &o, argc, argv, &npos, serve__usage, err, sizeof err);
+    rc = opt_parse(serve__opts, CORE_ARRAY_LEN(serve__opts), &o, argc, argv, &npos, serve__usage, err,
+                   sizeof err);
     if (rc == 1) {
         opt_free(serve__opts, CORE_ARRAY_LEN(serve__opts), &o);
         return 0;
@@ -201,8 +215,10 @@ int serve_main(int argc, char **argv)
         goto out;
     }
     if (!serve__is_loopback(host) && (o.token == NULL || *o.token == '\0')) {
-        fprintf(stderr, "agentd serve: refusing to listen on %s without --token: off loopback every request "
-                        "must be authenticated (give --token T, or listen on 127.0.0.1)\n", host);
+        fprintf(stderr,
+                "agentd serve: refusing to listen on %s without --token: off loopback every request "
+                "must be authenticated (give --token T, or listen on 127.0.0.1)\n",
+                host);
         goto out;
     }
     if (sodium_init() < 0) {
@@ -215,7 +231,8 @@ int serve_main(int argc, char **argv)
 
     uv_loop_init(&s.loop);
     s.loop_ready = 1;
-    if ((rc = store_open(&s.store, o.data, !strcmp(o.durability, "os") ? STORE_OS : STORE_FSYNC, err, sizeof err))) {
+    if ((rc = store_open(&s.store, o.data, !strcmp(o.durability, "os") ? STORE_OS : STORE_FSYNC, err,
+                         sizeof err))) {
         fprintf(stderr, "agentd serve: %s\n", err);
         goto out;
     }
@@ -245,8 +262,8 @@ int serve_main(int argc, char **argv)
     s.stream_http = stream_http_new(s.http, &s.loop, s.streams, &shcfg);
     http_route(s.http, "/v1/health", serve__health, &s);
     /* Subscriptions: callback and JWKS URLs name the server as clients reach it. */
-    char *base_url = xasprintf("http://%s%s%s:%d", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
-                               http_server_port(s.http));
+    char *base_url = xasprintf("http://%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
+                               strchr(host, ':') ? "]" : "", http_server_port(s.http));
     struct subs_config subcfg = {.data_dir = o.data, .base_url = base_url};
     rc = subs_new(&s.subs, &s.loop, s.streams, &subcfg, err, sizeof err);
     free(base_url);
@@ -257,8 +274,8 @@ int serve_main(int argc, char **argv)
     streams_set_observer(s.streams, subs_observe, s.subs);
     http_route_flags(s.http, SUBS_HTTP_PREFIX, subs_http_handle, s.subs, HTTP_ROUTE_OWN_AUTH);
 
-    char *agent_url = xasprintf("http://%s%s%s:%d", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
-                                http_server_port(s.http));
+    char *agent_url = xasprintf("http://%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
+                                strchr(host, ':') ? "]" : "", http_server_port(s.http));
     struct sessions_config sescfg = {
         .data_dir = o.data,
         .base_url = agent_url,

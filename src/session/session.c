@@ -76,7 +76,8 @@ void session__append(struct sessions *s, const char *path, json_t *msg)
     struct session__write *w = xcalloc(1, sizeof *w);
     w->op.cb = session__write_done;
     w->op.arg = w;
-    struct stream_append_args a = {.content_type = "application/json", .body = text, .body_len = strlen(text)};
+    struct stream_append_args a = {
+        .content_type = "application/json", .body = text, .body_len = strlen(text)};
     stream_append(s->ss, st, &a, &w->op);
     if (!w->op.queued) {
         log_error("session: append to %s refused: %s", path, w->op.result.message);
@@ -90,8 +91,8 @@ void session__fork_stream(struct sessions *s, const char *from, const char *to, 
     struct session__write *w = xcalloc(1, sizeof *w);
     w->op.cb = session__write_done;
     w->op.arg = w;
-    struct stream_create_args a = {.ttl_s = -1, .expires_at_ms = -1, .fork_from = from, .has_fork_offset = 1,
-                                   .fork_offset = at};
+    struct stream_create_args a = {
+        .ttl_s = -1, .expires_at_ms = -1, .fork_from = from, .has_fork_offset = 1, .fork_offset = at};
     stream_create(s->ss, to, strlen(to), &a, &w->op);
     if (!w->op.queued) {
         log_error("session: cannot fork %s into %s: %s", from, to, w->op.result.message);
@@ -131,7 +132,7 @@ json_t *session__public(const struct session *se)
     json_t *env_keys = json_array();
     const char *k;
     json_t *v;
-    json_object_foreach(se->env, k, v)
+    json_object_foreach (se->env, k, v)
         json_array_append_new(env_keys, json_string(k));
     char t[128], st[128], in[128];
     snprintf(t, sizeof t, "/v1/stream/sessions/%s/transcript", se->id);
@@ -141,19 +142,23 @@ json_t *session__public(const struct session *se)
     for (int i = 0; i < SESSION_NLANG; i++) {
         if (se->rt[i] == NULL)
             continue;
-        json_object_set_new(rts, runtime_lang_name((enum runtime_lang)i),
-                            json_pack("{s:s, s:i, s:I}", "status", runtime_status_name(runtime_status(se->rt[i])),
-                                      "pid", runtime_pgid(se->rt[i]),
-                                      "calls", (json_int_t)runtime_history_count(se->rt[i])));
+        json_object_set_new(
+            rts, runtime_lang_name((enum runtime_lang)i),
+            json_pack("{s:s, s:i, s:I}", "status", runtime_status_name(runtime_status(se->rt[i])), "pid",
+                      runtime_pgid(se->rt[i]), "calls", (json_int_t)runtime_history_count(se->rt[i])));
     }
-    json_t *pub = json_pack("{s:s, s:s, s:s, s:O, s:o, s:I, s:s, s:{s:s, s:s, s:s}, s:o}", "id", se->id, "agent",
-                            se->agent, "workspace", se->workspace, "tags", se->tags, "env_keys", env_keys, "created_at",
-                            (json_int_t)se->created_ms, "status",
-                            se->deleted ? "deleted" : se->active ? "running" : "idle", "streams", "transcript", t,
-                            "state", st, "inbox", in, "runtimes", rts);
-    json_object_set_new(pub, "native_session", se->native_session ? json_string(se->native_session) : json_null());
+    json_t *pub = json_pack("{s:s, s:s, s:s, s:O, s:o, s:I, s:s, s:{s:s, s:s, s:s}, s:o}", "id", se->id,
+                            "agent", se->agent, "workspace", se->workspace, "tags", se->tags, "env_keys",
+                            env_keys, "created_at", (json_int_t)se->created_ms, "status",
+                            se->deleted  ? "deleted"
+                            : se->active ? "running"
+                                         : "idle",
+                            "streams", "transcript", t, "state", st, "inbox", in, "runtimes", rts);
+    json_object_set_new(pub, "native_session",
+                        se->native_session ? json_string(se->native_session) : json_null());
     json_object_set_new(pub, "parent", se->parent ? json_string(se->parent) : json_null());
-    json_object_set_new(pub, "active_run", se->active ? json_string(session__active_run_id(se)) : json_null());
+    json_object_set_new(pub, "active_run",
+                        se->active ? json_string(session__active_run_id(se)) : json_null());
     if (se->agent_opts && json_object_size(se->agent_opts)) {
         json_t *opts = json_deep_copy(se->agent_opts);
         if (json_object_get(opts, "api_key"))
@@ -166,9 +171,10 @@ json_t *session__public(const struct session *se)
 /* The durable record (internal stream): everything needed to rebuild the session after a restart. */
 static json_t *session__record(const struct session *se)
 {
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:O, s:O, s:I, s:b, s:O}", "id", se->id, "agent", se->agent, "workspace",
-                            se->workspace, "tags", se->tags, "env", se->env, "created_at", (json_int_t)se->created_ms,
-                            "owns_workspace", se->owns_workspace, "shares", se->shares);
+    json_t *rec =
+        json_pack("{s:s, s:s, s:s, s:O, s:O, s:I, s:b, s:O}", "id", se->id, "agent", se->agent, "workspace",
+                  se->workspace, "tags", se->tags, "env", se->env, "created_at", (json_int_t)se->created_ms,
+                  "owns_workspace", se->owns_workspace, "shares", se->shares);
     if (se->agent_opts)
         json_object_set(rec, "agent_opts", se->agent_opts);
     if (se->native_session)
@@ -196,7 +202,7 @@ static struct session *session__from_record(json_t *rec)
     const char *id = json_string_value(json_object_get(rec, "id"));
     const char *agent = json_string_value(json_object_get(rec, "agent"));
     const char *ws = json_string_value(json_object_get(rec, "workspace"));
-    if (id == NULL || agent == NULL || ws == NULL || strlen(id) >= sizeof ((struct session *)0)->id)
+    if (id == NULL || agent == NULL || ws == NULL || strlen(id) >= sizeof((struct session *)0)->id)
         return NULL;
     struct session *se = xcalloc(1, sizeof *se);
     snprintf(se->id, sizeof se->id, "%s", id);
@@ -205,12 +211,15 @@ static struct session *session__from_record(json_t *rec)
     se->tags = json_incref(json_is_array(json_object_get(rec, "tags")) ? json_object_get(rec, "tags") : NULL);
     if (se->tags == NULL)
         se->tags = json_array();
-    se->env = json_is_object(json_object_get(rec, "env")) ? json_incref(json_object_get(rec, "env")) : json_object();
+    se->env = json_is_object(json_object_get(rec, "env")) ? json_incref(json_object_get(rec, "env"))
+                                                          : json_object();
     se->created_ms = json_integer_value(json_object_get(rec, "created_at"));
     se->owns_workspace = json_is_true(json_object_get(rec, "owns_workspace"));
-    se->shares = json_is_array(json_object_get(rec, "shares")) ? json_incref(json_object_get(rec, "shares")) : json_array();
-    se->agent_opts = json_is_object(json_object_get(rec, "agent_opts")) ? json_incref(json_object_get(rec, "agent_opts"))
-                                                                         : json_object();
+    se->shares = json_is_array(json_object_get(rec, "shares")) ? json_incref(json_object_get(rec, "shares"))
+                                                               : json_array();
+    se->agent_opts = json_is_object(json_object_get(rec, "agent_opts"))
+                         ? json_incref(json_object_get(rec, "agent_opts"))
+                         : json_object();
     se->adapter = strcmp(agent, "none") ? agent_adapter_find(agent) : NULL;
     const char *native = json_string_value(json_object_get(rec, "native_session"));
     se->native_session = native ? xstrdup(native) : NULL;
@@ -250,10 +259,7 @@ static void session__runtime_closed(void *arg)
         session__free(se);
 }
 
-void session__env_released(struct session *se)
-{
-    session__runtime_closed(se);
-}
+void session__env_released(struct session *se) { session__runtime_closed(se); }
 
 /* Closes every runtime of se; frees se afterwards when it is deleted. */
 void session__close_runtimes(struct session *se)
@@ -295,24 +301,26 @@ static void session__on_runtime_event(struct runtime *rt, const struct runtime_e
     struct session *se = arg;
     const char *lang = runtime_lang_name(runtime_lang(rt));
     if (ev->kind == RUNTIME_EVENT_STATUS) {
-        session__event(se, json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "type", "status", "scope", "runtime", "lang", lang,
-                                     "status", runtime_status_name(ev->status), "reason", ev->reason ? ev->reason : "",
-                                     "pid", ev->pid));
+        session__event(se, json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "type", "status", "scope", "runtime",
+                                     "lang", lang, "status", runtime_status_name(ev->status), "reason",
+                                     ev->reason ? ev->reason : "", "pid", ev->pid));
         return;
     }
     const struct runtime_result *r = ev->result;
-    json_t *e = json_pack("{s:s, s:s, s:s, s:o, s:i, s:s, s:b, s:I, s:o, s:I, s:o, s:I, s:b}", "type", "runtime",
-                          "action", "exec", "lang", lang, "code", session__excerpt(r->code, r->code_len), "status",
-                          r->status, "outcome", runtime_outcome_name(r->outcome), "timed_out", r->timed_out,
-                          "duration_us", (json_int_t)r->duration_us, "stdout", session__excerpt(r->out, r->out_len),
-                          "stdout_bytes", (json_int_t)r->out_total, "stderr", session__excerpt(r->err, r->err_len),
-                          "stderr_bytes", (json_int_t)r->err_total, "truncated", r->truncated);
+    json_t *e =
+        json_pack("{s:s, s:s, s:s, s:o, s:i, s:s, s:b, s:I, s:o, s:I, s:o, s:I, s:b}", "type", "runtime",
+                  "action", "exec", "lang", lang, "code", session__excerpt(r->code, r->code_len), "status",
+                  r->status, "outcome", runtime_outcome_name(r->outcome), "timed_out", r->timed_out,
+                  "duration_us", (json_int_t)r->duration_us, "stdout", session__excerpt(r->out, r->out_len),
+                  "stdout_bytes", (json_int_t)r->out_total, "stderr", session__excerpt(r->err, r->err_len),
+                  "stderr_bytes", (json_int_t)r->err_total, "truncated", r->truncated);
     if (e)
         session__event(se, e);
 }
 
 /* The runtime for lang, created on first use in the session's workspace and environment. */
-static int session__runtime(struct sessions *s, struct session *se, enum runtime_lang lang, struct runtime **out)
+static int session__runtime(struct sessions *s, struct session *se, enum runtime_lang lang,
+                            struct runtime **out)
 {
     if (se->rt[lang]) {
         *out = se->rt[lang];
@@ -361,7 +369,8 @@ struct session_rt_call {
 
 int session_rt_action_parse(const char *name, enum session_rt_action *out)
 {
-    static const char *const names[] = {"exec", "eval", "state", "reset", "history", "interrupt", "spawn", "children"};
+    static const char *const names[] = {"exec",    "eval",      "state", "reset",
+                                        "history", "interrupt", "spawn", "children"};
     for (size_t i = 0; i < CORE_ARRAY_LEN(names); i++) {
         if (!strcmp(name, names[i])) {
             *out = (enum session_rt_action)i;
@@ -405,17 +414,18 @@ static void session__exec_done(struct runtime *rt, const struct runtime_result *
     struct session_rt_call *c = arg;
     if (!c->cancelled) {
         int http = r->outcome == RUNTIME_FAILED ? 500 : 200;
-        json_t *body = json_pack("{s:o, s:o, s:i, s:I, s:b, s:s, s:b, s:I, s:I, s:I}", "stdout",
-                                 session__text(r->out, r->out_len), "stderr", session__text(r->err, r->err_len),
-                                 "status", r->status, "duration_us", (json_int_t)r->duration_us, "truncated",
-                                 r->truncated, "outcome", runtime_outcome_name(r->outcome), "timed_out", r->timed_out,
-                                 "stdout_bytes", (json_int_t)r->out_total, "stderr_bytes", (json_int_t)r->err_total,
-                                 "seq", (json_int_t)r->seq);
+        json_t *body = json_pack(
+            "{s:o, s:o, s:i, s:I, s:b, s:s, s:b, s:I, s:I, s:I}", "stdout", session__text(r->out, r->out_len),
+            "stderr", session__text(r->err, r->err_len), "status", r->status, "duration_us",
+            (json_int_t)r->duration_us, "truncated", r->truncated, "outcome",
+            runtime_outcome_name(r->outcome), "timed_out", r->timed_out, "stdout_bytes",
+            (json_int_t)r->out_total, "stderr_bytes", (json_int_t)r->err_total, "seq", (json_int_t)r->seq);
         session__bytes_b64(body, "stdout_base64", r->out, r->out_len);
         session__bytes_b64(body, "stderr_base64", r->err, r->err_len);
         if (r->outcome == RUNTIME_FAILED)
-            json_object_set_new(body, "error", json_pack("{s:s, s:s}", "code", "runtime_failed", "message",
-                                                         strerror(r->error < 0 ? -r->error : EIO)));
+            json_object_set_new(body, "error",
+                                json_pack("{s:s, s:s}", "code", "runtime_failed", "message",
+                                          strerror(r->error < 0 ? -r->error : EIO)));
         session__answer(c->cb, c->arg, http, body);
     }
     free(c);
@@ -433,8 +443,8 @@ static void session__state_done(struct runtime *rt, int rc, const char *json, vo
     free(c);
 }
 
-struct session_rt_call *session_rt_start(struct sessions *s, const char *session_id, const struct session_rt_request *req,
-                                         session_rt_cb cb, void *arg)
+struct session_rt_call *session_rt_start(struct sessions *s, const char *session_id,
+                                         const struct session_rt_request *req, session_rt_cb cb, void *arg)
 {
     struct session *se = map_get(&s->by_id, session_id, strlen(session_id));
     if (se == NULL || se->deleted) {
@@ -459,7 +469,8 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
         if (child == NULL)
             session__answer_error(cb, arg, status, "bad_request", why);
         else
-            session__answer(cb, arg, 200, json_pack("{s:s, s:o}", "child", child->id, "session", session__public(child)));
+            session__answer(cb, arg, 200,
+                            json_pack("{s:s, s:o}", "child", child->id, "session", session__public(child)));
         return NULL;
     }
     enum runtime_lang lang = req->action == SESSION_RT_EVAL ? RUNTIME_PYTHON : RUNTIME_BASH;
@@ -467,10 +478,13 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
         session__answer_error(cb, arg, 400, "bad_request", "lang must be bash, python or node");
         return NULL;
     }
-    if ((req->action == SESSION_RT_HISTORY || req->action == SESSION_RT_RESET || req->action == SESSION_RT_INTERRUPT) &&
+    if ((req->action == SESSION_RT_HISTORY || req->action == SESSION_RT_RESET ||
+         req->action == SESSION_RT_INTERRUPT) &&
         se->rt[lang] == NULL) {
         /* Nothing ran yet: no need to start an interpreter to say so. */
-        session__answer(cb, arg, 200, req->action == SESSION_RT_HISTORY ? json_pack("{s:[]}", "calls") : json_pack("{s:b}", "ok", 1));
+        session__answer(cb, arg, 200,
+                        req->action == SESSION_RT_HISTORY ? json_pack("{s:[]}", "calls")
+                                                          : json_pack("{s:b}", "ok", 1));
         return NULL;
     }
     struct runtime *rt;
@@ -491,13 +505,13 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
     case SESSION_RT_INTERRUPT: {
         int reset = req->action == SESSION_RT_RESET;
         rc = reset ? runtime_reset(rt) : runtime_interrupt(rt);
-        session__event(se, json_pack("{s:s, s:s, s:s, s:i}", "type", "runtime", "action", reset ? "reset" : "interrupt",
-                                     "lang", runtime_lang_name(lang), "rc", rc));
+        session__event(se,
+                       json_pack("{s:s, s:s, s:s, s:i}", "type", "runtime", "action",
+                                 reset ? "reset" : "interrupt", "lang", runtime_lang_name(lang), "rc", rc));
         session__answer(cb, arg, 200, json_pack("{s:b, s:b}", "ok", 1, "was_running", rc == 0));
         return NULL;
     }
-    default:
-        break;
+    default: break;
     }
     struct session_rt_call *c = xcalloc(1, sizeof *c);
     c->s = s;
@@ -507,7 +521,8 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
     if (req->action == SESSION_RT_STATE)
         rc = runtime_state(rt, session__state_done, c);
     else
-        rc = runtime_exec(rt, req->code ? req->code : "", req->code_len, req->timeout_ms, session__exec_done, c);
+        rc = runtime_exec(rt, req->code ? req->code : "", req->code_len, req->timeout_ms, session__exec_done,
+                          c);
     if (rc != 0) {
         free(c);
         session__answer_error(cb, arg, 500, "runtime_failed", strerror(-rc));
@@ -528,14 +543,14 @@ static char **session__envp(json_t *env, const char *workspace)
 {
     /* The runtime sees only what the session declares, over a minimal base (issue 3's execution
      * environment will own this). */
-    json_t *all = json_pack("{s:s, s:s, s:s, s:s}", "PATH", "/usr/local/bin:/usr/bin:/bin", "HOME", workspace, "LANG",
-                            "C.UTF-8", "TERM", "dumb");
+    json_t *all = json_pack("{s:s, s:s, s:s, s:s}", "PATH", "/usr/local/bin:/usr/bin:/bin", "HOME", workspace,
+                            "LANG", "C.UTF-8", "TERM", "dumb");
     json_object_update(all, env);
     size_t n = json_object_size(all), i = 0;
     char **envp = xcalloc(n + 1, sizeof *envp);
     const char *k;
     json_t *v;
-    json_object_foreach(all, k, v)
+    json_object_foreach (all, k, v)
         envp[i++] = xasprintf("%s=%s", k, json_string_value(v) ? json_string_value(v) : "");
     json_decref(all);
     return envp;
@@ -583,7 +598,7 @@ static void session__replay(struct sessions *s)
     buf_free(&b);
     size_t i;
     json_t *m;
-    json_array_foreach(msgs, i, m) {
+    json_array_foreach (msgs, i, m) {
         const char *op = json_string_value(json_object_get(json_object_get(m, "headers"), "operation"));
         const char *key = json_string_value(json_object_get(m, "key"));
         if (op == NULL || key == NULL)
@@ -614,8 +629,8 @@ void sessions_set_mcp(struct sessions *s, sessions_mcp_cb cb, void *arg)
     s->mcp_arg = arg;
 }
 
-int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss, const struct sessions_config *cfg,
-                 char *err, size_t errlen)
+int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
+                 const struct sessions_config *cfg, char *err, size_t errlen)
 {
     struct sessions *s = xcalloc(1, sizeof *s);
     s->loop = loop;
@@ -636,15 +651,9 @@ int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss, con
     return 0;
 }
 
-static void session__close_one(const char *key, void *value, void *arg)
-{
-    session__close_runtimes(value);
-}
+static void session__close_one(const char *key, void *value, void *arg) { session__close_runtimes(value); }
 
-void sessions_close_runtimes(struct sessions *s)
-{
-    map_each(&s->by_id, session__close_one, NULL);
-}
+void sessions_close_runtimes(struct sessions *s) { map_each(&s->by_id, session__close_one, NULL); }
 
 static void session__release(const char *key, void *value, void *arg)
 {
@@ -703,8 +712,8 @@ void session__child_completed(struct session *se, const char *run, const char *s
     if (parent == NULL || parent->deleted || s->ss == NULL)
         return;
     const char *text = json_string_value(result) ? json_string_value(result) : "";
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "child", "action", "completed", "child", se->id,
-                           "child_run", run, "status", status, "result", text);
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "child", "action", "completed", "child",
+                           se->id, "child_run", run, "status", status, "result", text);
     char inbox[128];
     snprintf(inbox, sizeof inbox, "sessions/%s/inbox", parent->id);
     session__append(s, inbox, json_deep_copy(ev));

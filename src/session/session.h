@@ -39,17 +39,17 @@ struct http_server;
 struct sessions;
 
 struct sessions_config {
-    const char *data_dir;   /* new workspaces go to DATA/workspaces/<id> */
-    const char *base_url;   /* how agents reach this server (for agentd's MCP tool); NULL: not offered */
-    int agent_auth;         /* the server wants a token: each session's agents get their own, good
+    const char *data_dir; /* new workspaces go to DATA/workspaces/<id> */
+    const char *base_url; /* how agents reach this server (for agentd's MCP tool); NULL: not offered */
+    int agent_auth;       /* the server wants a token: each session's agents get their own, good
                                for its MCP endpoint only, in the URL they are given */
     uint64_t runtime_idle_ms;
     size_t runtime_output_limit;
     int64_t runtime_spin_us; /* see runtime_options.spin_us; negative: never */
 };
 
-int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss, const struct sessions_config *cfg,
-                 char *err, size_t errlen) CORE_UNUSED_RESULT;
+int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
+                 const struct sessions_config *cfg, char *err, size_t errlen) CORE_UNUSED_RESULT;
 /* Registers the /v1/sessions routes (REST and runtimes). */
 void sessions_routes(struct sessions *s, struct http_server *srv);
 /* Requests to /v1/sessions/<id>/mcp go to this handler (the MCP module registers itself here, so that
@@ -68,16 +68,24 @@ void sessions_free(struct sessions *s);
 /* ---- runtime calls, shared by the HTTP API and the MCP tool ---- */
 
 /* What an agent can ask of its session: runtime calls, and (SPAWN, CHILDREN) child sessions. */
-enum session_rt_action { SESSION_RT_EXEC, SESSION_RT_EVAL, SESSION_RT_STATE, SESSION_RT_RESET, SESSION_RT_HISTORY,
-                         SESSION_RT_INTERRUPT, SESSION_RT_SPAWN, SESSION_RT_CHILDREN };
+enum session_rt_action {
+    SESSION_RT_EXEC,
+    SESSION_RT_EVAL,
+    SESSION_RT_STATE,
+    SESSION_RT_RESET,
+    SESSION_RT_HISTORY,
+    SESSION_RT_INTERRUPT,
+    SESSION_RT_SPAWN,
+    SESSION_RT_CHILDREN
+};
 
 struct session_rt_request {
     enum session_rt_action action;
-    const char *lang;       /* "bash" | "python" | "node"; NULL: bash (python for eval) */
-    const char *code;       /* exec/eval: the code; spawn: the child's first message */
+    const char *lang; /* "bash" | "python" | "node"; NULL: bash (python for eval) */
+    const char *code; /* exec/eval: the code; spawn: the child's first message */
     size_t code_len;
-    uint64_t timeout_ms;    /* 0: the runtime's default */
-    size_t limit;           /* history: how many (0: default 100) */
+    uint64_t timeout_ms; /* 0: the runtime's default */
+    size_t limit;        /* history: how many (0: default 100) */
 };
 
 /*
@@ -90,8 +98,8 @@ typedef void (*session_rt_cb)(void *arg, int status, const char *json);
 struct session_rt_call;
 /* Starts a call; cb runs exactly once (possibly before this returns) unless cancelled first. The
  * returned handle is valid until cb runs or session_rt_cancel is called. */
-struct session_rt_call *session_rt_start(struct sessions *s, const char *session_id, const struct session_rt_request *req,
-                                         session_rt_cb cb, void *arg);
+struct session_rt_call *session_rt_start(struct sessions *s, const char *session_id,
+                                         const struct session_rt_request *req, session_rt_cb cb, void *arg);
 /* The caller is going away: cb will not run (the operation itself still completes). */
 void session_rt_cancel(struct session_rt_call *call);
 /* Parses "exec", "eval", "state", "reset", "history", "interrupt", "spawn", "children". 0 or -EINVAL. */

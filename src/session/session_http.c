@@ -23,16 +23,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define SESSIONS_PREFIX "/v1/sessions"
+#define SESSIONS_PREFIX       "/v1/sessions"
 #define SESSIONS_LIST_DEFAULT 100
-#define SESSIONS_LIST_MAX 1000
+#define SESSIONS_LIST_MAX     1000
 
 static const char *const session__agents[] = {"none", "claude-code", "codex", "opencode", "jsonl"};
 
 struct session__fork {
     uv_work_t work;
     struct sessions *s;
-    struct session *child;   /* not registered until the copy succeeded */
+    struct session *child; /* not registered until the copy succeeded */
     char *from_ws;
     char *from_home; /* the parent's agent home, NULL when it has none yet */
     char parent[SESSION_ID_LEN + 1];
@@ -42,12 +42,12 @@ struct session__fork {
 };
 
 struct session__pending {
-    struct http_req *req;           /* NULL once the client left */
-    struct session_rt_call *call;   /* runtime call in flight */
-    struct stream_op op;            /* durable write in flight */
-    json_t *answer;                 /* what to send once op completes */
+    struct http_req *req;         /* NULL once the client left */
+    struct session_rt_call *call; /* runtime call in flight */
+    struct stream_op op;          /* durable write in flight */
+    json_t *answer;               /* what to send once op completes */
     int status;
-    struct session__fork *fork;     /* fork in the thread pool; it outlives the request if need be */
+    struct session__fork *fork; /* fork in the thread pool; it outlives the request if need be */
 };
 
 static void session__pending_dispose(void *p)
@@ -122,7 +122,8 @@ static void session__created(struct stream_op *op)
 
 /* Answers `answer` (taken) with `status` once everything written so far is durable: an idempotent
  * re-create of the feed (it exists) is an op that completes with the commit of the current batch. */
-static void session__reply_durable(struct sessions *s, struct session__pending *pd, int status, json_t *answer)
+static void session__reply_durable(struct sessions *s, struct session__pending *pd, int status,
+                                   json_t *answer)
 {
     pd->status = status;
     pd->answer = answer;
@@ -146,7 +147,8 @@ static const char *session__check_create(struct sessions *s, json_t *b, char *ws
     json_t *w = json_object_get(b, "workspace");
     if (w && !json_is_null(w)) {
         struct stat st;
-        if (!json_is_string(w) || realpath(json_string_value(w), ws) == NULL || stat(ws, &st) != 0 || !S_ISDIR(st.st_mode))
+        if (!json_is_string(w) || realpath(json_string_value(w), ws) == NULL || stat(ws, &st) != 0 ||
+            !S_ISDIR(st.st_mode))
             return "workspace must be an existing directory";
     } else {
         ws[0] = '\0';
@@ -157,7 +159,7 @@ static const char *session__check_create(struct sessions *s, json_t *b, char *ws
             return "env must be an object of strings";
         const char *k;
         json_t *v;
-        json_object_foreach(env, k, v)
+        json_object_foreach (env, k, v)
             if (!json_is_string(v) || *k == '\0' || strchr(k, '='))
                 return "env must be an object of strings with names without '='";
     }
@@ -167,7 +169,7 @@ static const char *session__check_create(struct sessions *s, json_t *b, char *ws
         json_t *t;
         if (!json_is_array(tags))
             return "tags must be an array of strings";
-        json_array_foreach(tags, i, t)
+        json_array_foreach (tags, i, t)
             if (!json_is_string(t))
                 return "tags must be an array of strings";
     }
@@ -242,7 +244,8 @@ static void session__create(struct sessions *s, struct http_req *req)
     struct session *se = b ? session__create_from(s, b, NULL, &status, &why) : NULL;
     json_decref(b);
     if (se == NULL)
-        return http_res_error(req, b ? status : 400, status == 500 ? "workspace_failed" : "bad_request", "%s", why);
+        return http_res_error(req, b ? status : 400, status == 500 ? "workspace_failed" : "bad_request", "%s",
+                              why);
     session__reply_durable(s, session__pending_new(req), 201, session__public(se));
 }
 
@@ -263,7 +266,8 @@ struct session *session__spawn_child_of(struct sessions *s, struct session *pare
     struct session *child = session__create_from(s, b, parent->id, status, why);
     if (child == NULL)
         return NULL;
-    session__event(parent, json_pack("{s:s, s:s, s:s}", "type", "child", "action", "spawned", "child", child->id));
+    session__event(parent,
+                   json_pack("{s:s, s:s, s:s}", "type", "child", "action", "spawned", "child", child->id));
     if (json_is_string(text) && child->adapter) {
         json_t *run = NULL;
         const char *err = NULL;
@@ -287,7 +291,8 @@ static void session__spawn_child(struct sessions *s, struct session *parent, str
     json_t *answer = session__public(child);
     json_t *runs = child->runs;
     if (json_array_size(runs))
-        json_object_set(answer, "run", json_object_get(json_array_get(runs, json_array_size(runs) - 1), "id"));
+        json_object_set(answer, "run",
+                        json_object_get(json_array_get(runs, json_array_size(runs) - 1), "id"));
     session__reply_durable(s, session__pending_new(req), 201, answer);
 }
 
@@ -355,13 +360,14 @@ static void session__fork_copy(uv_work_t *w)
         sqlite3 *db = NULL;
         sqlite3_stmt *up = NULL;
         if (sqlite3_open_v2(ocdb, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
-            sqlite3_prepare_v2(db, "UPDATE session SET directory = ?1, path = ?2 WHERE directory = ?3", -1, &up, NULL) ==
-                SQLITE_OK) {
+            sqlite3_prepare_v2(db, "UPDATE session SET directory = ?1, path = ?2 WHERE directory = ?3", -1,
+                               &up, NULL) == SQLITE_OK) {
             sqlite3_bind_text(up, 1, f->child->workspace, -1, SQLITE_STATIC);
             sqlite3_bind_text(up, 2, f->child->workspace + 1, -1, SQLITE_STATIC);
             sqlite3_bind_text(up, 3, f->from_ws, -1, SQLITE_STATIC);
             if (sqlite3_step(up) != SQLITE_DONE)
-                log_warn("session: the fork's OpenCode sessions still name the parent's workspace: %s", sqlite3_errmsg(db));
+                log_warn("session: the fork's OpenCode sessions still name the parent's workspace: %s",
+                         sqlite3_errmsg(db));
         }
         sqlite3_finalize(up);
         sqlite3_close(db);
@@ -391,7 +397,8 @@ static void session__fork_done(uv_work_t *w, int status)
     struct session__pending *pd = f->pd;
     if (f->rc != 0 || status != 0) {
         if (pd && pd->req)
-            http_res_error(pd->req, 500, "workspace_failed", "cannot copy the workspace: %s", strerror(f->rc ? f->rc : EIO));
+            http_res_error(pd->req, 500, "workspace_failed", "cannot copy the workspace: %s",
+                           strerror(f->rc ? f->rc : EIO));
         free(se->workspace);
         free(se->agent);
         json_decref(se->tags);
@@ -417,8 +424,8 @@ static void session__fork_done(uv_work_t *w, int status)
     }
     char at_text[STREAM_OFFSET_LEN + 1];
     stream_offset_format(f->at, at_text);
-    session__event(se, json_pack("{s:s, s:s, s:s, s:s}", "type", "session", "action", "forked", "from", f->parent,
-                                 "at", at_text));
+    session__event(se, json_pack("{s:s, s:s, s:s, s:s}", "type", "session", "action", "forked", "from",
+                                 f->parent, "at", at_text));
     session__publish(s, se, "insert");
     if (pd && pd->req) {
         session__reply_durable(s, pd, 201, session__public(se));
@@ -449,7 +456,8 @@ static void session__fork(struct sessions *s, struct session *parent, struct htt
     int64_t at = tr ? stream_tail(tr) : 0;
     json_t *jat = json_object_get(b, "at");
     if (jat && !json_is_null(jat)) {
-        if (!json_is_string(jat) || stream_offset_parse(json_string_value(jat), &at) != 0 || (tr && at > stream_tail(tr))) {
+        if (!json_is_string(jat) || stream_offset_parse(json_string_value(jat), &at) != 0 ||
+            (tr && at > stream_tail(tr))) {
             json_decref(b);
             return http_res_error(req, 400, "bad_request", "at must be an offset of the parent's transcript");
         }
@@ -515,10 +523,11 @@ static void session__share(struct sessions *s, struct session *se, struct http_r
         char tok[SESSION_ID_LEN * 2 + 1];
         session__new_id(tok);
         session__new_id(tok + SESSION_ID_LEN);
-        json_array_append_new(se->shares, json_pack("{s:s, s:I}", "token", tok, "created_at", (json_int_t)clock_wall_ms()));
+        json_array_append_new(
+            se->shares, json_pack("{s:s, s:I}", "token", tok, "created_at", (json_int_t)clock_wall_ms()));
         session__publish(s, se, "update");
-        json_t *answer = json_pack("{s:s, s:s, s:{s:s, s:s}}", "token", tok, "session", se->id, "urls", "session",
-                                   "", "transcript", "");
+        json_t *answer = json_pack("{s:s, s:s, s:{s:s, s:s}}", "token", tok, "session", se->id, "urls",
+                                   "session", "", "transcript", "");
         char *u1 = xasprintf("/v1/sessions/%s?share=%s", se->id, tok);
         char *u2 = xasprintf("/v1/stream/sessions/%s/transcript?offset=-1&live=sse&share=%s", se->id, tok);
         json_object_set_new(json_object_get(answer, "urls"), "session", json_string(u1));
@@ -530,7 +539,7 @@ static void session__share(struct sessions *s, struct session *se, struct http_r
     if (token && m == HTTP_DELETE) {
         size_t i;
         json_t *sh;
-        json_array_foreach(se->shares, i, sh) {
+        json_array_foreach (se->shares, i, sh) {
             if (!strcmp(json_string_value(json_object_get(sh, "token")), token)) {
                 json_array_remove(se->shares, i);
                 session__publish(s, se, "update");
@@ -539,7 +548,8 @@ static void session__share(struct sessions *s, struct session *se, struct http_r
         }
         return http_res_error(req, 404, "not_found", "no such share token");
     }
-    http_res_error(req, 405, "method_not_allowed", "POST creates a share link, GET lists them, DELETE .../share/<token> revokes one");
+    http_res_error(req, 405, "method_not_allowed",
+                   "POST creates a share link, GET lists them, DELETE .../share/<token> revokes one");
 }
 
 /* The id of the session a path belongs to, for share tokens: /v1/sessions/<id>, /v1/sessions/<id>/ws
@@ -577,8 +587,8 @@ static int session__authorize_agent(struct sessions *s, struct http_req *req, co
     memcpy(id, path + lp, SESSION_ID_LEN);
     id[SESSION_ID_LEN] = '\0';
     struct session *se = map_get(&s->by_id, id, SESSION_ID_LEN);
-    if (se == NULL || se->deleted || se->agent_token[0] == '\0' || !http_req_query_param(req, "agent_token", &token) ||
-        token == NULL)
+    if (se == NULL || se->deleted || se->agent_token[0] == '\0' ||
+        !http_req_query_param(req, "agent_token", &token) || token == NULL)
         return 0;
     size_t n = strlen(se->agent_token);
     return strlen(token) == n && sodium_memcmp(se->agent_token, token, n) == 0;
@@ -613,7 +623,7 @@ static int session__authorize(void *arg, struct http_req *req)
         return 0;
     size_t i;
     json_t *sh;
-    json_array_foreach(se->shares, i, sh) {
+    json_array_foreach (se->shares, i, sh) {
         const char *t = json_string_value(json_object_get(sh, "token"));
         if (t && strlen(t) == strlen(token) && sodium_memcmp(t, token, strlen(t)) == 0)
             return 1;
@@ -632,7 +642,8 @@ static void session__post_message(struct sessions *s, struct session *se, struct
     json_t *text = json_object_get(b, "text"), *mode = json_object_get(b, "mode");
     if (!json_is_string(text) || (mode && !json_is_null(mode) && !json_is_string(mode))) {
         json_decref(b);
-        return http_res_error(req, 400, "bad_request", "text (a string) is required; mode is queue, interrupt or reject");
+        return http_res_error(req, 400, "bad_request",
+                              "text (a string) is required; mode is queue, interrupt or reject");
     }
     json_t *answer = NULL;
     int status = session__message(se, json_string_value(text), json_string_value(mode), &answer, &why);
@@ -661,7 +672,7 @@ static void session__collect(const char *key, void *value, void *arg)
         size_t i;
         json_t *t;
         int hit = 0;
-        json_array_foreach(se->tags, i, t)
+        json_array_foreach (se->tags, i, t)
             hit |= !strcmp(json_string_value(t), l->tag);
         if (!hit)
             return;
@@ -685,7 +696,8 @@ static void session__list(struct sessions *s, struct http_req *req)
     long limit = limit_s ? strtol(limit_s, NULL, 10) : SESSIONS_LIST_DEFAULT;
     if (limit <= 0 || limit > SESSIONS_LIST_MAX)
         return http_res_error(req, 400, "bad_request", "limit must be 1..%d", SESSIONS_LIST_MAX);
-    struct session__list l = {.arr = json_array(), .tag = tag, .before = before_s ? strtoll(before_s, NULL, 10) : 0};
+    struct session__list l = {
+        .arr = json_array(), .tag = tag, .before = before_s ? strtoll(before_s, NULL, 10) : 0};
     map_each(&s->by_id, session__collect, &l);
     size_t n = json_array_size(l.arr);
     json_t **items = xcalloc(n ? n : 1, sizeof *items);
@@ -741,9 +753,11 @@ static void session__runtime_route(struct sessions *s, struct http_req *req, con
 {
     struct session_rt_request r = {.lang = lang};
     if (session_rt_action_parse(action, &r.action) != 0)
-        return http_res_error(req, 404, "not_found", "runtime actions: exec, eval, state, reset, history, interrupt");
+        return http_res_error(req, 404, "not_found",
+                              "runtime actions: exec, eval, state, reset, history, interrupt");
     enum http_method m = http_req_method(req);
-    if (m != HTTP_POST && !(m == HTTP_GET && (r.action == SESSION_RT_HISTORY || r.action == SESSION_RT_STATE)))
+    if (m != HTTP_POST &&
+        !(m == HTTP_GET && (r.action == SESSION_RT_HISTORY || r.action == SESSION_RT_STATE)))
         return http_res_error(req, 405, "method_not_allowed", "use POST");
     const char *why = NULL;
     json_t *b = m == HTTP_POST ? session__body(req, &why) : json_object();

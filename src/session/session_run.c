@@ -28,10 +28,14 @@
 #include <unistd.h>
 
 #define RUN_CANCEL_GRACE_MS 1000
-#define RUN_FILE_RATE_MS 500 /* at most one `file` event per half second */
-#define RUN_ID_BYTES 8
+#define RUN_FILE_RATE_MS    500 /* at most one `file` event per half second */
+#define RUN_ID_BYTES        8
 
-enum run_state { RUN_QUEUED, RUN_RUNNING, RUN_DONE };
+enum run_state {
+    RUN_QUEUED,
+    RUN_RUNNING,
+    RUN_DONE
+};
 
 struct session_run {
     char id[2 * RUN_ID_BYTES + 5];
@@ -42,9 +46,9 @@ struct session_run {
     int64_t created_ms, started_ms;
     struct exec_proc *proc;
     struct agent_parser *out, *err;
-    json_t *result;          /* the agent's result event, when it wrote one */
+    json_t *result; /* the agent's result event, when it wrote one */
     int cancel_requested;
-    const char *fail_code;   /* set when agentd itself failed the run (spawn, environment) */
+    const char *fail_code; /* set when agentd itself failed the run (spawn, environment) */
     char *fail_message;
     struct session_run *next;
 };
@@ -60,8 +64,8 @@ static void run__path(const struct session *se, const char *kind, char out[128])
 static void run__record(struct session_run *r, const char *operation, const char *status, json_t *extra)
 {
     struct session *se = r->se;
-    json_t *v = json_pack("{s:s, s:s, s:s, s:I, s:s}", "id", r->id, "status", status, "mode", r->mode, "created_at",
-                          (json_int_t)r->created_ms, "input", r->text);
+    json_t *v = json_pack("{s:s, s:s, s:s, s:I, s:s}", "id", r->id, "status", status, "mode", r->mode,
+                          "created_at", (json_int_t)r->created_ms, "input", r->text);
     if (r->started_ms)
         json_object_set_new(v, "started_at", json_integer(r->started_ms));
     if (extra) {
@@ -71,7 +75,7 @@ static void run__record(struct session_run *r, const char *operation, const char
     size_t i;
     json_t *old;
     int found = 0;
-    json_array_foreach(se->runs, i, old) {
+    json_array_foreach (se->runs, i, old) {
         if (!strcmp(json_string_value(json_object_get(old, "id")), r->id)) {
             json_array_set(se->runs, i, v);
             found = 1;
@@ -88,7 +92,8 @@ static void run__record(struct session_run *r, const char *operation, const char
     /* activeQuery: which run is running since when, apart from the environment's health */
     if (!strcmp(status, "running") || !strcmp(operation, "update"))
         session__append(se->registry, path,
-                        json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "active_query", "key", "current", "value",
+                        json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "active_query", "key", "current",
+                                  "value",
                                   se->active ? json_pack("{s:s, s:I}", "run", se->active->id, "started_at",
                                                          (json_int_t)se->active->started_ms)
                                              : json_null(),
@@ -125,7 +130,7 @@ const char *session__limits_config(struct session *se, json_t *lim)
         return NULL;
     if (!json_is_object(lim))
         return "limits must be an object: memory_bytes, processes, cpu_seconds, file_size_bytes, open_files";
-    json_object_foreach(lim, k, v) {
+    json_object_foreach (lim, k, v) {
         size_t i = 0;
         while (i < CORE_ARRAY_LEN(session__limit_names) && strcmp(k, session__limit_names[i].name))
             i++;
@@ -157,8 +162,9 @@ const char *session__agent_config(struct session *se, json_t *b)
     /* The sandbox holds the agent and the session's runtimes alike, so it applies to runtime-only
      * sessions too. */
     json_t *sb = json_object_get(b, "sandbox");
-    if (sb && !json_is_null(sb) && (!json_is_string(sb) || (strcmp(json_string_value(sb), "none") &&
-                                                            strcmp(json_string_value(sb), "bwrap"))))
+    if (sb && !json_is_null(sb) &&
+        (!json_is_string(sb) ||
+         (strcmp(json_string_value(sb), "none") && strcmp(json_string_value(sb), "bwrap"))))
         return "sandbox must be none or bwrap";
     if (json_is_string(sb))
         json_object_set(se->agent_opts, "sandbox", sb);
@@ -186,7 +192,7 @@ const char *session__agent_config(struct session *se, json_t *b)
         json_t *a;
         if (!json_is_array(cmd) || json_array_size(cmd) == 0)
             return "command must be a non-empty array of strings";
-        json_array_foreach(cmd, i, a)
+        json_array_foreach (cmd, i, a)
             if (!json_is_string(a))
                 return "command must be a non-empty array of strings";
         json_object_set(se->agent_opts, "command", cmd);
@@ -220,7 +226,11 @@ static void run__complete(struct session_run *r, const char *status, const char 
     json_t *done = json_pack("{s:s, s:s, s:I}", "type", "run_completed", "status", status, "duration_ms",
                              (json_int_t)(now - (r->started_ms ? r->started_ms : now)));
     json_t *res = r->result;
-    json_object_set_new(done, "result", json_string(res ? json_string_value(json_object_get(res, "text")) ? json_string_value(json_object_get(res, "text")) : "" : ""));
+    json_object_set_new(done, "result",
+                        json_string(res ? json_string_value(json_object_get(res, "text"))
+                                              ? json_string_value(json_object_get(res, "text"))
+                                              : ""
+                                        : ""));
     static const char *const copied[] = {"usage", "cost_usd", "num_turns"};
     for (size_t i = 0; res && i < CORE_ARRAY_LEN(copied); i++)
         if (json_object_get(res, copied[i]))
@@ -232,7 +242,8 @@ static void run__complete(struct session_run *r, const char *status, const char 
     }
     if (exit_status != INT64_MIN)
         json_object_set_new(done, "exit_status", json_integer(exit_status));
-    json_t *summary = json_pack("{s:I, s:O}", "ended_at", (json_int_t)now, "result", json_object_get(done, "result"));
+    json_t *summary =
+        json_pack("{s:I, s:O}", "ended_at", (json_int_t)now, "result", json_object_get(done, "result"));
     if (se->parent) /* told in this same loop turn: the child's completion and the parent's news commit together */
         session__child_completed(se, r->id, status, json_object_get(done, "result"));
     if (code)
@@ -298,7 +309,7 @@ static void run__on_exit(void *arg, struct exec_proc *p, const struct exec_exit 
         run__complete(r, "error", "agent_error", "the agent exited with a failure status", ex->status);
     else
         run__complete(r, is_error ? "error" : "success", is_error ? "agent_error" : NULL,
-                       is_error ? "the agent reported an error" : NULL, 0);
+                      is_error ? "the agent reported an error" : NULL, 0);
 }
 
 /* Workspace changes, already coalesced and rate-limited by exec/: one `file` event per batch. */
@@ -307,8 +318,8 @@ static void run__on_files(void *arg, struct exec_env *env, const struct exec_fil
     struct session *se = arg;
     json_t *files = json_array();
     for (size_t i = 0; i < n && i < 200; i++)
-        json_array_append_new(files, json_pack("{s:s, s:s}", "path", changes[i].path ? changes[i].path : "", "change",
-                                               exec_file_kind_name(changes[i].kind)));
+        json_array_append_new(files, json_pack("{s:s, s:s}", "path", changes[i].path ? changes[i].path : "",
+                                               "change", exec_file_kind_name(changes[i].kind)));
     json_t *ev = json_pack("{s:s, s:o, s:I}", "type", "file", "changes", files, "count", (json_int_t)n);
     if (se->active)
         json_object_set_new(ev, "run", json_string(se->active->id));
@@ -396,7 +407,8 @@ static void run__spawn(struct session_run *r)
         .run_id = r->id,
         .workspace = se->workspace,
         .home = se->home,
-        .program = nextra ? json_string_value(json_array_get(cmd_j, 0)) : json_string_value(json_object_get(o, "program")),
+        .program = nextra ? json_string_value(json_array_get(cmd_j, 0))
+                          : json_string_value(json_object_get(o, "program")),
         .model = json_string_value(json_object_get(o, "model")),
         .base_url = json_string_value(json_object_get(o, "base_url")),
         .api_key = json_string_value(json_object_get(o, "api_key")),
@@ -433,7 +445,8 @@ static void run__spawn(struct session_run *r)
     agent_cmd_free(&cmd);
     if (rc != 0 && r->proc == NULL) {
         char *msg = xasprintf("cannot start %s: %s", program, strerror(-rc));
-        run__complete(r, "error", rc == -ENOENT || rc == -EACCES ? "agent_not_found" : "spawn_failed", msg, INT64_MIN);
+        run__complete(r, "error", rc == -ENOENT || rc == -EACCES ? "agent_not_found" : "spawn_failed", msg,
+                      INT64_MIN);
         free(msg);
     } else {
         se->fork_pending = 0;
@@ -458,7 +471,8 @@ static void run__start(struct session_run *r)
     free(homes);
     if (se->xenv == NULL) {
         if (session__env(se) == NULL)
-            return run__complete(r, "error", "spawn_failed", "the execution environment could not be created", INT64_MIN);
+            return run__complete(r, "error", "spawn_failed", "the execution environment could not be created",
+                                 INT64_MIN);
         return; /* run__env_event spawns on ready */
     }
     if (exec_env_status(se->xenv) == EXEC_STATUS_READY)
@@ -524,7 +538,8 @@ static void run__cancel_running(struct session_run *r)
 
 /* ================= the API ================= */
 
-int session__message(struct session *se, const char *text, const char *mode, json_t **answer, const char **why)
+int session__message(struct session *se, const char *text, const char *mode, json_t **answer,
+                     const char **why)
 {
     if (mode == NULL)
         mode = "queue";
@@ -554,8 +569,8 @@ int session__message(struct session *se, const char *text, const char *mode, jso
     char path[128];
     run__path(se, "inbox", path);
     session__append(se->registry, path,
-                    json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "user", "text", text, "run", r->id, "mode", mode,
-                              "ts", (json_int_t)r->created_ms));
+                    json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "user", "text", text, "run", r->id, "mode",
+                              mode, "ts", (json_int_t)r->created_ms));
     run__record(r, "insert", "queued", NULL);
     if (se->active == NULL) {
         run__start(r);
@@ -573,7 +588,7 @@ int session__message(struct session *se, const char *text, const char *mode, jso
     size_t i;
     json_t *v;
     *answer = NULL;
-    json_array_foreach(se->runs, i, v)
+    json_array_foreach (se->runs, i, v)
         if (!strcmp(json_string_value(json_object_get(v, "id")), id))
             *answer = json_deep_copy(v);
     return 202;
@@ -625,7 +640,7 @@ void session__recover_runs(struct session *se)
     json_t *latest = json_object();
     size_t i;
     json_t *m;
-    json_array_foreach(msgs, i, m) {
+    json_array_foreach (msgs, i, m) {
         const char *key = json_string_value(json_object_get(m, "key"));
         if (key && !strcmp(json_string_value(json_object_get(m, "type")) ?: "", "run"))
             json_object_set(latest, key, json_object_get(m, "value"));
@@ -633,7 +648,7 @@ void session__recover_runs(struct session *se)
     json_decref(msgs);
     const char *key;
     json_t *v;
-    json_object_foreach(latest, key, v) {
+    json_object_foreach (latest, key, v) {
         const char *status = json_string_value(json_object_get(v, "status"));
         json_array_append(se->runs, v);
         if (status && (!strcmp(status, "queued") || !strcmp(status, "running"))) {
@@ -644,7 +659,8 @@ void session__recover_runs(struct session *se)
             snprintf(r->mode, sizeof r->mode, "%s", json_string_value(json_object_get(v, "mode")) ?: "queue");
             r->created_ms = json_integer_value(json_object_get(v, "created_at"));
             r->started_ms = json_integer_value(json_object_get(v, "started_at"));
-            run__complete(r, "error", "server_restart", "agentd restarted while the run was in progress", INT64_MIN);
+            run__complete(r, "error", "server_restart", "agentd restarted while the run was in progress",
+                          INT64_MIN);
         }
     }
     json_decref(latest);
@@ -686,7 +702,4 @@ void session__runs_free(struct session *se)
     free(se->home);
 }
 
-const char *session__active_run_id(const struct session *se)
-{
-    return se->active ? se->active->id : NULL;
-}
+const char *session__active_run_id(const struct session *se) { return se->active ? se->active->id : NULL; }

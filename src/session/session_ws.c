@@ -33,15 +33,15 @@
 #include "session/session_int.h"
 #include "stream/stream.h"
 
-#define SESSION_WS_CHUNK (256 * 1024)
+#define SESSION_WS_CHUNK   (256 * 1024)
 #define SESSION_WS_PING_MS 15000
 
 struct session_ws {
     struct sessions *s;
     struct http_ws *ws;
     struct stream_sub sub;
-    int64_t offset;  /* where the next frame starts */
-    int greeted;     /* a frame has been sent */
+    int64_t offset;   /* where the next frame starts */
+    int greeted;      /* a frame has been sent */
     int sent_deleted; /* the session's "deleted" event has been sent */
     char id[SESSION_ID_LEN + 1];
 };
@@ -58,7 +58,7 @@ static int session__ws_has_deleted(const struct buf *events)
     json_t *arr = json_loadb(events->p, events->len, 0, NULL), *ev;
     size_t i;
     int found = 0;
-    json_array_foreach(arr, i, ev) {
+    json_array_foreach (arr, i, ev) {
         const char *type = json_string_value(json_object_get(ev, "type"));
         const char *action = json_string_value(json_object_get(ev, "action"));
         found |= type && action && !strcmp(type, "session") && !strcmp(action, "deleted");
@@ -102,7 +102,7 @@ static void session__ws_pump(struct session_ws *w)
             rc = session__ws_frame(w, st, &frame, &next);
             if (rc == 0 && next <= w->offset)
                 rc = -EIO; /* no progress: sending this again would never end */
-        } else { /* at the tail on arrival: tell the client where that is */
+        } else {           /* at the tail on arrival: tell the client where that is */
             char o[STREAM_OFFSET_LEN + 1];
             stream_offset_format(w->offset, o);
             buf_printf(&frame, "{\"offset\":\"%s\",\"events\":[]}", o);
@@ -138,12 +138,8 @@ static void session__ws_event(struct stream_sub *sub, enum stream_event ev)
     struct session_ws *w = sub->arg;
     switch (ev) {
     case STREAM_EV_DATA:
-    case STREAM_EV_CLOSED:
-        session__ws_pump(w);
-        return;
-    case STREAM_EV_SHUTDOWN:
-        session__ws_close(w, 1001, "server shutting down");
-        return;
+    case STREAM_EV_CLOSED: session__ws_pump(w); return;
+    case STREAM_EV_SHUTDOWN: session__ws_close(w, 1001, "server shutting down"); return;
     case STREAM_EV_GONE:
         /* Deleted with its session, or the registry was reloaded after a failed commit (the
          * session is still there): then the client reconnects from its last offset. */
@@ -155,10 +151,7 @@ static void session__ws_event(struct stream_sub *sub, enum stream_event ev)
     }
 }
 
-static void session__ws_drain(struct http_ws *ws, void *arg)
-{
-    session__ws_pump(arg);
-}
+static void session__ws_drain(struct http_ws *ws, void *arg) { session__ws_pump(arg); }
 
 static void session__ws_closed(struct http_ws *ws, void *arg)
 {
@@ -181,7 +174,8 @@ void session__ws(struct sessions *s, struct session *se, struct http_req *req)
     int64_t from = 0;
     int now = offset && !strcmp(offset, "now");
     if (offset && !now && strcmp(offset, "-1") != 0 && stream_offset_parse(offset, &from) != 0)
-        return http_res_error(req, 400, "bad_request", "offset must be -1, now, or an offset from an earlier frame");
+        return http_res_error(req, 400, "bad_request",
+                              "offset must be -1, now, or an offset from an earlier frame");
     char path[64];
     snprintf(path, sizeof path, "sessions/%s/transcript", se->id);
     enum stream_lookup how;

@@ -87,21 +87,15 @@ struct store {
 static int store__errno(int rc)
 {
     switch (rc & 0xff) {
-    case SQLITE_FULL:
-        return -ENOSPC;
+    case SQLITE_FULL: return -ENOSPC;
     case SQLITE_READONLY:
     case SQLITE_PERM:
-    case SQLITE_CANTOPEN:
-        return -EROFS;
-    case SQLITE_NOMEM:
-        return -ENOMEM;
+    case SQLITE_CANTOPEN: return -EROFS;
+    case SQLITE_NOMEM: return -ENOMEM;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return -EBUSY;
-    case SQLITE_CONSTRAINT:
-        return -EEXIST;
-    default:
-        return -EIO;
+    case SQLITE_LOCKED: return -EBUSY;
+    case SQLITE_CONSTRAINT: return -EEXIST;
+    default: return -EIO;
     }
 }
 
@@ -115,10 +109,7 @@ void store_meta_clear(struct store_meta *m)
     memset(m, 0, sizeof *m);
 }
 
-static char *store__dup(const char *s)
-{
-    return s ? xstrdup(s) : NULL;
-}
+static char *store__dup(const char *s) { return s ? xstrdup(s) : NULL; }
 
 void store_meta_copy(struct store_meta *dst, const struct store_meta *src)
 {
@@ -144,8 +135,8 @@ void store_meta_copy(struct store_meta *dst, const struct store_meta *src)
  * reaches between checkpoints, on the loop thread right after a commit, where SQLite is not writing.
  */
 #define STORE_WAL_CHECKPOINT_PAGES 8192
-#define STORE_WAL_FILL_STEP ((off_t)8 << 20)
-#define STORE_WAL_FILL_MAX ((off_t)40 << 20) /* > (8192 pages + one large batch) x (4 KiB + 24) */
+#define STORE_WAL_FILL_STEP        ((off_t)8 << 20)
+#define STORE_WAL_FILL_MAX         ((off_t)40 << 20) /* > (8192 pages + one large batch) x (4 KiB + 24) */
 
 /* Zero-fills fd from its current size up to `to` bytes; returns 0 or -errno. */
 static int store__zero_fill(int fd, off_t to)
@@ -203,7 +194,8 @@ static void store__grow_wal(struct store *s)
     off_t used = 32 + (off_t)s->wal_frames * (24 + s->page_size); /* header + frames */
     if (s->wal_filled >= STORE_WAL_FILL_MAX || used + STORE_WAL_FILL_STEP / 2 < s->wal_filled)
         return;
-    if (s->wal_filled == 0 && fstat(s->wal_fd, &st) == 0 && (s->wal_filled = st.st_size) >= used + STORE_WAL_FILL_STEP / 2)
+    if (s->wal_filled == 0 && fstat(s->wal_fd, &st) == 0 &&
+        (s->wal_filled = st.st_size) >= used + STORE_WAL_FILL_STEP / 2)
         return; /* first look: the fill from store_open is still ahead */
     off_t to = s->wal_filled + STORE_WAL_FILL_STEP;
     if (to > STORE_WAL_FILL_MAX)
@@ -254,7 +246,9 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
         (rc = sqlite3_exec(s->db, "PRAGMA foreign_keys=OFF; PRAGMA cache_size=-4000;", NULL, NULL, &msg)) !=
             SQLITE_OK ||
         (rc = sqlite3_exec(s->db, store__schema, NULL, NULL, &msg)) != SQLITE_OK ||
-        (rc = sqlite3_exec(s->db, "INSERT OR REPLACE INTO meta(k, v) VALUES('opened_ms', CAST(strftime('%s', 'now') AS INTEGER) * 1000)",
+        (rc = sqlite3_exec(s->db,
+                           "INSERT OR REPLACE INTO meta(k, v) VALUES('opened_ms', CAST(strftime('%s', 'now') "
+                           "AS INTEGER) * 1000)",
                            NULL, NULL, &msg)) != SQLITE_OK) {
         snprintf(err, errlen, "cannot initialise %s: %s", file, msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);
@@ -263,16 +257,18 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
     }
     sqlite3_stmt *ps = NULL;
     s->page_size = 4096;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA page_size", -1, &ps, NULL) == SQLITE_OK && sqlite3_step(ps) == SQLITE_ROW)
+    if (sqlite3_prepare_v2(s->db, "PRAGMA page_size", -1, &ps, NULL) == SQLITE_OK &&
+        sqlite3_step(ps) == SQLITE_ROW)
         s->page_size = sqlite3_column_int(ps, 0);
     sqlite3_finalize(ps);
     sqlite3_wal_hook(s->db, store__wal_hook, s);
     /* Only an optimisation: a disk too full (or a file size limit too low) for it is not an error. */
     if ((rc = store__prealloc_wal(s)) != 0)
-        log_warn("store: WAL not preallocated in %s (%s); appends still work, a little slower", dir, strerror(-rc));
+        log_warn("store: WAL not preallocated in %s (%s); appends still work, a little slower", dir,
+                 strerror(-rc));
     for (int i = 0; i < ST__COUNT; i++) {
-        if ((rc = sqlite3_prepare_v3(s->db, store__sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL)) !=
-            SQLITE_OK) {
+        if ((rc = sqlite3_prepare_v3(s->db, store__sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i],
+                                     NULL)) != SQLITE_OK) {
             snprintf(err, errlen, "cannot prepare statement: %s", sqlite3_errmsg(s->db));
             rc = store__errno(rc);
             goto fail;
@@ -305,10 +301,7 @@ void store_free(struct store *s)
     free(s);
 }
 
-const char *store_errmsg(struct store *s)
-{
-    return sqlite3_errmsg(s->db);
-}
+const char *store_errmsg(struct store *s) { return sqlite3_errmsg(s->db); }
 
 /* Runs a prepared statement to completion; resets it in every case. */
 static int store__run(sqlite3_stmt *st)
@@ -441,10 +434,7 @@ static int store__open_wal(struct store *s)
     return rc;
 }
 
-int store_batch_open(const struct store *s)
-{
-    return s->in_batch;
-}
+int store_batch_open(const struct store *s) { return s->in_batch; }
 
 int store_commit(struct store *s)
 {
@@ -464,10 +454,7 @@ int store_commit(struct store *s)
     return rc;
 }
 
-int store_needs_sync(const struct store *s)
-{
-    return s->durability == STORE_FSYNC;
-}
+int store_needs_sync(const struct store *s) { return s->durability == STORE_FSYNC; }
 
 int store_sync(struct store *s)
 {
@@ -512,12 +499,13 @@ static char *store__col_text(sqlite3_stmt *st, int i)
 int store_load(struct store *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(s->db,
-                                "SELECT id, path, content_type, created_ms, ttl_s, expires_at_ms, expires_at,"
-                                " closed, coalesce((SELECT r.off + length(r.data) FROM records r WHERE r.stream = streams.id"
-                                " ORDER BY r.off DESC LIMIT 1), fork_off), fork_src, fork_off, fork_sub, refcount, deleted, last_seq,"
-                                " closer_pid, closer_epoch, closer_seq FROM streams ORDER BY id",
-                                -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(
+        s->db,
+        "SELECT id, path, content_type, created_ms, ttl_s, expires_at_ms, expires_at,"
+        " closed, coalesce((SELECT r.off + length(r.data) FROM records r WHERE r.stream = streams.id"
+        " ORDER BY r.off DESC LIMIT 1), fork_off), fork_src, fork_off, fork_sub, refcount, deleted, last_seq,"
+        " closer_pid, closer_epoch, closer_seq FROM streams ORDER BY id",
+        -1, &st, NULL);
     if (rc != SQLITE_OK)
         return store__errno(rc);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {

@@ -35,7 +35,7 @@ enum store_durability {
  * the struct: free with store_meta_clear. */
 struct store_meta {
     int64_t id;
-    char *path;         /* NULL once detached: expired or replaced but still read by forks */
+    char *path; /* NULL once detached: expired or replaced but still read by forks */
     char *content_type;
     int64_t created_ms;
     int64_t ttl_s;         /* -1: none */
@@ -63,8 +63,7 @@ void store_free(struct store *s);
 
 /* Startup loading. The callbacks borrow their arguments for the duration of the call. */
 typedef void (*store_meta_cb)(const struct store_meta *m, void *arg);
-typedef void (*store_producer_cb)(int64_t stream, const char *pid, int64_t epoch, int64_t seq,
-                                  void *arg);
+typedef void (*store_producer_cb)(int64_t stream, const char *pid, int64_t epoch, int64_t seq, void *arg);
 int store_load(struct store *s, store_meta_cb on_stream, store_producer_cb on_producer,
                void *arg) CORE_UNUSED_RESULT;
 

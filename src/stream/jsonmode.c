@@ -14,7 +14,8 @@ struct jsonmode__p {
 
 static void jsonmode__ws(struct jsonmode__p *p)
 {
-    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r'))
+    while (p->i < p->n &&
+           (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r'))
         p->i++;
 }
 
@@ -186,18 +187,12 @@ static int jsonmode__value(struct jsonmode__p *p, int depth, jsonmode_msg_cb cb,
     if (p->i >= p->n)
         return jsonmode__fail(p, "expected a JSON value");
     switch (p->s[p->i]) {
-    case '{':
-        return jsonmode__container(p, depth, NULL, NULL, NULL);
-    case '[':
-        return jsonmode__container(p, depth, cb, arg, count);
-    case '"':
-        return jsonmode__string(p);
-    case 't':
-        return jsonmode__lit(p, "true");
-    case 'f':
-        return jsonmode__lit(p, "false");
-    case 'n':
-        return jsonmode__lit(p, "null");
+    case '{': return jsonmode__container(p, depth, NULL, NULL, NULL);
+    case '[': return jsonmode__container(p, depth, cb, arg, count);
+    case '"': return jsonmode__string(p);
+    case 't': return jsonmode__lit(p, "true");
+    case 'f': return jsonmode__lit(p, "false");
+    case 'n': return jsonmode__lit(p, "null");
     default:
         if (p->s[p->i] == '-' || (p->s[p->i] >= '0' && p->s[p->i] <= '9'))
             return jsonmode__number(p);

@@ -26,14 +26,14 @@ struct stream__producer {
 };
 
 struct stream {
-    struct store_meta m;      /* pending state: what the open batch makes true */
-    int64_t durable_tail;     /* what readers may see */
+    struct store_meta m;  /* pending state: what the open batch makes true */
+    int64_t durable_tail; /* what readers may see */
     int durable_closed;
-    int gone;                 /* deleted (hard or soft) in the open batch: tell subscribers */
-    struct stream *src;       /* fork source */
-    struct map producers;     /* pid -> struct stream__producer */
+    int gone;             /* deleted (hard or soft) in the open batch: tell subscribers */
+    struct stream *src;   /* fork source */
+    struct map producers; /* pid -> struct stream__producer */
     int64_t last_access_ms;
-    struct stream_sub subs;   /* sentinel of the subscriber ring */
+    struct stream_sub subs; /* sentinel of the subscriber ring */
     int dirty;
     int created; /* created in the open batch */
     struct stream *dirty_next;
@@ -60,7 +60,7 @@ struct streams {
     int syncing;        /* sync_work is in the thread pool */
     uint64_t sync_upto; /* the last group the running fsync covers */
     int sync_rc;
-    int freeing;        /* the registry was freed while an fsync ran: sync_done frees it */
+    int freeing; /* the registry was freed while an fsync ran: sync_done frees it */
     uv_timer_t sweep;
 };
 
@@ -109,15 +109,9 @@ static int stream__media_eq(const char *a, const char *b)
     return la == lb && strncasecmp(a, b, la) == 0;
 }
 
-static int stream__ct_is_json(const char *ct)
-{
-    return stream__media_eq(ct, "application/json");
-}
+static int stream__ct_is_json(const char *ct) { return stream__media_eq(ct, "application/json"); }
 
-static void stream__id_key(int64_t id, char key[24])
-{
-    snprintf(key, 24, "%" PRId64, id);
-}
+static void stream__id_key(int64_t id, char key[24]) { snprintf(key, 24, "%" PRId64, id); }
 
 /* ================= accessors ================= */
 
@@ -134,10 +128,7 @@ void stream_identity(const struct stream *st, int64_t *id, int64_t *created_ms)
     *created_ms = st->m.created_ms;
 }
 
-void stream_touch(struct stream *st)
-{
-    st->last_access_ms = clock_wall_ms();
-}
+void stream_touch(struct stream *st) { st->last_access_ms = clock_wall_ms(); }
 
 void streams_set_observer(struct streams *ss, streams_observer_cb cb, void *arg)
 {
@@ -145,10 +136,7 @@ void streams_set_observer(struct streams *ss, streams_observer_cb cb, void *arg)
     ss->observer_arg = arg;
 }
 
-size_t streams_subscriber_count(const struct streams *ss)
-{
-    return ss->nsubs;
-}
+size_t streams_subscriber_count(const struct streams *ss) { return ss->nsubs; }
 
 /* ================= batch bookkeeping ================= */
 
@@ -269,10 +257,7 @@ static struct stream *stream__new(struct streams *ss, const struct store_meta *m
     return st;
 }
 
-static void stream__free_producer(const char *key, void *value, void *arg)
-{
-    free(value);
-}
+static void stream__free_producer(const char *key, void *value, void *arg) { free(value); }
 
 static void stream__free(struct stream *st)
 {
@@ -341,10 +326,7 @@ static void stream__retire(struct streams *ss, struct stream *st, int detach)
 }
 
 /* An expired stream leaves its path; if forks still read through it, it stays, detached. */
-static void stream__expire(struct streams *ss, struct stream *st)
-{
-    stream__retire(ss, st, 1);
-}
+static void stream__expire(struct streams *ss, struct stream *st) { stream__retire(ss, st, 1); }
 
 struct stream *streams_lookup(struct streams *ss, const char *path, size_t len, enum stream_lookup *how)
 {
@@ -542,8 +524,10 @@ enum stream_status stream_create(struct streams *ss, const char *path, size_t pl
         const struct store_meta *m = &old->m;
         if (!stream__media_eq(m->content_type, ct) || m->ttl_s != want.ttl_s ||
             m->expires_at_ms != want.expires_at_ms || m->closed != want.closed ||
-            m->fork_src != want.fork_src || (src && (m->fork_off != want.fork_off || m->fork_sub != want.fork_sub)))
-            return stream__fail(op, STREAM_CONFLICT, "a stream with a different configuration exists at this path");
+            m->fork_src != want.fork_src ||
+            (src && (m->fork_off != want.fork_off || m->fork_sub != want.fork_sub)))
+            return stream__fail(op, STREAM_CONFLICT,
+                                "a stream with a different configuration exists at this path");
         stream_touch(old);
         op->result.status = STREAM_OK;
         op->result.next_offset = old->m.tail;
@@ -970,10 +954,7 @@ static void streams__on_sweep(uv_timer_t *t)
 
 /* ================= loading ================= */
 
-static void streams__load_stream(const struct store_meta *m, void *arg)
-{
-    stream__new(arg, m);
-}
+static void streams__load_stream(const struct store_meta *m, void *arg) { stream__new(arg, m); }
 
 static void streams__load_producer(int64_t id, const char *pid, int64_t epoch, int64_t seq, void *arg)
 {
@@ -1007,10 +988,7 @@ static int streams__load(struct streams *ss)
     return rc;
 }
 
-static void streams__free_one(const char *key, void *value, void *arg)
-{
-    stream__free(value);
-}
+static void streams__free_one(const char *key, void *value, void *arg) { stream__free(value); }
 
 static void streams__clear(struct streams *ss)
 {
@@ -1063,10 +1041,7 @@ static void streams__shutdown_one(const char *key, void *value, void *arg)
     stream__notify(value, STREAM_EV_SHUTDOWN);
 }
 
-void streams_shutdown(struct streams *ss)
-{
-    map_each(&ss->by_id, streams__shutdown_one, NULL);
-}
+void streams_shutdown(struct streams *ss) { map_each(&ss->by_id, streams__shutdown_one, NULL); }
 
 static void streams__free_handle(uv_handle_t *h)
 {

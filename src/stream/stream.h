@@ -30,27 +30,27 @@ struct stream;
 /* Outcomes, in the protocol's terms; stream_http maps them to HTTP statuses. */
 enum stream_status {
     STREAM_OK = 0,
-    STREAM_CREATED,        /* 201 */
-    STREAM_DUPLICATE,      /* 204 duplicate producer append */
-    STREAM_BAD_REQUEST,    /* 400 */
-    STREAM_FENCED,         /* 403 stale producer epoch */
-    STREAM_NOT_FOUND,      /* 404 */
-    STREAM_CONFLICT,       /* 409 */
-    STREAM_CLOSED,         /* 409 with Stream-Closed */
-    STREAM_SEQ_GAP,        /* 409 producer sequence gap */
-    STREAM_GONE,           /* 410 soft-deleted */
-    STREAM_STORE_ERROR,    /* 500/507: the batch could not be made durable */
+    STREAM_CREATED,     /* 201 */
+    STREAM_DUPLICATE,   /* 204 duplicate producer append */
+    STREAM_BAD_REQUEST, /* 400 */
+    STREAM_FENCED,      /* 403 stale producer epoch */
+    STREAM_NOT_FOUND,   /* 404 */
+    STREAM_CONFLICT,    /* 409 */
+    STREAM_CLOSED,      /* 409 with Stream-Closed */
+    STREAM_SEQ_GAP,     /* 409 producer sequence gap */
+    STREAM_GONE,        /* 410 soft-deleted */
+    STREAM_STORE_ERROR, /* 500/507: the batch could not be made durable */
 };
 
 /* Result details filled in by the mutating calls. */
 struct stream_result {
     enum stream_status status;
-    const char *message;   /* static reason for errors */
-    int64_t next_offset;   /* tail after the operation (or current tail on conflicts) */
-    int closed;            /* the stream is closed after the operation */
+    const char *message; /* static reason for errors */
+    int64_t next_offset; /* tail after the operation (or current tail on conflicts) */
+    int closed;          /* the stream is closed after the operation */
     int64_t producer_epoch, producer_seq, expected_seq, received_seq;
     int has_producer;
-    int stored;            /* the append stored a record (not only a close) */
+    int stored; /* the append stored a record (not only a close) */
     int store_errno;
 };
 
@@ -73,8 +73,8 @@ struct stream_op {
 void stream_op_cancel(struct streams *ss, struct stream_op *op);
 
 struct streams_config {
-    size_t max_append;     /* bytes */
-    size_t read_chunk;     /* catch-up reads return at most about this many bytes */
+    size_t max_append; /* bytes */
+    size_t read_chunk; /* catch-up reads return at most about this many bytes */
 };
 
 int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, const struct streams_config *cfg,
@@ -88,16 +88,20 @@ void streams_free(struct streams *ss);
 void streams_flush(struct streams *ss);
 
 /* ---- lookup ---- */
-enum stream_lookup { STREAM_FOUND, STREAM_MISSING, STREAM_SOFT_DELETED };
+enum stream_lookup {
+    STREAM_FOUND,
+    STREAM_MISSING,
+    STREAM_SOFT_DELETED
+};
 /* Finds the stream at path; an expired stream is treated as missing (and reclaimed). */
 struct stream *streams_lookup(struct streams *ss, const char *path, size_t len, enum stream_lookup *how);
 
 /* ---- metadata of a stream (borrowed from the stream) ---- */
 const char *stream_content_type(const struct stream *st);
 int stream_is_json(const struct stream *st);
-int64_t stream_tail(const struct stream *st);       /* durable */
-int stream_closed(const struct stream *st);          /* durably closed */
-int64_t stream_ttl(const struct stream *st);         /* -1 when none */
+int64_t stream_tail(const struct stream *st); /* durable */
+int stream_closed(const struct stream *st);   /* durably closed */
+int64_t stream_ttl(const struct stream *st);  /* -1 when none */
 const char *stream_expires_at(const struct stream *st);
 /* Identity of this incarnation of a path (changes when the path is re-created). */
 void stream_identity(const struct stream *st, int64_t *id, int64_t *created_ms);
@@ -126,8 +130,8 @@ struct stream_append_args {
     const void *body;
     size_t body_len;
     int close;
-    const char *seq;          /* Stream-Seq or NULL */
-    const char *producer_id;  /* NULL when no producer headers */
+    const char *seq;         /* Stream-Seq or NULL */
+    const char *producer_id; /* NULL when no producer headers */
     int64_t producer_epoch, producer_seq;
 };
 enum stream_status stream_append(struct streams *ss, struct stream *st, const struct stream_append_args *a,

@@ -20,7 +20,7 @@
 #include <time.h>
 
 /* 2024-10-09T00:00:00Z: the protocol's cursor epoch; cursors count 20-second intervals from it. */
-#define SH_CURSOR_EPOCH_MS 1728432000000LL
+#define SH_CURSOR_EPOCH_MS    1728432000000LL
 #define SH_CURSOR_INTERVAL_MS 20000LL
 
 /*
@@ -52,7 +52,11 @@ struct stream_http {
     struct buf scratch; /* a control event for one reader, copied out at once */
 };
 
-enum sh_mode { SH_WRITE, SH_LONG_POLL, SH_SSE };
+enum sh_mode {
+    SH_WRITE,
+    SH_LONG_POLL,
+    SH_SSE
+};
 
 struct sh_req {
     struct stream_http *sh;
@@ -62,10 +66,10 @@ struct sh_req {
     struct stream_sub sub;
     uv_timer_t timer;
     int has_timer;
-    int64_t offset;        /* next offset to deliver (live readers) */
-    char *client_cursor;   /* borrowed from the request's memory */
+    int64_t offset;           /* next offset to deliver (live readers) */
+    char *client_cursor;      /* borrowed from the request's memory */
     const char *content_type; /* PUT: the stream's content type to echo (request memory) */
-    int control_due;       /* SSE: an up-to-date control event is owed */
+    int control_due;          /* SSE: an up-to-date control event is owed */
     uint64_t started_us;
 };
 
@@ -119,16 +123,12 @@ static int sh__header_true(struct http_req *req, const char *name)
 static void sh__respond_error(struct http_req *req, const struct stream_result *r)
 {
     switch (r->status) {
-    case STREAM_BAD_REQUEST:
-        http_res_error(req, 400, "bad_request", "%s", r->message);
-        return;
+    case STREAM_BAD_REQUEST: http_res_error(req, 400, "bad_request", "%s", r->message); return;
     case STREAM_FENCED:
         http_res_headerf(req, "Producer-Epoch", "%" PRId64, r->producer_epoch);
         http_res_error(req, 403, "stale_epoch", "%s", r->message);
         return;
-    case STREAM_NOT_FOUND:
-        http_res_error(req, 404, "not_found", "%s", r->message);
-        return;
+    case STREAM_NOT_FOUND: http_res_error(req, 404, "not_found", "%s", r->message); return;
     case STREAM_CLOSED:
         http_res_header(req, "Stream-Closed", "true");
         sh__offset_header(req, r->next_offset);
@@ -139,12 +139,8 @@ static void sh__respond_error(struct http_req *req, const struct stream_result *
         http_res_headerf(req, "Producer-Received-Seq", "%" PRId64, r->received_seq);
         http_res_error(req, 409, "sequence_gap", "%s", r->message);
         return;
-    case STREAM_CONFLICT:
-        http_res_error(req, 409, "conflict", "%s", r->message);
-        return;
-    case STREAM_GONE:
-        http_res_error(req, 410, "gone", "%s", r->message);
-        return;
+    case STREAM_CONFLICT: http_res_error(req, 409, "conflict", "%s", r->message); return;
+    case STREAM_GONE: http_res_error(req, 410, "gone", "%s", r->message); return;
     case STREAM_STORE_ERROR:
         if (r->store_errno == -ENOSPC || r->store_errno == -EFBIG)
             http_res_error(req, 507, "storage_full", "the write was not stored: no space left (%s)",
@@ -153,17 +149,13 @@ static void sh__respond_error(struct http_req *req, const struct stream_result *
             http_res_error(req, 500, "storage_error", "the write was not stored (%s)",
                            strerror(r->store_errno ? -r->store_errno : EIO));
         return;
-    default:
-        http_res_error(req, 500, "internal", "unexpected outcome");
+    default: http_res_error(req, 500, "internal", "unexpected outcome");
     }
 }
 
 /* ================= per-request state ================= */
 
-static void sh__free_cb(uv_handle_t *h)
-{
-    free(h->data);
-}
+static void sh__free_cb(uv_handle_t *h) { free(h->data); }
 
 static void sh__dispose(void *p)
 {
@@ -240,7 +232,8 @@ static void sh__put(struct stream_http *sh, struct http_req *req, const char *pa
     if (ttl && exp)
         return http_res_error(req, 400, "bad_request", "send Stream-TTL or Stream-Expires-At, not both");
     if (ttl && stream_parse_uint(ttl, tl, INT64_MAX / 1000, &a.ttl_s) != 0)
-        return http_res_error(req, 400, "bad_request", "Stream-TTL must be a non-negative integer of seconds");
+        return http_res_error(req, 400, "bad_request",
+                              "Stream-TTL must be a non-negative integer of seconds");
     if (exp) {
         if (stream_parse_rfc3339(exp, el, &a.expires_at_ms) != 0)
             return http_res_error(req, 400, "bad_request", "Stream-Expires-At must be an RFC 3339 timestamp");
@@ -283,9 +276,11 @@ static void sh__put(struct stream_http *sh, struct http_req *req, const char *pa
         }
         if (fsub) {
             if (stream_parse_uint(fsub, sl, INT64_MAX, &a.fork_sub) != 0)
-                return http_res_error(req, 400, "bad_request", "Stream-Fork-Sub-Offset must be a non-negative integer");
+                return http_res_error(req, 400, "bad_request",
+                                      "Stream-Fork-Sub-Offset must be a non-negative integer");
             if (a.fork_sub > 0 && !a.has_fork_offset)
-                return http_res_error(req, 400, "bad_request", "Stream-Fork-Sub-Offset needs Stream-Fork-Offset");
+                return http_res_error(req, 400, "bad_request",
+                                      "Stream-Fork-Sub-Offset needs Stream-Fork-Offset");
         }
     }
     a.body = http_req_body(req, &a.body_len);
@@ -336,17 +331,21 @@ static void sh__post(struct stream_http *sh, struct http_req *req, struct stream
     const char *pseq = sh__header(req, "producer-seq", &sl);
     int nprod = !!pid + !!pep + !!pseq;
     if (nprod != 0 && nprod != 3)
-        return http_res_error(req, 400, "bad_request", "send all of Producer-Id, Producer-Epoch and Producer-Seq, or none");
+        return http_res_error(req, 400, "bad_request",
+                              "send all of Producer-Id, Producer-Epoch and Producer-Seq, or none");
     if (nprod == 3) {
         if (il == 0)
             return http_res_error(req, 400, "bad_request", "Producer-Id must not be empty");
-        if (stream_parse_safe_int(pep, el, &a.producer_epoch) || stream_parse_safe_int(pseq, sl, &a.producer_seq))
-            return http_res_error(req, 400, "bad_request", "Producer-Epoch and Producer-Seq must be integers up to 2^53-1");
+        if (stream_parse_safe_int(pep, el, &a.producer_epoch) ||
+            stream_parse_safe_int(pseq, sl, &a.producer_seq))
+            return http_res_error(req, 400, "bad_request",
+                                  "Producer-Epoch and Producer-Seq must be integers up to 2^53-1");
         a.producer_id = sh__header_str(req, "producer-id");
     }
     a.body = http_req_body(req, &a.body_len);
     if (a.body_len > sh->cfg.max_append)
-        return http_res_error(req, 413, "payload_too_large", "an append may hold at most %zu bytes", sh->cfg.max_append);
+        return http_res_error(req, 413, "payload_too_large", "an append may hold at most %zu bytes",
+                              sh->cfg.max_append);
     a.content_type = sh__header_str(req, "content-type");
     a.close = sh__header_true(req, "stream-closed");
     a.seq = sh__header_str(req, "stream-seq");
@@ -397,7 +396,8 @@ static void sh__respond_read(struct stream_http *sh, struct http_req *req, struc
         http_res_header(req, "Cache-Control", "no-store");
     } else {
         http_res_header(req, "ETag", etag);
-        http_res_header(req, "Cache-Control", up_to_date ? "no-cache" : "public, max-age=60, stale-while-revalidate=300");
+        http_res_header(req, "Cache-Control",
+                        up_to_date ? "no-cache" : "public, max-age=60, stale-while-revalidate=300");
     }
     if (!live && inm && inm_len == strlen(etag) && memcmp(inm, etag, inm_len) == 0) {
         buf_free(&body);
@@ -455,7 +455,8 @@ static void sh__lp_event(struct stream_sub *sub, enum stream_event ev)
     if (ev == STREAM_EV_SHUTDOWN) {
         sh__lp_finish(r);
         http_res_header(r->req, "Retry-After", "1");
-        return http_res_error(r->req, 503, "shutting_down", "the server is stopping; retry from the same offset");
+        return http_res_error(r->req, 503, "shutting_down",
+                              "the server is stopping; retry from the same offset");
     }
     if (stream_tail(st) > r->offset) {
         sh__lp_finish(r);
@@ -647,10 +648,7 @@ static void sh__sse_event(struct stream_sub *sub, enum stream_event ev)
     sh__sse_pump(r);
 }
 
-static void sh__sse_drain(struct http_req *req, void *arg)
-{
-    sh__sse_pump(arg);
-}
+static void sh__sse_drain(struct http_req *req, void *arg) { sh__sse_pump(arg); }
 
 static void sh__sse_tick(uv_timer_t *t)
 {
@@ -670,7 +668,8 @@ static void sh__sse_tick(uv_timer_t *t)
     }
 }
 
-static void sh__sse(struct stream_http *sh, struct http_req *req, struct stream *st, int64_t from, char *cursor)
+static void sh__sse(struct stream_http *sh, struct http_req *req, struct stream *st, int64_t from,
+                    char *cursor)
 {
     struct sh_req *r = sh__state(sh, req, SH_SSE);
     r->offset = from;
@@ -699,9 +698,11 @@ static void sh__get(struct stream_http *sh, struct http_req *req, struct stream 
     http_req_query_param(req, "cursor", &cursor);
     if (noff > 1)
         return http_res_error(req, 400, "bad_request", "offset may be given only once");
-    if (nlive > 1 || (live && strcmp(live, "long-poll") && strcmp(live, "sse") && strcmp(live, "true") && strcmp(live, "")))
+    if (nlive > 1 || (live && strcmp(live, "long-poll") && strcmp(live, "sse") && strcmp(live, "true") &&
+                      strcmp(live, "")))
         return http_res_error(req, 400, "bad_request", "live must be long-poll or sse");
-    int sse = live && !strcmp(live, "sse"), lp = live && (!strcmp(live, "long-poll") || !strcmp(live, "true"));
+    int sse = live && !strcmp(live, "sse"),
+        lp = live && (!strcmp(live, "long-poll") || !strcmp(live, "true"));
     int64_t from = 0;
     int now = 0;
     if (offset) {
@@ -710,9 +711,11 @@ static void sh__get(struct stream_http *sh, struct http_req *req, struct stream 
         else if (!strcmp(offset, "-1"))
             from = 0;
         else if (stream_offset_parse(offset, &from) != 0)
-            return http_res_error(req, 400, "bad_request", "offset must be -1, now, or an offset this server returned");
+            return http_res_error(req, 400, "bad_request",
+                                  "offset must be -1, now, or an offset this server returned");
     } else if (sse || lp) {
-        return http_res_error(req, 400, "bad_request", "live reads need an offset (use -1 for the start, or now)");
+        return http_res_error(req, 400, "bad_request",
+                              "live reads need an offset (use -1 for the start, or now)");
     }
     stream_touch(st);
     int64_t tail = stream_tail(st);
@@ -778,8 +781,10 @@ void stream_http_handle(struct stream_http *sh, struct http_req *req, const char
     if (why)
         return http_res_error(req, 400, "invalid_path", "%s", why);
     /* agentd's own records (session environments) are not served. */
-    if (plen >= strlen(STREAM_HTTP_INTERNAL) && !memcmp(path, STREAM_HTTP_INTERNAL, strlen(STREAM_HTTP_INTERNAL)))
-        return http_res_error(req, 404, "not_found", "no stream at %.*s", (int)(plen > 200 ? 200 : plen), path);
+    if (plen >= strlen(STREAM_HTTP_INTERNAL) &&
+        !memcmp(path, STREAM_HTTP_INTERNAL, strlen(STREAM_HTTP_INTERNAL)))
+        return http_res_error(req, 404, "not_found", "no stream at %.*s", (int)(plen > 200 ? 200 : plen),
+                              path);
     enum http_method m = http_req_method(req);
     if (m == HTTP_PUT)
         return sh__put(sh, req, path, plen);
@@ -787,23 +792,21 @@ void stream_http_handle(struct stream_http *sh, struct http_req *req, const char
         size_t ml;
         const char *mn = http_req_method_name(req, &ml);
         http_res_header(req, "Allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS");
-        return http_res_error(req, 405, "method_not_allowed", "%.*s is not supported on streams", (int)ml, mn);
+        return http_res_error(req, 405, "method_not_allowed", "%.*s is not supported on streams", (int)ml,
+                              mn);
     }
     enum stream_lookup how;
     struct stream *st = streams_lookup(sh->ss, path, plen, &how);
     if (how == STREAM_MISSING)
-        return http_res_error(req, 404, "not_found", "no stream at %.*s", (int)(plen > 200 ? 200 : plen), path);
+        return http_res_error(req, 404, "not_found", "no stream at %.*s", (int)(plen > 200 ? 200 : plen),
+                              path);
     if (how == STREAM_SOFT_DELETED)
         return http_res_error(req, 410, "gone", "the stream was deleted");
     switch (m) {
-    case HTTP_GET:
-        return sh__get(sh, req, st);
-    case HTTP_HEAD:
-        return sh__head(req, st);
-    case HTTP_POST:
-        return sh__post(sh, req, st);
-    default:
-        return sh__delete(sh, req, st);
+    case HTTP_GET: return sh__get(sh, req, st);
+    case HTTP_HEAD: return sh__head(req, st);
+    case HTTP_POST: return sh__post(sh, req, st);
+    default: return sh__delete(sh, req, st);
     }
 }
 

@@ -21,7 +21,7 @@ struct stream_http_config {
     size_t read_chunk;             /* bytes per catch-up response / SSE event */
 };
 
-#define STREAM_HTTP_PREFIX "/v1/stream/"
+#define STREAM_HTTP_PREFIX   "/v1/stream/"
 /* Streams under this prefix hold agentd's internal records and are never served over HTTP. */
 #define STREAM_HTTP_INTERNAL "__agentd/"
 

@@ -69,7 +69,8 @@ int stream_parse_rfc3339(const char *s, size_t n, int64_t *ms)
     tm.tm_hour = atoi(p + 11);
     tm.tm_min = atoi(p + 14);
     tm.tm_sec = atoi(p + 17);
-    if (tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+    if (tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
+        tm.tm_sec > 60)
         return -EINVAL;
     p += 19;
     if (*p == '.') {
@@ -85,8 +86,8 @@ int stream_parse_rfc3339(const char *s, size_t n, int64_t *ms)
     int64_t offset_s = 0;
     if (*p == 'Z' || *p == 'z') {
         p++;
-    } else if ((*p == '+' || *p == '-') && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9' && p[3] == ':' &&
-               p[4] >= '0' && p[4] <= '9' && p[5] >= '0' && p[5] <= '9') {
+    } else if ((*p == '+' || *p == '-') && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9' &&
+               p[3] == ':' && p[4] >= '0' && p[4] <= '9' && p[5] >= '0' && p[5] <= '9') {
         int h = (p[1] - '0') * 10 + (p[2] - '0'), m = (p[4] - '0') * 10 + (p[5] - '0');
         if (h > 23 || m > 59)
             return -EINVAL;
@@ -141,4 +142,3 @@ const char *stream_parse_path(const char *p, size_t n)
     }
     return NULL;
 }
-

@@ -57,7 +57,8 @@ static char *subs__pct_encode(const char *in)
 {
     struct buf b = {0};
     for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
-        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || strchr("-_.~", *p))
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            strchr("-_.~", *p))
             buf_append(&b, p, 1);
         else
             buf_printf(&b, "%%%02X", *p);
@@ -74,10 +75,7 @@ char *subs__action_url(struct subs *s, const char *id, const char *action)
     return url;
 }
 
-char *subs__jwks_url(struct subs *s)
-{
-    return xasprintf("%s%sjwks.json", s->base_url, SUBS_HTTP_PREFIX);
-}
+char *subs__jwks_url(struct subs *s) { return xasprintf("%s%sjwks.json", s->base_url, SUBS_HTTP_PREFIX); }
 
 static void subs__now_iso(char out[32])
 {
@@ -175,7 +173,7 @@ const char *subs__parse_config(json_t *cfg, const char *id, struct subs_sub **ou
         goto fail;
     }
     sub->streams = xcalloc(json_array_size(streams) + 1, sizeof *sub->streams);
-    json_array_foreach(streams, i, v) {
+    json_array_foreach (streams, i, v) {
         if (!json_is_string(v)) {
             why = "streams must contain only strings";
             goto fail;
@@ -194,7 +192,8 @@ const char *subs__parse_config(json_t *cfg, const char *id, struct subs_sub **ou
     json_t *ttl = json_object_get(cfg, "lease_ttl_ms");
     if (ttl) {
         double d = json_number_value(ttl);
-        if (!json_is_number(ttl) || d != (double)(int64_t)d || d < SUBS_LEASE_MIN_MS || d > SUBS_LEASE_MAX_MS) {
+        if (!json_is_number(ttl) || d != (double)(int64_t)d || d < SUBS_LEASE_MIN_MS ||
+            d > SUBS_LEASE_MAX_MS) {
             why = "lease_ttl_ms must be an integer from 1000 to 600000";
             goto fail;
         }
@@ -256,10 +255,7 @@ void subs__sub_free(struct subs_sub *sub)
     free(sub);
 }
 
-struct subs_sub *subs__find(struct subs *s, const char *id)
-{
-    return map_get(&s->by_id, id, strlen(id));
-}
+struct subs_sub *subs__find(struct subs *s, const char *id) { return map_get(&s->by_id, id, strlen(id)); }
 
 /* ================= links and the wake record ================= */
 
@@ -358,8 +354,9 @@ json_t *subs__stream_infos(struct subs_sub *sub, int with_tails)
 {
     json_t *a = json_array();
     for (struct subs_link *l = sub->first; l; l = l->next) {
-        json_t *o = json_pack("{s:s,s:s,s:o}", "path", l->path, "link_type", l->explicit_link ? "explicit" : "glob",
-                              "acked_offset", subs__offset_json(l->acked));
+        json_t *o =
+            json_pack("{s:s,s:s,s:o}", "path", l->path, "link_type", l->explicit_link ? "explicit" : "glob",
+                      "acked_offset", subs__offset_json(l->acked));
         if (with_tails) {
             int64_t tail = subs__tail(sub->svc, l->path);
             json_object_set_new(o, "tail_offset", subs__offset_json(tail));
@@ -372,10 +369,7 @@ json_t *subs__stream_infos(struct subs_sub *sub, int with_tails)
 
 static void subs__pump(struct subs_sub *sub);
 
-static void subs__op_free(struct stream_op *op)
-{
-    free(op);
-}
+static void subs__op_free(struct stream_op *op) { free(op); }
 
 /* Appends the wake event a pull-wake worker pool watches for. Fire and forget: the event is a
  * hint (claim is what hands out work), so a failed append only delays the pool until its next
@@ -389,14 +383,15 @@ static void subs__wake_event(struct subs_sub *sub, const char *triggered_by)
         log_warn("subs: %s: wake stream %s does not exist or is closed", sub->id, sub->wake_stream);
         return;
     }
-    json_t *ev = json_pack("{s:s,s:s,s:s,s:I,s:I}", "type", "wake", "subscription_id", sub->id, "stream",
-                           triggered_by, "generation", (json_int_t)sub->wake.generation, "ts",
-                           (json_int_t)clock_wall_ms());
+    json_t *ev =
+        json_pack("{s:s,s:s,s:s,s:I,s:I}", "type", "wake", "subscription_id", sub->id, "stream", triggered_by,
+                  "generation", (json_int_t)sub->wake.generation, "ts", (json_int_t)clock_wall_ms());
     char *body = json_dumps(ev, JSON_COMPACT);
     json_decref(ev);
     struct stream_op *op = xcalloc(1, sizeof *op);
     op->cb = subs__op_free;
-    struct stream_append_args a = {.content_type = stream_content_type(st), .body = body, .body_len = strlen(body)};
+    struct stream_append_args a = {
+        .content_type = stream_content_type(st), .body = body, .body_len = strlen(body)};
     stream_append(s->ss, st, &a, op);
     if (!op->queued) {
         log_warn("subs: %s: cannot append to wake stream %s: %s", sub->id, sub->wake_stream,
@@ -508,14 +503,15 @@ static void subs__pump(struct subs_sub *sub)
 {
     struct subs *s = sub->svc;
     if (s->replaying || sub->type != SUBS_WEBHOOK || !subs_wake_open_p(&sub->wake) || sub->inflight ||
-        sub->delivered_gen == sub->wake.generation || (sub->retry_at_ms && clock_wall_ms() < sub->retry_at_ms))
+        sub->delivered_gen == sub->wake.generation ||
+        (sub->retry_at_ms && clock_wall_ms() < sub->retry_at_ms))
         return;
     struct buf token = {0}, sig = {0};
     subs_token_mint(s->keys, sub->id, sub->wake.generation, clock_wall_ms() / 1000, &token);
     char *callback = subs__action_url(s, sub->id, "callback");
-    json_t *msg = json_pack("{s:s,s:s,s:I,s:o,s:s,s:s}", "subscription_id", sub->id, "wake_id", sub->wake.wake_id,
-                            "generation", (json_int_t)sub->wake.generation, "streams", subs__stream_infos(sub, 1),
-                            "callback_url", callback, "callback_token", token.p);
+    json_t *msg = json_pack("{s:s,s:s,s:I,s:o,s:s,s:s}", "subscription_id", sub->id, "wake_id",
+                            sub->wake.wake_id, "generation", (json_int_t)sub->wake.generation, "streams",
+                            subs__stream_infos(sub, 1), "callback_url", callback, "callback_token", token.p);
     char *body = json_dumps(msg, JSON_COMPACT);
     subs_sign_header(s->keys, clock_wall_ms() / 1000, body, strlen(body), &sig);
     sub->inflight_gen = sub->wake.generation;
@@ -604,8 +600,8 @@ void subs__create(struct subs *s, struct subs_sub *sub)
     else
         s->first = sub;
     s->last = sub;
-    subs__log(s, json_pack("{s:s,s:s,s:s,s:o}", "t", "sub", "id", sub->id, "created_at", sub->created_at, "config",
-                           subs__config_json(sub)));
+    subs__log(s, json_pack("{s:s,s:s,s:s,s:o}", "t", "sub", "id", sub->id, "created_at", sub->created_at,
+                           "config", subs__config_json(sub)));
     if (s->replaying)
         return; /* links come from their own records */
     for (size_t i = 0; i < sub->nstreams; i++)
@@ -629,8 +625,8 @@ void subs__delete(struct subs *s, struct subs_sub *sub)
     subs__sub_free(sub);
 }
 
-static enum subs_err subs__check_token(struct subs_sub *sub, const char *token, size_t len, json_t *generation,
-                                       const char *wake_id, const char **why)
+static enum subs_err subs__check_token(struct subs_sub *sub, const char *token, size_t len,
+                                       json_t *generation, const char *wake_id, const char **why)
 {
     int64_t token_gen;
     int rc = subs_token_verify(sub->svc->keys, token, len, sub->id, clock_wall_ms() / 1000, &token_gen);
@@ -645,8 +641,8 @@ static enum subs_err subs__check_token(struct subs_sub *sub, const char *token, 
 }
 
 enum subs_err subs__settle(struct subs_sub *sub, const char *token, size_t token_len, json_t *generation,
-                           const char *wake_id, const struct subs_ack *acks, size_t nacks, int done, int release,
-                           int *next_wake, const char **why)
+                           const char *wake_id, const struct subs_ack *acks, size_t nacks, int done,
+                           int release, int *next_wake, const char **why)
 {
     int64_t now = clock_wall_ms();
     *next_wake = 0;
@@ -714,8 +710,8 @@ json_t *subs__describe(struct subs_sub *sub)
     if (sub->webhook_url) {
         char *jwks = subs__jwks_url(s);
         json_object_set_new(o, "webhook",
-                            json_pack("{s:s,s:{s:s,s:s,s:s}}", "url", sub->webhook_url, "signing", "alg", "ed25519",
-                                      "kid", subs_keys_kid(s->keys), "jwks_url", jwks));
+                            json_pack("{s:s,s:{s:s,s:s,s:s}}", "url", sub->webhook_url, "signing", "alg",
+                                      "ed25519", "kid", subs_keys_kid(s->keys), "jwks_url", jwks));
         free(jwks);
     }
     if (sub->wake_stream)
@@ -770,13 +766,15 @@ int subs__flush(struct subs *s, struct stream_op *op)
     }
     enum stream_lookup how;
     struct stream *st = streams_lookup(s->ss, SUBS_STATE_STREAM, strlen(SUBS_STATE_STREAM), &how);
-    struct stream_append_args a = {.content_type = "application/json", .body = body, .body_len = strlen(body)};
+    struct stream_append_args a = {
+        .content_type = "application/json", .body = body, .body_len = strlen(body)};
     if (st == NULL || how != STREAM_FOUND)
         op->result.message = "the state stream is missing";
     else
         stream_append(s->ss, st, &a, op);
     if (!op->queued) {
-        log_error("subs: cannot record subscription state: %s", op->result.message ? op->result.message : "refused");
+        log_error("subs: cannot record subscription state: %s",
+                  op->result.message ? op->result.message : "refused");
         if (own)
             free(op);
         rc = -EIO;
@@ -851,7 +849,8 @@ static int subs__replay(struct subs *s, struct stream *st, char *err, size_t err
         if (rc != 0 || next <= at) {
             buf_free(&b);
             s->replaying = 0;
-            snprintf(err, errlen, "cannot read %s: %s", SUBS_STATE_STREAM, rc ? strerror(-rc) : "no progress");
+            snprintf(err, errlen, "cannot read %s: %s", SUBS_STATE_STREAM,
+                     rc ? strerror(-rc) : "no progress");
             return rc ? rc : -EIO;
         }
         stream_json_wrap(&b);
@@ -866,12 +865,13 @@ static int subs__replay(struct subs *s, struct stream *st, char *err, size_t err
         }
         size_t i;
         json_t *rec;
-        json_array_foreach(arr, i, rec) {
+        json_array_foreach (arr, i, rec) {
             /* A record is a batch of mutations appended as one message. */
             size_t j;
             json_t *one;
             if (json_is_array(rec))
-                json_array_foreach(rec, j, one) subs__apply(s, one), nrec++;
+                json_array_foreach (rec, j, one)
+                    subs__apply(s, one), nrec++;
             else
                 subs__apply(s, rec), nrec++;
         }

@@ -30,7 +30,7 @@ struct subs;
 struct streams;
 struct http_req;
 
-#define SUBS_HTTP_PREFIX "/v1/stream/__ds/"
+#define SUBS_HTTP_PREFIX  "/v1/stream/__ds/"
 #define SUBS_STATE_STREAM "__ds/state/subscriptions"
 
 struct subs_config {

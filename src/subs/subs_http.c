@@ -108,7 +108,8 @@ static void subs__answer(struct subs *s, struct http_req *req, int status, json_
 }
 
 /* An error body {"error":{"code","message",...extra}}; extra (taken) may add fields. */
-static void subs__fail(struct subs *s, struct http_req *req, enum subs_err e, const char *message, json_t *extra)
+static void subs__fail(struct subs *s, struct http_req *req, enum subs_err e, const char *message,
+                       json_t *extra)
 {
     json_t *err = json_pack("{s:s,s:s}", "code", subs__errors[e].code, "message", message ? message : "");
     if (extra)
@@ -121,7 +122,10 @@ static void subs__fail(struct subs *s, struct http_req *req, enum subs_err e, co
 
 static int subs__hex(int c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* Percent-decodes p[0..n) into a new string, or NULL when malformed or holding a NUL or control
@@ -206,8 +210,8 @@ static void subs__put(struct subs *s, struct http_req *req, const char *id, json
         int same = strcmp(existing->hash, fresh->hash) == 0;
         subs__sub_free(fresh);
         if (!same)
-            return subs__fail(s, req, SUBS_E_EXISTS, "subscription already exists with a different configuration",
-                              NULL);
+            return subs__fail(s, req, SUBS_E_EXISTS,
+                              "subscription already exists with a different configuration", NULL);
         return subs__answer(s, req, 200, subs__describe(existing));
     }
     int loopback_only;
@@ -225,13 +229,14 @@ static void subs__add_streams(struct subs *s, struct http_req *req, struct subs_
     size_t i;
     if (!json_is_array(streams) || json_array_size(streams) == 0)
         return subs__fail(s, req, SUBS_E_INVALID, "streams must be a non-empty array of stream paths", NULL);
-    json_array_foreach(streams, i, v) {
+    json_array_foreach (streams, i, v) {
         char *p = json_is_string(v) ? subs__stream_arg(json_string_value(v)) : NULL;
         if (p == NULL)
-            return subs__fail(s, req, SUBS_E_INVALID, "streams must be a non-empty array of stream paths", NULL);
+            return subs__fail(s, req, SUBS_E_INVALID, "streams must be a non-empty array of stream paths",
+                              NULL);
         free(p);
     }
-    json_array_foreach(streams, i, v) {
+    json_array_foreach (streams, i, v) {
         char *p = subs__stream_arg(json_string_value(v));
         subs__link_explicit(sub, p);
         free(p);
@@ -240,7 +245,8 @@ static void subs__add_streams(struct subs *s, struct http_req *req, struct subs_
 }
 
 /* callback, ack and release share their body: {wake_id, generation, acks:[{stream,offset}], done}. */
-static void subs__settle_req(struct subs *s, struct http_req *req, struct subs_sub *sub, json_t *body, int release)
+static void subs__settle_req(struct subs *s, struct http_req *req, struct subs_sub *sub, json_t *body,
+                             int release)
 {
     size_t toklen, i;
     const char *token = subs__bearer(req, &toklen);
@@ -251,17 +257,19 @@ static void subs__settle_req(struct subs *s, struct http_req *req, struct subs_s
         return subs__fail(s, req, SUBS_E_INVALID, "acks must be an array", NULL);
     struct subs_ack *list = xcalloc(json_array_size(acks) + 1, sizeof *list);
     char **paths = xcalloc(json_array_size(acks) + 1, sizeof *paths);
-    json_array_foreach(acks, i, a) {
-        const char *p = json_string_value(json_object_get(a, "stream")) ?: json_string_value(json_object_get(a, "path"));
+    json_array_foreach (acks, i, a) {
+        const char *p =
+            json_string_value(json_object_get(a, "stream")) ?: json_string_value(json_object_get(a, "path"));
         paths[i] = p ? subs_path_trim(xstrdup(p)) : NULL;
         list[i].stream = paths[i];
         list[i].offset = json_string_value(json_object_get(a, "offset"));
     }
     int next_wake = 0;
     const char *why = NULL;
-    enum subs_err e = subs__settle(sub, token, toklen, json_object_get(body, "generation"),
-                                   json_string_value(json_object_get(body, "wake_id")), list, json_array_size(acks),
-                                   json_is_true(json_object_get(body, "done")), release, &next_wake, &why);
+    enum subs_err e =
+        subs__settle(sub, token, toklen, json_object_get(body, "generation"),
+                     json_string_value(json_object_get(body, "wake_id")), list, json_array_size(acks),
+                     json_is_true(json_object_get(body, "done")), release, &next_wake, &why);
     for (i = 0; i < json_array_size(acks); i++)
         free(paths[i]);
     free(paths);
@@ -288,8 +296,8 @@ static void subs__claim_req(struct subs *s, struct http_req *req, struct subs_su
     if (e != SUBS_OK)
         return subs__fail(s, req, e, why, NULL);
     json_t *out = json_pack("{s:s,s:I,s:s,s:o,s:I}", "wake_id", sub->wake.wake_id, "generation",
-                            (json_int_t)sub->wake.generation, "token", token, "streams", subs__stream_infos(sub, 1),
-                            "lease_ttl_ms", (json_int_t)sub->lease_ttl_ms);
+                            (json_int_t)sub->wake.generation, "token", token, "streams",
+                            subs__stream_infos(sub, 1), "lease_ttl_ms", (json_int_t)sub->lease_ttl_ms);
     free(token);
     subs__answer(s, req, 200, out);
 }

@@ -22,12 +22,15 @@ struct stream_op;
 struct subs_delivery;
 
 #define SUBS_LEASE_DEFAULT_MS 30000
-#define SUBS_LEASE_MIN_MS 1000
-#define SUBS_LEASE_MAX_MS 600000
-#define SUBS_RETRY_FIRST_MS 1000
-#define SUBS_RETRY_MAX_MS 60000
+#define SUBS_LEASE_MIN_MS     1000
+#define SUBS_LEASE_MAX_MS     600000
+#define SUBS_RETRY_FIRST_MS   1000
+#define SUBS_RETRY_MAX_MS     60000
 
-enum subs_type { SUBS_WEBHOOK, SUBS_PULL_WAKE };
+enum subs_type {
+    SUBS_WEBHOOK,
+    SUBS_PULL_WAKE
+};
 
 /* Engine outcomes; subs_http.c maps each to one HTTP status and error code. */
 enum subs_err {
@@ -46,10 +49,10 @@ enum subs_err {
 };
 
 struct subs_link {
-    char *path;           /* relative stream path, owned */
+    char *path; /* relative stream path, owned */
     unsigned explicit_link : 1, glob_link : 1;
-    int64_t acked;        /* last acknowledged offset (inclusive), -1 before the first byte */
-    int64_t snapshot;     /* the stream's tail when the open wake began, -1 when not in it */
+    int64_t acked;          /* last acknowledged offset (inclusive), -1 before the first byte */
+    int64_t snapshot;       /* the stream's tail when the open wake began, -1 when not in it */
     struct subs_link *next; /* link order */
 };
 
@@ -85,10 +88,10 @@ struct subs {
     char *base_url;
     struct map by_id;
     struct subs_sub *first, *last;
-    struct map known;   /* stream paths seen created or growing since start */
-    json_t *log;        /* state records not yet appended to SUBS_STATE_STREAM */
-    int replaying;      /* applying the state stream: record nothing, deliver nothing */
-    uv_timer_t timer;   /* next lease expiry or delivery retry */
+    struct map known; /* stream paths seen created or growing since start */
+    json_t *log;      /* state records not yet appended to SUBS_STATE_STREAM */
+    int replaying;    /* applying the state stream: record nothing, deliver nothing */
+    uv_timer_t timer; /* next lease expiry or delivery retry */
 };
 
 /* ---- engine (subs.c) ---- */
@@ -112,13 +115,13 @@ struct subs_ack {
 /* Callback (webhook), ack or release (pull-wake, release=1): token check, fencing, acks, lease,
  * and with done (or release) closing the wake and opening the next if work is pending. */
 enum subs_err subs__settle(struct subs_sub *sub, const char *token, size_t token_len, json_t *generation,
-                           const char *wake_id, const struct subs_ack *acks, size_t nacks, int done, int release,
-                           int *next_wake, const char **why);
+                           const char *wake_id, const struct subs_ack *acks, size_t nacks, int done,
+                           int release, int *next_wake, const char **why);
 /* Claims the subscription's wake for worker; on 0 *token receives a callback token (free()). */
 enum subs_err subs__claim(struct subs_sub *sub, const char *worker, char **token, const char **why);
 
 /* JSON views (new references). */
-json_t *subs__describe(struct subs_sub *sub);           /* GET/PUT body */
+json_t *subs__describe(struct subs_sub *sub); /* GET/PUT body */
 json_t *subs__stream_infos(struct subs_sub *sub, int with_tails);
 char *subs__action_url(struct subs *s, const char *id, const char *action); /* free() */
 char *subs__jwks_url(struct subs *s);                                       /* free() */

@@ -6,10 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int subs_wake_open_p(const struct subs_wake *w)
-{
-    return w->wake_id[0] != '\0';
-}
+int subs_wake_open_p(const struct subs_wake *w) { return w->wake_id[0] != '\0'; }
 
 void subs_wake_open(struct subs_wake *w, const char *wake_id)
 {
@@ -51,8 +48,8 @@ int subs_wake_claim(struct subs_wake *w, const char *worker, int64_t now_ms, int
 enum subs_fence subs_wake_check(const struct subs_wake *w, int64_t token_gen, int64_t req_gen,
                                 const char *req_wake_id)
 {
-    if (!subs_wake_open_p(w) || token_gen != w->generation || req_gen != w->generation || req_wake_id == NULL ||
-        strcmp(req_wake_id, w->wake_id) != 0)
+    if (!subs_wake_open_p(w) || token_gen != w->generation || req_gen != w->generation ||
+        req_wake_id == NULL || strcmp(req_wake_id, w->wake_id) != 0)
         return SUBS_FENCE_STALE;
     return SUBS_FENCE_OK;
 }

@@ -43,7 +43,8 @@ void subs_wake_extend(struct subs_wake *w, int64_t now_ms, int64_t ttl_ms);
 int subs_wake_expired(const struct subs_wake *w, int64_t now_ms);
 /* Gives the open wake to worker (copied) with a lease. Returns 0, -EBUSY when another worker
  * holds it, or -ENOENT when no wake is open. */
-int subs_wake_claim(struct subs_wake *w, const char *worker, int64_t now_ms, int64_t ttl_ms) CORE_UNUSED_RESULT;
+int subs_wake_claim(struct subs_wake *w, const char *worker, int64_t now_ms,
+                    int64_t ttl_ms) CORE_UNUSED_RESULT;
 /* Fencing: the token's generation and the request's generation and wake id must all name the
  * open wake. req_wake_id may be NULL (never matches). */
 enum subs_fence subs_wake_check(const struct subs_wake *w, int64_t token_gen, int64_t req_gen,

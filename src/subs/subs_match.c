@@ -40,7 +40,8 @@ static int subs__seg_equal(struct seg pat, struct seg path)
 {
     size_t i = 0, j = 0;
     while (i < pat.n && j < path.n) {
-        if (pat.n - i >= 3 && pat.p[i] == '%' && pat.p[i + 1] == '2' && (pat.p[i + 2] == 'A' || pat.p[i + 2] == 'a')) {
+        if (pat.n - i >= 3 && pat.p[i] == '%' && pat.p[i + 1] == '2' &&
+            (pat.p[i + 2] == 'A' || pat.p[i + 2] == 'a')) {
             if (path.p[j] != '*')
                 return 0;
             i += 3, j++;
@@ -83,10 +84,7 @@ static int subs__glob(const char *pat, const char *path)
     }
 }
 
-int subs_glob_match(const char *pattern, const char *path)
-{
-    return subs__glob(pattern, path);
-}
+int subs_glob_match(const char *pattern, const char *path) { return subs__glob(pattern, path); }
 
 char *subs_path_trim(char *s)
 {
@@ -102,13 +100,13 @@ char *subs_path_trim(char *s)
 static int subs__v4_public(uint32_t a)
 {
     uint8_t b0 = a >> 24, b1 = (a >> 16) & 0xff;
-    if (b0 == 0 || b0 == 10 || b0 == 127 || b0 >= 224)               /* this-net, private, loopback, multicast+ */
+    if (b0 == 0 || b0 == 10 || b0 == 127 || b0 >= 224) /* this-net, private, loopback, multicast+ */
         return 0;
     if ((b0 == 172 && (b1 & 0xf0) == 16) || (b0 == 192 && b1 == 168)) /* private */
         return 0;
     if ((b0 == 169 && b1 == 254) || (b0 == 100 && (b1 & 0xc0) == 64)) /* link-local, CGNAT */
         return 0;
-    if (b0 == 192 && b1 == 0 && ((a >> 8) & 0xff) == 0)              /* IETF protocol assignments */
+    if (b0 == 192 && b1 == 0 && ((a >> 8) & 0xff) == 0) /* IETF protocol assignments */
         return 0;
     return 1;
 }
@@ -137,8 +135,7 @@ int subs_addr_allowed(const struct sockaddr *sa, int loopback_only)
     if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
         if (loopback_only)
-            return IN6_IS_ADDR_LOOPBACK(a) ||
-                   (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+            return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
         return subs__v6_public(a);
     }
     return 0;

@@ -14,8 +14,8 @@ struct subs_keys {
     unsigned char pk[crypto_sign_PUBLICKEYBYTES];
     unsigned char sk[crypto_sign_SECRETKEYBYTES];
     unsigned char token_key[crypto_auth_hmacsha256_KEYBYTES]; /* derived from the seed */
-    char x[64];   /* base64url public key */
-    char kid[64]; /* "ds_" + base64url thumbprint */
+    char x[64];                                               /* base64url public key */
+    char kid[64];                                             /* "ds_" + base64url thumbprint */
 };
 
 static void subs__b64url(struct buf *out, const unsigned char *p, size_t n)
@@ -32,8 +32,8 @@ struct subs_keys *subs_keys_from_seed(const unsigned char seed[32])
     struct subs_keys *k = xcalloc(1, sizeof *k);
     crypto_sign_seed_keypair(k->pk, k->sk, seed);
     /* Tokens get their own key so an HMAC never uses signing material directly. */
-    crypto_generichash(k->token_key, sizeof k->token_key, (const unsigned char *)context, sizeof context - 1, seed,
-                       32);
+    crypto_generichash(k->token_key, sizeof k->token_key, (const unsigned char *)context, sizeof context - 1,
+                       seed, 32);
     sodium_bin2base64(k->x, sizeof k->x, k->pk, sizeof k->pk, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 
     /* RFC 7638 thumbprint input: the required members in lexicographic order, no whitespace. */
@@ -67,8 +67,8 @@ static int subs__read_seed(const char *path, unsigned char seed[32], char *err, 
     ssize_t more = n == 32 ? read(fd, &extra, 1) : 0;
     close(fd);
     if (n != 32 || more != 0) {
-        snprintf(err, errlen, "%s is not a 32-byte Ed25519 seed; refusing to replace it (receivers trust its key)",
-                 path);
+        snprintf(err, errlen,
+                 "%s is not a 32-byte Ed25519 seed; refusing to replace it (receivers trust its key)", path);
         return -EINVAL;
     }
     return 0;
@@ -130,15 +130,14 @@ int subs_keys_load(struct subs_keys **out, const char *dir, char *err, size_t er
     return 0;
 }
 
-const char *subs_keys_kid(const struct subs_keys *k)
-{
-    return k->kid;
-}
+const char *subs_keys_kid(const struct subs_keys *k) { return k->kid; }
 
 void subs_keys_jwks(const struct subs_keys *k, struct buf *out)
 {
-    buf_printf(out, "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"%s\",\"kid\":\"%s\",\"use\":\"sig\","
-                    "\"alg\":\"EdDSA\"}]}", k->x, k->kid);
+    buf_printf(out,
+               "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"%s\",\"kid\":\"%s\",\"use\":\"sig\","
+               "\"alg\":\"EdDSA\"}]}",
+               k->x, k->kid);
 }
 
 /* The signed bytes: "<t>.<body>". */
@@ -148,7 +147,8 @@ static void subs__signed_input(struct buf *m, int64_t unix_s, const void *body, 
     buf_append(m, body, len);
 }
 
-void subs_sign_header(const struct subs_keys *k, int64_t unix_s, const void *body, size_t len, struct buf *out)
+void subs_sign_header(const struct subs_keys *k, int64_t unix_s, const void *body, size_t len,
+                      struct buf *out)
 {
     struct buf m = {0};
     unsigned char sig[crypto_sign_BYTES];
@@ -168,12 +168,13 @@ int subs_sign_verify(const struct subs_keys *k, const char *header, const void *
     if (sscanf(header, "t=%lld,kid=%n", &t, &used) != 1 || used == 0)
         return -EINVAL;
     const char *kid = header + used, *comma = strchr(kid, ',');
-    if (comma == NULL || (size_t)(comma - kid) != strlen(k->kid) || memcmp(kid, k->kid, strlen(k->kid)) != 0 ||
-        strncmp(comma, ",ed25519=", 9) != 0)
+    if (comma == NULL || (size_t)(comma - kid) != strlen(k->kid) ||
+        memcmp(kid, k->kid, strlen(k->kid)) != 0 || strncmp(comma, ",ed25519=", 9) != 0)
         return -EINVAL;
     const char *b64 = comma + 9;
     if (sodium_base642bin(sig, sizeof sig, b64, strlen(b64), NULL, &siglen, NULL,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 || siglen != sizeof sig)
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        siglen != sizeof sig)
         return -EINVAL;
     struct buf m = {0};
     subs__signed_input(&m, t, body, len);
@@ -194,7 +195,8 @@ void subs_token_mint(const struct subs_keys *k, const char *sub_id, int64_t gene
     struct buf payload = {0};
     randombytes_buf(nonce, sizeof nonce);
     sodium_bin2hex(hex, sizeof hex, nonce, sizeof nonce);
-    buf_printf(&payload, "v1 %" PRId64 " %" PRId64 " %s %s", generation, now_s + SUBS_TOKEN_TTL_S, hex, sub_id);
+    buf_printf(&payload, "v1 %" PRId64 " %" PRId64 " %s %s", generation, now_s + SUBS_TOKEN_TTL_S, hex,
+               sub_id);
     size_t start = out->len;
     subs__b64url(out, (const unsigned char *)payload.p, payload.len);
     crypto_auth_hmacsha256(mac, (const unsigned char *)out->p + start, out->len - start, k->token_key);
@@ -203,8 +205,8 @@ void subs_token_mint(const struct subs_keys *k, const char *sub_id, int64_t gene
     buf_free(&payload);
 }
 
-int subs_token_verify(const struct subs_keys *k, const char *token, size_t len, const char *sub_id, int64_t now_s,
-                      int64_t *generation)
+int subs_token_verify(const struct subs_keys *k, const char *token, size_t len, const char *sub_id,
+                      int64_t now_s, int64_t *generation)
 {
     unsigned char mac[crypto_auth_hmacsha256_BYTES];
     size_t maclen, plen;
@@ -213,7 +215,8 @@ int subs_token_verify(const struct subs_keys *k, const char *token, size_t len, 
         return -EACCES;
     size_t head = (size_t)(dot - token);
     if (sodium_base642bin(mac, sizeof mac, dot + 1, len - head - 1, NULL, &maclen, NULL,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 || maclen != sizeof mac)
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        maclen != sizeof mac)
         return -EACCES;
     if (crypto_auth_hmacsha256_verify(mac, (const unsigned char *)token, head, k->token_key) != 0)
         return -EACCES;

@@ -21,7 +21,7 @@
 #include "core/core.h"
 
 #define SUBS_SIGN_KEY_FILE "webhook-signing.key"
-#define SUBS_TOKEN_TTL_S 3600
+#define SUBS_TOKEN_TTL_S   3600
 
 struct subs_keys;
 
@@ -38,16 +38,18 @@ const char *subs_keys_kid(const struct subs_keys *k);
 /* Appends {"keys":[{kty,crv,x,kid,use,alg}]} to out. */
 void subs_keys_jwks(const struct subs_keys *k, struct buf *out);
 /* Appends the Webhook-Signature value for body signed at unix_s to out. */
-void subs_sign_header(const struct subs_keys *k, int64_t unix_s, const void *body, size_t len, struct buf *out);
+void subs_sign_header(const struct subs_keys *k, int64_t unix_s, const void *body, size_t len,
+                      struct buf *out);
 /* Verifies a Webhook-Signature value against body with k's public key (tests and tools): 0 or -EINVAL. */
-int subs_sign_verify(const struct subs_keys *k, const char *header, const void *body, size_t len) CORE_UNUSED_RESULT;
+int subs_sign_verify(const struct subs_keys *k, const char *header, const void *body,
+                     size_t len) CORE_UNUSED_RESULT;
 
 /* Appends a callback token for (sub_id, generation) valid SUBS_TOKEN_TTL_S from now_s. */
 void subs_token_mint(const struct subs_keys *k, const char *sub_id, int64_t generation, int64_t now_s,
                      struct buf *out);
 /* Verifies a token for sub_id at now_s. Returns 0 with *generation set, -EACCES when forged,
  * malformed or for another subscription, or -ETIMEDOUT when expired. */
-int subs_token_verify(const struct subs_keys *k, const char *token, size_t len, const char *sub_id, int64_t now_s,
-                      int64_t *generation) CORE_UNUSED_RESULT;
+int subs_token_verify(const struct subs_keys *k, const char *token, size_t len, const char *sub_id,
+                      int64_t now_s, int64_t *generation) CORE_UNUSED_RESULT;
 
 #endif

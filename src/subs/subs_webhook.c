@@ -130,10 +130,7 @@ static void subs__on_timer(uv_timer_t *h)
     subs__check_done(wh);
 }
 
-static void subs__sock_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
+static void subs__sock_closed(uv_handle_t *h) { free(h->data); }
 
 /* CURLMOPT_SOCKETFUNCTION: curl says which sockets to watch for what. */
 static int subs__on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
@@ -228,10 +225,7 @@ static int subs__multi_start(struct subs_webhook *wh)
     return 0;
 }
 
-static void subs__webhook_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
+static void subs__webhook_closed(uv_handle_t *h) { free(h->data); }
 
 void subs_webhook_free(struct subs_webhook *wh)
 {

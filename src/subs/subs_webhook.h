@@ -14,7 +14,7 @@
 
 #include "core/core.h"
 
-#define SUBS_WEBHOOK_TIMEOUT_MS 10000
+#define SUBS_WEBHOOK_TIMEOUT_MS   10000
 #define SUBS_WEBHOOK_MAX_RESPONSE 65536
 
 struct subs_webhook;

@@ -32,7 +32,7 @@ static char *types(json_t *all, int skip_logs)
     struct buf b = {0};
     size_t i;
     json_t *ev;
-    json_array_foreach(all, i, ev) {
+    json_array_foreach (all, i, ev) {
         const char *t = json_string_value(json_object_get(ev, "type"));
         if (skip_logs && strcmp(t, "log") == 0)
             continue;
@@ -46,21 +46,18 @@ static json_t *nth(json_t *all, const char *type, int n)
 {
     size_t i;
     json_t *ev;
-    json_array_foreach(all, i, ev) {
+    json_array_foreach (all, i, ev) {
         if (strcmp(json_string_value(json_object_get(ev, "type")), type) == 0 && n-- == 0)
             return ev;
     }
     return NULL;
 }
 
-static const char *str_at(json_t *ev, const char *key)
-{
-    return json_string_value(json_object_get(ev, key));
-}
+static const char *str_at(json_t *ev, const char *key) { return json_string_value(json_object_get(ev, key)); }
 
 /* Feeds data through a new parser in random chunks (seed 0: all at once, 1: a byte at a time). */
-static json_t *parse(const struct agent_adapter *a, const char *data, size_t len, unsigned seed, size_t max_line,
-                     char **session, int *has_result)
+static json_t *parse(const struct agent_adapter *a, const char *data, size_t len, unsigned seed,
+                     size_t max_line, char **session, int *has_result)
 {
     struct events e = {json_array()};
     struct agent_parser *p = agent_parser_new(a, max_line, collect, &e);
@@ -112,9 +109,9 @@ static char *slurp(const char *path, size_t *len)
 
 struct capture {
     const char *file, *adapter;
-    const char *want;       /* event types without logs */
-    const char *session;    /* native session id */
-    int is_error;           /* of the result */
+    const char *want;    /* event types without logs */
+    const char *session; /* native session id */
+    int is_error;        /* of the result */
 };
 
 static const struct capture captures[] = {
@@ -125,13 +122,18 @@ static const struct capture captures[] = {
     {"claude-partial-messages.jsonl", "claude-code",
      "delta delta message delta delta pre_tool post_tool delta delta message result",
      "039c6dbb-7a16-475d-8a97-b8e75e469d02", 0},
-    {"claude-api-error-500.jsonl", "claude-code", "message error result", "8121addc-b56c-48a3-b799-f721af595a77", 1},
+    {"claude-api-error-500.jsonl", "claude-code", "message error result",
+     "8121addc-b56c-48a3-b799-f721af595a77", 1},
     {"claude-mcp-stdio.jsonl", "claude-code", "message pre_tool post_tool message result",
      "e277c780-4592-4aaf-9e82-19b4503299ef", 0},
-    {"codex-exec-tool.jsonl", "codex", "pre_tool post_tool message result", "01a1fe47-d774-7c73-b03b-356d2669e7ec", 0},
-    {"codex-mcp.jsonl", "codex", "pre_tool post_tool message result", "01a1fe48-271c-7000-aa3f-ee6b95d71d43", 0},
-    {"opencode-run-tool.jsonl", "opencode", "pre_tool post_tool message result", "ses_e01b712c9ffekxAiduBOaCm4Gy", 0},
-    {"opencode-mcp.jsonl", "opencode", "pre_tool post_tool message result", "ses_e01b6beffffembgPb4Re0g8gbZ", 0},
+    {"codex-exec-tool.jsonl", "codex", "pre_tool post_tool message result",
+     "01a1fe47-d774-7c73-b03b-356d2669e7ec", 0},
+    {"codex-mcp.jsonl", "codex", "pre_tool post_tool message result", "01a1fe48-271c-7000-aa3f-ee6b95d71d43",
+     0},
+    {"opencode-run-tool.jsonl", "opencode", "pre_tool post_tool message result",
+     "ses_e01b712c9ffekxAiduBOaCm4Gy", 0},
+    {"opencode-mcp.jsonl", "opencode", "pre_tool post_tool message result", "ses_e01b6beffffembgPb4Re0g8gbZ",
+     0},
 };
 
 /* Captured here (tests/unit/agent_samples/, relative to the repo root) with the argv the adapters
@@ -149,7 +151,7 @@ static int all_native(json_t *all)
 {
     size_t i;
     json_t *ev;
-    json_array_foreach(all, i, ev) {
+    json_array_foreach (all, i, ev) {
         json_t *n = json_object_get(ev, "native");
         if (!json_is_object(n) && !json_is_string(n))
             return 0;
@@ -183,11 +185,12 @@ static void test_capture(const char *dir, const struct capture *c)
     size_t lines = 0;
     for (size_t i = 0; i < len; i++)
         lines += data[i] == '\n';
-    ok(json_array_size(whole) >= lines, "%s: %zu events for %zu lines", c->file, json_array_size(whole), lines);
+    ok(json_array_size(whole) >= lines, "%s: %zu events for %zu lines", c->file, json_array_size(whole),
+       lines);
     size_t i;
     json_t *ev;
     int warned = 0;
-    json_array_foreach(whole, i, ev) {
+    json_array_foreach (whole, i, ev) {
         if (strcmp(str_at(ev, "type"), "log") == 0 && strcmp(str_at(ev, "level"), "warn") == 0 &&
             strstr(str_at(ev, "text"), "not understood"))
             warned++;
@@ -239,14 +242,16 @@ static void test_capture_details(const char *dir)
     is_str(str_at(res, "text"), "DONE. tool said: hi", "claude: result text");
     ok(json_real_value(json_object_get(res, "cost_usd")) == 0.002, "claude: cost_usd");
     is_int(json_integer_value(json_object_get(res, "duration_ms")), 282, "claude: duration_ms");
-    is_int(json_integer_value(json_object_get(json_object_get(res, "usage"), "output_tokens")), 40, "claude: usage");
+    is_int(json_integer_value(json_object_get(json_object_get(res, "usage"), "output_tokens")), 40,
+           "claude: usage");
     is_str(str_at(json_object_get(pre, "native"), "type"), "assistant", "claude: native is the parsed line");
     json_t *msg = nth(all, "message", 0);
     is_str(str_at(msg, "role"), "assistant", "claude: message role");
     is_str(str_at(json_array_get(json_object_get(msg, "content"), 0), "text"), "I will call Bash.",
            "claude: message text block");
     json_t *init = nth(all, "log", 0);
-    is_str(str_at(init, "native_session"), "a1d3c9bf-e1a7-4748-945b-4e7fd0cc8c5e", "claude: init log names the session");
+    is_str(str_at(init, "native_session"), "a1d3c9bf-e1a7-4748-945b-4e7fd0cc8c5e",
+           "claude: init log names the session");
     json_decref(all);
 
     all = parse_file(dir, "claude-api-error-500.jsonl", "claude-code", 7);
@@ -269,16 +274,20 @@ static void test_capture_details(const char *dir)
     post = nth(all, "post_tool", 0);
     res = nth(all, "result", 0);
     is_str(str_at(pre, "id"), "item_1", "codex: pre_tool id");
-    is_str(str_at(json_object_get(pre, "input"), "command"), "/bin/bash -lc 'echo hi from codex'", "codex: command");
+    is_str(str_at(json_object_get(pre, "input"), "command"), "/bin/bash -lc 'echo hi from codex'",
+           "codex: command");
     is_str(str_at(post, "output"), "hi from codex\n", "codex: post_tool output");
-    ok(strncmp(str_at(res, "text"), "DONE. tool said:", 16) == 0, "codex: result text is the last agent_message");
-    is_int(json_integer_value(json_object_get(json_object_get(res, "usage"), "input_tokens")), 200, "codex: usage");
+    ok(strncmp(str_at(res, "text"), "DONE. tool said:", 16) == 0,
+       "codex: result text is the last agent_message");
+    is_int(json_integer_value(json_object_get(json_object_get(res, "usage"), "input_tokens")), 200,
+           "codex: usage");
     is_str(str_at(nth(all, "log", 1), "level"), "warn", "codex: error item is a warn log");
     json_decref(all);
 
     all = parse_file(dir, "codex-mcp.jsonl", "codex", 9);
     is_str(str_at(nth(all, "pre_tool", 0), "name"), "mcp__rt__runtime_exec", "codex mcp: tool name");
-    is_str(str_at(nth(all, "post_tool", 0), "output"), "mcp-ok: ran \"print(2)\" in pid 25350", "codex mcp: output");
+    is_str(str_at(nth(all, "post_tool", 0), "output"), "mcp-ok: ran \"print(2)\" in pid 25350",
+           "codex mcp: output");
     json_decref(all);
 
     all = parse_file(dir, "opencode-run-tool.jsonl", "opencode", 4);
@@ -316,7 +325,8 @@ static void test_garbage(void)
     is_str(str_at(l0, "native"), "not json at all", "garbage: native keeps the raw line");
     ok(json_is_object(json_object_get(l1, "native")), "garbage: unknown event keeps its object");
     ok(strstr(str_at(l3, "native"), "bad") != NULL, "garbage: invalid UTF-8 kept, replaced");
-    is_str(str_at(nth(all, "log", 6), "native"), "tail without newline", "garbage: finish parses the last line");
+    is_str(str_at(nth(all, "log", 6), "native"), "tail without newline",
+           "garbage: finish parses the last line");
     free(t);
     json_decref(all);
 
@@ -324,7 +334,8 @@ static void test_garbage(void)
     const char *names[] = {"claude-code", "codex", "opencode", "jsonl"};
     for (size_t i = 0; i < 4; i++) {
         json_t *e = parse(agent_adapter_find(names[i]), garbage, sizeof garbage - 1, 1, 0, NULL, NULL);
-        ok(json_array_size(e) >= 8 && all_native(e), "garbage through %s: %zu events", names[i], json_array_size(e));
+        ok(json_array_size(e) >= 8 && all_native(e), "garbage through %s: %zu events", names[i],
+           json_array_size(e));
         json_decref(e);
     }
 }
@@ -412,10 +423,14 @@ static void test_jsonl(void)
     ok(has_result, "jsonl: result");
     json_t *m0 = nth(all, "message", 0), *m1 = nth(all, "message", 1);
     is_str(str_at(m0, "role"), "assistant", "jsonl: role defaults to assistant");
-    is_str(str_at(json_array_get(json_object_get(m0, "content"), 0), "text"), "hello", "jsonl: text shorthand");
-    is_str(str_at(json_array_get(json_object_get(m1, "content"), 0), "text"), "a string", "jsonl: string content");
-    is_str(str_at(nth(all, "post_tool", 0), "output"), "{\"files\":[\"a\"]}", "jsonl: structured output as text");
-    ok(json_is_false(json_object_get(nth(all, "post_tool", 0), "is_error")), "jsonl: is_error defaults to false");
+    is_str(str_at(json_array_get(json_object_get(m0, "content"), 0), "text"), "hello",
+           "jsonl: text shorthand");
+    is_str(str_at(json_array_get(json_object_get(m1, "content"), 0), "text"), "a string",
+           "jsonl: string content");
+    is_str(str_at(nth(all, "post_tool", 0), "output"), "{\"files\":[\"a\"]}",
+           "jsonl: structured output as text");
+    ok(json_is_false(json_object_get(nth(all, "post_tool", 0), "is_error")),
+       "jsonl: is_error defaults to false");
     is_str(str_at(nth(all, "error", 0), "code"), "agent_error", "jsonl: error code defaults");
     is_str(str_at(nth(all, "delta", 0), "kind"), "text", "jsonl: delta kind defaults");
     is_str(str_at(json_object_get(nth(all, "delta", 0), "native"), "type"), "delta", "jsonl: native kept");
@@ -457,8 +472,11 @@ static char *argv_of(const char *name, const struct agent_run_opts *o, struct ag
 static void test_claude_command(void)
 {
     static const char *const extra[] = {"--max-turns", "5", NULL};
-    struct agent_run_opts o = {.prompt = "-p looks like a flag", .home = "/data/h", .base_url = "http://127.0.0.1:9",
-                               .api_key = "sk-x", .extra_args = extra};
+    struct agent_run_opts o = {.prompt = "-p looks like a flag",
+                               .home = "/data/h",
+                               .base_url = "http://127.0.0.1:9",
+                               .api_key = "sk-x",
+                               .extra_args = extra};
     struct agent_cmd cmd;
     char *a = argv_of("claude-code", &o, &cmd);
     is_str(a, "claude -p --output-format stream-json --verbose --max-turns 5", "claude: first run");
@@ -468,17 +486,24 @@ static void test_claude_command(void)
     is_str(env_get(cmd.env, "ANTHROPIC_API_KEY"), "sk-x", "claude: key");
     is_str(env_get(cmd.env, "HOME"), "/data/h", "claude: HOME");
     is_str(env_get(cmd.env, "DISABLE_AUTOUPDATER"), "1", "claude: DISABLE_* set");
-    is_str(env_get(cmd.env, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"), "1", "claude: no nonessential traffic");
+    is_str(env_get(cmd.env, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"), "1",
+           "claude: no nonessential traffic");
     free(a);
     agent_cmd_free(&cmd);
 
     static const char *const bridge[] = {"/usr/bin/agentd", "mcp", "--session", "S1", NULL};
     struct agent_mcp mcp = {.command = bridge};
-    o = (struct agent_run_opts){.prompt = "p", .home = "/data/h", .native_session = "abc", .mcp = &mcp,
-                                .bypass_permissions = 1, .model = "opus", .partial = 1};
+    o = (struct agent_run_opts){.prompt = "p",
+                                .home = "/data/h",
+                                .native_session = "abc",
+                                .mcp = &mcp,
+                                .bypass_permissions = 1,
+                                .model = "opus",
+                                .partial = 1};
     a = argv_of("claude-code", &o, &cmd);
     is_str(a,
-           "claude -p --output-format stream-json --verbose --include-partial-messages --model opus --resume abc "
+           "claude -p --output-format stream-json --verbose --include-partial-messages --model opus --resume "
+           "abc "
            "--dangerously-skip-permissions --mcp-config /data/h/agentd-mcp.json --strict-mcp-config "
            "--allowedTools=mcp__rt__runtime",
            "claude: resume with MCP");
@@ -492,12 +517,14 @@ static void test_claude_command(void)
     agent_cmd_free(&cmd);
 
     struct agent_mcp http = {.url = "http://127.0.0.1:4437/v1/sessions/S1/mcp"};
-    o = (struct agent_run_opts){.prompt = "p", .home = "/h", .native_session = "abc", .fork = 1, .mcp = &http};
+    o = (struct agent_run_opts){
+        .prompt = "p", .home = "/h", .native_session = "abc", .fork = 1, .mcp = &http};
     a = argv_of("claude-code", &o, &cmd);
     ok(strstr(a, "--resume abc --fork-session --mcp-config /h/agentd-mcp.json") != NULL, "claude: fork");
-    is_str(cmd.files[0].content,
-           "{\"mcpServers\":{\"rt\":{\"type\":\"http\",\"url\":\"http://127.0.0.1:4437/v1/sessions/S1/mcp\"}}}",
-           "claude: http MCP config");
+    is_str(
+        cmd.files[0].content,
+        "{\"mcpServers\":{\"rt\":{\"type\":\"http\",\"url\":\"http://127.0.0.1:4437/v1/sessions/S1/mcp\"}}}",
+        "claude: http MCP config");
     free(a);
     agent_cmd_free(&cmd);
 
@@ -505,12 +532,14 @@ static void test_claude_command(void)
     is_int(agent_command(agent_adapter_find("claude-code"), &o, &cmd), -EINVAL, "claude: MCP needs a home");
     ok(cmd.argv == NULL, "claude: nothing left on error");
     o = (struct agent_run_opts){.prompt = "p", .fork = 1};
-    is_int(agent_command(agent_adapter_find("claude-code"), &o, &cmd), -EINVAL, "fork needs a native session");
+    is_int(agent_command(agent_adapter_find("claude-code"), &o, &cmd), -EINVAL,
+           "fork needs a native session");
     o = (struct agent_run_opts){.prompt = NULL};
     is_int(agent_command(agent_adapter_find("claude-code"), &o, &cmd), -EINVAL, "a prompt is required");
     struct agent_mcp both = {.url = "u", .command = bridge};
     o = (struct agent_run_opts){.prompt = "p", .home = "/h", .mcp = &both};
-    is_int(agent_command(agent_adapter_find("claude-code"), &o, &cmd), -EINVAL, "mcp: url or command, not both");
+    is_int(agent_command(agent_adapter_find("claude-code"), &o, &cmd), -EINVAL,
+           "mcp: url or command, not both");
     o = (struct agent_run_opts){.prompt = "p", .program = "/opt/claude"};
     a = argv_of("claude-code", &o, &cmd);
     ok(strncmp(a, "/opt/claude -p", 14) == 0, "claude: configured program");
@@ -521,18 +550,25 @@ static void test_claude_command(void)
 
 static void test_codex_command(void)
 {
-    struct agent_run_opts o = {.prompt = "hi", .home = "/h", .base_url = "http://127.0.0.1:9/", .api_key = "k",
-                               .model = "fake-model", .bypass_permissions = 1};
+    struct agent_run_opts o = {.prompt = "hi",
+                               .home = "/h",
+                               .base_url = "http://127.0.0.1:9/",
+                               .api_key = "k",
+                               .model = "fake-model",
+                               .bypass_permissions = 1};
     struct agent_cmd cmd;
     char *a = argv_of("codex", &o, &cmd);
-    is_str(a, "codex exec --json --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox -m fake-model -",
-           "codex: first run, prompt from stdin");
+    is_str(
+        a,
+        "codex exec --json --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox -m fake-model -",
+        "codex: first run, prompt from stdin");
     is_str(cmd.stdin_data, "hi", "codex: stdin");
     is_str(env_get(cmd.env, "CODEX_HOME"), "/h/.codex", "codex: CODEX_HOME");
     is_str(env_get(cmd.env, "AGENTD_MODEL_API_KEY"), "k", "codex: key in env, named by the config");
     is_int(cmd.nfiles, 1, "codex: config.toml");
     is_str(cmd.files[0].path, "/h/.codex/config.toml", "codex: config path");
-    ok(strstr(cmd.files[0].content, "base_url = \"http://127.0.0.1:9/v1\"") != NULL, "codex: base_url gets /v1");
+    ok(strstr(cmd.files[0].content, "base_url = \"http://127.0.0.1:9/v1\"") != NULL,
+       "codex: base_url gets /v1");
     ok(strstr(cmd.files[0].content, "wire_api = \"responses\"") != NULL, "codex: responses wire API");
     ok(strstr(cmd.files[0].content, "env_key = \"AGENTD_MODEL_API_KEY\"") != NULL, "codex: env_key");
     free(a);
@@ -544,7 +580,8 @@ static void test_codex_command(void)
     a = argv_of("codex", &o, &cmd);
     is_str(a, "codex exec --json --skip-git-repo-check resume T1 -", "codex: resume");
     ok(strstr(cmd.files[0].content,
-              "[mcp_servers.rt]\ncommand = \"/bin/agentd\"\nargs = [\"mcp\", \"--session\", \"a\\\"b\"]") != NULL,
+              "[mcp_servers.rt]\ncommand = \"/bin/agentd\"\nargs = [\"mcp\", \"--session\", \"a\\\"b\"]") !=
+           NULL,
        "codex: MCP server in config.toml, TOML-escaped");
     free(a);
     agent_cmd_free(&cmd);
@@ -562,8 +599,12 @@ static void test_codex_command(void)
 static void test_opencode_command(void)
 {
     struct agent_mcp mcp = {.url = "http://127.0.0.1:1/v1/sessions/S/mcp"};
-    struct agent_run_opts o = {.prompt = "say \"hi\"", .home = "/h", .base_url = "http://127.0.0.1:9/v1",
-                               .api_key = "k", .model = "fake-model", .mcp = &mcp};
+    struct agent_run_opts o = {.prompt = "say \"hi\"",
+                               .home = "/h",
+                               .base_url = "http://127.0.0.1:9/v1",
+                               .api_key = "k",
+                               .model = "fake-model",
+                               .mcp = &mcp};
     struct agent_cmd cmd;
     char *a = argv_of("opencode", &o, &cmd);
     is_str(a, "opencode run --format json", "opencode: first run");
@@ -575,7 +616,8 @@ static void test_opencode_command(void)
     is_str(str_at(cfg, "model"), "agentd/fake-model", "opencode: model through our provider");
     json_t *prov = json_object_get(json_object_get(cfg, "provider"), "agentd");
     is_str(str_at(json_object_get(prov, "options"), "baseURL"), "http://127.0.0.1:9/v1", "opencode: baseURL");
-    ok(json_is_true(json_object_get(json_object_get(json_object_get(prov, "models"), "fake-model"), "tool_call")),
+    ok(json_is_true(
+           json_object_get(json_object_get(json_object_get(prov, "models"), "fake-model"), "tool_call")),
        "opencode: tool_call");
     json_t *rt = json_object_get(json_object_get(cfg, "mcp"), "rt");
     is_str(str_at(rt, "type"), "remote", "opencode: remote MCP");
@@ -595,16 +637,23 @@ static void test_opencode_command(void)
     free(a);
     agent_cmd_free(&cmd);
     o = (struct agent_run_opts){.prompt = "p", .base_url = "http://x"};
-    is_int(agent_command(agent_adapter_find("opencode"), &o, &cmd), -EINVAL, "opencode: our provider needs a model");
+    is_int(agent_command(agent_adapter_find("opencode"), &o, &cmd), -EINVAL,
+           "opencode: our provider needs a model");
 }
 
 static void test_jsonl_command(void)
 {
     static const char *const extra[] = {"--fast", NULL};
     struct agent_mcp mcp = {.url = "http://127.0.0.1:1/mcp"};
-    struct agent_run_opts o = {.prompt = "hello\nworld", .program = "/bin/myagent", .extra_args = extra,
-                               .session_id = "S1", .run_id = "R1", .native_session = "n1", .fork = 1,
-                               .mcp = &mcp, .workspace = "/w"};
+    struct agent_run_opts o = {.prompt = "hello\nworld",
+                               .program = "/bin/myagent",
+                               .extra_args = extra,
+                               .session_id = "S1",
+                               .run_id = "R1",
+                               .native_session = "n1",
+                               .fork = 1,
+                               .mcp = &mcp,
+                               .workspace = "/w"};
     struct agent_cmd cmd;
     char *a = argv_of("jsonl", &o, &cmd);
     is_str(a, "/bin/myagent --fast", "jsonl: program and args");
@@ -640,7 +689,8 @@ int main(void)
 {
     char *dir = reference_dir();
     if (dir == NULL) {
-        ok(1, "# SKIP reference captures not found (../shared/reference/agent-streams; set AGENTD_REFERENCE_DIR)");
+        ok(1, "# SKIP reference captures not found (../shared/reference/agent-streams; set "
+              "AGENTD_REFERENCE_DIR)");
     } else {
         for (size_t i = 0; i < CORE_ARRAY_LEN(captures); i++)
             test_capture(dir, &captures[i]);
@@ -650,7 +700,8 @@ int main(void)
     for (size_t i = 0; i < CORE_ARRAY_LEN(own_samples); i++)
         test_capture("tests/unit/agent_samples", &own_samples[i]);
     json_t *live = parse_file("tests/unit/agent_samples", "codex-stdin-prompt.jsonl", "codex", 8);
-    is_str(str_at(nth(live, "result", 0), "text"), "DONE -dash prompt \"quoted\"", "codex: stdin prompt arrived whole");
+    is_str(str_at(nth(live, "result", 0), "text"), "DONE -dash prompt \"quoted\"",
+           "codex: stdin prompt arrived whole");
     json_decref(live);
     test_garbage();
     test_too_long();

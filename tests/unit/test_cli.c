@@ -69,18 +69,19 @@ static void sse_case(const char *name, const char *input, const char *want)
 
 static void test_sse(void)
 {
-    const char *agentd_like = "event: data\ndata:hello\n\n"
-                              "event: control\n"
-                              "data:{\"streamNextOffset\":\"0_5\",\"streamCursor\":\"1\",\"upToDate\":true}\n\n";
+    const char *agentd_like =
+        "event: data\ndata:hello\n\n"
+        "event: control\n"
+        "data:{\"streamNextOffset\":\"0_5\",\"streamCursor\":\"1\",\"upToDate\":true}\n\n";
     sse_case("data then control", agentd_like,
              "data|hello|\n"
              "control|{\"streamNextOffset\":\"0_5\",\"streamCursor\":\"1\",\"upToDate\":true}|\n");
     sse_case("CRLF line ends", "event: data\r\ndata:a\r\n\r\nevent: control\r\ndata:{}\r\n\r\n",
              "data|a|\ncontrol|{}|\n");
     sse_case("bare CR line ends", "event: data\rdata:a\r\rdata:b\r\r", "data|a|\nmessage|b|\n");
-    sse_case("mixed line ends", "data:1\r\n\ndata:2\n\r\ndata:3\r\r\n", "message|1|\nmessage|2|\nmessage|3|\n");
-    sse_case("multi-line data", "event: data\ndata:line1\ndata:line2\ndata:\n\n",
-             "data|line1\nline2\n|\n");
+    sse_case("mixed line ends", "data:1\r\n\ndata:2\n\r\ndata:3\r\r\n",
+             "message|1|\nmessage|2|\nmessage|3|\n");
+    sse_case("multi-line data", "event: data\ndata:line1\ndata:line2\ndata:\n\n", "data|line1\nline2\n|\n");
     sse_case("one space after colon dropped, no more", "data:  two\ndata: one\n\n", "message| two\none|\n");
     sse_case("empty payload is dispatched", "event: data\ndata:\n\n", "data||\n");
     sse_case("no data line: not dispatched", "event: control\n\nevent: data\nid: 9\n\n", "");
@@ -88,10 +89,14 @@ static void test_sse(void)
     sse_case("id is remembered", "id: 42\ndata:x\n\ndata:y\n\n", "message|x|42\nmessage|y|42\n");
     sse_case("event type resets after dispatch", "event: control\ndata:{}\n\ndata:z\n\n",
              "control|{}|\nmessage|z|\n");
-    sse_case("leading BOM skipped", "\xEF\xBB\xBF" "data:b\n\n", "message|b|\n");
+    sse_case("leading BOM skipped",
+             "\xEF\xBB\xBF"
+             "data:b\n\n",
+             "message|b|\n");
     sse_case("no colon: whole line is the field", "data\ndata\n\n", "message|\n|\n");
     sse_case("unterminated event not dispatched", "data:partial\n", "");
-    sse_case("closing control", "event: control\ndata:{\"streamNextOffset\":\"0_9\",\"streamClosed\":true}\n\n",
+    sse_case("closing control",
+             "event: control\ndata:{\"streamNextOffset\":\"0_9\",\"streamClosed\":true}\n\n",
              "control|{\"streamNextOffset\":\"0_9\",\"streamClosed\":true}|\n");
 
     /* A CRLF split across feeds is one line end, not a line end and then a blank line. */
@@ -272,7 +277,8 @@ static void test_http_helpers(void)
     ok(cli_http_exit_for_status(200) == CLI_EXIT_OK && cli_http_exit_for_status(204) == CLI_EXIT_OK,
        "exit: 2xx is ok");
     ok(cli_http_exit_for_status(404) == CLI_EXIT_NOT_FOUND, "exit: 404 is 3");
-    ok(cli_http_exit_for_status(409) == CLI_EXIT_CONFLICT && cli_http_exit_for_status(410) == CLI_EXIT_CONFLICT,
+    ok(cli_http_exit_for_status(409) == CLI_EXIT_CONFLICT &&
+           cli_http_exit_for_status(410) == CLI_EXIT_CONFLICT,
        "exit: 409 and 410 are 4");
     ok(cli_http_exit_for_status(400) == CLI_EXIT_HTTP && cli_http_exit_for_status(503) == CLI_EXIT_HTTP,
        "exit: other statuses are 5");

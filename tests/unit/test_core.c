@@ -26,17 +26,16 @@ static void test_buf(void)
     buf_reset(&b);
     static const char mixed[] = "ok \xc3\xa9 \xff \xe0\x80\x80 \xed\xa0\x80 \xf0\x9f\x98\x80 \xc3";
     buf_append_utf8(&b, mixed, sizeof mixed - 1);
-    is_str(b.p, "ok \xc3\xa9 \xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xf0\x9f\x98\x80 \xef\xbf\xbd",
+    is_str(b.p,
+           "ok \xc3\xa9 \xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+           "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xf0\x9f\x98\x80 \xef\xbf\xbd",
            "buf_append_utf8 keeps valid UTF-8 and replaces stray, overlong, surrogate and cut bytes");
     buf_free(&b);
     buf_free(&b); /* freeing twice is safe: buf_free leaves an empty buffer */
     ok(b.p == NULL && b.len == 0, "buf_free leaves an empty buffer");
 }
 
-static void count_cb(const char *key, void *value, void *arg)
-{
-    (*(int *)arg)++;
-}
+static void count_cb(const char *key, void *value, void *arg) { (*(int *)arg)++; }
 
 static void test_map(void)
 {

@@ -59,10 +59,7 @@ static void on_event(void *arg, struct exec_env *env, const struct exec_event *e
         snprintf(h->error, sizeof h->error, "%s", ev->message ? ev->message : "");
 }
 
-static void on_deadline(uv_timer_t *t)
-{
-    ((struct h *)t->data)->expired = true;
-}
+static void on_deadline(uv_timer_t *t) { ((struct h *)t->data)->expired = true; }
 
 /* Runs the loop until *flag is true or ms pass. */
 static bool run_until(struct h *h, const bool *flag, uint64_t ms)
@@ -110,10 +107,7 @@ static enum exec_status h_open(struct h *h, struct exec_env_opts *opts)
     return h->nstatus > 0 ? h->statuses[h->nstatus - 1] : EXEC_STATUS_INACTIVE;
 }
 
-static void on_closed(void *arg)
-{
-    ((struct h *)arg)->closed = true;
-}
+static void on_closed(void *arg) { ((struct h *)arg)->closed = true; }
 
 static void rm_rf(const char *dir)
 {
@@ -175,7 +169,8 @@ static void r_kill(void *arg, struct exec_proc *p, const struct exec_kill_report
 
 static struct exec_spawn_opts r_opts(struct run *r, size_t line_max)
 {
-    return (struct exec_spawn_opts){.on_stdout = r_out, .on_stderr = r_err, .on_exit = r_exit, .arg = r, .line_max = line_max};
+    return (struct exec_spawn_opts){
+        .on_stdout = r_out, .on_stderr = r_err, .on_exit = r_exit, .arg = r, .line_max = line_max};
 }
 
 /* Spawns argv, writes `in` (if any) and closes stdin, and runs until the exit callback. */
@@ -226,7 +221,9 @@ static bool pid_alive(pid_t pid)
 
 static void test_levels(void)
 {
-    static const struct { const char *line, *want; } cases[] = {
+    static const struct {
+        const char *line, *want;
+    } cases[] = {
         {"Error: cannot find module", "error"},
         {"npm ERR! code E404", "error"},
         {"[WARN] disk almost full", "warn"},
@@ -282,8 +279,7 @@ static void test_io(void)
 {
     struct exec_env_opts o = {.name = "io"};
     char *argv_mix[] = {"/bin/sh", "-c",
-                        "printf 'a\\000b\\nc'; printf 'e1\\ne2\\n0123456789abcdefXYZ\\npartial' >&2",
-                        NULL};
+                        "printf 'a\\000b\\nc'; printf 'e1\\ne2\\n0123456789abcdefXYZ\\npartial' >&2", NULL};
     char *argv_cat[] = {"cat", NULL};
     struct exec_spawn_opts so;
     struct exec_proc *p;
@@ -299,7 +295,8 @@ static void test_io(void)
         abort();
     exec_proc_close_stdin(p);
     run_until(&h, &r.exited, 10000);
-    ok(r.out.len == 5 && memcmp(r.out.p, "a\0b\nc", 5) == 0, "stdout: byte-exact with NUL and no final newline");
+    ok(r.out.len == 5 && memcmp(r.out.p, "a\0b\nc", 5) == 0,
+       "stdout: byte-exact with NUL and no final newline");
     const char *want_err = "e1\ne2\n0123456789abcdefXYZ\npartial";
     ok(r.err.len == strlen(want_err) && memcmp(r.err.p, want_err, r.err.len) == 0,
        "stderr: lines reassemble byte-exact");
@@ -363,8 +360,9 @@ static void test_rlimits(void)
     h_open(&h, &oc);
     uint64_t t0 = clock_mono_us();
     h_run(&h, &r, argv_cpu, NULL, 0);
-    ok(r.ex.signal == SIGXCPU || r.ex.signal == SIGKILL, "RLIMIT_CPU: a busy loop ends by SIGXCPU (signal %d, %.1f s)",
-       r.ex.signal, (clock_mono_us() - t0) / 1e6);
+    ok(r.ex.signal == SIGXCPU || r.ex.signal == SIGKILL,
+       "RLIMIT_CPU: a busy loop ends by SIGXCPU (signal %d, %.1f s)", r.ex.signal,
+       (clock_mono_us() - t0) / 1e6);
     r_free(&r);
     h_close(&h, "cpu");
 }
@@ -419,9 +417,10 @@ static void test_kill_group(bool cgroup, bool ignore_term)
     for (size_t i = 0; i < r.kr.npids; i++)
         for (int k = 0; k < 3; k++)
             found[k] = found[k] || r.kpids[i] == pids[k];
-    ok(found[0] && found[1] && found[2], "%s: leader, background child and setsid grandchild reported (%zu pids)",
-       what, r.kr.npids);
-    ok(!pid_alive(pids[0]) && !pid_alive(pids[1]) && !pid_alive(pids[2]), "%s: none of them alive in /proc", what);
+    ok(found[0] && found[1] && found[2],
+       "%s: leader, background child and setsid grandchild reported (%zu pids)", what, r.kr.npids);
+    ok(!pid_alive(pids[0]) && !pid_alive(pids[1]) && !pid_alive(pids[2]), "%s: none of them alive in /proc",
+       what);
     ok(r.ex.signal == (ignore_term ? SIGKILL : SIGTERM), "%s: leader ended by signal %d", what, r.ex.signal);
     r_free(&r);
     h_close(&h, what);
@@ -476,7 +475,8 @@ static void test_bwrap(void)
                     "echo in > inside && echo wrote-inside; "
                     "(echo out > /etc/agentd-exec-test) 2>/dev/null || echo denied-etc; "
                     "(echo out > /var/tmp/agentd-exec-test) 2>/dev/null || echo denied-var; "
-                    "echo t > /tmp/x && ls /tmp", NULL};
+                    "echo t > /tmp/x && ls /tmp",
+                    NULL};
     char path[128];
     struct run r;
     struct h h;
@@ -533,12 +533,13 @@ static void test_bwrap(void)
     exec_env_close(h.env, 100, on_closed, &h);
     uv_run(&h.loop, UV_RUN_DEFAULT);
     ok(h.closed && h.nstatus == 2 && h.statuses[0] == EXEC_STATUS_STARTING &&
-       h.statuses[1] == EXEC_STATUS_TERMINATED && uv_loop_close(&h.loop) == 0,
+           h.statuses[1] == EXEC_STATUS_TERMINATED && uv_loop_close(&h.loop) == 0,
        "bwrap: closed while probing goes starting -> terminated");
 
-    struct exec_env_opts bad = {.name = "bwrap-bad", .sandbox = EXEC_SANDBOX_BWRAP,
-                                .bwrap_path = "/bin/false"};
-    is_int(h_open(&h, &bad), EXEC_STATUS_ERROR, "bwrap: a sandbox that does not start is an environment error");
+    struct exec_env_opts bad = {
+        .name = "bwrap-bad", .sandbox = EXEC_SANDBOX_BWRAP, .bwrap_path = "/bin/false"};
+    is_int(h_open(&h, &bad), EXEC_STATUS_ERROR,
+           "bwrap: a sandbox that does not start is an environment error");
     h_close(&h, "bwrap-bad");
 }
 
@@ -604,12 +605,14 @@ static void test_watch(void)
     run_until(&h, &never, 100);
     touch(h.ws, "b.txt", "b");
     run_until(&h, &never, 400);
-    is_str(w.text, "created a.txt;created sub;created sub/deep.txt;|deleted a.txt;modified sub/deep.txt;created b.txt;|",
-           "watch: coalesced batches (created+deleted cancels, .git skipped, new dirs watched)");
+    is_str(
+        w.text,
+        "created a.txt;created sub;created sub/deep.txt;|deleted a.txt;modified sub/deep.txt;created b.txt;|",
+        "watch: coalesced batches (created+deleted cancels, .git skipped, new dirs watched)");
     is_int(w.batches, 2, "watch: two batches");
     ok(w.batches >= 2 && w.at[0] - t0 >= 140000 && w.at[1] - w.at[0] >= 150000,
-       "watch: batches rate limited (%.0f ms after the first change, %.0f ms apart)",
-       (w.at[0] - t0) / 1e3, (w.at[1] - w.at[0]) / 1e3);
+       "watch: batches rate limited (%.0f ms after the first change, %.0f ms apart)", (w.at[0] - t0) / 1e3,
+       (w.at[1] - w.at[0]) / 1e3);
     exec_watch_stop(h.env);
     h_close(&h, "watch");
 }

@@ -19,8 +19,8 @@ struct fake_call {
 };
 
 struct fake {
-    int sync;               /* answer inside start */
-    int status;             /* what a sync answer carries */
+    int sync;   /* answer inside start */
+    int status; /* what a sync answer carries */
     const char *answer;
     int starts, cancels;
     struct session_rt_request last; /* strings copied into the buffers below */
@@ -30,8 +30,8 @@ struct fake {
     struct fake_call calls[8];
 };
 
-static void *fake_start(void *arg, const char *session_id, const struct session_rt_request *req, session_rt_cb done,
-                        void *done_arg)
+static void *fake_start(void *arg, const char *session_id, const struct session_rt_request *req,
+                        session_rt_cb done, void *done_arg)
 {
     struct fake *f = arg;
     f->last = *req;
@@ -121,29 +121,33 @@ static void test_initialize(struct mcp *m)
     static const char *const versions[] = {"2025-06-18", "2025-03-26", "2024-11-05"};
     for (size_t i = 0; i < 3; i++) {
         char body[256];
-        snprintf(body, sizeof body,
-                 "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"%s\","
-                 "\"capabilities\":{},\"clientInfo\":{\"name\":\"t\",\"version\":\"1\"}}}",
-                 versions[i]);
+        snprintf(
+            body, sizeof body,
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"%s\","
+            "\"capabilities\":{},\"clientInfo\":{\"name\":\"t\",\"version\":\"1\"}}}",
+            versions[i]);
         json_t *r = roundtrip(m, &g, body);
-        is_str(json_string_value(json_object_get(json_object_get(r, "result"), "protocolVersion")), versions[i],
-               "initialize answers the client's %s", versions[i]);
+        is_str(json_string_value(json_object_get(json_object_get(r, "result"), "protocolVersion")),
+               versions[i], "initialize answers the client's %s", versions[i]);
     }
     ok(g.initialized && !g.rejected, "initialize is flagged for the transport");
-    json_t *r = roundtrip(m, &g, "{\"jsonrpc\":\"2.0\",\"id\":\"a\",\"method\":\"initialize\",\"params\":"
-                                 "{\"protocolVersion\":\"2099-01-01\"}}");
+    json_t *r = roundtrip(m, &g,
+                          "{\"jsonrpc\":\"2.0\",\"id\":\"a\",\"method\":\"initialize\",\"params\":"
+                          "{\"protocolVersion\":\"2099-01-01\"}}");
     json_t *res = json_object_get(r, "result");
     is_str(json_string_value(json_object_get(res, "protocolVersion")), MCP_PROTOCOL_LATEST,
            "an unknown revision gets the newest");
     is_str(json_string_value(json_object_get(r, "id")), "a", "string id echoed");
-    ok(json_is_object(json_object_get(json_object_get(res, "capabilities"), "tools")), "capabilities.tools is {}");
+    ok(json_is_object(json_object_get(json_object_get(res, "capabilities"), "tools")),
+       "capabilities.tools is {}");
     is_str(json_string_value(json_object_get(json_object_get(res, "serverInfo"), "name")), "agentd",
            "serverInfo.name");
     ok(json_is_string(json_object_get(json_object_get(res, "serverInfo"), "version")), "serverInfo.version");
     r = roundtrip(m, &g, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"initialize\"}");
-    is_str(json_string_value(json_object_get(json_object_get(r, "result"), "protocolVersion")), MCP_PROTOCOL_LATEST,
-           "initialize without params gets the newest");
-    ok(mcp_protocol_supported("2025-03-26") && !mcp_protocol_supported("2025-03-27") && !mcp_protocol_supported(NULL),
+    is_str(json_string_value(json_object_get(json_object_get(r, "result"), "protocolVersion")),
+           MCP_PROTOCOL_LATEST, "initialize without params gets the newest");
+    ok(mcp_protocol_supported("2025-03-26") && !mcp_protocol_supported("2025-03-27") &&
+           !mcp_protocol_supported(NULL),
        "mcp_protocol_supported");
     json_decref(g.reply);
 }
@@ -151,7 +155,8 @@ static void test_initialize(struct mcp *m)
 static void test_notifications_and_ping(struct mcp *m)
 {
     struct got g = {0};
-    ok(roundtrip(m, &g, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}") == NULL && !g.rejected,
+    ok(roundtrip(m, &g, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}") == NULL &&
+           !g.rejected,
        "notifications/initialized gets no reply");
     ok(roundtrip(m, &g, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/whatever\",\"params\":{}}") == NULL,
        "unknown notifications get no reply");
@@ -171,7 +176,8 @@ static void test_tools_list(struct mcp *m)
     json_t *r = roundtrip(m, &g, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/list\",\"params\":{}}");
     json_t *tools = json_object_get(json_object_get(r, "result"), "tools");
     is_int(json_array_size(tools), 2, "two tools");
-    is_str(json_string_value(json_object_get(json_array_get(tools, 1), "name")), "session", "the second is session (child sessions)");
+    is_str(json_string_value(json_object_get(json_array_get(tools, 1), "name")), "session",
+           "the second is session (child sessions)");
     json_t *tool = json_array_get(tools, 0);
     is_str(json_string_value(json_object_get(tool, "name")), "runtime", "the first is runtime");
     const char *desc = json_string_value(json_object_get(tool, "description"));
@@ -187,11 +193,14 @@ static void test_tools_list(struct mcp *m)
     dump = json_dumps(json_object_get(json_object_get(props, "lang"), "enum"), JSON_COMPACT);
     is_str(dump, "[\"bash\",\"python\",\"node\"]", "lang enum");
     free(dump);
-    is_str(json_string_value(json_object_get(json_object_get(props, "code"), "type")), "string", "code: string");
+    is_str(json_string_value(json_object_get(json_object_get(props, "code"), "type")), "string",
+           "code: string");
     is_str(json_string_value(json_object_get(json_object_get(props, "timeout_ms"), "type")), "integer",
            "timeout_ms: integer");
-    is_str(json_string_value(json_object_get(json_object_get(props, "limit"), "type")), "integer", "limit: integer");
-    is_str(json_string_value(json_array_get(json_object_get(schema, "required"), 0)), "action", "action required");
+    is_str(json_string_value(json_object_get(json_object_get(props, "limit"), "type")), "integer",
+           "limit: integer");
+    is_str(json_string_value(json_array_get(json_object_get(schema, "required"), 0)), "action",
+           "action required");
     json_decref(g.reply);
 }
 
@@ -222,12 +231,14 @@ static void test_errors(struct mcp *m)
     };
     for (size_t i = 0; i < CORE_ARRAY_LEN(invalid); i++) {
         r = roundtrip(m, &g, invalid[i]);
-        ok(error_code(r) == MCP_INVALID_REQUEST && g.rejected, "invalid request -32600, rejected: %s", invalid[i]);
+        ok(error_code(r) == MCP_INVALID_REQUEST && g.rejected, "invalid request -32600, rejected: %s",
+           invalid[i]);
     }
     r = roundtrip(m, &g, "{\"jsonrpc\":\"1.0\",\"id\":\"x\",\"method\":\"ping\"}");
     is_str(json_string_value(json_object_get(r, "id")), "x", "an invalid request keeps a usable id");
 
-    r = roundtrip(m, &g, "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":\"nope\"}}");
+    r = roundtrip(m, &g,
+                  "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":\"nope\"}}");
     is_int(error_code(r), MCP_INVALID_PARAMS, "unknown tool: -32602");
     r = roundtrip(m, &g, "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":[1]}");
     is_int(error_code(r), MCP_INVALID_PARAMS, "tools/call params not an object: -32602");
@@ -260,7 +271,9 @@ static void test_batches(struct mcp *m)
     json_decref(g.reply);
 }
 
-#define CALL(args) "{\"jsonrpc\":\"2.0\",\"id\":11,\"method\":\"tools/call\",\"params\":{\"name\":\"runtime\",\"arguments\":" args "}}"
+#define CALL(args)                                       \
+    "{\"jsonrpc\":\"2.0\",\"id\":11,\"method\":\"tools/" \
+    "call\",\"params\":{\"name\":\"runtime\",\"arguments\":" args "}}"
 
 static void test_tool_calls_sync(struct mcp *m, struct fake *f)
 {
@@ -269,31 +282,35 @@ static void test_tool_calls_sync(struct mcp *m, struct fake *f)
     f->status = 200;
     f->answer = "{\"stdout\":\"42\\n\",\"stderr\":\"\",\"status\":0,\"duration_us\":5,\"truncated\":false,"
                 "\"outcome\":\"ok\",\"timed_out\":false}";
-    json_t *r = roundtrip(m, &g, CALL("{\"action\":\"exec\",\"code\":\"echo $((X+1))\",\"timeout_ms\":5000}"));
+    json_t *r =
+        roundtrip(m, &g, CALL("{\"action\":\"exec\",\"code\":\"echo $((X+1))\",\"timeout_ms\":5000}"));
     is_str(text_of(r), "42\n", "exec: the text is stdout");
     ok(!is_error(r), "exec: isError false");
-    is_str(json_string_value(json_object_get(json_object_get(json_object_get(r, "result"), "structuredContent"),
-                                             "stdout")),
+    is_str(json_string_value(
+               json_object_get(json_object_get(json_object_get(r, "result"), "structuredContent"), "stdout")),
            "42\n", "structuredContent is the runtime's answer");
-    is_str(json_string_value(json_object_get(json_array_get(json_object_get(json_object_get(r, "result"), "content"),
-                                                            0),
-                                             "type")),
+    is_str(json_string_value(json_object_get(
+               json_array_get(json_object_get(json_object_get(r, "result"), "content"), 0), "type")),
            "text", "content type text");
     is_int(f->last.action, SESSION_RT_EXEC, "backend got exec");
     ok(f->last.lang == NULL, "no lang: the backend's default");
     is_int(f->last.timeout_ms, 5000, "timeout_ms passed");
     is_str(f->session, "s1", "session id passed");
-    ok(f->code_len == strlen("echo $((X+1))") && !memcmp(f->code, "echo $((X+1))", f->code_len), "code passed");
+    ok(f->code_len == strlen("echo $((X+1))") && !memcmp(f->code, "echo $((X+1))", f->code_len),
+       "code passed");
 
-    f->answer = "{\"stdout\":\"partial\",\"stderr\":\"boom\\n\",\"status\":1,\"outcome\":\"ok\",\"timed_out\":false}";
+    f->answer =
+        "{\"stdout\":\"partial\",\"stderr\":\"boom\\n\",\"status\":1,\"outcome\":\"ok\",\"timed_out\":false}";
     r = roundtrip(m, &g, CALL("{\"action\":\"exec\",\"code\":\"false\",\"lang\":\"python\"}"));
     is_str(text_of(r), "partial\n[stderr]\nboom\n[exit status 1]", "failure: stdout, stderr and status");
     ok(is_error(r), "non-zero status: isError");
     is_str(f->last.lang, "python", "lang passed");
 
-    f->answer = "{\"stdout\":\"\",\"stderr\":\"\",\"status\":130,\"outcome\":\"interrupted\",\"timed_out\":true}";
+    f->answer =
+        "{\"stdout\":\"\",\"stderr\":\"\",\"status\":130,\"outcome\":\"interrupted\",\"timed_out\":true}";
     r = roundtrip(m, &g, CALL("{\"action\":\"eval\",\"code\":\"import time; time.sleep(100)\"}"));
-    ok(text_of(r) && strstr(text_of(r), "timed out") && strstr(text_of(r), "kept"), "timeout: says so, state kept");
+    ok(text_of(r) && strstr(text_of(r), "timed out") && strstr(text_of(r), "kept"),
+       "timeout: says so, state kept");
     ok(is_error(r), "timeout: isError");
     is_int(f->last.action, SESSION_RT_EVAL, "eval passed as eval");
 
@@ -309,7 +326,8 @@ static void test_tool_calls_sync(struct mcp *m, struct fake *f)
     f->answer = "{\"calls\":[]}";
     r = roundtrip(m, &g, CALL("{\"action\":\"history\",\"limit\":3}"));
     is_int(f->last.limit, 3, "history limit passed");
-    ok(json_is_array(json_object_get(json_object_get(json_object_get(r, "result"), "structuredContent"), "calls")),
+    ok(json_is_array(
+           json_object_get(json_object_get(json_object_get(r, "result"), "structuredContent"), "calls")),
        "history structured");
 
     f->answer = "{\"ok\":true}";
@@ -344,7 +362,8 @@ static void test_tool_calls_sync(struct mcp *m, struct fake *f)
            "bad arguments are a tool error the model reads: %s", text_of(r) ? text_of(r) : bad[i]);
     }
     is_int(f->starts, starts, "bad arguments never reach the backend");
-    r = roundtrip(m, &g, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"runtime\"}}");
+    r = roundtrip(
+        m, &g, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"runtime\"}}");
     ok(is_error(r), "no arguments: a tool error (action is required)");
     json_decref(g.reply);
     f->sync = 0;
@@ -354,10 +373,12 @@ static void test_tool_calls_async(struct mcp *m, struct fake *f)
 {
     struct got g = {0};
     f->starts = 0;
-    const char *body = "[" CALL("{\"action\":\"exec\",\"code\":\"sleep 1\"}") ","
-                       "{\"jsonrpc\":\"2.0\",\"id\":12,\"method\":\"ping\"},"
-                       "{\"jsonrpc\":\"2.0\",\"id\":13,\"method\":\"tools/call\",\"params\":{\"name\":\"runtime\","
-                       "\"arguments\":{\"action\":\"state\"}}}]";
+    const char *body = "[" CALL(
+        "{\"action\":\"exec\",\"code\":\"sleep 1\"}") ","
+                                                      "{\"jsonrpc\":\"2.0\",\"id\":12,\"method\":\"ping\"},"
+                                                      "{\"jsonrpc\":\"2.0\",\"id\":13,\"method\":\"tools/"
+                                                      "call\",\"params\":{\"name\":\"runtime\","
+                                                      "\"arguments\":{\"action\":\"state\"}}}]";
     struct mcp_exchange *ex = mcp_handle(m, "s2", body, strlen(body), on_reply, &g);
     ok(ex != NULL && g.calls == 0 && f->starts == 2, "two calls run, the reply waits");
     fake_finish(&f->calls[1], 200, "{\"lang\":\"bash\",\"running\":false}");

@@ -52,11 +52,13 @@ int main(void)
     is_int(store_read(s, m.id, 0, 11, 1 << 20, on_record, &seen), 2, "read returns both records");
     is_str(seen.data.p, "hello world", "records come back in order");
     buf_reset(&seen.data);
-    is_int(store_read(s, m.id, 8, 11, 1 << 20, on_record, &seen), 1, "a read from inside a record returns that record");
+    is_int(store_read(s, m.id, 8, 11, 1 << 20, on_record, &seen), 1,
+           "a read from inside a record returns that record");
     buf_reset(&seen.data);
     is_int(store_read(s, m.id, 0, 6, 1 << 20, on_record, &seen), 1, "the upper bound excludes later records");
     buf_reset(&seen.data);
-    is_int(store_read(s, m.id, 0, 11, 1, on_record, &seen), 1, "max_bytes stops after the record that reaches it");
+    is_int(store_read(s, m.id, 0, 11, 1, on_record, &seen), 1,
+           "max_bytes stops after the record that reaches it");
     buf_free(&seen.data);
 
     /* A failed write poisons the batch: nothing of it is kept. */
@@ -97,7 +99,8 @@ int main(void)
     snprintf(path, sizeof path, "%s/agentd.db-wal", dir);
     struct stat st = {0};
     int stat_rc = stat(path, &st);
-    ok(stat_rc == 0 && st.st_size == 8 << 20, "the WAL starts 8 MiB preallocated (%lld)", (long long)st.st_size);
+    ok(stat_rc == 0 && st.st_size == 8 << 20, "the WAL starts 8 MiB preallocated (%lld)",
+       (long long)st.st_size);
     static char chunk[64 << 10];
     memset(chunk, 'w', sizeof chunk);
     int64_t off = 11;
@@ -117,7 +120,8 @@ int main(void)
     is_int(store_load(s, on_stream, on_producer, &seen), 0, "load");
     is_int(seen.tail, off, "the tail covers every committed append");
     is_int(store_read(s, m.id, 11, off, (size_t)1 << 30, on_record, &seen), 768, "every record reads back");
-    ok(seen.data.len == (size_t)768 * sizeof chunk && seen.data.p[0] == 'w' && seen.data.p[seen.data.len - 1] == 'w',
+    ok(seen.data.len == (size_t)768 * sizeof chunk && seen.data.p[0] == 'w' &&
+           seen.data.p[seen.data.len - 1] == 'w',
        "with its bytes");
     buf_free(&seen.data);
 

@@ -17,16 +17,14 @@ static struct streams *ss;
 static char dir[64];
 static int completions;
 
-static void done_cb(struct stream_op *op)
-{
-    completions++;
-}
+static void done_cb(struct stream_op *op) { completions++; }
 
 static void open_all(void)
 {
     char err[256];
     struct streams_config cfg = {.max_append = 1 << 20, .read_chunk = 1 << 20};
-    if (store_open(&store, dir, STORE_OS, err, sizeof err) != 0 || streams_new(&ss, &loop, store, &cfg, err, sizeof err) != 0) {
+    if (store_open(&store, dir, STORE_OS, err, sizeof err) != 0 ||
+        streams_new(&ss, &loop, store, &cfg, err, sizeof err) != 0) {
         printf("Bail out! %s\n", err);
         exit(1);
     }
@@ -47,7 +45,10 @@ static struct stream *get(const char *path)
 
 static enum stream_status create(const char *path, const char *ct, const char *body, struct stream_op *op)
 {
-    struct stream_create_args a = {.content_type = ct, .ttl_s = -1, .expires_at_ms = -1, .body = body,
+    struct stream_create_args a = {.content_type = ct,
+                                   .ttl_s = -1,
+                                   .expires_at_ms = -1,
+                                   .body = body,
                                    .body_len = body ? strlen(body) : 0};
     op->cb = done_cb;
     enum stream_status st = stream_create(ss, path, strlen(path), &a, op);
@@ -83,8 +84,10 @@ static void test_basic(void)
     struct stream_op op = {0};
     is_int(create("t/a", "text/plain", "hello", &op), STREAM_CREATED, "create with a body");
     is_int(op.result.next_offset, 5, "the tail counts the initial body");
-    is_int(create("t/a", "text/plain; charset=utf-8", NULL, &op), STREAM_OK, "re-create with the same media type is idempotent");
-    is_int(create("t/a", "application/json", NULL, &op), STREAM_CONFLICT, "re-create with another type conflicts");
+    is_int(create("t/a", "text/plain; charset=utf-8", NULL, &op), STREAM_OK,
+           "re-create with the same media type is idempotent");
+    is_int(create("t/a", "application/json", NULL, &op), STREAM_CONFLICT,
+           "re-create with another type conflicts");
 
     completions = 0;
     struct stream_append_args a = {.content_type = "text/plain", .body = " world", .body_len = 6};
@@ -101,19 +104,23 @@ static void test_basic(void)
     s = read_all("t/a", 5);
     is_str(s, " world", "read from an offset");
     free(s);
-    is_int(append("t/a", "application/json", "{}", &op), STREAM_CONFLICT, "a different content type conflicts");
+    is_int(append("t/a", "application/json", "{}", &op), STREAM_CONFLICT,
+           "a different content type conflicts");
     is_int(append("t/a", "text/plain", "", &op), STREAM_BAD_REQUEST, "an empty append is refused");
 }
 
 static void test_json(void)
 {
     struct stream_op op = {0};
-    is_int(create("t/j", "application/json", "[]", &op), STREAM_CREATED, "PUT [] creates an empty JSON stream");
+    is_int(create("t/j", "application/json", "[]", &op), STREAM_CREATED,
+           "PUT [] creates an empty JSON stream");
     char *s = read_all("t/j", 0);
     is_str(s, "[]", "an empty JSON stream reads as []");
     free(s);
-    is_int(append("t/j", "application/json", "[1, {\"a\": [2,3]}]", &op), STREAM_OK, "an array appends its elements");
-    is_int(append("t/j", "application/json", "[[4,5]]", &op), STREAM_OK, "nested arrays flatten one level only");
+    is_int(append("t/j", "application/json", "[1, {\"a\": [2,3]}]", &op), STREAM_OK,
+           "an array appends its elements");
+    is_int(append("t/j", "application/json", "[[4,5]]", &op), STREAM_OK,
+           "nested arrays flatten one level only");
     is_int(append("t/j", "application/json", " \"x\" ", &op), STREAM_OK, "a scalar appends one message");
     is_int(append("t/j", "application/json", "[]", &op), STREAM_BAD_REQUEST, "POST [] is refused");
     is_int(append("t/j", "application/json", "{bad", &op), STREAM_BAD_REQUEST, "invalid JSON is refused");
@@ -126,8 +133,12 @@ static void test_producers(void)
 {
     struct stream_op op = {0};
     create("t/p", "text/plain", NULL, &op);
-    struct stream_append_args a = {.content_type = "text/plain", .body = "x", .body_len = 1, .producer_id = "w",
-                                   .producer_epoch = 0, .producer_seq = 0};
+    struct stream_append_args a = {.content_type = "text/plain",
+                                   .body = "x",
+                                   .body_len = 1,
+                                   .producer_id = "w",
+                                   .producer_epoch = 0,
+                                   .producer_seq = 0};
     op.cb = done_cb;
     is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_OK, "producer seq 0 accepted");
     streams_flush(ss);
@@ -150,10 +161,12 @@ static void test_producers(void)
     is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_OK, "append and close atomically");
     streams_flush(ss);
     ok(stream_closed(get("t/p")), "the stream is closed");
-    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_DUPLICATE, "repeating the closing tuple is a duplicate");
+    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_DUPLICATE,
+           "repeating the closing tuple is a duplicate");
     streams_flush(ss);
     a.producer_seq = 2;
-    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_CLOSED, "anything else on a closed stream is refused");
+    is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_CLOSED,
+           "anything else on a closed stream is refused");
 }
 
 static void test_fork(void)
@@ -161,8 +174,8 @@ static void test_fork(void)
     struct stream_op op = {0};
     create("t/src", "text/plain", "abc", &op);
     append("t/src", "text/plain", "def", &op);
-    struct stream_create_args f = {.ttl_s = -1, .expires_at_ms = -1, .fork_from = "t/src", .has_fork_offset = 1,
-                                   .fork_offset = 3};
+    struct stream_create_args f = {
+        .ttl_s = -1, .expires_at_ms = -1, .fork_from = "t/src", .has_fork_offset = 1, .fork_offset = 3};
     op.cb = done_cb;
     is_int(stream_create(ss, "t/fork", 6, &f, &op), STREAM_CREATED, "fork at an offset");
     streams_flush(ss);
@@ -185,7 +198,8 @@ static void test_fork(void)
     is_str(s, "abcXY", "the sub-offset prefix is materialized");
     free(s);
     f.fork_sub = 99;
-    is_int(stream_create(ss, "t/sub2", 6, &f, &op), STREAM_BAD_REQUEST, "a sub-offset past the end is refused");
+    is_int(stream_create(ss, "t/sub2", 6, &f, &op), STREAM_BAD_REQUEST,
+           "a sub-offset past the end is refused");
 
     op.cb = done_cb;
     is_int(stream_delete(ss, get("t/src"), &op), STREAM_OK, "delete a source with forks");
@@ -213,15 +227,16 @@ static void test_restart(void)
     free(s);
     ok(stream_closed(get("t/p")), "closure survives a restart");
     struct stream_op op = {0};
-    struct stream_append_args a = {.content_type = "text/plain", .body = "x", .body_len = 1, .producer_id = "w",
-                                   .producer_epoch = 0, .producer_seq = 5};
+    struct stream_append_args a = {.content_type = "text/plain",
+                                   .body = "x",
+                                   .body_len = 1,
+                                   .producer_id = "w",
+                                   .producer_epoch = 0,
+                                   .producer_seq = 5};
     is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_FENCED, "producer epochs survive a restart");
 }
 
-static void count_msg(const char *p, size_t n, void *arg)
-{
-    (*(int *)arg)++;
-}
+static void count_msg(const char *p, size_t n, void *arg) { (*(int *)arg)++; }
 
 static void test_jsonmode(void)
 {
@@ -229,11 +244,24 @@ static void test_jsonmode(void)
         const char *in;
         int valid, msgs;
     } cases[] = {
-        {"1", 1, 1},          {"[1,2,3]", 1, 3},       {"[]", 1, 0},          {" {\"a\":1} ", 1, 1},
-        {"[1,]", 0, 0},       {"{\"a\"}", 0, 0},       {"01", 0, 0},          {"1.", 0, 0},
-        {"\"\\x\"", 0, 0},    {"\"a\nb\"", 0, 0},      {"[1] x", 0, 0},       {"-0.5e+3", 1, 1},
-        {"\"\xc3\xa9\"", 1, 1}, {"\"\xc3\"", 0, 0},    {"\"\\ud800\"", 1, 1}, {"nul", 0, 0},
-        {"[[1,2],[3]]", 1, 2}, {"", 0, 0},
+        {"1", 1, 1},
+        {"[1,2,3]", 1, 3},
+        {"[]", 1, 0},
+        {" {\"a\":1} ", 1, 1},
+        {"[1,]", 0, 0},
+        {"{\"a\"}", 0, 0},
+        {"01", 0, 0},
+        {"1.", 0, 0},
+        {"\"\\x\"", 0, 0},
+        {"\"a\nb\"", 0, 0},
+        {"[1] x", 0, 0},
+        {"-0.5e+3", 1, 1},
+        {"\"\xc3\xa9\"", 1, 1},
+        {"\"\xc3\"", 0, 0},
+        {"\"\\ud800\"", 1, 1},
+        {"nul", 0, 0},
+        {"[[1,2],[3]]", 1, 2},
+        {"", 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int n = 0;
@@ -245,7 +273,8 @@ static void test_jsonmode(void)
     struct buf deep = {0};
     for (int i = 0; i < JSONMODE_MAX_DEPTH + 10; i++)
         buf_puts(&deep, "[");
-    ok(jsonmode_split(deep.p, deep.len, 1, NULL, NULL, NULL) != NULL, "deep nesting is refused, not a stack overflow");
+    ok(jsonmode_split(deep.p, deep.len, 1, NULL, NULL, NULL) != NULL,
+       "deep nesting is refused, not a stack overflow");
     buf_free(&deep);
 }
 
@@ -256,8 +285,10 @@ static void test_offsets(void)
     stream_offset_format(1234, o);
     is_str(o, "0000000000000000_0000000000001234", "offsets print as %%016d_%%016d");
     ok(stream_offset_parse(o, &v) == 0 && v == 1234, "offsets parse back");
-    ok(stream_offset_parse("9999999999999999_9999999999999999", &v) == 0 && v == INT64_MAX, "a foreign epoch reads as beyond the tail");
-    ok(stream_offset_parse("12", &v) != 0 && stream_offset_parse("_1", &v) != 0 && stream_offset_parse("1_x", &v) != 0,
+    ok(stream_offset_parse("9999999999999999_9999999999999999", &v) == 0 && v == INT64_MAX,
+       "a foreign epoch reads as beyond the tail");
+    ok(stream_offset_parse("12", &v) != 0 && stream_offset_parse("_1", &v) != 0 &&
+           stream_offset_parse("1_x", &v) != 0,
        "malformed offsets are refused");
 }
 

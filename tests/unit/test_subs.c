@@ -28,31 +28,17 @@ static void test_glob(void)
         const char *pattern, *path;
         int match;
     } cases[] = {
-        {"events/*", "events/a", 1},
-        {"events/*", "events/a/b", 0},
-        {"events/*", "events", 0},
-        {"events/*", "other/a", 0},
-        {"events/**", "events", 1},
-        {"events/**", "events/a/b/c", 1},
-        {"**", "anything/at/all", 1},
-        {"**/logs", "a/b/logs", 1},
-        {"**/logs", "logs", 1},
-        {"**/logs", "a/logs/x", 0},
-        {"a/**/z", "a/z", 1},
-        {"a/**/z", "a/b/c/z", 1},
-        {"a/**/z", "a/b/c/y", 0},
-        {"a/*/c", "a/b/c", 1},
-        {"a/*/c", "a//c", 0},
-        {"/events/*/", "events/x", 1},
-        {"events/a", "events/a", 1},
-        {"events/a", "events/ab", 0},
-        {"lit/%2A", "lit/*", 1},
-        {"lit/%2a", "lit/x", 0},
-        {"**/**/x", "x", 1},
+        {"events/*", "events/a", 1},   {"events/*", "events/a/b", 0}, {"events/*", "events", 0},
+        {"events/*", "other/a", 0},    {"events/**", "events", 1},    {"events/**", "events/a/b/c", 1},
+        {"**", "anything/at/all", 1},  {"**/logs", "a/b/logs", 1},    {"**/logs", "logs", 1},
+        {"**/logs", "a/logs/x", 0},    {"a/**/z", "a/z", 1},          {"a/**/z", "a/b/c/z", 1},
+        {"a/**/z", "a/b/c/y", 0},      {"a/*/c", "a/b/c", 1},         {"a/*/c", "a//c", 0},
+        {"/events/*/", "events/x", 1}, {"events/a", "events/a", 1},   {"events/a", "events/ab", 0},
+        {"lit/%2A", "lit/*", 1},       {"lit/%2a", "lit/x", 0},       {"**/**/x", "x", 1},
     };
     for (size_t i = 0; i < CORE_ARRAY_LEN(cases); i++)
-        ok(subs_glob_match(cases[i].pattern, cases[i].path) == cases[i].match, "glob %s %s %s", cases[i].pattern,
-           cases[i].match ? "matches" : "does not match", cases[i].path);
+        ok(subs_glob_match(cases[i].pattern, cases[i].path) == cases[i].match, "glob %s %s %s",
+           cases[i].pattern, cases[i].match ? "matches" : "does not match", cases[i].path);
 
     char p[] = "//a/b//";
     ok(strcmp(subs_path_trim(p), "a/b") == 0, "path_trim strips leading and trailing slashes");
@@ -137,15 +123,17 @@ static void test_signing(void)
     const char body[] = "{\"subscription_id\":\"s\",\"generation\":1}";
     struct buf h = {0}, jwks = {0};
 
-    ok(matches("^ds_[A-Za-z0-9_-]{43}$", subs_keys_kid(k)), "kid is ds_ + base64url SHA-256 (%s)", subs_keys_kid(k));
+    ok(matches("^ds_[A-Za-z0-9_-]{43}$", subs_keys_kid(k)), "kid is ds_ + base64url SHA-256 (%s)",
+       subs_keys_kid(k));
     ok(strcmp(subs_keys_kid(k), subs_keys_kid(k2)) == 0, "the kid is a function of the key");
     subs_keys_jwks(k, &jwks);
-    ok(strstr(jwks.p, "\"kty\":\"OKP\"") && strstr(jwks.p, "\"crv\":\"Ed25519\"") && strstr(jwks.p, "\"alg\":\"EdDSA\"") &&
-           strstr(jwks.p, subs_keys_kid(k)),
+    ok(strstr(jwks.p, "\"kty\":\"OKP\"") && strstr(jwks.p, "\"crv\":\"Ed25519\"") &&
+           strstr(jwks.p, "\"alg\":\"EdDSA\"") && strstr(jwks.p, subs_keys_kid(k)),
        "JWKS holds an OKP Ed25519 EdDSA key with the kid");
 
     subs_sign_header(k, 1700000000, body, strlen(body), &h);
-    ok(matches("^t=1700000000,kid=ds_[^,]+,ed25519=[A-Za-z0-9_-]+$", h.p), "Webhook-Signature format: %s", h.p);
+    ok(matches("^t=1700000000,kid=ds_[^,]+,ed25519=[A-Za-z0-9_-]+$", h.p), "Webhook-Signature format: %s",
+       h.p);
     ok(subs_sign_verify(k, h.p, body, strlen(body)) == 0, "the signature verifies over \"<t>.<body>\"");
     ok(subs_sign_verify(k, h.p, body, strlen(body) - 1) != 0, "a changed body fails verification");
     h.p[2] = '8'; /* t=1700... -> t=8700...: the timestamp is signed too */
@@ -161,18 +149,22 @@ static void test_signing(void)
     struct buf m = {0};
     buf_printf(&m, "42.%s", body);
     ok(sodium_base642bin(sig, sizeof sig, b64, strlen(b64), NULL, &siglen, NULL,
-                         sodium_base64_VARIANT_URLSAFE_NO_PADDING) == 0 && siglen == 64 &&
-           crypto_sign_verify_detached(sig, (unsigned char *)m.p, m.len, pk) == 0,
+                         sodium_base64_VARIANT_URLSAFE_NO_PADDING) == 0 &&
+           siglen == 64 && crypto_sign_verify_detached(sig, (unsigned char *)m.p, m.len, pk) == 0,
        "the signature is Ed25519 over \"42.\" + body, base64url without padding");
 
     /* tokens */
     struct buf t = {0};
     int64_t gen = -1;
     subs_token_mint(k, "sub 1", 7, 1000, &t);
-    ok(subs_token_verify(k, t.p, t.len, "sub 1", 1000, &gen) == 0 && gen == 7, "a token carries its generation");
-    ok(subs_token_verify(k2, t.p, t.len, "sub 1", 1000, &gen) == 0, "tokens verify after a restart (same key file)");
-    ok(subs_token_verify(k, t.p, t.len, "sub 2", 1000, &gen) == -EACCES, "a token is bound to its subscription");
-    ok(subs_token_verify(k, t.p, t.len, "sub 1", 1000 + SUBS_TOKEN_TTL_S + 1, &gen) == -ETIMEDOUT, "tokens expire");
+    ok(subs_token_verify(k, t.p, t.len, "sub 1", 1000, &gen) == 0 && gen == 7,
+       "a token carries its generation");
+    ok(subs_token_verify(k2, t.p, t.len, "sub 1", 1000, &gen) == 0,
+       "tokens verify after a restart (same key file)");
+    ok(subs_token_verify(k, t.p, t.len, "sub 2", 1000, &gen) == -EACCES,
+       "a token is bound to its subscription");
+    ok(subs_token_verify(k, t.p, t.len, "sub 1", 1000 + SUBS_TOKEN_TTL_S + 1, &gen) == -ETIMEDOUT,
+       "tokens expire");
     t.p[3] ^= 1;
     ok(subs_token_verify(k, t.p, t.len, "sub 1", 1000, &gen) == -EACCES, "a forged token is refused");
     ok(subs_token_verify(k, "nodot", 5, "sub 1", 1000, &gen) == -EACCES, "a malformed token is refused");
@@ -199,7 +191,8 @@ static void test_key_file(void)
     ok(mkdtemp(dir) != NULL, "temporary data dir");
     ok(subs_keys_load(&a, dir, err, sizeof err) == 0, "first start generates a key");
     char *path = xasprintf("%s/%s", dir, SUBS_SIGN_KEY_FILE);
-    ok(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600 && st.st_size == 32, "the key file is 32 bytes, mode 0600");
+    ok(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600 && st.st_size == 32,
+       "the key file is 32 bytes, mode 0600");
     ok(subs_keys_load(&b, dir, err, sizeof err) == 0 && strcmp(subs_keys_kid(a), subs_keys_kid(b)) == 0,
        "a restart loads the same key");
     subs_keys_free(b);
@@ -207,7 +200,8 @@ static void test_key_file(void)
     FILE *f = fopen(path, "w");
     fputs("short", f);
     fclose(f);
-    ok(subs_keys_load(&b, dir, err, sizeof err) == -EINVAL && b == NULL, "a damaged key file is an error, not a rotation");
+    ok(subs_keys_load(&b, dir, err, sizeof err) == -EINVAL && b == NULL,
+       "a damaged key file is an error, not a rotation");
     unlink(path);
     rmdir(dir);
     free(path);
@@ -221,7 +215,8 @@ static void test_lease(void)
     struct subs_wake w = {0};
     const char *id1 = "w_000000000000000000000001", *id2 = "w_000000000000000000000002";
 
-    ok(!subs_wake_open_p(&w) && subs_wake_check(&w, 0, 0, "") == SUBS_FENCE_STALE, "no wake: everything is fenced");
+    ok(!subs_wake_open_p(&w) && subs_wake_check(&w, 0, 0, "") == SUBS_FENCE_STALE,
+       "no wake: everything is fenced");
     ok(subs_wake_claim(&w, "w1", 0, 1000) == -ENOENT, "nothing to claim without a wake");
     subs_wake_open(&w, id1);
     ok(subs_wake_open_p(&w) && w.generation == 1 && w.holder == NULL && w.lease_until_ms == 0,
@@ -243,7 +238,8 @@ static void test_lease(void)
        "done/release/expiry closes the wake and keeps the generation");
     ok(subs_wake_check(&w, 1, 1, id1) == SUBS_FENCE_STALE, "a settled wake's token is fenced (409, not 401)");
     subs_wake_open(&w, id2);
-    ok(w.generation == 2 && subs_wake_claim(&w, "w2", 7000, 1000) == 0, "the next wake has a higher generation");
+    ok(w.generation == 2 && subs_wake_claim(&w, "w2", 7000, 1000) == 0,
+       "the next wake has a higher generation");
     ok(subs_wake_check(&w, 1, 1, id1) == SUBS_FENCE_STALE && subs_wake_check(&w, 2, 2, id2) == SUBS_FENCE_OK,
        "only the newest generation passes");
     subs_wake_open(&w, id1);
