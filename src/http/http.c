@@ -321,21 +321,27 @@ void http_res_send(struct http_req *req, int status, const void *body, size_t le
     h2o_send_inline(r, head ? NULL : body, head ? 0 : len);
 }
 
-void http_res_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
+/* {"error":{"code":code,"message":message}}, appended to b. */
+static void http__error_body(struct buf *b, const char *code, const char *message, size_t len)
+{
+    buf_puts(b, "{\"error\":{\"code\":");
+    buf_json_string(b, code, strlen(code));
+    buf_puts(b, ",\"message\":");
+    buf_json_string(b, message, len);
+    buf_puts(b, "}}");
+}
+
+void http_res_error(struct http_req *req, enum errcode code, const char *fmt, ...)
 {
     struct buf msg = {0}, body = {0};
     va_list ap;
     va_start(ap, fmt);
     buf_vprintf(&msg, fmt, ap);
     va_end(ap);
-    buf_puts(&body, "{\"error\":{\"code\":");
-    buf_json_string(&body, code, strlen(code));
-    buf_puts(&body, ",\"message\":");
-    buf_json_string(&body, msg.p ? msg.p : "", msg.len);
-    buf_puts(&body, "}}");
+    http__error_body(&body, errcode_name(code), msg.p ? msg.p : "", msg.len);
     http_res_header(req, "Content-Type", "application/json");
     http_res_header(req, "Cache-Control", "no-store");
-    http_res_send(req, status, body.p, body.len);
+    http_res_send(req, errcode_status(code), body.p, body.len);
     buf_free(&msg);
     buf_free(&body);
 }
@@ -456,7 +462,7 @@ static void http__req_dispose(void *p)
 void http_res_unauthorized(struct http_req *req)
 {
     http_res_header(req, "WWW-Authenticate", "Bearer");
-    http_res_error(req, 401, "unauthorized", "this server needs Authorization: Bearer <token>");
+    http_res_error(req, ERR_UNAUTHORIZED, "this server needs Authorization: Bearer <token>");
 }
 
 int http_req_authorized(const struct http_req *req)
@@ -491,7 +497,7 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
         header_bytes += r->headers.entries[i].name->len + r->headers.entries[i].value.len + 4;
     if (header_bytes > HTTP_MAX_HEADER_BYTES) {
         r->http1_is_persistent = 0;
-        http_res_error(req, 431, "headers_too_large", "request headers are larger than %d bytes",
+        http_res_error(req, ERR_HEADERS_TOO_LARGE, "request headers are larger than %d bytes",
                        HTTP_MAX_HEADER_BYTES);
         return 0;
     }
@@ -509,7 +515,7 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
         return 0;
     }
     if (best == NULL) {
-        http_res_error(req, 404, "not_found", "no such resource: %.*s", (int)(plen > 200 ? 200 : plen), path);
+        http_res_error(req, ERR_NOT_FOUND, "no such resource: %.*s", (int)(plen > 200 ? 200 : plen), path);
         return 0;
     }
     best->cb(req, best->arg);
@@ -660,21 +666,15 @@ void http_server_free(struct http_server *srv)
  * its PLT, so the executable's definition wins), giving those responses the same JSON error body and
  * security headers as every other. It follows the library's own contract: pick the fallback path
  * when the request has not been routed yet, honour the close-connection and keep-headers flags.
+ * libh2o chose the status, so it stays; the code is the table's first with that status (the table
+ * lists the general code of each status first), else bad_request or internal.
  */
 static const char *http__error_code(int status)
 {
-    switch (status) {
-    case 400: return "bad_request";
-    case 403: return "forbidden";
-    case 404: return "not_found";
-    case 405: return "method_not_allowed";
-    case 413: return "payload_too_large";
-    case 416: return "range_not_satisfiable";
-    case 417: return "expectation_failed";
-    case 502: return "bad_gateway";
-    case 503: return "unavailable";
-    default: return status < 500 ? "bad_request" : "internal";
-    }
+    for (int e = 0; e < ERRCODE_COUNT; e++)
+        if (errcode_status((enum errcode)e) == status)
+            return errcode_name((enum errcode)e);
+    return errcode_name(status < 500 ? ERR_BAD_REQUEST : ERR_INTERNAL);
 }
 
 void h2o_send_error_generic(h2o_req_t *req, int status, const char *reason, const char *body, int flags)
@@ -690,12 +690,7 @@ void h2o_send_error_generic(h2o_req_t *req, int status, const char *reason, cons
     if ((flags & H2O_SEND_ERROR_KEEP_HEADERS) == 0)
         memset(&req->res.headers, 0, sizeof req->res.headers);
     struct buf b = {0};
-    const char *code = http__error_code(status);
-    buf_puts(&b, "{\"error\":{\"code\":");
-    buf_json_string(&b, code, strlen(code));
-    buf_puts(&b, ",\"message\":");
-    buf_json_string(&b, body, strlen(body));
-    buf_puts(&b, "}}");
+    http__error_body(&b, http__error_code(status), body, strlen(body));
     h2o_iovec_t json = h2o_strdup(&req->pool, b.p, b.len);
     buf_free(&b);
     static const struct {
@@ -1007,7 +1002,7 @@ struct http_ws *http_ws_upgrade(struct http_req *req, const struct http_ws_handl
     assert(!req->started && handlers->on_close != NULL);
     assert(http_ws_handshake_error(req) == NULL);
     if (srv->stopping) {
-        http_res_error(req, 503, "unavailable", "the server is shutting down");
+        http_res_error(req, ERR_SHUTTING_DOWN, "the server is shutting down");
         return NULL;
     }
     h2o_is_websocket_handshake(r, &key);

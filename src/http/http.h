@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "core/core.h"
+#include "core/errcode.h"
 
 struct http_server;
 struct http_req;
@@ -110,9 +111,9 @@ void http_res_header(struct http_req *req, const char *name, const char *value);
 void http_res_headerf(struct http_req *req, const char *name, const char *fmt, ...) CORE_PRINTF(3, 4);
 /* Sends the whole response; body is copied. For HEAD the body is omitted. */
 void http_res_send(struct http_req *req, int status, const void *body, size_t len);
-/* Sends {"error":{"code":code,"message":...}} with the given status. */
-void http_res_error(struct http_req *req, int status, const char *code, const char *fmt, ...)
-    CORE_PRINTF(4, 5);
+/* Sends {"error":{"code":...,"message":...}} with the code's status from the one table of error
+ * codes (core/errcode.h); the message is the formatted sentence. */
+void http_res_error(struct http_req *req, enum errcode code, const char *fmt, ...) CORE_PRINTF(3, 4);
 
 /* Starts a streamed response (headers are sent with the first write). */
 void http_res_stream_start(struct http_req *req, int status, http_drain_cb on_drain, void *arg);

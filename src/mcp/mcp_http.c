@@ -160,7 +160,7 @@ static void mcp_http__post(struct mcp_http *mh, struct http_req *req, const char
         char v[32];
         snprintf(v, sizeof v, "%.*s", (int)(vlen < sizeof v ? vlen : sizeof v - 1), version);
         if (vlen >= sizeof v || !mcp_protocol_supported(v)) {
-            http_res_error(req, 400, "bad_request", "unsupported MCP-Protocol-Version: %.*s", (int)vlen,
+            http_res_error(req, ERR_BAD_REQUEST, "unsupported MCP-Protocol-Version: %.*s", (int)vlen,
                            version);
             return;
         }
@@ -186,11 +186,11 @@ void mcp_http_handle(void *arg, struct http_req *req, const char *session_id)
 {
     struct mcp_http *mh = arg;
     if (!sessions_exists(mh->sessions, session_id)) {
-        http_res_error(req, 404, "not_found", "no session %s", session_id);
+        http_res_error(req, ERR_NOT_FOUND, "no session %s", session_id);
         return;
     }
     if (!mcp_http__origin_ok(req)) {
-        http_res_error(req, 403, "forbidden", "cross-origin MCP requests are refused");
+        http_res_error(req, ERR_FORBIDDEN, "cross-origin MCP requests are refused");
         return;
     }
     switch (http_req_method(req)) {
@@ -199,7 +199,7 @@ void mcp_http_handle(void *arg, struct http_req *req, const char *session_id)
     default:
         /* GET would open a server-to-client stream; this server never sends requests of its own. */
         http_res_header(req, "Allow", "POST, DELETE");
-        http_res_error(req, 405, "method_not_allowed",
+        http_res_error(req, ERR_METHOD_NOT_ALLOWED,
                        "MCP here is POST (and DELETE); no server-initiated streams");
         return;
     }

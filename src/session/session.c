@@ -8,6 +8,7 @@
  * with the loop turn's batch like every other append.
  */
 #include "session/session.h"
+#include "core/errcode.h"
 #include "core/map.h"
 #include "agent/agent.h"
 #include "runtime/runtime.h"
@@ -388,9 +389,10 @@ static void session__answer(session_rt_cb cb, void *arg, int status, json_t *bod
     free(text);
 }
 
-static void session__answer_error(session_rt_cb cb, void *arg, int status, const char *code, const char *msg)
+static void session__answer_error(session_rt_cb cb, void *arg, enum errcode code, const char *msg)
 {
-    session__answer(cb, arg, status, json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
+    session__answer(cb, arg, errcode_status(code),
+                    json_pack("{s:{s:s, s:s}}", "error", "code", errcode_name(code), "message", msg));
 }
 
 /* JSON strings hold text: output that is not UTF-8 comes out with U+FFFD in "stdout"/"stderr", so
@@ -413,7 +415,7 @@ static void session__exec_done(struct runtime *rt, const struct runtime_result *
 {
     struct session_rt_call *c = arg;
     if (!c->cancelled) {
-        int http = r->outcome == RUNTIME_FAILED ? 500 : 200;
+        int http = r->outcome == RUNTIME_FAILED ? errcode_status(ERR_RUNTIME_FAILED) : 200;
         json_t *body = json_pack(
             "{s:o, s:o, s:i, s:I, s:b, s:s, s:b, s:I, s:I, s:I}", "stdout", session__text(r->out, r->out_len),
             "stderr", session__text(r->err, r->err_len), "status", r->status, "duration_us",
@@ -424,7 +426,7 @@ static void session__exec_done(struct runtime *rt, const struct runtime_result *
         session__bytes_b64(body, "stderr_base64", r->err, r->err_len);
         if (r->outcome == RUNTIME_FAILED)
             json_object_set_new(body, "error",
-                                json_pack("{s:s, s:s}", "code", "runtime_failed", "message",
+                                json_pack("{s:s, s:s}", "code", errcode_name(ERR_RUNTIME_FAILED), "message",
                                           strerror(r->error < 0 ? -r->error : EIO)));
         session__answer(c->cb, c->arg, http, body);
     }
@@ -438,7 +440,7 @@ static void session__state_done(struct runtime *rt, int rc, const char *json, vo
         if (rc == 0)
             c->cb(c->arg, 200, json);
         else
-            session__answer_error(c->cb, c->arg, 500, "runtime_failed", strerror(-rc));
+            session__answer_error(c->cb, c->arg, ERR_RUNTIME_FAILED, strerror(-rc));
     }
     free(c);
 }
@@ -448,7 +450,7 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
 {
     struct session *se = map_get(&s->by_id, session_id, strlen(session_id));
     if (se == NULL || se->deleted) {
-        session__answer_error(cb, arg, 404, "not_found", "no such session");
+        session__answer_error(cb, arg, ERR_NOT_FOUND, "no such session");
         return NULL;
     }
     if (req->action == SESSION_RT_CHILDREN) {
@@ -467,7 +469,7 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
         struct session *child = session__spawn_child_of(s, se, body, &status, &why);
         json_decref(body);
         if (child == NULL)
-            session__answer_error(cb, arg, status, "bad_request", why);
+            session__answer_error(cb, arg, status == 500 ? ERR_WORKSPACE_FAILED : ERR_BAD_REQUEST, why);
         else
             session__answer(cb, arg, 200,
                             json_pack("{s:s, s:o}", "child", child->id, "session", session__public(child)));
@@ -475,7 +477,7 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
     }
     enum runtime_lang lang = req->action == SESSION_RT_EVAL ? RUNTIME_PYTHON : RUNTIME_BASH;
     if (req->lang && runtime_lang_parse(req->lang, &lang) != 0) {
-        session__answer_error(cb, arg, 400, "bad_request", "lang must be bash, python or node");
+        session__answer_error(cb, arg, ERR_BAD_REQUEST, "lang must be bash, python or node");
         return NULL;
     }
     if ((req->action == SESSION_RT_HISTORY || req->action == SESSION_RT_RESET ||
@@ -490,7 +492,7 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
     struct runtime *rt;
     int rc = session__runtime(s, se, lang, &rt);
     if (rc != 0) {
-        session__answer_error(cb, arg, 500, "runtime_failed", strerror(-rc));
+        session__answer_error(cb, arg, ERR_RUNTIME_FAILED, strerror(-rc));
         return NULL;
     }
     switch (req->action) {
@@ -525,7 +527,7 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
                           c);
     if (rc != 0) {
         free(c);
-        session__answer_error(cb, arg, 500, "runtime_failed", strerror(-rc));
+        session__answer_error(cb, arg, ERR_RUNTIME_FAILED, strerror(-rc));
         return NULL;
     }
     return c;

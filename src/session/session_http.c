@@ -113,7 +113,7 @@ static void session__created(struct stream_op *op)
         if (op->result.status == STREAM_OK)
             session__send_json(pd->req, pd->status, json_incref(pd->answer));
         else
-            http_res_error(pd->req, 500, "storage_error", "the session could not be stored");
+            http_res_error(pd->req, ERR_STORAGE_ERROR, "the session could not be stored");
         return; /* dispose frees pd */
     }
     json_decref(pd->answer);
@@ -131,7 +131,7 @@ static void session__reply_durable(struct sessions *s, struct session__pending *
     struct stream_create_args a = {.content_type = "application/json", .ttl_s = -1, .expires_at_ms = -1};
     stream_create(s->ss, SESSION_FEED_STREAM, strlen(SESSION_FEED_STREAM), &a, &pd->op);
     if (!pd->op.queued && pd->req)
-        http_res_error(pd->req, 500, "storage_error", "the change could not be stored");
+        http_res_error(pd->req, ERR_STORAGE_ERROR, "the change could not be stored");
 }
 
 static const char *session__check_create(struct sessions *s, json_t *b, char *ws, size_t wslen)
@@ -244,8 +244,7 @@ static void session__create(struct sessions *s, struct http_req *req)
     struct session *se = b ? session__create_from(s, b, NULL, &status, &why) : NULL;
     json_decref(b);
     if (se == NULL)
-        return http_res_error(req, b ? status : 400, status == 500 ? "workspace_failed" : "bad_request", "%s",
-                              why);
+        return http_res_error(req, b && status == 500 ? ERR_WORKSPACE_FAILED : ERR_BAD_REQUEST, "%s", why);
     session__reply_durable(s, session__pending_new(req), 201, session__public(se));
 }
 
@@ -283,11 +282,11 @@ static void session__spawn_child(struct sessions *s, struct session *parent, str
     int status = 400;
     json_t *b = session__body(req, &why);
     if (b == NULL)
-        return http_res_error(req, 400, "bad_request", "%s", why);
+        return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
     struct session *child = session__spawn_child_of(s, parent, b, &status, &why);
     json_decref(b);
     if (child == NULL)
-        return http_res_error(req, status, status == 500 ? "workspace_failed" : "bad_request", "%s", why);
+        return http_res_error(req, status == 500 ? ERR_WORKSPACE_FAILED : ERR_BAD_REQUEST, "%s", why);
     json_t *answer = session__public(child);
     json_t *runs = child->runs;
     if (json_array_size(runs))
@@ -397,7 +396,7 @@ static void session__fork_done(uv_work_t *w, int status)
     struct session__pending *pd = f->pd;
     if (f->rc != 0 || status != 0) {
         if (pd && pd->req)
-            http_res_error(pd->req, 500, "workspace_failed", "cannot copy the workspace: %s",
+            http_res_error(pd->req, ERR_WORKSPACE_FAILED, "cannot copy the workspace: %s",
                            strerror(f->rc ? f->rc : EIO));
         free(se->workspace);
         free(se->agent);
@@ -448,7 +447,7 @@ static void session__fork(struct sessions *s, struct session *parent, struct htt
     const char *why = NULL;
     json_t *b = session__body(req, &why);
     if (b == NULL)
-        return http_res_error(req, 400, "bad_request", "%s", why);
+        return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
     char path[128];
     snprintf(path, sizeof path, "sessions/%s/transcript", parent->id);
     enum stream_lookup how;
@@ -459,13 +458,13 @@ static void session__fork(struct sessions *s, struct session *parent, struct htt
         if (!json_is_string(jat) || stream_offset_parse(json_string_value(jat), &at) != 0 ||
             (tr && at > stream_tail(tr))) {
             json_decref(b);
-            return http_res_error(req, 400, "bad_request", "at must be an offset of the parent's transcript");
+            return http_res_error(req, ERR_BAD_REQUEST, "at must be an offset of the parent's transcript");
         }
     }
     json_t *tags = json_object_get(b, "tags");
     if (tags && !json_is_array(tags)) {
         json_decref(b);
-        return http_res_error(req, 400, "bad_request", "tags must be an array of strings");
+        return http_res_error(req, ERR_BAD_REQUEST, "tags must be an array of strings");
     }
     struct session *se = xcalloc(1, sizeof *se);
     session__new_id(se->id);
@@ -489,7 +488,7 @@ static void session__fork(struct sessions *s, struct session *parent, struct htt
         json_decref(se->tags);
         json_decref(se->env);
         free(se);
-        return http_res_error(req, 500, "workspace_failed", "cannot create the workspace: %s", strerror(mk));
+        return http_res_error(req, ERR_WORKSPACE_FAILED, "cannot create the workspace: %s", strerror(mk));
     }
     struct session__fork *f = xcalloc(1, sizeof *f);
     f->s = s;
@@ -546,9 +545,9 @@ static void session__share(struct sessions *s, struct session *se, struct http_r
                 return session__reply_durable(s, session__pending_new(req), 204, json_object());
             }
         }
-        return http_res_error(req, 404, "not_found", "no such share token");
+        return http_res_error(req, ERR_NOT_FOUND, "no such share token");
     }
-    http_res_error(req, 405, "method_not_allowed",
+    http_res_error(req, ERR_METHOD_NOT_ALLOWED,
                    "POST creates a share link, GET lists them, DELETE .../share/<token> revokes one");
 }
 
@@ -638,18 +637,18 @@ static void session__post_message(struct sessions *s, struct session *se, struct
     const char *why = NULL;
     json_t *b = session__body(req, &why);
     if (b == NULL)
-        return http_res_error(req, 400, "bad_request", "%s", why);
+        return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
     json_t *text = json_object_get(b, "text"), *mode = json_object_get(b, "mode");
     if (!json_is_string(text) || (mode && !json_is_null(mode) && !json_is_string(mode))) {
         json_decref(b);
-        return http_res_error(req, 400, "bad_request",
+        return http_res_error(req, ERR_BAD_REQUEST,
                               "text (a string) is required; mode is queue, interrupt or reject");
     }
     json_t *answer = NULL;
     int status = session__message(se, json_string_value(text), json_string_value(mode), &answer, &why);
     json_decref(b);
     if (answer == NULL)
-        return http_res_error(req, status, status == 409 ? "conflict" : "bad_request", "%s", why);
+        return http_res_error(req, status == 409 ? ERR_CONFLICT : ERR_BAD_REQUEST, "%s", why);
     json_object_set(answer, "run", json_object_get(answer, "id"));
     session__reply_durable(s, session__pending_new(req), status, answer);
 }
@@ -695,7 +694,7 @@ static void session__list(struct sessions *s, struct http_req *req)
     http_req_query_param(req, "before", &before_s);
     long limit = limit_s ? strtol(limit_s, NULL, 10) : SESSIONS_LIST_DEFAULT;
     if (limit <= 0 || limit > SESSIONS_LIST_MAX)
-        return http_res_error(req, 400, "bad_request", "limit must be 1..%d", SESSIONS_LIST_MAX);
+        return http_res_error(req, ERR_BAD_REQUEST, "limit must be 1..%d", SESSIONS_LIST_MAX);
     struct session__list l = {
         .arr = json_array(), .tag = tag, .before = before_s ? strtoll(before_s, NULL, 10) : 0};
     map_each(&s->by_id, session__collect, &l);
@@ -753,28 +752,28 @@ static void session__runtime_route(struct sessions *s, struct http_req *req, con
 {
     struct session_rt_request r = {.lang = lang};
     if (session_rt_action_parse(action, &r.action) != 0)
-        return http_res_error(req, 404, "not_found",
+        return http_res_error(req, ERR_NOT_FOUND,
                               "runtime actions: exec, eval, state, reset, history, interrupt");
     enum http_method m = http_req_method(req);
     if (m != HTTP_POST &&
         !(m == HTTP_GET && (r.action == SESSION_RT_HISTORY || r.action == SESSION_RT_STATE)))
-        return http_res_error(req, 405, "method_not_allowed", "use POST");
+        return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "use POST");
     const char *why = NULL;
     json_t *b = m == HTTP_POST ? session__body(req, &why) : json_object();
     if (b == NULL)
-        return http_res_error(req, 400, "bad_request", "%s", why);
+        return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
     json_t *code = json_object_get(b, "code"), *timeout = json_object_get(b, "timeout_ms");
     if (r.action == SESSION_RT_EXEC || r.action == SESSION_RT_EVAL) {
         if (!json_is_string(code)) {
             json_decref(b);
-            return http_res_error(req, 400, "bad_request", "code (a string) is required");
+            return http_res_error(req, ERR_BAD_REQUEST, "code (a string) is required");
         }
         r.code = json_string_value(code);
         r.code_len = json_string_length(code);
     }
     if (timeout && (!json_is_integer(timeout) || json_integer_value(timeout) < 0)) {
         json_decref(b);
-        return http_res_error(req, 400, "bad_request", "timeout_ms must be a non-negative integer");
+        return http_res_error(req, ERR_BAD_REQUEST, "timeout_ms must be a non-negative integer");
     }
     r.timeout_ms = (uint64_t)json_integer_value(timeout);
     char *limit = NULL;
@@ -802,10 +801,10 @@ static void session__route(struct http_req *req, void *arg)
             return session__create(s, req);
         if (m == HTTP_GET || m == HTTP_HEAD)
             return session__list(s, req);
-        return http_res_error(req, 405, "method_not_allowed", "use GET or POST on /v1/sessions");
+        return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "use GET or POST on /v1/sessions");
     }
     if (path[pre] != '/' || plen > pre + 256)
-        return http_res_error(req, 404, "not_found", "no such resource");
+        return http_res_error(req, ERR_NOT_FOUND, "no such resource");
     /* /v1/sessions/<id>[/rest] */
     char rest[300];
     snprintf(rest, sizeof rest, "%.*s", (int)(plen - pre - 1), path + pre + 1);
@@ -815,13 +814,13 @@ static void session__route(struct http_req *req, void *arg)
         parts[n++] = tok;
     struct session *se = map_get(&s->by_id, parts[0], strlen(parts[0]));
     if (se == NULL || se->deleted)
-        return http_res_error(req, 404, "not_found", "no such session");
+        return http_res_error(req, ERR_NOT_FOUND, "no such session");
     if (n == 1) {
         if (m == HTTP_GET || m == HTTP_HEAD)
             return session__send_json(req, 200, session__public(se));
         if (m == HTTP_DELETE)
             return session__delete(s, se, req);
-        return http_res_error(req, 405, "method_not_allowed", "use GET or DELETE on a session");
+        return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "use GET or DELETE on a session");
     }
     if (n == 2 && !strcmp(parts[1], "children")) {
         if (m == HTTP_POST)
@@ -832,36 +831,36 @@ static void session__route(struct http_req *req, void *arg)
         return session__ws(s, se, req);
     if (n == 2 && !strcmp(parts[1], "messages")) {
         if (m != HTTP_POST)
-            return http_res_error(req, 405, "method_not_allowed", "POST a message");
+            return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "POST a message");
         return session__post_message(s, se, req);
     }
     if (n == 2 && !strcmp(parts[1], "runs") && (m == HTTP_GET || m == HTTP_HEAD))
         return session__send_json(req, 200, json_pack("{s:O}", "runs", se->runs));
     if (n == 4 && !strcmp(parts[1], "runs") && !strcmp(parts[3], "cancel")) {
         if (m != HTTP_POST)
-            return http_res_error(req, 405, "method_not_allowed", "POST to cancel a run");
+            return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "POST to cancel a run");
         json_t *answer = NULL;
         const char *why = NULL;
         int status = session__cancel_run(se, parts[2], &answer, &why);
         if (answer == NULL)
-            return http_res_error(req, status, "conflict", "%s", why);
+            return http_res_error(req, ERR_CONFLICT, "%s", why);
         return session__reply_durable(s, session__pending_new(req), status, answer);
     }
     if ((n == 2 || n == 3) && !strcmp(parts[1], "share"))
         return session__share(s, se, req, n == 3 ? parts[2] : NULL);
     if (n == 2 && !strcmp(parts[1], "fork")) {
         if (m != HTTP_POST)
-            return http_res_error(req, 405, "method_not_allowed", "use POST to fork a session");
+            return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "use POST to fork a session");
         return session__fork(s, se, req);
     }
     if (n == 2 && !strcmp(parts[1], "mcp")) {
         if (s->mcp_cb == NULL)
-            return http_res_error(req, 404, "not_found", "MCP is not enabled on this server");
+            return http_res_error(req, ERR_NOT_FOUND, "MCP is not enabled on this server");
         return s->mcp_cb(s->mcp_arg, req, se->id);
     }
     if (n == 4 && !strcmp(parts[1], "runtimes"))
         return session__runtime_route(s, req, se->id, parts[2], parts[3]);
-    http_res_error(req, 404, "not_found", "no such resource under this session");
+    http_res_error(req, ERR_NOT_FOUND, "no such resource under this session");
 }
 
 void sessions_routes(struct sessions *s, struct http_server *srv)

@@ -166,22 +166,22 @@ void session__ws(struct sessions *s, struct session *se, struct http_req *req)
     const char *why = http_ws_handshake_error(req);
     if (why != NULL) {
         http_res_header(req, "Sec-WebSocket-Version", "13");
-        return http_res_error(req, 400, "websocket_required", "%s", why);
+        return http_res_error(req, ERR_WEBSOCKET_REQUIRED, "%s", why);
     }
     char *offset = NULL;
     if (http_req_query_param(req, "offset", &offset) > 1)
-        return http_res_error(req, 400, "bad_request", "offset may be given only once");
+        return http_res_error(req, ERR_BAD_REQUEST, "offset may be given only once");
     int64_t from = 0;
     int now = offset && !strcmp(offset, "now");
     if (offset && !now && strcmp(offset, "-1") != 0 && stream_offset_parse(offset, &from) != 0)
-        return http_res_error(req, 400, "bad_request",
+        return http_res_error(req, ERR_BAD_REQUEST,
                               "offset must be -1, now, or an offset from an earlier frame");
     char path[64];
     snprintf(path, sizeof path, "sessions/%s/transcript", se->id);
     enum stream_lookup how;
     struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
     if (st == NULL)
-        return http_res_error(req, 404, "not_found", "this session has no transcript");
+        return http_res_error(req, ERR_NOT_FOUND, "this session has no transcript");
     int64_t tail = stream_tail(st);
     if (now || from > tail)
         from = tail; /* an offset beyond the tail reads as the tail, as in the stream protocol */

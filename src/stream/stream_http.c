@@ -123,33 +123,33 @@ static int sh__header_true(struct http_req *req, const char *name)
 static void sh__respond_error(struct http_req *req, const struct stream_result *r)
 {
     switch (r->status) {
-    case STREAM_BAD_REQUEST: http_res_error(req, 400, "bad_request", "%s", r->message); return;
+    case STREAM_BAD_REQUEST: http_res_error(req, ERR_BAD_REQUEST, "%s", r->message); return;
     case STREAM_FENCED:
         http_res_headerf(req, "Producer-Epoch", "%" PRId64, r->producer_epoch);
-        http_res_error(req, 403, "stale_epoch", "%s", r->message);
+        http_res_error(req, ERR_STALE_EPOCH, "%s", r->message);
         return;
-    case STREAM_NOT_FOUND: http_res_error(req, 404, "not_found", "%s", r->message); return;
+    case STREAM_NOT_FOUND: http_res_error(req, ERR_NOT_FOUND, "%s", r->message); return;
     case STREAM_CLOSED:
         http_res_header(req, "Stream-Closed", "true");
         sh__offset_header(req, r->next_offset);
-        http_res_error(req, 409, "stream_closed", "%s", r->message);
+        http_res_error(req, ERR_STREAM_CLOSED, "%s", r->message);
         return;
     case STREAM_SEQ_GAP:
         http_res_headerf(req, "Producer-Expected-Seq", "%" PRId64, r->expected_seq);
         http_res_headerf(req, "Producer-Received-Seq", "%" PRId64, r->received_seq);
-        http_res_error(req, 409, "sequence_gap", "%s", r->message);
+        http_res_error(req, ERR_SEQUENCE_GAP, "%s", r->message);
         return;
-    case STREAM_CONFLICT: http_res_error(req, 409, "conflict", "%s", r->message); return;
-    case STREAM_GONE: http_res_error(req, 410, "gone", "%s", r->message); return;
+    case STREAM_CONFLICT: http_res_error(req, ERR_CONFLICT, "%s", r->message); return;
+    case STREAM_GONE: http_res_error(req, ERR_GONE, "%s", r->message); return;
     case STREAM_STORE_ERROR:
         if (r->store_errno == -ENOSPC || r->store_errno == -EFBIG)
-            http_res_error(req, 507, "storage_full", "the write was not stored: no space left (%s)",
+            http_res_error(req, ERR_STORAGE_FULL, "the write was not stored: no space left (%s)",
                            strerror(-r->store_errno));
         else
-            http_res_error(req, 500, "storage_error", "the write was not stored (%s)",
+            http_res_error(req, ERR_STORAGE_ERROR, "the write was not stored (%s)",
                            strerror(r->store_errno ? -r->store_errno : EIO));
         return;
-    default: http_res_error(req, 500, "internal", "unexpected outcome");
+    default: http_res_error(req, ERR_INTERNAL, "unexpected outcome");
     }
 }
 
@@ -230,21 +230,20 @@ static void sh__put(struct stream_http *sh, struct http_req *req, const char *pa
     const char *fsub = sh__header(req, "stream-fork-sub-offset", &sl);
 
     if (ttl && exp)
-        return http_res_error(req, 400, "bad_request", "send Stream-TTL or Stream-Expires-At, not both");
+        return http_res_error(req, ERR_BAD_REQUEST, "send Stream-TTL or Stream-Expires-At, not both");
     if (ttl && stream_parse_uint(ttl, tl, INT64_MAX / 1000, &a.ttl_s) != 0)
-        return http_res_error(req, 400, "bad_request",
-                              "Stream-TTL must be a non-negative integer of seconds");
+        return http_res_error(req, ERR_BAD_REQUEST, "Stream-TTL must be a non-negative integer of seconds");
     if (exp) {
         if (stream_parse_rfc3339(exp, el, &a.expires_at_ms) != 0)
-            return http_res_error(req, 400, "bad_request", "Stream-Expires-At must be an RFC 3339 timestamp");
+            return http_res_error(req, ERR_BAD_REQUEST, "Stream-Expires-At must be an RFC 3339 timestamp");
         a.expires_at = sh__header_str(req, "stream-expires-at");
     }
     a.closed = sh__header_true(req, "stream-closed");
     a.content_type = sh__header_str(req, "content-type");
     if (fsub && !from)
-        return http_res_error(req, 400, "bad_request", "Stream-Fork-Sub-Offset needs Stream-Forked-From");
+        return http_res_error(req, ERR_BAD_REQUEST, "Stream-Fork-Sub-Offset needs Stream-Forked-From");
     if (foff && !from)
-        return http_res_error(req, 400, "bad_request", "Stream-Fork-Offset needs Stream-Forked-From");
+        return http_res_error(req, ERR_BAD_REQUEST, "Stream-Fork-Offset needs Stream-Forked-From");
     if (from) {
         /* Accept a full URL or a path; the stream's name is what follows /v1/stream/. */
         const char *p = from, *end = from + fl;
@@ -252,7 +251,7 @@ static void sh__put(struct stream_http *sh, struct http_req *req, const char *pa
         if (scheme) {
             p = memchr(scheme + 3, '/', (size_t)(end - scheme - 3));
             if (p == NULL)
-                return http_res_error(req, 400, "bad_request", "Stream-Forked-From has no path");
+                return http_res_error(req, ERR_BAD_REQUEST, "Stream-Forked-From has no path");
         }
         size_t pl = (size_t)(end - p), prefix = strlen(STREAM_HTTP_PREFIX);
         if (pl >= prefix && memcmp(p, STREAM_HTTP_PREFIX, prefix) == 0)
@@ -261,7 +260,7 @@ static void sh__put(struct stream_http *sh, struct http_req *req, const char *pa
             p++, pl--;
         const char *why = stream_parse_path(p, pl);
         if (why)
-            return http_res_error(req, 400, "bad_request", "Stream-Forked-From: %s", why);
+            return http_res_error(req, ERR_BAD_REQUEST, "Stream-Forked-From: %s", why);
         char *src = http_req_alloc(req, pl + 1);
         memcpy(src, p, pl);
         src[pl] = '\0';
@@ -271,15 +270,15 @@ static void sh__put(struct stream_http *sh, struct http_req *req, const char *pa
             if (!strcmp(o, "-1"))
                 a.fork_offset = 0;
             else if (stream_offset_parse(o, &a.fork_offset) != 0)
-                return http_res_error(req, 400, "bad_request", "Stream-Fork-Offset is not a valid offset");
+                return http_res_error(req, ERR_BAD_REQUEST, "Stream-Fork-Offset is not a valid offset");
             a.has_fork_offset = 1;
         }
         if (fsub) {
             if (stream_parse_uint(fsub, sl, INT64_MAX, &a.fork_sub) != 0)
-                return http_res_error(req, 400, "bad_request",
+                return http_res_error(req, ERR_BAD_REQUEST,
                                       "Stream-Fork-Sub-Offset must be a non-negative integer");
             if (a.fork_sub > 0 && !a.has_fork_offset)
-                return http_res_error(req, 400, "bad_request",
+                return http_res_error(req, ERR_BAD_REQUEST,
                                       "Stream-Fork-Sub-Offset needs Stream-Fork-Offset");
         }
     }
@@ -331,20 +330,20 @@ static void sh__post(struct stream_http *sh, struct http_req *req, struct stream
     const char *pseq = sh__header(req, "producer-seq", &sl);
     int nprod = !!pid + !!pep + !!pseq;
     if (nprod != 0 && nprod != 3)
-        return http_res_error(req, 400, "bad_request",
+        return http_res_error(req, ERR_BAD_REQUEST,
                               "send all of Producer-Id, Producer-Epoch and Producer-Seq, or none");
     if (nprod == 3) {
         if (il == 0)
-            return http_res_error(req, 400, "bad_request", "Producer-Id must not be empty");
+            return http_res_error(req, ERR_BAD_REQUEST, "Producer-Id must not be empty");
         if (stream_parse_safe_int(pep, el, &a.producer_epoch) ||
             stream_parse_safe_int(pseq, sl, &a.producer_seq))
-            return http_res_error(req, 400, "bad_request",
+            return http_res_error(req, ERR_BAD_REQUEST,
                                   "Producer-Epoch and Producer-Seq must be integers up to 2^53-1");
         a.producer_id = sh__header_str(req, "producer-id");
     }
     a.body = http_req_body(req, &a.body_len);
     if (a.body_len > sh->cfg.max_append)
-        return http_res_error(req, 413, "payload_too_large", "an append may hold at most %zu bytes",
+        return http_res_error(req, ERR_PAYLOAD_TOO_LARGE, "an append may hold at most %zu bytes",
                               sh->cfg.max_append);
     a.content_type = sh__header_str(req, "content-type");
     a.close = sh__header_true(req, "stream-closed");
@@ -375,7 +374,7 @@ static void sh__respond_read(struct stream_http *sh, struct http_req *req, struc
     int64_t next;
     if (stream_read(sh->ss, st, from, sh->cfg.read_chunk, &body, &next) != 0) {
         buf_free(&body);
-        return http_res_error(req, 500, "storage_error", "the stream could not be read");
+        return http_res_error(req, ERR_STORAGE_ERROR, "the stream could not be read");
     }
     int64_t tail = stream_tail(st);
     int up_to_date = next >= tail, closed = up_to_date && stream_closed(st);
@@ -450,12 +449,12 @@ static void sh__lp_event(struct stream_sub *sub, enum stream_event ev)
         return;
     if (ev == STREAM_EV_GONE) {
         sh__lp_finish(r);
-        return http_res_error(r->req, 404, "not_found", "the stream was deleted");
+        return http_res_error(r->req, ERR_NOT_FOUND, "the stream was deleted");
     }
     if (ev == STREAM_EV_SHUTDOWN) {
         sh__lp_finish(r);
         http_res_header(r->req, "Retry-After", "1");
-        return http_res_error(r->req, 503, "shutting_down",
+        return http_res_error(r->req, ERR_SHUTTING_DOWN,
                               "the server is stopping; retry from the same offset");
     }
     if (stream_tail(st) > r->offset) {
@@ -697,10 +696,10 @@ static void sh__get(struct stream_http *sh, struct http_req *req, struct stream 
     int nlive = http_req_query_param(req, "live", &live);
     http_req_query_param(req, "cursor", &cursor);
     if (noff > 1)
-        return http_res_error(req, 400, "bad_request", "offset may be given only once");
+        return http_res_error(req, ERR_BAD_REQUEST, "offset may be given only once");
     if (nlive > 1 || (live && strcmp(live, "long-poll") && strcmp(live, "sse") && strcmp(live, "true") &&
                       strcmp(live, "")))
-        return http_res_error(req, 400, "bad_request", "live must be long-poll or sse");
+        return http_res_error(req, ERR_BAD_REQUEST, "live must be long-poll or sse");
     int sse = live && !strcmp(live, "sse"),
         lp = live && (!strcmp(live, "long-poll") || !strcmp(live, "true"));
     int64_t from = 0;
@@ -711,10 +710,10 @@ static void sh__get(struct stream_http *sh, struct http_req *req, struct stream 
         else if (!strcmp(offset, "-1"))
             from = 0;
         else if (stream_offset_parse(offset, &from) != 0)
-            return http_res_error(req, 400, "bad_request",
+            return http_res_error(req, ERR_BAD_REQUEST,
                                   "offset must be -1, now, or an offset this server returned");
     } else if (sse || lp) {
-        return http_res_error(req, 400, "bad_request",
+        return http_res_error(req, ERR_BAD_REQUEST,
                               "live reads need an offset (use -1 for the start, or now)");
     }
     stream_touch(st);
@@ -779,12 +778,11 @@ void stream_http_handle(struct stream_http *sh, struct http_req *req, const char
 {
     const char *why = stream_parse_path(path, plen);
     if (why)
-        return http_res_error(req, 400, "invalid_path", "%s", why);
+        return http_res_error(req, ERR_INVALID_PATH, "%s", why);
     /* agentd's own records (session environments) are not served. */
     if (plen >= strlen(STREAM_HTTP_INTERNAL) &&
         !memcmp(path, STREAM_HTTP_INTERNAL, strlen(STREAM_HTTP_INTERNAL)))
-        return http_res_error(req, 404, "not_found", "no stream at %.*s", (int)(plen > 200 ? 200 : plen),
-                              path);
+        return http_res_error(req, ERR_NOT_FOUND, "no stream at %.*s", (int)(plen > 200 ? 200 : plen), path);
     enum http_method m = http_req_method(req);
     if (m == HTTP_PUT)
         return sh__put(sh, req, path, plen);
@@ -792,16 +790,14 @@ void stream_http_handle(struct stream_http *sh, struct http_req *req, const char
         size_t ml;
         const char *mn = http_req_method_name(req, &ml);
         http_res_header(req, "Allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS");
-        return http_res_error(req, 405, "method_not_allowed", "%.*s is not supported on streams", (int)ml,
-                              mn);
+        return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "%.*s is not supported on streams", (int)ml, mn);
     }
     enum stream_lookup how;
     struct stream *st = streams_lookup(sh->ss, path, plen, &how);
     if (how == STREAM_MISSING)
-        return http_res_error(req, 404, "not_found", "no stream at %.*s", (int)(plen > 200 ? 200 : plen),
-                              path);
+        return http_res_error(req, ERR_NOT_FOUND, "no stream at %.*s", (int)(plen > 200 ? 200 : plen), path);
     if (how == STREAM_SOFT_DELETED)
-        return http_res_error(req, 410, "gone", "the stream was deleted");
+        return http_res_error(req, ERR_GONE, "the stream was deleted");
     switch (m) {
     case HTTP_GET: return sh__get(sh, req, st);
     case HTTP_HEAD: return sh__head(req, st);

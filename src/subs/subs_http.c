@@ -19,29 +19,26 @@
 #include "subs/subs_match.h"
 #include "subs/subs_sign.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SUBS_ID_MAX 256
 
-/* The one table from engine outcomes to HTTP. */
-static const struct {
-    int status;
-    const char *code;
-} subs__errors[] = {
-    [SUBS_OK] = {200, "OK"},
-    [SUBS_E_INVALID] = {400, "INVALID_REQUEST"},
-    [SUBS_E_URL] = {400, "WEBHOOK_URL_REJECTED"},
-    [SUBS_E_NOT_FOUND] = {404, "SUBSCRIPTION_NOT_FOUND"},
-    [SUBS_E_EXISTS] = {409, "SUBSCRIPTION_ALREADY_EXISTS"},
-    [SUBS_E_TOKEN_INVALID] = {401, "TOKEN_INVALID"},
-    [SUBS_E_TOKEN_EXPIRED] = {401, "TOKEN_EXPIRED"},
-    [SUBS_E_FENCED] = {409, "FENCED"},
-    [SUBS_E_CLAIMED] = {409, "ALREADY_CLAIMED"},
-    [SUBS_E_NO_WORK] = {409, "NO_PENDING_WORK"},
-    [SUBS_E_OFFSET] = {409, "INVALID_OFFSET"},
-    [SUBS_E_STORE] = {500, "STORE_ERROR"},
+/* Engine outcomes as codes of the error table (core/errcode.h), which gives each its status. */
+static const enum errcode subs__errors[] = {
+    [SUBS_E_INVALID] = ERR_SUBS_INVALID_REQUEST,
+    [SUBS_E_URL] = ERR_SUBS_WEBHOOK_URL_REJECTED,
+    [SUBS_E_NOT_FOUND] = ERR_SUBS_NOT_FOUND,
+    [SUBS_E_EXISTS] = ERR_SUBS_ALREADY_EXISTS,
+    [SUBS_E_TOKEN_INVALID] = ERR_SUBS_TOKEN_INVALID,
+    [SUBS_E_TOKEN_EXPIRED] = ERR_SUBS_TOKEN_EXPIRED,
+    [SUBS_E_FENCED] = ERR_SUBS_FENCED,
+    [SUBS_E_CLAIMED] = ERR_SUBS_ALREADY_CLAIMED,
+    [SUBS_E_NO_WORK] = ERR_SUBS_NO_PENDING_WORK,
+    [SUBS_E_OFFSET] = ERR_SUBS_INVALID_OFFSET,
+    [SUBS_E_STORE] = ERR_STORAGE_ERROR,
 };
 
 struct subs_reply {
@@ -78,7 +75,7 @@ static void subs__reply_committed(struct stream_op *op)
     struct http_req *req = r->req;
     r->committed = 1;
     if (op->result.status == STREAM_STORE_ERROR)
-        return http_res_error(req, 500, "STORE_ERROR", "the subscription state could not be made durable");
+        return http_res_error(req, ERR_STORAGE_ERROR, "the subscription state could not be made durable");
     /* Nothing of r is touched after this: sending may dispose it. */
     subs__send(req, r->status, r->body);
 }
@@ -100,7 +97,7 @@ static void subs__answer(struct subs *s, struct http_req *req, int status, json_
         return;
     }
     if (rc < 0)
-        http_res_error(req, 500, "STORE_ERROR", "the subscription state could not be recorded");
+        http_res_error(req, ERR_STORAGE_ERROR, "the subscription state could not be recorded");
     else
         subs__send(req, r->status, r->body);
     free(r->body);
@@ -111,11 +108,13 @@ static void subs__answer(struct subs *s, struct http_req *req, int status, json_
 static void subs__fail(struct subs *s, struct http_req *req, enum subs_err e, const char *message,
                        json_t *extra)
 {
-    json_t *err = json_pack("{s:s,s:s}", "code", subs__errors[e].code, "message", message ? message : "");
+    assert(e != SUBS_OK && e < CORE_ARRAY_LEN(subs__errors));
+    enum errcode code = subs__errors[e];
+    json_t *err = json_pack("{s:s,s:s}", "code", errcode_name(code), "message", message ? message : "");
     if (extra)
         json_object_update(err, extra);
     json_decref(extra);
-    subs__answer(s, req, subs__errors[e].status, json_pack("{s:o}", "error", err));
+    subs__answer(s, req, errcode_status(code), json_pack("{s:o}", "error", err));
 }
 
 /* ================= request parsing ================= */
@@ -192,7 +191,7 @@ static void subs__jwks(struct subs *s, struct http_req *req)
 {
     struct buf b = {0};
     if (http_req_method(req) != HTTP_GET && http_req_method(req) != HTTP_HEAD)
-        return http_res_error(req, 405, "METHOD_NOT_ALLOWED", "jwks.json is read-only");
+        return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "jwks.json is read-only");
     subs_keys_jwks(s->keys, &b);
     http_res_header(req, "Content-Type", "application/jwk-set+json");
     http_res_header(req, "Cache-Control", "public, max-age=300");
@@ -344,7 +343,7 @@ static void subs__subscription(struct subs *s, struct http_req *req, const char 
             subs__delete(s, sub);
         subs__answer(s, req, 204, NULL);
     } else if (*action == '\0') {
-        http_res_error(req, 405, "METHOD_NOT_ALLOWED", "use PUT, GET or DELETE on a subscription");
+        http_res_error(req, ERR_METHOD_NOT_ALLOWED, "use PUT, GET or DELETE on a subscription");
     } else if (!strcmp(action, "streams") && (sep ? m == HTTP_DELETE : m == HTTP_POST)) {
         char *raw = sep ? subs__decode(sep + 1, taillen - (size_t)(sep + 1 - tail)) : NULL;
         char *path = raw ? subs__stream_arg(raw) : NULL;
@@ -375,7 +374,7 @@ static void subs__subscription(struct subs *s, struct http_req *req, const char 
             subs__settle_req(s, req, sub, body, !strcmp(action, "release"));
     } else if (!strcmp(action, "streams") || !strcmp(action, "callback") || !strcmp(action, "claim") ||
                !strcmp(action, "ack") || !strcmp(action, "release")) {
-        http_res_error(req, 405, "METHOD_NOT_ALLOWED", "method not allowed on %s", action);
+        http_res_error(req, ERR_METHOD_NOT_ALLOWED, "method not allowed on %s", action);
     } else {
         subs__fail(s, req, SUBS_E_NOT_FOUND, "no such subscription resource", NULL);
     }

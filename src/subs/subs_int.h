@@ -32,20 +32,20 @@ enum subs_type {
     SUBS_PULL_WAKE
 };
 
-/* Engine outcomes; subs_http.c maps each to one HTTP status and error code. */
+/* Engine outcomes; subs_http.c maps each to a code of the error table (core/errcode.h). */
 enum subs_err {
     SUBS_OK = 0,
-    SUBS_E_INVALID,       /* 400 INVALID_REQUEST */
-    SUBS_E_URL,           /* 400 WEBHOOK_URL_REJECTED */
-    SUBS_E_NOT_FOUND,     /* 404 SUBSCRIPTION_NOT_FOUND */
-    SUBS_E_EXISTS,        /* 409 SUBSCRIPTION_ALREADY_EXISTS */
-    SUBS_E_TOKEN_INVALID, /* 401 TOKEN_INVALID */
-    SUBS_E_TOKEN_EXPIRED, /* 401 TOKEN_EXPIRED */
-    SUBS_E_FENCED,        /* 409 FENCED */
-    SUBS_E_CLAIMED,       /* 409 ALREADY_CLAIMED */
-    SUBS_E_NO_WORK,       /* 409 NO_PENDING_WORK */
-    SUBS_E_OFFSET,        /* 409 INVALID_OFFSET */
-    SUBS_E_STORE,         /* 500 STORE_ERROR */
+    SUBS_E_INVALID,       /* INVALID_REQUEST */
+    SUBS_E_URL,           /* WEBHOOK_URL_REJECTED */
+    SUBS_E_NOT_FOUND,     /* SUBSCRIPTION_NOT_FOUND */
+    SUBS_E_EXISTS,        /* SUBSCRIPTION_ALREADY_EXISTS */
+    SUBS_E_TOKEN_INVALID, /* TOKEN_INVALID */
+    SUBS_E_TOKEN_EXPIRED, /* TOKEN_EXPIRED */
+    SUBS_E_FENCED,        /* FENCED */
+    SUBS_E_CLAIMED,       /* ALREADY_CLAIMED */
+    SUBS_E_NO_WORK,       /* NO_PENDING_WORK */
+    SUBS_E_OFFSET,        /* INVALID_OFFSET */
+    SUBS_E_STORE,         /* storage_error */
 };
 
 struct subs_link {

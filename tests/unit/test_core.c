@@ -1,9 +1,11 @@
-/* Unit tests for src/core: buffers, the hash map, and the options table. */
+/* Unit tests for src/core: buffers, the hash map, the options table and the error-code table. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "core/core.h"
+#include "core/errcode.h"
 #include "core/map.h"
 #include "core/opt.h"
 #include "tap.h"
@@ -131,10 +133,60 @@ static void test_opt(void)
     unlink(path);
 }
 
+/*
+ * README.md lists the error codes as a table; the source's table (core/errcode.h) is the one the
+ * server answers with. They must be the same rows in the same order, so neither can drift. The
+ * test runs from the repository's top directory (make unit).
+ */
+static void test_errcode_readme(void)
+{
+    FILE *f = fopen("README.md", "r");
+    if (!ok(f != NULL, "README.md opens (run from the repository's top directory)"))
+        return;
+    char line[1024];
+    int in_table = 0, row = 0, mismatches = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (!in_table) {
+            in_table = strcmp(line, "| Code | Status | Meaning |") == 0;
+            continue;
+        }
+        if (strncmp(line, "|---", 4) == 0)
+            continue;
+        if (line[0] != '|')
+            break;
+        char want[1024];
+        if (row < ERRCODE_COUNT) {
+            snprintf(want, sizeof want, "| `%s` | %d | %s |", errcode_name((enum errcode)row),
+                     errcode_status((enum errcode)row), errcode_meaning((enum errcode)row));
+            if (strcmp(line, want) != 0 && mismatches++ == 0)
+                printf("#   README row %d: %s\n#   the source says: %s\n", row + 1, line, want);
+        }
+        row++;
+    }
+    fclose(f);
+    ok(in_table, "README.md has the error-code table");
+    is_int(row, ERRCODE_COUNT, "README lists as many error codes as src/core/errcode.h");
+    is_int(mismatches, 0, "every README row equals the source's row (code, status, meaning)");
+
+    int dup = 0, bad_status = 0;
+    for (int i = 0; i < ERRCODE_COUNT; i++) {
+        int st = errcode_status((enum errcode)i);
+        bad_status += st < 400 || st > 599;
+        for (int j = 0; j < i; j++)
+            dup += strcmp(errcode_name((enum errcode)i), errcode_name((enum errcode)j)) == 0;
+    }
+    is_int(dup, 0, "no code is spelled twice");
+    is_int(bad_status, 0, "every code answers with a 4xx or 5xx status");
+    is_str(errcode_name(ERR_NOT_FOUND), "not_found", "ERR_NOT_FOUND is not_found");
+    is_int(errcode_status(ERR_STORAGE_FULL), 507, "storage_full is 507");
+}
+
 int main(void)
 {
     test_buf();
     test_map();
     test_opt();
+    test_errcode_readme();
     return done_testing();
 }
