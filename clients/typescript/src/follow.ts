@@ -1,0 +1,242 @@
+/*
+ * Following a session's streams live, from an offset, with exact resume: built on the official
+ * @durable-streams/client (catch-up, SSE, reconnects from the last offset it delivered, pause while
+ * a browser tab is hidden) and @durable-streams/state (MaterializedState for the State Protocol
+ * streams). What this file adds, and why, is in README.md: a status for the UI ("reconnecting"),
+ * terminal errors (404/410/401) that stop instead of retrying, and each event's own offset.
+ */
+import { stream, FetchError, DurableStreamError } from "@durable-streams/client";
+import type { StreamResponse } from "@durable-streams/client";
+import { MaterializedState, isChangeEvent, isControlEvent } from "@durable-streams/state";
+import type { StateEvent } from "@durable-streams/state";
+import type { AgentdClient, Run, Session } from "./client.js";
+import type { Entry, SessionEvent } from "./events.js";
+import { arrayElementLengths, chunkBounds } from "./offsets.js";
+
+export type FollowStatus =
+  | "connecting" /* first request in flight */
+  | "catching-up" /* reading history, not at the tail yet */
+  | "live" /* at the tail, waiting for more */
+  | "reconnecting" /* the connection failed; retrying from the last offset */
+  | "gone" /* 404 or 410: the stream or session is no more */
+  | "unauthorized" /* 401/403: the token is missing or wrong */
+  | "closed" /* stopped by the caller, or the stream was closed */
+  | "error";
+
+export interface FollowHandle {
+  /** The offset after the last data delivered: resume from here. */
+  readonly offset: string;
+  readonly status: FollowStatus;
+  stop(): void;
+  /** Resolves when following ends (stop, gone, closed, error). */
+  readonly done: Promise<void>;
+}
+
+interface FollowBase {
+  /** "-1" (the start, default), "now", or an offset delivered earlier. */
+  offset?: string;
+  /** false: catch up and stop. Default true (SSE). */
+  live?: boolean;
+  onStatus?: (s: FollowStatus, err?: Error) => void;
+  signal?: AbortSignal;
+  /** Longest wait between reconnect attempts, ms (default 2000: a UI wants to be back quickly). */
+  maxRetryDelayMs?: number;
+}
+
+export interface FollowTranscriptOptions extends FollowBase {
+  /** Called once per delivered chunk, in order, with each event's bounds. */
+  onEntries: (entries: Entry[], meta: { offset: string; upToDate: boolean }) => void;
+}
+
+function errStatus(e: unknown): number | undefined {
+  if (e instanceof FetchError) return e.status;
+  if (e instanceof DurableStreamError) return e.status;
+  return undefined;
+}
+
+function terminalStatus(e: unknown): FollowStatus {
+  const s = errStatus(e);
+  if (s === 404 || s === 410) return "gone";
+  if (s === 401 || s === 403) return "unauthorized";
+  return "error";
+}
+
+/**
+ * The common loop: opens stream() at `offset`, hands each text chunk to `deliver`, tracks the status
+ * through the fetch the library uses, and stops on terminal errors.
+ */
+function followRaw(
+  client: AgentdClient,
+  path: string,
+  opts: FollowBase,
+  deliver: (text: string, offset: string, upToDate: boolean) => void,
+): FollowHandle {
+  const ac = new AbortController();
+  if (opts.signal) {
+    if (opts.signal.aborted) ac.abort();
+    else opts.signal.addEventListener("abort", () => ac.abort(), { once: true });
+  }
+  let status: FollowStatus = "connecting";
+  let offset = opts.offset ?? "-1";
+  const set = (s: FollowStatus, err?: Error) => {
+    if (s === status && !err) return;
+    if (status === "gone" || status === "unauthorized" || (status === "closed" && s !== "closed")) return;
+    status = s;
+    opts.onStatus?.(s, err);
+  };
+  const base = client.fetchImpl;
+  /* The library retries network errors and 5xx forever with backoff and offers no status of its
+   * own: watching its fetch is how the UI learns that it is reconnecting and when it is back. */
+  const watched: typeof fetch = async (input, init) => {
+    try {
+      const r = await base(input, init);
+      if (r.status >= 500 || r.status === 429) set("reconnecting");
+      return r;
+    } catch (e) {
+      if (!ac.signal.aborted) set("reconnecting");
+      throw e;
+    }
+  };
+  let res: StreamResponse | undefined;
+  const absolute = client.url(path).startsWith("http")
+    ? client.url(path)
+    : new URL(client.url(path), globalThis.location?.href).toString();
+  const done = (async () => {
+    try {
+      res = await stream({
+        url: absolute,
+        offset,
+        live: opts.live === false ? false : "sse",
+        json: true,
+        headers: { Authorization: () => client.headers().Authorization ?? "" },
+        fetch: watched,
+        signal: ac.signal,
+        warnOnHttp: false,
+        backoffOptions: {
+          initialDelay: 100,
+          maxDelay: opts.maxRetryDelayMs ?? 2000,
+          multiplier: 1.5,
+          maxRetries: Infinity,
+        },
+      });
+      if (ac.signal.aborted) return;
+      const r = res;
+      /* r.closed settles when the library has read the last response, which can be before the
+       * subscriber was handed it: a catch-up read ends at the chunk that is up to date instead. */
+      let finish!: () => void;
+      const caughtUp = new Promise<void>((f) => (finish = f));
+      r.subscribeText((chunk) => {
+        if (ac.signal.aborted) return;
+        deliver(chunk.text, chunk.offset, chunk.upToDate);
+        offset = chunk.offset;
+        set(chunk.upToDate ? (opts.live === false ? "closed" : "live") : "catching-up");
+        if (chunk.streamClosed || (chunk.upToDate && opts.live === false)) finish();
+      });
+      const closed = r.closed.then(() => new Promise<void>((f) => setTimeout(f, 50)));
+      await Promise.race([caughtUp, closed, new Promise<void>((f) => ac.signal.addEventListener("abort", () => f()))]);
+      set("closed");
+    } catch (e) {
+      if (ac.signal.aborted) return set("closed");
+      set(terminalStatus(e), e instanceof Error ? e : new Error(String(e)));
+    }
+  })();
+  return {
+    get offset() {
+      return offset;
+    },
+    get status() {
+      return status;
+    },
+    stop() {
+      ac.abort();
+      res?.cancel();
+      set("closed");
+    },
+    done,
+  };
+}
+
+/**
+ * Follows a session's transcript from `offset`: every event exactly once, in order, each with its
+ * own offset (start) and end. Resume after a reload with the last `end` (or handle.offset).
+ */
+export function followTranscript(client: AgentdClient, sessionId: string, opts: FollowTranscriptOptions): FollowHandle {
+  let warned = false;
+  return followRaw(client, `/v1/stream/sessions/${encodeURIComponent(sessionId)}/transcript`, opts, (text, offset, upToDate) => {
+    if (!text) {
+      opts.onEntries([], { offset, upToDate });
+      return;
+    }
+    const events = JSON.parse(text) as SessionEvent[];
+    const lengths = arrayElementLengths(text);
+    let bounds: Array<[string, string]>;
+    if (lengths && lengths.length === events.length) {
+      bounds = chunkBounds(lengths, offset);
+    } else {
+      if (!warned) console.warn("agentd client: could not place events of a chunk; using the chunk's offset");
+      warned = true;
+      bounds = events.map(() => [offset, offset]);
+    }
+    const entries: Entry[] = events.map((event, i) => {
+      const b = bounds[i] as [string, string];
+      return { offset: b[0], end: b[1], event };
+    });
+    opts.onEntries(entries, { offset, upToDate });
+  });
+}
+
+export interface FollowStateOptions extends FollowBase {
+  /** Called after each delivered chunk was applied, with the state and that chunk's events. */
+  onChange: (state: MaterializedState, events: StateEvent[], meta: { offset: string; upToDate: boolean }) => void;
+}
+
+/** Follows a State Protocol stream into a MaterializedState (a `reset` control clears it). */
+export function followState(client: AgentdClient, path: string, opts: FollowStateOptions): FollowHandle & { state: MaterializedState } {
+  const state = new MaterializedState();
+  const h = followRaw(client, path, opts, (text, offset, upToDate) => {
+    const events = text ? (JSON.parse(text) as StateEvent[]) : [];
+    for (const ev of events) {
+      if (isChangeEvent(ev)) state.apply(ev);
+      else if (isControlEvent(ev) && ev.headers.control === "reset") state.clear();
+    }
+    opts.onChange(state, events, { offset, upToDate });
+  });
+  return Object.assign(h, { state });
+}
+
+/** The `sessions` feed (every session, live) as a MaterializedState of type "session". */
+export function followSessions(
+  client: AgentdClient,
+  opts: FollowBase & { onChange: (sessions: Map<string, Session>, meta: { offset: string; upToDate: boolean }) => void },
+) {
+  return followState(client, "/v1/stream/sessions", {
+    ...opts,
+    onChange: (state, _events, meta) => opts.onChange(state.getType("session") as Map<string, Session>, meta),
+  });
+}
+
+export interface ActiveQuery {
+  run: string;
+  started_at: number;
+}
+
+/** A session's `state` stream: its run records and which run is active since when. */
+export function followSessionState(
+  client: AgentdClient,
+  sessionId: string,
+  opts: FollowBase & {
+    onChange: (s: { runs: Map<string, Run>; active: ActiveQuery | null }, meta: { offset: string; upToDate: boolean }) => void;
+  },
+) {
+  return followState(client, `/v1/stream/sessions/${encodeURIComponent(sessionId)}/state`, {
+    ...opts,
+    onChange: (state, _events, meta) =>
+      opts.onChange(
+        {
+          runs: state.getType("run") as Map<string, Run>,
+          active: (state.get<ActiveQuery | null>("active_query", "current") ?? null) as ActiveQuery | null,
+        },
+        meta,
+      ),
+  });
+}

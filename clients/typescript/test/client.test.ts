@@ -1,0 +1,231 @@
+/* The client against a real agentd: REST calls, following with exact offsets and resume, state
+ * streams, runtimes, shares, and a token-protected server. */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  AgentdClient,
+  AgentdError,
+  followSessions,
+  followSessionState,
+  followTranscript,
+  messageText,
+  sumRuns,
+  type Entry,
+  type FollowStatus,
+  type Run,
+  type Session,
+} from "../src/index.js";
+import { JSONL_AGENT, startAgentd, until, type Server } from "./agentd.js";
+
+let srv: Server;
+let c: AgentdClient;
+
+beforeAll(async () => {
+  srv = await startAgentd();
+  c = new AgentdClient({ baseUrl: srv.url });
+});
+afterAll(async () => {
+  await srv?.stop();
+});
+
+const jsonl = () => ({ agent: "jsonl", command: ["python3", JSONL_AGENT] });
+
+/** Reads the whole transcript (catch-up only) through followTranscript. */
+async function readAll(client: AgentdClient, id: string, offset = "-1"): Promise<Entry[]> {
+  const out: Entry[] = [];
+  const h = followTranscript(client, id, { offset, live: false, onEntries: (e) => out.push(...e) });
+  await h.done;
+  return out;
+}
+
+async function waitIdle(id: string) {
+  await until(async () => (await c.getSession(id)).status === "idle", 15000, "the session to be idle");
+}
+
+describe("REST", () => {
+  it("creates, lists, gets and deletes sessions; errors carry the server's code", async () => {
+    const s = await c.createSession({ agent: "none", tags: ["t1"], env: { A: "1" } });
+    expect(s.id).toMatch(/^[0-9a-f]+$/);
+    expect(s.env_keys).toEqual(["A"]);
+    const list = await c.listSessions({ tag: "t1" });
+    expect(list.sessions.map((x) => x.id)).toContain(s.id);
+    expect((await c.getSession(s.id)).agent).toBe("none");
+    const bad = await c.createSession({ agent: "nope" }).catch((e) => e);
+    expect(bad).toBeInstanceOf(AgentdError);
+    expect(bad.status).toBe(400);
+    expect(bad.code).toBe("bad_request");
+    await c.deleteSession(s.id);
+    const gone = await c.getSession(s.id).catch((e) => e);
+    expect(gone.status).toBe(404);
+    expect(gone.code).toBe("not_found");
+  });
+
+  it("runs runtimes: exec keeps state, state, history, reset, interrupt", async () => {
+    const s = await c.createSession({ agent: "none" });
+    const py = c.runtime(s.id, "python");
+    await py.exec("x = 41");
+    const r = await py.exec("print(x + 1)");
+    expect(r.stdout).toBe("42\n");
+    const st = await py.state();
+    expect(JSON.stringify(st)).toContain('"x"');
+    expect((await py.history()).length).toBe(2);
+    await py.reset();
+    const after = await py.exec("print('x' in globals())");
+    expect(after.stdout).toBe("False\n");
+    expect((await py.interrupt()).ok).toBe(true);
+  });
+});
+
+describe("following", () => {
+  it("delivers a run's events once each, with offsets that fork exactly after an event", async () => {
+    const s = await c.createSession(jsonl());
+    const seen: Entry[] = [];
+    const statuses: FollowStatus[] = [];
+    const h = followTranscript(c, s.id, {
+      onEntries: (e) => seen.push(...e),
+      onStatus: (st) => statuses.push(st),
+    });
+    await c.sendMessage(s.id, "delta one two three; tool echo hi; echo last words");
+    await until(() => seen.some((e) => e.event.type === "run_completed"), 15000, "run_completed");
+    h.stop();
+    expect(statuses).toContain("live");
+    const types = seen.map((e) => e.event.type);
+    expect(types.filter((t) => t === "delta")).toHaveLength(3);
+    expect(types).toContain("pre_tool");
+    expect(types).toContain("post_tool");
+    /* contiguous: each event starts where the previous ended */
+    for (let i = 1; i < seen.length; i++) expect(seen[i]!.offset).toBe(seen[i - 1]!.end);
+    /* same as a fresh catch-up read */
+    const all = await readAll(c, s.id);
+    expect(all.map((e) => [e.offset, e.end, e.event.type])).toEqual(seen.map((e) => [e.offset, e.end, e.event.type]));
+
+    /* fork right after the first whole message: the fork's transcript ends there (then its own
+     * "forked" record) */
+    const msg = seen.find((e) => e.event.type === "message")!;
+    const f = await c.fork(s.id, { at: msg.end });
+    const forked = await readAll(c, f.id);
+    const last = forked[forked.length - 2]!;
+    expect(last.event.type).toBe("message");
+    expect(messageText(last.event as never)).toBe("one two three");
+    expect(forked[forked.length - 1]!.event).toMatchObject({ type: "session", action: "forked", at: msg.end });
+  });
+
+  it("resumes from a delivered offset with no duplicate and no gap", async () => {
+    const s = await c.createSession(jsonl());
+    await c.sendMessage(s.id, "count 30");
+    await waitIdle(s.id);
+    const all = await readAll(c, s.id);
+    const cut = all[Math.floor(all.length / 2)]!;
+    const rest = await readAll(c, s.id, cut.end);
+    const head = all.filter((e) => e.end <= cut.end);
+    expect([...head, ...rest].map((e) => e.offset)).toEqual(all.map((e) => e.offset));
+  });
+
+  it("survives a server restart: reconnecting, then the new events exactly once", async () => {
+    const s = await c.createSession(jsonl());
+    const seen: Entry[] = [];
+    const statuses: FollowStatus[] = [];
+    const h = followTranscript(c, s.id, { onEntries: (e) => seen.push(...e), onStatus: (st) => statuses.push(st) });
+    await c.sendMessage(s.id, "echo before");
+    await until(() => seen.some((e) => e.event.type === "run_completed"), 15000, "first run");
+    await srv.restart();
+    await until(() => statuses.includes("reconnecting"), 10000, "reconnecting");
+    await c.sendMessage(s.id, "echo after");
+    await until(() => seen.filter((e) => e.event.type === "run_completed").length === 2, 20000, "second run");
+    h.stop();
+    const all = await readAll(c, s.id);
+    expect(seen.map((e) => e.offset)).toEqual(all.map((e) => e.offset));
+    expect(statuses[statuses.length - 1]).toBe("closed");
+    expect(statuses.slice(statuses.indexOf("reconnecting"))).toContain("live");
+  });
+
+  it("stops with 'gone' when the session's streams are deleted, instead of retrying", async () => {
+    const s = await c.createSession({ agent: "none" });
+    await c.deleteSession(s.id, { streams: "delete" });
+    const statuses: FollowStatus[] = [];
+    const h = followTranscript(c, s.id, { onEntries: () => {}, onStatus: (st) => statuses.push(st) });
+    await h.done;
+    expect(statuses).toContain("gone");
+    expect(statuses).not.toContain("reconnecting");
+  });
+
+  it("materializes the sessions feed and a session's runs (totals are run totals)", async () => {
+    let sessions = new Map<string, Session>();
+    const feed = followSessions(c, { onChange: (m) => (sessions = new Map(m)) });
+    const s = await c.createSession(jsonl());
+    await until(() => sessions.get(s.id), 5000, "the new session in the feed");
+    let runs = new Map<string, Run>();
+    const st = followSessionState(c, s.id, { onChange: (x) => (runs = new Map(x.runs)) });
+    await c.sendMessage(s.id, "echo a");
+    await waitIdle(s.id);
+    await c.sendMessage(s.id, "echo b c");
+    await until(() => [...runs.values()].filter((r) => r.status === "success").length === 2, 15000, "two runs");
+    await until(() => sessions.get(s.id)?.status === "idle", 5000, "idle in the feed");
+    await c.deleteSession(s.id);
+    await until(() => !sessions.has(s.id), 5000, "deleted from the feed");
+    feed.stop();
+    st.stop();
+    expect(sumRuns(runs.values()).runs).toBe(2);
+  });
+});
+
+describe("shares and tokens", () => {
+  it("a share token reads the session and cannot write", async () => {
+    const s = await c.createSession(jsonl());
+    await c.sendMessage(s.id, "echo shared");
+    await waitIdle(s.id);
+    const sh = await c.createShare(s.id);
+    expect((await c.shares(s.id)).map((x) => x.token)).toContain(sh.token);
+    const tokSrv = await startAgentd({ token: "secret-token" });
+    try {
+      const admin = new AgentdClient({ baseUrl: tokSrv.url, token: "secret-token" });
+      const anon = new AgentdClient({ baseUrl: tokSrv.url });
+      const e = await anon.listSessions().catch((x) => x);
+      expect(e).toBeInstanceOf(AgentdError);
+      expect(e.status).toBe(401);
+      const t = await admin.createSession(jsonl());
+      await admin.sendMessage(t.id, "echo hi");
+      const share = await admin.createShare(t.id);
+      const viewer = new AgentdClient({ baseUrl: tokSrv.url, token: share.token });
+      expect((await viewer.getSession(t.id)).id).toBe(t.id);
+      const entries = await readAll(viewer, t.id);
+      expect(entries[0]!.event.type).toBe("session");
+      const w = await viewer.sendMessage(t.id, "no").catch((x) => x);
+      expect(w).toBeInstanceOf(AgentdError);
+      expect([401, 403]).toContain(w.status);
+      const statuses: FollowStatus[] = [];
+      await followTranscript(anon, t.id, { onEntries: () => {}, onStatus: (x) => statuses.push(x) }).done;
+      expect(statuses).toContain("unauthorized");
+      await admin.revokeShare(t.id, share.token);
+      const after = await viewer.getSession(t.id).catch((x) => x);
+      expect(after.status).toBe(401);
+    } finally {
+      await tokSrv.stop();
+    }
+  });
+});
+
+describe("history pages", () => {
+  it("pages back from the tail, newest page first, contiguous with the live tail", async (ctx) => {
+    const s = await c.createSession(jsonl());
+    await c.sendMessage(s.id, "count 50");
+    await waitIdle(s.id);
+    const probe = await c.eventsBefore(s.id, { limit: 10 }).catch((e) => e);
+    if (probe instanceof AgentdError && probe.status === 404 && probe.code === "not_found" && /resource/.test(probe.message))
+      return ctx.skip(); /* a server without GET .../events yet */
+    const all = await readAll(c, s.id);
+    const pages: Entry[][] = [];
+    let before: string | undefined;
+    let tail = "";
+    for (;;) {
+      const p = await c.eventsBefore(s.id, { limit: 17, ...(before ? { before } : {}) });
+      if (!tail) tail = p.tail;
+      pages.unshift(p.entries);
+      expect(p.entries.length).toBeLessThanOrEqual(17);
+      if (!p.nextBefore) break;
+      before = p.nextBefore;
+    }
+    expect(tail).toBe(all[all.length - 1]!.end);
+    const paged = pages.flat();
+    expect(paged.map((e) => [e.offset, e.end, e.event.type])).toEqual(all.map((e) => [e.offset, e.end, e.event.type]));
+  });
+});
