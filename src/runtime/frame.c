@@ -1,9 +1,10 @@
 /* frame — completion markers and bounded output capture for runtime calls.
  *
- * A call ends when "\x1e<nonce>:<status>\n" has been seen on stdout (stderr, written before it, is
- * then drained without waiting). The nonce is 128 fresh random bits per call, so no output can end a call by accident, and the
- * scanner below works byte-exactly across read boundaries, so missing newlines, binary output and
- * arbitrarily large output are all just bytes.
+ * A call ends when "\x1e<nonce>:<status><flags>\n" has been seen on stdout (stderr, written before
+ * it, is then drained without waiting; the flags are RUNTIME__FLAG_*). The nonce is 128 fresh
+ * random bits per call, so no output can end a call by accident, and the scanner below works
+ * byte-exactly across read boundaries, so missing newlines, binary output and arbitrarily large
+ * output are all just bytes.
  */
 #include <assert.h>
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "core/core.h"
 #include "runtime/internal.h"
 
 void runtime__nonce(char hex[RUNTIME__NONCE_LEN + 1])
@@ -128,17 +130,24 @@ void runtime__capture_add(void *capture, const char *p, size_t n)
     c->len += keep;
 }
 
-void runtime__capture_finish(struct runtime__capture *c)
+void runtime__capture_finish(struct runtime__capture *c, const char *note)
 {
-    if (!c->truncated)
+    char tail[512];
+    size_t n = 0;
+
+    if (c->truncated)
+        n = (size_t)snprintf(tail, sizeof tail, "\n[agentd: output truncated: %zu of %zu bytes shown]\n",
+                             c->len, c->total);
+    if (note != NULL)
+        n += (size_t)snprintf(tail + n, sizeof tail - n, "%s%s\n",
+                              n == 0 && c->len > 0 && c->buf[c->len - 1] != '\n' ? "\n" : "", note);
+    if (n == 0)
         return;
-    if (c->buf == NULL) { /* limit 0: nothing kept, still say so */
-        c->buf = malloc(128);
-        if (c->buf == NULL)
-            abort();
-    }
-    c->len += (size_t)snprintf(c->buf + c->len, 128, "\n[agentd: output truncated: %zu of %zu bytes shown]\n",
-                               c->len, c->total);
+    if (n >= sizeof tail)
+        n = sizeof tail - 1;
+    c->buf = xrealloc(c->buf, c->len + n);
+    memcpy(c->buf + c->len, tail, n);
+    c->len += n;
 }
 
 void runtime__capture_free(struct runtime__capture *c)

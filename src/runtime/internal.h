@@ -24,8 +24,18 @@
 #include "runtime/runtime.h"
 
 /* Child-side descriptor numbers. High enough that user code using 3..9 does not collide. */
-#define RUNTIME__CTL_FD  61 /* request socket for python/node (bash reads requests on fd 0) */
-#define RUNTIME__CODE_FD 62 /* memfd holding the code of the current request */
+#define RUNTIME__CTL_FD      61 /* request socket for python/node (bash reads requests on fd 0) */
+#define RUNTIME__CODE_FD     62 /* memfd holding the code of the current request */
+/* A second descriptor on the stdout pipe: drivers write their completion markers there, so code
+ * that closes or redirects fd 1 (or the language's stdout object) cannot silence them. */
+#define RUNTIME__MARK_FD     63
+#define RUNTIME__MARK_FD_STR "63" /* the same, for driver code */
+
+/* Completion marker: "\x1e" NONCE ":" STATUS FLAGS "\n", written to RUNTIME__MARK_FD after the call's
+ * output. FLAGS are letters saying what the code broke: RUNTIME__FLAG_STDOUT when its stdout
+ * (fd 1 or the language's stream object) is closed, RUNTIME__FLAG_STDERR likewise for stderr. */
+#define RUNTIME__FLAG_STDOUT "o"
+#define RUNTIME__FLAG_STDERR "e"
 
 #define RUNTIME__NONCE_LEN     32   /* hex characters (128 bits) */
 #define RUNTIME__NONCE_LEN_STR "32" /* the same, for driver code */
@@ -65,8 +75,9 @@ struct runtime__capture {
 };
 void runtime__capture_init(struct runtime__capture *c, size_t limit);
 void runtime__capture_add(void *capture, const char *p, size_t n); /* a runtime__emit_cb */
-/* Appends the truncation notice when bytes were dropped. Call once, at the end. */
-void runtime__capture_finish(struct runtime__capture *c);
+/* Appends the truncation notice when bytes were dropped, then `note` (a line of agentd's own, or
+ * NULL) on a line of its own; neither counts against the limit. Call once, at the end. */
+void runtime__capture_finish(struct runtime__capture *c, const char *note);
 void runtime__capture_free(struct runtime__capture *c);
 
 /* ---- lang_*.c: what differs between bash, python and node ----------------------------------- */

@@ -3,7 +3,8 @@
  * Why interactive: SIGINT in an interactive shell abandons the running command line and returns
  * to the prompt with every variable, function and the cwd intact — exactly "interrupt, keep the
  * state". Its prompts are emptied, and PROMPT_COMMAND, which runs before every prompt including
- * the one after an interrupt, prints the completion markers with the status of what just ran.
+ * the one after an interrupt, prints the completion markers with the status of what just ran, to
+ * fd 63 (so `exec 1>&-` or `exec >file` cannot hide them), flagged when fd 1 or 2 is closed.
  *
  * A request is one short line on stdin, `__agentd_p;__agentd_r` (bash reads a pipe a byte at a time, so
  * every byte of it is a system call): __agentd_p (a function) reads the memfd at fd 62 — the call's nonce,
@@ -36,9 +37,12 @@ static const char bash_init[] = "PS1= PS2= PS0= PS4='+ '\n"
                                 "shopt -s expand_aliases\n"
                                 "alias __agentd_r='builtin eval \"$__agentd_code\" </dev/null'\n"
                                 "__agentd_prompt() {\n"
-                                "  local s=$?\n"
+                                "  local s=$? f=\n"
                                 "  if [[ -n $__agentd_n ]]; then\n"
-                                "    builtin printf '\\036%s:%d\\n' \"$__agentd_n\" \"$s\"\n"
+                                "    [[ -e /dev/fd/1 ]] || f=" RUNTIME__FLAG_STDOUT "\n"
+                                "    [[ -e /dev/fd/2 ]] || f+=" RUNTIME__FLAG_STDERR "\n"
+                                "    builtin printf '\\036%s:%d%s\\n' \"$__agentd_n\" \"$s\" \"$f\" "
+                                ">&" RUNTIME__MARK_FD_STR "\n"
                                 "  fi\n"
                                 "  __agentd_n= __agentd_code=\n"
                                 "}\n"

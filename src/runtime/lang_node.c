@@ -6,7 +6,10 @@
  * while the globals stay. A returned promise is awaited (SIGINT abandons the wait); a result other
  * than undefined is shown with util.inspect. Uncaught errors from callbacks are printed, not
  * fatal. process.exit ends the process, like `exit` in bash. Writes to pipes are synchronous in
- * node on Linux, so the markers written with fs.writeSync follow all of the call's output.
+ * node on Linux, so the markers written with fs.writeSync to fd 63 (the stdout pipe as well) follow
+ * all of the call's output; they are flagged when the code ended process.stdout / process.stderr
+ * or closed fd 1 / 2. end() is noted when called: node's stdio streams reset their writable state
+ * right after ending (their destroy is a dummy), while the pipe stays shut for writing.
  */
 #include <stdio.h>
 
@@ -25,6 +28,15 @@ static const char node_driver[] =
     "e.stack) || util.inspect(e)) + '\\n'); });\n"
     "  function interrupted() { const e = new Error('Interrupted'); e.code = "
     "'ERR_SCRIPT_EXECUTION_INTERRUPTED'; return e; }\n"
+    "  const ended = new Set();\n"
+    "  for (const s of [process.stdout, process.stderr]) {\n"
+    "    const end = s.end;\n"
+    "    s.end = function (...a) { ended.add(this); return end.apply(this, a); };\n"
+    "  }\n"
+    "  function closed(s, fd) {\n"
+    "    try { fs.fstatSync(fd); } catch (e) { return true; }\n"
+    "    return ended.has(s);\n"
+    "  }\n"
     "  function short(v) {\n"
     "    let r;\n"
     "    try { r = util.inspect(v, { depth: 1, breakLength: Infinity }); } catch (e) { r = '<inspect "
@@ -83,7 +95,9 @@ static const char node_driver[] =
     "    } else if (kind === 'S') {\n"
     "      state();\n"
     "    }\n"
-    "    fs.writeSync(1, '\\x1e' + nonce + ':' + status + '\\n');\n"
+    "    const f = (closed(process.stdout, 1) ? '" RUNTIME__FLAG_STDOUT
+    "' : '') + (closed(process.stderr, 2) ? '" RUNTIME__FLAG_STDERR "' : '');\n"
+    "    fs.writeSync(" RUNTIME__MARK_FD_STR ", '\\x1e' + nonce + ':' + status + f + '\\n');\n"
     "  }\n"
     "  async function pump() {\n"
     "    if (busy) return;\n"

@@ -6,8 +6,9 @@
  * sys.displayhook like the REPL. SIGINT raises KeyboardInterrupt only while user code runs
  * (state is kept); one that arrives between calls is remembered until the next request is read
  * and then dropped, so a late interrupt never hits the following call. SystemExit ends the
- * process, like `exit` in bash. Markers go straight to fds 1 and 2 after flushing sys.stdout and
- * sys.stderr, so they follow all of the call's output.
+ * process, like `exit` in bash. Markers go straight to fd 63 (the stdout pipe as well) after
+ * flushing sys.stdout and sys.stderr, so they follow all of the call's output; they are flagged
+ * when the code closed sys.stdout / sys.stderr or fd 1 / 2.
  */
 #include <stdio.h>
 
@@ -16,9 +17,9 @@
 static const char python_driver[] =
     "import os, sys, signal, _ast\n"
     "def _agentd_main():\n"
-    "    ctl, cfd = 61, 62\n"
-    "    os.set_inheritable(ctl, False)\n"
-    "    os.set_inheritable(cfd, False)\n"
+    "    ctl, cfd, mark = 61, 62, " RUNTIME__MARK_FD_STR "\n"
+    "    for fd in (ctl, cfd, mark):\n"
+    "        os.set_inheritable(fd, False)\n"
     "    g = {'__name__': '__main__', '__builtins__': __builtins__, '__doc__': None}\n"
     "    st = [False, False]  # running, interrupt pending\n"
     "    def on_int(signum, frame):\n"
@@ -31,6 +32,12 @@ static const char python_driver[] =
     "            s.reconfigure(line_buffering=True)\n"
     "        except Exception:\n"
     "            pass\n"
+    "    def closed(s, fd):\n"
+    "        try:\n"
+    "            os.fstat(fd)\n"
+    "            return s is None or bool(s.closed)\n"
+    "        except Exception:\n"
+    "            return True\n"
     "    def show_exc(e, src, name):\n"
     "        import linecache, traceback\n"
     "        linecache.cache[name] = (len(src), None, src.decode('utf-8', 'replace').splitlines(True), "
@@ -99,7 +106,10 @@ static const char python_driver[] =
     "                except BaseException as e:\n"
     "                    st[0] = False\n"
     "                    status = 1\n"
-    "                    show_exc(e, src, name)\n"
+    "                    try:\n"
+    "                        show_exc(e, src, name)\n"
+    "                    except Exception:\n"
+    "                        pass\n"
     "                finally:\n"
     "                    st[0] = False\n"
     "            elif kind == b'S':\n"
@@ -112,7 +122,9 @@ static const char python_driver[] =
     "                s.flush()\n"
     "            except Exception:\n"
     "                pass\n"
-    "        os.write(1, b'\\x1e' + nonce + b':' + str(status).encode() + b'\\n')\n"
+    "        f = (b'" RUNTIME__FLAG_STDOUT "' if closed(sys.stdout, 1) else b'') + (b'" RUNTIME__FLAG_STDERR
+    "' if closed(sys.stderr, 2) else b'')\n"
+    "        os.write(mark, b'\\x1e' + nonce + b':' + str(status).encode() + f + b'\\n')\n"
     "_agentd_main()\n";
 
 static void python_argv(const char *program, const char **argv)

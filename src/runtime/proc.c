@@ -202,6 +202,7 @@ int runtime__proc_spawn(uv_loop_t *loop, struct runtime *rt, const struct runtim
     map[nmap++] = (struct exec_child_fd){1, outp[1]};
     map[nmap++] = (struct exec_child_fd){2, errp[1]};
     map[nmap++] = (struct exec_child_fd){RUNTIME__CODE_FD, code};
+    map[nmap++] = (struct exec_child_fd){RUNTIME__MARK_FD, outp[1]};
     cfg->lang->argv(cfg->program, argv);
     if (cfg->bwrap != NULL) {
         /* The interpreter in the session's sandbox; the memfd and control socket pass through. */

@@ -43,6 +43,7 @@ struct runtime__call {
     struct runtime__scan scan_out;
     struct runtime__capture out, err;
     bool out_marker, out_done;
+    bool closed_out, closed_err; /* the marker's flags: the code closed its stdout / stderr */
     int status;
     int phase; /* 0 running, 1 interrupt deferred, 2 SIGINT sent */
     bool timed_out, killed, cancelled;
@@ -170,6 +171,7 @@ const char *runtime_outcome_name(enum runtime_outcome outcome)
     case RUNTIME_EXITED: return "exited";
     case RUNTIME_CANCELLED: return "cancelled";
     case RUNTIME_FAILED: return "failed";
+    case RUNTIME_OUTPUT_CLOSED: return "output_closed";
     }
     return "?";
 }
@@ -319,6 +321,19 @@ static void state_not_running(struct runtime *rt, struct runtime__call *c)
     state_answer(rt, c, o, 0);
 }
 
+/* The line ending the stderr of a call that closed its output (RUNTIME_OUTPUT_CLOSED). */
+static const char *closed_note(const struct runtime__call *c)
+{
+    if (c->closed_out && c->closed_err)
+        return "[agentd: the code closed its stdout and stderr: the runtime restarts with a fresh process, "
+               "its state is lost]";
+    if (c->closed_out)
+        return "[agentd: the code closed its stdout: the runtime restarts with a fresh process, its state is "
+               "lost]";
+    return "[agentd: the code closed its stderr: the runtime restarts with a fresh process, its state is "
+           "lost]";
+}
+
 /* Ends call `c` (no longer current or queued) and frees it. May run user callbacks. */
 static void complete(struct runtime *rt, struct runtime__call *c, enum runtime_outcome outcome, int status)
 {
@@ -330,8 +345,8 @@ static void complete(struct runtime *rt, struct runtime__call *c, enum runtime_o
         uv_idle_stop(&rt->spin);
         rt->last_quick = now - c->sent_ns <= 4 * rt->spin_ns; /* one slow call in a quick run still spins */
     }
-    runtime__capture_finish(&c->out);
-    runtime__capture_finish(&c->err);
+    runtime__capture_finish(&c->out, NULL);
+    runtime__capture_finish(&c->err, outcome == RUNTIME_OUTPUT_CLOSED ? closed_note(c) : NULL);
 
     if (c->kind == RUNTIME__INIT) {
         if (outcome == RUNTIME_OK && c->proc == rt->proc) {
@@ -352,9 +367,10 @@ static void complete(struct runtime *rt, struct runtime__call *c, enum runtime_o
     } else if (c->kind == RUNTIME__STATE) {
         if (outcome != RUNTIME_OK) {
             c->state_cb(rt,
-                        outcome == RUNTIME_CANCELLED ? -ECANCELED
-                        : outcome == RUNTIME_FAILED  ? c->failed
-                                                     : -EINTR,
+                        outcome == RUNTIME_CANCELLED       ? -ECANCELED
+                        : outcome == RUNTIME_FAILED        ? c->failed
+                        : outcome == RUNTIME_OUTPUT_CLOSED ? -EPIPE
+                                                           : -EINTR,
                         NULL, c->arg);
         } else {
             json_t *o = json_object();
@@ -685,6 +701,24 @@ int runtime__state_passthrough(const char *out, size_t len, void *obj)
 
 /* ---- process events --------------------------------------------------------------------- */
 
+/*
+ * The code closed the interpreter's stdout or stderr. The driver still answered (its markers go to
+ * a descriptor of their own), but the code's later output would be lost or fail, and bash would
+ * wait for a marker forever once fd 1 is gone: so the process is replaced at once, and the call's
+ * answer and the process's `terminated` status (reason "output_closed") say so. The fresh process
+ * starts now, not with the next call, so the runtime is ready again as it was before.
+ */
+static void restart_closed(struct runtime *rt, struct runtime__call *c, struct runtime__proc *proc)
+{
+    if (rt->proc == proc)
+        rt->proc = NULL;
+    runtime__proc_kill(proc, "output_closed");
+    complete(rt, c, RUNTIME_OUTPUT_CLOSED, c->status);
+    if (rt->proc == NULL && rt->cur == NULL && !rt->closing)
+        (void)start_proc(rt);
+    dispatch(rt);
+}
+
 void runtime__on_data(struct runtime__proc *proc, int stream, const char *p, size_t n)
 {
     struct runtime *rt = proc->rt;
@@ -710,17 +744,25 @@ void runtime__on_data(struct runtime__proc *proc, int stream, const char *p, siz
         p += used;
         n -= used;
     }
-    /* The status follows the marker as decimal digits and a newline. */
+    /* The status follows the marker as decimal digits, then the flags and a newline. */
     for (; n > 0 && !c->out_done; p++, n--) {
         if (*p == '\n')
             c->out_done = true;
         else if (*p >= '0' && *p <= '9' && c->status < 100000)
             c->status = c->status * 10 + (*p - '0');
+        else if (*p == RUNTIME__FLAG_STDOUT[0])
+            c->closed_out = true;
+        else if (*p == RUNTIME__FLAG_STDERR[0])
+            c->closed_err = true;
     }
     if (c->out_done) {
         /* The driver wrote all of the call's stderr before the marker, so it is already in
          * the pipe: take it now rather than waiting for the loop to report it. */
         runtime__proc_drain_err(proc);
+        if (c->closed_out || c->closed_err) {
+            restart_closed(rt, c, proc);
+            return;
+        }
         enum runtime_outcome o = c->phase == 2 && c->status == 130 ? RUNTIME_INTERRUPTED : RUNTIME_OK;
         complete(rt, c, o, c->status);
         dispatch(rt);

@@ -62,13 +62,17 @@ enum runtime_status {
 
 /* How a call ended. `status` in the result is meaningful for OK and INTERRUPTED (130). */
 enum runtime_outcome {
-    RUNTIME_OK,          /* the code ran to its end; status is its exit status */
-    RUNTIME_INTERRUPTED, /* stopped by SIGINT (interrupt or timeout); the state is kept */
-    RUNTIME_KILLED,      /* ignored SIGINT for kill_grace_ms: group SIGKILLed, state lost, the
+    RUNTIME_OK,            /* the code ran to its end; status is its exit status */
+    RUNTIME_INTERRUPTED,   /* stopped by SIGINT (interrupt or timeout); the state is kept */
+    RUNTIME_KILLED,        /* ignored SIGINT for kill_grace_ms: group SIGKILLed, state lost, the
                             next call starts a fresh process */
-    RUNTIME_EXITED,      /* the code ended the interpreter (exit, crash); state lost */
-    RUNTIME_CANCELLED,   /* reset or close came first; the code may have partly run */
-    RUNTIME_FAILED,      /* the interpreter could not be started; `error` says why */
+    RUNTIME_EXITED,        /* the code ended the interpreter (exit, crash); state lost */
+    RUNTIME_CANCELLED,     /* reset or close came first; the code may have partly run */
+    RUNTIME_FAILED,        /* the interpreter could not be started; `error` says why */
+    RUNTIME_OUTPUT_CLOSED, /* the code closed the interpreter's stdout or stderr (the descriptor or
+                              the language's stream object), so later output could not reach
+                              agentd: the process was replaced by a fresh one at once (state lost),
+                              and stderr ends with a line saying so; status is the code's */
 };
 
 /* Result of one call. Borrowed: valid only during the callback that receives it. out/err are
@@ -103,7 +107,8 @@ struct runtime_event {
     enum runtime_event_kind kind;
     enum runtime_status status;          /* STATUS */
     const char *reason;                  /* STATUS: "spawned", "ready", "idle", "reset",
-                                             "closed", "killed", "exited", or an errno text */
+                                             "closed", "killed", "exited", "output_closed",
+                                             or an errno text */
     int pid;                             /* STATUS: the interpreter's pid (0 if none) */
     const struct runtime_result *result; /* EXEC */
 };

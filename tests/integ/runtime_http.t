@@ -210,6 +210,38 @@ def test_timeout(sid):
     TAP.is_(ex(sid, "python", "print(kept)")["stdout"], "8\n", "timeout: python state kept")
 
 
+def test_output_closed():
+    """Code that closes the runtime's stdout used to hold the call until its timeout (bash) or make
+    every later call fail (python, node). Now the call ends at once with outcome output_closed, its
+    stderr says the runtime restarts, the transcript has the runtime's terminated status with that
+    reason, and the next call runs in a fresh process."""
+    sid = new_session()["id"]
+    cases = (("bash", "x=1", "exec 1>&-", "echo ${x:-fresh}", "fresh\n"),
+             ("python", "x = 1", "import sys; sys.stdout.close()", "print(globals().get('x', 'fresh'))", "fresh\n"),
+             ("node", "var x = 1", "process.stdout.end()", "console.log(typeof x)", "undefined\n"))
+    for lang, setup, close, probe, want in cases:
+        ex(sid, lang, setup)
+        t0 = time.monotonic()
+        out = ex(sid, lang, close, timeout_ms=10000)
+        took = time.monotonic() - t0
+        ok(out["outcome"] == "output_closed" and took < 2,
+           f"{lang}: `{close}` ends the call at once as output_closed ({took:.2f} s)", out)
+        ok("restart" in out["stderr"], f"{lang}: the answer's stderr says the runtime restarts", out)
+        TAP.is_(ex(sid, lang, probe)["stdout"], want, f"{lang}: the next call runs in a fresh process")
+    deadline = time.monotonic() + 2.0
+    while True:
+        events, r = SRV.read_json(f"/v1/stream/sessions/{sid}/transcript")
+        closed = [e.get("lang") for e in events if isinstance(e, dict) and e.get("type") == "status"
+                  and e.get("scope") == "runtime" and e.get("status") == "terminated"
+                  and e.get("reason") == "output_closed"]
+        if len(closed) >= len(cases) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    TAP.is_(sorted(closed), ["bash", "node", "python"],
+            "transcript: each runtime's terminated status says output_closed")
+    api("DELETE", f"/v1/sessions/{sid}")
+
+
 def test_transcript():
     s = new_session()
     sid = s["id"]
@@ -527,6 +559,7 @@ def main(tap):
     test_status_and_stderr(sid)
     test_binary_output(sid)
     test_timeout(sid)
+    test_output_closed()
     test_transcript()
     test_errors(sid)
     test_sandbox()

@@ -571,6 +571,55 @@ static void test_spin(void)
     h_close(&h, "spin off");
 }
 
+/* Code that closes the interpreter's stdout or stderr used to leave the runtime waiting for its
+ * completion marker until the call's timeout (bash `exec 1>&-`, node closing fd 1), or failing
+ * every later call (python `sys.stdout.close()`, node `process.stdout.end()`). The call must end
+ * at once as "output_closed", say on stderr that the runtime restarts, report a terminated status
+ * with that reason, and the next call must run in a fresh process. */
+static void closed_case(enum runtime_lang lang, const char *setup, const char *close_code, const char *probe,
+                        const char *want, const char *what)
+{
+    struct harness h;
+    struct result r;
+
+    h_open(&h, lang, NULL);
+    expect_out(&h, setup, "", what);
+    r = run_t(&h, close_code, 5000);
+    ok(strcmp(runtime_outcome_name(r.outcome), "output_closed") == 0 && r.duration_us < 1000000,
+       "%s: `%s` ends the call at once as output_closed (%s after %llu us)", what, close_code,
+       runtime_outcome_name(r.outcome), (unsigned long long)r.duration_us);
+    ok(strstr(r.err, "[agentd: ") && strstr(r.err, "restart"),
+       "%s: the answer's stderr says the runtime restarts", what);
+    if (!strstr(r.err, "[agentd: "))
+        printf("# stderr [%s]\n", r.err);
+    result_free(&r);
+    for (int i = 0; i < 200 && h.last_reason == NULL; i++) /* the old process dies after the answer */
+        spin(&h, 10);
+    ok(h.last_reason && strcmp(h.last_reason, "output_closed") == 0,
+       "%s: a terminated status event with reason output_closed (got %s)", what,
+       h.last_reason ? h.last_reason : "none");
+    expect_out(&h, probe, want, "the next call runs in a fresh process");
+    h_close(&h, what);
+}
+
+static void test_output_closed(void)
+{
+    closed_case(RUNTIME_BASH, "x=1", "exec 1>&-", "echo ${x:-fresh}", "fresh\n", "bash stdout");
+    closed_case(RUNTIME_BASH, "x=1", "sleep 100 & exec 1>&-", "echo ${x:-fresh}", "fresh\n",
+                "bash stdout, a background job holding the pipe");
+    closed_case(RUNTIME_BASH, "x=1", "exec 2>&-", "echo ${x:-fresh}", "fresh\n", "bash stderr");
+    closed_case(RUNTIME_PYTHON, "x = 1", "import sys; sys.stdout.close()",
+                "print(globals().get('x', 'fresh'))", "fresh\n", "python sys.stdout");
+    closed_case(RUNTIME_PYTHON, "x = 1", "import os; os.close(1)", "print(globals().get('x', 'fresh'))",
+                "fresh\n", "python fd 1");
+    closed_case(RUNTIME_PYTHON, "x = 1", "import sys; sys.stderr.close()",
+                "print(globals().get('x', 'fresh'))", "fresh\n", "python sys.stderr");
+    closed_case(RUNTIME_NODE, "var x = 1", "process.stdout.end()", "console.log(typeof x)", "undefined\n",
+                "node process.stdout");
+    closed_case(RUNTIME_NODE, "var x = 1", "require('fs').closeSync(1)", "console.log(typeof x)",
+                "undefined\n", "node fd 1");
+}
+
 /* agentd dies: a forked copy of this test runs a runtime and is SIGKILLed. */
 static void test_parent_death(void)
 {
@@ -615,6 +664,7 @@ int main(void)
     test_timeouts();
     test_interrupt_queue();
     test_idle();
+    test_output_closed();
     test_spin();
     test_parent_death();
     printf("1..%d\n", tap_n);
