@@ -69,6 +69,7 @@ void buf_reserve(struct buf *b, size_t extra)
         cap *= 2;
     b->p = xrealloc(b->p, cap);
     b->cap = cap;
+    b->p[b->len] = '\0'; /* a first allocation has no terminator yet; every buffer with memory does */
 }
 
 void buf_append(struct buf *b, const void *data, size_t n)

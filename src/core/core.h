@@ -3,7 +3,8 @@
  * and leveled logging. Depends on libc only.
  *
  * Invariants: allocation failure aborts with a message (no untested recovery paths); a struct buf
- * always holds a NUL after its last byte so its bytes can be used as a C string when they are text.
+ * with memory (p != NULL, whatever call gave it) always holds a NUL after its last byte, so its
+ * bytes can be used as a C string when they are text; a zero-initialised one has p == NULL.
  */
 #ifndef AGENTD_CORE_H
 #define AGENTD_CORE_H

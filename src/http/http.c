@@ -238,6 +238,8 @@ int http_query_param(const char *q, size_t qlen, const char *name, struct buf *o
                     char c = (char)(hi * 16 + lo);
                     buf_append(out, &c, 1);
                     j += 2;
+                } else if (v[j] == '\0') {
+                    buf_puts(out, "%00"); /* a raw NUL (not from HTTP, which refuses it) likewise */
                 } else {
                     buf_append(out, &v[j], 1);
                 }

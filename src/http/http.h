@@ -82,7 +82,9 @@ void http_set_authorizer(struct http_server *srv, http_authorizer_cb cb, void *a
 /* Answers 401 with the JSON error every unauthorized request gets. */
 void http_res_unauthorized(struct http_req *req);
 
-/* ---- request accessors (borrowed until dispose) ---- */
+/* ---- request accessors (borrowed until dispose) ----
+ * Those that return a pointer and a length give the request's own bytes, not NUL-terminated: use
+ * the length. http_req_query_param is the one that makes a C string. */
 enum http_method http_req_method(const struct http_req *req);
 const char *http_req_method_name(const struct http_req *req, size_t *len);
 /* The raw path without the query string, and the raw query (NULL when there is none). */
@@ -97,8 +99,10 @@ const char *http_req_authority(const struct http_req *req, size_t *len);
 /* Copies a query parameter's value, percent-decoded, into a NUL-terminated string allocated with
  * the request (lives until dispose). Returns the number of occurrences; *out is the first or NULL. */
 int http_req_query_param(struct http_req *req, const char *name, char **out);
-/* The pure decoder behind http_req_query_param: finds `name` in a raw query string, decodes the
- * first value into out (appending; %00 stays encoded) and returns the number of occurrences. */
+/* The pure decoder behind http_req_query_param: finds `name` in a raw query string (q may be NULL
+ * for none), appends the first value, percent-decoded, to out (%00 and a raw NUL byte come out as
+ * "%00", so the value never holds a NUL), and returns the number of occurrences. When the name occurs, out->p is a
+ * NUL-terminated string afterwards, an empty value included; when it does not, out is untouched. */
 int http_query_param(const char *q, size_t qlen, const char *name, struct buf *out);
 /* Memory that lives until the request ends. */
 void *http_req_alloc(struct http_req *req, size_t n);

@@ -37,8 +37,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < CORE_ARRAY_LEN(names); i++) {
         struct buf v = {0};
         int n = http_query_param(q, qlen, names[i], &v);
-        assert(n >= 0 && (n > 0 || v.len == 0));
-        if (n && i == 0 && v.p && strlen(v.p) == v.len) {
+        assert(n >= 0 && (n > 0 || (v.len == 0 && v.p == NULL)));
+        /* The decoder's contract: a found value is a C string of its length (no NUL inside). */
+        assert(n == 0 || (v.p != NULL && strlen(v.p) == v.len));
+        if (n && i == 0) {
             int64_t off;
             if (stream_offset_parse(v.p, &off) == 0 && off != INT64_MAX) {
                 char o[STREAM_OFFSET_LEN + 1];
