@@ -1,11 +1,11 @@
 # agentd build. GNU Make + pkg-config.
-#   make [MODE=release|debug|asan]   builds build/$(MODE)/agentd
+#   make [MODE=release|debug|asan]   builds build/$(MODE)/agentd (with the dashboard; UI=0: without)
 #   make run                         installs missing packages, builds, serves on 127.0.0.1:4437
 #   make test                        installs test tools, runs unit, integration, fuzz replay, conformance
 #   make bench                       benchmarks against the peers (bench/*), prints ratios
 MODE ?= release
 BUILD := build/$(MODE)
-PKGS := libuv libh2o jansson sqlite3 libcurl libsodium openssl
+PKGS := libuv libh2o jansson sqlite3 libcurl libsodium openssl zlib
 
 CC ?= cc
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
@@ -32,8 +32,19 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # Keep the objects of tests and benches (make would delete them as intermediates of the link rules).
 .SECONDARY: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 
+# The dashboard (web/). UI=1: web/dist is rebuilt by npm when a file under web/ changed
+# (scripts/web-build.sh; it says why when it cannot, and offers UI=0), and its files go into the
+# agentd binary gzip-compressed, as a table generated into $(BUILD)/gen/ (scripts/ui-embed.sh;
+# never committed). Only the binary links the table (src/ui references it weakly), so tests and
+# fuzz targets build without npm. UI=0: no dashboard; `/` serves one page saying so.
+UI ?= $(if $(wildcard web/package.json),1,0)
+ifeq ($(UI),1)
+WEB_SRC := $(shell find web -name node_modules -prune -o -name dist -prune -o -type f -print 2>/dev/null)
+UI_OBJ := $(BUILD)/gen/ui_assets.o
+endif
+
 .PHONY: all run test unit integ fuzz-replay conformance bench deps test-deps clean tests benches \
-        format format-check
+        format format-check FORCE
 all: $(BUILD)/agentd
 tests: $(UNIT_BIN)
 benches: $(BENCH_BIN)
@@ -44,8 +55,20 @@ $(BUILD)/obj/%.o: %.c
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
-$(BUILD)/agentd: $(BUILD)/obj/src/main.o $(LIB)
+$(BUILD)/agentd: $(BUILD)/obj/src/main.o $(LIB) $(UI_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# One web/dist for every MODE. Rebuilt when web/ changed, when web/dist lost its index.html, and
+# always when web/ is missing (so the build says so instead of embedding a stale copy).
+build/web.stamp: $(WEB_SRC) $(if $(and $(wildcard web/package.json),$(wildcard web/dist/index.html)),,FORCE)
+	@scripts/web-build.sh
+	@touch $@
+$(BUILD)/gen/ui_assets.c: build/web.stamp scripts/ui-embed.sh
+	@mkdir -p $(dir $@)
+	scripts/ui-embed.sh web/dist $@
+$(BUILD)/gen/ui_assets.o: $(BUILD)/gen/ui_assets.c
+	$(CC) $(CFLAGS) -c $< -o $@
+FORCE:
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -62,7 +85,8 @@ test-deps:
 run: deps
 	@$(MAKE) --no-print-directory MODE=release all
 	@mkdir -p $${AGENTD_DATA:-./data}
-	exec build/release/agentd serve --listen 127.0.0.1:4437 --data $${AGENTD_DATA:-./data}
+	@echo "agentd: dashboard at http://127.0.0.1:4437/"
+	@exec build/release/agentd serve --listen 127.0.0.1:4437 --data $${AGENTD_DATA:-./data}
 
 unit: tests
 	prove -f --exec '' $(UNIT_BIN)

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs what agentd needs to build (`deps.sh build`) or to build and test (`deps.sh test`).
+# `deps.sh web` keeps web/node_modules (the dashboard's build tools) in step with its lock file;
+# scripts/web-build.sh runs it before building the dashboard.
 #
 # Debian packages are detected with dpkg-query; apt-get runs only when something is missing, so a
 # machine that has everything hears nothing from this script. Without root, a missing package is an
@@ -10,8 +12,10 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+# zlib1g-dev: the dashboard's embedded files are gzip-compressed and inflated for clients that do
+# not take gzip. Node.js and npm (see install_pkgs) build the dashboard, web/.
 build_pkgs=(gcc make pkg-config libuv1-dev libh2o-dev libwslay-dev libjansson-dev libsqlite3-dev
-            libcurl4-openssl-dev libsodium-dev libssl-dev)
+            libcurl4-openssl-dev libsodium-dev libssl-dev zlib1g-dev)
 # clang + libclang-rt-14-dev: libFuzzer targets and sanitizer runtimes. clang-format: the layout check
 # (make format-check). perl: prove. python3: the integration tests. curl, wrk: smoke and load checks. The python3-* packages and bubblewrap are for the
 # runtime and sandbox modules' tests.
@@ -19,7 +23,7 @@ test_pkgs=(clang clang-format libclang-rt-14-dev perl python3 curl wrk python3-p
            python3-ipykernel bubblewrap)
 
 usage() {
-    echo "usage: $0 build|test" >&2
+    echo "usage: $0 build|test|web" >&2
     exit 2
 }
 
@@ -35,12 +39,11 @@ missing_pkgs() {
 install_pkgs() {
     local missing
     mapfile -t missing < <(missing_pkgs "$@")
-    # Node.js may come from a vendor build whose nodejs package already ships npm; Debian's npm package
-    # would conflict with it, so node and npm are judged by the commands, not by package names.
-    if [ "$need_node" = 1 ]; then
-        command -v node >/dev/null 2>&1 || missing+=(nodejs)
-        command -v npm >/dev/null 2>&1 || missing+=(npm)
-    fi
+    # Node.js (the dashboard's build, the test tools) may come from a vendor build whose nodejs
+    # package already ships npm; Debian's npm package would conflict with it, so node and npm are
+    # judged by the commands, not by package names.
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
     [ "${#missing[@]}" -eq 0 ] && return 0
 
     if [ "$(id -u)" -ne 0 ]; then
@@ -56,7 +59,8 @@ install_pkgs() {
 
 # npm ci in DIR unless its node_modules was installed from the current package-lock.json (a stamp
 # holds the lock file's hash) and still has PACKAGE. Used for tests/conformance (the conformance
-# suite) and tests/agents (the pinned agent CLIs the end-to-end tests drive, e.g. Claude Code).
+# suite), tests/agents (the pinned agent CLIs the end-to-end tests drive, e.g. Claude Code) and web
+# (the dashboard's build tools).
 npm_modules() {
     local dir="$root/$1" package=$2 stamp want have=""
     [ -f "$dir/package-lock.json" ] || return 0
@@ -69,12 +73,11 @@ npm_modules() {
     echo "$want" >"$stamp"
 }
 
-need_node=0
 [ $# -eq 1 ] || usage
 case "$1" in
     build) install_pkgs "${build_pkgs[@]}" ;;
+    web) npm_modules web vite ;;
     test)
-        need_node=1
         install_pkgs "${build_pkgs[@]}" "${test_pkgs[@]}"
         npm_modules tests/conformance @durable-streams/server-conformance-tests
         npm_modules tests/agents @anthropic-ai/claude-code

@@ -9,6 +9,8 @@
 #include "session/session.h"
 #include "mcp/mcp_http.h"
 #include "subs/subs.h"
+#include "ui/ui.h"
+#include "ui/ui_http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,6 +35,8 @@ struct serve_opts {
     long long runtime_output_limit;
     long long runtime_spin;
     char *log_level;
+    char *ui_dir;
+    int no_ui;
 };
 
 #define O(f) offsetof(struct serve_opts, f)
@@ -63,12 +67,17 @@ static const struct opt_def serve__opts[] = {
      O(runtime_spin)},
     {"log-level", OPT_ENUM, "info", 0, 0, "debug|info|warn|error", "least severe log level written to stderr",
      O(log_level)},
+    {"ui-dir", OPT_STRING, NULL, 0, 0, NULL,
+     "serve the dashboard from this directory (e.g. web/dist under vite build --watch) instead of the "
+     "embedded copy",
+     O(ui_dir)},
+    {"no-ui", OPT_BOOL, "0", 0, 0, NULL, "serve no dashboard: paths outside /v1/ get 404", O(no_ui)},
 };
 #undef O
 
 static const char serve__usage[] =
     "usage: agentd serve [--listen ADDR:PORT] [--data DIR] [--token T] [--durability fsync|os]\n"
-    "                    [--long-poll-timeout MS] [--config FILE]";
+    "                    [--long-poll-timeout MS] [--ui-dir DIR | --no-ui] [--config FILE]";
 
 struct serve {
     uv_loop_t loop;
@@ -83,6 +92,7 @@ struct serve {
     struct subs *subs;
     struct sessions *sessions;
     struct mcp_http *mcp;
+    struct ui *ui; /* NULL with --no-ui */
 };
 
 static int serve__is_loopback(const char *host)
@@ -189,6 +199,7 @@ static void serve__teardown(struct serve *s)
             log_debug("serve: handles still open at exit");
     }
     store_free(s->store);
+    ui_free(s->ui);
 }
 
 int serve_main(int argc, char **argv)
@@ -294,6 +305,14 @@ int serve_main(int argc, char **argv)
     s.mcp = mcp_http_new(s.sessions); /* POST /v1/sessions/<id>/mcp: the runtime tool over MCP */
     sessions_set_mcp(s.sessions, mcp_http_handle, s.mcp);
 
+    if (!o.no_ui) {
+        if ((rc = ui_new(&s.ui, o.ui_dir, err, sizeof err))) {
+            fprintf(stderr, "agentd serve: %s\n", err);
+            goto out;
+        }
+        ui_routes(s.ui, s.http); /* `/` and every path outside the API's prefixes */
+    }
+
     uv_signal_init(&s.loop, &s.sigint);
     uv_signal_init(&s.loop, &s.sigterm);
     s.signals_ready = 1;
@@ -304,8 +323,8 @@ int serve_main(int argc, char **argv)
     printf("http://%s%s%s:%d\n", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
            http_server_port(s.http));
     fflush(stdout);
-    log_info("serve: listening on %s:%d, data in %s, durability %s", host, http_server_port(s.http), o.data,
-             o.durability);
+    log_info("serve: listening on %s:%d, data in %s, durability %s, dashboard %s", host,
+             http_server_port(s.http), o.data, o.durability, s.ui ? ui_describe(s.ui) : "off (--no-ui)");
     uv_run(&s.loop, UV_RUN_DEFAULT);
     serve__drain(&s);
     status = 0;
