@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "demo/demo.h"
 #include "mcp/mcp_stdio.h"
 #include "serve/serve.h"
 
@@ -36,6 +37,8 @@ int main(int argc, char **argv)
         return cli_rt_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "mcp"))
         return mcp_stdio_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "demo-agent")) /* hidden: what the `demo` agent runs (src/demo) */
+        return demo_main(argc - 1, argv + 1);
     fprintf(stderr, "agentd: unknown command '%s'\n\n%s", argv[1], usage);
     return 1;
 }

@@ -14,7 +14,7 @@
 /* ================= registry ================= */
 
 static const struct agent_adapter *const adapters[] = {&agent__claude, &agent__codex, &agent__opencode,
-                                                       &agent__jsonl};
+                                                       &agent__jsonl, &agent__demo};
 
 const struct agent_adapter *agent_adapter_find(const char *name)
 {
@@ -25,6 +25,8 @@ const struct agent_adapter *agent_adapter_find(const char *name)
 }
 
 const char *agent_adapter_name(const struct agent_adapter *a) { return a->name; }
+
+int agent_adapter_runs_self(const struct agent_adapter *a) { return a->runs_self; }
 
 /* ================= commands ================= */
 

@@ -1,8 +1,8 @@
 /*
  * agent — runner adapters: how agentd starts an agent CLI for one run and how it reads what the
- * agent prints. Four adapters share one interface: `claude-code` (claude -p, stream-json),
- * `codex` (codex exec --json), `opencode` (opencode run --format json) and `jsonl` (agentd's own
- * line protocol, doc/AGENT-PROTOCOL.md). This module is pure: it builds argv, environment, files
+ * agent prints. Five adapters share one interface: `claude-code` (claude -p, stream-json),
+ * `codex` (codex exec --json), `opencode` (opencode run --format json), `jsonl` (agentd's own
+ * line protocol, doc/AGENT-PROTOCOL.md) and `demo` (that protocol spoken by `agentd demo-agent`). This module is pure: it builds argv, environment, files
  * and stdin bytes for src/exec to spawn, and turns stdout bytes into events for src/session to
  * append. It starts no process, touches no file and keeps no global state.
  *
@@ -50,10 +50,13 @@
 struct agent_adapter;
 struct agent_parser;
 
-/* The adapter named name ("claude-code", "codex", "opencode", "jsonl"), or NULL. Adapters are
- * static and never freed. */
+/* The adapter named name ("claude-code", "codex", "opencode", "jsonl", "demo"), or NULL. Adapters
+ * are static and never freed. */
 const struct agent_adapter *agent_adapter_find(const char *name);
 const char *agent_adapter_name(const struct agent_adapter *a);
+/* 1 when the agent is agentd itself (`demo`: the built-in demo agent, src/demo): the caller passes
+ * agentd's own executable as opts->program. */
+int agent_adapter_runs_self(const struct agent_adapter *a);
 
 /* ---- command construction ------------------------------------------------------------------ */
 

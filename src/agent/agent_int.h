@@ -14,6 +14,7 @@
 struct agent_adapter {
     const char *name;
     const char *program; /* default binary name, looked up on PATH */
+    int runs_self;       /* the program is agentd's own executable (the demo agent) */
     /* Fills a zeroed cmd through the agent__cmd_* helpers; returns 0 or -EINVAL. The caller has
      * checked that opts->prompt is set and fork implies native_session. */
     int (*command)(const struct agent_run_opts *opts, struct agent_cmd *cmd);
@@ -24,7 +25,7 @@ struct agent_adapter {
     char *(*cancel_line)(const char *run_id);
 };
 
-extern const struct agent_adapter agent__claude, agent__codex, agent__opencode, agent__jsonl;
+extern const struct agent_adapter agent__claude, agent__codex, agent__opencode, agent__jsonl, agent__demo;
 
 /* ---- command building (agent.c) ---- */
 

@@ -192,6 +192,25 @@ static void jsonl_line(struct agent_parser *p, json_t *line)
         agent__log(p, "warn", "jsonl: malformed %s line (see doc/AGENT-PROTOCOL.md)", type);
 }
 
+/* The demo agent is the jsonl protocol spoken by agentd itself: program is agentd's own executable
+ * (the session passes it, see agent_adapter_runs_self), started as `agentd demo-agent`. */
+static int demo_command(const struct agent_run_opts *o, struct agent_cmd *cmd)
+{
+    static const char *const args[] = {"demo-agent", NULL};
+    struct agent_run_opts own = *o;
+    own.extra_args = args;
+    return jsonl_command(&own, cmd);
+}
+
+const struct agent_adapter agent__demo = {
+    .name = "demo",
+    .program = NULL,
+    .runs_self = 1,
+    .command = demo_command,
+    .line = jsonl_line,
+    .cancel_line = jsonl_cancel_line,
+};
+
 const struct agent_adapter agent__jsonl = {
     .name = "jsonl",
     .program = NULL,

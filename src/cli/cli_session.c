@@ -481,7 +481,9 @@ static void cli_session__put_answer(const struct cli_http_response *resp)
 /* ---- new --------------------------------------------------------------------------------- */
 
 static const struct cli_opt cli_session__new_opts[] = {
-    {"agent", "NAME", "the agent to run (none: a runtime-only session)"},
+    {"agent", "NAME",
+     "the agent to run: demo (built in, no API key), claude-code, codex, opencode, jsonl, or none (a "
+     "runtime-only session)"},
     {"workspace", "DIR", "an existing directory to work in (default: a new one on the server)"},
     {"env", "K=V",
      "environment variable for the session's processes (repeatable; K alone: "

@@ -14,11 +14,13 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sodium.h>
+#include <unistd.h>
 #include <uv.h>
 
 struct serve_opts {
@@ -285,6 +287,14 @@ int serve_main(int argc, char **argv)
     streams_set_observer(s.streams, subs_observe, s.subs);
     http_route_flags(s.http, SUBS_HTTP_PREFIX, subs_http_handle, s.subs, HTTP_ROUTE_OWN_AUTH);
 
+    /* The demo agent is this binary: resolved now, so that a rebuild while the server runs is
+     * what later demo runs start (a path, not a descriptor of the old file). */
+    char self_exe[PATH_MAX];
+    ssize_t self_len = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
+    if (self_len > 0)
+        self_exe[self_len] = '\0';
+    else
+        log_warn("serve: cannot resolve /proc/self/exe (%s): demo sessions will not run", strerror(errno));
     char *agent_url = xasprintf("http://%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
                                 strchr(host, ':') ? "]" : "", http_server_port(s.http));
     struct sessions_config sescfg = {
@@ -294,6 +304,7 @@ int serve_main(int argc, char **argv)
         .runtime_idle_ms = (uint64_t)o.runtime_idle,
         .runtime_output_limit = (size_t)o.runtime_output_limit,
         .runtime_spin_us = o.runtime_spin ? o.runtime_spin : -1,
+        .self_exe = self_len > 0 ? self_exe : NULL,
     };
     rc = sessions_new(&s.sessions, &s.loop, s.streams, &sescfg, err, sizeof err);
     free(agent_url);

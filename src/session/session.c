@@ -247,6 +247,7 @@ static void session__free(struct session *se)
     if (--s->live == 0 && s->freeing) {
         free(s->data_dir);
         free(s->base_url);
+        free(s->self_exe);
         free(s);
     }
 }
@@ -647,6 +648,8 @@ int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
     s->data_dir = xstrdup(real);
     s->cfg.data_dir = s->data_dir;
     s->base_url = cfg->base_url ? xstrdup(cfg->base_url) : NULL;
+    s->self_exe = cfg->self_exe ? xstrdup(cfg->self_exe) : NULL;
+    s->cfg.self_exe = s->self_exe;
     session__replay(s);
     session__ensure_stream(s, SESSION_FEED_STREAM);
     *out = s;
@@ -676,6 +679,7 @@ void sessions_free(struct sessions *s)
     if (--s->live == 0) {
         free(s->data_dir);
         free(s->base_url);
+        free(s->self_exe);
         free(s);
     }
 }

@@ -46,6 +46,8 @@ struct sessions_config {
     uint64_t runtime_idle_ms;
     size_t runtime_output_limit;
     int64_t runtime_spin_us; /* see runtime_options.spin_us; negative: never */
+    const char *self_exe;    /* agentd's own executable (copied): the `demo` agent runs it as
+                              * `agentd demo-agent`; NULL: demo sessions cannot run */
 };
 
 int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,

@@ -27,7 +27,7 @@
 #define SESSIONS_LIST_DEFAULT 100
 #define SESSIONS_LIST_MAX     1000
 
-static const char *const session__agents[] = {"none", "claude-code", "codex", "opencode", "jsonl"};
+static const char *const session__agents[] = {"none", "claude-code", "codex", "opencode", "jsonl", "demo"};
 
 struct session__fork {
     uv_work_t work;
@@ -138,12 +138,12 @@ static const char *session__check_create(struct sessions *s, json_t *b, char *ws
 {
     json_t *agent = json_object_get(b, "agent");
     if (!json_is_string(agent))
-        return "agent is required: none, claude-code, codex, opencode or jsonl";
+        return "agent is required: none, claude-code, codex, opencode, jsonl or demo";
     int known = 0;
     for (size_t i = 0; i < CORE_ARRAY_LEN(session__agents); i++)
         known |= !strcmp(json_string_value(agent), session__agents[i]);
     if (!known)
-        return "unknown agent (none, claude-code, codex, opencode or jsonl)";
+        return "unknown agent (none, claude-code, codex, opencode, jsonl or demo)";
     json_t *w = json_object_get(b, "workspace");
     if (w && !json_is_null(w)) {
         struct stat st;

@@ -63,6 +63,7 @@ struct sessions {
     void *mcp_arg;
     size_t live;    /* sessions not yet freed (deleted ones wait for their runtimes to close) */
     char *base_url; /* how agents reach this server (MCP), e.g. http://127.0.0.1:4437 */
+    char *self_exe; /* agentd's executable, for the demo agent; NULL when unknown */
     int freeing;    /* sessions_free ran: the last session__free frees the registry */
 };
 

@@ -175,7 +175,7 @@ const char *session__agent_config(struct session *se, json_t *b)
         return NULL;
     se->adapter = agent_adapter_find(agent);
     if (se->adapter == NULL)
-        return "unknown agent (none, claude-code, codex, opencode or jsonl)";
+        return "unknown agent (none, claude-code, codex, opencode, jsonl or demo)";
     static const char *const strings[] = {"program", "base_url", "api_key", "model"};
     for (size_t i = 0; i < CORE_ARRAY_LEN(strings); i++) {
         json_t *v = json_object_get(b, strings[i]);
@@ -407,8 +407,9 @@ static void run__spawn(struct session_run *r)
         .run_id = r->id,
         .workspace = se->workspace,
         .home = se->home,
-        .program = nextra ? json_string_value(json_array_get(cmd_j, 0))
-                          : json_string_value(json_object_get(o, "program")),
+        .program = agent_adapter_runs_self(se->adapter) ? s->self_exe
+                   : nextra                             ? json_string_value(json_array_get(cmd_j, 0))
+                                                        : json_string_value(json_object_get(o, "program")),
         .model = json_string_value(json_object_get(o, "model")),
         .base_url = json_string_value(json_object_get(o, "base_url")),
         .api_key = json_string_value(json_object_get(o, "api_key")),

@@ -685,6 +685,40 @@ static void test_jsonl_command(void)
     agent_parser_free(NULL);
 }
 
+/* The demo agent is the jsonl protocol spoken by `agentd demo-agent`, agentd's own executable. */
+static void test_demo_command(void)
+{
+    static const char *const extra[] = {"--ignored", NULL};
+    const struct agent_adapter *demo = agent_adapter_find("demo");
+    ok(demo && agent_adapter_runs_self(demo) && !agent_adapter_runs_self(agent_adapter_find("jsonl")),
+       "demo: an adapter that runs agentd itself");
+    struct agent_run_opts o = {.prompt = "hi", .program = "/opt/agentd", .extra_args = extra, .run_id = "R2"};
+    struct agent_cmd cmd;
+    char *a = argv_of("demo", &o, &cmd);
+    is_str(a, "/opt/agentd demo-agent", "demo: agentd demo-agent, whatever extra args were given");
+    json_t *user = json_loads(cmd.stdin_data, 0, NULL);
+    ok(cmd.stdin_keep_open && !strcmp(str_at(user, "text"), "hi"),
+       "demo: the jsonl user line, stdin kept open");
+    json_decref(user);
+    free(a);
+    agent_cmd_free(&cmd);
+    char *cancel = agent_cancel_line(demo, "R2");
+    is_str(cancel, "{\"type\":\"cancel\",\"run\":\"R2\"}\n", "demo: the jsonl cancel line");
+    free(cancel);
+    static const char out[] =
+        "{\"type\":\"session\",\"id\":\"demo-1\"}\n{\"type\":\"delta\",\"text\":\"a\"}\n";
+    char *session = NULL;
+    json_t *all = parse(demo, out, sizeof out - 1, 2, 0, &session, NULL);
+    char *t = types(all, 0);
+    is_str(t, "log delta", "demo: its output is parsed as jsonl");
+    is_str(session, "demo-1", "demo: its conversation id is the native session");
+    free(t);
+    free(session);
+    json_decref(all);
+    o = (struct agent_run_opts){.prompt = "p"};
+    is_int(agent_command(demo, &o, &cmd), -EINVAL, "demo: without agentd's executable there is no command");
+}
+
 int main(void)
 {
     char *dir = reference_dir();
@@ -711,5 +745,6 @@ int main(void)
     test_codex_command();
     test_opencode_command();
     test_jsonl_command();
+    test_demo_command();
     return done_testing();
 }
