@@ -11,7 +11,7 @@
 #include "serve/serve.h"
 
 static const char usage[] =
-    "usage: agentd <command> [options]\n"
+    "usage: agentd [--server URL] [--token T] [--json] <command> [options]\n"
     "\n"
     "commands:\n"
     "  serve     run the server (agentd serve --help)\n"
@@ -23,6 +23,12 @@ static const char usage[] =
 
 int main(int argc, char **argv)
 {
+    char err[160];
+    if (argc >= 2 && argv[1][0] == '-' && strcmp(argv[1], "--help") && strcmp(argv[1], "-h") &&
+        cli_global_opts_first(argc, argv, err, sizeof err) != 0) {
+        fprintf(stderr, "agentd: %s\n\n%s", err, usage);
+        return 1;
+    }
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 1 : 0;

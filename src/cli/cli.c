@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int cli__opt_find(const struct cli_opt *table, const char *name, size_t len)
 {
@@ -107,6 +108,40 @@ const char *cli_args_token(const struct cli_args *args)
         return NULL;
     return token;
 }
+
+/* ---- Options before the command ----------------------------------------------------------- */
+
+int cli_global_opts_first(int argc, char **argv, char *err, size_t errlen)
+{
+    static const struct cli_opt globals[] = {CLI_COMMON_OPTS, {NULL, NULL, NULL}};
+    int at = 1;
+    while (at < argc && argv[at][0] == '-' && argv[at][1] != '\0') {
+        const char *name = argv[at] + 2, *eq = strchr(name, '=');
+        size_t len = eq != NULL ? (size_t)(eq - name) : strlen(name);
+        int i = argv[at][1] == '-' ? cli__opt_find(globals, name, len) : -1;
+        if (i < 0 || strcmp(globals[i].name, "help") == 0) {
+            snprintf(err, errlen,
+                     "unknown option %s before the command (--server, --token and --json may come first)",
+                     argv[at]);
+            return -EINVAL;
+        }
+        if (globals[i].metavar != NULL && eq == NULL && ++at == argc) {
+            snprintf(err, errlen, "option --%s needs a value (%s)", globals[i].name, globals[i].metavar);
+            return -EINVAL;
+        }
+        at++;
+    }
+    if (at == argc) {
+        snprintf(err, errlen, "no command after the options");
+        return -EINVAL;
+    }
+    char *command = argv[at];
+    memmove(argv + 2, argv + 1, (size_t)(at - 1) * sizeof *argv);
+    argv[1] = command;
+    return 0;
+}
+
+FILE *cli_detail_stream(void) { return isatty(STDOUT_FILENO) ? stdout : stderr; }
 
 /* ---- JSON arrays -------------------------------------------------------------------------- */
 

@@ -20,6 +20,8 @@
 
 #include <stdio.h>
 
+#include "core/core.h"
+
 /* Exit statuses, documented in `agentd stream --help`. */
 enum cli_exit {
     CLI_EXIT_OK = 0,
@@ -84,6 +86,22 @@ void cli_args_usage(const struct cli_opt *table, FILE *out);
  * the array structure is checked; elements are trusted to be valid JSON. Pure. */
 typedef int (*cli_json_element_cb)(void *arg, const char *p, size_t n);
 int cli_json_array_each(const char *text, size_t len, cli_json_element_cb cb, void *arg);
+
+/*
+ * `agentd [--server URL] [--token T] [--json] COMMAND ARGS`: the options every client command takes
+ * may also come before the command. Moves those, in order, to just after the command word, so that
+ * argv[1] is the command and the command parses them as its own. argv[1] not being an option is a
+ * no-op. Returns 0, or -EINVAL with the reason in err: an option before the command that is not one
+ * of these, a missing value, or no command at all.
+ */
+int cli_global_opts_first(int argc, char **argv, char *err, size_t errlen) CORE_UNUSED_RESULT;
+
+/*
+ * Where a command prints what follows its one result (`session new`: the id, then the workspace):
+ * stdout when it is a terminal, where a person reads both, else stderr, so that
+ * `export AGENTD_SESSION=$(agentd session new ...)` captures the result alone.
+ */
+FILE *cli_detail_stream(void);
 
 /* The server URL for a command: --server, else $AGENTD_URL, else CLI_DEFAULT_SERVER. */
 const char *cli_args_server(const struct cli_args *args);

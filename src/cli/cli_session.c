@@ -3,9 +3,10 @@
  * running server through the REST API at /v1/sessions (see src/session/session.h) and their
  * transcripts at /v1/stream/sessions/<id>/transcript.
  *
- * Output contract: `new` and `fork` print the new session's id on the first stdout line (scripts do
- * `S=$(agentd session new --agent none | head -1)`), then its workspace; `send` the run id, then
- * with --wait the run's events until its run_completed; `share` the token, then the URLs; `ls` and
+ * Output contract: `new` and `fork` print the new session's id alone on stdout (scripts do
+ * `S=$(agentd session new --agent none)`), then its workspace on the terminal or, when stdout is not
+ * one, on stderr (cli_detail_stream); `send` the run id, then with --wait the run's events until its
+ * run_completed; `share` the token, then the URLs (likewise on the terminal or stderr); `ls` and
  * `runs` a table, `show` one "key: value" line per field; `cancel` the run id and its status; `rm`
  * and `share --revoke` nothing. `tail` renders the transcript readably (see cli_session__render)
  * and says on stderr where it stopped ("next-offset: O", for --from). With --json, stdout is the
@@ -532,8 +533,8 @@ static int cli_session__add_tag(void *arg, const char *tag)
     return 0;
 }
 
-/* Prints a session the server just created (new, fork): its id on the first line, then its
- * workspace; with --json the answer as is. Returns the exit status. */
+/* Prints a session the server just created (new, fork): its id alone on stdout, then its workspace
+ * (cli_detail_stream); with --json the answer as is. Returns the exit status. */
 static int cli_session__print_created(struct cli_client *client, const char *what,
                                       const struct cli_http_response *resp)
 {
@@ -548,8 +549,9 @@ static int cli_session__print_created(struct cli_client *client, const char *wha
     } else {
         const char *where = json_string_value(json_object_get(session, "workspace"));
         printf("%s\n", id);
+        fflush(stdout);
         if (where != NULL)
-            printf("workspace: %s\n", where);
+            fprintf(cli_detail_stream(), "workspace: %s\n", where);
     }
     json_decref(session);
     return status;
@@ -1458,10 +1460,12 @@ static void cli_session__print_share(struct cli_client *client, const json_t *an
     const char *key;
     json_t *v;
     printf("%s\n", cli_session__str(answer, "token", "?"));
+    fflush(stdout);
     json_object_foreach (json_object_get(answer, "urls"), key, v) {
         const char *where = json_string_value(v);
         if (where != NULL)
-            printf("%s: %s%s\n", key, where[0] == '/' ? cli_http_server(client->http) : "", where);
+            fprintf(cli_detail_stream(), "%s: %s%s\n", key,
+                    where[0] == '/' ? cli_http_server(client->http) : "", where);
     }
 }
 
@@ -1510,8 +1514,7 @@ fail:
 /* ---- Dispatch ---------------------------------------------------------------------------- */
 
 static const struct cli_command cli_session__commands[] = {
-    {"new", "--agent NAME", 0, 0, cli_session__new_opts, cli_session__new,
-     "create a session; prints its id on the first line"},
+    {"new", "--agent NAME", 0, 0, cli_session__new_opts, cli_session__new, "create a session; prints its id"},
     {"ls", "", 0, 0, cli_session__ls_opts, cli_session__ls, "list sessions"},
     {"show", "ID", 1, 1, cli_session__plain_opts, cli_session__show, "describe a session"},
     {"send", "ID TEXT", 2, 2, cli_session__send_opts, cli_session__send,
@@ -1521,8 +1524,7 @@ static const struct cli_command cli_session__commands[] = {
     {"runs", "ID", 1, 1, cli_session__plain_opts, cli_session__runs, "list a session's runs"},
     {"cancel", "ID [RUN]", 1, 2, cli_session__plain_opts, cli_session__cancel,
      "cancel a run (default: the active one)"},
-    {"fork", "ID", 1, 1, cli_session__fork_opts, cli_session__fork,
-     "copy a session; prints the new id on the first line"},
+    {"fork", "ID", 1, 1, cli_session__fork_opts, cli_session__fork, "copy a session; prints the new id"},
     {"share", "ID", 1, 1, cli_session__share_opts, cli_session__share,
      "make a read-only share link (prints its token, then URLs)"},
     {"rm", "ID", 1, 1, cli_session__plain_opts, cli_session__rm, "delete a session (its runtimes stop)"},

@@ -15,7 +15,8 @@ when there is nothing to cancel; runs prints a table and --json one record per l
 in progress; tail --from OFFSET (the next-offset a tail reported) resumes with no event twice;
 the readable rendering; fork prints the new id; share prints a token and absolute URLs, and
 --revoke removes it; not found (3), unreachable (2), usage (1); --token reaches a server with a
-token, also from tail --until-idle's second connection.
+token, also from tail --until-idle's second connection; --server, --token and --json before the
+command; new, fork and share print their one result alone on stdout when it is not a terminal.
 """
 import json
 import os
@@ -113,6 +114,8 @@ def test_new_agent():
     rc, out, err = cli("new", "--agent", "jsonl", "--command", sys.executable, "--command", AGENT, "--tag", "cli")
     sid = out.splitlines()[0] if out else ""
     TAP.ok(rc == 0 and len(sid) == 24, "session new --agent jsonl --command ... prints the new id", err)
+    TAP.ok(out == sid + "\n" and re.search(r"^workspace: /", err, re.M),
+           "session new into a pipe: the id alone on stdout, the workspace on stderr", (out, err))
     rc, out, err = cli("send", sid, "echo made by the cli", "--wait")
     TAP.ok(rc == 0 and "made by the cli" in out, "a session made by the cli runs its agent", out + err)
     rc, out, err = cli("new", "--agent", "jsonl")
@@ -352,8 +355,9 @@ def test_fork(sid):
     rc, out, err = cli("fork", sid)
     lines = out.splitlines()
     child = lines[0] if lines else ""
-    ok(rc == 0 and re.match(r"^[0-9a-f]+$", child) and child != sid,
-       "fork prints the new id on its first line", (rc, out, err))
+    ok(rc == 0 and re.match(r"^[0-9a-f]+$", child) and child != sid and lines == [child],
+       "fork prints the new id alone on stdout", (rc, out, err))
+    ok(re.search(r"^workspace: /", err, re.M), "fork: the workspace on stderr", err)
     ok(SRV.request("GET", f"/v1/sessions/{child}").status == 200, "the fork exists")
     rc, out, err = cli("send", child, "history", "--wait")
     ok(rc == 0 and "-- run completed: success" in out, "the fork runs its own messages",
@@ -381,9 +385,10 @@ def test_share(sid):
     token = lines[0] if lines else ""
     ok(rc == 0 and re.match(r"^[0-9a-f]{16,}$", token), "share prints the token first",
        (rc, out, err))
-    urls = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    ok(lines == [token], "share into a pipe: the token alone on stdout", out)
+    urls = dict(line.split(": ", 1) for line in err.splitlines() if ": " in line)
     ok(urls.get("session", "").startswith(SRV.url + "/") and token in urls.get("session", ""),
-       "share prints absolute URLs with the token", out)
+       "share prints absolute URLs with the token (on stderr when stdout is not a terminal)", err)
     r = SRV.request("GET", urls.get("session", "")[len(SRV.url):], auth=False)
     ok(r.status == 200 and r.json().get("id") == sid, "the session URL works", r)
 
@@ -412,6 +417,33 @@ def test_unreachable(sid):
                  ("fork", sid), ("share", sid)):
         rc, out, err = cli(*args, "--server", url)
         ok(rc == 2, f"{args[0]} with no server exits 2", (rc, out, err))
+
+
+def agentd(*args, env):
+    proc = subprocess.run([BIN] + list(args), stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=30)
+    return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+
+
+def test_global_options_first(sid):
+    """--server, --token and --json may come before the command, as in `agentd --server URL session ls`."""
+    env = dict(os.environ)
+    env.pop("AGENTD_URL", None)
+    env.pop("AGENTD_TOKEN", None)
+    env["AGENTD_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there: only --server reaches SRV
+    rc, out, err = agentd("--server", SRV.url, "session", "ls", env=env)
+    ok(rc == 0 and sid in out, "agentd --server URL session ls", (rc, out, err))
+    rc, out, err = agentd(f"--server={SRV.url}", "--json", "session", "show", sid, env=env)
+    docs = json_lines(out) if rc == 0 else []
+    ok(docs and docs[0].get("id") == sid, "agentd --server=URL --json session show ID", (rc, out, err))
+    rc, out, err = agentd("--json", "--server", SRV.url, "stream", "read", f"sessions/{sid}/transcript", env=env)
+    ok(rc == 0 and json_lines(out), "agentd --json --server URL stream read PATH", (rc, out[:300], err))
+    rc, out, err = agentd("--bogus", "session", "ls", env=env)
+    ok(rc == 1 and "unknown option --bogus" in err, "an unknown option before the command is a usage error",
+       (rc, err))
+    rc, out, err = agentd("--server", env=env)
+    ok(rc == 1 and "needs a value" in err, "--server without a value before the command", (rc, err))
+    rc, out, err = agentd("--json", env=env)
+    ok(rc == 1 and "no command" in err, "options with no command", (rc, err))
 
 
 def test_token():
@@ -444,6 +476,7 @@ def main(tap):
     test_fork(sid)
     test_share(sid)
     test_unreachable(sid)
+    test_global_options_first(sid)
     test_token()
     tap.check_clean_exit(SRV)
 

@@ -304,11 +304,51 @@ static void test_http_helpers(void)
     ok(resp.nheaders == 0, "http: response reset");
 }
 
+/* Joins argv[1..argc) with spaces, for comparing reorderings. */
+static const char *joined(int argc, char **argv)
+{
+    static char out[256];
+    out[0] = '\0';
+    for (int i = 1; i < argc; i++)
+        snprintf(out + strlen(out), sizeof out - strlen(out), "%s%s", i > 1 ? " " : "", argv[i]);
+    return out;
+}
+
+static void test_global_opts_first(void)
+{
+    char err[160];
+    char *a[] = {"agentd", "--server", "http://h:1", "--json", "session", "ls", "--tag", "x"};
+    ok(cli_global_opts_first(8, a, err, sizeof err) == 0, "global options before the command are accepted");
+    is_str(joined(8, a), "session --server http://h:1 --json ls --tag x",
+           "they move after the command, in order");
+
+    char *b[] = {"agentd", "--token=t", "rt", "exec", "echo"};
+    ok(cli_global_opts_first(5, b, err, sizeof err) == 0, "--name=value form");
+    is_str(joined(5, b), "rt --token=t exec echo", "--token=t moves after rt");
+
+    char *c[] = {"agentd", "stream", "--server", "u", "read", "x"};
+    ok(cli_global_opts_first(6, c, err, sizeof err) == 0, "no option first: nothing to do");
+    is_str(joined(6, c), "stream --server u read x", "argv unchanged");
+
+    char *d[] = {"agentd", "--session", "S", "rt", "exec"};
+    ok(cli_global_opts_first(5, d, err, sizeof err) == -EINVAL && strstr(err, "--session") != NULL,
+       "a command's own option before the command is refused, naming it");
+    char *e[] = {"agentd", "--server"};
+    ok(cli_global_opts_first(2, e, err, sizeof err) == -EINVAL && strstr(err, "needs a value") != NULL,
+       "a global option without its value");
+    char *f[] = {"agentd", "--json"};
+    ok(cli_global_opts_first(2, f, err, sizeof err) == -EINVAL && strstr(err, "no command") != NULL,
+       "options and no command");
+    char *g[] = {"agentd", "-x", "session"};
+    ok(cli_global_opts_first(3, g, err, sizeof err) == -EINVAL, "a short option other than the command");
+}
+
 int main(void)
 {
     test_sse();
     test_args();
     test_json_array();
     test_http_helpers();
+    test_global_opts_first();
     return done_testing();
 }
