@@ -1,0 +1,211 @@
+/*
+ * One open session: its latest history page, older pages on demand, the live transcript from the
+ * page's tail (one live connection per tab: the state stream is caught up, not followed), its runs,
+ * and its description. Events are folded into the timeline once per animation frame; a frame that
+ * follows a quiet period flushes at once (a microtask), so a lone event shows with no frame delay.
+ */
+import { batch, signal } from "@preact/signals";
+import {
+  AgentdError,
+  compareOffsets,
+  followSessionState,
+  followTranscript,
+  sumRuns,
+  type ActiveQuery,
+  type Entry,
+  type FollowHandle,
+  type FollowStatus,
+  type Run,
+  type RunSummary,
+  type Session,
+} from "@agentd/client";
+import { MaterializedState } from "@durable-streams/state";
+import { api, noteError } from "../lib/api";
+import { Fold } from "../lib/timeline";
+
+export const PAGE = 300;
+
+export class SessionStore {
+  readonly id: string;
+  readonly session = signal<Session | null>(null);
+  readonly status = signal<FollowStatus>("connecting");
+  /** "deleted" | "not found" | "unauthorized" | an error text; the view shows it instead of retrying */
+  readonly problem = signal<string | null>(null);
+  readonly version = signal(0);
+  readonly runs = signal<Run[]>([]);
+  readonly active = signal<ActiveQuery | null>(null);
+  readonly totals = signal<RunSummary>({ runs: 0, input_tokens: 0, output_tokens: 0, cost_usd: 0 });
+  readonly hasOlder = signal(false);
+  readonly loadingOlder = signal(false);
+  /** Every entry loaded, oldest first (history pages + live). */
+  entries: Entry[] = [];
+  fold = new Fold();
+  private nextBefore: string | null = null;
+  private lastEnd = "";
+  private pending: Entry[] = [];
+  private scheduled = false;
+  private lastFlush = 0;
+  private follow: FollowHandle | null = null;
+  private stateOffset = "-1";
+  private state = new MaterializedState();
+  private stateBusy: Promise<void> | null = null;
+  private stateAgain = false;
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private closed = false;
+
+  constructor(id: string) {
+    this.id = id;
+  }
+
+  async open() {
+    try {
+      this.session.value = await api.getSession(this.id);
+    } catch (e) {
+      if (e instanceof AgentdError && e.status === 404) {
+        /* a deleted session's transcript may still be readable: show it, marked deleted */
+        this.problem.value = "not found";
+      } else {
+        this.problem.value = noteError(e);
+        if (e instanceof AgentdError && e.status === 401) return;
+      }
+    }
+    let from = "-1";
+    try {
+      const page = await api.eventsBefore(this.id, { limit: PAGE });
+      this.nextBefore = page.nextBefore;
+      this.hasOlder.value = page.nextBefore !== null;
+      this.push(page.entries);
+      from = page.tail || this.lastEnd || "-1";
+    } catch (e) {
+      /* a server without history pages: follow the whole transcript instead */
+      if (!(e instanceof AgentdError && e.status === 404 && /resource/.test(e.message))) {
+        if (e instanceof AgentdError && (e.status === 404 || e.status === 410)) {
+          this.problem.value = this.problem.value ?? "not found";
+          this.status.value = "gone";
+          return;
+        }
+        noteError(e);
+      }
+    }
+    if (this.closed) return;
+    this.follow = followTranscript(api, this.id, {
+      offset: from,
+      onEntries: (es) => this.push(es),
+      onStatus: (st, err) => {
+        this.status.value = st;
+        if (st === "gone") this.problem.value = this.problem.value ?? "deleted";
+        if (st === "unauthorized") this.problem.value = err ? noteError(err) : "unauthorized";
+      },
+    });
+    this.refreshState();
+    this.timer = setInterval(() => {
+      if (!document.hidden) this.refreshState();
+    }, 4000);
+  }
+
+  close() {
+    this.closed = true;
+    this.follow?.stop();
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Catches the state stream up from where it was (runs, queue, active run). */
+  refreshState(): Promise<void> {
+    if (this.stateBusy) {
+      this.stateAgain = true;
+      return this.stateBusy;
+    }
+    this.stateBusy = (async () => {
+      do {
+        this.stateAgain = false;
+        const h = followSessionState(api, this.id, {
+          live: false,
+          offset: this.stateOffset,
+          state: this.state,
+          onChange: (s) => {
+            const runs = [...s.runs.values()].sort((a, b) => a.created_at - b.created_at);
+            batch(() => {
+              this.runs.value = runs;
+              this.active.value = s.active;
+              this.totals.value = sumRuns(runs.filter((r) => r.status !== "queued" && r.status !== "running"));
+            });
+          },
+        });
+        await h.done;
+        this.stateOffset = h.offset;
+      } while (this.stateAgain && !this.closed);
+      this.stateBusy = null;
+    })();
+    return this.stateBusy;
+  }
+
+  async refreshSession() {
+    try {
+      this.session.value = await api.getSession(this.id);
+    } catch (e) {
+      if (e instanceof AgentdError && e.status === 404) this.problem.value = "deleted";
+    }
+  }
+
+  private push(es: Entry[]) {
+    for (const e of es) {
+      /* exactly once, whatever a reconnect re-sends */
+      if (this.lastEnd && compareOffsets(e.offset, this.lastEnd) < 0) continue;
+      this.pending.push(e);
+      this.lastEnd = e.end;
+    }
+    if (!this.pending.length || this.scheduled) return;
+    this.scheduled = true;
+    const quiet = performance.now() - this.lastFlush > 16;
+    if (quiet) queueMicrotask(() => this.flush());
+    else if (document.hidden) setTimeout(() => this.flush(), 100);
+    else requestAnimationFrame(() => this.flush());
+  }
+
+  private flush() {
+    this.scheduled = false;
+    this.lastFlush = performance.now();
+    const batchEs = this.pending;
+    this.pending = [];
+    let runEvent = false;
+    for (const e of batchEs) {
+      this.entries.push(e);
+      this.fold.add(e);
+      const t = e.event.type;
+      if (t === "run_start" || t === "run_completed") runEvent = true;
+      if (t === "session" && (e.event as { action?: string }).action === "deleted") this.problem.value = "deleted";
+    }
+    this.version.value++;
+    if (runEvent) {
+      this.refreshState();
+      this.refreshSession();
+    }
+  }
+
+  /** Loads the page before the oldest loaded event; the timeline is folded again from the start. */
+  async loadOlder() {
+    if (!this.nextBefore || this.loadingOlder.value) return;
+    this.loadingOlder.value = true;
+    try {
+      const page = await api.eventsBefore(this.id, { before: this.nextBefore, limit: PAGE });
+      this.nextBefore = page.nextBefore;
+      this.entries = [...page.entries, ...this.entries];
+      const f = new Fold();
+      for (const e of this.entries) f.add(e);
+      this.fold = f;
+      batch(() => {
+        this.hasOlder.value = page.nextBefore !== null;
+        this.version.value++;
+      });
+    } catch (e) {
+      noteError(e);
+    } finally {
+      this.loadingOlder.value = false;
+    }
+  }
+
+  /** The run the server is running now, if any. */
+  activeRun(): string | null {
+    return this.active.value?.run ?? this.session.value?.active_run ?? null;
+  }
+}
