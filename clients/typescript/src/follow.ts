@@ -186,13 +186,15 @@ export function followTranscript(client: AgentdClient, sessionId: string, opts: 
 }
 
 export interface FollowStateOptions extends FollowBase {
+  /** Apply onto this state (e.g. to catch up again later from handle.offset); default a new one. */
+  state?: MaterializedState;
   /** Called after each delivered chunk was applied, with the state and that chunk's events. */
   onChange: (state: MaterializedState, events: StateEvent[], meta: { offset: string; upToDate: boolean }) => void;
 }
 
 /** Follows a State Protocol stream into a MaterializedState (a `reset` control clears it). */
 export function followState(client: AgentdClient, path: string, opts: FollowStateOptions): FollowHandle & { state: MaterializedState } {
-  const state = new MaterializedState();
+  const state = opts.state ?? new MaterializedState();
   const h = followRaw(client, path, opts, (text, offset, upToDate) => {
     const events = text ? (JSON.parse(text) as StateEvent[]) : [];
     for (const ev of events) {
@@ -225,6 +227,7 @@ export function followSessionState(
   client: AgentdClient,
   sessionId: string,
   opts: FollowBase & {
+    state?: MaterializedState;
     onChange: (s: { runs: Map<string, Run>; active: ActiveQuery | null }, meta: { offset: string; upToDate: boolean }) => void;
   },
 ) {
