@@ -153,7 +153,7 @@ export function SessionView({ id }: { id: string }) {
               <span class="muted">workspace</span> <span class="mono">{s?.workspace ?? "…"}</span>
             </span>
             <span class="fact" data-testid="totals">
-              <span class="muted">totals</span> {t.runs} runs · {tokens(t.input_tokens)} in · {tokens(t.output_tokens)} out · {cost(t.cost_usd)}
+              <span class="muted">totals</span> {t.runs} run{t.runs === 1 ? "" : "s"} · {tokens(t.input_tokens)} in · {tokens(t.output_tokens)} out · {cost(t.cost_usd)}
             </span>
             {s?.parent && (
               <span class="fact">

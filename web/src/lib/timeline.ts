@@ -78,6 +78,8 @@ export class Fold {
   /** The environment's latest status seen, and when. */
   envStatus: { status: string; ts?: number | undefined } | null = null;
   deleted = false;
+  /** run_completed of each run seen: totals for runs whose record lacks them (older servers). */
+  runEnds = new Map<string, SessionEventRunCompleted>();
   private pos = new Map<string, number>();
   private streams = new Map<string, string>(); /* run:kind:index -> item key */
   private tools = new Map<string, string>(); /* tool id (or name:) -> item key */
@@ -170,6 +172,7 @@ export class Fold {
         return;
       }
       case "run_completed":
+        if (ev.run) this.runEnds.set(ev.run, ev);
         this.closeStreams(ev.run);
         for (const [tk, key] of this.tools) {
           const it = this.get(key);

@@ -127,7 +127,7 @@ export class SessionStore {
             batch(() => {
               this.runs.value = runs;
               this.active.value = s.active;
-              this.totals.value = sumRuns(runs.filter((r) => r.status !== "queued" && r.status !== "running"));
+              this.totals.value = this.sumTotals(runs);
             });
           },
         });
@@ -137,6 +137,18 @@ export class SessionStore {
       this.stateBusy = null;
     })();
     return this.stateBusy;
+  }
+
+  /** Run totals: each finished run's record, or its run_completed when the record lacks them. */
+  private sumTotals(runs: Run[]): RunSummary {
+    const done = runs
+      .filter((r) => r.status !== "queued" && r.status !== "running")
+      .map((r) => {
+        if (r.usage || r.cost_usd !== undefined) return r;
+        const end = this.fold.runEnds.get(r.id);
+        return end ? { ...r, usage: end.usage, cost_usd: end.cost_usd } : r;
+      });
+    return sumRuns(done);
   }
 
   async refreshSession() {
@@ -175,7 +187,10 @@ export class SessionStore {
       if (t === "run_start" || t === "run_completed") runEvent = true;
       if (t === "session" && (e.event as { action?: string }).action === "deleted") this.problem.value = "deleted";
     }
-    this.version.value++;
+    batch(() => {
+      this.version.value++;
+      if (runEvent) this.totals.value = this.sumTotals(this.runs.value);
+    });
     if (runEvent) {
       this.refreshState();
       this.refreshSession();
