@@ -80,13 +80,6 @@ const char *cli_args_get(const struct cli_args *args, const char *name);
 /* Writes the table as aligned "  --name METAVAR  help" lines. */
 void cli_args_usage(const struct cli_opt *table, FILE *out);
 
-/* Calls cb(arg, p, n) with the exact text of each element of the JSON array in text[0..len), in
- * order and without re-serialising it (so numbers keep their spelling). Surrounding whitespace is
- * trimmed. Returns 0, the callback's nonzero value, or -EINVAL when the text is not an array. Only
- * the array structure is checked; elements are trusted to be valid JSON. Pure. */
-typedef int (*cli_json_element_cb)(void *arg, const char *p, size_t n);
-int cli_json_array_each(const char *text, size_t len, cli_json_element_cb cb, void *arg);
-
 /*
  * `agentd [--server URL] [--token T] [--json] COMMAND ARGS`: the options every client command takes
  * may also come before the command. Moves those, in order, to just after the command word, so that
@@ -142,7 +135,7 @@ struct cli_noun {
  * `agentd NOUN ...`: argv[0] is the noun. Finds the subcommand (options may come before it, as in
  * `agentd rt --session S exec CODE`), parses its options, handles --help, checks the number of
  * positional words, opens the HTTP client from --server/--token and runs it. Returns an exit status.
- * Defined in cli_session.c.
+ * Defined in cli_noun.c.
  */
 int cli_noun_main(const struct cli_noun *noun, int argc, char **argv);
 /* Calls cb(arg, value) for each occurrence of --name VALUE (or --name=VALUE) in argv, in order,
@@ -150,16 +143,11 @@ int cli_noun_main(const struct cli_noun *noun, int argc, char **argv);
 typedef int (*cli_value_cb)(void *arg, const char *value);
 int cli_args_each(const struct cli_opt *table, int argc, char **argv, const char *name, cli_value_cb cb,
                   void *arg);
-/* Prints a JSON object readably: "key: value" lines, nested objects indented, arrays of scalars
- * on one line, {"type","repr"} pairs as "type  repr". Returns 0, or -EINVAL (printing nothing)
- * when text is not a JSON object. */
-int cli_json_print(FILE *out, const char *text, size_t len);
-
 /* `agentd session ...` (cli_session.c) and `agentd rt ...` (cli_rt.c); argv[0] is the noun. */
 int cli_session_main(int argc, char **argv);
 int cli_rt_main(int argc, char **argv);
 
-/* ---- Following a stream live: `agentd session tail`, `send --wait` (cli_session.c) -------- */
+/* ---- Following a stream live: `agentd session tail`, `send --wait` (cli_follow.c) --------- */
 
 /*
  * What cli_follow hands its caller. Each callback returns 0 to keep following, nonzero to stop.

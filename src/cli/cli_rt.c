@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli/cli_http.h"
+#include "cli/cli_json.h"
 #include "core/core.h"
 
 #define CLI_RT_TIMEOUT_MS     60000L /* state, reset, interrupt, history */

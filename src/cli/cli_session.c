@@ -9,438 +9,32 @@
  * run_completed; `share` the token, then the URLs (likewise on the terminal or stderr); `ls` and
  * `runs` a table, `show` one "key: value" line per field; `cancel` the run id and its status; `rm`
  * and `share --revoke` nothing. `tail` renders the transcript readably (see cli_session__render)
- * and says on stderr where it stopped ("next-offset: O", for --from). With --json, stdout is the
+ * (cli_render.c) and says on stderr where it stopped ("next-offset: O", for --from). With --json, stdout is the
  * server's JSON, one object per line: `ls` one session, `runs` one run record, `tail` one
  * transcript event per line.
  *
  * `send --wait` exit statuses, within enum cli_exit: 0 the run succeeded, 4 it was cancelled
  * (by `cancel`, or by another sender's interrupt), 5 it failed.
  *
- * This file also holds what every noun with subcommands shares (cli_noun_main, cli_args_each,
- * cli_json_print; declared in cli.h), since `agentd rt` and `agentd stream` use them too, and
- * cli_follow, the live SSE reader, written so that `agentd stream tail` can use it as well.
+ * What the nouns share lives in its own files: dispatch and options (cli_noun.c), JSON helpers
+ * (cli_json.c), the live follower (cli_follow.c) and the transcript renderer (cli_render.c).
  */
 #include "cli/cli.h"
 
 #include <errno.h>
 #include <jansson.h>
-#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "cli/cli_http.h"
-#include "cli/cli_sse.h"
+#include "cli/cli_json.h"
+#include "cli/cli_render.h"
 #include "core/core.h"
 
 #define CLI_SESSION_TIMEOUT_MS 60000L
 #define CLI_SESSION_PREFIX     "/v1/sessions"
-
-/* ---- Shared by the nouns: dispatch ------------------------------------------------------- */
-
-static int cli__opt_takes_value(const struct cli_opt *table, const char *word)
-{
-    const char *name = word + 2;
-    for (int i = 0; table[i].name != NULL; i++)
-        if (strcmp(table[i].name, name) == 0)
-            return table[i].metavar != NULL;
-    return 0;
-}
-
-int cli_args_each(const struct cli_opt *table, int argc, char **argv, const char *name, cli_value_cb cb,
-                  void *arg)
-{
-    size_t name_len = strlen(name);
-    for (int i = 0; i < argc; i++) {
-        const char *word = argv[i];
-        if (strcmp(word, "--") == 0)
-            return 0;
-        if (word[0] != '-' || word[1] != '-')
-            continue;
-        const char *value = NULL;
-        if (strncmp(word + 2, name, name_len) == 0 && word[2 + name_len] == '=')
-            value = word + 3 + name_len;
-        else if (strcmp(word + 2, name) == 0 && i + 1 < argc)
-            value = argv[++i];
-        else if (strchr(word, '=') == NULL && cli__opt_takes_value(table, word))
-            i++; /* another option's value, which may look like --name */
-        if (value != NULL) {
-            int rc = cb(arg, value);
-            if (rc != 0)
-                return rc;
-        }
-    }
-    return 0;
-}
-
-static void cli__noun_usage(const struct cli_noun *noun, FILE *out)
-{
-    fprintf(out, "Usage: agentd %s COMMAND ARGS [--server URL] [--token TOKEN] [--json]\n\n%s\n", noun->name,
-            noun->intro);
-    for (size_t i = 0; i < noun->ncommands; i++) {
-        char left[48];
-        snprintf(left, sizeof(left), "%s %s", noun->commands[i].name, noun->commands[i].synopsis);
-        fprintf(out, "  %-24s %s\n", left, noun->commands[i].summary);
-    }
-    fprintf(out, "\nRun `agentd %s COMMAND --help` for a command's options.\n%s", noun->name, noun->footer);
-}
-
-/* Does word name an option that takes a value in any of the noun's commands? Used to find the
- * command word when options come first. */
-static int cli__noun_option_takes_value(const struct cli_noun *noun, const char *word)
-{
-    if (word[1] != '-' || strchr(word, '=') != NULL)
-        return 0;
-    for (size_t i = 0; i < noun->ncommands; i++)
-        if (cli__opt_takes_value(noun->commands[i].opts, word))
-            return 1;
-    return 0;
-}
-
-int cli_noun_main(const struct cli_noun *noun, int argc, char **argv)
-{
-    if (argc < 2) {
-        cli__noun_usage(noun, stderr);
-        return CLI_EXIT_USAGE;
-    }
-    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        cli__noun_usage(noun, stdout);
-        return CLI_EXIT_OK;
-    }
-    int at = 1;
-    while (at < argc && argv[at][0] == '-' && argv[at][1] != '\0') {
-        if (cli__noun_option_takes_value(noun, argv[at]))
-            at++;
-        at++;
-    }
-    const struct cli_command *command = NULL;
-    for (size_t i = 0; at < argc && i < noun->ncommands; i++)
-        if (strcmp(argv[at], noun->commands[i].name) == 0)
-            command = &noun->commands[i];
-    if (command == NULL) {
-        if (at < argc)
-            fprintf(stderr, "agentd %s: unknown command '%s' (see agentd %s --help)\n", noun->name, argv[at],
-                    noun->name);
-        else
-            cli__noun_usage(noun, stderr);
-        return CLI_EXIT_USAGE;
-    }
-
-    /* The words around the command, in order, are its arguments (they point into argv). */
-    char **words = xcalloc((size_t)argc, sizeof(*words));
-    int nwords = 0, status = CLI_EXIT_USAGE;
-    for (int i = 1; i < argc; i++)
-        if (i != at)
-            words[nwords++] = argv[i];
-    struct cli_args args;
-    const char *reason = cli_args_parse(command->opts, nwords, words, &args);
-    if (reason != NULL) {
-        fprintf(stderr, "agentd %s %s: %s (see --help)\n", noun->name, command->name, reason);
-        goto fail;
-    }
-    if (cli_args_get(&args, "help") != NULL) {
-        fprintf(stdout, "Usage: agentd %s %s %s [OPTIONS]\n%s\n\nOptions:\n", noun->name, command->name,
-                command->synopsis, command->summary);
-        cli_args_usage(command->opts, stdout);
-        status = CLI_EXIT_OK;
-        goto fail;
-    }
-    if (args.npositional < command->min_args || args.npositional > command->max_args) {
-        fprintf(stderr, "agentd %s %s: expected %s (see --help)\n", noun->name, command->name,
-                command->synopsis[0] != '\0' ? command->synopsis : "no arguments");
-        goto fail;
-    }
-    struct cli_client client = {
-        .http = cli_http_new(cli_args_server(&args), cli_args_token(&args)),
-        .json = cli_args_get(&args, "json") != NULL,
-        .nwords = nwords,
-        .words = words,
-    };
-    status = command->run(&client, &args);
-    cli_http_free(client.http);
-fail:
-    free(words);
-    return status;
-}
-
-/* ---- Shared by the nouns: readable JSON -------------------------------------------------- */
-
-static int cli__json_is_scalar(const json_t *v) { return !json_is_object(v) && !json_is_array(v); }
-
-/* A scalar as text: strings bare, everything else as JSON. */
-static void cli__json_scalar(FILE *out, const json_t *v)
-{
-    if (json_is_string(v)) {
-        fwrite(json_string_value(v), 1, json_string_length(v), out);
-        return;
-    }
-    char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-    fputs(text != NULL ? text : "?", out);
-    free(text);
-}
-
-/* {"type":...,"repr":...} is how runtimes describe a value; it reads best on one line. */
-static int cli__json_is_typed_value(const json_t *v)
-{
-    return json_is_object(v) && json_object_size(v) == 2 && json_object_get(v, "type") != NULL &&
-           json_object_get(v, "repr") != NULL;
-}
-
-static void cli__json_print_value(FILE *out, const json_t *v, int indent);
-
-static void cli__json_print_object(FILE *out, const json_t *object, int indent)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach ((json_t *)object, key, v) {
-        fprintf(out, "%*s%s:", indent, "", key);
-        cli__json_print_value(out, v, indent);
-    }
-}
-
-/* Prints what follows "key:" — on the same line for scalars, below it (indented) otherwise. */
-static void cli__json_print_value(FILE *out, const json_t *v, int indent)
-{
-    if (cli__json_is_typed_value(v)) {
-        fputc(' ', out);
-        cli__json_scalar(out, json_object_get(v, "type"));
-        fputs("  ", out);
-        cli__json_scalar(out, json_object_get(v, "repr"));
-        fputc('\n', out);
-    } else if (json_is_object(v)) {
-        fputs(json_object_size(v) == 0 ? " {}\n" : "\n", out);
-        cli__json_print_object(out, v, indent + 2);
-    } else if (json_is_array(v)) {
-        size_t i;
-        json_t *item;
-        int all_scalars = 1;
-        json_array_foreach (v, i, item)
-            all_scalars = all_scalars && cli__json_is_scalar(item);
-        if (!all_scalars) {
-            char *text = json_dumps(v, JSON_COMPACT);
-            fprintf(out, " %s\n", text != NULL ? text : "?");
-            free(text);
-            return;
-        }
-        json_array_foreach (v, i, item) {
-            fputs(i == 0 ? " " : ", ", out);
-            cli__json_scalar(out, item);
-        }
-        fputc('\n', out);
-    } else {
-        fputc(' ', out);
-        cli__json_scalar(out, v);
-        fputc('\n', out);
-    }
-}
-
-int cli_json_print(FILE *out, const char *text, size_t len)
-{
-    if (len == 0)
-        return -EINVAL;
-    json_t *root = json_loadb(text, len, JSON_ALLOW_NUL, NULL);
-    if (!json_is_object(root)) {
-        json_decref(root);
-        return -EINVAL;
-    }
-    cli__json_print_object(out, root, 0);
-    json_decref(root);
-    return 0;
-}
-
-/* ---- Shared by the nouns: following a stream live ---------------------------------------- */
-
-#define CLI_FOLLOW_IDLE_S         120L  /* silence after which a live read reconnects */
-#define CLI_FOLLOW_BACKOFF_MAX_MS 5000L /* longest pause between reconnects */
-
-/* One cli_follow, across reconnects. */
-struct cli__follow {
-    const struct cli_follow_cb *cb;
-    struct cli_sse *sse;
-    char **offset; /* the caller's: the last confirmed offset */
-    /* Per connection: */
-    int checked;  /* the response headers were looked at */
-    int binary;   /* data events are base64 (Stream-SSE-Data-Encoding: base64) */
-    int controls; /* control events received */
-    /* Outcomes that end the transfer: */
-    int stopped;         /* a callback asked to stop, or the stream is closed */
-    const char *failure; /* why the response cannot be followed, or NULL */
-    /* Data events waiting for the control event that confirms their offset. */
-    struct buf *pending;
-    size_t npending, pending_cap;
-};
-
-static void cli__follow_drop_pending(struct cli__follow *follow)
-{
-    for (size_t i = 0; i < follow->npending; i++)
-        buf_free(&follow->pending[i]);
-    follow->npending = 0;
-}
-
-static int cli__follow_data(struct cli__follow *follow, const struct cli_sse_event *event)
-{
-    if (follow->npending == follow->pending_cap) {
-        follow->pending_cap = follow->pending_cap ? follow->pending_cap * 2 : 8;
-        follow->pending = xrealloc(follow->pending, follow->pending_cap * sizeof(*follow->pending));
-    }
-    struct buf *data = &follow->pending[follow->npending++];
-    memset(data, 0, sizeof(*data));
-    if (!follow->binary) {
-        buf_append(data, event->data, event->data_len);
-        return 0;
-    }
-    /* Base64 may be split over several data: lines, which the parser joined with '\n'. */
-    size_t decoded_len = 0;
-    buf_reserve(data, event->data_len);
-    if (sodium_base642bin((unsigned char *)data->p, event->data_len, event->data, event->data_len, "\r\n",
-                          &decoded_len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0) {
-        follow->failure = "a data event is not valid base64";
-        return 1;
-    }
-    data->len = decoded_len;
-    return 0;
-}
-
-static int cli__follow_control(struct cli__follow *follow, const struct cli_sse_event *event)
-{
-    json_t *control = json_loadb(event->data, event->data_len, 0, NULL);
-    if (!json_is_object(control)) {
-        json_decref(control);
-        follow->failure = "a control event is not a JSON object";
-        return 1;
-    }
-    const char *next = json_string_value(json_object_get(control, "streamNextOffset"));
-    if (next != NULL && strcmp(next, *follow->offset) != 0) {
-        free(*follow->offset);
-        *follow->offset = xstrdup(next);
-    }
-    int closed = json_is_true(json_object_get(control, "streamClosed"));
-    int up_to_date = closed || json_is_true(json_object_get(control, "upToDate"));
-    json_decref(control);
-    follow->controls++;
-
-    const struct cli_follow_cb *cb = follow->cb;
-    int stop = 0;
-    for (size_t i = 0; i < follow->npending && !stop; i++)
-        stop = cb->on_data(cb->arg, follow->pending[i].p, follow->pending[i].len, *follow->offset);
-    cli__follow_drop_pending(follow);
-    if (!stop && cb->on_control != NULL)
-        stop = cb->on_control(cb->arg, *follow->offset, up_to_date, closed);
-    follow->stopped = stop || closed;
-    return follow->stopped;
-}
-
-static int cli__follow_event(void *arg, const struct cli_sse_event *event)
-{
-    struct cli__follow *follow = arg;
-    if (strcmp(event->type, "data") == 0)
-        return cli__follow_data(follow, event);
-    if (strcmp(event->type, "control") == 0)
-        return cli__follow_control(follow, event);
-    return 0; /* event types we do not know are skipped, for forward compatibility */
-}
-
-static int cli__follow_body(void *arg, const struct cli_http_response *resp, const char *p, size_t n)
-{
-    struct cli__follow *follow = arg;
-    if (!follow->checked) {
-        const char *type = cli_http_header(resp, "Content-Type");
-        const char *encoding = cli_http_header(resp, "Stream-SSE-Data-Encoding");
-        size_t type_len = type != NULL ? strcspn(type, "; \t") : 0;
-        follow->checked = 1;
-        follow->binary = encoding != NULL && strcasecmp(encoding, "base64") == 0;
-        if (type_len != strlen("text/event-stream") ||
-            strncasecmp(type, "text/event-stream", type_len) != 0) {
-            follow->failure = "the server did not answer with an event stream";
-            return 1;
-        }
-    }
-    int rc = cli_sse_feed(follow->sse, p, n);
-    if (rc < 0)
-        follow->failure = "an event is too large";
-    return rc;
-}
-
-static void cli__sleep_ms(long ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-int cli_follow(struct cli_http *http, const char *what, const char *url_path, char **offset,
-               const struct cli_follow_cb *cb)
-{
-    struct cli__follow follow = {.cb = cb, .offset = offset};
-    struct cli_http_response resp = {0};
-    struct buf url = {0};
-    long backoff_ms = 0;
-    int status = CLI_EXIT_OK, connected = 0, reported_outage = 0;
-
-    follow.sse = cli_sse_new(cli__follow_event, &follow);
-    for (;;) {
-        cli_sse_reset(follow.sse);
-        cli__follow_drop_pending(&follow);
-        follow.checked = follow.binary = follow.controls = 0;
-        buf_reset(&url);
-        buf_puts(&url, url_path);
-        buf_puts(&url, "?offset=");
-        cli_http_path_escape(&url, *offset);
-        buf_puts(&url, "&live=sse");
-        struct cli_http_request req = {
-            .method = "GET",
-            .path = url.p,
-            .headers = (const char *const[]){"Accept: text/event-stream", NULL},
-            .on_body = cli__follow_body,
-            .arg = &follow,
-            .idle_timeout_s = CLI_FOLLOW_IDLE_S,
-        };
-        int rc = cli_http_request(http, &req, &resp);
-
-        if (follow.stopped)
-            break;
-        if (follow.failure != NULL) {
-            fprintf(stderr, "agentd: %s: %s\n", what, follow.failure);
-            status = CLI_EXIT_HTTP;
-            break;
-        }
-        if (rc == 0 && (resp.status < 200 || resp.status >= 300)) {
-            status = cli_http_report(http, what, rc, &resp);
-            if (status == CLI_EXIT_OK) /* a 3xx we did not follow */
-                status = CLI_EXIT_HTTP;
-            break;
-        }
-        if (rc < 0 && !connected && !follow.checked) {
-            status = cli_http_report(http, what, rc, &resp);
-            break;
-        }
-        connected = connected || follow.checked;
-        if (rc < 0 && !reported_outage) {
-            fprintf(stderr, "agentd: %s: %s; reconnecting from offset %s\n", what, cli_http_error(http),
-                    *offset);
-            reported_outage = 1;
-        } else if (rc == 0) {
-            reported_outage = 0;
-        }
-        /* The server ends live responses now and then (and may restart): resume from the last
-         * confirmed offset, at once if this connection was useful, else with a growing pause. */
-        if (follow.controls > 0)
-            backoff_ms = 0;
-        else
-            backoff_ms = backoff_ms == 0 ? 250 : backoff_ms * 2;
-        if (backoff_ms > CLI_FOLLOW_BACKOFF_MAX_MS)
-            backoff_ms = CLI_FOLLOW_BACKOFF_MAX_MS;
-        if (backoff_ms > 0)
-            cli__sleep_ms(backoff_ms);
-    }
-    cli__follow_drop_pending(&follow);
-    free(follow.pending);
-    cli_sse_free(follow.sse);
-    cli_http_response_reset(&resp);
-    buf_free(&url);
-    return status;
-}
+#define CLI_SESSION_INPUT_MAX  60 /* bytes shown of a run's input in `runs` */
 
 /* ---- Requests --------------------------------------------------------------------------- */
 
@@ -796,284 +390,6 @@ static int cli_session__run_is_open(const json_t *run)
     return status == NULL || strcmp(status, "queued") == 0 || strcmp(status, "running") == 0;
 }
 
-/* ---- Rendering transcript events ---------------------------------------------------------- */
-
-#define CLI_SESSION_TOOL_LINES 8   /* lines of a tool's output shown */
-#define CLI_SESSION_LINE_MAX   200 /* bytes shown of one line of tool input or output */
-#define CLI_SESSION_INPUT_MAX  60  /* bytes shown of a run's input in `runs` */
-
-/* What rendering remembers from one event to the next. */
-struct cli_session__render {
-    struct buf delta; /* text streamed by delta events since the last message, already printed */
-};
-
-/* Writes p[0..n), at most max bytes of it (0: no limit) cut on a UTF-8 character boundary, with
- * "..." when cut. */
-static void cli_session__put_cut(FILE *out, const char *p, size_t n, size_t max)
-{
-    if (max == 0 || n <= max) {
-        fwrite(p, 1, n, out);
-        return;
-    }
-    while (max > 0 && ((unsigned char)p[max] & 0xC0) == 0x80)
-        max--;
-    fwrite(p, 1, max, out);
-    fputs("...", out);
-}
-
-/* The first line of p[0..n), cut to max bytes, with "..." when anything was left out. */
-static void cli_session__put_first_line(FILE *out, const char *p, size_t n, size_t max)
-{
-    const char *newline = n > 0 ? memchr(p, '\n', n) : NULL;
-    size_t len = newline != NULL ? (size_t)(newline - p) : n;
-    cli_session__put_cut(out, p, len, max);
-    if (newline != NULL && (max == 0 || len <= max))
-        fputs("...", out);
-}
-
-/* Writes p[0..n) line by line, each after prefix and cut to line_max bytes (0: whole); at most
- * max_lines lines (0: all), then how many were left out. Trailing line ends are dropped. */
-static void cli_session__put_lines(FILE *out, const char *prefix, const char *p, size_t n, size_t max_lines,
-                                   size_t line_max)
-{
-    while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'))
-        n--;
-    const char *end = p + n;
-    size_t total = 0;
-    for (const char *line = p;;) {
-        const char *newline = line < end ? memchr(line, '\n', (size_t)(end - line)) : NULL;
-        const char *stop = newline != NULL ? newline : end;
-        if (max_lines == 0 || total < max_lines) {
-            fputs(prefix, out);
-            cli_session__put_cut(out, line, (size_t)(stop - line), line_max);
-            fputc('\n', out);
-        }
-        total++;
-        if (newline == NULL)
-            break;
-        line = newline + 1;
-    }
-    if (max_lines > 0 && total > max_lines)
-        fprintf(out, "%s... (%zu more lines)\n", prefix, total - max_lines);
-}
-
-/* A value as text: a string as it is, anything else as compact JSON; nothing for NULL. */
-static void cli_session__value_text(const json_t *v, struct buf *out)
-{
-    if (json_is_string(v)) {
-        buf_append(out, json_string_value(v), json_string_length(v));
-    } else if (v != NULL) {
-        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (text != NULL)
-            buf_puts(out, text);
-        free(text);
-    }
-}
-
-/* A message's text: its content blocks of type text, one after the other; or content or text
- * given as a plain string. */
-static void cli_session__message_text(const json_t *ev, struct buf *out)
-{
-    const json_t *content = json_object_get(ev, "content");
-    if (!json_is_array(content)) {
-        cli_session__value_text(json_is_string(content) ? content : json_object_get(ev, "text"), out);
-        return;
-    }
-    size_t i;
-    const json_t *block;
-    json_array_foreach (content, i, block) {
-        const char *type = json_string_value(json_object_get(block, "type"));
-        const json_t *text = json_object_get(block, "text");
-        if (!json_is_string(text) || (type != NULL && strcmp(type, "text") != 0))
-            continue;
-        if (out->len > 0)
-            buf_puts(out, "\n");
-        buf_append(out, json_string_value(text), json_string_length(text));
-    }
-}
-
-/* "$ name(input)" on one line: an input of one string member shows as that string, any other as
- * compact JSON. */
-static void cli_session__put_call(FILE *out, const char *name, const json_t *input)
-{
-    const json_t *shown = input;
-    if (json_is_object(input) && json_object_size(input) == 1) {
-        const char *key;
-        json_t *v;
-        json_object_foreach ((json_t *)input, key, v) {
-            if (json_is_string(v))
-                shown = v;
-        }
-    }
-    struct buf text = {0};
-    cli_session__value_text(shown, &text);
-    fprintf(out, "$ %s(", name != NULL ? name : "?");
-    cli_session__put_first_line(out, text.p, text.len, CLI_SESSION_LINE_MAX);
-    fputs(")\n", out);
-    buf_free(&text);
-}
-
-/* Output of a tool or runtime call, trimmed; errors marked with "!". */
-static void cli_session__put_output(FILE *out, const json_t *output, int is_error)
-{
-    struct buf text = {0};
-    cli_session__value_text(output, &text);
-    if (text.len == 0)
-        fputs(is_error ? "  ! (failed, no output)\n" : "  (no output)\n", out);
-    else
-        cli_session__put_lines(out, is_error ? "  ! " : "  ", text.p, text.len, CLI_SESSION_TOOL_LINES,
-                               CLI_SESSION_LINE_MAX);
-    buf_free(&text);
-}
-
-static const char *cli_session__str(const json_t *ev, const char *key, const char *otherwise)
-{
-    const char *value = json_string_value(json_object_get(ev, key));
-    return value != NULL ? value : otherwise;
-}
-
-static void cli_session__render_run_start(struct cli_session__render *r, const json_t *ev)
-{
-    (void)r;
-    const char *input = cli_session__str(ev, "input", "");
-    cli_session__put_lines(stdout, "> ", input, strlen(input), 0, 0);
-}
-
-static void cli_session__render_delta(struct cli_session__render *r, const json_t *ev)
-{
-    const char *kind = json_string_value(json_object_get(ev, "kind"));
-    const json_t *text = json_object_get(ev, "text");
-    if ((kind != NULL && strcmp(kind, "text") != 0) || !json_is_string(text))
-        return; /* thinking and tool input are not shown */
-    fwrite(json_string_value(text), 1, json_string_length(text), stdout);
-    buf_append(&r->delta, json_string_value(text), json_string_length(text));
-}
-
-/* Assistant text as it is, user text after "> ". Deltas printed before are not repeated: the
- * message that follows them holds the whole text. */
-static void cli_session__render_message(struct cli_session__render *r, const json_t *ev)
-{
-    struct buf text = {0};
-    cli_session__message_text(ev, &text);
-    const char *p = text.p;
-    size_t n = text.len;
-    if (r->delta.len > 0) {
-        if (n >= r->delta.len && memcmp(p, r->delta.p, r->delta.len) == 0) {
-            fwrite(p + r->delta.len, 1, n - r->delta.len, stdout);
-            n = 0;
-        }
-        fputc('\n', stdout);
-        buf_reset(&r->delta);
-    }
-    if (n > 0) {
-        const char *role = json_string_value(json_object_get(ev, "role"));
-        int is_user = role != NULL && strcmp(role, "user") == 0;
-        cli_session__put_lines(stdout, is_user ? "> " : "", p, n, 0, 0);
-    }
-    buf_free(&text);
-}
-
-static void cli_session__render_pre_tool(struct cli_session__render *r, const json_t *ev)
-{
-    (void)r;
-    cli_session__put_call(stdout, cli_session__str(ev, "name", "tool"), json_object_get(ev, "input"));
-}
-
-static void cli_session__render_post_tool(struct cli_session__render *r, const json_t *ev)
-{
-    (void)r;
-    cli_session__put_output(stdout, json_object_get(ev, "output"),
-                            json_is_true(json_object_get(ev, "is_error")));
-}
-
-static void cli_session__render_log(struct cli_session__render *r, const json_t *ev)
-{
-    (void)r;
-    const char *text = cli_session__str(ev, "text", "");
-    printf("[%s] ", cli_session__str(ev, "level", "info"));
-    cli_session__put_lines(stdout, "", text, strlen(text), 0, 0);
-}
-
-static void cli_session__render_error(struct cli_session__render *r, const json_t *ev)
-{
-    (void)r;
-    printf("[error] %s (%s)\n", cli_session__str(ev, "message", "?"), cli_session__str(ev, "code", "error"));
-}
-
-static void cli_session__render_status(struct cli_session__render *r, const json_t *ev)
-{
-    (void)r;
-    const char *lang = json_string_value(json_object_get(ev, "lang"));
-    printf("-- %s%s%s: %s\n", cli_session__str(ev, "scope", "status"), lang != NULL ? " " : "",
-           lang != NULL ? lang : "", cli_session__str(ev, "status", "?"));
-}
-
-/* A runtime call (`agentd rt exec`, the MCP tool): its code as a call, then its output. */
-static void cli_session__render_runtime(struct cli_session__render *r, const json_t *ev)
-{
-    (void)r;
-    const json_t *out = json_object_get(ev, "stdout"), *err = json_object_get(ev, "stderr");
-    const char *outcome = cli_session__str(ev, "outcome", "ok");
-    cli_session__put_call(stdout, cli_session__str(ev, "lang", "runtime"), json_object_get(ev, "code"));
-    if (json_string_length(out) > 0 || json_string_length(err) == 0)
-        cli_session__put_output(stdout, out, 0);
-    if (json_string_length(err) > 0)
-        cli_session__put_output(stdout, err, 1);
-    if (strcmp(outcome, "ok") != 0)
-        printf("  ! %s\n", outcome);
-}
-
-static void cli_session__render_run_completed(struct cli_session__render *r, const json_t *ev)
-{
-    (void)r;
-    const char *code = json_string_value(json_object_get(ev, "code"));
-    printf("-- run completed: %s%s%s%s\n", cli_session__str(ev, "status", "?"), code != NULL ? " (" : "",
-           code != NULL ? code : "", code != NULL ? ")" : "");
-}
-
-static void cli_session__render_session(struct cli_session__render *r, const json_t *ev)
-{
-    (void)r;
-    const char *from = json_string_value(json_object_get(ev, "from"));
-    printf("-- session %s%s%s\n", cli_session__str(ev, "action", "?"), from != NULL ? " from " : "",
-           from != NULL ? from : "");
-}
-
-static const struct {
-    const char *type;
-    void (*render)(struct cli_session__render *r, const json_t *ev);
-} cli_session__renderers[] = {
-    {"run_start", cli_session__render_run_start}, {"message", cli_session__render_message},
-    {"delta", cli_session__render_delta},         {"pre_tool", cli_session__render_pre_tool},
-    {"post_tool", cli_session__render_post_tool}, {"log", cli_session__render_log},
-    {"error", cli_session__render_error},         {"status", cli_session__render_status},
-    {"runtime", cli_session__render_runtime},     {"run_completed", cli_session__render_run_completed},
-    {"session", cli_session__render_session},
-};
-
-/* Prints one transcript event readably on stdout; event types it does not know print nothing. */
-static void cli_session__render(struct cli_session__render *r, const json_t *ev)
-{
-    const char *type = json_string_value(json_object_get(ev, "type"));
-    if (type == NULL)
-        return;
-    if (r->delta.len > 0 && strcmp(type, "delta") != 0 && strcmp(type, "message") != 0) {
-        fputc('\n', stdout); /* the streamed text ended without its message */
-        buf_reset(&r->delta);
-    }
-    for (size_t i = 0; i < CORE_ARRAY_LEN(cli_session__renderers); i++)
-        if (strcmp(type, cli_session__renderers[i].type) == 0)
-            cli_session__renderers[i].render(r, ev);
-}
-
-/* Ends a line that deltas left open, before the command ends. */
-static void cli_session__render_end(struct cli_session__render *r)
-{
-    if (r->delta.len > 0)
-        fputc('\n', stdout);
-    buf_free(&r->delta);
-}
-
 /* ---- Following a transcript: tail, send --wait -------------------------------------------- */
 
 /* One read of a session's transcript. */
@@ -1083,7 +399,7 @@ struct cli_session__tail {
     const char *id;      /* the session */
     const char *run;     /* send --wait: only this run's events are printed; its end stops the read */
     char run_status[16]; /* the status in run's run_completed, once seen */
-    struct cli_session__render render;
+    struct cli_render render;
     json_t *done; /* run ids known to be over: their run_completed was read, or they were over
                       * when the tail began (object of run id -> true) */
     /* --until-idle: */
@@ -1106,13 +422,13 @@ static int cli_session__tail_event(void *arg, const char *p, size_t n)
         fwrite(p, 1, n, stdout);
         fputc('\n', stdout);
     } else if (ev != NULL) {
-        cli_session__render(&tail->render, ev);
+        cli_render_event(&tail->render, ev);
     }
     if (type != NULL && run != NULL && strcmp(type, "run_completed") == 0) {
         json_object_set_new(tail->done, run, json_true());
         tail->check = 1;
         if (tail->run != NULL) {
-            snprintf(tail->run_status, sizeof(tail->run_status), "%s", cli_session__str(ev, "status", "?"));
+            snprintf(tail->run_status, sizeof(tail->run_status), "%s", cli_json_str(ev, "status", "?"));
             stop = 1;
         }
     }
@@ -1187,7 +503,7 @@ static int cli_session__tail_follow(struct cli_session__tail *tail, char **offse
     };
     tail->status = CLI_EXIT_OK;
     int status = cli_follow(tail->client->http, tail->what, url.p, offset, &cb);
-    cli_session__render_end(&tail->render);
+    cli_render_end(&tail->render);
     fflush(stdout);
     buf_free(&url);
     return status != CLI_EXIT_OK ? status : tail->status;
@@ -1340,16 +656,15 @@ static void cli_session__print_run(const json_t *run)
 {
     const json_t *started = json_object_get(run, "started_at");
     const json_t *ended = json_object_get(run, "ended_at");
-    const char *input = cli_session__str(run, "input", "");
+    const char *input = cli_json_str(run, "input", "");
     char created[64], took[32] = "-";
     cli_session__format_time(json_object_get(run, "created_at"), created, sizeof(created));
     if (json_is_number(started) && json_is_number(ended))
         snprintf(took, sizeof(took), "%.1fs",
                  (json_number_value(ended) - json_number_value(started)) / 1000.0);
-    printf("%-20s %-9s %-9s %-19s %8s %-14s ", cli_session__str(run, "id", "?"),
-           cli_session__str(run, "status", "-"), cli_session__str(run, "mode", "-"), created, took,
-           cli_session__str(run, "code", "-"));
-    cli_session__put_first_line(stdout, input, strlen(input), CLI_SESSION_INPUT_MAX);
+    printf("%-20s %-9s %-9s %-19s %8s %-14s ", cli_json_str(run, "id", "?"), cli_json_str(run, "status", "-"),
+           cli_json_str(run, "mode", "-"), created, took, cli_json_str(run, "code", "-"));
+    cli_render_first_line(stdout, input, strlen(input), CLI_SESSION_INPUT_MAX);
     putchar('\n');
 }
 
@@ -1410,7 +725,7 @@ static int cli_session__cancel(struct cli_client *client, const struct cli_args 
         cli_session__put_answer(&resp);
     } else {
         answer = json_loadb(resp.body.p, resp.body.len, 0, NULL);
-        printf("%s\nstatus: %s\n", run, cli_session__str(answer, "status", "?"));
+        printf("%s\nstatus: %s\n", run, cli_json_str(answer, "status", "?"));
     }
 fail:
     json_decref(answer);
@@ -1459,7 +774,7 @@ static void cli_session__print_share(struct cli_client *client, const json_t *an
 {
     const char *key;
     json_t *v;
-    printf("%s\n", cli_session__str(answer, "token", "?"));
+    printf("%s\n", cli_json_str(answer, "token", "?"));
     fflush(stdout);
     json_object_foreach (json_object_get(answer, "urls"), key, v) {
         const char *where = json_string_value(v);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cli/cli_http.h"
+#include "cli/cli_json.h"
 #include "cli/cli_sse.h"
 #include "core/core.h"
 

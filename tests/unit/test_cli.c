@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_http.h"
+#include "cli/cli_json.h"
 #include "cli/cli_sse.h"
 #include "core/core.h"
 #include "tap.h"
