@@ -73,6 +73,11 @@ void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb,
 #define HTTP_ROUTE_OWN_AUTH 1u
 void http_route_flags(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg,
                       unsigned flags);
+/* CORS: adds header names (comma-separated; copied) that browsers may send (allow:
+ * Access-Control-Allow-Headers) and read (expose: Access-Control-Expose-Headers). Each module
+ * registers the headers of its own protocol when it mounts its routes; http/ names only generic
+ * HTTP ones (Content-Type, Authorization, ETag, ...). Either may be NULL. */
+void http_cors_headers(struct http_server *srv, const char *allow, const char *expose);
 /* 1 when the server has no token or the request carries it as `Authorization: Bearer <token>`. */
 int http_req_authorized(const struct http_req *req);
 /* A second chance for a request without the server token (e.g. a read-only share token scoped to

@@ -49,8 +49,10 @@ static void mcp_http__cancel(void *arg, void *handle)
     session_rt_cancel(handle);
 }
 
-struct mcp_http *mcp_http_new(struct sessions *sessions)
+struct mcp_http *mcp_http_new(struct sessions *sessions, struct http_server *srv)
 {
+    /* Streamable HTTP's session header, both ways, and the protocol version clients send. */
+    http_cors_headers(srv, "Mcp-Session-Id, MCP-Protocol-Version", "Mcp-Session-Id");
     struct mcp_http *mh = xcalloc(1, sizeof *mh);
     mh->sessions = sessions;
     struct mcp_backend backend = {.start = mcp_http__start, .cancel = mcp_http__cancel, .arg = sessions};

@@ -20,12 +20,14 @@
 #define AGENTD_MCP_HTTP_H
 
 struct sessions;
+struct http_server;
 struct http_req;
 struct mcp_http;
 
 /* The transport for sessions (borrowed; must outlive the returned object). Register it with
- * sessions_set_mcp(sessions, mcp_http_handle, object). Free with mcp_http_free. */
-struct mcp_http *mcp_http_new(struct sessions *sessions);
+ * sessions_set_mcp(sessions, mcp_http_handle, object). srv (borrowed for the call) learns the MCP
+ * headers browsers may send and read (CORS). Free with mcp_http_free. */
+struct mcp_http *mcp_http_new(struct sessions *sessions, struct http_server *srv);
 /* Frees the transport. Requests still waiting for tool calls are cancelled first (their clients
  * get no answer; the server is stopping). Call before sessions_free. NULL is a no-op. */
 void mcp_http_free(struct mcp_http *mh);

@@ -313,7 +313,7 @@ int serve_main(int argc, char **argv)
         goto out;
     }
     sessions_routes(s.sessions, s.http);
-    s.mcp = mcp_http_new(s.sessions); /* POST /v1/sessions/<id>/mcp: the runtime tool over MCP */
+    s.mcp = mcp_http_new(s.sessions, s.http); /* POST /v1/sessions/<id>/mcp: the runtime tool over MCP */
     sessions_set_mcp(s.sessions, mcp_http_handle, s.mcp);
 
     if (!o.no_ui) {

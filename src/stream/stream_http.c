@@ -821,6 +821,12 @@ struct stream_http *stream_http_new(struct http_server *srv, uv_loop_t *loop, st
     sh->loop = loop;
     sh->cfg = *cfg;
     http_route(srv, STREAM_HTTP_PREFIX, sh__route, sh);
+    http_cors_headers(
+        srv,
+        "Stream-Seq, Stream-TTL, Stream-Expires-At, Stream-Closed, Producer-Id, Producer-Epoch, "
+        "Producer-Seq, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset",
+        "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Producer-Epoch, "
+        "Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq, Stream-SSE-Data-Encoding");
     return sh;
 }
 

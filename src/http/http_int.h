@@ -1,0 +1,80 @@
+/*
+ * http_int — what http.c and http_ws.c share: the server and request structs behind http.h's
+ * opaque types. Not for other modules (no h2o type leaves http/).
+ *
+ * Ownership: struct http_req lives in the h2o request's memory pool, registered as a shared
+ * allocation so that http.c's dispose runs when h2o frees the request (response done or client
+ * gone). Streamed output uses two buffers: `inflight` is owned by h2o from h2o_send until its
+ * proceed callback (h2o requires the bytes to live until then, and allows one send in flight);
+ * `pending` collects writes meanwhile and is bounded by max_queued.
+ */
+#ifndef AGENTD_HTTP_INT_H
+#define AGENTD_HTTP_INT_H
+
+#include <h2o.h>
+
+#include "http/http.h"
+
+#define HTTP_MAX_ROUTES 32
+
+struct http__route {
+    const char *prefix;
+    size_t len;
+    http_handler_cb cb;
+    void *arg;
+    unsigned flags;
+};
+
+struct http__handler {
+    h2o_handler_t super; /* must be first: h2o hands us this pointer */
+    struct http_server *srv;
+};
+
+struct http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    h2o_globalconf_t config;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    struct http_config cfg;
+    char *token;
+    struct http__route routes[HTTP_MAX_ROUTES];
+    size_t nroutes;
+    int port;
+    size_t nconns;
+    int listening;
+    http_authorizer_cb authorizer;
+    void *authorizer_arg;
+    struct buf cors_allow, cors_expose; /* header names, by http_cors_headers */
+    struct http_ws *ws_list;            /* open WebSockets, closed with 1001 on shutdown */
+    int stopping;                       /* http_server_shutdown ran: no new WebSockets */
+};
+
+/* Each accepted connection's uv_tcp_t, tagged with its server so the close callback can count. */
+struct http__conn {
+    uv_tcp_t tcp;
+    struct http_server *srv;
+};
+
+struct http_req {
+    h2o_req_t *h2o;
+    struct http_server *srv;
+    h2o_generator_t gen;
+    void *data;
+    http_dispose_cb dispose;
+    http_drain_cb on_drain;
+    void *drain_arg;
+    struct buf inflight, pending;
+    unsigned started : 1;   /* a response was started (whole or streamed) */
+    unsigned streaming : 1; /* started with http_res_stream_start */
+    unsigned sending : 1;   /* inflight is with h2o */
+    unsigned ending : 1;    /* end requested */
+    unsigned finished : 1;  /* FINAL or ERROR handed to h2o: do not touch h2o again */
+    unsigned aborting : 1;
+    unsigned stopped : 1; /* the client went away */
+};
+
+/* Closes every open WebSocket with 1001 (http_server_shutdown). In http_ws.c. */
+void http__ws_close_all(struct http_server *srv);
+
+#endif
