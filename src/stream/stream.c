@@ -1,5 +1,6 @@
 /*
- * stream — the registry of durable streams and their protocol rules. See stream.h.
+ * stream — the registry of durable streams: lookups, reads, subscribers, the commit pipeline and
+ * loading. The write rules (create, append, delete) are stream_write.c. See stream.h.
  *
  * Ownership: the registry owns every struct stream (live, soft-deleted, or detached but still read
  * by forks), the batch's op list (borrowed ops owned by callers), and the graveyard of streams
@@ -7,9 +8,9 @@
  * the source cannot be freed while its refcount counts the fork.
  */
 #include "stream/stream.h"
+#include "stream/stream_int.h"
 #include "core/map.h"
 #include "store/store.h"
-#include "stream/jsonmode.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -20,49 +21,6 @@
 #include <strings.h>
 
 #define STREAM_SWEEP_MS 2000
-
-struct stream__producer {
-    int64_t epoch, seq;
-};
-
-struct stream {
-    struct store_meta m;  /* pending state: what the open batch makes true */
-    int64_t durable_tail; /* what readers may see */
-    int durable_closed;
-    int gone;             /* deleted (hard or soft) in the open batch: tell subscribers */
-    struct stream *src;   /* fork source */
-    struct map producers; /* pid -> struct stream__producer */
-    int64_t last_access_ms;
-    struct stream_sub subs; /* sentinel of the subscriber ring */
-    int dirty;
-    int created; /* created in the open batch */
-    struct stream *dirty_next;
-    struct stream *grave_next;
-};
-
-struct streams {
-    uv_loop_t *loop;
-    struct store *store;
-    struct streams_config cfg;
-    struct map by_path; /* live and soft-deleted streams at their path */
-    struct map by_id;   /* every stream, keyed by decimal id */
-    struct stream_op *ops, **ops_tail;
-    struct stream *dirty;
-    struct stream *graveyard;
-    size_t nsubs;
-    streams_observer_cb observer;
-    void *observer_arg;
-    uv_check_t check;
-    uv_idle_t idle; /* keeps the loop from blocking while a batch waits for its commit */
-    struct stream__group *groups, **groups_tail; /* committed, waiting for an fsync */
-    uint64_t next_seq;
-    uv_work_t sync_work;
-    int syncing;        /* sync_work is in the thread pool */
-    uint64_t sync_upto; /* the last group the running fsync covers */
-    int sync_rc;
-    int freeing; /* the registry was freed while an fsync ran: sync_done frees it */
-    uv_timer_t sweep;
-};
 
 static void streams__reload(struct streams *ss);
 
@@ -95,7 +53,7 @@ int stream_offset_parse(const char *s, int64_t *off)
 }
 
 /* Media types compare without parameters, case-insensitively. */
-static int stream__media_eq(const char *a, const char *b)
+int stream__media_eq(const char *a, const char *b)
 {
     size_t la = strcspn(a, ";"), lb = strcspn(b, ";");
     while (la && (a[la - 1] == ' ' || a[la - 1] == '\t'))
@@ -109,7 +67,7 @@ static int stream__media_eq(const char *a, const char *b)
     return la == lb && strncasecmp(a, b, la) == 0;
 }
 
-static int stream__ct_is_json(const char *ct) { return stream__media_eq(ct, "application/json"); }
+int stream__ct_is_json(const char *ct) { return stream__media_eq(ct, "application/json"); }
 
 static void stream__id_key(int64_t id, char key[24]) { snprintf(key, 24, "%" PRId64, id); }
 
@@ -145,13 +103,13 @@ static void streams__on_idle(uv_idle_t *h)
     /* nothing: being active keeps the poll phase from blocking until the check commits */
 }
 
-static void streams__arm(struct streams *ss)
+void streams__arm(struct streams *ss)
 {
     if (!uv_is_active((uv_handle_t *)&ss->idle))
         uv_idle_start(&ss->idle, streams__on_idle);
 }
 
-static void streams__mark(struct streams *ss, struct stream *st)
+void streams__mark(struct streams *ss, struct stream *st)
 {
     if (!st->dirty) {
         st->dirty = 1;
@@ -161,7 +119,7 @@ static void streams__mark(struct streams *ss, struct stream *st)
     streams__arm(ss);
 }
 
-static void streams__queue(struct streams *ss, struct stream_op *op)
+void streams__queue(struct streams *ss, struct stream_op *op)
 {
     op->next = NULL;
     op->queued = 1;
@@ -238,7 +196,7 @@ static void stream__notify(struct stream *st, enum stream_event ev)
 
 /* ================= stream objects ================= */
 
-static struct stream *stream__new(struct streams *ss, const struct store_meta *m)
+struct stream *stream__new(struct streams *ss, const struct store_meta *m)
 {
     struct stream *st = xcalloc(1, sizeof *st);
     store_meta_copy(&st->m, m);
@@ -308,7 +266,7 @@ static void stream__destroy(struct streams *ss, struct stream *st)
 
 /* Deletes st: softly while forks still read through it (it stays, marked deleted, and with
  * `detach` it also leaves its path so the path can be re-created), for good otherwise. */
-static void stream__retire(struct streams *ss, struct stream *st, int detach)
+void stream__retire(struct streams *ss, struct stream *st, int detach)
 {
     if (st->m.refcount <= 0) {
         stream__destroy(ss, st);
@@ -403,341 +361,6 @@ void stream_json_wrap(struct buf *b)
     memmove(b->p + 1, b->p, b->len + 1);
     b->p[0] = '[';
     b->len++;
-}
-
-/* ================= mutations ================= */
-
-struct stream__msgs {
-    struct buf out;
-    size_t limit; /* stop collecting after this many messages (sub-offsets) */
-    size_t n;
-};
-
-static void stream__collect_msg(const char *p, size_t n, void *arg)
-{
-    struct stream__msgs *m = arg;
-    if (m->n < m->limit) {
-        buf_append(&m->out, p, n);
-        buf_append(&m->out, ",", 1);
-    }
-    m->n++;
-}
-
-/* Validates a JSON-mode body and turns it into stored form ("m1,m2,"). */
-static const char *stream__json_body(const void *body, size_t len, int allow_empty, struct buf *out)
-{
-    struct stream__msgs m = {.limit = SIZE_MAX};
-    size_t count;
-    const char *why = jsonmode_split(body, len, 1, stream__collect_msg, &m, &count);
-    if (why == NULL && count == 0 && !allow_empty)
-        why = "an empty JSON array appends nothing";
-    if (why)
-        buf_free(&m.out);
-    else
-        *out = m.out;
-    return why;
-}
-
-/* Materializes the first `sub` messages (JSON) or bytes after `off` of src into out. */
-static const char *stream__sub_prefix(struct streams *ss, struct stream *src, int64_t off, int64_t sub,
-                                      struct buf *out)
-{
-    struct buf raw = {0};
-    int64_t next;
-    if (stream_read(ss, src, off, SIZE_MAX / 2, &raw, &next) < 0) {
-        buf_free(&raw);
-        return "cannot read the fork source";
-    }
-    const char *why = NULL;
-    if (raw.len == 0) {
-        why = "the fork source has no data after the fork offset";
-    } else if (stream_is_json(src)) {
-        stream_json_wrap(&raw);
-        struct stream__msgs m = {.limit = (size_t)sub};
-        size_t count;
-        if (jsonmode_split(raw.p, raw.len, 1, stream__collect_msg, &m, &count) != NULL)
-            why = "the fork source holds invalid JSON";
-        else if ((int64_t)count < sub)
-            why = "Stream-Fork-Sub-Offset is past the end of the source";
-        *out = m.out;
-    } else if ((int64_t)raw.len < sub) {
-        why = "Stream-Fork-Sub-Offset is past the end of the source";
-    } else {
-        buf_append(out, raw.p, (size_t)sub);
-    }
-    buf_free(&raw);
-    return why;
-}
-
-static enum stream_status stream__fail(struct stream_op *op, enum stream_status s, const char *msg)
-{
-    op->result.status = s;
-    op->result.message = msg;
-    return s;
-}
-
-enum stream_status stream_create(struct streams *ss, const char *path, size_t plen,
-                                 const struct stream_create_args *a, struct stream_op *op)
-{
-    assert(!op->queued); /* an op may be in one batch at a time */
-    memset(&op->result, 0, sizeof op->result);
-    struct stream *src = NULL;
-    struct store_meta want = {.ttl_s = a->ttl_s, .expires_at_ms = a->expires_at_ms, .closed = a->closed};
-    struct buf first = {0}, body = {0};
-    enum stream_status status;
-    const char *ct = a->content_type;
-
-    if (plen == 0)
-        return stream__fail(op, STREAM_BAD_REQUEST, "empty stream path");
-
-    if (a->fork_from) {
-        enum stream_lookup how;
-        src = streams_lookup(ss, a->fork_from, strlen(a->fork_from), &how);
-        if (how == STREAM_MISSING)
-            return stream__fail(op, STREAM_NOT_FOUND, "the fork source does not exist");
-        if (how == STREAM_SOFT_DELETED)
-            return stream__fail(op, STREAM_CONFLICT, "the fork source was deleted");
-        if (ct && !stream__media_eq(ct, src->m.content_type))
-            return stream__fail(op, STREAM_CONFLICT, "a fork keeps its source's content type");
-        ct = src->m.content_type;
-        want.fork_src = src->m.id;
-        want.fork_off = a->has_fork_offset ? a->fork_offset : src->durable_tail;
-        want.fork_sub = a->fork_sub;
-        if (want.fork_off > src->durable_tail)
-            return stream__fail(op, STREAM_BAD_REQUEST, "Stream-Fork-Offset is beyond the source's tail");
-        if (a->ttl_s < 0 && a->expires_at_ms < 0) {
-            want.ttl_s = src->m.ttl_s;
-            want.expires_at_ms = src->m.expires_at_ms;
-            want.expires_at = src->m.expires_at;
-        }
-    }
-    if (ct == NULL)
-        ct = "application/octet-stream";
-    if (want.expires_at == NULL)
-        want.expires_at = (char *)a->expires_at;
-
-    enum stream_lookup how;
-    struct stream *old = streams_lookup(ss, path, plen, &how);
-    if (how == STREAM_SOFT_DELETED)
-        return stream__fail(op, STREAM_CONFLICT, "a deleted stream at this path is still read by its forks");
-    if (old) {
-        const struct store_meta *m = &old->m;
-        if (!stream__media_eq(m->content_type, ct) || m->ttl_s != want.ttl_s ||
-            m->expires_at_ms != want.expires_at_ms || m->closed != want.closed ||
-            m->fork_src != want.fork_src ||
-            (src && (m->fork_off != want.fork_off || m->fork_sub != want.fork_sub)))
-            return stream__fail(op, STREAM_CONFLICT,
-                                "a stream with a different configuration exists at this path");
-        stream_touch(old);
-        op->result.status = STREAM_OK;
-        op->result.next_offset = old->m.tail;
-        op->result.closed = old->m.closed;
-        streams__queue(ss, op);
-        return STREAM_OK;
-    }
-
-    /* New stream: validate everything before writing anything. */
-    if (src && a->fork_sub > 0) {
-        const char *why = stream__sub_prefix(ss, src, want.fork_off, a->fork_sub, &first);
-        if (why) {
-            status = stream__fail(op, STREAM_BAD_REQUEST, why);
-            goto fail;
-        }
-    }
-    if (a->body_len) {
-        if (stream__ct_is_json(ct)) {
-            const char *why = stream__json_body(a->body, a->body_len, 1, &body);
-            if (why) {
-                status = stream__fail(op, STREAM_BAD_REQUEST, why);
-                goto fail;
-            }
-        } else {
-            buf_append(&body, a->body, a->body_len);
-        }
-    }
-
-    want.path = xstrndup(path, plen);
-    want.content_type = (char *)ct;
-    want.created_ms = clock_wall_ms();
-    want.tail = want.fork_off + (int64_t)first.len + (int64_t)body.len;
-    int rc = store_stream_insert(ss->store, &want);
-    if (rc == 0 && first.len)
-        rc = store_record_append(ss->store, want.id, want.fork_off, first.p, first.len);
-    if (rc == 0 && body.len)
-        rc = store_record_append(ss->store, want.id, want.fork_off + (int64_t)first.len, body.p, body.len);
-    if (rc == 0 && src) {
-        src->m.refcount++;
-        rc = store_stream_update(ss->store, &src->m);
-    }
-    streams__arm(ss);
-    if (rc != 0) {
-        /* The batch is poisoned and will roll back and reload; report the failure now. */
-        free(want.path);
-        op->result.store_errno = rc;
-        status = stream__fail(op, STREAM_STORE_ERROR, "the store could not write the stream");
-        goto fail;
-    }
-    struct store_meta visible = want;
-    struct stream *st = stream__new(ss, &visible);
-    free(want.path);
-    st->src = src;
-    st->durable_tail = want.fork_off; /* nothing of its own is visible before the commit */
-    st->durable_closed = 0;
-    st->created = 1;
-    streams__mark(ss, st);
-    op->result.status = STREAM_CREATED;
-    op->result.next_offset = want.tail;
-    op->result.closed = want.closed;
-    streams__queue(ss, op);
-    status = STREAM_CREATED;
-fail:
-    buf_free(&first);
-    buf_free(&body);
-    return status;
-}
-
-enum stream_status stream_append(struct streams *ss, struct stream *st, const struct stream_append_args *a,
-                                 struct stream_op *op)
-{
-    struct stream_result *r = &op->result;
-    assert(!op->queued);
-    memset(r, 0, sizeof *r);
-    struct stream__producer *p = NULL;
-    struct buf stored = {0};
-
-    r->next_offset = st->m.tail;
-    r->closed = st->m.closed;
-    if (st->m.deleted)
-        return stream__fail(op, STREAM_GONE, "the stream was deleted");
-    if (a->body_len == 0 && !a->close)
-        return stream__fail(op, STREAM_BAD_REQUEST, "an append needs a body (or Stream-Closed: true)");
-    if (a->body_len && a->content_type == NULL)
-        return stream__fail(op, STREAM_BAD_REQUEST, "an append with a body needs a Content-Type");
-
-    if (a->producer_id) {
-        p = map_get(&st->producers, a->producer_id, strlen(a->producer_id));
-        r->has_producer = 1;
-        if (p && a->producer_epoch < p->epoch) {
-            r->producer_epoch = p->epoch;
-            return stream__fail(op, STREAM_FENCED, "a newer producer epoch exists");
-        }
-    }
-    if (st->m.closed) {
-        if (a->producer_id && st->m.closer_pid && strcmp(a->producer_id, st->m.closer_pid) == 0 &&
-            a->producer_epoch == st->m.closer_epoch && a->producer_seq == st->m.closer_seq) {
-            r->status = STREAM_DUPLICATE;
-            r->producer_epoch = st->m.closer_epoch;
-            r->producer_seq = st->m.closer_seq;
-            streams__queue(ss, op);
-            return STREAM_DUPLICATE;
-        }
-        if (a->close && a->body_len == 0 && a->producer_id == NULL) {
-            r->status = STREAM_OK;
-            streams__queue(ss, op);
-            return STREAM_OK;
-        }
-        return stream__fail(op, STREAM_CLOSED, "the stream is closed");
-    }
-    if (a->body_len && !stream__media_eq(a->content_type, st->m.content_type))
-        return stream__fail(op, STREAM_CONFLICT, "Content-Type does not match the stream's");
-    if (a->body_len) {
-        if (stream_is_json(st)) {
-            const char *why = stream__json_body(a->body, a->body_len, 0, &stored);
-            if (why)
-                return stream__fail(op, STREAM_BAD_REQUEST, why);
-        } else {
-            buf_append(&stored, a->body, a->body_len);
-        }
-    }
-    if (a->producer_id) {
-        if (p == NULL) {
-            if (a->producer_seq != 0) {
-                r->expected_seq = 0;
-                r->received_seq = a->producer_seq;
-                buf_free(&stored);
-                return stream__fail(op, STREAM_SEQ_GAP, "a new producer starts at Producer-Seq 0");
-            }
-        } else if (a->producer_epoch > p->epoch) {
-            if (a->producer_seq != 0) {
-                buf_free(&stored);
-                return stream__fail(op, STREAM_BAD_REQUEST, "a new producer epoch starts at Producer-Seq 0");
-            }
-        } else if (a->producer_seq <= p->seq) {
-            buf_free(&stored);
-            r->status = STREAM_DUPLICATE;
-            r->producer_epoch = p->epoch;
-            r->producer_seq = p->seq;
-            streams__queue(ss, op);
-            return STREAM_DUPLICATE;
-        } else if (a->producer_seq != p->seq + 1) {
-            r->expected_seq = p->seq + 1;
-            r->received_seq = a->producer_seq;
-            buf_free(&stored);
-            return stream__fail(op, STREAM_SEQ_GAP, "Producer-Seq skipped ahead");
-        }
-    }
-    if (a->seq && st->m.last_seq && strcmp(a->seq, st->m.last_seq) <= 0) {
-        buf_free(&stored);
-        return stream__fail(op, STREAM_CONFLICT, "Stream-Seq must increase");
-    }
-
-    /* Accepted: write into the batch. */
-    int rc = 0, meta_changed = 0;
-    if (stored.len) {
-        rc = store_record_append(ss->store, st->m.id, st->m.tail, stored.p, stored.len);
-        st->m.tail += (int64_t)stored.len;
-    }
-    if (a->seq) {
-        free(st->m.last_seq);
-        st->m.last_seq = xstrdup(a->seq);
-        meta_changed = 1;
-    }
-    if (a->producer_id) {
-        if (p == NULL) {
-            p = xmalloc(sizeof *p);
-            map_put(&st->producers, a->producer_id, strlen(a->producer_id), p);
-        }
-        p->epoch = a->producer_epoch;
-        p->seq = a->producer_seq;
-        if (rc == 0)
-            rc = store_producer_put(ss->store, st->m.id, a->producer_id, p->epoch, p->seq);
-        r->producer_epoch = p->epoch;
-        r->producer_seq = p->seq;
-    }
-    if (a->close) {
-        st->m.closed = 1;
-        if (a->producer_id) {
-            free(st->m.closer_pid);
-            st->m.closer_pid = xstrdup(a->producer_id);
-            st->m.closer_epoch = a->producer_epoch;
-            st->m.closer_seq = a->producer_seq;
-        }
-        meta_changed = 1;
-    }
-    if (rc == 0 && meta_changed)
-        rc = store_stream_update(ss->store, &st->m);
-    buf_free(&stored);
-    stream_touch(st);
-    streams__mark(ss, st);
-    r->status = STREAM_OK;
-    r->next_offset = st->m.tail;
-    r->closed = st->m.closed;
-    r->stored = a->body_len > 0;
-    r->store_errno = rc;
-    streams__queue(ss, op); /* a failed write poisons the batch; the op then fails at commit */
-    return STREAM_OK;
-}
-
-enum stream_status stream_delete(struct streams *ss, struct stream *st, struct stream_op *op)
-{
-    assert(!op->queued);
-    memset(&op->result, 0, sizeof op->result);
-    if (st->m.deleted)
-        return stream__fail(op, STREAM_GONE, "the stream was deleted");
-    stream__retire(ss, st, 0);
-    op->result.status = STREAM_OK;
-    streams__queue(ss, op);
-    return STREAM_OK;
 }
 
 /* ================= commit and sync ================= */
