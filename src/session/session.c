@@ -26,105 +26,6 @@
 
 #define SESSION_EVENT_EXCERPT 1024 /* bytes of output kept in a transcript event */
 
-/* ================= durable writes ================= */
-
-struct session__write {
-    struct stream_op op;
-};
-
-static void session__write_done(struct stream_op *op)
-{
-    if (op->result.status != STREAM_OK && op->result.status != STREAM_CREATED)
-        log_error("session: a durable write failed: %s", op->result.message ? op->result.message : "?");
-    free(op->arg);
-}
-
-/* Creates the JSON stream at path if it does not exist. */
-void session__ensure_stream(struct sessions *s, const char *path)
-{
-    enum stream_lookup how;
-    if (streams_lookup(s->ss, path, strlen(path), &how) != NULL || how == STREAM_SOFT_DELETED)
-        return;
-    struct session__write *w = xcalloc(1, sizeof *w);
-    w->op.cb = session__write_done;
-    w->op.arg = w;
-    struct stream_create_args a = {.content_type = "application/json", .ttl_s = -1, .expires_at_ms = -1};
-    stream_create(s->ss, path, strlen(path), &a, &w->op);
-    if (!w->op.queued) {
-        log_error("session: cannot create stream %s: %s", path, w->op.result.message);
-        free(w);
-    }
-}
-
-void session__append(struct sessions *s, const char *path, json_t *msg)
-{
-    if (s->ss == NULL) { /* shutting down: the streams are gone */
-        json_decref(msg);
-        return;
-    }
-    char *text = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
-    json_decref(msg);
-    if (text == NULL)
-        return;
-    session__ensure_stream(s, path);
-    enum stream_lookup how;
-    struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
-    if (st == NULL) {
-        log_error("session: stream %s is missing; event dropped", path);
-        free(text);
-        return;
-    }
-    struct session__write *w = xcalloc(1, sizeof *w);
-    w->op.cb = session__write_done;
-    w->op.arg = w;
-    struct stream_append_args a = {
-        .content_type = "application/json", .body = text, .body_len = strlen(text)};
-    stream_append(s->ss, st, &a, &w->op);
-    if (!w->op.queued) {
-        log_error("session: append to %s refused: %s", path, w->op.result.message);
-        free(w);
-    }
-    free(text);
-}
-
-void session__fork_stream(struct sessions *s, const char *from, const char *to, int64_t at)
-{
-    struct session__write *w = xcalloc(1, sizeof *w);
-    w->op.cb = session__write_done;
-    w->op.arg = w;
-    struct stream_create_args a = {
-        .ttl_s = -1, .expires_at_ms = -1, .fork_from = from, .has_fork_offset = 1, .fork_offset = at};
-    stream_create(s->ss, to, strlen(to), &a, &w->op);
-    if (!w->op.queued) {
-        log_error("session: cannot fork %s into %s: %s", from, to, w->op.result.message);
-        free(w);
-    }
-}
-
-void session__delete_stream(struct sessions *s, const char *path)
-{
-    enum stream_lookup how;
-    struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
-    if (st == NULL)
-        return;
-    struct session__write *w = xcalloc(1, sizeof *w);
-    w->op.cb = session__write_done;
-    w->op.arg = w;
-    stream_delete(s->ss, st, &w->op);
-    if (!w->op.queued)
-        free(w);
-}
-
-/* One event in a session's transcript; takes ownership of ev. */
-void session__event(struct session *se, json_t *ev)
-{
-    json_object_set_new(ev, "ts", json_integer(clock_wall_ms()));
-    json_object_set_new(ev, "session", json_string(se->id));
-    char path[128];
-    snprintf(path, sizeof path, "sessions/%s/transcript", se->id);
-    session__append(se->registry, path, ev);
-}
-
 /* ================= the session object ================= */
 
 /* The public view: what GET answers and the `sessions` feed carries (no environment values). */
@@ -192,10 +93,10 @@ void session__publish(struct sessions *s, struct session *se, const char *operat
 {
     json_t *rec = json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "session", "key", se->id, "value",
                             session__record(se), "headers", "operation", operation);
-    session__append(s, SESSION_REGISTRY_STREAM, rec);
+    session__write(s, se, SESSION_W_RECORD, NULL, SESSION_REGISTRY_STREAM, rec);
     json_t *pub = json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "session", "key", se->id, "value",
                             session__public(se), "headers", "operation", operation);
-    session__append(s, SESSION_FEED_STREAM, pub);
+    session__write(s, se, SESSION_W_RECORD, NULL, SESSION_FEED_STREAM, pub);
 }
 
 static struct session *session__from_record(json_t *rec)
@@ -243,7 +144,13 @@ static void session__free(struct session *se)
     for (char **p = se->envp; p && *p; p++)
         free(*p);
     free(se->envp);
+    json_decref(se->lost.runs);
     free(se);
+    session__registry_unref(s);
+}
+
+void session__registry_unref(struct sessions *s)
+{
     if (--s->live == 0 && s->freeing) {
         free(s->data_dir);
         free(s->base_url);
@@ -308,16 +215,7 @@ static void session__on_runtime_event(struct runtime *rt, const struct runtime_e
                                      ev->reason ? ev->reason : "", "pid", ev->pid));
         return;
     }
-    const struct runtime_result *r = ev->result;
-    json_t *e =
-        json_pack("{s:s, s:s, s:s, s:o, s:i, s:s, s:b, s:I, s:o, s:I, s:o, s:I, s:b}", "type", "runtime",
-                  "action", "exec", "lang", lang, "code", session__excerpt(r->code, r->code_len), "status",
-                  r->status, "outcome", runtime_outcome_name(r->outcome), "timed_out", r->timed_out,
-                  "duration_us", (json_int_t)r->duration_us, "stdout", session__excerpt(r->out, r->out_len),
-                  "stdout_bytes", (json_int_t)r->out_total, "stderr", session__excerpt(r->err, r->err_len),
-                  "stderr_bytes", (json_int_t)r->err_total, "truncated", r->truncated);
-    if (e)
-        session__event(se, e);
+    /* RUNTIME_EVENT_EXEC: session__exec_done records the call, so its answer can wait for it. */
 }
 
 /* The runtime for lang, created on first use in the session's workspace and environment. */
@@ -361,12 +259,24 @@ static int session__runtime(struct sessions *s, struct session *se, enum runtime
 
 /* ================= runtime calls ================= */
 
+/*
+ * A call lives from session_rt_start until its answer: through a repair it may wait for (a
+ * degraded session stores its losses before running code it could not record), the runtime's work,
+ * and the commit of the transcript event that records it. `se` is valid throughout: a session is
+ * freed only after its runtimes closed, and a repair that outlives it answers -ENOENT without it.
+ */
 struct session_rt_call {
     struct sessions *s;
+    struct session *se;
     session_rt_cb cb;
     void *arg;
     int cancelled;
-    enum session_rt_action action;
+    int starting; /* inside session_rt_start: finishing marks `done` instead of freeing */
+    int done;
+    struct session_rt_request req;
+    char *code; /* req.code, copied when the call has to wait for a repair */
+    int status; /* the answer, sent once its event has committed */
+    json_t *answer;
 };
 
 int session_rt_action_parse(const char *name, enum session_rt_action *out)
@@ -382,18 +292,66 @@ int session_rt_action_parse(const char *name, enum session_rt_action *out)
     return -EINVAL;
 }
 
-static void session__answer(session_rt_cb cb, void *arg, int status, json_t *body)
+/* Answers (body taken) unless cancelled, and frees the call (or lets session_rt_start do it). */
+static void session__rt_finish(struct session_rt_call *c, int status, json_t *body)
 {
-    char *text = json_dumps(body, JSON_COMPACT);
+    if (!c->cancelled) {
+        char *text = json_dumps(body, JSON_COMPACT);
+        c->cb(c->arg, status, text ? text : "{}");
+        free(text);
+    }
     json_decref(body);
-    cb(arg, status, text ? text : "{}");
-    free(text);
+    json_decref(c->answer);
+    c->answer = NULL;
+    if (c->starting) {
+        c->done = 1;
+        return;
+    }
+    free(c->code);
+    free(c);
 }
 
-static void session__answer_error(session_rt_cb cb, void *arg, enum errcode code, const char *msg)
+static void session__rt_fail(struct session_rt_call *c, enum errcode code, const char *msg)
 {
-    session__answer(cb, arg, errcode_status(code),
-                    json_pack("{s:{s:s, s:s}}", "error", "code", errcode_name(code), "message", msg));
+    session__rt_finish(c, errcode_status(code),
+                       json_pack("{s:{s:s, s:s}}", "error", "code", errcode_name(code), "message", msg));
+}
+
+/* A write the answer implied failed (rc): the error `why`, added to what the call produced if it ran. */
+static json_t *session__storage_error(json_t *body, int rc, const char *why, int *status)
+{
+    enum errcode code = session_storage_full(rc) ? ERR_STORAGE_FULL : ERR_STORAGE_ERROR;
+    *status = errcode_status(code);
+    char *msg = xasprintf("%s: %s", why, strerror(-rc));
+    json_t *err = json_pack("{s:s, s:s}", "code", errcode_name(code), "message", msg);
+    free(msg);
+    if (body == NULL)
+        body = json_object();
+    json_object_set_new(body, "error", err);
+    return body;
+}
+
+/* The transcript event of the call committed (or not): now the answer may go. */
+static void session__rt_recorded(void *arg, int rc)
+{
+    struct session_rt_call *c = arg;
+    json_t *body = c->answer;
+    int status = c->status;
+    c->answer = NULL;
+    if (rc != 0)
+        body = session__storage_error(body, rc, "the call ran, but its transcript record was not stored",
+                                      &status);
+    session__rt_finish(c, status, body);
+}
+
+/* Writes the call's transcript event (taken) and answers once it has committed. */
+static void session__rt_record(struct session_rt_call *c, json_t *ev, int status, json_t *answer)
+{
+    c->status = status;
+    c->answer = answer;
+    struct session_wait *w = session__wait_begin(c->s, 1);
+    session__event(c->se, ev);
+    session__wait_end(w, session__rt_recorded, c);
 }
 
 /* JSON strings hold text: output that is not UTF-8 comes out with U+FFFD in "stdout"/"stderr", so
@@ -412,123 +370,183 @@ static void session__bytes_b64(json_t *body, const char *key, const char *p, siz
     free(b64);
 }
 
+/* The runtime answered an exec: its `runtime` event goes to the transcript (here rather than from
+ * the runtime's RUNTIME_EVENT_EXEC, so that the answer can wait for that very write). */
 static void session__exec_done(struct runtime *rt, const struct runtime_result *r, void *arg)
 {
     struct session_rt_call *c = arg;
-    if (!c->cancelled) {
-        int http = r->outcome == RUNTIME_FAILED ? errcode_status(ERR_RUNTIME_FAILED) : 200;
-        json_t *body = json_pack(
-            "{s:o, s:o, s:i, s:I, s:b, s:s, s:b, s:I, s:I, s:I}", "stdout", session__text(r->out, r->out_len),
-            "stderr", session__text(r->err, r->err_len), "status", r->status, "duration_us",
-            (json_int_t)r->duration_us, "truncated", r->truncated, "outcome",
-            runtime_outcome_name(r->outcome), "timed_out", r->timed_out, "stdout_bytes",
-            (json_int_t)r->out_total, "stderr_bytes", (json_int_t)r->err_total, "seq", (json_int_t)r->seq);
-        session__bytes_b64(body, "stdout_base64", r->out, r->out_len);
-        session__bytes_b64(body, "stderr_base64", r->err, r->err_len);
-        if (r->outcome == RUNTIME_FAILED)
-            json_object_set_new(body, "error",
-                                json_pack("{s:s, s:s}", "code", errcode_name(ERR_RUNTIME_FAILED), "message",
-                                          strerror(r->error < 0 ? -r->error : EIO)));
-        session__answer(c->cb, c->arg, http, body);
-    }
-    free(c);
+    json_t *ev = json_pack(
+        "{s:s, s:s, s:s, s:o, s:i, s:s, s:b, s:I, s:o, s:I, s:o, s:I, s:b}", "type", "runtime", "action",
+        "exec", "lang", runtime_lang_name(runtime_lang(rt)), "code", session__excerpt(r->code, r->code_len),
+        "status", r->status, "outcome", runtime_outcome_name(r->outcome), "timed_out", r->timed_out,
+        "duration_us", (json_int_t)r->duration_us, "stdout", session__excerpt(r->out, r->out_len),
+        "stdout_bytes", (json_int_t)r->out_total, "stderr", session__excerpt(r->err, r->err_len),
+        "stderr_bytes", (json_int_t)r->err_total, "truncated", r->truncated);
+    json_t *body = json_pack("{s:o, s:o, s:i, s:I, s:b, s:s, s:b, s:I, s:I, s:I}", "stdout",
+                             session__text(r->out, r->out_len), "stderr", session__text(r->err, r->err_len),
+                             "status", r->status, "duration_us", (json_int_t)r->duration_us, "truncated",
+                             r->truncated, "outcome", runtime_outcome_name(r->outcome), "timed_out",
+                             r->timed_out, "stdout_bytes", (json_int_t)r->out_total, "stderr_bytes",
+                             (json_int_t)r->err_total, "seq", (json_int_t)r->seq);
+    session__bytes_b64(body, "stdout_base64", r->out, r->out_len);
+    session__bytes_b64(body, "stderr_base64", r->err, r->err_len);
+    if (r->outcome == RUNTIME_FAILED)
+        json_object_set_new(body, "error",
+                            json_pack("{s:s, s:s}", "code", errcode_name(ERR_RUNTIME_FAILED), "message",
+                                      strerror(r->error < 0 ? -r->error : EIO)));
+    session__rt_record(c, ev, r->outcome == RUNTIME_FAILED ? errcode_status(ERR_RUNTIME_FAILED) : 200, body);
 }
 
 static void session__state_done(struct runtime *rt, int rc, const char *json, void *arg)
 {
     struct session_rt_call *c = arg;
-    if (!c->cancelled) {
-        if (rc == 0)
-            c->cb(c->arg, 200, json);
-        else
-            session__answer_error(c->cb, c->arg, ERR_RUNTIME_FAILED, strerror(-rc));
+    json_t *body = rc == 0 ? json_loads(json, 0, NULL) : NULL;
+    if (body == NULL)
+        return session__rt_fail(c, ERR_RUNTIME_FAILED, strerror(rc ? -rc : EIO));
+    session__rt_finish(c, 200, body);
+}
+
+/* A child with the same agent configuration as its parent, started with the given text; answered
+ * once its records are stored (on failure the child is discarded). */
+static void session__rt_spawned(void *arg, int rc)
+{
+    struct session_rt_call *c = arg;
+    struct session *child =
+        map_get(&c->s->by_id, json_string_value(json_object_get(c->answer, "child")), SESSION_ID_LEN);
+    if (rc != 0) {
+        if (child)
+            session__discard(child);
+        int status;
+        json_t *body = session__storage_error(NULL, rc, "the child session could not be stored", &status);
+        return session__rt_finish(c, status, body);
     }
-    free(c);
+    json_t *answer = c->answer;
+    c->answer = NULL;
+    if (child)
+        json_object_set_new(answer, "session", session__public(child));
+    session__rt_finish(c, 200, answer);
+}
+
+static void session__rt_spawn(struct session_rt_call *c)
+{
+    struct session *se = c->se;
+    json_t *body = json_deep_copy(se->agent_opts);
+    json_object_set_new(body, "agent", json_string(se->agent));
+    json_object_set_new(body, "tags", json_pack("[s]", "child"));
+    if (c->req.code)
+        json_object_set_new(body, "text", json_stringn(c->req.code, c->req.code_len));
+    int status = 201;
+    const char *why = NULL;
+    struct session_wait *w = session__wait_begin(c->s, 0);
+    struct session *child = session__spawn_child_of(c->s, se, body, &status, &why);
+    json_decref(body);
+    if (child)
+        c->answer = json_pack("{s:s}", "child", child->id);
+    session__wait_end(w, child ? session__rt_spawned : NULL, c);
+    if (child == NULL)
+        session__rt_fail(c, status == 500 ? ERR_WORKSPACE_FAILED : ERR_BAD_REQUEST, why);
+}
+
+/* The call proper, once the session has nothing left to repair. */
+static void session__rt_run(struct session_rt_call *c)
+{
+    struct session *se = c->se;
+    const struct session_rt_request *req = &c->req;
+    if (req->action == SESSION_RT_SPAWN)
+        return session__rt_spawn(c);
+    enum runtime_lang lang = req->action == SESSION_RT_EVAL ? RUNTIME_PYTHON : RUNTIME_BASH;
+    if (req->lang)
+        (void)!runtime_lang_parse(req->lang, &lang); /* checked by session_rt_start */
+    if ((req->action == SESSION_RT_HISTORY || req->action == SESSION_RT_RESET ||
+         req->action == SESSION_RT_INTERRUPT) &&
+        se->rt[lang] == NULL) {
+        /* Nothing ran yet: no need to start an interpreter to say so. */
+        return session__rt_finish(c, 200,
+                                  req->action == SESSION_RT_HISTORY ? json_pack("{s:[]}", "calls")
+                                                                    : json_pack("{s:b}", "ok", 1));
+    }
+    struct runtime *rt;
+    int rc = session__runtime(c->s, se, lang, &rt);
+    if (rc != 0)
+        return session__rt_fail(c, ERR_RUNTIME_FAILED, strerror(-rc));
+    switch (req->action) {
+    case SESSION_RT_HISTORY: {
+        char *h = runtime_history_json(rt, req->limit ? req->limit : RUNTIME_DEFAULT_HISTORY);
+        json_t *calls = json_loads(h, 0, NULL);
+        free(h);
+        return session__rt_finish(c, 200, json_pack("{s:o}", "calls", calls ? calls : json_array()));
+    }
+    case SESSION_RT_RESET:
+    case SESSION_RT_INTERRUPT: {
+        int reset = req->action == SESSION_RT_RESET;
+        rc = reset ? runtime_reset(rt) : runtime_interrupt(rt);
+        json_t *ev = json_pack("{s:s, s:s, s:s, s:i}", "type", "runtime", "action",
+                               reset ? "reset" : "interrupt", "lang", runtime_lang_name(lang), "rc", rc);
+        return session__rt_record(c, ev, 200, json_pack("{s:b, s:b}", "ok", 1, "was_running", rc == 0));
+    }
+    case SESSION_RT_STATE: rc = runtime_state(rt, session__state_done, c); break;
+    default:
+        rc = runtime_exec(rt, req->code ? req->code : "", req->code_len, req->timeout_ms, session__exec_done,
+                          c);
+        break;
+    }
+    if (rc != 0)
+        session__rt_fail(c, ERR_RUNTIME_FAILED, strerror(-rc));
+}
+
+static void session__rt_repaired(void *arg, int rc)
+{
+    struct session_rt_call *c = arg;
+    if (rc == -ENOENT)
+        return session__rt_fail(c, ERR_NOT_FOUND, "no such session");
+    if (rc != 0) {
+        int status;
+        json_t *body = session__storage_error(
+            NULL, rc,
+            "the call did not run: the session's earlier events are not stored yet and still cannot be",
+            &status);
+        return session__rt_finish(c, status, body);
+    }
+    session__rt_run(c);
 }
 
 struct session_rt_call *session_rt_start(struct sessions *s, const char *session_id,
                                          const struct session_rt_request *req, session_rt_cb cb, void *arg)
 {
     struct session *se = map_get(&s->by_id, session_id, strlen(session_id));
-    if (se == NULL || se->deleted) {
-        session__answer_error(cb, arg, ERR_NOT_FOUND, "no such session");
-        return NULL;
-    }
-    if (req->action == SESSION_RT_CHILDREN) {
-        session__answer(cb, arg, 200, session__children(s, se));
-        return NULL;
-    }
-    if (req->action == SESSION_RT_SPAWN) {
-        /* A child with the same agent configuration, started with the given text. */
-        int status = 201;
-        const char *why = NULL;
-        json_t *body = json_deep_copy(se->agent_opts);
-        json_object_set_new(body, "agent", json_string(se->agent));
-        json_object_set_new(body, "tags", json_pack("[s]", "child"));
-        if (req->code)
-            json_object_set_new(body, "text", json_stringn(req->code, req->code_len));
-        struct session *child = session__spawn_child_of(s, se, body, &status, &why);
-        json_decref(body);
-        if (child == NULL)
-            session__answer_error(cb, arg, status == 500 ? ERR_WORKSPACE_FAILED : ERR_BAD_REQUEST, why);
-        else
-            session__answer(cb, arg, 200,
-                            json_pack("{s:s, s:o}", "child", child->id, "session", session__public(child)));
-        return NULL;
-    }
-    enum runtime_lang lang = req->action == SESSION_RT_EVAL ? RUNTIME_PYTHON : RUNTIME_BASH;
-    if (req->lang && runtime_lang_parse(req->lang, &lang) != 0) {
-        session__answer_error(cb, arg, ERR_BAD_REQUEST, "lang must be bash, python or node");
-        return NULL;
-    }
-    if ((req->action == SESSION_RT_HISTORY || req->action == SESSION_RT_RESET ||
-         req->action == SESSION_RT_INTERRUPT) &&
-        se->rt[lang] == NULL) {
-        /* Nothing ran yet: no need to start an interpreter to say so. */
-        session__answer(cb, arg, 200,
-                        req->action == SESSION_RT_HISTORY ? json_pack("{s:[]}", "calls")
-                                                          : json_pack("{s:b}", "ok", 1));
-        return NULL;
-    }
-    struct runtime *rt;
-    int rc = session__runtime(s, se, lang, &rt);
-    if (rc != 0) {
-        session__answer_error(cb, arg, ERR_RUNTIME_FAILED, strerror(-rc));
-        return NULL;
-    }
-    switch (req->action) {
-    case SESSION_RT_HISTORY: {
-        char *h = runtime_history_json(rt, req->limit ? req->limit : RUNTIME_DEFAULT_HISTORY);
-        json_t *calls = json_loads(h, 0, NULL);
-        free(h);
-        session__answer(cb, arg, 200, json_pack("{s:o}", "calls", calls ? calls : json_array()));
-        return NULL;
-    }
-    case SESSION_RT_RESET:
-    case SESSION_RT_INTERRUPT: {
-        int reset = req->action == SESSION_RT_RESET;
-        rc = reset ? runtime_reset(rt) : runtime_interrupt(rt);
-        session__event(se,
-                       json_pack("{s:s, s:s, s:s, s:i}", "type", "runtime", "action",
-                                 reset ? "reset" : "interrupt", "lang", runtime_lang_name(lang), "rc", rc));
-        session__answer(cb, arg, 200, json_pack("{s:b, s:b}", "ok", 1, "was_running", rc == 0));
-        return NULL;
-    }
-    default: break;
-    }
+    enum runtime_lang lang;
     struct session_rt_call *c = xcalloc(1, sizeof *c);
     c->s = s;
+    c->se = se;
     c->cb = cb;
     c->arg = arg;
-    c->action = req->action;
-    if (req->action == SESSION_RT_STATE)
-        rc = runtime_state(rt, session__state_done, c);
-    else
-        rc = runtime_exec(rt, req->code ? req->code : "", req->code_len, req->timeout_ms, session__exec_done,
-                          c);
-    if (rc != 0) {
+    c->req = *req;
+    c->starting = 1;
+    if (se == NULL || se->deleted) {
+        session__rt_fail(c, ERR_NOT_FOUND, "no such session");
+    } else if (req->action == SESSION_RT_CHILDREN) {
+        session__rt_finish(c, 200, session__children(s, se));
+    } else if (req->lang && req->action != SESSION_RT_SPAWN && runtime_lang_parse(req->lang, &lang) != 0) {
+        session__rt_fail(c, ERR_BAD_REQUEST, "lang must be bash, python or node");
+    } else if (req->action == SESSION_RT_HISTORY || req->action == SESSION_RT_STATE) {
+        session__rt_run(c); /* they write nothing */
+    } else {
+        int rc = session__after_repair(se, session__rt_repaired, c);
+        if (rc == 1 && req->code) { /* the caller's buffer is borrowed for this call only */
+            c->code = xmalloc(req->code_len + 1);
+            memcpy(c->code, req->code, req->code_len);
+            c->code[req->code_len] = '\0';
+            c->req.code = c->code;
+        }
+        if (rc < 0)
+            session__rt_repaired(c, rc);
+        else if (rc == 0)
+            session__rt_run(c);
+    }
+    c->starting = 0;
+    if (c->done) {
+        free(c->code);
         free(c);
-        session__answer_error(cb, arg, ERR_RUNTIME_FAILED, strerror(-rc));
         return NULL;
     }
     return c;
@@ -650,8 +668,9 @@ int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
     s->base_url = cfg->base_url ? xstrdup(cfg->base_url) : NULL;
     s->self_exe = cfg->self_exe ? xstrdup(cfg->self_exe) : NULL;
     s->cfg.self_exe = s->self_exe;
+    session__writes_init(s);
     session__replay(s);
-    session__ensure_stream(s, SESSION_FEED_STREAM);
+    session__ensure_stream(s, NULL, SESSION_FEED_STREAM);
     *out = s;
     return 0;
 }
@@ -676,12 +695,79 @@ void sessions_free(struct sessions *s)
     s->live++; /* hold the registry while releasing: a session freed here must not free it */
     map_each(&s->by_id, session__release, NULL);
     map_clear(&s->by_id);
-    if (--s->live == 0) {
-        free(s->data_dir);
-        free(s->base_url);
-        free(s->self_exe);
-        free(s);
+    session__writes_close(s);
+    session__registry_unref(s);
+}
+
+/* ================= deletion and share links ================= */
+
+void session__delete_begin(struct session *se, int delete_streams)
+{
+    struct sessions *s = se->registry;
+    session__event(se, json_pack("{s:s, s:s}", "type", "session", "action", "deleted"));
+    session__publish(s, se, "delete");
+    static const char *const kinds[] = {"transcript", "state", "inbox"};
+    for (size_t i = 0; delete_streams && i < CORE_ARRAY_LEN(kinds); i++) {
+        char path[128];
+        snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
+        session__end_stream(s, se, path, delete_streams);
     }
+    se->deleted = 1;
+}
+
+void session__delete_finish(struct session *se, int rc)
+{
+    if (rc != 0) { /* nothing of the deletion is stored: the session goes on */
+        se->deleted = 0;
+        return;
+    }
+    map_del(&se->registry->by_id, se->id, strlen(se->id));
+    session__close_runtimes(se); /* frees se once its runtimes are gone */
+}
+
+void session__discard(struct session *se)
+{
+    log_warn("session %s: its creation could not be stored; discarded", se->id);
+    se->deleted = 1;
+    map_del(&se->registry->by_id, se->id, strlen(se->id));
+    session__close_runtimes(se);
+}
+
+void session__share_add(struct session *se, char tok[SESSION_TOKEN_LEN + 1])
+{
+    session__new_id(tok);
+    session__new_id(tok + SESSION_ID_LEN);
+    json_array_append_new(se->shares,
+                          json_pack("{s:s, s:I}", "token", tok, "created_at", (json_int_t)clock_wall_ms()));
+    session__publish(se->registry, se, "update");
+}
+
+/* The index of token in se->shares, or -1. */
+static ssize_t session__share_find(const struct session *se, const char *token)
+{
+    size_t i;
+    json_t *sh;
+    json_array_foreach (se->shares, i, sh)
+        if (!strcmp(json_string_value(json_object_get(sh, "token")) ?: "", token))
+            return (ssize_t)i;
+    return -1;
+}
+
+int session__share_revoke(struct session *se, const char *token)
+{
+    ssize_t i = session__share_find(se, token);
+    if (i < 0)
+        return -ENOENT;
+    json_array_remove(se->shares, (size_t)i);
+    session__publish(se->registry, se, "update");
+    return 0;
+}
+
+void session__share_remove(struct session *se, const char *token)
+{
+    ssize_t i = session__share_find(se, token);
+    if (i >= 0)
+        json_array_remove(se->shares, (size_t)i);
 }
 
 void session__new_id(char out[SESSION_ID_LEN + 1])
@@ -722,7 +808,7 @@ void session__child_completed(struct session *se, const char *run, const char *s
                            se->id, "child_run", run, "status", status, "result", text);
     char inbox[128];
     snprintf(inbox, sizeof inbox, "sessions/%s/inbox", parent->id);
-    session__append(s, inbox, json_deep_copy(ev));
+    session__write(s, parent, SESSION_W_INBOX, NULL, inbox, json_deep_copy(ev));
     session__event(parent, ev);
     if (parent->adapter) {
         /* Wake the parent: its agent gets the child's outcome as its next input. */

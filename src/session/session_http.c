@@ -41,12 +41,24 @@ struct session__fork {
     struct session__pending *pd; /* NULL when the client left */
 };
 
+/* What a change leaves in memory when its records could not be stored (see session__committed). */
+enum session__undo {
+    SESSION_UNDO_NONE,
+    SESSION_UNDO_DISCARD, /* a new session (create, child, fork) goes again */
+    SESSION_UNDO_SHARE,   /* a new share token is withdrawn */
+    SESSION_UNDO_DELETE,  /* a deletion is called off (on success it completes) */
+};
+
 struct session__pending {
+    struct sessions *s;
     struct http_req *req;         /* NULL once the client left */
     struct session_rt_call *call; /* runtime call in flight */
-    struct stream_op op;          /* durable write in flight */
-    json_t *answer;               /* what to send once op completes */
+    struct session_wait *wait;    /* the writes the answer waits for: pd outlives the request until then */
+    json_t *answer;               /* what to send once they have committed */
     int status;
+    enum session__undo undo;
+    char id[SESSION_ID_LEN + 1]; /* the session the change is about */
+    char token[SESSION_TOKEN_LEN + 1];
     struct session__fork *fork; /* fork in the thread pool; it outlives the request if need be */
 };
 
@@ -60,20 +72,29 @@ static void session__pending_dispose(void *p)
         pd->fork->pd = NULL;
         pd->fork = NULL;
     }
-    if (!pd->op.queued) {
+    if (pd->wait == NULL) {
         json_decref(pd->answer);
         free(pd);
     }
-    /* else: the op's callback frees it */
+    /* else: session__committed frees it (and still undoes or completes the change) */
 }
 
-static struct session__pending *session__pending_new(struct http_req *req)
+static struct session__pending *session__pending_new(struct sessions *s, struct http_req *req)
 {
     struct session__pending *pd = xcalloc(1, sizeof *pd);
+    pd->s = s;
     pd->req = req;
-    pd->op.arg = pd;
     http_req_set_data(req, pd, session__pending_dispose);
     return pd;
+}
+
+/* A change was not stored (rc, -errno): 507 when the disk is full, else 500. */
+static void session__respond_rc(struct http_req *req, int rc, const char *what)
+{
+    if (session_storage_full(rc))
+        http_res_error(req, ERR_STORAGE_FULL, "%s: no space left (%s)", what, strerror(-rc));
+    else
+        http_res_error(req, ERR_STORAGE_ERROR, "%s (%s)", what, strerror(-rc));
 }
 
 static void session__send_json(struct http_req *req, int status, json_t *body)
@@ -104,34 +125,53 @@ static json_t *session__body(struct http_req *req, const char **why)
 
 /* ================= create ================= */
 
-/* Answers once the session's records are durable (the op is the last append of the creation). */
-static void session__created(struct stream_op *op)
+/* The writes of a change have committed, or not: complete or undo the change, then answer. */
+static void session__committed(void *arg, int rc)
 {
-    struct session__pending *pd = op->arg;
-    op->queued = 0;
+    struct session__pending *pd = arg;
+    struct sessions *s = pd->s;
+    pd->wait = NULL;
+    struct session *se = pd->id[0] ? map_get(&s->by_id, pd->id, strlen(pd->id)) : NULL;
+    if (se) {
+        switch (pd->undo) {
+        case SESSION_UNDO_NONE: break;
+        case SESSION_UNDO_DISCARD:
+            if (rc != 0)
+                session__discard(se);
+            break;
+        case SESSION_UNDO_SHARE:
+            if (rc != 0)
+                session__share_remove(se, pd->token);
+            break;
+        case SESSION_UNDO_DELETE: session__delete_finish(se, rc); break;
+        }
+    }
     if (pd->req) {
-        if (op->result.status == STREAM_OK)
-            session__send_json(pd->req, pd->status, json_incref(pd->answer));
+        if (rc != 0)
+            session__respond_rc(pd->req, rc, "the change was not stored");
         else
-            http_res_error(pd->req, ERR_STORAGE_ERROR, "the session could not be stored");
+            session__send_json(pd->req, pd->status, json_incref(pd->answer));
         return; /* dispose frees pd */
     }
     json_decref(pd->answer);
     free(pd);
 }
 
-/* Answers `answer` (taken) with `status` once everything written so far is durable: an idempotent
- * re-create of the feed (it exists) is an op that completes with the commit of the current batch. */
-static void session__reply_durable(struct sessions *s, struct session__pending *pd, int status,
-                                   json_t *answer)
+/* Answers `answer` (taken) with `status` once the writes collected by w have committed (after the
+ * fsync, under --durability fsync); if they fail, `undo` for session `id` (token: the share
+ * token), and the client gets 507 or 500. */
+static void session__reply_after(struct session__pending *pd, struct session_wait *w, int status,
+                                 json_t *answer, enum session__undo undo, const char *id, const char *token)
 {
     pd->status = status;
     pd->answer = answer;
-    pd->op.cb = session__created;
-    struct stream_create_args a = {.content_type = "application/json", .ttl_s = -1, .expires_at_ms = -1};
-    stream_create(s->ss, SESSION_FEED_STREAM, strlen(SESSION_FEED_STREAM), &a, &pd->op);
-    if (!pd->op.queued && pd->req)
-        http_res_error(pd->req, ERR_STORAGE_ERROR, "the change could not be stored");
+    pd->undo = undo;
+    if (id)
+        snprintf(pd->id, sizeof pd->id, "%s", id);
+    if (token)
+        snprintf(pd->token, sizeof pd->token, "%s", token);
+    pd->wait = w;
+    session__wait_end(w, session__committed, pd);
 }
 
 static const char *session__check_create(struct sessions *s, json_t *b, char *ws, size_t wslen)
@@ -226,7 +266,7 @@ static struct session *session__create_from(struct sessions *s, json_t *b, const
     for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
         char path[128];
         snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
-        session__ensure_stream(s, path);
+        session__ensure_stream(s, se, path);
     }
     json_t *ev = json_pack("{s:s, s:s}", "type", "session", "action", "created");
     if (parent)
@@ -241,11 +281,17 @@ static void session__create(struct sessions *s, struct http_req *req)
     const char *why = NULL;
     int status = 400;
     json_t *b = session__body(req, &why);
-    struct session *se = b ? session__create_from(s, b, NULL, &status, &why) : NULL;
+    if (b == NULL)
+        return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
+    struct session_wait *w = session__wait_begin(s, 0);
+    struct session *se = session__create_from(s, b, NULL, &status, &why);
     json_decref(b);
-    if (se == NULL)
-        return http_res_error(req, b && status == 500 ? ERR_WORKSPACE_FAILED : ERR_BAD_REQUEST, "%s", why);
-    session__reply_durable(s, session__pending_new(req), 201, session__public(se));
+    if (se == NULL) {
+        session__wait_end(w, NULL, NULL);
+        return http_res_error(req, status == 500 ? ERR_WORKSPACE_FAILED : ERR_BAD_REQUEST, "%s", why);
+    }
+    session__reply_after(session__pending_new(s, req), w, 201, session__public(se), SESSION_UNDO_DISCARD,
+                         se->id, NULL);
 }
 
 /*
@@ -283,16 +329,19 @@ static void session__spawn_child(struct sessions *s, struct session *parent, str
     json_t *b = session__body(req, &why);
     if (b == NULL)
         return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
+    struct session_wait *w = session__wait_begin(s, 0);
     struct session *child = session__spawn_child_of(s, parent, b, &status, &why);
     json_decref(b);
-    if (child == NULL)
+    if (child == NULL) {
+        session__wait_end(w, NULL, NULL);
         return http_res_error(req, status == 500 ? ERR_WORKSPACE_FAILED : ERR_BAD_REQUEST, "%s", why);
+    }
     json_t *answer = session__public(child);
     json_t *runs = child->runs;
     if (json_array_size(runs))
         json_object_set(answer, "run",
                         json_object_get(json_array_get(runs, json_array_size(runs) - 1), "id"));
-    session__reply_durable(s, session__pending_new(req), 201, answer);
+    session__reply_after(session__pending_new(s, req), w, 201, answer, SESSION_UNDO_DISCARD, child->id, NULL);
 }
 
 /* ================= fork ================= */
@@ -407,6 +456,7 @@ static void session__fork_done(uv_work_t *w, int status)
         goto out;
     }
     session__register(s, se);
+    struct session_wait *wait = session__wait_begin(s, 0);
     static const char *const kinds[] = {"transcript", "state", "inbox"};
     for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
         char from[128], to[128];
@@ -415,25 +465,27 @@ static void session__fork_done(uv_work_t *w, int status)
         enum stream_lookup how;
         struct stream *src = streams_lookup(s->ss, from, strlen(from), &how);
         if (src == NULL) {
-            session__ensure_stream(s, to);
+            session__ensure_stream(s, se, to);
             continue;
         }
         int64_t at = i == 0 && f->at >= 0 && f->at <= stream_tail(src) ? f->at : stream_tail(src);
-        session__fork_stream(s, from, to, at);
+        session__fork_stream(s, se, from, to, at);
     }
     char at_text[STREAM_OFFSET_LEN + 1];
     stream_offset_format(f->at, at_text);
     session__event(se, json_pack("{s:s, s:s, s:s, s:s}", "type", "session", "action", "forked", "from",
                                  f->parent, "at", at_text));
     session__publish(s, se, "insert");
-    if (pd && pd->req) {
-        session__reply_durable(s, pd, 201, session__public(se));
-        pd->fork = NULL;
-        free(f->from_ws);
-        free(f->from_home);
-        free(f);
-        return;
+    if (pd == NULL) { /* the client left: the fork still has to go if its records are not stored */
+        pd = xcalloc(1, sizeof *pd);
+        pd->s = s;
     }
+    pd->fork = NULL;
+    session__reply_after(pd, wait, 201, session__public(se), SESSION_UNDO_DISCARD, se->id, NULL);
+    free(f->from_ws);
+    free(f->from_home);
+    free(f);
+    return;
 out:
     if (pd)
         pd->fork = NULL;
@@ -498,7 +550,7 @@ static void session__fork(struct sessions *s, struct session *parent, struct htt
     se->home = xasprintf("%s/homes/%s", s->data_dir, se->id);
     snprintf(f->parent, sizeof f->parent, "%s", parent->id);
     f->at = at;
-    f->pd = session__pending_new(req);
+    f->pd = session__pending_new(s, req);
     f->pd->fork = f;
     f->work.data = f;
     uv_queue_work(s->loop, &f->work, session__fork_copy, session__fork_done);
@@ -519,12 +571,9 @@ static void session__share(struct sessions *s, struct session *se, struct http_r
     if (token == NULL && m == HTTP_GET)
         return session__send_json(req, 200, json_pack("{s:O}", "shares", se->shares));
     if (token == NULL && m == HTTP_POST) {
-        char tok[SESSION_ID_LEN * 2 + 1];
-        session__new_id(tok);
-        session__new_id(tok + SESSION_ID_LEN);
-        json_array_append_new(
-            se->shares, json_pack("{s:s, s:I}", "token", tok, "created_at", (json_int_t)clock_wall_ms()));
-        session__publish(s, se, "update");
+        char tok[SESSION_TOKEN_LEN + 1];
+        struct session_wait *w = session__wait_begin(s, 0);
+        session__share_add(se, tok);
         json_t *answer = json_pack("{s:s, s:s, s:{s:s, s:s}}", "token", tok, "session", se->id, "urls",
                                    "session", "", "transcript", "");
         char *u1 = xasprintf("/v1/sessions/%s?share=%s", se->id, tok);
@@ -533,19 +582,20 @@ static void session__share(struct sessions *s, struct session *se, struct http_r
         json_object_set_new(json_object_get(answer, "urls"), "transcript", json_string(u2));
         free(u1);
         free(u2);
-        return session__reply_durable(s, session__pending_new(req), 201, answer);
+        return session__reply_after(session__pending_new(s, req), w, 201, answer, SESSION_UNDO_SHARE, se->id,
+                                    tok);
     }
     if (token && m == HTTP_DELETE) {
-        size_t i;
-        json_t *sh;
-        json_array_foreach (se->shares, i, sh) {
-            if (!strcmp(json_string_value(json_object_get(sh, "token")), token)) {
-                json_array_remove(se->shares, i);
-                session__publish(s, se, "update");
-                return session__reply_durable(s, session__pending_new(req), 204, json_object());
-            }
+        /* The token stops working at once; if its revocation cannot be stored, the client hears so
+         * and the token stays revoked in memory while a repair stores it (session_write.c). */
+        struct session_wait *w = session__wait_begin(s, 0);
+        int rc = session__share_revoke(se, token);
+        if (rc != 0) {
+            session__wait_end(w, NULL, NULL);
+            return http_res_error(req, ERR_NOT_FOUND, "no such share token");
         }
-        return http_res_error(req, ERR_NOT_FOUND, "no such share token");
+        return session__reply_after(session__pending_new(s, req), w, 204, json_object(), SESSION_UNDO_NONE,
+                                    NULL, NULL);
     }
     http_res_error(req, ERR_METHOD_NOT_ALLOWED,
                    "POST creates a share link, GET lists them, DELETE .../share/<token> revokes one");
@@ -645,12 +695,15 @@ static void session__post_message(struct sessions *s, struct session *se, struct
                               "text (a string) is required; mode is queue, interrupt or reject");
     }
     json_t *answer = NULL;
+    struct session_wait *w = session__wait_begin(s, 0);
     int status = session__message(se, json_string_value(text), json_string_value(mode), &answer, &why);
     json_decref(b);
-    if (answer == NULL)
+    if (answer == NULL) {
+        session__wait_end(w, NULL, NULL);
         return http_res_error(req, status == 409 ? ERR_CONFLICT : ERR_BAD_REQUEST, "%s", why);
+    }
     json_object_set(answer, "run", json_object_get(answer, "id"));
-    session__reply_durable(s, session__pending_new(req), status, answer);
+    session__reply_after(session__pending_new(s, req), w, status, answer, SESSION_UNDO_NONE, NULL, NULL);
 }
 
 /* ================= list, get, delete ================= */
@@ -714,24 +767,17 @@ static void session__list(struct sessions *s, struct http_req *req)
     session__send_json(req, 200, body);
 }
 
+/* The session reads as gone at once; it is removed (its runtimes and runs stopped, its workspace
+ * removed when agentd made it) once the deletion's records have committed, and stays if they
+ * cannot be stored. */
 static void session__delete(struct sessions *s, struct session *se, struct http_req *req)
 {
     char *streams = NULL;
     http_req_query_param(req, "streams", &streams);
-    se->deleted = 1;
-    session__event(se, json_pack("{s:s, s:s}", "type", "session", "action", "deleted"));
-    session__publish(s, se, "delete");
-    if (streams && !strcmp(streams, "delete")) {
-        static const char *const kinds[] = {"transcript", "state", "inbox"};
-        for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
-            char path[128];
-            snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
-            session__delete_stream(s, path);
-        }
-    }
-    map_del(&s->by_id, se->id, strlen(se->id));
-    session__close_runtimes(se); /* frees se once its runtimes are gone */
-    http_res_send(req, 204, NULL, 0);
+    struct session_wait *w = session__wait_begin(s, 0);
+    session__delete_begin(se, streams && !strcmp(streams, "delete"));
+    session__reply_after(session__pending_new(s, req), w, 204, json_object(), SESSION_UNDO_DELETE, se->id,
+                         NULL);
 }
 
 /* ================= runtimes ================= */
@@ -780,7 +826,7 @@ static void session__runtime_route(struct sessions *s, struct http_req *req, con
     http_req_query_param(req, "limit", &limit);
     json_t *jl = json_object_get(b, "limit");
     r.limit = limit ? strtoul(limit, NULL, 10) : json_is_integer(jl) ? (size_t)json_integer_value(jl) : 0;
-    struct session__pending *pd = session__pending_new(req);
+    struct session__pending *pd = session__pending_new(s, req);
     struct session_rt_call *call = session_rt_start(s, id, &r, session__rt_answer, pd);
     if (call) /* NULL: already answered, and pd may be gone */
         pd->call = call;
@@ -841,10 +887,14 @@ static void session__route(struct http_req *req, void *arg)
             return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "POST to cancel a run");
         json_t *answer = NULL;
         const char *why = NULL;
+        struct session_wait *w = session__wait_begin(s, 0);
         int status = session__cancel_run(se, parts[2], &answer, &why);
-        if (answer == NULL)
+        if (answer == NULL) {
+            session__wait_end(w, NULL, NULL);
             return http_res_error(req, ERR_CONFLICT, "%s", why);
-        return session__reply_durable(s, session__pending_new(req), status, answer);
+        }
+        return session__reply_after(session__pending_new(s, req), w, status, answer, SESSION_UNDO_NONE, NULL,
+                                    NULL);
     }
     if ((n == 2 || n == 3) && !strcmp(parts[1], "share"))
         return session__share(s, se, req, n == 3 ? parts[2] : NULL);

@@ -17,10 +17,29 @@
 /* The public State Protocol feed of the session list. */
 #define SESSION_FEED_STREAM     "sessions"
 
+#define SESSION_RUN_ID_LEN 20                   /* "run_" and 16 hex digits */
+#define SESSION_TOKEN_LEN  (2 * SESSION_ID_LEN) /* share tokens */
+
 struct runtime;
 struct exec_env;
 struct agent_adapter;
 struct session_run;
+struct session_wait;
+struct session__repair;
+
+/* What a degraded session failed to store, until a repair writes it back (session_write.c). */
+struct session_loss {
+    size_t events, inbox; /* transcript events and inbox entries lost for good */
+    json_t *runs;         /* ids of runs whose record was not stored (rewritten by the repair) */
+    int state;            /* the state stream's active_query was not stored */
+    int record;           /* the session's record (registry and feed) was not stored */
+    int streams;          /* one of its streams could not be created */
+    int64_t first_ms, last_ms;
+    int64_t after;              /* the transcript's durable tail before the first lost event, -1 when none */
+    int rc;                     /* the last failure, -errno */
+    int stop_run;               /* the active run is still to be ended */
+    int64_t due_ms, backoff_ms; /* the next repair attempt */
+};
 
 struct session {
     char id[SESSION_ID_LEN + 1];
@@ -51,6 +70,10 @@ struct session {
     json_t *runs;     /* run records (State Protocol values), oldest first */
     int fork_pending; /* a forked session's first run forks the agent's native session */
     char *parent;     /* the session that spawned this one, or NULL */
+
+    /* ---- failed writes (session_write.c) ---- */
+    struct session_loss lost;
+    struct session__repair *repair; /* in flight, or NULL */
 };
 
 struct sessions {
@@ -61,23 +84,81 @@ struct sessions {
     struct map by_id;
     sessions_mcp_cb mcp_cb;
     void *mcp_arg;
-    size_t live;    /* sessions not yet freed (deleted ones wait for their runtimes to close) */
+    size_t live;    /* references: sessions not yet freed (deleted ones wait for their runtimes), writes
+                       in flight, the tick */
     char *base_url; /* how agents reach this server (MCP), e.g. http://127.0.0.1:4437 */
     char *self_exe; /* agentd's executable, for the demo agent; NULL when unknown */
-    int freeing;    /* sessions_free ran: the last session__free frees the registry */
+    int freeing;    /* sessions_free ran: the last reference frees the registry */
+    /* session_write.c: the wait that writes join, failed waits to answer, losses to act on */
+    struct session_wait *collect;
+    struct session_wait *failed_waits;
+    uv_timer_t tick;
 };
 
-void session__ensure_stream(struct sessions *s, const char *path);
-void session__delete_stream(struct sessions *s, const char *path);
+/* ---- durable writes (session_write.c; see its header for the rules) ---- */
+
+/* What a write is, which says what its loss means. */
+enum session_write_kind {
+    SESSION_W_EVENT,  /* a transcript event */
+    SESSION_W_INBOX,  /* user input in the inbox */
+    SESSION_W_RUN,    /* a run record or the active query, in the state stream */
+    SESSION_W_RECORD, /* the session's record: registry and feed */
+    SESSION_W_STREAM, /* creating, forking, closing or deleting one of the session's streams */
+};
+/* An answer waiting for the writes made on its behalf. rc: 0, or the first failure as -errno. */
+typedef void (*session_wait_cb)(void *arg, int rc);
+/* Opens a wait: every write from now until session__wait_end joins it. at_commit: complete at the
+ * commit (survives kill -9) rather than after the fsync. Waits nest; the innermost collects. */
+struct session_wait *session__wait_begin(struct sessions *s, int at_commit);
+/* Closes the wait: cb runs once every write that joined it has completed, possibly before this
+ * returns (nothing joined, or a write was refused at once). The wait is freed after cb. */
+void session__wait_end(struct session_wait *w, session_wait_cb cb, void *arg);
+/* Until cb has run: cb will not run (the writes still complete). NULL is a no-op. */
+void session__wait_cancel(struct session_wait *w);
+/* Is rc (-errno) the disk being full? */
+int session_storage_full(int rc);
+
+/* Writes on behalf of se (NULL: no session's); msg is taken. run: a run record's run, or NULL. */
+void session__write(struct sessions *s, struct session *se, enum session_write_kind kind, const char *run,
+                    const char *path, json_t *msg);
+/* One event in se's transcript (takes ev); nothing once se is deleted. */
+void session__event(struct session *se, json_t *ev);
+/* Creates the JSON stream at path if it does not exist. */
+void session__ensure_stream(struct sessions *s, struct session *se, const char *path);
 /* Creates `to` as a Durable Streams fork of `from` at offset `at` (nothing is copied). */
-void session__fork_stream(struct sessions *s, const char *from, const char *to, int64_t at);
-void session__append(struct sessions *s, const char *path, json_t *msg); /* takes msg */
-void session__event(struct session *se, json_t *ev);                     /* takes ev */
+void session__fork_stream(struct sessions *s, struct session *se, const char *from, const char *to,
+                          int64_t at);
+/* Closes the stream at path (its readers see it end), or deletes it. */
+void session__end_stream(struct sessions *s, struct session *se, const char *path, int delete);
+/* Has a write of se failed without being repaired yet? */
+int session__degraded(const struct session *se);
+/* A degraded session's losses must be repaired before cb's work: 0 when se is not degraded (go on
+ * now), 1 when cb will run once a repair completed (rc as for waits), or a negative errno when the
+ * repair failed at once. */
+int session__after_repair(struct session *se, session_wait_cb cb, void *arg);
+void session__writes_init(struct sessions *s);
+void session__writes_close(struct sessions *s);
+/* Drops a reference on the registry (sessions, writes in flight, the tick): the last frees it once
+ * sessions_free ran. */
+void session__registry_unref(struct sessions *s);
+
 json_t *session__public(const struct session *se);
 json_t *session__text(const char *p, size_t len);
 void session__publish(struct sessions *s, struct session *se, const char *operation);
 void session__register(struct sessions *s, struct session *se);
 void session__close_runtimes(struct session *se);
+/* Deleting: the last transcript event, the record, the streams deleted with delete_streams; se
+ * reads as gone at once. session__delete_finish completes it once those writes
+ * committed (rc 0: se is removed and freed when its runtimes are gone) or calls it off (rc < 0). */
+void session__delete_begin(struct session *se, int delete_streams);
+void session__delete_finish(struct session *se, int rc);
+/* A session whose creation could not be stored goes again, without records. */
+void session__discard(struct session *se);
+/* Share links: a new token (recorded), a revocation (recorded; 0 or -ENOENT), and the withdrawal of
+ * a token whose creation could not be stored (nothing recorded). */
+void session__share_add(struct session *se, char tok[SESSION_TOKEN_LEN + 1]);
+int session__share_revoke(struct session *se, const char *token);
+void session__share_remove(struct session *se, const char *token);
 void session__new_id(char out[SESSION_ID_LEN + 1]);
 
 /* session_ws.c: GET /v1/sessions/<id>/ws[?offset=O] upgraded to a WebSocket that sends the
@@ -119,5 +200,11 @@ struct session *session__spawn_child_of(struct sessions *s, struct session *pare
 json_t *session__children(struct sessions *s, struct session *se);
 /* The environment finished closing (session.c: may free a deleted session). */
 void session__env_released(struct session *se);
+/* Ends the active run with the error code (agentd failed it: its records cannot be stored). */
+void session__fail_run(struct session *se, const char *code, const char *message);
+/* Starts the next queued run if none is active and se is not degraded. */
+void session__runs_resume(struct session *se);
+/* Appends run's current record (NULL: only the active query) to the state stream again. */
+void session__rewrite_run(struct session *se, const char *run);
 
 #endif

@@ -38,7 +38,7 @@ enum run_state {
 };
 
 struct session_run {
-    char id[2 * RUN_ID_BYTES + 5];
+    char id[SESSION_RUN_ID_LEN + 1];
     struct session *se;
     char *text;
     char mode[16];
@@ -48,7 +48,7 @@ struct session_run {
     struct agent_parser *out, *err;
     json_t *result; /* the agent's result event, when it wrote one */
     int cancel_requested;
-    const char *fail_code; /* set when agentd itself failed the run (spawn, environment) */
+    const char *fail_code; /* set when agentd itself ends the run (its events cannot be stored) */
     char *fail_message;
     struct session_run *next;
 };
@@ -58,6 +58,29 @@ struct session_run {
 static void run__path(const struct session *se, const char *kind, char out[128])
 {
     snprintf(out, 128, "sessions/%s/%s", se->id, kind);
+}
+
+/* A run's record (v, taken) in the state stream. */
+static void run__write(struct session *se, const char *run, const char *operation, json_t *v)
+{
+    char path[128];
+    run__path(se, "state", path);
+    session__write(se->registry, se, SESSION_W_RUN, run, path,
+                   json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "run", "key", run, "value", v, "headers",
+                             "operation", operation));
+}
+
+/* The state stream's active query: which run is running, since when. */
+static void run__write_active(struct session *se)
+{
+    char path[128];
+    run__path(se, "state", path);
+    session__write(se->registry, se, SESSION_W_RUN, NULL, path,
+                   json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "active_query", "key", "current", "value",
+                             se->active ? json_pack("{s:s, s:I}", "run", se->active->id, "started_at",
+                                                    (json_int_t)se->active->started_ms)
+                                        : json_null(),
+                             "headers", "operation", "update"));
 }
 
 /* The run's record in the state stream (and in se->runs for GET .../runs). extra is taken. */
@@ -84,20 +107,20 @@ static void run__record(struct session_run *r, const char *operation, const char
     }
     if (!found)
         json_array_append(se->runs, v);
-    char path[128];
-    run__path(se, "state", path);
-    session__append(se->registry, path,
-                    json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "run", "key", r->id, "value", v, "headers",
-                              "operation", operation));
+    run__write(se, r->id, operation, v);
     /* activeQuery: which run is running since when, apart from the environment's health */
     if (!strcmp(status, "running") || !strcmp(operation, "update"))
-        session__append(se->registry, path,
-                        json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "active_query", "key", "current",
-                                  "value",
-                                  se->active ? json_pack("{s:s, s:I}", "run", se->active->id, "started_at",
-                                                         (json_int_t)se->active->started_ms)
-                                             : json_null(),
-                                  "headers", "operation", "update"));
+        run__write_active(se);
+}
+
+void session__rewrite_run(struct session *se, const char *run)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach (se->runs, i, v)
+        if (run && !strcmp(json_string_value(json_object_get(v, "id")), run))
+            run__write(se, run, "update", json_incref(v));
+    run__write_active(se);
 }
 
 /* A transcript event of this run; ev is taken. */
@@ -301,7 +324,9 @@ static void run__on_exit(void *arg, struct exec_proc *p, const struct exec_exit 
     agent_parser_finish(r->err);
     r->proc = NULL;
     int is_error = r->result && json_is_true(json_object_get(r->result, "is_error"));
-    if (r->cancel_requested)
+    if (r->fail_code)
+        run__complete(r, "error", r->fail_code, r->fail_message, ex->signal ? 128 + ex->signal : ex->status);
+    else if (r->cancel_requested)
         run__complete(r, "cancelled", "cancelled", "the run was cancelled", ex->status);
     else if (ex->signal)
         run__complete(r, "error", "agent_crashed", "the agent was killed by a signal", 128 + ex->signal);
@@ -510,7 +535,8 @@ struct exec_env *session__env(struct session *se)
 
 static void run__start_next(struct session *se)
 {
-    if (se->active || se->queue == NULL || se->deleted)
+    /* A degraded session starts nothing it could not record: its queue waits for the repair. */
+    if (se->active || se->queue == NULL || se->deleted || session__degraded(se))
         return;
     struct session_run *r = se->queue;
     se->queue = r->next;
@@ -534,6 +560,21 @@ static void run__cancel_running(struct session_run *r)
         (void)!exec_proc_write(r->proc, line, strlen(line));
         free(line);
     }
+    exec_proc_kill(r->proc, RUN_CANCEL_GRACE_MS, NULL, NULL);
+}
+
+void session__runs_resume(struct session *se) { run__start_next(se); }
+
+void session__fail_run(struct session *se, const char *code, const char *message)
+{
+    struct session_run *r = se->active;
+    if (r == NULL || r->fail_code || r->state != RUN_RUNNING)
+        return;
+    log_warn("session %s: ending run %s: %s", se->id, r->id, message);
+    r->fail_code = code;
+    r->fail_message = xstrdup(message);
+    if (r->proc == NULL) /* environment still starting */
+        return run__complete(r, "error", code, message, INT64_MIN);
     exec_proc_kill(r->proc, RUN_CANCEL_GRACE_MS, NULL, NULL);
 }
 
@@ -569,13 +610,13 @@ int session__message(struct session *se, const char *text, const char *mode, jso
     memcpy(id, r->id, sizeof id);
     char path[128];
     run__path(se, "inbox", path);
-    session__append(se->registry, path,
-                    json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "user", "text", text, "run", r->id, "mode",
-                              mode, "ts", (json_int_t)r->created_ms));
+    session__write(se->registry, se, SESSION_W_INBOX, r->id, path,
+                   json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "user", "text", text, "run", r->id, "mode",
+                             mode, "ts", (json_int_t)r->created_ms));
     run__record(r, "insert", "queued", NULL);
-    if (se->active == NULL) {
+    if (se->active == NULL && !session__degraded(se)) {
         run__start(r);
-    } else if (!strcmp(mode, "interrupt")) {
+    } else if (se->active && !strcmp(mode, "interrupt")) {
         r->next = se->queue; /* first in line, then stop the active run */
         se->queue = r;
         if (se->queue_tail == &se->queue)

@@ -24,6 +24,26 @@
 
 static void streams__reload(struct streams *ss);
 
+/*
+ * A committed batch waiting for its fsync. What the commit made true for each touched stream is
+ * captured here, so that batches committed while this one syncs cannot make readers see more than
+ * is durable. Groups complete in commit order.
+ */
+struct stream__mark {
+    struct stream *st;
+    int64_t tail;
+    int closed, gone, created;
+};
+
+struct stream__group {
+    struct stream__group *next;
+    uint64_t seq;
+    struct stream_op *ops;
+    struct stream__mark *marks;
+    size_t nmarks;
+    struct stream *grave; /* deleted streams, freed once this group is done */
+};
+
 /* ================= offsets and small helpers ================= */
 
 void stream_offset_format(int64_t off, char out[STREAM_OFFSET_LEN + 1])
@@ -128,18 +148,30 @@ void streams__queue(struct streams *ss, struct stream_op *op)
     streams__arm(ss);
 }
 
+/* Unlinks op from a list of ops; 1 when it was there. */
+static int streams__unlink_op(struct stream_op **head, struct stream_op ***tail, struct stream_op *op)
+{
+    for (struct stream_op **pp = head; *pp; pp = &(*pp)->next) {
+        if (*pp == op) {
+            *pp = op->next;
+            if (tail && *tail == &op->next)
+                *tail = pp;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void stream_op_cancel(struct streams *ss, struct stream_op *op)
 {
     if (!op->queued)
         return;
-    for (struct stream_op **pp = &ss->ops; *pp; pp = &(*pp)->next) {
-        if (*pp == op) {
-            *pp = op->next;
-            if (ss->ops_tail == &op->next)
-                ss->ops_tail = pp;
-            break;
-        }
-    }
+    /* In the open batch, or in a committed group waiting for its fsync (the owner may leave then
+     * too: its callback must not run on freed memory). */
+    if (!streams__unlink_op(&ss->ops, &ss->ops_tail, op))
+        for (struct stream__group *g = ss->groups; g; g = g->next)
+            if (streams__unlink_op(&g->ops, NULL, op))
+                break;
     op->queued = 0;
 }
 
@@ -365,26 +397,6 @@ void stream_json_wrap(struct buf *b)
 
 /* ================= commit and sync ================= */
 
-/*
- * A committed batch waiting for its fsync. What the commit made true for each touched stream is
- * captured here, so that batches committed while this one syncs cannot make readers see more than
- * is durable. Groups complete in commit order.
- */
-struct stream__mark {
-    struct stream *st;
-    int64_t tail;
-    int closed, gone, created;
-};
-
-struct stream__group {
-    struct stream__group *next;
-    uint64_t seq;
-    struct stream_op *ops;
-    struct stream__mark *marks;
-    size_t nmarks;
-    struct stream *grave; /* deleted streams, freed once this group is done */
-};
-
 /* Makes a group visible: moves durable tails, wakes subscribers, frees the dead, answers the ops. */
 static void streams__complete(struct streams *ss, struct stream__group *g, int rc)
 {
@@ -485,6 +497,30 @@ static void streams__start_sync(struct streams *ss)
     uv_queue_work(ss->loop, &ss->sync_work, streams__sync_work, streams__sync_done);
 }
 
+/* Answers the group's at_commit ops now that it has committed; the others wait for its fsync. A
+ * write that failed poisoned the batch, so every op of a committed group succeeded. */
+static void streams__complete_committed(struct stream__group *g)
+{
+    struct stream_op *done = NULL, **tail = &done;
+    for (struct stream_op **pp = &g->ops; *pp;) {
+        struct stream_op *op = *pp;
+        if (!op->at_commit) {
+            pp = &op->next;
+            continue;
+        }
+        *pp = op->next;
+        op->next = NULL;
+        *tail = op;
+        tail = &op->next;
+    }
+    for (struct stream_op *op = done, *next; op; op = next) { /* callbacks may queue new ops */
+        next = op->next;
+        op->queued = 0;
+        assert(op->result.store_errno == 0);
+        op->cb(op);
+    }
+}
+
 /* Commits the open batch (no fsync) and queues it as a group. Returns 0, or the commit's error after
  * failing everything in flight and reloading the registry. */
 static int streams__commit(struct streams *ss)
@@ -523,6 +559,7 @@ static int streams__commit(struct streams *ss)
     g->seq = ss->next_seq++;
     *ss->groups_tail = g;
     ss->groups_tail = &g->next;
+    streams__complete_committed(g);
     return 0;
 }
 

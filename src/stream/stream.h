@@ -57,9 +57,15 @@ struct stream_result {
 /*
  * An asynchronous mutation. The caller embeds it (e.g. in per-request state), fills cb/arg, and
  * passes it to a mutating call. When the call returns STREAM_OK/CREATED the op is queued in the
- * batch and cb runs after commit with op->result final (status changed to STREAM_STORE_ERROR if the
- * commit failed). Otherwise cb is never called and op->result holds the outcome. Cancel a queued op
- * (its owner is going away) with stream_op_cancel; the mutation itself still commits.
+ * batch and cb runs once the batch is durable, with op->result final (status changed to
+ * STREAM_STORE_ERROR if the commit or the fsync failed). Otherwise cb is never called and
+ * op->result holds the outcome. Cancel a queued op (its owner is going away) with stream_op_cancel;
+ * the mutation itself still commits.
+ *
+ * at_commit: cb runs as soon as the batch has committed (its bytes are in the database file, which
+ * survives a kill -9 of agentd) instead of after the fsync that follows (which makes them survive a
+ * machine crash too); readers still see the write only after that fsync. For writes whose answer
+ * cannot wait the fsync's latency (runtime calls); under --durability os the two moments are one.
  */
 struct stream_op;
 typedef void (*stream_op_cb)(struct stream_op *op);
@@ -69,6 +75,7 @@ struct stream_op {
     struct stream_result result;
     struct stream_op *next; /* batch list, owned by the registry */
     int queued;
+    int at_commit; /* set by the caller before queuing; see above */
 };
 void stream_op_cancel(struct streams *ss, struct stream_op *op);
 

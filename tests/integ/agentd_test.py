@@ -469,6 +469,32 @@ def raise_nofile(want):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+# ---- a small disk, for tests that fill it -----------------------------------------------------------
+
+def mount_tmpfs(path, size):
+    """Mounts a tmpfs of `size` (mount's syntax, e.g. "16m") on the directory path, so that a test
+    can fill the disk under a server and give space back (remount_tmpfs) without a restart. Returns
+    None, or why it cannot (not root, no mount(8), no permission in this container)."""
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", path],
+                           capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"mount failed: {e}"
+    return None if r.returncode == 0 else f"mount failed: {r.stderr.decode(errors='replace').strip()}"
+
+
+def remount_tmpfs(path, size):
+    """Resizes a tmpfs mounted by mount_tmpfs (space returns, or is taken away). True on success."""
+    return subprocess.run(["mount", "-o", f"remount,size={size}", path], capture_output=True).returncode == 0
+
+
+def umount(path):
+    """Detaches a mount made by mount_tmpfs, even with processes still inside (lazily)."""
+    subprocess.run(["umount", "-l", path], capture_output=True)
+
+
 # ---- sessions -------------------------------------------------------------------------------------
 
 def wait_for(pred, timeout, interval=0.03):
