@@ -3,13 +3,16 @@
  * Prints one line per measurement, the format bench/runtime/run.sh tabulates:
  *     <system> <lang> <what> <p50_us> <p99_us> <n>
  * where <what> is a command (spaces as '_') or "cold" (runtime_new → first call done, the
- * interpreter's start-up included). Usage: rtbench [calls=2000] [cold_starts=30].
+ * interpreter's start-up included). Runtimes run in an execution environment over the current
+ * directory, started (ready) before anything is measured, as a session's is after its first
+ * call. Usage: rtbench [calls=2000] [cold_starts=30].
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "exec/exec.h"
 #include "runtime/runtime.h"
 
 struct wait {
@@ -62,9 +65,34 @@ static void report(const char *lang, const char *what, uint64_t *ns, size_t n)
     fflush(stdout);
 }
 
+static struct exec_env *env; /* one per loop, like a session's */
+
+static void open_env(uv_loop_t *loop)
+{
+    char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", NULL};
+    struct exec_env_opts o = {.workspace = ".", .env = envp, .name = "rtbench"};
+
+    uv_loop_init(loop);
+    if (exec_env_new(loop, &o, &env) != 0 || exec_env_start(env) != 0)
+        abort();
+    while (exec_env_status(env) == EXEC_STATUS_STARTING)
+        uv_run(loop, UV_RUN_ONCE);
+    if (exec_env_status(env) != EXEC_STATUS_READY) {
+        fprintf(stderr, "rtbench: the execution environment did not start\n");
+        exit(1);
+    }
+}
+
+static void close_env(uv_loop_t *loop)
+{
+    exec_env_close(env, 0, NULL, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+}
+
 static struct runtime *open_rt(uv_loop_t *loop, enum runtime_lang lang)
 {
-    struct runtime_options o = {.lang = lang};
+    struct runtime_options o = {.lang = lang, .env = env};
     struct runtime *rt;
 
     if (runtime_new(loop, &o, &rt) != 0) {
@@ -87,7 +115,7 @@ static void round_trips(enum runtime_lang lang, const char *init, const char *a,
     struct wait w;
     uint64_t *ta = calloc(n, sizeof *ta), *tb = calloc(n, sizeof *tb);
 
-    uv_loop_init(&loop);
+    open_env(&loop);
     rt = open_rt(&loop, lang);
     exec_wait(&loop, rt, init, &w);
     for (size_t i = 0; i < n / 10; i++) /* warm up */
@@ -105,7 +133,7 @@ static void round_trips(enum runtime_lang lang, const char *init, const char *a,
         exit(1);
     }
     close_rt(&loop, rt);
-    uv_loop_close(&loop);
+    close_env(&loop);
     report(runtime_lang_name(lang), a, ta, n);
     report(runtime_lang_name(lang), b, tb, n);
     free(ta);
@@ -118,7 +146,7 @@ static void cold_starts(enum runtime_lang lang, const char *code, size_t n)
     uint64_t *t = calloc(n, sizeof *t);
     struct wait w;
 
-    uv_loop_init(&loop);
+    open_env(&loop);
     for (size_t i = 0; i < n; i++) {
         uint64_t t0 = uv_hrtime();
         struct runtime *rt = open_rt(&loop, lang);
@@ -126,7 +154,7 @@ static void cold_starts(enum runtime_lang lang, const char *code, size_t n)
         t[i] = uv_hrtime() - t0;
         close_rt(&loop, rt);
     }
-    uv_loop_close(&loop);
+    close_env(&loop);
     report(runtime_lang_name(lang), "cold", t, n);
     free(t);
 }

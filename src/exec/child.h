@@ -1,7 +1,6 @@
 /*
  * exec/child — fork and exec one program that must not outlive agentd: the child half of every
- * spawn in exec/, usable on its own by any module that starts processes (src/runtime/proc.c
- * carries an older copy of the same steps and can move onto this).
+ * spawn in exec/ (and so of every program agentd starts; other modules go through exec_spawn).
  *
  * Between fork and exec the child, in this order: resets every signal disposition to the
  * default (handlers and ignores of agentd must not leak into the program), becomes the leader of

@@ -7,6 +7,7 @@
  * environment's `error`, not as the agent's spawn failure. Without a sandbox, `ready` is
  * reported from a zero timer so that no callback runs inside exec_env_start's caller twice.
  */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +45,18 @@ static void env_emit(struct exec_env *env, const struct exec_event *ev)
         env->on_event(env->arg, env, ev);
 }
 
+/* Ends every exec_env_wait with `status`; each wait is off the list before its callback runs. */
+static void env_wake(struct exec_env *env, enum exec_status status)
+{
+    struct exec_env_wait *w;
+
+    while ((w = env->waits) != NULL) {
+        env->waits = w->next;
+        w->next = NULL;
+        w->cb(w->arg, env, status);
+    }
+}
+
 static void env_set_status(struct exec_env *env, enum exec_status status, const char *message)
 {
     struct exec_event ev = {.type = EXEC_EVENT_STATUS, .status = status, .message = message};
@@ -51,9 +64,34 @@ static void env_set_status(struct exec_env *env, enum exec_status status, const 
     env->status = status;
     if (status == EXEC_STATUS_READY || status == EXEC_STATUS_ERROR)
         ev.elapsed_us = clock_mono_us() - env->start_us;
+    if (status == EXEC_STATUS_ERROR && env->error == NULL)
+        env->error = xstrdup(message != NULL ? message : "the environment could not start");
     log_debug("exec %s: %s%s%s", env->name, exec_status_name(status), message ? ": " : "",
               message ? message : "");
     env_emit(env, &ev);
+    if (status == EXEC_STATUS_READY || status == EXEC_STATUS_ERROR)
+        env_wake(env, status);
+}
+
+void exec_env_wait(struct exec_env *env, struct exec_env_wait *w, exec_wait_cb cb, void *arg)
+{
+    assert(env->status == EXEC_STATUS_INACTIVE || env->status == EXEC_STATUS_STARTING);
+    assert(!env->closing);
+    w->cb = cb;
+    w->arg = arg;
+    w->next = env->waits;
+    env->waits = w;
+}
+
+void exec_env_wait_cancel(struct exec_env *env, struct exec_env_wait *w)
+{
+    for (struct exec_env_wait **pp = &env->waits; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            w->next = NULL;
+            return;
+        }
+    }
 }
 
 void exec__log(struct exec_env *env, const char *level, const char *fmt, ...)
@@ -342,6 +380,8 @@ void exec__env_probe_done(struct exec_env *env, const struct exec_exit *ex, cons
 
 enum exec_status exec_env_status(const struct exec_env *env) { return env->status; }
 
+const char *exec_env_error(const struct exec_env *env) { return env->error; }
+
 const char *exec_env_workspace(const struct exec_env *env) { return env->workspace; }
 
 size_t exec_env_cgroup_dirs(const struct exec_env *env, const char **dirs, size_t cap)
@@ -383,6 +423,7 @@ void exec__env_maybe_free(struct exec_env *env)
     free(env->workspace);
     free(env->bwrap);
     free(env->name);
+    free(env->error);
     free(env);
 }
 
@@ -394,6 +435,7 @@ void exec_env_close(struct exec_env *env, uint64_t grace_ms, exec_close_cb cb, v
     env->close_grace_ms = grace_ms;
     env->close_cb = cb;
     env->close_arg = arg;
+    env_wake(env, EXEC_STATUS_TERMINATED);
     exec_watch_stop(env);
     /* Each kill ends in the proc's exit callback, which may not touch the env any more. */
     for (struct exec_proc *p = env->procs; p != NULL; p = p->next)

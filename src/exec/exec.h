@@ -6,7 +6,9 @@
  * resource limits (setrlimit, and cgroup v1 memory/pids limits where the hierarchy is writable),
  * and optionally a bubblewrap sandbox (workspace read-write, / read-only, a private /tmp, the
  * network shared or not). Programs are started with exec_spawn() and talk to the caller through
- * pipes read on the caller's libuv loop. A workspace watcher reports file changes in batches.
+ * pipes read on the caller's libuv loop; exec is the one place that starts, watches and kills
+ * them (agents' runs and runtimes' interpreters alike), and the one place that looks programs up
+ * (exec_env_find_program). A workspace watcher reports file changes in batches.
  *
  * Invariants:
  * - Every program is the leader of its own session and process group (pid == pgid), with
@@ -120,11 +122,38 @@ enum exec_status exec_env_status(const struct exec_env *env);
 const char *exec_env_workspace(const struct exec_env *env);
 /* True when the environment's processes are in cgroups of its own. */
 bool exec_env_has_cgroup(const struct exec_env *env);
-/* The environment's cgroup directories (one per controller it got; they hold its cg_* limits), for
- * programs started outside exec_spawn that must count against those limits (runtime/): they join
- * by writing their pid into <dir>/cgroup.procs. Set up inside exec_env_start, so available from
- * then until exec_env_close. Borrowed. Returns how many were stored in dirs (at most cap). */
+/* Why the environment is in `error` (the message of that status event), else NULL. Borrowed. */
+const char *exec_env_error(const struct exec_env *env);
+/* The environment's cgroup directories (one per controller it got; they hold its cg_* limits;
+ * each program gets a cgroup of its own inside them), for diagnostics and tests. Set up inside
+ * exec_env_start, so available from then until exec_env_close. Borrowed. Returns how many were
+ * stored in dirs (at most cap). */
 size_t exec_env_cgroup_dirs(const struct exec_env *env, const char **dirs, size_t cap);
+
+/* A wait for an environment to finish starting. The caller embeds it (like a uv_req) and owns
+ * it; the environment borrows it until its callback has run or exec_env_wait_cancel. */
+struct exec_env_wait;
+/* `status` is EXEC_STATUS_READY, EXEC_STATUS_ERROR, or EXEC_STATUS_TERMINATED when the
+ * environment is being closed (nothing can start in it any more; do not call it again). */
+typedef void (*exec_wait_cb)(void *arg, struct exec_env *env, enum exec_status status);
+struct exec_env_wait {
+    struct exec_env_wait *next; /* private to exec */
+    exec_wait_cb cb;
+    void *arg;
+};
+/* Calls cb once, from the loop, when env reports `ready` or `error`, or from inside
+ * exec_env_close. Only for an environment still inactive or starting (asserted); the caller must
+ * not reuse w before its callback ran or it was cancelled. */
+void exec_env_wait(struct exec_env *env, struct exec_env_wait *w, exec_wait_cb cb, void *arg);
+/* Forgets w (no callback). A no-op when w is not waiting. */
+void exec_env_wait_cancel(struct exec_env *env, struct exec_env_wait *w);
+
+/* Looks a program up as exec_spawn does for argv[0]: a name with a slash is taken as is
+ * (relative to the workspace), a bare name is searched on the environment's PATH (its own, from
+ * the declared variables; "/usr/local/bin:/usr/bin:/bin" without one). On success *path is the
+ * absolute path (malloc'd: free it). 0, -ENOENT (not found), -EACCES (found, not executable),
+ * -ENAMETOOLONG. */
+EXEC_MUST_CHECK int exec_env_find_program(const struct exec_env *env, const char *name, char **path);
 
 typedef void (*exec_close_cb)(void *arg);
 /* Kills every process of the environment (SIGTERM, SIGKILL after grace_ms), stops the watcher,
@@ -160,14 +189,29 @@ typedef void (*exec_line_cb)(void *arg, struct exec_proc *p, const char *line, s
 typedef void (*exec_exit_cb)(void *arg, struct exec_proc *p, const struct exec_exit *ex);
 typedef void (*exec_kill_cb)(void *arg, struct exec_proc *p, const struct exec_kill_report *r);
 
+/* One more descriptor for a program: our `parent` descriptor becomes its `child`. */
+struct exec_fd {
+    int child;  /* 0 (replaces the stdin pipe) or above 2 */
+    int parent; /* a descriptor of ours, or EXEC_FD_STDOUT */
+};
+#define EXEC_FD_STDOUT     (-2) /* parent: the program's own stdout pipe, as a second descriptor */
+#define EXEC_SPAWN_FDS_MAX 4
+
 struct exec_spawn_opts {
-    exec_data_cb on_stdout; /* may be NULL: output is drained and dropped */
-    exec_line_cb on_stderr; /* may be NULL */
-    exec_exit_cb on_exit;   /* may be NULL */
+    exec_data_cb on_stdout;      /* may be NULL: output is drained and dropped */
+    exec_line_cb on_stderr;      /* may be NULL */
+    exec_data_cb on_stderr_data; /* stderr as raw bytes instead of lines (then on_stderr must be
+                                    NULL); for callers that frame output themselves */
+    exec_exit_cb on_exit;        /* may be NULL */
     void *arg;
-    size_t line_max;        /* 0 = EXEC_DEFAULT_LINE_MAX */
-    char *const *env_extra; /* NULL-terminated "K=V" added to (or replacing in) the environment's
-                                 list for this program only (e.g. an agent's run settings) */
+    size_t line_max;           /* 0 = EXEC_DEFAULT_LINE_MAX */
+    char *const *env_extra;    /* NULL-terminated "K=V" added to (or replacing in) the environment's
+                                      list for this program only (e.g. an agent's run settings) */
+    const struct exec_fd *fds; /* more descriptors for the program (at most EXEC_SPAWN_FDS_MAX),
+                                    e.g. a control socket; borrowed for the call: the caller closes
+                                    its copies once exec_spawn returned. With one at child 0 there
+                                    is no stdin pipe (exec_proc_write answers -EPIPE). */
+    size_t nfds;
 };
 
 /* Starts argv[0] (looked up on the environment's own PATH when it has no slash) with argv, in
@@ -180,14 +224,26 @@ EXEC_MUST_CHECK int exec_spawn(struct exec_env *env, char *const *argv, const st
 
 pid_t exec_proc_pid(const struct exec_proc *p);
 
+/* Sends sig to what runs in the program: its process group; in a bwrap sandbox, every process of
+ * its session except bwrap's outer process (the leader), which would die of it and take the
+ * sandbox along, while an interactive shell inside makes a group of its own that the leader's
+ * group does not reach. 0, or -ESRCH once the leader has exited. */
+int exec_proc_signal(struct exec_proc *p, int sig);
+
+/* Reads what the program's stderr pipe holds right now, without waiting, and delivers it through
+ * the stderr callback before returning: for callers that just learned on stdout that the program
+ * wrote its stderr before (a completion marker). No-op after end of file. */
+void exec_proc_read_stderr(struct exec_proc *p);
+
 /* Queues bytes for stdin (copied). 0, or -EPIPE once stdin is closed or the process ended. */
 EXEC_MUST_CHECK int exec_proc_write(struct exec_proc *p, const void *data, size_t len);
 /* Closes stdin once the queued writes are written. Idempotent. */
 void exec_proc_close_stdin(struct exec_proc *p);
 
-/* SIGTERM to the group and its known descendants, SIGKILL after grace_ms, then verification
- * (see the invariants). `cb` (may be NULL) runs once, just before the exit callback. A second
- * call while a kill is in progress only shortens nothing and returns; after exit it is not
+/* SIGTERM to the group and its known descendants, SIGKILL after grace_ms (0: SIGKILL at once),
+ * then verification (see the invariants). `cb` (may be NULL) runs once, just before the exit
+ * callback. A second call while a kill is in progress only brings its SIGKILL forward to
+ * grace_ms after the first call, if that is sooner (its cb is ignored); after exit it is not
  * allowed (the proc is gone). */
 void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, void *arg);
 
@@ -224,27 +280,6 @@ EXEC_MUST_CHECK int exec_watch_start(struct exec_env *env, uint64_t rate_ms, exe
 void exec_watch_stop(struct exec_env *env);
 
 /* ---- helpers -------------------------------------------------------------------------- */
-
-/* The bubblewrap command line that runs program (with argv[1...]) as the environment's sandbox
- * does: / read-only, fresh /dev, /proc and /tmp, the workspace bound read-write on top (after
- * /tmp, so a workspace under /tmp stays visible) and the working directory, new pid and ipc
- * namespaces (the whole sandbox dies with its first process), the network unshared unless
- * share_net, bwrap's own death tied to its parent's. Inherited descriptors pass through. For
- * modules that fork their own programs (runtime/). A malloc'd array of borrowed strings. */
-char **exec_bwrap_argv(const char *bwrap, const char *workspace, bool share_net, const char *program,
-                       char *const *argv);
-
-struct exec_child;
-/* Fills c's rlimits from the per-process part of l (as_bytes, nproc, cpu_seconds, fsize_bytes,
- * nofile; 0 leaves one as agentd has it). A limit above agentd's own hard limit is lowered to it:
- * raising it would need privilege and would make nothing stricter. */
-void exec_limits_rlimits(const struct exec_limits *l, struct exec_child *c);
-
-/* Sends sig to every live process of session sid except the process `except` (one scan of
- * /proc); returns how many were signalled. For a SIGINT meant for what runs inside a bwrap
- * sandbox: bwrap's outer process (the session leader) dies of it, the sandbox's init ignores it,
- * and an interactive shell inside makes a process group of its own, out of reach of the leader's. */
-size_t exec_session_signal_except(pid_t sid, pid_t except, int sig);
 
 /* Guesses the log level of one line of a program's stderr from its first words: "error",
  * "warn", "info" or "debug" (static strings). Understands plain prefixes ("Error:", "WARNING",

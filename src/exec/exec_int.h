@@ -12,6 +12,7 @@
  *                               escalation / verification timer state. Owned by its proc.
  *   struct exec__watch watch.c  the inotify watcher. Owned by the env; freed by the last close
  *                               callback of its handles.
+ * lookup.c finds programs; child.c is the fork-and-exec half of a spawn.
  */
 #ifndef AGENTD_EXEC_INT_H
 #define AGENTD_EXEC_INT_H
@@ -50,9 +51,11 @@ struct exec_env {
 
     enum exec_status status;
     uint64_t start_us;
-    const char *start_error;  /* static reason the start failed, reported from the timer */
-    char *cg_dir[EXEC__CG_N]; /* owned; NULL where the controller is unused */
-    unsigned proc_seq;        /* names the per-proc cgroups */
+    const char *start_error;     /* static reason the start failed, reported from the timer */
+    char *error;                 /* owned: the message of the `error` status, once reported */
+    struct exec_env_wait *waits; /* exec_env_wait callers until ready / error / close */
+    char *cg_dir[EXEC__CG_N];    /* owned; NULL where the controller is unused */
+    unsigned proc_seq;           /* names the per-proc cgroups */
 
     struct exec_proc *procs;   /* live procs (linked through exec_proc.next) */
     struct exec_proc *probe;   /* the bwrap probe while it runs */
@@ -76,11 +79,13 @@ struct exec_proc {
     uv_timer_t drain_timer; /* after the leader is reaped: how long to wait for pipe EOF */
     uv_timer_t kill_timer;  /* kill.c: grace period and verification polling */
     int open_handles;
+    bool has_in;              /* a stdin pipe was made (no exec_fd at child 0) */
     bool in_open, in_closing; /* stdin handle state */
     size_t writes_pending;
 
     exec_data_cb on_stdout;
     exec_line_cb on_stderr;
+    exec_data_cb on_stderr_data;
     exec_exit_cb on_exit;
     void *arg;
     bool probe; /* the env's bwrap probe: its exit decides ready / error */
@@ -120,10 +125,34 @@ void exec__proc_check_done(struct exec_proc *p);
 bool exec__kill_busy(const struct exec_proc *p);
 /* Delivers the kill report (if any) before the exit callback; frees the kill state. */
 void exec__kill_finish(struct exec_proc *p);
+/* Sends sig to every live process of session sid except `except` (one scan of /proc); returns
+ * how many were signalled. */
+size_t exec__session_signal_except(pid_t sid, pid_t except, int sig);
 /* Sends sig to every process in a cgroup.procs file; returns how many were signalled. */
 size_t exec__cgroup_signal(const char *dir, int sig);
 /* The proc's own cgroup directory to list its processes from (pids preferred), or NULL. */
 const char *exec__proc_cgroup(const struct exec_proc *p);
+
+/* ---- lookup.c ----------------------------------------------------------------------------- */
+
+/* exec_env_find_program into a caller's buffer of cap bytes. */
+int exec__resolve(const struct exec_env *env, const char *name, char *out, size_t cap);
+
+/* ---- proc.c: the parent's preparations ---------------------------------------------------- */
+
+struct exec_child;
+/* The bubblewrap command line that runs program (with argv[1...]) as the environment's sandbox
+ * does: / read-only, fresh /dev, /proc and /tmp, the workspace bound read-write on top (after
+ * /tmp, so a workspace under /tmp stays visible) and the working directory, new pid and ipc
+ * namespaces (the whole sandbox dies with its first process), the network unshared unless
+ * share_net, bwrap's own death tied to its parent's. Inherited descriptors pass through. A
+ * malloc'd array of borrowed strings. */
+char **exec__bwrap_argv(const char *bwrap, const char *workspace, bool share_net, const char *program,
+                        char *const *argv);
+/* Fills c's rlimits from the per-process part of l (as_bytes, nproc, cpu_seconds, fsize_bytes,
+ * nofile; 0 leaves one as agentd has it). A limit above agentd's own hard limit is lowered to it:
+ * raising it would need privilege and would make nothing stricter. */
+void exec__limits_rlimits(const struct exec_limits *l, struct exec_child *c);
 
 /* ---- watch.c ---------------------------------------------------------------------------- */
 

@@ -14,7 +14,8 @@
  * Steps: SIGTERM (and SIGCONT, so stopped ones can act on it) to the group and the set; every
  * KILL_POLL_MS a new scan, signalling newcomers; after the grace period SIGKILL to all; done
  * when a scan finds nothing alive (zombies count as dead), or KILL_GIVE_UP_MS after the SIGKILL
- * with the survivors counted in the report.
+ * with the survivors counted in the report. A grace period of 0 skips SIGTERM (a runtime that
+ * must stop now: a timeout, a reset).
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -30,8 +31,9 @@
 #include "core/core.h"
 #include "exec/exec_int.h"
 
-#define KILL_POLL_MS    20
-#define KILL_GIVE_UP_MS 2000
+#define KILL_POLL_MS        20
+#define KILL_FIRST_CHECK_MS 2 /* after a SIGKILL at once: the processes are gone within ~1 ms */
+#define KILL_GIVE_UP_MS     2000
 
 struct tracked {
     pid_t pid;
@@ -130,7 +132,7 @@ static void tracked_add(struct exec__kill *k, pid_t pid, unsigned long long star
     k->set[k->n++] = (struct tracked){pid, start};
 }
 
-size_t exec_session_signal_except(pid_t sid, pid_t except, int sig)
+size_t exec__session_signal_except(pid_t sid, pid_t except, int sig)
 {
     struct dirent *de;
     struct pstat st;
@@ -235,6 +237,18 @@ static void kill_done(struct exec_proc *p, size_t left)
     exec__proc_check_done(p);
 }
 
+/* SIGKILL to the group (while its leader pins the id) and to every member found so far. */
+static void kill_now(struct exec_proc *p)
+{
+    struct exec__kill *k = p->kill;
+
+    k->escalated = true;
+    if (!p->exited)
+        kill(-p->pid, SIGKILL);
+    for (size_t i = 0; i < k->n; i++)
+        kill(k->set[i].pid, SIGKILL);
+}
+
 static void on_kill_tick(uv_timer_t *t)
 {
     struct exec_proc *p = t->data;
@@ -243,9 +257,7 @@ static void on_kill_tick(uv_timer_t *t)
     size_t n;
 
     if (!k->escalated && elapsed_ms >= k->grace_ms) {
-        k->escalated = true;
-        if (!p->exited)
-            kill(-p->pid, SIGKILL);
+        kill_now(p);
         n = sweep(p, SIGKILL, false);
     } else {
         /* Newcomers get the signal of the current step; the rest already had it. */
@@ -262,8 +274,16 @@ void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, voi
     struct exec__kill *k;
     struct pstat st;
 
-    if (p->done || p->kill != NULL)
+    if (p->done)
         return;
+    if ((k = p->kill) != NULL) {
+        /* A kill in progress: a shorter grace period brings its SIGKILL forward. */
+        if (!k->finished && !k->escalated && grace_ms < k->grace_ms) {
+            k->grace_ms = grace_ms;
+            uv_timer_start(&p->kill_timer, on_kill_tick, 0, KILL_POLL_MS);
+        }
+        return;
+    }
     k = xcalloc(1, sizeof *k);
     k->cb = cb;
     k->arg = arg;
@@ -276,6 +296,11 @@ void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, voi
     /* Find first, signal second: once the leader dies its children are reparented and the
      * parent links that lead to setsid()ed descendants are gone. */
     (void)sweep(p, 0, false);
+    if (grace_ms == 0) {
+        kill_now(p);
+        uv_timer_start(&p->kill_timer, on_kill_tick, KILL_FIRST_CHECK_MS, KILL_POLL_MS);
+        return;
+    }
     if (!p->exited) {
         kill(-p->pid, SIGTERM);
         kill(-p->pid, SIGCONT);

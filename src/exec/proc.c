@@ -15,7 +15,9 @@
  * other modules are never touched.
  *
  * The fork-and-exec half (signals, session, death signal, descriptors, cgroups, rlimits) is
- * child.c. src/runtime/proc.c follows the same pattern with its own copy of that half.
+ * child.c; finding the program is lookup.c. Every program agentd starts comes through here: the
+ * agents of session runs and the interpreters of runtimes (which add descriptors of their own
+ * and take stderr as raw bytes).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,43 +38,16 @@
 #include "exec/exec_int.h"
 
 #define PROC_DRAIN_MS 200 /* after the leader died, wait this long for end of file on its pipes */
+
+_Static_assert(3 + EXEC_SPAWN_FDS_MAX <= EXEC_CHILD_MAP_MAX,
+               "stdin, stdout, stderr and the extra descriptors");
 #define PROC_GUARD_SCRIPT \
     "read x; kill -KILL \"$1\" 2>/dev/null; [ -z \"$2\" ] || kill -KILL $(cat \"$2\") 2>/dev/null; exit 0"
 
 /* ---- the parent's preparations ------------------------------------------------------------- */
 
-/* Resolves a program name the way execvp would, but on the environment's PATH (not agentd's),
- * before fork: the child must not allocate. */
-static int resolve(const struct exec_env *env, const char *name, char *out, size_t cap)
-{
-    const char *path = env->path_var != NULL ? env->path_var : "/usr/local/bin:/usr/bin:/bin";
-    struct stat st;
-    int err = -ENOENT;
-
-    if (strchr(name, '/') != NULL) {
-        if ((size_t)snprintf(out, cap, "%s", name) >= cap)
-            return -ENAMETOOLONG;
-        if (name[0] != '/' && (size_t)snprintf(out, cap, "%s/%s", env->workspace, name) >= cap)
-            return -ENAMETOOLONG;
-        return access(out, X_OK) == 0 ? 0 : -errno;
-    }
-    for (const char *p = path;; p++) {
-        size_t n = strcspn(p, ":");
-        if (n > 0 && (size_t)snprintf(out, cap, "%.*s/%s", (int)n, p, name) < cap) {
-            if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
-                if (access(out, X_OK) == 0)
-                    return 0;
-                err = -EACCES;
-            }
-        }
-        p += n;
-        if (*p == '\0')
-            return err;
-    }
-}
-
-char **exec_bwrap_argv(const char *bwrap, const char *workspace, bool share_net, const char *program,
-                       char *const *argv)
+char **exec__bwrap_argv(const char *bwrap, const char *workspace, bool share_net, const char *program,
+                        char *const *argv)
 {
     const char *head[] = {bwrap,
                           "--die-with-parent",
@@ -110,7 +85,7 @@ char **exec_bwrap_argv(const char *bwrap, const char *workspace, bool share_net,
     return out;
 }
 
-void exec_limits_rlimits(const struct exec_limits *l, struct exec_child *c)
+void exec__limits_rlimits(const struct exec_limits *l, struct exec_child *c)
 {
     const struct {
         int resource;
@@ -235,6 +210,15 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = sizeof p->rbuf;
 }
 
+/* Bytes from stderr: to the raw callback, or split into lines. */
+static void stderr_deliver(struct exec_proc *p, const char *data, size_t len)
+{
+    if (p->on_stderr_data != NULL)
+        p->on_stderr_data(p->arg, p, data, len);
+    else
+        stderr_feed(p, data, len);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct exec_proc *p = s->data;
@@ -242,7 +226,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
     if (nread > 0) {
         if (!is_out)
-            stderr_feed(p, buf->base, (size_t)nread);
+            stderr_deliver(p, buf->base, (size_t)nread);
         else if (p->on_stdout != NULL)
             p->on_stdout(p->arg, p, buf->base, (size_t)nread);
         return;
@@ -351,6 +335,34 @@ void exec_proc_close_stdin(struct exec_proc *p)
 }
 
 pid_t exec_proc_pid(const struct exec_proc *p) { return p->pid; }
+
+int exec_proc_signal(struct exec_proc *p, int sig)
+{
+    if (p->exited)
+        return -ESRCH;
+    if (p->env->sandbox == EXEC_SANDBOX_BWRAP)
+        (void)exec__session_signal_except(p->pid, p->pid, sig);
+    else
+        kill(-p->pid, sig);
+    return 0;
+}
+
+void exec_proc_read_stderr(struct exec_proc *p)
+{
+    char buf[16 * 1024]; /* not rbuf: this runs inside a read callback that may still use it */
+    uv_os_fd_t fd;
+    ssize_t n;
+
+    if (p->err_eof || p->done || uv_fileno((uv_handle_t *)&p->err, &fd) != 0)
+        return;
+    for (;;) {
+        n = read(fd, buf, sizeof buf);
+        if (n > 0)
+            stderr_deliver(p, buf, (size_t)n);
+        else if (!(n < 0 && errno == EINTR))
+            break; /* EAGAIN: empty; 0: end of file, which the loop reports */
+    }
+}
 
 /* ---- freeing ------------------------------------------------------------------------------- */
 
@@ -479,25 +491,34 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     char *guard_env[] = {"PATH=/usr/bin:/bin", NULL};
     char *cg_procs = NULL;
     char **merged = NULL; /* the entries are borrowed from the two lists */
+    bool has_in = true;
     struct exec_child sp = {0}, gsp = {0};
     struct exec_proc *p;
 
-    if (argv == NULL || argv[0] == NULL)
+    if (argv == NULL || argv[0] == NULL || opts->nfds > EXEC_SPAWN_FDS_MAX ||
+        (opts->on_stderr != NULL && opts->on_stderr_data != NULL))
         return -EINVAL;
-    if ((rc = resolve(env, argv[0], program, sizeof program)) < 0)
+    for (size_t i = 0; i < opts->nfds; i++) {
+        if (opts->fds[i].child != 0 && opts->fds[i].child <= 2)
+            return -EINVAL;
+        has_in = has_in && opts->fds[i].child != 0;
+    }
+    if ((rc = exec__resolve(env, argv[0], program, sizeof program)) < 0)
         return rc;
     p = xcalloc(1, sizeof *p);
     p->env = env;
     p->pidfd = p->guard_pidfd = p->life_fd = -1;
     p->probe = probe;
+    p->has_in = has_in;
     p->on_stdout = opts->on_stdout;
     p->on_stderr = opts->on_stderr;
+    p->on_stderr_data = opts->on_stderr_data;
     p->on_exit = opts->on_exit;
     p->arg = opts->arg;
     p->line_max = opts->line_max > 0 ? opts->line_max : EXEC_DEFAULT_LINE_MAX;
     p->line = xmalloc(p->line_max);
 
-    if (pipe2(inp, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+    if ((has_in && pipe2(inp, O_CLOEXEC) < 0) || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
         pipe2(life, O_CLOEXEC) < 0 || (devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) {
         rc = -errno;
         goto fail;
@@ -508,7 +529,7 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     if (opts->env_extra != NULL)
         sp.envp = merged = merge_env(env->envp, opts->env_extra);
     if (env->sandbox == EXEC_SANDBOX_BWRAP) {
-        bw = exec_bwrap_argv(env->bwrap, env->workspace, env->share_net, program, argv);
+        bw = exec__bwrap_argv(env->bwrap, env->workspace, env->share_net, program, argv);
         sp.path = env->bwrap;
         sp.argv = bw;
     } else {
@@ -516,13 +537,17 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
         sp.argv = argv;
         sp.cwd = env->workspace;
     }
-    sp.map[sp.nmap++] = (struct exec_child_fd){0, inp[0]};
+    if (has_in)
+        sp.map[sp.nmap++] = (struct exec_child_fd){0, inp[0]};
     sp.map[sp.nmap++] = (struct exec_child_fd){1, outp[1]};
     sp.map[sp.nmap++] = (struct exec_child_fd){2, errp[1]};
+    for (size_t i = 0; i < opts->nfds; i++)
+        sp.map[sp.nmap++] = (struct exec_child_fd){
+            opts->fds[i].child, opts->fds[i].parent == EXEC_FD_STDOUT ? outp[1] : opts->fds[i].parent};
     for (int c = 0; c < EXEC__CG_N; c++)
         if (cg_fd[c] >= 0)
             sp.join[sp.njoin++] = cg_fd[c];
-    exec_limits_rlimits(&env->limits, &sp);
+    exec__limits_rlimits(&env->limits, &sp);
     sp.pdeathsig = true;
     p->start_us = clock_mono_us();
     rc = exec_child_spawn(&sp, &p->pid);
@@ -550,7 +575,7 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
         rc = p->pidfd < 0 ? p->pidfd : p->guard_pidfd;
         goto fail;
     }
-    close(inp[0]);
+    close_fd(&inp[0]);
     close(outp[1]);
     close(errp[1]);
     close(life[0]);
@@ -559,18 +584,21 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
         close_fd(&cg_fd[c]);
     p->life_fd = life[1];
 
-    must(uv_pipe_init(env->loop, &p->in, 0), "uv_pipe_init");
+    if (has_in)
+        must(uv_pipe_init(env->loop, &p->in, 0), "uv_pipe_init");
     must(uv_pipe_init(env->loop, &p->out, 0), "uv_pipe_init");
     must(uv_pipe_init(env->loop, &p->err, 0), "uv_pipe_init");
     must(uv_poll_init(env->loop, &p->pid_poll, p->pidfd), "uv_poll_init");
     must(uv_poll_init(env->loop, &p->guard_poll, p->guard_pidfd), "uv_poll_init");
     must(uv_timer_init(env->loop, &p->drain_timer), "uv_timer_init");
     must(uv_timer_init(env->loop, &p->kill_timer), "uv_timer_init");
-    p->open_handles = 7;
+    p->open_handles = has_in ? 7 : 6;
     p->in.data = p->out.data = p->err.data = p->pid_poll.data = p->guard_poll.data = p;
     p->drain_timer.data = p->kill_timer.data = p;
-    must(uv_pipe_open(&p->in, inp[1]), "uv_pipe_open");
-    p->in_open = true;
+    if (has_in) {
+        must(uv_pipe_open(&p->in, inp[1]), "uv_pipe_open");
+        p->in_open = true;
+    }
     must(uv_pipe_open(&p->out, outp[0]), "uv_pipe_open");
     must(uv_pipe_open(&p->err, errp[0]), "uv_pipe_open");
     must(uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read), "uv_read_start");

@@ -3,14 +3,15 @@
  * Objects and who owns them:
  *   struct runtime        runtime.c  the public handle: options, call queue, timers, history,
  *                                    and a list of every process it started that is not freed.
- *   struct runtime__proc  proc.c     one interpreter process (plus its guard): pipes, pidfds,
- *                                    its stop/kill escalation. Owned by the runtime's list; freed
- *                                    by the last close callback of its handles.
+ *   struct runtime__proc  proc.c     one interpreter process: the exec_proc that runs it (exec/
+ *                                    starts, watches and kills it), our ends of its request
+ *                                    socket and code memfd, its graceful-stop timer. Owned by the
+ *                                    runtime's list; freed by its timer's close callback, after
+ *                                    exec reported the exit.
  *   struct runtime__call  runtime.c  one queued exec/state/init request with its captures.
  *
- * Wiring: proc.c reports bytes, end of file and "everything reaped" back through
- * runtime__on_data() and runtime__on_proc_done(); runtime.c decides what they mean for the
- * current call. A language (lang_*.c) only knows how to start its driver and phrase a request.
+ * Wiring: proc.c reports bytes and "everything reaped" back through runtime__on_data() and
+ * runtime__on_proc_done(); runtime.c decides what they mean for the current call. A language (lang_*.c) only knows how to start its driver and phrase a request.
  */
 #ifndef AGENTD_RUNTIME_INTERNAL_H
 #define AGENTD_RUNTIME_INTERNAL_H
@@ -22,6 +23,9 @@
 #include <uv.h>
 
 #include "runtime/runtime.h"
+
+struct exec_env;
+struct exec_proc;
 
 /* Child-side descriptor numbers. High enough that user code using 3..9 does not collide. */
 #define RUNTIME__CTL_FD      61 /* request socket for python/node (bash reads requests on fd 0) */
@@ -90,12 +94,11 @@ enum runtime__kind {
 
 struct runtime__lang {
     const char *name;
-    const char *default_path; /* tried first */
-    const char *search_name;  /* else looked up on PATH */
-    int ctl_fd;               /* child descriptor the driver reads request lines from */
-    const char *init;         /* NULL, or code run before the process counts as ready */
-    const char *state_code;   /* NULL: state is a driver request; else code run as an exec */
-    bool nonce_in_code;       /* the nonce and a newline precede the code in the memfd (so the
+    const char *search_name; /* the interpreter, looked up by exec */
+    int ctl_fd;              /* child descriptor the driver reads request lines from */
+    const char *init;        /* NULL, or code run before the process counts as ready */
+    const char *state_code;  /* NULL: state is a driver request; else code run as an exec */
+    bool nonce_in_code;      /* the nonce and a newline precede the code in the memfd (so the
                                   request line, which bash reads a byte at a time, stays short) */
     /* Fills argv (program first, NULL-terminated, at most 8 slots). */
     void (*argv)(const char *program, const char **argv);
@@ -120,45 +123,32 @@ extern const struct runtime__lang runtime__lang_node;
 /* ---- proc.c: one interpreter process ------------------------------------------------------ */
 
 struct runtime__proc_config {
+    uv_loop_t *loop;
     const struct runtime__lang *lang;
-    const char *program;
-    const char *cwd;
-    char *const *envp;
+    const char *program; /* looked up by exec_spawn */
+    struct exec_env *env;
     uint64_t grace_ms;
-    const char *bwrap; /* NULL: no sandbox */
-    bool bwrap_share_net;
-    const struct exec_limits *limits; /* may be NULL */
-    char *const *cgroups;             /* NULL-terminated; may be NULL */
 };
 
 struct runtime__proc {
     struct runtime *rt;         /* owner (borrowed back-pointer) */
-    bool sandboxed;             /* pid is bwrap's: interrupts go to the rest of its session */
-    struct runtime__proc *next; /* in the owner's list of live processes */
-    uv_loop_t *loop;
-    pid_t pid, guard_pid;   /* pid is also the process group id */
-    int pidfd, guard_pidfd; /* owned; closed once their poll handles are closed */
-    int ctl_fd;             /* our end of the request socket; -1 after "exit" */
-    int code_fd;            /* memfd shared with the child at RUNTIME__CODE_FD */
-    int life_fd;            /* write end the guard waits on; closing it fires the guard */
-    uv_pipe_t out, err;
-    uv_poll_t pid_poll, guard_poll;
-    uv_timer_t timer; /* stop escalation, then the drain deadline */
-    int open_handles;
-    int wstatus;
+    struct runtime__proc *next; /* in the owner's list of processes not yet freed */
+    struct exec_proc *xp;       /* borrowed from exec until its exit callback; NULL after */
+    int pid;                    /* the interpreter's (also its process group id) */
+    int ctl_fd;                 /* our end of the request socket; -1 after "exit" */
+    int code_fd;                /* memfd shared with the child at RUNTIME__CODE_FD */
+    uv_timer_t stop_timer;      /* graceful stop: EOF first, the kill after grace_ms */
     uint64_t grace_ms;
+    int status;         /* once exited: exit status, or 128+N when killed by signal N */
     const char *reason; /* static text: why the process is ending */
     bool ready;         /* the driver accepts requests (init done) */
-    bool exited, guard_exited, out_eof, err_eof, drained, killed, stopping, done;
-    int stop_step;
-    char rbuf[64 * 1024]; /* read buffer; data is copied out before the next read */
-    char dbuf[16 * 1024]; /* for runtime__proc_drain_err, which runs inside a read */
+    bool exited, killed, stopping;
 };
 
-/* Starts the interpreter and its guard. On success *out is live and reports through the
- * runtime__on_* functions; on failure nothing is left behind. 0 or negative errno. */
-RUNTIME_MUST_CHECK int runtime__proc_spawn(uv_loop_t *loop, struct runtime *rt,
-                                           const struct runtime__proc_config *cfg,
+/* Starts the interpreter through exec_spawn in cfg->env. On success *out is live and reports
+ * through the runtime__on_* functions; on failure nothing is left behind. 0, -EAGAIN when the
+ * environment is not ready, or another negative errno from exec_spawn. */
+RUNTIME_MUST_CHECK int runtime__proc_spawn(struct runtime *rt, const struct runtime__proc_config *cfg,
                                            struct runtime__proc **out);
 /* Puts `code` in the memfd and writes the request line. 0, or negative errno (the process is
  * then being killed and will report done). */
@@ -166,20 +156,20 @@ RUNTIME_MUST_CHECK int runtime__proc_send(struct runtime__proc *p, const char *c
                                           const char *line, size_t line_len);
 /* Reads whatever stderr holds right now (without waiting) and reports it as data. */
 void runtime__proc_drain_err(struct runtime__proc *p);
-/* SIGINT to the whole process group. */
+/* SIGINT to what runs in the interpreter (exec_proc_signal). */
 void runtime__proc_interrupt(struct runtime__proc *p);
-/* Graceful stop: EOF on the request channel, SIGTERM after grace, SIGKILL after another. */
+/* Graceful stop: EOF on the request channel; after grace, exec's kill (SIGTERM, then SIGKILL
+ * after another grace). */
 void runtime__proc_stop(struct runtime__proc *p, const char *reason);
-/* SIGKILL the group now. */
+/* SIGKILL now (exec's kill with no grace period). */
 void runtime__proc_kill(struct runtime__proc *p, const char *reason);
-/* Closes the handles; the proc is freed (and runtime__on_proc_freed called) when they are. */
-void runtime__proc_release(struct runtime__proc *p);
 
 /* ---- runtime.c: callbacks from proc.c ------------------------------------------------------ */
 
-/* stream 1 = stdout, 2 = stderr; p == NULL means end of file. */
+/* stream 1 = stdout, 2 = stderr. */
 void runtime__on_data(struct runtime__proc *proc, int stream, const char *p, size_t n);
-/* Leader and guard reaped and both pipes drained: the proc's story is over. */
+/* The interpreter exited and its output is delivered (exec's exit callback): the proc's story
+ * is over. It is freed later, with runtime__on_proc_freed as its last word. */
 void runtime__on_proc_done(struct runtime__proc *proc);
 void runtime__on_proc_freed(struct runtime *rt, struct runtime__proc *proc);
 

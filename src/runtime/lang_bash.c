@@ -166,7 +166,6 @@ bad:
 
 const struct runtime__lang runtime__lang_bash = {
     .name = "bash",
-    .default_path = "/bin/bash",
     .search_name = "bash",
     .ctl_fd = 0,
     .init = bash_init,

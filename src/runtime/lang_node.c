@@ -127,7 +127,6 @@ static void node_argv(const char *program, const char **argv)
 
 const struct runtime__lang runtime__lang_node = {
     .name = "node",
-    .default_path = "/usr/bin/node",
     .search_name = "node",
     .ctl_fd = RUNTIME__CTL_FD,
     .argv = node_argv,

@@ -137,7 +137,6 @@ static void python_argv(const char *program, const char **argv)
 
 const struct runtime__lang runtime__lang_python = {
     .name = "python",
-    .default_path = "/usr/bin/python3",
     .search_name = "python3",
     .ctl_fd = RUNTIME__CTL_FD,
     .argv = python_argv,

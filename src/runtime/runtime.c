@@ -14,15 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "exec/exec.h"
 #include "runtime/internal.h"
-
-extern char **environ;
 
 #define RUNTIME_INTERRUPT_MIN_NS (5 * 1000 * 1000) /* see request_interrupt */
 #define RUNTIME_INIT_CAPTURE     4096
@@ -55,12 +51,11 @@ struct runtime {
     uv_loop_t *loop;
     enum runtime_lang lang_id;
     const struct runtime__lang *lang;
-    char *program, *cwd;
-    char *bwrap; /* owned; NULL: no sandbox */
-    bool bwrap_share_net;
-    struct exec_limits limits; /* zero: none */
-    char **cgroups;            /* owned NULL-terminated copy; NULL: none */
-    char **envp;               /* owned NULL-terminated copy */
+    char *program;                 /* owned: the name exec_spawn looks up */
+    char *cwd;                     /* owned: the environment's workspace, for state answers */
+    struct exec_env *env;          /* borrowed; NULL once it closed under us */
+    struct exec_env_wait env_wait; /* while `waiting`: for the environment to be ready */
+    bool waiting;
     size_t output_limit;
     uint64_t idle_ms, timeout_ms, grace_ms;
     runtime_event_cb event_cb;
@@ -107,15 +102,6 @@ static uint64_t wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int wait_status(int ws)
-{
-    if (WIFEXITED(ws))
-        return WEXITSTATUS(ws);
-    if (WIFSIGNALED(ws))
-        return 128 + WTERMSIG(ws);
-    return -1;
 }
 
 static void emit_status(struct runtime *rt, enum runtime_status st, const char *reason, int pid)
@@ -178,46 +164,12 @@ const char *runtime_outcome_name(enum runtime_outcome outcome)
 
 /* ---- creation --------------------------------------------------------------------------- */
 
-static const char *env_get(char *const *envp, const char *name)
-{
-    size_t n = strlen(name);
-    for (; *envp; envp++)
-        if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
-            return *envp + n + 1;
-    return NULL;
-}
-
-/* An absolute or relative path is taken as is; a bare name is looked up on PATH. */
-static char *find_program(const char *name, const char *path)
-{
-    if (strchr(name, '/'))
-        return access(name, X_OK) == 0 ? xstrdup(name) : NULL;
-    if (path == NULL)
-        path = "/usr/local/bin:/usr/bin:/bin";
-    while (*path) {
-        const char *colon = strchrnul(path, ':');
-        size_t dl = (size_t)(colon - path);
-        char *cand = xcalloc(dl + strlen(name) + 2);
-
-        memcpy(cand, path, dl);
-        snprintf(cand + dl, strlen(name) + 2, "%s%s", dl ? "/" : "./", name);
-        if (dl == 0)
-            memmove(cand, cand + 1, strlen(cand)); /* "./name" from an empty PATH entry */
-        if (access(cand, X_OK) == 0)
-            return cand;
-        free(cand);
-        path = *colon ? colon + 1 : colon;
-    }
-    return NULL;
-}
-
 int runtime_new(struct uv_loop_s *loop, const struct runtime_options *opts, struct runtime **out)
 {
     const struct runtime__lang *lang;
-    char *const *src_env = opts->env ? (char *const *)opts->env : environ;
     struct runtime *rt;
-    struct stat st;
-    size_t n = 0;
+    char *path;
+    int rc;
 
     switch (opts->lang) {
     case RUNTIME_BASH: lang = &runtime__lang_bash; break;
@@ -225,49 +177,20 @@ int runtime_new(struct uv_loop_s *loop, const struct runtime_options *opts, stru
     case RUNTIME_NODE: lang = &runtime__lang_node; break;
     default: return -EINVAL;
     }
+    if (opts->env == NULL)
+        return -EINVAL;
+    /* Looked up now so that a missing interpreter is an error here, not at the first call; the
+     * spawn looks it up again (exec owns the lookup: the environment's PATH). */
+    if ((rc = exec_env_find_program(opts->env, opts->program ? opts->program : lang->search_name, &path)) < 0)
+        return rc == -EACCES ? rc : -ENOENT;
+    free(path);
     rt = xcalloc(sizeof *rt);
     rt->loop = loop;
     rt->lang_id = opts->lang;
     rt->lang = lang;
-    while (src_env[n])
-        n++;
-    rt->envp = xcalloc((n + 1) * sizeof *rt->envp);
-    for (size_t i = 0; i < n; i++)
-        rt->envp[i] = xstrdup(src_env[i]);
-    if (opts->program)
-        rt->program = find_program(opts->program, env_get(rt->envp, "PATH"));
-    else if (access(lang->default_path, X_OK) == 0)
-        rt->program = xstrdup(lang->default_path);
-    else
-        rt->program = find_program(lang->search_name, env_get(rt->envp, "PATH"));
-    if (opts->cwd) {
-        rt->cwd = xstrdup(opts->cwd);
-    } else {
-        rt->cwd = getcwd(NULL, 0);
-        if (rt->cwd == NULL)
-            abort();
-    }
-    if (rt->program == NULL || stat(rt->cwd, &st) < 0 || !S_ISDIR(st.st_mode)) {
-        for (size_t i = 0; i < n; i++)
-            free(rt->envp[i]);
-        free(rt->envp);
-        free(rt->program);
-        free(rt->cwd);
-        free(rt);
-        return -ENOENT;
-    }
-    rt->bwrap = opts->bwrap ? xstrdup(opts->bwrap) : NULL;
-    rt->bwrap_share_net = opts->bwrap_share_net;
-    if (opts->limits)
-        rt->limits = *opts->limits;
-    if (opts->cgroups) {
-        size_t k = 0;
-        while (opts->cgroups[k])
-            k++;
-        rt->cgroups = xcalloc((k + 1) * sizeof *rt->cgroups);
-        for (size_t i = 0; i < k; i++)
-            rt->cgroups[i] = xstrdup(opts->cgroups[i]);
-    }
+    rt->env = opts->env;
+    rt->program = xstrdup(opts->program ? opts->program : lang->search_name);
+    rt->cwd = xstrdup(exec_env_workspace(opts->env));
     rt->output_limit = opts->output_limit ? opts->output_limit : RUNTIME_DEFAULT_OUTPUT_LIMIT;
     rt->idle_ms = opts->idle_timeout_ms ? opts->idle_timeout_ms : RUNTIME_DEFAULT_IDLE_MS;
     rt->timeout_ms = opts->timeout_ms ? opts->timeout_ms : RUNTIME_DEFAULT_TIMEOUT_MS;
@@ -569,14 +492,42 @@ static void send_call(struct runtime *rt, struct runtime__call *c)
     free(framed);
 }
 
+static void on_env_settled(void *arg, struct exec_env *env, enum exec_status status)
+{
+    struct runtime *rt = arg;
+
+    rt->waiting = false;
+    if (status == EXEC_STATUS_TERMINATED)
+        rt->env = NULL; /* closing: it may be freed before we run again */
+    kick(rt);
+}
+
+/* Starts a process for the calls to come. -EINPROGRESS: the environment is still starting, and
+ * dispatch runs again when it is ready (or failed). */
 static int start_proc(struct runtime *rt)
 {
-    struct runtime__proc_config cfg = {rt->lang,  rt->program,         rt->cwd,     rt->envp,   rt->grace_ms,
-                                       rt->bwrap, rt->bwrap_share_net, &rt->limits, rt->cgroups};
+    struct runtime__proc_config cfg = {rt->loop, rt->lang, rt->program, rt->env, rt->grace_ms};
     struct runtime__proc *p;
-    int rc = runtime__proc_spawn(rt->loop, rt, &cfg, &p);
+    int rc;
 
-    if (rc < 0) {
+    if (rt->waiting)
+        return -EINPROGRESS;
+    if (rt->env == NULL)
+        return -ESHUTDOWN;
+    switch (exec_env_status(rt->env)) {
+    case EXEC_STATUS_INACTIVE:
+    case EXEC_STATUS_STARTING:
+        rt->waiting = true;
+        exec_env_wait(rt->env, &rt->env_wait, on_env_settled, rt);
+        return -EINPROGRESS;
+    case EXEC_STATUS_READY: break;
+    default:
+        /* The environment failed (its own `error` status says why) or is closing. */
+        emit_status(rt, RUNTIME_STATUS_ERROR, exec_env_error(rt->env) ? exec_env_error(rt->env) : "closed",
+                    0);
+        return exec_env_error(rt->env) ? -ENXIO : -ESHUTDOWN;
+    }
+    if ((rc = runtime__proc_spawn(rt, &cfg, &p)) < 0) {
         emit_status(rt, RUNTIME_STATUS_ERROR, strerror(-rc), 0);
         return rc;
     }
@@ -619,8 +570,17 @@ static void dispatch(struct runtime *rt)
     }
     if (rt->proc == NULL) {
         rc = start_proc(rt);
+        if (rc == -EINPROGRESS)
+            return;
         if (rc < 0) {
             c->failed = rc;
+            if (rc == -ENXIO) {
+                char note[512];
+                snprintf(note, sizeof note, "[agentd: the session's execution environment failed: %s]\n",
+                         exec_env_error(rt->env));
+                runtime__capture_init(&c->err, sizeof note);
+                runtime__capture_add(&c->err, note, strlen(note));
+            }
             kick(rt);
             return;
         }
@@ -727,11 +687,6 @@ void runtime__on_data(struct runtime__proc *proc, int stream, const char *p, siz
     /* Output between calls (a background job, say) belongs to no call and is dropped. */
     if (c == NULL || c->proc != proc)
         return;
-    if (p == NULL) {
-        if (stream == 1 && !c->out_marker)
-            runtime__scan_flush(&c->scan_out, runtime__capture_add, &c->out);
-        return;
-    }
     if (stream == 2) {
         runtime__capture_add(&c->err, p, n);
         return;
@@ -773,7 +728,6 @@ void runtime__on_proc_done(struct runtime__proc *proc)
 {
     struct runtime *rt = proc->rt;
     struct runtime__call *c = rt->cur;
-    int status = wait_status(proc->wstatus);
 
     if (rt->proc == proc)
         rt->proc = NULL;
@@ -781,10 +735,12 @@ void runtime__on_proc_done(struct runtime__proc *proc)
         enum runtime_outcome o = c->cancelled ? RUNTIME_CANCELLED
                                  : c->killed  ? RUNTIME_KILLED
                                               : RUNTIME_EXITED;
-        complete(rt, c, o, status);
+        /* stdout ended without a marker: what a partial match held back is output. */
+        if (!c->out_marker)
+            runtime__scan_flush(&c->scan_out, runtime__capture_add, &c->out);
+        complete(rt, c, o, proc->status);
     }
     emit_status(rt, RUNTIME_STATUS_TERMINATED, proc->reason ? proc->reason : "exited", proc->pid);
-    runtime__proc_release(proc);
     dispatch(rt);
 }
 
@@ -866,15 +822,8 @@ static void on_timer_closed(uv_handle_t *h)
     if (rt->close_cb)
         rt->close_cb(rt->close_arg);
     runtime__history_free(&rt->history);
-    for (char **e = rt->envp; *e; e++)
-        free(*e);
-    free(rt->envp);
     free(rt->program);
     free(rt->cwd);
-    free(rt->bwrap);
-    for (char **c = rt->cgroups; c && *c; c++)
-        free(*c);
-    free(rt->cgroups);
     free(rt);
 }
 
@@ -900,6 +849,10 @@ void runtime_close(struct runtime *rt, runtime_close_cb cb, void *arg)
     rt->close_arg = arg;
     uv_timer_stop(&rt->idle_timer);
     uv_timer_stop(&rt->kick_timer);
+    if (rt->waiting) {
+        exec_env_wait_cancel(rt->env, &rt->env_wait);
+        rt->waiting = false;
+    }
     while (rt->head != NULL) {
         struct runtime__call *c = rt->head;
         rt->head = c->next;

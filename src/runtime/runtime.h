@@ -5,10 +5,12 @@
  * and timings back in a callback on the same loop.
  *
  * Invariants:
- * - The process is started lazily by the first call that needs it, in opts.cwd, with exactly
- *   opts.env as its environment, as the leader of its own session and process group. A small
- *   guard process (/bin/sh, outside that group) kills the whole group if agentd goes away, and
- *   the interpreter itself has PR_SET_PDEATHSIG = SIGKILL, so nothing outlives agentd.
+ * - The process is started lazily by the first call that needs it, through exec_spawn in the
+ *   runtime's execution environment (opts.env: the session's workspace, declared variables,
+ *   limits, cgroups and sandbox), so exec's guarantees hold: the leader of its own session and
+ *   process group, PR_SET_PDEATHSIG and a guard that kill the group if agentd goes away, kills
+ *   that find and verify every descendant. A call made while the environment is still starting
+ *   waits for it.
  * - One call runs at a time; further calls wait in FIFO order. Every accepted call gets exactly
  *   one done callback, even when the runtime is reset or closed underneath it.
  * - Code reaches the interpreter through a memfd plus a short request line on a private pipe;
@@ -43,7 +45,7 @@
 
 struct uv_loop_s;
 struct runtime;
-struct exec_limits;
+struct exec_env;
 
 enum runtime_lang {
     RUNTIME_BASH,
@@ -119,35 +121,29 @@ typedef void (*runtime_done_cb)(struct runtime *rt, const struct runtime_result 
 typedef void (*runtime_state_cb)(struct runtime *rt, int rc, const char *json, void *arg);
 typedef void (*runtime_close_cb)(void *arg);
 
-/* Zero means "default" for every numeric field. All pointers are copied by runtime_new. */
+/* Zero means "default" for every numeric field. Strings are copied by runtime_new. */
 struct runtime_options {
     enum runtime_lang lang;
-    const char *cwd;                  /* NULL: agentd's cwd at runtime_new */
-    const char *const *env;           /* NULL-terminated "K=V" list, passed exactly;
-                                     NULL: agentd's own environment */
-    const char *program;              /* interpreter binary; NULL: /bin/bash, /usr/bin/python3,
-                                     /usr/bin/node, else found on the env's PATH */
-    size_t output_limit;              /* bytes kept per stream per call (1 MiB) */
-    uint64_t idle_timeout_ms;         /* stop the process after this long unused (30 min);
+    struct exec_env *env;      /* where the interpreter runs (required). Borrowed: it must
+                                         stay open until runtime_close has been called (the two may
+                                         close in the same loop turn, either first) */
+    const char *program;       /* interpreter; NULL: bash, python3 or node, looked up as
+                                         exec_spawn does (exec_env_find_program) */
+    size_t output_limit;       /* bytes kept per stream per call (1 MiB) */
+    uint64_t idle_timeout_ms;  /* stop the process after this long unused (30 min);
                                      UINT64_MAX: never */
-    uint64_t timeout_ms;              /* default per-call timeout (30 s) */
-    uint64_t kill_grace_ms;           /* SIGINT → SIGKILL, exit → SIGTERM → SIGKILL steps (1 s) */
-    unsigned history_max;             /* calls kept by runtime_history_json (100) */
-    const char *bwrap;                /* non-NULL: run the interpreter inside bubblewrap (this program),
-                                     as exec_bwrap_argv does with cwd as the workspace */
-    bool bwrap_share_net;             /* with bwrap: keep the host network */
-    const struct exec_limits *limits; /* NULL: none; else its per-process part (rlimits) applies
-                                     to every interpreter (exec_limits_rlimits) */
-    const char *const *cgroups;       /* NULL-terminated cgroup directories every interpreter joins
-                                     (e.g. exec_env_cgroup_dirs of the session's environment) */
-    int64_t spin_us;                  /* keep the loop polling this long after sending a call, while
+    uint64_t timeout_ms;       /* default per-call timeout (30 s) */
+    uint64_t kill_grace_ms;    /* SIGINT → SIGKILL, exit → SIGTERM → SIGKILL steps (1 s) */
+    unsigned history_max;      /* calls kept by runtime_history_json (100) */
+    int64_t spin_us;           /* keep the loop polling this long after sending a call, while
                                      calls answer that fast (250); negative: never */
-    runtime_event_cb event_cb;        /* may be NULL */
+    runtime_event_cb event_cb; /* may be NULL */
     void *event_arg;
 };
 
-/* Validates options, resolves the interpreter and allocates the runtime; starts nothing.
- * Returns 0, -EINVAL (bad lang), -ENOENT (interpreter or cwd missing). Free with runtime_close. */
+/* Validates options, looks the interpreter up and allocates the runtime; starts nothing. `loop`
+ * is the environment's. Returns 0, -EINVAL (bad lang, no env), -ENOENT (no such interpreter),
+ * -EACCES (not executable). Free with runtime_close. */
 RUNTIME_MUST_CHECK int runtime_new(struct uv_loop_s *loop, const struct runtime_options *opts,
                                    struct runtime **out);
 

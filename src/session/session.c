@@ -226,29 +226,17 @@ static int session__runtime(struct sessions *s, struct session *se, enum runtime
         *out = se->rt[lang];
         return 0;
     }
-    struct exec_limits lim;
-    int limited = session__limits(se, &lim);
-    const char *cgroups[4] = {NULL};
-    if (lim.cg_memory_bytes || lim.cg_pids) {
-        /* Session-wide limits live in the environment's cgroups: the runtimes join them. Where the
-         * host has none writable, the environment has said so in the transcript (a log event). */
-        struct exec_env *env = session__env(se);
-        if (env == NULL)
-            return -EAGAIN;
-        exec_env_cgroup_dirs(env, cgroups, 3);
-    }
+    /* Runtimes run in the session's execution environment, as its agent does (session_run.c):
+     * its workspace, variables, limits, cgroups and sandbox. */
+    struct exec_env *env = session__env(se);
+    if (env == NULL)
+        return -EAGAIN;
     struct runtime_options o = {
         .lang = lang,
-        .cwd = se->workspace,
-        .env = (const char *const *)se->envp,
+        .env = env,
         .idle_timeout_ms = s->cfg.runtime_idle_ms,
         .output_limit = s->cfg.runtime_output_limit,
         .spin_us = s->cfg.runtime_spin_us,
-        /* the session's sandbox, as its agent gets it (session_run.c) */
-        .bwrap = session__sandboxed(se) ? EXEC_BWRAP_PATH : NULL,
-        .bwrap_share_net = true,
-        .limits = limited ? &lim : NULL,
-        .cgroups = cgroups[0] ? cgroups : NULL,
         .event_cb = session__on_runtime_event,
         .event_arg = se,
     };

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -468,6 +469,61 @@ static void test_cgroup_pids(void)
     h_close(&h, "sweep");
 }
 
+/* Programs with a protocol of their own (runtimes) get more descriptors, raw stderr, stderr read
+ * on demand and signals that reach into a sandbox; all of it through exec_spawn. */
+struct proto {
+    struct buf out, err, err_at_mark;
+    bool exited, marked;
+    struct exec_exit ex;
+    struct exec_proc *p;
+};
+
+static void proto_out(void *arg, struct exec_proc *p, const char *data, size_t len)
+{
+    struct proto *t = arg;
+
+    buf_append(&t->out, data, len);
+    if (!t->marked && memmem(t->out.p, t->out.len, "mark\n", 5) != NULL) {
+        t->marked = true;
+        exec_proc_read_stderr(p); /* what stderr holds now is delivered before this returns */
+        buf_append(&t->err_at_mark, t->err.p ? t->err.p : "", t->err.len);
+    }
+}
+
+static void proto_err(void *arg, struct exec_proc *p, const char *data, size_t len)
+{
+    buf_append(&((struct proto *)arg)->err, data, len);
+}
+
+static void proto_exit(void *arg, struct exec_proc *p, const struct exec_exit *ex)
+{
+    struct proto *t = arg;
+
+    t->ex = *ex;
+    t->exited = true;
+}
+
+static void proto_free(struct proto *t)
+{
+    buf_free(&t->out);
+    buf_free(&t->err);
+    buf_free(&t->err_at_mark);
+}
+
+/* Spawns argv with the proto callbacks and runs until its stdout holds `ready`. */
+static struct exec_proc *proto_spawn(struct h *h, struct proto *t, char *const *argv, const char *ready)
+{
+    struct exec_spawn_opts so = {
+        .on_stdout = proto_out, .on_stderr_data = proto_err, .on_exit = proto_exit, .arg = t};
+
+    memset(t, 0, sizeof *t);
+    if (exec_spawn(h->env, argv, &so, &t->p) != 0)
+        abort();
+    for (int i = 0; i < 1000 && !(t->out.len > 0 && memmem(t->out.p, t->out.len, ready, strlen(ready))); i++)
+        uv_run(&h->loop, UV_RUN_ONCE);
+    return t->p;
+}
+
 static void test_bwrap(void)
 {
     struct exec_env_opts o = {.name = "bwrap", .sandbox = EXEC_SANDBOX_BWRAP};
@@ -496,6 +552,19 @@ static void test_bwrap(void)
     ok(access(path, F_OK) == 0 && access("/etc/agentd-exec-test", F_OK) != 0,
        "bwrap: the workspace file is on the host, nothing outside");
     r_free(&r);
+
+    /* SIGINT reaches the program inside; bwrap's outer process would die of it instead. */
+    char *argv_int[] = {"/bin/sh", "-c",
+                        "trap 'echo INT; exit 7' INT; echo ready; while :; do sleep 0.05; done", NULL};
+    struct proto pt;
+    struct exec_proc *p = proto_spawn(&h, &pt, argv_int, "ready");
+    is_int(exec_proc_signal(p, SIGINT), 0, "bwrap: SIGINT sent");
+    run_until(&h, &pt.exited, 5000);
+    buf_append(&pt.out, "", 1);
+    ok(pt.exited && pt.ex.status == 7 && strstr(pt.out.p, "INT") != NULL,
+       "bwrap: the sandboxed program's trap ran, bwrap passed its exit status 7 on (status %d, signal %d)",
+       pt.ex.status, pt.ex.signal);
+    proto_free(&pt);
     h_close(&h, "bwrap");
 
     /* Start-up time over a few environments: the median is what a session start pays. */
@@ -617,6 +686,187 @@ static void test_watch(void)
     h_close(&h, "watch");
 }
 
+static void test_protocol_fds(void)
+{
+    struct exec_env_opts o = {.name = "fds"};
+    /* bash (dash takes single-digit descriptors only); --norc: with a socket as stdin, Debian's
+     * bash would read ~/.bashrc as if started by sshd. */
+    char *argv[] = {"/bin/bash", "--norc", "-c",
+                    "read line; echo \"got:$line\" >&63; printf 'e1\\ne2-no-newline' >&2; echo mark; "
+                    "read rest; echo \"rest:$rest\"",
+                    NULL};
+    int sv[2];
+    struct proto t = {0};
+    struct h h;
+
+    h_open(&h, &o);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        abort();
+    struct exec_fd fds[] = {{0, sv[1]}, {63, EXEC_FD_STDOUT}};
+    struct exec_spawn_opts so = {.on_stdout = proto_out,
+                                 .on_stderr_data = proto_err,
+                                 .on_exit = proto_exit,
+                                 .arg = &t,
+                                 .fds = fds,
+                                 .nfds = 2};
+    is_int(exec_spawn(h.env, argv, &so, &t.p), 0, "fds: spawned with a socket as stdin and fd 63 on stdout");
+    close(sv[1]);
+    is_int(exec_proc_write(t.p, "x", 1), -EPIPE, "fds: no stdin pipe when an exec_fd is placed at 0");
+    (void)!write(sv[0], "hello\n", 6);
+    run_until(&h, &t.marked, 5000);
+    is_str(t.err_at_mark.p, "e1\ne2-no-newline",
+           "read_stderr: stderr written before the mark is delivered at once, raw (no line split)");
+    (void)!write(sv[0], "bye\n", 4);
+    close(sv[0]);
+    run_until(&h, &t.exited, 5000);
+    buf_append(&t.out, "", 1);
+    is_str(t.out.p, "got:hello\nmark\nrest:bye\n", "fds: fd 63 writes into the stdout pipe, in order");
+    proto_free(&t);
+
+    struct exec_proc *p;
+    struct exec_fd bad[] = {{1, 0}};
+    struct exec_spawn_opts so_bad = {.fds = bad, .nfds = 1};
+    is_int(exec_spawn(h.env, argv, &so_bad, &p), -EINVAL, "fds: placing over stdout is refused");
+    struct exec_spawn_opts so_both = {.on_stderr = r_err, .on_stderr_data = proto_err};
+    is_int(exec_spawn(h.env, argv, &so_both, &p), -EINVAL, "stderr as lines and as bytes at once is refused");
+    h_close(&h, "fds");
+}
+
+static void test_signal_and_quick_kill(void)
+{
+    struct exec_env_opts o = {.name = "signal"};
+    char *argv_int[] = {"/bin/sh", "-c",
+                        "trap 'echo INT; exit 7' INT; echo ready; while :; do sleep 0.05; done", NULL};
+    char *argv_stubborn[] = {"/bin/sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done", NULL};
+    struct proto t;
+    struct run r = {0};
+    struct h h;
+
+    h_open(&h, &o);
+    struct exec_proc *p = proto_spawn(&h, &t, argv_int, "ready");
+    is_int(exec_proc_signal(p, SIGINT), 0, "signal: SIGINT sent");
+    run_until(&h, &t.exited, 5000);
+    buf_append(&t.out, "", 1);
+    ok(t.exited && t.ex.status == 7 && strstr(t.out.p, "INT") != NULL,
+       "signal: the program's trap ran and it exited 7 (status %d)", t.ex.status);
+    proto_free(&t);
+
+    p = proto_spawn(&h, &t, argv_stubborn, "ready");
+    uint64_t t0 = clock_mono_us();
+    exec_proc_kill(p, 0, r_kill, &r);
+    run_until(&h, &t.exited, 5000);
+    double ms = (clock_mono_us() - t0) / 1e3;
+    ok(t.exited && t.ex.signal == SIGKILL && r.killed && r.kr.escalated && r.kr.left == 0 && ms < 200,
+       "kill with no grace: SIGKILL at once, verified in %.1f ms", ms);
+    proto_free(&t);
+
+    p = proto_spawn(&h, &t, argv_stubborn, "ready");
+    memset(&r, 0, sizeof r);
+    t0 = clock_mono_us();
+    exec_proc_kill(p, 10000, r_kill, &r);
+    exec_proc_kill(p, 0, NULL, NULL);
+    run_until(&h, &t.exited, 5000);
+    ms = (clock_mono_us() - t0) / 1e3;
+    ok(t.exited && t.ex.signal == SIGKILL && r.killed && ms < 500,
+       "a second kill with a shorter grace brings the SIGKILL forward (%.1f ms, not 10 s)", ms);
+    proto_free(&t);
+    h_close(&h, "signal");
+}
+
+struct waited {
+    int calls;
+    enum exec_status status;
+};
+
+static void on_waited(void *arg, struct exec_env *env, enum exec_status status)
+{
+    struct waited *w = arg;
+
+    w->calls++;
+    w->status = status;
+}
+
+static void test_env_wait(void)
+{
+    char *envp[] = {"PATH=/usr/bin:/bin", NULL};
+    struct exec_env_opts o = {.workspace = "/tmp", .env = envp, .name = "wait"};
+    struct exec_env_wait w1, w2, w3;
+    struct waited a = {0}, b = {0}, c = {0};
+    struct exec_env *env;
+    uv_loop_t loop;
+
+    uv_loop_init(&loop);
+    if (exec_env_new(&loop, &o, &env) != 0)
+        abort();
+    exec_env_wait(env, &w1, on_waited, &a); /* inactive: waits through the start */
+    if (exec_env_start(env) != 0)
+        abort();
+    exec_env_wait(env, &w2, on_waited, &b);
+    exec_env_wait(env, &w3, on_waited, &c);
+    exec_env_wait_cancel(env, &w3);
+    is_int(a.calls + b.calls, 0, "wait: no callback inside exec_env_wait or exec_env_start");
+    while (exec_env_status(env) == EXEC_STATUS_STARTING)
+        uv_run(&loop, UV_RUN_ONCE);
+    ok(a.calls == 1 && b.calls == 1 && a.status == EXEC_STATUS_READY && b.status == EXEC_STATUS_READY,
+       "wait: both waits called once with ready");
+    is_int(c.calls, 0, "wait: a cancelled wait is not called");
+    exec_env_close(env, 0, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+
+    struct exec_env_opts bad = {.workspace = "/nonexistent/agentd", .env = envp, .name = "wait-bad"};
+    memset(&a, 0, sizeof a);
+    if (exec_env_new(&loop, &bad, &env) != 0 || exec_env_start(env) != 0)
+        abort();
+    exec_env_wait(env, &w1, on_waited, &a);
+    while (exec_env_status(env) == EXEC_STATUS_STARTING)
+        uv_run(&loop, UV_RUN_ONCE);
+    ok(a.calls == 1 && a.status == EXEC_STATUS_ERROR && exec_env_error(env) != NULL &&
+           strstr(exec_env_error(env), "workspace") != NULL,
+       "wait: an environment that fails calls with error, and exec_env_error says why (%s)",
+       exec_env_error(env) ? exec_env_error(env) : "NULL");
+    exec_env_close(env, 0, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+
+    memset(&a, 0, sizeof a);
+    if (exec_env_new(&loop, &o, &env) != 0 || exec_env_start(env) != 0)
+        abort();
+    exec_env_wait(env, &w1, on_waited, &a);
+    exec_env_close(env, 0, NULL, NULL);
+    ok(a.calls == 1 && a.status == EXEC_STATUS_TERMINATED,
+       "wait: closing the environment ends the wait at once");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    is_int(uv_loop_close(&loop), 0, "wait: loop closed cleanly");
+}
+
+static void test_find_program(void)
+{
+    char path_var[160];
+    char *envp[] = {path_var, NULL};
+    struct exec_env_opts o = {.env = envp, .name = "find"};
+    char file[128], *found = NULL;
+    struct h h;
+
+    /* h_open makes the workspace; its PATH names the workspace's bin/ before /usr/bin. */
+    snprintf(path_var, sizeof path_var, "PATH=/nonexistent:/usr/bin:/bin");
+    h_open(&h, &o);
+    is_int(exec_env_find_program(h.env, "sh", &found), 0, "find: a bare name on the environment's PATH");
+    is_str(found, "/usr/bin/sh", "find: the first match, as an absolute path");
+    free(found);
+    found = NULL;
+    is_int(exec_env_find_program(h.env, "agentd-no-such-program", &found), -ENOENT,
+           "find: missing is -ENOENT");
+    snprintf(file, sizeof file, "%s/tool", h.ws);
+    touch(h.ws, "tool", "#!/bin/sh\n");
+    is_int(exec_env_find_program(h.env, "./tool", &found), -EACCES,
+           "find: a path with a slash is taken from the workspace; not executable is -EACCES");
+    chmod(file, 0755);
+    is_int(exec_env_find_program(h.env, "./tool", &found), 0, "find: executable now");
+    ok(found != NULL && strncmp(found, h.ws, strlen(h.ws)) == 0, "find: relative to the workspace (%s)",
+       found ? found : "NULL");
+    free(found);
+    h_close(&h, "find");
+}
+
 static void test_close_kills(void)
 {
     struct exec_env_opts o = {.name = "close"};
@@ -662,5 +912,9 @@ int main(void)
     test_bwrap();
     test_watch();
     test_close_kills();
+    test_protocol_fds();
+    test_signal_and_quick_kill();
+    test_env_wait();
+    test_find_program();
     return done_testing();
 }

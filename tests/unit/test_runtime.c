@@ -1,8 +1,10 @@
 /* Unit tests for src/runtime: persistent bash / python / node interpreters.
  *
- * Every test runs on its own loop and ends by closing the runtime and the loop; uv_loop_close
- * failing means a handle leaked. After each close the test also checks that this process has no
- * child left (not even a zombie) and that nobody is left in the runtime's process group.
+ * Every test runs on its own loop, with the runtime in an execution environment of its own (a
+ * fresh workspace, PATH and HOME only), and ends by closing the runtime, the environment and the
+ * loop; uv_loop_close failing means a handle leaked. After each close the test also checks that
+ * this process has no child left (not even a zombie) and that nobody is left in the runtime's
+ * process group.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -16,25 +18,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "core/core.h"
+#include "exec/exec.h"
 #include "runtime/runtime.h"
-
-/* ---- TAP ---------------------------------------------------------------------------------- */
-
-static int tap_n, tap_failed;
-
-static void ok(int cond, const char *fmt, ...)
-{
-    va_list ap;
-
-    printf("%s %d - ", cond ? "ok" : "not ok", ++tap_n);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    fflush(stdout);
-    if (!cond)
-        tap_failed++;
-}
+#include "tap.h"
 
 /* ---- a synchronous wrapper around one runtime --------------------------------------------- */
 
@@ -50,10 +37,12 @@ struct result {
 
 struct harness {
     uv_loop_t loop;
+    struct exec_env *env;
+    char ws[64];
     struct runtime *rt;
     int events_terminated;
     const char *last_reason;
-    bool closed;
+    bool closed, env_closed;
 };
 
 static void on_event(struct runtime *rt, const struct runtime_event *ev, void *arg)
@@ -66,23 +55,47 @@ static void on_event(struct runtime *rt, const struct runtime_event *ev, void *a
     }
 }
 
-static void h_open(struct harness *h, enum runtime_lang lang, struct runtime_options *o)
+/* A runtime in a fresh environment. The environment is still starting when runtime_new returns,
+ * so every test's first call also waits for it to be ready. */
+static void h_open_env(struct harness *h, enum runtime_lang lang, struct runtime_options *o,
+                       struct exec_env_opts *eo)
 {
     struct runtime_options def = {0};
+    char home[80];
+    char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", home, NULL};
 
     memset(h, 0, sizeof *h);
     if (o == NULL)
         o = &def;
+    snprintf(h->ws, sizeof h->ws, "/tmp/agentd-rt-test-XXXXXX");
+    if (mkdtemp(h->ws) == NULL)
+        abort();
+    snprintf(home, sizeof home, "HOME=%s", h->ws);
+    eo->workspace = h->ws;
+    eo->env = envp;
+    eo->name = "rt-test";
     o->lang = lang;
     o->event_cb = on_event;
     o->event_arg = h;
     if (o->kill_grace_ms == 0)
         o->kill_grace_ms = 300;
     uv_loop_init(&h->loop);
+    if (exec_env_new(&h->loop, eo, &h->env) != 0 || exec_env_start(h->env) != 0) {
+        printf("Bail out! the execution environment did not start\n");
+        exit(1);
+    }
+    o->env = h->env;
     if (runtime_new(&h->loop, o, &h->rt) != 0) {
         printf("Bail out! runtime_new failed\n");
         exit(1);
     }
+}
+
+static void h_open(struct harness *h, enum runtime_lang lang, struct runtime_options *o)
+{
+    struct exec_env_opts eo = {0};
+
+    h_open_env(h, lang, o, &eo);
 }
 
 static void on_done(struct runtime *rt, const struct runtime_result *r, void *arg)
@@ -217,15 +230,21 @@ static bool group_gone(int pgid)
 }
 
 static void on_closed(void *arg) { ((struct harness *)arg)->closed = true; }
+static void on_env_closed(void *arg) { ((struct harness *)arg)->env_closed = true; }
 
-/* Closes runtime and loop, then checks nothing is left behind. */
+/* Closes runtime, environment and loop, then checks nothing is left behind. */
 static void h_close(struct harness *h, const char *what)
 {
     int pgid = runtime_pgid(h->rt), st;
+    char cmd[128];
 
     runtime_close(h->rt, on_closed, h);
+    exec_env_close(h->env, 300, on_env_closed, h);
     uv_run(&h->loop, UV_RUN_DEFAULT);
-    ok(h->closed && uv_loop_close(&h->loop) == 0, "%s: runtime and loop closed cleanly", what);
+    ok(h->closed && h->env_closed && uv_loop_close(&h->loop) == 0,
+       "%s: runtime, environment and loop closed cleanly", what);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", h->ws);
+    (void)!system(cmd);
     errno = 0;
     ok(waitpid(-1, &st, WNOHANG) == -1 && errno == ECHILD, "%s: no child process left", what);
     ok(group_gone(pgid), "%s: process group %d is empty", what, pgid);
@@ -667,6 +686,5 @@ int main(void)
     test_output_closed();
     test_spin();
     test_parent_death();
-    printf("1..%d\n", tap_n);
-    return tap_failed ? 1 : 0;
+    return done_testing();
 }
