@@ -80,6 +80,7 @@ struct store {
     int page_size;
     sqlite3_stmt *stmt[ST__COUNT];
     int in_batch;
+    uint64_t commits;
     int poisoned; /* negative errno of the first failed write in the open batch, or 0 */
 };
 
@@ -447,11 +448,22 @@ int store_commit(struct store *s)
         log_error("store: ROLLBACK failed: %s", store_errmsg(s));
     s->in_batch = 0;
     s->poisoned = 0;
+    s->commits += rc == 0;
     if (rc == 0 && s->durability == STORE_FSYNC && s->wal_fd < 0)
         rc = store__open_wal(s);
     if (rc == 0 && s->wal_fd >= 0)
         store__grow_wal(s);
     return rc;
+}
+
+void store_stats(struct store *s, struct store_stats *out)
+{
+    /* SQLite counts every page its pager writes at a commit (frames appended to the WAL); the
+     * checkpoint's copies into the database file are not counted. */
+    int cur = 0, hi = 0;
+    sqlite3_db_status(s->db, SQLITE_DBSTATUS_CACHE_WRITE, &cur, &hi, 0);
+    out->commits = s->commits;
+    out->pages_written = (uint64_t)(unsigned)cur;
 }
 
 int store_needs_sync(const struct store *s) { return s->durability == STORE_FSYNC; }

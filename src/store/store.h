@@ -95,6 +95,13 @@ typedef void (*store_record_cb)(int64_t off, const void *data, size_t len, void 
 int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                store_record_cb cb, void *arg);
 
+/* Counters since store_open, for benchmarks and debug logs. */
+struct store_stats {
+    uint64_t commits;       /* batches committed */
+    uint64_t pages_written; /* database pages those commits wrote (to the write-ahead log) */
+};
+void store_stats(struct store *s, struct store_stats *out);
+
 /* The last SQLite error text, for logs. */
 const char *store_errmsg(struct store *s);
 

@@ -1,0 +1,2 @@
+# Joins bench/store/run.sh to `make bench` (see bench/bench.mk).
+BENCH_SUITES += bench/store/run.sh
