@@ -20,6 +20,7 @@
 
 #define DEMO_DELAY_DEFAULT_MS 40
 #define DEMO_DELAY_MAX_MS     5000
+#define DEMO_SLOW_MS          100 /* at least this per delta when the message says "slow" */
 #define DEMO_LIST_MAX         200 /* entries listed by the workspace tool */
 #define DEMO_NOTES            "demo-notes.md"
 #define DEMO_STATE_DIR        ".agentd-demo" /* under $HOME: one file per conversation */
@@ -381,6 +382,8 @@ int demo_main(int argc, char **argv)
         return 2;
     }
     const char *text = json_string_value(json_object_get(user, "text"));
+    if (text && strcasestr(text, "slow") && d.delay_ms < DEMO_SLOW_MS)
+        d.delay_ms = DEMO_SLOW_MS; /* "slow" in the message: time to watch (or reload) mid-run */
     const char *ws = json_string_value(json_object_get(user, "workspace"));
     d.ws = ws && *ws ? ws : ".";
     demo__conversation(&d, json_string_value(json_object_get(user, "resume")),

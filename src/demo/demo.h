@@ -14,7 +14,8 @@
  *
  * It reads stdin between steps: a cancel line or EOF ends the run at once with an is_error result.
  * AGENTD_DEMO_DELAY_MS (default 40, 0..5000) sets the pause per delta, so a person watches the
- * reply being written; tests make it short.
+ * reply being written; tests make it short. A message containing "slow" takes at least 100 ms per
+ * delta (several seconds in all), for tests that act in the middle of a run.
  */
 #ifndef AGENTD_DEMO_H
 #define AGENTD_DEMO_H

@@ -102,12 +102,18 @@ def resume_and_fork(tap, srv, sid):
 
 
 def cancel(tap, srv):
-    st, se = api(srv, "POST", "/v1/sessions", {"agent": "demo", "env": {"AGENTD_DEMO_DELAY_MS": "300"}})
+    # "slow" in the message overrides the session's 1 ms pace: a run long enough to act in.
+    st, se = api(srv, "POST", "/v1/sessions", {"agent": "demo", "env": {"AGENTD_DEMO_DELAY_MS": "1"}})
     sid = se["id"]
-    st, doc = api(srv, "POST", f"/v1/sessions/{sid}/messages", {"text": "take your time"})
+    st, doc = api(srv, "POST", f"/v1/sessions/{sid}/messages", {"text": "go slow please"})
     run = doc["run"]
     got = wait_for(lambda: any(e["type"] == "delta" for e in of_run(session_transcript(srv, sid), run)), 15)
     tap.ok(got, "the slow run streams its first delta")
+    time.sleep(1.0)
+    evs = of_run(session_transcript(srv, sid), run)
+    tap.ok(not any(e["type"] == "run_completed" for e in evs) and
+           sum(e["type"] == "delta" for e in evs) <= 12, "a second later it is still writing, slowly",
+           [e["type"] for e in evs])
     t0 = time.monotonic()
     st, _ = api(srv, "POST", f"/v1/sessions/{sid}/runs/{run}/cancel")
     done = wait_for(lambda: next((e for e in session_transcript(srv, sid)
