@@ -233,7 +233,8 @@ static void demo__list(const char *ws, struct buf *out, struct demo_listing *l)
         names[l->entries++] = xstrdup(e->d_name);
     }
     closedir(dir);
-    qsort(names, l->entries, sizeof *names, demo__by_name);
+    if (l->entries)
+        qsort(names, l->entries, sizeof *names, demo__by_name);
     for (size_t i = 0; i < l->entries; i++) {
         struct stat st;
         char *path = xasprintf("%s/%s", ws, names[i]);

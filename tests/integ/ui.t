@@ -30,7 +30,21 @@ def asset_paths(html):
     return sorted(set(re.findall(r'(?:src|href)="(/assets/[^"]+)"', html)))
 
 
+def built_without(tap, srv, page):
+    """A `make UI=0` binary: one page saying so, with the same headers, at every client route."""
+    tap.diag("this binary was built without its dashboard (make UI=0): checking the page that says so")
+    for route in ("/s/abc", "/s/abc/chat"):
+        r = srv.request("GET", route)
+        tap.ok(r.status == 200 and r.body == page.body and csp_ok(r) and r.header("Cache-Control") == "no-cache",
+               f"{route}: the same page, with the policy headers", repr(r))
+    r = srv.request("GET", "/assets/index-1234.js")
+    tap.ok(r.status == 404 and r.error_body() is not None, "no assets: 404 JSON", repr(r))
+
+
 def embedded(tap, srv):
+    page = srv.request("GET", "/")
+    if page.status == 200 and b"built without its dashboard" in page.body:
+        return built_without(tap, srv, page)
     r = srv.request("GET", "/", headers=GZ)
     tap.is_(r.status, 200, "GET / answers 200")
     tap.ok((r.header("Content-Type") or "").startswith("text/html"), "/ is HTML", r.header("Content-Type"))
@@ -92,7 +106,9 @@ def embedded(tap, srv):
     r = srv.request("POST", "/", b"x")
     tap.ok(r.status == 405 and r.error_body() is not None, "POST /: 405 JSON", repr(r))
 
-    # The API is untouched.
+
+
+def api_unaffected(tap, srv):
     for method, path in (("GET", "/v1/nope"), ("GET", "/v1"), ("POST", "/v1"), ("GET", "/v1/stream")):
         r = srv.request(method, path)
         tap.ok(r.status == 404 and r.error_body() is not None and "html" not in (r.header("Content-Type") or ""),
@@ -170,6 +186,7 @@ def main(tap):
     srv = Server()
     srv.start()
     embedded(tap, srv)
+    api_unaffected(tap, srv)
     tap.check_clean_exit(srv)
     token_server(tap)
     ui_dir(tap)
