@@ -508,9 +508,10 @@ static void session__fork(struct sessions *s, struct session *parent, struct htt
     json_t *jat = json_object_get(b, "at");
     if (jat && !json_is_null(jat)) {
         if (!json_is_string(jat) || stream_offset_parse(json_string_value(jat), &at) != 0 ||
-            (tr && at > stream_tail(tr))) {
+            (tr && !stream_offset_is_boundary(s->ss, tr, at))) {
             json_decref(b);
-            return http_res_error(req, ERR_BAD_REQUEST, "at must be an offset of the parent's transcript");
+            return http_res_error(req, ERR_BAD_REQUEST,
+                                  "at must be an offset of the parent's transcript: an event's, or its tail");
         }
     }
     json_t *tags = json_object_get(b, "tags");
@@ -613,9 +614,13 @@ static int session__path_session(const char *path, size_t plen, char id[SESSION_
         const char *p = path + l, *end = path + plen;
         const char *slash = memchr(p, '/', (size_t)(end - p));
         size_t n = slash ? (size_t)(slash - p) : (size_t)(end - p);
-        /* readable with a share token: /v1/sessions/<id>, its WebSocket view, and its streams */
-        int ws = i == 0 && slash && (size_t)(end - slash) == 3 && !memcmp(slash, "/ws", 3);
-        if (n != SESSION_ID_LEN || (i == 0 && slash && !ws) || (i == 1 && !slash))
+        /* readable with a share token: /v1/sessions/<id>, its WebSocket view, its history pages,
+         * its runs and children, and its streams */
+        static const char *const subs[] = {"/ws", "/events", "/runs", "/children"};
+        int sub = 0;
+        for (size_t k = 0; i == 0 && slash && k < CORE_ARRAY_LEN(subs); k++)
+            sub |= (size_t)(end - slash) == strlen(subs[k]) && !memcmp(slash, subs[k], strlen(subs[k]));
+        if (n != SESSION_ID_LEN || (i == 0 && slash && !sub) || (i == 1 && !slash))
             return 0;
         memcpy(id, p, n);
         id[n] = '\0';
@@ -875,6 +880,8 @@ static void session__route(struct http_req *req, void *arg)
     }
     if (n == 2 && !strcmp(parts[1], "ws"))
         return session__ws(s, se, req);
+    if (n == 2 && !strcmp(parts[1], "events"))
+        return session__events(s, se, req);
     if (n == 2 && !strcmp(parts[1], "messages")) {
         if (m != HTTP_POST)
             return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "POST a message");

@@ -161,6 +161,10 @@ int session__share_revoke(struct session *se, const char *token);
 void session__share_remove(struct session *se, const char *token);
 void session__new_id(char out[SESSION_ID_LEN + 1]);
 
+/* session_events_http.c: GET /v1/sessions/<id>/events?before=O&limit=N, history pages of the
+ * transcript, newest first, with each event's own offset. */
+void session__events(struct sessions *s, struct session *se, struct http_req *req);
+
 /* session_ws.c: GET /v1/sessions/<id>/ws[?offset=O] upgraded to a WebSocket that sends the
  * session's transcript events, from the offset, live. */
 void session__ws(struct sessions *s, struct session *se, struct http_req *req);

@@ -22,6 +22,7 @@ enum store__stmt {
     ST_RECORD_APPEND,
     ST_PRODUCER_PUT,
     ST_READ,
+    ST_READ_BACK,
     ST__COUNT
 };
 
@@ -45,6 +46,8 @@ static const char *const store__sql[ST__COUNT] = {
     /* The first record returned is the one containing ?2 when ?2 falls inside a record. */
     [ST_READ] = "SELECT off, data FROM records WHERE stream=?1 AND off >= coalesce((SELECT max(off)"
                 " FROM records WHERE stream=?1 AND off <= ?2), ?2) AND off < ?3 ORDER BY off",
+    /* A descending scan of the primary key (stream, off): cost grows with the records visited. */
+    [ST_READ_BACK] = "SELECT off, data FROM records WHERE stream=?1 AND off < ?2 ORDER BY off DESC",
 };
 
 static const char store__schema[] =
@@ -494,6 +497,24 @@ int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t
         n++;
         total += len;
         if (total >= max_bytes)
+            break;
+    }
+    int err = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : store__errno(rc);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return err ? err : n;
+}
+
+int store_read_back(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg)
+{
+    sqlite3_stmt *st = s->stmt[ST_READ_BACK];
+    int n = 0, rc;
+    sqlite3_bind_int64(st, 1, stream);
+    sqlite3_bind_int64(st, 2, before);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        n++;
+        if (cb(sqlite3_column_int64(st, 0), sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
+               arg))
             break;
     }
     int err = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : store__errno(rc);

@@ -102,6 +102,16 @@ struct store_stats {
 };
 void store_stats(struct store *s, struct store_stats *out);
 
+/*
+ * Reads records of one stream (not its fork source) that start before `before`, newest first, until
+ * the callback returns nonzero (it stops after that record) or none are left. Bounded backward
+ * reads (history pages) cost the records they visit, not the stream's size. The callback borrows
+ * data for the call only and must not read from the store. Returns the number of records visited,
+ * or a negative errno.
+ */
+typedef int (*store_record_back_cb)(int64_t off, const void *data, size_t len, void *arg);
+int store_read_back(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg);
+
 /* The last SQLite error text, for logs. */
 const char *store_errmsg(struct store *s);
 

@@ -225,3 +225,30 @@ const char *jsonmode_split(const char *body, size_t n, int flatten, jsonmode_msg
     }
     return NULL;
 }
+
+size_t jsonmode_stored_split(const char *p, size_t n, jsonmode_msg_cb cb, void *arg)
+{
+    size_t count = 0, start = 0;
+    int depth = 0, in_string = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (in_string) {
+            if (c == '\\')
+                i++; /* the escaped character cannot end the string */
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '[' || c == '{') {
+            depth++;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        } else if (c == ',' && depth == 0) {
+            if (cb)
+                cb(p + start, i - start, arg);
+            count++;
+            start = i + 1;
+        }
+    }
+    return count;
+}

@@ -23,4 +23,13 @@ typedef void (*jsonmode_msg_cb)(const char *p, size_t n, void *arg);
 const char *jsonmode_split(const char *body, size_t n, int flatten, jsonmode_msg_cb cb, void *arg,
                            size_t *count);
 
+/*
+ * Splits the stored form of JSON-mode messages, "m1,m2," (each message as validated by
+ * jsonmode_split, followed by a comma), calling cb with each message's span (without its comma).
+ * It trusts its input to be that form: it only tracks strings and nesting to find the commas that
+ * end messages, and never reads outside p[0..n). Bytes after the last comma are not a message.
+ * Returns the number of messages.
+ */
+size_t jsonmode_stored_split(const char *p, size_t n, jsonmode_msg_cb cb, void *arg);
+
 #endif

@@ -8,6 +8,7 @@
  * the source cannot be freed while its refcount counts the fork.
  */
 #include "stream/stream.h"
+#include "stream/jsonmode.h"
 #include "stream/stream_int.h"
 #include "core/map.h"
 #include "store/store.h"
@@ -334,16 +335,47 @@ struct stream *streams_lookup(struct streams *ss, const char *path, size_t len, 
 struct stream__read_ctx {
     struct buf *out;
     int64_t from;
-    int64_t end; /* offset after the last byte appended */
+    int64_t limit; /* nothing at or after this offset is appended */
+    int64_t end;   /* offset after the last byte appended */
+    int json;      /* the stream holds JSON messages ("m1,m2,") */
+    int bad;       /* `from` falls inside a JSON message */
 };
+
+struct stream__msg_at {
+    const char *base;
+    size_t want;
+    int found;
+};
+
+static void stream__msg_at_cb(const char *p, size_t n, void *arg)
+{
+    struct stream__msg_at *m = arg;
+    m->found |= (size_t)(p - m->base) == m->want;
+}
+
+/* Does a message of a stored JSON record start at byte `at` of it (or is `at` its end)? */
+static int stream__msg_starts_at(const void *data, size_t len, size_t at)
+{
+    struct stream__msg_at m = {.base = data, .want = at, .found = at == 0 || at == len};
+    if (!m.found)
+        jsonmode_stored_split(data, len, stream__msg_at_cb, &m);
+    return m.found;
+}
 
 static void stream__read_record(int64_t off, const void *data, size_t len, void *arg)
 {
     struct stream__read_ctx *c = arg;
     size_t skip = off < c->from ? (size_t)(c->from - off) : 0;
-    if (skip < len)
-        buf_append(c->out, (const char *)data + skip, len - skip);
-    c->end = off + (int64_t)len;
+    /* A fork source's record that runs past the fork offset is cut there (a message boundary in
+     * JSON streams: stream_create checks it). */
+    size_t end = off + (int64_t)len > c->limit ? (size_t)(c->limit - off) : len;
+    if (c->bad || (skip && c->json && !stream__msg_starts_at(data, len, skip))) {
+        c->bad = 1;
+        return;
+    }
+    if (skip < end)
+        buf_append(c->out, (const char *)data + skip, end - skip);
+    c->end = off + (int64_t)end;
 }
 
 /* Reads [from, limit) of st's offset space into out, at most about max bytes. */
@@ -366,10 +398,13 @@ static int stream__read_range(struct streams *ss, struct stream *st, int64_t fro
         if (from >= limit)
             return 0;
     }
-    struct stream__read_ctx c = {.out = out, .from = from, .end = from};
+    struct stream__read_ctx c = {
+        .out = out, .from = from, .limit = limit, .end = from, .json = stream_is_json(st)};
     int rc = store_read(ss->store, st->m.id, from, limit, max, stream__read_record, &c);
     if (rc < 0)
         return rc;
+    if (c.bad)
+        return -EINVAL;
     *next = c.end > from ? c.end : from;
     return 0;
 }
@@ -378,6 +413,107 @@ int stream_read(struct streams *ss, struct stream *st, int64_t from, size_t max_
                 int64_t *next)
 {
     return stream__read_range(ss, st, from, st->durable_tail, max_bytes ? max_bytes : 1, out, next);
+}
+
+/* ---- offsets of messages, and reading backwards (history pages) ---- */
+
+struct stream__boundary {
+    int64_t off;
+    int found;
+};
+
+static int stream__boundary_record(int64_t off, const void *data, size_t len, void *arg)
+{
+    struct stream__boundary *b = arg;
+    b->found = b->off >= off && stream__msg_starts_at(data, len, (size_t)(b->off - off));
+    return 1; /* only the record that holds the offset */
+}
+
+int stream_offset_is_boundary(struct streams *ss, struct stream *st, int64_t off)
+{
+    if (off < 0 || off > st->durable_tail)
+        return 0;
+    if (!stream_is_json(st) || off == 0 || off == st->durable_tail)
+        return 1;
+    while (st->src && off < st->m.fork_off)
+        st = st->src;
+    if (st->src && off == st->m.fork_off)
+        return 1;
+    struct stream__boundary b = {.off = off};
+    return store_read_back(ss->store, st->m.id, off + 1, stream__boundary_record, &b) >= 0 && b.found;
+}
+
+#define STREAM_BACK_SPANS 64 /* spans kept on the stack; a record with more messages allocates */
+
+struct stream__back {
+    stream_msg_cb cb;
+    void *arg;
+    int64_t before;
+    int stop;
+    size_t n, cap;
+    size_t *starts, *lens; /* the current record's message spans */
+    size_t own_starts[STREAM_BACK_SPANS], own_lens[STREAM_BACK_SPANS];
+    const char *base;
+};
+
+static void stream__back_span(const char *p, size_t n, void *arg)
+{
+    struct stream__back *b = arg;
+    if (b->n == b->cap) {
+        size_t cap = b->cap * 2;
+        size_t *starts = xmalloc(cap * sizeof *starts), *lens = xmalloc(cap * sizeof *lens);
+        memcpy(starts, b->starts, b->n * sizeof *starts);
+        memcpy(lens, b->lens, b->n * sizeof *lens);
+        if (b->starts != b->own_starts) {
+            free(b->starts);
+            free(b->lens);
+        }
+        b->starts = starts;
+        b->lens = lens;
+        b->cap = cap;
+    }
+    b->starts[b->n] = (size_t)(p - b->base);
+    b->lens[b->n++] = n;
+}
+
+/* One record, newest first: its messages from the last to the first, those before b->before. */
+static int stream__back_record(int64_t off, const void *data, size_t len, void *arg)
+{
+    struct stream__back *b = arg;
+    b->n = 0;
+    b->base = data;
+    jsonmode_stored_split(data, len, stream__back_span, b);
+    for (size_t i = b->n; i-- > 0;) {
+        int64_t at = off + (int64_t)b->starts[i];
+        if (at < b->before && b->cb(at, (const char *)data + b->starts[i], b->lens[i], b->arg)) {
+            b->stop = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int stream_read_back(struct streams *ss, struct stream *st, int64_t before, stream_msg_cb cb, void *arg)
+{
+    if (!stream_is_json(st))
+        return -EINVAL;
+    struct stream__back b = {.cb = cb, .arg = arg, .cap = STREAM_BACK_SPANS};
+    b.starts = b.own_starts;
+    b.lens = b.own_lens;
+    int64_t bound = before < st->durable_tail ? before : st->durable_tail;
+    int rc = 0;
+    /* A fork's own records all start at or after its fork offset; older ones are its source's. */
+    for (; st && !b.stop && rc >= 0; st = st->src) {
+        b.before = bound;
+        rc = store_read_back(ss->store, st->m.id, bound, stream__back_record, &b);
+        if (st->src && st->m.fork_off < bound)
+            bound = st->m.fork_off;
+    }
+    if (b.starts != b.own_starts) {
+        free(b.starts);
+        free(b.lens);
+    }
+    return rc < 0 ? rc : 0;
 }
 
 void stream_json_wrap(struct buf *b)

@@ -150,12 +150,33 @@ enum stream_status stream_delete(struct streams *ss, struct stream *st, struct s
 /* ---- reads ---- */
 /*
  * Appends to out the stored bytes from offset `from` up to the durable tail, at most about
- * max_bytes (always whole records for JSON streams), following the fork chain. For JSON streams
+ * max_bytes (always whole messages for JSON streams), following the fork chain. For JSON streams
  * the bytes are comma-terminated messages ("m1,m2,"); see stream_json_wrap. *next receives the
- * offset after the last byte returned. Returns 0 or a negative errno.
+ * offset after the last byte returned. Returns 0, -EINVAL when `from` falls inside a message of a
+ * JSON stream, or another negative errno.
  */
 int stream_read(struct streams *ss, struct stream *st, int64_t from, size_t max_bytes, struct buf *out,
                 int64_t *next) CORE_UNUSED_RESULT;
+/*
+ * Offsets of JSON messages. Every message of a JSON stream has its own offset: the byte position
+ * where it starts (its record's offset plus the message's position in the stored "m1,m2," form).
+ * These are offsets like any other: a read from one starts with that message, and a fork at one
+ * ends just before it. An offset inside a message is refused: stream_read answers -EINVAL, forks
+ * STREAM_BAD_REQUEST.
+ */
+/* Is off 0, the durable tail, or where a message starts (any offset up to the tail, for byte
+ * streams)? Follows the fork chain; costs one indexed lookup of a record. */
+int stream_offset_is_boundary(struct streams *ss, struct stream *st, int64_t off);
+/*
+ * Reads a JSON stream backwards: each message that starts before `before` (and before the durable
+ * tail), newest first, through the fork chain, until the callback returns nonzero or the first
+ * message was given. The callback gets the message's offset and bytes (borrowed for the call) and
+ * must not read streams itself. Cost: the records visited, never the whole stream. Returns 0,
+ * -EINVAL for a stream that is not JSON, or another negative errno when the store fails.
+ */
+typedef int (*stream_msg_cb)(int64_t off, const char *p, size_t n, void *arg);
+int stream_read_back(struct streams *ss, struct stream *st, int64_t before, stream_msg_cb cb,
+                     void *arg) CORE_UNUSED_RESULT;
 /* Turns comma-terminated messages into a JSON array, in place. */
 void stream_json_wrap(struct buf *b);
 

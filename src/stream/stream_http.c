@@ -372,8 +372,12 @@ static void sh__respond_read(struct stream_http *sh, struct http_req *req, struc
 {
     struct buf body = {0};
     int64_t next;
-    if (stream_read(sh->ss, st, from, sh->cfg.read_chunk, &body, &next) != 0) {
+    int rc = stream_read(sh->ss, st, from, sh->cfg.read_chunk, &body, &next);
+    if (rc != 0) {
         buf_free(&body);
+        if (rc == -EINVAL)
+            return http_res_error(req, ERR_BAD_REQUEST,
+                                  "the offset falls inside a message of this JSON stream");
         return http_res_error(req, ERR_STORAGE_ERROR, "the stream could not be read");
     }
     int64_t tail = stream_tail(st);

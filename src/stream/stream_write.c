@@ -111,6 +111,9 @@ enum stream_status stream_create(struct streams *ss, const char *path, size_t pl
         want.fork_sub = a->fork_sub;
         if (want.fork_off > src->durable_tail)
             return stream__fail(op, STREAM_BAD_REQUEST, "Stream-Fork-Offset is beyond the source's tail");
+        if (!stream_offset_is_boundary(ss, src, want.fork_off))
+            return stream__fail(op, STREAM_BAD_REQUEST,
+                                "Stream-Fork-Offset falls inside a message of the JSON source stream");
         if (a->ttl_s < 0 && a->expires_at_ms < 0) {
             want.ttl_s = src->m.ttl_s;
             want.expires_at_ms = src->m.expires_at_ms;

@@ -189,6 +189,16 @@ static void test_fork(void)
     is_str(s, "abcdefghi", "the source is unaffected by the fork");
     free(s);
 
+    f.fork_offset = 4; /* inside the record "def" */
+    is_int(stream_create(ss, "t/mid", 5, &f, &op), STREAM_CREATED, "fork of a byte stream inside a record");
+    streams_flush(ss);
+    append("t/mid", "text/plain", "Z", &op);
+    s = read_all("t/mid", 0);
+    is_str(s, "abcdZ", "the source's record is cut at the fork offset");
+    free(s);
+    stream_delete(ss, get("t/mid"), &op);
+    streams_flush(ss);
+
     f.fork_from = "t/fork";
     f.fork_offset = 3;
     f.fork_sub = 2;
@@ -216,6 +226,80 @@ static void test_fork(void)
     streams_flush(ss);
     streams_lookup(ss, "t/src", 5, &how);
     is_int(how, STREAM_MISSING, "deleting the last fork frees the source");
+}
+
+struct back {
+    struct buf text;
+    int64_t offs[16];
+    int n, stop_after;
+};
+
+static int back_cb(int64_t off, const char *p, size_t n, void *arg)
+{
+    struct back *b = arg;
+    b->offs[b->n++] = off;
+    buf_append(&b->text, p, n);
+    buf_puts(&b->text, "|");
+    return b->n == b->stop_after;
+}
+
+/* JSON messages have offsets of their own, inside records of several messages. */
+static void test_message_offsets(void)
+{
+    struct stream_op op = {0};
+    /* offsets: {"a":","} at 0 (9 bytes and a comma), "x\\"y" at 10, [1,2] at 17, 3 at 23 (its own record) */
+    create("t/m", "application/json", "[{\"a\":\",\"}, \"x\\\"y\", [1,2]]", &op);
+    append("t/m", "application/json", "3", &op);
+    struct stream *st = get("t/m");
+    is_int(stream_tail(st), 25, "four messages, stored comma-terminated");
+    struct back b = {0};
+    ok(stream_read_back(ss, st, INT64_MAX, back_cb, &b) == 0 && b.n == 4, "read back every message");
+    is_str(b.text.p, "3|[1,2]|\"x\\\"y\"|{\"a\":\",\"}|", "newest first, each whole");
+    ok(b.offs[0] == 23 && b.offs[1] == 17 && b.offs[2] == 10 && b.offs[3] == 0, "each at its own offset");
+    buf_reset(&b.text);
+    b.n = 0;
+    b.stop_after = 1;
+    ok(stream_read_back(ss, st, 17, back_cb, &b) == 0 && b.n == 1 && b.offs[0] == 10,
+       "before 17: the message at 10 first; the callback stops the read");
+    for (int64_t off = 0; off <= 25; off++) {
+        int want = off == 0 || off == 10 || off == 17 || off == 23 || off == 25;
+        if (stream_offset_is_boundary(ss, st, off) != want)
+            ok(0, "offset %lld is %sa message boundary", (long long)off, want ? "" : "not ");
+    }
+    ok(!stream_offset_is_boundary(ss, st, 26) && !stream_offset_is_boundary(ss, st, -1),
+       "boundaries: exactly the message starts and the tail");
+    char *s = read_all("t/m", 17);
+    is_str(s, "[[1,2],3]", "a read from a message inside a record starts with it");
+    free(s);
+    struct buf out = {0};
+    int64_t next;
+    is_int(stream_read(ss, st, 12, 1 << 20, &out, &next), -EINVAL, "a read from inside a message is refused");
+    buf_free(&out);
+
+    struct stream_create_args f = {
+        .ttl_s = -1, .expires_at_ms = -1, .fork_from = "t/m", .has_fork_offset = 1, .fork_offset = 17};
+    op.cb = done_cb;
+    is_int(stream_create(ss, "t/mf", 4, &f, &op), STREAM_CREATED, "a JSON fork at a message inside a record");
+    streams_flush(ss);
+    append("t/mf", "application/json", "\"own\"", &op);
+    s = read_all("t/mf", 0);
+    is_str(s, "[{\"a\":\",\"},\"x\\\"y\",\"own\"]", "the fork reads its source up to the fork offset only");
+    free(s);
+    buf_reset(&b.text);
+    b.n = 0;
+    b.stop_after = 0;
+    ok(stream_read_back(ss, get("t/mf"), INT64_MAX, back_cb, &b) == 0 && b.n == 3 && b.offs[0] == 17 &&
+           b.offs[1] == 10 && b.offs[2] == 0,
+       "reading the fork back goes through its source below the fork offset");
+    f.fork_offset = 5;
+    is_int(stream_create(ss, "t/mbad", 6, &f, &op), STREAM_BAD_REQUEST,
+           "a JSON fork inside a message is refused");
+    is_int(stream_read_back(ss, get("t/a"), INT64_MAX, back_cb, &b), -EINVAL,
+           "a byte stream has no messages");
+    buf_free(&b.text);
+    size_t n = jsonmode_stored_split("{\"a,\":[1,{\"b\":\"}\\\\\"}]},2,tail", 27, NULL, NULL);
+    is_int(n, 2,
+           "stored split: commas in strings and nesting do not end messages; an unterminated tail is none");
 }
 
 static void test_restart(void)
@@ -303,6 +387,7 @@ int main(void)
     test_json();
     test_producers();
     test_fork();
+    test_message_offsets();
     test_restart();
     test_jsonmode();
     test_offsets();
