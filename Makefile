@@ -32,14 +32,17 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 # Keep the objects of tests and benches (make would delete them as intermediates of the link rules).
 .SECONDARY: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
 
-# The dashboard (web/). UI=1: web/dist is rebuilt by npm when a file under web/ changed
+# The dashboard (web/). UI=1: web/dist is rebuilt by npm when a file under web/ (or the client
+# library's source it compiles) changed
 # (scripts/web-build.sh; it says why when it cannot, and offers UI=0), and its files go into the
 # agentd binary gzip-compressed, as a table generated into $(BUILD)/gen/ (scripts/ui-embed.sh;
 # never committed). Only the binary links the table (src/ui references it weakly), so tests and
 # fuzz targets build without npm. UI=0: no dashboard; `/` serves one page saying so.
-UI ?= $(if $(wildcard web/package.json),1,0)
+UI ?= 1
 ifeq ($(UI),1)
-WEB_SRC := $(shell find web -name node_modules -prune -o -name dist -prune -o -type f -print 2>/dev/null)
+# web/ compiles the client library from its source (clients/typescript/src), so both trigger it.
+WEB_SRC := $(shell find web clients/typescript/src -name node_modules -prune -o -name dist -prune -o \
+                        -type f -print 2>/dev/null)
 UI_OBJ := $(BUILD)/gen/ui_assets.o
 endif
 
