@@ -28,6 +28,15 @@ const char *agent_adapter_name(const struct agent_adapter *a) { return a->name; 
 
 int agent_adapter_runs_self(const struct agent_adapter *a) { return a->runs_self; }
 
+const struct agent_adapter *agent_adapter_at(size_t i)
+{
+    return i < CORE_ARRAY_LEN(adapters) ? adapters[i] : NULL;
+}
+
+const char *agent_adapter_description(const struct agent_adapter *a) { return a->description; }
+
+const char *agent_adapter_program(const struct agent_adapter *a) { return a->program; }
+
 /* ================= commands ================= */
 
 /* Appends s to a NULL-terminated vector of owned strings. */

@@ -57,6 +57,13 @@ const char *agent_adapter_name(const struct agent_adapter *a);
 /* 1 when the agent is agentd itself (`demo`: the built-in demo agent, src/demo): the caller passes
  * agentd's own executable as opts->program. */
 int agent_adapter_runs_self(const struct agent_adapter *a);
+/* The i-th adapter, for lists of agents; NULL past the last. */
+const struct agent_adapter *agent_adapter_at(size_t i);
+/* One line saying what the agent is. */
+const char *agent_adapter_description(const struct agent_adapter *a);
+/* The binary run when the session names none ("claude"), or NULL: the session must give a command
+ * (jsonl), or agentd runs itself (demo). */
+const char *agent_adapter_program(const struct agent_adapter *a);
 
 /* ---- command construction ------------------------------------------------------------------ */
 

@@ -256,6 +256,7 @@ static void claude_line(struct agent_parser *p, json_t *line)
 const struct agent_adapter agent__claude = {
     .name = "claude-code",
     .program = "claude",
+    .description = "Claude Code (the claude CLI, stream-json)",
     .command = claude_command,
     .line = claude_line,
 };

@@ -239,6 +239,7 @@ static void codex_line(struct agent_parser *p, json_t *line)
 const struct agent_adapter agent__codex = {
     .name = "codex",
     .program = "codex",
+    .description = "Codex (the codex CLI, exec --json)",
     .command = codex_command,
     .line = codex_line,
 };

@@ -13,8 +13,9 @@
 
 struct agent_adapter {
     const char *name;
-    const char *program; /* default binary name, looked up on PATH */
-    int runs_self;       /* the program is agentd's own executable (the demo agent) */
+    const char *program;     /* default binary name, looked up on PATH */
+    int runs_self;           /* the program is agentd's own executable (the demo agent) */
+    const char *description; /* one line, for lists of agents */
     /* Fills a zeroed cmd through the agent__cmd_* helpers; returns 0 or -EINVAL. The caller has
      * checked that opts->prompt is set and fork implies native_session. */
     int (*command)(const struct agent_run_opts *opts, struct agent_cmd *cmd);

@@ -205,6 +205,7 @@ static int demo_command(const struct agent_run_opts *o, struct agent_cmd *cmd)
 const struct agent_adapter agent__demo = {
     .name = "demo",
     .program = NULL,
+    .description = "built in: no API key, a reply made on the spot, tools that really run in the workspace",
     .runs_self = 1,
     .command = demo_command,
     .line = jsonl_line,
@@ -214,6 +215,7 @@ const struct agent_adapter agent__demo = {
 const struct agent_adapter agent__jsonl = {
     .name = "jsonl",
     .program = NULL,
+    .description = "any program speaking agentd's jsonl protocol (doc/AGENT-PROTOCOL.md)",
     .command = jsonl_command,
     .line = jsonl_line,
     .cancel_line = jsonl_cancel_line,

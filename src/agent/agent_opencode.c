@@ -209,6 +209,7 @@ static void opencode_line(struct agent_parser *p, json_t *line)
 const struct agent_adapter agent__opencode = {
     .name = "opencode",
     .program = "opencode",
+    .description = "OpenCode (the opencode CLI, run --format json)",
     .command = opencode_command,
     .line = opencode_line,
 };

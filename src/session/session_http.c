@@ -3,6 +3,7 @@
  * for the API. Requests that wait (a write's commit, a runtime call) keep a struct sh_pending,
  * detached by the request's dispose callback so a late answer to a departed client goes nowhere.
  */
+#include "agent/agent.h"
 #include "http/http.h"
 #include "runtime/runtime.h"
 #include "session/session.h"
@@ -26,8 +27,6 @@
 #define SESSIONS_PREFIX       "/v1/sessions"
 #define SESSIONS_LIST_DEFAULT 100
 #define SESSIONS_LIST_MAX     1000
-
-static const char *const session__agents[] = {"none", "claude-code", "codex", "opencode", "jsonl", "demo"};
 
 struct session__fork {
     uv_work_t work;
@@ -179,10 +178,7 @@ static const char *session__check_create(struct sessions *s, json_t *b, char *ws
     json_t *agent = json_object_get(b, "agent");
     if (!json_is_string(agent))
         return "agent is required: none, claude-code, codex, opencode, jsonl or demo";
-    int known = 0;
-    for (size_t i = 0; i < CORE_ARRAY_LEN(session__agents); i++)
-        known |= !strcmp(json_string_value(agent), session__agents[i]);
-    if (!known)
+    if (strcmp(json_string_value(agent), "none") != 0 && agent_adapter_find(json_string_value(agent)) == NULL)
         return "unknown agent (none, claude-code, codex, opencode, jsonl or demo)";
     json_t *w = json_object_get(b, "workspace");
     if (w && !json_is_null(w)) {
@@ -923,5 +919,6 @@ static void session__route(struct http_req *req, void *arg)
 void sessions_routes(struct sessions *s, struct http_server *srv)
 {
     http_route(srv, SESSIONS_PREFIX, session__route, s);
+    http_route(srv, SESSION_AGENTS_PATH, session__agents_route, s);
     http_set_authorizer(srv, session__authorize, s);
 }

@@ -161,6 +161,11 @@ int session__share_revoke(struct session *se, const char *token);
 void session__share_remove(struct session *se, const char *token);
 void session__new_id(char out[SESSION_ID_LEN + 1]);
 
+/* session_agents_http.c: GET /v1/agents, the agents sessions can be created with (route arg: the
+ * registry). */
+#define SESSION_AGENTS_PATH "/v1/agents"
+void session__agents_route(struct http_req *req, void *arg);
+
 /* session_events_http.c: GET /v1/sessions/<id>/events?before=O&limit=N, history pages of the
  * transcript, newest first, with each event's own offset. */
 void session__events(struct sessions *s, struct session *se, struct http_req *req);

@@ -128,6 +128,20 @@ def main(tap):
     srv.start()
     st, doc = api(srv, "POST", "/v1/sessions", {"agent": "nope"})
     tap.ok(st == 400 and "demo" in doc["error"]["message"], "the list of agents names demo", doc)
+    st, doc = api(srv, "GET", "/v1/agents")
+    names = [a["name"] for a in (doc or {}).get("agents", [])]
+    tap.ok(st == 200 and set(names) == {"demo", "claude-code", "codex", "opencode", "jsonl", "none"},
+           "GET /v1/agents lists every agent a session takes", doc)
+    agents = {a["name"]: a for a in doc["agents"]}
+    tap.ok(agents["demo"]["available"] is True and agents["demo"]["needs"] == [] and agents["demo"]["description"],
+           "demo: available, needs nothing", agents["demo"])
+    tap.ok(agents["jsonl"]["needs"] == ["command"] and agents["claude-code"]["program"] == "claude" and
+           "api_key" in agents["claude-code"]["options"], "jsonl needs a command; claude-code runs claude", agents)
+    for name in names:
+        st, _ = api(srv, "POST", "/v1/sessions", {"agent": name, "command": ["/bin/true"]})
+        tap.is_(st, 201, f"a session with agent {name} can be created")
+    st, _ = api(srv, "GET", "/v1/agentsx")
+    tap.is_(st, 404, "GET /v1/agentsx: 404")
     st, se = api(srv, "POST", "/v1/sessions", {"agent": "demo", "env": {"AGENTD_DEMO_DELAY_MS": "15"}})
     tap.is_(st, 201, "create a demo session (no command, no key)")
     if first_run(tap, srv, se["id"], se["workspace"]):
