@@ -354,11 +354,12 @@ static int demo__run(struct demo *d, const char *text)
     char *reply = demo__reply(d, text, &l, notes);
     int cancelled = demo__say(d, reply);
     if (!cancelled) {
-        double in = (double)(strlen(text) / 4 + 120), outt = (double)d->out_tokens;
-        demo__emit(json_pack(
-            "{s:s, s:s, s:{s:f, s:f}, s:f, s:I, s:I}", "type", "result", "text", reply, "usage",
-            "input_tokens", in, "output_tokens", outt, "cost_usd", in * 3e-6 + outt * 15e-6, "duration_ms",
-            (json_int_t)((clock_mono_us() - d->start_us) / 1000), "num_turns", (json_int_t)d->turn));
+        json_int_t in = (json_int_t)(strlen(text) / 4 + 120), outt = (json_int_t)d->out_tokens;
+        demo__emit(json_pack("{s:s, s:s, s:{s:I, s:I}, s:f, s:I, s:I}", "type", "result", "text", reply,
+                             "usage", "input_tokens", in, "output_tokens", outt, "cost_usd",
+                             (double)in * 3e-6 + (double)outt * 15e-6, "duration_ms",
+                             (json_int_t)((clock_mono_us() - d->start_us) / 1000), "num_turns",
+                             (json_int_t)d->turn));
     }
     free(reply);
     return cancelled;

@@ -67,6 +67,7 @@ json_t *session__public(const struct session *se)
             json_object_set_new(opts, "api_key", json_string("***"));
         json_object_set_new(pub, "agent_options", opts);
     }
+    session__activity(se, pub);
     return pub;
 }
 

@@ -67,9 +67,10 @@ struct session {
     int env_closing;
     struct session_run *active;
     struct session_run *queue, **queue_tail;
-    json_t *runs;     /* run records (State Protocol values), oldest first */
-    int fork_pending; /* a forked session's first run forks the agent's native session */
-    char *parent;     /* the session that spawned this one, or NULL */
+    json_t *runs;             /* run records (State Protocol values), oldest first */
+    int64_t last_activity_ms; /* last run record change or environment status change (memory) */
+    int fork_pending;         /* a forked session's first run forks the agent's native session */
+    char *parent;             /* the session that spawned this one, or NULL */
 
     /* ---- failed writes (session_write.c) ---- */
     struct session_loss lost;
@@ -160,6 +161,9 @@ void session__share_add(struct session *se, char tok[SESSION_TOKEN_LEN + 1]);
 int session__share_revoke(struct session *se, const char *token);
 void session__share_remove(struct session *se, const char *token);
 void session__new_id(char out[SESSION_ID_LEN + 1]);
+/* Adds to a session's public view what lists show beside busy/idle: env_status, last_run,
+ * last_activity, queued, totals (session_run.c). */
+void session__activity(const struct session *se, json_t *pub);
 
 /* session_agents_http.c: GET /v1/agents, the agents sessions can be created with (route arg: the
  * registry). */

@@ -87,6 +87,7 @@ static void run__write_active(struct session *se)
 static void run__record(struct session_run *r, const char *operation, const char *status, json_t *extra)
 {
     struct session *se = r->se;
+    se->last_activity_ms = clock_wall_ms();
     json_t *v = json_pack("{s:s, s:s, s:s, s:I, s:s}", "id", r->id, "status", status, "mode", r->mode,
                           "created_at", (json_int_t)r->created_ms, "input", r->text);
     if (r->started_ms)
@@ -111,6 +112,52 @@ static void run__record(struct session_run *r, const char *operation, const char
     /* activeQuery: which run is running since when, apart from the environment's health */
     if (!strcmp(status, "running") || !strcmp(operation, "update"))
         run__write_active(se);
+}
+
+/*
+ * What a list of sessions shows beside busy/idle (the feed and GET /v1/sessions): the environment's
+ * health, the last run's outcome, the runs waiting, totals over completed runs (from their records:
+ * usage and cost as run_completed gave them) and the time of the last activity.
+ */
+void session__activity(const struct session *se, json_t *pub)
+{
+    json_int_t in = 0, out = 0, done = 0, queued = 0, last = se->created_ms;
+    double cost = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach (se->runs, i, v) {
+        json_t *usage = json_object_get(v, "usage");
+        static const char *const times[] = {"created_at", "started_at", "ended_at"};
+        for (size_t k = 0; k < CORE_ARRAY_LEN(times); k++)
+            if (json_integer_value(json_object_get(v, times[k])) > last)
+                last = json_integer_value(json_object_get(v, times[k]));
+        queued += !strcmp(json_string_value(json_object_get(v, "status")), "queued");
+        if (json_object_get(v, "ended_at") == NULL)
+            continue;
+        done++;
+        in +=
+            (json_int_t)json_number_value(json_object_get(usage, "input_tokens")); /* agents may send 12.0 */
+        out += (json_int_t)json_number_value(json_object_get(usage, "output_tokens"));
+        cost += json_number_value(json_object_get(v, "cost_usd"));
+    }
+    json_t *lr = json_array_get(se->runs, json_array_size(se->runs) - 1), *last_run = json_null();
+    if (lr) {
+        last_run =
+            json_pack("{s:O, s:O}", "id", json_object_get(lr, "id"), "status", json_object_get(lr, "status"));
+        static const char *const copy[] = {"code", "ended_at"};
+        for (size_t k = 0; k < CORE_ARRAY_LEN(copy); k++)
+            if (json_object_get(lr, copy[k]))
+                json_object_set(last_run, copy[k], json_object_get(lr, copy[k]));
+    }
+    json_object_set_new(pub, "env_status",
+                        json_string(se->xenv ? exec_status_name(exec_env_status(se->xenv)) : "inactive"));
+    json_object_set_new(pub, "last_run", last_run);
+    json_object_set_new(pub, "last_activity",
+                        json_integer(se->last_activity_ms > last ? se->last_activity_ms : last));
+    json_object_set_new(pub, "queued", json_integer(queued));
+    json_object_set_new(pub, "totals",
+                        json_pack("{s:I, s:I, s:I, s:f}", "runs", done, "input_tokens", in, "output_tokens",
+                                  out, "cost_usd", cost));
 }
 
 void session__rewrite_run(struct session *se, const char *run)
@@ -265,8 +312,13 @@ static void run__complete(struct session_run *r, const char *status, const char 
     }
     if (exit_status != INT64_MIN)
         json_object_set_new(done, "exit_status", json_integer(exit_status));
+    /* The record keeps what run_completed says about cost, so totals need no transcript read. */
     json_t *summary =
-        json_pack("{s:I, s:O}", "ended_at", (json_int_t)now, "result", json_object_get(done, "result"));
+        json_pack("{s:I, s:O, s:O}", "ended_at", (json_int_t)now, "result", json_object_get(done, "result"),
+                  "duration_ms", json_object_get(done, "duration_ms"));
+    for (size_t i = 0; i < CORE_ARRAY_LEN(copied); i++)
+        if (json_object_get(done, copied[i]))
+            json_object_set(summary, copied[i], json_object_get(done, copied[i]));
     if (se->parent) /* told in this same loop turn: the child's completion and the parent's news commit together */
         session__child_completed(se, r->id, status, json_object_get(done, "result"));
     if (code)
@@ -368,6 +420,9 @@ static void run__env_event(void *arg, struct exec_env *env, const struct exec_ev
     if (ev->status == EXEC_STATUS_READY || ev->status == EXEC_STATUS_ERROR)
         json_object_set_new(st, "elapsed_us", json_integer((json_int_t)ev->elapsed_us));
     session__event(se, st);
+    se->last_activity_ms = clock_wall_ms();
+    if (!se->deleted)
+        session__publish(se->registry, se, "update"); /* the feed shows the environment's health */
     if (se->active && se->active->state == RUN_RUNNING && se->active->proc == NULL) {
         if (ev->status == EXEC_STATUS_READY)
             run__spawn(se->active);
@@ -626,6 +681,8 @@ int session__message(struct session *se, const char *text, const char *mode, jso
         *se->queue_tail = r;
         se->queue_tail = &r->next;
     }
+    if (se->active != r && r->state != RUN_DONE)
+        session__publish(se->registry, se, "update"); /* the feed counts the queue */
     /* r may have completed already (a spawn failure): answer with its latest record */
     size_t i;
     json_t *v;

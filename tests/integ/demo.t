@@ -78,6 +78,45 @@ def first_run(tap, srv, sid, ws):
     return run
 
 
+def list_fields(tap, srv, sid, run):
+    """What the session list shows: from GET, the feed, and the run records."""
+    st, runs = api(srv, "GET", f"/v1/sessions/{sid}/runs")
+    rec = next((x for x in runs["runs"] if x["id"] == run), {})
+    tap.ok(rec.get("status") == "success" and rec.get("usage", {}).get("output_tokens", 0) > 0 and
+           rec.get("cost_usd", 0) > 0 and rec.get("duration_ms", -1) >= 0 and rec.get("num_turns") == 1,
+           "the run record keeps usage, cost, duration and turns", rec)
+    st, se = api(srv, "GET", f"/v1/sessions/{sid}")
+    tap.is_(se.get("env_status"), "ready", "env_status: the environment is ready")
+    tap.is_(se.get("status"), "idle", "status: idle (busy apart from the environment)")
+    lr = se.get("last_run") or {}
+    tap.ok(lr.get("id") == run and lr.get("status") == "success" and lr.get("ended_at", 0) > 0,
+           "last_run: the run, its outcome and end", lr)
+    tot = se.get("totals") or {}
+    tap.ok(tot.get("runs") == 1 and tot.get("input_tokens") == rec["usage"]["input_tokens"] and
+           tot.get("output_tokens") == rec["usage"]["output_tokens"] and abs(tot.get("cost_usd", 0) - rec["cost_usd"]) < 1e-9,
+           "totals: one run's tokens and cost", tot)
+    tap.ok(se.get("queued") == 0 and se.get("last_activity", 0) >= lr.get("ended_at", 1), "queued 0, last_activity",
+           se)
+    feed = srv.read_json("/v1/stream/sessions")[0]
+    mine = [x["value"] for x in feed if x.get("key") == sid]
+    tap.ok(mine and mine[-1].get("last_run", {}).get("status") == "success" and mine[-1].get("env_status") == "ready",
+           "the sessions feed carries the same fields", mine[-1:])
+    tap.ok(len(mine) < 12, f"and stays small: {len(mine)} updates for a run", [m.get("status") for m in mine])
+
+
+def queue_count(tap, srv):
+    st, se = api(srv, "POST", "/v1/sessions", {"agent": "demo", "env": {"AGENTD_DEMO_DELAY_MS": "1"}})
+    sid = se["id"]
+    api(srv, "POST", f"/v1/sessions/{sid}/messages", {"text": "slow one"})
+    api(srv, "POST", f"/v1/sessions/{sid}/messages", {"text": "then this", "mode": "queue"})
+    st, se = api(srv, "GET", f"/v1/sessions/{sid}")
+    tap.ok(se["status"] == "running" and se["queued"] == 1, "a queued message: running, queued 1", se)
+    feed = srv.read_json("/v1/stream/sessions")[0]
+    mine = [x["value"] for x in feed if x.get("key") == sid]
+    tap.ok(any(m.get("queued") == 1 for m in mine), "the feed counted the queue", [m.get("queued") for m in mine])
+    api(srv, "POST", f"/v1/sessions/{sid}/runs/{se['active_run']}/cancel")
+
+
 def resume_and_fork(tap, srv, sid):
     st, se = api(srv, "GET", f"/v1/sessions/{sid}")
     native = se.get("native_session")
@@ -144,8 +183,11 @@ def main(tap):
     tap.is_(st, 404, "GET /v1/agentsx: 404")
     st, se = api(srv, "POST", "/v1/sessions", {"agent": "demo", "env": {"AGENTD_DEMO_DELAY_MS": "15"}})
     tap.is_(st, 201, "create a demo session (no command, no key)")
-    if first_run(tap, srv, se["id"], se["workspace"]):
+    run = first_run(tap, srv, se["id"], se["workspace"])
+    if run:
+        list_fields(tap, srv, se["id"], run)
         resume_and_fork(tap, srv, se["id"])
+    queue_count(tap, srv)
     cancel(tap, srv)
     tap.check_clean_exit(srv)
 
