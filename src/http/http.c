@@ -207,6 +207,8 @@ void http_req_set_data(struct http_req *req, void *data, http_dispose_cb dispose
 
 void http_res_header(struct http_req *req, const char *name, const char *value)
 {
+    if (req->revoked && req->started)
+        return;
     h2o_req_t *r = req->h2o;
     size_t nl = strlen(name), vl = strlen(value);
     char *lname = h2o_mem_alloc_pool(&r->pool, nl);
@@ -240,6 +242,8 @@ static void http__common_headers(struct http_req *req, int status)
 
 void http_res_send(struct http_req *req, int status, const void *body, size_t len)
 {
+    if (req->revoked && req->started) /* answered by http_server_revoke already */
+        return;
     assert(!req->started);
     http__common_headers(req, status);
     h2o_req_t *r = req->h2o;
@@ -325,6 +329,8 @@ static void http__stop(h2o_generator_t *gen, h2o_req_t *r)
 
 void http_res_stream_start(struct http_req *req, int status, http_drain_cb on_drain, void *arg)
 {
+    if (req->revoked && req->started)
+        return;
     assert(!req->started);
     http__common_headers(req, status);
     req->streaming = 1;
@@ -338,8 +344,10 @@ void http_res_stream_start(struct http_req *req, int status, http_drain_cb on_dr
 
 int http_res_stream_write2(struct http_req *req, const void *a, size_t alen, const void *b, size_t blen)
 {
+    if (req->revoked)
+        return -EPIPE;
     assert(req->streaming);
-    if (req->stopped || req->finished)
+    if (req->stopped || req->finished || req->ending)
         return -EPIPE;
     if (req->aborting)
         return -ENOBUFS;
@@ -386,6 +394,14 @@ void http_res_stream_abort(struct http_req *req)
 static void http__req_dispose(void *p)
 {
     struct http_req *req = p;
+    if (req->credential) {
+        if (req->cred_prev)
+            req->cred_prev->cred_next = req->cred_next;
+        else
+            req->srv->credentialed = req->cred_next;
+        if (req->cred_next)
+            req->cred_next->cred_prev = req->cred_prev;
+    }
     if (req->dispose)
         req->dispose(req->data);
     buf_free(&req->inflight);
@@ -491,6 +507,40 @@ void http_set_authorizer(struct http_server *srv, http_authorizer_cb cb, void *a
 {
     srv->authorizer = cb;
     srv->authorizer_arg = arg;
+}
+
+void http_req_set_credential(struct http_req *req, const char *credential)
+{
+    struct http_server *srv = req->srv;
+    if (req->credential)
+        return;
+    size_t n = strlen(credential);
+    req->credential = h2o_mem_alloc_pool(&req->h2o->pool, n + 1);
+    memcpy(req->credential, credential, n + 1);
+    req->cred_next = srv->credentialed;
+    if (req->cred_next)
+        req->cred_next->cred_prev = req;
+    srv->credentialed = req;
+}
+
+size_t http_server_revoke(struct http_server *srv, const char *credential)
+{
+    size_t n = 0;
+    for (struct http_req *req = srv->credentialed, *next; req; req = next) {
+        next = req->cred_next; /* answering may dispose req (and unlink it) before this returns */
+        if (strcmp(req->credential, credential) != 0 || req->revoked || req->finished)
+            continue;
+        n++;
+        if (!req->started) {
+            req->revoked = 1; /* before the answer: h2o may dispose req inside it */
+            http_res_header(req, "WWW-Authenticate", "Bearer");
+            http_res_error(req, ERR_UNAUTHORIZED, "the credential this request was let in with was revoked");
+        } else if (req->streaming) {
+            http_res_stream_end(req);
+            req->revoked = 1;
+        }
+    }
+    return n + http__ws_revoke(srv, credential);
 }
 
 void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg)

@@ -84,6 +84,16 @@ int http_req_authorized(const struct http_req *req);
  * some paths): return 1 to let it through. Runs before routing, for every such request. */
 typedef int (*http_authorizer_cb)(void *arg, struct http_req *req);
 void http_set_authorizer(struct http_server *srv, http_authorizer_cb cb, void *arg);
+/* An authorizer that lets a request through on a credential of its own (a share token, an agent's
+ * token) names it here (copied), so that the request, and the WebSocket it may become, can be ended
+ * when the credential is revoked. */
+void http_req_set_credential(struct http_req *req, const char *credential);
+/* A credential was revoked: ends at once every request and WebSocket it let through. A response
+ * not yet started gets 401; a streamed one ends after what it already queued (later writes get
+ * -EPIPE); a WebSocket closes with 1008. Their owners learn it as they would of a departed client
+ * (dispose, on_close); an owner that answers a revoked request anyway is ignored. Returns how many
+ * were ended. */
+size_t http_server_revoke(struct http_server *srv, const char *credential);
 /* Answers 401 with the JSON error every unauthorized request gets. */
 void http_res_unauthorized(struct http_req *req);
 

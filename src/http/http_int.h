@@ -47,6 +47,7 @@ struct http_server {
     void *authorizer_arg;
     struct buf cors_allow, cors_expose; /* header names, by http_cors_headers */
     struct http_ws *ws_list;            /* open WebSockets, closed with 1001 on shutdown */
+    struct http_req *credentialed;      /* requests let in on a credential (http_server_revoke) */
     int stopping;                       /* http_server_shutdown ran: no new WebSockets */
 };
 
@@ -72,7 +73,13 @@ struct http_req {
     unsigned finished : 1;  /* FINAL or ERROR handed to h2o: do not touch h2o again */
     unsigned aborting : 1;
     unsigned stopped : 1; /* the client went away */
+    unsigned revoked : 1; /* ended by http_server_revoke: its owner's answers are ignored */
+    char *credential;     /* set by the authorizer (pool memory); listed in srv->credentialed */
+    struct http_req *cred_prev, *cred_next;
 };
+
+/* Closes (1008) the WebSockets whose request was let in with credential; how many. In http_ws.c. */
+size_t http__ws_revoke(struct http_server *srv, const char *credential);
 
 /* Closes every open WebSocket with 1001 (http_server_shutdown). In http_ws.c. */
 void http__ws_close_all(struct http_server *srv);

@@ -52,6 +52,7 @@ struct http_ws {
     unsigned closing : 1; /* http_ws_close ran (or shutdown) */
     unsigned dead : 1;    /* to be ended on the next loop turn */
     unsigned ended : 1;
+    char *credential; /* what its request was let in with (http_req_set_credential), or NULL */
 };
 
 /* http_ws_close never ends a WebSocket synchronously, so the list stays intact while walked. */
@@ -59,6 +60,18 @@ void http__ws_close_all(struct http_server *srv)
 {
     for (struct http_ws *ws = srv->ws_list; ws; ws = ws->next)
         http_ws_close(ws, 1001, "server shutting down");
+}
+
+size_t http__ws_revoke(struct http_server *srv, const char *credential)
+{
+    size_t n = 0;
+    for (struct http_ws *ws = srv->ws_list; ws; ws = ws->next) {
+        if (ws->credential && !ws->closing && !strcmp(ws->credential, credential)) {
+            http_ws_close(ws, 1008, "access revoked");
+            n++;
+        }
+    }
+    return n;
 }
 
 /* The loop's clock, which its timers use too: a deadline checked by a timer must not be compared
@@ -136,7 +149,12 @@ static void http__ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_even
 static void http__ws_on_read(h2o_socket_t *sock, const char *err);
 static void http__ws_on_written(h2o_socket_t *sock, const char *err);
 
-static void http__ws_free_cb(uv_handle_t *h) { free(h->data); }
+static void http__ws_free_cb(uv_handle_t *h)
+{
+    struct http_ws *ws = h->data;
+    free(ws->credential);
+    free(ws);
+}
 
 /* Ends the connection: the handler hears on_close, then everything is released. Loop callbacks
  * only (see above). */
@@ -330,6 +348,7 @@ struct http_ws *http_ws_upgrade(struct http_req *req, const struct http_ws_handl
     if (ws->tick_ms < 50)
         ws->tick_ms = 50;
     ws->last_ping_ms = http__now_ms(ws);
+    ws->credential = req->credential ? xstrdup(req->credential) : NULL;
     uv_timer_init(srv->loop, &ws->timer);
     ws->timer.data = ws;
     uv_timer_start(&ws->timer, http__ws_tick, ws->tick_ms, ws->tick_ms);

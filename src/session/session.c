@@ -695,8 +695,9 @@ void session__delete_begin(struct session *se, int delete_streams)
     struct sessions *s = se->registry;
     session__event(se, json_pack("{s:s, s:s}", "type", "session", "action", "deleted"));
     session__publish(s, se, "delete");
+    /* Its streams end with it: closed, so that every reader sees the end, or deleted. */
     static const char *const kinds[] = {"transcript", "state", "inbox"};
-    for (size_t i = 0; delete_streams && i < CORE_ARRAY_LEN(kinds); i++) {
+    for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
         char path[128];
         snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
         session__end_stream(s, se, path, delete_streams);

@@ -591,6 +591,7 @@ static void session__share(struct sessions *s, struct session *se, struct http_r
             session__wait_end(w, NULL, NULL);
             return http_res_error(req, ERR_NOT_FOUND, "no such share token");
         }
+        http_server_revoke(s->http, token); /* every read made with it ends now */
         return session__reply_after(session__pending_new(s, req), w, 204, json_object(), SESSION_UNDO_NONE,
                                     NULL, NULL);
     }
@@ -641,7 +642,10 @@ static int session__authorize_agent(struct sessions *s, struct http_req *req, co
         !http_req_query_param(req, "agent_token", &token) || token == NULL)
         return 0;
     size_t n = strlen(se->agent_token);
-    return strlen(token) == n && sodium_memcmp(se->agent_token, token, n) == 0;
+    if (strlen(token) != n || sodium_memcmp(se->agent_token, token, n) != 0)
+        return 0;
+    http_req_set_credential(req, se->agent_token); /* cut when the session goes */
+    return 1;
 }
 
 static int session__authorize(void *arg, struct http_req *req)
@@ -675,8 +679,10 @@ static int session__authorize(void *arg, struct http_req *req)
     json_t *sh;
     json_array_foreach (se->shares, i, sh) {
         const char *t = json_string_value(json_object_get(sh, "token"));
-        if (t && strlen(t) == strlen(token) && sodium_memcmp(t, token, strlen(t)) == 0)
+        if (t && strlen(t) == strlen(token) && sodium_memcmp(t, token, strlen(t)) == 0) {
+            http_req_set_credential(req, t); /* cut when the token is revoked */
             return 1;
+        }
     }
     return 0;
 }
@@ -775,6 +781,14 @@ static void session__delete(struct sessions *s, struct session *se, struct http_
 {
     char *streams = NULL;
     http_req_query_param(req, "streams", &streams);
+    /* Its share tokens and its agents' token die with it: every request made with them ends now.
+     * Readers with the server's token see its streams end (closed, or deleted) once it commits. */
+    size_t i;
+    json_t *sh;
+    json_array_foreach (se->shares, i, sh)
+        http_server_revoke(s->http, json_string_value(json_object_get(sh, "token")) ?: "");
+    if (se->agent_token[0])
+        http_server_revoke(s->http, se->agent_token);
     struct session_wait *w = session__wait_begin(s, 0);
     session__delete_begin(se, streams && !strcmp(streams, "delete"));
     session__reply_after(session__pending_new(s, req), w, 204, json_object(), SESSION_UNDO_DELETE, se->id,
@@ -918,6 +932,7 @@ static void session__route(struct http_req *req, void *arg)
 
 void sessions_routes(struct sessions *s, struct http_server *srv)
 {
+    s->http = srv;
     http_route(srv, SESSIONS_PREFIX, session__route, s);
     http_route(srv, SESSION_AGENTS_PATH, session__agents_route, s);
     http_set_authorizer(srv, session__authorize, s);

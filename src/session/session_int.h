@@ -89,7 +89,8 @@ struct sessions {
                        in flight, the tick */
     char *base_url; /* how agents reach this server (MCP), e.g. http://127.0.0.1:4437 */
     char *self_exe; /* agentd's executable, for the demo agent; NULL when unknown */
-    int freeing;    /* sessions_free ran: the last reference frees the registry */
+    struct http_server *http; /* set by sessions_routes: revoking credentials cuts its requests */
+    int freeing;              /* sessions_free ran: the last reference frees the registry */
     /* session_write.c: the wait that writes join, failed waits to answer, losses to act on */
     struct session_wait *collect;
     struct session_wait *failed_waits;
@@ -148,8 +149,8 @@ json_t *session__text(const char *p, size_t len);
 void session__publish(struct sessions *s, struct session *se, const char *operation);
 void session__register(struct sessions *s, struct session *se);
 void session__close_runtimes(struct session *se);
-/* Deleting: the last transcript event, the record, the streams deleted with delete_streams; se
- * reads as gone at once. session__delete_finish completes it once those writes
+/* Deleting: the last transcript event, the record, the streams closed (so that every reader sees
+ * them end) or deleted with delete_streams; se reads as gone at once. session__delete_finish completes it once those writes
  * committed (rc 0: se is removed and freed when its runtimes are gone) or calls it off (rc < 0). */
 void session__delete_begin(struct session *se, int delete_streams);
 void session__delete_finish(struct session *se, int rc);

@@ -125,12 +125,12 @@ static void session__ws_pump(struct session_ws *w)
         return; /* the next chunk waits for on_drain */
     }
     /* At the tail. A deleted session's transcript (kept unless deleted with it) ends with its
-     * "deleted" event, which becomes durable a moment after the session is gone: close once that
-     * event has been sent, so a client sees why. */
-    if (stream_closed(st))
-        session__ws_close(w, 1000, "transcript closed");
-    else if (w->sent_deleted)
+     * "deleted" event and is closed in the same commit: close once that event has been sent, so a
+     * client sees why. */
+    if (w->sent_deleted || (stream_closed(st) && !sessions_exists(w->s, w->id)))
         session__ws_close(w, 1000, "session deleted");
+    else if (stream_closed(st))
+        session__ws_close(w, 1000, "transcript closed");
 }
 
 static void session__ws_event(struct stream_sub *sub, enum stream_event ev)

@@ -4,142 +4,16 @@ handshake, frame parsing) checks the handshake, live runtime events in order, ex
 last offset, pings both ways, share tokens, a non-reading client (server memory stays bounded and the
 client is dropped), close 1000 on session deletion, close 1001 on shutdown, and 400 JSON for a plain
 GET."""
-import base64
-import hashlib
 import json
 import os
 import queue
 import socket
-import struct
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import Server, run_test  # noqa: E402
-
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
-TIMEOUT = ("timeout", b"")
-
-
-class WS:
-    """One client connection. After the handshake, recv() returns (opcode, payload) per message or
-    ping (answered), TIMEOUT when nothing came in time, or None when the connection ended."""
-
-    def __init__(self, host, port, path, headers=None, rcvbuf=None, timeout=10.0):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a ping right after a message
-        self.sock.settimeout(timeout)
-        self.sock.connect((host, port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket", "Connection: Upgrade",
-                 f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                break
-            self.buf += chunk
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        head = head.decode(errors="replace").split("\r\n")
-        self.status = int(head[0].split(" ")[1]) if head and head[0].startswith("HTTP/") else None
-        self.headers = {}
-        for h in head[1:]:
-            k, _, v = h.partition(":")
-            self.headers[k.strip().lower()] = v.strip()
-        want = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
-        self.accept_ok = self.headers.get("sec-websocket-accept") == want
-        self.body = b""
-        if self.status != 101:
-            n = int(self.headers.get("content-length", "0"))
-            while len(self.buf) < n:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    break
-                self.buf += chunk
-            self.body = self.buf[:n]
-        self.pings = 0
-        self.pongs = []
-        self.close_code = None
-        self.close_reason = None
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError
-            self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def frame(self):
-        b0, b1 = self._need(2)
-        n = b1 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", self._need(2))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", self._need(8))[0]
-        mask = self._need(4) if b1 & 0x80 else None
-        payload = self._need(n)
-        if mask:
-            payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-        return bool(b0 & 0x80), b0 & 0x0F, b1 & 0x80, payload
-
-    def recv(self, timeout=10.0):
-        """The next data or close message; pings are counted (and answered), pongs kept."""
-        self.sock.settimeout(timeout)
-        parts, first = [], None
-        try:
-            while True:
-                fin, op, masked, payload = self.frame()
-                if op == OP_PING:
-                    self.pings += 1
-                    self.send(OP_PONG, payload)
-                    return OP_PING, payload
-                if op == OP_PONG:
-                    self.pongs.append(payload)
-                    continue
-                if op == OP_CLOSE:
-                    self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-                    self.close_reason = payload[2:].decode(errors="replace")
-                    return OP_CLOSE, payload
-                if first is None:
-                    first = op
-                parts.append(payload)
-                if fin:
-                    return first, b"".join(parts)
-        except socket.timeout:
-            return TIMEOUT
-        except (EOFError, ConnectionResetError):
-            return None
-
-    def send(self, op, payload=b"", fin=True):
-        mask = os.urandom(4)
-        n = len(payload)
-        head = bytes([(0x80 if fin else 0) | op])
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 65536:
-            head += bytes([0x80 | 126]) + struct.pack("!H", n)
-        else:
-            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-        body = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-        self.sock.sendall(head + mask + body)
-
-    def close(self, code=1000):
-        try:
-            self.send(OP_CLOSE, struct.pack("!H", code))
-        except OSError:
-            pass
-
-    def shut(self):
-        self.sock.close()
-
+from agentd_test import OP_CLOSE, OP_PING, OP_TEXT, TIMEOUT, WS, Server, run_test  # noqa: E402
 
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
