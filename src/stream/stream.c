@@ -241,9 +241,7 @@ struct stream *stream__new(struct streams *ss, const struct store_meta *m)
     char key[24];
     stream__id_key(st->m.id, key);
     map_put(&ss->by_id, key, strlen(key), st);
-    if (st->m.path && !st->m.deleted)
-        map_put(&ss->by_path, st->m.path, strlen(st->m.path), st);
-    else if (st->m.path)
+    if (st->m.path) /* soft-deleted ones too: they hold their path until their forks are gone */
         map_put(&ss->by_path, st->m.path, strlen(st->m.path), st);
     return st;
 }

@@ -82,98 +82,102 @@ static enum stream_status stream__fail(struct stream_op *op, enum stream_status 
     return s;
 }
 
-enum stream_status stream_create(struct streams *ss, const char *path, size_t plen,
-                                 const struct stream_create_args *a, struct stream_op *op)
+/* The configuration a create asks for, resolved against its fork source: content type (a fork keeps
+ * its source's), TTL or expiry (a fork inherits its source's unless it names its own) and the fork
+ * point. Fills want (its strings owned: store_meta_clear) and *src. Returns STREAM_OK, or the
+ * refusal with op's result set. */
+static enum stream_status stream__create_config(struct streams *ss, const struct stream_create_args *a,
+                                                struct store_meta *want, struct stream **src,
+                                                struct stream_op *op)
 {
-    assert(!op->queued); /* an op may be in one batch at a time */
-    memset(&op->result, 0, sizeof op->result);
-    struct stream *src = NULL;
-    struct store_meta want = {.ttl_s = a->ttl_s, .expires_at_ms = a->expires_at_ms, .closed = a->closed};
-    struct buf first = {0}, body = {0};
-    enum stream_status status;
-    const char *ct = a->content_type;
-
-    if (plen == 0)
-        return stream__fail(op, STREAM_BAD_REQUEST, "empty stream path");
-
+    const char *ct = a->content_type, *expires_at = a->expires_at;
+    want->ttl_s = a->ttl_s;
+    want->expires_at_ms = a->expires_at_ms;
+    want->closed = a->closed;
+    *src = NULL;
     if (a->fork_from) {
         enum stream_lookup how;
-        src = streams_lookup(ss, a->fork_from, strlen(a->fork_from), &how);
+        struct stream *from = streams_lookup(ss, a->fork_from, strlen(a->fork_from), &how);
         if (how == STREAM_MISSING)
             return stream__fail(op, STREAM_NOT_FOUND, "the fork source does not exist");
         if (how == STREAM_SOFT_DELETED)
             return stream__fail(op, STREAM_CONFLICT, "the fork source was deleted");
-        if (ct && !stream__media_eq(ct, src->m.content_type))
+        if (ct && !stream__media_eq(ct, from->m.content_type))
             return stream__fail(op, STREAM_CONFLICT, "a fork keeps its source's content type");
-        ct = src->m.content_type;
-        want.fork_src = src->m.id;
-        want.fork_off = a->has_fork_offset ? a->fork_offset : src->durable_tail;
-        want.fork_sub = a->fork_sub;
-        if (want.fork_off > src->durable_tail)
+        ct = from->m.content_type;
+        want->fork_src = from->m.id;
+        want->fork_off = a->has_fork_offset ? a->fork_offset : from->durable_tail;
+        want->fork_sub = a->fork_sub;
+        if (want->fork_off > from->durable_tail)
             return stream__fail(op, STREAM_BAD_REQUEST, "Stream-Fork-Offset is beyond the source's tail");
-        if (!stream_offset_is_boundary(ss, src, want.fork_off))
+        if (!stream_offset_is_boundary(ss, from, want->fork_off))
             return stream__fail(op, STREAM_BAD_REQUEST,
                                 "Stream-Fork-Offset falls inside a message of the JSON source stream");
         if (a->ttl_s < 0 && a->expires_at_ms < 0) {
-            want.ttl_s = src->m.ttl_s;
-            want.expires_at_ms = src->m.expires_at_ms;
-            want.expires_at = src->m.expires_at;
+            want->ttl_s = from->m.ttl_s;
+            want->expires_at_ms = from->m.expires_at_ms;
+            expires_at = from->m.expires_at;
         }
+        *src = from;
     }
-    if (ct == NULL)
-        ct = "application/octet-stream";
-    if (want.expires_at == NULL)
-        want.expires_at = (char *)a->expires_at;
+    want->content_type = xstrdup(ct ? ct : "application/octet-stream");
+    want->expires_at = expires_at ? xstrdup(expires_at) : NULL;
+    return STREAM_OK;
+}
 
-    enum stream_lookup how;
-    struct stream *old = streams_lookup(ss, path, plen, &how);
-    if (how == STREAM_SOFT_DELETED)
-        return stream__fail(op, STREAM_CONFLICT, "a deleted stream at this path is still read by its forks");
-    if (old) {
-        const struct store_meta *m = &old->m;
-        if (!stream__media_eq(m->content_type, ct) || m->ttl_s != want.ttl_s ||
-            m->expires_at_ms != want.expires_at_ms || m->closed != want.closed ||
-            m->fork_src != want.fork_src ||
-            (src && (m->fork_off != want.fork_off || m->fork_sub != want.fork_sub)))
-            return stream__fail(op, STREAM_CONFLICT,
-                                "a stream with a different configuration exists at this path");
-        stream_touch(old);
-        op->result.status = STREAM_OK;
-        op->result.next_offset = old->m.tail;
-        op->result.closed = old->m.closed;
-        streams__queue(ss, op);
-        return STREAM_OK;
-    }
+/* A create of a stream that exists: idempotent when the configuration is the same (answered with
+ * the stream's state once the batch is durable), a conflict otherwise. */
+static enum stream_status stream__create_existing(struct streams *ss, struct stream *old,
+                                                  const struct store_meta *want, int fork,
+                                                  struct stream_op *op)
+{
+    const struct store_meta *m = &old->m;
+    if (!stream__media_eq(m->content_type, want->content_type) || m->ttl_s != want->ttl_s ||
+        m->expires_at_ms != want->expires_at_ms || m->closed != want->closed ||
+        m->fork_src != want->fork_src ||
+        (fork && (m->fork_off != want->fork_off || m->fork_sub != want->fork_sub)))
+        return stream__fail(op, STREAM_CONFLICT,
+                            "a stream with a different configuration exists at this path");
+    stream_touch(old);
+    op->result.status = STREAM_OK;
+    op->result.next_offset = m->tail;
+    op->result.closed = m->closed;
+    streams__queue(ss, op);
+    return STREAM_OK;
+}
 
-    /* New stream: validate everything before writing anything. */
-    if (src && a->fork_sub > 0) {
-        const char *why = stream__sub_prefix(ss, src, want.fork_off, a->fork_sub, &first);
-        if (why) {
-            status = stream__fail(op, STREAM_BAD_REQUEST, why);
-            goto fail;
-        }
+/* A new stream's first bytes, in stored form: a fork's materialized sub-offset prefix (first) and
+ * the request's body. NULL, or why they are refused. */
+static const char *stream__create_data(struct streams *ss, struct stream *src, const struct store_meta *want,
+                                       const struct stream_create_args *a, struct buf *first,
+                                       struct buf *body)
+{
+    const char *why = NULL;
+    if (src && a->fork_sub > 0)
+        why = stream__sub_prefix(ss, src, want->fork_off, a->fork_sub, first);
+    if (why == NULL && a->body_len) {
+        if (stream__ct_is_json(want->content_type))
+            why = stream__json_body(a->body, a->body_len, 1, body);
+        else
+            buf_append(body, a->body, a->body_len);
     }
-    if (a->body_len) {
-        if (stream__ct_is_json(ct)) {
-            const char *why = stream__json_body(a->body, a->body_len, 1, &body);
-            if (why) {
-                status = stream__fail(op, STREAM_BAD_REQUEST, why);
-                goto fail;
-            }
-        } else {
-            buf_append(&body, a->body, a->body_len);
-        }
-    }
+    return why;
+}
 
-    want.path = xstrndup(path, plen);
-    want.content_type = (char *)ct;
-    want.created_ms = clock_wall_ms();
-    want.tail = want.fork_off + (int64_t)first.len + (int64_t)body.len;
-    int rc = store_stream_insert(ss->store, &want);
-    if (rc == 0 && first.len)
-        rc = store_record_append(ss->store, want.id, want.fork_off, first.p, first.len);
-    if (rc == 0 && body.len)
-        rc = store_record_append(ss->store, want.id, want.fork_off + (int64_t)first.len, body.p, body.len);
+/* Writes a validated new stream into the open batch (its row, its first records, its source's
+ * refcount) and registers it. Nothing of its own is visible before the commit. */
+static enum stream_status stream__create_write(struct streams *ss, struct store_meta *want,
+                                               struct stream *src, const struct buf *first,
+                                               const struct buf *body, struct stream_op *op)
+{
+    want->created_ms = clock_wall_ms();
+    want->tail = want->fork_off + (int64_t)first->len + (int64_t)body->len;
+    int rc = store_stream_insert(ss->store, want);
+    if (rc == 0 && first->len)
+        rc = store_record_append(ss->store, want->id, want->fork_off, first->p, first->len);
+    if (rc == 0 && body->len)
+        rc = store_record_append(ss->store, want->id, want->fork_off + (int64_t)first->len, body->p,
+                                 body->len);
     if (rc == 0 && src) {
         src->m.refcount++;
         rc = store_stream_update(ss->store, &src->m);
@@ -181,120 +185,156 @@ enum stream_status stream_create(struct streams *ss, const char *path, size_t pl
     streams__arm(ss);
     if (rc != 0) {
         /* The batch is poisoned and will roll back and reload; report the failure now. */
-        free(want.path);
         op->result.store_errno = rc;
-        status = stream__fail(op, STREAM_STORE_ERROR, "the store could not write the stream");
-        goto fail;
+        return stream__fail(op, STREAM_STORE_ERROR, "the store could not write the stream");
     }
-    struct store_meta visible = want;
-    struct stream *st = stream__new(ss, &visible);
-    free(want.path);
+    struct stream *st = stream__new(ss, want);
     st->src = src;
-    st->durable_tail = want.fork_off; /* nothing of its own is visible before the commit */
+    st->durable_tail = want->fork_off;
     st->durable_closed = 0;
     st->created = 1;
     streams__mark(ss, st);
     op->result.status = STREAM_CREATED;
-    op->result.next_offset = want.tail;
-    op->result.closed = want.closed;
+    op->result.next_offset = want->tail;
+    op->result.closed = want->closed;
     streams__queue(ss, op);
-    status = STREAM_CREATED;
+    return STREAM_CREATED;
+}
+
+enum stream_status stream_create(struct streams *ss, const char *path, size_t plen,
+                                 const struct stream_create_args *a, struct stream_op *op)
+{
+    assert(!op->queued); /* an op may be in one batch at a time */
+    memset(&op->result, 0, sizeof op->result);
+    struct store_meta want = {0};
+    struct stream *src, *old;
+    struct buf first = {0}, body = {0};
+    enum stream_lookup how;
+    enum stream_status status;
+    const char *why;
+
+    if (plen == 0)
+        return stream__fail(op, STREAM_BAD_REQUEST, "empty stream path");
+    if ((status = stream__create_config(ss, a, &want, &src, op)) != STREAM_OK)
+        goto fail;
+    old = streams_lookup(ss, path, plen, &how);
+    if (how == STREAM_SOFT_DELETED) {
+        status =
+            stream__fail(op, STREAM_CONFLICT, "a deleted stream at this path is still read by its forks");
+        goto fail;
+    }
+    if (old) {
+        status = stream__create_existing(ss, old, &want, src != NULL, op);
+        goto fail;
+    }
+    /* A new stream: everything is validated before anything is written. */
+    if ((why = stream__create_data(ss, src, &want, a, &first, &body)) != NULL) {
+        status = stream__fail(op, STREAM_BAD_REQUEST, why);
+        goto fail;
+    }
+    want.path = xstrndup(path, plen);
+    status = stream__create_write(ss, &want, src, &first, &body, op);
 fail:
+    store_meta_clear(&want);
     buf_free(&first);
     buf_free(&body);
     return status;
 }
 
-enum stream_status stream_append(struct streams *ss, struct stream *st, const struct stream_append_args *a,
-                                 struct stream_op *op)
+/*
+ * Checks an append against st's pending state, in the protocol's order: deletion, body and
+ * Content-Type, producer fencing, closure (with the closing append's retry), the stream's media
+ * type, the body itself (JSON is validated and put in stored form into stored), the producer's
+ * sequence, Stream-Seq. Returns 1 when the append is to be written (*p: its producer's state, NULL
+ * when new), else 0 with *status: a refusal, or an answer that needs no write (a duplicate; closing
+ * a closed stream), whose op is queued.
+ */
+static int stream__append_check(struct streams *ss, struct stream *st, const struct stream_append_args *a,
+                                struct stream_op *op, struct stream__producer **p, struct buf *stored,
+                                enum stream_status *status)
 {
     struct stream_result *r = &op->result;
-    assert(!op->queued);
-    memset(r, 0, sizeof *r);
-    struct stream__producer *p = NULL;
-    struct buf stored = {0};
-
+    const char *why;
+    *p = NULL;
     r->next_offset = st->m.tail;
     r->closed = st->m.closed;
     if (st->m.deleted)
-        return stream__fail(op, STREAM_GONE, "the stream was deleted");
+        return *status = stream__fail(op, STREAM_GONE, "the stream was deleted"), 0;
     if (a->body_len == 0 && !a->close)
-        return stream__fail(op, STREAM_BAD_REQUEST, "an append needs a body (or Stream-Closed: true)");
+        return *status =
+                   stream__fail(op, STREAM_BAD_REQUEST, "an append needs a body (or Stream-Closed: true)"),
+               0;
     if (a->body_len && a->content_type == NULL)
-        return stream__fail(op, STREAM_BAD_REQUEST, "an append with a body needs a Content-Type");
-
+        return *status = stream__fail(op, STREAM_BAD_REQUEST, "an append with a body needs a Content-Type"),
+               0;
     if (a->producer_id) {
-        p = map_get(&st->producers, a->producer_id, strlen(a->producer_id));
+        *p = map_get(&st->producers, a->producer_id, strlen(a->producer_id));
         r->has_producer = 1;
-        if (p && a->producer_epoch < p->epoch) {
-            r->producer_epoch = p->epoch;
-            return stream__fail(op, STREAM_FENCED, "a newer producer epoch exists");
+        if (*p && a->producer_epoch < (*p)->epoch) {
+            r->producer_epoch = (*p)->epoch;
+            return *status = stream__fail(op, STREAM_FENCED, "a newer producer epoch exists"), 0;
         }
     }
     if (st->m.closed) {
         if (a->producer_id && st->m.closer_pid && strcmp(a->producer_id, st->m.closer_pid) == 0 &&
             a->producer_epoch == st->m.closer_epoch && a->producer_seq == st->m.closer_seq) {
-            r->status = STREAM_DUPLICATE;
+            r->status = *status = STREAM_DUPLICATE;
             r->producer_epoch = st->m.closer_epoch;
             r->producer_seq = st->m.closer_seq;
             streams__queue(ss, op);
-            return STREAM_DUPLICATE;
+            return 0;
         }
         if (a->close && a->body_len == 0 && a->producer_id == NULL) {
-            r->status = STREAM_OK;
+            r->status = *status = STREAM_OK;
             streams__queue(ss, op);
-            return STREAM_OK;
+            return 0;
         }
-        return stream__fail(op, STREAM_CLOSED, "the stream is closed");
+        return *status = stream__fail(op, STREAM_CLOSED, "the stream is closed"), 0;
     }
     if (a->body_len && !stream__media_eq(a->content_type, st->m.content_type))
-        return stream__fail(op, STREAM_CONFLICT, "Content-Type does not match the stream's");
-    if (a->body_len) {
-        if (stream_is_json(st)) {
-            const char *why = stream__json_body(a->body, a->body_len, 0, &stored);
-            if (why)
-                return stream__fail(op, STREAM_BAD_REQUEST, why);
-        } else {
-            buf_append(&stored, a->body, a->body_len);
-        }
+        return *status = stream__fail(op, STREAM_CONFLICT, "Content-Type does not match the stream's"), 0;
+    if (a->body_len && stream_is_json(st)) {
+        if ((why = stream__json_body(a->body, a->body_len, 0, stored)) != NULL)
+            return *status = stream__fail(op, STREAM_BAD_REQUEST, why), 0;
+    } else if (a->body_len) {
+        buf_append(stored, a->body, a->body_len);
     }
-    if (a->producer_id) {
-        if (p == NULL) {
-            if (a->producer_seq != 0) {
-                r->expected_seq = 0;
-                r->received_seq = a->producer_seq;
-                buf_free(&stored);
-                return stream__fail(op, STREAM_SEQ_GAP, "a new producer starts at Producer-Seq 0");
-            }
-        } else if (a->producer_epoch > p->epoch) {
-            if (a->producer_seq != 0) {
-                buf_free(&stored);
-                return stream__fail(op, STREAM_BAD_REQUEST, "a new producer epoch starts at Producer-Seq 0");
-            }
-        } else if (a->producer_seq <= p->seq) {
-            buf_free(&stored);
-            r->status = STREAM_DUPLICATE;
-            r->producer_epoch = p->epoch;
-            r->producer_seq = p->seq;
-            streams__queue(ss, op);
-            return STREAM_DUPLICATE;
-        } else if (a->producer_seq != p->seq + 1) {
-            r->expected_seq = p->seq + 1;
-            r->received_seq = a->producer_seq;
-            buf_free(&stored);
-            return stream__fail(op, STREAM_SEQ_GAP, "Producer-Seq skipped ahead");
-        }
+    if (a->producer_id && *p == NULL && a->producer_seq != 0) {
+        r->expected_seq = 0;
+        r->received_seq = a->producer_seq;
+        return *status = stream__fail(op, STREAM_SEQ_GAP, "a new producer starts at Producer-Seq 0"), 0;
     }
-    if (a->seq && st->m.last_seq && strcmp(a->seq, st->m.last_seq) <= 0) {
-        buf_free(&stored);
-        return stream__fail(op, STREAM_CONFLICT, "Stream-Seq must increase");
+    if (a->producer_id && *p && a->producer_epoch > (*p)->epoch && a->producer_seq != 0)
+        return *status =
+                   stream__fail(op, STREAM_BAD_REQUEST, "a new producer epoch starts at Producer-Seq 0"),
+               0;
+    if (a->producer_id && *p && a->producer_epoch == (*p)->epoch && a->producer_seq <= (*p)->seq) {
+        r->status = *status = STREAM_DUPLICATE;
+        r->producer_epoch = (*p)->epoch;
+        r->producer_seq = (*p)->seq;
+        streams__queue(ss, op);
+        return 0;
     }
+    if (a->producer_id && *p && a->producer_epoch == (*p)->epoch && a->producer_seq != (*p)->seq + 1) {
+        r->expected_seq = (*p)->seq + 1;
+        r->received_seq = a->producer_seq;
+        return *status = stream__fail(op, STREAM_SEQ_GAP, "Producer-Seq skipped ahead"), 0;
+    }
+    if (a->seq && st->m.last_seq && strcmp(a->seq, st->m.last_seq) <= 0)
+        return *status = stream__fail(op, STREAM_CONFLICT, "Stream-Seq must increase"), 0;
+    return 1;
+}
 
-    /* Accepted: write into the batch. */
+/* Writes an accepted append into the open batch: its record, Stream-Seq, the producer's state and
+ * closure. A failed write poisons the batch, and the op then fails at commit. */
+static void stream__append_write(struct streams *ss, struct stream *st, const struct stream_append_args *a,
+                                 struct stream_op *op, struct stream__producer *p, const struct buf *stored)
+{
+    struct stream_result *r = &op->result;
     int rc = 0, meta_changed = 0;
-    if (stored.len) {
-        rc = store_record_append(ss->store, st->m.id, st->m.tail, stored.p, stored.len);
-        st->m.tail += (int64_t)stored.len;
+    if (stored->len) {
+        rc = store_record_append(ss->store, st->m.id, st->m.tail, stored->p, stored->len);
+        st->m.tail += (int64_t)stored->len;
     }
     if (a->seq) {
         free(st->m.last_seq);
@@ -325,7 +365,6 @@ enum stream_status stream_append(struct streams *ss, struct stream *st, const st
     }
     if (rc == 0 && meta_changed)
         rc = store_stream_update(ss->store, &st->m);
-    buf_free(&stored);
     stream_touch(st);
     streams__mark(ss, st);
     r->status = STREAM_OK;
@@ -333,8 +372,21 @@ enum stream_status stream_append(struct streams *ss, struct stream *st, const st
     r->closed = st->m.closed;
     r->stored = a->body_len > 0;
     r->store_errno = rc;
-    streams__queue(ss, op); /* a failed write poisons the batch; the op then fails at commit */
-    return STREAM_OK;
+    streams__queue(ss, op);
+}
+
+enum stream_status stream_append(struct streams *ss, struct stream *st, const struct stream_append_args *a,
+                                 struct stream_op *op)
+{
+    assert(!op->queued);
+    memset(&op->result, 0, sizeof op->result);
+    struct stream__producer *p;
+    struct buf stored = {0};
+    enum stream_status status = STREAM_OK;
+    if (stream__append_check(ss, st, a, op, &p, &stored, &status))
+        stream__append_write(ss, st, a, op, p, &stored);
+    buf_free(&stored);
+    return status;
 }
 
 enum stream_status stream_delete(struct streams *ss, struct stream *st, struct stream_op *op)
