@@ -94,7 +94,8 @@ struct serve {
     struct subs *subs;
     struct sessions *sessions;
     struct mcp_http *mcp;
-    struct ui *ui; /* NULL with --no-ui */
+    struct ui *ui;  /* NULL with --no-ui */
+    char *base_url; /* http://HOST:PORT as clients reach it: printed first, named in callback URLs */
 };
 
 static int serve__is_loopback(const char *host)
@@ -202,6 +203,122 @@ static void serve__teardown(struct serve *s)
     }
     store_free(s->store);
     ui_free(s->ui);
+    free(s->base_url);
+}
+
+/* Checks what the options table cannot: --listen's form, and that a server off loopback has a
+ * token. Fills host and port. 0, or -EINVAL having said why on stderr. */
+static int serve__check(const struct serve_opts *o, char *host, size_t hostlen, int *port)
+{
+    if (serve__parse_listen(o->listen, host, hostlen, port) != 0) {
+        fprintf(stderr, "agentd serve: --listen must be ADDRESS:PORT, not '%s'\n", o->listen);
+        return -EINVAL;
+    }
+    if (!serve__is_loopback(host) && (o->token == NULL || *o->token == '\0')) {
+        fprintf(stderr,
+                "agentd serve: refusing to listen on %s without --token: off loopback every request "
+                "must be authenticated (give --token T, or listen on 127.0.0.1)\n",
+                host);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The store, the stream registry, the HTTP server with the streams' resource and /v1/health; then
+ * s->base_url, now that the port is bound. 0, or -errno with the reason in err. */
+static int serve__build_core(struct serve *s, const struct serve_opts *o, const char *host, int port,
+                             char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = store_open(&s->store, o->data, !strcmp(o->durability, "os") ? STORE_OS : STORE_FSYNC, err,
+                         errlen)))
+        return rc;
+    struct streams_config scfg = {.max_append = (size_t)o->max_body, .read_chunk = 1 << 20};
+    if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
+        return rc;
+    struct http_config hcfg = {
+        .host = host,
+        .port = port,
+        .token = o->token,
+        .max_body = (size_t)o->max_body,
+        .io_timeout_ms = (uint64_t)o->io_timeout,
+        .max_queued = (size_t)o->max_queued,
+    };
+    if ((rc = http_server_new(&s->http, &s->loop, &hcfg, err, errlen)))
+        return rc;
+    struct stream_http_config shcfg = {
+        .long_poll_timeout_ms = (uint64_t)o->long_poll_timeout,
+        .sse_max_ms = (uint64_t)o->sse_max,
+        .max_append = (size_t)o->max_body,
+        .read_chunk = 1 << 20,
+    };
+    s->stream_http = stream_http_new(s->http, &s->loop, s->streams, &shcfg);
+    http_route(s->http, "/v1/health", serve__health, s);
+    int v6 = strchr(host, ':') != NULL;
+    s->base_url =
+        xasprintf("http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", http_server_port(s->http));
+    return 0;
+}
+
+/* Subscriptions, sessions with their MCP endpoint, and the dashboard, each mounting its routes.
+ * 0, or -errno with the reason in err. */
+static int serve__build_services(struct serve *s, const struct serve_opts *o, char *err, size_t errlen)
+{
+    int rc;
+    struct subs_config subcfg = {.data_dir = o->data, .base_url = s->base_url};
+    if ((rc = subs_new(&s->subs, &s->loop, s->streams, &subcfg, err, errlen)))
+        return rc;
+    streams_set_observer(s->streams, subs_observe, s->subs);
+    http_route_flags(s->http, SUBS_HTTP_PREFIX, subs_http_handle, s->subs, HTTP_ROUTE_OWN_AUTH);
+
+    /* The demo agent is this binary: resolved now, so that a rebuild while the server runs is
+     * what later demo runs start (a path, not a descriptor of the old file). */
+    char self_exe[PATH_MAX];
+    ssize_t self_len = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
+    if (self_len > 0)
+        self_exe[self_len] = '\0';
+    else
+        log_warn("serve: cannot resolve /proc/self/exe (%s): demo sessions will not run", strerror(errno));
+    struct sessions_config sescfg = {
+        .data_dir = o->data,
+        .base_url = s->base_url,
+        .agent_auth = o->token && *o->token,
+        .runtime_idle_ms = (uint64_t)o->runtime_idle,
+        .runtime_output_limit = (size_t)o->runtime_output_limit,
+        .runtime_spin_us = o->runtime_spin ? o->runtime_spin : -1,
+        .self_exe = self_len > 0 ? self_exe : NULL,
+    };
+    if ((rc = sessions_new(&s->sessions, &s->loop, s->streams, &sescfg, err, errlen)))
+        return rc;
+    sessions_routes(s->sessions, s->http);
+    s->mcp = mcp_http_new(s->sessions, s->http); /* POST /v1/sessions/<id>/mcp: the runtime tool over MCP */
+    sessions_set_mcp(s->sessions, mcp_http_handle, s->mcp);
+
+    if (!o->no_ui) {
+        if ((rc = ui_new(&s->ui, o->ui_dir, err, errlen)))
+            return rc;
+        ui_routes(s->ui, s->http); /* `/` and every path outside the API's prefixes */
+    }
+    return 0;
+}
+
+/* Serves until SIGINT or SIGTERM, then drains. The URL goes first on stdout: scripts and tests
+ * wait for that line. */
+static void serve__run(struct serve *s, const struct serve_opts *o, const char *host)
+{
+    uv_signal_init(&s->loop, &s->sigint);
+    uv_signal_init(&s->loop, &s->sigterm);
+    s->signals_ready = 1;
+    s->sigint.data = s->sigterm.data = s;
+    uv_signal_start(&s->sigint, serve__on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, serve__on_signal, SIGTERM);
+
+    printf("%s\n", s->base_url);
+    fflush(stdout);
+    log_info("serve: listening on %s:%d, data in %s, durability %s, dashboard %s", host,
+             http_server_port(s->http), o->data, o->durability, s->ui ? ui_describe(s->ui) : "off (--no-ui)");
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    serve__drain(s);
 }
 
 int serve_main(int argc, char **argv)
@@ -214,26 +331,15 @@ int serve_main(int argc, char **argv)
     rc = opt_parse(serve__opts, CORE_ARRAY_LEN(serve__opts), &o, argc, argv, &npos, serve__usage, err,
                    sizeof err);
     if (rc == 1) {
-        opt_free(serve__opts, CORE_ARRAY_LEN(serve__opts), &o);
-        return 0;
+        status = 0; /* --help */
+        goto out;
     }
     if (rc != 0 || npos != 0) {
         fprintf(stderr, "agentd serve: %s\n", rc ? err : "unexpected argument (see --help)");
         goto out;
     }
-    if (log_parse_level(o.log_level, &log_threshold) != 0)
+    if (log_parse_level(o.log_level, &log_threshold) != 0 || serve__check(&o, host, sizeof host, &port) != 0)
         goto out;
-    if (serve__parse_listen(o.listen, host, sizeof host, &port) != 0) {
-        fprintf(stderr, "agentd serve: --listen must be ADDRESS:PORT, not '%s'\n", o.listen);
-        goto out;
-    }
-    if (!serve__is_loopback(host) && (o.token == NULL || *o.token == '\0')) {
-        fprintf(stderr,
-                "agentd serve: refusing to listen on %s without --token: off loopback every request "
-                "must be authenticated (give --token T, or listen on 127.0.0.1)\n",
-                host);
-        goto out;
-    }
     if (sodium_init() < 0) {
         fprintf(stderr, "agentd serve: libsodium failed to initialise\n");
         goto out;
@@ -244,100 +350,12 @@ int serve_main(int argc, char **argv)
 
     uv_loop_init(&s.loop);
     s.loop_ready = 1;
-    if ((rc = store_open(&s.store, o.data, !strcmp(o.durability, "os") ? STORE_OS : STORE_FSYNC, err,
-                         sizeof err))) {
+    if (serve__build_core(&s, &o, host, port, err, sizeof err) != 0 ||
+        serve__build_services(&s, &o, err, sizeof err) != 0) {
         fprintf(stderr, "agentd serve: %s\n", err);
         goto out;
     }
-    struct streams_config scfg = {.max_append = (size_t)o.max_body, .read_chunk = 1 << 20};
-    if ((rc = streams_new(&s.streams, &s.loop, s.store, &scfg, err, sizeof err))) {
-        fprintf(stderr, "agentd serve: %s\n", err);
-        goto out;
-    }
-    struct http_config hcfg = {
-        .host = host,
-        .port = port,
-        .token = o.token,
-        .max_body = (size_t)o.max_body,
-        .io_timeout_ms = (uint64_t)o.io_timeout,
-        .max_queued = (size_t)o.max_queued,
-    };
-    if ((rc = http_server_new(&s.http, &s.loop, &hcfg, err, sizeof err))) {
-        fprintf(stderr, "agentd serve: %s\n", err);
-        goto out;
-    }
-    struct stream_http_config shcfg = {
-        .long_poll_timeout_ms = (uint64_t)o.long_poll_timeout,
-        .sse_max_ms = (uint64_t)o.sse_max,
-        .max_append = (size_t)o.max_body,
-        .read_chunk = 1 << 20,
-    };
-    s.stream_http = stream_http_new(s.http, &s.loop, s.streams, &shcfg);
-    http_route(s.http, "/v1/health", serve__health, &s);
-    /* Subscriptions: callback and JWKS URLs name the server as clients reach it. */
-    char *base_url = xasprintf("http://%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
-                               strchr(host, ':') ? "]" : "", http_server_port(s.http));
-    struct subs_config subcfg = {.data_dir = o.data, .base_url = base_url};
-    rc = subs_new(&s.subs, &s.loop, s.streams, &subcfg, err, sizeof err);
-    free(base_url);
-    if (rc) {
-        fprintf(stderr, "agentd serve: %s\n", err);
-        goto out;
-    }
-    streams_set_observer(s.streams, subs_observe, s.subs);
-    http_route_flags(s.http, SUBS_HTTP_PREFIX, subs_http_handle, s.subs, HTTP_ROUTE_OWN_AUTH);
-
-    /* The demo agent is this binary: resolved now, so that a rebuild while the server runs is
-     * what later demo runs start (a path, not a descriptor of the old file). */
-    char self_exe[PATH_MAX];
-    ssize_t self_len = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
-    if (self_len > 0)
-        self_exe[self_len] = '\0';
-    else
-        log_warn("serve: cannot resolve /proc/self/exe (%s): demo sessions will not run", strerror(errno));
-    char *agent_url = xasprintf("http://%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
-                                strchr(host, ':') ? "]" : "", http_server_port(s.http));
-    struct sessions_config sescfg = {
-        .data_dir = o.data,
-        .base_url = agent_url,
-        .agent_auth = o.token && *o.token,
-        .runtime_idle_ms = (uint64_t)o.runtime_idle,
-        .runtime_output_limit = (size_t)o.runtime_output_limit,
-        .runtime_spin_us = o.runtime_spin ? o.runtime_spin : -1,
-        .self_exe = self_len > 0 ? self_exe : NULL,
-    };
-    rc = sessions_new(&s.sessions, &s.loop, s.streams, &sescfg, err, sizeof err);
-    free(agent_url);
-    if (rc) {
-        fprintf(stderr, "agentd serve: %s\n", err);
-        goto out;
-    }
-    sessions_routes(s.sessions, s.http);
-    s.mcp = mcp_http_new(s.sessions, s.http); /* POST /v1/sessions/<id>/mcp: the runtime tool over MCP */
-    sessions_set_mcp(s.sessions, mcp_http_handle, s.mcp);
-
-    if (!o.no_ui) {
-        if ((rc = ui_new(&s.ui, o.ui_dir, err, sizeof err))) {
-            fprintf(stderr, "agentd serve: %s\n", err);
-            goto out;
-        }
-        ui_routes(s.ui, s.http); /* `/` and every path outside the API's prefixes */
-    }
-
-    uv_signal_init(&s.loop, &s.sigint);
-    uv_signal_init(&s.loop, &s.sigterm);
-    s.signals_ready = 1;
-    s.sigint.data = s.sigterm.data = &s;
-    uv_signal_start(&s.sigint, serve__on_signal, SIGINT);
-    uv_signal_start(&s.sigterm, serve__on_signal, SIGTERM);
-
-    printf("http://%s%s%s:%d\n", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
-           http_server_port(s.http));
-    fflush(stdout);
-    log_info("serve: listening on %s:%d, data in %s, durability %s, dashboard %s", host,
-             http_server_port(s.http), o.data, o.durability, s.ui ? ui_describe(s.ui) : "off (--no-ui)");
-    uv_run(&s.loop, UV_RUN_DEFAULT);
-    serve__drain(&s);
+    serve__run(&s, &o, host);
     status = 0;
 
 out:

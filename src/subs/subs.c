@@ -143,89 +143,94 @@ static void subs__hash(struct subs_sub *sub)
     json_decref(c);
 }
 
-const char *subs__parse_config(json_t *cfg, const char *id, struct subs_sub **out)
+/* A stream path as a subscription names it, without leading and trailing slashes: valid (NULL) or
+ * why not. Allocates nothing. */
+static const char *subs__check_path(const char *s)
 {
-    const char *why = NULL;
-    struct subs_sub *sub = xcalloc(1, sizeof *sub);
-    sub->id = xstrdup(id);
-    sub->lease_ttl_ms = SUBS_LEASE_DEFAULT_MS;
-    if (!json_is_object(cfg)) {
-        why = "the body must be a JSON object";
-        goto fail;
+    size_t lead = strspn(s, "/"), n = strlen(s + lead);
+    while (n > 0 && s[lead + n - 1] == '/')
+        n--;
+    return stream_parse_path(s + lead, n);
+}
+
+/* The string member key trimmed of slashes, as a heap copy; NULL when missing or empty (trimmed
+ * too when empty_is_null). */
+static char *subs__opt_path(json_t *cfg, const char *key, int empty_is_null)
+{
+    char *p = subs__opt_string(cfg, key);
+    if (p && *subs_path_trim(p) == '\0' && empty_is_null) {
+        free(p);
+        p = NULL;
     }
+    return p;
+}
+
+/* Checks a subscription's body, in the order clients see its refusals. NULL, or the reason.
+ * Allocates nothing. */
+static const char *subs__check_config(json_t *cfg)
+{
+    if (!json_is_object(cfg))
+        return "the body must be a JSON object";
     const char *type = json_string_value(json_object_get(cfg, "type"));
-    if (type && !strcmp(type, "webhook"))
-        sub->type = SUBS_WEBHOOK;
-    else if (type && !strcmp(type, "pull-wake"))
-        sub->type = SUBS_PULL_WAKE;
-    else {
-        why = "type must be \"webhook\" or \"pull-wake\"";
-        goto fail;
-    }
-    if ((sub->pattern = subs__opt_string(cfg, "pattern")) && *subs_path_trim(sub->pattern) == '\0') {
-        free(sub->pattern);
-        sub->pattern = NULL;
-    }
+    int webhook = type && !strcmp(type, "webhook"), pull = type && !strcmp(type, "pull-wake");
+    if (!webhook && !pull)
+        return "type must be \"webhook\" or \"pull-wake\"";
     json_t *streams = json_object_get(cfg, "streams"), *v;
     size_t i;
-    if (streams && !json_is_array(streams)) {
-        why = "streams must be an array of stream paths";
-        goto fail;
-    }
-    sub->streams = xcalloc(json_array_size(streams) + 1, sizeof *sub->streams);
+    if (streams && !json_is_array(streams))
+        return "streams must be an array of stream paths";
     json_array_foreach (streams, i, v) {
-        if (!json_is_string(v)) {
-            why = "streams must contain only strings";
-            goto fail;
-        }
-        char *p = subs_path_trim(xstrdup(json_string_value(v)));
-        sub->streams[sub->nstreams++] = p;
-        if (stream_parse_path(p, strlen(p)) != NULL) {
-            why = "streams contains an invalid stream path";
-            goto fail;
-        }
+        if (!json_is_string(v))
+            return "streams must contain only strings";
+        if (subs__check_path(json_string_value(v)) != NULL)
+            return "streams contains an invalid stream path";
     }
-    if (sub->pattern == NULL && sub->nstreams == 0) {
-        why = "at least one of pattern or streams is required";
-        goto fail;
-    }
+    const char *pattern = json_string_value(json_object_get(cfg, "pattern"));
+    if ((pattern == NULL || pattern[strspn(pattern, "/")] == '\0') && json_array_size(streams) == 0)
+        return "at least one of pattern or streams is required";
     json_t *ttl = json_object_get(cfg, "lease_ttl_ms");
-    if (ttl) {
-        double d = json_number_value(ttl);
-        if (!json_is_number(ttl) || d != (double)(int64_t)d || d < SUBS_LEASE_MIN_MS ||
-            d > SUBS_LEASE_MAX_MS) {
-            why = "lease_ttl_ms must be an integer from 1000 to 600000";
-            goto fail;
-        }
-        sub->lease_ttl_ms = (int64_t)d;
-    }
-    if (sub->type == SUBS_WEBHOOK) {
-        if ((sub->webhook_url = subs__opt_string(json_object_get(cfg, "webhook"), "url")) == NULL) {
-            why = "webhook subscriptions require webhook.url";
-            goto fail;
-        }
-    }
-    if ((sub->wake_stream = subs__opt_string(cfg, "wake_stream")) != NULL) {
-        subs_path_trim(sub->wake_stream);
-        if (stream_parse_path(sub->wake_stream, strlen(sub->wake_stream)) != NULL) {
-            why = "wake_stream is not a valid stream path";
-            goto fail;
-        }
-    }
-    if (sub->type == SUBS_PULL_WAKE && sub->wake_stream == NULL) {
-        why = "pull-wake subscriptions require wake_stream";
-        goto fail;
-    }
+    double d = json_number_value(ttl);
+    if (ttl &&
+        (!json_is_number(ttl) || d != (double)(int64_t)d || d < SUBS_LEASE_MIN_MS || d > SUBS_LEASE_MAX_MS))
+        return "lease_ttl_ms must be an integer from 1000 to 600000";
+    const char *url = json_string_value(json_object_get(json_object_get(cfg, "webhook"), "url"));
+    if (webhook && (url == NULL || *url == '\0'))
+        return "webhook subscriptions require webhook.url";
+    const char *wake = json_string_value(json_object_get(cfg, "wake_stream"));
+    if (wake && *wake && subs__check_path(wake) != NULL)
+        return "wake_stream is not a valid stream path";
+    if (pull && (wake == NULL || *wake == '\0'))
+        return "pull-wake subscriptions require wake_stream";
+    return NULL;
+}
+
+const char *subs__parse_config(json_t *cfg, const char *id, struct subs_sub **out)
+{
+    const char *why = subs__check_config(cfg);
+    *out = NULL;
+    if (why)
+        return why;
+    struct subs_sub *sub = xcalloc(1, sizeof *sub);
+    sub->id = xstrdup(id);
+    sub->type =
+        !strcmp(json_string_value(json_object_get(cfg, "type")), "webhook") ? SUBS_WEBHOOK : SUBS_PULL_WAKE;
+    sub->pattern = subs__opt_path(cfg, "pattern", 1);
+    json_t *streams = json_object_get(cfg, "streams"), *v;
+    size_t i;
+    sub->streams = xcalloc(json_array_size(streams) + 1, sizeof *sub->streams);
+    json_array_foreach (streams, i, v)
+        sub->streams[sub->nstreams++] = subs_path_trim(xstrdup(json_string_value(v)));
+    json_t *ttl = json_object_get(cfg, "lease_ttl_ms");
+    sub->lease_ttl_ms = ttl ? (int64_t)json_number_value(ttl) : SUBS_LEASE_DEFAULT_MS;
+    if (sub->type == SUBS_WEBHOOK)
+        sub->webhook_url = subs__opt_string(json_object_get(cfg, "webhook"), "url");
+    sub->wake_stream = subs__opt_path(cfg, "wake_stream", 0);
     json_t *desc = json_object_get(cfg, "description");
     if (json_is_string(desc))
         sub->description = xstrdup(json_string_value(desc));
     subs__hash(sub);
     *out = sub;
     return NULL;
-fail:
-    subs__sub_free(sub);
-    *out = NULL;
-    return why;
 }
 
 static void subs__link_free(const char *key, void *value, void *arg)
