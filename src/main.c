@@ -1,6 +1,7 @@
 /*
- * agentd — one binary: `agentd serve` runs the server; the other subcommands are its client.
- * This file only dispatches; each command lives in its module.
+ * agentd — one binary: `agentd serve` runs the server (src/serve); `stream`, `session` and `rt` are
+ * its client (src/cli); `mcp` bridges an agent's stdio MCP to a server (src/mcp); the hidden
+ * `demo-agent` is what the built-in demo agent runs (src/demo). This file only dispatches.
  */
 #include <stdio.h>
 #include <string.h>
@@ -15,9 +16,12 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  serve     run the server (agentd serve --help)\n"
-    "  stream    create, append to, read, tail, fork and delete durable streams (agentd stream --help)\n"
-    "  session   create, list, show and delete sessions (agentd session --help)\n"
-    "  rt        run code in a session's persistent bash/python/node runtimes (agentd rt --help)\n"
+    "  stream    create, append to, read, tail, inspect, fork, close and delete durable streams\n"
+    "            (agentd stream --help)\n"
+    "  session   create, list, show, message, follow, cancel, fork, share and delete sessions\n"
+    "            (agentd session --help)\n"
+    "  rt        run code in a session's persistent bash/python/node runtimes: exec, state, history,\n"
+    "            reset, interrupt (agentd rt --help)\n"
     "  mcp       an MCP server on stdio offering a session's runtimes as a tool (agentd mcp --help)\n"
     "  help      show this text\n";
 

@@ -36,7 +36,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#define AGENT_MUST_CHECK __attribute__((warn_unused_result))
+#include "core/core.h"
 
 /* The MCP server name agentd's runtime tool is registered under; Claude sees the tool as
  * mcp__rt__runtime, Codex as rt/runtime, OpenCode as rt_runtime. */
@@ -131,7 +131,7 @@ struct agent_cmd {
  * needs (no prompt, no program for jsonl, mcp or base_url without home where required, fork
  * without native_session). cmd is left empty on error. */
 int agent_command(const struct agent_adapter *a, const struct agent_run_opts *opts,
-                  struct agent_cmd *cmd) AGENT_MUST_CHECK;
+                  struct agent_cmd *cmd) CORE_UNUSED_RESULT;
 void agent_cmd_free(struct agent_cmd *cmd);
 
 /* The line to write on the agent's stdin to cancel run_id, newline included (free it), or NULL

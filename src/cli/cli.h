@@ -1,12 +1,16 @@
 /*
- * cli — the client subcommands of the agentd binary (`agentd stream ...`, and later `agentd session
- * ...`, `agentd runtime ...`). Each subcommand is a `cli_<noun>_main(argc, argv)` that talks to a
- * running server over HTTP (see cli_http.h) and returns a process exit status.
+ * cli — the client commands of the agentd binary: `agentd stream ...` (cli_stream.c), `agentd
+ * session ...` (cli_session.c) and `agentd rt ...` (cli_rt.c). Each noun is a
+ * `cli_<noun>_main(argc, argv)` that talks to a running server over HTTP (cli_http.h) and returns a
+ * process exit status. What they share: the option tables and their parser (cli.c), dispatch to
+ * subcommands (cli_noun.c), JSON helpers (cli_json.h), the live follower (cli_follow.c) and the
+ * transcript renderer (cli_render.h). `agentd mcp` (src/mcp/mcp_stdio.c) uses the same HTTP client.
  *
  * Invariants shared by every client command, so scripts can rely on them:
  *   - the exit status is one of enum cli_exit below, whatever the command;
  *   - `--server URL` (default $AGENTD_URL, else http://127.0.0.1:4437), `--token T` (default
- *     $AGENTD_TOKEN, sent as a bearer token) and `--json` are accepted by every command;
+ *     $AGENTD_TOKEN, sent as a bearer token) and `--json` are accepted by every command, after the
+ *     command or before it (cli_global_opts_first);
  *   - with --json, stdout carries exactly one JSON object per line and nothing else; human messages
  *     and errors always go to stderr.
  *

@@ -10,6 +10,10 @@
  * read gets exactly one reply line, a JSON-RPC error when the server could not answer it;
  * messages are forwarded one at a time, in order; stdin EOF ends the MCP session (DELETE) and
  * exits 0.
+ *
+ * Owns, for the command's life: one HTTP client (cli_http.h, --server/--token as every client
+ * command), the Mcp-Session-Id the server issued on initialize and the protocol revision it settled
+ * on. Nothing is kept on disk.
  */
 #ifndef AGENTD_MCP_STDIO_H
 #define AGENTD_MCP_STDIO_H

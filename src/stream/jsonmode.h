@@ -4,6 +4,9 @@
  * A JSON-mode append must be one valid JSON text (RFC 8259). A top-level array is flattened one
  * level: each element becomes a message. Messages are kept byte for byte as the client sent them
  * (whitespace trimmed), so no number or string is ever re-encoded. Nesting depth is bounded.
+ *
+ * Owns nothing and keeps no state: the caller owns the body, and the callback gets spans into it.
+ * Used by stream/ for appends and creates, and fuzzed by tests/fuzz/fuzz_jsonmode.c.
  */
 #ifndef AGENTD_JSONMODE_H
 #define AGENTD_JSONMODE_H

@@ -1,8 +1,9 @@
 /*
  * stream_parse — validators for the untrusted strings of stream requests: stream paths, RFC 3339
- * timestamps, and the protocol's integer headers. Pure functions (fuzzed by tests/fuzz). Inputs are
- * (pointer, length) and need no NUL; an output is written only on success, so on -EINVAL the
- * caller's variable keeps what it held.
+ * timestamps, and the protocol's integer headers. Pure functions that own nothing (fuzzed by
+ * tests/fuzz/fuzz_request.c); used by stream_http.c and subs/. Inputs are (pointer, length) and
+ * need no NUL; an output is written only on success, so on -EINVAL the caller's variable keeps
+ * what it held. Reasons returned are static strings.
  */
 #ifndef AGENTD_STREAM_PARSE_H
 #define AGENTD_STREAM_PARSE_H
