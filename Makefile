@@ -2,10 +2,24 @@
 #   make [MODE=release|debug|asan]   builds build/$(MODE)/agentd (with the dashboard; UI=0: without)
 #   make run                         installs missing packages, builds, serves on 127.0.0.1:4437
 #   make test                        installs test tools, runs unit, integration, fuzz replay, conformance
+#   make unit | integ | conformance  one part of it (make unit-build: only build the unit tests)
 #   make bench                       benchmarks against the peers (bench/*), prints ratios
 MODE ?= release
+ifeq ($(filter $(MODE),release debug asan),)
+$(error MODE must be release, debug or asan, not '$(MODE)')
+endif
 BUILD := build/$(MODE)
 PKGS := libuv libh2o jansson sqlite3 libcurl libsodium openssl zlib
+# The Debian package that provides each (scripts/deps.sh installs them), for the error below.
+DEB_libuv := libuv1-dev
+DEB_libh2o := libh2o-dev
+DEB_jansson := libjansson-dev
+DEB_sqlite3 := libsqlite3-dev
+DEB_libcurl := libcurl4-openssl-dev
+DEB_libsodium := libsodium-dev
+DEB_openssl := libssl-dev
+DEB_zlib := zlib1g-dev
+PKG_MISSING := $(strip $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) 2>/dev/null && echo y),,$(p))))
 
 CC ?= cc
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
@@ -17,7 +31,9 @@ LDFLAGS_asan := -fsanitize=address,undefined
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libcurl is compiled against but not linked: src/curlx dlopen()s it on first use (see curlx.h).
 PKG_LIBS := $(shell pkg-config --libs $(filter-out libcurl,$(PKGS)) 2>/dev/null)
-CFLAGS += -std=gnu17 $(WARN) $(CFLAGS_$(MODE)) -DH2O_USE_LIBUV=1 -D_GNU_SOURCE -Isrc $(PKG_CFLAGS) -MMD -MP
+# What every C file is compiled with, in every mode and in the fuzz build (tests/tests.mk).
+BASE_CFLAGS := -std=gnu17 -DH2O_USE_LIBUV=1 -D_GNU_SOURCE -Isrc $(PKG_CFLAGS) -MMD -MP
+CFLAGS += $(BASE_CFLAGS) $(WARN) $(CFLAGS_$(MODE))
 LDLIBS += $(PKG_LIBS) -lwslay -lpthread -lm -ldl
 LDFLAGS += $(LDFLAGS_$(MODE))
 
@@ -46,13 +62,24 @@ WEB_SRC := $(shell find web clients/typescript/src -name node_modules -prune -o 
 UI_OBJ := $(BUILD)/gen/ui_assets.o
 endif
 
-.PHONY: all run test unit integ fuzz-replay conformance bench deps test-deps clean tests benches \
-        format format-check FORCE
+.PHONY: all run test unit unit-build integ fuzz-replay conformance bench deps test-deps clean benches \
+        format format-check pkg-check FORCE
 all: $(BUILD)/agentd
-tests: $(UNIT_BIN)
+# Builds the unit test binaries without running them (`make unit` runs them).
+unit-build: $(UNIT_BIN)
 benches: $(BENCH_BIN)
 
-$(BUILD)/obj/%.o: %.c
+# A missing -dev package would otherwise surface as a confusing compile error: stop first, naming it
+# (wslay has no pkg-config file: its header is looked for).
+pkg-check:
+	@missing="$(foreach p,$(PKG_MISSING),$(DEB_$(p)))"; \
+	echo '#include <wslay/wslay.h>' | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing libwslay-dev"; \
+	if [ -n "$${missing# }" ]; then \
+	    echo "make: missing build packages:$${missing:+ }$${missing# } (pkg-config or the compiler cannot find them); make deps installs them, as root" >&2; \
+	    exit 1; \
+	fi
+
+$(BUILD)/obj/%.o: %.c | pkg-check
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 $(LIB): $(LIB_OBJ)
@@ -91,7 +118,7 @@ run: deps
 	@echo "agentd: dashboard at http://127.0.0.1:4437/"
 	@exec build/release/agentd serve --listen 127.0.0.1:4437 --data $${AGENTD_DATA:-./data}
 
-unit: tests
+unit: unit-build
 	prove -f --exec '' $(UNIT_BIN)
 
 integ: all
@@ -101,8 +128,8 @@ integ: all
 # integration tests (leaks and undefined behaviour fail the run).
 test: test-deps
 	@$(MAKE) --no-print-directory format-check
-	@$(MAKE) --no-print-directory MODE=release all tests unit integ fuzz-replay conformance
-	@$(MAKE) --no-print-directory MODE=asan all tests unit integ
+	@$(MAKE) --no-print-directory MODE=release all unit integ fuzz-replay conformance
+	@$(MAKE) --no-print-directory MODE=asan all unit integ
 
 -include tests/tests.mk
 -include bench/bench.mk
@@ -120,4 +147,6 @@ format-check:
 clean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+# Dependency files of this mode's objects only (and the fuzz build's, which has its own objects).
+-include $(wildcard $(BUILD)/obj/src/*.d $(BUILD)/obj/src/*/*.d $(BUILD)/obj/tests/unit/*.d \
+                    $(BUILD)/obj/bench/*/*.d $(BUILD)/gen/*.d build/fuzz/obj/src/*/*.d build/fuzz/obj/tests/fuzz/*.d)

@@ -1,5 +1,5 @@
 # Test rules beyond the Makefile's own; the Makefile -includes this file after defining LIB_SRC,
-# PKG_CFLAGS and LDLIBS.
+# BASE_CFLAGS and LDLIBS.
 #
 #   make conformance   the Durable Streams conformance suite against build/$(MODE)/agentd
 #   make fuzz-replay   builds each tests/fuzz/fuzz_<name>.c as a libFuzzer binary (clang, ASan+UBSan)
@@ -14,15 +14,14 @@ conformance: all
 FUZZ_CC := clang
 FUZZ_DIR := build/fuzz
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_CFLAGS := -std=gnu17 -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -DH2O_USE_LIBUV=1 \
-               -D_GNU_SOURCE -DAGENTD_FUZZ=1 -Isrc $(PKG_CFLAGS) -MMD -MP
+FUZZ_CFLAGS := $(BASE_CFLAGS) -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) -DAGENTD_FUZZ=1
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 # Keep the objects between runs (make would delete them as intermediates of the chained rules).
 .SECONDARY: $(FUZZ_LIB_OBJ) $(FUZZ_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 
-$(FUZZ_DIR)/obj/%.o: %.c
+$(FUZZ_DIR)/obj/%.o: %.c | pkg-check
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
