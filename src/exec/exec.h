@@ -287,4 +287,13 @@ void exec_watch_stop(struct exec_env *env);
  * and glog's "E0102 ..." form. Lines it cannot place are "info". */
 const char *exec_log_level(const char *line, size_t len);
 
+/* ---- directory trees (tree.c): blocking, for the thread pool ---- */
+
+/* Copies what is in `from` into the existing directory `to` (cp -a, reflinks where the filesystem
+ * has them). 0 or a negative errno. */
+EXEC_MUST_CHECK int exec_tree_copy(const char *from, const char *to);
+/* Removes the tree at path, never following symlinks nor entering other filesystems. 0 (also when
+ * it did not exist) or a negative errno when something is left. */
+EXEC_MUST_CHECK int exec_tree_remove(const char *path);
+
 #endif

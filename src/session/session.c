@@ -16,6 +16,7 @@
 #include "session/session_int.h"
 #include "stream/stream.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -132,9 +133,106 @@ static struct session *session__from_record(json_t *rec)
     return se;
 }
 
+/* ================= removing what agentd made for a session ================= */
+
+struct session__purge {
+    uv_work_t work;
+    char *paths[2]; /* NULL entries are skipped */
+};
+
+static void session__purge_work(uv_work_t *w)
+{
+    struct session__purge *p = w->data;
+    for (size_t i = 0; i < CORE_ARRAY_LEN(p->paths); i++) {
+        int rc = p->paths[i] ? exec_tree_remove(p->paths[i]) : 0;
+        if (rc != 0)
+            log_warn("session: %s could not be removed entirely: %s", p->paths[i], strerror(-rc));
+    }
+}
+
+static void session__purge_done(uv_work_t *w, int status)
+{
+    struct session__purge *p = w->data;
+    for (size_t i = 0; i < CORE_ARRAY_LEN(p->paths); i++)
+        free(p->paths[i]);
+    free(p);
+}
+
+/* DATA/<kind>/<id>: where agentd puts a session's workspace or its agent's home. */
+static char *session__own_dir(const struct sessions *s, const char *kind, const char *id)
+{
+    return xasprintf("%s/%s/%s", s->data_dir, kind, id);
+}
+
+/* Removes, in the thread pool, the directories agentd made for session `id`: its agent home, and
+ * its workspace when agentd created it (workspace: its path, or NULL for one the client named). A
+ * path is removed only where agentd puts such directories, whatever a record says. */
+static void session__purge(struct sessions *s, const char *id, const char *workspace)
+{
+    struct session__purge *p = xcalloc(1, sizeof *p);
+    p->paths[0] = session__own_dir(s, "homes", id);
+    if (workspace) {
+        char *mine = session__own_dir(s, "workspaces", id);
+        if (!strcmp(mine, workspace))
+            p->paths[1] = mine;
+        else
+            free(mine);
+    }
+    p->work.data = p;
+    if (uv_queue_work(s->loop, &p->work, session__purge_work, session__purge_done) != 0)
+        session__purge_done(&p->work, 0);
+}
+
+struct session__in_use {
+    const char *path;
+    int found;
+};
+
+static void session__check_workspace(const char *key, void *value, void *arg)
+{
+    struct session__in_use *u = arg;
+    u->found |= !strcmp(((struct session *)value)->workspace, u->path);
+}
+
+static int session__workspace_in_use(struct sessions *s, const char *path)
+{
+    struct session__in_use u = {path, 0};
+    map_each(&s->by_id, session__check_workspace, &u);
+    return u.found;
+}
+
+/* Directories of sessions that are no more (deleted while agentd stopped, or never stored): the
+ * ids under DATA/workspaces and DATA/homes that no session has. */
+static void session__sweep(struct sessions *s)
+{
+    static const char *const kinds[] = {"workspaces", "homes"};
+    for (size_t k = 0; k < CORE_ARRAY_LEN(kinds); k++) {
+        char *dir = xasprintf("%s/%s", s->data_dir, kinds[k]);
+        DIR *d = opendir(dir);
+        for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+            size_t n = strlen(e->d_name);
+            if (n != SESSION_ID_LEN || strspn(e->d_name, "0123456789abcdef") != n ||
+                map_get(&s->by_id, e->d_name, n) != NULL)
+                continue;
+            log_info("session: removing the %s of %s, which no session has", kinds[k], e->d_name);
+            char *ws = session__own_dir(s, "workspaces", e->d_name);
+            if (k == 0 && !session__workspace_in_use(s, ws)) /* not some session's named workspace */
+                session__purge(s, e->d_name, ws);
+            else if (k == 1)
+                session__purge(s, e->d_name, NULL);
+            free(ws);
+        }
+        if (d)
+            closedir(d);
+        free(dir);
+    }
+}
+
 static void session__free(struct session *se)
 {
     struct sessions *s = se->registry;
+    if (se->purge && !s->freeing) /* its processes are gone: the runtimes and environment closed */
+        session__purge(s, se->id, se->owns_workspace ? se->workspace : NULL);
     free(se->agent);
     free(se->workspace);
     json_decref(se->tags);
@@ -659,6 +757,7 @@ int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
     s->cfg.self_exe = s->self_exe;
     session__writes_init(s);
     session__replay(s);
+    session__sweep(s);
     session__ensure_stream(s, NULL, SESSION_FEED_STREAM);
     *out = s;
     return 0;
@@ -711,6 +810,7 @@ void session__delete_finish(struct session *se, int rc)
         se->deleted = 0;
         return;
     }
+    se->purge = 1;
     map_del(&se->registry->by_id, se->id, strlen(se->id));
     session__close_runtimes(se); /* frees se once its runtimes are gone */
 }
@@ -719,6 +819,7 @@ void session__discard(struct session *se)
 {
     log_warn("session %s: its creation could not be stored; discarded", se->id);
     se->deleted = 1;
+    se->purge = 1;
     map_del(&se->registry->by_id, se->id, strlen(se->id));
     session__close_runtimes(se);
 }

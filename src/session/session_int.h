@@ -53,6 +53,7 @@ struct session {
     char **envp;          /* the runtimes' environment, "K=V", NULL-terminated */
     int64_t created_ms;
     int owns_workspace; /* created by agentd under DATA/workspaces */
+    int purge;          /* deleted (or discarded): its workspace and home go when it is freed */
     int deleted;
     int closing; /* runtime closes in flight (+1 while closing) */
     struct runtime *rt[SESSION_NLANG];
