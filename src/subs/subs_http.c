@@ -74,8 +74,11 @@ static void subs__reply_committed(struct stream_op *op)
     struct subs_reply *r = op->arg;
     struct http_req *req = r->req;
     r->committed = 1;
+    int e = -op->result.store_errno;
     if (op->result.status == STREAM_STORE_ERROR)
-        return http_res_error(req, ERR_STORAGE_ERROR, "the subscription state could not be made durable");
+        return http_res_error(req,
+                              e == ENOSPC || e == EFBIG || e == EDQUOT ? ERR_STORAGE_FULL : ERR_STORAGE_ERROR,
+                              "the subscription state could not be made durable");
     /* Nothing of r is touched after this: sending may dispose it. */
     subs__send(req, r->status, r->body);
 }
