@@ -149,8 +149,10 @@ void exec_env_wait(struct exec_env *env, struct exec_env_wait *w, exec_wait_cb c
 void exec_env_wait_cancel(struct exec_env *env, struct exec_env_wait *w);
 
 /* Looks a program up as exec_spawn does for argv[0]: a name with a slash is taken as is
- * (relative to the workspace), a bare name is searched on the environment's PATH (its own, from
- * the declared variables; "/usr/local/bin:/usr/bin:/bin" without one). On success *path is the
+ * (relative to the workspace); a bare name is searched on the environment's PATH (its own, from
+ * the declared variables; "/usr/local/bin:/usr/bin:/bin" without one), then on agentd's PATH (the
+ * program then runs with its directory added to its PATH). A script whose `#!/usr/bin/env NAME`
+ * names an interpreter found on neither PATH is not found either. On success *path is the
  * absolute path (malloc'd: free it). 0, -ENOENT (not found), -EACCES (found, not executable),
  * -ENAMETOOLONG. */
 EXEC_MUST_CHECK int exec_env_find_program(const struct exec_env *env, const char *name, char **path);
@@ -212,13 +214,18 @@ struct exec_spawn_opts {
                                     its copies once exec_spawn returned. With one at child 0 there
                                     is no stdin pipe (exec_proc_write answers -EPIPE). */
     size_t nfds;
+    char *why; /* may be NULL: when exec_spawn fails, a sentence saying why (e.g. the PATHs
+                       searched for a program not found), cut to why_cap bytes with its NUL; ""
+                       when the errno says it all */
+    size_t why_cap;
 };
 
-/* Starts argv[0] (looked up on the environment's own PATH when it has no slash) with argv, in
- * the workspace, in its own process group, sandboxed and limited as the environment says. stdin
- * is a pipe written with exec_proc_write(). Returns 0 and the live proc, -EAGAIN when the
- * environment is not ready, -ENOENT / -EACCES when the program is not found or not executable,
- * or another negative errno from pipe/fork; nothing is left behind on failure. */
+/* Starts argv[0] (looked up as exec_env_find_program says) with argv, in the workspace, in its
+ * own process group, sandboxed and limited as the environment says, with the environment's
+ * variables (PATH extended when the lookup went to agentd's PATH). stdin is a pipe written with
+ * exec_proc_write(). Returns 0 and the live proc, -EAGAIN when the environment is not ready,
+ * -ENOENT / -EACCES when the program is not found or not executable (opts->why says where it was
+ * looked for), or another negative errno from pipe/fork; nothing is left behind on failure. */
 EXEC_MUST_CHECK int exec_spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts,
                                struct exec_proc **out);
 

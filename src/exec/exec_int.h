@@ -17,6 +17,7 @@
 #ifndef AGENTD_EXEC_INT_H
 #define AGENTD_EXEC_INT_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -135,8 +136,21 @@ const char *exec__proc_cgroup(const struct exec_proc *p);
 
 /* ---- lookup.c ----------------------------------------------------------------------------- */
 
-/* exec_env_find_program into a caller's buffer of cap bytes. */
-int exec__resolve(const struct exec_env *env, const char *name, char *out, size_t cap);
+#define EXEC__PROGRAM_DIRS 2
+#define EXEC__DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin" /* for an environment without PATH */
+
+/* What a lookup found: the program, and the directories its PATH needs besides the session's
+ * (its own when it came from agentd's PATH, its interpreter's). */
+struct exec__program {
+    char path[PATH_MAX]; /* absolute */
+    char dirs[EXEC__PROGRAM_DIRS][PATH_MAX];
+    size_t ndirs;
+};
+
+/* Looks `name` up for a program that will run with `session_path` as its PATH (NULL: the
+ * default). 0, or a negative errno with a sentence in why (which may be NULL). */
+int exec__lookup(const struct exec_env *env, const char *session_path, const char *name,
+                 struct exec__program *prog, char *why, size_t why_cap);
 
 /* ---- proc.c: the parent's preparations ---------------------------------------------------- */
 

@@ -480,12 +480,52 @@ static char **merge_env(char *const *base, char *const *extra)
     return out;
 }
 
+/* The PATH a program of env runs with before the lookup's additions: env_extra's, else the
+ * environment's (NULL: none declared). */
+static const char *session_path(const struct exec_env *env, const struct exec_spawn_opts *opts)
+{
+    for (char *const *e = opts->env_extra; e != NULL && *e != NULL; e++)
+        if (strncmp(*e, "PATH=", 5) == 0)
+            return *e + 5;
+    return env->path_var;
+}
+
+/* The variables the program gets: the environment's, opts->env_extra laid over them, and PATH
+ * extended by the directories the lookup added. NULL when that is just env->envp; else an
+ * allocated array (free it) of borrowed strings, but for *path_entry (free it too). */
+static char **spawn_envp(const struct exec_env *env, const struct exec_spawn_opts *opts,
+                         const struct exec__program *prog, char **path_entry)
+{
+    const char *path = session_path(env, opts);
+    char *const *extra = opts->env_extra;
+    size_t ne = 0, n = 0;
+    char **list, **out;
+
+    *path_entry = NULL;
+    if (prog->ndirs == 0)
+        return extra != NULL ? merge_env(env->envp, extra) : NULL;
+    *path_entry = xasprintf("PATH=%s:%s%s%s", path != NULL ? path : EXEC__DEFAULT_PATH, prog->dirs[0],
+                            prog->ndirs > 1 ? ":" : "", prog->ndirs > 1 ? prog->dirs[1] : "");
+    while (extra != NULL && extra[ne] != NULL)
+        ne++;
+    list = xcalloc(ne + 2, sizeof *list);
+    for (size_t i = 0; i < ne; i++)
+        if (strncmp(extra[i], "PATH=", 5) != 0)
+            list[n++] = extra[i];
+    list[n] = *path_entry;
+    out = merge_env(env->envp, list);
+    free(list);
+    return out;
+}
+
 int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts, bool probe,
                 struct exec_proc **out)
 {
     int inp[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1}, life[2] = {-1, -1};
     int devnull = -1, cg_fd[EXEC__CG_N] = {-1, -1}, rc;
-    char program[PATH_MAX], pgid_arg[24];
+    char pgid_arg[24];
+    struct exec__program prog;
+    char *path_entry = NULL;
     char **bw = NULL;
     char *guard_argv[] = {"/bin/sh", "-c", PROC_GUARD_SCRIPT, "agentd-exec-guard", pgid_arg, NULL, NULL};
     char *guard_env[] = {"PATH=/usr/bin:/bin", NULL};
@@ -495,6 +535,8 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     struct exec_child sp = {0}, gsp = {0};
     struct exec_proc *p;
 
+    if (opts->why != NULL && opts->why_cap > 0)
+        opts->why[0] = '\0';
     if (argv == NULL || argv[0] == NULL || opts->nfds > EXEC_SPAWN_FDS_MAX ||
         (opts->on_stderr != NULL && opts->on_stderr_data != NULL))
         return -EINVAL;
@@ -503,7 +545,7 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
             return -EINVAL;
         has_in = has_in && opts->fds[i].child != 0;
     }
-    if ((rc = exec__resolve(env, argv[0], program, sizeof program)) < 0)
+    if ((rc = exec__lookup(env, session_path(env, opts), argv[0], &prog, opts->why, opts->why_cap)) < 0)
         return rc;
     p = xcalloc(1, sizeof *p);
     p->env = env;
@@ -525,15 +567,14 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     }
     cg_proc_dirs(env, p, cg_fd);
 
-    sp.envp = env->envp;
-    if (opts->env_extra != NULL)
-        sp.envp = merged = merge_env(env->envp, opts->env_extra);
+    merged = spawn_envp(env, opts, &prog, &path_entry);
+    sp.envp = merged != NULL ? merged : env->envp;
     if (env->sandbox == EXEC_SANDBOX_BWRAP) {
-        bw = exec__bwrap_argv(env->bwrap, env->workspace, env->share_net, program, argv);
+        bw = exec__bwrap_argv(env->bwrap, env->workspace, env->share_net, prog.path, argv);
         sp.path = env->bwrap;
         sp.argv = bw;
     } else {
-        sp.path = program;
+        sp.path = prog.path;
         sp.argv = argv;
         sp.cwd = env->workspace;
     }
@@ -553,6 +594,7 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     rc = exec_child_spawn(&sp, &p->pid);
     free(bw);
     free(merged);
+    free(path_entry);
     if (rc < 0)
         goto fail;
 

@@ -509,12 +509,15 @@ static void run__spawn(struct session_run *r)
         rc = run__write_file(&cmd.files[i]);
     r->out = agent_parser_new(se->adapter, 0, run__on_event, r);
     r->err = agent_parser_new(NULL, 0, run__on_event, r);
+    char why[1024] = "";
     struct exec_spawn_opts so = {
         .on_stdout = run__on_stdout,
         .on_stderr = run__on_stderr,
         .on_exit = run__on_exit,
         .arg = r,
         .env_extra = cmd.env,
+        .why = why,
+        .why_cap = sizeof why,
     };
     if (rc == 0)
         rc = exec_spawn(se->xenv, cmd.argv, &so, &r->proc);
@@ -525,7 +528,7 @@ static void run__spawn(struct session_run *r)
     char *program = xstrdup(cmd.argv && cmd.argv[0] ? cmd.argv[0] : "?");
     agent_cmd_free(&cmd);
     if (rc != 0 && r->proc == NULL) {
-        char *msg = xasprintf("cannot start %s: %s", program, strerror(-rc));
+        char *msg = xasprintf("cannot start %s: %s", program, why[0] ? why : strerror(-rc));
         run__complete(r, "error", rc == -ENOENT || rc == -EACCES ? "agent_not_found" : "spawn_failed", msg,
                       INT64_MIN);
         free(msg);

@@ -864,6 +864,32 @@ static void test_find_program(void)
     ok(found != NULL && strncmp(found, h.ws, strlen(h.ws)) == 0, "find: relative to the workspace (%s)",
        found ? found : "NULL");
     free(found);
+
+    /* A program only on agentd's PATH runs, with its directory after the session's PATH. */
+    char bin[96], *old_path = getenv("PATH") ? xstrdup(getenv("PATH")) : NULL;
+    char *argv_only[] = {"agentd-only-here", NULL}, *argv_none[] = {"agentd-nowhere", NULL};
+    char agentd_path[256], why[512];
+    struct run r;
+    snprintf(bin, sizeof bin, "%s/bin", h.ws);
+    mkdir(bin, 0755);
+    touch(h.ws, "bin/agentd-only-here", "#!/bin/sh\necho \"$PATH\"\n");
+    snprintf(file, sizeof file, "%s/agentd-only-here", bin);
+    chmod(file, 0755);
+    snprintf(agentd_path, sizeof agentd_path, "%s:/usr/bin:/bin", bin);
+    setenv("PATH", agentd_path, 1);
+    is_int(h_run(&h, &r, argv_only, NULL, 0), 0, "find: a program only on agentd's PATH is spawned");
+    char want[200];
+    snprintf(want, sizeof want, "/nonexistent:/usr/bin:/bin:%s\n", bin);
+    is_str(r.out.p, want, "find: it runs with the session's PATH plus its own directory");
+    r_free(&r);
+    struct exec_proc *p;
+    struct exec_spawn_opts so = {.why = why, .why_cap = sizeof why};
+    is_int(exec_spawn(h.env, argv_none, &so, &p), -ENOENT, "find: found nowhere is -ENOENT");
+    ok(strstr(why, "(/nonexistent:/usr/bin:/bin)") && strstr(why, agentd_path),
+       "find: why names both PATHs searched (%s)", why);
+    if (old_path != NULL)
+        setenv("PATH", old_path, 1);
+    free(old_path);
     h_close(&h, "find");
 }
 
