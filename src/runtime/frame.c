@@ -14,7 +14,7 @@
 #include <sys/random.h>
 
 #include "core/core.h"
-#include "runtime/internal.h"
+#include "runtime/runtime_int.h"
 
 void runtime__nonce(char hex[RUNTIME__NONCE_LEN + 1])
 {
@@ -29,7 +29,7 @@ void runtime__nonce(char hex[RUNTIME__NONCE_LEN + 1])
         if (n < 0) {
             /* getrandom only fails before the pool is seeded or on a broken kernel; a
              * predictable nonce would make the framing spoofable, so refuse to go on. */
-            fprintf(stderr, "runtime: getrandom: %s\n", strerror(errno));
+            log_error("runtime: getrandom: %s", strerror(errno));
             abort();
         }
         got += (size_t)n;
@@ -50,7 +50,7 @@ void runtime__scan_init(struct runtime__scan *s, const char *needle, size_t len)
     memcpy(s->needle, needle, len);
     s->len = len;
     s->matched = 0;
-    s->found = false;
+    s->found = 0;
 }
 
 size_t runtime__scan_feed(struct runtime__scan *s, const char *p, size_t n, runtime__emit_cb emit, void *arg)
@@ -73,7 +73,7 @@ size_t runtime__scan_feed(struct runtime__scan *s, const char *p, size_t n, runt
             run = ++i;
             if (++s->matched == s->len) {
                 s->matched = 0;
-                s->found = true;
+                s->found = 1;
                 return i;
             }
         } else {
@@ -109,7 +109,7 @@ void runtime__capture_add(void *capture, const char *p, size_t n)
     c->total += n;
     if (c->len + keep > c->limit) {
         keep = c->limit - c->len;
-        c->truncated = true;
+        c->truncated = 1;
     }
     if (keep == 0)
         return;
@@ -119,15 +119,12 @@ void runtime__capture_add(void *capture, const char *p, size_t n)
             cap *= 2;
         if (cap > c->limit)
             cap = c->limit;
-        c->buf = realloc(c->buf, cap + 128); /* room for the truncation notice */
-        if (c->buf == NULL) {
-            fprintf(stderr, "runtime: out of memory\n");
-            abort();
-        }
+        c->buf = xrealloc(c->buf, cap);
         c->cap = cap;
     }
     memcpy(c->buf + c->len, p, keep);
     c->len += keep;
+    assert(c->len <= c->limit && c->len <= c->cap);
 }
 
 void runtime__capture_finish(struct runtime__capture *c, const char *note)

@@ -3,26 +3,19 @@
  * Records copy what they need (code is cut to RUNTIME__HISTORY_CODE_MAX bytes) so a result can
  * be forgotten as soon as its callback returns. The oldest record is overwritten when full.
  */
+#include <assert.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/internal.h"
-
-static void *history_alloc(size_t n)
-{
-    void *p = calloc(1, n ? n : 1);
-    if (p == NULL) {
-        fprintf(stderr, "runtime: out of memory\n");
-        abort();
-    }
-    return p;
-}
+#include "core/core.h"
+#include "runtime/runtime_int.h"
 
 void runtime__history_init(struct runtime__history *h, size_t max)
 {
-    h->ring = history_alloc(max * sizeof *h->ring);
+    assert(max > 0);
+    h->ring = xcalloc(max, sizeof *h->ring);
     h->max = max;
     h->head = 0;
     h->count = 0;
@@ -32,6 +25,7 @@ void runtime__history_add(struct runtime__history *h, const struct runtime_resul
 {
     struct runtime__record *r = &h->ring[h->head];
 
+    assert(h->head < h->max && h->count <= h->max);
     free(r->code);
     memset(r, 0, sizeof *r);
     r->seq = res->seq;
@@ -44,7 +38,7 @@ void runtime__history_add(struct runtime__history *h, const struct runtime_resul
             k--;
         r->code_kept = k;
     }
-    r->code = history_alloc(r->code_kept + 1);
+    r->code = xcalloc(1, r->code_kept + 1);
     memcpy(r->code, res->code, r->code_kept);
     r->status = res->status;
     r->outcome = res->outcome;
@@ -94,8 +88,10 @@ char *runtime__history_json(const struct runtime__history *h, size_t limit)
     }
     text = json_dumps(arr, JSON_COMPACT);
     json_decref(arr);
-    if (text == NULL)
+    if (text == NULL) {
+        log_error("runtime: out of memory for the history");
         abort();
+    }
     return text;
 }
 

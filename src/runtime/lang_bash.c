@@ -16,63 +16,65 @@
  * nonce after each call, so if an early SIGINT left half a line behind, the remainder evaluates
  * nothing and prints no marker (the caller then escalates to SIGKILL).
  */
+#include <assert.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "runtime/internal.h"
+#include "runtime/runtime_int.h"
 
 /* Sourced once from the memfd before the first call. Variables present at its end form the
  * baseline that state() leaves out; ${!x@} lists names without forking a subshell. */
-static const char bash_init[] = "PS1= PS2= PS0= PS4='+ '\n"
-                                "set +H +o history\n"
-                                "__agentd_n= __agentd_code=\n"
-                                "__agentd_p() {\n"
-                                "  IFS= builtin read -r -d '' -u 62 __agentd_code\n"
-                                "  __agentd_n=${__agentd_code:0:" RUNTIME__NONCE_LEN_STR
-                                "} __agentd_code=${__agentd_code:" RUNTIME__NONCE_LEN_STR "+1}\n"
-                                "  return 0\n"
-                                "}\n"
-                                "shopt -s expand_aliases\n"
-                                "alias __agentd_r='builtin eval \"$__agentd_code\" </dev/null'\n"
-                                "__agentd_prompt() {\n"
-                                "  local s=$? f=\n"
-                                "  if [[ -n $__agentd_n ]]; then\n"
-                                "    [[ -e /dev/fd/1 ]] || f=" RUNTIME__FLAG_STDOUT "\n"
-                                "    [[ -e /dev/fd/2 ]] || f+=" RUNTIME__FLAG_STDERR "\n"
-                                "    builtin printf '\\036%s:%d%s\\n' \"$__agentd_n\" \"$s\" \"$f\" "
-                                ">&" RUNTIME__MARK_FD_STR "\n"
-                                "  fi\n"
-                                "  __agentd_n= __agentd_code=\n"
-                                "}\n"
-                                "declare -r PROMPT_COMMAND=__agentd_prompt\n"
-                                "declare -A __agentd_base=()\n"
-                                "for __agentd_i in {a..z} {A..Z} _; do\n"
-                                "  builtin eval \"for __agentd_j in \\\"\\${!$__agentd_i@}\\\"; do "
-                                "__agentd_base[\\$__agentd_j]=1; done\"\n"
-                                "done\n"
-                                "unset __agentd_i __agentd_j\n";
+static const char runtime__bash_init[] = "PS1= PS2= PS0= PS4='+ '\n"
+                                         "set +H +o history\n"
+                                         "__agentd_n= __agentd_code=\n"
+                                         "__agentd_p() {\n"
+                                         "  IFS= builtin read -r -d '' -u 62 __agentd_code\n"
+                                         "  __agentd_n=${__agentd_code:0:" RUNTIME__NONCE_LEN_STR
+                                         "} __agentd_code=${__agentd_code:" RUNTIME__NONCE_LEN_STR "+1}\n"
+                                         "  return 0\n"
+                                         "}\n"
+                                         "shopt -s expand_aliases\n"
+                                         "alias __agentd_r='builtin eval \"$__agentd_code\" </dev/null'\n"
+                                         "__agentd_prompt() {\n"
+                                         "  local s=$? f=\n"
+                                         "  if [[ -n $__agentd_n ]]; then\n"
+                                         "    [[ -e /dev/fd/1 ]] || f=" RUNTIME__FLAG_STDOUT "\n"
+                                         "    [[ -e /dev/fd/2 ]] || f+=" RUNTIME__FLAG_STDERR "\n"
+                                         "    builtin printf '\\036%s:%d%s\\n' \"$__agentd_n\" \"$s\" \"$f\" "
+                                         ">&" RUNTIME__MARK_FD_STR "\n"
+                                         "  fi\n"
+                                         "  __agentd_n= __agentd_code=\n"
+                                         "}\n"
+                                         "declare -r PROMPT_COMMAND=__agentd_prompt\n"
+                                         "declare -A __agentd_base=()\n"
+                                         "for __agentd_i in {a..z} {A..Z} _; do\n"
+                                         "  builtin eval \"for __agentd_j in \\\"\\${!$__agentd_i@}\\\"; do "
+                                         "__agentd_base[\\$__agentd_j]=1; done\"\n"
+                                         "done\n"
+                                         "unset __agentd_i __agentd_j\n";
 
 /* Runs as an ordinary call. Output: NUL-separated records "c" cwd, "x" name value (exported),
  * "v" name value (other variables set since start), then "F" and `declare -F` lines. */
-static const char bash_state[] = "builtin printf 'c\\0%s\\0' \"$PWD\"\n"
-                                 "for __agentd_i in {a..z} {A..Z} _; do\n"
-                                 "  builtin eval \"__agentd_l=(\\\"\\${!$__agentd_i@}\\\")\"\n"
-                                 "  for __agentd_j in \"${__agentd_l[@]}\"; do\n"
-                                 "    [[ $__agentd_j == __agentd_* ]] && continue\n"
-                                 "    if [[ ${!__agentd_j@a} == *x* ]]; then\n"
-                                 "      builtin printf 'x\\0%s\\0%s\\0' \"$__agentd_j\" \"${!__agentd_j}\"\n"
-                                 "    elif [[ -z ${__agentd_base[$__agentd_j]} ]]; then\n"
-                                 "      builtin printf 'v\\0%s\\0%s\\0' \"$__agentd_j\" \"${!__agentd_j}\"\n"
-                                 "    fi\n"
-                                 "  done\n"
-                                 "done\n"
-                                 "unset __agentd_i __agentd_j __agentd_l\n"
-                                 "builtin printf 'F\\0'\n"
-                                 "builtin declare -F\n";
+static const char runtime__bash_state[] =
+    "builtin printf 'c\\0%s\\0' \"$PWD\"\n"
+    "for __agentd_i in {a..z} {A..Z} _; do\n"
+    "  builtin eval \"__agentd_l=(\\\"\\${!$__agentd_i@}\\\")\"\n"
+    "  for __agentd_j in \"${__agentd_l[@]}\"; do\n"
+    "    [[ $__agentd_j == __agentd_* ]] && continue\n"
+    "    if [[ ${!__agentd_j@a} == *x* ]]; then\n"
+    "      builtin printf 'x\\0%s\\0%s\\0' \"$__agentd_j\" \"${!__agentd_j}\"\n"
+    "    elif [[ -z ${__agentd_base[$__agentd_j]} ]]; then\n"
+    "      builtin printf 'v\\0%s\\0%s\\0' \"$__agentd_j\" \"${!__agentd_j}\"\n"
+    "    fi\n"
+    "  done\n"
+    "done\n"
+    "unset __agentd_i __agentd_j __agentd_l\n"
+    "builtin printf 'F\\0'\n"
+    "builtin declare -F\n";
 
-static void bash_argv(const char *program, const char **argv)
+static void runtime__bash_argv(const char *program, const char **argv)
 {
     argv[0] = program;
     argv[1] = "--norc";
@@ -82,7 +84,8 @@ static void bash_argv(const char *program, const char **argv)
     argv[5] = NULL;
 }
 
-static size_t bash_request(char *buf, size_t cap, enum runtime__kind kind, const char *nonce, size_t code_len)
+static size_t runtime__bash_request(char *buf, size_t cap, enum runtime__kind kind, const char *nonce,
+                                    size_t code_len)
 {
     int n;
 
@@ -90,16 +93,17 @@ static size_t bash_request(char *buf, size_t cap, enum runtime__kind kind, const
         n = snprintf(buf, cap, ". /dev/fd/%d; __agentd_n=%s\n", RUNTIME__CODE_FD, nonce);
     else
         n = snprintf(buf, cap, "__agentd_p;__agentd_r\n");
+    assert(n > 0 && (size_t)n < cap); /* the whole line, or the call would hang */
     return (size_t)n;
 }
 
-static json_t *text(const char *p, size_t n)
+static json_t *runtime__bash_text(const char *p, size_t n)
 {
     json_t *s = json_stringn(p, n);
     return s ? s : json_string("<not UTF-8>");
 }
 
-static int bash_state_json(const char *out, size_t len, void *obj_)
+static int runtime__bash_state_json(const char *out, size_t len, void *obj_)
 {
     json_t *obj = obj_, *exported = json_object(), *vars = json_object(), *funcs = json_array();
     const char *p = out, *end = out + len;
@@ -128,14 +132,14 @@ static int bash_state_json(const char *out, size_t len, void *obj_)
             l2 = (size_t)(p++ - f2);
         }
         if (strcmp(tag, "c") == 0) {
-            json_object_set_new(obj, "cwd", text(f1, l1));
+            json_object_set_new(obj, "cwd", runtime__bash_text(f1, l1));
         } else if (f2 != NULL) {
             char name[256];
             if (l1 >= sizeof name)
                 continue;
             memcpy(name, f1, l1);
             name[l1] = '\0';
-            json_object_set_new(tag[0] == 'x' ? exported : vars, name, text(f2, l2));
+            json_object_set_new(tag[0] == 'x' ? exported : vars, name, runtime__bash_text(f2, l2));
         }
     }
     /* `declare -F` lines: "declare -f name" (plus "-fx" for exported functions). */
@@ -148,7 +152,7 @@ static int bash_state_json(const char *out, size_t len, void *obj_)
         if (sp != NULL) {
             n = (size_t)(line_end - sp - 1);
             if (!(n >= 9 && memcmp(sp + 1, "__agentd_", 9) == 0))
-                json_array_append_new(funcs, text(sp + 1, n));
+                json_array_append_new(funcs, runtime__bash_text(sp + 1, n));
         }
         p = nl ? nl + 1 : end;
     }
@@ -168,10 +172,10 @@ const struct runtime__lang runtime__lang_bash = {
     .name = "bash",
     .search_name = "bash",
     .ctl_fd = 0,
-    .init = bash_init,
-    .state_code = bash_state,
-    .nonce_in_code = true,
-    .argv = bash_argv,
-    .request = bash_request,
-    .state_json = bash_state_json,
+    .init = runtime__bash_init,
+    .state_code = runtime__bash_state,
+    .nonce_in_code = 1,
+    .argv = runtime__bash_argv,
+    .request = runtime__bash_request,
+    .state_json = runtime__bash_state_json,
 };

@@ -13,9 +13,9 @@
  */
 #include <stdio.h>
 
-#include "runtime/internal.h"
+#include "runtime/runtime_int.h"
 
-static const char node_driver[] =
+static const char runtime__node_driver[] =
     "(function () {\n"
     "  'use strict';\n"
     "  const fs = require('fs'), vm = require('vm'), util = require('util'), net = require('net');\n"
@@ -117,11 +117,11 @@ static const char node_driver[] =
     "  ctl.on('error', () => process.exit(0));\n"
     "})();\n";
 
-static void node_argv(const char *program, const char **argv)
+static void runtime__node_argv(const char *program, const char **argv)
 {
     argv[0] = program;
     argv[1] = "-e";
-    argv[2] = node_driver;
+    argv[2] = runtime__node_driver;
     argv[3] = NULL;
 }
 
@@ -129,7 +129,7 @@ const struct runtime__lang runtime__lang_node = {
     .name = "node",
     .search_name = "node",
     .ctl_fd = RUNTIME__CTL_FD,
-    .argv = node_argv,
+    .argv = runtime__node_argv,
     .request = runtime__request_socket,
     .state_json = runtime__state_passthrough,
 };

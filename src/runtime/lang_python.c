@@ -12,9 +12,9 @@
  */
 #include <stdio.h>
 
-#include "runtime/internal.h"
+#include "runtime/runtime_int.h"
 
-static const char python_driver[] =
+static const char runtime__python_driver[] =
     "import os, sys, signal, _ast\n"
     "def _agentd_main():\n"
     "    ctl, cfd, mark = 61, 62, " RUNTIME__MARK_FD_STR "\n"
@@ -127,11 +127,11 @@ static const char python_driver[] =
     "        os.write(mark, b'\\x1e' + nonce + b':' + str(status).encode() + f + b'\\n')\n"
     "_agentd_main()\n";
 
-static void python_argv(const char *program, const char **argv)
+static void runtime__python_argv(const char *program, const char **argv)
 {
     argv[0] = program;
     argv[1] = "-c";
-    argv[2] = python_driver;
+    argv[2] = runtime__python_driver;
     argv[3] = NULL;
 }
 
@@ -139,7 +139,7 @@ const struct runtime__lang runtime__lang_python = {
     .name = "python",
     .search_name = "python3",
     .ctl_fd = RUNTIME__CTL_FD,
-    .argv = python_argv,
+    .argv = runtime__python_argv,
     .request = runtime__request_socket,
     .state_json = runtime__state_passthrough,
 };

@@ -8,6 +8,7 @@
  * the stdout pipe for completion markers (fd 63). stderr arrives as raw bytes, because a call's
  * stderr is exact bytes, not lines.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -19,9 +20,9 @@
 
 #include "core/core.h"
 #include "exec/exec.h"
-#include "runtime/internal.h"
+#include "runtime/runtime_int.h"
 
-static void close_fd(int *fd)
+static void runtime__close_fd(int *fd)
 {
     if (*fd >= 0)
         close(*fd);
@@ -30,39 +31,39 @@ static void close_fd(int *fd)
 
 /* ---- exec's callbacks ------------------------------------------------------------------ */
 
-static void on_exec_stdout(void *arg, struct exec_proc *xp, const char *data, size_t len)
+static void runtime__proc_on_stdout(void *arg, struct exec_proc *xp, const char *data, size_t len)
 {
     runtime__on_data(arg, 1, data, len);
 }
 
-static void on_exec_stderr(void *arg, struct exec_proc *xp, const char *data, size_t len)
+static void runtime__proc_on_stderr(void *arg, struct exec_proc *xp, const char *data, size_t len)
 {
     runtime__on_data(arg, 2, data, len);
 }
 
-static void on_stop_closed(uv_handle_t *h)
+static void runtime__proc_on_stop_closed(uv_handle_t *h)
 {
     struct runtime__proc *p = h->data;
 
-    close_fd(&p->code_fd);
-    close_fd(&p->ctl_fd);
+    runtime__close_fd(&p->code_fd);
+    runtime__close_fd(&p->ctl_fd);
     runtime__on_proc_freed(p->rt, p);
     free(p);
 }
 
-static void on_exec_exit(void *arg, struct exec_proc *xp, const struct exec_exit *ex)
+static void runtime__proc_on_exit(void *arg, struct exec_proc *xp, const struct exec_exit *ex)
 {
     struct runtime__proc *p = arg;
 
     p->xp = NULL; /* exec frees it when this returns */
-    p->exited = true;
+    p->exited = 1;
     p->status = ex->signal != 0 ? 128 + ex->signal : ex->status;
     if (p->reason == NULL)
         p->reason = "exited";
-    close_fd(&p->ctl_fd);
+    runtime__close_fd(&p->ctl_fd);
     uv_timer_stop(&p->stop_timer);
     runtime__on_proc_done(p);
-    uv_close((uv_handle_t *)&p->stop_timer, on_stop_closed);
+    uv_close((uv_handle_t *)&p->stop_timer, runtime__proc_on_stop_closed);
 }
 
 /* ---- starting -------------------------------------------------------------------------- */
@@ -75,8 +76,9 @@ int runtime__proc_spawn(struct runtime *rt, const struct runtime__proc_config *c
     struct exec_fd fds[EXEC_SPAWN_FDS_MAX];
     size_t nfds = 0;
     struct runtime__proc *p = NULL;
-    struct exec_spawn_opts so = {
-        .on_stdout = on_exec_stdout, .on_stderr_data = on_exec_stderr, .on_exit = on_exec_exit};
+    struct exec_spawn_opts so = {.on_stdout = runtime__proc_on_stdout,
+                                 .on_stderr_data = runtime__proc_on_stderr,
+                                 .on_exit = runtime__proc_on_exit};
 
     if (exec_env_status(cfg->env) != EXEC_STATUS_READY)
         return -EAGAIN;
@@ -118,10 +120,10 @@ int runtime__proc_spawn(struct runtime *rt, const struct runtime__proc_config *c
 
 fail:
     free(p);
-    close_fd(&ctl[0]);
-    close_fd(&ctl[1]);
-    close_fd(&devnull);
-    close_fd(&code);
+    runtime__close_fd(&ctl[0]);
+    runtime__close_fd(&ctl[1]);
+    runtime__close_fd(&devnull);
+    runtime__close_fd(&code);
     return rc;
 }
 
@@ -174,7 +176,7 @@ void runtime__proc_interrupt(struct runtime__proc *p)
         (void)exec_proc_signal(p->xp, SIGINT);
 }
 
-static void on_stop_timer(uv_timer_t *t)
+static void runtime__proc_on_stop_timer(uv_timer_t *t)
 {
     struct runtime__proc *p = t->data;
 
@@ -188,9 +190,9 @@ void runtime__proc_stop(struct runtime__proc *p, const char *reason)
         p->reason = reason;
     if (p->stopping || p->killed || p->exited)
         return;
-    p->stopping = true;
-    close_fd(&p->ctl_fd); /* end of file on the request channel: the driver exits */
-    uv_timer_start(&p->stop_timer, on_stop_timer, p->grace_ms, 0);
+    p->stopping = 1;
+    runtime__close_fd(&p->ctl_fd); /* end of file on the request channel: the driver exits */
+    uv_timer_start(&p->stop_timer, runtime__proc_on_stop_timer, p->grace_ms, 0);
 }
 
 void runtime__proc_kill(struct runtime__proc *p, const char *reason)
@@ -199,8 +201,9 @@ void runtime__proc_kill(struct runtime__proc *p, const char *reason)
         p->reason = reason;
     if (p->killed || p->exited)
         return;
-    p->killed = true;
+    p->killed = 1;
+    assert(p->xp != NULL); /* exec's proc lives until its exit callback, which sets exited */
     uv_timer_stop(&p->stop_timer);
-    close_fd(&p->ctl_fd);
+    runtime__close_fd(&p->ctl_fd);
     exec_proc_kill(p->xp, 0, NULL, NULL);
 }

@@ -9,6 +9,7 @@
  * The struct is freed only from the last timer close callback, never synchronously, so every
  * callback may call any runtime_* function, runtime_close included.
  */
+#include <assert.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -17,12 +18,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/core.h"
 #include "exec/exec.h"
-#include "runtime/internal.h"
+#include "runtime/runtime_int.h"
 
-#define RUNTIME_INTERRUPT_MIN_NS (5 * 1000 * 1000) /* see request_interrupt */
+#define RUNTIME_INTERRUPT_MIN_NS (5 * 1000 * 1000) /* see runtime__request_interrupt */
 #define RUNTIME_INIT_CAPTURE     4096
 #define RUNTIME_STATE_CAPTURE    (16u * 1024u * 1024u)
+
+/* How far the interruption of the current call has gone (runtime__request_interrupt). */
+enum runtime__phase {
+    RUNTIME__PHASE_RUNNING,  /* not interrupted */
+    RUNTIME__PHASE_DEFERRED, /* asked within RUNTIME_INTERRUPT_MIN_NS of hand-over: SIGINT held back */
+    RUNTIME__PHASE_SIGINT,   /* SIGINT sent; SIGKILL follows after the grace period */
+};
 
 struct runtime__call {
     struct runtime__call *next;
@@ -38,11 +47,11 @@ struct runtime__call {
     char nonce[RUNTIME__NONCE_LEN + 1];
     struct runtime__scan scan_out;
     struct runtime__capture out, err;
-    bool out_marker, out_done;
-    bool closed_out, closed_err; /* the marker's flags: the code closed its stdout / stderr */
+    int out_marker, out_done;
+    int closed_out, closed_err; /* the marker's flags: the code closed its stdout / stderr */
     int status;
-    int phase; /* 0 running, 1 interrupt deferred, 2 SIGINT sent */
-    bool timed_out, killed, cancelled;
+    enum runtime__phase phase;
+    int timed_out, killed, cancelled;
     int failed; /* negative errno: could not start */
     uint64_t queued_ns, sent_ns, started_at_ms;
 };
@@ -55,7 +64,7 @@ struct runtime {
     char *cwd;                     /* owned: the environment's workspace, for state answers */
     struct exec_env *env;          /* borrowed; NULL once it closed under us */
     struct exec_env_wait env_wait; /* while `waiting`: for the environment to be ready */
-    bool waiting;
+    int waiting;
     size_t output_limit;
     uint64_t idle_ms, timeout_ms, grace_ms;
     runtime_event_cb event_cb;
@@ -65,53 +74,30 @@ struct runtime {
     struct runtime__call *cur;
     struct runtime__call *head, *tail;
     uv_timer_t call_timer, idle_timer, kick_timer;
-    uv_idle_t spin;      /* active: the loop polls instead of sleeping (see send_call) */
+    uv_idle_t spin;      /* active: the loop polls instead of sleeping (see runtime__send_call) */
     uint64_t spin_ns;    /* 0: never spin */
     uint64_t spin_until; /* uv_hrtime() at which the current spin ends */
-    bool last_quick;     /* the previous call answered within 4 x spin_ns */
+    int last_quick;      /* the previous call answered within 4 x spin_ns */
     int open_handles;
     uint64_t next_seq;
     struct runtime__history history;
-    bool closing, finishing;
+    int closing, finishing;
     runtime_close_cb close_cb;
     void *close_arg;
 };
 
-static void dispatch(struct runtime *rt);
+static void runtime__dispatch(struct runtime *rt);
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-static void *xcalloc(size_t n)
-{
-    void *p = calloc(1, n);
-    if (p == NULL) {
-        fprintf(stderr, "runtime: out of memory\n");
-        abort();
-    }
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    return memcpy(xcalloc(n), s, n);
-}
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void emit_status(struct runtime *rt, enum runtime_status st, const char *reason, int pid)
+static void runtime__emit_status(struct runtime *rt, enum runtime_status st, const char *reason, int pid)
 {
     struct runtime_event ev = {.kind = RUNTIME_EVENT_STATUS, .status = st, .reason = reason, .pid = pid};
     if (rt->event_cb)
         rt->event_cb(rt, &ev, rt->event_arg);
 }
 
-static void kick(struct runtime *rt);
+static void runtime__kick(struct runtime *rt);
 
 /* ---- names ------------------------------------------------------------------------------ */
 
@@ -184,7 +170,7 @@ int runtime_new(struct uv_loop_s *loop, const struct runtime_options *opts, stru
     if ((rc = exec_env_find_program(opts->env, opts->program ? opts->program : lang->search_name, &path)) < 0)
         return rc == -EACCES ? rc : -ENOENT;
     free(path);
-    rt = xcalloc(sizeof *rt);
+    rt = xcalloc(1, sizeof *rt);
     rt->loop = loop;
     rt->lang_id = opts->lang;
     rt->lang = lang;
@@ -200,7 +186,7 @@ int runtime_new(struct uv_loop_s *loop, const struct runtime_options *opts, stru
     runtime__history_init(&rt->history, opts->history_max ? opts->history_max : RUNTIME_DEFAULT_HISTORY);
     rt->spin_ns =
         opts->spin_us < 0 ? 0 : 1000 * (uint64_t)(opts->spin_us ? opts->spin_us : RUNTIME_DEFAULT_SPIN_US);
-    rt->last_quick = true;
+    rt->last_quick = 1;
     uv_timer_init(loop, &rt->call_timer);
     uv_timer_init(loop, &rt->idle_timer);
     uv_timer_init(loop, &rt->kick_timer);
@@ -213,7 +199,7 @@ int runtime_new(struct uv_loop_s *loop, const struct runtime_options *opts, stru
 
 /* ---- completing calls ------------------------------------------------------------------- */
 
-static void call_free(struct runtime__call *c)
+static void runtime__call_free(struct runtime__call *c)
 {
     runtime__capture_free(&c->out);
     runtime__capture_free(&c->err);
@@ -221,7 +207,7 @@ static void call_free(struct runtime__call *c)
     free(c);
 }
 
-static void state_answer(struct runtime *rt, struct runtime__call *c, json_t *obj, int rc)
+static void runtime__state_answer(struct runtime *rt, struct runtime__call *c, json_t *obj, int rc)
 {
     char *text = NULL;
 
@@ -234,18 +220,18 @@ static void state_answer(struct runtime *rt, struct runtime__call *c, json_t *ob
     free(text);
 }
 
-static void state_not_running(struct runtime *rt, struct runtime__call *c)
+static void runtime__state_not_running(struct runtime *rt, struct runtime__call *c)
 {
     json_t *o = json_object();
 
     json_object_set_new(o, "running", json_false());
     json_object_set_new(o, "pid", json_integer(0));
     json_object_set_new(o, "cwd", json_string(rt->cwd));
-    state_answer(rt, c, o, 0);
+    runtime__state_answer(rt, c, o, 0);
 }
 
 /* The line ending the stderr of a call that closed its output (RUNTIME_OUTPUT_CLOSED). */
-static const char *closed_note(const struct runtime__call *c)
+static const char *runtime__closed_note(const struct runtime__call *c)
 {
     if (c->closed_out && c->closed_err)
         return "[agentd: the code closed its stdout and stderr: the runtime restarts with a fresh process, "
@@ -258,9 +244,13 @@ static const char *closed_note(const struct runtime__call *c)
 }
 
 /* Ends call `c` (no longer current or queued) and frees it. May run user callbacks. */
-static void complete(struct runtime *rt, struct runtime__call *c, enum runtime_outcome outcome, int status)
+static void runtime__complete(struct runtime *rt, struct runtime__call *c, enum runtime_outcome outcome,
+                              int status)
 {
     uint64_t now = uv_hrtime();
+
+    for (const struct runtime__call *q = rt->head; q != NULL; q = q->next)
+        assert(q != c); /* callers take a queued call off the queue first */
 
     if (rt->cur == c) {
         rt->cur = NULL;
@@ -269,12 +259,12 @@ static void complete(struct runtime *rt, struct runtime__call *c, enum runtime_o
         rt->last_quick = now - c->sent_ns <= 4 * rt->spin_ns; /* one slow call in a quick run still spins */
     }
     runtime__capture_finish(&c->out, NULL);
-    runtime__capture_finish(&c->err, outcome == RUNTIME_OUTPUT_CLOSED ? closed_note(c) : NULL);
+    runtime__capture_finish(&c->err, outcome == RUNTIME_OUTPUT_CLOSED ? runtime__closed_note(c) : NULL);
 
     if (c->kind == RUNTIME__INIT) {
         if (outcome == RUNTIME_OK && c->proc == rt->proc) {
-            c->proc->ready = true;
-            emit_status(rt, RUNTIME_STATUS_READY, "ready", c->proc->pid);
+            c->proc->ready = 1;
+            runtime__emit_status(rt, RUNTIME_STATUS_READY, "ready", c->proc->pid);
         } else if (outcome != RUNTIME_CANCELLED && rt->head != NULL) {
             /* The interpreter died while starting: fail the call that wanted it and pass on
              * what it said, instead of starting it again and again. */
@@ -285,7 +275,7 @@ static void complete(struct runtime *rt, struct runtime__call *c, enum runtime_o
             h->failed = -ECHILD;
             runtime__capture_init(&h->err, RUNTIME_INIT_CAPTURE);
             runtime__capture_add(&h->err, c->err.buf, c->err.len);
-            complete(rt, h, RUNTIME_FAILED, status);
+            runtime__complete(rt, h, RUNTIME_FAILED, status);
         }
     } else if (c->kind == RUNTIME__STATE) {
         if (outcome != RUNTIME_OK) {
@@ -300,7 +290,7 @@ static void complete(struct runtime *rt, struct runtime__call *c, enum runtime_o
             json_object_set_new(o, "running", json_true());
             json_object_set_new(o, "pid", json_integer(c->proc ? c->proc->pid : 0));
             int rc = rt->lang->state_json(c->out.buf ? c->out.buf : "", c->out.len, o);
-            state_answer(rt, c, o, rc);
+            runtime__state_answer(rt, c, o, rc);
         }
     } else {
         struct runtime_result r = {
@@ -329,10 +319,10 @@ static void complete(struct runtime *rt, struct runtime__call *c, enum runtime_o
             rt->event_cb(rt, &ev, rt->event_arg);
         c->done(rt, &r, c->arg);
     }
-    call_free(c);
+    runtime__call_free(c);
 }
 
-static void on_kick(uv_timer_t *t)
+static void runtime__on_kick(uv_timer_t *t)
 {
     struct runtime *rt = t->data;
     struct runtime__call *c = rt->head;
@@ -340,54 +330,54 @@ static void on_kick(uv_timer_t *t)
     if (c == NULL || rt->cur != NULL || rt->closing)
         return;
     if (c->failed == 0 && !(c->kind == RUNTIME__STATE && rt->proc == NULL)) {
-        dispatch(rt);
+        runtime__dispatch(rt);
         return;
     }
     rt->head = c->next;
     if (rt->head == NULL)
         rt->tail = NULL;
     if (c->failed != 0) {
-        complete(rt, c, RUNTIME_FAILED, -1);
+        runtime__complete(rt, c, RUNTIME_FAILED, -1);
     } else {
-        state_not_running(rt, c);
-        call_free(c);
+        runtime__state_not_running(rt, c);
+        runtime__call_free(c);
     }
-    dispatch(rt);
+    runtime__dispatch(rt);
 }
 
-static void kick(struct runtime *rt) { uv_timer_start(&rt->kick_timer, on_kick, 0, 0); }
+static void runtime__kick(struct runtime *rt) { uv_timer_start(&rt->kick_timer, runtime__on_kick, 0, 0); }
 
 /* ---- timeouts and interrupts ------------------------------------------------------------ */
 
-static void on_call_timer(uv_timer_t *t);
+static void runtime__on_call_timer(uv_timer_t *t);
 
-static void send_interrupt(struct runtime *rt, struct runtime__call *c)
+static void runtime__send_interrupt(struct runtime *rt, struct runtime__call *c)
 {
-    c->phase = 2;
+    c->phase = RUNTIME__PHASE_SIGINT;
     runtime__proc_interrupt(c->proc);
-    uv_timer_start(&rt->call_timer, on_call_timer, rt->grace_ms, 0);
+    uv_timer_start(&rt->call_timer, runtime__on_call_timer, rt->grace_ms, 0);
 }
 
 /* bash reads its request line from a pipe; a SIGINT landing while the line is half read would
  * discard the rest of it. The line is read within microseconds of being sent, so holding a
  * SIGINT back until a few milliseconds after hand-over removes that window in practice (and if
  * it still happens, the call ends by SIGKILL after the grace period rather than hanging). */
-static void request_interrupt(struct runtime *rt, struct runtime__call *c)
+static void runtime__request_interrupt(struct runtime *rt, struct runtime__call *c)
 {
     uint64_t elapsed = uv_hrtime() - c->sent_ns;
 
-    if (c->phase != 0)
+    if (c->phase != RUNTIME__PHASE_RUNNING)
         return;
     if (elapsed < RUNTIME_INTERRUPT_MIN_NS) {
-        c->phase = 1;
-        uv_timer_start(&rt->call_timer, on_call_timer, (RUNTIME_INTERRUPT_MIN_NS - elapsed) / 1000000u + 1,
-                       0);
+        c->phase = RUNTIME__PHASE_DEFERRED;
+        uv_timer_start(&rt->call_timer, runtime__on_call_timer,
+                       (RUNTIME_INTERRUPT_MIN_NS - elapsed) / 1000000u + 1, 0);
         return;
     }
-    send_interrupt(rt, c);
+    runtime__send_interrupt(rt, c);
 }
 
-static void on_call_timer(uv_timer_t *t)
+static void runtime__on_call_timer(uv_timer_t *t)
 {
     struct runtime *rt = t->data;
     struct runtime__call *c = rt->cur;
@@ -395,18 +385,18 @@ static void on_call_timer(uv_timer_t *t)
     if (c == NULL)
         return;
     if (c->kind == RUNTIME__INIT) { /* the interpreter never became ready */
-        c->killed = true;
+        c->killed = 1;
         runtime__proc_kill(c->proc, "killed");
         return;
     }
     switch (c->phase) {
-    case 0:
-        c->timed_out = true;
-        request_interrupt(rt, c);
+    case RUNTIME__PHASE_RUNNING: /* the call's timeout */
+        c->timed_out = 1;
+        runtime__request_interrupt(rt, c);
         break;
-    case 1: send_interrupt(rt, c); break;
-    default:
-        c->killed = true;
+    case RUNTIME__PHASE_DEFERRED: runtime__send_interrupt(rt, c); break;
+    case RUNTIME__PHASE_SIGINT: /* it ignored SIGINT for the grace period */
+        c->killed = 1;
         runtime__proc_kill(c->proc, "killed");
         break;
     }
@@ -418,13 +408,13 @@ int runtime_interrupt(struct runtime *rt)
         return -ESHUTDOWN;
     if (rt->cur == NULL || rt->cur->kind == RUNTIME__INIT)
         return -ENOENT;
-    request_interrupt(rt, rt->cur);
+    runtime__request_interrupt(rt, rt->cur);
     return 0;
 }
 
 /* ---- dispatching ------------------------------------------------------------------------ */
 
-static void on_spin(uv_idle_t *h)
+static void runtime__on_spin(uv_idle_t *h)
 {
     struct runtime *rt = h->data;
 
@@ -441,15 +431,15 @@ static void on_spin(uv_idle_t *h)
  * spin, so a run of long commands costs no CPU. Measured here (bench/runtime): bash 95-130 -> 53-85 µs,
  * python ~90 -> 30-40 µs.
  */
-static void start_spin(struct runtime *rt)
+static void runtime__start_spin(struct runtime *rt)
 {
     if (rt->spin_ns == 0 || !rt->last_quick)
         return;
     rt->spin_until = uv_hrtime() + rt->spin_ns;
-    uv_idle_start(&rt->spin, on_spin);
+    uv_idle_start(&rt->spin, runtime__on_spin);
 }
 
-static void send_call(struct runtime *rt, struct runtime__call *c)
+static void runtime__send_call(struct runtime *rt, struct runtime__call *c)
 {
     char needle[RUNTIME__NEEDLE_MAX], line[256];
     const char *code = c->code;
@@ -474,8 +464,11 @@ static void send_call(struct runtime *rt, struct runtime__call *c)
         code_len = strlen(code);
     }
     char *framed = NULL;
+
+    assert(rt->cur == c && c->proc != NULL); /* one call at a time, handed to a live process */
+    assert(c->kind == RUNTIME__INIT || c->proc->ready);
     if (rt->lang->nonce_in_code && c->kind != RUNTIME__INIT) {
-        framed = xcalloc(RUNTIME__NONCE_LEN + 1 + code_len);
+        framed = xmalloc(RUNTIME__NONCE_LEN + 1 + code_len);
         memcpy(framed, c->nonce, RUNTIME__NONCE_LEN);
         framed[RUNTIME__NONCE_LEN] = '\n';
         memcpy(framed + RUNTIME__NONCE_LEN + 1, code, code_len);
@@ -484,27 +477,27 @@ static void send_call(struct runtime *rt, struct runtime__call *c)
     }
     line_len = rt->lang->request(line, sizeof line, c->kind, c->nonce, code_len);
     c->sent_ns = uv_hrtime();
-    c->started_at_ms = wall_ms();
-    uv_timer_start(&rt->call_timer, on_call_timer, c->timeout_ms, 0);
-    start_spin(rt);
+    c->started_at_ms = (uint64_t)clock_wall_ms();
+    uv_timer_start(&rt->call_timer, runtime__on_call_timer, c->timeout_ms, 0);
+    runtime__start_spin(rt);
     /* On failure the process is being killed; the call ends when it is reaped. */
     (void)!runtime__proc_send(c->proc, code, code_len, line, line_len);
     free(framed);
 }
 
-static void on_env_settled(void *arg, struct exec_env *env, enum exec_status status)
+static void runtime__on_env_settled(void *arg, struct exec_env *env, enum exec_status status)
 {
     struct runtime *rt = arg;
 
-    rt->waiting = false;
+    rt->waiting = 0;
     if (status == EXEC_STATUS_TERMINATED)
         rt->env = NULL; /* closing: it may be freed before we run again */
-    kick(rt);
+    runtime__kick(rt);
 }
 
 /* Starts a process for the calls to come. -EINPROGRESS: the environment is still starting, and
- * dispatch runs again when it is ready (or failed). */
-static int start_proc(struct runtime *rt)
+ * runtime__dispatch runs again when it is ready (or failed). */
+static int runtime__start_proc(struct runtime *rt)
 {
     struct runtime__proc_config cfg = {rt->loop, rt->lang, rt->program, rt->env, rt->grace_ms};
     struct runtime__proc *p;
@@ -517,42 +510,42 @@ static int start_proc(struct runtime *rt)
     switch (exec_env_status(rt->env)) {
     case EXEC_STATUS_INACTIVE:
     case EXEC_STATUS_STARTING:
-        rt->waiting = true;
-        exec_env_wait(rt->env, &rt->env_wait, on_env_settled, rt);
+        rt->waiting = 1;
+        exec_env_wait(rt->env, &rt->env_wait, runtime__on_env_settled, rt);
         return -EINPROGRESS;
     case EXEC_STATUS_READY: break;
     default:
         /* The environment failed (its own `error` status says why) or is closing. */
-        emit_status(rt, RUNTIME_STATUS_ERROR, exec_env_error(rt->env) ? exec_env_error(rt->env) : "closed",
-                    0);
+        runtime__emit_status(rt, RUNTIME_STATUS_ERROR,
+                             exec_env_error(rt->env) ? exec_env_error(rt->env) : "closed", 0);
         return exec_env_error(rt->env) ? -ENXIO : -ESHUTDOWN;
     }
     if ((rc = runtime__proc_spawn(rt, &cfg, &p)) < 0) {
-        emit_status(rt, RUNTIME_STATUS_ERROR, strerror(-rc), 0);
+        runtime__emit_status(rt, RUNTIME_STATUS_ERROR, strerror(-rc), 0);
         return rc;
     }
     p->next = rt->procs;
     rt->procs = p;
     rt->proc = p;
-    emit_status(rt, RUNTIME_STATUS_STARTING, "spawned", p->pid);
+    runtime__emit_status(rt, RUNTIME_STATUS_STARTING, "spawned", p->pid);
     if (rt->lang->init) {
-        struct runtime__call *c = xcalloc(sizeof *c);
+        struct runtime__call *c = xcalloc(1, sizeof *c);
         c->kind = RUNTIME__INIT;
         c->timeout_ms = rt->timeout_ms;
         c->queued_ns = uv_hrtime();
         rt->cur = c;
-        send_call(rt, c);
+        runtime__send_call(rt, c);
     } else {
         /* The driver reads its first request once it is up; no need to wait. */
-        p->ready = true;
-        emit_status(rt, RUNTIME_STATUS_READY, "ready", p->pid);
+        p->ready = 1;
+        runtime__emit_status(rt, RUNTIME_STATUS_READY, "ready", p->pid);
     }
     return 0;
 }
 
-static void arm_idle(struct runtime *rt);
+static void runtime__arm_idle(struct runtime *rt);
 
-static void dispatch(struct runtime *rt)
+static void runtime__dispatch(struct runtime *rt)
 {
     struct runtime__call *c = rt->head;
     int rc;
@@ -560,16 +553,16 @@ static void dispatch(struct runtime *rt)
     if (rt->closing || rt->cur != NULL)
         return;
     if (c == NULL) {
-        arm_idle(rt);
+        runtime__arm_idle(rt);
         return;
     }
     uv_timer_stop(&rt->idle_timer);
     if (c->failed != 0 || (rt->proc == NULL && c->kind == RUNTIME__STATE)) {
-        kick(rt);
+        runtime__kick(rt);
         return;
     }
     if (rt->proc == NULL) {
-        rc = start_proc(rt);
+        rc = runtime__start_proc(rt);
         if (rc == -EINPROGRESS)
             return;
         if (rc < 0) {
@@ -581,7 +574,7 @@ static void dispatch(struct runtime *rt)
                 runtime__capture_init(&c->err, sizeof note);
                 runtime__capture_add(&c->err, note, strlen(note));
             }
-            kick(rt);
+            runtime__kick(rt);
             return;
         }
     }
@@ -591,10 +584,10 @@ static void dispatch(struct runtime *rt)
     if (rt->head == NULL)
         rt->tail = NULL;
     rt->cur = c;
-    send_call(rt, c);
+    runtime__send_call(rt, c);
 }
 
-static void enqueue(struct runtime *rt, struct runtime__call *c)
+static void runtime__enqueue(struct runtime *rt, struct runtime__call *c)
 {
     c->queued_ns = uv_hrtime();
     if (rt->tail)
@@ -602,7 +595,7 @@ static void enqueue(struct runtime *rt, struct runtime__call *c)
     else
         rt->head = c;
     rt->tail = c;
-    dispatch(rt);
+    runtime__dispatch(rt);
 }
 
 int runtime_exec(struct runtime *rt, const char *code, size_t len, uint64_t timeout_ms, runtime_done_cb cb,
@@ -610,18 +603,19 @@ int runtime_exec(struct runtime *rt, const char *code, size_t len, uint64_t time
 {
     struct runtime__call *c;
 
+    assert(cb != NULL && (code != NULL || len == 0)); /* exactly one done callback per call */
     if (rt->closing)
         return -ESHUTDOWN;
-    c = xcalloc(sizeof *c);
+    c = xcalloc(1, sizeof *c);
     c->kind = RUNTIME__EXEC;
     c->seq = ++rt->next_seq;
-    c->code = xcalloc(len + 1);
+    c->code = xcalloc(1, len + 1);
     memcpy(c->code, code, len);
     c->code_len = len;
     c->timeout_ms = timeout_ms ? timeout_ms : rt->timeout_ms;
     c->done = cb;
     c->arg = arg;
-    enqueue(rt, c);
+    runtime__enqueue(rt, c);
     return 0;
 }
 
@@ -629,21 +623,25 @@ int runtime_state(struct runtime *rt, runtime_state_cb cb, void *arg)
 {
     struct runtime__call *c;
 
+    assert(cb != NULL);
     if (rt->closing)
         return -ESHUTDOWN;
-    c = xcalloc(sizeof *c);
+    c = xcalloc(1, sizeof *c);
     c->kind = RUNTIME__STATE;
     c->timeout_ms = rt->timeout_ms;
     c->state_cb = cb;
     c->arg = arg;
-    enqueue(rt, c);
+    runtime__enqueue(rt, c);
     return 0;
 }
 
 size_t runtime__request_socket(char *buf, size_t cap, enum runtime__kind kind, const char *nonce,
                                size_t code_len)
 {
-    return (size_t)snprintf(buf, cap, "%c %s %zu\n", kind == RUNTIME__STATE ? 'S' : 'E', nonce, code_len);
+    int n = snprintf(buf, cap, "%c %s %zu\n", kind == RUNTIME__STATE ? 'S' : 'E', nonce, code_len);
+
+    assert(n > 0 && (size_t)n < cap); /* the whole line, or the call would hang */
+    return (size_t)n;
 }
 
 int runtime__state_passthrough(const char *out, size_t len, void *obj)
@@ -668,15 +666,15 @@ int runtime__state_passthrough(const char *out, size_t len, void *obj)
  * answer and the process's `terminated` status (reason "output_closed") say so. The fresh process
  * starts now, not with the next call, so the runtime is ready again as it was before.
  */
-static void restart_closed(struct runtime *rt, struct runtime__call *c, struct runtime__proc *proc)
+static void runtime__restart_closed(struct runtime *rt, struct runtime__call *c, struct runtime__proc *proc)
 {
     if (rt->proc == proc)
         rt->proc = NULL;
     runtime__proc_kill(proc, "output_closed");
-    complete(rt, c, RUNTIME_OUTPUT_CLOSED, c->status);
+    runtime__complete(rt, c, RUNTIME_OUTPUT_CLOSED, c->status);
     if (rt->proc == NULL && rt->cur == NULL && !rt->closing)
-        (void)start_proc(rt);
-    dispatch(rt);
+        (void)runtime__start_proc(rt);
+    runtime__dispatch(rt);
 }
 
 void runtime__on_data(struct runtime__proc *proc, int stream, const char *p, size_t n)
@@ -695,32 +693,33 @@ void runtime__on_data(struct runtime__proc *proc, int stream, const char *p, siz
         size_t used = runtime__scan_feed(&c->scan_out, p, n, runtime__capture_add, &c->out);
         if (!c->scan_out.found)
             return;
-        c->out_marker = true;
+        c->out_marker = 1;
         p += used;
         n -= used;
     }
     /* The status follows the marker as decimal digits, then the flags and a newline. */
     for (; n > 0 && !c->out_done; p++, n--) {
         if (*p == '\n')
-            c->out_done = true;
+            c->out_done = 1;
         else if (*p >= '0' && *p <= '9' && c->status < 100000)
             c->status = c->status * 10 + (*p - '0');
         else if (*p == RUNTIME__FLAG_STDOUT[0])
-            c->closed_out = true;
+            c->closed_out = 1;
         else if (*p == RUNTIME__FLAG_STDERR[0])
-            c->closed_err = true;
+            c->closed_err = 1;
     }
     if (c->out_done) {
         /* The driver wrote all of the call's stderr before the marker, so it is already in
          * the pipe: take it now rather than waiting for the loop to report it. */
         runtime__proc_drain_err(proc);
         if (c->closed_out || c->closed_err) {
-            restart_closed(rt, c, proc);
+            runtime__restart_closed(rt, c, proc);
             return;
         }
-        enum runtime_outcome o = c->phase == 2 && c->status == 130 ? RUNTIME_INTERRUPTED : RUNTIME_OK;
-        complete(rt, c, o, c->status);
-        dispatch(rt);
+        enum runtime_outcome o =
+            c->phase == RUNTIME__PHASE_SIGINT && c->status == 130 ? RUNTIME_INTERRUPTED : RUNTIME_OK;
+        runtime__complete(rt, c, o, c->status);
+        runtime__dispatch(rt);
     }
 }
 
@@ -738,27 +737,30 @@ void runtime__on_proc_done(struct runtime__proc *proc)
         /* stdout ended without a marker: what a partial match held back is output. */
         if (!c->out_marker)
             runtime__scan_flush(&c->scan_out, runtime__capture_add, &c->out);
-        complete(rt, c, o, proc->status);
+        runtime__complete(rt, c, o, proc->status);
     }
-    emit_status(rt, RUNTIME_STATUS_TERMINATED, proc->reason ? proc->reason : "exited", proc->pid);
-    dispatch(rt);
+    runtime__emit_status(rt, RUNTIME_STATUS_TERMINATED, proc->reason ? proc->reason : "exited", proc->pid);
+    runtime__dispatch(rt);
 }
 
-static void maybe_finish_close(struct runtime *rt);
+static void runtime__maybe_finish_close(struct runtime *rt);
 
 void runtime__on_proc_freed(struct runtime *rt, struct runtime__proc *proc)
 {
     struct runtime__proc **pp = &rt->procs;
 
-    while (*pp != proc)
+    assert(proc != rt->proc); /* runtime__on_proc_done let go of it */
+    while (*pp != proc) {
+        assert(*pp != NULL); /* every process is in the list until freed */
         pp = &(*pp)->next;
+    }
     *pp = proc->next;
-    maybe_finish_close(rt);
+    runtime__maybe_finish_close(rt);
 }
 
 /* ---- idle culling, reset ---------------------------------------------------------------- */
 
-static void on_idle(uv_timer_t *t)
+static void runtime__on_idle(uv_timer_t *t)
 {
     struct runtime *rt = t->data;
     struct runtime__proc *p = rt->proc;
@@ -769,10 +771,10 @@ static void on_idle(uv_timer_t *t)
     runtime__proc_stop(p, "idle");
 }
 
-static void arm_idle(struct runtime *rt)
+static void runtime__arm_idle(struct runtime *rt)
 {
     if (rt->proc != NULL && rt->proc->ready && rt->idle_ms != UINT64_MAX)
-        uv_timer_start(&rt->idle_timer, on_idle, rt->idle_ms, 0);
+        uv_timer_start(&rt->idle_timer, runtime__on_idle, rt->idle_ms, 0);
 }
 
 int runtime_reset(struct runtime *rt)
@@ -786,7 +788,7 @@ int runtime_reset(struct runtime *rt)
     rt->proc = NULL;
     uv_timer_stop(&rt->idle_timer);
     if (rt->cur != NULL && rt->cur->proc == p)
-        rt->cur->cancelled = true;
+        rt->cur->cancelled = 1;
     runtime__proc_kill(p, "reset");
     return 0;
 }
@@ -813,7 +815,7 @@ int runtime_pgid(const struct runtime *rt) { return rt->proc ? rt->proc->pid : 0
 
 /* ---- closing ---------------------------------------------------------------------------- */
 
-static void on_timer_closed(uv_handle_t *h)
+static void runtime__on_timer_closed(uv_handle_t *h)
 {
     struct runtime *rt = h->data;
 
@@ -827,15 +829,15 @@ static void on_timer_closed(uv_handle_t *h)
     free(rt);
 }
 
-static void maybe_finish_close(struct runtime *rt)
+static void runtime__maybe_finish_close(struct runtime *rt)
 {
     if (!rt->closing || rt->finishing || rt->cur != NULL || rt->procs != NULL)
         return;
-    rt->finishing = true;
-    uv_close((uv_handle_t *)&rt->call_timer, on_timer_closed);
-    uv_close((uv_handle_t *)&rt->spin, on_timer_closed);
-    uv_close((uv_handle_t *)&rt->idle_timer, on_timer_closed);
-    uv_close((uv_handle_t *)&rt->kick_timer, on_timer_closed);
+    rt->finishing = 1;
+    uv_close((uv_handle_t *)&rt->call_timer, runtime__on_timer_closed);
+    uv_close((uv_handle_t *)&rt->spin, runtime__on_timer_closed);
+    uv_close((uv_handle_t *)&rt->idle_timer, runtime__on_timer_closed);
+    uv_close((uv_handle_t *)&rt->kick_timer, runtime__on_timer_closed);
 }
 
 void runtime_close(struct runtime *rt, runtime_close_cb cb, void *arg)
@@ -844,30 +846,30 @@ void runtime_close(struct runtime *rt, runtime_close_cb cb, void *arg)
 
     if (rt->closing)
         return;
-    rt->closing = true;
+    rt->closing = 1;
     rt->close_cb = cb;
     rt->close_arg = arg;
     uv_timer_stop(&rt->idle_timer);
     uv_timer_stop(&rt->kick_timer);
     if (rt->waiting) {
         exec_env_wait_cancel(rt->env, &rt->env_wait);
-        rt->waiting = false;
+        rt->waiting = 0;
     }
     while (rt->head != NULL) {
         struct runtime__call *c = rt->head;
         rt->head = c->next;
-        complete(rt, c, RUNTIME_CANCELLED, -1);
+        runtime__complete(rt, c, RUNTIME_CANCELLED, -1);
     }
     rt->tail = NULL;
     if (p != NULL) {
         rt->proc = NULL;
         if (rt->cur != NULL && rt->cur->proc == p) {
             /* Busy: what it was doing is being thrown away, so do not wait for it. */
-            rt->cur->cancelled = true;
+            rt->cur->cancelled = 1;
             runtime__proc_kill(p, "closed");
         } else {
             runtime__proc_stop(p, "closed");
         }
     }
-    maybe_finish_close(rt);
+    runtime__maybe_finish_close(rt);
 }

@@ -30,11 +30,10 @@
 #ifndef AGENTD_RUNTIME_H
 #define AGENTD_RUNTIME_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define RUNTIME_MUST_CHECK __attribute__((warn_unused_result))
+#include "core/core.h"
 
 #define RUNTIME_DEFAULT_OUTPUT_LIMIT (1024u * 1024u)
 #define RUNTIME_DEFAULT_IDLE_MS      (30u * 60u * 1000u)
@@ -91,8 +90,8 @@ struct runtime_result {
     int status; /* exit status; 128+N when ended by signal N; -1 when the code
                                  never reached a process (FAILED, or CANCELLED while queued) */
     enum runtime_outcome outcome;
-    bool truncated;
-    bool timed_out;         /* the per-call timeout fired (outcome INTERRUPTED or KILLED) */
+    int truncated;
+    int timed_out;          /* the per-call timeout fired (outcome INTERRUPTED or KILLED) */
     int error;              /* negative errno for RUNTIME_FAILED, else 0 */
     uint64_t started_at_ms; /* wall clock (Unix ms) when the call was handed to the process */
     uint64_t queued_us;     /* time spent waiting behind other calls and for start-up */
@@ -144,14 +143,14 @@ struct runtime_options {
 /* Validates options, looks the interpreter up and allocates the runtime; starts nothing. `loop`
  * is the environment's. Returns 0, -EINVAL (bad lang, no env), -ENOENT (no such interpreter),
  * -EACCES (not executable). Free with runtime_close. */
-RUNTIME_MUST_CHECK int runtime_new(struct uv_loop_s *loop, const struct runtime_options *opts,
-                                   struct runtime **out);
+int runtime_new(struct uv_loop_s *loop, const struct runtime_options *opts,
+                struct runtime **out) CORE_UNUSED_RESULT;
 
 /* Queues `code` (copied; any bytes) to run after earlier calls. timeout_ms 0 uses the runtime's
  * default. `cb` runs exactly once, never before runtime_exec returns. Returns 0, or -ESHUTDOWN
  * after runtime_close. */
-RUNTIME_MUST_CHECK int runtime_exec(struct runtime *rt, const char *code, size_t len, uint64_t timeout_ms,
-                                    runtime_done_cb cb, void *arg);
+int runtime_exec(struct runtime *rt, const char *code, size_t len, uint64_t timeout_ms, runtime_done_cb cb,
+                 void *arg) CORE_UNUSED_RESULT;
 
 /* Queues a state query (it runs in order with calls and does not appear in the history) and
  * answers a JSON object: {"lang","running","pid","cwd", ...} plus, per language,
@@ -159,16 +158,16 @@ RUNTIME_MUST_CHECK int runtime_exec(struct runtime *rt, const char *code, size_t
  *   python: "modules":[..], "globals":{name:{"type","repr"}}
  *   node:   "globals":{name:{"type","repr"}}
  * When no process is running, answers {"running":false,...} without starting one. */
-RUNTIME_MUST_CHECK int runtime_state(struct runtime *rt, runtime_state_cb cb, void *arg);
+int runtime_state(struct runtime *rt, runtime_state_cb cb, void *arg) CORE_UNUSED_RESULT;
 
 /* Kills the current process (the running call ends CANCELLED) so the next call starts a fresh
  * one with the same settings. Queued calls stay queued. History is kept. Returns 0 or
  * -ESHUTDOWN. */
-RUNTIME_MUST_CHECK int runtime_reset(struct runtime *rt);
+int runtime_reset(struct runtime *rt) CORE_UNUSED_RESULT;
 
 /* Interrupts the running call as a timeout would (SIGINT, then SIGKILL after the grace period).
  * Returns 0, -ENOENT when nothing is running, -ESHUTDOWN after close. */
-RUNTIME_MUST_CHECK int runtime_interrupt(struct runtime *rt);
+int runtime_interrupt(struct runtime *rt) CORE_UNUSED_RESULT;
 
 /* The last `limit` calls (0: all kept), oldest first, as a JSON array of
  * {"seq","code","code_len","status","outcome","timed_out","started_at_ms","queued_us",
@@ -193,7 +192,7 @@ void runtime_close(struct runtime *rt, runtime_close_cb cb, void *arg);
 
 const char *runtime_lang_name(enum runtime_lang lang);
 /* Parses "bash", "python" or "node". Returns 0 or -EINVAL. */
-RUNTIME_MUST_CHECK int runtime_lang_parse(const char *name, enum runtime_lang *out);
+int runtime_lang_parse(const char *name, enum runtime_lang *out) CORE_UNUSED_RESULT;
 const char *runtime_status_name(enum runtime_status status);
 const char *runtime_outcome_name(enum runtime_outcome outcome);
 

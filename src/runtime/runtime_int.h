@@ -13,10 +13,9 @@
  * Wiring: proc.c reports bytes and "everything reaped" back through runtime__on_data() and
  * runtime__on_proc_done(); runtime.c decides what they mean for the current call. A language (lang_*.c) only knows how to start its driver and phrase a request.
  */
-#ifndef AGENTD_RUNTIME_INTERNAL_H
-#define AGENTD_RUNTIME_INTERNAL_H
+#ifndef AGENTD_RUNTIME_INT_H
+#define AGENTD_RUNTIME_INT_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -59,7 +58,7 @@ struct runtime__scan {
     char needle[RUNTIME__NEEDLE_MAX];
     size_t len;
     size_t matched;
-    bool found;
+    int found;
 };
 typedef void (*runtime__emit_cb)(void *arg, const char *p, size_t n);
 
@@ -75,7 +74,7 @@ struct runtime__capture {
     char *buf; /* owned; free with runtime__capture_free */
     size_t len, cap, limit;
     size_t total;
-    bool truncated;
+    int truncated;
 };
 void runtime__capture_init(struct runtime__capture *c, size_t limit);
 void runtime__capture_add(void *capture, const char *p, size_t n); /* a runtime__emit_cb */
@@ -98,7 +97,7 @@ struct runtime__lang {
     int ctl_fd;              /* child descriptor the driver reads request lines from */
     const char *init;        /* NULL, or code run before the process counts as ready */
     const char *state_code;  /* NULL: state is a driver request; else code run as an exec */
-    bool nonce_in_code;      /* the nonce and a newline precede the code in the memfd (so the
+    int nonce_in_code;       /* the nonce and a newline precede the code in the memfd (so the
                                   request line, which bash reads a byte at a time, stays short) */
     /* Fills argv (program first, NULL-terminated, at most 8 slots). */
     void (*argv)(const char *program, const char **argv);
@@ -141,19 +140,19 @@ struct runtime__proc {
     uint64_t grace_ms;
     int status;         /* once exited: exit status, or 128+N when killed by signal N */
     const char *reason; /* static text: why the process is ending */
-    bool ready;         /* the driver accepts requests (init done) */
-    bool exited, killed, stopping;
+    int ready;          /* the driver accepts requests (init done) */
+    int exited, killed, stopping;
 };
 
 /* Starts the interpreter through exec_spawn in cfg->env. On success *out is live and reports
  * through the runtime__on_* functions; on failure nothing is left behind. 0, -EAGAIN when the
  * environment is not ready, or another negative errno from exec_spawn. */
-RUNTIME_MUST_CHECK int runtime__proc_spawn(struct runtime *rt, const struct runtime__proc_config *cfg,
-                                           struct runtime__proc **out);
+int runtime__proc_spawn(struct runtime *rt, const struct runtime__proc_config *cfg,
+                        struct runtime__proc **out) CORE_UNUSED_RESULT;
 /* Puts `code` in the memfd and writes the request line. 0, or negative errno (the process is
  * then being killed and will report done). */
-RUNTIME_MUST_CHECK int runtime__proc_send(struct runtime__proc *p, const char *code, size_t len,
-                                          const char *line, size_t line_len);
+int runtime__proc_send(struct runtime__proc *p, const char *code, size_t len, const char *line,
+                       size_t line_len) CORE_UNUSED_RESULT;
 /* Reads whatever stderr holds right now (without waiting) and reports it as data. */
 void runtime__proc_drain_err(struct runtime__proc *p);
 /* SIGINT to what runs in the interpreter (exec_proc_signal). */
@@ -183,7 +182,7 @@ struct runtime__record {
     size_t code_kept, code_len;
     int status;
     enum runtime_outcome outcome;
-    bool timed_out, truncated;
+    int timed_out, truncated;
     uint64_t started_at_ms, queued_us, duration_us;
     size_t out_bytes, err_bytes;
 };
