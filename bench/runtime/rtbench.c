@@ -16,7 +16,7 @@
 #include "runtime/runtime.h"
 
 struct wait {
-    bool done;
+    int done;
     enum runtime_outcome outcome;
     char out[64];
 };
@@ -29,7 +29,7 @@ static void on_done(struct runtime *rt, const struct runtime_result *r, void *ar
     memcpy(w->out, r->out, n);
     w->out[n] = '\0';
     w->outcome = r->outcome;
-    w->done = true;
+    w->done = 1;
 }
 
 static void exec_wait(uv_loop_t *loop, struct runtime *rt, const char *code, struct wait *w)

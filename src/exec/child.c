@@ -1,5 +1,6 @@
 /* child — the fork-and-exec half of a spawn; see child.h for the steps and why they are ordered
  * so. Everything after fork() runs in the child and uses async-signal-safe calls only. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -44,12 +45,12 @@ static _Noreturn void fail(const char *step, const char *path, int err)
     _exit(127);
 }
 
-static bool is_target(const struct exec_child *c, int fd)
+static int is_target(const struct exec_child *c, int fd)
 {
     for (int i = 0; i < c->nmap; i++)
         if (c->map[i].child == fd)
-            return true;
-    return false;
+            return 1;
+    return 0;
 }
 
 static _Noreturn void child_main(const struct exec_child *c, pid_t parent)
@@ -109,6 +110,8 @@ int exec_child_spawn(const struct exec_child *c, pid_t *out)
     pid_t parent = getpid(), pid;
     int err;
 
+    assert(c->nmap <= EXEC_CHILD_MAP_MAX && c->njoin <= EXEC_CHILD_JOIN_MAX &&
+           c->nrlimit <= EXEC_CHILD_RLIMIT_MAX);
     /* Blocked across fork so no agentd handler runs in the child before it resets them. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);

@@ -14,9 +14,10 @@
 #ifndef AGENTD_EXEC_CHILD_H
 #define AGENTD_EXEC_CHILD_H
 
-#include <stdbool.h>
 #include <sys/resource.h>
 #include <sys/types.h>
+
+#include "core/core.h"
 
 #define EXEC_CHILD_MAP_MAX    8
 #define EXEC_CHILD_RLIMIT_MAX 8
@@ -46,13 +47,13 @@ struct exec_child {
     int njoin;
     struct exec_child_rlimit rlimit[EXEC_CHILD_RLIMIT_MAX];
     int nrlimit;
-    bool pdeathsig; /* SIGKILL when agentd's forking thread dies */
+    int pdeathsig; /* SIGKILL when agentd's forking thread dies */
 };
 
 /* Forks and starts the program; *pid is the child (and its group and session id). Every signal
  * is blocked in the parent across fork. 0 or a negative errno from fork; exec failures show as
  * the child's exit status 127. */
-__attribute__((warn_unused_result)) int exec_child_spawn(const struct exec_child *spec, pid_t *pid);
+int exec_child_spawn(const struct exec_child *spec, pid_t *pid) CORE_UNUSED_RESULT;
 
 /* pidfd_open(2): a descriptor that turns readable when `pid` exits. Descriptor or negative errno. */
 int exec_child_pidfd(pid_t pid);

@@ -128,7 +128,7 @@ static int write_file(const char *path, const char *text)
 }
 
 /* Whether `controller` is one of the comma-separated names in `list`. */
-static bool in_list(const char *list, size_t len, const char *controller)
+static int in_list(const char *list, size_t len, const char *controller)
 {
     size_t clen = strlen(controller);
     const char *p = list, *end = list + len;
@@ -137,10 +137,10 @@ static bool in_list(const char *list, size_t len, const char *controller)
         const char *comma = memchr(p, ',', (size_t)(end - p));
         size_t n = comma ? (size_t)(comma - p) : (size_t)(end - p);
         if (n == clen && memcmp(p, controller, n) == 0)
-            return true;
+            return 1;
         p += n + 1;
     }
-    return false;
+    return 0;
 }
 
 /* Finds agentd's own cgroup directory for a v1 controller: the mount point of the hierarchy
@@ -287,6 +287,7 @@ int exec_env_new(uv_loop_t *loop, const struct exec_env_opts *opts, struct exec_
     char abs[PATH_MAX];
     size_t n = 0;
 
+    assert(loop != NULL && opts != NULL);
     if (opts->workspace == NULL || opts->workspace[0] == '\0')
         return -EINVAL;
     env = xcalloc(1, sizeof *env);
@@ -351,7 +352,7 @@ int exec_env_start(struct exec_env *env)
     }
     if (env->sandbox == EXEC_SANDBOX_BWRAP) {
         char *argv[] = {"/bin/true", NULL};
-        rc = exec__spawn(env, argv, &(struct exec_spawn_opts){0}, true, &env->probe);
+        rc = exec__spawn(env, argv, &(struct exec_spawn_opts){0}, 1, &env->probe);
         if (rc == 0)
             return 0;
         env->start_error = "cannot run bwrap";
@@ -394,7 +395,7 @@ size_t exec_env_cgroup_dirs(const struct exec_env *env, const char **dirs, size_
     return n;
 }
 
-bool exec_env_has_cgroup(const struct exec_env *env)
+int exec_env_has_cgroup(const struct exec_env *env)
 {
     return env->cg_dir[EXEC__CG_PIDS] != NULL || env->cg_dir[EXEC__CG_MEMORY] != NULL;
 }
@@ -405,7 +406,7 @@ static void on_timer_closed(uv_handle_t *h)
 {
     struct exec_env *env = h->data;
 
-    env->timer_closed = true;
+    env->timer_closed = 1;
     exec__env_maybe_free(env);
 }
 
@@ -431,7 +432,7 @@ void exec_env_close(struct exec_env *env, uint64_t grace_ms, exec_close_cb cb, v
 {
     if (env == NULL || env->closing)
         return;
-    env->closing = true;
+    env->closing = 1;
     env->close_grace_ms = grace_ms;
     env->close_cb = cb;
     env->close_arg = arg;

@@ -33,12 +33,11 @@
 #ifndef AGENTD_EXEC_H
 #define AGENTD_EXEC_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-#define EXEC_MUST_CHECK __attribute__((warn_unused_result))
+#include "core/core.h"
 
 #define EXEC_DEFAULT_LINE_MAX 8192u /* stderr lines longer than this are cut */
 #define EXEC_DEFAULT_GRACE_MS 1000u
@@ -96,11 +95,11 @@ struct exec_env_opts {
     const char *workspace; /* an existing directory; made absolute. Copied. */
     char *const *env;      /* NULL-terminated "K=V" list passed exactly; NULL = empty. Copied. */
     struct exec_limits limits;
-    bool cgroup; /* use a cgroup even without cg_* limits: the kill then also finds
+    int cgroup; /* use a cgroup even without cg_* limits: the kill then also finds
                                   processes that left the group and were orphaned. Implied by a
                                   cg_* limit. Skipped (with a LOG event) when not writable. */
     enum exec_sandbox sandbox;
-    bool bwrap_share_net;   /* bwrap: keep the host network (default: unshared, loopback only) */
+    int bwrap_share_net;    /* bwrap: keep the host network (default: unshared, loopback only) */
     const char *bwrap_path; /* bwrap: the program; NULL = EXEC_BWRAP_PATH. Copied. */
     const char *name;       /* for log lines and the cgroup's name, e.g. a session id. Copied. */
     exec_event_cb on_event; /* may be NULL */
@@ -109,19 +108,19 @@ struct exec_env_opts {
 
 /* Creates an inactive environment on `loop`. The options are copied. Returns 0, -EINVAL (no
  * workspace), or -ENOMEM never (allocation failure aborts). Free with exec_env_close(). */
-EXEC_MUST_CHECK int exec_env_new(struct uv_loop_s *loop, const struct exec_env_opts *opts,
-                                 struct exec_env **out);
+int exec_env_new(struct uv_loop_s *loop, const struct exec_env_opts *opts,
+                 struct exec_env **out) CORE_UNUSED_RESULT;
 
 /* Starts the environment: reports `starting` at once (inside this call), then `ready` or `error`
  * from the loop: checks the workspace, creates the cgroups, and with bwrap runs /bin/true in the
  * sandbox once so a broken sandbox is an environment error, not a spawn error. 0 or -EALREADY. */
-EXEC_MUST_CHECK int exec_env_start(struct exec_env *env);
+int exec_env_start(struct exec_env *env) CORE_UNUSED_RESULT;
 
 enum exec_status exec_env_status(const struct exec_env *env);
 /* The absolute workspace path. Borrowed for the environment's lifetime. */
 const char *exec_env_workspace(const struct exec_env *env);
 /* True when the environment's processes are in cgroups of its own. */
-bool exec_env_has_cgroup(const struct exec_env *env);
+int exec_env_has_cgroup(const struct exec_env *env);
 /* Why the environment is in `error` (the message of that status event), else NULL. Borrowed. */
 const char *exec_env_error(const struct exec_env *env);
 /* The environment's cgroup directories (one per controller it got; they hold its cg_* limits;
@@ -155,7 +154,7 @@ void exec_env_wait_cancel(struct exec_env *env, struct exec_env_wait *w);
  * names an interpreter found on neither PATH is not found either. On success *path is the
  * absolute path (malloc'd: free it). 0, -ENOENT (not found), -EACCES (found, not executable),
  * -ENAMETOOLONG. */
-EXEC_MUST_CHECK int exec_env_find_program(const struct exec_env *env, const char *name, char **path);
+int exec_env_find_program(const struct exec_env *env, const char *name, char **path) CORE_UNUSED_RESULT;
 
 typedef void (*exec_close_cb)(void *arg);
 /* Kills every process of the environment (SIGTERM, SIGKILL after grace_ms), stops the watcher,
@@ -169,7 +168,7 @@ void exec_env_close(struct exec_env *env, uint64_t grace_ms, exec_close_cb cb, v
 struct exec_exit {
     int status; /* exit status, or -1 when killed by a signal */
     int signal; /* the signal that killed it, or 0 */
-    bool core_dumped;
+    int core_dumped;
     uint64_t duration_us;
 };
 
@@ -177,8 +176,8 @@ struct exec_exit {
 struct exec_kill_report {
     const pid_t *pids; /* every process found and signalled, the leader first */
     size_t npids;
-    bool escalated; /* SIGKILL was needed after the grace period */
-    size_t left;    /* processes still alive when verification gave up (should be 0) */
+    int escalated; /* SIGKILL was needed after the grace period */
+    size_t left;   /* processes still alive when verification gave up (should be 0) */
     uint64_t elapsed_us;
 };
 
@@ -187,7 +186,7 @@ typedef void (*exec_data_cb)(void *arg, struct exec_proc *p, const char *data, s
 /* stderr: one line without its newline. `eol` is false when the line was cut at line_max (the
  * rest follows in the next call) or is the last bytes before end of file without a newline, so
  * line + (eol ? "\n" : "") over all calls is exactly what the program wrote. */
-typedef void (*exec_line_cb)(void *arg, struct exec_proc *p, const char *line, size_t len, bool eol);
+typedef void (*exec_line_cb)(void *arg, struct exec_proc *p, const char *line, size_t len, int eol);
 typedef void (*exec_exit_cb)(void *arg, struct exec_proc *p, const struct exec_exit *ex);
 typedef void (*exec_kill_cb)(void *arg, struct exec_proc *p, const struct exec_kill_report *r);
 
@@ -226,8 +225,8 @@ struct exec_spawn_opts {
  * exec_proc_write(). Returns 0 and the live proc, -EAGAIN when the environment is not ready,
  * -ENOENT / -EACCES when the program is not found or not executable (opts->why says where it was
  * looked for), or another negative errno from pipe/fork; nothing is left behind on failure. */
-EXEC_MUST_CHECK int exec_spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts,
-                               struct exec_proc **out);
+int exec_spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts,
+               struct exec_proc **out) CORE_UNUSED_RESULT;
 
 pid_t exec_proc_pid(const struct exec_proc *p);
 
@@ -243,7 +242,7 @@ int exec_proc_signal(struct exec_proc *p, int sig);
 void exec_proc_read_stderr(struct exec_proc *p);
 
 /* Queues bytes for stdin (copied). 0, or -EPIPE once stdin is closed or the process ended. */
-EXEC_MUST_CHECK int exec_proc_write(struct exec_proc *p, const void *data, size_t len);
+int exec_proc_write(struct exec_proc *p, const void *data, size_t len) CORE_UNUSED_RESULT;
 /* Closes stdin once the queued writes are written. Idempotent. */
 void exec_proc_close_stdin(struct exec_proc *p);
 
@@ -281,7 +280,7 @@ typedef void (*exec_watch_cb)(void *arg, struct exec_env *env, const struct exec
  * modified is created, created then deleted is nothing, deleted then created is modified), and
  * at most one batch is reported per rate_ms: a batch goes out rate_ms after the first change it
  * holds. 0, -EALREADY, or a negative errno from inotify. */
-EXEC_MUST_CHECK int exec_watch_start(struct exec_env *env, uint64_t rate_ms, exec_watch_cb cb, void *arg);
+int exec_watch_start(struct exec_env *env, uint64_t rate_ms, exec_watch_cb cb, void *arg) CORE_UNUSED_RESULT;
 /* Stops watching; pending changes are dropped. Idempotent. The watcher's handles close on the
  * next loop turn; exec_watch_start returns -EALREADY until then. */
 void exec_watch_stop(struct exec_env *env);
@@ -298,9 +297,9 @@ const char *exec_log_level(const char *line, size_t len);
 
 /* Copies what is in `from` into the existing directory `to` (cp -a, reflinks where the filesystem
  * has them). 0 or a negative errno. */
-EXEC_MUST_CHECK int exec_tree_copy(const char *from, const char *to);
+int exec_tree_copy(const char *from, const char *to) CORE_UNUSED_RESULT;
 /* Removes the tree at path, never following symlinks nor entering other filesystems. 0 (also when
  * it did not exist) or a negative errno when something is left. */
-EXEC_MUST_CHECK int exec_tree_remove(const char *path);
+int exec_tree_remove(const char *path) CORE_UNUSED_RESULT;
 
 #endif

@@ -18,7 +18,6 @@
 #define AGENTD_EXEC_INT_H
 
 #include <limits.h>
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -42,9 +41,9 @@ struct exec_env {
     char **envp;          /* owned NULL-terminated copy of opts.env */
     const char *path_var; /* the value of PATH in envp, or NULL (points into envp) */
     struct exec_limits limits;
-    bool want_cgroup;
+    int want_cgroup;
     enum exec_sandbox sandbox;
-    bool share_net;
+    int share_net;
     char *bwrap; /* owned */
     char *name;  /* owned; never NULL */
     exec_event_cb on_event;
@@ -62,7 +61,7 @@ struct exec_env {
     struct exec_proc *probe;   /* the bwrap probe while it runs */
     struct exec__watch *watch; /* NULL when not watching */
     uv_timer_t timer;          /* defers `ready` to the loop; closed by exec_env_close */
-    bool closing, timer_closed;
+    int closing, timer_closed;
     uint64_t close_grace_ms;
     exec_close_cb close_cb;
     void *close_arg;
@@ -80,8 +79,8 @@ struct exec_proc {
     uv_timer_t drain_timer; /* after the leader is reaped: how long to wait for pipe EOF */
     uv_timer_t kill_timer;  /* kill.c: grace period and verification polling */
     int open_handles;
-    bool has_in;              /* a stdin pipe was made (no exec_fd at child 0) */
-    bool in_open, in_closing; /* stdin handle state */
+    int has_in;              /* a stdin pipe was made (no exec_fd at child 0) */
+    int in_open, in_closing; /* stdin handle state */
     size_t writes_pending;
 
     exec_data_cb on_stdout;
@@ -89,7 +88,7 @@ struct exec_proc {
     exec_data_cb on_stderr_data;
     exec_exit_cb on_exit;
     void *arg;
-    bool probe; /* the env's bwrap probe: its exit decides ready / error */
+    int probe; /* the env's bwrap probe: its exit decides ready / error */
 
     char *line; /* stderr line buffer of line_max bytes, owned */
     size_t line_len, line_max;
@@ -97,7 +96,7 @@ struct exec_proc {
 
     uint64_t start_us;
     int wstatus;
-    bool exited, guard_exited, out_eof, err_eof, drained, done;
+    int exited, guard_exited, out_eof, err_eof, drained, done;
     struct exec__kill *kill; /* non-NULL while a kill is in progress or being reported */
     char rbuf[64 * 1024];    /* read buffer shared by stdout and stderr */
 };
@@ -115,7 +114,7 @@ void exec__env_maybe_free(struct exec_env *env);
 /* ---- proc.c ----------------------------------------------------------------------------- */
 
 /* exec_spawn without the ready check; `probe` marks the env's sandbox probe. */
-int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts, bool probe,
+int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts, int probe,
                 struct exec_proc **out);
 /* Called by kill.c when its report went out: the proc may complete now. */
 void exec__proc_check_done(struct exec_proc *p);
@@ -123,7 +122,7 @@ void exec__proc_check_done(struct exec_proc *p);
 /* ---- kill.c ----------------------------------------------------------------------------- */
 
 /* Whether a kill is still running (its callback has not gone out). */
-bool exec__kill_busy(const struct exec_proc *p);
+int exec__kill_busy(const struct exec_proc *p);
 /* Delivers the kill report (if any) before the exit callback; frees the kill state. */
 void exec__kill_finish(struct exec_proc *p);
 /* Sends sig to every live process of session sid except `except` (one scan of /proc); returns
@@ -161,7 +160,7 @@ struct exec_child;
  * namespaces (the whole sandbox dies with its first process), the network unshared unless
  * share_net, bwrap's own death tied to its parent's. Inherited descriptors pass through. A
  * malloc'd array of borrowed strings. */
-char **exec__bwrap_argv(const char *bwrap, const char *workspace, bool share_net, const char *program,
+char **exec__bwrap_argv(const char *bwrap, const char *workspace, int share_net, const char *program,
                         char *const *argv);
 /* Fills c's rlimits from the per-process part of l (as_bytes, nproc, cpu_seconds, fsize_bytes,
  * nofile; 0 leaves one as agentd has it). A limit above agentd's own hard limit is lowered to it:

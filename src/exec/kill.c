@@ -17,6 +17,7 @@
  * with the survivors counted in the report. A grace period of 0 skips SIGTERM (a runtime that
  * must stop now: a timeout, a reset).
  */
+#include <assert.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -46,7 +47,7 @@ struct exec__kill {
     uint64_t grace_ms, start_us;
     struct tracked *set;
     size_t n, cap;
-    bool escalated, finished;
+    int escalated, finished;
     size_t left;
 };
 
@@ -81,7 +82,7 @@ static int read_stat(pid_t pid, struct pstat *st)
     return 0;
 }
 
-static bool alive(const struct pstat *st) { return st->state != 'Z' && st->state != 'X'; }
+static int alive(const struct pstat *st) { return st->state != 'Z' && st->state != 'X'; }
 
 /* Reads the pids listed in a cgroup.procs file; returns how many (at most cap). */
 static size_t cgroup_pids(const char *dir, pid_t *out, size_t cap)
@@ -115,12 +116,12 @@ const char *exec__proc_cgroup(const struct exec_proc *p)
     return p->cg_dir[EXEC__CG_PIDS] != NULL ? p->cg_dir[EXEC__CG_PIDS] : p->cg_dir[EXEC__CG_MEMORY];
 }
 
-static bool tracked_has(const struct exec__kill *k, pid_t pid, unsigned long long start)
+static int tracked_has(const struct exec__kill *k, pid_t pid, unsigned long long start)
 {
     for (size_t i = 0; i < k->n; i++)
         if (k->set[i].pid == pid && k->set[i].start == start)
-            return true;
-    return false;
+            return 1;
+    return 0;
 }
 
 static void tracked_add(struct exec__kill *k, pid_t pid, unsigned long long start)
@@ -154,17 +155,17 @@ size_t exec__session_signal_except(pid_t sid, pid_t except, int sig)
 /* One scan of /proc: grows the set (see the file comment), sends `sig` to the members that are
  * alive (all of them, or only those found by this scan when `only_new`), and returns how many
  * members are alive. */
-static size_t sweep(struct exec_proc *p, int sig, bool only_new)
+static size_t sweep(struct exec_proc *p, int sig, int only_new)
 {
     struct exec__kill *k = p->kill;
     struct pstat *all = NULL;
-    bool *in = NULL;
+    int *in = NULL;
     size_t nall = 0, cap = 0, nalive = 0, ncg = 0;
     pid_t cg[1024], self = getpid();
     const char *cgdir = exec__proc_cgroup(p);
     struct dirent *de;
     DIR *d;
-    bool grew;
+    int grew;
 
     if (cgdir != NULL)
         ncg = cgroup_pids(cgdir, cg, sizeof cg / sizeof cg[0]);
@@ -193,20 +194,20 @@ static size_t sweep(struct exec_proc *p, int sig, bool only_new)
     }
     /* Children of members are members: repeat until no process joins. */
     do {
-        grew = false;
+        grew = 0;
         for (size_t i = 0; i < nall; i++) {
             if (in[i] || all[i].pid == self || all[i].pid == p->guard_pid)
                 continue;
             for (size_t j = 0; j < nall; j++) {
                 if (in[j] && all[j].pid == all[i].ppid) {
-                    in[i] = grew = true;
+                    in[i] = grew = 1;
                     break;
                 }
             }
         }
     } while (grew);
     for (size_t i = 0; i < nall; i++) {
-        bool fresh;
+        int fresh;
         if (!in[i])
             continue;
         fresh = !tracked_has(k, all[i].pid, all[i].start);
@@ -228,7 +229,7 @@ static size_t sweep(struct exec_proc *p, int sig, bool only_new)
 
 static void kill_done(struct exec_proc *p, size_t left)
 {
-    p->kill->finished = true;
+    p->kill->finished = 1;
     p->kill->left = left;
     uv_timer_stop(&p->kill_timer);
     if (left > 0)
@@ -242,7 +243,7 @@ static void kill_now(struct exec_proc *p)
 {
     struct exec__kill *k = p->kill;
 
-    k->escalated = true;
+    k->escalated = 1;
     if (!p->exited)
         kill(-p->pid, SIGKILL);
     for (size_t i = 0; i < k->n; i++)
@@ -258,7 +259,7 @@ static void on_kill_tick(uv_timer_t *t)
 
     if (!k->escalated && elapsed_ms >= k->grace_ms) {
         kill_now(p);
-        n = sweep(p, SIGKILL, false);
+        n = sweep(p, SIGKILL, 0);
     } else {
         /* Newcomers get the signal of the current step; the rest already had it. */
         n = sweep(p, k->escalated ? SIGKILL : SIGTERM, !k->escalated);
@@ -295,7 +296,7 @@ void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, voi
         tracked_add(k, p->pid, st.start);
     /* Find first, signal second: once the leader dies its children are reparented and the
      * parent links that lead to setsid()ed descendants are gone. */
-    (void)sweep(p, 0, false);
+    (void)sweep(p, 0, 0);
     if (grace_ms == 0) {
         kill_now(p);
         uv_timer_start(&p->kill_timer, on_kill_tick, KILL_FIRST_CHECK_MS, KILL_POLL_MS);
@@ -312,7 +313,7 @@ void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, voi
     uv_timer_start(&p->kill_timer, on_kill_tick, KILL_POLL_MS, KILL_POLL_MS);
 }
 
-bool exec__kill_busy(const struct exec_proc *p) { return p->kill != NULL && !p->kill->finished; }
+int exec__kill_busy(const struct exec_proc *p) { return p->kill != NULL && !p->kill->finished; }
 
 void exec__kill_finish(struct exec_proc *p)
 {
@@ -322,6 +323,7 @@ void exec__kill_finish(struct exec_proc *p)
 
     if (k == NULL)
         return;
+    assert(k->finished); /* the report goes out once the kill is over */
     pids = xcalloc(k->n > 0 ? k->n : 1, sizeof *pids);
     for (size_t i = 0; i < k->n; i++)
         pids[i] = k->set[i].pid;

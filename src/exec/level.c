@@ -3,7 +3,6 @@
  * and anything it does not recognise is "info" (stderr is where many programs print progress).
  */
 #include <ctype.h>
-#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
@@ -32,7 +31,7 @@ static const struct keyword keywords[] = {
 
 /* Single letters only count inside brackets ("[E]") or as glog's "E0102": "a" or "I think" must
  * not read as a level. */
-static const char *lookup(const char *w, size_t n, bool bracketed)
+static const char *lookup(const char *w, size_t n, int bracketed)
 {
     if (n == 0 || (n == 1 && !bracketed))
         return NULL;
@@ -80,7 +79,7 @@ static const char *keyed(const char *line, size_t len)
             start = j;
             while (j < len && isalpha((unsigned char)line[j]))
                 j++;
-            const char *lv = lookup(line + start, j - start, false);
+            const char *lv = lookup(line + start, j - start, 0);
             if (lv != NULL)
                 return lv;
         }
@@ -100,7 +99,7 @@ const char *exec_log_level(const char *line, size_t len)
         return lv;
     while (p < end && words < LEVEL_WORDS) {
         const char *w;
-        bool bracketed = false;
+        int bracketed = 0;
         size_t n;
 
         while (p < end && isspace((unsigned char)*p))
@@ -116,7 +115,7 @@ const char *exec_log_level(const char *line, size_t len)
             return lv;
         /* Strip the punctuation around a word: "[ERROR]", "(warn)", "Error:", "<debug>". */
         while (n > 0 && strchr("[(<{\"'", *w) != NULL) {
-            bracketed = true;
+            bracketed = 1;
             w++;
             n--;
         }

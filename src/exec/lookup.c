@@ -50,16 +50,16 @@ static int search(const char *path, const char *name, char *out, size_t cap)
 }
 
 /* Whether `dir` (len bytes) is one of the entries of a PATH value. */
-static bool path_has(const char *path, const char *dir, size_t len)
+static int path_has(const char *path, const char *dir, size_t len)
 {
     for (const char *p = path; p != NULL && *p != '\0';) {
         size_t n = strcspn(p, ":");
         if (n == len && memcmp(p, dir, len) == 0)
-            return true;
+            return 1;
         p += n;
         p += *p == ':';
     }
-    return false;
+    return 0;
 }
 
 /* Adds the directory of `file` to prog->dirs unless the session's PATH or an earlier addition
@@ -83,36 +83,36 @@ static void add_dir(struct exec__program *prog, const char *session_path, const 
 /* The interpreter named by the program's `#!` line: `interp` gets its path and, for
  * `#!/usr/bin/env [options] NAME ...`, `env_name` gets NAME ("" otherwise). Returns false when
  * the file is not a script. */
-static bool shebang(const char *file, char *interp, size_t icap, char *env_name, size_t ncap)
+static int shebang(const char *file, char *interp, size_t icap, char *env_name, size_t ncap)
 {
     char line[256];
     ssize_t n;
     int fd = open(file, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0)
-        return false;
+        return 0;
     n = read(fd, line, sizeof line - 1);
     close(fd);
     if (n < 3 || line[0] != '#' || line[1] != '!')
-        return false;
+        return 0;
     line[n] = '\0';
     line[strcspn(line, "\n")] = '\0';
     char *p = line + 2 + strspn(line + 2, " \t");
     size_t len = strcspn(p, " \t");
     if (len == 0 || len >= icap)
-        return false;
+        return 0;
     memcpy(interp, p, len);
     interp[len] = '\0';
     env_name[0] = '\0';
     const char *base = strrchr(interp, '/');
     if (strcmp(base != NULL ? base + 1 : interp, "env") != 0)
-        return true;
+        return 1;
     /* env's arguments: options (-S, -u NAME is rare enough to ignore) and VAR=value come first. */
     for (p += len;;) {
         p += strspn(p, " \t");
         len = strcspn(p, " \t");
         if (len == 0)
-            return true;
+            return 1;
         if (p[0] != '-' && memchr(p, '=', len) == NULL)
             break;
         p += len;
@@ -121,7 +121,7 @@ static bool shebang(const char *file, char *interp, size_t icap, char *env_name,
         memcpy(env_name, p, len);
         env_name[len] = '\0';
     }
-    return true;
+    return 1;
 }
 
 /* The interpreter part of the lookup (see the file comment). */

@@ -19,6 +19,7 @@
  * agents of session runs and the interpreters of runtimes (which add descriptors of their own
  * and take stderr as raw bytes).
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -46,7 +47,7 @@ _Static_assert(3 + EXEC_SPAWN_FDS_MAX <= EXEC_CHILD_MAP_MAX,
 
 /* ---- the parent's preparations ------------------------------------------------------------- */
 
-char **exec__bwrap_argv(const char *bwrap, const char *workspace, bool share_net, const char *program,
+char **exec__bwrap_argv(const char *bwrap, const char *workspace, int share_net, const char *program,
                         char *const *argv)
 {
     const char *head[] = {bwrap,
@@ -125,7 +126,7 @@ static void close_fd(int *fd)
 
 static void proc_release(struct exec_proc *p);
 
-static void stderr_flush(struct exec_proc *p, bool eol)
+static void stderr_flush(struct exec_proc *p, int eol)
 {
     size_t n = p->line_len < sizeof p->last_err - 1 ? p->line_len : sizeof p->last_err - 1;
 
@@ -145,11 +146,12 @@ static void stderr_feed(struct exec_proc *p, const char *data, size_t len)
         size_t take = nl ? (size_t)(nl - data) : len;
         size_t room = p->line_max - p->line_len;
 
+        assert(p->line_len <= p->line_max);
         if (take > room) {
             /* Too long: deliver what fits as a cut line; the rest continues as the next one. */
             memcpy(p->line + p->line_len, data, room);
             p->line_len += room;
-            stderr_flush(p, false);
+            stderr_flush(p, 0);
             data += room;
             len -= room;
             continue;
@@ -158,7 +160,7 @@ static void stderr_feed(struct exec_proc *p, const char *data, size_t len)
         p->line_len += take;
         if (nl == NULL)
             return;
-        stderr_flush(p, true);
+        stderr_flush(p, 1);
         data += take + 1;
         len -= take + 1;
     }
@@ -173,10 +175,10 @@ void exec__proc_check_done(struct exec_proc *p)
         return;
     if (!(p->out_eof && p->err_eof) && !p->drained)
         return;
-    p->done = true;
+    p->done = 1;
     uv_timer_stop(&p->drain_timer);
     if (p->line_len > 0)
-        stderr_flush(p, false);
+        stderr_flush(p, 0);
     if (WIFEXITED(ws)) {
         ex.status = WEXITSTATUS(ws);
     } else {
@@ -197,7 +199,7 @@ static void on_drain_timeout(uv_timer_t *t)
 {
     struct exec_proc *p = t->data;
 
-    p->drained = true;
+    p->drained = 1;
     exec__proc_check_done(p);
 }
 
@@ -222,7 +224,7 @@ static void stderr_deliver(struct exec_proc *p, const char *data, size_t len)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct exec_proc *p = s->data;
-    bool is_out = s == (uv_stream_t *)&p->out;
+    int is_out = s == (uv_stream_t *)&p->out;
 
     if (nread > 0) {
         if (!is_out)
@@ -235,9 +237,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     uv_read_stop(s);
     if (is_out)
-        p->out_eof = true;
+        p->out_eof = 1;
     else
-        p->err_eof = true;
+        p->err_eof = 1;
     exec__proc_check_done(p);
 }
 
@@ -264,13 +266,13 @@ static void on_guard_exit(uv_poll_t *h, int status, int events)
     if (waitpid(p->guard_pid, &ws, WNOHANG) != p->guard_pid)
         return;
     uv_poll_stop(h);
-    p->guard_exited = true;
+    p->guard_exited = 1;
     /* The guard only ends once life_fd is closed, which happens when the leader died (or while
      * failing to start), so this does not block. */
     if (!p->exited) {
         kill(-p->pid, SIGKILL);
         if (waitpid(p->pid, &p->wstatus, 0) == p->pid)
-            p->exited = true;
+            p->exited = 1;
         uv_poll_stop(&p->pid_poll);
     }
     exec__proc_check_done(p);
@@ -295,7 +297,7 @@ static void on_written(uv_write_t *req, int status)
     p->writes_pending--;
     /* EPIPE and ECANCELED are normal when the program stops reading or ends. */
     if (p->in_closing && p->writes_pending == 0 && p->in_open) {
-        p->in_open = false;
+        p->in_open = 0;
         uv_close((uv_handle_t *)&p->in, on_in_closed);
     }
 }
@@ -327,9 +329,9 @@ void exec_proc_close_stdin(struct exec_proc *p)
 {
     if (!p->in_open || p->in_closing)
         return;
-    p->in_closing = true;
+    p->in_closing = 1;
     if (p->writes_pending == 0) {
-        p->in_open = false;
+        p->in_open = 0;
         uv_close((uv_handle_t *)&p->in, on_in_closed);
     }
 }
@@ -370,6 +372,7 @@ static void proc_free(struct exec_proc *p)
 {
     struct exec_env *env = p->env;
 
+    assert(p->done); /* freed right after its one exit callback */
     close_fd(&p->pidfd);
     close_fd(&p->guard_pidfd);
     close_fd(&p->life_fd);
@@ -394,6 +397,7 @@ static void on_handle_closed(uv_handle_t *h)
 {
     struct exec_proc *p = h->data;
 
+    assert(p->open_handles > 0);
     if (--p->open_handles == 0)
         proc_free(p);
 }
@@ -403,7 +407,7 @@ static void on_in_closed(uv_handle_t *h) { on_handle_closed(h); }
 static void proc_release(struct exec_proc *p)
 {
     if (p->in_open) {
-        p->in_open = false;
+        p->in_open = 0;
         uv_close((uv_handle_t *)&p->in, on_in_closed);
     }
     uv_close((uv_handle_t *)&p->out, on_handle_closed);
@@ -452,9 +456,10 @@ static void cg_proc_dirs(struct exec_env *env, struct exec_proc *p, int cg_fd[EX
 int exec_spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts,
                struct exec_proc **out)
 {
+    assert(opts != NULL && out != NULL);
     if (env->status != EXEC_STATUS_READY || env->closing)
         return -EAGAIN;
-    return exec__spawn(env, argv, opts, false, out);
+    return exec__spawn(env, argv, opts, 0, out);
 }
 
 /* base with extra laid over it: an extra "K=V" replaces base's K. The array is allocated (free
@@ -469,7 +474,7 @@ static char **merge_env(char *const *base, char *const *extra)
     char **out = xcalloc(nb + ne + 1, sizeof *out);
     for (size_t i = 0; i < nb; i++) {
         size_t klen = strcspn(base[i], "=");
-        bool replaced = false;
+        int replaced = 0;
         for (size_t j = 0; j < ne && !replaced; j++)
             replaced = strncmp(extra[j], base[i], klen) == 0 && extra[j][klen] == '=';
         if (!replaced)
@@ -518,7 +523,7 @@ static char **spawn_envp(const struct exec_env *env, const struct exec_spawn_opt
     return out;
 }
 
-int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts, bool probe,
+int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts, int probe,
                 struct exec_proc **out)
 {
     int inp[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1}, life[2] = {-1, -1};
@@ -531,7 +536,7 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     char *guard_env[] = {"PATH=/usr/bin:/bin", NULL};
     char *cg_procs = NULL;
     char **merged = NULL; /* the entries are borrowed from the two lists */
-    bool has_in = true;
+    int has_in = 1;
     struct exec_child sp = {0}, gsp = {0};
     struct exec_proc *p;
 
@@ -589,7 +594,7 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
         if (cg_fd[c] >= 0)
             sp.join[sp.njoin++] = cg_fd[c];
     exec__limits_rlimits(&env->limits, &sp);
-    sp.pdeathsig = true;
+    sp.pdeathsig = 1;
     p->start_us = clock_mono_us();
     rc = exec_child_spawn(&sp, &p->pid);
     free(bw);
@@ -639,7 +644,7 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     p->drain_timer.data = p->kill_timer.data = p;
     if (has_in) {
         must(uv_pipe_open(&p->in, inp[1]), "uv_pipe_open");
-        p->in_open = true;
+        p->in_open = 1;
     }
     must(uv_pipe_open(&p->out, outp[0]), "uv_pipe_open");
     must(uv_pipe_open(&p->err, errp[0]), "uv_pipe_open");

@@ -41,7 +41,7 @@ struct exec__watch {
     uv_poll_t poll;
     uv_timer_t timer; /* the batch timer */
     int open_handles;
-    bool closing;
+    int closing;
     uint64_t rate_ms;
     exec_watch_cb cb;
     void *arg;
@@ -63,7 +63,7 @@ const char *exec_file_kind_name(enum exec_file_kind kind)
     return "unknown";
 }
 
-static bool skipped_name(const char *name)
+static int skipped_name(const char *name)
 {
     return strcmp(name, ".git") == 0 || strcmp(name, "node_modules") == 0;
 }
@@ -134,7 +134,7 @@ static void set_dir(struct exec__watch *w, int wd, const char *rel)
 
 /* Watches the directory `rel` and, recursively, its subdirectories; with `report`, every entry
  * found is a created change. Returns the directory's watch descriptor or a negative errno. */
-static int add_tree(struct exec__watch *w, const char *rel, bool report)
+static int add_tree(struct exec__watch *w, const char *rel, int report)
 {
     char abs[PATH_MAX];
     struct dirent *de;
@@ -153,7 +153,7 @@ static int add_tree(struct exec__watch *w, const char *rel, bool report)
         return wd;
     while ((de = readdir(d)) != NULL) {
         char child[PATH_MAX];
-        bool is_dir;
+        int is_dir;
         struct stat st;
 
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 || skipped_name(de->d_name))
@@ -196,7 +196,7 @@ static void handle_event(struct exec__watch *w, const struct inotify_event *ev)
     if (ev->mask & (IN_CREATE | IN_MOVED_TO)) {
         note(w, path, EXEC_FILE_CREATED);
         if (ev->mask & IN_ISDIR)
-            (void)add_tree(w, path, true);
+            (void)add_tree(w, path, 1);
     } else if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
         note(w, path, EXEC_FILE_DELETED);
     } else if (ev->mask & (IN_MODIFY | IN_CLOSE_WRITE)) {
@@ -246,7 +246,7 @@ int exec_watch_start(struct exec_env *env, uint64_t rate_ms, exec_watch_cb cb, v
     w->poll.data = w->timer.data = w;
     w->open_handles = 2;
     env->watch = w;
-    if ((rc = add_tree(w, "", false)) < 0) { /* the workspace itself cannot be watched */
+    if ((rc = add_tree(w, "", 0)) < 0) { /* the workspace itself cannot be watched */
         exec__watch_close(env);
         return rc;
     }
@@ -281,7 +281,7 @@ void exec__watch_close(struct exec_env *env)
 
     if (w == NULL || w->closing)
         return;
-    w->closing = true;
+    w->closing = 1;
     uv_close((uv_handle_t *)&w->poll, on_watch_closed);
     uv_close((uv_handle_t *)&w->timer, on_watch_closed);
 }

@@ -361,7 +361,7 @@ static void run__on_stdout(void *arg, struct exec_proc *p, const char *data, siz
     agent_parser_feed(r->out, data, len);
 }
 
-static void run__on_stderr(void *arg, struct exec_proc *p, const char *line, size_t len, bool eol)
+static void run__on_stderr(void *arg, struct exec_proc *p, const char *line, size_t len, int eol)
 {
     struct session_run *r = arg;
     agent_parser_feed(r->err, line, len);
@@ -577,7 +577,7 @@ struct exec_env *session__env(struct session *se)
         .workspace = se->workspace,
         .env = se->envp,
         .sandbox = session__sandboxed(se) ? EXEC_SANDBOX_BWRAP : EXEC_SANDBOX_NONE,
-        .bwrap_share_net = true, /* agents talk to their model API and to agentd */
+        .bwrap_share_net = 1, /* agents talk to their model API and to agentd */
         .name = se->id,
         .on_event = run__env_event,
         .arg = se,

@@ -138,7 +138,7 @@ static void r_out(void *arg, struct exec_proc *p, const char *data, size_t len)
     buf_append(&r->out, data, len);
 }
 
-static void r_err(void *arg, struct exec_proc *p, const char *line, size_t len, bool eol)
+static void r_err(void *arg, struct exec_proc *p, const char *line, size_t len, int eol)
 {
     struct run *r = arg;
 
