@@ -179,6 +179,9 @@ static void serve__drain(struct serve *s)
     streams_flush(s->streams);
 }
 
+#define SERVE_TEARDOWN_TURNS   208   /* 8 quick loop turns, then up to 200 more ... */
+#define SERVE_TEARDOWN_WAIT_US 10000 /* ... 10 ms apart */
+
 /* Frees whatever was built, in reverse order. With clients still connected, h2o keeps their memory
  * until the process exits. */
 static void serve__teardown(struct serve *s)
@@ -196,8 +199,14 @@ static void serve__teardown(struct serve *s)
         uv_close((uv_handle_t *)&s->sigterm, NULL);
     }
     if (s->loop_ready) {
-        for (int i = 0; i < 8; i++)
+        /* Close callbacks need a few turns. An fsync still in the thread pool (a loaded machine)
+         * must complete before store_free closes the descriptor it syncs, and its completion frees
+         * the registry: while the loop has anything left, keep turning it, for up to ~2 s. */
+        for (int i = 0; i < SERVE_TEARDOWN_TURNS && (i < 8 || uv_loop_alive(&s->loop)); i++) {
             uv_run(&s->loop, UV_RUN_NOWAIT);
+            if (i >= 8)
+                usleep(SERVE_TEARDOWN_WAIT_US);
+        }
         if (uv_loop_close(&s->loop) != 0)
             log_debug("serve: handles still open at exit");
     }
