@@ -90,7 +90,7 @@ export async function startAgentd({ token, args = [] } = {}) {
 }
 
 export async function launchBrowser() {
-  const userDir = mkdtempSync(join(tmpdir(), "agentd-chromium-"));
+  /* playwright gives every launch a fresh temporary profile (--user-data-dir of its own) */
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -103,14 +103,8 @@ export async function launchBrowser() {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
-      `--user-data-dir=${userDir}`,
-    ].filter((a) => !a.startsWith("--user-data-dir")),
+    ],
   });
-  const close = browser.close.bind(browser);
-  browser.close = async () => {
-    await close();
-    rmSync(userDir, { recursive: true, force: true });
-  };
   return browser;
 }
 

@@ -101,39 +101,44 @@ function followRaw(
   const absolute = client.url(path).startsWith("http")
     ? client.url(path)
     : new URL(client.url(path), globalThis.location?.href).toString();
+  const aborted = new Promise<void>((f) => ac.signal.addEventListener("abort", () => f(), { once: true }));
+  const open = () =>
+    stream({
+      url: absolute,
+      offset,
+      live: opts.live === false ? false : "sse",
+      json: true,
+      headers: { Authorization: () => client.headers().Authorization ?? "" },
+      fetch: watched,
+      signal: ac.signal,
+      warnOnHttp: false,
+      backoffOptions: { initialDelay: 100, maxDelay: opts.maxRetryDelayMs ?? 2000, multiplier: 1.5, maxRetries: Infinity },
+    });
   const done = (async () => {
     try {
-      res = await stream({
-        url: absolute,
-        offset,
-        live: opts.live === false ? false : "sse",
-        json: true,
-        headers: { Authorization: () => client.headers().Authorization ?? "" },
-        fetch: watched,
-        signal: ac.signal,
-        warnOnHttp: false,
-        backoffOptions: {
-          initialDelay: 100,
-          maxDelay: opts.maxRetryDelayMs ?? 2000,
-          multiplier: 1.5,
-          maxRetries: Infinity,
-        },
-      });
-      if (ac.signal.aborted) return;
-      const r = res;
-      /* r.closed settles when the library has read the last response, which can be before the
-       * subscriber was handed it: a catch-up read ends at the chunk that is up to date instead. */
-      let finish!: () => void;
-      const caughtUp = new Promise<void>((f) => (finish = f));
-      r.subscribeText((chunk) => {
+      /* live: false reads ONE response in @durable-streams/client 0.2.6 (it stops after the first
+       * response even when that response is not up to date), so a catch-up goes on from the
+       * delivered offset until a chunk is up to date. Live mode is one stream() call. */
+      for (;;) {
+        res = await open();
         if (ac.signal.aborted) return;
-        deliver(chunk.text, chunk.offset, chunk.upToDate);
-        offset = chunk.offset;
-        set(chunk.upToDate ? (opts.live === false ? "closed" : "live") : "catching-up");
-        if (chunk.streamClosed || (chunk.upToDate && opts.live === false)) finish();
-      });
-      const closed = r.closed.then(() => new Promise<void>((f) => setTimeout(f, 50)));
-      await Promise.race([caughtUp, closed, new Promise<void>((f) => ac.signal.addEventListener("abort", () => f()))]);
+        const r = res;
+        /* r.closed can settle before the subscriber was handed the last chunk (seen with a 10 MB
+         * chunk), so completion is judged by the chunks themselves */
+        let finish!: (upToDate: boolean) => void;
+        const ended = new Promise<boolean>((f) => (finish = f));
+        r.subscribeText((chunk) => {
+          if (ac.signal.aborted) return;
+          deliver(chunk.text, chunk.offset, chunk.upToDate);
+          offset = chunk.offset;
+          set(chunk.upToDate ? (opts.live === false ? "closed" : "live") : "catching-up");
+          if (chunk.streamClosed) finish(true);
+          else if (opts.live === false) finish(chunk.upToDate);
+        });
+        const closed = r.closed.then(() => Promise.race([ended, new Promise<boolean>((f) => setTimeout(() => f(true), 30000))]));
+        const upToDate = await Promise.race([ended, closed, aborted.then(() => true)]);
+        if (upToDate || ac.signal.aborted) break;
+      }
       set("closed");
     } catch (e) {
       if (ac.signal.aborted) return set("closed");

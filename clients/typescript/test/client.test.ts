@@ -120,6 +120,18 @@ describe("following", () => {
     expect([...head, ...rest].map((e) => e.offset)).toEqual(all.map((e) => e.offset));
   });
 
+  it("catches up across several responses (a transcript over the 1 MiB read chunk)", async () => {
+    const s = await c.createSession(jsonl());
+    await c.sendMessage(s.id, ["echo big", "tool head -c 3000000 /dev/zero | tr '\\000' A", "echo after"].join("\n"));
+    await waitIdle(s.id);
+    const all = await readAll(c, s.id);
+    expect(all[0]!.offset).toBe("0000000000000000_0000000000000000");
+    for (let i = 1; i < all.length; i++) expect(all[i]!.offset).toBe(all[i - 1]!.end);
+    expect(all[all.length - 1]!.event.type).toBe("run_completed");
+    const post = all.find((e) => e.event.type === "post_tool")!.event as { output: string };
+    expect(post.output.length).toBe(3_000_000);
+  });
+
   it("survives a server restart: reconnecting, then the new events exactly once", async () => {
     const s = await c.createSession(jsonl());
     const seen: Entry[] = [];

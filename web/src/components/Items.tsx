@@ -48,7 +48,9 @@ function Markdown({ text }: { text: string }) {
 }
 
 function ToolCard({ it, a }: { it: Extract<Item, { kind: "tool" }>; a: ItemActions }) {
-  const [open, setOpen] = useState(it.isError);
+  /* an error opens the card until the reader closes it */
+  const [choice, setOpen] = useState<boolean | null>(null);
+  const open = choice ?? it.isError;
   const edit = editOf(it.name, it.input);
   const summary = toolSummary(it.input);
   const state = !it.done ? "running" : it.isError ? "error" : "ok";

@@ -21,6 +21,14 @@ export function useSessionStore(id: string): SessionStore {
   const store = useMemo(() => new SessionStore(id), [id, tokenVersion.value]);
   useEffect(() => {
     store.open();
+    /* read-only view of what the page loaded, for the browser tests and for debugging */
+    (window as unknown as { __agentd: unknown }).__agentd = {
+      id,
+      offsets: () => store.entries.map((e) => e.offset),
+      ends: () => store.entries.map((e) => e.end),
+      types: () => store.entries.map((e) => e.event.type),
+      status: () => store.status.value,
+    };
     return () => store.close();
   }, [store]);
   return store;

@@ -54,6 +54,11 @@ export function noteError(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/** A stream said 401/403: ask for the token (unless this is a share view, where it cannot help). */
+export function noteUnauthorized() {
+  if (!shareToken.value) needToken.value = true;
+}
+
 /** Re-reads the share token after a client-side navigation. */
 export function syncShareFromUrl() {
   shareToken.value = readShare();

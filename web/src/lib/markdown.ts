@@ -7,7 +7,7 @@
 import { Marked } from "marked";
 import DOMPurify from "dompurify";
 
-export const MD_CAP = 60_000;
+export const MD_CAP = 20_000;
 
 const escapeHtml = (s: string) =>
   s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");

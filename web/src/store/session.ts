@@ -20,7 +20,7 @@ import {
   type Session,
 } from "@agentd/client";
 import { MaterializedState } from "@durable-streams/state";
-import { api, noteError } from "../lib/api";
+import { api, noteError, noteUnauthorized } from "../lib/api";
 import { Fold } from "../lib/timeline";
 
 export const PAGE = 300;
@@ -94,7 +94,10 @@ export class SessionStore {
       onStatus: (st, err) => {
         this.status.value = st;
         if (st === "gone") this.problem.value = this.problem.value ?? "deleted";
-        if (st === "unauthorized") this.problem.value = err ? noteError(err) : "unauthorized";
+        if (st === "unauthorized") {
+          noteUnauthorized();
+          this.problem.value = "unauthorized: this page needs a token or a valid share link";
+        }
       },
     });
     this.refreshState();

@@ -4,7 +4,7 @@
  */
 import { signal } from "@preact/signals";
 import { followSessions, type FollowHandle, type FollowStatus, type Session } from "@agentd/client";
-import { api, noteError } from "../lib/api";
+import { api, noteError, noteUnauthorized } from "../lib/api";
 
 export const sessions = signal<Session[]>([]);
 export const feedStatus = signal<FollowStatus>("connecting");
@@ -32,6 +32,7 @@ export function useFeed(): () => void {
       },
       onStatus: (st, err) => {
         feedStatus.value = st;
+        if (st === "unauthorized") noteUnauthorized();
         feedError.value = err ? noteError(err) : null;
       },
     });
