@@ -128,7 +128,7 @@ integ: all
 # integration tests (leaks and undefined behaviour fail the run).
 test: test-deps
 	@$(MAKE) --no-print-directory format-check
-	@$(MAKE) --no-print-directory MODE=release all unit integ fuzz-replay conformance
+	@$(MAKE) --no-print-directory MODE=release all unit integ browser fuzz-replay conformance
 	@$(MAKE) --no-print-directory MODE=asan all unit integ
 
 -include tests/tests.mk

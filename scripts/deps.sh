@@ -18,9 +18,10 @@ build_pkgs=(gcc make pkg-config libuv1-dev libh2o-dev libwslay-dev libjansson-de
             libcurl4-openssl-dev libsodium-dev libssl-dev zlib1g-dev)
 # clang + libclang-rt-14-dev: libFuzzer targets and sanitizer runtimes. clang-format: the layout check
 # (make format-check). perl: prove. python3: the integration tests. curl, wrk: smoke and load checks. The python3-* packages and bubblewrap are for the
-# runtime and sandbox modules' tests.
+# runtime and sandbox modules' tests. chromium: the dashboard's browser tests (tests/browser drive it
+# with playwright-core; no browser is downloaded).
 test_pkgs=(clang clang-format libclang-rt-14-dev perl python3 curl wrk python3-pexpect python3-jupyter-client
-           python3-ipykernel bubblewrap)
+           python3-ipykernel bubblewrap chromium)
 
 usage() {
     echo "usage: $0 build|test|web" >&2
@@ -84,6 +85,10 @@ case "$1" in
         # OpenCode, pinned in a directory of its own: its lock file has hand-written entries for the
         # platform packages this registry lacks (see tests/agents/README.md).
         npm_modules tests/agents/opencode opencode-ai
+        # The dashboard: its build tools, the client package's tests (vitest), the browser tests.
+        npm_modules web vite
+        npm_modules clients/typescript vitest
+        npm_modules tests/browser playwright-core
         ;;
     *) usage ;;
 esac

@@ -2,11 +2,18 @@
 # BASE_CFLAGS and LDLIBS.
 #
 #   make conformance   the Durable Streams conformance suite against build/$(MODE)/agentd
+#   make browser       the dashboard: clients/typescript's tests (vitest) against the real agentd,
+#                      then tests/browser (playwright-core driving Debian's chromium); screenshots
+#                      of the main views go to build/browser-shots/
 #   make fuzz-replay   builds each tests/fuzz/fuzz_<name>.c as a libFuzzer binary (clang, ASan+UBSan)
 #                      in build/fuzz/ and replays tests/fuzz/corpus/<name>/ once (-runs=0)
 
 conformance: all
 	AGENTD_BIN=$(abspath $(BUILD)/agentd) tests/conformance/run.sh
+
+.PHONY: browser
+browser: all
+	AGENTD_BIN=$(abspath $(BUILD)/agentd) tests/browser/run.sh
 
 # ---- libFuzzer targets --------------------------------------------------------------------------
 # The fuzz build is independent of MODE: its own objects, compiled by clang with coverage
