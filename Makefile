@@ -136,7 +136,7 @@ test: test-deps
 
 # The house layout is .clang-format (Debian 12's clang-format 14). `make format` rewrites the C
 # sources in place; `make format-check` lists every file that differs and fails.
-FORMAT_SRC = $(sort $(wildcard src/*.c src/*/*.[ch] tests/unit/*.[ch] tests/fuzz/*.c bench/*/*.c))
+FORMAT_SRC = $(sort $(wildcard src/*.c src/*/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch] bench/*/*.c))
 format:
 	clang-format -i $(FORMAT_SRC)
 format-check:

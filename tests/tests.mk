@@ -6,7 +6,16 @@
 #                      then tests/browser (playwright-core driving Debian's chromium); screenshots
 #                      of the main views go to build/browser-shots/
 #   make fuzz-replay   builds each tests/fuzz/fuzz_<name>.c as a libFuzzer binary (clang, ASan+UBSan)
-#                      in build/fuzz/ and replays tests/fuzz/corpus/<name>/ once (-runs=0)
+#                      in build/fuzz/ and replays tests/fuzz/corpus/<name>/ once (-runs=0); part of
+#                      make test. Every target must have a corpus.
+#   make fuzz          fuzzes each target in turn for FUZZ_SECONDS (default 600) under nice, one
+#                      process at a time, starting from its corpus; what it finds new goes to
+#                      build/fuzz/grown/<name>/, a crash to build/fuzz/<name>-crash-*, and the run's
+#                      log (its last lines: execs, cov, ft) to build/fuzz/<name>.fuzz.log. Not part
+#                      of make test. FUZZ_TARGETS="sse ws" picks targets.
+#   make fuzz-merge    merges build/fuzz/grown/<name>/ into tests/fuzz/corpus/<name>/, minimized
+#                      (libFuzzer -merge=1 into a fresh directory): inputs named by hand (seeds,
+#                      regressions) stay as they are, the rest is what adds coverage.
 
 conformance: all
 	AGENTD_BIN=$(abspath $(BUILD)/agentd) tests/conformance/run.sh
@@ -34,21 +43,37 @@ $(FUZZ_DIR)/obj/%.o: %.c | pkg-check
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LDLIBS)
 
-.PHONY: fuzz-replay
+.PHONY: fuzz-replay fuzz fuzz-merge
 fuzz-replay: $(FUZZ_BIN)
-ifeq ($(FUZZ_SRC),)
-	@echo "no fuzz targets yet"
-else
 	@set -e; for bin in $(FUZZ_BIN); do \
 	    name=$${bin##*/fuzz_}; corpus=tests/fuzz/corpus/$$name; \
-	    if [ -d "$$corpus" ]; then \
-	        echo "fuzz-replay: $$name ($$(find "$$corpus" -type f | wc -l) inputs)"; \
-	        "$$bin" -runs=0 -artifact_prefix=$(FUZZ_DIR)/ "$$corpus" 2>"$(FUZZ_DIR)/$$name.log" || \
-	            { tail -n 40 "$(FUZZ_DIR)/$$name.log"; echo "fuzz-replay: $$name FAILED"; exit 1; }; \
-	    else \
-	        echo "fuzz-replay: $$name has no corpus at $$corpus; running it on the empty input"; \
-	        "$$bin" -runs=1 -artifact_prefix=$(FUZZ_DIR)/ 2>"$(FUZZ_DIR)/$$name.log" || \
-	            { tail -n 40 "$(FUZZ_DIR)/$$name.log"; echo "fuzz-replay: $$name FAILED"; exit 1; }; \
-	    fi; \
+	    [ -d "$$corpus" ] || { echo "fuzz-replay: $$name has no corpus at $$corpus"; exit 1; }; \
+	    echo "fuzz-replay: $$name ($$(find "$$corpus" -type f | wc -l) inputs)"; \
+	    "$$bin" -runs=0 -artifact_prefix=$(FUZZ_DIR)/ "$$corpus" 2>"$(FUZZ_DIR)/$$name.log" || \
+	        { tail -n 40 "$(FUZZ_DIR)/$$name.log"; echo "fuzz-replay: $$name FAILED"; exit 1; }; \
 	done
-endif
+
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+fuzz: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
+	@set -e; for name in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_DIR)/grown/$$name; \
+	    echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
+	    nice -n 15 $(FUZZ_DIR)/fuzz_$$name -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -rss_limit_mb=1024 \
+	        -artifact_prefix=$(FUZZ_DIR)/$$name- $(FUZZ_DIR)/grown/$$name tests/fuzz/corpus/$$name \
+	        2>$(FUZZ_DIR)/$$name.fuzz.log || { tail -n 60 $(FUZZ_DIR)/$$name.fuzz.log; \
+	        echo "fuzz: $$name found something: $(FUZZ_DIR)/$$name-crash-* (fix it, keep the input)"; exit 1; }; \
+	    grep -E '^#[0-9]+.*DONE|stat::number_of_executed_units' $(FUZZ_DIR)/$$name.fuzz.log | sed "s/^/  $$name: /"; \
+	done
+
+fuzz-merge: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
+	@set -e; for name in $(FUZZ_TARGETS); do \
+	    corpus=tests/fuzz/corpus/$$name; fresh=$(FUZZ_DIR)/merged/$$name; \
+	    rm -rf $$fresh; mkdir -p $$fresh $(FUZZ_DIR)/grown/$$name; \
+	    $(FUZZ_DIR)/fuzz_$$name -merge=1 $$fresh $$corpus $(FUZZ_DIR)/grown/$$name 2>$(FUZZ_DIR)/$$name.merge.log; \
+	    for f in $$corpus/*; do case "$${f##*/}" in \
+	        [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]*) ;; \
+	        *) cp "$$f" $$fresh/; rm -f $$fresh/$$(sha1sum < "$$f" | cut -c1-40) ;; esac; done; \
+	    rm -rf $$corpus && mv $$fresh $$corpus; \
+	    echo "fuzz-merge: $$name: $$(ls $$corpus | wc -l) inputs"; \
+	done

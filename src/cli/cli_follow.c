@@ -1,8 +1,10 @@
 /*
  * cli_follow.c — following a stream live over SSE with exact resume (cli_follow, declared in
- * cli.h), for `agentd session tail`, `send --wait` and `agentd stream tail`.
+ * cli.h), for `agentd session tail`, `send --wait` and `agentd stream tail`: a reader that turns
+ * one response's events into confirmed content (cli_follow.h), and the loop that reconnects.
  */
 #include "cli/cli.h"
+#include "cli/cli_follow.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -19,13 +21,12 @@
 #define CLI_FOLLOW_IDLE_S         120L  /* silence after which a live read reconnects */
 #define CLI_FOLLOW_BACKOFF_MAX_MS 5000L /* longest pause between reconnects */
 
-/* One cli_follow, across reconnects. */
-struct cli__follow {
+/* One cli_follow's reading state, across reconnects (cli_follow.h). */
+struct cli_follow_reader {
     const struct cli_follow_cb *cb;
     struct cli_sse *sse;
     char **offset; /* the caller's: the last confirmed offset */
-    /* Per connection: */
-    int checked;  /* the response headers were looked at */
+    /* Per response: */
     int binary;   /* data events are base64 (Stream-SSE-Data-Encoding: base64) */
     int controls; /* control events received */
     /* Outcomes that end the transfer: */
@@ -36,14 +37,21 @@ struct cli__follow {
     size_t npending, pending_cap;
 };
 
-static void cli__follow_drop_pending(struct cli__follow *follow)
+/* One cli_follow: a reader and what the reconnect loop needs of one response. */
+struct cli_follow {
+    struct cli_follow_reader *reader;
+    int checked;         /* the response headers were looked at */
+    const char *failure; /* the response is not an event stream */
+};
+
+static void cli_follow__drop_pending(struct cli_follow_reader *follow)
 {
     for (size_t i = 0; i < follow->npending; i++)
         buf_free(&follow->pending[i]);
     follow->npending = 0;
 }
 
-static int cli__follow_data(struct cli__follow *follow, const struct cli_sse_event *event)
+static int cli_follow__data(struct cli_follow_reader *follow, const struct cli_sse_event *event)
 {
     if (follow->npending == follow->pending_cap) {
         follow->pending_cap = follow->pending_cap ? follow->pending_cap * 2 : 8;
@@ -67,7 +75,7 @@ static int cli__follow_data(struct cli__follow *follow, const struct cli_sse_eve
     return 0;
 }
 
-static int cli__follow_control(struct cli__follow *follow, const struct cli_sse_event *event)
+static int cli_follow__control(struct cli_follow_reader *follow, const struct cli_sse_event *event)
 {
     json_t *control = json_loadb(event->data, event->data_len, 0, NULL);
     if (!json_is_object(control)) {
@@ -89,42 +97,81 @@ static int cli__follow_control(struct cli__follow *follow, const struct cli_sse_
     int stop = 0;
     for (size_t i = 0; i < follow->npending && !stop; i++)
         stop = cb->on_data(cb->arg, follow->pending[i].p, follow->pending[i].len, *follow->offset);
-    cli__follow_drop_pending(follow);
+    cli_follow__drop_pending(follow);
     if (!stop && cb->on_control != NULL)
         stop = cb->on_control(cb->arg, *follow->offset, up_to_date, closed);
     follow->stopped = stop || closed;
     return follow->stopped;
 }
 
-static int cli__follow_event(void *arg, const struct cli_sse_event *event)
+static int cli_follow__event(void *arg, const struct cli_sse_event *event)
 {
-    struct cli__follow *follow = arg;
+    struct cli_follow_reader *follow = arg;
     if (strcmp(event->type, "data") == 0)
-        return cli__follow_data(follow, event);
+        return cli_follow__data(follow, event);
     if (strcmp(event->type, "control") == 0)
-        return cli__follow_control(follow, event);
+        return cli_follow__control(follow, event);
     return 0; /* event types we do not know are skipped, for forward compatibility */
 }
 
-static int cli__follow_body(void *arg, const struct cli_http_response *resp, const char *p, size_t n)
+struct cli_follow_reader *cli_follow_reader_new(const struct cli_follow_cb *cb, char **offset)
 {
-    struct cli__follow *follow = arg;
-    if (!follow->checked) {
+    struct cli_follow_reader *r = xcalloc(1, sizeof *r);
+    r->cb = cb;
+    r->offset = offset;
+    r->sse = cli_sse_new(cli_follow__event, r);
+    return r;
+}
+
+void cli_follow_reader_free(struct cli_follow_reader *r)
+{
+    if (r == NULL)
+        return;
+    cli_follow__drop_pending(r);
+    free(r->pending);
+    cli_sse_free(r->sse);
+    free(r);
+}
+
+void cli_follow_reader_start(struct cli_follow_reader *r, int binary)
+{
+    cli_sse_reset(r->sse);
+    cli_follow__drop_pending(r);
+    r->binary = binary;
+    r->controls = 0;
+    r->failure = NULL;
+}
+
+int cli_follow_reader_feed(struct cli_follow_reader *r, const char *p, size_t n)
+{
+    if (r->stopped || r->failure)
+        return 1;
+    int rc = cli_sse_feed(r->sse, p, n);
+    if (rc < 0)
+        r->failure = "an event is too large";
+    return rc != 0;
+}
+
+int cli_follow_reader_stopped(const struct cli_follow_reader *r) { return r->stopped; }
+const char *cli_follow_reader_failure(const struct cli_follow_reader *r) { return r->failure; }
+
+/* The response body callback: checks the headers once, then reads. */
+static int cli_follow__body(void *arg, const struct cli_http_response *resp, const char *p, size_t n)
+{
+    struct cli_follow *f = arg;
+    if (!f->checked) {
         const char *type = cli_http_header(resp, "Content-Type");
         const char *encoding = cli_http_header(resp, "Stream-SSE-Data-Encoding");
         size_t type_len = type != NULL ? strcspn(type, "; \t") : 0;
-        follow->checked = 1;
-        follow->binary = encoding != NULL && strcasecmp(encoding, "base64") == 0;
+        f->checked = 1;
+        cli_follow_reader_start(f->reader, encoding != NULL && strcasecmp(encoding, "base64") == 0);
         if (type_len != strlen("text/event-stream") ||
             strncasecmp(type, "text/event-stream", type_len) != 0) {
-            follow->failure = "the server did not answer with an event stream";
+            f->failure = "the server did not answer with an event stream";
             return 1;
         }
     }
-    int rc = cli_sse_feed(follow->sse, p, n);
-    if (rc < 0)
-        follow->failure = "an event is too large";
-    return rc;
+    return cli_follow_reader_feed(f->reader, p, n);
 }
 
 static void cli__sleep_ms(long ms)
@@ -137,17 +184,15 @@ static void cli__sleep_ms(long ms)
 int cli_follow(struct cli_http *http, const char *what, const char *url_path, char **offset,
                const struct cli_follow_cb *cb)
 {
-    struct cli__follow follow = {.cb = cb, .offset = offset};
+    struct cli_follow f = {.reader = cli_follow_reader_new(cb, offset)};
     struct cli_http_response resp = {0};
     struct buf url = {0};
     long backoff_ms = 0;
     int status = CLI_EXIT_OK, connected = 0, reported_outage = 0;
 
-    follow.sse = cli_sse_new(cli__follow_event, &follow);
     for (;;) {
-        cli_sse_reset(follow.sse);
-        cli__follow_drop_pending(&follow);
-        follow.checked = follow.binary = follow.controls = 0;
+        cli_follow_reader_start(f.reader, 0);
+        f.checked = 0;
         buf_reset(&url);
         buf_puts(&url, url_path);
         buf_puts(&url, "?offset=");
@@ -157,16 +202,17 @@ int cli_follow(struct cli_http *http, const char *what, const char *url_path, ch
             .method = "GET",
             .path = url.p,
             .headers = (const char *const[]){"Accept: text/event-stream", NULL},
-            .on_body = cli__follow_body,
-            .arg = &follow,
+            .on_body = cli_follow__body,
+            .arg = &f,
             .idle_timeout_s = CLI_FOLLOW_IDLE_S,
         };
         int rc = cli_http_request(http, &req, &resp);
+        const char *failure = f.failure ? f.failure : cli_follow_reader_failure(f.reader);
 
-        if (follow.stopped)
+        if (cli_follow_reader_stopped(f.reader))
             break;
-        if (follow.failure != NULL) {
-            fprintf(stderr, "agentd: %s: %s\n", what, follow.failure);
+        if (failure != NULL) {
+            fprintf(stderr, "agentd: %s: %s\n", what, failure);
             status = CLI_EXIT_HTTP;
             break;
         }
@@ -176,11 +222,11 @@ int cli_follow(struct cli_http *http, const char *what, const char *url_path, ch
                 status = CLI_EXIT_HTTP;
             break;
         }
-        if (rc < 0 && !connected && !follow.checked) {
+        if (rc < 0 && !connected && !f.checked) {
             status = cli_http_report(http, what, rc, &resp);
             break;
         }
-        connected = connected || follow.checked;
+        connected = connected || f.checked;
         if (rc < 0 && !reported_outage) {
             fprintf(stderr, "agentd: %s: %s; reconnecting from offset %s\n", what, cli_http_error(http),
                     *offset);
@@ -190,7 +236,7 @@ int cli_follow(struct cli_http *http, const char *what, const char *url_path, ch
         }
         /* The server ends live responses now and then (and may restart): resume from the last
          * confirmed offset, at once if this connection was useful, else with a growing pause. */
-        if (follow.controls > 0)
+        if (f.reader->controls > 0)
             backoff_ms = 0;
         else
             backoff_ms = backoff_ms == 0 ? 250 : backoff_ms * 2;
@@ -199,9 +245,7 @@ int cli_follow(struct cli_http *http, const char *what, const char *url_path, ch
         if (backoff_ms > 0)
             cli__sleep_ms(backoff_ms);
     }
-    cli__follow_drop_pending(&follow);
-    free(follow.pending);
-    cli_sse_free(follow.sse);
+    cli_follow_reader_free(f.reader);
     cli_http_response_reset(&resp);
     buf_free(&url);
     return status;

@@ -60,7 +60,7 @@ static void cli_stream__url(struct buf *out, const char *path)
 {
     while (*path == '/')
         path++;
-    if (strncmp(path, CLI_STREAM_PREFIX + 1, strlen(CLI_STREAM_PREFIX) - 1) == 0)
+    if (strncmp(path, &CLI_STREAM_PREFIX[1], strlen(CLI_STREAM_PREFIX) - 1) == 0)
         path += strlen(CLI_STREAM_PREFIX) - 1;
     buf_puts(out, CLI_STREAM_PREFIX);
     cli_http_path_escape(out, path);
