@@ -62,12 +62,10 @@ json_t *session__public(const struct session *se)
     json_object_set_new(pub, "parent", se->parent ? json_string(se->parent) : json_null());
     json_object_set_new(pub, "active_run",
                         se->active ? json_string(session__active_run_id(se)) : json_null());
-    if (se->agent_opts && json_object_size(se->agent_opts)) {
-        json_t *opts = json_deep_copy(se->agent_opts);
-        if (json_object_get(opts, "api_key"))
-            json_object_set_new(opts, "api_key", json_string("***"));
-        json_object_set_new(pub, "agent_options", opts);
-    }
+    json_t *opts = session__opts_json(&se->opts, 1);
+    if (json_object_size(opts))
+        json_object_set(pub, "agent_options", opts);
+    json_decref(opts);
     session__activity(se, pub);
     return pub;
 }
@@ -79,8 +77,7 @@ static json_t *session__record(const struct session *se)
         json_pack("{s:s, s:s, s:s, s:O, s:O, s:I, s:b, s:O}", "id", se->id, "agent", se->agent, "workspace",
                   se->workspace, "tags", se->tags, "env", se->env, "created_at", (json_int_t)se->created_ms,
                   "owns_workspace", se->owns_workspace, "shares", se->shares);
-    if (se->agent_opts)
-        json_object_set(rec, "agent_opts", se->agent_opts);
+    json_object_set_new(rec, "agent_opts", session__opts_json(&se->opts, 0));
     if (se->native_session)
         json_object_set_new(rec, "native_session", json_string(se->native_session));
     if (se->fork_pending)
@@ -121,10 +118,8 @@ static struct session *session__from_record(json_t *rec)
     se->owns_workspace = json_is_true(json_object_get(rec, "owns_workspace"));
     se->shares = json_is_array(json_object_get(rec, "shares")) ? json_incref(json_object_get(rec, "shares"))
                                                                : json_array();
-    se->agent_opts = json_is_object(json_object_get(rec, "agent_opts"))
-                         ? json_incref(json_object_get(rec, "agent_opts"))
-                         : json_object();
     se->adapter = strcmp(agent, "none") ? agent_adapter_find(agent) : NULL;
+    session__opts_from_json(&se->opts, json_object_get(rec, "agent_opts"), se->adapter);
     const char *native = json_string_value(json_object_get(rec, "native_session"));
     se->native_session = native ? xstrdup(native) : NULL;
     se->fork_pending = json_is_true(json_object_get(rec, "fork_pending"));
@@ -517,7 +512,7 @@ static void session__rt_spawned(void *arg, int rc)
 static void session__rt_spawn(struct session_rt_call *c)
 {
     struct session *se = c->se;
-    json_t *body = json_deep_copy(se->agent_opts);
+    json_t *body = session__opts_json(&se->opts, 0);
     json_object_set_new(body, "agent", json_string(se->agent));
     json_object_set_new(body, "tags", json_pack("[s]", "child"));
     if (c->req.code)
@@ -672,8 +667,6 @@ void session__register(struct sessions *s, struct session *se)
     s->live++;
     if (se->runs == NULL)
         se->runs = json_array();
-    if (se->agent_opts == NULL)
-        se->agent_opts = json_object();
     se->queue_tail = &se->queue;
     if (se->home == NULL) /* created with the first run */
         se->home = xasprintf("%s/homes/%s", s->data_dir, se->id);

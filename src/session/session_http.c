@@ -226,8 +226,9 @@ static struct session *session__create_from(struct sessions *s, json_t *b, const
     if ((*why = session__check_create(s, b, ws, sizeof ws)) != NULL)
         return NULL;
     struct session *se = xcalloc(1, sizeof *se);
-    if ((*why = session__agent_config(se, b)) != NULL) {
-        json_decref(se->agent_opts);
+    const char *agent = json_string_value(json_object_get(b, "agent"));
+    se->adapter = strcmp(agent, "none") ? agent_adapter_find(agent) : NULL;
+    if (session__opts_parse(&se->opts, b, se->adapter, why) != 0) {
         free(se);
         return NULL;
     }
@@ -243,7 +244,7 @@ static struct session *session__create_from(struct sessions *s, json_t *b, const
         if (bad) {
             free(se->workspace);
             free(se->agent);
-            json_decref(se->agent_opts);
+            session__opts_free(&se->opts);
             free(se);
             *status = 500;
             *why = "cannot create the workspace";
@@ -519,7 +520,7 @@ static void session__fork(struct sessions *s, struct session *parent, struct htt
     session__new_id(se->id);
     se->agent = xstrdup(parent->agent);
     se->adapter = parent->adapter;
-    se->agent_opts = json_deep_copy(parent->agent_opts);
+    session__opts_copy(&se->opts, &parent->opts, se->adapter);
     se->native_session = parent->native_session ? xstrdup(parent->native_session) : NULL;
     se->fork_pending = se->native_session != NULL; /* its first run forks the agent's own session */
     se->tags = json_incref(tags ? tags : parent->tags);

@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "core/map.h"
+#include "exec/exec.h"
 #include "session/session.h"
 
 #define SESSION_ID_LEN          24
@@ -19,6 +20,15 @@
 
 #define SESSION_RUN_ID_LEN 20                   /* "run_" and 16 hex digits */
 #define SESSION_TOKEN_LEN  (2 * SESSION_ID_LEN) /* share tokens */
+
+/* What a session runs with, validated (session_opts.c). Owned by its session; strings are its own. */
+struct session_opts {
+    char *sandbox;             /* "bwrap", "none" (as the client said) or NULL */
+    struct exec_limits limits; /* zero where the client set none */
+    char *program, *base_url, *api_key, *model;
+    char **command; /* the agent's argv (NULL-terminated), or NULL */
+    int mcp;        /* agentd's runtime tool offered to the agent; -1 for agent none */
+};
 
 struct runtime;
 struct exec_env;
@@ -61,10 +71,10 @@ struct session {
 
     /* ---- agent runs (session_run.c) ---- */
     const struct agent_adapter *adapter; /* NULL for agent "none" */
-    json_t *agent_opts;    /* {"command","program","base_url","api_key","model","mcp","sandbox"} */
-    char *native_session;  /* the agent's own session id, for resume */
-    char *home;            /* DATA/homes/<id>: the agent's HOME, kept across runs */
-    struct exec_env *xenv; /* execution environment, started with the first run */
+    struct session_opts opts;            /* its agent's settings, sandbox and limits (session_opts.c) */
+    char *native_session;                /* the agent's own session id, for resume */
+    char *home;                          /* DATA/homes/<id>: the agent's HOME, kept across runs */
+    struct exec_env *xenv;               /* execution environment, started with the first run */
     int env_closing;
     struct session_run *active;
     struct session_run *queue, **queue_tail;
@@ -180,16 +190,25 @@ void session__events(struct sessions *s, struct session *se, struct http_req *re
  * session's transcript events, from the offset, live. */
 void session__ws(struct sessions *s, struct session *se, struct http_req *req);
 
-/* session_run.c */
-/* Validates and stores the agent part of a create request; NULL or a reason. */
-const char *session__agent_config(struct session *se, json_t *body);
-/* Validates a create body's "limits" into se->agent_opts; NULL or why not. */
-const char *session__limits_config(struct session *se, json_t *limits);
-struct exec_limits;
+/* ---- session_opts.c ---- */
+/* Validates a create body's agent settings (for adapter; NULL: agent none), sandbox and limits
+ * into o: 0, or -EINVAL with why. */
+int session__opts_parse(struct session_opts *o, json_t *body, const struct agent_adapter *adapter,
+                        const char **why);
+/* Reads a record's "agent_opts" (leniently: what is not understood is left out). */
+void session__opts_from_json(struct session_opts *o, json_t *j, const struct agent_adapter *adapter);
+/* The JSON form (new reference); redact: the API key shows as "***". */
+json_t *session__opts_json(const struct session_opts *o, int redact);
+void session__opts_copy(struct session_opts *to, const struct session_opts *from,
+                        const struct agent_adapter *adapter);
+/* Frees what o holds and leaves it empty (mcp -1). */
+void session__opts_free(struct session_opts *o);
 /* The session's limits as exec's (zero when none); returns whether it has any. */
 int session__limits(const struct session *se, struct exec_limits *l);
 /* Whether the session runs in bubblewrap ("sandbox": "bwrap"): its agent and its runtimes alike. */
 int session__sandboxed(const struct session *se);
+
+/* ---- session_run.c ---- */
 /* The session's execution environment, created and started on first need (its first run, or a
  * runtime of a session with cgroup limits); NULL when it cannot be created. */
 struct exec_env *session__env(struct session *se);

@@ -177,101 +177,6 @@ static void run__event(struct session_run *r, json_t *ev)
     session__event(r->se, ev);
 }
 
-/* ================= configuration ================= */
-
-/* "limits" of a session, and how each maps onto exec's: cgroup limits for the whole session (agent,
- * runtimes and everything they start), rlimits for each of its processes. */
-static const struct {
-    const char *name;
-    size_t off;
-} session__limit_names[] = {
-    {"memory_bytes", offsetof(struct exec_limits, cg_memory_bytes)},
-    {"processes", offsetof(struct exec_limits, cg_pids)},
-    {"cpu_seconds", offsetof(struct exec_limits, cpu_seconds)},
-    {"file_size_bytes", offsetof(struct exec_limits, fsize_bytes)},
-    {"open_files", offsetof(struct exec_limits, nofile)},
-};
-
-const char *session__limits_config(struct session *se, json_t *lim)
-{
-    const char *k;
-    json_t *v;
-    if (lim == NULL || json_is_null(lim))
-        return NULL;
-    if (!json_is_object(lim))
-        return "limits must be an object: memory_bytes, processes, cpu_seconds, file_size_bytes, open_files";
-    json_object_foreach (lim, k, v) {
-        size_t i = 0;
-        while (i < CORE_ARRAY_LEN(session__limit_names) && strcmp(k, session__limit_names[i].name))
-            i++;
-        if (i == CORE_ARRAY_LEN(session__limit_names))
-            return "limits: unknown key (memory_bytes, processes, cpu_seconds, file_size_bytes, open_files)";
-        if (!json_is_integer(v) || json_integer_value(v) < 1)
-            return "limits: every value is a positive integer";
-    }
-    json_object_set(se->agent_opts, "limits", lim);
-    return NULL;
-}
-
-int session__limits(const struct session *se, struct exec_limits *l)
-{
-    json_t *lim = json_object_get(se->agent_opts, "limits");
-    memset(l, 0, sizeof *l);
-    for (size_t i = 0; i < CORE_ARRAY_LEN(session__limit_names); i++) {
-        json_t *v = json_object_get(lim, session__limit_names[i].name);
-        if (json_is_integer(v))
-            *(uint64_t *)((char *)l + session__limit_names[i].off) = (uint64_t)json_integer_value(v);
-    }
-    return json_object_size(lim) > 0;
-}
-
-const char *session__agent_config(struct session *se, json_t *b)
-{
-    const char *agent = json_string_value(json_object_get(b, "agent"));
-    se->agent_opts = json_object();
-    /* The sandbox holds the agent and the session's runtimes alike, so it applies to runtime-only
-     * sessions too. */
-    json_t *sb = json_object_get(b, "sandbox");
-    if (sb && !json_is_null(sb) &&
-        (!json_is_string(sb) ||
-         (strcmp(json_string_value(sb), "none") && strcmp(json_string_value(sb), "bwrap"))))
-        return "sandbox must be none or bwrap";
-    if (json_is_string(sb))
-        json_object_set(se->agent_opts, "sandbox", sb);
-    const char *why = session__limits_config(se, json_object_get(b, "limits"));
-    if (why != NULL)
-        return why;
-    if (agent == NULL || !strcmp(agent, "none"))
-        return NULL;
-    se->adapter = agent_adapter_find(agent);
-    if (se->adapter == NULL)
-        return "unknown agent (none, claude-code, codex, opencode, jsonl or demo)";
-    static const char *const strings[] = {"program", "base_url", "api_key", "model"};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(strings); i++) {
-        json_t *v = json_object_get(b, strings[i]);
-        if (v && !json_is_null(v) && !json_is_string(v))
-            return "program, base_url, api_key and model must be strings";
-        if (json_is_string(v))
-            json_object_set(se->agent_opts, strings[i], v);
-    }
-    json_t *mcp = json_object_get(b, "mcp");
-    json_object_set_new(se->agent_opts, "mcp", json_boolean(mcp == NULL || json_is_true(mcp)));
-    json_t *cmd = json_object_get(b, "command");
-    if (cmd) {
-        size_t i;
-        json_t *a;
-        if (!json_is_array(cmd) || json_array_size(cmd) == 0)
-            return "command must be a non-empty array of strings";
-        json_array_foreach (cmd, i, a)
-            if (!json_is_string(a))
-                return "command must be a non-empty array of strings";
-        json_object_set(se->agent_opts, "command", cmd);
-    } else if (!strcmp(agent, "jsonl")) {
-        return "a jsonl agent needs command: [program, args...]";
-    }
-    return NULL;
-}
-
 /* ================= running ================= */
 
 static void run__start_next(struct session *se);
@@ -458,15 +363,10 @@ static void run__spawn(struct session_run *r)
 {
     struct session *se = r->se;
     struct sessions *s = se->registry;
-    json_t *o = se->agent_opts;
-    json_t *cmd_j = json_object_get(o, "command");
-    size_t nextra = json_array_size(cmd_j);
-    const char **extra = xcalloc(nextra + 1, sizeof *extra);
-    for (size_t i = 1; i < nextra; i++)
-        extra[i - 1] = json_string_value(json_array_get(cmd_j, i));
+    const struct session_opts *o = &se->opts;
     char *mcp_url = NULL;
     struct agent_mcp mcp = {0};
-    if (json_is_true(json_object_get(o, "mcp")) && s->base_url) {
+    if (o->mcp > 0 && s->base_url) {
         if (s->cfg.agent_auth) {
             /* A server with a token: the agent gets one of its own, scoped to this session's MCP
              * endpoint (session__authorize), in the URL, which every agent CLI passes on as is. */
@@ -488,20 +388,19 @@ static void run__spawn(struct session_run *r)
         .workspace = se->workspace,
         .home = se->home,
         .program = agent_adapter_runs_self(se->adapter) ? s->self_exe
-                   : nextra                             ? json_string_value(json_array_get(cmd_j, 0))
-                                                        : json_string_value(json_object_get(o, "program")),
-        .model = json_string_value(json_object_get(o, "model")),
-        .base_url = json_string_value(json_object_get(o, "base_url")),
-        .api_key = json_string_value(json_object_get(o, "api_key")),
+                   : o->command                         ? o->command[0]
+                                                        : o->program,
+        .model = o->model,
+        .base_url = o->base_url,
+        .api_key = o->api_key,
         .native_session = se->native_session,
         .fork = se->fork_pending,
         .bypass_permissions = 1,
         .mcp = mcp.url ? &mcp : NULL,
-        .extra_args = nextra > 1 ? extra : NULL,
+        .extra_args = o->command && o->command[1] ? (const char *const *)o->command + 1 : NULL,
     };
     struct agent_cmd cmd;
     int rc = agent_command(se->adapter, &ro, &cmd);
-    free(extra);
     free(mcp_url);
     if (rc != 0)
         return run__complete(r, "error", "spawn_failed", "the agent's command could not be built", INT64_MIN);
@@ -561,12 +460,6 @@ static void run__start(struct session_run *r)
     }
     if (exec_env_status(se->xenv) == EXEC_STATUS_READY)
         run__spawn(r);
-}
-
-int session__sandboxed(const struct session *se)
-{
-    const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
-    return sandbox && !strcmp(sandbox, "bwrap");
 }
 
 struct exec_env *session__env(struct session *se)
@@ -798,7 +691,7 @@ void session__stop_runs(struct session *se)
 
 void session__runs_free(struct session *se)
 {
-    json_decref(se->agent_opts);
+    session__opts_free(&se->opts);
     json_decref(se->runs);
     free(se->native_session);
     free(se->home);
