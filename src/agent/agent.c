@@ -37,6 +37,11 @@ const char *agent_adapter_description(const struct agent_adapter *a) { return a-
 
 const char *agent_adapter_program(const struct agent_adapter *a) { return a->program; }
 
+int agent_fork_fixup(const struct agent_adapter *a, const struct agent_fork *f)
+{
+    return a->fork_fixup ? a->fork_fixup(f) : 0;
+}
+
 /* ================= commands ================= */
 
 /* Appends s to a NULL-terminated vector of owned strings. */

@@ -2,9 +2,11 @@
  * agent — runner adapters: how agentd starts an agent CLI for one run and how it reads what the
  * agent prints. Five adapters share one interface: `claude-code` (claude -p, stream-json),
  * `codex` (codex exec --json), `opencode` (opencode run --format json), `jsonl` (agentd's own
- * line protocol, doc/AGENT-PROTOCOL.md) and `demo` (that protocol spoken by `agentd demo-agent`). This module is pure: it builds argv, environment, files
- * and stdin bytes for src/exec to spawn, and turns stdout bytes into events for src/session to
- * append. It starts no process, touches no file and keeps no global state.
+ * line protocol, doc/AGENT-PROTOCOL.md) and `demo` (that protocol spoken by `agentd demo-agent`).
+ * This module is pure: it builds argv, environment, files and stdin bytes for src/exec to spawn,
+ * and turns stdout bytes into events for src/session to append. It starts no process and keeps no
+ * global state; it touches files in one place only, agent_fork_fixup, which edits a fork's copy of
+ * an agent's own session files (a blocking call for the thread pool).
  *
  * Events are jansson objects (the session appends them to the transcript as such), each with a
  * "type" from the transcript vocabulary and, always, "native": the agent's line as parsed JSON,
@@ -137,6 +139,22 @@ void agent_cmd_free(struct agent_cmd *cmd);
 /* The line to write on the agent's stdin to cancel run_id, newline included (free it), or NULL
  * when the adapter has no such control and the caller must signal the process group instead. */
 char *agent_cancel_line(const struct agent_adapter *a, const char *run_id);
+
+/* ---- forks ----------------------------------------------------------------------------------- */
+
+/* A session was forked: its agent home (the directory given as agent_run_opts.home) was copied to
+ * `home`, and the fork runs in `workspace` where the parent ran in `from_workspace`. */
+struct agent_fork {
+    const char *home;
+    const char *from_workspace;
+    const char *workspace;
+};
+/* Adjusts the copy so that the agent, resumed in the fork's workspace, finds its conversation there
+ * and nothing that still points at the parent's: Claude Code files conversations by working
+ * directory, OpenCode records each session's directory in its database, Codex indexes its threads
+ * by the parent's absolute paths. Blocking (it edits files): call it from the thread pool. 0, or a
+ * negative errno when something could not be adjusted (the fork then resumes less well, if at all). */
+int agent_fork_fixup(const struct agent_adapter *a, const struct agent_fork *f) CORE_UNUSED_RESULT;
 
 /* ---- stdout parsing ------------------------------------------------------------------------ */
 

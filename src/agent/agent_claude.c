@@ -7,7 +7,10 @@
  * thinking or tool_use); user lines return tool_result blocks; stream_event lines (with
  * --include-partial-messages) carry the Anthropic SSE events; result ends the run.
  */
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -253,10 +256,34 @@ static void claude_line(struct agent_parser *p, json_t *line)
         agent__log(p, "debug", "claude-code %s", type);
 }
 
+/* Claude Code files a conversation under $HOME/.claude/projects/<its cwd, each character that is
+ * not a letter or digit made '-'>: a fork's copy must sit under the fork's workspace to resume. */
+static void claude_project_key(const char *path, char *out, size_t cap)
+{
+    size_t i = 0;
+    for (; path[i] && i + 1 < cap; i++)
+        out[i] = isalnum((unsigned char)path[i]) ? path[i] : '-';
+    out[i] = '\0';
+}
+
+static int claude_fork_fixup(const struct agent_fork *f)
+{
+    char from_key[PATH_MAX], to_key[PATH_MAX];
+    claude_project_key(f->from_workspace, from_key, sizeof from_key);
+    claude_project_key(f->workspace, to_key, sizeof to_key);
+    char *a = xasprintf("%s/.claude/projects/%s", f->home, from_key);
+    char *b = xasprintf("%s/.claude/projects/%s", f->home, to_key);
+    int rc = rename(a, b) == 0 || errno == ENOENT ? 0 : -errno;
+    free(a);
+    free(b);
+    return rc;
+}
+
 const struct agent_adapter agent__claude = {
     .name = "claude-code",
     .program = "claude",
     .description = "Claude Code (the claude CLI, stream-json)",
     .command = claude_command,
     .line = claude_line,
+    .fork_fixup = claude_fork_fixup,
 };

@@ -9,9 +9,11 @@
  * file_change, web_search, todo_list and error items; turn.completed{usage} ends the run with no
  * text of its own (the answer is the last agent_message); turn.failed and error report failures.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent/agent_int.h"
 
@@ -236,10 +238,32 @@ static void codex_line(struct agent_parser *p, json_t *line)
     }
 }
 
+/* Codex indexes its threads in $CODEX_HOME/state_*.sqlite by absolute rollout path (the parent's
+ * home); without the index it finds the copied rollouts under the fork's own home. */
+static int codex_fork_fixup(const struct agent_fork *f)
+{
+    char *dir = xasprintf("%s/.codex", f->home);
+    DIR *d = opendir(dir);
+    int rc = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, "state_", 6) != 0 || strstr(e->d_name, ".sqlite") == NULL)
+            continue;
+        char *victim = xasprintf("%s/%s", dir, e->d_name);
+        if (unlink(victim) != 0 && errno != ENOENT)
+            rc = -errno;
+        free(victim);
+    }
+    if (d)
+        closedir(d);
+    free(dir);
+    return rc;
+}
+
 const struct agent_adapter agent__codex = {
     .name = "codex",
     .program = "codex",
     .description = "Codex (the codex CLI, exec --json)",
     .command = codex_command,
     .line = codex_line,
+    .fork_fixup = codex_fork_fixup,
 };

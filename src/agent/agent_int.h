@@ -24,6 +24,8 @@ struct agent_adapter {
     void (*line)(struct agent_parser *p, json_t *obj);
     /* Optional: the stdin line that cancels a run (see agent_cancel_line). */
     char *(*cancel_line)(const char *run_id);
+    /* Optional: adjusts a fork's copy of the agent's home (see agent_fork_fixup). */
+    int (*fork_fixup)(const struct agent_fork *f);
 };
 
 extern const struct agent_adapter agent__claude, agent__codex, agent__opencode, agent__jsonl, agent__demo;

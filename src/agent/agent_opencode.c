@@ -10,8 +10,10 @@
  * and error.
  */
 #include <errno.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent/agent_int.h"
 
@@ -206,10 +208,42 @@ static void opencode_line(struct agent_parser *p, json_t *line)
     }
 }
 
+/* OpenCode records each session's directory in its database: point the copies at the fork's
+ * workspace, or the forked session would run (and hang) in the parent's. */
+static int opencode_fork_fixup(const struct agent_fork *f)
+{
+    char *db_path = xasprintf("%s/.local/share/opencode/opencode.db", f->home);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *up = NULL;
+    int rc = 0;
+    if (access(db_path, F_OK) != 0)
+        goto out; /* no sessions yet */
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "UPDATE session SET directory = ?1, path = ?2 WHERE directory = ?3", -1, &up,
+                           NULL) != SQLITE_OK) {
+        rc = -EIO;
+        goto out;
+    }
+    sqlite3_bind_text(up, 1, f->workspace, -1, SQLITE_STATIC);
+    sqlite3_bind_text(up, 2, f->workspace + 1, -1, SQLITE_STATIC);
+    sqlite3_bind_text(up, 3, f->from_workspace, -1, SQLITE_STATIC);
+    if (sqlite3_step(up) != SQLITE_DONE)
+        rc = -EIO;
+out:
+    if (rc != 0)
+        log_warn("agent: the fork's OpenCode sessions still name the parent's workspace: %s",
+                 db ? sqlite3_errmsg(db) : "cannot open its database");
+    sqlite3_finalize(up);
+    sqlite3_close(db);
+    free(db_path);
+    return rc;
+}
+
 const struct agent_adapter agent__opencode = {
     .name = "opencode",
     .program = "opencode",
     .description = "OpenCode (the opencode CLI, run --format json)",
     .command = opencode_command,
     .line = opencode_line,
+    .fork_fixup = opencode_fork_fixup,
 };

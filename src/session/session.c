@@ -16,6 +16,7 @@
 #include "session/session_int.h"
 #include "stream/stream.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
@@ -162,8 +163,10 @@ static char *session__own_dir(const struct sessions *s, const char *kind, const 
 /* Removes, in the thread pool, the directories agentd made for session `id`: its agent home, and
  * its workspace when agentd created it (workspace: its path, or NULL for one the client named). A
  * path is removed only where agentd puts such directories, whatever a record says. */
-static void session__purge(struct sessions *s, const char *id, const char *workspace)
+void session__purge_dirs(struct sessions *s, const char *id, const char *workspace)
 {
+    if (s->freeing) /* stopping: what is left goes at the next start (session__sweep) */
+        return;
     struct session__purge *p = xcalloc(1, sizeof *p);
     p->paths[0] = session__own_dir(s, "homes", id);
     if (workspace) {
@@ -212,9 +215,9 @@ static void session__sweep(struct sessions *s)
             log_info("session: removing the %s of %s, which no session has", kinds[k], e->d_name);
             char *ws = session__own_dir(s, "workspaces", e->d_name);
             if (k == 0 && !session__workspace_in_use(s, ws)) /* not some session's named workspace */
-                session__purge(s, e->d_name, ws);
+                session__purge_dirs(s, e->d_name, ws);
             else if (k == 1)
-                session__purge(s, e->d_name, NULL);
+                session__purge_dirs(s, e->d_name, NULL);
             free(ws);
         }
         if (d)
@@ -223,11 +226,46 @@ static void session__sweep(struct sessions *s)
     }
 }
 
-static void session__free(struct session *se)
+enum errcode session__errcode(int rc, enum errcode otherwise)
 {
-    struct sessions *s = se->registry;
-    if (se->purge && !s->freeing) /* its processes are gone: the runtimes and environment closed */
-        session__purge(s, se->id, se->owns_workspace ? se->workspace : NULL);
+    switch (rc) {
+    case -EINVAL: return ERR_BAD_REQUEST;
+    case -ENOENT: return ERR_NOT_FOUND;
+    case -EBUSY: return ERR_CONFLICT;
+    case -ENOSPC:
+    case -EFBIG:
+    case -EDQUOT: return ERR_STORAGE_FULL;
+    default: return otherwise;
+    }
+}
+
+int session__strings(const json_t *j)
+{
+    size_t i;
+    json_t *v;
+    if (!json_is_array(j))
+        return 0;
+    json_array_foreach (j, i, v)
+        if (!json_is_string(v))
+            return 0;
+    return 1;
+}
+
+struct session *session__alloc(struct sessions *s, const char *agent)
+{
+    struct session *se = xcalloc(1, sizeof *se);
+    session__new_id(se->id);
+    se->agent = xstrdup(agent);
+    se->adapter = strcmp(agent, "none") ? agent_adapter_find(agent) : NULL;
+    se->opts.mcp = -1;
+    se->created_ms = clock_wall_ms();
+    (void)s;
+    return se;
+}
+
+void session__drop(struct session *se)
+{
+    assert(se->registry == NULL && se->rt[0] == NULL && se->xenv == NULL);
     free(se->agent);
     free(se->workspace);
     json_decref(se->tags);
@@ -240,6 +278,15 @@ static void session__free(struct session *se)
     free(se->envp);
     json_decref(se->lost.runs);
     free(se);
+}
+
+static void session__free(struct session *se)
+{
+    struct sessions *s = se->registry;
+    if (se->purge) /* its processes are gone: the runtimes and environment closed */
+        session__purge_dirs(s, se->id, se->owns_workspace ? se->workspace : NULL);
+    se->registry = NULL;
+    session__drop(se);
     session__registry_unref(s);
 }
 

@@ -10,15 +10,10 @@
 #include "session/session_int.h"
 #include "stream/stream.h"
 
-#include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <sodium.h>
-#include <sqlite3.h>
-#include <spawn.h>
 #include <strings.h>
-#include <sys/wait.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,18 +22,6 @@
 #define SESSIONS_PREFIX       "/v1/sessions"
 #define SESSIONS_LIST_DEFAULT 100
 #define SESSIONS_LIST_MAX     1000
-
-struct session__fork {
-    uv_work_t work;
-    struct sessions *s;
-    struct session *child; /* not registered until the copy succeeded */
-    char *from_ws;
-    char *from_home; /* the parent's agent home, NULL when it has none yet */
-    char parent[SESSION_ID_LEN + 1];
-    int64_t at;
-    int rc;
-    struct session__pending *pd; /* NULL when the client left */
-};
 
 /* What a change leaves in memory when its records could not be stored (see session__committed). */
 enum session__undo {
@@ -58,7 +41,7 @@ struct session__pending {
     enum session__undo undo;
     char id[SESSION_ID_LEN + 1]; /* the session the change is about */
     char token[SESSION_TOKEN_LEN + 1];
-    struct session__fork *fork; /* fork in the thread pool; it outlives the request if need be */
+    struct session_fork *fork; /* fork in progress; it completes (or is undone) without the request */
 };
 
 static void session__pending_dispose(void *p)
@@ -67,10 +50,8 @@ static void session__pending_dispose(void *p)
     pd->req = NULL;
     session_rt_cancel(pd->call);
     pd->call = NULL;
-    if (pd->fork) { /* the fork finishes without us */
-        pd->fork->pd = NULL;
-        pd->fork = NULL;
-    }
+    session__fork_cancel(pd->fork);
+    pd->fork = NULL;
     if (pd->wait == NULL) {
         json_decref(pd->answer);
         free(pd);
@@ -343,152 +324,17 @@ static void session__spawn_child(struct sessions *s, struct session *parent, str
 
 /* ================= fork ================= */
 
-/*
- * A fork: the child's streams are Durable Streams forks of the parent's (the transcript at the
- * requested offset, state and inbox at their tails), so no history is copied; its workspace is a
- * copy of the parent's, made in the thread pool because it can be large. The child is registered
- * and answered once the copy is done and its records are committed.
- */
-extern char **environ;
-
-/* cp -a (reflinks where the filesystem has them) of what is in from into to. 0 or an errno. */
-static int session__cp(const char *from, const char *to)
+/* The fork ended (session_fork.c): answer with the child, or why not. */
+static void session__forked(void *arg, int rc, const char *why, struct session *child)
 {
-    char *src = xasprintf("%s/.", from);
-    char *argv[] = {"cp", "-a", "--reflink=auto", "--", src, (char *)to, NULL};
-    pid_t pid;
-    int status = 0, rc = posix_spawnp(&pid, "cp", NULL, NULL, argv, environ);
-    if (rc == 0 && (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0))
-        rc = EIO;
-    free(src);
-    return rc;
-}
-
-/* Claude Code files a conversation under $HOME/.claude/projects/<its cwd, each character that is
- * not a letter or digit made '-'>: a fork's copy must sit under the fork's workspace to resume. */
-static void session__claude_key(const char *path, char *out, size_t cap)
-{
-    size_t i = 0;
-    for (; path[i] && i + 1 < cap; i++)
-        out[i] = isalnum((unsigned char)path[i]) ? path[i] : '-';
-    out[i] = '\0';
-}
-
-/* In the thread pool: the parent's workspace, and the agent's private home (its own session files,
- * so the fork's first run can fork the agent's conversation), copied for the child. */
-static void session__fork_copy(uv_work_t *w)
-{
-    struct session__fork *f = w->data;
-    struct stat st;
-    f->rc = session__cp(f->from_ws, f->child->workspace);
-    if (f->rc != 0 || f->from_home == NULL || stat(f->from_home, &st) != 0)
-        return;
-    if (mkdir(f->child->home, 0700) != 0 && errno != EEXIST) {
-        f->rc = errno;
-        return;
-    }
-    if ((f->rc = session__cp(f->from_home, f->child->home)) != 0)
-        return;
-    char from_key[PATH_MAX], to_key[PATH_MAX];
-    session__claude_key(f->from_ws, from_key, sizeof from_key);
-    session__claude_key(f->child->workspace, to_key, sizeof to_key);
-    char *a = xasprintf("%s/.claude/projects/%s", f->child->home, from_key);
-    char *b = xasprintf("%s/.claude/projects/%s", f->child->home, to_key);
-    if (stat(a, &st) == 0)
-        (void)rename(a, b);
-    free(a);
-    free(b);
-    /* OpenCode records each session's directory in its database: point the copies at the fork's
-     * workspace, or the forked session would run (and hang) in the parent's. */
-    char *ocdb = xasprintf("%s/.local/share/opencode/opencode.db", f->child->home);
-    if (stat(ocdb, &st) == 0) {
-        sqlite3 *db = NULL;
-        sqlite3_stmt *up = NULL;
-        if (sqlite3_open_v2(ocdb, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
-            sqlite3_prepare_v2(db, "UPDATE session SET directory = ?1, path = ?2 WHERE directory = ?3", -1,
-                               &up, NULL) == SQLITE_OK) {
-            sqlite3_bind_text(up, 1, f->child->workspace, -1, SQLITE_STATIC);
-            sqlite3_bind_text(up, 2, f->child->workspace + 1, -1, SQLITE_STATIC);
-            sqlite3_bind_text(up, 3, f->from_ws, -1, SQLITE_STATIC);
-            if (sqlite3_step(up) != SQLITE_DONE)
-                log_warn("session: the fork's OpenCode sessions still name the parent's workspace: %s",
-                         sqlite3_errmsg(db));
-        }
-        sqlite3_finalize(up);
-        sqlite3_close(db);
-    }
-    free(ocdb);
-    /* Codex indexes its threads in $CODEX_HOME/state_*.sqlite by absolute rollout path (the
-     * parent's home); without the index it finds the copied rollouts under the fork's own home. */
-    char *codex = xasprintf("%s/.codex", f->child->home);
-    DIR *d = opendir(codex);
-    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
-        if (strncmp(e->d_name, "state_", 6) == 0 && strstr(e->d_name, ".sqlite")) {
-            char *victim = xasprintf("%s/%s", codex, e->d_name);
-            (void)unlink(victim);
-            free(victim);
-        }
-    }
-    if (d)
-        closedir(d);
-    free(codex);
-}
-
-static void session__fork_done(uv_work_t *w, int status)
-{
-    struct session__fork *f = w->data;
-    struct sessions *s = f->s;
-    struct session *se = f->child;
-    struct session__pending *pd = f->pd;
-    if (f->rc != 0 || status != 0) {
-        if (pd && pd->req)
-            http_res_error(pd->req, ERR_WORKSPACE_FAILED, "cannot copy the workspace: %s",
-                           strerror(f->rc ? f->rc : EIO));
-        free(se->workspace);
-        free(se->agent);
-        json_decref(se->tags);
-        json_decref(se->env);
-        session__runs_free(se);
-        free(se);
-        goto out;
-    }
-    session__register(s, se);
-    struct session_wait *wait = session__wait_begin(s, 0);
-    static const char *const kinds[] = {"transcript", "state", "inbox"};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
-        char from[128], to[128];
-        snprintf(from, sizeof from, "sessions/%s/%s", f->parent, kinds[i]);
-        snprintf(to, sizeof to, "sessions/%s/%s", se->id, kinds[i]);
-        enum stream_lookup how;
-        struct stream *src = streams_lookup(s->ss, from, strlen(from), &how);
-        if (src == NULL) {
-            session__ensure_stream(s, se, to);
-            continue;
-        }
-        int64_t at = i == 0 && f->at >= 0 && f->at <= stream_tail(src) ? f->at : stream_tail(src);
-        session__fork_stream(s, se, from, to, at);
-    }
-    char at_text[STREAM_OFFSET_LEN + 1];
-    stream_offset_format(f->at, at_text);
-    session__event(se, json_pack("{s:s, s:s, s:s, s:s}", "type", "session", "action", "forked", "from",
-                                 f->parent, "at", at_text));
-    session__publish(s, se, "insert");
-    if (pd == NULL) { /* the client left: the fork still has to go if its records are not stored */
-        pd = xcalloc(1, sizeof *pd);
-        pd->s = s;
-    }
+    struct session__pending *pd = arg;
     pd->fork = NULL;
-    session__reply_after(pd, wait, 201, session__public(se), SESSION_UNDO_DISCARD, se->id, NULL);
-    free(f->from_ws);
-    free(f->from_home);
-    free(f);
-    return;
-out:
-    if (pd)
-        pd->fork = NULL;
-    free(f->from_ws);
-    free(f->from_home);
-    free(f);
+    if (rc == 0)
+        session__send_json(pd->req, 201, session__public(child));
+    else if (why)
+        http_res_error(pd->req, ERR_WORKSPACE_FAILED, "%s: %s", why, strerror(-rc));
+    else
+        session__respond_rc(pd->req, rc, "the fork was not stored");
 }
 
 static void session__fork(struct sessions *s, struct session *parent, struct http_req *req)
@@ -497,61 +343,17 @@ static void session__fork(struct sessions *s, struct session *parent, struct htt
     json_t *b = session__body(req, &why);
     if (b == NULL)
         return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
-    char path[128];
-    snprintf(path, sizeof path, "sessions/%s/transcript", parent->id);
-    enum stream_lookup how;
-    struct stream *tr = streams_lookup(s->ss, path, strlen(path), &how);
-    int64_t at = tr ? stream_tail(tr) : 0;
-    json_t *jat = json_object_get(b, "at");
-    if (jat && !json_is_null(jat)) {
-        if (!json_is_string(jat) || stream_offset_parse(json_string_value(jat), &at) != 0 ||
-            (tr && !stream_offset_is_boundary(s->ss, tr, at))) {
-            json_decref(b);
-            return http_res_error(req, ERR_BAD_REQUEST,
-                                  "at must be an offset of the parent's transcript: an event's, or its tail");
-        }
-    }
-    json_t *tags = json_object_get(b, "tags");
-    if (tags && !json_is_array(tags)) {
+    json_t *at = json_object_get(b, "at");
+    if (at && !json_is_null(at) && !json_is_string(at)) {
         json_decref(b);
-        return http_res_error(req, ERR_BAD_REQUEST, "tags must be an array of strings");
+        return http_res_error(req, ERR_BAD_REQUEST, "at must be an offset of the parent's transcript");
     }
-    struct session *se = xcalloc(1, sizeof *se);
-    session__new_id(se->id);
-    se->agent = xstrdup(parent->agent);
-    se->adapter = parent->adapter;
-    session__opts_copy(&se->opts, &parent->opts, se->adapter);
-    se->native_session = parent->native_session ? xstrdup(parent->native_session) : NULL;
-    se->fork_pending = se->native_session != NULL; /* its first run forks the agent's own session */
-    se->tags = json_incref(tags ? tags : parent->tags);
-    se->env = json_deep_copy(parent->env);
-    se->created_ms = clock_wall_ms();
-    se->owns_workspace = 1;
-    char *dir = xasprintf("%s/workspaces", s->data_dir);
-    se->workspace = xasprintf("%s/%s", dir, se->id);
-    int mk = (mkdir(dir, 0700) != 0 && errno != EEXIST) || mkdir(se->workspace, 0700) != 0 ? errno : 0;
-    free(dir);
+    struct session__pending *pd = session__pending_new(s, req);
+    int rc = session__fork_start(parent, json_string_value(at), json_object_get(b, "tags"), session__forked,
+                                 pd, &pd->fork, &why);
     json_decref(b);
-    if (mk) {
-        free(se->workspace);
-        free(se->agent);
-        json_decref(se->tags);
-        json_decref(se->env);
-        free(se);
-        return http_res_error(req, ERR_WORKSPACE_FAILED, "cannot create the workspace: %s", strerror(mk));
-    }
-    struct session__fork *f = xcalloc(1, sizeof *f);
-    f->s = s;
-    f->child = se;
-    f->from_ws = xstrdup(parent->workspace);
-    f->from_home = parent->home ? xstrdup(parent->home) : NULL;
-    se->home = xasprintf("%s/homes/%s", s->data_dir, se->id);
-    snprintf(f->parent, sizeof f->parent, "%s", parent->id);
-    f->at = at;
-    f->pd = session__pending_new(s, req);
-    f->pd->fork = f;
-    f->work.data = f;
-    uv_queue_work(s->loop, &f->work, session__fork_copy, session__fork_done);
+    if (rc != 0)
+        http_res_error(req, session__errcode(rc, ERR_WORKSPACE_FAILED), "%s", why);
 }
 
 /* ================= share links ================= */

@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "core/errcode.h"
 #include "core/map.h"
 #include "exec/exec.h"
 #include "session/session.h"
@@ -167,6 +168,33 @@ void session__delete_begin(struct session *se, int delete_streams);
 void session__delete_finish(struct session *se, int rc);
 /* A session whose creation could not be stored goes again, without records. */
 void session__discard(struct session *se);
+/* A new session of that agent ("none" or an adapter's name), with its own id, not registered: free
+ * it with session__drop until session__register takes it. */
+struct session *session__alloc(struct sessions *s, const char *agent);
+void session__drop(struct session *se);
+/* Removes, in the thread pool, the directories agentd made for session id: its agent home, and the
+ * workspace when it is agentd's own (workspace: its path, or NULL for one the client named). */
+void session__purge_dirs(struct sessions *s, const char *id, const char *workspace);
+/* Is j an array of strings? */
+int session__strings(const json_t *j);
+/* The one mapping from the domain's refusals (0 or a negative errno) to the codes clients get:
+ * -EINVAL bad_request, -ENOENT not_found, -EBUSY conflict (the session's state refuses it now),
+ * a full disk storage_full; anything else is `otherwise`, the operation's own failure. */
+enum errcode session__errcode(int rc, enum errcode otherwise);
+
+/* ---- session_fork.c ---- */
+struct session_fork;
+/* A fork ended: rc 0 and the child (registered, its records committed), or a negative errno and no
+ * child: why says what failed when it was the copy ("cannot copy the workspace"), NULL when the
+ * records could not be stored. */
+typedef void (*session_fork_cb)(void *arg, int rc, const char *why, struct session *child);
+/* Starts forking parent at the transcript offset `at` (NULL: its tail), with tags (NULL: the
+ * parent's); cb runs once, later. 0 with *out (valid until cb runs or session__fork_cancel), or a
+ * negative errno with why (-EINVAL: a bad offset or tags). */
+int session__fork_start(struct session *parent, const char *at, json_t *tags, session_fork_cb cb, void *arg,
+                        struct session_fork **out, const char **why);
+/* The caller is going away: cb will not run (the fork completes, or is undone, without it). */
+void session__fork_cancel(struct session_fork *f);
 /* Share links: a new token (recorded), a revocation (recorded; 0 or -ENOENT), and the withdrawal of
  * a token whose creation could not be stored (nothing recorded). */
 void session__share_add(struct session *se, char tok[SESSION_TOKEN_LEN + 1]);
