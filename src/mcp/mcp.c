@@ -108,12 +108,12 @@ static json_t *mcp__initialize(struct mcp_exchange *ex, json_t *params)
 static void mcp__unref(struct mcp_exchange *ex);
 
 /* The backend's answer to a tool call (session_rt_cb). */
-static void mcp__tool_done(void *arg, int status, const char *json)
+static void mcp__tool_done(void *arg, const struct session_rt_answer *a)
 {
     struct mcp__slot *slot = arg;
     slot->running = 0;
     slot->handle = NULL;
-    slot->reply = mcp__result(slot->id, mcp__tool_result(slot->action, status, json));
+    slot->reply = mcp__result(slot->id, mcp__tool_result(slot->action, a->rc != 0, a->json));
     json_decref(slot->args);
     slot->args = NULL;
     mcp__unref(slot->ex);

@@ -22,10 +22,11 @@ json_t *mcp__tools_describe(void);
  * required for exec"). *known is 0 when no tool has that name. */
 const char *mcp__tool_parse(const char *name, json_t *args, struct session_rt_request *req, int *known);
 
-/* The CallToolResult for a backend answer: status is HTTP-like, json the answer (borrowed). Text
+/* The CallToolResult for a backend answer: failed when the call failed (session_rt_answer.rc), json
+ * the answer (borrowed). Text
  * for the model in content, the answer itself as structuredContent, isError when the code failed
  * or the call could not run. New reference. */
-json_t *mcp__tool_result(enum session_rt_action action, int status, const char *json);
+json_t *mcp__tool_result(enum session_rt_action action, int failed, const char *json);
 
 /* A CallToolResult with isError and text (borrowed). New reference. */
 json_t *mcp__tool_error(const char *text);

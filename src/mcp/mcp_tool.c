@@ -244,15 +244,15 @@ static int mcp__exec_text(json_t *ans, struct buf *text)
     return failed;
 }
 
-json_t *mcp__tool_result(enum session_rt_action action, int status, const char *json)
+json_t *mcp__tool_result(enum session_rt_action action, int call_failed, const char *json)
 {
     json_t *ans = json ? json_loads(json, JSON_ALLOW_NUL, NULL) : NULL;
-    if (status < 200 || status > 299) {
+    if (call_failed) {
         json_t *err = json_object_get(ans, "error");
         const char *msg = json_string_value(json_object_get(err, "message"));
         const char *code = json_string_value(json_object_get(err, "code"));
-        char *text = xasprintf("runtime call failed (%d%s%s): %s", status, code ? " " : "", code ? code : "",
-                               msg ? msg : "no details");
+        char *text =
+            xasprintf("runtime call failed (%s): %s", code ? code : "error", msg ? msg : "no details");
         json_t *res = mcp__tool_error(text);
         free(text);
         json_decref(ans);

@@ -1,11 +1,14 @@
 /*
- * session — the registry of sessions and their runtimes. See session.h.
+ * session — the registry of sessions: the session object (its public view and its durable record),
+ * creation, deletion, share links, children, and removing what agentd made for a session. See
+ * session.h for the other files of the module.
  *
- * Ownership: the registry owns every struct session; a session owns its runtimes (closed
- * asynchronously: the session is freed when the last runtime_close callback has run) and its
- * runtime calls in flight (struct session_rt_call, freed when the runtime answers; a cancelled call
- * only loses its callback). Durable writes are fire-and-forget appends to JSON streams: they commit
- * with the loop turn's batch like every other append.
+ * Ownership: the registry owns every registered struct session (struct sessions.by_id); a session
+ * being created or forked belongs to its maker until session__register (session__alloc /
+ * session__drop). A session owns its runtimes and its execution environment, both closed
+ * asynchronously: a deleted session is freed when the last of them has closed (se->closing), and
+ * only then are its directories removed. The registry itself is freed when its last reference goes
+ * (sessions, writes in flight, forks, the write timer: s->live).
  */
 #include "session/session.h"
 #include "core/errcode.h"
@@ -25,8 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-#define SESSION_EVENT_EXCERPT 1024 /* bytes of output kept in a transcript event */
 
 /* ================= the session object ================= */
 
@@ -327,366 +328,6 @@ void session__close_runtimes(struct session *se)
     session__runtime_closed(se);
 }
 
-/* Output as JSON text: jansson needs valid UTF-8; bytes that are not become U+FFFD. */
-json_t *session__text(const char *p, size_t len)
-{
-    json_t *j = json_stringn(p, len);
-    if (j)
-        return j;
-    struct buf b = {0};
-    buf_append_utf8(&b, p, len);
-    j = json_stringn(b.p ? b.p : "", b.len);
-    buf_free(&b);
-    return j;
-}
-
-/* The first KiB of some output, for transcript events (a cut character becomes U+FFFD). */
-static json_t *session__excerpt(const char *p, size_t len)
-{
-    return session__text(p, len < SESSION_EVENT_EXCERPT ? len : SESSION_EVENT_EXCERPT);
-}
-
-static void session__on_runtime_event(struct runtime *rt, const struct runtime_event *ev, void *arg)
-{
-    struct session *se = arg;
-    const char *lang = runtime_lang_name(runtime_lang(rt));
-    if (ev->kind == RUNTIME_EVENT_STATUS) {
-        session__event(se, json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "type", "status", "scope", "runtime",
-                                     "lang", lang, "status", runtime_status_name(ev->status), "reason",
-                                     ev->reason ? ev->reason : "", "pid", ev->pid));
-        return;
-    }
-    /* RUNTIME_EVENT_EXEC: session__exec_done records the call, so its answer can wait for it. */
-}
-
-/* The runtime for lang, created on first use in the session's workspace and environment. */
-static int session__runtime(struct sessions *s, struct session *se, enum runtime_lang lang,
-                            struct runtime **out)
-{
-    if (se->rt[lang]) {
-        *out = se->rt[lang];
-        return 0;
-    }
-    /* Runtimes run in the session's execution environment, as its agent does (session_run.c):
-     * its workspace, variables, limits, cgroups and sandbox. */
-    struct exec_env *env = session__env(se);
-    if (env == NULL)
-        return -EAGAIN;
-    struct runtime_options o = {
-        .lang = lang,
-        .env = env,
-        .idle_timeout_ms = s->cfg.runtime_idle_ms,
-        .output_limit = s->cfg.runtime_output_limit,
-        .spin_us = s->cfg.runtime_spin_us,
-        .event_cb = session__on_runtime_event,
-        .event_arg = se,
-    };
-    int rc = runtime_new(s->loop, &o, &se->rt[lang]);
-    *out = se->rt[lang];
-    return rc;
-}
-
-/* ================= runtime calls ================= */
-
-/*
- * A call lives from session_rt_start until its answer: through a repair it may wait for (a
- * degraded session stores its losses before running code it could not record), the runtime's work,
- * and the commit of the transcript event that records it. `se` is valid throughout: a session is
- * freed only after its runtimes closed, and a repair that outlives it answers -ENOENT without it.
- */
-struct session_rt_call {
-    struct sessions *s;
-    struct session *se;
-    session_rt_cb cb;
-    void *arg;
-    int cancelled;
-    int starting; /* inside session_rt_start: finishing marks `done` instead of freeing */
-    int done;
-    struct session_rt_request req;
-    char *code; /* req.code, copied when the call has to wait for a repair */
-    int status; /* the answer, sent once its event has committed */
-    json_t *answer;
-};
-
-int session_rt_action_parse(const char *name, enum session_rt_action *out)
-{
-    static const char *const names[] = {"exec",    "eval",      "state", "reset",
-                                        "history", "interrupt", "spawn", "children"};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(names); i++) {
-        if (!strcmp(name, names[i])) {
-            *out = (enum session_rt_action)i;
-            return 0;
-        }
-    }
-    return -EINVAL;
-}
-
-/* Answers (body taken) unless cancelled, and frees the call (or lets session_rt_start do it). */
-static void session__rt_finish(struct session_rt_call *c, int status, json_t *body)
-{
-    if (!c->cancelled) {
-        char *text = json_dumps(body, JSON_COMPACT);
-        c->cb(c->arg, status, text ? text : "{}");
-        free(text);
-    }
-    json_decref(body);
-    json_decref(c->answer);
-    c->answer = NULL;
-    if (c->starting) {
-        c->done = 1;
-        return;
-    }
-    free(c->code);
-    free(c);
-}
-
-static void session__rt_fail(struct session_rt_call *c, enum errcode code, const char *msg)
-{
-    session__rt_finish(c, errcode_status(code),
-                       json_pack("{s:{s:s, s:s}}", "error", "code", errcode_name(code), "message", msg));
-}
-
-/* A write the answer implied failed (rc): the error `why`, added to what the call produced if it ran. */
-static json_t *session__storage_error(json_t *body, int rc, const char *why, int *status)
-{
-    enum errcode code = session_storage_full(rc) ? ERR_STORAGE_FULL : ERR_STORAGE_ERROR;
-    *status = errcode_status(code);
-    char *msg = xasprintf("%s: %s", why, strerror(-rc));
-    json_t *err = json_pack("{s:s, s:s}", "code", errcode_name(code), "message", msg);
-    free(msg);
-    if (body == NULL)
-        body = json_object();
-    json_object_set_new(body, "error", err);
-    return body;
-}
-
-/* The transcript event of the call committed (or not): now the answer may go. */
-static void session__rt_recorded(void *arg, int rc)
-{
-    struct session_rt_call *c = arg;
-    json_t *body = c->answer;
-    int status = c->status;
-    c->answer = NULL;
-    if (rc != 0)
-        body = session__storage_error(body, rc, "the call ran, but its transcript record was not stored",
-                                      &status);
-    session__rt_finish(c, status, body);
-}
-
-/* Writes the call's transcript event (taken) and answers once it has committed. */
-static void session__rt_record(struct session_rt_call *c, json_t *ev, int status, json_t *answer)
-{
-    c->status = status;
-    c->answer = answer;
-    struct session_wait *w = session__wait_begin(c->s, 1);
-    session__event(c->se, ev);
-    session__wait_end(w, session__rt_recorded, c);
-}
-
-/* JSON strings hold text: output that is not UTF-8 comes out with U+FFFD in "stdout"/"stderr", so
- * its exact bytes are added as base64 under `key` (nothing is added for text). */
-static void session__bytes_b64(json_t *body, const char *key, const char *p, size_t len)
-{
-    size_t i = 0, n;
-    while (i < len && (n = utf8_seq_len(p + i, len - i)) != 0)
-        i += n;
-    if (i == len)
-        return;
-    size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_ORIGINAL);
-    char *b64 = xmalloc(cap);
-    sodium_bin2base64(b64, cap, (const unsigned char *)p, len, sodium_base64_VARIANT_ORIGINAL);
-    json_object_set_new(body, key, json_string(b64));
-    free(b64);
-}
-
-/* The runtime answered an exec: its `runtime` event goes to the transcript (here rather than from
- * the runtime's RUNTIME_EVENT_EXEC, so that the answer can wait for that very write). */
-static void session__exec_done(struct runtime *rt, const struct runtime_result *r, void *arg)
-{
-    struct session_rt_call *c = arg;
-    json_t *ev = json_pack(
-        "{s:s, s:s, s:s, s:o, s:i, s:s, s:b, s:I, s:o, s:I, s:o, s:I, s:b}", "type", "runtime", "action",
-        "exec", "lang", runtime_lang_name(runtime_lang(rt)), "code", session__excerpt(r->code, r->code_len),
-        "status", r->status, "outcome", runtime_outcome_name(r->outcome), "timed_out", r->timed_out,
-        "duration_us", (json_int_t)r->duration_us, "stdout", session__excerpt(r->out, r->out_len),
-        "stdout_bytes", (json_int_t)r->out_total, "stderr", session__excerpt(r->err, r->err_len),
-        "stderr_bytes", (json_int_t)r->err_total, "truncated", r->truncated);
-    json_t *body = json_pack("{s:o, s:o, s:i, s:I, s:b, s:s, s:b, s:I, s:I, s:I}", "stdout",
-                             session__text(r->out, r->out_len), "stderr", session__text(r->err, r->err_len),
-                             "status", r->status, "duration_us", (json_int_t)r->duration_us, "truncated",
-                             r->truncated, "outcome", runtime_outcome_name(r->outcome), "timed_out",
-                             r->timed_out, "stdout_bytes", (json_int_t)r->out_total, "stderr_bytes",
-                             (json_int_t)r->err_total, "seq", (json_int_t)r->seq);
-    session__bytes_b64(body, "stdout_base64", r->out, r->out_len);
-    session__bytes_b64(body, "stderr_base64", r->err, r->err_len);
-    if (r->outcome == RUNTIME_FAILED)
-        json_object_set_new(body, "error",
-                            json_pack("{s:s, s:s}", "code", errcode_name(ERR_RUNTIME_FAILED), "message",
-                                      strerror(r->error < 0 ? -r->error : EIO)));
-    session__rt_record(c, ev, r->outcome == RUNTIME_FAILED ? errcode_status(ERR_RUNTIME_FAILED) : 200, body);
-}
-
-static void session__state_done(struct runtime *rt, int rc, const char *json, void *arg)
-{
-    struct session_rt_call *c = arg;
-    json_t *body = rc == 0 ? json_loads(json, 0, NULL) : NULL;
-    if (body == NULL)
-        return session__rt_fail(c, ERR_RUNTIME_FAILED, strerror(rc ? -rc : EIO));
-    session__rt_finish(c, 200, body);
-}
-
-/* A child with the same agent configuration as its parent, started with the given text; answered
- * once its records are stored (on failure the child is discarded). */
-static void session__rt_spawned(void *arg, int rc)
-{
-    struct session_rt_call *c = arg;
-    struct session *child =
-        map_get(&c->s->by_id, json_string_value(json_object_get(c->answer, "child")), SESSION_ID_LEN);
-    if (rc != 0) {
-        if (child)
-            session__discard(child);
-        int status;
-        json_t *body = session__storage_error(NULL, rc, "the child session could not be stored", &status);
-        return session__rt_finish(c, status, body);
-    }
-    json_t *answer = c->answer;
-    c->answer = NULL;
-    if (child)
-        json_object_set_new(answer, "session", session__public(child));
-    session__rt_finish(c, 200, answer);
-}
-
-static void session__rt_spawn(struct session_rt_call *c)
-{
-    struct session *se = c->se;
-    json_t *body = session__opts_json(&se->opts, 0);
-    json_object_set_new(body, "agent", json_string(se->agent));
-    json_object_set_new(body, "tags", json_pack("[s]", "child"));
-    if (c->req.code)
-        json_object_set_new(body, "text", json_stringn(c->req.code, c->req.code_len));
-    int status = 201;
-    const char *why = NULL;
-    struct session_wait *w = session__wait_begin(c->s, 0);
-    struct session *child = session__spawn_child_of(c->s, se, body, &status, &why);
-    json_decref(body);
-    if (child)
-        c->answer = json_pack("{s:s}", "child", child->id);
-    session__wait_end(w, child ? session__rt_spawned : NULL, c);
-    if (child == NULL)
-        session__rt_fail(c, status == 500 ? ERR_WORKSPACE_FAILED : ERR_BAD_REQUEST, why);
-}
-
-/* The call proper, once the session has nothing left to repair. */
-static void session__rt_run(struct session_rt_call *c)
-{
-    struct session *se = c->se;
-    const struct session_rt_request *req = &c->req;
-    if (req->action == SESSION_RT_SPAWN)
-        return session__rt_spawn(c);
-    enum runtime_lang lang = req->action == SESSION_RT_EVAL ? RUNTIME_PYTHON : RUNTIME_BASH;
-    if (req->lang)
-        (void)!runtime_lang_parse(req->lang, &lang); /* checked by session_rt_start */
-    if ((req->action == SESSION_RT_HISTORY || req->action == SESSION_RT_RESET ||
-         req->action == SESSION_RT_INTERRUPT) &&
-        se->rt[lang] == NULL) {
-        /* Nothing ran yet: no need to start an interpreter to say so. */
-        return session__rt_finish(c, 200,
-                                  req->action == SESSION_RT_HISTORY ? json_pack("{s:[]}", "calls")
-                                                                    : json_pack("{s:b}", "ok", 1));
-    }
-    struct runtime *rt;
-    int rc = session__runtime(c->s, se, lang, &rt);
-    if (rc != 0)
-        return session__rt_fail(c, ERR_RUNTIME_FAILED, strerror(-rc));
-    switch (req->action) {
-    case SESSION_RT_HISTORY: {
-        char *h = runtime_history_json(rt, req->limit ? req->limit : RUNTIME_DEFAULT_HISTORY);
-        json_t *calls = json_loads(h, 0, NULL);
-        free(h);
-        return session__rt_finish(c, 200, json_pack("{s:o}", "calls", calls ? calls : json_array()));
-    }
-    case SESSION_RT_RESET:
-    case SESSION_RT_INTERRUPT: {
-        int reset = req->action == SESSION_RT_RESET;
-        rc = reset ? runtime_reset(rt) : runtime_interrupt(rt);
-        json_t *ev = json_pack("{s:s, s:s, s:s, s:i}", "type", "runtime", "action",
-                               reset ? "reset" : "interrupt", "lang", runtime_lang_name(lang), "rc", rc);
-        return session__rt_record(c, ev, 200, json_pack("{s:b, s:b}", "ok", 1, "was_running", rc == 0));
-    }
-    case SESSION_RT_STATE: rc = runtime_state(rt, session__state_done, c); break;
-    default:
-        rc = runtime_exec(rt, req->code ? req->code : "", req->code_len, req->timeout_ms, session__exec_done,
-                          c);
-        break;
-    }
-    if (rc != 0)
-        session__rt_fail(c, ERR_RUNTIME_FAILED, strerror(-rc));
-}
-
-static void session__rt_repaired(void *arg, int rc)
-{
-    struct session_rt_call *c = arg;
-    if (rc == -ENOENT)
-        return session__rt_fail(c, ERR_NOT_FOUND, "no such session");
-    if (rc != 0) {
-        int status;
-        json_t *body = session__storage_error(
-            NULL, rc,
-            "the call did not run: the session's earlier events are not stored yet and still cannot be",
-            &status);
-        return session__rt_finish(c, status, body);
-    }
-    session__rt_run(c);
-}
-
-struct session_rt_call *session_rt_start(struct sessions *s, const char *session_id,
-                                         const struct session_rt_request *req, session_rt_cb cb, void *arg)
-{
-    struct session *se = map_get(&s->by_id, session_id, strlen(session_id));
-    enum runtime_lang lang;
-    struct session_rt_call *c = xcalloc(1, sizeof *c);
-    c->s = s;
-    c->se = se;
-    c->cb = cb;
-    c->arg = arg;
-    c->req = *req;
-    c->starting = 1;
-    if (se == NULL || se->deleted) {
-        session__rt_fail(c, ERR_NOT_FOUND, "no such session");
-    } else if (req->action == SESSION_RT_CHILDREN) {
-        session__rt_finish(c, 200, session__children(s, se));
-    } else if (req->lang && req->action != SESSION_RT_SPAWN && runtime_lang_parse(req->lang, &lang) != 0) {
-        session__rt_fail(c, ERR_BAD_REQUEST, "lang must be bash, python or node");
-    } else if (req->action == SESSION_RT_HISTORY || req->action == SESSION_RT_STATE) {
-        session__rt_run(c); /* they write nothing */
-    } else {
-        int rc = session__after_repair(se, session__rt_repaired, c);
-        if (rc == 1 && req->code) { /* the caller's buffer is borrowed for this call only */
-            c->code = xmalloc(req->code_len + 1);
-            memcpy(c->code, req->code, req->code_len);
-            c->code[req->code_len] = '\0';
-            c->req.code = c->code;
-        }
-        if (rc < 0)
-            session__rt_repaired(c, rc);
-        else if (rc == 0)
-            session__rt_run(c);
-    }
-    c->starting = 0;
-    if (c->done) {
-        free(c->code);
-        free(c);
-        return NULL;
-    }
-    return c;
-}
-
-void session_rt_cancel(struct session_rt_call *call)
-{
-    if (call)
-        call->cancelled = 1;
-}
-
 /* ================= registry ================= */
 
 static char **session__envp(json_t *env, const char *workspace)
@@ -825,6 +466,124 @@ void sessions_free(struct sessions *s)
     map_clear(&s->by_id);
     session__writes_close(s);
     session__registry_unref(s);
+}
+
+/* ================= creation ================= */
+
+/* "unknown agent (none, claude-code, ...)": the names from agent/'s list, which is the only one. */
+static const char *session__unknown_agent(void)
+{
+    static char why[256];
+    if (why[0] == '\0') {
+        struct buf b = {0};
+        buf_puts(&b, "unknown agent (none");
+        const struct agent_adapter *a;
+        for (size_t i = 0; (a = agent_adapter_at(i)) != NULL; i++)
+            buf_printf(&b, "%s%s", agent_adapter_at(i + 1) ? ", " : " or ", agent_adapter_name(a));
+        buf_puts(&b, ")");
+        snprintf(why, sizeof why, "%s", b.p);
+        buf_free(&b);
+    }
+    return why;
+}
+
+/* The parts of a create body every session has: agent, workspace (resolved into ws), env, tags. */
+static const char *session__check_create(json_t *b, char ws[PATH_MAX])
+{
+    const char *agent = json_string_value(json_object_get(b, "agent"));
+    if (agent == NULL || (strcmp(agent, "none") != 0 && agent_adapter_find(agent) == NULL))
+        return session__unknown_agent();
+    json_t *w = json_object_get(b, "workspace");
+    ws[0] = '\0';
+    if (w && !json_is_null(w)) {
+        struct stat st;
+        if (!json_is_string(w) || realpath(json_string_value(w), ws) == NULL || stat(ws, &st) != 0 ||
+            !S_ISDIR(st.st_mode))
+            return "workspace must be an existing directory";
+    }
+    json_t *env = json_object_get(b, "env");
+    if (env && !json_is_null(env)) {
+        if (!json_is_object(env))
+            return "env must be an object of strings";
+        const char *k;
+        json_t *v;
+        json_object_foreach (env, k, v)
+            if (!json_is_string(v) || *k == '\0' || strchr(k, '='))
+                return "env must be an object of strings with names without '='";
+    }
+    json_t *tags = json_object_get(b, "tags");
+    if (tags && !json_is_null(tags) && !session__strings(tags))
+        return "tags must be an array of strings";
+    return NULL;
+}
+
+/* DATA/workspaces/<id>, made for se: 0 or a negative errno. */
+static int session__make_workspace(struct sessions *s, struct session *se)
+{
+    char *dir = xasprintf("%s/workspaces", s->data_dir);
+    se->workspace = xasprintf("%s/%s", dir, se->id);
+    int rc = (mkdir(dir, 0700) != 0 && errno != EEXIST) || mkdir(se->workspace, 0700) != 0 ? -errno : 0;
+    free(dir);
+    se->owns_workspace = rc == 0;
+    return rc;
+}
+
+int session__create(struct sessions *s, json_t *b, struct session *parent, struct session **out,
+                    const char **why)
+{
+    char ws[PATH_MAX];
+    if ((*why = session__check_create(b, ws)) != NULL)
+        return -EINVAL;
+    struct session *se = session__alloc(s, json_string_value(json_object_get(b, "agent")));
+    int rc = session__opts_parse(&se->opts, b, se->adapter, why);
+    if (rc == 0 && ws[0])
+        se->workspace = xstrdup(ws);
+    else if (rc == 0 && (rc = session__make_workspace(s, se)) != 0)
+        *why = "cannot create the workspace";
+    if (rc != 0) {
+        session__drop(se);
+        return rc;
+    }
+    json_t *tags = json_object_get(b, "tags"), *env = json_object_get(b, "env");
+    se->tags = json_is_array(tags) ? json_incref(tags) : json_array();
+    se->env = json_is_object(env) ? json_incref(env) : json_object();
+    se->parent = parent ? xstrdup(parent->id) : NULL;
+    session__register(s, se);
+    static const char *const kinds[] = {"transcript", "state", "inbox"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
+        char path[128];
+        snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
+        session__ensure_stream(s, se, path);
+    }
+    json_t *ev = json_pack("{s:s, s:s}", "type", "session", "action", "created");
+    if (parent)
+        json_object_set_new(ev, "parent", json_string(parent->id));
+    session__event(se, ev);
+    session__publish(s, se, "insert");
+    *out = se;
+    return 0;
+}
+
+int session__spawn_child(struct sessions *s, struct session *parent, json_t *b, struct session **out,
+                         const char **why)
+{
+    json_t *text = json_object_get(b, "text");
+    if (text && !json_is_string(text)) {
+        *why = "text must be a string";
+        return -EINVAL;
+    }
+    int rc = session__create(s, b, parent, out, why);
+    if (rc != 0)
+        return rc;
+    session__event(parent,
+                   json_pack("{s:s, s:s, s:s}", "type", "child", "action", "spawned", "child", (*out)->id));
+    if (json_is_string(text) && (*out)->adapter) {
+        json_t *run = NULL;
+        const char *ignored = NULL;
+        (void)session__message(*out, json_string_value(text), "queue", &run, &ignored);
+        json_decref(run);
+    }
+    return 0;
 }
 
 /* ================= deletion and share links ================= */

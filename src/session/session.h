@@ -1,29 +1,31 @@
 /*
- * session — agent sessions: the registry, each session's streams and workspace, and its persistent
- * runtimes. This first cut serves runtime-only sessions (agent "none"); runs and agent runners come
- * with the sessions issue and extend this module.
+ * session — agent sessions: the registry, each session's streams, workspace, execution environment,
+ * runtimes and agent runs, served as /v1/sessions.
  *
- * A session is a set of streams (sessions/<id>/transcript|state|inbox) plus a workspace directory
- * and an environment. The registry itself is durable as the `sessions` stream, a State Protocol feed
- * ({"type":"session","key":id,"value":{...},"headers":{"operation":"insert|update|delete"}}) that
- * dashboards follow live and that agentd replays at start.
+ * A session is a set of JSON streams (sessions/<id>/transcript, state, inbox) plus a workspace
+ * directory, an environment and optionally an agent (claude-code, codex, opencode, jsonl, demo; or
+ * "none" for runtimes only). The registry is durable as the internal stream __agentd/sessions,
+ * replayed at start, and public as the `sessions` State Protocol feed
+ * ({"type":"session","key":id,"value":{...},"headers":{"operation":"insert|update|delete"}}).
+ * README.md documents the HTTP API (create, list, get, delete, messages, runs, cancel, fork, share,
+ * children, history pages, the WebSocket view, runtimes, MCP).
  *
- * Runtimes: one per language per session, started lazily in the session's workspace with the
- * session's environment, closed when the session is deleted or the server stops. Every runtime call
- * is recorded as a `runtime` event in the session's transcript.
- *
- * The REST API (JSON in and out):
- * - POST /v1/sessions body {"agent":"none", "workspace"?: "/existing/dir", "env"?: {"K":"V"}, "tags"?: ["t"]}
- *   → 201 {"id","agent","workspace","tags","created_at","status","streams":{"transcript":"/v1/stream/sessions/<id>/transcript","state":...,"inbox":...}}.
- *   agent "none" = runtime-only session. Unknown agent or missing workspace → 400 JSON error.
- * - GET /v1/sessions[?tag=T&limit=N] → {"sessions":[...]}; GET /v1/sessions/<id> → the session object; DELETE /v1/sessions/<id> → 204.
- * - POST /v1/sessions/<id>/runtimes/<lang>/exec body {"code":"...","timeout_ms":N} → 200
- *   {"stdout","stderr","status","duration_us","truncated","outcome","timed_out","stdout_bytes","stderr_bytes"}
- *   (lang = bash|python|node). POST .../state → the runtime's state object; POST .../reset and .../interrupt → {"ok":true};
- *   GET or POST .../history[?limit=N] → {"calls":[...]}. Errors: JSON {"error":{"code","message"}} with 400/404/500.
- * - Every runtime call appends a {"type":"runtime",...} event to the JSON stream sessions/<id>/transcript.
- * - The C-level entry point shared by HTTP and MCP is in src/session/session.h: session_rt_start(sessions, id, &req, cb, arg)
- *   (read that header; it's the contract).
+ * What is in this header: the registry's life (sessions_new, sessions_routes, sessions_free) and
+ * session_rt_start, the one entry for runtime calls, shared by the HTTP API and the MCP tool.
+ * Everything else is internal (session_int.h), one file per concern:
+ *   session.c            the registry: the session object, its record, creation, deletion, share
+ *                        links, children, removal of what agentd made for it
+ *   session_opts.c       what a session runs with (agent settings, sandbox, limits), typed
+ *   session_run.c        runs: input modes, the run state machine, the agent process
+ *   session_rt.c         runtimes and session_rt_start
+ *   session_fork.c       forks: streams forked, workspace and agent home copied in the thread pool
+ *   session_write.c      every durable write, the waits that hold answers until their records are
+ *                        stored, and what a failed write does to a session
+ *   session_ws.c         the transcript over a WebSocket
+ *   session_http.c       /v1/sessions: parses requests, calls the above, maps their errors (0 or
+ *                        -errno) onto the error table (core/errcode.h); the only place that knows
+ *                        HTTP, with session_events_http.c (history pages) and session_agents_http.c
+ *                        (GET /v1/agents)
  */
 #ifndef AGENTD_SESSION_H
 #define AGENTD_SESSION_H
@@ -33,6 +35,7 @@
 #include <uv.h>
 
 #include "core/core.h"
+#include "core/errcode.h"
 
 struct streams;
 struct http_server;
@@ -55,7 +58,8 @@ int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
 /* Registers the /v1/sessions routes (REST and runtimes). */
 void sessions_routes(struct sessions *s, struct http_server *srv);
 /* Requests to /v1/sessions/<id>/mcp go to this handler (the MCP module registers itself here, so that
- * session/ does not depend on mcp/). session_id is borrowed for the call. Without a handler: 404. */
+ * session/ does not depend on mcp/). session_id is borrowed for the call. Without a handler, such
+ * requests are refused as not found. */
 struct http_req;
 typedef void (*sessions_mcp_cb)(void *arg, struct http_req *req, const char *session_id);
 void sessions_set_mcp(struct sessions *s, sessions_mcp_cb cb, void *arg);
@@ -91,12 +95,20 @@ struct session_rt_request {
 };
 
 /*
- * The answer: an HTTP-like status (200, 400 bad request, 404 no such session, 409, 500) and a JSON
- * object: for exec/eval {"stdout","stderr","status","duration_us","truncated","outcome",...}; for
- * state the runtime's state object; for history {"calls":[...]}; for reset/interrupt {"ok":true};
- * errors {"error":{"code","message"}}. Both borrowed for the callback.
+ * The answer. json is an object: for exec/eval {"stdout","stderr","status","duration_us",
+ * "truncated","outcome",...}; for state the runtime's state object; for history {"calls":[...]};
+ * for reset/interrupt {"ok":true}; for spawn {"child","session"}, for children {"children":[...]}.
+ * When the call failed, rc is a negative errno and err its code (core/errcode.h: not_found,
+ * bad_request, runtime_failed, storage_full, ...), and json holds {"error":{"code","message"}} —
+ * beside the call's output when the call ran (a runtime that failed, or an exec whose transcript
+ * record could not be stored). Everything is borrowed for the callback.
  */
-typedef void (*session_rt_cb)(void *arg, int status, const char *json);
+struct session_rt_answer {
+    int rc;
+    enum errcode err;
+    const char *json;
+};
+typedef void (*session_rt_cb)(void *arg, const struct session_rt_answer *answer);
 struct session_rt_call;
 /* Starts a call; cb runs exactly once (possibly before this returns) unless cancelled first. The
  * returned handle is valid until cb runs or session_rt_cancel is called. */

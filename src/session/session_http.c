@@ -1,7 +1,13 @@
 /*
- * session_http — the /v1/sessions REST resource and the runtime routes under it. See session.h
- * for the API. Requests that wait (a write's commit, a runtime call) keep a struct sh_pending,
- * detached by the request's dispose callback so a late answer to a departed client goes nowhere.
+ * session_http — the /v1/sessions REST resource and the runtime routes under it (README.md has the
+ * API). It parses requests, calls the domain (session.c and its siblings), and turns their outcomes
+ * into responses: 0 or a negative errno mapped by session__errcode onto core/errcode.h's table, which
+ * gives the status. Nothing here decides what a session does.
+ *
+ * Requests that wait (for a change's records to be stored, a runtime call, a fork's copy) keep a
+ * struct session__pending. The request's dispose callback detaches it, so a late answer to a
+ * departed client goes nowhere; while records are still pending it stays until they are stored,
+ * because undoing a change that could not be stored must happen whether or not anyone listens.
  */
 #include "agent/agent.h"
 #include "http/http.h"
@@ -154,165 +160,37 @@ static void session__reply_after(struct session__pending *pd, struct session_wai
     session__wait_end(w, session__committed, pd);
 }
 
-static const char *session__check_create(struct sessions *s, json_t *b, char *ws, size_t wslen)
-{
-    json_t *agent = json_object_get(b, "agent");
-    if (!json_is_string(agent))
-        return "agent is required: none, claude-code, codex, opencode, jsonl or demo";
-    if (strcmp(json_string_value(agent), "none") != 0 && agent_adapter_find(json_string_value(agent)) == NULL)
-        return "unknown agent (none, claude-code, codex, opencode, jsonl or demo)";
-    json_t *w = json_object_get(b, "workspace");
-    if (w && !json_is_null(w)) {
-        struct stat st;
-        if (!json_is_string(w) || realpath(json_string_value(w), ws) == NULL || stat(ws, &st) != 0 ||
-            !S_ISDIR(st.st_mode))
-            return "workspace must be an existing directory";
-    } else {
-        ws[0] = '\0';
-    }
-    json_t *env = json_object_get(b, "env");
-    if (env && !json_is_null(env)) {
-        if (!json_is_object(env))
-            return "env must be an object of strings";
-        const char *k;
-        json_t *v;
-        json_object_foreach (env, k, v)
-            if (!json_is_string(v) || *k == '\0' || strchr(k, '='))
-                return "env must be an object of strings with names without '='";
-    }
-    json_t *tags = json_object_get(b, "tags");
-    if (tags && !json_is_null(tags)) {
-        size_t i;
-        json_t *t;
-        if (!json_is_array(tags))
-            return "tags must be an array of strings";
-        json_array_foreach (tags, i, t)
-            if (!json_is_string(t))
-                return "tags must be an array of strings";
-    }
-    (void)s;
-    (void)wslen;
-    return NULL;
-}
-
-/*
- * Creates a registered session from a create body (not taken). On failure returns NULL with an
- * HTTP status and reason. parent: the id of the session that spawns it, or NULL.
- */
-static struct session *session__create_from(struct sessions *s, json_t *b, const char *parent, int *status,
-                                            const char **why)
-{
-    char ws[PATH_MAX];
-    *status = 400;
-    if ((*why = session__check_create(s, b, ws, sizeof ws)) != NULL)
-        return NULL;
-    struct session *se = xcalloc(1, sizeof *se);
-    const char *agent = json_string_value(json_object_get(b, "agent"));
-    se->adapter = strcmp(agent, "none") ? agent_adapter_find(agent) : NULL;
-    if (session__opts_parse(&se->opts, b, se->adapter, why) != 0) {
-        free(se);
-        return NULL;
-    }
-    session__new_id(se->id);
-    se->agent = xstrdup(json_string_value(json_object_get(b, "agent")));
-    if (ws[0]) {
-        se->workspace = xstrdup(ws);
-    } else {
-        char *dir = xasprintf("%s/workspaces", s->data_dir);
-        se->workspace = xasprintf("%s/%s", dir, se->id);
-        int bad = (mkdir(dir, 0700) != 0 && errno != EEXIST) || mkdir(se->workspace, 0700) != 0;
-        free(dir);
-        if (bad) {
-            free(se->workspace);
-            free(se->agent);
-            session__opts_free(&se->opts);
-            free(se);
-            *status = 500;
-            *why = "cannot create the workspace";
-            return NULL;
-        }
-        se->owns_workspace = 1;
-    }
-    json_t *tags = json_object_get(b, "tags"), *env = json_object_get(b, "env");
-    se->tags = json_is_array(tags) ? json_incref(tags) : json_array();
-    se->env = json_is_object(env) ? json_incref(env) : json_object();
-    se->created_ms = clock_wall_ms();
-    se->parent = parent ? xstrdup(parent) : NULL;
-    session__register(s, se);
-
-    static const char *const kinds[] = {"transcript", "state", "inbox"};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
-        char path[128];
-        snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
-        session__ensure_stream(s, se, path);
-    }
-    json_t *ev = json_pack("{s:s, s:s}", "type", "session", "action", "created");
-    if (parent)
-        json_object_set_new(ev, "parent", json_string(parent));
-    session__event(se, ev);
-    session__publish(s, se, "insert");
-    return se;
-}
-
-static void session__create(struct sessions *s, struct http_req *req)
+static void session__http_create(struct sessions *s, struct http_req *req)
 {
     const char *why = NULL;
-    int status = 400;
     json_t *b = session__body(req, &why);
     if (b == NULL)
         return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
+    struct session *se = NULL;
     struct session_wait *w = session__wait_begin(s, 0);
-    struct session *se = session__create_from(s, b, NULL, &status, &why);
+    int rc = session__create(s, b, NULL, &se, &why);
     json_decref(b);
-    if (se == NULL) {
+    if (rc != 0) {
         session__wait_end(w, NULL, NULL);
-        return http_res_error(req, status == 500 ? ERR_WORKSPACE_FAILED : ERR_BAD_REQUEST, "%s", why);
+        return http_res_error(req, session__errcode(rc, ERR_WORKSPACE_FAILED), "%s", why);
     }
     session__reply_after(session__pending_new(s, req), w, 201, session__public(se), SESSION_UNDO_DISCARD,
                          se->id, NULL);
 }
 
-/*
- * A child session: created like any session (the body's agent, workspace, env, tags), linked to
- * its parent, and started with the body's `text`. When one of its runs completes, the parent hears
- * of it (session__child_completed). The parent's transcript records the spawn.
- */
-struct session *session__spawn_child_of(struct sessions *s, struct session *parent, json_t *b, int *status,
-                                        const char **why)
-{
-    json_t *text = json_object_get(b, "text");
-    if (text && !json_is_string(text)) {
-        *status = 400;
-        *why = "text must be a string";
-        return NULL;
-    }
-    struct session *child = session__create_from(s, b, parent->id, status, why);
-    if (child == NULL)
-        return NULL;
-    session__event(parent,
-                   json_pack("{s:s, s:s, s:s}", "type", "child", "action", "spawned", "child", child->id));
-    if (json_is_string(text) && child->adapter) {
-        json_t *run = NULL;
-        const char *err = NULL;
-        (void)session__message(child, json_string_value(text), "queue", &run, &err);
-        json_decref(run);
-    }
-    return child;
-}
-
-static void session__spawn_child(struct sessions *s, struct session *parent, struct http_req *req)
+static void session__http_child(struct sessions *s, struct session *parent, struct http_req *req)
 {
     const char *why = NULL;
-    int status = 400;
     json_t *b = session__body(req, &why);
     if (b == NULL)
         return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
+    struct session *child = NULL;
     struct session_wait *w = session__wait_begin(s, 0);
-    struct session *child = session__spawn_child_of(s, parent, b, &status, &why);
+    int rc = session__spawn_child(s, parent, b, &child, &why);
     json_decref(b);
-    if (child == NULL) {
+    if (rc != 0) {
         session__wait_end(w, NULL, NULL);
-        return http_res_error(req, status == 500 ? ERR_WORKSPACE_FAILED : ERR_BAD_REQUEST, "%s", why);
+        return http_res_error(req, session__errcode(rc, ERR_WORKSPACE_FAILED), "%s", why);
     }
     json_t *answer = session__public(child);
     json_t *runs = child->runs;
@@ -506,14 +384,14 @@ static void session__post_message(struct sessions *s, struct session *se, struct
     }
     json_t *answer = NULL;
     struct session_wait *w = session__wait_begin(s, 0);
-    int status = session__message(se, json_string_value(text), json_string_value(mode), &answer, &why);
+    int rc = session__message(se, json_string_value(text), json_string_value(mode), &answer, &why);
     json_decref(b);
-    if (answer == NULL) {
+    if (rc != 0) {
         session__wait_end(w, NULL, NULL);
-        return http_res_error(req, status == 409 ? ERR_CONFLICT : ERR_BAD_REQUEST, "%s", why);
+        return http_res_error(req, session__errcode(rc, ERR_INTERNAL), "%s", why);
     }
     json_object_set(answer, "run", json_object_get(answer, "id"));
-    session__reply_after(session__pending_new(s, req), w, status, answer, SESSION_UNDO_NONE, NULL, NULL);
+    session__reply_after(session__pending_new(s, req), w, 202, answer, SESSION_UNDO_NONE, NULL, NULL);
 }
 
 /* ================= list, get, delete ================= */
@@ -600,7 +478,8 @@ static void session__delete(struct sessions *s, struct session *se, struct http_
 
 /* ================= runtimes ================= */
 
-static void session__rt_answer(void *arg, int status, const char *json)
+/* A runtime call's answer: its body as is, with the status of its error code when it failed. */
+static void session__rt_answer(void *arg, const struct session_rt_answer *a)
 {
     struct session__pending *pd = arg;
     pd->call = NULL;
@@ -608,7 +487,7 @@ static void session__rt_answer(void *arg, int status, const char *json)
         return;
     http_res_header(pd->req, "Content-Type", "application/json");
     http_res_header(pd->req, "Cache-Control", "no-store");
-    http_res_send(pd->req, status, json, strlen(json));
+    http_res_send(pd->req, a->rc ? errcode_status(a->err) : 200, a->json, strlen(a->json));
 }
 
 static void session__runtime_route(struct sessions *s, struct http_req *req, const char *id, const char *lang,
@@ -662,7 +541,7 @@ static void session__route(struct http_req *req, void *arg)
     enum http_method m = http_req_method(req);
     if (plen == pre || (plen == pre + 1 && path[pre] == '/')) {
         if (m == HTTP_POST)
-            return session__create(s, req);
+            return session__http_create(s, req);
         if (m == HTTP_GET || m == HTTP_HEAD)
             return session__list(s, req);
         return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "use GET or POST on /v1/sessions");
@@ -688,7 +567,7 @@ static void session__route(struct http_req *req, void *arg)
     }
     if (n == 2 && !strcmp(parts[1], "children")) {
         if (m == HTTP_POST)
-            return session__spawn_child(s, se, req);
+            return session__http_child(s, se, req);
         return session__send_json(req, 200, session__children(s, se));
     }
     if (n == 2 && !strcmp(parts[1], "ws"))
@@ -708,12 +587,12 @@ static void session__route(struct http_req *req, void *arg)
         json_t *answer = NULL;
         const char *why = NULL;
         struct session_wait *w = session__wait_begin(s, 0);
-        int status = session__cancel_run(se, parts[2], &answer, &why);
-        if (answer == NULL) {
+        int rc = session__cancel_run(se, parts[2], &answer, &why);
+        if (rc != 0) {
             session__wait_end(w, NULL, NULL);
-            return http_res_error(req, ERR_CONFLICT, "%s", why);
+            return http_res_error(req, session__errcode(rc, ERR_INTERNAL), "%s", why);
         }
-        return session__reply_after(session__pending_new(s, req), w, status, answer, SESSION_UNDO_NONE, NULL,
+        return session__reply_after(session__pending_new(s, req), w, 200, answer, SESSION_UNDO_NONE, NULL,
                                     NULL);
     }
     if ((n == 2 || n == 3) && !strcmp(parts[1], "share"))

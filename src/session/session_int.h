@@ -1,5 +1,8 @@
 /*
- * session_int.h — what session.c and session_http.c share. Not for other modules.
+ * session_int.h — what the files of src/session share (the list is in session.h): the session and
+ * registry structs, and each file's internal functions under its own heading. Not for other
+ * modules. Internal functions return 0 or a negative errno, with a sentence saying why when a
+ * client caused it; session__errcode is the one mapping of those onto the error table.
  */
 #ifndef AGENTD_SESSION_INT_H
 #define AGENTD_SESSION_INT_H
@@ -240,9 +243,13 @@ int session__sandboxed(const struct session *se);
 /* The session's execution environment, created and started on first need (its first run, or a
  * runtime of a session with cgroup limits); NULL when it cannot be created. */
 struct exec_env *session__env(struct session *se);
-/* Queues user input; answers with the run's record, or an HTTP status and reason. */
+/* User input for se's agent: it goes to the inbox and becomes a run, started now or queued by mode
+ * (queue, interrupt, reject; NULL: queue). 0 with *answer (the run's record, new reference), or
+ * -EINVAL (a bad mode) or -EBUSY (no agent; a run active and mode reject) with why. */
 int session__message(struct session *se, const char *text, const char *mode, json_t **answer,
                      const char **why);
+/* Cancels the active or a queued run: 0 with *answer ({"run","status"}), or -EBUSY with why when no
+ * queued or running run has that id. */
 int session__cancel_run(struct session *se, const char *run, json_t **answer, const char **why);
 /* After a restart: closes runs that were queued or running as failed (server_restart). */
 void session__recover_runs(struct session *se);
@@ -254,10 +261,15 @@ const char *session__active_run_id(const struct session *se);
  * an agent is woken with a run. Called in the same loop turn as the child's run_completed, so both
  * commit together. */
 void session__child_completed(struct session *se, const char *run, const char *status, json_t *result);
-/* Creates a child of parent from a create body (agent settings, env, tags; `text` starts it), records
- * the spawn in the parent's transcript. NULL with an HTTP status and reason on failure. */
-struct session *session__spawn_child_of(struct sessions *s, struct session *parent, json_t *body, int *status,
-                                        const char **why);
+/* Creates and registers a session from a create body (not taken): its streams, first event and
+ * record are written (they join the open wait). parent: the session that spawns it, or NULL. 0 with
+ * *out, -EINVAL with why (the body), or another negative errno (the workspace could not be made). */
+int session__create(struct sessions *s, json_t *body, struct session *parent, struct session **out,
+                    const char **why);
+/* A child of parent: created like any session from body, its `text` (if any) its first message;
+ * the parent's transcript records the spawn. Returns as session__create. */
+int session__spawn_child(struct sessions *s, struct session *parent, json_t *body, struct session **out,
+                         const char **why);
 /* {"children":[public views of the sessions spawned by se]} */
 json_t *session__children(struct sessions *s, struct session *se);
 /* The environment finished closing (session.c: may free a deleted session). */

@@ -538,15 +538,15 @@ int session__message(struct session *se, const char *text, const char *mode, jso
         mode = "queue";
     if (strcmp(mode, "queue") && strcmp(mode, "interrupt") && strcmp(mode, "reject")) {
         *why = "mode must be queue, interrupt or reject";
-        return 400;
+        return -EINVAL;
     }
     if (se->adapter == NULL) {
         *why = "this session has no agent (agent none): use its runtimes";
-        return 409;
+        return -EBUSY;
     }
     if (se->active && !strcmp(mode, "reject")) {
         *why = "a run is active and mode is reject";
-        return 409;
+        return -EBUSY;
     }
     struct session_run *r = xcalloc(1, sizeof *r);
     unsigned char raw[RUN_ID_BYTES];
@@ -586,7 +586,7 @@ int session__message(struct session *se, const char *text, const char *mode, jso
     json_array_foreach (se->runs, i, v)
         if (!strcmp(json_string_value(json_object_get(v, "id")), id))
             *answer = json_deep_copy(v);
-    return 202;
+    return 0;
 }
 
 int session__cancel_run(struct session *se, const char *run, json_t **answer, const char **why)
@@ -594,7 +594,7 @@ int session__cancel_run(struct session *se, const char *run, json_t **answer, co
     if (se->active && !strcmp(se->active->id, run)) {
         run__cancel_running(se->active);
         *answer = json_pack("{s:s, s:s}", "run", run, "status", "cancelling");
-        return 200;
+        return 0;
     }
     for (struct session_run **pp = &se->queue; *pp; pp = &(*pp)->next) {
         struct session_run *r = *pp;
@@ -606,10 +606,10 @@ int session__cancel_run(struct session *se, const char *run, json_t **answer, co
         r->cancel_requested = 1;
         *answer = json_pack("{s:s, s:s}", "run", run, "status", "cancelled");
         run__complete(r, "cancelled", "cancelled", "the run was cancelled before it started", INT64_MIN);
-        return 200;
+        return 0;
     }
     *why = "no queued or running run with that id";
-    return 409;
+    return -EBUSY;
 }
 
 void session__recover_runs(struct session *se)

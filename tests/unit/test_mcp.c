@@ -3,6 +3,7 @@
  * initialize negotiation, tools/list, error codes, notifications, batches, tool results and
  * asynchronous completion and cancellation.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,13 @@ struct fake {
     struct fake_call calls[8];
 };
 
+/* The backend's answer: status 200 is a success, any other a failure carrying json's error. */
+static void fake_answer(session_rt_cb done, void *done_arg, int status, const char *json)
+{
+    struct session_rt_answer a = {.rc = status == 200 ? 0 : -EIO, .err = ERR_NOT_FOUND, .json = json};
+    done(done_arg, &a);
+}
+
 static void *fake_start(void *arg, const char *session_id, const struct session_rt_request *req,
                         session_rt_cb done, void *done_arg)
 {
@@ -43,7 +51,7 @@ static void *fake_start(void *arg, const char *session_id, const struct session_
         memcpy(f->code, req->code, f->code_len);
     struct fake_call *c = &f->calls[f->starts++];
     if (f->sync) {
-        done(done_arg, f->status, f->answer);
+        fake_answer(done, done_arg, f->status, f->answer);
         return NULL;
     }
     c->done = done;
@@ -63,7 +71,7 @@ static void fake_cancel(void *arg, void *handle)
 static void fake_finish(struct fake_call *c, int status, const char *json)
 {
     c->live = 0;
-    c->done(c->done_arg, status, json);
+    fake_answer(c->done, c->done_arg, status, json);
 }
 
 /* ---- reply capture -------------------------------------------------------------------------- */
