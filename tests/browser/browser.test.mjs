@@ -74,11 +74,23 @@ test("create a demo session in the UI, send a message, watch the reply stream in
   await shot(page, "2-session-tools-logs");
   /* the list shows it; screenshot with a few more sessions */
   await create({ agent: "none", tags: ["runtime-only"] });
-  await create({ ...jsonl, tags: ["jsonl", "test"] });
+  const failing = await create({ ...jsonl, tags: ["jsonl", "test"] });
+  await srv.api("POST", `/v1/sessions/${failing}/messages`, { text: "echo trying; fail it did not work" });
+  const busy = await create({ ...jsonl, tags: ["jsonl", "long"] });
+  await srv.api("POST", `/v1/sessions/${busy}/messages`, { text: "sleep 30" });
   await page.goto(srv.url + "/");
   await page.waitForSelector(`[data-testid="session-row"][data-id="${id}"]`, { timeout: T });
   await page.waitForSelector('[data-testid="conn"][data-status="live"]');
+  await page.locator(`[data-testid="session-row"][data-id="${failing}"]`).getByText("error").waitFor({ timeout: T });
+  await page.locator(`[data-testid="session-row"][data-id="${busy}"]`).getByText("busy").waitFor({ timeout: T });
+  /* the status filter */
+  await page.click('[data-testid="status-running"]');
+  assert.equal(await page.locator('[data-testid="session-row"]').count(), 1);
+  await page.click('[data-testid="status-failed"]');
+  assert.equal(await page.locator(`[data-testid="session-row"][data-id="${failing}"]`).count(), 1);
+  await page.click('[data-testid="status-all"]');
   await shot(page, "1-session-list");
+  await srv.api("DELETE", `/v1/sessions/${busy}`);
   await page.goto(`${srv.url}/s/${id}/chat`);
   await waitRunEnds(page, 2);
   await shot(page, "3-chat-view");

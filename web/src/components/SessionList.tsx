@@ -171,7 +171,7 @@ function Row({ s }: { s: Session }) {
         ))}
       </span>
       <span class="muted small">
-        {t ? `${t.runs} runs · ${tokens(t.input_tokens + t.output_tokens)} tok · ${cost(t.cost_usd)}` : "—"}
+        {t && t.runs ? `${t.runs} run${t.runs === 1 ? "" : "s"} · ${tokens(t.input_tokens + t.output_tokens)} tok · ${cost(t.cost_usd)}` : "—"}
       </span>
       <span class="muted small" title={new Date(s.last_activity ?? s.created_at).toLocaleString()}>
         {ago(s.last_activity ?? s.created_at)}
