@@ -162,6 +162,25 @@ test("stop and restart agentd under an open page: reconnecting, then it resumes"
   await page.context().close();
 });
 
+test("a session deleted under an open page is shown as deleted, not retried", async () => {
+  const id = await create({ ...jsonl });
+  await srv.api("POST", `/v1/sessions/${id}/messages`, { text: "echo soon gone" });
+  const page = await newPage(browser);
+  await page.goto(`${srv.url}/s/${id}`);
+  await waitRunEnds(page, 1);
+  await page.waitForSelector('[data-testid="conn"][data-status="live"]', { timeout: T });
+  const r = await srv.api("DELETE", `/v1/sessions/${id}?streams=delete`);
+  assert.equal(r.status, 204);
+  await page.waitForSelector('[data-testid="problem"]', { timeout: T });
+  await page.waitForSelector('[data-testid="conn"][data-status="gone"], [data-testid="conn"][data-status="closed"]', { timeout: T });
+  let requests = 0;
+  page.on("request", (q) => q.url().includes("/transcript") && requests++);
+  await sleep(3000);
+  assert.ok(requests <= 1, `the page kept asking for the transcript (${requests} requests in 3 s)`);
+  assert.equal(await page.getByText("soon gone").count() >= 1, true, "what it recorded stays on screen");
+  await page.context().close();
+});
+
 test("fork from an event: the fork's timeline ends there", async () => {
   const id = await create({ ...jsonl });
   await srv.api("POST", `/v1/sessions/${id}/messages`, { text: "echo first answer" });

@@ -85,11 +85,17 @@ function followRaw(
     opts.onStatus?.(s, err);
   };
   const base = client.fetchImpl;
+  let sseOpened = false;
   /* The library retries network errors and 5xx forever with backoff and offers no status of its
    * own: watching its fetch is how the UI learns that it is reconnecting and when it is back. */
   const watched: typeof fetch = async (input, init) => {
+    /* a new SSE request while live means the last connection ended (server restart, network, the
+     * server's periodic close): reconnecting until its first chunk says live again */
+    const sse = String(input instanceof Request ? input.url : input).includes("live=sse");
+    if (sse && sseOpened && status === "live") set("reconnecting");
     try {
       const r = await base(input, init);
+      if (sse && r.ok) sseOpened = true;
       if (r.status >= 500 || r.status === 429) set("reconnecting");
       return r;
     } catch (e) {

@@ -37,8 +37,11 @@ async function readAll(client: AgentdClient, id: string, offset = "-1"): Promise
   return out;
 }
 
+/* idle, and the run's run_completed durable (the session turns idle in the same loop turn as the
+ * run_completed append, before its commit: reads serve durable data only) */
 async function waitIdle(id: string) {
   await until(async () => (await c.getSession(id)).status === "idle", 15000, "the session to be idle");
+  await until(async () => (await readAll(c, id)).at(-1)?.event.type === "run_completed", 5000, "run_completed");
 }
 
 describe("REST", () => {
@@ -221,7 +224,6 @@ describe("history pages", () => {
     const s = await c.createSession(jsonl());
     await c.sendMessage(s.id, "count 50");
     await waitIdle(s.id);
-    const all = await readAll(c, s.id);
     const pages: Entry[][] = [];
     let before: string | undefined;
     let tail = "";
@@ -233,6 +235,8 @@ describe("history pages", () => {
       if (!p.nextBefore) break;
       before = p.nextBefore;
     }
+    /* read after the pages: the environment may have added an event since (compare up to tail) */
+    const all = (await readAll(c, s.id)).filter((e) => e.end <= tail);
     expect(tail).toBe(all[all.length - 1]!.end);
     const paged = pages.flat();
     expect(paged.map((e) => [e.offset, e.end, e.event.type])).toEqual(all.map((e) => [e.offset, e.end, e.event.type]));

@@ -18,9 +18,13 @@ import { ChildrenPanel } from "./ChildrenPanel";
 
 /** One store per open session id, kept while a view of it is mounted. */
 export function useSessionStore(id: string): SessionStore {
-  const store = useMemo(() => new SessionStore(id), [id, tokenVersion.value]);
+  const store = useMemo(() => {
+    const s = new SessionStore(id);
+    /* start loading during the first render, not after it is painted */
+    s.open();
+    return s;
+  }, [id, tokenVersion.value]);
   useEffect(() => {
-    store.open();
     /* read-only view of what the page loaded, for the browser tests and for debugging */
     (window as unknown as { __agentd: unknown }).__agentd = {
       id,
@@ -58,6 +62,17 @@ export function SessionView({ id }: { id: string }) {
   const panel = useSignal<Panel>("runs");
   const actionErr = useSignal<string | null>(null);
   const searchRef = useRef<HTMLInputElement>(null);
+  /* the banner waits a moment: a connection the server closes on schedule is back at once */
+  const lost = useSignal(false);
+  const st = store.status.value;
+  useEffect(() => {
+    if (st !== "reconnecting") {
+      lost.value = false;
+      return;
+    }
+    const t = setTimeout(() => (lost.value = true), 700);
+    return () => clearTimeout(t);
+  }, [st]);
 
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
@@ -202,7 +217,7 @@ export function SessionView({ id }: { id: string }) {
               : problem}
         </div>
       )}
-      {store.status.value === "reconnecting" && (
+      {lost.value && store.status.value === "reconnecting" && (
         <div class="banner warn" data-testid="reconnecting">
           Connection lost — reconnecting; the timeline resumes from offset {store.entries.length ? store.entries[store.entries.length - 1]?.end : "-1"} with nothing missed.
         </div>

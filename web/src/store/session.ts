@@ -52,15 +52,21 @@ export class SessionStore {
   private stateAgain = false;
   private timer: ReturnType<typeof setInterval> | null = null;
   private closed = false;
+  private opened = false;
 
   constructor(id: string) {
     this.id = id;
   }
 
   async open() {
-    try {
-      this.session.value = await api.getSession(this.id);
-    } catch (e) {
+    if (this.opened) return;
+    this.opened = true;
+    /* the description and the latest page are independent: ask for both at once */
+    const [desc, page] = await Promise.allSettled([api.getSession(this.id), api.eventsBefore(this.id, { limit: PAGE })]);
+    if (desc.status === "fulfilled") {
+      this.session.value = desc.value;
+    } else {
+      const e = desc.reason;
       if (e instanceof AgentdError && e.status === 404) {
         /* a deleted session's transcript may still be readable: show it, marked deleted */
         this.problem.value = "not found";
@@ -70,13 +76,13 @@ export class SessionStore {
       }
     }
     let from = "-1";
-    try {
-      const page = await api.eventsBefore(this.id, { limit: PAGE });
-      this.nextBefore = page.nextBefore;
-      this.hasOlder.value = page.nextBefore !== null;
-      this.push(page.entries);
-      from = page.tail || this.lastEnd || "-1";
-    } catch (e) {
+    if (page.status === "fulfilled") {
+      this.nextBefore = page.value.nextBefore;
+      this.hasOlder.value = page.value.nextBefore !== null;
+      this.push(page.value.entries);
+      from = page.value.tail || this.lastEnd || "-1";
+    } else {
+      const e = page.reason;
       /* a server without history pages: follow the whole transcript instead */
       if (!(e instanceof AgentdError && e.status === 404 && /resource/.test(e.message))) {
         if (e instanceof AgentdError && (e.status === 404 || e.status === 410)) {
