@@ -394,6 +394,21 @@ static void session__post_message(struct sessions *s, struct session *se, struct
     session__reply_after(session__pending_new(s, req), w, 202, answer, SESSION_UNDO_NONE, NULL, NULL);
 }
 
+static void session__cancel(struct sessions *s, struct session *se, struct http_req *req, const char *run)
+{
+    if (http_req_method(req) != HTTP_POST)
+        return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "POST to cancel a run");
+    json_t *answer = NULL;
+    const char *why = NULL;
+    struct session_wait *w = session__wait_begin(s, 0);
+    int rc = session__cancel_run(se, run, &answer, &why);
+    if (rc != 0) {
+        session__wait_end(w, NULL, NULL);
+        return http_res_error(req, session__errcode(rc, ERR_INTERNAL), "%s", why);
+    }
+    session__reply_after(session__pending_new(s, req), w, 200, answer, SESSION_UNDO_NONE, NULL, NULL);
+}
+
 /* ================= list, get, delete ================= */
 
 struct session__list {
@@ -581,20 +596,8 @@ static void session__route(struct http_req *req, void *arg)
     }
     if (n == 2 && !strcmp(parts[1], "runs") && (m == HTTP_GET || m == HTTP_HEAD))
         return session__send_json(req, 200, json_pack("{s:O}", "runs", se->runs));
-    if (n == 4 && !strcmp(parts[1], "runs") && !strcmp(parts[3], "cancel")) {
-        if (m != HTTP_POST)
-            return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "POST to cancel a run");
-        json_t *answer = NULL;
-        const char *why = NULL;
-        struct session_wait *w = session__wait_begin(s, 0);
-        int rc = session__cancel_run(se, parts[2], &answer, &why);
-        if (rc != 0) {
-            session__wait_end(w, NULL, NULL);
-            return http_res_error(req, session__errcode(rc, ERR_INTERNAL), "%s", why);
-        }
-        return session__reply_after(session__pending_new(s, req), w, 200, answer, SESSION_UNDO_NONE, NULL,
-                                    NULL);
-    }
+    if (n == 4 && !strcmp(parts[1], "runs") && !strcmp(parts[3], "cancel"))
+        return session__cancel(s, se, req, parts[2]);
     if ((n == 2 || n == 3) && !strcmp(parts[1], "share"))
         return session__share(s, se, req, n == 3 ? parts[2] : NULL);
     if (n == 2 && !strcmp(parts[1], "fork")) {

@@ -359,28 +359,31 @@ static int run__write_file(const struct agent_file *f)
     return rc;
 }
 
+/* Where the agent reaches agentd's runtime tool (free it), or NULL when it is not offered. */
+static char *run__mcp_url(struct session *se)
+{
+    struct sessions *s = se->registry;
+    if (se->opts.mcp <= 0 || s->base_url == NULL)
+        return NULL;
+    if (!s->cfg.agent_auth)
+        return xasprintf("%s/v1/sessions/%s/mcp", s->base_url, se->id);
+    /* A server with a token: the agent gets one of its own, scoped to this session's MCP endpoint
+     * (session__authorize), in the URL, which every agent CLI passes on as is. */
+    if (se->agent_token[0] == '\0') {
+        unsigned char raw[32];
+        randombytes_buf(raw, sizeof raw);
+        sodium_bin2hex(se->agent_token, sizeof se->agent_token, raw, sizeof raw);
+    }
+    return xasprintf("%s/v1/sessions/%s/mcp?agent_token=%s", s->base_url, se->id, se->agent_token);
+}
+
 static void run__spawn(struct session_run *r)
 {
     struct session *se = r->se;
     struct sessions *s = se->registry;
     const struct session_opts *o = &se->opts;
-    char *mcp_url = NULL;
-    struct agent_mcp mcp = {0};
-    if (o->mcp > 0 && s->base_url) {
-        if (s->cfg.agent_auth) {
-            /* A server with a token: the agent gets one of its own, scoped to this session's MCP
-             * endpoint (session__authorize), in the URL, which every agent CLI passes on as is. */
-            if (se->agent_token[0] == '\0') {
-                unsigned char raw[32];
-                randombytes_buf(raw, sizeof raw);
-                sodium_bin2hex(se->agent_token, sizeof se->agent_token, raw, sizeof raw);
-            }
-            mcp_url = xasprintf("%s/v1/sessions/%s/mcp?agent_token=%s", s->base_url, se->id, se->agent_token);
-        } else {
-            mcp_url = xasprintf("%s/v1/sessions/%s/mcp", s->base_url, se->id);
-        }
-        mcp.url = mcp_url;
-    }
+    char *mcp_url = run__mcp_url(se);
+    struct agent_mcp mcp = {.url = mcp_url};
     struct agent_run_opts ro = {
         .prompt = r->text,
         .session_id = se->id,
