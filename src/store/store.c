@@ -1,30 +1,14 @@
-/* store — SQLite stream log with group commit. See store.h. */
-#include "store/store.h"
+/* store — the stream log in SQLite with group commit: the database, batches, the API. See store.h;
+ * the layout and its moves are in store_int.h and store_log.c. */
+#include "store/store_int.h"
 
 #include <errno.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-enum store__stmt {
-    ST_BEGIN,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_STREAM_INSERT,
-    ST_STREAM_UPDATE,
-    ST_STREAM_DELETE,
-    ST_RECORDS_DELETE,
-    ST_PRODUCERS_DELETE,
-    ST_RECORD_APPEND,
-    ST_PRODUCER_PUT,
-    ST_READ,
-    ST_READ_BACK,
-    ST__COUNT
-};
 
 static const char *const store__sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN",
@@ -39,30 +23,67 @@ static const char *const store__sql[ST__COUNT] = {
         " expires_at=?6, closed=?7, tail=?8, fork_src=?9, fork_off=?10, fork_sub=?11, refcount=?12,"
         " deleted=?13, last_seq=?14, closer_pid=?15, closer_epoch=?16, closer_seq=?17 WHERE id=?18",
     [ST_STREAM_DELETE] = "DELETE FROM streams WHERE id=?1",
-    [ST_RECORDS_DELETE] = "DELETE FROM records WHERE stream=?1",
+    [ST_PURGE_ADD] = "INSERT OR IGNORE INTO purge(stream) VALUES(?1)",
     [ST_PRODUCERS_DELETE] = "DELETE FROM producers WHERE stream=?1",
-    [ST_RECORD_APPEND] = "INSERT INTO records(stream, off, data) VALUES(?1,?2,?3)",
+    [ST_LOG_RECORD] = "INSERT INTO log0(seq, stream, off, data) VALUES(?1,?2,?3,?4)",
+    [ST_LOG_RECORD_1] = "INSERT INTO log1(seq, stream, off, data) VALUES(?1,?2,?3,?4)",
+    [ST_LOG_PRODUCER] = "INSERT INTO log0(seq, stream, pid, epoch, pseq) VALUES(?1,?2,?3,?4,?5)",
+    [ST_LOG_PRODUCER_1] = "INSERT INTO log1(seq, stream, pid, epoch, pseq) VALUES(?1,?2,?3,?4,?5)",
+    [ST_LOG_DATA] = "SELECT data FROM log0 WHERE seq=?1",
+    [ST_LOG_DATA_1] = "SELECT data FROM log1 WHERE seq=?1",
+    [ST_LOG_CLEAR] = "DELETE FROM log0",
+    [ST_LOG_CLEAR_1] = "DELETE FROM log1",
+    [ST_CHUNK_INSERT] = "INSERT INTO records(stream, off, data) VALUES(?1,?2,?3)",
     [ST_PRODUCER_PUT] = "INSERT OR REPLACE INTO producers(stream, pid, epoch, seq) VALUES(?1,?2,?3,?4)",
-    /* The first record returned is the one containing ?2 when ?2 falls inside a record. */
+    /* The first row returned is the one containing ?2 when ?2 falls inside a row. */
     [ST_READ] = "SELECT off, data FROM records WHERE stream=?1 AND off >= coalesce((SELECT max(off)"
                 " FROM records WHERE stream=?1 AND off <= ?2), ?2) AND off < ?3 ORDER BY off",
     /* A descending scan of the primary key (stream, off): cost grows with the records visited. */
     [ST_READ_BACK] = "SELECT off, data FROM records WHERE stream=?1 AND off < ?2 ORDER BY off DESC",
+    [ST_COLD_END] = "SELECT off + length(data) FROM records WHERE stream=?1 ORDER BY off DESC LIMIT 1",
+    [ST_PURGE_NEXT] = "SELECT stream FROM purge LIMIT 1",
+    [ST_PURGE_SCAN] = "SELECT off, length(data) FROM records WHERE stream=?1 ORDER BY off LIMIT ?2",
+    [ST_PURGE_RECORDS] = "DELETE FROM records WHERE stream=?1 AND off <= ?2",
+    [ST_PURGE_DONE] = "DELETE FROM purge WHERE stream=?1",
 };
 
-static const char store__schema[] =
-    "CREATE TABLE IF NOT EXISTS streams("
-    " id INTEGER PRIMARY KEY, path TEXT, content_type TEXT NOT NULL, created_ms INTEGER NOT NULL,"
-    " ttl_s INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL, expires_at TEXT, closed INTEGER NOT NULL,"
-    " tail INTEGER NOT NULL, fork_src INTEGER NOT NULL, fork_off INTEGER NOT NULL,"
-    " fork_sub INTEGER NOT NULL, refcount INTEGER NOT NULL, deleted INTEGER NOT NULL, last_seq TEXT,"
+/*
+ * The schema, layout version 1 (PRAGMA user_version). Version 0 is the layout before the log: the
+ * same streams, records (one row per append), producers and meta tables, without log and purge,
+ * and with stream ids that SQLite could hand out again. Stream ids are never reused now: rows of a
+ * deleted stream may outlive it for a while (in the log until its segment is emptied; in records
+ * until the purge reaches them), and must not be taken for a new stream's.
+ */
+#define STORE_LAYOUT 1
+#define STORE_STREAMS_COLUMNS                                                                                \
+    "(id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT, content_type TEXT NOT NULL,"                          \
+    " created_ms INTEGER NOT NULL, ttl_s INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL, expires_at TEXT," \
+    " closed INTEGER NOT NULL, tail INTEGER NOT NULL, fork_src INTEGER NOT NULL, fork_off INTEGER NOT NULL," \
+    " fork_sub INTEGER NOT NULL, refcount INTEGER NOT NULL, deleted INTEGER NOT NULL, last_seq TEXT,"        \
     " closer_pid TEXT, closer_epoch INTEGER NOT NULL, closer_seq INTEGER NOT NULL);"
-    "CREATE UNIQUE INDEX IF NOT EXISTS streams_path ON streams(path) WHERE path IS NOT NULL;"
-    "CREATE TABLE IF NOT EXISTS records(stream INTEGER NOT NULL, off INTEGER NOT NULL,"
-    " data BLOB NOT NULL, PRIMARY KEY(stream, off)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS producers(stream INTEGER NOT NULL, pid TEXT NOT NULL,"
-    " epoch INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(stream, pid)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;";
+#define STORE_LOG_COLUMNS                                                                                 \
+    "(seq INTEGER PRIMARY KEY, stream INTEGER NOT NULL, off INTEGER, data BLOB, pid TEXT, epoch INTEGER," \
+    " pseq INTEGER);"
+#define STORE_NEW_TABLES                                                        \
+    "CREATE TABLE log0" STORE_LOG_COLUMNS "CREATE TABLE log1" STORE_LOG_COLUMNS \
+    "CREATE TABLE purge(stream INTEGER PRIMARY KEY);"                           \
+    "CREATE UNIQUE INDEX streams_path ON streams(path) WHERE path IS NOT NULL;" \
+    "PRAGMA user_version=1;"
+
+static const char store__create[] =
+    "BEGIN; CREATE TABLE streams" STORE_STREAMS_COLUMNS
+    "CREATE TABLE records(stream INTEGER NOT NULL, off INTEGER NOT NULL, data BLOB NOT NULL,"
+    " PRIMARY KEY(stream, off)) WITHOUT ROWID;"
+    "CREATE TABLE producers(stream INTEGER NOT NULL, pid TEXT NOT NULL, epoch INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL, PRIMARY KEY(stream, pid)) WITHOUT ROWID;"
+    "CREATE TABLE meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;" STORE_NEW_TABLES "COMMIT;";
+
+/* From version 0: the old records are valid chunks as they are; streams is rebuilt with ids that
+ * are never reused (AUTOINCREMENT starts above the largest id copied). */
+static const char store__migrate_0[] =
+    "BEGIN; CREATE TABLE streams_v1" STORE_STREAMS_COLUMNS "INSERT INTO streams_v1 SELECT * FROM streams;"
+    "DROP TABLE streams;"
+    "ALTER TABLE streams_v1 RENAME TO streams;" STORE_NEW_TABLES "COMMIT;";
 
 /*
  * Exclusive locking: agentd is the database's only user, so SQLite takes its file lock once instead
@@ -72,23 +93,8 @@ static const char store__schema[] =
  */
 #define STORE_PRAGMAS "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; "
 
-struct store {
-    sqlite3 *db;
-    enum store_durability durability;
-    char *dir;
-    int wal_fd; /* our own descriptor of agentd.db-wal, for store_sync; -1 until the WAL exists */
-    char *wal_path;
-    off_t wal_filled; /* bytes of the WAL zero-filled ahead of SQLite (store__grow_wal); 0: not known */
-    int wal_frames;   /* frames in the WAL after the last commit (store__wal_hook) */
-    int page_size;
-    sqlite3_stmt *stmt[ST__COUNT];
-    int in_batch;
-    uint64_t commits;
-    int poisoned; /* negative errno of the first failed write in the open batch, or 0 */
-};
-
 /* Maps an SQLite result code to a negative errno the HTTP layer can classify. */
-static int store__errno(int rc)
+int store__errno(int rc)
 {
     switch (rc & 0xff) {
     case SQLITE_FULL: return -ENOSPC;
@@ -213,6 +219,56 @@ static void store__grow_wal(struct store *s)
     s->wal_filled = rc == 0 ? to : STORE_WAL_FILL_MAX; /* on failure, stop trying */
 }
 
+/* Runs SQL on the open database; on failure describes it in err ("cannot WHAT DIR/agentd.db: ..."). */
+static int store__exec(struct store *s, const char *sql, const char *what, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+    if (rc == SQLITE_OK)
+        return 0;
+    snprintf(err, errlen, "cannot %s %s/agentd.db: %s", what, s->dir, msg ? msg : sqlite3_errstr(rc));
+    sqlite3_free(msg);
+    return store__errno(rc);
+}
+
+/* Brings the schema to STORE_LAYOUT: creates it in a new database, migrates an older one, refuses a
+ * newer one. One transaction: a crash leaves the old layout whole. */
+static int store__schema(struct store *s, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    int version = -1, tables = 0, rc;
+    if ((rc = sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL)) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if ((rc = sqlite3_prepare_v2(s->db, "SELECT count(*) FROM sqlite_master WHERE name='streams'", -1, &st,
+                                 NULL)) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        tables = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version < 0) {
+        snprintf(err, errlen, "cannot read the layout version: %s", sqlite3_errmsg(s->db));
+        return store__errno(rc);
+    }
+    if (version == STORE_LAYOUT)
+        return 0;
+    if (version > STORE_LAYOUT) {
+        snprintf(err, errlen, "the database has layout %d, written by a newer agentd (this one knows %d)",
+                 version, STORE_LAYOUT);
+        return -EPROTO;
+    }
+    if ((rc = store__exec(s, tables ? store__migrate_0 : store__create,
+                          tables ? "migrate the schema of" : "create the schema of", err, errlen)) != 0) {
+        if (!sqlite3_get_autocommit(s->db))
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    if (tables)
+        log_info("store: migrated %s/agentd.db from layout 0 to %d (records stay where they are)", s->dir,
+                 STORE_LAYOUT);
+    return 0;
+}
+
 int store_open(struct store **out, const char *dir, enum store_durability durability, char *err,
                size_t errlen)
 {
@@ -220,6 +276,13 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
     char *file = NULL;
     int rc;
 
+    s->durability = durability;
+    s->wal_fd = -1;
+    s->dir = xstrdup(dir);
+    s->wal_path = xasprintf("%s/agentd.db-wal", dir);
+    s->next_seq = 1;
+    s->move_at = STORE_MOVE_AT;
+    s->move_bytes = STORE_MOVE_BYTES;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         rc = -errno;
         snprintf(err, errlen, "cannot create data dir %s: %s", dir, strerror(errno));
@@ -236,29 +299,21 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
     /* Keep the (preallocated) WAL file when the database closes instead of deleting it. */
     int persist = 1;
     sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
-    /* WAL: one fsync per commit, readers never block the writer. synchronous=FULL fsyncs the WAL at
-     * every COMMIT; NORMAL leaves it to checkpoints (durable against process crashes only). */
-    /* NORMAL: commits write the WAL without fsync; checkpoints fsync before they copy back.
-     * Durability comes from store_sync, which the stream layer runs off the loop thread. */
-    const char *pragmas = STORE_PRAGMAS "PRAGMA synchronous=NORMAL;";
-    s->durability = durability;
-    s->wal_fd = -1;
-    s->dir = xstrdup(dir);
-    s->wal_path = xasprintf("%s/agentd.db-wal", dir);
-    char *msg = NULL;
-    if ((rc = sqlite3_exec(s->db, pragmas, NULL, NULL, &msg)) != SQLITE_OK ||
-        (rc = sqlite3_exec(s->db, "PRAGMA foreign_keys=OFF; PRAGMA cache_size=-4000;", NULL, NULL, &msg)) !=
-            SQLITE_OK ||
-        (rc = sqlite3_exec(s->db, store__schema, NULL, NULL, &msg)) != SQLITE_OK ||
-        (rc = sqlite3_exec(s->db,
-                           "INSERT OR REPLACE INTO meta(k, v) VALUES('opened_ms', CAST(strftime('%s', 'now') "
-                           "AS INTEGER) * 1000)",
-                           NULL, NULL, &msg)) != SQLITE_OK) {
-        snprintf(err, errlen, "cannot initialise %s: %s", file, msg ? msg : sqlite3_errstr(rc));
-        sqlite3_free(msg);
-        rc = store__errno(rc);
+    /* synchronous=NORMAL: commits write the WAL without fsync; checkpoints fsync before they copy
+     * back. Durability comes from store_sync, which the stream layer runs off the loop thread.
+     * secure_delete=FAST: freed pages are not overwritten with zeros (Debian's SQLite zeroes them by
+     * default), so emptying a log segment or purging a deleted stream frees pages without writing
+     * them; deleted bytes stay in free pages of the 0600 database until reused. */
+    if ((rc = store__exec(s,
+                          STORE_PRAGMAS "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;"
+                                        " PRAGMA cache_size=-4000; PRAGMA secure_delete=FAST;",
+                          "initialise", err, errlen)) != 0 ||
+        (rc = store__schema(s, err, errlen)) != 0 ||
+        (rc = store__exec(s,
+                          "INSERT OR REPLACE INTO meta(k, v) VALUES('opened_ms', CAST(strftime('%s', 'now')"
+                          " AS INTEGER) * 1000)",
+                          "initialise", err, errlen)) != 0)
         goto fail;
-    }
     sqlite3_stmt *ps = NULL;
     s->page_size = 4096;
     if (sqlite3_prepare_v2(s->db, "PRAGMA page_size", -1, &ps, NULL) == SQLITE_OK &&
@@ -277,6 +332,11 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
             rc = store__errno(rc);
             goto fail;
         }
+    }
+    s->purge_pending = 1; /* the first upkeep looks */
+    if ((rc = store__hot_rebuild(s)) != 0) {
+        snprintf(err, errlen, "cannot read the log of %s: %s", file, sqlite3_errmsg(s->db));
+        goto fail;
     }
     free(file);
     *out = s;
@@ -300,6 +360,7 @@ void store_free(struct store *s)
     sqlite3_close(s->db);
     if (s->wal_fd >= 0)
         close(s->wal_fd);
+    store__hot_clear(s);
     free(s->dir);
     free(s->wal_path);
     free(s);
@@ -307,8 +368,7 @@ void store_free(struct store *s)
 
 const char *store_errmsg(struct store *s) { return sqlite3_errmsg(s->db); }
 
-/* Runs a prepared statement to completion; resets it in every case. */
-static int store__run(sqlite3_stmt *st)
+int store__run(sqlite3_stmt *st)
 {
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
@@ -316,23 +376,35 @@ static int store__run(sqlite3_stmt *st)
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : store__errno(rc);
 }
 
-/* Every batch write goes through here: opens the batch, runs, poisons on failure. */
-static int store__write(struct store *s, sqlite3_stmt *st)
+/* Opens the batch if none is open. */
+static int store__begin(struct store *s)
 {
-    int rc;
-    if (s->poisoned) {
+    if (s->in_batch)
+        return 0;
+    int rc = store__run(s->stmt[ST_BEGIN]);
+    if (rc != 0)
+        log_error("store: BEGIN failed: %s", store_errmsg(s));
+    else
+        s->in_batch = 1;
+    return rc;
+}
+
+void store__poison(struct store *s, int rc)
+{
+    if (store__begin(s) == 0 && s->poisoned == 0)
+        s->poisoned = rc;
+}
+
+/* Every batch write goes through here: opens the batch, runs, poisons on failure. */
+int store__write(struct store *s, sqlite3_stmt *st)
+{
+    int rc = s->poisoned;
+    if (rc == 0)
+        rc = store__begin(s);
+    if (rc != 0) {
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
-        return s->poisoned;
-    }
-    if (!s->in_batch) {
-        if ((rc = store__run(s->stmt[ST_BEGIN])) != 0) {
-            sqlite3_reset(st);
-            sqlite3_clear_bindings(st);
-            log_error("store: BEGIN failed: %s", store_errmsg(s));
-            return rc;
-        }
-        s->in_batch = 1;
+        return rc;
     }
     if ((rc = store__run(st)) != 0) {
         log_error("store: write failed: %s", store_errmsg(s));
@@ -388,9 +460,11 @@ int store_stream_update(struct store *s, const struct store_meta *m)
     return store__write(s, st);
 }
 
+/* The row and the producers go now; the records go to the purge (store_log.c), a bounded share per
+ * commit, so deleting a long stream never holds the loop; its rows in the log are dead from now on. */
 int store_stream_delete(struct store *s, int64_t id)
 {
-    static const enum store__stmt order[] = {ST_RECORDS_DELETE, ST_PRODUCERS_DELETE, ST_STREAM_DELETE};
+    static const enum store__stmt order[] = {ST_PRODUCERS_DELETE, ST_STREAM_DELETE, ST_PURGE_ADD};
     for (size_t i = 0; i < CORE_ARRAY_LEN(order); i++) {
         sqlite3_stmt *st = s->stmt[order[i]];
         sqlite3_bind_int64(st, 1, id);
@@ -398,26 +472,19 @@ int store_stream_delete(struct store *s, int64_t id)
         if (rc)
             return rc;
     }
+    store__hot_drop(s, id);
+    s->purge_pending = 1;
     return 0;
 }
 
 int store_record_append(struct store *s, int64_t stream, int64_t off, const void *data, size_t len)
 {
-    sqlite3_stmt *st = s->stmt[ST_RECORD_APPEND];
-    sqlite3_bind_int64(st, 1, stream);
-    sqlite3_bind_int64(st, 2, off);
-    sqlite3_bind_blob64(st, 3, data, len, SQLITE_STATIC);
-    return store__write(s, st);
+    return store__log_record(s, stream, off, data, len);
 }
 
 int store_producer_put(struct store *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq)
 {
-    sqlite3_stmt *st = s->stmt[ST_PRODUCER_PUT];
-    sqlite3_bind_int64(st, 1, stream);
-    sqlite3_bind_text(st, 2, pid, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, epoch);
-    sqlite3_bind_int64(st, 4, seq);
-    return store__write(s, st);
+    return store__log_producer(s, stream, pid, epoch, seq);
 }
 
 /*
@@ -444,6 +511,8 @@ int store_commit(struct store *s)
 {
     if (!s->in_batch)
         return 0;
+    if (!s->poisoned)
+        store__upkeep_step(s, 0);
     int rc = s->poisoned;
     if (rc == 0 && (rc = store__run(s->stmt[ST_COMMIT])) != 0)
         log_error("store: COMMIT failed: %s", store_errmsg(s));
@@ -451,12 +520,28 @@ int store_commit(struct store *s)
         log_error("store: ROLLBACK failed: %s", store_errmsg(s));
     s->in_batch = 0;
     s->poisoned = 0;
-    s->commits += rc == 0;
-    if (rc == 0 && s->durability == STORE_FSYNC && s->wal_fd < 0)
+    s->batch_rows = s->batch_bytes = 0;
+    if (rc != 0) {
+        /* The memory index may name rows the rollback took away: read it again. */
+        int rrc = store__hot_rebuild(s);
+        if (rrc != 0)
+            log_error("store: cannot rebuild the log index after a rollback: %s", strerror(-rrc));
+        return rc;
+    }
+    s->commits++;
+    if (s->durability == STORE_FSYNC && s->wal_fd < 0)
         rc = store__open_wal(s);
     if (rc == 0 && s->wal_fd >= 0)
         store__grow_wal(s);
     return rc;
+}
+
+int store_upkeep(struct store *s)
+{
+    if (s->in_batch)
+        return 0;
+    store__upkeep_step(s, 1);
+    return s->in_batch;
 }
 
 void store_stats(struct store *s, struct store_stats *out)
@@ -478,37 +563,62 @@ int store_sync(struct store *s)
     return fdatasync(s->wal_fd) == 0 ? 0 : -errno;
 }
 
-int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
-               store_record_cb cb, void *arg)
+/* Reads the rows of records that overlap [from, to), whole. Returns the rows read. */
+static int store__read_records(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                               size_t *total, store_record_cb cb, void *arg)
 {
     sqlite3_stmt *st = s->stmt[ST_READ];
-    int n = 0, rc;
-    size_t total = 0;
+    int n = 0, rc = SQLITE_DONE;
     sqlite3_bind_int64(st, 1, stream);
     sqlite3_bind_int64(st, 2, from);
     sqlite3_bind_int64(st, 3, to);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while (*total < max_bytes && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t off = sqlite3_column_int64(st, 0);
-        const void *data = sqlite3_column_blob(st, 1);
         size_t len = (size_t)sqlite3_column_bytes(st, 1);
         if (off + (int64_t)len <= from)
             continue;
-        cb(off, data, len, arg);
+        cb(off, sqlite3_column_blob(st, 1), len, arg);
+        *total += len;
         n++;
-        total += len;
-        if (total >= max_bytes)
-            break;
     }
-    int err = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : store__errno(rc);
+    int err = *total >= max_bytes || rc == SQLITE_DONE ? 0 : store__errno(rc);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return err ? err : n;
 }
 
+int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+               store_record_cb cb, void *arg)
+{
+    const struct store__hot *h = store__hot_get(s, stream, 0);
+    int64_t cold_end = h && h->n ? h->ent[0].off : INT64_MAX;
+    size_t total = 0;
+    int n = 0, rc;
+    if (from < cold_end && from < to) {
+        if ((rc = store__read_records(s, stream, from, to < cold_end ? to : cold_end, max_bytes, &total, cb,
+                                      arg)) < 0)
+            return rc;
+        n += rc;
+    }
+    if (total < max_bytes && cold_end < to) {
+        if ((rc = store__read_log(s, h, from > cold_end ? from : cold_end, to, max_bytes, &total, cb, arg)) <
+            0)
+            return rc;
+        n += rc;
+    }
+    return n;
+}
+
 int store_read_back(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg)
 {
+    /* The log holds the newest rows: those first, then records, descending. */
+    const struct store__hot *h = store__hot_get(s, stream, 0);
+    int n = 0, stop = 0, rc;
+    if (h && h->n && (n = store__read_log_back(s, h, before, cb, arg, &stop)) < 0)
+        return n;
+    if (stop)
+        return n;
     sqlite3_stmt *st = s->stmt[ST_READ_BACK];
-    int n = 0, rc;
     sqlite3_bind_int64(st, 1, stream);
     sqlite3_bind_int64(st, 2, before);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -527,6 +637,36 @@ static char *store__col_text(sqlite3_stmt *st, int i)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
     return t ? xstrdup((const char *)t) : NULL;
+}
+
+/* Reports the producers of records (unless the log holds a newer state), then the log's. */
+static int store__load_producers(struct store *s, store_producer_cb on_producer, void *arg)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT stream, pid, epoch, seq FROM producers", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return store__errno(rc);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t stream = sqlite3_column_int64(st, 0);
+        const char *pid = (const char *)sqlite3_column_text(st, 1);
+        const struct store__hot *h = store__hot_get(s, stream, 0);
+        int newer = 0;
+        for (size_t i = 0; h && i < h->np && !newer; i++)
+            newer = strcmp(h->pp[i].pid, pid) == 0;
+        if (!newer)
+            on_producer(stream, pid, sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), arg);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return store__errno(rc);
+    for (size_t b = 0; b < s->hot.nbuckets; b++) {
+        for (const struct map_entry *e = s->hot.buckets[b]; e; e = e->next) {
+            const struct store__hot *h = e->value;
+            for (size_t i = 0; i < h->np; i++)
+                on_producer(h->stream, h->pp[i].pid, h->pp[i].epoch, h->pp[i].seq, arg);
+        }
+    }
+    return 0;
 }
 
 int store_load(struct store *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg)
@@ -562,18 +702,15 @@ int store_load(struct store *s, store_meta_cb on_stream, store_producer_cb on_pr
             .closer_epoch = sqlite3_column_int64(st, 16),
             .closer_seq = sqlite3_column_int64(st, 17),
         };
+        /* The newest bytes are in the log when the stream has rows there. */
+        const struct store__hot *h = store__hot_get(s, m.id, 0);
+        if (h && h->n)
+            m.tail = h->ent[h->n - 1].off + (int64_t)h->ent[h->n - 1].len;
         on_stream(&m, arg);
         store_meta_clear(&m);
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return store__errno(rc);
-    if ((rc = sqlite3_prepare_v2(s->db, "SELECT stream, pid, epoch, seq FROM producers", -1, &st, NULL)) !=
-        SQLITE_OK)
-        return store__errno(rc);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        on_producer(sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
-                    sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), arg);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : store__errno(rc);
+    return store__load_producers(s, on_producer, arg);
 }

@@ -12,9 +12,12 @@
  * Any failed write poisons the batch: store_commit then rolls everything back and returns the
  * error, so a batch is stored whole or not at all and nothing acknowledged before is touched.
  *
- * Records are keyed by (stream id, start offset); a record's end offset is start + its length.
- * Reads run on the same connection, so they can see rows of the open batch: callers bound every
- * read by the durable tail they track.
+ * A stream's bytes are addressed by offset; each append is a record at the stream's end. Records go
+ * first to one log shared by every stream (so a commit costs about the same however many streams it
+ * touches) and move later, in bulk, to per-stream storage; reads see one contiguous byte range
+ * either way. Deleting a stream gives its space back in bounded steps (store_upkeep), never all at
+ * once. Reads run on the same connection, so they can see rows of the open batch: callers bound
+ * every read by the durable tail they track.
  */
 #ifndef AGENTD_STORE_H
 #define AGENTD_STORE_H
@@ -71,8 +74,18 @@ int store_load(struct store *s, store_meta_cb on_stream, store_producer_cb on_pr
 int store_stream_insert(struct store *s, struct store_meta *m); /* sets m->id */
 int store_stream_update(struct store *s, const struct store_meta *m);
 int store_stream_delete(struct store *s, int64_t id); /* the row, its records and producers */
+/* Appends a record at `off`, which must be the stream's end (else -EEXIST or -EINVAL, and the batch
+ * is poisoned). */
 int store_record_append(struct store *s, int64_t stream, int64_t off, const void *data, size_t len);
 int store_producer_put(struct store *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq);
+
+/*
+ * Background upkeep: moving records out of the shared log and giving deleted streams' space back.
+ * Every store_commit does a bounded share of it; store_upkeep does a (larger, still bounded) share
+ * when no batch is open, for a caller with nothing else to do. Returns 1 when it opened a batch
+ * (commit it as usual, then call again), 0 when nothing was pending.
+ */
+int store_upkeep(struct store *s);
 
 /* Does store_sync do anything (STORE_FSYNC)? */
 int store_needs_sync(const struct store *s);
@@ -88,10 +101,12 @@ int store_batch_open(const struct store *s);
 int store_commit(struct store *s) CORE_UNUSED_RESULT;
 
 /*
- * Reads records of one stream (not its fork source) that end after `from` and start before `to`,
- * in order, stopping after the record that brings the total to max_bytes or more. The first record
- * may start before `from` (the caller slices it). The callback borrows data for the call only.
- * Returns the number of records read, or a negative errno.
+ * Reads the records of one stream (not its fork source) that end after `from` and start before
+ * `to`, in order, stopping after the record that brings the total to max_bytes or more. A record is
+ * one append, or a run of consecutive appends stored together once moved out of the shared log (up
+ * to 64 KiB; an append larger than that stays whole). The first record may start before `from` and
+ * the last may end after `to` (the caller slices them). The callback borrows data for the call
+ * only. Returns the number of records read, or a negative errno.
  */
 typedef void (*store_record_cb)(int64_t off, const void *data, size_t len, void *arg);
 int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
@@ -105,7 +120,7 @@ struct store_stats {
 void store_stats(struct store *s, struct store_stats *out);
 
 /*
- * Reads records of one stream (not its fork source) that start before `before`, newest first, until
+ * Reads records (as store_read has them) of one stream that start before `before`, newest first, until
  * the callback returns nonzero (it stops after that record) or none are left. Bounded backward
  * reads (history pages) cost the records they visit, not the stream's size. The callback borrows
  * data for the call only and must not read from the store. Returns the number of records visited,

@@ -711,8 +711,16 @@ void streams_flush(struct streams *ss)
 static void streams__on_check(uv_check_t *h)
 {
     struct streams *ss = h->data;
+    int quiet = ss->ops == NULL && ss->dirty == NULL && ss->graveyard == NULL;
     if (streams__commit(ss) == 0)
         streams__start_sync(ss);
+    /* A turn without requests lets the store catch up on its upkeep (moving records out of its
+     * log, reclaiming deleted streams' space) in a batch of its own, committed next turn; the loop
+     * keeps polling in between, so requests are served between two bounded steps. */
+    if (quiet && store_upkeep(ss->store)) {
+        streams__arm(ss);
+        return;
+    }
     if (ss->ops == NULL && ss->dirty == NULL && ss->graveyard == NULL && !store_batch_open(ss->store))
         uv_idle_stop(&ss->idle);
 }

@@ -44,34 +44,40 @@ static const char *stream__json_body(const void *body, size_t len, int allow_emp
     return why;
 }
 
-/* Materializes the first `sub` messages (JSON) or bytes after `off` of src into out. */
+/* Materializes the first `sub` messages (JSON) or bytes after `off` of src into out, reading the
+ * source a chunk at a time: memory holds the prefix and one chunk, not the rest of the source. */
 static const char *stream__sub_prefix(struct streams *ss, struct stream *src, int64_t off, int64_t sub,
                                       struct buf *out)
 {
-    struct buf raw = {0};
-    int64_t next;
-    if (stream_read(ss, src, off, SIZE_MAX / 2, &raw, &next) < 0) {
-        buf_free(&raw);
-        return "cannot read the fork source";
-    }
+    const size_t chunk = 1 << 20;
+    int64_t got = 0;
     const char *why = NULL;
-    if (raw.len == 0) {
-        why = "the fork source has no data after the fork offset";
-    } else if (stream_is_json(src)) {
-        stream_json_wrap(&raw);
-        struct stream__msgs m = {.limit = (size_t)sub};
-        size_t count;
-        if (jsonmode_split(raw.p, raw.len, 1, stream__collect_msg, &m, &count) != NULL)
-            why = "the fork source holds invalid JSON";
-        else if ((int64_t)count < sub)
-            why = "Stream-Fork-Sub-Offset is past the end of the source";
-        *out = m.out;
-    } else if ((int64_t)raw.len < sub) {
-        why = "Stream-Fork-Sub-Offset is past the end of the source";
-    } else {
-        buf_append(out, raw.p, (size_t)sub);
+    while (why == NULL && got < sub && off < stream_tail(src)) {
+        struct buf raw = {0};
+        int64_t next;
+        if (stream_read(ss, src, off, chunk, &raw, &next) < 0 || next <= off) {
+            why = "cannot read the fork source";
+        } else if (stream_is_json(src)) {
+            /* a read ends where an append ends, so each chunk holds whole messages */
+            stream_json_wrap(&raw);
+            struct stream__msgs m = {.out = *out, .limit = (size_t)(sub - got)};
+            size_t count;
+            if (jsonmode_split(raw.p, raw.len, 1, stream__collect_msg, &m, &count) != NULL)
+                why = "the fork source holds invalid JSON";
+            *out = m.out;
+            got += (int64_t)count < sub - got ? (int64_t)count : sub - got;
+        } else {
+            size_t take = (int64_t)raw.len < sub - got ? raw.len : (size_t)(sub - got);
+            buf_append(out, raw.p, take);
+            got += (int64_t)take;
+        }
+        buf_free(&raw);
+        off = next;
     }
-    buf_free(&raw);
+    if (why == NULL && got == 0)
+        why = "the fork source has no data after the fork offset";
+    else if (why == NULL && got < sub)
+        why = "Stream-Fork-Sub-Offset is past the end of the source";
     return why;
 }
 
