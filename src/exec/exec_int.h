@@ -5,14 +5,15 @@
  *   struct exec_env    env.c    options (copied), status, the cgroup directories, the list of
  *                               live procs, the watcher. Freed by exec_env_close once every proc,
  *                               the watcher and its own timer are gone (exec__env_maybe_free).
- *   struct exec_proc   proc.c   one program plus its guard: pipes, pidfds, stderr line buffer.
+ *   struct exec_proc   proc.c   one program plus its guard (started by spawn.c): pipes, pidfds,
+ *                               stderr line buffer.
  *                               Linked in its env's list from spawn until its handles are closed;
  *                               freed by the last close callback.
  *   struct exec__kill  kill.c   one kill in progress: the processes found so far and the
  *                               escalation / verification timer state. Owned by its proc.
  *   struct exec__watch watch.c  the inotify watcher. Owned by the env; freed by the last close
  *                               callback of its handles.
- * lookup.c finds programs; child.c is the fork-and-exec half of a spawn.
+ * spawn.c starts programs, with lookup.c finding them and child.c as the fork-and-exec half.
  */
 #ifndef AGENTD_EXEC_INT_H
 #define AGENTD_EXEC_INT_H
@@ -111,11 +112,31 @@ void exec__env_probe_done(struct exec_env *env, const struct exec_exit *ex, cons
 /* A proc was unlinked and freed, or the watcher freed: frees a closing env when nothing is left. */
 void exec__env_maybe_free(struct exec_env *env);
 
-/* ---- proc.c ----------------------------------------------------------------------------- */
+/* ---- spawn.c ---------------------------------------------------------------------------- */
 
 /* exec_spawn without the ready check; `probe` marks the env's sandbox probe. */
 int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts, int probe,
                 struct exec_proc **out);
+
+struct exec_child;
+/* The bubblewrap command line that runs program (with argv[1...]) as the environment's sandbox
+ * does: / read-only, fresh /dev, /proc and /tmp, the workspace bound read-write on top (after
+ * /tmp, so a workspace under /tmp stays visible) and the working directory, new pid and ipc
+ * namespaces (the whole sandbox dies with its first process), the network unshared unless
+ * share_net, bwrap's own death tied to its parent's. Inherited descriptors pass through. A
+ * malloc'd array of borrowed strings. */
+char **exec__bwrap_argv(const char *bwrap, const char *workspace, int share_net, const char *program,
+                        char *const *argv);
+/* Fills c's rlimits from the per-process part of l (as_bytes, nproc, cpu_seconds, fsize_bytes,
+ * nofile; 0 leaves one as agentd has it). A limit above agentd's own hard limit is lowered to it:
+ * raising it would need privilege and would make nothing stricter. */
+void exec__limits_rlimits(const struct exec_limits *l, struct exec_child *c);
+
+/* ---- proc.c ----------------------------------------------------------------------------- */
+
+/* Starts watching a freshly spawned p (pid, guard and their pidfds set): takes the parent's ends
+ * of its pipes (in_fd -1 when it has no stdin pipe) into libuv handles and starts reading. */
+void exec__proc_watch(struct exec_proc *p, int in_fd, int out_fd, int err_fd);
 /* Called by kill.c when its report went out: the proc may complete now. */
 void exec__proc_check_done(struct exec_proc *p);
 
@@ -150,22 +171,6 @@ struct exec__program {
  * default). 0, or a negative errno with a sentence in why (which may be NULL). */
 int exec__lookup(const struct exec_env *env, const char *session_path, const char *name,
                  struct exec__program *prog, char *why, size_t why_cap);
-
-/* ---- proc.c: the parent's preparations ---------------------------------------------------- */
-
-struct exec_child;
-/* The bubblewrap command line that runs program (with argv[1...]) as the environment's sandbox
- * does: / read-only, fresh /dev, /proc and /tmp, the workspace bound read-write on top (after
- * /tmp, so a workspace under /tmp stays visible) and the working directory, new pid and ipc
- * namespaces (the whole sandbox dies with its first process), the network unshared unless
- * share_net, bwrap's own death tied to its parent's. Inherited descriptors pass through. A
- * malloc'd array of borrowed strings. */
-char **exec__bwrap_argv(const char *bwrap, const char *workspace, int share_net, const char *program,
-                        char *const *argv);
-/* Fills c's rlimits from the per-process part of l (as_bytes, nproc, cpu_seconds, fsize_bytes,
- * nofile; 0 leaves one as agentd has it). A limit above agentd's own hard limit is lowered to it:
- * raising it would need privilege and would make nothing stricter. */
-void exec__limits_rlimits(const struct exec_limits *l, struct exec_child *c);
 
 /* ---- watch.c ---------------------------------------------------------------------------- */
 

@@ -243,6 +243,83 @@ static const char *runtime__closed_note(const struct runtime__call *c)
            "lost]";
 }
 
+static void runtime__complete(struct runtime *rt, struct runtime__call *c, enum runtime_outcome outcome,
+                              int status);
+
+/* The init call ended: the process is ready, or it died while starting. */
+static void runtime__complete_init(struct runtime *rt, struct runtime__call *c, enum runtime_outcome outcome,
+                                   int status)
+{
+    struct runtime__call *h = rt->head;
+
+    if (outcome == RUNTIME_OK && c->proc == rt->proc) {
+        c->proc->ready = 1;
+        runtime__emit_status(rt, RUNTIME_STATUS_READY, "ready", c->proc->pid);
+        return;
+    }
+    if (outcome == RUNTIME_CANCELLED || h == NULL)
+        return;
+    /* The interpreter died while starting: fail the call that wanted it and pass on what it
+     * said, instead of starting it again and again. */
+    rt->head = h->next;
+    if (rt->head == NULL)
+        rt->tail = NULL;
+    h->failed = -ECHILD;
+    runtime__capture_init(&h->err, RUNTIME_INIT_CAPTURE);
+    runtime__capture_add(&h->err, c->err.buf, c->err.len);
+    runtime__complete(rt, h, RUNTIME_FAILED, status);
+}
+
+/* A state query ended: the driver's answer as JSON, or why there is none. */
+static void runtime__complete_state(struct runtime *rt, struct runtime__call *c, enum runtime_outcome outcome)
+{
+    if (outcome != RUNTIME_OK) {
+        c->state_cb(rt,
+                    outcome == RUNTIME_CANCELLED       ? -ECANCELED
+                    : outcome == RUNTIME_FAILED        ? c->failed
+                    : outcome == RUNTIME_OUTPUT_CLOSED ? -EPIPE
+                                                       : -EINTR,
+                    NULL, c->arg);
+        return;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "running", json_true());
+    json_object_set_new(o, "pid", json_integer(c->proc ? c->proc->pid : 0));
+    int rc = rt->lang->state_json(c->out.buf ? c->out.buf : "", c->out.len, o);
+    runtime__state_answer(rt, c, o, rc);
+}
+
+/* An exec call ended: its result goes to the history, the event callback and the caller. */
+static void runtime__complete_exec(struct runtime *rt, struct runtime__call *c, enum runtime_outcome outcome,
+                                   int status, uint64_t now)
+{
+    struct runtime_result r = {
+        .seq = c->seq,
+        .code = c->code,
+        .code_len = c->code_len,
+        .out = c->out.buf ? c->out.buf : "",
+        .out_len = c->out.len,
+        .out_total = c->out.total,
+        .err = c->err.buf ? c->err.buf : "",
+        .err_len = c->err.len,
+        .err_total = c->err.total,
+        .status = status,
+        .outcome = outcome,
+        .truncated = c->out.truncated || c->err.truncated,
+        .timed_out = c->timed_out,
+        .error = outcome == RUNTIME_FAILED ? c->failed : 0,
+        .started_at_ms = c->started_at_ms,
+        .queued_us = ((c->sent_ns ? c->sent_ns : now) - c->queued_ns) / 1000u,
+        .duration_us = c->sent_ns ? (now - c->sent_ns) / 1000u : 0,
+    };
+    struct runtime_event ev = {.kind = RUNTIME_EVENT_EXEC, .result = &r};
+
+    runtime__history_add(&rt->history, &r);
+    if (rt->event_cb)
+        rt->event_cb(rt, &ev, rt->event_arg);
+    c->done(rt, &r, c->arg);
+}
+
 /* Ends call `c` (no longer current or queued) and frees it. May run user callbacks. */
 static void runtime__complete(struct runtime *rt, struct runtime__call *c, enum runtime_outcome outcome,
                               int status)
@@ -251,7 +328,6 @@ static void runtime__complete(struct runtime *rt, struct runtime__call *c, enum 
 
     for (const struct runtime__call *q = rt->head; q != NULL; q = q->next)
         assert(q != c); /* callers take a queued call off the queue first */
-
     if (rt->cur == c) {
         rt->cur = NULL;
         uv_timer_stop(&rt->call_timer);
@@ -260,64 +336,10 @@ static void runtime__complete(struct runtime *rt, struct runtime__call *c, enum 
     }
     runtime__capture_finish(&c->out, NULL);
     runtime__capture_finish(&c->err, outcome == RUNTIME_OUTPUT_CLOSED ? runtime__closed_note(c) : NULL);
-
-    if (c->kind == RUNTIME__INIT) {
-        if (outcome == RUNTIME_OK && c->proc == rt->proc) {
-            c->proc->ready = 1;
-            runtime__emit_status(rt, RUNTIME_STATUS_READY, "ready", c->proc->pid);
-        } else if (outcome != RUNTIME_CANCELLED && rt->head != NULL) {
-            /* The interpreter died while starting: fail the call that wanted it and pass on
-             * what it said, instead of starting it again and again. */
-            struct runtime__call *h = rt->head;
-            rt->head = h->next;
-            if (rt->head == NULL)
-                rt->tail = NULL;
-            h->failed = -ECHILD;
-            runtime__capture_init(&h->err, RUNTIME_INIT_CAPTURE);
-            runtime__capture_add(&h->err, c->err.buf, c->err.len);
-            runtime__complete(rt, h, RUNTIME_FAILED, status);
-        }
-    } else if (c->kind == RUNTIME__STATE) {
-        if (outcome != RUNTIME_OK) {
-            c->state_cb(rt,
-                        outcome == RUNTIME_CANCELLED       ? -ECANCELED
-                        : outcome == RUNTIME_FAILED        ? c->failed
-                        : outcome == RUNTIME_OUTPUT_CLOSED ? -EPIPE
-                                                           : -EINTR,
-                        NULL, c->arg);
-        } else {
-            json_t *o = json_object();
-            json_object_set_new(o, "running", json_true());
-            json_object_set_new(o, "pid", json_integer(c->proc ? c->proc->pid : 0));
-            int rc = rt->lang->state_json(c->out.buf ? c->out.buf : "", c->out.len, o);
-            runtime__state_answer(rt, c, o, rc);
-        }
-    } else {
-        struct runtime_result r = {
-            .seq = c->seq,
-            .code = c->code,
-            .code_len = c->code_len,
-            .out = c->out.buf ? c->out.buf : "",
-            .out_len = c->out.len,
-            .out_total = c->out.total,
-            .err = c->err.buf ? c->err.buf : "",
-            .err_len = c->err.len,
-            .err_total = c->err.total,
-            .status = status,
-            .outcome = outcome,
-            .truncated = c->out.truncated || c->err.truncated,
-            .timed_out = c->timed_out,
-            .error = outcome == RUNTIME_FAILED ? c->failed : 0,
-            .started_at_ms = c->started_at_ms,
-            .queued_us = ((c->sent_ns ? c->sent_ns : now) - c->queued_ns) / 1000u,
-            .duration_us = c->sent_ns ? (now - c->sent_ns) / 1000u : 0,
-        };
-        struct runtime_event ev = {.kind = RUNTIME_EVENT_EXEC, .result = &r};
-
-        runtime__history_add(&rt->history, &r);
-        if (rt->event_cb)
-            rt->event_cb(rt, &ev, rt->event_arg);
-        c->done(rt, &r, c->arg);
+    switch (c->kind) {
+    case RUNTIME__INIT: runtime__complete_init(rt, c, outcome, status); break;
+    case RUNTIME__STATE: runtime__complete_state(rt, c, outcome); break;
+    case RUNTIME__EXEC: runtime__complete_exec(rt, c, outcome, status, now); break;
     }
     runtime__call_free(c);
 }
