@@ -117,6 +117,13 @@ test("filter the timeline's logs by level", async () => {
   await page.click('[data-testid="cat-logs"]');
   assert.equal(await page.locator('[data-testid="log"]').count(), 0);
   await page.click('[data-testid="cat-logs"]');
+  /* dark mode, kept across a reload */
+  await page.click('[data-testid="theme"]');
+  await page.reload();
+  await waitRunEnds(page, 1);
+  assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), "dark");
+  await shot(page, "6-session-dark");
+  await page.click('[data-testid="theme"]');
   await page.fill('[data-testid="search"]', "demo_rate_limited");
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="tool-card"]').length === 0);
   assert.equal(await page.locator('[data-testid="error-event"]').count(), 1);
@@ -178,6 +185,43 @@ test("a session deleted under an open page is shown as deleted, not retried", as
   await sleep(3000);
   assert.ok(requests <= 1, `the page kept asking for the transcript (${requests} requests in 3 s)`);
   assert.equal(await page.getByText("soon gone").count() >= 1, true, "what it recorded stays on screen");
+  await page.context().close();
+});
+
+test("input modes: the queue of waiting inputs, remove one, reject while busy, cancel, interrupt", async () => {
+  const id = await create({ ...jsonl });
+  const page = await newPage(browser, { viewport: { width: 1400, height: 1400 } });
+  await page.goto(`${srv.url}/s/${id}`);
+  await page.waitForSelector('[data-testid="conn"][data-status="live"]', { timeout: T });
+  const send = async (text, mode) => {
+    await page.click(`[data-testid="mode-${mode}"]`);
+    await page.fill('[data-testid="message-input"]', text);
+    await page.click('[data-testid="send"]');
+  };
+  await send("sleep 30", "queue");
+  await page.waitForSelector('[data-testid="cancel-run"]', { timeout: T });
+  await send("echo queued one", "queue");
+  await send("echo queued two", "queue");
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue"] li').length === 2, null, { timeout: T });
+  /* remove the first waiting input */
+  await page.locator('[data-testid="queue"] li').first().locator("button").click();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="queue"] li').length === 1, null, { timeout: T });
+  /* reject while a run is in progress: refused, said so */
+  await send("echo rejected", "reject");
+  await page.locator(".chat-input .banner.error").getByText("conflict").waitFor({ timeout: T });
+  /* cancel the running run: it ends cancelled, the queued one runs */
+  await page.click('[data-testid="cancel-run"]');
+  await page.waitForSelector('[data-testid="run-end"][data-status="cancelled"]', { timeout: T });
+  await page.locator(".timeline").getByText("queued two").nth(1).waitFor({ timeout: T });
+  assert.equal(await page.locator(".timeline").getByText("queued one").count(), 0, "a removed input ran");
+  /* interrupt: a long run is cancelled by the next message */
+  await send("sleep 30", "queue");
+  await page.waitForSelector('[data-testid="cancel-run"]', { timeout: T });
+  await send("echo interrupting", "interrupt");
+  await page.locator(".timeline").getByText("interrupting").nth(1).waitFor({ timeout: T });
+  /* cancelled: the removed input (its run never started), the cancelled run, the interrupted one */
+  assert.equal(await page.locator('[data-testid="run-end"][data-status="cancelled"]').count(), 3);
+  assert.deepEqual(page.errors, []);
   await page.context().close();
 });
 
