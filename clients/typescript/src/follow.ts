@@ -86,6 +86,8 @@ function followRaw(
   };
   const base = client.fetchImpl;
   let sseOpened = false;
+  let lastDelivery = 0;
+  let delivered = false;
   /* The library retries network errors and 5xx forever with backoff and offers no status of its
    * own: watching its fetch is how the UI learns that it is reconnecting and when it is back. */
   const watched: typeof fetch = async (input, init) => {
@@ -120,36 +122,71 @@ function followRaw(
       warnOnHttp: false,
       backoffOptions: { initialDelay: 100, maxDelay: opts.maxRetryDelayMs ?? 2000, multiplier: 1.5, maxRetries: Infinity },
     });
+  /* One stream() call, delivering its chunks. Resolves true when following is over (caught up,
+   * stream closed, stopped), "closed" when the library ended a live follow by itself; throws what
+   * the library threw (after the chunks it had read were delivered). */
+  const once = async (): Promise<boolean | "closed"> => {
+    res = await open();
+    if (ac.signal.aborted) return true;
+    const r = res;
+    let finish!: (upToDate: boolean) => void;
+    const ended = new Promise<boolean>((f) => (finish = f));
+    r.subscribeText((chunk) => {
+      if (ac.signal.aborted) return;
+      lastDelivery = Date.now();
+      delivered = true;
+      deliver(chunk.text, chunk.offset, chunk.upToDate);
+      offset = chunk.offset;
+      set(chunk.upToDate ? (opts.live === false ? "closed" : "live") : "catching-up");
+      if (chunk.streamClosed) finish(true);
+      else if (opts.live === false) finish(chunk.upToDate);
+    });
+    /* r.closed can settle before the subscriber was handed the last chunk (seen with a 10 MB
+     * chunk): a catch-up waits for its up-to-date chunk, a live follow until no chunk came for
+     * 500 ms */
+    const settle = async (): Promise<boolean | "closed"> => {
+      if (opts.live === false) return Promise.race([ended, new Promise<boolean>((f) => setTimeout(() => f(true), 30000))]);
+      while (Date.now() - lastDelivery < 500) await new Promise((f) => setTimeout(f, 100));
+      return "closed";
+    };
+    const closed = r.closed.then(settle, async (e: unknown) => {
+      await settle();
+      throw e;
+    });
+    return Promise.race([ended, closed, aborted.then(() => true)]);
+  };
+
   const done = (async () => {
-    try {
-      /* live: false reads ONE response in @durable-streams/client 0.2.6 (it stops after the first
-       * response even when that response is not up to date), so a catch-up goes on from the
-       * delivered offset until a chunk is up to date. Live mode is one stream() call. */
-      for (;;) {
-        res = await open();
-        if (ac.signal.aborted) return;
-        const r = res;
-        /* r.closed can settle before the subscriber was handed the last chunk (seen with a 10 MB
-         * chunk), so completion is judged by the chunks themselves */
-        let finish!: (upToDate: boolean) => void;
-        const ended = new Promise<boolean>((f) => (finish = f));
-        r.subscribeText((chunk) => {
-          if (ac.signal.aborted) return;
-          deliver(chunk.text, chunk.offset, chunk.upToDate);
-          offset = chunk.offset;
-          set(chunk.upToDate ? (opts.live === false ? "closed" : "live") : "catching-up");
-          if (chunk.streamClosed) finish(true);
-          else if (opts.live === false) finish(chunk.upToDate);
-        });
-        const closed = r.closed.then(() => Promise.race([ended, new Promise<boolean>((f) => setTimeout(() => f(true), 30000))]));
-        const upToDate = await Promise.race([ended, closed, aborted.then(() => true)]);
-        if (upToDate || ac.signal.aborted) break;
+    let misses = 0;
+    for (;;) {
+      try {
+        /* live: false reads ONE response in @durable-streams/client 0.2.6 (it stops after the
+         * first response even when that one is not up to date): a catch-up goes on from the
+         * delivered offset until a chunk is up to date. A live follow the library ended by itself
+         * (its SSE "fallback to long-poll" closes the stream in 0.2.6) goes on the same way. */
+        const how = await once();
+        if (ac.signal.aborted || how === true) break;
+        if (how === "closed") {
+          set("reconnecting");
+          await new Promise((f) => setTimeout(f, 200));
+        }
+        misses = 0;
+      } catch (e) {
+        if (ac.signal.aborted) break;
+        /* A stream that was there and answers 404 is gone, or the server is between a stop and a
+         * start (agentd answered 404 for an existing stream in that window): ask again a few times
+         * before saying gone. 410 is final at once. */
+        if (errStatus(e) === 404 && delivered && misses < 4 && opts.live !== false) {
+          misses++;
+          set("reconnecting");
+          await new Promise((f) => setTimeout(f, 400 * misses));
+          continue;
+        }
+        set(terminalStatus(e), e instanceof Error ? e : new Error(String(e)));
+        return;
       }
-      set("closed");
-    } catch (e) {
-      if (ac.signal.aborted) return set("closed");
-      set(terminalStatus(e), e instanceof Error ? e : new Error(String(e)));
     }
+    set("closed");
   })();
   return {
     get offset() {

@@ -139,13 +139,16 @@ describe("following", () => {
     const s = await c.createSession(jsonl());
     const seen: Entry[] = [];
     const statuses: FollowStatus[] = [];
-    const h = followTranscript(c, s.id, { onEntries: (e) => seen.push(...e), onStatus: (st) => statuses.push(st) });
+    const errs: string[] = [];
+    const h = followTranscript(c, s.id, { onEntries: (e) => seen.push(...e), onStatus: (st, err) => { statuses.push(st); if (err) errs.push(err.message); } });
     await c.sendMessage(s.id, "echo before");
     await until(() => seen.some((e) => e.event.type === "run_completed"), 15000, "first run");
     await srv.restart();
     await until(() => statuses.includes("reconnecting"), 10000, "reconnecting");
     await c.sendMessage(s.id, "echo after");
-    await until(() => seen.filter((e) => e.event.type === "run_completed").length === 2, 20000, "second run");
+    await until(() => seen.filter((e) => e.event.type === "run_completed").length === 2, 20000, "second run").catch((e) => {
+      throw new Error(`${e.message}; statuses ${statuses.join(",")} ${errs.join(";")}; seen ${seen.map((x) => x.event.type).join(",")}`);
+    });
     h.stop();
     const all = await readAll(c, s.id);
     expect(seen.map((e) => e.offset)).toEqual(all.map((e) => e.offset));

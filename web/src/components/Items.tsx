@@ -127,6 +127,14 @@ function Diff(p: { path: string; oldText: string; newText: string }) {
 function RunEnd({ it, a }: { it: Extract<Item, { kind: "run_end" }>; a: ItemActions }) {
   const ev = it.ev;
   const u = usageTokens(ev.usage);
+  if (it.neverStarted && ev.status === "cancelled")
+    return (
+      <div class="run-bound run-end run-cancelled" data-testid="run-end" data-status={ev.status}>
+        <span class="line" />
+        <span class="muted small">a queued input was removed before it ran</span>
+        <span class="line" />
+      </div>
+    );
   return (
     <div class={`run-bound run-end run-${ev.status}`} data-testid="run-end" data-status={ev.status}>
       <span class="line" />

@@ -42,7 +42,7 @@ export type Item =
       done: boolean;
       durationMs?: number | undefined;
     })
-  | (ItemBase & { kind: "run_end"; ev: SessionEventRunCompleted })
+  | (ItemBase & { kind: "run_end"; ev: SessionEventRunCompleted; neverStarted: boolean })
   | (ItemBase & { kind: "log"; ev: SessionEventLog })
   | (ItemBase & { kind: "error"; ev: SessionEventError })
   | (ItemBase & { kind: "status"; ev: SessionEventStatus })
@@ -81,6 +81,7 @@ export class Fold {
   /** run_completed of each run seen: totals for runs whose record lacks them (older servers). */
   runEnds = new Map<string, SessionEventRunCompleted>();
   private pos = new Map<string, number>();
+  private started = new Set<string>();
   private streams = new Map<string, string>(); /* run:kind:index -> item key */
   private tools = new Map<string, string>(); /* tool id (or name:) -> item key */
 
@@ -114,6 +115,7 @@ export class Fold {
     this.version++;
     switch (ev.type) {
       case "run_start":
+        if (ev.run) this.started.add(ev.run);
         this.put({ ...base, kind: "run_start", input: ev.input ?? "", mode: ev.mode ?? "queue" });
         return;
       case "delta": {
@@ -181,7 +183,8 @@ export class Fold {
             this.tools.delete(tk);
           }
         }
-        this.put({ ...base, kind: "run_end", ev });
+        /* a queued input removed before it ran ends as cancelled, with no run_start and no time */
+        this.put({ ...base, kind: "run_end", ev, neverStarted: !this.started.has(ev.run ?? "") && !ev.duration_ms });
         return;
       case "log":
         this.levelCounts[ev.level] = (this.levelCounts[ev.level] ?? 0) + 1;
