@@ -4,6 +4,7 @@ import { useEffect, useRef } from "preact/hooks";
 import type { Session } from "@agentd/client";
 import { feedError, feedStatus, sessions, useFeed } from "../store/sessions";
 import { navigate, linkClick } from "../lib/router";
+import { useKeys } from "../lib/keys";
 import { ago, cost, shortId, tokens } from "../lib/format";
 import { ConnBadge, Empty, Pill } from "./common";
 import { VirtualList } from "./VirtualList";
@@ -24,21 +25,7 @@ export function SessionList() {
   const showNew = useSignal(false);
   const search = useRef<HTMLInputElement>(null);
 
-  useEffect(() => {
-    const onKey = (e: KeyboardEvent) => {
-      const t = e.target as HTMLElement;
-      if (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || e.metaKey || e.ctrlKey) return;
-      if (e.key === "/") {
-        e.preventDefault();
-        search.current?.focus();
-      } else if (e.key === "n") {
-        e.preventDefault();
-        showNew.value = true;
-      }
-    };
-    addEventListener("keydown", onKey);
-    return () => removeEventListener("keydown", onKey);
-  }, []);
+  useKeys({ "/": () => search.current?.focus(), n: () => (showNew.value = true) });
 
   const agents = useComputed(() => [...new Set(sessions.value.map((s) => s.agent))].sort());
   const tags = useComputed(() => [...new Set(sessions.value.flatMap((s) => s.tags ?? []))].sort());

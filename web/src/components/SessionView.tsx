@@ -5,6 +5,7 @@ import { LOG_LEVELS, type LogLevel } from "@agentd/client";
 import { SessionStore } from "../store/session";
 import { api, noteError, readOnly, tokenVersion } from "../lib/api";
 import { navigate, linkClick, keepShare } from "../lib/router";
+import { useKeys } from "../lib/keys";
 import { CATEGORIES, itemText, type Category, type Item } from "../lib/timeline";
 import { cost, shortId, tokens } from "../lib/format";
 import { ConnBadge, Empty, Pill } from "./common";
@@ -74,22 +75,14 @@ export function SessionView({ id }: { id: string }) {
     return () => clearTimeout(t);
   }, [st]);
 
-  useEffect(() => {
-    const onKey = (e: KeyboardEvent) => {
-      const t = e.target as HTMLElement;
-      if (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || e.metaKey || e.ctrlKey) return;
-      if (e.key === "/") {
-        e.preventDefault();
-        searchRef.current?.focus();
-      } else if (e.key === "c") {
-        navigate(keepShare(`/s/${id}/chat`));
-      } else if (e.key === "Escape") {
-        navigate("/");
-      }
-    };
-    addEventListener("keydown", onKey);
-    return () => removeEventListener("keydown", onKey);
-  }, [id]);
+  useKeys(
+    {
+      "/": () => searchRef.current?.focus(),
+      c: () => navigate(keepShare(`/s/${id}/chat`)),
+      Escape: () => navigate("/"),
+    },
+    [id],
+  );
 
   store.version.value; /* re-render on every flush */
   const fold = store.fold;
