@@ -8,6 +8,11 @@
  * Changes wait in a pending list (first-change order, indexed by path) until the batch timer
  * fires, rate_ms after the first change of the batch; so batches are at least rate_ms apart.
  *
+ * All watchers of a loop share one inotify instance (struct watch_inotify): a server with a few
+ * hundred sessions must not use up the user's instances (128 by default, for every process of
+ * the user together) — with one instance each, the 129th session and every other program of the
+ * user lost their file events.
+ *
  * Known limit: a directory moved within the workspace keeps its subdirectories' old paths until
  * they are deleted (inotify reports a move per directory, not per descendant).
  */
@@ -35,18 +40,34 @@ struct pending {
     int kind;   /* enum exec_file_kind, or WATCH_DROPPED */
 };
 
+/* One inotify instance per loop, shared by every watcher on it: instances are a scarce per-user
+ * resource (fs.inotify.max_user_instances, 128 by default, shared by every process of the
+ * user), watches much less so. Watch descriptors are the instance's, so it keeps the table that
+ * routes each one to its watcher and directory. */
+struct watch_inotify {
+    struct watch_inotify *next; /* in `instances` */
+    uv_loop_t *loop;
+    int fd; /* owned */
+    uv_poll_t poll;
+    int users;          /* watchers using it; closed when the last one stops */
+    struct watch_slot { /* indexed by watch descriptor */
+        struct exec__watch *w;
+        char *rel; /* owned: the directory, relative to w's workspace */
+    } * slots;
+    size_t nslots;
+};
+
+/* The instances of every loop. exec runs on one thread (see exec.h), so a plain list does. */
+static struct watch_inotify *instances;
+
 struct exec__watch {
     struct exec_env *env;
-    int fd; /* the inotify instance, owned */
-    uv_poll_t poll;
-    uv_timer_t timer; /* the batch timer */
-    int open_handles;
+    struct watch_inotify *in; /* shared, one reference */
+    uv_timer_t timer;         /* the batch timer */
     int closing;
     uint64_t rate_ms;
     exec_watch_cb cb;
     void *arg;
-    char **dirs; /* indexed by watch descriptor: the directory's relative path */
-    size_t ndirs;
     struct pending *pend; /* the batch being collected */
     size_t npend, cap;
     struct map index; /* path → pending slot + 1 (as a pointer-sized integer) */
@@ -122,14 +143,16 @@ static void note(struct exec__watch *w, const char *path, enum exec_file_kind ki
 
 static void set_dir(struct exec__watch *w, int wd, const char *rel)
 {
-    if ((size_t)wd >= w->ndirs) {
+    struct watch_inotify *in = w->in;
+
+    if ((size_t)wd >= in->nslots) {
         size_t n = (size_t)wd * 2 + 8;
-        w->dirs = xrealloc(w->dirs, n * sizeof *w->dirs);
-        memset(w->dirs + w->ndirs, 0, (n - w->ndirs) * sizeof *w->dirs);
-        w->ndirs = n;
+        in->slots = xrealloc(in->slots, n * sizeof *in->slots);
+        memset(in->slots + in->nslots, 0, (n - in->nslots) * sizeof *in->slots);
+        in->nslots = n;
     }
-    free(w->dirs[wd]);
-    w->dirs[wd] = xstrdup(rel);
+    free(in->slots[wd].rel);
+    in->slots[wd] = (struct watch_slot){w, xstrdup(rel)};
 }
 
 /* Watches the directory `rel` and, recursively, its subdirectories; with `report`, every entry
@@ -142,7 +165,7 @@ static int add_tree(struct exec__watch *w, const char *rel, int report)
     int wd;
 
     snprintf(abs, sizeof abs, "%s%s%s", w->env->workspace, rel[0] ? "/" : "", rel);
-    if ((wd = inotify_add_watch(w->fd, abs, WATCH_MASK)) < 0) {
+    if ((wd = inotify_add_watch(w->in->fd, abs, WATCH_MASK)) < 0) {
         int err = -errno;
         if (err == -ENOSPC)
             exec__log(w->env, "warn", "watch %s: inotify watch limit reached", abs);
@@ -174,20 +197,25 @@ static int add_tree(struct exec__watch *w, const char *rel, int report)
     return wd;
 }
 
-static void handle_event(struct exec__watch *w, const struct inotify_event *ev)
+/* One event of the shared instance, for the watcher that owns its descriptor. */
+static void handle_event(struct watch_inotify *in, const struct inotify_event *ev)
 {
+    struct exec__watch *w;
     const char *dir;
     char path[PATH_MAX];
 
-    if (ev->mask & IN_Q_OVERFLOW) {
-        note(w, "", EXEC_FILE_OVERFLOW);
+    if (ev->mask & IN_Q_OVERFLOW) { /* events were lost, any watcher's (note() merges repeats) */
+        for (size_t i = 0; i < in->nslots; i++)
+            if (in->slots[i].w != NULL)
+                note(in->slots[i].w, "", EXEC_FILE_OVERFLOW);
         return;
     }
-    if (ev->wd < 0 || (size_t)ev->wd >= w->ndirs || (dir = w->dirs[ev->wd]) == NULL)
-        return;
+    if (ev->wd < 0 || (size_t)ev->wd >= in->nslots || (w = in->slots[ev->wd].w) == NULL)
+        return; /* a watcher that stopped: its descriptors are being removed */
+    dir = in->slots[ev->wd].rel;
     if (ev->mask & IN_IGNORED) { /* the directory is gone (or unwatched) */
-        free(w->dirs[ev->wd]);
-        w->dirs[ev->wd] = NULL;
+        free(in->slots[ev->wd].rel);
+        in->slots[ev->wd] = (struct watch_slot){NULL, NULL};
         return;
     }
     if (ev->len == 0 || skipped_name(ev->name))
@@ -206,20 +234,88 @@ static void handle_event(struct exec__watch *w, const struct inotify_event *ev)
 
 static void on_inotify(uv_poll_t *h, int status, int events)
 {
-    struct exec__watch *w = h->data;
+    struct watch_inotify *in = h->data;
     char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
     ssize_t n;
 
     for (;;) {
-        n = read(w->fd, buf, sizeof buf);
+        n = read(in->fd, buf, sizeof buf);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             return; /* EAGAIN: drained */
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
-            handle_event(w, ev);
+            handle_event(in, ev);
             p += sizeof *ev + ev->len;
+        }
+    }
+}
+
+/* ---- the shared instance ------------------------------------------------------------------- */
+
+/* The loop's instance, made on first use; one more user. NULL with *err when inotify refuses. */
+static struct watch_inotify *inotify_ref(uv_loop_t *loop, int *err)
+{
+    struct watch_inotify *in;
+    int fd;
+
+    for (in = instances; in != NULL; in = in->next)
+        if (in->loop == loop) {
+            in->users++;
+            return in;
+        }
+    if ((fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0) {
+        *err = -errno;
+        return NULL;
+    }
+    in = xcalloc(1, sizeof *in);
+    in->loop = loop;
+    in->fd = fd;
+    in->users = 1;
+    if (uv_poll_init(loop, &in->poll, fd) != 0 || uv_poll_start(&in->poll, UV_READABLE, on_inotify) != 0)
+        abort(); /* only on invalid arguments */
+    in->poll.data = in;
+    in->next = instances;
+    instances = in;
+    return in;
+}
+
+static void on_inotify_closed(uv_handle_t *h)
+{
+    struct watch_inotify *in = h->data;
+
+    close(in->fd);
+    for (size_t i = 0; i < in->nslots; i++)
+        free(in->slots[i].rel);
+    free(in->slots);
+    free(in);
+}
+
+/* w stops using its instance: its watches are removed (their IN_IGNORED events find no owner;
+ * the kernel hands out descriptors cyclically, so a new watch does not take over a removed one's
+ * before that event is read), and the last user closes the instance. */
+static void inotify_unref(struct exec__watch *w)
+{
+    struct watch_inotify *in = w->in;
+
+    for (size_t i = 0; i < in->nslots; i++) {
+        if (in->slots[i].w == w) {
+            (void)inotify_rm_watch(in->fd, (int)i);
+            free(in->slots[i].rel);
+            in->slots[i] = (struct watch_slot){NULL, NULL};
+        }
+    }
+    w->in = NULL;
+    if (--in->users > 0)
+        return;
+    /* Not findable any more (a new watcher on this loop makes a new instance); freed once closed. */
+    uv_close((uv_handle_t *)&in->poll, on_inotify_closed);
+    for (struct watch_inotify **pp = &instances; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == in) {
+            *pp = in->next;
+            in->next = NULL;
+            break;
         }
     }
 }
@@ -229,29 +325,27 @@ static void on_inotify(uv_poll_t *h, int status, int events)
 int exec_watch_start(struct exec_env *env, uint64_t rate_ms, exec_watch_cb cb, void *arg)
 {
     struct exec__watch *w;
-    int fd, rc;
+    int rc = 0;
 
     if (env->watch != NULL || env->closing)
         return -EALREADY;
-    if ((fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0)
-        return -errno;
     w = xcalloc(1, sizeof *w);
+    if ((w->in = inotify_ref(env->loop, &rc)) == NULL) {
+        free(w);
+        return rc;
+    }
     w->env = env;
-    w->fd = fd;
     w->rate_ms = rate_ms;
     w->cb = cb;
     w->arg = arg;
-    if (uv_poll_init(env->loop, &w->poll, fd) != 0 || uv_timer_init(env->loop, &w->timer) != 0)
+    if (uv_timer_init(env->loop, &w->timer) != 0)
         abort(); /* only on invalid arguments */
-    w->poll.data = w->timer.data = w;
-    w->open_handles = 2;
+    w->timer.data = w;
     env->watch = w;
     if ((rc = add_tree(w, "", 0)) < 0) { /* the workspace itself cannot be watched */
         exec__watch_close(env);
         return rc;
     }
-    if (uv_poll_start(&w->poll, UV_READABLE, on_inotify) != 0)
-        abort();
     return 0;
 }
 
@@ -260,12 +354,6 @@ static void on_watch_closed(uv_handle_t *h)
     struct exec__watch *w = h->data;
     struct exec_env *env = w->env;
 
-    if (--w->open_handles > 0)
-        return;
-    close(w->fd);
-    for (size_t i = 0; i < w->ndirs; i++)
-        free(w->dirs[i]);
-    free(w->dirs);
     for (size_t i = 0; i < w->npend; i++)
         free(w->pend[i].path);
     free(w->pend);
@@ -282,7 +370,7 @@ void exec__watch_close(struct exec_env *env)
     if (w == NULL || w->closing)
         return;
     w->closing = 1;
-    uv_close((uv_handle_t *)&w->poll, on_watch_closed);
+    inotify_unref(w);
     uv_close((uv_handle_t *)&w->timer, on_watch_closed);
 }
 

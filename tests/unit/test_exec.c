@@ -645,6 +645,23 @@ static void touch(const char *ws, const char *rel, const char *data)
     fclose(f);
 }
 
+/* inotify instances this process holds. */
+static int inotify_instances(void)
+{
+    char path[64], target[64];
+    int n = 0;
+
+    for (int fd = 0; fd < 1024; fd++) {
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t len = readlink(path, target, sizeof target - 1);
+        if (len > 0) {
+            target[len] = '\0';
+            n += strcmp(target, "anon_inode:inotify") == 0;
+        }
+    }
+    return n;
+}
+
 static void test_watch(void)
 {
     struct exec_env_opts o = {.name = "watch"};
@@ -684,6 +701,44 @@ static void test_watch(void)
        "watch: batches rate limited (%.0f ms after the first change, %.0f ms apart)", (w.at[0] - t0) / 1e3,
        (w.at[1] - w.at[0]) / 1e3);
     exec_watch_stop(h.env);
+
+    /* Watchers share one inotify instance per loop: instances are few per user (128 by default,
+     * for all of the user's processes), and a server has a watcher per session. */
+    struct exec_env *envs[8];
+    struct watch_log logs[8];
+    char dirs[8][96];
+    memset(logs, 0, sizeof logs);
+    for (int i = 0; i < 8; i++) {
+        char *envp[] = {"PATH=/usr/bin:/bin", NULL};
+        snprintf(dirs[i], sizeof dirs[i], "%s/e%d", h.ws, i);
+        mkdir(dirs[i], 0755);
+        struct exec_env_opts eo = {.workspace = dirs[i], .env = envp, .name = "watch-many"};
+        if (exec_env_new(&h.loop, &eo, &envs[i]) != 0 || exec_env_start(envs[i]) != 0)
+            abort();
+    }
+    run_until(&h, &never, 50);
+    int started = 0;
+    for (int i = 0; i < 8; i++)
+        started += exec_watch_start(envs[i], 50, on_changes, &logs[i]) == 0;
+    is_int(started, 8, "watch: eight environments watch at once");
+    is_int(inotify_instances(), 1, "watch: they share one inotify instance");
+    for (int i = 0; i < 8; i++) {
+        char rel[40];
+        snprintf(rel, sizeof rel, "e%d/f%d.txt", i, i);
+        touch(h.ws, rel, "x");
+    }
+    run_until(&h, &never, 300);
+    int right = 0;
+    for (int i = 0; i < 8; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "created f%d.txt;|", i);
+        right += strcmp(logs[i].text, want) == 0;
+    }
+    is_int(right, 8, "watch: each environment hears only its own workspace");
+    for (int i = 0; i < 8; i++)
+        exec_env_close(envs[i], 0, NULL, NULL);
+    run_until(&h, &never, 50);
+    is_int(inotify_instances(), 0, "watch: the instance closes with its last watcher");
     h_close(&h, "watch");
 }
 
