@@ -7,6 +7,7 @@
  * the fsync). Answers carry 0 or a negative errno with an error code (core/errcode.h), never an
  * HTTP status: the HTTP file makes the status of the code.
  */
+#include <assert.h>
 #include <errno.h>
 #include <jansson.h>
 #include <sodium.h>
@@ -120,6 +121,7 @@ int session_rt_action_parse(const char *name, enum session_rt_action *out)
  * lets session_rt_start do it). */
 static void session__rt_finish(struct session_rt_call *c, int rc, enum errcode err, json_t *body)
 {
+    assert(!c->done); /* answered exactly once */
     if (!c->cancelled) {
         char *text = json_dumps(body, JSON_COMPACT);
         struct session_rt_answer a = {.rc = rc, .err = err, .json = text ? text : "{}"};

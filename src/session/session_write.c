@@ -120,6 +120,7 @@ static void session__wait_step(struct session_wait *w, int rc, int from_commit)
 {
     if (rc != 0 && w->rc == 0)
         w->rc = rc;
+    assert(w->pending > 0);
     if (--w->pending > 0)
         return;
     struct sessions *s = w->s;
@@ -391,6 +392,7 @@ struct session__repair {
 static void session__repaired(void *arg, int rc)
 {
     struct session__repair *r = arg;
+    assert(r->s != NULL);
     struct sessions *s = r->s;
     struct session *se = s->freeing ? NULL : map_get(&s->by_id, r->id, strlen(r->id));
     if (se && se->repair == r) {
@@ -444,6 +446,7 @@ static json_t *session__lost_event(const struct session_loss *l)
 static void session__repair_start(struct session *se)
 {
     struct sessions *s = se->registry;
+    assert(se->repair == NULL && !se->deleted);
     struct session__repair *r = xcalloc(1, sizeof *r);
     r->s = s;
     memcpy(r->id, se->id, sizeof r->id);
