@@ -1,12 +1,13 @@
 /*
  * libFuzzer target for the body of POST /v1/sessions (a session's create body, from any client).
- * What is callable without a server is the session module's agent configuration check,
- * session__agent_config (session_int.h: sandbox, limits, the agent's program, model settings,
- * command and MCP switch); the first half of the validation (agent name, workspace, env, tags) is
- * static in session_http.c and runs only inside a request, so it is reached through the integration
- * tests instead. Input: the body, parsed by jansson as the server does. Checks, beyond memory
- * safety: an accepted configuration holds only what the check promises (a known adapter for an
- * agent other than none, a non-empty command of strings, a sandbox of none or bwrap, integer limits).
+ * What the session module validates without a server is the agent configuration,
+ * session__opts_parse (session_int.h: sandbox, limits, the agent's program and model settings,
+ * command, the MCP switch), for the adapter the body names; the agent name, workspace, env and tags
+ * are checked inside session__create, which needs a registry and a store, and are reached through
+ * the integration tests instead. Input: the body, parsed by jansson as the server does. Checks,
+ * beyond memory safety: an accepted configuration holds only what the check promises (a sandbox of
+ * none or bwrap, a non-empty command), and it survives the session record's round trip (written as
+ * JSON, read back, written again: the same JSON).
  */
 #include <assert.h>
 #include <jansson.h>
@@ -25,28 +26,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_decref(body);
         return 0;
     }
-    struct session *se = calloc(1, sizeof *se);
-    const char *why = session__agent_config(se, body);
-    if (why == NULL) {
-        const char *agent = json_string_value(json_object_get(body, "agent"));
-        assert(json_is_object(se->agent_opts));
-        if (agent && strcmp(agent, "none") != 0)
-            assert(se->adapter != NULL && se->adapter == agent_adapter_find(agent));
-        json_t *cmd = json_object_get(se->agent_opts, "command"), *v;
-        size_t i;
-        if (cmd) {
-            assert(json_is_array(cmd) && json_array_size(cmd) > 0);
-            json_array_foreach (cmd, i, v)
-                assert(json_is_string(v));
-        }
-        const char *sandbox = json_string_value(json_object_get(se->agent_opts, "sandbox"));
-        assert(sandbox == NULL || !strcmp(sandbox, "none") || !strcmp(sandbox, "bwrap"));
-        const char *key;
-        json_object_foreach (json_object_get(se->agent_opts, "limits"), key, v)
-            assert(json_is_integer(v) && json_integer_value(v) >= 0);
+    const char *agent = json_string_value(json_object_get(body, "agent"));
+    const struct agent_adapter *adapter = agent ? agent_adapter_find(agent) : NULL;
+    struct session_opts o = {0}, again = {0};
+    const char *why = NULL;
+    if (session__opts_parse(&o, body, adapter, &why) == 0) {
+        assert(why == NULL);
+        assert(o.sandbox == NULL || !strcmp(o.sandbox, "none") || !strcmp(o.sandbox, "bwrap"));
+        assert(o.command == NULL || o.command[0] != NULL);
+        json_t *stored = session__opts_json(&o, 0);
+        session__opts_from_json(&again, stored, adapter);
+        json_t *reread = session__opts_json(&again, 0);
+        assert(json_equal(stored, reread));
+        json_decref(stored);
+        json_decref(reread);
+    } else {
+        assert(why != NULL);
     }
-    json_decref(se->agent_opts);
-    free(se);
+    session__opts_free(&o);
+    session__opts_free(&again);
     json_decref(body);
     return 0;
 }
