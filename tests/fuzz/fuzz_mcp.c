@@ -7,6 +7,7 @@
  * (an object, or an array for a batch); a rejected input's reply is one JSON-RPC error object.
  */
 #include <assert.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,10 +22,13 @@ static int fuzz_mcp_pending;
 static void *fuzz_mcp_now(void *arg, const char *session_id, const struct session_rt_request *req,
                           session_rt_cb done, void *done_arg)
 {
-    if (req->action == SESSION_RT_EXEC || req->action == SESSION_RT_EVAL)
-        done(done_arg, 200, "{\"stdout\":\"ok\\n\",\"stderr\":\"\",\"status\":0,\"timed_out\":false}");
-    else
-        done(done_arg, 404, "{\"error\":{\"code\":\"not_found\",\"message\":\"no such session\"}}");
+    static const struct session_rt_answer ran = {
+        .json = "{\"stdout\":\"ok\\n\",\"stderr\":\"\",\"status\":0,\"timed_out\":false}"};
+    static const struct session_rt_answer missing = {
+        .rc = -ENOENT,
+        .err = ERR_NOT_FOUND,
+        .json = "{\"error\":{\"code\":\"not_found\",\"message\":\"no such session\"}}"};
+    done(done_arg, req->action == SESSION_RT_EXEC || req->action == SESSION_RT_EVAL ? &ran : &missing);
     return NULL;
 }
 
