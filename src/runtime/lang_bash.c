@@ -74,16 +74,6 @@ static const char runtime__bash_state[] =
     "builtin printf 'F\\0'\n"
     "builtin declare -F\n";
 
-static void runtime__bash_argv(const char *program, const char **argv)
-{
-    argv[0] = program;
-    argv[1] = "--norc";
-    argv[2] = "--noprofile";
-    argv[3] = "--noediting";
-    argv[4] = "-i";
-    argv[5] = NULL;
-}
-
 static size_t runtime__bash_request(char *buf, size_t cap, enum runtime__kind kind, const char *nonce,
                                     size_t code_len)
 {
@@ -175,7 +165,7 @@ const struct runtime__lang runtime__lang_bash = {
     .init = runtime__bash_init,
     .state_code = runtime__bash_state,
     .nonce_in_code = 1,
-    .argv = runtime__bash_argv,
+    .args = (const char *const[]){"--norc", "--noprofile", "--noediting", "-i", NULL},
     .request = runtime__bash_request,
     .state_json = runtime__bash_state_json,
 };

@@ -117,19 +117,11 @@ static const char runtime__node_driver[] =
     "  ctl.on('error', () => process.exit(0));\n"
     "})();\n";
 
-static void runtime__node_argv(const char *program, const char **argv)
-{
-    argv[0] = program;
-    argv[1] = "-e";
-    argv[2] = runtime__node_driver;
-    argv[3] = NULL;
-}
-
 const struct runtime__lang runtime__lang_node = {
     .name = "node",
     .search_name = "node",
     .ctl_fd = RUNTIME__CTL_FD,
-    .argv = runtime__node_argv,
+    .args = (const char *const[]){"-e", runtime__node_driver, NULL},
     .request = runtime__request_socket,
     .state_json = runtime__state_passthrough,
 };

@@ -127,19 +127,11 @@ static const char runtime__python_driver[] =
     "        os.write(mark, b'\\x1e' + nonce + b':' + str(status).encode() + f + b'\\n')\n"
     "_agentd_main()\n";
 
-static void runtime__python_argv(const char *program, const char **argv)
-{
-    argv[0] = program;
-    argv[1] = "-c";
-    argv[2] = runtime__python_driver;
-    argv[3] = NULL;
-}
-
 const struct runtime__lang runtime__lang_python = {
     .name = "python",
     .search_name = "python3",
     .ctl_fd = RUNTIME__CTL_FD,
-    .argv = runtime__python_argv,
+    .args = (const char *const[]){"-c", runtime__python_driver, NULL},
     .request = runtime__request_socket,
     .state_json = runtime__state_passthrough,
 };

@@ -72,7 +72,7 @@ int runtime__proc_spawn(struct runtime *rt, const struct runtime__proc_config *c
                         struct runtime__proc **out)
 {
     int ctl[2] = {-1, -1}, devnull = -1, code = -1, rc;
-    const char *argv[8];
+    const char *argv[RUNTIME__ARGS_MAX + 2] = {cfg->program};
     struct exec_fd fds[EXEC_SPAWN_FDS_MAX];
     size_t nfds = 0;
     struct runtime__proc *p = NULL;
@@ -99,7 +99,10 @@ int runtime__proc_spawn(struct runtime *rt, const struct runtime__proc_config *c
     fds[nfds++] = (struct exec_fd){RUNTIME__MARK_FD, EXEC_FD_STDOUT};
     so.fds = fds;
     so.nfds = nfds;
-    cfg->lang->argv(cfg->program, argv);
+    for (size_t i = 0; cfg->lang->args[i] != NULL; i++) {
+        assert(i < RUNTIME__ARGS_MAX);
+        argv[i + 1] = cfg->lang->args[i];
+    }
 
     p = xcalloc(1, sizeof *p);
     so.arg = p;

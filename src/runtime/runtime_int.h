@@ -40,6 +40,7 @@ struct exec_proc;
 #define RUNTIME__FLAG_STDOUT "o"
 #define RUNTIME__FLAG_STDERR "e"
 
+#define RUNTIME__ARGS_MAX      6    /* arguments of an interpreter after its name */
 #define RUNTIME__NONCE_LEN     32   /* hex characters (128 bits) */
 #define RUNTIME__NONCE_LEN_STR "32" /* the same, for driver code */
 #define RUNTIME__NEEDLE_MAX    (RUNTIME__NONCE_LEN + 2)
@@ -99,8 +100,8 @@ struct runtime__lang {
     const char *state_code;  /* NULL: state is a driver request; else code run as an exec */
     int nonce_in_code;       /* the nonce and a newline precede the code in the memfd (so the
                                   request line, which bash reads a byte at a time, stays short) */
-    /* Fills argv (program first, NULL-terminated, at most 8 slots). */
-    void (*argv)(const char *program, const char **argv);
+    const char *const *args; /* the interpreter's arguments after its name, NULL-terminated
+                                  (at most RUNTIME__ARGS_MAX) */
     /* Formats the request line announcing `code_len` bytes in the code memfd. Returns its
      * length (always < cap; lines stay far below PIPE_BUF so they are written atomically). */
     size_t (*request)(char *buf, size_t cap, enum runtime__kind kind, const char *nonce, size_t code_len);
