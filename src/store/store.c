@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -85,14 +86,6 @@ static const char store__migrate_0[] =
     "DROP TABLE streams;"
     "ALTER TABLE streams_v1 RENAME TO streams;" STORE_NEW_TABLES "COMMIT;";
 
-/*
- * Exclusive locking: agentd is the database's only user, so SQLite takes its file lock once instead
- * of twice per transaction, and keeps the WAL index in memory instead of a shared-memory file
- * (measured: 32-writer appends/s went from ~14k to ~24k on 32 streams). Set before journal_mode
- * so that the WAL is opened that way.
- */
-#define STORE_PRAGMAS "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; "
-
 /* Maps an SQLite result code to a negative errno the HTTP layer can classify. */
 int store__errno(int rc)
 {
@@ -129,94 +122,6 @@ void store_meta_copy(struct store_meta *dst, const struct store_meta *src)
     dst->expires_at = store__dup(src->expires_at);
     dst->last_seq = store__dup(src->last_seq);
     dst->closer_pid = store__dup(src->closer_pid);
-}
-
-/*
- * The WAL is zero-filled ahead of SQLite's writes. SQLite overwrites its WAL from the start after
- * each checkpoint (and, with PERSIST_WAL and no journal_size_limit, never shrinks it), so in steady
- * state every commit writes inside the filled region, and its fdatasync need not also persist a new
- * file size (measured here: 107 µs instead of 162 µs back to back). Zeros past the valid frames are
- * never taken for frames.
- *
- * Checkpoints run on the loop thread inside a commit and fsync the database file; the fewer there
- * are, the fewer loop stalls, and a checkpoint writes each distinct page once however many frames
- * rewrote it, so a longer interval costs less per append (32 writers on 32 streams: ~27k/s with
- * SQLite's default of 1000 pages, ~32k/s with 8192). The fill grows in steps up to the size a WAL
- * reaches between checkpoints, on the loop thread right after a commit, where SQLite is not writing.
- */
-#define STORE_WAL_CHECKPOINT_PAGES 8192
-#define STORE_WAL_FILL_STEP        ((off_t)8 << 20)
-#define STORE_WAL_FILL_MAX         ((off_t)40 << 20) /* > (8192 pages + one large batch) x (4 KiB + 24) */
-
-/* Zero-fills fd from its current size up to `to` bytes; returns 0 or -errno. */
-static int store__zero_fill(int fd, off_t to)
-{
-    static const char zeros[64 << 10];
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return -errno;
-    for (off_t off = st.st_size; off < to;) {
-        size_t n = to - off < (off_t)sizeof zeros ? (size_t)(to - off) : sizeof zeros;
-        ssize_t w = pwrite(fd, zeros, n, off);
-        if (w <= 0)
-            return w < 0 ? -errno : -ENOSPC;
-        off += w;
-    }
-    return 0;
-}
-
-/* The first step, at open: after SQLite has written the WAL's header (it resets a WAL whose header
- * is not valid); made durable with its directory entry. */
-static int store__prealloc_wal(const struct store *s)
-{
-    int rc = 0, fd = open(s->wal_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    if ((rc = store__zero_fill(fd, STORE_WAL_FILL_STEP)) == 0 && fdatasync(fd) != 0)
-        rc = -errno;
-    close(fd);
-    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (rc == 0 && dfd >= 0 && fsync(dfd) != 0)
-        rc = -errno;
-    if (dfd >= 0)
-        close(dfd);
-    return rc;
-}
-
-/*
- * SQLite's hook after each commit, with the WAL's frame count. Setting it replaces SQLite's own
- * auto-checkpoint hook, so it checkpoints in its place, at the same threshold.
- */
-static int store__wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
-{
-    struct store *s = arg;
-    s->wal_frames = frames;
-    if (frames >= STORE_WAL_CHECKPOINT_PAGES)
-        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    return SQLITE_OK;
-}
-
-/* After a commit: one more step of zeros once SQLite's frames come within half a step of the end
- * of the fill. The next store_sync makes the new size durable. Failure only costs speed. */
-static void store__grow_wal(struct store *s)
-{
-    struct stat st;
-    off_t used = 32 + (off_t)s->wal_frames * (24 + s->page_size); /* header + frames */
-    if (s->wal_filled >= STORE_WAL_FILL_MAX || used + STORE_WAL_FILL_STEP / 2 < s->wal_filled)
-        return;
-    if (s->wal_filled == 0 && fstat(s->wal_fd, &st) == 0 &&
-        (s->wal_filled = st.st_size) >= used + STORE_WAL_FILL_STEP / 2)
-        return; /* first look: the fill from store_open is still ahead */
-    off_t to = s->wal_filled + STORE_WAL_FILL_STEP;
-    if (to > STORE_WAL_FILL_MAX)
-        to = STORE_WAL_FILL_MAX;
-    int fd = open(s->wal_path, O_WRONLY | O_CLOEXEC);
-    int rc = fd < 0 ? -errno : store__zero_fill(fd, to);
-    if (fd >= 0)
-        close(fd);
-    if (rc != 0)
-        log_warn("store: cannot extend the WAL's preallocation (%s); appends still work", strerror(-rc));
-    s->wal_filled = rc == 0 ? to : STORE_WAL_FILL_MAX; /* on failure, stop trying */
 }
 
 /* Runs SQL on the open database; on failure describes it in err ("cannot WHAT DIR/agentd.db: ..."). */
@@ -269,6 +174,28 @@ static int store__schema(struct store *s, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * One agentd per data dir: a second one would keep its own registry of the same streams. SQLite's
+ * locks do not say that (two servers could take turns writing), so an flock on DIR/agentd.lock,
+ * held while the store is open, does. (It does not stop a sqlite3 shell from reading the database
+ * meanwhile, which is safe.)
+ */
+static int store__lock_dir(struct store *s, char *err, size_t errlen)
+{
+    char *path = xasprintf("%s/agentd.lock", s->dir);
+    int rc = 0;
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lock_fd < 0 || flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: %s", path,
+                 rc == -EWOULDBLOCK ? "another agentd uses this data dir" : strerror(-rc));
+    }
+    free(path);
+    return rc;
+}
+
+static int store__txn(struct store *s);
+
 int store_open(struct store **out, const char *dir, enum store_durability durability, char *err,
                size_t errlen)
 {
@@ -278,6 +205,7 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
 
     s->durability = durability;
     s->wal_fd = -1;
+    s->lock_fd = -1;
     s->dir = xstrdup(dir);
     s->wal_path = xasprintf("%s/agentd.db-wal", dir);
     s->next_seq = 1;
@@ -288,6 +216,8 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
         snprintf(err, errlen, "cannot create data dir %s: %s", dir, strerror(errno));
         goto fail;
     }
+    if ((rc = store__lock_dir(s, err, errlen)) != 0)
+        goto fail;
     file = xasprintf("%s/agentd.db", dir);
     if ((rc = sqlite3_open_v2(file, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                               NULL)) != SQLITE_OK) {
@@ -305,8 +235,8 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
      * default), so emptying a log segment or purging a deleted stream frees pages without writing
      * them; deleted bytes stay in free pages of the 0600 database until reused. */
     if ((rc = store__exec(s,
-                          STORE_PRAGMAS "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;"
-                                        " PRAGMA cache_size=-4000; PRAGMA secure_delete=FAST;",
+                          "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;"
+                          " PRAGMA cache_size=-4000; PRAGMA secure_delete=FAST;",
                           "initialise", err, errlen)) != 0 ||
         (rc = store__schema(s, err, errlen)) != 0 ||
         (rc = store__exec(s,
@@ -314,17 +244,8 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
                           " AS INTEGER) * 1000)",
                           "initialise", err, errlen)) != 0)
         goto fail;
-    sqlite3_stmt *ps = NULL;
-    s->page_size = 4096;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA page_size", -1, &ps, NULL) == SQLITE_OK &&
-        sqlite3_step(ps) == SQLITE_ROW)
-        s->page_size = sqlite3_column_int(ps, 0);
-    sqlite3_finalize(ps);
-    sqlite3_wal_hook(s->db, store__wal_hook, s);
-    /* Only an optimisation: a disk too full (or a file size limit too low) for it is not an error. */
-    if ((rc = store__prealloc_wal(s)) != 0)
-        log_warn("store: WAL not preallocated in %s (%s); appends still work, a little slower", dir,
-                 strerror(-rc));
+    if ((rc = store__wal_open(s, file, err, errlen)) != 0)
+        goto fail;
     for (int i = 0; i < ST__COUNT; i++) {
         if ((rc = sqlite3_prepare_v3(s->db, store__sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i],
                                      NULL)) != SQLITE_OK) {
@@ -334,7 +255,7 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
         }
     }
     s->purge_pending = 1; /* the first upkeep looks */
-    if ((rc = store__hot_rebuild(s)) != 0) {
+    if ((rc = store__hot_rebuild(s)) != 0 || (rc = store__txn(s)) != 0) {
         snprintf(err, errlen, "cannot read the log of %s: %s", file, sqlite3_errmsg(s->db));
         goto fail;
     }
@@ -355,11 +276,16 @@ void store_free(struct store *s)
         return;
     if (s->in_batch && store_commit(s) != 0)
         log_error("store: final commit failed: %s", store_errmsg(s));
+    if (s->txn && store__run(s->stmt[ST_COMMIT]) != 0) /* the read transaction */
+        log_error("store: ending the read transaction failed: %s", store_errmsg(s));
+    store__wal_close(s); /* the checkpointer first: it reads what the connection wrote */
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(s->stmt[i]);
     sqlite3_close(s->db);
     if (s->wal_fd >= 0)
         close(s->wal_fd);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
     store__hot_clear(s);
     free(s->dir);
     free(s->wal_path);
@@ -377,15 +303,31 @@ int store__run(sqlite3_stmt *st)
 }
 
 /* Opens the batch if none is open. */
-static int store__begin(struct store *s)
+/*
+ * The connection stays inside a transaction from one commit to the next: reads between batches
+ * then take SQLite's locks once per batch instead of once per statement (with two connections
+ * sharing the WAL, each lock is a system call: a read measured 11 µs that way, 1 µs inside a
+ * transaction). The first write turns it into the batch's write transaction. Only this
+ * connection writes, so its snapshot is never stale.
+ */
+static int store__txn(struct store *s)
 {
-    if (s->in_batch)
+    if (s->txn)
         return 0;
     int rc = store__run(s->stmt[ST_BEGIN]);
     if (rc != 0)
         log_error("store: BEGIN failed: %s", store_errmsg(s));
-    else
-        s->in_batch = 1;
+    s->txn = rc == 0;
+    return rc;
+}
+
+/* Opens the batch if none is open. */
+static int store__begin(struct store *s)
+{
+    if (s->in_batch)
+        return 0;
+    int rc = store__txn(s);
+    s->in_batch = rc == 0;
     return rc;
 }
 
@@ -487,24 +429,6 @@ int store_producer_put(struct store *s, int64_t stream, const char *pid, int64_t
     return store__log_producer(s, stream, pid, epoch, seq);
 }
 
-/*
- * Opens our descriptor of the WAL (SQLite has created it by the first commit) and fsyncs the
- * directory once, so that the WAL's name is as durable as its contents.
- */
-static int store__open_wal(struct store *s)
-{
-    s->wal_fd = open(s->wal_path, O_RDONLY | O_CLOEXEC);
-    int rc = s->wal_fd < 0 ? -errno : 0;
-    if (rc != 0)
-        log_error("store: cannot open %s for fsync: %s", s->wal_path, strerror(-rc));
-    int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (rc == 0 && (dfd < 0 || fsync(dfd) != 0))
-        rc = -errno;
-    if (dfd >= 0)
-        close(dfd);
-    return rc;
-}
-
 int store_batch_open(const struct store *s) { return s->in_batch; }
 
 int store_commit(struct store *s)
@@ -519,6 +443,7 @@ int store_commit(struct store *s)
     if (rc != 0 && !sqlite3_get_autocommit(s->db) && store__run(s->stmt[ST_ROLLBACK]) != 0)
         log_error("store: ROLLBACK failed: %s", store_errmsg(s));
     s->in_batch = 0;
+    s->txn = 0;
     s->poisoned = 0;
     s->batch_rows = s->batch_bytes = 0;
     if (rc != 0) {
@@ -526,13 +451,12 @@ int store_commit(struct store *s)
         int rrc = store__hot_rebuild(s);
         if (rrc != 0)
             log_error("store: cannot rebuild the log index after a rollback: %s", strerror(-rrc));
+        (void)store__txn(s);
         return rc;
     }
     s->commits++;
-    if (s->durability == STORE_FSYNC && s->wal_fd < 0)
-        rc = store__open_wal(s);
-    if (rc == 0 && s->wal_fd >= 0)
-        store__grow_wal(s);
+    rc = store__wal_committed(s);
+    (void)store__txn(s); /* a failure shows again at the next write */
     return rc;
 }
 
@@ -552,15 +476,6 @@ void store_stats(struct store *s, struct store_stats *out)
     sqlite3_db_status(s->db, SQLITE_DBSTATUS_CACHE_WRITE, &cur, &hi, 0);
     out->commits = s->commits;
     out->pages_written = (uint64_t)(unsigned)cur;
-}
-
-int store_needs_sync(const struct store *s) { return s->durability == STORE_FSYNC; }
-
-int store_sync(struct store *s)
-{
-    if (s->durability != STORE_FSYNC || s->wal_fd < 0)
-        return 0;
-    return fdatasync(s->wal_fd) == 0 ? 0 : -errno;
 }
 
 /* Reads the rows of records that overlap [from, to), whole. Returns the rows read. */

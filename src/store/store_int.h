@@ -1,7 +1,8 @@
 /*
- * store internals, shared by store.c (the database, batches, the public API) and store_log.c (the
- * log's in-memory index, moving records out of the log, reclaiming deleted streams). Not for other
- * modules: src/store/store.h is the interface.
+ * store internals, shared by store.c (the database, batches, the public API), store_log.c (the
+ * log's in-memory index, moving records out of the log, reclaiming deleted streams) and store_wal.c
+ * (SQLite's WAL: its zero fill, the checkpointer thread, fsync). Not for other modules:
+ * src/store/store.h is the interface.
  *
  * The layout (see store.h and doc/ARCHITECTURE.md for why):
  *   log0, log1(seq, stream, off, data | pid, epoch, pseq)   every append of every stream, in commit
@@ -23,6 +24,7 @@
 #ifndef AGENTD_STORE_INT_H
 #define AGENTD_STORE_INT_H
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -91,8 +93,24 @@ struct store__move {
     size_t n, pos;
 };
 
+/* The checkpointer thread and what the loop thread tells it (store_wal.c). */
+struct store__ckpt {
+    pthread_t thread;
+    pthread_mutex_t mu;  /* guards wanted, stop, running, handed_over, warned and runs */
+    pthread_cond_t cv;   /* to the checkpointer: wanted or stop */
+    pthread_cond_t idle; /* from the checkpointer: a run ended */
+    int wanted, stop, running;
+    int handed_over; /* a run ended: the loop copies the frames left at its next commit */
+    uint64_t runs;
+    int started; /* loop thread only */
+    int warned;  /* times the WAL grew past STORE_WAL_HARD_PAGES */
+};
+
 struct store {
-    sqlite3 *db;
+    sqlite3 *db;      /* the loop thread's connection: every read and write */
+    sqlite3 *ckpt_db; /* the checkpointer's own connection */
+    struct store__ckpt ckpt;
+    int lock_fd; /* flock on DIR/agentd.lock: one agentd per data dir */
     enum store_durability durability;
     char *dir;
     int wal_fd; /* our own descriptor of agentd.db-wal, for store_sync; -1 until the WAL exists */
@@ -101,7 +119,8 @@ struct store {
     int wal_frames;   /* frames in the WAL after the last commit (store__wal_hook) */
     int page_size;
     sqlite3_stmt *stmt[ST__COUNT];
-    int in_batch;
+    int txn;      /* the connection is inside a transaction (read, or the batch's) */
+    int in_batch; /* a write joined the transaction: it is the open batch */
     int poisoned; /* negative errno of the first failed write in the open batch, or 0 */
     uint64_t commits;
 
@@ -128,6 +147,15 @@ int store__write(struct store *s, sqlite3_stmt *st);
 void store__poison(struct store *s, int rc);
 /* Maps an SQLite result code to a negative errno. */
 int store__errno(int rc);
+
+/* store_wal.c */
+/* After the schema: preallocates the WAL, opens the checkpointer's connection to `file` and starts
+ * its thread. 0, or -errno with a message in err. */
+int store__wal_open(struct store *s, const char *file, char *err, size_t errlen) CORE_UNUSED_RESULT;
+/* Stops the checkpointer and closes its connection (before the main connection closes). */
+void store__wal_close(struct store *s);
+/* After each COMMIT: our WAL descriptor for store_sync, and the WAL's zero fill. 0 or -errno. */
+int store__wal_committed(struct store *s);
 
 /* store_log.c */
 #define STORE_MOVE_AT    65536

@@ -54,6 +54,9 @@ static void test_batches(void)
     ok(mkdtemp(dir) != NULL, "temp dir");
     struct store *s;
     is_int(store_open(&s, dir, STORE_FSYNC, err, sizeof err), 0, "store opens a new data dir");
+    struct store *twice = NULL;
+    ok(store_open(&twice, dir, STORE_FSYNC, err, sizeof err) != 0 && strstr(err, "another agentd"),
+       "a second store on the same data dir is refused (%s)", err);
 
     struct store_meta m = {.path = "a", .content_type = "text/plain", .ttl_s = -1, .expires_at_ms = -1};
     is_int(store_stream_insert(s, &m), 0, "insert a stream");
@@ -110,7 +113,9 @@ static void test_batches(void)
     buf_free(&seen.data);
 
     /* The WAL's zero-filled region grows ahead of SQLite's frames, and checkpoints bound it: 48 MiB
-     * of appends go through a WAL that never passes 40 MiB, and all of it reads back. */
+     * of appends (and as much again moved out of the log), committed as fast as this loop can, go
+     * through a WAL that never passes its hard bound (16,384 frames, ~64 MiB, where commits wait for
+     * the checkpointer), and all of it reads back. */
     char path[400];
     snprintf(path, sizeof path, "%s/agentd.db-wal", dir);
     struct stat st = {0};
@@ -129,7 +134,7 @@ static void test_batches(void)
     }
     is_int(wrote, 768, "768 commits of 64 KiB");
     ok(biggest > 8 << 20, "the preallocation grew past its first 8 MiB (%lld)", (long long)biggest);
-    ok(biggest <= 40 << 20, "and stayed within 40 MiB: checkpoints recycle it (%lld)", (long long)biggest);
+    ok(biggest <= 72 << 20, "and stayed within 72 MiB: checkpoints recycle it (%lld)", (long long)biggest);
     store_free(s);
     is_int(store_open(&s, dir, STORE_FSYNC, err, sizeof err), 0, "reopen after 48 MiB");
     memset(&seen, 0, sizeof seen);
@@ -476,9 +481,10 @@ static long long file_size(const char *dir, const char *name)
     return stat(path, &st) == 0 ? (long long)st.st_size : 0;
 }
 
-/* Create a stream, fill it with 2 MiB, read it, delete it; forty times over. The database file must
+/* Create a stream, fill it with 2 MiB, read it, delete it; sixty times over. The database file must
  * stop growing: deleted streams' pages are reused. (It holds up to a move cycle's worth of log,
- * 16 MiB, and the stream in flight.) */
+ * 16 MiB, and the stream in flight. It is measured after closing, which checkpoints the whole WAL
+ * into it; the WAL itself is bounded by its checkpoints, see test_batches.) */
 static void test_soak(void)
 {
     char dir[] = "/tmp/agentd-store-XXXXXX", err[256];
@@ -489,9 +495,9 @@ static void test_soak(void)
         return;
     }
     static char chunk[16 << 10];
-    long long first_half = 0, biggest = 0;
+    long long at[7] = {0}; /* the database file after rounds 10, 20, ... 60 */
     int bad = 0;
-    for (int round = 1; round <= 40; round++) {
+    for (int round = 1; round <= 60; round++) {
         char path[32];
         snprintf(path, sizeof path, "soak/%d", round);
         struct store_meta m = {.path = path, .content_type = "text/plain", .ttl_s = -1, .expires_at_ms = -1};
@@ -512,17 +518,21 @@ static void test_soak(void)
         /* what an idle loop does between requests */
         for (int steps = 0; steps < 1000 && store_upkeep(s); steps++)
             bad += store_commit(s) != 0;
-        long long size = file_size(dir, "agentd.db");
-        if (round <= 20 && size > first_half)
-            first_half = size;
-        if (size > biggest)
-            biggest = size;
+        if (round % 10 == 0) { /* closing checkpoints all of the WAL into the database file */
+            store_free(s);
+            at[round / 10] = file_size(dir, "agentd.db");
+            if (store_open(&s, dir, STORE_OS, err, sizeof err) != 0) {
+                ok(0, "soak: reopen: %s", err);
+                return;
+            }
+        }
     }
-    is_int(bad, 0, "soak: 40 rounds of create, 2 MiB of appends, read, delete");
-    ok(biggest <= first_half && biggest < 40 << 20,
-       "soak: the database file stops growing: %lld bytes at most in rounds 21-40, as in rounds 1-20 "
-       "(80 MiB written in all)",
-       biggest);
+    is_int(bad, 0, "soak: 60 rounds of create, 2 MiB of appends, read, delete");
+    printf("# database file after 10, 20, ... 60 rounds: %lld %lld %lld %lld %lld %lld\n", at[1], at[2],
+           at[3], at[4], at[5], at[6]);
+    ok(at[6] <= at[2] + (2 << 20) && at[4] <= at[2] + (2 << 20),
+       "soak: the database file stops growing (%lld bytes after 20 rounds, %lld after 60; 120 MiB written)",
+       at[2], at[6]);
     store_free(s);
     is_int(count_rows(dir, "SELECT count(*) FROM records"), 0, "soak: no record of a deleted stream is left");
     remove_dir(dir);
