@@ -487,8 +487,7 @@ static const char *session__unknown_agent(void)
     return why;
 }
 
-/* The parts of a create body every session has: agent, workspace (resolved into ws), env, tags. */
-static const char *session__check_create(json_t *b, char ws[PATH_MAX])
+const char *session__check_create(json_t *b, char ws[PATH_MAX])
 {
     const char *agent = json_string_value(json_object_get(b, "agent"));
     if (agent == NULL || (strcmp(agent, "none") != 0 && agent_adapter_find(agent) == NULL))

@@ -8,6 +8,7 @@
 #define AGENTD_SESSION_INT_H
 
 #include <jansson.h>
+#include <limits.h>
 
 #include "core/errcode.h"
 #include "core/map.h"
@@ -261,6 +262,9 @@ const char *session__active_run_id(const struct session *se);
  * an agent is woken with a run. Called in the same loop turn as the child's run_completed, so both
  * commit together. */
 void session__child_completed(struct session *se, const char *run, const char *status, json_t *result);
+/* The parts of a create body every session has: agent, workspace (an existing directory, resolved
+ * into ws; "" when agentd makes one), env, tags. NULL, or why the body is refused. */
+const char *session__check_create(json_t *body, char ws[PATH_MAX]);
 /* Creates and registers a session from a create body (not taken): its streams, first event and
  * record are written (they join the open wait). parent: the session that spawns it, or NULL. 0 with
  * *out, -EINVAL with why (the body), or another negative errno (the workspace could not be made). */
