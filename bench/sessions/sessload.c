@@ -15,6 +15,9 @@
  * session (VmRSS in the window over the fresh server's).
  * (idle) --idle more sessions, never run, each with an idle SSE reader: how long creating them takes
  * and agentd's RSS with all of them.
+ * (floor) first, unless --no-floor (--floor: only this): the same agents on pipes read by this
+ * program, without agentd: what generating and reading the load costs this machine, before any
+ * server (see phase_floor).
  *
  * Sessions are created by --creators threads on keep-alive connections; readers are HTTP/1.0
  * requests, so the SSE body is the raw stream (no chunked framing) and one epoll loop reads them
@@ -29,6 +32,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -38,8 +42,11 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #define ID_MAX        64
 #define RESP_MAX      (16 << 10)
@@ -231,6 +238,7 @@ static double pct_ms(struct samples *s, double q)
 
 struct reader {
     int fd;
+    bool pipe; /* an agent's stdout (the floor): every line is an event, no HTTP, no SSE */
     bool head_done, ready, done, dead;
     long last_n;   /* the last delta number seen */
     long gaps;     /* deltas skipped over */
@@ -267,7 +275,8 @@ static void data_line(struct reader *r, struct live *lv, const char *p, size_t n
             samples_add(&lv->lat, rx > t0 ? rx - t0 : 0);
         }
     }
-    if (!r->done && memmem(p, n, "\"type\":\"run_completed\"", 22)) {
+    if (!r->done && (memmem(p, n, "\"type\":\"run_completed\"", 22) ||
+                     (r->pipe && memmem(p, n, "\"type\":\"result\"", 15)))) {
         r->done = true;
         lv->done++;
     }
@@ -275,7 +284,9 @@ static void data_line(struct reader *r, struct live *lv, const char *p, size_t n
 
 static void reader_line(struct reader *r, struct live *lv, const char *p, size_t n, uint64_t rx)
 {
-    if (n >= 14 && memcmp(p, "event: control", 14) == 0 && !r->ready) {
+    if (r->pipe)
+        data_line(r, lv, p, n, rx);
+    else if (n >= 14 && memcmp(p, "event: control", 14) == 0 && !r->ready) {
         r->ready = true;
         lv->ready++;
     } else if (n >= 5 && memcmp(p, "data:", 5) == 0 && lv) {
@@ -294,7 +305,7 @@ static bool reader_readable(struct reader *r, struct live *lv)
     } control;
     struct msghdr msg = {
         .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.b, .msg_controllen = sizeof control.b};
-    ssize_t n = recvmsg(r->fd, &msg, 0);
+    ssize_t n = r->pipe ? read(r->fd, buf, sizeof buf) : recvmsg(r->fd, &msg, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return true;
     if (n <= 0)
@@ -513,6 +524,93 @@ static int phase_live(const struct config *cfg)
     return failed;
 }
 
+/*
+ * The machine's floor for (b), without agentd: the same agents started here on pipes, their
+ * stdout read by one epoll loop that parses each delta as the SSE readers do. What this costs (the
+ * agents' CPU, the reader's) is not available to agentd when it runs the same load; the rate and
+ * latency are the best any server could offer on this machine.
+ */
+static int phase_floor(const struct config *cfg)
+{
+    size_t n = cfg->sessions;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct reader *rs = xcalloc(n, sizeof *rs);
+    int *stdins = xcalloc(n, sizeof *stdins);
+    struct live lv = {0};
+    char rate[32], seconds[32];
+    snprintf(rate, sizeof rate, "%g", cfg->rate);
+    snprintf(seconds, sizeof seconds, "%g", cfg->seconds);
+    struct rusage self0, self1, kids;
+    getrusage(RUSAGE_SELF, &self0);
+    uint64_t t0 = now_ns(), real0 = clock_ns(CLOCK_REALTIME);
+    for (size_t i = 0; i < n; i++) {
+        int in[2], out[2];
+        if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0)
+            die("pipe: %s (raise ulimit -n)", strerror(errno));
+        /* posix_spawn (vfork underneath): no copy of this process's page tables per agent */
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+        posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+        char *args[] = {(char *)cfg->agent, "--rate", rate, "--seconds", seconds, NULL};
+        pid_t pid;
+        int rc = posix_spawn(&pid, cfg->agent, &fa, NULL, args, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        if (rc != 0)
+            die("cannot start %s: %s", cfg->agent, strerror(rc));
+        close(in[0]);
+        close(out[1]);
+        stdins[i] = in[1];
+        static const char go[] = "{\"type\":\"user\",\"text\":\"go\"}\n";
+        if (write(in[1], go, sizeof go - 1) != (ssize_t)sizeof go - 1)
+            die("cannot start agent %zu", i);
+        rs[i] = (struct reader){.fd = out[0], .pipe = true, .head_done = true, .cap = LIVE_LINE_MAX};
+        rs[i].line = xcalloc(1, LIVE_LINE_MAX);
+        fcntl(out[0], F_SETFL, fcntl(out[0], F_GETFL) | O_NONBLOCK);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &rs[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, out[0], &ev);
+    }
+    double t_start = (double)(now_ns() - t0) / 1e9, window = cfg->seconds - 2.0 - t_start;
+    if (window < 1)
+        die("--seconds %.1f leaves no window: starting the agents took %.1f s", cfg->seconds, t_start);
+    lv.win_from = real0 + (uint64_t)((t_start + 1.0) * 1e9);
+    lv.win_to = real0 + (uint64_t)((cfg->seconds - 1.0) * 1e9);
+    readers_run(ep, &lv, t0 + (uint64_t)((cfg->seconds + 30) * 1e9), all_done, n);
+    getrusage(RUSAGE_SELF, &self1);
+    for (size_t i = 0; i < n; i++)
+        close(stdins[i]);
+    while (wait(NULL) > 0)
+        ;
+    getrusage(RUSAGE_CHILDREN, &kids);
+    double kid_cpu = (double)(kids.ru_utime.tv_sec + kids.ru_stime.tv_sec) +
+                     (double)(kids.ru_utime.tv_usec + kids.ru_stime.tv_usec) / 1e6;
+    double self_cpu = (double)(self1.ru_utime.tv_sec - self0.ru_utime.tv_sec + self1.ru_stime.tv_sec -
+                               self0.ru_stime.tv_sec) +
+                      (double)(self1.ru_utime.tv_usec - self0.ru_utime.tv_usec + self1.ru_stime.tv_usec -
+                               self0.ru_stime.tv_usec) /
+                          1e6;
+    double total_s = (double)(now_ns() - t0) / 1e9;
+    printf("(floor) %zu agents streaming %g deltas/s for %g s on pipes, read here without agentd\n", n,
+           cfg->rate, cfg->seconds);
+    printf("    deltas read               %" PRIu64 "; sustained %.0f deltas/s over %.1f s\n", lv.deltas,
+           (double)lv.in_window / window, window);
+    printf("    stdout -> reader latency  p50 %.2f ms, p99 %.2f ms\n", pct_ms(&lv.lat, 0.5),
+           pct_ms(&lv.lat, 0.99));
+    printf(
+        "    CPU                       agents %.2f s, reader %.2f s in %.1f s: %.0f%% of the machine's %ld "
+        "CPUs before any server\n",
+        kid_cpu, self_cpu, total_s,
+        100 * (kid_cpu + self_cpu) / total_s / (double)sysconf(_SC_NPROCESSORS_ONLN),
+        sysconf(_SC_NPROCESSORS_ONLN));
+    readers_close(rs, n);
+    close(ep);
+    free(rs);
+    free(stdins);
+    free(lv.lat.v);
+    free(lv.lat_all.v);
+    return 0;
+}
+
 static int phase_idle(const struct config *cfg)
 {
     size_t n = cfg->idle;
@@ -553,7 +651,9 @@ static int phase_idle(const struct config *cfg)
 static void usage(void)
 {
     fputs("usage: sessload --url URL --pid PID --agent PATH [--sessions N] [--rate R] [--seconds S]\n"
-          "                [--idle N] [--creators N] [--strict]\n",
+          "                [--idle N] [--creators N] [--strict]\n"
+          "                [--no-floor]\n"
+          "       sessload --floor --agent PATH [--sessions N] [--rate R] [--seconds S]\n",
           stderr);
     exit(2);
 }
@@ -562,11 +662,16 @@ int main(int argc, char **argv)
 {
     struct config cfg = {.sessions = 1000, .idle = 10000, .rate = 50, .seconds = 10, .creators = 16};
     const char *url = NULL;
-    bool strict = false;
+    bool strict = false, floor_only = false, floor = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--strict") == 0) {
             strict = true;
+            continue;
+        }
+        if (strcmp(a, "--floor") == 0 || strcmp(a, "--no-floor") == 0) {
+            floor_only = a[2] == 'f';
+            floor = floor_only;
             continue;
         }
         if (v == NULL)
@@ -593,6 +698,10 @@ int main(int argc, char **argv)
     }
     int port;
     char ip[64];
+    if (floor_only && cfg.agent) {
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        return phase_floor(&cfg);
+    }
     if (url == NULL || cfg.agent == NULL || cfg.pid <= 0 || cfg.creators < 1 ||
         sscanf(url, "http://%63[0-9.]:%d", ip, &port) != 2)
         usage();
@@ -608,6 +717,8 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     int failed = 0;
+    if (cfg.sessions && floor)
+        phase_floor(&cfg);
     if (cfg.sessions)
         failed += phase_live(&cfg);
     if (cfg.idle)
