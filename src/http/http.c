@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* h2o 2.2.5 accepts about 400 KiB of request headers; nothing legitimate here needs more than this. */
 #define HTTP_MAX_HEADER_BYTES (64 * 1024)
@@ -394,6 +395,12 @@ void http_res_stream_abort(struct http_req *req)
 static void http__req_dispose(void *p)
 {
     struct http_req *req = p;
+    if (req->live_prev)
+        req->live_prev->live_next = req->live_next;
+    else
+        req->srv->live = req->live_next;
+    if (req->live_next)
+        req->live_next->live_prev = req->live_prev;
     if (req->credential) {
         if (req->cred_prev)
             req->cred_prev->cred_next = req->cred_next;
@@ -433,6 +440,11 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
     memset(req, 0, sizeof *req);
     req->h2o = r;
     req->srv = srv;
+    req->sock = r->conn->callbacks->get_socket ? r->conn->callbacks->get_socket(r->conn) : NULL;
+    req->live_next = srv->live;
+    if (req->live_next)
+        req->live_next->live_prev = req;
+    srv->live = req;
 
     if (http_req_method(req) == HTTP_OPTIONS) {
         http_res_header(req, "Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, HEAD, OPTIONS");
@@ -474,6 +486,12 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
 static void http__conn_closed(uv_handle_t *h)
 {
     struct http__conn *conn = (struct http__conn *)h;
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        conn->srv->conns = conn->next;
+    if (conn->next)
+        conn->next->prev = conn->prev;
     conn->srv->nconns--;
     free(conn);
 }
@@ -492,8 +510,14 @@ static void http__on_accept(uv_stream_t *listener, int status)
     }
     uv_tcp_nodelay(&conn->tcp, 1);
     srv->nconns++;
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&conn->tcp, http__conn_closed);
-    h2o_accept(&srv->accept_ctx, sock);
+    conn->read_shut = 0;
+    conn->prev = NULL;
+    conn->next = srv->conns;
+    if (conn->next)
+        conn->next->prev = conn;
+    srv->conns = conn;
+    conn->sock = h2o_uv_socket_create((uv_stream_t *)&conn->tcp, http__conn_closed);
+    h2o_accept(&srv->accept_ctx, conn->sock);
 }
 
 void http_route_flags(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg,
@@ -625,6 +649,42 @@ fail:
     return rc;
 }
 
+static int http__sock_cmp(const void *a, const void *b)
+{
+    const h2o_socket_t *x = *(h2o_socket_t *const *)a, *y = *(h2o_socket_t *const *)b;
+    return (uintptr_t)x < (uintptr_t)y ? -1 : (uintptr_t)x > (uintptr_t)y;
+}
+
+/*
+ * Ends the connections that wait, idle, for a request that a stopping server would only refuse: an
+ * HTTP/1 keep-alive connection between requests holds nothing, but h2o closes it only after its next
+ * response, or after the idle timeout. h2o has no call to close a connection from outside, so the
+ * connection's read side is shut: h2o reads an end of file and closes it itself. Idle means h2o is
+ * reading with no byte of a request buffered, no request of ours is on it (HTTP/1 stops reading
+ * while it answers one; HTTP/2 reads on) and it is not a WebSocket (closed with 1001 instead).
+ */
+static void http__close_idle(struct http_server *srv)
+{
+    size_t n = 0, cap = 16;
+    h2o_socket_t **busy = xmalloc(cap * sizeof *busy);
+    for (struct http_req *req = srv->live; req; req = req->live_next) {
+        if (n == cap)
+            busy = xrealloc(busy, (cap *= 2) * sizeof *busy);
+        busy[n++] = req->sock;
+    }
+    http__ws_sockets(srv, &busy, &n, &cap);
+    qsort(busy, n, sizeof *busy, http__sock_cmp);
+    for (struct http__conn *c = srv->conns; c; c = c->next) {
+        uv_os_fd_t fd;
+        if (c->read_shut || !h2o_socket_is_reading(c->sock) || c->sock->input->size != 0 ||
+            bsearch(&c->sock, busy, n, sizeof *busy, http__sock_cmp) != NULL)
+            continue;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && shutdown(fd, SHUT_RD) == 0)
+            c->read_shut = 1;
+    }
+    free(busy);
+}
+
 void http_server_shutdown(struct http_server *srv)
 {
     if (srv->listening) {
@@ -634,9 +694,16 @@ void http_server_shutdown(struct http_server *srv)
     h2o_context_request_shutdown(&srv->ctx);
     srv->stopping = 1;
     http__ws_close_all(srv); /* h2o no longer sees upgraded connections */
+    http__close_idle(srv);
 }
 
 size_t http_server_connections(const struct http_server *srv) { return srv->nconns; }
+
+size_t http_server_drain(struct http_server *srv)
+{
+    http__close_idle(srv);
+    return srv->nconns;
+}
 
 void http_server_free(struct http_server *srv)
 {

@@ -48,13 +48,19 @@ struct http_server {
     struct buf cors_allow, cors_expose; /* header names, by http_cors_headers */
     struct http_ws *ws_list;            /* open WebSockets, closed with 1001 on shutdown */
     struct http_req *credentialed;      /* requests let in on a credential (http_server_revoke) */
+    struct http_req *live;              /* every request between its handler call and its dispose */
+    struct http__conn *conns;           /* every accepted connection until its handle closed */
     int stopping;                       /* http_server_shutdown ran: no new WebSockets */
 };
 
-/* Each accepted connection's uv_tcp_t, tagged with its server so the close callback can count. */
+/* Each accepted connection's uv_tcp_t, tagged with its server so the close callback can count, and
+ * listed so that a stopping server can find the idle ones (http_server_drain). */
 struct http__conn {
     uv_tcp_t tcp;
     struct http_server *srv;
+    h2o_socket_t *sock; /* h2o's socket over tcp; h2o owns it and closes tcp through it */
+    struct http__conn *prev, *next;
+    int read_shut; /* its read side was shut because it sat idle while the server stopped */
 };
 
 struct http_req {
@@ -76,6 +82,8 @@ struct http_req {
     unsigned revoked : 1; /* ended by http_server_revoke: its owner's answers are ignored */
     char *credential;     /* set by the authorizer (pool memory); listed in srv->credentialed */
     struct http_req *cred_prev, *cred_next;
+    h2o_socket_t *sock; /* its connection's socket: a connection with a request is not idle */
+    struct http_req *live_prev, *live_next; /* srv->live */
 };
 
 /* Closes (1008) the WebSockets whose request was let in with credential; how many. In http_ws.c. */
@@ -83,5 +91,9 @@ size_t http__ws_revoke(struct http_server *srv, const char *credential);
 
 /* Closes every open WebSocket with 1001 (http_server_shutdown). In http_ws.c. */
 void http__ws_close_all(struct http_server *srv);
+
+/* Appends the socket of every WebSocket past its upgrade to (*socks)[*n...], growing the array
+ * (xmalloc'd, *cap entries) as needed. In http_ws.c. */
+void http__ws_sockets(struct http_server *srv, h2o_socket_t ***socks, size_t *n, size_t *cap);
 
 #endif

@@ -62,6 +62,17 @@ void http__ws_close_all(struct http_server *srv)
         http_ws_close(ws, 1001, "server shutting down");
 }
 
+void http__ws_sockets(struct http_server *srv, h2o_socket_t ***socks, size_t *n, size_t *cap)
+{
+    for (struct http_ws *ws = srv->ws_list; ws; ws = ws->next) {
+        if (ws->sock == NULL)
+            continue;
+        if (*n == *cap)
+            *socks = xrealloc(*socks, (*cap *= 2) * sizeof **socks);
+        (*socks)[(*n)++] = ws->sock;
+    }
+}
+
 size_t http__ws_revoke(struct http_server *srv, const char *credential)
 {
     size_t n = 0;

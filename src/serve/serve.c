@@ -156,7 +156,7 @@ static void serve__on_signal(uv_signal_t *h, int signum)
 static void serve__drain_tick(uv_timer_t *t)
 {
     struct serve *s = t->data;
-    if (http_server_connections(s->http) == 0 || ++s->drain_ticks >= SERVE_DRAIN_TICKS)
+    if (http_server_drain(s->http) == 0 || ++s->drain_ticks >= SERVE_DRAIN_TICKS)
         uv_stop(&s->loop);
 }
 
@@ -177,10 +177,14 @@ static void serve__drain(struct serve *s)
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&s->drain, NULL);
     streams_flush(s->streams);
+    /* An fsync still in the thread pool (a loaded machine) must complete before the teardown
+     * closes the store it syncs, and its completion answers the writes it covers: wait for it,
+     * not for the loop to be empty (an idle client would keep it alive). */
+    while (streams_syncing(s->streams))
+        uv_run(&s->loop, UV_RUN_ONCE);
 }
 
-#define SERVE_TEARDOWN_TURNS   208   /* 8 quick loop turns, then up to 200 more ... */
-#define SERVE_TEARDOWN_WAIT_US 10000 /* ... 10 ms apart */
+#define SERVE_TEARDOWN_TURNS 8 /* close callbacks need a few loop turns */
 
 /* Frees whatever was built, in reverse order. With clients still connected, h2o keeps their memory
  * until the process exits. */
@@ -199,14 +203,10 @@ static void serve__teardown(struct serve *s)
         uv_close((uv_handle_t *)&s->sigterm, NULL);
     }
     if (s->loop_ready) {
-        /* Close callbacks need a few turns. An fsync still in the thread pool (a loaded machine)
-         * must complete before store_free closes the descriptor it syncs, and its completion frees
-         * the registry: while the loop has anything left, keep turning it, for up to ~2 s. */
-        for (int i = 0; i < SERVE_TEARDOWN_TURNS && (i < 8 || uv_loop_alive(&s->loop)); i++) {
+        /* No fsync is in the thread pool any more (serve__drain waited for it, and streams_free
+         * committed the rest itself), so these turns only run close callbacks. */
+        for (int i = 0; i < SERVE_TEARDOWN_TURNS; i++)
             uv_run(&s->loop, UV_RUN_NOWAIT);
-            if (i >= 8)
-                usleep(SERVE_TEARDOWN_WAIT_US);
-        }
         if (uv_loop_close(&s->loop) != 0)
             log_debug("serve: handles still open at exit");
     }

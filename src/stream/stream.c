@@ -117,6 +117,8 @@ void streams_set_observer(struct streams *ss, streams_observer_cb cb, void *arg)
 
 size_t streams_subscriber_count(const struct streams *ss) { return ss->nsubs; }
 
+int streams_syncing(const struct streams *ss) { return ss->syncing; }
+
 /* ================= batch bookkeeping ================= */
 
 static void streams__on_idle(uv_idle_t *h)

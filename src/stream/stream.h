@@ -89,7 +89,11 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
 /* Tells every live subscriber the server is stopping (they are unsubscribed by their callbacks or
  * by streams_free). */
 void streams_shutdown(struct streams *ss);
-/* Commits what is pending and frees the registry; subscribers are told the stream is gone. */
+/* 1 while an fsync runs in libuv's thread pool (it completes on a later loop turn). A server that
+ * stops turns its loop until this is 0 before freeing the store the fsync is using. */
+int streams_syncing(const struct streams *ss);
+/* Commits what is pending and frees the registry; subscribers are told the stream is gone. With an
+ * fsync still in the thread pool, the registry itself is freed when it completes. */
 void streams_free(struct streams *ss);
 /* Commits the open batch now and runs its completions (also done automatically each loop turn). */
 void streams_flush(struct streams *ss);
