@@ -446,6 +446,14 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
         req->live_next->live_prev = req;
     srv->live = req;
 
+    /* Once the server stops, the modules behind the routes are being torn down (and then freed,
+     * while h2o may still hold connections): nothing may reach them, and a client must not read a
+     * 404 for what exists. It retries once the server is back. */
+    if (srv->stopping) {
+        http_res_header(req, "Retry-After", "1");
+        http_res_error(req, ERR_SHUTTING_DOWN, "the server is stopping; retry once it is back");
+        return 0;
+    }
     if (http_req_method(req) == HTTP_OPTIONS) {
         http_res_header(req, "Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, HEAD, OPTIONS");
         http_res_header(req, "Access-Control-Allow-Headers", srv->cors_allow.p);

@@ -56,8 +56,10 @@ typedef void (*http_dispose_cb)(void *data);
 int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http_config *cfg, char *err,
                     size_t errlen) CORE_UNUSED_RESULT;
 /* Stops accepting and asks open connections to finish (HTTP/1 ones close after their current
- * response, HTTP/2 ones get GOAWAY, idle ones close at once). Then call http_server_drain until
- * it returns 0 (or you stop waiting). */
+ * response, HTTP/2 ones get GOAWAY, idle ones close at once). From then on every request that
+ * arrives is answered 503 shutting_down with Retry-After, without reaching its route: the modules
+ * behind the routes may be freed while h2o still holds connections. Then call http_server_drain
+ * until it returns 0 (or you stop waiting). */
 void http_server_shutdown(struct http_server *srv);
 /* After http_server_shutdown: closes the connections that have become idle since (a keep-alive
  * connection whose last response just ended) and returns how many are still open. */

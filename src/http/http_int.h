@@ -50,7 +50,7 @@ struct http_server {
     struct http_req *credentialed;      /* requests let in on a credential (http_server_revoke) */
     struct http_req *live;              /* every request between its handler call and its dispose */
     struct http__conn *conns;           /* every accepted connection until its handle closed */
-    int stopping;                       /* http_server_shutdown ran: no new WebSockets */
+    int stopping;                       /* http_server_shutdown ran: new requests get 503 */
 };
 
 /* Each accepted connection's uv_tcp_t, tagged with its server so the close callback can count, and

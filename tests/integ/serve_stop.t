@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """How `agentd serve` stops (SIGTERM), seen from its clients: an idle keep-alive connection does not
-hold the stop up (it is closed at once). TAP output for prove.
+hold the stop up (it is closed at once), and a request that arrives while the server stops is
+answered 503 shutting_down with Retry-After, or its connection is closed, never 404 for a stream
+or session that exists. TAP output for prove.
 """
 import os
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -72,9 +75,76 @@ def idle_client_does_not_delay_stop(tap, srv):
     tap.is_(data, b"acknowledged", "after a restart the acknowledged append is there")
 
 
+def no_404_while_stopping(tap, srv):
+    """Requests completed at staggered times after SIGTERM, on connections that were mid-request when
+    the stop began (so the server waits for them), for a stream, a session transcript and a session
+    that all exist: each gets 503 shutting_down with Retry-After, or its connection closes
+    unanswered. (Before, they were served during the drain, and those that came in the teardown's
+    turns reached modules already freed: 404 for the session, or a crash.)"""
+    sid = srv.request("POST", "/v1/sessions", {"agent": "none"}).json()["id"]
+    paths = ["/v1/stream/kept?offset=-1", f"/v1/stream/sessions/{sid}/transcript?offset=-1",
+             f"/v1/sessions/{sid}"]
+    for p in paths:
+        tap.is_(srv.request("GET", p).status, 200, f"before the stop: GET {p.split('?')[0]} is 200")
+    conns = []
+    for i in range(16):
+        s = socket.create_connection((srv.host, srv.port), timeout=10)
+        # Headers not finished yet: the request is on its way when SIGTERM comes.
+        s.sendall(f"GET {paths[i % len(paths)]} HTTP/1.1\r\nHost: t\r\n".encode())
+        conns.append(s)
+    time.sleep(0.2)
+    answers = [None] * len(conns)
+
+    def finish(i, s):
+        time.sleep(0.1 * i)  # all within the 2 s the server waits for connections to finish
+        try:
+            s.sendall(b"\r\n")
+        except OSError:
+            answers[i] = (b"", "eof")
+            return
+        answers[i] = read_response(s, 10)
+
+    srv.proc.send_signal(15)
+    # The stop has begun once the listener is closed.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((srv.host, srv.port), timeout=1).close()
+        except ConnectionRefusedError:
+            break
+        time.sleep(0.005)
+    threads = [threading.Thread(target=finish, args=(i, s)) for i, s in enumerate(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    rc = srv.proc.wait(15)
+    report = srv.sanitizer_report()
+    tap.ok(rc == 0 and not report, "the server exits with status 0 (and no sanitizer report)",
+           f"exit status {rc}\n{report or srv.stderr_tail()}")
+    bad = []
+    n503 = 0
+    for i, (raw, how) in enumerate(answers):
+        st = status_of(raw)
+        if st is None and how == "eof":
+            continue
+        head = raw.partition(b"\r\n\r\n")[0].lower()
+        if st == 503 and b"retry-after:" in head and b'"shutting_down"' in raw:
+            n503 += 1
+            continue
+        bad.append((i * 0.1, st, how, raw[:300]))
+    tap.ok(not bad, "every request finished during the stop got 503 shutting_down + Retry-After, or none",
+           "\n".join(repr(b) for b in bad))
+    tap.ok(n503 > 0, "at least one of them was answered 503 (the server was still stopping)",
+           repr([(status_of(raw), how) for raw, how in answers]))
+    for s in conns:
+        s.close()
+
+
 def main(tap):
     srv = Server()
     idle_client_does_not_delay_stop(tap, srv)
+    no_404_while_stopping(tap, srv)
 
 
 run_test(main)

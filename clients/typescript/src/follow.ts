@@ -87,7 +87,6 @@ function followRaw(
   const base = client.fetchImpl;
   let sseOpened = false;
   let lastDelivery = 0;
-  let delivered = false;
   /* The library retries network errors and 5xx forever with backoff and offers no status of its
    * own: watching its fetch is how the UI learns that it is reconnecting and when it is back. */
   const watched: typeof fetch = async (input, init) => {
@@ -134,7 +133,6 @@ function followRaw(
     r.subscribeText((chunk) => {
       if (ac.signal.aborted) return;
       lastDelivery = Date.now();
-      delivered = true;
       deliver(chunk.text, chunk.offset, chunk.upToDate);
       offset = chunk.offset;
       set(chunk.upToDate ? (opts.live === false ? "closed" : "live") : "catching-up");
@@ -157,7 +155,6 @@ function followRaw(
   };
 
   const done = (async () => {
-    let misses = 0;
     for (;;) {
       try {
         /* live: false reads ONE response in @durable-streams/client 0.2.6 (it stops after the
@@ -170,18 +167,10 @@ function followRaw(
           set("reconnecting");
           await new Promise((f) => setTimeout(f, 200));
         }
-        misses = 0;
       } catch (e) {
         if (ac.signal.aborted) break;
-        /* A stream that was there and answers 404 is gone, or the server is between a stop and a
-         * start (agentd answered 404 for an existing stream in that window): ask again a few times
-         * before saying gone. 410 is final at once. */
-        if (errStatus(e) === 404 && delivered && misses < 4 && opts.live !== false) {
-          misses++;
-          set("reconnecting");
-          await new Promise((f) => setTimeout(f, 400 * misses));
-          continue;
-        }
+        /* 404 and 410 are final: a stopping agentd answers 503 (retried), never 404 for what
+         * exists, and a starting one answers nothing before its streams are loaded. */
         set(terminalStatus(e), e instanceof Error ? e : new Error(String(e)));
         return;
       }
