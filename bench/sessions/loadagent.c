@@ -4,12 +4,14 @@
  * output), repeats each stretch of deltas as a whole message, and ends with a result carrying usage.
  *
  *   loadagent [--rate N] [--seconds S] [--deltas N] [--tool-every N] [--tool-output BYTES]
- *             [--message-every N]
+ *             [--message-every N] [--burst N]
  *
  * The user's text can override any option with words like `rate=20 seconds=5` (other words are
  * ignored), so one session's agent can be driven differently per message. Defaults: 50 deltas a
  * second for 10 seconds (--deltas, when given, ends the run after that many instead), a tool call
- * every 100 deltas with 2,048 bytes of output, a message every 50 deltas.
+ * every 100 deltas with 2,048 bytes of output, a message every 50 deltas, deltas one at a time
+ * (--burst N writes N at each wake-up, N / rate seconds apart, as tokens come off a network
+ * stream: the same rate for a tenth of the wake-ups, which is most of what a thousand agents cost).
  *
  * Every delta carries "n" (1, 2, ... within the run) and "t0": "N@NS", its number again and the
  * CLOCK_REALTIME time in nanoseconds taken just before the line was written, so a reader of the
@@ -43,6 +45,7 @@ struct opts {
     long tool_every;    /* a tool call after every this many deltas, 0: none */
     long tool_output;   /* bytes of each tool's output */
     long message_every; /* a whole message after every this many deltas, 0: none */
+    long burst;         /* deltas written together at each wake-up (each its own write) */
 };
 
 static char in[LINE_MAX_IN];
@@ -134,6 +137,7 @@ static void apply_words(struct opts *o, const char *line)
         {"tools=", 0, offsetof(struct opts, tool_every)},
         {"tool_output=", 0, offsetof(struct opts, tool_output)},
         {"messages=", 0, offsetof(struct opts, message_every)},
+        {"burst=", 0, offsetof(struct opts, burst)},
     };
     for (const char *p = t; *p && *p != '"'; p++) {
         if (p != t && p[-1] != ' ')
@@ -191,7 +195,8 @@ static void tool_call(long k, long bytes)
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.rate = 50, .seconds = 10, .tool_every = 100, .tool_output = 2048, .message_every = 50};
+    struct opts o = {
+        .rate = 50, .seconds = 10, .tool_every = 100, .tool_output = 2048, .message_every = 50, .burst = 1};
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (strcmp(a, "--rate") == 0)
@@ -206,6 +211,8 @@ int main(int argc, char **argv)
             o.tool_output = strtol(v, NULL, 10);
         else if (strcmp(a, "--message-every") == 0)
             o.message_every = strtol(v, NULL, 10);
+        else if (strcmp(a, "--burst") == 0)
+            o.burst = strtol(v, NULL, 10);
         else {
             fprintf(stderr, "loadagent: unknown option %s\n", a);
             return 2;
@@ -217,6 +224,8 @@ int main(int argc, char **argv)
     apply_words(&o, in);
     if (o.rate <= 0)
         o.rate = 1;
+    if (o.burst < 1)
+        o.burst = 1;
     long total = o.deltas > 0 ? o.deltas : (long)(o.seconds * o.rate);
     uint64_t start = mono_ns(), period = (uint64_t)(1e9 / o.rate);
 
@@ -228,7 +237,8 @@ int main(int argc, char **argv)
     static char msg[64 << 10];
     int cancelled = 0;
     for (n = 1; n <= total; n++) {
-        if (!wait_until(start + (uint64_t)(n - 1) * period)) {
+        /* deltas come in bursts of o.burst, as tokens do off a network stream: one wake-up each */
+        if ((n - 1) % o.burst == 0 && !wait_until(start + (uint64_t)(n - 1) * period)) {
             cancelled = 1;
             n--;
             break;

@@ -431,6 +431,7 @@ static double cpu_s(pid_t pid)
 struct config {
     size_t sessions, idle;
     double rate, seconds;
+    int burst;
     int creators;
     const char *agent;
     pid_t pid;
@@ -447,10 +448,11 @@ static int phase_live(const struct config *cfg)
     size_t n = cfg->sessions;
     char(*ids)[ID_MAX] = xcalloc(n, ID_MAX);
     char create[1024];
-    snprintf(create, sizeof create,
-             "{\"agent\":\"jsonl\",\"command\":[\"%s\",\"--rate\",\"%g\",\"--seconds\",\"%g\"],\"mcp\":false,"
-             "\"tags\":[\"sessload\"]}",
-             cfg->agent, cfg->rate, cfg->seconds);
+    snprintf(
+        create, sizeof create,
+        "{\"agent\":\"jsonl\",\"command\":[\"%s\",\"--rate\",\"%g\",\"--seconds\",\"%g\",\"--burst\",\"%d\"],"
+        "\"mcp\":false,\"tags\":[\"sessload\"]}",
+        cfg->agent, cfg->rate, cfg->seconds, cfg->burst);
     long rss0 = rss_kib(cfg->pid);
     double t_create = jobs(n, cfg->creators, ids, create);
     printf("(a) %zu sessions created in %.2f s (%.0f/s, %d requests in flight)\n", n, t_create,
@@ -537,9 +539,10 @@ static int phase_floor(const struct config *cfg)
     struct reader *rs = xcalloc(n, sizeof *rs);
     int *stdins = xcalloc(n, sizeof *stdins);
     struct live lv = {0};
-    char rate[32], seconds[32];
+    char rate[32], seconds[32], burst[32];
     snprintf(rate, sizeof rate, "%g", cfg->rate);
     snprintf(seconds, sizeof seconds, "%g", cfg->seconds);
+    snprintf(burst, sizeof burst, "%d", cfg->burst);
     struct rusage self0, self1, kids;
     getrusage(RUSAGE_SELF, &self0);
     uint64_t t0 = now_ns(), real0 = clock_ns(CLOCK_REALTIME);
@@ -552,7 +555,7 @@ static int phase_floor(const struct config *cfg)
         posix_spawn_file_actions_init(&fa);
         posix_spawn_file_actions_adddup2(&fa, in[0], 0);
         posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-        char *args[] = {(char *)cfg->agent, "--rate", rate, "--seconds", seconds, NULL};
+        char *args[] = {(char *)cfg->agent, "--rate", rate, "--seconds", seconds, "--burst", burst, NULL};
         pid_t pid;
         int rc = posix_spawn(&pid, cfg->agent, &fa, NULL, args, environ);
         posix_spawn_file_actions_destroy(&fa);
@@ -651,7 +654,7 @@ static int phase_idle(const struct config *cfg)
 static void usage(void)
 {
     fputs("usage: sessload --url URL --pid PID --agent PATH [--sessions N] [--rate R] [--seconds S]\n"
-          "                [--idle N] [--creators N] [--strict]\n"
+          "                [--burst N] [--idle N] [--creators N] [--strict]\n"
           "                [--no-floor]\n"
           "       sessload --floor --agent PATH [--sessions N] [--rate R] [--seconds S]\n",
           stderr);
@@ -660,7 +663,8 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    struct config cfg = {.sessions = 1000, .idle = 10000, .rate = 50, .seconds = 10, .creators = 16};
+    struct config cfg = {
+        .sessions = 1000, .idle = 10000, .rate = 50, .seconds = 10, .burst = 5, .creators = 16};
     const char *url = NULL;
     bool strict = false, floor_only = false, floor = true;
     for (int i = 1; i < argc; i++) {
@@ -693,6 +697,8 @@ int main(int argc, char **argv)
             cfg.seconds = strtod(v, NULL);
         else if (strcmp(a, "--creators") == 0)
             cfg.creators = atoi(v);
+        else if (strcmp(a, "--burst") == 0)
+            cfg.burst = atoi(v);
         else
             usage();
     }
