@@ -2,6 +2,7 @@
  * the layout and its moves are in store_int.h and store_log.c. */
 #include "store/store_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -458,6 +459,16 @@ int store_commit(struct store *s)
     rc = store__wal_committed(s);
     (void)store__txn(s); /* a failure shows again at the next write */
     return rc;
+}
+
+void store_rollback(struct store *s)
+{
+    if (!s->in_batch)
+        return;
+    store__poison(s, -ECANCELED);
+    int rc = store_commit(s); /* a poisoned batch is rolled back, the log index read again */
+    assert(rc == -ECANCELED);
+    (void)rc;
 }
 
 int store_upkeep(struct store *s)

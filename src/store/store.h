@@ -95,6 +95,9 @@ int store_sync(struct store *s) CORE_UNUSED_RESULT;
 
 /* Is a batch open? */
 int store_batch_open(const struct store *s);
+/* Ends the open batch (no-op when none) keeping nothing of it: for a caller that cannot trust what
+ * it wrote into it any more (the stream layer after a failed fsync). */
+void store_rollback(struct store *s);
 /* Ends the open batch (no-op when none) with one COMMIT. 0: committed, atomic and crash-consistent,
  * durable once a store_sync that starts after it returns (under STORE_FSYNC; at once under
  * STORE_OS). Negative errno: rolled back, nothing kept. */

@@ -43,6 +43,7 @@ struct stream__group {
     struct stream__mark *marks;
     size_t nmarks;
     struct stream *grave; /* deleted streams, freed once this group is done */
+    int rc;               /* its outcome, when it fails (streams__fail_all) */
 };
 
 /* ================= offsets and small helpers ================= */
@@ -533,8 +534,9 @@ void stream_json_wrap(struct buf *b)
 
 /* ================= commit and sync ================= */
 
-/* Makes a group visible: moves durable tails, wakes subscribers, frees the dead, answers the ops. */
-static void streams__complete(struct streams *ss, struct stream__group *g, int rc)
+/* Makes a group visible when it succeeded (rc 0): moves durable tails, wakes subscribers. Either
+ * way, frees the streams it deleted (they left the registry's maps when they were deleted). */
+static void streams__publish(struct streams *ss, struct stream__group *g, int rc)
 {
     for (size_t i = 0; rc == 0 && i < g->nmarks; i++) {
         struct stream__mark *mk = &g->marks[i];
@@ -557,6 +559,14 @@ static void streams__complete(struct streams *ss, struct stream__group *g, int r
         next = st->grave_next;
         stream__free(st);
     }
+    g->grave = NULL;
+    g->nmarks = 0; /* the marks name streams a reload may free */
+}
+
+/* Answers a published group's ops with its outcome (rc, or the error one of its writes met), then
+ * frees the group. */
+static void streams__answer(struct stream__group *g, int rc)
+{
     for (struct stream_op *op = g->ops, *next; op; op = next) {
         next = op->next;
         op->queued = 0;
@@ -579,16 +589,64 @@ static void streams__complete_upto(struct streams *ss, uint64_t seq, int rc)
         ss->groups = g->next;
         if (ss->groups == NULL)
             ss->groups_tail = &ss->groups;
-        streams__complete(ss, g, rc);
+        streams__publish(ss, g, rc);
+        streams__answer(g, rc);
     }
 }
 
-/* After a failed commit or fsync nothing in memory can be trusted: answer everyone, reload. */
-static void streams__fail_all(struct streams *ss, int rc)
+/* Takes the open batch's ops, touched streams (as marks: what the batch makes true of each) and
+ * deleted streams into a new group, leaving the batch empty. */
+static struct stream__group *streams__take_batch(struct streams *ss)
+{
+    struct stream__group *g = xcalloc(1, sizeof *g);
+    g->ops = ss->ops;
+    g->grave = ss->graveyard;
+    for (struct stream *st = ss->dirty; st; st = st->dirty_next)
+        g->nmarks++;
+    g->marks = xcalloc(g->nmarks ? g->nmarks : 1, sizeof *g->marks);
+    size_t n = 0;
+    for (struct stream *st = ss->dirty; st; st = st->dirty_next) {
+        g->marks[n++] = (struct stream__mark){st, st->m.tail, st->m.closed, st->gone, st->created};
+        st->dirty = st->gone = st->created = 0;
+    }
+    ss->ops = NULL;
+    ss->ops_tail = &ss->ops;
+    ss->dirty = NULL;
+    ss->graveyard = NULL;
+    return g;
+}
+
+/*
+ * After a failed commit or fsync nothing in memory can be trusted, and everything in flight fails:
+ * the groups waiting for an fsync (with rc), `failed` (the batch whose commit failed, with its own
+ * g->rc; may be NULL), and the open batch (with rc), which is rolled back: its writes were made
+ * after the failure began, and nothing of it is stored. The registry is then reloaded from the
+ * database, and only then do the ops' callbacks run, oldest first: what they write joins a fresh
+ * batch on the reloaded registry, never one that names streams the reload freed.
+ */
+static void streams__fail_all(struct streams *ss, int rc, struct stream__group *failed)
 {
     log_error("stream: %s; failing the requests in flight and reloading from the database", strerror(-rc));
-    streams__complete_upto(ss, UINT64_MAX, rc);
+    struct stream__group *list = ss->groups, **tail = list ? ss->groups_tail : &list;
+    ss->groups = NULL;
+    ss->groups_tail = &ss->groups;
+    for (struct stream__group *g = list; g; g = g->next)
+        g->rc = rc;
+    if (failed) {
+        *tail = failed;
+        tail = &failed->next;
+    }
+    struct stream__group *open = streams__take_batch(ss);
+    store_rollback(ss->store);
+    open->rc = rc;
+    *tail = open;
+    for (struct stream__group *g = list; g; g = g->next)
+        streams__publish(ss, g, g->rc);
     streams__reload(ss);
+    for (struct stream__group *g = list, *next; g; g = next) {
+        next = g->next;
+        streams__answer(g, g->rc);
+    }
 }
 
 static void streams__sync_work(uv_work_t *w)
@@ -610,7 +668,7 @@ static void streams__sync_done(uv_work_t *w, int status)
     if (ss->sync_rc == 0)
         streams__complete_upto(ss, ss->sync_upto, 0);
     else
-        streams__fail_all(ss, ss->sync_rc);
+        streams__fail_all(ss, ss->sync_rc, NULL);
     streams__start_sync(ss);
 }
 
@@ -661,35 +719,21 @@ static void streams__complete_committed(struct stream__group *g)
  * failing everything in flight and reloading the registry. */
 static int streams__commit(struct streams *ss)
 {
-    struct stream_op *ops = ss->ops;
-    struct stream *dirty = ss->dirty, *grave = ss->graveyard;
-    if (ops == NULL && dirty == NULL && grave == NULL && !store_batch_open(ss->store))
+    if (ss->ops == NULL && ss->dirty == NULL && ss->graveyard == NULL && !store_batch_open(ss->store))
         return 0;
-    ss->ops = NULL;
-    ss->ops_tail = &ss->ops;
-    ss->dirty = NULL;
-    ss->graveyard = NULL;
-
-    struct stream__group *g = xcalloc(1, sizeof *g);
-    g->ops = ops;
-    g->grave = grave;
-    for (struct stream *st = dirty; st; st = st->dirty_next)
-        g->nmarks++;
-    g->marks = xcalloc(g->nmarks ? g->nmarks : 1, sizeof *g->marks);
-    size_t n = 0;
-    for (struct stream *st = dirty; st; st = st->dirty_next) {
-        g->marks[n++] = (struct stream__mark){st, st->m.tail, st->m.closed, st->gone, st->created};
-        st->dirty = st->gone = st->created = 0;
-    }
+    struct stream__group *g = streams__take_batch(ss);
     uint64_t t0 = clock_mono_us();
     int rc = store_commit(ss->store);
-    log_debug("stream: commit of %zu streams took %llu us", n, (unsigned long long)(clock_mono_us() - t0));
+    log_debug("stream: commit of %zu streams took %llu us", g->nmarks,
+              (unsigned long long)(clock_mono_us() - t0));
     if (rc != 0) {
-        /* Groups committed earlier are intact: make them durable first, then fail this one. */
+        /* Groups committed earlier are intact: make them durable and answer them first, then fail
+         * this one (rolled back by the store) and what their callbacks wrote meanwhile. */
         int src = store_sync(ss->store);
-        streams__complete_upto(ss, UINT64_MAX, src);
-        streams__complete(ss, g, rc);
-        streams__fail_all(ss, rc);
+        if (src == 0)
+            streams__complete_upto(ss, UINT64_MAX, 0);
+        g->rc = rc;
+        streams__fail_all(ss, src ? src : rc, g);
         return rc;
     }
     g->seq = ss->next_seq++;
@@ -707,7 +751,7 @@ void streams_flush(struct streams *ss)
     if (rc == 0)
         streams__complete_upto(ss, UINT64_MAX, 0);
     else
-        streams__fail_all(ss, rc);
+        streams__fail_all(ss, rc, NULL);
 }
 
 static void streams__on_check(uv_check_t *h)

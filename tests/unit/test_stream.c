@@ -3,7 +3,10 @@
  * temp dir and a real loop; ops complete only after streams_flush, as they do each loop turn.
  */
 #include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "store/store.h"
@@ -18,6 +21,27 @@ static char dir[64];
 static int completions;
 
 static void done_cb(struct stream_op *op) { completions++; }
+
+/*
+ * A failing disk, for test_sync_failure: this definition of fdatasync is the one the library's
+ * store_sync calls (the test binary links it statically, and its own definitions come first), so no
+ * hook in the product is needed. Armed, the next call waits until the test opens the gate, then
+ * fails with EIO, as a dying disk's fdatasync does; otherwise it is the real system call. It runs
+ * in libuv's thread pool, hence the atomics.
+ */
+static atomic_int fsync_armed, fsync_gate, fsync_failed;
+
+int fdatasync(int fd)
+{
+    if (atomic_exchange(&fsync_armed, 0)) {
+        while (!atomic_load(&fsync_gate))
+            usleep(1000);
+        atomic_store(&fsync_failed, 1);
+        errno = EIO;
+        return -1;
+    }
+    return (int)syscall(SYS_fdatasync, fd);
+}
 
 static void open_all(void)
 {
@@ -320,6 +344,120 @@ static void test_restart(void)
     is_int(stream_append(ss, get("t/p"), &a, &op), STREAM_FENCED, "producer epochs survive a restart");
 }
 
+struct sync_op {
+    struct stream_op op;
+    int done;
+    enum stream_status status;
+};
+
+static void sync_op_cb(struct stream_op *op)
+{
+    struct sync_op *o = (struct sync_op *)op;
+    o->done = 1;
+    o->status = op->result.status;
+}
+
+static enum stream_status append_to(struct streams *reg, const char *path, const char *body,
+                                    struct sync_op *o)
+{
+    enum stream_lookup how;
+    struct stream_append_args a = {.content_type = "text/plain", .body = body, .body_len = strlen(body)};
+    o->op.cb = sync_op_cb;
+    return stream_append(reg, streams_lookup(reg, path, strlen(path), &how), &a, &o->op);
+}
+
+static char *read_from(struct streams *reg, const char *path)
+{
+    enum stream_lookup how;
+    struct buf b = {0};
+    int64_t next;
+    struct stream *st = streams_lookup(reg, path, strlen(path), &how);
+    if (st == NULL || stream_read(reg, st, 0, 1 << 20, &b, &next) != 0)
+        return NULL;
+    if (b.p == NULL)
+        buf_puts(&b, "");
+    return b.p;
+}
+
+/*
+ * An fsync fails (EIO) while appends wait in the open batch: they were written after the failing
+ * fsync began, so the registry's reload must not leave the batch naming the streams it frees.
+ * Every op in flight fails, the open batch included (rolled back: nothing of it is stored), the
+ * registry matches the database, and the same registry takes writes again.
+ */
+static void test_sync_failure(void)
+{
+    char fdir[64], err[256];
+    snprintf(fdir, sizeof fdir, "/tmp/agentd-stream-fsync-XXXXXX");
+    if (mkdtemp(fdir) == NULL)
+        return;
+    struct store *fst;
+    struct streams *fss;
+    struct streams_config cfg = {.max_append = 1 << 20, .read_chunk = 1 << 20};
+    if (store_open(&fst, fdir, STORE_FSYNC, err, sizeof err) != 0 ||
+        streams_new(&fss, &loop, fst, &cfg, err, sizeof err) != 0) {
+        printf("Bail out! %s\n", err);
+        exit(1);
+    }
+    struct stream_create_args ca = {.content_type = "text/plain", .ttl_s = -1, .expires_at_ms = -1};
+    struct sync_op c1 = {0}, c2 = {0};
+    c1.op.cb = c2.op.cb = sync_op_cb;
+    stream_create(fss, "f/a", 3, &ca, &c1.op);
+    stream_create(fss, "f/b", 3, &ca, &c2.op);
+    streams_flush(fss);
+    ok(c1.done && c2.done, "two streams created under --durability fsync");
+
+    struct sync_op a1 = {0}, b1 = {0}, after = {0};
+    atomic_store(&fsync_armed, 1);
+    is_int(append_to(fss, "f/a", "lost?", &a1), STREAM_OK, "an append is accepted");
+    /* One loop turn: the check commits the batch and starts its fsync in the thread pool. */
+    uv_run(&loop, UV_RUN_NOWAIT);
+    ok(streams_syncing(fss), "its fsync runs in the thread pool");
+    atomic_store(&fsync_gate, 1); /* the fsync fails now */
+    /* Its completion is posted to the loop (the only descriptor the loop polls here), which has
+     * not run since. */
+    struct pollfd pfd = {.fd = uv_backend_fd(&loop), .events = POLLIN};
+    ok(poll(&pfd, 1, 10000) == 1 && atomic_load(&fsync_failed), "the fsync failed (EIO)");
+    is_int(append_to(fss, "f/b", "waiting", &b1), STREAM_OK,
+           "another append waits in the open batch when the loop learns of the failure");
+    for (int i = 0; i < 1000 && !(a1.done && b1.done); i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    is_int(a1.status, STREAM_STORE_ERROR, "the append the failed fsync covered fails");
+    is_int(b1.status, STREAM_STORE_ERROR, "the append waiting in the open batch fails too");
+    char *s = read_from(fss, "f/b");
+    is_str(s, "", "nothing of the failed open batch is readable");
+    free(s);
+
+    is_int(append_to(fss, "f/b", "after", &after), STREAM_OK, "the registry takes appends again");
+    streams_flush(fss);
+    is_int(after.status, STREAM_OK, "... and makes them durable");
+    s = read_from(fss, "f/b");
+    is_str(s, "after", "f/b holds exactly what was acknowledged");
+    free(s);
+    int64_t tail_a = stream_tail(streams_lookup(fss, "f/a", 3, &(enum stream_lookup){0}));
+
+    streams_free(fss);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    store_free(fst);
+    if (store_open(&fst, fdir, STORE_FSYNC, err, sizeof err) != 0 ||
+        streams_new(&fss, &loop, fst, &cfg, err, sizeof err) != 0) {
+        printf("Bail out! %s\n", err);
+        exit(1);
+    }
+    s = read_from(fss, "f/b");
+    is_str(s, "after", "after a reopen, f/b holds the same");
+    free(s);
+    is_int(stream_tail(streams_lookup(fss, "f/a", 3, &(enum stream_lookup){0})), tail_a,
+           "and f/a's tail is the one the registry had");
+    streams_free(fss);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    store_free(fst);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", fdir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", fdir);
+}
+
 static void count_msg(const char *p, size_t n, void *arg) { (*(int *)arg)++; }
 
 static void test_jsonmode(void)
@@ -391,6 +529,7 @@ int main(void)
     test_restart();
     test_jsonmode();
     test_offsets();
+    test_sync_failure();
     close_all();
     is_int(uv_loop_close(&loop), 0, "the loop closes cleanly (no leaked handles)");
     char cmd[128];
