@@ -753,9 +753,11 @@ void subs_observe(void *arg, const char *path, int64_t tail)
 
 static void subs__flushed(struct stream_op *op)
 {
-    if (op->result.status == STREAM_STORE_ERROR)
-        log_error("subs: the state stream could not be committed; subscription state since is memory only");
+    struct subs *s = op->arg;
+    int failed = op->result.status == STREAM_STORE_ERROR;
     free(op);
+    if (failed)
+        subs__reload(s);
 }
 
 int subs__flush(struct subs *s, struct stream_op *op)
@@ -768,6 +770,7 @@ int subs__flush(struct subs *s, struct stream_op *op)
     if (own) {
         op = xcalloc(1, sizeof *op);
         op->cb = subs__flushed;
+        op->arg = s;
     }
     enum stream_lookup how;
     struct stream *st = streams_lookup(s->ss, SUBS_STATE_STREAM, strlen(SUBS_STATE_STREAM), &how);
@@ -785,6 +788,8 @@ int subs__flush(struct subs *s, struct stream_op *op)
         rc = -EIO;
     }
     free(body);
+    if (rc < 0)
+        subs__reload(s);
     return rc;
 }
 
@@ -888,6 +893,35 @@ static int subs__replay(struct subs *s, struct stream *st, char *err, size_t err
     return 0;
 }
 
+/*
+ * Memory follows what is stored. After a state write failed (refused, or its commit or fsync
+ * failed: its client got a 5xx), the changes it held are in memory only, and a restart would not
+ * know them: a subscription answered 507 would still be listed, a deletion answered 507 would
+ * have happened. So the subscriptions are rebuilt from the state stream, as a restart rebuilds
+ * them, and open webhook wakes are delivered again (in-flight deliveries belonged to the old
+ * objects). Nothing is recorded here: a disk that stays full must not turn this into a loop.
+ */
+void subs__reload(struct subs *s)
+{
+    char err[256];
+    if (s->closing)
+        return; /* subs_free ran; only its timer's close callback is left */
+    log_warn("subs: a state write failed; reloading the subscriptions from %s", SUBS_STATE_STREAM);
+    json_array_clear(s->log);
+    s->replaying = 1; /* deleting to rebuild, not a recorded deletion */
+    while (s->first)
+        subs__delete(s, s->first);
+    s->replaying = 0;
+    enum stream_lookup how;
+    struct stream *st = streams_lookup(s->ss, SUBS_STATE_STREAM, strlen(SUBS_STATE_STREAM), &how);
+    if (st && how == STREAM_FOUND && stream_is_json(st) && subs__replay(s, st, err, sizeof err) != 0)
+        log_error("subs: %s", err);
+    json_array_clear(s->log);
+    for (struct subs_sub *sub = s->first; sub; sub = sub->next)
+        subs__pump(sub);
+    subs__arm(s);
+}
+
 /* ================= lifetime ================= */
 
 static void subs__created(struct stream_op *op)
@@ -967,6 +1001,7 @@ void subs_free(struct subs *s)
 {
     if (s == NULL)
         return;
+    s->closing = 1;
     while (s->first) {
         s->replaying = 1; /* deleting to free, not a recorded deletion */
         subs__delete(s, s->first);

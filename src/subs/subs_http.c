@@ -9,8 +9,8 @@
  *
  * Every answer that follows a state change is sent only after the state records committed: the
  * handler queues them with subs__flush and answers from the commit callback. Ownership: a struct
- * subs_reply lives from the handler until the request's dispose callback; if the client leaves
- * first, the queued op is cancelled (the records still commit).
+ * subs_reply lives from the handler until the request's dispose callback, or until its commit
+ * callback if the client left first (the records still commit, and a failure still reloads).
  */
 #include "http/http.h"
 #include "stream/stream.h"
@@ -60,13 +60,20 @@ static void subs__send(struct http_req *req, int status, const char *body)
     http_res_send(req, status, body, body ? strlen(body) : 0);
 }
 
+static void subs__reply_free(struct subs_reply *r)
+{
+    free(r->body);
+    free(r);
+}
+
+/* The client left. Before the commit, the op stays queued (its outcome still matters: a failed
+ * write makes the service reload) and frees r when it runs. */
 static void subs__reply_dispose(void *data)
 {
     struct subs_reply *r = data;
-    if (!r->committed)
-        stream_op_cancel(r->s->ss, &r->op);
-    free(r->body);
-    free(r);
+    r->req = NULL;
+    if (r->committed)
+        subs__reply_free(r);
 }
 
 static void subs__reply_committed(struct stream_op *op)
@@ -76,9 +83,14 @@ static void subs__reply_committed(struct stream_op *op)
     r->committed = 1;
     int e = -op->result.store_errno;
     if (op->result.status == STREAM_STORE_ERROR)
+        subs__reload(r->s); /* what this write changed in memory is not stored: drop it */
+    if (req == NULL)
+        return subs__reply_free(r);
+    if (op->result.status == STREAM_STORE_ERROR) {
         return http_res_error(req,
                               e == ENOSPC || e == EFBIG || e == EDQUOT ? ERR_STORAGE_FULL : ERR_STORAGE_ERROR,
                               "the subscription state could not be made durable");
+    }
     /* Nothing of r is touched after this: sending may dispose it. */
     subs__send(req, r->status, r->body);
 }

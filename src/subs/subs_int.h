@@ -5,7 +5,8 @@
  * Ownership: struct subs owns every struct subs_sub (map by id plus a list in creation order);
  * each subscription owns its links, its wake and its in-flight delivery. Engine calls that change
  * anything queue state records in subs->log; the caller hands them to the state stream with
- * subs__flush before answering (so the answer follows the commit).
+ * subs__flush before answering (so the answer follows the commit). When that write fails, memory
+ * is rebuilt from the state stream (subs__reload): no subscription pointer survives a flush.
  */
 #ifndef AGENTD_SUBS_INT_H
 #define AGENTD_SUBS_INT_H
@@ -91,6 +92,7 @@ struct subs {
     struct map known; /* stream paths seen created or growing since start */
     json_t *log;      /* state records not yet appended to SUBS_STATE_STREAM */
     int replaying;    /* applying the state stream: record nothing, deliver nothing */
+    int closing;      /* subs_free ran: a late flush callback finds nothing to reload */
     uv_timer_t timer; /* next lease expiry or delivery retry */
 };
 
@@ -127,8 +129,13 @@ char *subs__action_url(struct subs *s, const char *id, const char *action); /* f
 char *subs__jwks_url(struct subs *s);                                       /* free() */
 
 /* Appends the queued state records. With op, op->cb runs after the commit. Returns 1 when queued,
- * 0 when there was nothing to write (op untouched), or -EIO when the append was refused. */
+ * 0 when there was nothing to write (op untouched), or -EIO when the append was refused (then the
+ * service has already reloaded, see subs__reload). */
 int subs__flush(struct subs *s, struct stream_op *op);
+/* After a state write failed: rebuilds every subscription from the state stream, so that memory
+ * holds what is stored and nothing the failed write held. Every struct subs_sub is freed. The
+ * owner of a flush op whose commit failed calls it (subs__flush's own ops do). */
+void subs__reload(struct subs *s);
 /* Re-arms the service timer for the earliest lease deadline or retry. */
 void subs__arm(struct subs *s);
 
