@@ -55,9 +55,9 @@ json_t *session__public(const struct session *se)
     json_t *pub = json_pack("{s:s, s:s, s:s, s:O, s:o, s:I, s:s, s:{s:s, s:s, s:s}, s:o}", "id", se->id,
                             "agent", se->agent, "workspace", se->workspace, "tags", se->tags, "env_keys",
                             env_keys, "created_at", (json_int_t)se->created_ms, "status",
-                            se->deleted  ? "deleted"
-                            : se->active ? "running"
-                                         : "idle",
+                            se->deleted                  ? "deleted"
+                            : se->active || se->settling ? "running"
+                                                         : "idle",
                             "streams", "transcript", t, "state", st, "inbox", in, "runtimes", rts);
     json_object_set_new(pub, "native_session",
                         se->native_session ? json_string(se->native_session) : json_null());

@@ -82,6 +82,7 @@ struct session {
     struct exec_env *xenv;               /* execution environment, started with the first run */
     int env_closing;
     struct session_run *active;
+    int settling; /* ended runs whose run_completed is not durable yet: the session reads as running */
     struct session_run *queue, **queue_tail;
     json_t *runs;             /* run records (State Protocol values), oldest first */
     int64_t last_activity_ms; /* last run record change or environment status change (memory) */
@@ -126,7 +127,8 @@ enum session_write_kind {
 /* An answer waiting for the writes made on its behalf. rc: 0, or the first failure as -errno. */
 typedef void (*session_wait_cb)(void *arg, int rc);
 /* Opens a wait: every write from now until session__wait_end joins it. at_commit: complete at the
- * commit (survives kill -9) rather than after the fsync. Waits nest; the innermost collects. */
+ * commit (survives kill -9) rather than after the fsync. Waits nest: the innermost collects, and
+ * the outer one counts it as one more write (it completes after it, with its failure). */
 struct session_wait *session__wait_begin(struct sessions *s, int at_commit);
 /* Closes the wait: cb runs once every write that joined it has completed, possibly before this
  * returns (nothing joined, or a write was refused at once). The wait is freed after cb. */

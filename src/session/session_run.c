@@ -192,11 +192,36 @@ static void run__free(struct session_run *r)
     free(r);
 }
 
-/* Records how the run ended, frees it, and starts the next queued one. */
+struct run__settle {
+    struct sessions *s;
+    char session[SESSION_ID_LEN + 1];
+};
+
+/* A run's end is durable (or failed to be: the session is degraded and says so itself): the
+ * session may read as idle now, and the feed says so, in a batch after the run's end. */
+static void run__settled(void *arg, int rc)
+{
+    struct run__settle *st = arg;
+    struct sessions *s = st->s;
+    struct session *se = s->freeing ? NULL : map_get(&s->by_id, st->session, strlen(st->session));
+    free(st);
+    if (se == NULL)
+        return;
+    se->settling--;
+    if (se->settling == 0 && se->active == NULL && !se->deleted)
+        session__publish(s, se, "update"); /* the feed shows it idle again */
+}
+
+/*
+ * Records how the run ended, frees it, and starts the next queued one. Until its run_completed and
+ * its record are durable the session reads as running (se->settling): a client that sees it idle
+ * and reads the transcript at once finds the run's end.
+ */
 static void run__complete(struct session_run *r, const char *status, const char *code, const char *message,
                           json_int_t exit_status)
 {
     struct session *se = r->se;
+    struct session_wait *wait = session__wait_begin(se->registry, 0);
     int64_t now = clock_wall_ms();
     json_t *done = json_pack("{s:s, s:s, s:I}", "type", "run_completed", "status", status, "duration_ms",
                              (json_int_t)(now - (r->started_ms ? r->started_ms : now)));
@@ -229,15 +254,17 @@ static void run__complete(struct session_run *r, const char *status, const char 
     if (code)
         json_object_set_new(summary, "code", json_string(code));
     run__event(r, done);
-    int was_active = se->active == r;
-    if (was_active)
+    if (se->active == r)
         se->active = NULL;
     r->state = RUN_DONE;
     run__record(r, "update", status, summary);
+    struct run__settle *st = xmalloc(sizeof *st);
+    st->s = se->registry;
+    memcpy(st->session, se->id, sizeof st->session);
+    se->settling++;
+    session__wait_end(wait, run__settled, st);
     run__free(r);
     run__start_next(se);
-    if (was_active && se->active == NULL && !se->deleted)
-        session__publish(se->registry, se, "update"); /* the feed shows it idle again */
 }
 
 static void run__on_event(void *arg, json_t *ev)

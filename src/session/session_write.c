@@ -48,7 +48,8 @@
 
 struct session_wait {
     struct sessions *s;
-    struct session_wait *outer; /* the wait open before this one: waits nest */
+    struct session_wait *outer; /* the wait open before this one: waits nest, and the outer one
+                                   counts this one as a write of its own until it completes */
     session_wait_cb cb;
     void *arg;
     int pending; /* writes in flight, +1 until session__wait_end */
@@ -103,15 +104,23 @@ struct session_wait *session__wait_begin(struct sessions *s, int at_commit)
     w->pending = 1;
     w->outer = s->collect;
     w->repair = w->outer && w->outer->repair;
+    if (w->outer)
+        w->outer->pending++; /* writes made inside join this wait only: the outer one waits for it */
     s->collect = w;
     return w;
 }
 
+static void session__wait_step(struct session_wait *w, int rc, int from_commit);
+
 static void session__wait_fire(struct session_wait *w)
 {
+    struct session_wait *outer = w->outer;
+    int rc = w->rc;
     if (!w->cancelled && w->cb)
-        w->cb(w->arg, w->rc);
+        w->cb(w->arg, rc);
     free(w);
+    if (outer) /* a failure is answered from the tick, as from inside the stream layer */
+        session__wait_step(outer, rc, 1);
 }
 
 /* One of w's writes completed (or session__wait_end ran). from_commit: inside the stream layer's

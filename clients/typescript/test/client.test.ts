@@ -37,11 +37,12 @@ async function readAll(client: AgentdClient, id: string, offset = "-1"): Promise
   return out;
 }
 
-/* idle, and the run's run_completed durable (the session turns idle in the same loop turn as the
- * run_completed append, before its commit: reads serve durable data only) */
+/* idle: agentd reads a session as running until its run's run_completed is durable, so a read right
+ * after finds one run_completed per completed run */
 async function waitIdle(id: string) {
   await until(async () => (await c.getSession(id)).status === "idle", 15000, "the session to be idle");
-  await until(async () => (await readAll(c, id)).at(-1)?.event.type === "run_completed", 5000, "run_completed");
+  const runs = (await c.getSession(id)).totals?.runs;
+  expect((await readAll(c, id)).filter((e) => e.event.type === "run_completed").length).toBe(runs);
 }
 
 describe("REST", () => {
