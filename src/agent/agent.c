@@ -37,6 +37,18 @@ const char *agent_adapter_description(const struct agent_adapter *a) { return a-
 
 const char *agent_adapter_program(const struct agent_adapter *a) { return a->program; }
 
+unsigned agent_adapter_caps(const struct agent_adapter *a) { return a->caps; }
+
+int agent_adapter_announces_caps(const struct agent_adapter *a) { return a->announces_caps; }
+
+int agent_adapter_approvals_per_process(const struct agent_adapter *a) { return a->approvals_per_proc; }
+
+const char *agent_cap_name(size_t i)
+{
+    static const char *const names[AGENT_CAP_COUNT] = {"approvals", "steer", "interrupt", "warm"};
+    return i < AGENT_CAP_COUNT ? names[i] : NULL;
+}
+
 int agent_fork_fixup(const struct agent_adapter *a, const struct agent_fork *f)
 {
     return a->fork_fixup ? a->fork_fixup(f) : 0;
@@ -148,6 +160,9 @@ struct agent_parser {
     int has_result;
     char *native_session;
     json_t *state;
+    unsigned caps;         /* what this process can do (agent_parser_caps) */
+    agent_write_cb writer; /* the agent's stdin, or NULL */
+    void *writer_arg;
 };
 
 struct agent_parser *agent_parser_new(const struct agent_adapter *a, size_t max_line, agent_event_cb cb,
@@ -159,6 +174,7 @@ struct agent_parser *agent_parser_new(const struct agent_adapter *a, size_t max_
     p->cb = cb;
     p->arg = arg;
     p->state = json_object();
+    p->caps = a && !a->announces_caps ? a->caps : 0;
     return p;
 }
 
@@ -177,6 +193,71 @@ const char *agent_parser_native_session(const struct agent_parser *p) { return p
 int agent_parser_has_result(const struct agent_parser *p) { return p->has_result; }
 
 json_t *agent__state(struct agent_parser *p) { return p->state; }
+
+/* ================= talking to a running agent ================= */
+
+void agent_parser_set_writer(struct agent_parser *p, agent_write_cb cb, void *arg)
+{
+    p->writer = cb;
+    p->writer_arg = arg;
+}
+
+unsigned agent_parser_caps(const struct agent_parser *p) { return p->caps; }
+
+void agent__set_caps(struct agent_parser *p, unsigned caps) { p->caps = caps & p->adapter->caps; }
+
+int agent__write(struct agent_parser *p, const char *data, size_t len)
+{
+    if (p->writer == NULL)
+        return -EPIPE;
+    p->writer(p->writer_arg, data, len);
+    return 0;
+}
+
+char *agent__line(json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    char *line = xasprintf("%s\n", s ? s : "{}");
+    free(s);
+    return line;
+}
+
+/* Writes line (taken) when the process has cap and the adapter made one. */
+static int agent__send(struct agent_parser *p, unsigned cap, char *line)
+{
+    int rc = line == NULL || !(p->caps & cap) ? -ENOTSUP : agent__write(p, line, strlen(line));
+    free(line);
+    return rc;
+}
+
+int agent_send_turn(struct agent_parser *p, const struct agent_run_opts *opts)
+{
+    if (opts->prompt == NULL || p->adapter->turn_line == NULL)
+        return -ENOTSUP;
+    int rc = agent__send(p, AGENT_CAP_WARM, p->adapter->turn_line(p, opts));
+    if (rc == 0)
+        p->has_result = 0;
+    return rc;
+}
+
+int agent_send_steer(struct agent_parser *p, const char *run_id, const char *text)
+{
+    return agent__send(p, AGENT_CAP_STEER,
+                       p->adapter->steer_line ? p->adapter->steer_line(p, run_id, text) : NULL);
+}
+
+int agent_send_interrupt(struct agent_parser *p, const char *run_id)
+{
+    return agent__send(p, AGENT_CAP_INTERRUPT,
+                       p->adapter->interrupt_line ? p->adapter->interrupt_line(p, run_id) : NULL);
+}
+
+int agent_send_decision(struct agent_parser *p, const char *native_request, const struct agent_decision *d)
+{
+    return agent__send(p, AGENT_CAP_APPROVALS,
+                       p->adapter->decision_line ? p->adapter->decision_line(p, native_request, d) : NULL);
+}
 
 json_t *agent__state_obj(struct agent_parser *p, const char *key)
 {

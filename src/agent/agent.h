@@ -21,8 +21,16 @@
  *   error      {"code", "message", "retryable"}
  *   result     {"is_error", "text", "usage"?, "cost_usd"?, "duration_ms"?, "num_turns"?}
  *
- * `result` is not a transcript event: it ends the run, and the session writes it as run_completed.
- * The log event that reports the agent's native session id carries it as "native_session".
+ * `result` is not a transcript event: it ends the run (for an agent that stays warm, the turn), and
+ * the session writes it as run_completed. The log event that reports the agent's native session id
+ * carries it as "native_session". `permission_request` {"native_request", "tool", "input",
+ * "suggestions"?, "tool_use_id"?} is not one either: the agent asks before using a tool, and the
+ * session answers through agent_send_decision with native_request (the agent's own id for it).
+ *
+ * Talking back: an agent that stays up between messages (warm), takes input mid-turn (steer), stops
+ * a turn without exiting (interrupt) or asks before using tools (approvals) is driven through its
+ * parser, which knows the process's protocol state (request ids, the turn): agent_send_* build the
+ * agent's stdin bytes and hand them to the writer the caller installed (agent_parser_set_writer).
  *
  * Invariants:
  *   - every complete stdout line produces at least one event; a line that is not JSON or not
@@ -39,6 +47,18 @@
 #include <stddef.h>
 
 #include "core/core.h"
+
+/* What an agent can do beyond running one message to its end, one bit each (GET /v1/agents lists
+ * them by name). */
+enum agent_cap {
+    AGENT_CAP_APPROVALS = 1u << 0, /* asks before using a tool; agentd answers allow or deny */
+    AGENT_CAP_STEER = 1u << 1,     /* takes more user input into the turn it is running */
+    AGENT_CAP_INTERRUPT = 1u << 2, /* stops the running turn and keeps its process and conversation */
+    AGENT_CAP_WARM = 1u << 3,      /* one process answers message after message (a turn each) */
+};
+#define AGENT_CAP_COUNT 4
+/* "approvals", "steer", "interrupt", "warm": the name of bit i (1u << i); NULL past the last. */
+const char *agent_cap_name(size_t i);
 
 /* The MCP server name agentd's runtime tool is registered under; Claude sees the tool as
  * mcp__rt__runtime, Codex as rt/runtime, OpenCode as rt_runtime. */
@@ -66,6 +86,14 @@ const char *agent_adapter_description(const struct agent_adapter *a);
 /* The binary run when the session names none ("claude"), or NULL: the session must give a command
  * (jsonl), or agentd runs itself (demo). */
 const char *agent_adapter_program(const struct agent_adapter *a);
+/* What the agent can do (enum agent_cap bits), as far as agentd knows before it runs. */
+unsigned agent_adapter_caps(const struct agent_adapter *a);
+/* 1 when the program itself announces what it can do when it starts (jsonl, demo: a `capabilities`
+ * line): agent_adapter_caps is then what the protocol allows, agent_parser_caps what it said. */
+int agent_adapter_announces_caps(const struct agent_adapter *a);
+/* 1 when the agent takes its permission mode once, when its process starts (Claude Code's flags): a
+ * warm process started with another mode must be replaced. Else the mode goes with each message. */
+int agent_adapter_approvals_per_process(const struct agent_adapter *a);
 
 /* ---- command construction ------------------------------------------------------------------ */
 
@@ -103,6 +131,9 @@ struct agent_run_opts {
     int bypass_permissions;     /* let the agent run every tool without asking (the environment is
                                  * the sandbox): Claude --dangerously-skip-permissions + IS_SANDBOX,
                                  * Codex --dangerously-bypass-approvals-and-sandbox */
+    int approvals;              /* ask agentd before using tools (AGENT_CAP_APPROVALS): Claude
+                                 * --permission-prompt-tool stdio (instead of bypass), jsonl
+                                 * "approvals": true in the user line */
     int partial;                /* ask for token deltas where the agent can stream them (Claude) */
     const struct agent_mcp *mcp;
     const char *const *extra_args; /* NULL-terminated, appended before any positional argument */
@@ -161,7 +192,7 @@ int agent_fork_fixup(const struct agent_adapter *a, const struct agent_fork *f) 
 /* Receives each event; takes ownership of it (json_decref when done). */
 typedef void (*agent_event_cb)(void *arg, json_t *event);
 
-/* A parser for one run's stdout. a == NULL parses stderr instead: every line becomes a `log`
+/* A parser for one agent process's stdout (one run's, or a warm agent's across its turns). a == NULL parses stderr instead: every line becomes a `log`
  * whose level is read from a leading "debug", "info", "warn[ing]" or "error" word (else info).
  * max_line 0 means AGENT_MAX_LINE. Free with agent_parser_free. */
 struct agent_parser *agent_parser_new(const struct agent_adapter *a, size_t max_line, agent_event_cb cb,
@@ -172,8 +203,40 @@ void agent_parser_feed(struct agent_parser *p, const char *data, size_t len);
 void agent_parser_finish(struct agent_parser *p);
 /* The agent's native session id as last reported, or NULL; borrowed until the parser is freed. */
 const char *agent_parser_native_session(const struct agent_parser *p);
-/* Whether a `result` event was delivered. */
+/* Whether a `result` event was delivered (in this turn: agent_send_turn starts the next one). */
 int agent_parser_has_result(const struct agent_parser *p);
 void agent_parser_free(struct agent_parser *p);
+
+/* ---- talking to a running agent --------------------------------------------------------------- */
+
+/* Where the agent_send_* functions (and the parser itself, for requests it must refuse) put bytes for
+ * the agent's stdin; data is borrowed for the call. */
+typedef void (*agent_write_cb)(void *arg, const char *data, size_t len);
+void agent_parser_set_writer(struct agent_parser *p, agent_write_cb cb, void *arg);
+/* What this process can do: the adapter's capabilities, or, for a program that announces its own,
+ * what it announced so far (0 until its `capabilities` line). */
+unsigned agent_parser_caps(const struct agent_parser *p);
+
+/* Every agent_send_* returns 0 once the bytes went to the writer, -ENOTSUP when this agent (or
+ * program) cannot do it, -EPIPE without a writer. */
+
+/* The next message of a warm agent (opts as for agent_command: prompt, run_id, ... are the new
+ * run's); the turn's result is expected anew. */
+int agent_send_turn(struct agent_parser *p, const struct agent_run_opts *opts) CORE_UNUSED_RESULT;
+/* More user input for the turn that runs now. */
+int agent_send_steer(struct agent_parser *p, const char *run_id, const char *text) CORE_UNUSED_RESULT;
+/* Stop the turn that runs now; the agent ends it with a result and stays. */
+int agent_send_interrupt(struct agent_parser *p, const char *run_id) CORE_UNUSED_RESULT;
+
+/* The answer to a permission_request. input is the request's input (borrowed), which some agents
+ * want back on allow; updated_input (borrowed, NULL: none) replaces it. message says why (deny). */
+struct agent_decision {
+    int allow;
+    const char *message;
+    const json_t *input;
+    const json_t *updated_input;
+};
+int agent_send_decision(struct agent_parser *p, const char *native_request,
+                        const struct agent_decision *d) CORE_UNUSED_RESULT;
 
 #endif

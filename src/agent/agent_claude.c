@@ -1,7 +1,22 @@
 /*
- * agent_claude.c — the claude-code adapter: `claude -p --output-format stream-json --verbose`,
- * prompt on stdin (an argument could be swallowed by a variadic option, or be taken for one).
+ * agent_claude.c — the claude-code adapter: `claude -p --input-format stream-json --output-format
+ * stream-json --verbose`, one long-lived process per session: each message is a `user` line on its
+ * stdin (never an argument, which a variadic option could swallow), and the process answers it with
+ * a turn that ends in a `result` line, then waits for the next one.
  *
+ * The control protocol (what the Agent SDK speaks; shared/reference/agent-streams/
+ * claude-control-*.log), as verified with Claude Code 2.1.197 against the fake model:
+ * - approvals: with --permission-prompt-tool stdio the CLI sends control_request can_use_tool and
+ *   waits for a control_response {behavior: allow, updatedInput} or {behavior: deny, message}; the
+ *   message comes back to the model as the tool's (error) result. Read-only calls (`echo`, Read in
+ *   the workspace) are not asked about unless an `ask` permission rule names the tool, so agentd
+ *   passes one for each tool that acts (--settings).
+ * - steer: a user line written while a turn runs reaches the model in that turn's next request (a
+ *   system message "The user sent a new message while you were working: ..."), not as a new turn.
+ * - interrupt: control_request interrupt ends the turn within ~20-200 ms (the running tool's child
+ *   is killed) with a result of subtype error_during_execution; the process takes the next message.
+ *
+ * stdin lines are built here; nothing else writes to the process.
  * stream-json lines (AGENT-CLIS.md, captures in shared/reference/agent-streams/claude-*.jsonl):
  * system/init names the session; each assistant line holds one content block of a message (text,
  * thinking or tool_use); user lines return tool_result blocks; stream_event lines (with
@@ -36,12 +51,37 @@ static char *mcp_config(const struct agent_mcp *mcp)
     return s;
 }
 
+/* One user message as a stream-json line: the first, each next one, and steering text alike. */
+static char *claude_user_line(const char *text)
+{
+    return agent__line(json_pack("{s:s, s:s, s:n, s:{s:s, s:[{s:s, s:s}]}}", "type", "user", "session_id", "",
+                                 "parent_tool_use_id", "message", "role", "user", "content", "type", "text",
+                                 "text", text));
+}
+
+/* --settings making every tool that reads or acts ask (can_use_tool) rather than run because the CLI
+ * deems it harmless; free it. agentd's own runtime tool is allowed by name: agentd applies the
+ * session's policy to it where it runs (the MCP endpoint). */
+static char *claude_ask_settings(void)
+{
+    static const char *const tools[] = {"Bash", "Read", "Edit",     "Write",     "MultiEdit", "NotebookEdit",
+                                        "Glob", "Grep", "WebFetch", "WebSearch", "Task"};
+    json_t *ask = json_array();
+    for (size_t i = 0; i < CORE_ARRAY_LEN(tools); i++)
+        json_array_append_new(ask, json_string(tools[i]));
+    json_t *j = json_pack("{s:{s:o}}", "permissions", "ask", ask);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return s;
+}
+
 static int claude_command(const struct agent_run_opts *o, struct agent_cmd *cmd)
 {
     if (o->mcp && o->home == NULL)
         return -EINVAL;
     agent__arg(cmd, o->program ? o->program : "claude");
-    agent__args(cmd, (const char *const[]){"-p", "--output-format", "stream-json", "--verbose", NULL});
+    agent__args(cmd, (const char *const[]){"-p", "--input-format", "stream-json", "--output-format",
+                                           "stream-json", "--verbose", NULL});
     if (o->partial)
         agent__arg(cmd, "--include-partial-messages");
     if (o->model)
@@ -51,7 +91,12 @@ static int claude_command(const struct agent_run_opts *o, struct agent_cmd *cmd)
         if (o->fork)
             agent__arg(cmd, "--fork-session");
     }
-    if (o->bypass_permissions) {
+    if (o->approvals) {
+        char *settings = claude_ask_settings();
+        agent__args(cmd,
+                    (const char *const[]){"--permission-prompt-tool", "stdio", "--settings", settings, NULL});
+        free(settings);
+    } else if (o->bypass_permissions) {
         agent__arg(cmd, "--dangerously-skip-permissions");
         agent__env(cmd, "IS_SANDBOX", "1"); /* or the CLI refuses the flag as root */
     }
@@ -64,7 +109,9 @@ static int claude_command(const struct agent_run_opts *o, struct agent_cmd *cmd)
                                                "--allowedTools=" AGENT_MCP_TOOL_CLAUDE, NULL});
     }
     agent__args(cmd, o->extra_args);
-    agent__stdin(cmd, xstrdup(o->prompt), strlen(o->prompt));
+    char *line = claude_user_line(o->prompt);
+    agent__stdin(cmd, line, strlen(line));
+    cmd->stdin_keep_open = 1; /* for the next messages and control lines; EOF ends the process */
 
     if (o->home)
         agent__env(cmd, "HOME", o->home); /* sessions live in $HOME/.claude/projects: resume needs it */
@@ -235,23 +282,51 @@ static void on_stream_event(struct agent_parser *p, json_t *line)
     agent__log(p, "debug", "claude-code stream %s", type ? type : "?");
 }
 
+/* control_request from the CLI: can_use_tool becomes a permission_request; anything else (hook
+ * callbacks, SDK MCP messages: agentd registers neither) is refused at once, so the CLI never waits
+ * for an answer that will not come. */
+static void on_control_request(struct agent_parser *p, json_t *line)
+{
+    json_t *req = json_object_get(line, "request");
+    const char *id = agent__str(line, "request_id"), *sub = agent__str(req, "subtype");
+    if (id && sub && strcmp(sub, "can_use_tool") == 0 && agent__str(req, "tool_name")) {
+        json_t *input = json_object_get(req, "input");
+        json_t *ev = json_pack("{s:s, s:s, s:O}", "native_request", id, "tool", agent__str(req, "tool_name"),
+                               "input", json_is_object(input) ? input : json_object());
+        json_t *sugg = json_object_get(req, "permission_suggestions");
+        if (json_is_array(sugg))
+            json_object_set(ev, "suggestions", sugg);
+        if (agent__str(req, "tool_use_id"))
+            json_object_set_new(ev, "tool_use_id", json_string(agent__str(req, "tool_use_id")));
+        agent__emit(p, "permission_request", ev);
+        return;
+    }
+    agent__log(p, "warn", "claude-code asked agentd for %s, which it does not handle: refused",
+               sub ? sub : "(no subtype)");
+    if (id) {
+        char *out = agent__line(json_pack("{s:s, s:{s:s, s:s, s:s}}", "type", "control_response", "response",
+                                          "subtype", "error", "request_id", id, "error",
+                                          "not supported by this host (agentd)"));
+        (void)agent__write(p, out, strlen(out));
+        free(out);
+    }
+}
+
 static void claude_line(struct agent_parser *p, json_t *line)
 {
     static const struct {
         const char *type;
         void (*fn)(struct agent_parser *, json_t *);
-    } handlers[] = {{"system", on_system},
-                    {"assistant", on_assistant},
-                    {"user", on_user},
-                    {"result", on_result},
-                    {"stream_event", on_stream_event}};
+    } handlers[] = {
+        {"system", on_system}, {"assistant", on_assistant},       {"user", on_user},
+        {"result", on_result}, {"stream_event", on_stream_event}, {"control_request", on_control_request}};
     const char *type = agent__str(line, "type");
     for (size_t i = 0; type && i < CORE_ARRAY_LEN(handlers); i++)
         if (strcmp(type, handlers[i].type) == 0) {
             handlers[i].fn(p, line);
             return;
         }
-    if (type && (strcmp(type, "control_request") == 0 || strcmp(type, "control_response") == 0 ||
+    if (type && (strcmp(type, "control_response") == 0 || strcmp(type, "control_cancel_request") == 0 ||
                  strcmp(type, "keep_alive") == 0))
         agent__log(p, "debug", "claude-code %s", type);
 }
@@ -279,6 +354,47 @@ static int claude_fork_fixup(const struct agent_fork *f)
     return rc;
 }
 
+/* ================= control lines ================= */
+
+static char *claude_turn_line(struct agent_parser *p, const struct agent_run_opts *o)
+{
+    (void)p;
+    return claude_user_line(o->prompt);
+}
+
+static char *claude_steer_line(struct agent_parser *p, const char *run_id, const char *text)
+{
+    (void)p;
+    (void)run_id;
+    return claude_user_line(text);
+}
+
+static char *claude_interrupt_line(struct agent_parser *p, const char *run_id)
+{
+    (void)run_id;
+    json_t *st = agent__state(p);
+    json_int_t n = json_integer_value(json_object_get(st, "interrupts")) + 1;
+    json_object_set_new(st, "interrupts", json_integer(n));
+    char id[64];
+    snprintf(id, sizeof id, "agentd-interrupt-%lld", (long long)n);
+    return agent__line(json_pack("{s:s, s:s, s:{s:s}}", "type", "control_request", "request_id", id,
+                                 "request", "subtype", "interrupt"));
+}
+
+static char *claude_decision_line(struct agent_parser *p, const char *native, const struct agent_decision *d)
+{
+    (void)p;
+    json_t *answer;
+    if (d->allow) {
+        const json_t *input = d->updated_input ? d->updated_input : d->input;
+        answer = json_pack("{s:s, s:O}", "behavior", "allow", "updatedInput", input ? input : json_object());
+    } else {
+        answer = json_pack("{s:s, s:s}", "behavior", "deny", "message", d->message ? d->message : "denied");
+    }
+    return agent__line(json_pack("{s:s, s:{s:s, s:s, s:o}}", "type", "control_response", "response",
+                                 "subtype", "success", "request_id", native, "response", answer));
+}
+
 const struct agent_adapter agent__claude = {
     .name = "claude-code",
     .program = "claude",
@@ -286,4 +402,10 @@ const struct agent_adapter agent__claude = {
     .command = claude_command,
     .line = claude_line,
     .fork_fixup = claude_fork_fixup,
+    .caps = AGENT_CAP_APPROVALS | AGENT_CAP_STEER | AGENT_CAP_INTERRUPT | AGENT_CAP_WARM,
+    .approvals_per_proc = 1,
+    .turn_line = claude_turn_line,
+    .steer_line = claude_steer_line,
+    .interrupt_line = claude_interrupt_line,
+    .decision_line = claude_decision_line,
 };

@@ -26,6 +26,18 @@ struct agent_adapter {
     char *(*cancel_line)(const char *run_id);
     /* Optional: adjusts a fork's copy of the agent's home (see agent_fork_fixup). */
     int (*fork_fixup)(const struct agent_fork *f);
+
+    /* ---- beyond one message (agent.h: "talking to a running agent") ---- */
+    unsigned caps;          /* enum agent_cap bits the agent has, or may announce */
+    int announces_caps;     /* the program says what it can do (a `capabilities` line) */
+    int approvals_per_proc; /* the permission mode is fixed when the process starts */
+    /* Optional, each the agent's stdin bytes (a line, newline included; free it), or NULL when this
+     * process cannot: the next message, steering text, an interrupt, a permission answer. */
+    char *(*turn_line)(struct agent_parser *p, const struct agent_run_opts *opts);
+    char *(*steer_line)(struct agent_parser *p, const char *run_id, const char *text);
+    char *(*interrupt_line)(struct agent_parser *p, const char *run_id);
+    char *(*decision_line)(struct agent_parser *p, const char *native_request,
+                           const struct agent_decision *d);
 };
 
 extern const struct agent_adapter agent__claude, agent__codex, agent__opencode, agent__jsonl, agent__demo;
@@ -58,6 +70,13 @@ void agent__error(struct agent_parser *p, const char *code, const char *message,
 void agent__session(struct agent_parser *p, const char *id, const char *agent);
 /* Delivers the result event (takes ownership of ev), or a warn log if a result was already given. */
 void agent__result(struct agent_parser *p, json_t *ev);
+
+/* Sets what the process announced it can do (programs that announce their capabilities). */
+void agent__set_caps(struct agent_parser *p, unsigned caps);
+/* Writes bytes to the agent's stdin through the installed writer; 0 or -EPIPE without one. */
+int agent__write(struct agent_parser *p, const char *data, size_t len);
+/* A JSON value as one compact line with its newline (takes j); free the result. */
+char *agent__line(json_t *j);
 
 /* Small JSON accessors: the string / number at key, or def / 0 when absent or of another type. */
 const char *agent__str(const json_t *obj, const char *key);

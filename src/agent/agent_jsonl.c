@@ -2,10 +2,13 @@
  * agent_jsonl.c — the jsonl adapter: agentd's own line protocol, so that any program can be an
  * agent. doc/AGENT-PROTOCOL.md is its specification; this file implements exactly that.
  *
- * agentd writes one "user" line on stdin and keeps stdin open for control lines ("cancel"); the
- * program writes vocabulary events on stdout, "session" to name its native session and "result"
- * to end the run. Lines are checked and normalised (shorthands expanded, defaults filled); a line
- * that breaks the protocol becomes a warn log that says why, with the line as native.
+ * agentd writes one "user" line on stdin and keeps stdin open for control lines ("cancel"; with
+ * protocol 2, "steer", "interrupt", "permission_response" and, to a warm program, the next "user"
+ * line); the program writes vocabulary events on stdout, "session" to name its native session,
+ * "capabilities" to say what of protocol 2 it does, "permission_request" to ask before a tool, and
+ * "result" to end the run (or the turn). Lines are checked and normalised (shorthands expanded,
+ * defaults filled); a line that breaks the protocol becomes a warn log that says why, with the line
+ * as native.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -16,16 +19,15 @@
 
 /* ================= command ================= */
 
-static int jsonl_command(const struct agent_run_opts *o, struct agent_cmd *cmd)
-{
-    if (o->program == NULL)
-        return -EINVAL; /* there is no default jsonl agent */
-    agent__arg(cmd, o->program);
-    agent__args(cmd, o->extra_args);
+#define JSONL_PROTOCOL 2 /* doc/AGENT-PROTOCOL.md's version */
 
-    json_t *user = json_pack("{s:s, s:s, s:s?, s:s?, s:s?, s:b, s:s?}", "type", "user", "text", o->prompt,
-                             "session", o->session_id, "run", o->run_id, "resume", o->native_session, "fork",
-                             o->fork, "workspace", o->workspace);
+/* The "user" line of a run: the first stdin line, and each next message of a warm program. */
+static char *jsonl_user_line(const struct agent_run_opts *o)
+{
+    json_t *user =
+        json_pack("{s:s, s:i, s:s, s:s?, s:s?, s:s?, s:b, s:s?, s:b}", "type", "user", "protocol",
+                  JSONL_PROTOCOL, "text", o->prompt, "session", o->session_id, "run", o->run_id, "resume",
+                  o->native_session, "fork", o->fork, "workspace", o->workspace, "approvals", o->approvals);
     if (o->mcp) {
         json_t *mcp = json_object();
         if (o->mcp->url) {
@@ -38,10 +40,16 @@ static int jsonl_command(const struct agent_run_opts *o, struct agent_cmd *cmd)
         }
         json_object_set_new(user, "mcp", mcp);
     }
-    char *s = json_dumps(user, JSON_COMPACT);
-    json_decref(user);
-    char *line = xasprintf("%s\n", s);
-    free(s);
+    return agent__line(user);
+}
+
+static int jsonl_command(const struct agent_run_opts *o, struct agent_cmd *cmd)
+{
+    if (o->program == NULL)
+        return -EINVAL; /* there is no default jsonl agent */
+    agent__arg(cmd, o->program);
+    agent__args(cmd, o->extra_args);
+    char *line = jsonl_user_line(o);
     agent__stdin(cmd, line, strlen(line));
     cmd->stdin_keep_open = 1;
 
@@ -66,12 +74,39 @@ static int jsonl_command(const struct agent_run_opts *o, struct agent_cmd *cmd)
 
 static char *jsonl_cancel_line(const char *run_id)
 {
-    json_t *j = json_pack("{s:s, s:s?}", "type", "cancel", "run", run_id);
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    char *line = xasprintf("%s\n", s);
-    free(s);
-    return line;
+    return agent__line(json_pack("{s:s, s:s?}", "type", "cancel", "run", run_id));
+}
+
+/* ================= protocol 2: control lines ================= */
+
+static char *jsonl_turn_line(struct agent_parser *p, const struct agent_run_opts *o)
+{
+    (void)p;
+    return jsonl_user_line(o);
+}
+
+static char *jsonl_steer_line(struct agent_parser *p, const char *run_id, const char *text)
+{
+    (void)p;
+    return agent__line(json_pack("{s:s, s:s?, s:s}", "type", "steer", "run", run_id, "text", text));
+}
+
+static char *jsonl_interrupt_line(struct agent_parser *p, const char *run_id)
+{
+    (void)p;
+    return agent__line(json_pack("{s:s, s:s?}", "type", "interrupt", "run", run_id));
+}
+
+static char *jsonl_decision_line(struct agent_parser *p, const char *native, const struct agent_decision *d)
+{
+    (void)p;
+    json_t *j = json_pack("{s:s, s:s, s:s}", "type", "permission_response", "request", native, "decision",
+                          d->allow ? "allow" : "deny");
+    if (d->message)
+        json_object_set_new(j, "message", json_string(d->message));
+    if (d->updated_input)
+        json_object_set(j, "updated_input", (json_t *)d->updated_input);
+    return agent__line(j);
 }
 
 /* ================= stdout ================= */
@@ -164,11 +199,47 @@ static int check(const char *type, json_t *ev)
     return -1;
 }
 
+/* `capabilities`: which of protocol 2's abilities the program has; each a boolean. */
+static void jsonl_capabilities(struct agent_parser *p, json_t *line)
+{
+    unsigned caps = 0;
+    struct buf names = {0};
+    for (size_t i = 0; agent_cap_name(i); i++) {
+        if (!json_is_true(json_object_get(line, agent_cap_name(i))))
+            continue;
+        caps |= 1u << i;
+        buf_printf(&names, "%s%s", names.len ? ", " : "", agent_cap_name(i));
+    }
+    agent__set_caps(p, caps);
+    agent__log(p, "debug", "jsonl: the program can do: %s",
+               names.len ? names.p : "nothing beyond protocol 1");
+    buf_free(&names);
+}
+
+/* `permission_request` {request, tool, input?}: the program waits for agentd's answer. */
+static void jsonl_permission(struct agent_parser *p, json_t *line)
+{
+    const char *id = agent__str(line, "request"), *tool = agent__str(line, "tool");
+    json_t *input = json_object_get(line, "input");
+    if (id == NULL || *id == '\0' || tool == NULL ||
+        (input && !json_is_null(input) && !json_is_object(input))) {
+        agent__log(p, "warn", "jsonl: malformed permission_request line (request and tool are required)");
+        return;
+    }
+    agent__emit(p, "permission_request",
+                json_pack("{s:s, s:s, s:O}", "native_request", id, "tool", tool, "input",
+                          json_is_object(input) ? input : json_object()));
+}
+
 static void jsonl_line(struct agent_parser *p, json_t *line)
 {
     const char *type = agent__str(line, "type");
     if (type == NULL)
         return;
+    if (strcmp(type, "capabilities") == 0)
+        return jsonl_capabilities(p, line);
+    if (strcmp(type, "permission_request") == 0)
+        return jsonl_permission(p, line);
     if (strcmp(type, "session") == 0) {
         const char *id = agent__str(line, "id");
         if (id && *id)
@@ -192,6 +263,14 @@ static void jsonl_line(struct agent_parser *p, json_t *line)
         agent__log(p, "warn", "jsonl: malformed %s line (see doc/AGENT-PROTOCOL.md)", type);
 }
 
+/* What every adapter speaking the jsonl protocol has: its parser, its control lines, and the
+ * capabilities a program may announce. */
+#define JSONL_PROTOCOL_ADAPTER                                                            \
+    .line = jsonl_line, .cancel_line = jsonl_cancel_line,                                 \
+    .caps = AGENT_CAP_APPROVALS | AGENT_CAP_STEER | AGENT_CAP_INTERRUPT | AGENT_CAP_WARM, \
+    .announces_caps = 1, .turn_line = jsonl_turn_line, .steer_line = jsonl_steer_line,    \
+    .interrupt_line = jsonl_interrupt_line, .decision_line = jsonl_decision_line
+
 /* The demo agent is the jsonl protocol spoken by agentd itself: program is agentd's own executable
  * (the session passes it, see agent_adapter_runs_self), started as `agentd demo-agent`. */
 static int demo_command(const struct agent_run_opts *o, struct agent_cmd *cmd)
@@ -208,8 +287,7 @@ const struct agent_adapter agent__demo = {
     .description = "built in: no API key, a reply made on the spot, tools that really run in the workspace",
     .runs_self = 1,
     .command = demo_command,
-    .line = jsonl_line,
-    .cancel_line = jsonl_cancel_line,
+    JSONL_PROTOCOL_ADAPTER,
 };
 
 const struct agent_adapter agent__jsonl = {
@@ -217,6 +295,5 @@ const struct agent_adapter agent__jsonl = {
     .program = NULL,
     .description = "any program speaking agentd's jsonl protocol (doc/AGENT-PROTOCOL.md)",
     .command = jsonl_command,
-    .line = jsonl_line,
-    .cancel_line = jsonl_cancel_line,
+    JSONL_PROTOCOL_ADAPTER,
 };

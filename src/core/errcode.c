@@ -25,17 +25,25 @@ static const struct {
         {"unauthorized", 401,
          "The request lacks the server's bearer token, or a share or agent token valid for this path."},
     [ERR_FORBIDDEN] = {"forbidden", 403,
-                       "The request is refused whatever its credentials (a cross-origin MCP request)."},
+                       "The request is refused whatever its credentials (a cross-origin MCP request, a write "
+                       "made with a read-only share token)."},
     [ERR_STALE_EPOCH] = {"stale_epoch", 403,
                          "An idempotent producer's epoch is older than the stream's; `Producer-Epoch` holds "
                          "the current one."},
+    [ERR_PERMISSION_DENIED] = {"permission_denied", 403,
+                               "The session's permission policy, or the person who answered its request, "
+                               "refused this tool call."},
     [ERR_NOT_FOUND] = {"not_found", 404, "No such resource: stream, session, run, share token or route."},
     [ERR_METHOD_NOT_ALLOWED] =
         {"method_not_allowed", 405,
          "The resource exists but does not take this method; the message says which it takes."},
     [ERR_CONFLICT] = {"conflict", 409,
                       "The request contradicts the resource's state: a stream re-created with other "
-                      "settings, a run that is not active, a message refused while a run is."},
+                      "settings, a run that is not active, a message refused while a run is, a "
+                      "permission request already answered."},
+    [ERR_UNSUPPORTED_BY_AGENT] = {"unsupported_by_agent", 409,
+                                  "The session's agent cannot do this (approvals, steer, interrupt: see "
+                                  "`GET /v1/agents`)."},
     [ERR_STREAM_CLOSED] = {"stream_closed", 409,
                            "The stream is closed and takes no more appends (`Stream-Closed: true`)."},
     [ERR_SEQUENCE_GAP] = {"sequence_gap", 409,

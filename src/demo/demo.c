@@ -28,8 +28,14 @@
 struct demo {
     int delay_ms;
     struct buf in;     /* stdin bytes not yet consumed as lines */
-    int cancelled;     /* a cancel line or EOF arrived */
+    int cancelled;     /* a cancel line or EOF arrived: the process ends */
+    int interrupted;   /* an interrupt line arrived: the turn ends, the process stays */
+    int approvals;     /* agentd wants to be asked before the tool that writes */
+    struct buf steers; /* text that came in mid-turn (steer lines), one per line */
+    json_t *answer;    /* the permission_response to the request in flight */
+    json_t *next;      /* the next message's user line, read while a turn ran */
     const char *ws;    /* the workspace (the cwd when the user line names none) */
+    char *ws_copy;     /* ws when the user line named it */
     char conv[64];     /* the conversation id announced with `session` */
     long turn;         /* this message's number in the conversation */
     size_t out_tokens; /* words streamed, reported as output tokens */
@@ -62,19 +68,42 @@ static void demo__log(const char *level, const char *fmt, ...)
 
 /* ================= stdin: the user line, then control lines ================= */
 
-/* Consumes every complete line in d->in; a cancel line sets d->cancelled. */
+/* One control line: cancel, and (protocol 2) interrupt, steer, permission_response, and the next
+ * message's user line. Returns 1 when it was a user line (kept in d->next, not consumed). */
+static int demo__control(struct demo *d, json_t *j)
+{
+    const char *type = json_string_value(json_object_get(j, "type"));
+    if (type == NULL)
+        return 0;
+    if (strcmp(type, "cancel") == 0) {
+        d->cancelled = 1;
+    } else if (strcmp(type, "interrupt") == 0) {
+        d->interrupted = 1;
+    } else if (strcmp(type, "steer") == 0 && json_string_value(json_object_get(j, "text"))) {
+        buf_printf(&d->steers, "%s\n", json_string_value(json_object_get(j, "text")));
+    } else if (strcmp(type, "permission_response") == 0) {
+        json_decref(d->answer);
+        d->answer = json_incref(j);
+    } else if (strcmp(type, "user") == 0 && d->next == NULL) {
+        d->next = json_incref(j);
+        return 1;
+    }
+    return 0;
+}
+
+/* Consumes every complete line in d->in, up to a next message's user line. */
 static void demo__control_lines(struct demo *d)
 {
     char *nl;
-    while ((nl = memchr(d->in.p, '\n', d->in.len)) != NULL) {
+    while (d->next == NULL && (nl = memchr(d->in.p, '\n', d->in.len)) != NULL) {
         json_t *j = json_loadb(d->in.p, (size_t)(nl - d->in.p), 0, NULL);
-        const char *type = json_string_value(json_object_get(j, "type"));
-        if (type && strcmp(type, "cancel") == 0)
-            d->cancelled = 1;
+        demo__control(d, j);
         json_decref(j);
         buf_consume(&d->in, (size_t)(nl - d->in.p) + 1);
     }
 }
+
+static int demo__stopped(const struct demo *d) { return d->cancelled || d->interrupted; }
 
 /* Reads what stdin has within timeout_ms (-1: wait). EOF counts as a cancel (the protocol). */
 static void demo__read(struct demo *d, int timeout_ms)
@@ -92,7 +121,7 @@ static void demo__read(struct demo *d, int timeout_ms)
     buf_append(&d->in, chunk, (size_t)n);
 }
 
-/* Waits ms while listening for a cancel. Returns 1 when the run must stop. */
+/* Waits ms while listening for a cancel or an interrupt. Returns 1 when the turn must stop. */
 static int demo__pause(struct demo *d, int ms)
 {
     uint64_t until = clock_mono_us() + (uint64_t)ms * 1000;
@@ -100,27 +129,36 @@ static int demo__pause(struct demo *d, int ms)
         uint64_t now = clock_mono_us();
         demo__read(d, now >= until ? 0 : (int)((until - now + 999) / 1000));
         demo__control_lines(d);
-    } while (!d->cancelled && clock_mono_us() < until);
-    return d->cancelled;
+    } while (!demo__stopped(d) && clock_mono_us() < until);
+    return demo__stopped(d);
 }
 
-/* The first line: the user's input. NULL when stdin ends first or it is not a JSON object. */
+/* The next user line: the first, or a warm turn's next message. NULL when stdin ends first or it is
+ * not a JSON object. */
 static json_t *demo__user_line(struct demo *d)
 {
-    char *nl;
-    while ((nl = d->in.p ? memchr(d->in.p, '\n', d->in.len) : NULL) == NULL) {
-        size_t before = d->in.len;
-        demo__read(d, -1);
-        if (d->in.len == before)
+    for (int first = d->conv[0] == '\0';;) {
+        if (d->next) {
+            json_t *j = d->next;
+            d->next = NULL;
+            return j;
+        }
+        char *nl;
+        while ((nl = d->in.p ? memchr(d->in.p, '\n', d->in.len) : NULL) == NULL) {
+            size_t before = d->in.len;
+            demo__read(d, -1);
+            if (d->in.len == before)
+                return NULL;
+        }
+        json_t *j = json_loadb(d->in.p, (size_t)(nl - d->in.p), 0, NULL);
+        buf_consume(&d->in, (size_t)(nl - d->in.p) + 1);
+        if (first) /* the first line is the user's, whatever its type says */
+            return json_is_object(j) ? j : (json_decref(j), NULL);
+        demo__control(d, j); /* between turns: a late control line, or the next message */
+        json_decref(j);
+        if (d->cancelled)
             return NULL;
     }
-    json_t *j = json_loadb(d->in.p, (size_t)(nl - d->in.p), 0, NULL);
-    buf_consume(&d->in, (size_t)(nl - d->in.p) + 1);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return NULL;
-    }
-    return j;
 }
 
 /* ================= the conversation, kept under $HOME ================= */
@@ -192,6 +230,30 @@ static int demo__say(struct demo *d, const char *text)
             return 1;
     }
     demo__emit(json_pack("{s:s, s:s, s:s}", "type", "message", "role", "assistant", "text", text));
+    return 0;
+}
+
+/* Protocol 2: asks agentd before the tool that writes, when agentd wants to be asked. 1 when it may
+ * go ahead; 0 with why (the denial's message) in out; -1 when the turn was stopped meanwhile. */
+static int demo__ask(struct demo *d, const char *tool, json_t *input, struct buf *out)
+{
+    if (!d->approvals)
+        return 1;
+    char id[64];
+    snprintf(id, sizeof id, "demo-%ld-%s", d->turn, tool);
+    demo__emit(json_pack("{s:s, s:s, s:s, s:O}", "type", "permission_request", "request", id, "tool", tool,
+                         "input", input));
+    json_decref(d->answer);
+    d->answer = NULL;
+    while (!demo__stopped(d) && d->answer == NULL)
+        demo__pause(d, 100);
+    if (d->answer == NULL)
+        return -1;
+    const char *decision = json_string_value(json_object_get(d->answer, "decision"));
+    if (decision && strcmp(decision, "allow") == 0)
+        return 1;
+    const char *why = json_string_value(json_object_get(d->answer, "message"));
+    buf_printf(out, "not written: %s", why ? why : "the request was denied");
     return 0;
 }
 
@@ -317,6 +379,10 @@ static char *demo__reply(struct demo *d, const char *text, const struct demo_lis
     buf_puts(&b, ".\n\n");
     if (notes >= 0)
         buf_printf(&b, "I added a line to `" DEMO_NOTES "`, which now holds %lld bytes.\n\n", notes);
+    else
+        buf_puts(&b, "I did not write to `" DEMO_NOTES "`: the write was not allowed.\n\n");
+    if (d->steers.len) /* what came in while I worked (steer), taken into this very answer */
+        buf_printf(&b, "While I worked you added: \"%.*s\". Noted.\n\n", (int)d->steers.len - 1, d->steers.p);
     buf_puts(&b, "I am agentd's built-in demo agent: no model and no API key, so this answer is put together "
                  "on the spot. Create a session with `claude-code`, `codex` or `opencode` for a real one.");
     return b.p;
@@ -341,12 +407,16 @@ static int demo__run(struct demo *d, const char *text)
         demo__log("debug", "README.md is not in the workspace; going on without it");
     buf_reset(&out);
     char *note = xasprintf("- message %ld: %zu characters\n", d->turn, strlen(text));
-    long long notes = demo__write_note(d, note, &out);
-    demo__tool(d, "call_3", "write_file", json_pack("{s:s, s:s}", "path", DEMO_NOTES, "content", note),
-               out.p ? out.p : "", notes < 0);
+    json_t *input = json_pack("{s:s, s:s}", "path", DEMO_NOTES, "content", note);
+    int may = demo__ask(d, "write_file", input, &out);
+    long long notes = may == 1 ? demo__write_note(d, note, &out) : -1;
+    if (may >= 0)
+        demo__tool(d, "call_3", "write_file", input, out.p ? out.p : "", notes < 0);
+    else
+        json_decref(input);
     free(note);
     buf_free(&out);
-    if (d->cancelled)
+    if (demo__stopped(d))
         return 1;
     demo__log("error", "the pretend model API answered 429; retrying once");
     demo__emit(json_pack("{s:s, s:s, s:s, s:b}", "type", "error", "code", "demo_rate_limited", "message",
@@ -363,6 +433,39 @@ static int demo__run(struct demo *d, const char *text)
     }
     free(reply);
     return cancelled;
+}
+
+/* One message: the conversation picked (first message) or continued (a warm process's next one),
+ * the turn, and its result. Returns 1 when the process must end (cancel, EOF). */
+static int demo__turn(struct demo *d, json_t *user, int first)
+{
+    const char *text = json_string_value(json_object_get(user, "text"));
+    d->approvals = json_is_true(json_object_get(user, "approvals"));
+    d->interrupted = 0;
+    d->out_tokens = 0;
+    d->start_us = clock_mono_us();
+    buf_reset(&d->steers);
+    if (first) {
+        if (text && strcasestr(text, "slow") && d->delay_ms < DEMO_SLOW_MS)
+            d->delay_ms = DEMO_SLOW_MS; /* "slow" in the message: time to watch (or reload) mid-run */
+        const char *ws = json_string_value(json_object_get(user, "workspace"));
+        d->ws_copy = ws && *ws ? xstrdup(ws) : NULL;
+        d->ws = d->ws_copy ? d->ws_copy : ".";
+        demo__conversation(d, json_string_value(json_object_get(user, "resume")),
+                           json_is_true(json_object_get(user, "fork")));
+    } else {
+        demo__save_turns(d->conv, ++d->turn);
+    }
+    const char *run = json_string_value(json_object_get(user, "run"));
+    demo__log("debug", "demo agent: run %s, conversation %s, workspace %s, %d ms per delta", run ? run : "?",
+              d->conv, d->ws, d->delay_ms);
+    if (demo__run(d, text ? text : "")) {
+        demo__log("info",
+                  d->cancelled ? "cancelled: stopping now" : "interrupted: waiting for the next message");
+        demo__emit(json_pack("{s:s, s:b, s:s, s:b}", "type", "result", "is_error", 1, "text",
+                             d->cancelled ? "cancelled" : "interrupted", "interrupted", !d->cancelled));
+    }
+    return d->cancelled;
 }
 
 int demo_main(int argc, char **argv)
@@ -383,21 +486,18 @@ int demo_main(int argc, char **argv)
                         "be a JSON object {\"type\":\"user\",\"text\":...}\n");
         return 2;
     }
-    const char *text = json_string_value(json_object_get(user, "text"));
-    if (text && strcasestr(text, "slow") && d.delay_ms < DEMO_SLOW_MS)
-        d.delay_ms = DEMO_SLOW_MS; /* "slow" in the message: time to watch (or reload) mid-run */
-    const char *ws = json_string_value(json_object_get(user, "workspace"));
-    d.ws = ws && *ws ? ws : ".";
-    demo__conversation(&d, json_string_value(json_object_get(user, "resume")),
-                       json_is_true(json_object_get(user, "fork")));
-    const char *run = json_string_value(json_object_get(user, "run"));
-    demo__log("debug", "demo agent: run %s, conversation %s, workspace %s, %d ms per delta", run ? run : "?",
-              d.conv, d.ws, d.delay_ms);
-    if (demo__run(&d, text ? text : "")) {
-        demo__log("info", "cancelled: stopping now");
-        demo__emit(json_pack("{s:s, s:b, s:s}", "type", "result", "is_error", 1, "text", "cancelled"));
+    /* Protocol 2: it can be asked, steered, interrupted, and stays for the next message (warm). */
+    demo__emit(json_pack("{s:s, s:i, s:b, s:b, s:b, s:b}", "type", "capabilities", "protocol", 2, "approvals",
+                         1, "steer", 1, "interrupt", 1, "warm", 1));
+    for (int first = 1; user != NULL; first = 0) {
+        int end = demo__turn(&d, user, first);
+        json_decref(user);
+        user = end ? NULL : demo__user_line(&d);
     }
-    json_decref(user);
+    json_decref(d.answer);
+    json_decref(d.next);
     buf_free(&d.in);
+    buf_free(&d.steers);
+    free(d.ws_copy);
     return 0;
 }

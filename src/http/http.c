@@ -455,7 +455,7 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
         return 0;
     }
     if (http_req_method(req) == HTTP_OPTIONS) {
-        http_res_header(req, "Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, HEAD, OPTIONS");
+        http_res_header(req, "Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS");
         http_res_header(req, "Access-Control-Allow-Headers", srv->cors_allow.p);
         http_res_header(req, "Access-Control-Max-Age", "86400");
         http_res_send(req, 204, NULL, 0);
@@ -478,10 +478,12 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
         if (plen >= rt->len && memcmp(path, rt->prefix, rt->len) == 0 && (!best || rt->len > best->len))
             best = rt;
     }
-    if ((best == NULL || !(best->flags & HTTP_ROUTE_OWN_AUTH)) && !http_req_authorized(req) &&
-        !(srv->authorizer && srv->authorizer(srv->authorizer_arg, req))) {
-        http_res_unauthorized(req);
-        return 0;
+    if ((best == NULL || !(best->flags & HTTP_ROUTE_OWN_AUTH)) && !http_req_authorized(req)) {
+        int let = srv->authorizer ? srv->authorizer(srv->authorizer_arg, req) : 0;
+        if (let == 0)
+            http_res_unauthorized(req);
+        if (let <= 0)
+            return 0;
     }
     if (best == NULL) {
         http_res_error(req, ERR_NOT_FOUND, "no such resource: %.*s", (int)(plen > 200 ? 200 : plen), path);

@@ -87,7 +87,9 @@ void http_cors_headers(struct http_server *srv, const char *allow, const char *e
 /* 1 when the server has no token or the request carries it as `Authorization: Bearer <token>`. */
 int http_req_authorized(const struct http_req *req);
 /* A second chance for a request without the server token (e.g. a read-only share token scoped to
- * some paths): return 1 to let it through. Runs before routing, for every such request. */
+ * some paths): return 1 to let it through, 0 to refuse it (401), or -1 when the authorizer answered
+ * it itself (e.g. 403 for a credential that is valid but not for this). Runs before routing, for
+ * every such request. */
 typedef int (*http_authorizer_cb)(void *arg, struct http_req *req);
 void http_set_authorizer(struct http_server *srv, http_authorizer_cb cb, void *arg);
 /* An authorizer that lets a request through on a credential of its own (a share token, an agent's

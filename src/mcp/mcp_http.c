@@ -40,7 +40,9 @@ struct mcp_http__req {
 static void *mcp_http__start(void *arg, const char *session_id, const struct session_rt_request *req,
                              session_rt_cb done, void *done_arg)
 {
-    return session_rt_start(arg, session_id, req, done, done_arg);
+    struct session_rt_request r = *req;
+    r.from_agent = 1; /* the MCP endpoint is the agent's: the session's permission policy applies */
+    return session_rt_start(arg, session_id, &r, done, done_arg);
 }
 
 static void mcp_http__cancel(void *arg, void *handle)

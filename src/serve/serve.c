@@ -36,6 +36,7 @@ struct serve_opts {
     long long runtime_idle;
     long long runtime_output_limit;
     long long runtime_spin;
+    long long agent_idle;
     char *log_level;
     char *ui_dir;
     int no_ui;
@@ -67,6 +68,10 @@ static const struct opt_def serve__opts[] = {
     {"runtime-spin", OPT_INT, "250", 0, 100000, NULL,
      "microseconds the loop polls instead of sleeping after sending a runtime a call (0: never)",
      O(runtime_spin)},
+    {"agent-idle", OPT_INT, "600000", 0, 1LL << 40, NULL,
+     "milliseconds a warm agent's process (Claude Code, jsonl programs that say so) waits for the next "
+     "message before it is stopped (0: stop it after each run)",
+     O(agent_idle)},
     {"log-level", OPT_ENUM, "info", 0, 0, "debug|info|warn|error", "least severe log level written to stderr",
      O(log_level)},
     {"ui-dir", OPT_STRING, NULL, 0, 0, NULL,
@@ -296,6 +301,7 @@ static int serve__build_services(struct serve *s, const struct serve_opts *o, ch
         .runtime_output_limit = (size_t)o->runtime_output_limit,
         .runtime_spin_us = o->runtime_spin ? o->runtime_spin : -1,
         .self_exe = self_len > 0 ? self_exe : NULL,
+        .agent_idle_ms = (uint64_t)o->agent_idle,
     };
     if ((rc = sessions_new(&s->sessions, &s->loop, s->streams, &sescfg, err, errlen)))
         return rc;

@@ -69,6 +69,7 @@ json_t *session__public(const struct session *se)
         json_object_set(pub, "agent_options", opts);
     json_decref(opts);
     session__activity(se, pub);
+    session__agent_view(se, pub);
     return pub;
 }
 
@@ -86,6 +87,8 @@ static json_t *session__record(const struct session *se)
         json_object_set_new(rec, "fork_pending", json_true());
     if (se->parent)
         json_object_set_new(rec, "parent", json_string(se->parent));
+    if (se->caps)
+        json_object_set_new(rec, "agent_caps", json_integer(se->caps));
     return rec;
 }
 
@@ -127,6 +130,7 @@ static struct session *session__from_record(json_t *rec)
     se->fork_pending = json_is_true(json_object_get(rec, "fork_pending"));
     const char *parent = json_string_value(json_object_get(rec, "parent"));
     se->parent = parent ? xstrdup(parent) : NULL;
+    se->caps = (unsigned)json_integer_value(json_object_get(rec, "agent_caps"));
     return se;
 }
 
@@ -232,7 +236,10 @@ enum errcode session__errcode(int rc, enum errcode otherwise)
     switch (rc) {
     case -EINVAL: return ERR_BAD_REQUEST;
     case -ENOENT: return ERR_NOT_FOUND;
-    case -EBUSY: return ERR_CONFLICT;
+    case -EBUSY:
+    case -EALREADY: return ERR_CONFLICT;
+    case -ENOTSUP: return ERR_UNSUPPORTED_BY_AGENT;
+    case -EACCES: return ERR_PERMISSION_DENIED;
     case -ENOSPC:
     case -EFBIG:
     case -EDQUOT: return ERR_STORAGE_FULL;
@@ -259,6 +266,7 @@ struct session *session__alloc(struct sessions *s, const char *agent)
     se->agent = xstrdup(agent);
     se->adapter = strcmp(agent, "none") ? agent_adapter_find(agent) : NULL;
     se->opts.mcp = -1;
+    se->opts.warm = -1;
     se->created_ms = clock_wall_ms();
     (void)s;
     return se;
@@ -274,6 +282,7 @@ void session__drop(struct session *se)
     json_decref(se->shares);
     free(se->parent);
     session__runs_free(se);
+    session__perms_free(se);
     for (char **p = se->envp; p && *p; p++)
         free(*p);
     free(se->envp);
@@ -659,12 +668,18 @@ void session__share_remove(struct session *se, const char *token)
         json_array_remove(se->shares, (size_t)i);
 }
 
-void session__new_id(char out[SESSION_ID_LEN + 1])
+void session__random_id(char *out, size_t cap, const char *prefix)
 {
-    unsigned char raw[SESSION_ID_LEN / 2];
-    randombytes_buf(raw, sizeof raw);
-    sodium_bin2hex(out, SESSION_ID_LEN + 1, raw, sizeof raw);
+    size_t n = strlen(prefix);
+    unsigned char raw[32];
+    size_t bytes = (cap - 1 - n) / 2;
+    assert(cap > n + 2 && bytes <= sizeof raw && n + 2 * bytes + 1 == cap);
+    randombytes_buf(raw, bytes);
+    memcpy(out, prefix, n);
+    sodium_bin2hex(out + n, cap - n, raw, bytes);
 }
+
+void session__new_id(char out[SESSION_ID_LEN + 1]) { session__random_id(out, SESSION_ID_LEN + 1, ""); }
 
 struct session__child_list {
     const char *parent;

@@ -16,7 +16,10 @@
  *   session.c            the registry: the session object, its record, creation, deletion, share
  *                        links, children, removal of what agentd made for it
  *   session_opts.c       what a session runs with (agent settings, sandbox, limits), typed
- *   session_run.c        runs: input modes, the run state machine, the agent process
+ *   session_run.c        runs: input modes, the run state machine
+ *   session_agent.c      the agent's process, which may serve many runs (warm), steered,
+ *                        interrupted, answered
+ *   session_perm.c       the permission policy, the requests waiting for a person, their answers
  *   session_rt.c         runtimes and session_rt_start
  *   session_fork.c       forks: streams forked, workspace and agent home copied in the thread pool
  *   session_write.c      every durable write, the waits that hold answers until their records are
@@ -51,6 +54,7 @@ struct sessions_config {
     int64_t runtime_spin_us; /* see runtime_options.spin_us; negative: never */
     const char *self_exe;    /* agentd's own executable (copied): the `demo` agent runs it as
                               * `agentd demo-agent`; NULL: demo sessions cannot run */
+    uint64_t agent_idle_ms;  /* a warm agent's process stops after this long without a message */
 };
 
 int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
@@ -92,6 +96,9 @@ struct session_rt_request {
     size_t code_len;
     uint64_t timeout_ms; /* 0: the runtime's default */
     size_t limit;        /* history: how many (0: default 100) */
+    int from_agent;      /* made by the session's agent (MCP): its permission policy applies to the
+                            calls that run or change something (exec, eval, reset, spawn), which
+                            may wait for a person's answer or fail with permission_denied */
 };
 
 /*

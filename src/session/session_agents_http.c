@@ -7,7 +7,13 @@
  *                 "options":["program","model","base_url","api_key"]}, ...]}
  *
  * `needs` lists the create fields the agent cannot do without (jsonl: command), `options` the
- * agent-specific ones it takes; every agent also takes workspace, env, tags, sandbox and limits.
+ * agent-specific ones it takes; every agent also takes workspace, env, tags, sandbox, limits,
+ * permissions and warm. `capabilities` says what a person in the loop can do with it: approvals
+ * (it asks before using a tool), steer (input into a running turn), interrupt (a turn stopped, the
+ * agent kept), warm (one process for many messages); `capabilities_announced` is true for programs
+ * that announce their own (jsonl, demo: the values are then what the protocol allows, and each
+ * session shows what its program said). Where a capability is false, the API answers 409
+ * unsupported_by_agent (steering queues instead, and says so).
  * `program` is the binary run when the session names none. `available` is false only when this
  * server cannot run the agent at all (the demo agent without agentd's own executable); whether a
  * CLI is installed shows when its first run starts (agent_not_found).
@@ -32,6 +38,11 @@ static json_t *session__agent_entry(struct sessions *s, const struct agent_adapt
                         program ? json_pack("[s, s, s, s]", "program", "model", "base_url", "api_key")
                         : self  ? json_array()
                                 : json_pack("[s]", "command"));
+    json_t *caps = json_object();
+    for (size_t i = 0; agent_cap_name(i); i++)
+        json_object_set_new(caps, agent_cap_name(i), json_boolean(agent_adapter_caps(a) & (1u << i)));
+    json_object_set_new(e, "capabilities", caps);
+    json_object_set_new(e, "capabilities_announced", json_boolean(agent_adapter_announces_caps(a)));
     return e;
 }
 
@@ -51,9 +62,11 @@ void session__agents_route(struct http_req *req, void *arg)
     const struct agent_adapter *a;
     for (size_t i = 0; (a = agent_adapter_at(i)) != NULL; i++)
         json_array_append_new(list, session__agent_entry(s, a));
-    json_array_append_new(list, json_pack("{s:s, s:s, s:b, s:[], s:[]}", "name", "none", "description",
-                                          "no agent: a session for its runtimes (bash, python, node) only",
-                                          "available", 1, "needs", "options"));
+    json_array_append_new(
+        list, json_pack("{s:s, s:s, s:b, s:[], s:[], s:{s:b, s:b, s:b, s:b}, s:b}", "name", "none",
+                        "description", "no agent: a session for its runtimes (bash, python, node) only",
+                        "available", 1, "needs", "options", "capabilities", "approvals", 0, "steer", 0,
+                        "interrupt", 0, "warm", 0, "capabilities_announced", 0));
     json_t *body = json_pack("{s:o}", "agents", list);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);

@@ -160,6 +160,9 @@ int session__fork_start(struct session *parent, const char *at, json_t *tags, se
         *why = "at must be an offset of the parent's transcript: an event's, or its tail";
         return -EINVAL;
     }
+    /* The parent's warm agent goes (now when idle, else at the end of its run): the copy is of a
+     * conversation no process holds open, and each side resumes its own from there. */
+    session__agent_retire(parent, "forked");
     struct session *se = session__fork_child(s, parent, tags);
     char *dir = xasprintf("%s/workspaces", s->data_dir);
     int rc = (mkdir(dir, 0700) != 0 && errno != EEXIST) || mkdir(se->workspace, 0700) != 0 ? -errno : 0;

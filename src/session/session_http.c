@@ -35,6 +35,7 @@ enum session__undo {
     SESSION_UNDO_DISCARD, /* a new session (create, child, fork) goes again */
     SESSION_UNDO_SHARE,   /* a new share token is withdrawn */
     SESSION_UNDO_DELETE,  /* a deletion is called off (on success it completes) */
+    SESSION_UNDO_PERM,    /* a permission answer: told to the agent once stored, else pending again */
 };
 
 struct session__pending {
@@ -45,9 +46,9 @@ struct session__pending {
     json_t *answer;               /* what to send once they have committed */
     int status;
     enum session__undo undo;
-    char id[SESSION_ID_LEN + 1]; /* the session the change is about */
-    char token[SESSION_TOKEN_LEN + 1];
-    struct session_fork *fork; /* fork in progress; it completes (or is undone) without the request */
+    char id[SESSION_ID_LEN + 1];       /* the session the change is about */
+    char token[SESSION_TOKEN_LEN + 1]; /* a share token, or a permission request's id */
+    struct session_fork *fork;         /* fork in progress; it completes (or is undone) without the request */
 };
 
 static void session__pending_dispose(void *p)
@@ -130,6 +131,7 @@ static void session__committed(void *arg, int rc)
                 session__share_remove(se, pd->token);
             break;
         case SESSION_UNDO_DELETE: session__delete_finish(se, rc); break;
+        case SESSION_UNDO_PERM: session__perm_answered(se, pd->token, rc); break;
         }
     }
     if (pd->req) {
@@ -158,6 +160,20 @@ static void session__reply_after(struct session__pending *pd, struct session_wai
         snprintf(pd->token, sizeof pd->token, "%s", token);
     pd->wait = w;
     session__wait_end(w, session__committed, pd);
+}
+
+/* The domain made a change (rc 0: answered with answer, taken, once the writes w collected have
+ * committed) or refused it (rc < 0, why: the error now, w closed and answer dropped). */
+static void session__changed(struct sessions *s, struct http_req *req, struct session_wait *w, int rc,
+                             const char *why, int status, json_t *answer, enum session__undo undo,
+                             const char *id, const char *token)
+{
+    if (rc != 0) {
+        json_decref(answer);
+        session__wait_end(w, NULL, NULL);
+        return http_res_error(req, session__errcode(rc, ERR_INTERNAL), "%s", why);
+    }
+    session__reply_after(session__pending_new(s, req), w, status, answer, undo, id, token);
 }
 
 static void session__http_create(struct sessions *s, struct http_req *req)
@@ -307,7 +323,24 @@ static int session__path_session(const char *path, size_t plen, char id[SESSION_
     return 0;
 }
 
-/* An agent's own token (?agent_token=, see session_run.c) opens its session's MCP endpoint, any
+/* The bearer token of a request, or its ?share= (what a browser's EventSource can send); NULL when
+ * it has neither. Allocated in the request. */
+static char *session__request_token(struct http_req *req)
+{
+    size_t hlen;
+    char *token = NULL;
+    const char *h = http_req_header(req, "authorization", &hlen);
+    if (h && hlen > 7 && strncasecmp(h, "Bearer ", 7) == 0) {
+        token = http_req_alloc(req, hlen - 6);
+        memcpy(token, h + 7, hlen - 7);
+        token[hlen - 7] = '\0';
+    } else {
+        http_req_query_param(req, "share", &token);
+    }
+    return token;
+}
+
+/* An agent's own token (?agent_token=, see session_agent.c) opens its session's MCP endpoint, any
  * method, and nothing else. */
 static int session__authorize_agent(struct sessions *s, struct http_req *req, const char *path, size_t plen)
 {
@@ -329,31 +362,46 @@ static int session__authorize_agent(struct sessions *s, struct http_req *req, co
     return 1;
 }
 
+/* A request that carries one of its session's share tokens but wants to change something: a
+ * read-only link is refused as such (403), not as if it were no credential at all. */
+static int session__share_write(struct sessions *s, struct http_req *req, const char *path, size_t plen)
+{
+    static const char prefix[] = SESSIONS_PREFIX "/";
+    size_t lp = sizeof prefix - 1;
+    if (plen < lp + SESSION_ID_LEN || memcmp(path, prefix, lp) ||
+        (plen > lp + SESSION_ID_LEN && path[lp + SESSION_ID_LEN] != '/'))
+        return 0;
+    struct session *se = map_get(&s->by_id, path + lp, SESSION_ID_LEN);
+    const char *token = se && !se->deleted ? session__request_token(req) : NULL;
+    size_t i;
+    json_t *sh;
+    json_array_foreach (token ? se->shares : NULL, i, sh) {
+        const char *t = json_string_value(json_object_get(sh, "token"));
+        if (t && strlen(t) == strlen(token) && sodium_memcmp(t, token, strlen(t)) == 0) {
+            http_res_error(req, ERR_FORBIDDEN, "a share link is read-only: this needs the server's token");
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int session__authorize(void *arg, struct http_req *req)
 {
     struct sessions *s = arg;
     enum http_method m = http_req_method(req);
-    size_t plen, hlen;
+    size_t plen;
     const char *path = http_req_path(req, &plen);
     if (session__authorize_agent(s, req, path, plen))
         return 1;
     if (m != HTTP_GET && m != HTTP_HEAD)
-        return 0;
+        return session__share_write(s, req, path, plen) ? -1 : 0;
     char id[SESSION_ID_LEN + 1];
     if (!session__path_session(path, plen, id))
         return 0;
     struct session *se = map_get(&s->by_id, id, strlen(id));
     if (se == NULL || se->deleted)
         return 0;
-    char *token = NULL;
-    const char *h = http_req_header(req, "authorization", &hlen);
-    if (h && hlen > 7 && strncasecmp(h, "Bearer ", 7) == 0) {
-        token = http_req_alloc(req, hlen - 6);
-        memcpy(token, h + 7, hlen - 7);
-        token[hlen - 7] = '\0';
-    } else {
-        http_req_query_param(req, "share", &token);
-    }
+    char *token = session__request_token(req);
     if (token == NULL)
         return 0;
     size_t i;
@@ -380,33 +428,87 @@ static void session__post_message(struct sessions *s, struct session *se, struct
     if (!json_is_string(text) || (mode && !json_is_null(mode) && !json_is_string(mode))) {
         json_decref(b);
         return http_res_error(req, ERR_BAD_REQUEST,
-                              "text (a string) is required; mode is queue, interrupt or reject");
+                              "text (a string) is required; mode is queue, interrupt, reject or steer");
     }
     json_t *answer = NULL;
     struct session_wait *w = session__wait_begin(s, 0);
     int rc = session__message(se, json_string_value(text), json_string_value(mode), &answer, &why);
     json_decref(b);
-    if (rc != 0) {
-        session__wait_end(w, NULL, NULL);
-        return http_res_error(req, session__errcode(rc, ERR_INTERNAL), "%s", why);
-    }
-    json_object_set(answer, "run", json_object_get(answer, "id"));
-    session__reply_after(session__pending_new(s, req), w, 202, answer, SESSION_UNDO_NONE, NULL, NULL);
+    if (rc == 0)
+        json_object_set(answer, "run", json_object_get(answer, "id"));
+    session__changed(s, req, w, rc, why, 202, answer, SESSION_UNDO_NONE, NULL, NULL);
 }
 
-static void session__cancel(struct sessions *s, struct session *se, struct http_req *req, const char *run)
+/* POST .../runs/<run>/cancel and .../interrupt: what act does to the run. */
+typedef int (*session__run_act)(struct session *se, const char *run, json_t **answer, const char **why);
+static void session__run_action(struct sessions *s, struct session *se, struct http_req *req, const char *run,
+                                session__run_act act)
 {
     if (http_req_method(req) != HTTP_POST)
-        return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "POST to cancel a run");
+        return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "POST to cancel or interrupt a run");
     json_t *answer = NULL;
     const char *why = NULL;
     struct session_wait *w = session__wait_begin(s, 0);
-    int rc = session__cancel_run(se, run, &answer, &why);
-    if (rc != 0) {
-        session__wait_end(w, NULL, NULL);
-        return http_res_error(req, session__errcode(rc, ERR_INTERNAL), "%s", why);
-    }
-    session__reply_after(session__pending_new(s, req), w, 200, answer, SESSION_UNDO_NONE, NULL, NULL);
+    int rc = act(se, run, &answer, &why);
+    session__changed(s, req, w, rc, why, 200, answer, SESSION_UNDO_NONE, NULL, NULL);
+}
+
+/* GET .../inbox: the queued inputs; DELETE .../inbox/<input>: withdraws one before it starts. */
+static void session__inbox_route(struct sessions *s, struct session *se, struct http_req *req,
+                                 const char *input)
+{
+    enum http_method m = http_req_method(req);
+    if (input == NULL && (m == HTTP_GET || m == HTTP_HEAD))
+        return session__send_json(req, 200, json_pack("{s:o}", "inputs", session__inbox(se)));
+    if (input == NULL || m != HTTP_DELETE)
+        return http_res_error(
+            req, ERR_METHOD_NOT_ALLOWED,
+            "GET .../inbox lists the queued inputs, DELETE .../inbox/<input> withdraws one");
+    json_t *answer = NULL;
+    const char *why = NULL;
+    struct session_wait *w = session__wait_begin(s, 0);
+    int rc = session__withdraw(se, input, &answer, &why);
+    session__changed(s, req, w, rc, why, 200, answer, SESSION_UNDO_NONE, NULL, NULL);
+}
+
+/* ================= permissions ================= */
+
+/* GET .../permissions: the requests waiting and the policy; POST .../permissions/<request>: an
+ * answer, which reaches the agent once its records have committed (a wait at commit: the decision
+ * survives kill -9 before any tool acts on it). */
+static void session__permissions(struct sessions *s, struct session *se, struct http_req *req, const char *id)
+{
+    enum http_method m = http_req_method(req);
+    if (id == NULL && (m == HTTP_GET || m == HTTP_HEAD))
+        return session__send_json(
+            req, 200,
+            json_pack("{s:o, s:o}", "permissions", session__perms_list(se), "policy", session__policy(se)));
+    if (id == NULL || m != HTTP_POST)
+        return http_res_error(
+            req, ERR_METHOD_NOT_ALLOWED,
+            "GET .../permissions lists the requests, POST .../permissions/<request> answers one");
+    const char *why = NULL;
+    json_t *b = session__body(req, &why), *answer = NULL;
+    if (b == NULL)
+        return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
+    struct session_wait *w = session__wait_begin(s, 1);
+    int rc = session__perm_answer(se, id, b, &answer, &why);
+    json_decref(b);
+    session__changed(s, req, w, rc, why, 200, answer, SESSION_UNDO_PERM, se->id, id);
+}
+
+/* PATCH /v1/sessions/<id>: what may change after creation (permissions, warm). */
+static void session__patch_route(struct sessions *s, struct session *se, struct http_req *req)
+{
+    const char *why = NULL;
+    json_t *b = session__body(req, &why);
+    if (b == NULL)
+        return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
+    struct session_wait *w = session__wait_begin(s, 0);
+    int rc = session__patch(se, b, &why);
+    json_decref(b);
+    session__changed(s, req, w, rc, why, 200, rc == 0 ? session__public(se) : NULL, SESSION_UNDO_NONE, NULL,
+                     NULL);
 }
 
 /* ================= list, get, delete ================= */
@@ -578,7 +680,9 @@ static void session__route(struct http_req *req, void *arg)
             return session__send_json(req, 200, session__public(se));
         if (m == HTTP_DELETE)
             return session__delete(s, se, req);
-        return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "use GET or DELETE on a session");
+        if (m == HTTP_PATCH)
+            return session__patch_route(s, se, req);
+        return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "use GET, PATCH or DELETE on a session");
     }
     if (n == 2 && !strcmp(parts[1], "children")) {
         if (m == HTTP_POST)
@@ -597,7 +701,13 @@ static void session__route(struct http_req *req, void *arg)
     if (n == 2 && !strcmp(parts[1], "runs") && (m == HTTP_GET || m == HTTP_HEAD))
         return session__send_json(req, 200, json_pack("{s:O}", "runs", se->runs));
     if (n == 4 && !strcmp(parts[1], "runs") && !strcmp(parts[3], "cancel"))
-        return session__cancel(s, se, req, parts[2]);
+        return session__run_action(s, se, req, parts[2], session__cancel_run);
+    if (n == 4 && !strcmp(parts[1], "runs") && !strcmp(parts[3], "interrupt"))
+        return session__run_action(s, se, req, parts[2], session__interrupt_run);
+    if ((n == 2 || n == 3) && !strcmp(parts[1], "permissions"))
+        return session__permissions(s, se, req, n == 3 ? parts[2] : NULL);
+    if ((n == 2 || n == 3) && !strcmp(parts[1], "inbox"))
+        return session__inbox_route(s, se, req, n == 3 ? parts[2] : NULL);
     if ((n == 2 || n == 3) && !strcmp(parts[1], "share"))
         return session__share(s, se, req, n == 3 ? parts[2] : NULL);
     if (n == 2 && !strcmp(parts[1], "fork")) {

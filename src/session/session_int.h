@@ -23,16 +23,19 @@
 /* The public State Protocol feed of the session list. */
 #define SESSION_FEED_STREAM     "sessions"
 
-#define SESSION_RUN_ID_LEN 20                   /* "run_" and 16 hex digits */
-#define SESSION_TOKEN_LEN  (2 * SESSION_ID_LEN) /* share tokens */
+#define SESSION_RUN_ID_LEN  20                   /* "run_" and 16 hex digits */
+#define SESSION_PERM_ID_LEN 21                   /* "perm_" and 16 hex digits */
+#define SESSION_TOKEN_LEN   (2 * SESSION_ID_LEN) /* share tokens */
 
 /* What a session runs with, validated (session_opts.c). Owned by its session; strings are its own. */
 struct session_opts {
     char *sandbox;             /* "bwrap", "none" (as the client said) or NULL */
     struct exec_limits limits; /* zero where the client set none */
     char *program, *base_url, *api_key, *model;
-    char **command; /* the agent's argv (NULL-terminated), or NULL */
-    int mcp;        /* agentd's runtime tool offered to the agent; -1 for agent none */
+    char **command;      /* the agent's argv (NULL-terminated), or NULL */
+    int mcp;             /* agentd's runtime tool offered to the agent; -1 for agent none */
+    json_t *permissions; /* the permission policy in its normal form (session_perm.c), NULL: allow */
+    int warm;            /* -1 unset (warm where the agent can be), 0: a fresh process per message */
 };
 
 struct runtime;
@@ -41,6 +44,8 @@ struct agent_adapter;
 struct session_run;
 struct session_wait;
 struct session__repair;
+struct session_agent;
+struct session_perm;
 
 /* What a degraded session failed to store, until a repair writes it back (session_write.c). */
 struct session_loss {
@@ -88,6 +93,12 @@ struct session {
     int64_t last_activity_ms; /* last run record change or environment status change (memory) */
     int fork_pending;         /* a forked session's first run forks the agent's native session */
     char *parent;             /* the session that spawned this one, or NULL */
+
+    /* ---- the agent's process (session_agent.c) and its permission requests (session_perm.c) ---- */
+    struct session_agent *agent_proc; /* the process running the agent (serving a run, or warm), or NULL */
+    unsigned caps;                    /* what the agent announced it can do (programs that announce) */
+    struct session_perm *perms;       /* requests waiting for an answer, newest first */
+    json_t *perms_done;               /* {request: how it ended} for requests no longer pending */
 
     /* ---- failed writes (session_write.c) ---- */
     struct session_loss lost;
@@ -184,8 +195,9 @@ void session__purge_dirs(struct sessions *s, const char *id, const char *workspa
 /* Is j an array of strings? */
 int session__strings(const json_t *j);
 /* The one mapping from the domain's refusals (0 or a negative errno) to the codes clients get:
- * -EINVAL bad_request, -ENOENT not_found, -EBUSY conflict (the session's state refuses it now),
- * a full disk storage_full; anything else is `otherwise`, the operation's own failure. */
+ * -EINVAL bad_request, -ENOENT not_found, -EBUSY and -EALREADY conflict (the session's state
+ * refuses it now; answered already), -ENOTSUP unsupported_by_agent, -EACCES permission_denied, a
+ * full disk storage_full; anything else is `otherwise`, the operation's own failure. */
 enum errcode session__errcode(int rc, enum errcode otherwise);
 
 /* ---- session_fork.c ---- */
@@ -207,6 +219,8 @@ void session__share_add(struct session *se, char tok[SESSION_TOKEN_LEN + 1]);
 int session__share_revoke(struct session *se, const char *token);
 void session__share_remove(struct session *se, const char *token);
 void session__new_id(char out[SESSION_ID_LEN + 1]);
+/* A random id: prefix, then hex digits filling out up to cap - 1 (an even count). */
+void session__random_id(char *out, size_t cap, const char *prefix);
 /* Adds to a session's public view what lists show beside busy/idle: env_status, last_run,
  * last_activity, queued, totals (session_run.c). */
 void session__activity(const struct session *se, json_t *pub);
@@ -235,6 +249,9 @@ void session__opts_from_json(struct session_opts *o, json_t *j, const struct age
 json_t *session__opts_json(const struct session_opts *o, int redact);
 void session__opts_copy(struct session_opts *to, const struct session_opts *from,
                         const struct agent_adapter *adapter);
+/* PATCH /v1/sessions/<id> {"permissions"?, "warm"?}: permissions merge into the current policy;
+ * the record is written (it joins the open wait). 0, or -EINVAL with why. */
+int session__patch(struct session *se, json_t *body, const char **why);
 /* Frees what o holds and leaves it empty (mcp -1). */
 void session__opts_free(struct session_opts *o);
 /* The session's limits as exec's (zero when none); returns whether it has any. */
@@ -242,18 +259,110 @@ int session__limits(const struct session *se, struct exec_limits *l);
 /* Whether the session runs in bubblewrap ("sandbox": "bwrap"): its agent and its runtimes alike. */
 int session__sandboxed(const struct session *se);
 
+/* ---- session_perm.c: the permission policy and the requests waiting for an answer ---- */
+/* How a permission request ended; strings borrowed for the callback. by: "policy", "user",
+ * "timeout", "expired". */
+struct session_decision {
+    int allow;
+    const char *by;
+    const char *message;
+    const json_t *updated_input; /* the answer changed the tool's input (NULL: not) */
+    const json_t *request;       /* what was asked: {"tool", "input", ...} as session__perm_ask got it */
+};
+typedef void (*session_perm_cb)(void *arg, const struct session_decision *d);
+/* Validates a policy (create body, or PATCH merged into base; NULL: the default) into its normal
+ * form {"mode","allow","deny","timeout_ms"}: 0 with *out (new reference), or -EINVAL with why. */
+int session__policy_parse(json_t *j, const json_t *base, json_t **out, const char **why);
+/* The session's policy in its normal form (new reference; the default when it has none). */
+json_t *session__policy(const struct session *se);
+/* What policy (normal form) says to a call of tool with input: 1 allow, 0 deny, -1 ask a person;
+ * *rule is the rule that decided (borrowed from policy), NULL when the mode did. */
+int session__policy_decide(const json_t *policy, const char *tool, const json_t *input, const char **rule);
+/* Whether the policy may refuse anything (mode ask or deny, or a deny rule): agents are then asked
+ * to ask before each tool. */
+int session__policy_asks(const struct session *se);
+/* The session's agent (or agentd's MCP tool for it) asks to use a tool. req {"tool", "input",
+ * "suggestions"?, "tool_use_id"?, "native_request"?} is taken; native (borrowed, may be NULL) is the
+ * agent's line. The policy decides at once (cb runs before this returns; NULL is returned) or the
+ * request waits for a client: the handle, valid until cb runs or session__perm_cancel. cb always
+ * runs once unless cancelled: with the answer, a timeout, or expired (by "expired") when the run
+ * ends or the session goes first. */
+struct session_perm *session__perm_ask(struct session *se, const char *run, json_t *req, json_t *native,
+                                       session_perm_cb cb, void *arg);
+/* The asker is gone (an abandoned MCP call): the request expires, recorded; cb does not run. */
+void session__perm_cancel(struct session_perm *p);
+/* Requests of run (NULL: all) expire with the message why: their asker hears it (cb, by
+ * "expired", a denial), and the transcript says so. */
+void session__perms_expire(struct session *se, const char *run, const char *why);
+/* A client answers request id with body {"decision","message"?,"updated_input"?,"remember"?}: its
+ * records are written (they join the open wait) and *answer says what was decided; the decision
+ * reaches the agent in session__perm_answered. -ENOENT (no such request), -EALREADY (answered,
+ * expired, or an answer being stored), -EINVAL (the body), with why. */
+int session__perm_answer(struct session *se, const char *id, json_t *body, json_t **answer, const char **why);
+/* The answer's records committed (rc 0: the agent is told now) or not (the request waits again). */
+void session__perm_answered(struct session *se, const char *id, int rc);
+/* The requests waiting, oldest first (new reference); how many. */
+json_t *session__perms_list(const struct session *se);
+size_t session__perms_pending(const struct session *se);
+/* After a restart: requests the state stream (its messages, borrowed) shows pending expire. */
+void session__perms_recover(struct session *se, json_t *msgs);
+void session__perms_free(struct session *se);
+
+/* ---- session_agent.c: the agent's process, which may outlive a run (warm) ---- */
+/* Gives the session's active run to its agent: a warm process that is idle takes it as its next
+ * message; otherwise a new process starts, once the environment is ready and the last process has
+ * gone. Called again (by the environment, the last process's exit) until the run is served. */
+void session__agent_kick(struct session *se);
+/* Whether the active run is in an agent's hands (0: still waiting for a process). */
+int session__agent_serving(const struct session *se);
+/* Stops the run's process hard (cancel, or agentd failed the run): the adapter's cancel line, then
+ * the process group killed. The run ends when the process has exited. */
+void session__agent_kill(struct session *se);
+/* Interrupts the active run's turn (the process and its conversation stay) or steers it (text into
+ * the running turn): 0, or -ENOTSUP when the agent cannot. */
+int session__agent_interrupt(struct session *se);
+int session__agent_steer(struct session *se, const char *text);
+/* The warm process is no longer wanted (a fork, a policy it was not started with): it stops now
+ * when idle, else when its run ends. reason names why in its status event. */
+void session__agent_retire(struct session *se, const char *reason);
+/* What the session's agent can do (enum agent_cap): the adapter's, or what the program announced. */
+unsigned session__agent_caps(const struct session *se);
+/* Adds to a session's public view what a person in the loop needs: "capabilities" {approvals, steer,
+ * interrupt, warm}, "agent_process" ({"pid","state":"busy"|"idle"|"stopping"} or null),
+ * "permissions" (the policy in its normal form) and "pending_permissions" (how many wait). */
+void session__agent_view(const struct session *se, json_t *pub);
+
 /* ---- session_run.c ---- */
 /* The session's execution environment, created and started on first need (its first run, or a
  * runtime of a session with cgroup limits); NULL when it cannot be created. */
 struct exec_env *session__env(struct session *se);
 /* User input for se's agent: it goes to the inbox and becomes a run, started now or queued by mode
- * (queue, interrupt, reject; NULL: queue). 0 with *answer (the run's record, new reference), or
- * -EINVAL (a bad mode) or -EBUSY (no agent; a run active and mode reject) with why. */
+ * (queue, interrupt, reject, steer; NULL: queue), or, with steer while a run is active and its agent
+ * takes it, goes into that run's turn. 0 with *answer (the run's record, new reference; a steered
+ * one {"run","status","mode","steered"}), or -EINVAL (a bad mode) or -EBUSY (no agent; a run active
+ * and mode reject) with why. */
 int session__message(struct session *se, const char *text, const char *mode, json_t **answer,
                      const char **why);
 /* Cancels the active or a queued run: 0 with *answer ({"run","status"}), or -EBUSY with why when no
  * queued or running run has that id. */
 int session__cancel_run(struct session *se, const char *run, json_t **answer, const char **why);
+/* Interrupts the active run: its turn ends (status interrupted), the agent's process and
+ * conversation stay. 0 with *answer, -EBUSY (not the running run) or -ENOTSUP (the agent cannot). */
+int session__interrupt_run(struct session *se, const char *run, json_t **answer, const char **why);
+/* The queued inputs, oldest first: [{"input","text","mode","created_at"}] (new reference). */
+json_t *session__inbox(const struct session *se);
+/* Withdraws a queued input before it starts: 0 with *answer, -EBUSY (started or ended), -ENOENT. */
+int session__withdraw(struct session *se, const char *input, json_t **answer, const char **why);
+
+/* The runs' side of the agent's process (session_agent.c); r is the session's active run. */
+const char *session__run_id(const struct session_run *r);
+const char *session__run_text(const struct session_run *r);
+/* An event of r's agent (taken): recorded in the transcript, or kept as the run's result. */
+void session__run_event(struct session_run *r, json_t *ev);
+/* r's turn is over: its process exited (ex), or a warm process ended the turn (ex NULL). */
+void session__run_ended(struct session_run *r, const struct exec_exit *ex);
+/* r could not be given to a process: it ends as an error with code and message. */
+void session__run_failed(struct session_run *r, const char *code, const char *message);
 /* After a restart: closes runs that were queued or running as failed (server_restart). */
 void session__recover_runs(struct session *se);
 /* Stops the active run and the environment (session deleted or server stopping). */
@@ -278,7 +387,8 @@ int session__spawn_child(struct sessions *s, struct session *parent, json_t *bod
                          const char **why);
 /* {"children":[public views of the sessions spawned by se]} */
 json_t *session__children(struct sessions *s, struct session *se);
-/* The environment finished closing (session.c: may free a deleted session). */
+/* The environment or the agent's process finished closing (session.c: may free a deleted
+ * session). */
 void session__env_released(struct session *se);
 /* Ends the active run with the error code (agentd failed it: its records cannot be stored). */
 void session__fail_run(struct session *se, const char *code, const char *message);

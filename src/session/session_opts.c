@@ -5,7 +5,8 @@
  *
  * The JSON form has only the keys the client gave, in this order: sandbox, limits (memory_bytes,
  * processes, cpu_seconds, file_size_bytes, open_files), program, base_url, api_key, model, mcp,
- * command; mcp is there for sessions with an agent only. Records written before this struct existed
+ * warm, permissions (in session_perm.c's normal form), command; mcp is there for sessions with an
+ * agent only. Records written before this struct existed
  * read the same.
  */
 #include <errno.h>
@@ -50,8 +51,10 @@ void session__opts_free(struct session_opts *o)
     for (char **p = o->command; p && *p; p++)
         free(*p);
     free(o->command);
+    json_decref(o->permissions);
     memset(o, 0, sizeof *o);
     o->mcp = -1;
+    o->warm = -1;
 }
 
 /* Reads "limits" (an object of positive integers with known names); NULL or why not. */
@@ -121,6 +124,16 @@ static const char *session__opts_read(struct session_opts *o, json_t *j, const s
     }
     json_t *mcp = json_object_get(j, "mcp");
     o->mcp = mcp == NULL || json_is_true(mcp);
+    json_t *warm = json_object_get(j, "warm");
+    if (json_is_boolean(warm))
+        o->warm = json_is_true(warm);
+    else if (strict && warm && !json_is_null(warm))
+        return "warm must be true or false";
+    json_t *perm = json_object_get(j, "permissions");
+    const char *bad = NULL;
+    if (perm && !json_is_null(perm) && session__policy_parse(perm, NULL, &o->permissions, &bad) != 0 &&
+        strict)
+        return bad;
     json_t *cmd = json_object_get(j, "command");
     o->command = session__argv(cmd);
     if (strict && cmd && o->command == NULL)
@@ -167,6 +180,10 @@ json_t *session__opts_json(const struct session_opts *o, int redact)
     }
     if (o->mcp >= 0)
         json_object_set_new(j, "mcp", json_boolean(o->mcp));
+    if (o->warm >= 0)
+        json_object_set_new(j, "warm", json_boolean(o->warm));
+    if (o->permissions)
+        json_object_set(j, "permissions", o->permissions);
     if (o->command) {
         json_t *argv = json_array();
         for (char **p = o->command; *p; p++)
@@ -196,4 +213,35 @@ int session__limits(const struct session *se, struct exec_limits *l)
 int session__sandboxed(const struct session *se)
 {
     return se->opts.sandbox && !strcmp(se->opts.sandbox, "bwrap");
+}
+
+int session__patch(struct session *se, json_t *body, const char **why)
+{
+    json_t *perm = json_object_get(body, "permissions"), *warm = json_object_get(body, "warm"),
+           *policy = NULL;
+    const char *k;
+    json_t *v;
+    json_object_foreach (body, k, v)
+        if (strcmp(k, "permissions") && strcmp(k, "warm")) {
+            *why = "a session's permissions and warm can change; nothing else";
+            return -EINVAL;
+        }
+    if (warm && !json_is_boolean(warm)) {
+        *why = "warm must be true or false";
+        return -EINVAL;
+    }
+    if (perm && session__policy_parse(perm, se->opts.permissions, &policy, why) != 0)
+        return -EINVAL;
+    if (policy) {
+        json_decref(se->opts.permissions);
+        se->opts.permissions = policy;
+    }
+    if (warm) {
+        se->opts.warm = json_is_true(warm);
+        if (!se->opts.warm)
+            session__agent_retire(se, "warm turned off");
+    }
+    /* A warm process started with another permission mode is replaced when it next takes a message. */
+    session__publish(se->registry, se, "update");
+    return 0;
 }

@@ -102,6 +102,7 @@ struct session_rt_call {
     int rc;           /* the answer, sent once its event has committed: 0 or -errno, */
     enum errcode err; /* with its code when rc != 0 */
     json_t *answer;
+    struct session_perm *perm; /* the permission request it waits for, or NULL */
 };
 
 int session_rt_action_parse(const char *name, enum session_rt_action *out)
@@ -337,6 +338,63 @@ static void session__rt_repaired(void *arg, int rc)
     session__rt_run(c);
 }
 
+/* Copies the caller's code, which is borrowed for session_rt_start only, when the call waits. */
+static void session__rt_keep_code(struct session_rt_call *c)
+{
+    if (c->req.code == NULL || c->code)
+        return;
+    c->code = xmalloc(c->req.code_len + 1);
+    memcpy(c->code, c->req.code, c->req.code_len);
+    c->code[c->req.code_len] = '\0';
+    c->req.code = c->code;
+}
+
+/* The call as it goes: repaired first if the session is degraded, then run. */
+static void session__rt_go(struct session_rt_call *c)
+{
+    int rc = session__after_repair(c->se, session__rt_repaired, c);
+    if (rc == 1)
+        session__rt_keep_code(c);
+    if (rc < 0)
+        session__rt_repaired(c, rc);
+    else if (rc == 0)
+        session__rt_run(c);
+}
+
+/* The session's policy decided the agent's call. */
+static void session__rt_permitted(void *arg, const struct session_decision *d)
+{
+    struct session_rt_call *c = arg;
+    c->perm = NULL;
+    if (!d->allow) {
+        char *msg = xasprintf("%s (%s)", d->message ? d->message : "denied", d->by);
+        session__rt_fail(c, -EACCES, ERR_PERMISSION_DENIED, msg);
+        free(msg);
+        return;
+    }
+    session__rt_go(c);
+}
+
+/* An agent's call that runs or changes something asks the session's policy first, as the agent's
+ * own tools do: the request and its answer are in the transcript like theirs. */
+static void session__rt_ask(struct session_rt_call *c)
+{
+    static const char *const names[] = {"exec",    "eval",      "state", "reset",
+                                        "history", "interrupt", "spawn", "children"};
+    const struct session_rt_request *r = &c->req;
+    json_t *input = json_pack("{s:s}", "action", names[r->action]);
+    if (r->lang)
+        json_object_set_new(input, "lang", json_string(r->lang));
+    if (r->code)
+        json_object_set_new(input, r->action == SESSION_RT_SPAWN ? "text" : "code",
+                            session__text(r->code, r->code_len));
+    const char *tool = r->action == SESSION_RT_SPAWN ? "mcp__rt__session" : "mcp__rt__runtime";
+    session__rt_keep_code(c);
+    c->perm = session__perm_ask(c->se, session__active_run_id(c->se),
+                                json_pack("{s:s, s:o}", "tool", tool, "input", input), NULL,
+                                session__rt_permitted, c);
+}
+
 struct session_rt_call *session_rt_start(struct sessions *s, const char *session_id,
                                          const struct session_rt_request *req, session_rt_cb cb, void *arg)
 {
@@ -357,18 +415,10 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
         session__rt_fail(c, -EINVAL, ERR_BAD_REQUEST, "lang must be bash, python or node");
     } else if (req->action == SESSION_RT_HISTORY || req->action == SESSION_RT_STATE) {
         session__rt_run(c); /* they write nothing */
+    } else if (req->from_agent && req->action != SESSION_RT_INTERRUPT && session__policy_asks(se)) {
+        session__rt_ask(c);
     } else {
-        int rc = session__after_repair(se, session__rt_repaired, c);
-        if (rc == 1 && req->code) { /* the caller's buffer is borrowed for this call only */
-            c->code = xmalloc(req->code_len + 1);
-            memcpy(c->code, req->code, req->code_len);
-            c->code[req->code_len] = '\0';
-            c->req.code = c->code;
-        }
-        if (rc < 0)
-            session__rt_repaired(c, rc);
-        else if (rc == 0)
-            session__rt_run(c);
+        session__rt_go(c);
     }
     c->starting = 0;
     if (c->done) {
@@ -381,6 +431,14 @@ struct session_rt_call *session_rt_start(struct sessions *s, const char *session
 
 void session_rt_cancel(struct session_rt_call *call)
 {
-    if (call)
-        call->cancelled = 1;
+    if (call == NULL)
+        return;
+    call->cancelled = 1;
+    if (call->perm) { /* nothing ran: the request expires, and the call is over */
+        struct session_perm *p = call->perm;
+        call->perm = NULL;
+        session__perm_cancel(p);
+        free(call->code);
+        free(call);
+    }
 }

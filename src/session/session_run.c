@@ -1,16 +1,20 @@
 /*
  * session_run — a session's agent runs: input modes, the run state machine, the execution
- * environment and the agent adapter wired together, and what each run writes durably.
+ * environment, and what each run writes durably. The process that serves a run is
+ * session_agent.c's (it may outlive the run: a warm agent).
  *
  * Per run: user input goes to the inbox stream; the run's record (State Protocol) to the state
  * stream, on every change; its events to the transcript: run_start, the agent's events as the
  * adapter maps them (every one keeping the agent's line under `native`), run_completed. At most one
- * run is active; `queue` waits behind it, `interrupt` cancels it first, `reject` refuses.
+ * run is active; `queue` waits behind it, `interrupt` stops it first (the agent's own interrupt
+ * where it has one, else a cancel), `reject` refuses, and `steer` puts the text into the running
+ * turn where the agent takes it (else it queues, and a warn `log` says so). A run ends success,
+ * error, cancelled (killed) or interrupted (its turn stopped, the agent's process and conversation
+ * kept). Queued inputs can be listed and withdrawn before they start.
  *
  * Ownership: a struct session_run belongs to its session from creation until its completion has
- * been recorded (then freed). The running program (struct exec_proc) belongs to exec/ and is gone
- * after its exit callback; parsers belong to the run. The exec environment starts with the first
- * run and closes when the session is deleted or the server stops.
+ * been recorded (then freed). The exec environment starts with the first run and closes when the
+ * session is deleted or the server stops.
  */
 #include "agent/agent.h"
 #include "exec/exec.h"
@@ -18,18 +22,14 @@
 #include "stream/stream.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
-#include <sodium.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #define RUN_CANCEL_GRACE_MS 1000
 #define RUN_FILE_RATE_MS    500 /* at most one `file` event per half second */
-#define RUN_ID_BYTES        8
 
 enum run_state {
     RUN_QUEUED,
@@ -44,11 +44,10 @@ struct session_run {
     char mode[16];
     enum run_state state;
     int64_t created_ms, started_ms;
-    struct exec_proc *proc;
-    struct agent_parser *out, *err;
     json_t *result; /* the agent's result event, when it wrote one */
     int cancel_requested;
-    const char *fail_code; /* set when agentd itself ends the run (its events cannot be stored) */
+    int interrupt_requested; /* the agent was asked to end the turn (soft: its process stays) */
+    const char *fail_code;   /* set when agentd itself ends the run (its events cannot be stored) */
     char *fail_message;
     struct session_run *next;
 };
@@ -180,12 +179,9 @@ static void run__event(struct session_run *r, json_t *ev)
 /* ================= running ================= */
 
 static void run__start_next(struct session *se);
-static void run__spawn(struct session_run *r);
 
 static void run__free(struct session_run *r)
 {
-    agent_parser_free(r->out);
-    agent_parser_free(r->err);
     json_decref(r->result);
     free(r->text);
     free(r->fail_message);
@@ -223,6 +219,8 @@ static void run__complete(struct session_run *r, const char *status, const char 
     struct session *se = r->se;
     struct session_wait *wait = session__wait_begin(se->registry, 0);
     int64_t now = clock_wall_ms();
+    /* What the run's agent still waited for ends with it, before its run_completed. */
+    session__perms_expire(se, r->id, "the run ended before an answer");
     json_t *done = json_pack("{s:s, s:s, s:I}", "type", "run_completed", "status", status, "duration_ms",
                              (json_int_t)(now - (r->started_ms ? r->started_ms : now)));
     json_t *res = r->result;
@@ -267,12 +265,17 @@ static void run__complete(struct session_run *r, const char *status, const char 
     run__start_next(se);
 }
 
-static void run__on_event(void *arg, json_t *ev)
+/* ================= the agent's side (session_agent.c) ================= */
+
+const char *session__run_id(const struct session_run *r) { return r->id; }
+
+const char *session__run_text(const struct session_run *r) { return r->text; }
+
+void session__run_event(struct session_run *r, json_t *ev)
 {
-    struct session_run *r = arg;
     const char *type = json_string_value(json_object_get(ev, "type"));
     if (type && !strcmp(type, "result")) {
-        /* ends the run: recorded as run_completed when the process exits */
+        /* ends the run: recorded as run_completed when the turn ends (or the process exits) */
         json_decref(r->result);
         r->result = ev;
         return;
@@ -287,38 +290,29 @@ static void run__on_event(void *arg, json_t *ev)
     run__event(r, ev);
 }
 
-static void run__on_stdout(void *arg, struct exec_proc *p, const char *data, size_t len)
+void session__run_ended(struct session_run *r, const struct exec_exit *ex)
 {
-    struct session_run *r = arg;
-    agent_parser_feed(r->out, data, len);
-}
-
-static void run__on_stderr(void *arg, struct exec_proc *p, const char *line, size_t len, int eol)
-{
-    struct session_run *r = arg;
-    agent_parser_feed(r->err, line, len);
-    if (eol)
-        agent_parser_feed(r->err, "\n", 1);
-}
-
-static void run__on_exit(void *arg, struct exec_proc *p, const struct exec_exit *ex)
-{
-    struct session_run *r = arg;
-    agent_parser_finish(r->out);
-    agent_parser_finish(r->err);
-    r->proc = NULL;
     int is_error = r->result && json_is_true(json_object_get(r->result, "is_error"));
+    json_int_t st = ex == NULL ? INT64_MIN : ex->signal ? 128 + ex->signal : ex->status;
     if (r->fail_code)
-        run__complete(r, "error", r->fail_code, r->fail_message, ex->signal ? 128 + ex->signal : ex->status);
+        run__complete(r, "error", r->fail_code, r->fail_message, st);
     else if (r->cancel_requested)
-        run__complete(r, "cancelled", "cancelled", "the run was cancelled", ex->status);
-    else if (ex->signal)
-        run__complete(r, "error", "agent_crashed", "the agent was killed by a signal", 128 + ex->signal);
-    else if (ex->status != 0)
-        run__complete(r, "error", "agent_error", "the agent exited with a failure status", ex->status);
+        run__complete(r, "cancelled", "cancelled", "the run was cancelled", st);
+    else if (r->interrupt_requested)
+        run__complete(r, "interrupted", "interrupted",
+                      "the run was interrupted; the agent keeps its conversation", st);
+    else if (ex && ex->signal)
+        run__complete(r, "error", "agent_crashed", "the agent was killed by a signal", st);
+    else if (ex && ex->status != 0)
+        run__complete(r, "error", "agent_error", "the agent exited with a failure status", st);
     else
         run__complete(r, is_error ? "error" : "success", is_error ? "agent_error" : NULL,
-                      is_error ? "the agent reported an error" : NULL, 0);
+                      is_error ? "the agent reported an error" : NULL, ex ? 0 : INT64_MIN);
+}
+
+void session__run_failed(struct session_run *r, const char *code, const char *message)
+{
+    run__complete(r, "error", code, message, INT64_MIN);
 }
 
 /* Workspace changes, already coalesced and rate-limited by exec/: one `file` event per batch. */
@@ -355,116 +349,12 @@ static void run__env_event(void *arg, struct exec_env *env, const struct exec_ev
     se->last_activity_ms = clock_wall_ms();
     if (!se->deleted)
         session__publish(se->registry, se, "update"); /* the feed shows the environment's health */
-    if (se->active && se->active->state == RUN_RUNNING && se->active->proc == NULL) {
-        if (ev->status == EXEC_STATUS_READY)
-            run__spawn(se->active);
-        else if (ev->status == EXEC_STATUS_ERROR)
-            run__complete(se->active, "error", "spawn_failed",
-                          ev->message ? ev->message : "the execution environment could not start", INT64_MIN);
-    }
-}
-
-/* Writes a file the adapter needs (0600, parents created). */
-static int run__write_file(const struct agent_file *f)
-{
-    char *dir = xstrdup(f->path);
-    for (char *p = dir + 1; (p = strchr(p, '/')) != NULL; p++) {
-        *p = '\0';
-        if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-            free(dir);
-            return -errno;
-        }
-        *p = '/';
-    }
-    free(dir);
-    int fd = open(f->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    size_t len = strlen(f->content);
-    int rc = write(fd, f->content, len) == (ssize_t)len ? 0 : -EIO;
-    close(fd);
-    return rc;
-}
-
-/* Where the agent reaches agentd's runtime tool (free it), or NULL when it is not offered. */
-static char *run__mcp_url(struct session *se)
-{
-    struct sessions *s = se->registry;
-    if (se->opts.mcp <= 0 || s->base_url == NULL)
-        return NULL;
-    if (!s->cfg.agent_auth)
-        return xasprintf("%s/v1/sessions/%s/mcp", s->base_url, se->id);
-    /* A server with a token: the agent gets one of its own, scoped to this session's MCP endpoint
-     * (session__authorize), in the URL, which every agent CLI passes on as is. */
-    if (se->agent_token[0] == '\0') {
-        unsigned char raw[32];
-        randombytes_buf(raw, sizeof raw);
-        sodium_bin2hex(se->agent_token, sizeof se->agent_token, raw, sizeof raw);
-    }
-    return xasprintf("%s/v1/sessions/%s/mcp?agent_token=%s", s->base_url, se->id, se->agent_token);
-}
-
-static void run__spawn(struct session_run *r)
-{
-    struct session *se = r->se;
-    struct sessions *s = se->registry;
-    const struct session_opts *o = &se->opts;
-    char *mcp_url = run__mcp_url(se);
-    struct agent_mcp mcp = {.url = mcp_url};
-    struct agent_run_opts ro = {
-        .prompt = r->text,
-        .session_id = se->id,
-        .run_id = r->id,
-        .workspace = se->workspace,
-        .home = se->home,
-        .program = agent_adapter_runs_self(se->adapter) ? s->self_exe
-                   : o->command                         ? o->command[0]
-                                                        : o->program,
-        .model = o->model,
-        .base_url = o->base_url,
-        .api_key = o->api_key,
-        .native_session = se->native_session,
-        .fork = se->fork_pending,
-        .bypass_permissions = 1,
-        .mcp = mcp.url ? &mcp : NULL,
-        .extra_args = o->command && o->command[1] ? (const char *const *)o->command + 1 : NULL,
-    };
-    struct agent_cmd cmd;
-    int rc = agent_command(se->adapter, &ro, &cmd);
-    free(mcp_url);
-    if (rc != 0)
-        return run__complete(r, "error", "spawn_failed", "the agent's command could not be built", INT64_MIN);
-    for (size_t i = 0; rc == 0 && i < cmd.nfiles; i++)
-        rc = run__write_file(&cmd.files[i]);
-    r->out = agent_parser_new(se->adapter, 0, run__on_event, r);
-    r->err = agent_parser_new(NULL, 0, run__on_event, r);
-    char why[1024] = "";
-    struct exec_spawn_opts so = {
-        .on_stdout = run__on_stdout,
-        .on_stderr = run__on_stderr,
-        .on_exit = run__on_exit,
-        .arg = r,
-        .env_extra = cmd.env,
-        .why = why,
-        .why_cap = sizeof why,
-    };
-    if (rc == 0)
-        rc = exec_spawn(se->xenv, cmd.argv, &so, &r->proc);
-    if (rc == 0 && cmd.stdin_len)
-        rc = exec_proc_write(r->proc, cmd.stdin_data, cmd.stdin_len);
-    if (rc == 0 && !cmd.stdin_keep_open)
-        exec_proc_close_stdin(r->proc);
-    char *program = xstrdup(cmd.argv && cmd.argv[0] ? cmd.argv[0] : "?");
-    agent_cmd_free(&cmd);
-    if (rc != 0 && r->proc == NULL) {
-        char *msg = xasprintf("cannot start %s: %s", program, why[0] ? why : strerror(-rc));
-        run__complete(r, "error", rc == -ENOENT || rc == -EACCES ? "agent_not_found" : "spawn_failed", msg,
-                      INT64_MIN);
-        free(msg);
-    } else {
-        se->fork_pending = 0;
-    }
-    free(program);
+    if (ev->status == EXEC_STATUS_READY)
+        session__agent_kick(se);
+    else if (ev->status == EXEC_STATUS_ERROR && se->active && se->active->state == RUN_RUNNING &&
+             !session__agent_serving(se))
+        run__complete(se->active, "error", "spawn_failed",
+                      ev->message ? ev->message : "the execution environment could not start", INT64_MIN);
 }
 
 /* Starts r now: record, run_start, and the environment if it is not up yet. */
@@ -488,8 +378,7 @@ static void run__start(struct session_run *r)
                                  INT64_MIN);
         return; /* run__env_event spawns on ready */
     }
-    if (exec_env_status(se->xenv) == EXEC_STATUS_READY)
-        run__spawn(r);
+    session__agent_kick(se); /* now, or when the environment is ready */
 }
 
 struct exec_env *session__env(struct session *se)
@@ -534,14 +423,32 @@ static void run__cancel_running(struct session_run *r)
     if (r->cancel_requested)
         return;
     r->cancel_requested = 1;
-    if (r->proc == NULL) /* environment still starting */
+    if (!session__agent_serving(r->se)) /* no process yet (environment starting, last one exiting) */
         return run__complete(r, "cancelled", "cancelled", "the run was cancelled", INT64_MIN);
-    char *line = agent_cancel_line(r->se->adapter, r->id);
-    if (line) {
-        (void)!exec_proc_write(r->proc, line, strlen(line));
-        free(line);
+    session__agent_kill(r->se);
+}
+
+/* Ends the active run's turn and keeps the agent (its own interrupt), recorded as an `interrupt`
+ * event; 0, or -ENOTSUP when the agent has no such thing. A run not yet in an agent's hands just
+ * ends (nothing of it ran). */
+static int run__interrupt_running(struct session_run *r, const char *by)
+{
+    if (r->interrupt_requested || r->cancel_requested)
+        return 0;
+    struct session *se = r->se;
+    if (!session__agent_serving(se)) {
+        r->interrupt_requested = 1;
+        run__event(r, json_pack("{s:s, s:s}", "type", "interrupt", "by", by));
+        run__complete(r, "interrupted", "interrupted", "the run was interrupted before its agent started",
+                      INT64_MIN);
+        return 0;
     }
-    exec_proc_kill(r->proc, RUN_CANCEL_GRACE_MS, NULL, NULL);
+    int rc = session__agent_interrupt(se);
+    if (rc != 0)
+        return rc;
+    r->interrupt_requested = 1;
+    run__event(r, json_pack("{s:s, s:s}", "type", "interrupt", "by", by));
+    return 0;
 }
 
 void session__runs_resume(struct session *se) { run__start_next(se); }
@@ -554,22 +461,66 @@ void session__fail_run(struct session *se, const char *code, const char *message
     log_warn("session %s: ending run %s: %s", se->id, r->id, message);
     r->fail_code = code;
     r->fail_message = xstrdup(message);
-    if (r->proc == NULL) /* environment still starting */
+    if (!session__agent_serving(se)) /* no process yet */
         return run__complete(r, "error", code, message, INT64_MIN);
-    exec_proc_kill(r->proc, RUN_CANCEL_GRACE_MS, NULL, NULL);
+    session__agent_kill(se);
 }
 
 /* ================= the API ================= */
 
+/* User input in the inbox (of run, in mode). */
+static void run__inbox(struct session *se, const char *run, const char *text, const char *mode, int64_t ts)
+{
+    char path[128];
+    run__path(se, "inbox", path);
+    session__write(se->registry, se, SESSION_W_INBOX, run, path,
+                   json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "user", "text", text, "run", run, "mode",
+                             mode, "ts", (json_int_t)ts));
+}
+
+/* Puts text into the active run's turn: 0 with *answer, or -ENOTSUP with why (the agent cannot take
+ * it now: the caller queues it instead). */
+static int run__steer(struct session *se, const char *text, json_t **answer, const char **why)
+{
+    struct session_run *r = se->active;
+    int rc = session__agent_steer(se, text);
+    if (rc != 0) {
+        *why = rc == -ESRCH ? "the run's agent has not started yet" : "this agent cannot take input mid-turn";
+        return -ENOTSUP;
+    }
+    run__inbox(se, r->id, text, "steer", clock_wall_ms());
+    run__event(r, json_pack("{s:s, s:s}", "type", "steer", "text", text));
+    *answer = json_pack("{s:s, s:s, s:s, s:s, s:b}", "id", r->id, "run", r->id, "status", "running", "mode",
+                        "steer", "steered", 1);
+    return 0;
+}
+
+/* A new run of text in mode, in the inbox and recorded as queued; the caller places it. */
+static struct session_run *run__new(struct session *se, const char *text, const char *mode)
+{
+    struct session_run *r = xcalloc(1, sizeof *r);
+    session__random_id(r->id, sizeof r->id, "run_");
+    r->se = se;
+    r->text = xstrdup(text);
+    snprintf(r->mode, sizeof r->mode, "%s", mode);
+    r->created_ms = clock_wall_ms();
+    run__inbox(se, r->id, text, mode, r->created_ms);
+    run__record(r, "insert", "queued", NULL);
+    return r;
+}
+
 int session__message(struct session *se, const char *text, const char *mode, json_t **answer,
                      const char **why)
 {
-    if (mode == NULL)
-        mode = "queue";
-    if (strcmp(mode, "queue") && strcmp(mode, "interrupt") && strcmp(mode, "reject")) {
-        *why = "mode must be queue, interrupt or reject";
+    static const char *const modes[] = {"queue", "interrupt", "reject", "steer"};
+    size_t m = 0;
+    while (mode && m < CORE_ARRAY_LEN(modes) && strcmp(mode, modes[m]))
+        m++;
+    if (m == CORE_ARRAY_LEN(modes)) {
+        *why = "mode must be queue, interrupt, reject or steer";
         return -EINVAL;
     }
+    mode = modes[m];
     if (se->adapter == NULL) {
         *why = "this session has no agent (agent none): use its runtimes";
         return -EBUSY;
@@ -578,31 +529,25 @@ int session__message(struct session *se, const char *text, const char *mode, jso
         *why = "a run is active and mode is reject";
         return -EBUSY;
     }
-    struct session_run *r = xcalloc(1, sizeof *r);
-    unsigned char raw[RUN_ID_BYTES];
-    randombytes_buf(raw, sizeof raw);
-    memcpy(r->id, "run_", 4);
-    sodium_bin2hex(r->id + 4, sizeof r->id - 4, raw, sizeof raw);
-    r->se = se;
-    r->text = xstrdup(text);
-    snprintf(r->mode, sizeof r->mode, "%s", mode);
-    r->created_ms = clock_wall_ms();
+    const char *unsteered = NULL;
+    if (se->active && !strcmp(mode, "steer") && run__steer(se, text, answer, &unsteered) == 0)
+        return 0;
+    struct session_run *r = run__new(se, text, mode);
     char id[sizeof r->id];
     memcpy(id, r->id, sizeof id);
-    char path[128];
-    run__path(se, "inbox", path);
-    session__write(se->registry, se, SESSION_W_INBOX, r->id, path,
-                   json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "user", "text", text, "run", r->id, "mode",
-                             mode, "ts", (json_int_t)r->created_ms));
-    run__record(r, "insert", "queued", NULL);
+    if (unsteered) /* steering was asked for and cannot be: the text waits its turn, and says so */
+        run__event(r, json_pack("{s:s, s:s, s:o}", "type", "log", "level", "warn", "text",
+                                json_sprintf("steer: %s (%s); queued as run %s instead", unsteered, se->agent,
+                                             r->id)));
     if (se->active == NULL && !session__degraded(se)) {
         run__start(r);
     } else if (se->active && !strcmp(mode, "interrupt")) {
-        r->next = se->queue; /* first in line, then stop the active run */
+        r->next = se->queue; /* first in line, then stop the active run: its turn, else its process */
         se->queue = r;
         if (se->queue_tail == &se->queue)
             se->queue_tail = &r->next;
-        run__cancel_running(se->active);
+        if (run__interrupt_running(se->active, "message") != 0)
+            run__cancel_running(se->active);
     } else {
         *se->queue_tail = r;
         se->queue_tail = &r->next;
@@ -616,7 +561,56 @@ int session__message(struct session *se, const char *text, const char *mode, jso
     json_array_foreach (se->runs, i, v)
         if (!strcmp(json_string_value(json_object_get(v, "id")), id))
             *answer = json_deep_copy(v);
+    if (unsteered && *answer)
+        json_object_set_new(*answer, "steered", json_false());
     return 0;
+}
+
+int session__interrupt_run(struct session *se, const char *run, json_t **answer, const char **why)
+{
+    struct session_run *r = se->active;
+    if (r == NULL || strcmp(r->id, run)) {
+        *why = "no running run with that id (a queued one can be withdrawn or cancelled)";
+        return -EBUSY;
+    }
+    int rc = run__interrupt_running(r, "user");
+    if (rc != 0) {
+        *why = "this agent cannot stop a turn and keep going: cancel the run instead";
+        return rc;
+    }
+    *answer =
+        json_pack("{s:s, s:s}", "run", run, "status", r->state == RUN_DONE ? "interrupted" : "interrupting");
+    return 0;
+}
+
+json_t *session__inbox(const struct session *se)
+{
+    json_t *list = json_array();
+    for (const struct session_run *r = se->queue; r; r = r->next)
+        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:I}", "input", r->id, "text", r->text, "mode",
+                                              r->mode, "created_at", (json_int_t)r->created_ms));
+    return list;
+}
+
+int session__withdraw(struct session *se, const char *input, json_t **answer, const char **why)
+{
+    for (const struct session_run *r = se->queue; r; r = r->next) {
+        if (strcmp(r->id, input))
+            continue;
+        int rc = session__cancel_run(se, input, answer, why);
+        if (rc == 0)
+            json_object_set_new(*answer, "status", json_string("withdrawn"));
+        return rc;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach (se->runs, i, v)
+        if (!strcmp(json_string_value(json_object_get(v, "id")), input)) {
+            *why = "that input has started already (or ended): interrupt or cancel its run instead";
+            return -EBUSY;
+        }
+    *why = "no such input";
+    return -ENOENT;
 }
 
 int session__cancel_run(struct session *se, const char *run, json_t **answer, const char **why)
@@ -662,6 +656,7 @@ void session__recover_runs(struct session *se)
     stream_json_wrap(&b);
     json_t *msgs = json_loadb(b.p, b.len, 0, NULL);
     buf_free(&b);
+    session__perms_recover(se, msgs); /* what waited for an answer expired with the last process */
     json_t *latest = json_object();
     size_t i;
     json_t *m;
@@ -700,6 +695,7 @@ static void run__env_closed(void *arg)
 
 void session__stop_runs(struct session *se)
 {
+    session__perms_expire(se, NULL, "the session is going away");
     while (se->queue) {
         struct session_run *r = se->queue;
         se->queue = r->next;

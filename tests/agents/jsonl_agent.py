@@ -1,12 +1,21 @@
 #!/usr/bin/env python3
 """A scriptable test agent speaking agentd's jsonl protocol (doc/AGENT-PROTOCOL.md); python3 stdlib.
 
-    python3 jsonl_agent.py [--state DIR] [--log FILE] [--prefix ID-PREFIX]
+    python3 jsonl_agent.py [--state DIR] [--log FILE] [--prefix ID-PREFIX] [--v2 [--caps LIST]]
 
 Reads the first stdin line ({"type":"user","text",...,"resume"?,"fork"?}), announces its native
 session with a `session` line, does what the prompt says, writes a `result` and exits. Control lines
 that follow on stdin are watched: {"type":"cancel"} or EOF stops the run promptly (a result with
 is_error true, exit 0).
+
+--v2 speaks protocol 2 (doc/AGENT-PROTOCOL.md): a `capabilities` line first, announcing LIST (comma
+separated, default approvals,steer,interrupt,warm). With approvals, and "approvals": true in the user
+line, `tool` asks first (`permission_request` Bash {"command"}) and runs the command only when allowed
+(updated_input's command when the answer has one); a denial becomes the tool's error output. With
+steer, every `steer` line received is said back ("steer: TEXT") after the directive that was running,
+within the same turn. With interrupt, an `interrupt` line ends the turn at once (a result with
+"interrupted": true; a tool's child is killed). With warm, the process stays after each result and
+takes the next `user` line as the next message of the same conversation, until EOF.
 
 Native sessions live as DIR/<id>.json ({"id","turns":[prompt...],"forked_from"?}); DIR is --state,
 else $JSONL_AGENT_STATE, else $HOME/.jsonl_agent. A first run makes a new id; `resume` reuses that
@@ -26,6 +35,7 @@ The prompt is a list of directives separated by ';' or newlines; each does one t
                      the child to agentd (as Claude Code does with its tool children). stubborn:
                      ignore SIGTERM and the cancel line (agentd must SIGKILL).
     history          a message "turns: N", N the turns of this native session including this one
+    pid              a message "pid: P", this process's pid (a warm agent keeps it across messages)
     whoami           a message "native: ID" (the native session id)
     env NAME         a message with $NAME ("<unset>" when missing)
     pwd              a message with the working directory
@@ -52,10 +62,22 @@ import threading
 import time
 import uuid
 
+import queue
+
 T0 = time.monotonic()
 OUT_LOCK = threading.Lock()
 CANCEL = threading.Event()
-STATE = {"stubborn": False, "last": "", "out_tokens": 0}
+INTERRUPT = threading.Event()      # protocol 2: the turn is to end now
+STATE = {"stubborn": False, "last": "", "out_tokens": 0, "v2": False, "caps": set(), "approvals": False,
+         "warm": False}
+STEERS = queue.Queue()             # steering texts received, said back in the turn
+USERS = queue.Queue()              # next messages of a warm process (None: EOF)
+ANSWERS = {}                       # permission request id -> its permission_response
+ANSWERED = threading.Condition()
+
+
+class TurnOver(Exception):
+    """A warm process's turn ended (its result is written): back to waiting for the next message."""
 
 
 def emit(ev):
@@ -88,14 +110,16 @@ def log(text, level="info"):
 
 
 def args_of(argv):
-    opts = {"state": None, "log": None, "prefix": "jsonl"}
+    opts = {"state": None, "log": None, "prefix": "jsonl", "v2": False, "caps": "approvals,steer,interrupt,warm"}
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a in ("--state", "--log", "--prefix") and i + 1 < len(argv):
+        if a in ("--state", "--log", "--prefix", "--caps") and i + 1 < len(argv):
             opts[a[2:]] = argv[i + 1]
             i += 2
             continue
+        if a == "--v2":
+            opts["v2"] = True
         i += 1
     return opts
 
@@ -107,17 +131,51 @@ def record(path, obj):
         f.write(json.dumps(dict(obj, _pid=os.getpid(), _ts=time.time())) + "\n")
 
 
-def finish(is_error=False, text=None, code=0, num_turns=1):
-    emit({"type": "result", "is_error": is_error, "text": STATE["last"] if text is None else text,
+def finish(is_error=False, text=None, code=0, num_turns=1, extra=None):
+    ev = {"type": "result", "is_error": is_error, "text": STATE["last"] if text is None else text,
           "usage": {"input_tokens": STATE.get("in_tokens", 0), "output_tokens": STATE["out_tokens"]},
-          "cost_usd": 0.0001, "duration_ms": int((time.monotonic() - T0) * 1000), "num_turns": num_turns})
+          "cost_usd": 0.0001, "duration_ms": int((time.monotonic() - T0) * 1000), "num_turns": num_turns}
+    ev.update(extra or {})
+    emit(ev)
+    if STATE["warm"] and not CANCEL.is_set() and code == 0:
+        raise TurnOver()
     os._exit(code)
 
 
 def cancelled():
     """Called when a cancel or EOF arrived: stop now (the tool children are left to agentd)."""
-    log("cancelled", "warn")
-    finish(is_error=True, text="cancelled")
+    if CANCEL.is_set():
+        log("cancelled", "warn")
+        finish(is_error=True, text="cancelled")
+    log("interrupted", "warn")
+    finish(is_error=True, text="interrupted", extra={"interrupted": True})
+
+
+def said_steers():
+    """Says back what steering arrived (protocol 2): the turn takes it into account."""
+    while True:
+        try:
+            say(f"steer: {STEERS.get_nowait()}")
+        except queue.Empty:
+            return
+
+
+def control(msg):
+    """A protocol 2 control line (steer, interrupt, permission_response, user): True when handled."""
+    kind = msg.get("type")
+    if kind == "steer" and "steer" in STATE["caps"]:
+        STEERS.put(msg.get("text", ""))
+    elif kind == "interrupt" and "interrupt" in STATE["caps"]:
+        INTERRUPT.set()
+    elif kind == "permission_response":
+        with ANSWERED:
+            ANSWERS[msg.get("request")] = msg
+            ANSWERED.notify_all()
+    elif kind == "user" and STATE["warm"]:
+        USERS.put(msg)
+    else:
+        return False
+    return True
 
 
 def watch_stdin(logpath):
@@ -135,13 +193,38 @@ def watch_stdin(logpath):
         record(logpath, msg if isinstance(msg, dict) else {"type": "_other", "line": msg})
         if isinstance(msg, dict) and msg.get("type") == "cancel":
             break
+        if isinstance(msg, dict) and STATE["v2"]:
+            control(msg)
+    USERS.put(None)
     if not STATE["stubborn"]:
         CANCEL.set()
 
 
+def stop_now():
+    return CANCEL.is_set() or INTERRUPT.is_set()
+
+
 def wait(seconds):
-    """Sleeps, returning early (True) on cancel."""
-    return CANCEL.wait(seconds)
+    """Sleeps, returning early (True) on cancel or interrupt."""
+    end = time.monotonic() + seconds
+    while not stop_now():
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        CANCEL.wait(min(left, 0.01))
+    return True
+
+
+def ask(tool, inp, n):
+    """Protocol 2: asks agentd before using a tool; returns the permission_response (None: stopped)."""
+    rid = f"ask-{os.getpid()}-{n}-{time.monotonic_ns()}"
+    emit({"type": "permission_request", "request": rid, "tool": tool, "input": inp})
+    with ANSWERED:
+        while rid not in ANSWERS:
+            if stop_now():
+                return None
+            ANSWERED.wait(0.01)
+        return ANSWERS.pop(rid)
 
 
 # ---- native sessions ------------------------------------------------------------------------------
@@ -189,6 +272,16 @@ def do_tool(cmd, n):
     tid = f"tool-{n}"
     say(f"I will run `{cmd}`.")
     emit({"type": "pre_tool", "id": tid, "name": "Bash", "input": {"command": cmd}})
+    if STATE["v2"] and STATE["approvals"] and "approvals" in STATE["caps"]:
+        answer = ask("Bash", {"command": cmd}, n)
+        if answer is None:
+            cancelled()
+        if answer.get("decision") != "allow":
+            why = answer.get("message") or "denied"
+            emit({"type": "post_tool", "id": tid, "name": "Bash", "output": why, "is_error": True})
+            say(f"The tool was denied: {why}")
+            return
+        cmd = ((answer.get("updated_input") or {}).get("command")) or cmd
     p = subprocess.run(["sh", "-c", cmd], capture_output=True, timeout=60)
     out = p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
     emit({"type": "post_tool", "id": tid, "name": "Bash", "output": out, "is_error": p.returncode != 0})
@@ -211,6 +304,10 @@ def do_sleep(words, n):
         f"agent_pid={os.getpid()} agent_pgid={os.getpgid(0)}")
     while child.poll() is None:
         if wait(0.05):
+            if INTERRUPT.is_set():  # the turn ends, this process stays: its tool child goes
+                child.kill()
+                child.wait()
+                emit({"type": "post_tool", "id": tid, "name": "Bash", "output": "interrupted", "is_error": True})
             cancelled()
     emit({"type": "post_tool", "id": tid, "name": "Bash", "output": "", "is_error": child.returncode != 0})
     say(f"slept {words[1] if len(words) > 1 else 30}")
@@ -247,6 +344,8 @@ def run_directive(d, n, doc):
         say(f"turns: {len(doc['turns'])}")
     elif verb == "whoami":
         say(f"native: {doc['id']}")
+    elif verb == "pid":
+        say(f"pid: {os.getpid()}")
     elif verb == "env":
         say(os.environ.get(rest, "<unset>"))
     elif verb == "pwd":
@@ -255,7 +354,7 @@ def run_directive(d, n, doc):
         k = int(words[1]) if len(words) > 1 else 10
         ms = float(words[2]) if len(words) > 2 else 0.0
         for i in range(1, k + 1):
-            if CANCEL.is_set():
+            if stop_now():
                 cancelled()
             say(f"n={i}")
             if ms and wait(ms / 1000.0):
@@ -291,6 +390,24 @@ def run_directive(d, n, doc):
         say(f"you said: {d}")
 
 
+def run_turn(user, doc):
+    """One message: its directives, steering said back, a result. Raises TurnOver when warm."""
+    text = user.get("text") if isinstance(user.get("text"), str) else ""
+    STATE.update(last="", out_tokens=0, in_tokens=len(text.split()), approvals=bool(user.get("approvals")))
+    INTERRUPT.clear()
+    directives = [d.strip() for d in text.replace("\n", ";").split(";") if d.strip()]
+    if not directives:
+        say("nothing to do")
+    for n, d in enumerate(directives, 1):
+        if stop_now():
+            cancelled()
+        run_directive(d, n, doc)
+        said_steers()
+    if stop_now():
+        cancelled()
+    finish(num_turns=len(doc["turns"]))
+
+
 def main():
     opts = args_of(sys.argv[1:])
     first = sys.stdin.buffer.readline()
@@ -304,27 +421,30 @@ def main():
     if not isinstance(user, dict):
         user = {"text": str(user)}
     record(opts["log"], user)
+    if opts["v2"]:
+        caps = {c for c in opts["caps"].split(",") if c}
+        STATE.update(v2=True, caps=caps, warm="warm" in caps)
+        emit(dict({"type": "capabilities", "protocol": 2}, **{c: True for c in sorted(caps)}))
     threading.Thread(target=watch_stdin, args=(opts["log"],), daemon=True).start()
 
-    text = user.get("text") if isinstance(user.get("text"), str) else ""
-    STATE["in_tokens"] = len(text.split())
     doc = native_session(opts, user)
     emit({"type": "session", "id": doc["id"]})
     if doc.get("lost"):
         log(f"resume: no native session {doc['lost']} in this state dir; started {doc['id']}", "warn")
     log(f"jsonl_agent pid={os.getpid()} native={doc['id']} turn={len(doc['turns'])} "
         f"resume={user.get('resume')} fork={bool(user.get('fork'))}", "debug")
-
-    directives = [d.strip() for d in text.replace("\n", ";").split(";") if d.strip()]
-    if not directives:
-        say("nothing to do")
-    for n, d in enumerate(directives, 1):
-        if CANCEL.is_set():
-            cancelled()
-        run_directive(d, n, doc)
-    if CANCEL.is_set():
-        cancelled()
-    finish(num_turns=len(doc["turns"]))
+    while True:
+        try:
+            run_turn(user, doc)
+        except TurnOver:
+            pass
+        user = USERS.get()
+        if user is None:
+            os._exit(0)
+        record(opts["log"], user)
+        doc["turns"].append(user.get("text", ""))
+        save(opts["state"] or os.environ.get("JSONL_AGENT_STATE") or
+             os.path.join(os.environ.get("HOME") or "/tmp", ".jsonl_agent"), doc)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import ROOT, Server, run_test  # noqa: E402
 
-SECTIONS = ["Using streams", "Sessions and runs", "Runtimes"]
+SECTIONS = ["Using streams", "Sessions and runs", "A person in the loop", "Runtimes"]
 README = os.path.join(ROOT, "README.md")
 AGENT = os.path.join(ROOT, "tests", "agents", "jsonl_agent.py")
 LIVE_SECONDS = 3

@@ -1,8 +1,10 @@
 /*
  * test_agent — the runner adapters (src/agent): the real captures in
  * ../shared/reference/agent-streams (or $AGENTD_REFERENCE_DIR) through each parser with random
- * chunk boundaries, garbage and oversized lines, the jsonl protocol, stderr levels, and the
- * commands for first run, resume and fork of every adapter.
+ * chunk boundaries, garbage and oversized lines, the jsonl protocol, stderr levels, the commands
+ * for first run, resume and fork of every adapter, and talking back to a running agent: the Claude
+ * Code control protocol (its real can_use_tool, interrupt and host-MCP captures) and protocol 2 of
+ * the jsonl programs (capabilities, permission requests, steer, interrupt, the next message).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -479,9 +481,14 @@ static void test_claude_command(void)
                                .extra_args = extra};
     struct agent_cmd cmd;
     char *a = argv_of("claude-code", &o, &cmd);
-    is_str(a, "claude -p --output-format stream-json --verbose --max-turns 5", "claude: first run");
-    is_str(cmd.stdin_data, "-p looks like a flag", "claude: prompt on stdin");
-    ok(!cmd.stdin_keep_open, "claude: stdin closed after the prompt");
+    is_str(a, "claude -p --input-format stream-json --output-format stream-json --verbose --max-turns 5",
+           "claude: first run");
+    is_str(
+        cmd.stdin_data,
+        "{\"type\":\"user\",\"session_id\":\"\",\"parent_tool_use_id\":null,\"message\":{\"role\":\"user\","
+        "\"content\":[{\"type\":\"text\",\"text\":\"-p looks like a flag\"}]}}\n",
+        "claude: the prompt is a stream-json user line on stdin, never an argument");
+    ok(cmd.stdin_keep_open, "claude: stdin stays open for the next messages and control lines");
     is_str(env_get(cmd.env, "ANTHROPIC_BASE_URL"), "http://127.0.0.1:9", "claude: base url");
     is_str(env_get(cmd.env, "ANTHROPIC_API_KEY"), "sk-x", "claude: key");
     is_str(env_get(cmd.env, "HOME"), "/data/h", "claude: HOME");
@@ -502,10 +509,10 @@ static void test_claude_command(void)
                                 .partial = 1};
     a = argv_of("claude-code", &o, &cmd);
     is_str(a,
-           "claude -p --output-format stream-json --verbose --include-partial-messages --model opus --resume "
-           "abc "
-           "--dangerously-skip-permissions --mcp-config /data/h/agentd-mcp.json --strict-mcp-config "
-           "--allowedTools=mcp__rt__runtime",
+           "claude -p --input-format stream-json --output-format stream-json --verbose "
+           "--include-partial-messages "
+           "--model opus --resume abc --dangerously-skip-permissions --mcp-config /data/h/agentd-mcp.json "
+           "--strict-mcp-config --allowedTools=mcp__rt__runtime",
            "claude: resume with MCP");
     is_str(env_get(cmd.env, "IS_SANDBOX"), "1", "claude: bypass sets IS_SANDBOX");
     is_int(cmd.nfiles, 1, "claude: one file");
@@ -719,6 +726,213 @@ static void test_demo_command(void)
     is_int(agent_command(demo, &o, &cmd), -EINVAL, "demo: without agentd's executable there is no command");
 }
 
+/* ---- talking back ------------------------------------------------------------------------- */
+
+struct written {
+    struct buf b; /* every byte the parser wrote for the agent's stdin */
+};
+
+static void record_write(void *arg, const char *data, size_t len)
+{
+    buf_append(&((struct written *)arg)->b, data, len);
+}
+
+/* The last line written, parsed (new reference), and the written bytes emptied. */
+static json_t *last_written(struct written *w)
+{
+    json_t *j = NULL;
+    if (w->b.len && w->b.p[w->b.len - 1] == '\n') {
+        w->b.p[w->b.len - 1] = '\0';
+        char *nl = strrchr(w->b.p, '\n');
+        j = json_loads(nl ? nl + 1 : w->b.p, 0, NULL);
+    }
+    buf_reset(&w->b);
+    return j;
+}
+
+/* Feeds the lines of a control-protocol capture the CLI wrote ("<< " lines) to p. */
+static void feed_capture(struct agent_parser *p, const char *dir, const char *file)
+{
+    size_t len = 0;
+    char *path = xasprintf("%s/%s", dir, file);
+    char *data = slurp(path, &len);
+    for (char *line = data, *nl; line && *line; line = nl + 1) {
+        nl = strchr(line, '\n');
+        if (nl == NULL)
+            nl = line + strlen(line);
+        if (strncmp(line, "<< ", 3) == 0) {
+            agent_parser_feed(p, line + 3, (size_t)(nl - line - 3));
+            agent_parser_feed(p, "\n", 1);
+        }
+        if (*nl == '\0')
+            break;
+    }
+    free(data);
+    free(path);
+}
+
+static void test_claude_control(const char *dir)
+{
+    const struct agent_adapter *a = agent_adapter_find("claude-code");
+    is_int(agent_adapter_caps(a),
+           AGENT_CAP_APPROVALS | AGENT_CAP_STEER | AGENT_CAP_INTERRUPT | AGENT_CAP_WARM,
+           "claude: can be asked, steered, interrupted, kept warm");
+    ok(agent_adapter_approvals_per_process(a) && !agent_adapter_announces_caps(a),
+       "claude: its permission mode is fixed per process");
+    struct agent_run_opts o = {.prompt = "p", .approvals = 1, .bypass_permissions = 1};
+    struct agent_cmd cmd;
+    char *argv = argv_of("claude-code", &o, &cmd);
+    ok(strstr(argv,
+              "--permission-prompt-tool stdio --settings {\"permissions\":{\"ask\":[\"Bash\",\"Read\"") &&
+           !strstr(argv, "--dangerously-skip-permissions") && env_get(cmd.env, "IS_SANDBOX") == NULL,
+       "claude: approvals ask agentd (stdio) for every tool, instead of bypassing");
+    free(argv);
+    agent_cmd_free(&cmd);
+
+    struct events e = {json_array()};
+    struct written w = {{0}};
+    struct agent_parser *p = agent_parser_new(a, 0, collect, &e);
+    struct agent_run_opts turn = {.prompt = "steer me"};
+    is_int(agent_send_turn(p, &turn), -EPIPE, "without a writer nothing can be sent");
+    agent_parser_set_writer(p, record_write, &w);
+    if (dir) {
+        feed_capture(p, dir, "claude-control-protocol-can_use_tool.log");
+        json_t *req = nth(e.all, "permission_request", 0);
+        is_str(str_at(req, "tool"), "Bash", "can_use_tool capture: a permission_request for Bash");
+        is_str(str_at(json_object_get(req, "input"), "command"), "touch perm-test.txt && echo created",
+               "can_use_tool capture: its input");
+        is_str(str_at(req, "native_request"), "63caf7ca-2881-491f-8b95-5f63cd430870",
+               "can_use_tool capture: the CLI's request id, to answer with");
+        ok(json_array_size(json_object_get(req, "suggestions")) == 3 && str_at(req, "tool_use_id"),
+           "can_use_tool capture: suggestions and tool_use_id kept");
+        ok(agent_parser_has_result(p), "can_use_tool capture: its turn ends with a result");
+        buf_reset(&w.b);
+    }
+    json_t *input = json_pack("{s:s}", "command", "ls");
+    struct agent_decision allow = {.allow = 1, .input = input};
+    is_int(agent_send_decision(p, "req-1", &allow), 0, "claude: an allow is sent");
+    json_t *j = last_written(&w);
+    char *got = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    is_str(got,
+           "{\"response\":{\"request_id\":\"req-1\",\"response\":{\"behavior\":\"allow\",\"updatedInput\":"
+           "{\"command\":\"ls\"}},\"subtype\":\"success\"},\"type\":\"control_response\"}",
+           "claude: allow is a control_response with the input back as updatedInput");
+    free(got);
+    json_decref(j);
+    struct agent_decision deny = {.allow = 0, .message = "not now", .input = input};
+    (void)!agent_send_decision(p, "req-2", &deny);
+    j = last_written(&w);
+    json_t *resp = json_object_get(json_object_get(j, "response"), "response");
+    ok(!strcmp(str_at(resp, "behavior"), "deny") && !strcmp(str_at(resp, "message"), "not now"),
+       "claude: deny carries its message (the model reads it as the tool's result)");
+    json_decref(j);
+    json_decref(input);
+    is_int(agent_send_interrupt(p, "R"), 0, "claude: interrupt is sent");
+    j = last_written(&w);
+    ok(!strcmp(str_at(j, "type"), "control_request") &&
+           !strcmp(str_at(json_object_get(j, "request"), "subtype"), "interrupt") &&
+           !strcmp(str_at(j, "request_id"), "agentd-interrupt-1"),
+       "claude: interrupt is a control_request with a request id of agentd's");
+    json_decref(j);
+    is_int(agent_send_steer(p, "R", "also this"), 0, "claude: steering is sent");
+    j = last_written(&w);
+    is_str(str_at(json_array_get(json_object_get(json_object_get(j, "message"), "content"), 0), "text"),
+           "also this", "claude: steering is a user line written mid-turn");
+    json_decref(j);
+    is_int(agent_send_turn(p, &turn), 0, "claude: the next message is sent");
+    ok(!agent_parser_has_result(p), "claude: a new turn expects its own result");
+    buf_reset(&w.b);
+    static const char other[] = "{\"type\":\"control_request\",\"request_id\":\"x9\",\"request\":"
+                                "{\"subtype\":\"hook_callback\"}}\n";
+    agent_parser_feed(p, other, sizeof other - 1);
+    j = last_written(&w);
+    ok(!strcmp(str_at(json_object_get(j, "response"), "subtype"), "error") &&
+           !strcmp(str_at(json_object_get(j, "response"), "request_id"), "x9"),
+       "claude: a control_request agentd does not handle is refused at once, never left waiting");
+    json_decref(j);
+    agent_parser_free(p);
+    json_decref(e.all);
+    buf_free(&w.b);
+
+    if (dir) { /* the interrupt capture: the turn ends with an error result, the process stays */
+        struct events ei = {json_array()};
+        p = agent_parser_new(a, 0, collect, &ei);
+        feed_capture(p, dir, "claude-control-interrupt.log");
+        json_t *r0 = nth(ei.all, "result", 0);
+        ok(json_is_true(json_object_get(r0, "is_error")) &&
+               !strcmp(str_at(r0, "subtype"), "error_during_execution"),
+           "interrupt capture: the interrupted turn's result");
+        agent_parser_free(p);
+        json_decref(ei.all);
+    }
+}
+
+static void test_jsonl_control(void)
+{
+    const struct agent_adapter *a = agent_adapter_find("jsonl");
+    ok(agent_adapter_announces_caps(a) && !agent_adapter_approvals_per_process(a),
+       "jsonl: a program announces what it can do; the permission mode goes with each message");
+    struct events e = {json_array()};
+    struct written w = {{0}};
+    struct agent_parser *p = agent_parser_new(a, 0, collect, &e);
+    agent_parser_set_writer(p, record_write, &w);
+    is_int(agent_parser_caps(p), 0, "jsonl: nothing until the program says so");
+    is_int(agent_send_steer(p, "R1", "x"), -ENOTSUP, "jsonl: a protocol 1 program cannot be steered");
+    is_int(agent_send_interrupt(p, "R1"), -ENOTSUP, "jsonl: nor interrupted");
+    static const char out[] = "{\"type\":\"capabilities\",\"protocol\":2,\"steer\":true,\"interrupt\":true,"
+                              "\"approvals\":true,\"warm\":false,\"teleport\":true}\n"
+                              "{\"type\":\"permission_request\",\"request\":\"q1\",\"tool\":\"Bash\","
+                              "\"input\":{\"command\":\"ls\"}}\n"
+                              "{\"type\":\"permission_request\",\"tool\":\"Bash\"}\n";
+    agent_parser_feed(p, out, sizeof out - 1);
+    is_int(agent_parser_caps(p), AGENT_CAP_APPROVALS | AGENT_CAP_STEER | AGENT_CAP_INTERRUPT,
+           "jsonl: capabilities as announced (unknown ones ignored)");
+    json_t *req = nth(e.all, "permission_request", 0);
+    ok(req && !strcmp(str_at(req, "native_request"), "q1") && !strcmp(str_at(req, "tool"), "Bash"),
+       "jsonl: a permission_request");
+    ok(nth(e.all, "permission_request", 1) == NULL && !strcmp(str_at(nth(e.all, "log", 1), "level"), "warn"),
+       "jsonl: one without a request id is a warn log");
+    struct agent_decision d = {.allow = 0, .message = "no"};
+    (void)!agent_send_decision(p, "q1", &d);
+    json_t *j = last_written(&w);
+    char *got = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    is_str(got,
+           "{\"decision\":\"deny\",\"message\":\"no\",\"request\":\"q1\",\"type\":\"permission_response\"}",
+           "jsonl: the permission_response line");
+    free(got);
+    json_decref(j);
+    (void)!agent_send_steer(p, "R1", "more");
+    j = last_written(&w);
+    ok(!strcmp(str_at(j, "type"), "steer") && !strcmp(str_at(j, "text"), "more") &&
+           !strcmp(str_at(j, "run"), "R1"),
+       "jsonl: the steer line");
+    json_decref(j);
+    (void)!agent_send_interrupt(p, "R1");
+    j = last_written(&w);
+    ok(!strcmp(str_at(j, "type"), "interrupt") && !strcmp(str_at(j, "run"), "R1"),
+       "jsonl: the interrupt line");
+    json_decref(j);
+    struct agent_run_opts o = {.prompt = "next", .run_id = "R2", .approvals = 1};
+    is_int(agent_send_turn(p, &o), -ENOTSUP, "jsonl: a program that is not warm takes no next message");
+    static const char warm[] = "{\"type\":\"capabilities\",\"protocol\":2,\"warm\":true}\n";
+    agent_parser_feed(p, warm, sizeof warm - 1);
+    is_int(agent_send_turn(p, &o), 0, "jsonl: a warm one does");
+    j = last_written(&w);
+    ok(!strcmp(str_at(j, "type"), "user") && json_integer_value(json_object_get(j, "protocol")) == 2 &&
+           json_is_true(json_object_get(j, "approvals")) && !strcmp(str_at(j, "run"), "R2"),
+       "jsonl: the next message is a user line of protocol 2, with its run and whether to ask");
+    json_decref(j);
+    agent_parser_free(p);
+    json_decref(e.all);
+    buf_free(&w.b);
+
+    p = agent_parser_new(agent_adapter_find("codex"), 0, collect, &e);
+    agent_parser_set_writer(p, record_write, &w);
+    is_int(agent_send_interrupt(p, "R") | agent_send_steer(p, "R", "x"), -ENOTSUP,
+           "codex exec: neither interrupt nor steer");
+    agent_parser_free(p);
+}
+
 int main(void)
 {
     char *dir = reference_dir();
@@ -746,5 +960,9 @@ int main(void)
     test_opencode_command();
     test_jsonl_command();
     test_demo_command();
+    char *ref = reference_dir();
+    test_claude_control(ref);
+    free(ref);
+    test_jsonl_control();
     return done_testing();
 }

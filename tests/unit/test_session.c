@@ -1,7 +1,8 @@
 /*
  * test_session — the parts of src/session that need no loop: the typed session options (parsing a
- * create body, the record's JSON both ways, the redacted public view) and the one mapping of the
- * domain's errors onto the error table.
+ * create body, the record's JSON both ways, the redacted public view), the permission policy (its
+ * normal form, PATCH merges, and how rules decide a call) and the one mapping of the domain's errors
+ * onto the error table.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -140,16 +141,90 @@ static void test_errcode(void)
     is_int(session__errcode(-EBUSY, ERR_INTERNAL), ERR_CONFLICT, "-EBUSY: conflict");
     is_int(session__errcode(-ENOSPC, ERR_INTERNAL), ERR_STORAGE_FULL, "-ENOSPC: storage_full");
     is_int(session__errcode(-EFBIG, ERR_INTERNAL), ERR_STORAGE_FULL, "-EFBIG: storage_full");
-    is_int(session__errcode(-EACCES, ERR_WORKSPACE_FAILED), ERR_WORKSPACE_FAILED,
+    is_int(session__errcode(-EALREADY, ERR_INTERNAL), ERR_CONFLICT, "-EALREADY (answered already): conflict");
+    is_int(session__errcode(-ENOTSUP, ERR_INTERNAL), ERR_UNSUPPORTED_BY_AGENT,
+           "-ENOTSUP: unsupported_by_agent");
+    is_int(session__errcode(-EACCES, ERR_INTERNAL), ERR_PERMISSION_DENIED, "-EACCES: permission_denied");
+    is_int(session__errcode(-EIO, ERR_WORKSPACE_FAILED), ERR_WORKSPACE_FAILED,
            "anything else: the operation's own");
     ok(session_storage_full(-EDQUOT) && !session_storage_full(-EIO),
        "a quota is a full disk, an I/O error is not");
+}
+
+/* What policy (its JSON text) says to tool with input (JSON text): "allow", "deny" or "ask", and
+ * the rule that decided after a colon. */
+static void is_verdict(const char *policy, const char *tool, const char *input, const char *want)
+{
+    json_t *pj = body_of(policy), *in = body_of(input), *p = NULL;
+    const char *why = NULL, *rule = NULL;
+    char got[256] = "(refused)";
+    if (session__policy_parse(pj, NULL, &p, &why) == 0) {
+        int v = session__policy_decide(p, tool, in, &rule);
+        snprintf(got, sizeof got, "%s%s%s",
+                 v == 1   ? "allow"
+                 : v == 0 ? "deny"
+                          : "ask",
+                 rule ? ":" : "", rule ? rule : "");
+    }
+    is_str(got, want, "policy %s: %s %s", policy, tool, input);
+    json_decref(p);
+    json_decref(pj);
+    json_decref(in);
+}
+
+static void test_policy(void)
+{
+    json_t *p = NULL;
+    const char *why = NULL;
+    ok(session__policy_parse(NULL, NULL, &p, &why) == 0, "no policy is the default");
+    is_json(p, "{\"mode\":\"allow\",\"allow\":[],\"deny\":[],\"timeout_ms\":null}", "the default: allow");
+    json_t *patch = body_of("{\"mode\":\"ask\",\"timeout_ms\":500}"), *merged = NULL;
+    ok(session__policy_parse(patch, p, &merged, &why) == 0, "a patch merges into a policy");
+    is_json(merged, "{\"mode\":\"ask\",\"allow\":[],\"deny\":[],\"timeout_ms\":500}",
+            "the merge keeps the rest");
+    json_decref(patch);
+    json_decref(merged);
+    json_decref(p);
+    static const char *const bad[] = {
+        "{\"mode\":\"sometimes\"}", "{\"allow\":\"Read\"}", "{\"deny\":[1]}",   "{\"allow\":[\"(x)\"]}",
+        "{\"allow\":[\"Bash(x\"]}", "{\"timeout_ms\":0}",   "{\"extra\":true}", "[]"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(bad); i++) {
+        json_t *b = body_of(bad[i]);
+        p = NULL;
+        ok(session__policy_parse(b, NULL, &p, &why) == -EINVAL && p == NULL && why, "refused: %s (%s)",
+           bad[i], why ? why : "");
+        json_decref(b);
+    }
+    is_verdict("{}", "Bash", "{\"command\":\"rm -rf /\"}", "allow");
+    is_verdict("{\"mode\":\"ask\"}", "Read", "{}", "ask");
+    is_verdict("{\"mode\":\"deny\"}", "Read", "{}", "deny");
+    const char *rules = "{\"mode\":\"ask\",\"allow\":[\"Read\",\"Bash(git status*)\",\"mcp__*\"],"
+                        "\"deny\":[\"Bash(git push*)\",\"Bash(*sudo *)\"]}";
+    is_verdict(rules, "Bash", "{\"command\":\"git status --short\"}", "allow:Bash(git status*)");
+    is_verdict(rules, "Bash", "{\"command\":\"git push origin\"}", "deny:Bash(git push*)");
+    is_verdict(rules, "Bash", "{\"command\":\"echo x && sudo rm\"}", "deny:Bash(*sudo *)");
+    is_verdict(rules, "Bash", "{\"command\":\"git log\"}", "ask");
+    is_verdict(rules, "Bash", "{}", "ask");
+    is_verdict(rules, "Read", "{\"file_path\":\"/etc/passwd\"}", "allow:Read");
+    is_verdict(rules, "ReadX", "{}", "ask");
+    is_verdict(rules, "mcp__rt__runtime", "{\"action\":\"exec\",\"code\":\"ls\"}", "allow:mcp__*");
+    /* Codex names its command cmd, agentd's runtime tool code: both are a shell rule's command. */
+    is_verdict("{\"mode\":\"deny\",\"allow\":[\"exec_command(ls*)\"]}", "exec_command",
+               "{\"cmd\":\"ls -la\"}", "allow:exec_command(ls*)");
+    is_verdict("{\"deny\":[\"mcp__rt__runtime(*rm *)\"]}", "mcp__rt__runtime",
+               "{\"code\":\"cd /; rm -rf x\"}", "deny:mcp__rt__runtime(*rm *)");
+    /* A remembered command is taken literally: its glob characters are escaped in the rule. */
+    is_verdict("{\"mode\":\"ask\",\"allow\":[\"Bash(ls \\\\*.c)\"]}", "Bash", "{\"command\":\"ls *.c\"}",
+               "allow:Bash(ls \\*.c)");
+    is_verdict("{\"mode\":\"ask\",\"allow\":[\"Bash(ls \\\\*.c)\"]}", "Bash", "{\"command\":\"ls a.c\"}",
+               "ask");
 }
 
 int main(void)
 {
     test_parse();
     test_record();
+    test_policy();
     test_errcode();
     return done_testing();
 }
