@@ -1,7 +1,8 @@
 /*
  * cli_render.c — transcript events as a person reads them (`agentd session tail`, `send --wait`):
  * messages as text, streamed deltas without repeats, tool calls and runtime calls with trimmed
- * output, logs, errors and run boundaries. Declared in cli_render.h.
+ * output, permission requests and their answers, steering and interrupts, logs, errors and run
+ * boundaries. Declared in cli_render.h.
  */
 #include "cli/cli_render.h"
 
@@ -203,8 +204,10 @@ static void cli_render__status(struct cli_render *r, const json_t *ev)
 {
     (void)r;
     const char *lang = json_string_value(json_object_get(ev, "lang"));
-    printf("-- %s%s%s: %s\n", cli_json_str(ev, "scope", "status"), lang != NULL ? " " : "",
-           lang != NULL ? lang : "", cli_json_str(ev, "status", "?"));
+    const char *reason = json_string_value(json_object_get(ev, "reason"));
+    printf("-- %s%s%s: %s%s%s%s\n", cli_json_str(ev, "scope", "status"), lang != NULL ? " " : "",
+           lang != NULL ? lang : "", cli_json_str(ev, "status", "?"), reason && *reason ? " (" : "",
+           reason && *reason ? reason : "", reason && *reason ? ")" : "");
 }
 
 /* A runtime call (`agentd rt exec`, the MCP tool): its code as a call, then its output. */
@@ -230,6 +233,39 @@ static void cli_render__run_completed(struct cli_render *r, const json_t *ev)
            code != NULL ? code : "", code != NULL ? ")" : "");
 }
 
+/* "? asks: $ tool(input)  [perm_...]": what a person may answer with `agentd session approve|deny`. */
+static void cli_render__permission_request(struct cli_render *r, const json_t *ev)
+{
+    (void)r;
+    fputs("? permission ", stdout);
+    cli_render__put_call(stdout, cli_json_str(ev, "tool", "tool"), json_object_get(ev, "input"));
+    printf("  request %s\n", cli_json_str(ev, "request", "?"));
+}
+
+/* "? allow (by user)" / "? deny (by policy: rule): message". */
+static void cli_render__permission_response(struct cli_render *r, const json_t *ev)
+{
+    (void)r;
+    const char *rule = json_string_value(json_object_get(ev, "rule"));
+    const char *msg = json_string_value(json_object_get(ev, "message"));
+    printf("? %s (by %s%s%s)%s%s\n", cli_json_str(ev, "decision", "?"), cli_json_str(ev, "by", "?"),
+           rule != NULL ? ": " : "", rule != NULL ? rule : "", msg != NULL ? ": " : "",
+           msg != NULL ? msg : "");
+}
+
+static void cli_render__steer(struct cli_render *r, const json_t *ev)
+{
+    (void)r;
+    const char *text = cli_json_str(ev, "text", "");
+    cli_render__put_lines(stdout, ">> ", text, strlen(text), 0, 0);
+}
+
+static void cli_render__interrupt(struct cli_render *r, const json_t *ev)
+{
+    (void)r;
+    printf("-- interrupt (by %s)\n", cli_json_str(ev, "by", "user"));
+}
+
 static void cli_render__session(struct cli_render *r, const json_t *ev)
 {
     (void)r;
@@ -242,12 +278,21 @@ static const struct {
     const char *type;
     void (*render)(struct cli_render *r, const json_t *ev);
 } cli_render__types[] = {
-    {"run_start", cli_render__run_start}, {"message", cli_render__message},
-    {"delta", cli_render__delta},         {"pre_tool", cli_render__pre_tool},
-    {"post_tool", cli_render__post_tool}, {"log", cli_render__log},
-    {"error", cli_render__error},         {"status", cli_render__status},
-    {"runtime", cli_render__runtime},     {"run_completed", cli_render__run_completed},
+    {"run_start", cli_render__run_start},
+    {"message", cli_render__message},
+    {"delta", cli_render__delta},
+    {"pre_tool", cli_render__pre_tool},
+    {"post_tool", cli_render__post_tool},
+    {"log", cli_render__log},
+    {"error", cli_render__error},
+    {"status", cli_render__status},
+    {"runtime", cli_render__runtime},
+    {"run_completed", cli_render__run_completed},
     {"session", cli_render__session},
+    {"permission_request", cli_render__permission_request},
+    {"permission_response", cli_render__permission_response},
+    {"steer", cli_render__steer},
+    {"interrupt", cli_render__interrupt},
 };
 
 void cli_render_event(struct cli_render *r, const json_t *ev)

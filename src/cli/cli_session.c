@@ -1,13 +1,15 @@
 /*
- * cli_session.c — `agentd session new|ls|show|send|tail|runs|cancel|fork|share|rm`: sessions on a
- * running server through the REST API at /v1/sessions (see src/session/session.h) and their
- * transcripts at /v1/stream/sessions/<id>/transcript.
+ * cli_session.c — `agentd session new|ls|show|send|tail|runs|cancel|interrupt|fork|share|rm`:
+ * sessions on a running server through the REST API at /v1/sessions (see src/session/session.h) and
+ * their transcripts at /v1/stream/sessions/<id>/transcript. What a person in the loop answers
+ * (`permissions`, `approve`, `deny`) is in cli_session_loop.c.
  *
  * Output contract: `new` and `fork` print the new session's id alone on stdout (scripts do
  * `S=$(agentd session new --agent none)`), then its workspace on the terminal or, when stdout is not
  * one, on stderr (cli_detail_stream); `send` the run id, then with --wait the run's events until its
  * run_completed; `share` the token, then the URLs (likewise on the terminal or stderr); `ls` and
- * `runs` a table, `show` one "key: value" line per field; `cancel` the run id and its status; `rm`
+ * `runs` a table, `show` one "key: value" line per field; `cancel` and `interrupt` the run id and
+ * its status; `rm`
  * and `share --revoke` nothing. `tail` renders the transcript readably (see cli_session__render)
  * (cli_render.c) and says on stderr where it stopped ("next-offset: O", for --from). With --json, stdout is the
  * server's JSON, one object per line: `ls` one session, `runs` one run record, `tail` one
@@ -30,6 +32,7 @@
 #include "cli/cli_http.h"
 #include "cli/cli_json.h"
 #include "cli/cli_render.h"
+#include "cli/cli_session.h"
 #include "core/core.h"
 
 #define CLI_SESSION_TIMEOUT_MS 60000L
@@ -38,19 +41,15 @@
 
 /* ---- Requests --------------------------------------------------------------------------- */
 
-/* "/v1/sessions/<id>" (id escaped) and then rest (a literal path tail such as "/runs", or "")
- * into url. */
-static void cli_session__url(struct buf *url, const char *id, const char *rest)
+void cli_session__url(struct buf *url, const char *id, const char *rest)
 {
     buf_puts(url, CLI_SESSION_PREFIX "/");
     cli_http_path_escape(url, id);
     buf_puts(url, rest);
 }
 
-/* method on path, with body (a JSON value sent compact, or NULL for none), into resp. Reports a
- * failure on stderr as "agentd: <what>: ..." and returns the exit status. */
-static int cli_session__call(struct cli_http *http, const char *method, const char *path, const json_t *body,
-                             const char *what, struct cli_http_response *resp)
+int cli_session__call(struct cli_http *http, const char *method, const char *path, const json_t *body,
+                      const char *what, struct cli_http_response *resp)
 {
     char *text = body != NULL ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     struct cli_http_request req = {
@@ -66,8 +65,7 @@ static int cli_session__call(struct cli_http *http, const char *method, const ch
     return cli_http_report(http, what, rc, resp);
 }
 
-/* The server's JSON answer as one stdout line (--json output). */
-static void cli_session__put_answer(const struct cli_http_response *resp)
+void cli_session__put_answer(const struct cli_http_response *resp)
 {
     fwrite(resp->body.p, 1, resp->body.len, stdout);
     fputc('\n', stdout);
@@ -307,14 +305,13 @@ fail:
 
 /* ---- show / rm --------------------------------------------------------------------------- */
 
-static const struct cli_opt cli_session__plain_opts[] = {
+const struct cli_opt cli_session__plain_opts[] = {
     CLI_COMMON_OPTS,
     {NULL, NULL, NULL},
 };
 
-/* method on /v1/sessions/<id> into resp; reports failures and returns the exit status. */
-static int cli_session__request(struct cli_client *client, const char *method, const char *id,
-                                const char *what, struct cli_http_response *resp)
+int cli_session__request(struct cli_client *client, const char *method, const char *id, const char *what,
+                         struct cli_http_response *resp)
 {
     struct buf url = {0};
     cli_session__url(&url, id, "");
@@ -512,7 +509,9 @@ static int cli_session__tail_follow(struct cli_session__tail *tail, char **offse
 /* ---- send --------------------------------------------------------------------------------- */
 
 static const struct cli_opt cli_session__send_opts[] = {
-    {"mode", "MODE", "when a run is active: queue (default), interrupt it, or reject (exit 4)"},
+    {"mode", "MODE",
+     "when a run is active: queue (default), interrupt it, reject (exit 4), or steer (into its turn; "
+     "queued where the agent cannot take it)"},
     {"wait", NULL, "print the run's events until it ends; exit 0 only if it succeeded"},
     CLI_COMMON_OPTS,
     {NULL, NULL, NULL},
@@ -523,7 +522,7 @@ static int cli_session__run_exit(const char *status)
 {
     if (strcmp(status, "success") == 0)
         return CLI_EXIT_OK;
-    if (strcmp(status, "cancelled") == 0)
+    if (strcmp(status, "cancelled") == 0 || strcmp(status, "interrupted") == 0)
         return CLI_EXIT_CONFLICT;
     return CLI_EXIT_HTTP;
 }
@@ -692,9 +691,11 @@ static int cli_session__runs(struct cli_client *client, const struct cli_args *a
     return CLI_EXIT_OK;
 }
 
-/* ---- cancel ------------------------------------------------------------------------------- */
+/* ---- cancel, interrupt ------------------------------------------------------------------- */
 
-static int cli_session__cancel(struct cli_client *client, const struct cli_args *args)
+/* POST .../runs/<run>/<action> (cancel, interrupt) for RUN, or the active run. */
+static int cli_session__run_action(struct cli_client *client, const struct cli_args *args, const char *action,
+                                   const char *what)
 {
     const char *id = args->positional[0];
     struct cli_http_response resp = {0};
@@ -704,21 +705,21 @@ static int cli_session__cancel(struct cli_client *client, const struct cli_args 
     int status = CLI_EXIT_OK;
 
     if (run == NULL) {
-        status = cli_session__request(client, "GET", id, "session cancel", &resp);
+        status = cli_session__request(client, "GET", id, what, &resp);
         if (status != CLI_EXIT_OK)
             goto fail;
         session = json_loadb(resp.body.p, resp.body.len, 0, NULL);
         run = json_string_value(json_object_get(session, "active_run"));
         if (run == NULL) {
-            fprintf(stderr, "agentd: session cancel: %s has no active run\n", id);
+            fprintf(stderr, "agentd: %s: %s has no active run\n", what, id);
             status = CLI_EXIT_CONFLICT;
             goto fail;
         }
     }
     cli_session__url(&url, id, "/runs/");
     cli_http_path_escape(&url, run);
-    buf_puts(&url, "/cancel");
-    status = cli_session__call(client->http, "POST", url.p, NULL, "session cancel", &resp);
+    buf_printf(&url, "/%s", action);
+    status = cli_session__call(client->http, "POST", url.p, NULL, what, &resp);
     if (status != CLI_EXIT_OK)
         goto fail;
     if (client->json) {
@@ -733,6 +734,16 @@ fail:
     cli_http_response_reset(&resp);
     buf_free(&url);
     return status;
+}
+
+static int cli_session__cancel(struct cli_client *client, const struct cli_args *args)
+{
+    return cli_session__run_action(client, args, "cancel", "session cancel");
+}
+
+static int cli_session__interrupt(struct cli_client *client, const struct cli_args *args)
+{
+    return cli_session__run_action(client, args, "interrupt", "session interrupt");
 }
 
 /* ---- fork --------------------------------------------------------------------------------- */
@@ -838,7 +849,15 @@ static const struct cli_command cli_session__commands[] = {
      "print the transcript and follow it live"},
     {"runs", "ID", 1, 1, cli_session__plain_opts, cli_session__runs, "list a session's runs"},
     {"cancel", "ID [RUN]", 1, 2, cli_session__plain_opts, cli_session__cancel,
-     "cancel a run (default: the active one)"},
+     "cancel a run (default: the active one): its process group is killed"},
+    {"interrupt", "ID [RUN]", 1, 2, cli_session__plain_opts, cli_session__interrupt,
+     "stop a run's turn and keep the agent and its conversation (exit 4 where the agent cannot)"},
+    {"permissions", "ID", 1, 1, cli_session__plain_opts, cli_session__permissions,
+     "list the permission requests waiting for an answer"},
+    {"approve", "ID [REQUEST]", 1, 2, cli_session__answer_opts, cli_session__approve,
+     "allow a waiting tool call (default: the only one waiting)"},
+    {"deny", "ID [REQUEST]", 1, 2, cli_session__answer_opts, cli_session__deny,
+     "deny a waiting tool call (default: the only one waiting)"},
     {"fork", "ID", 1, 1, cli_session__fork_opts, cli_session__fork, "copy a session; prints the new id"},
     {"share", "ID", 1, 1, cli_session__share_opts, cli_session__share,
      "make a read-only share link (prints its token, then URLs)"},
@@ -853,13 +872,17 @@ static const struct cli_noun cli_session__noun = {
     .footer = "\nWith --json, stdout has the server's JSON: one object per line (tail: one transcript\n"
               "event per line; send --wait: the answer, then the run's events).\n"
               "tail renders events readably: \"> input\" for a run's start, the agent's text,\n"
-              "\"$ tool(input)\" and its output (trimmed), \"[level] text\" for logs and errors,\n"
-              "\"-- run completed: status\". When tail ends, stderr has \"next-offset: OFFSET\" for --from.\n"
+              "\"$ tool(input)\" and its output (trimmed), \"? permission $ tool(input)\" and its request\n"
+              "id, \"? allow|deny (by who)\", \">> text\" steered into a turn, \"[level] text\" for logs\n"
+              "and errors, \"-- run completed: status\". When tail ends, stderr has \"next-offset: OFFSET\"\n"
+              "for --from.\n"
               "\nServer: --server, else $AGENTD_URL, else " CLI_DEFAULT_SERVER
               ". Token: --token, else $AGENTD_TOKEN.\n"
               "\nExit status: 0 ok, 1 usage, 2 unreachable, 3 not found, 4 conflict (send --mode reject\n"
-              "while a run is active; cancel without an active run), 5 other HTTP error.\n"
-              "send --wait: 0 when the run succeeded, 4 when it was cancelled, 5 when it failed.\n",
+              "while a run is active; cancel without an active run; a request answered already; an\n"
+              "agent that cannot interrupt), 5 other HTTP error.\n"
+              "send --wait: 0 when the run succeeded, 4 when it was cancelled or interrupted, 5 when it\n"
+              "failed.\n",
 };
 
 int cli_session_main(int argc, char **argv) { return cli_noun_main(&cli_session__noun, argc, argv); }

@@ -17,11 +17,14 @@ whose agentd dies (kill -9) expires, and answering it is then 409; after the res
 takes the next message. An MCP runtime call the policy denies comes back as a tool error the agent
 can read; one it asks about waits for the answer. The warm process stops after --agent-idle
 (and the next message resumes), with "warm": false after every run, on PATCH warm false, on a
-fork, on delete, on SIGTERM and on kill -9 of agentd; nothing of it is left.
+fork, on delete, on SIGTERM and on kill -9 of agentd; nothing of it is left. The command line does
+the same: `agentd session permissions|approve|deny|interrupt`, `send --mode steer`, and `tail`
+shows requests, answers, steering and interrupts.
 """
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -441,6 +444,54 @@ def test_kill9_pending(tap):
     api("DELETE", f"/v1/sessions/{sid}")
 
 
+def cli(*args, timeout=30):
+    """`agentd session ARGS` against SRV: (rc, stdout, stderr)."""
+    env = dict(os.environ, AGENTD_URL=SRV.url, AGENTD_TOKEN=SRV.token or "")
+    p = subprocess.run([os.environ["AGENTD_BIN"], "session"] + list(args), stdin=subprocess.DEVNULL,
+                       capture_output=True, env=env, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def test_cli(tap):
+    sid = new_session(permissions={"mode": "ask"})
+    rc, out, err = cli("approve", sid)
+    tap.ok(rc == 4 and "0 requests are waiting" in err, "cli approve: nothing waits, exit 4", (rc, out, err))
+    run = send(sid, "tool echo first; tool echo second")["run"]
+    pending(sid)
+    rc, out, err = cli("permissions", sid)
+    tap.ok(rc == 0 and "Bash" in out and "echo first" in out and out.startswith("perm_"),
+           "cli permissions: lists the request waiting", (rc, out, err))
+    rc, out, err = cli("approve", sid, "--remember")
+    tap.ok(rc == 0 and ": allow, rule Bash(echo first)" in out, "cli approve: the only one waiting, remembered",
+           (rc, out, err))
+    reqs = wait_for(lambda: [r for r in pending(sid) if r["input"].get("command") == "echo second"], T)
+    rc, out, err = cli("deny", sid, reqs[0]["request"] if reqs else "x", "--message", "no second time")
+    tap.ok(rc == 0 and out.strip().endswith(": deny"), "cli deny: a named request", (rc, out, err))
+    rc, out, err = cli("deny", sid, reqs[0]["request"] if reqs else "x")
+    tap.ok(rc == 4 and "answered already" in err, "cli deny: answering twice exits 4", (rc, out, err))
+    completed(sid, run)
+    rc, out, err = cli("send", sid, "sleep 30")
+    run = out.strip()
+    wait_for(lambda: of_type(events(sid), "pre_tool", run), T)
+    rc, out, err = cli("send", sid, "--mode", "steer", "carrots too")
+    tap.ok(rc == 0 and out.strip() == run, "cli send --mode steer: into the running run", (rc, out, err))
+    rc, out, err = cli("interrupt", sid)
+    tap.ok(rc == 0 and run in out and "interrupting" in out, "cli interrupt: the active run", (rc, out, err))
+    completed(sid, run)
+    tail = subprocess.Popen([os.environ["AGENTD_BIN"], "session", "tail", sid], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, AGENTD_URL=SRV.url,
+                                                                AGENTD_TOKEN=SRV.token or ""))
+    time.sleep(2)
+    tail.terminate()
+    out = tail.communicate(timeout=10)[0].decode(errors="replace")
+    for want, name in (("? permission $ Bash(echo first)", "a request"), ("? allow (by user", "an answer"),
+                       ("? deny (by user): no second time", "a denial and its message"),
+                       (">> carrots too", "steered text"), ("-- interrupt (by user)", "an interrupt"),
+                       ("-- run completed: interrupted", "an interrupted run")):
+        tap.ok(want in out, f"cli tail shows {name}", out[-3000:])
+    api("DELETE", f"/v1/sessions/{sid}")
+
+
 def test_lifetimes(tap):
     srv = Server(args=["--agent-idle", "400"])
     srv.start()
@@ -502,7 +553,7 @@ def main(tap):
     SRV = Server(args=["--agent-idle", "60000"], token="hitl-token")  # a token: share links mean something
     SRV.start()
     for t in (test_agents_and_policies, test_deny_allow, test_rules_timeout_remember, test_warm_steer_interrupt,
-              test_unsupported_and_inbox, test_expiry, test_mcp, test_kill9_pending, test_lifetimes):
+              test_unsupported_and_inbox, test_expiry, test_mcp, test_cli, test_kill9_pending, test_lifetimes):
         try:
             t(tap)
         except Exception:  # noqa: BLE001 — one part's failure must not hide the others'
