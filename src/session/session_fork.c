@@ -2,8 +2,10 @@
  * session_fork — forking a session (POST /v1/sessions/<id>/fork {"at", "tags"}): a new session
  * that continues the parent's conversation from a transcript offset, on its own from then on.
  *
- * The child's streams are Durable Streams forks of the parent's (the transcript at the offset,
- * state and inbox at their tails), so no history is copied. Its workspace is a copy of the
+ * The child's transcript and inbox are Durable Streams forks of the parent's (the transcript at the
+ * offset, the inbox at its tail), so no history is copied. Its state stream is its own, holding the
+ * runs the parent had started before the offset, as far as they got (session__fork_runs): the
+ * parent's state stream goes on past the offset, with runs the child never had. Its workspace is a copy of the
  * parent's and its agent home a copy of the parent's (the agent's own session files, so that its
  * first run forks the agent's conversation), made in the thread pool (exec_tree_copy) because they
  * can be large; the agent's adapter then adjusts the home's copy for the new workspace
@@ -33,7 +35,8 @@ struct session_fork {
     char *from_home;
     char parent[SESSION_ID_LEN + 1];
     int64_t at;
-    int rc; /* of the copy */
+    json_t *runs; /* the parent's run records when the fork began */
+    int rc;       /* of the copy */
     session_fork_cb cb;
     void *arg;
     int cancelled;
@@ -64,6 +67,7 @@ static void session__fork_free(struct session_fork *f)
     struct sessions *s = f->s;
     free(f->from_ws);
     free(f->from_home);
+    json_decref(f->runs);
     free(f);
     session__registry_unref(s);
 }
@@ -94,13 +98,14 @@ static void session__fork_register(struct session_fork *f)
         snprintf(to, sizeof to, "sessions/%s/%s", se->id, kinds[i]);
         enum stream_lookup how;
         struct stream *src = streams_lookup(s->ss, from, strlen(from), &how);
-        if (src == NULL) {
+        if (src == NULL || !strcmp(kinds[i], "state")) {
             session__ensure_stream(s, se, to);
             continue;
         }
         int64_t at = i == 0 && f->at >= 0 && f->at <= stream_tail(src) ? f->at : stream_tail(src);
         session__fork_stream(s, se, from, to, at);
     }
+    session__fork_runs(se, f->runs, f->at);
     char at_text[STREAM_OFFSET_LEN + 1];
     stream_offset_format(f->at, at_text);
     session__event(se, json_pack("{s:s, s:s, s:s, s:s}", "type", "session", "action", "forked", "from",
@@ -181,6 +186,7 @@ int session__fork_start(struct session *parent, const char *at, json_t *tags, se
     f->from_home = xstrdup(parent->home);
     memcpy(f->parent, parent->id, sizeof f->parent);
     f->at = off;
+    f->runs = json_deep_copy(parent->runs);
     f->cb = cb;
     f->arg = arg;
     f->work.data = f;

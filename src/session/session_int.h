@@ -149,11 +149,13 @@ void session__wait_cancel(struct session_wait *w);
 /* Is rc (-errno) the disk being full? */
 int session_storage_full(int rc);
 
-/* Writes on behalf of se (NULL: no session's); msg is taken. run: a run record's run, or NULL. */
-void session__write(struct sessions *s, struct session *se, enum session_write_kind kind, const char *run,
-                    const char *path, json_t *msg);
-/* One event in se's transcript (takes ev); nothing once se is deleted. */
-void session__event(struct session *se, json_t *ev);
+/* Writes on behalf of se (NULL: no session's); msg is taken. run: a run record's run, or NULL.
+ * Returns the offset where the message starts in its stream (once stored), or -1 when refused. */
+int64_t session__write(struct sessions *s, struct session *se, enum session_write_kind kind, const char *run,
+                       const char *path, json_t *msg);
+/* One event in se's transcript (takes ev); nothing once se is deleted. Returns the event's offset
+ * (as session__write), -1 when none. */
+int64_t session__event(struct session *se, json_t *ev);
 /* Creates the JSON stream at path if it does not exist. */
 void session__ensure_stream(struct sessions *s, struct session *se, const char *path);
 /* Creates `to` as a Durable Streams fork of `from` at offset `at` (nothing is copied). */
@@ -365,6 +367,9 @@ void session__run_ended(struct session_run *r, const struct exec_exit *ex);
 void session__run_failed(struct session_run *r, const char *code, const char *message);
 /* After a restart: closes runs that were queued or running as failed (server_restart). */
 void session__recover_runs(struct session *se);
+/* A fork's runs: records (and, for a run the fork cuts, its end) for the new child se, from its
+ * parent's run records (borrowed) and the transcript offset the fork was taken at. */
+void session__fork_runs(struct session *se, json_t *parent_runs, int64_t at);
 /* Stops the active run and the environment (session deleted or server stopping). */
 void session__stop_runs(struct session *se);
 void session__runs_free(struct session *se);

@@ -44,7 +44,8 @@ struct session_run {
     char mode[16];
     enum run_state state;
     int64_t created_ms, started_ms;
-    json_t *result; /* the agent's result event, when it wrote one */
+    int64_t start_offset, end_offset; /* where its run_start and run_completed start, or -1 */
+    json_t *result;                   /* the agent's result event, when it wrote one */
     int cancel_requested;
     int interrupt_requested; /* the agent was asked to end the turn (soft: its process stays) */
     const char *fail_code;   /* set when agentd itself ends the run (its events cannot be stored) */
@@ -91,6 +92,15 @@ static void run__record(struct session_run *r, const char *operation, const char
                           "created_at", (json_int_t)r->created_ms, "input", r->text);
     if (r->started_ms)
         json_object_set_new(v, "started_at", json_integer(r->started_ms));
+    /* Where the run is in the transcript: a fork knows from these which runs it keeps. */
+    static const char *const offset_names[] = {"start_offset", "end_offset"};
+    const int64_t offsets[] = {r->start_offset, r->end_offset};
+    for (size_t k = 0; k < CORE_ARRAY_LEN(offsets); k++) {
+        char o[STREAM_OFFSET_LEN + 1];
+        stream_offset_format(offsets[k], o);
+        if (offsets[k] >= 0)
+            json_object_set_new(v, offset_names[k], json_string(o));
+    }
     if (extra) {
         json_object_update(v, extra);
         json_decref(extra);
@@ -169,11 +179,19 @@ void session__rewrite_run(struct session *se, const char *run)
     run__write_active(se);
 }
 
-/* A transcript event of this run; ev is taken. */
-static void run__event(struct session_run *r, json_t *ev)
+/* A record's start_offset or end_offset as an offset; -1 when it has none. */
+static int64_t run__offset(json_t *v, const char *key)
+{
+    const char *text = json_string_value(json_object_get(v, key));
+    int64_t off;
+    return text && stream_offset_parse(text, &off) == 0 ? off : -1;
+}
+
+/* A transcript event of this run; ev is taken. Returns its offset, or -1. */
+static int64_t run__event(struct session_run *r, json_t *ev)
 {
     json_object_set_new(ev, "run", json_string(r->id));
-    session__event(r->se, ev);
+    return session__event(r->se, ev);
 }
 
 /* ================= running ================= */
@@ -251,7 +269,7 @@ static void run__complete(struct session_run *r, const char *status, const char 
         session__child_completed(se, r->id, status, json_object_get(done, "result"));
     if (code)
         json_object_set_new(summary, "code", json_string(code));
-    run__event(r, done);
+    r->end_offset = run__event(r, done);
     if (se->active == r)
         se->active = NULL;
     r->state = RUN_DONE;
@@ -365,8 +383,9 @@ static void run__start(struct session_run *r)
     se->active = r;
     r->state = RUN_RUNNING;
     r->started_ms = clock_wall_ms();
+    r->start_offset =
+        run__event(r, json_pack("{s:s, s:s, s:s}", "type", "run_start", "input", r->text, "mode", r->mode));
     run__record(r, "update", "running", NULL);
-    run__event(r, json_pack("{s:s, s:s, s:s}", "type", "run_start", "input", r->text, "mode", r->mode));
     session__publish(s, se, "update"); /* the feed shows it running */
     char *homes = xasprintf("%s/homes", s->data_dir);
     (void)!mkdir(homes, 0700);
@@ -501,6 +520,7 @@ static struct session_run *run__new(struct session *se, const char *text, const 
     struct session_run *r = xcalloc(1, sizeof *r);
     session__random_id(r->id, sizeof r->id, "run_");
     r->se = se;
+    r->start_offset = r->end_offset = -1;
     r->text = xstrdup(text);
     snprintf(r->mode, sizeof r->mode, "%s", mode);
     r->created_ms = clock_wall_ms();
@@ -679,11 +699,54 @@ void session__recover_runs(struct session *se)
             snprintf(r->mode, sizeof r->mode, "%s", json_string_value(json_object_get(v, "mode")) ?: "queue");
             r->created_ms = json_integer_value(json_object_get(v, "created_at"));
             r->started_ms = json_integer_value(json_object_get(v, "started_at"));
+            r->start_offset = run__offset(v, "start_offset");
+            r->end_offset = -1;
             run__complete(r, "error", "server_restart", "agentd restarted while the run was in progress",
                           INT64_MIN);
         }
     }
     json_decref(latest);
+}
+
+/*
+ * A fork's runs (se: the new child, before its first run). The child's transcript is its parent's
+ * up to `at`, so its runs are those the parent had started before `at`, and only as far as they got:
+ * a run that ended before `at` is kept as it ended; one the fork cut (started before `at`, not ended
+ * before it) cannot go on in the child, and ends there cancelled, with code forked, in its record
+ * and its transcript alike. Runs queued or started at `at` or later are not the child's. Records
+ * written before runs carried their offsets are kept when they ended (nothing says where).
+ */
+void session__fork_runs(struct session *se, json_t *parent_runs, int64_t at)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach (parent_runs, i, v) {
+        int64_t start = run__offset(v, "start_offset"), end = run__offset(v, "end_offset");
+        const char *id = json_string_value(json_object_get(v, "id"));
+        if (id == NULL || strlen(id) > SESSION_RUN_ID_LEN)
+            continue;
+        int legacy = json_object_get(v, "start_offset") == NULL && json_object_get(v, "ended_at") != NULL;
+        if (!legacy && (start < 0 || start >= at))
+            continue;
+        if (legacy || (end >= 0 && end < at)) {
+            json_array_append(se->runs, v);
+            run__write(se, id, "insert", json_incref(v));
+            continue;
+        }
+        struct session_run r = {.se = se, .start_offset = start, .end_offset = -1, .state = RUN_DONE};
+        snprintf(r.id, sizeof r.id, "%s", id);
+        snprintf(r.mode, sizeof r.mode, "%s", json_string_value(json_object_get(v, "mode")) ?: "queue");
+        r.text = (char *)(json_string_value(json_object_get(v, "input")) ?: "");
+        r.created_ms = json_integer_value(json_object_get(v, "created_at"));
+        r.started_ms = json_integer_value(json_object_get(v, "started_at"));
+        r.end_offset =
+            run__event(&r, json_pack("{s:s, s:s, s:s, s:i, s:s}", "type", "run_completed", "status",
+                                     "cancelled", "code", "forked", "duration_ms", 0, "result", ""));
+        run__record(&r, "insert", "cancelled",
+                    json_pack("{s:I, s:s, s:s}", "ended_at", (json_int_t)clock_wall_ms(), "code", "forked",
+                              "result", ""));
+    }
+    run__write_active(se);
 }
 
 static void run__env_closed(void *arg)

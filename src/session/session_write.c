@@ -241,17 +241,17 @@ void session__ensure_stream(struct sessions *s, struct session *se, const char *
     session__write_queued(w, "creating a stream");
 }
 
-void session__write(struct sessions *s, struct session *se, enum session_write_kind kind, const char *run,
-                    const char *path, json_t *msg)
+int64_t session__write(struct sessions *s, struct session *se, enum session_write_kind kind, const char *run,
+                       const char *path, json_t *msg)
 {
     if (s->ss == NULL) { /* shutting down: the streams are gone */
         json_decref(msg);
-        return;
+        return -1;
     }
     char *text = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(msg);
     if (text == NULL)
-        return;
+        return -1;
     session__ensure_stream(s, se, path);
     struct session__write *w = session__write_new(s, se, kind, run);
     enum stream_lookup how;
@@ -266,7 +266,9 @@ void session__write(struct sessions *s, struct session *se, enum session_write_k
         stream_append(s->ss, st, &a, &w->op);
     }
     free(text);
-    session__write_queued(w, "an append");
+    int64_t at = w->op.queued ? w->op.result.offset : -1;
+    session__write_queued(w, "an append"); /* may free w */
+    return at;
 }
 
 void session__fork_stream(struct sessions *s, struct session *se, const char *from, const char *to,
@@ -295,17 +297,17 @@ void session__end_stream(struct sessions *s, struct session *se, const char *pat
     session__write_queued(w, delete ? "deleting a stream" : "closing a stream");
 }
 
-void session__event(struct session *se, json_t *ev)
+int64_t session__event(struct session *se, json_t *ev)
 {
     if (se->deleted) { /* its transcript has ended */
         json_decref(ev);
-        return;
+        return -1;
     }
     json_object_set_new(ev, "ts", json_integer(clock_wall_ms()));
     json_object_set_new(ev, "session", json_string(se->id));
     char path[128];
     snprintf(path, sizeof path, "sessions/%s/transcript", se->id);
-    session__write(se->registry, se, SESSION_W_EVENT, NULL, path, ev);
+    return session__write(se->registry, se, SESSION_W_EVENT, NULL, path, ev);
 }
 
 /* ================= losses and repairs ================= */

@@ -47,6 +47,7 @@ struct stream_result {
     enum stream_status status;
     const char *message; /* static reason for errors */
     int64_t next_offset; /* tail after the operation (or current tail on conflicts) */
+    int64_t offset;      /* an accepted append: where its bytes start (the tail before it) */
     int closed;          /* the stream is closed after the operation */
     int64_t producer_epoch, producer_seq, expected_seq, received_seq;
     int has_producer;

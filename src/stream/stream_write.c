@@ -338,6 +338,7 @@ static void stream__append_write(struct streams *ss, struct stream *st, const st
 {
     struct stream_result *r = &op->result;
     int rc = 0, meta_changed = 0;
+    r->offset = st->m.tail;
     if (stored->len) {
         rc = store_record_append(ss->store, st->m.id, st->m.tail, stored->p, stored->len);
         st->m.tail += (int64_t)stored->len;

@@ -68,6 +68,9 @@ export interface Run {
   cost_usd?: number;
   duration_ms?: number;
   num_turns?: number;
+  /** Where its run_start starts in the transcript (once started), and its run_completed (once ended). */
+  start_offset?: string;
+  end_offset?: string;
 }
 
 export interface CreateSessionBody {
