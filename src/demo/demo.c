@@ -26,7 +26,8 @@
 #define DEMO_STATE_DIR        ".agentd-demo" /* under $HOME: one file per conversation */
 
 struct demo {
-    int delay_ms;
+    int delay_ms;      /* this turn's pause per delta */
+    int base_delay_ms; /* AGENTD_DEMO_DELAY_MS */
     struct buf in;     /* stdin bytes not yet consumed as lines */
     int cancelled;     /* a cancel line or EOF arrived: the process ends */
     int interrupted;   /* an interrupt line arrived: the turn ends, the process stays */
@@ -445,9 +446,10 @@ static int demo__turn(struct demo *d, json_t *user, int first)
     d->out_tokens = 0;
     d->start_us = clock_mono_us();
     buf_reset(&d->steers);
+    d->delay_ms = d->base_delay_ms;
+    if (text && strcasestr(text, "slow") && d->delay_ms < DEMO_SLOW_MS)
+        d->delay_ms = DEMO_SLOW_MS; /* "slow" in the message: time to watch (or reload) mid-run */
     if (first) {
-        if (text && strcasestr(text, "slow") && d->delay_ms < DEMO_SLOW_MS)
-            d->delay_ms = DEMO_SLOW_MS; /* "slow" in the message: time to watch (or reload) mid-run */
         const char *ws = json_string_value(json_object_get(user, "workspace"));
         d->ws_copy = ws && *ws ? xstrdup(ws) : NULL;
         d->ws = d->ws_copy ? d->ws_copy : ".";
@@ -480,6 +482,7 @@ int demo_main(int argc, char **argv)
         if (*end == '\0' && v >= 0 && v <= DEMO_DELAY_MAX_MS)
             d.delay_ms = (int)v;
     }
+    d.base_delay_ms = d.delay_ms;
     json_t *user = demo__user_line(&d);
     if (user == NULL) {
         fprintf(stderr, "error: agentd demo-agent speaks doc/AGENT-PROTOCOL.md: the first stdin line must "

@@ -233,6 +233,45 @@ test("input modes: the queue of waiting inputs, remove one, reject while busy, c
   await page.context().close();
 });
 
+test("a person in the loop: allow a tool call, steer a running turn, interrupt it", async () => {
+  /* the demo agent asks before it writes to the workspace when the session's policy may refuse */
+  const id = await create({ agent: "demo", permissions: { mode: "ask" }, env: { AGENTD_DEMO_DELAY_MS: "5" } });
+  const page = await newPage(browser, { viewport: { width: 1400, height: 1200 } });
+  await page.goto(`${srv.url}/s/${id}`);
+  await page.waitForSelector('[data-testid="conn"][data-status="live"]', { timeout: T });
+  await page.fill('[data-testid="message-input"]', "please write your notes");
+  await page.click('[data-testid="send"]');
+  const card = page.locator('[data-testid="permission-card"][data-state="waiting"]');
+  await card.waitFor({ timeout: T });
+  await page.waitForSelector('[data-testid="pending-count"]', { timeout: T });
+  await page.waitForSelector('[data-testid="waiting"] li', { timeout: T });
+  await shot(page, "7-permission-request");
+  await card.locator('[data-testid="perm-allow"]').click();
+  await page.waitForSelector('[data-testid="permission-card"][data-state="allowed"]', { timeout: T });
+  await waitRunEnds(page, 1);
+  await page.waitForSelector('[data-testid="run-end"][data-status="success"]', { timeout: T });
+  assert.equal(await page.locator('[data-testid="pending-count"]').count(), 0, "still shown as waiting");
+  assert.match(await page.locator('[data-testid="permission-answer"]').first().textContent(), /allow by user/);
+
+  /* steer and interrupt are offered for the demo agent (it announced both); a slow message to act on */
+  const r = await srv.api("PATCH", `/v1/sessions/${id}`, { permissions: { mode: "allow" } });
+  assert.equal(r.status, 200, r.text);
+  await page.fill('[data-testid="message-input"]', "a slow one, please");
+  await page.click('[data-testid="mode-queue"]');
+  await page.click('[data-testid="send"]');
+  await page.waitForSelector('[data-testid="interrupt-run"]', { timeout: T });
+  await page.click('[data-testid="mode-steer"]');
+  await page.fill('[data-testid="message-input"]', "mind the bananas");
+  await page.click('[data-testid="send"]');
+  await page.waitForSelector('[data-testid="steer-event"]', { timeout: T });
+  await page.click('[data-testid="interrupt-run"]');
+  await page.waitForSelector('[data-testid="run-end"][data-status="interrupted"]', { timeout: T });
+  await page.waitForSelector('[data-testid="interrupt-event"]', { timeout: T });
+  await shot(page, "8-steer-interrupt");
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test("fork from an event: the fork's timeline ends there", async () => {
   const id = await create({ ...jsonl });
   await srv.api("POST", `/v1/sessions/${id}/messages`, { text: "echo first answer" });

@@ -32,6 +32,48 @@ export interface RunSummary {
   cost_usd: number;
 }
 
+/** What an agent can do with a person in the loop (GET /v1/agents, a session's view). */
+export interface Capabilities {
+  approvals: boolean;
+  steer: boolean;
+  interrupt: boolean;
+  warm: boolean;
+}
+
+/** A session's permission policy in its normal form. */
+export interface PermissionPolicy {
+  mode: "allow" | "ask" | "deny";
+  allow: string[];
+  deny: string[];
+  timeout_ms: number | null;
+}
+
+/** A permission request waiting for an answer (GET .../permissions, the state stream). */
+export interface PermissionRequest {
+  request: string;
+  tool: string;
+  input?: unknown;
+  run?: string;
+  suggestions?: unknown[];
+  tool_use_id?: string;
+  created_at?: number;
+  expires_at?: number;
+}
+
+export interface PermissionAnswer {
+  decision: "allow" | "deny";
+  message?: string;
+  updated_input?: Record<string, unknown>;
+  remember?: "session";
+}
+
+export interface QueuedInput {
+  input: string;
+  text: string;
+  mode: InputMode;
+  created_at: number;
+}
+
 export interface Session {
   id: string;
   agent: string;
@@ -52,6 +94,11 @@ export interface Session {
   last_activity?: number;
   totals?: RunSummary;
   queued?: number;
+  /* a person in the loop (servers that have it) */
+  capabilities?: Capabilities;
+  agent_process?: { pid: number; state: "busy" | "idle" | "stopping" } | null;
+  permissions?: PermissionPolicy;
+  pending_permissions?: number;
 }
 
 export interface Run {
@@ -90,6 +137,8 @@ export interface CreateSessionBody {
 
 export interface MessageAnswer extends Run {
   run: string;
+  /** mode steer: true when the text went into the running turn, false when it was queued instead */
+  steered?: boolean;
 }
 
 export interface Share {
@@ -129,6 +178,9 @@ export interface AgentInfo {
   available?: boolean;
   description?: string;
   needs?: string[];
+  capabilities?: Capabilities;
+  /** The program says what it can do when it starts (jsonl, demo): see the session's capabilities. */
+  capabilities_announced?: boolean;
 }
 
 export interface EventsPage {
@@ -252,6 +304,37 @@ export class AgentdClient {
 
   cancelRun(id: string, run: string): Promise<{ run: string; status: string }> {
     return this.request("POST", `/v1/sessions/${enc(id)}/runs/${enc(run)}/cancel`, {});
+  }
+
+  /** Stops the run's turn and keeps the agent and its conversation; 409 unsupported_by_agent where
+   * the agent cannot. */
+  interruptRun(id: string, run: string): Promise<{ run: string; status: string }> {
+    return this.request("POST", `/v1/sessions/${enc(id)}/runs/${enc(run)}/interrupt`, {});
+  }
+
+  /** What can change after creation: the permission policy (merged), warm. */
+  patchSession(id: string, body: { permissions?: Partial<PermissionPolicy>; warm?: boolean }): Promise<Session> {
+    return this.request("PATCH", `/v1/sessions/${enc(id)}`, body);
+  }
+
+  /** The permission requests waiting for an answer, oldest first, and the policy. */
+  permissions(id: string, signal?: AbortSignal): Promise<{ permissions: PermissionRequest[]; policy: PermissionPolicy }> {
+    return this.request("GET", `/v1/sessions/${enc(id)}/permissions`, undefined, signal);
+  }
+
+  /** Answers a request: 404 unknown, 409 answered already or expired. */
+  answerPermission(id: string, request: string, answer: PermissionAnswer): Promise<{ request: string; decision: string; by: string; rule?: string }> {
+    return this.request("POST", `/v1/sessions/${enc(id)}/permissions/${enc(request)}`, answer);
+  }
+
+  /** The inputs waiting to run, oldest first. */
+  async inbox(id: string): Promise<QueuedInput[]> {
+    return (await this.request<{ inputs: QueuedInput[] }>("GET", `/v1/sessions/${enc(id)}/inbox`)).inputs;
+  }
+
+  /** Withdraws a queued input before it runs (409 once it started). */
+  withdrawInput(id: string, input: string): Promise<{ run: string; status: string }> {
+    return this.request("DELETE", `/v1/sessions/${enc(id)}/inbox/${enc(input)}`);
   }
 
   /** A fork of the session: its transcript up to `at` (default: the tail) and a copy of its workspace. */

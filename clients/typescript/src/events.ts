@@ -9,8 +9,8 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
 export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
 
 export type EnvStatus = "inactive" | "starting" | "ready" | "error" | "terminated";
-export type RunStatus = "queued" | "running" | "success" | "error" | "cancelled";
-export type InputMode = "queue" | "interrupt" | "reject";
+export type RunStatus = "queued" | "running" | "success" | "error" | "cancelled" | "interrupted";
+export type InputMode = "queue" | "interrupt" | "reject" | "steer";
 export type RuntimeLang = "bash" | "python" | "node";
 
 interface Base {
@@ -88,12 +88,45 @@ export interface SessionEventError extends Base {
 }
 export interface SessionEventStatus extends Base {
   type: "status";
-  scope: "environment" | "runtime" | string;
+  /** agent: a warm agent's process `started` or `stopped` (reason: idle, forked, ...) */
+  scope: "environment" | "runtime" | "agent" | string;
   status: string;
   lang?: RuntimeLang;
   reason?: string;
   pid?: number;
   elapsed_us?: number;
+  exit_status?: number;
+}
+/** The agent asks before using a tool (README, "A person in the loop"); answered by a
+ * permission_response with the same `request`. */
+export interface SessionEventPermissionRequest extends Base {
+  type: "permission_request";
+  request: string;
+  tool: string;
+  input?: unknown;
+  suggestions?: unknown[];
+  tool_use_id?: string;
+}
+export type PermissionDecider = "policy" | "user" | "timeout" | "expired";
+export interface SessionEventPermissionResponse extends Base {
+  type: "permission_response";
+  request: string;
+  decision: "allow" | "deny";
+  by: PermissionDecider | string;
+  message?: string;
+  rule?: string;
+  updated_input?: unknown;
+  remember?: "session";
+}
+/** Text a user put into a running turn (mode steer). */
+export interface SessionEventSteer extends Base {
+  type: "steer";
+  text: string;
+}
+/** A run's turn was asked to stop (its process and conversation stay): the run ends interrupted. */
+export interface SessionEventInterrupt extends Base {
+  type: "interrupt";
+  by?: "user" | "message" | string;
 }
 export interface FileChange {
   path: string;
@@ -151,7 +184,11 @@ export type KnownEvent =
   | SessionEventFile
   | SessionEventChild
   | SessionEventRuntime
-  | SessionEventSession;
+  | SessionEventSession
+  | SessionEventPermissionRequest
+  | SessionEventPermissionResponse
+  | SessionEventSteer
+  | SessionEventInterrupt;
 
 export type SessionEvent = KnownEvent;
 export type EventType = KnownEvent["type"];
@@ -169,6 +206,10 @@ export const EVENT_TYPES: readonly EventType[] = [
   "child",
   "runtime",
   "session",
+  "permission_request",
+  "permission_response",
+  "steer",
+  "interrupt",
 ];
 
 /** A transcript event with its place in the stream: `offset` where it starts, `end` where the next

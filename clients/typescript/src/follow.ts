@@ -9,7 +9,7 @@ import { stream, FetchError, DurableStreamError } from "@durable-streams/client"
 import type { StreamResponse } from "@durable-streams/client";
 import { MaterializedState, isChangeEvent, isControlEvent } from "@durable-streams/state";
 import type { StateEvent } from "@durable-streams/state";
-import type { AgentdClient, Run, Session } from "./client.js";
+import type { AgentdClient, PermissionRequest, Run, Session } from "./client.js";
 import type { Entry, SessionEvent } from "./events.js";
 import { arrayElementLengths, chunkBounds } from "./offsets.js";
 
@@ -259,13 +259,17 @@ export interface ActiveQuery {
   started_at: number;
 }
 
-/** A session's `state` stream: its run records and which run is active since when. */
+/** A session's `state` stream: its run records, which run is active since when, and the
+ * permission requests waiting for an answer. */
 export function followSessionState(
   client: AgentdClient,
   sessionId: string,
   opts: FollowBase & {
     state?: MaterializedState;
-    onChange: (s: { runs: Map<string, Run>; active: ActiveQuery | null }, meta: { offset: string; upToDate: boolean }) => void;
+    onChange: (
+      s: { runs: Map<string, Run>; active: ActiveQuery | null; permissions: Map<string, PermissionRequest> },
+      meta: { offset: string; upToDate: boolean },
+    ) => void;
   },
 ) {
   return followState(client, `/v1/stream/sessions/${encodeURIComponent(sessionId)}/state`, {
@@ -275,6 +279,7 @@ export function followSessionState(
         {
           runs: state.getType("run") as Map<string, Run>,
           active: (state.get<ActiveQuery | null>("active_query", "current") ?? null) as ActiveQuery | null,
+          permissions: state.getType("permission") as Map<string, PermissionRequest>,
         },
         meta,
       ),

@@ -79,6 +79,61 @@ describe("REST", () => {
   });
 });
 
+describe("a person in the loop", () => {
+  const v2 = (extra: Record<string, unknown> = {}) => ({ agent: "jsonl", command: ["python3", JSONL_AGENT, "--v2"], ...extra });
+
+  it("lists, follows and answers permission requests; interrupt and steer; capabilities", async () => {
+    const agents = await c.agents();
+    expect(agents.find((a) => a.name === "claude-code")?.capabilities).toEqual({ approvals: true, steer: true, interrupt: true, warm: true });
+    const s = await c.createSession(v2({ permissions: { mode: "ask" } }));
+    expect(s.permissions?.mode).toBe("ask");
+    const sent = await c.sendMessage(s.id, "tool echo asked");
+    const pending = await until(async () => (await c.permissions(s.id)).permissions[0], 15000, "a permission request");
+    expect(pending.tool).toBe("Bash");
+    expect(pending.input).toEqual({ command: "echo asked" });
+    let waiting = 0;
+    const h = followSessionState(c, s.id, { live: false, onChange: (st) => (waiting = st.permissions.size) });
+    await h.done;
+    expect(waiting).toBe(1);
+    const ans = await c.answerPermission(s.id, pending.request, { decision: "allow" });
+    expect(ans.decision).toBe("allow");
+    const again = await c.answerPermission(s.id, pending.request, { decision: "deny" }).catch((e) => e);
+    expect(again.code).toBe("conflict");
+    await waitIdle(s.id);
+    const evs = (await readAll(c, s.id)).map((e) => e.event);
+    const resp = evs.find((e) => e.type === "permission_response");
+    expect(resp && resp.type === "permission_response" && resp.by).toBe("user");
+    expect(evs.find((e) => e.type === "run_completed" && e.run === sent.run)).toBeTruthy();
+
+    const p = await c.patchSession(s.id, { permissions: { mode: "allow" } });
+    expect(p.permissions?.mode).toBe("allow");
+    expect((await c.getSession(s.id)).capabilities?.interrupt).toBe(true);
+    const run = await c.sendMessage(s.id, "sleep 30");
+    await until(async () => (await readAll(c, s.id)).some((e) => e.event.type === "pre_tool" && e.event.run === run.run), 15000, "the tool to start");
+    const steered = await c.sendMessage(s.id, "also this", "steer");
+    expect(steered.steered).toBe(true);
+    const stop = await c.interruptRun(s.id, run.run);
+    expect(stop.run).toBe(run.run);
+    await waitIdle(s.id);
+    expect((await c.runs(s.id)).find((r) => r.id === run.run)?.status).toBe("interrupted");
+    expect((await c.inbox(s.id)).length).toBe(0);
+  });
+
+  it("answers 409 unsupported_by_agent where the agent cannot interrupt; queued inputs can be withdrawn", async () => {
+    const s = await c.createSession(jsonl());
+    const run = await c.sendMessage(s.id, "sleep 30");
+    const queued = await c.sendMessage(s.id, "echo later");
+    expect((await c.inbox(s.id)).map((i) => i.input)).toEqual([queued.run]);
+    const e = await c.interruptRun(s.id, run.run).catch((x) => x);
+    expect(e).toBeInstanceOf(AgentdError);
+    expect(e.code).toBe("unsupported_by_agent");
+    expect(e.status).toBe(409);
+    expect((await c.withdrawInput(s.id, queued.run)).status).toBe("withdrawn");
+    await c.cancelRun(s.id, run.run);
+    await waitIdle(s.id);
+  });
+});
+
 describe("following", () => {
   it("delivers a run's events once each, with offsets that fork exactly after an event", async () => {
     const s = await c.createSession(jsonl());

@@ -1,4 +1,5 @@
-/* The chat input: send with a mode (queue / interrupt / reject), cancel the running run. */
+/* The chat input: send with a mode (queue / interrupt / reject / steer), interrupt or cancel the
+ * running run. Steer and interrupt show where the session's agent can do them. */
 import { useSignal } from "@preact/signals";
 import { useRef } from "preact/hooks";
 import type { InputMode } from "@agentd/client";
@@ -7,8 +8,9 @@ import type { SessionStore } from "../store/session";
 
 const MODES: Array<[InputMode, string]> = [
   ["queue", "Queue: run after the current run"],
-  ["interrupt", "Interrupt: cancel the current run, then run this"],
+  ["interrupt", "Interrupt: stop the current run (its turn where the agent can, else cancel it), then run this"],
   ["reject", "Reject: refuse if a run is in progress"],
+  ["steer", "Steer: put this into the running turn (queued, and said so, if the agent cannot take it)"],
 ];
 
 export function ChatInput({ store, compact }: { store: SessionStore; compact?: boolean }) {
@@ -19,6 +21,7 @@ export function ChatInput({ store, compact }: { store: SessionStore; compact?: b
   const ta = useRef<HTMLTextAreaElement>(null);
   const active = store.activeRun();
   const agent = store.session.value?.agent;
+  const caps = store.session.value?.capabilities;
 
   async function send() {
     const t = text.value;
@@ -36,11 +39,12 @@ export function ChatInput({ store, compact }: { store: SessionStore; compact?: b
       ta.current?.focus();
     }
   }
-  async function cancel() {
+  async function stop(how: "cancel" | "interrupt") {
     const run = store.activeRun();
     if (!run) return;
     try {
-      await api.cancelRun(store.id, run);
+      if (how === "cancel") await api.cancelRun(store.id, run);
+      else await api.interruptRun(store.id, run);
       store.refreshState();
     } catch (e) {
       err.value = noteError(e);
@@ -68,15 +72,20 @@ export function ChatInput({ store, compact }: { store: SessionStore; compact?: b
       />
       <div class="chat-row">
         <div class="seg" role="radiogroup" aria-label="When a run is in progress">
-          {MODES.map(([m, title]) => (
+          {MODES.filter(([m]) => m !== "steer" || !caps || caps.steer).map(([m, title]) => (
             <button role="radio" aria-checked={mode.value === m} class={mode.value === m ? "on" : ""} title={title} onClick={() => (mode.value = m)} data-testid={`mode-${m}`}>
               {m}
             </button>
           ))}
         </div>
         <span class="grow" />
+        {active && caps?.interrupt && (
+          <button onClick={() => stop("interrupt")} data-testid="interrupt-run" title="Stop the running turn; the agent keeps its process and conversation">
+            ‖ Interrupt
+          </button>
+        )}
         {active && (
-          <button class="danger" onClick={cancel} data-testid="cancel-run" title="Cancel the running run">
+          <button class="danger" onClick={() => stop("cancel")} data-testid="cancel-run" title="Cancel the running run: its processes are killed">
             ■ Cancel run
           </button>
         )}

@@ -1,7 +1,7 @@
 /* One component per timeline item kind. Everything from the agent is text or sanitized markdown. */
 import { memo } from "preact/compat";
 import { useState } from "preact/hooks";
-import { usageTokens } from "@agentd/client";
+import { usageTokens, type PermissionAnswer } from "@agentd/client";
 import type { Item } from "../lib/timeline";
 import { safeJson } from "../lib/timeline";
 import { MD_CAP, renderMarkdown } from "../lib/markdown";
@@ -13,6 +13,8 @@ import { diffLines, editOf } from "../lib/diff";
 export interface ItemActions {
   /** "fork from here": absent in read-only views */
   fork?: (it: Item) => void;
+  /** answers a waiting permission request: absent in read-only views */
+  answer?: (request: string, answer: PermissionAnswer) => Promise<void>;
   compact?: boolean;
 }
 
@@ -83,6 +85,64 @@ function ToolCard({ it, a }: { it: Extract<Item, { kind: "tool" }>; a: ItemActio
             </>
           )}
         </div>
+      )}
+      <Meta it={it} a={a} />
+    </div>
+  );
+}
+
+/* A tool call the agent asked about: Allow / Deny (and "allow for this session") while it waits,
+ * then who decided what. */
+function PermissionCard({ it, a }: { it: Extract<Item, { kind: "permission" }>; a: ItemActions }) {
+  const [busy, setBusy] = useState(false);
+  const [why, setWhy] = useState("");
+  const ans = it.answer;
+  const state = !ans ? "waiting" : ans.decision === "allow" ? "allowed" : "denied";
+  async function answer(decision: "allow" | "deny", remember = false) {
+    if (!a.answer || busy) return;
+    setBusy(true);
+    try {
+      await a.answer(it.request, {
+        decision,
+        ...(why.trim() ? { message: why.trim() } : {}),
+        ...(remember ? { remember: "session" as const } : {}),
+      });
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <div class={`card perm perm-${state}`} data-testid="permission-card" data-state={state} data-request={it.request}>
+      <div class="perm-head">
+        <span class="perm-icon">?</span>
+        <span class="muted small">{ans ? "asked to use" : "asks to use"}</span>
+        <span class="tool-name">{it.tool}</span>
+        <span class="tool-sum">{toolSummary(it.input)}</span>
+        <span class="grow" />
+        <Pill kind={state === "waiting" ? "queued" : state === "allowed" ? "success" : "error"}>{state}</Pill>
+      </div>
+      {it.input !== undefined && <CappedText text={safeJson(it.input)} cap={2000} class="code" />}
+      {ans ? (
+        <div class="muted small" data-testid="permission-answer">
+          {ans.decision} by {ans.by}
+          {ans.rule && <> (rule <code>{ans.rule}</code>)</>}
+          {ans.message && <>: {ans.message}</>}
+        </div>
+      ) : (
+        a.answer && (
+          <div class="perm-acts">
+            <input class="perm-why" placeholder="why (optional; the agent reads it)" value={why} onInput={(e) => setWhy((e.target as HTMLInputElement).value)} aria-label="Why" />
+            <button class="primary" disabled={busy} onClick={() => answer("allow")} data-testid="perm-allow">
+              Allow
+            </button>
+            <button disabled={busy} onClick={() => answer("allow", true)} data-testid="perm-remember" title="Allow, and allow the same call for the rest of this session">
+              Allow always
+            </button>
+            <button class="danger" disabled={busy} onClick={() => answer("deny")} data-testid="perm-deny">
+              Deny
+            </button>
+          </div>
+        )
       )}
       <Meta it={it} a={a} />
     </div>
@@ -197,6 +257,23 @@ export const ItemView = memo(function ItemView({ it, a }: { it: Item; a: ItemAct
       );
     case "tool":
       return <ToolCard it={it} a={a} />;
+    case "permission":
+      return <PermissionCard it={it} a={a} />;
+    case "steer":
+      return (
+        <div class="msg msg-user steer" data-testid="steer-event">
+          <div class="label">steered into the running turn</div>
+          <CappedText text={it.text} class="plain" />
+        </div>
+      );
+    case "interrupt":
+      return (
+        <div class="statusline" data-testid="interrupt-event">
+          <Pill kind="interrupted">interrupt</Pill>
+          <span class="muted small">the turn was asked to stop ({it.by}); the agent keeps its conversation</span>
+          <span class="ts">{time(it.ts)}</span>
+        </div>
+      );
     case "run_end":
       return <RunEnd it={it} a={a} />;
     case "log":
@@ -223,7 +300,7 @@ export const ItemView = memo(function ItemView({ it, a }: { it: Item; a: ItemAct
     case "status":
       return (
         <div class="statusline" data-testid="status-event">
-          <span class="muted small">{it.ev.scope === "runtime" ? `${it.ev.lang} runtime` : "environment"}</span>
+          <span class="muted small">{it.ev.scope === "runtime" ? `${it.ev.lang} runtime` : it.ev.scope === "agent" ? `agent process ${it.ev.pid ?? ""}` : "environment"}</span>
           <Pill kind={`env-${it.ev.status}`}>{it.ev.status}</Pill>
           {it.ev.reason && <span class="muted small">{it.ev.reason}</span>}
           {it.ev.elapsed_us !== undefined && <span class="muted small">{duration(it.ev.elapsed_us / 1000)}</span>}

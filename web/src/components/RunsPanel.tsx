@@ -1,5 +1,6 @@
-/* Runs of the session, newest first: the running one (cancel), the queue of waiting inputs
- * (remove), and finished ones with their totals. */
+/* Runs of the session, newest first: the permission requests waiting for an answer (allow, deny),
+ * the running one (cancel), the queue of waiting inputs (remove), and finished ones with their
+ * totals. */
 import { usageTokens } from "@agentd/client";
 import { api, noteError, readOnly } from "../lib/api";
 import { cost, duration, time, tokens } from "../lib/format";
@@ -11,6 +12,15 @@ export function RunsPanel({ store }: { store: SessionStore }) {
   const ro = readOnly();
   const queued = runs.filter((r) => r.status === "queued").reverse();
   const rest = runs.filter((r) => r.status !== "queued");
+  const waiting = store.permissions.value;
+  async function answer(request: string, decision: "allow" | "deny") {
+    try {
+      await api.answerPermission(store.id, request, { decision });
+      store.refreshState();
+    } catch (e) {
+      noteError(e);
+    }
+  }
   async function cancel(run: string) {
     try {
       await api.cancelRun(store.id, run);
@@ -22,6 +32,32 @@ export function RunsPanel({ store }: { store: SessionStore }) {
   if (!runs.length) return <Empty title="No runs yet" />;
   return (
     <div class="panel runs" data-testid="runs-panel">
+      {waiting.length > 0 && (
+        <section>
+          <h3>Waiting for you ({waiting.length})</h3>
+          <ul class="waiting-list" data-testid="waiting">
+            {waiting.map((p) => (
+              <li>
+                <span class="tool-name">{p.tool}</span>
+                <span class="ellipsis mono small" title={JSON.stringify(p.input)}>
+                  {JSON.stringify(p.input)}
+                </span>
+                <span class="grow" />
+                {!ro && (
+                  <>
+                    <button class="primary" onClick={() => answer(p.request, "allow")} data-testid="waiting-allow">
+                      Allow
+                    </button>
+                    <button class="danger" onClick={() => answer(p.request, "deny")} data-testid="waiting-deny">
+                      Deny
+                    </button>
+                  </>
+                )}
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
       {queued.length > 0 && (
         <section>
           <h3>Queue ({queued.length})</h3>

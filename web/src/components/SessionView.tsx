@@ -42,6 +42,7 @@ export function useSessionStore(id: string): SessionStore {
 const CAT_LABELS: Record<Category, string> = {
   messages: "Messages",
   tools: "Tools",
+  permissions: "Permissions",
   runs: "Runs",
   logs: "Logs",
   errors: "Errors",
@@ -110,8 +111,16 @@ export function SessionView({ id }: { id: string }) {
                 actionErr.value = noteError(e);
               }
             },
+            answer: async (request, answer) => {
+              try {
+                await api.answerPermission(id, request, answer);
+                store.refreshState();
+              } catch (e) {
+                actionErr.value = noteError(e);
+              }
+            },
           },
-    [id, ro],
+    [id, ro, store],
   );
 
   async function forkAll() {
@@ -162,6 +171,18 @@ export function SessionView({ id }: { id: string }) {
               env {env}
             </Pill>
             {queued > 0 && <Pill kind="queued">{queued} queued</Pill>}
+            {store.permissions.value.length > 0 && (
+              <span data-testid="pending-count">
+                <Pill kind="queued" title="permission requests waiting for an answer (Runs panel, or in the timeline)">
+                  {store.permissions.value.length} waiting for approval
+                </Pill>
+              </span>
+            )}
+            {s?.agent_process && (
+              <span class="fact" data-testid="agent-process" title="the agent's process (a warm agent stays between messages)">
+                <span class="muted">agent process</span> {s.agent_process.state} <span class="muted mono">{s.agent_process.pid}</span>
+              </span>
+            )}
             <span class="fact">
               <span class="muted">agent</span> {s?.agent ?? "…"}
             </span>

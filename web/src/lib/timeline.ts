@@ -5,10 +5,12 @@
  *   - deltas stream into one message item per run/kind/index; the run's final `message` replaces
  *     that item in place (same key: the DOM node stays, nothing flickers, nothing is doubled);
  *   - pre_tool/post_tool pair by id (else by name) into one tool card;
+ *   - permission_request/permission_response pair by request id into one permission card;
  *   - run_start carries the user's input; run_completed closes what the run left streaming.
  */
 import type {
   Entry,
+  SessionEventPermissionResponse,
   SessionEvent,
   SessionEventChild,
   SessionEventError,
@@ -50,15 +52,26 @@ export type Item =
   | (ItemBase & { kind: "child"; ev: SessionEventChild })
   | (ItemBase & { kind: "runtime"; ev: SessionEventRuntime })
   | (ItemBase & { kind: "session"; ev: SessionEventSession })
+  | (ItemBase & {
+      kind: "permission";
+      request: string;
+      tool: string;
+      input: unknown;
+      /** set once answered (by a person, the policy, a timeout, or expired) */
+      answer?: SessionEventPermissionResponse | undefined;
+    })
+  | (ItemBase & { kind: "steer"; text: string })
+  | (ItemBase & { kind: "interrupt"; by: string })
   | (ItemBase & { kind: "other"; ev: SessionEvent });
 
 export type ItemKind = Item["kind"];
 
 /** Filter categories shown in the toolbar, and which item kinds each covers. */
 export const CATEGORIES = {
-  messages: ["message", "run_start"],
+  messages: ["message", "run_start", "steer"],
   tools: ["tool"],
-  runs: ["run_start", "run_end"],
+  permissions: ["permission"],
+  runs: ["run_start", "run_end", "interrupt"],
   logs: ["log"],
   errors: ["error"],
   status: ["status"],
@@ -84,6 +97,7 @@ export class Fold {
   private started = new Set<string>();
   private streams = new Map<string, string>(); /* run:kind:index -> item key */
   private tools = new Map<string, string>(); /* tool id (or name:) -> item key */
+  private perms = new Map<string, string>(); /* permission request id -> item key */
 
   private put(it: Item) {
     const i = this.pos.get(it.key);
@@ -210,6 +224,27 @@ export class Fold {
         if (ev.action === "deleted") this.deleted = true;
         this.put({ ...base, kind: "session", ev });
         return;
+      case "permission_request":
+        this.perms.set(ev.request, entry.offset);
+        this.put({ ...base, kind: "permission", request: ev.request, tool: ev.tool, input: ev.input ?? {} });
+        return;
+      case "permission_response": {
+        const key = this.perms.get(ev.request);
+        const it = key ? this.get(key) : undefined;
+        if (it && it.kind === "permission") {
+          this.perms.delete(ev.request);
+          this.put({ ...it, answer: ev, entry });
+        } else {
+          this.put({ ...base, kind: "permission", request: ev.request, tool: "tool", input: undefined, answer: ev });
+        }
+        return;
+      }
+      case "steer":
+        this.put({ ...base, kind: "steer", text: ev.text ?? "" });
+        return;
+      case "interrupt":
+        this.put({ ...base, kind: "interrupt", by: ev.by ?? "user" });
+        return;
       default:
         this.put({ ...base, kind: "other", ev });
     }
@@ -234,6 +269,12 @@ export function itemText(it: Item): string {
       return cap(`${it.ev.lang} ${it.ev.code ?? ""} ${it.ev.stdout ?? ""} ${it.ev.stderr ?? ""}`);
     case "file":
       return it.ev.changes.map((c) => c.path).join(" ");
+    case "permission":
+      return cap(`${it.tool} ${safeJson(it.input)} ${it.answer?.decision ?? "waiting"} ${it.answer?.message ?? ""}`);
+    case "steer":
+      return it.text;
+    case "interrupt":
+      return `interrupt ${it.by}`;
     default:
       return cap(safeJson("ev" in it ? it.ev : ""));
   }

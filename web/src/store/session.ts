@@ -15,6 +15,7 @@ import {
   type Entry,
   type FollowHandle,
   type FollowStatus,
+  type PermissionRequest,
   type Run,
   type RunSummary,
   type Session,
@@ -34,6 +35,8 @@ export class SessionStore {
   readonly version = signal(0);
   readonly runs = signal<Run[]>([]);
   readonly active = signal<ActiveQuery | null>(null);
+  /** Permission requests waiting for an answer (the state stream), oldest first. */
+  readonly permissions = signal<PermissionRequest[]>([]);
   readonly totals = signal<RunSummary>({ runs: 0, input_tokens: 0, output_tokens: 0, cost_usd: 0 });
   readonly hasOlder = signal(false);
   readonly loadingOlder = signal(false);
@@ -133,9 +136,11 @@ export class SessionStore {
           state: this.state,
           onChange: (s) => {
             const runs = [...s.runs.values()].sort((a, b) => a.created_at - b.created_at);
+            const perms = [...s.permissions.values()].sort((a, b) => (a.created_at ?? 0) - (b.created_at ?? 0));
             batch(() => {
               this.runs.value = runs;
               this.active.value = s.active;
+              this.permissions.value = perms;
               this.totals.value = this.sumTotals(runs);
             });
           },
@@ -193,7 +198,8 @@ export class SessionStore {
       this.entries.push(e);
       this.fold.add(e);
       const t = e.event.type;
-      if (t === "run_start" || t === "run_completed") runEvent = true;
+      if (t === "run_start" || t === "run_completed" || t === "permission_request" || t === "permission_response")
+        runEvent = true;
       if (t === "session" && (e.event as { action?: string }).action === "deleted") this.problem.value = "deleted";
     }
     batch(() => {
