@@ -281,6 +281,11 @@ typedef void (*exec_watch_cb)(void *arg, struct exec_env *env, const struct exec
  * at most one batch is reported per rate_ms: a batch goes out rate_ms after the first change it
  * holds. 0, -EALREADY, or a negative errno from inotify. */
 int exec_watch_start(struct exec_env *env, uint64_t rate_ms, exec_watch_cb cb, void *arg) CORE_UNUSED_RESULT;
+/* Reports now what changed so far: reads what the kernel has queued for the watcher (every change
+ * a process made before this call, e.g. one that has exited or answered since) and calls cb with
+ * the batch at once, without waiting for rate_ms (nothing when nothing changed). For the end of a
+ * unit of work whose changes must be reported before its end is. No-op without a watcher. */
+void exec_watch_flush(struct exec_env *env);
 /* Stops watching; pending changes are dropped. Idempotent. The watcher's handles close on the
  * next loop turn; exec_watch_start returns -EALREADY until then. */
 void exec_watch_stop(struct exec_env *env);

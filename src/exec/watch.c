@@ -6,7 +6,8 @@
  * never watched: they change often and in bulk, and nobody reads a transcript for them.
  *
  * Changes wait in a pending list (first-change order, indexed by path) until the batch timer
- * fires, rate_ms after the first change of the batch; so batches are at least rate_ms apart.
+ * fires, rate_ms after the first change of the batch; so batches are at least rate_ms apart, unless
+ * the owner flushes (exec_watch_flush: a run that ends reports its changes before its end).
  *
  * All watchers of a loop share one inotify instance (struct watch_inotify): a server with a few
  * hundred sessions must not use up the user's instances (128 by default, for every process of
@@ -372,6 +373,22 @@ void exec__watch_close(struct exec_env *env)
     w->closing = 1;
     inotify_unref(w);
     uv_close((uv_handle_t *)&w->timer, on_watch_closed);
+}
+
+void exec_watch_flush(struct exec_env *env)
+{
+    struct exec__watch *w = env->watch;
+
+    if (w == NULL || w->closing)
+        return;
+    /* inotify queues an event in the writer's system call: what was written before now is in the
+     * instance's queue, maybe not read yet (the loop had other events first). Reading dispatches
+     * every watcher's events, as the poll callback would. */
+    on_inotify(&w->in->poll, 0, UV_READABLE);
+    if (w->npend == 0)
+        return;
+    uv_timer_stop(&w->timer);
+    on_batch_timer(&w->timer);
 }
 
 void exec_watch_stop(struct exec_env *env) { exec__watch_close(env); }

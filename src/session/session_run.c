@@ -235,6 +235,10 @@ static void run__complete(struct session_run *r, const char *status, const char 
                           json_int_t exit_status)
 {
     struct session *se = r->se;
+    /* What the run changed in the workspace is its news, before its end (the watcher batches
+     * changes for half a second; the run may end within that). */
+    if (se->active == r && se->xenv)
+        exec_watch_flush(se->xenv);
     struct session_wait *wait = session__wait_begin(se->registry, 0);
     int64_t now = clock_wall_ms();
     /* What the run's agent still waited for ends with it, before its run_completed. */
