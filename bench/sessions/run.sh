@@ -4,13 +4,16 @@
 # event ingest from a jsonl agent writing as fast as it can, and RSS with idle sessions; then a
 # second fresh agentd with bench/sessions/sessload: 1,000 live sessions whose agents
 # (bench/sessions/loadagent) stream 50 deltas/s each to one SSE reader per session, then 10,000 idle
-# sessions with 10,000 idle readers. See bench/sessions/README.md.
+# sessions with 10,000 idle readers; then a third with bench/sessions/hitlbench.py: Claude Code warm
+# vs a fresh process per message, and permission requests answered by policy and by a person. See
+# bench/sessions/README.md.
 #
 # Environment:
 #   BUILD=build/release       where `make` put agentd, bench/sessions/sessload and loadagent
 #   AGENTD=$BUILD/agentd      the server under test
 #   SESSBENCH_ARGS=           extra sessbench.py flags, e.g. "--events 50000 --sessions 50"
 #   SESSLOAD_ARGS=            extra sessload flags, e.g. "--sessions 200 --idle 2000"
+#   HITLBENCH_ARGS=           extra hitlbench.py flags, e.g. "--messages 10 --asks 200"
 # Exit status: 0 when everything ran and the ingest count matched; 1 otherwise.
 set -eu
 
@@ -99,6 +102,14 @@ strict=
 "$SESSLOAD" --url "$url" --pid "$agentd_pid" --agent "$(cd "$(dirname "$LOADAGENT")" && pwd)/loadagent" \
     --seconds 20 $strict ${SESSLOAD_ARGS:-} || status=$?
 check_alive load
+stop_agentd
+
+start_agentd loop
+echo
+echo "== a person in the loop, warm agents: $AGENTD (bench/sessions/hitlbench.py)"
+# shellcheck disable=SC2086 # HITLBENCH_ARGS is a word list
+python3 bench/sessions/hitlbench.py --url "$url" ${HITLBENCH_ARGS:-} || status=$?
+check_alive loop
 stop_agentd
 [ $status -eq 0 ] || echo "bench/sessions: FAILED (status $status)" >&2
 exit $status

@@ -193,10 +193,10 @@ def test_deny_allow(tap):
                   reqs[0].get("run") == run, "ask: the tool call waits as a permission request", reqs):
         return
     rid = reqs[0]["request"]
-    recs = state_records(sid)
-    tap.ok(any(m.get("key") == rid and m.get("headers", {}).get("operation") == "insert" for m in recs),
-           "ask: the state stream has it pending", recs)
-    tap.ok(any(e.get("request") == rid for e in of_type(events(sid), "permission_request", run)),
+    recs = wait_for(lambda: [m for m in state_records(sid) if m.get("key") == rid and
+                             m.get("headers", {}).get("operation") == "insert"], 5)
+    tap.ok(recs, "ask: the state stream has it pending (once durable)", state_records(sid))
+    tap.ok(wait_for(lambda: any(e.get("request") == rid for e in of_type(events(sid), "permission_request", run)), 5),
            "ask: the transcript has the permission_request")
     st, doc = api("POST", f"/v1/sessions/{sid}/permissions/perm_0000000000000000", {"decision": "allow"})
     tap.ok(st == 404 and err_code(doc) == "not_found", "an unknown request is 404", f"{st} {doc!r}")
@@ -219,7 +219,8 @@ def test_deny_allow(tap):
     resp = [e for e in of_type(evs, "permission_response", run) if e.get("request") == rid]
     tap.ok(resp and resp[0].get("decision") == "deny" and resp[0].get("by") == "user" and
            resp[0].get("message") == "not today", "deny: the transcript has the permission_response", resp)
-    tap.ok(any(m.get("key") == rid and m.get("headers", {}).get("operation") == "delete" for m in state_records(sid)),
+    tap.ok(wait_for(lambda: any(m.get("key") == rid and m.get("headers", {}).get("operation") == "delete"
+                                for m in state_records(sid)), 5),
            "deny: the state stream no longer has it pending")
     st, doc = api("POST", f"/v1/sessions/{sid}/permissions/{rid}", {"decision": "allow"})
     tap.ok(st == 409 and err_code(doc) == "conflict", "answering twice is 409", f"{st} {doc!r}")
