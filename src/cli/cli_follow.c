@@ -216,7 +216,10 @@ int cli_follow(struct cli_http *http, const char *what, const char *url_path, ch
             status = CLI_EXIT_HTTP;
             break;
         }
-        if (rc == 0 && (resp.status < 200 || resp.status >= 300)) {
+        /* A stopping server answers 503 (shutting_down) until it is gone: once the stream has been
+         * read, that is an outage like a refused connection, and following goes on after it. */
+        int stopping = rc == 0 && resp.status == 503 && (connected || f.checked);
+        if (rc == 0 && !stopping && (resp.status < 200 || resp.status >= 300)) {
             status = cli_http_report(http, what, rc, &resp);
             if (status == CLI_EXIT_OK) /* a 3xx we did not follow */
                 status = CLI_EXIT_HTTP;
@@ -227,11 +230,11 @@ int cli_follow(struct cli_http *http, const char *what, const char *url_path, ch
             break;
         }
         connected = connected || f.checked;
-        if (rc < 0 && !reported_outage) {
-            fprintf(stderr, "agentd: %s: %s; reconnecting from offset %s\n", what, cli_http_error(http),
-                    *offset);
+        if ((rc < 0 || stopping) && !reported_outage) {
+            fprintf(stderr, "agentd: %s: %s; reconnecting from offset %s\n", what,
+                    stopping ? "the server is stopping" : cli_http_error(http), *offset);
             reported_outage = 1;
-        } else if (rc == 0) {
+        } else if (rc == 0 && !stopping) {
             reported_outage = 0;
         }
         /* The server ends live responses now and then (and may restart): resume from the last
