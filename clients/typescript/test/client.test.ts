@@ -157,15 +157,23 @@ describe("following", () => {
     const all = await readAll(c, s.id);
     expect(all.map((e) => [e.offset, e.end, e.event.type])).toEqual(seen.map((e) => [e.offset, e.end, e.event.type]));
 
-    /* fork right after the first whole message: the fork's transcript ends there (then its own
-     * "forked" record) */
+    /* fork right after the first whole message: the fork's transcript is the parent's up to there,
+     * then agentd's own records: the end of the run the fork cut (cancelled, code forked; it does
+     * not go on in the fork) and "forked" */
     const msg = seen.find((e) => e.event.type === "message")!;
     const f = await c.fork(s.id, { at: msg.end });
     const forked = await readAll(c, f.id);
-    const last = forked[forked.length - 2]!;
+    const kept = forked.filter((e) => e.offset < msg.end);
+    expect(kept.map((e) => [e.offset, e.event.type])).toEqual(
+      all.filter((e) => e.offset < msg.end).map((e) => [e.offset, e.event.type]),
+    );
+    const last = kept[kept.length - 1]!;
     expect(last.event.type).toBe("message");
     expect(messageText(last.event as never)).toBe("one two three");
-    expect(forked[forked.length - 1]!.event).toMatchObject({ type: "session", action: "forked", at: msg.end });
+    expect(forked.slice(kept.length).map((e) => e.event)).toMatchObject([
+      { type: "run_completed", status: "cancelled", code: "forked" },
+      { type: "session", action: "forked", at: msg.end },
+    ]);
   });
 
   it("resumes from a delivered offset with no duplicate and no gap", async () => {
