@@ -1,7 +1,7 @@
 /*
  * agent — runner adapters: how agentd starts an agent CLI for one run and how it reads what the
  * agent prints. Five adapters share one interface: `claude-code` (claude -p, stream-json),
- * `codex` (codex exec --json), `opencode` (opencode run --format json), `jsonl` (agentd's own
+ * `codex` (codex app-server, JSON-RPC), `opencode` (opencode run --format json), `jsonl` (agentd's own
  * line protocol, doc/AGENT-PROTOCOL.md) and `demo` (that protocol spoken by `agentd demo-agent`).
  * This module is pure: it builds argv, environment, files and stdin bytes for src/exec to spawn,
  * and turns stdout bytes into events for src/session to append. It starts no process and keeps no
@@ -158,6 +158,8 @@ struct agent_cmd {
     char *stdin_data; /* written to the agent's stdin first */
     size_t stdin_len;
     int stdin_keep_open; /* 0: close stdin after stdin_data; 1: keep it for control lines */
+    int turn_by_send;    /* the message is not in stdin_data: send it with agent_send_turn once the
+                            process runs (Codex: its thread must exist first) */
 };
 
 /* Fills cmd (zeroed first) for one run. Returns 0, or -EINVAL when opts lack what the adapter

@@ -291,8 +291,8 @@ static void on_control_request(struct agent_parser *p, json_t *line)
     const char *id = agent__str(line, "request_id"), *sub = agent__str(req, "subtype");
     if (id && sub && strcmp(sub, "can_use_tool") == 0 && agent__str(req, "tool_name")) {
         json_t *input = json_object_get(req, "input");
-        json_t *ev = json_pack("{s:s, s:s, s:O}", "native_request", id, "tool", agent__str(req, "tool_name"),
-                               "input", json_is_object(input) ? input : json_object());
+        json_t *ev = json_pack("{s:s, s:s, s:o}", "native_request", id, "tool", agent__str(req, "tool_name"),
+                               "input", json_is_object(input) ? json_incref(input) : json_object());
         json_t *sugg = json_object_get(req, "permission_suggestions");
         if (json_is_array(sugg))
             json_object_set(ev, "suggestions", sugg);
@@ -387,7 +387,8 @@ static char *claude_decision_line(struct agent_parser *p, const char *native, co
     json_t *answer;
     if (d->allow) {
         const json_t *input = d->updated_input ? d->updated_input : d->input;
-        answer = json_pack("{s:s, s:O}", "behavior", "allow", "updatedInput", input ? input : json_object());
+        answer = json_pack("{s:s, s:o}", "behavior", "allow", "updatedInput",
+                           input ? json_incref((json_t *)input) : json_object());
     } else {
         answer = json_pack("{s:s, s:s}", "behavior", "deny", "message", d->message ? d->message : "denied");
     }

@@ -227,8 +227,8 @@ static void jsonl_permission(struct agent_parser *p, json_t *line)
         return;
     }
     agent__emit(p, "permission_request",
-                json_pack("{s:s, s:s, s:O}", "native_request", id, "tool", tool, "input",
-                          json_is_object(input) ? input : json_object()));
+                json_pack("{s:s, s:s, s:o}", "native_request", id, "tool", tool, "input",
+                          json_is_object(input) ? json_incref(input) : json_object()));
 }
 
 static void jsonl_line(struct agent_parser *p, json_t *line)

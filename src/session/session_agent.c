@@ -51,7 +51,13 @@ struct session_agent {
     const char *retire;     /* stop when its run ends, and why; NULL: keep it */
     const char *stopped_by; /* why it was told to stop, for its status event */
     int said_started;       /* its `started` status event is written (warm processes only) */
-    uv_timer_t timer;       /* the idle timeout, then a stop's grace period */
+    int checked;            /* whether a program asks when it should was checked (its first event) */
+    struct agent__waiter {  /* who waits for the process to be gone (session__agent_when_gone) */
+        void (*cb)(void *arg);
+        void *arg;
+        struct agent__waiter *next;
+    } * waiters;
+    uv_timer_t timer; /* the idle timeout, then a stop's grace period */
 };
 
 /* ================= life and death ================= */
@@ -101,6 +107,12 @@ static void agent__on_exit(void *arg, struct exec_proc *p, const struct exec_exi
         agent__status(a, "stopped", how);
     else
         json_decref(how);
+    while (a->waiters) {
+        struct agent__waiter *w = a->waiters;
+        a->waiters = w->next;
+        w->cb(w->arg);
+        free(w);
+    }
     uv_close((uv_handle_t *)&a->timer, agent__closed);
     session__agent_kick(se); /* a run may have waited for this process to go */
 }
@@ -195,6 +207,14 @@ static void agent__caps_changed(struct session_agent *a)
     if ((caps & AGENT_CAP_WARM) && !a->said_started) {
         a->said_started = 1;
         agent__status(a, "started", json_pack("{s:b}", "approvals", a->approvals));
+    }
+    if (!a->checked && agent_adapter_announces_caps(se->adapter)) {
+        a->checked = 1; /* on its first event: a program that asks says so before anything else */
+        if (a->approvals && !(caps & AGENT_CAP_APPROVALS))
+            session__event(se, json_pack("{s:s, s:s, s:s}", "type", "log", "level", "warn", "text",
+                                         "this program does not ask before using its tools (no approvals in "
+                                         "its capabilities): the session's permission policy reaches only "
+                                         "agentd's runtime tool"));
     }
     if (!agent_adapter_announces_caps(se->adapter) || caps == se->caps)
         return;
@@ -356,6 +376,8 @@ static void agent__spawn(struct session *se, struct session_run *r)
         rc = exec_proc_write(a->proc, cmd.stdin_data, cmd.stdin_len);
     if (rc == 0 && !cmd.stdin_keep_open)
         exec_proc_close_stdin(a->proc);
+    if (rc == 0 && cmd.turn_by_send && agent_send_turn(a->out, &ro) != 0) /* once the process runs */
+        exec_proc_kill(a->proc, 0, NULL, NULL); /* it cannot take its message: the run ends with it */
     char *msg = rc != 0 && a->proc == NULL
                     ? xasprintf("cannot start %s: %s", cmd.argv && cmd.argv[0] ? cmd.argv[0] : "?",
                                 why[0] ? why : strerror(-rc))
@@ -453,6 +475,19 @@ void session__agent_retire(struct session *se, const char *reason)
         a->retire = reason;
     else
         agent__stop(a, reason);
+}
+
+int session__agent_when_gone(struct session *se, void (*cb)(void *arg), void *arg)
+{
+    struct session_agent *a = se->agent_proc;
+    if (a == NULL || a->proc == NULL || a->run != NULL)
+        return 0;
+    struct agent__waiter *w = xcalloc(1, sizeof *w);
+    w->cb = cb;
+    w->arg = arg;
+    w->next = a->waiters;
+    a->waiters = w;
+    return 1;
 }
 
 unsigned session__agent_caps(const struct session *se)

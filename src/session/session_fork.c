@@ -130,6 +130,15 @@ static void session__fork_copied(uv_work_t *w, int status)
     session__fork_free(f);
 }
 
+/* The parent's idle agent has exited (it was told to go by the fork): the copy starts now. */
+static void session__fork_go(void *arg)
+{
+    struct session_fork *f = arg;
+    int rc = uv_queue_work(f->s->loop, &f->work, session__fork_copy, session__fork_copied);
+    if (rc != 0)
+        session__fork_copied(&f->work, rc); /* fails the fork: its child goes, the caller hears */
+}
+
 /* The child as the parent's copy: same agent, settings, environment and native session (its first
  * run forks it), its own id, workspace and home. */
 static struct session *session__fork_child(struct sessions *s, const struct session *parent, json_t *tags)
@@ -165,8 +174,9 @@ int session__fork_start(struct session *parent, const char *at, json_t *tags, se
         *why = "at must be an offset of the parent's transcript: an event's, or its tail";
         return -EINVAL;
     }
-    /* The parent's warm agent goes (now when idle, else at the end of its run): the copy is of a
-     * conversation no process holds open, and each side resumes its own from there. */
+    /* The parent's warm agent goes (now when idle, else at the end of its run); an idle one is gone
+     * before the copy starts (session__fork_go), so the copy is of files no process writes, and
+     * each side resumes its own conversation from there. */
     session__agent_retire(parent, "forked");
     struct session *se = session__fork_child(s, parent, tags);
     char *dir = xasprintf("%s/workspaces", s->data_dir);
@@ -190,6 +200,10 @@ int session__fork_start(struct session *parent, const char *at, json_t *tags, se
     f->cb = cb;
     f->arg = arg;
     f->work.data = f;
+    if (session__agent_when_gone(parent, session__fork_go, f)) { /* the idle agent first */
+        *out = f;
+        return 0;
+    }
     if ((rc = uv_queue_work(s->loop, &f->work, session__fork_copy, session__fork_copied)) != 0) {
         session__purge_dirs(s, se->id, se->workspace);
         session__drop(se);

@@ -242,7 +242,7 @@ void session__ws(struct sessions *s, struct session *se, struct http_req *req);
 
 /* ---- session_opts.c ---- */
 /* Validates a create body's agent settings (for adapter; NULL: agent none), sandbox and limits
- * into o: 0, or -EINVAL with why. */
+ * into o: 0, or -EINVAL with why (-ENOTSUP: a policy the agent cannot follow). */
 int session__opts_parse(struct session_opts *o, json_t *body, const struct agent_adapter *adapter,
                         const char **why);
 /* Reads a record's "agent_opts" (leniently: what is not understood is left out). */
@@ -252,7 +252,7 @@ json_t *session__opts_json(const struct session_opts *o, int redact);
 void session__opts_copy(struct session_opts *to, const struct session_opts *from,
                         const struct agent_adapter *adapter);
 /* PATCH /v1/sessions/<id> {"permissions"?, "warm"?}: permissions merge into the current policy;
- * the record is written (it joins the open wait). 0, or -EINVAL with why. */
+ * the record is written (it joins the open wait). 0, or -EINVAL / -ENOTSUP with why. */
 int session__patch(struct session *se, json_t *body, const char **why);
 /* Frees what o holds and leaves it empty (mcp -1). */
 void session__opts_free(struct session_opts *o);
@@ -280,6 +280,11 @@ json_t *session__policy(const struct session *se);
 /* What policy (normal form) says to a call of tool with input: 1 allow, 0 deny, -1 ask a person;
  * *rule is the rule that decided (borrowed from policy), NULL when the mode did. */
 int session__policy_decide(const json_t *policy, const char *tool, const json_t *input, const char **rule);
+/* Whether adapter (NULL: agent none, whose only tool is agentd's runtime over MCP) can follow
+ * policy: 1, or 0 with why when the policy may refuse but the agent cannot ask (-> 409
+ * unsupported_by_agent). A program that announces its capabilities is given the benefit of the
+ * doubt (the session warns when it turns out not to ask). */
+int session__policy_possible(const struct agent_adapter *adapter, const json_t *policy, const char **why);
 /* Whether the policy may refuse anything (mode ask or deny, or a deny rule): agents are then asked
  * to ask before each tool. */
 int session__policy_asks(const struct session *se);
@@ -327,6 +332,9 @@ int session__agent_steer(struct session *se, const char *text);
 /* The warm process is no longer wanted (a fork, a policy it was not started with): it stops now
  * when idle, else when its run ends. reason names why in its status event. */
 void session__agent_retire(struct session *se, const char *reason);
+/* An idle process that is stopping (retired): cb runs once it has exited, and 1 is returned; 0 when
+ * there is none to wait for (no process, or one serving a run). */
+int session__agent_when_gone(struct session *se, void (*cb)(void *arg), void *arg);
 /* What the session's agent can do (enum agent_cap): the adapter's, or what the program announced. */
 unsigned session__agent_caps(const struct session *se);
 /* Adds to a session's public view what a person in the loop needs: "capabilities" {approvals, steer,

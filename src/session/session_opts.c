@@ -148,6 +148,10 @@ int session__opts_parse(struct session_opts *o, json_t *body, const struct agent
                         const char **why)
 {
     *why = session__opts_read(o, body, adapter, 1);
+    if (*why == NULL && o->permissions && !session__policy_possible(adapter, o->permissions, why)) {
+        session__opts_free(o);
+        return -ENOTSUP;
+    }
     if (*why == NULL)
         return 0;
     session__opts_free(o);
@@ -232,6 +236,10 @@ int session__patch(struct session *se, json_t *body, const char **why)
     }
     if (perm && session__policy_parse(perm, se->opts.permissions, &policy, why) != 0)
         return -EINVAL;
+    if (policy && !session__policy_possible(se->adapter, policy, why)) {
+        json_decref(policy);
+        return -ENOTSUP;
+    }
     if (policy) {
         json_decref(se->opts.permissions);
         se->opts.permissions = policy;

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/agent.h"
 #include "session/session_int.h"
 
 #define PERM_RULE_MAX  1024 /* bytes of one rule */
@@ -130,6 +131,18 @@ static const json_t *perm__policy(const struct session *se)
 }
 
 json_t *session__policy(const struct session *se) { return json_deep_copy(perm__policy(se)); }
+
+/* A policy that may refuse needs an agent that asks first (or may: a program announces it). */
+int session__policy_possible(const struct agent_adapter *adapter, const json_t *policy, const char **why)
+{
+    int asks = strcmp(json_string_value(json_object_get(policy, "mode")), "allow") != 0 ||
+               json_array_size(json_object_get(policy, "deny")) > 0;
+    if (!asks || adapter == NULL || (agent_adapter_caps(adapter) & AGENT_CAP_APPROVALS))
+        return 1;
+    *why = "this agent cannot ask before using a tool (approvals: see GET /v1/agents): its permissions can "
+           "only be mode allow without deny rules";
+    return 0;
+}
 
 int session__policy_asks(const struct session *se)
 {

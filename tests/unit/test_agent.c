@@ -128,10 +128,6 @@ static const struct capture captures[] = {
      "8121addc-b56c-48a3-b799-f721af595a77", 1},
     {"claude-mcp-stdio.jsonl", "claude-code", "message pre_tool post_tool message result",
      "e277c780-4592-4aaf-9e82-19b4503299ef", 0},
-    {"codex-exec-tool.jsonl", "codex", "pre_tool post_tool message result",
-     "01a1fe47-d774-7c73-b03b-356d2669e7ec", 0},
-    {"codex-mcp.jsonl", "codex", "pre_tool post_tool message result", "01a1fe48-271c-7000-aa3f-ee6b95d71d43",
-     0},
     {"opencode-run-tool.jsonl", "opencode", "pre_tool post_tool message result",
      "ses_e01b712c9ffekxAiduBOaCm4Gy", 0},
     {"opencode-mcp.jsonl", "opencode", "pre_tool post_tool message result", "ses_e01b6beffffembgPb4Re0g8gbZ",
@@ -144,8 +140,6 @@ static const struct capture captures[] = {
 static const struct capture own_samples[] = {
     {"claude-stdin-prompt.jsonl", "claude-code", "message pre_tool post_tool message result",
      "18954b44-58fd-471f-87dc-5978a3fb1ea2", 0},
-    {"codex-stdin-prompt.jsonl", "codex", "message pre_tool post_tool message result",
-     "01a1feaf-0f66-7da1-8f2a-846c66f7224f", 0},
 };
 
 /* Every event has a native that is the line's object (or string), and nothing is unexplained. */
@@ -269,27 +263,6 @@ static void test_capture_details(const char *dir)
     is_str(str_at(d0, "kind"), "text", "claude partial: text delta");
     is_str(str_at(d0, "text"), "I will ca", "claude partial: delta text");
     is_str(str_at(d2, "kind"), "tool_input", "claude partial: tool input delta");
-    json_decref(all);
-
-    all = parse_file(dir, "codex-exec-tool.jsonl", "codex", 9);
-    pre = nth(all, "pre_tool", 0);
-    post = nth(all, "post_tool", 0);
-    res = nth(all, "result", 0);
-    is_str(str_at(pre, "id"), "item_1", "codex: pre_tool id");
-    is_str(str_at(json_object_get(pre, "input"), "command"), "/bin/bash -lc 'echo hi from codex'",
-           "codex: command");
-    is_str(str_at(post, "output"), "hi from codex\n", "codex: post_tool output");
-    ok(strncmp(str_at(res, "text"), "DONE. tool said:", 16) == 0,
-       "codex: result text is the last agent_message");
-    is_int(json_integer_value(json_object_get(json_object_get(res, "usage"), "input_tokens")), 200,
-           "codex: usage");
-    is_str(str_at(nth(all, "log", 1), "level"), "warn", "codex: error item is a warn log");
-    json_decref(all);
-
-    all = parse_file(dir, "codex-mcp.jsonl", "codex", 9);
-    is_str(str_at(nth(all, "pre_tool", 0), "name"), "mcp__rt__runtime_exec", "codex mcp: tool name");
-    is_str(str_at(nth(all, "post_tool", 0), "output"), "mcp-ok: ran \"print(2)\" in pid 25350",
-           "codex mcp: output");
     json_decref(all);
 
     all = parse_file(dir, "opencode-run-tool.jsonl", "opencode", 4);
@@ -555,21 +528,44 @@ static void test_claude_command(void)
     ok(agent_cancel_line(agent_adapter_find("claude-code"), "r1") == NULL, "claude: cancel by signal");
 }
 
+/* The i-th line (from 0) of cmd's stdin, parsed (new reference). */
+static json_t *stdin_line(const struct agent_cmd *cmd, int i)
+{
+    const char *p = cmd->stdin_data;
+    while (p && i-- > 0 && (p = strchr(p, '\n')) != NULL)
+        p++;
+    const char *nl = p ? strchr(p, '\n') : NULL;
+    return p && nl ? json_loadb(p, (size_t)(nl - p), 0, NULL) : NULL;
+}
+
 static void test_codex_command(void)
 {
     struct agent_run_opts o = {.prompt = "hi",
                                .home = "/h",
+                               .workspace = "/w",
                                .base_url = "http://127.0.0.1:9/",
                                .api_key = "k",
                                .model = "fake-model",
                                .bypass_permissions = 1};
     struct agent_cmd cmd;
     char *a = argv_of("codex", &o, &cmd);
-    is_str(
-        a,
-        "codex exec --json --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox -m fake-model -",
-        "codex: first run, prompt from stdin");
-    is_str(cmd.stdin_data, "hi", "codex: stdin");
+    is_str(a, "codex app-server", "codex: the app-server, JSON-RPC on stdio");
+    ok(cmd.stdin_keep_open && cmd.turn_by_send,
+       "codex: stdin stays open; the message follows once the thread is made");
+    json_t *init = stdin_line(&cmd, 0), *inited = stdin_line(&cmd, 1), *thread = stdin_line(&cmd, 2);
+    ok(!strcmp(str_at(init, "method"), "initialize") && !strcmp(str_at(inited, "method"), "initialized"),
+       "codex: initialize, then initialized");
+    json_t *params = json_object_get(thread, "params");
+    ok(!strcmp(str_at(thread, "method"), "thread/start") &&
+           json_integer_value(json_object_get(thread, "id")) == 2 && !strcmp(str_at(params, "cwd"), "/w") &&
+           !strcmp(str_at(params, "model"), "fake-model") &&
+           !strcmp(str_at(params, "sandbox"), "danger-full-access") &&
+           !strcmp(str_at(params, "approvalPolicy"), "never"),
+       "codex: thread/start in the workspace, the sandbox left to agentd's environment, no approvals asked");
+    ok(stdin_line(&cmd, 3) == NULL, "codex: nothing more (no message before the thread exists)");
+    json_decref(init);
+    json_decref(inited);
+    json_decref(thread);
     is_str(env_get(cmd.env, "CODEX_HOME"), "/h/.codex", "codex: CODEX_HOME");
     is_str(env_get(cmd.env, "AGENTD_MODEL_API_KEY"), "k", "codex: key in env, named by the config");
     is_int(cmd.nfiles, 1, "codex: config.toml");
@@ -583,9 +579,15 @@ static void test_codex_command(void)
 
     static const char *const bridge[] = {"/bin/agentd", "mcp", "--session", "a\"b", NULL};
     struct agent_mcp mcp = {.command = bridge};
-    o = (struct agent_run_opts){.prompt = "hi", .home = "/h", .native_session = "T1", .mcp = &mcp};
+    o = (struct agent_run_opts){
+        .prompt = "hi", .home = "/h", .native_session = "T1", .mcp = &mcp, .approvals = 1};
     a = argv_of("codex", &o, &cmd);
-    is_str(a, "codex exec --json --skip-git-repo-check resume T1 -", "codex: resume");
+    thread = stdin_line(&cmd, 2);
+    ok(!strcmp(str_at(thread, "method"), "thread/resume") &&
+           !strcmp(str_at(json_object_get(thread, "params"), "threadId"), "T1") &&
+           !strcmp(str_at(json_object_get(thread, "params"), "approvalPolicy"), "untrusted"),
+       "codex: resume is thread/resume; approvals make it ask (untrusted)");
+    json_decref(thread);
     ok(strstr(cmd.files[0].content,
               "[mcp_servers.rt]\ncommand = \"/bin/agentd\"\nargs = [\"mcp\", \"--session\", \"a\\\"b\"]") !=
            NULL,
@@ -595,7 +597,9 @@ static void test_codex_command(void)
 
     o = (struct agent_run_opts){.prompt = "hi", .native_session = "T1", .fork = 1};
     a = argv_of("codex", &o, &cmd);
-    is_str(a, "codex exec --json --skip-git-repo-check fork T1 -", "codex: fork");
+    thread = stdin_line(&cmd, 2);
+    is_str(str_at(thread, "method"), "thread/fork", "codex: fork is thread/fork");
+    json_decref(thread);
     is_int(cmd.nfiles, 0, "codex: nothing to configure, no file");
     free(a);
     agent_cmd_free(&cmd);
@@ -926,11 +930,82 @@ static void test_jsonl_control(void)
     json_decref(e.all);
     buf_free(&w.b);
 
-    p = agent_parser_new(agent_adapter_find("codex"), 0, collect, &e);
+    p = agent_parser_new(agent_adapter_find("opencode"), 0, collect, &e);
     agent_parser_set_writer(p, record_write, &w);
     is_int(agent_send_interrupt(p, "R") | agent_send_steer(p, "R", "x"), -ENOTSUP,
-           "codex exec: neither interrupt nor steer");
+           "opencode run: neither interrupt nor steer");
     agent_parser_free(p);
+}
+
+/* A real `codex app-server` stream (tests/unit/agent_samples/codex-app-server.jsonl, Codex 0.169.0
+ * against the fake Responses API): two turns, a tool call in the first, a declined one in the
+ * second. Fed a line at a time as a session would, sending the next message after each result. */
+static void test_codex_app_server(void)
+{
+    size_t len = 0;
+    char *data = slurp("tests/unit/agent_samples/codex-app-server.jsonl", &len);
+    if (!ok(data != NULL, "codex app-server sample: readable"))
+        return;
+    struct events e = {json_array()};
+    struct written w = {{0}};
+    struct agent_parser *p = agent_parser_new(agent_adapter_find("codex"), 0, collect, &e);
+    agent_parser_set_writer(p, record_write, &w);
+    struct agent_run_opts first = {.prompt = "-dash prompt \"quoted\""};
+    is_int(agent_send_turn(p, &first), 0, "codex: the first message waits for the thread");
+    is_int((int)w.b.len, 0, "codex: nothing is written before the thread exists");
+    int turns = 0;
+    for (char *line = data, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+        size_t before = json_array_size(e.all);
+        agent_parser_feed(p, line, (size_t)(nl - line) + 1);
+        if (turns == 0 && w.b.len && strstr(w.b.p, "\"turn/start\"")) {
+            json_t *t = last_written(&w);
+            ok(!strcmp(str_at(json_object_get(t, "params"), "threadId"), agent_parser_native_session(p)) &&
+                   !strcmp(str_at(json_array_get(json_object_get(json_object_get(t, "params"), "input"), 0),
+                                  "text"),
+                           "-dash prompt \"quoted\""),
+               "codex: once the thread answers, the message goes as turn/start for it, prompt whole");
+            json_decref(t);
+        }
+        for (size_t i = before; i < json_array_size(e.all); i++)
+            if (!strcmp(str_at(json_array_get(e.all, i), "type"), "result") && ++turns == 1) {
+                struct agent_run_opts next = {.prompt = "second", .approvals = 1};
+                (void)!agent_send_turn(p, &next);
+                buf_reset(&w.b);
+            }
+    }
+    is_str(agent_parser_native_session(p), "01a23d82-4144-7590-a2d3-98d55eb9b9bc",
+           "codex: the thread is the native session");
+    is_int(turns, 2, "codex: each turn/completed is a result");
+    json_t *pre = nth(e.all, "pre_tool", 0), *post = nth(e.all, "post_tool", 0),
+           *res = nth(e.all, "result", 0);
+    is_str(str_at(json_object_get(pre, "input"), "command"), "echo hi from codex",
+           "codex: the command as the model wrote it (not bash -lc's wrapping)");
+    is_str(str_at(post, "output"), "hi from codex\n", "codex: post_tool output");
+    ok(!strncmp(str_at(res, "text"), "DONE -dash prompt \"quoted\": ", 28) &&
+           strstr(str_at(res, "text"), "hi from codex"),
+       "codex: result text, the last message (the model echoed the tool's output)");
+    ok(json_integer_value(json_object_get(json_object_get(res, "usage"), "input_tokens")) > 0,
+       "codex: turn usage");
+    json_t *req = nth(e.all, "permission_request", 0);
+    ok(req && !strcmp(str_at(req, "tool"), "command_execution") &&
+           !strcmp(str_at(json_object_get(req, "input"), "command"), "touch nope.txt"),
+       "codex: requestApproval is a permission_request");
+    struct agent_decision no = {.allow = 0};
+    (void)!agent_send_decision(p, str_at(req, "native_request"), &no);
+    json_t *d = last_written(&w);
+    char *got = json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS);
+    is_str(got, "{\"id\":0,\"jsonrpc\":\"2.0\",\"result\":{\"decision\":\"decline\"}}",
+           "codex: the answer is the JSON-RPC response to the server's request id");
+    free(got);
+    json_decref(d);
+    json_t *declined = nth(e.all, "post_tool", 1);
+    ok(json_is_true(json_object_get(declined, "is_error")), "codex: a declined command is a failed tool");
+    ok(agent_send_interrupt(p, "R") == -ENOTSUP && agent_send_steer(p, "R", "x") == -ENOTSUP,
+       "codex: between turns nothing can be interrupted or steered");
+    agent_parser_free(p);
+    json_decref(e.all);
+    buf_free(&w.b);
+    free(data);
 }
 
 int main(void)
@@ -947,10 +1022,6 @@ int main(void)
     }
     for (size_t i = 0; i < CORE_ARRAY_LEN(own_samples); i++)
         test_capture("tests/unit/agent_samples", &own_samples[i]);
-    json_t *live = parse_file("tests/unit/agent_samples", "codex-stdin-prompt.jsonl", "codex", 8);
-    is_str(str_at(nth(live, "result", 0), "text"), "DONE -dash prompt \"quoted\"",
-           "codex: stdin prompt arrived whole");
-    json_decref(live);
     test_garbage();
     test_too_long();
     test_stderr();
@@ -964,5 +1035,6 @@ int main(void)
     test_claude_control(ref);
     free(ref);
     test_jsonl_control();
+    test_codex_app_server();
     return done_testing();
 }
