@@ -234,13 +234,17 @@ test("input modes: the queue of waiting inputs, remove one, reject while busy, c
 });
 
 test("a person in the loop: allow a tool call, steer a running turn, interrupt it", async () => {
-  /* the demo agent asks before it writes to the workspace when the session's policy may refuse */
-  const id = await create({ agent: "demo", permissions: { mode: "ask" }, env: { AGENTD_DEMO_DELAY_MS: "5" } });
+  /* the demo agent asks before it writes to the workspace when the session's policy may refuse; the
+   * New session form sets the policy */
   const page = await newPage(browser, { viewport: { width: 1400, height: 1200 } });
-  await page.goto(`${srv.url}/s/${id}`);
+  await page.goto(srv.url + "/");
+  await page.click('[data-testid="new-session"]');
+  await page.selectOption('[data-testid="new-permissions"]', "ask");
+  await page.fill('textarea[name="text"]', "please write your notes");
+  await page.click('[data-testid="create-session"]');
+  await page.waitForURL(/\/s\/[0-9a-f]+$/, { timeout: T });
+  const id = new URL(page.url()).pathname.split("/")[2];
   await page.waitForSelector('[data-testid="conn"][data-status="live"]', { timeout: T });
-  await page.fill('[data-testid="message-input"]', "please write your notes");
-  await page.click('[data-testid="send"]');
   const card = page.locator('[data-testid="permission-card"][data-state="waiting"]');
   await card.waitFor({ timeout: T });
   await page.waitForSelector('[data-testid="pending-count"]', { timeout: T });

@@ -132,6 +132,10 @@ export interface CreateSessionBody {
   program?: string;
   sandbox?: "bwrap" | "none";
   limits?: Partial<Record<"memory_bytes" | "processes" | "cpu_seconds" | "file_size_bytes" | "open_files", number>>;
+  /** the permission policy (README, "A person in the loop"); omitted: allow */
+  permissions?: Partial<PermissionPolicy>;
+  /** false: a fresh agent process per message */
+  warm?: boolean;
   [k: string]: unknown;
 }
 

@@ -1,4 +1,5 @@
-/* The "New session" form: agent, workspace, model settings, sandbox, limits, env, tags, first message. */
+/* The "New session" form: agent, workspace, model settings, tool permissions (where the agent can ask),
+ * sandbox, limits, env, tags, first message. */
 import { useSignal } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
 import { DEFAULT_AGENTS, type AgentInfo, type CreateSessionBody } from "@agentd/client";
@@ -30,6 +31,7 @@ export function NewSession(p: { onClose: () => void; onCreated: (id: string) => 
   const apiKey = useSignal("");
   const program = useSignal("");
   const sandbox = useSignal(false);
+  const perm = useSignal<"allow" | "ask" | "deny">("allow");
   const limits = useSignal<Record<string, string>>({});
   const env = useSignal("");
   const tags = useSignal("");
@@ -57,6 +59,7 @@ export function NewSession(p: { onClose: () => void; onCreated: (id: string) => 
     if (apiKey.value) body.api_key = apiKey.value;
     if (program.value.trim()) body.program = program.value.trim();
     if (sandbox.value) body.sandbox = "bwrap";
+    if (perm.value !== "allow") body.permissions = { mode: perm.value };
     const lim: Record<string, number> = {};
     for (const [k, , mul] of LIMITS) {
       const v = limits.value[k];
@@ -85,6 +88,8 @@ export function NewSession(p: { onClose: () => void; onCreated: (id: string) => 
 
   const info = agents.value.find((a) => a.name === agent.value);
   const needsModel = ["claude-code", "codex", "opencode"].includes(agent.value);
+  /* agents that ask before using a tool (or may: a jsonl program says so itself) */
+  const canAsk = agent.value !== "none" && (info?.capabilities ? info.capabilities.approvals : true);
   return (
     <div class="modal-back" onClick={(e) => e.target === e.currentTarget && p.onClose()}>
       <form class="modal" onSubmit={submit} aria-label="New session" data-testid="new-session-form">
@@ -134,6 +139,17 @@ export function NewSession(p: { onClose: () => void; onCreated: (id: string) => 
               </label>
             </div>
           </fieldset>
+        )}
+        {canAsk && (
+          <label>
+            Tool permissions
+            <select value={perm.value} onChange={(e) => (perm.value = (e.target as HTMLSelectElement).value as "allow" | "ask" | "deny")} name="permissions" data-testid="new-permissions">
+              <option value="allow">allow: the agent uses its tools without asking</option>
+              <option value="ask">ask: each tool call waits for your Allow / Deny</option>
+              <option value="deny">deny: every tool call is refused</option>
+            </select>
+            <span class="hint">Rules and a timeout: PATCH /v1/sessions/&lt;id&gt; (README, "A person in the loop").</span>
+          </label>
         )}
         <details>
           <summary>Sandbox, limits, environment, tags</summary>
