@@ -18,6 +18,18 @@ export interface ItemActions {
   compact?: boolean;
 }
 
+/** A branch glyph drawn in SVG: the fork character (U+2442) is missing from common fonts. */
+function ForkIcon() {
+  return (
+    <svg width="14" height="14" viewBox="0 0 16 16" fill="none" stroke="currentColor" stroke-width="1.6" aria-hidden="true">
+      <circle cx="4" cy="3" r="1.6" />
+      <circle cx="12" cy="3" r="1.6" />
+      <circle cx="8" cy="13" r="1.6" />
+      <path d="M4 4.6v1.4c0 1.8 1.4 2.8 4 2.8s4-1 4-2.8V4.6M8 8.8v2.6" />
+    </svg>
+  );
+}
+
 function Meta(p: { it: Item; a: ItemActions; children?: preact.ComponentChildren }) {
   return (
     <div class="meta">
@@ -26,7 +38,7 @@ function Meta(p: { it: Item; a: ItemActions; children?: preact.ComponentChildren
       <span class="ts" title={`offset ${p.it.entry.offset} → ${p.it.entry.end}`}>{time(p.it.ts)}</span>
       {p.a.fork && (
         <button class="icon fork" title="Fork from here: a new session whose transcript ends with this event" onClick={() => p.a.fork?.(p.it)} data-testid="fork-here">
-          ⑂
+          <ForkIcon />
         </button>
       )}
     </div>
@@ -209,7 +221,7 @@ function RunEnd({ it, a }: { it: Extract<Item, { kind: "run_end" }>; a: ItemActi
       <span class="line" />
       {a.fork && (
         <button class="icon fork" title="Fork from here" onClick={() => a.fork?.(it)} data-testid="fork-here">
-          ⑂
+          <ForkIcon />
         </button>
       )}
     </div>
@@ -234,7 +246,7 @@ function RunStart({ it, a }: { it: Extract<Item, { kind: "run_start" }>; a: Item
       {a.fork && !a.compact && (
         <div class="user-actions">
           <button class="icon fork" title="Fork from here" onClick={() => a.fork?.(it)} data-testid="fork-here">
-            ⑂
+            <ForkIcon />
           </button>
         </div>
       )}
