@@ -85,8 +85,12 @@ $(BUILD)/obj/%.o: %.c | pkg-check
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
-$(BUILD)/agentd: $(BUILD)/obj/src/main.o $(LIB) $(UI_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/agentd: $(BUILD)/obj/src/main.o $(LIB) $(UI_OBJ) $(BUILD)/ui.$(UI)
+	$(CC) $(LDFLAGS) -o $@ $(filter-out $(BUILD)/ui.$(UI),$^) $(LDLIBS)
+# Which UI the binary was linked with: switching UI=0 <-> 1 relinks it (a UI=0 binary would otherwise
+# survive a later plain `make`, and the dashboard tests would meet a page saying there is none).
+$(BUILD)/ui.$(UI):
+	@mkdir -p $(dir $@) && rm -f $(BUILD)/ui.0 $(BUILD)/ui.1 && touch $@
 
 # One web/dist for every MODE. Rebuilt when web/ changed, when web/dist lost its index.html, and
 # always when web/ is missing (so the build says so instead of embedding a stale copy).
