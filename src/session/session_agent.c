@@ -51,7 +51,7 @@ struct session_agent {
     const char *retire;     /* stop when its run ends, and why; NULL: keep it */
     const char *stopped_by; /* why it was told to stop, for its status event */
     int said_started;       /* its `started` status event is written (warm processes only) */
-    int checked;            /* whether a program asks when it should was checked (its first event) */
+    int checked;            /* agent__check_approvals ran (on its first event on stdout) */
     struct agent__waiter {  /* who waits for the process to be gone (session__agent_when_gone) */
         void (*cb)(void *arg);
         void *arg;
@@ -208,14 +208,6 @@ static void agent__caps_changed(struct session_agent *a)
         a->said_started = 1;
         agent__status(a, "started", json_pack("{s:b}", "approvals", a->approvals));
     }
-    if (!a->checked && agent_adapter_announces_caps(se->adapter)) {
-        a->checked = 1; /* on its first event: a program that asks says so before anything else */
-        if (a->approvals && !(caps & AGENT_CAP_APPROVALS))
-            session__event(se, json_pack("{s:s, s:s, s:s}", "type", "log", "level", "warn", "text",
-                                         "this program does not ask before using its tools (no approvals in "
-                                         "its capabilities): the session's permission policy reaches only "
-                                         "agentd's runtime tool"));
-    }
     if (!agent_adapter_announces_caps(se->adapter) || caps == se->caps)
         return;
     se->caps = caps;
@@ -223,11 +215,27 @@ static void agent__caps_changed(struct session_agent *a)
         session__publish(se->registry, se, "update");
 }
 
-static void agent__on_event(void *arg, json_t *ev)
+/* A program that announces its capabilities and was asked to ask before its tools, but will not:
+ * the session says so once, on the program's first event on stdout. Not sooner: the protocol has
+ * the program write its `capabilities` line first, so only then is it known; a program whose first
+ * event comes without one is a protocol 1 program, which never asks. Its stderr decides nothing. */
+static void agent__check_approvals(struct session_agent *a)
 {
-    struct session_agent *a = arg;
+    struct session *se = a->se;
+    if (a->checked || !agent_adapter_announces_caps(se->adapter))
+        return;
+    a->checked = 1;
+    if (a->approvals && !(agent_parser_caps(a->out) & AGENT_CAP_APPROVALS))
+        session__event(se, json_pack("{s:s, s:s, s:s}", "type", "log", "level", "warn", "text",
+                                     "this program does not ask before using its tools (no approvals in "
+                                     "its capabilities): the session's permission policy reaches only "
+                                     "agentd's runtime tool"));
+}
+
+/* An event of the process, from its stdout or its stderr: to the run it serves, or the session. */
+static void agent__route(struct session_agent *a, json_t *ev)
+{
     const char *type = json_string_value(json_object_get(ev, "type"));
-    agent__caps_changed(a);
     if (type && !strcmp(type, "permission_request")) {
         agent__permission(a, ev);
         json_decref(ev);
@@ -245,6 +253,16 @@ static void agent__on_event(void *arg, json_t *ev)
     if (result && (agent_parser_caps(a->out) & AGENT_CAP_WARM))
         agent__turn_done(a);
 }
+
+static void agent__on_event(void *arg, json_t *ev)
+{
+    struct session_agent *a = arg;
+    agent__caps_changed(a);
+    agent__route(a, ev);
+    agent__check_approvals(a); /* after the event, which the transcript shows first */
+}
+
+static void agent__on_stderr_event(void *arg, json_t *ev) { agent__route(arg, ev); }
 
 static void agent__on_stdout(void *arg, struct exec_proc *p, const char *data, size_t len)
 {
@@ -339,7 +357,7 @@ static struct session_agent *agent__new(struct session *se)
     struct session_agent *a = xcalloc(1, sizeof *a);
     a->se = se;
     a->out = agent_parser_new(se->adapter, 0, agent__on_event, a);
-    a->err = agent_parser_new(NULL, 0, agent__on_event, a);
+    a->err = agent_parser_new(NULL, 0, agent__on_stderr_event, a);
     agent_parser_set_writer(a->out, agent__write_stdin, a);
     uv_timer_init(se->registry->loop, &a->timer);
     a->timer.data = a;

@@ -12,7 +12,9 @@ agent answers message after message from one process; steering reaches the runni
 interrupt ends the turn (status interrupted, within 200 ms here) and the same process takes the
 next message with its conversation intact; mode interrupt does the same for a new message. Where
 the agent cannot (a protocol 1 program): interrupt is 409 unsupported_by_agent, steer queues and
-says so. Queued inputs are listed and withdrawn. A request whose run ends (cancel, a crash) or
+says so. A program asked to ask that will not (its capabilities leave out approvals, or it sent
+none) gets one warn log saying so, after its first event; the demo agent, which asks, gets none.
+Queued inputs are listed and withdrawn. A request whose run ends (cancel, a crash) or
 whose agentd dies (kill -9) expires, and answering it is then 409; after the restart the session
 takes the next message. An MCP runtime call the policy denies comes back as a tool error the agent
 can read; one it asks about waits for the answer. The warm process stops after --agent-idle
@@ -180,6 +182,44 @@ def test_agents_and_policies(tap):
            doc["permissions"]["deny"] == ["Bash(rm *)"], "PATCH merges into the policy", f"{st} {doc!r}")
     st, doc = api("PATCH", f"/v1/sessions/{sid}", {"tags": ["x"]})
     tap.ok(st == 400 and err_code(doc) == "bad_request", "PATCH refuses what cannot change", f"{st} {doc!r}")
+    api("DELETE", f"/v1/sessions/{sid}")
+
+
+NO_ASK = "does not ask before using its tools"
+
+
+def test_no_approvals_warning(tap):
+    """The warning that a program will not ask comes only when it is true: after its capabilities
+    line says so, or after its first event without one (a protocol 1 program); never for a program
+    that announced approvals (the demo agent)."""
+    def warned(sid):
+        return [i for i, e in enumerate(events(sid)) if e.get("type") == "log" and e.get("level") == "warn" and
+                NO_ASK in (e.get("text") or "")]
+
+    st, doc = api("POST", "/v1/sessions", {"agent": "demo", "env": {"AGENTD_DEMO_DELAY_MS": "0"},
+                                          "permissions": {"mode": "allow", "deny": ["Bash(rm *)"]}})
+    sid = (doc or {}).get("id")
+    ev, evs = completed(sid, send(sid, "hello")["run"])
+    tap.ok(ev and ev.get("status") == "success" and warned(sid) == [],
+           "demo agent with a policy that may refuse: no warning that it cannot ask",
+           [e for e in evs if e.get("type") == "log" and e.get("level") == "warn"])
+    api("DELETE", f"/v1/sessions/{sid}")
+
+    sid = new_session(caps="steer,warm", permissions={"mode": "ask"})
+    ev, evs = completed(sid, send(sid, "pid")["run"])
+    said = [i for i, e in enumerate(evs) if e.get("type") == "log" and "the program can do" in (e.get("text") or "")]
+    w = warned(sid)
+    tap.ok(len(w) == 1 and said and w[0] > said[0],
+           "a program whose capabilities leave out approvals: warned once, after its capabilities line",
+           (w, said))
+    api("DELETE", f"/v1/sessions/{sid}")
+
+    sid = new_session(v2=False, permissions={"mode": "ask"})
+    ev, evs = completed(sid, send(sid, "pid")["run"])
+    w = warned(sid)
+    first = next((i for i, e in enumerate(evs) if e.get("run") and e.get("native")), None)
+    tap.ok(len(w) == 1 and first is not None and w[0] > first,
+           "a protocol 1 program (no capabilities line): warned once, after its first event", (w, first))
     api("DELETE", f"/v1/sessions/{sid}")
 
 
@@ -553,7 +593,7 @@ def main(tap):
     WORK = tempfile.mkdtemp(prefix="hitl-")
     SRV = Server(args=["--agent-idle", "60000"], token="hitl-token")  # a token: share links mean something
     SRV.start()
-    for t in (test_agents_and_policies, test_deny_allow, test_rules_timeout_remember, test_warm_steer_interrupt,
+    for t in (test_agents_and_policies, test_no_approvals_warning, test_deny_allow, test_rules_timeout_remember, test_warm_steer_interrupt,
               test_unsupported_and_inbox, test_expiry, test_mcp, test_cli, test_kill9_pending, test_lifetimes):
         try:
             t(tap)
