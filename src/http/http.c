@@ -395,20 +395,8 @@ void http_res_stream_abort(struct http_req *req)
 static void http__req_dispose(void *p)
 {
     struct http_req *req = p;
-    if (req->live_prev)
-        req->live_prev->live_next = req->live_next;
-    else
-        req->srv->live = req->live_next;
-    if (req->live_next)
-        req->live_next->live_prev = req->live_prev;
-    if (req->credential) {
-        if (req->cred_prev)
-            req->cred_prev->cred_next = req->cred_next;
-        else
-            req->srv->credentialed = req->cred_next;
-        if (req->cred_next)
-            req->cred_next->cred_prev = req->cred_prev;
-    }
+    list_remove(req, live_link);
+    list_remove(req, cred_link);
     if (req->dispose)
         req->dispose(req->data);
     buf_free(&req->inflight);
@@ -441,10 +429,7 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
     req->h2o = r;
     req->srv = srv;
     req->sock = r->conn->callbacks->get_socket ? r->conn->callbacks->get_socket(r->conn) : NULL;
-    req->live_next = srv->live;
-    if (req->live_next)
-        req->live_next->live_prev = req;
-    srv->live = req;
+    list_insert(&srv->live, req, live_link);
 
     /* Once the server stops, the modules behind the routes are being torn down (and then freed,
      * while h2o may still hold connections): nothing may reach them, and a client must not read a
@@ -496,12 +481,7 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
 static void http__conn_closed(uv_handle_t *h)
 {
     struct http__conn *conn = (struct http__conn *)h;
-    if (conn->prev)
-        conn->prev->next = conn->next;
-    else
-        conn->srv->conns = conn->next;
-    if (conn->next)
-        conn->next->prev = conn->prev;
+    list_remove(conn, link);
     conn->srv->nconns--;
     free(conn);
 }
@@ -511,7 +491,7 @@ static void http__on_accept(uv_stream_t *listener, int status)
     struct http_server *srv = listener->data;
     if (status != 0)
         return;
-    struct http__conn *conn = xmalloc(sizeof *conn);
+    struct http__conn *conn = xcalloc(1, sizeof *conn);
     conn->srv = srv;
     uv_tcp_init(listener->loop, &conn->tcp);
     if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0) {
@@ -520,12 +500,7 @@ static void http__on_accept(uv_stream_t *listener, int status)
     }
     uv_tcp_nodelay(&conn->tcp, 1);
     srv->nconns++;
-    conn->read_shut = 0;
-    conn->prev = NULL;
-    conn->next = srv->conns;
-    if (conn->next)
-        conn->next->prev = conn;
-    srv->conns = conn;
+    list_insert(&srv->conns, conn, link);
     conn->sock = h2o_uv_socket_create((uv_stream_t *)&conn->tcp, http__conn_closed);
     h2o_accept(&srv->accept_ctx, conn->sock);
 }
@@ -551,17 +526,14 @@ void http_req_set_credential(struct http_req *req, const char *credential)
     size_t n = strlen(credential);
     req->credential = h2o_mem_alloc_pool(&req->h2o->pool, n + 1);
     memcpy(req->credential, credential, n + 1);
-    req->cred_next = srv->credentialed;
-    if (req->cred_next)
-        req->cred_next->cred_prev = req;
-    srv->credentialed = req;
+    list_insert(&srv->credentialed, req, cred_link);
 }
 
 size_t http_server_revoke(struct http_server *srv, const char *credential)
 {
     size_t n = 0;
     for (struct http_req *req = srv->credentialed, *next; req; req = next) {
-        next = req->cred_next; /* answering may dispose req (and unlink it) before this returns */
+        next = req->cred_link.next; /* answering may dispose req (and unlink it) before this returns */
         if (strcmp(req->credential, credential) != 0 || req->revoked || req->finished)
             continue;
         n++;
@@ -677,14 +649,14 @@ static void http__close_idle(struct http_server *srv)
 {
     size_t n = 0, cap = 16;
     h2o_socket_t **busy = xmalloc(cap * sizeof *busy);
-    for (struct http_req *req = srv->live; req; req = req->live_next) {
+    for (struct http_req *req = srv->live; req; req = req->live_link.next) {
         if (n == cap)
             busy = xrealloc(busy, (cap *= 2) * sizeof *busy);
         busy[n++] = req->sock;
     }
     http__ws_sockets(srv, &busy, &n, &cap);
     qsort(busy, n, sizeof *busy, http__sock_cmp);
-    for (struct http__conn *c = srv->conns; c; c = c->next) {
+    for (struct http__conn *c = srv->conns; c; c = c->link.next) {
         uv_os_fd_t fd;
         if (c->read_shut || !h2o_socket_is_reading(c->sock) || c->sock->input->size != 0 ||
             bsearch(&c->sock, busy, n, sizeof *busy, http__sock_cmp) != NULL)

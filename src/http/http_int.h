@@ -13,6 +13,7 @@
 
 #include <h2o.h>
 
+#include "core/list.h"
 #include "http/http.h"
 
 #define HTTP_MAX_ROUTES 32
@@ -58,9 +59,9 @@ struct http_server {
 struct http__conn {
     uv_tcp_t tcp;
     struct http_server *srv;
-    h2o_socket_t *sock; /* h2o's socket over tcp; h2o owns it and closes tcp through it */
-    struct http__conn *prev, *next;
-    int read_shut; /* its read side was shut because it sat idle while the server stopped */
+    h2o_socket_t *sock;         /* h2o's socket over tcp; h2o owns it and closes tcp through it */
+    LIST_LINK(http__conn) link; /* srv->conns */
+    int read_shut;              /* its read side was shut because it sat idle while the server stopped */
 };
 
 struct http_req {
@@ -78,12 +79,12 @@ struct http_req {
     unsigned ending : 1;    /* end requested */
     unsigned finished : 1;  /* FINAL or ERROR handed to h2o: do not touch h2o again */
     unsigned aborting : 1;
-    unsigned stopped : 1; /* the client went away */
-    unsigned revoked : 1; /* ended by http_server_revoke: its owner's answers are ignored */
-    char *credential;     /* set by the authorizer (pool memory); listed in srv->credentialed */
-    struct http_req *cred_prev, *cred_next;
-    h2o_socket_t *sock; /* its connection's socket: a connection with a request is not idle */
-    struct http_req *live_prev, *live_next; /* srv->live */
+    unsigned stopped : 1;          /* the client went away */
+    unsigned revoked : 1;          /* ended by http_server_revoke: its owner's answers are ignored */
+    char *credential;              /* set by the authorizer (pool memory); listed in srv->credentialed */
+    LIST_LINK(http_req) cred_link; /* srv->credentialed, while credential is set */
+    h2o_socket_t *sock;            /* its connection's socket: a connection with a request is not idle */
+    LIST_LINK(http_req) live_link; /* srv->live */
 };
 
 /* Closes (1008) the WebSockets whose request was let in with credential; how many. In http_ws.c. */

@@ -6,6 +6,7 @@
  * completed" — the moment a bounded sender needs to queue its next message.
  */
 #include "http/http.h"
+#include "core/list.h"
 #include "http/http_int.h"
 
 #include <assert.h>
@@ -44,9 +45,9 @@ struct http_ws {
     uint64_t tick_ms;  /* the timer's period: often enough for pings and stall checks */
     uint64_t stall_ms; /* a write pending this long means the client stopped reading */
     uint64_t last_ping_ms, write_started_ms, close_deadline_ms;
-    struct http_ws *prev, *next; /* srv->ws_list */
-    unsigned upgrading : 1;      /* the 101 is being written: h2o still owns the socket */
-    unsigned writing : 1;        /* inflight is with the socket */
+    LIST_LINK(http_ws) link; /* srv->ws_list */
+    unsigned upgrading : 1;  /* the 101 is being written: h2o still owns the socket */
+    unsigned writing : 1;    /* inflight is with the socket */
     unsigned reading : 1;
     unsigned in_io : 1;   /* inside wslay: calls from handlers only queue */
     unsigned closing : 1; /* http_ws_close ran (or shutdown) */
@@ -58,13 +59,13 @@ struct http_ws {
 /* http_ws_close never ends a WebSocket synchronously, so the list stays intact while walked. */
 void http__ws_close_all(struct http_server *srv)
 {
-    for (struct http_ws *ws = srv->ws_list; ws; ws = ws->next)
+    for (struct http_ws *ws = srv->ws_list; ws; ws = ws->link.next)
         http_ws_close(ws, 1001, "server shutting down");
 }
 
 void http__ws_sockets(struct http_server *srv, h2o_socket_t ***socks, size_t *n, size_t *cap)
 {
-    for (struct http_ws *ws = srv->ws_list; ws; ws = ws->next) {
+    for (struct http_ws *ws = srv->ws_list; ws; ws = ws->link.next) {
         if (ws->sock == NULL)
             continue;
         if (*n == *cap)
@@ -76,7 +77,7 @@ void http__ws_sockets(struct http_server *srv, h2o_socket_t ***socks, size_t *n,
 size_t http__ws_revoke(struct http_server *srv, const char *credential)
 {
     size_t n = 0;
-    for (struct http_ws *ws = srv->ws_list; ws; ws = ws->next) {
+    for (struct http_ws *ws = srv->ws_list; ws; ws = ws->link.next) {
         if (ws->credential && !ws->closing && !strcmp(ws->credential, credential)) {
             http_ws_close(ws, 1008, "access revoked");
             n++;
@@ -175,12 +176,7 @@ static void http__ws_end(struct http_ws *ws)
     if (ws->ended || ws->upgrading) /* the upgrade's completion ends it */
         return;
     ws->ended = 1;
-    if (ws->prev)
-        ws->prev->next = ws->next;
-    else
-        ws->srv->ws_list = ws->next;
-    if (ws->next)
-        ws->next->prev = ws->prev;
+    list_remove(ws, link);
     uv_timer_stop(&ws->timer);
     ws->h.on_close(ws, ws->arg);
     if (ws->sock)
@@ -363,10 +359,7 @@ struct http_ws *http_ws_upgrade(struct http_req *req, const struct http_ws_handl
     uv_timer_init(srv->loop, &ws->timer);
     ws->timer.data = ws;
     uv_timer_start(&ws->timer, http__ws_tick, ws->tick_ms, ws->tick_ms);
-    ws->next = srv->ws_list;
-    if (ws->next)
-        ws->next->prev = ws;
-    srv->ws_list = ws;
+    list_insert(&srv->ws_list, ws, link);
 
     char accept[29];
     http__ws_accept_key(key, accept);

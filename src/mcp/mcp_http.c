@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "core/core.h"
+#include "core/list.h"
 #include "http/http.h"
 #include "mcp/mcp.h"
 #include "session/session.h"
@@ -31,8 +32,8 @@ struct mcp_http {
 struct mcp_http__req {
     struct mcp_http *mh; /* NULL once detached by mcp_http_free */
     struct http_req *req;
-    struct mcp_exchange *ex; /* NULL when none is pending */
-    struct mcp_http__req *prev, *next;
+    struct mcp_exchange *ex;       /* NULL when none is pending */
+    LIST_LINK(mcp_http__req) link; /* mh->live, while an exchange is pending */
 };
 
 /* ---- the tool backend: the session's runtimes ------------------------------------------------ */
@@ -64,15 +65,7 @@ struct mcp_http *mcp_http_new(struct sessions *sessions, struct http_server *srv
 
 static void mcp_http__unlink(struct mcp_http__req *r)
 {
-    if (r->mh == NULL)
-        return;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        r->mh->live = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    r->prev = r->next = NULL;
+    list_remove(r, link);
     r->mh = NULL;
 }
 
@@ -180,10 +173,7 @@ static void mcp_http__post(struct mcp_http *mh, struct http_req *req, const char
         return; /* answered already; r may be gone with the request */
     r->ex = ex;
     r->mh = mh;
-    r->next = mh->live;
-    if (mh->live)
-        mh->live->prev = r;
-    mh->live = r;
+    list_insert(&mh->live, r, link);
 }
 
 void mcp_http_handle(void *arg, struct http_req *req, const char *session_id)

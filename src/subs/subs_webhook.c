@@ -10,6 +10,7 @@
  */
 #include "subs/subs_webhook.h"
 #include "subs/subs_match.h"
+#include "core/list.h"
 #include "curlx/curlx.h"
 
 #include <errno.h>
@@ -39,26 +40,12 @@ struct subs_delivery {
     int loopback_only;
     subs_delivery_cb cb;
     void *arg;
-    struct subs_delivery *prev, *next;
+    LIST_LINK(subs_delivery) link; /* wh->deliveries */
 };
-
-/* Puts d on its webhook's list of deliveries in flight; subs__delivery_free takes it off. */
-static void subs__link(struct subs_delivery *d)
-{
-    d->next = d->wh->deliveries;
-    if (d->next)
-        d->next->prev = d;
-    d->wh->deliveries = d;
-}
 
 static void subs__delivery_free(struct subs_delivery *d)
 {
-    if (d->prev)
-        d->prev->next = d->next;
-    else
-        d->wh->deliveries = d->next;
-    if (d->next)
-        d->next->prev = d->prev;
+    list_remove(d, link);
     if (d->easy) {
         curlx_multi_remove_handle(d->wh->multi, d->easy);
         curlx_easy_cleanup(d->easy);
@@ -110,7 +97,7 @@ static void subs__fail_unstarted(struct subs_webhook *wh)
     struct subs_delivery *d = wh->deliveries;
     while (d) {
         if (d->easy) {
-            d = d->next;
+            d = d->link.next;
             continue;
         }
         d->cb(d->arg, 0, "", 0);
@@ -249,7 +236,7 @@ struct subs_delivery *subs_webhook_post(struct subs_webhook *wh, const char *url
     d->cb = cb;
     d->arg = arg;
     d->loopback_only = loopback_only;
-    subs__link(d);
+    list_insert(&wh->deliveries, d, link); /* in flight until subs__delivery_free */
     if (subs__multi_start(wh) != 0) {
         uv_timer_start(&wh->timer, subs__on_timer, 0, 0); /* fails d next turn */
         return d;

@@ -1,10 +1,11 @@
-/* Unit tests for src/core: buffers, the hash map, the options table and the error-code table. */
+/* Unit tests for src/core: buffers, the intrusive list, the hash map, the options table and the error-code table. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "core/core.h"
+#include "core/list.h"
 #include "core/errcode.h"
 #include "core/map.h"
 #include "core/opt.h"
@@ -182,9 +183,59 @@ static void test_errcode_readme(void)
     is_int(errcode_status(ERR_STORAGE_FULL), 507, "storage_full is 507");
 }
 
+struct item {
+    int id;
+    LIST_LINK(item) link;
+};
+
+/* The ids on the list, first to last, as a string ("3 2 1"). */
+static const char *list_ids(struct item *head)
+{
+    static char out[64];
+    size_t n = 0;
+    out[0] = '\0';
+    for (struct item *it = head; it && n + 8 < sizeof out; it = it->link.next)
+        n += (size_t)snprintf(out + n, sizeof out - n, "%s%d", n ? " " : "", it->id);
+    return out;
+}
+
+static void test_list(void)
+{
+    struct item a = {.id = 1}, b = {.id = 2}, c = {.id = 3}, d = {.id = 4};
+    struct item *head = NULL;
+    ok(!list_linked(&a, link), "list: a zeroed element is on no list");
+    list_remove(&a, link);
+    ok(head == NULL, "list: removing an element that is on no list does nothing");
+    list_insert(&head, &a, link);
+    list_insert(&head, &b, link);
+    list_insert(&head, &c, link);
+    is_str(list_ids(head), "3 2 1", "list: new elements go first");
+    list_remove(&b, link);
+    is_str(list_ids(head), "3 1", "list: an element in the middle leaves");
+    ok(!list_linked(&b, link), "list: and is on no list after");
+    list_remove(&b, link);
+    is_str(list_ids(head), "3 1", "list: removing it again does nothing");
+    list_remove(&c, link);
+    is_str(list_ids(head), "1", "list: the first element leaves (the head moves on)");
+    list_insert(&head, &d, link);
+    list_remove(&a, link);
+    is_str(list_ids(head), "4", "list: the last element leaves");
+    list_insert(&head, &a, link);
+    list_insert(&head, &b, link);
+    for (struct item *it = head, *next; it; it = next) {
+        next = it->link.next;
+        if (it->id != 4)
+            list_remove(it, link);
+    }
+    is_str(list_ids(head), "4", "list: elements leave while a loop that read its next one walks it");
+    list_remove(&d, link);
+    ok(head == NULL, "list: empty once its last element left");
+}
+
 int main(void)
 {
     test_buf();
+    test_list();
     test_map();
     test_opt();
     test_errcode_readme();
