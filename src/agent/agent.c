@@ -269,11 +269,7 @@ json_t *agent__state_obj(struct agent_parser *p, const char *key)
     return o;
 }
 
-/*
- * A JSON string of arbitrary bytes: jansson accepts only UTF-8, and an agent may print anything,
- * so each byte that does not start a valid sequence becomes U+FFFD.
- */
-static json_t *string_of_bytes(const char *s, size_t n)
+json_t *agent_json_text(const char *s, size_t n)
 {
     json_t *j = json_stringn(s, n);
     if (j)
@@ -302,7 +298,7 @@ void agent__log(struct agent_parser *p, const char *level, const char *fmt, ...)
     va_end(ap);
     json_t *ev = json_object();
     json_object_set_new(ev, "level", json_string(level));
-    json_object_set_new(ev, "text", string_of_bytes(b.p ? b.p : "", b.len));
+    json_object_set_new(ev, "text", agent_json_text(b.p ? b.p : "", b.len));
     buf_free(&b);
     agent__emit(p, "log", ev);
 }
@@ -311,7 +307,7 @@ void agent__error(struct agent_parser *p, const char *code, const char *message,
 {
     agent__emit(p, "error",
                 json_pack("{s:s, s:o, s:b}", "code", code, "message",
-                          string_of_bytes(message, strlen(message)), "retryable", retryable));
+                          agent_json_text(message, strlen(message)), "retryable", retryable));
 }
 
 void agent__session(struct agent_parser *p, const char *id, const char *agent)
@@ -397,7 +393,7 @@ static void parse_line(struct agent_parser *p, const char *s, size_t n)
                        type ? type : "(no type)");
         }
     } else {
-        p->native = string_of_bytes(s, n);
+        p->native = agent_json_text(s, n);
         json_t *ev = json_object();
         json_object_set_new(ev, "level", json_string(p->adapter ? "warn" : stderr_level(s, n)));
         json_object_set(ev, "text", p->native);
@@ -420,7 +416,7 @@ static void reset_line(struct agent_parser *p)
 static void too_long(struct agent_parser *p)
 {
     size_t keep = p->line.len < AGENT_TOO_LONG_KEEP ? p->line.len : AGENT_TOO_LONG_KEEP;
-    p->native = string_of_bytes(p->line.p, keep);
+    p->native = agent_json_text(p->line.p, keep);
     char msg[128];
     snprintf(msg, sizeof msg, "an output line longer than %zu bytes was skipped", p->max_line);
     agent__error(p, "agent_output_too_long", msg, 0);

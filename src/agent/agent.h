@@ -60,6 +60,11 @@ enum agent_cap {
 /* "approvals", "steer", "interrupt", "warm": the name of bit i (1u << i); NULL past the last. */
 const char *agent_cap_name(size_t i);
 
+/* A JSON string (a new reference) of bytes a program printed: jansson takes only UTF-8, and an agent
+ * or a runtime may print anything, so each byte that does not start a valid sequence becomes U+FFFD.
+ * The session's runtime events use it too: agent/ is the lowest module with jansson below both. */
+json_t *agent_json_text(const char *s, size_t n);
+
 /* The MCP server name agentd's runtime tool is registered under; Claude sees the tool as
  * mcp__rt__runtime, Codex as rt/runtime, OpenCode as rt_runtime. */
 #define AGENT_MCP_SERVER      "rt"

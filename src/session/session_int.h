@@ -176,7 +176,6 @@ void session__writes_close(struct sessions *s);
 void session__registry_unref(struct sessions *s);
 
 json_t *session__public(const struct session *se);
-json_t *session__text(const char *p, size_t len);
 void session__publish(struct sessions *s, struct session *se, const char *operation);
 void session__register(struct sessions *s, struct session *se);
 void session__close_runtimes(struct session *se);

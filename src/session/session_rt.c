@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/agent.h"
 #include "core/errcode.h"
 #include "runtime/runtime.h"
 #include "session/session_int.h"
@@ -22,23 +23,10 @@
 
 /* ================= runtimes ================= */
 
-/* Output as JSON text: jansson needs valid UTF-8; bytes that are not become U+FFFD. */
-json_t *session__text(const char *p, size_t len)
-{
-    json_t *j = json_stringn(p, len);
-    if (j)
-        return j;
-    struct buf b = {0};
-    buf_append_utf8(&b, p, len);
-    j = json_stringn(b.p ? b.p : "", b.len);
-    buf_free(&b);
-    return j;
-}
-
 /* The first KiB of some output, for transcript events (a cut character becomes U+FFFD). */
 static json_t *session__excerpt(const char *p, size_t len)
 {
-    return session__text(p, len < SESSION_EVENT_EXCERPT ? len : SESSION_EVENT_EXCERPT);
+    return agent_json_text(p, len < SESSION_EVENT_EXCERPT ? len : SESSION_EVENT_EXCERPT);
 }
 
 static void session__on_runtime_event(struct runtime *rt, const struct runtime_event *ev, void *arg)
@@ -215,12 +203,12 @@ static void session__exec_done(struct runtime *rt, const struct runtime_result *
         "duration_us", (json_int_t)r->duration_us, "stdout", session__excerpt(r->out, r->out_len),
         "stdout_bytes", (json_int_t)r->out_total, "stderr", session__excerpt(r->err, r->err_len),
         "stderr_bytes", (json_int_t)r->err_total, "truncated", r->truncated);
-    json_t *body = json_pack("{s:o, s:o, s:i, s:I, s:b, s:s, s:b, s:I, s:I, s:I}", "stdout",
-                             session__text(r->out, r->out_len), "stderr", session__text(r->err, r->err_len),
-                             "status", r->status, "duration_us", (json_int_t)r->duration_us, "truncated",
-                             r->truncated, "outcome", runtime_outcome_name(r->outcome), "timed_out",
-                             r->timed_out, "stdout_bytes", (json_int_t)r->out_total, "stderr_bytes",
-                             (json_int_t)r->err_total, "seq", (json_int_t)r->seq);
+    json_t *body = json_pack(
+        "{s:o, s:o, s:i, s:I, s:b, s:s, s:b, s:I, s:I, s:I}", "stdout", agent_json_text(r->out, r->out_len),
+        "stderr", agent_json_text(r->err, r->err_len), "status", r->status, "duration_us",
+        (json_int_t)r->duration_us, "truncated", r->truncated, "outcome", runtime_outcome_name(r->outcome),
+        "timed_out", r->timed_out, "stdout_bytes", (json_int_t)r->out_total, "stderr_bytes",
+        (json_int_t)r->err_total, "seq", (json_int_t)r->seq);
     session__bytes_b64(body, "stdout_base64", r->out, r->out_len);
     session__bytes_b64(body, "stderr_base64", r->err, r->err_len);
     if (r->outcome == RUNTIME_FAILED)
@@ -387,7 +375,7 @@ static void session__rt_ask(struct session_rt_call *c)
         json_object_set_new(input, "lang", json_string(r->lang));
     if (r->code)
         json_object_set_new(input, r->action == SESSION_RT_SPAWN ? "text" : "code",
-                            session__text(r->code, r->code_len));
+                            agent_json_text(r->code, r->code_len));
     const char *tool = r->action == SESSION_RT_SPAWN ? "mcp__rt__session" : "mcp__rt__runtime";
     session__rt_keep_code(c);
     c->perm = session__perm_ask(c->se, session__active_run_id(c->se),
