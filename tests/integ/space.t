@@ -6,8 +6,9 @@
 # What was thrown away is gone for readers at once; its pages are reused, so the database file stops
 # growing: measured after a clean stop (which checkpoints the whole WAL into it) after 12 rounds (by
 # then the store has moved its log once: it holds up to 16 MiB before it does) and again after 30
-# (50 MiB written in all). (A session deleted without ?streams=delete keeps its
-# streams, closed, for their readers: their space stays until they are deleted.)
+# (50 MiB written in all), and stays under the bound the two log segments set. (A session deleted
+# without ?streams=delete keeps its streams, closed, for their readers: their space stays until
+# they are deleted.)
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ ROUNDS = 30
 FIRST = 12  # the database is measured after this round (past the store's first 16 MiB cycle) and the last
 CHUNK = 32 << 10
 CHUNKS = 64  # 2 MiB a stream round; a session round writes ~1 MiB
+BOUND = 38 << 20  # two 16 MiB log segments + a round in flight + records/free-list slack
 
 AGENT = r'''#!/usr/bin/env python3
 import sys
@@ -114,9 +116,15 @@ def main(tap):
             srv.start()
     tap.ok(not bad, f"{ROUNDS} rounds of 1-2 MiB written then deleted, expired or deleted with its session",
            "\n".join(bad))
-    tap.ok(sizes.get(ROUNDS, 1 << 60) <= sizes.get(FIRST, 0) + (2 << 20),
-           f"the database file stops growing: {sizes.get(FIRST)} bytes after {FIRST} rounds, "
-           f"{sizes.get(ROUNDS)} after {ROUNDS} (50 MiB written)")
+    # Where the high-water mark lands depends on where the move cycles fall against the rounds
+    # (seen: +1.1 MB and +3.2 MB between rounds 12 and 30), so the test checks the two things that
+    # do not: the file stays within the design's bound (two log segments of 16 MiB, one round in
+    # flight, slack for records and the free list), and what it gained from round 12 on is a small
+    # fraction of the ~30 MiB written meanwhile (without reuse it would gain all of it).
+    first, last = sizes.get(FIRST, 0), sizes.get(ROUNDS, 1 << 60)
+    tap.ok(last <= BOUND and last - first <= (30 << 20) // 5,
+           f"the database file stops growing: {first} bytes after {FIRST} rounds, {last} after {ROUNDS} "
+           f"(50 MiB written; bound {BOUND}, growth at most 6 MiB)")
     tap.check_clean_exit(srv)
 
 
