@@ -1,6 +1,7 @@
 /*
  * subs_int — the subscription service's internal types, shared by subs.c (the engine: registry,
- * persistence, wakes, deliveries) and subs_http.c (the HTTP resource). Not for other modules.
+ * persistence, wakes, deliveries), subs_config.c (a subscription's configuration: checked, parsed,
+ * recorded, hashed) and subs_http.c (the HTTP resource). Not for other modules.
  *
  * Ownership: struct subs owns every struct subs_sub (map by id plus a list in creation order);
  * each subscription owns its links, its wake and its in-flight delivery. Engine calls that change
@@ -96,11 +97,16 @@ struct subs {
     uv_timer_t timer; /* next lease expiry or delivery retry */
 };
 
-/* ---- engine (subs.c) ---- */
-struct subs_sub *subs__find(struct subs *s, const char *id);
+/* ---- configuration (subs_config.c) ---- */
 /* Parses a configuration object into a fresh subscription (not registered). Returns NULL or the
  * reason it is invalid. Free the result with subs__sub_free. */
 const char *subs__parse_config(json_t *cfg, const char *id, struct subs_sub **out);
+/* The configuration as the state stream records it (parsed back by subs__parse_config); a new
+ * reference. */
+json_t *subs__config_json(const struct subs_sub *sub);
+
+/* ---- engine (subs.c) ---- */
+struct subs_sub *subs__find(struct subs *s, const char *id);
 void subs__sub_free(struct subs_sub *sub);
 /* Registers sub (takes ownership), links its explicit streams and the known streams matching its
  * pattern at their current tails. */
