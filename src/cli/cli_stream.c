@@ -256,7 +256,6 @@ static const struct cli_opt cli_stream__fork_opts[] = {
     {NULL, NULL, NULL},
 };
 
-/* PUT path, used by create and (with fork_source) fork. */
 /* "", "/" or "//" name no stream: refuse them here rather than send a request for the root. */
 static int cli_stream__bad_path(const char *command, const char *path)
 {
@@ -266,6 +265,7 @@ static int cli_stream__bad_path(const char *command, const char *path)
     return 1;
 }
 
+/* PUT path, used by create and (with fork_source) fork. */
 static int cli_stream__put(struct cli_client *cs, const struct cli_args *args, const char *path,
                            const char *fork_source)
 {
@@ -483,75 +483,86 @@ fail:
     return status;
 }
 
+/* The append flags that contradict each other: the complaint, or NULL. */
+static const char *cli_stream__append_conflict(const struct cli_args *args)
+{
+    const char *seq = cli_args_get(args, "seq");
+    const char *producer = cli_args_get(args, "producer");
+    const char *epoch = cli_args_get(args, "epoch");
+    if (args->npositional > 1 && cli_args_get(args, "data") != NULL)
+        return "give DATA or --data, not both";
+    if (producer != NULL && (epoch == NULL || seq == NULL))
+        return "--producer needs --epoch and --seq";
+    if (producer == NULL && epoch != NULL)
+        return "--epoch needs --producer";
+    if (producer == NULL && seq != NULL && cli_args_get(args, "stream-seq") != NULL)
+        return "--seq and --stream-seq both set Stream-Seq";
+    return NULL;
+}
+
+/* What to append into body: DATA as given (- for stdin), else --data (TEXT, @FILE or -), else stdin
+ * when it is not a terminal; nothing when there is none of them. 0, or -1 (reported already). */
+static int cli_stream__append_body(const char *data, const char *data_opt, struct buf *body)
+{
+    if (data != NULL && strcmp(data, "-") != 0) {
+        buf_puts(body, data); /* a literal argument: sent as is, even when it starts with '@' */
+        return 0;
+    }
+    if (data != NULL)
+        return cli_stream__load("-", body);
+    if (data_opt != NULL)
+        return cli_stream__load(data_opt, body);
+    return isatty(STDIN_FILENO) ? 0 : cli_stream__load("-", body);
+}
+
+/* An append's Content-Type: --content-type, else the stream's own, asked for with HEAD (the server
+ * insists on it). An exit status. */
+static int cli_stream__append_type(struct cli_client *cs, const char *path, const char *content_type,
+                                   struct cli_stream__headers *headers)
+{
+    if (content_type != NULL) {
+        cli_stream__header(headers, "Content-Type", content_type);
+        return CLI_EXIT_OK;
+    }
+    struct cli_http_response head = {0};
+    int status = cli_stream__head_request(cs, path, "append", &head);
+    if (status == CLI_EXIT_OK) {
+        const char *type = cli_http_header(&head, "Content-Type");
+        cli_stream__header(headers, "Content-Type", type != NULL ? type : "application/octet-stream");
+    }
+    cli_http_response_reset(&head);
+    return status;
+}
+
 static int cli_stream__append(struct cli_client *cs, const struct cli_args *args)
 {
     struct cli_stream__headers headers = {0};
     struct buf body = {0};
     const char *path = args->positional[0];
-    const char *data = args->npositional > 1 ? args->positional[1] : NULL;
-    const char *data_opt = cli_args_get(args, "data");
     const char *seq = cli_args_get(args, "seq");
     const char *stream_seq = cli_args_get(args, "stream-seq");
     const char *producer = cli_args_get(args, "producer");
-    const char *epoch = cli_args_get(args, "epoch");
-    const char *content_type = cli_args_get(args, "content-type");
     int close = cli_args_get(args, "close") != NULL;
     int status = CLI_EXIT_USAGE;
 
-    if (data != NULL && data_opt != NULL) {
-        fprintf(stderr, "agentd: append: give DATA or --data, not both\n");
+    const char *conflict = cli_stream__append_conflict(args);
+    if (conflict != NULL) {
+        fprintf(stderr, "agentd: append: %s\n", conflict);
         goto fail;
     }
-    if (producer != NULL && (epoch == NULL || seq == NULL)) {
-        fprintf(stderr, "agentd: append: --producer needs --epoch and --seq\n");
-        goto fail;
-    }
-    if (producer == NULL && epoch != NULL) {
-        fprintf(stderr, "agentd: append: --epoch needs --producer\n");
-        goto fail;
-    }
-    if (producer == NULL && seq != NULL && stream_seq != NULL) {
-        fprintf(stderr, "agentd: append: --seq and --stream-seq both set Stream-Seq\n");
-        goto fail;
-    }
-
-    int rc = 0;
-    if (data != NULL && strcmp(data, "-") != 0)
-        buf_puts(&body, data); /* a literal argument: sent as is, even when it starts with '@' */
-    else if (data != NULL)
-        rc = cli_stream__load("-", &body);
-    else if (data_opt != NULL)
-        rc = cli_stream__load(data_opt, &body);
-    else if (!isatty(STDIN_FILENO))
-        rc = cli_stream__load("-", &body);
-    if (rc != 0)
+    if (cli_stream__append_body(args->npositional > 1 ? args->positional[1] : NULL,
+                                cli_args_get(args, "data"), &body) != 0)
         goto fail; /* reported by cli_stream__load */
     if (body.len == 0 && !close) {
         fprintf(stderr, "agentd: append: nothing to append (give DATA, - for stdin, or --close)\n");
-        status = CLI_EXIT_USAGE;
         goto fail;
     }
-
-    if (body.len > 0) {
-        if (content_type == NULL) {
-            /* The server insists on the stream's own content type: ask for it. */
-            struct cli_http_response head = {0};
-            status = cli_stream__head_request(cs, path, "append", &head);
-            if (status == CLI_EXIT_OK)
-                cli_stream__header(&headers, "Content-Type",
-                                   cli_http_header(&head, "Content-Type") != NULL
-                                       ? cli_http_header(&head, "Content-Type")
-                                       : "application/octet-stream");
-            cli_http_response_reset(&head);
-            if (status != CLI_EXIT_OK)
-                goto fail;
-        } else {
-            cli_stream__header(&headers, "Content-Type", content_type);
-        }
-    }
+    if (body.len > 0 && (status = cli_stream__append_type(cs, path, cli_args_get(args, "content-type"),
+                                                          &headers)) != CLI_EXIT_OK)
+        goto fail;
     if (producer != NULL) {
         cli_stream__header(&headers, "Producer-Id", producer);
-        cli_stream__header(&headers, "Producer-Epoch", epoch);
+        cli_stream__header(&headers, "Producer-Epoch", cli_args_get(args, "epoch"));
         cli_stream__header(&headers, "Producer-Seq", seq);
         if (stream_seq != NULL)
             cli_stream__header(&headers, "Stream-Seq", stream_seq);

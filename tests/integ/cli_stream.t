@@ -251,9 +251,15 @@ def test_sequencing():
     rc, out, err = cli("append", s, "gap", "--producer", "p1", "--epoch", "0", "--seq", "5")
     ok(rc == 4, "a producer sequence gap exits 4 (409)", (rc, out, err))
     rc, out, err = cli("append", s, "m", "--producer", "p1", "--seq", "1")
-    ok(rc == 1, "--producer without --epoch is a usage error", (rc, out, err))
+    ok(rc == 1 and "--producer needs --epoch and --seq" in err, "--producer without --epoch is a usage error",
+       (rc, out, err))
+    for extra, why in ((["--epoch", "0"], "--epoch needs --producer"),
+                       (["--seq", "1", "--stream-seq", "1"], "--seq and --stream-seq both set Stream-Seq"),
+                       (["--data", "n"], "give DATA or --data, not both")):
+        rc, out, err = cli("append", s, "m", *extra)
+        ok(rc == 1 and why in err, "append %s is a usage error: %s" % (" ".join(extra), why), (rc, out, err))
     rc, out, err = cli("read", s)
-    ok(out == b"m0", "the duplicate was not appended twice", (rc, out, err))
+    ok(out == b"m0", "the duplicate was not appended twice, nor a refused append once", (rc, out, err))
 
     rc, out, err = cli("append", s, "a", "--seq", "2")
     ok(rc == 0, "Stream-Seq 2", (rc, out, err))
