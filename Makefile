@@ -1,8 +1,10 @@
 # agentd build. GNU Make + pkg-config.
 #   make [MODE=release|debug|asan]   builds build/$(MODE)/agentd (with the dashboard; UI=0: without)
 #   make run                         installs missing packages, builds, serves on 127.0.0.1:4437
-#   make test                        installs test tools, runs unit, integration, fuzz replay, conformance
+#   make test                        installs test tools, runs layout and size checks, unit, integration,
+#                                    fuzz replay, conformance
 #   make unit | integ | conformance  one part of it (make unit-build: only build the unit tests)
+#   make format-check | lint-size    the layout and size checks alone (make format fixes the layout)
 #   make bench                       benchmarks against the peers (bench/*), prints ratios
 MODE ?= release
 ifeq ($(filter $(MODE),release debug asan),)
@@ -63,7 +65,7 @@ UI_OBJ := $(BUILD)/gen/ui_assets.o
 endif
 
 .PHONY: all run test unit unit-build integ fuzz-replay conformance bench deps test-deps clean benches \
-        format format-check pkg-check FORCE
+        format format-check lint-size pkg-check FORCE
 all: $(BUILD)/agentd
 # Builds the unit test binaries without running them (`make unit` runs them).
 unit-build: $(UNIT_BIN)
@@ -131,7 +133,7 @@ integ: all
 # The README's test command. Release build runs everything; the ASan+UBSan build reruns unit and
 # integration tests (leaks and undefined behaviour fail the run).
 test: test-deps
-	@$(MAKE) --no-print-directory format-check
+	@$(MAKE) --no-print-directory format-check lint-size
 	@$(MAKE) --no-print-directory MODE=release all unit integ browser fuzz-replay conformance
 	@$(MAKE) --no-print-directory MODE=asan all unit integ
 
@@ -147,6 +149,11 @@ format-check:
 	@bad=$$(for f in $(FORMAT_SRC); do clang-format --dry-run -Werror "$$f" >/dev/null 2>&1 || echo "$$f"; done); \
 	if [ -n "$$bad" ]; then echo "format-check: not in the house layout (run make format):" $$bad >&2; exit 1; fi; \
 	echo "format-check: $(words $(FORMAT_SRC)) files in the house layout"
+
+# The size limits of the house style: no file in src/ over 1,000 lines, no function over 80 lines
+# without a "long because" comment above it (scripts/lint-size.sh says how it measures).
+lint-size:
+	@scripts/lint-size.sh
 
 clean:
 	rm -rf build
