@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int tap_count, tap_failed;
@@ -37,6 +38,31 @@ __attribute__((format(printf, 2, 3))) static int ok(int cond, const char *fmt, .
         if (!ok(g_ && w_ && strcmp(g_, w_) == 0, __VA_ARGS__))                           \
             printf("#   got '%s', want '%s'\n", g_ ? g_ : "(null)", w_ ? w_ : "(null)"); \
     } while (0)
+
+/* A diagnostic line ("# ..."): prove shows it with a failure, or always under -v. */
+__attribute__((format(printf, 1, 2))) static inline void diag(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("# ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+}
+
+/* Stops the test binary when what follows cannot run: prove reports the file as failed, with the
+ * reason. */
+__attribute__((format(printf, 1, 2), noreturn)) static inline void bail_out(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("Bail out! ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    exit(1);
+}
 
 /* Prints the plan and returns the exit status. */
 static inline int done_testing(void)

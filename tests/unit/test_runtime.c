@@ -9,7 +9,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,15 +80,11 @@ static void h_open_env(struct harness *h, enum runtime_lang lang, struct runtime
     if (o->kill_grace_ms == 0)
         o->kill_grace_ms = 300;
     uv_loop_init(&h->loop);
-    if (exec_env_new(&h->loop, eo, &h->env) != 0 || exec_env_start(h->env) != 0) {
-        printf("Bail out! the execution environment did not start\n");
-        exit(1);
-    }
+    if (exec_env_new(&h->loop, eo, &h->env) != 0 || exec_env_start(h->env) != 0)
+        bail_out("the execution environment did not start");
     o->env = h->env;
-    if (runtime_new(&h->loop, o, &h->rt) != 0) {
-        printf("Bail out! runtime_new failed\n");
-        exit(1);
-    }
+    if (runtime_new(&h->loop, o, &h->rt) != 0)
+        bail_out("runtime_new failed");
 }
 
 static void h_open(struct harness *h, enum runtime_lang lang, struct runtime_options *o)
@@ -131,10 +126,8 @@ static struct result run_t(struct harness *h, const char *code, uint64_t timeout
 {
     struct result r = {0};
 
-    if (runtime_exec(h->rt, code, strlen(code), timeout_ms, on_done, &r) != 0) {
-        printf("Bail out! runtime_exec refused\n");
-        exit(1);
-    }
+    if (runtime_exec(h->rt, code, strlen(code), timeout_ms, on_done, &r) != 0)
+        bail_out("runtime_exec refused");
     while (!r.done)
         uv_run(&h->loop, UV_RUN_ONCE);
     return r;
@@ -149,9 +142,11 @@ static int expect_out(struct harness *h, const char *code, const char *want, con
     int good = r.outcome == RUNTIME_OK && strcmp(r.out, want) == 0;
 
     ok(good, "%s", what);
-    if (!good)
-        printf("# code %s\n# got outcome %s status %d out [%s] err [%s]\n", code,
-               runtime_outcome_name(r.outcome), r.status, r.out, r.err);
+    if (!good) {
+        diag("code %s", code);
+        diag("got outcome %s status %d out [%s] err [%s]", runtime_outcome_name(r.outcome), r.status, r.out,
+             r.err);
+    }
     result_free(&r);
     return good;
 }
@@ -286,7 +281,7 @@ static void test_bash_state(void)
            strstr(js, "\"running\":true") && !strstr(js, "__agentd"),
        "bash: state reports cwd, exports, variables, functions");
     if (tap_failed)
-        printf("# %s\n", js ? js : "(null)");
+        diag("%s", js ? js : "(null)");
     free(js);
 
     r = run(&h, "echo out; echo oops >&2; false");
@@ -326,7 +321,7 @@ static void test_python_state(void)
            strstr(js, "\"x\":{\"type\":\"int\",\"repr\":\"41\"}") && strstr(js, "\"f\":"),
        "python: state reports cwd, modules, globals with type and repr");
     if (tap_failed)
-        printf("# %s\n", js ? js : "(null)");
+        diag("%s", js ? js : "(null)");
     free(js);
     r = run(&h, "1/0");
     ok(r.outcome == RUNTIME_OK && r.status == 1 && strstr(r.err, "ZeroDivisionError") &&
@@ -357,7 +352,7 @@ static void test_node_state(void)
            strstr(js, "\"cwd\":\"/tmp\""),
        "node: state reports cwd and globals");
     if (js && !strstr(js, "\"b\":"))
-        printf("# %s\n", js);
+        diag("%s", js ? js : "(null)");
     free(js);
     r = run(&h, "throw new Error('boom')");
     ok(r.outcome == RUNTIME_OK && r.status == 1 && strstr(r.err, "boom"),
@@ -424,7 +419,7 @@ static void test_framing(void)
            r.err_len == 34,
        "framing: spoofed markers are plain output");
     if (tap_failed)
-        printf("# out %zu err %zu [%s]\n", r.out_len, r.err_len, r.err);
+        diag("out %zu err %zu [%s]", r.out_len, r.err_len, r.err);
     result_free(&r);
     expect_out(&h, "printf abc", "abc", "framing: output without trailing newline");
     r = run(&h, "printf '\\000\\001\\377\\036x\\n'");
@@ -450,7 +445,7 @@ static void test_framing(void)
            memcmp(r.out + 292, "256\n", 4) == 0,
        "framing: python spoofed marker and binary output (+ displayed return value)");
     if (tap_failed)
-        printf("# out %zu err %zu [%s]\n", r.out_len, r.err_len, r.err);
+        diag("out %zu err %zu [%s]", r.out_len, r.err_len, r.err);
     result_free(&r);
     expect_out(&h, "print('x' * 3, end='')", "xxx", "framing: python output without newline");
     h_close(&h, "python framing");
@@ -513,7 +508,7 @@ static void test_interrupt_queue(void)
     h_open(&h, RUNTIME_BASH, NULL);
     for (int i = 0; i < 3; i++)
         if (runtime_exec(h.rt, codes[i], strlen(codes[i]), 0, on_done, &r[i]) != 0)
-            printf("Bail out! exec\n");
+            bail_out("runtime_exec refused call %d", i);
     ic.rt = h.rt;
     ic.rc = 1;
     uv_timer_init(&h.loop, &t);
@@ -611,7 +606,7 @@ static void closed_case(enum runtime_lang lang, const char *setup, const char *c
     ok(strstr(r.err, "[agentd: ") && strstr(r.err, "restart"),
        "%s: the answer's stderr says the runtime restarts", what);
     if (!strstr(r.err, "[agentd: "))
-        printf("# stderr [%s]\n", r.err);
+        diag("stderr [%s]", r.err);
     result_free(&r);
     for (int i = 0; i < 200 && h.last_reason == NULL; i++) /* the old process dies after the answer */
         spin(&h, 10);

@@ -194,7 +194,7 @@ static int serve_with(const char *config, char **env, char **flags, const char *
     int rc = finish(&c, NULL, &err);
     ok(rc == 0, "%s: SIGTERM ends it with status 0", what);
     if (rc != 0)
-        printf("# %s\n", err);
+        diag("%s", err);
     free(err);
     free(url);
     return good && rc == 0;
@@ -235,15 +235,13 @@ static void test_config_precedence(void)
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/test_serve.XXXXXX");
-    if (mkdtemp(dir) == NULL) {
-        printf("Bail out! mkdtemp: %s\n", strerror(errno));
-        return 1;
-    }
+    if (mkdtemp(dir) == NULL)
+        bail_out("mkdtemp: %s", strerror(errno));
     test_refusals();
     test_config_precedence();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
-        printf("# could not remove %s\n", dir);
+        diag("could not remove %s", dir);
     return done_testing();
 }
