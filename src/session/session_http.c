@@ -176,7 +176,9 @@ static void session__changed(struct sessions *s, struct http_req *req, struct se
     session__reply_after(session__pending_new(s, req), w, status, answer, undo, id, token);
 }
 
-static void session__http_create(struct sessions *s, struct http_req *req)
+/* POST /v1/sessions, or with parent POST /v1/sessions/<parent>/children: a child, whose answer
+ * also names the run its first message started. */
+static void session__http_create(struct sessions *s, struct session *parent, struct http_req *req)
 {
     const char *why = NULL;
     json_t *b = session__body(req, &why);
@@ -184,36 +186,17 @@ static void session__http_create(struct sessions *s, struct http_req *req)
         return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
     struct session *se = NULL;
     struct session_wait *w = session__wait_begin(s, 0);
-    int rc = session__create(s, b, NULL, &se, &why);
+    int rc = parent ? session__spawn_child(s, parent, b, &se, &why) : session__create(s, b, NULL, &se, &why);
     json_decref(b);
     if (rc != 0) {
         session__wait_end(w, NULL, NULL);
         return http_res_error(req, session__errcode(rc, ERR_WORKSPACE_FAILED), "%s", why);
     }
-    session__reply_after(session__pending_new(s, req), w, 201, session__public(se), SESSION_UNDO_DISCARD,
-                         se->id, NULL);
-}
-
-static void session__http_child(struct sessions *s, struct session *parent, struct http_req *req)
-{
-    const char *why = NULL;
-    json_t *b = session__body(req, &why);
-    if (b == NULL)
-        return http_res_error(req, ERR_BAD_REQUEST, "%s", why);
-    struct session *child = NULL;
-    struct session_wait *w = session__wait_begin(s, 0);
-    int rc = session__spawn_child(s, parent, b, &child, &why);
-    json_decref(b);
-    if (rc != 0) {
-        session__wait_end(w, NULL, NULL);
-        return http_res_error(req, session__errcode(rc, ERR_WORKSPACE_FAILED), "%s", why);
-    }
-    json_t *answer = session__public(child);
-    json_t *runs = child->runs;
-    if (json_array_size(runs))
-        json_object_set(answer, "run",
-                        json_object_get(json_array_get(runs, json_array_size(runs) - 1), "id"));
-    session__reply_after(session__pending_new(s, req), w, 201, answer, SESSION_UNDO_DISCARD, child->id, NULL);
+    json_t *answer = session__public(se);
+    size_t nruns = json_array_size(se->runs);
+    if (parent && nruns)
+        json_object_set(answer, "run", json_object_get(json_array_get(se->runs, nruns - 1), "id"));
+    session__reply_after(session__pending_new(s, req), w, 201, answer, SESSION_UNDO_DISCARD, se->id, NULL);
 }
 
 /* ================= fork ================= */
@@ -658,7 +641,7 @@ static void session__route(struct http_req *req, void *arg)
     enum http_method m = http_req_method(req);
     if (plen == pre || (plen == pre + 1 && path[pre] == '/')) {
         if (m == HTTP_POST)
-            return session__http_create(s, req);
+            return session__http_create(s, NULL, req);
         if (m == HTTP_GET || m == HTTP_HEAD)
             return session__list(s, req);
         return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "use GET or POST on /v1/sessions");
@@ -686,7 +669,7 @@ static void session__route(struct http_req *req, void *arg)
     }
     if (n == 2 && !strcmp(parts[1], "children")) {
         if (m == HTTP_POST)
-            return session__http_child(s, se, req);
+            return session__http_create(s, se, req);
         return session__send_json(req, 200, session__children(s, se));
     }
     if (n == 2 && !strcmp(parts[1], "ws"))
