@@ -151,3 +151,18 @@ const char *cli_json_str(const json_t *object, const char *key, const char *othe
     const char *value = json_string_value(json_object_get(object, key));
     return value != NULL ? value : otherwise;
 }
+
+void cli_json_print_each(FILE *out, const json_t *array, int json, cli_json_row_cb row)
+{
+    size_t i;
+    json_t *element;
+    json_array_foreach (array, i, element) {
+        if (!json) {
+            row(out, element);
+            continue;
+        }
+        char *line = json_dumps(element, JSON_COMPACT | JSON_ENCODE_ANY);
+        fprintf(out, "%s\n", line ? line : "null");
+        free(line);
+    }
+}

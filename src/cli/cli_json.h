@@ -21,6 +21,11 @@ int cli_json_array_each(const char *text, size_t len, cli_json_element_cb cb, vo
  * when text is not a JSON object. */
 int cli_json_print(FILE *out, const char *text, size_t len);
 
+/* Prints each element of array to out: with json as one compact JSON line each (what scripts
+ * read), else through row (a table row; the caller prints the table's header). */
+typedef void (*cli_json_row_cb)(FILE *out, const json_t *element);
+void cli_json_print_each(FILE *out, const json_t *array, int json, cli_json_row_cb row);
+
 /* The string member key of object, or otherwise when it is missing or not a string. Borrowed from
  * object. */
 const char *cli_json_str(const json_t *object, const char *key, const char *otherwise);

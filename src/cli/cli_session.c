@@ -237,7 +237,7 @@ static void cli_session__format_time(const json_t *v, char *out, size_t size)
         snprintf(out, size, "-");
 }
 
-static void cli_session__print_row(const json_t *session)
+static void cli_session__print_row(FILE *out, const json_t *session)
 {
     const json_t *tags = json_object_get(session, "tags");
     const char *id = json_string_value(json_object_get(session, "id"));
@@ -245,15 +245,15 @@ static void cli_session__print_row(const json_t *session)
     const char *state = json_string_value(json_object_get(session, "status"));
     char created[64];
     cli_session__format_time(json_object_get(session, "created_at"), created, sizeof(created));
-    printf("%-24s %-8s %-10s %-19s ", id != NULL ? id : "?", agent != NULL ? agent : "-",
-           state != NULL ? state : "-", created);
+    fprintf(out, "%-24s %-8s %-10s %-19s ", id != NULL ? id : "?", agent != NULL ? agent : "-",
+            state != NULL ? state : "-", created);
     size_t i;
     json_t *tag;
     json_array_foreach (tags, i, tag)
-        printf("%s%s", i > 0 ? "," : "", json_string_value(tag));
+        fprintf(out, "%s%s", i > 0 ? "," : "", json_string_value(tag));
     if (json_array_size(tags) == 0)
-        fputs("-", stdout);
-    putchar('\n');
+        fputs("-", out);
+    fputc('\n', out);
 }
 
 static int cli_session__ls(struct cli_client *client, const struct cli_args *args)
@@ -283,19 +283,9 @@ static int cli_session__ls(struct cli_client *client, const struct cli_args *arg
         status = CLI_EXIT_HTTP;
         goto fail;
     }
-    size_t i;
-    json_t *session;
     if (!client->json)
         printf("%-24s %-8s %-10s %-19s %s\n", "ID", "AGENT", "STATUS", "CREATED", "TAGS");
-    json_array_foreach (sessions, i, session) {
-        if (client->json) {
-            char *line = json_dumps(session, JSON_COMPACT);
-            printf("%s\n", line);
-            free(line);
-        } else {
-            cli_session__print_row(session);
-        }
-    }
+    cli_json_print_each(stdout, sessions, client->json, cli_session__print_row);
 fail:
     json_decref(root);
     cli_http_response_reset(&resp);
@@ -651,7 +641,7 @@ fail:
 
 /* ---- runs --------------------------------------------------------------------------------- */
 
-static void cli_session__print_run(const json_t *run)
+static void cli_session__print_run(FILE *out, const json_t *run)
 {
     const json_t *started = json_object_get(run, "started_at");
     const json_t *ended = json_object_get(run, "ended_at");
@@ -661,10 +651,11 @@ static void cli_session__print_run(const json_t *run)
     if (json_is_number(started) && json_is_number(ended))
         snprintf(took, sizeof(took), "%.1fs",
                  (json_number_value(ended) - json_number_value(started)) / 1000.0);
-    printf("%-20s %-9s %-9s %-19s %8s %-14s ", cli_json_str(run, "id", "?"), cli_json_str(run, "status", "-"),
-           cli_json_str(run, "mode", "-"), created, took, cli_json_str(run, "code", "-"));
-    cli_render_first_line(stdout, input, strlen(input), CLI_SESSION_INPUT_MAX);
-    putchar('\n');
+    fprintf(out, "%-20s %-9s %-9s %-19s %8s %-14s ", cli_json_str(run, "id", "?"),
+            cli_json_str(run, "status", "-"), cli_json_str(run, "mode", "-"), created, took,
+            cli_json_str(run, "code", "-"));
+    cli_render_first_line(out, input, strlen(input), CLI_SESSION_INPUT_MAX);
+    fputc('\n', out);
 }
 
 static int cli_session__runs(struct cli_client *client, const struct cli_args *args)
@@ -676,17 +667,7 @@ static int cli_session__runs(struct cli_client *client, const struct cli_args *a
     if (!client->json)
         printf("%-20s %-9s %-9s %-19s %8s %-14s %s\n", "ID", "STATUS", "MODE", "CREATED", "TOOK", "CODE",
                "INPUT");
-    size_t i;
-    json_t *run;
-    json_array_foreach (runs, i, run) {
-        if (client->json) {
-            char *line = json_dumps(run, JSON_COMPACT);
-            printf("%s\n", line);
-            free(line);
-        } else {
-            cli_session__print_run(run);
-        }
-    }
+    cli_json_print_each(stdout, runs, client->json, cli_session__print_run);
     json_decref(runs);
     return CLI_EXIT_OK;
 }

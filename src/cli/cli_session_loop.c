@@ -59,17 +59,7 @@ int cli_session__permissions(struct cli_client *client, const struct cli_args *a
 {
     int status;
     json_t *list = cli_loop__waiting(client, args->positional[0], "session permissions", &status);
-    size_t i;
-    json_t *req;
-    json_array_foreach (list, i, req) {
-        if (client->json) {
-            char *line = json_dumps(req, JSON_COMPACT);
-            printf("%s\n", line ? line : "{}");
-            free(line);
-        } else {
-            cli_loop__put_request(stdout, req);
-        }
-    }
+    cli_json_print_each(stdout, list, client->json, cli_loop__put_request);
     json_decref(list);
     return status;
 }

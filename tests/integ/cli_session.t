@@ -432,6 +432,10 @@ def test_global_options_first(sid):
     env["AGENTD_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there: only --server reaches SRV
     rc, out, err = agentd("--server", SRV.url, "session", "ls", env=env)
     ok(rc == 0 and sid in out, "agentd --server URL session ls", (rc, out, err))
+    rc, out, err = agentd("--server", SRV.url, "--json", "session", "ls", env=env)
+    docs = json_lines(out) if rc == 0 else []
+    ok(docs and all(d.get("id") for d in docs) and sid in [d["id"] for d in docs] and "ID" not in out.split()[:1],
+       "agentd --json session ls: one session record a line, no table header", (rc, out[:300], err))
     rc, out, err = agentd(f"--server={SRV.url}", "--json", "session", "show", sid, env=env)
     docs = json_lines(out) if rc == 0 else []
     ok(docs and docs[0].get("id") == sid, "agentd --server=URL --json session show ID", (rc, out, err))
