@@ -378,12 +378,12 @@ static void session__recover_one(const char *key, void *value, void *arg)
         session__recover_runs(se);
 }
 
-static void session__replay(struct sessions *s)
+json_t *session__read_json(struct sessions *s, const char *path)
 {
     enum stream_lookup how;
-    struct stream *st = streams_lookup(s->ss, SESSION_REGISTRY_STREAM, strlen(SESSION_REGISTRY_STREAM), &how);
+    struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
     if (st == NULL)
-        return;
+        return NULL;
     struct buf b = {0};
     int64_t off = 0, next;
     while (off < stream_tail(st)) {
@@ -394,6 +394,12 @@ static void session__replay(struct sessions *s)
     stream_json_wrap(&b);
     json_t *msgs = json_loadb(b.p, b.len, 0, NULL);
     buf_free(&b);
+    return msgs;
+}
+
+static void session__replay(struct sessions *s)
+{
+    json_t *msgs = session__read_json(s, SESSION_REGISTRY_STREAM); /* NULL (none yet): no sessions */
     size_t i;
     json_t *m;
     json_array_foreach (msgs, i, m) {

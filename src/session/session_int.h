@@ -156,6 +156,9 @@ int64_t session__write(struct sessions *s, struct session *se, enum session_writ
 /* One event in se's transcript (takes ev); nothing once se is deleted. Returns the event's offset
  * (as session__write), -1 when none. */
 int64_t session__event(struct session *se, json_t *ev);
+/* Every message of the JSON stream at path, as one array (a new reference), or NULL when there is
+ * no such stream. A read that fails part-way ends the array there. */
+json_t *session__read_json(struct sessions *s, const char *path);
 /* Creates the JSON stream at path if it does not exist. */
 void session__ensure_stream(struct sessions *s, struct session *se, const char *path);
 /* Creates `to` as a Durable Streams fork of `from` at offset `at` (nothing is copied). */

@@ -666,20 +666,9 @@ void session__recover_runs(struct session *se)
      * by a crash or a stop: close them as failed, and the session stays resumable. */
     char path[128];
     run__path(se, "state", path);
-    enum stream_lookup how;
-    struct stream *st = streams_lookup(se->registry->ss, path, strlen(path), &how);
-    if (st == NULL)
+    json_t *msgs = session__read_json(se->registry, path);
+    if (msgs == NULL)
         return;
-    struct buf b = {0};
-    int64_t off = 0, next;
-    while (off < stream_tail(st)) {
-        if (stream_read(se->registry->ss, st, off, 1 << 20, &b, &next) != 0 || next <= off)
-            break;
-        off = next;
-    }
-    stream_json_wrap(&b);
-    json_t *msgs = json_loadb(b.p, b.len, 0, NULL);
-    buf_free(&b);
     session__perms_recover(se, msgs); /* what waited for an answer expired with the last process */
     json_t *latest = json_object();
     size_t i;
