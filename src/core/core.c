@@ -155,6 +155,14 @@ size_t utf8_seq_len(const void *p, size_t n)
     return len;
 }
 
+int hex_digit(int c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
 void buf_append_utf8(struct buf *b, const char *s, size_t n)
 {
     buf_reserve(b, n);

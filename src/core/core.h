@@ -44,6 +44,8 @@ void buf_append_utf8(struct buf *b, const char *s, size_t n);
 /* Length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, surrogates or code points past
  * U+10FFFF) that starts s, n > 0 bytes long; 0 when it is not one or is cut short. */
 size_t utf8_seq_len(const void *s, size_t n);
+/* The value of the hexadecimal digit c (either case), or -1 when c is not one (percent-escapes). */
+int hex_digit(int c);
 /* Removes the first n bytes. */
 void buf_consume(struct buf *b, size_t n);
 void buf_reset(struct buf *b);

@@ -139,14 +139,6 @@ const char *http_req_authority(const struct http_req *req, size_t *len)
 
 void *http_req_alloc(struct http_req *req, size_t n) { return h2o_mem_alloc_pool(&req->h2o->pool, n); }
 
-static int http__hex(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 int http_query_param(const char *q, size_t qlen, const char *name, struct buf *out)
 {
     size_t nlen = strlen(name);
@@ -165,8 +157,8 @@ int http_query_param(const char *q, size_t qlen, const char *name, struct buf *o
                 int hi, lo;
                 /* A decoded NUL would silently cut the value short: keep it encoded instead, so
                  * that validation sees it and rejects it. */
-                if (v[j] == '%' && j + 2 < vlen && (hi = http__hex(v[j + 1])) >= 0 &&
-                    (lo = http__hex(v[j + 2])) >= 0 && (hi | lo) != 0) {
+                if (v[j] == '%' && j + 2 < vlen && (hi = hex_digit(v[j + 1])) >= 0 &&
+                    (lo = hex_digit(v[j + 2])) >= 0 && (hi | lo) != 0) {
                     char c = (char)(hi * 16 + lo);
                     buf_append(out, &c, 1);
                     j += 2;

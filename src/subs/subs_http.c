@@ -134,14 +134,6 @@ static void subs__fail(struct subs *s, struct http_req *req, enum subs_err e, co
 
 /* ================= request parsing ================= */
 
-static int subs__hex(int c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 /* Percent-decodes p[0..n) into a new string, or NULL when malformed or holding a NUL or control
  * character. Free with free(). */
 static char *subs__decode(const char *p, size_t n)
@@ -151,7 +143,7 @@ static char *subs__decode(const char *p, size_t n)
     for (size_t i = 0; i < n; i++) {
         int c = (unsigned char)p[i];
         if (c == '%') {
-            int h = i + 2 < n ? subs__hex(p[i + 1]) : -1, l = i + 2 < n ? subs__hex(p[i + 2]) : -1;
+            int h = i + 2 < n ? hex_digit(p[i + 1]) : -1, l = i + 2 < n ? hex_digit(p[i + 2]) : -1;
             if (h < 0 || l < 0) {
                 free(out);
                 return NULL;

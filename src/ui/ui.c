@@ -185,14 +185,6 @@ const char *ui_content_type(const char *name)
 
 /* ================= resolving a path ================= */
 
-static int ui__hex(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 /* Percent-decodes a request path into out (UI_MAX_PATH bytes) and checks it: absolute, no NUL, no
  * backslash, no "." or ".." segment. NULL when it is acceptable, else why not. */
 static const char *ui__clean_path(const char *path, size_t len, char *out)
@@ -203,7 +195,7 @@ static const char *ui__clean_path(const char *path, size_t len, char *out)
     for (size_t i = 0; i < len; i++) {
         char c = path[i];
         if (c == '%') {
-            int hi = i + 2 < len ? ui__hex(path[i + 1]) : -1, lo = hi >= 0 ? ui__hex(path[i + 2]) : -1;
+            int hi = i + 2 < len ? hex_digit(path[i + 1]) : -1, lo = hi >= 0 ? hex_digit(path[i + 2]) : -1;
             if (lo < 0)
                 return "the path has a malformed percent escape";
             c = (char)(hi << 4 | lo);

@@ -1,7 +1,9 @@
 /* Unit tests for src/core: buffers, the intrusive list, the hash map, the options table and the error-code table. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "core/core.h"
@@ -36,6 +38,12 @@ static void test_buf(void)
     buf_free(&b);
     buf_free(&b); /* freeing twice is safe: buf_free leaves an empty buffer */
     ok(b.p == NULL && b.len == 0, "buf_free leaves an empty buffer");
+    int digits_ok = 1;
+    for (int c = -128; c < 256; c++) {
+        const char *hex = "0123456789abcdef", *at = c > 0 ? strchr(hex, tolower(c)) : NULL;
+        digits_ok = digits_ok && hex_digit(c) == (at ? (int)(at - hex) : -1);
+    }
+    ok(digits_ok, "hex_digit: 0-9, a-f and A-F are their values, every other byte (signed or not) -1");
 }
 
 static void count_cb(const char *key, void *value, void *arg) { (*(int *)arg)++; }
