@@ -563,12 +563,7 @@ int session__create(struct sessions *s, json_t *b, struct session *parent, struc
     se->env = json_is_object(env) ? json_incref(env) : json_object();
     se->parent = parent ? xstrdup(parent->id) : NULL;
     session__register(s, se);
-    static const char *const kinds[] = {"transcript", "state", "inbox"};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
-        char path[128];
-        snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
-        session__ensure_stream(s, se, path);
-    }
+    session__ensure_streams(s, se);
     json_t *ev = json_pack("{s:s, s:s}", "type", "session", "action", "created");
     if (parent)
         json_object_set_new(ev, "parent", json_string(parent->id));
@@ -608,10 +603,9 @@ void session__delete_begin(struct session *se, int delete_streams)
     session__event(se, json_pack("{s:s, s:s}", "type", "session", "action", "deleted"));
     session__publish(s, se, "delete");
     /* Its streams end with it: closed, so that every reader sees the end, or deleted. */
-    static const char *const kinds[] = {"transcript", "state", "inbox"};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
+    for (size_t i = 0; i < SESSION_STREAM_KINDS; i++) {
         char path[128];
-        snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
+        session__stream_path(se->id, session__stream_kinds[i], path);
         session__end_stream(s, se, path, delete_streams);
     }
     se->deleted = 1;
@@ -717,7 +711,7 @@ void session__child_completed(struct session *se, const char *run, const char *s
     json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "child", "action", "completed", "child",
                            se->id, "child_run", run, "status", status, "result", text);
     char inbox[128];
-    snprintf(inbox, sizeof inbox, "sessions/%s/inbox", parent->id);
+    session__stream_path(parent->id, "inbox", inbox);
     session__write(s, parent, SESSION_W_INBOX, NULL, inbox, json_deep_copy(ev));
     session__event(parent, ev);
     if (parent->adapter) {

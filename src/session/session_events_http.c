@@ -73,7 +73,7 @@ void session__events(struct sessions *s, struct session *se, struct http_req *re
     long limit = limit_s ? strtol(limit_s, &end, 10) : SESSION_EVENTS_DEFAULT;
     if ((limit_s && (*limit_s == '\0' || *end != '\0')) || limit < 1 || limit > SESSION_EVENTS_MAX)
         return http_res_error(req, ERR_BAD_REQUEST, "limit must be 1..%d", SESSION_EVENTS_MAX);
-    snprintf(path, sizeof path, "sessions/%s/transcript", se->id);
+    session__stream_path(se->id, "transcript", path);
     enum stream_lookup how;
     struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
     if (how == STREAM_SOFT_DELETED)

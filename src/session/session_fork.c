@@ -91,18 +91,19 @@ static void session__fork_register(struct session_fork *f)
     struct session *se = f->child;
     session__register(s, se);
     struct session_wait *wait = session__wait_begin(s, 0);
-    static const char *const kinds[] = {"transcript", "state", "inbox"};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
+    for (size_t i = 0; i < SESSION_STREAM_KINDS; i++) {
+        const char *kind = session__stream_kinds[i];
         char from[128], to[128];
-        snprintf(from, sizeof from, "sessions/%s/%s", f->parent, kinds[i]);
-        snprintf(to, sizeof to, "sessions/%s/%s", se->id, kinds[i]);
+        session__stream_path(f->parent, kind, from);
+        session__stream_path(se->id, kind, to);
         enum stream_lookup how;
         struct stream *src = streams_lookup(s->ss, from, strlen(from), &how);
-        if (src == NULL || !strcmp(kinds[i], "state")) {
+        if (src == NULL || !strcmp(kind, "state")) {
             session__ensure_stream(s, se, to);
             continue;
         }
-        int64_t at = i == 0 && f->at >= 0 && f->at <= stream_tail(src) ? f->at : stream_tail(src);
+        int64_t tail = stream_tail(src); /* the inbox forks at its tail, the transcript at the offset */
+        int64_t at = !strcmp(kind, "transcript") && f->at >= 0 && f->at <= tail ? f->at : tail;
         session__fork_stream(s, se, from, to, at);
     }
     session__fork_runs(se, f->runs, f->at);
@@ -166,7 +167,7 @@ int session__fork_start(struct session *parent, const char *at, json_t *tags, se
     if (json_is_null(tags))
         tags = NULL;
     char path[128];
-    snprintf(path, sizeof path, "sessions/%s/transcript", parent->id);
+    session__stream_path(parent->id, "transcript", path);
     enum stream_lookup how;
     struct stream *tr = streams_lookup(s->ss, path, strlen(path), &how);
     int64_t off = tr ? stream_tail(tr) : 0;

@@ -159,8 +159,15 @@ int64_t session__event(struct session *se, json_t *ev);
 /* Every message of the JSON stream at path, as one array (a new reference), or NULL when there is
  * no such stream. A read that fails part-way ends the array there. */
 json_t *session__read_json(struct sessions *s, const char *path);
+/* The streams every session has, each a JSON stream at sessions/<id>/<kind> (session__stream_path). */
+#define SESSION_STREAM_KINDS 3
+extern const char *const session__stream_kinds[SESSION_STREAM_KINDS]; /* transcript, state, inbox */
+/* The path of the session id's stream of that kind ("transcript", "state", "inbox"). */
+void session__stream_path(const char *id, const char *kind, char out[128]);
 /* Creates the JSON stream at path if it does not exist. */
 void session__ensure_stream(struct sessions *s, struct session *se, const char *path);
+/* Creates se's streams (session__stream_kinds) where they do not exist. */
+void session__ensure_streams(struct sessions *s, struct session *se);
 /* Creates `to` as a Durable Streams fork of `from` at offset `at` (nothing is copied). */
 void session__fork_stream(struct sessions *s, struct session *se, const char *from, const char *to,
                           int64_t at);

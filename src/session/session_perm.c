@@ -203,7 +203,7 @@ int session__policy_decide(const json_t *policy, const char *tool, const json_t 
 static void perm__state(struct session_perm *p, const char *operation)
 {
     char path[128];
-    snprintf(path, sizeof path, "sessions/%s/state", p->se->id);
+    session__stream_path(p->se->id, "state", path);
     json_t *rec = json_pack("{s:s, s:s, s:{s:s}}", "type", "permission", "key", p->id, "headers", "operation",
                             operation);
     if (!strcmp(operation, "insert")) {

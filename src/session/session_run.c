@@ -55,16 +55,11 @@ struct session_run {
 
 /* ================= durable records ================= */
 
-static void run__path(const struct session *se, const char *kind, char out[128])
-{
-    snprintf(out, 128, "sessions/%s/%s", se->id, kind);
-}
-
 /* A run's record (v, taken) in the state stream. */
 static void run__write(struct session *se, const char *run, const char *operation, json_t *v)
 {
     char path[128];
-    run__path(se, "state", path);
+    session__stream_path(se->id, "state", path);
     session__write(se->registry, se, SESSION_W_RUN, run, path,
                    json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "run", "key", run, "value", v, "headers",
                              "operation", operation));
@@ -74,7 +69,7 @@ static void run__write(struct session *se, const char *run, const char *operatio
 static void run__write_active(struct session *se)
 {
     char path[128];
-    run__path(se, "state", path);
+    session__stream_path(se->id, "state", path);
     session__write(se->registry, se, SESSION_W_RUN, NULL, path,
                    json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "active_query", "key", "current", "value",
                              se->active ? json_pack("{s:s, s:I}", "run", se->active->id, "started_at",
@@ -495,7 +490,7 @@ void session__fail_run(struct session *se, const char *code, const char *message
 static void run__inbox(struct session *se, const char *run, const char *text, const char *mode, int64_t ts)
 {
     char path[128];
-    run__path(se, "inbox", path);
+    session__stream_path(se->id, "inbox", path);
     session__write(se->registry, se, SESSION_W_INBOX, run, path,
                    json_pack("{s:s, s:s, s:s, s:s, s:I}", "type", "user", "text", text, "run", run, "mode",
                              mode, "ts", (json_int_t)ts));
@@ -665,7 +660,7 @@ void session__recover_runs(struct session *se)
     /* Rebuild the run list from the state stream; runs it shows queued or running were cut short
      * by a crash or a stop: close them as failed, and the session stays resumable. */
     char path[128];
-    run__path(se, "state", path);
+    session__stream_path(se->id, "state", path);
     json_t *msgs = session__read_json(se->registry, path);
     if (msgs == NULL)
         return;

@@ -229,6 +229,22 @@ static void session__write_queued(struct session__write *w, const char *what)
     free(w);
 }
 
+const char *const session__stream_kinds[SESSION_STREAM_KINDS] = {"transcript", "state", "inbox"};
+
+void session__stream_path(const char *id, const char *kind, char out[128])
+{
+    snprintf(out, 128, "sessions/%s/%s", id, kind);
+}
+
+void session__ensure_streams(struct sessions *s, struct session *se)
+{
+    for (size_t i = 0; i < SESSION_STREAM_KINDS; i++) {
+        char path[128];
+        session__stream_path(se->id, session__stream_kinds[i], path);
+        session__ensure_stream(s, se, path);
+    }
+}
+
 void session__ensure_stream(struct sessions *s, struct session *se, const char *path)
 {
     enum stream_lookup how;
@@ -306,7 +322,7 @@ int64_t session__event(struct session *se, json_t *ev)
     json_object_set_new(ev, "ts", json_integer(clock_wall_ms()));
     json_object_set_new(ev, "session", json_string(se->id));
     char path[128];
-    snprintf(path, sizeof path, "sessions/%s/transcript", se->id);
+    session__stream_path(se->id, "transcript", path);
     return session__write(se->registry, se, SESSION_W_EVENT, NULL, path, ev);
 }
 
@@ -467,14 +483,8 @@ static void session__repair_start(struct session *se)
     se->repair = r;
     struct session_wait *w = session__wait_begin(s, 0);
     w->repair = 1;
-    if (r->snap.streams) {
-        static const char *const kinds[] = {"transcript", "state", "inbox"};
-        for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
-            char path[128];
-            snprintf(path, sizeof path, "sessions/%s/%s", se->id, kinds[i]);
-            session__ensure_stream(s, se, path);
-        }
-    }
+    if (r->snap.streams)
+        session__ensure_streams(s, se);
     size_t i;
     json_t *id;
     json_array_foreach (r->snap.runs, i, id)

@@ -176,8 +176,8 @@ void session__ws(struct sessions *s, struct session *se, struct http_req *req)
     if (offset && !now && strcmp(offset, "-1") != 0 && stream_offset_parse(offset, &from) != 0)
         return http_res_error(req, ERR_BAD_REQUEST,
                               "offset must be -1, now, or an offset from an earlier frame");
-    char path[64];
-    snprintf(path, sizeof path, "sessions/%s/transcript", se->id);
+    char path[128];
+    session__stream_path(se->id, "transcript", path);
     enum stream_lookup how;
     struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
     if (st == NULL)
