@@ -183,9 +183,11 @@ static void serve__drain(struct serve *s)
     uv_close((uv_handle_t *)&s->drain, NULL);
     streams_flush(s->streams);
     /* An fsync still in the thread pool (a loaded machine) must complete before the teardown
-     * closes the store it syncs, and its completion answers the writes it covers: wait for it,
-     * not for the loop to be empty (an idle client would keep it alive). */
-    while (streams_syncing(s->streams))
+     * closes the store it syncs, and its completion answers the writes it covers; a session's
+     * directory removal or fork copy still there would touch the loop after it is gone (the
+     * worker queues its completion on it): wait for them, not for the loop to be empty (an idle
+     * client would keep it alive). */
+    while (streams_syncing(s->streams) || sessions_working(s->sessions))
         uv_run(&s->loop, UV_RUN_ONCE);
 }
 

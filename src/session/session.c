@@ -136,8 +136,21 @@ static struct session *session__from_record(json_t *rec)
 
 /* ================= removing what agentd made for a session ================= */
 
+/* A thread pool worker finishes by touching the loop, so the loop (serve's, on its stack) must
+ * still be there: serve drains until sessions_working says nothing is queued. */
+void session__work(struct sessions *s, uv_work_t *w, uv_work_cb work, uv_after_work_cb done)
+{
+    s->works++;
+    uv_queue_work(s->loop, w, work, done); /* fails only for a NULL work */
+}
+
+void session__work_done(struct sessions *s) { s->works--; }
+
+int sessions_working(const struct sessions *s) { return s != NULL && s->works > 0; }
+
 struct session__purge {
     uv_work_t work;
+    struct sessions *s;
     char *paths[2]; /* NULL entries are skipped */
 };
 
@@ -154,6 +167,7 @@ static void session__purge_work(uv_work_t *w)
 static void session__purge_done(uv_work_t *w, int status)
 {
     struct session__purge *p = w->data;
+    session__work_done(p->s);
     for (size_t i = 0; i < CORE_ARRAY_LEN(p->paths); i++)
         free(p->paths[i]);
     free(p);
@@ -182,8 +196,8 @@ void session__purge_dirs(struct sessions *s, const char *id, const char *workspa
             free(mine);
     }
     p->work.data = p;
-    if (uv_queue_work(s->loop, &p->work, session__purge_work, session__purge_done) != 0)
-        session__purge_done(&p->work, 0);
+    p->s = s;
+    session__work(s, &p->work, session__purge_work, session__purge_done);
 }
 
 struct session__in_use {

@@ -118,6 +118,7 @@ static void session__fork_register(struct session_fork *f)
 static void session__fork_copied(uv_work_t *w, int status)
 {
     struct session_fork *f = w->data;
+    session__work_done(f->s);
     int rc = f->rc ? f->rc : status ? -EIO : 0;
     if (rc == 0 && f->s->freeing)
         rc = -ECANCELED; /* the server is stopping */
@@ -135,9 +136,7 @@ static void session__fork_copied(uv_work_t *w, int status)
 static void session__fork_go(void *arg)
 {
     struct session_fork *f = arg;
-    int rc = uv_queue_work(f->s->loop, &f->work, session__fork_copy, session__fork_copied);
-    if (rc != 0)
-        session__fork_copied(&f->work, rc); /* fails the fork: its child goes, the caller hears */
+    session__work(f->s, &f->work, session__fork_copy, session__fork_copied);
 }
 
 /* The child as the parent's copy: same agent, settings, environment and native session (its first
@@ -205,13 +204,7 @@ int session__fork_start(struct session *parent, const char *at, json_t *tags, se
         *out = f;
         return 0;
     }
-    if ((rc = uv_queue_work(s->loop, &f->work, session__fork_copy, session__fork_copied)) != 0) {
-        session__purge_dirs(s, se->id, se->workspace);
-        session__drop(se);
-        session__fork_free(f);
-        *why = "cannot copy the workspace";
-        return rc;
-    }
+    session__work(s, &f->work, session__fork_copy, session__fork_copied);
     *out = f;
     return 0;
 }

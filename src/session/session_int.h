@@ -119,11 +119,18 @@ struct sessions {
     char *self_exe; /* agentd's executable, for the demo agent; NULL when unknown */
     struct http_server *http; /* set by sessions_routes: revoking credentials cuts its requests */
     int freeing;              /* sessions_free ran: the last reference frees the registry */
+    size_t works;             /* thread-pool work queued and not yet completed (purges, fork copies):
+                                 the loop must outlive it (sessions_working) */
     /* session_write.c: the wait that writes join, failed waits to answer, losses to act on */
     struct session_wait *collect;
     struct session_wait *failed_waits;
     uv_timer_t tick;
 };
+
+/* Queues work in the thread pool, counted in s->works until done has run (done must call
+ * session__work_done first). It cannot fail: uv_queue_work refuses only a NULL work callback. */
+void session__work(struct sessions *s, uv_work_t *w, uv_work_cb work, uv_after_work_cb done);
+void session__work_done(struct sessions *s);
 
 /* ---- durable writes (session_write.c; see its header for the rules) ---- */
 
