@@ -43,6 +43,8 @@ int agent_adapter_announces_caps(const struct agent_adapter *a) { return a->anno
 
 int agent_adapter_approvals_per_process(const struct agent_adapter *a) { return a->approvals_per_proc; }
 
+int agent_adapter_over_http(const struct agent_adapter *a) { return a->over_http; }
+
 const char *agent_cap_name(size_t i)
 {
     static const char *const names[AGENT_CAP_COUNT] = {"approvals", "steer", "interrupt", "warm"};
@@ -372,8 +374,9 @@ static const char *stderr_level(const char *s, size_t n)
     return "info";
 }
 
-/* One complete line, without its newline. */
-static void parse_line(struct agent_parser *p, const char *s, size_t n)
+/* One complete line, without its newline. quiet: an event of an agent over HTTP, which may map to
+ * no event at all. */
+static void parse_line(struct agent_parser *p, const char *s, size_t n, int quiet)
 {
     if (n > 0 && s[n - 1] == '\r')
         n--;
@@ -387,13 +390,17 @@ static void parse_line(struct agent_parser *p, const char *s, size_t n)
     if (json_is_object(obj)) {
         p->native = obj;
         p->adapter->line(p, obj);
-        if (p->emitted == 0) {
+        if (p->emitted == 0 && !quiet) {
             const char *type = agent__str(obj, "type");
             agent__log(p, "warn", "%s: event not understood: %s", p->adapter->name,
                        type ? type : "(no type)");
         }
     } else {
         p->native = agent_json_text(s, n);
+        if (p->adapter && p->adapter->text_line)
+            p->adapter->text_line(p, s, n);
+    }
+    if (!json_is_object(obj) && p->emitted == 0) {
         json_t *ev = json_object();
         json_object_set_new(ev, "level", json_string(p->adapter ? "warn" : stderr_level(s, n)));
         json_object_set(ev, "text", p->native);
@@ -442,11 +449,11 @@ void agent_parser_feed(struct agent_parser *p, const char *data, size_t len)
             if (nl)
                 p->skipping = 0;
         } else if (nl && p->line.len == 0) {
-            parse_line(p, data, n); /* the whole line is in this chunk: no copy */
+            parse_line(p, data, n, 0); /* the whole line is in this chunk: no copy */
         } else {
             buf_append(&p->line, data, n);
             if (nl) {
-                parse_line(p, p->line.p, p->line.len);
+                parse_line(p, p->line.p, p->line.len, 0);
                 reset_line(p);
             }
         }
@@ -460,7 +467,32 @@ void agent_parser_feed(struct agent_parser *p, const char *data, size_t len)
 void agent_parser_finish(struct agent_parser *p)
 {
     if (!p->skipping && p->line.len > 0)
-        parse_line(p, p->line.p, p->line.len);
+        parse_line(p, p->line.p, p->line.len, 0);
     reset_line(p);
     p->skipping = 0;
+}
+
+/* ================= agents over HTTP ================= */
+
+void agent_parser_http_event(struct agent_parser *p, const char *data, size_t len)
+{
+    if (len <= p->max_line)
+        parse_line(p, data, len, 1);
+}
+
+void agent_parser_http_answer(struct agent_parser *p, const char *tag, int ok, long status, const char *body,
+                              size_t len, const char *error)
+{
+    json_t *parsed = len ? json_loadb(body, len, JSON_DECODE_ANY, NULL) : NULL;
+    json_t *answer =
+        json_pack("{s:s, s:b, s:I}", "tag", tag ? tag : "", "ok", ok, "status", (json_int_t)status);
+    json_object_set_new(answer, "body", parsed ? parsed : agent_json_text(body ? body : "", len));
+    if (error)
+        json_object_set_new(answer, "error", agent_json_text(error, strlen(error)));
+    json_t *line = json_pack("{s:o}", "http_answer", answer);
+    p->emitted = 0;
+    p->native = line;
+    p->adapter->line(p, line);
+    p->native = NULL;
+    json_decref(line);
 }

@@ -99,6 +99,9 @@ int agent_adapter_announces_caps(const struct agent_adapter *a);
 /* 1 when the agent takes its permission mode once, when its process starts (Claude Code's flags): a
  * warm process started with another mode must be replaced. Else the mode goes with each message. */
 int agent_adapter_approvals_per_process(const struct agent_adapter *a);
+/* 1 when the agent is a local HTTP server rather than a program that reads its stdin (OpenCode:
+ * `opencode serve`); see "agents over HTTP" below. */
+int agent_adapter_over_http(const struct agent_adapter *a);
 
 /* ---- command construction ------------------------------------------------------------------ */
 
@@ -131,6 +134,7 @@ struct agent_run_opts {
      * ANTHROPIC_BASE_URL; Codex and OpenCode get <base_url>/v1. */
     const char *base_url;
     const char *api_key;
+    const char *secret;         /* an agent over HTTP: the password only agentd knows (see below) */
     const char *native_session; /* the agent's own session id to resume; NULL for a first run */
     int fork;                   /* with native_session: continue a copy, leave the original */
     int bypass_permissions;     /* let the agent run every tool without asking (the environment is
@@ -245,5 +249,26 @@ struct agent_decision {
 };
 int agent_send_decision(struct agent_parser *p, const char *native_request,
                         const struct agent_decision *d) CORE_UNUSED_RESULT;
+
+/* ---- agents over HTTP ------------------------------------------------------------------------ */
+
+/*
+ * An agent over HTTP (agent_adapter_over_http) is a server on 127.0.0.1 whose stdout says where it
+ * listens (fed to the parser like any stdout); its stdin is not used. What the parser and the
+ * agent_send_* functions hand the writer is then a request, one JSON object per call (a line):
+ *
+ *   {"tag", "method", "url", "body"?: JSON value, "stream"?: true}
+ *
+ * which the caller makes, with HTTP basic authentication as AGENT_HTTP_USER and the password it gave
+ * the command as agent_run_opts.secret (the server refuses anyone else). A zero-length write is no
+ * request: the adapter has nothing to send yet. The request's end goes back to the parser through
+ * agent_parser_http_answer; a stream's Server-Sent Events, each event's data, through
+ * agent_parser_http_event as they arrive. Events that carry nothing for the transcript (heartbeats,
+ * other sessions' news) may produce no event at all, unlike stdout lines.
+ */
+#define AGENT_HTTP_USER "agentd"
+void agent_parser_http_answer(struct agent_parser *p, const char *tag, int ok, long status, const char *body,
+                              size_t len, const char *error);
+void agent_parser_http_event(struct agent_parser *p, const char *data, size_t len);
 
 #endif

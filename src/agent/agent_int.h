@@ -22,6 +22,9 @@ struct agent_adapter {
     /* Maps one parsed stdout line (a JSON object, borrowed) onto events through agent__emit and
      * friends. Emitting nothing is allowed: the core then logs the line as not understood. */
     void (*line)(struct agent_parser *p, json_t *obj);
+    /* Optional: a stdout line that is not a JSON object (native: it as a string); emitting nothing
+     * leaves it to the core, which logs it at level warn. */
+    void (*text_line)(struct agent_parser *p, const char *s, size_t n);
     /* Optional: the stdin line that cancels a run (see agent_cancel_line). */
     char *(*cancel_line)(const char *run_id);
     /* Optional: adjusts a fork's copy of the agent's home (see agent_fork_fixup). */
@@ -31,6 +34,7 @@ struct agent_adapter {
     unsigned caps;          /* enum agent_cap bits the agent has, or may announce */
     int announces_caps;     /* the program says what it can do (a `capabilities` line) */
     int approvals_per_proc; /* the permission mode is fixed when the process starts */
+    int over_http;          /* a local HTTP server: the writer takes requests (agent.h) */
     /* Optional, each the agent's stdin bytes (a line, newline included; free it), or NULL when this
      * process cannot: the next message, steering text, an interrupt, a permission answer. */
     char *(*turn_line)(struct agent_parser *p, const struct agent_run_opts *opts);

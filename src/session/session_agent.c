@@ -34,11 +34,23 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "core/list.h"
+#include "curlx/curlx_http.h"
 #include "exec/exec.h"
 #include "session/session_int.h"
 
-#define AGENT_KILL_GRACE_MS 1000 /* SIGTERM to SIGKILL, for a cancel */
-#define AGENT_STOP_GRACE_MS 2000 /* a warm process told to stop (stdin closed) before it is killed */
+#define AGENT_KILL_GRACE_MS   1000  /* SIGTERM to SIGKILL, for a cancel */
+#define AGENT_STOP_GRACE_MS   2000  /* a warm process told to stop (stdin closed) before it is killed */
+#define AGENT_HTTP_TIMEOUT_MS 60000 /* one request to an agent over HTTP (its event stream: none) */
+
+struct session_agent;
+
+/* A request to an agent over HTTP: whose, and its tag (agent.h), until its answer. */
+struct agent__http_call {
+    struct session_agent *a;
+    char tag[32];
+    LIST_LINK(agent__http_call) link; /* a->calls */
+};
 
 struct session_agent {
     struct session *se;
@@ -58,6 +70,13 @@ struct session_agent {
         struct agent__waiter *next;
     } * waiters;
     uv_timer_t timer; /* the idle timeout, then a stop's grace period */
+    /* An agent over HTTP (agent_adapter_over_http): its requests in flight, the password only
+     * agentd knows ("agentd:<hex>" for basic authentication), the event stream's partial lines and
+     * the data of the event being read. */
+    struct curlx_http *http;
+    char userpwd[80];
+    struct buf sse, sse_data;
+    struct agent__http_call *calls; /* the requests in flight, each with its tag */
 };
 
 /* ================= life and death ================= */
@@ -80,6 +99,8 @@ static void agent__closed(uv_handle_t *h)
     struct session *se = a->se;
     agent_parser_free(a->out);
     agent_parser_free(a->err);
+    buf_free(&a->sse);
+    buf_free(&a->sse_data);
     free(a);
     session__env_released(se); /* the hold on a deleted session's memory */
 }
@@ -88,6 +109,13 @@ static void agent__on_exit(void *arg, struct exec_proc *p, const struct exec_exi
 {
     struct session_agent *a = arg;
     struct session *se = a->se;
+    curlx_http_free(a->http); /* its requests end unanswered: the process is gone */
+    a->http = NULL;
+    while (a->calls) {
+        struct agent__http_call *c = a->calls;
+        list_remove(c, link);
+        free(c);
+    }
     agent_parser_finish(a->out);
     agent_parser_finish(a->err);
     a->proc = NULL;
@@ -132,6 +160,8 @@ static void agent__stop(struct session_agent *a, const char *why)
         return;
     a->stopping = 1;
     a->stopped_by = why;
+    if (a->http) /* a server does not read its stdin: it is told by a signal */
+        return exec_proc_kill(a->proc, AGENT_KILL_GRACE_MS, NULL, NULL);
     exec_proc_close_stdin(a->proc);
     uv_timer_start(&a->timer, agent__stop_timer, AGENT_STOP_GRACE_MS, 0);
 }
@@ -156,6 +186,78 @@ static void agent__write_stdin(void *arg, const char *data, size_t len)
     struct session_agent *a = arg;
     if (a->proc && !a->stopping)
         (void)!exec_proc_write(a->proc, data, len);
+}
+
+/* ---- an agent over HTTP (agent.h): its requests, its answers, its event stream ---- */
+
+/* Server-Sent Events: "data:" lines gather into an event, which a blank line ends. */
+static void agent__http_data(void *arg, const char *data, size_t len)
+{
+    struct session_agent *a = ((struct agent__http_call *)arg)->a;
+    buf_append(&a->sse, data, len);
+    size_t used = 0;
+    for (char *nl; (nl = memchr(a->sse.p + used, '\n', a->sse.len - used)) != NULL;
+         used = nl - a->sse.p + 1) {
+        const char *line = a->sse.p + used;
+        size_t n = nl - line;
+        if (n > 0 && line[n - 1] == '\r')
+            n--;
+        if (n == 0 && a->sse_data.len) {
+            agent_parser_http_event(a->out, a->sse_data.p, a->sse_data.len);
+            buf_reset(&a->sse_data);
+        } else if (n >= 5 && !memcmp(line, "data:", 5)) {
+            size_t skip = n > 5 && line[5] == ' ' ? 6 : 5;
+            if (a->sse_data.len)
+                buf_append(&a->sse_data, "\n", 1);
+            buf_append(&a->sse_data, line + skip, n - skip);
+        } /* event:, id:, retry: and comments carry nothing agentd uses */
+    }
+    memmove(a->sse.p, a->sse.p + used, a->sse.len - used);
+    a->sse.len -= used;
+}
+
+static void agent__http_done(void *arg, const struct curlx_http_answer *ans)
+{
+    struct agent__http_call *c = arg;
+    list_remove(c, link);
+    agent_parser_http_answer(c->a->out, c->tag, ans->ok, ans->status, ans->body, ans->len, ans->error);
+    free(c);
+}
+
+/* The writer of an agent over HTTP: each write is a request line (agent.h). */
+static void agent__write_http(void *arg, const char *data, size_t len)
+{
+    struct session_agent *a = arg;
+    json_t *req = len && a->proc && !a->stopping ? json_loadb(data, len, 0, NULL) : NULL;
+    const char *url = json_string_value(json_object_get(req, "url"));
+    if (url == NULL) {
+        json_decref(req);
+        return;
+    }
+    if (a->http == NULL && curlx_http_new(&a->http, a->se->registry->loop) != 0) {
+        json_decref(req);
+        return;
+    }
+    struct agent__http_call *c = xcalloc(1, sizeof *c);
+    c->a = a;
+    list_insert(&a->calls, c, link);
+    const char *tag = json_string_value(json_object_get(req, "tag"));
+    snprintf(c->tag, sizeof c->tag, "%s", tag ? tag : "");
+    json_t *body = json_object_get(req, "body");
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    int stream = json_is_true(json_object_get(req, "stream"));
+    struct curlx_http_opts o = {.method = json_string_value(json_object_get(req, "method")),
+                                .url = url,
+                                .body = text,
+                                .body_len = text ? strlen(text) : 0,
+                                .userpwd = a->userpwd,
+                                .timeout_ms = stream ? 0 : AGENT_HTTP_TIMEOUT_MS,
+                                .on_data = stream ? agent__http_data : NULL,
+                                .on_done = agent__http_done,
+                                .arg = c};
+    (void)curlx_http_request(a->http, &o);
+    free(text);
+    json_decref(req);
 }
 
 /* A permission request was decided: the answer goes to the process (if it still listens). */
@@ -358,7 +460,15 @@ static struct session_agent *agent__new(struct session *se)
     a->se = se;
     a->out = agent_parser_new(se->adapter, 0, agent__on_event, a);
     a->err = agent_parser_new(NULL, 0, agent__on_stderr_event, a);
-    agent_parser_set_writer(a->out, agent__write_stdin, a);
+    int http = agent_adapter_over_http(se->adapter);
+    agent_parser_set_writer(a->out, http ? agent__write_http : agent__write_stdin, a);
+    if (http) {
+        unsigned char raw[24];
+        char hex[2 * sizeof raw + 1];
+        randombytes_buf(raw, sizeof raw);
+        sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
+        snprintf(a->userpwd, sizeof a->userpwd, "%s:%s", AGENT_HTTP_USER, hex);
+    }
     uv_timer_init(se->registry->loop, &a->timer);
     a->timer.data = a;
     se->closing++; /* released by agent__closed */
@@ -371,14 +481,17 @@ static void agent__spawn(struct session *se, struct session_run *r)
     char *mcp_url = agent__mcp_url(se);
     struct agent_mcp mcp = {.url = mcp_url};
     struct agent_run_opts ro = agent__opts(se, r, mcp_url ? &mcp : NULL);
+    struct session_agent *a = agent__new(se);
+    ro.secret = a->userpwd[0] ? strchr(a->userpwd, ':') + 1 : NULL;
     struct agent_cmd cmd;
     int rc = agent_command(se->adapter, &ro, &cmd);
     free(mcp_url);
-    if (rc != 0)
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&a->timer, agent__closed);
         return session__run_failed(r, "spawn_failed", "the agent's command could not be built");
+    }
     for (size_t i = 0; rc == 0 && i < cmd.nfiles; i++)
         rc = agent__write_file(&cmd.files[i]);
-    struct session_agent *a = agent__new(se);
     a->approvals = ro.approvals;
     char why[1024] = "";
     struct exec_spawn_opts so = {.on_stdout = agent__on_stdout,

@@ -1,22 +1,23 @@
 #!/usr/bin/env python3
 """A person in the loop with the real agent CLIs (pinned in tests/agents), offline against the fakes
 in tests/agents, through agentd's HTTP API only (issue 11's tests): Claude Code (its control
-protocol) and Codex (codex app-server, JSON-RPC).
+protocol), Codex (codex app-server, JSON-RPC) and OpenCode (opencode serve: HTTP and its event
+stream).
 
 Checked for each, with "permissions": {"mode": "ask"}: a shell call raises a permission_request
-(Claude Code's can_use_tool, Codex's item/commandExecution/requestApproval); deny -> the fake sees
-the denial as the tool's result (Claude: the message given; Codex: "rejected by user") and the run
+(Claude Code's can_use_tool, Codex's item/commandExecution/requestApproval, OpenCode's
+permission.asked); deny -> the fake sees the denial as the tool's result (Claude and OpenCode: the
+message given; Codex: "rejected by user") and the run
 completes; allow -> the tool runs and its output is in the transcript; an allow rule lets a matching
 command through without asking; a timeout denies; remember adds a rule that decides the same call
 next time. The agent stays warm: one process answers message after message. Steering during a tool
 call reaches the model within that turn (the fake's next request in the turn carries it). An
 interrupt during `sleep 30` in a tool ends the run interrupted within 200 ms, and the same process
-answers the next message with the conversation intact (the fake sees the history); Claude Code kills
-the sleep, Codex leaves it running (said in a diagnostic; agentd kills it with the process group
-when the process goes). The second message's latency with the warm process is measured against a
-fresh process per message ("warm": false). OpenCode (`opencode run`) can do none of it: a policy
-that would have it ask is refused with 409 unsupported_by_agent. A CLI that is not installed is a
-TAP skip with the reason.
+answers the next message with the conversation intact (the fake sees the history); Claude Code and
+OpenCode kill the sleep, Codex leaves it running (said in a diagnostic; agentd kills it with the
+process group when the process goes). The second message's latency with the warm process is
+measured against a fresh process per message ("warm": false). A CLI that is not installed is a TAP
+skip with the reason.
 """
 import json
 import os
@@ -44,6 +45,19 @@ def codex_results(request):
     return out
 
 
+def chat_results(request):
+    """[(tool_call_id, content, None)] for every role "tool" message of a recorded /v1/chat/completions
+    request."""
+    out = []
+    for m in (request.get("body") or {}).get("messages") or []:
+        if isinstance(m, dict) and m.get("role") == "tool":
+            c = m.get("content")
+            if isinstance(c, list):
+                c = "".join(p.get("text", "") for p in c if isinstance(p, dict))
+            out.append((m.get("tool_call_id"), c if isinstance(c, str) else json.dumps(c), None))
+    return out
+
+
 AGENTS = {
     # the fake, the shell tool's call, the name agentd's policy sees, what the model reads on a deny
     "claude-code": {"fake": "anthropic", "call": lambda i, c: {"id": i, "name": "Bash", "input": {"command": c}},
@@ -52,6 +66,10 @@ AGENTS = {
     "codex": {"fake": "responses", "call": lambda i, c: {"id": i, "name": "exec_command", "input": {"cmd": c}},
               "tool": "command_execution", "results": codex_results, "denied": lambda msg: "rejected by user",
               "opts": {"model": "fake-model"}, "kills_sleep": False},
+    "opencode": {"fake": "chat",
+                 "call": lambda i, c: {"id": i, "name": "bash", "input": {"command": c, "description": "run it"}},
+                 "tool": "bash", "results": chat_results, "denied": lambda msg: msg,
+                 "opts": {"model": "fake-model"}, "kills_sleep": True},
 }
 
 
@@ -292,16 +310,16 @@ def main(tap):
     TAP = tap
     SRV = Server(args=["--agent-idle", "120000"])
     SRV.start()
-    found = {"claude-code": claude_bin(), "codex": codex_bin()}
+    st, doc = api("GET", "/v1/agents")
+    caps = {a["name"]: a.get("capabilities") for a in (doc or {}).get("agents", [])}
+    tap.is_(caps.get("opencode"), {"approvals": True, "steer": True, "interrupt": True, "warm": True},
+            "agents: opencode (opencode serve) can be asked, steered, interrupted and kept warm")
+    found = {"claude-code": claude_bin(), "codex": codex_bin(), "opencode": opencode_bin()}
     for label, cfg in AGENTS.items():
         if not found[label]:
             tap.skip(f"{label} end to end", f"no {label} binary in tests/agents (scripts/deps.sh test)")
             continue
         flow(label, cfg, found[label])
-    st, doc = api("POST", "/v1/sessions", {"agent": "opencode", "program": opencode_bin() or "opencode",
-                                           "permissions": {"mode": "ask"}})
-    tap.ok(st == 409 and (doc or {}).get("error", {}).get("code") == "unsupported_by_agent",
-           "opencode: a policy that would have it ask is refused (409 unsupported_by_agent)", f"{st} {doc!r}")
     tap.check_clean_exit(SRV)
 
 

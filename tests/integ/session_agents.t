@@ -46,9 +46,10 @@ AGENTS = {
                  "opts": {"model": "fake-model"},
                  "order": [["run_start", "message", "pre_tool", "post_tool", "message", "run_completed"],
                            ["run_start", "pre_tool", "post_tool", "message", "run_completed"]],
-                 # A forked session's first run is `opencode run --session ID --fork` in the fork's
-                 # workspace; agentd points the copied opencode.db's sessions at that workspace (else
-                 # OpenCode runs it in the parent's directory and `run` never ends). The fork's run gets
+                 # A forked session's first run forks the session (POST /session/ID/fork) on the fork's
+                 # own `opencode serve`, in the fork's workspace; agentd points the copied opencode.db's
+                 # sessions at that workspace (else OpenCode runs it in the parent's directory and it
+                 # never ends). The fork's run gets
                  # RUN_TIMEOUT like every run: it takes as long as the others (7-12 s here alone, 28-30 s
                  # seen under a loaded make test), so the 30 s it had while it hung cut it short.
                  },

@@ -128,10 +128,6 @@ static const struct capture captures[] = {
      "8121addc-b56c-48a3-b799-f721af595a77", 1},
     {"claude-mcp-stdio.jsonl", "claude-code", "message pre_tool post_tool message result",
      "e277c780-4592-4aaf-9e82-19b4503299ef", 0},
-    {"opencode-run-tool.jsonl", "opencode", "pre_tool post_tool message result",
-     "ses_e01b712c9ffekxAiduBOaCm4Gy", 0},
-    {"opencode-mcp.jsonl", "opencode", "pre_tool post_tool message result", "ses_e01b6beffffembgPb4Re0g8gbZ",
-     0},
 };
 
 /* Captured here (tests/unit/agent_samples/, relative to the repo root) with the argv the adapters
@@ -263,19 +259,6 @@ static void test_capture_details(const char *dir)
     is_str(str_at(d0, "kind"), "text", "claude partial: text delta");
     is_str(str_at(d0, "text"), "I will ca", "claude partial: delta text");
     is_str(str_at(d2, "kind"), "tool_input", "claude partial: tool input delta");
-    json_decref(all);
-
-    all = parse_file(dir, "opencode-run-tool.jsonl", "opencode", 4);
-    pre = nth(all, "pre_tool", 0);
-    post = nth(all, "post_tool", 0);
-    res = nth(all, "result", 0);
-    is_str(str_at(pre, "name"), "bash", "opencode: tool name");
-    is_str(str_at(pre, "id"), "call_llm8ejad1r", "opencode: call id");
-    is_str(str_at(post, "output"), "hi from opencode\n", "opencode: output");
-    is_str(str_at(res, "text"), "DONE. tool said: hi from opencode\n", "opencode: result text");
-    is_int(json_integer_value(json_object_get(json_object_get(res, "usage"), "input_tokens")), 200,
-           "opencode: usage summed over steps");
-    ok(json_is_number(json_object_get(res, "cost_usd")), "opencode: cost");
     json_decref(all);
 }
 
@@ -615,13 +598,18 @@ static void test_opencode_command(void)
                                .base_url = "http://127.0.0.1:9/v1",
                                .api_key = "k",
                                .model = "fake-model",
+                               .secret = "s3",
+                               .approvals = 1,
                                .mcp = &mcp};
     struct agent_cmd cmd;
     char *a = argv_of("opencode", &o, &cmd);
-    is_str(a, "opencode run --format json", "opencode: first run");
-    is_str(cmd.stdin_data, "say \"hi\"", "opencode: prompt on stdin");
+    is_str(a, "opencode serve --hostname 127.0.0.1 --port 0", "opencode: a server on loopback, its own port");
+    ok(cmd.stdin_len == 0 && cmd.turn_by_send, "opencode: the message goes over HTTP once it listens");
     is_str(env_get(cmd.env, "XDG_DATA_HOME"), "/h/.local/share", "opencode: XDG dirs under home");
     is_str(env_get(cmd.env, "OPENCODE_DISABLE_AUTOUPDATE"), "1", "opencode: no autoupdate");
+    ok(!strcmp(env_get(cmd.env, "OPENCODE_SERVER_USERNAME"), AGENT_HTTP_USER) &&
+           !strcmp(env_get(cmd.env, "OPENCODE_SERVER_PASSWORD"), "s3"),
+       "opencode: the server takes only agentd");
     json_t *cfg = json_loads(env_get(cmd.env, "OPENCODE_CONFIG_CONTENT"), 0, NULL);
     ok(cfg != NULL, "opencode: config is JSON");
     is_str(str_at(cfg, "model"), "agentd/fake-model", "opencode: model through our provider");
@@ -632,24 +620,30 @@ static void test_opencode_command(void)
        "opencode: tool_call");
     json_t *rt = json_object_get(json_object_get(cfg, "mcp"), "rt");
     is_str(str_at(rt, "type"), "remote", "opencode: remote MCP");
+    json_t *perm = json_object_get(cfg, "permission");
+    ok(!strcmp(str_at(perm, "*"), "ask") && !strcmp(str_at(perm, "rt_*"), "allow"),
+       "opencode: approvals: every tool asks, but agentd's own (its MCP endpoint applies the policy)");
     json_decref(cfg);
     free(a);
     agent_cmd_free(&cmd);
 
-    o = (struct agent_run_opts){.prompt = "p", .native_session = "ses_1", .model = "anthropic/x"};
+    o = (struct agent_run_opts){
+        .prompt = "p", .native_session = "ses_1", .model = "anthropic/x", .secret = "s"};
     a = argv_of("opencode", &o, &cmd);
-    is_str(a, "opencode run --format json --model anthropic/x --session ses_1", "opencode: resume");
-    ok(env_get(cmd.env, "OPENCODE_CONFIG_CONTENT") == NULL, "opencode: no config needed");
+    is_str(a, "opencode serve --hostname 127.0.0.1 --port 0", "opencode: resume is the same server");
+    cfg = json_loads(env_get(cmd.env, "OPENCODE_CONFIG_CONTENT"), 0, NULL);
+    ok(!strcmp(str_at(cfg, "model"), "anthropic/x") &&
+           !strcmp(str_at(json_object_get(cfg, "permission"), "*"), "allow"),
+       "opencode: its own provider's model; no approvals: nothing asks");
+    json_decref(cfg);
     free(a);
     agent_cmd_free(&cmd);
-    o.fork = 1;
-    a = argv_of("opencode", &o, &cmd);
-    is_str(a, "opencode run --format json --model anthropic/x --session ses_1 --fork", "opencode: fork");
-    free(a);
-    agent_cmd_free(&cmd);
-    o = (struct agent_run_opts){.prompt = "p", .base_url = "http://x"};
+    o = (struct agent_run_opts){.prompt = "p", .base_url = "http://x", .secret = "s"};
     is_int(agent_command(agent_adapter_find("opencode"), &o, &cmd), -EINVAL,
            "opencode: our provider needs a model");
+    o = (struct agent_run_opts){.prompt = "p"};
+    is_int(agent_command(agent_adapter_find("opencode"), &o, &cmd), -EINVAL,
+           "opencode: the server needs a password");
 }
 
 static void test_jsonl_command(void)
@@ -933,7 +927,7 @@ static void test_jsonl_control(void)
     p = agent_parser_new(agent_adapter_find("opencode"), 0, collect, &e);
     agent_parser_set_writer(p, record_write, &w);
     is_int(agent_send_interrupt(p, "R") | agent_send_steer(p, "R", "x"), -ENOTSUP,
-           "opencode run: neither interrupt nor steer");
+           "opencode: no turn runs: neither interrupt nor steer");
     agent_parser_free(p);
 }
 
@@ -1008,6 +1002,134 @@ static void test_codex_app_server(void)
     free(data);
 }
 
+/* The request line written last (see last_written), checked for its tag, method and URL. */
+static json_t *request_is(struct written *w, const char *tag, const char *method, const char *url,
+                          const char *what)
+{
+    json_t *r = last_written(w);
+    ok(r && !strcmp(str_at(r, "tag"), tag) && !strcmp(str_at(r, "method"), method) &&
+           !strcmp(str_at(r, "url"), url),
+       "opencode: %s (%s %s)", what, method, url);
+    return r;
+}
+
+/* A real `opencode serve` event stream (tests/unit/agent_samples/opencode-serve-events.jsonl, the
+ * data of each Server-Sent Event of GET /event, OpenCode 1.18.33 against the fake Chat Completions
+ * API with "permission": {"bash": "ask"}): two turns, the second with a bash call that asked first,
+ * answered "always", and a message sent while it ran (steering). Fed as a session would: stdout's
+ * line, the requests' answers, the events, the next message after each result. */
+static void test_opencode_serve(void)
+{
+    size_t len = 0;
+    char *data = slurp("tests/unit/agent_samples/opencode-serve-events.jsonl", &len);
+    if (!ok(data != NULL, "opencode serve sample: readable"))
+        return;
+    static const char sid[] = "ses_dc2171f92ffeJPbeyEbUk04P4m";
+    struct events e = {json_array()};
+    struct written w = {{0}};
+    struct agent_parser *p = agent_parser_new(agent_adapter_find("opencode"), 0, collect, &e);
+    agent_parser_set_writer(p, record_write, &w);
+    struct agent_run_opts first = {.prompt = "after abort say"};
+    is_int(agent_send_turn(p, &first), 0, "opencode: the first message waits for the server");
+    is_int((int)w.b.len, 0, "opencode: nothing is requested before it listens");
+    static const char listening[] = "opencode server listening on http://127.0.0.1:4096\n";
+    agent_parser_feed(p, listening, sizeof listening - 1);
+    json_t *r = request_is(&w, "events", "GET", "http://127.0.0.1:4096/event", "its events are subscribed");
+    ok(json_is_true(json_object_get(r, "stream")), "opencode: as a stream");
+    json_decref(r);
+    static const char connected[] = "{\"id\":\"evt_1\",\"type\":\"server.connected\",\"properties\":{}}";
+    agent_parser_http_event(p, connected, sizeof connected - 1);
+    r = request_is(&w, "session", "POST", "http://127.0.0.1:4096/session", "then its session is made");
+    json_t *rule = json_array_get(json_object_get(json_object_get(r, "body"), "permission"), 0);
+    ok(!strcmp(str_at(rule, "permission"), "question") && !strcmp(str_at(rule, "action"), "deny"),
+       "opencode: nobody answers its questions: denied");
+    json_decref(r);
+    char *made = xasprintf("{\"id\":\"%s\"}", sid);
+    agent_parser_http_answer(p, "session", 1, 200, made, strlen(made), NULL);
+    free(made);
+    is_str(agent_parser_native_session(p), sid, "opencode: its session is the native session");
+    r = request_is(&w, "prompt", "POST",
+                   "http://127.0.0.1:4096/session/ses_dc2171f92ffeJPbeyEbUk04P4m/prompt_async",
+                   "then the message");
+    is_str(str_at(json_array_get(json_object_get(json_object_get(r, "body"), "parts"), 0), "text"),
+           "after abort say", "opencode: the message's text");
+    json_decref(r);
+
+    int turns = 0;
+    for (char *line = data, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+        size_t before = json_array_size(e.all);
+        agent_parser_http_event(p, line, (size_t)(nl - line));
+        for (size_t i = before; i < json_array_size(e.all); i++) {
+            const char *type = str_at(json_array_get(e.all, i), "type");
+            if (!strcmp(type, "result") && ++turns == 1) {
+                struct agent_run_opts next = {.prompt = "steer me now"};
+                is_int(agent_send_turn(p, &next), 0, "opencode: the next message goes at once");
+                json_decref(last_written(&w));
+            } else if (!strcmp(type, "pre_tool")) {
+                is_int(agent_send_steer(p, "R", "STEERED text"), 0,
+                       "opencode: a running turn takes steering");
+                r = request_is(&w, "steer", "POST",
+                               "http://127.0.0.1:4096/session/ses_dc2171f92ffeJPbeyEbUk04P4m/prompt_async",
+                               "steering is one more message into the busy session");
+                json_decref(r);
+            }
+        }
+    }
+    is_int(turns, 2, "opencode: each time the session goes idle after being busy, a result");
+    json_t *res = nth(e.all, "result", 0), *res2 = nth(e.all, "result", 1);
+    is_str(str_at(res, "text"), "history ok", "opencode: first result text");
+    is_str(str_at(res2, "text"), "next in turn: STEERED text / slept\n",
+           "opencode: second result, the last step's text (the model read the steering)");
+    ok(json_integer_value(json_object_get(json_object_get(res2, "usage"), "input_tokens")) == 200,
+       "opencode: usage summed over the turn's steps");
+    json_t *req = nth(e.all, "permission_request", 0);
+    ok(req && !strcmp(str_at(req, "tool"), "bash") &&
+           !strcmp(str_at(json_object_get(req, "input"), "command"), "sleep 3; echo slept") &&
+           !strcmp(str_at(req, "native_request"), "per_23de9e2f9001II05NKivqlnpxa"),
+       "opencode: permission.asked is a permission_request, the command in its input");
+    json_t *pre = nth(e.all, "pre_tool", 0), *post = nth(e.all, "post_tool", 0);
+    ok(pre && post && !strcmp(str_at(pre, "name"), "bash") && !strcmp(str_at(post, "output"), "slept\n") &&
+           !json_is_true(json_object_get(post, "is_error")),
+       "opencode: the tool's call and output");
+    size_t i;
+    json_t *ev;
+    int user_texts = 0;
+    json_array_foreach (e.all, i, ev) {
+        const char *t = str_at(json_array_get(json_object_get(ev, "content"), 0), "text");
+        user_texts += !strcmp(str_at(ev, "type"), "message") && t &&
+                      (!strcmp(t, "steer me now") || !strcmp(t, "STEERED text"));
+    }
+    is_int(user_texts, 0, "opencode: the user's own parts are not the assistant's messages");
+    ok(all_native(e.all), "opencode: every event carries native");
+    struct agent_decision no = {.allow = 0, .message = "not now"};
+    is_int(agent_send_decision(p, "per_23de9e2f9001II05NKivqlnpxa", &no), 0, "opencode: a decision is sent");
+    r = request_is(&w, "reply", "POST",
+                   "http://127.0.0.1:4096/permission/per_23de9e2f9001II05NKivqlnpxa/reply",
+                   "a decision is the permission's reply");
+    json_t *body = json_object_get(r, "body");
+    ok(!strcmp(str_at(body, "reply"), "reject") && !strcmp(str_at(body, "message"), "not now"),
+       "opencode: deny is reject, with the message the model reads");
+    json_decref(r);
+    ok(agent_send_interrupt(p, "R") == -ENOTSUP && agent_send_steer(p, "R", "x") == -ENOTSUP,
+       "opencode: between turns nothing can be interrupted or steered");
+    struct agent_run_opts third = {.prompt = "third"};
+    (void)!agent_send_turn(p, &third);
+    json_decref(last_written(&w));
+    is_int(agent_send_interrupt(p, "R"), 0, "opencode: a running turn can be interrupted");
+    json_decref(request_is(&w, "abort", "POST",
+                           "http://127.0.0.1:4096/session/ses_dc2171f92ffeJPbeyEbUk04P4m/abort",
+                           "an interrupt is the session's abort"));
+    agent_parser_http_answer(p, "events", 0, 0, "", 0, "Connection reset by peer");
+    res = nth(e.all, "result", 2);
+    ok(res && json_is_true(json_object_get(res, "is_error")) &&
+           strstr(str_at(res, "text"), "event stream ended"),
+       "opencode: the event stream ending mid-turn ends the run with an error");
+    agent_parser_free(p);
+    json_decref(e.all);
+    buf_free(&w.b);
+    free(data);
+}
+
 int main(void)
 {
     char *dir = reference_dir();
@@ -1036,5 +1158,6 @@ int main(void)
     free(ref);
     test_jsonl_control();
     test_codex_app_server();
+    test_opencode_serve();
     return done_testing();
 }
