@@ -1,7 +1,7 @@
 /*
  * agent — runner adapters: how agentd starts an agent CLI for one run and how it reads what the
  * agent prints. Five adapters share one interface: `claude-code` (claude -p, stream-json),
- * `codex` (codex app-server, JSON-RPC), `opencode` (opencode run --format json), `jsonl` (agentd's own
+ * `codex` (codex app-server, JSON-RPC), `opencode` (opencode serve, over HTTP), `jsonl` (agentd's own
  * line protocol, doc/AGENT-PROTOCOL.md) and `demo` (that protocol spoken by `agentd demo-agent`).
  * This module is pure: it builds argv, environment, files and stdin bytes for src/exec to spawn,
  * and turns stdout bytes into events for src/session to append. It starts no process and keeps no

@@ -1,15 +1,16 @@
 /*
  * session_agent — the process that runs a session's agent, which may outlive a run.
  *
- * An agent that can be warm (AGENT_CAP_WARM: Claude Code, jsonl programs that announce it) is one
- * long-lived process per session: each run is a turn, its message written to the process's stdin,
- * and it ends at the turn's `result`; the process then waits for the next message. It stops after
- * the server's --agent-idle milliseconds without one, when a fork or a changed permission policy
- * wants it gone (at the end of its run if it has one), and with the session or the server (the
- * environment's close kills it). A session created with "warm": false stops it after each run, so
- * every message starts a fresh process. Other agents (Codex, OpenCode, jsonl programs of protocol
- * 1) start a process per run, which ends with it. Whatever stops a process, the next message
- * starts another one, which resumes the agent's native session.
+ * An agent that can be warm (AGENT_CAP_WARM: Claude Code, Codex, OpenCode, jsonl programs that
+ * announce it) is one long-lived process per session: each run is a turn, its message written to the
+ * process's stdin (or, for an agent over HTTP, sent to the server it is: OpenCode's `opencode
+ * serve`, through curlx_http on the loop), and it ends at the turn's `result`; the process then
+ * waits for the next message. It stops after the server's --agent-idle milliseconds without one,
+ * when a fork or a changed permission policy wants it gone (at the end of its run if it has one),
+ * and with the session or the server (the environment's close kills it). A session created with
+ * "warm": false stops it after each run, so every message starts a fresh process. Other agents
+ * (jsonl programs of protocol 1) start a process per run, which ends with it. Whatever stops a
+ * process, the next message starts another one, which resumes the agent's native session.
  *
  * While a run is served, its process can be steered (more input into the running turn),
  * interrupted (the turn ends, the process stays) or killed (cancel), as far as the agent can
@@ -194,6 +195,11 @@ static void agent__write_stdin(void *arg, const char *data, size_t len)
 static void agent__http_data(void *arg, const char *data, size_t len)
 {
     struct session_agent *a = ((struct agent__http_call *)arg)->a;
+    if (a->sse.len + len > AGENT_MAX_LINE || a->sse_data.len > AGENT_MAX_LINE) {
+        buf_reset(&a->sse); /* an event too big to be one: dropped, up to the next line's start */
+        buf_reset(&a->sse_data);
+        return;
+    }
     buf_append(&a->sse, data, len);
     size_t used = 0;
     for (char *nl; (nl = memchr(a->sse.p + used, '\n', a->sse.len - used)) != NULL;
