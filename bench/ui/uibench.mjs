@@ -7,6 +7,10 @@
  *       (`ts`, set when agentd recorded it) to the row appearing in the DOM, p50 / p99 (targets
  *       10 / 50 ms);
  *   (c) the embedded UI, gzipped, first load: index.html + the assets it references (target 250 KB).
+ * Floors measured in the same run, so a miss can be told apart from the machine: for (a) the same
+ * page opening a session of 10 events (navigation, scripts, first requests: what no history size
+ * changes); for (b) a plain SSE reader in this process on the same transcript (server -> client
+ * delivery without a browser).
  * Options: --events N (100000), --live N (1000 messages), --strict (exit 1 when a target is missed).
  */
 import { spawnSync } from "node:child_process";
@@ -29,6 +33,40 @@ const pct = (xs, p) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 const f1 = (x) => x.toFixed(1);
+
+/* Opens /s/<id> in a fresh context: until `last` is in the DOM, and until the main thread has
+ * painted a frame and run a task after it (a click would be handled; playwright's own click adds
+ * its actionability checks, so it is not used for the time). */
+async function openSession(id, last) {
+  const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await ctx.newPage();
+  const t0 = Date.now();
+  await page.goto(`${srv.url}/s/${id}`);
+  await page.getByText(last, { exact: true }).first().waitFor({ timeout: 600_000 });
+  const tVisible = Date.now() - t0;
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0))));
+  return { ctx, page, tVisible, tInteractive: Date.now() - t0 };
+}
+
+/* The delivery floor of (b): an SSE reader on the transcript from its tail; when each "n=K" arrives. */
+async function sseArrivals(url, path, stop) {
+  const head = await fetch(`${url}${path}`, { method: "HEAD" });
+  const tail = head.headers.get("stream-next-offset");
+  const res = await fetch(`${url}${path}?offset=${tail}&live=sse`, { signal: stop });
+  const seen = {};
+  const reading = (async () => {
+    const dec = new TextDecoder();
+    try {
+      for await (const chunk of res.body) {
+        const now = Date.now();
+        for (const m of dec.decode(chunk, { stream: true }).matchAll(/n=(\d+)/g)) if (!(m[1] in seen)) seen[m[1]] = now;
+      }
+    } catch {
+      /* aborted at the end */
+    }
+  })();
+  return { seen, reading };
+}
 
 async function waitIdle(srv, id, ms = 600_000) {
   const t0 = Date.now();
@@ -88,17 +126,12 @@ try {
   await srv.api("POST", `/v1/sessions/${id}/messages`, { text: `flood ${EVENTS}` });
   await waitIdle(srv, id);
   const curl = curlWhole(srv.url, id);
-  const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-  const page = await ctx.newPage();
-  const last = `n=${EVENTS}`;
-  const t0 = Date.now();
-  await page.goto(`${srv.url}/s/${id}`);
-  await page.getByText(last, { exact: true }).first().waitFor({ timeout: 600_000 });
-  const tVisible = Date.now() - t0;
-  /* interactive: the main thread has painted a frame and run a task after it (a click would be
-   * handled); playwright's own click adds its actionability checks, so it is not used here */
-  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0))));
-  const tInteractive = Date.now() - t0;
+  const small = await srv.api("POST", "/v1/sessions", { agent: "jsonl", command: ["python3", FLOOD] });
+  await srv.api("POST", `/v1/sessions/${small.json.id}/messages`, { text: "flood 10" });
+  await waitIdle(srv, small.json.id);
+  const floor = await openSession(small.json.id, "n=10");
+  await floor.ctx.close();
+  const { ctx, page, tVisible, tInteractive } = await openSession(id, `n=${EVENTS}`);
   await page.click('[data-testid="cat-logs"]'); /* and it does answer a click */
   const cdp = await ctx.newCDPSession(page);
   await cdp.send("HeapProfiler.collectGarbage");
@@ -108,6 +141,8 @@ try {
   console.log(`  (a) curl, whole transcript: ${f1(curl.ms)} ms (${f1(curl.bytes / 1048576)} MB in ${curl.requests} requests)`);
   console.log(`      page: latest event visible ${tVisible} ms, interactive ${tInteractive} ms, ${loaded} events loaded`);
   console.log(`      ratio page / curl: ${ratio.toFixed(2)}x   target <= 0.25x`);
+  console.log(`      floor, the same page on a 10-event session: interactive ${floor.tInteractive} ms; ` +
+      `what the 100,000 events add: ${tInteractive - floor.tInteractive} ms = ${((tInteractive - floor.tInteractive) / curl.ms).toFixed(2)}x curl`);
   console.log(`      JS heap after GC: ${f1(heap)} MB   target <= 150 MB`);
   if (ratio > 0.25) misses.push("open / curl ratio");
   if (heap > 150) misses.push("JS heap");
@@ -134,20 +169,27 @@ try {
         }
     }).observe(document.body, { childList: true, subtree: true });
   });
+  const stopSse = new AbortController();
+  const sse = await sseArrivals(srv.url, `/v1/stream/sessions/${lid}/transcript`, stopSse.signal);
   await srv.api("POST", `/v1/sessions/${lid}/messages`, { text: `count ${LIVE} 10` });
   /* rows that a burst scrolls past at once are never rendered (virtualized): wait for the last */
   await lp.waitForFunction((k) => String(k) in window.__seen, LIVE, { timeout: 30_000 + LIVE * 20 });
   await sleep(200);
   const seen = await lp.evaluate(() => window.__seen);
   const tr = (await srv.api("GET", `/v1/stream/sessions/${lid}/transcript?offset=-1`)).json;
-  const lat = [];
+  stopSse.abort();
+  await sse.reading;
+  const lat = [],
+    flat = [];
   for (const e of tr) {
     const t = e.type === "message" && /^n=(\d+)$/.exec(e.content?.[0]?.text ?? "");
     if (t && seen[t[1]] !== undefined) lat.push(seen[t[1]] - e.ts);
+    if (t && sse.seen[t[1]] !== undefined) flat.push(sse.seen[t[1]] - e.ts);
   }
   const p50 = pct(lat, 50),
     p99 = pct(lat, 99);
   console.log(`  (b) live, one event every 10 ms (${lat.length} of ${LIVE} rendered): append -> DOM p50 ${f1(p50)} ms, p99 ${f1(p99)} ms   targets 10 / 50 ms`);
+  console.log(`      floor, a plain SSE reader in the bench (${flat.length} events): server -> reader p50 ${f1(pct(flat, 50))} ms, p99 ${f1(pct(flat, 99))} ms`);
   if (p50 > 10) misses.push("live p50");
   if (p99 > 50) misses.push("live p99");
   await lctx.close();
