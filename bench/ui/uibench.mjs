@@ -10,7 +10,8 @@
  * Floors measured in the same run, so a miss can be told apart from the machine: for (a) the same
  * page opening a session of 10 events (navigation, scripts, first requests: what no history size
  * changes); for (b) a plain SSE reader in this process on the same transcript (server -> client
- * delivery without a browser).
+ * delivery without a browser) and an EventSource in the same page (delivery into the browser,
+ * without the page's own code).
  * Options: --events N (100000), --live N (1000 messages), --strict (exit 1 when a target is missed).
  */
 import { spawnSync } from "node:child_process";
@@ -129,6 +130,7 @@ try {
   const small = await srv.api("POST", "/v1/sessions", { agent: "jsonl", command: ["python3", FLOOD] });
   await srv.api("POST", `/v1/sessions/${small.json.id}/messages`, { text: "flood 10" });
   await waitIdle(srv, small.json.id);
+  await (await openSession(small.json.id, "n=10")).ctx.close(); /* warm-up: the first page of a browser pays more */
   const floor = await openSession(small.json.id, "n=10");
   await floor.ctx.close();
   const { ctx, page, tVisible, tInteractive } = await openSession(id, `n=${EVENTS}`);
@@ -142,7 +144,7 @@ try {
   console.log(`      page: latest event visible ${tVisible} ms, interactive ${tInteractive} ms, ${loaded} events loaded`);
   console.log(`      ratio page / curl: ${ratio.toFixed(2)}x   target <= 0.25x`);
   console.log(`      floor, the same page on a 10-event session: interactive ${floor.tInteractive} ms; ` +
-      `what the 100,000 events add: ${tInteractive - floor.tInteractive} ms = ${((tInteractive - floor.tInteractive) / curl.ms).toFixed(2)}x curl`);
+      `what the ${EVENTS} events add: ${tInteractive - floor.tInteractive} ms = ${((tInteractive - floor.tInteractive) / curl.ms).toFixed(2)}x curl`);
   console.log(`      JS heap after GC: ${f1(heap)} MB   target <= 150 MB`);
   if (ratio > 0.25) misses.push("open / curl ratio");
   if (heap > 150) misses.push("JS heap");
@@ -155,7 +157,15 @@ try {
   const lp = await lctx.newPage();
   await lp.goto(`${srv.url}/s/${lid}`);
   await lp.waitForSelector('[data-testid="conn"][data-status="live"]');
-  await lp.evaluate(() => {
+  const head = await fetch(`${srv.url}/v1/stream/sessions/${lid}/transcript`, { method: "HEAD" });
+  const esUrl = `${srv.url}/v1/stream/sessions/${lid}/transcript?offset=${head.headers.get("stream-next-offset")}&live=sse`;
+  await lp.evaluate((url) => {
+    window.__es = {};
+    const es = new EventSource(url);
+    es.addEventListener("data", (ev) => {
+      const now = performance.timeOrigin + performance.now();
+      for (const m of ev.data.matchAll(/n=(\d+)/g)) if (!(m[1] in window.__es)) window.__es[m[1]] = now;
+    });
     window.__seen = {};
     new MutationObserver((muts) => {
       const now = performance.timeOrigin + performance.now();
@@ -168,7 +178,7 @@ try {
           }
         }
     }).observe(document.body, { childList: true, subtree: true });
-  });
+  }, esUrl);
   const stopSse = new AbortController();
   const sse = await sseArrivals(srv.url, `/v1/stream/sessions/${lid}/transcript`, stopSse.signal);
   await srv.api("POST", `/v1/sessions/${lid}/messages`, { text: `count ${LIVE} 10` });
@@ -176,20 +186,24 @@ try {
   await lp.waitForFunction((k) => String(k) in window.__seen, LIVE, { timeout: 30_000 + LIVE * 20 });
   await sleep(200);
   const seen = await lp.evaluate(() => window.__seen);
+  const esSeen = await lp.evaluate(() => window.__es);
   const tr = (await srv.api("GET", `/v1/stream/sessions/${lid}/transcript?offset=-1`)).json;
   stopSse.abort();
   await sse.reading;
   const lat = [],
-    flat = [];
+    flat = [],
+    elat = [];
   for (const e of tr) {
     const t = e.type === "message" && /^n=(\d+)$/.exec(e.content?.[0]?.text ?? "");
     if (t && seen[t[1]] !== undefined) lat.push(seen[t[1]] - e.ts);
     if (t && sse.seen[t[1]] !== undefined) flat.push(sse.seen[t[1]] - e.ts);
+    if (t && esSeen[t[1]] !== undefined) elat.push(esSeen[t[1]] - e.ts);
   }
   const p50 = pct(lat, 50),
     p99 = pct(lat, 99);
   console.log(`  (b) live, one event every 10 ms (${lat.length} of ${LIVE} rendered): append -> DOM p50 ${f1(p50)} ms, p99 ${f1(p99)} ms   targets 10 / 50 ms`);
   console.log(`      floor, a plain SSE reader in the bench (${flat.length} events): server -> reader p50 ${f1(pct(flat, 50))} ms, p99 ${f1(pct(flat, 99))} ms`);
+  console.log(`      floor, an EventSource in the same page (${elat.length} events): server -> page p50 ${f1(pct(elat, 50))} ms, p99 ${f1(pct(elat, 99))} ms`);
   if (p50 > 10) misses.push("live p50");
   if (p99 > 50) misses.push("live p99");
   await lctx.close();
