@@ -285,6 +285,8 @@ static void opencode_answer(struct agent_parser *p, json_t *a)
 {
     const char *tag = agent__str(a, "tag"), *err = agent__str(a, "error");
     json_t *body = json_object_get(a, "body");
+    if (tag == NULL) /* not agentd's (its stdout may print anything) */
+        return agent__log(p, "warn", "opencode: an answer to no request of agentd's");
     int ok = json_is_true(json_object_get(a, "ok"));
     const char *why = err                                                   ? err
                       : agent__str(body, "message")                         ? agent__str(body, "message")
