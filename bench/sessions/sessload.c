@@ -472,9 +472,24 @@ static int phase_live(const struct config *cfg)
     double t_msgs = jobs(n, cfg->creators, ids, NULL);
     uint64_t real0 = clock_ns(CLOCK_REALTIME) - (now_ns() - t0);
     double window = cfg->seconds - 2.0 - t_msgs;
-    if (window < 1)
-        die("--seconds %.1f leaves no window in which every agent streams: posting the messages took %.1f s",
-            cfg->seconds, t_msgs);
+    if (window < 1) {
+        /* Beyond this machine: the agents started first already stream, and with the server they
+         * take the CPU the later messages need (the floor above shows what the agents alone cost).
+         * Said as a result, not an error: the rest of the bench still runs. */
+        printf(
+            "(b) not measurable here: posting the %zu messages took %.1f s, so no window of --seconds %.1f "
+            "has every agent streaming (the first agents stream while the last are posted)\n",
+            n, t_msgs, cfg->seconds);
+        readers_run(ep, &lv, now_ns() + (uint64_t)((cfg->seconds + 30) * 1e9), all_done, n);
+        readers_close(rs, n);
+        close(ep);
+        free(rs);
+        free(ids);
+        free(lv.lat.v);
+        free(lv.lat_all.v);
+        printf("\ntargets:\n");
+        return target("every agent streaming at once (a live window)", false, t_msgs, " s to post");
+    }
     lv.win_from = real0 + (uint64_t)((t_msgs + 1.0) * 1e9);
     lv.win_to = real0 + (uint64_t)((cfg->seconds - 1.0) * 1e9);
     readers_run(ep, &lv, t0 + (uint64_t)((t_msgs + 1.0) * 1e9), never, 0);
