@@ -2,21 +2,23 @@
 #   make [MODE=release|debug|asan]   builds build/$(MODE)/agentd (with the dashboard; UI=0: without)
 #   make run                         installs missing packages, builds, serves on 127.0.0.1:4437
 #   make test                        installs test tools, runs layout and size checks, unit, integration,
-#                                    fuzz replay, conformance
+#                                    fuzz replay, conformance (on SQLite and on PostgreSQL)
 #   make unit | integ | conformance  one part of it (make unit-build: only build the unit tests)
 #   make format-check | lint-size    the layout and size checks alone (make format fixes the layout)
+#   make conformance-pg              the conformance suite against agentd on PostgreSQL
 #   make bench                       benchmarks against the peers (bench/*), prints ratios
 MODE ?= release
 ifeq ($(filter $(MODE),release debug asan),)
 $(error MODE must be release, debug or asan, not '$(MODE)')
 endif
 BUILD := build/$(MODE)
-PKGS := libuv libh2o jansson sqlite3 libcurl libsodium openssl zlib
+PKGS := libuv libh2o jansson sqlite3 libpq libcurl libsodium openssl zlib
 # The Debian package that provides each (scripts/deps.sh installs them), for the error below.
 DEB_libuv := libuv1-dev
 DEB_libh2o := libh2o-dev
 DEB_jansson := libjansson-dev
 DEB_sqlite3 := libsqlite3-dev
+DEB_libpq := libpq-dev
 DEB_libcurl := libcurl4-openssl-dev
 DEB_libsodium := libsodium-dev
 DEB_openssl := libssl-dev
@@ -64,8 +66,8 @@ WEB_SRC := $(shell find web clients/typescript/src -name node_modules -prune -o 
 UI_OBJ := $(BUILD)/gen/ui_assets.o
 endif
 
-.PHONY: all run test unit unit-build integ fuzz-replay conformance bench deps test-deps clean benches \
-        format format-check lint-size pkg-check FORCE
+.PHONY: all run test unit unit-build integ fuzz-replay conformance conformance-pg bench deps test-deps clean \
+        benches format format-check lint-size pkg-check FORCE
 all: $(BUILD)/agentd
 # Builds the unit test binaries without running them (`make unit` runs them).
 unit-build: $(UNIT_BIN)
@@ -134,7 +136,7 @@ integ: all
 # integration tests (leaks and undefined behaviour fail the run).
 test: test-deps
 	@$(MAKE) --no-print-directory format-check lint-size
-	@$(MAKE) --no-print-directory MODE=release all unit integ browser fuzz-replay conformance
+	@$(MAKE) --no-print-directory MODE=release all unit integ browser fuzz-replay conformance conformance-pg
 	@$(MAKE) --no-print-directory MODE=asan all unit integ
 
 -include tests/tests.mk

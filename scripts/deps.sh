@@ -14,13 +14,13 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # zlib1g-dev: the dashboard's embedded files are gzip-compressed and inflated for clients that do
 # not take gzip. Node.js and npm (see install_pkgs) build the dashboard, web/.
-build_pkgs=(gcc make pkg-config libuv1-dev libh2o-dev libwslay-dev libjansson-dev libsqlite3-dev
+build_pkgs=(gcc make pkg-config libuv1-dev libh2o-dev libwslay-dev libjansson-dev libsqlite3-dev libpq-dev
             libcurl4-openssl-dev libsodium-dev libssl-dev zlib1g-dev)
 # clang + libclang-rt-14-dev: libFuzzer targets and sanitizer runtimes. clang-format: the layout check
 # (make format-check). perl: prove. python3: the integration tests. curl, wrk: smoke and load checks. The python3-* packages and bubblewrap are for the
 # runtime and sandbox modules' tests. chromium: the dashboard's browser tests (tests/browser drive it
 # with playwright-core; no browser is downloaded).
-test_pkgs=(clang clang-format libclang-rt-14-dev perl python3 curl wrk python3-pexpect python3-jupyter-client
+test_pkgs=(clang clang-format libclang-rt-14-dev perl python3 curl wrk postgresql-15 python3-pexpect python3-jupyter-client
            python3-ipykernel bubblewrap chromium)
 
 usage() {

@@ -2,6 +2,7 @@
 # BASE_CFLAGS and LDLIBS.
 #
 #   make conformance   the Durable Streams conformance suite against build/$(MODE)/agentd
+#   make conformance-pg  the same against agentd on PostgreSQL (the test starts its own, pg.py)
 #   make browser       the dashboard: clients/typescript's tests (vitest) against the real agentd,
 #                      then tests/browser (playwright-core driving Debian's chromium); screenshots
 #                      of the main views go to build/browser-shots/
@@ -19,6 +20,10 @@
 
 conformance: all
 	AGENTD_BIN=$(abspath $(BUILD)/agentd) tests/conformance/run.sh
+
+# The same suite against agentd on a PostgreSQL of its own (initdb in a temporary dir, a loopback port).
+conformance-pg: all
+	AGENTD_BIN=$(abspath $(BUILD)/agentd) tests/integ/pg.py run -- tests/conformance/run.sh
 
 .PHONY: browser
 browser: all

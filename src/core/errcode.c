@@ -6,6 +6,7 @@
 #include "core/core.h"
 
 #include <assert.h>
+#include <errno.h>
 
 static const struct {
     const char *code;
@@ -69,6 +70,9 @@ static const struct {
                             "A runtime could not be started or lost its process; the call did not complete."},
     [ERR_SHUTTING_DOWN] = {"shutting_down", 503,
                            "The server is stopping; retry once it is back (readers from the same offset)."},
+    [ERR_STORE_UNAVAILABLE] = {"store_unavailable", 503,
+                               "The database (PostgreSQL) cannot be reached; nothing of the request was "
+                               "acknowledged. Retry: the server recovers once it is back."},
     [ERR_STORAGE_FULL] =
         {"storage_full", 507,
          "The data dir's filesystem is full (or a file size limit was reached); the write was not stored."},
@@ -110,4 +114,15 @@ const char *errcode_meaning(enum errcode e)
 {
     assert((unsigned)e < ERRCODE_COUNT);
     return errcode__table[e].meaning;
+}
+
+enum errcode errcode_for_store(int rc)
+{
+    switch (rc) {
+    case -ENOSPC:
+    case -EFBIG:
+    case -EDQUOT: return ERR_STORAGE_FULL;
+    case -ENOTCONN: return ERR_STORE_UNAVAILABLE;
+    default: return ERR_STORAGE_ERROR;
+    }
 }

@@ -36,6 +36,7 @@ enum errcode {
     ERR_WORKSPACE_FAILED,
     ERR_RUNTIME_FAILED,
     ERR_SHUTTING_DOWN,
+    ERR_STORE_UNAVAILABLE,
     ERR_STORAGE_FULL,
     ERR_SUBS_INVALID_REQUEST,
     ERR_SUBS_WEBHOOK_URL_REJECTED,
@@ -56,5 +57,9 @@ const char *errcode_name(enum errcode e);
 int errcode_status(enum errcode e);
 /* The meaning, one sentence, as README.md lists it. */
 const char *errcode_meaning(enum errcode e);
+/* The code for a write or read the store refused with rc (-errno): storage_full (no space, a file
+ * size limit, a quota), store_unavailable (-ENOTCONN: the database cannot be reached), else
+ * storage_error. */
+enum errcode errcode_for_store(int rc);
 
 #endif

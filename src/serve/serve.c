@@ -26,6 +26,7 @@
 struct serve_opts {
     char *listen;
     char *data;
+    char *store;
     char *token;
     char *durability;
     long long long_poll_timeout;
@@ -47,6 +48,9 @@ static const struct opt_def serve__opts[] = {
     {"listen", OPT_STRING, "127.0.0.1:4437", 0, 0, NULL,
      "address:port to listen on (port 0 picks a free one)", O(listen)},
     {"data", OPT_STRING, "./data", 0, 0, NULL, "data directory (the SQLite store lives here)", O(data)},
+    {"store", OPT_STRING, "sqlite", 0, 0, NULL,
+     "where streams are stored: sqlite (in --data) or a PostgreSQL connection string (postgres://...)",
+     O(store)},
     {"token", OPT_STRING, NULL, 0, 0, NULL, "bearer token every request must carry; required off loopback",
      O(token)},
     {"durability", OPT_ENUM, "fsync", 0, 0, "fsync|os",
@@ -83,7 +87,8 @@ static const struct opt_def serve__opts[] = {
 #undef O
 
 static const char serve__usage[] =
-    "usage: agentd serve [--listen ADDR:PORT] [--data DIR] [--token T] [--durability fsync|os]\n"
+    "usage: agentd serve [--listen ADDR:PORT] [--data DIR] [--store sqlite|postgres://...] [--token T]\n"
+    "                    [--durability fsync|os]\n"
     "                    [--long-poll-timeout MS] [--ui-dir DIR | --no-ui] [--config FILE]";
 
 struct serve {
@@ -222,6 +227,13 @@ static void serve__teardown(struct serve *s)
     free(s->base_url);
 }
 
+/* A PostgreSQL connection string: a URL, or libpq's key=value form. */
+static int serve__store_is_pg(const char *store)
+{
+    return strncmp(store, "postgres://", 11) == 0 || strncmp(store, "postgresql://", 13) == 0 ||
+           strchr(store, '=') != NULL;
+}
+
 /* Checks what the options table cannot: --listen's form, and that a server off loopback has a
  * token. Fills host and port. 0, or -EINVAL having said why on stderr. */
 static int serve__check(const struct serve_opts *o, char *host, size_t hostlen, int *port)
@@ -237,6 +249,13 @@ static int serve__check(const struct serve_opts *o, char *host, size_t hostlen, 
                 host);
         return -EINVAL;
     }
+    if (strcmp(o->store, "sqlite") != 0 && !serve__store_is_pg(o->store)) {
+        fprintf(stderr,
+                "agentd serve: --store must be sqlite or a PostgreSQL connection string (postgres://... or "
+                "host=... dbname=...), not '%s'\n",
+                o->store);
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -246,8 +265,9 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
                              char *err, size_t errlen)
 {
     int rc;
-    if ((rc = store_open(&s->store, o->data, !strcmp(o->durability, "os") ? STORE_OS : STORE_FSYNC, err,
-                         errlen)))
+    enum store_durability d = !strcmp(o->durability, "os") ? STORE_OS : STORE_FSYNC;
+    if ((rc = serve__store_is_pg(o->store) ? store_open_pg(&s->store, o->store, d, err, errlen)
+                                           : store_open(&s->store, o->data, d, err, errlen)))
         return rc;
     struct streams_config scfg = {.max_append = (size_t)o->max_body, .read_chunk = 1 << 20};
     if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
@@ -332,8 +352,9 @@ static void serve__run(struct serve *s, const struct serve_opts *o, const char *
 
     printf("%s\n", s->base_url);
     fflush(stdout);
-    log_info("serve: listening on %s:%d, data in %s, durability %s, dashboard %s", host,
-             http_server_port(s->http), o->data, o->durability, s->ui ? ui_describe(s->ui) : "off (--no-ui)");
+    log_info("serve: listening on %s:%d, data in %s, store %s, durability %s, dashboard %s", host,
+             http_server_port(s->http), o->data, store_backend(s->store), o->durability,
+             s->ui ? ui_describe(s->ui) : "off (--no-ui)");
     uv_run(&s->loop, UV_RUN_DEFAULT);
     serve__drain(s);
 }

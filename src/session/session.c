@@ -257,6 +257,7 @@ enum errcode session__errcode(int rc, enum errcode otherwise)
     case -ENOSPC:
     case -EFBIG:
     case -EDQUOT: return ERR_STORAGE_FULL;
+    case -ENOTCONN: return ERR_STORE_UNAVAILABLE;
     default: return otherwise;
     }
 }

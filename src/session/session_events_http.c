@@ -89,9 +89,10 @@ void session__events(struct sessions *s, struct session *se, struct http_req *re
     struct session__page pg = {.limit = limit, .oldest = -1};
     buf_puts(&pg.out, "{\"events\":[");
     pg.n = 0;
-    if (stream_read_back(s->ss, st, before, session__page_event, &pg) != 0) {
+    int rc = stream_read_back(s->ss, st, before, session__page_event, &pg);
+    if (rc != 0) {
         buf_free(&pg.out);
-        return http_res_error(req, ERR_STORAGE_ERROR, "the transcript could not be read");
+        return http_res_error(req, errcode_for_store(rc), "the transcript could not be read");
     }
     char off[STREAM_OFFSET_LEN + 1];
     stream_offset_format(pg.oldest, off);

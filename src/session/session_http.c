@@ -75,13 +75,14 @@ static struct session__pending *session__pending_new(struct sessions *s, struct 
     return pd;
 }
 
-/* A change was not stored (rc, -errno): 507 when the disk is full, else 500. */
+/* A change was not stored (rc, -errno): 507 when the disk is full, 503 when the database cannot be
+ * reached, else 500. */
 static void session__respond_rc(struct http_req *req, int rc, const char *what)
 {
     if (session_storage_full(rc))
         http_res_error(req, ERR_STORAGE_FULL, "%s: no space left (%s)", what, strerror(-rc));
     else
-        http_res_error(req, ERR_STORAGE_ERROR, "%s (%s)", what, strerror(-rc));
+        http_res_error(req, errcode_for_store(rc), "%s (%s)", what, strerror(-rc));
 }
 
 static void session__send_json(struct http_req *req, int status, json_t *body)

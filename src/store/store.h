@@ -1,23 +1,30 @@
 /*
- * store — the durable log of every stream, in one SQLite database (WAL mode).
+ * store — the durable log of every stream, behind one interface with two backends (store.c hands
+ * each call to the backend the store was opened with):
+ *   - SQLite (store_open; store_sqlite.c, store_log.c, store_wal.c): one database file in the data
+ *     dir, WAL mode. The default: one machine, nothing to run beside agentd.
+ *   - PostgreSQL (store_open_pg; store_pg.c): a database reached with libpq, for a store that
+ *     outlives the machine agentd runs on.
  *
- * What it owns: the database file, its prepared statements, and the current write batch. It knows
+ * What a store owns: its database connections, statements, and the current write batch. It knows
  * rows (streams, records, producer states), not protocol rules; src/stream decides what to write.
  *
- * Group commit: every write call joins the open batch (a transaction begun lazily by the first
- * write); store_commit ends it with one COMMIT. A commit is atomic and crash-consistent (SQLite's
- * WAL with synchronous=NORMAL) but not yet durable: under STORE_FSYNC, store_sync (one fdatasync of
- * the WAL, safe to call from another thread while the loop goes on committing) makes every commit
- * that returned before it durable. The caller acknowledges a batch's requests only after both.
- * Any failed write poisons the batch: store_commit then rolls everything back and returns the
- * error, so a batch is stored whole or not at all and nothing acknowledged before is touched.
+ * Group commit: every write call joins the open batch (begun lazily by the first write);
+ * store_commit ends it. The caller acknowledges a batch's requests only after store_commit and a
+ * store_sync that started after it have both returned 0 (store_sync may run in another thread while
+ * the loop goes on writing and committing the next batches). Any failed write poisons the batch:
+ * store_commit then drops it whole and returns the error, so a batch is stored whole or not at all
+ * and nothing acknowledged before is touched.
+ *   - SQLite: store_commit is one COMMIT, atomic and crash-consistent (WAL with
+ *     synchronous=NORMAL: it survives kill -9 of agentd) but not yet durable: under STORE_FSYNC,
+ *     store_sync (one fdatasync of the WAL) makes every commit that returned before it durable.
+ *   - PostgreSQL: store_commit only seals the batch in memory; store_sync sends every sealed batch
+ *     to the database in one transaction (pipelined: one round trip) and returns once its COMMIT
+ *     has returned, PostgreSQL's own durability point. So the loop never waits for a commit.
  *
- * A stream's bytes are addressed by offset; each append is a record at the stream's end. Records go
- * first to one log shared by every stream (so a commit costs about the same however many streams it
- * touches) and move later, in bulk, to per-stream storage; reads see one contiguous byte range
- * either way. Deleting a stream gives its space back in bounded steps (store_upkeep), never all at
- * once. Reads run on the same connection, so they can see rows of the open batch: callers bound
- * every read by the durable tail they track.
+ * A stream's bytes are addressed by offset; each append is a record at the stream's end. Reads see
+ * one contiguous byte range. Reads run on the loop's connection: with SQLite they can see rows of
+ * the open batch, so callers bound every read by the durable tail they track.
  */
 #ifndef AGENTD_STORE_H
 #define AGENTD_STORE_H
@@ -61,8 +68,25 @@ void store_meta_copy(struct store_meta *dst, const struct store_meta *src);
 /* Opens (creating if needed) DIR/agentd.db. On failure returns -errno and a message in err. */
 int store_open(struct store **out, const char *dir, enum store_durability durability, char *err,
                size_t errlen) CORE_UNUSED_RESULT;
+/*
+ * Connects to PostgreSQL (conninfo: a postgres:// URL or a libpq key=value string; TLS and the
+ * rest go in it), creates or migrates agentd's tables (versioned in agentd_meta) and takes the
+ * database for this process (an advisory lock: a second agentd on the same database is refused).
+ * Blocking: start-up only. STORE_OS commits with synchronous_commit=off. -errno and a message in
+ * err: unreachable, a schema written by a newer agentd, another agentd using the database.
+ */
+int store_open_pg(struct store **out, const char *conninfo, enum store_durability durability, char *err,
+                  size_t errlen) CORE_UNUSED_RESULT;
 /* Commits any open batch, then closes. NULL is a no-op. */
 void store_free(struct store *s);
+/* "sqlite" or "postgres". */
+const char *store_backend(const struct store *s);
+/* Does a batch survive kill -9 of agentd once store_commit has returned (SQLite), or only once the
+ * store_sync after it has (PostgreSQL)? */
+int store_commit_persists(const struct store *s);
+/* Can the store reach its database? Reconnects when the connection was lost (blocking, bounded by
+ * the connection timeout). 0, or -ENOTCONN while the database cannot be reached. SQLite: always 0. */
+int store_available(struct store *s);
 
 /* Startup loading. The callbacks borrow their arguments for the duration of the call. */
 typedef void (*store_meta_cb)(const struct store_meta *m, void *arg);
@@ -87,10 +111,12 @@ int store_producer_put(struct store *s, int64_t stream, const char *pid, int64_t
  */
 int store_upkeep(struct store *s);
 
-/* Does store_sync do anything (STORE_FSYNC)? */
+/* Does store_sync do anything (SQLite under STORE_FSYNC; PostgreSQL always)? */
 int store_needs_sync(const struct store *s);
 /* Makes every commit that returned before this call durable. Safe to run in another thread while
- * the loop thread uses the store (it only fsyncs a file descriptor). 0 or -errno. */
+ * the loop thread uses the store (SQLite: it only fsyncs a file descriptor; PostgreSQL: it has a
+ * connection of its own). 0 or -errno (PostgreSQL: -ENOTCONN when the database cannot be reached;
+ * then nothing sealed is kept, and the caller drops the open batch with store_rollback). */
 int store_sync(struct store *s) CORE_UNUSED_RESULT;
 
 /* Is a batch open? */
@@ -118,7 +144,7 @@ int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t
 /* Counters since store_open, for benchmarks and debug logs. */
 struct store_stats {
     uint64_t commits;       /* batches committed */
-    uint64_t pages_written; /* database pages those commits wrote (to the write-ahead log) */
+    uint64_t pages_written; /* SQLite: database pages those commits wrote (to the write-ahead log) */
 };
 void store_stats(struct store *s, struct store_stats *out);
 
@@ -132,7 +158,7 @@ void store_stats(struct store *s, struct store_stats *out);
 typedef int (*store_record_back_cb)(int64_t off, const void *data, size_t len, void *arg);
 int store_read_back(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg);
 
-/* The last SQLite error text, for logs. */
+/* The last error text of the database, for logs. */
 const char *store_errmsg(struct store *s);
 
 #endif

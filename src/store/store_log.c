@@ -3,7 +3,7 @@
  * streams. See store_int.h for the layout; everything here runs inside the open batch, so a failed
  * write poisons it and the rollback rebuilds the index from the database (store__hot_rebuild).
  */
-#include "store/store_int.h"
+#include "store/store_sqlite.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -44,7 +44,7 @@ struct store__budget {
 #define STORE_PURGE_ROWS  256
 
 /* The statement `which` for the segment holding log row `seq`. */
-static sqlite3_stmt *store__seg_stmt(struct store *s, enum store__stmt which, int64_t seq)
+static sqlite3_stmt *store__seg_stmt(struct store_sqlite *s, enum store__stmt which, int64_t seq)
 {
     int seg = seq >= s->seg_start ? s->seg : !s->seg;
     return s->stmt[which + seg];
@@ -52,7 +52,7 @@ static sqlite3_stmt *store__seg_stmt(struct store *s, enum store__stmt which, in
 
 /* ================= the memory index ================= */
 
-struct store__hot *store__hot_get(struct store *s, int64_t stream, int create)
+struct store__hot *store__hot_get(struct store_sqlite *s, int64_t stream, int create)
 {
     struct store__hot *h = map_get(&s->hot, (const char *)&stream, sizeof stream);
     if (h == NULL && create) {
@@ -73,7 +73,7 @@ static void store__hot_free(struct store__hot *h)
     free(h);
 }
 
-void store__hot_drop(struct store *s, int64_t stream)
+void store__hot_drop(struct store_sqlite *s, int64_t stream)
 {
     struct store__hot *h = map_del(&s->hot, (const char *)&stream, sizeof stream);
     if (h)
@@ -82,7 +82,7 @@ void store__hot_drop(struct store *s, int64_t stream)
 
 static void store__hot_free_one(const char *key, void *value, void *arg) { store__hot_free(value); }
 
-void store__hot_clear(struct store *s)
+void store__hot_clear(struct store_sqlite *s)
 {
     map_each(&s->hot, store__hot_free_one, NULL);
     map_clear(&s->hot);
@@ -121,7 +121,7 @@ static void store__hot_producer(struct store__hot *h, const char *pid, int64_t e
 }
 
 /* The end of a stream's bytes in records, or -1 when it has none there. */
-static int store__cold_end(struct store *s, int64_t stream, int64_t *end)
+static int store__cold_end(struct store_sqlite *s, int64_t stream, int64_t *end)
 {
     sqlite3_stmt *st = s->stmt[ST_COLD_END];
     sqlite3_bind_int64(st, 1, stream);
@@ -133,7 +133,7 @@ static int store__cold_end(struct store *s, int64_t stream, int64_t *end)
 
 /* ================= appends ================= */
 
-int store__log_record(struct store *s, int64_t stream, int64_t off, const void *data, size_t len)
+int store__log_record(struct store_sqlite *s, int64_t stream, int64_t off, const void *data, size_t len)
 {
     struct store__hot *h = store__hot_get(s, stream, 0);
     int64_t end = h && h->n ? h->ent[h->n - 1].off + (int64_t)h->ent[h->n - 1].len : -1;
@@ -164,7 +164,7 @@ int store__log_record(struct store *s, int64_t stream, int64_t off, const void *
     return 0;
 }
 
-int store__log_producer(struct store *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq)
+int store__log_producer(struct store_sqlite *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq)
 {
     sqlite3_stmt *st = store__seg_stmt(s, ST_LOG_PRODUCER, s->next_seq);
     sqlite3_bind_int64(st, 1, s->next_seq);
@@ -188,7 +188,8 @@ int store__log_producer(struct store *s, int64_t stream, const char *pid, int64_
  * Steps to the log row of e, checking it is there with e's length. On 0 the row's bytes are
  * sqlite3_column_blob(*out, 0) until the caller resets *out; on -errno it is reset already.
  */
-static int store__log_row(struct store *s, int64_t stream, const struct store__ent *e, sqlite3_stmt **out)
+static int store__log_row(struct store_sqlite *s, int64_t stream, const struct store__ent *e,
+                          sqlite3_stmt **out)
 {
     sqlite3_stmt *st = store__seg_stmt(s, ST_LOG_DATA, e->seq);
     sqlite3_bind_int64(st, 1, e->seq);
@@ -204,8 +205,8 @@ static int store__log_row(struct store *s, int64_t stream, const struct store__e
 }
 
 /* Reads the log rows of h that overlap [from, to), whole. Returns the rows read. */
-int store__read_log(struct store *s, const struct store__hot *h, int64_t from, int64_t to, size_t max_bytes,
-                    size_t *total, store_record_cb cb, void *arg)
+int store__read_log(struct store_sqlite *s, const struct store__hot *h, int64_t from, int64_t to,
+                    size_t max_bytes, size_t *total, store_record_cb cb, void *arg)
 {
     size_t lo = 0, hi = h->n;
     while (lo < hi) { /* the first record ending after `from` */
@@ -230,8 +231,8 @@ int store__read_log(struct store *s, const struct store__hot *h, int64_t from, i
     return n;
 }
 
-int store__read_log_back(struct store *s, const struct store__hot *h, int64_t before, store_record_back_cb cb,
-                         void *arg, int *stop)
+int store__read_log_back(struct store_sqlite *s, const struct store__hot *h, int64_t before,
+                         store_record_back_cb cb, void *arg, int *stop)
 {
     size_t lo = 0, hi = h->n;
     while (lo < hi) { /* the first record starting at or after `before` */
@@ -257,7 +258,7 @@ int store__read_log_back(struct store *s, const struct store__hot *h, int64_t be
 
 /* ================= moves ================= */
 
-static int store__put_chunk(struct store *s, int64_t stream, int64_t off, const struct buf *chunk)
+static int store__put_chunk(struct store_sqlite *s, int64_t stream, int64_t off, const struct buf *chunk)
 {
     sqlite3_stmt *st = s->stmt[ST_CHUNK_INSERT];
     sqlite3_bind_int64(st, 1, stream);
@@ -271,7 +272,8 @@ static int store__put_chunk(struct store *s, int64_t stream, int64_t off, const 
  * records, packed into chunks, and its producer states up to there into producers; forgets what it
  * copied. 0 or -errno.
  */
-static int store__move_stream(struct store *s, struct store__hot *h, int64_t upto, struct store__budget *b)
+static int store__move_stream(struct store_sqlite *s, struct store__hot *h, int64_t upto,
+                              struct store__budget *b)
 {
     struct buf chunk = {0};
     int64_t chunk_off = 0;
@@ -349,7 +351,7 @@ static void store__collect_one(const char *key, void *value, void *arg)
 }
 
 /* One share of the move cycle (starting one when the log is long enough). 1 if it wrote. */
-static int store__move_step(struct store *s, struct store__budget *b)
+static int store__move_step(struct store_sqlite *s, struct store__budget *b)
 {
     struct store__move *mv = &s->mv;
     if (mv->upto == 0) {
@@ -396,7 +398,7 @@ static int store__move_step(struct store *s, struct store__budget *b)
 /* ================= purge ================= */
 
 /* Gives back the records of deleted streams, a bounded number of bytes at a time. 1 if it wrote. */
-static int store__purge_step(struct store *s, int64_t bytes)
+static int store__purge_step(struct store_sqlite *s, int64_t bytes)
 {
     int wrote = 0;
     while (s->purge_pending && bytes > 0 && !s->poisoned) {
@@ -440,7 +442,7 @@ static int store__purge_step(struct store *s, int64_t bytes)
     return wrote;
 }
 
-int store__upkeep_step(struct store *s, int idle)
+int store__upkeep_step(struct store_sqlite *s, int idle)
 {
     int64_t factor = idle ? STORE_IDLE_FACTOR : 1;
     int64_t rows = 2 * s->batch_rows, bytes = 2 * s->batch_bytes;
@@ -471,7 +473,7 @@ static void store__drop_empty(const char *key, void *value, void *arg)
 
 /* One row of the log at open: a record continues its stream or was already moved; a producer
  * state replaces the one before it. */
-static int store__rebuild_row(struct store *s, sqlite3_stmt *st)
+static int store__rebuild_row(struct store_sqlite *s, sqlite3_stmt *st)
 {
     int64_t seq = sqlite3_column_int64(st, 0), stream = sqlite3_column_int64(st, 1);
     int64_t off = sqlite3_column_int64(st, 2);
@@ -498,7 +500,7 @@ static int store__rebuild_row(struct store *s, sqlite3_stmt *st)
 }
 
 /* One segment's extent: its lowest and highest sequence (both 0 when it is empty) and its bytes. */
-static int store__seg_extent(struct store *s, int seg, int64_t *lo, int64_t *hi, int64_t *bytes)
+static int store__seg_extent(struct store_sqlite *s, int seg, int64_t *lo, int64_t *hi, int64_t *bytes)
 {
     char sql[200];
     sqlite3_stmt *st = NULL;
@@ -520,7 +522,7 @@ static int store__seg_extent(struct store *s, int seg, int64_t *lo, int64_t *hi,
 
 /* Feeds one segment's rows of live streams to the index, in order. The blobs are read (they are in
  * the log's recent pages anyway), which also checks that every row is readable. */
-static int store__rebuild_seg(struct store *s, int seg, size_t *rows)
+static int store__rebuild_seg(struct store_sqlite *s, int seg, size_t *rows)
 {
     char sql[200];
     sqlite3_stmt *st = NULL;
@@ -539,7 +541,7 @@ static int store__rebuild_seg(struct store *s, int seg, size_t *rows)
     return rc == SQLITE_DONE ? 0 : rc < 0 ? rc : store__errno(rc);
 }
 
-int store__hot_rebuild(struct store *s)
+int store__hot_rebuild(struct store_sqlite *s)
 {
     store__hot_clear(s);
     int64_t lo[2], hi[2], bytes[2];

@@ -3,10 +3,10 @@
  * thread of its own on a connection of its own, and made durable by store_sync (one fdatasync of
  * our own descriptor, run by the stream layer in libuv's thread pool). See store_int.h.
  *
- * Threads: the loop thread owns the main connection (s->db) and everything else in struct store;
+ * Threads: the loop thread owns the main connection (s->db) and everything else in struct store_sqlite;
  * the checkpointer owns s->ckpt_db, and the two meet only at s->ckpt (mutex and condition).
  */
-#include "store/store_int.h"
+#include "store/store_sqlite.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -67,7 +67,7 @@ static int store__zero_fill(int fd, off_t to)
 
 /* The first step, at open: after SQLite has written the WAL's header (it resets a WAL whose header
  * is not valid); made durable with its directory entry. */
-static int store__prealloc_wal(const struct store *s)
+static int store__prealloc_wal(const struct store_sqlite *s)
 {
     int rc = 0, fd = open(s->wal_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -87,7 +87,7 @@ static int store__prealloc_wal(const struct store *s)
 
 static void *store__ckpt_main(void *arg)
 {
-    struct store *s = arg;
+    struct store_sqlite *s = arg;
     pthread_mutex_lock(&s->ckpt.mu);
     for (;;) {
         while (!s->ckpt.wanted && !s->ckpt.stop)
@@ -127,7 +127,7 @@ static void *store__ckpt_main(void *arg)
  */
 static int store__wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
-    struct store *s = arg;
+    struct store_sqlite *s = arg;
     s->wal_frames = frames;
     if (!s->ckpt.started)
         return SQLITE_OK;
@@ -163,7 +163,7 @@ static int store__wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
     return SQLITE_OK;
 }
 
-int store__wal_open(struct store *s, const char *file, char *err, size_t errlen)
+int store__wal_open(struct store_sqlite *s, const char *file, char *err, size_t errlen)
 {
     sqlite3_stmt *ps = NULL;
     s->page_size = 4096;
@@ -199,7 +199,7 @@ int store__wal_open(struct store *s, const char *file, char *err, size_t errlen)
     return 0;
 }
 
-void store__wal_close(struct store *s)
+void store__wal_close(struct store_sqlite *s)
 {
     if (s->ckpt.started) {
         pthread_mutex_lock(&s->ckpt.mu);
@@ -222,7 +222,7 @@ void store__wal_close(struct store *s)
  * Opens our descriptor of the WAL (SQLite has created it by the first commit) and fsyncs the
  * directory once, so that the WAL's name is as durable as its contents.
  */
-static int store__open_wal(struct store *s)
+static int store__open_wal(struct store_sqlite *s)
 {
     s->wal_fd = open(s->wal_path, O_RDONLY | O_CLOEXEC);
     int rc = s->wal_fd < 0 ? -errno : 0;
@@ -238,7 +238,7 @@ static int store__open_wal(struct store *s)
 
 /* One more step of zeros once SQLite's frames come within half a step of the end of the fill. The
  * next store_sync makes the new size durable. Failure only costs speed. */
-static void store__grow_wal(struct store *s)
+static void store__grow_wal(struct store_sqlite *s)
 {
     struct stat st;
     off_t used = 32 + (off_t)s->wal_frames * (24 + s->page_size); /* header + frames */
@@ -259,7 +259,7 @@ static void store__grow_wal(struct store *s)
     s->wal_filled = rc == 0 ? to : STORE_WAL_FILL_MAX; /* on failure, stop trying */
 }
 
-int store__wal_committed(struct store *s)
+int store__wal_committed(struct store_sqlite *s)
 {
     int rc = 0;
     if (s->durability == STORE_FSYNC && s->wal_fd < 0)
@@ -271,9 +271,9 @@ int store__wal_committed(struct store *s)
 
 /* ================= durability ================= */
 
-int store_needs_sync(const struct store *s) { return s->durability == STORE_FSYNC; }
+int store_sqlite_needs_sync(const struct store_sqlite *s) { return s->durability == STORE_FSYNC; }
 
-int store_sync(struct store *s)
+int store_sqlite_sync(struct store_sqlite *s)
 {
     if (s->durability != STORE_FSYNC || s->wal_fd < 0)
         return 0;

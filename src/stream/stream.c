@@ -22,8 +22,11 @@
 #include <strings.h>
 
 #define STREAM_SWEEP_MS 2000
+/* While the store's database cannot be reached, the reload is tried this often. */
+#define STREAM_RETRY_MS 250
 
 static void streams__reload(struct streams *ss);
+static void streams__on_retry(uv_timer_t *t);
 
 /*
  * A committed batch waiting for its fsync. What the commit made true for each touched stream is
@@ -739,7 +742,10 @@ static int streams__commit(struct streams *ss)
     g->seq = ss->next_seq++;
     *ss->groups_tail = g;
     ss->groups_tail = &g->next;
-    streams__complete_committed(g);
+    /* A committed batch survives kill -9 only if the commit reached the database (SQLite); with
+     * PostgreSQL it does once its sync has sent it, and its at_commit ops wait for that. */
+    if (store_commit_persists(ss->store))
+        streams__complete_committed(g);
     return 0;
 }
 
@@ -845,12 +851,42 @@ static void streams__clear(struct streams *ss)
     map_clear(&ss->by_path);
 }
 
+static void streams__unavailable(struct streams *ss)
+{
+    if (!ss->unavailable)
+        log_warn("stream: the store's database cannot be reached; writes are refused until it is back");
+    ss->unavailable = 1;
+    uv_timer_start(&ss->retry, streams__on_retry, STREAM_RETRY_MS, 0);
+}
+
+/*
+ * While the store's database cannot be reached (PostgreSQL down) the registry stays as it was:
+ * readers see its durable state, writes are refused (stream_write.c), and the reload is tried
+ * again every STREAM_RETRY_MS until the database is back.
+ */
 static void streams__reload(struct streams *ss)
 {
+    if (store_available(ss->store) != 0)
+        return streams__unavailable(ss);
     streams__clear(ss);
     int rc = streams__load(ss);
+    if (rc == -ENOTCONN)
+        return streams__unavailable(ss); /* lost again while loading: what loaded is read-only */
     if (rc != 0)
         log_error("stream: reloading the registry failed: %s", strerror(-rc));
+    if (ss->unavailable)
+        log_info("stream: the store's database is back; the registry is reloaded");
+    ss->unavailable = 0;
+}
+
+static void streams__on_retry(uv_timer_t *t)
+{
+    struct streams *ss = t->data;
+    /* Whatever is still in flight fails first (and reloads). */
+    if (ss->syncing || ss->groups)
+        uv_timer_start(&ss->retry, streams__on_retry, STREAM_RETRY_MS, 0);
+    else
+        streams__reload(ss);
 }
 
 int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, const struct streams_config *cfg,
@@ -876,6 +912,8 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
     uv_unref((uv_handle_t *)&ss->check);
     uv_idle_init(loop, &ss->idle);
     ss->idle.data = ss;
+    uv_timer_init(loop, &ss->retry);
+    ss->retry.data = ss;
     uv_timer_init(loop, &ss->sweep);
     ss->sweep.data = ss;
     uv_timer_start(&ss->sweep, streams__on_sweep, STREAM_SWEEP_MS, STREAM_SWEEP_MS);
@@ -909,5 +947,6 @@ void streams_free(struct streams *ss)
     streams__clear(ss);
     uv_close((uv_handle_t *)&ss->check, NULL);
     uv_close((uv_handle_t *)&ss->idle, NULL);
+    uv_close((uv_handle_t *)&ss->retry, NULL);
     uv_close((uv_handle_t *)&ss->sweep, streams__free_handle);
 }

@@ -146,7 +146,7 @@ static void sh__respond_error(struct http_req *req, const struct stream_result *
             http_res_error(req, ERR_STORAGE_FULL, "the write was not stored: no space left (%s)",
                            strerror(-r->store_errno));
         else
-            http_res_error(req, ERR_STORAGE_ERROR, "the write was not stored (%s)",
+            http_res_error(req, errcode_for_store(r->store_errno), "the write was not stored (%s)",
                            strerror(r->store_errno ? -r->store_errno : EIO));
         return;
     default: http_res_error(req, ERR_INTERNAL, "unexpected outcome");
@@ -378,7 +378,7 @@ static void sh__respond_read(struct stream_http *sh, struct http_req *req, struc
         if (rc == -EINVAL)
             return http_res_error(req, ERR_BAD_REQUEST,
                                   "the offset falls inside a message of this JSON stream");
-        return http_res_error(req, ERR_STORAGE_ERROR, "the stream could not be read");
+        return http_res_error(req, errcode_for_store(rc), "the stream could not be read (%s)", strerror(-rc));
     }
     int64_t tail = stream_tail(st);
     int up_to_date = next >= tail, closed = up_to_date && stream_closed(st);

@@ -50,6 +50,8 @@ struct streams {
     int sync_rc;
     int freeing; /* the registry was freed while an fsync ran: sync_done frees it */
     uv_timer_t sweep;
+    int unavailable;  /* the store's database cannot be reached: writes are refused (stream.c) */
+    uv_timer_t retry; /* tries the reload again while unavailable */
 };
 
 /* Media types compare without parameters, case-insensitively. */

@@ -207,11 +207,24 @@ static enum stream_status stream__create_write(struct streams *ss, struct store_
     return STREAM_CREATED;
 }
 
+/* While the store's database cannot be reached, nothing is written (the registry holds what was
+ * durable before it went, and is reloaded once it is back). */
+static int stream__unavailable(struct streams *ss, struct stream_op *op)
+{
+    if (!ss->unavailable)
+        return 0;
+    stream__fail(op, STREAM_STORE_ERROR, "the store's database cannot be reached");
+    op->result.store_errno = -ENOTCONN;
+    return 1;
+}
+
 enum stream_status stream_create(struct streams *ss, const char *path, size_t plen,
                                  const struct stream_create_args *a, struct stream_op *op)
 {
     assert(!op->queued); /* an op may be in one batch at a time */
     memset(&op->result, 0, sizeof op->result);
+    if (stream__unavailable(ss, op))
+        return STREAM_STORE_ERROR;
     struct store_meta want = {0};
     struct stream *src, *old;
     struct buf first = {0}, body = {0};
@@ -387,6 +400,8 @@ enum stream_status stream_append(struct streams *ss, struct stream *st, const st
 {
     assert(!op->queued);
     memset(&op->result, 0, sizeof op->result);
+    if (stream__unavailable(ss, op))
+        return STREAM_STORE_ERROR;
     struct stream__producer *p;
     struct buf stored = {0};
     enum stream_status status = STREAM_OK;
@@ -400,6 +415,8 @@ enum stream_status stream_delete(struct streams *ss, struct stream *st, struct s
 {
     assert(!op->queued);
     memset(&op->result, 0, sizeof op->result);
+    if (stream__unavailable(ss, op))
+        return STREAM_STORE_ERROR;
     if (st->m.deleted)
         return stream__fail(op, STREAM_GONE, "the stream was deleted");
     stream__retire(ss, st, 0);

@@ -87,9 +87,7 @@ static void subs__reply_committed(struct stream_op *op)
     if (req == NULL)
         return subs__reply_free(r);
     if (op->result.status == STREAM_STORE_ERROR) {
-        return http_res_error(req,
-                              e == ENOSPC || e == EFBIG || e == EDQUOT ? ERR_STORAGE_FULL : ERR_STORAGE_ERROR,
-                              "the subscription state could not be made durable");
+        return http_res_error(req, errcode_for_store(-e), "the subscription state could not be made durable");
     }
     /* Nothing of r is touched after this: sending may dispose it. */
     subs__send(req, r->status, r->body);

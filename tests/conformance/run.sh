@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the Durable Streams conformance suite against a freshly started server.
 #   AGENTD_BIN=/abs/path/agentd tests/conformance/run.sh     agentd (what `make conformance` does)
+#   AGENTD_STORE=postgres://... (with AGENTD_BIN)            agentd on that PostgreSQL (--store); make
+#                                                            conformance-pg starts one (tests/integ/pg.py)
 #   DS_SERVER=ref tests/conformance/run.sh                   the npm reference server, for comparison
 #                                                            (DS_REF_MEMORY=1: its in-memory store)
 # The server gets port 0, a temporary data dir and a 500 ms long-poll timeout (the suite needs it
@@ -41,6 +43,7 @@ case "$server" in
     agentd)
         : "${AGENTD_BIN:?set AGENTD_BIN to the agentd binary (or DS_SERVER=ref)}"
         cmd=("$AGENTD_BIN" serve)
+        [ -z "${AGENTD_STORE:-}" ] || cmd+=(--store "$AGENTD_STORE")
         health=/v1/health
         ;;
     ref)
@@ -99,7 +102,7 @@ if [ -n "$health" ]; then
     done
 fi
 
-echo "run.sh: conformance suite against $server at $url"
+echo "run.sh: conformance suite against $server${AGENTD_STORE:+ on PostgreSQL} at $url"
 rc=0
 (cd "$here" && AGENTD_URL="$url" timeout --kill-after=10 "$suite_timeout" \
     node_modules/.bin/vitest run --config vitest.config.js) || rc=$?

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "store/store.h"
-#include "store/store_int.h" /* the move thresholds, lowered to run many cycles */
+#include "store/store_sqlite.h" /* the move thresholds, lowered to run many cycles */
 #include "tap.h"
 
 struct seen {
@@ -374,8 +374,8 @@ static void test_moves(void)
         ok(0, "moves: open: %s", err);
         return;
     }
-    s->move_at = MOVE_AT;
-    s->move_bytes = MOVE_BYTES;
+    store__sqlite(s)->move_at = MOVE_AT;
+    store__sqlite(s)->move_bytes = MOVE_BYTES;
     for (int i = 0; i < NSTREAMS; i++) {
         char path[32];
         snprintf(path, sizeof path, "m/%d", i);
@@ -425,8 +425,8 @@ static void test_moves(void)
                 ok(0, "moves: reopen: %s", err);
                 return;
             }
-            s->move_at = MOVE_AT;
-            s->move_bytes = MOVE_BYTES;
+            store__sqlite(s)->move_at = MOVE_AT;
+            store__sqlite(s)->move_bytes = MOVE_BYTES;
             struct loaded l = {0};
             bad_loads += store_load(s, load_stream, load_producer, &l) != 0 || l.mismatched ||
                          l.producers_wrong || l.producers != expected_producers();

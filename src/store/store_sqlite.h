@@ -1,8 +1,9 @@
 /*
- * store internals, shared by store.c (the database, batches, the public API), store_log.c (the
- * log's in-memory index, moving records out of the log, reclaiming deleted streams) and store_wal.c
- * (SQLite's WAL: its zero fill, the checkpointer thread, fsync). Not for other modules:
- * src/store/store.h is the interface.
+ * store_sqlite — the SQLite backend's internals, shared by store_sqlite.c (the database, batches,
+ * reads, loading), store_log.c (the log's in-memory index, moving records out of the log,
+ * reclaiming deleted streams) and store_wal.c (SQLite's WAL: its zero fill, the checkpointer
+ * thread, fsync). Not for other modules: src/store/store.h is the interface, and store.c hands
+ * each of its calls to the store_sqlite_* functions below.
  *
  * The layout (see store.h and doc/ARCHITECTURE.md for why):
  *   log0, log1(seq, stream, off, data | pid, epoch, pseq)   every append of every stream, in commit
@@ -21,8 +22,8 @@
  * memory index from what is left in the log, skipping rows a move already copied (offset below the
  * stream's cold end) and rows of deleted streams.
  */
-#ifndef AGENTD_STORE_INT_H
-#define AGENTD_STORE_INT_H
+#ifndef AGENTD_STORE_SQLITE_H
+#define AGENTD_STORE_SQLITE_H
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -106,7 +107,7 @@ struct store__ckpt {
     int warned;  /* times the WAL grew past STORE_WAL_HARD_PAGES */
 };
 
-struct store {
+struct store_sqlite {
     sqlite3 *db;      /* the loop thread's connection: every read and write */
     sqlite3 *ckpt_db; /* the checkpointer's own connection */
     struct store__ckpt ckpt;
@@ -139,40 +140,68 @@ struct store {
     int purge_pending;     /* the purge table may hold streams whose records remain */
 };
 
+/* The backend's side of store.h (store.c dispatches each call to it; see there for what each does). */
+int store_sqlite_open(struct store_sqlite **out, const char *dir, enum store_durability durability, char *err,
+                      size_t errlen) CORE_UNUSED_RESULT;
+void store_sqlite_free(struct store_sqlite *s);
+int store_sqlite_load(struct store_sqlite *s, store_meta_cb on_stream, store_producer_cb on_producer,
+                      void *arg);
+int store_sqlite_stream_insert(struct store_sqlite *s, struct store_meta *m);
+int store_sqlite_stream_update(struct store_sqlite *s, const struct store_meta *m);
+int store_sqlite_stream_delete(struct store_sqlite *s, int64_t id);
+int store_sqlite_record_append(struct store_sqlite *s, int64_t stream, int64_t off, const void *data,
+                               size_t len);
+int store_sqlite_producer_put(struct store_sqlite *s, int64_t stream, const char *pid, int64_t epoch,
+                              int64_t seq);
+int store_sqlite_upkeep(struct store_sqlite *s);
+int store_sqlite_needs_sync(const struct store_sqlite *s);
+int store_sqlite_sync(struct store_sqlite *s);
+int store_sqlite_batch_open(const struct store_sqlite *s);
+void store_sqlite_rollback(struct store_sqlite *s);
+int store_sqlite_commit(struct store_sqlite *s);
+int store_sqlite_read(struct store_sqlite *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                      store_record_cb cb, void *arg);
+int store_sqlite_read_back(struct store_sqlite *s, int64_t stream, int64_t before, store_record_back_cb cb,
+                           void *arg);
+void store_sqlite_stats(struct store_sqlite *s, struct store_stats *out);
+const char *store_sqlite_errmsg(struct store_sqlite *s);
+/* The SQLite backend of a store opened with store_open (tests lower its move thresholds). */
+struct store_sqlite *store__sqlite(struct store *s);
+
 /* Runs a prepared statement to completion; resets it in every case. 0 or -errno. */
 int store__run(sqlite3_stmt *st);
 /* Runs a statement inside the open batch (opening one): poisons the batch on failure. */
-int store__write(struct store *s, sqlite3_stmt *st);
+int store__write(struct store_sqlite *s, sqlite3_stmt *st);
 /* Fails the open batch (opening one if none is open): it will roll back whole. */
-void store__poison(struct store *s, int rc);
+void store__poison(struct store_sqlite *s, int rc);
 /* Maps an SQLite result code to a negative errno. */
 int store__errno(int rc);
 
 /* store_wal.c */
 /* After the schema: preallocates the WAL, opens the checkpointer's connection to `file` and starts
  * its thread. 0, or -errno with a message in err. */
-int store__wal_open(struct store *s, const char *file, char *err, size_t errlen) CORE_UNUSED_RESULT;
+int store__wal_open(struct store_sqlite *s, const char *file, char *err, size_t errlen) CORE_UNUSED_RESULT;
 /* Stops the checkpointer and closes its connection (before the main connection closes). */
-void store__wal_close(struct store *s);
+void store__wal_close(struct store_sqlite *s);
 /* After each COMMIT: our WAL descriptor for store_sync, and the WAL's zero fill. 0 or -errno. */
-int store__wal_committed(struct store *s);
+int store__wal_committed(struct store_sqlite *s);
 
 /* store_log.c */
 #define STORE_MOVE_AT    65536
 #define STORE_MOVE_BYTES ((int64_t)16 << 20)
-struct store__hot *store__hot_get(struct store *s, int64_t stream, int create);
-void store__hot_drop(struct store *s, int64_t stream);
-void store__hot_clear(struct store *s);
-int store__hot_rebuild(struct store *s) CORE_UNUSED_RESULT;
-int store__log_record(struct store *s, int64_t stream, int64_t off, const void *data, size_t len);
-int store__log_producer(struct store *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq);
-int store__read_log(struct store *s, const struct store__hot *h, int64_t from, int64_t to, size_t max_bytes,
-                    size_t *total, store_record_cb cb, void *arg);
+struct store__hot *store__hot_get(struct store_sqlite *s, int64_t stream, int create);
+void store__hot_drop(struct store_sqlite *s, int64_t stream);
+void store__hot_clear(struct store_sqlite *s);
+int store__hot_rebuild(struct store_sqlite *s) CORE_UNUSED_RESULT;
+int store__log_record(struct store_sqlite *s, int64_t stream, int64_t off, const void *data, size_t len);
+int store__log_producer(struct store_sqlite *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq);
+int store__read_log(struct store_sqlite *s, const struct store__hot *h, int64_t from, int64_t to,
+                    size_t max_bytes, size_t *total, store_record_cb cb, void *arg);
 /* store_read_back's part in the log: h's rows starting before `before`, newest first, until the
  * callback returns nonzero (then *stop is set). Returns the rows visited or -errno. */
-int store__read_log_back(struct store *s, const struct store__hot *h, int64_t before, store_record_back_cb cb,
-                         void *arg, int *stop);
+int store__read_log_back(struct store_sqlite *s, const struct store__hot *h, int64_t before,
+                         store_record_back_cb cb, void *arg, int *stop);
 /* A bounded share of the upkeep (purge, then move) inside the open batch. 1 if work remains. */
-int store__upkeep_step(struct store *s, int idle);
+int store__upkeep_step(struct store_sqlite *s, int idle);
 
 #endif

@@ -1,0 +1,545 @@
+/*
+ * store_pg — the store on PostgreSQL: connections, the schema, batches and their commits (this
+ * file), loading and reads (store_pg_read.c). See store_pg.h for who uses which connection.
+ *
+ * The schema (version PG_SCHEMA in agentd_meta; one transaction creates or migrates it, under an
+ * advisory lock so that two agentd starting at once do not both create it):
+ *   agentd_streams(id, path, ..., the columns of struct store_meta)   one row per stream
+ *   agentd_records(stream, off, data) PRIMARY KEY (stream, off)        one row per append
+ *   agentd_producers(stream, pid, epoch, seq)                          idempotent producer states
+ *   agentd_stream_ids, a sequence handing out blocks of PG_ID_BLOCK stream ids (ids are never reused)
+ * Unlike the SQLite layout there is no shared log: PostgreSQL's own WAL already makes a commit cost
+ * about the same however many streams it touches, and deletes run inside the batch's transaction.
+ */
+#include "store/store_pg_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PG_SCHEMA   1
+#define PG_ID_BLOCK 1024
+/* Statements sent between two pipeline syncs: bounds what libpq buffers and what the server's answers
+ * to one pipelined stretch can pile up to. */
+#define PG_CHUNK    256
+
+static const char pg__create[] =
+    "CREATE TABLE agentd_meta(k text PRIMARY KEY, v text NOT NULL);"
+    "CREATE SEQUENCE agentd_stream_ids INCREMENT BY " PG__STR(
+        PG_ID_BLOCK) ";"
+                     "CREATE TABLE agentd_streams(id bigint PRIMARY KEY, path text, content_type text NOT "
+                     "NULL,"
+                     " created_ms bigint NOT NULL, ttl_s bigint NOT NULL, expires_at_ms bigint NOT NULL, "
+                     "expires_at text,"
+                     " closed int NOT NULL, tail bigint NOT NULL, fork_src bigint NOT NULL, fork_off bigint "
+                     "NOT NULL,"
+                     " fork_sub bigint NOT NULL, refcount bigint NOT NULL, deleted int NOT NULL, last_seq "
+                     "text,"
+                     " closer_pid text, closer_epoch bigint NOT NULL, closer_seq bigint NOT NULL);"
+                     "CREATE UNIQUE INDEX agentd_streams_path ON agentd_streams(path) WHERE path IS NOT NULL;"
+                     "CREATE TABLE agentd_records(stream bigint NOT NULL, off bigint NOT NULL, data bytea "
+                     "NOT NULL,"
+                     " PRIMARY KEY(stream, off));"
+                     "CREATE TABLE agentd_producers(stream bigint NOT NULL, pid text NOT NULL, epoch bigint "
+                     "NOT NULL,"
+                     " seq bigint NOT NULL, PRIMARY KEY(stream, pid));"
+                     "INSERT INTO agentd_meta VALUES('schema_version', '" PG__STR(PG_SCHEMA) "');";
+
+/* The committer's statements, prepared on its connection (again after each reconnect). */
+enum pg__stmt {
+    PG_ST_INSERT,
+    PG_ST_UPDATE,
+    PG_ST_DELETE,
+    PG_ST_RECORD,
+    PG_ST_PRODUCER,
+    PG_ST__COUNT
+};
+static const char *const pg__sql[PG_ST__COUNT] = {
+    [PG_ST_INSERT] =
+        "INSERT INTO agentd_streams(path, content_type, created_ms, ttl_s, expires_at_ms, expires_at,"
+        " closed, tail, fork_src, fork_off, fork_sub, refcount, deleted, last_seq, closer_pid,"
+        " closer_epoch, closer_seq, id)"
+        " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
+    [PG_ST_UPDATE] =
+        "UPDATE agentd_streams SET path=$1, content_type=$2, created_ms=$3, ttl_s=$4,"
+        " expires_at_ms=$5, expires_at=$6, closed=$7, tail=$8, fork_src=$9, fork_off=$10,"
+        " fork_sub=$11, refcount=$12, deleted=$13, last_seq=$14, closer_pid=$15, closer_epoch=$16,"
+        " closer_seq=$17 WHERE id=$18",
+    [PG_ST_DELETE] = "WITH r AS (DELETE FROM agentd_records WHERE stream=$1),"
+                     " p AS (DELETE FROM agentd_producers WHERE stream=$1)"
+                     " DELETE FROM agentd_streams WHERE id=$1",
+    [PG_ST_RECORD] = "INSERT INTO agentd_records(stream, off, data) VALUES($1,$2,$3)",
+    [PG_ST_PRODUCER] = "INSERT INTO agentd_producers(stream, pid, epoch, seq) VALUES($1,$2,$3,$4)"
+                       " ON CONFLICT (stream, pid) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq",
+};
+static const char *const pg__stmt_name[PG_ST__COUNT] = {"ins", "upd", "del", "rec", "prod"};
+
+int pg__errno(PGconn *c, const PGresult *r)
+{
+    if (c == NULL || PQstatus(c) == CONNECTION_BAD)
+        return -ENOTCONN;
+    /* A FATAL error ends the session (the server is shutting down, the backend was terminated):
+     * libpq may not have marked the connection bad yet. */
+    const char *severity = r ? PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED) : NULL;
+    if (severity && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0))
+        return -ENOTCONN;
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (state == NULL)
+        return -EIO;
+    if (strcmp(state, "23505") == 0) /* unique_violation */
+        return -EEXIST;
+    if (strcmp(state, "53100") == 0) /* disk_full */
+        return -ENOSPC;
+    if (strcmp(state, "25006") == 0) /* read_only_sql_transaction (a standby) */
+        return -EROFS;
+    /* connection exceptions, and the server shutting down or not accepting connections yet */
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0)
+        return -ENOTCONN;
+    return -EIO;
+}
+
+/* The connection string comes last, so that what the user wrote in it wins over these defaults. */
+PGconn *pg__connect(const char *conninfo, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *vals[] = {"5", "agentd", conninfo, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c != NULL && PQstatus(c) == CONNECTION_OK)
+        return c;
+    snprintf(err, errlen, "cannot connect to PostgreSQL: %s", c ? PQerrorMessage(c) : "out of memory");
+    size_t n = strlen(err);
+    while (n && (err[n - 1] == '\n' || err[n - 1] == ' '))
+        err[--n] = 0;
+    PQfinish(c);
+    return NULL;
+}
+
+/* Runs SQL without parameters; 0 or -errno with PostgreSQL's message in err. */
+int pg__exec(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : pg__errno(c, r);
+    if (rc != 0 && err)
+        snprintf(err, errlen, "%s", PQerrorMessage(c));
+    PQclear(r);
+    return rc;
+}
+
+/* Creates the schema in an empty database, refuses one written by a newer agentd. */
+static int pg__schema(PGconn *c, char *err, size_t errlen)
+{
+    char msg[512];
+    int rc = pg__exec(c, "BEGIN; SELECT pg_advisory_xact_lock(" PG_LOCK_SCHEMA ")", msg, sizeof msg);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot lock the schema: %s", msg);
+        return rc;
+    }
+    PGresult *r = PQexec(c, "SELECT v FROM agentd_meta WHERE k = 'schema_version'");
+    int version = 0;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        version = atoi(PQgetvalue(r, 0, 0));
+    else if (PQresultStatus(r) != PGRES_FATAL_ERROR ||
+             strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE) ?: "", "42P01") != 0) /* undefined_table */
+        version = -1;
+    PQclear(r);
+    if (version < 0) {
+        snprintf(err, errlen, "cannot read agentd's schema version: %s", PQerrorMessage(c));
+        rc = -EIO;
+    } else if (version > PG_SCHEMA) {
+        snprintf(err, errlen,
+                 "the database has agentd schema %d, written by a newer agentd (this one knows %d)", version,
+                 PG_SCHEMA);
+        rc = -EPROTO;
+    } else if (version == 0 &&
+               (rc = pg__exec(c, "ROLLBACK; BEGIN; SELECT pg_advisory_xact_lock(" PG_LOCK_SCHEMA ")", msg,
+                              sizeof msg)) == 0 &&
+               (rc = pg__exec(c, pg__create, msg, sizeof msg)) != 0) {
+        snprintf(err, errlen, "cannot create agentd's tables: %s", msg);
+    }
+    if (rc == 0 && (rc = pg__exec(c, "COMMIT", msg, sizeof msg)) != 0)
+        snprintf(err, errlen, "cannot create agentd's tables: %s", msg);
+    if (rc != 0)
+        (void)pg__exec(c, "ROLLBACK", NULL, 0);
+    else if (version == 0)
+        log_info("store: created agentd's tables in PostgreSQL (schema %d)", PG_SCHEMA);
+    return rc;
+}
+
+/* The committer's connection: its statements prepared, its durability set. */
+static int pg__writer_setup(struct store_pg *s, PGconn *c, char *err, size_t errlen)
+{
+    if (s->durability == STORE_OS && pg__exec(c, "SET synchronous_commit = off", err, errlen) != 0)
+        return -EIO;
+    for (int i = 0; i < PG_ST__COUNT; i++) {
+        PGresult *r = PQprepare(c, pg__stmt_name[i], pg__sql[i], 0, NULL);
+        int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg__errno(c, r);
+        if (rc != 0)
+            snprintf(err, errlen, "cannot prepare a statement: %s", PQerrorMessage(c));
+        PQclear(r);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* (Re)connects the committer. Its thread only. */
+static int pg__writer_connect(struct store_pg *s)
+{
+    char err[512];
+    PQfinish(s->wconn);
+    s->wconn = pg__connect(s->conninfo, err, sizeof err);
+    if (s->wconn == NULL || pg__writer_setup(s, s->wconn, err, sizeof err) != 0) {
+        if (!s->writer_lost) /* said once per outage, not at every try */
+            log_warn("store: %s", err);
+        s->writer_lost = 1;
+        PQfinish(s->wconn);
+        s->wconn = NULL;
+        return -ENOTCONN;
+    }
+    s->writer_lost = 0;
+    return 0;
+}
+
+int store_pg_open(struct store_pg **out, const char *conninfo, enum store_durability durability, char *err,
+                  size_t errlen)
+{
+    struct store_pg *s = xcalloc(1, sizeof *s);
+    int rc = -ENOTCONN;
+    s->conninfo = xstrdup(conninfo);
+    s->durability = durability;
+    s->open_tail = &s->open;
+    s->sealed_tail = &s->sealed;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->sync_mu, NULL);
+    if ((s->conn = pg__connect(conninfo, err, errlen)) == NULL)
+        goto fail;
+    if ((rc = pg__schema(s->conn, err, errlen)) != 0 || (rc = pg__reader_setup(s, err, errlen)) != 0)
+        goto fail;
+    if ((s->wconn = pg__connect(conninfo, err, errlen)) == NULL) {
+        rc = -ENOTCONN;
+        goto fail;
+    }
+    if ((rc = pg__writer_setup(s, s->wconn, err, errlen)) != 0)
+        goto fail;
+    *out = s;
+    return 0;
+
+fail:
+    store_pg_free(s);
+    *out = NULL;
+    return rc;
+}
+
+static void pg__rows_free(struct pg__row *r)
+{
+    while (r) {
+        struct pg__row *next = r->next;
+        store_meta_clear(&r->m);
+        free(r->pid);
+        free(r);
+        r = next;
+    }
+}
+
+void store_pg_free(struct store_pg *s)
+{
+    if (s == NULL)
+        return;
+    if ((s->open || s->sealed) && (store_pg_commit(s) != 0 || store_pg_sync(s) != 0))
+        log_error("store: the final commit to PostgreSQL failed");
+    pg__rows_free(s->open);
+    pg__rows_free(s->sealed);
+    PQfinish(s->conn);
+    PQfinish(s->wconn);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->sync_mu);
+    free(s->conninfo);
+    free(s);
+}
+
+/* ---- the open batch: rows in memory ---- */
+
+static int pg__add(struct store_pg *s, struct pg__row *r)
+{
+    if (s->poisoned) {
+        pg__rows_free(r);
+        return s->poisoned;
+    }
+    *s->open_tail = r;
+    s->open_tail = &r->next;
+    return 0;
+}
+
+static struct pg__row *pg__row_new(enum pg__kind kind, size_t len)
+{
+    struct pg__row *r = xcalloc(1, sizeof *r + len);
+    r->kind = kind;
+    r->len = len;
+    return r;
+}
+
+/* A new stream's id, from the block reserved last (reserving the next one takes a round trip on
+ * the loop, once per PG_ID_BLOCK streams). */
+static int pg__next_id(struct store_pg *s, int64_t *id)
+{
+    if (s->next_id == s->id_end) {
+        PGresult *r = pg__query(s, "SELECT nextval('agentd_stream_ids')", 0, NULL, 0);
+        int rc = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? 0 : pg__errno(s->conn, r);
+        if (rc == 0) {
+            s->next_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+            s->id_end = s->next_id + PG_ID_BLOCK;
+        }
+        PQclear(r);
+        if (rc != 0)
+            return rc;
+    }
+    *id = s->next_id++;
+    return 0;
+}
+
+int store_pg_stream_insert(struct store_pg *s, struct store_meta *m)
+{
+    int rc = s->poisoned ? s->poisoned : pg__next_id(s, &m->id);
+    if (rc != 0) {
+        s->poisoned = s->poisoned ? s->poisoned : rc;
+        return rc;
+    }
+    struct pg__row *r = pg__row_new(PG_INSERT, 0);
+    store_meta_copy(&r->m, m);
+    return pg__add(s, r);
+}
+
+int store_pg_stream_update(struct store_pg *s, const struct store_meta *m)
+{
+    struct pg__row *r = pg__row_new(PG_UPDATE, 0);
+    store_meta_copy(&r->m, m);
+    return pg__add(s, r);
+}
+
+int store_pg_stream_delete(struct store_pg *s, int64_t id)
+{
+    struct pg__row *r = pg__row_new(PG_DELETE, 0);
+    r->stream = id;
+    return pg__add(s, r);
+}
+
+int store_pg_record_append(struct store_pg *s, int64_t stream, int64_t off, const void *data, size_t len)
+{
+    struct pg__row *r = pg__row_new(PG_RECORD, len);
+    r->stream = stream;
+    r->off = off;
+    memcpy(r->data, data, len);
+    return pg__add(s, r);
+}
+
+int store_pg_producer_put(struct store_pg *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq)
+{
+    struct pg__row *r = pg__row_new(PG_PRODUCER, 0);
+    r->stream = stream;
+    r->pid = xstrdup(pid);
+    r->epoch = epoch;
+    r->seq = seq;
+    return pg__add(s, r);
+}
+
+int store_pg_batch_open(const struct store_pg *s) { return s->open != NULL || s->poisoned != 0; }
+
+static void pg__drop_open(struct store_pg *s)
+{
+    pg__rows_free(s->open);
+    s->open = NULL;
+    s->open_tail = &s->open;
+    s->poisoned = 0;
+}
+
+/* Seals the batch: it goes to PostgreSQL with the next store_pg_sync. */
+int store_pg_commit(struct store_pg *s)
+{
+    int rc = s->poisoned;
+    if (rc != 0 || s->open == NULL) {
+        pg__drop_open(s);
+        return rc;
+    }
+    pthread_mutex_lock(&s->mu);
+    *s->sealed_tail = s->open;
+    s->sealed_tail = s->open_tail;
+    s->sealed_batches++;
+    pthread_mutex_unlock(&s->mu);
+    s->open = NULL;
+    s->open_tail = &s->open;
+    return 0;
+}
+
+/* Drops the open batch and every sealed one not yet sent: after a failed sync the caller fails
+ * them all. */
+void store_pg_rollback(struct store_pg *s)
+{
+    pg__drop_open(s);
+    pthread_mutex_lock(&s->mu);
+    struct pg__row *sealed = s->sealed;
+    s->sealed = NULL;
+    s->sealed_tail = &s->sealed;
+    s->sealed_batches = 0;
+    pthread_mutex_unlock(&s->mu);
+    pg__rows_free(sealed);
+}
+
+/* ---- sending sealed batches ---- */
+
+/* Queues one row's statement in the pipeline. Integers go as text, record bytes as binary. */
+static int pg__send_row(PGconn *c, const struct pg__row *r)
+{
+    char num[18][24];
+    const char *v[18];
+    int lens[18] = {0}, fmts[18] = {0}, n = 0;
+    enum pg__stmt st;
+#define PG_NUM(x) (snprintf(num[n], sizeof num[n], "%lld", (long long)(x)), v[n] = num[n], n++)
+    switch (r->kind) {
+    case PG_INSERT:
+    case PG_UPDATE: {
+        const struct store_meta *m = &r->m;
+        st = r->kind == PG_INSERT ? PG_ST_INSERT : PG_ST_UPDATE;
+        v[n++] = m->path;
+        v[n++] = m->content_type;
+        PG_NUM(m->created_ms), PG_NUM(m->ttl_s), PG_NUM(m->expires_at_ms);
+        v[n++] = m->expires_at;
+        PG_NUM(m->closed), PG_NUM(m->tail), PG_NUM(m->fork_src), PG_NUM(m->fork_off), PG_NUM(m->fork_sub);
+        PG_NUM(m->refcount), PG_NUM(m->deleted);
+        v[n++] = m->last_seq;
+        v[n++] = m->closer_pid;
+        PG_NUM(m->closer_epoch), PG_NUM(m->closer_seq), PG_NUM(m->id);
+        break;
+    }
+    case PG_DELETE:
+        st = PG_ST_DELETE;
+        PG_NUM(r->stream);
+        break;
+    case PG_RECORD:
+        st = PG_ST_RECORD;
+        PG_NUM(r->stream), PG_NUM(r->off);
+        v[n] = (const char *)r->data;
+        lens[n] = (int)r->len;
+        fmts[n++] = 1;
+        break;
+    default:
+        st = PG_ST_PRODUCER;
+        PG_NUM(r->stream);
+        v[n++] = r->pid;
+        PG_NUM(r->epoch), PG_NUM(r->seq);
+    }
+#undef PG_NUM
+    return PQsendQueryPrepared(c, pg__stmt_name[st], n, v, lens, fmts, 0) == 1 ? 0 : -ENOTCONN;
+}
+
+/* Keeps the first error, except that a lost connection wins: the batch's outcome is then unknown to
+ * PostgreSQL's answers, and the caller must know the database went away. */
+static int pg__worse(int rc, int other) { return rc == 0 || other == -ENOTCONN ? other : rc; }
+
+/* Reads the results of n pipelined statements and of the sync after them. 0, or the first error.
+ * *begun is set once the transaction's BEGIN is known to have run. */
+static int pg__drain(PGconn *c, int n, int *begun)
+{
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        PGresult *r;
+        while ((r = PQgetResult(c)) != NULL) {
+            ExecStatusType st = PQresultStatus(r);
+            if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+                *begun = 1;
+            else
+                rc = pg__worse(rc, pg__errno(c, st == PGRES_PIPELINE_ABORTED ? NULL : r));
+            if (st == PGRES_FATAL_ERROR)
+                log_error("store: PostgreSQL: %s", PQresultErrorMessage(r));
+            PQclear(r);
+        }
+        if (PQstatus(c) == CONNECTION_BAD)
+            return -ENOTCONN;
+    }
+    /* No sync result: the connection broke (libpq may not say so yet). */
+    PGresult *r = PQgetResult(c);
+    ExecStatusType st = PQresultStatus(r);
+    rc = pg__worse(rc, r == NULL ? -ENOTCONN : st == PGRES_PIPELINE_SYNC ? 0 : pg__errno(c, r));
+    PQclear(r);
+    return rc;
+}
+
+/* Sends rows as one transaction, PG_CHUNK statements between pipeline syncs (an explicit
+ * transaction spans them). 0 once COMMIT has returned; -EAGAIN when the connection was found dead
+ * before BEGIN ran (nothing can have been stored: the caller may reconnect and send again). */
+static int pg__send(PGconn *c, const struct pg__row *rows)
+{
+    if (!PQenterPipelineMode(c))
+        return pg__errno(c, NULL);
+    int rc = 0, begun = 0, n = 1, done = 0;
+    if (PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1)
+        rc = -ENOTCONN;
+    for (const struct pg__row *r = rows; rc == 0 && !done;) {
+        for (; rc == 0 && r && n < PG_CHUNK; r = r->next, n++)
+            rc = pg__send_row(c, r);
+        if (rc == 0 && r == NULL) {
+            rc = PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1 ? 0 : -ENOTCONN;
+            n++;
+            done = 1;
+        }
+        if (rc == 0 && PQpipelineSync(c) != 1)
+            rc = -ENOTCONN;
+        int drc = rc == 0 ? pg__drain(c, n, &begun) : 0;
+        rc = rc ? rc : drc;
+        n = 0;
+    }
+    if (PQstatus(c) == CONNECTION_BAD)
+        return begun ? -ENOTCONN : -EAGAIN;
+    PQexitPipelineMode(c);
+    if (rc != 0 && PQtransactionStatus(c) != PQTRANS_IDLE)
+        (void)pg__exec(c, "ROLLBACK", NULL, 0);
+    return rc;
+}
+
+int store_pg_sync(struct store_pg *s)
+{
+    pthread_mutex_lock(&s->sync_mu);
+    pthread_mutex_lock(&s->mu);
+    struct pg__row *rows = s->sealed;
+    uint64_t batches = s->sealed_batches;
+    s->sealed = NULL;
+    s->sealed_tail = &s->sealed;
+    s->sealed_batches = 0;
+    pthread_mutex_unlock(&s->mu);
+    int rc = 0;
+    if (rows) {
+        rc = s->wconn ? pg__send(s->wconn, rows) : -EAGAIN;
+        /* A connection that died while idle (PostgreSQL restarted meanwhile) is found by this batch:
+         * nothing of it ran, so it goes again on a new connection. */
+        if (rc == -EAGAIN && (rc = pg__writer_connect(s)) == 0)
+            rc = pg__send(s->wconn, rows);
+        if (rc == -EAGAIN)
+            rc = -ENOTCONN;
+    }
+    pg__rows_free(rows);
+    /* A send cut short may leave the connection mid-pipeline or mid-transaction: start afresh. */
+    if (rc != 0 && s->wconn &&
+        (PQpipelineStatus(s->wconn) != PQ_PIPELINE_OFF || PQtransactionStatus(s->wconn) != PQTRANS_IDLE)) {
+        PQfinish(s->wconn);
+        s->wconn = NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (rc == 0)
+        s->commits += batches;
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->sync_mu);
+    return rc;
+}
+
+void store_pg_stats(struct store_pg *s, struct store_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    *out = (struct store_stats){.commits = s->commits};
+    pthread_mutex_unlock(&s->mu);
+}
+
+const char *store_pg_errmsg(struct store_pg *s)
+{
+    return s->conn ? PQerrorMessage(s->conn) : "not connected";
+}

@@ -1,0 +1,39 @@
+/*
+ * store_pg — the PostgreSQL backend of store.h (libpq). Not for other modules: store.c hands each
+ * call of store.h to the store_pg_* function of the same name; see store.h for what each does.
+ *
+ * Two connections: the loop's (reads, loading, stream id reservations, and the advisory lock that
+ * keeps a second agentd off the database) and the committer's (store_pg_sync, in libuv's thread
+ * pool; a mutex keeps it to one caller at a time). Writes never touch a connection on the loop: a
+ * batch is a list of rows in memory, store_pg_commit seals it, and store_pg_sync sends every sealed
+ * batch as one transaction.
+ */
+#ifndef AGENTD_STORE_PG_H
+#define AGENTD_STORE_PG_H
+
+#include "store/store.h"
+
+struct store_pg;
+
+int store_pg_open(struct store_pg **out, const char *conninfo, enum store_durability durability, char *err,
+                  size_t errlen) CORE_UNUSED_RESULT;
+void store_pg_free(struct store_pg *s);
+int store_pg_available(struct store_pg *s);
+int store_pg_load(struct store_pg *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg);
+int store_pg_stream_insert(struct store_pg *s, struct store_meta *m);
+int store_pg_stream_update(struct store_pg *s, const struct store_meta *m);
+int store_pg_stream_delete(struct store_pg *s, int64_t id);
+int store_pg_record_append(struct store_pg *s, int64_t stream, int64_t off, const void *data, size_t len);
+int store_pg_producer_put(struct store_pg *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq);
+int store_pg_sync(struct store_pg *s);
+int store_pg_batch_open(const struct store_pg *s);
+void store_pg_rollback(struct store_pg *s);
+int store_pg_commit(struct store_pg *s);
+int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                  store_record_cb cb, void *arg);
+int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb,
+                       void *arg);
+void store_pg_stats(struct store_pg *s, struct store_stats *out);
+const char *store_pg_errmsg(struct store_pg *s);
+
+#endif

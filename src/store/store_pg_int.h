@@ -1,0 +1,71 @@
+/*
+ * store_pg internals, shared by store_pg.c (connections, schema, batches, commits) and
+ * store_pg_read.c (loading and reads on the loop's connection). Not for other modules.
+ */
+#ifndef AGENTD_STORE_PG_INT_H
+#define AGENTD_STORE_PG_INT_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "store/store_pg.h"
+
+#define PG__STR2(x)    #x
+#define PG__STR(x)     PG__STR2(x)
+/* Advisory lock keys: the schema's creation, and the database held by one agentd at a time. */
+#define PG_LOCK_SCHEMA "4437001"
+#define PG_LOCK_DB     "4437002"
+
+/* One row of a batch, in memory until store_pg_sync sends it. */
+enum pg__kind {
+    PG_INSERT,
+    PG_UPDATE,
+    PG_DELETE,
+    PG_RECORD,
+    PG_PRODUCER
+};
+struct pg__row {
+    struct pg__row *next;
+    enum pg__kind kind;
+    struct store_meta m; /* PG_INSERT, PG_UPDATE */
+    int64_t stream, off; /* PG_DELETE, PG_RECORD, PG_PRODUCER */
+    char *pid;           /* PG_PRODUCER */
+    int64_t epoch, seq;
+    size_t len; /* PG_RECORD: its bytes */
+    unsigned char data[];
+};
+
+struct store_pg {
+    char *conninfo;
+    enum store_durability durability;
+    PGconn *conn;  /* the loop's: reads, loading, id blocks, the database lock; NULL while lost */
+    PGconn *wconn; /* the committer's (store_pg_sync, under sync_mu); NULL until reconnected */
+    pthread_mutex_t sync_mu;
+    pthread_mutex_t mu; /* guards sealed, sealed_batches, commits */
+    struct pg__row *sealed, **sealed_tail;
+    uint64_t sealed_batches, commits;
+    /* loop thread only */
+    struct pg__row *open, **open_tail;
+    int poisoned;
+    int64_t next_id, id_end; /* the reserved block of stream ids not handed out yet */
+    uint64_t retry_at_us;    /* no reconnect of the loop's connection before (a failed one waits) */
+    int reader_lost;         /* the loop's connection is lost (its failure was logged) */
+    int writer_lost;         /* the same for the committer's (its thread only) */
+};
+
+/* Maps a failed result (or a broken connection) to a negative errno. */
+int pg__errno(PGconn *c, const PGresult *r);
+PGconn *pg__connect(const char *conninfo, char *err, size_t errlen);
+int pg__exec(PGconn *c, const char *sql, char *err, size_t errlen);
+
+/* store_pg_read.c */
+/* The loop's connection after connecting: takes the database lock. 0 or -errno (message in err). */
+int pg__reader_setup(struct store_pg *s, char *err, size_t errlen);
+/* Runs a query on the loop's connection, reconnecting once if it was lost (a query that never ran
+ * is safe to send again: every query on it reads, or takes a lock or a block of ids). Parameters
+ * are text; results binary when `binary`. NULL while the database cannot be reached (libpq's
+ * accessors take NULL: PQresultStatus says PGRES_FATAL_ERROR). */
+PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary);
+
+#endif

@@ -1,0 +1,233 @@
+/*
+ * store_pg_read — the PostgreSQL store's loop connection: the database lock, loading, reads. Each
+ * call is one or a few round trips on the loop (bounded: reads fetch PG_READ_ROWS rows per query);
+ * writes never come here (store_pg.c sends them from the committer's thread).
+ */
+#include "store/store_pg_int.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PG_READ_ROWS    256
+#define PG_BACK_ROWS    64
+/* A lost connection is tried again at most this often from the loop. */
+#define PG_RECONNECT_US 200000
+
+/* Takes the database for this agentd. At start-up a killed predecessor's session may hold the lock
+ * for a moment (until PostgreSQL notices its socket closed): tries for up to tries/10 seconds. */
+static int pg__lock(PGconn *c, int tries, char *err, size_t errlen)
+{
+    for (int i = 0; i < tries; i++) {
+        PGresult *r = PQexec(c, "SELECT pg_try_advisory_lock(" PG_LOCK_DB ")");
+        int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        int got = ok && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        int rc = ok ? 0 : pg__errno(c, r);
+        if (!ok)
+            snprintf(err, errlen, "cannot lock the database: %s", PQerrorMessage(c));
+        PQclear(r);
+        if (rc != 0 || got)
+            return rc;
+        if (i + 1 < tries)
+            usleep(100000);
+    }
+    snprintf(err, errlen, "another agentd uses this database (it holds agentd's advisory lock)");
+    return -EBUSY;
+}
+
+int pg__reader_setup(struct store_pg *s, char *err, size_t errlen)
+{
+    return pg__lock(s->conn, 50, err, errlen);
+}
+
+static int pg__reconnect(struct store_pg *s)
+{
+    char err[512];
+    uint64_t now = clock_mono_us();
+    if (now < s->retry_at_us)
+        return -ENOTCONN;
+    PQfinish(s->conn);
+    s->conn = pg__connect(s->conninfo, err, sizeof err);
+    int rc = s->conn ? pg__lock(s->conn, 1, err, sizeof err) : -ENOTCONN;
+    if (rc == 0) {
+        log_info("store: connected to PostgreSQL again");
+        s->reader_lost = 0;
+        return 0;
+    }
+    if (!s->reader_lost) /* said once per outage, not at every try */
+        log_warn("store: %s", err);
+    s->reader_lost = 1;
+    PQfinish(s->conn);
+    s->conn = NULL;
+    s->retry_at_us = now + PG_RECONNECT_US;
+    return -ENOTCONN;
+}
+
+PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary)
+{
+    for (int attempt = 0;; attempt++) {
+        if (s->conn == NULL && pg__reconnect(s) != 0)
+            return NULL;
+        PGresult *r = PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, binary);
+        if (PQstatus(s->conn) != CONNECTION_BAD)
+            return r;
+        PQfinish(s->conn);
+        s->conn = NULL;
+        if (attempt > 0)
+            return r;
+        PQclear(r);
+    }
+}
+
+int store_pg_available(struct store_pg *s)
+{
+    PGresult *r = pg__query(s, "SELECT 1", 0, NULL, 0);
+    int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : -ENOTCONN;
+    PQclear(r);
+    return rc;
+}
+
+/* ---- loading ---- */
+
+static char *pg__text(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : xstrdup(PQgetvalue(r, row, col));
+}
+
+static int64_t pg__int(const PGresult *r, int row, int col)
+{
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static int pg__load_producers(struct store_pg *s, store_producer_cb on_producer, void *arg)
+{
+    PGresult *r = pg__query(s, "SELECT stream, pid, epoch, seq FROM agentd_producers", 0, NULL, 0);
+    int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
+    for (int i = 0; rc == 0 && i < PQntuples(r); i++)
+        on_producer(pg__int(r, i, 0), PQgetvalue(r, i, 1), pg__int(r, i, 2), pg__int(r, i, 3), arg);
+    PQclear(r);
+    return rc;
+}
+
+int store_pg_load(struct store_pg *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg)
+{
+    /* A stream's tail is not stored: it is the end of its last record (a fork without records of
+     * its own ends at its fork offset). */
+    PGresult *r = pg__query(
+        s,
+        "SELECT id, path, content_type, created_ms, ttl_s, expires_at_ms, expires_at, closed,"
+        " coalesce((SELECT r.off + length(r.data) FROM agentd_records r WHERE r.stream = s.id"
+        " ORDER BY r.off DESC LIMIT 1), fork_off), fork_src, fork_off, fork_sub, refcount, deleted, last_seq,"
+        " closer_pid, closer_epoch, closer_seq FROM agentd_streams s ORDER BY id",
+        0, NULL, 0);
+    int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
+    for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+        struct store_meta m = {
+            .id = pg__int(r, i, 0),
+            .path = pg__text(r, i, 1),
+            .content_type = pg__text(r, i, 2),
+            .created_ms = pg__int(r, i, 3),
+            .ttl_s = pg__int(r, i, 4),
+            .expires_at_ms = pg__int(r, i, 5),
+            .expires_at = pg__text(r, i, 6),
+            .closed = (int)pg__int(r, i, 7),
+            .tail = pg__int(r, i, 8),
+            .fork_src = pg__int(r, i, 9),
+            .fork_off = pg__int(r, i, 10),
+            .fork_sub = pg__int(r, i, 11),
+            .refcount = pg__int(r, i, 12),
+            .deleted = (int)pg__int(r, i, 13),
+            .last_seq = pg__text(r, i, 14),
+            .closer_pid = pg__text(r, i, 15),
+            .closer_epoch = pg__int(r, i, 16),
+            .closer_seq = pg__int(r, i, 17),
+        };
+        on_stream(&m, arg);
+        store_meta_clear(&m);
+    }
+    PQclear(r);
+    return rc ? rc : pg__load_producers(s, on_producer, arg);
+}
+
+/* ---- reads ---- */
+
+static int64_t pg__be64(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return (int64_t)be64toh(v);
+}
+
+int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                  store_record_cb cb, void *arg)
+{
+    size_t total = 0;
+    int count = 0;
+    int64_t at = from;
+    while (total < max_bytes && at < to) {
+        char a[24], b[24], c[24];
+        snprintf(a, sizeof a, "%" PRId64, stream);
+        snprintf(b, sizeof b, "%" PRId64, at);
+        snprintf(c, sizeof c, "%" PRId64, to);
+        const char *v[] = {a, b, c};
+        /* The first row is the one containing $2 when $2 falls inside a record. */
+        PGresult *r =
+            pg__query(s,
+                      "SELECT off, data FROM agentd_records WHERE stream=$1 AND off >= coalesce((SELECT"
+                      " max(off) FROM agentd_records WHERE stream=$1 AND off <= $2), $2) AND off < $3"
+                      " ORDER BY off LIMIT " PG__STR(PG_READ_ROWS),
+                      3, v, 1);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            int rc = pg__errno(s->conn, r);
+            PQclear(r);
+            return rc;
+        }
+        int n = PQntuples(r);
+        int64_t before = at;
+        for (int i = 0; i < n && total < max_bytes; i++) {
+            int64_t off = pg__be64(PQgetvalue(r, i, 0));
+            size_t len = (size_t)PQgetlength(r, i, 1);
+            cb(off, PQgetvalue(r, i, 1), len, arg);
+            total += len;
+            count++;
+            at = off + (int64_t)len;
+        }
+        PQclear(r);
+        if (n < PG_READ_ROWS || at <= before)
+            break;
+    }
+    return count;
+}
+
+int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg)
+{
+    int visited = 0, stop = 0;
+    while (!stop) {
+        char a[24], b[24];
+        snprintf(a, sizeof a, "%" PRId64, stream);
+        snprintf(b, sizeof b, "%" PRId64, before);
+        const char *v[] = {a, b};
+        PGresult *r = pg__query(s,
+                                "SELECT off, data FROM agentd_records WHERE stream=$1 AND off < $2"
+                                " ORDER BY off DESC LIMIT " PG__STR(PG_BACK_ROWS),
+                                2, v, 1);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            int rc = pg__errno(s->conn, r);
+            PQclear(r);
+            return rc;
+        }
+        int n = PQntuples(r);
+        for (int i = 0; i < n && !stop; i++) {
+            before = pg__be64(PQgetvalue(r, i, 0));
+            visited++;
+            stop = cb(before, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1), arg);
+        }
+        PQclear(r);
+        stop = stop || n < PG_BACK_ROWS;
+    }
+    return visited;
+}
