@@ -7,6 +7,7 @@
 #   BUILD=build/release     where `make` put agentd and bench/ds/dsbench
 #   AGENTD=$BUILD/agentd    the server under test
 #   DSBENCH_ARGS=           extra dsbench flags, e.g. "--seconds 2" for a quicker run
+#   AGENTD_ARGS=            extra agentd serve flags, e.g. "--store postgres://..." (bench/cluster)
 #   BENCH_STRICT=1          exit non-zero when a target fails (default: report only)
 # Exit status: 0 when both servers ran (targets are reported, not enforced, unless BENCH_STRICT=1);
 # 1 when a server could not be started or the client failed.
@@ -98,8 +99,9 @@ status=0
 args=
 mkdir -p "$tmp/agentd" "$tmp/reference"
 if [ -x "$AGENTD" ]; then
+    # shellcheck disable=SC2086 # AGENTD_ARGS is a word list
     "$AGENTD" serve --listen 127.0.0.1:0 --data "$tmp/agentd" --durability fsync \
-        --long-poll-timeout "$LONG_POLL_MS" >"$tmp/agentd.out" 2>"$tmp/agentd.err" &
+        --long-poll-timeout "$LONG_POLL_MS" ${AGENTD_ARGS:-} >"$tmp/agentd.out" 2>"$tmp/agentd.err" &
     agentd_pid=$!
     if agentd_url=$(wait_url agentd "$agentd_pid" "$tmp/agentd.out") && wait_health "$agentd_url"; then
         args="--agentd $agentd_url --agentd-pid $agentd_pid"

@@ -1,0 +1,56 @@
+#!/bin/sh
+# bench/cluster: appends/s with 32 writers, on 1 stream and on 1,000 streams, for agentd on SQLite,
+# agentd on PostgreSQL (one node), and the reference server, with the ratios between them.
+#
+# It runs bench/ds (dsbench's phase b only) twice, once per agentd store, each time beside the
+# reference server, on a PostgreSQL 15 of its own (tests/integ/pg.py: initdb in a temporary dir, a
+# loopback port, fsync on as PostgreSQL ships). Both agentd runs use --durability fsync: an append
+# is acknowledged after SQLite's fdatasync, or after PostgreSQL's COMMIT returned.
+#
+# Environment: BUILD, DSBENCH_ARGS as for bench/ds/run.sh; AGENTD_STORE=postgres://... uses that
+# PostgreSQL instead of starting one. Exit status: non-zero when a server or the client failed.
+set -eu
+
+cd "$(dirname "$0")/../.."
+if [ -z "${AGENTD_STORE:-}" ]; then
+    command -v python3 >/dev/null 2>&1 || { echo "bench/cluster: python3 is required" >&2; exit 1; }
+    exec python3 tests/integ/pg.py run -- sh bench/cluster/run.sh
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/agentd-bench-cluster.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+status=0
+DSBENCH_ARGS="--phases b ${DSBENCH_ARGS:-}" sh bench/ds/run.sh >"$tmp/sqlite" 2>&1 || status=1
+DSBENCH_ARGS="--phases b ${DSBENCH_ARGS:-}" AGENTD_ARGS="--store $AGENTD_STORE" sh bench/ds/run.sh \
+    >"$tmp/pg" 2>&1 || status=1
+if [ $status -ne 0 ]; then
+    echo "bench/cluster: a run failed; its output:" >&2
+    cat "$tmp/sqlite" "$tmp/pg" >&2
+    exit 1
+fi
+
+# figure FILE LABEL COLUMN: the agentd (1) or reference (2) value of a row of dsbench's table.
+figure() {
+    awk -v label="$2" -v col="$3" 'index($0, label) == 1 { print $(NF - 3 + col) }' "$1" | head -n 1
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.1fx", a / b; else print "-" }'; }
+
+echo "== agentd on SQLite vs on PostgreSQL (1 node) vs @durable-streams/server: appends/s, 32 writers"
+echo "   $(nproc) CPUs shared by client, servers and $("$(ls -d /usr/lib/postgresql/*/bin | tail -n 1)/postgres" --version)"
+printf '%-12s %10s %10s %10s %12s %12s %12s\n' "streams" "sqlite" "postgres" "reference" "pg/sqlite" \
+    "sqlite/ref" "pg/ref"
+pass=1
+for n in "1 stream" "1000 streams"; do
+    label="(b) appends/s, 32 writers, $n"
+    sq=$(figure "$tmp/sqlite" "$label" 1)
+    pg=$(figure "$tmp/pg" "$label" 1)
+    ref=$(figure "$tmp/sqlite" "$label" 2)
+    printf '%-12s %10s %10s %10s %12s %12s %12s\n' "${n% *}" "$sq" "$pg" "$ref" "$(ratio "$pg" "$sq")" \
+        "$(ratio "$sq" "$ref")" "$(ratio "$pg" "$ref")"
+    awk -v a="$pg" -v b="$ref" 'BEGIN { exit !(a + 0 >= 10 * b && b + 0 > 0) }' || pass=0
+done
+if [ $pass = 1 ]; then
+    echo "PASS  agentd on PostgreSQL >= 10x the reference's appends/s (1 and 1000 streams)"
+else
+    echo "FAIL  agentd on PostgreSQL >= 10x the reference's appends/s (1 and 1000 streams)"
+fi

@@ -1,0 +1,1 @@
+BENCH_SUITES += bench/cluster/run.sh
