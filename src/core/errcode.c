@@ -73,6 +73,9 @@ static const struct {
     [ERR_STORE_UNAVAILABLE] = {"store_unavailable", 503,
                                "The database (PostgreSQL) cannot be reached; nothing of the request was "
                                "acknowledged. Retry: the server recovers once it is back."},
+    [ERR_NODE_FENCED] = {"node_fenced", 503,
+                         "Another node holds the write lease on the database (PostgreSQL); nothing of the "
+                         "request was acknowledged. `GET /v1/nodes` names the node that holds it."},
     [ERR_STORAGE_FULL] =
         {"storage_full", 507,
          "The data dir's filesystem is full (or a file size limit was reached); the write was not stored."},
@@ -123,6 +126,7 @@ enum errcode errcode_for_store(int rc)
     case -EFBIG:
     case -EDQUOT: return ERR_STORAGE_FULL;
     case -ENOTCONN: return ERR_STORE_UNAVAILABLE;
+    case -EPERM: return ERR_NODE_FENCED;
     default: return ERR_STORAGE_ERROR;
     }
 }

@@ -37,6 +37,7 @@ enum errcode {
     ERR_RUNTIME_FAILED,
     ERR_SHUTTING_DOWN,
     ERR_STORE_UNAVAILABLE,
+    ERR_NODE_FENCED,
     ERR_STORAGE_FULL,
     ERR_SUBS_INVALID_REQUEST,
     ERR_SUBS_WEBHOOK_URL_REJECTED,
@@ -58,8 +59,8 @@ int errcode_status(enum errcode e);
 /* The meaning, one sentence, as README.md lists it. */
 const char *errcode_meaning(enum errcode e);
 /* The code for a write or read the store refused with rc (-errno): storage_full (no space, a file
- * size limit, a quota), store_unavailable (-ENOTCONN: the database cannot be reached), else
- * storage_error. */
+ * size limit, a quota), store_unavailable (-ENOTCONN: the database cannot be reached), node_fenced
+ * (-EPERM: another node holds the database's write lease), else storage_error. */
 enum errcode errcode_for_store(int rc);
 
 #endif

@@ -3,6 +3,7 @@
 #include "core/core.h"
 #include "core/opt.h"
 #include "http/http.h"
+#include "serve/serve_http.h"
 #include "store/store.h"
 #include "stream/stream.h"
 #include "stream/stream_http.h"
@@ -27,6 +28,8 @@ struct serve_opts {
     char *listen;
     char *data;
     char *store;
+    char *node_url;
+    long long lease_ms;
     char *token;
     char *durability;
     long long long_poll_timeout;
@@ -51,6 +54,14 @@ static const struct opt_def serve__opts[] = {
     {"store", OPT_STRING, "sqlite", 0, 0, NULL,
      "where streams are stored: sqlite (in --data) or a PostgreSQL connection string (postgres://...)",
      O(store)},
+    {"node-url", OPT_STRING, NULL, 0, 0, NULL,
+     "PostgreSQL store: the URL clients reach this node at; also its name among the nodes (default: "
+     "host name and data dir)",
+     O(node_url)},
+    {"lease-ms", OPT_INT, "5000", 200, 3600000, NULL,
+     "PostgreSQL store: how long the write lease outlives this node's last heartbeat (a standby takes "
+     "over after that)",
+     O(lease_ms)},
     {"token", OPT_STRING, NULL, 0, 0, NULL, "bearer token every request must carry; required off loopback",
      O(token)},
     {"durability", OPT_ENUM, "fsync", 0, 0, "fsync|os",
@@ -234,6 +245,19 @@ static int serve__store_is_pg(const char *store)
            strchr(store, '=') != NULL;
 }
 
+/* A node's name among the nodes on one database: its --node-url, else host name and data dir (the
+ * same agentd restarted is the same node, and takes its lease back at once). */
+static void serve__node_name(const struct serve_opts *o, char *out, size_t len)
+{
+    char host[256] = "localhost", dir[PATH_MAX];
+    if (o->node_url && *o->node_url) {
+        snprintf(out, len, "%s", o->node_url);
+        return;
+    }
+    (void)gethostname(host, sizeof host - 1);
+    snprintf(out, len, "%s:%s", host, realpath(o->data, dir) ? dir : o->data);
+}
+
 /* Checks what the options table cannot: --listen's form, and that a server off loopback has a
  * token. Fills host and port. 0, or -EINVAL having said why on stderr. */
 static int serve__check(const struct serve_opts *o, char *host, size_t hostlen, int *port)
@@ -266,8 +290,19 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
 {
     int rc;
     enum store_durability d = !strcmp(o->durability, "os") ? STORE_OS : STORE_FSYNC;
-    if ((rc = serve__store_is_pg(o->store) ? store_open_pg(&s->store, o->store, d, err, errlen)
-                                           : store_open(&s->store, o->data, d, err, errlen)))
+    if (serve__store_is_pg(o->store)) {
+        char node[PATH_MAX + 300];
+        serve__node_name(o, node, sizeof node);
+        struct store_pg_config pc = {.conninfo = o->store,
+                                     .node = node,
+                                     .node_url = o->node_url,
+                                     .lease_ms = o->lease_ms,
+                                     .durability = d};
+        rc = store_open_pg(&s->store, &pc, err, errlen);
+    } else {
+        rc = store_open(&s->store, o->data, d, err, errlen);
+    }
+    if (rc != 0)
         return rc;
     struct streams_config scfg = {.max_append = (size_t)o->max_body, .read_chunk = 1 << 20};
     if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
@@ -290,6 +325,7 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
     };
     s->stream_http = stream_http_new(s->http, &s->loop, s->streams, &shcfg);
     http_route(s->http, "/v1/health", serve__health, s);
+    http_route(s->http, "/v1/nodes", serve_nodes_http, s->store);
     int v6 = strchr(host, ':') != NULL;
     s->base_url =
         xasprintf("http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", http_server_port(s->http));

@@ -258,6 +258,7 @@ enum errcode session__errcode(int rc, enum errcode otherwise)
     case -EFBIG:
     case -EDQUOT: return ERR_STORAGE_FULL;
     case -ENOTCONN: return ERR_STORE_UNAVAILABLE;
+    case -EPERM: return ERR_NODE_FENCED;
     default: return otherwise;
     }
 }

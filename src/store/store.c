@@ -47,11 +47,10 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
     return 0;
 }
 
-int store_open_pg(struct store **out, const char *conninfo, enum store_durability durability, char *err,
-                  size_t errlen)
+int store_open_pg(struct store **out, const struct store_pg_config *cfg, char *err, size_t errlen)
 {
     struct store_pg *pg;
-    int rc = store_pg_open(&pg, conninfo, durability, err, errlen);
+    int rc = store_pg_open(&pg, cfg, err, errlen);
     *out = NULL;
     if (rc != 0)
         return rc;
@@ -76,6 +75,15 @@ struct store_sqlite *store__sqlite(struct store *s) { return s->sq; }
 const char *store_backend(const struct store *s) { return s->pg ? "postgres" : "sqlite"; }
 int store_commit_persists(const struct store *s) { return s->pg == NULL; }
 int store_available(struct store *s) { return s->pg ? store_pg_available(s->pg) : 0; }
+
+int store_nodes(struct store *s, struct store_node *out, size_t max)
+{
+    if (s->pg)
+        return store_pg_nodes(s->pg, out, max);
+    if (max > 0)
+        *out = (struct store_node){.node = "local", .owner = 1, .self = 1, .epoch = 1};
+    return 1;
+}
 
 int store_load(struct store *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg)
 {

@@ -70,12 +70,23 @@ int store_open(struct store **out, const char *dir, enum store_durability durabi
                size_t errlen) CORE_UNUSED_RESULT;
 /*
  * Connects to PostgreSQL (conninfo: a postgres:// URL or a libpq key=value string; TLS and the
- * rest go in it), creates or migrates agentd's tables (versioned in agentd_meta) and takes the
- * database for this process (an advisory lock: a second agentd on the same database is refused).
- * Blocking: start-up only. STORE_OS commits with synchronous_commit=off. -errno and a message in
- * err: unreachable, a schema written by a newer agentd, another agentd using the database.
+ * rest go in it), creates or migrates agentd's tables (versioned in agentd_meta), registers the
+ * node and takes the database's write lease for it: one node writes at a time. A node that finds
+ * another node's lease live waits, blocking, until it expires (a standby); the same node name
+ * takes its own lease back at once (a restart). The lease is renewed by a heartbeat thread; every
+ * batch's transaction checks it first (fencing), so a node that lost it (paused, cut off) cannot
+ * store a single row after another node took over. Blocking: start-up only. STORE_OS commits with
+ * synchronous_commit=off. -errno and a message in err: unreachable, a schema written by a newer
+ * agentd.
  */
-int store_open_pg(struct store **out, const char *conninfo, enum store_durability durability, char *err,
+struct store_pg_config {
+    const char *conninfo;
+    const char *node;     /* this node's name, unique among the nodes on the database */
+    const char *node_url; /* how clients reach it (GET /v1/nodes lists it), or NULL */
+    int64_t lease_ms;     /* how long the lease outlives its last renewal */
+    enum store_durability durability;
+};
+int store_open_pg(struct store **out, const struct store_pg_config *cfg, char *err,
                   size_t errlen) CORE_UNUSED_RESULT;
 /* Commits any open batch, then closes. NULL is a no-op. */
 void store_free(struct store *s);
@@ -84,9 +95,25 @@ const char *store_backend(const struct store *s);
 /* Does a batch survive kill -9 of agentd once store_commit has returned (SQLite), or only once the
  * store_sync after it has (PostgreSQL)? */
 int store_commit_persists(const struct store *s);
-/* Can the store reach its database? Reconnects when the connection was lost (blocking, bounded by
- * the connection timeout). 0, or -ENOTCONN while the database cannot be reached. SQLite: always 0. */
+/* Can the store write to its database? Reconnects when the connection was lost (blocking, bounded
+ * by the connection timeout), and takes the lease back if this node lost it and it has expired.
+ * 0; -ENOTCONN while the database cannot be reached; -EPERM while another node holds the lease.
+ * SQLite: always 0. */
 int store_available(struct store *s);
+
+/* The nodes that use the store's database (SQLite: this one). */
+struct store_node {
+    char node[256];
+    char url[256];         /* "" when it gave none */
+    int owner;             /* holds the write lease */
+    int self;              /* this process */
+    int64_t epoch;         /* of the lease, for the owner */
+    int64_t lease_ms_left; /* owner: until its lease expires (negative: expired) */
+    int64_t seen_ms_ago;   /* since its last heartbeat */
+};
+/* Fills up to max nodes; returns how many there are (may exceed max), or -errno. One query on the
+ * loop's connection. */
+int store_nodes(struct store *s, struct store_node *out, size_t max);
 
 /* Startup loading. The callbacks borrow their arguments for the duration of the call. */
 typedef void (*store_meta_cb)(const struct store_meta *m, void *arg);

@@ -8,6 +8,9 @@
  *   agentd_records(stream, off, data) PRIMARY KEY (stream, off)        one row per append
  *   agentd_producers(stream, pid, epoch, seq)                          idempotent producer states
  *   agentd_stream_ids, a sequence handing out blocks of PG_ID_BLOCK stream ids (ids are never reused)
+ *   (version 2) agentd_lease(node, epoch, expires_at), one row: the node that may write, and
+ *   agentd_nodes(node, url, started_ms, seen_ms): every node that uses the database
+ *   (store_pg_lease.c); agentd_fence(node, epoch), which every batch's transaction runs first.
  * Unlike the SQLite layout there is no shared log: PostgreSQL's own WAL already makes a commit cost
  * about the same however many streams it touches, and deletes run inside the batch's transaction.
  */
@@ -18,33 +21,43 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PG_SCHEMA   1
+#define PG_SCHEMA   2
 #define PG_ID_BLOCK 1024
 /* Statements sent between two pipeline syncs: bounds what libpq buffers and what the server's answers
  * to one pipelined stretch can pile up to. */
 #define PG_CHUNK    256
 
-static const char pg__create[] =
+/* migration[v] brings the schema from version v to v + 1; version 0 is an empty database. */
+static const char *const pg__migration[PG_SCHEMA] = {
     "CREATE TABLE agentd_meta(k text PRIMARY KEY, v text NOT NULL);"
-    "CREATE SEQUENCE agentd_stream_ids INCREMENT BY " PG__STR(
-        PG_ID_BLOCK) ";"
-                     "CREATE TABLE agentd_streams(id bigint PRIMARY KEY, path text, content_type text NOT "
-                     "NULL,"
-                     " created_ms bigint NOT NULL, ttl_s bigint NOT NULL, expires_at_ms bigint NOT NULL, "
-                     "expires_at text,"
-                     " closed int NOT NULL, tail bigint NOT NULL, fork_src bigint NOT NULL, fork_off bigint "
-                     "NOT NULL,"
-                     " fork_sub bigint NOT NULL, refcount bigint NOT NULL, deleted int NOT NULL, last_seq "
-                     "text,"
-                     " closer_pid text, closer_epoch bigint NOT NULL, closer_seq bigint NOT NULL);"
-                     "CREATE UNIQUE INDEX agentd_streams_path ON agentd_streams(path) WHERE path IS NOT NULL;"
-                     "CREATE TABLE agentd_records(stream bigint NOT NULL, off bigint NOT NULL, data bytea "
-                     "NOT NULL,"
-                     " PRIMARY KEY(stream, off));"
-                     "CREATE TABLE agentd_producers(stream bigint NOT NULL, pid text NOT NULL, epoch bigint "
-                     "NOT NULL,"
-                     " seq bigint NOT NULL, PRIMARY KEY(stream, pid));"
-                     "INSERT INTO agentd_meta VALUES('schema_version', '" PG__STR(PG_SCHEMA) "');";
+    "INSERT INTO agentd_meta VALUES('schema_version', '0');"
+    "CREATE SEQUENCE agentd_stream_ids INCREMENT BY 1024;" /* PG_ID_BLOCK */
+    "CREATE TABLE agentd_streams(id bigint PRIMARY KEY, path text, content_type text NOT NULL,"
+    " created_ms bigint NOT NULL, ttl_s bigint NOT NULL, expires_at_ms bigint NOT NULL,"
+    " expires_at text, closed int NOT NULL, tail bigint NOT NULL, fork_src bigint NOT NULL,"
+    " fork_off bigint NOT NULL, fork_sub bigint NOT NULL, refcount bigint NOT NULL,"
+    " deleted int NOT NULL, last_seq text, closer_pid text, closer_epoch bigint NOT NULL,"
+    " closer_seq bigint NOT NULL);"
+    "CREATE UNIQUE INDEX agentd_streams_path ON agentd_streams(path) WHERE path IS NOT NULL;"
+    "CREATE TABLE agentd_records(stream bigint NOT NULL, off bigint NOT NULL, data bytea NOT NULL,"
+    " PRIMARY KEY(stream, off));"
+    "CREATE TABLE agentd_producers(stream bigint NOT NULL, pid text NOT NULL, epoch bigint NOT NULL,"
+    " seq bigint NOT NULL, PRIMARY KEY(stream, pid));",
+    /* The lease row starts expired: the first node takes it at once. The fence takes the row FOR
+     * SHARE, so a takeover (an UPDATE of the row, only once the lease has expired) waits for every
+     * write transaction that passed the fence to end: once it has committed, no write of the old
+     * epoch can. The fence does not look at the expiry: a node whose lease ran out while nobody
+     * took it over (PostgreSQL was down longer than the lease) may go on writing. */
+    "CREATE TABLE agentd_lease(id int PRIMARY KEY CHECK (id = 1), node text NOT NULL,"
+    " epoch bigint NOT NULL, expires_at timestamptz NOT NULL);"
+    "INSERT INTO agentd_lease VALUES(1, '', 0, '-infinity');"
+    "CREATE TABLE agentd_nodes(node text PRIMARY KEY, url text, started_ms bigint NOT NULL,"
+    " seen_ms bigint NOT NULL);"
+    "CREATE FUNCTION agentd_fence(n text, e bigint) RETURNS void LANGUAGE plpgsql AS $$ BEGIN"
+    " PERFORM 1 FROM agentd_lease WHERE id = 1 AND node = n AND epoch = e FOR SHARE;"
+    " IF NOT FOUND THEN RAISE EXCEPTION 'agentd node % does not hold the lease (epoch %)', n, e"
+    " USING ERRCODE = '" PG_FENCED_STATE "'; END IF; END $$;",
+};
 
 /* The committer's statements, prepared on its connection (again after each reconnect). */
 enum pg__stmt {
@@ -53,9 +66,11 @@ enum pg__stmt {
     PG_ST_DELETE,
     PG_ST_RECORD,
     PG_ST_PRODUCER,
+    PG_ST_FENCE,
     PG_ST__COUNT
 };
 static const char *const pg__sql[PG_ST__COUNT] = {
+    [PG_ST_FENCE] = "SELECT agentd_fence($1, $2)",
     [PG_ST_INSERT] =
         "INSERT INTO agentd_streams(path, content_type, created_ms, ttl_s, expires_at_ms, expires_at,"
         " closed, tail, fork_src, fork_off, fork_sub, refcount, deleted, last_seq, closer_pid,"
@@ -73,7 +88,7 @@ static const char *const pg__sql[PG_ST__COUNT] = {
     [PG_ST_PRODUCER] = "INSERT INTO agentd_producers(stream, pid, epoch, seq) VALUES($1,$2,$3,$4)"
                        " ON CONFLICT (stream, pid) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq",
 };
-static const char *const pg__stmt_name[PG_ST__COUNT] = {"ins", "upd", "del", "rec", "prod"};
+static const char *const pg__stmt_name[PG_ST__COUNT] = {"ins", "upd", "del", "rec", "prod", "fence"};
 
 int pg__errno(PGconn *c, const PGresult *r)
 {
@@ -89,6 +104,8 @@ int pg__errno(PGconn *c, const PGresult *r)
         return -EIO;
     if (strcmp(state, "23505") == 0) /* unique_violation */
         return -EEXIST;
+    if (strcmp(state, PG_FENCED_STATE) == 0)
+        return -EPERM;
     if (strcmp(state, "53100") == 0) /* disk_full */
         return -ENOSPC;
     if (strcmp(state, "25006") == 0) /* read_only_sql_transaction (a standby) */
@@ -131,6 +148,7 @@ int pg__exec(PGconn *c, const char *sql, char *err, size_t errlen)
 static int pg__schema(PGconn *c, char *err, size_t errlen)
 {
     char msg[512];
+    *err = 0;
     int rc = pg__exec(c, "BEGIN; SELECT pg_advisory_xact_lock(" PG_LOCK_SCHEMA ")", msg, sizeof msg);
     if (rc != 0) {
         snprintf(err, errlen, "cannot lock the schema: %s", msg);
@@ -152,18 +170,24 @@ static int pg__schema(PGconn *c, char *err, size_t errlen)
                  "the database has agentd schema %d, written by a newer agentd (this one knows %d)", version,
                  PG_SCHEMA);
         rc = -EPROTO;
-    } else if (version == 0 &&
-               (rc = pg__exec(c, "ROLLBACK; BEGIN; SELECT pg_advisory_xact_lock(" PG_LOCK_SCHEMA ")", msg,
-                              sizeof msg)) == 0 &&
-               (rc = pg__exec(c, pg__create, msg, sizeof msg)) != 0) {
-        snprintf(err, errlen, "cannot create agentd's tables: %s", msg);
+    } else if (version == 0) { /* the failed SELECT ended the transaction */
+        rc =
+            pg__exec(c, "ROLLBACK; BEGIN; SELECT pg_advisory_xact_lock(" PG_LOCK_SCHEMA ")", msg, sizeof msg);
     }
-    if (rc == 0 && (rc = pg__exec(c, "COMMIT", msg, sizeof msg)) != 0)
-        snprintf(err, errlen, "cannot create agentd's tables: %s", msg);
+    for (int v = version; rc == 0 && v < PG_SCHEMA; v++)
+        rc = pg__exec(c, pg__migration[v], msg, sizeof msg);
+    if (rc == 0 && version < PG_SCHEMA)
+        rc = pg__exec(c, "UPDATE agentd_meta SET v = '" PG__STR(PG_SCHEMA) "' WHERE k = 'schema_version'",
+                      msg, sizeof msg);
+    if (rc == 0)
+        rc = pg__exec(c, "COMMIT", msg, sizeof msg);
+    if (rc != 0 && !*err)
+        snprintf(err, errlen, "cannot create or migrate agentd's tables: %s", msg);
     if (rc != 0)
         (void)pg__exec(c, "ROLLBACK", NULL, 0);
-    else if (version == 0)
-        log_info("store: created agentd's tables in PostgreSQL (schema %d)", PG_SCHEMA);
+    else if (version < PG_SCHEMA)
+        log_info("store: %s agentd's tables in PostgreSQL (schema %d)", version ? "migrated" : "created",
+                 PG_SCHEMA);
     return rc;
 }
 
@@ -171,6 +195,12 @@ static int pg__schema(PGconn *c, char *err, size_t errlen)
 static int pg__writer_setup(struct store_pg *s, PGconn *c, char *err, size_t errlen)
 {
     if (s->durability == STORE_OS && pg__exec(c, "SET synchronous_commit = off", err, errlen) != 0)
+        return -EIO;
+    /* A node paused inside a batch's transaction (between two pipelined stretches) holds the lease
+     * row FOR SHARE: PostgreSQL ends that session once the lease is over, so a standby can take over. */
+    char sql[96];
+    snprintf(sql, sizeof sql, "SET idle_in_transaction_session_timeout = %lld", (long long)s->lease_ms);
+    if (pg__exec(c, sql, err, errlen) != 0)
         return -EIO;
     for (int i = 0; i < PG_ST__COUNT; i++) {
         PGresult *r = PQprepare(c, pg__stmt_name[i], pg__sql[i], 0, NULL);
@@ -202,20 +232,24 @@ static int pg__writer_connect(struct store_pg *s)
     return 0;
 }
 
-int store_pg_open(struct store_pg **out, const char *conninfo, enum store_durability durability, char *err,
-                  size_t errlen)
+int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char *err, size_t errlen)
 {
     struct store_pg *s = xcalloc(1, sizeof *s);
+    const char *conninfo = cfg->conninfo;
     int rc = -ENOTCONN;
     s->conninfo = xstrdup(conninfo);
-    s->durability = durability;
+    s->node = xstrdup(cfg->node);
+    s->node_url = cfg->node_url ? xstrdup(cfg->node_url) : NULL;
+    s->lease_ms = cfg->lease_ms;
+    s->durability = cfg->durability;
     s->open_tail = &s->open;
     s->sealed_tail = &s->sealed;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->sync_mu, NULL);
     if ((s->conn = pg__connect(conninfo, err, errlen)) == NULL)
         goto fail;
-    if ((rc = pg__schema(s->conn, err, errlen)) != 0 || (rc = pg__reader_setup(s, err, errlen)) != 0)
+    if ((rc = pg__schema(s->conn, err, errlen)) != 0 ||
+        (rc = pg__lease_take(s, s->conn, 1, err, errlen)) != 0)
         goto fail;
     if ((s->wconn = pg__connect(conninfo, err, errlen)) == NULL) {
         rc = -ENOTCONN;
@@ -223,6 +257,7 @@ int store_pg_open(struct store_pg **out, const char *conninfo, enum store_durabi
     }
     if ((rc = pg__writer_setup(s, s->wconn, err, errlen)) != 0)
         goto fail;
+    pg__heartbeat_start(s);
     *out = s;
     return 0;
 
@@ -251,11 +286,14 @@ void store_pg_free(struct store_pg *s)
         log_error("store: the final commit to PostgreSQL failed");
     pg__rows_free(s->open);
     pg__rows_free(s->sealed);
+    pg__lease_release(s);
     PQfinish(s->conn);
     PQfinish(s->wconn);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->sync_mu);
     free(s->conninfo);
+    free(s->node);
+    free(s->node_url);
     free(s);
 }
 
@@ -465,15 +503,20 @@ static int pg__drain(PGconn *c, int n, int *begun)
     return rc;
 }
 
-/* Sends rows as one transaction, PG_CHUNK statements between pipeline syncs (an explicit
- * transaction spans them). 0 once COMMIT has returned; -EAGAIN when the connection was found dead
- * before BEGIN ran (nothing can have been stored: the caller may reconnect and send again). */
-static int pg__send(PGconn *c, const struct pg__row *rows)
+/* Sends rows as one transaction, fenced by the lease (node, epoch), PG_CHUNK statements between
+ * pipeline syncs (an explicit transaction spans them). 0 once COMMIT has returned; -EPERM when the
+ * node does not hold the lease; -EAGAIN when the connection was found dead before BEGIN ran
+ * (nothing can have been stored: the caller may reconnect and send again). */
+static int pg__send(PGconn *c, const struct pg__row *rows, const char *node, int64_t epoch)
 {
     if (!PQenterPipelineMode(c))
         return pg__errno(c, NULL);
-    int rc = 0, begun = 0, n = 1, done = 0;
-    if (PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1)
+    int rc = 0, begun = 0, n = 2, done = 0;
+    char e[24];
+    snprintf(e, sizeof e, "%lld", (long long)epoch);
+    const char *fence[] = {node, e};
+    if (PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+        PQsendQueryPrepared(c, pg__stmt_name[PG_ST_FENCE], 2, fence, NULL, NULL, 0) != 1)
         rc = -ENOTCONN;
     for (const struct pg__row *r = rows; rc == 0 && !done;) {
         for (; rc == 0 && r && n < PG_CHUNK; r = r->next, n++)
@@ -506,16 +549,19 @@ int store_pg_sync(struct store_pg *s)
     s->sealed = NULL;
     s->sealed_tail = &s->sealed;
     s->sealed_batches = 0;
+    int64_t epoch = s->epoch;
     pthread_mutex_unlock(&s->mu);
     int rc = 0;
     if (rows) {
-        rc = s->wconn ? pg__send(s->wconn, rows) : -EAGAIN;
+        rc = s->wconn ? pg__send(s->wconn, rows, s->node, epoch) : -EAGAIN;
         /* A connection that died while idle (PostgreSQL restarted meanwhile) is found by this batch:
          * nothing of it ran, so it goes again on a new connection. */
         if (rc == -EAGAIN && (rc = pg__writer_connect(s)) == 0)
-            rc = pg__send(s->wconn, rows);
+            rc = pg__send(s->wconn, rows, s->node, epoch);
         if (rc == -EAGAIN)
             rc = -ENOTCONN;
+        if (rc == -EPERM)
+            pg__fenced(s);
     }
     pg__rows_free(rows);
     /* A send cut short may leave the connection mid-pipeline or mid-transaction: start afresh. */

@@ -2,9 +2,9 @@
  * store_pg — the PostgreSQL backend of store.h (libpq). Not for other modules: store.c hands each
  * call of store.h to the store_pg_* function of the same name; see store.h for what each does.
  *
- * Two connections: the loop's (reads, loading, stream id reservations, and the advisory lock that
- * keeps a second agentd off the database) and the committer's (store_pg_sync, in libuv's thread
- * pool; a mutex keeps it to one caller at a time). Writes never touch a connection on the loop: a
+ * Three connections: the loop's (reads, loading, stream id reservations, taking the lease), the
+ * committer's (store_pg_sync, in libuv's thread pool; a mutex keeps it to one caller at a time)
+ * and the heartbeat thread's (renewing the lease; store_pg_lease.c). Writes never touch a connection on the loop: a
  * batch is a list of rows in memory, store_pg_commit seals it, and store_pg_sync sends every sealed
  * batch as one transaction.
  */
@@ -15,8 +15,9 @@
 
 struct store_pg;
 
-int store_pg_open(struct store_pg **out, const char *conninfo, enum store_durability durability, char *err,
+int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char *err,
                   size_t errlen) CORE_UNUSED_RESULT;
+int store_pg_nodes(struct store_pg *s, struct store_node *out, size_t max);
 void store_pg_free(struct store_pg *s);
 int store_pg_available(struct store_pg *s);
 int store_pg_load(struct store_pg *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg);

@@ -11,11 +11,12 @@
 
 #include "store/store_pg.h"
 
-#define PG__STR2(x)    #x
-#define PG__STR(x)     PG__STR2(x)
-/* Advisory lock keys: the schema's creation, and the database held by one agentd at a time. */
-#define PG_LOCK_SCHEMA "4437001"
-#define PG_LOCK_DB     "4437002"
+#define PG__STR2(x)     #x
+#define PG__STR(x)      PG__STR2(x)
+/* The advisory lock key that serializes the schema's creation and migrations. */
+#define PG_LOCK_SCHEMA  "4437001"
+/* The SQLSTATE agentd_fence raises when the node does not hold the lease (-EPERM). */
+#define PG_FENCED_STATE "AGD01"
 
 /* One row of a batch, in memory until store_pg_sync sends it. */
 enum pg__kind {
@@ -36,15 +37,29 @@ struct pg__row {
     unsigned char data[];
 };
 
+/* The heartbeat thread (store_pg_lease.c). */
+struct pg__heartbeat {
+    pthread_t thread;
+    pthread_mutex_t mu; /* guards stop */
+    pthread_cond_t cv;
+    int stop, started;
+    PGconn *conn; /* its own */
+};
+
 struct store_pg {
     char *conninfo;
+    char *node, *node_url;
+    int64_t lease_ms;
     enum store_durability durability;
+    struct pg__heartbeat hb;
     PGconn *conn;  /* the loop's: reads, loading, id blocks, the database lock; NULL while lost */
     PGconn *wconn; /* the committer's (store_pg_sync, under sync_mu); NULL until reconnected */
     pthread_mutex_t sync_mu;
-    pthread_mutex_t mu; /* guards sealed, sealed_batches, commits */
+    pthread_mutex_t mu; /* guards sealed, sealed_batches, commits, epoch, fenced */
     struct pg__row *sealed, **sealed_tail;
     uint64_t sealed_batches, commits;
+    int64_t epoch; /* of the lease this node took; every batch is fenced with it */
+    int fenced;    /* a batch or a renewal found the lease gone (logged once) */
     /* loop thread only */
     struct pg__row *open, **open_tail;
     int poisoned;
@@ -59,9 +74,18 @@ int pg__errno(PGconn *c, const PGresult *r);
 PGconn *pg__connect(const char *conninfo, char *err, size_t errlen);
 int pg__exec(PGconn *c, const char *sql, char *err, size_t errlen);
 
+/* store_pg_lease.c */
+/* Registers the node and takes the lease on c; with wait, waits for another node's to expire.
+ * 0, -EPERM (another node holds it; without wait only), or -errno with a message in err. */
+int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t errlen);
+/* The heartbeat thread: started once the lease is held; stopped (and the lease given up, so that
+ * a standby takes over at once) when the store closes. */
+void pg__heartbeat_start(struct store_pg *s);
+void pg__lease_release(struct store_pg *s);
+/* Marks the lease lost (once: logged). Any thread. */
+void pg__fenced(struct store_pg *s);
+
 /* store_pg_read.c */
-/* The loop's connection after connecting: takes the database lock. 0 or -errno (message in err). */
-int pg__reader_setup(struct store_pg *s, char *err, size_t errlen);
 /* Runs a query on the loop's connection, reconnecting once if it was lost (a query that never ran
  * is safe to send again: every query on it reads, or takes a lock or a block of ids). Parameters
  * are text; results binary when `binary`. NULL while the database cannot be reached (libpq's

@@ -1,5 +1,5 @@
 /*
- * store_pg_read — the PostgreSQL store's loop connection: the database lock, loading, reads. Each
+ * store_pg_read — the PostgreSQL store's loop connection: reconnecting, loading, reads. Each
  * call is one or a few round trips on the loop (bounded: reads fetch PG_READ_ROWS rows per query);
  * writes never come here (store_pg.c sends them from the committer's thread).
  */
@@ -18,32 +18,6 @@
 /* A lost connection is tried again at most this often from the loop. */
 #define PG_RECONNECT_US 200000
 
-/* Takes the database for this agentd. At start-up a killed predecessor's session may hold the lock
- * for a moment (until PostgreSQL notices its socket closed): tries for up to tries/10 seconds. */
-static int pg__lock(PGconn *c, int tries, char *err, size_t errlen)
-{
-    for (int i = 0; i < tries; i++) {
-        PGresult *r = PQexec(c, "SELECT pg_try_advisory_lock(" PG_LOCK_DB ")");
-        int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
-        int got = ok && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-        int rc = ok ? 0 : pg__errno(c, r);
-        if (!ok)
-            snprintf(err, errlen, "cannot lock the database: %s", PQerrorMessage(c));
-        PQclear(r);
-        if (rc != 0 || got)
-            return rc;
-        if (i + 1 < tries)
-            usleep(100000);
-    }
-    snprintf(err, errlen, "another agentd uses this database (it holds agentd's advisory lock)");
-    return -EBUSY;
-}
-
-int pg__reader_setup(struct store_pg *s, char *err, size_t errlen)
-{
-    return pg__lock(s->conn, 50, err, errlen);
-}
-
 static int pg__reconnect(struct store_pg *s)
 {
     char err[512];
@@ -52,8 +26,7 @@ static int pg__reconnect(struct store_pg *s)
         return -ENOTCONN;
     PQfinish(s->conn);
     s->conn = pg__connect(s->conninfo, err, sizeof err);
-    int rc = s->conn ? pg__lock(s->conn, 1, err, sizeof err) : -ENOTCONN;
-    if (rc == 0) {
+    if (s->conn) {
         log_info("store: connected to PostgreSQL again");
         s->reader_lost = 0;
         return 0;
@@ -88,6 +61,13 @@ int store_pg_available(struct store_pg *s)
     PGresult *r = pg__query(s, "SELECT 1", 0, NULL, 0);
     int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : -ENOTCONN;
     PQclear(r);
+    pthread_mutex_lock(&s->mu);
+    int fenced = s->fenced;
+    pthread_mutex_unlock(&s->mu);
+    if (rc == 0 && fenced) { /* back only once no other node holds the lease */
+        char err[256];
+        rc = pg__lease_take(s, s->conn, 0, err, sizeof err);
+    }
     return rc;
 }
 

@@ -851,27 +851,30 @@ static void streams__clear(struct streams *ss)
     map_clear(&ss->by_path);
 }
 
-static void streams__unavailable(struct streams *ss)
+static void streams__unavailable(struct streams *ss, int rc)
 {
     if (!ss->unavailable)
-        log_warn("stream: the store's database cannot be reached; writes are refused until it is back");
-    ss->unavailable = 1;
+        log_warn("stream: the store cannot take writes (%s); writes are refused until it can",
+                 rc == -EPERM ? "another node holds its lease" : "its database cannot be reached");
+    ss->unavailable = rc;
     uv_timer_start(&ss->retry, streams__on_retry, STREAM_RETRY_MS, 0);
 }
 
 /*
- * While the store's database cannot be reached (PostgreSQL down) the registry stays as it was:
+ * While the store cannot take writes (PostgreSQL down, or another node holding its write lease)
+ * the registry stays as it was:
  * readers see its durable state, writes are refused (stream_write.c), and the reload is tried
  * again every STREAM_RETRY_MS until the database is back.
  */
 static void streams__reload(struct streams *ss)
 {
-    if (store_available(ss->store) != 0)
-        return streams__unavailable(ss);
+    int rc = store_available(ss->store);
+    if (rc != 0)
+        return streams__unavailable(ss, rc);
     streams__clear(ss);
-    int rc = streams__load(ss);
+    rc = streams__load(ss);
     if (rc == -ENOTCONN)
-        return streams__unavailable(ss); /* lost again while loading: what loaded is read-only */
+        return streams__unavailable(ss, rc); /* lost again while loading: what loaded is read-only */
     if (rc != 0)
         log_error("stream: reloading the registry failed: %s", strerror(-rc));
     if (ss->unavailable)

@@ -50,7 +50,9 @@ struct streams {
     int sync_rc;
     int freeing; /* the registry was freed while an fsync ran: sync_done frees it */
     uv_timer_t sweep;
-    int unavailable;  /* the store's database cannot be reached: writes are refused (stream.c) */
+    /* -errno while the store cannot take writes (its database cannot be reached, or another node
+     * holds its lease): writes are refused (stream.c) */
+    int unavailable;
     uv_timer_t retry; /* tries the reload again while unavailable */
 };
 

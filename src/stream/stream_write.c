@@ -213,8 +213,10 @@ static int stream__unavailable(struct streams *ss, struct stream_op *op)
 {
     if (!ss->unavailable)
         return 0;
-    stream__fail(op, STREAM_STORE_ERROR, "the store's database cannot be reached");
-    op->result.store_errno = -ENOTCONN;
+    stream__fail(op, STREAM_STORE_ERROR,
+                 ss->unavailable == -EPERM ? "another node holds the store's write lease"
+                                           : "the store's database cannot be reached");
+    op->result.store_errno = ss->unavailable;
     return 1;
 }
 

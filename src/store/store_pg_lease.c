@@ -1,0 +1,241 @@
+/*
+ * store_pg_lease — which node may write to the database: one lease row in agentd_lease (node,
+ * epoch, expires_at). A node takes it at start (waiting out another node's; its own, after a
+ * restart, at once), renews it from a heartbeat thread on a connection of its own every quarter
+ * of the lease, and gives it up on a clean stop so that a standby takes over at once. Every batch's
+ * transaction runs agentd_fence(node, epoch) first (store_pg.c), which takes the row FOR SHARE: a
+ * node whose lease was taken over cannot store a single row afterwards, however long it was paused.
+ * agentd_nodes lists every node that uses the database (GET /v1/nodes).
+ */
+#include "store/store_pg_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static PGresult *pg__params(PGconn *c, const char *sql, int n, const char *const *v)
+{
+    return PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
+}
+
+static int pg__node_register(struct store_pg *s, PGconn *c, char *err, size_t errlen)
+{
+    char now[24];
+    snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
+    const char *v[] = {s->node, s->node_url, now};
+    PGresult *r = pg__params(c,
+                             "INSERT INTO agentd_nodes(node, url, started_ms, seen_ms) VALUES($1, $2, $3, $3)"
+                             " ON CONFLICT (node) DO UPDATE SET url = excluded.url,"
+                             " started_ms = excluded.started_ms, seen_ms = excluded.seen_ms",
+                             3, v);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg__errno(c, r);
+    if (rc != 0)
+        snprintf(err, errlen, "cannot register the node: %s", PQerrorMessage(c));
+    PQclear(r);
+    return rc;
+}
+
+/* One attempt. 1: taken (s->epoch is the new epoch); 0: another node's lease is live (its name
+ * in holder, the time it has left in *left_ms); -errno. */
+static int pg__lease_try(struct store_pg *s, PGconn *c, char *holder, size_t hlen, int64_t *left_ms)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%" PRId64, s->lease_ms);
+    const char *v[] = {s->node, ms};
+    PGresult *r =
+        pg__params(c,
+                   "UPDATE agentd_lease SET node = $1, epoch = epoch + 1,"
+                   " expires_at = clock_timestamp() + ($2 || ' milliseconds')::interval"
+                   " WHERE id = 1 AND (node = $1 OR expires_at <= clock_timestamp()) RETURNING epoch",
+                   2, v);
+    int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : pg__errno(c, r);
+    if (rc == 1) {
+        pthread_mutex_lock(&s->mu);
+        s->epoch = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        s->fenced = 0;
+        pthread_mutex_unlock(&s->mu);
+    }
+    PQclear(r);
+    if (rc != 0)
+        return rc;
+    r = PQexec(c, "SELECT node, (extract(epoch from expires_at - clock_timestamp()) * 1000)::bigint"
+                  " FROM agentd_lease WHERE id = 1");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        snprintf(holder, hlen, "%s", PQgetvalue(r, 0, 0));
+        *left_ms = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    } else {
+        rc = pg__errno(c, r);
+    }
+    PQclear(r);
+    return rc;
+}
+
+int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t errlen)
+{
+    /* At start (wait) the node says it is there, also while it waits as a standby. */
+    int rc = wait ? pg__node_register(s, c, err, errlen) : 0;
+    for (int waited = 0; rc == 0;) {
+        char holder[256] = "";
+        int64_t left = 0;
+        if ((rc = pg__lease_try(s, c, holder, sizeof holder, &left)) == 1) {
+            log_info("store: node %s holds the write lease (epoch %" PRId64 ")", s->node, s->epoch);
+            return 0;
+        }
+        if (rc < 0) {
+            snprintf(err, errlen, "cannot take the write lease: %s", PQerrorMessage(c));
+            return rc;
+        }
+        if (!wait)
+            return -EPERM;
+        if (!waited++)
+            log_warn("store: node %s holds the write lease; node %s waits for it to expire (in %" PRId64
+                     " ms)",
+                     holder, s->node, left);
+        usleep((useconds_t)(left > 200 ? 200 : left < 20 ? 20 : left) * 1000);
+    }
+    return rc;
+}
+
+void pg__fenced(struct store_pg *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (!s->fenced)
+        log_warn("store: node %s lost the write lease (epoch %" PRId64 "): writes are refused until it can "
+                 "take it back",
+                 s->node, s->epoch);
+    s->fenced = 1;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* One heartbeat: renews this node's lease (unless another node took it meanwhile, which fences
+ * this one) and says the node is alive. Failures wait for the next beat: the lease then expires
+ * on its own, and the fence refuses what this node writes after that. */
+static void pg__renew(struct store_pg *s)
+{
+    char err[256];
+    struct pg__heartbeat *hb = &s->hb;
+    if (hb->conn == NULL || PQstatus(hb->conn) != CONNECTION_OK) {
+        PQfinish(hb->conn);
+        if ((hb->conn = pg__connect(s->conninfo, err, sizeof err)) == NULL)
+            return;
+    }
+    pthread_mutex_lock(&s->mu);
+    int64_t epoch = s->epoch;
+    int fenced = s->fenced;
+    pthread_mutex_unlock(&s->mu);
+    char e[24], ms[24], now[24];
+    snprintf(e, sizeof e, "%" PRId64, epoch);
+    snprintf(ms, sizeof ms, "%" PRId64, s->lease_ms);
+    snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
+    if (!fenced) {
+        const char *v[] = {s->node, e, ms};
+        PGresult *r =
+            pg__params(hb->conn,
+                       "UPDATE agentd_lease SET expires_at = clock_timestamp() + ($3 || ' milliseconds')"
+                       "::interval WHERE id = 1 AND node = $1 AND epoch = $2",
+                       3, v);
+        if (PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "0") == 0)
+            pg__fenced(s);
+        PQclear(r);
+    }
+    const char *v[] = {s->node, now};
+    PQclear(pg__params(hb->conn, "UPDATE agentd_nodes SET seen_ms = $2 WHERE node = $1", 2, v));
+}
+
+static void *pg__heartbeat_main(void *arg)
+{
+    struct store_pg *s = arg;
+    struct pg__heartbeat *hb = &s->hb;
+    int64_t every_ms = s->lease_ms / 4 > 50 ? s->lease_ms / 4 : 50;
+    pthread_mutex_lock(&hb->mu);
+    while (!hb->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += every_ms / 1000;
+        until.tv_nsec += (long)(every_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&hb->cv, &hb->mu, &until);
+        if (hb->stop)
+            break;
+        pthread_mutex_unlock(&hb->mu);
+        pg__renew(s);
+        pthread_mutex_lock(&hb->mu);
+    }
+    pthread_mutex_unlock(&hb->mu);
+    return NULL;
+}
+
+void pg__heartbeat_start(struct store_pg *s)
+{
+    struct pg__heartbeat *hb = &s->hb;
+    pthread_mutex_init(&hb->mu, NULL);
+    pthread_cond_init(&hb->cv, NULL);
+    hb->started = pthread_create(&hb->thread, NULL, pg__heartbeat_main, s) == 0;
+    if (!hb->started)
+        log_error("store: cannot start the lease's heartbeat thread: the lease will expire");
+}
+
+void pg__lease_release(struct store_pg *s)
+{
+    struct pg__heartbeat *hb = &s->hb;
+    if (hb->started) {
+        pthread_mutex_lock(&hb->mu);
+        hb->stop = 1;
+        pthread_cond_signal(&hb->cv);
+        pthread_mutex_unlock(&hb->mu);
+        pthread_join(hb->thread, NULL);
+        pthread_mutex_destroy(&hb->mu);
+        pthread_cond_destroy(&hb->cv);
+        hb->started = 0;
+    }
+    PQfinish(hb->conn);
+    hb->conn = NULL;
+    if (s->conn == NULL || s->epoch == 0 || s->fenced)
+        return;
+    char e[24];
+    snprintf(e, sizeof e, "%" PRId64, s->epoch);
+    const char *v[] = {s->node, e};
+    PQclear(pg__params(
+        s->conn, "UPDATE agentd_lease SET expires_at = '-infinity' WHERE id = 1 AND node = $1 AND epoch = $2",
+        2, v));
+}
+
+int store_pg_nodes(struct store_pg *s, struct store_node *out, size_t max)
+{
+    char now[24];
+    snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
+    const char *v[] = {now};
+    PGresult *r =
+        pg__query(s,
+                  "SELECT n.node, coalesce(n.url, ''), n.node = l.node, l.epoch,"
+                  " CASE WHEN isfinite(l.expires_at) THEN"
+                  " (extract(epoch from l.expires_at - clock_timestamp()) * 1000)::bigint ELSE -1 END,"
+                  " $1::bigint - n.seen_ms FROM agentd_nodes n, agentd_lease l ORDER BY n.node",
+                  1, v, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = pg__errno(s->conn, r);
+        PQclear(r);
+        return rc;
+    }
+    int n = PQntuples(r);
+    for (int i = 0; i < n && (size_t)i < max; i++) {
+        struct store_node *o = &out[i];
+        memset(o, 0, sizeof *o);
+        snprintf(o->node, sizeof o->node, "%s", PQgetvalue(r, i, 0));
+        snprintf(o->url, sizeof o->url, "%s", PQgetvalue(r, i, 1));
+        o->owner = strcmp(PQgetvalue(r, i, 2), "t") == 0;
+        o->self = strcmp(o->node, s->node) == 0;
+        o->epoch = o->owner ? strtoll(PQgetvalue(r, i, 3), NULL, 10) : 0;
+        o->lease_ms_left = o->owner ? strtoll(PQgetvalue(r, i, 4), NULL, 10) : 0;
+        o->seen_ms_ago = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+    }
+    PQclear(r);
+    return n;
+}

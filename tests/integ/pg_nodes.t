@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+# Two agentd nodes on one PostgreSQL (a PostgreSQL the test starts itself, tests/integ/pg.py): one
+# write lease, fenced in every write transaction.
+#   - node A takes the lease; node B, started on the same database, waits as a standby, and
+#     GET /v1/nodes on A lists both, A as the owner;
+#   - A is paused (SIGSTOP) while 8 writers append through it: once A's lease has expired, B takes
+#     over (a higher epoch) and serves every stream, with everything A acknowledged;
+#   - A resumed (SIGCONT) cannot store a single append: its writes are answered 503 node_fenced,
+#     and no stream ever holds two histories (each is a contiguous prefix of A's appends holding
+#     every one A acknowledged, then B's append: nothing of A's after it).
+import os
+import signal
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from agentd_test import REF, Server, run_test, wait_for  # noqa: E402
+from pg import Postgres  # noqa: E402
+
+WRITERS = 8
+LEASE_MS = 1000
+
+
+def node(pg, name):
+    return Server(args=["--store", pg.url, "--node-url", f"http://{name}.test", "--lease-ms", str(LEASE_MS)])
+
+
+def nodes_of(srv):
+    r = srv.request("GET", "/v1/nodes")
+    return {n["node"]: n for n in r.json()["nodes"]} if r.status == 200 else {}
+
+
+class Writer(threading.Thread):
+    def __init__(self, srv, w, path, stop):
+        super().__init__(daemon=True)
+        self.srv, self.w, self.path, self.stop_event = srv, w, path, stop
+        self.acked = 0
+        self.sent = 0
+        self.refusals = {}  # error code -> count, answers after A was resumed
+
+    def run(self):
+        conn = self.srv.connection(timeout=60)
+        try:
+            while not self.stop_event.is_set():
+                n = self.acked
+                self.sent = n + 1
+                r = self.srv.append(self.path, f"a{self.w}:{n};".encode(), "text/plain", conn=conn)
+                if 200 <= r.status < 300:
+                    self.acked = n + 1
+                    continue
+                body = r.error_body()
+                code = f"{r.status} {body['code'] if body else r.body[:60]!r}"
+                self.refusals[code] = self.refusals.get(code, 0) + 1
+                time.sleep(0.02)
+        except Exception as e:
+            self.refusals[repr(e)] = 1
+        finally:
+            conn.close()
+
+
+def main(tap):
+    if REF:
+        tap.skip("PostgreSQL nodes", "the reference server has no --store")
+        return
+    pg = Postgres()
+    pg.start()
+    a, b = node(pg, "a"), node(pg, "b")
+    try:
+        a.start()
+        na = nodes_of(a)
+        tap.ok(na.get("http://a.test", {}).get("owner") and na["http://a.test"].get("self"),
+               "node A holds the write lease", repr(na))
+        paths = [f"/v1/stream/nodes/{w}" for w in range(WRITERS)]
+        tap.ok(all(a.create(p, "text/plain").status == 201 for p in paths), f"create {WRITERS} streams on A")
+        stop = threading.Event()
+        writers = [Writer(a, w, paths[w], stop) for w in range(WRITERS)]
+        for wr in writers:
+            wr.start()
+        tap.ok(wait_for(lambda: all(wr.acked >= 5 for wr in writers), 30), "writers are acknowledged by A")
+
+        started = threading.Thread(target=b.start, kwargs={"timeout": 60}, daemon=True)
+        started.start()
+        listed = wait_for(lambda: "http://b.test" in nodes_of(a), 15)
+        tap.ok(listed, "node B waits as a standby and A lists it")
+        nb = nodes_of(a).get("http://b.test", {})
+        tap.ok(not nb.get("owner") and not b.url, "B holds no lease and serves nothing meanwhile", repr(nb))
+        epoch_a = nodes_of(a)["http://a.test"].get("epoch")
+
+        a.proc.send_signal(signal.SIGSTOP)
+        paused_at = time.monotonic()
+        started.join(60)
+        took = time.monotonic() - paused_at
+        tap.ok(b.url is not None, f"B takes over once A's lease has expired ({took:.1f} s after A was paused)")
+        tap.ok(took < LEASE_MS / 1000 + 5, "within the lease and a few seconds")
+        acked_by_a = [wr.acked for wr in writers]
+        nb = nodes_of(b).get("http://b.test", {})
+        tap.ok(nb.get("owner") and nb.get("epoch", 0) > (epoch_a or 0),
+               "B holds the lease with a higher epoch", f"{nb!r} vs A's epoch {epoch_a}")
+
+        # B serves every stream with what A acknowledged, and takes appends.
+        bad = []
+        for wr in writers:
+            data, r = b.read_bytes(wr.path)
+            have = data.decode().split(";")[:-1]
+            want_prefix = [f"a{wr.w}:{n}" for n in range(len(have))]
+            if have != want_prefix or len(have) < acked_by_a[wr.w]:
+                bad.append(f"{wr.path}: {len(have)} messages, {acked_by_a[wr.w]} acknowledged by A")
+            elif not 200 <= b.append(wr.path, b"b;", "text/plain").status < 300:
+                bad.append(f"{wr.path}: B refused an append")
+        tap.ok(not bad, "B reads everything A acknowledged, and appends after it", "\n".join(bad))
+
+        a.proc.send_signal(signal.SIGCONT)
+        tap.ok(wait_for(lambda: all(wr.refusals for wr in writers), 15),
+               "A, resumed, refuses its writers' appends", repr([wr.refusals for wr in writers]))
+        stop.set()
+        for wr in writers:
+            wr.join(15)
+        codes = set().union(*(wr.refusals for wr in writers))
+        tap.is_(codes, {"503 'node_fenced'"}, "A's refusals are 503 node_fenced")
+        # Answers A sent before the pause may reach the writers after acked_by_a was taken: the
+        # final counts are what A acknowledged, all of which must precede B's append.
+        after = [wr.acked for wr in writers]
+        r = a.append(paths[0], b"late;", "text/plain")
+        tap.is_((r.status, (r.error_body() or {}).get("code")), (503, "node_fenced"),
+                "a new append through A is refused too")
+
+        bad = []
+        for wr in writers:
+            data, r = b.read_bytes(wr.path)
+            have = data.decode().split(";")[:-1]
+            k = len(have) - 1
+            if have[:k] != [f"a{wr.w}:{n}" for n in range(k)] or have[k:] != ["b"] or k < after[wr.w]:
+                bad.append(f"{wr.path}: {have[-5:]} ({k} of A's, {after[wr.w]} acknowledged)")
+        tap.ok(not bad, "every stream holds one history: A's acknowledged prefix, then B's append",
+               "\n".join(bad))
+        tap.check_clean_exit(b, "B stops cleanly")
+        tap.check_clean_exit(a, "A stops cleanly")
+    finally:
+        if tap.failed:
+            tap.diag(a.stderr_tail())
+            tap.diag(b.stderr_tail())
+            tap.diag(pg.log_tail())
+        for srv in (a, b):
+            if srv.proc and srv.proc.poll() is None:
+                srv.proc.send_signal(signal.SIGCONT)
+        pg.cleanup()
+
+
+run_test(main)
