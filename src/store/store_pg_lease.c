@@ -22,6 +22,15 @@ static PGresult *pg__params(PGconn *c, const char *sql, int n, const char *const
     return PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
 }
 
+/* Says the node is alive (agentd_nodes.seen_ms), for GET /v1/nodes. */
+static void pg__node_seen(struct store_pg *s, PGconn *c)
+{
+    char now[24];
+    snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
+    const char *v[] = {s->node, now};
+    PQclear(pg__params(c, "UPDATE agentd_nodes SET seen_ms = $2 WHERE node = $1", 2, v));
+}
+
 static int pg__node_register(struct store_pg *s, PGconn *c, char *err, size_t errlen)
 {
     char now[24];
@@ -95,6 +104,8 @@ int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t er
             log_warn("store: node %s holds the write lease; node %s waits for it to expire (in %" PRId64
                      " ms)",
                      holder, s->node, left);
+        else if (waited % 5 == 0) /* about once a second: a standby is alive too */
+            pg__node_seen(s, c);
         usleep((useconds_t)(left > 200 ? 200 : left < 20 ? 20 : left) * 1000);
     }
     return rc;
@@ -127,10 +138,9 @@ static void pg__renew(struct store_pg *s)
     int64_t epoch = s->epoch;
     int fenced = s->fenced;
     pthread_mutex_unlock(&s->mu);
-    char e[24], ms[24], now[24];
+    char e[24], ms[24];
     snprintf(e, sizeof e, "%" PRId64, epoch);
     snprintf(ms, sizeof ms, "%" PRId64, s->lease_ms);
-    snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
     if (!fenced) {
         const char *v[] = {s->node, e, ms};
         PGresult *r =
@@ -142,8 +152,7 @@ static void pg__renew(struct store_pg *s)
             pg__fenced(s);
         PQclear(r);
     }
-    const char *v[] = {s->node, now};
-    PQclear(pg__params(hb->conn, "UPDATE agentd_nodes SET seen_ms = $2 WHERE node = $1", 2, v));
+    pg__node_seen(s, hb->conn);
 }
 
 static void *pg__heartbeat_main(void *arg)

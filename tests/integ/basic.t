@@ -20,6 +20,12 @@ def main(tap):
     if not REF:
         r = srv.request("GET", "/v1/health")
         tap.is_(r.status, 200, "GET /v1/health is 200")
+        r = srv.request("GET", "/v1/nodes")
+        nodes = r.json() if r.status == 200 else {}
+        tap.ok(nodes.get("store") == "sqlite" and len(nodes.get("nodes", [])) == 1
+               and nodes["nodes"][0]["owner"] and nodes["nodes"][0]["self"],
+               "GET /v1/nodes on SQLite: this one node, the owner", repr(r))
+        tap.is_(srv.request("POST", "/v1/nodes").status, 405, "POST /v1/nodes is 405")
 
     # create
     r = srv.create(f"{S}/bytes", "text/plain")

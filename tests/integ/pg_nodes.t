@@ -86,6 +86,9 @@ def main(tap):
         tap.ok(listed, "node B waits as a standby and A lists it")
         nb = nodes_of(a).get("http://b.test", {})
         tap.ok(not nb.get("owner") and not b.url, "B holds no lease and serves nothing meanwhile", repr(nb))
+        time.sleep(2)
+        nb = nodes_of(a).get("http://b.test", {})
+        tap.ok(nb.get("seen_ms_ago", 1e9) < 1800, "the waiting standby is heard of about once a second", repr(nb))
         epoch_a = nodes_of(a)["http://a.test"].get("epoch")
 
         a.proc.send_signal(signal.SIGSTOP)
