@@ -12,6 +12,7 @@ import type { StateEvent } from "@durable-streams/state";
 import type { AgentdClient, PermissionRequest, Run, Session } from "./client.js";
 import type { Entry, SessionEvent } from "./events.js";
 import { arrayElementLengths, chunkBounds } from "./offsets.js";
+import { SseParser, mergeJsonParts, type SseControl } from "./sse.js";
 
 export type FollowStatus =
   | "connecting" /* first request in flight */
@@ -55,15 +56,19 @@ function errStatus(e: unknown): number | undefined {
 }
 
 function terminalStatus(e: unknown): FollowStatus {
-  const s = errStatus(e);
+  return statusOf(errStatus(e));
+}
+
+function statusOf(s: number | undefined): FollowStatus {
   if (s === 404 || s === 410) return "gone";
   if (s === 401 || s === 403) return "unauthorized";
   return "error";
 }
 
 /**
- * The common loop: opens stream() at `offset`, hands each text chunk to `deliver`, tracks the status
- * through the fetch the library uses, and stops on terminal errors.
+ * The common loop: hands each text chunk from `offset` on to `deliver`, tracks the status, and stops
+ * on terminal errors. A catch-up (live: false) reads through the library's stream(); a live follow
+ * reads its SSE connection itself (sse.ts says why).
  */
 function followRaw(
   client: AgentdClient,
@@ -86,7 +91,6 @@ function followRaw(
   };
   const base = client.fetchImpl;
   let sseOpened = false;
-  let lastDelivery = 0;
   /* The library retries network errors and 5xx forever with backoff and offers no status of its
    * own: watching its fetch is how the UI learns that it is reconnecting and when it is back. */
   const watched: typeof fetch = async (input, init) => {
@@ -100,7 +104,7 @@ function followRaw(
       if (r.status >= 500 || r.status === 429) set("reconnecting");
       return r;
     } catch (e) {
-      if (!ac.signal.aborted) set("reconnecting");
+      if (!ac.signal.aborted && !init?.signal?.aborted) set("reconnecting");
       throw e;
     }
   };
@@ -113,7 +117,7 @@ function followRaw(
     stream({
       url: absolute,
       offset,
-      live: opts.live === false ? false : "sse",
+      live: false,
       json: true,
       headers: { Authorization: () => client.headers().Authorization ?? "" },
       fetch: watched,
@@ -121,10 +125,10 @@ function followRaw(
       warnOnHttp: false,
       backoffOptions: { initialDelay: 100, maxDelay: opts.maxRetryDelayMs ?? 2000, multiplier: 1.5, maxRetries: Infinity },
     });
-  /* One stream() call, delivering its chunks. Resolves true when following is over (caught up,
-   * stream closed, stopped), "closed" when the library ended a live follow by itself; throws what
-   * the library threw (after the chunks it had read were delivered). */
-  const once = async (): Promise<boolean | "closed"> => {
+  /* One stream() call of a catch-up, delivering its chunks. Resolves true when it is over (caught
+   * up, stream closed, stopped); throws what the library threw (after the chunks it had read were
+   * delivered). */
+  const once = async (): Promise<boolean> => {
     res = await open();
     if (ac.signal.aborted) return true;
     const r = res;
@@ -132,21 +136,15 @@ function followRaw(
     const ended = new Promise<boolean>((f) => (finish = f));
     r.subscribeText((chunk) => {
       if (ac.signal.aborted) return;
-      lastDelivery = Date.now();
       deliver(chunk.text, chunk.offset, chunk.upToDate);
       offset = chunk.offset;
-      set(chunk.upToDate ? (opts.live === false ? "closed" : "live") : "catching-up");
+      set(chunk.upToDate ? "closed" : "catching-up");
       if (chunk.streamClosed) finish(true);
-      else if (opts.live === false) finish(chunk.upToDate);
+      else finish(chunk.upToDate);
     });
     /* r.closed can settle before the subscriber was handed the last chunk (seen with a 10 MB
-     * chunk): a catch-up waits for its up-to-date chunk, a live follow until no chunk came for
-     * 500 ms */
-    const settle = async (): Promise<boolean | "closed"> => {
-      if (opts.live === false) return Promise.race([ended, new Promise<boolean>((f) => setTimeout(() => f(true), 30000))]);
-      while (Date.now() - lastDelivery < 500) await new Promise((f) => setTimeout(f, 100));
-      return "closed";
-    };
+     * chunk): wait for the up-to-date chunk */
+    const settle = (): Promise<boolean> => Promise.race([ended, new Promise<boolean>((f) => setTimeout(() => f(true), 30000))]);
     const closed = r.closed.then(settle, async (e: unknown) => {
       await settle();
       throw e;
@@ -154,19 +152,116 @@ function followRaw(
     return Promise.race([ended, closed, aborted.then(() => true)]);
   };
 
+  const hidden = () => typeof document === "object" && document.hidden === true;
+  const wait = (ms: number) =>
+    new Promise<void>((f) => {
+      const t = setTimeout(f, ms);
+      ac.signal.addEventListener("abort", () => (clearTimeout(t), f()), { once: true });
+    });
+  const whenVisible = () =>
+    new Promise<void>((f) => {
+      const on = () => {
+        if (hidden() && !ac.signal.aborted) return;
+        document.removeEventListener("visibilitychange", on);
+        ac.signal.removeEventListener("abort", on);
+        f();
+      };
+      document.addEventListener("visibilitychange", on);
+      ac.signal.addEventListener("abort", on, { once: true });
+    });
+
+  /* One SSE request from `offset`, read until it ends. Resolves "closed" when the stream was
+   * closed, "more" when the connection ended after delivering something (reconnect at once),
+   * "retry" when it failed first (back off); throws a FetchError on a status not worth retrying. */
+  const sseOnce = async (cursor: { value: string }): Promise<"closed" | "more" | "retry"> => {
+    const req = new AbortController();
+    const stopReq = () => req.abort();
+    ac.signal.addEventListener("abort", stopReq, { once: true });
+    /* a hidden tab holds no connection (HTTP/1.1 allows six per origin, for all tabs together) */
+    const onVisibility = () => hidden() && req.abort();
+    if (typeof document === "object") document.addEventListener("visibilitychange", onVisibility);
+    let delivered = false;
+    try {
+      const u = new URL(absolute);
+      u.searchParams.set("offset", offset);
+      u.searchParams.set("live", "sse");
+      if (cursor.value) u.searchParams.set("cursor", cursor.value);
+      const auth = client.headers().Authorization;
+      const r = await watched(u.toString(), { headers: { accept: "text/event-stream", ...(auth ? { authorization: auth } : {}) }, signal: req.signal });
+      if (!r.ok) {
+        r.body?.cancel().catch(() => {});
+        if (r.status >= 500 || r.status === 429 || r.status === 408) return "retry";
+        throw new FetchError(r.status, undefined, undefined, {}, u.toString(), `HTTP ${r.status}`);
+      }
+      if (!r.body) return "retry";
+      const reader = r.body.getReader();
+      const parser = new SseParser();
+      const dec = new TextDecoder();
+      let parts: string[] = [];
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        /* every whole event of what arrived is delivered now, in this task */
+        for (const ev of parser.feed(dec.decode(value, { stream: true }))) {
+          if (ev.type === "data") {
+            parts.push(ev.data);
+            continue;
+          }
+          const c = JSON.parse(ev.data) as SseControl;
+          const next = c.streamNextOffset ?? offset;
+          if (c.streamCursor) cursor.value = c.streamCursor;
+          const text = mergeJsonParts(parts);
+          parts = [];
+          if (ac.signal.aborted) return "closed";
+          deliver(text, next, !!c.upToDate);
+          offset = next;
+          delivered = true;
+          if (c.streamClosed) return "closed";
+          set(c.upToDate ? "live" : "catching-up");
+        }
+      }
+      return delivered ? "more" : "retry";
+    } catch (e) {
+      if (e instanceof FetchError) throw e;
+      /* the network failed, the server went away, or the tab was hidden (not a failure) */
+      if (!ac.signal.aborted && !req.signal.aborted) set("reconnecting");
+      return delivered || req.signal.aborted ? "more" : "retry";
+    } finally {
+      ac.signal.removeEventListener("abort", stopReq);
+      if (typeof document === "object") document.removeEventListener("visibilitychange", onVisibility);
+    }
+  };
+
+  const live = async () => {
+    const cursor = { value: "" };
+    let delay = 100;
+    for (;;) {
+      if (hidden()) await whenVisible();
+      if (ac.signal.aborted) return;
+      const how = await sseOnce(cursor);
+      if (ac.signal.aborted || how === "closed") return;
+      if (how === "more") {
+        delay = 100;
+        continue;
+      }
+      set("reconnecting");
+      await wait(delay);
+      delay = Math.min(opts.maxRetryDelayMs ?? 2000, delay * 1.5);
+    }
+  };
+
   const done = (async () => {
     for (;;) {
       try {
+        if (opts.live !== false) {
+          await live();
+          break;
+        }
         /* live: false reads ONE response in @durable-streams/client 0.2.6 (it stops after the
          * first response even when that one is not up to date): a catch-up goes on from the
-         * delivered offset until a chunk is up to date. A live follow the library ended by itself
-         * (its SSE "fallback to long-poll" closes the stream in 0.2.6) goes on the same way. */
+         * delivered offset until a chunk is up to date. */
         const how = await once();
         if (ac.signal.aborted || how === true) break;
-        if (how === "closed") {
-          set("reconnecting");
-          await new Promise((f) => setTimeout(f, 200));
-        }
       } catch (e) {
         if (ac.signal.aborted) break;
         /* 404 and 410 are final: a stopping agentd answers 503 (retried), never 404 for what
