@@ -158,6 +158,57 @@ test("reload in the middle of a streaming run: every event shown exactly once", 
   await page.context().close();
 });
 
+test("a streaming timeline follows the bottom until the reader scrolls up, and again once back", async () => {
+  const id = await create(jsonl);
+  const page = await newPage(browser, { viewport: { width: 1400, height: 900 } });
+  await page.goto(`${srv.url}/s/${id}`);
+  await page.waitForSelector('[data-testid="conn"][data-status="live"]', { timeout: T });
+  const shown = (n) => page.getByText(`n=${n}`, { exact: true }).count();
+  const gap = () => page.evaluate(() => {
+    const el = document.querySelector(".timeline");
+    return el.scrollHeight - el.scrollTop - el.clientHeight;
+  });
+  await srv.api("POST", `/v1/sessions/${id}/messages`, { text: "count 300 20" });
+  /* stuck to the bottom: the newest rows are rendered as they come (a row is in the DOM only while
+   * near the view, so poll the newest one shown rather than one row) */
+  const newest = () => Math.max(0, ...[...document.querySelectorAll('[data-testid="message"]')].map((m) => Number(/n=(\d+)/.exec(m.textContent)?.[1] ?? 0)));
+  for (const t0 = Date.now(); (await page.evaluate(newest)) < 60; await sleep(50))
+    assert.ok(Date.now() - t0 < T, "the timeline does not show the newest rows");
+  await page.mouse.move(500, 500);
+  await page.mouse.wheel(0, -1500);
+  await page.waitForFunction(() => {
+    const el = document.querySelector(".timeline");
+    return el.scrollHeight - el.scrollTop - el.clientHeight > 600;
+  }, null, { timeout: T });
+  /* the row in the middle of the view (its place may shift by pixels as rows above are measured) */
+  const middle = () => page.evaluate(() => {
+    const r = document.querySelector(".timeline").getBoundingClientRect();
+    return document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2)?.closest("[data-vkey]")?.getAttribute("data-vkey");
+  });
+  await sleep(300);
+  const before = await middle();
+  const seen = await page.evaluate(newest);
+  await sleep(1500);
+  /* the reader's place is kept while rows come in below it */
+  assert.ok(before, "no row in the middle of the view");
+  assert.equal(await middle(), before, "the view moved while the reader read");
+  assert.ok((await gap()) > 600, "the view went back to the bottom by itself");
+  assert.ok(seen < 280, "the run ended before the reader scrolled up");
+  /* back at the bottom (scrolling down faster than rows come), it follows again, to the last row */
+  for (let i = 0; i < 100 && (await gap()) > 40; i++) {
+    await page.mouse.wheel(0, 4000);
+    await sleep(100);
+  }
+  await page.getByText("n=300", { exact: true }).waitFor({ timeout: T });
+  await page.waitForFunction(() => {
+    const el = document.querySelector(".timeline");
+    return el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+  }, null, { timeout: T });
+  assert.equal(await shown(300), 1);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
 test("stop and restart agentd under an open page: reconnecting, then it resumes", async () => {
   const id = await create({ ...jsonl });
   await srv.api("POST", `/v1/sessions/${id}/messages`, { text: "echo before the restart" });

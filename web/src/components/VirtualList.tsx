@@ -34,13 +34,62 @@ export function VirtualList(p: Props) {
   const [viewH, setViewH] = useState(600);
   const atBottom = useRef(p.stickToBottom ?? false);
   const anchor = useRef<{ key: string; delta: number } | null>(null);
-  const ro = useRef<ResizeObserver | null>(null);
+  /* the scrollTop this list last read or wrote: compared against instead of reading the DOM,
+   * since reading or writing scrollTop forces a layout */
+  const knownTop = useRef(0);
+  /* the height the list was last scrolled to the bottom of, and a frame already asked for that */
+  const bottomDone = useRef(-1);
+  const bottomFrame = useRef(0);
+  const totalRef = useRef(0);
+  /* When the reader last touched the list (wheel, touch, its scrollbar, scrolling keys): only such a
+   * scroll leaves the bottom. Our own scrolls, and the browser clamping scrollTop when rows shrink,
+   * come a frame later, when more rows may have come in: by then they look like leaving it. */
+  const lastInput = useRef(-1e9);
+  const pressed = useRef(false);
   const overscan = p.overscan ?? 600;
+
+  /* One ResizeObserver for the rows. A row is observed once, when it mounts (observing it again
+   * would report it again: the spec restarts an observation), and its size comes from the entry,
+   * not from offsetHeight. */
+  const ro = useRef<ResizeObserver | null>(null);
+  if (!ro.current && typeof ResizeObserver !== "undefined") {
+    ro.current = new ResizeObserver((entries) => {
+      let changed = false;
+      for (const e of entries) {
+        const el = e.target as HTMLElement;
+        const k = el.dataset.vkey;
+        if (!k) continue;
+        const h = Math.round(e.borderBoxSize?.[0]?.blockSize ?? el.offsetHeight);
+        if (h && heights.current.get(k) !== h) {
+          heights.current.set(k, h);
+          changed = true;
+        }
+      }
+      if (changed) setTick((x) => x + 1);
+    });
+  }
+  const refs = useRef(new Map<string, (el: HTMLElement | null) => void>());
+  function rowRef(k: string) {
+    let f = refs.current.get(k);
+    if (!f) {
+      let mounted: HTMLElement | null = null;
+      f = (el) => {
+        if (el === mounted) return;
+        if (mounted) ro.current?.unobserve(mounted);
+        mounted = el;
+        if (el) ro.current?.observe(el);
+        else refs.current.delete(k);
+      };
+      refs.current.set(k, f);
+    }
+    return f;
+  }
 
   /* prefix sums of row tops (O(n) per render: fine for the thousands of rows a page holds) */
   const tops = new Float64Array(p.count + 1);
   for (let i = 0; i < p.count; i++) tops[i + 1] = (tops[i] as number) + (heights.current.get(p.keyOf(i)) ?? p.estimate);
   const total = tops[p.count] as number;
+  totalRef.current = total;
 
   function indexAt(y: number): number {
     let lo = 0,
@@ -53,80 +102,124 @@ export function VirtualList(p: Props) {
     return lo;
   }
 
-  const first = Math.max(0, indexAt(scrollTop - overscan));
-  const last = Math.min(p.count, indexAt(scrollTop + viewH + overscan) + 1);
+  /* stuck to the bottom, the window is the bottom of the list as it is now: a new row is rendered
+   * in the same pass that adds it, not after the scroll that follows (a burst would skip it) */
+  const stuck = atBottom.current && !!p.stickToBottom;
+  const viewTop = stuck ? Math.max(0, total - viewH) : scrollTop;
+  const first = Math.max(0, indexAt(viewTop - overscan));
+  const last = Math.min(p.count, indexAt(viewTop + viewH + overscan) + 1);
 
-  /* measure rows as they render or change size */
   useEffect(() => {
-    ro.current = new ResizeObserver((entries) => {
-      let changed = false;
-      for (const e of entries) {
-        const el = e.target as HTMLElement;
-        const k = el.dataset.vkey;
-        if (!k) continue;
-        const h = el.offsetHeight;
-        if (h && heights.current.get(k) !== h) {
-          heights.current.set(k, h);
-          changed = true;
-        }
-      }
-      if (changed) setTick((x) => x + 1);
-    });
     const el = box.current;
     const onResize = () => el && setViewH(el.clientHeight);
     onResize();
     addEventListener("resize", onResize);
+    const input = () => (lastInput.current = performance.now());
+    /* the scrollbar is the list's own: a press on a row (a button in it) is not a scroll */
+    const down = (e: MouseEvent) => {
+      if (e.target !== el) return;
+      pressed.current = true;
+      input();
+    };
+    const up = () => {
+      if (!pressed.current) return; /* a click elsewhere (the send button) is not a scroll */
+      pressed.current = false;
+      input();
+    };
+    /* keys that scroll, not typing (in the chat input while the agent streams, say) */
+    const key = (e: KeyboardEvent) => {
+      const t = e.target as HTMLElement | null;
+      if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+      if (/^(PageUp|PageDown|ArrowUp|ArrowDown|Home|End| )$/.test(e.key)) input();
+    };
+    el?.addEventListener("wheel", input, { passive: true });
+    el?.addEventListener("touchmove", input, { passive: true });
+    el?.addEventListener("mousedown", down);
+    addEventListener("mouseup", up);
+    addEventListener("keydown", key);
     return () => {
+      el?.removeEventListener("wheel", input);
+      el?.removeEventListener("touchmove", input);
+      el?.removeEventListener("mousedown", down);
+      removeEventListener("mouseup", up);
+      removeEventListener("keydown", key);
       ro.current?.disconnect();
+      cancelAnimationFrame(bottomFrame.current);
       removeEventListener("resize", onResize);
     };
   }, []);
 
-  useLayoutEffect(() => {
-    const el = box.current;
-    if (!el || !ro.current) return;
-    for (const c of Array.from(el.querySelectorAll<HTMLElement>("[data-vkey]"))) ro.current.observe(c);
-  });
-
-  /* keep the reader's place after every layout */
+  /* keep the reader's place after every render */
   useLayoutEffect(() => {
     const el = box.current;
     if (!el) return;
     if (atBottom.current) {
-      el.scrollTop = el.scrollHeight;
+      if (bottomDone.current !== total) toBottom();
     } else if (anchor.current) {
       const { key, delta } = anchor.current;
       for (let i = 0; i < p.count; i++) {
         if (p.keyOf(i) === key) {
           const want = (tops[i] as number) + delta;
-          if (Math.abs(el.scrollTop - want) > 1) el.scrollTop = want;
+          if (Math.abs(knownTop.current - want) > 1) {
+            el.scrollTop = want;
+            knownTop.current = el.scrollTop;
+          }
           break;
         }
       }
     }
   });
 
+  /* Scrolls to the bottom in the next frame: once per frame at most, since writing scrollTop lays
+   * the page out at once and renders can come faster than frames. */
+  function toBottom() {
+    if (bottomFrame.current) return;
+    bottomFrame.current = requestAnimationFrame(() => {
+      bottomFrame.current = 0;
+      if (!atBottom.current || !box.current) return;
+      bottomDone.current = totalRef.current;
+      box.current.scrollTop = totalRef.current;
+      knownTop.current = box.current.scrollTop;
+    });
+  }
+
   useEffect(() => {
     if (!p.scrollTo || !box.current) return;
     atBottom.current = false;
     box.current.scrollTop = tops[Math.min(p.scrollTo.index, p.count)] as number;
+    knownTop.current = box.current.scrollTop;
   }, [p.scrollTo?.seq]);
 
   function onScroll() {
     const el = box.current;
     if (!el) return;
-    atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-    const i = indexAt(el.scrollTop);
-    if (i < p.count) anchor.current = { key: p.keyOf(i), delta: el.scrollTop - (tops[i] as number) };
-    setScrollTop(el.scrollTop);
-    if (el.scrollTop < 400 && p.onNearTop) p.onNearTop();
+    const top = el.scrollTop;
+    const prev = knownTop.current;
+    knownTop.current = top;
+    const reader = pressed.current || performance.now() - lastInput.current < 1000;
+    const gap = el.scrollHeight - top - el.clientHeight;
+    const bottom = gap < 40;
+    /* the reader scrolling down to the end of a list that grows while they scroll sticks too: the
+     * end they reached has moved by the time the scroll event comes */
+    if (!atBottom.current) atBottom.current = bottom || (reader && top > prev && gap < el.clientHeight / 2);
+    else if (reader && top < prev - 1 && !bottom) atBottom.current = false; /* the reader scrolled up */
+    else if (!bottom) {
+      /* still stuck: rows came in since this scroll, or the browser clamped */
+      bottomDone.current = -1;
+      toBottom();
+    }
+    if (!atBottom.current) bottomDone.current = -1;
+    const i = indexAt(top);
+    if (i < p.count) anchor.current = { key: p.keyOf(i), delta: top - (tops[i] as number) };
+    setScrollTop(top);
+    if (top < 400 && p.onNearTop) p.onNearTop();
   }
 
   const rows = [];
   for (let i = first; i < last; i++) {
     const k = p.keyOf(i);
     rows.push(
-      <div key={k} data-vkey={k} class="vrow" style={{ transform: `translateY(${tops[i]}px)` }}>
+      <div key={k} ref={rowRef(k)} data-vkey={k} class="vrow" style={{ transform: `translateY(${tops[i]}px)` }}>
         {p.render(i)}
       </div>,
     );

@@ -9,10 +9,13 @@ export function ago(ms: number | undefined, now = Date.now()): string {
   return new Date(ms).toLocaleDateString();
 }
 
+/* one formatter for every row: toLocaleTimeString builds a new one per call (~0.5 ms each, measured
+ * as the top JS cost of a live timeline) */
+const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+
 export function time(ms: number | undefined): string {
   if (!ms) return "";
-  const d = new Date(ms);
-  return d.toLocaleTimeString(undefined, { hour12: false });
+  return clock.format(ms);
 }
 
 export function duration(ms: number | undefined): string {
