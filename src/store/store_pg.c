@@ -116,11 +116,18 @@ int pg__errno(PGconn *c, const PGresult *r)
     return -EIO;
 }
 
-/* The connection string comes last, so that what the user wrote in it wins over these defaults. */
+/*
+ * The connection string comes last, so that what the user wrote in it wins over these defaults.
+ * A database host that dies or is cut off without closing its connections would otherwise hold a
+ * query (on the loop, a read) for as long as TCP retransmits, many minutes: unanswered bytes end
+ * the connection after 5 s (tcp_user_timeout), and keepalives find a dead peer of an idle one.
+ */
 PGconn *pg__connect(const char *conninfo, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *vals[] = {"5", "agentd", conninfo, NULL};
+    static const char *const keys[] = {"connect_timeout",  "application_name", "tcp_user_timeout",
+                                       "keepalives",       "keepalives_idle",  "keepalives_interval",
+                                       "keepalives_count", "dbname",           NULL};
+    const char *vals[] = {"5", "agentd", "5000", "1", "5", "2", "2", conninfo, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (c != NULL && PQstatus(c) == CONNECTION_OK)
         return c;
