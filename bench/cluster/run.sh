@@ -7,12 +7,12 @@
 # loopback port, fsync on as PostgreSQL ships). Both agentd runs use --durability fsync: an append
 # is acknowledged after SQLite's fdatasync, or after PostgreSQL's COMMIT returned.
 #
-# Environment: BUILD, DSBENCH_ARGS as for bench/ds/run.sh; AGENTD_STORE=postgres://... uses that
+# Environment: BUILD, DSBENCH_ARGS as for bench/ds/run.sh; PG_URL=postgres://... uses that
 # PostgreSQL instead of starting one. Exit status: non-zero when a server or the client failed.
 set -eu
 
 cd "$(dirname "$0")/../.."
-if [ -z "${AGENTD_STORE:-}" ]; then
+if [ -z "${PG_URL:-}" ]; then
     command -v python3 >/dev/null 2>&1 || { echo "bench/cluster: python3 is required" >&2; exit 1; }
     exec python3 tests/integ/pg.py run -- sh bench/cluster/run.sh
 fi
@@ -20,8 +20,10 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/agentd-bench-cluster.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 status=0
-DSBENCH_ARGS="--phases b ${DSBENCH_ARGS:-}" sh bench/ds/run.sh >"$tmp/sqlite" 2>&1 || status=1
-DSBENCH_ARGS="--phases b ${DSBENCH_ARGS:-}" AGENTD_ARGS="--store $AGENTD_STORE" sh bench/ds/run.sh \
+# --store sqlite explicitly: an AGENTD_STORE in the environment would be read by agentd too.
+DSBENCH_ARGS="--phases b ${DSBENCH_ARGS:-}" AGENTD_ARGS="--store sqlite" sh bench/ds/run.sh >"$tmp/sqlite" 2>&1 ||
+    status=1
+DSBENCH_ARGS="--phases b ${DSBENCH_ARGS:-}" AGENTD_ARGS="--store $PG_URL" sh bench/ds/run.sh \
     >"$tmp/pg" 2>&1 || status=1
 if [ $status -ne 0 ]; then
     echo "bench/cluster: a run failed; its output:" >&2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the Durable Streams conformance suite against a freshly started server.
 #   AGENTD_BIN=/abs/path/agentd tests/conformance/run.sh     agentd (what `make conformance` does)
-#   AGENTD_STORE=postgres://... (with AGENTD_BIN)            agentd on that PostgreSQL (--store); make
+#   PG_URL=postgres://... (with AGENTD_BIN)                  agentd on that PostgreSQL (--store); make
 #                                                            conformance-pg starts one (tests/integ/pg.py)
 #   DS_SERVER=ref tests/conformance/run.sh                   the npm reference server, for comparison
 #                                                            (DS_REF_MEMORY=1: its in-memory store)
@@ -43,7 +43,8 @@ case "$server" in
     agentd)
         : "${AGENTD_BIN:?set AGENTD_BIN to the agentd binary (or DS_SERVER=ref)}"
         cmd=("$AGENTD_BIN" serve)
-        [ -z "${AGENTD_STORE:-}" ] || cmd+=(--store "$AGENTD_STORE")
+        # Always said: an AGENTD_STORE in the environment would otherwise choose the store.
+        cmd+=(--store "${PG_URL:-sqlite}")
         health=/v1/health
         ;;
     ref)
@@ -102,7 +103,7 @@ if [ -n "$health" ]; then
     done
 fi
 
-echo "run.sh: conformance suite against $server${AGENTD_STORE:+ on PostgreSQL} at $url"
+echo "run.sh: conformance suite against $server${PG_URL:+ on PostgreSQL} at $url"
 rc=0
 (cd "$here" && AGENTD_URL="$url" timeout --kill-after=10 "$suite_timeout" \
     node_modules/.bin/vitest run --config vitest.config.js) || rc=$?

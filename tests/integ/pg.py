@@ -10,7 +10,8 @@ command runs through runuser. Debian's postgresql-15 package provides the binari
     pg.stop(); pg.start()            # same cluster, same port
     pg.cleanup()                     # also at exit
 
-As a command it runs another command with a fresh cluster, its URL in $AGENTD_STORE:
+As a command it runs another command with a fresh cluster, its URL in $PG_URL (not AGENTD_STORE:
+agentd reads that itself, as --store, and would put every agentd of the command on PostgreSQL):
     tests/integ/pg.py run -- tests/conformance/run.sh
 """
 
@@ -123,7 +124,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         pg.start()
-        env = dict(os.environ, AGENTD_STORE=pg.url)
+        env = dict(os.environ, PG_URL=pg.url)
         return subprocess.run(argv[2:], env=env).returncode
     except KeyboardInterrupt:
         return 130
