@@ -193,18 +193,26 @@ export function VirtualList(p: Props) {
   function onScroll() {
     const el = box.current;
     if (!el) return;
+    const reader = pressed.current || performance.now() - lastInput.current < 1000;
+    if (atBottom.current && !reader) {
+      /* our own scroll, or the browser clamping: nothing to read (reading scrollTop here lays out
+       * what the renders since the last frame changed, measured as the top cost of a live
+       * timeline); catch up with rows that came since */
+      if (bottomDone.current !== totalRef.current) toBottom();
+      if (knownTop.current < 400 && p.onNearTop) p.onNearTop();
+      return;
+    }
     const top = el.scrollTop;
     const prev = knownTop.current;
     knownTop.current = top;
-    const reader = pressed.current || performance.now() - lastInput.current < 1000;
     const gap = el.scrollHeight - top - el.clientHeight;
     const bottom = gap < 40;
     /* the reader scrolling down to the end of a list that grows while they scroll sticks too: the
      * end they reached has moved by the time the scroll event comes */
     if (!atBottom.current) atBottom.current = bottom || (reader && top > prev && gap < el.clientHeight / 2);
-    else if (reader && top < prev - 1 && !bottom) atBottom.current = false; /* the reader scrolled up */
+    else if (top < prev - 1 && !bottom) atBottom.current = false; /* the reader scrolled up */
     else if (!bottom) {
-      /* still stuck: rows came in since this scroll, or the browser clamped */
+      /* still stuck (the reader scrolled down, or not far): follow the rows that came since */
       bottomDone.current = -1;
       toBottom();
     }
