@@ -2,8 +2,9 @@
  * curlx_http.c — libcurl's multi interface driven by a libuv loop (socket and timer callbacks). See
  * curlx_http.h.
  *
- * Ownership: the struct curlx_http owns the multi handle, its timer and one struct http__sock per
- * socket curl watches (freed in the poll handle's close callback, since uv_close is asynchronous);
+ * Ownership: the struct curlx_http owns the multi handle, its timers and one struct http__sock per
+ * socket curl watches (on h->socks; freed in the poll handle's close callback, since uv_close is
+ * asynchronous);
  * each request owns its easy handle, header list, copies of its strings and the body collected so
  * far. A request without an easy handle could not start (libcurl missing): the timer ends it on the
  * next loop turn, so no callback ever runs inside curlx_http_request. libcurl refuses new transfers
@@ -26,12 +27,14 @@ struct curlx_http {
     int in_curl;                 /* inside curlx_multi_socket_action */
     int closing;                 /* handles left to close before h is freed */
     struct curlx_http_req *reqs; /* in flight */
+    struct http__sock *socks;    /* watched */
 };
 
 struct http__sock {
     uv_poll_t poll;
     curl_socket_t fd;
     struct curlx_http *h;
+    LIST_LINK(http__sock) link; /* h->socks */
 };
 
 struct curlx_http_req {
@@ -140,6 +143,7 @@ static int http__on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, 
     struct http__sock *s = socketp;
     if (what == CURL_POLL_REMOVE) {
         if (s) {
+            list_remove(s, link);
             uv_poll_stop(&s->poll);
             uv_close((uv_handle_t *)&s->poll, http__sock_closed);
             curlx_multi_assign(h->multi, fd, NULL);
@@ -155,6 +159,7 @@ static int http__on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, 
             return -1;
         }
         s->poll.data = s;
+        list_insert(&h->socks, s, link);
         curlx_multi_assign(h->multi, fd, s);
     }
     int events = (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
@@ -247,6 +252,16 @@ void curlx_http_free(struct curlx_http *h)
         return;
     while (h->reqs)
         curlx_http_cancel(h->reqs);
+    /* The connections curl keeps for reuse close in its cleanup without a word to the socket
+     * callback: their watchers are closed here (first, while their sockets are still open), or
+     * the loop would never be free of them. */
+    while (h->socks) {
+        struct http__sock *s = h->socks;
+        list_remove(s, link);
+        curlx_multi_assign(h->multi, s->fd, NULL);
+        uv_poll_stop(&s->poll);
+        uv_close((uv_handle_t *)&s->poll, http__sock_closed);
+    }
     if (h->multi) {
         curlx_multi_cleanup(h->multi);
         curlx_global_cleanup();
