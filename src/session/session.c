@@ -328,10 +328,14 @@ void session__registry_unref(struct sessions *s)
 
 /* ================= runtimes ================= */
 
+/* A deleted session is freed by its last close, but only once its deletion has closed it: between
+ * session__delete_begin and the deletion's commit it is still in the registry, with its environment
+ * open, and an agent process that ends then (a "warm": false one stopping after its run) must not
+ * free it. */
 static void session__runtime_closed(void *arg)
 {
     struct session *se = arg;
-    if (--se->closing == 0 && se->deleted)
+    if (--se->closing == 0 && se->deleted && se->closed)
         session__free(se);
 }
 
@@ -341,6 +345,7 @@ void session__env_released(struct session *se) { session__runtime_closed(se); }
 void session__close_runtimes(struct session *se)
 {
     se->closing++; /* held until the loop below is done, so a synchronous close cannot free se */
+    se->closed = 1;
     session__stop_runs(se);
     for (int i = 0; i < SESSION_NLANG; i++) {
         if (se->rt[i]) {

@@ -76,6 +76,7 @@ struct session {
     int purge;          /* deleted (or discarded): its workspace and home go when it is freed */
     int deleted;
     int closing; /* runtime closes in flight (+1 while closing) */
+    int closed;  /* session__close_runtimes ran: a deleted session may be freed once closing is 0 */
     struct runtime *rt[SESSION_NLANG];
     struct sessions *registry;
 
