@@ -72,7 +72,9 @@ int sessions_exists(struct sessions *s, const char *session_id);
 /* Starts closing every runtime (their processes end); the registry stays usable. */
 void sessions_close_runtimes(struct sessions *s);
 /* Is work of the sessions' still in the thread pool (a deleted session's directories being removed,
- * a fork's copy)? The loop must run until it is not: a worker touches the loop when it finishes. */
+ * a fork's copy), or an environment still closing (its processes being killed, their last output
+ * drained: bounded by exec's kill grace and drain period)? The loop must run until it is not: a
+ * worker touches the loop when it finishes, and an environment's processes are loop handles. */
 int sessions_working(const struct sessions *s);
 /* Frees the registry once every runtime has closed. Call before streams_free: from here on, events
  * of runtimes still closing are not recorded. NULL is a no-op. */

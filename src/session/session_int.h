@@ -120,8 +120,9 @@ struct sessions {
     char *self_exe; /* agentd's executable, for the demo agent; NULL when unknown */
     struct http_server *http; /* set by sessions_routes: revoking credentials cuts its requests */
     int freeing;              /* sessions_free ran: the last reference frees the registry */
-    size_t works;             /* thread-pool work queued and not yet completed (purges, fork copies):
-                                 the loop must outlive it (sessions_working) */
+    size_t works;             /* thread-pool work queued and not yet completed (purges, fork copies),
+                                 and environments closing: the loop must outlive them
+                                 (sessions_working) */
     /* session_write.c: the wait that writes join, failed waits to answer, losses to act on */
     struct session_wait *collect;
     struct session_wait *failed_waits;

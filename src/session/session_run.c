@@ -741,6 +741,7 @@ static void run__env_closed(void *arg)
 {
     struct session *se = arg;
     se->env_closing = 0;
+    session__work_done(se->registry);
     session__env_released(se);
 }
 
@@ -761,6 +762,7 @@ void session__stop_runs(struct session *se)
         struct exec_env *env = se->xenv;
         se->env_closing = 1;
         se->closing++;
+        se->registry->works++; /* the server's stop waits for its processes' ends (sessions_working) */
         se->xenv = NULL;
         exec_env_close(env, RUN_CANCEL_GRACE_MS, run__env_closed, se);
     }
