@@ -443,6 +443,17 @@ static int target(const char *label, bool ok, double v, const char *unit)
     return !ok;
 }
 
+/* What phase_live holds: its readers, their epoll set, the session ids and the latencies. */
+static void live_free(struct reader *rs, size_t n, int ep, char (*ids)[ID_MAX], struct live *lv)
+{
+    readers_close(rs, n);
+    close(ep);
+    free(rs);
+    free(ids);
+    free(lv->lat.v);
+    free(lv->lat_all.v);
+}
+
 static int phase_live(const struct config *cfg)
 {
     size_t n = cfg->sessions;
@@ -481,12 +492,7 @@ static int phase_live(const struct config *cfg)
             "has every agent streaming (the first agents stream while the last are posted)\n",
             n, t_msgs, cfg->seconds);
         readers_run(ep, &lv, now_ns() + (uint64_t)((cfg->seconds + 30) * 1e9), all_done, n);
-        readers_close(rs, n);
-        close(ep);
-        free(rs);
-        free(ids);
-        free(lv.lat.v);
-        free(lv.lat_all.v);
+        live_free(rs, n, ep, ids, &lv);
         printf("\ntargets:\n");
         return target("every agent streaming at once (a live window)", false, t_msgs, " s to post");
     }
@@ -526,12 +532,7 @@ static int phase_live(const struct config *cfg)
     printf("    agentd VmRSS              %ld KiB fresh, %ld KiB with %zu live sessions: %.1f KiB per live "
            "session\n",
            rss0, rss_live, n, (double)(rss_live - rss0) / (double)n);
-    readers_close(rs, n);
-    close(ep);
-    free(rs);
-    free(ids);
-    free(lv.lat.v);
-    free(lv.lat_all.v);
+    live_free(rs, n, ep, ids, &lv);
     int failed = 0;
     printf("\ntargets:\n");
     failed += target("no delta dropped", gaps == 0 && missing == 0, (double)(gaps + missing), " lost");
