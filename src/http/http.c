@@ -269,11 +269,24 @@ void http_res_error(struct http_req *req, enum errcode code, const char *fmt, ..
     buf_vprintf(&msg, fmt, ap);
     va_end(ap);
     http__error_body(&body, errcode_name(code), msg.p ? msg.p : "", msg.len);
-    http_res_header(req, "Content-Type", "application/json");
-    http_res_header(req, "Cache-Control", "no-store");
-    http_res_send(req, errcode_status(code), body.p, body.len);
+    http_res_json_text(req, errcode_status(code), body.p, body.len);
     buf_free(&msg);
     buf_free(&body);
+}
+
+void http_res_json_text(struct http_req *req, int status, const char *text, size_t len)
+{
+    http_res_header(req, "Content-Type", "application/json");
+    http_res_header(req, "Cache-Control", "no-store");
+    http_res_send(req, status, text, len);
+}
+
+void http_res_json(struct http_req *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    http_res_json_text(req, status, text, text ? strlen(text) : 0);
+    free(text);
 }
 
 int http_res_started(const struct http_req *req) { return req->started; }

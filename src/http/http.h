@@ -17,6 +17,7 @@
 #define AGENTD_HTTP_H
 
 #include <stddef.h>
+#include <jansson.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -141,6 +142,11 @@ void http_res_send(struct http_req *req, int status, const void *body, size_t le
 /* Sends {"error":{"code":...,"message":...}} with the code's status from the one table of error
  * codes (core/errcode.h); the message is the formatted sentence. */
 void http_res_error(struct http_req *req, enum errcode code, const char *fmt, ...) CORE_PRINTF(3, 4);
+/* Sends a JSON answer: Content-Type application/json and Cache-Control no-store (every JSON answer
+ * of the API is about live state, which no cache may keep). http_res_json_text sends text already
+ * encoded (copied); http_res_json encodes body compactly and takes ownership of it. */
+void http_res_json_text(struct http_req *req, int status, const char *text, size_t len);
+void http_res_json(struct http_req *req, int status, json_t *body);
 
 /* Starts a streamed response (headers are sent with the first write). */
 void http_res_stream_start(struct http_req *req, int status, http_drain_cb on_drain, void *arg);

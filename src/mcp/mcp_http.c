@@ -114,9 +114,7 @@ static void mcp_http__reply(void *arg, const struct mcp_reply *reply)
         http_res_send(req, 202, NULL, 0);
         return;
     }
-    http_res_header(req, "Content-Type", "application/json");
-    http_res_header(req, "Cache-Control", "no-store");
-    http_res_send(req, reply->rejected ? 400 : 200, reply->json, reply->len);
+    http_res_json_text(req, reply->rejected ? 400 : 200, reply->json, reply->len);
 }
 
 /* Browsers send Origin; a page on another site must not drive a loopback server (DNS rebinding).

@@ -159,9 +159,7 @@ static int serve__parse_listen(const char *s, char *host, size_t hostlen, int *p
 static void serve__health(struct http_req *req, void *arg)
 {
     static const char ok[] = "{\"status\":\"ok\"}";
-    http_res_header(req, "Content-Type", "application/json");
-    http_res_header(req, "Cache-Control", "no-store");
-    http_res_send(req, 200, ok, sizeof ok - 1);
+    http_res_json_text(req, 200, ok, sizeof ok - 1);
 }
 
 static void serve__on_signal(uv_signal_t *h, int signum)

@@ -37,11 +37,5 @@ void serve_nodes_http(struct http_req *req, void *arg)
         json_array_append_new(list, j);
     }
     free(nodes);
-    json_t *body = json_pack("{s:s, s:o}", "store", store_backend(store), "nodes", list);
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    http_res_header(req, "Content-Type", "application/json");
-    http_res_header(req, "Cache-Control", "no-store");
-    http_res_send(req, 200, text, strlen(text));
-    free(text);
+    http_res_json(req, 200, json_pack("{s:s, s:o}", "store", store_backend(store), "nodes", list));
 }

@@ -67,11 +67,5 @@ void session__agents_route(struct http_req *req, void *arg)
                         "description", "no agent: a session for its runtimes (bash, python, node) only",
                         "available", 1, "needs", "options", "capabilities", "approvals", 0, "steer", 0,
                         "interrupt", 0, "warm", 0, "capabilities_announced", 0));
-    json_t *body = json_pack("{s:o}", "agents", list);
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    http_res_header(req, "Content-Type", "application/json");
-    http_res_header(req, "Cache-Control", "no-store");
-    http_res_send(req, 200, text, strlen(text));
-    free(text);
+    http_res_json(req, 200, json_pack("{s:o}", "agents", list));
 }

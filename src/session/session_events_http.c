@@ -100,8 +100,6 @@ void session__events(struct sessions *s, struct session *se, struct http_req *re
                pg.oldest > 0 ? "\"" : "");
     stream_offset_format(tail, off);
     buf_printf(&pg.out, ",\"tail\":\"%s\"}", off);
-    http_res_header(req, "Content-Type", "application/json");
-    http_res_header(req, "Cache-Control", "no-store");
-    http_res_send(req, 200, pg.out.p, pg.out.len);
+    http_res_json_text(req, 200, pg.out.p, pg.out.len);
     buf_free(&pg.out);
 }

@@ -85,16 +85,6 @@ static void session__respond_rc(struct http_req *req, int rc, const char *what)
         http_res_error(req, errcode_for_store(rc), "%s (%s)", what, strerror(-rc));
 }
 
-static void session__send_json(struct http_req *req, int status, json_t *body)
-{
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    http_res_header(req, "Content-Type", "application/json");
-    http_res_header(req, "Cache-Control", "no-store");
-    http_res_send(req, status, text, text ? strlen(text) : 0);
-    free(text);
-}
-
 static json_t *session__body(struct http_req *req, const char **why)
 {
     size_t len;
@@ -139,7 +129,7 @@ static void session__committed(void *arg, int rc)
         if (rc != 0)
             session__respond_rc(pd->req, rc, "the change was not stored");
         else
-            session__send_json(pd->req, pd->status, json_incref(pd->answer));
+            http_res_json(pd->req, pd->status, json_incref(pd->answer));
         return; /* dispose frees pd */
     }
     json_decref(pd->answer);
@@ -208,7 +198,7 @@ static void session__forked(void *arg, int rc, const char *why, struct session *
     struct session__pending *pd = arg;
     pd->fork = NULL;
     if (rc == 0)
-        session__send_json(pd->req, 201, session__public(child));
+        http_res_json(pd->req, 201, session__public(child));
     else if (why)
         http_res_error(pd->req, ERR_WORKSPACE_FAILED, "%s: %s", why, strerror(-rc));
     else
@@ -247,7 +237,7 @@ static void session__share(struct sessions *s, struct session *se, struct http_r
 {
     enum http_method m = http_req_method(req);
     if (token == NULL && m == HTTP_GET)
-        return session__send_json(req, 200, json_pack("{s:O}", "shares", se->shares));
+        return http_res_json(req, 200, json_pack("{s:O}", "shares", se->shares));
     if (token == NULL && m == HTTP_POST) {
         char tok[SESSION_TOKEN_LEN + 1];
         struct session_wait *w = session__wait_begin(s, 0);
@@ -443,7 +433,7 @@ static void session__inbox_route(struct sessions *s, struct session *se, struct 
 {
     enum http_method m = http_req_method(req);
     if (input == NULL && (m == HTTP_GET || m == HTTP_HEAD))
-        return session__send_json(req, 200, json_pack("{s:o}", "inputs", session__inbox(se)));
+        return http_res_json(req, 200, json_pack("{s:o}", "inputs", session__inbox(se)));
     if (input == NULL || m != HTTP_DELETE)
         return http_res_error(
             req, ERR_METHOD_NOT_ALLOWED,
@@ -464,7 +454,7 @@ static void session__permissions(struct sessions *s, struct session *se, struct 
 {
     enum http_method m = http_req_method(req);
     if (id == NULL && (m == HTTP_GET || m == HTTP_HEAD))
-        return session__send_json(
+        return http_res_json(
             req, 200,
             json_pack("{s:o, s:o}", "permissions", session__perms_list(se), "policy", session__policy(se)));
     if (id == NULL || m != HTTP_POST)
@@ -553,7 +543,7 @@ static void session__list(struct sessions *s, struct http_req *req)
         json_object_set(body, "next_before", json_object_get(items[limit - 1], "created_at"));
     free(items);
     json_decref(l.arr);
-    session__send_json(req, 200, body);
+    http_res_json(req, 200, body);
 }
 
 /* The session reads as gone at once; it is removed (its runtimes and runs stopped, its workspace
@@ -586,9 +576,7 @@ static void session__rt_answer(void *arg, const struct session_rt_answer *a)
     pd->call = NULL;
     if (pd->req == NULL)
         return;
-    http_res_header(pd->req, "Content-Type", "application/json");
-    http_res_header(pd->req, "Cache-Control", "no-store");
-    http_res_send(pd->req, a->rc ? errcode_status(a->err) : 200, a->json, strlen(a->json));
+    http_res_json_text(pd->req, a->rc ? errcode_status(a->err) : 200, a->json, strlen(a->json));
 }
 
 static void session__runtime_route(struct sessions *s, struct http_req *req, const char *id, const char *lang,
@@ -661,7 +649,7 @@ static void session__route(struct http_req *req, void *arg)
         return http_res_error(req, ERR_NOT_FOUND, "no such session");
     if (n == 1) {
         if (m == HTTP_GET || m == HTTP_HEAD)
-            return session__send_json(req, 200, session__public(se));
+            return http_res_json(req, 200, session__public(se));
         if (m == HTTP_DELETE)
             return session__delete(s, se, req);
         if (m == HTTP_PATCH)
@@ -671,7 +659,7 @@ static void session__route(struct http_req *req, void *arg)
     if (n == 2 && !strcmp(parts[1], "children")) {
         if (m == HTTP_POST)
             return session__http_create(s, se, req);
-        return session__send_json(req, 200, session__children(s, se));
+        return http_res_json(req, 200, session__children(s, se));
     }
     if (n == 2 && !strcmp(parts[1], "ws"))
         return session__ws(s, se, req);
@@ -683,7 +671,7 @@ static void session__route(struct http_req *req, void *arg)
         return session__post_message(s, se, req);
     }
     if (n == 2 && !strcmp(parts[1], "runs") && (m == HTTP_GET || m == HTTP_HEAD))
-        return session__send_json(req, 200, json_pack("{s:O}", "runs", se->runs));
+        return http_res_json(req, 200, json_pack("{s:O}", "runs", se->runs));
     if (n == 4 && !strcmp(parts[1], "runs") && !strcmp(parts[3], "cancel"))
         return session__run_action(s, se, req, parts[2], session__cancel_run);
     if (n == 4 && !strcmp(parts[1], "runs") && !strcmp(parts[3], "interrupt"))

@@ -54,10 +54,10 @@ struct subs_reply {
 
 static void subs__send(struct http_req *req, int status, const char *body)
 {
-    http_res_header(req, "Cache-Control", "no-store");
     if (body)
-        http_res_header(req, "Content-Type", "application/json");
-    http_res_send(req, status, body, body ? strlen(body) : 0);
+        return http_res_json_text(req, status, body, strlen(body));
+    http_res_header(req, "Cache-Control", "no-store");
+    http_res_send(req, status, NULL, 0);
 }
 
 static void subs__reply_free(struct subs_reply *r)
