@@ -6,6 +6,7 @@
 #   make unit | integ | conformance  one part of it (make unit-build: only build the unit tests)
 #   make format-check | lint-size    the layout and size checks alone (make format fixes the layout)
 #   make conformance-pg              the conformance suite against agentd on PostgreSQL
+#   make conformance-cluster         the same through a round-robin proxy to three nodes on one PostgreSQL
 #   make bench                       benchmarks against the peers (bench/*), prints ratios
 MODE ?= release
 ifeq ($(filter $(MODE),release debug asan),)
@@ -66,7 +67,7 @@ WEB_SRC := $(shell find web clients/typescript/src -name node_modules -prune -o 
 UI_OBJ := $(BUILD)/gen/ui_assets.o
 endif
 
-.PHONY: all run test unit unit-build integ fuzz-replay conformance conformance-pg bench deps test-deps clean \
+.PHONY: all run test unit unit-build integ fuzz-replay conformance conformance-pg conformance-cluster bench deps test-deps clean \
         benches format format-check lint-size pkg-check FORCE
 all: $(BUILD)/agentd
 # Builds the unit test binaries without running them (`make unit` runs them).

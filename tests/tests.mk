@@ -3,6 +3,9 @@
 #
 #   make conformance   the Durable Streams conformance suite against build/$(MODE)/agentd
 #   make conformance-pg  the same against agentd on PostgreSQL (the test starts its own, pg.py)
+#   make conformance-cluster  the same through a round-robin proxy (tests/integ/rrproxy.mjs) in front
+#                      of three agentd nodes on one PostgreSQL (tests/integ/cluster.py); CLUSTER_NODES=1
+#                      checks the proxy itself against one node
 #   make browser       the dashboard: clients/typescript's tests (vitest) against the real agentd,
 #                      then tests/browser (playwright-core driving Debian's chromium); screenshots
 #                      of the main views go to build/browser-shots/
@@ -24,6 +27,12 @@ conformance: all
 # The same suite against agentd on a PostgreSQL of its own (initdb in a temporary dir, a loopback port).
 conformance-pg: all
 	AGENTD_BIN=$(abspath $(BUILD)/agentd) tests/integ/pg.py run -- tests/conformance/run.sh
+
+# Every request goes to the next node in turn, so most reach a follower that forwards to the owner.
+CLUSTER_NODES ?= 3
+conformance-cluster: all
+	AGENTD_BIN=$(abspath $(BUILD)/agentd) tests/integ/cluster.py run --nodes $(CLUSTER_NODES) -- \
+	    sh -c 'cd tests/conformance && timeout --kill-after=10 900 node_modules/.bin/vitest run --config vitest.config.js'
 
 .PHONY: browser
 browser: all

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Several agentd nodes on one PostgreSQL, and a round-robin proxy in front of them, for tests and
+benches (doc: /work/wt/CLUSTER-CONTRACT.md, README "Three nodes on one PostgreSQL").
+
+Each node is `agentd serve --store PG --listen 127.0.0.1:PORT --node-url http://127.0.0.1:PORT
+--lease-ms N` with a data directory of its own (tests/integ/agentd_test.py's Server); the first one
+started takes the write lease and the others forward to it. The proxy (tests/integ/rrproxy.mjs)
+sends each request to the next node in turn.
+
+    c = Cluster(pg, nodes=3, lease_ms=1000); c.start()   # c.nodes[i]: Server; c.proxy_url
+    c.owner()                                            # the node holding the lease, from /v1/nodes
+    c.stop()
+
+As a command it runs another command against a fresh cluster on a fresh PostgreSQL (or $PG_URL),
+the proxy's URL in $AGENTD_URL, the nodes' URLs (space separated) in $CLUSTER_NODES:
+    tests/integ/cluster.py run [--nodes N] [--lease-ms MS] -- COMMAND...
+On failure it prints the tail of each node's stderr.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from agentd_test import ROOT, Server, drain, read_line_with_timeout  # noqa: E402
+from pg import Postgres, free_port  # noqa: E402
+
+PROXY = os.path.join(ROOT, "tests", "integ", "rrproxy.mjs")
+
+
+def serve_has(option):
+    """Whether `agentd serve --help` lists an option (one the cluster work may not have landed)."""
+    r = subprocess.run([os.environ.get("AGENTD_BIN", "agentd"), "serve", "--help"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return f"--{option} " in r.stdout.decode(errors="replace")
+
+
+class Cluster:
+    def __init__(self, pg_url, nodes=3, lease_ms=1000, token=None, args=()):
+        self.pg_url = pg_url
+        self.nodes = []
+        # The proxy's port is chosen first: it is the URL clients use, so the one the nodes must name
+        # in the URLs they hand out (webhook callbacks, jwks) when they can be told it.
+        self.proxy_port = free_port()
+        public = ["--public-url", f"http://127.0.0.1:{self.proxy_port}"] if serve_has("public-url") else []
+        for _ in range(nodes):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            self.nodes.append(Server(args=["--store", pg_url, "--node-url", url, "--lease-ms", str(lease_ms),
+                                           *public, *args], token=token, listen=f"127.0.0.1:{port}"))
+        self.proxy = None
+        self.proxy_url = None
+
+    def start(self, timeout=30.0):
+        """Starts the nodes (the first one first, so it holds the lease), then the proxy."""
+        self.nodes[0].start(timeout)
+        rest = [threading.Thread(target=n.start, args=(timeout,), daemon=True) for n in self.nodes[1:]]
+        for t in rest:
+            t.start()
+        for t in rest:
+            t.join(timeout + 5)
+        down = [n.listen for n in self.nodes if not n.url]
+        if down:
+            raise RuntimeError(f"nodes did not start: {down}")
+        self.start_proxy([n.url for n in self.nodes])
+
+    def start_proxy(self, upstreams, timeout=10.0):
+        self.proxy = subprocess.Popen(["node", PROXY, "--listen", f"127.0.0.1:{self.proxy_port}", *upstreams], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, start_new_session=True)
+        line = read_line_with_timeout(self.proxy.stdout, timeout)
+        if not line or not line.startswith(b"http://"):
+            raise RuntimeError(f"rrproxy printed no URL: {line!r}")
+        threading.Thread(target=drain, args=(self.proxy.stdout,), daemon=True).start()
+        self.proxy_url = line.decode().strip()
+
+    def node_list(self, via=None):
+        """GET /v1/nodes on one node (the first live one by default): {node url: entry}."""
+        for srv in [via] if via else self.nodes:
+            if not srv.alive():
+                continue
+            try:
+                r = srv.request("GET", "/v1/nodes", timeout=3)
+            except OSError:
+                continue
+            if r.status == 200:
+                return {n["node"]: n for n in json.loads(r.body)["nodes"]}
+        return {}
+
+    def owner(self, via=None):
+        """The node (Server) that /v1/nodes names the owner, or None."""
+        listed = self.node_list(via)
+        for srv in self.nodes:
+            if listed.get(srv.url, {}).get("owner") and srv.alive():
+                return srv
+        return None
+
+    def stderr_tails(self):
+        return "\n".join(f"== node {n.url or n.listen}\n{n.stderr_tail()}" for n in self.nodes)
+
+    def stop(self):
+        if self.proxy and self.proxy.poll() is None:
+            self.proxy.terminate()
+            self.proxy.wait(5)
+        for n in self.nodes:
+            if n.proc and n.proc.poll() is None:
+                n.proc.send_signal(signal.SIGCONT)
+            n.stop()
+
+
+def main(argv):
+    usage = "usage: cluster.py run [--nodes N] [--lease-ms MS] -- COMMAND..."
+    if not argv or argv[0] != "run" or "--" not in argv:
+        print(usage, file=sys.stderr)
+        return 2
+    opts, cmd = argv[1:argv.index("--")], argv[argv.index("--") + 1:]
+    nodes, lease_ms = 3, 1000
+    while opts:
+        if opts[0] == "--nodes" and len(opts) > 1:
+            nodes = int(opts[1])
+        elif opts[0] == "--lease-ms" and len(opts) > 1:
+            lease_ms = int(opts[1])
+        else:
+            print(usage, file=sys.stderr)
+            return 2
+        opts = opts[2:]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    pg = None
+    url = os.environ.get("PG_URL")
+    if not url:
+        pg = Postgres()
+        pg.start()
+        url = pg.url
+    c = Cluster(url, nodes=nodes, lease_ms=lease_ms)
+    rc = 1
+    try:
+        c.start()
+        print(f"cluster.py: {nodes} node(s) on PostgreSQL behind {c.proxy_url}: "
+              f"{' '.join(n.url for n in c.nodes)}", flush=True)
+        env = dict(os.environ, AGENTD_URL=c.proxy_url, CLUSTER_NODES=" ".join(n.url for n in c.nodes))
+        rc = subprocess.run(cmd, env=env).returncode
+        dead = [n.url for n in c.nodes if not n.alive()]
+        if dead:
+            print(f"cluster.py: nodes died during the command: {dead}", file=sys.stderr)
+            rc = rc or 1
+        return rc
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if rc != 0:
+            print(c.stderr_tails(), file=sys.stderr)
+        c.stop()
+        Server.cleanup_all()
+        if pg:
+            pg.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,439 @@
+#!/usr/bin/env python3
+# Three agentd nodes on one PostgreSQL (tests/integ/cluster.py; a PostgreSQL the test starts itself):
+# the lease holder ("owner") serves, the other nodes forward every request to it.
+#   (d) every node serves at once; GET /v1/nodes (answered by each node itself) lists the three, one
+#       of them the owner; a request through any node, or through the round-robin proxy, is served
+#       by the owner: its answer carries Agentd-Node: <owner's node URL>;
+#   (a) 32 writers append (idempotent producers: Producer-Id/Epoch/Seq, retried until acknowledged)
+#       to 8 streams, each request to the next node in turn; the owner is killed with -9 mid-load:
+#       a stream is writable again through another node within lease-ms + 1 s, no acknowledged
+#       append is lost, and every stream holds, for each writer, a contiguous prefix of what it sent
+#       with nothing twice;
+#   (c) at the same time, a jsonl-agent session runs on the owner and is followed live (SSE) through
+#       a follower: the follower's stream shows the run's events as they come; once the owner is
+#       killed the run ends with run_completed node_lost, and the session answers its next message
+#       through the follower, run by the new owner;
+#   (b) the new owner is paused (SIGSTOP) past its lease while writers append through it; the third
+#       node takes over; once resumed (SIGCONT) the old owner stores nothing: every append it answers
+#       is refused (503) or served by the new owner (Agentd-Node), a refused append is in no stream,
+#       and no stream holds two histories.
+# Skipped when PostgreSQL's binaries are missing, or when a second node does not serve beside the
+# lease holder (the forwarding of doc/CLUSTER-CONTRACT is not in this build).
+import http.client
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from agentd_test import REF, ROOT, Server, run_test, wait_for  # noqa: E402
+from cluster import Cluster  # noqa: E402
+from pg import Postgres, bin_dir  # noqa: E402
+
+LEASE_MS = 1000
+WRITERS = 32
+STREAMS = 8
+AGENT = os.path.join(ROOT, "tests", "agents", "jsonl_agent.py")
+# Sanitizer builds start and fail over slower; the bound stays the contract's, with a margin there.
+SLOW = "asan" in os.environ.get("AGENTD_BIN", "")
+WRITABLE_WITHIN = LEASE_MS / 1000 + 1 + (2 if SLOW else 0)
+
+
+def node_of(r):
+    return r.header("Agentd-Node")
+
+
+def message(w, n):
+    return f"{w}:{n};".encode()
+
+
+def parse(data):
+    """{writer: [n, ...]} of a stream's bytes, or None if it is not made of whole messages."""
+    out = {}
+    if data and not data.endswith(b";"):
+        return None
+    for part in data.split(b";")[:-1]:
+        w, _, n = part.partition(b":")
+        if not w.isdigit() or not n.isdigit():
+            if part in (b"probe", b"mark"):
+                continue
+            return None
+        out.setdefault(int(w), []).append(int(n))
+    return out
+
+
+class Writer(threading.Thread):
+    """Appends message(w, n) for n = 0, 1, ... to one stream with an idempotent producer; each
+    request goes to the next live node in turn. retry: a failed append (connection error, 503) is
+    sent again, same sequence number, until acknowledged; otherwise the writer stops at it."""
+
+    def __init__(self, nodes, w, path, stop, retry=True):
+        super().__init__(daemon=True)
+        self.nodes, self.w, self.path, self.stop_event, self.retry = nodes, w, path, stop, retry
+        self.acked = 0
+        self.sent = 0
+        self.refused = []  # (n, status, code, Agentd-Node) of answers other than 2xx
+        self.served_by = {}  # Agentd-Node -> acknowledged appends
+        self.ended_by = None
+
+    def run(self):
+        conns = {}
+        k = self.w
+        while not self.stop_event.is_set():
+            srv = self.nodes[k % len(self.nodes)]
+            k += 1
+            n = self.acked
+            self.sent = max(self.sent, n + 1)
+            headers = {"Content-Type": "text/plain", "Producer-Id": f"w{self.w}", "Producer-Epoch": "0",
+                       "Producer-Seq": str(n)}
+            try:
+                conn = conns.get(srv.port) or srv.connection(timeout=15)
+                conns[srv.port] = conn
+                conn.request("POST", self.path, body=message(self.w, n), headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+            except (OSError, http.client.HTTPException):
+                conns.pop(srv.port).close() if srv.port in conns else None
+                if not self.retry:
+                    self.ended_by = f"message {n}: connection lost"
+                    return
+                time.sleep(0.01)
+                continue
+            if 200 <= resp.status < 300:
+                self.acked = n + 1
+                by = resp.getheader("Agentd-Node")
+                self.served_by[by] = self.served_by.get(by, 0) + 1
+                continue
+            try:
+                code = json.loads(body)["error"]["code"]
+            except (ValueError, KeyError, TypeError):
+                code = body[:60]
+            self.refused.append((n, resp.status, code, resp.getheader("Agentd-Node")))
+            if not self.retry or resp.status != 503:
+                self.ended_by = f"message {n}: {resp.status} {code}"
+                return
+            time.sleep(0.02)
+        for c in conns.values():
+            c.close()
+
+
+def check_streams(c, srv, writers, paths):
+    """Reads every stream through srv: for each writer, a contiguous prefix 0..m-1 of what it sent
+    holding everything acknowledged. Returns the list of what is wrong."""
+    bad = []
+    for p in paths:
+        data, r = srv.read_bytes(p)
+        got = parse(data) if r.status == 200 else None
+        if got is None:
+            bad.append(f"{p}: {r.status}, not whole messages: {data[-80:]!r}")
+            continue
+        for wr in (wr for wr in writers if wr.path == p):
+            ns = got.get(wr.w, [])
+            if ns != list(range(len(ns))):
+                bad.append(f"{p}: writer {wr.w}: not a contiguous prefix without repeats: {ns[:8]}...{ns[-8:]}")
+            elif not wr.acked <= len(ns) <= wr.sent:
+                bad.append(f"{p}: writer {wr.w}: {len(ns)} messages, {wr.acked} acknowledged, {wr.sent} sent")
+    return bad
+
+
+class SSEFollower(threading.Thread):
+    """Follows a JSON stream live (SSE) through one node, reconnecting from the last offset when the
+    connection ends (as the protocol intends), until stop. events: the items in order."""
+
+    def __init__(self, srv, path):
+        super().__init__(daemon=True)
+        self.srv, self.path = srv, path
+        self.offset = "-1"
+        self.events = []
+        self.connects = 0
+        self.ends = 0
+        self.stop_event = threading.Event()
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                self.follow()
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+            self.ends += 1
+            time.sleep(0.1)
+
+    def follow(self):
+        conn = self.srv.connection(timeout=5)
+        try:
+            conn.request("GET", f"{self.path}?offset={self.offset}&live=sse")
+            resp = conn.getresponse()
+            if resp.status != 200:
+                resp.read()
+                return
+            self.connects += 1
+            event, data = None, []
+            while not self.stop_event.is_set():
+                try:
+                    line = resp.readline()
+                except TimeoutError:
+                    continue
+                if not line:
+                    return
+                line = line.rstrip(b"\r\n")
+                if line.startswith(b"event:"):
+                    event = line[6:].strip()
+                elif line.startswith(b"data:"):
+                    data.append(line[5:].lstrip(b" "))
+                elif not line and data:
+                    doc = json.loads(b"\n".join(data))
+                    if event == b"control":
+                        self.offset = doc.get("streamNextOffset", self.offset)
+                    elif isinstance(doc, list):
+                        self.events.extend(doc)
+                    event, data = None, []
+        finally:
+            conn.close()
+
+    def completion(self, run):
+        return next((e for e in self.events if e.get("type") == "run_completed" and e.get("run") == run), None)
+
+
+def start_cluster(tap, c):
+    """Starts the owner, then the two others with a short timeout. False (and a skip) when they do
+    not serve beside the lease holder."""
+    c.nodes[0].start(30)
+    started = []
+
+    def start(srv):
+        try:
+            srv.start(8)
+            started.append(srv)
+        except RuntimeError as e:
+            tap.diag(f"{srv.listen}: {str(e).splitlines()[0]}")
+    threads = [threading.Thread(target=start, args=(n,), daemon=True) for n in c.nodes[1:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    if len(started) < 2:
+        tap.skip("three nodes on one PostgreSQL", "a second node does not serve while another holds the lease "
+                 "(no forwarding to the owner in this build: CLUSTER-CONTRACT)")
+        return False
+    c.start_proxy([n.url for n in c.nodes])
+    return True
+
+
+def round_headers(tap, c):
+    """(d): /v1/nodes on each node, Agentd-Node on answers through followers and the proxy."""
+    owner = c.nodes[0]
+    lists = [c.node_list(n) for n in c.nodes]
+    tap.ok(all(sorted(ls) == sorted(n.url for n in c.nodes) for ls in lists),
+           "GET /v1/nodes on each node lists the three nodes", repr(lists))
+    tap.ok(all([u for u, e in ls.items() if e.get("owner")] == [owner.url] for ls in lists),
+           "each names the first node the owner", repr(lists))
+    tap.ok(all(ls.get(n.url, {}).get("self") for n, ls in zip(c.nodes, lists)),
+           "each answers /v1/nodes itself (its own entry is self)", repr(lists))
+
+    path = "/v1/stream/cluster/headers"
+    r = c.nodes[1].create(path, "text/plain")
+    tap.ok(r.status == 201 and node_of(r) == owner.url, "PUT through a follower: created by the owner",
+           f"{r!r} Agentd-Node {node_of(r)}")
+    seen = []
+    for n in c.nodes:
+        for method, body in (("POST", b"x;"), ("GET", None), ("HEAD", None)):
+            hdrs = {"Content-Type": "text/plain"} if body else {}
+            r = n.request(method, path + ("?offset=-1" if method == "GET" else ""), body, hdrs)
+            seen.append((n.url, method, r.status, node_of(r)))
+    tap.ok(all(200 <= s < 300 and by == owner.url for _, _, s, by in seen),
+           "POST, GET and HEAD through every node carry Agentd-Node of the owner", repr(seen))
+    proxy = http.client.HTTPConnection("127.0.0.1", int(c.proxy_url.rsplit(":", 1)[1]), timeout=10)
+    ups, nodes = set(), set()
+    for _ in range(6):
+        proxy.request("GET", path + "?offset=-1")
+        resp = proxy.getresponse()
+        resp.read()
+        ups.add(resp.getheader("X-Rrproxy-Upstream"))
+        nodes.add(resp.getheader("Agentd-Node"))
+    proxy.close()
+    tap.ok(len(ups) == 3 and nodes == {owner.url},
+           "through the round-robin proxy: three upstreams, one Agentd-Node (the owner)", f"{ups} {nodes}")
+
+
+def start_session(tap, owner, follower, work):
+    """A jsonl session created on the owner, followed live through the follower, with a run that
+    sleeps. Returns (session id, run id, SSE follower)."""
+    body = {"agent": "jsonl", "command": ["python3", AGENT, "--state", os.path.join(work, "agent-state")]}
+    r = owner.request("POST", "/v1/sessions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    sid = json.loads(r.body)["id"] if r.status == 201 else None
+    tap.ok(sid, "a jsonl session is created on the owner", repr(r))
+    fol = SSEFollower(follower, f"/v1/stream/sessions/{sid}/transcript")
+    fol.start()
+    r = owner.request("POST", f"/v1/sessions/{sid}/messages", json.dumps({"text": "count 3 50; sleep 20"}).encode(),
+                      {"Content-Type": "application/json"})
+    run = json.loads(r.body).get("run") if r.status == 202 else None
+    got = wait_for(lambda: sum(1 for e in fol.events if e.get("run") == run and e.get("type") == "message") >= 3, 15)
+    tap.ok(run and got, "the follower's SSE stream shows the owner's run live (its three messages)",
+           f"{r!r} {len(fol.events)} events")
+    return sid, run, fol
+
+
+def round_kill(tap, c, work):
+    """(a) and (c): the owner killed with -9 under 32 writers and a running session."""
+    owner, f1, f2 = c.nodes
+    paths = [f"/v1/stream/cluster/w{s}" for s in range(STREAMS)]
+    tap.ok(all(f1.create(p, "text/plain").status == 201 for p in paths + ["/v1/stream/cluster/probe"]),
+           f"create {STREAMS} streams through a follower")
+    sid, run, fol = start_session(tap, owner, f1, work)
+    stop = threading.Event()
+    writers = [Writer(c.nodes, w, paths[w % STREAMS], stop) for w in range(WRITERS)]
+    for wr in writers:
+        wr.start()
+    tap.ok(wait_for(lambda: all(wr.acked >= 3 for wr in writers), 30),
+           f"{WRITERS} writers are acknowledged through the three nodes",
+           repr([(wr.acked, wr.refused[-1:]) for wr in writers]))
+
+    owner.kill9()
+    killed = time.monotonic()
+    writable = {}
+
+    def probe(srv):
+        while time.monotonic() - killed < 20:
+            try:
+                r = srv.append("/v1/stream/cluster/probe", b"probe;", "text/plain")
+                if 200 <= r.status < 300:
+                    writable[srv.url] = (time.monotonic() - killed, node_of(r))
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+    probes = [threading.Thread(target=probe, args=(n,), daemon=True) for n in (f1, f2)]
+    for t in probes:
+        t.start()
+    for t in probes:
+        t.join(25)
+    took = max((v[0] for v in writable.values()), default=None)
+    tap.ok(len(writable) == 2 and took < WRITABLE_WITHIN,
+           f"writable again through both other nodes {took if took is None else round(took, 2)} s after the "
+           f"owner's kill -9 (lease {LEASE_MS} ms; bound {WRITABLE_WITHIN:.1f} s)", repr(writable))
+    new_owner = c.owner(f1)
+    tap.ok(new_owner in (f1, f2) and all(v[1] == new_owner.url for v in writable.values()),
+           "one of them owns the lease now and serves both", f"{writable!r} owner {new_owner and new_owner.url}")
+
+    base = [wr.acked for wr in writers]
+    tap.ok(wait_for(lambda: all(wr.acked >= b + 3 for wr, b in zip(writers, base)), 30),
+           "every writer is acknowledged again after the takeover")
+    stop.set()
+    for wr in writers:
+        wr.join(20)
+    bad = check_streams(c, f2, writers, paths)
+    tap.ok(not bad, f"no acknowledged append lost, each writer's messages a contiguous prefix, none twice "
+           f"({sum(wr.acked for wr in writers)} acknowledged)", "\n".join(bad))
+    ok = []
+    for p in paths:
+        r = (f1 if p.endswith(("0", "2", "4", "6")) else f2).append(p, b"mark;", "text/plain")
+        ok.append(200 <= r.status < 300)
+    tap.ok(all(ok), "every stream takes an append through either surviving node", repr(ok))
+
+    ev = wait_for(lambda: fol.completion(run), 15)
+    said = ev and "node_lost" in (ev.get("code"), ev.get("status"), ev.get("reason"))
+    tap.ok(said, "the run on the killed node ends with run_completed node_lost, seen through the follower",
+           f"{ev!r}; {fol.events[-3:]!r}; {fol.connects} connects")
+    tap.ok(fol.connects >= 2, "the follower's SSE reader reconnected from its offset after the owner's death",
+           f"{fol.connects} connects")
+    r = f1.request("POST", f"/v1/sessions/{sid}/messages", json.dumps({"text": "echo after the takeover"}).encode(),
+                   {"Content-Type": "application/json"})
+    run2 = json.loads(r.body).get("run") if r.status == 202 else None
+    ev2 = wait_for(lambda: fol.completion(run2), 20) if run2 else None
+    texts = [e.get("text") or json.dumps(e.get("content")) for e in fol.events
+             if e.get("run") == run2 and e.get("type") == "message"]
+    tap.ok(ev2 and ev2.get("status") == "ok" and any("after the takeover" in (t or "") for t in texts),
+           "the session answers its next message, sent through the follower", f"{r!r} {ev2!r} {texts!r}")
+    tap.is_(node_of(r), new_owner.url if new_owner else None, "and the new owner runs it (Agentd-Node)")
+    full, _ = f2.read_json(f"/v1/stream/sessions/{sid}/transcript")
+    wait_for(lambda: len(fol.events) >= len(full), 5)
+    fol.stop_event.set()
+    tap.ok(fol.events == full, f"the follower saw each of the transcript's {len(full)} events once, in order, "
+           "across the reconnect", f"{len(fol.events)} seen")
+    return new_owner
+
+
+def round_pause(tap, c, owner):
+    """(b): the owner paused past its lease, the third node takes over, the old owner resumed."""
+    other = next(n for n in c.nodes if n.alive() and n is not owner)
+    paths = [f"/v1/stream/cluster/p{s}" for s in range(4)]
+    tap.ok(all(owner.create(p, "text/plain").status == 201 for p in paths), "create 4 streams on the owner")
+    stop = threading.Event()
+    writers = [Writer([owner], w, paths[w % 4], stop, retry=False) for w in range(8)]
+    for wr in writers:
+        wr.start()
+    tap.ok(wait_for(lambda: all(wr.acked >= 3 for wr in writers), 20), "8 writers are acknowledged by the owner")
+    owner.proc.send_signal(signal.SIGSTOP)
+    paused = time.monotonic()
+    took = wait_for(lambda: c.owner(other) is other and time.monotonic() - paused, LEASE_MS / 1000 + 10, 0.1)
+    tap.ok(took, f"the third node takes over while the owner is paused ({took or 0:.1f} s)")
+    r = other.append(paths[0], b"mark;", "text/plain")
+    tap.ok(200 <= r.status < 300 and node_of(r) == other.url, "and appends", repr(r))
+    time.sleep(0.3)
+    owner.proc.send_signal(signal.SIGCONT)
+    # Resumed, the old owner either refuses its writers (they stop) or forwards them to the new one.
+    tap.ok(wait_for(lambda: all(wr.ended_by or other.url in wr.served_by for wr in writers), 15),
+           "the resumed node stores nothing itself: its writers are refused or served by the new owner",
+           repr([(wr.ended_by, wr.served_by) for wr in writers]))
+    stop.set()
+    r = owner.append(paths[1], b"late;", "text/plain")
+    code = (r.error_body() or {}).get("code")
+    tap.ok((r.status == 503 and code in ("node_fenced", "owner_unavailable")) or
+           (200 <= r.status < 300 and node_of(r) == other.url),
+           "an append through the resumed node is refused (503) or served by the new owner", f"{r!r} {node_of(r)}")
+    for wr in writers:
+        wr.join(15)
+    served = {by for wr in writers for by in wr.served_by}
+    tap.ok(served <= {owner.url, other.url}, "every acknowledged append was stored by one of the two owners",
+           repr(served))
+    refused = {(wr.path, wr.w, n) for wr in writers for (n, s, _, _) in wr.refused}
+    bad = check_streams(c, other, writers, paths)
+    for p in paths:
+        data, _ = other.read_bytes(p)
+        got = parse(data) or {}
+        for w, ns in got.items():
+            for n in ns:
+                if (p, w, n) in refused:
+                    bad.append(f"{p}: writer {w}'s message {n} was refused yet is stored")
+        if b"late;" in data:
+            bad.append(f"{p}: the late append is stored")
+    tap.ok(not bad, "one history per stream: each writer's acknowledged prefix, nothing refused stored",
+           "\n".join(bad))
+
+
+def main(tap):
+    if REF:
+        tap.skip("three nodes on one PostgreSQL", "the reference server has no --store")
+        return
+    try:
+        bin_dir()
+    except RuntimeError as e:
+        tap.skip("three nodes on one PostgreSQL", str(e))
+        return
+    pg = Postgres()
+    pg.start()
+    c = Cluster(pg.url, nodes=3, lease_ms=LEASE_MS)
+    work = c.nodes[0].root
+    try:
+        if not start_cluster(tap, c):
+            return
+        round_headers(tap, c)
+        new_owner = round_kill(tap, c, work)
+        if new_owner:
+            round_pause(tap, c, new_owner)
+        for n in c.nodes:
+            if n.alive():
+                n.proc.send_signal(signal.SIGCONT)
+                tap.check_clean_exit(n, f"node {n.url} stops cleanly")
+    finally:
+        if tap.failed:
+            tap.diag(c.stderr_tails())
+            tap.diag(pg.log_tail())
+        c.stop()
+        pg.cleanup()
+
+
+run_test(main)
