@@ -1,6 +1,9 @@
 #!/bin/sh
 # bench/cluster: appends/s with 32 writers, on 1 stream and on 1,000 streams, for agentd on SQLite,
-# agentd on PostgreSQL (one node), and the reference server, with the ratios between them.
+# agentd on PostgreSQL (one node), and the reference server, with the ratios between them; then three
+# agentd nodes on one PostgreSQL (bench/cluster/nodes.py): appends/s with the writers spread over the
+# nodes (and its ratio to one node), append -> SSE delivery for readers on the owner and on a
+# follower, and the failover time after a kill -9 of the owner.
 #
 # It runs bench/ds (dsbench's phase b only) twice, once per agentd store, each time beside the
 # reference server, on a PostgreSQL 15 of its own (tests/integ/pg.py: initdb in a temporary dir, a
@@ -56,3 +59,6 @@ if [ $pass = 1 ]; then
 else
     echo "FAIL  agentd on PostgreSQL >= 10x the reference's appends/s (1 and 1000 streams)"
 fi
+echo
+python3 bench/cluster/nodes.py "$tmp/pg" || status=1
+exit $status

@@ -17,6 +17,11 @@
  * was written, so a subscriber that receives it knows its delivery latency without any lookup; sender
  * and receivers share this process's clock, and receipt is the kernel's receive timestamp.
  *
+ * --agentd may name several URLs of one service (the nodes of a cluster), comma separated: the first
+ * takes the setup requests and the paced writer of (c) and (d), the writers of (a) and (b) are spread
+ * over all of them in turn, and the SSE and long-poll readers over all but the first. So
+ * `--agentd OWNER,FOLLOWER --phases c` measures delivery to readers on a follower.
+ *
  * Phases are bounded in time (--seconds each, plus a short warm-up and drain), so a slow server gives
  * fewer samples rather than a longer run. Each server is measured in a child process: a setup failure
  * (connection refused, a PUT that fails) ends that child with a message and empties only that server's
@@ -51,6 +56,7 @@
 #define OFFSET_MAX       128
 #define SSE_BATCH        100 /* subscribers connected per batch, under every listen backlog */
 #define ERRORS_SHOWN     5   /* per server */
+#define URLS_MAX         8   /* nodes of one service behind --agentd */
 /*
  * Time bounds, so a server that falls behind (the reference needs about a second per append with 1000
  * subscribers) costs a few seconds, not minutes. A live phase measures at least LIVE_MIN_APPENDS appends
@@ -266,8 +272,10 @@ enum phase {
 
 struct bench {
     const char *name;
-    struct sockaddr_in addr;
-    char host[96];
+    struct sockaddr_in addr[URLS_MAX]; /* the service's nodes; see the top comment for who uses which */
+    int n_addr;
+    unsigned next_writer, next_reader;
+    char host[96]; /* Host header: the first node's */
     int ep;
     uint64_t run_id;
 
@@ -327,8 +335,13 @@ static struct conn *conn_new(struct bench *b, enum role role)
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         die("socket: %s (raise ulimit -n)", strerror(errno));
+    const struct sockaddr_in *to = &b->addr[0];
+    if (role == ROLE_WRITER && b->phase != PHASE_LIVE)
+        to = &b->addr[b->next_writer++ % (unsigned)b->n_addr];
+    else if ((role == ROLE_SSE || role == ROLE_POLL) && b->n_addr > 1)
+        to = &b->addr[1 + b->next_reader++ % (unsigned)(b->n_addr - 1)];
     /* A blocking connect is fine on loopback; SSE_BATCH keeps the listen backlog from overflowing. */
-    if (connect(c->fd, (struct sockaddr *)&b->addr, sizeof(b->addr)) < 0)
+    if (connect(c->fd, (const struct sockaddr *)to, sizeof(*to)) < 0)
         die("%s: connect %s: %s", b->name, b->host, strerror(errno));
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -948,15 +961,20 @@ static void bench_target(struct results *r, const char *name, const char *url, c
     struct bench b = {.name = name, .ep = epoll_create1(EPOLL_CLOEXEC), .run_id = now_ns()};
     if (b.ep < 0)
         die("epoll_create1: %s", strerror(errno));
-    int port;
-    char ip[64];
-    if (sscanf(url, "http://%63[0-9.]:%d", ip, &port) != 2)
-        die("%s: URL must look like http://127.0.0.1:PORT, got %s", name, url);
-    snprintf(b.host, sizeof(b.host), "%s:%d", ip, port);
-    b.addr.sin_family = AF_INET;
-    b.addr.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, ip, &b.addr.sin_addr) != 1)
-        die("%s: bad address %s", name, ip);
+    for (const char *u = url; u != NULL; u = strchr(u, ','), u = u ? u + 1 : NULL) {
+        int port;
+        char ip[64];
+        if (b.n_addr == URLS_MAX || sscanf(u, "http://%63[0-9.]:%d", ip, &port) != 2)
+            die("%s: URLs must look like http://127.0.0.1:PORT (at most %d, comma separated), got %s", name,
+                URLS_MAX, url);
+        if (b.n_addr == 0)
+            snprintf(b.host, sizeof(b.host), "%s:%d", ip, port);
+        struct sockaddr_in *a = &b.addr[b.n_addr++];
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, ip, &a->sin_addr) != 1)
+            die("%s: bad address %s", name, ip);
+    }
 
     /* Figures of phases left out stay NAN, which the table prints as "-". */
     const struct live none = {NAN, NAN, NAN, NAN};
@@ -1178,7 +1196,7 @@ static int report_targets(const struct results *a, const struct results *ref)
 
 static void usage(void)
 {
-    fputs("usage: dsbench [--agentd URL [--agentd-pid PID]] [--ref URL [--ref-pid PID]]\n"
+    fputs("usage: dsbench [--agentd URL[,URL...] [--agentd-pid PID]] [--ref URL [--ref-pid PID]]\n"
           "               [--seconds S] [--warmup S] [--subscribers N,M] [--writers N] [--streams N]\n"
           "               [--pollers N] [--phases abcd] [--strict]\n"
           "Benchmarks Durable Streams servers at URL (http://127.0.0.1:PORT) and prints a comparison.\n"

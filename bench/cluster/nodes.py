@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""bench/cluster, three nodes: agentd x3 on one PostgreSQL of its own (tests/integ/cluster.py), the
+first node holding the write lease, the other two forwarding to it.
+
+    python3 bench/cluster/nodes.py [ONE_NODE_DSBENCH_OUTPUT]
+
+  - appends/s, 32 writers spread over the three nodes (dsbench phase b, --agentd OWNER,F1,F2), on 1
+    stream and on 1,000 streams; with the output of the one-node PostgreSQL run, the ratio to it;
+  - append -> SSE delivery p50/p99, the writer on the owner, 10 and 100 readers on the owner and then
+    on a follower (dsbench phase c, --agentd OWNER and --agentd OWNER,FOLLOWER);
+  - failover: the owner killed with -9 -> the first append acknowledged through another node, twice
+    (then the new owner is killed too), with --lease-ms 1000.
+Environment: BUILD (build/release), DSBENCH_ARGS (extra dsbench flags). Exit status 1 when a node or
+dsbench failed; 0 with a note when this build's nodes do not serve beside the lease holder.
+"""
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integ"))
+BUILD = os.environ.get("BUILD", "build/release")
+os.environ.setdefault("AGENTD_BIN", os.path.join(ROOT, BUILD, "agentd"))
+from agentd_test import Server  # noqa: E402
+from cluster import Cluster  # noqa: E402
+from pg import Postgres  # noqa: E402
+
+LEASE_MS = 1000
+DSBENCH = os.path.join(ROOT, BUILD, "bench", "ds", "dsbench")
+
+
+def dsbench(*args):
+    extra = os.environ.get("DSBENCH_ARGS", "").split()
+    r = subprocess.run([DSBENCH, "--seconds", "2", *args, *extra], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, cwd=ROOT)
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr.decode(errors="replace"))
+        raise RuntimeError(f"dsbench {' '.join(args)} failed ({r.returncode})")
+    return r.stdout.decode(errors="replace")
+
+
+def figure(text, label, after=None):
+    """The agentd column of a row of dsbench's table (the first row labelled so after `after`)."""
+    lines = text.splitlines()
+    if after is not None:
+        lines = lines[next(i for i, l in enumerate(lines) if l.startswith(after)):]
+    for line in lines:
+        if line.startswith(label):
+            v = line[len(label):].split()
+            try:
+                return float(v[0])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def fmt(v, d=0):
+    return "-" if v is None else f"{v:.{d}f}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def failover(owner, others):
+    """Kills owner with -9; seconds until an append through one of the others is acknowledged."""
+    path = "/v1/stream/bench-failover"
+    others[0].create(path, "text/plain")
+    owner.kill9()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:
+        for srv in others:
+            try:
+                if 200 <= srv.append(path, b"x", "text/plain").status < 300:
+                    return time.monotonic() - t0
+            except OSError:
+                pass
+        time.sleep(0.01)
+    return None
+
+
+def main(argv):
+    one_node = open(argv[0]).read() if argv else ""
+    pg = Postgres()
+    pg.start()
+    c = Cluster(pg.url, nodes=3, lease_ms=LEASE_MS, args=["--durability", "fsync"])
+    try:
+        c.nodes[0].start(30)
+        started = []
+        def start(srv):
+            try:
+                started.append(srv.start(8))
+            except RuntimeError:
+                pass
+        threads = [threading.Thread(target=start, args=(n,), daemon=True) for n in c.nodes[1:]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        print(f"== agentd: 3 nodes on one PostgreSQL (lease {LEASE_MS} ms, fsync), the first node owning the lease")
+        if len(started) < 2:
+            print("   skipped: in this build a second node does not serve beside the lease holder")
+            return 0
+        owner, f1, f2 = c.nodes
+        urls = ",".join(n.url for n in c.nodes)
+        tput = dsbench("--agentd", urls, "--agentd-pid", str(owner.proc.pid), "--phases", "b")
+        print(f"   appends/s, 32 writers spread over the 3 nodes (2 of 3 connections reach a follower)")
+        print(f"   {'streams':<10} {'1 node':>10} {'3 nodes':>10} {'3/1':>8}")
+        for n in ("1 stream", "1000 streams"):
+            label = f"(b) appends/s, 32 writers, {n}"
+            one, three = figure(one_node, label), figure(tput, label)
+            print(f"   {n.split()[0]:<10} {fmt(one):>10} {fmt(three):>10} {ratio(three, one):>8}")
+        sse = {}
+        for where, agentd in (("owner", owner.url), ("follower", f"{owner.url},{f1.url}")):
+            sse[where] = dsbench("--agentd", agentd, "--phases", "c", "--subscribers", "10,100")
+        print("   append -> SSE delivery, the writer on the owner, one 100-byte append every 10 ms")
+        print(f"   {'readers':<16} {'owner p50':>10} {'p99 ms':>8} {'follower p50':>13} {'p99 ms':>8} {'f/o p50':>8}")
+        for n in (10, 100):
+            head = f"(c) SSE, {n} subscribers"
+            o50, o99 = figure(sse["owner"], "      p50 ms", head), figure(sse["owner"], "      p99 ms", head)
+            f50, f99 = figure(sse["follower"], "      p50 ms", head), figure(sse["follower"], "      p99 ms", head)
+            print(f"   {n:<16} {fmt(o50, 3):>10} {fmt(o99, 3):>8} {fmt(f50, 3):>13} {fmt(f99, 3):>8} {ratio(f50, o50):>8}")
+        for text in [tput, *sse.values()]:
+            m = re.search(r"request errors: agentd (\d+)", text)
+            if m:
+                print(f"   request errors: {m.group(1)} (dsbench's stderr has the first ones)")
+        t1 = failover(owner, [f1, f2])
+        second = c.owner(f1) or f1
+        t2 = failover(second, [f2 if second is f1 else f1])
+        print(f"   failover, owner killed -9 -> an append acknowledged through another node: "
+              f"{fmt(t1, 2)} s, then {fmt(t2, 2)} s (lease {LEASE_MS} ms)")
+        return 0 if t1 is not None and t2 is not None else 1
+    finally:
+        c.stop()
+        Server.cleanup_all()
+        pg.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
