@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 struct curlx_http {
     uv_loop_t *loop;
@@ -41,7 +42,7 @@ struct curlx_http_req {
     struct curlx_http *h;
     CURL *easy;
     struct curl_slist *headers;
-    char *url, *method, *body, *userpwd;
+    char *url, *method, *body, *userpwd, *header, *user_agent;
     struct buf got; /* the body, unless streamed */
     struct curlx_http_opts o;
     char error[CURL_ERROR_SIZE];
@@ -65,6 +66,8 @@ void curlx_http_cancel(struct curlx_http_req *r)
     free(r->method);
     free(r->body);
     free(r->userpwd);
+    free(r->header);
+    free(r->user_agent);
     buf_free(&r->got);
     free(r);
 }
@@ -182,11 +185,24 @@ static size_t http__on_body(char *p, size_t size, size_t n, void *userp)
 {
     struct curlx_http_req *r = userp;
     size_t len = size * n;
+    if (r->o.max_answer && r->got.len + len > r->o.max_answer)
+        return 0; /* aborts the transfer: more than the caller has any use for */
     if (r->o.on_data)
         r->o.on_data(r->o.arg, p, len);
     else
         buf_append(&r->got, p, len);
     return len;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: the caller's check on the address actually dialled (after DNS, so a
+ * name cannot smuggle a refused address past a check of the URL), and close-on-exec sockets, since
+ * agentd spawns children. */
+static curl_socket_t http__open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct curlx_http_req *r = userp;
+    if (purpose != CURLSOCKTYPE_IPCXN || (r->o.allow_addr && !r->o.allow_addr(r->o.arg, &addr->addr)))
+        return CURL_SOCKET_BAD;
+    return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
 }
 
 /* Adds a request's transfer to the multi handle. */
@@ -276,28 +292,37 @@ static void http__setup(struct curlx_http_req *r)
 {
     CURL *e = r->easy;
     curlx_easy_setopt(e, CURLOPT_URL, r->url);
-    curlx_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http");
+    curlx_easy_setopt(e, CURLOPT_PROTOCOLS_STR, r->o.remote ? "http,https" : "http");
     curlx_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curlx_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curlx_easy_setopt(e, CURLOPT_NOPROXY, "*"); /* local servers: never through a proxy */
+    if (!r->o.remote)
+        curlx_easy_setopt(e, CURLOPT_NOPROXY, "*"); /* local servers: never through a proxy */
     curlx_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
     if (r->body) {
         curlx_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
         curlx_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->o.body_len);
     }
     r->headers = curlx_slist_append(r->headers, "Content-Type: application/json");
+    if (r->header)
+        r->headers = curlx_slist_append(r->headers, r->header);
     r->headers = curlx_slist_append(r->headers, "Expect:");
+    if (r->headers == NULL) {
+        log_error("curlx: out of memory starting an HTTP request");
+        abort();
+    }
     curlx_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
     if (r->userpwd) {
         curlx_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         curlx_easy_setopt(e, CURLOPT_USERPWD, r->userpwd);
     }
-    curlx_easy_setopt(e, CURLOPT_USERAGENT, "agentd/1");
+    curlx_easy_setopt(e, CURLOPT_USERAGENT, r->user_agent ? r->user_agent : "agentd/1");
     if (r->o.timeout_ms > 0)
         curlx_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->o.timeout_ms);
     curlx_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
     curlx_easy_setopt(e, CURLOPT_WRITEFUNCTION, http__on_body);
     curlx_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curlx_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, http__open_socket);
+    curlx_easy_setopt(e, CURLOPT_OPENSOCKETDATA, r);
     curlx_easy_setopt(e, CURLOPT_ERRORBUFFER, r->error);
     curlx_easy_setopt(e, CURLOPT_PRIVATE, r);
 }
@@ -315,7 +340,10 @@ struct curlx_http_req *curlx_http_request(struct curlx_http *h, const struct cur
         r->body[o->body_len] = '\0';
     }
     r->userpwd = o->userpwd ? xstrdup(o->userpwd) : NULL;
-    r->o.url = r->o.method = r->o.body = r->o.userpwd = NULL; /* only the copies are used */
+    r->header = o->header ? xstrdup(o->header) : NULL;
+    r->user_agent = o->user_agent ? xstrdup(o->user_agent) : NULL;
+    /* only the copies are used */
+    r->o.url = r->o.method = r->o.body = r->o.userpwd = r->o.header = r->o.user_agent = NULL;
     list_insert(&h->reqs, r, link);
     if (http__multi_start(h) != 0) {
         uv_timer_start(&h->timer, http__on_timer, 0, 0); /* ends r on the next turn */

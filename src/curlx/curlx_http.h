@@ -6,6 +6,10 @@
  * Events). libcurl is loaded (curlx_load) with the first request, so a server that never makes one
  * never maps it.
  *
+ * The same engine sends the subscription webhooks (src/subs/subs.c): a request marked `remote` may
+ * go to any http or https URL, through the environment's proxy, with a caller's check on each
+ * address right before it is dialled (the SSRF policy), a bounded answer and a header of its own.
+ *
  * Ownership: a struct curlx_http owns its multi handle, its timer, a watcher per socket and every
  * request in flight; curlx_http_free cancels those without calling their callbacks. A request is
  * freed after its on_done returned, or by curlx_http_cancel / curlx_http_free.
@@ -17,6 +21,7 @@
 #define AGENTD_CURLX_HTTP_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "core/core.h"
@@ -46,6 +51,14 @@ struct curlx_http_opts {
     void (*on_data)(void *arg, const char *data, size_t len);
     void (*on_done)(void *arg, const struct curlx_http_answer *answer);
     void *arg;
+    /* For a URL that is not a local server agentd started (a webhook receiver). All optional. */
+    int remote;             /* http and https, and the environment's proxy; else http only, no proxy */
+    const char *header;     /* one more request header, "Name: value" */
+    const char *user_agent; /* NULL: agentd/1 */
+    size_t max_answer;      /* a collected answer longer than this fails the request; 0: no bound */
+    /* Called with each address right before it is dialled; 0 refuses it (the request then fails
+     * with status 0). */
+    int (*allow_addr)(void *arg, const struct sockaddr *addr);
 };
 
 int curlx_http_new(struct curlx_http **out, uv_loop_t *loop) CORE_UNUSED_RESULT;

@@ -14,9 +14,9 @@
  *                                                    the wake state after any change
  */
 #include "subs/subs_int.h"
+#include "curlx/curlx_http.h"
 #include "subs/subs_match.h"
 #include "subs/subs_sign.h"
-#include "subs/subs_webhook.h"
 #include "stream/stream.h"
 #include "stream/stream_parse.h"
 
@@ -101,7 +101,7 @@ void subs__sub_free(struct subs_sub *sub)
 {
     if (sub == NULL)
         return;
-    subs_webhook_cancel(sub->inflight);
+    curlx_http_cancel(sub->inflight);
     map_each(&sub->links, subs__link_free, NULL);
     map_clear(&sub->links);
     for (size_t i = 0; i < sub->nstreams; i++)
@@ -317,12 +317,19 @@ static void subs__maybe_wake(struct subs_sub *sub, const char *triggered_by)
 
 /* ================= webhook delivery ================= */
 
-static void subs__delivered(void *arg, int status, const char *body, size_t len)
+/* The outcome of one attempt: status 0 when no HTTP answer arrived (connect, TLS, timeout, a
+ * refused address, an answer over SUBS_WEBHOOK_MAX_RESPONSE). */
+static void subs__delivered(void *arg, const struct curlx_http_answer *a)
 {
     struct subs_sub *sub = arg;
     struct subs *s = sub->svc;
     int64_t gen = sub->inflight_gen;
+    int status = (int)a->status;
+    const char *body = a->body;
+    size_t len = a->len;
     sub->inflight = NULL;
+    if (a->error)
+        log_info("subs: %s: webhook POST failed: %s", sub->id, a->error);
     if (status >= 200 && status < 300) {
         sub->failures = 0;
         sub->retry_at_ms = 0;
@@ -360,6 +367,16 @@ static void subs__delivered(void *arg, int status, const char *body, size_t len)
     subs__arm(s);
 }
 
+/* The SSRF check on each address a delivery is about to dial (subs_url_check vetted the URL). */
+static int subs__addr_ok(void *arg, const struct sockaddr *addr)
+{
+    struct subs_sub *sub = arg;
+    if (subs_addr_allowed(addr, sub->loopback_only))
+        return 1;
+    log_warn("subs: %s: webhook connection refused by the address policy", sub->id);
+    return 0;
+}
+
 /* Starts delivering the open wake unless it was delivered, is in flight, or waits for a retry. */
 static void subs__pump(struct subs_sub *sub)
 {
@@ -376,9 +393,24 @@ static void subs__pump(struct subs_sub *sub)
                             subs__stream_infos(sub, 1), "callback_url", callback, "callback_token", token.p);
     char *body = json_dumps(msg, JSON_COMPACT);
     subs_sign_header(s->keys, clock_wall_ms() / 1000, body, strlen(body), &sig);
+    char *header = xasprintf("Webhook-Signature: %s", sig.p);
     sub->inflight_gen = sub->wake.generation;
-    sub->inflight = subs_webhook_post(s->wh, sub->webhook_url, sub->loopback_only, sig.p, body, strlen(body),
-                                      subs__delivered, sub);
+    /* No redirects (curlx never follows them); the connect timeout is curlx's, half the whole. */
+    sub->inflight = curlx_http_request(s->http, &(struct curlx_http_opts){
+                                                    .method = "POST",
+                                                    .url = sub->webhook_url,
+                                                    .body = body,
+                                                    .body_len = strlen(body),
+                                                    .timeout_ms = SUBS_WEBHOOK_TIMEOUT_MS,
+                                                    .on_done = subs__delivered,
+                                                    .arg = sub,
+                                                    .remote = 1,
+                                                    .header = header,
+                                                    .user_agent = "agentd-webhook/1",
+                                                    .max_answer = SUBS_WEBHOOK_MAX_RESPONSE,
+                                                    .allow_addr = subs__addr_ok,
+                                                });
+    free(header);
     free(body);
     free(callback);
     json_decref(msg);
@@ -801,7 +833,7 @@ int subs_new(struct subs **out, uv_loop_t *loop, struct streams *ss, const struc
     s->timer.data = s;
     if ((rc = subs_keys_load(&s->keys, cfg->data_dir, err, errlen)) != 0)
         goto fail;
-    if ((rc = subs_webhook_new(&s->wh, loop)) != 0) {
+    if ((rc = curlx_http_new(&s->http, loop)) != 0) {
         snprintf(err, errlen, "cannot initialise libcurl for webhooks");
         goto fail;
     }
@@ -866,7 +898,7 @@ void subs_free(struct subs *s)
     map_clear(&s->by_id);
     map_clear(&s->known);
     json_decref(s->log);
-    subs_webhook_free(s->wh);
+    curlx_http_free(s->http);
     subs_keys_free(s->keys);
     uv_close((uv_handle_t *)&s->timer, subs__timer_closed);
 }

@@ -20,14 +20,18 @@
 #include "subs/subs.h"
 #include "subs/subs_lease.h"
 
+struct curlx_http;
+struct curlx_http_req;
 struct stream_op;
-struct subs_delivery;
 
-#define SUBS_LEASE_DEFAULT_MS 30000
-#define SUBS_LEASE_MIN_MS     1000
-#define SUBS_LEASE_MAX_MS     600000
-#define SUBS_RETRY_FIRST_MS   1000
-#define SUBS_RETRY_MAX_MS     60000
+#define SUBS_LEASE_DEFAULT_MS     30000
+#define SUBS_LEASE_MIN_MS         1000
+#define SUBS_LEASE_MAX_MS         600000
+#define SUBS_RETRY_FIRST_MS       1000
+#define SUBS_RETRY_MAX_MS         60000
+/* One webhook attempt: its deadline, and the most of the receiver's answer that is read. */
+#define SUBS_WEBHOOK_TIMEOUT_MS   10000
+#define SUBS_WEBHOOK_MAX_RESPONSE 65536
 
 enum subs_type {
     SUBS_WEBHOOK,
@@ -75,7 +79,7 @@ struct subs_sub {
     struct subs_link *first, *last;
     struct subs_wake wake;
     /* webhook delivery; memory only (after a restart an open wake is simply delivered again) */
-    struct subs_delivery *inflight;
+    struct curlx_http_req *inflight;
     int64_t inflight_gen, delivered_gen;
     int failures;
     int64_t retry_at_ms; /* 0: no retry pending */
@@ -86,7 +90,7 @@ struct subs {
     uv_loop_t *loop;
     struct streams *ss;
     struct subs_keys *keys;
-    struct subs_webhook *wh;
+    struct curlx_http *http; /* webhook deliveries */
     char *base_url;
     struct map by_id;
     struct subs_sub *first, *last;
