@@ -132,7 +132,7 @@ struct cli_noun {
     const struct cli_command *commands;
     size_t ncommands;
     const char *intro;  /* printed before the command list */
-    const char *footer; /* printed after it (output format, exit statuses) */
+    const char *footer; /* printed after it and the server and token sources (output format, exit statuses) */
 };
 
 /*

@@ -55,7 +55,11 @@ static void cli__noun_usage(const struct cli_noun *noun, FILE *out)
         snprintf(left, sizeof(left), "%s %s", noun->commands[i].name, noun->commands[i].synopsis);
         fprintf(out, "  %-24s %s\n", left, noun->commands[i].summary);
     }
-    fprintf(out, "\nRun `agentd %s COMMAND --help` for a command's options.\n%s", noun->name, noun->footer);
+    fprintf(out,
+            "\nRun `agentd %s COMMAND --help` for a command's options.\n"
+            "Server: --server, else $AGENTD_URL, else " CLI_DEFAULT_SERVER
+            ". Token: --token, else $AGENTD_TOKEN.\n%s",
+            noun->name, noun->footer);
 }
 
 /* Does word name an option that takes a value in any of the noun's commands? Used to find the

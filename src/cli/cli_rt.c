@@ -239,24 +239,28 @@ static int cli_rt__result_parse(const char *text, size_t len, struct cli_rt__res
 
 /* ---- Shared by the commands -------------------------------------------------------------- */
 
+/* Options every rt command accepts (before CLI_COMMON_OPTS): which session's runtime. */
+#define CLI_RT_OPTS                                             \
+    {"session", "ID", "the session (default $AGENTD_SESSION)"}, \
+    {                                                           \
+        "lang", "LANG", "bash (default), python or node"        \
+    }
+
 static const struct cli_opt cli_rt__exec_opts[] = {
-    {"session", "ID", "the session (default $AGENTD_SESSION)"},
-    {"lang", "LANG", "bash (default), python or node"},
+    CLI_RT_OPTS,
     {"timeout", "MS", "interrupt the code after MS milliseconds (default: the server's, 30 s)"},
     CLI_COMMON_OPTS,
     {NULL, NULL, NULL},
 };
 
 static const struct cli_opt cli_rt__plain_opts[] = {
-    {"session", "ID", "the session (default $AGENTD_SESSION)"},
-    {"lang", "LANG", "bash (default), python or node"},
+    CLI_RT_OPTS,
     CLI_COMMON_OPTS,
     {NULL, NULL, NULL},
 };
 
 static const struct cli_opt cli_rt__history_opts[] = {
-    {"session", "ID", "the session (default $AGENTD_SESSION)"},
-    {"lang", "LANG", "bash (default), python or node"},
+    CLI_RT_OPTS,
     {"limit", "N", "the last N calls (default 100)"},
     CLI_COMMON_OPTS,
     {NULL, NULL, NULL},
@@ -533,8 +537,7 @@ static const struct cli_noun cli_rt__noun = {
     .commands = cli_rt__commands,
     .ncommands = CORE_ARRAY_LEN(cli_rt__commands),
     .intro = "Commands (a session's persistent runtimes: state survives between calls):",
-    .footer = "\nSession: --session, else $AGENTD_SESSION. Server: --server, else $AGENTD_URL, "
-              "else " CLI_DEFAULT_SERVER ". Token: --token, else $AGENTD_TOKEN.\n"
+    .footer = "Session: --session, else $AGENTD_SESSION.\n"
               "\nexec writes the code's stdout and stderr as they are and exits with the code's\n"
               "status (124 when it timed out); with --json it prints the server's answer instead.\n"
               "\nExit status otherwise: 0 ok, 1 usage, 2 unreachable, 3 not found (session), 4 "

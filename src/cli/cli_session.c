@@ -857,8 +857,6 @@ static const struct cli_noun cli_session__noun = {
               "id, \"? allow|deny (by who)\", \">> text\" steered into a turn, \"[level] text\" for logs\n"
               "and errors, \"-- run completed: status\". When tail ends, stderr has \"next-offset: OFFSET\"\n"
               "for --from.\n"
-              "\nServer: --server, else $AGENTD_URL, else " CLI_DEFAULT_SERVER
-              ". Token: --token, else $AGENTD_TOKEN.\n"
               "\nExit status: 0 ok, 1 usage, 2 unreachable, 3 not found, 4 conflict (send --mode reject\n"
               "while a run is active; cancel without an active run; a request answered already; an\n"
               "agent that cannot interrupt), 5 other HTTP error.\n"

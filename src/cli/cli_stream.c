@@ -139,18 +139,19 @@ static int cli_stream__load(const char *spec, struct buf *out)
     return rc;
 }
 
-/* Writes one --json line. line is consumed (reset). */
+/* A --json line is built field by field (the first one opens the object) and written by
+ * cli_stream__emit, which closes it and frees line. */
 static void cli_stream__emit(struct buf *line)
 {
-    buf_append(line, "\n", 1);
+    buf_append(line, "}\n", 2);
     fwrite(line->p, 1, line->len, stdout);
     fflush(stdout);
-    buf_reset(line);
+    buf_free(line);
 }
 
 static void cli_stream__json_field(struct buf *line, const char *name, const char *value)
 {
-    buf_printf(line, "%s\"%s\":", line->len > 1 ? "," : "", name);
+    buf_printf(line, "%c\"%s\":", line->len ? ',' : '{', name);
     if (value != NULL)
         buf_json_string(line, value, strlen(value));
     else
@@ -159,7 +160,7 @@ static void cli_stream__json_field(struct buf *line, const char *name, const cha
 
 static void cli_stream__json_raw(struct buf *line, const char *name, const char *raw)
 {
-    buf_printf(line, "%s\"%s\":%s", line->len > 1 ? "," : "", name, raw);
+    buf_printf(line, "%c\"%s\":%s", line->len ? ',' : '{', name, raw);
 }
 
 /* Appends "data" (and "encoding") for n payload bytes to a --json line. */
@@ -193,13 +194,10 @@ static int cli_stream__print_message(void *arg, const char *p, size_t n)
     const struct cli_stream__printer *printer = arg;
     if (printer->json) {
         struct buf line = {0};
-        buf_puts(&line, "{");
         cli_stream__json_field(&line, "offset", printer->offset);
         buf_puts(&line, ",\"data\":");
         buf_append(&line, p, n);
-        buf_puts(&line, "}");
         cli_stream__emit(&line);
-        buf_free(&line);
     } else {
         fwrite(p, 1, n, stdout);
         fputc('\n', stdout);
@@ -221,12 +219,9 @@ static void cli_stream__print(const struct cli_stream__printer *printer, const c
         return;
     if (printer->json) {
         struct buf line = {0};
-        buf_puts(&line, "{");
         cli_stream__json_field(&line, "offset", printer->offset);
         cli_stream__json_data(&line, p, n, printer->binary);
-        buf_puts(&line, "}");
         cli_stream__emit(&line);
-        buf_free(&line);
     } else {
         fwrite(p, 1, n, stdout);
         fflush(stdout);
@@ -273,7 +268,7 @@ static int cli_stream__put(struct cli_client *cs, const struct cli_args *args, c
         (fork_source && cli_stream__bad_path("fork", fork_source)))
         return CLI_EXIT_USAGE;
     struct cli_stream__headers headers = {0};
-    struct buf url = {0}, body = {0}, line = {0};
+    struct buf url = {0}, body = {0};
     struct cli_http_response resp = {0};
     const char *value;
     int status = CLI_EXIT_USAGE;
@@ -317,13 +312,12 @@ static int cli_stream__put(struct cli_client *cs, const struct cli_args *args, c
 
     const char *next = cli_http_header(&resp, "Stream-Next-Offset");
     if (cs->json) {
-        buf_puts(&line, "{");
+        struct buf line = {0};
         cli_stream__json_field(&line, "path", path);
         cli_stream__json_raw(&line, "created", resp.status == 201 ? "true" : "false");
         cli_stream__json_field(&line, "nextOffset", next);
         cli_stream__json_raw(&line, "closed",
                              cli_stream__header_true(&resp, "Stream-Closed") ? "true" : "false");
-        buf_puts(&line, "}");
         cli_stream__emit(&line);
     } else {
         if (resp.status == 200)
@@ -336,7 +330,6 @@ fail:
     cli_stream__headers_free(&headers);
     buf_free(&url);
     buf_free(&body);
-    buf_free(&line);
     return status;
 }
 
@@ -386,7 +379,6 @@ static int cli_stream__head(struct cli_client *cs, const struct cli_args *args)
     int is_closed = cli_stream__header_true(&resp, "Stream-Closed");
     if (cs->json) {
         struct buf line = {0};
-        buf_puts(&line, "{");
         cli_stream__json_field(&line, "path", path);
         cli_stream__json_field(&line, "contentType", type);
         cli_stream__json_field(&line, "nextOffset", next);
@@ -395,9 +387,7 @@ static int cli_stream__head(struct cli_client *cs, const struct cli_args *args)
             cli_stream__json_raw(&line, "ttl", ttl);
         if (expires != NULL)
             cli_stream__json_field(&line, "expiresAt", expires);
-        buf_puts(&line, "}");
         cli_stream__emit(&line);
-        buf_free(&line);
     } else {
         printf("content-type: %s\n", type != NULL ? type : "");
         printf("next-offset: %s\n", next != NULL ? next : "");
@@ -432,7 +422,7 @@ static int cli_stream__post(struct cli_client *cs, const char *path, const char 
 {
     if (cli_stream__bad_path(what, path))
         return CLI_EXIT_USAGE;
-    struct buf url = {0}, line = {0};
+    struct buf url = {0};
     struct cli_http_response resp = {0};
 
     if (close)
@@ -457,7 +447,7 @@ static int cli_stream__post(struct cli_client *cs, const char *path, const char 
     /* With producer headers, 200 means appended and 204 means "already had it". */
     int duplicate = epoch != NULL && resp.status == 204;
     if (cs->json) {
-        buf_puts(&line, "{");
+        struct buf line = {0};
         cli_stream__json_field(&line, "path", path);
         cli_stream__json_field(&line, "nextOffset", next);
         cli_stream__json_raw(&line, "closed",
@@ -467,7 +457,6 @@ static int cli_stream__post(struct cli_client *cs, const char *path, const char 
             cli_stream__json_field(&line, "producerEpoch", epoch);
             cli_stream__json_field(&line, "producerSeq", seq);
         }
-        buf_puts(&line, "}");
         cli_stream__emit(&line);
     } else {
         if (duplicate)
@@ -479,7 +468,6 @@ static int cli_stream__post(struct cli_client *cs, const char *path, const char 
 fail:
     cli_http_response_reset(&resp);
     buf_free(&url);
-    buf_free(&line);
     return status;
 }
 
@@ -600,12 +588,9 @@ static int cli_stream__delete(struct cli_client *cs, const struct cli_args *args
     int status = cli_http_report(cs->http, "delete", rc, &resp);
     if (status == CLI_EXIT_OK && cs->json) {
         struct buf line = {0};
-        buf_puts(&line, "{");
         cli_stream__json_field(&line, "path", path);
         cli_stream__json_raw(&line, "deleted", "true");
-        buf_puts(&line, "}");
         cli_stream__emit(&line);
-        buf_free(&line);
     }
     cli_http_response_reset(&resp);
     buf_free(&url);
@@ -619,6 +604,22 @@ static const struct cli_opt cli_stream__read_opts[] = {
     CLI_COMMON_OPTS,
     {NULL, NULL, NULL},
 };
+
+/* The end of read and tail: where to resume (read also says it is up to date). */
+static void cli_stream__print_end(const struct cli_client *cs, const char *offset, int up_to_date, int closed)
+{
+    if (cs->json) {
+        struct buf line = {0};
+        cli_stream__json_field(&line, "offset", offset);
+        if (up_to_date)
+            cli_stream__json_raw(&line, "upToDate", "true");
+        cli_stream__json_raw(&line, "closed", closed ? "true" : "false");
+        cli_stream__emit(&line);
+    } else {
+        fflush(stdout);
+        fprintf(stderr, "next-offset: %s%s\n", offset, closed ? " (closed)" : "");
+    }
+}
 
 /* Catch-up read: GET from the offset, chunk after chunk, until the server says Stream-Up-To-Date. */
 static int cli_stream__read(struct cli_client *cs, const struct cli_args *args)
@@ -664,19 +665,7 @@ static int cli_stream__read(struct cli_client *cs, const struct cli_args *args)
             break;
     }
 
-    if (cs->json) {
-        struct buf line = {0};
-        buf_puts(&line, "{");
-        cli_stream__json_field(&line, "offset", offset);
-        cli_stream__json_raw(&line, "upToDate", "true");
-        cli_stream__json_raw(&line, "closed", closed ? "true" : "false");
-        buf_puts(&line, "}");
-        cli_stream__emit(&line);
-        buf_free(&line);
-    } else {
-        fflush(stdout);
-        fprintf(stderr, "next-offset: %s%s\n", offset, closed ? " (closed)" : "");
-    }
+    cli_stream__print_end(cs, offset, 1, closed);
 fail:
     cli_http_response_reset(&resp);
     buf_free(&url);
@@ -751,18 +740,7 @@ static int cli_stream__tail(struct cli_client *cs, const struct cli_args *args)
     if (status != CLI_EXIT_OK)
         goto fail;
 
-    if (cs->json) {
-        struct buf line = {0};
-        buf_puts(&line, "{");
-        cli_stream__json_field(&line, "offset", offset);
-        cli_stream__json_raw(&line, "closed", "true");
-        buf_puts(&line, "}");
-        cli_stream__emit(&line);
-        buf_free(&line);
-    } else {
-        fflush(stdout);
-        fprintf(stderr, "next-offset: %s (closed)\n", offset);
-    }
+    cli_stream__print_end(cs, offset, 0, 1);
 fail:
     free(offset);
     cli_http_response_reset(&resp);
@@ -800,8 +778,6 @@ static const struct cli_noun cli_stream__noun = {
               "{\"offset\",\"data\"} per message or chunk (\"encoding\":\"base64\" for binary streams;\n"
               "offset is where to resume after it), then {\"offset\",...,\"closed\"} at the end.\n"
               "With --producer, append's --seq is Producer-Seq and --stream-seq sets Stream-Seq.\n"
-              "\nServer: --server, else $AGENTD_URL, else " CLI_DEFAULT_SERVER
-              ". Token: --token, else $AGENTD_TOKEN.\n"
               "\nExit status:\n"
               "  0  success\n"
               "  1  usage error, or a local file or stdin could not be read\n"
