@@ -194,19 +194,29 @@ static void sh__timer(struct sh_req *r, uv_timer_cb cb, uint64_t first, uint64_t
     uv_timer_start(&r->timer, cb, first, repeat);
 }
 
+/* The request a finished write answers, or NULL: when its client is gone, or when the write failed
+ * (answered here with its error). STREAM_OK and also_ok are the statuses of success. */
+static struct http_req *sh__done_req(struct stream_op *op, enum stream_status also_ok)
+{
+    struct sh_req *r = op->arg;
+    if (r->req == NULL)
+        return NULL;
+    if (op->result.status != STREAM_OK && op->result.status != also_ok) {
+        sh__respond_error(r->req, &op->result);
+        return NULL;
+    }
+    return r->req;
+}
+
 /* ================= PUT: create or fork ================= */
 
 static void sh__create_done(struct stream_op *op)
 {
     struct sh_req *r = op->arg;
-    struct http_req *req = r->req;
+    struct http_req *req = sh__done_req(op, STREAM_CREATED);
     const struct stream_result *res = &op->result;
     if (req == NULL)
         return;
-    if (res->status != STREAM_OK && res->status != STREAM_CREATED) {
-        sh__respond_error(req, res);
-        return;
-    }
     size_t plen, hlen;
     const char *path = http_req_path(req, &plen);
     const char *host = http_req_authority(req, &hlen);
@@ -302,13 +312,10 @@ static void sh__put(struct stream_http *sh, struct http_req *req, const char *pa
 
 static void sh__append_done(struct stream_op *op)
 {
-    struct sh_req *r = op->arg;
-    struct http_req *req = r->req;
+    struct http_req *req = sh__done_req(op, STREAM_DUPLICATE);
     const struct stream_result *res = &op->result;
     if (req == NULL)
         return;
-    if (res->status != STREAM_OK && res->status != STREAM_DUPLICATE)
-        return sh__respond_error(req, res);
     if (res->has_producer) {
         http_res_headerf(req, "Producer-Epoch", "%" PRId64, res->producer_epoch);
         http_res_headerf(req, "Producer-Seq", "%" PRId64, res->producer_seq);
@@ -761,12 +768,9 @@ static void sh__head(struct http_req *req, struct stream *st)
 
 static void sh__delete_done(struct stream_op *op)
 {
-    struct sh_req *r = op->arg;
-    if (r->req == NULL)
-        return;
-    if (op->result.status != STREAM_OK)
-        return sh__respond_error(r->req, &op->result);
-    http_res_send(r->req, 204, NULL, 0);
+    struct http_req *req = sh__done_req(op, STREAM_OK);
+    if (req != NULL)
+        http_res_send(req, 204, NULL, 0);
 }
 
 static void sh__delete(struct stream_http *sh, struct http_req *req, struct stream *st)
