@@ -57,7 +57,8 @@ struct curlx_http_opts {
     const char *user_agent; /* NULL: agentd/1 */
     size_t max_answer;      /* a collected answer longer than this fails the request; 0: no bound */
     /* Called with each address right before it is dialled; 0 refuses it (the request then fails
-     * with status 0). */
+     * with status 0). It runs on new connections only: libcurl reuses an open one within the same
+     * struct curlx_http, so requests under different address policies need separate ones. */
     int (*allow_addr)(void *arg, const struct sockaddr *addr);
 };
 

@@ -4,6 +4,11 @@
  * URL API) is refused as a whole: every curlx_ pointer stays NULL and the reason names the missing
  * function. That last case runs in a re-executed copy of this test whose LD_LIBRARY_PATH puts a
  * stand-in libcurl.so.4 (a copy of libz) first.
+ *
+ * curlx_http against agentd's own HTTP server on the same loop: an answer comes back whole, and the
+ * options of a remote request (the webhooks') hold: the extra header and User-Agent are sent, the
+ * caller's address check runs before the connection and can refuse it, and an answer over
+ * max_answer fails the request.
  */
 #include <errno.h>
 #include <limits.h>
@@ -15,6 +20,8 @@
 
 #include "core/core.h"
 #include "curlx/curlx.h"
+#include "curlx/curlx_http.h"
+#include "http/http.h"
 #include "tap.h"
 
 /* Is a file whose name contains `name` mapped into this process? */
@@ -94,6 +101,114 @@ static void test_stand_in(const char *self)
     rmdir(dir);
 }
 
+/* ================= curlx_http ================= */
+
+/* Answers with the request's Webhook-Signature and User-Agent, "sig|agent". */
+static void echo_headers(struct http_req *req, void *arg)
+{
+    size_t sl = 0, ul = 0;
+    const char *sig = http_req_header(req, "webhook-signature", &sl);
+    const char *agent = http_req_header(req, "user-agent", &ul);
+    struct buf b = {0};
+    buf_printf(&b, "%.*s|%.*s", (int)sl, sig ? sig : "", (int)ul, agent ? agent : "");
+    http_res_send(req, 200, b.p, b.len);
+    buf_free(&b);
+}
+
+struct outcome {
+    int done, dialled, allow;
+    long status;
+    char body[256];
+    int has_error;
+};
+
+static void on_done(void *arg, const struct curlx_http_answer *a)
+{
+    struct outcome *o = arg;
+    o->done = 1;
+    o->status = a->status;
+    o->has_error = a->error != NULL;
+    snprintf(o->body, sizeof o->body, "%s", a->body ? a->body : "");
+}
+
+static int allow_addr(void *arg, const struct sockaddr *addr)
+{
+    struct outcome *o = arg;
+    o->dialled++;
+    return addr->sa_family == AF_INET && o->allow;
+}
+
+static void request(uv_loop_t *loop, struct curlx_http *h, struct curlx_http_opts o, struct outcome *out)
+{
+    o.on_done = on_done;
+    o.arg = out;
+    curlx_http_request(h, &o);
+    for (int i = 0; i < 10000 && !out->done; i++)
+        uv_run(loop, UV_RUN_ONCE);
+}
+
+static void test_http(void)
+{
+    uv_loop_t loop;
+    struct http_server *srv;
+    struct curlx_http *h;
+    char err[256] = "", url[64];
+    struct http_config cfg = {
+        .host = "127.0.0.1", .port = 0, .max_body = 1024, .io_timeout_ms = 5000, .max_queued = 1 << 20};
+    uv_loop_init(&loop);
+    if (!ok(http_server_new(&srv, &loop, &cfg, err, sizeof err) == 0, "a server to ask (%s)", err))
+        return;
+    http_route(srv, "/echo", echo_headers, NULL);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/echo", http_server_port(srv));
+    ok(curlx_http_new(&h, &loop) == 0, "curlx_http_new");
+
+    struct outcome plain = {0};
+    request(&loop, h, (struct curlx_http_opts){.url = url, .timeout_ms = 5000}, &plain);
+    ok(plain.done && plain.status == 200 && !plain.has_error, "a GET is answered (%ld)", plain.status);
+    is_str(plain.body, "|agentd/1", "no extra header; the default User-Agent");
+
+    /* Connections are kept for reuse within one struct curlx_http, and the address check runs on
+     * each new one: the remote requests get one of their own, the refused one first. */
+    struct curlx_http *hr;
+    ok(curlx_http_new(&hr, &loop) == 0, "a second curlx_http, for the remote requests");
+    struct outcome refused = {.allow = 0};
+    request(&loop, hr,
+            (struct curlx_http_opts){.url = url, .timeout_ms = 5000, .remote = 1, .allow_addr = allow_addr},
+            &refused);
+    ok(refused.done && refused.status == 0 && refused.has_error, "a refused address fails the request");
+    ok(refused.dialled >= 1, "the check saw the address");
+
+    struct outcome remote = {.allow = 1};
+    request(&loop, hr,
+            (struct curlx_http_opts){.method = "POST",
+                                     .url = url,
+                                     .body = "{}",
+                                     .body_len = 2,
+                                     .timeout_ms = 5000,
+                                     .remote = 1,
+                                     .header = "Webhook-Signature: t=1,v1=x",
+                                     .user_agent = "agentd-webhook/1",
+                                     .allow_addr = allow_addr},
+            &remote);
+    ok(remote.done && remote.status == 200, "a remote POST is answered (%ld)", remote.status);
+    is_str(remote.body, "t=1,v1=x|agentd-webhook/1", "its header and User-Agent were sent");
+    ok(remote.dialled >= 1, "the address check ran before connecting");
+
+    struct outcome big = {.allow = 1};
+    request(&loop, h, (struct curlx_http_opts){.url = url, .timeout_ms = 5000, .max_answer = 4}, &big);
+    ok(big.done && big.status == 0 && big.has_error, "an answer over max_answer fails the request");
+
+    curlx_http_free(h);
+    curlx_http_free(hr);
+    http_server_shutdown(srv);
+    for (int i = 0; i < 100 && http_server_drain(srv) > 0; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    http_server_free(srv);
+    for (int i = 0; i < 10; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    is_int(uv_loop_close(&loop), 0, "the loop closes: no handle leaked");
+}
+
 int main(void)
 {
     if (getenv("TEST_CURLX_STAND_IN"))
@@ -130,6 +245,7 @@ int main(void)
     curlx_slist_free_all(list);
     curlx_global_cleanup();
 
+    test_http();
     test_stand_in("/proc/self/exe");
     return done_testing();
 }
