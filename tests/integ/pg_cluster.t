@@ -17,12 +17,18 @@
 #       node takes over; once resumed (SIGCONT) the old owner stores nothing: every append it answers
 #       is refused (503) or served by the new owner (Agentd-Node), a refused append is in no stream,
 #       and no stream holds two histories.
+#   README: the commands of its section "Three nodes on one PostgreSQL" run as written (but for the
+#       addresses, the database URL, the binary and a data dir per node) and print what it says.
 # Skipped when PostgreSQL's binaries are missing, or when a second node does not serve beside the
 # lease holder (the forwarding of doc/CLUSTER-CONTRACT is not in this build).
 import http.client
+import importlib.machinery
+import importlib.util
 import json
 import os
+import shlex
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -31,7 +37,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import REF, ROOT, Server, run_test, wait_for  # noqa: E402
 from cluster import Cluster  # noqa: E402
-from pg import Postgres, bin_dir  # noqa: E402
+from pg import Postgres, bin_dir, free_port  # noqa: E402
 
 LEASE_MS = 1000
 WRITERS = 32
@@ -404,6 +410,79 @@ def round_pause(tap, c, owner):
            "\n".join(bad))
 
 
+def readme_module():
+    """tests/integ/readme.t as a module: how README examples are found and what they say they print."""
+    path = os.path.join(ROOT, "tests", "integ", "readme.t")
+    loader = importlib.machinery.SourceFileLoader("readme_t", path)
+    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader("readme_t", loader))
+    loader.exec_module(mod)
+    return mod
+
+
+def round_readme(tap, pg):
+    """The README's commands, as written but for what a reader has and the test has not: three hosts
+    (10.0.0.N:4437 become loopback ports), the database (postgres://db/agentd becomes the test's
+    PostgreSQL; createdb is run against it), the binary ($AGENTD_BIN) and a data dir per node (--data,
+    as each host has its own). A serve line is started and waited for (health), in order."""
+    section = "Three nodes on one PostgreSQL"
+    readme = readme_module()
+    with open(readme.README) as f:
+        found = [lines for sec, lines in readme.blocks(f.read()) if sec == section]
+    if not tap.ok(found, f"README has the section {section!r} with examples"):
+        return
+    hosts = {f"10.0.0.{i}:4437": f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+    db_url = pg.url.rsplit("/", 1)[0] + "/agentd"
+
+    def local(text):
+        for a, b in hosts.items():
+            text = text.replace(a, b)
+        return text.replace("postgres://db/agentd", db_url)
+    nodes = []
+    try:
+        for code, comments in readme.commands(found[0]):
+            shown, code = code, local(code)
+            words = shlex.split(code)
+            if words[0] == "createdb":
+                r = pg._run("createdb", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "agentd", *words[1:],
+                            check=False)
+                tap.ok(r.returncode == 0, f"README: {shown}", r.stdout.decode(errors="replace"))
+                continue
+            if words[:2] == ["agentd", "serve"]:
+                args, listen, token = [], None, None
+                it = iter(words[2:])
+                for w in it:
+                    if w == "--listen":
+                        listen = next(it)
+                    elif w == "--token":
+                        token = next(it)
+                    else:
+                        args.append(w)
+                srv = Server(args=args, listen=listen, token=token)
+                nodes.append(srv)
+                try:
+                    srv.start(15)
+                except RuntimeError as e:
+                    tap.ok(False, f"README: {shown}", str(e))
+                    return
+                tap.ok(True, f"README: {shown}")
+                continue
+            r = subprocess.run(["bash", "-o", "pipefail", "-c", code], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=30)
+            out = r.stdout.decode(errors="replace").strip()
+            tap.ok(r.returncode == 0 and '{"error":' not in out, f"README: {shown}",
+                   f"exit {r.returncode}\n{out[-800:]}\n{r.stderr.decode(errors='replace')[-800:]}")
+            for kind, text in readme.expectations(comments):
+                tap.ok(out.startswith(text), f"README: `{shown}` prints {text!r} ...", out[-800:])
+            for c in comments:
+                if c.lower().startswith("agentd-node:"):
+                    tap.is_(out.lower(), local(c).lower(), f"README: `{shown}` prints {c!r}")
+        for srv in reversed(nodes):
+            tap.check_clean_exit(srv, f"README: the node at {srv.listen} stops cleanly")
+    finally:
+        for srv in nodes:
+            srv.kill9()
+
+
 def main(tap):
     if REF:
         tap.skip("three nodes on one PostgreSQL", "the reference server has no --store")
@@ -428,6 +507,7 @@ def main(tap):
             if n.alive():
                 n.proc.send_signal(signal.SIGCONT)
                 tap.check_clean_exit(n, f"node {n.url} stops cleanly")
+        round_readme(tap, pg)
     finally:
         if tap.failed:
             tap.diag(c.stderr_tails())
