@@ -26,7 +26,8 @@
 /* The CORS header names http/ itself deals in; modules add theirs with http_cors_headers. */
 static const char http__allow_generic[] =
     "Content-Type, Authorization, If-None-Match, Last-Event-ID, Cache-Control";
-static const char http__expose_generic[] = "ETag, Content-Type, Content-Encoding, Vary, Location";
+static const char http__expose_generic[] =
+    "ETag, Content-Type, Content-Encoding, Vary, Location, Agentd-Node";
 
 static const char *http__reason(int status)
 {
@@ -230,6 +231,8 @@ static void http__common_headers(struct http_req *req, int status)
     http_res_header(req, "Cross-Origin-Resource-Policy", "cross-origin");
     http_res_header(req, "Access-Control-Allow-Origin", "*");
     http_res_header(req, "Access-Control-Expose-Headers", req->srv->cors_expose.p);
+    if (req->srv->node)
+        http_res_header(req, "Agentd-Node", req->srv->node);
     req->started = 1;
 }
 
@@ -554,6 +557,25 @@ size_t http_server_revoke(struct http_server *srv, const char *credential)
     return n + http__ws_revoke(srv, credential);
 }
 
+void http_route_remove(struct http_server *srv, const char *prefix, http_handler_cb cb)
+{
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        if (srv->routes[i].cb == cb && strcmp(srv->routes[i].prefix, prefix) == 0) {
+            memmove(&srv->routes[i], &srv->routes[i + 1], (srv->nroutes - i - 1) * sizeof srv->routes[0]);
+            srv->nroutes--;
+            return;
+        }
+    }
+}
+
+void http_server_set_node(struct http_server *srv, const char *node)
+{
+    free(srv->node);
+    srv->node = node ? xstrdup(node) : NULL;
+}
+
+const char *http_server_node(const struct http_server *srv) { return srv->node ? srv->node : ""; }
+
 void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg)
 {
     http_route_flags(srv, prefix, cb, arg, 0);
@@ -598,9 +620,16 @@ int http_server_new(struct http_server **out, uv_loop_t *loop, const struct http
     srv->config.max_request_entity_size = cfg->max_body;
     srv->config.http1.req_timeout = cfg->io_timeout_ms;
     srv->config.http2.idle_timeout = cfg->io_timeout_ms;
+    /* Forwarded answers (http_forward.c) go back unchanged: no Via or X-Forwarded-* added. */
+    srv->config.proxy.emit_x_forwarded_headers = 0;
+    srv->config.proxy.emit_via_header = 0;
+    srv->config.proxy.preserve_server_header = 0;
     h2o_hostconf_t *host =
         h2o_config_register_host(&srv->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
+    /* h2o's proxy would write a line to stderr for each forward that fails (the owner is down);
+     * the 503 owner_unavailable answer says it, and the follower logs the lease's changes. */
+    pathconf->error_log.emit_request_errors = 0;
     struct http__handler *h = (struct http__handler *)h2o_create_handler(pathconf, sizeof *h);
     h->super.on_req = http__on_req;
     h->srv = srv;
@@ -705,9 +734,11 @@ void http_server_free(struct http_server *srv)
      * nothing to do, and h2o_context_dispose insists every timeout list is empty. */
     if (h2o_timeout_is_linked(&srv->ctx.http2._graceful_shutdown_timeout))
         h2o_timeout_unlink(&srv->ctx.http2._graceful_shutdown_timeout);
+    http__upstreams_free(srv);
     h2o_context_dispose(&srv->ctx);
     h2o_config_dispose(&srv->config);
     free(srv->token);
+    free(srv->node);
     buf_free(&srv->cors_allow);
     buf_free(&srv->cors_expose);
     free(srv);
@@ -745,8 +776,22 @@ void h2o_send_error_generic(h2o_req_t *req, int status, const char *reason, cons
     req->res.reason = reason;
     if ((flags & H2O_SEND_ERROR_KEEP_HEADERS) == 0)
         memset(&req->res.headers, 0, sizeof req->res.headers);
+    struct http_server *srv = H2O_STRUCT_FROM_MEMBER(struct http_server, ctx, req->conn->ctx);
+    const char *code = http__error_code(status);
+    if (status == 502 && req->overrides != NULL) { /* h2o's proxy could not reach the owner */
+        status = errcode_status(ERR_OWNER_UNAVAILABLE);
+        code = errcode_name(ERR_OWNER_UNAVAILABLE);
+        body = "the node that holds the write lease cannot be reached; retry";
+        req->res.status = status;
+        req->res.reason = http__reason(status);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("retry-after"), 1, NULL,
+                              H2O_STRLIT("1"));
+    }
+    if (srv->node)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("agentd-node"), 1, NULL, srv->node,
+                              strlen(srv->node));
     struct buf b = {0};
-    http__error_body(&b, http__error_code(status), body, strlen(body));
+    http__error_body(&b, code, body, strlen(body));
     h2o_iovec_t json = h2o_strdup(&req->pool, b.p, b.len);
     buf_free(&b);
     static const struct {

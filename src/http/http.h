@@ -71,6 +71,11 @@ size_t http_server_connections(const struct http_server *srv);
  * cannot close them from outside). NULL is a no-op. */
 void http_server_free(struct http_server *srv);
 int http_server_port(const struct http_server *srv);
+/* Every answer this server makes itself carries `Agentd-Node: node` (copied; NULL: none). Answers
+ * forwarded from another node (http_req_forward) carry that node's instead. */
+void http_server_set_node(struct http_server *srv, const char *node);
+/* That name, or "" when none was set. */
+const char *http_server_node(const struct http_server *srv);
 /* Registers a handler for paths starting with prefix; the longest matching prefix wins.
  * Unmatched paths get 404. The prefix string is borrowed for the server's lifetime. */
 void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg);
@@ -80,6 +85,9 @@ void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb,
 #define HTTP_ROUTE_OWN_AUTH 1u
 void http_route_flags(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg,
                       unsigned flags);
+/* Removes the route registered with this prefix and handler (a follower's forwarding route, once
+ * the node serves locally). */
+void http_route_remove(struct http_server *srv, const char *prefix, http_handler_cb cb);
 /* CORS: adds header names (comma-separated; copied) that browsers may send (allow:
  * Access-Control-Allow-Headers) and read (expose: Access-Control-Expose-Headers). Each module
  * registers the headers of its own protocol when it mounts its routes; http/ names only generic
@@ -160,6 +168,23 @@ size_t http_res_stream_queued(const struct http_req *req);
 /* Ends the stream after what is queued; or aborts the connection. */
 void http_res_stream_end(struct http_req *req);
 void http_res_stream_abort(struct http_req *req);
+
+/* ---- forwarding (http_forward.c) ----
+ * Another node, by URL: http://ADDRESS:PORT with a numeric address. Made on first use and kept
+ * with the server (upstream connections are pooled); io_timeout_ms bounds each wait for the
+ * upstream's bytes (it must exceed the longest long-poll). NULL when the URL is not of that form. */
+struct http_upstream;
+struct http_upstream *http_upstream_get(struct http_server *srv, const char *url, uint64_t io_timeout_ms);
+/* 0 when url is one http_upstream_get takes, else -EINVAL. */
+int http_upstream_check(const char *url);
+/* Passes req, not yet answered, to up and streams up's answer back unchanged (status, headers, body,
+ * as it arrives). A connect failure answers 503 owner_unavailable; an upstream connection that
+ * breaks mid-answer ends the client's connection; a client that goes closes the upstream one. */
+void http_req_forward(struct http_req *req, struct http_upstream *up);
+/* Ends the client connection of every request forwarded to url and still going (its node stopped
+ * being the one to forward to: a paused node's answers would otherwise hang until the timeout).
+ * Returns how many. */
+size_t http_upstream_drop(struct http_server *srv, const char *url);
 
 /* Is a response already started or sent? */
 int http_res_started(const struct http_req *req);

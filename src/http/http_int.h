@@ -52,6 +52,8 @@ struct http_server {
     struct http_req *live;              /* every request between its handler call and its dispose */
     struct http__conn *conns;           /* every accepted connection until its handle closed */
     int stopping;                       /* http_server_shutdown ran: new requests get 503 */
+    char *node;                         /* Agentd-Node on every answer served here, or NULL */
+    struct http_upstream *upstreams;    /* every node forwarded to (http_forward.c) */
 };
 
 /* Each accepted connection's uv_tcp_t, tagged with its server so the close callback can count, and
@@ -79,12 +81,14 @@ struct http_req {
     unsigned ending : 1;    /* end requested */
     unsigned finished : 1;  /* FINAL or ERROR handed to h2o: do not touch h2o again */
     unsigned aborting : 1;
-    unsigned stopped : 1;          /* the client went away */
-    unsigned revoked : 1;          /* ended by http_server_revoke: its owner's answers are ignored */
-    char *credential;              /* set by the authorizer (pool memory); listed in srv->credentialed */
-    LIST_LINK(http_req) cred_link; /* srv->credentialed, while credential is set */
-    h2o_socket_t *sock;            /* its connection's socket: a connection with a request is not idle */
-    LIST_LINK(http_req) live_link; /* srv->live */
+    unsigned stopped : 1;           /* the client went away */
+    unsigned revoked : 1;           /* ended by http_server_revoke: its owner's answers are ignored */
+    unsigned forwarded : 1;         /* handed to h2o's proxy (http_forward.c): its answer is the upstream's */
+    struct http_upstream *upstream; /* where it was forwarded to (http_upstream_drop) */
+    char *credential;               /* set by the authorizer (pool memory); listed in srv->credentialed */
+    LIST_LINK(http_req) cred_link;  /* srv->credentialed, while credential is set */
+    h2o_socket_t *sock;             /* its connection's socket: a connection with a request is not idle */
+    LIST_LINK(http_req) live_link;  /* srv->live */
 };
 
 /* Closes (1008) the WebSockets whose request was let in with credential; how many. In http_ws.c. */
@@ -96,5 +100,8 @@ void http__ws_close_all(struct http_server *srv);
 /* Appends the socket of every WebSocket past its upgrade to (*socks)[*n...], growing the array
  * (xmalloc'd, *cap entries) as needed. In http_ws.c. */
 void http__ws_sockets(struct http_server *srv, h2o_socket_t ***socks, size_t *n, size_t *cap);
+
+/* Frees every upstream (http_server_free, once no connection is left). In http_forward.c. */
+void http__upstreams_free(struct http_server *srv);
 
 #endif

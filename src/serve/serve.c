@@ -15,7 +15,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,7 +119,22 @@ struct serve {
     struct mcp_http *mcp;
     struct ui *ui;  /* NULL with --no-ui */
     char *base_url; /* http://HOST:PORT as clients reach it: printed first, named in callback URLs */
+    /* Several nodes on one PostgreSQL: a node that does not hold the write lease is a follower: it
+     * forwards every request to the holder (serve_forward_http) until the store's heartbeat takes
+     * the lease for it, which wakes lease_async: the node then loads the registry and the sessions
+     * and serves locally (serve__take_over). */
+    uv_async_t lease_async;
+    int async_ready;
+    pthread_mutex_t lease_mu; /* async_ready against the heartbeat thread's wake-ups */
+    char owner_url[256];      /* the holder forwarded to, as the last wake-up saw it */
+    int failed;               /* a take-over could not build the services: exit 1 */
+    struct serve_forward forward;
+    const struct serve_opts *o;
 };
+
+static void serve__on_lease(uv_async_t *a);
+static int serve__node_lost(struct serve *s);
+static void serve__lease_close(struct serve *s);
 
 static int serve__is_loopback(const char *host)
 {
@@ -184,10 +201,14 @@ static void serve__drain_tick(uv_timer_t *t)
 static void serve__drain(struct serve *s)
 {
     http_server_shutdown(s->http);
+    serve__lease_close(s);
     /* Runtimes get the drain time to exit; their processes never outlive the server. */
-    sessions_close_runtimes(s->sessions);
-    streams_shutdown(s->streams);
-    streams_flush(s->streams);
+    if (s->sessions)
+        sessions_close_runtimes(s->sessions);
+    if (s->streams) {
+        streams_shutdown(s->streams);
+        streams_flush(s->streams);
+    }
     uv_signal_stop(&s->sigint);
     uv_signal_stop(&s->sigterm);
     uv_timer_init(&s->loop, &s->drain);
@@ -195,13 +216,14 @@ static void serve__drain(struct serve *s)
     uv_timer_start(&s->drain, serve__drain_tick, SERVE_DRAIN_TICK_MS, SERVE_DRAIN_TICK_MS);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&s->drain, NULL);
-    streams_flush(s->streams);
+    if (s->streams)
+        streams_flush(s->streams);
     /* An fsync still in the thread pool (a loaded machine) must complete before the teardown
      * closes the store it syncs, and its completion answers the writes it covers; a session's
      * directory removal or fork copy still there would touch the loop after it is gone (the
      * worker queues its completion on it): wait for them, not for the loop to be empty (an idle
      * client would keep it alive). */
-    while (streams_syncing(s->streams) || sessions_working(s->sessions))
+    while ((s->streams && streams_syncing(s->streams)) || sessions_working(s->sessions))
         uv_run(&s->loop, UV_RUN_ONCE);
 }
 
@@ -223,6 +245,7 @@ static void serve__teardown(struct serve *s)
         uv_close((uv_handle_t *)&s->sigint, NULL);
         uv_close((uv_handle_t *)&s->sigterm, NULL);
     }
+    serve__lease_close(s);
     if (s->loop_ready) {
         /* No fsync is in the thread pool any more (serve__drain waited for it, and streams_free
          * committed the rest itself), so these turns only run close callbacks. */
@@ -281,30 +304,33 @@ static int serve__check(const struct serve_opts *o, char *host, size_t hostlen, 
     return 0;
 }
 
-/* The store, the stream registry, the HTTP server with the streams' resource and /v1/health; then
- * s->base_url, now that the port is bound. 0, or -errno with the reason in err. */
+/* The heartbeat thread saw the lease change (store_pg_config.on_lease): wake the loop, unless the
+ * handle is closing (the thread runs until store_free, after the loop stopped). */
+static void serve__lease_changed(void *arg)
+{
+    struct serve *s = arg;
+    pthread_mutex_lock(&s->lease_mu);
+    if (s->async_ready)
+        uv_async_send(&s->lease_async);
+    pthread_mutex_unlock(&s->lease_mu);
+}
+
+static void serve__lease_close(struct serve *s)
+{
+    pthread_mutex_lock(&s->lease_mu);
+    if (s->async_ready)
+        uv_close((uv_handle_t *)&s->lease_async, NULL);
+    s->async_ready = 0;
+    pthread_mutex_unlock(&s->lease_mu);
+}
+
+/* The HTTP server with /v1/health, then s->base_url, now that the port is bound; the store (a
+ * follower's, on PostgreSQL, does not hold the lease yet) and /v1/nodes. 0, or -errno with the
+ * reason in err. */
 static int serve__build_core(struct serve *s, const struct serve_opts *o, const char *host, int port,
                              char *err, size_t errlen)
 {
     int rc;
-    enum store_durability d = !strcmp(o->durability, "os") ? STORE_OS : STORE_FSYNC;
-    if (serve__store_is_pg(o->store)) {
-        char node[PATH_MAX + 300];
-        serve__node_name(o, node, sizeof node);
-        struct store_pg_config pc = {.conninfo = o->store,
-                                     .node = node,
-                                     .node_url = o->node_url,
-                                     .lease_ms = o->lease_ms,
-                                     .durability = d};
-        rc = store_open_pg(&s->store, &pc, err, errlen);
-    } else {
-        rc = store_open(&s->store, o->data, d, err, errlen);
-    }
-    if (rc != 0)
-        return rc;
-    struct streams_config scfg = {.max_append = (size_t)o->max_body, .read_chunk = 1 << 20};
-    if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
-        return rc;
     struct http_config hcfg = {
         .host = host,
         .port = port,
@@ -315,6 +341,53 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
     };
     if ((rc = http_server_new(&s->http, &s->loop, &hcfg, err, errlen)))
         return rc;
+    int v6 = strchr(host, ':') != NULL;
+    s->base_url =
+        xasprintf("http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", http_server_port(s->http));
+    http_server_set_node(s->http, o->node_url && *o->node_url ? o->node_url : s->base_url);
+    http_route(s->http, "/v1/health", serve__health, s);
+
+    enum store_durability d = !strcmp(o->durability, "os") ? STORE_OS : STORE_FSYNC;
+    if (serve__store_is_pg(o->store)) {
+        char node[PATH_MAX + 300];
+        serve__node_name(o, node, sizeof node);
+        uv_async_init(&s->loop, &s->lease_async, serve__on_lease);
+        s->lease_async.data = s;
+        s->async_ready = 1;
+        struct store_pg_config pc = {.conninfo = o->store,
+                                     .node = node,
+                                     .node_url = o->node_url,
+                                     .lease_ms = o->lease_ms,
+                                     .durability = d,
+                                     .follow = 1,
+                                     .on_lease = serve__lease_changed,
+                                     .lease_arg = s};
+        rc = store_open_pg(&s->store, &pc, err, errlen);
+    } else {
+        rc = store_open(&s->store, o->data, d, err, errlen);
+    }
+    if (rc != 0)
+        return rc;
+    http_route(s->http, "/v1/nodes", serve_nodes_http, &s->forward);
+    s->forward = (struct serve_forward){
+        .store = s->store,
+        .sessions = &s->sessions,
+        .http = s->http,
+        /* an upstream may be silent for a whole long-poll, or between two SSE events */
+        .upstream_timeout_ms =
+            (uint64_t)(o->long_poll_timeout > o->sse_max ? o->long_poll_timeout : o->sse_max) +
+            (uint64_t)o->io_timeout,
+    };
+    return 0;
+}
+
+/* The owner's part: the stream registry (loaded from the store) and its resource. */
+static int serve__build_streams(struct serve *s, const struct serve_opts *o, char *err, size_t errlen)
+{
+    int rc;
+    struct streams_config scfg = {.max_append = (size_t)o->max_body, .read_chunk = 1 << 20};
+    if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
+        return rc;
     struct stream_http_config shcfg = {
         .long_poll_timeout_ms = (uint64_t)o->long_poll_timeout,
         .sse_max_ms = (uint64_t)o->sse_max,
@@ -322,11 +395,6 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
         .read_chunk = 1 << 20,
     };
     s->stream_http = stream_http_new(s->http, &s->loop, s->streams, &shcfg);
-    http_route(s->http, "/v1/health", serve__health, s);
-    http_route(s->http, "/v1/nodes", serve_nodes_http, s->store);
-    int v6 = strchr(host, ':') != NULL;
-    s->base_url =
-        xasprintf("http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", http_server_port(s->http));
     return 0;
 }
 
@@ -358,6 +426,7 @@ static int serve__build_services(struct serve *s, const struct serve_opts *o, ch
         .runtime_spin_us = o->runtime_spin ? o->runtime_spin : -1,
         .self_exe = self_len > 0 ? self_exe : NULL,
         .agent_idle_ms = (uint64_t)o->agent_idle,
+        .node_lost = serve__node_lost(s),
     };
     if ((rc = sessions_new(&s->sessions, &s->loop, s->streams, &sescfg, err, errlen)))
         return rc;
@@ -371,6 +440,66 @@ static int serve__build_services(struct serve *s, const struct serve_opts *o, ch
         ui_routes(s->ui, s->http); /* `/` and every path outside the API's prefixes */
     }
     return 0;
+}
+
+/* Did another node hold the write lease before this one took it? Then the runs the registry shows
+ * running were that node's, and they end node_lost (else server_restart: this node restarted). */
+static int serve__node_lost(struct serve *s)
+{
+    struct store_lease l;
+    store_lease(s->store, &l);
+    char node[PATH_MAX + 300];
+    serve__node_name(s->o, node, sizeof node);
+    return l.previous[0] != '\0' && strcmp(l.previous, node) != 0;
+}
+
+/* The node holds the write lease: it serves locally from now on. The forwarding route goes, the
+ * registry and the sessions are loaded and mount their routes. Requests forwarded until now went
+ * to a node that has stopped holding the lease; they end as that node's connections do. */
+static int serve__own(struct serve *s, char *err, size_t errlen)
+{
+    http_route_remove(s->http, "/", serve_forward_http);
+    int rc = serve__build_streams(s, s->o, err, errlen);
+    return rc ? rc : serve__build_services(s, s->o, err, errlen);
+}
+
+/* Another node holds the write lease: every request but /v1/health and /v1/nodes goes to it. */
+static int serve__follow(struct serve *s, char *err, size_t errlen)
+{
+    http_route_flags(s->http, "/", serve_forward_http, &s->forward, HTTP_ROUTE_OWN_AUTH);
+    return 0;
+}
+
+/* The heartbeat saw the lease change. A follower that took it becomes the owner; else nothing to
+ * do here (serve_forward_http reads the holder per request). */
+static void serve__on_lease(uv_async_t *a)
+{
+    struct serve *s = a->data;
+    struct store_lease l;
+    store_lease(s->store, &l);
+    /* Requests forwarded to a node that no longer holds the lease end now (a paused node's would
+     * hang until the timeout): their clients retry, reaching the new holder. */
+    if (s->owner_url[0] && strcmp(s->owner_url, l.owner_url) != 0) {
+        size_t n = http_upstream_drop(s->http, s->owner_url);
+        if (n)
+            log_info("serve: %zu forwarded requests to %s ended: it no longer holds the lease", n,
+                     s->owner_url);
+    }
+    snprintf(s->owner_url, sizeof s->owner_url, "%s", l.self ? "" : l.owner_url);
+    if (!l.self || s->streams != NULL || s->failed)
+        return;
+    char err[512] = "";
+    uint64_t t0 = clock_mono_us();
+    if (serve__own(s, err, sizeof err) != 0) {
+        log_error("serve: took over the write lease but cannot serve: %s; stopping", err);
+        s->failed = 1;
+        uv_stop(&s->loop);
+        return;
+    }
+    log_info("serve: node %s took over from %s (epoch %" PRId64
+             "): serving locally, registry loaded in %.1f ms",
+             http_server_node(s->http), *l.previous ? l.previous : "nobody", l.epoch,
+             (double)(clock_mono_us() - t0) / 1000.0);
 }
 
 /* Serves until SIGINT or SIGTERM, then drains. The URL goes first on stdout: scripts and tests
@@ -396,7 +525,7 @@ static void serve__run(struct serve *s, const struct serve_opts *o, const char *
 int serve_main(int argc, char **argv)
 {
     struct serve_opts o = {0};
-    struct serve s = {0};
+    struct serve s = {.lease_mu = PTHREAD_MUTEX_INITIALIZER};
     char err[512] = "", host[256];
     int port, npos, rc, status = 1;
 
@@ -422,13 +551,20 @@ int serve_main(int argc, char **argv)
 
     uv_loop_init(&s.loop);
     s.loop_ready = 1;
-    if (serve__build_core(&s, &o, host, port, err, sizeof err) != 0 ||
-        serve__build_services(&s, &o, err, sizeof err) != 0) {
+    s.o = &o;
+    if (serve__build_core(&s, &o, host, port, err, sizeof err) != 0) {
+        fprintf(stderr, "agentd serve: %s\n", err);
+        goto out;
+    }
+    struct store_lease l;
+    store_lease(s.store, &l);
+    snprintf(s.owner_url, sizeof s.owner_url, "%s", l.self ? "" : l.owner_url);
+    if (l.self ? serve__own(&s, err, sizeof err) != 0 : serve__follow(&s, err, sizeof err) != 0) {
         fprintf(stderr, "agentd serve: %s\n", err);
         goto out;
     }
     serve__run(&s, &o, host);
-    status = 0;
+    status = s.failed;
 
 out:
     serve__teardown(&s);

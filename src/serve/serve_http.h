@@ -1,11 +1,31 @@
-/* serve_http — the server's own resources beside the modules' (GET /v1/nodes). */
+/* serve_http — the server's own resources beside the modules': GET /v1/nodes, and a follower's
+ * forwarding of every other request to the node that holds the write lease. */
 #ifndef AGENTD_SERVE_HTTP_H
 #define AGENTD_SERVE_HTTP_H
 
-struct http_req;
+#include <stdint.h>
 
-/* GET /v1/nodes: the nodes that use the store's database (arg: the struct store), which one holds
- * the write lease, and since when each was last heard of. */
+struct http_req;
+struct http_server;
+struct sessions;
+struct store;
+
+/* What both handlers read (serve.c owns it). */
+struct serve_forward {
+    struct store *store;
+    struct http_server *http;
+    struct sessions *const *sessions; /* the owner's (NULL on a follower): its live agents */
+    uint64_t upstream_timeout_ms;     /* longest silence of a forwarded answer (a long-poll's) */
+};
+
+/* GET /v1/nodes (arg: the struct serve_forward): the nodes that use the store's database, each
+ * with its role (owner: holds the write lease; follower), the lease's epoch and time left, since
+ * when each was last heard of, and this node's live agents. Answered by every node itself. */
 void serve_nodes_http(struct http_req *req, void *arg);
+
+/* A follower's route for everything else (arg: the struct serve_forward): the request goes to the
+ * lease holder's --node-url, its answer streams back unchanged. No live holder (it stopped, and its
+ * lease has not expired yet), or one without a usable URL: 503 owner_unavailable, Retry-After: 1. */
+void serve_forward_http(struct http_req *req, void *arg);
 
 #endif

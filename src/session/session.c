@@ -392,9 +392,45 @@ void session__register(struct sessions *s, struct session *se)
     map_put(&s->by_id, se->id, strlen(se->id), se);
 }
 
+static int session__make_workspace(struct sessions *s, struct session *se);
+
+/* A session whose workspace is gone (a node that took over the sessions of another, workspaces not
+ * shared between them; or the directory removed by hand) gets a fresh one, and its transcript says
+ * so: what the agent had made there is lost, its conversation is not. */
+static void session__recover_workspace(struct sessions *s, struct session *se)
+{
+    struct stat st;
+    if (se->deleted || stat(se->workspace, &st) == 0 || errno != ENOENT)
+        return;
+    char *old = se->workspace;
+    int rc = session__make_workspace(s, se);
+    if (rc != 0 && rc != -EEXIST) {
+        log_warn("session %s: its workspace %s is gone and a new one cannot be made (%s)", se->id, old,
+                 strerror(-rc));
+        free(se->workspace);
+        se->workspace = old;
+        return;
+    }
+    se->owns_workspace = 1;
+    for (char **p = se->envp; p && *p; p++)
+        free(*p);
+    free(se->envp);
+    se->envp = session__envp(se->env, se->workspace);
+    log_warn("session %s: its workspace %s is missing on this node; made a fresh one at %s", se->id, old,
+             se->workspace);
+    char *text = xasprintf("the workspace %s is missing on this node (workspaces are not shared between "
+                           "nodes, or it was removed): a fresh, empty one was made at %s",
+                           old, se->workspace);
+    session__event(se, json_pack("{s:s, s:s, s:s}", "type", "log", "level", "warn", "text", text));
+    free(text);
+    free(old);
+    session__publish(s, se, "update");
+}
+
 static void session__recover_one(const char *key, void *value, void *arg)
 {
     struct session *se = value;
+    session__recover_workspace(arg, se);
     if (se->adapter)
         session__recover_runs(se);
 }
@@ -438,7 +474,7 @@ static void session__replay(struct sessions *s)
         }
     }
     json_decref(msgs);
-    map_each(&s->by_id, session__recover_one, NULL);
+    map_each(&s->by_id, session__recover_one, s);
     log_info("session: %zu sessions restored", s->by_id.count);
 }
 
@@ -481,6 +517,19 @@ int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
 }
 
 static void session__close_one(const char *key, void *value, void *arg) { session__close_runtimes(value); }
+
+static void session__count_agent(const char *key, void *value, void *arg)
+{
+    if (((struct session *)value)->agent_proc)
+        ++*(size_t *)arg;
+}
+
+size_t sessions_live_agents(struct sessions *s)
+{
+    size_t n = 0;
+    map_each(&s->by_id, session__count_agent, &n);
+    return n;
+}
 
 void sessions_close_runtimes(struct sessions *s) { map_each(&s->by_id, session__close_one, NULL); }
 

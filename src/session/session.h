@@ -55,6 +55,8 @@ struct sessions_config {
     const char *self_exe;    /* agentd's own executable (copied): the `demo` agent runs it as
                               * `agentd demo-agent`; NULL: demo sessions cannot run */
     uint64_t agent_idle_ms;  /* a warm agent's process stops after this long without a message */
+    int node_lost;           /* the registry was another node's (it lost the write lease to this one):
+                                runs it shows running end node_lost, not server_restart */
 };
 
 int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
@@ -71,6 +73,8 @@ void sessions_set_mcp(struct sessions *s, sessions_mcp_cb cb, void *arg);
 int sessions_exists(struct sessions *s, const char *session_id);
 /* Starts closing every runtime (their processes end); the registry stays usable. */
 void sessions_close_runtimes(struct sessions *s);
+/* Sessions whose agent has a process (running a turn, or warm). */
+size_t sessions_live_agents(struct sessions *s);
 /* Is work of the sessions' still in the thread pool (a deleted session's directories being removed,
  * a fork's copy), or an environment still closing (its processes being killed, their last output
  * drained: bounded by exec's kill grace and drain period)? The loop must run until it is not: a

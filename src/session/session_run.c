@@ -253,7 +253,8 @@ static void run__complete(struct session_run *r, const char *status, const char 
     if (code) {
         json_object_set_new(done, "code", json_string(code));
         run__event(r, json_pack("{s:s, s:s, s:s, s:b}", "type", "error", "code", code, "message",
-                                message ? message : code, "retryable", !strcmp(code, "server_restart")));
+                                message ? message : code, "retryable",
+                                !strcmp(code, "server_restart") || !strcmp(code, "node_lost")));
     }
     if (exit_status != INT64_MIN)
         json_object_set_new(done, "exit_status", json_integer(exit_status));
@@ -689,8 +690,12 @@ void session__recover_runs(struct session *se)
             r->started_ms = json_integer_value(json_object_get(v, "started_at"));
             r->start_offset = run__offset(v, "start_offset");
             r->end_offset = -1;
-            run__complete(r, "error", "server_restart", "agentd restarted while the run was in progress",
-                          INT64_MIN);
+            if (se->registry->cfg.node_lost)
+                run__complete(r, "error", "node_lost",
+                              "the node that ran it stopped; another node took over its sessions", INT64_MIN);
+            else
+                run__complete(r, "error", "server_restart", "agentd restarted while the run was in progress",
+                              INT64_MIN);
         }
     }
     json_decref(latest);

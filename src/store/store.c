@@ -76,6 +76,15 @@ const char *store_backend(const struct store *s) { return s->pg ? "postgres" : "
 int store_commit_persists(const struct store *s) { return s->pg == NULL; }
 int store_available(struct store *s) { return s->pg ? store_pg_available(s->pg) : 0; }
 
+void store_lease(struct store *s, struct store_lease *out)
+{
+    if (s->pg) {
+        store_pg_lease(s->pg, out);
+        return;
+    }
+    *out = (struct store_lease){.self = 1, .live = 1, .epoch = 1, .left_ms = INT64_MAX, .owner = "local"};
+}
+
 int store_nodes(struct store *s, struct store_node *out, size_t max)
 {
     if (s->pg)

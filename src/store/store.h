@@ -85,6 +85,13 @@ struct store_pg_config {
     const char *node_url; /* how clients reach it (GET /v1/nodes lists it), or NULL */
     int64_t lease_ms;     /* how long the lease outlives its last renewal */
     enum store_durability durability;
+    /* Follower mode: a live lease of another node is not waited for; the store opens without it
+     * (writes are fenced) and the heartbeat thread watches the lease instead (store_lease says who
+     * holds it), taking it as soon as it expires. on_lease then runs, on that thread, whenever what
+     * store_lease says changed (taken by this node, another owner): a libuv async's send, say. */
+    int follow;
+    void (*on_lease)(void *arg);
+    void *lease_arg;
 };
 int store_open_pg(struct store **out, const struct store_pg_config *cfg, char *err,
                   size_t errlen) CORE_UNUSED_RESULT;
@@ -100,6 +107,18 @@ int store_commit_persists(const struct store *s);
  * 0; -ENOTCONN while the database cannot be reached; -EPERM while another node holds the lease.
  * SQLite: always 0. */
 int store_available(struct store *s);
+
+/* Who holds the write lease, as the heartbeat last saw it (no query). SQLite: this process. */
+struct store_lease {
+    int self;            /* this node holds it (its registry may be loaded and written) */
+    int live;            /* a node holds a lease that has not expired */
+    int64_t epoch;       /* of the holder's lease */
+    int64_t left_ms;     /* until it expires, as last renewed (aged locally since) */
+    char owner[256];     /* the holder's name ("" when nobody ever held it) */
+    char owner_url[256]; /* its --node-url ("" when it gave none) */
+    char previous[256];  /* the node that held it before this node took it ("": nobody, or not taken) */
+};
+void store_lease(struct store *s, struct store_lease *out);
 
 /* The nodes that use the store's database (SQLite: this one). */
 struct store_node {

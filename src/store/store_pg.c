@@ -17,6 +17,7 @@
 #include "store/store_pg_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,6 +250,9 @@ int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char
     s->node_url = cfg->node_url ? xstrdup(cfg->node_url) : NULL;
     s->lease_ms = cfg->lease_ms;
     s->durability = cfg->durability;
+    s->follow = cfg->follow;
+    s->on_lease = cfg->on_lease;
+    s->lease_arg = cfg->lease_arg;
     s->open_tail = &s->open;
     s->sealed_tail = &s->sealed;
     pthread_mutex_init(&s->mu, NULL);
@@ -256,8 +260,15 @@ int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char
     if ((s->conn = pg__connect(conninfo, err, errlen)) == NULL)
         goto fail;
     if ((rc = pg__schema(s->conn, err, errlen)) != 0 ||
-        (rc = pg__lease_take(s, s->conn, 1, err, errlen)) != 0)
+        ((rc = pg__lease_take(s, s->conn, 1, err, errlen)) != 0 && !(rc == -EPERM && s->follow)))
         goto fail;
+    if (rc == -EPERM) { /* a follower: the heartbeat watches the lease (store_pg_lease) */
+        struct store_lease l;
+        store_pg_lease(s, &l);
+        log_info("store: node %s holds the write lease (epoch %" PRId64 ", %" PRId64 " ms left); node %s "
+                 "follows it",
+                 l.owner, l.epoch, l.left_ms, s->node);
+    }
     if ((s->wconn = pg__connect(conninfo, err, errlen)) == NULL) {
         rc = -ENOTCONN;
         goto fail;

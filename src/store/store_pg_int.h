@@ -43,7 +43,8 @@ struct pg__heartbeat {
     pthread_mutex_t mu; /* guards stop */
     pthread_cond_t cv;
     int stop, started;
-    PGconn *conn; /* its own */
+    PGconn *conn;     /* its own */
+    uint64_t seen_us; /* a follower's last agentd_nodes.seen_ms update (clock_mono_us) */
 };
 
 struct store_pg {
@@ -60,6 +61,14 @@ struct store_pg {
     uint64_t sealed_batches, commits;
     int64_t epoch; /* of the lease this node took; every batch is fenced with it */
     int fenced;    /* a batch or a renewal found the lease gone (logged once) */
+    /* The lease as the heartbeat last saw it (under mu; store_pg_lease). */
+    char holder[256], holder_url[256];
+    char previous[256]; /* who held it before this node took it */
+    int64_t holder_epoch;
+    uint64_t holder_until_us; /* clock_mono_us when the holder's lease expires */
+    int follow;               /* follower mode: the heartbeat watches the lease until it takes it */
+    void (*on_lease)(void *arg);
+    void *lease_arg;
     /* loop thread only */
     struct pg__row *open, **open_tail;
     int poisoned;

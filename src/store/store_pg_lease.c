@@ -17,6 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* How often a follower looks at the lease (ms, at most: a quarter of the lease if shorter). */
+#define PG_WATCH_MS 100
+
 static PGresult *pg__params(PGconn *c, const char *sql, int n, const char *const *v)
 {
     return PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
@@ -48,37 +51,54 @@ static int pg__node_register(struct store_pg *s, PGconn *c, char *err, size_t er
     return rc;
 }
 
-/* One attempt. 1: taken (s->epoch is the new epoch); 0: another node's lease is live (its name
- * in holder, the time it has left in *left_ms); -errno. */
-static int pg__lease_try(struct store_pg *s, PGconn *c, char *holder, size_t hlen, int64_t *left_ms)
+/* Records what the heartbeat (or the start) saw of the lease: holder, its URL, epoch, time left. */
+static void pg__saw(struct store_pg *s, const char *holder, const char *url, int64_t epoch, int64_t left_ms)
+{
+    uint64_t now = clock_mono_us();
+    pthread_mutex_lock(&s->mu);
+    snprintf(s->holder, sizeof s->holder, "%s", holder);
+    snprintf(s->holder_url, sizeof s->holder_url, "%s", url);
+    s->holder_epoch = epoch;
+    s->holder_until_us = left_ms > 0 ? now + (uint64_t)left_ms * 1000 : now;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* One attempt. 1: taken (s->epoch is the new epoch, s->previous who held it before); 0: another
+ * node's lease is live (what store_pg_lease says is updated); -errno. */
+static int pg__lease_try(struct store_pg *s, PGconn *c)
 {
     char ms[24];
     snprintf(ms, sizeof ms, "%" PRId64, s->lease_ms);
     const char *v[] = {s->node, ms};
+    /* o is the row as it was before this UPDATE: who held the lease before (node_lost). */
     PGresult *r =
         pg__params(c,
-                   "UPDATE agentd_lease SET node = $1, epoch = epoch + 1,"
+                   "UPDATE agentd_lease l SET node = $1, epoch = l.epoch + 1,"
                    " expires_at = clock_timestamp() + ($2 || ' milliseconds')::interval"
-                   " WHERE id = 1 AND (node = $1 OR expires_at <= clock_timestamp()) RETURNING epoch",
+                   " FROM agentd_lease o WHERE l.id = 1 AND o.id = 1"
+                   " AND (l.node = $1 OR l.expires_at <= clock_timestamp()) RETURNING l.epoch, o.node",
                    2, v);
     int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : pg__errno(c, r);
     if (rc == 1) {
+        int64_t epoch = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         pthread_mutex_lock(&s->mu);
-        s->epoch = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        s->epoch = epoch;
         s->fenced = 0;
+        snprintf(s->previous, sizeof s->previous, "%s", PQgetvalue(r, 0, 1));
         pthread_mutex_unlock(&s->mu);
+        pg__saw(s, s->node, s->node_url ? s->node_url : "", epoch, s->lease_ms);
     }
     PQclear(r);
     if (rc != 0)
         return rc;
-    r = PQexec(c, "SELECT node, (extract(epoch from expires_at - clock_timestamp()) * 1000)::bigint"
-                  " FROM agentd_lease WHERE id = 1");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-        snprintf(holder, hlen, "%s", PQgetvalue(r, 0, 0));
-        *left_ms = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-    } else {
+    r = PQexec(c, "SELECT l.node, coalesce(n.url, ''), l.epoch, CASE WHEN isfinite(l.expires_at) THEN"
+                  " (extract(epoch from l.expires_at - clock_timestamp()) * 1000)::bigint ELSE -1 END"
+                  " FROM agentd_lease l LEFT JOIN agentd_nodes n ON n.node = l.node WHERE l.id = 1");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        pg__saw(s, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), strtoll(PQgetvalue(r, 0, 2), NULL, 10),
+                strtoll(PQgetvalue(r, 0, 3), NULL, 10));
+    else
         rc = pg__errno(c, r);
-    }
     PQclear(r);
     return rc;
 }
@@ -88,9 +108,7 @@ int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t er
     /* At start (wait) the node says it is there, also while it waits as a standby. */
     int rc = wait ? pg__node_register(s, c, err, errlen) : 0;
     for (int waited = 0; rc == 0;) {
-        char holder[256] = "";
-        int64_t left = 0;
-        if ((rc = pg__lease_try(s, c, holder, sizeof holder, &left)) == 1) {
+        if ((rc = pg__lease_try(s, c)) == 1) {
             log_info("store: node %s holds the write lease (epoch %" PRId64 ")", s->node, s->epoch);
             return 0;
         }
@@ -98,17 +116,35 @@ int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t er
             snprintf(err, errlen, "cannot take the write lease: %s", PQerrorMessage(c));
             return rc;
         }
-        if (!wait)
+        if (!wait || s->follow)
             return -EPERM;
+        struct store_lease l;
+        store_pg_lease(s, &l);
         if (!waited++)
             log_warn("store: node %s holds the write lease; node %s waits for it to expire (in %" PRId64
                      " ms)",
-                     holder, s->node, left);
+                     l.owner, s->node, l.left_ms);
         else if (waited % 5 == 0) /* about once a second: a standby is alive too */
             pg__node_seen(s, c);
+        int64_t left = l.left_ms;
         usleep((useconds_t)(left > 200 ? 200 : left < 20 ? 20 : left) * 1000);
     }
     return rc;
+}
+
+void store_pg_lease(struct store_pg *s, struct store_lease *out)
+{
+    memset(out, 0, sizeof *out);
+    uint64_t now = clock_mono_us();
+    pthread_mutex_lock(&s->mu);
+    out->self = s->epoch != 0 && !s->fenced;
+    out->live = s->holder[0] != '\0' && s->holder_until_us > now;
+    out->epoch = s->holder_epoch;
+    out->left_ms = ((int64_t)s->holder_until_us - (int64_t)now) / 1000;
+    snprintf(out->owner, sizeof out->owner, "%s", s->holder);
+    snprintf(out->owner_url, sizeof out->owner_url, "%s", s->holder_url);
+    snprintf(out->previous, sizeof out->previous, "%s", s->previous);
+    pthread_mutex_unlock(&s->mu);
 }
 
 void pg__fenced(struct store_pg *s)
@@ -150,18 +186,55 @@ static void pg__renew(struct store_pg *s)
                        3, v);
         if (PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "0") == 0)
             pg__fenced(s);
+        else if (PQresultStatus(r) == PGRES_COMMAND_OK)
+            pg__saw(s, s->node, s->node_url ? s->node_url : "", epoch, s->lease_ms);
         PQclear(r);
     }
     pg__node_seen(s, hb->conn);
+}
+
+/* One look of a follower: takes the lease if it expired, else notes who holds it. on_lease runs
+ * when that changed. The node's row is refreshed about once a second. */
+static void pg__watch(struct store_pg *s)
+{
+    char err[256];
+    struct pg__heartbeat *hb = &s->hb;
+    if (hb->conn == NULL || PQstatus(hb->conn) != CONNECTION_OK) {
+        PQfinish(hb->conn);
+        if ((hb->conn = pg__connect(s->conninfo, err, sizeof err)) == NULL)
+            return;
+    }
+    struct store_lease a, b;
+    store_pg_lease(s, &a);
+    int rc = pg__lease_try(s, hb->conn);
+    store_pg_lease(s, &b);
+    if (rc == 1)
+        log_info("store: node %s took over the write lease (epoch %" PRId64 ") from %s", s->node, b.epoch,
+                 *b.previous ? b.previous : "nobody");
+    if ((rc == 1 || strcmp(a.owner, b.owner) != 0 || strcmp(a.owner_url, b.owner_url) != 0 ||
+         a.epoch != b.epoch || a.live != b.live) &&
+        s->on_lease)
+        s->on_lease(s->lease_arg);
+    uint64_t now = clock_mono_us();
+    if (now - hb->seen_us >= 1000000) {
+        hb->seen_us = now;
+        pg__node_seen(s, hb->conn);
+    }
 }
 
 static void *pg__heartbeat_main(void *arg)
 {
     struct store_pg *s = arg;
     struct pg__heartbeat *hb = &s->hb;
-    int64_t every_ms = s->lease_ms / 4 > 50 ? s->lease_ms / 4 : 50;
+    int64_t renew_ms = s->lease_ms / 4 > 50 ? s->lease_ms / 4 : 50;
+    /* A follower looks more often: the sooner it sees the lease expire, the shorter a failover. */
+    int64_t watch_ms = renew_ms < PG_WATCH_MS ? renew_ms : PG_WATCH_MS;
     pthread_mutex_lock(&hb->mu);
     while (!hb->stop) {
+        pthread_mutex_lock(&s->mu);
+        int holder = s->epoch != 0;
+        pthread_mutex_unlock(&s->mu);
+        int64_t every_ms = holder ? renew_ms : watch_ms;
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += every_ms / 1000;
@@ -174,7 +247,10 @@ static void *pg__heartbeat_main(void *arg)
         if (hb->stop)
             break;
         pthread_mutex_unlock(&hb->mu);
-        pg__renew(s);
+        if (holder)
+            pg__renew(s);
+        else
+            pg__watch(s);
         pthread_mutex_lock(&hb->mu);
     }
     pthread_mutex_unlock(&hb->mu);

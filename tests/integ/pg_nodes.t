@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # Two agentd nodes on one PostgreSQL (a PostgreSQL the test starts itself, tests/integ/pg.py): one
 # write lease, fenced in every write transaction.
-#   - node A takes the lease; node B, started on the same database, waits as a standby, and
-#     GET /v1/nodes on A lists both, A as the owner;
+#   - node A takes the lease; node B, started on the same database, follows it (it serves at once,
+#     forwarding to A; here A's --node-url is not one B can reach, so B answers 503
+#     owner_unavailable), and GET /v1/nodes on A lists both, A as the owner;
 #   - A is paused (SIGSTOP) while 8 writers append through it: once A's lease has expired, B takes
 #     over (a higher epoch) and serves every stream, with everything A acknowledged;
 #   - A resumed (SIGCONT) cannot store a single append: its writes are answered 503 node_fenced,
@@ -85,7 +86,11 @@ def main(tap):
         listed = wait_for(lambda: "http://b.test" in nodes_of(a), 15)
         tap.ok(listed, "node B waits as a standby and A lists it")
         nb = nodes_of(a).get("http://b.test", {})
-        tap.ok(not nb.get("owner") and not b.url, "B holds no lease and serves nothing meanwhile", repr(nb))
+        started.join(60)
+        r = b.append(paths[0], b"x;", "text/plain") if b.url else None
+        tap.ok(not nb.get("owner") and r is not None and (r.status, (r.error_body() or {}).get("code")) ==
+               (503, "owner_unavailable"), "B holds no lease and serves nothing itself meanwhile",
+               f"{nb!r} {r and r.status}")
         time.sleep(2)
         nb = nodes_of(a).get("http://b.test", {})
         tap.ok(nb.get("seen_ms_ago", 1e9) < 1800, "the waiting standby is heard of about once a second", repr(nb))
@@ -93,9 +98,10 @@ def main(tap):
 
         a.proc.send_signal(signal.SIGSTOP)
         paused_at = time.monotonic()
-        started.join(60)
+        owner = wait_for(lambda: nodes_of(b).get("http://b.test", {}).get("owner")
+                         and b.request("GET", paths[0]).status == 200, 60)
         took = time.monotonic() - paused_at
-        tap.ok(b.url is not None, f"B takes over once A's lease has expired ({took:.1f} s after A was paused)")
+        tap.ok(owner, f"B takes over once A's lease has expired ({took:.1f} s after A was paused)")
         tap.ok(took < LEASE_MS / 1000 + 5, "within the lease and a few seconds")
         acked_by_a = [wr.acked for wr in writers]
         nb = nodes_of(b).get("http://b.test", {})

@@ -3,7 +3,8 @@
  * on port 0 driven by a client thread with raw HTTP/1.1: longest-prefix routing, query parameters
  * and headers as handlers see them, error bodies from the error table (also for the errors libh2o
  * raises itself), the bearer token and the authorizer hook, CORS headers registered by modules,
- * deferred and streamed responses. The loop closes cleanly at the end, so a leaked handle fails.
+ * deferred and streamed responses; forwarding to another server (http_forward.c) with Agentd-Node.
+ * The loop closes cleanly at the end, so a leaked handle fails.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -311,9 +312,125 @@ static void test_server(void)
     is_int(uv_loop_close(&loop), 0, "the loop closes: no handle leaked");
 }
 
+/* ---- forwarding (http_forward.c): a front server passes requests to an upstream one ---- */
+
+static struct http_server *up_srv, *front_srv;
+static int front_port, up_port;
+
+static void on_up(struct http_req *req, void *arg)
+{
+    size_t blen, alen = 0, mlen;
+    const char *body = http_req_body(req, &blen);
+    const char *auth = http_req_header(req, "authorization", &alen);
+    const char *method = http_req_method_name(req, &mlen);
+    http_res_header(req, "X-Up", "yes");
+    http_res_stream_start(req, 201, NULL, NULL);
+    char *head = xasprintf("%.*s body=%.*s auth=%.*s;", (int)mlen, method, (int)blen, body ? body : "",
+                           auth ? (int)alen : 0, auth ? auth : "");
+    http_res_stream_write(req, head, strlen(head));
+    http_res_stream_write(req, "streamed", 8);
+    http_res_stream_end(req);
+    free(head);
+}
+
+static void on_front(struct http_req *req, void *arg)
+{
+    struct http_upstream *u = http_upstream_get(front_srv, arg, 5000);
+    if (u == NULL)
+        return http_res_error(req, ERR_OWNER_UNAVAILABLE, "no upstream");
+    http_req_forward(req, u);
+}
+
+static void forward_checks(void)
+{
+    char *raw = xasprintf("POST /up/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer "
+                          "sekret\r\nContent-Length: 5\r\n\r\nhello");
+    struct rawhttp_response r = rawhttp_exchange(front_port, raw, strlen(raw));
+    free(raw);
+    ok(r.status == 201 && strcmp(r.body, "POST body=hello auth=Bearer sekret;streamed") == 0,
+       "a forwarded POST reaches the upstream with its body and Authorization; the streamed answer comes "
+       "back "
+       "whole (%d %s)",
+       r.status, r.body ? r.body : "");
+    is_str(rawhttp_header(&r, "X-Up"), "yes", "the upstream's headers come back");
+    is_str(rawhttp_header(&r, "Agentd-Node"), "up",
+           "Agentd-Node names the node that answered, not the front");
+    rawhttp_free(&r);
+    r = get("/dead/x", NULL);
+    ok(r.status == 503 && strcmp(error_code(&r), "owner_unavailable") == 0,
+       "an upstream that refuses connections: 503 owner_unavailable");
+    is_str(rawhttp_header(&r, "Retry-After"), "1", "with Retry-After: 1");
+    is_str(rawhttp_header(&r, "Agentd-Node"), "front", "answered by the front itself");
+    rawhttp_free(&r);
+    r = get("/local", NULL);
+    is_str(rawhttp_header(&r, "Agentd-Node"), "front", "a local answer names the front");
+    rawhttp_free(&r);
+}
+
+static void *forward_client(void *arg)
+{
+    int *p = arg;
+    int saved = port;
+    port = *p;
+    forward_checks();
+    port = saved;
+    uv_async_send(&client_done);
+    return NULL;
+}
+
+static void test_forward(void)
+{
+    char err[256];
+    struct http_config cfg = {
+        .host = "127.0.0.1", .port = 0, .max_body = 1024, .io_timeout_ms = 5000, .max_queued = 1 << 20};
+    uv_loop_init(&loop);
+    if (http_server_new(&up_srv, &loop, &cfg, err, sizeof err) != 0 ||
+        http_server_new(&front_srv, &loop, &cfg, err, sizeof err) != 0) {
+        ok(0, "two servers start (%s)", err);
+        return;
+    }
+    up_port = http_server_port(up_srv);
+    front_port = http_server_port(front_srv);
+    http_server_set_node(up_srv, "up");
+    http_server_set_node(front_srv, "front");
+    char *up_url = xasprintf("http://127.0.0.1:%d", up_port);
+    /* port 1: nobody listens there (tcpmux), so the connect is refused at once */
+    http_route(up_srv, "/up/", on_up, NULL);
+    http_route(front_srv, "/up/", on_front, up_url);
+    http_route(front_srv, "/dead/", on_front, "http://127.0.0.1:1");
+    http_route(front_srv, "/local", on_err, NULL);
+    uv_async_init(&loop, &client_done, on_client_done);
+    pthread_t client;
+    pthread_create(&client, NULL, forward_client, &front_port);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    pthread_join(client, NULL);
+    http_server_free(front_srv); /* closes its pooled upstream connections */
+    for (int i = 0; i < 200 && http_server_connections(up_srv) > 0; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    is_int((int)http_server_connections(up_srv), 0, "the upstream's connections closed");
+    http_server_free(up_srv);
+    uv_close((uv_handle_t *)&client_done, NULL);
+    for (int i = 0; i < 10; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    is_int(uv_loop_close(&loop), 0, "the loop closes: no handle leaked");
+    free(up_url);
+}
+
+static void test_upstream_check(void)
+{
+    ok(http_upstream_check("http://127.0.0.1:4437") == 0, "http://ADDRESS:PORT is an upstream");
+    ok(http_upstream_check("http://[::1]:4437/") == 0, "an IPv6 address too");
+    ok(http_upstream_check("http://localhost:80") == 0, "localhost too");
+    ok(http_upstream_check("http://a.test") != 0, "a name is not (no resolver on the loop)");
+    ok(http_upstream_check("https://127.0.0.1:1") != 0, "nor https");
+    ok(http_upstream_check("http://127.0.0.1:99999") != 0, "nor a port out of range");
+}
+
 int main(void)
 {
     test_query_param();
+    test_upstream_check();
     test_server();
+    test_forward();
     return done_testing();
 }

@@ -1,0 +1,170 @@
+/*
+ * http_forward — a request passed on, whole, to another agentd (a follower forwarding to the node
+ * that holds the write lease; see serve.c). libh2o 2.2.5's own reverse proxy does the work
+ * (h2o__proxy_process_request with per-request overrides): it streams the answer back as it arrives
+ * (SSE and long-poll events go out as soon as they are read, one send in flight, the upstream read
+ * paused meanwhile), keeps upstream connections alive in a socket pool, closes the upstream
+ * connection when the client goes, and ends the client's connection when the upstream one breaks
+ * mid-answer (a killed owner): the client resumes from its offset. A failed connect is answered 502
+ * by h2o, which http.c's h2o_send_error_generic turns into 503 owner_unavailable.
+ *
+ * Ownership: the server owns every upstream (srv->upstreams, one per URL ever forwarded to: a
+ * handful of nodes), each with its client context, timeouts and socket pool; they live as long as
+ * the server, since requests in flight point at them.
+ */
+#include "http/http_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct http_upstream {
+    struct http_upstream *next; /* srv->upstreams */
+    char *url;
+    char host[256];
+    uint16_t port;
+    h2o_http1client_ctx_t client;
+    h2o_timeout_t io_timeout, ws_timeout;
+    h2o_socketpool_t pool;
+};
+
+/* http://HOST:PORT[/...] with a numeric IPv4 or [IPv6] host (nodes name themselves by address). */
+static int http__parse_upstream(const char *url, char *host, size_t hostlen, uint16_t *port,
+                                struct sockaddr_storage *sa, socklen_t *salen)
+{
+    if (strncmp(url, "http://", 7) != 0)
+        return -EINVAL;
+    const char *h = url + 7, *end = h + strcspn(h, "/?#"), *colon;
+    int v6 = *h == '[';
+    if (v6) {
+        const char *close = memchr(h, ']', (size_t)(end - h));
+        if (close == NULL)
+            return -EINVAL;
+        colon = close + 1 < end && close[1] == ':' ? close + 1 : NULL;
+        if ((size_t)(close - h - 1) >= hostlen)
+            return -EINVAL;
+        memcpy(host, h + 1, (size_t)(close - h - 1));
+        host[close - h - 1] = '\0';
+    } else {
+        colon = memchr(h, ':', (size_t)(end - h));
+        const char *hend = colon ? colon : end;
+        if ((size_t)(hend - h) >= hostlen)
+            return -EINVAL;
+        memcpy(host, h, (size_t)(hend - h));
+        host[hend - h] = '\0';
+    }
+    long p = 80;
+    if (colon) {
+        char *e;
+        p = strtol(colon + 1, &e, 10);
+        if (e != end || p <= 0 || p > 65535)
+            return -EINVAL;
+    }
+    *port = (uint16_t)p;
+    memset(sa, 0, sizeof *sa);
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, hostlen, "127.0.0.1");
+    struct sockaddr_in *a4 = (struct sockaddr_in *)sa;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)sa;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(*port);
+        *salen = sizeof *a4;
+    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(*port);
+        *salen = sizeof *a6;
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int http_upstream_check(const char *url)
+{
+    char host[256];
+    uint16_t port;
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    return http__parse_upstream(url, host, sizeof host, &port, &sa, &salen);
+}
+
+struct http_upstream *http_upstream_get(struct http_server *srv, const char *url, uint64_t io_timeout_ms)
+{
+    for (struct http_upstream *u = srv->upstreams; u; u = u->next)
+        if (strcmp(u->url, url) == 0)
+            return u;
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    struct http_upstream *u = xcalloc(1, sizeof *u);
+    if (http__parse_upstream(url, u->host, sizeof u->host, &u->port, &sa, &salen) != 0) {
+        free(u);
+        return NULL;
+    }
+    u->url = xstrdup(url);
+    h2o_timeout_init(srv->loop, &u->io_timeout, io_timeout_ms);
+    h2o_timeout_init(srv->loop, &u->ws_timeout, io_timeout_ms);
+    u->client = (h2o_http1client_ctx_t){.loop = srv->loop, .io_timeout = &u->io_timeout};
+    /* Idle upstream connections are kept a little: a forwarding node mostly talks to one owner. */
+    h2o_socketpool_init_by_address(&u->pool, (struct sockaddr *)&sa, salen, 0, 4096);
+    h2o_socketpool_set_timeout(&u->pool, srv->loop, 2000);
+    u->next = srv->upstreams;
+    srv->upstreams = u;
+    return u;
+}
+
+void http__upstreams_free(struct http_server *srv)
+{
+    for (struct http_upstream *u = srv->upstreams, *next; u; u = next) {
+        next = u->next;
+        h2o_socketpool_dispose(&u->pool);
+        h2o_timeout_dispose(srv->loop, &u->io_timeout);
+        h2o_timeout_dispose(srv->loop, &u->ws_timeout);
+        free(u->url);
+        free(u);
+    }
+    srv->upstreams = NULL;
+}
+
+void http_req_forward(struct http_req *req, struct http_upstream *up)
+{
+    h2o_req_t *r = req->h2o;
+    h2o_req_overrides_t *ov = h2o_mem_alloc_pool(&r->pool, sizeof *ov);
+    memset(ov, 0, sizeof *ov);
+    ov->client_ctx = &up->client;
+    ov->socketpool = &up->pool;
+    ov->hostport.host = h2o_iovec_init(up->host, strlen(up->host));
+    ov->hostport.port = up->port;
+    r->overrides = ov;
+    req->started = 1;
+    req->finished = 1; /* the answer is h2o's proxy's from here on */
+    req->forwarded = 1;
+    req->upstream = up;
+    h2o__proxy_process_request(r);
+}
+
+size_t http_upstream_drop(struct http_server *srv, const char *url)
+{
+    struct http_upstream *up = NULL;
+    for (struct http_upstream *u = srv->upstreams; u; u = u->next)
+        if (strcmp(u->url, url) == 0)
+            up = u;
+    if (up == NULL)
+        return 0;
+    /* h2o cannot end a request from outside: the client's connection is shut, h2o reads its end and
+     * closes it, which disposes the request and closes its upstream connection. */
+    size_t n = 0;
+    for (struct http_req *req = srv->live; req; req = req->live_link.next) {
+        if (req->upstream != up)
+            continue;
+        for (struct http__conn *c = srv->conns; c; c = c->link.next) {
+            uv_os_fd_t fd;
+            if (c->sock == req->sock && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
+                shutdown(fd, SHUT_RDWR) == 0)
+                n++;
+        }
+    }
+    return n;
+}
