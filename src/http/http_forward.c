@@ -5,7 +5,8 @@
  * (SSE and long-poll events go out as soon as they are read, one send in flight, the upstream read
  * paused meanwhile), keeps upstream connections alive in a socket pool, closes the upstream
  * connection when the client goes, and ends the client's connection when the upstream one breaks
- * mid-answer (a killed owner): the client resumes from its offset. A failed connect is answered 502
+ * mid-answer (a killed owner): the client resumes from its offset. A WebSocket handshake is passed on
+ * and the upgraded connection tunnelled (ws_timeout bounds its silences). A failed connect is answered 502
  * by h2o, which http.c's h2o_send_error_generic turns into 503 owner_unavailable.
  *
  * Ownership: the server owns every upstream (srv->upstreams, one per URL ever forwarded to: a
@@ -106,7 +107,8 @@ struct http_upstream *http_upstream_get(struct http_server *srv, const char *url
     u->url = xstrdup(url);
     h2o_timeout_init(srv->loop, &u->io_timeout, io_timeout_ms);
     h2o_timeout_init(srv->loop, &u->ws_timeout, io_timeout_ms);
-    u->client = (h2o_http1client_ctx_t){.loop = srv->loop, .io_timeout = &u->io_timeout};
+    u->client = (h2o_http1client_ctx_t){
+        .loop = srv->loop, .io_timeout = &u->io_timeout, .websocket_timeout = &u->ws_timeout};
     /* Idle upstream connections are kept a little: a forwarding node mostly talks to one owner. */
     h2o_socketpool_init_by_address(&u->pool, (struct sockaddr *)&sa, salen, 0, 4096);
     h2o_socketpool_set_timeout(&u->pool, srv->loop, 2000);

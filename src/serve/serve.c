@@ -31,6 +31,7 @@ struct serve_opts {
     char *data;
     char *store;
     char *node_url;
+    char *public_url;
     long long lease_ms;
     char *token;
     char *durability;
@@ -60,8 +61,12 @@ static const struct opt_def serve__opts[] = {
      "PostgreSQL store: the URL clients reach this node at; also its name among the nodes (default: "
      "host name and data dir)",
      O(node_url)},
+    {"public-url", OPT_STRING, NULL, 0, 0, NULL,
+     "the URL clients reach the service at, when it is not this node's own (a load balancer in front of "
+     "several nodes): named in webhook callback and JWKS URLs (default: the listen URL)",
+     O(public_url)},
     {"lease-ms", OPT_INT, "5000", 200, 3600000, NULL,
-     "PostgreSQL store: how long the write lease outlives this node's last heartbeat (a standby takes "
+     "PostgreSQL store: how long the write lease outlives this node's last heartbeat (a follower takes "
      "over after that)",
      O(lease_ms)},
     {"token", OPT_STRING, NULL, 0, 0, NULL, "bearer token every request must carry; required off loopback",
@@ -281,7 +286,7 @@ static void serve__node_name(const struct serve_opts *o, char *out, size_t len)
 
 /* Checks what the options table cannot: --listen's form, and that a server off loopback has a
  * token. Fills host and port. 0, or -EINVAL having said why on stderr. */
-static int serve__check(const struct serve_opts *o, char *host, size_t hostlen, int *port)
+static int serve__check(struct serve_opts *o, char *host, size_t hostlen, int *port)
 {
     if (serve__parse_listen(o->listen, host, hostlen, port) != 0) {
         fprintf(stderr, "agentd serve: --listen must be ADDRESS:PORT, not '%s'\n", o->listen);
@@ -294,6 +299,8 @@ static int serve__check(const struct serve_opts *o, char *host, size_t hostlen, 
                 host);
         return -EINVAL;
     }
+    for (size_t n = o->public_url ? strlen(o->public_url) : 0; n > 0 && o->public_url[n - 1] == '/'; n--)
+        o->public_url[n - 1] = '\0'; /* URLs are made as public_url + "/v1/..." */
     if (strcmp(o->store, "sqlite") != 0 && !serve__store_is_pg(o->store)) {
         fprintf(stderr,
                 "agentd serve: --store must be sqlite or a PostgreSQL connection string (postgres://... or "
@@ -403,7 +410,8 @@ static int serve__build_streams(struct serve *s, const struct serve_opts *o, cha
 static int serve__build_services(struct serve *s, const struct serve_opts *o, char *err, size_t errlen)
 {
     int rc;
-    struct subs_config subcfg = {.data_dir = o->data, .base_url = s->base_url};
+    struct subs_config subcfg = {.data_dir = o->data,
+                                 .base_url = o->public_url && *o->public_url ? o->public_url : s->base_url};
     if ((rc = subs_new(&s->subs, &s->loop, s->streams, &subcfg, err, errlen)))
         return rc;
     streams_set_observer(s->streams, subs_observe, s->subs);

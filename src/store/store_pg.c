@@ -91,6 +91,15 @@ static const char *const pg__sql[PG_ST__COUNT] = {
 };
 static const char *const pg__stmt_name[PG_ST__COUNT] = {"ins", "upd", "del", "rec", "prod", "fence"};
 
+int pg__rows(PGconn *c, PGresult *r)
+{
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        return 0;
+    int rc = pg__errno(c, r);
+    PQclear(r);
+    return rc;
+}
+
 int pg__errno(PGconn *c, const PGresult *r)
 {
     if (c == NULL || PQstatus(c) == CONNECTION_BAD)

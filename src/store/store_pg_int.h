@@ -80,6 +80,8 @@ struct store_pg {
 
 /* Maps a failed result (or a broken connection) to a negative errno. */
 int pg__errno(PGconn *c, const PGresult *r);
+/* 0 when r holds rows (PGRES_TUPLES_OK); else clears r and returns pg__errno's -errno. */
+int pg__rows(PGconn *c, PGresult *r);
 PGconn *pg__connect(const char *conninfo, char *err, size_t errlen);
 int pg__exec(PGconn *c, const char *sql, char *err, size_t errlen);
 

@@ -158,18 +158,26 @@ void pg__fenced(struct store_pg *s)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* The heartbeat's connection, (re)made when it was lost. 0, or -ENOTCONN (the next beat tries again). */
+static int pg__hb_connect(struct store_pg *s)
+{
+    char err[256];
+    struct pg__heartbeat *hb = &s->hb;
+    if (hb->conn != NULL && PQstatus(hb->conn) == CONNECTION_OK)
+        return 0;
+    PQfinish(hb->conn);
+    hb->conn = pg__connect(s->conninfo, err, sizeof err);
+    return hb->conn ? 0 : -ENOTCONN;
+}
+
 /* One heartbeat: renews this node's lease (unless another node took it meanwhile, which fences
  * this one) and says the node is alive. Failures wait for the next beat: the lease then expires
  * on its own, and the fence refuses what this node writes after that. */
 static void pg__renew(struct store_pg *s)
 {
-    char err[256];
     struct pg__heartbeat *hb = &s->hb;
-    if (hb->conn == NULL || PQstatus(hb->conn) != CONNECTION_OK) {
-        PQfinish(hb->conn);
-        if ((hb->conn = pg__connect(s->conninfo, err, sizeof err)) == NULL)
-            return;
-    }
+    if (pg__hb_connect(s) != 0)
+        return;
     pthread_mutex_lock(&s->mu);
     int64_t epoch = s->epoch;
     int fenced = s->fenced;
@@ -197,13 +205,9 @@ static void pg__renew(struct store_pg *s)
  * when that changed. The node's row is refreshed about once a second. */
 static void pg__watch(struct store_pg *s)
 {
-    char err[256];
     struct pg__heartbeat *hb = &s->hb;
-    if (hb->conn == NULL || PQstatus(hb->conn) != CONNECTION_OK) {
-        PQfinish(hb->conn);
-        if ((hb->conn = pg__connect(s->conninfo, err, sizeof err)) == NULL)
-            return;
-    }
+    if (pg__hb_connect(s) != 0)
+        return;
     struct store_lease a, b;
     store_pg_lease(s, &a);
     int rc = pg__lease_try(s, hb->conn);
@@ -304,11 +308,9 @@ int store_pg_nodes(struct store_pg *s, struct store_node *out, size_t max)
                   " (extract(epoch from l.expires_at - clock_timestamp()) * 1000)::bigint ELSE -1 END,"
                   " $1::bigint - n.seen_ms FROM agentd_nodes n, agentd_lease l ORDER BY n.node",
                   1, v, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int rc = pg__errno(s->conn, r);
-        PQclear(r);
+    int rc = pg__rows(s->conn, r);
+    if (rc != 0)
         return rc;
-    }
     int n = PQntuples(r);
     for (int i = 0; i < n && (size_t)i < max; i++) {
         struct store_node *o = &out[i];

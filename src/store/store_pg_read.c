@@ -161,11 +161,9 @@ int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, 
                       " max(off) FROM agentd_records WHERE stream=$1 AND off <= $2), $2) AND off < $3"
                       " ORDER BY off LIMIT " PG__STR(PG_READ_ROWS),
                       3, v, 1);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            int rc = pg__errno(s->conn, r);
-            PQclear(r);
+        int rc = pg__rows(s->conn, r);
+        if (rc != 0)
             return rc;
-        }
         int n = PQntuples(r);
         int64_t before = at;
         for (int i = 0; i < n && total < max_bytes; i++) {
@@ -195,11 +193,9 @@ int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store
                                 "SELECT off, data FROM agentd_records WHERE stream=$1 AND off < $2"
                                 " ORDER BY off DESC LIMIT " PG__STR(PG_BACK_ROWS),
                                 2, v, 1);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            int rc = pg__errno(s->conn, r);
-            PQclear(r);
+        int rc = pg__rows(s->conn, r);
+        if (rc != 0)
             return rc;
-        }
         int n = PQntuples(r);
         for (int i = 0; i < n && !stop; i++) {
             before = pg__be64(PQgetvalue(r, i, 0));
