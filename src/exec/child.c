@@ -1,5 +1,6 @@
-/* child — the fork-and-exec half of a spawn; see child.h for the steps and why they are ordered
- * so. Everything after fork() runs in the child and uses async-signal-safe calls only. */
+/* child — the vfork-and-exec half of a spawn; see child.h for the steps and why they are ordered
+ * so. Everything after vfork() runs in the child on agentd's memory: async-signal-safe calls
+ * only, nothing allocated, nothing written but its own stack. */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -112,10 +113,14 @@ int exec_child_spawn(const struct exec_child *c, pid_t *out)
 
     assert(c->nmap <= EXEC_CHILD_MAP_MAX && c->njoin <= EXEC_CHILD_JOIN_MAX &&
            c->nrlimit <= EXEC_CHILD_RLIMIT_MAX);
-    /* Blocked across fork so no agentd handler runs in the child before it resets them. */
+    /* vfork, not fork: the child borrows agentd's memory until it execs instead of copying its
+     * page tables (and making agentd take a copy-on-write fault for every page it touches next),
+     * which grew with agentd's size: the child half only writes its own stack and the shared
+     * errno, and agentd's thread waits until the exec. Every signal is blocked across it, so no
+     * agentd handler runs in the child (on agentd's memory) before it resets them. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid = fork();
+    pid = vfork();
     if (pid == 0)
         child_main(c, parent);
     err = errno;

@@ -1,8 +1,8 @@
 /*
- * exec/child — fork and exec one program that must not outlive agentd: the child half of every
+ * exec/child — vfork and exec one program that must not outlive agentd: the child half of every
  * spawn in exec/ (and so of every program agentd starts; other modules go through exec_spawn).
  *
- * Between fork and exec the child, in this order: resets every signal disposition to the
+ * Between vfork and exec the child, in this order: resets every signal disposition to the
  * default (handlers and ignores of agentd must not leak into the program), becomes the leader of
  * a new session and process group (pid == pgid == sid), arms PR_SET_PDEATHSIG = SIGKILL (and
  * exits if agentd is already gone), places the requested descriptors, joins cgroups by writing
@@ -34,7 +34,7 @@ struct exec_child_rlimit {
     struct rlimit value;
 };
 
-/* Everything the child needs, prepared by the parent before fork (the child allocates nothing).
+/* Everything the child needs, prepared by the parent before vfork (the child allocates nothing).
  * Borrowed by exec_child_spawn for the duration of the call. */
 struct exec_child {
     const char *path; /* absolute or relative to cwd: no PATH search here */
@@ -50,9 +50,9 @@ struct exec_child {
     int pdeathsig; /* SIGKILL when agentd's forking thread dies */
 };
 
-/* Forks and starts the program; *pid is the child (and its group and session id). Every signal
- * is blocked in the parent across fork. 0 or a negative errno from fork; exec failures show as
- * the child's exit status 127. */
+/* Starts the program (vfork: the calling thread waits until the child has exec'd or failed);
+ * *pid is the child (and its group and session id). Every signal is blocked in the parent across
+ * vfork. 0 or a negative errno from vfork; exec failures show as the child's exit status 127. */
 int exec_child_spawn(const struct exec_child *spec, pid_t *pid) CORE_UNUSED_RESULT;
 
 /* pidfd_open(2): a descriptor that turns readable when `pid` exits. Descriptor or negative errno. */
