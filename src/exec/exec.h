@@ -12,8 +12,8 @@
  *
  * Invariants:
  * - Every program is the leader of its own session and process group (pid == pgid), with
- *   PR_SET_PDEATHSIG = SIGKILL, and a guard process outside that group SIGKILLs the group (and
- *   the environment's cgroup, when it has one) if agentd dies. Nothing started here outlives
+ *   PR_SET_PDEATHSIG = SIGKILL, and agentd's one guard process (outside every group) SIGKILLs the
+ *   group (and the program's cgroup, when it has one) if agentd dies. Nothing started here outlives
  *   agentd.
  * - When a program's leader exits, whatever is left of its process group is SIGKILLed at once
  *   (the zombie leader still pins the group id, so the kill cannot reach an unrelated group).

@@ -5,15 +5,16 @@
  *   struct exec_env    env.c    options (copied), status, the cgroup directories, the list of
  *                               live procs, the watcher. Freed by exec_env_close once every proc,
  *                               the watcher and its own timer are gone (exec__env_maybe_free).
- *   struct exec_proc   proc.c   one program plus its guard (started by spawn.c): pipes, pidfds,
- *                               stderr line buffer.
+ *   struct exec_proc   proc.c   one program (started by spawn.c): pipes, pidfd, stderr line
+ *                               buffer.
  *                               Linked in its env's list from spawn until its handles are closed;
  *                               freed by the last close callback.
  *   struct exec__kill  kill.c   one kill in progress: the processes found so far and the
  *                               escalation / verification timer state. Owned by its proc.
  *   struct exec__watch watch.c  the inotify watcher. Owned by the env; freed by the last close
  *                               callback of its handles.
- * spawn.c starts programs, with lookup.c finding them and child.c as the fork-and-exec half.
+ * spawn.c starts programs, with lookup.c finding them and child.c as the vfork-and-exec half;
+ * guard.c keeps the one guard process (process-wide state under its own mutex).
  */
 #ifndef AGENTD_EXEC_INT_H
 #define AGENTD_EXEC_INT_H
@@ -71,12 +72,11 @@ struct exec_env {
 struct exec_proc {
     struct exec_env *env; /* borrowed back-pointer */
     struct exec_proc *next;
-    pid_t pid, guard_pid;     /* pid is also the process group and session id */
-    int pidfd, guard_pidfd;   /* owned; closed after their poll handles */
-    int life_fd;              /* write end the guard blocks on; closing it fires the guard */
+    pid_t pid;                /* also the process group and session id */
+    int pidfd;                /* owned; closed after its poll handle */
     char *cg_dir[EXEC__CG_N]; /* owned per-proc cgroups inside the env's, or NULL */
     uv_pipe_t in, out, err;
-    uv_poll_t pid_poll, guard_poll;
+    uv_poll_t pid_poll;
     uv_timer_t drain_timer; /* after the leader is reaped: how long to wait for pipe EOF */
     uv_timer_t kill_timer;  /* kill.c: grace period and verification polling */
     int open_handles;
@@ -97,9 +97,9 @@ struct exec_proc {
 
     uint64_t start_us;
     int wstatus;
-    int exited, guard_exited, out_eof, err_eof, drained, done;
-    struct exec__kill *kill; /* non-NULL while a kill is in progress or being reported */
-    char rbuf[64 * 1024];    /* read buffer shared by stdout and stderr */
+    int exited, out_eof, err_eof, drained, done; /* exited: the leader is reaped */
+    struct exec__kill *kill;                     /* non-NULL while a kill is in progress or being reported */
+    char rbuf[64 * 1024];                        /* read buffer shared by stdout and stderr */
 };
 
 /* ---- env.c ------------------------------------------------------------------------------ */
@@ -134,7 +134,7 @@ void exec__limits_rlimits(const struct exec_limits *l, struct exec_child *c);
 
 /* ---- proc.c ----------------------------------------------------------------------------- */
 
-/* Starts watching a freshly spawned p (pid, guard and their pidfds set): takes the parent's ends
+/* Starts watching a freshly spawned p (pid and pidfd set): takes the parent's ends
  * of its pipes (in_fd -1 when it has no stdin pipe) into libuv handles and starts reading. */
 void exec__proc_watch(struct exec_proc *p, int in_fd, int out_fd, int err_fd);
 /* Called by kill.c when its report went out: the proc may complete now. */
@@ -153,6 +153,14 @@ size_t exec__session_signal_except(pid_t sid, pid_t except, int sig);
 size_t exec__cgroup_signal(const char *dir, int sig);
 /* The proc's own cgroup directory to list its processes from (pids preferred), or NULL. */
 const char *exec__proc_cgroup(const struct exec_proc *p);
+
+/* ---- guard.c ------------------------------------------------------------------------------ */
+
+/* Tells the guard (started first if there is none) to SIGKILL group pgid and the processes of
+ * cg_dir (NULL: none) if agentd dies. 0 or -errno (no guard could be started). */
+int exec__guard_add(pid_t pgid, const char *cg_dir);
+/* Tells the guard to forget pgid; call before the leader is reaped. */
+void exec__guard_forget(pid_t pgid);
 
 /* ---- lookup.c ----------------------------------------------------------------------------- */
 

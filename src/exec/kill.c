@@ -185,7 +185,7 @@ static size_t sweep(struct exec_proc *p, int sig, int only_new)
     in = xcalloc(nall > 0 ? nall : 1, sizeof *in);
     for (size_t i = 0; i < nall; i++) {
         const struct pstat *st = &all[i];
-        if (st->pid == self || st->pid == p->guard_pid)
+        if (st->pid == self)
             continue;
         in[i] =
             tracked_has(k, st->pid, st->start) || (!p->exited && (st->pgrp == p->pid || st->sid == p->pid));
@@ -196,7 +196,7 @@ static size_t sweep(struct exec_proc *p, int sig, int only_new)
     do {
         grew = 0;
         for (size_t i = 0; i < nall; i++) {
-            if (in[i] || all[i].pid == self || all[i].pid == p->guard_pid)
+            if (in[i] || all[i].pid == self)
                 continue;
             for (size_t j = 0; j < nall; j++) {
                 if (in[j] && all[j].pid == all[i].ppid) {

@@ -2,10 +2,10 @@
  * its output, signalling it, noticing its end and freeing it.
  *
  * Order at the end, chosen so that the process group id can never name someone else's group
- * while we signal it: the leader's pidfd turns readable (it is a zombie, still pinning the group
- * id) → we SIGKILL the group and let the guard go → the guard exits → only then is the leader
- * reaped. Exits are watched with pidfds and reaped with waitpid on exact pids, so children of
- * other modules are never touched.
+ * while we or the guard signal it: the leader's pidfd turns readable (it is a zombie, still
+ * pinning the group id) → we SIGKILL the group and its cgroup → the guard forgets the group →
+ * only then is the leader reaped. Exits are watched with pidfds and reaped with waitpid on exact
+ * pids, so children of other modules are never touched.
  *
  * Starting is spawn.c (with lookup.c and child.c); killing is kill.c.
  */
@@ -79,7 +79,7 @@ void exec__proc_check_done(struct exec_proc *p)
     struct exec_exit ex = {0};
     int ws = p->wstatus;
 
-    if (p->done || !p->exited || !p->guard_exited || exec__kill_busy(p))
+    if (p->done || !p->exited || exec__kill_busy(p))
         return;
     if (!(p->out_eof && p->err_eof) && !p->drained)
         return;
@@ -156,33 +156,16 @@ static void on_leader_dead(uv_poll_t *h, int status, int events)
     struct exec_proc *p = h->data;
 
     /* A zombie now, not reaped: it still pins the group id, so this kill reaches only what is
-     * left of this program's group. The guard then kills it again plus the cgroup's members,
-     * and the leader is reaped when the guard is done. */
+     * left of this program's group. The guard forgets the group before the id is released. The
+     * zombie is reaped at once (a readable pidfd means it has exited). */
     uv_poll_stop(h);
     kill(-p->pid, SIGKILL);
     if (exec__proc_cgroup(p) != NULL)
         (void)exec__cgroup_signal(exec__proc_cgroup(p), SIGKILL);
-    close_fd(&p->life_fd);
+    exec__guard_forget(p->pid);
+    if (waitpid(p->pid, &p->wstatus, 0) == p->pid)
+        p->exited = 1;
     uv_timer_start(&p->drain_timer, on_drain_timeout, PROC_DRAIN_MS, 0);
-}
-
-static void on_guard_exit(uv_poll_t *h, int status, int events)
-{
-    struct exec_proc *p = h->data;
-    int ws;
-
-    if (waitpid(p->guard_pid, &ws, WNOHANG) != p->guard_pid)
-        return;
-    uv_poll_stop(h);
-    p->guard_exited = 1;
-    /* The guard only ends once life_fd is closed, which happens when the leader died (or while
-     * failing to start), so this does not block. */
-    if (!p->exited) {
-        kill(-p->pid, SIGKILL);
-        if (waitpid(p->pid, &p->wstatus, 0) == p->pid)
-            p->exited = 1;
-        uv_poll_stop(&p->pid_poll);
-    }
     exec__proc_check_done(p);
 }
 
@@ -282,8 +265,6 @@ static void proc_free(struct exec_proc *p)
 
     assert(p->done); /* freed right after its one exit callback */
     close_fd(&p->pidfd);
-    close_fd(&p->guard_pidfd);
-    close_fd(&p->life_fd);
     for (int c = 0; c < EXEC__CG_N; c++) {
         /* Empty by now unless something survived every kill; then the env is told. */
         if (p->cg_dir[c] != NULL && rmdir(p->cg_dir[c]) < 0)
@@ -321,7 +302,6 @@ static void proc_release(struct exec_proc *p)
     uv_close((uv_handle_t *)&p->out, on_handle_closed);
     uv_close((uv_handle_t *)&p->err, on_handle_closed);
     uv_close((uv_handle_t *)&p->pid_poll, on_handle_closed);
-    uv_close((uv_handle_t *)&p->guard_poll, on_handle_closed);
     uv_close((uv_handle_t *)&p->drain_timer, on_handle_closed);
     uv_close((uv_handle_t *)&p->kill_timer, on_handle_closed);
 }
@@ -341,17 +321,16 @@ void exec__proc_watch(struct exec_proc *p, int in_fd, int out_fd, int err_fd)
 {
     uv_loop_t *loop = p->env->loop;
 
-    assert(p->pidfd >= 0 && p->guard_pidfd >= 0 && (in_fd >= 0) == p->has_in);
+    assert(p->pidfd >= 0 && (in_fd >= 0) == p->has_in);
     if (p->has_in)
         must(uv_pipe_init(loop, &p->in, 0), "uv_pipe_init");
     must(uv_pipe_init(loop, &p->out, 0), "uv_pipe_init");
     must(uv_pipe_init(loop, &p->err, 0), "uv_pipe_init");
     must(uv_poll_init(loop, &p->pid_poll, p->pidfd), "uv_poll_init");
-    must(uv_poll_init(loop, &p->guard_poll, p->guard_pidfd), "uv_poll_init");
     must(uv_timer_init(loop, &p->drain_timer), "uv_timer_init");
     must(uv_timer_init(loop, &p->kill_timer), "uv_timer_init");
-    p->open_handles = p->has_in ? 7 : 6;
-    p->in.data = p->out.data = p->err.data = p->pid_poll.data = p->guard_poll.data = p;
+    p->open_handles = p->has_in ? 6 : 5;
+    p->in.data = p->out.data = p->err.data = p->pid_poll.data = p;
     p->drain_timer.data = p->kill_timer.data = p;
     if (p->has_in) {
         must(uv_pipe_open(&p->in, in_fd), "uv_pipe_open");
@@ -362,5 +341,4 @@ void exec__proc_watch(struct exec_proc *p, int in_fd, int out_fd, int err_fd)
     must(uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read), "uv_read_start");
     must(uv_read_start((uv_stream_t *)&p->err, on_alloc, on_read), "uv_read_start");
     must(uv_poll_start(&p->pid_poll, UV_READABLE, on_leader_dead), "uv_poll_start");
-    must(uv_poll_start(&p->guard_poll, UV_READABLE, on_guard_exit), "uv_poll_start");
 }

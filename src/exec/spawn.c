@@ -1,20 +1,17 @@
-/* spawn — starting one program of an environment: the program and its guard.
+/* spawn — starting one program of an environment and registering it with the guard.
  *
- * The program is forked straight from agentd (uv_spawn cannot set PR_SET_PDEATHSIG, rlimits or a
- * cgroup between fork and exec; the child half is child.c) and becomes the leader of a new
- * session, so its pid is its process group id. A guard, `/bin/sh` blocked reading a pipe whose
- * only write end agentd holds, SIGKILLs that group and the proc's cgroup when the pipe closes:
- * when agentd dies, or when proc.c closes it after the leader exited. The guard is in a session
- * of its own and in no cgroup of the environment, so neither a terminal signal nor the
- * environment's own kill takes it down early.
+ * The program is started straight from agentd with vfork (uv_spawn cannot set PR_SET_PDEATHSIG,
+ * rlimits or a cgroup between fork and exec; the child half is child.c) and becomes the leader
+ * of a new session, so its pid is its process group id. Then agentd's one guard (guard.c) is
+ * told its group and cgroup, so that they are SIGKILLed if agentd dies; proc.c tells the guard
+ * to forget them before it reaps the leader.
  *
  * exec__spawn validates first (the arguments, then the program's lookup: lookup.c), then makes
- * the descriptors, forks the program and the guard and hands everything to proc.c, which
+ * the descriptors, starts the program, registers it and hands everything to proc.c, which
  * watches it from then on; any failure on the way goes through one `fail:` path that kills and
  * reaps what was started. Every program agentd starts comes through here: the agents of session
  * runs and the interpreters of runtimes (which add descriptors of their own and take stderr as
- * raw bytes).
- */
+ * raw bytes). */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,9 +28,6 @@
 #include "core/core.h"
 #include "exec/child.h"
 #include "exec/exec_int.h"
-
-#define SPAWN_GUARD_SCRIPT \
-    "read x; kill -KILL \"$1\" 2>/dev/null; [ -z \"$2\" ] || kill -KILL $(cat \"$2\") 2>/dev/null; exit 0"
 
 _Static_assert(3 + EXEC_SPAWN_FDS_MAX <= EXEC_CHILD_MAP_MAX,
                "stdin, stdout, stderr and the extra descriptors");
@@ -172,10 +166,9 @@ static char **spawn_envp(const struct exec_env *env, const struct exec_spawn_opt
 /* ---- descriptors ------------------------------------------------------------------------- */
 
 /* The descriptors of a spawn in the making; -1 where there is none. The child's ends are closed
- * once the children have them; the parent's ends go to proc.c (exec__proc_watch). */
+ * once the program has them; the parent's ends go to proc.c (exec__proc_watch). */
 struct spawn_fds {
-    int in[2], out[2], err[2], life[2];
-    int devnull;
+    int in[2], out[2], err[2];
     int cg[EXEC__CG_N]; /* cgroup.procs of the proc's cgroups, for the program to join */
 };
 
@@ -192,19 +185,16 @@ static void spawn_fds_close(struct spawn_fds *f)
         spawn_close(&f->in[i]);
         spawn_close(&f->out[i]);
         spawn_close(&f->err[i]);
-        spawn_close(&f->life[i]);
     }
-    spawn_close(&f->devnull);
     for (int c = 0; c < EXEC__CG_N; c++)
         spawn_close(&f->cg[c]);
 }
 
-/* The pipes (stdin only with has_in) and /dev/null for the guard. 0 or -errno. */
+/* The pipes (stdin only with has_in). 0 or -errno. */
 static int spawn_pipes(struct spawn_fds *f, int has_in)
 {
     if ((has_in && pipe2(f->in, O_CLOEXEC) < 0) || pipe2(f->out, O_CLOEXEC) < 0 ||
-        pipe2(f->err, O_CLOEXEC) < 0 || pipe2(f->life, O_CLOEXEC) < 0 ||
-        (f->devnull = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+        pipe2(f->err, O_CLOEXEC) < 0)
         return -errno;
     return 0;
 }
@@ -233,10 +223,10 @@ static void spawn_cgroups(struct exec_env *env, struct exec_proc *p, int cg_fd[E
     }
 }
 
-/* ---- the two children ------------------------------------------------------------------- */
+/* ---- the program ------------------------------------------------------------------------ */
 
-/* Forks the program: its variables, its command line (inside bwrap or not), its descriptors, its
- * cgroups and limits. 0 or -errno from fork (exec failures show as exit status 127). */
+/* Starts the program: its variables, its command line (inside bwrap or not), its descriptors,
+ * its cgroups and limits. 0 or -errno from vfork (exec failures show as exit status 127). */
 static int spawn_program(struct exec_env *env, struct exec_proc *p, char *const *argv,
                          const struct exec_spawn_opts *opts, const struct exec__program *prog,
                          const struct spawn_fds *f)
@@ -273,30 +263,6 @@ static int spawn_program(struct exec_env *env, struct exec_proc *p, char *const 
     return rc;
 }
 
-/* Forks the guard of p (see the file comment) on the read end of the life pipe. 0 or -errno. */
-static int spawn_guard(struct exec_proc *p, const struct spawn_fds *f)
-{
-    char pgid_arg[24], *cg_procs = NULL;
-    char *argv[] = {"/bin/sh", "-c", SPAWN_GUARD_SCRIPT, "agentd-exec-guard", pgid_arg, NULL, NULL};
-    char *envp[] = {"PATH=/usr/bin:/bin", NULL};
-    struct exec_child gsp = {.path = "/bin/sh",
-                             .argv = argv,
-                             .envp = envp,
-                             .cwd = "/",
-                             .map = {{0, f->life[0]}, {1, f->devnull}, {2, f->devnull}},
-                             .nmap = 3};
-    int rc;
-
-    snprintf(pgid_arg, sizeof pgid_arg, "-%d", (int)p->pid);
-    if (exec__proc_cgroup(p) != NULL) {
-        cg_procs = xasprintf("%s/cgroup.procs", exec__proc_cgroup(p));
-        argv[5] = cg_procs;
-    }
-    rc = exec_child_spawn(&gsp, &p->guard_pid);
-    free(cg_procs);
-    return rc;
-}
-
 /* ---- exec_spawn -------------------------------------------------------------------------- */
 
 /* What the caller may ask: 0 or -EINVAL; *has_in says whether stdin is a pipe of ours. */
@@ -320,7 +286,7 @@ static struct exec_proc *spawn_proc_new(struct exec_env *env, const struct exec_
     struct exec_proc *p = xcalloc(1, sizeof *p);
 
     p->env = env;
-    p->pidfd = p->guard_pidfd = p->life_fd = -1;
+    p->pidfd = -1;
     p->probe = probe;
     p->has_in = has_in;
     p->on_stdout = opts->on_stdout;
@@ -345,7 +311,7 @@ int exec_spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_
 int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn_opts *opts, int probe,
                 struct exec_proc **out)
 {
-    struct spawn_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}, -1, {-1, -1}};
+    struct spawn_fds f = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
     struct exec__program prog;
     struct exec_proc *p;
     int has_in, rc;
@@ -360,16 +326,16 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     if ((rc = spawn_pipes(&f, has_in)) < 0)
         goto fail;
     spawn_cgroups(env, p, f.cg);
-    if ((rc = spawn_program(env, p, argv, opts, &prog, &f)) < 0 || (rc = spawn_guard(p, &f)) < 0)
+    if ((rc = spawn_program(env, p, argv, opts, &prog, &f)) < 0)
         goto fail;
-    if ((p->pidfd = exec_child_pidfd(p->pid)) < 0 || (p->guard_pidfd = exec_child_pidfd(p->guard_pid)) < 0) {
-        rc = p->pidfd < 0 ? p->pidfd : p->guard_pidfd;
+    if ((p->pidfd = exec_child_pidfd(p->pid)) < 0) {
+        rc = p->pidfd;
         goto fail;
     }
-    /* Both children have their ends: from here on nothing fails (libuv refuses only invalid
-     * arguments), and proc.c owns the proc. */
-    p->life_fd = f.life[1];
-    f.life[1] = -1;
+    if ((rc = exec__guard_add(p->pid, exec__proc_cgroup(p))) < 0)
+        goto fail;
+    /* The program has its ends and the guard knows it: from here on nothing fails (libuv
+     * refuses only invalid arguments), and proc.c owns the proc. */
     exec__proc_watch(p, f.in[1], f.out[0], f.err[0]);
     f.in[1] = f.out[0] = f.err[0] = -1;
     spawn_fds_close(&f);
@@ -379,17 +345,12 @@ int exec__spawn(struct exec_env *env, char *const *argv, const struct exec_spawn
     return 0;
 
 fail:
-    /* Nothing handed out yet: kill and reap what was started. */
+    /* Nothing handed out yet: kill and reap what was started (the guard does not list it). */
     if (p->pid > 0) {
         kill(-p->pid, SIGKILL);
         waitpid(p->pid, NULL, 0);
     }
-    if (p->guard_pid > 0) {
-        kill(p->guard_pid, SIGKILL);
-        waitpid(p->guard_pid, NULL, 0);
-    }
     spawn_close(&p->pidfd);
-    spawn_close(&p->guard_pidfd);
     spawn_fds_close(&f);
     for (int c = 0; c < EXEC__CG_N; c++) {
         if (p->cg_dir[c] != NULL)

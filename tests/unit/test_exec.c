@@ -978,6 +978,56 @@ static void test_close_kills(void)
     h_close(&h, "missing");
 }
 
+/* kill -9 of the process that started a program (a fork of this test stands in for agentd): the
+ * leader dies of its PR_SET_PDEATHSIG, and the guard SIGKILLs its group, so the background job
+ * that nothing else would reach dies too. */
+static void test_guard_kill9(void)
+{
+    char *argv[] = {"sh", "-c", "sleep 300 & echo $!; exec sleep 301", NULL};
+    char ws[] = "/tmp/agentd-exec-guard-XXXXXX";
+    pid_t pids[2] = {0, 0}, agent;
+    int pfd[2];
+
+    if (mkdtemp(ws) == NULL || pipe(pfd) < 0)
+        abort();
+    if ((agent = fork()) == 0) {
+        struct exec_env_opts o = {.name = "guard", .workspace = ws};
+        struct exec_spawn_opts so;
+        struct exec_proc *p;
+        struct run r;
+        struct h h;
+
+        close(pfd[0]);
+        memset(&r, 0, sizeof r);
+        so = r_opts(&r, 0);
+        if (h_open(&h, &o) != EXEC_STATUS_READY || exec_spawn(h.env, argv, &so, &p) != 0)
+            _exit(1);
+        while (r.out.len == 0 || memchr(r.out.p, '\n', r.out.len) == NULL)
+            uv_run(&h.loop, UV_RUN_ONCE);
+        pids[0] = exec_proc_pid(p);
+        pids[1] = (pid_t)atoi(r.out.p);
+        if (write(pfd[1], pids, sizeof pids) != sizeof pids)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(pfd[1]);
+    if (read(pfd[0], pids, sizeof pids) != sizeof pids)
+        pids[0] = pids[1] = 0;
+    close(pfd[0]);
+    ok(pids[0] > 0 && pids[1] > 0 && pid_alive(pids[0]) && pid_alive(pids[1]),
+       "guard: the program and its background job run");
+    uint64_t t0 = clock_mono_us();
+    kill(agent, SIGKILL);
+    waitpid(agent, NULL, 0);
+    while ((pid_alive(pids[0]) || pid_alive(pids[1])) && clock_mono_us() - t0 < 2000000)
+        usleep(5000);
+    ok(pids[1] > 0 && !pid_alive(pids[0]) && !pid_alive(pids[1]),
+       "guard: kill -9 of agentd ends the program and its background job (%.0f ms)",
+       (clock_mono_us() - t0) / 1e3);
+    rm_rf(ws);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -994,6 +1044,7 @@ int main(void)
     test_bwrap();
     test_watch();
     test_close_kills();
+    test_guard_kill9();
     test_protocol_fds();
     test_signal_and_quick_kill();
     test_env_wait();

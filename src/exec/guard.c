@@ -1,0 +1,273 @@
+/* guard — the one process that makes sure nothing exec/ started outlives agentd.
+ *
+ * Every program is the leader of its own process group and dies with agentd
+ * (PR_SET_PDEATHSIG), but what it started — a background job, a daemon that setsid()ed — would
+ * outlive a kill -9 of agentd. The guard kills those: one helper process per agentd process,
+ * started with the first spawn, holding one end of a SOCK_SEQPACKET socket pair whose other end
+ * only agentd holds. agentd sends one datagram per change: "+<pgid> <cgroup dir>" once a program
+ * started, "-<pgid>" before its leader is reaped (until then the zombie leader pins the group id,
+ * so the guard never names a reused one). When the socket reaches end of file — agentd exited or
+ * died — the guard SIGKILLs every group still listed and every process of their cgroups, then
+ * exits. The socket keeps order, so a "-" sent before agentd died is read before the end of file.
+ *
+ * The guard is agentd's own executable run again (/proc/self/exe, any binary linking exec/: agentd,
+ * the tests, the benches) with AGENTD_EXEC_GUARD=1 and the socket as stdin; the constructor below
+ * turns that process into the guard before main runs. It used to be one `/bin/sh` per program,
+ * forked and exec'd with every spawn: about a quarter of the CPU a runtime's cold start took here.
+ *
+ * The guard is not agentd's child (an intermediate fork starts it), so agentd has no child that
+ * outlives its programs. agentd keeps what it told the guard (the registry): if the guard is gone
+ * or stuck (a send fails), it is SIGKILLed through its pidfd, and a new one is started and told
+ * everything again. A forked copy of agentd starts its own guard, so its
+ * programs die with it, not with its parent. Callable from any thread (one mutex).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "exec/child.h"
+#include "exec/exec_int.h"
+
+#define GUARD_ENV     "AGENTD_EXEC_GUARD"
+#define GUARD_MSG_MAX (PATH_MAX + 32)
+
+struct guard_entry {
+    pid_t pgid;
+    char *cg_dir; /* owned; NULL without a cgroup */
+};
+
+/* ---- the guard process ------------------------------------------------------------------- */
+
+static _Noreturn void guard_main(int fd)
+{
+    struct guard_entry *set = NULL;
+    size_t n = 0, cap = 0;
+    char msg[GUARD_MSG_MAX + 1];
+
+    (void)prctl(PR_SET_NAME, "agentd-guard");
+    for (;;) {
+        ssize_t r = recv(fd, msg, sizeof msg - 1, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break; /* end of file: agentd is gone */
+        msg[r] = '\0';
+        char *end;
+        pid_t pgid = (pid_t)strtol(msg + 1, &end, 10);
+        if (msg[0] == '+') {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 64;
+                set = xrealloc(set, cap * sizeof *set);
+            }
+            set[n].pgid = pgid;
+            set[n++].cg_dir = *end == ' ' ? xstrdup(end + 1) : NULL;
+        } else if (msg[0] == '-') {
+            for (size_t i = 0; i < n; i++) {
+                if (set[i].pgid == pgid) {
+                    free(set[i].cg_dir);
+                    set[i] = set[--n];
+                    break;
+                }
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        kill(-set[i].pgid, SIGKILL);
+        if (set[i].cg_dir != NULL)
+            (void)exec__cgroup_signal(set[i].cg_dir, SIGKILL);
+    }
+    _exit(0);
+}
+
+/* Runs before main in every binary that links exec/: only the guard's exec has GUARD_ENV, and
+ * its stdin must be a SOCK_SEQPACKET socket, so an operator's stray variable changes nothing. */
+__attribute__((constructor)) static void guard_maybe_run(void)
+{
+    const char *v = getenv(GUARD_ENV);
+    int type = 0;
+    socklen_t len = sizeof type;
+
+    if (v == NULL || strcmp(v, "1") != 0 || getsockopt(0, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+        type != SOCK_SEQPACKET)
+        return;
+    guard_main(0);
+}
+
+/* ---- agentd's side ------------------------------------------------------------------------ */
+
+static pthread_mutex_t guard_mu = PTHREAD_MUTEX_INITIALIZER;
+static int guard_fd = -1;     /* agentd's end of the socket */
+static int guard_pidfd = -1;  /* the guard, for a SIGKILL that cannot reach a reused pid */
+static pid_t guard_owner = 0; /* the process that started it (a fork of agentd starts its own) */
+static struct guard_entry *reg;
+static size_t nreg, capreg;
+
+static int guard_send(const char *msg, size_t len)
+{
+    ssize_t r;
+
+    do
+        r = send(guard_fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    return r == (ssize_t)len ? 0 : r < 0 ? -errno : -EIO;
+}
+
+static size_t guard_add_msg(char *buf, size_t cap, const struct guard_entry *e)
+{
+    int n = snprintf(buf, cap, "+%d%s%s", (int)e->pgid, e->cg_dir != NULL ? " " : "",
+                     e->cg_dir != NULL ? e->cg_dir : "");
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* Starts the guard process on socket end `end`, not as agentd's child (a child that outlives
+ * every program would be one more for agentd and its tests to account for): an intermediate fork
+ * starts it, sends its pid through `end` and exits, so the guard is reparented. A pidfd of the
+ * guard, or -errno. */
+static int guard_spawn(int end, int mine)
+{
+    char *argv[] = {"agentd-exec-guard", NULL}, *envp[] = {GUARD_ENV "=1", NULL};
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC), st = 0, fd;
+    struct exec_child c = {.path = "/proc/self/exe",
+                           .argv = argv,
+                           .envp = envp,
+                           .cwd = "/",
+                           .map = {{0, end}, {1, devnull}, {2, devnull}},
+                           .nmap = 3};
+    pid_t mid, pid = -1;
+
+    if (devnull < 0)
+        return -errno;
+    if ((mid = fork()) == 0) {
+        /* A fork of a threaded process: async-signal-safe calls only. */
+        if (exec_child_spawn(&c, &pid) < 0 || send(end, &pid, sizeof pid, MSG_NOSIGNAL) != sizeof pid)
+            _exit(127);
+        _exit(0);
+    }
+    fd = mid < 0 ? -errno : 0;
+    close(devnull);
+    if (fd < 0)
+        return fd;
+    while (waitpid(mid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || recv(mine, &pid, sizeof pid, MSG_DONTWAIT) != sizeof pid)
+        return -ECHILD;
+    return exec_child_pidfd(pid); /* -ESRCH if it died at once: the exec failed */
+}
+
+/* Replaces the guard: the old one (if any) is SIGKILLed — ending its socket would make it kill
+ * what it lists — and a new one is started and told the whole registry. 0 or -errno. */
+static int guard_restart_locked(void)
+{
+    char msg[GUARD_MSG_MAX];
+    int sv[2], rc;
+
+    if (guard_pidfd >= 0) {
+        (void)syscall(SYS_pidfd_send_signal, guard_pidfd, SIGKILL, NULL, 0);
+        close(guard_pidfd);
+    }
+    if (guard_fd >= 0)
+        close(guard_fd);
+    guard_fd = guard_pidfd = -1;
+    guard_owner = getpid();
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    rc = guard_spawn(sv[1], sv[0]);
+    close(sv[1]);
+    if (rc < 0) {
+        close(sv[0]);
+        return rc;
+    }
+    guard_pidfd = rc;
+    guard_fd = sv[0];
+    for (size_t i = 0; i < nreg; i++) {
+        size_t len = guard_add_msg(msg, sizeof msg, &reg[i]);
+        if (len > 0 && (rc = guard_send(msg, len)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* A fork of agentd finds its parent's socket and registry: they are not its own. */
+static void guard_adopt_locked(void)
+{
+    if (guard_owner == getpid())
+        return;
+    if (guard_fd >= 0)
+        close(guard_fd);
+    if (guard_pidfd >= 0)
+        close(guard_pidfd);
+    for (size_t i = 0; i < nreg; i++)
+        free(reg[i].cg_dir);
+    nreg = 0;
+    guard_fd = guard_pidfd = -1;
+    guard_owner = getpid();
+}
+
+/* Sends msg, starting a guard first when there is none, and once more through a new guard if
+ * the send fails (the guard died, or stopped reading). */
+static int guard_tell_locked(const char *msg, size_t len)
+{
+    int rc;
+
+    if (guard_fd >= 0 && guard_send(msg, len) == 0)
+        return 0;
+    if ((rc = guard_restart_locked()) < 0)
+        return rc;
+    return guard_send(msg, len);
+}
+
+static void guard_drop_locked(pid_t pgid)
+{
+    for (size_t i = 0; i < nreg; i++) {
+        if (reg[i].pgid == pgid) {
+            free(reg[i].cg_dir);
+            reg[i] = reg[--nreg];
+            return;
+        }
+    }
+}
+
+int exec__guard_add(pid_t pgid, const char *cg_dir)
+{
+    char msg[GUARD_MSG_MAX];
+    size_t len;
+    int rc;
+
+    pthread_mutex_lock(&guard_mu);
+    guard_adopt_locked();
+    if (nreg == capreg) {
+        capreg = capreg ? 2 * capreg : 64;
+        reg = xrealloc(reg, capreg * sizeof *reg);
+    }
+    reg[nreg] = (struct guard_entry){pgid, cg_dir != NULL ? xstrdup(cg_dir) : NULL};
+    len = guard_add_msg(msg, sizeof msg, &reg[nreg]);
+    nreg++;
+    if ((rc = len > 0 ? guard_tell_locked(msg, len) : -ENAMETOOLONG) < 0)
+        guard_drop_locked(pgid); /* the caller kills and reaps the program */
+    pthread_mutex_unlock(&guard_mu);
+    return rc;
+}
+
+void exec__guard_forget(pid_t pgid)
+{
+    char msg[32];
+    int len = snprintf(msg, sizeof msg, "-%d", (int)pgid);
+
+    pthread_mutex_lock(&guard_mu);
+    guard_adopt_locked();
+    guard_drop_locked(pgid);
+    /* If this fails, the guard that replaces this one is told the registry, without pgid. */
+    if (guard_fd >= 0 && guard_send(msg, (size_t)len) < 0)
+        (void)guard_restart_locked();
+    pthread_mutex_unlock(&guard_mu);
+}
