@@ -129,7 +129,13 @@ int store_producer_put(struct store *s, int64_t stream, const char *pid, int64_t
 
 int store_upkeep(struct store *s) { return s->pg ? 0 : store_sqlite_upkeep(s->sq); }
 int store_needs_sync(const struct store *s) { return s->pg ? 1 : store_sqlite_needs_sync(s->sq); }
-int store_sync(struct store *s) { return s->pg ? store_pg_sync(s->pg) : store_sqlite_sync(s->sq); }
+int store_sync(struct store *s) { return s->pg ? store_pg_sync(s->pg, 0) : store_sqlite_sync(s->sq); }
+void store_sync_begin(struct store *s)
+{
+    if (s->pg)
+        store_pg_sync_begin(s->pg);
+}
+int store_sync_marked(struct store *s) { return s->pg ? store_pg_sync(s->pg, 1) : store_sqlite_sync(s->sq); }
 int store_batch_open(const struct store *s)
 {
     return s->pg ? store_pg_batch_open(s->pg) : store_sqlite_batch_open(s->sq);

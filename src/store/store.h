@@ -164,6 +164,14 @@ int store_needs_sync(const struct store *s);
  * connection of its own). 0 or -errno (PostgreSQL: -ENOTCONN when the database cannot be reached;
  * then nothing sealed is kept, and the caller drops the open batch with store_rollback). */
 int store_sync(struct store *s) CORE_UNUSED_RESULT;
+/* A sync decided on the loop and run in another thread: store_sync_begin (on the loop) marks the
+ * commits made so far, store_sync_marked (any thread) makes those durable. On PostgreSQL it sends
+ * only the batches sealed before the mark: one sealed between the mark and the send is left to the
+ * next sync, so that it is answered with the outcome of the sync that stored it (a later sync that
+ * fails, fenced, must not fail what an earlier one stored). A store_sync meanwhile sends everything
+ * and clears the mark. SQLite: the same as store_sync. */
+void store_sync_begin(struct store *s);
+int store_sync_marked(struct store *s) CORE_UNUSED_RESULT;
 
 /* Is a batch open? */
 int store_batch_open(const struct store *s);

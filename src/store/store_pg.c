@@ -309,7 +309,7 @@ void store_pg_free(struct store_pg *s)
 {
     if (s == NULL)
         return;
-    if ((s->open || s->sealed) && (store_pg_commit(s) != 0 || store_pg_sync(s) != 0))
+    if ((s->open || s->sealed) && (store_pg_commit(s) != 0 || store_pg_sync(s, 0) != 0))
         log_error("store: the final commit to PostgreSQL failed");
     pg__rows_free(s->open);
     pg__rows_free(s->sealed);
@@ -447,8 +447,45 @@ void store_pg_rollback(struct store_pg *s)
     s->sealed = NULL;
     s->sealed_tail = &s->sealed;
     s->sealed_batches = 0;
+    s->mark_tail = NULL;
     pthread_mutex_unlock(&s->mu);
     pg__rows_free(sealed);
+}
+
+void store_pg_sync_begin(struct store_pg *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->mark_tail = s->sealed_tail;
+    s->mark_batches = s->sealed_batches;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Takes the sealed batches to send (under s->mu): up to the mark when marked and there is one, else
+ * all of them; the mark is used up either way. */
+static struct pg__row *pg__take_sealed(struct store_pg *s, int marked, uint64_t *batches)
+{
+    struct pg__row *rows = s->sealed;
+    if (marked && s->mark_tail != NULL) {
+        if (s->mark_tail == &s->sealed) { /* nothing was sealed at the mark */
+            s->mark_tail = NULL;
+            *batches = 0;
+            return NULL;
+        }
+        s->sealed = *s->mark_tail; /* sealed after the mark: the next sync's */
+        *s->mark_tail = NULL;
+        if (s->sealed == NULL)
+            s->sealed_tail = &s->sealed;
+        *batches = s->mark_batches;
+        s->sealed_batches -= s->mark_batches;
+        s->mark_tail = NULL;
+        return rows;
+    }
+    s->sealed = NULL;
+    s->sealed_tail = &s->sealed;
+    *batches = s->sealed_batches;
+    s->sealed_batches = 0;
+    s->mark_tail = NULL;
+    return rows;
 }
 
 /* ---- sending sealed batches ---- */
@@ -567,15 +604,12 @@ static int pg__send(PGconn *c, const struct pg__row *rows, const char *node, int
     return rc;
 }
 
-int store_pg_sync(struct store_pg *s)
+int store_pg_sync(struct store_pg *s, int marked)
 {
     pthread_mutex_lock(&s->sync_mu);
     pthread_mutex_lock(&s->mu);
-    struct pg__row *rows = s->sealed;
-    uint64_t batches = s->sealed_batches;
-    s->sealed = NULL;
-    s->sealed_tail = &s->sealed;
-    s->sealed_batches = 0;
+    uint64_t batches;
+    struct pg__row *rows = pg__take_sealed(s, marked, &batches);
     int64_t epoch = s->epoch;
     pthread_mutex_unlock(&s->mu);
     int rc = 0;

@@ -27,7 +27,9 @@ int store_pg_stream_update(struct store_pg *s, const struct store_meta *m);
 int store_pg_stream_delete(struct store_pg *s, int64_t id);
 int store_pg_record_append(struct store_pg *s, int64_t stream, int64_t off, const void *data, size_t len);
 int store_pg_producer_put(struct store_pg *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq);
-int store_pg_sync(struct store_pg *s);
+/* marked: only the batches sealed before the last store_pg_sync_begin (all of them without one). */
+int store_pg_sync(struct store_pg *s, int marked);
+void store_pg_sync_begin(struct store_pg *s);
 int store_pg_batch_open(const struct store_pg *s);
 void store_pg_rollback(struct store_pg *s);
 int store_pg_commit(struct store_pg *s);

@@ -56,9 +56,12 @@ struct store_pg {
     PGconn *conn;  /* the loop's: reads, loading, id blocks, the database lock; NULL while lost */
     PGconn *wconn; /* the committer's (store_pg_sync, under sync_mu); NULL until reconnected */
     pthread_mutex_t sync_mu;
-    pthread_mutex_t mu; /* guards sealed, sealed_batches, commits, epoch, fenced */
+    pthread_mutex_t mu; /* guards sealed, sealed_batches, mark_*, commits, epoch, fenced */
     struct pg__row *sealed, **sealed_tail;
     uint64_t sealed_batches, commits;
+    /* store_pg_sync_begin's mark: where the sealed list ended then, and how many batches it held */
+    struct pg__row **mark_tail; /* NULL: no mark */
+    uint64_t mark_batches;
     int64_t epoch; /* of the lease this node took; every batch is fenced with it */
     int fenced;    /* a batch or a renewal found the lease gone (logged once) */
     /* The lease as the heartbeat last saw it (under mu; store_pg_lease). */

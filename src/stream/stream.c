@@ -655,7 +655,7 @@ static void streams__fail_all(struct streams *ss, int rc, struct stream__group *
 static void streams__sync_work(uv_work_t *w)
 {
     struct streams *ss = w->data;
-    ss->sync_rc = store_sync(ss->store);
+    ss->sync_rc = store_sync_marked(ss->store);
 }
 
 static void streams__start_sync(struct streams *ss);
@@ -690,6 +690,7 @@ static void streams__start_sync(struct streams *ss)
     }
     ss->syncing = 1;
     ss->sync_upto = ss->next_seq - 1;
+    store_sync_begin(ss->store); /* the sync covers exactly the groups up to sync_upto */
     ss->sync_work.data = ss;
     uv_queue_work(ss->loop, &ss->sync_work, streams__sync_work, streams__sync_done);
 }
