@@ -137,7 +137,8 @@ integ: all
 # integration tests (leaks and undefined behaviour fail the run).
 test: test-deps
 	@$(MAKE) --no-print-directory format-check lint-size
-	@$(MAKE) --no-print-directory MODE=release all unit integ browser fuzz-replay conformance conformance-pg
+	@$(MAKE) --no-print-directory MODE=release all unit integ browser fuzz-replay conformance conformance-pg \
+	    conformance-cluster
 	@$(MAKE) --no-print-directory MODE=asan all unit integ
 
 -include tests/tests.mk
