@@ -579,6 +579,11 @@ void session__agent_kill(struct session *se)
     struct session_agent *a = se->agent_proc;
     if (a == NULL || a->proc == NULL)
         return;
+    /* The kill first, the cancel line second: the kill's first scan finds the agent's descendants
+     * by their parent links, which are gone once the agent exits. Written first, the line could end
+     * the agent before that scan and leave a tool child that setsid()ed an orphan that nothing
+     * kills (only a cgroup would still hold it). The line still reaches the agent at once. */
+    exec_proc_kill(a->proc, AGENT_KILL_GRACE_MS, NULL, NULL);
     char *line = a->run ? agent_cancel_line(se->adapter, session__run_id(a->run)) : NULL;
     if (line)
         agent__write_stdin(a, line, strlen(line));
@@ -586,7 +591,6 @@ void session__agent_kill(struct session *se)
     a->stopping = 1;
     if (a->stopped_by == NULL)
         a->stopped_by = "cancelled";
-    exec_proc_kill(a->proc, AGENT_KILL_GRACE_MS, NULL, NULL);
 }
 
 int session__agent_interrupt(struct session *se)
