@@ -4,8 +4,9 @@
  * prints and talks to it over HTTP. Checked: --help lists every option and the environment and
  * config-file forms; bad --listen, an unknown option, a bad enum and a non-loopback address without
  * a token are refused before anything starts; a config file's values take effect (the data dir,
- * the long-poll timeout), AGENTD_<NAME> overrides the file and a flag overrides both; SIGTERM ends
- * the server with status 0.
+ * the long-poll timeout), AGENTD_<NAME> overrides the file and a flag overrides both; every answer
+ * carries Agentd-Node (--node-url) and GET /v1/nodes names the node's role; SIGTERM ends the server
+ * with status 0.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -232,6 +233,40 @@ static void test_config_precedence(void)
     free(err);
 }
 
+/* Every answer names the node that made it (Agentd-Node: --node-url, else the URL serve printed),
+ * and GET /v1/nodes gives its role; a single SQLite node owns its store. */
+static void test_node_header(void)
+{
+    char d[160];
+    snprintf(d, sizeof d, "%s/node", dir);
+    mkdir(d, 0700);
+    char *argv[] = {"serve",      "--listen",      "127.0.0.1:0",  "--data",          d,   "--no-ui",
+                    "--node-url", "http://n.test", "--public-url", "http://lb.test/", NULL};
+    struct child c = start(argv, NULL);
+    char *url = first_line(c.out);
+    int port = strncmp(url, "http://127.0.0.1:", 17) == 0 ? atoi(url + 17) : 0;
+    if (ok(port > 0, "serve with --node-url and --public-url starts (%s)", url)) {
+        const char *get = "GET /v1/nodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        struct rawhttp_response r = rawhttp_exchange(port, get, strlen(get));
+        is_str(rawhttp_header(&r, "Agentd-Node"), "http://n.test", "Agentd-Node is the --node-url");
+        ok(r.status == 200 && r.body && strstr(r.body, "\"role\":\"owner\"") &&
+               strstr(r.body, "\"self\":true"),
+           "GET /v1/nodes: this node, the owner (%s)", r.body ? r.body : "");
+        rawhttp_free(&r);
+        const char *miss = "GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        r = rawhttp_exchange(port, miss, strlen(miss));
+        ok(r.status == 404 && rawhttp_header(&r, "Agentd-Node") &&
+               !strcmp(rawhttp_header(&r, "Agentd-Node"), "http://n.test"),
+           "an error answer names the node too");
+        rawhttp_free(&r);
+    }
+    kill(c.pid, SIGTERM);
+    char *err;
+    ok(finish(&c, NULL, &err) == 0, "SIGTERM ends it with status 0");
+    free(err);
+    free(url);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/test_serve.XXXXXX");
@@ -239,6 +274,7 @@ int main(void)
         bail_out("mkdtemp: %s", strerror(errno));
     test_refusals();
     test_config_precedence();
+    test_node_header();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
