@@ -48,20 +48,6 @@ SLOW = "asan" in os.environ.get("AGENTD_BIN", "")
 WRITABLE_WITHIN = LEASE_MS / 1000 + 1 + (2 if SLOW else 0)
 
 
-# A known bug, reported to the cluster work (CLUSTER-CONTRACT "Found by clustest"): now and then an
-# append in flight when the owner was paused is answered 503 node_fenced once it resumes, yet stored.
-# The check runs as a TAP TODO while this is set.
-REFUSED_STORED_TODO = "an append answered 503 node_fenced by the resumed old owner may be stored (reported)"
-
-
-def todo(tap, cond, name, reason, diag=None):
-    """A TAP TODO test: reported, not counted as a failure."""
-    tap.n += 1
-    print(f"{'ok' if cond else 'not ok'} {tap.n} - {name} # TODO {reason}")
-    if not cond and diag:
-        tap.diag(diag)
-
-
 def node_of(r):
     return r.header("Agentd-Node")
 
@@ -417,11 +403,8 @@ def round_pause(tap, c, owner):
                     bad.append(f"{p}: writer {w}'s message {n} was refused {refused[(p, w, n)]} yet is stored")
         if b"late;" in data:
             bad.append(f"{p}: the late append is stored")
-    name = "one history per stream: each writer's acknowledged prefix, nothing refused stored"
-    if REFUSED_STORED_TODO and all("was refused" in b for b in bad):
-        todo(tap, not bad, name, REFUSED_STORED_TODO, "\n".join(bad))
-    else:
-        tap.ok(not bad, name, "\n".join(bad))
+    tap.ok(not bad, "one history per stream: each writer's acknowledged prefix, nothing refused stored",
+           "\n".join(bad))
 
 
 def readme_module():
