@@ -76,10 +76,13 @@ static const struct {
     [ERR_NODE_FENCED] = {"node_fenced", 503,
                          "Another node holds the write lease on the database (PostgreSQL); nothing of the "
                          "request was acknowledged. `GET /v1/nodes` names the node that holds it."},
-    [ERR_OWNER_UNAVAILABLE] = {"owner_unavailable", 503,
-                               "This node forwards to the node that holds the write lease, and no node holds "
-                               "a live one (its owner stopped; another node takes over once it expires), or "
-                               "the owner cannot be reached. Retry after Retry-After."},
+    [ERR_OWNER_UNAVAILABLE] =
+        {"owner_unavailable", 503,
+         "This node forwards to the node that holds the write lease, and no node holds "
+         "a live one (its owner stopped; another node takes over once it expires), or "
+         "the owner cannot be reached (a write that reached an owner as it died may have "
+         "been stored: idempotent producers make the retry exact). Retry after "
+         "Retry-After."},
     [ERR_STORAGE_FULL] =
         {"storage_full", 507,
          "The data dir's filesystem is full (or a file size limit was reached); the write was not stored."},
