@@ -13,7 +13,8 @@ command through without asking; a timeout denies; remember adds a rule that deci
 next time. The agent stays warm: one process answers message after message. Steering during a tool
 call reaches the model within that turn (the fake's next request in the turn carries it). An
 interrupt during `sleep 30` in a tool ends the run interrupted within 200 ms, and the same process
-answers the next message with the conversation intact (the fake sees the history); Claude Code and
+answers the next message with the conversation intact (the fake sees the history), and a message
+queued behind an interrupted run (it starts the moment that run ends) gets its own answer; Claude Code and
 OpenCode kill the sleep, Codex leaves it running (said in a diagnostic; agentd kills it with the
 process group when the process goes). The second message's latency with the warm process is
 measured against a fresh process per message ("warm": false). A CLI that is not installed is a TAP
@@ -251,6 +252,24 @@ def test_steer_interrupt(label, cfg, fake, sid):
     TAP.ok(reqs and "sleep for a while" in all_text(reqs[0]) and "call_30" in all_text(reqs[0]) and
            "a slow job" in all_text(reqs[0]), f"{label} interrupt: the conversation is intact (the fake sees the history)",
            all_text(reqs[0])[-1500:] if reqs else None)
+
+    # A message queued behind the interrupted run starts the moment that run ends, while the agent
+    # may still be winding the aborted turn down (OpenCode reports idle a second time, or not at all,
+    # and the aborted tool's post_tool comes late): the new run must still get its own answer
+    # (Claude Code puts "[Request interrupted by user for tool use]" before the prompt it sends).
+    fake.set_script([{"text": "Sleeping again.", "tool_use": cfg["call"]("call_30b", "sleep 30; echo slept")},
+                     {"when": "queued behind", "text": "third: {{prompt}}"}])
+    run = send(sid, "sleep once more")["run"]
+    wait_for(lambda: [p for p in descendants(agent_pid(sid) or pid) if p[5] == "sleep"], T, 0.05)
+    time.sleep(0.3)
+    run3 = send(sid, "queued behind the interrupt: and now?")["run"]
+    api("POST", f"/v1/sessions/{sid}/runs/{run}/interrupt")
+    ev, _ = completed(sid, run, 10)
+    ev3, evs = completed(sid, run3)
+    said = json.dumps(of_type(evs, "message", run3))
+    TAP.ok(ev and ev.get("status") == "interrupted" and ev3 and ev3.get("status") == "success" and
+           "third: " in said and "queued behind the interrupt" in said, f"{label} interrupt: a message queued behind it gets its own answer",
+           (ev, ev3, said[:1000], [e.get("type") for e in evs if e.get("run") == run3]))
 
 
 def first_event_ms(sid, run):
