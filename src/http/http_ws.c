@@ -368,6 +368,9 @@ struct http_ws *http_ws_upgrade(struct http_req *req, const struct http_ws_handl
     h2o_add_header(&r->pool, &r->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
     h2o_add_header_by_str(&r->pool, &r->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL, accept,
                           strlen(accept));
+    if (srv->node) /* like every answer made here (http.c) */
+        h2o_add_header_by_str(&r->pool, &r->res.headers, H2O_STRLIT("agentd-node"), 0, NULL, srv->node,
+                              strlen(srv->node));
     req->started = 1;
     req->finished = 1;
     ws->upgrading = 1;
