@@ -338,6 +338,22 @@ static void on_step_finish(struct agent_parser *p, json_t *part)
                agent__str(part, "reason") ? agent__str(part, "reason") : "?");
 }
 
+/* The tool calls a turn leaves running (an abort: OpenCode reports the killed call after the idle)
+ * end with it, as errors, so each pre_tool of the run has its post_tool; their later updates are
+ * dropped (on_tool). */
+static void opencode_end_tools(struct agent_parser *p, int interrupted)
+{
+    json_t *started = agent__state_obj(p, "tools"), *ended = agent__state_obj(p, "ended_tools"), *name;
+    const char *id;
+    json_object_foreach (started, id, name) {
+        agent__emit(p, "post_tool",
+                    json_pack("{s:s, s:s, s:s, s:b}", "id", id, "name", json_string_value(name), "output",
+                              interrupted ? "interrupted" : "the turn ended", "is_error", 1));
+        json_object_set_new(ended, id, json_true());
+    }
+    json_object_clear(started);
+}
+
 /* The session went idle while a turn ran: the run's result, with the turn's totals. */
 static void opencode_turn_done(struct agent_parser *p)
 {
@@ -364,6 +380,7 @@ static void opencode_turn_done(struct agent_parser *p)
         json_object_set(ev, "cost_usd", json_object_get(totals, "cost"));
     if (interrupted)
         json_object_set_new(ev, "interrupted", json_true());
+    opencode_end_tools(p, interrupted);
     static const char *const turn_keys[] = {"busy",      "saw_busy", "interrupted", "error",
                                             "step_text", "totals",   "open",        "done_parts"};
     for (size_t i = 0; i < CORE_ARRAY_LEN(turn_keys); i++)
@@ -435,12 +452,20 @@ static void on_tool(struct agent_parser *p, json_t *part)
     int done = status && (!strcmp(status, "completed") || !strcmp(status, "error"));
     if (status == NULL || !strcmp(status, "pending"))
         return; /* its input is not known yet */
+    json_t *ended = agent__state_obj(p, "ended_tools");
+    if (id && json_object_get(ended, id)) {
+        /* A call of a turn that ended already (an abort's tool turns to error after the idle):
+         * its run is over and the next run's transcript is not its place. */
+        if (done)
+            json_object_del(ended, id);
+        return;
+    }
     if (id && !json_object_get(started, id)) {
         flush_texts(p);
         agent__emit(p, "pre_tool",
                     json_pack("{s:s?, s:s?, s:O?}", "id", id, "name", name, "input",
                               json_object_get(state, "input")));
-        json_object_set_new(started, id, json_true());
+        json_object_set_new(started, id, json_string(name ? name : ""));
     }
     if (!done)
         return;

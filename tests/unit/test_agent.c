@@ -1130,6 +1130,73 @@ static void test_opencode_serve(void)
     free(data);
 }
 
+/* Events of OpenCode's stream for session "ses_1": its status, and call_1's state. */
+static void oc_event(struct agent_parser *p, char *line)
+{
+    agent_parser_http_event(p, line, strlen(line));
+    free(line);
+}
+
+static void oc_status(struct agent_parser *p, const char *status)
+{
+    oc_event(p, xasprintf("{\"type\":\"session.status\",\"properties\":{\"sessionID\":\"ses_1\","
+                          "\"status\":{\"type\":\"%s\"}}}",
+                          status));
+}
+
+static void oc_tool(struct agent_parser *p, const char *state)
+{
+    oc_event(p, xasprintf("{\"type\":\"message.part.updated\",\"properties\":{\"sessionID\":\"ses_1\","
+                          "\"part\":{\"type\":\"tool\",\"tool\":\"bash\",\"callID\":\"call_1\","
+                          "\"messageID\":\"msg_1\",\"state\":{\"status\":\"%s\",\"input\":{\"command\":"
+                          "\"sleep 30\"},\"error\":\"Tool execution aborted\"}}}}",
+                          state));
+}
+
+/* An abort (OpenCode 1.18.33, as agents_hitl.t sees it): the first idle ends the turn while its tool
+ * still runs; the tool's error and a second idle come later, possibly after the next message went.
+ * The tool's post_tool belongs to the interrupted turn, none to the next one. */
+static void test_opencode_abort(void)
+{
+    struct events e = {json_array()};
+    struct written w = {{0}};
+    struct agent_parser *p = agent_parser_new(agent_adapter_find("opencode"), 0, collect, &e);
+    agent_parser_set_writer(p, record_write, &w);
+    struct agent_run_opts o = {.prompt = "sleep", .native_session = "ses_1"};
+    static const char listening[] = "opencode server listening on http://127.0.0.1:4096\n";
+    static const char connected[] = "{\"type\":\"server.connected\",\"properties\":{}}";
+    (void)!agent_send_turn(p, &o);
+    agent_parser_feed(p, listening, sizeof listening - 1);
+    agent_parser_http_event(p, connected, sizeof connected - 1);
+    oc_status(p, "busy");
+    oc_tool(p, "running");
+    is_int(agent_send_interrupt(p, "R1"), 0, "opencode abort: the turn is interrupted");
+    oc_status(p, "idle");
+    json_t *post = nth(e.all, "post_tool", 0), *res = nth(e.all, "result", 0);
+    ok(post && res && !strcmp(str_at(post, "id"), "call_1") && !strcmp(str_at(post, "name"), "bash") &&
+           json_is_true(json_object_get(post, "is_error")) &&
+           !strcmp(str_at(post, "output"), "interrupted") &&
+           json_is_true(json_object_get(res, "interrupted")),
+       "opencode abort: the running tool ends with the interrupted turn, before its result");
+    char *before = types(e.all, 1);
+    o.prompt = "next";
+    is_int(agent_send_turn(p, &o), 0, "opencode abort: the next message goes at once");
+    oc_tool(p, "error");
+    oc_status(p, "idle");
+    char *after = types(e.all, 1);
+    is_str(after, before,
+           "opencode abort: the aborted tool's late error and idle add nothing to the next turn");
+    oc_status(p, "busy");
+    oc_status(p, "idle");
+    ok(nth(e.all, "result", 1) && !nth(e.all, "post_tool", 1) && !nth(e.all, "pre_tool", 1),
+       "opencode abort: the next turn ends at its own idle");
+    free(before);
+    free(after);
+    agent_parser_free(p);
+    json_decref(e.all);
+    buf_free(&w.b);
+}
+
 int main(void)
 {
     char *dir = reference_dir();
@@ -1159,5 +1226,6 @@ int main(void)
     test_jsonl_control();
     test_codex_app_server();
     test_opencode_serve();
+    test_opencode_abort();
     return done_testing();
 }
