@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Several agentd nodes on one PostgreSQL, and a round-robin proxy in front of them, for tests and
-benches (doc: /work/wt/CLUSTER-CONTRACT.md, README "Three nodes on one PostgreSQL").
+benches (README "Three nodes on one PostgreSQL").
 
 Each node is `agentd serve --store PG --listen 127.0.0.1:PORT --node-url http://127.0.0.1:PORT
 --lease-ms N` with a data directory of its own (tests/integ/agentd_test.py's Server); the first one
@@ -31,21 +31,15 @@ from pg import Postgres, free_port  # noqa: E402
 PROXY = os.path.join(ROOT, "tests", "integ", "rrproxy.mjs")
 
 
-def serve_has(option):
-    """Whether `agentd serve --help` lists an option (one the cluster work may not have landed)."""
-    r = subprocess.run([os.environ.get("AGENTD_BIN", "agentd"), "serve", "--help"], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    return f"--{option} " in r.stdout.decode(errors="replace")
-
-
 class Cluster:
     def __init__(self, pg_url, nodes=3, lease_ms=1000, token=None, args=()):
+        """Nodes on 127.0.0.1 ports chosen now; every node gets --public-url (the proxy's URL)."""
         self.pg_url = pg_url
         self.nodes = []
         # The proxy's port is chosen first: it is the URL clients use, so the one the nodes must name
-        # in the URLs they hand out (webhook callbacks, jwks) when they can be told it.
+        # in the URLs they hand out (webhook callbacks, JWKS).
         self.proxy_port = free_port()
-        public = ["--public-url", f"http://127.0.0.1:{self.proxy_port}"] if serve_has("public-url") else []
+        public = ["--public-url", f"http://127.0.0.1:{self.proxy_port}"]
         for _ in range(nodes):
             port = free_port()
             url = f"http://127.0.0.1:{port}"

@@ -12,7 +12,8 @@
 // to the proxy. An upstream that cannot be reached answers 502 {"error":{"code":"proxy_upstream"}};
 // one that fails mid-answer ends the client's connection (a truncated body, never a clean end).
 // The answer carries X-Rrproxy-Upstream: the upstream URL that served it (tests use it to check the
-// spread). SIGTERM/SIGINT: exit at once.
+// spread). WebSocket upgrades are not proxied (the conformance suite has none). SIGTERM/SIGINT: exit
+// at once.
 import http from "node:http"
 
 const args = process.argv.slice(2)
