@@ -253,6 +253,13 @@ void exec_proc_close_stdin(struct exec_proc *p);
  * allowed (the proc is gone). */
 void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, void *arg);
 
+/* SIGKILLs, now and without a grace period, every program exec started that is still running in
+ * this process (each one's process group and cgroup: what the guard would kill if agentd died),
+ * for a process about to exit that must leave nothing running behind it (a node that lost its
+ * write lease). Nothing is reaped or reported: the caller exits next. Any thread. Returns the
+ * number of programs signalled. */
+size_t exec_kill_all(void);
+
 /* ---- the workspace watcher ------------------------------------------------------------ */
 
 enum exec_file_kind {

@@ -151,6 +151,10 @@ void exec__kill_finish(struct exec_proc *p);
 size_t exec__session_signal_except(pid_t sid, pid_t except, int sig);
 /* Sends sig to every process in a cgroup.procs file; returns how many were signalled. */
 size_t exec__cgroup_signal(const char *dir, int sig);
+/* SIGKILLs every live process in one of `groups` (as process group or session) and every
+ * descendant of those found in one scan of /proc (children that setsid()ed away while their parent
+ * lived). The group ids must still be pinned by their unreaped leaders. Returns how many. */
+size_t exec__kill_tree(const pid_t *groups, size_t ngroups);
 /* The proc's own cgroup directory to list its processes from (pids preferred), or NULL. */
 const char *exec__proc_cgroup(const struct exec_proc *p);
 

@@ -271,3 +271,27 @@ void exec__guard_forget(pid_t pgid)
         (void)guard_restart_locked();
     pthread_mutex_unlock(&guard_mu);
 }
+
+size_t exec_kill_all(void)
+{
+    size_t n = 0;
+    pid_t *groups;
+
+    pthread_mutex_lock(&guard_mu);
+    guard_adopt_locked();
+    /* The registry lists exactly the groups whose leaders are unreaped (exec__guard_forget goes
+     * first), so their ids are not reused: the tree first (parent links vanish as processes die),
+     * then each group and cgroup, for what forked meanwhile. */
+    groups = xcalloc(nreg > 0 ? nreg : 1, sizeof *groups);
+    for (size_t i = 0; i < nreg; i++)
+        groups[i] = reg[i].pgid;
+    (void)exec__kill_tree(groups, nreg);
+    for (size_t i = 0; i < nreg; i++) {
+        n += kill(-reg[i].pgid, SIGKILL) == 0;
+        if (reg[i].cg_dir != NULL)
+            (void)exec__cgroup_signal(reg[i].cg_dir, SIGKILL);
+    }
+    pthread_mutex_unlock(&guard_mu);
+    free(groups);
+    return n;
+}

@@ -152,6 +152,65 @@ size_t exec__session_signal_except(pid_t sid, pid_t except, int sig)
     return n;
 }
 
+/* Every process in /proc, as /proc/<pid>/stat says (*n of them; NULL and 0 without /proc). */
+static struct pstat *scan_proc(size_t *n)
+{
+    struct pstat *all = NULL;
+    size_t cap = 0;
+    struct dirent *de;
+    DIR *d = opendir("/proc");
+
+    *n = 0;
+    if (d == NULL)
+        return NULL;
+    while ((de = readdir(d)) != NULL) {
+        if (!isdigit((unsigned char)de->d_name[0]))
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 256;
+            all = xrealloc(all, cap * sizeof *all);
+        }
+        if (read_stat((pid_t)atoi(de->d_name), &all[*n]) == 0)
+            (*n)++;
+    }
+    closedir(d);
+    return all;
+}
+
+/* Children of members are members (children that setsid()ed away while their parent lived):
+ * marks them in `in`, until no process joins. `self` never joins. */
+static void grow_children(const struct pstat *all, size_t nall, int *in, pid_t self)
+{
+    int grew;
+
+    do {
+        grew = 0;
+        for (size_t i = 0; i < nall; i++)
+            for (size_t j = 0; j < nall && !in[i] && all[i].pid != self; j++)
+                if (in[j] && all[j].pid == all[i].ppid)
+                    in[i] = grew = 1;
+    } while (grew);
+}
+
+size_t exec__kill_tree(const pid_t *groups, size_t ngroups)
+{
+    size_t nall, n = 0;
+    struct pstat *all = scan_proc(&nall);
+    int *in = xcalloc(nall > 0 ? nall : 1, sizeof *in);
+    pid_t self = getpid();
+
+    for (size_t i = 0; i < nall; i++)
+        for (size_t j = 0; j < ngroups && !in[i] && all[i].pid != self; j++)
+            in[i] = all[i].pgrp == groups[j] || all[i].sid == groups[j];
+    grow_children(all, nall, in, self);
+    for (size_t i = 0; i < nall; i++)
+        if (in[i] && alive(&all[i]))
+            n += kill(all[i].pid, SIGKILL) == 0;
+    free(in);
+    free(all);
+    return n;
+}
+
 /* One scan of /proc: grows the set (see the file comment), sends `sig` to the members that are
  * alive (all of them, or only those found by this scan when `only_new`), and returns how many
  * members are alive. */
@@ -160,28 +219,14 @@ static size_t sweep(struct exec_proc *p, int sig, int only_new)
     struct exec__kill *k = p->kill;
     struct pstat *all = NULL;
     int *in = NULL;
-    size_t nall = 0, cap = 0, nalive = 0, ncg = 0;
+    size_t nall = 0, nalive = 0, ncg = 0;
     pid_t cg[1024], self = getpid();
     const char *cgdir = exec__proc_cgroup(p);
-    struct dirent *de;
-    DIR *d;
-    int grew;
 
     if (cgdir != NULL)
         ncg = cgroup_pids(cgdir, cg, sizeof cg / sizeof cg[0]);
-    if ((d = opendir("/proc")) == NULL)
+    if ((all = scan_proc(&nall)) == NULL)
         return 0;
-    while ((de = readdir(d)) != NULL) {
-        if (!isdigit((unsigned char)de->d_name[0]))
-            continue;
-        if (nall == cap) {
-            cap = cap ? 2 * cap : 256;
-            all = xrealloc(all, cap * sizeof *all);
-        }
-        if (read_stat((pid_t)atoi(de->d_name), &all[nall]) == 0)
-            nall++;
-    }
-    closedir(d);
     in = xcalloc(nall > 0 ? nall : 1, sizeof *in);
     for (size_t i = 0; i < nall; i++) {
         const struct pstat *st = &all[i];
@@ -192,20 +237,7 @@ static size_t sweep(struct exec_proc *p, int sig, int only_new)
         for (size_t j = 0; j < ncg && !in[i]; j++)
             in[i] = cg[j] == st->pid;
     }
-    /* Children of members are members: repeat until no process joins. */
-    do {
-        grew = 0;
-        for (size_t i = 0; i < nall; i++) {
-            if (in[i] || all[i].pid == self)
-                continue;
-            for (size_t j = 0; j < nall; j++) {
-                if (in[j] && all[j].pid == all[i].ppid) {
-                    in[i] = grew = 1;
-                    break;
-                }
-            }
-        }
-    } while (grew);
+    grow_children(all, nall, in, self);
     for (size_t i = 0; i < nall; i++) {
         int fresh;
         if (!in[i])

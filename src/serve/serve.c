@@ -2,6 +2,7 @@
 #include "serve/serve.h"
 #include "core/core.h"
 #include "core/opt.h"
+#include "exec/exec.h"
 #include "http/http.h"
 #include "serve/serve_http.h"
 #include "store/store.h"
@@ -478,13 +479,48 @@ static int serve__follow(struct serve *s, char *err, size_t errlen)
     return 0;
 }
 
-/* The heartbeat saw the lease change. A follower that took it becomes the owner; else nothing to
- * do here (serve_forward_http reads the holder per request). */
+/* The exit status of a node that lost the write lease to another node (EX_TEMPFAIL): a supervisor
+ * that restarts it makes it a follower. */
+#define SERVE_EXIT_LEASE_LOST 75
+
+/* This node served as the owner and another node took the lease over (this one was paused or cut
+ * off from the database past its lease). That node has loaded the sessions and closed their runs
+ * node_lost: this node's agents and runtimes must stop now, before they act once more on a session
+ * (a workspace) another node drives. So every program exec started is SIGKILLed at once, and the
+ * process exits without draining or tearing down: each write would be fenced (a batch that fails
+ * fenced is failed, never retried, but the teardown's would only add refusals to the log), and
+ * in-flight requests end with their connections. Becoming a follower in this process would mean
+ * unloading the registry, the sessions and the subscriptions without the writes their teardown
+ * makes: not done; a restart does it (doc/ARCHITECTURE.md "Several nodes on one database"). */
+static _Noreturn void serve__lost(struct serve *s, const struct store_lease *l)
+{
+    size_t killed = exec_kill_all();
+    char node[PATH_MAX + 300];
+    serve__node_name(s->o, node, sizeof node);
+    if (l->owner[0] && strcmp(l->owner, node) != 0)
+        log_error("serve: lost the write lease to %s at epoch %" PRId64
+                  ": exiting so that a restart makes this node a follower (%zu agent and runtime processes "
+                  "killed)",
+                  l->owner, l->epoch, killed);
+    else /* a batch found it fenced before the heartbeat read the new holder */
+        log_error("serve: lost the write lease to another node (after epoch %" PRId64
+                  "): exiting so that a restart makes this node a follower (%zu agent and runtime processes "
+                  "killed)",
+                  l->epoch, killed);
+    fflush(NULL);
+    _exit(SERVE_EXIT_LEASE_LOST);
+}
+
+/* The heartbeat saw the lease change. A follower that took it becomes the owner; an owner that
+ * lost it exits (serve__lost); else nothing to do here (serve_forward_http reads the holder per
+ * request). */
 static void serve__on_lease(uv_async_t *a)
 {
     struct serve *s = a->data;
     struct store_lease l;
     store_lease(s->store, &l);
+    if (s->streams != NULL && !l.self)
+        serve__lost(s, &l);
     /* Requests forwarded to a node that no longer holds the lease end now (a paused node's would
      * hang until the timeout): their clients retry, reaching the new holder. */
     if (s->owner_url[0] && strcmp(s->owner_url, l.owner_url) != 0) {

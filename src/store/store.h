@@ -88,7 +88,9 @@ struct store_pg_config {
     /* Follower mode: a live lease of another node is not waited for; the store opens without it
      * (writes are fenced) and the heartbeat thread watches the lease instead (store_lease says who
      * holds it), taking it as soon as it expires. on_lease then runs, on that thread, whenever what
-     * store_lease says changed (taken by this node, another owner): a libuv async's send, say. */
+     * store_lease says changed (taken by this node, another owner): a libuv async's send, say. It
+     * runs too, once, when a node that held the lease finds it taken over (a renewal or a batch
+     * fenced; then from the heartbeat thread or a sync's worker thread): store_lease's self is 0. */
     int follow;
     void (*on_lease)(void *arg);
     void *lease_arg;

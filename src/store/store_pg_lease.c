@@ -63,6 +63,23 @@ static void pg__saw(struct store_pg *s, const char *holder, const char *url, int
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Reads who holds the lease (pg__saw). 0 or -errno. */
+static int pg__look(struct store_pg *s, PGconn *c)
+{
+    int rc = 0;
+    PGresult *r =
+        PQexec(c, "SELECT l.node, coalesce(n.url, ''), l.epoch, CASE WHEN isfinite(l.expires_at) THEN"
+                  " (extract(epoch from l.expires_at - clock_timestamp()) * 1000)::bigint ELSE -1 END"
+                  " FROM agentd_lease l LEFT JOIN agentd_nodes n ON n.node = l.node WHERE l.id = 1");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        pg__saw(s, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), strtoll(PQgetvalue(r, 0, 2), NULL, 10),
+                strtoll(PQgetvalue(r, 0, 3), NULL, 10));
+    else
+        rc = pg__errno(c, r);
+    PQclear(r);
+    return rc;
+}
+
 /* One attempt. 1: taken (s->epoch is the new epoch, s->previous who held it before); 0: another
  * node's lease is live (what store_pg_lease says is updated); -errno. */
 static int pg__lease_try(struct store_pg *s, PGconn *c)
@@ -89,18 +106,7 @@ static int pg__lease_try(struct store_pg *s, PGconn *c)
         pg__saw(s, s->node, s->node_url ? s->node_url : "", epoch, s->lease_ms);
     }
     PQclear(r);
-    if (rc != 0)
-        return rc;
-    r = PQexec(c, "SELECT l.node, coalesce(n.url, ''), l.epoch, CASE WHEN isfinite(l.expires_at) THEN"
-                  " (extract(epoch from l.expires_at - clock_timestamp()) * 1000)::bigint ELSE -1 END"
-                  " FROM agentd_lease l LEFT JOIN agentd_nodes n ON n.node = l.node WHERE l.id = 1");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        pg__saw(s, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), strtoll(PQgetvalue(r, 0, 2), NULL, 10),
-                strtoll(PQgetvalue(r, 0, 3), NULL, 10));
-    else
-        rc = pg__errno(c, r);
-    PQclear(r);
-    return rc;
+    return rc != 0 ? rc : pg__look(s, c);
 }
 
 int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t errlen)
@@ -147,15 +153,20 @@ void store_pg_lease(struct store_pg *s, struct store_lease *out)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Another node took the lease over (a batch failed the fence, or a renewal found the row taken):
+ * on_lease tells the node once, from this thread (serve stops its sessions' processes then). */
 void pg__fenced(struct store_pg *s)
 {
     pthread_mutex_lock(&s->mu);
-    if (!s->fenced)
+    int was = s->fenced;
+    if (!was)
         log_warn("store: node %s lost the write lease (epoch %" PRId64 "): writes are refused until it can "
                  "take it back",
                  s->node, s->epoch);
     s->fenced = 1;
     pthread_mutex_unlock(&s->mu);
+    if (!was && s->on_lease)
+        s->on_lease(s->lease_arg);
 }
 
 /* The heartbeat's connection, (re)made when it was lost. 0, or -ENOTCONN (the next beat tries again). */
@@ -192,9 +203,11 @@ static void pg__renew(struct store_pg *s)
                        "UPDATE agentd_lease SET expires_at = clock_timestamp() + ($3 || ' milliseconds')"
                        "::interval WHERE id = 1 AND node = $1 AND epoch = $2",
                        3, v);
-        if (PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "0") == 0)
+        /* Taken over: who holds it now is read first, so that on_lease can name the new holder. */
+        if (PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "0") == 0) {
+            (void)pg__look(s, hb->conn);
             pg__fenced(s);
-        else if (PQresultStatus(r) == PGRES_COMMAND_OK)
+        } else if (PQresultStatus(r) == PGRES_COMMAND_OK)
             pg__saw(s, s->node, s->node_url ? s->node_url : "", epoch, s->lease_ms);
         PQclear(r);
     }

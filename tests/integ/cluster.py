@@ -16,6 +16,7 @@ the proxy's URL in $AGENTD_URL, the nodes' URLs (space separated) in $CLUSTER_NO
     tests/integ/cluster.py run [--nodes N] [--lease-ms MS] -- COMMAND...
 On failure it prints the tail of each node's stderr.
 """
+import contextlib
 import json
 import os
 import signal
@@ -25,8 +26,8 @@ import threading
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import ROOT, Server, drain, read_line_with_timeout  # noqa: E402
-from pg import Postgres, free_port  # noqa: E402
+from agentd_test import REF, ROOT, Server, drain, read_line_with_timeout  # noqa: E402
+from pg import Postgres, bin_dir, free_port  # noqa: E402
 
 PROXY = os.path.join(ROOT, "tests", "integ", "rrproxy.mjs")
 
@@ -102,6 +103,34 @@ class Cluster:
             if n.proc and n.proc.poll() is None:
                 n.proc.send_signal(signal.SIGCONT)
             n.stop()
+
+
+@contextlib.contextmanager
+def test_cluster(tap, what, nodes=3, lease_ms=1000):
+    """For a TAP test: a Cluster (not started) on a fresh PostgreSQL (c.pg), or None with `what`
+    skipped (the reference server, or no PostgreSQL binaries). On the way out the nodes' and
+    PostgreSQL's logs go to the output if a test failed, and everything is stopped."""
+    why = "the reference server has no --store" if REF else None
+    try:
+        bin_dir()
+    except RuntimeError as e:
+        why = why or str(e)
+    if why:
+        tap.skip(what, why)
+        yield None
+        return
+    pg = Postgres()
+    pg.start()
+    c = Cluster(pg.url, nodes=nodes, lease_ms=lease_ms)
+    c.pg = pg
+    try:
+        yield c
+    finally:
+        if tap.failed:
+            tap.diag(c.stderr_tails())
+            tap.diag(pg.log_tail())
+        c.stop()
+        pg.cleanup()
 
 
 def main(argv):

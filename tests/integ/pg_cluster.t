@@ -16,7 +16,8 @@
 #   (b) the new owner is paused (SIGSTOP) past its lease while writers append through it; the third
 #       node takes over; once resumed (SIGCONT) the old owner stores nothing: every append it answers
 #       is refused (503) or served by the new owner (Agentd-Node), a refused append is in no stream,
-#       and no stream holds two histories.
+#       and no stream holds two histories; it exits with status 75 (lost the lease; a restart makes
+#       it a follower: tests/integ/pg_demote.t).
 #   README: the commands of its section "Three nodes on one PostgreSQL" run as written (but for the
 #       addresses, the database URL, the binary and a data dir per node) and print what it says.
 # Skipped only when PostgreSQL's binaries are missing.
@@ -34,9 +35,9 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import REF, ROOT, Server, run_test, wait_for  # noqa: E402
-from cluster import Cluster  # noqa: E402
-from pg import Postgres, bin_dir, free_port  # noqa: E402
+from agentd_test import ROOT, Server, run_test, wait_for  # noqa: E402
+from cluster import test_cluster  # noqa: E402
+from pg import free_port  # noqa: E402
 
 LEASE_MS = 1000
 WRITERS = 32
@@ -379,11 +380,20 @@ def round_pause(tap, c, owner):
            "the resumed node stores nothing itself: its writers are refused or served by the new owner",
            repr([(wr.ended_by, wr.served_by) for wr in writers]))
     stop.set()
-    r = owner.append(paths[1], b"late;", "text/plain")
-    code = (r.error_body() or {}).get("code")
-    tap.ok((r.status == 503 and code in ("node_fenced", "owner_unavailable")) or
+    try:
+        r = owner.append(paths[1], b"late;", "text/plain")
+        code = (r.error_body() or {}).get("code")
+    except OSError as e:  # it has exited, having lost the lease
+        r, code = e, None
+    tap.ok(isinstance(r, OSError) or (r.status == 503 and code in ("node_fenced", "owner_unavailable")) or
            (200 <= r.status < 300 and node_of(r) == other.url),
-           "an append through the resumed node is refused (503) or served by the new owner", f"{r!r} {node_of(r)}")
+           "an append through the resumed node is refused (503 or no connection) or served by the new owner",
+           f"{r!r} {node_of(r) if not isinstance(r, OSError) else ''}")
+    try:
+        rc = owner.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        rc = None
+    tap.is_(rc, 75, "the resumed node, having lost the lease, exits with status 75")
     for wr in writers:
         wr.join(15)
     served = {by for wr in writers for by in wr.served_by}
@@ -478,36 +488,18 @@ def round_readme(tap, pg):
 
 
 def main(tap):
-    if REF:
-        tap.skip("three nodes on one PostgreSQL", "the reference server has no --store")
-        return
-    try:
-        bin_dir()
-    except RuntimeError as e:
-        tap.skip("three nodes on one PostgreSQL", str(e))
-        return
-    pg = Postgres()
-    pg.start()
-    c = Cluster(pg.url, nodes=3, lease_ms=LEASE_MS)
-    work = c.nodes[0].root
-    try:
-        if not start_cluster(tap, c):
+    with test_cluster(tap, "three nodes on one PostgreSQL", nodes=3, lease_ms=LEASE_MS) as c:
+        if c is None or not start_cluster(tap, c):
             return
         round_headers(tap, c)
-        new_owner = round_kill(tap, c, work)
+        new_owner = round_kill(tap, c, c.nodes[0].root)
         if new_owner:
             round_pause(tap, c, new_owner)
         for n in c.nodes:
             if n.alive():
                 n.proc.send_signal(signal.SIGCONT)
                 tap.check_clean_exit(n, f"node {n.url} stops cleanly")
-        round_readme(tap, pg)
-    finally:
-        if tap.failed:
-            tap.diag(c.stderr_tails())
-            tap.diag(pg.log_tail())
-        c.stop()
-        pg.cleanup()
+        round_readme(tap, c.pg)
 
 
 run_test(main)

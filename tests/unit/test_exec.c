@@ -219,6 +219,15 @@ static bool pid_alive(pid_t pid)
     return p != NULL && p[2] != 'Z' && p[2] != 'X';
 }
 
+static size_t nlines(const struct buf *b)
+{
+    size_t n = 0;
+
+    for (size_t k = 0; k < b->len; k++)
+        n += b->p[k] == '\n';
+    return n;
+}
+
 /* ---- tests -------------------------------------------------------------------------------- */
 
 static void test_levels(void)
@@ -395,14 +404,8 @@ static void test_kill_group(bool cgroup, bool ignore_term)
         abort();
     pids[0] = exec_proc_pid(p);
     /* Wait until both background pids are printed. */
-    for (int i = 0; i < 400; i++) {
-        size_t nl = 0;
-        for (size_t k = 0; k < r.out.len; k++)
-            nl += r.out.p[k] == '\n';
-        if (nl >= 2)
-            break;
+    for (int i = 0; i < 400 && nlines(&r.out) < 2; i++)
         uv_run(&h.loop, UV_RUN_ONCE);
-    }
     buf_append(&r.out, "", 1);
     if (sscanf(r.out.p, "%d %d", &pids[1], &pids[2]) != 2)
         abort();
@@ -1028,6 +1031,50 @@ static void test_guard_kill9(void)
     rm_rf(ws);
 }
 
+/* exec_kill_all (a node that lost its write lease, about to exit): two programs, one ignoring
+ * SIGTERM, each with a background child and a setsid()ed grandchild: all dead at once, no grace. */
+static void test_kill_all(void)
+{
+    struct exec_env_opts o = {.name = "killall"};
+    char *argv[] = {"/bin/sh", "-c", "trap '' TERM; sleep 30 & echo $!; setsid sleep 30 & echo $!; wait",
+                    NULL};
+    struct exec_spawn_opts so[2];
+    struct exec_proc *p[2];
+    pid_t pids[6] = {0};
+    struct run r[2];
+    struct h h;
+
+    h_open(&h, &o);
+    for (int i = 0; i < 2; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        so[i] = r_opts(&r[i], 0);
+        if (exec_spawn(h.env, argv, &so[i], &p[i]) != 0)
+            abort();
+        pids[3 * i] = exec_proc_pid(p[i]);
+        for (int k = 0; k < 400 && nlines(&r[i].out) < 2; k++)
+            uv_run(&h.loop, UV_RUN_ONCE);
+        buf_append(&r[i].out, "", 1);
+        if (sscanf(r[i].out.p, "%d %d", &pids[3 * i + 1], &pids[3 * i + 2]) != 2)
+            abort();
+    }
+    usleep(50 * 1000); /* let setsid take effect */
+    is_int((int)exec_kill_all(), 2, "kill_all: both programs' groups signalled");
+    bool any = true;
+    for (int k = 0; k < 100 && any; k++) {
+        usleep(10 * 1000);
+        any = false;
+        for (int i = 0; i < 6; i++)
+            any = any || pid_alive(pids[i]);
+    }
+    ok(!any, "kill_all: leaders, background children and setsid grandchildren all dead");
+    run_until(&h, &r[0].exited, 5000);
+    run_until(&h, &r[1].exited, 5000);
+    ok(r[0].ex.signal == SIGKILL && r[1].ex.signal == SIGKILL, "kill_all: SIGKILL, no grace period");
+    r_free(&r[0]);
+    r_free(&r[1]);
+    h_close(&h, "kill_all");
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1040,6 +1087,7 @@ int main(void)
     test_kill_group(false, false);
     test_kill_group(false, true);
     test_kill_group(true, false);
+    test_kill_all();
     test_cgroup_pids();
     test_bwrap();
     test_watch();
