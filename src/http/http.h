@@ -169,6 +169,9 @@ size_t http_res_stream_queued(const struct http_req *req);
 void http_res_stream_end(struct http_req *req);
 void http_res_stream_abort(struct http_req *req);
 
+/* The request header http_req_forward adds (lower case): the forwarding node's name. */
+#define HTTP_FORWARDED_BY "agentd-forwarded-by"
+
 /* ---- forwarding (http_forward.c) ----
  * Another node, by URL: http://ADDRESS:PORT with a numeric address. Made on first use and kept
  * with the server (upstream connections are pooled); io_timeout_ms bounds each wait for the

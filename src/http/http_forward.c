@@ -140,6 +140,13 @@ void http_req_forward(struct http_req *req, struct http_upstream *up)
     ov->hostport.host = h2o_iovec_init(up->host, strlen(up->host));
     ov->hostport.port = up->port;
     r->overrides = ov;
+    /* Marks the request: a node that receives it marked answers instead of forwarding it again
+     * (serve_forward_http), so a --node-url that leads back to a follower costs one refused hop,
+     * not a loop that takes every descriptor of the node within two seconds. */
+    const char *node = http_server_node(req->srv);
+    size_t nlen = strlen(node);
+    h2o_add_header_by_str(&r->pool, &r->headers, H2O_STRLIT(HTTP_FORWARDED_BY), 0, NULL,
+                          h2o_strdup(&r->pool, node, nlen).base, nlen);
     req->started = 1;
     req->finished = 1; /* the answer is h2o's proxy's from here on */
     req->forwarded = 1;

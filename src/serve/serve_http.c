@@ -68,5 +68,15 @@ void serve_forward_http(struct http_req *req, void *arg)
                               "http://ADDRESS:PORT to forward to",
                               l.owner);
     }
+    size_t blen;
+    const char *by = http_req_header(req, HTTP_FORWARDED_BY, &blen);
+    if (by != NULL) {
+        /* Forwarded to this follower already: a --node-url names the wrong node (or a balancer). */
+        http_res_header(req, "Retry-After", "1");
+        return http_res_error(req, ERR_OWNER_UNAVAILABLE,
+                              "node %.*s forwarded this request here, to a node that does not hold the "
+                              "write lease either: the holder's --node-url (%s) must be its own address",
+                              (int)(blen > 200 ? 200 : blen), by, l.owner_url);
+    }
     http_req_forward(req, up);
 }
