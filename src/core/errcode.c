@@ -83,6 +83,10 @@ static const struct {
          "the owner cannot be reached (a write that reached an owner as it died may have "
          "been stored: idempotent producers make the retry exact). Retry after "
          "Retry-After."},
+    [ERR_NODE_TOKEN_MISMATCH] = {"node_token_mismatch", 503,
+                                 "This node forwards to the node that holds the write lease, and that node "
+                                 "was started with another `--token` (or without one): nothing was "
+                                 "forwarded. Every node on one database needs the same `--token`."},
     [ERR_STORAGE_FULL] =
         {"storage_full", 507,
          "The data dir's filesystem is full (or a file size limit was reached); the write was not stored."},

@@ -356,6 +356,8 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
     http_route(s->http, "/v1/health", serve__health, s);
 
     enum store_durability d = !strcmp(o->durability, "os") ? STORE_OS : STORE_FSYNC;
+    char token_hash[sizeof s->forward.token_hash];
+    serve_token_hash(o->token, token_hash, sizeof token_hash);
     if (serve__store_is_pg(o->store)) {
         char node[PATH_MAX + 300];
         serve__node_name(o, node, sizeof node);
@@ -365,6 +367,7 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
         struct store_pg_config pc = {.conninfo = o->store,
                                      .node = node,
                                      .node_url = o->node_url,
+                                     .token_hash = token_hash,
                                      .lease_ms = o->lease_ms,
                                      .durability = d,
                                      .follow = 1,
@@ -386,6 +389,7 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
             (uint64_t)(o->long_poll_timeout > o->sse_max ? o->long_poll_timeout : o->sse_max) +
             (uint64_t)o->io_timeout,
     };
+    snprintf(s->forward.token_hash, sizeof s->forward.token_hash, "%s", token_hash);
     return 0;
 }
 

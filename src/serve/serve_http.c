@@ -4,9 +4,13 @@
 #include "http/http.h"
 #include "session/session.h"
 #include "store/store.h"
+#include "subs/subs.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,9 +49,76 @@ void serve_nodes_http(struct http_req *req, void *arg)
     http_res_json(req, 200, json_pack("{s:s, s:o}", "store", store_backend(store), "nodes", list));
 }
 
+/* Plain SHA-256, not a keyed or slow hash: whoever reads agentd_nodes reads the database, which
+ * holds every stream and transcript the token guards, and every node must compute the same value
+ * with nothing shared but the database (a key kept there would be no secret from that reader).
+ * The hash only keeps the token itself out of the table. A token guessable offline from its hash
+ * is one too weak for a listener off loopback anyway (README: a random one). */
+void serve_token_hash(const char *token, char *out, size_t len)
+{
+    if (token == NULL || *token == '\0') {
+        snprintf(out, len, "none");
+        return;
+    }
+    unsigned char h[crypto_hash_sha256_BYTES];
+    char hex[2 * crypto_hash_sha256_BYTES + 1];
+    crypto_hash_sha256(h, (const unsigned char *)token, strlen(token));
+    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+    snprintf(out, len, "sha256:%s", hex);
+}
+
+/* Does a request without this node's token carry something only the holder can check? Share
+ * tokens (a bearer, or ?share=), an agent's ?agent_token= and a subscription wake's bearer are
+ * kept in the holder's registry, which a follower does not load: those go on, and the holder
+ * decides (its --token is this node's: serve__token_mismatch). A request that carries no
+ * credential at all is refused by the holder too, unless its path is one the holder serves to
+ * anybody: the dashboard (outside /v1) and the subscriptions' resource, which checks its own
+ * tokens and publishes its JWKS. So this node answers 401 to the rest itself, which saves the hop,
+ * and does not depend on the holder alone for the one check it can make. */
+static int serve__forward_auth(struct http_req *req)
+{
+    size_t plen, hlen;
+    const char *path = http_req_path(req, &plen);
+    static const char subs[] = SUBS_HTTP_PREFIX;
+    char *q = NULL;
+    if (http_req_authorized(req) || http_req_header(req, "authorization", &hlen) != NULL)
+        return 1;
+    if (plen < 3 || memcmp(path, "/v1", 3) != 0 || (plen > 3 && path[3] != '/'))
+        return 1; /* the dashboard */
+    if (plen >= sizeof subs - 1 && memcmp(path, subs, sizeof subs - 1) == 0)
+        return 1;
+    return (http_req_query_param(req, "share", &q) && q) ||
+           (http_req_query_param(req, "agent_token", &q) && q);
+}
+
+/* The holder was started with another --token than this node's (it restarted with another while
+ * this node was not heard of, or both started at once): forwarding would let in what this node's
+ * token should keep out, or refuse what it lets in. Said in the log once per lease of the holder. */
+static int serve__token_mismatch(struct http_req *req, struct serve_forward *f, const struct store_lease *l)
+{
+    if (strcmp(l->owner_token, f->token_hash) == 0)
+        return 0;
+    const char *why = !*l->owner_token ? "runs an older agentd that does not record its --token"
+                      : strcmp(l->owner_token, "none") == 0 ? "has no --token and this node has one"
+                      : strcmp(f->token_hash, "none") == 0  ? "has a --token and this node has none"
+                                                            : "has another --token than this node's";
+    if (f->mismatch_epoch != l->epoch) {
+        f->mismatch_epoch = l->epoch;
+        log_error("serve: not forwarding to %s (epoch %" PRId64
+                  "), the node that holds the write lease: it %s. Every node on one database needs the same "
+                  "--token",
+                  l->owner, l->epoch, why);
+    }
+    http_res_error(req, ERR_NODE_TOKEN_MISMATCH, "the node that holds the write lease (%s) %s: not forwarded",
+                   l->owner, why);
+    return 1;
+}
+
 void serve_forward_http(struct http_req *req, void *arg)
 {
-    const struct serve_forward *f = arg;
+    struct serve_forward *f = arg;
+    if (!serve__forward_auth(req))
+        return http_res_unauthorized(req);
     struct store_lease l;
     store_lease(f->store, &l);
     struct http_upstream *up = NULL;
@@ -68,6 +139,8 @@ void serve_forward_http(struct http_req *req, void *arg)
                               "http://ADDRESS:PORT to forward to",
                               l.owner);
     }
+    if (serve__token_mismatch(req, f, &l))
+        return;
     size_t blen;
     const char *by = http_req_header(req, HTTP_FORWARDED_BY, &blen);
     if (by != NULL) {

@@ -3,6 +3,7 @@
 #ifndef AGENTD_SERVE_HTTP_H
 #define AGENTD_SERVE_HTTP_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct http_req;
@@ -16,7 +17,13 @@ struct serve_forward {
     struct http_server *http;
     struct sessions *const *sessions; /* the owner's (NULL on a follower): its live agents */
     uint64_t upstream_timeout_ms;     /* longest silence of a forwarded answer (a long-poll's) */
+    char token_hash[80];              /* this node's --token as agentd_nodes records it (serve_token_hash) */
+    int64_t mismatch_epoch;           /* the holder's lease that a token mismatch was last logged for */
 };
+
+/* What agentd_nodes records of a --token (NULL or "": none), for nodes to compare theirs: "none",
+ * or "sha256:" and the hex of its SHA-256. */
+void serve_token_hash(const char *token, char *out, size_t len);
 
 /* GET /v1/nodes (arg: the struct serve_forward): the nodes that use the store's database, each
  * with its role (owner: holds the write lease; follower), the lease's epoch and time left, since
@@ -25,7 +32,9 @@ void serve_nodes_http(struct http_req *req, void *arg);
 
 /* A follower's route for everything else (arg: the struct serve_forward): the request goes to the
  * lease holder's --node-url, its answer streams back unchanged. No live holder (it stopped, and its
- * lease has not expired yet), or one without a usable URL: 503 owner_unavailable, Retry-After: 1. */
+ * lease has not expired yet), or one without a usable URL: 503 owner_unavailable, Retry-After: 1.
+ * A holder whose --token differs from this node's: 503 node_token_mismatch. A request this node
+ * can tell the holder would refuse (no credential at all, on a path that needs one): 401 here. */
 void serve_forward_http(struct http_req *req, void *arg);
 
 #endif

@@ -83,7 +83,12 @@ struct store_pg_config {
     const char *conninfo;
     const char *node;     /* this node's name, unique among the nodes on the database */
     const char *node_url; /* how clients reach it (GET /v1/nodes lists it), or NULL */
-    int64_t lease_ms;     /* how long the lease outlives its last renewal */
+    /* What its --token is, as a string the store records and compares but does not interpret
+     * (serve: "none", or "sha256:" and the hex of a SHA-256). NULL: "none". The store refuses to
+     * open (-EACCES, naming the node in err) while another node that was heard of within the last
+     * two leases plus a second recorded another one; store_lease reports the holder's. */
+    const char *token_hash;
+    int64_t lease_ms; /* how long the lease outlives its last renewal */
     enum store_durability durability;
     /* Follower mode: a live lease of another node is not waited for; the store opens without it
      * (writes are fenced) and the heartbeat thread watches the lease instead (store_lease says who
@@ -119,6 +124,9 @@ struct store_lease {
     char owner[256];     /* the holder's name ("" when nobody ever held it) */
     char owner_url[256]; /* its --node-url ("" when it gave none) */
     char previous[256];  /* the node that held it before this node took it ("": nobody, or not taken) */
+    /* the holder's store_pg_config.token_hash as it registered it ("" when it recorded none: an
+     * agentd from before schema 3) */
+    char owner_token[80];
 };
 void store_lease(struct store *s, struct store_lease *out);
 

@@ -11,6 +11,8 @@
  *   (version 2) agentd_lease(node, epoch, expires_at), one row: the node that may write, and
  *   agentd_nodes(node, url, started_ms, seen_ms): every node that uses the database
  *   (store_pg_lease.c); agentd_fence(node, epoch), which every batch's transaction runs first.
+ *   (version 3) agentd_nodes.token_hash: what each node's --token is (store_pg_config.token_hash),
+ *   so that nodes with different tokens do not serve together (NULL: a node of an older agentd).
  * Unlike the SQLite layout there is no shared log: PostgreSQL's own WAL already makes a commit cost
  * about the same however many streams it touches, and deletes run inside the batch's transaction.
  */
@@ -22,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PG_SCHEMA   2
+#define PG_SCHEMA   3
 #define PG_ID_BLOCK 1024
 /* Statements sent between two pipeline syncs: bounds what libpq buffers and what the server's answers
  * to one pipelined stretch can pile up to. */
@@ -58,6 +60,7 @@ static const char *const pg__migration[PG_SCHEMA] = {
     " PERFORM 1 FROM agentd_lease WHERE id = 1 AND node = n AND epoch = e FOR SHARE;"
     " IF NOT FOUND THEN RAISE EXCEPTION 'agentd node % does not hold the lease (epoch %)', n, e"
     " USING ERRCODE = '" PG_FENCED_STATE "'; END IF; END $$;",
+    "ALTER TABLE agentd_nodes ADD COLUMN token_hash text;",
 };
 
 /* The committer's statements, prepared on its connection (again after each reconnect). */
@@ -257,6 +260,7 @@ int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char
     s->conninfo = xstrdup(conninfo);
     s->node = xstrdup(cfg->node);
     s->node_url = cfg->node_url ? xstrdup(cfg->node_url) : NULL;
+    s->token_hash = xstrdup(cfg->token_hash ? cfg->token_hash : "none");
     s->lease_ms = cfg->lease_ms;
     s->durability = cfg->durability;
     s->follow = cfg->follow;
@@ -269,6 +273,7 @@ int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char
     if ((s->conn = pg__connect(conninfo, err, errlen)) == NULL)
         goto fail;
     if ((rc = pg__schema(s->conn, err, errlen)) != 0 ||
+        (rc = pg__token_check(s, s->conn, err, errlen)) != 0 ||
         ((rc = pg__lease_take(s, s->conn, 1, err, errlen)) != 0 && !(rc == -EPERM && s->follow)))
         goto fail;
     if (rc == -EPERM) { /* a follower: the heartbeat watches the lease (store_pg_lease) */
@@ -321,6 +326,7 @@ void store_pg_free(struct store_pg *s)
     free(s->conninfo);
     free(s->node);
     free(s->node_url);
+    free(s->token_hash);
     free(s);
 }
 

@@ -50,6 +50,7 @@ struct pg__heartbeat {
 struct store_pg {
     char *conninfo;
     char *node, *node_url;
+    char *token_hash; /* store_pg_config.token_hash ("none" when it gave none) */
     int64_t lease_ms;
     enum store_durability durability;
     struct pg__heartbeat hb;
@@ -66,7 +67,8 @@ struct store_pg {
     int fenced;    /* a batch or a renewal found the lease gone (logged once) */
     /* The lease as the heartbeat last saw it (under mu; store_pg_lease). */
     char holder[256], holder_url[256];
-    char previous[256]; /* who held it before this node took it */
+    char holder_token[80]; /* its agentd_nodes.token_hash ("" when NULL: an older agentd) */
+    char previous[256];    /* who held it before this node took it */
     int64_t holder_epoch;
     uint64_t holder_until_us; /* clock_mono_us when the holder's lease expires */
     int follow;               /* follower mode: the heartbeat watches the lease until it takes it */
@@ -92,6 +94,8 @@ int pg__exec(PGconn *c, const char *sql, char *err, size_t errlen);
 /* Registers the node and takes the lease on c; with wait, waits for another node's to expire.
  * 0, -EPERM (another node holds it; without wait only), or -errno with a message in err. */
 int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t errlen);
+/* Refuses (-EACCES, naming the node in err) to start beside a live node with another token_hash. */
+int pg__token_check(struct store_pg *s, PGconn *c, char *err, size_t errlen);
 /* The heartbeat thread: started once the lease is held; stopped (and the lease given up, so that
  * a standby takes over at once) when the store closes. */
 void pg__heartbeat_start(struct store_pg *s);

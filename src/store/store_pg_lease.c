@@ -38,12 +38,14 @@ static int pg__node_register(struct store_pg *s, PGconn *c, char *err, size_t er
 {
     char now[24];
     snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
-    const char *v[] = {s->node, s->node_url, now};
-    PGresult *r = pg__params(c,
-                             "INSERT INTO agentd_nodes(node, url, started_ms, seen_ms) VALUES($1, $2, $3, $3)"
-                             " ON CONFLICT (node) DO UPDATE SET url = excluded.url,"
-                             " started_ms = excluded.started_ms, seen_ms = excluded.seen_ms",
-                             3, v);
+    const char *v[] = {s->node, s->node_url, now, s->token_hash};
+    PGresult *r =
+        pg__params(c,
+                   "INSERT INTO agentd_nodes(node, url, started_ms, seen_ms, token_hash)"
+                   " VALUES($1, $2, $3, $3, $4) ON CONFLICT (node) DO UPDATE SET url = excluded.url,"
+                   " started_ms = excluded.started_ms, seen_ms = excluded.seen_ms,"
+                   " token_hash = excluded.token_hash",
+                   4, v);
     int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg__errno(c, r);
     if (rc != 0)
         snprintf(err, errlen, "cannot register the node: %s", PQerrorMessage(c));
@@ -51,13 +53,16 @@ static int pg__node_register(struct store_pg *s, PGconn *c, char *err, size_t er
     return rc;
 }
 
-/* Records what the heartbeat (or the start) saw of the lease: holder, its URL, epoch, time left. */
-static void pg__saw(struct store_pg *s, const char *holder, const char *url, int64_t epoch, int64_t left_ms)
+/* Records what the heartbeat (or the start) saw of the lease: holder, its URL and token hash,
+ * epoch, time left. */
+static void pg__saw(struct store_pg *s, const char *holder, const char *url, const char *token, int64_t epoch,
+                    int64_t left_ms)
 {
     uint64_t now = clock_mono_us();
     pthread_mutex_lock(&s->mu);
     snprintf(s->holder, sizeof s->holder, "%s", holder);
     snprintf(s->holder_url, sizeof s->holder_url, "%s", url);
+    snprintf(s->holder_token, sizeof s->holder_token, "%s", token);
     s->holder_epoch = epoch;
     s->holder_until_us = left_ms > 0 ? now + (uint64_t)left_ms * 1000 : now;
     pthread_mutex_unlock(&s->mu);
@@ -69,13 +74,60 @@ static int pg__look(struct store_pg *s, PGconn *c)
     int rc = 0;
     PGresult *r =
         PQexec(c, "SELECT l.node, coalesce(n.url, ''), l.epoch, CASE WHEN isfinite(l.expires_at) THEN"
-                  " (extract(epoch from l.expires_at - clock_timestamp()) * 1000)::bigint ELSE -1 END"
+                  " (extract(epoch from l.expires_at - clock_timestamp()) * 1000)::bigint ELSE -1 END,"
+                  " coalesce(n.token_hash, '')"
                   " FROM agentd_lease l LEFT JOIN agentd_nodes n ON n.node = l.node WHERE l.id = 1");
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        pg__saw(s, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), strtoll(PQgetvalue(r, 0, 2), NULL, 10),
-                strtoll(PQgetvalue(r, 0, 3), NULL, 10));
+        pg__saw(s, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 4),
+                strtoll(PQgetvalue(r, 0, 2), NULL, 10), strtoll(PQgetvalue(r, 0, 3), NULL, 10));
     else
         rc = pg__errno(c, r);
+    PQclear(r);
+    return rc;
+}
+
+/* Nodes that serve one database forward to one another, so they must take the same token: a
+ * follower with a token forwarding to an owner without one would let anybody in. A node heard of
+ * within two of this node's leases plus a second, and at least 3 s (every live node's row is
+ * refreshed at least once a second), counts as live. Two nodes started at the same instant can both pass; a follower also
+ * refuses to forward to a holder whose hash differs from its own (serve_forward_http). A row of an
+ * older agentd (token_hash NULL) cannot be checked: said, not refused, so that nodes can be
+ * upgraded one by one (a follower does not forward to such a holder either). */
+int pg__token_check(struct store_pg *s, PGconn *c, char *err, size_t errlen)
+{
+    char since[24];
+    int64_t window = 2 * s->lease_ms + 1000;
+    snprintf(since, sizeof since, "%" PRId64, clock_wall_ms() - (window > 3000 ? window : 3000));
+    const char *v[] = {s->node, since, s->token_hash};
+    PGresult *r = pg__params(c,
+                             "SELECT node, token_hash IS NULL, token_hash = 'none' FROM agentd_nodes"
+                             " WHERE node <> $1 AND seen_ms >= $2::bigint AND token_hash IS DISTINCT FROM $3"
+                             " ORDER BY node",
+                             3, v);
+    int rc = pg__rows(c, r);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot read the other nodes' tokens: %s", PQerrorMessage(c));
+        return rc;
+    }
+    for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+        const char *other = PQgetvalue(r, i, 0);
+        if (strcmp(PQgetvalue(r, i, 1), "t") == 0) {
+            log_warn(
+                "store: node %s runs an older agentd that does not say which --token it has: other nodes "
+                "forward to it only once it is upgraded",
+                other);
+            continue;
+        }
+        int other_none = strcmp(PQgetvalue(r, i, 2), "t") == 0, none = strcmp(s->token_hash, "none") == 0;
+        snprintf(err, errlen,
+                 "node %s serves this database %s: every node on one database needs the same --token (they "
+                 "forward requests to one another); not starting",
+                 other,
+                 other_none ? "without --token, and this node has one"
+                 : none     ? "with --token, and this node has none"
+                            : "with another --token than this node's");
+        rc = -EACCES;
+    }
     PQclear(r);
     return rc;
 }
@@ -103,7 +155,7 @@ static int pg__lease_try(struct store_pg *s, PGconn *c)
         s->fenced = 0;
         snprintf(s->previous, sizeof s->previous, "%s", PQgetvalue(r, 0, 1));
         pthread_mutex_unlock(&s->mu);
-        pg__saw(s, s->node, s->node_url ? s->node_url : "", epoch, s->lease_ms);
+        pg__saw(s, s->node, s->node_url ? s->node_url : "", s->token_hash, epoch, s->lease_ms);
     }
     PQclear(r);
     return rc != 0 ? rc : pg__look(s, c);
@@ -150,6 +202,7 @@ void store_pg_lease(struct store_pg *s, struct store_lease *out)
     snprintf(out->owner, sizeof out->owner, "%s", s->holder);
     snprintf(out->owner_url, sizeof out->owner_url, "%s", s->holder_url);
     snprintf(out->previous, sizeof out->previous, "%s", s->previous);
+    snprintf(out->owner_token, sizeof out->owner_token, "%s", s->holder_token);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -208,7 +261,7 @@ static void pg__renew(struct store_pg *s)
             (void)pg__look(s, hb->conn);
             pg__fenced(s);
         } else if (PQresultStatus(r) == PGRES_COMMAND_OK)
-            pg__saw(s, s->node, s->node_url ? s->node_url : "", epoch, s->lease_ms);
+            pg__saw(s, s->node, s->node_url ? s->node_url : "", s->token_hash, epoch, s->lease_ms);
         PQclear(r);
     }
     pg__node_seen(s, hb->conn);

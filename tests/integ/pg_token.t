@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+# Nodes on one PostgreSQL cannot be split on --token (doc/ARCHITECTURE.md "Several nodes on one
+# database", *One token*). A follower forwards to the owner, so a follower's --token protected
+# nothing when the owner had none: node B `--token T` following node A (no token) served
+# GET /v1/sessions 200 and PUT /v1/stream/x 201 without any token.
+#   (1) B `--token T` does not start while A (no token) is live: it exits non-zero, naming A.
+#   (2) both with T: through B, a request with T is served by A; one with no credential gets 401
+#       from B itself (its Agentd-Node is B's); one with a wrong bearer (it could be a share token:
+#       only the owner can tell) is forwarded and refused by A; the public JWKS is served.
+#   (3) the holder comes back with another token while B could not see it (B paused past the
+#       liveness window, so A's start did not find B live): B refuses to forward, 503
+#       node_token_mismatch, and says so in its log.
+import os
+import signal
+import sys
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from agentd_test import REF, Server, run_test, wait_for  # noqa: E402
+from pg import Postgres, free_port  # noqa: E402
+
+LEASE_MS = 1000
+
+
+def node(name_port):
+    return f"http://127.0.0.1:{name_port}"
+
+
+def main(tap):
+    if REF:
+        tap.skip("a cluster split on --token", "the reference server has no --store")
+        return
+    pg = Postgres()
+    pg.start()
+    pa, pb = free_port(), free_port()
+    common = ["--store", pg.url, "--lease-ms", str(LEASE_MS)]
+    a = Server(args=common + ["--node-url", node(pa)], listen=f"127.0.0.1:{pa}")
+    b = Server(args=common + ["--node-url", node(pb)], listen=f"127.0.0.1:{pb}", token="T")
+    servers = [a, b]
+    try:
+        # (1) the reviewer's reproduction: A without a token, B with one.
+        a.start()
+        started = True
+        try:
+            b.start(timeout=10)
+        except RuntimeError:
+            started = False
+        if started:  # before the fix: B starts and forwards anything to A
+            r1 = b.request("GET", "/v1/sessions", auth=False)
+            r2 = b.request("PUT", "/v1/stream/x", b"", {"Content-Type": "text/plain"}, auth=False)
+            tap.ok(False, "B (--token T) does not start while A (no token) is live",
+                   f"it started; without a token: GET /v1/sessions {r1.status}, PUT /v1/stream/x {r2.status}")
+            b.stop()
+        else:
+            tap.ok(b.proc.returncode not in (0, None), "B (--token T) does not start while A (no token) is live",
+                   f"exit status {b.proc.returncode}")
+        err = b.stderr_tail(10)
+        tap.ok(node(pa) in err and "--token" in err, "B's error names A and --token", err)
+        a.stop()
+
+        # (2) the same token on both.
+        a.token = "T"
+        a.start()
+        b.start()
+        r = b.request("PUT", "/v1/stream/y", b"", {"Content-Type": "text/plain"})
+        tap.is_((r.status, r.header("Agentd-Node")), (201, node(pa)), "with the token, B forwards to A")
+        r = b.request("GET", "/v1/sessions", auth=False)
+        tap.is_((r.status, r.header("Agentd-Node")), (401, node(pb)),
+                "without a credential, B answers 401 itself")
+        r = b.request("POST", "/v1/stream/y", b"no", {"Content-Type": "text/plain"}, auth=False)
+        tap.is_((r.status, r.header("Agentd-Node")), (401, node(pb)), "also a write")
+        r = b.request("GET", "/v1/sessions", headers={"Authorization": "Bearer wrong"})
+        tap.is_((r.status, r.header("Agentd-Node")), (401, node(pa)),
+                "a bearer B cannot check (a share token?) goes to A, which refuses a wrong one")
+        r = b.request("GET", "/v1/stream/__ds/jwks.json", auth=False)
+        tap.is_(r.status, 200, "the public JWKS needs no token through B either")
+
+        # (3) B paused long enough not to look live; A restarted with another token takes its own
+        # lease back at once (same node name) and starts, since it sees no live node with T.
+        b.proc.send_signal(signal.SIGSTOP)
+        time.sleep(2 * LEASE_MS / 1000 + 1.5)
+        a.kill9()
+        a.token = "U"
+        a.start()
+        b.proc.send_signal(signal.SIGCONT)
+        ok = wait_for(lambda: (b.request("GET", "/v1/sessions").error_body() or {}).get("code")
+                      == "node_token_mismatch", 5)
+        r = b.request("GET", "/v1/sessions")
+        tap.ok(ok, "B refuses to forward to a holder started with another token",
+               f"{r.status} {r.body[:300]!r}")
+        tap.is_(r.status, 503, "with 503")
+        r = b.request("GET", "/v1/sessions", headers={"Authorization": "Bearer U"})
+        tap.is_((r.error_body() or {}).get("code"), "node_token_mismatch", "even with the holder's token")
+        tap.ok("token" in b.stderr_tail(20) and node(pa) in b.stderr_tail(20), "B's log says why",
+               b.stderr_tail(5))
+        tap.check_clean_exit(b, "B stops cleanly")
+        tap.check_clean_exit(a, "A stops cleanly")
+    finally:
+        if tap.failed:
+            for s in servers:
+                tap.diag(s.stderr_tail())
+        for s in servers:
+            if s.proc and s.proc.poll() is None:
+                s.proc.send_signal(signal.SIGCONT)
+                s.stop()
+        pg.cleanup()
+
+
+run_test(main)
