@@ -463,6 +463,12 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
                        HTTP_MAX_HEADER_BYTES);
         return 0;
     }
+    http__dispatch(srv, req);
+    return 0;
+}
+
+void http__dispatch(struct http_server *srv, struct http_req *req)
+{
     size_t plen;
     const char *path = http_req_path(req, &plen);
     const struct http__route *best = NULL;
@@ -476,15 +482,25 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
         if (let == 0)
             http_res_unauthorized(req);
         if (let <= 0)
-            return 0;
+            return;
     }
-    if (best == NULL) {
-        http_res_error(req, ERR_NOT_FOUND, "no such resource: %.*s", (int)(plen > 200 ? 200 : plen), path);
-        return 0;
-    }
+    if (best == NULL)
+        return http_res_error(req, ERR_NOT_FOUND, "no such resource: %.*s", (int)(plen > 200 ? 200 : plen),
+                              path);
     best->cb(req, best->arg);
-    return 0;
 }
+
+void http_req_redispatch(struct http_req *req)
+{
+    req->data = NULL;
+    req->dispose = NULL;
+    req->started = req->finished = req->forwarded = 0;
+    req->upstream = NULL;
+    req->h2o->overrides = NULL;
+    http__dispatch(req->srv, req);
+}
+
+void *http_req_data(const struct http_req *req) { return req->data; }
 
 static void http__conn_closed(uv_handle_t *h)
 {
@@ -770,13 +786,15 @@ void h2o_send_error_generic(h2o_req_t *req, int status, const char *reason, cons
         req->hostconf = req->conn->hosts[0];
         req->pathconf = &req->hostconf->fallback_path;
     }
+    struct http_server *srv = H2O_STRUCT_FROM_MEMBER(struct http_server, ctx, req->conn->ctx);
+    if (status == 502 && req->overrides != NULL && http__forward_unreached(srv, req, body))
+        return; /* held, to go to the next lease holder */
     if ((flags & H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION) != 0)
         req->http1_is_persistent = 0;
     req->res.status = status;
     req->res.reason = reason;
     if ((flags & H2O_SEND_ERROR_KEEP_HEADERS) == 0)
         memset(&req->res.headers, 0, sizeof req->res.headers);
-    struct http_server *srv = H2O_STRUCT_FROM_MEMBER(struct http_server, ctx, req->conn->ctx);
     const char *code = http__error_code(status);
     if (status == 502 && req->overrides != NULL) { /* h2o's proxy could not reach the owner */
         status = errcode_status(ERR_OWNER_UNAVAILABLE);

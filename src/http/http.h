@@ -181,9 +181,26 @@ struct http_upstream *http_upstream_get(struct http_server *srv, const char *url
 /* 0 when url is one http_upstream_get takes, else -EINVAL. */
 int http_upstream_check(const char *url);
 /* Passes req, not yet answered, to up and streams up's answer back unchanged (status, headers, body,
- * as it arrives). A connect failure answers 503 owner_unavailable; an upstream connection that
+ * as it arrives). A connect failure answers 503 owner_unavailable (unless http_set_unreached's
+ * callback takes the request back); an upstream connection that
  * breaks mid-answer ends the client's connection; a client that goes closes the upstream one. */
 void http_req_forward(struct http_req *req, struct http_upstream *up);
+/* A request http_req_forward could not deliver: its upstream refused or never answered the connect,
+ * so the upstream never saw it (a connection that broke once the request was on it never counts:
+ * the upstream may have acted on it). cb returns 1 to take the request back, 0 to have it
+ * answered 503 owner_unavailable. It must not answer or forward req from within the call (h2o's
+ * proxy is still unwinding): it holds it, and later forwards it again, answers it, or
+ * http_req_redispatch-es it. */
+typedef int (*http_unreached_cb)(void *arg, struct http_req *req);
+void http_set_unreached(struct http_server *srv, http_unreached_cb cb, void *arg);
+/* 1 once this node forwarded req: the Agentd-Forwarded-By it carries is its own. */
+int http_req_forwarded_here(const struct http_req *req);
+/* Routes req, taken back by an http_unreached_cb (or never answered), again, as on its arrival but
+ * to the routes as they are now (this node took the lease over: it serves locally). The per-request
+ * data is cleared first (its dispose does not run). */
+void http_req_redispatch(struct http_req *req);
+/* The data http_req_set_data attached, or NULL. */
+void *http_req_data(const struct http_req *req);
 /* Ends the client connection of every request forwarded to url and still going (its node stopped
  * being the one to forward to: a paused node's answers would otherwise hang until the timeout).
  * Returns how many. */

@@ -145,13 +145,53 @@ void http_req_forward(struct http_req *req, struct http_upstream *up)
      * not a loop that takes every descriptor of the node within two seconds. */
     const char *node = http_server_node(req->srv);
     size_t nlen = strlen(node);
-    h2o_add_header_by_str(&r->pool, &r->headers, H2O_STRLIT(HTTP_FORWARDED_BY), 0, NULL,
-                          h2o_strdup(&r->pool, node, nlen).base, nlen);
+    if (!req->marked) /* once: a request held and forwarded again (http_set_unreached) has it */
+        h2o_add_header_by_str(&r->pool, &r->headers, H2O_STRLIT(HTTP_FORWARDED_BY), 0, NULL,
+                              h2o_strdup(&r->pool, node, nlen).base, nlen);
+    req->marked = 1;
     req->started = 1;
     req->finished = 1; /* the answer is h2o's proxy's from here on */
     req->forwarded = 1;
     req->upstream = up;
     h2o__proxy_process_request(r);
+}
+
+void http_set_unreached(struct http_server *srv, http_unreached_cb cb, void *arg)
+{
+    srv->unreached = cb;
+    srv->unreached_arg = arg;
+}
+
+int http_req_forwarded_here(const struct http_req *req) { return req->marked; }
+
+/* libh2o 2.2.5's words for a connect that failed (its socket pool: refused, unreachable; the
+ * http1 client: no connection within the timeout). Each is said before a byte of the request was
+ * written; what breaks after that ("I/O error (send request)", "(head)") is not among them. */
+static int http__never_sent(const char *errstr)
+{
+    static const char *const words[] = {"connection failed", "failed to connect to host",
+                                        "connection timeout"};
+    for (size_t i = 0; errstr != NULL && i < CORE_ARRAY_LEN(words); i++)
+        if (strcmp(errstr, words[i]) == 0)
+            return 1;
+    return 0;
+}
+
+int http__forward_unreached(struct http_server *srv, h2o_req_t *r, const char *errstr)
+{
+    if (srv->unreached == NULL || !http__never_sent(errstr))
+        return 0;
+    struct http_req *req = srv->live;
+    while (req != NULL && !(req->h2o == r && req->forwarded))
+        req = req->live_link.next;
+    if (req == NULL || !srv->unreached(srv->unreached_arg, req))
+        return 0;
+    /* Not answered, not forwarded: whoever took it back decides. h2o's proxy has let go of it (its
+     * generator keeps no client), and the entity it read stays with the request. */
+    req->started = req->finished = req->forwarded = 0;
+    req->upstream = NULL;
+    r->overrides = NULL;
+    return 1;
 }
 
 size_t http_upstream_drop(struct http_server *srv, const char *url)

@@ -54,6 +54,8 @@ struct http_server {
     int stopping;                       /* http_server_shutdown ran: new requests get 503 */
     char *node;                         /* Agentd-Node on every answer served here, or NULL */
     struct http_upstream *upstreams;    /* every node forwarded to (http_forward.c) */
+    http_unreached_cb unreached;        /* http_set_unreached's */
+    void *unreached_arg;
 };
 
 /* Each accepted connection's uv_tcp_t, tagged with its server so the close callback can count, and
@@ -84,6 +86,7 @@ struct http_req {
     unsigned stopped : 1;           /* the client went away */
     unsigned revoked : 1;           /* ended by http_server_revoke: its owner's answers are ignored */
     unsigned forwarded : 1;         /* handed to h2o's proxy (http_forward.c): its answer is the upstream's */
+    unsigned marked : 1;            /* http_req_forward added this node's Agentd-Forwarded-By to it */
     struct http_upstream *upstream; /* where it was forwarded to (http_upstream_drop) */
     char *credential;               /* set by the authorizer (pool memory); listed in srv->credentialed */
     LIST_LINK(http_req) cred_link;  /* srv->credentialed, while credential is set */
@@ -100,6 +103,14 @@ void http__ws_close_all(struct http_server *srv);
 /* Appends the socket of every WebSocket past its upgrade to (*socks)[*n...], growing the array
  * (xmalloc'd, *cap entries) as needed. In http_ws.c. */
 void http__ws_sockets(struct http_server *srv, h2o_socket_t ***socks, size_t *n, size_t *cap);
+
+/* h2o's proxy answers 502 with errstr as the body: 1 when that was a connect failure of a request
+ * forwarded here and http_set_unreached's callback took it back (nothing is answered then).
+ * In http_forward.c. */
+int http__forward_unreached(struct http_server *srv, h2o_req_t *r, const char *errstr);
+
+/* Routes a request to its handler (the server token checked unless the route does its own). */
+void http__dispatch(struct http_server *srv, struct http_req *req);
 
 /* Frees every upstream (http_server_free, once no connection is left). In http_forward.c. */
 void http__upstreams_free(struct http_server *srv);

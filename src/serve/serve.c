@@ -5,6 +5,7 @@
 #include "exec/exec.h"
 #include "http/http.h"
 #include "serve/serve_http.h"
+#include "serve/serve_hold_http.h"
 #include "store/store.h"
 #include "stream/stream.h"
 #include "stream/stream_http.h"
@@ -207,6 +208,7 @@ static void serve__drain_tick(uv_timer_t *t)
 static void serve__drain(struct serve *s)
 {
     http_server_shutdown(s->http);
+    serve_hold_stop(s->forward.hold);
     serve__lease_close(s);
     /* Runtimes get the drain time to exit; their processes never outlive the server. */
     if (s->sessions)
@@ -246,7 +248,10 @@ static void serve__teardown(struct serve *s)
     subs_free(s->subs);
     stream_http_free(s->stream_http);
     streams_free(s->streams);
+    if (s->forward.hold) /* nothing is held after serve_hold_stop; nothing may be offered either */
+        http_set_unreached(s->http, NULL, NULL);
     http_server_free(s->http);
+    serve_hold_free(s->forward.hold);
     if (s->signals_ready) {
         uv_close((uv_handle_t *)&s->sigint, NULL);
         uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -476,10 +481,19 @@ static int serve__own(struct serve *s, char *err, size_t errlen)
     return rc ? rc : serve__build_services(s, s->o, err, errlen);
 }
 
+/* A follower's requests wait out a failover (serve_hold_http.h), up to --io-timeout: a client
+ * waits that long for a quiet server anyway. */
+static void serve__hold_start(struct serve *s)
+{
+    s->forward.hold = serve_hold_new(&s->loop, &s->forward, (uint64_t)s->o->io_timeout);
+    http_set_unreached(s->http, serve_hold_unreached, s->forward.hold);
+}
+
 /* Another node holds the write lease: every request but /v1/health and /v1/nodes goes to it. */
 static int serve__follow(struct serve *s, char *err, size_t errlen)
 {
     http_route_flags(s->http, "/", serve_forward_http, &s->forward, HTTP_ROUTE_OWN_AUTH);
+    serve__hold_start(s);
     return 0;
 }
 
@@ -534,8 +548,10 @@ static void serve__on_lease(uv_async_t *a)
                      s->owner_url);
     }
     snprintf(s->owner_url, sizeof s->owner_url, "%s", l.self ? "" : l.owner_url);
-    if (!l.self || s->streams != NULL || s->failed)
+    if (!l.self || s->streams != NULL || s->failed) {
+        serve_hold_retry(s->forward.hold, s->streams != NULL); /* to the new holder, if any */
         return;
+    }
     char err[512] = "";
     uint64_t t0 = clock_mono_us();
     if (serve__own(s, err, sizeof err) != 0) {
@@ -548,6 +564,7 @@ static void serve__on_lease(uv_async_t *a)
              "): serving locally, registry loaded in %.1f ms",
              http_server_node(s->http), *l.previous ? l.previous : "nobody", l.epoch,
              (double)(clock_mono_us() - t0) / 1000.0);
+    serve_hold_retry(s->forward.hold, 1); /* requests that waited for this: served here */
 }
 
 /* Serves until SIGINT or SIGTERM, then drains. The URL goes first on stdout: scripts and tests

@@ -1,6 +1,7 @@
 /* serve_http — GET /v1/nodes, and a follower's forwarding (see serve_http.h). */
 #include "serve/serve_http.h"
 #include "core/core.h"
+#include "serve/serve_hold_http.h"
 #include "http/http.h"
 #include "session/session.h"
 #include "store/store.h"
@@ -124,6 +125,8 @@ void serve_forward_http(struct http_req *req, void *arg)
     struct http_upstream *up = NULL;
     if (l.live && !l.self && l.owner_url[0])
         up = http_upstream_get(f->http, l.owner_url, f->upstream_timeout_ms);
+    if (up == NULL && (l.self || !l.live) && serve_hold(f->hold, req, &l))
+        return; /* forwarded, or served here, once a node holds the lease */
     if (up == NULL) {
         http_res_header(req, "Retry-After", "1");
         if (l.self) /* this node just took the lease over and is loading the registry */
@@ -143,7 +146,7 @@ void serve_forward_http(struct http_req *req, void *arg)
         return;
     size_t blen;
     const char *by = http_req_header(req, HTTP_FORWARDED_BY, &blen);
-    if (by != NULL) {
+    if (by != NULL && !http_req_forwarded_here(req)) {
         /* Forwarded to this follower already: a --node-url names the wrong node (or a balancer). */
         http_res_header(req, "Retry-After", "1");
         return http_res_error(req, ERR_OWNER_UNAVAILABLE,

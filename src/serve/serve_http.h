@@ -8,6 +8,7 @@
 
 struct http_req;
 struct http_server;
+struct serve_hold;
 struct sessions;
 struct store;
 
@@ -19,6 +20,7 @@ struct serve_forward {
     uint64_t upstream_timeout_ms;     /* longest silence of a forwarded answer (a long-poll's) */
     char token_hash[80];              /* this node's --token as agentd_nodes records it (serve_token_hash) */
     int64_t mismatch_epoch;           /* the holder's lease that a token mismatch was last logged for */
+    struct serve_hold *hold;          /* requests waiting out a failover (serve_hold_http.h), or NULL */
 };
 
 /* What agentd_nodes records of a --token (NULL or "": none), for nodes to compare theirs: "none",
@@ -32,7 +34,9 @@ void serve_nodes_http(struct http_req *req, void *arg);
 
 /* A follower's route for everything else (arg: the struct serve_forward): the request goes to the
  * lease holder's --node-url, its answer streams back unchanged. No live holder (it stopped, and its
- * lease has not expired yet), or one without a usable URL: 503 owner_unavailable, Retry-After: 1.
+ * lease has not expired yet), or one that refuses connections: the request waits for the next
+ * holder (serve_hold), and past that wait gets 503 owner_unavailable, Retry-After: 1, as does one
+ * when the holder has no usable URL.
  * A holder whose --token differs from this node's: 503 node_token_mismatch. A request this node
  * can tell the holder would refuse (no credential at all, on a path that needs one): 401 here. */
 void serve_forward_http(struct http_req *req, void *arg);

@@ -1,0 +1,145 @@
+/* serve_hold_http — a follower's requests that wait out a failover (see serve_hold_http.h). */
+#include "serve/serve_hold_http.h"
+#include "core/core.h"
+#include "core/list.h"
+#include "http/http.h"
+#include "serve/serve_http.h"
+#include "store/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* How often held requests try again while the lease has not changed (a killed owner's address
+ * refuses at once: a connect attempt costs little). */
+#define SERVE_HOLD_TICK_MS 100
+
+/* One held request, in its own memory (http_req_alloc): its per-request data from its first hold
+ * on, so that a request held again keeps its first deadline. */
+struct serve__held {
+    LIST_LINK(serve__held) link; /* h->held while it waits */
+    struct serve_hold *h;
+    struct http_req *req;
+    uint64_t until_us; /* clock_mono_us past which it is answered instead */
+    int waiting;       /* on h->held (counted in n), not on a run's batch */
+};
+
+struct serve_hold {
+    uv_timer_t timer;
+    struct serve_forward *f;
+    struct serve__held *held;
+    size_t n; /* on held */
+    uint64_t max_ms;
+    int local;    /* this node serves locally now: held requests go to its own routes */
+    int stopping; /* serve_hold_stop ran */
+};
+
+static void serve__held_unlink(struct serve__held *e)
+{
+    list_remove(e, link);
+    if (e->waiting)
+        e->h->n--;
+    e->waiting = 0;
+}
+
+/* The client went away (or the request ended some other way): it waits no more. */
+static void serve__held_dispose(void *data) { serve__held_unlink(data); }
+
+/* Every held request tries again: the lease's holder may have changed, or come back. Each goes
+ * through serve_forward_http as on arrival (which holds it again if there is still nobody to
+ * forward to and its time is not up), or to this node's routes once it serves locally. A request
+ * held again meanwhile waits for the next run. */
+static void serve__hold_run(struct serve_hold *h)
+{
+    struct serve__held *batch = NULL;
+    while (h->held != NULL) {
+        struct serve__held *e = h->held;
+        serve__held_unlink(e);
+        list_insert(&batch, e, link);
+    }
+    while (batch != NULL) {
+        struct serve__held *e = batch;
+        list_remove(e, link);
+        if (h->local)
+            http_req_redispatch(e->req); /* clears its data: e is left to the request's memory */
+        else
+            serve_forward_http(e->req, h->f);
+    }
+    if (h->n == 0)
+        uv_timer_stop(&h->timer);
+}
+
+static void serve__hold_tick(uv_timer_t *t) { serve__hold_run(t->data); }
+
+struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint64_t max_ms)
+{
+    struct serve_hold *h = xcalloc(1, sizeof *h);
+    h->f = f;
+    h->max_ms = max_ms;
+    uv_timer_init(loop, &h->timer);
+    h->timer.data = h;
+    return h;
+}
+
+int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_lease *l)
+{
+    if (h == NULL || h->stopping || h->n >= SERVE_HOLD_MAX)
+        return 0;
+    uint64_t now = clock_mono_us();
+    struct serve__held *e = http_req_data(req);
+    if (e == NULL) {
+        uint64_t wait_ms = (uint64_t)(l->left_ms > 0 ? l->left_ms : 0) + SERVE_HOLD_EXTRA_MS;
+        e = http_req_alloc(req, sizeof *e);
+        memset(e, 0, sizeof *e);
+        e->h = h;
+        e->req = req;
+        e->until_us = now + (wait_ms < h->max_ms ? wait_ms : h->max_ms) * 1000;
+        http_req_set_data(req, e, serve__held_dispose);
+    } else if (now >= e->until_us) {
+        return 0;
+    }
+    list_insert(&h->held, e, link);
+    e->waiting = 1;
+    h->n++;
+    if (!uv_is_active((uv_handle_t *)&h->timer))
+        uv_timer_start(&h->timer, serve__hold_tick, SERVE_HOLD_TICK_MS, SERVE_HOLD_TICK_MS);
+    return 1;
+}
+
+int serve_hold_unreached(void *arg, struct http_req *req)
+{
+    struct serve_hold *h = arg;
+    struct store_lease l;
+    store_lease(h->f->store, &l);
+    return serve_hold(h, req, &l);
+}
+
+void serve_hold_retry(struct serve_hold *h, int local)
+{
+    if (h == NULL)
+        return;
+    h->local |= local;
+    serve__hold_run(h);
+}
+
+void serve_hold_stop(struct serve_hold *h)
+{
+    if (h == NULL)
+        return;
+    h->stopping = 1;
+    uv_timer_stop(&h->timer);
+    while (h->held != NULL) {
+        struct serve__held *e = h->held;
+        serve__held_unlink(e);
+        http_req_set_data(e->req, NULL, NULL);
+        http_res_header(e->req, "Retry-After", "1");
+        http_res_error(e->req, ERR_SHUTTING_DOWN, "the server is stopping; retry once it is back");
+    }
+}
+
+static void serve__hold_closed(uv_handle_t *t) { free(t->data); }
+
+void serve_hold_free(struct serve_hold *h)
+{
+    if (h != NULL)
+        uv_close((uv_handle_t *)&h->timer, serve__hold_closed);
+}

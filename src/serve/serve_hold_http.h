@@ -1,0 +1,49 @@
+/* serve_hold_http — a follower's requests that wait out a failover instead of failing it.
+ *
+ * While no node holds a live write lease (the owner stopped or died and its lease has not expired
+ * yet; the follower that takes it is loading the registry), or the holder refuses connections (it
+ * was killed: its lease lives on until it expires), a follower has nobody to forward to. Rather
+ * than answer 503 at once (every client then retries through the failover), it holds the request
+ * until the lease changes, then forwards it to the new holder, or serves it itself if this node
+ * took the lease (http_req_redispatch to the owner's routes). A request waits at most the lease's
+ * time left plus SERVE_HOLD_EXTRA_MS, and never more than max_ms; then it is answered 503
+ * owner_unavailable as before. Only requests no owner can have seen are held: those not forwarded
+ * yet, and those whose connect failed (http_set_unreached); a request whose upstream connection
+ * broke after it was sent is not replayed.
+ *
+ * Ownership: serve.c creates one per follower and frees it at teardown; held requests are in the
+ * h2o requests' memory (the client going away unlinks them) and listed here.
+ */
+#ifndef AGENTD_SERVE_HOLD_HTTP_H
+#define AGENTD_SERVE_HOLD_HTTP_H
+
+#include <stdint.h>
+#include <uv.h>
+
+struct http_req;
+struct serve_forward;
+struct store_lease;
+struct serve_hold;
+
+/* How long past the lease's time left a request waits (the watching follower sees an expired lease
+ * within 100 ms and loads the registry in about 50 ms). */
+#define SERVE_HOLD_EXTRA_MS 1000
+/* How many requests wait at once, at most (the others get the 503). */
+#define SERVE_HOLD_MAX      4096
+
+/* f: the forwarding route's state; held requests go through serve_forward_http again. */
+struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint64_t max_ms);
+/* Holds req (l: the lease as serve_forward_http saw it). 1: held; 0: not (too many held, the node
+ * is stopping, or req has waited its time already): the caller answers it. */
+int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_lease *l);
+/* http_unreached_cb for http_set_unreached (arg: the struct serve_hold). */
+int serve_hold_unreached(void *arg, struct http_req *req);
+/* The lease changed: every held request tries again now. local: this node serves locally from now
+ * on (it took the lease and its routes are the owner's). */
+void serve_hold_retry(struct serve_hold *h, int local);
+/* The node stops: held requests are answered 503 shutting_down, and nothing more is held. */
+void serve_hold_stop(struct serve_hold *h);
+/* Frees (after serve_hold_stop; the loop must turn once more for the timer's close). NULL: no-op. */
+void serve_hold_free(struct serve_hold *h);
+
+#endif
