@@ -201,9 +201,9 @@ int http_req_forwarded_here(const struct http_req *req);
 void http_req_redispatch(struct http_req *req);
 /* The data http_req_set_data attached, or NULL. */
 void *http_req_data(const struct http_req *req);
-/* Ends the client connection of every request forwarded to url and still going (its node stopped
- * being the one to forward to: a paused node's answers would otherwise hang until the timeout).
- * Returns how many. */
+/* Ends the client connection of every request forwarded to url and still going, and of every
+ * WebSocket tunnelled to it (its node stopped being the one to forward to: a paused node's answers
+ * would otherwise hang until the timeout, a tunnel's until its silence timeout). Returns how many. */
 size_t http_upstream_drop(struct http_server *srv, const char *url);
 
 /* Is a response already started or sent? */

@@ -130,6 +130,18 @@ void http__upstreams_free(struct http_server *srv)
     srv->upstreams = NULL;
 }
 
+/* A WebSocket handshake: its connection becomes a tunnel to up once upgraded (the request is gone
+ * then), so the connection itself is tagged. A handshake the upstream refuses leaves the tag on a
+ * plain connection: the drop would end it too, and the client reconnects. */
+static void http__forward_mark_tunnel(struct http_req *req, struct http_upstream *up)
+{
+    if (req->h2o->upgrade.base == NULL) /* h2o keeps Upgrade apart from the other headers */
+        return;
+    for (struct http__conn *c = req->srv->conns; c; c = c->link.next)
+        if (c->sock == req->sock)
+            c->tunnel = up;
+}
+
 void http_req_forward(struct http_req *req, struct http_upstream *up)
 {
     h2o_req_t *r = req->h2o;
@@ -149,6 +161,7 @@ void http_req_forward(struct http_req *req, struct http_upstream *up)
         h2o_add_header_by_str(&r->pool, &r->headers, H2O_STRLIT(HTTP_FORWARDED_BY), 0, NULL,
                               h2o_strdup(&r->pool, node, nlen).base, nlen);
     req->marked = 1;
+    http__forward_mark_tunnel(req, up);
     req->started = 1;
     req->finished = 1; /* the answer is h2o's proxy's from here on */
     req->forwarded = 1;
@@ -203,17 +216,15 @@ size_t http_upstream_drop(struct http_server *srv, const char *url)
     if (up == NULL)
         return 0;
     /* h2o cannot end a request from outside: the client's connection is shut, h2o reads its end and
-     * closes it, which disposes the request and closes its upstream connection. */
+     * closes it, which disposes the request and closes its upstream connection (a tunnel's too). */
     size_t n = 0;
-    for (struct http_req *req = srv->live; req; req = req->live_link.next) {
-        if (req->upstream != up)
-            continue;
-        for (struct http__conn *c = srv->conns; c; c = c->link.next) {
-            uv_os_fd_t fd;
-            if (c->sock == req->sock && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
-                shutdown(fd, SHUT_RDWR) == 0)
-                n++;
-        }
+    for (struct http__conn *c = srv->conns; c; c = c->link.next) {
+        int hit = c->tunnel == up;
+        for (struct http_req *req = srv->live; req && !hit; req = req->live_link.next)
+            hit = req->upstream == up && req->sock == c->sock;
+        uv_os_fd_t fd;
+        if (hit && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && shutdown(fd, SHUT_RDWR) == 0)
+            n++;
     }
     return n;
 }

@@ -66,6 +66,9 @@ struct http__conn {
     h2o_socket_t *sock;         /* h2o's socket over tcp; h2o owns it and closes tcp through it */
     LIST_LINK(http__conn) link; /* srv->conns */
     int read_shut;              /* its read side was shut because it sat idle while the server stopped */
+    /* Where a WebSocket handshake on it was forwarded (http_req_forward): once upgraded, h2o's proxy
+     * tunnels the connection without a request, so http_upstream_drop finds it by this. */
+    struct http_upstream *tunnel;
 };
 
 struct http_req {

@@ -540,7 +540,8 @@ static void serve__on_lease(uv_async_t *a)
     if (s->streams != NULL && !l.self)
         serve__lost(s, &l);
     /* Requests forwarded to a node that no longer holds the lease end now (a paused node's would
-     * hang until the timeout): their clients retry, reaching the new holder. */
+     * hang until the timeout), and WebSockets tunnelled to it: their clients retry, reaching the
+     * new holder. */
     if (s->owner_url[0] && strcmp(s->owner_url, l.owner_url) != 0) {
         size_t n = http_upstream_drop(s->http, s->owner_url);
         if (n)
