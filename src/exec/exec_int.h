@@ -165,6 +165,8 @@ const char *exec__proc_cgroup(const struct exec_proc *p);
 int exec__guard_add(pid_t pgid, const char *cg_dir);
 /* Tells the guard to forget pgid; call before the leader is reaped. */
 void exec__guard_forget(pid_t pgid);
+/* The guard's pid (0 before the first one), for tests. */
+pid_t exec__guard_pid(void);
 
 /* ---- lookup.c ----------------------------------------------------------------------------- */
 

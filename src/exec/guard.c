@@ -16,9 +16,11 @@
  * forked and exec'd with every spawn: about a quarter of the CPU a runtime's cold start took here.
  *
  * The guard is not agentd's child (an intermediate fork starts it), so agentd has no child that
- * outlives its programs. agentd keeps what it told the guard (the registry): if the guard is gone
- * or stuck (a send fails), it is SIGKILLed through its pidfd, and a new one is started and told
- * everything again. A forked copy of agentd starts its own guard, so its
+ * outlives its programs. agentd keeps what it told the guard (the registry). A send waits up to
+ * GUARD_SEND_TIMEOUT_MS for room, so a guard that is only slow is not replaced. If the guard is
+ * gone or stuck (a send fails), it is SIGKILLed through its pidfd, and a new one is started and
+ * told everything again, many entries to a datagram; if that fails too, the new one is SIGKILLed
+ * and the next change starts another. A forked copy of agentd starts its own guard, so its
  * programs die with it, not with its parent. Callable from any thread (one mutex).
  */
 #include <errno.h>
@@ -38,8 +40,10 @@
 #include "exec/child.h"
 #include "exec/exec_int.h"
 
-#define GUARD_ENV     "AGENTD_EXEC_GUARD"
-#define GUARD_MSG_MAX (PATH_MAX + 32)
+#define GUARD_ENV             "AGENTD_EXEC_GUARD"
+#define GUARD_MSG_MAX         (PATH_MAX + 32)
+/* How long a send waits for the guard to make room before the guard counts as stuck. */
+#define GUARD_SEND_TIMEOUT_MS 1000
 
 struct guard_entry {
     pid_t pgid;
@@ -52,7 +56,8 @@ static _Noreturn void guard_main(int fd)
 {
     struct guard_entry *set = NULL;
     size_t n = 0, cap = 0;
-    char msg[GUARD_MSG_MAX + 1];
+    char msg[GUARD_MSG_MAX + 1], *end;
+    pid_t pgid;
 
     (void)prctl(PR_SET_NAME, "agentd-guard");
     for (;;) {
@@ -62,16 +67,20 @@ static _Noreturn void guard_main(int fd)
         if (r <= 0)
             break; /* end of file: agentd is gone */
         msg[r] = '\0';
-        char *end;
-        pid_t pgid = (pid_t)strtol(msg + 1, &end, 10);
-        if (msg[0] == '+') {
-            if (n == cap) {
-                cap = cap ? 2 * cap : 64;
-                set = xrealloc(set, cap * sizeof *set);
+        /* One datagram holds one entry or more, each ended by a NUL (the last by the datagram). */
+        for (char *e = msg; e < msg + r; e += strlen(e) + 1) {
+            pgid = (pid_t)strtol(e + 1, &end, 10);
+            if (e[0] == '+') {
+                if (n == cap) {
+                    cap = cap ? 2 * cap : 64;
+                    set = xrealloc(set, cap * sizeof *set);
+                }
+                set[n].pgid = pgid;
+                set[n++].cg_dir = *end == ' ' ? xstrdup(end + 1) : NULL;
+                continue;
             }
-            set[n].pgid = pgid;
-            set[n++].cg_dir = *end == ' ' ? xstrdup(end + 1) : NULL;
-        } else if (msg[0] == '-') {
+            if (e[0] != '-')
+                continue;
             for (size_t i = 0; i < n; i++) {
                 if (set[i].pgid == pgid) {
                     free(set[i].cg_dir);
@@ -109,15 +118,18 @@ static pthread_mutex_t guard_mu = PTHREAD_MUTEX_INITIALIZER;
 static int guard_fd = -1;     /* agentd's end of the socket */
 static int guard_pidfd = -1;  /* the guard, for a SIGKILL that cannot reach a reused pid */
 static pid_t guard_owner = 0; /* the process that started it (a fork of agentd starts its own) */
+static pid_t guard_pid = 0;
 static struct guard_entry *reg;
 static size_t nreg, capreg;
 
-static int guard_send(const char *msg, size_t len)
+/* Sends one datagram, waiting for room up to GUARD_SEND_TIMEOUT_MS (SO_SNDTIMEO): a guard that
+ * is only slow (a loaded machine, a new one still starting) is waited for, not replaced. */
+static int guard_send(int fd, const char *msg, size_t len)
 {
     ssize_t r;
 
     do
-        r = send(guard_fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        r = send(fd, msg, len, MSG_NOSIGNAL);
     while (r < 0 && errno == EINTR);
     return r == (ssize_t)len ? 0 : r < 0 ? -errno : -EIO;
 }
@@ -161,16 +173,14 @@ static int guard_spawn(int end, int mine)
         ;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || recv(mine, &pid, sizeof pid, MSG_DONTWAIT) != sizeof pid)
         return -ECHILD;
+    guard_pid = pid;
     return exec_child_pidfd(pid); /* -ESRCH if it died at once: the exec failed */
 }
 
-/* Replaces the guard: the old one (if any) is SIGKILLed — ending its socket would make it kill
- * what it lists — and a new one is started and told the whole registry. 0 or -errno. */
-static int guard_restart_locked(void)
+/* SIGKILLs the guard (if any) and forgets it: ending its socket instead would make it kill what
+ * it lists. */
+static void guard_kill_locked(void)
 {
-    char msg[GUARD_MSG_MAX];
-    int sv[2], rc;
-
     if (guard_pidfd >= 0) {
         (void)syscall(SYS_pidfd_send_signal, guard_pidfd, SIGKILL, NULL, 0);
         close(guard_pidfd);
@@ -178,10 +188,47 @@ static int guard_restart_locked(void)
     if (guard_fd >= 0)
         close(guard_fd);
     guard_fd = guard_pidfd = -1;
+}
+
+/* Tells a new guard the whole registry, as many entries to a datagram as fit (NUL-separated): one
+ * datagram each, a few hundred would fill the socket before the new guard reads. */
+static int guard_resend_locked(void)
+{
+    char msg[GUARD_MSG_MAX], one[GUARD_MSG_MAX];
+    size_t len = 0;
+    int rc;
+
+    for (size_t i = 0; i < nreg; i++) {
+        size_t n = guard_add_msg(one, sizeof one, &reg[i]);
+        if (n == 0)
+            continue;
+        if (len > 0 && len + 1 + n > sizeof msg) {
+            if ((rc = guard_send(guard_fd, msg, len)) < 0)
+                return rc;
+            len = 0;
+        }
+        if (len > 0)
+            msg[len++] = '\0';
+        memcpy(msg + len, one, n);
+        len += n;
+    }
+    return len > 0 ? guard_send(guard_fd, msg, len) : 0;
+}
+
+/* Replaces the guard: the old one (if any) is SIGKILLed and a new one is started and told the
+ * whole registry. If it cannot be told everything, it is SIGKILLed too, so the next change starts
+ * another rather than keep one that would let some programs outlive agentd. 0 or -errno. */
+static int guard_restart_locked(void)
+{
+    struct timeval tv = {.tv_sec = GUARD_SEND_TIMEOUT_MS / 1000,
+                         .tv_usec = GUARD_SEND_TIMEOUT_MS % 1000 * 1000};
+    int sv[2], rc;
+
+    guard_kill_locked();
     guard_owner = getpid();
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
-    rc = guard_spawn(sv[1], sv[0]);
+    rc = setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0 ? -errno : guard_spawn(sv[1], sv[0]);
     close(sv[1]);
     if (rc < 0) {
         close(sv[0]);
@@ -189,12 +236,13 @@ static int guard_restart_locked(void)
     }
     guard_pidfd = rc;
     guard_fd = sv[0];
-    for (size_t i = 0; i < nreg; i++) {
-        size_t len = guard_add_msg(msg, sizeof msg, &reg[i]);
-        if (len > 0 && (rc = guard_send(msg, len)) < 0)
-            return rc;
+    if ((rc = guard_resend_locked()) < 0) {
+        log_error("exec: a new guard could not be told the %zu programs running (%s): it is replaced "
+                  "with the next program started or ended",
+                  nreg, strerror(-rc));
+        guard_kill_locked();
     }
-    return 0;
+    return rc;
 }
 
 /* A fork of agentd finds its parent's socket and registry: they are not its own. */
@@ -213,17 +261,19 @@ static void guard_adopt_locked(void)
     guard_owner = getpid();
 }
 
-/* Sends msg, starting a guard first when there is none, and once more through a new guard if
- * the send fails (the guard died, or stopped reading). */
+/* Tells the guard about one change the registry already reflects. Without a guard, or when the
+ * send fails (the guard died, or read nothing for GUARD_SEND_TIMEOUT_MS), a new guard is told the
+ * whole registry instead: sending msg again would list an added group twice. */
 static int guard_tell_locked(const char *msg, size_t len)
 {
     int rc;
 
-    if (guard_fd >= 0 && guard_send(msg, len) == 0)
-        return 0;
-    if ((rc = guard_restart_locked()) < 0)
-        return rc;
-    return guard_send(msg, len);
+    if (guard_fd >= 0) {
+        if ((rc = guard_send(guard_fd, msg, len)) == 0)
+            return 0;
+        log_warn("exec: the guard is gone or stuck (%s): starting a new one", strerror(-rc));
+    }
+    return guard_restart_locked();
 }
 
 static void guard_drop_locked(pid_t pgid)
@@ -266,9 +316,9 @@ void exec__guard_forget(pid_t pgid)
     pthread_mutex_lock(&guard_mu);
     guard_adopt_locked();
     guard_drop_locked(pgid);
-    /* If this fails, the guard that replaces this one is told the registry, without pgid. */
-    if (guard_fd >= 0 && guard_send(msg, (size_t)len) < 0)
-        (void)guard_restart_locked();
+    /* Without a guard (a restart failed), the programs still running need a new one now. */
+    if (guard_fd >= 0 || nreg > 0)
+        (void)guard_tell_locked(msg, (size_t)len);
     pthread_mutex_unlock(&guard_mu);
 }
 
@@ -294,4 +344,14 @@ size_t exec_kill_all(void)
     pthread_mutex_unlock(&guard_mu);
     free(groups);
     return n;
+}
+
+pid_t exec__guard_pid(void)
+{
+    pid_t pid;
+
+    pthread_mutex_lock(&guard_mu);
+    pid = guard_pid;
+    pthread_mutex_unlock(&guard_mu);
+    return pid;
 }

@@ -19,6 +19,7 @@
 
 #include "core/core.h"
 #include "exec/exec.h"
+#include "exec/exec_int.h"
 #include "tap.h"
 
 /* ---- harness ------------------------------------------------------------------------------ */
@@ -1031,6 +1032,122 @@ static void test_guard_kill9(void)
     rm_rf(ws);
 }
 
+/* A process group that pauses until killed; once its parent is gone only the guard kills it. It
+ * keeps none of our descriptors: one that outlived the test by mistake would hold prove's pipe. */
+static pid_t group_start(void)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        setsid();
+        for (int fd = 0; fd < 1024; fd++)
+            close(fd);
+        for (;;)
+            pause();
+    }
+    if (pid < 0)
+        abort();
+    return pid;
+}
+
+#define GUARD_GROUPS 400
+
+struct guard_report {
+    pid_t guard[3]; /* the guard: first, after a 200 ms stall, after a restart */
+    int add_rc;     /* the add that restarted it */
+    int stall_failed;
+    pid_t groups[GUARD_GROUPS + 2];
+};
+
+/* The stand-in for agentd in test_guard_restart (a fork of the test): registers GUARD_GROUPS
+ * groups, stalls its guard, kills it, registers two more (the first restarts the guard, which must
+ * be told every group), forgets the first of those and reports. */
+static _Noreturn void guard_restart_agent(int out)
+{
+    struct guard_report rep = {0};
+    pid_t cont;
+
+    for (int i = 0; i < GUARD_GROUPS; i++)
+        if (exec__guard_add(rep.groups[i] = group_start(), NULL) != 0)
+            _exit(1);
+    rep.guard[0] = exec__guard_pid();
+    /* A guard that stops reading for 200 ms (a loaded machine) while more changes come than its
+     * socket queues is waited for, not replaced. */
+    kill(rep.guard[0], SIGSTOP);
+    if ((cont = fork()) == 0) {
+        usleep(200 * 1000);
+        kill(rep.guard[0], SIGCONT);
+        _exit(0);
+    }
+    for (int i = 0; i < 2 * GUARD_GROUPS; i++) {
+        exec__guard_forget(rep.groups[i % GUARD_GROUPS]);
+        rep.stall_failed += exec__guard_add(rep.groups[i % GUARD_GROUPS], NULL) != 0;
+    }
+    waitpid(cont, NULL, 0);
+    rep.guard[1] = exec__guard_pid();
+    kill(rep.guard[1], SIGKILL);
+    while (pid_alive(rep.guard[1]))
+        usleep(1000);
+    rep.add_rc = exec__guard_add(rep.groups[GUARD_GROUPS] = group_start(), NULL);
+    rep.guard[2] = exec__guard_pid();
+    (void)!exec__guard_add(rep.groups[GUARD_GROUPS + 1] = group_start(), NULL);
+    /* The new guard was told the registry, this add included: it must not list it twice, or the
+     * "-" below would leave one entry that kills a group id agentd no longer owns. */
+    exec__guard_forget(rep.groups[GUARD_GROUPS]);
+    if (write(out, &rep, sizeof rep) != sizeof rep)
+        _exit(1);
+    for (;;)
+        pause();
+}
+
+/* A guard replaced while hundreds of programs run is told all of them: more than its socket
+ * queues as one datagram each before the new guard reads. Then a kill -9 of agentd ends every one. */
+static void test_guard_restart(void)
+{
+    struct guard_report rep = {0};
+    pid_t agent;
+    int pfd[2], left = 0, first_left = -1;
+
+    if (pipe(pfd) < 0)
+        abort();
+    if ((agent = fork()) == 0) {
+        close(pfd[0]);
+        guard_restart_agent(pfd[1]);
+    }
+    close(pfd[1]);
+    if (read(pfd[0], &rep, sizeof rep) != sizeof rep)
+        memset(&rep, 0, sizeof rep);
+    close(pfd[0]);
+    ok(rep.guard[0] > 0 && rep.guard[1] == rep.guard[0] && rep.stall_failed == 0,
+       "guard: a guard stalled for 200 ms under %d changes is waited for, not replaced (%d adds failed)",
+       4 * GUARD_GROUPS, rep.stall_failed);
+    ok(rep.add_rc == 0 && rep.guard[2] > 0 && rep.guard[2] != rep.guard[1],
+       "guard: the add after the guard's death starts a new one (rc %d)", rep.add_rc);
+    uint64_t t0 = clock_mono_us();
+    kill(agent, SIGKILL);
+    waitpid(agent, NULL, 0);
+    for (int i = 0; i < GUARD_GROUPS + 2; i++) {
+        if (i == GUARD_GROUPS)
+            continue;
+        while (rep.groups[i] > 0 && pid_alive(rep.groups[i]) && clock_mono_us() - t0 < 3000000)
+            usleep(2000);
+        if (rep.groups[i] <= 0 || pid_alive(rep.groups[i])) {
+            left++;
+            if (first_left < 0)
+                first_left = i;
+        }
+    }
+    ok(left == 0,
+       "guard: kill -9 of agentd ends all %d groups registered before and after the restart "
+       "(%d left, the first #%d; %.0f ms)",
+       GUARD_GROUPS + 1, left, first_left, (clock_mono_us() - t0) / 1e3);
+    ok(rep.groups[GUARD_GROUPS] > 0 && pid_alive(rep.groups[GUARD_GROUPS]),
+       "guard: the group whose add restarted the guard, forgotten since, is not killed");
+    for (int i = 0; i < GUARD_GROUPS + 2; i++)
+        if (rep.groups[i] > 0 && pid_alive(rep.groups[i]))
+            kill(rep.groups[i], SIGKILL);
+}
+
 /* exec_kill_all (a node that lost its write lease, about to exit): two programs, one ignoring
  * SIGTERM, each with a background child and a setsid()ed grandchild: all dead at once, no grace. */
 static void test_kill_all(void)
@@ -1093,6 +1210,7 @@ int main(void)
     test_watch();
     test_close_kills();
     test_guard_kill9();
+    test_guard_restart();
     test_protocol_fds();
     test_signal_and_quick_kill();
     test_env_wait();
