@@ -78,11 +78,11 @@ static const struct {
                          "request was acknowledged. `GET /v1/nodes` names the node that holds it."},
     [ERR_OWNER_UNAVAILABLE] =
         {"owner_unavailable", 503,
-         "This node forwards to the node that holds the write lease, and no node holds "
-         "a live one (its owner stopped; another node takes over once it expires), or "
-         "the owner cannot be reached (a write that reached an owner as it died may have "
-         "been stored: idempotent producers make the retry exact). Retry after "
-         "Retry-After."},
+         "This node forwards to the node that holds the write lease, and no node held a live one "
+         "(its owner stopped; another node takes over once it expires) or the owner refused "
+         "connections, for as long as the lease had left plus a second (the request waited that "
+         "long on this node), or the owner died while the request was on its way (a write may have "
+         "been stored: idempotent producers make the retry exact). Retry after Retry-After."},
     [ERR_NODE_TOKEN_MISMATCH] = {"node_token_mismatch", 503,
                                  "This node forwards to the node that holds the write lease, and that node "
                                  "was started with another `--token` (or without one): nothing was "
