@@ -136,6 +136,7 @@ struct serve {
     char owner_url[256];      /* the holder forwarded to, as the last wake-up saw it */
     int failed;               /* a take-over could not build the services: exit 1 */
     struct serve_forward forward;
+    struct serve_reads reads; /* a follower's catch-up reads (reads.sh NULL on an owner) */
     const struct serve_opts *o;
 };
 
@@ -247,6 +248,7 @@ static void serve__teardown(struct serve *s)
     sessions_free(s->sessions);
     subs_free(s->subs);
     stream_http_free(s->stream_http);
+    stream_http_free(s->reads.sh);
     streams_free(s->streams);
     if (s->forward.hold) /* nothing is held after serve_hold_stop; nothing may be offered either */
         http_set_unreached(s->http, NULL, NULL);
@@ -398,6 +400,17 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
     return 0;
 }
 
+/* The streams' HTTP settings: the owner's and a follower's catch-up reads answer alike. */
+static struct stream_http_config serve__stream_http_config(const struct serve_opts *o)
+{
+    return (struct stream_http_config){
+        .long_poll_timeout_ms = (uint64_t)o->long_poll_timeout,
+        .sse_max_ms = (uint64_t)o->sse_max,
+        .max_append = (size_t)o->max_body,
+        .read_chunk = 1 << 20,
+    };
+}
+
 /* The owner's part: the stream registry (loaded from the store) and its resource. */
 static int serve__build_streams(struct serve *s, const struct serve_opts *o, char *err, size_t errlen)
 {
@@ -405,12 +418,7 @@ static int serve__build_streams(struct serve *s, const struct serve_opts *o, cha
     struct streams_config scfg = {.max_append = (size_t)o->max_body, .read_chunk = 1 << 20};
     if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
         return rc;
-    struct stream_http_config shcfg = {
-        .long_poll_timeout_ms = (uint64_t)o->long_poll_timeout,
-        .sse_max_ms = (uint64_t)o->sse_max,
-        .max_append = (size_t)o->max_body,
-        .read_chunk = 1 << 20,
-    };
+    struct stream_http_config shcfg = serve__stream_http_config(o);
     s->stream_http = stream_http_new(s->http, &s->loop, s->streams, &shcfg);
     return 0;
 }
@@ -477,6 +485,8 @@ static int serve__node_lost(struct serve *s)
 static int serve__own(struct serve *s, char *err, size_t errlen)
 {
     http_route_remove(s->http, "/", serve_forward_http);
+    http_route_remove(s->http, STREAM_HTTP_PREFIX, serve_read_http);
+    http_route_remove(s->http, SUBS_HTTP_PREFIX, serve_forward_http);
     int rc = serve__build_streams(s, s->o, err, errlen);
     return rc ? rc : serve__build_services(s, s->o, err, errlen);
 }
@@ -489,10 +499,16 @@ static void serve__hold_start(struct serve *s)
     http_set_unreached(s->http, serve_hold_unreached, s->forward.hold);
 }
 
-/* Another node holds the write lease: every request but /v1/health and /v1/nodes goes to it. */
+/* Another node holds the write lease: every request but /v1/health, /v1/nodes and catch-up reads
+ * of streams (serve_read_http) goes to it. */
 static int serve__follow(struct serve *s, char *err, size_t errlen)
 {
     http_route_flags(s->http, "/", serve_forward_http, &s->forward, HTTP_ROUTE_OWN_AUTH);
+    struct stream_http_config shcfg = serve__stream_http_config(s->o);
+    s->reads = (struct serve_reads){.forward = &s->forward, .sh = stream_http_reader_new(&shcfg)};
+    http_route_flags(s->http, STREAM_HTTP_PREFIX, serve_read_http, &s->reads, HTTP_ROUTE_OWN_AUTH);
+    /* ... but not the subscriptions' resource under it (the owner's subs/ answers that) */
+    http_route_flags(s->http, SUBS_HTTP_PREFIX, serve_forward_http, &s->forward, HTTP_ROUTE_OWN_AUTH);
     serve__hold_start(s);
     return 0;
 }

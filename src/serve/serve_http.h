@@ -41,4 +41,16 @@ void serve_nodes_http(struct http_req *req, void *arg);
  * can tell the holder would refuse (no credential at all, on a path that needs one): 401 here. */
 void serve_forward_http(struct http_req *req, void *arg);
 
+/* A follower's route for /v1/stream/ (arg: a struct serve_reads): catch-up reads (GET without
+ * live, HEAD) that carry the server's token (or with none configured) are answered from the
+ * database by this node (stream_http_read_local); everything else is serve_forward_http's, and so
+ * is a request with another credential (a share token: the owner's sessions know them), and every
+ * request while the lease holder recorded another --token than this node's. */
+struct stream_http;
+struct serve_reads {
+    struct serve_forward *forward;
+    struct stream_http *sh; /* stream_http_reader_new's */
+};
+void serve_read_http(struct http_req *req, void *arg);
+
 #endif

@@ -4,6 +4,7 @@
 #include "store/store_pg.h"
 #include "store/store_sqlite.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,6 +163,19 @@ int store_read_back(struct store *s, int64_t stream, int64_t before, store_recor
 {
     return s->pg ? store_pg_read_back(s->pg, stream, before, cb, arg)
                  : store_sqlite_read_back(s->sq, stream, before, cb, arg);
+}
+
+int store_stream_get(struct store *s, const char *path, int64_t id, struct store_meta *out)
+{
+    return s->pg ? store_pg_stream_get(s->pg, path, id, out) : -ENOTSUP;
+}
+
+int store_snapshot_begin(struct store *s) { return s->pg ? store_pg_snapshot_begin(s->pg) : -ENOTSUP; }
+
+void store_snapshot_end(struct store *s)
+{
+    if (s->pg)
+        store_pg_snapshot_end(s->pg);
 }
 
 void store_stats(struct store *s, struct store_stats *out)

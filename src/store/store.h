@@ -205,6 +205,19 @@ typedef void (*store_record_cb)(int64_t off, const void *data, size_t len, void 
 int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                store_record_cb cb, void *arg);
 
+/*
+ * A follower's reads (it loads no registry, and PostgreSQL only; SQLite: -ENOTSUP).
+ * store_snapshot_begin opens a read snapshot on the loop's connection (a REPEATABLE READ READ ONLY
+ * transaction): every read until store_snapshot_end sees one committed state of the database, so
+ * a stream's row, its tail and its records agree. A connection lost inside it fails the reads
+ * (no reconnect into another snapshot). Each call is one round trip on the loop.
+ * store_stream_get: the row of the stream at path (or, with path NULL, of stream id), with its
+ * tail: 1 and *out filled (store_meta_clear it), 0 when there is none, or -errno.
+ */
+int store_snapshot_begin(struct store *s);
+void store_snapshot_end(struct store *s);
+int store_stream_get(struct store *s, const char *path, int64_t id, struct store_meta *out);
+
 /* Counters since store_open, for benchmarks and debug logs. */
 struct store_stats {
     uint64_t commits;       /* batches committed */

@@ -80,6 +80,7 @@ struct store_pg {
     int64_t next_id, id_end; /* the reserved block of stream ids not handed out yet */
     uint64_t retry_at_us;    /* no reconnect of the loop's connection before (a failed one waits) */
     int reader_lost;         /* the loop's connection is lost (its failure was logged) */
+    int snapshot;            /* the loop's connection is inside store_pg_snapshot_begin's transaction */
     int writer_lost;         /* the same for the committer's (its thread only) */
 };
 

@@ -43,14 +43,15 @@ static int pg__reconnect(struct store_pg *s)
 PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary)
 {
     for (int attempt = 0;; attempt++) {
-        if (s->conn == NULL && pg__reconnect(s) != 0)
+        /* Inside a snapshot a new connection would read outside it: the caller's read fails. */
+        if (s->conn == NULL && (s->snapshot || pg__reconnect(s) != 0))
             return NULL;
         PGresult *r = PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, binary);
         if (PQstatus(s->conn) != CONNECTION_BAD)
             return r;
         PQfinish(s->conn);
         s->conn = NULL;
-        if (attempt > 0)
+        if (attempt > 0 || s->snapshot)
             return r;
         PQclear(r);
     }
@@ -93,44 +94,93 @@ static int pg__load_producers(struct store_pg *s, store_producer_cb on_producer,
     return rc;
 }
 
+/* A stream's columns, as pg__meta reads them. Its tail is not stored: it is the end of its last
+ * record (a fork without records of its own ends at its fork offset). */
+#define PG_META_COLUMNS                                                                                    \
+    "id, path, content_type, created_ms, ttl_s, expires_at_ms, expires_at, closed,"                        \
+    " coalesce((SELECT r.off + length(r.data) FROM agentd_records r WHERE r.stream = s.id"                 \
+    " ORDER BY r.off DESC LIMIT 1), fork_off), fork_src, fork_off, fork_sub, refcount, deleted, last_seq," \
+    " closer_pid, closer_epoch, closer_seq"
+
+/* Row i of a query of PG_META_COLUMNS (text results); clear with store_meta_clear. */
+static void pg__meta(const PGresult *r, int i, struct store_meta *m)
+{
+    *m = (struct store_meta){
+        .id = pg__int(r, i, 0),
+        .path = pg__text(r, i, 1),
+        .content_type = pg__text(r, i, 2),
+        .created_ms = pg__int(r, i, 3),
+        .ttl_s = pg__int(r, i, 4),
+        .expires_at_ms = pg__int(r, i, 5),
+        .expires_at = pg__text(r, i, 6),
+        .closed = (int)pg__int(r, i, 7),
+        .tail = pg__int(r, i, 8),
+        .fork_src = pg__int(r, i, 9),
+        .fork_off = pg__int(r, i, 10),
+        .fork_sub = pg__int(r, i, 11),
+        .refcount = pg__int(r, i, 12),
+        .deleted = (int)pg__int(r, i, 13),
+        .last_seq = pg__text(r, i, 14),
+        .closer_pid = pg__text(r, i, 15),
+        .closer_epoch = pg__int(r, i, 16),
+        .closer_seq = pg__int(r, i, 17),
+    };
+}
+
 int store_pg_load(struct store_pg *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg)
 {
-    /* A stream's tail is not stored: it is the end of its last record (a fork without records of
-     * its own ends at its fork offset). */
-    PGresult *r = pg__query(
-        s,
-        "SELECT id, path, content_type, created_ms, ttl_s, expires_at_ms, expires_at, closed,"
-        " coalesce((SELECT r.off + length(r.data) FROM agentd_records r WHERE r.stream = s.id"
-        " ORDER BY r.off DESC LIMIT 1), fork_off), fork_src, fork_off, fork_sub, refcount, deleted, last_seq,"
-        " closer_pid, closer_epoch, closer_seq FROM agentd_streams s ORDER BY id",
-        0, NULL, 0);
+    PGresult *r = pg__query(s, "SELECT " PG_META_COLUMNS " FROM agentd_streams s ORDER BY id", 0, NULL, 0);
     int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
     for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
-        struct store_meta m = {
-            .id = pg__int(r, i, 0),
-            .path = pg__text(r, i, 1),
-            .content_type = pg__text(r, i, 2),
-            .created_ms = pg__int(r, i, 3),
-            .ttl_s = pg__int(r, i, 4),
-            .expires_at_ms = pg__int(r, i, 5),
-            .expires_at = pg__text(r, i, 6),
-            .closed = (int)pg__int(r, i, 7),
-            .tail = pg__int(r, i, 8),
-            .fork_src = pg__int(r, i, 9),
-            .fork_off = pg__int(r, i, 10),
-            .fork_sub = pg__int(r, i, 11),
-            .refcount = pg__int(r, i, 12),
-            .deleted = (int)pg__int(r, i, 13),
-            .last_seq = pg__text(r, i, 14),
-            .closer_pid = pg__text(r, i, 15),
-            .closer_epoch = pg__int(r, i, 16),
-            .closer_seq = pg__int(r, i, 17),
-        };
+        struct store_meta m;
+        pg__meta(r, i, &m);
         on_stream(&m, arg);
         store_meta_clear(&m);
     }
     PQclear(r);
     return rc ? rc : pg__load_producers(s, on_producer, arg);
+}
+
+/* ---- a follower's reads: one stream at a time, in a snapshot ---- */
+
+int store_pg_stream_get(struct store_pg *s, const char *path, int64_t id, struct store_meta *out)
+{
+    char idv[24];
+    snprintf(idv, sizeof idv, "%" PRId64, id);
+    const char *v[] = {path ? path : idv};
+    PGresult *r = pg__query(s,
+                            path ? "SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE path = $1"
+                                 : "SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE id = $1",
+                            1, v, 0);
+    int rc = pg__rows(s->conn, r);
+    if (rc != 0)
+        return rc;
+    int found = PQntuples(r) > 0;
+    if (found)
+        pg__meta(r, 0, out);
+    PQclear(r);
+    return found;
+}
+
+int store_pg_snapshot_begin(struct store_pg *s)
+{
+    PGresult *r = pg__query(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, 0);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg__errno(s->conn, r);
+    PQclear(r);
+    s->snapshot = rc == 0;
+    return rc;
+}
+
+void store_pg_snapshot_end(struct store_pg *s)
+{
+    if (!s->snapshot)
+        return;
+    s->snapshot = 0;
+    if (s->conn == NULL) /* lost inside: its transaction went with it */
+        return;
+    /* Read only: COMMIT and ROLLBACK cost the same, and either ends a transaction a failed
+     * statement aborted. */
+    PQclear(pg__query(s, "ROLLBACK", 0, NULL, 0));
 }
 
 /* ---- reads ---- */

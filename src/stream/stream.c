@@ -382,9 +382,8 @@ static void stream__read_record(int64_t off, const void *data, size_t len, void 
     c->end = off + (int64_t)end;
 }
 
-/* Reads [from, limit) of st's offset space into out, at most about max bytes. */
-static int stream__read_range(struct streams *ss, struct stream *st, int64_t from, int64_t limit, size_t max,
-                              struct buf *out, int64_t *next)
+int stream__read_range(struct store *store, struct stream *st, int64_t from, int64_t limit, size_t max,
+                       struct buf *out, int64_t *next)
 {
     *next = from;
     if (from >= limit)
@@ -392,7 +391,7 @@ static int stream__read_range(struct streams *ss, struct stream *st, int64_t fro
     if (st->src && from < st->m.fork_off) {
         int64_t lim = limit < st->m.fork_off ? limit : st->m.fork_off;
         size_t before = out->len;
-        int rc = stream__read_range(ss, st->src, from, lim, max, out, next);
+        int rc = stream__read_range(store, st->src, from, lim, max, out, next);
         if (rc < 0)
             return rc;
         if (out->len - before >= max || *next < lim)
@@ -404,7 +403,7 @@ static int stream__read_range(struct streams *ss, struct stream *st, int64_t fro
     }
     struct stream__read_ctx c = {
         .out = out, .from = from, .limit = limit, .end = from, .json = stream_is_json(st)};
-    int rc = store_read(ss->store, st->m.id, from, limit, max, stream__read_record, &c);
+    int rc = store_read(store, st->m.id, from, limit, max, stream__read_record, &c);
     if (rc < 0)
         return rc;
     if (c.bad)
@@ -416,7 +415,7 @@ static int stream__read_range(struct streams *ss, struct stream *st, int64_t fro
 int stream_read(struct streams *ss, struct stream *st, int64_t from, size_t max_bytes, struct buf *out,
                 int64_t *next)
 {
-    return stream__read_range(ss, st, from, st->durable_tail, max_bytes ? max_bytes : 1, out, next);
+    return stream__read_range(ss->store, st, from, st->durable_tail, max_bytes ? max_bytes : 1, out, next);
 }
 
 /* ---- offsets of messages, and reading backwards (history pages) ---- */

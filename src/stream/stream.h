@@ -185,6 +185,32 @@ int stream_read_back(struct streams *ss, struct stream *st, int64_t before, stre
 /* Turns comma-terminated messages into a JSON array, in place. */
 void stream_json_wrap(struct buf *b);
 
+/* ---- a follower's view of one stream ---- */
+/*
+ * A read-only view of one stream as the store's database has it committed, for a node that loads
+ * no registry: a follower of the write lease (doc/ARCHITECTURE.md "Several nodes on one
+ * database"). stream_view_open opens a read snapshot of the store (store_snapshot_begin) and reads
+ * the row of the stream at path and its fork sources' in it; stream_view_read reads in the same
+ * snapshot, so the view's tail, closure and bytes agree with each other and include every batch
+ * committed before the open (what the owner acknowledged). The view's stream answers the metadata
+ * calls above (stream_tail, stream_closed, ...; not the mutations, subscriptions or stream_read)
+ * until stream_view_close, which ends the snapshot. Expiry is not decided here: a stream with a
+ * TTL, whose last access is in the owner's memory, is stream_view_expires' caller's to forward.
+ * 0 with *out and *how (STREAM_FOUND, STREAM_MISSING, STREAM_SOFT_DELETED; *out NULL unless
+ * found or soft-deleted), or -errno (the store cannot be read, or is SQLite: -ENOTSUP).
+ */
+struct stream_view;
+int stream_view_open(struct stream_view **out, struct store *store, const char *path, size_t plen,
+                     enum stream_lookup *how) CORE_UNUSED_RESULT;
+struct stream *stream_view_stream(struct stream_view *v);
+/* Has the stream a TTL or an expiry time? */
+int stream_view_expires(const struct stream_view *v);
+/* stream_read of the view's stream, in its snapshot. */
+int stream_view_read(struct stream_view *v, int64_t from, size_t max_bytes, struct buf *out,
+                     int64_t *next) CORE_UNUSED_RESULT;
+/* Ends the snapshot and frees the view. NULL is a no-op. */
+void stream_view_close(struct stream_view *v);
+
 /* ---- offsets ---- */
 #define STREAM_OFFSET_LEN 33
 void stream_offset_format(int64_t off, char out[STREAM_OFFSET_LEN + 1]);

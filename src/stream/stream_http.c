@@ -373,13 +373,15 @@ static void sh__etag(const struct stream *st, int64_t from, int64_t to, int clos
              closed ? ":c" : "");
 }
 
-/* Answers a read of [from, ...) with what is there now (never waits). */
-static void sh__respond_read(struct stream_http *sh, struct http_req *req, struct stream *st, int64_t from,
-                             const char *cursor_in, int live)
+/* Answers a read of [from, ...) with what is there now (never waits): of st in the registry, or
+ * of a follower's view (st is then the view's stream). */
+static void sh__respond_read(struct stream_http *sh, struct http_req *req, struct stream *st,
+                             struct stream_view *view, int64_t from, const char *cursor_in, int live)
 {
     struct buf body = {0};
     int64_t next;
-    int rc = stream_read(sh->ss, st, from, sh->cfg.read_chunk, &body, &next);
+    int rc = view ? stream_view_read(view, from, sh->cfg.read_chunk, &body, &next)
+                  : stream_read(sh->ss, st, from, sh->cfg.read_chunk, &body, &next);
     if (rc != 0) {
         buf_free(&body);
         if (rc == -EINVAL)
@@ -470,7 +472,7 @@ static void sh__lp_event(struct stream_sub *sub, enum stream_event ev)
     }
     if (stream_tail(st) > r->offset) {
         sh__lp_finish(r);
-        return sh__respond_read(r->sh, r->req, st, r->offset, r->client_cursor, 1);
+        return sh__respond_read(r->sh, r->req, st, NULL, r->offset, r->client_cursor, 1);
     }
     if (stream_closed(st))
         sh__lp_empty(r, st, 1);
@@ -480,7 +482,7 @@ static void sh__long_poll(struct stream_http *sh, struct http_req *req, struct s
                           char *cursor)
 {
     if (from < stream_tail(st))
-        return sh__respond_read(sh, req, st, from, cursor, 1);
+        return sh__respond_read(sh, req, st, NULL, from, cursor, 1);
     struct sh_req *r = sh__state(sh, req, SH_LONG_POLL);
     r->offset = from;
     r->client_cursor = cursor;
@@ -700,44 +702,62 @@ static void sh__sse(struct stream_http *sh, struct http_req *req, struct stream 
 
 /* ================= GET dispatch, HEAD, DELETE ================= */
 
-static void sh__get(struct stream_http *sh, struct http_req *req, struct stream *st)
+/* A GET's query. */
+struct sh_get_args {
+    int sse, lp, now;
+    int64_t from;
+    char *cursor;
+};
+
+/* 0, or -1 having answered 400. */
+static int sh__get_args(struct http_req *req, struct sh_get_args *g)
 {
-    char *offset = NULL, *live = NULL, *cursor = NULL;
+    char *offset = NULL, *live = NULL;
     int noff = http_req_query_param(req, "offset", &offset);
     int nlive = http_req_query_param(req, "live", &live);
-    http_req_query_param(req, "cursor", &cursor);
+    http_req_query_param(req, "cursor", &g->cursor);
     if (noff > 1)
-        return http_res_error(req, ERR_BAD_REQUEST, "offset may be given only once");
+        return http_res_error(req, ERR_BAD_REQUEST, "offset may be given only once"), -1;
     if (nlive > 1 || (live && strcmp(live, "long-poll") && strcmp(live, "sse") && strcmp(live, "true") &&
                       strcmp(live, "")))
-        return http_res_error(req, ERR_BAD_REQUEST, "live must be long-poll or sse");
-    int sse = live && !strcmp(live, "sse"),
-        lp = live && (!strcmp(live, "long-poll") || !strcmp(live, "true"));
-    int64_t from = 0;
-    int now = 0;
+        return http_res_error(req, ERR_BAD_REQUEST, "live must be long-poll or sse"), -1;
+    g->sse = live && !strcmp(live, "sse");
+    g->lp = live && (!strcmp(live, "long-poll") || !strcmp(live, "true"));
+    g->from = 0;
     if (offset) {
         if (!strcmp(offset, "now"))
-            now = 1;
+            g->now = 1;
         else if (!strcmp(offset, "-1"))
-            from = 0;
-        else if (stream_offset_parse(offset, &from) != 0)
+            g->from = 0;
+        else if (stream_offset_parse(offset, &g->from) != 0)
             return http_res_error(req, ERR_BAD_REQUEST,
-                                  "offset must be -1, now, or an offset this server returned");
-    } else if (sse || lp) {
+                                  "offset must be -1, now, or an offset this server returned"),
+                   -1;
+    } else if (g->sse || g->lp) {
         return http_res_error(req, ERR_BAD_REQUEST,
-                              "live reads need an offset (use -1 for the start, or now)");
+                              "live reads need an offset (use -1 for the start, or now)"),
+               -1;
     }
+    return 0;
+}
+
+/* A GET of st, or of a follower's view (then never live: the owner serves those). */
+static void sh__get(struct stream_http *sh, struct http_req *req, struct stream *st, struct stream_view *view)
+{
+    struct sh_get_args g = {0};
+    if (sh__get_args(req, &g) != 0)
+        return;
     stream_touch(st);
     int64_t tail = stream_tail(st);
-    if (now)
-        from = tail;
-    if (from > tail)
-        from = tail; /* an offset beyond the tail reads as the tail */
-    if (sse)
-        return sh__sse(sh, req, st, from, cursor);
-    if (lp)
-        return sh__long_poll(sh, req, st, from, cursor);
-    if (now) {
+    if (g.now)
+        g.from = tail;
+    if (g.from > tail)
+        g.from = tail; /* an offset beyond the tail reads as the tail */
+    if (g.sse && view == NULL)
+        return sh__sse(sh, req, st, g.from, g.cursor);
+    if (g.lp && view == NULL)
+        return sh__long_poll(sh, req, st, g.from, g.cursor);
+    if (g.now) {
         http_res_header(req, "Content-Type", stream_content_type(st));
         sh__offset_header(req, tail);
         http_res_header(req, "Stream-Up-To-Date", "true");
@@ -746,7 +766,7 @@ static void sh__get(struct stream_http *sh, struct http_req *req, struct stream 
             http_res_header(req, "Stream-Closed", "true");
         return http_res_send(req, 200, stream_is_json(st) ? "[]" : "", stream_is_json(st) ? 2 : 0);
     }
-    sh__respond_read(sh, req, st, from, NULL, 0);
+    sh__respond_read(sh, req, st, view, g.from, NULL, 0);
 }
 
 static void sh__head(struct http_req *req, struct stream *st)
@@ -782,15 +802,32 @@ static void sh__delete(struct stream_http *sh, struct http_req *req, struct stre
         sh__respond_error(req, &r->op.result);
 }
 
-void stream_http_handle(struct stream_http *sh, struct http_req *req, const char *path, size_t plen)
+/* Refuses a path that names no stream one may reach (answered: -1), else 0. */
+static int sh__path_refused(struct http_req *req, const char *path, size_t plen)
 {
     const char *why = stream_parse_path(path, plen);
     if (why)
-        return http_res_error(req, ERR_INVALID_PATH, "%s", why);
+        return http_res_error(req, ERR_INVALID_PATH, "%s", why), -1;
     /* agentd's own records (session environments) are not served. */
     if (plen >= strlen(STREAM_HTTP_INTERNAL) &&
         !memcmp(path, STREAM_HTTP_INTERNAL, strlen(STREAM_HTTP_INTERNAL)))
-        return http_res_error(req, ERR_NOT_FOUND, "no stream at %.*s", (int)(plen > 200 ? 200 : plen), path);
+        return http_res_error(req, ERR_NOT_FOUND, "no stream at %.*s", (int)(plen > 200 ? 200 : plen), path),
+               -1;
+    return 0;
+}
+
+/* The answer to a stream that is not there (how: STREAM_MISSING or STREAM_SOFT_DELETED). */
+static void sh__absent(struct http_req *req, enum stream_lookup how, const char *path, size_t plen)
+{
+    if (how == STREAM_SOFT_DELETED)
+        return http_res_error(req, ERR_GONE, "the stream was deleted");
+    http_res_error(req, ERR_NOT_FOUND, "no stream at %.*s", (int)(plen > 200 ? 200 : plen), path);
+}
+
+void stream_http_handle(struct stream_http *sh, struct http_req *req, const char *path, size_t plen)
+{
+    if (sh__path_refused(req, path, plen))
+        return;
     enum http_method m = http_req_method(req);
     if (m == HTTP_PUT)
         return sh__put(sh, req, path, plen);
@@ -802,12 +839,10 @@ void stream_http_handle(struct stream_http *sh, struct http_req *req, const char
     }
     enum stream_lookup how;
     struct stream *st = streams_lookup(sh->ss, path, plen, &how);
-    if (how == STREAM_MISSING)
-        return http_res_error(req, ERR_NOT_FOUND, "no stream at %.*s", (int)(plen > 200 ? 200 : plen), path);
-    if (how == STREAM_SOFT_DELETED)
-        return http_res_error(req, ERR_GONE, "the stream was deleted");
+    if (how != STREAM_FOUND)
+        return sh__absent(req, how, path, plen);
     switch (m) {
-    case HTTP_GET: return sh__get(sh, req, st);
+    case HTTP_GET: return sh__get(sh, req, st, NULL);
     case HTTP_HEAD: return sh__head(req, st);
     case HTTP_POST: return sh__post(sh, req, st);
     default: return sh__delete(sh, req, st);
@@ -836,6 +871,45 @@ struct stream_http *stream_http_new(struct http_server *srv, uv_loop_t *loop, st
         "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Producer-Epoch, "
         "Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq, Stream-SSE-Data-Encoding");
     return sh;
+}
+
+/* ================= a follower's catch-up reads ================= */
+
+struct stream_http *stream_http_reader_new(const struct stream_http_config *cfg)
+{
+    struct stream_http *sh = xcalloc(1, sizeof *sh);
+    sh->cfg = *cfg;
+    return sh;
+}
+
+int stream_http_read_local(struct stream_http *sh, struct store *store, struct http_req *req)
+{
+    enum http_method m = http_req_method(req);
+    char *live = NULL;
+    if ((m != HTTP_GET && m != HTTP_HEAD) || http_req_query_param(req, "live", &live) != 0)
+        return 1;
+    size_t plen, prefix = strlen(STREAM_HTTP_PREFIX);
+    const char *path = http_req_path(req, &plen);
+    path += prefix;
+    plen -= prefix;
+    if (sh__path_refused(req, path, plen))
+        return 0;
+    struct stream_view *v;
+    enum stream_lookup how;
+    if (stream_view_open(&v, store, path, plen, &how) != 0)
+        return 1; /* this node cannot read the database: perhaps the owner can */
+    if (how == STREAM_FOUND && stream_view_expires(v)) {
+        stream_view_close(v);
+        return 1;
+    }
+    if (how != STREAM_FOUND)
+        sh__absent(req, how, path, plen);
+    else if (m == HTTP_GET)
+        sh__get(sh, req, stream_view_stream(v), v);
+    else
+        sh__head(req, stream_view_stream(v));
+    stream_view_close(v);
+    return 0;
 }
 
 void stream_http_free(struct stream_http *sh)

@@ -33,4 +33,19 @@ void stream_http_free(struct stream_http *sh);
 /* Handles one request whose path begins with STREAM_HTTP_PREFIX (used by routes that share it). */
 void stream_http_handle(struct stream_http *sh, struct http_req *req, const char *path, size_t plen);
 
+/*
+ * A follower's catch-up reads (doc/ARCHITECTURE.md "Several nodes on one database"): a node that
+ * does not hold the write lease loads no registry, and answers GET (without live) and HEAD of a
+ * stream from the store's database itself, with the same answer the owner would make (status,
+ * body, Stream-* headers, ETag, Cache-Control). stream_http_reader_new makes the object for it (no
+ * route; free with stream_http_free). stream_http_read_local answers req (a request under
+ * STREAM_HTTP_PREFIX whose authorization the caller checked) and returns 0, or returns 1 without
+ * answering when the owner must: writes, live reads, a stream with a TTL or an expiry time (its
+ * last access is the owner's), or a database this node cannot read. One read snapshot per request,
+ * on the loop (a few round trips: see store_snapshot_begin).
+ */
+struct store;
+struct stream_http *stream_http_reader_new(const struct stream_http_config *cfg);
+int stream_http_read_local(struct stream_http *sh, struct store *store, struct http_req *req);
+
 #endif

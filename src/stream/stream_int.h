@@ -64,6 +64,11 @@ struct stream *stream__new(struct streams *ss, const struct store_meta *m);
 /* Deletes st in the open batch: softly while forks still read through it (with detach it also
  * leaves its path, which can then be re-created), for good otherwise. */
 void stream__retire(struct streams *ss, struct stream *st, int detach);
+/* Reads [from, limit) of st's offset space (through its fork sources) into out, at most about max
+ * bytes; *next: the offset after the last byte read. 0, -EINVAL (from inside a JSON message), or
+ * the store's -errno. stream_read and stream_view_read. */
+int stream__read_range(struct store *store, struct stream *st, int64_t from, int64_t limit, size_t max,
+                       struct buf *out, int64_t *next);
 /* The open batch: arm its commit for this loop turn, mark a stream it touches, queue an op that
  * completes when it is durable. */
 void streams__arm(struct streams *ss);

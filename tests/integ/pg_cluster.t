@@ -2,8 +2,9 @@
 # Three agentd nodes on one PostgreSQL (tests/integ/cluster.py; a PostgreSQL the test starts itself):
 # the lease holder ("owner") serves, the other nodes forward every request to it.
 #   (d) every node serves at once; GET /v1/nodes (answered by each node itself) lists the three, one
-#       of them the owner; a request through any node, or through the round-robin proxy, is served
-#       by the owner: its answer carries Agentd-Node: <owner's node URL>;
+#       of them the owner; a write through any node, or through the round-robin proxy, is served
+#       by the owner: its answer carries Agentd-Node: <owner's node URL>; a catch-up read (GET
+#       without live, HEAD) is answered by the node it reached (tests/integ/pg_reads.t);
 #   (a) 32 writers append (idempotent producers: Producer-Id/Epoch/Seq, retried until acknowledged)
 #       to 8 streams, each request to the next node in turn; the owner is killed with -9 mid-load:
 #       a stream is writable again through another node within lease-ms + 1 s, no acknowledged
@@ -244,19 +245,22 @@ def round_headers(tap, c):
             hdrs = {"Content-Type": "text/plain"} if body else {}
             r = n.request(method, path + ("?offset=-1" if method == "GET" else ""), body, hdrs)
             seen.append((n.url, method, r.status, node_of(r)))
-    tap.ok(all(200 <= s < 300 and by == owner.url for _, _, s, by in seen),
-           "POST, GET and HEAD through every node carry Agentd-Node of the owner", repr(seen))
+    # Writes go to the owner; catch-up reads (GET without live, HEAD) are each node's own.
+    tap.ok(all(200 <= s < 300 and by == (owner.url if m == "POST" else u) for u, m, s, by in seen),
+           "POST through every node carries Agentd-Node of the owner, GET and HEAD the node's own", repr(seen))
     proxy = http.client.HTTPConnection("127.0.0.1", int(c.proxy_url.rsplit(":", 1)[1]), timeout=10)
-    ups, nodes = set(), set()
-    for _ in range(6):
-        proxy.request("GET", path + "?offset=-1")
+    ups, nodes, readers = set(), set(), set()
+    for method, body in (("POST", b"y;"), ("GET", None)) * 3:
+        proxy.request(method, path + ("?offset=-1" if method == "GET" else ""), body,
+                      {"Content-Type": "text/plain"} if body else {})
         resp = proxy.getresponse()
         resp.read()
         ups.add(resp.getheader("X-Rrproxy-Upstream"))
-        nodes.add(resp.getheader("Agentd-Node"))
+        (nodes if method == "POST" else readers).add(resp.getheader("Agentd-Node"))
     proxy.close()
-    tap.ok(len(ups) == 3 and nodes == {owner.url},
-           "through the round-robin proxy: three upstreams, one Agentd-Node (the owner)", f"{ups} {nodes}")
+    tap.ok(len(ups) == 3 and nodes == {owner.url} and len(readers) == 3,
+           "through the round-robin proxy: three upstreams, appends by the owner, reads by each node",
+           f"{ups} {nodes} {readers}")
 
 
 def start_session(tap, owner, follower, work):
