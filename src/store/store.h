@@ -206,17 +206,20 @@ int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t
                store_record_cb cb, void *arg);
 
 /*
- * A follower's reads (it loads no registry, and PostgreSQL only; SQLite: -ENOTSUP).
- * store_snapshot_begin opens a read snapshot on the loop's connection (a REPEATABLE READ READ ONLY
- * transaction): every read until store_snapshot_end sees one committed state of the database, so
- * a stream's row, its tail and its records agree. A connection lost inside it fails the reads
- * (no reconnect into another snapshot). Each call is one round trip on the loop.
- * store_stream_get: the row of the stream at path (or, with path NULL, of stream id), with its
- * tail: 1 and *out filled (store_meta_clear it), 0 when there is none, or -errno.
+ * A follower's reads (it loads no registry; PostgreSQL only, SQLite: -ENOTSUP), on the loop's
+ * connection. store_snapshot_stream opens a read snapshot (a REPEATABLE READ READ ONLY
+ * transaction) and reads in it the row of the stream at path, with its tail, in one round trip:
+ * 1 and *out filled (store_meta_clear it), 0 when there is none, -errno (then no snapshot is left
+ * open). Every read until store_snapshot_end (store_read, store_stream_get) sees that one
+ * committed state of the database, so a stream's row, its tail and its records agree; a
+ * connection lost inside fails them (no reconnect into another snapshot). store_stream_get: the
+ * row of stream id, as store_snapshot_stream answers. store_snapshot_end costs no round trip (its
+ * ROLLBACK's answer is read before the connection's next query); call it after each
+ * store_snapshot_stream that did not fail.
  */
-int store_snapshot_begin(struct store *s);
+int store_snapshot_stream(struct store *s, const char *path, struct store_meta *out);
+int store_stream_get(struct store *s, int64_t id, struct store_meta *out);
 void store_snapshot_end(struct store *s);
-int store_stream_get(struct store *s, const char *path, int64_t id, struct store_meta *out);
 
 /* Counters since store_open, for benchmarks and debug logs. */
 struct store_stats {

@@ -80,7 +80,8 @@ struct store_pg {
     int64_t next_id, id_end; /* the reserved block of stream ids not handed out yet */
     uint64_t retry_at_us;    /* no reconnect of the loop's connection before (a failed one waits) */
     int reader_lost;         /* the loop's connection is lost (its failure was logged) */
-    int snapshot;            /* the loop's connection is inside store_pg_snapshot_begin's transaction */
+    int snapshot;            /* the loop's connection is inside store_pg_snapshot_stream's transaction */
+    int unread;              /* the loop's connection has the answer of a command sent without waiting */
     int writer_lost;         /* the same for the committer's (its thread only) */
 };
 
@@ -110,5 +111,10 @@ void pg__fenced(struct store_pg *s);
  * are text; results binary when `binary`. NULL while the database cannot be reached (libpq's
  * accessors take NULL: PQresultStatus says PGRES_FATAL_ERROR). */
 PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary);
+/* n < 0: sql is a simple query, one or more statements without parameters (text results; the
+ * last statement's). */
+/* Reads (and drops) the answer of a command the loop's connection sent without waiting for it
+ * (store_pg_snapshot_end's ROLLBACK): before anything else uses the connection. */
+void pg__settle(struct store_pg *s);
 
 #endif

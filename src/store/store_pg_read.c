@@ -40,13 +40,27 @@ static int pg__reconnect(struct store_pg *s)
     return -ENOTCONN;
 }
 
+void pg__settle(struct store_pg *s)
+{
+    if (!s->unread)
+        return;
+    s->unread = 0;
+    if (s->conn == NULL)
+        return;
+    PGresult *r;
+    while ((r = PQgetResult(s->conn)) != NULL)
+        PQclear(r);
+}
+
 PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary)
 {
+    pg__settle(s);
     for (int attempt = 0;; attempt++) {
         /* Inside a snapshot a new connection would read outside it: the caller's read fails. */
         if (s->conn == NULL && (s->snapshot || pg__reconnect(s) != 0))
             return NULL;
-        PGresult *r = PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, binary);
+        PGresult *r =
+            n < 0 ? PQexec(s->conn, sql) : PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, binary);
         if (PQstatus(s->conn) != CONNECTION_BAD)
             return r;
         PQfinish(s->conn);
@@ -143,15 +157,12 @@ int store_pg_load(struct store_pg *s, store_meta_cb on_stream, store_producer_cb
 
 /* ---- a follower's reads: one stream at a time, in a snapshot ---- */
 
-int store_pg_stream_get(struct store_pg *s, const char *path, int64_t id, struct store_meta *out)
+int store_pg_stream_get(struct store_pg *s, int64_t id, struct store_meta *out)
 {
     char idv[24];
     snprintf(idv, sizeof idv, "%" PRId64, id);
-    const char *v[] = {path ? path : idv};
-    PGresult *r = pg__query(s,
-                            path ? "SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE path = $1"
-                                 : "SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE id = $1",
-                            1, v, 0);
+    const char *v[] = {idv};
+    PGresult *r = pg__query(s, "SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE id = $1", 1, v, 0);
     int rc = pg__rows(s->conn, r);
     if (rc != 0)
         return rc;
@@ -162,13 +173,35 @@ int store_pg_stream_get(struct store_pg *s, const char *path, int64_t id, struct
     return found;
 }
 
-int store_pg_snapshot_begin(struct store_pg *s)
+int store_pg_snapshot_stream(struct store_pg *s, const char *path, struct store_meta *out)
 {
-    PGresult *r = pg__query(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, 0);
-    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg__errno(s->conn, r);
+    /* BEGIN and the row in one round trip: a simple query of two statements, which takes no
+     * parameters, so the path goes in as hex digits (nothing in it can end the literal). A path
+     * that is not UTF-8 fails the query. */
+    static const char head[] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT " PG_META_COLUMNS
+                               " FROM agentd_streams s WHERE path = convert_from(decode('";
+    static const char tail[] = "', 'hex'), 'UTF8')";
+    size_t plen = strlen(path);
+    char *sql = xmalloc(sizeof head + 2 * plen + sizeof tail);
+    char *w = sql + sizeof head - 1;
+    memcpy(sql, head, sizeof head - 1);
+    for (size_t i = 0; i < plen; i++, w += 2)
+        snprintf(w, 3, "%02x", (unsigned char)path[i]);
+    memcpy(w, tail, sizeof tail);
+    PGresult *r = pg__query(s, sql, -1, NULL, 0);
+    free(sql);
+    PGTransactionStatusType ts = s->conn ? PQtransactionStatus(s->conn) : PQTRANS_UNKNOWN;
+    s->snapshot = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+    int rc = pg__rows(s->conn, r);
+    if (rc != 0) {
+        store_pg_snapshot_end(s);
+        return rc;
+    }
+    int found = PQntuples(r) > 0;
+    if (found)
+        pg__meta(r, 0, out);
     PQclear(r);
-    s->snapshot = rc == 0;
-    return rc;
+    return found;
 }
 
 void store_pg_snapshot_end(struct store_pg *s)
@@ -178,9 +211,15 @@ void store_pg_snapshot_end(struct store_pg *s)
     s->snapshot = 0;
     if (s->conn == NULL) /* lost inside: its transaction went with it */
         return;
-    /* Read only: COMMIT and ROLLBACK cost the same, and either ends a transaction a failed
-     * statement aborted. */
-    PQclear(pg__query(s, "ROLLBACK", 0, NULL, 0));
+    /* Sent without waiting: its answer is read before the connection's next query (pg__settle),
+     * so a read costs no round trip for it. Read only: ROLLBACK ends it as COMMIT would, and ends
+     * a transaction a failed statement aborted too. */
+    if (PQsendQuery(s->conn, "ROLLBACK"))
+        s->unread = 1;
+    else {
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
 }
 
 /* ---- reads ---- */

@@ -189,7 +189,7 @@ void stream_json_wrap(struct buf *b);
 /*
  * A read-only view of one stream as the store's database has it committed, for a node that loads
  * no registry: a follower of the write lease (doc/ARCHITECTURE.md "Several nodes on one
- * database"). stream_view_open opens a read snapshot of the store (store_snapshot_begin) and reads
+ * database"). stream_view_open opens a read snapshot of the store (store_snapshot_stream) and reads
  * the row of the stream at path and its fork sources' in it; stream_view_read reads in the same
  * snapshot, so the view's tail, closure and bytes agree with each other and include every batch
  * committed before the open (what the owner acknowledged). The view's stream answers the metadata

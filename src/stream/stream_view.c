@@ -38,7 +38,7 @@ static int stream_view__sources(struct stream_view *v)
         struct store_meta m;
         if (depth == STREAM_VIEW_DEPTH)
             return -ELOOP;
-        int rc = store_stream_get(v->store, NULL, st->m.fork_src, &m);
+        int rc = store_stream_get(v->store, st->m.fork_src, &m);
         if (rc <= 0)
             return rc < 0 ? rc : -EIO; /* a fork's source lives while it counts the fork */
         st->src = stream_view__stream(&m);
@@ -58,13 +58,10 @@ int stream_view_open(struct stream_view **out, struct store *store, const char *
     v->store = store;
     *out = NULL;
     *how = STREAM_MISSING;
-    int rc = store_snapshot_begin(store);
-    if (rc != 0)
-        goto fail;
-    v->snapshot = 1;
-    rc = store_stream_get(store, p, 0, &m);
+    int rc = store_snapshot_stream(store, p, &m);
     if (rc < 0)
         goto fail;
+    v->snapshot = 1;
     if (rc == 0) { /* missing: nothing to keep */
         free(p);
         stream_view_close(v);

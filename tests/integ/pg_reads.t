@@ -28,6 +28,7 @@ from cluster import test_cluster  # noqa: E402
 LEASE_MS = 5000  # the pause in (d) stays well inside it: the follower stays a follower
 TOKEN = "reads-token"
 RYW = 300
+ODD = ("/v1/stream/reads/it's", "/v1/stream/reads/caf%C3%A9", "/v1/stream/reads/%FF")
 DS_HEADERS = ("content-type", "stream-next-offset", "stream-up-to-date", "stream-closed", "etag",
               "cache-control", "stream-cursor", "stream-ttl", "stream-expires-at")
 
@@ -60,6 +61,8 @@ def build(owner, follower):
     owner.request("PUT", "/v1/stream/reads/gone-fork", None,
                   {"Content-Type": "text/plain", "Stream-Forked-From": "/v1/stream/reads/gone"})
     owner.request("DELETE", "/v1/stream/reads/gone")
+    for odd in ODD:  # a quote, a percent-escape, UTF-8: the row is found by path all the same
+        owner.create(odd, "text/plain", odd.encode())
     full = owner.request("GET", b + "?offset=-1")
     json_second = json_message_offset(owner, j)
     tail = full.header("Stream-Next-Offset")
@@ -74,6 +77,7 @@ def build(owner, follower):
              ("GET", "/v1/stream/reads/gone?offset=-1"), ("HEAD", "/v1/stream/reads/gone"),
              ("GET", "/v1/stream/reads/gone-fork?offset=-1"),
              ("GET", "/v1/stream/__agentd/anything?offset=-1"), ("GET", "/v1/stream/a//b?offset=-1")]
+    reqs += [("GET", odd + "?offset=-1") for odd in ODD] + [("HEAD", odd + "x") for odd in ODD]
     return reqs, full.header("ETag")
 
 
