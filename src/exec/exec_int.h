@@ -165,6 +165,9 @@ const char *exec__proc_cgroup(const struct exec_proc *p);
 int exec__guard_add(pid_t pgid, const char *cg_dir);
 /* Tells the guard to forget pgid; call before the leader is reaped. */
 void exec__guard_forget(pid_t pgid);
+/* Parses one entry of a message to the guard: op '+' (with *cg_dir, or NULL) or '-', and a pgid
+ * above 1. 0 or -EINVAL; *cg_dir points into entry. */
+int exec__guard_parse(const char *entry, char *op, pid_t *pgid, const char **cg_dir);
 /* The guard's pid (0 before the first one), for tests. */
 pid_t exec__guard_pid(void);
 

@@ -23,8 +23,10 @@
  * and the next change starts another. A forked copy of agentd starts its own guard, so its
  * programs die with it, not with its parent. Callable from any thread (one mutex).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -52,11 +54,34 @@ struct guard_entry {
 
 /* ---- the guard process ------------------------------------------------------------------- */
 
+/* One entry: "+<pgid>[ <cgroup dir>]" or "-<pgid>". A pgid that is not a whole number above 1 is
+ * refused (-EINVAL): kill(-1) would reach every process of the uid, kill(-0) the guard's own group
+ * before it got to the rest, and a negative one a single unrelated pid. agentd sends none of
+ * these (its pgids are vfork'd leaders); the guard checks anyway, being what runs kill(). */
+int exec__guard_parse(const char *entry, char *op, pid_t *pgid, const char **cg_dir)
+{
+    char *end;
+    long v;
+
+    if (entry[0] != '+' && entry[0] != '-')
+        return -EINVAL;
+    errno = 0;
+    v = strtol(entry + 1, &end, 10);
+    if (errno != 0 || !isdigit((unsigned char)entry[1]) || v <= 1 || v > INT_MAX ||
+        (*end != '\0' && (*end != ' ' || entry[0] != '+')))
+        return -EINVAL;
+    *op = entry[0];
+    *pgid = (pid_t)v;
+    *cg_dir = *end == ' ' && end[1] != '\0' ? end + 1 : NULL;
+    return 0;
+}
+
 static _Noreturn void guard_main(int fd)
 {
     struct guard_entry *set = NULL;
     size_t n = 0, cap = 0;
-    char msg[GUARD_MSG_MAX + 1], *end;
+    char msg[GUARD_MSG_MAX + 1], op;
+    const char *cg_dir;
     pid_t pgid;
 
     (void)prctl(PR_SET_NAME, "agentd-guard");
@@ -69,18 +94,17 @@ static _Noreturn void guard_main(int fd)
         msg[r] = '\0';
         /* One datagram holds one entry or more, each ended by a NUL (the last by the datagram). */
         for (char *e = msg; e < msg + r; e += strlen(e) + 1) {
-            pgid = (pid_t)strtol(e + 1, &end, 10);
-            if (e[0] == '+') {
+            if (exec__guard_parse(e, &op, &pgid, &cg_dir) < 0)
+                continue;
+            if (op == '+') {
                 if (n == cap) {
                     cap = cap ? 2 * cap : 64;
                     set = xrealloc(set, cap * sizeof *set);
                 }
                 set[n].pgid = pgid;
-                set[n++].cg_dir = *end == ' ' ? xstrdup(end + 1) : NULL;
+                set[n++].cg_dir = cg_dir != NULL ? xstrdup(cg_dir) : NULL;
                 continue;
             }
-            if (e[0] != '-')
-                continue;
             for (size_t i = 0; i < n; i++) {
                 if (set[i].pgid == pgid) {
                     free(set[i].cg_dir);

@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "core/core.h"
+#include "exec/child.h"
 #include "exec/exec.h"
 #include "exec/exec_int.h"
 #include "tap.h"
@@ -1148,6 +1149,61 @@ static void test_guard_restart(void)
             kill(rep.groups[i], SIGKILL);
 }
 
+/* The guard runs kill(-pgid) for what it reads, so it refuses a pgid that is not a whole number
+ * above 1: -1 would be every process of the uid, 0 its own group (and then nothing after it). */
+static void test_guard_parse(void)
+{
+    const char *bad[] = {"+1",   "+0",           "+-5", "+",      "+abc", "+12x",
+                         "+ 12", "+99999999999", "-1",  "-12 /x", "*12",  ""};
+    const char *cg;
+    char op;
+    pid_t pgid;
+    int nbad = 0;
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (exec__guard_parse(bad[i], &op, &pgid, &cg) == 0) {
+            diag("guard: accepted '%s'", bad[i]);
+            nbad++;
+        }
+    }
+    is_int(nbad, 0, "guard: refuses pgids 1, 0, negative, malformed or out of range");
+    ok(exec__guard_parse("+12", &op, &pgid, &cg) == 0 && op == '+' && pgid == 12 && cg == NULL,
+       "guard: parses +pgid");
+    ok(exec__guard_parse("+12 /sys/fs/cgroup/pids/a b", &op, &pgid, &cg) == 0 && pgid == 12 && cg != NULL &&
+           strcmp(cg, "/sys/fs/cgroup/pids/a b") == 0,
+       "guard: parses +pgid and the cgroup directory");
+    ok(exec__guard_parse("-34", &op, &pgid, &cg) == 0 && op == '-' && pgid == 34, "guard: parses -pgid");
+
+    /* A guard of our own, told "+0" and a malformed entry first: it still kills the real group. */
+    char *argv[] = {"agentd-exec-guard", NULL}, *envp[] = {"AGENTD_EXEC_GUARD=1", NULL};
+    char msg[64];
+    int sv[2], len;
+    pid_t guard = 0, group = group_start();
+
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        abort();
+    struct exec_child c = {.path = "/proc/self/exe",
+                           .argv = argv,
+                           .envp = envp,
+                           .cwd = "/",
+                           .map = {{0, sv[1]}, {1, 1}, {2, 2}},
+                           .nmap = 3};
+    if (exec_child_spawn(&c, &guard) != 0)
+        abort();
+    close(sv[1]);
+    len = snprintf(msg, sizeof msg, "+0%c+12x%c+%d", '\0', '\0', (int)group);
+    ok(send(sv[0], msg, (size_t)len, MSG_NOSIGNAL) == len, "guard: sent +0, +12x and a real group");
+    close(sv[0]);
+    waitpid(guard, NULL, 0);
+    uint64_t t0 = clock_mono_us();
+    while (pid_alive(group) && clock_mono_us() - t0 < 2000000)
+        usleep(2000);
+    ok(!pid_alive(group), "guard: at end of file it kills the real group listed after +0");
+    if (pid_alive(group))
+        kill(group, SIGKILL);
+    waitpid(group, NULL, 0);
+}
+
 /* exec_kill_all (a node that lost its write lease, about to exit): two programs, one ignoring
  * SIGTERM, each with a background child and a setsid()ed grandchild: all dead at once, no grace. */
 static void test_kill_all(void)
@@ -1211,6 +1267,7 @@ int main(void)
     test_close_kills();
     test_guard_kill9();
     test_guard_restart();
+    test_guard_parse();
     test_protocol_fds();
     test_signal_and_quick_kill();
     test_env_wait();
