@@ -3,7 +3,7 @@
 // File-backed (dataDir set), so every append is fdatasync'ed like agentd --durability fsync.
 // Prints the bound URL as the first line of stdout, the same contract as `agentd serve`,
 // then serves until SIGTERM or SIGINT.
-import { DurableStreamTestServer } from '@durable-streams/server';
+import { DurableStreamTestServer, FileBackedStreamStore } from '@durable-streams/server';
 
 const dataDir = process.argv[2];
 const longPollTimeout = Number(process.argv[3] ?? 2000);
@@ -19,6 +19,12 @@ console.log = console.info = console.debug = console.warn;
 const server = new DurableStreamTestServer({
   port: 0, host: '127.0.0.1', dataDir, longPollTimeout, compression: false,
 });
+// The file store keeps 100 append handles by default (maxFileHandles) and the test server offers no
+// option for it: with 1,000 streams a handle is evicted between a write and its fdatasync and the
+// append fails ("handle not found", answered 404). Give it one per stream of the largest phase, so
+// that its figures are its best, not its default's failures.
+await server.store.close();
+server.store = new FileBackedStreamStore({ dataDir, maxFileHandles: 4096 });
 const url = await server.start();
 process.stdout.write(`${url}\n`);
 
