@@ -15,7 +15,9 @@
 
 /* Descriptors are lifted at or above this before being placed, so a source that is also a
  * target (say our 1 is to become the child's 2) is not overwritten by an earlier dup2. */
-#define CHILD_LIFT_FD 100
+#define CHILD_LIFT_FD    100
+/* The most descriptors the close loop without close_range visits (fs.nr_open's default). */
+#define CHILD_FD_END_MAX (1 << 20)
 
 static size_t put_num(char *p, long v)
 {
@@ -52,6 +54,19 @@ static int is_target(const struct exec_child *c, int fd)
         if (c->map[i].child == fd)
             return 1;
     return 0;
+}
+
+int exec_child_no_close_range;
+
+/* One past the highest descriptor agentd can have open: its RLIMIT_NOFILE (getrlimit is a
+ * system call, async-signal-safe), capped, as the soft limit may be unlimited. */
+static int child_fd_end(void)
+{
+    struct rlimit nofile;
+
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < (rlim_t)CHILD_FD_END_MAX)
+        return (int)nofile.rlim_cur;
+    return CHILD_FD_END_MAX;
 }
 
 static _Noreturn void child_main(const struct exec_child *c, pid_t parent)
@@ -94,8 +109,10 @@ static _Noreturn void child_main(const struct exec_child *c, pid_t parent)
     for (int fd = 0; fd <= top; fd++)
         if (!is_target(c, fd))
             (void)close(fd);
-    if (syscall(SYS_close_range, (unsigned)top + 1, ~0u, 0u) < 0)
-        for (int fd = top + 1; fd < 1024; fd++)
+    /* Kernels before 5.9 have no close_range: one by one, up to RLIMIT_NOFILE (not a fixed 1024:
+     * agentd may have many more descriptors open, and not all of them close on exec). */
+    if (exec_child_no_close_range || syscall(SYS_close_range, (unsigned)top + 1, ~0u, 0u) < 0)
+        for (int fd = top + 1, end = child_fd_end(); fd < end; fd++)
             (void)close(fd);
     if (c->cwd != NULL && chdir(c->cwd) < 0)
         fail("chdir", c->cwd, errno);

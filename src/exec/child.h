@@ -55,6 +55,10 @@ struct exec_child {
  * vfork. 0 or a negative errno from vfork; exec failures show as the child's exit status 127. */
 int exec_child_spawn(const struct exec_child *spec, pid_t *pid) CORE_UNUSED_RESULT;
 
+/* Tests only: nonzero makes the child close descriptors one by one up to RLIMIT_NOFILE, as it
+ * does on kernels without close_range(2) (before 5.9). */
+extern int exec_child_no_close_range;
+
 /* pidfd_open(2): a descriptor that turns readable when `pid` exits. Descriptor or negative errno. */
 int exec_child_pidfd(pid_t pid);
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1204,6 +1205,57 @@ static void test_guard_parse(void)
     waitpid(group, NULL, 0);
 }
 
+/* The fds a program sees: `ls /proc/self/fd` started by exec_child_spawn with stdout on a pipe;
+ * the highest one listed, or -1. */
+static int child_max_fd(void)
+{
+    char *argv[] = {"/bin/ls", "-1", "/proc/self/fd", NULL}, *envp[] = {NULL};
+    char out[4096];
+    size_t len = 0;
+    ssize_t n;
+    int pfd[2], max = -1;
+    pid_t pid;
+
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        abort();
+    struct exec_child c = {
+        .path = argv[0], .argv = argv, .envp = envp, .map = {{1, pfd[1]}, {2, 2}}, .nmap = 2};
+    if (exec_child_spawn(&c, &pid) != 0)
+        abort();
+    close(pfd[1]);
+    while (len < sizeof out - 1 && (n = read(pfd[0], out + len, sizeof out - 1 - len)) > 0)
+        len += (size_t)n;
+    close(pfd[0]);
+    waitpid(pid, NULL, 0);
+    out[len] = '\0';
+    for (char *p = out; *p != '\0'; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p))
+        if (atoi(p) > max)
+            max = atoi(p);
+    return max;
+}
+
+/* A descriptor of agentd above 1023 without O_CLOEXEC (many clients, a raised RLIMIT_NOFILE)
+ * does not reach a program, with close_range and with the loop kernels without it use. */
+static void test_close_high_fds(void)
+{
+    struct rlimit rl;
+    int fd = open("/dev/null", O_RDONLY); /* no O_CLOEXEC on purpose */
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur <= 1500 || fd < 0 || dup2(fd, 1500) < 0) {
+        ok(1, "# SKIP RLIMIT_NOFILE %lu is too low for fd 1500", (unsigned long)rl.rlim_cur);
+        ok(1, "# SKIP RLIMIT_NOFILE too low");
+        return;
+    }
+    close(fd);
+    int with = child_max_fd();
+    exec_child_no_close_range = 1;
+    int without = child_max_fd();
+    exec_child_no_close_range = 0;
+    close(1500);
+    ok(with >= 2 && with < 100, "child: fd 1500 does not reach the program (close_range; highest %d)", with);
+    ok(without >= 2 && without < 100, "child: nor without close_range (the close loop; highest %d)", without);
+}
+
 /* exec_kill_all (a node that lost its write lease, about to exit): two programs, one ignoring
  * SIGTERM, each with a background child and a setsid()ed grandchild: all dead at once, no grace. */
 static void test_kill_all(void)
@@ -1268,6 +1320,7 @@ int main(void)
     test_guard_kill9();
     test_guard_restart();
     test_guard_parse();
+    test_close_high_fds();
     test_protocol_fds();
     test_signal_and_quick_kill();
     test_env_wait();
