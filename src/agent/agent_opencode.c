@@ -340,10 +340,12 @@ static void on_step_finish(struct agent_parser *p, json_t *part)
 
 /* The tool calls a turn leaves running (an abort: OpenCode reports the killed call after the idle)
  * end with it, as errors, so each pre_tool of the run has its post_tool; their later updates are
- * dropped (on_tool). */
+ * dropped (on_tool). Their ids are kept through the next turn, during which a late update may come
+ * (after the next message went), and replaced at its end by its own: a call whose update never
+ * comes (OpenCode restarted, the part dropped) is not kept for the parser's life. */
 static void opencode_end_tools(struct agent_parser *p, int interrupted)
 {
-    json_t *started = agent__state_obj(p, "tools"), *ended = agent__state_obj(p, "ended_tools"), *name;
+    json_t *started = agent__state_obj(p, "tools"), *ended = json_object(), *name;
     const char *id;
     json_object_foreach (started, id, name) {
         agent__emit(p, "post_tool",
@@ -352,6 +354,7 @@ static void opencode_end_tools(struct agent_parser *p, int interrupted)
         json_object_set_new(ended, id, json_true());
     }
     json_object_clear(started);
+    json_object_set_new(agent__state(p), "ended_tools", ended);
 }
 
 /* The session went idle while a turn ran: the run's result, with the turn's totals. */

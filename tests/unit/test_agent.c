@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "agent/agent.h"
+#include "agent/agent_int.h"
 #include "core/core.h"
 #include "tap.h"
 
@@ -1153,6 +1154,21 @@ static void oc_tool(struct agent_parser *p, const char *state)
                           state));
 }
 
+/* An OpenCode parser whose first turn (o) runs call_1. */
+static struct agent_parser *oc_running_tool(struct events *e, struct written *w, struct agent_run_opts *o)
+{
+    struct agent_parser *p = agent_parser_new(agent_adapter_find("opencode"), 0, collect, e);
+    static const char listening[] = "opencode server listening on http://127.0.0.1:4096\n";
+    static const char connected[] = "{\"type\":\"server.connected\",\"properties\":{}}";
+    agent_parser_set_writer(p, record_write, w);
+    (void)!agent_send_turn(p, o);
+    agent_parser_feed(p, listening, sizeof listening - 1);
+    agent_parser_http_event(p, connected, sizeof connected - 1);
+    oc_status(p, "busy");
+    oc_tool(p, "running");
+    return p;
+}
+
 /* An abort (OpenCode 1.18.33, as agents_hitl.t sees it): the first idle ends the turn while its tool
  * still runs; the tool's error and a second idle come later, possibly after the next message went.
  * The tool's post_tool belongs to the interrupted turn, none to the next one. */
@@ -1160,16 +1176,8 @@ static void test_opencode_abort(void)
 {
     struct events e = {json_array()};
     struct written w = {{0}};
-    struct agent_parser *p = agent_parser_new(agent_adapter_find("opencode"), 0, collect, &e);
-    agent_parser_set_writer(p, record_write, &w);
     struct agent_run_opts o = {.prompt = "sleep", .native_session = "ses_1"};
-    static const char listening[] = "opencode server listening on http://127.0.0.1:4096\n";
-    static const char connected[] = "{\"type\":\"server.connected\",\"properties\":{}}";
-    (void)!agent_send_turn(p, &o);
-    agent_parser_feed(p, listening, sizeof listening - 1);
-    agent_parser_http_event(p, connected, sizeof connected - 1);
-    oc_status(p, "busy");
-    oc_tool(p, "running");
+    struct agent_parser *p = oc_running_tool(&e, &w, &o);
     is_int(agent_send_interrupt(p, "R1"), 0, "opencode abort: the turn is interrupted");
     oc_status(p, "idle");
     json_t *post = nth(e.all, "post_tool", 0), *res = nth(e.all, "result", 0);
@@ -1192,6 +1200,32 @@ static void test_opencode_abort(void)
        "opencode abort: the next turn ends at its own idle");
     free(before);
     free(after);
+    agent_parser_free(p);
+    json_decref(e.all);
+    buf_free(&w.b);
+}
+
+/* An aborted call whose update never comes (OpenCode restarted, the part dropped): its id is held
+ * through the next turn, for a late update, and not after it. */
+static void test_opencode_abort_no_update(void)
+{
+    struct events e = {json_array()};
+    struct written w = {{0}};
+    struct agent_run_opts o = {.prompt = "sleep", .native_session = "ses_1"};
+    struct agent_parser *p = oc_running_tool(&e, &w, &o);
+    (void)!agent_send_interrupt(p, "R1");
+    oc_status(p, "idle");
+    json_t *ended = json_object_get(agent__state(p), "ended_tools");
+    ok(json_object_get(ended, "call_1") != NULL, "opencode abort: the aborted call's id is held");
+    o.prompt = "next";
+    (void)!agent_send_turn(p, &o);
+    oc_status(p, "busy");
+    ended = json_object_get(agent__state(p), "ended_tools");
+    ok(json_object_get(ended, "call_1") != NULL, "opencode abort: and through the next turn");
+    oc_status(p, "idle");
+    ended = json_object_get(agent__state(p), "ended_tools");
+    ok(nth(e.all, "result", 1) && json_object_size(ended) == 0,
+       "opencode abort: not after the next turn ended (%zu held)", json_object_size(ended));
     agent_parser_free(p);
     json_decref(e.all);
     buf_free(&w.b);
@@ -1227,5 +1261,6 @@ int main(void)
     test_codex_app_server();
     test_opencode_serve();
     test_opencode_abort();
+    test_opencode_abort_no_update();
     return done_testing();
 }
