@@ -165,9 +165,9 @@ int store_read_back(struct store *s, int64_t stream, int64_t before, store_recor
                  : store_sqlite_read_back(s->sq, stream, before, cb, arg);
 }
 
-int store_snapshot_stream(struct store *s, const char *path, struct store_meta *out)
+int store_snapshot_stream(struct store *s, const char *path, int64_t from, struct store_meta *out)
 {
-    return s->pg ? store_pg_snapshot_stream(s->pg, path, out) : -ENOTSUP;
+    return s->pg ? store_pg_snapshot_stream(s->pg, path, from, out) : -ENOTSUP;
 }
 
 int store_stream_get(struct store *s, int64_t id, struct store_meta *out)

@@ -37,7 +37,7 @@ int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, 
                   store_record_cb cb, void *arg);
 int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb,
                        void *arg);
-int store_pg_snapshot_stream(struct store_pg *s, const char *path, struct store_meta *out);
+int store_pg_snapshot_stream(struct store_pg *s, const char *path, int64_t from, struct store_meta *out);
 int store_pg_stream_get(struct store_pg *s, int64_t id, struct store_meta *out);
 void store_pg_snapshot_end(struct store_pg *s);
 void store_pg_stats(struct store_pg *s, struct store_stats *out);

@@ -83,6 +83,11 @@ struct store_pg {
     int snapshot;            /* the loop's connection is inside store_pg_snapshot_stream's transaction */
     int unread;              /* the loop's connection has the answer of a command sent without waiting */
     int writer_lost;         /* the same for the committer's (its thread only) */
+    /* A snapshot that is one statement's (store_pg_snapshot_stream): the row and the records it
+     * read, which store_pg_read of that stream from that offset hands out instead of querying. */
+    PGresult *ahead;
+    int64_t ahead_stream, ahead_from;
+    int view_prepared; /* store_pg_snapshot_stream's statement is prepared on the loop's connection */
 };
 
 /* Maps a failed result (or a broken connection) to a negative errno. */

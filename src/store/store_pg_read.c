@@ -26,6 +26,7 @@ static int pg__reconnect(struct store_pg *s)
         return -ENOTCONN;
     PQfinish(s->conn);
     s->conn = pg__connect(s->conninfo, err, sizeof err);
+    s->view_prepared = 0;
     if (s->conn) {
         log_info("store: connected to PostgreSQL again");
         s->reader_lost = 0;
@@ -52,15 +53,30 @@ void pg__settle(struct store_pg *s)
         PQclear(r);
 }
 
-PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary)
+/* pg__query, or with `name` the statement sql prepared under that name on each new connection,
+ * when first run there (one such statement: the one a follower runs per read, whose planning
+ * would cost more than its execution; view_prepared says it is). A failed PQprepare leaves the
+ * statement to run unprepared (on a broken connection that fails too, and the loop reconnects). */
+static PGresult *pg__run(struct store_pg *s, const char *name, const char *sql, int n,
+                         const char *const *vals, int binary)
 {
     pg__settle(s);
     for (int attempt = 0;; attempt++) {
         /* Inside a snapshot a new connection would read outside it: the caller's read fails. */
         if (s->conn == NULL && (s->snapshot || pg__reconnect(s) != 0))
             return NULL;
-        PGresult *r =
-            n < 0 ? PQexec(s->conn, sql) : PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, binary);
+        PGresult *r;
+        if (name && !s->view_prepared) {
+            r = PQprepare(s->conn, name, sql, n, NULL);
+            s->view_prepared = PQresultStatus(r) == PGRES_COMMAND_OK;
+            PQclear(r);
+        }
+        if (name && s->view_prepared)
+            r = PQexecPrepared(s->conn, name, n, vals, NULL, NULL, binary);
+        else if (n < 0)
+            r = PQexec(s->conn, sql);
+        else
+            r = PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, binary);
         if (PQstatus(s->conn) != CONNECTION_BAD)
             return r;
         PQfinish(s->conn);
@@ -69,6 +85,11 @@ PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *cons
             return r;
         PQclear(r);
     }
+}
+
+PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary)
+{
+    return pg__run(s, NULL, sql, n, vals, binary);
 }
 
 int store_pg_available(struct store_pg *s)
@@ -93,8 +114,18 @@ static char *pg__text(const PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? NULL : xstrdup(PQgetvalue(r, row, col));
 }
 
+static int64_t pg__be64(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return (int64_t)be64toh(v);
+}
+
+/* A bigint column, in either result format. */
 static int64_t pg__int(const PGresult *r, int row, int col)
 {
+    if (PQfformat(r, col) == 1)
+        return pg__be64(PQgetvalue(r, row, col));
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
@@ -108,15 +139,17 @@ static int pg__load_producers(struct store_pg *s, store_producer_cb on_producer,
     return rc;
 }
 
-/* A stream's columns, as pg__meta reads them. Its tail is not stored: it is the end of its last
- * record (a fork without records of its own ends at its fork offset). */
-#define PG_META_COLUMNS                                                                                    \
-    "id, path, content_type, created_ms, ttl_s, expires_at_ms, expires_at, closed,"                        \
-    " coalesce((SELECT r.off + length(r.data) FROM agentd_records r WHERE r.stream = s.id"                 \
-    " ORDER BY r.off DESC LIMIT 1), fork_off), fork_src, fork_off, fork_sub, refcount, deleted, last_seq," \
-    " closer_pid, closer_epoch, closer_seq"
+/* A stream's columns, as pg__meta reads them (every number a bigint, so that binary results read
+ * alike). Its tail is not stored: it is the end of its last record (a fork without records of its
+ * own ends at its fork offset). */
+#define PG_META_COLUMNS                                                                     \
+    "id, path, content_type, created_ms, ttl_s, expires_at_ms, expires_at, closed::bigint," \
+    " coalesce((SELECT r.off + length(r.data) FROM agentd_records r WHERE r.stream = s.id"  \
+    " ORDER BY r.off DESC LIMIT 1), fork_off) AS tail, fork_src, fork_off, fork_sub,"       \
+    " refcount, deleted::bigint, last_seq, closer_pid, closer_epoch, closer_seq"
+#define PG_META_NCOLUMNS 18
 
-/* Row i of a query of PG_META_COLUMNS (text results); clear with store_meta_clear. */
+/* Row i of a query of PG_META_COLUMNS (text or binary results); clear with store_meta_clear. */
 static void pg__meta(const PGresult *r, int i, struct store_meta *m)
 {
     *m = (struct store_meta){
@@ -159,6 +192,8 @@ int store_pg_load(struct store_pg *s, store_meta_cb on_stream, store_producer_cb
 
 int store_pg_stream_get(struct store_pg *s, int64_t id, struct store_meta *out)
 {
+    if (s->ahead != NULL) /* a fork's view reads in a transaction (store_pg_snapshot_stream) */
+        return -EIO;
     char idv[24];
     snprintf(idv, sizeof idv, "%" PRId64, id);
     const char *v[] = {idv};
@@ -173,7 +208,8 @@ int store_pg_stream_get(struct store_pg *s, int64_t id, struct store_meta *out)
     return found;
 }
 
-int store_pg_snapshot_stream(struct store_pg *s, const char *path, struct store_meta *out)
+/* The snapshot as a transaction, for reads that take more than one statement. */
+static int pg__snapshot_begin(struct store_pg *s, const char *path, struct store_meta *out)
 {
     /* BEGIN and the row in one round trip: a simple query of two statements, which takes no
      * parameters, so the path goes in as hex digits (nothing in it can end the literal). A path
@@ -204,8 +240,50 @@ int store_pg_snapshot_stream(struct store_pg *s, const char *path, struct store_
     return found;
 }
 
+/* The row of the stream at path (the first PG_META_NCOLUMNS columns) and the first page of its
+ * own records from $2 (as store_pg_read's first query; none when $2 is negative or at the tail),
+ * in one statement: one snapshot, one round trip. Binary results. */
+static const char pg__row_and_page[] =
+    "WITH m AS MATERIALIZED (SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE path = $1)"
+    " SELECT m.*, r.off, r.data FROM m LEFT JOIN LATERAL (SELECT off, data FROM agentd_records"
+    " WHERE stream = m.id AND $2::bigint >= 0 AND $2::bigint < m.tail"
+    " AND off >= coalesce((SELECT max(off) FROM agentd_records WHERE stream = m.id AND off <= $2::bigint),"
+    " $2::bigint) ORDER BY off LIMIT " PG__STR(PG_READ_ROWS) ") r ON true ORDER BY r.off";
+
+int store_pg_snapshot_stream(struct store_pg *s, const char *path, int64_t from, struct store_meta *out)
+{
+    char f[24];
+    snprintf(f, sizeof f, "%" PRId64, from);
+    const char *v[] = {path, f};
+    PGresult *r = pg__run(s, "agentd_view", pg__row_and_page, 2, v, 1);
+    int rc = pg__rows(s->conn, r);
+    if (rc != 0)
+        return rc;
+    int n = PQntuples(r), records = 0;
+    if (n == 0) {
+        PQclear(r);
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        records += !PQgetisnull(r, i, PG_META_NCOLUMNS);
+    pg__meta(r, 0, out);
+    /* What a read of a fork takes (its sources' rows, their records) or a read of more than a page
+     * is more than this statement saw: those are read again in a transaction. */
+    if (out->fork_src != 0 || records == PG_READ_ROWS) {
+        PQclear(r);
+        store_meta_clear(out);
+        return pg__snapshot_begin(s, path, out);
+    }
+    s->ahead = r;
+    s->ahead_stream = out->id;
+    s->ahead_from = from;
+    return 1;
+}
+
 void store_pg_snapshot_end(struct store_pg *s)
 {
+    PQclear(s->ahead);
+    s->ahead = NULL;
     if (!s->snapshot)
         return;
     s->snapshot = 0;
@@ -224,16 +302,38 @@ void store_pg_snapshot_end(struct store_pg *s)
 
 /* ---- reads ---- */
 
-static int64_t pg__be64(const char *p)
+/* A read in a single-statement snapshot: what that statement read is all there is to read. */
+static int pg__read_ahead(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                          store_record_cb cb, void *arg)
 {
-    uint64_t v;
-    memcpy(&v, p, sizeof v);
-    return (int64_t)be64toh(v);
+    PGresult *r = s->ahead;
+    if (stream != s->ahead_stream || from != s->ahead_from) {
+        log_error("store: a read of stream %" PRId64 " from %" PRId64
+                  " outside the snapshot of its row (read ahead from %" PRId64 ")",
+                  stream, from, s->ahead_from);
+        return -EIO;
+    }
+    size_t total = 0;
+    int count = 0;
+    for (int i = 0; i < PQntuples(r) && total < max_bytes; i++) {
+        if (PQgetisnull(r, i, PG_META_NCOLUMNS))
+            continue;
+        int64_t off = pg__be64(PQgetvalue(r, i, PG_META_NCOLUMNS));
+        size_t len = (size_t)PQgetlength(r, i, PG_META_NCOLUMNS + 1);
+        if (off >= to)
+            break;
+        cb(off, PQgetvalue(r, i, PG_META_NCOLUMNS + 1), len, arg);
+        total += len;
+        count++;
+    }
+    return count;
 }
 
 int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                   store_record_cb cb, void *arg)
 {
+    if (s->ahead != NULL)
+        return pg__read_ahead(s, stream, from, to, max_bytes, cb, arg);
     size_t total = 0;
     int count = 0;
     int64_t at = from;

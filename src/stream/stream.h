@@ -192,7 +192,9 @@ void stream_json_wrap(struct buf *b);
  * database"). stream_view_open opens a read snapshot of the store (store_snapshot_stream) and reads
  * the row of the stream at path and its fork sources' in it; stream_view_read reads in the same
  * snapshot, so the view's tail, closure and bytes agree with each other and include every batch
- * committed before the open (what the owner acknowledged). The view's stream answers the metadata
+ * committed before the open (what the owner acknowledged). `from`: the offset the one
+ * stream_view_read that follows will read from (-1 when none will): a read of up to a page of
+ * records then comes in the same round trip as the row. The view's stream answers the metadata
  * calls above (stream_tail, stream_closed, ...; not the mutations, subscriptions or stream_read)
  * until stream_view_close, which ends the snapshot. Expiry is not decided here: a stream with a
  * TTL, whose last access is in the owner's memory, is stream_view_expires' caller's to forward.
@@ -201,7 +203,7 @@ void stream_json_wrap(struct buf *b);
  */
 struct stream_view;
 int stream_view_open(struct stream_view **out, struct store *store, const char *path, size_t plen,
-                     enum stream_lookup *how) CORE_UNUSED_RESULT;
+                     int64_t from, enum stream_lookup *how) CORE_UNUSED_RESULT;
 struct stream *stream_view_stream(struct stream_view *v);
 /* Has the stream a TTL or an expiry time? */
 int stream_view_expires(const struct stream_view *v);

@@ -882,6 +882,22 @@ struct stream_http *stream_http_reader_new(const struct stream_http_config *cfg)
     return sh;
 }
 
+/* Where a follower's GET will read from, as sh__get will find (so that its records come with the
+ * stream's row): -1 when it will read none (HEAD, offset=now, an offset it refuses). An offset past
+ * the tail reads none either; it is read from in vain. */
+static int64_t sh__read_from(struct http_req *req)
+{
+    char *offset = NULL;
+    int64_t from = 0;
+    if (http_req_method(req) != HTTP_GET || http_req_query_param(req, "offset", &offset) > 1)
+        return -1;
+    if (offset == NULL || !strcmp(offset, "-1"))
+        return 0;
+    if (!strcmp(offset, "now") || stream_offset_parse(offset, &from) != 0)
+        return -1;
+    return from;
+}
+
 int stream_http_read_local(struct stream_http *sh, struct store *store, struct http_req *req)
 {
     enum http_method m = http_req_method(req);
@@ -896,7 +912,7 @@ int stream_http_read_local(struct stream_http *sh, struct store *store, struct h
         return 0;
     struct stream_view *v;
     enum stream_lookup how;
-    if (stream_view_open(&v, store, path, plen, &how) != 0)
+    if (stream_view_open(&v, store, path, plen, sh__read_from(req), &how) != 0)
         return 1; /* this node cannot read the database: perhaps the owner can */
     if (how == STREAM_FOUND && stream_view_expires(v)) {
         stream_view_close(v);

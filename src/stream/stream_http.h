@@ -42,7 +42,7 @@ void stream_http_handle(struct stream_http *sh, struct http_req *req, const char
  * STREAM_HTTP_PREFIX whose authorization the caller checked) and returns 0, or returns 1 without
  * answering when the owner must: writes, live reads, a stream with a TTL or an expiry time (its
  * last access is the owner's), or a database this node cannot read. One read snapshot per request,
- * on the loop (two round trips for up to 256 records: see store_snapshot_stream).
+ * on the loop (one round trip for up to 256 records: see store_snapshot_stream).
  */
 struct store;
 struct stream_http *stream_http_reader_new(const struct stream_http_config *cfg);

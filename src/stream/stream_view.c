@@ -48,7 +48,7 @@ static int stream_view__sources(struct stream_view *v)
 }
 
 int stream_view_open(struct stream_view **out, struct store *store, const char *path, size_t plen,
-                     enum stream_lookup *how)
+                     int64_t from, enum stream_lookup *how)
 {
     struct stream_view *v = xcalloc(1, sizeof *v);
     char *p = xmalloc(plen + 1);
@@ -58,7 +58,7 @@ int stream_view_open(struct stream_view **out, struct store *store, const char *
     v->store = store;
     *out = NULL;
     *how = STREAM_MISSING;
-    int rc = store_snapshot_stream(store, p, &m);
+    int rc = store_snapshot_stream(store, p, from, &m);
     if (rc < 0)
         goto fail;
     v->snapshot = 1;

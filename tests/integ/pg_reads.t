@@ -13,7 +13,10 @@
 #       next catch-up read on the follower, whose Stream-Next-Offset is the append's; a read of more
 #       records than one query fetches is the owner's too;
 #   (d) the owner paused (SIGSTOP, within its lease): the follower still answers catch-up reads,
-#       the same as before the pause.
+#       the same as before the pause; the follower logged no error (a read of a view outside the
+#       snapshot its row came in is one: store_pg_snapshot_stream);
+#   (e) PostgreSQL restarted: the follower's connection (and its prepared statement) come back,
+#       and it answers the same reads itself again.
 # Skipped only when PostgreSQL's binaries are missing.
 import os
 import signal
@@ -22,7 +25,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import run_test  # noqa: E402
+from agentd_test import run_test, wait_for  # noqa: E402
 from cluster import test_cluster  # noqa: E402
 
 LEASE_MS = 5000  # the pause in (d) stays well inside it: the follower stays a follower
@@ -180,6 +183,26 @@ def round_pause(tap, owner, follower, reqs):
            "and the owner kept its lease (the reads were a follower's)", repr(roles))
 
 
+def round_pg_restart(tap, c, owner, follower, reqs):
+    """(e)"""
+    before = [answer(follower.request(m, p)) for m, p in reqs]
+    c.pg.stop("fast")
+    c.pg.start()
+
+    def local():
+        try:
+            r = follower.request("GET", "/v1/stream/reads/bin?offset=-1", timeout=3)
+        except OSError:
+            return False
+        return r.status == 200 and node_of(r) == follower.url
+    t0 = time.monotonic()
+    back = wait_for(local, 20)
+    got = [follower.request(m, p) for m, p in reqs]
+    tap.ok(back and all(node_of(r) == follower.url for r in got) and [answer(r) for r in got] == before,
+           f"PostgreSQL restarted: the follower reconnects and answers the reads itself again, as before "
+           f"({time.monotonic() - t0:.2f} s)", repr([(r.status, node_of(r)) for r in got][:5]))
+
+
 def main(tap):
     with test_cluster(tap, "a follower's catch-up reads", nodes=2, lease_ms=LEASE_MS) as c:
         if c is None:
@@ -194,6 +217,11 @@ def main(tap):
         round_forwarded(tap, owner, follower)
         round_ryw(tap, owner, follower)
         round_pause(tap, owner, follower, reqs)
+        round_pg_restart(tap, c, owner, follower, reqs)
+        with open(follower.stderr_path, errors="replace") as f:
+            log = f.read()
+        tap.ok("outside the snapshot" not in log and "Z error " not in log,
+               "the follower logged no error (no read outside its snapshot)", follower.stderr_tail())
         for n in c.nodes:
             tap.check_clean_exit(n, f"node {n.url} stops cleanly")
 
