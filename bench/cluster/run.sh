@@ -3,7 +3,8 @@
 # agentd on PostgreSQL (one node), and the reference server, with the ratios between them; then three
 # agentd nodes on one PostgreSQL (bench/cluster/nodes.py): appends/s with the writers spread over the
 # nodes (and its ratio to one node), append -> SSE delivery for readers on the owner and on a
-# follower, and the failover time after a kill -9 of the owner.
+# follower, and the failover time after a kill -9 of the owner; then catch-up read latency on the
+# owner, on a follower answering itself, and on a follower forwarding (bench/cluster/reads.py).
 #
 # It runs bench/ds (dsbench's phase b only) twice, once per agentd store, each time beside the
 # reference server, on a PostgreSQL 15 of its own (tests/integ/pg.py: initdb in a temporary dir, a
@@ -61,4 +62,6 @@ else
 fi
 echo
 python3 bench/cluster/nodes.py "$tmp/pg" || status=1
+echo
+python3 bench/cluster/reads.py 2000 || status=1
 exit $status
