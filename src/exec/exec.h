@@ -252,6 +252,12 @@ void exec_proc_close_stdin(struct exec_proc *p);
  * grace_ms after the first call, if that is sooner (its cb is ignored); after exit it is not
  * allowed (the proc is gone). */
 void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, void *arg);
+/* exec_proc_kill with the SIGTERM term_ms after the call (at most grace_ms): the processes are
+ * found at once, while their parent links still lead to them, and the program may end by itself
+ * meanwhile (a line on its stdin asked it to) without losing track of what it started. A second
+ * call brings the SIGTERM forward too, if sooner. */
+void exec_proc_kill_after(struct exec_proc *p, uint64_t term_ms, uint64_t grace_ms, exec_kill_cb cb,
+                          void *arg);
 
 /* SIGKILLs, now and without a grace period, every program exec started that is still running in
  * this process (each one's process group and cgroup: what the guard would kill if agentd died),

@@ -11,8 +11,9 @@
  *     lived; an orphan whose parent died before the kill is only found through the cgroup).
  * Processes are remembered by pid and start time, so a reused pid is never signalled.
  *
- * Steps: SIGTERM (and SIGCONT, so stopped ones can act on it) to the group and the set; every
- * KILL_POLL_MS a new scan, signalling newcomers; after the grace period SIGKILL to all; done
+ * Steps: SIGTERM (and SIGCONT, so stopped ones can act on it) to the group and the set, at once or
+ * (exec_proc_kill_after) after a delay during which scans only grow the set; every KILL_POLL_MS a
+ * new scan, signalling newcomers; after the grace period SIGKILL to all; done
  * when a scan finds nothing alive (zombies count as dead), or KILL_GIVE_UP_MS after the SIGKILL
  * with the survivors counted in the report. A grace period of 0 skips SIGTERM (a runtime that
  * must stop now: a timeout, a reset).
@@ -44,10 +45,10 @@ struct tracked {
 struct exec__kill {
     exec_kill_cb cb;
     void *arg;
-    uint64_t grace_ms, start_us;
+    uint64_t term_ms, grace_ms, start_us; /* SIGTERM and SIGKILL, in ms after start_us */
     struct tracked *set;
     size_t n, cap;
-    int escalated, finished;
+    int termed, escalated, finished;
     size_t left;
 };
 
@@ -282,6 +283,17 @@ static void kill_now(struct exec_proc *p)
         kill(k->set[i].pid, SIGKILL);
 }
 
+/* SIGTERM (and SIGCONT, so stopped ones can act on it) to the group while its leader pins the id;
+ * the caller signals the members. */
+static void kill_term_group(struct exec_proc *p)
+{
+    p->kill->termed = 1;
+    if (!p->exited) {
+        kill(-p->pid, SIGTERM);
+        kill(-p->pid, SIGCONT);
+    }
+}
+
 static void on_kill_tick(uv_timer_t *t)
 {
     struct exec_proc *p = t->data;
@@ -292,9 +304,13 @@ static void on_kill_tick(uv_timer_t *t)
     if (!k->escalated && elapsed_ms >= k->grace_ms) {
         kill_now(p);
         n = sweep(p, SIGKILL, 0);
+    } else if (!k->termed && elapsed_ms >= k->term_ms) {
+        kill_term_group(p);
+        n = sweep(p, SIGTERM, 0); /* the members alive now: pids are checked with start times */
     } else {
-        /* Newcomers get the signal of the current step; the rest already had it. */
-        n = sweep(p, k->escalated ? SIGKILL : SIGTERM, !k->escalated);
+        /* Newcomers get the signal of the current step (none before the SIGTERM); the rest already
+         * had it. */
+        n = sweep(p, k->escalated ? SIGKILL : k->termed ? SIGTERM : 0, !k->escalated);
     }
     if (n == 0)
         kill_done(p, 0);
@@ -302,17 +318,21 @@ static void on_kill_tick(uv_timer_t *t)
         kill_done(p, n);
 }
 
-void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, void *arg)
+void exec_proc_kill_after(struct exec_proc *p, uint64_t term_ms, uint64_t grace_ms, exec_kill_cb cb,
+                          void *arg)
 {
     struct exec__kill *k;
     struct pstat st;
 
     if (p->done)
         return;
+    term_ms = term_ms < grace_ms ? term_ms : grace_ms;
     if ((k = p->kill) != NULL) {
-        /* A kill in progress: a shorter grace period brings its SIGKILL forward. */
-        if (!k->finished && !k->escalated && grace_ms < k->grace_ms) {
-            k->grace_ms = grace_ms;
+        /* A kill in progress: a shorter delay brings its SIGTERM or SIGKILL forward. */
+        if (!k->finished && !k->escalated &&
+            (grace_ms < k->grace_ms || (!k->termed && term_ms < k->term_ms))) {
+            k->grace_ms = grace_ms < k->grace_ms ? grace_ms : k->grace_ms;
+            k->term_ms = term_ms < k->term_ms ? term_ms : k->term_ms;
             uv_timer_start(&p->kill_timer, on_kill_tick, 0, KILL_POLL_MS);
         }
         return;
@@ -320,6 +340,7 @@ void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, voi
     k = xcalloc(1, sizeof *k);
     k->cb = cb;
     k->arg = arg;
+    k->term_ms = term_ms;
     k->grace_ms = grace_ms;
     k->start_us = clock_mono_us();
     p->kill = k;
@@ -327,22 +348,27 @@ void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, voi
     if (read_stat(p->pid, &st) == 0)
         tracked_add(k, p->pid, st.start);
     /* Find first, signal second: once the leader dies its children are reparented and the
-     * parent links that lead to setsid()ed descendants are gone. */
+     * parent links that lead to setsid()ed descendants are gone. Until the SIGTERM, every scan
+     * only adds what appeared (the leader may end by itself: its processes are known already). */
     (void)sweep(p, 0, 0);
     if (grace_ms == 0) {
         kill_now(p);
         uv_timer_start(&p->kill_timer, on_kill_tick, KILL_FIRST_CHECK_MS, KILL_POLL_MS);
         return;
     }
-    if (!p->exited) {
-        kill(-p->pid, SIGTERM);
-        kill(-p->pid, SIGCONT);
-    }
-    for (size_t i = 0; i < k->n; i++) {
-        kill(k->set[i].pid, SIGTERM);
-        kill(k->set[i].pid, SIGCONT);
+    if (term_ms == 0) {
+        kill_term_group(p);
+        for (size_t i = 0; i < k->n; i++) {
+            kill(k->set[i].pid, SIGTERM);
+            kill(k->set[i].pid, SIGCONT);
+        }
     }
     uv_timer_start(&p->kill_timer, on_kill_tick, KILL_POLL_MS, KILL_POLL_MS);
+}
+
+void exec_proc_kill(struct exec_proc *p, uint64_t grace_ms, exec_kill_cb cb, void *arg)
+{
+    exec_proc_kill_after(p, 0, grace_ms, cb, arg);
 }
 
 int exec__kill_busy(const struct exec_proc *p) { return p->kill != NULL && !p->kill->finished; }

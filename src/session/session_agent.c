@@ -40,7 +40,8 @@
 #include "exec/exec.h"
 #include "session/session_int.h"
 
-#define AGENT_KILL_GRACE_MS   1000  /* SIGTERM to SIGKILL, for a cancel */
+#define AGENT_KILL_GRACE_MS   1000  /* from a kill (cancel, stop) to its SIGKILL */
+#define AGENT_CANCEL_TERM_MS  200   /* a cancel's SIGTERM when the agent was sent a cancel line */
 #define AGENT_STOP_GRACE_MS   2000  /* a warm process told to stop (stdin closed) before it is killed */
 #define AGENT_HTTP_TIMEOUT_MS 60000 /* one request to an agent over HTTP (its event stream: none) */
 
@@ -582,9 +583,11 @@ void session__agent_kill(struct session *se)
     /* The kill first, the cancel line second: the kill's first scan finds the agent's descendants
      * by their parent links, which are gone once the agent exits. Written first, the line could end
      * the agent before that scan and leave a tool child that setsid()ed an orphan that nothing
-     * kills (only a cgroup would still hold it). The line still reaches the agent at once. */
-    exec_proc_kill(a->proc, AGENT_KILL_GRACE_MS, NULL, NULL);
+     * kills (only a cgroup would still hold it). With a line, the SIGTERM waits
+     * AGENT_CANCEL_TERM_MS: an agent without a SIGTERM handler (most) reads the line and ends the
+     * run itself, rather than die of the signal first; what it started is tracked meanwhile. */
     char *line = a->run ? agent_cancel_line(se->adapter, session__run_id(a->run)) : NULL;
+    exec_proc_kill_after(a->proc, line ? AGENT_CANCEL_TERM_MS : 0, AGENT_KILL_GRACE_MS, NULL, NULL);
     if (line)
         agent__write_stdin(a, line, strlen(line));
     free(line);

@@ -340,8 +340,9 @@ void session__perms_free(struct session *se);
 void session__agent_kick(struct session *se);
 /* Whether the active run is in an agent's hands (0: still waiting for a process). */
 int session__agent_serving(const struct session *se);
-/* Stops the run's process hard (cancel, or agentd failed the run): the process group killed, the
- * adapter's cancel line right after. The run ends when the process has exited. */
+/* Stops the run's process hard (cancel, or agentd failed the run): its processes found, the
+ * adapter's cancel line, then SIGTERM (AGENT_CANCEL_TERM_MS later with a line) and SIGKILL. The run
+ * ends when the process has exited. */
 void session__agent_kill(struct session *se);
 /* Interrupts the active run's turn (the process and its conversation stay) or steers it (text into
  * the running turn): 0, or -ENOTSUP when the agent cannot. */

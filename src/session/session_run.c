@@ -435,8 +435,9 @@ static void run__start_next(struct session *se)
     run__start(r);
 }
 
-/* Asks the running program to stop: SIGTERM to its process group, the adapter's cancel line when it
- * has one, SIGKILL after a grace period (exec verifies nothing of it is left). */
+/* Asks the running program to stop: the adapter's cancel line when it has one, SIGTERM to its
+ * process tree (found before the line went; a moment later with a line), SIGKILL after a grace
+ * period (exec verifies nothing of it is left). */
 static void run__cancel_running(struct session_run *r)
 {
     if (r->cancel_requested)

@@ -1256,6 +1256,58 @@ static void test_close_high_fds(void)
     ok(without >= 2 && without < 100, "child: nor without close_range (the close loop; highest %d)", without);
 }
 
+/* exec_proc_kill_after (a cancel with a cancel line): the program is asked on stdin to stop and
+ * does, leaving a background child and a setsid()ed one: it exits by itself, not of the SIGTERM,
+ * and both children, known from the first scan, get the SIGTERM when it comes. A program that does
+ * not stop gets it after the delay. */
+static void test_kill_after(void)
+{
+    struct exec_env_opts o = {.name = "killafter"};
+    char *argv[] = {"/bin/sh", "-c", "sleep 30 & echo $!; setsid sleep 30 & echo $!; read x; exit 3", NULL};
+    char *argv_deaf[] = {"sleep", "30", NULL};
+    struct exec_spawn_opts so;
+    struct exec_proc *p;
+    pid_t pids[3] = {0};
+    struct run r;
+    struct h h;
+
+    h_open(&h, &o);
+    memset(&r, 0, sizeof r);
+    so = r_opts(&r, 0);
+    if (exec_spawn(h.env, argv, &so, &p) != 0)
+        abort();
+    pids[0] = exec_proc_pid(p);
+    for (int i = 0; i < 400 && nlines(&r.out) < 2; i++)
+        uv_run(&h.loop, UV_RUN_ONCE);
+    buf_append(&r.out, "", 1);
+    if (sscanf(r.out.p, "%d %d", &pids[1], &pids[2]) != 2)
+        abort();
+    usleep(50 * 1000); /* let setsid take effect */
+    exec_proc_kill_after(p, 300, 2000, r_kill, &r);
+    if (exec_proc_write(p, "stop\n", 5) != 0)
+        abort();
+    run_until(&h, &r.exited, 5000);
+    ok(r.exited && r.ex.signal == 0 && r.ex.status == 3,
+       "kill_after: the program ended by itself (exit %d, signal %d)", r.ex.status, r.ex.signal);
+    ok(r.killed && r.kr.elapsed_us >= 300000 && !r.kr.escalated && r.kr.left == 0,
+       "kill_after: its children got the SIGTERM after 300 ms (%.0f ms), no SIGKILL", r.kr.elapsed_us / 1e3);
+    ok(!pid_alive(pids[1]) && !pid_alive(pids[2]), "kill_after: the background and setsid children are gone");
+    r_free(&r);
+
+    memset(&r, 0, sizeof r);
+    so = r_opts(&r, 0);
+    if (exec_spawn(h.env, argv_deaf, &so, &p) != 0)
+        abort();
+    uint64_t t0 = clock_mono_us();
+    exec_proc_kill_after(p, 200, 2000, r_kill, &r);
+    run_until(&h, &r.exited, 5000);
+    double ms = (clock_mono_us() - t0) / 1e3;
+    ok(r.exited && r.ex.signal == SIGTERM && ms >= 200 && ms < 1000,
+       "kill_after: a program that does not stop gets the SIGTERM after 200 ms (%.0f ms)", ms);
+    r_free(&r);
+    h_close(&h, "kill_after");
+}
+
 /* exec_kill_all (a node that lost its write lease, about to exit): two programs, one ignoring
  * SIGTERM, each with a background child and a setsid()ed grandchild: all dead at once, no grace. */
 static void test_kill_all(void)
@@ -1313,6 +1365,7 @@ int main(void)
     test_kill_group(false, true);
     test_kill_group(true, false);
     test_kill_all();
+    test_kill_after();
     test_cgroup_pids();
     test_bwrap();
     test_watch();
