@@ -1036,12 +1036,21 @@ static void test_guard_kill9(void)
 
 /* A process group that pauses until killed; once its parent is gone only the guard kills it. It
  * keeps none of our descriptors: one that outlived the test by mistake would hold prove's pipe. */
+/* A process group of one sleeping process. Returns once the group exists: a guard told its pgid
+ * before the child's setsid() ran (a loaded machine may not schedule the child for a while) would
+ * find no such group, and the test would see the child survive a kill that was never possible. */
 static pid_t group_start(void)
 {
-    pid_t pid = fork();
+    int p[2];
+    char c;
 
+    if (pipe(p) < 0)
+        abort();
+    pid_t pid = fork();
     if (pid == 0) {
         setsid();
+        if (write(p[1], "g", 1) != 1)
+            _exit(1);
         for (int fd = 0; fd < 1024; fd++)
             close(fd);
         for (;;)
@@ -1049,6 +1058,10 @@ static pid_t group_start(void)
     }
     if (pid < 0)
         abort();
+    close(p[1]);
+    if (read(p[0], &c, 1) != 1)
+        abort();
+    close(p[0]);
     return pid;
 }
 
