@@ -207,19 +207,17 @@ int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t
 
 /*
  * A follower's reads (it loads no registry; PostgreSQL only, SQLite: -ENOTSUP), on the loop's
- * connection. store_snapshot_stream opens a read snapshot and reads in it the row of the stream at
- * path, with its tail: 1 and *out filled (store_meta_clear it), 0 when there is none, -errno (then
- * no snapshot is left open). Every read until store_snapshot_end (store_read, store_stream_get)
- * sees that one committed state of the database, so a stream's row, its tail and its records
- * agree. `from` is where the read that follows starts (-1: none): when that read needs at most a
- * page of the stream's own records (not a fork, fewer than 256 records from there), they come with
- * the row in one statement, which is the snapshot: one round trip in all, and only that store_read
- * (that stream, from `from`) may follow. Otherwise the snapshot is a REPEATABLE READ READ ONLY
- * transaction, opened with the row (one round trip), in which any read may follow; a connection
- * lost inside fails them (no reconnect into another snapshot). store_stream_get: the row of stream
- * id. store_snapshot_end costs no round trip (a transaction's ROLLBACK is sent without waiting for
- * its answer, which is read before the connection's next query); call it after each
- * store_snapshot_stream that did not fail.
+ * connection. store_snapshot_stream opens a read snapshot (a REPEATABLE READ READ ONLY
+ * transaction) and reads in it the row of the stream at path, with its tail, and the first page
+ * (256) of its own records from `from` (-1: none), all in one round trip (one pipeline, the
+ * statement prepared once per connection): 1 and *out filled (store_meta_clear it), 0 when there
+ * is none, -errno (then no snapshot is left open). Every read until store_snapshot_end (store_read,
+ * store_stream_get) sees that one committed state of the database, so a stream's row, its tail and
+ * its records agree; the store_read of that stream from `from` reads the page already read (and
+ * goes on with queries when it was full); a connection lost inside fails them (no reconnect into
+ * another snapshot). store_stream_get: the row of stream id. store_snapshot_end costs no round trip
+ * (its ROLLBACK is sent without waiting for the answer, which is read before the connection's next
+ * query); call it after each store_snapshot_stream that did not fail.
  */
 int store_snapshot_stream(struct store *s, const char *path, int64_t from, struct store_meta *out);
 int store_stream_get(struct store *s, int64_t id, struct store_meta *out);

@@ -83,8 +83,8 @@ struct store_pg {
     int snapshot;            /* the loop's connection is inside store_pg_snapshot_stream's transaction */
     int unread;              /* the loop's connection has the answer of a command sent without waiting */
     int writer_lost;         /* the same for the committer's (its thread only) */
-    /* A snapshot that is one statement's (store_pg_snapshot_stream): the row and the records it
-     * read, which store_pg_read of that stream from that offset hands out instead of querying. */
+    /* What store_pg_snapshot_stream read with the row (the first page of records from an offset),
+     * which the store_pg_read of that stream from that offset reads instead of querying again */
     PGresult *ahead;
     int64_t ahead_stream, ahead_from;
     int view_prepared; /* store_pg_snapshot_stream's statement is prepared on the loop's connection */
@@ -116,8 +116,6 @@ void pg__fenced(struct store_pg *s);
  * are text; results binary when `binary`. NULL while the database cannot be reached (libpq's
  * accessors take NULL: PQresultStatus says PGRES_FATAL_ERROR). */
 PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary);
-/* n < 0: sql is a simple query, one or more statements without parameters (text results; the
- * last statement's). */
 /* Reads (and drops) the answer of a command the loop's connection sent without waiting for it
  * (store_pg_snapshot_end's ROLLBACK): before anything else uses the connection. */
 void pg__settle(struct store_pg *s);

@@ -53,30 +53,14 @@ void pg__settle(struct store_pg *s)
         PQclear(r);
 }
 
-/* pg__query, or with `name` the statement sql prepared under that name on each new connection,
- * when first run there (one such statement: the one a follower runs per read, whose planning
- * would cost more than its execution; view_prepared says it is). A failed PQprepare leaves the
- * statement to run unprepared (on a broken connection that fails too, and the loop reconnects). */
-static PGresult *pg__run(struct store_pg *s, const char *name, const char *sql, int n,
-                         const char *const *vals, int binary)
+PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary)
 {
     pg__settle(s);
     for (int attempt = 0;; attempt++) {
         /* Inside a snapshot a new connection would read outside it: the caller's read fails. */
         if (s->conn == NULL && (s->snapshot || pg__reconnect(s) != 0))
             return NULL;
-        PGresult *r;
-        if (name && !s->view_prepared) {
-            r = PQprepare(s->conn, name, sql, n, NULL);
-            s->view_prepared = PQresultStatus(r) == PGRES_COMMAND_OK;
-            PQclear(r);
-        }
-        if (name && s->view_prepared)
-            r = PQexecPrepared(s->conn, name, n, vals, NULL, NULL, binary);
-        else if (n < 0)
-            r = PQexec(s->conn, sql);
-        else
-            r = PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, binary);
+        PGresult *r = PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, binary);
         if (PQstatus(s->conn) != CONNECTION_BAD)
             return r;
         PQfinish(s->conn);
@@ -85,11 +69,6 @@ static PGresult *pg__run(struct store_pg *s, const char *name, const char *sql, 
             return r;
         PQclear(r);
     }
-}
-
-PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary)
-{
-    return pg__run(s, NULL, sql, n, vals, binary);
 }
 
 int store_pg_available(struct store_pg *s)
@@ -192,8 +171,6 @@ int store_pg_load(struct store_pg *s, store_meta_cb on_stream, store_producer_cb
 
 int store_pg_stream_get(struct store_pg *s, int64_t id, struct store_meta *out)
 {
-    if (s->ahead != NULL) /* a fork's view reads in a transaction (store_pg_snapshot_stream) */
-        return -EIO;
     char idv[24];
     snprintf(idv, sizeof idv, "%" PRId64, id);
     const char *v[] = {idv};
@@ -208,41 +185,11 @@ int store_pg_stream_get(struct store_pg *s, int64_t id, struct store_meta *out)
     return found;
 }
 
-/* The snapshot as a transaction, for reads that take more than one statement. */
-static int pg__snapshot_begin(struct store_pg *s, const char *path, struct store_meta *out)
-{
-    /* BEGIN and the row in one round trip: a simple query of two statements, which takes no
-     * parameters, so the path goes in as hex digits (nothing in it can end the literal). A path
-     * that is not UTF-8 fails the query. */
-    static const char head[] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT " PG_META_COLUMNS
-                               " FROM agentd_streams s WHERE path = convert_from(decode('";
-    static const char tail[] = "', 'hex'), 'UTF8')";
-    size_t plen = strlen(path);
-    char *sql = xmalloc(sizeof head + 2 * plen + sizeof tail);
-    char *w = sql + sizeof head - 1;
-    memcpy(sql, head, sizeof head - 1);
-    for (size_t i = 0; i < plen; i++, w += 2)
-        snprintf(w, 3, "%02x", (unsigned char)path[i]);
-    memcpy(w, tail, sizeof tail);
-    PGresult *r = pg__query(s, sql, -1, NULL, 0);
-    free(sql);
-    PGTransactionStatusType ts = s->conn ? PQtransactionStatus(s->conn) : PQTRANS_UNKNOWN;
-    s->snapshot = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
-    int rc = pg__rows(s->conn, r);
-    if (rc != 0) {
-        store_pg_snapshot_end(s);
-        return rc;
-    }
-    int found = PQntuples(r) > 0;
-    if (found)
-        pg__meta(r, 0, out);
-    PQclear(r);
-    return found;
-}
-
 /* The row of the stream at path (the first PG_META_NCOLUMNS columns) and the first page of its
  * own records from $2 (as store_pg_read's first query; none when $2 is negative or at the tail),
- * in one statement: one snapshot, one round trip. Binary results. */
+ * in one statement, prepared once per connection (its planning costs more than its execution).
+ * Binary results. */
+#define PG_VIEW_STMT "agentd_view"
 static const char pg__row_and_page[] =
     "WITH m AS MATERIALIZED (SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE path = $1)"
     " SELECT m.*, r.off, r.data FROM m LEFT JOIN LATERAL (SELECT off, data FROM agentd_records"
@@ -250,30 +197,86 @@ static const char pg__row_and_page[] =
     " AND off >= coalesce((SELECT max(off) FROM agentd_records WHERE stream = m.id AND off <= $2::bigint),"
     " $2::bigint) ORDER BY off LIMIT " PG__STR(PG_READ_ROWS) ") r ON true ORDER BY r.off";
 
+/* The next result of a pipeline, and the NULL that ends it; NULL when it is not `want`. */
+static PGresult *pg__pipe_result(PGconn *c, ExecStatusType want)
+{
+    PGresult *r = PQgetResult(c), *end = r && want != PGRES_PIPELINE_SYNC ? PQgetResult(c) : NULL;
+    PQclear(end);
+    if (r == NULL || PQresultStatus(r) == want)
+        return r;
+    PQclear(r);
+    return NULL;
+}
+
+/* BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY and pg__row_and_page in one pipeline on the
+ * loop's connection (one round trip): the row's result, the transaction left open; or NULL with
+ * -errno in *rc and no transaction (a connection that fails mid-way is dropped: the next query
+ * reconnects). A connection found dead at once (PostgreSQL restarted since) is replaced, once. */
+static PGresult *pg__view_begin(struct store_pg *s, const char *const *v, int *rc)
+{
+    pg__settle(s);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (s->conn == NULL && (*rc = pg__reconnect(s)) != 0)
+            return NULL;
+        PGconn *c = s->conn;
+        if (!s->view_prepared) {
+            PGresult *p = PQprepare(c, PG_VIEW_STMT, pg__row_and_page, 2, NULL);
+            s->view_prepared = PQresultStatus(p) == PGRES_COMMAND_OK;
+            *rc = s->view_prepared ? 0 : pg__errno(c, p);
+            PQclear(p);
+        }
+        PGresult *r = NULL;
+        if (s->view_prepared && PQenterPipelineMode(c) == 1) {
+            int sent = PQsendQueryParams(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL,
+                                         NULL, NULL, 0) == 1 &&
+                       PQsendQueryPrepared(c, PG_VIEW_STMT, 2, v, NULL, NULL, 1) == 1 &&
+                       PQpipelineSync(c) == 1;
+            PGresult *b = sent ? pg__pipe_result(c, PGRES_COMMAND_OK) : NULL;
+            r = b ? PQgetResult(c) : NULL; /* the row's, ok or not: its error says why */
+            PQclear(b);
+            if (r) {
+                PQclear(PQgetResult(c)); /* the NULL after it */
+                PGresult *sync = pg__pipe_result(c, PGRES_PIPELINE_SYNC);
+                if (sync == NULL)
+                    PQclear(r), r = NULL;
+                PQclear(sync);
+            }
+            if (PQexitPipelineMode(c) != 1 && r)
+                PQclear(r), r = NULL;
+        }
+        if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+            s->snapshot = 1;
+            return r;
+        }
+        *rc = r ? pg__errno(c, r) : *rc ? *rc : pg__errno(c, NULL);
+        PQclear(r);
+        int dead = PQstatus(c) == CONNECTION_BAD, piped = PQpipelineStatus(c) != PQ_PIPELINE_OFF;
+        if (!dead && !piped && PQtransactionStatus(c) == PQTRANS_INERROR && PQsendQuery(c, "ROLLBACK") == 1) {
+            s->unread = 1; /* the row's query failed (a path that is not UTF-8): its transaction ends */
+        } else if (dead || piped || PQtransactionStatus(c) != PQTRANS_IDLE) {
+            PQfinish(c); /* mid-pipeline or mid-transaction: start afresh */
+            s->conn = NULL;
+        }
+        if (!dead || *rc != -ENOTCONN)
+            return NULL;
+    }
+    return NULL;
+}
+
 int store_pg_snapshot_stream(struct store_pg *s, const char *path, int64_t from, struct store_meta *out)
 {
     char f[24];
     snprintf(f, sizeof f, "%" PRId64, from);
     const char *v[] = {path, f};
-    PGresult *r = pg__run(s, "agentd_view", pg__row_and_page, 2, v, 1);
-    int rc = pg__rows(s->conn, r);
-    if (rc != 0)
-        return rc;
-    int n = PQntuples(r), records = 0;
-    if (n == 0) {
+    int rc = 0;
+    PGresult *r = pg__view_begin(s, v, &rc);
+    if (r == NULL)
+        return rc ? rc : -EIO;
+    if (PQntuples(r) == 0) {
         PQclear(r);
         return 0;
     }
-    for (int i = 0; i < n; i++)
-        records += !PQgetisnull(r, i, PG_META_NCOLUMNS);
     pg__meta(r, 0, out);
-    /* What a read of a fork takes (its sources' rows, their records) or a read of more than a page
-     * is more than this statement saw: those are read again in a transaction. */
-    if (out->fork_src != 0 || records == PG_READ_ROWS) {
-        PQclear(r);
-        store_meta_clear(out);
-        return pg__snapshot_begin(s, path, out);
-    }
     s->ahead = r;
     s->ahead_stream = out->id;
     s->ahead_from = from;
@@ -302,20 +305,16 @@ void store_pg_snapshot_end(struct store_pg *s)
 
 /* ---- reads ---- */
 
-/* A read in a single-statement snapshot: what that statement read is all there is to read. */
-static int pg__read_ahead(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
-                          store_record_cb cb, void *arg)
+/* The first page of a view's read, which came with the stream's row (store_pg_snapshot_stream):
+ * read once, by the store_pg_read of that stream from that offset. Returns 1 when the page was full
+ * (the read goes on with queries, in the same transaction). */
+static int pg__read_ahead(struct store_pg *s, int64_t to, size_t max_bytes, store_record_cb cb, void *arg,
+                          size_t *total, int *count, int64_t *at)
 {
     PGresult *r = s->ahead;
-    if (stream != s->ahead_stream || from != s->ahead_from) {
-        log_error("store: a read of stream %" PRId64 " from %" PRId64
-                  " outside the snapshot of its row (read ahead from %" PRId64 ")",
-                  stream, from, s->ahead_from);
-        return -EIO;
-    }
-    size_t total = 0;
-    int count = 0;
-    for (int i = 0; i < PQntuples(r) && total < max_bytes; i++) {
+    int rows = 0;
+    s->ahead_stream = 0; /* once */
+    for (int i = 0; i < PQntuples(r) && *total < max_bytes; i++) {
         if (PQgetisnull(r, i, PG_META_NCOLUMNS))
             continue;
         int64_t off = pg__be64(PQgetvalue(r, i, PG_META_NCOLUMNS));
@@ -323,20 +322,23 @@ static int pg__read_ahead(struct store_pg *s, int64_t stream, int64_t from, int6
         if (off >= to)
             break;
         cb(off, PQgetvalue(r, i, PG_META_NCOLUMNS + 1), len, arg);
-        total += len;
-        count++;
+        *total += len;
+        (*count)++;
+        rows++;
+        *at = off + (int64_t)len;
     }
-    return count;
+    return rows == PG_READ_ROWS;
 }
 
 int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                   store_record_cb cb, void *arg)
 {
-    if (s->ahead != NULL)
-        return pg__read_ahead(s, stream, from, to, max_bytes, cb, arg);
     size_t total = 0;
     int count = 0;
     int64_t at = from;
+    if (s->ahead != NULL && stream == s->ahead_stream && from == s->ahead_from &&
+        !pg__read_ahead(s, to, max_bytes, cb, arg, &total, &count, &at))
+        return count;
     while (total < max_bytes && at < to) {
         char a[24], b[24], c[24];
         snprintf(a, sizeof a, "%" PRId64, stream);
