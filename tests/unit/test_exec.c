@@ -1068,15 +1068,17 @@ static pid_t group_start(void)
 #define GUARD_GROUPS 400
 
 struct guard_report {
-    pid_t guard[3]; /* the guard: first, after a 200 ms stall, after a restart */
-    int add_rc;     /* the add that restarted it */
-    int stall_failed;
+    pid_t guard[4]; /* the guard: first, after a 200 ms stall, after it stopped, after its death */
+    int add_rc;     /* the add that restarted it after its death */
+    int stall_failed, stuck_failed;
+    double stuck_ms; /* the changes sent while the guard stopped for good */
     pid_t groups[GUARD_GROUPS + 2];
 };
 
 /* The stand-in for agentd in test_guard_restart (a fork of the test): registers GUARD_GROUPS
- * groups, stalls its guard, kills it, registers two more (the first restarts the guard, which must
- * be told every group), forgets the first of those and reports. */
+ * groups, stalls its guard, stops it (a new one replaces it), kills that one, registers two more
+ * (the first restarts the guard, which must be told every group), forgets the first of those and
+ * reports. */
 static _Noreturn void guard_restart_agent(int out)
 {
     struct guard_report rep = {0};
@@ -1100,11 +1102,20 @@ static _Noreturn void guard_restart_agent(int out)
     }
     waitpid(cont, NULL, 0);
     rep.guard[1] = exec__guard_pid();
-    kill(rep.guard[1], SIGKILL);
-    while (pid_alive(rep.guard[1]))
+    /* One that stops for good is replaced once a send waited a second for room. */
+    kill(rep.guard[1], SIGSTOP);
+    uint64_t t0 = clock_mono_us();
+    for (int i = 0; i < 2 * GUARD_GROUPS; i++) {
+        exec__guard_forget(rep.groups[i % GUARD_GROUPS]);
+        rep.stuck_failed += exec__guard_add(rep.groups[i % GUARD_GROUPS], NULL) != 0;
+    }
+    rep.stuck_ms = (clock_mono_us() - t0) / 1e3;
+    rep.guard[2] = exec__guard_pid();
+    kill(rep.guard[2], SIGKILL);
+    while (pid_alive(rep.guard[2]))
         usleep(1000);
     rep.add_rc = exec__guard_add(rep.groups[GUARD_GROUPS] = group_start(), NULL);
-    rep.guard[2] = exec__guard_pid();
+    rep.guard[3] = exec__guard_pid();
     (void)!exec__guard_add(rep.groups[GUARD_GROUPS + 1] = group_start(), NULL);
     /* The new guard was told the registry, this add included: it must not list it twice, or the
      * "-" below would leave one entry that kills a group id agentd no longer owns. */
@@ -1136,7 +1147,10 @@ static void test_guard_restart(void)
     ok(rep.guard[0] > 0 && rep.guard[1] == rep.guard[0] && rep.stall_failed == 0,
        "guard: a guard stalled for 200 ms under %d changes is waited for, not replaced (%d adds failed)",
        4 * GUARD_GROUPS, rep.stall_failed);
-    ok(rep.add_rc == 0 && rep.guard[2] > 0 && rep.guard[2] != rep.guard[1],
+    ok(rep.guard[2] > 0 && rep.guard[2] != rep.guard[1] && rep.stuck_failed == 0 && rep.stuck_ms >= 1000,
+       "guard: a guard stopped for good is replaced after a send waited 1 s (%.0f ms, %d adds failed)",
+       rep.stuck_ms, rep.stuck_failed);
+    ok(rep.add_rc == 0 && rep.guard[3] > 0 && rep.guard[3] != rep.guard[2],
        "guard: the add after the guard's death starts a new one (rc %d)", rep.add_rc);
     uint64_t t0 = clock_mono_us();
     kill(agent, SIGKILL);
