@@ -199,6 +199,10 @@ int http_req_forwarded_here(const struct http_req *req);
  * to the routes as they are now (this node took the lease over: it serves locally). The per-request
  * data is cleared first (its dispose does not run). */
 void http_req_redispatch(struct http_req *req);
+/* 1 when req's client closed its connection (or it broke) while req waits unanswered: HTTP/1
+ * does not read a connection whose request is being answered, so its dispose would not run until
+ * the answer. A client that only shut its writing side counts as gone too. */
+int http_req_client_gone(const struct http_req *req);
 /* The data http_req_set_data attached, or NULL. */
 void *http_req_data(const struct http_req *req);
 /* Ends the client connection of every request forwarded to url and still going, and of every

@@ -177,6 +177,19 @@ void http_set_unreached(struct http_server *srv, http_unreached_cb cb, void *arg
 
 int http_req_forwarded_here(const struct http_req *req) { return req->marked; }
 
+/* HTTP/1 stops reading a connection while it answers a request there, so h2o does not see a client
+ * that went away before the answer's first write: a peek at the socket does. Pipelined bytes count
+ * as a client still there; so does a socket this cannot look at. */
+int http_req_client_gone(const struct http_req *req)
+{
+    char b;
+    int fd = req->sock ? h2o_socket_get_fd(req->sock) : -1;
+    if (fd < 0)
+        return 0;
+    ssize_t r = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 /* libh2o 2.2.5's words for a connect that failed (its socket pool: refused, unreachable; the
  * http1 client: no connection within the timeout). Each is said before a byte of the request was
  * written; what breaks after that ("I/O error (send request)", "(head)") is not among them. */

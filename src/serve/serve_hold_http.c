@@ -44,6 +44,15 @@ static void serve__held_unlink(struct serve__held *e)
 /* The client went away (or the request ended some other way): it waits no more. */
 static void serve__held_dispose(void *data) { serve__held_unlink(data); }
 
+/* A held request whose client went away is not sent on: it would change what the client, which
+ * saw no answer, is about to retry (an append twice). The answer closes the connection. */
+static void serve__held_gone(struct serve__held *e)
+{
+    http_req_set_data(e->req, NULL, NULL);
+    http_res_header(e->req, "Retry-After", "1");
+    http_res_error(e->req, ERR_OWNER_UNAVAILABLE, "the client went away while the request waited");
+}
+
 /* Every held request tries again: the lease's holder may have changed, or come back. Each goes
  * through serve_forward_http as on arrival (which holds it again if there is still nobody to
  * forward to and its time is not up), or to this node's routes once it serves locally. A request
@@ -59,7 +68,9 @@ static void serve__hold_run(struct serve_hold *h)
     while (batch != NULL) {
         struct serve__held *e = batch;
         list_remove(e, link);
-        if (h->local)
+        if (http_req_client_gone(e->req))
+            serve__held_gone(e);
+        else if (h->local)
             http_req_redispatch(e->req); /* clears its data: e is left to the request's memory */
         else
             serve_forward_http(e->req, h->f);

@@ -12,7 +12,9 @@
  * broke after it was sent is not replayed.
  *
  * Ownership: serve.c creates one per follower and frees it at teardown; held requests are in the
- * h2o requests' memory (the client going away unlinks them) and listed here.
+ * h2o requests' memory (a request that ends unlinks itself) and listed here. HTTP/1 does not see
+ * a client go while its request waits, so each try first looks (http_req_client_gone): a request
+ * whose client went away is answered, never sent on to be done once more by the client's retry.
  */
 #ifndef AGENTD_SERVE_HOLD_HTTP_H
 #define AGENTD_SERVE_HOLD_HTTP_H
