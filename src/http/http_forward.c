@@ -145,7 +145,7 @@ static void http__forward_mark_tunnel(struct http_req *req, struct http_upstream
 void http_req_forward(struct http_req *req, struct http_upstream *up)
 {
     h2o_req_t *r = req->h2o;
-    h2o_req_overrides_t *ov = h2o_mem_alloc_pool(&r->pool, sizeof *ov);
+    h2o_req_overrides_t *ov = &req->overrides;
     memset(ov, 0, sizeof *ov);
     ov->client_ctx = &up->client;
     ov->socketpool = &up->pool;
@@ -207,10 +207,10 @@ int http__forward_unreached(struct http_server *srv, h2o_req_t *r, const char *e
 {
     if (srv->unreached == NULL || !http__never_sent(errstr))
         return 0;
-    struct http_req *req = srv->live;
-    while (req != NULL && !(req->h2o == r && req->forwarded))
-        req = req->live_link.next;
-    if (req == NULL || !srv->unreached(srv->unreached_arg, req))
+    /* Only http_req_forward sets overrides, to its request's own: no search of the live requests
+     * (thousands may be held while a dead owner's lease runs out, each refused at every try). */
+    struct http_req *req = H2O_STRUCT_FROM_MEMBER(struct http_req, overrides, r->overrides);
+    if (req->h2o != r || !req->forwarded || !srv->unreached(srv->unreached_arg, req))
         return 0;
     /* Not answered, not forwarded: whoever took it back decides. h2o's proxy has let go of it (its
      * generator keeps no client), and the entity it read stays with the request. */

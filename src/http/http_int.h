@@ -95,6 +95,10 @@ struct http_req {
     LIST_LINK(http_req) cred_link;  /* srv->credentialed, while credential is set */
     h2o_socket_t *sock;             /* its connection's socket: a connection with a request is not idle */
     LIST_LINK(http_req) live_link;  /* srv->live */
+    /* What http_req_forward hands h2o's proxy (h2o_req_t.overrides points here): kept in the request
+     * so that a failed connect finds its request from the h2o one in O(1) (http__forward_unreached),
+     * and a request held and forwarded again allocates nothing more. */
+    h2o_req_overrides_t overrides;
 };
 
 /* Closes (1008) the WebSockets whose request was let in with credential; how many. In http_ws.c. */

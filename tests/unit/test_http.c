@@ -3,10 +3,16 @@
  * on port 0 driven by a client thread with raw HTTP/1.1: longest-prefix routing, query parameters
  * and headers as handlers see them, error bodies from the error table (also for the errors libh2o
  * raises itself), the bearer token and the authorizer hook, CORS headers registered by modules,
- * deferred and streamed responses; forwarding to another server (http_forward.c) with Agentd-Node.
+ * deferred and streamed responses; forwarding to another server (http_forward.c) with Agentd-Node,
+ * and a refused connect handed back (http_set_unreached) at a cost that does not grow with the
+ * server's other live requests.
  * The loop closes cleanly at the end, so a leaked handle fails.
  */
+#include <errno.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -426,11 +432,177 @@ static void test_upstream_check(void)
     ok(http_upstream_check("http://127.0.0.1:99999") != 0, "nor a port out of range");
 }
 
+/* ---- a refused connect handed back (http_set_unreached) ---- */
+
+/* A follower holds thousands of requests while a dead owner's lease runs out, and every try of
+ * each ends in a refused connect handed back to it: finding the request must not cost a walk over
+ * the others. One request is forwarded to a refused port TRIES times, first alone, then parked while
+ * IDLE_REQS other requests become live (newer, so ahead of it in the server's list), then again;
+ * the loop's CPU time per try must not grow with them. */
+#define IDLE_REQS 3000
+#define TRIES     2000
+
+static struct http_server *hold_srv;
+static struct http_upstream *dead_up;
+static struct http_req *idle_reqs[IDLE_REQS], *retrying;
+static int n_idle, parked, tries, phase; /* read by the client thread through __atomic */
+static uint64_t try_ns[2];
+static uv_idle_t retry_idle;
+static uv_async_t hold_go, hold_release;
+
+static uint64_t thread_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static void retry_now(uv_idle_t *i)
+{
+    uv_idle_stop(i);
+    http_req_forward(retrying, dead_up);
+}
+
+/* Takes the request back TRIES times (each forwarded again on the next loop turn), then lets h2o
+ * answer it (503). In the second phase the first refusal parks it until the idle requests are in. */
+static int on_unreached(void *arg, struct http_req *req)
+{
+    retrying = req;
+    if (tries == 0 && phase == 1 && !__atomic_load_n(&parked, __ATOMIC_SEQ_CST)) {
+        __atomic_store_n(&parked, 1, __ATOMIC_SEQ_CST);
+        return 1;
+    }
+    if (tries == 0)
+        try_ns[phase] = thread_ns();
+    if (++tries < TRIES) {
+        uv_idle_start(&retry_idle, retry_now);
+        return 1;
+    }
+    try_ns[phase] = (thread_ns() - try_ns[phase]) / (TRIES - 1);
+    tries = 0;
+    __atomic_store_n(&phase, phase + 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+static void on_hold_go(uv_async_t *a) { http_req_forward(retrying, dead_up); }
+
+static void on_hold_release(uv_async_t *a)
+{
+    for (int i = 0; i < n_idle; i++)
+        http_res_send(idle_reqs[i], 200, "ok", 2);
+    uv_stop(&loop);
+}
+
+static void on_idle_req(struct http_req *req, void *arg)
+{
+    idle_reqs[n_idle] = req;
+    __atomic_store_n(&n_idle, n_idle + 1, __ATOMIC_SEQ_CST);
+}
+
+static void on_dead(struct http_req *req, void *arg) { http_req_forward(req, dead_up); }
+
+static void wait_until(int *v, int want)
+{
+    while (__atomic_load_n(v, __ATOMIC_SEQ_CST) < want)
+        usleep(1000);
+}
+
+static void *hold_client(void *arg)
+{
+    int p = *(int *)arg, saved = port;
+    port = p;
+    struct rawhttp_response r = get("/dead/alone", NULL);
+    is_int(r.status, 503, "a refused connect taken back %d times, then answered 503", TRIES);
+    rawhttp_free(&r);
+    static int fds[IDLE_REQS];
+    /* the second refused request is parked before the idle ones arrive */
+    static const char dead_req[] = "GET /dead/behind HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    int dfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ok(connect(dfd, (struct sockaddr *)&a, sizeof a) == 0 && send(dfd, dead_req, sizeof dead_req - 1, 0) > 0,
+       "the second request is sent");
+    wait_until(&parked, 1);
+    static const char idle_req[] = "GET /idle HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for (int i = 0; i < IDLE_REQS; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(fds[i], (struct sockaddr *)&a, sizeof a) != 0 ||
+            send(fds[i], idle_req, sizeof idle_req - 1, 0) <= 0)
+            bail_out("idle request %d: %s", i, strerror(errno));
+    }
+    wait_until(&n_idle, IDLE_REQS);
+    uv_async_send(&hold_go);
+    char buf[4096];
+    ssize_t n = recv(dfd, buf, sizeof buf - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    ok(strncmp(buf, "HTTP/1.1 503", 12) == 0, "behind %d live requests, the same after %d tries", IDLE_REQS,
+       TRIES);
+    close(dfd);
+    wait_until(&phase, 2);
+    uv_async_send(&hold_release);
+    int answered = 0;
+    for (int i = 0; i < IDLE_REQS; i++) {
+        answered += recv(fds[i], buf, sizeof buf, 0) > 0;
+        close(fds[i]);
+    }
+    is_int(answered, IDLE_REQS, "the idle requests are answered at the end");
+    port = saved;
+    return NULL;
+}
+
+static void test_unreached(void)
+{
+    char err[256];
+    struct http_config cfg = {
+        .host = "127.0.0.1", .port = 0, .max_body = 1024, .io_timeout_ms = 10000, .max_queued = 1 << 20};
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < 2 * IDLE_REQS + 256) {
+        rl.rlim_cur = rl.rlim_max < 2 * IDLE_REQS + 256 ? rl.rlim_max : 2 * IDLE_REQS + 256;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < 2 * IDLE_REQS + 256)
+        bail_out("needs %d file descriptors, may have %llu", 2 * IDLE_REQS + 256,
+                 (unsigned long long)rl.rlim_cur);
+    uv_loop_init(&loop);
+    if (http_server_new(&hold_srv, &loop, &cfg, err, sizeof err) != 0) {
+        ok(0, "the server starts (%s)", err);
+        return;
+    }
+    int hold_port = http_server_port(hold_srv);
+    /* port 1: nobody listens there (tcpmux), so the connect is refused at once */
+    dead_up = http_upstream_get(hold_srv, "http://127.0.0.1:1", 5000);
+    http_route(hold_srv, "/dead/", on_dead, NULL);
+    http_route(hold_srv, "/idle", on_idle_req, NULL);
+    http_set_unreached(hold_srv, on_unreached, NULL);
+    uv_idle_init(&loop, &retry_idle);
+    uv_async_init(&loop, &hold_go, on_hold_go);
+    uv_async_init(&loop, &hold_release, on_hold_release);
+    pthread_t client;
+    pthread_create(&client, NULL, hold_client, &hold_port);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    pthread_join(client, NULL);
+    ok(try_ns[1] < 2 * try_ns[0] + 20000,
+       "a try costs the loop as much with %d other live requests as alone (%.1f vs %.1f us)", IDLE_REQS,
+       try_ns[1] / 1000.0, try_ns[0] / 1000.0);
+    for (int i = 0; i < 1000 && http_server_connections(hold_srv) > 0; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    is_int((int)http_server_connections(hold_srv), 0, "every connection closed");
+    http_server_free(hold_srv);
+    uv_close((uv_handle_t *)&retry_idle, NULL);
+    uv_close((uv_handle_t *)&hold_go, NULL);
+    uv_close((uv_handle_t *)&hold_release, NULL);
+    for (int i = 0; i < 10; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    is_int(uv_loop_close(&loop), 0, "the loop closes: no handle leaked");
+}
+
 int main(void)
 {
     test_query_param();
     test_upstream_check();
     test_server();
     test_forward();
+    test_unreached();
     return done_testing();
 }
