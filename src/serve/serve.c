@@ -42,6 +42,7 @@ struct serve_opts {
     long long io_timeout;
     long long sse_max;
     long long max_queued;
+    long long max_held;
     long long runtime_idle;
     long long runtime_output_limit;
     long long runtime_spin;
@@ -85,6 +86,10 @@ static const struct opt_def serve__opts[] = {
      "milliseconds before an SSE connection is closed for reconnect", O(sse_max)},
     {"max-queued", OPT_INT, "4194304", 65536, 1LL << 30, NULL,
      "bytes a live reader may have queued before it is cut off", O(max_queued)},
+    {"max-held", OPT_INT, "67108864", 0, 1LL << 40, NULL,
+     "PostgreSQL store: bytes of request bodies a follower holds at once while it waits for a new lease "
+     "holder (past that: 503 owner_unavailable at once)",
+     O(max_held)},
     {"runtime-idle", OPT_INT, "1800000", 1000, 1LL << 40, NULL,
      "milliseconds before an unused runtime is stopped", O(runtime_idle)},
     {"runtime-output-limit", OPT_INT, "1048576", 1024, 1LL << 30, NULL,
@@ -495,7 +500,8 @@ static int serve__own(struct serve *s, char *err, size_t errlen)
  * waits that long for a quiet server anyway. */
 static void serve__hold_start(struct serve *s)
 {
-    s->forward.hold = serve_hold_new(&s->loop, &s->forward, (uint64_t)s->o->io_timeout);
+    s->forward.hold =
+        serve_hold_new(&s->loop, &s->forward, (uint64_t)s->o->io_timeout, (size_t)s->o->max_held);
     http_set_unreached(s->http, serve_hold_unreached, s->forward.hold);
 }
 

@@ -25,14 +25,17 @@ struct serve__held {
     struct serve_hold *h;
     struct http_req *req;
     uint64_t until_us; /* clock_mono_us past which it is answered instead */
-    int waiting;       /* on h->held (counted in n), not on a run's batch */
+    size_t bytes;      /* its body's length */
+    int waiting;       /* on h->held (counted in n and bytes), not on a run's batch */
 };
 
 struct serve_hold {
     uv_timer_t timer;
     struct serve_forward *f;
     struct serve__held *held;
-    size_t n; /* on held */
+    size_t n;         /* on held */
+    size_t bytes;     /* of the bodies of those on held */
+    size_t max_bytes; /* at most (serve_hold_new) */
     uint64_t max_ms;
     uint64_t tick_ms;     /* the wait before the next try (SERVE_HOLD_TICK_MS doubling) */
     uint64_t last_run_us; /* clock_mono_us of the last try (0: none yet) */
@@ -44,8 +47,10 @@ struct serve_hold {
 static void serve__held_unlink(struct serve__held *e)
 {
     list_remove(e, link);
-    if (e->waiting)
+    if (e->waiting) {
         e->h->n--;
+        e->h->bytes -= e->bytes;
+    }
     e->waiting = 0;
 }
 
@@ -116,11 +121,12 @@ static void serve__hold_tick(uv_timer_t *t)
     h->tick_ms = h->tick_ms * 2 < SERVE_HOLD_TICK_MAX_MS ? h->tick_ms * 2 : SERVE_HOLD_TICK_MAX_MS;
 }
 
-struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint64_t max_ms)
+struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint64_t max_ms, size_t max_bytes)
 {
     struct serve_hold *h = xcalloc(1, sizeof *h);
     h->f = f;
     h->max_ms = max_ms;
+    h->max_bytes = max_bytes;
     h->tick_ms = SERVE_HOLD_TICK_MS;
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
@@ -129,7 +135,11 @@ struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint
 
 int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_lease *l)
 {
-    if (h == NULL || h->stopping || h->n >= SERVE_HOLD_MAX)
+    size_t bytes;
+    (void)http_req_body(req, &bytes);
+    /* Each held request keeps its whole body (h2o reads it before the handler runs): without a
+     * bound in bytes, SERVE_HOLD_MAX requests of --max-body each would pin gigabytes. */
+    if (h == NULL || h->stopping || h->n >= SERVE_HOLD_MAX || bytes > h->max_bytes - h->bytes)
         return 0;
     uint64_t now = clock_mono_us();
     struct serve__held *e = http_req_data(req);
@@ -140,6 +150,7 @@ int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_le
         e->h = h;
         e->req = req;
         e->until_us = now + (wait_ms < h->max_ms ? wait_ms : h->max_ms) * 1000;
+        e->bytes = bytes;
         http_req_set_data(req, e, serve__held_dispose);
     } else if (now >= e->until_us) {
         return 0;
@@ -147,6 +158,7 @@ int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_le
     list_insert(&h->held, e, link);
     e->waiting = 1;
     h->n++;
+    h->bytes += e->bytes;
     /* The timer is also idle while a try's requests are on their way (a try takes every held request
      * off the list; a refused one comes back here): only a hold after a quiet spell (a new failover)
      * starts again at the shortest wait. */

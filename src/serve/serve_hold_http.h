@@ -7,7 +7,8 @@
  * until the lease changes, then forwards it to the new holder, or serves it itself if this node
  * took the lease (http_req_redispatch to the owner's routes). A request waits at most the lease's
  * time left plus SERVE_HOLD_EXTRA_MS, and never more than max_ms; then it is answered 503
- * owner_unavailable as before. Only requests no owner can have seen are held: those not forwarded
+ * owner_unavailable as before. At most SERVE_HOLD_MAX requests, whose bodies add up to at most
+ * max_bytes, wait at once; one more is answered that 503 at once. Only requests no owner can have seen are held: those not forwarded
  * yet, and those whose connect failed (http_set_unreached); a request whose upstream connection
  * broke after it was sent is not replayed.
  *
@@ -19,6 +20,7 @@
 #ifndef AGENTD_SERVE_HOLD_HTTP_H
 #define AGENTD_SERVE_HOLD_HTTP_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -33,10 +35,14 @@ struct serve_hold;
 /* How many requests wait at once, at most (the others get the 503). */
 #define SERVE_HOLD_MAX      4096
 
-/* f: the forwarding route's state; held requests go through serve_forward_http again. */
-struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint64_t max_ms);
-/* Holds req (l: the lease as serve_forward_http saw it). 1: held; 0: not (too many held, the node
- * is stopping, or req has waited its time already): the caller answers it. */
+/* f: the forwarding route's state; held requests go through serve_forward_http again. max_ms: the
+ * longest wait; max_bytes: the most bytes of request bodies held at once (--max-held). */
+struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint64_t max_ms,
+                                  size_t max_bytes);
+/* Holds req (l: the lease as serve_forward_http saw it). 1: held; 0: not (too many held, or its
+ * body does not fit in what max_bytes leaves, the node is stopping, or req has waited its time
+ * already): the caller answers it. The requests a try has sent on are not counted while their
+ * connect is under way (a refused one is held again, and counted, a loop turn or two later). */
 int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_lease *l);
 /* http_unreached_cb for http_set_unreached (arg: the struct serve_hold). */
 int serve_hold_unreached(void *arg, struct http_req *req);
