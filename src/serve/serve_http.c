@@ -95,9 +95,14 @@ static int serve__forward_auth(struct http_req *req)
 /* The holder was started with another --token than this node's (it restarted with another while
  * this node was not heard of, or both started at once): forwarding would let in what this node's
  * token should keep out, or refuse what it lets in. Said in the log once per lease of the holder. */
+int serve_forward_same_token(const struct serve_forward *f, const struct store_lease *l)
+{
+    return l->live && strcmp(l->owner_token, f->token_hash) == 0;
+}
+
 static int serve__token_mismatch(struct http_req *req, struct serve_forward *f, const struct store_lease *l)
 {
-    if (strcmp(l->owner_token, f->token_hash) == 0)
+    if (serve_forward_same_token(f, l))
         return 0;
     const char *why = !*l->owner_token ? "runs an older agentd that does not record its --token"
                       : strcmp(l->owner_token, "none") == 0 ? "has no --token and this node has one"

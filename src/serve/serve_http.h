@@ -11,6 +11,7 @@ struct http_server;
 struct serve_hold;
 struct sessions;
 struct store;
+struct store_lease;
 
 /* What both handlers read (serve.c owns it). */
 struct serve_forward {
@@ -40,6 +41,13 @@ void serve_nodes_http(struct http_req *req, void *arg);
  * A holder whose --token differs from this node's: 503 node_token_mismatch. A request this node
  * can tell the holder would refuse (no credential at all, on a path that needs one): 401 here. */
 void serve_forward_http(struct http_req *req, void *arg);
+
+/* Does the holder of the lease l (store_lease's, now) record this node's --token? Only a view of a
+ * live lease says so: the heartbeat renews it every quarter of the lease while the holder lives, and
+ * a node can restart with another token only once this one was not heard of for two leases and a
+ * second (pg__token_check), so a view that old has expired (a node paused, or its heartbeat cut off
+ * from the database); only nodes whose clocks disagree get past that. */
+int serve_forward_same_token(const struct serve_forward *f, const struct store_lease *l);
 
 /* A follower's route for /v1/stream/ (arg: a struct serve_reads): catch-up reads (GET without
  * live, HEAD) that carry the server's token (or with none configured) are answered from the

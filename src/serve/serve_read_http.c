@@ -12,10 +12,11 @@ void serve_read_http(struct http_req *req, void *arg)
     const struct serve_reads *r = arg;
     struct store_lease l;
     store_lease(r->forward->store, &l);
-    /* This node's token is the owner's (the nodes cannot be split on --token: serve_forward_http
-     * refuses to forward while they differ, and so the reads go there too, to be refused alike). */
-    int same_token = strcmp(l.owner_token, r->forward->token_hash) == 0;
-    if (same_token && http_req_authorized(req) && stream_http_read_local(r->sh, r->forward->store, req) == 0)
+    /* The check serve_forward_http makes before it forwards, made now: while the holder recorded
+     * another --token than this node's (or this node's view of the lease is too old to say), the
+     * read goes there too, to be refused alike. */
+    if (serve_forward_same_token(r->forward, &l) && http_req_authorized(req) &&
+        stream_http_read_local(r->sh, r->forward->store, req) == 0)
         return;
     serve_forward_http(req, r->forward);
 }

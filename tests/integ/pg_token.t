@@ -9,9 +9,13 @@
 #       only the owner can tell) is forwarded and refused by A; the public JWKS is served.
 #   (3) the holder comes back with another token while B could not see it (B paused past the
 #       liveness window, so A's start did not find B live): B refuses to forward, 503
-#       node_token_mismatch, and says so in its log.
+#       node_token_mismatch, and says so in its log. Nor does B answer a catch-up read itself with
+#       the old token: a read sent while B was paused, answered as B resumes, is refused as the
+#       forwarded requests are (before: 200 from B's own snapshot, B's view of the lease being the
+#       one from before its pause, whose holder had recorded B's token).
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -83,7 +87,21 @@ def main(tap):
         a.kill9()
         a.token = "U"
         a.start()
+        early = socket.create_connection((b.host, b.port))  # the kernel accepts it while B is stopped
+        early.sendall(b"GET /v1/stream/y?offset=-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer T\r\n"
+                      b"Connection: close\r\n\r\n")
         b.proc.send_signal(signal.SIGCONT)
+        early.settimeout(10)
+        answer = b""
+        try:
+            while chunk := early.recv(65536):
+                answer += chunk
+        except socket.timeout:
+            pass
+        early.close()
+        tap.ok(answer.startswith(b"HTTP/1.1 503") and b"node_token_mismatch" in answer,
+               "a catch-up read with the old token, answered as B resumes, is refused too",
+               answer[:400].decode(errors="replace"))
         ok = wait_for(lambda: (b.request("GET", "/v1/sessions").error_body() or {}).get("code")
                       == "node_token_mismatch", 5)
         r = b.request("GET", "/v1/sessions")
