@@ -6,11 +6,13 @@
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1126,24 +1128,35 @@ static _Noreturn void guard_restart_agent(int out)
         pause();
 }
 
+/* Forks a stand-in for agentd that runs agent(out) and writes its report (len bytes) to out, then
+ * waits to be killed; fills rep with the report (zeros if none came). The stand-in's pid. */
+static pid_t guard_agent_start(void (*agent)(int out), void *rep, size_t len)
+{
+    pid_t pid;
+    int pfd[2];
+
+    if (pipe(pfd) < 0)
+        abort();
+    if ((pid = fork()) == 0) {
+        close(pfd[0]);
+        agent(pfd[1]);
+        _exit(1);
+    }
+    close(pfd[1]);
+    if (read(pfd[0], rep, len) != (ssize_t)len)
+        memset(rep, 0, len);
+    close(pfd[0]);
+    return pid;
+}
+
 /* A guard replaced while hundreds of programs run is told all of them: more than its socket
  * queues as one datagram each before the new guard reads. Then a kill -9 of agentd ends every one. */
 static void test_guard_restart(void)
 {
-    struct guard_report rep = {0};
-    pid_t agent;
-    int pfd[2], left = 0, first_left = -1;
+    struct guard_report rep;
+    pid_t agent = guard_agent_start(guard_restart_agent, &rep, sizeof rep);
+    int left = 0, first_left = -1;
 
-    if (pipe(pfd) < 0)
-        abort();
-    if ((agent = fork()) == 0) {
-        close(pfd[0]);
-        guard_restart_agent(pfd[1]);
-    }
-    close(pfd[1]);
-    if (read(pfd[0], &rep, sizeof rep) != sizeof rep)
-        memset(&rep, 0, sizeof rep);
-    close(pfd[0]);
     ok(rep.guard[0] > 0 && rep.guard[1] == rep.guard[0] && rep.stall_failed == 0,
        "guard: a guard stalled for 200 ms under %d changes is waited for, not replaced (%d adds failed)",
        4 * GUARD_GROUPS, rep.stall_failed);
@@ -1175,6 +1188,133 @@ static void test_guard_restart(void)
     for (int i = 0; i < GUARD_GROUPS + 2; i++)
         if (rep.groups[i] > 0 && pid_alive(rep.groups[i]))
             kill(rep.groups[i], SIGKILL);
+}
+
+/* ---- a new guard that cannot be told the registry ---- */
+
+#define GUARD_FAT_ENTRIES 4000 /* of about 4 KiB each: a hundred times what the socket queues */
+
+struct guard_resend_report {
+    pid_t stopped;         /* the new guard the watcher stopped (0: none seen) */
+    int fail_rc, ok_rc;    /* the add whose restart could not resend; the next add */
+    double fail_ms, ok_ms; /* how long the failed add took, and the next */
+    int stopped_killed;    /* the stopped guard died of SIGKILL */
+    pid_t old_group;       /* registered before both restarts, only ever resent */
+    pid_t new_guard;       /* the guard after the second restart */
+};
+
+static pid_t guard_known[2];
+static pid_t guard_stopped;
+
+/* The stand-in's watcher: the first child that is a guard other than guard_known (a guard is
+ * reparented to the stand-in, a subreaper) is stopped as soon as it appears, before the registry
+ * it is being sent can all fit in its socket. Only the test stops it: nothing in guard.c waits. */
+static void *guard_stopper(void *arg)
+{
+    char path[64], list[4096], comm[64];
+    uint64_t t0 = clock_mono_us();
+
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)getpid(), (int)getpid());
+    while (clock_mono_us() - t0 < 10000000) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(list, 1, sizeof list - 1, f) : 0;
+        if (f)
+            fclose(f);
+        list[n] = '\0';
+        for (char *p = list, *end; *p; p = end) {
+            pid_t pid = (pid_t)strtol(p, &end, 10);
+            if (end == p)
+                break;
+            if (pid == guard_known[0] || pid == guard_known[1])
+                continue;
+            snprintf(comm, sizeof comm, "/proc/%d/comm", (int)pid);
+            FILE *c = fopen(comm, "r");
+            size_t m = c ? fread(comm, 1, sizeof comm - 1, c) : 0;
+            if (c)
+                fclose(c);
+            comm[m] = '\0';
+            if (strcmp(comm, "exe\n") == 0 || strcmp(comm, "agentd-guard\n") == 0) {
+                kill(pid, SIGSTOP);
+                __atomic_store_n(&guard_stopped, pid, __ATOMIC_SEQ_CST);
+                return NULL;
+            }
+        }
+    }
+    return NULL;
+}
+
+static _Noreturn void guard_resend_agent(int out)
+{
+    struct guard_resend_report rep = {0};
+    static char fat[4000];
+    pthread_t watcher;
+    int st;
+
+    (void)prctl(PR_SET_CHILD_SUBREAPER, 1);
+    memset(fat, 'x', sizeof fat - 1);
+    memcpy(fat, "/nonexistent-agentd-test/", 25); /* the guard's kill finds no such cgroup */
+    if (exec__guard_add(rep.old_group = group_start(), NULL) != 0)
+        _exit(1);
+    for (int i = 0; i < GUARD_FAT_ENTRIES; i++)
+        if (exec__guard_add(rep.old_group, fat) != 0)
+            _exit(1);
+    guard_known[0] = exec__guard_pid();
+    kill(guard_known[0], SIGKILL);
+    waitpid(guard_known[0], NULL, 0);
+    pthread_create(&watcher, NULL, guard_stopper, NULL);
+    uint64_t t0 = clock_mono_us();
+    pid_t g = group_start();
+    rep.fail_rc = exec__guard_add(g, NULL);
+    rep.fail_ms = (clock_mono_us() - t0) / 1e3;
+    pthread_join(watcher, NULL);
+    rep.stopped = guard_stopped;
+    for (int i = 0; rep.stopped > 0 && i < 3000 && !rep.stopped_killed; i++) {
+        if (waitpid(rep.stopped, &st, WNOHANG) == rep.stopped)
+            rep.stopped_killed = WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL ? 1 : -1;
+        else
+            usleep(1000); /* a stopped guard left alone would never be reaped */
+    }
+    kill(g, SIGKILL); /* its add failed: the caller kills the program */
+    waitpid(g, NULL, 0);
+    guard_known[1] = rep.stopped;
+    g = group_start();
+    t0 = clock_mono_us();
+    rep.ok_rc = exec__guard_add(g, NULL);
+    rep.ok_ms = (clock_mono_us() - t0) / 1e3;
+    rep.new_guard = exec__guard_pid();
+    if (write(out, &rep, sizeof rep) != sizeof rep)
+        _exit(1);
+    for (;;)
+        pause();
+}
+
+/* A new guard that reads nothing for GUARD_SEND_TIMEOUT_MS while it is told the registry is
+ * SIGKILLed, the add that started it fails (its caller kills the program), and the next change
+ * starts another, which is told everything: a kill -9 of agentd then ends a group registered
+ * before both restarts. */
+static void test_guard_resend_fails(void)
+{
+    struct guard_resend_report rep;
+    pid_t agent = guard_agent_start(guard_resend_agent, &rep, sizeof rep);
+
+    ok(rep.stopped > 0 && rep.fail_rc < 0 && rep.fail_ms >= 1000,
+       "guard: an add whose new guard cannot be told the registry fails after a send waited 1 s (rc %d, "
+       "%.0f ms)",
+       rep.fail_rc, rep.fail_ms);
+    ok(rep.stopped_killed == 1, "guard: that guard is SIGKILLed, not left stopped");
+    ok(rep.ok_rc == 0 && rep.new_guard > 0 && rep.new_guard != rep.stopped,
+       "guard: the next add starts another guard, told all %d entries in %.0f ms (rc %d)",
+       GUARD_FAT_ENTRIES + 2, rep.ok_ms, rep.ok_rc);
+    uint64_t t0 = clock_mono_us();
+    kill(agent, SIGKILL);
+    waitpid(agent, NULL, 0);
+    while (rep.old_group > 0 && pid_alive(rep.old_group) && clock_mono_us() - t0 < 3000000)
+        usleep(2000);
+    ok(rep.old_group > 0 && !pid_alive(rep.old_group),
+       "guard: kill -9 of agentd ends a group registered before both restarts (%.0f ms)",
+       (clock_mono_us() - t0) / 1e3);
+    if (rep.old_group > 0 && pid_alive(rep.old_group))
+        kill(rep.old_group, SIGKILL);
 }
 
 /* The guard runs kill(-pgid) for what it reads, so it refuses a pgid that is not a whole number
@@ -1399,6 +1539,7 @@ int main(void)
     test_close_kills();
     test_guard_kill9();
     test_guard_restart();
+    test_guard_resend_fails();
     test_guard_parse();
     test_close_high_fds();
     test_protocol_fds();
