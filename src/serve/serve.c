@@ -43,6 +43,7 @@ struct serve_opts {
     long long sse_max;
     long long max_queued;
     long long max_held;
+    long long stream_cache;
     long long runtime_idle;
     long long runtime_output_limit;
     long long runtime_spin;
@@ -90,6 +91,10 @@ static const struct opt_def serve__opts[] = {
      "PostgreSQL store: bytes of request bodies a follower holds at once while it waits for a new lease "
      "holder (past that: 503 owner_unavailable at once)",
      O(max_held)},
+    {"stream-cache", OPT_INT, "33554432", 0, 1LL << 40, NULL,
+     "bytes of memory for streams' newest records, which live readers read without a store query "
+     "(0: none)",
+     O(stream_cache)},
     {"runtime-idle", OPT_INT, "1800000", 1000, 1LL << 40, NULL,
      "milliseconds before an unused runtime is stopped", O(runtime_idle)},
     {"runtime-output-limit", OPT_INT, "1048576", 1024, 1LL << 30, NULL,
@@ -420,7 +425,8 @@ static struct stream_http_config serve__stream_http_config(const struct serve_op
 static int serve__build_streams(struct serve *s, const struct serve_opts *o, char *err, size_t errlen)
 {
     int rc;
-    struct streams_config scfg = {.max_append = (size_t)o->max_body, .read_chunk = 1 << 20};
+    struct streams_config scfg = {
+        .max_append = (size_t)o->max_body, .read_chunk = 1 << 20, .cache_bytes = (size_t)o->stream_cache};
     if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
         return rc;
     struct stream_http_config shcfg = serve__stream_http_config(o);

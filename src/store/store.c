@@ -11,6 +11,7 @@
 struct store {
     struct store_sqlite *sq; /* exactly one of the two */
     struct store_pg *pg;
+    uint64_t reads; /* store_read and store_read_back calls (the loop's: not locked) */
 };
 
 void store_meta_clear(struct store_meta *m)
@@ -155,12 +156,14 @@ int store_commit(struct store *s) { return s->pg ? store_pg_commit(s->pg) : stor
 int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                store_record_cb cb, void *arg)
 {
+    s->reads++;
     return s->pg ? store_pg_read(s->pg, stream, from, to, max_bytes, cb, arg)
                  : store_sqlite_read(s->sq, stream, from, to, max_bytes, cb, arg);
 }
 
 int store_read_back(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg)
 {
+    s->reads++;
     return s->pg ? store_pg_read_back(s->pg, stream, before, cb, arg)
                  : store_sqlite_read_back(s->sq, stream, before, cb, arg);
 }
@@ -187,6 +190,7 @@ void store_stats(struct store *s, struct store_stats *out)
         store_pg_stats(s->pg, out);
     else
         store_sqlite_stats(s->sq, out);
+    out->reads = s->reads;
 }
 
 const char *store_errmsg(struct store *s)

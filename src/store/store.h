@@ -227,6 +227,7 @@ void store_snapshot_end(struct store *s);
 struct store_stats {
     uint64_t commits;       /* batches committed */
     uint64_t pages_written; /* SQLite: database pages those commits wrote (to the write-ahead log) */
+    uint64_t reads;         /* store_read and store_read_back calls */
 };
 void store_stats(struct store *s, struct store_stats *out);
 

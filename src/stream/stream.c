@@ -240,7 +240,7 @@ struct stream *stream__new(struct streams *ss, const struct store_meta *m)
     struct stream *st = xcalloc(1, sizeof *st);
     store_meta_copy(&st->m, m);
     st->durable_tail = m->tail;
-    st->durable_closed = m->closed;
+    st->durable_closed = m->closed != 0;
     st->last_access_ms = clock_wall_ms();
     st->subs.next = st->subs.prev = &st->subs;
     st->subs.arg = &ss->nsubs;
@@ -263,6 +263,7 @@ static void stream__free(struct stream *st)
         stream_unsubscribe(st->subs.next);
     map_each(&st->producers, stream__free_producer, NULL);
     map_clear(&st->producers);
+    stream__cache_free(st);
     store_meta_clear(&st->m);
     free(st);
 }
@@ -403,7 +404,9 @@ int stream__read_range(struct store *store, struct stream *st, int64_t from, int
     }
     struct stream__read_ctx c = {
         .out = out, .from = from, .limit = limit, .end = from, .json = stream_is_json(st)};
-    int rc = store_read(store, st->m.id, from, limit, max, stream__read_record, &c);
+    int rc = stream__cache_read(st, from, limit, max, stream__read_record, &c);
+    if (rc == -ENOENT)
+        rc = store_read(store, st->m.id, from, limit, max, stream__read_record, &c);
     if (rc < 0)
         return rc;
     if (c.bad)
@@ -415,7 +418,10 @@ int stream__read_range(struct store *store, struct stream *st, int64_t from, int
 int stream_read(struct streams *ss, struct stream *st, int64_t from, size_t max_bytes, struct buf *out,
                 int64_t *next)
 {
-    return stream__read_range(ss->store, st, from, st->durable_tail, max_bytes ? max_bytes : 1, out, next);
+    int rc = stream__read_range(ss->store, st, from, st->durable_tail, max_bytes ? max_bytes : 1, out, next);
+    if (rc == 0 && *next >= st->durable_tail)
+        stream__cache_watch(ss, st); /* read up to its tail: it will likely be read there again */
+    return rc;
 }
 
 /* ---- offsets of messages, and reading backwards (history pages) ---- */
@@ -549,7 +555,7 @@ static void streams__publish(struct streams *ss, struct stream__group *g, int rc
         }
         int grew = mk->tail > st->durable_tail, closed = mk->closed && !st->durable_closed;
         st->durable_tail = mk->tail;
-        st->durable_closed = mk->closed;
+        st->durable_closed = mk->closed != 0;
         if (grew)
             stream__notify(st, STREAM_EV_DATA);
         if ((grew || mk->created) && ss->observer && st->m.path)
@@ -644,6 +650,7 @@ static void streams__fail_all(struct streams *ss, int rc, struct stream__group *
     *tail = open;
     for (struct stream__group *g = list; g; g = g->next)
         streams__publish(ss, g, g->rc);
+    stream__cache_rollback(ss); /* for the registry kept while the store is unavailable */
     streams__reload(ss);
     for (struct stream__group *g = list, *next; g; g = next) {
         next = g->next;
@@ -804,6 +811,7 @@ static void streams__on_sweep(uv_timer_t *t)
     for (size_t i = 0; i < c.n; i++)
         stream__expire(ss, c.expired[i]);
     free(c.expired);
+    stream__cache_sweep(ss, uv_now(ss->loop));
 }
 
 /* ================= loading ================= */
@@ -899,6 +907,8 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
     ss->loop = loop;
     ss->store = store;
     ss->cfg = *cfg;
+    ss->caches.budget = cfg->cache_bytes;
+    ss->caches.loop = loop;
     ss->ops_tail = &ss->ops;
     ss->groups_tail = &ss->groups;
     ss->next_seq = 1;

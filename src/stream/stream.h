@@ -81,8 +81,9 @@ struct stream_op {
 void stream_op_cancel(struct streams *ss, struct stream_op *op);
 
 struct streams_config {
-    size_t max_append; /* bytes */
-    size_t read_chunk; /* catch-up reads return at most about this many bytes */
+    size_t max_append;  /* bytes */
+    size_t read_chunk;  /* catch-up reads return at most about this many bytes */
+    size_t cache_bytes; /* memory for streams' newest records, read without the store (0: none) */
 };
 
 int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, const struct streams_config *cfg,

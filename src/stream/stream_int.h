@@ -9,6 +9,43 @@
 #include "store/store.h"
 #include "stream/stream.h"
 
+/*
+ * The tail cache (stream_cache.c): a stream's newest records, kept in memory as the store would
+ * return them (JSON streams in their stored form), so that a read at or near a stream's durable tail
+ * costs no store call. Live readers are woken together by each append and all read the same few
+ * bytes: from the store that was a query each (SSE readers at one offset share one), on the loop's
+ * connection: with PostgreSQL a round trip each while the loop waits. The cache follows every write
+ * into the open batch; bytes past durable_tail are held but never served (reads end at the durable
+ * tail), and a failed batch's are dropped (stream__cache_rollback) before the registry is reloaded
+ * (which frees every stream and its cache). A read that starts before a stream's cache goes to the
+ * store, as do history pages (stream_read_back).
+ *
+ * Which streams have one, and what it may cost (why: the loop saves a query only where someone
+ * reads at the tail; everywhere else the bytes would be memory for nothing):
+ * - a stream gets one when it is appended to while it has a live reader (a subscriber: SSE,
+ *   long-poll, the session WebSocket), or after a read reached its tail (stream__cache_watch:
+ *   webhook deliveries, clients polling with offsets); it then keeps every append.
+ * - it loses it at the first sweep (every 2 s) after STREAM_CACHE_IDLE_MS without an append, or
+ *   without a read served and with no live reader: live readers read within milliseconds of an
+ *   append, and a stream nobody reads (an idle session, 10,000 of them in bench/sessions; a run
+ *   nobody watches) costs no cache bytes, only the pointer in struct stream.
+ * - per stream at most STREAM_CACHE_STREAM_MAX (64 KiB) of records, trimmed by whole records from
+ *   the oldest (to 3/4 of it, so the moves cost a few bytes per byte appended); a single record
+ *   bigger than that is not kept. 64 KiB holds hundreds of events or SSE chunks: far more than a
+ *   live reader lags behind, small enough that 512 busy streams fill the default budget.
+ * - in all at most streams_config.cache_bytes (--stream-cache, 32 MiB by default; 0: no cache);
+ *   past it the streams appended to longest ago lose theirs.
+ */
+#define STREAM_CACHE_STREAM_MAX (64 * 1024)
+#define STREAM_CACHE_IDLE_MS    5000
+struct stream__cache;
+struct stream__caches {
+    uv_loop_t *loop;                       /* whose time stamps the caches */
+    struct stream__cache *newest, *oldest; /* by last append */
+    size_t bytes;                          /* held by all of them, their structs included */
+    size_t budget;
+};
+
 struct stream__producer {
     int64_t epoch, seq;
 };
@@ -16,16 +53,18 @@ struct stream__producer {
 struct stream {
     struct store_meta m;  /* pending state: what the open batch makes true */
     int64_t durable_tail; /* what readers may see */
-    int durable_closed;
-    int gone;             /* deleted (hard or soft) in the open batch: tell subscribers */
+    /* flags in one word, so that the cache pointer below did not make every stream bigger */
+    unsigned durable_closed : 1;
+    unsigned gone : 1;    /* deleted (hard or soft) in the open batch: tell subscribers */
+    unsigned dirty : 1;   /* in the open batch's list of touched streams */
+    unsigned created : 1; /* created in the open batch */
     struct stream *src;   /* fork source */
     struct map producers; /* pid -> struct stream__producer */
     int64_t last_access_ms;
     struct stream_sub subs; /* sentinel of the subscriber ring */
-    int dirty;
-    int created; /* created in the open batch */
     struct stream *dirty_next;
     struct stream *grave_next;
+    struct stream__cache *cache; /* its newest records, NULL when none (stream_cache.c) */
 };
 
 struct streams {
@@ -54,6 +93,7 @@ struct streams {
      * holds its lease): writes are refused (stream.c) */
     int unavailable;
     uv_timer_t retry; /* tries the reload again while unavailable */
+    struct stream__caches caches;
 };
 
 /* Media types compare without parameters, case-insensitively. */
@@ -69,6 +109,23 @@ void stream__retire(struct streams *ss, struct stream *st, int detach);
  * the store's -errno. stream_read and stream_view_read. */
 int stream__read_range(struct store *store, struct stream *st, int64_t from, int64_t limit, size_t max,
                        struct buf *out, int64_t *next);
+/* The tail cache (see above). stream__cache_append: a record written into the open batch at off.
+ * stream__cache_read: store_read's contract for st's own records, served from memory; -ENOENT when
+ * [from, to) is not all cached and durable. stream__cache_watch: a read reached st's tail (keep
+ * what is appended next). stream__cache_rollback: drops what is past each
+ * stream's durable tail (a failed batch). stream__cache_sweep: drops the caches idle for
+ * STREAM_CACHE_IDLE_MS at the loop's time now. stream__cache_free: st's, with st. */
+void stream__cache_append(struct streams *ss, struct stream *st, int64_t off, const void *data, size_t len);
+int stream__cache_read(struct stream *st, int64_t from, int64_t to, size_t max, store_record_cb cb,
+                       void *arg);
+void stream__cache_watch(struct streams *ss, struct stream *st);
+void stream__cache_rollback(struct streams *ss);
+void stream__cache_sweep(struct streams *ss, uint64_t now);
+void stream__cache_free(struct stream *st);
+/* Is [from, durable tail) of st's offset space (its fork sources' part included) served from
+ * memory, with no store call? 1 also when from is at or past the tail (nothing to read). For a
+ * caller that would otherwise read in another thread: what it covers is read on the loop. */
+int stream__cache_covers(const struct stream *st, int64_t from);
 /* The open batch: arm its commit for this loop turn, mark a stream it touches, queue an op that
  * completes when it is durable. */
 void streams__arm(struct streams *ss);

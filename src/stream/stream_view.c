@@ -25,7 +25,7 @@ static struct stream *stream_view__stream(const struct store_meta *m)
     struct stream *st = xcalloc(1, sizeof *st);
     st->m = *m; /* takes the strings */
     st->durable_tail = m->tail;
-    st->durable_closed = m->closed;
+    st->durable_closed = m->closed != 0;
     st->subs.next = st->subs.prev = &st->subs;
     return st;
 }

@@ -195,6 +195,8 @@ static enum stream_status stream__create_write(struct streams *ss, struct store_
         return stream__fail(op, STREAM_STORE_ERROR, "the store could not write the stream");
     }
     struct stream *st = stream__new(ss, want);
+    stream__cache_append(ss, st, want->fork_off, first->p, first->len);
+    stream__cache_append(ss, st, want->fork_off + (int64_t)first->len, body->p, body->len);
     st->src = src;
     st->durable_tail = want->fork_off;
     st->durable_closed = 0;
@@ -356,6 +358,8 @@ static void stream__append_write(struct streams *ss, struct stream *st, const st
     r->offset = st->m.tail;
     if (stored->len) {
         rc = store_record_append(ss->store, st->m.id, st->m.tail, stored->p, stored->len);
+        if (rc == 0)
+            stream__cache_append(ss, st, st->m.tail, stored->p, stored->len);
         st->m.tail += (int64_t)stored->len;
     }
     if (a->seq) {

@@ -46,7 +46,7 @@ int fdatasync(int fd)
 static void open_all(void)
 {
     char err[256];
-    struct streams_config cfg = {.max_append = 1 << 20, .read_chunk = 1 << 20};
+    struct streams_config cfg = {.max_append = 1 << 20, .read_chunk = 1 << 20, .cache_bytes = 1 << 20};
     if (store_open(&store, dir, STORE_OS, err, sizeof err) != 0 ||
         streams_new(&ss, &loop, store, &cfg, err, sizeof err) != 0) {
         printf("Bail out! %s\n", err);
@@ -393,7 +393,7 @@ static void test_sync_failure(void)
         return;
     struct store *fst;
     struct streams *fss;
-    struct streams_config cfg = {.max_append = 1 << 20, .read_chunk = 1 << 20};
+    struct streams_config cfg = {.max_append = 1 << 20, .read_chunk = 1 << 20, .cache_bytes = 1 << 20};
     if (store_open(&fst, fdir, STORE_FSYNC, err, sizeof err) != 0 ||
         streams_new(&fss, &loop, fst, &cfg, err, sizeof err) != 0) {
         printf("Bail out! %s\n", err);
