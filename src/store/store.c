@@ -161,6 +161,14 @@ int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t
                  : store_sqlite_read(s->sq, stream, from, to, max_bytes, cb, arg);
 }
 
+int store_read_pooled(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                      store_record_cb cb, void *arg)
+{
+    return s->pg ? store_pg_read_pooled(s->pg, stream, from, to, max_bytes, cb, arg) : -ENOTSUP;
+}
+
+int store_read_slots(const struct store *s) { return s->pg ? PG_READERS : 0; }
+
 int store_read_back(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg)
 {
     s->reads++;

@@ -23,8 +23,9 @@
  *     has returned, PostgreSQL's own durability point. So the loop never waits for a commit.
  *
  * A stream's bytes are addressed by offset; each append is a record at the stream's end. Reads see
- * one contiguous byte range. Reads run on the loop's connection: with SQLite they can see rows of
- * the open batch, so callers bound every read by the durable tail they track.
+ * one contiguous byte range. Reads run on the loop's connection (PostgreSQL: also on a pool of
+ * connections of their own, from other threads: store_read_pooled): with SQLite they can see rows
+ * of the open batch, so callers bound every read by the durable tail they track.
  */
 #ifndef AGENTD_STORE_H
 #define AGENTD_STORE_H
@@ -204,6 +205,21 @@ int store_commit(struct store *s) CORE_UNUSED_RESULT;
 typedef void (*store_record_cb)(int64_t off, const void *data, size_t len, void *arg);
 int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                store_record_cb cb, void *arg);
+
+/*
+ * store_read from any thread, for reads run off the loop. PostgreSQL: on one of a few connections
+ * of the store's own (store_read_slots of them, connected on first use, reconnected as the loop's
+ * is; never the loop's nor the committer's), checked out for the call: a call made while all are
+ * busy waits for one, so a caller that must not wait runs at most store_read_slots at once. It sees
+ * only committed batches, as every PostgreSQL read does. SQLite: -ENOTSUP (its reads are of a local
+ * file and run on the loop: call store_read there). Safe beside the loop's use of the store; the
+ * store must not be freed while a call runs.
+ */
+int store_read_pooled(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                      store_record_cb cb, void *arg);
+/* How many store_read_pooled calls can run at once without waiting: 0 when the backend has none
+ * (SQLite). */
+int store_read_slots(const struct store *s);
 
 /*
  * A follower's reads (it loads no registry; PostgreSQL only, SQLite: -ENOTSUP), on the loop's

@@ -270,6 +270,8 @@ int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char
     s->sealed_tail = &s->sealed;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->sync_mu, NULL);
+    pthread_mutex_init(&s->pool_mu, NULL);
+    pthread_cond_init(&s->pool_cv, NULL);
     if ((s->conn = pg__connect(conninfo, err, errlen)) == NULL)
         goto fail;
     if ((rc = pg__schema(s->conn, err, errlen)) != 0 ||
@@ -321,8 +323,12 @@ void store_pg_free(struct store_pg *s)
     pg__lease_release(s);
     PQfinish(s->conn);
     PQfinish(s->wconn);
+    for (int i = 0; i < PG_READERS; i++) /* none is checked out: the caller waited for its reads */
+        PQfinish(s->readers[i].conn);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->sync_mu);
+    pthread_mutex_destroy(&s->pool_mu);
+    pthread_cond_destroy(&s->pool_cv);
     free(s->conninfo);
     free(s->node);
     free(s->node_url);

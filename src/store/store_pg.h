@@ -2,7 +2,8 @@
  * store_pg — the PostgreSQL backend of store.h (libpq). Not for other modules: store.c hands each
  * call of store.h to the store_pg_* function of the same name; see store.h for what each does.
  *
- * Three connections: the loop's (reads, loading, stream id reservations, taking the lease), the
+ * Connections: the loop's (loading, reads not pooled, stream id reservations, taking the lease),
+ * up to PG_READERS readers' (store_pg_read_pooled: catch-up reads from libuv's thread pool), the
  * committer's (store_pg_sync, in libuv's thread pool; a mutex keeps it to one caller at a time)
  * and the heartbeat thread's (renewing the lease; store_pg_lease.c). Writes never touch a connection on the loop: a
  * batch is a list of rows in memory, store_pg_commit seals it, and store_pg_sync sends every sealed
@@ -14,6 +15,10 @@
 #include "store/store.h"
 
 struct store_pg;
+
+/* Connections of the readers' pool (store_read_slots): two, so that a read waiting on a slow
+ * database leaves libuv's thread pool (4 threads) room for the committer's sync and for sessions. */
+#define PG_READERS 2
 
 int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char *err,
                   size_t errlen) CORE_UNUSED_RESULT;
@@ -35,6 +40,8 @@ void store_pg_rollback(struct store_pg *s);
 int store_pg_commit(struct store_pg *s);
 int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                   store_record_cb cb, void *arg);
+int store_pg_read_pooled(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                         store_record_cb cb, void *arg);
 int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb,
                        void *arg);
 int store_pg_snapshot_stream(struct store_pg *s, const char *path, int64_t from, struct store_meta *out);

@@ -1,6 +1,7 @@
 /*
  * store_pg internals, shared by store_pg.c (connections, schema, batches, commits) and
- * store_pg_read.c (loading and reads on the loop's connection). Not for other modules.
+ * store_pg_read.c (loading and reads on the loop's connection, and reads on the readers' pool).
+ * Not for other modules.
  */
 #ifndef AGENTD_STORE_PG_INT_H
 #define AGENTD_STORE_PG_INT_H
@@ -35,6 +36,15 @@ struct pg__row {
     int64_t epoch, seq;
     size_t len; /* PG_RECORD: its bytes */
     unsigned char data[];
+};
+
+/* The connections of reads run off the loop (store_pg_read_pooled), checked out under pool_mu.
+ * Each is connected on its first use and again after it was lost. PG_READERS: store_pg.h. */
+struct pg__reader {
+    PGconn *conn; /* NULL until connected, or while lost */
+    int busy;     /* checked out */
+    int lost;     /* its loss was logged (once per outage) */
+    uint64_t retry_at_us;
 };
 
 /* The heartbeat thread (store_pg_lease.c). */
@@ -87,7 +97,10 @@ struct store_pg {
      * which the store_pg_read of that stream from that offset reads instead of querying again */
     PGresult *ahead;
     int64_t ahead_stream, ahead_from;
-    int view_prepared; /* store_pg_snapshot_stream's statement is prepared on the loop's connection */
+    int view_prepared;       /* store_pg_snapshot_stream's statement is prepared on the loop's connection */
+    pthread_mutex_t pool_mu; /* guards readers[].busy; a reader's other fields are its holder's */
+    pthread_cond_t pool_cv;  /* a reader was given back */
+    struct pg__reader readers[PG_READERS];
 };
 
 /* Maps a failed result (or a broken connection) to a negative errno. */

@@ -1,7 +1,8 @@
 /*
  * store_pg_read — the PostgreSQL store's loop connection: reconnecting, loading, reads. Each
  * call is one or a few round trips on the loop (bounded: reads fetch PG_READ_ROWS rows per query);
- * writes never come here (store_pg.c sends them from the committer's thread).
+ * writes never come here (store_pg.c sends them from the committer's thread). Also the readers'
+ * pool: the same reads, from other threads, on connections of their own (store_pg_read_pooled).
  */
 #include "store/store_pg_int.h"
 
@@ -330,15 +331,66 @@ static int pg__read_ahead(struct store_pg *s, int64_t to, size_t max_bytes, stor
     return rows == PG_READ_ROWS;
 }
 
-int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
-                  store_record_cb cb, void *arg)
+/* ---- the readers' pool: reads off the loop ---- */
+
+static struct pg__reader *pg__reader_take(struct store_pg *s)
 {
-    size_t total = 0;
-    int count = 0;
-    int64_t at = from;
-    if (s->ahead != NULL && stream == s->ahead_stream && from == s->ahead_from &&
-        !pg__read_ahead(s, to, max_bytes, cb, arg, &total, &count, &at))
-        return count;
+    struct pg__reader *p = NULL;
+    pthread_mutex_lock(&s->pool_mu);
+    for (;;) { /* the stream layer runs at most PG_READERS at once: a wait is the exception */
+        for (int i = 0; i < PG_READERS && p == NULL; i++)
+            if (!s->readers[i].busy)
+                p = &s->readers[i];
+        if (p)
+            break;
+        pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+    }
+    p->busy = 1;
+    pthread_mutex_unlock(&s->pool_mu);
+    return p;
+}
+
+static void pg__reader_give(struct store_pg *s, struct pg__reader *p)
+{
+    pthread_mutex_lock(&s->pool_mu);
+    p->busy = 0;
+    pthread_cond_signal(&s->pool_cv);
+    pthread_mutex_unlock(&s->pool_mu);
+}
+
+/* pg__query on a reader's connection (its holder's thread): connected when it has none (not more
+ * often than PG_RECONNECT_US after a failed try), and once more when it is found dead. */
+static PGresult *pg__reader_query(struct store_pg *s, struct pg__reader *p, const char *sql, int n,
+                                  const char *const *vals)
+{
+    for (int attempt = 0;; attempt++) {
+        if (p->conn == NULL) {
+            char err[512];
+            uint64_t now = clock_mono_us();
+            if (now < p->retry_at_us || (p->conn = pg__connect(s->conninfo, err, sizeof err)) == NULL) {
+                if (!p->lost && now >= p->retry_at_us)
+                    log_warn("store: a reader: %s", err);
+                p->lost = 1;
+                p->retry_at_us = now >= p->retry_at_us ? now + PG_RECONNECT_US : p->retry_at_us;
+                return NULL;
+            }
+            p->lost = 0;
+        }
+        PGresult *r = PQexecParams(p->conn, sql, n, NULL, vals, NULL, NULL, 1);
+        if (PQstatus(p->conn) != CONNECTION_BAD)
+            return r;
+        PQfinish(p->conn);
+        p->conn = NULL;
+        if (attempt > 0)
+            return r;
+        PQclear(r);
+    }
+}
+
+/* Reads pages of records of one stream on the loop's connection (p NULL) or on reader p. */
+static int pg__read_pages(struct store_pg *s, struct pg__reader *p, int64_t stream, int64_t at, int64_t to,
+                          size_t max_bytes, store_record_cb cb, void *arg, size_t total, int count)
+{
     while (total < max_bytes && at < to) {
         char a[24], b[24], c[24];
         snprintf(a, sizeof a, "%" PRId64, stream);
@@ -346,13 +398,12 @@ int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, 
         snprintf(c, sizeof c, "%" PRId64, to);
         const char *v[] = {a, b, c};
         /* The first row is the one containing $2 when $2 falls inside a record. */
-        PGresult *r =
-            pg__query(s,
-                      "SELECT off, data FROM agentd_records WHERE stream=$1 AND off >= coalesce((SELECT"
-                      " max(off) FROM agentd_records WHERE stream=$1 AND off <= $2), $2) AND off < $3"
-                      " ORDER BY off LIMIT " PG__STR(PG_READ_ROWS),
-                      3, v, 1);
-        int rc = pg__rows(s->conn, r);
+        static const char sql[] =
+            "SELECT off, data FROM agentd_records WHERE stream=$1 AND off >= coalesce((SELECT"
+            " max(off) FROM agentd_records WHERE stream=$1 AND off <= $2), $2) AND off < $3"
+            " ORDER BY off LIMIT " PG__STR(PG_READ_ROWS);
+        PGresult *r = p ? pg__reader_query(s, p, sql, 3, v) : pg__query(s, sql, 3, v, 1);
+        int rc = pg__rows(p ? p->conn : s->conn, r);
         if (rc != 0)
             return rc;
         int n = PQntuples(r);
@@ -370,6 +421,27 @@ int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, 
             break;
     }
     return count;
+}
+
+int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                  store_record_cb cb, void *arg)
+{
+    size_t total = 0;
+    int count = 0;
+    int64_t at = from;
+    if (s->ahead != NULL && stream == s->ahead_stream && from == s->ahead_from &&
+        !pg__read_ahead(s, to, max_bytes, cb, arg, &total, &count, &at))
+        return count;
+    return pg__read_pages(s, NULL, stream, at, to, max_bytes, cb, arg, total, count);
+}
+
+int store_pg_read_pooled(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                         store_record_cb cb, void *arg)
+{
+    struct pg__reader *p = pg__reader_take(s);
+    int rc = pg__read_pages(s, p, stream, from, to, max_bytes, cb, arg, 0, 0);
+    pg__reader_give(s, p);
+    return rc;
 }
 
 int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg)

@@ -121,7 +121,10 @@ void streams_set_observer(struct streams *ss, streams_observer_cb cb, void *arg)
 
 size_t streams_subscriber_count(const struct streams *ss) { return ss->nsubs; }
 
-int streams_syncing(const struct streams *ss) { return ss->syncing; }
+int streams_syncing(const struct streams *ss)
+{
+    return ss->syncing || ss->reads_running || ss->reads_waiting;
+}
 
 /* ================= batch bookkeeping ================= */
 
@@ -335,16 +338,7 @@ struct stream *streams_lookup(struct streams *ss, const char *path, size_t len, 
     return st;
 }
 
-/* ================= reads ================= */
-
-struct stream__read_ctx {
-    struct buf *out;
-    int64_t from;
-    int64_t limit; /* nothing at or after this offset is appended */
-    int64_t end;   /* offset after the last byte appended */
-    int json;      /* the stream holds JSON messages ("m1,m2,") */
-    int bad;       /* `from` falls inside a JSON message */
-};
+/* ================= reads (forward reads: stream_read.c) ================= */
 
 struct stream__msg_at {
     const char *base;
@@ -358,70 +352,12 @@ static void stream__msg_at_cb(const char *p, size_t n, void *arg)
     m->found |= (size_t)(p - m->base) == m->want;
 }
 
-/* Does a message of a stored JSON record start at byte `at` of it (or is `at` its end)? */
-static int stream__msg_starts_at(const void *data, size_t len, size_t at)
+int stream__msg_starts_at(const void *data, size_t len, size_t at)
 {
     struct stream__msg_at m = {.base = data, .want = at, .found = at == 0 || at == len};
     if (!m.found)
         jsonmode_stored_split(data, len, stream__msg_at_cb, &m);
     return m.found;
-}
-
-static void stream__read_record(int64_t off, const void *data, size_t len, void *arg)
-{
-    struct stream__read_ctx *c = arg;
-    size_t skip = off < c->from ? (size_t)(c->from - off) : 0;
-    /* A fork source's record that runs past the fork offset is cut there (a message boundary in
-     * JSON streams: stream_create checks it). */
-    size_t end = off + (int64_t)len > c->limit ? (size_t)(c->limit - off) : len;
-    if (c->bad || (skip && c->json && !stream__msg_starts_at(data, len, skip))) {
-        c->bad = 1;
-        return;
-    }
-    if (skip < end)
-        buf_append(c->out, (const char *)data + skip, end - skip);
-    c->end = off + (int64_t)end;
-}
-
-int stream__read_range(struct store *store, struct stream *st, int64_t from, int64_t limit, size_t max,
-                       struct buf *out, int64_t *next)
-{
-    *next = from;
-    if (from >= limit)
-        return 0;
-    if (st->src && from < st->m.fork_off) {
-        int64_t lim = limit < st->m.fork_off ? limit : st->m.fork_off;
-        size_t before = out->len;
-        int rc = stream__read_range(store, st->src, from, lim, max, out, next);
-        if (rc < 0)
-            return rc;
-        if (out->len - before >= max || *next < lim)
-            return 0;
-        max -= out->len - before;
-        from = *next;
-        if (from >= limit)
-            return 0;
-    }
-    struct stream__read_ctx c = {
-        .out = out, .from = from, .limit = limit, .end = from, .json = stream_is_json(st)};
-    int rc = stream__cache_read(st, from, limit, max, stream__read_record, &c);
-    if (rc == -ENOENT)
-        rc = store_read(store, st->m.id, from, limit, max, stream__read_record, &c);
-    if (rc < 0)
-        return rc;
-    if (c.bad)
-        return -EINVAL;
-    *next = c.end > from ? c.end : from;
-    return 0;
-}
-
-int stream_read(struct streams *ss, struct stream *st, int64_t from, size_t max_bytes, struct buf *out,
-                int64_t *next)
-{
-    int rc = stream__read_range(ss->store, st, from, st->durable_tail, max_bytes ? max_bytes : 1, out, next);
-    if (rc == 0 && *next >= st->durable_tail)
-        stream__cache_watch(ss, st); /* read up to its tail: it will likely be read there again */
-    return rc;
 }
 
 /* ---- offsets of messages, and reading backwards (history pages) ---- */
@@ -670,8 +606,9 @@ static void streams__sync_done(uv_work_t *w, int status)
 {
     struct streams *ss = w->data;
     ss->syncing = 0;
-    if (ss->freeing) {
-        free(ss);
+    if (ss->freeing) { /* the last of the thread pool's work frees the registry */
+        if (ss->reads_running == 0)
+            free(ss);
         return;
     }
     if (ss->sync_rc == 0)
@@ -911,6 +848,7 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
     ss->caches.loop = loop;
     ss->ops_tail = &ss->ops;
     ss->groups_tail = &ss->groups;
+    ss->reads_tail = &ss->reads_waiting;
     ss->next_seq = 1;
     int rc = streams__load(ss);
     if (rc != 0) {
@@ -945,8 +883,9 @@ void streams_shutdown(struct streams *ss) { map_each(&ss->by_id, streams__shutdo
 static void streams__free_handle(uv_handle_t *h)
 {
     struct streams *ss = h->data;
-    /* The last handle closed; an fsync still in the thread pool frees the registry when it returns. */
-    if (ss->syncing)
+    /* The last handle closed; an fsync or a read still in the thread pool frees the registry when
+     * it returns. */
+    if (ss->syncing || ss->reads_running)
         ss->freeing = 1;
     else
         free(ss);
@@ -957,6 +896,7 @@ void streams_free(struct streams *ss)
     if (ss == NULL)
         return;
     streams_flush(ss);
+    streams__reads_stop(ss);
     streams__clear(ss);
     uv_close((uv_handle_t *)&ss->check, NULL);
     uv_close((uv_handle_t *)&ss->idle, NULL);

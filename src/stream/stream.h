@@ -91,8 +91,9 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
 /* Tells every live subscriber the server is stopping (they are unsubscribed by their callbacks or
  * by streams_free). */
 void streams_shutdown(struct streams *ss);
-/* 1 while an fsync runs in libuv's thread pool (it completes on a later loop turn). A server that
- * stops turns its loop until this is 0 before freeing the store the fsync is using. */
+/* 1 while an fsync or a read (stream_read_start) runs or waits for libuv's thread pool (it
+ * completes on a later loop turn). A server that stops turns its loop until this is 0 before freeing
+ * the store they use. */
 int streams_syncing(const struct streams *ss);
 /* Commits what is pending and frees the registry; subscribers are told the stream is gone. With an
  * fsync still in the thread pool, the registry itself is freed when it completes. */
@@ -163,6 +164,34 @@ enum stream_status stream_delete(struct streams *ss, struct stream *st, struct s
  */
 int stream_read(struct streams *ss, struct stream *st, int64_t from, size_t max_bytes, struct buf *out,
                 int64_t *next) CORE_UNUSED_RESULT;
+/*
+ * stream_read, answered later: for a caller that must not hold the loop while a database answers.
+ * On a store whose reads are remote (PostgreSQL: store_read_slots) the read runs in libuv's thread
+ * pool on a connection of the store's reader pool, and cb runs on the loop once the bytes are there
+ * (the loop goes on serving meanwhile); otherwise (SQLite: a local file), and when the tail cache
+ * holds all of it, it runs at once and cb runs before stream_read_start returns. What the read needs of st (its fork chain's ids and offsets, its
+ * JSON-ness, the durable tail it is bounded by) and what its answer describes (st's identity, tail,
+ * closure and content type as they were when it started) are copied when it starts: st may be
+ * deleted, expired or reloaded before cb runs, and the answer is the one stream_read would have
+ * given then (a stream deleted meanwhile may have lost rows: the read then ends short of the tail,
+ * as if at a chunk's end). `d` and its strings are valid for the call only; cb may take d->data
+ * (leave a zeroed buf behind). Returns the read in flight, which the caller may cancel until cb ran
+ * (cb is then never called), or NULL when cb already ran. d->rc: as stream_read's; -ESHUTDOWN when
+ * the registry was freed before the read could start.
+ */
+struct stream_read;
+struct stream_read_done {
+    int rc;
+    struct buf data; /* as stream_read's out: JSON streams' messages comma-terminated */
+    int64_t from, next;
+    int64_t id, created, tail; /* the stream when the read started */
+    int closed, json;
+    const char *content_type;
+};
+typedef void (*stream_read_cb)(struct stream_read_done *d, void *arg);
+struct stream_read *stream_read_start(struct streams *ss, struct stream *st, int64_t from, size_t max_bytes,
+                                      stream_read_cb cb, void *arg);
+void stream_read_cancel(struct stream_read *rd);
 /*
  * Offsets of JSON messages. Every message of a JSON stream has its own offset: the byte position
  * where it starts (its record's offset plus the message's position in the stored "m1,m2," form).

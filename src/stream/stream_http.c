@@ -53,6 +53,7 @@ struct stream_http {
 };
 
 enum sh_mode {
+    SH_READ, /* a catch-up read waiting for its bytes (stream_read_start) */
     SH_WRITE,
     SH_LONG_POLL,
     SH_SSE
@@ -70,6 +71,8 @@ struct sh_req {
     char *client_cursor;      /* borrowed from the request's memory */
     const char *content_type; /* PUT: the stream's content type to echo (request memory) */
     int control_due;          /* SSE: an up-to-date control event is owed */
+    int live;                 /* SH_READ: answers a long-poll (cursor, no ETag) */
+    struct stream_read *rd;   /* SH_READ, SH_LONG_POLL: the read in flight, cancelled at dispose */
     uint64_t started_us;
 };
 
@@ -163,6 +166,7 @@ static void sh__dispose(void *p)
     r->req = NULL;
     stream_unsubscribe(&r->sub);
     stream_op_cancel(r->sh->ss, &r->op);
+    stream_read_cancel(r->rd);
     if (r->has_timer) {
         uv_timer_stop(&r->timer);
         uv_close((uv_handle_t *)&r->timer, sh__free_cb);
@@ -365,38 +369,29 @@ static void sh__post(struct stream_http *sh, struct http_req *req, struct stream
 
 /* ================= GET: catch-up ================= */
 
-static void sh__etag(const struct stream *st, int64_t from, int64_t to, int closed, char out[128])
+static void sh__etag(int64_t id, int64_t created, int64_t from, int64_t to, int closed, char out[128])
 {
-    int64_t id, created;
-    stream_identity(st, &id, &created);
     snprintf(out, 128, "\"%" PRId64 "-%" PRId64 ":%" PRId64 ":%" PRId64 "%s\"", id, created, from, to,
              closed ? ":c" : "");
 }
 
-/* Answers a read of [from, ...) with what is there now (never waits): of st in the registry, or
- * of a follower's view (st is then the view's stream). */
-static void sh__respond_read(struct stream_http *sh, struct http_req *req, struct stream *st,
-                             struct stream_view *view, int64_t from, const char *cursor_in, int live)
+/* Answers a catch-up read with what it read (of the stream as it was when the read started). */
+static void sh__answer_read(struct http_req *req, struct stream_read_done *d, const char *cursor_in, int live)
 {
-    struct buf body = {0};
-    int64_t next;
-    int rc = view ? stream_view_read(view, from, sh->cfg.read_chunk, &body, &next)
-                  : stream_read(sh->ss, st, from, sh->cfg.read_chunk, &body, &next);
-    if (rc != 0) {
-        buf_free(&body);
-        if (rc == -EINVAL)
+    if (d->rc != 0) {
+        if (d->rc == -EINVAL)
             return http_res_error(req, ERR_BAD_REQUEST,
                                   "the offset falls inside a message of this JSON stream");
-        return http_res_error(req, errcode_for_store(rc), "the stream could not be read (%s)", strerror(-rc));
+        return http_res_error(req, errcode_for_store(d->rc), "the stream could not be read (%s)",
+                              strerror(-d->rc));
     }
-    int64_t tail = stream_tail(st);
-    int up_to_date = next >= tail, closed = up_to_date && stream_closed(st);
+    int up_to_date = d->next >= d->tail, closed = up_to_date && d->closed;
     char etag[128];
-    sh__etag(st, from, next, closed, etag);
+    sh__etag(d->id, d->created, d->from, d->next, closed, etag);
     size_t inm_len;
     const char *inm = sh__header(req, "if-none-match", &inm_len);
-    http_res_header(req, "Content-Type", stream_content_type(st));
-    sh__offset_header(req, next);
+    http_res_header(req, "Content-Type", d->content_type);
+    sh__offset_header(req, d->next);
     if (up_to_date)
         http_res_header(req, "Stream-Up-To-Date", "true");
     if (closed)
@@ -411,14 +406,46 @@ static void sh__respond_read(struct stream_http *sh, struct http_req *req, struc
         http_res_header(req, "Cache-Control",
                         up_to_date ? "no-cache" : "public, max-age=60, stale-while-revalidate=300");
     }
-    if (!live && inm && inm_len == strlen(etag) && memcmp(inm, etag, inm_len) == 0) {
-        buf_free(&body);
+    if (!live && inm && inm_len == strlen(etag) && memcmp(inm, etag, inm_len) == 0)
         return http_res_send(req, 304, NULL, 0);
-    }
-    if (stream_is_json(st))
-        stream_json_wrap(&body);
-    http_res_send(req, 200, body.p, body.len);
-    buf_free(&body);
+    if (d->json)
+        stream_json_wrap(&d->data);
+    http_res_send(req, 200, d->data.p, d->data.len);
+}
+
+static void sh__read_done(struct stream_read_done *d, void *arg)
+{
+    struct sh_req *r = arg;
+    r->rd = NULL;
+    sh__answer_read(r->req, d, r->client_cursor, r->live);
+}
+
+/* Answers a read of [from, ...) of st with what is there now (never waits for new bytes), from
+ * the read's completion: r's request (a long-poll's), or req's with a state of its own. */
+static void sh__respond_read(struct stream_http *sh, struct http_req *req, struct sh_req *r,
+                             struct stream *st, int64_t from, char *cursor_in, int live)
+{
+    if (r == NULL)
+        r = sh__state(sh, req, SH_READ);
+    r->client_cursor = cursor_in;
+    r->live = live;
+    r->rd = stream_read_start(sh->ss, st, from, sh->cfg.read_chunk, sh__read_done, r);
+}
+
+/* The same, of a follower's view: at once, in its snapshot. */
+static void sh__respond_view(struct stream_http *sh, struct http_req *req, struct stream_view *view,
+                             int64_t from)
+{
+    struct stream *st = stream_view_stream(view);
+    struct stream_read_done d = {.from = from,
+                                 .tail = stream_tail(st),
+                                 .closed = stream_closed(st),
+                                 .json = stream_is_json(st),
+                                 .content_type = stream_content_type(st)};
+    stream_identity(st, &d.id, &d.created);
+    d.rc = stream_view_read(view, from, sh->cfg.read_chunk, &d.data, &d.next);
+    sh__answer_read(req, &d, NULL, 0);
+    buf_free(&d.data);
 }
 
 /* ================= GET: long-poll ================= */
@@ -472,7 +499,7 @@ static void sh__lp_event(struct stream_sub *sub, enum stream_event ev)
     }
     if (stream_tail(st) > r->offset) {
         sh__lp_finish(r);
-        return sh__respond_read(r->sh, r->req, st, NULL, r->offset, r->client_cursor, 1);
+        return sh__respond_read(r->sh, r->req, r, st, r->offset, r->client_cursor, 1);
     }
     if (stream_closed(st))
         sh__lp_empty(r, st, 1);
@@ -482,7 +509,7 @@ static void sh__long_poll(struct stream_http *sh, struct http_req *req, struct s
                           char *cursor)
 {
     if (from < stream_tail(st))
-        return sh__respond_read(sh, req, st, NULL, from, cursor, 1);
+        return sh__respond_read(sh, req, NULL, st, from, cursor, 1);
     struct sh_req *r = sh__state(sh, req, SH_LONG_POLL);
     r->offset = from;
     r->client_cursor = cursor;
@@ -766,13 +793,17 @@ static void sh__get(struct stream_http *sh, struct http_req *req, struct stream 
             http_res_header(req, "Stream-Closed", "true");
         return http_res_send(req, 200, stream_is_json(st) ? "[]" : "", stream_is_json(st) ? 2 : 0);
     }
-    sh__respond_read(sh, req, st, view, g.from, NULL, 0);
+    if (view)
+        return sh__respond_view(sh, req, view, g.from);
+    sh__respond_read(sh, req, NULL, st, g.from, NULL, 0);
 }
 
 static void sh__head(struct http_req *req, struct stream *st)
 {
     char etag[128];
-    sh__etag(st, 0, stream_tail(st), stream_closed(st), etag);
+    int64_t id, created;
+    stream_identity(st, &id, &created);
+    sh__etag(id, created, 0, stream_tail(st), stream_closed(st), etag);
     http_res_header(req, "Content-Type", stream_content_type(st));
     sh__offset_header(req, stream_tail(st));
     if (stream_ttl(st) >= 0)

@@ -1,6 +1,6 @@
 /*
- * stream_int — what stream.c (the registry, reads, subscribers, commits) and stream_write.c (the
- * write rules) share. Not for other modules.
+ * stream_int — what stream.c (the registry, reads, subscribers, commits), stream_read.c (forward
+ * reads, on the loop or off it) and stream_write.c (the write rules) share. Not for other modules.
  */
 #ifndef AGENTD_STREAM_INT_H
 #define AGENTD_STREAM_INT_H
@@ -94,6 +94,10 @@ struct streams {
     int unavailable;
     uv_timer_t retry; /* tries the reload again while unavailable */
     struct stream__caches caches;
+    /* Reads off the loop (stream_read.c): at most store_read_slots in libuv's thread pool at once,
+     * the others wait here in order. */
+    struct stream_read *reads_waiting, **reads_tail;
+    int reads_running;
 };
 
 /* Media types compare without parameters, case-insensitively. */
@@ -104,6 +108,8 @@ struct stream *stream__new(struct streams *ss, const struct store_meta *m);
 /* Deletes st in the open batch: softly while forks still read through it (with detach it also
  * leaves its path, which can then be re-created), for good otherwise. */
 void stream__retire(struct streams *ss, struct stream *st, int detach);
+/* Does a message of a stored JSON record start at byte `at` of it (or is `at` its end)? */
+int stream__msg_starts_at(const void *data, size_t len, size_t at);
 /* Reads [from, limit) of st's offset space (through its fork sources) into out, at most about max
  * bytes; *next: the offset after the last byte read. 0, -EINVAL (from inside a JSON message), or
  * the store's -errno. stream_read and stream_view_read. */
@@ -126,6 +132,9 @@ void stream__cache_free(struct stream *st);
  * memory, with no store call? 1 also when from is at or past the tail (nothing to read). For a
  * caller that would otherwise read in another thread: what it covers is read on the loop. */
 int stream__cache_covers(const struct stream *st, int64_t from);
+/* Ends the reads still waiting for a slot (their callbacks run with -ESHUTDOWN); the running ones
+ * end on their own: streams_syncing counts them. */
+void streams__reads_stop(struct streams *ss);
 /* The open batch: arm its commit for this loop turn, mark a stream it touches, queue an op that
  * completes when it is durable. */
 void streams__arm(struct streams *ss);

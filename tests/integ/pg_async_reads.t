@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+# Catch-up reads on PostgreSQL run off the loop (doc/ARCHITECTURE.md "The PostgreSQL store", "Reads
+# and loading"), against a PostgreSQL the test starts itself:
+#   (a) the same answers as on SQLite: the same writes sent to an agentd on PostgreSQL and to one on
+#       SQLite, then catch-up reads (byte and JSON streams, from the start, inside, at the tail,
+#       beyond it, inside a JSON message, a fork through its source, a closed stream, a stream of
+#       more records than one query fetches, long-polls that find bytes at once, If-None-Match)
+#       answer the same status, body and Stream-* headers, and an ETag of the same form;
+#   (b) a read the database holds (a psql session keeps an ACCESS EXCLUSIVE lock on agentd_records)
+#       does not hold the node: /v1/health, HEAD, offset=now answer within a second meanwhile, and
+#       an append is taken (answered once the lock is gone); once the lock is released the held
+#       reads answer the bytes written;
+#   (c) clients that disconnect while their read is held: the node answers on, and stops cleanly
+#       (no sanitizer report under MODE=asan).
+# Skipped only when PostgreSQL's binaries are missing.
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from agentd_test import REF, Server, run_test, wait_for  # noqa: E402
+from pg import Postgres  # noqa: E402
+
+HEADERS = ("content-type", "stream-next-offset", "stream-up-to-date", "stream-closed", "cache-control")
+BIG = 300  # appends of 4 KiB: more records than one query fetches (256)
+
+
+def off(n):
+    return "%016d_%016d" % (0, n)
+
+
+def write(srv):
+    """The same writes on each server; returns the requests to compare."""
+    b, j, c, k, big = "/v1/stream/a/bin", "/v1/stream/a/json", "/v1/stream/a/closed", "/v1/stream/a/fork", \
+        "/v1/stream/a/big"
+    srv.create(b, "application/octet-stream")
+    for i in range(3):
+        srv.append(b, bytes(range(i * 50, i * 50 + 50)))
+    srv.create(j, "application/json")
+    for i in range(2):
+        srv.append(j, b'[{"n":%d},{"s":"x\\ny"}]' % i, "application/json")
+    srv.create(c, "text/plain", b"first;")
+    srv.append(c, b"last;", "text/plain", {"Stream-Closed": "true"})
+    r = srv.request("PUT", k, None, {"Content-Type": "application/octet-stream",
+                                     "Stream-Forked-From": b, "Stream-Fork-Offset": off(75)})
+    assert r.status == 201, r
+    srv.append(k, b"fork's own")
+    srv.create(big, "application/octet-stream")
+    conn = srv.connection()
+    for i in range(BIG):
+        srv.append(big, bytes([i % 251]) * 4096, conn=conn)
+    conn.close()
+    second = len(b'{"n":0},')
+    reqs = []
+    for p in (b, j, c, k, big):
+        reqs += [p, p + "?offset=-1", p + "?offset=now", p + "?offset=-1&live=long-poll"]
+    reqs += [b + "?offset=" + off(50), b + "?offset=" + off(150), b + "?offset=" + off(10 ** 9),
+             j + "?offset=" + off(second), j + "?offset=" + off(second + 2), k + "?offset=" + off(20),
+             k + "?offset=" + off(75), k + "?offset=" + off(80), big + "?offset=" + off(4096 * 256 + 7),
+             c + "?offset=" + off(3)]
+    return reqs
+
+
+def answer(r):
+    return (r.status, r.body, {h: r.header(h) for h in HEADERS})
+
+
+def same_answers(tap, pg_srv, sq_srv, reqs):
+    """(a)"""
+    diff = []
+    for path in reqs:
+        want, got = sq_srv.request("GET", path), pg_srv.request("GET", path)
+        if answer(want) != answer(got):
+            diff.append((path, answer(want)[0], answer(got)[0], answer(want)[2], answer(got)[2],
+                         len(want.body), len(got.body)))
+    tap.ok(not diff, f"{len(reqs)} catch-up reads on PostgreSQL answer as on SQLite (status, body, "
+           "Stream-*, Content-Type, Cache-Control)", repr(diff[:3]))
+    etag = re.compile(r'^"\d+-\d+:\d+:\d+(:c)?"$')
+    r = pg_srv.request("GET", "/v1/stream/a/bin?offset=-1")
+    tag = r.header("ETag") or ""
+    tap.ok(etag.match(tag) and tag.endswith(':%d"' % 150), "the ETag names the stream and the range read", tag)
+    again = pg_srv.request("GET", "/v1/stream/a/bin?offset=-1", headers={"If-None-Match": tag})
+    tap.is_(again.status, 304, "If-None-Match with it answers 304")
+    big, last = pg_srv.read_bytes("/v1/stream/a/big")
+    want = b"".join(bytes([i % 251]) * 4096 for i in range(BIG))
+    tap.ok(big == want and last.header("Stream-Up-To-Date") == "true",
+           f"a stream of {BIG} records reads back whole in chunks", f"{len(big)} of {len(want)} bytes")
+
+
+class Locker:
+    """A psql session that holds an ACCESS EXCLUSIVE lock on agentd_records until release()."""
+
+    def __init__(self, pg):
+        env = dict(os.environ, PGCONNECT_TIMEOUT="5")
+        self.proc = subprocess.Popen([os.path.join(pg.bin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", pg.url],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=env)
+        self.proc.stdin.write(b"BEGIN;\nLOCK TABLE agentd_records IN ACCESS EXCLUSIVE MODE;\n\\echo locked\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if line.strip() != b"locked":
+            raise RuntimeError(f"psql did not take the lock: {line!r}")
+
+    def release(self):
+        self.proc.stdin.write(b"COMMIT;\n\\q\n")
+        self.proc.stdin.flush()
+        self.proc.wait(10)
+
+
+class Get(threading.Thread):
+    def __init__(self, srv, path, method="GET", body=None, headers=None):
+        super().__init__(daemon=True)
+        self.srv, self.path, self.method, self.body, self.headers = srv, path, method, body, headers
+        self.resp, self.err, self.t = None, None, None
+
+    def run(self):
+        t0 = time.monotonic()
+        try:
+            self.resp = self.srv.request(self.method, self.path, self.body, self.headers, timeout=30)
+        except Exception as e:  # noqa: BLE001 — reported by the test
+            self.err = e
+        self.t = time.monotonic() - t0
+
+
+def timed(srv, method, path):
+    t0 = time.monotonic()
+    try:
+        r = srv.request(method, path, timeout=5)
+        return r.status, time.monotonic() - t0
+    except OSError as e:
+        return repr(e), time.monotonic() - t0
+
+
+def held_reads(tap, pg, srv):
+    """(b) and (c)"""
+    big = "/v1/stream/a/big?offset=-1"
+    lock = Locker(pg)
+    try:
+        gets = [Get(srv, big), Get(srv, "/v1/stream/a/json?offset=-1"), Get(srv, "/v1/stream/a/fork?offset=-1")]
+        for g in gets:
+            g.start()
+        # Clients that go away while their read is held (more of them than the store's readers).
+        socks = []
+        for _ in range(4):
+            s = socket.create_connection((srv.host, srv.port), timeout=5)
+            s.sendall(b"GET /v1/stream/a/bin?offset=-1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(s)
+        time.sleep(0.3)
+        tap.ok(all(g.resp is None and g.err is None for g in gets), "the reads wait for the locked table",
+               repr([(g.resp, g.err) for g in gets]))
+        health = [timed(srv, "GET", "/v1/health") for _ in range(3)]
+        head = timed(srv, "HEAD", "/v1/stream/a/big")
+        now = timed(srv, "GET", "/v1/stream/a/big?offset=now")
+        tap.ok(all(s == 200 and t < 1.0 for s, t in health + [head, now]),
+               "meanwhile /v1/health, HEAD and offset=now answer within a second", repr(health + [head, now]))
+        app = Get(srv, "/v1/stream/a/bin", "POST", b"after", {"Content-Type": "application/octet-stream"})
+        app.start()
+        for s in socks:
+            s.close()
+        time.sleep(0.3)
+        tap.ok(timed(srv, "GET", "/v1/health")[0] == 200, "clients that went away: the node answers on")
+    finally:
+        lock.release()
+    for g in gets + [app]:
+        g.join(20)
+    want = b"".join(bytes([i % 251]) * 4096 for i in range(BIG))[: 1 << 20]
+    g = gets[0]
+    tap.ok(g.resp is not None and g.resp.status == 200 and g.resp.body == want[: len(g.resp.body)] and
+           len(g.resp.body) >= 1 << 20 and g.resp.header("Stream-Next-Offset") == off(len(g.resp.body)),
+           "once the lock is gone, the held 1 MiB read answers its bytes",
+           repr((g.err, g.resp and g.resp.status, g.resp and len(g.resp.body))))
+    tap.ok(gets[1].resp is not None and gets[1].resp.body == b'[{"n":0},{"s":"x\\ny"},{"n":1},{"s":"x\\ny"}]',
+           "and the held JSON read its messages", repr(gets[1].resp))
+    tap.ok(gets[2].resp is not None and gets[2].resp.body == bytes(range(75)) + b"fork's own",
+           "and the held read of a fork its source's bytes and its own", repr(gets[2].resp))
+    tap.ok(app.resp is not None and app.resp.status in (200, 204), "the append taken meanwhile is acknowledged",
+           repr((app.resp, app.err)))
+    data, _ = srv.read_bytes("/v1/stream/a/bin")
+    tap.ok(data.endswith(b"after"), "and read back")
+
+
+def main(tap):
+    if REF:
+        tap.skip("PostgreSQL store", "the reference server has no --store")
+        return
+    pg = Postgres()
+    pg.start()
+    try:
+        srv = Server(args=["--store", pg.url])
+        srv.start()
+        sq = Server()
+        sq.start()
+        reqs = write(srv)
+        write(sq)
+        same_answers(tap, srv, sq, reqs)
+        sq.stop()
+        held_reads(tap, pg, srv)
+        tap.check_clean_exit(srv)
+    finally:
+        if tap.failed:
+            tap.diag(pg.log_tail())
+        pg.cleanup()
+
+
+run_test(main)
