@@ -43,11 +43,25 @@ struct sh_ctl {
     struct buf text;
 };
 
+/*
+ * An SSE data frame being read (stream_read_start) and the readers waiting for it: readers at the
+ * same offset of the same stream wait for one read, as they share its frame once it is read. The
+ * fill is stream_http's, not a reader's: a reader that leaves only leaves its waiters list.
+ */
+struct sh_fill {
+    struct sh_fill *next; /* stream_http.fills */
+    struct stream_http *sh;
+    int64_t id, created, from;
+    struct stream_read *rd; /* in flight */
+    struct sh_req *waiters; /* linked by sh_req.fill_next */
+};
+
 struct stream_http {
     struct streams *ss;
     uv_loop_t *loop;
     struct stream_http_config cfg;
     struct sh_frame frame;
+    struct sh_fill *fills;
     struct sh_ctl ctl;
     struct buf scratch; /* a control event for one reader, copied out at once */
 };
@@ -73,6 +87,10 @@ struct sh_req {
     int control_due;          /* SSE: an up-to-date control event is owed */
     int live;                 /* SH_READ: answers a long-poll (cursor, no ETag) */
     struct stream_read *rd;   /* SH_READ, SH_LONG_POLL: the read in flight, cancelled at dispose */
+    struct sh_fill *fill;     /* SSE: the frame read this reader waits for */
+    struct sh_req *fill_next;
+    int pumping;      /* SSE: inside sh__sse_pump (a fill that completes at once does not re-enter) */
+    int frame_failed; /* SSE: the frame read it waited for failed */
     uint64_t started_us;
 };
 
@@ -167,6 +185,12 @@ static void sh__dispose(void *p)
     stream_unsubscribe(&r->sub);
     stream_op_cancel(r->sh->ss, &r->op);
     stream_read_cancel(r->rd);
+    if (r->fill) { /* leaves the fill's waiters; the fill goes on for the others (or the frame) */
+        struct sh_req **w = &r->fill->waiters;
+        while (*w != r)
+            w = &(*w)->fill_next;
+        *w = r->fill_next;
+    }
     if (r->has_timer) {
         uv_timer_stop(&r->timer);
         uv_close((uv_handle_t *)&r->timer, sh__free_cb);
@@ -587,55 +611,129 @@ static const struct buf *sh__sse_control_text(struct sh_req *r, struct stream *s
     return &c->text;
 }
 
-/* The data event for [from, ...) of st: from the shared frame when it matches, else read and
- * encoded once into it. NULL when the store cannot be read. */
-static const struct sh_frame *sh__sse_frame(struct stream_http *sh, struct stream *st, int64_t from)
+/* Encodes a read into the shared frame. */
+static void sh__sse_frame_set(struct stream_http *sh, struct stream_read_done *d)
 {
     struct sh_frame *f = &sh->frame;
-    int64_t id, created;
-    stream_identity(st, &id, &created);
-    if (f->event.len && f->id == id && f->created == created && f->from == from && f->to <= stream_tail(st))
-        return f;
-    struct buf data = {0};
-    int64_t next;
-    if (stream_read(sh->ss, st, from, sh->cfg.read_chunk, &data, &next) != 0 || next <= from) {
-        buf_free(&data);
-        return NULL;
-    }
-    if (stream_is_json(st))
-        stream_json_wrap(&data);
+    if (d->json)
+        stream_json_wrap(&d->data);
     buf_reset(&f->event);
     buf_puts(&f->event, "event: data\n");
-    if (sh__binary(stream_content_type(st))) {
-        size_t cap = sodium_base64_ENCODED_LEN(data.len, sodium_base64_VARIANT_ORIGINAL);
+    if (sh__binary(d->content_type)) {
+        size_t cap = sodium_base64_ENCODED_LEN(d->data.len, sodium_base64_VARIANT_ORIGINAL);
         char *b64 = xmalloc(cap);
-        sodium_bin2base64(b64, cap, (const unsigned char *)data.p, data.len, sodium_base64_VARIANT_ORIGINAL);
+        sodium_bin2base64(b64, cap, (const unsigned char *)d->data.p, d->data.len,
+                          sodium_base64_VARIANT_ORIGINAL);
         sh__sse_lines(&f->event, b64, strlen(b64));
         free(b64);
     } else {
-        sh__sse_lines(&f->event, data.p, data.len);
+        sh__sse_lines(&f->event, d->data.p, d->data.len);
     }
     buf_append(&f->event, "\n", 1);
-    buf_free(&data);
-    f->id = id;
-    f->created = created;
-    f->from = from;
-    f->to = next;
-    return f;
+    f->id = d->id;
+    f->created = d->created;
+    f->from = d->from;
+    f->to = d->next;
 }
 
-/* Sends what the reader has not seen yet, one chunk per drain, then waits for more. */
+static void sh__sse_pump(struct sh_req *r);
+
+/* A frame read completed: the frame is set (unless it failed) and its waiters go on. */
+static void sh__sse_filled(struct stream_read_done *d, void *arg)
+{
+    struct sh_fill *fl = arg;
+    struct stream_http *sh = fl->sh;
+    struct sh_fill **p = &sh->fills;
+    while (*p != fl)
+        p = &(*p)->next;
+    *p = fl->next;
+    int ok = d->rc == 0 && d->next > d->from;
+    if (ok)
+        sh__sse_frame_set(sh, d);
+    struct sh_req *w = fl->waiters;
+    free(fl);
+    for (struct sh_req *x = w; x; x = x->fill_next) { /* none points at fl any more */
+        x->fill = NULL;
+        x->frame_failed = !ok;
+    }
+    while (w) {
+        struct sh_req *next = w->fill_next;
+        w->fill_next = NULL;
+        if (!w->pumping)
+            sh__sse_pump(w);
+        w = next;
+    }
+}
+
+/* Makes r wait for the frame at r->offset of st: joins the fill of it in flight, or starts one
+ * (which may complete before this returns). */
+static void sh__sse_fill(struct sh_req *r, struct stream *st)
+{
+    struct stream_http *sh = r->sh;
+    int64_t id, created;
+    stream_identity(st, &id, &created);
+    struct sh_fill *fl = sh->fills;
+    while (fl && !(fl->id == id && fl->created == created && fl->from == r->offset))
+        fl = fl->next;
+    int start = fl == NULL;
+    if (start) {
+        fl = xcalloc(1, sizeof *fl);
+        *fl = (struct sh_fill){.next = sh->fills, .sh = sh, .id = id, .created = created, .from = r->offset};
+        sh->fills = fl;
+    }
+    r->fill = fl;
+    r->fill_next = fl->waiters;
+    fl->waiters = r;
+    if (start) {
+        struct stream_read *rd =
+            stream_read_start(sh->ss, st, r->offset, sh->cfg.read_chunk, sh__sse_filled, fl);
+        if (rd) /* else fl is gone already */
+            fl->rd = rd;
+    }
+}
+
+/* The data event for [r->offset, ...) of st: from the shared frame when it matches, else read into
+ * it. NULL while r waits for the read (r->fill), or when the store could not be read. */
+static const struct sh_frame *sh__sse_frame(struct sh_req *r, struct stream *st)
+{
+    struct sh_frame *f = &r->sh->frame;
+    int64_t id, created;
+    stream_identity(st, &id, &created);
+    for (int tries = 0; tries < 2; tries++) {
+        if (f->event.len && f->id == id && f->created == created && f->from == r->offset &&
+            f->to <= stream_tail(st))
+            return f;
+        if (tries || r->frame_failed)
+            break;
+        sh__sse_fill(r, st);
+    }
+    return NULL;
+}
+
+static void sh__sse_pump_now(struct sh_req *r, struct stream *st, struct http_req *req);
+
+/* Sends what the reader has not seen yet, one chunk per drain, then waits for more; a chunk not in
+ * the shared frame is read first (the reader waits for it, the loop does not). */
 static void sh__sse_pump(struct sh_req *r)
 {
     struct stream *st = r->sub.stream;
     struct http_req *req = r->req;
-    if (req == NULL || st == NULL)
+    if (req == NULL || st == NULL || r->fill)
         return;
+    r->pumping = 1;
+    sh__sse_pump_now(r, st, req);
+    r->pumping = 0;
+}
+
+static void sh__sse_pump_now(struct sh_req *r, struct stream *st, struct http_req *req)
+{
     while (http_res_stream_queued(req) == 0) {
         int64_t tail = stream_tail(st);
         int closed_now = stream_closed(st);
         if (r->offset < tail) {
-            const struct sh_frame *f = sh__sse_frame(r->sh, st, r->offset);
+            const struct sh_frame *f = sh__sse_frame(r, st);
+            if (f == NULL && r->fill)
+                return; /* sh__sse_filled pumps again */
             if (f == NULL) {
                 http_res_stream_abort(req);
                 stream_unsubscribe(&r->sub);
@@ -963,6 +1061,12 @@ void stream_http_free(struct stream_http *sh)
 {
     if (sh == NULL)
         return;
+    while (sh->fills) { /* their readers are gone: the reads need not answer */
+        struct sh_fill *fl = sh->fills;
+        sh->fills = fl->next;
+        stream_read_cancel(fl->rd);
+        free(fl);
+    }
     buf_free(&sh->frame.event);
     buf_free(&sh->ctl.text);
     buf_free(&sh->scratch);
