@@ -238,7 +238,8 @@ static void serve__drain(struct serve *s)
     if (s->streams)
         streams_flush(s->streams);
     /* An fsync still in the thread pool (a loaded machine) must complete before the teardown
-     * closes the store it syncs, and its completion answers the writes it covers; a session's
+     * closes the store it syncs, and its completion answers the writes it covers (so must a
+     * catch-up read on one of the store's reader connections, which answers its client); a session's
      * directory removal or fork copy still there would touch the loop after it is gone (the
      * worker queues its completion on it): wait for them, not for the loop to be empty (an idle
      * client would keep it alive). */
