@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """bench/cluster, catch-up reads beside writes: one agentd on a PostgreSQL of its own
-(tests/integ/pg.py). A stream of 1,000 appends of 1 KiB (one catch-up read: a 1 MiB answer, four
+(tests/integ/pg.py). A stream of 1,024 appends of 1 KiB (one catch-up read: a 1 MiB answer, four
 queries of records). Measures, p50/p99 in ms:
   - a 1 MiB catch-up read alone (GET ?offset=-1, keep-alive, one client, sequential);
   - small appends (100 bytes, one client, sequential, to another stream) and GET /v1/health, alone
@@ -81,7 +81,7 @@ def main():
         srv.start()
         assert srv.create(BIG).status == 201 and srv.create("/v1/stream/bench/small").status == 201
         conn = srv.connection()
-        for i in range(1000):
+        for i in range(1024):
             srv.append(BIG, bytes([i % 251]) * 1024, conn=conn)
         conn.close()
         p50, p99 = pct(loop(srv, "GET", BIG + "?offset=-1", 200))
