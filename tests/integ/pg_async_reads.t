@@ -15,6 +15,9 @@
 #   (c) clients that disconnect while their read is held (HTTP/1 ones, seen at the answer; HTTP/2
 #       ones, curl killed, seen at once: their reads are cancelled, SSE readers leave the read they
 #       share): the node answers on, and stops cleanly (no sanitizer report under MODE=asan).
+#   (d) a read the tail cache serves whole stays on the loop and needs no query: with the table
+#       locked, a read of what was appended after a read reached the tail answers at once, while a
+#       read from the start (not cached) waits for the lock.
 # Skipped only when PostgreSQL's binaries are missing.
 import base64
 import json
@@ -261,6 +264,35 @@ def held_reads(tap, pg, srv):
     tap.ok(data.endswith(b"after"), "and read back")
 
 
+def cached_reads(tap, pg, srv):
+    """(d)"""
+    path = "/v1/stream/a/cached"
+    srv.create(path, "text/plain", b"head;")
+    r = srv.request("GET", path + "?offset=-1")  # reaches the tail: later appends are kept in memory
+    tail = r.header("Stream-Next-Offset")
+    for part in (b"abc;", b"def;"):
+        srv.append(path, part, "text/plain")
+    lock = Locker(pg)
+    try:
+        whole = Get(srv, path + "?offset=-1")
+        whole.start()
+        t0 = time.monotonic()
+        try:
+            got = srv.request("GET", path + "?offset=" + tail, timeout=5)
+        except OSError as e:
+            got = e
+        took = time.monotonic() - t0
+        tap.ok(not isinstance(got, OSError) and got.status == 200 and got.body == b"abc;def;" and took < 1.0,
+               "with the table locked, a read the tail cache holds answers at once", repr((got, took)))
+        time.sleep(0.3)
+        tap.ok(whole.resp is None, "while a read from the start waits for the lock", repr(whole.resp))
+    finally:
+        lock.release()
+    whole.join(20)
+    tap.ok(whole.resp is not None and whole.resp.body == b"head;abc;def;", "and answers once it is gone",
+           repr(whole.resp))
+
+
 def main(tap):
     if REF:
         tap.skip("PostgreSQL store", "the reference server has no --store")
@@ -277,6 +309,7 @@ def main(tap):
         same_answers(tap, srv, sq, reqs)
         sq.stop()
         held_reads(tap, pg, srv)
+        cached_reads(tap, pg, srv)
         tap.check_clean_exit(srv)
     finally:
         if tap.failed:
