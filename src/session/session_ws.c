@@ -14,7 +14,8 @@
  * frame with no events, so that it learns the current offset.
  *
  * Memory per client is one chunk: the next chunk is read only when the previous frame has been
- * written to the socket (the http module's on_drain); a client that stops reading is dropped by
+ * written to the socket (the http module's on_drain); on PostgreSQL it is read off the loop
+ * (stream_read_start) and sent from the read's completion; a client that stops reading is dropped by
  * the http module after its I/O timeout. Pings go out every SESSION_WS_PING_MS. Closes: 1000 with
  * reason "session deleted" when the session is deleted, 1000 "transcript closed" if the stream is
  * closed, 1001 when the server stops, 1011 when the transcript cannot be read (reconnect from the
@@ -22,7 +23,7 @@
  * {"type":"session","action":"deleted"}. Messages from the client are ignored (pings are answered).
  *
  * Ownership: a struct session_ws is malloc'd per connection, subscribed to the transcript while
- * the connection is open, and freed by the WebSocket's on_close. It keeps the session's id, never a
+ * the connection is open, and freed by the WebSocket's on_close (which cancels a read in flight). It keeps the session's id, never a
  * pointer to the session, which may be freed first.
  */
 #include <errno.h>
@@ -40,9 +41,11 @@ struct session_ws {
     struct sessions *s;
     struct http_ws *ws;
     struct stream_sub sub;
-    int64_t offset;   /* where the next frame starts */
-    int greeted;      /* a frame has been sent */
-    int sent_deleted; /* the session's "deleted" event has been sent */
+    int64_t offset;         /* where the next frame starts */
+    int greeted;            /* a frame has been sent */
+    int sent_deleted;       /* the session's "deleted" event has been sent */
+    int reading;            /* a chunk is being read: the pump waits for it */
+    struct stream_read *rd; /* that read, when it runs off the loop */
     char id[SESSION_ID_LEN + 1];
 };
 
@@ -67,62 +70,74 @@ static int session__ws_has_deleted(const struct buf *events)
     return found;
 }
 
-/* One frame for [w->offset, next) into out; 0 or a negative errno. */
-static int session__ws_frame(struct session_ws *w, struct stream *st, struct buf *out, int64_t *next)
+/* One frame for the chunk read into out. */
+static void session__ws_frame(struct session_ws *w, struct stream_read_done *d, struct buf *out)
 {
-    struct buf events = {0};
-    int rc = stream_read(w->s->ss, st, w->offset, SESSION_WS_CHUNK, &events, next);
-    if (rc == 0) {
-        char o[STREAM_OFFSET_LEN + 1];
-        stream_json_wrap(&events);
-        /* Only once the session is gone is its last event looked for (see session__ws_pump). */
-        if (!w->sent_deleted && !sessions_exists(w->s, w->id))
-            w->sent_deleted = session__ws_has_deleted(&events);
-        stream_offset_format(*next, o);
-        buf_printf(out, "{\"offset\":\"%s\",\"events\":", o);
-        buf_append(out, events.p, events.len);
-        buf_puts(out, "}");
+    char o[STREAM_OFFSET_LEN + 1];
+    stream_json_wrap(&d->data);
+    /* Only once the session is gone is its last event looked for (see session__ws_pump). */
+    if (!w->sent_deleted && !sessions_exists(w->s, w->id))
+        w->sent_deleted = session__ws_has_deleted(&d->data);
+    stream_offset_format(d->next, o);
+    buf_printf(out, "{\"offset\":\"%s\",\"events\":", o);
+    buf_append(out, d->data.p, d->data.len);
+    buf_puts(out, "}");
+}
+
+/* Sends a frame that takes the client to next; 0, or -1 when the connection is ending. */
+static int session__ws_send(struct session_ws *w, struct buf *frame, int64_t next)
+{
+    int rc = http_ws_send_text(w->ws, frame->p, frame->len);
+    buf_free(frame);
+    if (rc != 0) { /* the connection is ending; on_close follows */
+        stream_unsubscribe(&w->sub);
+        return -1;
     }
-    buf_free(&events);
-    return rc;
+    w->offset = next;
+    w->greeted = 1;
+    return 0; /* the next chunk waits for on_drain */
+}
+
+/* A chunk was read (on the loop, or off it and now back): its frame goes out. */
+static void session__ws_read_done(struct stream_read_done *d, void *arg)
+{
+    struct session_ws *w = arg;
+    struct buf frame = {0};
+    int rc = d->rc == 0 && d->next <= w->offset ? -EIO : d->rc; /* no progress would never end */
+    w->reading = 0;
+    w->rd = NULL;
+    if (rc != 0) {
+        log_error("session %s: cannot read the transcript at %lld for a WebSocket: %s", w->id,
+                  (long long)w->offset, strerror(-rc));
+        session__ws_close(w, 1011, "the transcript cannot be read; reconnect from the last offset");
+        return;
+    }
+    session__ws_frame(w, d, &frame);
+    session__ws_send(w, &frame, d->next);
 }
 
 /* Sends the next chunk if the previous frame has left, or closes when the stream did. */
 static void session__ws_pump(struct session_ws *w)
 {
     struct stream *st = w->sub.stream;
-    if (st == NULL || http_ws_queued(w->ws) > 0)
+    if (st == NULL || w->reading || http_ws_queued(w->ws) > 0)
         return;
     int64_t tail = stream_tail(st);
-    if (w->offset < tail || !w->greeted) {
+    if (w->offset < tail) {
+        w->reading = 1; /* its completion may run before stream_read_start returns */
+        struct stream_read *rd =
+            stream_read_start(w->s->ss, st, w->offset, SESSION_WS_CHUNK, session__ws_read_done, w);
+        if (rd)
+            w->rd = rd;
+        return;
+    }
+    if (!w->greeted) { /* at the tail on arrival: tell the client where that is */
+        char o[STREAM_OFFSET_LEN + 1];
         struct buf frame = {0};
-        int64_t next = w->offset;
-        int rc = 0;
-        if (w->offset < tail) {
-            rc = session__ws_frame(w, st, &frame, &next);
-            if (rc == 0 && next <= w->offset)
-                rc = -EIO; /* no progress: sending this again would never end */
-        } else {           /* at the tail on arrival: tell the client where that is */
-            char o[STREAM_OFFSET_LEN + 1];
-            stream_offset_format(w->offset, o);
-            buf_printf(&frame, "{\"offset\":\"%s\",\"events\":[]}", o);
-        }
-        if (rc != 0) {
-            log_error("session %s: cannot read the transcript at %lld for a WebSocket: %s", w->id,
-                      (long long)w->offset, strerror(-rc));
-            buf_free(&frame);
-            session__ws_close(w, 1011, "the transcript cannot be read; reconnect from the last offset");
-            return;
-        }
-        rc = http_ws_send_text(w->ws, frame.p, frame.len);
-        buf_free(&frame);
-        if (rc != 0) { /* the connection is ending; on_close follows */
-            stream_unsubscribe(&w->sub);
-            return;
-        }
-        w->offset = next;
-        w->greeted = 1;
-        return; /* the next chunk waits for on_drain */
+        stream_offset_format(w->offset, o);
+        buf_printf(&frame, "{\"offset\":\"%s\",\"events\":[]}", o);
+        session__ws_send(w, &frame, w->offset);
+        return;
     }
     /* At the tail. A deleted session's transcript (kept unless deleted with it) ends with its
      * "deleted" event and is closed in the same commit: close once that event has been sent, so a
@@ -158,6 +173,7 @@ static void session__ws_closed(struct http_ws *ws, void *arg)
     struct session_ws *w = arg;
     log_debug("session %s: WebSocket reader left at %lld", w->id, (long long)w->offset);
     stream_unsubscribe(&w->sub);
+    stream_read_cancel(w->rd);
     free(w);
 }
 

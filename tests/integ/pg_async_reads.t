@@ -18,6 +18,9 @@
 #   (d) a read the tail cache serves whole stays on the loop and needs no query: with the table
 #       locked, a read of what was appended after a read reached the tail answers at once, while a
 #       read from the start (not cached) waits for the lock.
+#   (e) a session's WebSocket whose transcript read is held: the upgrade is answered and the node
+#       serves on; once the lock goes the first frame is the one an unheld WebSocket got; a
+#       WebSocket closed while its read is held does no harm.
 # Skipped only when PostgreSQL's binaries are missing.
 import base64
 import json
@@ -31,7 +34,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import REF, Server, run_test, wait_for  # noqa: E402
+from agentd_test import OP_TEXT, REF, TIMEOUT, WS, Server, run_test, wait_for  # noqa: E402
 from pg import Postgres  # noqa: E402
 
 HEADERS = ("content-type", "stream-next-offset", "stream-up-to-date", "stream-closed", "cache-control")
@@ -293,6 +296,33 @@ def cached_reads(tap, pg, srv):
            repr(whole.resp))
 
 
+def session_ws(tap, pg, srv):
+    """(e)"""
+    r = srv.request("POST", "/v1/sessions", json.dumps({"agent": "none"}).encode(),
+                    {"Content-Type": "application/json"})
+    sid = json.loads(r.body)["id"]
+    path = f"/v1/sessions/{sid}/ws"
+    ws = WS(srv.host, srv.port, path)
+    want = ws.recv(10)
+    ws.shut()
+    lock = Locker(pg)
+    try:
+        left = WS(srv.host, srv.port, path)
+        held = WS(srv.host, srv.port, path)
+        early = held.recv(0.5)
+        left.shut()
+        health = timed(srv, "GET", "/v1/health")
+        tap.ok(held.status == 101 and early == TIMEOUT and health[0] == 200 and health[1] < 1.0,
+               "a WebSocket whose transcript read is held: upgraded, no frame yet, the node serves on",
+               repr((held.status, early, health)))
+    finally:
+        lock.release()
+    got = held.recv(10)
+    held.shut()
+    tap.ok(want not in (None, TIMEOUT) and want[0] == OP_TEXT and got == want,
+           "once the lock goes its first frame is the one an unheld WebSocket got", repr((want, got)))
+
+
 def main(tap):
     if REF:
         tap.skip("PostgreSQL store", "the reference server has no --store")
@@ -310,6 +340,7 @@ def main(tap):
         sq.stop()
         held_reads(tap, pg, srv)
         cached_reads(tap, pg, srv)
+        session_ws(tap, pg, srv)
         tap.check_clean_exit(srv)
     finally:
         if tap.failed:
