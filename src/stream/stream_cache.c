@@ -121,12 +121,10 @@ static struct stream__cache *stream__cache_new(struct streams *ss, struct stream
 
 void stream__cache_watch(struct streams *ss, struct stream *st)
 {
-    if (st->cache) {
+    if (st->cache)
         st->cache->read_ms = uv_now(ss->caches.loop);
-    } else if (ss->caches.budget) {
-        stream__cache_new(ss, st, st->m.tail);
-        stream__cache_evict(ss, st);
-    }
+    else
+        st->tail_read = 1; /* a bit, not a cache: most such reads are followed by no append */
 }
 
 void stream__cache_append(struct streams *ss, struct stream *st, int64_t off, const void *data, size_t len)
@@ -142,10 +140,11 @@ void stream__cache_append(struct streams *ss, struct stream *st, int64_t off, co
             return;
         c = NULL;
     }
-    if (c == NULL && st->subs.next == &st->subs)
-        return; /* nobody reads it live, nor read it at its tail lately: not worth memory */
+    if (c == NULL && !st->tail_read && st->subs.next == &st->subs)
+        return; /* nobody reads it live, nor read it at its tail: not worth memory */
     if (c == NULL) {
         c = stream__cache_new(ss, st, off);
+        st->tail_read = 0;
     } else {
         stream__cache_unlink(c);
         stream__cache_push(c);

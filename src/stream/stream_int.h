@@ -24,11 +24,12 @@
  * reads at the tail; everywhere else the bytes would be memory for nothing):
  * - a stream gets one when it is appended to while it has a live reader (a subscriber: SSE,
  *   long-poll, the session WebSocket), or after a read reached its tail (stream__cache_watch:
- *   webhook deliveries, clients polling with offsets); it then keeps every append.
+ *   webhook deliveries, clients polling with offsets: a bit in struct stream until the next append);
+ *   it then keeps every append.
  * - it loses it at the first sweep (every 2 s) after STREAM_CACHE_IDLE_MS without an append, or
  *   without a read served and with no live reader: live readers read within milliseconds of an
  *   append, and a stream nobody reads (an idle session, 10,000 of them in bench/sessions; a run
- *   nobody watches) costs no cache bytes, only the pointer in struct stream.
+ *   nobody watches) costs no cache bytes.
  * - per stream at most STREAM_CACHE_STREAM_MAX (64 KiB) of records, trimmed by whole records from
  *   the oldest (to 3/4 of it, so the moves cost a few bytes per byte appended); a single record
  *   bigger than that is not kept. 64 KiB holds hundreds of events or SSE chunks: far more than a
@@ -58,6 +59,8 @@ struct stream {
     unsigned gone : 1;    /* deleted (hard or soft) in the open batch: tell subscribers */
     unsigned dirty : 1;   /* in the open batch's list of touched streams */
     unsigned created : 1; /* created in the open batch */
+    /* a read reached its tail while it had no cache: its next append starts one (stream_cache.c) */
+    unsigned tail_read : 1;
     struct stream *src;   /* fork source */
     struct map producers; /* pid -> struct stream__producer */
     int64_t last_access_ms;
