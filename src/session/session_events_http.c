@@ -16,11 +16,13 @@
  * the page was read: following the transcript live from it (SSE, long-poll, WebSocket) after
  * reading the first page gives every event exactly once.
  *
- * The read goes backwards through the store (stream_read_back): a page costs its own records, not
- * the transcript's length, and reads through a fork's source below its fork offset. Events are
+ * The read goes backwards through the store (stream_read_back_start: on PostgreSQL off the loop,
+ * the page answered from its completion): a page costs its own records, not the transcript's
+ * length, and reads through a fork's source below its fork offset. Events are
  * answered as stored, with "offset" spliced in as the object's last member (so it wins over any
  * "offset" of the event's own); a message that is not an object comes as {"value":...,"offset"}.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,12 +34,35 @@
 #define SESSION_EVENTS_MAX     1000
 #define SESSION_EVENTS_BYTES   (4u << 20)
 
+static const char session__bad_before[] =
+    "before must be the offset of an event of this transcript, or its tail";
+
+/* A page being read: the request's data, and the read's arg (its event callback may run in the
+ * thread pool: it touches only out, limit, n and oldest). Freed by the request's dispose, or by
+ * the read's completion when the request went first. */
 struct session__page {
     struct buf out; /* the events array's members, comma-separated */
     long limit;
     long n;
     int64_t oldest;
+    int64_t tail;
+    struct http_req *req; /* NULL once the request ended */
+    int reading;
 };
+
+static void session__page_free(struct session__page *pg)
+{
+    buf_free(&pg->out);
+    free(pg);
+}
+
+static void session__page_dispose(void *p)
+{
+    struct session__page *pg = p;
+    pg->req = NULL;
+    if (!pg->reading)
+        session__page_free(pg);
+}
 
 static int session__page_event(int64_t off, const char *p, size_t n, void *arg)
 {
@@ -61,6 +86,27 @@ static int session__page_event(int64_t off, const char *p, size_t n, void *arg)
     return pg->n >= pg->limit || pg->out.len >= SESSION_EVENTS_BYTES;
 }
 
+/* The page was read (or not): its answer. */
+static void session__page_done(int rc, void *arg)
+{
+    struct session__page *pg = arg;
+    struct http_req *req = pg->req;
+    pg->reading = 0;
+    if (req == NULL)
+        return session__page_free(pg);
+    if (rc == -EDOM)
+        return http_res_error(req, ERR_BAD_REQUEST, "%s", session__bad_before);
+    if (rc != 0)
+        return http_res_error(req, errcode_for_store(rc), "the transcript could not be read");
+    char off[STREAM_OFFSET_LEN + 1];
+    stream_offset_format(pg->oldest, off);
+    buf_printf(&pg->out, "],\"next_before\":%s%s%s", pg->oldest > 0 ? "\"" : "",
+               pg->oldest > 0 ? off : "null", pg->oldest > 0 ? "\"" : "");
+    stream_offset_format(pg->tail, off);
+    buf_printf(&pg->out, ",\"tail\":\"%s\"}", off);
+    http_res_json_text(req, 200, pg->out.p, pg->out.len);
+}
+
 void session__events(struct sessions *s, struct session *se, struct http_req *req)
 {
     enum http_method m = http_req_method(req);
@@ -81,25 +127,12 @@ void session__events(struct sessions *s, struct session *se, struct http_req *re
     if (st == NULL)
         return http_res_error(req, ERR_NOT_FOUND, "this session has no transcript");
     int64_t tail = stream_tail(st), before = tail;
-    if (before_s &&
-        (stream_offset_parse(before_s, &before) != 0 || !stream_offset_is_boundary(s->ss, st, before)))
-        return http_res_error(req, ERR_BAD_REQUEST,
-                              "before must be the offset of an event of this transcript, or its tail");
+    if (before_s && stream_offset_parse(before_s, &before) != 0)
+        return http_res_error(req, ERR_BAD_REQUEST, "%s", session__bad_before);
     stream_touch(st);
-    struct session__page pg = {.limit = limit, .oldest = -1};
-    buf_puts(&pg.out, "{\"events\":[");
-    pg.n = 0;
-    int rc = stream_read_back(s->ss, st, before, session__page_event, &pg);
-    if (rc != 0) {
-        buf_free(&pg.out);
-        return http_res_error(req, errcode_for_store(rc), "the transcript could not be read");
-    }
-    char off[STREAM_OFFSET_LEN + 1];
-    stream_offset_format(pg.oldest, off);
-    buf_printf(&pg.out, "],\"next_before\":%s%s%s", pg.oldest > 0 ? "\"" : "", pg.oldest > 0 ? off : "null",
-               pg.oldest > 0 ? "\"" : "");
-    stream_offset_format(tail, off);
-    buf_printf(&pg.out, ",\"tail\":\"%s\"}", off);
-    http_res_json_text(req, 200, pg.out.p, pg.out.len);
-    buf_free(&pg.out);
+    struct session__page *pg = xcalloc(1, sizeof *pg);
+    *pg = (struct session__page){.limit = limit, .oldest = -1, .tail = tail, .req = req, .reading = 1};
+    buf_puts(&pg->out, "{\"events\":[");
+    http_req_set_data(req, pg, session__page_dispose);
+    stream_read_back_start(s->ss, st, before, before_s != NULL, session__page_event, session__page_done, pg);
 }

@@ -167,6 +167,12 @@ int store_read_pooled(struct store *s, int64_t stream, int64_t from, int64_t to,
     return s->pg ? store_pg_read_pooled(s->pg, stream, from, to, max_bytes, cb, arg) : -ENOTSUP;
 }
 
+int store_read_back_pooled(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb,
+                           void *arg)
+{
+    return s->pg ? store_pg_read_back_pooled(s->pg, stream, before, cb, arg) : -ENOTSUP;
+}
+
 int store_read_slots(const struct store *s) { return s->pg ? PG_READERS : 0; }
 
 int store_read_back(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg)

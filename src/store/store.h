@@ -257,6 +257,11 @@ void store_stats(struct store *s, struct store_stats *out);
 typedef int (*store_record_back_cb)(int64_t off, const void *data, size_t len, void *arg);
 int store_read_back(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg);
 
+/* store_read_back from any thread, on the connections store_read_pooled uses (the same slots,
+ * the same waits). SQLite: -ENOTSUP. */
+int store_read_back_pooled(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb,
+                           void *arg);
+
 /* The last error text of the database, for logs. */
 const char *store_errmsg(struct store *s);
 

@@ -42,6 +42,8 @@ int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, 
                   store_record_cb cb, void *arg);
 int store_pg_read_pooled(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                          store_record_cb cb, void *arg);
+int store_pg_read_back_pooled(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb,
+                              void *arg);
 int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb,
                        void *arg);
 int store_pg_snapshot_stream(struct store_pg *s, const char *path, int64_t from, struct store_meta *out);

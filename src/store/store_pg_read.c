@@ -444,7 +444,9 @@ int store_pg_read_pooled(struct store_pg *s, int64_t stream, int64_t from, int64
     return rc;
 }
 
-int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg)
+/* Reads records backwards on the loop's connection (p NULL) or on reader p. */
+static int pg__read_back(struct store_pg *s, struct pg__reader *p, int64_t stream, int64_t before,
+                         store_record_back_cb cb, void *arg)
 {
     int visited = 0, stop = 0;
     while (!stop) {
@@ -452,11 +454,10 @@ int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store
         snprintf(a, sizeof a, "%" PRId64, stream);
         snprintf(b, sizeof b, "%" PRId64, before);
         const char *v[] = {a, b};
-        PGresult *r = pg__query(s,
-                                "SELECT off, data FROM agentd_records WHERE stream=$1 AND off < $2"
-                                " ORDER BY off DESC LIMIT " PG__STR(PG_BACK_ROWS),
-                                2, v, 1);
-        int rc = pg__rows(s->conn, r);
+        static const char sql[] = "SELECT off, data FROM agentd_records WHERE stream=$1 AND off < $2"
+                                  " ORDER BY off DESC LIMIT " PG__STR(PG_BACK_ROWS);
+        PGresult *r = p ? pg__reader_query(s, p, sql, 2, v) : pg__query(s, sql, 2, v, 1);
+        int rc = pg__rows(p ? p->conn : s->conn, r);
         if (rc != 0)
             return rc;
         int n = PQntuples(r);
@@ -469,4 +470,18 @@ int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store
         stop = stop || n < PG_BACK_ROWS;
     }
     return visited;
+}
+
+int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg)
+{
+    return pg__read_back(s, NULL, stream, before, cb, arg);
+}
+
+int store_pg_read_back_pooled(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb,
+                              void *arg)
+{
+    struct pg__reader *p = pg__reader_take(s);
+    int rc = pg__read_back(s, p, stream, before, cb, arg);
+    pg__reader_give(s, p);
+    return rc;
 }

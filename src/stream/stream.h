@@ -212,6 +212,20 @@ int stream_offset_is_boundary(struct streams *ss, struct stream *st, int64_t off
 typedef int (*stream_msg_cb)(int64_t off, const char *p, size_t n, void *arg);
 int stream_read_back(struct streams *ss, struct stream *st, int64_t before, stream_msg_cb cb,
                      void *arg) CORE_UNUSED_RESULT;
+/*
+ * A history page's reads, answered later (as stream_read_start is): with check, whether `before` is
+ * an offset stream_offset_is_boundary accepts, then stream_read_back from it, bounded by the durable
+ * tail when it started (what they need of st is copied). On a store whose reads are remote both run
+ * in libuv's thread pool, and cb runs THERE, once per message: it must touch nothing but what arg
+ * points to (no stream, no registry, nothing of the loop's). Otherwise both run before this returns.
+ * done runs on the loop at the end, always, with 0, -EDOM (before is not a boundary), -EINVAL (st
+ * is not a JSON stream), -ESHUTDOWN (the registry was freed first) or the store's -errno. There is
+ * no cancel: arg must stay valid until done, so an owner that goes away first leaves done to free
+ * it.
+ */
+typedef void (*stream_back_done_cb)(int rc, void *arg);
+void stream_read_back_start(struct streams *ss, struct stream *st, int64_t before, int check,
+                            stream_msg_cb cb, stream_back_done_cb done, void *arg);
 /* Turns comma-terminated messages into a JSON array, in place. */
 void stream_json_wrap(struct buf *b);
 

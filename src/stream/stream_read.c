@@ -1,14 +1,17 @@
 /*
- * stream_read — forward reads of a stream's bytes through its fork chain: on the loop (stream_read,
+ * stream_read — reads of a stream's bytes through its fork chain: forwards on the loop (stream_read,
  * stream__read_range) or in libuv's thread pool (stream_read_start, for stores whose reads are
- * remote). Both run the same plan the same way: the fork chain cut into segments of one stream's
- * own records each, read in offset order and sliced by stream__read_record.
+ * remote), and backwards (history pages: stream_read_back, stream_offset_is_boundary, and
+ * stream_read_back_start off the loop). Each runs the same plan the same way either side: the fork
+ * chain cut into segments of one stream's own records each, read in offset order and sliced by
+ * stream__read_record (forwards), or walked newest first (backwards).
  *
  * Ownership: a read in flight (struct stream_read) is the registry's: it is on ss->reads_waiting
  * until a thread-pool slot is free, then in the pool (counted by ss->reads_running), and freed by
  * its completion on the loop. Its owner only borrows it, to cancel it (cb cleared) until cb runs.
  * Nothing in it points into a struct stream: everything the worker needs was copied at the start.
  */
+#include "stream/jsonmode.h"
 #include "stream/stream.h"
 #include "stream/stream_int.h"
 #include "store/store.h"
@@ -129,8 +132,171 @@ int stream_read(struct streams *ss, struct stream *st, int64_t from, size_t max_
     return rc;
 }
 
+/* ================= reading backwards, and offsets of messages ================= */
+
+/* A fork chain as a backward read walks it, newest first: each stream's id, and the offset below
+ * which its source holds the bytes (has_src). */
+struct stream__link {
+    int64_t id, fork_off;
+    int has_src;
+};
+
+static size_t stream__chain(const struct stream *st, struct stream__link **out)
+{
+    size_t n = 0, cap = 0;
+    struct stream__link *l = NULL;
+    for (; st; st = st->src) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4;
+            l = xrealloc(l, cap * sizeof *l);
+        }
+        l[n++] = (struct stream__link){st->m.id, st->m.fork_off, st->src != NULL};
+    }
+    *out = l;
+    return n;
+}
+
+static int stream__read_back_one(struct store *store, int pooled, int64_t id, int64_t before,
+                                 store_record_back_cb cb, void *arg)
+{
+    return pooled ? store_read_back_pooled(store, id, before, cb, arg)
+                  : store_read_back(store, id, before, cb, arg);
+}
+
+struct stream__boundary {
+    int64_t off;
+    int found;
+};
+
+static int stream__boundary_record(int64_t off, const void *data, size_t len, void *arg)
+{
+    struct stream__boundary *b = arg;
+    b->found = b->off >= off && stream__msg_starts_at(data, len, (size_t)(b->off - off));
+    return 1; /* only the record that holds the offset */
+}
+
+/* Does a message start at off, inside the chain's bytes (0 < off < tail, a JSON stream)? */
+static int stream__boundary_in(struct store *store, int pooled, const struct stream__link *l, int64_t off)
+{
+    while (l->has_src && off < l->fork_off)
+        l++;
+    if (l->has_src && off == l->fork_off)
+        return 1;
+    struct stream__boundary b = {.off = off};
+    return stream__read_back_one(store, pooled, l->id, off + 1, stream__boundary_record, &b) >= 0 && b.found;
+}
+
+/* Is off 0, the tail, or (byte streams) anything in between: 1; beyond: 0; else -1, ask the store. */
+static int stream__boundary_known(const struct stream *st, int64_t off)
+{
+    if (off < 0 || off > st->durable_tail)
+        return 0;
+    if (!stream_is_json(st) || off == 0 || off == st->durable_tail)
+        return 1;
+    return -1;
+}
+
+int stream_offset_is_boundary(struct streams *ss, struct stream *st, int64_t off)
+{
+    int known = stream__boundary_known(st, off);
+    if (known >= 0)
+        return known;
+    struct stream__link *l;
+    stream__chain(st, &l);
+    int rc = stream__boundary_in(ss->store, 0, l, off);
+    free(l);
+    return rc;
+}
+
+#define STREAM_BACK_SPANS 64 /* spans kept on the stack; a record with more messages allocates */
+
+struct stream__back {
+    stream_msg_cb cb;
+    void *arg;
+    int64_t before;
+    int stop;
+    size_t n, cap;
+    size_t *starts, *lens; /* the current record's message spans */
+    size_t own_starts[STREAM_BACK_SPANS], own_lens[STREAM_BACK_SPANS];
+    const char *base;
+};
+
+static void stream__back_span(const char *p, size_t n, void *arg)
+{
+    struct stream__back *b = arg;
+    if (b->n == b->cap) {
+        size_t cap = b->cap * 2;
+        size_t *starts = xmalloc(cap * sizeof *starts), *lens = xmalloc(cap * sizeof *lens);
+        memcpy(starts, b->starts, b->n * sizeof *starts);
+        memcpy(lens, b->lens, b->n * sizeof *lens);
+        if (b->starts != b->own_starts) {
+            free(b->starts);
+            free(b->lens);
+        }
+        b->starts = starts;
+        b->lens = lens;
+        b->cap = cap;
+    }
+    b->starts[b->n] = (size_t)(p - b->base);
+    b->lens[b->n++] = n;
+}
+
+/* One record, newest first: its messages from the last to the first, those before b->before. */
+static int stream__back_record(int64_t off, const void *data, size_t len, void *arg)
+{
+    struct stream__back *b = arg;
+    b->n = 0;
+    b->base = data;
+    jsonmode_stored_split(data, len, stream__back_span, b);
+    for (size_t i = b->n; i-- > 0;) {
+        int64_t at = off + (int64_t)b->starts[i];
+        if (at < b->before && b->cb(at, (const char *)data + b->starts[i], b->lens[i], b->arg)) {
+            b->stop = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Reads the chain backwards from bound (below the durable tail), each message to cb, until it
+ * returns nonzero. 0 or the store's -errno. */
+static int stream__back_in(struct store *store, int pooled, const struct stream__link *l, size_t n,
+                           int64_t bound, stream_msg_cb cb, void *arg)
+{
+    struct stream__back b = {.cb = cb, .arg = arg, .cap = STREAM_BACK_SPANS};
+    b.starts = b.own_starts;
+    b.lens = b.own_lens;
+    int rc = 0;
+    /* A fork's own records all start at or after its fork offset; older ones are its source's. */
+    for (size_t i = 0; i < n && !b.stop && rc >= 0; i++) {
+        b.before = bound;
+        rc = stream__read_back_one(store, pooled, l[i].id, bound, stream__back_record, &b);
+        if (l[i].has_src && l[i].fork_off < bound)
+            bound = l[i].fork_off;
+    }
+    if (b.starts != b.own_starts) {
+        free(b.starts);
+        free(b.lens);
+    }
+    return rc < 0 ? rc : 0;
+}
+
+int stream_read_back(struct streams *ss, struct stream *st, int64_t before, stream_msg_cb cb, void *arg)
+{
+    if (!stream_is_json(st))
+        return -EINVAL;
+    struct stream__link *l;
+    size_t n = stream__chain(st, &l);
+    int rc =
+        stream__back_in(ss->store, 0, l, n, before < st->durable_tail ? before : st->durable_tail, cb, arg);
+    free(l);
+    return rc;
+}
+
 /* ================= reads off the loop ================= */
 
+/* A read off the loop: forwards (stream_read_start: segs) or backwards (stream_read_back_start:
+ * links, back_*). */
 struct stream_read {
     struct streams *ss;
     struct stream_read *next; /* ss->reads_waiting */
@@ -140,6 +306,11 @@ struct stream_read {
     struct stream__seg *segs;
     size_t nsegs, max;
     struct stream_read_done d; /* d.content_type: owned (a copy) */
+    struct stream__link *links;
+    size_t nlinks;
+    int64_t back_before, back_bound; /* the offset checked (-1: none), where the read starts */
+    stream_msg_cb back_cb;
+    stream_back_done_cb back_done;
 };
 
 static void stream__read_free(struct stream_read *rd)
@@ -147,25 +318,41 @@ static void stream__read_free(struct stream_read *rd)
     buf_free(&rd->d.data);
     free((char *)rd->d.content_type);
     free(rd->segs);
+    free(rd->links);
     free(rd);
 }
 
 /* Runs cb (unless cancelled) and frees the read. */
 static void stream__read_finish(struct stream_read *rd)
 {
-    if (rd->cb)
+    if (rd->back_done)
+        rd->back_done(rd->d.rc, rd->arg);
+    else if (rd->cb)
         rd->cb(&rd->d, rd->arg);
     stream__read_free(rd);
+}
+
+/* A backward read's work, on the loop or pooled: the boundary check, then the messages. */
+static int stream__read_back_run(struct stream_read *rd, int pooled)
+{
+    struct store *store = rd->ss->store;
+    if (rd->back_before >= 0 && !stream__boundary_in(store, pooled, rd->links, rd->back_before))
+        return -EDOM;
+    return stream__back_in(store, pooled, rd->links, rd->nlinks, rd->back_bound, rd->back_cb, rd->arg);
 }
 
 static void stream__read_work(uv_work_t *w)
 {
     struct stream_read *rd = w->data;
-    rd->d.rc = stream__read_segs(rd->ss->store, 1, rd->segs, rd->nsegs, rd->d.from, rd->max, &rd->d.data,
-                                 &rd->d.next);
+    if (rd->back_done)
+        rd->d.rc = stream__read_back_run(rd, 1);
+    else
+        rd->d.rc = stream__read_segs(rd->ss->store, 1, rd->segs, rd->nsegs, rd->d.from, rd->max, &rd->d.data,
+                                     &rd->d.next);
 }
 
 static void stream__reads_pump(struct streams *ss);
+static void stream__read_queue(struct streams *ss, struct stream_read *rd);
 
 static void stream__read_done(uv_work_t *w, int status)
 {
@@ -222,10 +409,43 @@ struct stream_read *stream_read_start(struct streams *ss, struct stream *st, int
         rd->segs[i].st = NULL; /* the worker reads the store only */
     if (st->durable_tail - from <= (int64_t)rd->max)
         stream__cache_watch(ss, st); /* it reads up to the tail, as stream_read does when it gets there */
+    stream__read_queue(ss, rd);
+    return rd;
+}
+
+/* Queues rd for a reader of the store. */
+static void stream__read_queue(struct streams *ss, struct stream_read *rd)
+{
     *ss->reads_tail = rd;
     ss->reads_tail = &rd->next;
     stream__reads_pump(ss);
-    return rd;
+}
+
+void stream_read_back_start(struct streams *ss, struct stream *st, int64_t before, int check,
+                            stream_msg_cb cb, stream_back_done_cb done, void *arg)
+{
+    struct stream_read *rd = xcalloc(1, sizeof *rd);
+    rd->ss = ss;
+    rd->arg = arg;
+    rd->back_cb = cb;
+    rd->back_done = done;
+    rd->back_before = -1;
+    int known = check ? stream__boundary_known(st, before) : 1;
+    if (!stream_is_json(st) || known == 0) {
+        rd->d.rc = known == 0 ? -EDOM : -EINVAL;
+        stream__read_finish(rd);
+        return;
+    }
+    if (known < 0)
+        rd->back_before = before;
+    rd->back_bound = before < st->durable_tail ? before : st->durable_tail;
+    rd->nlinks = stream__chain(st, &rd->links);
+    if (store_read_slots(ss->store) == 0) {
+        rd->d.rc = stream__read_back_run(rd, 0);
+        stream__read_finish(rd);
+        return;
+    }
+    stream__read_queue(ss, rd);
 }
 
 void stream_read_cancel(struct stream_read *rd)

@@ -21,6 +21,9 @@
 #   (e) a session's WebSocket whose transcript read is held: the upgrade is answered and the node
 #       serves on; once the lock goes the first frame is the one an unheld WebSocket got; a
 #       WebSocket closed while its read is held does no harm.
+#   (f) a session's history page whose read is held (GET /v1/sessions/<id>/events, with and without
+#       before=): the node serves on; once the lock goes the pages equal the unheld ones, a before=
+#       inside an event is still 400; HTTP/2 clients that leave mid-page do no harm.
 # Skipped only when PostgreSQL's binaries are missing.
 import base64
 import json
@@ -323,6 +326,47 @@ def session_ws(tap, pg, srv):
            "once the lock goes its first frame is the one an unheld WebSocket got", repr((want, got)))
 
 
+def history_pages(tap, pg, srv):
+    """(f)"""
+    r = srv.request("POST", "/v1/sessions", json.dumps({"agent": "none"}).encode(),
+                    {"Content-Type": "application/json"})
+    sid = json.loads(r.body)["id"]
+    conn = srv.connection()
+    for k in range(0, 300, 7):  # records of 7 events: pages span more records than one query reads
+        srv.append(f"/v1/stream/sessions/{sid}/transcript",
+                   json.dumps([{"type": "log", "n": i} for i in range(k, k + 7)]).encode(), "application/json",
+                   conn=conn)
+    conn.close()
+    base = f"/v1/sessions/{sid}/events"
+    first = srv.request("GET", base)
+    older = json.loads(first.body)["next_before"]
+    paths = [base, base + "?limit=1", base + "?before=" + (older or off(0)) + "&limit=1000",
+             base + "?before=" + off(3)]
+    want = [(x.status, x.body) for x in (srv.request("GET", p) for p in paths)]
+    lock = Locker(pg)
+    try:
+        gets = [Get(srv, p) for p in paths]
+        for g in gets:
+            g.start()
+        h2 = [subprocess.Popen(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null",
+                                f"http://{srv.host}:{srv.port}{base}"], stdin=subprocess.DEVNULL) for _ in range(2)]
+        time.sleep(0.5)
+        for p in h2:
+            p.kill()
+            p.wait()
+        health = timed(srv, "GET", "/v1/health")
+        tap.ok(all(g.resp is None for g in gets) and health[0] == 200 and health[1] < 1.0,
+               "history pages whose reads are held wait; the node serves on", repr((health, [g.resp for g in gets])))
+    finally:
+        lock.release()
+    for g in gets:
+        g.join(20)
+    got = [(g.resp.status, g.resp.body) if g.resp else g.err for g in gets]
+    tap.ok(got == want and want[0][0] == 200 and want[3][0] == 400 and older,
+           "once the lock goes the pages equal the unheld ones (and before= inside an event is 400)",
+           repr((got, want)))
+
+
 def main(tap):
     if REF:
         tap.skip("PostgreSQL store", "the reference server has no --store")
@@ -341,6 +385,7 @@ def main(tap):
         held_reads(tap, pg, srv)
         cached_reads(tap, pg, srv)
         session_ws(tap, pg, srv)
+        history_pages(tap, pg, srv)
         tap.check_clean_exit(srv)
     finally:
         if tap.failed:
