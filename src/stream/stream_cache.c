@@ -60,10 +60,10 @@ void stream__cache_free(struct stream *st)
     st->cache = NULL;
 }
 
-/* Drops the oldest records until at most keep bytes are left (all of them when none fits). */
-static void stream__cache_trim(struct stream__cache *c, size_t keep)
+/* Drops the oldest records until at most keep bytes in at most keep_n records are left. */
+static void stream__cache_trim(struct stream__cache *c, size_t keep, size_t keep_n)
 {
-    size_t k = 0;
+    size_t k = c->n > keep_n ? c->n - keep_n : 0;
     while (k < c->n && c->len - c->starts[k] > keep)
         k++;
     size_t cut = k < c->n ? c->starts[k] : c->len;
@@ -79,9 +79,10 @@ static void stream__cache_trim(struct stream__cache *c, size_t keep)
 static void stream__cache_reserve(struct stream__cache *c, size_t len)
 {
     size_t before = stream__cache_size(c);
-    if (c->len + len > STREAM_CACHE_STREAM_MAX)
+    if (c->len + len > STREAM_CACHE_STREAM_MAX || c->n == STREAM_CACHE_RECORDS_MAX)
         stream__cache_trim(c,
-                           STREAM_CACHE_STREAM_MAX * 3 / 4 > len ? STREAM_CACHE_STREAM_MAX * 3 / 4 - len : 0);
+                           STREAM_CACHE_STREAM_MAX * 3 / 4 > len ? STREAM_CACHE_STREAM_MAX * 3 / 4 - len : 0,
+                           STREAM_CACHE_RECORDS_MAX * 3 / 4);
     if (c->len + len > c->cap) {
         size_t cap = c->cap ? c->cap : 256;
         while (cap < c->len + len)

@@ -30,15 +30,17 @@
  *   without a read served and with no live reader: live readers read within milliseconds of an
  *   append, and a stream nobody reads (an idle session, 10,000 of them in bench/sessions; a run
  *   nobody watches) costs no cache bytes.
- * - per stream at most STREAM_CACHE_STREAM_MAX (64 KiB) of records, trimmed by whole records from
- *   the oldest (to 3/4 of it, so the moves cost a few bytes per byte appended); a single record
+ * - per stream at most STREAM_CACHE_STREAM_MAX (64 KiB) in STREAM_CACHE_RECORDS_MAX records,
+ *   trimmed by whole records from the oldest (to 3/4, so the moves cost a few bytes per byte
+ *   appended); a single record
  *   bigger than that is not kept. 64 KiB holds hundreds of events or SSE chunks: far more than a
  *   live reader lags behind, small enough that 512 busy streams fill the default budget.
  * - in all at most streams_config.cache_bytes (--stream-cache, 32 MiB by default; 0: no cache);
  *   past it the streams appended to longest ago lose theirs.
  */
-#define STREAM_CACHE_STREAM_MAX (64 * 1024)
-#define STREAM_CACHE_IDLE_MS    5000
+#define STREAM_CACHE_STREAM_MAX  (64 * 1024)
+#define STREAM_CACHE_RECORDS_MAX 4096 /* their starts' index: 16 KiB (tiny appends) */
+#define STREAM_CACHE_IDLE_MS     5000
 struct stream__cache;
 struct stream__caches {
     uv_loop_t *loop;                       /* whose time stamps the caches */

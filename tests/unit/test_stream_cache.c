@@ -225,6 +225,20 @@ static void test_tail_reads(void)
     ok(ss->caches.bytes <= STREAM_CACHE_STREAM_MAX + 4096 + 2 * (1 << 10),
        "one stream keeps about its cap (%zu bytes cached)", ss->caches.bytes);
 
+    /* tiny appends: the cache keeps a bounded number of records */
+    create("c/tiny", "text/plain", NULL);
+    watch("c/tiny");
+    size_t held = ss->caches.bytes;
+    fill("c/tiny", 5000, 1);
+    ok(ss->caches.bytes - held < 8 * 1024 + 16 * 1024 + 1024,
+       "5,000 one-byte appends keep at most 4,096 records (%zu bytes cached)", ss->caches.bytes - held);
+    uint64_t tiny_reads;
+    char *t = read_at("c/tiny", 4900, &tiny_reads);
+    ok(t && strlen(t) == 100 && is_pattern(t, 4900, 100) && tiny_reads == 0,
+       "the newest read back from memory");
+    free(t);
+    ok(!stream__cache_covers(get("c/tiny"), 0), "... the oldest no longer from memory");
+
     /* an append bigger than the cap is read from the store; the next small one from memory */
     char *huge = xmalloc(100 * 1024);
     pattern(huge, tail, 100 * 1024);
