@@ -406,6 +406,7 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
         .upstream_timeout_ms =
             (uint64_t)(o->long_poll_timeout > o->sse_max ? o->long_poll_timeout : o->sse_max) +
             (uint64_t)o->io_timeout,
+        .lease_ms = serve__store_is_pg(o->store) ? o->lease_ms : 0,
     };
     snprintf(s->forward.token_hash, sizeof s->forward.token_hash, "%s", token_hash);
     return 0;

@@ -47,7 +47,10 @@ void serve_nodes_http(struct http_req *req, void *arg)
         json_array_append_new(list, j);
     }
     free(nodes);
-    http_res_json(req, 200, json_pack("{s:s, s:o}", "store", store_backend(store), "nodes", list));
+    json_t *body = json_pack("{s:s, s:o}", "store", store_backend(store), "nodes", list);
+    if (f->lease_ms > 0)
+        json_object_set_new(body, "lease_ms", json_integer(f->lease_ms));
+    http_res_json(req, 200, body);
 }
 
 /* Plain SHA-256, not a keyed or slow hash: whoever reads agentd_nodes reads the database, which

@@ -19,6 +19,7 @@ struct serve_forward {
     struct http_server *http;
     struct sessions *const *sessions; /* the owner's (NULL on a follower): its live agents */
     uint64_t upstream_timeout_ms;     /* longest silence of a forwarded answer (a long-poll's) */
+    int64_t lease_ms;                 /* --lease-ms on PostgreSQL (0 on SQLite: no lease to outlive) */
     char token_hash[80];              /* this node's --token as agentd_nodes records it (serve_token_hash) */
     int64_t mismatch_epoch;           /* the holder's lease that a token mismatch was last logged for */
     struct serve_hold *hold;          /* requests waiting out a failover (serve_hold_http.h), or NULL */
@@ -30,7 +31,9 @@ void serve_token_hash(const char *token, char *out, size_t len);
 
 /* GET /v1/nodes (arg: the struct serve_forward): the nodes that use the store's database, each
  * with its role (owner: holds the write lease; follower), the lease's epoch and time left, since
- * when each was last heard of, and this node's live agents. Answered by every node itself. */
+ * when each was last heard of, and this node's live agents; on PostgreSQL also this node's
+ * --lease-ms (`lease_ms`), past which a node not heard of is no longer taken to be running.
+ * Answered by every node itself. */
 void serve_nodes_http(struct http_req *req, void *arg);
 
 /* A follower's route for everything else (arg: the struct serve_forward): the request goes to the

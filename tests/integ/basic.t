@@ -23,8 +23,8 @@ def main(tap):
         r = srv.request("GET", "/v1/nodes")
         nodes = r.json() if r.status == 200 else {}
         tap.ok(nodes.get("store") == "sqlite" and len(nodes.get("nodes", [])) == 1
-               and nodes["nodes"][0]["owner"] and nodes["nodes"][0]["self"],
-               "GET /v1/nodes on SQLite: this one node, the owner", repr(r))
+               and nodes["nodes"][0]["owner"] and nodes["nodes"][0]["self"] and "lease_ms" not in nodes,
+               "GET /v1/nodes on SQLite: this one node, the owner, no lease", repr(r))
         tap.is_(srv.request("POST", "/v1/nodes").status, 405, "POST /v1/nodes is 405")
 
     # create

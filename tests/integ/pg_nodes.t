@@ -3,7 +3,7 @@
 # write lease, fenced in every write transaction.
 #   - node A takes the lease; node B, started on the same database, follows it (it serves at once,
 #     forwarding to A; here A's --node-url is not one B can reach, so B answers 503
-#     owner_unavailable), and GET /v1/nodes on A lists both, A as the owner;
+#     owner_unavailable), and GET /v1/nodes on A lists both, A as the owner, and says the lease;
 #   - A is paused (SIGSTOP) while 8 writers append through it: once A's lease has expired, B takes
 #     over (a higher epoch) and serves every stream, with everything A acknowledged;
 #   - A resumed (SIGCONT) cannot store a single append: it learns it lost the lease and exits with
@@ -96,6 +96,8 @@ def main(tap):
         time.sleep(2)
         nb = nodes_of(a).get("http://b.test", {})
         tap.ok(nb.get("seen_ms_ago", 1e9) < 1800, "the waiting standby is heard of about once a second", repr(nb))
+        lease = a.request("GET", "/v1/nodes").json().get("lease_ms")
+        tap.is_(lease, LEASE_MS, "GET /v1/nodes says the lease (--lease-ms): a node not heard of for longer is gone")
         epoch_a = nodes_of(a)["http://a.test"].get("epoch")
 
         a.proc.send_signal(signal.SIGSTOP)
