@@ -196,6 +196,35 @@ export interface EventsPage {
   tail: string;
 }
 
+/** One node of GET /v1/nodes: every node that uses the server's database (one, "local", on SQLite). */
+export interface NodeInfo {
+  /** Its name among the nodes: its --node-url, else host name and data dir. */
+  node: string;
+  /** The URL clients reach it at (--node-url), or null when it gave none. */
+  url: string | null;
+  role: "owner" | "follower";
+  /** Holds the write lease: every write is served by this node. */
+  owner: boolean;
+  /** The node that answered. */
+  self: boolean;
+  /** Since its last heartbeat. */
+  seen_ms_ago: number;
+  /** Its live agents: only the answering node's, and only when it is the owner (followers run none). */
+  agents?: number;
+  /** The owner's: the lease's epoch (bumped by every takeover) and time left (negative: expired). */
+  epoch?: number;
+  lease_ms_left?: number;
+}
+
+export interface Nodes {
+  store: string;
+  /** The answering node's --lease-ms (PostgreSQL only): a node not heard of for longer is gone. */
+  lease_ms?: number;
+  nodes: NodeInfo[];
+  /** The answer's Agentd-Node header: the node this client talks to (null if the server sent none). */
+  answeredBy: string | null;
+}
+
 /** Agents every server knows; GET /v1/agents, where the server has it, says more. */
 export const DEFAULT_AGENTS: AgentInfo[] = [
   { name: "demo", description: "built-in demo agent: no API key needed" },
@@ -238,6 +267,11 @@ export class AgentdClient {
   }
 
   async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    return (await this.#send<T>(method, path, body, signal)).json;
+  }
+
+  /** The answer's JSON, and the response for its headers; throws AgentdError on an error status. */
+  async #send<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<{ json: T; res: Response }> {
     const headers: Record<string, string> = { ...this.headers() };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const init: RequestInit = { method, headers };
@@ -257,11 +291,17 @@ export class AgentdClient {
       const e = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
       throw new AgentdError(res.status, e?.code ?? `http_${res.status}`, e?.message ?? (text || res.statusText));
     }
-    return json as T;
+    return { json: json as T, res };
   }
 
   health(): Promise<unknown> {
     return this.request("GET", "/v1/health");
+  }
+
+  /** GET /v1/nodes, answered by the node this client reaches (never forwarded), and which one that is. */
+  async nodes(signal?: AbortSignal): Promise<Nodes> {
+    const { json, res } = await this.#send<Omit<Nodes, "answeredBy">>("GET", "/v1/nodes", undefined, signal);
+    return { ...json, answeredBy: res.headers.get("Agentd-Node") };
   }
 
   async agents(): Promise<AgentInfo[]> {

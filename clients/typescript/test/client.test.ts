@@ -63,6 +63,15 @@ describe("REST", () => {
     expect(gone.code).toBe("not_found");
   });
 
+  it("lists the nodes, and names the node that answered (Agentd-Node)", async () => {
+    const n = await c.nodes();
+    expect(n.store).toBe("sqlite");
+    expect(n.answeredBy).toBe(srv.url);
+    expect(n.nodes).toHaveLength(1);
+    expect(n.nodes[0]).toMatchObject({ role: "owner", owner: true, self: true, agents: 0 });
+    expect(n.lease_ms).toBeUndefined();
+  });
+
   it("runs runtimes: exec keeps state, state, history, reset, interrupt", async () => {
     const s = await c.createSession({ agent: "none" });
     const py = c.runtime(s.id, "python");
