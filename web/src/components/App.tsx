@@ -1,5 +1,7 @@
 /* The shell: top bar, the route's view, the token prompt. */
 import { useEffect } from "preact/hooks";
+import { signal } from "@preact/signals";
+import type { ComponentType } from "preact";
 import { needToken, readOnly, tokenVersion, setToken, storedToken } from "../lib/api";
 import { route, linkClick } from "../lib/router";
 import { restartFeed } from "../store/sessions";
@@ -28,6 +30,7 @@ export function App() {
           </a>
         )}
         <span class="grow" />
+        {!readOnly() && <NodesSlot />}
         <button class="icon" onClick={toggleTheme} title="Light / dark" aria-label="Toggle dark mode" data-testid="theme">
           {theme.value === "dark" ? "☀" : "☾"}
         </button>
@@ -52,4 +55,14 @@ export function App() {
       {needToken.value && !readOnly() && <TokenPrompt />}
     </div>
   );
+}
+
+/* The node badge (components/Nodes.tsx) loads after the page: it costs the first load nothing. */
+const NodeBadge = signal<ComponentType | null>(null);
+function NodesSlot() {
+  useEffect(() => {
+    if (!NodeBadge.value) void import("./Nodes").then((m) => (NodeBadge.value = m.NodeBadge));
+  }, []);
+  const B = NodeBadge.value;
+  return B ? <B /> : null;
 }
