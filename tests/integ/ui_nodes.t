@@ -30,6 +30,9 @@ DRIVER = os.path.join(ROOT, "tests", "browser", "page_driver.mjs")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 BADGE = '[data-testid="node-badge"]'
 NODES = "/v1/nodes"
+# Sanitizer builds start and fail over slower: the bound gets a margin there (as pg_cluster.t's).
+SLOW = "asan" in os.environ.get("AGENTD_BIN", "")
+NEW_OWNER_WITHIN = 5 + (3 if SLOW else 0)
 HOSTILE_NODE = '<img src=x onerror="window.__pwned=1">evil'
 HOSTILE_URL = "javascript:window.__pwned=2//<script>window.__pwned=3</script>"
 
@@ -193,7 +196,7 @@ def cluster(tap, page):
 
         st = page.wait(new_owner, 15)
         took = time.monotonic() - t0
-        tap.ok(new_owner(st) and took < 5, f"the owner killed (-9), the list shows the new owner after {took:.1f} s "
+        tap.ok(new_owner(st) and took < NEW_OWNER_WITHIN, f"the owner killed (-9), the list shows the new owner after {took:.1f} s "
                "(lease 1 s, polled every 2 s)", st)
         # unreachable once not heard of for the lease, and for at least two of a follower's
         # once-a-second heartbeats (2 s here)
