@@ -243,7 +243,8 @@ static void serve__drain(struct serve *s)
      * directory removal or fork copy still there would touch the loop after it is gone (the
      * worker queues its completion on it): wait for them, not for the loop to be empty (an idle
      * client would keep it alive). */
-    while ((s->streams && streams_syncing(s->streams)) || sessions_working(s->sessions))
+    while ((s->streams && streams_syncing(s->streams)) || stream_http_reading(s->reads.sh) ||
+           sessions_working(s->sessions))
         uv_run(&s->loop, UV_RUN_ONCE);
 }
 
@@ -519,7 +520,8 @@ static int serve__follow(struct serve *s, char *err, size_t errlen)
 {
     http_route_flags(s->http, "/", serve_forward_http, &s->forward, HTTP_ROUTE_OWN_AUTH);
     struct stream_http_config shcfg = serve__stream_http_config(s->o);
-    s->reads = (struct serve_reads){.forward = &s->forward, .sh = stream_http_reader_new(&shcfg)};
+    s->reads = (struct serve_reads){.forward = &s->forward,
+                                    .sh = stream_http_reader_new(&shcfg, &s->loop, s->store)};
     http_route_flags(s->http, STREAM_HTTP_PREFIX, serve_read_http, &s->reads, HTTP_ROUTE_OWN_AUTH);
     /* ... but not the subscriptions' resource under it (the owner's subs/ answers that) */
     http_route_flags(s->http, SUBS_HTTP_PREFIX, serve_forward_http, &s->forward, HTTP_ROUTE_OWN_AUTH);

@@ -16,7 +16,7 @@ void serve_read_http(struct http_req *req, void *arg)
      * another --token than this node's (or this node's view of the lease is too old to say), the
      * read goes there too, to be refused alike. */
     if (serve_forward_same_token(r->forward, &l) && http_req_authorized(req) &&
-        stream_http_read_local(r->sh, r->forward->store, req) == 0)
-        return;
+        stream_http_read_local(r->sh, req, serve_forward_http, r->forward) == 0)
+        return; /* answered, or forwarded from the read's completion */
     serve_forward_http(req, r->forward);
 }

@@ -182,21 +182,26 @@ int store_read_back(struct store *s, int64_t stream, int64_t before, store_recor
                  : store_sqlite_read_back(s->sq, stream, before, cb, arg);
 }
 
-int store_snapshot_stream(struct store *s, const char *path, int64_t from, struct store_meta *out)
+int store_snapshot_open(struct store *s, const char *path, int64_t from, struct store_meta *out,
+                        struct store_snapshot **snap)
 {
-    return s->pg ? store_pg_snapshot_stream(s->pg, path, from, out) : -ENOTSUP;
+    *snap = NULL;
+    return s->pg ? store_pg_snapshot_open(s->pg, path, from, out, snap) : -ENOTSUP;
 }
 
-int store_stream_get(struct store *s, int64_t id, struct store_meta *out)
+/* Only PostgreSQL opens snapshots: sn is store_pg's. */
+int store_snapshot_get(struct store_snapshot *sn, int64_t id, struct store_meta *out)
 {
-    return s->pg ? store_pg_stream_get(s->pg, id, out) : -ENOTSUP;
+    return store_pg_snapshot_get(sn, id, out);
 }
 
-void store_snapshot_end(struct store *s)
+int store_snapshot_read(struct store_snapshot *sn, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                        store_record_cb cb, void *arg)
 {
-    if (s->pg)
-        store_pg_snapshot_end(s->pg);
+    return store_pg_snapshot_read(sn, stream, from, to, max_bytes, cb, arg);
 }
+
+void store_snapshot_close(struct store_snapshot *sn) { store_pg_snapshot_close(sn); }
 
 void store_stats(struct store *s, struct store_stats *out)
 {

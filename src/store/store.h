@@ -222,22 +222,28 @@ int store_read_pooled(struct store *s, int64_t stream, int64_t from, int64_t to,
 int store_read_slots(const struct store *s);
 
 /*
- * A follower's reads (it loads no registry; PostgreSQL only, SQLite: -ENOTSUP), on the loop's
- * connection. store_snapshot_stream opens a read snapshot (a REPEATABLE READ READ ONLY
- * transaction) and reads in it the row of the stream at path, with its tail, and the first page
- * (256) of its own records from `from` (-1: none), all in one round trip (one pipeline, the
- * statement prepared once per connection): 1 and *out filled (store_meta_clear it), 0 when there
- * is none, -errno (then no snapshot is left open). Every read until store_snapshot_end (store_read,
- * store_stream_get) sees that one committed state of the database, so a stream's row, its tail and
- * its records agree; the store_read of that stream from `from` reads the page already read (and
- * goes on with queries when it was full); a connection lost inside fails them (no reconnect into
- * another snapshot). store_stream_get: the row of stream id. store_snapshot_end costs no round trip
- * (its ROLLBACK is sent without waiting for the answer, which is read before the connection's next
- * query); call it after each store_snapshot_stream that did not fail.
+ * A follower's reads (it loads no registry; PostgreSQL only, SQLite: -ENOTSUP), from any thread, on
+ * one of store_read_pooled's connections, checked out from store_snapshot_open to
+ * store_snapshot_close (the same slots, the same waits). store_snapshot_open opens a read snapshot
+ * (a REPEATABLE READ READ ONLY transaction) and reads in it the row of the stream at path, with its
+ * tail, and the first page (256) of its own records from `from` (-1: none), all in one round trip
+ * (one pipeline, the statement prepared once per connection): 1 and *out filled
+ * (store_meta_clear it), 0 when there is none, each with *snap open; or -errno, *snap NULL and no
+ * connection held. Every call on *snap (store_snapshot_get: the row of stream id;
+ * store_snapshot_read: as store_read) sees that one committed state of the database, so a stream's
+ * row, its tail and its records agree; the store_snapshot_read of that stream from `from` reads the
+ * page already read (and goes on with queries when it was full); a connection lost inside fails
+ * them (no reconnect into another snapshot). store_snapshot_close costs no round trip (its ROLLBACK
+ * is sent without waiting for the answer, which is read before the connection's next query) and
+ * gives the connection back; NULL is a no-op.
  */
-int store_snapshot_stream(struct store *s, const char *path, int64_t from, struct store_meta *out);
-int store_stream_get(struct store *s, int64_t id, struct store_meta *out);
-void store_snapshot_end(struct store *s);
+struct store_snapshot;
+int store_snapshot_open(struct store *s, const char *path, int64_t from, struct store_meta *out,
+                        struct store_snapshot **snap);
+int store_snapshot_get(struct store_snapshot *sn, int64_t id, struct store_meta *out);
+int store_snapshot_read(struct store_snapshot *sn, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
+                        store_record_cb cb, void *arg);
+void store_snapshot_close(struct store_snapshot *sn);
 
 /* Counters since store_open, for benchmarks and debug logs. */
 struct store_stats {

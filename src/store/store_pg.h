@@ -46,9 +46,13 @@ int store_pg_read_back_pooled(struct store_pg *s, int64_t stream, int64_t before
                               void *arg);
 int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb,
                        void *arg);
-int store_pg_snapshot_stream(struct store_pg *s, const char *path, int64_t from, struct store_meta *out);
-int store_pg_stream_get(struct store_pg *s, int64_t id, struct store_meta *out);
-void store_pg_snapshot_end(struct store_pg *s);
+struct store_snapshot;
+int store_pg_snapshot_open(struct store_pg *s, const char *path, int64_t from, struct store_meta *out,
+                           struct store_snapshot **snap);
+int store_pg_snapshot_get(struct store_snapshot *sn, int64_t id, struct store_meta *out);
+int store_pg_snapshot_read(struct store_snapshot *sn, int64_t stream, int64_t from, int64_t to,
+                           size_t max_bytes, store_record_cb cb, void *arg);
+void store_pg_snapshot_close(struct store_snapshot *sn);
 void store_pg_stats(struct store_pg *s, struct store_stats *out);
 const char *store_pg_errmsg(struct store_pg *s);
 

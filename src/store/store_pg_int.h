@@ -41,10 +41,24 @@ struct pg__row {
 /* The connections of reads run off the loop (store_pg_read_pooled), checked out under pool_mu.
  * Each is connected on its first use and again after it was lost. PG_READERS: store_pg.h. */
 struct pg__reader {
-    PGconn *conn; /* NULL until connected, or while lost */
-    int busy;     /* checked out */
-    int lost;     /* its loss was logged (once per outage) */
+    PGconn *conn;      /* NULL until connected, or while lost */
+    int busy;          /* checked out */
+    int lost;          /* its loss was logged (once per outage) */
+    int connected;     /* it was connected before (a new connection is logged as a reconnect) */
+    int snapshot;      /* inside store_pg_snapshot_open's transaction: never reconnected */
+    int unread;        /* has the answer of a command sent without waiting (a snapshot's ROLLBACK) */
+    int view_prepared; /* store_pg_snapshot_open's statement is prepared on its connection */
     uint64_t retry_at_us;
+};
+
+/* A follower's read snapshot (store_pg_snapshot_open): reader p, checked out until it is closed,
+ * and the first page of records read with the stream's row, which the store_pg_snapshot_read of
+ * that stream from that offset reads instead of querying again. */
+struct store_snapshot {
+    struct store_pg *s;
+    struct pg__reader *p;
+    PGresult *ahead;
+    int64_t ahead_stream, ahead_from;
 };
 
 /* The heartbeat thread (store_pg_lease.c). */
@@ -90,14 +104,7 @@ struct store_pg {
     int64_t next_id, id_end; /* the reserved block of stream ids not handed out yet */
     uint64_t retry_at_us;    /* no reconnect of the loop's connection before (a failed one waits) */
     int reader_lost;         /* the loop's connection is lost (its failure was logged) */
-    int snapshot;            /* the loop's connection is inside store_pg_snapshot_stream's transaction */
-    int unread;              /* the loop's connection has the answer of a command sent without waiting */
     int writer_lost;         /* the same for the committer's (its thread only) */
-    /* What store_pg_snapshot_stream read with the row (the first page of records from an offset),
-     * which the store_pg_read of that stream from that offset reads instead of querying again */
-    PGresult *ahead;
-    int64_t ahead_stream, ahead_from;
-    int view_prepared;       /* store_pg_snapshot_stream's statement is prepared on the loop's connection */
     pthread_mutex_t pool_mu; /* guards readers[].busy; a reader's other fields are its holder's */
     pthread_cond_t pool_cv;  /* a reader was given back */
     struct pg__reader readers[PG_READERS];
@@ -129,8 +136,5 @@ void pg__fenced(struct store_pg *s);
  * are text; results binary when `binary`. NULL while the database cannot be reached (libpq's
  * accessors take NULL: PQresultStatus says PGRES_FATAL_ERROR). */
 PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary);
-/* Reads (and drops) the answer of a command the loop's connection sent without waiting for it
- * (store_pg_snapshot_end's ROLLBACK): before anything else uses the connection. */
-void pg__settle(struct store_pg *s);
 
 #endif

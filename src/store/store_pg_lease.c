@@ -352,7 +352,6 @@ void pg__lease_release(struct store_pg *s)
     }
     PQfinish(hb->conn);
     hb->conn = NULL;
-    pg__settle(s);
     if (s->conn == NULL || s->epoch == 0 || s->fenced)
         return;
     char e[24];

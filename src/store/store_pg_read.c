@@ -27,7 +27,6 @@ static int pg__reconnect(struct store_pg *s)
         return -ENOTCONN;
     PQfinish(s->conn);
     s->conn = pg__connect(s->conninfo, err, sizeof err);
-    s->view_prepared = 0;
     if (s->conn) {
         log_info("store: connected to PostgreSQL again");
         s->reader_lost = 0;
@@ -42,31 +41,17 @@ static int pg__reconnect(struct store_pg *s)
     return -ENOTCONN;
 }
 
-void pg__settle(struct store_pg *s)
-{
-    if (!s->unread)
-        return;
-    s->unread = 0;
-    if (s->conn == NULL)
-        return;
-    PGresult *r;
-    while ((r = PQgetResult(s->conn)) != NULL)
-        PQclear(r);
-}
-
 PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary)
 {
-    pg__settle(s);
     for (int attempt = 0;; attempt++) {
-        /* Inside a snapshot a new connection would read outside it: the caller's read fails. */
-        if (s->conn == NULL && (s->snapshot || pg__reconnect(s) != 0))
+        if (s->conn == NULL && pg__reconnect(s) != 0)
             return NULL;
         PGresult *r = PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, binary);
         if (PQstatus(s->conn) != CONNECTION_BAD)
             return r;
         PQfinish(s->conn);
         s->conn = NULL;
-        if (attempt > 0 || s->snapshot)
+        if (attempt > 0)
             return r;
         PQclear(r);
     }
@@ -168,169 +153,6 @@ int store_pg_load(struct store_pg *s, store_meta_cb on_stream, store_producer_cb
     return rc ? rc : pg__load_producers(s, on_producer, arg);
 }
 
-/* ---- a follower's reads: one stream at a time, in a snapshot ---- */
-
-int store_pg_stream_get(struct store_pg *s, int64_t id, struct store_meta *out)
-{
-    char idv[24];
-    snprintf(idv, sizeof idv, "%" PRId64, id);
-    const char *v[] = {idv};
-    PGresult *r = pg__query(s, "SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE id = $1", 1, v, 0);
-    int rc = pg__rows(s->conn, r);
-    if (rc != 0)
-        return rc;
-    int found = PQntuples(r) > 0;
-    if (found)
-        pg__meta(r, 0, out);
-    PQclear(r);
-    return found;
-}
-
-/* The row of the stream at path (the first PG_META_NCOLUMNS columns) and the first page of its
- * own records from $2 (as store_pg_read's first query; none when $2 is negative or at the tail),
- * in one statement, prepared once per connection (its planning costs more than its execution).
- * Binary results. */
-#define PG_VIEW_STMT "agentd_view"
-static const char pg__row_and_page[] =
-    "WITH m AS MATERIALIZED (SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE path = $1)"
-    " SELECT m.*, r.off, r.data FROM m LEFT JOIN LATERAL (SELECT off, data FROM agentd_records"
-    " WHERE stream = m.id AND $2::bigint >= 0 AND $2::bigint < m.tail"
-    " AND off >= coalesce((SELECT max(off) FROM agentd_records WHERE stream = m.id AND off <= $2::bigint),"
-    " $2::bigint) ORDER BY off LIMIT " PG__STR(PG_READ_ROWS) ") r ON true ORDER BY r.off";
-
-/* The next result of a pipeline, and the NULL that ends it; NULL when it is not `want`. */
-static PGresult *pg__pipe_result(PGconn *c, ExecStatusType want)
-{
-    PGresult *r = PQgetResult(c), *end = r && want != PGRES_PIPELINE_SYNC ? PQgetResult(c) : NULL;
-    PQclear(end);
-    if (r == NULL || PQresultStatus(r) == want)
-        return r;
-    PQclear(r);
-    return NULL;
-}
-
-/* BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY and pg__row_and_page in one pipeline on the
- * loop's connection (one round trip): the row's result, the transaction left open; or NULL with
- * -errno in *rc and no transaction (a connection that fails mid-way is dropped: the next query
- * reconnects). A connection found dead at once (PostgreSQL restarted since) is replaced, once. */
-static PGresult *pg__view_begin(struct store_pg *s, const char *const *v, int *rc)
-{
-    pg__settle(s);
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (s->conn == NULL && (*rc = pg__reconnect(s)) != 0)
-            return NULL;
-        PGconn *c = s->conn;
-        if (!s->view_prepared) {
-            PGresult *p = PQprepare(c, PG_VIEW_STMT, pg__row_and_page, 2, NULL);
-            s->view_prepared = PQresultStatus(p) == PGRES_COMMAND_OK;
-            *rc = s->view_prepared ? 0 : pg__errno(c, p);
-            PQclear(p);
-        }
-        PGresult *r = NULL;
-        if (s->view_prepared && PQenterPipelineMode(c) == 1) {
-            int sent = PQsendQueryParams(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL,
-                                         NULL, NULL, 0) == 1 &&
-                       PQsendQueryPrepared(c, PG_VIEW_STMT, 2, v, NULL, NULL, 1) == 1 &&
-                       PQpipelineSync(c) == 1;
-            PGresult *b = sent ? pg__pipe_result(c, PGRES_COMMAND_OK) : NULL;
-            r = b ? PQgetResult(c) : NULL; /* the row's, ok or not: its error says why */
-            PQclear(b);
-            if (r) {
-                PQclear(PQgetResult(c)); /* the NULL after it */
-                PGresult *sync = pg__pipe_result(c, PGRES_PIPELINE_SYNC);
-                if (sync == NULL)
-                    PQclear(r), r = NULL;
-                PQclear(sync);
-            }
-            if (PQexitPipelineMode(c) != 1 && r)
-                PQclear(r), r = NULL;
-        }
-        if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
-            s->snapshot = 1;
-            return r;
-        }
-        *rc = r ? pg__errno(c, r) : *rc ? *rc : pg__errno(c, NULL);
-        PQclear(r);
-        int dead = PQstatus(c) == CONNECTION_BAD, piped = PQpipelineStatus(c) != PQ_PIPELINE_OFF;
-        if (!dead && !piped && PQtransactionStatus(c) == PQTRANS_INERROR && PQsendQuery(c, "ROLLBACK") == 1) {
-            s->unread = 1; /* the row's query failed (a path that is not UTF-8): its transaction ends */
-        } else if (dead || piped || PQtransactionStatus(c) != PQTRANS_IDLE) {
-            PQfinish(c); /* mid-pipeline or mid-transaction: start afresh */
-            s->conn = NULL;
-        }
-        if (!dead || *rc != -ENOTCONN)
-            return NULL;
-    }
-    return NULL;
-}
-
-int store_pg_snapshot_stream(struct store_pg *s, const char *path, int64_t from, struct store_meta *out)
-{
-    char f[24];
-    snprintf(f, sizeof f, "%" PRId64, from);
-    const char *v[] = {path, f};
-    int rc = 0;
-    PGresult *r = pg__view_begin(s, v, &rc);
-    if (r == NULL)
-        return rc ? rc : -EIO;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return 0;
-    }
-    pg__meta(r, 0, out);
-    s->ahead = r;
-    s->ahead_stream = out->id;
-    s->ahead_from = from;
-    return 1;
-}
-
-void store_pg_snapshot_end(struct store_pg *s)
-{
-    PQclear(s->ahead);
-    s->ahead = NULL;
-    if (!s->snapshot)
-        return;
-    s->snapshot = 0;
-    if (s->conn == NULL) /* lost inside: its transaction went with it */
-        return;
-    /* Sent without waiting: its answer is read before the connection's next query (pg__settle),
-     * so a read costs no round trip for it. Read only: ROLLBACK ends it as COMMIT would, and ends
-     * a transaction a failed statement aborted too. */
-    if (PQsendQuery(s->conn, "ROLLBACK"))
-        s->unread = 1;
-    else {
-        PQfinish(s->conn);
-        s->conn = NULL;
-    }
-}
-
-/* ---- reads ---- */
-
-/* The first page of a view's read, which came with the stream's row (store_pg_snapshot_stream):
- * read once, by the store_pg_read of that stream from that offset. Returns 1 when the page was full
- * (the read goes on with queries, in the same transaction). */
-static int pg__read_ahead(struct store_pg *s, int64_t to, size_t max_bytes, store_record_cb cb, void *arg,
-                          size_t *total, int *count, int64_t *at)
-{
-    PGresult *r = s->ahead;
-    int rows = 0;
-    s->ahead_stream = 0; /* once */
-    for (int i = 0; i < PQntuples(r) && *total < max_bytes; i++) {
-        if (PQgetisnull(r, i, PG_META_NCOLUMNS))
-            continue;
-        int64_t off = pg__be64(PQgetvalue(r, i, PG_META_NCOLUMNS));
-        size_t len = (size_t)PQgetlength(r, i, PG_META_NCOLUMNS + 1);
-        if (off >= to)
-            break;
-        cb(off, PQgetvalue(r, i, PG_META_NCOLUMNS + 1), len, arg);
-        *total += len;
-        (*count)++;
-        rows++;
-        *at = off + (int64_t)len;
-    }
-    return rows == PG_READ_ROWS;
-}
-
 /* ---- the readers' pool: reads off the loop ---- */
 
 static struct pg__reader *pg__reader_take(struct store_pg *s)
@@ -358,30 +180,64 @@ static void pg__reader_give(struct store_pg *s, struct pg__reader *p)
     pthread_mutex_unlock(&s->pool_mu);
 }
 
-/* pg__query on a reader's connection (its holder's thread): connected when it has none (not more
- * often than PG_RECONNECT_US after a failed try), and once more when it is found dead. */
+/* Connects reader p when it has no connection (not more often than PG_RECONNECT_US after a failed
+ * try): 0, or -ENOTCONN. */
+static int pg__reader_connect(struct store_pg *s, struct pg__reader *p)
+{
+    char err[512];
+    uint64_t now = clock_mono_us();
+    if (p->conn)
+        return 0;
+    if (now < p->retry_at_us || (p->conn = pg__connect(s->conninfo, err, sizeof err)) == NULL) {
+        if (!p->lost && now >= p->retry_at_us)
+            log_warn("store: a reader: %s", err);
+        p->lost = 1;
+        p->retry_at_us = now >= p->retry_at_us ? now + PG_RECONNECT_US : p->retry_at_us;
+        return -ENOTCONN;
+    }
+    if (p->connected) /* said once per connection lost: a read that fails keeps its connection */
+        log_info("store: a reader connected to PostgreSQL again");
+    p->connected = 1;
+    p->lost = 0;
+    p->view_prepared = 0;
+    return 0;
+}
+
+/* Drops reader p's connection (its next use connects again). */
+static void pg__reader_drop(struct pg__reader *p)
+{
+    PQfinish(p->conn);
+    p->conn = NULL;
+    p->unread = 0;
+}
+
+/* Reads (and drops) the answer of a command p's connection sent without waiting for it (a
+ * snapshot's ROLLBACK), before anything else uses the connection. */
+static void pg__reader_settle(struct pg__reader *p)
+{
+    if (!p->unread)
+        return;
+    p->unread = 0;
+    PGresult *r;
+    while (p->conn && (r = PQgetResult(p->conn)) != NULL)
+        PQclear(r);
+}
+
+/* A query on a reader's connection (its holder's thread), binary results: connected when it has
+ * none, and once more when it is found dead; inside a snapshot, never (a new connection would read
+ * outside it: the caller's read fails). */
 static PGresult *pg__reader_query(struct store_pg *s, struct pg__reader *p, const char *sql, int n,
                                   const char *const *vals)
 {
+    pg__reader_settle(p);
     for (int attempt = 0;; attempt++) {
-        if (p->conn == NULL) {
-            char err[512];
-            uint64_t now = clock_mono_us();
-            if (now < p->retry_at_us || (p->conn = pg__connect(s->conninfo, err, sizeof err)) == NULL) {
-                if (!p->lost && now >= p->retry_at_us)
-                    log_warn("store: a reader: %s", err);
-                p->lost = 1;
-                p->retry_at_us = now >= p->retry_at_us ? now + PG_RECONNECT_US : p->retry_at_us;
-                return NULL;
-            }
-            p->lost = 0;
-        }
+        if (p->conn == NULL && (p->snapshot || pg__reader_connect(s, p) != 0))
+            return NULL;
         PGresult *r = PQexecParams(p->conn, sql, n, NULL, vals, NULL, NULL, 1);
         if (PQstatus(p->conn) != CONNECTION_BAD)
             return r;
-        PQfinish(p->conn);
-        p->conn = NULL;
-        if (attempt > 0)
+        pg__reader_drop(p);
+        if (attempt > 0 || p->snapshot)
             return r;
         PQclear(r);
     }
@@ -426,13 +282,7 @@ static int pg__read_pages(struct store_pg *s, struct pg__reader *p, int64_t stre
 int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                   store_record_cb cb, void *arg)
 {
-    size_t total = 0;
-    int count = 0;
-    int64_t at = from;
-    if (s->ahead != NULL && stream == s->ahead_stream && from == s->ahead_from &&
-        !pg__read_ahead(s, to, max_bytes, cb, arg, &total, &count, &at))
-        return count;
-    return pg__read_pages(s, NULL, stream, at, to, max_bytes, cb, arg, total, count);
+    return pg__read_pages(s, NULL, stream, from, to, max_bytes, cb, arg, 0, 0);
 }
 
 int store_pg_read_pooled(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
@@ -442,6 +292,186 @@ int store_pg_read_pooled(struct store_pg *s, int64_t stream, int64_t from, int64
     int rc = pg__read_pages(s, p, stream, from, to, max_bytes, cb, arg, 0, 0);
     pg__reader_give(s, p);
     return rc;
+}
+
+/* ---- a follower's reads: one stream at a time, in a snapshot on a reader ---- */
+
+/* The row of the stream at path (the first PG_META_NCOLUMNS columns) and the first page of its
+ * own records from $2 (as store_pg_read's first query; none when $2 is negative or at the tail),
+ * in one statement, prepared once per connection (its planning costs more than its execution).
+ * Binary results. */
+#define PG_VIEW_STMT "agentd_view"
+static const char pg__row_and_page[] =
+    "WITH m AS MATERIALIZED (SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE path = $1)"
+    " SELECT m.*, r.off, r.data FROM m LEFT JOIN LATERAL (SELECT off, data FROM agentd_records"
+    " WHERE stream = m.id AND $2::bigint >= 0 AND $2::bigint < m.tail"
+    " AND off >= coalesce((SELECT max(off) FROM agentd_records WHERE stream = m.id AND off <= $2::bigint),"
+    " $2::bigint) ORDER BY off LIMIT " PG__STR(PG_READ_ROWS) ") r ON true ORDER BY r.off";
+
+/* The next result of a pipeline, and the NULL that ends it; NULL when it is not `want`. */
+static PGresult *pg__pipe_result(PGconn *c, ExecStatusType want)
+{
+    PGresult *r = PQgetResult(c), *end = r && want != PGRES_PIPELINE_SYNC ? PQgetResult(c) : NULL;
+    PQclear(end);
+    if (r == NULL || PQresultStatus(r) == want)
+        return r;
+    PQclear(r);
+    return NULL;
+}
+
+/* BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY and pg__row_and_page in one pipeline on reader
+ * p's connection (one round trip): the row's result, the transaction left open; or NULL with -errno
+ * in *rc and no transaction (a connection that fails mid-way is dropped: the next use reconnects).
+ * A connection found dead at once (PostgreSQL restarted since) is replaced, once. */
+static PGresult *pg__view_begin(struct store_pg *s, struct pg__reader *p, const char *const *v, int *rc)
+{
+    pg__reader_settle(p);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if ((*rc = pg__reader_connect(s, p)) != 0)
+            return NULL;
+        PGconn *c = p->conn;
+        if (!p->view_prepared) {
+            PGresult *pr = PQprepare(c, PG_VIEW_STMT, pg__row_and_page, 2, NULL);
+            p->view_prepared = PQresultStatus(pr) == PGRES_COMMAND_OK;
+            *rc = p->view_prepared ? 0 : pg__errno(c, pr);
+            PQclear(pr);
+        }
+        PGresult *r = NULL;
+        if (p->view_prepared && PQenterPipelineMode(c) == 1) {
+            int sent = PQsendQueryParams(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL,
+                                         NULL, NULL, 0) == 1 &&
+                       PQsendQueryPrepared(c, PG_VIEW_STMT, 2, v, NULL, NULL, 1) == 1 &&
+                       PQpipelineSync(c) == 1;
+            PGresult *b = sent ? pg__pipe_result(c, PGRES_COMMAND_OK) : NULL;
+            r = b ? PQgetResult(c) : NULL; /* the row's, ok or not: its error says why */
+            PQclear(b);
+            if (r) {
+                PQclear(PQgetResult(c)); /* the NULL after it */
+                PGresult *sync = pg__pipe_result(c, PGRES_PIPELINE_SYNC);
+                if (sync == NULL)
+                    PQclear(r), r = NULL;
+                PQclear(sync);
+            }
+            if (PQexitPipelineMode(c) != 1 && r)
+                PQclear(r), r = NULL;
+        }
+        if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+            p->snapshot = 1;
+            return r;
+        }
+        *rc = r ? pg__errno(c, r) : *rc ? *rc : pg__errno(c, NULL);
+        PQclear(r);
+        int dead = PQstatus(c) == CONNECTION_BAD, piped = PQpipelineStatus(c) != PQ_PIPELINE_OFF;
+        if (!dead && !piped && PQtransactionStatus(c) == PQTRANS_INERROR && PQsendQuery(c, "ROLLBACK") == 1) {
+            p->unread = 1; /* the row's query failed (a path that is not UTF-8): its transaction ends */
+        } else if (dead || piped || PQtransactionStatus(c) != PQTRANS_IDLE) {
+            pg__reader_drop(p); /* mid-pipeline or mid-transaction: start afresh */
+        }
+        if (!dead || *rc != -ENOTCONN)
+            return NULL;
+    }
+    return NULL;
+}
+
+int store_pg_snapshot_open(struct store_pg *s, const char *path, int64_t from, struct store_meta *out,
+                           struct store_snapshot **snap)
+{
+    char f[24];
+    snprintf(f, sizeof f, "%" PRId64, from);
+    const char *v[] = {path, f};
+    int rc = 0;
+    struct pg__reader *p = pg__reader_take(s);
+    PGresult *r = pg__view_begin(s, p, v, &rc);
+    *snap = NULL;
+    if (r == NULL) {
+        pg__reader_give(s, p);
+        return rc ? rc : -EIO;
+    }
+    struct store_snapshot *sn = xcalloc(1, sizeof *sn);
+    sn->s = s;
+    sn->p = p;
+    *snap = sn;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return 0;
+    }
+    pg__meta(r, 0, out);
+    sn->ahead = r;
+    sn->ahead_stream = out->id;
+    sn->ahead_from = from;
+    return 1;
+}
+
+int store_pg_snapshot_get(struct store_snapshot *sn, int64_t id, struct store_meta *out)
+{
+    char idv[24];
+    snprintf(idv, sizeof idv, "%" PRId64, id);
+    const char *v[] = {idv};
+    PGresult *r = pg__reader_query(sn->s, sn->p,
+                                   "SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE id = $1", 1, v);
+    int rc = pg__rows(sn->p->conn, r);
+    if (rc != 0)
+        return rc;
+    int found = PQntuples(r) > 0;
+    if (found)
+        pg__meta(r, 0, out);
+    PQclear(r);
+    return found;
+}
+
+/* The first page of a view's read, which came with the stream's row (store_pg_snapshot_open): read
+ * once, by the store_pg_snapshot_read of that stream from that offset. Returns 1 when the page was
+ * full (the read goes on with queries, in the same transaction). */
+static int pg__read_ahead(struct store_snapshot *sn, int64_t to, size_t max_bytes, store_record_cb cb,
+                          void *arg, size_t *total, int *count, int64_t *at)
+{
+    PGresult *r = sn->ahead;
+    int rows = 0;
+    sn->ahead_stream = 0; /* once */
+    for (int i = 0; i < PQntuples(r) && *total < max_bytes; i++) {
+        if (PQgetisnull(r, i, PG_META_NCOLUMNS))
+            continue;
+        int64_t off = pg__be64(PQgetvalue(r, i, PG_META_NCOLUMNS));
+        size_t len = (size_t)PQgetlength(r, i, PG_META_NCOLUMNS + 1);
+        if (off >= to)
+            break;
+        cb(off, PQgetvalue(r, i, PG_META_NCOLUMNS + 1), len, arg);
+        *total += len;
+        (*count)++;
+        rows++;
+        *at = off + (int64_t)len;
+    }
+    return rows == PG_READ_ROWS;
+}
+
+int store_pg_snapshot_read(struct store_snapshot *sn, int64_t stream, int64_t from, int64_t to,
+                           size_t max_bytes, store_record_cb cb, void *arg)
+{
+    size_t total = 0;
+    int count = 0;
+    int64_t at = from;
+    if (sn->ahead != NULL && stream == sn->ahead_stream && from == sn->ahead_from &&
+        !pg__read_ahead(sn, to, max_bytes, cb, arg, &total, &count, &at))
+        return count;
+    return pg__read_pages(sn->s, sn->p, stream, at, to, max_bytes, cb, arg, total, count);
+}
+
+void store_pg_snapshot_close(struct store_snapshot *sn)
+{
+    if (sn == NULL)
+        return;
+    struct pg__reader *p = sn->p;
+    PQclear(sn->ahead);
+    p->snapshot = 0;
+    /* Sent without waiting: its answer is read before the reader's next query (pg__reader_settle),
+     * so a read costs no round trip for it. Read only: ROLLBACK ends it as COMMIT would, and ends a
+     * transaction a failed statement aborted too. A connection lost inside took it along. */
+    if (p->conn && PQsendQuery(p->conn, "ROLLBACK"))
+        p->unread = 1;
+    else if (p->conn)
+        pg__reader_drop(p);
+    pg__reader_give(sn->s, p);
+    free(sn);
 }
 
 /* Reads records backwards on the loop's connection (p NULL) or on reader p. */

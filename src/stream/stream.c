@@ -792,6 +792,26 @@ static void streams__free_handle(uv_handle_t *h)
         free(ss);
 }
 
+struct streams *streams_reader_new(uv_loop_t *loop, struct store *store)
+{
+    struct streams *ss = xcalloc(1, sizeof *ss);
+    ss->loop = loop;
+    ss->store = store;
+    ss->reads_tail = &ss->reads_waiting;
+    return ss;
+}
+
+void streams_reader_free(struct streams *ss)
+{
+    if (ss == NULL)
+        return;
+    streams__reads_stop(ss);
+    if (ss->reads_running) /* the last read's completion frees it */
+        ss->freeing = 1;
+    else
+        free(ss);
+}
+
 void streams_free(struct streams *ss)
 {
     if (ss == NULL)

@@ -256,6 +256,34 @@ int stream_view_read(struct stream_view *v, int64_t from, size_t max_bytes, stru
                      int64_t *next) CORE_UNUSED_RESULT;
 /* Ends the snapshot and frees the view. NULL is a no-op. */
 void stream_view_close(struct stream_view *v);
+/*
+ * A follower's read of the stream at path, answered later (as stream_read_start is): on
+ * PostgreSQL, stream_view_open and (when the stream is found, has no TTL nor expiry time and from
+ * >= 0) a stream_view_read of up to max_bytes from `from` (an offset past the tail reads from the
+ * tail) run in libuv's thread pool, in one snapshot on one of the store's reader connections (the
+ * same slots and queue as stream_read_start's), and cb runs on the loop with what they found.
+ * Without reader connections (SQLite) they run before this returns (there stream_view_open answers
+ * -ENOTSUP). `d` is valid for the call only: d->rc is stream_view_open's (-ESHUTDOWN when ss was
+ * freed first) and d->how, d->view its results (the view's snapshot ended: its stream answers the
+ * metadata calls, stream_view_read no more); d->read is the read's, as stream_read_start's (its
+ * `from` after the tail bound; cb may take d->read.data). Returns the read in flight, which
+ * stream_read_cancel cancels, or NULL when cb already ran. ss: a registry, or streams_reader_new's.
+ */
+struct stream_view_done {
+    int rc;
+    enum stream_lookup how;
+    struct stream_view *view;
+    struct stream_read_done read;
+};
+typedef void (*stream_view_cb)(struct stream_view_done *d, void *arg);
+struct stream_read *stream_view_start(struct streams *ss, const char *path, size_t plen, int64_t from,
+                                      size_t max_bytes, stream_view_cb cb, void *arg);
+/* For a node that loads no registry (a follower): an empty one that only runs reads off the loop
+ * (stream_view_start), on the store's reader connections. streams_syncing says whether reads are
+ * still running; streams_reader_free ends the waiting ones (-ESHUTDOWN) and, once the last running
+ * one completed, frees it (the store must outlive them: wait for streams_syncing first). */
+struct streams *streams_reader_new(uv_loop_t *loop, struct store *store);
+void streams_reader_free(struct streams *ss);
 
 /* ---- offsets ---- */
 #define STREAM_OFFSET_LEN 33

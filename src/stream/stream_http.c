@@ -377,22 +377,6 @@ static void sh__respond_read(struct stream_http *sh, struct http_req *req, struc
     r->rd = stream_read_start(sh->ss, st, from, sh->cfg.read_chunk, sh__read_done, r);
 }
 
-/* The same, of a follower's view: at once, in its snapshot. */
-static void sh__respond_view(struct stream_http *sh, struct http_req *req, struct stream_view *view,
-                             int64_t from)
-{
-    struct stream *st = stream_view_stream(view);
-    struct stream_read_done d = {.from = from,
-                                 .tail = stream_tail(st),
-                                 .closed = stream_closed(st),
-                                 .json = stream_is_json(st),
-                                 .content_type = stream_content_type(st)};
-    stream_identity(st, &d.id, &d.created);
-    d.rc = stream_view_read(view, from, sh->cfg.read_chunk, &d.data, &d.next);
-    sh__answer_read(req, &d, NULL, 0);
-    buf_free(&d.data);
-}
-
 /* ================= GET: long-poll ================= */
 
 static void sh__lp_finish(struct sh_req *r)
@@ -506,8 +490,10 @@ static int sh__get_args(struct http_req *req, struct sh_get_args *g)
     return 0;
 }
 
-/* A GET of st, or of a follower's view (then never live: the owner serves those). */
-static void sh__get(struct stream_http *sh, struct http_req *req, struct stream *st, struct stream_view *view)
+/* A GET of st, or of a follower's view (then never live: the owner serves those; view: what its
+ * snapshot read from the offset sh__read_from found, which is g.from). */
+static void sh__get(struct stream_http *sh, struct http_req *req, struct stream *st,
+                    struct stream_read_done *view)
 {
     struct sh_get_args g = {0};
     if (sh__get_args(req, &g) != 0)
@@ -532,7 +518,7 @@ static void sh__get(struct stream_http *sh, struct http_req *req, struct stream 
         return http_res_send(req, 200, stream_is_json(st) ? "[]" : "", stream_is_json(st) ? 2 : 0);
     }
     if (view)
-        return sh__respond_view(sh, req, view, g.from);
+        return sh__answer_read(req, view, NULL, 0);
     sh__respond_read(sh, req, NULL, st, g.from, NULL, 0);
 }
 
@@ -644,12 +630,18 @@ struct stream_http *stream_http_new(struct http_server *srv, uv_loop_t *loop, st
 
 /* ================= a follower's catch-up reads ================= */
 
-struct stream_http *stream_http_reader_new(const struct stream_http_config *cfg)
+struct stream_http *stream_http_reader_new(const struct stream_http_config *cfg, uv_loop_t *loop,
+                                           struct store *store)
 {
     struct stream_http *sh = xcalloc(1, sizeof *sh);
     sh->cfg = *cfg;
+    sh->loop = loop;
+    sh->ss = streams_reader_new(loop, store);
+    sh->reader = 1;
     return sh;
 }
+
+int stream_http_reading(const struct stream_http *sh) { return sh && streams_syncing(sh->ss); }
 
 /* Where a follower's GET will read from, as sh__get will find (so that its records come with the
  * stream's row): -1 when it will read none (HEAD, offset=now, an offset it refuses). An offset past
@@ -667,7 +659,34 @@ static int64_t sh__read_from(struct http_req *req)
     return from;
 }
 
-int stream_http_read_local(struct stream_http *sh, struct store *store, struct http_req *req)
+/* A follower's read, from the completion of its snapshot (on the loop): the answer the owner would
+ * make, or the request to the owner. */
+static void sh__view_done(struct stream_view_done *d, void *arg)
+{
+    struct sh_req *r = arg;
+    struct http_req *req = r->req;
+    r->rd = NULL;
+    if (d->rc != 0 || (d->how == STREAM_FOUND && stream_view_expires(d->view))) {
+        /* This node cannot read the database (perhaps the owner can), or the stream's last access
+         * is the owner's. The forward path owns the request from here (it may hold it). */
+        void (*forward)(struct http_req *, void *) = r->forward;
+        void *forward_arg = r->forward_arg;
+        http_req_set_data(req, NULL, NULL);
+        free(r);
+        return forward(req, forward_arg);
+    }
+    size_t plen, prefix = strlen(STREAM_HTTP_PREFIX);
+    const char *path = http_req_path(req, &plen) + prefix;
+    if (d->how != STREAM_FOUND)
+        sh__absent(req, d->how, path, plen - prefix);
+    else if (http_req_method(req) == HTTP_GET)
+        sh__get(r->sh, req, stream_view_stream(d->view), &d->read);
+    else
+        sh__head(req, stream_view_stream(d->view));
+}
+
+int stream_http_read_local(struct stream_http *sh, struct http_req *req,
+                           void (*forward)(struct http_req *req, void *arg), void *forward_arg)
 {
     enum http_method m = http_req_method(req);
     char *live = NULL;
@@ -679,21 +698,10 @@ int stream_http_read_local(struct stream_http *sh, struct store *store, struct h
     plen -= prefix;
     if (sh__path_refused(req, path, plen))
         return 0;
-    struct stream_view *v;
-    enum stream_lookup how;
-    if (stream_view_open(&v, store, path, plen, sh__read_from(req), &how) != 0)
-        return 1; /* this node cannot read the database: perhaps the owner can */
-    if (how == STREAM_FOUND && stream_view_expires(v)) {
-        stream_view_close(v);
-        return 1;
-    }
-    if (how != STREAM_FOUND)
-        sh__absent(req, how, path, plen);
-    else if (m == HTTP_GET)
-        sh__get(sh, req, stream_view_stream(v), v);
-    else
-        sh__head(req, stream_view_stream(v));
-    stream_view_close(v);
+    struct sh_req *r = sh__state(sh, req, SH_VIEW);
+    r->forward = forward;
+    r->forward_arg = forward_arg;
+    r->rd = stream_view_start(sh->ss, path, plen, sh__read_from(req), sh->cfg.read_chunk, sh__view_done, r);
     return 0;
 }
 
@@ -702,5 +710,7 @@ void stream_http_free(struct stream_http *sh)
     if (sh == NULL)
         return;
     sh__sse_free(sh);
+    if (sh->reader)
+        streams_reader_free(sh->ss);
     free(sh);
 }

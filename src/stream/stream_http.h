@@ -38,14 +38,21 @@ void stream_http_handle(struct stream_http *sh, struct http_req *req, const char
  * does not hold the write lease loads no registry, and answers GET (without live) and HEAD of a
  * stream from the store's database itself, with the same answer the owner would make (status,
  * body, Stream-* headers, ETag, Cache-Control). stream_http_reader_new makes the object for it (no
- * route; free with stream_http_free). stream_http_read_local answers req (a request under
- * STREAM_HTTP_PREFIX whose authorization the caller checked) and returns 0, or returns 1 without
- * answering when the owner must: writes, live reads, a stream with a TTL or an expiry time (its
- * last access is the owner's), or a database this node cannot read. One read snapshot per request,
- * on the loop (one round trip for up to 256 records: see store_snapshot_stream).
+ * route; free with stream_http_free, after stream_http_reading is 0: the store must outlive the
+ * reads). stream_http_read_local takes req (a request under STREAM_HTTP_PREFIX whose authorization
+ * the caller checked) and returns 0, or returns 1 without taking it when the owner must answer:
+ * writes and live reads. A request it takes is answered later, from the completion of one read
+ * snapshot in libuv's thread pool (stream_view_start: one round trip for the row and up to 256
+ * records), or handed to forward(req, forward_arg) then when the owner must answer after all: a
+ * stream with a TTL or an expiry time (its last access is the owner's), or a database this node
+ * cannot read. A request that ends first cancels its read.
  */
 struct store;
-struct stream_http *stream_http_reader_new(const struct stream_http_config *cfg);
-int stream_http_read_local(struct stream_http *sh, struct store *store, struct http_req *req);
+struct http_req;
+struct stream_http *stream_http_reader_new(const struct stream_http_config *cfg, uv_loop_t *loop,
+                                           struct store *store);
+int stream_http_read_local(struct stream_http *sh, struct http_req *req,
+                           void (*forward)(struct http_req *req, void *arg), void *forward_arg);
+int stream_http_reading(const struct stream_http *sh);
 
 #endif

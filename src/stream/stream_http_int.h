@@ -55,10 +55,12 @@ struct stream_http {
     struct sh_fill *fills;
     struct sh_ctl ctl;
     struct buf scratch; /* a control event for one reader, copied out at once */
+    int reader;         /* stream_http_reader_new's: ss is its own (streams_reader_new) */
 };
 
 enum sh_mode {
     SH_READ, /* a catch-up read waiting for its bytes (stream_read_start) */
+    SH_VIEW, /* a follower's read waiting for its snapshot (stream_view_start) */
     SH_WRITE,
     SH_LONG_POLL,
     SH_SSE
@@ -77,8 +79,10 @@ struct sh_req {
     const char *content_type; /* PUT: the stream's content type to echo (request memory) */
     int control_due;          /* SSE: an up-to-date control event is owed */
     int live;                 /* SH_READ: answers a long-poll (cursor, no ETag) */
-    struct stream_read *rd;   /* SH_READ, SH_LONG_POLL: the read in flight, cancelled at dispose */
-    struct sh_fill *fill;     /* SSE: the frame read this reader waits for */
+    struct stream_read *rd;   /* SH_READ, SH_LONG_POLL, SH_VIEW: the read in flight, cancelled at dispose */
+    void (*forward)(struct http_req *req, void *arg); /* SH_VIEW: where the owner must answer */
+    void *forward_arg;
+    struct sh_fill *fill; /* SSE: the frame read this reader waits for */
     struct sh_req *fill_next;
     int pumping;      /* SSE: inside sh__sse_pump (a fill that completes at once does not re-enter) */
     int frame_failed; /* SSE: the frame read it waited for failed */

@@ -117,9 +117,13 @@ void stream__retire(struct streams *ss, struct stream *st, int detach);
 int stream__msg_starts_at(const void *data, size_t len, size_t at);
 /* Reads [from, limit) of st's offset space (through its fork sources) into out, at most about max
  * bytes; *next: the offset after the last byte read. 0, -EINVAL (from inside a JSON message), or
- * the store's -errno. stream_read and stream_view_read. */
-int stream__read_range(struct store *store, struct stream *st, int64_t from, int64_t limit, size_t max,
-                       struct buf *out, int64_t *next);
+ * the store's -errno. stream_read (on the loop: snap NULL) and stream_view_read (in the view's
+ * snapshot, from any thread). */
+int stream__read_range(struct store *store, struct store_snapshot *snap, struct stream *st, int64_t from,
+                       int64_t limit, size_t max, struct buf *out, int64_t *next);
+/* Ends a view's snapshot (its connection goes back to the store), keeping its streams: what the
+ * loop answers from once a view read in the thread pool completes. */
+void stream__view_end(struct stream_view *v);
 /* The tail cache (see above). stream__cache_append: a record written into the open batch at off.
  * stream__cache_read: store_read's contract for st's own records, served from memory; -ENOENT when
  * [from, to) is not all cached and durable. stream__cache_watch: a read reached st's tail (keep

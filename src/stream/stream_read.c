@@ -84,12 +84,13 @@ static size_t stream__plan(struct stream *st, int64_t from, int64_t limit, struc
 }
 
 /* Reads the segments in order from `from`, at most about max bytes, into out: on the loop (from a
- * segment's tail cache, else the loop's connection), or (pooled) on one of the store's readers,
- * from any thread. A segment read short
+ * segment's tail cache, else the loop's connection), (pooled) on one of the store's readers, from
+ * any thread, or (snap) in a follower's snapshot, from any thread. A segment read short
  * (a chunk's end, or rows gone) ends the read. 0, -EINVAL (from inside a JSON message) or the
  * store's -errno; *next: the offset after the last byte read. */
-static int stream__read_segs(struct store *store, int pooled, const struct stream__seg *segs, size_t n,
-                             int64_t from, size_t max, struct buf *out, int64_t *next)
+static int stream__read_segs(struct store *store, struct store_snapshot *snap, int pooled,
+                             const struct stream__seg *segs, size_t n, int64_t from, size_t max,
+                             struct buf *out, int64_t *next)
 {
     *next = from;
     for (size_t i = 0; i < n; i++) {
@@ -97,9 +98,10 @@ static int stream__read_segs(struct store *store, int pooled, const struct strea
         size_t before = out->len;
         int64_t at = *next;
         struct stream__read_ctx c = {.out = out, .from = at, .limit = g->limit, .end = at, .json = g->json};
-        int rc = pooled ? store_read_pooled(store, g->id, at, g->limit, max, stream__read_record, &c)
-                        : stream__cache_read(g->st, at, g->limit, max, stream__read_record, &c);
-        if (!pooled && rc == -ENOENT)
+        int rc = snap     ? store_snapshot_read(snap, g->id, at, g->limit, max, stream__read_record, &c)
+                 : pooled ? store_read_pooled(store, g->id, at, g->limit, max, stream__read_record, &c)
+                          : stream__cache_read(g->st, at, g->limit, max, stream__read_record, &c);
+        if (!snap && !pooled && rc == -ENOENT)
             rc = store_read(store, g->id, at, g->limit, max, stream__read_record, &c);
         if (rc < 0)
             return rc;
@@ -113,12 +115,12 @@ static int stream__read_segs(struct store *store, int pooled, const struct strea
     return 0;
 }
 
-int stream__read_range(struct store *store, struct stream *st, int64_t from, int64_t limit, size_t max,
-                       struct buf *out, int64_t *next)
+int stream__read_range(struct store *store, struct store_snapshot *snap, struct stream *st, int64_t from,
+                       int64_t limit, size_t max, struct buf *out, int64_t *next)
 {
     struct stream__seg *segs;
     size_t n = stream__plan(st, from, limit, &segs);
-    int rc = stream__read_segs(store, 0, segs, n, from, max, out, next);
+    int rc = stream__read_segs(store, snap, 0, segs, n, from, max, out, next);
     free(segs);
     return rc;
 }
@@ -126,7 +128,8 @@ int stream__read_range(struct store *store, struct stream *st, int64_t from, int
 int stream_read(struct streams *ss, struct stream *st, int64_t from, size_t max_bytes, struct buf *out,
                 int64_t *next)
 {
-    int rc = stream__read_range(ss->store, st, from, st->durable_tail, max_bytes ? max_bytes : 1, out, next);
+    int rc =
+        stream__read_range(ss->store, NULL, st, from, st->durable_tail, max_bytes ? max_bytes : 1, out, next);
     if (rc == 0 && *next >= st->durable_tail)
         stream__cache_watch(ss, st); /* read up to its tail: it will likely be read there again */
     return rc;
@@ -295,8 +298,8 @@ int stream_read_back(struct streams *ss, struct stream *st, int64_t before, stre
 
 /* ================= reads off the loop ================= */
 
-/* A read off the loop: forwards (stream_read_start: segs) or backwards (stream_read_back_start:
- * links, back_*). */
+/* A read off the loop: forwards (stream_read_start: segs), backwards (stream_read_back_start:
+ * links, back_*), or a follower's view (stream_view_start: view_*). */
 struct stream_read {
     struct streams *ss;
     struct stream_read *next; /* ss->reads_waiting */
@@ -311,6 +314,10 @@ struct stream_read {
     int64_t back_before, back_bound; /* the offset checked (-1: none), where the read starts */
     stream_msg_cb back_cb;
     stream_back_done_cb back_done;
+    stream_view_cb view_cb; /* NULL once cancelled */
+    char *view_path;        /* the path, NUL-terminated; view_from: -1, or where d's read starts */
+    int64_t view_from;
+    struct stream_view_done vd; /* vd.view: owned, freed with the read */
 };
 
 static void stream__read_free(struct stream_read *rd)
@@ -319,6 +326,8 @@ static void stream__read_free(struct stream_read *rd)
     free((char *)rd->d.content_type);
     free(rd->segs);
     free(rd->links);
+    free(rd->view_path);
+    stream_view_close(rd->vd.view);
     free(rd);
 }
 
@@ -327,7 +336,11 @@ static void stream__read_finish(struct stream_read *rd)
 {
     if (rd->back_done)
         rd->back_done(rd->d.rc, rd->arg);
-    else if (rd->cb)
+    else if (rd->view_cb) {
+        rd->vd.read = rd->d;
+        rd->view_cb(&rd->vd, rd->arg);
+        rd->d.data = rd->vd.read.data; /* cb may have taken it */
+    } else if (rd->cb)
         rd->cb(&rd->d, rd->arg);
     stream__read_free(rd);
 }
@@ -341,14 +354,41 @@ static int stream__read_back_run(struct stream_read *rd, int pooled)
     return stream__back_in(store, pooled, rd->links, rd->nlinks, rd->back_bound, rd->back_cb, rd->arg);
 }
 
+/* A view read's work, on the loop or pooled: the snapshot opened, the stream's row and its fork
+ * sources' read in it, then (when the stream is found, is read from and has no expiry, which its
+ * caller forwards) its bytes from view_from, bounded by the tail; the snapshot ends here, the
+ * streams stay for the completion. */
+static void stream__view_run(struct stream_read *rd)
+{
+    struct stream_view_done *vd = &rd->vd;
+    vd->rc = stream_view_open(&vd->view, rd->ss->store, rd->view_path, strlen(rd->view_path), rd->view_from,
+                              &vd->how);
+    if (vd->rc == 0 && vd->how == STREAM_FOUND && !stream_view_expires(vd->view) && rd->view_from >= 0) {
+        struct stream *st = stream_view_stream(vd->view);
+        int64_t from = rd->view_from < st->durable_tail ? rd->view_from : st->durable_tail;
+        rd->d = (struct stream_read_done){.from = from,
+                                          .next = from,
+                                          .tail = st->durable_tail,
+                                          .closed = st->durable_closed,
+                                          .json = stream_is_json(st),
+                                          .content_type = xstrdup(st->m.content_type)};
+        stream_identity(st, &rd->d.id, &rd->d.created);
+        rd->d.rc = stream_view_read(vd->view, from, rd->max, &rd->d.data, &rd->d.next);
+    }
+    if (vd->view)
+        stream__view_end(vd->view);
+}
+
 static void stream__read_work(uv_work_t *w)
 {
     struct stream_read *rd = w->data;
-    if (rd->back_done)
+    if (rd->view_path)
+        stream__view_run(rd);
+    else if (rd->back_done)
         rd->d.rc = stream__read_back_run(rd, 1);
     else
-        rd->d.rc = stream__read_segs(rd->ss->store, 1, rd->segs, rd->nsegs, rd->d.from, rd->max, &rd->d.data,
-                                     &rd->d.next);
+        rd->d.rc = stream__read_segs(rd->ss->store, NULL, 1, rd->segs, rd->nsegs, rd->d.from, rd->max,
+                                     &rd->d.data, &rd->d.next);
 }
 
 static void stream__reads_pump(struct streams *ss);
@@ -448,10 +488,32 @@ void stream_read_back_start(struct streams *ss, struct stream *st, int64_t befor
     stream__read_queue(ss, rd);
 }
 
+struct stream_read *stream_view_start(struct streams *ss, const char *path, size_t plen, int64_t from,
+                                      size_t max_bytes, stream_view_cb cb, void *arg)
+{
+    struct stream_read *rd = xcalloc(1, sizeof *rd);
+    rd->ss = ss;
+    rd->view_cb = cb;
+    rd->arg = arg;
+    rd->max = max_bytes ? max_bytes : 1;
+    rd->view_path = xmalloc(plen + 1);
+    memcpy(rd->view_path, path, plen);
+    rd->view_path[plen] = '\0';
+    rd->view_from = from;
+    rd->d = (struct stream_read_done){.from = from, .next = from};
+    if (store_read_slots(ss->store) == 0) { /* no reader connections: no snapshot either */
+        stream__view_run(rd);
+        stream__read_finish(rd);
+        return NULL;
+    }
+    stream__read_queue(ss, rd);
+    return rd;
+}
+
 void stream_read_cancel(struct stream_read *rd)
 {
     if (rd)
-        rd->cb = NULL;
+        rd->cb = NULL, rd->view_cb = NULL;
 }
 
 void streams__reads_stop(struct streams *ss)
@@ -459,7 +521,7 @@ void streams__reads_stop(struct streams *ss)
     while (ss->reads_waiting) {
         struct stream_read *rd = ss->reads_waiting;
         ss->reads_waiting = rd->next;
-        rd->d.rc = -ESHUTDOWN;
+        rd->d.rc = rd->vd.rc = -ESHUTDOWN;
         stream__read_finish(rd);
     }
     ss->reads_tail = &ss->reads_waiting;

@@ -1,7 +1,8 @@
 /*
  * stream_view — a follower's read-only view of one stream, read from the store's database per
- * request (see stream.h). No registry, no cache: each view is a few rows read in one snapshot,
- * owned by the view and freed with it. Its streams are built like the registry's (struct stream,
+ * request (see stream.h), in libuv's thread pool (stream_view_start, stream_read.c) or by whoever
+ * calls stream_view_open. No registry, no cache: each view is a few rows read in one snapshot on
+ * one of the store's reader connections, owned by the view and freed with it. Its streams are built like the registry's (struct stream,
  * stream_int.h) but registered nowhere, so stream.c's reads and metadata calls work on them.
  */
 #include "stream/stream_int.h"
@@ -16,8 +17,8 @@
 
 struct stream_view {
     struct store *store;
-    struct stream *st; /* the stream; its src chain is the view's too */
-    int snapshot;
+    struct stream *st;           /* the stream; its src chain is the view's too */
+    struct store_snapshot *snap; /* until stream__view_end */
 };
 
 static struct stream *stream_view__stream(const struct store_meta *m)
@@ -38,7 +39,7 @@ static int stream_view__sources(struct stream_view *v)
         struct store_meta m;
         if (depth == STREAM_VIEW_DEPTH)
             return -ELOOP;
-        int rc = store_stream_get(v->store, st->m.fork_src, &m);
+        int rc = store_snapshot_get(v->snap, st->m.fork_src, &m);
         if (rc <= 0)
             return rc < 0 ? rc : -EIO; /* a fork's source lives while it counts the fork */
         st->src = stream_view__stream(&m);
@@ -58,10 +59,9 @@ int stream_view_open(struct stream_view **out, struct store *store, const char *
     v->store = store;
     *out = NULL;
     *how = STREAM_MISSING;
-    int rc = store_snapshot_stream(store, p, from, &m);
+    int rc = store_snapshot_open(store, p, from, &m, &v->snap);
     if (rc < 0)
         goto fail;
-    v->snapshot = 1;
     if (rc == 0) { /* missing: nothing to keep */
         free(p);
         stream_view_close(v);
@@ -89,8 +89,14 @@ int stream_view_expires(const struct stream_view *v)
 
 int stream_view_read(struct stream_view *v, int64_t from, size_t max_bytes, struct buf *out, int64_t *next)
 {
-    return stream__read_range(v->store, v->st, from, v->st->durable_tail, max_bytes ? max_bytes : 1, out,
-                              next);
+    return stream__read_range(v->store, v->snap, v->st, from, v->st->durable_tail, max_bytes ? max_bytes : 1,
+                              out, next);
+}
+
+void stream__view_end(struct stream_view *v)
+{
+    store_snapshot_close(v->snap);
+    v->snap = NULL;
 }
 
 void stream_view_close(struct stream_view *v)
@@ -102,7 +108,6 @@ void stream_view_close(struct stream_view *v)
         store_meta_clear(&st->m);
         free(st);
     }
-    if (v->snapshot)
-        store_snapshot_end(v->store);
+    stream__view_end(v);
     free(v);
 }
