@@ -116,6 +116,27 @@ class Postgres:
 atexit.register(Postgres.cleanup_all)
 
 
+class Locker:
+    """A psql session that holds an ACCESS EXCLUSIVE lock on agentd_records until release(): every
+    read of records (and of a stream's tail) waits for it meanwhile."""
+
+    def __init__(self, pg):
+        env = dict(os.environ, PGCONNECT_TIMEOUT="5")
+        self.proc = subprocess.Popen([os.path.join(pg.bin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", pg.url],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=env)
+        self.proc.stdin.write(b"BEGIN;\nLOCK TABLE agentd_records IN ACCESS EXCLUSIVE MODE;\n\\echo locked\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if line.strip() != b"locked":
+            raise RuntimeError(f"psql did not take the lock: {line!r}")
+
+    def release(self):
+        self.proc.stdin.write(b"COMMIT;\n\\q\n")
+        self.proc.stdin.flush()
+        self.proc.wait(10)
+
+
 def main(argv):
     if len(argv) < 3 or argv[0] != "run" or argv[1] != "--":
         print("usage: pg.py run -- COMMAND...", file=sys.stderr)
@@ -134,3 +155,4 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+

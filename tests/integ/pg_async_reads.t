@@ -38,7 +38,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import OP_TEXT, REF, TIMEOUT, WS, Server, run_test, wait_for  # noqa: E402
-from pg import Postgres  # noqa: E402
+from pg import Locker, Postgres  # noqa: E402
 
 HEADERS = ("content-type", "stream-next-offset", "stream-up-to-date", "stream-closed", "cache-control")
 BIG = 300  # appends of 4 KiB: more records than one query fetches (256)
@@ -161,26 +161,6 @@ def same_answers(tap, pg_srv, sq_srv, reqs):
     want = b"".join(bytes([i % 251]) * 4096 for i in range(BIG))
     tap.ok(big == want and last.header("Stream-Up-To-Date") == "true",
            f"a stream of {BIG} records reads back whole in chunks", f"{len(big)} of {len(want)} bytes")
-
-
-class Locker:
-    """A psql session that holds an ACCESS EXCLUSIVE lock on agentd_records until release()."""
-
-    def __init__(self, pg):
-        env = dict(os.environ, PGCONNECT_TIMEOUT="5")
-        self.proc = subprocess.Popen([os.path.join(pg.bin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", pg.url],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env=env)
-        self.proc.stdin.write(b"BEGIN;\nLOCK TABLE agentd_records IN ACCESS EXCLUSIVE MODE;\n\\echo locked\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if line.strip() != b"locked":
-            raise RuntimeError(f"psql did not take the lock: {line!r}")
-
-    def release(self):
-        self.proc.stdin.write(b"COMMIT;\n\\q\n")
-        self.proc.stdin.flush()
-        self.proc.wait(10)
 
 
 class Get(threading.Thread):

@@ -16,17 +16,24 @@
 #   (d) the owner paused (SIGSTOP, within its lease): the follower still answers catch-up reads,
 #       the same as before the pause;
 #   (e) PostgreSQL restarted: the follower's connection (and its prepared statement) come back,
-#       and it answers the same reads itself again; its log has no error, and one reconnection.
+#       and it answers the same reads itself again; its log has no error, and one reconnection;
+#   (f) a read the database holds (a psql session keeps an ACCESS EXCLUSIVE lock on agentd_records)
+#       does not hold the follower: with 35 reads waiting (more than its reader connections),
+#       /v1/health, GET /v1/nodes and a request it forwards to the owner answer within a second,
+#       HTTP/2 clients leave mid-read; once the lock goes the held reads answer as before.
 # Skipped only when PostgreSQL's binaries are missing.
 import os
 import signal
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import run_test, status_of, wait_for  # noqa: E402
 from cluster import test_cluster  # noqa: E402
+from pg import Locker  # noqa: E402
 
 LEASE_MS = 5000  # the pause in (d) stays well inside it: the follower stays a follower
 TOKEN = "reads-token"
@@ -213,6 +220,52 @@ def round_pg_restart(tap, c, owner, follower, reqs):
            f"({time.monotonic() - t0:.2f} s)", repr([(r.status, node_of(r)) for r in got][:5]))
 
 
+def timed(srv, method, path):
+    t0 = time.monotonic()
+    try:
+        r = srv.request(method, path, timeout=5)
+        return r.status, node_of(r), round(time.monotonic() - t0, 3)
+    except OSError as e:
+        return repr(e), None, round(time.monotonic() - t0, 3)
+
+
+def round_locked(tap, c, owner, follower, reqs):
+    """(f)"""
+    before = [answer(follower.request(m, p)) for m, p in reqs]
+    lock = Locker(c.pg)
+    pool = ThreadPoolExecutor(len(reqs))
+    try:
+        held = [pool.submit(follower.request, m, p, timeout=30) for m, p in reqs]
+        time.sleep(0.5)
+        # Only the paths refused before any read (agentd's internal streams, an empty segment) answer.
+        answered = [p for (m, p), f in zip(reqs, held) if f.done()]
+        refused = ["/v1/stream/__agentd/anything?offset=-1", "/v1/stream/a//b?offset=-1"]
+        tap.ok(answered == refused, f"with agentd_records locked, the follower's {len(reqs) - 2} reads of "
+               "streams wait", repr(answered))
+        health = [timed(follower, "GET", "/v1/health") for _ in range(3)]
+        nodes = timed(follower, "GET", "/v1/nodes")
+        fwd = timed(follower, "GET", "/v1/sessions")  # the owner's, from its memory
+        # HTTP/2 clients that leave while their read waits (h2o sees them go at once): reads cancelled.
+        h2 = [subprocess.Popen(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-H",
+                                f"Authorization: Bearer {TOKEN}", follower.url + p], stdin=subprocess.DEVNULL)
+              for p in ("/v1/stream/reads/bin?offset=-1", "/v1/stream/reads/json")]
+        time.sleep(0.3)
+        for proc in h2:
+            proc.kill()
+            proc.wait()
+        tap.ok(all(st == 200 and t < 1.0 and n == follower.url for st, n, t in health + [nodes]) and
+               fwd[0] == 200 and fwd[1] == owner.url and fwd[2] < 1.0,
+               "meanwhile the follower answers /v1/health and /v1/nodes, and forwards to the owner, each "
+               "within a second", repr(health + [nodes, fwd]))
+    finally:
+        lock.release()
+    got = [f.result(30) for f in held]
+    pool.shutdown()
+    tap.ok([answer(r) for r in got] == before and all(node_of(r) == follower.url for r in got),
+           "once the lock goes, the held reads answer as before, from the follower",
+           repr([(r.status, node_of(r)) for r in got][:5]))
+
+
 def main(tap):
     with test_cluster(tap, "a follower's catch-up reads", nodes=2, lease_ms=LEASE_MS) as c:
         if c is None:
@@ -228,6 +281,7 @@ def main(tap):
         round_ryw(tap, owner, follower)
         round_pause(tap, owner, follower, reqs)
         round_pg_restart(tap, c, owner, follower, reqs)
+        round_locked(tap, c, owner, follower, reqs)
         with open(follower.stderr_path, errors="replace") as f:
             log = f.read()
         # Its reads run on the store's reader connections (2), each reconnected at most once.
