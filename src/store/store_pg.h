@@ -3,7 +3,8 @@
  * call of store.h to the store_pg_* function of the same name; see store.h for what each does.
  *
  * Connections: the loop's (loading, reads not pooled, stream id reservations, taking the lease),
- * up to PG_READERS readers' (store_pg_read_pooled: catch-up reads from libuv's thread pool), the
+ * up to PG_READERS readers' (store_pg_read_pooled: catch-up reads from libuv's thread pool, and a
+ * follower's read snapshots, store_pg_snapshot_open), the
  * committer's (store_pg_sync, in libuv's thread pool; a mutex keeps it to one caller at a time)
  * and the heartbeat thread's (renewing the lease; store_pg_lease.c). Writes never touch a connection on the loop: a
  * batch is a list of rows in memory, store_pg_commit seals it, and store_pg_sync sends every sealed

@@ -2,7 +2,8 @@
  * store_pg_read — the PostgreSQL store's loop connection: reconnecting, loading, reads. Each
  * call is one or a few round trips on the loop (bounded: reads fetch PG_READ_ROWS rows per query);
  * writes never come here (store_pg.c sends them from the committer's thread). Also the readers'
- * pool: the same reads, from other threads, on connections of their own (store_pg_read_pooled).
+ * pool: the same reads, from other threads, on connections of their own (store_pg_read_pooled),
+ * and a follower's read snapshots there (store_pg_snapshot_open).
  */
 #include "store/store_pg_int.h"
 

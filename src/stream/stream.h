@@ -233,7 +233,8 @@ void stream_json_wrap(struct buf *b);
 /*
  * A read-only view of one stream as the store's database has it committed, for a node that loads
  * no registry: a follower of the write lease (doc/ARCHITECTURE.md "Several nodes on one
- * database"). stream_view_open opens a read snapshot of the store (store_snapshot_stream) and reads
+ * database"). From any thread (stream_view_start runs it in the thread pool), stream_view_open
+ * opens a read snapshot of the store (store_snapshot_open, on a reader connection) and reads
  * the row of the stream at path and its fork sources' in it; stream_view_read reads in the same
  * snapshot, so the view's tail, closure and bytes agree with each other and include every batch
  * committed before the open (what the owner acknowledged). `from`: the offset the one

@@ -2,7 +2,7 @@
  * stream_read — reads of a stream's bytes through its fork chain: forwards on the loop (stream_read,
  * stream__read_range) or in libuv's thread pool (stream_read_start, for stores whose reads are
  * remote), and backwards (history pages: stream_read_back, stream_offset_is_boundary, and
- * stream_read_back_start off the loop). Each runs the same plan the same way either side: the fork
+ * stream_read_back_start off the loop); also a follower's view reads off the loop (stream_view_start). Each runs the same plan the same way either side: the fork
  * chain cut into segments of one stream's own records each, read in offset order and sliced by
  * stream__read_record (forwards), or walked newest first (backwards).
  *
@@ -354,6 +354,20 @@ static int stream__read_back_run(struct stream_read *rd, int pooled)
     return stream__back_in(store, pooled, rd->links, rd->nlinks, rd->back_bound, rd->back_cb, rd->arg);
 }
 
+/* What a read's answer describes of st from `from`, before anything is read (content_type: a copy,
+ * which stream__read_free frees). */
+static struct stream_read_done stream__done_of(const struct stream *st, int64_t from)
+{
+    struct stream_read_done d = {.from = from,
+                                 .next = from,
+                                 .tail = st->durable_tail,
+                                 .closed = st->durable_closed,
+                                 .json = stream_is_json(st),
+                                 .content_type = xstrdup(st->m.content_type)};
+    stream_identity(st, &d.id, &d.created);
+    return d;
+}
+
 /* A view read's work, on the loop or pooled: the snapshot opened, the stream's row and its fork
  * sources' read in it, then (when the stream is found, is read from and has no expiry, which its
  * caller forwards) its bytes from view_from, bounded by the tail; the snapshot ends here, the
@@ -366,13 +380,7 @@ static void stream__view_run(struct stream_read *rd)
     if (vd->rc == 0 && vd->how == STREAM_FOUND && !stream_view_expires(vd->view) && rd->view_from >= 0) {
         struct stream *st = stream_view_stream(vd->view);
         int64_t from = rd->view_from < st->durable_tail ? rd->view_from : st->durable_tail;
-        rd->d = (struct stream_read_done){.from = from,
-                                          .next = from,
-                                          .tail = st->durable_tail,
-                                          .closed = st->durable_closed,
-                                          .json = stream_is_json(st),
-                                          .content_type = xstrdup(st->m.content_type)};
-        stream_identity(st, &rd->d.id, &rd->d.created);
+        rd->d = stream__done_of(st, from);
         rd->d.rc = stream_view_read(vd->view, from, rd->max, &rd->d.data, &rd->d.next);
     }
     if (vd->view)
@@ -430,13 +438,7 @@ struct stream_read *stream_read_start(struct streams *ss, struct stream *st, int
     rd->cb = cb;
     rd->arg = arg;
     rd->max = max_bytes ? max_bytes : 1;
-    rd->d = (struct stream_read_done){.from = from,
-                                      .next = from,
-                                      .tail = st->durable_tail,
-                                      .closed = st->durable_closed,
-                                      .json = stream_is_json(st),
-                                      .content_type = xstrdup(st->m.content_type)};
-    stream_identity(st, &rd->d.id, &rd->d.created);
+    rd->d = stream__done_of(st, from);
     /* A local store reads as fast as a copy would: at once, on the loop. So does a read the tail
      * cache serves whole (or one with nothing to read). */
     if (store_read_slots(ss->store) == 0 || stream__cache_covers(st, from)) {
