@@ -666,6 +666,10 @@ static void sh__view_done(struct stream_view_done *d, void *arg)
     struct sh_req *r = arg;
     struct http_req *req = r->req;
     r->rd = NULL;
+    if (d->rc == -ESHUTDOWN) { /* the node stops: nowhere to send it */
+        http_res_header(req, "Retry-After", "1");
+        return http_res_error(req, ERR_SHUTTING_DOWN, "the server is stopping; retry");
+    }
     if (d->rc != 0 || (d->how == STREAM_FOUND && stream_view_expires(d->view))) {
         /* This node cannot read the database (perhaps the owner can), or the stream's last access
          * is the owner's. The forward path owns the request from here (it may hold it). */
