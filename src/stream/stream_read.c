@@ -2,8 +2,9 @@
  * stream_read — reads of a stream's bytes through its fork chain: forwards on the loop (stream_read,
  * stream__read_range) or in libuv's thread pool (stream_read_start, for stores whose reads are
  * remote), and backwards (history pages: stream_read_back, stream_offset_is_boundary, and
- * stream_read_back_start off the loop); also a follower's view reads off the loop (stream_view_start). Each runs the same plan the same way either side: the fork
- * chain cut into segments of one stream's own records each, read in offset order and sliced by
+ * stream_read_back_start off the loop); also a follower's view reads off the loop
+ * (stream_view_start). Each runs the same plan the same way either side: the fork chain cut into
+ * segments of one stream's own records each, read in offset order and sliced by
  * stream__read_record (forwards), or walked newest first (backwards).
  *
  * Ownership: a read in flight (struct stream_read) is the registry's: it is on ss->reads_waiting
