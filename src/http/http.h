@@ -193,6 +193,17 @@ void http_req_forward(struct http_req *req, struct http_upstream *up);
  * http_req_redispatch-es it. */
 typedef int (*http_unreached_cb)(void *arg, struct http_req *req);
 void http_set_unreached(struct http_server *srv, http_unreached_cb cb, void *arg);
+/* A plain TCP connect to up's address on the server's loop, nothing sent (the connection is closed
+ * at once): does anything listen there? cb(arg, 0) once it connected, cb(arg, a negative libuv
+ * error) when it failed. It is far cheaper than forwarding a request there to find out (h2o's proxy
+ * copies the request's line and headers into the request's memory on each pass). NULL: it could not
+ * start (cb is not called). The probe frees itself after cb; http_probe_cancel before that: cb is
+ * not called. A connect that is never answered lasts until the kernel gives up (minutes). */
+struct http_probe;
+typedef void (*http_probe_cb)(void *arg, int status);
+struct http_probe *http_upstream_probe(struct http_server *srv, struct http_upstream *up, http_probe_cb cb,
+                                       void *arg);
+void http_probe_cancel(struct http_probe *p);
 /* 1 once this node forwarded req: the Agentd-Forwarded-By it carries is its own. */
 int http_req_forwarded_here(const struct http_req *req);
 /* Routes req, taken back by an http_unreached_cb (or never answered), again, as on its arrival but

@@ -29,6 +29,7 @@ struct http_upstream {
     h2o_http1client_ctx_t client;
     h2o_timeout_t io_timeout, ws_timeout;
     h2o_socketpool_t pool;
+    struct sockaddr_storage sa; /* host and port, for http_upstream_probe */
 };
 
 /* http://HOST:PORT[/...] with a numeric IPv4 or [IPv6] host (nodes name themselves by address). */
@@ -97,10 +98,9 @@ struct http_upstream *http_upstream_get(struct http_server *srv, const char *url
     for (struct http_upstream *u = srv->upstreams; u; u = u->next)
         if (strcmp(u->url, url) == 0)
             return u;
-    struct sockaddr_storage sa;
     socklen_t salen;
     struct http_upstream *u = xcalloc(1, sizeof *u);
-    if (http__parse_upstream(url, u->host, sizeof u->host, &u->port, &sa, &salen) != 0) {
+    if (http__parse_upstream(url, u->host, sizeof u->host, &u->port, &u->sa, &salen) != 0) {
         free(u);
         return NULL;
     }
@@ -110,7 +110,7 @@ struct http_upstream *http_upstream_get(struct http_server *srv, const char *url
     u->client = (h2o_http1client_ctx_t){
         .loop = srv->loop, .io_timeout = &u->io_timeout, .websocket_timeout = &u->ws_timeout};
     /* Idle upstream connections are kept a little: a forwarding node mostly talks to one owner. */
-    h2o_socketpool_init_by_address(&u->pool, (struct sockaddr *)&sa, salen, 0, 4096);
+    h2o_socketpool_init_by_address(&u->pool, (struct sockaddr *)&u->sa, salen, 0, 4096);
     h2o_socketpool_set_timeout(&u->pool, srv->loop, 2000);
     u->next = srv->upstreams;
     srv->upstreams = u;
@@ -128,6 +128,52 @@ void http__upstreams_free(struct http_server *srv)
         free(u);
     }
     srv->upstreams = NULL;
+}
+
+/* One http_upstream_probe: the connection lives until its close callback, which frees it. */
+struct http_probe {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    http_probe_cb cb; /* NULL once cancelled */
+    void *arg;
+};
+
+static void http__probe_closed(uv_handle_t *h) { free(h->data); }
+
+/* Called once, also after uv_close of a connect still under way (UV_ECANCELED). */
+static void http__probe_done(uv_connect_t *c, int status)
+{
+    struct http_probe *p = c->data;
+    if (!uv_is_closing((uv_handle_t *)&p->tcp))
+        uv_close((uv_handle_t *)&p->tcp, http__probe_closed);
+    if (p->cb != NULL)
+        p->cb(p->arg, status);
+}
+
+struct http_probe *http_upstream_probe(struct http_server *srv, struct http_upstream *up, http_probe_cb cb,
+                                       void *arg)
+{
+    struct http_probe *p = xcalloc(1, sizeof *p);
+    p->cb = cb;
+    p->arg = arg;
+    p->tcp.data = p->connect.data = p;
+    if (uv_tcp_init(srv->loop, &p->tcp) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (uv_tcp_connect(&p->connect, &p->tcp, (const struct sockaddr *)&up->sa, http__probe_done) != 0) {
+        p->cb = NULL;
+        uv_close((uv_handle_t *)&p->tcp, http__probe_closed);
+        return NULL;
+    }
+    return p;
+}
+
+void http_probe_cancel(struct http_probe *p)
+{
+    p->cb = NULL;
+    if (!uv_is_closing((uv_handle_t *)&p->tcp))
+        uv_close((uv_handle_t *)&p->tcp, http__probe_closed);
 }
 
 /* A WebSocket handshake: its connection becomes a tunnel to up once upgraded (the request is gone

@@ -96,8 +96,10 @@ struct http_req {
     h2o_socket_t *sock;             /* its connection's socket: a connection with a request is not idle */
     LIST_LINK(http_req) live_link;  /* srv->live */
     /* What http_req_forward hands h2o's proxy (h2o_req_t.overrides points here): kept in the request
-     * so that a failed connect finds its request from the h2o one in O(1) (http__forward_unreached),
-     * and a request held and forwarded again allocates nothing more. */
+     * so that a failed connect finds its request from the h2o one in O(1) (http__forward_unreached).
+     * A request forwarded again still costs its pool a copy of its line and headers (h2o's proxy
+     * builds the upstream request there) and an error log entry per refusal: serve_hold_http.c
+     * forwards a held request again only when a probe of the holder connects or the lease changes. */
     h2o_req_overrides_t overrides;
 };
 

@@ -9,12 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* How often held requests try again while the lease has not changed: SERVE_HOLD_TICK_MS after
- * the first is held, then twice as long after each try, up to SERVE_HOLD_TICK_MAX_MS. Each try of
- * each held request is a connect to the holder's address (a killed owner's refuses at once, but
- * its lease lives on): at a steady 100 ms, 4,000 held requests took a whole core and the follower
- * answered /v1/health in 350-470 ms. A lease change still retries all at once (serve_hold_retry),
- * and no request waits past its deadline for a tick (serve__hold_arm). */
+/* How often a held request's holder is looked at again while the lease has not changed:
+ * SERVE_HOLD_TICK_MS after the first is held, then twice as long after each look, up to
+ * SERVE_HOLD_TICK_MAX_MS. A look is one probe (a plain TCP connect) to the holder's address, not a
+ * try of each held request: every pass through h2o's proxy copies the request's line and headers
+ * into its memory until it ends, so 400 GETs of 60 KB headers, each tried at every tick of a 10 s
+ * lease, took a follower from 9 MB to 674 MB (and 4,000 held took a whole core at a steady 100 ms).
+ * A refused probe (a killed owner whose lease lives on) changes nothing; a probe that connects, or
+ * a lease change (serve_hold_retry), sends every held request on once. No request waits past its
+ * deadline for a tick (serve__hold_arm). */
 #define SERVE_HOLD_TICK_MS     100
 #define SERVE_HOLD_TICK_MAX_MS 800
 
@@ -31,6 +34,7 @@ struct serve__held {
 
 struct serve_hold {
     uv_timer_t timer;
+    struct http_probe *probe; /* the look at the holder's address under way, or NULL */
     struct serve_forward *f;
     struct serve__held *held;
     size_t n;         /* on held */
@@ -66,14 +70,11 @@ static void serve__held_gone(struct serve__held *e)
     http_res_error(e->req, ERR_OWNER_UNAVAILABLE, "the client went away while the request waited");
 }
 
-/* Every held request tries again: the lease's holder may have changed, or come back. Each goes
- * through serve_forward_http as on arrival (which holds it again if there is still nobody to
- * forward to and its time is not up), or to this node's routes once it serves locally. A request
- * held again meanwhile waits for the next run. */
+/* The next look at the holder (serve__hold_tick). */
 static void serve__hold_tick(uv_timer_t *t);
 
-/* The next try: after h->tick_ms, or sooner when a held request's deadline comes first (it is
- * answered then, by serve_hold refusing to hold it again). */
+/* The next tick: after h->tick_ms, or sooner when a held request's deadline comes first (it is
+ * answered then: serve__hold_expire). */
 static void serve__hold_arm(struct serve_hold *h)
 {
     if (h->n == 0) {
@@ -89,13 +90,20 @@ static void serve__hold_arm(struct serve_hold *h)
     uv_timer_start(&h->timer, serve__hold_tick, next_ms, 0);
 }
 
-static void serve__hold_run(struct serve_hold *h)
+/* Sends the held requests that match (all, or only those whose time is up) on, each through
+ * serve_forward_http as on arrival (it holds one again if there is still nobody to forward to and
+ * its time is not up, else it is answered), or to this node's routes once it serves locally. A
+ * request held again meanwhile waits for the next tick. */
+static void serve__hold_run(struct serve_hold *h, int expired_only)
 {
     struct serve__held *batch = NULL;
+    uint64_t now = clock_mono_us();
     h->running = 1;
-    h->last_run_us = clock_mono_us();
-    while (h->held != NULL) {
-        struct serve__held *e = h->held;
+    h->last_run_us = now;
+    for (struct serve__held *e = h->held, *next; e != NULL; e = next) {
+        next = e->link.next;
+        if (expired_only && now < e->until_us)
+            continue;
         serve__held_unlink(e);
         list_insert(&batch, e, link);
     }
@@ -113,12 +121,35 @@ static void serve__hold_run(struct serve_hold *h)
     serve__hold_arm(h);
 }
 
-/* The lease has not changed since the last try: try again, and wait longer before the next. */
+/* The probe of serve__hold_tick: connected (the holder is back, or another node listens at its
+ * address): every held request goes once; refused: they wait on, untouched. */
+static void serve__hold_probed(void *arg, int status)
+{
+    struct serve_hold *h = arg;
+    h->probe = NULL;
+    if (status == 0)
+        serve__hold_run(h, 0);
+}
+
+/* The lease has not changed since the last tick. Requests whose time is up are answered (one last
+ * pass through serve_forward_http); the others wait for a probe of the holder's address to connect.
+ * With no live holder to probe (the lease expired, or this node is taking it), only a lease change
+ * moves them (serve_hold_retry). A probe still under way (an address that drops connects) is not
+ * doubled. Then the next tick comes later. */
 static void serve__hold_tick(uv_timer_t *t)
 {
     struct serve_hold *h = t->data;
-    serve__hold_run(h);
     h->tick_ms = h->tick_ms * 2 < SERVE_HOLD_TICK_MAX_MS ? h->tick_ms * 2 : SERVE_HOLD_TICK_MAX_MS;
+    serve__hold_run(h, 1);
+    struct store_lease l;
+    store_lease(h->f->store, &l);
+    if (h->n == 0 || h->probe != NULL || h->local || !l.live || l.self || !l.owner_url[0])
+        return;
+    struct http_upstream *up = http_upstream_get(h->f->http, l.owner_url, h->f->upstream_timeout_ms);
+    if (up != NULL)
+        h->probe = http_upstream_probe(h->f->http, up, serve__hold_probed, h);
+    if (h->probe == NULL) /* no address to probe: serve_forward_http answers them */
+        serve__hold_run(h, 0);
 }
 
 struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint64_t max_ms, size_t max_bytes)
@@ -184,7 +215,11 @@ void serve_hold_retry(struct serve_hold *h, int local)
         return;
     h->local |= local;
     h->tick_ms = SERVE_HOLD_TICK_MS; /* a new holder may refuse at first, while it starts */
-    serve__hold_run(h);
+    if (h->probe != NULL) {          /* of the old holder's address */
+        http_probe_cancel(h->probe);
+        h->probe = NULL;
+    }
+    serve__hold_run(h, 0);
 }
 
 void serve_hold_stop(struct serve_hold *h)
@@ -193,6 +228,10 @@ void serve_hold_stop(struct serve_hold *h)
         return;
     h->stopping = 1;
     uv_timer_stop(&h->timer);
+    if (h->probe != NULL) {
+        http_probe_cancel(h->probe);
+        h->probe = NULL;
+    }
     while (h->held != NULL) {
         struct serve__held *e = h->held;
         serve__held_unlink(e);

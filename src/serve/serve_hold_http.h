@@ -4,8 +4,10 @@
  * yet; the follower that takes it is loading the registry), or the holder refuses connections (it
  * was killed: its lease lives on until it expires), a follower has nobody to forward to. Rather
  * than answer 503 at once (every client then retries through the failover), it holds the request
- * until the lease changes, then forwards it to the new holder, or serves it itself if this node
- * took the lease (http_req_redispatch to the owner's routes). A request waits at most the lease's
+ * until the lease changes, or a probe finds the holder's address accepting connections again (one
+ * TCP connect per tick, not a try of each request: each pass through h2o's proxy costs the request
+ * a copy of its headers), then forwards it to the holder, or serves it itself if this node took the
+ * lease (http_req_redispatch to the owner's routes). A request waits at most the lease's
  * time left plus SERVE_HOLD_EXTRA_MS, and never more than max_ms; then it is answered 503
  * owner_unavailable as before. At most SERVE_HOLD_MAX requests, whose bodies add up to at most
  * max_bytes, wait at once; one more is answered that 503 at once. Only requests no owner can have seen are held: those not forwarded
@@ -14,7 +16,7 @@
  *
  * Ownership: serve.c creates one per follower and frees it at teardown; held requests are in the
  * h2o requests' memory (a request that ends unlinks itself) and listed here. HTTP/1 does not see
- * a client go while its request waits, so each try first looks (http_req_client_gone): a request
+ * a client go while its request waits, so each forward first looks (http_req_client_gone): a request
  * whose client went away is answered, never sent on to be done once more by the client's retry.
  */
 #ifndef AGENTD_SERVE_HOLD_HTTP_H
