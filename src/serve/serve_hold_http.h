@@ -2,7 +2,8 @@
  *
  * While no node holds a live write lease (the owner stopped or died and its lease has not expired
  * yet; the follower that takes it is loading the registry), or the holder refuses connections (it
- * was killed: its lease lives on until it expires), a follower has nobody to forward to. Rather
+ * was killed: its lease lives on until it expires), a follower has nobody to forward to; nor while
+ * it has not read the lease for a second (serve_forward_same_token: it was paused). Rather
  * than answer 503 at once (every client then retries through the failover), it holds the request
  * until the lease changes, or a probe finds the holder's address accepting connections again (one
  * TCP connect per tick, not a try of each request: each pass through h2o's proxy costs the request

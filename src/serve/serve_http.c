@@ -100,13 +100,28 @@ static int serve__forward_auth(struct http_req *req)
  * token should keep out, or refuse what it lets in. Said in the log once per lease of the holder. */
 int serve_forward_same_token(const struct serve_forward *f, const struct store_lease *l)
 {
-    return l->live && strcmp(l->owner_token, f->token_hash) == 0;
+    return l->live && l->looked_ms_ago < SERVE_TOKEN_LOOK_MS && strcmp(l->owner_token, f->token_hash) == 0;
+}
+
+/* A live lease this node has not looked at lately (it was paused, or its heartbeat cannot reach the
+ * database): the holder may have restarted since, with another token. */
+static int serve__view_old(const struct store_lease *l)
+{
+    return l->live && !l->self && l->looked_ms_ago >= SERVE_TOKEN_LOOK_MS;
 }
 
 static int serve__token_mismatch(struct http_req *req, struct serve_forward *f, const struct store_lease *l)
 {
     if (serve_forward_same_token(f, l))
         return 0;
+    if (serve__view_old(l)) {
+        http_res_header(req, "Retry-After", "1");
+        http_res_error(req, ERR_OWNER_UNAVAILABLE,
+                       "this node has not read the write lease for %" PRId64
+                       " ms: it cannot tell whether the holder (%s) still has its --token",
+                       l->looked_ms_ago, l->owner);
+        return 1;
+    }
     const char *why = !*l->owner_token ? "runs an older agentd that does not record its --token"
                       : strcmp(l->owner_token, "none") == 0 ? "has no --token and this node has one"
                       : strcmp(f->token_hash, "none") == 0  ? "has a --token and this node has none"
@@ -133,7 +148,9 @@ void serve_forward_http(struct http_req *req, void *arg)
     struct http_upstream *up = NULL;
     if (l.live && !l.self && l.owner_url[0])
         up = http_upstream_get(f->http, l.owner_url, f->upstream_timeout_ms);
-    if (up == NULL && (l.self || !l.live) && serve_hold(f->hold, req, &l))
+    /* An old view is held too: the heartbeat looks again within 100 ms (serve_hold's probe then
+     * sends it on, and serve__token_mismatch checks the holder's token on the new view). */
+    if (((up == NULL && (l.self || !l.live)) || serve__view_old(&l)) && serve_hold(f->hold, req, &l))
         return; /* forwarded, or served here, once a node holds the lease */
     if (up == NULL) {
         http_res_header(req, "Retry-After", "1");

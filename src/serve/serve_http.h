@@ -46,10 +46,14 @@ void serve_nodes_http(struct http_req *req, void *arg);
 void serve_forward_http(struct http_req *req, void *arg);
 
 /* Does the holder of the lease l (store_lease's, now) record this node's --token? Only a view of a
- * live lease says so: the heartbeat renews it every quarter of the lease while the holder lives, and
- * a node can restart with another token only once this one was not heard of for two leases and a
- * second (pg__token_check), so a view that old has expired (a node paused, or its heartbeat cut off
- * from the database); only nodes whose clocks disagree get past that. */
+ * live lease that this node read within SERVE_TOKEN_LOOK_MS says so, by its own monotonic clock
+ * (the heartbeat looks every 100 ms). A node can restart with another token only once this one was
+ * not heard of for two of its leases and a second, at least 3 s (pg__token_check): a view read
+ * within 1 s is from after that. The lease's liveness alone is not enough: it lasts the old
+ * holder's lease, which may be longer than the restarted holder's window (review7: --lease-ms
+ * 10000, then 1000). Only nodes whose wall clocks disagree by more than the window get past this
+ * (seen_ms is wall-clock). */
+#define SERVE_TOKEN_LOOK_MS 1000
 int serve_forward_same_token(const struct serve_forward *f, const struct store_lease *l);
 
 /* A follower's route for /v1/stream/ (arg: a struct serve_reads): catch-up reads (GET without

@@ -118,10 +118,14 @@ int store_available(struct store *s);
 
 /* Who holds the write lease, as the heartbeat last saw it (no query). SQLite: this process. */
 struct store_lease {
-    int self;            /* this node holds it (its registry may be loaded and written) */
-    int live;            /* a node holds a lease that has not expired */
-    int64_t epoch;       /* of the holder's lease */
-    int64_t left_ms;     /* until it expires, as last renewed (aged locally since) */
+    int self;        /* this node holds it (its registry may be loaded and written) */
+    int live;        /* a node holds a lease that has not expired */
+    int64_t epoch;   /* of the holder's lease */
+    int64_t left_ms; /* until it expires, as last renewed (aged locally since) */
+    /* since this node last read the lease (its own monotonic clock; a follower looks every 100 ms,
+     * a holder renews every quarter lease; SQLite: 0). What the view says of the holder dates from
+     * then: a view whose lease is live may still be older than the holder's current run. */
+    int64_t looked_ms_ago;
     char owner[256];     /* the holder's name ("" when nobody ever held it) */
     char owner_url[256]; /* its --node-url ("" when it gave none) */
     char previous[256];  /* the node that held it before this node took it ("": nobody, or not taken) */

@@ -95,6 +95,7 @@ struct store_pg {
     char previous[256];    /* who held it before this node took it */
     int64_t holder_epoch;
     uint64_t holder_until_us; /* clock_mono_us when the holder's lease expires */
+    uint64_t looked_us;       /* clock_mono_us of the last pg__saw */
     int follow;               /* follower mode: the heartbeat watches the lease until it takes it */
     void (*on_lease)(void *arg);
     void *lease_arg;

@@ -65,6 +65,7 @@ static void pg__saw(struct store_pg *s, const char *holder, const char *url, con
     snprintf(s->holder_token, sizeof s->holder_token, "%s", token);
     s->holder_epoch = epoch;
     s->holder_until_us = left_ms > 0 ? now + (uint64_t)left_ms * 1000 : now;
+    s->looked_us = now;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -199,6 +200,7 @@ void store_pg_lease(struct store_pg *s, struct store_lease *out)
     out->live = s->holder[0] != '\0' && s->holder_until_us > now;
     out->epoch = s->holder_epoch;
     out->left_ms = ((int64_t)s->holder_until_us - (int64_t)now) / 1000;
+    out->looked_ms_ago = s->looked_us ? (int64_t)(now - s->looked_us) / 1000 : INT64_MAX;
     snprintf(out->owner, sizeof out->owner, "%s", s->holder);
     snprintf(out->owner_url, sizeof out->owner_url, "%s", s->holder_url);
     snprintf(out->previous, sizeof out->previous, "%s", s->previous);

@@ -13,6 +13,11 @@
 #       the old token: a read sent while B was paused, answered as B resumes, is refused as the
 #       forwarded requests are (before: 200 from B's own snapshot, B's view of the lease being the
 #       one from before its pause, whose holder had recorded B's token).
+#   (4) the same with a holder whose lease was longer than the one it restarts with (review7):
+#       A `--lease-ms 10000` holds, B is paused 3.5 s, A is restarted with U and `--lease-ms 1000`
+#       (its start window, 2 x 1 s + 1 s, is past, B's view of A's old lease is not). Before, B
+#       trusted that view since its lease had not run out, and answered the read with T 200; now it
+#       trusts only a view it read within 1 s by its own clock, and the read is refused.
 import os
 import signal
 import socket
@@ -112,6 +117,38 @@ def main(tap):
         tap.is_((r.error_body() or {}).get("code"), "node_token_mismatch", "even with the holder's token")
         tap.ok("token" in b.stderr_tail(20) and node(pa) in b.stderr_tail(20), "B's log says why",
                b.stderr_tail(5))
+        tap.check_clean_exit(b, "B stops cleanly")
+        tap.check_clean_exit(a, "A stops cleanly")
+
+        # (4) A's old lease outlasts its new start window.
+        for s, lease in ((a, 10000), (b, LEASE_MS)):
+            s.token = "T"
+            s.args[s.args.index("--lease-ms") + 1] = str(lease)
+        a.start()
+        b.start()
+        r = b.request("GET", "/v1/stream/y?offset=-1")
+        tap.is_((r.status, r.header("Agentd-Node")), (200, node(pb)), "B answers a read with T itself")
+        b.proc.send_signal(signal.SIGSTOP)
+        time.sleep(3.5)  # past A's start window with --lease-ms 1000 (at least 3 s)
+        a.kill9()
+        a.token = "U"
+        a.args[a.args.index("--lease-ms") + 1] = str(LEASE_MS)
+        a.start()
+        early = socket.create_connection((b.host, b.port))
+        early.sendall(b"GET /v1/stream/y?offset=-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer T\r\n"
+                      b"Connection: close\r\n\r\n")
+        b.proc.send_signal(signal.SIGCONT)
+        early.settimeout(10)
+        answer = b""
+        try:
+            while chunk := early.recv(65536):
+                answer += chunk
+        except socket.timeout:
+            pass
+        early.close()
+        tap.ok(answer.startswith(b"HTTP/1.1 503") and b"node_token_mismatch" in answer,
+               "a holder back with a shorter lease and another token: B refuses a read with the old one",
+               answer[:400].decode(errors="replace"))
         tap.check_clean_exit(b, "B stops cleanly")
         tap.check_clean_exit(a, "A stops cleanly")
     finally:
