@@ -11,9 +11,9 @@
  * lease (http_req_redispatch to the owner's routes). A request waits at most the lease's
  * time left plus SERVE_HOLD_EXTRA_MS, and never more than max_ms; then it is answered 503
  * owner_unavailable as before. At most SERVE_HOLD_MAX requests, whose bodies add up to at most
- * max_bytes, wait at once; one more is answered that 503 at once. Only requests no owner can have seen are held: those not forwarded
- * yet, and those whose connect failed (http_set_unreached); a request whose upstream connection
- * broke after it was sent is not replayed.
+ * max_bytes, wait at once; one more is answered that 503 at once. Only requests no owner can have
+ * seen are held: those not forwarded yet, and those whose connect failed (http_set_unreached); a
+ * request whose upstream connection broke after it was sent is not replayed.
  *
  * Ownership: serve.c creates one per follower and frees it at teardown; held requests are in the
  * h2o requests' memory (a request that ends unlinks itself) and listed here. HTTP/1 does not see
@@ -44,8 +44,15 @@ struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint
                                   size_t max_bytes);
 /* Holds req (l: the lease as serve_forward_http saw it). 1: held; 0: not (too many held, or its
  * body does not fit in what max_bytes leaves, the node is stopping, or req has waited its time
- * already): the caller answers it. The requests a try has sent on are not counted while their
- * connect is under way (a refused one is held again, and counted, a loop turn or two later). */
+ * already): the caller answers it. Requests sent on (a probe connected, or the lease changed) are
+ * not counted while their connect is under way; a refused one is held again, and counted, a loop
+ * turn or two later. That happens a few times a failover, not every tick, and a newcomer does not
+ * take their room meanwhile: the holder is live then, so it is sent on too (and with no live holder,
+ * the run holds them again before it returns). A probe of an address that drops connects waits,
+ * and the requests stay held and counted. Left: a lease that moves to a new holder whose address
+ * drops connects leaves the requests sent on then uncounted until h2o's connect timeout, once.
+ * Counting them until they are answered needs the proxy to say when its connect succeeded, which
+ * libh2o 2.2.5 does not; until they end would count the holder's long-polls against the hold. */
 int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_lease *l);
 /* http_unreached_cb for http_set_unreached (arg: the struct serve_hold). */
 int serve_hold_unreached(void *arg, struct http_req *req);
