@@ -787,7 +787,8 @@ void h2o_send_error_generic(h2o_req_t *req, int status, const char *reason, cons
         req->pathconf = &req->hostconf->fallback_path;
     }
     struct http_server *srv = H2O_STRUCT_FROM_MEMBER(struct http_server, ctx, req->conn->ctx);
-    if (status == 502 && req->overrides != NULL && http__forward_unreached(srv, req, body))
+    int forwarded = status == 502 && http__forward_req(srv, req) != NULL;
+    if (forwarded && http__forward_unreached(srv, req, body))
         return; /* held, to go to the next lease holder */
     if ((flags & H2O_SEND_ERROR_HTTP1_CLOSE_CONNECTION) != 0)
         req->http1_is_persistent = 0;
@@ -796,7 +797,7 @@ void h2o_send_error_generic(h2o_req_t *req, int status, const char *reason, cons
     if ((flags & H2O_SEND_ERROR_KEEP_HEADERS) == 0)
         memset(&req->res.headers, 0, sizeof req->res.headers);
     const char *code = http__error_code(status);
-    if (status == 502 && req->overrides != NULL) { /* h2o's proxy could not reach the owner */
+    if (forwarded) { /* h2o's proxy could not reach the owner */
         status = errcode_status(ERR_OWNER_UNAVAILABLE);
         code = errcode_name(ERR_OWNER_UNAVAILABLE);
         body = "the node that holds the write lease cannot be reached; retry";

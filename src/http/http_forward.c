@@ -249,14 +249,30 @@ static int http__never_sent(const char *errstr)
     return 0;
 }
 
+struct http_req *http__forward_req(struct http_server *srv, h2o_req_t *r)
+{
+    const h2o_req_overrides_t *ov = r->overrides;
+    if (ov == NULL)
+        return NULL;
+    /* ov's own fields can be read whoever set it; its client context is one of this server's
+     * upstreams' (private to this file) only if http_req_forward set it, to its request's own. */
+    struct http_upstream *u = srv->upstreams;
+    while (u != NULL && ov->client_ctx != &u->client)
+        u = u->next;
+    if (u == NULL)
+        return NULL;
+    struct http_req *req = H2O_STRUCT_FROM_MEMBER(struct http_req, overrides, ov);
+    return req->h2o == r && req->forwarded ? req : NULL;
+}
+
 int http__forward_unreached(struct http_server *srv, h2o_req_t *r, const char *errstr)
 {
     if (srv->unreached == NULL || !http__never_sent(errstr))
         return 0;
-    /* Only http_req_forward sets overrides, to its request's own: no search of the live requests
-     * (thousands may be held while a dead owner's lease runs out, each refused at every try). */
-    struct http_req *req = H2O_STRUCT_FROM_MEMBER(struct http_req, overrides, r->overrides);
-    if (req->h2o != r || !req->forwarded || !srv->unreached(srv->unreached_arg, req))
+    /* The request from its overrides: no search of the live requests (thousands may be held while a
+     * dead owner's lease runs out). */
+    struct http_req *req = http__forward_req(srv, r);
+    if (req == NULL || !srv->unreached(srv->unreached_arg, req))
         return 0;
     /* Not answered, not forwarded: whoever took it back decides. h2o's proxy has let go of it (its
      * generator keeps no client), and the entity it read stays with the request. */

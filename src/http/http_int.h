@@ -113,6 +113,12 @@ void http__ws_close_all(struct http_server *srv);
  * (xmalloc'd, *cap entries) as needed. In http_ws.c. */
 void http__ws_sockets(struct http_server *srv, h2o_socket_t ***socks, size_t *n, size_t *cap);
 
+/* The request http_req_forward handed h2o's proxy as r (r->overrides is its own), or NULL: r's
+ * overrides are not one of http_req_forward's (nothing else sets them today, but h2o's reproxy or
+ * a delegated redirect would: finding a struct http_req around those would read wild memory).
+ * In http_forward.c. */
+struct http_req *http__forward_req(struct http_server *srv, h2o_req_t *r);
+
 /* h2o's proxy answers 502 with errstr as the body: 1 when that was a connect failure of a request
  * forwarded here and http_set_unreached's callback took it back (nothing is answered then).
  * In http_forward.c. */

@@ -18,6 +18,7 @@
 
 #include "core/core.h"
 #include "http/http.h"
+#include "http/http_int.h"
 #include "rawhttp.h"
 #include "tap.h"
 
@@ -463,10 +464,31 @@ static void retry_now(uv_idle_t *i)
     http_req_forward(retrying, dead_up);
 }
 
+/* Overrides that http_req_forward did not set (h2o's reproxy or a delegated redirect would), in
+ * memory that happens to look like a forwarded request around them: a refused connect of that
+ * request must not be taken for a forwarded one's (before, its struct http_req was found by its
+ * address, whatever had set it). */
+static struct http_req foreign;
+static int foreign_taken;
+
+static void on_foreign(struct http_req *req, void *arg)
+{
+    memset(&foreign, 0, sizeof foreign);
+    foreign.h2o = req->h2o;
+    foreign.forwarded = 1;
+    req->started = req->finished = 1; /* h2o answers it from here on */
+    req->h2o->overrides = &foreign.overrides;
+    h2o_send_error_generic(req->h2o, 502, "Bad Gateway", "connection failed", 0);
+}
+
 /* Takes the request back TRIES times (each forwarded again on the next loop turn), then lets h2o
  * answer it (503). In the second phase the first refusal parks it until the idle requests are in. */
 static int on_unreached(void *arg, struct http_req *req)
 {
+    if (req == &foreign) {
+        foreign_taken = 1;
+        return 0;
+    }
     retrying = req;
     if (tries == 0 && phase == 1 && !__atomic_load_n(&parked, __ATOMIC_SEQ_CST)) {
         __atomic_store_n(&parked, 1, __ATOMIC_SEQ_CST);
@@ -539,6 +561,12 @@ static void *hold_client(void *arg)
        TRIES);
     close(dfd);
     wait_until(&phase, 2);
+    r = get("/foreign", NULL);
+    ok(r.status == 502 && !foreign_taken,
+       "a 502 of a request whose overrides http_req_forward did not set is not taken for a refused forward "
+       "(%d, taken %d)",
+       r.status, foreign_taken);
+    rawhttp_free(&r);
     uv_async_send(&hold_release);
     int answered = 0;
     for (int i = 0; i < IDLE_REQS; i++) {
@@ -574,6 +602,7 @@ static void test_unreached(void)
     dead_up = http_upstream_get(hold_srv, "http://127.0.0.1:1", 5000);
     http_route(hold_srv, "/dead/", on_dead, NULL);
     http_route(hold_srv, "/idle", on_idle_req, NULL);
+    http_route(hold_srv, "/foreign", on_foreign, NULL);
     http_set_unreached(hold_srv, on_unreached, NULL);
     uv_idle_init(&loop, &retry_idle);
     uv_async_init(&loop, &hold_go, on_hold_go);
