@@ -61,6 +61,8 @@ case "$server" in
         exit 2
         ;;
 esac
+# Created before the server starts, so the wait below never reads a file the shell has not opened yet.
+: >"$work/stdout"
 "${cmd[@]}" --listen 127.0.0.1:0 --data "$work/data" --long-poll-timeout 500 \
     >"$work/stdout" 2>"$work/stderr" &
 pid=$!
