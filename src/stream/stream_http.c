@@ -320,6 +320,8 @@ static void sh__etag(int64_t id, int64_t created, int64_t from, int64_t to, int 
              closed ? ":c" : "");
 }
 
+static void sh__absent(struct http_req *req, enum stream_lookup how, const char *path, size_t plen);
+
 /* Answers a catch-up read with what it read (of the stream as it was when the read started). */
 static void sh__answer_read(struct http_req *req, struct stream_read_done *d, const char *cursor_in, int live)
 {
@@ -362,6 +364,19 @@ static void sh__read_done(struct stream_read_done *d, void *arg)
 {
     struct sh_req *r = arg;
     r->rd = NULL;
+    /* A read makes progress while its rows are there: none short of the tail it started with means
+     * the stream was deleted (or expired) while the read waited for a reader. An empty 200 at the
+     * same offset would be cached as "public" and read again in a loop: answer what the next
+     * request would get, 404 or 410 (no-store), as the long-poll of a deleted stream does. */
+    if (d->rc == 0 && d->next == d->from && d->from < d->tail) {
+        size_t plen, prefix = strlen(STREAM_HTTP_PREFIX);
+        const char *path = http_req_path(r->req, &plen);
+        enum stream_lookup how;
+        streams_lookup(r->sh->ss, path + prefix, plen - prefix, &how);
+        if (how != STREAM_FOUND)
+            return sh__absent(r->req, how, path + prefix, plen - prefix);
+        return http_res_error(r->req, ERR_NOT_FOUND, "the stream was deleted"); /* and created anew */
+    }
     sh__answer_read(r->req, d, r->client_cursor, r->live);
 }
 

@@ -24,6 +24,9 @@
 #   (f) a session's history page whose read is held (GET /v1/sessions/<id>/events, with and without
 #       before=): the node serves on; once the lock goes the pages equal the unheld ones, a before=
 #       inside an event is still 400; HTTP/2 clients that leave mid-page do no harm.
+#   (g) a GET whose stream is deleted while its read waits for a reader answers 404 with no-store,
+#       as the next request would, not an empty cacheable 200 at the same offset (a client behind a
+#       cache would read it again for minutes).
 # Skipped only when PostgreSQL's binaries are missing.
 import base64
 import json
@@ -347,6 +350,41 @@ def history_pages(tap, pg, srv):
            repr((got, want)))
 
 
+def deleted_read(tap, pg, srv):
+    """(g)"""
+    results = []
+    for trial in range(3):
+        path = "/v1/stream/a/gone%d" % trial
+        srv.create(path, "text/plain", b"hello world")
+        lock = Locker(pg)
+        try:
+            # Two 1 MiB reads hold the store's two readers once the lock goes; the read of `path`
+            # waits behind them, and the delete (taken meanwhile) commits before it runs.
+            hold = [Get(srv, "/v1/stream/a/big?offset=-1") for _ in range(2)]
+            for g in hold:
+                g.start()
+            time.sleep(0.2)
+            get = Get(srv, path + "?offset=-1")
+            get.start()
+            time.sleep(0.2)
+            delete = Get(srv, path, "DELETE")
+            delete.start()
+            time.sleep(0.2)
+        finally:
+            lock.release()
+        for g in hold + [get, delete]:
+            g.join(20)
+        r = get.resp
+        results.append((delete.resp and delete.resp.status, r and r.status, r and r.body,
+                        r and r.header("Cache-Control"), r and r.header("Stream-Next-Offset"), r and r.header("ETag")))
+    deleted = [x for x in results if x[1] != 200]
+    tap.ok(all(x[0] == 204 for x in results) and
+           all(x[1:3] == (200, b"hello world") or
+               (x[1] == 404 and x[3] == "no-store") for x in results) and deleted,
+           "a GET whose stream is deleted while its read waits answers 404, no-store (never an empty "
+           "cacheable 200 at the same offset)", repr(results))
+
+
 def main(tap):
     if REF:
         tap.skip("PostgreSQL store", "the reference server has no --store")
@@ -366,6 +404,7 @@ def main(tap):
         cached_reads(tap, pg, srv)
         session_ws(tap, pg, srv)
         history_pages(tap, pg, srv)
+        deleted_read(tap, pg, srv)
         tap.check_clean_exit(srv)
     finally:
         if tap.failed:
