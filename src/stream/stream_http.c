@@ -389,7 +389,11 @@ static void sh__respond_read(struct stream_http *sh, struct http_req *req, struc
         r = sh__state(sh, req, SH_READ);
     r->client_cursor = cursor_in;
     r->live = live;
-    r->rd = stream_read_start(sh->ss, st, from, sh->cfg.read_chunk, sh__read_done, r);
+    /* The read may answer at once (SQLite, the tail cache), and the send may free r: r->rd only
+     * when the read is still in flight, as in sh__sse_fill. */
+    struct stream_read *rd = stream_read_start(sh->ss, st, from, sh->cfg.read_chunk, sh__read_done, r);
+    if (rd)
+        r->rd = rd;
 }
 
 /* ================= GET: long-poll ================= */
