@@ -9,7 +9,9 @@
  *
  * Ownership: a read in flight (struct stream_read) is the registry's: it is on ss->reads_waiting
  * until a thread-pool slot is free, then in the pool (counted by ss->reads_running), and freed by
- * its completion on the loop. Its owner only borrows it, to cancel it (cb cleared) until cb runs.
+ * its completion on the loop; one cancelled while it waits is freed when its turn comes, unrun (a
+ * client that leaves does not cost a query). Its owner only borrows it, to cancel it (cb cleared)
+ * until cb runs.
  * Nothing in it points into a struct stream: everything the worker needs was copied at the start.
  */
 #include "stream/jsonmode.h"
@@ -425,6 +427,10 @@ static void stream__reads_pump(struct streams *ss)
         struct stream_read *rd = ss->reads_waiting;
         if ((ss->reads_waiting = rd->next) == NULL)
             ss->reads_tail = &ss->reads_waiting;
+        if (!rd->cb && !rd->view_cb && !rd->back_done) { /* cancelled: its owner is gone, nothing runs */
+            stream__read_free(rd);
+            continue;
+        }
         ss->reads_running++;
         rd->work.data = rd;
         uv_queue_work(ss->loop, &rd->work, stream__read_work, stream__read_done);

@@ -27,6 +27,8 @@
 #   (g) a GET whose stream is deleted while its read waits for a reader answers 404 with no-store,
 #       as the next request would, not an empty cacheable 200 at the same offset (a client behind a
 #       cache would read it again for minutes).
+#   (h) reads whose HTTP/2 clients left while the lock held them are dropped, not run: once the lock
+#       goes, PostgreSQL's statement log holds a few forward reads, not one for each of them.
 # Skipped only when PostgreSQL's binaries are missing.
 import base64
 import json
@@ -45,6 +47,7 @@ from pg import Locker, Postgres  # noqa: E402
 
 HEADERS = ("content-type", "stream-next-offset", "stream-up-to-date", "stream-closed", "cache-control")
 BIG = 300  # appends of 4 KiB: more records than one query fetches (256)
+LEFT = 100  # HTTP/2 GETs whose client leaves while their reads wait
 
 
 def off(n):
@@ -385,6 +388,50 @@ def deleted_read(tap, pg, srv):
            "cacheable 200 at the same offset)", repr(results))
 
 
+def psql(pg, sql):
+    subprocess.run([os.path.join(pg.bin, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", pg.url, "-c", sql],
+                   check=True, capture_output=True, timeout=30)
+
+
+def cancelled_reads(tap, pg, srv):
+    """(h)"""
+    small = "/v1/stream/a/small"
+    srv.create(small, "text/plain", b"x")
+    url = f"http://{srv.host}:{srv.port}/v1/stream/a/big?offset=-1"
+    # PostgreSQL logs every statement meanwhile: the forward reads run are counted in its log.
+    psql(pg, "ALTER SYSTEM SET log_min_duration_statement = 0")
+    psql(pg, "SELECT pg_reload_conf()")
+    lock = Locker(pg)
+    try:
+        # LEFT HTTP/2 GETs of 1.2 MiB whose clients leave while the lock holds their reads.
+        left = [subprocess.Popen(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", url],
+                                 stdin=subprocess.DEVNULL) for _ in range(LEFT)]
+        time.sleep(1.0)
+        for p in left:
+            p.kill()
+            p.wait()
+        time.sleep(0.3)
+        get = Get(srv, small + "?offset=-1")
+        get.start()
+        time.sleep(0.2)
+    finally:
+        mark = os.path.getsize(pg.log)
+        t0 = time.monotonic()
+        lock.release()
+    get.join(30)
+    took = time.monotonic() - t0
+    time.sleep(1.0)  # what still runs (before: every read left) runs now
+    psql(pg, "ALTER SYSTEM RESET log_min_duration_statement")
+    psql(pg, "SELECT pg_reload_conf()")
+    with open(pg.log, errors="replace") as f:
+        f.seek(mark)
+        reads = sum("SELECT off, data FROM agentd_records" in line for line in f)
+    tap.ok(get.resp is not None and get.resp.status == 200 and get.resp.body == b"x" and reads < LEFT // 4,
+           f"{LEFT} reads whose HTTP/2 clients left while the lock held them are dropped, not run: "
+           f"{reads} forward queries once it went (before: one or more each); the GET behind them took "
+           f"{took:.3f} s", repr((get.resp, get.err)))
+
+
 def main(tap):
     if REF:
         tap.skip("PostgreSQL store", "the reference server has no --store")
@@ -405,6 +452,7 @@ def main(tap):
         session_ws(tap, pg, srv)
         history_pages(tap, pg, srv)
         deleted_read(tap, pg, srv)
+        cancelled_reads(tap, pg, srv)
         tap.check_clean_exit(srv)
     finally:
         if tap.failed:
