@@ -130,6 +130,8 @@ struct serve {
     struct stream_http *stream_http;
     uv_timer_t drain;
     int drain_ticks;
+    uv_timer_t load; /* hands the node's load to the store, whose heartbeat records it (GET /v1/nodes) */
+    int load_ready;
     int loop_ready, signals_ready;
     struct subs *subs;
     struct sessions *sessions;
@@ -197,6 +199,20 @@ static void serve__health(struct http_req *req, void *arg)
     http_res_json_text(req, 200, ok, sizeof ok - 1);
 }
 
+/* How often the load is handed over: the heartbeat records it with each beat, about once a second
+ * (store_pg_lease.c), so more often would not be seen sooner. A walk of the sessions: microseconds
+ * for thousands. */
+#define SERVE_LOAD_MS 1000
+
+static void serve__load_tick(uv_timer_t *t)
+{
+    struct serve *s = t->data;
+    size_t agents = 0, runtimes = 0;
+    if (s->sessions) /* a follower has none */
+        sessions_load(s->sessions, &agents, &runtimes);
+    store_set_load(s->store, (int64_t)agents, (int64_t)runtimes);
+}
+
 static void serve__on_signal(uv_signal_t *h, int signum)
 {
     struct serve *s = h->data;
@@ -220,6 +236,9 @@ static void serve__drain(struct serve *s)
 {
     http_server_shutdown(s->http);
     serve_hold_stop(s->forward.hold);
+    if (s->load_ready) /* a clean stop records no load (store_pg_lease.c) */
+        uv_close((uv_handle_t *)&s->load, NULL);
+    s->load_ready = 0;
     serve__lease_close(s);
     /* Runtimes get the drain time to exit; their processes never outlive the server. */
     if (s->sessions)
@@ -610,6 +629,10 @@ static void serve__run(struct serve *s, const struct serve_opts *o, const char *
     s->sigint.data = s->sigterm.data = s;
     uv_signal_start(&s->sigint, serve__on_signal, SIGINT);
     uv_signal_start(&s->sigterm, serve__on_signal, SIGTERM);
+    uv_timer_init(&s->loop, &s->load);
+    s->load.data = s;
+    s->load_ready = 1;
+    uv_timer_start(&s->load, serve__load_tick, 0, SERVE_LOAD_MS);
 
     printf("%s\n", s->base_url);
     fflush(stdout);

@@ -17,6 +17,9 @@
 
 #define SERVE_NODES_MAX 64
 
+/* enum store_node_state's names in GET /v1/nodes */
+static const char *const serve__node_states[] = {"live", "unreachable", "stopped"};
+
 void serve_nodes_http(struct http_req *req, void *arg)
 {
     const struct serve_forward *f = arg;
@@ -35,10 +38,19 @@ void serve_nodes_http(struct http_req *req, void *arg)
     for (int i = 0; i < n && i < SERVE_NODES_MAX; i++) {
         const struct store_node *o = &nodes[i];
         json_t *j =
-            json_pack("{s:s, s:s, s:b, s:b, s:I}", "node", o->node, "role", o->owner ? "owner" : "follower",
-                      "owner", o->owner, "self", o->self, "seen_ms_ago", (json_int_t)o->seen_ms_ago);
-        if (o->self && *f->sessions)
-            json_object_set_new(j, "agents", json_integer((json_int_t)sessions_live_agents(*f->sessions)));
+            json_pack("{s:s, s:s, s:b, s:b, s:I, s:s}", "node", o->node, "role",
+                      o->owner ? "owner" : "follower", "owner", o->owner, "self", o->self, "seen_ms_ago",
+                      (json_int_t)o->seen_ms_ago, "state", serve__node_states[o->state]);
+        /* Each node's load as its heartbeat recorded it (null: an older agentd's row); this node's
+         * own, counted now. */
+        int64_t agents = o->agents, runtimes = o->runtimes;
+        if (o->self && *f->sessions) {
+            size_t a, r;
+            sessions_load(*f->sessions, &a, &r);
+            agents = (int64_t)a, runtimes = (int64_t)r;
+        }
+        json_object_set_new(j, "agents", agents >= 0 ? json_integer(agents) : json_null());
+        json_object_set_new(j, "runtimes", runtimes >= 0 ? json_integer(runtimes) : json_null());
         json_object_set_new(j, "url", *o->url ? json_string(o->url) : json_null());
         if (o->owner) {
             json_object_set_new(j, "epoch", json_integer(o->epoch));

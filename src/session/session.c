@@ -518,17 +518,21 @@ int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
 
 static void session__close_one(const char *key, void *value, void *arg) { session__close_runtimes(value); }
 
-static void session__count_agent(const char *key, void *value, void *arg)
+static void session__count_load(const char *key, void *value, void *arg)
 {
-    if (((struct session *)value)->agent_proc)
-        ++*(size_t *)arg;
+    const struct session *se = value;
+    size_t *n = arg;
+    n[0] += se->agent_proc != NULL;
+    for (int i = 0; i < SESSION_NLANG; i++)
+        n[1] += se->rt[i] != NULL;
 }
 
-size_t sessions_live_agents(struct sessions *s)
+void sessions_load(struct sessions *s, size_t *agents, size_t *runtimes)
 {
-    size_t n = 0;
-    map_each(&s->by_id, session__count_agent, &n);
-    return n;
+    size_t n[2] = {0, 0};
+    map_each(&s->by_id, session__count_load, n);
+    *agents = n[0];
+    *runtimes = n[1];
 }
 
 void sessions_close_runtimes(struct sessions *s) { map_each(&s->by_id, session__close_one, NULL); }

@@ -73,8 +73,9 @@ void sessions_set_mcp(struct sessions *s, sessions_mcp_cb cb, void *arg);
 int sessions_exists(struct sessions *s, const char *session_id);
 /* Starts closing every runtime (their processes end); the registry stays usable. */
 void sessions_close_runtimes(struct sessions *s);
-/* Sessions whose agent has a process (running a turn, or warm). */
-size_t sessions_live_agents(struct sessions *s);
+/* A node's load, in one walk: live agents (sessions whose agent has a process: running a turn, or
+ * warm) and open runtimes. */
+void sessions_load(struct sessions *s, size_t *agents, size_t *runtimes);
 /* Is work of the sessions' still in the thread pool (a deleted session's directories being removed,
  * a fork's copy), or an environment still closing (its processes being killed, their last output
  * drained: bounded by exec's kill grace and drain period)? The loop must run until it is not: a

@@ -11,7 +11,8 @@
 struct store {
     struct store_sqlite *sq; /* exactly one of the two */
     struct store_pg *pg;
-    uint64_t reads; /* store_read and store_read_back calls (the loop's: not locked) */
+    uint64_t reads;           /* store_read and store_read_back calls (the loop's: not locked) */
+    int64_t agents, runtimes; /* SQLite: store_set_load's (the loop's, as store_nodes) */
 };
 
 void store_meta_clear(struct store_meta *m)
@@ -92,8 +93,17 @@ int store_nodes(struct store *s, struct store_node *out, size_t max)
     if (s->pg)
         return store_pg_nodes(s->pg, out, max);
     if (max > 0)
-        *out = (struct store_node){.node = "local", .owner = 1, .self = 1, .epoch = 1};
+        *out = (struct store_node){
+            .node = "local", .owner = 1, .self = 1, .epoch = 1, .agents = s->agents, .runtimes = s->runtimes};
     return 1;
+}
+
+void store_set_load(struct store *s, int64_t agents, int64_t runtimes)
+{
+    if (s->pg)
+        store_pg_set_load(s->pg, agents, runtimes);
+    s->agents = agents;
+    s->runtimes = runtimes;
 }
 
 int store_load(struct store *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg)

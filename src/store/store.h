@@ -136,6 +136,11 @@ struct store_lease {
 void store_lease(struct store *s, struct store_lease *out);
 
 /* The nodes that use the store's database (SQLite: this one). */
+enum store_node_state {
+    STORE_NODE_LIVE,        /* heard of within a few of its heartbeats */
+    STORE_NODE_UNREACHABLE, /* not heard of for longer: killed, paused, or cut off from the database */
+    STORE_NODE_STOPPED      /* stopped cleanly (its store closed) and not started again */
+};
 struct store_node {
     char node[256];
     char url[256];         /* "" when it gave none */
@@ -144,10 +149,18 @@ struct store_node {
     int64_t epoch;         /* of the lease, for the owner */
     int64_t lease_ms_left; /* owner: until its lease expires (negative: expired) */
     int64_t seen_ms_ago;   /* since its last heartbeat */
+    enum store_node_state state;
+    /* Its load as its heartbeat last recorded it (store_set_load); -1: not recorded (a node of an
+     * older agentd) */
+    int64_t agents, runtimes;
 };
 /* Fills up to max nodes; returns how many there are (may exceed max), or -errno. One query on the
- * loop's connection. */
+ * loop's connection. Nodes not heard of for a week are left out (store_pg_lease.c). */
 int store_nodes(struct store *s, struct store_node *out, size_t max);
+/* This node's load: its live agents and runtimes, which its heartbeat records in its row of the
+ * database (no query here: a mutex-protected copy) for store_nodes to list on every node. The
+ * loop's; cheap enough to call every second. */
+void store_set_load(struct store *s, int64_t agents, int64_t runtimes);
 
 /* Startup loading. The callbacks borrow their arguments for the duration of the call. */
 typedef void (*store_meta_cb)(const struct store_meta *m, void *arg);

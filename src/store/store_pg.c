@@ -13,6 +13,9 @@
  *   (store_pg_lease.c); agentd_fence(node, epoch), which every batch's transaction runs first.
  *   (version 3) agentd_nodes.token_hash: what each node's --token is (store_pg_config.token_hash),
  *   so that nodes with different tokens do not serve together (NULL: a node of an older agentd).
+ *   (version 4) agentd_nodes.agents, runtimes: each node's load, written by its heartbeat, and
+ *   stopped_ms: when it stopped cleanly (NULL while it runs), for GET /v1/nodes on any node (NULL
+ *   load: a node of an older agentd, which never writes them).
  * Unlike the SQLite layout there is no shared log: PostgreSQL's own WAL already makes a commit cost
  * about the same however many streams it touches, and deletes run inside the batch's transaction.
  */
@@ -24,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PG_SCHEMA   3
+#define PG_SCHEMA   4
 #define PG_ID_BLOCK 1024
 /* Statements sent between two pipeline syncs: bounds what libpq buffers and what the server's answers
  * to one pipelined stretch can pile up to. */
@@ -61,6 +64,8 @@ static const char *const pg__migration[PG_SCHEMA] = {
     " IF NOT FOUND THEN RAISE EXCEPTION 'agentd node % does not hold the lease (epoch %)', n, e"
     " USING ERRCODE = '" PG_FENCED_STATE "'; END IF; END $$;",
     "ALTER TABLE agentd_nodes ADD COLUMN token_hash text;",
+    "ALTER TABLE agentd_nodes ADD COLUMN agents bigint, ADD COLUMN runtimes bigint,"
+    " ADD COLUMN stopped_ms bigint;",
 };
 
 /* The committer's statements, prepared on its connection (again after each reconnect). */

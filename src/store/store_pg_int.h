@@ -97,6 +97,7 @@ struct store_pg {
     uint64_t holder_until_us; /* clock_mono_us when the holder's lease expires */
     uint64_t looked_us;       /* clock_mono_us of the last pg__saw */
     int follow;               /* follower mode: the heartbeat watches the lease until it takes it */
+    int64_t agents, runtimes; /* store_pg_set_load's (under mu): what the heartbeat records */
     void (*on_lease)(void *arg);
     void *lease_arg;
     /* loop thread only */

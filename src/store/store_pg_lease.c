@@ -5,7 +5,8 @@
  * of the lease, and gives it up on a clean stop so that a standby takes over at once. Every batch's
  * transaction runs agentd_fence(node, epoch) first (store_pg.c), which takes the row FOR SHARE: a
  * node whose lease was taken over cannot store a single row afterwards, however long it was paused.
- * agentd_nodes lists every node that uses the database (GET /v1/nodes).
+ * agentd_nodes lists every node that uses the database (GET /v1/nodes): the heartbeat refreshes
+ * its row with the node's load, a clean stop marks it stopped.
  */
 #include "store/store_pg_int.h"
 
@@ -18,39 +19,78 @@
 #include <unistd.h>
 
 /* How often a follower looks at the lease (ms, at most: a quarter of the lease if shorter). */
-#define PG_WATCH_MS 100
+#define PG_WATCH_MS       100
+/* A node's row is refreshed at least every max(PG_SEEN_MS, a quarter of the lease): the owner with
+ * each renewal (every quarter of the lease), a follower and a standby about once a second whatever
+ * the lease. Not heard of for PG_SEEN_MISSED of those, it is listed unreachable: one late beat on a
+ * loaded machine (or a few hundred ms between two nodes' wall clocks) does not make it blink. */
+#define PG_SEEN_MS        1000
+#define PG_SEEN_MISSED    3
+/* Nodes not heard of for a week are no longer listed, and their rows are deleted when a node
+ * starts: long enough that a node down over a long weekend is still shown (stopped, unreachable)
+ * when someone looks, short enough that the names of nodes replaced or renamed (a name defaults to
+ * host and data dir) do not pile up in the list for ever. */
+#define PG_NODE_FORGET_MS ((int64_t)7 * 24 * 3600 * 1000)
 
 static PGresult *pg__params(PGconn *c, const char *sql, int n, const char *const *v)
 {
     return PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
 }
 
-/* Says the node is alive (agentd_nodes.seen_ms), for GET /v1/nodes. */
-static void pg__node_seen(struct store_pg *s, PGconn *c)
+/* now, and the load store_pg_set_load last handed over, as text parameters. */
+static void pg__node_load(struct store_pg *s, char now[24], char agents[24], char runtimes[24])
 {
-    char now[24];
-    snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
-    const char *v[] = {s->node, now};
-    PQclear(pg__params(c, "UPDATE agentd_nodes SET seen_ms = $2 WHERE node = $1", 2, v));
+    pthread_mutex_lock(&s->mu);
+    snprintf(agents, 24, "%" PRId64, s->agents);
+    snprintf(runtimes, 24, "%" PRId64, s->runtimes);
+    pthread_mutex_unlock(&s->mu);
+    snprintf(now, 24, "%" PRId64, clock_wall_ms());
 }
 
+/* Says the node is alive (agentd_nodes.seen_ms) and what its load is, for GET /v1/nodes: the
+ * same UPDATE, no round trip of its own. */
+static void pg__node_seen(struct store_pg *s, PGconn *c)
+{
+    char now[24], agents[24], runtimes[24];
+    pg__node_load(s, now, agents, runtimes);
+    const char *v[] = {s->node, now, agents, runtimes};
+    PQclear(pg__params(c, "UPDATE agentd_nodes SET seen_ms = $2, agents = $3, runtimes = $4 WHERE node = $1",
+                       4, v));
+}
+
+/* Registers the node (again after a restart: no longer stopped) and forgets the nodes not heard of
+ * for PG_NODE_FORGET_MS. */
 static int pg__node_register(struct store_pg *s, PGconn *c, char *err, size_t errlen)
 {
-    char now[24];
-    snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
-    const char *v[] = {s->node, s->node_url, now, s->token_hash};
+    char now[24], agents[24], runtimes[24], before[24];
+    pg__node_load(s, now, agents, runtimes);
+    snprintf(before, sizeof before, "%" PRId64, clock_wall_ms() - PG_NODE_FORGET_MS);
+    const char *v[] = {s->node, s->node_url, now, s->token_hash, agents, runtimes};
     PGresult *r =
         pg__params(c,
-                   "INSERT INTO agentd_nodes(node, url, started_ms, seen_ms, token_hash)"
-                   " VALUES($1, $2, $3, $3, $4) ON CONFLICT (node) DO UPDATE SET url = excluded.url,"
+                   "INSERT INTO agentd_nodes(node, url, started_ms, seen_ms, token_hash, agents, runtimes)"
+                   " VALUES($1, $2, $3, $3, $4, $5, $6) ON CONFLICT (node) DO UPDATE SET url = excluded.url,"
                    " started_ms = excluded.started_ms, seen_ms = excluded.seen_ms,"
-                   " token_hash = excluded.token_hash",
-                   4, v);
+                   " token_hash = excluded.token_hash, agents = excluded.agents,"
+                   " runtimes = excluded.runtimes, stopped_ms = NULL",
+                   6, v);
     int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg__errno(c, r);
     if (rc != 0)
         snprintf(err, errlen, "cannot register the node: %s", PQerrorMessage(c));
     PQclear(r);
+    if (rc == 0) {
+        const char *f[] = {s->node, before};
+        PQclear(pg__params(c, "DELETE FROM agentd_nodes WHERE node <> $1 AND seen_ms < $2::bigint", 2, f));
+    }
     return rc;
+}
+
+void store_pg_set_load(struct store_pg *s, int64_t agents, int64_t runtimes)
+{
+    pthread_mutex_lock(&s->mu);
+    s->agents = agents;
+    s->runtimes = runtimes;
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* Records what the heartbeat (or the start) saw of the lease: holder, its URL and token hash,
@@ -354,7 +394,17 @@ void pg__lease_release(struct store_pg *s)
     }
     PQfinish(hb->conn);
     hb->conn = NULL;
-    if (s->conn == NULL || s->epoch == 0 || s->fenced)
+    if (s->conn == NULL)
+        return;
+    /* Listed as stopped, not unreachable, until it starts again (pg__node_register). */
+    char now[24];
+    snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
+    const char *n[] = {s->node, now};
+    PQclear(pg__params(s->conn,
+                       "UPDATE agentd_nodes SET stopped_ms = $2, seen_ms = $2, agents = 0, runtimes = 0"
+                       " WHERE node = $1",
+                       2, n));
+    if (s->epoch == 0 || s->fenced)
         return;
     char e[24];
     snprintf(e, sizeof e, "%" PRId64, s->epoch);
@@ -364,18 +414,33 @@ void pg__lease_release(struct store_pg *s)
         2, v));
 }
 
+/* Every node is taken to run with this node's --lease-ms (PG_SEEN_MS). */
+static enum store_node_state pg__node_state(struct store_pg *s, const struct store_node *o, int stopped)
+{
+    int64_t beat = s->lease_ms / 4 > PG_SEEN_MS ? s->lease_ms / 4 : PG_SEEN_MS;
+    if (o->self)
+        return STORE_NODE_LIVE; /* answering */
+    if (stopped)
+        return STORE_NODE_STOPPED;
+    return o->seen_ms_ago > PG_SEEN_MISSED * beat ? STORE_NODE_UNREACHABLE : STORE_NODE_LIVE;
+}
+
 int store_pg_nodes(struct store_pg *s, struct store_node *out, size_t max)
 {
-    char now[24];
-    snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
-    const char *v[] = {now};
+    char now[24], since[24];
+    int64_t wall = clock_wall_ms();
+    snprintf(now, sizeof now, "%" PRId64, wall);
+    snprintf(since, sizeof since, "%" PRId64, wall - PG_NODE_FORGET_MS);
+    const char *v[] = {now, since};
     PGresult *r =
         pg__query(s,
                   "SELECT n.node, coalesce(n.url, ''), n.node = l.node, l.epoch,"
                   " CASE WHEN isfinite(l.expires_at) THEN"
                   " (extract(epoch from l.expires_at - clock_timestamp()) * 1000)::bigint ELSE -1 END,"
-                  " $1::bigint - n.seen_ms FROM agentd_nodes n, agentd_lease l ORDER BY n.node",
-                  1, v, 0);
+                  " $1::bigint - n.seen_ms, coalesce(n.agents, -1), coalesce(n.runtimes, -1),"
+                  " n.stopped_ms IS NOT NULL FROM agentd_nodes n, agentd_lease l"
+                  " WHERE n.seen_ms >= $2::bigint OR n.node = l.node ORDER BY n.node",
+                  2, v, 0);
     int rc = pg__rows(s->conn, r);
     if (rc != 0)
         return rc;
@@ -390,6 +455,9 @@ int store_pg_nodes(struct store_pg *s, struct store_node *out, size_t max)
         o->epoch = o->owner ? strtoll(PQgetvalue(r, i, 3), NULL, 10) : 0;
         o->lease_ms_left = o->owner ? strtoll(PQgetvalue(r, i, 4), NULL, 10) : 0;
         o->seen_ms_ago = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+        o->agents = strtoll(PQgetvalue(r, i, 6), NULL, 10);
+        o->runtimes = strtoll(PQgetvalue(r, i, 7), NULL, 10);
+        o->state = pg__node_state(s, o, strcmp(PQgetvalue(r, i, 8), "t") == 0);
     }
     PQclear(r);
     return n;

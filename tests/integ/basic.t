@@ -25,6 +25,9 @@ def main(tap):
         tap.ok(nodes.get("store") == "sqlite" and len(nodes.get("nodes", [])) == 1
                and nodes["nodes"][0]["owner"] and nodes["nodes"][0]["self"] and "lease_ms" not in nodes,
                "GET /v1/nodes on SQLite: this one node, the owner, no lease", repr(r))
+        one = (nodes.get("nodes") or [{}])[0]
+        tap.ok(one.get("state") == "live" and one.get("agents") == 0 and one.get("runtimes") == 0,
+               "it is live, with no live agent and no runtime yet", repr(one))
         tap.is_(srv.request("POST", "/v1/nodes").status, 405, "POST /v1/nodes is 405")
 
     # create

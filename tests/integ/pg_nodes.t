@@ -11,19 +11,25 @@
 #     node_fenced or end with the connection, and no stream ever holds two histories (each is a
 #     contiguous prefix of A's appends holding every one A acknowledged, then B's append: nothing of
 #     A's after it).
+#   - what GET /v1/nodes says of each node, through any node: its load (a jsonl agent running on A
+#     is counted in A's row as B lists it), its state (A paused: unreachable; A exited after losing
+#     the lease, without a clean stop: still unreachable; B stopped cleanly: stopped).
+import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import REF, Server, run_test, wait_for  # noqa: E402
+from agentd_test import REF, ROOT, Server, run_test, wait_for  # noqa: E402
 from pg import Postgres  # noqa: E402
 
 WRITERS = 8
 LEASE_MS = 1000
+AGENT = os.path.join(ROOT, "tests", "agents", "jsonl_agent.py")
 
 
 def node(pg, name):
@@ -63,13 +69,26 @@ class Writer(threading.Thread):
             conn.close()
 
 
+def start_sleeper(srv, work):
+    """A jsonl session on srv whose run sleeps (its agent process stays live). Its run id or None."""
+    body = {"agent": "jsonl", "command": ["python3", AGENT, "--state", os.path.join(work, "agent-state")]}
+    r = srv.request("POST", "/v1/sessions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    sid = r.json()["id"] if r.status == 201 else None
+    if sid is None:
+        return None
+    r = srv.request("POST", f"/v1/sessions/{sid}/messages", json.dumps({"text": "sleep 30"}).encode(),
+                    {"Content-Type": "application/json"})
+    return r.json().get("run") if r.status == 202 else None
+
+
 def main(tap):
     if REF:
         tap.skip("PostgreSQL nodes", "the reference server has no --store")
         return
     pg = Postgres()
     pg.start()
-    a, b = node(pg, "a"), node(pg, "b")
+    work = tempfile.mkdtemp(prefix="pg_nodes.")
+    a, b, c = node(pg, "a"), node(pg, "b"), node(pg, "c")
     try:
         a.start()
         na = nodes_of(a)
@@ -100,6 +119,17 @@ def main(tap):
         tap.is_(lease, LEASE_MS, "GET /v1/nodes says the lease (--lease-ms): a node not heard of for longer is gone")
         epoch_a = nodes_of(a)["http://a.test"].get("epoch")
 
+        # Every node's load, through any node: the follower B lists what A's heartbeat recorded.
+        run = start_sleeper(a, work)
+        t0 = time.monotonic()
+        seen = wait_for(lambda: (nodes_of(b).get("http://a.test", {}).get("agents") or 0) >= 1, 10)
+        nb = nodes_of(b)
+        tap.ok(run and seen, f"a live agent on A is counted in A's row as the follower B lists it "
+               f"({time.monotonic() - t0:.1f} s after its run started)", repr(nb))
+        tap.ok(all(n.get("state") == "live" for n in nb.values()) and nb.get("http://b.test", {}).get("agents") == 0
+               and isinstance(nb.get("http://a.test", {}).get("runtimes"), int),
+               "both nodes are live; the follower runs no agent; runtimes are counted", repr(nb))
+
         a.proc.send_signal(signal.SIGSTOP)
         paused_at = time.monotonic()
         owner = wait_for(lambda: nodes_of(b).get("http://b.test", {}).get("owner")
@@ -111,6 +141,10 @@ def main(tap):
         nb = nodes_of(b).get("http://b.test", {})
         tap.ok(nb.get("owner") and nb.get("epoch", 0) > (epoch_a or 0),
                "B holds the lease with a higher epoch", f"{nb!r} vs A's epoch {epoch_a}")
+        # Three of A's beats (1 s each at this lease) missed: B says it, not the client.
+        na = wait_for(lambda: nodes_of(b).get("http://a.test", {}).get("state") == "unreachable", 5)
+        tap.ok(na, f"B lists the paused A as unreachable ({time.monotonic() - paused_at:.1f} s after the pause)",
+               repr(nodes_of(b)))
 
         # B serves every stream with what A acknowledged, and takes appends.
         bad = []
@@ -157,14 +191,26 @@ def main(tap):
                 bad.append(f"{wr.path}: {have[-5:]} ({k} of A's, {after[wr.w]} acknowledged)")
         tap.ok(not bad, "every stream holds one history: A's acknowledged prefix, then B's append",
                "\n".join(bad))
+        # C follows B; A exited without a clean stop (it lost the lease), B then stops cleanly.
+        # A's last beat was as it resumed, just before it exited: unreachable three beats later.
+        c.start(timeout=60)
+        nc = wait_for(lambda: (lambda n: n.get("http://a.test", {}).get("state") == "unreachable" and n)(nodes_of(c)), 5)
+        tap.ok(nc and nc.get("http://b.test", {}).get("owner") and nc.get("http://c.test", {}).get("state") == "live",
+               "a new follower C lists A unreachable (it exited without a clean stop), B the owner", repr(nodes_of(c)))
         tap.check_clean_exit(b, "B stops cleanly")
+        nc = wait_for(lambda: (lambda n: n.get("http://b.test", {}).get("state") == "stopped"
+                               and n.get("http://c.test", {}).get("owner") and n)(nodes_of(c)), 10)
+        tap.ok(nc and nc["http://b.test"].get("agents") == 0 and nc.get("http://c.test", {}).get("owner"),
+               "C takes over and lists B as stopped (its clean stop recorded it), with no load", repr(nodes_of(c)))
+        tap.check_clean_exit(c, "C stops cleanly")
         tap.ok(not a.sanitizer_report(), "A's exit leaves no sanitizer report", a.sanitizer_report())
     finally:
         if tap.failed:
             tap.diag(a.stderr_tail())
             tap.diag(b.stderr_tail())
+            tap.diag(c.stderr_tail())
             tap.diag(pg.log_tail())
-        for srv in (a, b):
+        for srv in (a, b, c):
             if srv.proc and srv.proc.poll() is None:
                 srv.proc.send_signal(signal.SIGCONT)
         pg.cleanup()

@@ -209,8 +209,13 @@ export interface NodeInfo {
   self: boolean;
   /** Since its last heartbeat. */
   seen_ms_ago: number;
-  /** Its live agents: only the answering node's, and only when it is the owner (followers run none). */
-  agents?: number;
+  /** As the server judges it: "live" (heard of within a few heartbeats), "unreachable" (not heard of
+   * for longer: killed, paused, cut off from the database), "stopped" (stopped cleanly). */
+  state: "live" | "unreachable" | "stopped";
+  /** Its live agents and open runtimes as its heartbeat recorded them (the answering node's: now);
+   * null for a node of an older agentd, which does not record them. Followers run none. */
+  agents: number | null;
+  runtimes: number | null;
   /** The owner's: the lease's epoch (bumped by every takeover) and time left (negative: expired). */
   epoch?: number;
   lease_ms_left?: number;
@@ -218,7 +223,7 @@ export interface NodeInfo {
 
 export interface Nodes {
   store: string;
-  /** The answering node's --lease-ms (PostgreSQL only): a node not heard of for longer is gone. */
+  /** The answering node's --lease-ms (PostgreSQL only). */
   lease_ms?: number;
   nodes: NodeInfo[];
   /** The answer's Agentd-Node header: the node this client talks to (null if the server sent none). */

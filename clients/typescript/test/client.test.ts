@@ -68,7 +68,7 @@ describe("REST", () => {
     expect(n.store).toBe("sqlite");
     expect(n.answeredBy).toBe(srv.url);
     expect(n.nodes).toHaveLength(1);
-    expect(n.nodes[0]).toMatchObject({ role: "owner", owner: true, self: true, agents: 0 });
+    expect(n.nodes[0]).toMatchObject({ role: "owner", owner: true, self: true, state: "live", agents: 0, runtimes: 0 });
     expect(n.lease_ms).toBeUndefined();
   });
 

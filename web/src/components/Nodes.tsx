@@ -2,7 +2,7 @@
  * The nodes agentd runs on: the top bar's badge (the node this page talks to, and a dot saying
  * whether every node is well) and, from its button, the list of nodes: which node this page talks
  * to, and for each node its role, its lease's time left (the owner) or when it was last heard of,
- * and its load. The data is store/nodes.ts's (polled while the tab is visible: every 2 s while the
+ * and its load (every node's, as its heartbeat recorded it). The data is store/nodes.ts's (polled while the tab is visible: every 2 s while the
  * list is open). Loaded after the page (App's NodesSlot), so none of it is in the first load. Esc,
  * a click outside or focus leaving closes the list. Every string here comes from the server and is
  * rendered as text.
@@ -43,7 +43,7 @@ export function NodeBadge() {
   const v = nodes.value;
   const self = v?.nodes.find((n) => n.self);
   const many = (v?.nodes.length ?? 0) > 1;
-  const bad = v?.nodes.some((n) => unreachable(n, v.lease_ms)) || (v && !v.nodes.some((n) => n.owner));
+  const bad = v?.nodes.some(unreachable) || (v && !v.nodes.some((n) => n.owner));
   const state = nodesError.value ? "gone" : bad ? "reconnecting" : "live";
   if (!v && !nodesError.value) return null;
   return (
@@ -79,8 +79,8 @@ function NodesPanel() {
   const list = v ? [...v.nodes].sort((a, b) => +b.owner - +a.owner || (a.node < b.node ? -1 : 1)) : [];
   const self = list.find((n) => n.self);
   const owner = list.find((n) => n.owner);
-  /* live agents: only the answering node's, and only an owner's (followers run none) */
-  const load = list.some((n) => n.agents !== undefined);
+  /* each node's load as its heartbeat recorded it (none from a node of an older agentd) */
+  const load = list.some((n) => n.agents != null);
   return (
     <div class="nodes-pop" role="dialog" aria-label="Nodes" tabIndex={-1} ref={box} data-testid="nodes-panel">
       <h3>
@@ -112,11 +112,16 @@ function about(v: Nodes): string {
   return `${v.store}${lease}, ${v.nodes.length === 1 ? "one node" : `${v.nodes.length} nodes`}`;
 }
 
+function loadText(n: NodeInfo): string {
+  const a = `${n.agents} live agent${n.agents === 1 ? "" : "s"}`;
+  return n.runtimes ? `${a} · ${n.runtimes} runtime${n.runtimes === 1 ? "" : "s"}` : a;
+}
+
 function Row({ n, v, load }: { n: NodeInfo; v: Nodes; load: boolean }) {
-  const gone = unreachable(n, v.lease_ms);
-  const state = gone ? "unreachable" : "ok";
+  const gone = n.state !== "live";
+  const state = n.state === "live" ? "ok" : n.state;
   const left = n.lease_ms_left ?? 0;
-  let when = `${gone ? "last seen" : "seen"} ${duration(n.seen_ms_ago)} ago`;
+  let when = `${gone ? (n.state === "stopped" ? "stopped" : "last seen") : "seen"} ${duration(n.seen_ms_ago)} ago`;
   if (v.store === "sqlite") when = "the only node"; /* no lease: its epoch and time left mean nothing */
   else if (n.owner && left > 0) when = `lease ${duration(left)} left · epoch ${n.epoch}`;
   else if (n.owner) when = `lease expired · ${when}`;
@@ -128,9 +133,11 @@ function Row({ n, v, load }: { n: NodeInfo; v: Nodes; load: boolean }) {
         </span>
         {n.self && <span class="tag">this page</span>}
       </span>
-      <Pill kind={gone ? "error" : n.owner ? "success" : "follower"}>{gone ? "unreachable" : n.role}</Pill>
+      <Pill kind={n.state === "unreachable" ? "error" : n.owner && !gone ? "success" : "follower"}>
+        {gone ? n.state : n.role}
+      </Pill>
       <span class="muted small">{when}</span>
-      {load && <span class="small">{n.agents !== undefined && `${n.agents} live agent${n.agents === 1 ? "" : "s"}`}</span>}
+      {load && <span class="small" data-testid="node-load">{n.agents != null && !gone && loadText(n)}</span>}
     </li>
   );
 }

@@ -4,6 +4,8 @@
  * seconds holds none of the tab's connections. Polled only while the tab is visible: every 2 s while
  * someone looks at the list (`detail`), every 10 s for the top bar's badge when several nodes share
  * the database, and not at all on a single node once answered (nothing there changes but its load).
+ * Each node's state (live, unreachable, stopped) and load are the server's (recorded by each node's
+ * heartbeat): nothing here guesses from the times.
  */
 import { signal } from "@preact/signals";
 import type { NodeInfo, Nodes } from "@agentd/client";
@@ -18,14 +20,10 @@ let watchers = 0;
 let timer = 0;
 let busy = false;
 
-/* A follower says it is alive about once a second whatever the lease (the owner every quarter of
- * it: src/store/store_pg_lease.c), so under a lease shorter than two of those a healthy follower
- * would blink unreachable. */
-const HEARD_EVERY_MS = 1000;
-
-/** Not heard of for longer than the lease: a node that stopped or cannot reach the database. */
-export function unreachable(n: NodeInfo, lease_ms: number | undefined): boolean {
-  return lease_ms !== undefined && !n.self && n.seen_ms_ago > Math.max(lease_ms, 2 * HEARD_EVERY_MS);
+/** Not heard of for a few of its heartbeats, as the server judges it: killed, paused, or cut off from
+ * the database. A node stopped cleanly is not: it is listed "stopped". */
+export function unreachable(n: NodeInfo): boolean {
+  return n.state === "unreachable";
 }
 
 function period(): number {
