@@ -9,15 +9,19 @@
 #   - three nodes on one PostgreSQL (tests/integ/cluster.py), the page opened through a follower:
 #     the badge names that follower among three nodes; the list has the three, exactly one owner (the
 #     first node), its lease's time left, and says the page talks to the follower, which forwards to
-#     the owner; the owner killed (kill -9), the list shows the new owner within a few seconds and
-#     the killed node as unreachable; a node whose name and URL are HTML and script (written into
-#     agentd_nodes) renders as inert text.
+#     the owner; a jsonl agent running on the owner is shown in the owner's row (its load, as the
+#     owner's heartbeat recorded it: the follower has none of its own); the owner killed (kill -9),
+#     the list shows the new owner within a few seconds and the killed node as unreachable (the
+#     server's judgement); the third node stopped cleanly is shown stopped; a node whose name and
+#     URL are HTML and script (written into agentd_nodes) renders as inert text.
 # Skipped when chromium or tests/browser's node_modules are missing, and (the PostgreSQL half) when
 # PostgreSQL's binaries are.
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.dont_write_bytecode = True
@@ -33,6 +37,7 @@ NODES = "/v1/nodes"
 # Sanitizer builds start and fail over slower: the bound gets a margin there (as pg_cluster.t's).
 SLOW = "asan" in os.environ.get("AGENTD_BIN", "")
 NEW_OWNER_WITHIN = 5 + (3 if SLOW else 0)
+AGENT = os.path.join(ROOT, "tests", "agents", "jsonl_agent.py")
 HOSTILE_NODE = '<img src=x onerror="window.__pwned=1">evil'
 HOSTILE_URL = "javascript:window.__pwned=2//<script>window.__pwned=3</script>"
 
@@ -160,6 +165,20 @@ def insert_hostile(c):
                    check=True, capture_output=True, timeout=20)
 
 
+def start_sleeper(srv):
+    """A jsonl session on srv whose run sleeps: one live agent. Its run id or None."""
+    state = os.path.join(tempfile.mkdtemp(prefix="ui_nodes."), "agent-state")
+    r = srv.request("POST", "/v1/sessions", {"agent": "jsonl", "command": ["python3", AGENT, "--state", state]})
+    sid = r.json()["id"] if r.status == 201 else None
+    r = srv.request("POST", f"/v1/sessions/{sid}/messages", {"text": "sleep 20"}) if sid else None
+    return r.json().get("run") if r is not None and r.status == 202 else None
+
+
+def agents_of(row):
+    m = re.search(r"(\d+) live agents?", row["text"]) if row else None
+    return int(m.group(1)) if m else None
+
+
 def cluster(tap, page):
     with test_cluster(tap, "three nodes on one PostgreSQL") as c:
         if c is None:
@@ -185,6 +204,12 @@ def cluster(tap, page):
                "it says the page talks to the follower, which forwards to the owner", talks)
         tap.ok(owners and "left" in owners[0]["text"] and "epoch 1" in owners[0]["text"],
                "the owner's row gives its lease's time left and epoch", owners)
+        run = start_sleeper(owner)
+        st = page.wait(lambda s: (agents_of(next((r for r in s["rows"] if r["node"] == owner.url), None)) or 0) >= 1,
+                       10)
+        load = {r["node"]: agents_of(r) for r in st["rows"]}
+        tap.ok(run and (load.get(owner.url) or 0) >= 1 and load.get(via.url) == 0,
+               "through the follower, the owner's row shows its live agent (the follower: none)", st["rows"])
         page.do(op="shot", name="nodes-cluster")
 
         t0 = time.monotonic()
@@ -198,8 +223,8 @@ def cluster(tap, page):
         took = time.monotonic() - t0
         tap.ok(new_owner(st) and took < NEW_OWNER_WITHIN, f"the owner killed (-9), the list shows the new owner after {took:.1f} s "
                "(lease 1 s, polled every 2 s)", st)
-        # unreachable once not heard of for the lease, and for at least two of a follower's
-        # once-a-second heartbeats (2 s here)
+        # unreachable as the server judges it: three of its beats (1 s each at this lease) missed,
+        # then the next poll (2 s)
         st = page.wait(lambda s: [r["state"] for r in s["rows"] if r["node"] == owner.url] == ["unreachable"], 5)
         old = [r for r in st["rows"] if r["node"] == owner.url]
         tap.ok(old and old[0]["role"] == "follower" and old[0]["state"] == "unreachable"
@@ -207,6 +232,13 @@ def cluster(tap, page):
                f"{time.monotonic() - t0:.1f} s after the kill", old)
         tap.ok("conn-reconnecting" in (st["badgeClass"] or ""), "the badge warns: a node is unreachable", st)
         page.do(op="shot", name="nodes-failover")
+
+        third = c.nodes[2]
+        tap.is_(third.stop(), 0, "the third node stops cleanly (SIGTERM)")
+        st = page.wait(lambda s: [r["state"] for r in s["rows"] if r["node"] == third.url] == ["stopped"], 10)
+        row = [r for r in st["rows"] if r["node"] == third.url]
+        tap.ok(row and row[0]["state"] == "stopped" and "stopped" in row[0]["text"] and "unreachable" not in row[0]["text"],
+               "it is shown stopped, not unreachable", row)
 
         insert_hostile(c)
         st = page.wait(lambda s: len(s["rows"]) == 4, 10)
