@@ -396,7 +396,17 @@ void pg__lease_release(struct store_pg *s)
     hb->conn = NULL;
     if (s->conn == NULL)
         return;
-    /* Listed as stopped, not unreachable, until it starts again (pg__node_register). */
+    if (s->epoch != 0 && !s->fenced) {
+        char e[24];
+        snprintf(e, sizeof e, "%" PRId64, s->epoch);
+        const char *v[] = {s->node, e};
+        PQclear(pg__params(
+            s->conn,
+            "UPDATE agentd_lease SET expires_at = '-infinity' WHERE id = 1 AND node = $1 AND epoch = $2", 2,
+            v));
+    }
+    /* Listed as stopped, not unreachable, until it starts again (pg__node_register). After the
+     * lease is given up: a standby takes over one round trip sooner. */
     char now[24];
     snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
     const char *n[] = {s->node, now};
@@ -404,14 +414,6 @@ void pg__lease_release(struct store_pg *s)
                        "UPDATE agentd_nodes SET stopped_ms = $2, seen_ms = $2, agents = 0, runtimes = 0"
                        " WHERE node = $1",
                        2, n));
-    if (s->epoch == 0 || s->fenced)
-        return;
-    char e[24];
-    snprintf(e, sizeof e, "%" PRId64, s->epoch);
-    const char *v[] = {s->node, e};
-    PQclear(pg__params(
-        s->conn, "UPDATE agentd_lease SET expires_at = '-infinity' WHERE id = 1 AND node = $1 AND epoch = $2",
-        2, v));
 }
 
 /* Every node is taken to run with this node's --lease-ms (PG_SEEN_MS). */
