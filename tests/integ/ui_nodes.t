@@ -52,7 +52,7 @@ STATE = """() => {
     talks: p?.querySelector('[data-testid="nodes-self"]')?.textContent ?? null,
     rows: p ? [...p.querySelectorAll('[data-testid="node-row"]')].map((r) => ({
       node: r.dataset.node, role: r.dataset.role, state: r.dataset.state, self: r.dataset.self === "1",
-      text: r.textContent })) : [],
+      text: r.textContent, load: r.querySelector('[data-testid="node-load"]')?.textContent ?? null })) : [],
     active: document.activeElement?.dataset?.testid ?? null,
     elements: p ? p.querySelectorAll("img, script, a").length : 0,
     pwned: window.__pwned ?? null,
@@ -175,7 +175,7 @@ def start_sleeper(srv):
 
 
 def agents_of(row):
-    m = re.search(r"(\d+) live agents?", row["text"]) if row else None
+    m = re.match(r"(\d+) live agents?", row["load"] or "") if row else None
     return int(m.group(1)) if m else None
 
 
