@@ -132,6 +132,7 @@ struct serve {
     int drain_ticks;
     uv_timer_t load; /* hands the node's load to the store, whose heartbeat records it (GET /v1/nodes) */
     int load_ready;
+    int drained; /* the HTTP drain ended; the drain timer still cancels reads held */
     int loop_ready, signals_ready;
     struct subs *subs;
     struct sessions *sessions;
@@ -220,12 +221,25 @@ static void serve__on_signal(uv_signal_t *h, int signum)
     uv_stop(&s->loop);
 }
 
-#define SERVE_DRAIN_TICK_MS 50
-#define SERVE_DRAIN_TICKS   40 /* give clients two seconds to finish before exiting anyway */
+#define SERVE_DRAIN_TICK_MS     50
+#define SERVE_DRAIN_TICKS       40 /* give clients two seconds to finish before exiting anyway */
+/* Reads the database still holds after a second (a lock) are cancelled: answered 503 within the
+ * drain's two seconds, not whenever the lock goes. */
+#define SERVE_DRAIN_READS_TICKS 20
 
 static void serve__drain_tick(uv_timer_t *t)
 {
     struct serve *s = t->data;
+    if (s->drain_ticks >= SERVE_DRAIN_READS_TICKS) { /* each tick: a cancel may come before its query */
+        if (s->streams && streams_syncing(s->streams))
+            streams_reads_cancel(s->streams);
+        if (stream_http_reading(s->reads.sh))
+            stream_http_reads_cancel(s->reads.sh);
+    }
+    if (s->drained) { /* serve__drain waits for reads and fsyncs: only the count goes on */
+        s->drain_ticks++;
+        return;
+    }
     if (http_server_drain(s->http) == 0 || ++s->drain_ticks >= SERVE_DRAIN_TICKS)
         uv_stop(&s->loop);
 }
@@ -253,18 +267,20 @@ static void serve__drain(struct serve *s)
     s->drain.data = s;
     uv_timer_start(&s->drain, serve__drain_tick, SERVE_DRAIN_TICK_MS, SERVE_DRAIN_TICK_MS);
     uv_run(&s->loop, UV_RUN_DEFAULT);
-    uv_close((uv_handle_t *)&s->drain, NULL);
+    s->drained = 1; /* the timer ticks on: it cancels reads still held */
     if (s->streams)
         streams_flush(s->streams);
     /* An fsync still in the thread pool (a loaded machine) must complete before the teardown
      * closes the store it syncs, and its completion answers the writes it covers (so must a
-     * catch-up read on one of the store's reader connections, which answers its client); a session's
+     * catch-up read on one of the store's reader connections, which answers its client: one the
+     * database holds is cancelled a second into the drain, serve__drain_tick); a session's
      * directory removal or fork copy still there would touch the loop after it is gone (the
      * worker queues its completion on it): wait for them, not for the loop to be empty (an idle
      * client would keep it alive). */
     while ((s->streams && streams_syncing(s->streams)) || stream_http_reading(s->reads.sh) ||
            sessions_working(s->sessions))
         uv_run(&s->loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&s->drain, NULL);
 }
 
 #define SERVE_TEARDOWN_TURNS 8 /* close callbacks need a few loop turns */

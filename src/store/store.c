@@ -185,6 +185,12 @@ int store_read_back_pooled(struct store *s, int64_t stream, int64_t before, stor
 
 int store_read_slots(const struct store *s) { return s->pg ? PG_READERS : 0; }
 
+void store_reads_cancel(struct store *s)
+{
+    if (s->pg)
+        store_pg_reads_cancel(s->pg);
+}
+
 int store_read_back(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb, void *arg)
 {
     s->reads++;

@@ -237,6 +237,10 @@ int store_read_pooled(struct store *s, int64_t stream, int64_t from, int64_t to,
 /* How many store_read_pooled calls can run at once without waiting: 0 when the backend has none
  * (SQLite). */
 int store_read_slots(const struct store *s);
+/* At a stop, from the loop: the store_read_pooled (and store_read_back_pooled, view) calls running
+ * fail soon (PostgreSQL: their queries are cancelled), and so does every one after. A read the
+ * database holds (a lock) would otherwise hold the stop. SQLite: nothing runs off the loop. */
+void store_reads_cancel(struct store *s);
 
 /*
  * A follower's reads (it loads no registry; PostgreSQL only, SQLite: -ENOTSUP), from any thread, on

@@ -328,8 +328,10 @@ void store_pg_free(struct store_pg *s)
     pg__lease_release(s);
     PQfinish(s->conn);
     PQfinish(s->wconn);
-    for (int i = 0; i < PG_READERS; i++) /* none is checked out: the caller waited for its reads */
+    for (int i = 0; i < PG_READERS; i++) { /* none is checked out: the caller waited for its reads */
+        PQfreeCancel(s->readers[i].cancel);
         PQfinish(s->readers[i].conn);
+    }
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->sync_mu);
     pthread_mutex_destroy(&s->pool_mu);

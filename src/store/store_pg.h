@@ -42,6 +42,9 @@ void store_pg_rollback(struct store_pg *s);
 int store_pg_commit(struct store_pg *s);
 int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                   store_record_cb cb, void *arg);
+/* From the loop, at a stop: cancels the queries the readers run (PQcancel: the server ends them)
+ * and fails every one they would start after. Again when a cancel may have come before its query. */
+void store_pg_reads_cancel(struct store_pg *s);
 int store_pg_read_pooled(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                          store_record_cb cb, void *arg);
 int store_pg_read_back_pooled(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb,

@@ -43,6 +43,7 @@ struct pg__row {
 struct pg__reader {
     PGconn *conn;      /* NULL until connected, or while lost */
     int busy;          /* checked out */
+    PGcancel *cancel;  /* pool_mu: its connection's, for store_pg_reads_cancel from the loop */
     int lost;          /* its loss was logged (once per outage) */
     int connected;     /* it was connected before (a new connection is logged as a reconnect) */
     int snapshot;      /* inside store_pg_snapshot_open's transaction: never reconnected */
@@ -109,6 +110,7 @@ struct store_pg {
     int writer_lost;         /* the same for the committer's (its thread only) */
     pthread_mutex_t pool_mu; /* guards readers[].busy; a reader's other fields are its holder's */
     pthread_cond_t pool_cv;  /* a reader was given back */
+    int readers_cancelled;   /* pool_mu: store_pg_reads_cancel ran: no reader query starts */
     struct pg__reader readers[PG_READERS];
 };
 

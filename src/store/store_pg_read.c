@@ -173,6 +173,19 @@ static struct pg__reader *pg__reader_take(struct store_pg *s)
     return p;
 }
 
+void store_pg_reads_cancel(struct store_pg *s)
+{
+    pthread_mutex_lock(&s->pool_mu);
+    s->readers_cancelled = 1;
+    for (int i = 0; i < PG_READERS; i++) {
+        char err[256];
+        struct pg__reader *p = &s->readers[i];
+        if (p->busy && p->cancel && !PQcancel(p->cancel, err, sizeof err))
+            log_debug("store: a reader's query could not be cancelled: %s", err);
+    }
+    pthread_mutex_unlock(&s->pool_mu);
+}
+
 static void pg__reader_give(struct store_pg *s, struct pg__reader *p)
 {
     pthread_mutex_lock(&s->pool_mu);
@@ -196,6 +209,10 @@ static int pg__reader_connect(struct store_pg *s, struct pg__reader *p)
         p->retry_at_us = now >= p->retry_at_us ? now + PG_RECONNECT_US : p->retry_at_us;
         return -ENOTCONN;
     }
+    PGcancel *cancel = PQgetCancel(p->conn);
+    pthread_mutex_lock(&s->pool_mu);
+    p->cancel = cancel;
+    pthread_mutex_unlock(&s->pool_mu);
     if (p->connected) /* said once per connection lost: a read that fails keeps its connection */
         log_info("store: a reader connected to PostgreSQL again");
     p->connected = 1;
@@ -205,8 +222,12 @@ static int pg__reader_connect(struct store_pg *s, struct pg__reader *p)
 }
 
 /* Drops reader p's connection (its next use connects again). */
-static void pg__reader_drop(struct pg__reader *p)
+static void pg__reader_drop(struct store_pg *s, struct pg__reader *p)
 {
+    pthread_mutex_lock(&s->pool_mu);
+    PQfreeCancel(p->cancel);
+    p->cancel = NULL;
+    pthread_mutex_unlock(&s->pool_mu);
     PQfinish(p->conn);
     p->conn = NULL;
     p->unread = 0;
@@ -232,12 +253,17 @@ static PGresult *pg__reader_query(struct store_pg *s, struct pg__reader *p, cons
 {
     pg__reader_settle(p);
     for (int attempt = 0;; attempt++) {
+        pthread_mutex_lock(&s->pool_mu);
+        int cancelled = s->readers_cancelled;
+        pthread_mutex_unlock(&s->pool_mu);
+        if (cancelled) /* the node stops: the read fails */
+            return NULL;
         if (p->conn == NULL && (p->snapshot || pg__reader_connect(s, p) != 0))
             return NULL;
         PGresult *r = PQexecParams(p->conn, sql, n, NULL, vals, NULL, NULL, 1);
         if (PQstatus(p->conn) != CONNECTION_BAD)
             return r;
-        pg__reader_drop(p);
+        pg__reader_drop(s, p);
         if (attempt > 0 || p->snapshot)
             return r;
         PQclear(r);
@@ -366,7 +392,7 @@ static PGresult *pg__view_begin(struct store_pg *s, struct pg__reader *p, const 
         if (!dead && !piped && PQtransactionStatus(c) == PQTRANS_INERROR && PQsendQuery(c, "ROLLBACK") == 1) {
             p->unread = 1; /* the row's query failed (a path that is not UTF-8): its transaction ends */
         } else if (dead || piped || PQtransactionStatus(c) != PQTRANS_IDLE) {
-            pg__reader_drop(p); /* mid-pipeline or mid-transaction: start afresh */
+            pg__reader_drop(s, p); /* mid-pipeline or mid-transaction: start afresh */
         }
         if (!dead || *rc != -ENOTCONN)
             return NULL;
@@ -470,7 +496,7 @@ void store_pg_snapshot_close(struct store_snapshot *sn)
     if (p->conn && PQsendQuery(p->conn, "ROLLBACK"))
         p->unread = 1;
     else if (p->conn)
-        pg__reader_drop(p);
+        pg__reader_drop(sn->s, p);
     pg__reader_give(sn->s, p);
     free(sn);
 }

@@ -192,6 +192,10 @@ typedef void (*stream_read_cb)(struct stream_read_done *d, void *arg);
 struct stream_read *stream_read_start(struct streams *ss, struct stream *st, int64_t from, size_t max_bytes,
                                       stream_read_cb cb, void *arg);
 void stream_read_cancel(struct stream_read *rd);
+/* At a stop, once the node has waited long enough for them: the reads waiting end (-ESHUTDOWN), the
+ * store's readers' queries are cancelled, and a read that fails from now on ends -ESHUTDOWN. Called
+ * again while reads run (a cancel that came before its query was sent does nothing). */
+void streams_reads_cancel(struct streams *ss);
 /*
  * Offsets of JSON messages. Every message of a JSON stream has its own offset: the byte position
  * where it starts (its record's offset plus the message's position in the stored "m1,m2," form).

@@ -329,6 +329,11 @@ static void sh__answer_read(struct http_req *req, struct stream_read_done *d, co
         if (d->rc == -EINVAL)
             return http_res_error(req, ERR_BAD_REQUEST,
                                   "the offset falls inside a message of this JSON stream");
+        if (d->rc == -ESHUTDOWN) { /* the node stopped while the database held the read */
+            http_res_header(req, "Retry-After", "1");
+            return http_res_error(req, ERR_SHUTTING_DOWN,
+                                  "the server is stopping; retry from the same offset");
+        }
         return http_res_error(req, errcode_for_store(d->rc), "the stream could not be read (%s)",
                               strerror(-d->rc));
     }
@@ -661,6 +666,8 @@ struct stream_http *stream_http_reader_new(const struct stream_http_config *cfg,
 }
 
 int stream_http_reading(const struct stream_http *sh) { return sh && streams_syncing(sh->ss); }
+
+void stream_http_reads_cancel(struct stream_http *sh) { streams_reads_cancel(sh->ss); }
 
 /* Where a follower's GET will read from, as sh__get will find (so that its records come with the
  * stream's row): -1 when it will read none (HEAD, offset=now, an offset it refuses). An offset past

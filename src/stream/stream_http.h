@@ -54,5 +54,7 @@ struct stream_http *stream_http_reader_new(const struct stream_http_config *cfg,
 int stream_http_read_local(struct stream_http *sh, struct http_req *req,
                            void (*forward)(struct http_req *req, void *arg), void *forward_arg);
 int stream_http_reading(const struct stream_http *sh);
+/* At a stop: streams_reads_cancel of its reads (they end 503). */
+void stream_http_reads_cancel(struct stream_http *sh);
 
 #endif

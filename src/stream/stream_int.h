@@ -103,6 +103,7 @@ struct streams {
      * the others wait here in order. */
     struct stream_read *reads_waiting, **reads_tail;
     int reads_running;
+    int reads_cancelled; /* streams_reads_cancel ran: a read that fails meanwhile ends by the stop */
 };
 
 /* Media types compare without parameters, case-insensitively. */

@@ -410,6 +410,12 @@ static void stream__read_done(uv_work_t *w, int status)
     struct stream_read *rd = w->data;
     struct streams *ss = rd->ss;
     ss->reads_running--;
+    if (ss->reads_cancelled) { /* its query was cancelled (or never sent): answered as a stop */
+        if (rd->d.rc < 0)
+            rd->d.rc = -ESHUTDOWN;
+        if (rd->vd.rc < 0)
+            rd->vd.rc = -ESHUTDOWN;
+    }
     stream__read_finish(rd);
     if (ss->freeing) { /* streams_free ran meanwhile: the last one out frees the registry */
         if (ss->reads_running == 0 && !ss->syncing)
@@ -534,4 +540,12 @@ void streams__reads_stop(struct streams *ss)
         stream__read_finish(rd);
     }
     ss->reads_tail = &ss->reads_waiting;
+}
+
+void streams_reads_cancel(struct streams *ss)
+{
+    ss->reads_cancelled = 1;
+    streams__reads_stop(ss);
+    if (ss->reads_running)
+        store_reads_cancel(ss->store);
 }
