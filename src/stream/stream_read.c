@@ -533,13 +533,20 @@ void stream_read_cancel(struct stream_read *rd)
 
 void streams__reads_stop(struct streams *ss)
 {
+    /* The list is taken off ss before its callbacks run: one that queues a read (none does at a
+     * stop today) queues it on ss's fresh list, which the next turn stops too (or the pump has
+     * started it: its completion is counted in reads_running, as every read's is). */
     while (ss->reads_waiting) {
-        struct stream_read *rd = ss->reads_waiting;
-        ss->reads_waiting = rd->next;
-        rd->d.rc = rd->vd.rc = -ESHUTDOWN;
-        stream__read_finish(rd);
+        struct stream_read *list = ss->reads_waiting;
+        ss->reads_waiting = NULL;
+        ss->reads_tail = &ss->reads_waiting;
+        while (list) {
+            struct stream_read *rd = list;
+            list = rd->next;
+            rd->d.rc = rd->vd.rc = -ESHUTDOWN;
+            stream__read_finish(rd);
+        }
     }
-    ss->reads_tail = &ss->reads_waiting;
 }
 
 void streams_reads_cancel(struct streams *ss)
