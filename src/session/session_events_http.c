@@ -96,6 +96,10 @@ static void session__page_done(int rc, void *arg)
         return session__page_free(pg);
     if (rc == -EDOM)
         return http_res_error(req, ERR_BAD_REQUEST, "%s", session__bad_before);
+    if (rc == -ESHUTDOWN) { /* the node stopped while the database held the read */
+        http_res_header(req, "Retry-After", "1");
+        return http_res_error(req, ERR_SHUTTING_DOWN, "the server is stopping; retry");
+    }
     if (rc != 0)
         return http_res_error(req, errcode_for_store(rc), "the transcript could not be read");
     char off[STREAM_OFFSET_LEN + 1];

@@ -438,9 +438,13 @@ def cancelled_reads(tap, pg, srv):
 def stop_held(tap, pg, srv):
     """(i)"""
     big = "/v1/stream/a/big?offset=-1"
+    r = srv.request("POST", "/v1/sessions", json.dumps({"agent": "none"}).encode(),
+                    {"Content-Type": "application/json"})
+    page = f"/v1/sessions/{json.loads(r.body)['id']}/events"
     lock = Locker(pg)
     try:
-        gets = [Get(srv, big) for _ in range(3)] + [Get(srv, "/v1/stream/a/json?offset=-1&live=long-poll")]
+        gets = [Get(srv, big) for _ in range(3)] + [Get(srv, "/v1/stream/a/json?offset=-1&live=long-poll"),
+                                                    Get(srv, page)]
         sses = [Sse(srv, "/v1/stream/a/big")]
         for g in gets + sses:
             g.start()
