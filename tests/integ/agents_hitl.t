@@ -297,7 +297,10 @@ def test_latency(label, cfg, fake, program):
     TAP.diag(f"{label} message -> first agent event (ms): warm process {out[True]}, a fresh process per message "
              f"{out[False]}")
     warm2, cold2 = out[True][1:], out[False][1:]
-    TAP.ok(all(w is not None for w in warm2 + cold2) and max(warm2) * 3 < min(cold2),
+    # Twice as fast, not three times: under ASan on a loaded machine (CI, 2 cores) the warm process's
+    # answers took 10-13 ms against 37-38 for a fresh process, a ratio of 2.9; without a warm process
+    # the two are the same.
+    TAP.ok(all(w is not None for w in warm2 + cold2) and max(warm2) * 2 < min(cold2),
            f"{label} latency: the warm process answers later messages much sooner ({warm2} vs {cold2} ms)")
 
 
