@@ -186,6 +186,11 @@ int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_le
     } else if (now >= e->until_us) {
         return 0;
     }
+    /* This node serves locally already: what comes here now (a follower's read forwarded from its
+     * completion after the takeover, a connect to the old holder that failed since) goes to its own
+     * routes at the next tick, which comes at once, not at the deadline. */
+    if (h->local)
+        e->until_us = now;
     list_insert(&h->held, e, link);
     e->waiting = 1;
     h->n++;
@@ -193,7 +198,7 @@ int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_le
     /* The timer is also idle while a try's requests are on their way (a try takes every held request
      * off the list; a refused one comes back here): only a hold after a quiet spell (a new failover)
      * starts again at the shortest wait. */
-    if (!h->running && !uv_is_active((uv_handle_t *)&h->timer)) {
+    if (!h->running && (h->local || !uv_is_active((uv_handle_t *)&h->timer))) {
         if (now - h->last_run_us > 2000 * (uint64_t)SERVE_HOLD_TICK_MAX_MS)
             h->tick_ms = SERVE_HOLD_TICK_MS;
         serve__hold_arm(h);

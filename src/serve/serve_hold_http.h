@@ -52,7 +52,10 @@ struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint
  * and the requests stay held and counted. Left: a lease that moves to a new holder whose address
  * drops connects leaves the requests sent on then uncounted until h2o's connect timeout, once.
  * Counting them until they are answered needs the proxy to say when its connect succeeded, which
- * libh2o 2.2.5 does not; until they end would count the holder's long-polls against the hold. */
+ * libh2o 2.2.5 does not; until they end would count the holder's long-polls against the hold.
+ * Once this node serves locally (serve_hold_retry's local), a request held (a follower's read
+ * forwarded from its completion after the takeover) goes to its own routes at the next tick, at
+ * once. */
 int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_lease *l);
 /* http_unreached_cb for http_set_unreached (arg: the struct serve_hold). */
 int serve_hold_unreached(void *arg, struct http_req *req);
