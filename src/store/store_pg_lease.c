@@ -48,18 +48,27 @@ static void pg__node_load(struct store_pg *s, char now[24], char agents[24], cha
 }
 
 /* Says the node is alive (agentd_nodes.seen_ms) and what its load is, for GET /v1/nodes: the
- * same UPDATE, no round trip of its own. */
+ * same statement, no round trip of its own. It writes the row back if another node's start deleted
+ * it (pg__node_register: this node's wall clock is a week behind that node's, or its heartbeat could
+ * not reach the database for a week); else the node would stay unlisted until it restarts, and,
+ * once it holds the lease, followers would find no --node-url or token hash to forward with. */
 static void pg__node_seen(struct store_pg *s, PGconn *c)
 {
     char now[24], agents[24], runtimes[24];
     pg__node_load(s, now, agents, runtimes);
-    const char *v[] = {s->node, now, agents, runtimes};
-    PQclear(pg__params(c, "UPDATE agentd_nodes SET seen_ms = $2, agents = $3, runtimes = $4 WHERE node = $1",
-                       4, v));
+    const char *v[] = {s->node, s->node_url, now, s->token_hash, agents, runtimes};
+    PQclear(
+        pg__params(c,
+                   "INSERT INTO agentd_nodes(node, url, started_ms, seen_ms, token_hash, agents, runtimes)"
+                   " VALUES($1, $2, $3, $3, $4, $5, $6) ON CONFLICT (node) DO UPDATE SET"
+                   " seen_ms = excluded.seen_ms, agents = excluded.agents, runtimes = excluded.runtimes",
+                   6, v));
 }
 
 /* Registers the node (again after a restart: no longer stopped) and forgets the nodes not heard of
- * for PG_NODE_FORGET_MS. */
+ * for PG_NODE_FORGET_MS, by this node's wall clock. Never the lease's holder, whatever its row
+ * says (its clock may be a week behind): followers forward with its row's --node-url and token hash.
+ * A live node deleted by such a clock writes its row back at its next beat (pg__node_seen). */
 static int pg__node_register(struct store_pg *s, PGconn *c, char *err, size_t errlen)
 {
     char now[24], agents[24], runtimes[24], before[24];
@@ -80,7 +89,10 @@ static int pg__node_register(struct store_pg *s, PGconn *c, char *err, size_t er
     PQclear(r);
     if (rc == 0) {
         const char *f[] = {s->node, before};
-        PQclear(pg__params(c, "DELETE FROM agentd_nodes WHERE node <> $1 AND seen_ms < $2::bigint", 2, f));
+        PQclear(pg__params(c,
+                           "DELETE FROM agentd_nodes WHERE node <> $1 AND seen_ms < $2::bigint"
+                           " AND node NOT IN (SELECT node FROM agentd_lease)",
+                           2, f));
     }
     return rc;
 }
