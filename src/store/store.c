@@ -78,6 +78,21 @@ struct store_sqlite *store__sqlite(struct store *s) { return s->sq; }
 const char *store_backend(const struct store *s) { return s->pg ? "postgres" : "sqlite"; }
 int store_commit_persists(const struct store *s) { return s->pg == NULL; }
 int store_available(struct store *s) { return s->pg ? store_pg_available(s->pg) : 0; }
+void store_offline(struct store *s)
+{
+    if (s->pg)
+        store_pg_offline(s->pg);
+}
+
+struct store_probe *store_probe_start(struct store *s) { return s->pg ? store_pg_probe_start(s->pg) : NULL; }
+
+int store_probe_done(struct store_probe *p, int *rc)
+{
+    *rc = 0;
+    return p ? store_pg_probe_done(p, rc) : 1;
+}
+
+void store_probe_free(struct store_probe *p) { store_pg_probe_free(p); }
 
 void store_lease(struct store *s, struct store_lease *out)
 {

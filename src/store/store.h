@@ -115,6 +115,19 @@ int store_commit_persists(const struct store *s);
  * 0; -ENOTCONN while the database cannot be reached; -EPERM while another node holds the lease.
  * SQLite: always 0. */
 int store_available(struct store *s);
+/* The database was found unreachable: until store_available runs again, the loop's connection is
+ * not reconnected from the loop (against a host that drops packets each try would hold the loop for
+ * the connect timeout): what needs it fails -ENOTCONN at once. SQLite: nothing. */
+void store_offline(struct store *s);
+/* Is the database reachable? Asked off the loop (a thread of its own, on a connection of its own):
+ * store_probe_start starts it (NULL when there is nothing to ask: SQLite), store_probe_done says
+ * whether it has finished (1, with 0 or -ENOTCONN in rc; NULL: 1 at once), store_probe_free lets go
+ * of it, finished or not (a probe still connecting ends on its own). Once one has answered 0,
+ * store_available reconnects the loop's connection (most likely at once). */
+struct store_probe;
+struct store_probe *store_probe_start(struct store *s);
+int store_probe_done(struct store_probe *p, int *rc);
+void store_probe_free(struct store_probe *p);
 
 /* Who holds the write lease, as the heartbeat last saw it (no query). SQLite: this process. */
 struct store_lease {

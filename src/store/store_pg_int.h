@@ -107,6 +107,7 @@ struct store_pg {
     int64_t next_id, id_end; /* the reserved block of stream ids not handed out yet */
     uint64_t retry_at_us;    /* no reconnect of the loop's connection before (a failed one waits) */
     int reader_lost;         /* the loop's connection is lost (its failure was logged) */
+    int offline;             /* store_pg_offline: not reconnected from the loop until store_pg_available */
     int writer_lost;         /* the same for the committer's (its thread only) */
     pthread_mutex_t pool_mu; /* guards readers[].busy; a reader's other fields are its holder's */
     pthread_cond_t pool_cv;  /* a reader was given back */

@@ -24,7 +24,7 @@ static int pg__reconnect(struct store_pg *s)
 {
     char err[512];
     uint64_t now = clock_mono_us();
-    if (now < s->retry_at_us)
+    if (now < s->retry_at_us || s->offline) /* offline: store_pg_offline */
         return -ENOTCONN;
     PQfinish(s->conn);
     s->conn = pg__connect(s->conninfo, err, sizeof err);
@@ -60,6 +60,7 @@ PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *cons
 
 int store_pg_available(struct store_pg *s)
 {
+    s->offline = 0;
     PGresult *r = pg__query(s, "SELECT 1", 0, NULL, 0);
     int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : -ENOTCONN;
     PQclear(r);
@@ -71,6 +72,81 @@ int store_pg_available(struct store_pg *s)
         rc = pg__lease_take(s, s->conn, 0, err, sizeof err);
     }
     return rc;
+}
+
+void store_pg_offline(struct store_pg *s) { s->offline = 1; }
+
+/* ---- the availability probe, off the loop ---- */
+
+/* Held by its thread and by the loop until both let it go (the last frees it): at a stop the loop
+ * lets go of a probe whose connect to a dead host still holds its thread (detached: the process
+ * does not wait for it). */
+struct store_probe {
+    pthread_mutex_t mu; /* guards refs, done, rc */
+    int refs, done, rc;
+    char *conninfo;
+};
+
+static void pg__probe_put(struct store_probe *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int last = --p->refs == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&p->mu);
+    free(p->conninfo);
+    free(p);
+}
+
+static void *pg__probe_run(void *arg)
+{
+    struct store_probe *p = arg;
+    char err[512];
+    PGconn *c = pg__connect(p->conninfo, err, sizeof err);
+    int rc = c && pg__exec(c, "SELECT 1", NULL, 0) == 0 ? 0 : -ENOTCONN;
+    PQfinish(c);
+    pthread_mutex_lock(&p->mu);
+    p->rc = rc;
+    p->done = 1;
+    pthread_mutex_unlock(&p->mu);
+    pg__probe_put(p);
+    return NULL;
+}
+
+struct store_probe *store_pg_probe_start(struct store_pg *s)
+{
+    struct store_probe *p = xcalloc(1, sizeof *p);
+    pthread_mutex_init(&p->mu, NULL);
+    p->refs = 2;
+    p->conninfo = xstrdup(s->conninfo);
+    pthread_attr_t attr;
+    pthread_t t;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, pg__probe_run, p);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) { /* no thread: the probe failed (the next one tries again) */
+        p->refs = 1;
+        p->done = 1;
+        p->rc = -ENOTCONN;
+    }
+    return p;
+}
+
+int store_pg_probe_done(struct store_probe *p, int *rc)
+{
+    pthread_mutex_lock(&p->mu);
+    int done = p->done;
+    *rc = p->rc;
+    pthread_mutex_unlock(&p->mu);
+    return done;
+}
+
+void store_pg_probe_free(struct store_probe *p)
+{
+    if (p)
+        pg__probe_put(p);
 }
 
 /* ---- loading ---- */
@@ -173,17 +249,50 @@ static struct pg__reader *pg__reader_take(struct store_pg *s)
     return p;
 }
 
+/* The cancels of a stop, sent from a thread of their own: PQcancel opens a connection to the server,
+ * which a dead database host would hold for as long as TCP tries (the loop must go on with the
+ * stop). It owns the PGcancel objects it was given. */
+struct pg__cancels {
+    int n;
+    PGcancel *c[PG_READERS];
+};
+
+static void *pg__cancels_run(void *arg)
+{
+    struct pg__cancels *cs = arg;
+    for (int i = 0; i < cs->n; i++) {
+        char err[256];
+        if (!PQcancel(cs->c[i], err, sizeof err))
+            log_debug("store: a reader's query could not be cancelled: %s", err);
+        PQfreeCancel(cs->c[i]);
+    }
+    free(cs);
+    return NULL;
+}
+
 void store_pg_reads_cancel(struct store_pg *s)
 {
+    struct pg__cancels *cs = xcalloc(1, sizeof *cs);
     pthread_mutex_lock(&s->pool_mu);
     s->readers_cancelled = 1;
-    for (int i = 0; i < PG_READERS; i++) {
-        char err[256];
+    for (int i = 0; i < PG_READERS; i++) { /* taken from their readers: pg__cancels_run frees them */
         struct pg__reader *p = &s->readers[i];
-        if (p->busy && p->cancel && !PQcancel(p->cancel, err, sizeof err))
-            log_debug("store: a reader's query could not be cancelled: %s", err);
+        if (p->busy && p->cancel) {
+            cs->c[cs->n++] = p->cancel;
+            p->cancel = NULL;
+        }
     }
     pthread_mutex_unlock(&s->pool_mu);
+    pthread_attr_t attr;
+    pthread_t t;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (cs->n == 0 || pthread_create(&t, &attr, pg__cancels_run, cs) != 0) {
+        for (int i = 0; i < cs->n; i++)
+            PQfreeCancel(cs->c[i]);
+        free(cs);
+    }
+    pthread_attr_destroy(&attr);
 }
 
 static void pg__reader_give(struct store_pg *s, struct pg__reader *p)

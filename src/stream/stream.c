@@ -21,11 +21,14 @@
 #include <string.h>
 #include <strings.h>
 
-#define STREAM_SWEEP_MS 2000
+#define STREAM_SWEEP_MS      2000
 /* While the store's database cannot be reached, the reload is tried this often. */
-#define STREAM_RETRY_MS 250
+#define STREAM_RETRY_MS      250
+/* How often a running availability probe is looked at (streams__on_retry). */
+#define STREAM_PROBE_POLL_MS 20
 
 static void streams__reload(struct streams *ss);
+static void streams__unavailable(struct streams *ss, int rc);
 static void streams__on_retry(uv_timer_t *t);
 
 /*
@@ -488,7 +491,10 @@ static void streams__fail_all(struct streams *ss, int rc, struct stream__group *
     for (struct stream__group *g = list; g; g = g->next)
         streams__publish(ss, g, g->rc);
     stream__cache_rollback(ss); /* for the registry kept while the store is unavailable */
-    streams__reload(ss);
+    if (rc == -ENOTCONN)        /* asking again on the loop could hold it for the connect timeout */
+        streams__unavailable(ss, rc);
+    else
+        streams__reload(ss);
     for (struct stream__group *g = list, *next; g; g = next) {
         next = g->next;
         streams__answer(g, g->rc);
@@ -703,6 +709,8 @@ static void streams__unavailable(struct streams *ss, int rc)
         log_warn("stream: the store cannot take writes (%s); writes are refused until it can",
                  rc == -EPERM ? "another node holds its lease" : "its database cannot be reached");
     ss->unavailable = rc;
+    if (rc == -ENOTCONN)
+        store_offline(ss->store);
     uv_timer_start(&ss->retry, streams__on_retry, STREAM_RETRY_MS, 0);
 }
 
@@ -728,14 +736,30 @@ static void streams__reload(struct streams *ss)
     ss->unavailable = 0;
 }
 
+/*
+ * While the database cannot be reached, whether it is back is asked off the loop (store_probe: a
+ * host that drops packets holds a connect for its timeout), one probe at a time, looked at every
+ * STREAM_PROBE_POLL_MS; once one answers, the reload reconnects the loop's own connection. Another
+ * node holding the lease is asked on the loop: its database answers.
+ */
 static void streams__on_retry(uv_timer_t *t)
 {
     struct streams *ss = t->data;
     /* Whatever is still in flight fails first (and reloads). */
     if (ss->syncing || ss->groups)
-        uv_timer_start(&ss->retry, streams__on_retry, STREAM_RETRY_MS, 0);
-    else
-        streams__reload(ss);
+        return (void)uv_timer_start(&ss->retry, streams__on_retry, STREAM_RETRY_MS, 0);
+    if (ss->unavailable != -ENOTCONN)
+        return streams__reload(ss);
+    if (ss->probe == NULL)
+        ss->probe = store_probe_start(ss->store);
+    int rc;
+    if (!store_probe_done(ss->probe, &rc))
+        return (void)uv_timer_start(&ss->retry, streams__on_retry, STREAM_PROBE_POLL_MS, 0);
+    store_probe_free(ss->probe);
+    ss->probe = NULL;
+    if (rc != 0)
+        return streams__unavailable(ss, rc);
+    streams__reload(ss);
 }
 
 int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, const struct streams_config *cfg,
@@ -822,5 +846,7 @@ void streams_free(struct streams *ss)
     uv_close((uv_handle_t *)&ss->check, NULL);
     uv_close((uv_handle_t *)&ss->idle, NULL);
     uv_close((uv_handle_t *)&ss->retry, NULL);
+    store_probe_free(ss->probe);
+    ss->probe = NULL;
     uv_close((uv_handle_t *)&ss->sweep, streams__free_handle);
 }

@@ -97,7 +97,8 @@ struct streams {
     /* -errno while the store cannot take writes (its database cannot be reached, or another node
      * holds its lease): writes are refused (stream.c) */
     int unavailable;
-    uv_timer_t retry; /* tries the reload again while unavailable */
+    uv_timer_t retry;          /* tries the reload again while unavailable */
+    struct store_probe *probe; /* running while the database cannot be reached (streams__on_retry) */
     struct stream__caches caches;
     /* Reads off the loop (stream_read.c): at most store_read_slots in libuv's thread pool at once,
      * the others wait here in order. */
