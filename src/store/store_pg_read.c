@@ -251,7 +251,11 @@ static struct pg__reader *pg__reader_take(struct store_pg *s)
 
 /* The cancels of a stop, sent from a thread of their own: PQcancel opens a connection to the server,
  * which a dead database host would hold for as long as TCP tries (the loop must go on with the
- * stop). It owns the PGcancel objects it was given. */
+ * stop). It owns the PGcancel objects it was given (taken from their readers), so it sends each
+ * again every PG_CANCEL_EVERY_US for the rest of the drain, as the loop's ticks did: a cancel can
+ * come before its query. Once the reads are over a cancel finds nothing to cancel. */
+#define PG_CANCEL_ROUNDS   20
+#define PG_CANCEL_EVERY_US 50000
 struct pg__cancels {
     int n;
     PGcancel *c[PG_READERS];
@@ -260,12 +264,16 @@ struct pg__cancels {
 static void *pg__cancels_run(void *arg)
 {
     struct pg__cancels *cs = arg;
-    for (int i = 0; i < cs->n; i++) {
-        char err[256];
-        if (!PQcancel(cs->c[i], err, sizeof err))
-            log_debug("store: a reader's query could not be cancelled: %s", err);
-        PQfreeCancel(cs->c[i]);
+    for (int round = 0; round < PG_CANCEL_ROUNDS; round++) {
+        for (int i = 0; i < cs->n; i++) {
+            char err[256];
+            if (!PQcancel(cs->c[i], err, sizeof err))
+                log_debug("store: a reader's query could not be cancelled: %s", err);
+        }
+        usleep(PG_CANCEL_EVERY_US);
     }
+    for (int i = 0; i < cs->n; i++)
+        PQfreeCancel(cs->c[i]);
     free(cs);
     return NULL;
 }
