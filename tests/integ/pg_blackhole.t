@@ -10,7 +10,8 @@
 #       append is there, once;
 #   (c) a SIGTERM while reads are held by the database and the host goes dark: the stop's cancels
 #       (each a new connection, black-holed) do not hold the loop: agentd exits once the reads'
-#       connections end (and the heartbeat's reconnect, bounded by connect_timeout), not never.
+#       connections end (and the heartbeat's reconnect, bounded by connect_timeout), not never;
+#   (d) a SIGTERM while a probe of the database hangs in the black hole: a clean exit.
 import os
 import socket
 import sys
@@ -196,6 +197,24 @@ def stop_in_the_dark(tap, pg, proxy, srv):
         lock.release()
 
 
+def stop_while_probing(tap, proxy, srv):
+    """(d)"""
+    proxy.dark()
+    try:
+        refused = wait_for(lambda: srv.append("/v1/stream/bh/a", b"z;", "text/plain").status == 503, 15)
+        tap.ok(refused, "dark again: an append is answered 503")
+        time.sleep(0.5)  # a probe is connecting into the black hole now
+        t0 = time.monotonic()
+        rc = srv.stop(timeout=20)
+        took = time.monotonic() - t0
+        report = srv.sanitizer_report()
+        tap.ok(rc == 0 and took < 10 and not report, "a SIGTERM while a probe hangs: agentd exits cleanly",
+               f"exit {rc} after {took:.1f}s\n{report or srv.stderr_tail()}")
+        tap.diag(f"SIGTERM to exit while probing: {took:.2f} s")
+    finally:
+        proxy.restore()
+
+
 def main(tap):
     if REF:
         tap.skip("PostgreSQL store", "the reference server has no --store")
@@ -213,6 +232,8 @@ def main(tap):
         tap.check_clean_exit(srv, "agentd stops cleanly after the outage")
         srv.start()  # the reads of (c) are not in its cache
         stop_in_the_dark(tap, pg, proxy, srv)
+        srv.start()
+        stop_while_probing(tap, proxy, srv)
     finally:
         if tap.failed:
             tap.diag(pg.log_tail())
