@@ -198,7 +198,9 @@ void http_set_unreached(struct http_server *srv, http_unreached_cb cb, void *arg
  * error) when it failed. It is far cheaper than forwarding a request there to find out (h2o's proxy
  * copies the request's line and headers into the request's memory on each pass). NULL: it could not
  * start (cb is not called). The probe frees itself after cb; http_probe_cancel before that: cb is
- * not called. A connect that is never answered lasts until the kernel gives up (minutes). */
+ * not called. A connect that is never answered (an address that drops connects) lasts until the
+ * kernel gives up, about 20 s to 2 minutes: the caller bounds it with http_probe_cancel
+ * (serve_hold_http cancels one still under way at its next tick and starts another). */
 struct http_probe;
 typedef void (*http_probe_cb)(void *arg, int status);
 struct http_probe *http_upstream_probe(struct http_server *srv, struct http_upstream *up, http_probe_cb cb,

@@ -35,6 +35,7 @@ struct serve__held {
 struct serve_hold {
     uv_timer_t timer;
     struct http_probe *probe; /* the look at the holder's address under way, or NULL */
+    uint64_t probe_due;       /* uv_now of the backoff tick after probe's start: cancelled from then */
     struct serve_forward *f;
     struct serve__held *held;
     size_t n;         /* on held */
@@ -134,8 +135,12 @@ static void serve__hold_probed(void *arg, int status)
 /* The lease has not changed since the last tick. Requests whose time is up are answered (one last
  * pass through serve_forward_http); the others wait for a probe of the holder's address to connect.
  * With no live holder to probe (the lease expired, or this node is taking it), only a lease change
- * moves them (serve_hold_retry). A probe still under way (an address that drops connects) is not
- * doubled. Then the next tick comes later. */
+ * moves them (serve_hold_retry). A probe still under way at the backoff tick after its start (an
+ * address that drops connects: a dead host, a partition) is cancelled and a new one starts: left
+ * alone, its connect waits for the kernel's SYN retries (20 s to 2 minutes, the later ones 4 to 32 s
+ * apart), so once the address answered again the held requests waited for its next retry instead
+ * of the next tick. A tick brought forward by a held request's deadline leaves a probe younger than
+ * that alone (a slow network's connect gets a whole tick). Then the next tick comes later. */
 static void serve__hold_tick(uv_timer_t *t)
 {
     struct serve_hold *h = t->data;
@@ -143,9 +148,17 @@ static void serve__hold_tick(uv_timer_t *t)
     serve__hold_run(h, 1);
     struct store_lease l;
     store_lease(h->f->store, &l);
-    if (h->n == 0 || h->probe != NULL || h->local || !l.live || l.self || !l.owner_url[0])
+    if (h->n == 0 || h->local || !l.live || l.self || !l.owner_url[0])
         return;
+    if (h->probe != NULL) {
+        if (uv_now(t->loop) < h->probe_due)
+            return;
+        http_probe_cancel(h->probe);
+        h->probe = NULL;
+    }
     struct http_upstream *up = http_upstream_get(h->f->http, l.owner_url, h->f->upstream_timeout_ms);
+    /* the timer was armed (serve__hold_run) from this loop time, at most h->tick_ms ahead */
+    h->probe_due = uv_now(t->loop) + h->tick_ms;
     if (up != NULL)
         h->probe = http_upstream_probe(h->f->http, up, serve__hold_probed, h);
     if (h->probe == NULL) /* no address to probe: serve_forward_http answers them */

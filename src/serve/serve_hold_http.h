@@ -48,8 +48,8 @@ struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint
  * not counted while their connect is under way; a refused one is held again, and counted, a loop
  * turn or two later. That happens a few times a failover, not every tick, and a newcomer does not
  * take their room meanwhile: the holder is live then, so it is sent on too (and with no live holder,
- * the run holds them again before it returns). A probe of an address that drops connects waits,
- * and the requests stay held and counted. Left: a lease that moves to a new holder whose address
+ * the run holds them again before it returns). While the holder's address drops connects, each
+ * tick's probe is cancelled at the next one, and the requests stay held and counted. Left: a lease that moves to a new holder whose address
  * drops connects leaves the requests sent on then uncounted until h2o's connect timeout, once.
  * Counting them until they are answered needs the proxy to say when its connect succeeded, which
  * libh2o 2.2.5 does not; until they end would count the holder's long-polls against the hold.
