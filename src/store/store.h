@@ -167,8 +167,10 @@ struct store_node {
      * older agentd) */
     int64_t agents, runtimes;
 };
-/* Fills up to max nodes; returns how many there are (may exceed max), or -errno. One query on the
- * loop's connection. Nodes not heard of for a week are left out (store_pg_lease.c). */
+/* Fills up to max nodes; returns how many there are (may exceed max), or -errno. No query: a copy
+ * of the heartbeat's last read of the nodes (about once a second), with the lease as it last saw
+ * it; -ENOTCONN when that read is older than three beats (store_pg_lease.c). Nodes not heard of
+ * for a week are left out. */
 int store_nodes(struct store *s, struct store_node *out, size_t max);
 /* This node's load: its live agents and runtimes, which its heartbeat records in its row of the
  * database (no query here: a mutex-protected copy) for store_nodes to list on every node. The

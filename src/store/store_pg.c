@@ -296,6 +296,7 @@ int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char
     }
     if ((rc = pg__writer_setup(s, s->wconn, err, errlen)) != 0)
         goto fail;
+    pg__node_seen(s, s->conn, 1); /* GET /v1/nodes answers from the first second on */
     pg__heartbeat_start(s);
     *out = s;
     return 0;
@@ -340,6 +341,7 @@ void store_pg_free(struct store_pg *s)
     free(s->node);
     free(s->node_url);
     free(s->token_hash);
+    free(s->nodes);
     free(s);
 }
 

@@ -70,6 +70,7 @@ struct pg__heartbeat {
     int stop, started;
     PGconn *conn;     /* its own */
     uint64_t seen_us; /* a follower's last agentd_nodes.seen_ms update (clock_mono_us) */
+    uint64_t read_us; /* its last read of agentd_nodes into the store's nodes snapshot (clock_mono_us) */
 };
 
 struct store_pg {
@@ -99,6 +100,12 @@ struct store_pg {
     uint64_t looked_us;       /* clock_mono_us of the last pg__saw */
     int follow;               /* follower mode: the heartbeat watches the lease until it takes it */
     int64_t agents, runtimes; /* store_pg_set_load's (under mu): what the heartbeat records */
+    /* agentd_nodes as the heartbeat last read it (under mu; store_pg_nodes copies it, so that GET
+     * /v1/nodes runs no query on the loop): each row's state judged and seen_ms_ago counted at the
+     * read, whose clock_mono_us is nodes_us (0: none yet). */
+    struct store_node *nodes;
+    int nodes_n;
+    uint64_t nodes_us;
     void (*on_lease)(void *arg);
     void *lease_arg;
     /* loop thread only */
@@ -132,6 +139,9 @@ int pg__token_check(struct store_pg *s, PGconn *c, char *err, size_t errlen);
  * a standby takes over at once) when the store closes. */
 void pg__heartbeat_start(struct store_pg *s);
 void pg__lease_release(struct store_pg *s);
+/* Refreshes the node's row (agentd_nodes.seen_ms, its load); with read, in the same statement,
+ * reads every listed node's row into the nodes snapshot (store_pg_nodes). */
+void pg__node_seen(struct store_pg *s, PGconn *c, int read);
 /* Marks the lease lost (once: logged). Any thread. */
 void pg__fenced(struct store_pg *s);
 

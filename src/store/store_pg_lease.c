@@ -6,7 +6,9 @@
  * transaction runs agentd_fence(node, epoch) first (store_pg.c), which takes the row FOR SHARE: a
  * node whose lease was taken over cannot store a single row afterwards, however long it was paused.
  * agentd_nodes lists every node that uses the database (GET /v1/nodes): the heartbeat refreshes
- * its row with the node's load, a clean stop marks it stopped.
+ * its row with the node's load, and about once a second reads every node's row in the same
+ * statement into the snapshot GET /v1/nodes answers from (no query on the loop); a clean stop
+ * marks the row stopped.
  */
 #include "store/store_pg_int.h"
 
@@ -32,6 +34,12 @@
  * host and data dir) do not pile up in the list for ever. */
 #define PG_NODE_FORGET_MS ((int64_t)7 * 24 * 3600 * 1000)
 
+/* The heartbeat's statement that says a node is alive (pg__node_seen); $1-$6 as there. */
+#define PG_NODE_UPSERT                                                                       \
+    "INSERT INTO agentd_nodes(node, url, started_ms, seen_ms, token_hash, agents, runtimes)" \
+    " VALUES($1, $2, $3, $3, $4, $5, $6) ON CONFLICT (node) DO UPDATE SET"                   \
+    " seen_ms = excluded.seen_ms, agents = excluded.agents, runtimes = excluded.runtimes"
+
 static PGresult *pg__params(PGconn *c, const char *sql, int n, const char *const *v)
 {
     return PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
@@ -47,22 +55,74 @@ static void pg__node_load(struct store_pg *s, char now[24], char agents[24], cha
     snprintf(now, 24, "%" PRId64, clock_wall_ms());
 }
 
+/* Every node is taken to run with this node's --lease-ms (PG_SEEN_MS). seen_ms_ago: at the read. */
+static enum store_node_state pg__node_state(struct store_pg *s, const struct store_node *o, int stopped)
+{
+    int64_t beat = s->lease_ms / 4 > PG_SEEN_MS ? s->lease_ms / 4 : PG_SEEN_MS;
+    if (o->self)
+        return STORE_NODE_LIVE; /* answering */
+    if (stopped)
+        return STORE_NODE_STOPPED;
+    return o->seen_ms_ago > PG_SEEN_MISSED * beat ? STORE_NODE_UNREACHABLE : STORE_NODE_LIVE;
+}
+
+/* Takes the rows of pg__node_seen's read (node, url, seen_ms, agents, runtimes, stopped) as the
+ * nodes snapshot (store_pg_nodes), judged at `wall` (this node's clock when it sent the read). */
+static void pg__nodes_keep(struct store_pg *s, PGresult *r, int64_t wall)
+{
+    int n = PQntuples(r);
+    struct store_node *nodes = xcalloc(n > 0 ? (size_t)n : 1, sizeof *nodes);
+    for (int i = 0; i < n; i++) {
+        struct store_node *o = &nodes[i];
+        snprintf(o->node, sizeof o->node, "%s", PQgetvalue(r, i, 0));
+        snprintf(o->url, sizeof o->url, "%s", PQgetvalue(r, i, 1));
+        o->self = strcmp(o->node, s->node) == 0;
+        o->seen_ms_ago = wall - strtoll(PQgetvalue(r, i, 2), NULL, 10);
+        o->agents = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+        o->runtimes = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+        o->state = pg__node_state(s, o, strcmp(PQgetvalue(r, i, 5), "t") == 0);
+    }
+    pthread_mutex_lock(&s->mu);
+    struct store_node *old = s->nodes;
+    s->nodes = nodes;
+    s->nodes_n = n;
+    s->nodes_us = clock_mono_us();
+    pthread_mutex_unlock(&s->mu);
+    free(old);
+}
+
 /* Says the node is alive (agentd_nodes.seen_ms) and what its load is, for GET /v1/nodes: the
  * same statement, no round trip of its own. It writes the row back if another node's start deleted
  * it (pg__node_register: this node's wall clock is a week behind that node's, or its heartbeat could
  * not reach the database for a week); else the node would stay unlisted until it restarts, and,
- * once it holds the lease, followers would find no --node-url or token hash to forward with. */
-static void pg__node_seen(struct store_pg *s, PGconn *c)
+ * once it holds the lease, followers would find no --node-url or token hash to forward with. With
+ * `read`, the same statement also reads every node's row listed (not forgotten, or holding the
+ * lease) into the nodes snapshot: this node's own as the upsert left it, the others' as they were. */
+void pg__node_seen(struct store_pg *s, PGconn *c, int read)
 {
-    char now[24], agents[24], runtimes[24];
+    char now[24], agents[24], runtimes[24], since[24];
     pg__node_load(s, now, agents, runtimes);
-    const char *v[] = {s->node, s->node_url, now, s->token_hash, agents, runtimes};
-    PQclear(
-        pg__params(c,
-                   "INSERT INTO agentd_nodes(node, url, started_ms, seen_ms, token_hash, agents, runtimes)"
-                   " VALUES($1, $2, $3, $3, $4, $5, $6) ON CONFLICT (node) DO UPDATE SET"
-                   " seen_ms = excluded.seen_ms, agents = excluded.agents, runtimes = excluded.runtimes",
-                   6, v));
+    int64_t wall = strtoll(now, NULL, 10);
+    snprintf(since, sizeof since, "%" PRId64, wall - PG_NODE_FORGET_MS);
+    const char *v[] = {s->node, s->node_url, now, s->token_hash, agents, runtimes, since};
+    if (!read) {
+        PQclear(pg__params(c, PG_NODE_UPSERT, 6, v));
+        return;
+    }
+    PGresult *r = pg__params(
+        c,
+        "WITH u AS (" PG_NODE_UPSERT " RETURNING node, url, seen_ms, agents, runtimes, stopped_ms)"
+        " SELECT node, coalesce(url, ''), seen_ms, coalesce(agents, -1), coalesce(runtimes, -1),"
+        " stopped_ms IS NOT NULL FROM u UNION ALL"
+        " SELECT n.node, coalesce(n.url, ''), n.seen_ms, coalesce(n.agents, -1), coalesce(n.runtimes, -1),"
+        " n.stopped_ms IS NOT NULL FROM agentd_nodes n WHERE n.node <> $1"
+        " AND (n.seen_ms >= $7::bigint OR n.node = (SELECT node FROM agentd_lease WHERE id = 1)) ORDER BY 1",
+        7, v);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        pg__nodes_keep(s, r, wall);
+        s->hb.read_us = clock_mono_us();
+    }
+    PQclear(r);
 }
 
 /* Registers the node (again after a restart: no longer stopped) and forgets the nodes not heard of
@@ -236,7 +296,7 @@ int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t er
                      " ms)",
                      l.owner, s->node, l.left_ms);
         else if (waited % 5 == 0) /* about once a second: a standby is alive too */
-            pg__node_seen(s, c);
+            pg__node_seen(s, c, 0);
         int64_t left = l.left_ms;
         usleep((useconds_t)(left > 200 ? 200 : left < 20 ? 20 : left) * 1000);
     }
@@ -318,7 +378,9 @@ static void pg__renew(struct store_pg *s)
             pg__saw(s, s->node, s->node_url ? s->node_url : "", s->token_hash, epoch, s->lease_ms);
         PQclear(r);
     }
-    pg__node_seen(s, hb->conn);
+    /* The nodes are read about once a second (at each renewal when it renews less often), with the
+     * row's upsert: no round trip of their own. */
+    pg__node_seen(s, hb->conn, clock_mono_us() - hb->read_us >= (PG_SEEN_MS - PG_WATCH_MS) * 1000);
 }
 
 /* One look of a follower: takes the lease if it expired, else notes who holds it. on_lease runs
@@ -342,7 +404,7 @@ static void pg__watch(struct store_pg *s)
     uint64_t now = clock_mono_us();
     if (now - hb->seen_us >= 1000000) {
         hb->seen_us = now;
-        pg__node_seen(s, hb->conn);
+        pg__node_seen(s, hb->conn, 1);
     }
 }
 
@@ -428,51 +490,28 @@ void pg__lease_release(struct store_pg *s)
                        2, n));
 }
 
-/* Every node is taken to run with this node's --lease-ms (PG_SEEN_MS). */
-static enum store_node_state pg__node_state(struct store_pg *s, const struct store_node *o, int stopped)
-{
-    int64_t beat = s->lease_ms / 4 > PG_SEEN_MS ? s->lease_ms / 4 : PG_SEEN_MS;
-    if (o->self)
-        return STORE_NODE_LIVE; /* answering */
-    if (stopped)
-        return STORE_NODE_STOPPED;
-    return o->seen_ms_ago > PG_SEEN_MISSED * beat ? STORE_NODE_UNREACHABLE : STORE_NODE_LIVE;
-}
-
+/* From the heartbeat's snapshot (pg__node_seen), with the lease as the heartbeat last saw it (a
+ * follower looks every PG_WATCH_MS, the owner renews every quarter of the lease). Each node's state
+ * is as judged at the read, so a node's change shows up to one read (about a second) later than a
+ * query would show it; a snapshot older than a node may go unheard of (the heartbeat cannot reach
+ * the database) judges nothing any more: -ENOTCONN, as a query would have failed. */
 int store_pg_nodes(struct store_pg *s, struct store_node *out, size_t max)
 {
-    char now[24], since[24];
-    int64_t wall = clock_wall_ms();
-    snprintf(now, sizeof now, "%" PRId64, wall);
-    snprintf(since, sizeof since, "%" PRId64, wall - PG_NODE_FORGET_MS);
-    const char *v[] = {now, since};
-    PGresult *r =
-        pg__query(s,
-                  "SELECT n.node, coalesce(n.url, ''), n.node = l.node, l.epoch,"
-                  " CASE WHEN isfinite(l.expires_at) THEN"
-                  " (extract(epoch from l.expires_at - clock_timestamp()) * 1000)::bigint ELSE -1 END,"
-                  " $1::bigint - n.seen_ms, coalesce(n.agents, -1), coalesce(n.runtimes, -1),"
-                  " n.stopped_ms IS NOT NULL FROM agentd_nodes n, agentd_lease l"
-                  " WHERE n.seen_ms >= $2::bigint OR n.node = l.node ORDER BY n.node",
-                  2, v, 0);
-    int rc = pg__rows(s->conn, r);
-    if (rc != 0)
-        return rc;
-    int n = PQntuples(r);
+    struct store_lease l;
+    store_pg_lease(s, &l);
+    int64_t beat = s->lease_ms / 4 > PG_SEEN_MS ? s->lease_ms / 4 : PG_SEEN_MS;
+    uint64_t now = clock_mono_us();
+    pthread_mutex_lock(&s->mu);
+    int64_t age_ms = s->nodes_us ? (int64_t)(now - s->nodes_us) / 1000 : INT64_MAX;
+    int n = age_ms > PG_SEEN_MISSED * beat ? -ENOTCONN : s->nodes_n;
     for (int i = 0; i < n && (size_t)i < max; i++) {
         struct store_node *o = &out[i];
-        memset(o, 0, sizeof *o);
-        snprintf(o->node, sizeof o->node, "%s", PQgetvalue(r, i, 0));
-        snprintf(o->url, sizeof o->url, "%s", PQgetvalue(r, i, 1));
-        o->owner = strcmp(PQgetvalue(r, i, 2), "t") == 0;
-        o->self = strcmp(o->node, s->node) == 0;
-        o->epoch = o->owner ? strtoll(PQgetvalue(r, i, 3), NULL, 10) : 0;
-        o->lease_ms_left = o->owner ? strtoll(PQgetvalue(r, i, 4), NULL, 10) : 0;
-        o->seen_ms_ago = strtoll(PQgetvalue(r, i, 5), NULL, 10);
-        o->agents = strtoll(PQgetvalue(r, i, 6), NULL, 10);
-        o->runtimes = strtoll(PQgetvalue(r, i, 7), NULL, 10);
-        o->state = pg__node_state(s, o, strcmp(PQgetvalue(r, i, 8), "t") == 0);
+        *o = s->nodes[i];
+        o->seen_ms_ago += age_ms;
+        o->owner = *l.owner && strcmp(o->node, l.owner) == 0;
+        o->epoch = o->owner ? l.epoch : 0;
+        o->lease_ms_left = o->owner ? l.left_ms : 0;
     }
-    PQclear(r);
+    pthread_mutex_unlock(&s->mu);
     return n;
 }

@@ -117,15 +117,16 @@ atexit.register(Postgres.cleanup_all)
 
 
 class Locker:
-    """A psql session that holds an ACCESS EXCLUSIVE lock on agentd_records until release(): every
-    read of records (and of a stream's tail) waits for it meanwhile."""
+    """A psql session that holds an ACCESS EXCLUSIVE lock on agentd_records (or on the tables given)
+    until release(): every read of records (and of a stream's tail) waits for it meanwhile."""
 
-    def __init__(self, pg):
+    def __init__(self, pg, tables=("agentd_records",)):
         env = dict(os.environ, PGCONNECT_TIMEOUT="5")
         self.proc = subprocess.Popen([os.path.join(pg.bin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", pg.url],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env=env)
-        self.proc.stdin.write(b"BEGIN;\nLOCK TABLE agentd_records IN ACCESS EXCLUSIVE MODE;\n\\echo locked\n")
+        lock = f"BEGIN;\nLOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE;\n\\echo locked\n"
+        self.proc.stdin.write(lock.encode())
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if line.strip() != b"locked":

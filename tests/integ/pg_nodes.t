@@ -25,7 +25,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import REF, ROOT, Server, run_test, wait_for  # noqa: E402
-from pg import Postgres  # noqa: E402
+from pg import Locker, Postgres  # noqa: E402
 
 WRITERS = 8
 LEASE_MS = 1000
@@ -202,6 +202,34 @@ def main(tap):
                                and n.get("http://c.test", {}).get("owner") and n)(nodes_of(c)), 10)
         tap.ok(nc and nc["http://b.test"].get("agents") == 0 and nc.get("http://c.test", {}).get("owner"),
                "C takes over and lists B as stopped (its clean stop recorded it), with no load", repr(nodes_of(c)))
+        # GET /v1/nodes runs no query on the loop: it answers from the heartbeat's read of the
+        # nodes (about once a second), also while the tables are locked (a slow or stuck database).
+        # Once that read is older than a node may go unheard of, it says the store is unavailable
+        # rather than judge the nodes from it; and answers again once the heartbeat reads.
+        lock = Locker(pg, ("agentd_records", "agentd_nodes"))
+        try:
+            t0 = time.monotonic()
+            r = c.request("GET", "/v1/nodes", timeout=1)
+            n = {x["node"]: x for x in r.json()["nodes"]} if r.status == 200 else {}
+            tap.ok(n.get("http://b.test", {}).get("state") == "stopped" and n.get("http://c.test", {}).get("owner"),
+                   f"with agentd_records and agentd_nodes locked, C lists the nodes from its heartbeat's read "
+                   f"({time.monotonic() - t0:.2f} s)", f"{r.status} {r.body[:300]!r}")
+            slow, stale = [], None
+            while stale is None and time.monotonic() - t0 < 6:
+                t1 = time.monotonic()
+                r = c.request("GET", "/v1/nodes", timeout=1)
+                if time.monotonic() - t1 > 0.5:
+                    slow.append(round(time.monotonic() - t1, 2))
+                if r.status != 200:
+                    stale = (r.status, (r.error_body() or {}).get("code"), round(time.monotonic() - t0, 1))
+                time.sleep(0.2)
+            tap.ok(stale and stale[:2] == (503, "store_unavailable") and stale[2] > 2 and not slow,
+                   "a read older than three beats is not judged from: 503 store_unavailable, answered at once",
+                   f"{stale} slow answers: {slow}")
+        finally:
+            lock.release()
+        nc = wait_for(lambda: nodes_of(c).get("http://c.test", {}).get("owner"), 5)
+        tap.ok(nc, "the lock released, C lists the nodes again")
         tap.check_clean_exit(c, "C stops cleanly")
         tap.ok(not a.sanitizer_report(), "A's exit leaves no sanitizer report", a.sanitizer_report())
     finally:
