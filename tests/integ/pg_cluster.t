@@ -227,9 +227,13 @@ def start_cluster(tap, c):
 def round_headers(tap, c):
     """(d): /v1/nodes on each node, Agentd-Node on answers through followers and the proxy."""
     owner = c.nodes[0]
+    # Each node lists from its heartbeat's read of the nodes, about once a second: a node started
+    # just now shows up on the others within that.
+    want = sorted(n.url for n in c.nodes)
+    wait_for(lambda: all(sorted(c.node_list(n)) == want for n in c.nodes), 3)
     lists = [c.node_list(n) for n in c.nodes]
-    tap.ok(all(sorted(ls) == sorted(n.url for n in c.nodes) for ls in lists),
-           "GET /v1/nodes on each node lists the three nodes", repr(lists))
+    tap.ok(all(sorted(ls) == want for ls in lists),
+           "GET /v1/nodes on each node lists the three nodes (within a heartbeat's read)", repr(lists))
     tap.ok(all([u for u, e in ls.items() if e.get("owner")] == [owner.url] for ls in lists),
            "each names the first node the owner", repr(lists))
     tap.ok(all(ls.get(n.url, {}).get("self") for n, ls in zip(c.nodes, lists)),
