@@ -13,6 +13,7 @@ struct store {
     struct store_pg *pg;
     uint64_t reads;           /* store_read and store_read_back calls (the loop's: not locked) */
     int64_t agents, runtimes; /* SQLite: store_set_load's (the loop's, as store_nodes) */
+    int test_slots;           /* SQLite: store_test_read_slots's */
 };
 
 void store_meta_clear(struct store_meta *m)
@@ -198,7 +199,13 @@ int store_read_back_pooled(struct store *s, int64_t stream, int64_t before, stor
     return s->pg ? store_pg_read_back_pooled(s->pg, stream, before, cb, arg) : -ENOTSUP;
 }
 
-int store_read_slots(const struct store *s) { return s->pg ? PG_READERS : 0; }
+int store_read_slots(const struct store *s) { return s->pg ? PG_READERS : s->test_slots; }
+
+void store_test_read_slots(struct store *s, int n)
+{
+    if (s->pg == NULL)
+        s->test_slots = n;
+}
 
 void store_reads_cancel(struct store *s)
 {

@@ -252,6 +252,9 @@ int store_read_pooled(struct store *s, int64_t stream, int64_t from, int64_t to,
 /* How many store_read_pooled calls can run at once without waiting: 0 when the backend has none
  * (SQLite). */
 int store_read_slots(const struct store *s);
+/* For unit tests of the reads off the loop: a SQLite store reports n slots, so that its readers
+ * queue reads for libuv's thread pool as on PostgreSQL (where they fail: -ENOTSUP). */
+void store_test_read_slots(struct store *s, int n);
 /* At a stop, from the loop: the store_read_pooled (and store_read_back_pooled, view) calls running
  * fail soon (PostgreSQL: their queries are cancelled), and so does every one after. A read the
  * database holds (a lock) would otherwise hold the stop. SQLite: nothing runs off the loop. */

@@ -124,6 +124,8 @@ void streams_set_observer(struct streams *ss, streams_observer_cb cb, void *arg)
 
 size_t streams_subscriber_count(const struct streams *ss) { return ss->nsubs; }
 
+int streams_reads_running(const struct streams *ss) { return ss->reads_running; }
+
 int streams_syncing(const struct streams *ss)
 {
     return ss->syncing || ss->reads_running || ss->reads_waiting;
@@ -514,8 +516,10 @@ static void streams__sync_done(uv_work_t *w, int status)
     struct streams *ss = w->data;
     ss->syncing = 0;
     if (ss->freeing) { /* the last of the thread pool's work frees the registry */
-        if (ss->reads_running == 0)
+        if (ss->reads_running == 0) {
+            streams__reads_leave(ss);
             free(ss);
+        }
         return;
     }
     if (ss->sync_rc == 0)
@@ -810,10 +814,12 @@ static void streams__free_handle(uv_handle_t *h)
     struct streams *ss = h->data;
     /* The last handle closed; an fsync or a read still in the thread pool frees the registry when
      * it returns. */
-    if (ss->syncing || ss->reads_running)
+    if (ss->syncing || ss->reads_running) {
         ss->freeing = 1;
-    else
+    } else {
+        streams__reads_leave(ss);
         free(ss);
+    }
 }
 
 struct streams *streams_reader_new(uv_loop_t *loop, struct store *store)
@@ -830,10 +836,12 @@ void streams_reader_free(struct streams *ss)
     if (ss == NULL)
         return;
     streams__reads_stop(ss);
-    if (ss->reads_running) /* the last read's completion frees it */
+    if (ss->reads_running) { /* the last read's completion frees it */
         ss->freeing = 1;
-    else
+    } else {
+        streams__reads_leave(ss);
         free(ss);
+    }
 }
 
 void streams_free(struct streams *ss)

@@ -289,6 +289,9 @@ struct stream_read *stream_view_start(struct streams *ss, const char *path, size
  * one completed, frees it (the store must outlive them: wait for streams_syncing first). */
 struct streams *streams_reader_new(uv_loop_t *loop, struct store *store);
 void streams_reader_free(struct streams *ss);
+/* How many of ss's reads are in libuv's thread pool now. Every registry on one store together has
+ * at most store_read_slots there: the others wait for a slot on the loop. */
+int streams_reads_running(const struct streams *ss);
 
 /* ---- offsets ---- */
 #define STREAM_OFFSET_LEN 33

@@ -100,11 +100,13 @@ struct streams {
     uv_timer_t retry;          /* tries the reload again while unavailable */
     struct store_probe *probe; /* running while the database cannot be reached (streams__on_retry) */
     struct stream__caches caches;
-    /* Reads off the loop (stream_read.c): at most store_read_slots in libuv's thread pool at once,
-     * the others wait here in order. */
+    /* Reads off the loop (stream_read.c): at most store_read_slots of the store's in libuv's
+     * thread pool at once, whichever registry queued them (pool); the others wait here in order. */
     struct stream_read *reads_waiting, **reads_tail;
-    int reads_running;
-    int reads_cancelled; /* streams_reads_cancel ran: a read that fails meanwhile ends by the stop */
+    int reads_running;         /* this registry's reads in the thread pool */
+    struct stream__pool *pool; /* the store's, joined at the first queued read; NULL before */
+    struct streams *pool_next; /* the pool's other registries */
+    int reads_cancelled;       /* streams_reads_cancel ran: a read that fails meanwhile ends by the stop */
 };
 
 /* Media types compare without parameters, case-insensitively. */
@@ -146,6 +148,8 @@ int stream__cache_covers(const struct stream *st, int64_t from);
 /* Ends the reads still waiting for a slot (their callbacks run with -ESHUTDOWN); the running ones
  * end on their own: streams_syncing counts them. */
 void streams__reads_stop(struct streams *ss);
+/* Before ss is freed (no read of it in the thread pool any more): it leaves its store's pool. */
+void streams__reads_leave(struct streams *ss);
 /* The open batch: arm its commit for this loop turn, mark a stream it touches, queue an op that
  * completes when it is durable. */
 void streams__arm(struct streams *ss);

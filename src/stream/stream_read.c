@@ -8,7 +8,8 @@
  * stream__read_record (forwards), or walked newest first (backwards).
  *
  * Ownership: a read in flight (struct stream_read) is the registry's: it is on ss->reads_waiting
- * until a thread-pool slot is free, then in the pool (counted by ss->reads_running), and freed by
+ * until a thread-pool slot is free, then in the pool (counted by ss->reads_running and by the
+ * store's struct stream__pool, which every registry on the store shares), and freed by
  * its completion on the loop; one cancelled while it waits is freed when its turn comes, unrun (a
  * client that leaves does not cost a query). Its owner only borrows it, to cancel it (cb cleared)
  * until cb runs.
@@ -402,14 +403,78 @@ static void stream__read_work(uv_work_t *w)
                                      &rd->d.data, &rd->d.next);
 }
 
+/* The reads of one store in libuv's thread pool, whichever registry queued them: a follower that
+ * took the lease over has two registries on the same store_read_slots readers (its reader-only
+ * one, for the catch-up reads it still answers, and the owner's). Counted per registry, up to
+ * twice the slots would sit in the pool, the extra ones blocked waiting for a reader on threads
+ * the committer's sync needs. The loop's only; freed when its last registry leaves. */
+struct stream__pool {
+    struct store *store;
+    int running;
+    struct streams *members; /* linked by pool_next; a registry being freed stays until it is */
+    struct stream__pool *next;
+};
+static struct stream__pool *stream__pools;
+
+static struct stream__pool *stream__pool_of(const struct store *store)
+{
+    struct stream__pool *p = stream__pools;
+    while (p && p->store != store)
+        p = p->next;
+    return p;
+}
+
+static void stream__pool_join(struct streams *ss)
+{
+    struct stream__pool *p = stream__pool_of(ss->store);
+    if (p == NULL) {
+        p = xcalloc(1, sizeof *p);
+        p->store = ss->store;
+        p->next = stream__pools;
+        stream__pools = p;
+    }
+    ss->pool = p;
+    ss->pool_next = p->members;
+    p->members = ss;
+}
+
+void streams__reads_leave(struct streams *ss)
+{
+    struct stream__pool *p = ss->pool;
+    if (p == NULL)
+        return;
+    struct streams **m = &p->members;
+    while (*m != ss)
+        m = &(*m)->pool_next;
+    *m = ss->pool_next;
+    ss->pool = NULL;
+    if (p->members)
+        return;
+    struct stream__pool **at = &stream__pools;
+    while (*at != p)
+        at = &(*at)->next;
+    *at = p->next;
+    free(p);
+}
+
 static void stream__reads_pump(struct streams *ss);
 static void stream__read_queue(struct streams *ss, struct stream_read *rd);
+
+/* A slot came free: every registry of the store may start its next read. */
+static void stream__pool_pump(const struct store *store)
+{
+    struct stream__pool *p = stream__pool_of(store);
+    for (struct streams *m = p ? p->members : NULL; m; m = m->pool_next)
+        stream__reads_pump(m);
+}
 
 static void stream__read_done(uv_work_t *w, int status)
 {
     struct stream_read *rd = w->data;
     struct streams *ss = rd->ss;
+    const struct store *store = ss->store;
     ss->reads_running--;
+    ss->pool->running--;
     if (ss->reads_cancelled) { /* its query was cancelled (or never sent): answered as a stop */
         if (rd->d.rc < 0)
             rd->d.rc = -ESHUTDOWN;
@@ -417,19 +482,18 @@ static void stream__read_done(uv_work_t *w, int status)
             rd->vd.rc = -ESHUTDOWN;
     }
     stream__read_finish(rd);
-    if (ss->freeing) { /* streams_free ran meanwhile: the last one out frees the registry */
-        if (ss->reads_running == 0 && !ss->syncing)
-            free(ss);
-        return;
+    if (ss->freeing && ss->reads_running == 0 && !ss->syncing) { /* the last one out frees it */
+        streams__reads_leave(ss);
+        free(ss);
     }
-    stream__reads_pump(ss);
+    stream__pool_pump(store);
 }
 
 /* Starts waiting reads while the store has a free reader: a read never waits for a reader inside
  * the thread pool, where it would hold a thread the committer's sync may need. */
 static void stream__reads_pump(struct streams *ss)
 {
-    while (ss->reads_waiting && ss->reads_running < store_read_slots(ss->store)) {
+    while (ss->reads_waiting && ss->pool->running < store_read_slots(ss->store)) {
         struct stream_read *rd = ss->reads_waiting;
         if ((ss->reads_waiting = rd->next) == NULL)
             ss->reads_tail = &ss->reads_waiting;
@@ -438,6 +502,7 @@ static void stream__reads_pump(struct streams *ss)
             continue;
         }
         ss->reads_running++;
+        ss->pool->running++;
         rd->work.data = rd;
         uv_queue_work(ss->loop, &rd->work, stream__read_work, stream__read_done);
     }
@@ -471,6 +536,8 @@ struct stream_read *stream_read_start(struct streams *ss, struct stream *st, int
 /* Queues rd for a reader of the store. */
 static void stream__read_queue(struct streams *ss, struct stream_read *rd)
 {
+    if (ss->pool == NULL)
+        stream__pool_join(ss);
     *ss->reads_tail = rd;
     ss->reads_tail = &rd->next;
     stream__reads_pump(ss);

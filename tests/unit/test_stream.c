@@ -514,6 +514,50 @@ static void test_offsets(void)
        "malformed offsets are refused");
 }
 
+/* test_shared_reads: the two registries of a node that took the lease over (the owner's and the
+ * follower's reader-only one) on one store. */
+static struct streams *pool_a, *pool_b;
+static int pool_done, pool_max;
+
+static void pool_count(void)
+{
+    int n = streams_reads_running(pool_a) + streams_reads_running(pool_b);
+    if (n > pool_max)
+        pool_max = n;
+}
+
+static void pool_view_cb(struct stream_view_done *d, void *arg)
+{
+    pool_done++;
+    pool_count();
+}
+
+/* Reads in libuv's thread pool wait there for one of the store's readers (PostgreSQL has two):
+ * any more than the slots in the pool at once would hold threads the committer's fsync needs. The
+ * limit is the store's, not each registry's. */
+static void test_shared_reads(void)
+{
+    int slots = 2;
+    store_test_read_slots(store, slots);
+    pool_a = ss;
+    pool_b = streams_reader_new(&loop, store);
+    pool_done = pool_max = 0;
+    for (int i = 0; i < 6; i++) {
+        const char *path = i % 2 ? "/a" : "/b";
+        stream_view_start(i % 2 ? pool_a : pool_b, path, 2, 0, 100, pool_view_cb, NULL);
+        pool_count();
+    }
+    is_int(pool_max, slots,
+           "six reads queued on two registries of one store: the store's two slots in the pool");
+    for (int turns = 0; pool_done < 6 && turns < 1000; turns++)
+        uv_run(&loop, UV_RUN_ONCE);
+    is_int(pool_done, 6, "every read completes, each registry's started as the other's finish");
+    is_int(pool_max, slots, "never more reads in the pool than the store's slots");
+    ok(!streams_syncing(pool_b), "no read left waiting");
+    streams_reader_free(pool_b);
+    store_test_read_slots(store, 0);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/agentd-stream-XXXXXX");
@@ -529,6 +573,7 @@ int main(void)
     test_restart();
     test_jsonmode();
     test_offsets();
+    test_shared_reads();
     test_sync_failure();
     close_all();
     is_int(uv_loop_close(&loop), 0, "the loop closes cleanly (no leaked handles)");
