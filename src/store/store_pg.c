@@ -318,6 +318,9 @@ static void pg__rows_free(struct pg__row *r)
     }
 }
 
+/* A store whose heartbeat pg__lease_release left running: still referenced (it is not leaked). */
+static struct store_pg *pg__abandoned;
+
 void store_pg_free(struct store_pg *s)
 {
     if (s == NULL)
@@ -332,6 +335,10 @@ void store_pg_free(struct store_pg *s)
     for (int i = 0; i < PG_READERS; i++) { /* none is checked out: the caller waited for its reads */
         PQfreeCancel(s->readers[i].cancel);
         PQfinish(s->readers[i].conn);
+    }
+    if (s->hb.abandoned) { /* the heartbeat still reads s: left to it (the process is exiting) */
+        pg__abandoned = s;
+        return;
     }
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->sync_mu);

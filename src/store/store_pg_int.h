@@ -68,6 +68,8 @@ struct pg__heartbeat {
     pthread_mutex_t mu; /* guards stop */
     pthread_cond_t cv;
     int stop, started;
+    int done;         /* mu: the thread is past its last beat (pg__lease_release waits for it) */
+    int abandoned;    /* pg__lease_release did not wait: it still runs, the store is left to it */
     PGconn *conn;     /* its own */
     uint64_t seen_us; /* a follower's last agentd_nodes.seen_ms update (clock_mono_us) */
     uint64_t read_us; /* its last read of agentd_nodes into the store's nodes snapshot (clock_mono_us) */

@@ -28,6 +28,8 @@
  * loaded machine (or a few hundred ms between two nodes' wall clocks) does not make it blink. */
 #define PG_SEEN_MS        1000
 #define PG_SEEN_MISSED    3
+/* A stop waits this long (ms) for the heartbeat's beat in progress (pg__heartbeat_stop). */
+#define PG_HB_STOP_MS     1000
 /* Nodes not heard of for a week are no longer listed, and their rows are deleted when a node
  * starts: long enough that a node down over a long weekend is still shown (stopped, unreachable)
  * when someone looks, short enough that the names of nodes replaced or renamed (a name defaults to
@@ -320,6 +322,23 @@ void store_pg_lease(struct store_pg *s, struct store_lease *out)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Tells the node (on_lease) that the lease changed, unless the store is being freed: a heartbeat
+ * left running by pg__lease_release (the node's on_lease argument may be gone then) stays quiet. */
+static void pg__lease_notify(struct store_pg *s)
+{
+    struct pg__heartbeat *hb = &s->hb;
+    if (!s->on_lease)
+        return;
+    if (!hb->started) {
+        s->on_lease(s->lease_arg);
+        return;
+    }
+    pthread_mutex_lock(&hb->mu);
+    if (!hb->stop)
+        s->on_lease(s->lease_arg);
+    pthread_mutex_unlock(&hb->mu);
+}
+
 /* Another node took the lease over (a batch failed the fence, or a renewal found the row taken):
  * on_lease tells the node once, from this thread (serve stops its sessions' processes then). */
 void pg__fenced(struct store_pg *s)
@@ -332,8 +351,8 @@ void pg__fenced(struct store_pg *s)
                  s->node, s->epoch);
     s->fenced = 1;
     pthread_mutex_unlock(&s->mu);
-    if (!was && s->on_lease)
-        s->on_lease(s->lease_arg);
+    if (!was)
+        pg__lease_notify(s);
 }
 
 /* The heartbeat's connection, (re)made when it was lost. 0, or -ENOTCONN (the next beat tries again). */
@@ -398,9 +417,8 @@ static void pg__watch(struct store_pg *s)
         log_info("store: node %s took over the write lease (epoch %" PRId64 ") from %s", s->node, b.epoch,
                  *b.previous ? b.previous : "nobody");
     if ((rc == 1 || strcmp(a.owner, b.owner) != 0 || strcmp(a.owner_url, b.owner_url) != 0 ||
-         a.epoch != b.epoch || a.live != b.live) &&
-        s->on_lease)
-        s->on_lease(s->lease_arg);
+         a.epoch != b.epoch || a.live != b.live))
+        pg__lease_notify(s);
     uint64_t now = clock_mono_us();
     if (now - hb->seen_us >= 1000000) {
         hb->seen_us = now;
@@ -439,6 +457,8 @@ static void *pg__heartbeat_main(void *arg)
             pg__watch(s);
         pthread_mutex_lock(&hb->mu);
     }
+    hb->done = 1;
+    pthread_cond_broadcast(&hb->cv);
     pthread_mutex_unlock(&hb->mu);
     return NULL;
 }
@@ -453,22 +473,55 @@ void pg__heartbeat_start(struct store_pg *s)
         log_error("store: cannot start the lease's heartbeat thread: the lease will expire");
 }
 
-void pg__lease_release(struct store_pg *s)
+/* Stops the heartbeat, waiting up to PG_HB_STOP_MS for it: in an outage it may be inside a connect
+ * (up to its connect timeout) or a query the database never answers, and a stop must not wait for
+ * that. One still running then is detached (hb->abandoned): the store stays its own
+ * (store_pg_free frees none of what it reads), and it tells the node nothing more. */
+static void pg__heartbeat_stop(struct store_pg *s)
 {
     struct pg__heartbeat *hb = &s->hb;
-    if (hb->started) {
-        pthread_mutex_lock(&hb->mu);
-        hb->stop = 1;
-        pthread_cond_signal(&hb->cv);
-        pthread_mutex_unlock(&hb->mu);
-        pthread_join(hb->thread, NULL);
-        pthread_mutex_destroy(&hb->mu);
-        pthread_cond_destroy(&hb->cv);
-        hb->started = 0;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += PG_HB_STOP_MS / 1000;
+    until.tv_nsec += (long)(PG_HB_STOP_MS % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
     }
+    pthread_mutex_lock(&hb->mu);
+    hb->stop = 1;
+    pthread_cond_broadcast(&hb->cv);
+    while (!hb->done && pthread_cond_timedwait(&hb->cv, &hb->mu, &until) != ETIMEDOUT)
+        ;
+    int done = hb->done;
+    pthread_mutex_unlock(&hb->mu);
+    if (!done) {
+        log_warn("store: the lease's heartbeat is still waiting for PostgreSQL: not waited for (the lease "
+                 "expires on its own)");
+        pthread_detach(hb->thread);
+        hb->abandoned = 1;
+        return;
+    }
+    pthread_join(hb->thread, NULL);
+    pthread_mutex_destroy(&hb->mu);
+    pthread_cond_destroy(&hb->cv);
+    hb->started = 0;
     PQfinish(hb->conn);
     hb->conn = NULL;
-    if (s->conn == NULL)
+}
+
+/* Gives the lease up and lists the node as stopped, unless the database is known unreachable (the
+ * loop's connection is lost, or the heartbeat hung): those queries would wait for it too, and
+ * the lease expires on its own. */
+void pg__lease_release(struct store_pg *s)
+{
+    if (s->hb.started) {
+        pg__heartbeat_stop(s);
+    } else {
+        PQfinish(s->hb.conn);
+        s->hb.conn = NULL;
+    }
+    if (s->conn == NULL || s->hb.abandoned || s->reader_lost || s->offline)
         return;
     if (s->epoch != 0 && !s->fenced) {
         char e[24];
