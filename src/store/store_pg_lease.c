@@ -426,6 +426,20 @@ static void pg__watch(struct store_pg *s)
     }
 }
 
+/* ms from now, for pthread_cond_timedwait (CLOCK_REALTIME). */
+static struct timespec pg__in_ms(int64_t ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
 static void *pg__heartbeat_main(void *arg)
 {
     struct store_pg *s = arg;
@@ -439,14 +453,7 @@ static void *pg__heartbeat_main(void *arg)
         int holder = s->epoch != 0;
         pthread_mutex_unlock(&s->mu);
         int64_t every_ms = holder ? renew_ms : watch_ms;
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += every_ms / 1000;
-        until.tv_nsec += (long)(every_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = pg__in_ms(every_ms);
         pthread_cond_timedwait(&hb->cv, &hb->mu, &until);
         if (hb->stop)
             break;
@@ -480,14 +487,7 @@ void pg__heartbeat_start(struct store_pg *s)
 static void pg__heartbeat_stop(struct store_pg *s)
 {
     struct pg__heartbeat *hb = &s->hb;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += PG_HB_STOP_MS / 1000;
-    until.tv_nsec += (long)(PG_HB_STOP_MS % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = pg__in_ms(PG_HB_STOP_MS);
     pthread_mutex_lock(&hb->mu);
     hb->stop = 1;
     pthread_cond_broadcast(&hb->cv);
