@@ -32,6 +32,26 @@ from pg import Postgres, bin_dir, free_port  # noqa: E402
 PROXY = os.path.join(ROOT, "tests", "integ", "rrproxy.mjs")
 
 
+def pg_node(pg, lease_ms, port, node_port=None, args=(), **kw):
+    """One node on pg (not started) listening on 127.0.0.1:port; its --node-url names node_port
+    (default: its own port; a test may name an address it controls instead). kw go to Server."""
+    return Server(args=["--store", pg.url, "--lease-ms", str(lease_ms), "--node-url",
+                        f"http://127.0.0.1:{node_port or port}", *args], listen=f"127.0.0.1:{port}", **kw)
+
+
+def stop_nodes(tap, pg, nodes):
+    """A test's teardown: each node's stderr when the test failed, every node still running resumed
+    (the test may have paused it) and stopped, then the PostgreSQL removed."""
+    if tap.failed:
+        for s in nodes:
+            tap.diag(s.stderr_tail())
+    for s in nodes:
+        if s.proc and s.proc.poll() is None:
+            s.proc.send_signal(signal.SIGCONT)
+            s.stop()
+    pg.cleanup()
+
+
 class Cluster:
     def __init__(self, pg_url, nodes=3, lease_ms=1000, token=None, args=()):
         """Nodes on 127.0.0.1 ports chosen now; every node gets --public-url (the proxy's URL)."""

@@ -18,7 +18,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import REF, Server, run_test  # noqa: E402
+from agentd_test import REF, run_test  # noqa: E402
+from cluster import pg_node, stop_nodes  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 3000
@@ -47,10 +48,8 @@ def main(tap):
     pg = Postgres()
     pg.start()
     pa, pb = free_port(), free_port()
-    common = ["--store", pg.url, "--lease-ms", str(LEASE_MS)]
-    a = Server(args=common + ["--node-url", f"http://127.0.0.1:{pa}"], listen=f"127.0.0.1:{pa}")
-    b = Server(args=common + ["--node-url", f"http://127.0.0.1:{pb}", "--max-held", str(MAX_HELD)],
-               listen=f"127.0.0.1:{pb}")
+    a = pg_node(pg, LEASE_MS, pa)
+    b = pg_node(pg, LEASE_MS, pb, args=["--max-held", str(MAX_HELD)])
     try:
         a.start()
         b.start()
@@ -94,12 +93,7 @@ def main(tap):
                "retry it), nor the one answered 503", f"{r.status} {len(r.body)} bytes {r.body[:40]!r}")
         tap.check_clean_exit(b, "the new owner stops cleanly")
     finally:
-        if tap.failed:
-            tap.diag(b.stderr_tail())
-        for s in (a, b):
-            if s.proc and s.proc.poll() is None:
-                s.stop()
-        pg.cleanup()
+        stop_nodes(tap, pg, (a, b))
 
 
 run_test(main)

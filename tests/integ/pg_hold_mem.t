@@ -15,7 +15,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import REF, Server, run_test  # noqa: E402
+from agentd_test import REF, run_test  # noqa: E402
+from cluster import pg_node, stop_nodes  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 4000
@@ -38,9 +39,7 @@ def main(tap):
     pg = Postgres()
     pg.start()
     pa, pb = free_port(), free_port()
-    common = ["--store", pg.url, "--lease-ms", str(LEASE_MS)]
-    a = Server(args=common + ["--node-url", f"http://127.0.0.1:{pa}"], listen=f"127.0.0.1:{pa}")
-    b = Server(args=common + ["--node-url", f"http://127.0.0.1:{pb}"], listen=f"127.0.0.1:{pb}")
+    a, b = pg_node(pg, LEASE_MS, pa), pg_node(pg, LEASE_MS, pb)
     socks = []
     try:
         a.start()
@@ -74,12 +73,7 @@ def main(tap):
     finally:
         for s in socks:
             s.close()
-        if tap.failed:
-            tap.diag(b.stderr_tail())
-        for s in (a, b):
-            if s.proc and s.proc.poll() is None:
-                s.stop()
-        pg.cleanup()
+        stop_nodes(tap, pg, (a, b))
 
 
 run_test(main)

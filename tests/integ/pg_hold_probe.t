@@ -16,7 +16,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import REF, Server, run_test  # noqa: E402
+from agentd_test import REF, run_test  # noqa: E402
+from cluster import pg_node, stop_nodes  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 30000  # the owner stays live throughout: only a probe moves the held append
@@ -95,9 +96,8 @@ def main(tap):
     pg = Postgres()
     pg.start()
     pa, pb, pr = free_port(), free_port(), free_port()
-    common = ["--store", pg.url, "--lease-ms", str(LEASE_MS)]
-    a = Server(args=common + ["--node-url", f"http://127.0.0.1:{pr}"], listen=f"127.0.0.1:{pa}")
-    b = Server(args=common + ["--node-url", f"http://127.0.0.1:{pb}"], listen=f"127.0.0.1:{pb}")
+    a = pg_node(pg, LEASE_MS, pa, node_port=pr)  # its URL: the port the test controls
+    b = pg_node(pg, LEASE_MS, pb)
     part = None
     try:
         a.start()
@@ -132,14 +132,9 @@ def main(tap):
         tap.is_((r.status, r.body), (200, b"first;held;"), "stored once")
         tap.check_clean_exit(b, "the follower stops cleanly (each probe it cancelled freed)")
     finally:
-        if tap.failed:
-            tap.diag(b.stderr_tail())
         if part:
             part.close()
-        for s in (a, b):
-            if s.proc and s.proc.poll() is None:
-                s.stop()
-        pg.cleanup()
+        stop_nodes(tap, pg, (a, b))
 
 
 run_test(main)

@@ -26,7 +26,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import REF, Server, run_test, wait_for  # noqa: E402
+from agentd_test import REF, run_test, wait_for  # noqa: E402
+from cluster import pg_node, stop_nodes  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 1000
@@ -43,9 +44,8 @@ def main(tap):
     pg = Postgres()
     pg.start()
     pa, pb = free_port(), free_port()
-    common = ["--store", pg.url, "--lease-ms", str(LEASE_MS)]
-    a = Server(args=common + ["--node-url", node(pa)], listen=f"127.0.0.1:{pa}")
-    b = Server(args=common + ["--node-url", node(pb)], listen=f"127.0.0.1:{pb}", token="T")
+    a = pg_node(pg, LEASE_MS, pa)
+    b = pg_node(pg, LEASE_MS, pb, token="T")
     servers = [a, b]
     try:
         # (1) the reviewer's reproduction: A without a token, B with one.
@@ -152,14 +152,7 @@ def main(tap):
         tap.check_clean_exit(b, "B stops cleanly")
         tap.check_clean_exit(a, "A stops cleanly")
     finally:
-        if tap.failed:
-            for s in servers:
-                tap.diag(s.stderr_tail())
-        for s in servers:
-            if s.proc and s.proc.poll() is None:
-                s.proc.send_signal(signal.SIGCONT)
-                s.stop()
-        pg.cleanup()
+        stop_nodes(tap, pg, servers)
 
 
 run_test(main)

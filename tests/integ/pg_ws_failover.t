@@ -13,7 +13,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import OP_TEXT, REF, TIMEOUT, WS, Server, run_test, wait_for  # noqa: E402
+from agentd_test import OP_TEXT, REF, TIMEOUT, WS, run_test, wait_for  # noqa: E402
+from cluster import pg_node, stop_nodes  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 1000
@@ -27,9 +28,7 @@ def main(tap):
     pg = Postgres()
     pg.start()
     pa, pb = free_port(), free_port()
-    common = ["--store", pg.url, "--lease-ms", str(LEASE_MS)]
-    a = Server(args=common + ["--node-url", f"http://127.0.0.1:{pa}"], listen=f"127.0.0.1:{pa}")
-    b = Server(args=common + ["--node-url", f"http://127.0.0.1:{pb}"], listen=f"127.0.0.1:{pb}")
+    a, b = pg_node(pg, LEASE_MS, pa), pg_node(pg, LEASE_MS, pb)
     try:
         a.start()
         b.start()
@@ -65,14 +64,7 @@ def main(tap):
         tap.is_(a.proc.wait(15), 75, "the resumed old owner exits 75 (lost the lease)")
         tap.check_clean_exit(b, "the new owner stops cleanly")
     finally:
-        if tap.failed:
-            tap.diag(a.stderr_tail())
-            tap.diag(b.stderr_tail())
-        for s in (a, b):
-            if s.proc and s.proc.poll() is None:
-                s.proc.send_signal(signal.SIGCONT)
-                s.stop()
-        pg.cleanup()
+        stop_nodes(tap, pg, (a, b))
 
 
 run_test(main)
