@@ -35,6 +35,12 @@
 
 #include "core/core.h"
 
+/* Shards (doc/SHARDING-PLAN.md): the unit of ownership among nodes. A stream's shard follows from
+ * its path alone (store_shard.c says how), so any node can route without a lookup. SQLite is the
+ * degenerate case of one shard. STORE_SHARDS is the count a new PostgreSQL schema is created with. */
+#define STORE_SHARDS 64
+int store_shard_of(const char *path, size_t len, int nshards);
+
 struct store;
 
 enum store_durability {
