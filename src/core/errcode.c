@@ -87,6 +87,10 @@ static const struct {
                                  "This node forwards to the node that holds the write lease, and that node "
                                  "was started with another `--token` (or without one): nothing was "
                                  "forwarded. Every node on one database needs the same `--token`."},
+    [ERR_SHARD_MOVED] = {"shard_moved", 503,
+                         "The stream's shard is not served by this node any more (it was handed to another "
+                         "node) or not yet; nothing of the request was done. Retry at once (`Retry-After: "
+                         "0`): readers from the same offset."},
     [ERR_STORAGE_FULL] =
         {"storage_full", 507,
          "The data dir's filesystem is full (or a file size limit was reached); the write was not stored."},
