@@ -122,15 +122,19 @@ void store_set_load(struct store *s, int64_t agents, int64_t runtimes)
     s->runtimes = runtimes;
 }
 
-int store_load(struct store *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg)
+int store_load(struct store *s, const uint64_t *shards, store_meta_cb on_stream,
+               store_producer_cb on_producer, void *arg)
 {
-    return s->pg ? store_pg_load(s->pg, on_stream, on_producer, arg)
+    return s->pg ? store_pg_load(s->pg, shards, on_stream, on_producer, arg)
                  : store_sqlite_load(s->sq, on_stream, on_producer, arg);
 }
 
 int store_stream_insert(struct store *s, struct store_meta *m)
 {
-    return s->pg ? store_pg_stream_insert(s->pg, m) : store_sqlite_stream_insert(s->sq, m);
+    if (s->pg)
+        return store_pg_stream_insert(s->pg, m);
+    m->shard = 0;
+    return store_sqlite_stream_insert(s->sq, m);
 }
 
 int store_stream_update(struct store *s, const struct store_meta *m)

@@ -40,6 +40,13 @@
  * degenerate case of one shard. STORE_SHARDS is the count a new PostgreSQL schema is created with. */
 #define STORE_SHARDS 64
 int store_shard_of(const char *path, size_t len, int nshards);
+/* A set of shards: a bitmap of STORE_SHARDS bits, shard k at bit k % 64 of word k / 64. */
+#define STORE_SHARD_WORDS ((STORE_SHARDS + 63) / 64)
+/* Is shard k in the set? NULL is the set of every shard. */
+static inline int store_shard_in(const uint64_t *shards, int k)
+{
+    return shards == NULL || (k >= 0 && k < STORE_SHARDS && (shards[k / 64] >> (k % 64) & 1));
+}
 
 struct store;
 
@@ -52,6 +59,9 @@ enum store_durability {
  * the struct: free with store_meta_clear. */
 struct store_meta {
     int64_t id;
+    /* Its shard (store_shard_of its path), set by store_stream_insert and kept for good (a
+     * detached row keeps it). SQLite has one shard: always 0. */
+    int shard;
     char *path; /* NULL once detached: expired or replaced but still read by forks */
     char *content_type;
     int64_t created_ms;
@@ -183,11 +193,14 @@ int store_nodes(struct store *s, struct store_node *out, size_t max);
  * loop's; cheap enough to call every second. */
 void store_set_load(struct store *s, int64_t agents, int64_t runtimes);
 
-/* Startup loading. The callbacks borrow their arguments for the duration of the call. */
+/* Startup loading: the streams of the shards in `shards` (a STORE_SHARD_WORDS bitmap; NULL: all)
+ * and their producers. PostgreSQL filters in its query (from schema 5 on, when the rows have a
+ * shard); SQLite has one shard and loads everything. The callbacks borrow their arguments for the
+ * duration of the call. */
 typedef void (*store_meta_cb)(const struct store_meta *m, void *arg);
 typedef void (*store_producer_cb)(int64_t stream, const char *pid, int64_t epoch, int64_t seq, void *arg);
-int store_load(struct store *s, store_meta_cb on_stream, store_producer_cb on_producer,
-               void *arg) CORE_UNUSED_RESULT;
+int store_load(struct store *s, const uint64_t *shards, store_meta_cb on_stream,
+               store_producer_cb on_producer, void *arg) CORE_UNUSED_RESULT;
 
 /* Batch writes. Each returns 0 or a negative errno; a failure also poisons the batch. */
 int store_stream_insert(struct store *s, struct store_meta *m); /* sets m->id */

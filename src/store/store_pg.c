@@ -399,6 +399,7 @@ int store_pg_stream_insert(struct store_pg *s, struct store_meta *m)
         s->poisoned = s->poisoned ? s->poisoned : rc;
         return rc;
     }
+    m->shard = store_shard_of(m->path, strlen(m->path), STORE_SHARDS);
     struct pg__row *r = pg__row_new(PG_INSERT, 0);
     store_meta_copy(&r->m, m);
     return pg__add(s, r);

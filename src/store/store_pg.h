@@ -32,7 +32,8 @@ void store_pg_offline(struct store_pg *s);
 struct store_probe *store_pg_probe_start(struct store_pg *s);
 int store_pg_probe_done(struct store_probe *p, int *rc);
 void store_pg_probe_free(struct store_probe *p);
-int store_pg_load(struct store_pg *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg);
+int store_pg_load(struct store_pg *s, const uint64_t *shards, store_meta_cb on_stream,
+                  store_producer_cb on_producer, void *arg);
 int store_pg_stream_insert(struct store_pg *s, struct store_meta *m);
 int store_pg_stream_update(struct store_pg *s, const struct store_meta *m);
 int store_pg_stream_delete(struct store_pg *s, int64_t id);

@@ -214,10 +214,15 @@ static void pg__meta(const PGresult *r, int i, struct store_meta *m)
         .closer_epoch = pg__int(r, i, 16),
         .closer_seq = pg__int(r, i, 17),
     };
+    /* Until schema 5 stores it: from the path (a detached row's is unknown here: 0). */
+    m->shard = m->path ? store_shard_of(m->path, strlen(m->path), STORE_SHARDS) : 0;
 }
 
-int store_pg_load(struct store_pg *s, store_meta_cb on_stream, store_producer_cb on_producer, void *arg)
+/* shards: not applied yet (every row is loaded); schema 5's shard column will filter in the query. */
+int store_pg_load(struct store_pg *s, const uint64_t *shards, store_meta_cb on_stream,
+                  store_producer_cb on_producer, void *arg)
 {
+    (void)shards;
     PGresult *r = pg__query(s, "SELECT " PG_META_COLUMNS " FROM agentd_streams s ORDER BY id", 0, NULL, 0);
     int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
     for (int i = 0; rc == 0 && i < PQntuples(r); i++) {

@@ -693,7 +693,7 @@ static void streams__link_src(const char *key, void *value, void *arg)
 
 static int streams__load(struct streams *ss)
 {
-    int rc = store_load(ss->store, streams__load_stream, streams__load_producer, ss);
+    int rc = store_load(ss->store, NULL, streams__load_stream, streams__load_producer, ss);
     map_each(&ss->by_id, streams__link_src, ss);
     return rc;
 }

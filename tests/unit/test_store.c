@@ -58,8 +58,10 @@ static void test_batches(void)
     ok(store_open(&twice, dir, STORE_FSYNC, err, sizeof err) != 0 && strstr(err, "another agentd"),
        "a second store on the same data dir is refused (%s)", err);
 
-    struct store_meta m = {.path = "a", .content_type = "text/plain", .ttl_s = -1, .expires_at_ms = -1};
+    struct store_meta m = {
+        .path = "a", .content_type = "text/plain", .ttl_s = -1, .expires_at_ms = -1, .shard = 7};
     is_int(store_stream_insert(s, &m), 0, "insert a stream");
+    is_int(m.shard, 0, "SQLite has one shard: an insert sets shard 0");
     ok(store_batch_open(s), "a write opens a batch");
     is_int(store_record_append(s, m.id, 0, "hello ", 6), 0, "append record 1");
     is_int(store_record_append(s, m.id, 6, "world", 5), 0, "append record 2");
@@ -104,7 +106,7 @@ static void test_batches(void)
     store_free(s);
     is_int(store_open(&s, dir, STORE_FSYNC, err, sizeof err), 0, "reopen");
     memset(&seen, 0, sizeof seen);
-    is_int(store_load(s, on_stream, on_producer, &seen), 0, "load");
+    is_int(store_load(s, NULL, on_stream, on_producer, &seen), 0, "load");
     is_int(seen.streams, 1, "the stream is still there");
     is_int(seen.producers, 1, "the producer state is still there");
     is_int(seen.tail, 11, "the tail is recomputed from the committed records only");
@@ -138,7 +140,7 @@ static void test_batches(void)
     store_free(s);
     is_int(store_open(&s, dir, STORE_FSYNC, err, sizeof err), 0, "reopen after 48 MiB");
     memset(&seen, 0, sizeof seen);
-    is_int(store_load(s, on_stream, on_producer, &seen), 0, "load");
+    is_int(store_load(s, NULL, on_stream, on_producer, &seen), 0, "load");
     is_int(seen.tail, off, "the tail covers every committed append");
     is_int(store_read(s, m.id, 11, off, (size_t)1 << 30, on_record, &seen), 768, "every record reads back");
     ok(seen.data.len == (size_t)768 * sizeof chunk && seen.data.p[0] == 'w' &&
@@ -149,7 +151,7 @@ static void test_batches(void)
     is_int(store_stream_delete(s, m.id), 0, "delete");
     is_int(store_commit(s), 0, "commit delete");
     memset(&seen, 0, sizeof seen);
-    is_int(store_load(s, on_stream, on_producer, &seen), 0, "load after delete");
+    is_int(store_load(s, NULL, on_stream, on_producer, &seen), 0, "load after delete");
     ok(seen.streams == 0 && seen.producers == 0, "delete removes the stream and its producers");
     store_free(s);
     remove_dir(dir);
@@ -428,7 +430,7 @@ static void test_moves(void)
             store__sqlite(s)->move_at = MOVE_AT;
             store__sqlite(s)->move_bytes = MOVE_BYTES;
             struct loaded l = {0};
-            bad_loads += store_load(s, load_stream, load_producer, &l) != 0 || l.mismatched ||
+            bad_loads += store_load(s, NULL, load_stream, load_producer, &l) != 0 || l.mismatched ||
                          l.producers_wrong || l.producers != expected_producers();
             bad_reads += check_all(s);
             reopens++;
@@ -454,7 +456,7 @@ static void test_moves(void)
 
     if (store_open(&s, dir, STORE_OS, err, sizeof err) == 0) {
         struct loaded l = {0};
-        is_int(store_load(s, load_stream, load_producer, &l), 0, "moves: load after upkeep");
+        is_int(store_load(s, NULL, load_stream, load_producer, &l), 0, "moves: load after upkeep");
         ok(l.streams == NSTREAMS - 20 && l.mismatched == 0 && l.producers_wrong == 0 &&
                l.producers == expected_producers(),
            "moves: %d streams, %d producers as committed", l.streams, l.producers);
@@ -685,7 +687,7 @@ static void test_migration(void)
     struct store *s;
     if (!ok(store_open(&s, dir, STORE_FSYNC, err, sizeof err) == 0, "migration: opens (%s)", err))
         return;
-    is_int(store_load(s, mig_stream, mig_producer, &g), 0, "migration: loads");
+    is_int(store_load(s, NULL, mig_stream, mig_producer, &g), 0, "migration: loads");
     is_int(g.streams, 6, "migration: every stream is there");
     is_int(g.right, 6, "migration: with its path, type, tail, fork, refcount, deletion, closure and seq");
     is_int(g.producers, 2, "migration: producer states are kept");
