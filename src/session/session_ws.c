@@ -155,6 +155,9 @@ static void session__ws_event(struct stream_sub *sub, enum stream_event ev)
     case STREAM_EV_DATA:
     case STREAM_EV_CLOSED: session__ws_pump(w); return;
     case STREAM_EV_SHUTDOWN: session__ws_close(w, 1001, "server shutting down"); return;
+    case STREAM_EV_MOVED: /* the session's shard is served by another node now: reconnect there */
+        session__ws_close(w, 1012, "the session moved to another node; reconnect from the last offset");
+        return;
     case STREAM_EV_GONE:
         /* Deleted with its session, or the registry was reloaded after a failed commit (the
          * session is still there): then the client reconnects from its last offset. */

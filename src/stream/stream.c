@@ -190,6 +190,37 @@ void stream_op_cancel(struct streams *ss, struct stream_op *op)
     op->queued = 0;
 }
 
+static int streams__ops_of(const struct stream_op *op, int k)
+{
+    for (; op; op = op->next)
+        if (op->shard == k)
+            return 1;
+    return 0;
+}
+
+static int streams__streams_of(const struct stream *st, int k, int grave)
+{
+    for (; st; st = grave ? st->grave_next : st->dirty_next)
+        if ((int)st->shard == k)
+            return 1;
+    return 0;
+}
+
+int streams_shard_busy(const struct streams *ss, int k)
+{
+    if (streams__ops_of(ss->ops, k) || streams__streams_of(ss->dirty, k, 0) ||
+        streams__streams_of(ss->graveyard, k, 1))
+        return 1;
+    for (const struct stream__group *g = ss->groups; g; g = g->next) {
+        if (streams__ops_of(g->ops, k) || streams__streams_of(g->grave, k, 1))
+            return 1;
+        for (size_t i = 0; i < g->nmarks; i++)
+            if ((int)g->marks[i].st->shard == k)
+                return 1;
+    }
+    return 0;
+}
+
 /* ================= subscribers ================= */
 
 void stream_subscribe(struct stream *st, struct stream_sub *sub)
@@ -215,8 +246,7 @@ void stream_unsubscribe(struct stream_sub *sub)
     sub->stream = NULL;
 }
 
-/* Tells every subscriber of st; a callback may unsubscribe itself or others. */
-static void stream__notify(struct stream *st, enum stream_event ev)
+void stream__notify(struct stream *st, enum stream_event ev)
 {
     struct stream_sub *head = &st->subs;
     /* Move the ring aside first so subscribers added by callbacks are not called for this event. */
@@ -243,7 +273,7 @@ static void stream__notify(struct stream *st, enum stream_event ev)
 
 /* ================= stream objects ================= */
 
-struct stream *stream__new(struct streams *ss, const struct store_meta *m)
+struct stream *stream__alloc(struct streams *ss, const struct store_meta *m)
 {
     struct stream *st = xcalloc(1, sizeof *st);
     store_meta_copy(&st->m, m);
@@ -252,25 +282,51 @@ struct stream *stream__new(struct streams *ss, const struct store_meta *m)
     st->last_access_ms = clock_wall_ms();
     st->subs.next = st->subs.prev = &st->subs;
     st->subs.arg = &ss->nsubs;
+    return st;
+}
+
+void stream__list(struct streams *ss, struct stream *st)
+{
     char key[24];
     stream__id_key(st->m.id, key);
     map_put(&ss->by_id, key, strlen(key), st);
-    if (st->m.path) /* soft-deleted ones too: they hold their path until their forks are gone */
+    /* soft-deleted ones too: they hold their path until their forks are gone */
+    if (st->m.path && !st->foreign)
         map_put(&ss->by_path, st->m.path, strlen(st->m.path), st);
+}
+
+struct stream *stream__new(struct streams *ss, const struct store_meta *m)
+{
+    struct stream *st = stream__alloc(ss, m);
+    if (st->m.path)
+        st->shard = (unsigned)streams_shard_of(ss, st->m.path, strlen(st->m.path));
+    stream__list(ss, st);
     return st;
+}
+
+struct stream *stream__by_id(struct streams *ss, int64_t id)
+{
+    char key[24];
+    stream__id_key(id, key);
+    return map_get(&ss->by_id, key, strlen(key));
 }
 
 static void stream__free_producer(const char *key, void *value, void *arg) { free(value); }
 
-static void stream__free(struct stream *st)
+void stream__free_producers(struct stream *st)
+{
+    map_each(&st->producers, stream__free_producer, NULL);
+    map_clear(&st->producers);
+}
+
+void stream__free(struct stream *st)
 {
     if (st == NULL)
         return;
     stream__notify(st, STREAM_EV_GONE);
     while (st->subs.next != &st->subs)
         stream_unsubscribe(st->subs.next);
-    map_each(&st->producers, stream__free_producer, NULL);
-    map_clear(&st->producers);
+    stream__free_producers(st);
     stream__cache_free(st);
     store_meta_clear(&st->m);
     free(st);
@@ -299,7 +355,9 @@ static void stream__destroy(struct streams *ss, struct stream *st)
         ss->graveyard = st;
         streams__arm(ss);
         st = NULL;
-        if (src) {
+        /* A source in a shard not held here is another owner's to count (a stub); its reference is
+         * left in place, which only delays its reclaiming (doc/SHARDING-PLAN.md §2.3). */
+        if (src && stream__writable(ss, src)) {
             src->m.refcount--;
             if (src->m.refcount <= 0 && src->m.deleted) {
                 st = src; /* cascade up the chain */
@@ -664,39 +722,7 @@ static void streams__on_sweep(uv_timer_t *t)
 
 /* ================= loading ================= */
 
-static void streams__load_stream(const struct store_meta *m, void *arg) { stream__new(arg, m); }
-
-static void streams__load_producer(int64_t id, const char *pid, int64_t epoch, int64_t seq, void *arg)
-{
-    struct streams *ss = arg;
-    char key[24];
-    stream__id_key(id, key);
-    struct stream *st = map_get(&ss->by_id, key, strlen(key));
-    if (st == NULL)
-        return;
-    struct stream__producer *p = xmalloc(sizeof *p);
-    p->epoch = epoch;
-    p->seq = seq;
-    free(map_put(&st->producers, pid, strlen(pid), p));
-}
-
-static void streams__link_src(const char *key, void *value, void *arg)
-{
-    struct streams *ss = arg;
-    struct stream *st = value;
-    if (st->m.fork_src) {
-        char k[24];
-        stream__id_key(st->m.fork_src, k);
-        st->src = map_get(&ss->by_id, k, strlen(k));
-    }
-}
-
-static int streams__load(struct streams *ss)
-{
-    int rc = store_load(ss->store, NULL, streams__load_stream, streams__load_producer, ss);
-    map_each(&ss->by_id, streams__link_src, ss);
-    return rc;
-}
+static int streams__load(struct streams *ss) { return streams__load_bits(ss, ss->loaded, 0); }
 
 static void streams__free_one(const char *key, void *value, void *arg) { stream__free(value); }
 
@@ -773,6 +799,15 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
     ss->loop = loop;
     ss->store = store;
     ss->cfg = *cfg;
+    ss->nshards = cfg->shards > 1 ? cfg->shards : 1;
+    if (ss->nshards > STORE_SHARDS) {
+        snprintf(err, errlen, "at most %d shards", STORE_SHARDS);
+        free(ss);
+        return -EINVAL;
+    }
+    for (int k = 0; k < ss->nshards; k++) /* every shard, as one node on one store */
+        ss->loaded[k / 64] |= 1ull << (k % 64);
+    memcpy(ss->held, ss->loaded, sizeof ss->held);
     ss->caches.budget = cfg->cache_bytes;
     ss->caches.loop = loop;
     ss->ops_tail = &ss->ops;
@@ -827,6 +862,7 @@ struct streams *streams_reader_new(uv_loop_t *loop, struct store *store)
     struct streams *ss = xcalloc(1, sizeof *ss);
     ss->loop = loop;
     ss->store = store;
+    ss->nshards = 1; /* loads none: no shard is loaded or held */
     ss->reads_tail = &ss->reads_waiting;
     return ss;
 }

@@ -40,6 +40,7 @@ enum stream_status {
     STREAM_SEQ_GAP,     /* 409 producer sequence gap */
     STREAM_GONE,        /* 410 soft-deleted */
     STREAM_STORE_ERROR, /* 500/507: the batch could not be made durable */
+    STREAM_MOVED,       /* 503 shard_moved: the stream's shard is not held here (see "shards") */
 };
 
 /* Result details filled in by the mutating calls. */
@@ -77,6 +78,7 @@ struct stream_op {
     struct stream_op *next; /* batch list, owned by the registry */
     int queued;
     int at_commit; /* set by the caller before queuing; see above */
+    int shard;     /* set by the mutating call: the shard it writes (streams_shard_busy) */
 };
 void stream_op_cancel(struct streams *ss, struct stream_op *op);
 
@@ -84,6 +86,10 @@ struct streams_config {
     size_t max_append;  /* bytes */
     size_t read_chunk;  /* catch-up reads return at most about this many bytes */
     size_t cache_bytes; /* memory for streams' newest records, read without the store (0: none) */
+    /* How many shards paths are spread over (store_shard_of): 0 or 1, one shard, as every store
+     * has today; more only for tests (SQLite with a test-only shard count; see "shards"). At most
+     * STORE_SHARDS. */
+    int shards;
 };
 
 int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, const struct streams_config *cfg,
@@ -100,6 +106,42 @@ int streams_syncing(const struct streams *ss);
 void streams_free(struct streams *ss);
 /* Commits the open batch now and runs its completions (also done automatically each loop turn). */
 void streams_flush(struct streams *ss);
+
+/* ---- shards (doc/SHARDING-PLAN.md §4) ----
+ * Every stream belongs to one shard, fixed by its path (store_shard_of). The registry loads and
+ * drops whole shards: `loaded` ones have their streams in memory (lookups find them, reads are
+ * served); `held` ones (loaded and not draining) also take writes. A write to a shard that is not
+ * held is refused with STREAM_MOVED before it touches the batch, so it can never fail a batch of
+ * other shards' writes. streams_new loads every shard.
+ *
+ * A detached soft-deleted source (no path: expired or deleted while forks read through it) keeps
+ * the shard it had when it had a path; one loaded from a store that does not say (SQLite) takes the
+ * shard of the first loaded fork that reads through it. Either way it stays in memory as long as a
+ * loaded stream of any shard reads through it, even when its own shard is dropped: it then remains
+ * as a read-only stub (no path, no subscribers, no writes), freed once the last fork reading through
+ * it goes. Forks that read through a stub do not touch its refcount (doc/SHARDING-PLAN.md §2.3
+ * moves that to the source's owner; until then the reference is left in place, which only delays
+ * the source's reclaiming). */
+int streams_shards(const struct streams *ss);
+int streams_shard_of(const struct streams *ss, const char *path, size_t len);
+int streams_shard_loaded(const struct streams *ss, int k);
+int streams_shard_held(const struct streams *ss, int k);
+/* A loaded shard stops (held 0) or starts again (1) taking writes: the first step of a hand-off,
+ * before the drain. */
+void streams_shard_hold(struct streams *ss, int k, int held);
+/* Loads the shards set in bitmap (bit k of word k / 64; those loaded already are left alone) and
+ * links the new streams to their fork sources; they are then loaded and held. 0, or the store's
+ * -errno with nothing of them loaded. */
+int streams_load_shards(struct streams *ss, const uint64_t *bitmap) CORE_UNUSED_RESULT;
+/* Is anything of shard k in flight: an op queued in the open batch or waiting for its fsync, a
+ * stream it touches or deletes not yet committed and durable? streams_flush, then turning the loop
+ * until streams_syncing is 0, drains it (once the shard is not held, nothing new comes in). */
+int streams_shard_busy(const struct streams *ss, int k);
+/* Forgets shard k without a store call: its subscribers get STREAM_EV_MOVED (the shard will be
+ * served elsewhere: clients resume from their offsets), its tail caches and producers are freed,
+ * its streams leave the maps (those a loaded fork still reads through stay as stubs, see above).
+ * Reads already started complete (they copied what they need). Requires !streams_shard_busy. */
+void streams_drop_shard(struct streams *ss, int k);
 
 /* ---- lookup ---- */
 enum stream_lookup {
@@ -305,6 +347,7 @@ enum stream_event {
     STREAM_EV_CLOSED,   /* the stream was closed */
     STREAM_EV_GONE,     /* the stream was deleted (or the registry reloaded after a failed commit) */
     STREAM_EV_SHUTDOWN, /* the server is stopping: finish the response now */
+    STREAM_EV_MOVED,    /* its shard was dropped (served elsewhere now): resume there from the offset */
 };
 struct stream_sub;
 typedef void (*stream_sub_cb)(struct stream_sub *sub, enum stream_event ev);

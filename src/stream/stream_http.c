@@ -66,6 +66,14 @@ static int sh__header_true(struct http_req *req, const char *name)
     return v && len == 4 && strncasecmp(v, "true", 4) == 0;
 }
 
+/* The stream's shard is not served here (any more, or yet): the client retries at once, a reader
+ * from its offset, and finds the node that serves it (doc/SHARDING-PLAN.md §2.1). */
+static void sh__moved(struct http_req *req, const char *why)
+{
+    http_res_header(req, "Retry-After", "0");
+    http_res_error(req, ERR_SHARD_MOVED, "%s", why);
+}
+
 /* Maps a refusal from stream/ onto the protocol's status and headers. */
 static void sh__respond_error(struct http_req *req, const struct stream_result *r)
 {
@@ -88,6 +96,7 @@ static void sh__respond_error(struct http_req *req, const struct stream_result *
         return;
     case STREAM_CONFLICT: http_res_error(req, ERR_CONFLICT, "%s", r->message); return;
     case STREAM_GONE: http_res_error(req, ERR_GONE, "%s", r->message); return;
+    case STREAM_MOVED: sh__moved(req, r->message); return;
     case STREAM_STORE_ERROR:
         if (r->store_errno == -ENOSPC || r->store_errno == -EFBIG)
             http_res_error(req, ERR_STORAGE_FULL, "the write was not stored: no space left (%s)",
@@ -378,6 +387,9 @@ static void sh__read_done(struct stream_read_done *d, void *arg)
         const char *path = http_req_path(r->req, &plen);
         enum stream_lookup how;
         streams_lookup(r->sh->ss, path + prefix, plen - prefix, &how);
+        if (!streams_shard_loaded(r->sh->ss, streams_shard_of(r->sh->ss, path + prefix, plen - prefix)))
+            return sh__moved(r->req,
+                             "the stream's shard moved while it was read; read again from the offset");
         if (how != STREAM_FOUND)
             return sh__absent(r->req, how, path + prefix, plen - prefix);
         return http_res_error(r->req, ERR_NOT_FOUND, "the stream was deleted"); /* and created anew */
@@ -443,6 +455,10 @@ static void sh__lp_event(struct stream_sub *sub, enum stream_event ev)
     if (ev == STREAM_EV_GONE) {
         sh__lp_finish(r);
         return http_res_error(r->req, ERR_NOT_FOUND, "the stream was deleted");
+    }
+    if (ev == STREAM_EV_MOVED) { /* not deleted: served elsewhere now, the same offset goes on there */
+        sh__lp_finish(r);
+        return sh__moved(r->req, "the stream's shard moved; retry from the same offset");
     }
     if (ev == STREAM_EV_SHUTDOWN) {
         sh__lp_finish(r);
@@ -616,6 +632,8 @@ void stream_http_handle(struct stream_http *sh, struct http_req *req, const char
         http_res_header(req, "Allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS");
         return http_res_error(req, ERR_METHOD_NOT_ALLOWED, "%.*s is not supported on streams", (int)ml, mn);
     }
+    if (!streams_shard_loaded(sh->ss, streams_shard_of(sh->ss, path, plen)))
+        return sh__moved(req, "this node does not serve the stream's shard now");
     enum stream_lookup how;
     struct stream *st = streams_lookup(sh->ss, path, plen, &how);
     if (how != STREAM_FOUND)

@@ -245,8 +245,8 @@ static void sh__sse_event(struct stream_sub *sub, enum stream_event ev)
     struct sh_req *r = sub->arg;
     if (r->req == NULL)
         return;
-    if (ev == STREAM_EV_GONE || ev == STREAM_EV_SHUTDOWN) {
-        /* clients reconnect from their last streamNextOffset */
+    if (ev == STREAM_EV_GONE || ev == STREAM_EV_SHUTDOWN || ev == STREAM_EV_MOVED) {
+        /* clients reconnect from their last streamNextOffset (MOVED: to the shard's new owner) */
         stream_unsubscribe(&r->sub);
         http_res_stream_end(r->req);
         return;

@@ -63,6 +63,14 @@ struct stream {
     unsigned created : 1; /* created in the open batch */
     /* a read reached its tail while it had no cache: its next append starts one (stream_cache.c) */
     unsigned tail_read : 1;
+    /* Shards (stream_shard.c): a stub of a shard not loaded, kept (in by_id only) while a loaded
+     * fork reads through it; loaded by the streams_load_shards running; marked by the sweep of stubs
+     * (a loaded stream reads through it); a path-less stream whose shard is not known yet. */
+    unsigned foreign : 1;
+    unsigned loading : 1;
+    unsigned needed : 1;
+    unsigned shard_unknown : 1;
+    unsigned shard : 16;  /* its shard, < STORE_SHARDS */
     struct stream *src;   /* fork source */
     struct map producers; /* pid -> struct stream__producer */
     int64_t last_access_ms;
@@ -76,8 +84,11 @@ struct streams {
     uv_loop_t *loop;
     struct store *store;
     struct streams_config cfg;
-    struct map by_path; /* live and soft-deleted streams at their path */
-    struct map by_id;   /* every stream, keyed by decimal id */
+    int nshards;                        /* cfg.shards, at least 1 */
+    uint64_t loaded[STORE_SHARD_WORDS]; /* shards whose streams are in the maps (stream_shard.c) */
+    uint64_t held[STORE_SHARD_WORDS];   /* loaded shards that take writes */
+    struct map by_path;                 /* live and soft-deleted streams at their path */
+    struct map by_id;                   /* every stream, keyed by decimal id */
     struct stream_op *ops, **ops_tail;
     struct stream *dirty;
     struct stream *graveyard;
@@ -112,8 +123,27 @@ struct streams {
 /* Media types compare without parameters, case-insensitively. */
 int stream__media_eq(const char *a, const char *b);
 int stream__ct_is_json(const char *ct);
-/* A stream for m (copied), registered at its path and id. */
+/* A stream for m (copied), registered at its path and id, in the shard of its path. */
 struct stream *stream__new(struct streams *ss, const struct store_meta *m);
+/* stream__new's stream, in no map yet (stream__list puts it in by_id, and at its path unless it is
+ * a stub). */
+struct stream *stream__alloc(struct streams *ss, const struct store_meta *m);
+void stream__list(struct streams *ss, struct stream *st);
+struct stream *stream__by_id(struct streams *ss, int64_t id);
+/* Tells every subscriber of st (a callback may unsubscribe itself or others). */
+void stream__notify(struct stream *st, enum stream_event ev);
+/* Frees st, which left the maps; its remaining subscribers are told it is gone. */
+void stream__free(struct stream *st);
+/* Frees st's producers (a stream becoming a stub). */
+void stream__free_producers(struct stream *st);
+/* Shards (stream_shard.c). streams__load_bits: loads the shards of want (store_load, then only
+ * the rows of those shards, their sources kept as stubs), 0 or -errno (with undo: none of them
+ * loaded; else what loaded stays, read-only while the store is unavailable). streams__sweep_stubs: frees
+ * the stubs no loaded stream reads through any more. stream__writable: does st's shard take writes
+ * (and st is no stub)? */
+int streams__load_bits(struct streams *ss, const uint64_t *want, int undo);
+void streams__sweep_stubs(struct streams *ss);
+int stream__writable(const struct streams *ss, const struct stream *st);
 /* Deletes st in the open batch: softly while forks still read through it (with detach it also
  * leaves its path, which can then be re-created), for good otherwise. */
 void stream__retire(struct streams *ss, struct stream *st, int detach);

@@ -103,6 +103,9 @@ static enum stream_status stream__create_config(struct streams *ss, const struct
     *src = NULL;
     if (a->fork_from) {
         enum stream_lookup how;
+        /* a source of a shard not held here is its owner's to count (doc/SHARDING-PLAN.md §2.3) */
+        if (!streams_shard_held(ss, streams_shard_of(ss, a->fork_from, strlen(a->fork_from))))
+            return stream__fail(op, STREAM_MOVED, "the fork source's shard is not served by this node");
         struct stream *from = streams_lookup(ss, a->fork_from, strlen(a->fork_from), &how);
         if (how == STREAM_MISSING)
             return stream__fail(op, STREAM_NOT_FOUND, "the fork source does not exist");
@@ -210,9 +213,15 @@ static enum stream_status stream__create_write(struct streams *ss, struct store_
 }
 
 /* While the store's database cannot be reached, nothing is written (the registry holds what was
- * durable before it went, and is reloaded once it is back). */
-static int stream__unavailable(struct streams *ss, struct stream_op *op)
+ * durable before it went, and is reloaded once it is back). Nor is anything written to a shard not
+ * held here: refused before it joins the batch, it cannot fail the other shards' writes in it. */
+static int stream__unavailable(struct streams *ss, int shard, struct stream_op *op)
 {
+    op->shard = shard;
+    if (!streams_shard_held(ss, shard)) {
+        stream__fail(op, STREAM_MOVED, "this node does not serve the stream's shard now");
+        return 1;
+    }
     if (!ss->unavailable)
         return 0;
     stream__fail(op, STREAM_STORE_ERROR,
@@ -227,8 +236,8 @@ enum stream_status stream_create(struct streams *ss, const char *path, size_t pl
 {
     assert(!op->queued); /* an op may be in one batch at a time */
     memset(&op->result, 0, sizeof op->result);
-    if (stream__unavailable(ss, op))
-        return STREAM_STORE_ERROR;
+    if (stream__unavailable(ss, plen ? streams_shard_of(ss, path, plen) : 0, op))
+        return op->result.status;
     struct store_meta want = {0};
     struct stream *src, *old;
     struct buf first = {0}, body = {0};
@@ -406,8 +415,8 @@ enum stream_status stream_append(struct streams *ss, struct stream *st, const st
 {
     assert(!op->queued);
     memset(&op->result, 0, sizeof op->result);
-    if (stream__unavailable(ss, op))
-        return STREAM_STORE_ERROR;
+    if (stream__unavailable(ss, st->foreign ? -1 : (int)st->shard, op))
+        return op->result.status;
     struct stream__producer *p;
     struct buf stored = {0};
     enum stream_status status = STREAM_OK;
@@ -421,8 +430,8 @@ enum stream_status stream_delete(struct streams *ss, struct stream *st, struct s
 {
     assert(!op->queued);
     memset(&op->result, 0, sizeof op->result);
-    if (stream__unavailable(ss, op))
-        return STREAM_STORE_ERROR;
+    if (stream__unavailable(ss, st->foreign ? -1 : (int)st->shard, op))
+        return op->result.status;
     if (st->m.deleted)
         return stream__fail(op, STREAM_GONE, "the stream was deleted");
     stream__retire(ss, st, 0);

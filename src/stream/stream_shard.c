@@ -1,0 +1,274 @@
+/*
+ * stream_shard — the registry by shard (doc/SHARDING-PLAN.md §4): which shards are loaded and
+ * held, loading some (streams_load_shards) and dropping one (streams_drop_shard). See stream.h
+ * ("shards") for the rules, and stream_int.h for the bits of struct stream this owns (foreign,
+ * loading, needed, shard_unknown, shard).
+ *
+ * Stubs: a stream of a shard that is not loaded, kept only because a loaded stream reads through it
+ * (its fork source, or further up the chain). A stub is in by_id (so forks loaded later link to it)
+ * and never in by_path (so no lookup, write or subscriber reaches it); what a read through it needs
+ * (its id, fork point and source) does not change below its forks' fork offsets. Stubs are made by
+ * a drop (the shard's streams that are still read through) and by a load (the rows of other shards
+ * that a new stream reads through); streams__sweep_stubs frees those nobody reads through any more.
+ */
+#include "stream/stream.h"
+#include "stream/stream_int.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int stream__bit(const uint64_t *b, int k) { return (int)((b[k / 64] >> (k % 64)) & 1); }
+
+int streams_shards(const struct streams *ss) { return ss->nshards; }
+
+int streams_shard_of(const struct streams *ss, const char *path, size_t len)
+{
+    return store_shard_of(path, len, ss->nshards);
+}
+
+int streams_shard_loaded(const struct streams *ss, int k)
+{
+    return k >= 0 && k < ss->nshards && stream__bit(ss->loaded, k);
+}
+
+int streams_shard_held(const struct streams *ss, int k)
+{
+    return k >= 0 && k < ss->nshards && stream__bit(ss->held, k);
+}
+
+void streams_shard_hold(struct streams *ss, int k, int held)
+{
+    if (!streams_shard_loaded(ss, k))
+        return;
+    if (held)
+        ss->held[k / 64] |= 1ull << (k % 64);
+    else
+        ss->held[k / 64] &= ~(1ull << (k % 64));
+}
+
+int stream__writable(const struct streams *ss, const struct stream *st)
+{
+    return !st->foreign && streams_shard_held(ss, (int)st->shard);
+}
+
+/* ================= stubs ================= */
+
+struct stream__list {
+    struct stream **v;
+    size_t n, cap;
+};
+
+static void stream__list_add(struct stream__list *l, struct stream *st)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = st;
+}
+
+static void stream__unmark(const char *key, void *value, void *arg) { ((struct stream *)value)->needed = 0; }
+
+/* Marks the stubs a loaded stream reads through (up its fork chain). */
+static void stream__mark_needed(const char *key, void *value, void *arg)
+{
+    struct stream *st = value;
+    if (st->foreign)
+        return;
+    for (struct stream *p = st->src; p && !p->needed; p = p->src)
+        p->needed = p->foreign;
+}
+
+static void stream__collect_unneeded(const char *key, void *value, void *arg)
+{
+    struct stream *st = value;
+    if (st->foreign && !st->needed)
+        stream__list_add(arg, st);
+}
+
+void streams__sweep_stubs(struct streams *ss)
+{
+    struct stream__list l = {0};
+    map_each(&ss->by_id, stream__unmark, NULL);
+    map_each(&ss->by_id, stream__mark_needed, NULL);
+    map_each(&ss->by_id, stream__collect_unneeded, &l);
+    /* A freed stub may have read through another stub: that one was not marked by it (only loaded
+     * streams mark), so it goes in the same pass. */
+    for (size_t i = 0; i < l.n; i++) {
+        char key[24];
+        snprintf(key, sizeof key, "%lld", (long long)l.v[i]->m.id);
+        map_del(&ss->by_id, key, strlen(key));
+        stream__free(l.v[i]);
+    }
+    free(l.v);
+}
+
+/* ================= loading ================= */
+
+struct stream__load {
+    struct streams *ss;
+    const uint64_t *want;
+    struct stream__list fresh; /* what this load added or made a loaded stream again */
+};
+
+/* A row of the store. The ones of the shards loaded are registered; any other row (another shard's,
+ * or a path-less one whose shard is not known yet) is kept as a stub until the load knows whether a
+ * new stream reads through it. Rows of streams already in memory are skipped: the memory is ahead
+ * (what the open batch will make true). */
+static void stream__load_stream(const struct store_meta *m, void *arg)
+{
+    struct stream__load *c = arg;
+    struct streams *ss = c->ss;
+    struct stream *old = stream__by_id(ss, m->id);
+    if (old && !old->foreign)
+        return;
+    int k = m->path ? streams_shard_of(ss, m->path, strlen(m->path)) : -1;
+    /* a path-less row: the store's shard, where the store keeps it in this registry's numbering */
+    if (k < 0 && ss->nshards == STORE_SHARDS && strcmp(store_backend(ss->store), "postgres") == 0)
+        k = m->shard;
+    int want = k >= 0 && stream__bit(c->want, k);
+    if (old && !want)
+        return;
+    struct stream *st = old;
+    if (old) { /* a stub of a shard loaded again: the same object, which forks point at */
+        store_meta_clear(&old->m);
+        store_meta_copy(&old->m, m);
+        old->durable_tail = m->tail;
+        old->durable_closed = m->closed != 0;
+        old->last_access_ms = clock_wall_ms();
+        old->foreign = 0;
+        map_put(&ss->by_path, m->path, strlen(m->path), old);
+    } else {
+        st = stream__alloc(ss, m);
+        st->foreign = !want;
+        st->shard_unknown = k < 0;
+        st->shard = k < 0 ? 0 : (unsigned)k;
+        stream__list(ss, st);
+    }
+    st->loading = 1;
+    stream__list_add(&c->fresh, st);
+}
+
+static void stream__load_producer(int64_t id, const char *pid, int64_t epoch, int64_t seq, void *arg)
+{
+    struct stream__load *c = arg;
+    struct stream *st = stream__by_id(c->ss, id);
+    if (st == NULL || !st->loading || st->foreign)
+        return;
+    struct stream__producer *p = xmalloc(sizeof *p);
+    p->epoch = epoch;
+    p->seq = seq;
+    free(map_put(&st->producers, pid, strlen(pid), p));
+}
+
+/* Links the new streams to their sources; a path-less source takes the shard of the first loaded
+ * stream that reads through it, and is loaded with it when that shard is being loaded. */
+static void stream__load_link(struct stream__load *c)
+{
+    for (size_t i = 0; i < c->fresh.n; i++) {
+        struct stream *st = c->fresh.v[i];
+        if (st->m.fork_src)
+            st->src = stream__by_id(c->ss, st->m.fork_src);
+    }
+    for (size_t i = 0; i < c->fresh.n; i++) {
+        struct stream *st = c->fresh.v[i];
+        if (st->foreign)
+            continue;
+        for (struct stream *p = st->src; p; p = p->src) {
+            if (!p->shard_unknown)
+                continue;
+            p->shard_unknown = 0;
+            p->shard = st->shard;
+            p->foreign = !stream__bit(c->want, (int)p->shard);
+        }
+    }
+}
+
+int streams__load_bits(struct streams *ss, const uint64_t *want, int undo)
+{
+    struct stream__load c = {.ss = ss, .want = want};
+    /* Every row, not only want's: a new stream may read through another shard's stream (made a stub
+     * here). The store's filter (in its numbering of STORE_SHARDS, which a registry's test-only
+     * count need not be) serves once stubs are loaded by id (doc/SHARDING-PLAN.md §2.3). */
+    int rc = store_load(ss->store, NULL, stream__load_stream, stream__load_producer, &c);
+    stream__load_link(&c);
+    for (size_t i = 0; i < c.fresh.n; i++) {
+        c.fresh.v[i]->loading = 0;
+        /* undo: a failed load leaves nothing of it loaded: every new stream is a stub, swept below
+         * (unless a loaded fork reads through it) */
+        struct stream *st = c.fresh.v[i];
+        if (rc != 0 && undo && st->m.path && map_get(&ss->by_path, st->m.path, strlen(st->m.path)) == st)
+            map_del(&ss->by_path, st->m.path, strlen(st->m.path));
+        if (rc != 0 && undo) {
+            st->foreign = 1;
+            stream__free_producers(st);
+        }
+    }
+    free(c.fresh.v);
+    streams__sweep_stubs(ss);
+    return rc;
+}
+
+int streams_load_shards(struct streams *ss, const uint64_t *bitmap)
+{
+    uint64_t want[STORE_SHARD_WORDS] = {0};
+    int any = 0;
+    for (int k = 0; k < ss->nshards; k++)
+        if (stream__bit(bitmap, k) && !stream__bit(ss->loaded, k)) {
+            want[k / 64] |= 1ull << (k % 64);
+            any = 1;
+        }
+    if (!any)
+        return 0;
+    int rc = streams__load_bits(ss, want, 1);
+    if (rc != 0)
+        return rc;
+    for (int w = 0; w < STORE_SHARD_WORDS; w++) {
+        ss->loaded[w] |= want[w];
+        ss->held[w] |= want[w];
+    }
+    return 0;
+}
+
+/* ================= dropping ================= */
+
+struct stream__drop {
+    int k;
+    struct stream__list l;
+};
+
+static void stream__collect_shard(const char *key, void *value, void *arg)
+{
+    struct stream__drop *d = arg;
+    struct stream *st = value;
+    if (!st->foreign && (int)st->shard == d->k)
+        stream__list_add(&d->l, st);
+}
+
+void streams_drop_shard(struct streams *ss, int k)
+{
+    if (!streams_shard_loaded(ss, k))
+        return;
+    assert(!streams_shard_busy(ss, k));
+    ss->loaded[k / 64] &= ~(1ull << (k % 64));
+    ss->held[k / 64] &= ~(1ull << (k % 64));
+    struct stream__drop d = {.k = k};
+    map_each(&ss->by_id, stream__collect_shard, &d);
+    /* Each becomes a stub first (out of by_path, no subscribers, producers or cache); the sweep then
+     * frees those no loaded stream reads through. */
+    for (size_t i = 0; i < d.l.n; i++) {
+        struct stream *st = d.l.v[i];
+        if (st->m.path && map_get(&ss->by_path, st->m.path, strlen(st->m.path)) == st)
+            map_del(&ss->by_path, st->m.path, strlen(st->m.path));
+        st->foreign = 1;
+        stream__notify(st, STREAM_EV_MOVED);
+        while (st->subs.next != &st->subs)
+            stream_unsubscribe(st->subs.next);
+        stream__free_producers(st);
+        stream__cache_free(st);
+        st->tail_read = 0;
+    }
+    free(d.l.v);
+    streams__sweep_stubs(ss);
+}
