@@ -70,7 +70,9 @@ struct stream {
     unsigned loading : 1;
     unsigned needed : 1;
     unsigned shard_unknown : 1;
-    unsigned shard : 16;  /* its shard, < STORE_SHARDS */
+    /* its shard in the registry's numbering (streams_shard_of: of its nshards), which m.shard (the
+     * store's, of STORE_SHARDS) is only when the counts agree; < STORE_SHARDS */
+    unsigned shard : 16;
     struct stream *src;   /* fork source */
     struct map producers; /* pid -> struct stream__producer */
     int64_t last_access_ms;
