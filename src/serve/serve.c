@@ -44,6 +44,7 @@ struct serve_opts {
     long long max_queued;
     long long max_held;
     long long stream_cache;
+    long long shards;
     long long runtime_idle;
     long long runtime_output_limit;
     long long runtime_spin;
@@ -95,6 +96,10 @@ static const struct opt_def serve__opts[] = {
      "bytes of memory for streams' newest records, which live readers read without a store query "
      "(0: none)",
      O(stream_cache)},
+    {"shards", OPT_INT, "1", 1, STORE_SHARDS, NULL,
+     "for tests only, SQLite store: spread the streams over this many shards in memory (the sharding "
+     "plan's bookkeeping with every shard held); 1 is the setting for use",
+     O(shards)},
     {"runtime-idle", OPT_INT, "1800000", 1000, 1LL << 40, NULL,
      "milliseconds before an unused runtime is stopped", O(runtime_idle)},
     {"runtime-output-limit", OPT_INT, "1048576", 1024, 1LL << 30, NULL,
@@ -363,6 +368,10 @@ static int serve__check(struct serve_opts *o, char *host, size_t hostlen, int *p
                 o->store);
         return -EINVAL;
     }
+    if (o->shards > 1 && strcmp(o->store, "sqlite") != 0) {
+        fprintf(stderr, "agentd serve: --shards is for tests on the SQLite store only\n");
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -463,8 +472,10 @@ static struct stream_http_config serve__stream_http_config(const struct serve_op
 static int serve__build_streams(struct serve *s, const struct serve_opts *o, char *err, size_t errlen)
 {
     int rc;
-    struct streams_config scfg = {
-        .max_append = (size_t)o->max_body, .read_chunk = 1 << 20, .cache_bytes = (size_t)o->stream_cache};
+    struct streams_config scfg = {.max_append = (size_t)o->max_body,
+                                  .read_chunk = 1 << 20,
+                                  .cache_bytes = (size_t)o->stream_cache,
+                                  .shards = (int)o->shards};
     if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
         return rc;
     struct stream_http_config shcfg = serve__stream_http_config(o);

@@ -808,6 +808,9 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
     for (int k = 0; k < ss->nshards; k++) /* every shard, as one node on one store */
         ss->loaded[k / 64] |= 1ull << (k % 64);
     memcpy(ss->held, ss->loaded, sizeof ss->held);
+    if (ss->nshards > 1)
+        log_info("stream: the registry keeps its streams in %d shards, all held (a test setting)",
+                 ss->nshards);
     ss->caches.budget = cfg->cache_bytes;
     ss->caches.loop = loop;
     ss->ops_tail = &ss->ops;

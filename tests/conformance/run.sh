@@ -5,6 +5,7 @@
 #                                                            conformance-pg starts one (tests/integ/pg.py)
 #   DS_SERVER=ref tests/conformance/run.sh                   the npm reference server, for comparison
 #                                                            (DS_REF_MEMORY=1: its in-memory store)
+#   AGENTD_ARGS="--shards 64" (with AGENTD_BIN)                more options for agentd serve
 # The server gets port 0, a temporary data dir and a 500 ms long-poll timeout (the suite needs it
 # well under vitest's 5 s test timeout). Exits non-zero if the server fails to start or any test fails.
 set -euo pipefail
@@ -45,6 +46,8 @@ case "$server" in
         cmd=("$AGENTD_BIN" serve)
         # Always said: an AGENTD_STORE in the environment would otherwise choose the store.
         cmd+=(--store "${PG_URL:-sqlite}")
+        read -ra extra <<<"${AGENTD_ARGS:-}"
+        cmd+=("${extra[@]}")
         health=/v1/health
         ;;
     ref)
