@@ -6,6 +6,9 @@ first node holding the write lease, the other two forwarding to it.
 
   - appends/s, 32 writers spread over the three nodes (dsbench phase b, --agentd OWNER,F1,F2), on 1
     stream and on 1,000 streams; with the output of the one-node PostgreSQL run, the ratio to it;
+    beside it where the CPU went (CPU-seconds per 1,000 appends of the three nodes, of PostgreSQL, of
+    dsbench, of the rest of the machine; the cores busy), the share of appends the node asked
+    forwarded, and append latency forwarded vs answered where sent;
   - append -> SSE delivery p50/p99, the writer on the owner, 10 and 100 readers on the owner and then
     on a follower (dsbench phase c, --agentd OWNER and --agentd OWNER,FOLLOWER);
   - failover: the owner killed with -9 -> the first append acknowledged through another node, twice
@@ -30,6 +33,7 @@ from cluster import Cluster  # noqa: E402
 from pg import Postgres  # noqa: E402
 
 LEASE_MS = 1000
+LOADAVG = "-"
 DSBENCH = os.path.join(ROOT, BUILD, "bench", "ds", "dsbench")
 
 
@@ -66,6 +70,33 @@ def ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def cpu_rows(text, config):
+    """dsbench's CPU lines for agentd (1 and 1,000 streams), as bench/cluster/run.sh prints them."""
+    out = []
+    for line in text.splitlines():
+        v = line.split()
+        if len(v) >= 10 and v[0] == "agentd" and v[1] in ("1", "1000") and "busy" in line:
+            out.append(f"   {config:<10} {v[1]:>7} {v[2]:>10} {v[3]:>8} {v[4]:>8} {v[5]:>8} {v[6]:>8} {v[7]:>8} "
+                       f"{v[8]:>10}  " + " ".join(v[9:]))
+    return out
+
+
+def forwarded_rows(text):
+    """dsbench's forwarded-vs-local lines (after its "(b) agentd over N URLs" heading)."""
+    out, on = [], False
+    for line in text.splitlines():
+        on = on or line.startswith("(b) agentd over")
+        v = line.split()
+        if on and len(v) == 7 and v[0] == "agentd" and v[1] in ("1", "1000"):
+            out.append(f"   {v[1]:<10} {v[2]:>10} {v[3]:>10} {v[4]:>8} {v[5]:>14} {v[6]:>8}")
+    return out
+
+
+def postmaster_pid(pg):
+    with open(os.path.join(pg.data, "postmaster.pid")) as f:
+        return int(f.readline())
+
+
 def failover(owner, others):
     """Kills owner with -9; seconds until an append through one of the others is acknowledged."""
     path = "/v1/stream/bench-failover"
@@ -84,6 +115,8 @@ def failover(owner, others):
 
 
 def main(argv):
+    global LOADAVG
+    LOADAVG = " ".join(open("/proc/loadavg").read().split()[:3])
     one_node = open(argv[0]).read() if argv else ""
     pg = Postgres()
     pg.start()
@@ -108,13 +141,27 @@ def main(argv):
             return 1
         owner, f1, f2 = c.nodes
         urls = ",".join(n.url for n in c.nodes)
-        tput = dsbench("--agentd", urls, "--agentd-pid", str(owner.proc.pid), "--phases", "b")
+        pids = ",".join(str(n.proc.pid) for n in c.nodes)
+        tput = dsbench("--agentd", urls, "--agentd-pid", pids, "--db-pid", str(postmaster_pid(pg)),
+                       "--phases", "b")
         print(f"   appends/s, 32 writers spread over the 3 nodes (2 of 3 connections reach a follower)")
         print(f"   {'streams':<10} {'1 node':>10} {'3 nodes':>10} {'3/1':>8}")
         for n in ("1 stream", "1000 streams"):
             label = f"(b) appends/s, 32 writers, {n}"
             one, three = figure(one_node, label), figure(tput, label)
             print(f"   {n.split()[0]:<10} {fmt(one):>10} {fmt(three):>10} {ratio(three, one):>8}")
+        print("   (1 stream has one owner: expect 1 node's rate less the forward hop; a gain can only come on")
+        print("   1,000 streams, once several nodes own shards)")
+        print("   where the CPU went, CPU-seconds per 1,000 appends (server = the 3 nodes summed; load average "
+              f"before: {LOADAVG})")
+        print(f"   {'config':<10} {'streams':>7} {'appends/s':>10} {'server':>8} {'postgres':>8} {'dsbench':>8} "
+              f"{'kernel':>8} {'others':>8} {'cpu max/s':>10}  cores busy")
+        for row in cpu_rows(one_node, "1 node") + cpu_rows(tput, "3 nodes"):
+            print(row)
+        print("   appends forwarded by the node asked (Agentd-Node names another) vs answered there, ms")
+        print(f"   {'streams':<10} {'forwarded':>10} {'local p50':>10} {'p99':>8} {'forwarded p50':>14} {'p99':>8}")
+        for row in forwarded_rows(tput):
+            print(row)
         sse = {}
         for where, agentd in (("owner", owner.url), ("follower", f"{owner.url},{f1.url}")):
             sse[where] = dsbench("--agentd", agentd, "--phases", "c", "--subscribers", "10,100")

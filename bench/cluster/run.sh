@@ -11,6 +11,11 @@
 # loopback port, fsync on as PostgreSQL ships). Both agentd runs use --durability fsync: an append
 # is acknowledged after SQLite's fdatasync, or after PostgreSQL's COMMIT returned.
 #
+# Beside each appends/s figure it prints where the CPU went in that measured window (dsbench reads
+# /proc): CPU-seconds per 1,000 appends of agentd (summed over nodes), of PostgreSQL (the postmaster and
+# its backends), of dsbench (the writers) and of the rest of the machine, and how many of the machine's
+# cores were busy, so that "the cores were saturated" can be told apart from "it does not scale".
+#
 # Environment: BUILD, DSBENCH_ARGS as for bench/ds/run.sh; PG_URL=postgres://... uses that
 # PostgreSQL instead of starting one. Exit status: non-zero when a server or the client failed.
 set -eu
@@ -21,14 +26,17 @@ if [ -z "${PG_URL:-}" ]; then
     exec python3 tests/integ/pg.py run -- sh bench/cluster/run.sh
 fi
 
+loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/agentd-bench-cluster.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 status=0
 # --store sqlite explicitly: an AGENTD_STORE in the environment would be read by agentd too.
 DSBENCH_ARGS="--phases b ${DSBENCH_ARGS:-}" AGENTD_ARGS="--store sqlite" sh bench/ds/run.sh >"$tmp/sqlite" 2>&1 ||
     status=1
-DSBENCH_ARGS="--phases b ${DSBENCH_ARGS:-}" AGENTD_ARGS="--store $PG_URL" sh bench/ds/run.sh \
-    >"$tmp/pg" 2>&1 || status=1
+# The postmaster, so dsbench counts PostgreSQL's CPU time too (nothing when PG_URL is not on this machine).
+pg_pid=$(python3 bench/cluster/pgpid.py "$PG_URL")
+DSBENCH_ARGS="--phases b ${pg_pid:+--db-pid $pg_pid} ${DSBENCH_ARGS:-}" AGENTD_ARGS="--store $PG_URL" \
+    sh bench/ds/run.sh >"$tmp/pg" 2>&1 || status=1
 if [ $status -ne 0 ]; then
     echo "bench/cluster: a run failed; its output:" >&2
     cat "$tmp/sqlite" "$tmp/pg" >&2
@@ -60,6 +68,22 @@ if [ $pass = 1 ]; then
 else
     echo "FAIL  agentd on PostgreSQL >= 10x the reference's appends/s (1 and 1000 streams)"
 fi
+echo "   where the CPU went in each measured window, CPU-seconds per 1,000 appends: server = agentd (or the"
+echo "   reference's node process), dsbench = the 32 writers, kernel = interrupts, softirqs (loopback TCP) and"
+echo "   kernel threads (the journal), others = other processes (load average before the runs: $loadavg), cpu max/s ="
+echo "   the appends/s the machine's cores would carry at the CPU cost of the rest if nothing else ran"
+printf '   %-10s %7s %10s %8s %8s %8s %8s %8s %10s  %s\n' "config" "streams" "appends/s" "server" "postgres" \
+    "dsbench" "kernel" "others" "cpu max/s" "cores busy"
+# cpu FILE SERVER CONFIG: dsbench's CPU lines of SERVER (1 and 1000 streams) under the name CONFIG.
+cpu() {
+    awk -v s="$2" -v cfg="$3" '$1 == s && ($2 == 1 || $2 == 1000) && NF >= 10 {
+        printf "   %-10s %7s %10s %8s %8s %8s %8s %8s %10s  %s\n", cfg, $2, $3, $4, $5, $6, $7, $8, $9,
+            substr($0, index($0, $10))
+    }' "$1"
+}
+cpu "$tmp/sqlite" agentd sqlite
+cpu "$tmp/pg" agentd postgres
+cpu "$tmp/sqlite" reference reference
 echo
 python3 bench/cluster/nodes.py "$tmp/pg" || status=1
 echo

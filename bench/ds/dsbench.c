@@ -11,6 +11,10 @@
  *   (d) append -> long-poll wake latency;
  *   (e) peak RSS (VmHWM) of each server process, read at the end of the run.
  *
+ * Beside each (b) row it reports where the CPU went in the measured window (CPU-seconds per 1,000
+ * appends of the server's processes, of the database's with --db-pid, of this client, and of the rest
+ * of the machine; and how many of the machine's cores were busy), so that a rate held down by saturated
+ * cores can be told apart from one that is limited elsewhere (fsync, locks, round trips).
  * The client is a single epoll loop over raw HTTP/1.1 keep-alive sockets: every connection carries at
  * most one request at a time, so a request always fits in the socket's send buffer and is written with
  * one write(). Each 100-byte payload carries its sequence number and the time taken just before its POST
@@ -20,7 +24,9 @@
  * --agentd may name several URLs of one service (the nodes of a cluster), comma separated: the first
  * takes the setup requests and the paced writer of (c) and (d), the writers of (a) and (b) are spread
  * over all of them in turn, and the SSE and long-poll readers over all but the first. So
- * `--agentd OWNER,FOLLOWER --phases c` measures delivery to readers on a follower.
+ * `--agentd OWNER,FOLLOWER --phases c` measures delivery to readers on a follower. With several URLs,
+ * (b) also reports the share of appends a node forwarded (its answer's Agentd-Node names another node
+ * than the URL asked) and the latency of forwarded appends beside those answered where they were sent.
  *
  * Phases are bounded in time (--seconds each, plus a short warm-up and drain), so a slow server gives
  * fewer samples rather than a longer run. Each server is measured in a child process: a setup failure
@@ -47,6 +53,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -236,6 +243,8 @@ struct conn {
     enum role role;
     bool dead;       /* closed after an error or EOF; freed with the phase */
     bool busy;       /* a request is in flight */
+    int node;        /* index of the URL it is connected to */
+    bool forwarded;  /* the last response's Agentd-Node named another node than that URL */
     int stream;      /* index into bench->paths; writers step by bench->stride after each append */
     uint64_t t_sent; /* stamp_ns() just before the request was written */
     uint64_t t_recv; /* kernel receive stamp of the last bytes read */
@@ -273,6 +282,7 @@ enum phase {
 struct bench {
     const char *name;
     struct sockaddr_in addr[URLS_MAX]; /* the service's nodes; see the top comment for who uses which */
+    char url[URLS_MAX][96];            /* the same as http://IP:PORT, as a node names itself */
     int n_addr;
     unsigned next_writer, next_reader;
     char host[96]; /* Host header: the first node's */
@@ -294,6 +304,8 @@ struct bench {
     uint64_t n_delivered; /* payloads received by SSE or long-poll clients while measuring */
     uint64_t n_errors;
     struct samples lat;
+    struct samples lat_by[2]; /* (a), (b): of appends answered by the node asked [0], forwarded [1] */
+    uint64_t n_forwarded;     /* measured appends that were forwarded */
 };
 
 /* Errors are counted; only the first few are described, so a failing server does not flood the log. */
@@ -335,11 +347,11 @@ static struct conn *conn_new(struct bench *b, enum role role)
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         die("socket: %s (raise ulimit -n)", strerror(errno));
-    const struct sockaddr_in *to = &b->addr[0];
     if (role == ROLE_WRITER && b->phase != PHASE_LIVE)
-        to = &b->addr[b->next_writer++ % (unsigned)b->n_addr];
+        c->node = (int)(b->next_writer++ % (unsigned)b->n_addr);
     else if ((role == ROLE_SSE || role == ROLE_POLL) && b->n_addr > 1)
-        to = &b->addr[1 + b->next_reader++ % (unsigned)(b->n_addr - 1)];
+        c->node = 1 + (int)(b->next_reader++ % (unsigned)(b->n_addr - 1));
+    const struct sockaddr_in *to = &b->addr[c->node];
     /* A blocking connect is fine on loopback; SSE_BATCH keeps the listen backlog from overflowing. */
     if (connect(c->fd, (const struct sockaddr *)to, sizeof(*to)) < 0)
         die("%s: connect %s: %s", b->name, b->host, strerror(errno));
@@ -512,8 +524,12 @@ static void conn_done(struct conn *c)
             bench_complain(b, "append answered %d", c->status);
         else if (b->measuring && !b->stopping) {
             b->n_appends++;
-            if (b->phase == PHASE_SEQ)
-                samples_add(&b->lat, c->t_recv > c->t_sent ? c->t_recv - c->t_sent : 0);
+            b->n_forwarded += c->forwarded;
+            if (b->phase == PHASE_SEQ) {
+                uint64_t ns = c->t_recv > c->t_sent ? c->t_recv - c->t_sent : 0;
+                samples_add(&b->lat, ns);
+                samples_add(&b->lat_by[c->forwarded], ns);
+            }
         }
         if (b->phase == PHASE_SEQ && !b->stopping && !c->dead)
             writer_send(c);
@@ -542,6 +558,7 @@ static bool conn_head(struct conn *c, char *head, size_t n)
     bool chunked = false;
     long long length = -1;
     c->base64 = false;
+    c->forwarded = false;
     c->next_offset[0] = '\0';
     for (char *line = strstr(head, "\r\n"); line != NULL && line[2] != '\0'; line = strstr(line, "\r\n")) {
         line += 2;
@@ -558,7 +575,10 @@ static bool conn_head(struct conn *c, char *head, size_t n)
             length = strtoll(v, NULL, 10);
         else if (IS("transfer-encoding"))
             chunked = v_len >= 7 && strncasecmp(v, "chunked", 7) == 0;
-        else if (IS("stream-sse-data-encoding"))
+        else if (IS("agentd-node")) {
+            const char *asked = c->bench->url[c->node];
+            c->forwarded = v_len != strlen(asked) || strncmp(v, asked, v_len) != 0;
+        } else if (IS("stream-sse-data-encoding"))
             c->base64 = v_len >= 6 && strncasecmp(v, "base64", 6) == 0;
         else if (IS("stream-next-offset") && v_len < sizeof(c->next_offset)) {
             memcpy(c->next_offset, v, v_len);
@@ -788,7 +808,10 @@ static void bench_phase_begin(struct bench *b, enum phase phase)
     b->first_measured_seq = UINT32_MAX;
     b->n_appends = 0;
     b->n_delivered = 0;
+    b->n_forwarded = 0;
     samples_clear(&b->lat);
+    samples_clear(&b->lat_by[0]);
+    samples_clear(&b->lat_by[1]);
 }
 
 static bool writers_idle(struct bench *b, void *arg)
@@ -797,6 +820,125 @@ static bool writers_idle(struct bench *b, void *arg)
         if (b->conns[i]->busy && !b->conns[i]->dead)
             return false;
     return true;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* CPU accounting, from /proc                                                                     */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* The processes whose CPU time a server's (b) rows report. */
+struct watch {
+    pid_t server[URLS_MAX]; /* the server's processes (a cluster's nodes), summed */
+    int n_server;
+    pid_t db; /* the database's postmaster (its backends are its children), or 0 */
+};
+
+/* CPU time in clock ticks: of each watched group, of this process, and of the whole machine. */
+struct cpu_sample {
+    uint64_t server, db, self;
+    uint64_t busy, total; /* /proc/stat: all CPUs' busy ticks (steal counts as busy) and all ticks */
+    uint64_t kernel; /* interrupts and softirqs (loopback TCP runs there), kernel threads (the journal) */
+};
+
+struct proc_row {
+    int pid, ppid;
+    uint64_t ticks; /* utime + stime + cutime + cstime */
+    bool in;
+};
+
+static int cmp_proc(const void *a, const void *b)
+{
+    const struct proc_row *x = a, *y = b;
+    return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/* Every process's parent and ticks, sorted by pid; returns how many (rows are owned by *rows). */
+static size_t cpu__procs(struct proc_row **rows, size_t *cap)
+{
+    size_t n = 0;
+    DIR *d = opendir("/proc");
+    if (d == NULL)
+        return 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        char path[300], buf[1024];
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* gone since readdir */
+        ssize_t len = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (len <= 0)
+            continue;
+        buf[len] = '\0';
+        /* The name in parentheses may hold spaces: the fields after it start after the last ')'. */
+        char *p = strrchr(buf, ')');
+        unsigned long long ut, st;
+        long long cut, cst;
+        int ppid;
+        if (p == NULL || sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %lld %lld",
+                                &ppid, &ut, &st, &cut, &cst) != 5)
+            continue;
+        *rows = grow(*rows, n, cap, sizeof(**rows));
+        (*rows)[n++] =
+            (struct proc_row){atoi(e->d_name), ppid, ut + st + (uint64_t)cut + (uint64_t)cst, false};
+    }
+    closedir(d);
+    qsort(*rows, n, sizeof(**rows), cmp_proc);
+    return n;
+}
+
+/*
+ * Ticks of the processes roots[] and all their descendants. A child that exited and was waited for is
+ * in its parent's cutime/cstime, so PostgreSQL backends that come and go during a window still count,
+ * each exactly once.
+ */
+static uint64_t cpu__tree(struct proc_row *rows, size_t n, const pid_t *roots, int n_roots)
+{
+    for (size_t i = 0; i < n; i++) {
+        rows[i].in = false;
+        for (int r = 0; r < n_roots; r++)
+            rows[i].in |= roots[r] > 0 && rows[i].pid == roots[r];
+    }
+    for (bool more = true; more;) { /* one pass per generation */
+        more = false;
+        for (size_t i = 0; i < n; i++) {
+            struct proc_row key = {.pid = rows[i].ppid}, *parent;
+            if (rows[i].in || (parent = bsearch(&key, rows, n, sizeof(*rows), cmp_proc)) == NULL ||
+                !parent->in)
+                continue;
+            rows[i].in = more = true;
+        }
+    }
+    uint64_t ticks = 0;
+    for (size_t i = 0; i < n; i++)
+        ticks += rows[i].in ? rows[i].ticks : 0;
+    return ticks;
+}
+
+static void cpu_sample(const struct watch *w, struct cpu_sample *s)
+{
+    static struct proc_row *rows;
+    static size_t cap;
+    size_t n = cpu__procs(&rows, &cap);
+    pid_t self = getpid();
+    s->server = cpu__tree(rows, n, w->server, w->n_server);
+    s->db = cpu__tree(rows, n, &w->db, 1);
+    s->self = cpu__tree(rows, n, &self, 1);
+    pid_t kthreadd = 2; /* the parent of every kernel thread */
+    s->kernel = cpu__tree(rows, n, &kthreadd, 1);
+    s->busy = s->total = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long v[8] = {0}; /* user nice system idle iowait irq softirq steal */
+    if (f != NULL && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                            &v[4], &v[5], &v[6], &v[7]) == 8) {
+        s->busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+        s->total = s->busy + v[3] + v[4];
+        s->kernel += v[5] + v[6];
+    }
+    if (f != NULL)
+        fclose(f);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -810,11 +952,22 @@ struct live {
     double appends; /* measured appends, so a slow server's few samples are visible */
 };
 
+/* Where the CPU went during one (b) window, and which appends were forwarded. NAN: not measured. */
+struct tput_detail {
+    double streams;
+    double server, db, self, kernel, others; /* CPU-seconds per 1,000 appends; others: other processes */
+    double busy;                             /* of the machine's cores, the busy ones on average */
+    double forwarded;                        /* the share of appends forwarded by the node asked */
+    double local_p50, local_p99, fwd_p50, fwd_p99;
+};
+
 struct results {
     bool ran;
     double seq_p50, seq_p99;
     double tput_1, tput_32, tput_many;
-    double many_vs_one; /* tput_many / tput_1: what spreading appends over many streams costs */
+    double many_vs_one;           /* tput_many / tput_1: what spreading appends over many streams costs */
+    struct tput_detail detail[3]; /* of tput_1, tput_32, tput_many */
+    int n_urls;
     struct live sse100, sse1000, lp;
     double rss_mb;
     uint64_t errors;
@@ -831,12 +984,39 @@ struct config {
     const char *phases; /* which of a, b, c, d to run (profiling one phase); default all */
 };
 
+/* CPU-seconds per 1,000 appends from a difference in ticks. */
+static double per_k(uint64_t t0, uint64_t t1, double appends)
+{
+    return appends > 0 ? (double)(t1 - t0) / (double)sysconf(_SC_CLK_TCK) * 1000.0 / appends : NAN;
+}
+
+static void detail_fill(struct tput_detail *d, struct bench *b, const struct watch *w,
+                        const struct cpu_sample *c0, const struct cpu_sample *c1)
+{
+    double n = (double)b->n_appends;
+    d->server = w->n_server > 0 ? per_k(c0->server, c1->server, n) : NAN;
+    d->db = w->db > 0 ? per_k(c0->db, c1->db, n) : NAN;
+    d->self = per_k(c0->self, c1->self, n);
+    d->kernel = per_k(c0->kernel, c1->kernel, n);
+    d->others = per_k(c0->busy, c1->busy, n) - d->kernel - d->self - (isnan(d->server) ? 0 : d->server) -
+                (isnan(d->db) ? 0 : d->db);
+    d->busy = c1->total > c0->total ? (double)(c1->busy - c0->busy) / (double)(c1->total - c0->total) *
+                                          (double)sysconf(_SC_NPROCESSORS_ONLN)
+                                    : NAN;
+    d->forwarded = n > 0 ? (double)b->n_forwarded / n : NAN;
+    d->local_p50 = samples_pct_ms(&b->lat_by[0], 0.50);
+    d->local_p99 = samples_pct_ms(&b->lat_by[0], 0.99);
+    d->fwd_p50 = samples_pct_ms(&b->lat_by[1], 0.50);
+    d->fwd_p99 = samples_pct_ms(&b->lat_by[1], 0.99);
+}
+
 /*
  * (a) and (b): n_writers connections append back to back, writer i to stream i % n_streams. Returns
- * appends/s over the measured window; latencies stay in b->lat.
+ * appends/s over the measured window; latencies stay in b->lat. With detail, also where the CPU went
+ * (the processes in w) and which appends were forwarded.
  */
 static double phase_append(struct bench *b, const struct config *cfg, const char *name, int n_writers,
-                           int n_streams)
+                           int n_streams, const struct watch *w, struct tput_detail *detail)
 {
     bench_create_streams(b, name, (size_t)n_streams, NULL);
     bench_phase_begin(b, PHASE_SEQ);
@@ -851,10 +1031,17 @@ static double phase_append(struct bench *b, const struct config *cfg, const char
         writer_send(c);
     }
     bench_run(b, now_ns() + (uint64_t)(cfg->warmup * 1e9), NULL, NULL, NULL);
+    struct cpu_sample c0, c1;
+    cpu_sample(w, &c0);
     b->measuring = true;
     uint64_t t0 = now_ns();
     bench_run(b, t0 + (uint64_t)(cfg->seconds * 1e9), NULL, NULL, NULL);
     double elapsed = (double)(now_ns() - t0) / 1e9;
+    cpu_sample(w, &c1);
+    if (detail != NULL) {
+        detail_fill(detail, b, w, &c0, &c1);
+        detail->streams = n_streams;
+    }
     b->stopping = true;
     bench_run(b, now_ns() + MS(DRAIN_MS), NULL, writers_idle, NULL);
     bench_close_all(b);
@@ -956,7 +1143,8 @@ static double rss_mb(pid_t pid)
     return mb;
 }
 
-static void bench_target(struct results *r, const char *name, const char *url, const struct config *cfg)
+static void bench_target(struct results *r, const char *name, const char *url, const struct config *cfg,
+                         const struct watch *w)
 {
     struct bench b = {.name = name, .ep = epoll_create1(EPOLL_CLOEXEC), .run_id = now_ns()};
     if (b.ep < 0)
@@ -969,6 +1157,7 @@ static void bench_target(struct results *r, const char *name, const char *url, c
                 URLS_MAX, url);
         if (b.n_addr == 0)
             snprintf(b.host, sizeof(b.host), "%s:%d", ip, port);
+        snprintf(b.url[b.n_addr], sizeof(b.url[b.n_addr]), "http://%s:%d", ip, port);
         struct sockaddr_in *a = &b.addr[b.n_addr++];
         a->sin_family = AF_INET;
         a->sin_port = htons((uint16_t)port);
@@ -980,18 +1169,21 @@ static void bench_target(struct results *r, const char *name, const char *url, c
     const struct live none = {NAN, NAN, NAN, NAN};
     r->seq_p50 = r->seq_p99 = r->tput_1 = r->tput_32 = r->tput_many = r->many_vs_one = NAN;
     r->sse100 = r->sse1000 = r->lp = none;
+    r->n_urls = b.n_addr;
+    for (int i = 0; i < 3; i++)
+        r->detail[i] = (struct tput_detail){NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN};
     if (strchr(cfg->phases, 'a')) {
         fprintf(stderr, "dsbench: %s: (a) sequential appends\n", name);
-        phase_append(&b, cfg, "seq", 1, 1);
+        phase_append(&b, cfg, "seq", 1, 1, w, NULL);
         r->seq_p50 = samples_pct_ms(&b.lat, 0.50);
         r->seq_p99 = samples_pct_ms(&b.lat, 0.99);
     }
     if (strchr(cfg->phases, 'b')) {
         fprintf(stderr, "dsbench: %s: (b) %d writers on 1, %d and %d streams\n", name, cfg->writers,
                 cfg->writers, cfg->streams);
-        r->tput_1 = phase_append(&b, cfg, "w1", cfg->writers, 1);
-        r->tput_32 = phase_append(&b, cfg, "wn", cfg->writers, cfg->writers);
-        r->tput_many = phase_append(&b, cfg, "wm", cfg->writers, cfg->streams);
+        r->tput_1 = phase_append(&b, cfg, "w1", cfg->writers, 1, w, &r->detail[0]);
+        r->tput_32 = phase_append(&b, cfg, "wn", cfg->writers, cfg->writers, w, &r->detail[1]);
+        r->tput_many = phase_append(&b, cfg, "wm", cfg->writers, cfg->streams, w, &r->detail[2]);
         r->many_vs_one = r->tput_many / r->tput_1;
     }
     if (strchr(cfg->phases, 'c')) {
@@ -1008,6 +1200,8 @@ static void bench_target(struct results *r, const char *name, const char *url, c
     r->ran = true;
     r->errors = b.n_errors;
     samples_clear(&b.lat);
+    samples_clear(&b.lat_by[0]);
+    samples_clear(&b.lat_by[1]);
     free(b.conns);
     free(b.paths);
     close(b.ep);
@@ -1017,7 +1211,8 @@ static void bench_target(struct results *r, const char *name, const char *url, c
  * Benchmarks one server in a child process, so a server that falls over (and the die() it causes)
  * costs only its own column. Returns 0, or -1 when the child did not deliver results.
  */
-static int bench_isolated(struct results *r, const char *name, const char *url, const struct config *cfg)
+static int bench_isolated(struct results *r, const char *name, const char *url, const struct config *cfg,
+                          const struct watch *w)
 {
     int fds[2];
     if (pipe(fds) < 0)
@@ -1028,7 +1223,7 @@ static int bench_isolated(struct results *r, const char *name, const char *url, 
         die("fork: %s", strerror(errno));
     if (pid == 0) {
         close(fds[0]);
-        bench_target(r, name, url, cfg);
+        bench_target(r, name, url, cfg, w);
         ssize_t n = write(fds[1], r, sizeof(*r));
         _exit(n == (ssize_t)sizeof(*r) ? 0 : 1);
     }
@@ -1146,6 +1341,79 @@ static void report(const struct results *a, const struct results *ref, const str
                ref->errors);
 }
 
+static void print_cell(double v, int width, int decimals)
+{
+    if (isnan(v))
+        printf(" %*s", width, "-");
+    else
+        printf(" %*.*f", width, decimals, v);
+}
+
+/*
+ * (b)'s CPU figures, one line per server and row: bench/cluster reads these lines (a server's name, then
+ * the stream count). A window is CPU-bound when at least 90 % of the machine's cores were busy; the cores
+ * other processes took say how much of that was load this run did not make (on a shared machine).
+ */
+static void report_cpu(const struct results *res, const char *const *names)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (!res[0].ran && !res[1].ran)
+        return;
+    if (isnan(res[0].tput_1) && isnan(res[1].tput_1))
+        return;
+    printf(
+        "\n(b) where the CPU went in each measured window, CPU-seconds per 1,000 appends: server = the\n"
+        "    --agentd-pid/--ref-pid processes (summed), postgres = --db-pid's, dsbench = these writers,\n"
+        "    kernel = interrupts, softirqs (loopback TCP) and kernel threads (the journal), others = other\n"
+        "    processes (load this run did not make); cpu max/s = the appends/s all cores would carry at the\n"
+        "    CPU cost of server, postgres, dsbench and kernel if nothing else ran (a CPU-bound rate near it\n"
+        "    cannot grow on this machine); then the machine's cores busy\n");
+    printf("%-10s %7s %10s %8s %8s %8s %8s %8s %10s  %s\n", "server", "streams", "appends/s", "server",
+           "postgres", "dsbench", "kernel", "others", "cpu max/s", "cores busy");
+    for (int i = 0; i < 2; i++) {
+        const double rates[3] = {res[i].tput_1, res[i].tput_32, res[i].tput_many};
+        for (int k = 0; k < 3 && res[i].ran; k++) {
+            const struct tput_detail *d = &res[i].detail[k];
+            if (isnan(rates[k]))
+                continue;
+            printf("%-10s %7.0f %10.0f", names[i], d->streams, rates[k]);
+            print_cell(d->server, 8, 3);
+            print_cell(d->db, 8, 3);
+            print_cell(d->self, 8, 3);
+            print_cell(d->kernel, 8, 3);
+            print_cell(d->others, 8, 3);
+            double own =
+                d->self + d->kernel + (isnan(d->server) ? 0 : d->server) + (isnan(d->db) ? 0 : d->db);
+            print_cell(own > 0 ? (double)ncpu * 1000 / own : NAN, 10, 0);
+            if (isnan(d->busy))
+                printf("  -\n");
+            else
+                printf("  %s: %.2f of %ld cores busy, %.2f by other processes\n",
+                       d->busy >= 0.9 * (double)ncpu ? "CPU-bound" : "not CPU-bound", d->busy, ncpu,
+                       d->others * rates[k] / 1000);
+        }
+    }
+    /* Forwarding is agentd's (a node answers for another); only a service with several URLs has it. */
+    const struct results *a = &res[0];
+    if (!a->ran || a->n_urls < 2 || isnan(a->tput_1))
+        return;
+    printf(
+        "\n(b) %s over %d URLs: appends forwarded by the node asked (the answer's Agentd-Node names another\n"
+        "    node) vs answered there; latency from writing the request to reading the answer, ms\n",
+        names[0], a->n_urls);
+    printf("%-10s %7s %10s %10s %8s %14s %8s\n", "server", "streams", "forwarded", "local p50", "p99",
+           "forwarded p50", "p99");
+    for (int k = 0; k < 3; k++) {
+        const struct tput_detail *d = &a->detail[k];
+        printf("%-10s %7.0f %9.0f%%", names[0], d->streams, d->forwarded * 100);
+        print_cell(d->local_p50, 10, 3);
+        print_cell(d->local_p99, 8, 3);
+        print_cell(d->fwd_p50, 14, 3);
+        print_cell(d->fwd_p99, 8, 3);
+        putchar('\n');
+    }
+}
+
 struct target {
     const char *label;
     size_t field;
@@ -1196,10 +1464,12 @@ static int report_targets(const struct results *a, const struct results *ref)
 
 static void usage(void)
 {
-    fputs("usage: dsbench [--agentd URL[,URL...] [--agentd-pid PID]] [--ref URL [--ref-pid PID]]\n"
-          "               [--seconds S] [--warmup S] [--subscribers N,M] [--writers N] [--streams N]\n"
+    fputs("usage: dsbench [--agentd URL[,URL...] [--agentd-pid PID[,PID...]] [--db-pid PID]]\n"
+          "               [--ref URL [--ref-pid PID]] [--seconds S] [--warmup S] [--subscribers N,M] "
+          "[--writers N] [--streams N]\n"
           "               [--pollers N] [--phases abcd] [--strict]\n"
           "Benchmarks Durable Streams servers at URL (http://127.0.0.1:PORT) and prints a comparison.\n"
+          "The PIDs (the nodes of --agentd, the database's postmaster) are whose CPU time (b) reports.\n"
           "--strict exits 3 when a target fails.\n",
           stderr);
     exit(2);
@@ -1216,7 +1486,7 @@ int main(int argc, char **argv)
                          .period_ms = 10,
                          .phases = "abcd"};
     const char *url[2] = {NULL, NULL};
-    pid_t pid[2] = {0, 0};
+    struct watch watch[2] = {0};
     bool strict = false;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1231,10 +1501,14 @@ int main(int argc, char **argv)
             url[0] = val;
         else if (strcmp(arg, "--ref") == 0)
             url[1] = val;
-        else if (strcmp(arg, "--agentd-pid") == 0)
-            pid[0] = atoi(val);
-        else if (strcmp(arg, "--ref-pid") == 0)
-            pid[1] = atoi(val);
+        else if (strcmp(arg, "--agentd-pid") == 0 || strcmp(arg, "--ref-pid") == 0) {
+            struct watch *w = &watch[strcmp(arg, "--ref-pid") == 0];
+            w->n_server = 0;
+            for (const char *p = val; p != NULL && w->n_server < URLS_MAX;
+                 p = strchr(p, ','), p = p ? p + 1 : NULL)
+                w->server[w->n_server++] = atoi(p);
+        } else if (strcmp(arg, "--db-pid") == 0)
+            watch[0].db = atoi(val);
         else if (strcmp(arg, "--seconds") == 0)
             cfg.seconds = atof(val);
         else if (strcmp(arg, "--warmup") == 0)
@@ -1270,14 +1544,15 @@ int main(int argc, char **argv)
     for (int i = 0; i < 2; i++) {
         if (url[i] == NULL)
             continue;
-        if (bench_isolated(&res[i], names[i], url[i], &cfg) < 0)
+        if (bench_isolated(&res[i], names[i], url[i], &cfg, &watch[i]) < 0)
             broken++;
     }
     /* Peak RSS is read last, after every phase has loaded both servers. */
     for (int i = 0; i < 2; i++)
-        res[i].rss_mb = res[i].ran && pid[i] > 0 ? rss_mb(pid[i]) : NAN;
+        res[i].rss_mb = res[i].ran && watch[i].server[0] > 0 ? rss_mb(watch[i].server[0]) : NAN;
 
     report(&res[0], &res[1], &cfg);
+    report_cpu(res, names);
     int failed = report_targets(&res[0], &res[1]);
     if (broken)
         return 1;
