@@ -1,10 +1,13 @@
-/* serve_http — the server's own resources beside the modules': GET /v1/nodes, and a follower's
- * forwarding of every other request to the node that holds the write lease. */
+/* serve_http — the server's own resources beside the modules': GET /v1/nodes, the shard each request
+ * belongs to (serve_route, doc/SHARDING-PLAN.md §2.1), and a follower's forwarding of every other
+ * request to the node that holds the write lease. */
 #ifndef AGENTD_SERVE_HTTP_H
 #define AGENTD_SERVE_HTTP_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "http/http.h"
 
 struct http_req;
 struct http_server;
@@ -12,6 +15,21 @@ struct serve_hold;
 struct sessions;
 struct store;
 struct store_lease;
+
+/* Where a request goes (serve_route). */
+enum serve_route {
+    SERVE_ROUTE_NODE,  /* this node answers for itself: /v1/health, /v1/nodes */
+    SERVE_ROUTE_LOCAL, /* any node that serves answers alike: /v1/agents, the dashboard, unknown paths */
+    SERVE_ROUTE_SHARD, /* the node that holds the shard: streams, sessions, the sessions' list */
+    SERVE_ROUTE_PLACE, /* a new session: the node placement picks (for now shard 0's holder) */
+};
+/* The routing table (doc/SHARDING-PLAN.md §2.1), pure: *shard is the request's shard (0 for NODE
+ * and LOCAL). /v1/stream/<path> → store_shard_of(path) (so __ds/... and the control paths → 0);
+ * /v1/sessions/<id>[/...] → the shard of the session's streams (sessions/<id>/...); GET /v1/sessions
+ * → 0; POST /v1/sessions → PLACE, 0. */
+enum serve_route serve_route_path(enum http_method method, const char *path, size_t len, int nshards,
+                                  int *shard);
+enum serve_route serve_route(struct http_req *req, int nshards, int *shard);
 
 /* What both handlers read (serve.c owns it). */
 struct serve_forward {

@@ -6,7 +6,8 @@
  * a token are refused before anything starts; a config file's values take effect (the data dir,
  * the long-poll timeout), AGENTD_<NAME> overrides the file and a flag overrides both; every answer
  * carries Agentd-Node (--node-url) and GET /v1/nodes names the node's role; SIGTERM ends the server
- * with status 0.
+ * with status 0. The router's table (serve_route_path): each request's shard is the one its streams
+ * are written in, so the node that holds it is the node that serves it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +23,8 @@
 #include "core/core.h"
 #include "rawhttp.h"
 #include "serve/serve.h"
+#include "serve/serve_http.h"
+#include "store/store.h"
 #include "tap.h"
 
 static char dir[64];
@@ -267,6 +270,73 @@ static void test_node_header(void)
     free(url);
 }
 
+static enum serve_route route(enum http_method m, const char *path, int nshards, int *shard)
+{
+    *shard = -1;
+    return serve_route_path(m, path, strlen(path), nshards, shard);
+}
+
+static int shard_of(const char *path) { return store_shard_of(path, strlen(path), STORE_SHARDS); }
+
+/* doc/SHARDING-PLAN.md §2.1's table. A session's requests must land where its streams are written
+ * (their shard's holder loads both), whatever the request: its page, its WebSocket, its MCP
+ * endpoint, its events, or one of its streams read directly. */
+static void test_route(void)
+{
+    int k, n = STORE_SHARDS;
+    ok(route(HTTP_GET, "/v1/health", n, &k) == SERVE_ROUTE_NODE && k == 0, "/v1/health: this node");
+    ok(route(HTTP_GET, "/v1/nodes", n, &k) == SERVE_ROUTE_NODE, "/v1/nodes: this node");
+    ok(route(HTTP_GET, "/v1/agents", n, &k) == SERVE_ROUTE_LOCAL && k == 0,
+       "GET /v1/agents: any serving node");
+    ok(route(HTTP_GET, "/", n, &k) == SERVE_ROUTE_LOCAL &&
+           route(HTTP_GET, "/assets/x.js", n, &k) == SERVE_ROUTE_LOCAL,
+       "the dashboard's files: any serving node");
+
+    enum serve_route r = route(HTTP_PUT, "/v1/stream/bench/s1", n, &k);
+    ok(r == SERVE_ROUTE_SHARD && k == shard_of("bench/s1") && k != 0,
+       "/v1/stream/<path>: the path's shard (%d)", k);
+    int spread = 0;
+    char p[160];
+    for (int i = 0; i < 64; i++) {
+        snprintf(p, sizeof p, "/v1/stream/bench/s%d", i);
+        route(HTTP_POST, p, n, &k);
+        spread |= k != 0;
+    }
+    ok(spread, "plain streams spread over the shards, not all in shard 0");
+    ok(route(HTTP_GET, "/v1/stream/__ds/subscriptions/x", n, &k) == SERVE_ROUTE_SHARD && k == 0,
+       "/v1/stream/__ds/...: shard 0 (subscriptions)");
+    ok(route(HTTP_GET, "/v1/stream/sessions", n, &k) == SERVE_ROUTE_SHARD && k == 0,
+       "/v1/stream/sessions (the public feed): shard 0");
+    ok(route(HTTP_GET, "/v1/stream/__agentd/sessions/7", n, &k) == SERVE_ROUTE_SHARD && k == 7,
+       "/v1/stream/__agentd/sessions/7: shard 7's registry");
+
+    const char *id = "0123456789abcdef0123456789abcdef";
+    char transcript[128];
+    snprintf(transcript, sizeof transcript, "sessions/%s/transcript", id);
+    int want = shard_of(transcript), all = 1;
+    const char *const subs[] = {"", "/ws", "/mcp", "/events", "/runs", "/messages", "/children"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(subs) && want != 0; i++) {
+        snprintf(p, sizeof p, "/v1/sessions/%s%s", id, subs[i]);
+        all &= route(HTTP_POST, p, n, &k) == SERVE_ROUTE_SHARD && k == want;
+    }
+    ok(all && want != 0, "/v1/sessions/<id>[/ws|/mcp|/events|...]: the shard of the session's streams (%d)",
+       want);
+    snprintf(p, sizeof p, "/v1/stream/%s", transcript);
+    ok(route(HTTP_GET, p, n, &k) == SERVE_ROUTE_SHARD && k == want, "... as is a read of its transcript");
+
+    ok(route(HTTP_GET, "/v1/sessions", n, &k) == SERVE_ROUTE_SHARD && k == 0,
+       "GET /v1/sessions: shard 0 (the directory)");
+    ok(route(HTTP_POST, "/v1/sessions", n, &k) == SERVE_ROUTE_PLACE && k == 0 &&
+           route(HTTP_POST, "/v1/sessions/", n, &k) == SERVE_ROUTE_PLACE,
+       "POST /v1/sessions: placement (shard 0 for now)");
+
+    all = 1;
+    const char *const any[] = {"/v1/stream/a/b", "/v1/sessions/x", "/v1/stream/__agentd/sessions/7"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(any); i++)
+        all &= route(HTTP_GET, any[i], 1, &k) == SERVE_ROUTE_SHARD && k == 0;
+    ok(all, "one shard (SQLite): everything in shard 0");
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/test_serve.XXXXXX");
@@ -275,6 +345,7 @@ int main(void)
     test_refusals();
     test_config_precedence();
     test_node_header();
+    test_route();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)

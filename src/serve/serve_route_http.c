@@ -1,0 +1,57 @@
+/* serve_route_http — which shard a request belongs to (see serve_http.h; doc/SHARDING-PLAN.md
+ * §2.1). */
+#include "http/http.h"
+#include "serve/serve_http.h"
+#include "store/store.h"
+#include "stream/stream_http.h"
+
+#include <string.h>
+
+static int serve__is(const char *path, size_t len, const char *what)
+{
+    size_t n = strlen(what);
+    return len == n && memcmp(path, what, n) == 0;
+}
+
+static int serve__under(const char *path, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return len >= n && memcmp(path, prefix, n) == 0;
+}
+
+enum serve_route serve_route_path(enum http_method method, const char *path, size_t len, int nshards,
+                                  int *shard)
+{
+    static const char stream[] = STREAM_HTTP_PREFIX, sessions[] = "/v1/sessions";
+    *shard = 0;
+    if (serve__is(path, len, "/v1/health") || serve__is(path, len, "/v1/nodes"))
+        return SERVE_ROUTE_NODE;
+    /* A stream's shard is its path's, so the shard a request goes to is the one that writes it:
+     * subscriptions (__ds/...) and the control paths land in shard 0 by the same function. */
+    if (serve__under(path, len, stream)) {
+        *shard = store_shard_of(path + sizeof stream - 1, len - (sizeof stream - 1), nshards);
+        return SERVE_ROUTE_SHARD;
+    }
+    /* /v1/sessions/<id>[/...] (its /ws, /mcp, /events, ...): "/v1/" dropped leaves
+     * "sessions/<id>/...", the form its streams' paths take, so the session goes to the shard its
+     * streams are in whatever the id looks like. */
+    if (serve__under(path, len, sessions) && len > sizeof sessions && path[sizeof sessions - 1] == '/') {
+        *shard = store_shard_of(path + 4, len - 4, nshards);
+        return SERVE_ROUTE_SHARD;
+    }
+    /* The list (the directory, shard 0's) and a new session (placement: shard 0 until sessions are
+     * placed on several nodes, §3). */
+    if (serve__under(path, len, sessions))
+        return method == HTTP_POST && (len == sizeof sessions - 1 || len == sizeof sessions)
+                   ? SERVE_ROUTE_PLACE
+                   : SERVE_ROUTE_SHARD;
+    /* /v1/agents, the dashboard's files, and any other path: whichever node serves */
+    return SERVE_ROUTE_LOCAL;
+}
+
+enum serve_route serve_route(struct http_req *req, int nshards, int *shard)
+{
+    size_t len;
+    const char *path = http_req_path(req, &len);
+    return serve_route_path(http_req_method(req), path, len, nshards, shard);
+}
