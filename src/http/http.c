@@ -463,7 +463,10 @@ static int http__on_req(h2o_handler_t *self, h2o_req_t *r)
                        HTTP_MAX_HEADER_BYTES);
         return 0;
     }
-    http__dispatch(srv, req);
+    if (srv->front)
+        srv->front(req, srv->front_arg);
+    else
+        http__dispatch(srv, req);
     return 0;
 }
 
@@ -534,6 +537,12 @@ void http_route_flags(struct http_server *srv, const char *prefix, http_handler_
 {
     assert(srv->nroutes < HTTP_MAX_ROUTES);
     srv->routes[srv->nroutes++] = (struct http__route){prefix, strlen(prefix), cb, arg, flags};
+}
+
+void http_set_front(struct http_server *srv, http_handler_cb cb, void *arg)
+{
+    srv->front = cb;
+    srv->front_arg = arg;
 }
 
 void http_set_authorizer(struct http_server *srv, http_authorizer_cb cb, void *arg)

@@ -85,6 +85,11 @@ void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb,
 #define HTTP_ROUTE_OWN_AUTH 1u
 void http_route_flags(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg,
                       unsigned flags);
+/* The front: a handler every request goes to before the routes (after CORS preflights and the
+ * header limit, before the token check: it authenticates what it does not send to the routes). It
+ * sends a request on to the routes with http_req_redispatch, or answers, forwards or keeps it
+ * itself (serve/'s router: the request's shard is held here, or by another node). NULL: none. */
+void http_set_front(struct http_server *srv, http_handler_cb cb, void *arg);
 /* Removes the route registered with this prefix and handler (a follower's forwarding route, once
  * the node serves locally). */
 void http_route_remove(struct http_server *srv, const char *prefix, http_handler_cb cb);
@@ -185,6 +190,9 @@ int http_upstream_check(const char *url);
  * callback takes the request back); an upstream connection that
  * breaks mid-answer ends the client's connection; a client that goes closes the upstream one. */
 void http_req_forward(struct http_req *req, struct http_upstream *up);
+/* The same, tagged with the shard it is forwarded for (http_upstream_drop_shard ends it, or the
+ * WebSocket it becomes, when that shard's holder leaves up). http_req_forward: no shard (-1). */
+void http_req_forward_shard(struct http_req *req, struct http_upstream *up, int shard);
 /* A request http_req_forward could not deliver: its upstream refused or never answered the connect,
  * so the upstream never saw it (a connection that broke once the request was on it never counts:
  * the upstream may have acted on it). cb returns 1 to take the request back, 0 to have it
@@ -208,9 +216,9 @@ struct http_probe *http_upstream_probe(struct http_server *srv, struct http_upst
 void http_probe_cancel(struct http_probe *p);
 /* 1 once this node forwarded req: the Agentd-Forwarded-By it carries is its own. */
 int http_req_forwarded_here(const struct http_req *req);
-/* Routes req, taken back by an http_unreached_cb (or never answered), again, as on its arrival but
- * to the routes as they are now (this node took the lease over: it serves locally). The per-request
- * data is cleared first (its dispose does not run). */
+/* Routes req (taken back by an http_unreached_cb, held, or from the front) to the routes as they are
+ * now (this node took the lease over: it serves locally), past the front. The per-request data is
+ * cleared first (its dispose does not run). */
 void http_req_redispatch(struct http_req *req);
 /* 1 when req's client closed its connection (or it broke) while req waits unanswered: HTTP/1
  * does not read a connection whose request is being answered, so its dispose would not run until
@@ -222,6 +230,11 @@ void *http_req_data(const struct http_req *req);
  * WebSocket tunnelled to it (its node stopped being the one to forward to: a paused node's answers
  * would otherwise hang until the timeout, a tunnel's until its silence timeout). Returns how many. */
 size_t http_upstream_drop(struct http_server *srv, const char *url);
+/* The same for the requests and WebSockets forwarded to url for some shards (http_req_forward_shard):
+ * those shards' holder is no longer there. shards: a bitmap (bit k of word k / 64) covering every
+ * shard a request was tagged with; NULL: all of them, the untagged too (http_upstream_drop). One
+ * pass over the connections, however many shards. */
+size_t http_upstream_drop_shards(struct http_server *srv, const char *url, const uint64_t *shards);
 
 /* Is a response already started or sent? */
 int http_res_started(const struct http_req *req);

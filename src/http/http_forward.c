@@ -179,16 +179,20 @@ void http_probe_cancel(struct http_probe *p)
 /* A WebSocket handshake: its connection becomes a tunnel to up once upgraded (the request is gone
  * then), so the connection itself is tagged. A handshake the upstream refuses leaves the tag on a
  * plain connection: the drop would end it too, and the client reconnects. */
-static void http__forward_mark_tunnel(struct http_req *req, struct http_upstream *up)
+static void http__forward_mark_tunnel(struct http_req *req, struct http_upstream *up, int shard)
 {
     if (req->h2o->upgrade.base == NULL) /* h2o keeps Upgrade apart from the other headers */
         return;
     for (struct http__conn *c = req->srv->conns; c; c = c->link.next)
-        if (c->sock == req->sock)
+        if (c->sock == req->sock) {
             c->tunnel = up;
+            c->tunnel_shard = shard;
+        }
 }
 
-void http_req_forward(struct http_req *req, struct http_upstream *up)
+void http_req_forward(struct http_req *req, struct http_upstream *up) { http_req_forward_shard(req, up, -1); }
+
+void http_req_forward_shard(struct http_req *req, struct http_upstream *up, int shard)
 {
     h2o_req_t *r = req->h2o;
     h2o_req_overrides_t *ov = &req->overrides;
@@ -207,11 +211,12 @@ void http_req_forward(struct http_req *req, struct http_upstream *up)
         h2o_add_header_by_str(&r->pool, &r->headers, H2O_STRLIT(HTTP_FORWARDED_BY), 0, NULL,
                               h2o_strdup(&r->pool, node, nlen).base, nlen);
     req->marked = 1;
-    http__forward_mark_tunnel(req, up);
+    http__forward_mark_tunnel(req, up, shard);
     req->started = 1;
     req->finished = 1; /* the answer is h2o's proxy's from here on */
     req->forwarded = 1;
     req->upstream = up;
+    req->shard = shard;
     h2o__proxy_process_request(r);
 }
 
@@ -284,6 +289,17 @@ int http__forward_unreached(struct http_server *srv, h2o_req_t *r, const char *e
 
 size_t http_upstream_drop(struct http_server *srv, const char *url)
 {
+    return http_upstream_drop_shards(srv, url, NULL);
+}
+
+/* Is shard among shards (NULL: all; an untagged request, shard -1, only then)? */
+static int http__shard_in(int shard, const uint64_t *shards)
+{
+    return shards == NULL || (shard >= 0 && (shards[shard / 64] >> (shard % 64) & 1));
+}
+
+size_t http_upstream_drop_shards(struct http_server *srv, const char *url, const uint64_t *shards)
+{
     struct http_upstream *up = NULL;
     for (struct http_upstream *u = srv->upstreams; u; u = u->next)
         if (strcmp(u->url, url) == 0)
@@ -294,9 +310,9 @@ size_t http_upstream_drop(struct http_server *srv, const char *url)
      * closes it, which disposes the request and closes its upstream connection (a tunnel's too). */
     size_t n = 0;
     for (struct http__conn *c = srv->conns; c; c = c->link.next) {
-        int hit = c->tunnel == up;
+        int hit = c->tunnel == up && http__shard_in(c->tunnel_shard, shards);
         for (struct http_req *req = srv->live; req && !hit; req = req->live_link.next)
-            hit = req->upstream == up && req->sock == c->sock;
+            hit = req->upstream == up && req->sock == c->sock && http__shard_in(req->shard, shards);
         uv_os_fd_t fd;
         if (hit && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && shutdown(fd, SHUT_RDWR) == 0)
             n++;

@@ -56,6 +56,8 @@ struct http_server {
     struct http_upstream *upstreams;    /* every node forwarded to (http_forward.c) */
     http_unreached_cb unreached;        /* http_set_unreached's */
     void *unreached_arg;
+    http_handler_cb front; /* http_set_front's, or NULL */
+    void *front_arg;
 };
 
 /* Each accepted connection's uv_tcp_t, tagged with its server so the close callback can count, and
@@ -69,6 +71,7 @@ struct http__conn {
     /* Where a WebSocket handshake on it was forwarded (http_req_forward): once upgraded, h2o's proxy
      * tunnels the connection without a request, so http_upstream_drop finds it by this. */
     struct http_upstream *tunnel;
+    int tunnel_shard; /* the shard it was forwarded for (-1: none) */
 };
 
 struct http_req {
@@ -91,6 +94,7 @@ struct http_req {
     unsigned forwarded : 1;         /* handed to h2o's proxy (http_forward.c): its answer is the upstream's */
     unsigned marked : 1;            /* http_req_forward added this node's Agentd-Forwarded-By to it */
     struct http_upstream *upstream; /* where it was forwarded to (http_upstream_drop) */
+    int shard;                      /* the shard it was forwarded for (-1: none) */
     char *credential;               /* set by the authorizer (pool memory); listed in srv->credentialed */
     LIST_LINK(http_req) cred_link;  /* srv->credentialed, while credential is set */
     h2o_socket_t *sock;             /* its connection's socket: a connection with a request is not idle */

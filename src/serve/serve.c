@@ -144,14 +144,14 @@ struct serve {
     struct mcp_http *mcp;
     struct ui *ui;  /* NULL with --no-ui */
     char *base_url; /* http://HOST:PORT as clients reach it: printed first, named in callback URLs */
-    /* Several nodes on one PostgreSQL: a node that does not hold the write lease is a follower: it
-     * forwards every request to the holder (serve_forward_http) until the store's heartbeat takes
-     * the lease for it, which wakes lease_async: the node then loads the registry and the sessions
-     * and serves locally (serve__take_over). */
+    /* Several nodes on one PostgreSQL: every request goes to its shard (serve_dispatch_http, the
+     * front route): served here when this node holds the shard, else forwarded to its holder. A
+     * node that holds no shard yet (a follower: one node holds them all for now) waits for the
+     * store's heartbeat to take the lease for it, which wakes lease_async: the node then loads the
+     * registry and the sessions and serves locally (serve__own). */
     uv_async_t lease_async;
     int async_ready;
     pthread_mutex_t lease_mu; /* async_ready against the heartbeat thread's wake-ups */
-    char owner_url[256];      /* the holder forwarded to, as the last wake-up saw it */
     int failed;               /* a take-over could not build the services: exit 1 */
     struct serve_forward forward;
     struct serve_reads reads; /* a follower's catch-up reads (reads.sh NULL on an owner) */
@@ -322,6 +322,7 @@ static void serve__teardown(struct serve *s)
     store_free(s->store);
     ui_free(s->ui);
     free(s->base_url);
+    free(s->forward.seen);
 }
 
 /* A PostgreSQL connection string: a URL, or libpq's key=value form. */
@@ -452,8 +453,13 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
             (uint64_t)(o->long_poll_timeout > o->sse_max ? o->long_poll_timeout : o->sse_max) +
             (uint64_t)o->io_timeout,
         .lease_ms = serve__store_is_pg(o->store) ? o->lease_ms : 0,
+        .nshards = serve__store_is_pg(o->store) ? STORE_SHARDS : 1,
     };
     snprintf(s->forward.token_hash, sizeof s->forward.token_hash, "%s", token_hash);
+    s->forward.seen = xcalloc((size_t)s->forward.nshards, sizeof *s->forward.seen);
+    for (int k = 0; k < s->forward.nshards; k++)
+        serve_shard_view(&s->forward, k, &s->forward.seen[k]);
+    http_set_front(s->http, serve_dispatch_http, &s->forward);
     return 0;
 }
 
@@ -539,16 +545,17 @@ static int serve__node_lost(struct serve *s)
     return l.previous[0] != '\0' && strcmp(l.previous, node) != 0;
 }
 
-/* The node holds the write lease: it serves locally from now on. The forwarding route goes, the
- * registry and the sessions are loaded and mount their routes. Requests forwarded until now went
- * to a node that has stopped holding the lease; they end as that node's connections do. */
+/* The node holds the write lease: the registry and the sessions are loaded and mount their routes,
+ * which stay mounted; the front route (serve_dispatch_http) sends the requests of the shards held
+ * here to them from now on. Requests forwarded until now went to a node that has stopped holding
+ * the lease; they end as that node's connections do. */
 static int serve__own(struct serve *s, char *err, size_t errlen)
 {
-    http_route_remove(s->http, "/", serve_forward_http);
-    http_route_remove(s->http, STREAM_HTTP_PREFIX, serve_read_http);
-    http_route_remove(s->http, SUBS_HTTP_PREFIX, serve_forward_http);
     int rc = serve__build_streams(s, s->o, err, errlen);
-    return rc ? rc : serve__build_services(s, s->o, err, errlen);
+    if (rc == 0)
+        rc = serve__build_services(s, s->o, err, errlen);
+    s->forward.serving = rc == 0;
+    return rc;
 }
 
 /* A follower's requests wait out a failover (serve_hold_http.h), up to --io-timeout: a client
@@ -561,16 +568,13 @@ static void serve__hold_start(struct serve *s)
 }
 
 /* Another node holds the write lease: every request but /v1/health, /v1/nodes and catch-up reads
- * of streams (serve_read_http) goes to it. */
+ * of streams (serve_read_http) goes to it (serve_dispatch_http decides, per request's shard). */
 static int serve__follow(struct serve *s, char *err, size_t errlen)
 {
-    http_route_flags(s->http, "/", serve_forward_http, &s->forward, HTTP_ROUTE_OWN_AUTH);
     struct stream_http_config shcfg = serve__stream_http_config(s->o);
     s->reads = (struct serve_reads){.forward = &s->forward,
                                     .sh = stream_http_reader_new(&shcfg, &s->loop, s->store)};
-    http_route_flags(s->http, STREAM_HTTP_PREFIX, serve_read_http, &s->reads, HTTP_ROUTE_OWN_AUTH);
-    /* ... but not the subscriptions' resource under it (the owner's subs/ answers that) */
-    http_route_flags(s->http, SUBS_HTTP_PREFIX, serve_forward_http, &s->forward, HTTP_ROUTE_OWN_AUTH);
+    s->forward.reads = &s->reads;
     serve__hold_start(s);
     return 0;
 }
@@ -607,9 +611,53 @@ static _Noreturn void serve__lost(struct serve *s, const struct store_lease *l)
     _exit(SERVE_EXIT_LEASE_LOST);
 }
 
+/* Did the view of a shard change in what routing reads of it (its holder, its epoch, whether it
+ * is live, held here, its URL or token)? */
+static int serve__view_changed(const struct store_lease *a, const struct store_lease *b)
+{
+    return a->self != b->self || a->live != b->live || a->epoch != b->epoch || strcmp(a->owner, b->owner) ||
+           strcmp(a->owner_url, b->owner_url) || strcmp(a->owner_token, b->owner_token);
+}
+
+/* The shards whose view changed since the last wake-up (bits set in changed), the new views kept.
+ * Requests forwarded for a shard to a node that no longer holds it end now (a paused node's would
+ * hang until the timeout), and WebSockets tunnelled to it: their clients retry, reaching the new
+ * holder. One drop per URL left, for all its shards (one pass over the connections each). */
+static void serve__views_update(struct serve *s, uint64_t *changed)
+{
+    int n = s->forward.nshards;
+    uint64_t left[SERVE_SHARD_WORDS] = {0}; /* shards whose holder left the URL forwarded to */
+    struct store_lease *now = xcalloc((size_t)n, sizeof *now);
+    for (int k = 0; k < n; k++) {
+        const struct store_lease *was = &s->forward.seen[k];
+        serve_shard_view(&s->forward, k, &now[k]);
+        if (serve__view_changed(was, &now[k]))
+            changed[k / 64] |= 1ull << (k % 64);
+        if (!was->self && was->owner_url[0] && (now[k].self || strcmp(was->owner_url, now[k].owner_url)))
+            left[k / 64] |= 1ull << (k % 64);
+    }
+    for (int k = 0; k < n; k++) {
+        if (!(left[k / 64] >> (k % 64) & 1))
+            continue;
+        const char *url = s->forward.seen[k].owner_url;
+        uint64_t these[SERVE_SHARD_WORDS] = {0};
+        for (int j = k; j < n; j++)
+            if ((left[j / 64] >> (j % 64) & 1) && strcmp(s->forward.seen[j].owner_url, url) == 0) {
+                these[j / 64] |= 1ull << (j % 64);
+                left[j / 64] &= ~(1ull << (j % 64));
+            }
+        size_t dropped = http_upstream_drop_shards(s->http, url, these);
+        if (dropped)
+            log_info("serve: %zu forwarded requests to %s ended: it no longer holds their shards", dropped,
+                     url);
+    }
+    memcpy(s->forward.seen, now, (size_t)n * sizeof *now);
+    free(now);
+}
+
 /* The heartbeat saw the lease change. A follower that took it becomes the owner; an owner that
- * lost it exits (serve__lost); else nothing to do here (serve_forward_http reads the holder per
- * request). */
+ * lost it exits (serve__lost); held requests of the shards whose view changed try again (the
+ * router reads each shard's holder per request). */
 static void serve__on_lease(uv_async_t *a)
 {
     struct serve *s = a->data;
@@ -617,18 +665,10 @@ static void serve__on_lease(uv_async_t *a)
     store_lease(s->store, &l);
     if (s->streams != NULL && !l.self)
         serve__lost(s, &l);
-    /* Requests forwarded to a node that no longer holds the lease end now (a paused node's would
-     * hang until the timeout), and WebSockets tunnelled to it: their clients retry, reaching the
-     * new holder. */
-    if (s->owner_url[0] && strcmp(s->owner_url, l.owner_url) != 0) {
-        size_t n = http_upstream_drop(s->http, s->owner_url);
-        if (n)
-            log_info("serve: %zu forwarded requests to %s ended: it no longer holds the lease", n,
-                     s->owner_url);
-    }
-    snprintf(s->owner_url, sizeof s->owner_url, "%s", l.self ? "" : l.owner_url);
+    uint64_t changed[SERVE_SHARD_WORDS] = {0};
+    serve__views_update(s, changed);
     if (!l.self || s->streams != NULL || s->failed) {
-        serve_hold_retry(s->forward.hold, s->streams != NULL); /* to the new holder, if any */
+        serve_hold_retry_shards(s->forward.hold, changed); /* to the new holders, if any */
         return;
     }
     char err[512] = "";
@@ -643,7 +683,7 @@ static void serve__on_lease(uv_async_t *a)
              "): serving locally, registry loaded in %.1f ms",
              http_server_node(s->http), *l.previous ? l.previous : "nobody", l.epoch,
              (double)(clock_mono_us() - t0) / 1000.0);
-    serve_hold_retry(s->forward.hold, 1); /* requests that waited for this: served here */
+    serve_hold_retry_shards(s->forward.hold, NULL); /* requests that waited for this: served here */
 }
 
 /* Serves until SIGINT or SIGTERM, then drains. The URL goes first on stdout: scripts and tests
@@ -706,7 +746,6 @@ int serve_main(int argc, char **argv)
     }
     struct store_lease l;
     store_lease(s.store, &l);
-    snprintf(s.owner_url, sizeof s.owner_url, "%s", l.self ? "" : l.owner_url);
     if (l.self ? serve__own(&s, err, sizeof err) != 0 : serve__follow(&s, err, sizeof err) != 0) {
         fprintf(stderr, "agentd serve: %s\n", err);
         goto out;

@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* How many holders' addresses are probed at once (the held requests' shards' distinct holders: one
+ * while a node holds every shard). */
+#define SERVE_HOLD_PROBES 4
+
 /* How often a held request's holder is looked at again while the lease has not changed:
  * SERVE_HOLD_TICK_MS after the first is held, then twice as long after each look, up to
  * SERVE_HOLD_TICK_MAX_MS. A look is one probe (a plain TCP connect) to the holder's address, not a
@@ -29,13 +33,21 @@ struct serve__held {
     struct http_req *req;
     uint64_t until_us; /* clock_mono_us past which it is answered instead */
     size_t bytes;      /* its body's length */
+    int shard;         /* the shard it goes to (serve_route) */
     int waiting;       /* on h->held (counted in n and bytes), not on a run's batch */
+};
+
+/* One look at a holder's address under way. */
+struct serve__probe {
+    struct serve_hold *h;
+    struct http_probe *probe; /* NULL: the slot is free */
+    uint64_t due;             /* uv_now of the backoff tick after its start: cancelled from then */
+    char url[256];            /* the holder's --node-url probed */
 };
 
 struct serve_hold {
     uv_timer_t timer;
-    struct http_probe *probe; /* the look at the holder's address under way, or NULL */
-    uint64_t probe_due;       /* uv_now of the backoff tick after probe's start: cancelled from then */
+    struct serve__probe probes[SERVE_HOLD_PROBES];
     struct serve_forward *f;
     struct serve__held *held;
     size_t n;         /* on held */
@@ -45,7 +57,6 @@ struct serve_hold {
     uint64_t tick_ms;     /* the wait before the next try (SERVE_HOLD_TICK_MS doubling) */
     uint64_t last_run_us; /* clock_mono_us of the last try (0: none yet) */
     int running;          /* serve__hold_run is trying them: it arms the timer when done */
-    int local;            /* this node serves locally now: held requests go to its own routes */
     int stopping;         /* serve_hold_stop ran */
 };
 
@@ -91,11 +102,33 @@ static void serve__hold_arm(struct serve_hold *h)
     uv_timer_start(&h->timer, serve__hold_tick, next_ms, 0);
 }
 
-/* Sends the held requests that match (all, or only those whose time is up) on, each through
- * serve_forward_http as on arrival (it holds one again if there is still nobody to forward to and
- * its time is not up, else it is answered), or to this node's routes once it serves locally. A
- * request held again meanwhile waits for the next tick. */
-static void serve__hold_run(struct serve_hold *h, int expired_only)
+/* Which held requests a run sends on: those whose time is up, those of some shards (a bitmap of
+ * SERVE_SHARD_WORDS words), those whose shard's holder is at url; NULL or 0: any. */
+struct serve__pick {
+    int expired_only;
+    const uint64_t *shards;
+    const char *url;
+};
+
+static int serve__picked(struct serve_hold *h, const struct serve__held *e, const struct serve__pick *pick,
+                         uint64_t now)
+{
+    if (pick->expired_only && now < e->until_us)
+        return 0;
+    if (pick->shards && !(pick->shards[e->shard / 64] & (1ull << (e->shard % 64))))
+        return 0;
+    if (pick->url) {
+        struct store_lease l;
+        serve_shard_view(h->f, e->shard, &l);
+        return strcmp(l.owner_url, pick->url) == 0;
+    }
+    return 1;
+}
+
+/* Sends the held requests that match on, each through serve_forward_http as on arrival (it serves
+ * one here once this node holds its shard, holds one again if there is still nobody to forward to
+ * and its time is not up, else answers it). A request held again meanwhile waits for the next tick. */
+static void serve__hold_run(struct serve_hold *h, const struct serve__pick *pick)
 {
     struct serve__held *batch = NULL;
     uint64_t now = clock_mono_us();
@@ -103,7 +136,7 @@ static void serve__hold_run(struct serve_hold *h, int expired_only)
     h->last_run_us = now;
     for (struct serve__held *e = h->held, *next; e != NULL; e = next) {
         next = e->link.next;
-        if (expired_only && now < e->until_us)
+        if (!serve__picked(h, e, pick, now))
             continue;
         serve__held_unlink(e);
         list_insert(&batch, e, link);
@@ -113,8 +146,6 @@ static void serve__hold_run(struct serve_hold *h, int expired_only)
         list_remove(e, link);
         if (http_req_client_gone(e->req))
             serve__held_gone(e);
-        else if (h->local)
-            http_req_redispatch(e->req); /* clears its data: e is left to the request's memory */
         else
             serve_forward_http(e->req, h->f);
     }
@@ -122,14 +153,47 @@ static void serve__hold_run(struct serve_hold *h, int expired_only)
     serve__hold_arm(h);
 }
 
-/* The probe of serve__hold_tick: connected (the holder is back, or another node listens at its
- * address): every held request goes once; refused: they wait on, untouched. */
+static void serve__probe_stop(struct serve__probe *p)
+{
+    if (p->probe != NULL)
+        http_probe_cancel(p->probe);
+    p->probe = NULL;
+}
+
+/* A probe of serve__hold_tick: connected (the holder is back, or another node listens at its
+ * address): every request held for a shard whose holder is at that address goes once; refused:
+ * they wait on, untouched. */
 static void serve__hold_probed(void *arg, int status)
 {
-    struct serve_hold *h = arg;
-    h->probe = NULL;
+    struct serve__probe *p = arg;
+    char url[sizeof p->url];
+    p->probe = NULL;
+    snprintf(url, sizeof url, "%s", p->url);
     if (status == 0)
-        serve__hold_run(h, 0);
+        serve__hold_run(p->h, &(struct serve__pick){.url = url});
+}
+
+/* Starts a probe of url in a free slot, unless one of url is under way. 0: started or under way;
+ * -1: url cannot be probed (no such address: serve_forward_http answers its requests). */
+static int serve__hold_probe(struct serve_hold *h, const char *url, uint64_t now)
+{
+    struct serve__probe *free_slot = NULL;
+    for (int i = 0; i < SERVE_HOLD_PROBES; i++) {
+        struct serve__probe *p = &h->probes[i];
+        if (p->probe != NULL && strcmp(p->url, url) == 0)
+            return 0;
+        if (p->probe == NULL && free_slot == NULL)
+            free_slot = p;
+    }
+    if (free_slot == NULL) /* more holders than slots: the others are looked at next tick */
+        return 0;
+    struct http_upstream *up = http_upstream_get(h->f->http, url, h->f->upstream_timeout_ms);
+    /* the timer was armed (serve__hold_run) from this loop time, at most h->tick_ms ahead */
+    free_slot->h = h;
+    free_slot->due = now + h->tick_ms;
+    snprintf(free_slot->url, sizeof free_slot->url, "%s", url);
+    free_slot->probe = up ? http_upstream_probe(h->f->http, up, serve__hold_probed, free_slot) : NULL;
+    return free_slot->probe ? 0 : -1;
 }
 
 /* The lease has not changed since the last tick. Requests whose time is up are answered (one last
@@ -145,24 +209,23 @@ static void serve__hold_tick(uv_timer_t *t)
 {
     struct serve_hold *h = t->data;
     h->tick_ms = h->tick_ms * 2 < SERVE_HOLD_TICK_MAX_MS ? h->tick_ms * 2 : SERVE_HOLD_TICK_MAX_MS;
-    serve__hold_run(h, 1);
-    struct store_lease l;
-    store_lease(h->f->store, &l);
-    if (h->n == 0 || h->local || !l.live || l.self || !l.owner_url[0])
-        return;
-    if (h->probe != NULL) {
-        if (uv_now(t->loop) < h->probe_due)
+    serve__hold_run(h, &(struct serve__pick){.expired_only = 1});
+    uint64_t now = uv_now(t->loop);
+    for (int i = 0; i < SERVE_HOLD_PROBES; i++)
+        if (h->probes[i].probe != NULL && now >= h->probes[i].due)
+            serve__probe_stop(&h->probes[i]);
+    /* Each held request's holder, probed once (with one holder for every shard: one probe). */
+    for (struct serve__held *e = h->held; e != NULL; e = e->link.next) {
+        struct store_lease l;
+        serve_shard_view(h->f, e->shard, &l);
+        if (!l.live || l.self || !l.owner_url[0])
+            continue;
+        if (serve__hold_probe(h, l.owner_url, now) != 0) {
+            /* no address to probe: serve_forward_http answers them */
+            serve__hold_run(h, &(struct serve__pick){.url = l.owner_url});
             return;
-        http_probe_cancel(h->probe);
-        h->probe = NULL;
+        }
     }
-    struct http_upstream *up = http_upstream_get(h->f->http, l.owner_url, h->f->upstream_timeout_ms);
-    /* the timer was armed (serve__hold_run) from this loop time, at most h->tick_ms ahead */
-    h->probe_due = uv_now(t->loop) + h->tick_ms;
-    if (up != NULL)
-        h->probe = http_upstream_probe(h->f->http, up, serve__hold_probed, h);
-    if (h->probe == NULL) /* no address to probe: serve_forward_http answers them */
-        serve__hold_run(h, 0);
 }
 
 struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint64_t max_ms, size_t max_bytes)
@@ -177,7 +240,7 @@ struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint
     return h;
 }
 
-int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_lease *l)
+int serve_hold(struct serve_hold *h, struct http_req *req, int shard, const struct store_lease *l)
 {
     size_t bytes;
     (void)http_req_body(req, &bytes);
@@ -195,14 +258,16 @@ int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_le
         e->req = req;
         e->until_us = now + (wait_ms < h->max_ms ? wait_ms : h->max_ms) * 1000;
         e->bytes = bytes;
+        e->shard = shard;
         http_req_set_data(req, e, serve__held_dispose);
     } else if (now >= e->until_us) {
         return 0;
     }
-    /* This node serves locally already: what comes here now (a follower's read forwarded from its
-     * completion after the takeover, a connect to the old holder that failed since) goes to its own
-     * routes at the next tick, which comes at once, not at the deadline. */
-    if (h->local)
+    /* This node serves the shard already: what comes here now (a connect to the old holder that
+     * failed since) goes to its own routes at the next tick, which comes at once, not at the
+     * deadline. */
+    int local = serve_shard_here(h->f, shard, l);
+    if (local)
         e->until_us = now;
     list_insert(&h->held, e, link);
     e->waiting = 1;
@@ -211,7 +276,7 @@ int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_le
     /* The timer is also idle while a try's requests are on their way (a try takes every held request
      * off the list; a refused one comes back here): only a hold after a quiet spell (a new failover)
      * starts again at the shortest wait. */
-    if (!h->running && (h->local || !uv_is_active((uv_handle_t *)&h->timer))) {
+    if (!h->running && (local || !uv_is_active((uv_handle_t *)&h->timer))) {
         if (now - h->last_run_us > 2000 * (uint64_t)SERVE_HOLD_TICK_MAX_MS)
             h->tick_ms = SERVE_HOLD_TICK_MS;
         serve__hold_arm(h);
@@ -222,22 +287,25 @@ int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_le
 int serve_hold_unreached(void *arg, struct http_req *req)
 {
     struct serve_hold *h = arg;
+    const struct serve__held *e = http_req_data(req);
+    int shard;
+    if (e != NULL)
+        shard = e->shard;
+    else
+        (void)serve_route(req, h->f->nshards, &shard);
     struct store_lease l;
-    store_lease(h->f->store, &l);
-    return serve_hold(h, req, &l);
+    serve_shard_view(h->f, shard, &l);
+    return serve_hold(h, req, shard, &l);
 }
 
-void serve_hold_retry(struct serve_hold *h, int local)
+void serve_hold_retry_shards(struct serve_hold *h, const uint64_t *changed)
 {
     if (h == NULL)
         return;
-    h->local |= local;
     h->tick_ms = SERVE_HOLD_TICK_MS; /* a new holder may refuse at first, while it starts */
-    if (h->probe != NULL) {          /* of the old holder's address */
-        http_probe_cancel(h->probe);
-        h->probe = NULL;
-    }
-    serve__hold_run(h, 0);
+    for (int i = 0; i < SERVE_HOLD_PROBES; i++)
+        serve__probe_stop(&h->probes[i]); /* of an old holder's address, maybe */
+    serve__hold_run(h, &(struct serve__pick){.shards = changed});
 }
 
 void serve_hold_stop(struct serve_hold *h)
@@ -246,10 +314,8 @@ void serve_hold_stop(struct serve_hold *h)
         return;
     h->stopping = 1;
     uv_timer_stop(&h->timer);
-    if (h->probe != NULL) {
-        http_probe_cancel(h->probe);
-        h->probe = NULL;
-    }
+    for (int i = 0; i < SERVE_HOLD_PROBES; i++)
+        serve__probe_stop(&h->probes[i]);
     while (h->held != NULL) {
         struct serve__held *e = h->held;
         serve__held_unlink(e);

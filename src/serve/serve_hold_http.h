@@ -27,6 +27,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "store/store.h"
+
 struct http_req;
 struct serve_forward;
 struct store_lease;
@@ -56,12 +58,13 @@ struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint
  * Once this node serves locally (serve_hold_retry's local), a request held (a follower's read
  * forwarded from its completion after the takeover) goes to its own routes at the next tick, at
  * once. */
-int serve_hold(struct serve_hold *h, struct http_req *req, const struct store_lease *l);
+int serve_hold(struct serve_hold *h, struct http_req *req, int shard, const struct store_lease *l);
 /* http_unreached_cb for http_set_unreached (arg: the struct serve_hold). */
 int serve_hold_unreached(void *arg, struct http_req *req);
-/* The lease changed: every held request tries again now. local: this node serves locally from now
- * on (it took the lease and its routes are the owner's). */
-void serve_hold_retry(struct serve_hold *h, int local);
+/* The lease of some shards changed (changed: a bitmap of SERVE_SHARD_WORDS words; NULL: all): the
+ * requests held for those shards try again now (served here if this node serves the shard now). */
+#define SERVE_SHARD_WORDS ((STORE_SHARDS + 63) / 64)
+void serve_hold_retry_shards(struct serve_hold *h, const uint64_t *changed);
 /* The node stops: held requests are answered 503 shutting_down, and nothing more is held. */
 void serve_hold_stop(struct serve_hold *h);
 /* Frees (after serve_hold_stop; the loop must turn once more for the timer's close). NULL: no-op. */

@@ -150,20 +150,40 @@ static int serve__token_mismatch(struct http_req *req, struct serve_forward *f, 
     return 1;
 }
 
+/* A request another node forwarded here though this node does not hold its shard: a --node-url
+ * names the wrong node (or a balancer). Answered, not forwarded again. */
+static void serve__not_owner(struct http_req *req, struct serve_forward *f, int shard, const char *by,
+                             size_t blen, const struct store_lease *l)
+{
+    http_res_header(req, "Retry-After", "1");
+    http_res_error(req, ERR_OWNER_UNAVAILABLE,
+                   "node %.*s forwarded this request here, to a node that does not hold its shard (%d) "
+                   "either: the holder's --node-url (%s) must be its own address",
+                   (int)(blen > 200 ? 200 : blen), by, shard, l->owner_url);
+}
+
 void serve_forward_http(struct http_req *req, void *arg)
 {
     struct serve_forward *f = arg;
+    int shard;
+    (void)serve_route(req, f->nshards, &shard); /* NODE and LOCAL paths: shard 0's holder */
+    struct store_lease l;
+    serve_shard_view(f, shard, &l);
+    if (serve_shard_here(f, shard, &l)) /* taken over meanwhile (a held request, a read's completion) */
+        return http_req_redispatch(req);
+    size_t blen;
+    const char *by = http_req_header(req, HTTP_FORWARDED_BY, &blen);
+    if (by != NULL && !http_req_forwarded_here(req) && !l.self)
+        return serve__not_owner(req, f, shard, by, blen, &l);
     if (!serve__forward_auth(req))
         return http_res_unauthorized(req);
-    struct store_lease l;
-    store_lease(f->store, &l);
     struct http_upstream *up = NULL;
     if (l.live && !l.self && l.owner_url[0])
         up = http_upstream_get(f->http, l.owner_url, f->upstream_timeout_ms);
     /* An old view is held too: the heartbeat looks again within 100 ms (serve_hold's probe then
      * sends it on, and serve__token_mismatch checks the holder's token on the new view). */
-    if (((up == NULL && (l.self || !l.live)) || serve__view_old(&l)) && serve_hold(f->hold, req, &l))
-        return; /* forwarded, or served here, once a node holds the lease */
+    if (((up == NULL && (l.self || !l.live)) || serve__view_old(&l)) && serve_hold(f->hold, req, shard, &l))
+        return; /* forwarded, or served here, once a node holds the shard */
     if (up == NULL) {
         http_res_header(req, "Retry-After", "1");
         if (l.self) /* this node just took the lease over and is loading the registry */
@@ -181,15 +201,5 @@ void serve_forward_http(struct http_req *req, void *arg)
     }
     if (serve__token_mismatch(req, f, &l))
         return;
-    size_t blen;
-    const char *by = http_req_header(req, HTTP_FORWARDED_BY, &blen);
-    if (by != NULL && !http_req_forwarded_here(req)) {
-        /* Forwarded to this follower already: a --node-url names the wrong node (or a balancer). */
-        http_res_header(req, "Retry-After", "1");
-        return http_res_error(req, ERR_OWNER_UNAVAILABLE,
-                              "node %.*s forwarded this request here, to a node that does not hold the "
-                              "write lease either: the holder's --node-url (%s) must be its own address",
-                              (int)(blen > 200 ? 200 : blen), by, l.owner_url);
-    }
-    http_req_forward(req, up);
+    http_req_forward_shard(req, up, shard);
 }

@@ -1,6 +1,6 @@
-/* serve_http — the server's own resources beside the modules': GET /v1/nodes, the shard each request
- * belongs to (serve_route, doc/SHARDING-PLAN.md §2.1), and a follower's forwarding of every other
- * request to the node that holds the write lease. */
+/* serve_http — the server's own resources beside the modules': GET /v1/nodes, and the router: each
+ * request goes to the shard it belongs to (serve_route), served here when this node holds that
+ * shard, else forwarded to the node that does (doc/SHARDING-PLAN.md §2.1). */
 #ifndef AGENTD_SERVE_HTTP_H
 #define AGENTD_SERVE_HTTP_H
 
@@ -12,6 +12,7 @@
 struct http_req;
 struct http_server;
 struct serve_hold;
+struct serve_reads;
 struct sessions;
 struct store;
 struct store_lease;
@@ -41,7 +42,26 @@ struct serve_forward {
     char token_hash[80];              /* this node's --token as agentd_nodes records it (serve_token_hash) */
     int64_t mismatch_epoch;           /* the holder's lease that a token mismatch was last logged for */
     struct serve_hold *hold;          /* requests waiting out a failover (serve_hold_http.h), or NULL */
+    struct serve_reads *reads;        /* catch-up reads of streams whose shard is held elsewhere */
+    int nshards;                      /* the store's shards (STORE_SHARDS; 1 on SQLite) */
+    int serving;                      /* the registry and the services are loaded: held shards are served */
+    struct store_lease *seen;         /* each shard's view at the last lease change serve.c handled */
 };
+
+/* This node's view of one shard's lease: who holds it, since when it was looked at, its holder's
+ * URL and token. Until the store keeps a lease per shard the one holder holds them all: every
+ * shard's view is store_lease's. */
+void serve_shard_view(const struct serve_forward *f, int shard, struct store_lease *out);
+/* Is the shard served here (l: its view now)? When this node serves and holds it, or held it at the
+ * last lease change: a shard lost since is still served here until serve.c handles the loss (the
+ * node exits, and a write in between is fenced: 503 node_fenced), never forwarded meanwhile. */
+int serve_shard_here(const struct serve_forward *f, int shard, const struct store_lease *l);
+
+/* The front route of every node (arg: the struct serve_forward; http_set_front): NODE and LOCAL
+ * requests go to this node's routes (LOCAL ones to shard 0's holder while this node serves nothing
+ * yet); a request whose shard this node holds and serves, too; a catch-up read of a stream whose
+ * shard is held elsewhere is answered here (serve_read_http); the rest go to serve_forward_http. */
+void serve_dispatch_http(struct http_req *req, void *arg);
 
 /* What agentd_nodes records of a --token (NULL or "": none), for nodes to compare theirs: "none",
  * or "sha256:" and the hex of its SHA-256. */
@@ -54,11 +74,14 @@ void serve_token_hash(const char *token, char *out, size_t len);
  * Answered by every node itself. */
 void serve_nodes_http(struct http_req *req, void *arg);
 
-/* A follower's route for everything else (arg: the struct serve_forward): the request goes to the
- * lease holder's --node-url, its answer streams back unchanged. No live holder (it stopped, and its
- * lease has not expired yet), or one that refuses connections: the request waits for the next
+/* A request to its shard's holder, wherever that is (arg: the struct serve_forward): served here
+ * when this node holds the shard and serves; else to the holder's --node-url, its answer streamed
+ * back unchanged (tagged with the shard: http_upstream_drop_shards). No live holder (it stopped, and
+ * its lease has not expired yet), or one that refuses connections: the request waits for the next
  * holder (serve_hold), and past that wait gets 503 owner_unavailable, Retry-After: 1, as does one
  * when the holder has no usable URL.
+ * A request another node forwarded here for a shard this node does not hold: 503 owner_unavailable,
+ * before anything is done (a --node-url names the wrong node).
  * A holder whose --token differs from this node's: 503 node_token_mismatch. A request this node
  * can tell the holder would refuse (no credential at all, on a path that needs one): 401 here. */
 void serve_forward_http(struct http_req *req, void *arg);
@@ -74,11 +97,12 @@ void serve_forward_http(struct http_req *req, void *arg);
 #define SERVE_TOKEN_LOOK_MS 1000
 int serve_forward_same_token(const struct serve_forward *f, const struct store_lease *l);
 
-/* A follower's route for /v1/stream/ (arg: a struct serve_reads): catch-up reads (GET without
- * live, HEAD) that carry the server's token (or with none configured) are answered from the
- * database by this node (stream_http_read_local); everything else is serve_forward_http's, and so
- * is a request with another credential (a share token: the owner's sessions know them), and every
- * request while the lease holder recorded another --token than this node's. */
+/* Reads of streams whose shard another node holds (serve_dispatch_http; arg: a struct
+ * serve_reads): catch-up reads (GET without live, HEAD) that carry the server's token (or with none
+ * configured) are answered from the database by this node (stream_http_read_local); everything
+ * else is serve_forward_http's, and so is a request with another credential (a share token: the
+ * owner's sessions know them), and every request while the lease holder recorded another --token
+ * than this node's. */
 struct stream_http;
 struct serve_reads {
     struct serve_forward *forward;

@@ -1,5 +1,5 @@
-/* serve_read_http — a follower's catch-up reads of streams (see serve_http.h). Apart from
- * serve_http.c's forwarding so that each can change alone. */
+/* serve_read_http — catch-up reads of streams whose shard another node holds (see serve_http.h).
+ * Apart from serve_http.c's forwarding so that each can change alone. */
 #include "http/http.h"
 #include "serve/serve_http.h"
 #include "store/store.h"
@@ -10,8 +10,10 @@
 void serve_read_http(struct http_req *req, void *arg)
 {
     const struct serve_reads *r = arg;
+    int shard;
+    (void)serve_route(req, r->forward->nshards, &shard);
     struct store_lease l;
-    store_lease(r->forward->store, &l);
+    serve_shard_view(r->forward, shard, &l);
     /* The check serve_forward_http makes before it forwards, made now: while the holder recorded
      * another --token than this node's (or this node's view of the lease is too old to say), the
      * read goes there too, to be refused alike. */

@@ -1,9 +1,12 @@
-/* serve_route_http — which shard a request belongs to (see serve_http.h; doc/SHARDING-PLAN.md
- * §2.1). */
+/* serve_route_http — which shard a request belongs to, and the front route that sends it there (see
+ * serve_http.h; doc/SHARDING-PLAN.md §2.1). */
+#include "core/core.h"
 #include "http/http.h"
+#include "serve/serve_hold_http.h"
 #include "serve/serve_http.h"
 #include "store/store.h"
 #include "stream/stream_http.h"
+#include "subs/subs.h"
 
 #include <string.h>
 
@@ -54,4 +57,37 @@ enum serve_route serve_route(struct http_req *req, int nshards, int *shard)
     size_t len;
     const char *path = http_req_path(req, &len);
     return serve_route_path(http_req_method(req), path, len, nshards, shard);
+}
+
+/* The one place that reads a shard's lease: switched to store_shards' per-shard view when the store
+ * keeps one (doc/SHARDING-PLAN.md §1); until then one node holds every shard. */
+void serve_shard_view(const struct serve_forward *f, int shard, struct store_lease *out)
+{
+    (void)shard;
+    store_lease(f->store, out);
+}
+
+int serve_shard_here(const struct serve_forward *f, int shard, const struct store_lease *l)
+{
+    return f->serving && (l->self || (f->seen != NULL && f->seen[shard].self));
+}
+
+void serve_dispatch_http(struct http_req *req, void *arg)
+{
+    struct serve_forward *f = arg;
+    int shard;
+    enum serve_route r = serve_route(req, f->nshards, &shard);
+    if (r == SERVE_ROUTE_NODE || (r == SERVE_ROUTE_LOCAL && f->serving))
+        return http_req_redispatch(req);
+    size_t len;
+    const char *path = http_req_path(req, &len);
+    static const char stream[] = STREAM_HTTP_PREFIX, subs[] = SUBS_HTTP_PREFIX;
+    if (r == SERVE_ROUTE_SHARD && f->reads != NULL && serve__under(path, len, stream) &&
+        !serve__under(path, len, subs)) {
+        struct store_lease l;
+        serve_shard_view(f, shard, &l);
+        if (!serve_shard_here(f, shard, &l)) /* a catch-up read is answered here; the rest is forwarded */
+            return serve_read_http(req, f->reads);
+    }
+    serve_forward_http(req, f);
 }
