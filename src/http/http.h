@@ -193,6 +193,12 @@ void http_req_forward(struct http_req *req, struct http_upstream *up);
 /* The same, tagged with the shard it is forwarded for (http_upstream_drop_shard ends it, or the
  * WebSocket it becomes, when that shard's holder leaves up). http_req_forward: no shard (-1). */
 void http_req_forward_shard(struct http_req *req, struct http_upstream *up, int shard);
+/* The answer a node gives to a request forwarded to it for a shard it does not hold (a stale view of
+ * the forwarding node's, or a shard it just handed off), before acting on it: 503 with this header
+ * naming the shard. The forwarding node's proxy takes such an answer as it takes a refused connect:
+ * http_set_unreached's callback may take the request back (nothing of the answer reaches the
+ * client then), else the client gets 503 owner_unavailable. */
+#define HTTP_NOT_OWNER "agentd-not-owner"
 /* A request http_req_forward could not deliver: its upstream refused or never answered the connect,
  * so the upstream never saw it (a connection that broke once the request was on it never counts:
  * the upstream may have acted on it). cb returns 1 to take the request back, 0 to have it

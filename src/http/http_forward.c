@@ -16,6 +16,7 @@
 #include "http/http_int.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,4 +319,79 @@ size_t http_upstream_drop_shards(struct http_server *srv, const char *url, const
             n++;
     }
     return n;
+}
+
+/* ================= Agentd-Not-Owner: an answer taken as a refused connect ================= */
+
+/* A forwarded request's answer 503 Agentd-Not-Owner (the node forwarded to does not hold the
+ * request's shard, and did nothing with it), while h2o's proxy delivers it: nothing reaches the
+ * client. The proxy's body goes nowhere; once it is all in (the proxy is done with the request),
+ * the request is handed to http_set_unreached's callback as a refused connect's is, or answered
+ * 503 owner_unavailable when the callback does not take it. */
+struct http__not_owner {
+    h2o_ostream_t super;
+    h2o_ostream_t *next; /* the request's output before: its connection's, untouched */
+    struct http_req *req;
+};
+
+static void http__not_owner_send(h2o_ostream_t *self, h2o_req_t *r, h2o_iovec_t *bufs, size_t n,
+                                 h2o_send_state_t state)
+{
+    struct http__not_owner *no = (struct http__not_owner *)self;
+    if (h2o_send_state_is_in_progress(state)) {
+        h2o_proceed_response(r); /* more of the body, to nowhere */
+        return;
+    }
+    /* The proxy has let go (h2o_send cleared the generator): the request is as it was before it
+     * was forwarded, its answer not started. */
+    struct http_req *req = no->req;
+    struct http_server *srv = req->srv;
+    r->_ostr_top = no->next;
+    r->res.status = 0;
+    r->res.reason = NULL;
+    r->res.content_length = SIZE_MAX;
+    memset(&r->res.headers, 0, sizeof r->res.headers);
+    req->started = req->finished = req->forwarded = 0;
+    req->upstream = NULL;
+    r->overrides = NULL;
+    if (srv->unreached != NULL && srv->unreached(srv->unreached_arg, req))
+        return;
+    http_res_header(req, "Retry-After", "1");
+    http_res_error(req, ERR_OWNER_UNAVAILABLE,
+                   "the node this request was forwarded to does not hold its shard any more; retry");
+}
+
+/* Is r's answer, about to start, an Agentd-Not-Owner one to a request this server forwarded (with
+ * someone to take it back)? Then it is set aside (above) instead of started. */
+static int http__not_owner_start(h2o_req_t *r, h2o_generator_t *gen)
+{
+    struct http_server *srv = H2O_STRUCT_FROM_MEMBER(struct http_server, ctx, r->conn->ctx);
+    if (srv->unreached == NULL ||
+        h2o_find_header_by_str(&r->res.headers, H2O_STRLIT(HTTP_NOT_OWNER), -1) == -1)
+        return 0;
+    struct http_req *req = http__forward_req(srv, r);
+    if (req == NULL)
+        return 0;
+    struct http__not_owner *no = h2o_mem_alloc_pool(&r->pool, sizeof *no);
+    memset(no, 0, sizeof *no);
+    no->super.do_send = http__not_owner_send;
+    no->next = r->_ostr_top;
+    no->req = req;
+    r->_generator = gen;
+    r->_ostr_top = &no->super;
+    return 1;
+}
+
+/* Interposes libh2o's h2o_start_response (libh2o calls it through its PLT, as it does
+ * h2o_send_error_generic, which http.c interposes: the executable's definition wins): h2o's proxy
+ * calls it once it has copied an upstream's status and headers, the one point where an answer can
+ * be looked at before any of it is sent. Every other answer goes to libh2o's own, unchanged. */
+void h2o_start_response(h2o_req_t *req, h2o_generator_t *generator)
+{
+    static void (*real)(h2o_req_t *, h2o_generator_t *);
+    if (req->res.status == 503 && http__not_owner_start(req, generator))
+        return;
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "h2o_start_response");
+    real(req, generator);
 }

@@ -150,12 +150,18 @@ static int serve__token_mismatch(struct http_req *req, struct serve_forward *f, 
     return 1;
 }
 
-/* A request another node forwarded here though this node does not hold its shard: a --node-url
- * names the wrong node (or a balancer). Answered, not forwarded again. */
+/* A request another node forwarded here though this node does not hold its shard: answered before
+ * anything is done, with Agentd-Not-Owner when another node sent it (its view is stale, or this node
+ * just gave the shard up: it holds the request and routes it again, http_set_unreached), without
+ * when this node sent it to itself (a holder's --node-url that leads back here: holding it would
+ * only send it back here again). */
 static void serve__not_owner(struct http_req *req, struct serve_forward *f, int shard, const char *by,
                              size_t blen, const struct store_lease *l)
 {
+    const char *self = http_server_node(f->http);
     http_res_header(req, "Retry-After", "1");
+    if (blen != strlen(self) || memcmp(by, self, blen) != 0)
+        http_res_headerf(req, "Agentd-Not-Owner", "%d", shard);
     http_res_error(req, ERR_OWNER_UNAVAILABLE,
                    "node %.*s forwarded this request here, to a node that does not hold its shard (%d) "
                    "either: the holder's --node-url (%s) must be its own address",

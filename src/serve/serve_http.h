@@ -77,11 +77,12 @@ void serve_nodes_http(struct http_req *req, void *arg);
 /* A request to its shard's holder, wherever that is (arg: the struct serve_forward): served here
  * when this node holds the shard and serves; else to the holder's --node-url, its answer streamed
  * back unchanged (tagged with the shard: http_upstream_drop_shards). No live holder (it stopped, and
- * its lease has not expired yet), or one that refuses connections: the request waits for the next
- * holder (serve_hold), and past that wait gets 503 owner_unavailable, Retry-After: 1, as does one
- * when the holder has no usable URL.
- * A request another node forwarded here for a shard this node does not hold: 503 owner_unavailable,
- * before anything is done (a --node-url names the wrong node).
+ * its lease has not expired yet), or one that refuses connections or answers Agentd-Not-Owner: the
+ * request waits for the next holder (serve_hold), and past that wait gets 503 owner_unavailable,
+ * Retry-After: 1, as does one when the holder has no usable URL.
+ * A request another node forwarded here for a shard this node does not hold: 503 owner_unavailable
+ * with Agentd-Not-Owner: <shard>, before anything is done (that node holds it and routes it again),
+ * or without that header when it was this node that forwarded it (a --node-url that leads back).
  * A holder whose --token differs from this node's: 503 node_token_mismatch. A request this node
  * can tell the holder would refuse (no credential at all, on a path that needs one): 401 here. */
 void serve_forward_http(struct http_req *req, void *arg);
