@@ -52,6 +52,7 @@ void serve_nodes_http(struct http_req *req, void *arg)
         json_object_set_new(j, "agents", agents >= 0 ? json_integer(agents) : json_null());
         json_object_set_new(j, "runtimes", runtimes >= 0 ? json_integer(runtimes) : json_null());
         json_object_set_new(j, "url", *o->url ? json_string(o->url) : json_null());
+        json_object_set_new(j, "shards", json_integer(o->shards));
         if (o->owner) {
             json_object_set_new(j, "epoch", json_integer(o->epoch));
             json_object_set_new(j, "lease_ms_left", json_integer(o->lease_ms_left));

@@ -104,13 +104,27 @@ void store_lease(struct store *s, struct store_lease *out)
     *out = (struct store_lease){.self = 1, .live = 1, .epoch = 1, .left_ms = INT64_MAX, .owner = "local"};
 }
 
+int store_shards(struct store *s, struct store_lease *out, int max)
+{
+    if (s->pg)
+        return store_pg_shards(s->pg, out, max);
+    if (max > 0)
+        store_lease(s, &out[0]);
+    return 1;
+}
+
 int store_nodes(struct store *s, struct store_node *out, size_t max)
 {
     if (s->pg)
         return store_pg_nodes(s->pg, out, max);
     if (max > 0)
-        *out = (struct store_node){
-            .node = "local", .owner = 1, .self = 1, .epoch = 1, .agents = s->agents, .runtimes = s->runtimes};
+        *out = (struct store_node){.node = "local",
+                                   .owner = 1,
+                                   .self = 1,
+                                   .epoch = 1,
+                                   .agents = s->agents,
+                                   .runtimes = s->runtimes,
+                                   .shards = 1};
     return 1;
 }
 

@@ -162,7 +162,12 @@ struct store_lease {
      * agentd from before schema 3) */
     char owner_token[80];
 };
+/* Shard 0's lease. While shards are taken all or nothing (doc/SHARDING-PLAN.md §7, increment 1)
+ * its holder holds every shard: "self" says this node may write, as schema 4's single lease did. */
 void store_lease(struct store *s, struct store_lease *out);
+/* Each shard's lease, as store_lease says shard 0's: fills out[k] for the first max shards and
+ * returns how many shards there are (SQLite: 1, held by this process). */
+int store_shards(struct store *s, struct store_lease *out, int max);
 
 /* The nodes that use the store's database (SQLite: this one). */
 enum store_node_state {
@@ -179,6 +184,7 @@ struct store_node {
     int64_t lease_ms_left; /* owner: until its lease expires (negative: expired) */
     int64_t seen_ms_ago;   /* since its last heartbeat */
     enum store_node_state state;
+    int shards; /* how many shards it holds (agentd_shards names it; SQLite: 1) */
     /* Its load as its heartbeat last recorded it (store_set_load); -1: not recorded (a node of an
      * older agentd) */
     int64_t agents, runtimes;

@@ -16,6 +16,12 @@
  *   (version 4) agentd_nodes.agents, runtimes: each node's load, written by its heartbeat, and
  *   stopped_ms: when it stopped cleanly (NULL while it runs), for GET /v1/nodes on any node (NULL
  *   load: a node of an older agentd, which never writes them).
+ *   (version 5, doc/SHARDING-PLAN.md §1) agentd_shards(shard, node, epoch, expires_at): one lease per
+ *   shard (agentd_meta('shards') of them), which replaces agentd_lease (kept, unused, until schema
+ *   6); agentd_streams.shard (store_shard_of its path); agentd_fork_refs(src, fork), one row per
+ *   fork reading through its source; agentd_nodes.shards, how many the node holds;
+ *   agentd_fence_shards(node, shards, epochs), which every batch's transaction runs first; and
+ *   agentd_fence, which now always fails: an older agentd still running is fenced at its next batch.
  * Unlike the SQLite layout there is no shared log: PostgreSQL's own WAL already makes a commit cost
  * about the same however many streams it touches, and deletes run inside the batch's transaction.
  */
@@ -27,11 +33,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PG_SCHEMA   4
+#define PG_SCHEMA   5
 #define PG_ID_BLOCK 1024
 /* Statements sent between two pipeline syncs: bounds what libpq buffers and what the server's answers
  * to one pipelined stretch can pile up to. */
 #define PG_CHUNK    256
+/* Room for agentd_fence_shards' DETAIL: every shard's number, comma separated. */
+#define PG_DETAIL   (STORE_SHARDS * 4 + 1)
 
 /* migration[v] brings the schema from version v to v + 1; version 0 is an empty database. */
 static const char *const pg__migration[PG_SCHEMA] = {
@@ -66,6 +74,42 @@ static const char *const pg__migration[PG_SCHEMA] = {
     "ALTER TABLE agentd_nodes ADD COLUMN token_hash text;",
     "ALTER TABLE agentd_nodes ADD COLUMN agents bigint, ADD COLUMN runtimes bigint,"
     " ADD COLUMN stopped_ms bigint;",
+    /* The holder of the lease keeps every shard (at a higher epoch than it fenced with: an agentd
+     * of schema 4 still running is fenced either way). The shard column is filled by C
+     * (pg__migrate_shards, the hash is C's), then made NOT NULL (pg__migration_after). The fences
+     * take the rows FOR SHARE in shard order and a renewal takes them FOR UPDATE in shard order, so
+     * the two cannot deadlock; as agentd_fence did, a fence does not look at the expiry. */
+    "CREATE TABLE agentd_shards(shard int PRIMARY KEY, node text NOT NULL, epoch bigint NOT NULL,"
+    " expires_at timestamptz NOT NULL);"
+    "INSERT INTO agentd_shards SELECT g, l.node, l.epoch + 1, l.expires_at"
+    " FROM generate_series(0, " PG__STR(
+        STORE_SHARDS) " - 1) g, agentd_lease l WHERE l.id = 1;"
+                      "INSERT INTO agentd_meta VALUES('shards', '" PG__STR(
+                          STORE_SHARDS) "');"
+                                        "ALTER TABLE agentd_streams ADD COLUMN shard int;"
+                                        "CREATE TABLE agentd_fork_refs(src bigint NOT NULL, fork bigint NOT "
+                                        "NULL, PRIMARY KEY(src, fork));"
+                                        "INSERT INTO agentd_fork_refs SELECT fork_src, id FROM "
+                                        "agentd_streams WHERE fork_src <> 0;"
+                                        "ALTER TABLE agentd_nodes ADD COLUMN shards int NOT NULL DEFAULT 0;"
+                                        "CREATE OR REPLACE FUNCTION agentd_fence(n text, e bigint) RETURNS "
+                                        "void LANGUAGE plpgsql AS $$ BEGIN"
+                                        " RAISE EXCEPTION 'agentd node % runs an agentd older than this "
+                                        "database''s schema: stop it, start a"
+                                        " newer one', n USING ERRCODE = '" PG_FENCED_STATE "'; END $$;"
+                                        "CREATE FUNCTION agentd_fence_shards(n text, s int[], e bigint[]) "
+                                        "RETURNS void LANGUAGE plpgsql AS $$"
+                                        " DECLARE lost int[]; BEGIN"
+                                        " PERFORM 1 FROM agentd_shards WHERE shard = ANY(s) ORDER BY shard "
+                                        "FOR SHARE;"
+                                        " SELECT array_agg(u.k ORDER BY u.k) INTO lost FROM unnest(s, e) AS "
+                                        "u(k, ep)"
+                                        " WHERE NOT EXISTS (SELECT 1 FROM agentd_shards h WHERE h.shard = "
+                                        "u.k AND h.node = n AND h.epoch = u.ep);"
+                                        " IF lost IS NOT NULL THEN RAISE EXCEPTION 'agentd node % does not "
+                                        "hold shards %', n, lost"
+                                        " USING ERRCODE = '" PG_FENCED_STATE
+                                        "', DETAIL = array_to_string(lost, ','); END IF; END $$;",
 };
 
 /* The committer's statements, prepared on its connection (again after each reconnect). */
@@ -79,19 +123,23 @@ enum pg__stmt {
     PG_ST__COUNT
 };
 static const char *const pg__sql[PG_ST__COUNT] = {
-    [PG_ST_FENCE] = "SELECT agentd_fence($1, $2)",
+    [PG_ST_FENCE] = "SELECT agentd_fence_shards($1, $2::int[], $3::bigint[])",
+    /* A fork's reference to its source goes in with it (agentd_fork_refs), and out when its row is
+     * deleted. */
     [PG_ST_INSERT] =
-        "INSERT INTO agentd_streams(path, content_type, created_ms, ttl_s, expires_at_ms, expires_at,"
+        "WITH f AS (INSERT INTO agentd_fork_refs SELECT $9::bigint, $18::bigint WHERE $9::bigint <> 0)"
+        " INSERT INTO agentd_streams(path, content_type, created_ms, ttl_s, expires_at_ms, expires_at,"
         " closed, tail, fork_src, fork_off, fork_sub, refcount, deleted, last_seq, closer_pid,"
-        " closer_epoch, closer_seq, id)"
-        " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
+        " closer_epoch, closer_seq, id, shard)"
+        " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)",
     [PG_ST_UPDATE] =
         "UPDATE agentd_streams SET path=$1, content_type=$2, created_ms=$3, ttl_s=$4,"
         " expires_at_ms=$5, expires_at=$6, closed=$7, tail=$8, fork_src=$9, fork_off=$10,"
         " fork_sub=$11, refcount=$12, deleted=$13, last_seq=$14, closer_pid=$15, closer_epoch=$16,"
         " closer_seq=$17 WHERE id=$18",
     [PG_ST_DELETE] = "WITH r AS (DELETE FROM agentd_records WHERE stream=$1),"
-                     " p AS (DELETE FROM agentd_producers WHERE stream=$1)"
+                     " p AS (DELETE FROM agentd_producers WHERE stream=$1),"
+                     " f AS (DELETE FROM agentd_fork_refs WHERE fork=$1)"
                      " DELETE FROM agentd_streams WHERE id=$1",
     [PG_ST_RECORD] = "INSERT INTO agentd_records(stream, off, data) VALUES($1,$2,$3)",
     [PG_ST_PRODUCER] = "INSERT INTO agentd_producers(stream, pid, epoch, seq) VALUES($1,$2,$3,$4)"
@@ -169,6 +217,45 @@ int pg__exec(PGconn *c, const char *sql, char *err, size_t errlen)
     return rc;
 }
 
+/* The schema to migrate to: PG_SCHEMA, or less for a test that makes an older database with this
+ * binary (AGENTD_TEST_PG_SCHEMA; the store then refuses to open, having migrated that far). */
+static int pg__schema_target(void)
+{
+    const char *t = getenv("AGENTD_TEST_PG_SCHEMA");
+    int v = t ? atoi(t) : PG_SCHEMA;
+    return v >= 1 && v < PG_SCHEMA ? v : PG_SCHEMA;
+}
+
+/* Brings the schema from version v to v + 1, in the caller's transaction: migration[v], and what
+ * only C can do (schema 5: each row's shard, from store_shard_of). */
+static int pg__migrate(PGconn *c, int v, char *err, size_t errlen)
+{
+    int rc = pg__exec(c, pg__migration[v], err, errlen);
+    if (rc == 0 && v == 4 && (rc = pg__migrate_shards(c, err, errlen)) == 0)
+        rc = pg__exec(c,
+                      "ALTER TABLE agentd_streams ALTER COLUMN shard SET NOT NULL;"
+                      "CREATE INDEX agentd_streams_shard ON agentd_streams(shard);",
+                      err, errlen);
+    return rc;
+}
+
+/* How many shards the database has (agentd_meta, since schema 5). */
+static int pg__nshards(struct store_pg *s, PGconn *c, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, "SELECT v FROM agentd_meta WHERE k = 'shards'");
+    int rc = pg__rows(c, r);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot read the number of shards: %s", PQerrorMessage(c));
+        return rc;
+    }
+    s->nshards = PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : 0;
+    PQclear(r);
+    if (s->nshards >= 1 && s->nshards <= STORE_SHARDS)
+        return 0;
+    snprintf(err, errlen, "the database has %d shards; this agentd knows 1 to %d", s->nshards, STORE_SHARDS);
+    return -EPROTO;
+}
+
 /* Creates the schema in an empty database, refuses one written by a newer agentd. */
 static int pg__schema(PGconn *c, char *err, size_t errlen)
 {
@@ -199,20 +286,26 @@ static int pg__schema(PGconn *c, char *err, size_t errlen)
         rc =
             pg__exec(c, "ROLLBACK; BEGIN; SELECT pg_advisory_xact_lock(" PG_LOCK_SCHEMA ")", msg, sizeof msg);
     }
-    for (int v = version; rc == 0 && v < PG_SCHEMA; v++)
-        rc = pg__exec(c, pg__migration[v], msg, sizeof msg);
-    if (rc == 0 && version < PG_SCHEMA)
-        rc = pg__exec(c, "UPDATE agentd_meta SET v = '" PG__STR(PG_SCHEMA) "' WHERE k = 'schema_version'",
-                      msg, sizeof msg);
+    int target = pg__schema_target();
+    for (int v = version; rc == 0 && v < target; v++)
+        rc = pg__migrate(c, v, msg, sizeof msg);
+    char set[96];
+    snprintf(set, sizeof set, "UPDATE agentd_meta SET v = '%d' WHERE k = 'schema_version'", target);
+    if (rc == 0 && version < target)
+        rc = pg__exec(c, set, msg, sizeof msg);
     if (rc == 0)
         rc = pg__exec(c, "COMMIT", msg, sizeof msg);
     if (rc != 0 && !*err)
         snprintf(err, errlen, "cannot create or migrate agentd's tables: %s", msg);
     if (rc != 0)
         (void)pg__exec(c, "ROLLBACK", NULL, 0);
-    else if (version < PG_SCHEMA)
+    else if (version < target)
         log_info("store: %s agentd's tables in PostgreSQL (schema %d)", version ? "migrated" : "created",
-                 PG_SCHEMA);
+                 target);
+    if (rc == 0 && target < PG_SCHEMA) {
+        snprintf(err, errlen, "stopped at schema %d, as AGENTD_TEST_PG_SCHEMA says (tests only)", target);
+        rc = -ECANCELED;
+    }
     return rc;
 }
 
@@ -279,11 +372,11 @@ int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char
     pthread_cond_init(&s->pool_cv, NULL);
     if ((s->conn = pg__connect(conninfo, err, errlen)) == NULL)
         goto fail;
-    if ((rc = pg__schema(s->conn, err, errlen)) != 0 ||
+    if ((rc = pg__schema(s->conn, err, errlen)) != 0 || (rc = pg__nshards(s, s->conn, err, errlen)) != 0 ||
         (rc = pg__token_check(s, s->conn, err, errlen)) != 0 ||
         ((rc = pg__lease_take(s, s->conn, 1, err, errlen)) != 0 && !(rc == -EPERM && s->follow)))
         goto fail;
-    if (rc == -EPERM) { /* a follower: the heartbeat watches the lease (store_pg_lease) */
+    if (rc == -EPERM) { /* a follower: the heartbeat watches the leases (store_pg_lease) */
         struct store_lease l;
         store_pg_lease(s, &l);
         log_info("store: node %s holds the write lease (epoch %" PRId64 ", %" PRId64 " ms left); node %s "
@@ -332,6 +425,7 @@ void store_pg_free(struct store_pg *s)
     pg__lease_release(s);
     PQfinish(s->conn);
     PQfinish(s->wconn);
+    pg__ids_clear(&s->ids);
     for (int i = 0; i < PG_READERS; i++) { /* none is checked out: the caller waited for its reads */
         PQfreeCancel(s->readers[i].cancel);
         PQfinish(s->readers[i].conn);
@@ -354,8 +448,10 @@ void store_pg_free(struct store_pg *s)
 
 /* ---- the open batch: rows in memory ---- */
 
+/* Joins r to the open batch, with its stream's shard (for the fence). */
 static int pg__add(struct store_pg *s, struct pg__row *r)
 {
+    r->shard = pg__ids_get(&s->ids, r->kind == PG_INSERT || r->kind == PG_UPDATE ? r->m.id : r->stream);
     if (s->poisoned) {
         pg__rows_free(r);
         return s->poisoned;
@@ -399,7 +495,8 @@ int store_pg_stream_insert(struct store_pg *s, struct store_meta *m)
         s->poisoned = s->poisoned ? s->poisoned : rc;
         return rc;
     }
-    m->shard = store_shard_of(m->path, strlen(m->path), STORE_SHARDS);
+    m->shard = store_shard_of(m->path, strlen(m->path), s->nshards);
+    pg__ids_put(&s->ids, m->id, m->shard);
     struct pg__row *r = pg__row_new(PG_INSERT, 0);
     store_meta_copy(&r->m, m);
     return pg__add(s, r);
@@ -416,7 +513,9 @@ int store_pg_stream_delete(struct store_pg *s, int64_t id)
 {
     struct pg__row *r = pg__row_new(PG_DELETE, 0);
     r->stream = id;
-    return pg__add(s, r);
+    int rc = pg__add(s, r);
+    pg__ids_del(&s->ids, id);
+    return rc;
 }
 
 int store_pg_record_append(struct store_pg *s, int64_t stream, int64_t off, const void *data, size_t len)
@@ -522,9 +621,9 @@ static struct pg__row *pg__take_sealed(struct store_pg *s, int marked, uint64_t 
 /* Queues one row's statement in the pipeline. Integers go as text, record bytes as binary. */
 static int pg__send_row(PGconn *c, const struct pg__row *r)
 {
-    char num[18][24];
-    const char *v[18];
-    int lens[18] = {0}, fmts[18] = {0}, n = 0;
+    char num[19][24];
+    const char *v[19];
+    int lens[19] = {0}, fmts[19] = {0}, n = 0;
     enum pg__stmt st;
 #define PG_NUM(x) (snprintf(num[n], sizeof num[n], "%lld", (long long)(x)), v[n] = num[n], n++)
     switch (r->kind) {
@@ -541,6 +640,8 @@ static int pg__send_row(PGconn *c, const struct pg__row *r)
         v[n++] = m->last_seq;
         v[n++] = m->closer_pid;
         PG_NUM(m->closer_epoch), PG_NUM(m->closer_seq), PG_NUM(m->id);
+        if (r->kind == PG_INSERT)
+            PG_NUM(m->shard);
         break;
     }
     case PG_DELETE:
@@ -569,8 +670,9 @@ static int pg__send_row(PGconn *c, const struct pg__row *r)
 static int pg__worse(int rc, int other) { return rc == 0 || other == -ENOTCONN ? other : rc; }
 
 /* Reads the results of n pipelined statements and of the sync after them. 0, or the first error.
- * *begun is set once the transaction's BEGIN is known to have run. */
-static int pg__drain(PGconn *c, int n, int *begun)
+ * *begun is set once the transaction's BEGIN is known to have run; a fence's failure leaves its
+ * DETAIL (the shards lost) in detail. */
+static int pg__drain(PGconn *c, int n, int *begun, char detail[PG_DETAIL])
 {
     int rc = 0;
     for (int i = 0; i < n; i++) {
@@ -581,6 +683,8 @@ static int pg__drain(PGconn *c, int n, int *begun)
                 *begun = 1;
             else
                 rc = pg__worse(rc, pg__errno(c, st == PGRES_PIPELINE_ABORTED ? NULL : r));
+            if (st == PGRES_FATAL_ERROR && rc == -EPERM)
+                snprintf(detail, PG_DETAIL, "%s", PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) ?: "");
             if (st == PGRES_FATAL_ERROR)
                 log_error("store: PostgreSQL: %s", PQresultErrorMessage(r));
             PQclear(r);
@@ -596,20 +700,26 @@ static int pg__drain(PGconn *c, int n, int *begun)
     return rc;
 }
 
-/* Sends rows as one transaction, fenced by the lease (node, epoch), PG_CHUNK statements between
- * pipeline syncs (an explicit transaction spans them). 0 once COMMIT has returned; -EPERM when the
- * node does not hold the lease; -EAGAIN when the connection was found dead before BEGIN ran
- * (nothing can have been stored: the caller may reconnect and send again). */
-static int pg__send(PGconn *c, const struct pg__row *rows, const char *node, int64_t epoch)
+/* What a batch is fenced with: the shards its rows are in and this node's epoch of each, as
+ * PostgreSQL arrays. */
+struct pg__fence {
+    char shards[STORE_SHARDS * 4 + 3], epochs[STORE_SHARDS * 21 + 3];
+};
+
+/* Sends rows as one transaction, fenced by the leases of their shards (agentd_fence_shards),
+ * PG_CHUNK statements between pipeline syncs (an explicit transaction spans them). 0 once COMMIT has
+ * returned; -EPERM when the node does not hold one of those shards (detail lists them); -EAGAIN when
+ * the connection was found dead before BEGIN ran (nothing can have been stored: the caller may
+ * reconnect and send again). */
+static int pg__send(PGconn *c, const struct pg__row *rows, const char *node, const struct pg__fence *f,
+                    char detail[PG_DETAIL])
 {
     if (!PQenterPipelineMode(c))
         return pg__errno(c, NULL);
     int rc = 0, begun = 0, n = 2, done = 0;
-    char e[24];
-    snprintf(e, sizeof e, "%lld", (long long)epoch);
-    const char *fence[] = {node, e};
+    const char *fence[] = {node, f->shards, f->epochs};
     if (PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
-        PQsendQueryPrepared(c, pg__stmt_name[PG_ST_FENCE], 2, fence, NULL, NULL, 0) != 1)
+        PQsendQueryPrepared(c, pg__stmt_name[PG_ST_FENCE], 3, fence, NULL, NULL, 0) != 1)
         rc = -ENOTCONN;
     for (const struct pg__row *r = rows; rc == 0 && !done;) {
         for (; rc == 0 && r && n < PG_CHUNK; r = r->next, n++)
@@ -621,7 +731,7 @@ static int pg__send(PGconn *c, const struct pg__row *rows, const char *node, int
         }
         if (rc == 0 && PQpipelineSync(c) != 1)
             rc = -ENOTCONN;
-        int drc = rc == 0 ? pg__drain(c, n, &begun) : 0;
+        int drc = rc == 0 ? pg__drain(c, n, &begun, detail) : 0;
         rc = rc ? rc : drc;
         n = 0;
     }
@@ -633,25 +743,61 @@ static int pg__send(PGconn *c, const struct pg__row *rows, const char *node, int
     return rc;
 }
 
+/* The fence of rows (under s->mu: the epochs are snapshotted there): the shards they touch, in
+ * order, each with this node's epoch of it (0 where it holds none: the fence fails). A row whose
+ * shard is not known (its stream was not in the shard map) is fenced with every shard. */
+static void pg__fence_of(struct store_pg *s, const struct pg__row *rows, struct pg__fence *f)
+{
+    uint64_t touched[STORE_SHARD_WORDS] = {0};
+    int all = 0;
+    for (const struct pg__row *r = rows; r; r = r->next) {
+        if (r->shard < 0 || r->shard >= s->nshards)
+            all = 1;
+        else
+            touched[r->shard / 64] |= 1ull << (r->shard % 64);
+    }
+    size_t ns = 0, ne = 0;
+    f->shards[ns++] = '{', f->epochs[ne++] = '{';
+    for (int k = 0; k < s->nshards; k++) {
+        if (!all && !store_shard_in(touched, k))
+            continue;
+        const char *sep = ns > 1 ? "," : "";
+        ns += (size_t)snprintf(f->shards + ns, sizeof f->shards - ns, "%s%d", sep, k);
+        ne += (size_t)snprintf(f->epochs + ne, sizeof f->epochs - ne, "%s%" PRId64, sep, s->shard[k].epoch);
+    }
+    snprintf(f->shards + ns, sizeof f->shards - ns, "}");
+    snprintf(f->epochs + ne, sizeof f->epochs - ne, "}");
+}
+
+/* A fenced batch: the shards agentd_fence_shards named as lost (all held when it named none). */
+static void pg__send_fenced(struct store_pg *s, const char *detail)
+{
+    uint64_t lost[STORE_SHARD_WORDS];
+    pg__fenced(s, pg__shards_parse(detail, lost) ? lost : NULL);
+}
+
 int store_pg_sync(struct store_pg *s, int marked)
 {
     pthread_mutex_lock(&s->sync_mu);
     pthread_mutex_lock(&s->mu);
     uint64_t batches;
     struct pg__row *rows = pg__take_sealed(s, marked, &batches);
-    int64_t epoch = s->epoch;
+    struct pg__fence fence;
+    if (rows)
+        pg__fence_of(s, rows, &fence);
     pthread_mutex_unlock(&s->mu);
     int rc = 0;
+    char detail[PG_DETAIL] = "";
     if (rows) {
-        rc = s->wconn ? pg__send(s->wconn, rows, s->node, epoch) : -EAGAIN;
+        rc = s->wconn ? pg__send(s->wconn, rows, s->node, &fence, detail) : -EAGAIN;
         /* A connection that died while idle (PostgreSQL restarted meanwhile) is found by this batch:
          * nothing of it ran, so it goes again on a new connection. */
         if (rc == -EAGAIN && (rc = pg__writer_connect(s)) == 0)
-            rc = pg__send(s->wconn, rows, s->node, epoch);
+            rc = pg__send(s->wconn, rows, s->node, &fence, detail);
         if (rc == -EAGAIN)
             rc = -ENOTCONN;
         if (rc == -EPERM)
-            pg__fenced(s);
+            pg__send_fenced(s, detail);
     }
     pg__rows_free(rows);
     /* A send cut short may leave the connection mid-pipeline or mid-transaction: start afresh. */

@@ -16,7 +16,8 @@
 #define PG__STR(x)      PG__STR2(x)
 /* The advisory lock key that serializes the schema's creation and migrations. */
 #define PG_LOCK_SCHEMA  "4437001"
-/* The SQLSTATE agentd_fence raises when the node does not hold the lease (-EPERM). */
+/* The SQLSTATE agentd_fence_shards raises when the node does not hold a shard it writes to (-EPERM;
+ * its DETAIL lists them), and schema 5's agentd_fence always (an older agentd). */
 #define PG_FENCED_STATE "AGD01"
 
 /* One row of a batch, in memory until store_pg_sync sends it. */
@@ -30,6 +31,7 @@ enum pg__kind {
 struct pg__row {
     struct pg__row *next;
     enum pg__kind kind;
+    int shard;           /* of its stream (-1: not known, fenced with every shard held) */
     struct store_meta m; /* PG_INSERT, PG_UPDATE */
     int64_t stream, off; /* PG_DELETE, PG_RECORD, PG_PRODUCER */
     char *pid;           /* PG_PRODUCER */
@@ -73,6 +75,31 @@ struct pg__heartbeat {
     PGconn *conn;     /* its own */
     uint64_t seen_us; /* a follower's last agentd_nodes.seen_ms update (clock_mono_us) */
     uint64_t read_us; /* its last read of agentd_nodes into the store's nodes snapshot (clock_mono_us) */
+    int connected;    /* it had a connection before (a new one is a reconnect: grace_us) */
+    /* clock_mono_us until which it takes no shard it does not hold (SHARDING-PLAN §1, grace after an
+     * outage): set when its connection comes back after a failure, so that after PostgreSQL
+     * restarted (every lease then looks expired) the holders renew theirs before anybody takes them. */
+    uint64_t grace_us;
+};
+
+/* One shard's lease (agentd_shards), under store_pg.mu: this node's hold and what the heartbeat last
+ * saw of the row. */
+struct pg__shard {
+    int64_t epoch; /* of this node's hold, which fences its batches (0: never taken) */
+    int fenced;    /* this node held it and found it gone (a batch or a renewal) */
+    char holder[256], holder_url[256];
+    char holder_token[80]; /* its agentd_nodes.token_hash ("" when NULL: an older agentd) */
+    char previous[256];    /* who held it before this node took it */
+    int64_t holder_epoch;
+    uint64_t holder_until_us; /* clock_mono_us when the holder's lease expires */
+};
+
+/* Stream id → shard, for the rows of a batch that name only their stream (records, producers,
+ * deletes): filled by the load and by inserts. The loop's (pg__add). Open addressing, ids never 0. */
+struct pg__shardmap {
+    int64_t *id; /* 0: empty; -1: deleted */
+    signed char *shard;
+    size_t cap, used, live; /* used: slots not empty (deleted ones too) */
 };
 
 struct store_pg {
@@ -85,21 +112,18 @@ struct store_pg {
     PGconn *conn;  /* the loop's: reads, loading, id blocks, the database lock; NULL while lost */
     PGconn *wconn; /* the committer's (store_pg_sync, under sync_mu); NULL until reconnected */
     pthread_mutex_t sync_mu;
-    pthread_mutex_t mu; /* guards sealed, sealed_batches, mark_*, commits, epoch, fenced */
+    pthread_mutex_t mu; /* guards sealed, sealed_batches, mark_*, commits, shard[], looked_us */
     struct pg__row *sealed, **sealed_tail;
     uint64_t sealed_batches, commits;
     /* store_pg_sync_begin's mark: where the sealed list ended then, and how many batches it held */
     struct pg__row **mark_tail; /* NULL: no mark */
     uint64_t mark_batches;
-    int64_t epoch; /* of the lease this node took; every batch is fenced with it */
-    int fenced;    /* a batch or a renewal found the lease gone (logged once) */
-    /* The lease as the heartbeat last saw it (under mu; store_pg_lease). */
-    char holder[256], holder_url[256];
-    char holder_token[80]; /* its agentd_nodes.token_hash ("" when NULL: an older agentd) */
-    char previous[256];    /* who held it before this node took it */
-    int64_t holder_epoch;
-    uint64_t holder_until_us; /* clock_mono_us when the holder's lease expires */
-    uint64_t looked_us;       /* clock_mono_us of the last pg__saw */
+    int nshards; /* agentd_meta('shards'), at most STORE_SHARDS */
+    /* Each shard's lease (under mu). Taken all or nothing for now (SHARDING-PLAN §7, increment 1):
+     * one node holds every shard, and a node that loses one gives all up. */
+    struct pg__shard shard[STORE_SHARDS];
+    uint64_t looked_us;       /* clock_mono_us of the last pg__look */
+    struct pg__shardmap ids;  /* loop thread only */
     int follow;               /* follower mode: the heartbeat watches the lease until it takes it */
     int64_t agents, runtimes; /* store_pg_set_load's (under mu): what the heartbeat records */
     /* agentd_nodes as the heartbeat last read it (under mu; store_pg_nodes copies it, so that GET
@@ -144,8 +168,23 @@ void pg__lease_release(struct store_pg *s);
 /* Refreshes the node's row (agentd_nodes.seen_ms, its load); with read, in the same statement,
  * reads every listed node's row into the nodes snapshot (store_pg_nodes). */
 void pg__node_seen(struct store_pg *s, PGconn *c, int read);
-/* Marks the lease lost (once: logged). Any thread. */
-void pg__fenced(struct store_pg *s);
+/* Marks shards lost (lost: a STORE_SHARD_WORDS bitmap, or NULL: every shard held) and, the policy
+ * being all or nothing, every other one held too; logged and told (on_lease) once. Any thread. */
+void pg__fenced(struct store_pg *s, const uint64_t *lost);
+/* Does this node hold a shard it has not lost (it may write)? Under mu. */
+int pg__holds(const struct store_pg *s);
+
+/* store_pg_shards.c */
+/* Fills agentd_streams.shard and agentd_fork_refs in schema 5's migration, inside its transaction.
+ * 0 or -errno with a message in err. */
+int pg__migrate_shards(PGconn *c, char *err, size_t errlen);
+/* The shard map (struct pg__shardmap). pg__ids_get: -1 when the id is not in it. */
+void pg__ids_put(struct pg__shardmap *m, int64_t id, int shard);
+int pg__ids_get(const struct pg__shardmap *m, int64_t id);
+void pg__ids_del(struct pg__shardmap *m, int64_t id);
+void pg__ids_clear(struct pg__shardmap *m);
+/* Parses agentd_fence_shards' DETAIL ("3,17,40") into a bitmap; 0 when it named none. */
+int pg__shards_parse(const char *detail, uint64_t *out);
 
 /* store_pg_read.c */
 /* Runs a query on the loop's connection, reconnecting once if it was lost (a query that never ran

@@ -1,10 +1,16 @@
 /*
- * store_pg_lease — which node may write to the database: one lease row in agentd_lease (node,
- * epoch, expires_at). A node takes it at start (waiting out another node's; its own, after a
- * restart, at once), renews it from a heartbeat thread on a connection of its own every quarter
- * of the lease, and gives it up on a clean stop so that a standby takes over at once. Every batch's
- * transaction runs agentd_fence(node, epoch) first (store_pg.c), which takes the row FOR SHARE: a
- * node whose lease was taken over cannot store a single row afterwards, however long it was paused.
+ * store_pg_lease — which node may write to which shard of the database: one lease row per shard in
+ * agentd_shards (shard, node, epoch, expires_at; doc/SHARDING-PLAN.md §1). For now the rows are
+ * taken all or nothing (increment 1 of the plan): a node takes every row in one statement when each
+ * is free, expired or its own, so one node writes at a time, as with schema 4's single lease. A node
+ * takes them at start (waiting out another node's; its own, after a restart, at once), renews them
+ * all in one statement from a heartbeat thread on a connection of its own every quarter of the
+ * lease, and gives them up on a clean stop so that a standby takes over at once. Every batch's
+ * transaction runs agentd_fence_shards(node, shards, epochs) first (store_pg.c), which takes the
+ * rows of the shards it writes to FOR SHARE: a node whose shards were taken over cannot store a
+ * single row in them afterwards, however long it was paused. After an outage of the heartbeat's
+ * connection (PostgreSQL restarted: every lease looks expired) a node renews its own rows and takes
+ * nobody's for one lease (pg__hb_connect), so that the nodes coming back do not fence one another.
  * agentd_nodes lists every node that uses the database (GET /v1/nodes): the heartbeat refreshes
  * its row with the node's load, and about once a second reads every node's row in the same
  * statement into the snapshot GET /v1/nodes answers from (no query on the loop); a clean stop
@@ -36,23 +42,37 @@
  * host and data dir) do not pile up in the list for ever. */
 #define PG_NODE_FORGET_MS ((int64_t)7 * 24 * 3600 * 1000)
 
-/* The heartbeat's statement that says a node is alive (pg__node_seen); $1-$6 as there. */
-#define PG_NODE_UPSERT                                                                       \
-    "INSERT INTO agentd_nodes(node, url, started_ms, seen_ms, token_hash, agents, runtimes)" \
-    " VALUES($1, $2, $3, $3, $4, $5, $6) ON CONFLICT (node) DO UPDATE SET"                   \
-    " seen_ms = excluded.seen_ms, agents = excluded.agents, runtimes = excluded.runtimes"
+/* The heartbeat's statement that says a node is alive (pg__node_seen); $1-$7 as there. */
+#define PG_NODE_UPSERT                                                                               \
+    "INSERT INTO agentd_nodes(node, url, started_ms, seen_ms, token_hash, agents, runtimes, shards)" \
+    " VALUES($1, $2, $3, $3, $4, $5, $6, $7::int) ON CONFLICT (node) DO UPDATE SET"                  \
+    " seen_ms = excluded.seen_ms, agents = excluded.agents, runtimes = excluded.runtimes,"           \
+    " shards = excluded.shards"
 
 static PGresult *pg__params(PGconn *c, const char *sql, int n, const char *const *v)
 {
     return PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
 }
 
-/* now, and the load store_pg_set_load last handed over, as text parameters. */
-static void pg__node_load(struct store_pg *s, char now[24], char agents[24], char runtimes[24])
+/* How many shards this node holds and has not lost. Under mu. */
+static int pg__held(const struct store_pg *s)
+{
+    int n = 0;
+    for (int k = 0; k < s->nshards; k++)
+        n += s->shard[k].epoch != 0 && !s->shard[k].fenced;
+    return n;
+}
+
+int pg__holds(const struct store_pg *s) { return pg__held(s) > 0; }
+
+/* now, the load store_pg_set_load last handed over, and the shards held, as text parameters. */
+static void pg__node_load(struct store_pg *s, char now[24], char agents[24], char runtimes[24],
+                          char shards[24])
 {
     pthread_mutex_lock(&s->mu);
     snprintf(agents, 24, "%" PRId64, s->agents);
     snprintf(runtimes, 24, "%" PRId64, s->runtimes);
+    snprintf(shards, 24, "%d", pg__held(s));
     pthread_mutex_unlock(&s->mu);
     snprintf(now, 24, "%" PRId64, clock_wall_ms());
 }
@@ -68,7 +88,7 @@ static enum store_node_state pg__node_state(struct store_pg *s, const struct sto
     return o->seen_ms_ago > PG_SEEN_MISSED * beat ? STORE_NODE_UNREACHABLE : STORE_NODE_LIVE;
 }
 
-/* Takes the rows of pg__node_seen's read (node, url, seen_ms, agents, runtimes, stopped) as the
+/* Takes the rows of pg__node_seen's read (node, url, seen_ms, agents, runtimes, stopped, shards) as the
  * nodes snapshot (store_pg_nodes), judged at `wall` (this node's clock when it sent the read). */
 static void pg__nodes_keep(struct store_pg *s, PGresult *r, int64_t wall)
 {
@@ -83,6 +103,7 @@ static void pg__nodes_keep(struct store_pg *s, PGresult *r, int64_t wall)
         o->agents = strtoll(PQgetvalue(r, i, 3), NULL, 10);
         o->runtimes = strtoll(PQgetvalue(r, i, 4), NULL, 10);
         o->state = pg__node_state(s, o, strcmp(PQgetvalue(r, i, 5), "t") == 0);
+        o->shards = atoi(PQgetvalue(r, i, 6));
     }
     pthread_mutex_lock(&s->mu);
     struct store_node *old = s->nodes;
@@ -102,24 +123,29 @@ static void pg__nodes_keep(struct store_pg *s, PGresult *r, int64_t wall)
  * lease) into the nodes snapshot: this node's own as the upsert left it, the others' as they were. */
 void pg__node_seen(struct store_pg *s, PGconn *c, int read)
 {
-    char now[24], agents[24], runtimes[24], since[24];
-    pg__node_load(s, now, agents, runtimes);
+    char now[24], agents[24], runtimes[24], shards[24], since[24];
+    pg__node_load(s, now, agents, runtimes, shards);
     int64_t wall = strtoll(now, NULL, 10);
     snprintf(since, sizeof since, "%" PRId64, wall - PG_NODE_FORGET_MS);
-    const char *v[] = {s->node, s->node_url, now, s->token_hash, agents, runtimes, since};
+    const char *v[] = {s->node, s->node_url, now, s->token_hash, agents, runtimes, shards, since};
     if (!read) {
-        PQclear(pg__params(c, PG_NODE_UPSERT, 6, v));
+        PQclear(pg__params(c, PG_NODE_UPSERT, 7, v));
         return;
     }
+    /* Each node's shards are counted from agentd_shards (a row names its holder until another node
+     * takes it, expired or not, as the owner of schema 4's lease was named), not from its own
+     * agentd_nodes.shards, which a node that died or was paused no longer corrects. */
     PGresult *r = pg__params(
         c,
         "WITH u AS (" PG_NODE_UPSERT " RETURNING node, url, seen_ms, agents, runtimes, stopped_ms)"
         " SELECT node, coalesce(url, ''), seen_ms, coalesce(agents, -1), coalesce(runtimes, -1),"
-        " stopped_ms IS NOT NULL FROM u UNION ALL"
+        " stopped_ms IS NOT NULL, (SELECT count(*) FROM agentd_shards h WHERE h.node = u.node) FROM u UNION "
+        "ALL"
         " SELECT n.node, coalesce(n.url, ''), n.seen_ms, coalesce(n.agents, -1), coalesce(n.runtimes, -1),"
-        " n.stopped_ms IS NOT NULL FROM agentd_nodes n WHERE n.node <> $1"
-        " AND (n.seen_ms >= $7::bigint OR n.node = (SELECT node FROM agentd_lease WHERE id = 1)) ORDER BY 1",
-        7, v);
+        " n.stopped_ms IS NOT NULL, (SELECT count(*) FROM agentd_shards h WHERE h.node = n.node)"
+        " FROM agentd_nodes n WHERE n.node <> $1"
+        " AND (n.seen_ms >= $8::bigint OR n.node IN (SELECT node FROM agentd_shards)) ORDER BY 1",
+        8, v);
     if (PQresultStatus(r) == PGRES_TUPLES_OK) {
         pg__nodes_keep(s, r, wall);
         s->hb.read_us = clock_mono_us();
@@ -128,13 +154,13 @@ void pg__node_seen(struct store_pg *s, PGconn *c, int read)
 }
 
 /* Registers the node (again after a restart: no longer stopped) and forgets the nodes not heard of
- * for PG_NODE_FORGET_MS, by this node's wall clock. Never the lease's holder, whatever its row
+ * for PG_NODE_FORGET_MS, by this node's wall clock. Never a shard's holder, whatever its row
  * says (its clock may be a week behind): followers forward with its row's --node-url and token hash.
  * A live node deleted by such a clock writes its row back at its next beat (pg__node_seen). */
 static int pg__node_register(struct store_pg *s, PGconn *c, char *err, size_t errlen)
 {
-    char now[24], agents[24], runtimes[24], before[24];
-    pg__node_load(s, now, agents, runtimes);
+    char now[24], agents[24], runtimes[24], shards[24], before[24];
+    pg__node_load(s, now, agents, runtimes, shards);
     snprintf(before, sizeof before, "%" PRId64, clock_wall_ms() - PG_NODE_FORGET_MS);
     const char *v[] = {s->node, s->node_url, now, s->token_hash, agents, runtimes};
     PGresult *r =
@@ -153,7 +179,7 @@ static int pg__node_register(struct store_pg *s, PGconn *c, char *err, size_t er
         const char *f[] = {s->node, before};
         PQclear(pg__params(c,
                            "DELETE FROM agentd_nodes WHERE node <> $1 AND seen_ms < $2::bigint"
-                           " AND node NOT IN (SELECT node FROM agentd_lease)",
+                           " AND node NOT IN (SELECT node FROM agentd_shards)",
                            2, f));
     }
     return rc;
@@ -167,38 +193,44 @@ void store_pg_set_load(struct store_pg *s, int64_t agents, int64_t runtimes)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Records what the heartbeat (or the start) saw of the lease: holder, its URL and token hash,
- * epoch, time left. */
-static void pg__saw(struct store_pg *s, const char *holder, const char *url, const char *token, int64_t epoch,
-                    int64_t left_ms)
+/* Row k of agentd_shards as this node saw it (under mu): holder, its URL and token hash, epoch, and
+ * when its lease ends (clock_mono_us). */
+static void pg__saw(struct store_pg *s, int k, const char *holder, const char *url, const char *token,
+                    int64_t epoch, uint64_t until_us)
 {
-    uint64_t now = clock_mono_us();
-    pthread_mutex_lock(&s->mu);
-    snprintf(s->holder, sizeof s->holder, "%s", holder);
-    snprintf(s->holder_url, sizeof s->holder_url, "%s", url);
-    snprintf(s->holder_token, sizeof s->holder_token, "%s", token);
-    s->holder_epoch = epoch;
-    s->holder_until_us = left_ms > 0 ? now + (uint64_t)left_ms * 1000 : now;
-    s->looked_us = now;
-    pthread_mutex_unlock(&s->mu);
+    if (k < 0 || k >= s->nshards)
+        return;
+    struct pg__shard *h = &s->shard[k];
+    snprintf(h->holder, sizeof h->holder, "%s", holder);
+    snprintf(h->holder_url, sizeof h->holder_url, "%s", url);
+    snprintf(h->holder_token, sizeof h->holder_token, "%s", token);
+    h->holder_epoch = epoch;
+    h->holder_until_us = until_us;
 }
 
-/* Reads who holds the lease (pg__saw). 0 or -errno. */
+/* Reads who holds each shard into s->shard[] (holder, its URL and token hash, epoch, time left).
+ * 0 or -errno. */
 static int pg__look(struct store_pg *s, PGconn *c)
 {
-    int rc = 0;
-    PGresult *r =
-        PQexec(c, "SELECT l.node, coalesce(n.url, ''), l.epoch, CASE WHEN isfinite(l.expires_at) THEN"
-                  " (extract(epoch from l.expires_at - clock_timestamp()) * 1000)::bigint ELSE -1 END,"
-                  " coalesce(n.token_hash, '')"
-                  " FROM agentd_lease l LEFT JOIN agentd_nodes n ON n.node = l.node WHERE l.id = 1");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        pg__saw(s, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 4),
-                strtoll(PQgetvalue(r, 0, 2), NULL, 10), strtoll(PQgetvalue(r, 0, 3), NULL, 10));
-    else
-        rc = pg__errno(c, r);
+    PGresult *r = PQexec(
+        c, "SELECT l.shard, l.node, coalesce(n.url, ''), l.epoch, CASE WHEN isfinite(l.expires_at) THEN"
+           " (extract(epoch from l.expires_at - clock_timestamp()) * 1000)::bigint ELSE -1 END,"
+           " coalesce(n.token_hash, '')"
+           " FROM agentd_shards l LEFT JOIN agentd_nodes n ON n.node = l.node ORDER BY l.shard");
+    int rc = pg__rows(c, r);
+    if (rc != 0)
+        return rc;
+    uint64_t now = clock_mono_us();
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < PQntuples(r); i++) {
+        int64_t left_ms = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+        pg__saw(s, atoi(PQgetvalue(r, i, 0)), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), PQgetvalue(r, i, 5),
+                strtoll(PQgetvalue(r, i, 3), NULL, 10), left_ms > 0 ? now + (uint64_t)left_ms * 1000 : now);
+    }
+    s->looked_us = now;
+    pthread_mutex_unlock(&s->mu);
     PQclear(r);
-    return rc;
+    return 0;
 }
 
 /* Nodes that serve one database forward to one another, so they must take the same token: a
@@ -247,33 +279,40 @@ int pg__token_check(struct store_pg *s, PGconn *c, char *err, size_t errlen)
     return rc;
 }
 
-/* One attempt. 1: taken (s->epoch is the new epoch, s->previous who held it before); 0: another
- * node's lease is live (what store_pg_lease says is updated); -errno. */
+/* One attempt, all or nothing: every shard is taken in one statement when each is free, expired or
+ * this node's already, else none. The rows are locked first, in shard order (as the fences and the
+ * renewals lock them): a node taking them at the same time waits, then finds them taken. 1: taken
+ * (s->shard[k].epoch the new epochs, .previous who held each before); 0: another node holds a live
+ * lease (the view store_pg_lease gives is read again); -errno. */
 static int pg__lease_try(struct store_pg *s, PGconn *c)
 {
     char ms[24];
     snprintf(ms, sizeof ms, "%" PRId64, s->lease_ms);
     const char *v[] = {s->node, ms};
-    /* o is the row as it was before this UPDATE: who held the lease before (node_lost). */
+    /* o is the rows as they were before this UPDATE: who held each before (node_lost). */
     PGresult *r =
         pg__params(c,
-                   "UPDATE agentd_lease l SET node = $1, epoch = l.epoch + 1,"
+                   "WITH o AS (SELECT shard, node, expires_at FROM agentd_shards ORDER BY shard FOR UPDATE)"
+                   " UPDATE agentd_shards l SET node = $1, epoch = l.epoch + 1,"
                    " expires_at = clock_timestamp() + ($2 || ' milliseconds')::interval"
-                   " FROM agentd_lease o WHERE l.id = 1 AND o.id = 1"
-                   " AND (l.node = $1 OR l.expires_at <= clock_timestamp()) RETURNING l.epoch, o.node",
+                   " FROM o WHERE l.shard = o.shard AND NOT EXISTS (SELECT 1 FROM o x WHERE"
+                   " x.node <> $1 AND x.expires_at > clock_timestamp()) RETURNING l.shard, l.epoch, o.node",
                    2, v);
-    int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : pg__errno(c, r);
+    int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) > 0 : pg__errno(c, r);
     if (rc == 1) {
-        int64_t epoch = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         pthread_mutex_lock(&s->mu);
-        s->epoch = epoch;
-        s->fenced = 0;
-        snprintf(s->previous, sizeof s->previous, "%s", PQgetvalue(r, 0, 1));
+        for (int i = 0; i < PQntuples(r); i++) {
+            int k = atoi(PQgetvalue(r, i, 0));
+            if (k < 0 || k >= s->nshards)
+                continue;
+            s->shard[k].epoch = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+            s->shard[k].fenced = 0;
+            snprintf(s->shard[k].previous, sizeof s->shard[k].previous, "%s", PQgetvalue(r, i, 2));
+        }
         pthread_mutex_unlock(&s->mu);
-        pg__saw(s, s->node, s->node_url ? s->node_url : "", s->token_hash, epoch, s->lease_ms);
     }
     PQclear(r);
-    return rc != 0 ? rc : pg__look(s, c);
+    return rc < 0 ? rc : pg__look(s, c) ?: rc;
 }
 
 int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t errlen)
@@ -282,7 +321,10 @@ int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t er
     int rc = wait ? pg__node_register(s, c, err, errlen) : 0;
     for (int waited = 0; rc == 0;) {
         if ((rc = pg__lease_try(s, c)) == 1) {
-            log_info("store: node %s holds the write lease (epoch %" PRId64 ")", s->node, s->epoch);
+            struct store_lease l;
+            store_pg_lease(s, &l);
+            log_info("store: node %s holds the write lease: all %d shards (shard 0's epoch %" PRId64 ")",
+                     s->node, s->nshards, l.epoch);
             return 0;
         }
         if (rc < 0) {
@@ -305,21 +347,40 @@ int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t er
     return rc;
 }
 
+/* Shard k's view (under mu), judged at now. */
+static void pg__view(const struct store_pg *s, int k, uint64_t now, struct store_lease *out)
+{
+    const struct pg__shard *h = &s->shard[k];
+    memset(out, 0, sizeof *out);
+    out->self = h->epoch != 0 && !h->fenced;
+    out->live = h->holder[0] != '\0' && h->holder_until_us > now;
+    out->epoch = h->holder_epoch;
+    out->left_ms = ((int64_t)h->holder_until_us - (int64_t)now) / 1000;
+    out->looked_ms_ago = s->looked_us ? (int64_t)(now - s->looked_us) / 1000 : INT64_MAX;
+    snprintf(out->owner, sizeof out->owner, "%s", h->holder);
+    snprintf(out->owner_url, sizeof out->owner_url, "%s", h->holder_url);
+    snprintf(out->previous, sizeof out->previous, "%s", h->previous);
+    snprintf(out->owner_token, sizeof out->owner_token, "%s", h->holder_token);
+}
+
+/* Shard 0's: its holder holds them all (all or nothing), so it says who may write, as schema 4's
+ * single lease did. */
 void store_pg_lease(struct store_pg *s, struct store_lease *out)
 {
-    memset(out, 0, sizeof *out);
     uint64_t now = clock_mono_us();
     pthread_mutex_lock(&s->mu);
-    out->self = s->epoch != 0 && !s->fenced;
-    out->live = s->holder[0] != '\0' && s->holder_until_us > now;
-    out->epoch = s->holder_epoch;
-    out->left_ms = ((int64_t)s->holder_until_us - (int64_t)now) / 1000;
-    out->looked_ms_ago = s->looked_us ? (int64_t)(now - s->looked_us) / 1000 : INT64_MAX;
-    snprintf(out->owner, sizeof out->owner, "%s", s->holder);
-    snprintf(out->owner_url, sizeof out->owner_url, "%s", s->holder_url);
-    snprintf(out->previous, sizeof out->previous, "%s", s->previous);
-    snprintf(out->owner_token, sizeof out->owner_token, "%s", s->holder_token);
+    pg__view(s, 0, now, out);
     pthread_mutex_unlock(&s->mu);
+}
+
+int store_pg_shards(struct store_pg *s, struct store_lease *out, int max)
+{
+    uint64_t now = clock_mono_us();
+    pthread_mutex_lock(&s->mu);
+    for (int k = 0; k < s->nshards && k < max; k++)
+        pg__view(s, k, now, &out[k]);
+    pthread_mutex_unlock(&s->mu);
+    return s->nshards;
 }
 
 /* Tells the node (on_lease) that the lease changed, unless the store is being freed: a heartbeat
@@ -339,23 +400,40 @@ static void pg__lease_notify(struct store_pg *s)
     pthread_mutex_unlock(&hb->mu);
 }
 
-/* Another node took the lease over (a batch failed the fence, or a renewal found the row taken):
- * on_lease tells the node once, from this thread (serve stops its sessions' processes then). */
-void pg__fenced(struct store_pg *s)
+/* Another node took shards over (a batch failed the fence, or a renewal found rows taken): every
+ * shard held is marked lost, not only those (all or nothing: serve exits on losing shard 0's, and a
+ * node left with part of the shards would fail every batch touching the others); on_lease tells the
+ * node once, from this thread (serve stops its sessions' processes then). */
+void pg__fenced(struct store_pg *s, const uint64_t *lost)
 {
+    char list[STORE_SHARDS * 4 + 1] = "";
+    size_t n = 0;
     pthread_mutex_lock(&s->mu);
-    int was = s->fenced;
+    int was = 0;
+    for (int k = 0; k < s->nshards; k++) {
+        struct pg__shard *h = &s->shard[k];
+        if (h->epoch == 0)
+            continue;
+        was |= h->fenced;
+        if (lost && store_shard_in(lost, k) && n < sizeof list)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%d", n ? "," : "", k);
+        h->fenced = 1;
+    }
     if (!was)
-        log_warn("store: node %s lost the write lease (epoch %" PRId64 "): writes are refused until it can "
-                 "take it back",
-                 s->node, s->epoch);
-    s->fenced = 1;
+        log_warn("store: node %s lost the write lease (shards %s, shard 0's epoch %" PRId64
+                 "): writes are refused until it can take them back",
+                 s->node, lost ? list : "all", s->shard[0].epoch);
     pthread_mutex_unlock(&s->mu);
     if (!was)
         pg__lease_notify(s);
 }
 
-/* The heartbeat's connection, (re)made when it was lost. 0, or -ENOTCONN (the next beat tries again). */
+/* The heartbeat's connection, (re)made when it was lost. A connection made again after one was lost
+ * (or after a failed try) starts the grace: for one lease the node takes no shard (pg__watch), and
+ * so, after PostgreSQL restarted, where every lease looks expired, the holders (renewing every
+ * quarter of the lease) have theirs back before anybody may take them, and nobody exits 75. It
+ * costs a takeover after an outage one lease more, when the holder died meanwhile. 0, or -ENOTCONN
+ * (the next beat tries again). */
 static int pg__hb_connect(struct store_pg *s)
 {
     char err[256];
@@ -364,37 +442,94 @@ static int pg__hb_connect(struct store_pg *s)
         return 0;
     PQfinish(hb->conn);
     hb->conn = pg__connect(s->conninfo, err, sizeof err);
-    return hb->conn ? 0 : -ENOTCONN;
+    if (hb->conn == NULL) {
+        hb->connected = 1; /* the one after is a reconnect, even when none came before */
+        return -ENOTCONN;
+    }
+    if (hb->connected) {
+        hb->grace_us = clock_mono_us() + (uint64_t)s->lease_ms * 1000;
+        log_info("store: node %s is back on PostgreSQL: it takes no shard for one lease (%" PRId64 " ms)",
+                 s->node, s->lease_ms);
+    }
+    hb->connected = 1;
+    return 0;
 }
 
-/* One heartbeat: renews this node's lease (unless another node took it meanwhile, which fences
- * this one) and says the node is alive. Failures wait for the next beat: the lease then expires
- * on its own, and the fence refuses what this node writes after that. */
+/* The rows of agentd_shards that node $1 holds among shards $2 at epochs $3 (as pg__held_arrays has
+ * them), locked in shard order, as h(shard): what a renewal and a release update. */
+#define PG_HELD_ROWS                                                                       \
+    "(SELECT x.shard FROM agentd_shards x JOIN unnest($2::int[], $3::bigint[]) AS u(k, e)" \
+    " ON x.shard = u.k AND x.epoch = u.e WHERE x.node = $1 ORDER BY x.shard FOR UPDATE OF x) h"
+
+/* The shards this node holds (not lost), with its epoch of each, as PostgreSQL arrays; how many. */
+static int pg__held_arrays(struct store_pg *s, char *shards, size_t slen, char *epochs, size_t elen)
+{
+    size_t ns = 0, ne = 0;
+    int n = 0;
+    shards[ns++] = '{', epochs[ne++] = '{';
+    pthread_mutex_lock(&s->mu);
+    for (int k = 0; k < s->nshards; k++) {
+        const struct pg__shard *h = &s->shard[k];
+        if (h->epoch == 0 || h->fenced)
+            continue;
+        ns += (size_t)snprintf(shards + ns, slen - ns, "%s%d", n ? "," : "", k);
+        ne += (size_t)snprintf(epochs + ne, elen - ne, "%s%" PRId64, n ? "," : "", h->epoch);
+        n++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    snprintf(shards + ns, slen - ns, "}");
+    snprintf(epochs + ne, elen - ne, "}");
+    return n;
+}
+
+/* The shards a renewal returned are this node's until a lease from now: the view says so without
+ * reading the rows again. */
+static void pg__renewed(struct store_pg *s, PGresult *r)
+{
+    uint64_t now = clock_mono_us();
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < PQntuples(r); i++) {
+        int k = atoi(PQgetvalue(r, i, 0));
+        pg__saw(s, k, s->node, s->node_url ? s->node_url : "", s->token_hash,
+                k >= 0 && k < s->nshards ? s->shard[k].epoch : 0, now + (uint64_t)s->lease_ms * 1000);
+    }
+    s->looked_us = now;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* One heartbeat: renews every shard this node holds in one statement, locking the rows in shard
+ * order (as the fences do: no deadlock), and says the node is alive. A shard held that the
+ * statement does not return was taken over: this node is fenced (all of its shards). Failures wait
+ * for the next beat: the leases then expire on their own, and the fence refuses what this node
+ * writes after another node took them. */
 static void pg__renew(struct store_pg *s)
 {
     struct pg__heartbeat *hb = &s->hb;
     if (pg__hb_connect(s) != 0)
         return;
-    pthread_mutex_lock(&s->mu);
-    int64_t epoch = s->epoch;
-    int fenced = s->fenced;
-    pthread_mutex_unlock(&s->mu);
-    char e[24], ms[24];
-    snprintf(e, sizeof e, "%" PRId64, epoch);
+    char shards[STORE_SHARDS * 4 + 3], epochs[STORE_SHARDS * 21 + 3], ms[24];
+    int n = pg__held_arrays(s, shards, sizeof shards, epochs, sizeof epochs);
     snprintf(ms, sizeof ms, "%" PRId64, s->lease_ms);
-    if (!fenced) {
-        const char *v[] = {s->node, e, ms};
+    if (n > 0) {
+        const char *v[] = {s->node, shards, epochs, ms};
         PGresult *r =
             pg__params(hb->conn,
-                       "UPDATE agentd_lease SET expires_at = clock_timestamp() + ($3 || ' milliseconds')"
-                       "::interval WHERE id = 1 AND node = $1 AND epoch = $2",
-                       3, v);
-        /* Taken over: who holds it now is read first, so that on_lease can name the new holder. */
-        if (PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "0") == 0) {
+                       "UPDATE agentd_shards l SET expires_at = clock_timestamp() + ($4 || ' milliseconds')"
+                       "::interval FROM " PG_HELD_ROWS " WHERE l.shard = h.shard RETURNING l.shard",
+                       4, v);
+        /* Taken over: who holds them now is read first, so that on_lease can name the new holder. */
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) < n) {
+            uint64_t lost[STORE_SHARD_WORDS];
+            pg__shards_parse(shards + 1, lost);
+            for (int i = 0; i < PQntuples(r); i++) {
+                int k = atoi(PQgetvalue(r, i, 0));
+                lost[k / 64] &= ~(1ull << (k % 64));
+            }
             (void)pg__look(s, hb->conn);
-            pg__fenced(s);
-        } else if (PQresultStatus(r) == PGRES_COMMAND_OK)
-            pg__saw(s, s->node, s->node_url ? s->node_url : "", s->token_hash, epoch, s->lease_ms);
+            pg__fenced(s, lost);
+        } else if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            pg__renewed(s, r);
+        }
         PQclear(r);
     }
     /* The nodes are read about once a second (at each renewal when it renews less often), with the
@@ -402,8 +537,23 @@ static void pg__renew(struct store_pg *s)
     pg__node_seen(s, hb->conn, clock_mono_us() - hb->read_us >= (PG_SEEN_MS - PG_WATCH_MS) * 1000);
 }
 
-/* One look of a follower: takes the lease if it expired, else notes who holds it. on_lease runs
- * when that changed. The node's row is refreshed about once a second. */
+/* Could this node take every shard, as pg__look last saw them (each expired, never held, or its
+ * own)? Asked before pg__lease_try, which locks every row: a follower looking ten times a second
+ * must not hold up the holder's fences while the holder's leases are live. */
+static int pg__takeable(struct store_pg *s)
+{
+    uint64_t now = clock_mono_us();
+    int yes = 1;
+    pthread_mutex_lock(&s->mu);
+    for (int k = 0; k < s->nshards && yes; k++)
+        yes = s->shard[k].holder_until_us <= now || strcmp(s->shard[k].holder, s->node) == 0;
+    pthread_mutex_unlock(&s->mu);
+    return yes;
+}
+
+/* One look of a node that holds no shard: takes them if they all expired (not in the grace after
+ * an outage, pg__hb_connect), else notes who holds them. on_lease runs when shard 0's view changed.
+ * The node's row is refreshed about once a second. */
 static void pg__watch(struct store_pg *s)
 {
     struct pg__heartbeat *hb = &s->hb;
@@ -411,11 +561,14 @@ static void pg__watch(struct store_pg *s)
         return;
     struct store_lease a, b;
     store_pg_lease(s, &a);
-    int rc = pg__lease_try(s, hb->conn);
+    int rc = pg__look(s, hb->conn);
+    if (rc == 0 && clock_mono_us() >= hb->grace_us && pg__takeable(s))
+        rc = pg__lease_try(s, hb->conn);
     store_pg_lease(s, &b);
     if (rc == 1)
-        log_info("store: node %s took over the write lease (epoch %" PRId64 ") from %s", s->node, b.epoch,
-                 *b.previous ? b.previous : "nobody");
+        log_info("store: node %s took over the write lease, all %d shards (shard 0's epoch %" PRId64
+                 ") from %s",
+                 s->node, s->nshards, b.epoch, *b.previous ? b.previous : "nobody");
     if ((rc == 1 || strcmp(a.owner, b.owner) != 0 || strcmp(a.owner_url, b.owner_url) != 0 ||
          a.epoch != b.epoch || a.live != b.live))
         pg__lease_notify(s);
@@ -450,7 +603,9 @@ static void *pg__heartbeat_main(void *arg)
     pthread_mutex_lock(&hb->mu);
     while (!hb->stop) {
         pthread_mutex_lock(&s->mu);
-        int holder = s->epoch != 0;
+        int holder = 0; /* took shards (lost or not: a fenced node only says it is alive) */
+        for (int k = 0; k < s->nshards; k++)
+            holder |= s->shard[k].epoch != 0;
         pthread_mutex_unlock(&s->mu);
         int64_t every_ms = holder ? renew_ms : watch_ms;
         struct timespec until = pg__in_ms(every_ms);
@@ -510,7 +665,7 @@ static void pg__heartbeat_stop(struct store_pg *s)
     hb->conn = NULL;
 }
 
-/* Gives the lease up and lists the node as stopped, unless the database is known unreachable (the
+/* Gives its shards up and lists the node as stopped, unless the database is known unreachable (the
  * loop's connection is lost, or the heartbeat hung): those queries would wait for it too, and
  * the lease expires on its own. */
 void pg__lease_release(struct store_pg *s)
@@ -523,24 +678,24 @@ void pg__lease_release(struct store_pg *s)
     }
     if (s->conn == NULL || s->hb.abandoned || s->reader_lost || s->offline)
         return;
-    if (s->epoch != 0 && !s->fenced) {
-        char e[24];
-        snprintf(e, sizeof e, "%" PRId64, s->epoch);
-        const char *v[] = {s->node, e};
-        PQclear(pg__params(
-            s->conn,
-            "UPDATE agentd_lease SET expires_at = '-infinity' WHERE id = 1 AND node = $1 AND epoch = $2", 2,
-            v));
+    char shards[STORE_SHARDS * 4 + 3], epochs[STORE_SHARDS * 21 + 3];
+    if (pg__held_arrays(s, shards, sizeof shards, epochs, sizeof epochs) > 0) {
+        const char *v[] = {s->node, shards, epochs};
+        PQclear(pg__params(s->conn,
+                           "UPDATE agentd_shards l SET expires_at = '-infinity' FROM " PG_HELD_ROWS
+                           " WHERE l.shard = h.shard",
+                           3, v));
     }
     /* Listed as stopped, not unreachable, until it starts again (pg__node_register). After the
      * lease is given up: a standby takes over one round trip sooner. */
     char now[24];
     snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
     const char *n[] = {s->node, now};
-    PQclear(pg__params(s->conn,
-                       "UPDATE agentd_nodes SET stopped_ms = $2, seen_ms = $2, agents = 0, runtimes = 0"
-                       " WHERE node = $1",
-                       2, n));
+    PQclear(pg__params(
+        s->conn,
+        "UPDATE agentd_nodes SET stopped_ms = $2, seen_ms = $2, agents = 0, runtimes = 0, shards = 0"
+        " WHERE node = $1",
+        2, n));
 }
 
 /* From the heartbeat's snapshot (pg__node_seen), with the lease as the heartbeat last saw it (a

@@ -65,9 +65,11 @@ int store_pg_available(struct store_pg *s)
     int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : -ENOTCONN;
     PQclear(r);
     pthread_mutex_lock(&s->mu);
-    int fenced = s->fenced;
+    int fenced = 0;
+    for (int k = 0; k < s->nshards; k++)
+        fenced |= s->shard[k].fenced;
     pthread_mutex_unlock(&s->mu);
-    if (rc == 0 && fenced) { /* back only once no other node holds the lease */
+    if (rc == 0 && fenced) { /* back only once no other node holds a lease */
         char err[256];
         rc = pg__lease_take(s, s->conn, 0, err, sizeof err);
     }
@@ -171,9 +173,15 @@ static int64_t pg__int(const PGresult *r, int row, int col)
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-static int pg__load_producers(struct store_pg *s, store_producer_cb on_producer, void *arg)
+/* shards: NULL, or the set as a PostgreSQL array. */
+static int pg__load_producers(struct store_pg *s, const char *shards, store_producer_cb on_producer,
+                              void *arg)
 {
-    PGresult *r = pg__query(s, "SELECT stream, pid, epoch, seq FROM agentd_producers", 0, NULL, 0);
+    PGresult *r = shards ? pg__query(s,
+                                     "SELECT stream, pid, epoch, seq FROM agentd_producers WHERE stream IN"
+                                     " (SELECT id FROM agentd_streams WHERE shard = ANY($1::int[]))",
+                                     1, &shards, 0)
+                         : pg__query(s, "SELECT stream, pid, epoch, seq FROM agentd_producers", 0, NULL, 0);
     int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
     for (int i = 0; rc == 0 && i < PQntuples(r); i++)
         on_producer(pg__int(r, i, 0), PQgetvalue(r, i, 1), pg__int(r, i, 2), pg__int(r, i, 3), arg);
@@ -188,8 +196,8 @@ static int pg__load_producers(struct store_pg *s, store_producer_cb on_producer,
     "id, path, content_type, created_ms, ttl_s, expires_at_ms, expires_at, closed::bigint," \
     " coalesce((SELECT r.off + length(r.data) FROM agentd_records r WHERE r.stream = s.id"  \
     " ORDER BY r.off DESC LIMIT 1), fork_off) AS tail, fork_src, fork_off, fork_sub,"       \
-    " refcount, deleted::bigint, last_seq, closer_pid, closer_epoch, closer_seq"
-#define PG_META_NCOLUMNS 18
+    " refcount, deleted::bigint, last_seq, closer_pid, closer_epoch, closer_seq, shard::bigint"
+#define PG_META_NCOLUMNS 19
 
 /* Row i of a query of PG_META_COLUMNS (text or binary results); clear with store_meta_clear. */
 static void pg__meta(const PGresult *r, int i, struct store_meta *m)
@@ -213,26 +221,41 @@ static void pg__meta(const PGresult *r, int i, struct store_meta *m)
         .closer_pid = pg__text(r, i, 15),
         .closer_epoch = pg__int(r, i, 16),
         .closer_seq = pg__int(r, i, 17),
+        .shard = (int)pg__int(r, i, 18),
     };
-    /* Until schema 5 stores it: from the path (a detached row's is unknown here: 0). */
-    m->shard = m->path ? store_shard_of(m->path, strlen(m->path), STORE_SHARDS) : 0;
 }
 
-/* shards: not applied yet (every row is loaded); schema 5's shard column will filter in the query. */
+/* Every stream loaded goes in the shard map (what a batch's rows are fenced with); a load of every
+ * shard starts it afresh. */
 int store_pg_load(struct store_pg *s, const uint64_t *shards, store_meta_cb on_stream,
                   store_producer_cb on_producer, void *arg)
 {
-    (void)shards;
-    PGresult *r = pg__query(s, "SELECT " PG_META_COLUMNS " FROM agentd_streams s ORDER BY id", 0, NULL, 0);
+    char set[STORE_SHARDS * 4 + 3];
+    size_t n = 0;
+    set[n++] = '{';
+    for (int k = 0; shards && k < STORE_SHARDS; k++)
+        if (store_shard_in(shards, k))
+            n += (size_t)snprintf(set + n, sizeof set - n, "%s%d", n > 1 ? "," : "", k);
+    snprintf(set + n, sizeof set - n, "}");
+    const char *v = set;
+    PGresult *r =
+        shards ? pg__query(s,
+                           "SELECT " PG_META_COLUMNS
+                           " FROM agentd_streams s WHERE shard = ANY($1::int[]) ORDER BY id",
+                           1, &v, 0)
+               : pg__query(s, "SELECT " PG_META_COLUMNS " FROM agentd_streams s ORDER BY id", 0, NULL, 0);
     int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
+    if (rc == 0 && shards == NULL)
+        pg__ids_clear(&s->ids);
     for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
         struct store_meta m;
         pg__meta(r, i, &m);
+        pg__ids_put(&s->ids, m.id, m.shard);
         on_stream(&m, arg);
         store_meta_clear(&m);
     }
     PQclear(r);
-    return rc ? rc : pg__load_producers(s, on_producer, arg);
+    return rc ? rc : pg__load_producers(s, shards ? set : NULL, on_producer, arg);
 }
 
 /* ---- the readers' pool: reads off the loop ---- */
