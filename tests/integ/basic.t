@@ -28,6 +28,7 @@ def main(tap):
         one = (nodes.get("nodes") or [{}])[0]
         tap.ok(one.get("state") == "live" and one.get("agents") == 0 and one.get("runtimes") == 0,
                "it is live, with no live agent and no runtime yet", repr(one))
+        tap.is_(one.get("shards"), 1, "SQLite has one shard, which it holds")
         tap.is_(srv.request("POST", "/v1/nodes").status, 405, "POST /v1/nodes is 405")
 
     # create

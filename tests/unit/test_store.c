@@ -62,6 +62,9 @@ static void test_batches(void)
         .path = "a", .content_type = "text/plain", .ttl_s = -1, .expires_at_ms = -1, .shard = 7};
     is_int(store_stream_insert(s, &m), 0, "insert a stream");
     is_int(m.shard, 0, "SQLite has one shard: an insert sets shard 0");
+    struct store_lease shards[2];
+    ok(store_shards(s, shards, 2) == 1 && shards[0].self && shards[0].live,
+       "SQLite: one shard, held by this process");
     ok(store_batch_open(s), "a write opens a batch");
     is_int(store_record_append(s, m.id, 0, "hello ", 6), 0, "append record 1");
     is_int(store_record_append(s, m.id, 6, "world", 5), 0, "append record 2");
