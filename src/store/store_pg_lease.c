@@ -279,13 +279,31 @@ int pg__token_check(struct store_pg *s, PGconn *c, char *err, size_t errlen)
     return rc;
 }
 
+/* Could this node take every shard, as pg__look last saw them (each expired, never held, or its
+ * own)? pg__lease_try asks before it locks every row: a follower looking ten times a second (a
+ * standby five) must not hold up the holder's fences while the holder's leases are live. */
+static int pg__takeable(struct store_pg *s)
+{
+    uint64_t now = clock_mono_us();
+    int yes = 1;
+    pthread_mutex_lock(&s->mu);
+    for (int k = 0; k < s->nshards && yes; k++)
+        yes = s->shard[k].holder_until_us <= now || strcmp(s->shard[k].holder, s->node) == 0;
+    pthread_mutex_unlock(&s->mu);
+    return yes;
+}
+
 /* One attempt, all or nothing: every shard is taken in one statement when each is free, expired or
- * this node's already, else none. The rows are locked first, in shard order (as the fences and the
- * renewals lock them): a node taking them at the same time waits, then finds them taken. 1: taken
- * (s->shard[k].epoch the new epochs, .previous who held each before); 0: another node holds a live
- * lease (the view store_pg_lease gives is read again); -errno. */
+ * this node's already, else none. The rows are read first without a lock (the view store_pg_lease
+ * gives is read again), and only when they all look free is the take tried, which locks them in
+ * shard order (as the fences and the renewals do): a node taking them at the same time waits, then
+ * finds them taken. 1: taken (s->shard[k].epoch the new epochs, .previous who held each before);
+ * 0: another node holds a live lease; -errno. */
 static int pg__lease_try(struct store_pg *s, PGconn *c)
 {
+    int rc = pg__look(s, c);
+    if (rc != 0 || !pg__takeable(s))
+        return rc;
     char ms[24];
     snprintf(ms, sizeof ms, "%" PRId64, s->lease_ms);
     const char *v[] = {s->node, ms};
@@ -298,7 +316,7 @@ static int pg__lease_try(struct store_pg *s, PGconn *c)
                    " FROM o WHERE l.shard = o.shard AND NOT EXISTS (SELECT 1 FROM o x WHERE"
                    " x.node <> $1 AND x.expires_at > clock_timestamp()) RETURNING l.shard, l.epoch, o.node",
                    2, v);
-    int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) > 0 : pg__errno(c, r);
+    rc = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) > 0 : pg__errno(c, r);
     if (rc == 1) {
         pthread_mutex_lock(&s->mu);
         for (int i = 0; i < PQntuples(r); i++) {
@@ -312,7 +330,7 @@ static int pg__lease_try(struct store_pg *s, PGconn *c)
         pthread_mutex_unlock(&s->mu);
     }
     PQclear(r);
-    return rc < 0 ? rc : pg__look(s, c) ?: rc;
+    return rc == 1 ? pg__look(s, c) ?: 1 : rc;
 }
 
 int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t errlen)
@@ -537,20 +555,6 @@ static void pg__renew(struct store_pg *s)
     pg__node_seen(s, hb->conn, clock_mono_us() - hb->read_us >= (PG_SEEN_MS - PG_WATCH_MS) * 1000);
 }
 
-/* Could this node take every shard, as pg__look last saw them (each expired, never held, or its
- * own)? Asked before pg__lease_try, which locks every row: a follower looking ten times a second
- * must not hold up the holder's fences while the holder's leases are live. */
-static int pg__takeable(struct store_pg *s)
-{
-    uint64_t now = clock_mono_us();
-    int yes = 1;
-    pthread_mutex_lock(&s->mu);
-    for (int k = 0; k < s->nshards && yes; k++)
-        yes = s->shard[k].holder_until_us <= now || strcmp(s->shard[k].holder, s->node) == 0;
-    pthread_mutex_unlock(&s->mu);
-    return yes;
-}
-
 /* One look of a node that holds no shard: takes them if they all expired (not in the grace after
  * an outage, pg__hb_connect), else notes who holds them. on_lease runs when shard 0's view changed.
  * The node's row is refreshed about once a second. */
@@ -561,9 +565,7 @@ static void pg__watch(struct store_pg *s)
         return;
     struct store_lease a, b;
     store_pg_lease(s, &a);
-    int rc = pg__look(s, hb->conn);
-    if (rc == 0 && clock_mono_us() >= hb->grace_us && pg__takeable(s))
-        rc = pg__lease_try(s, hb->conn);
+    int rc = clock_mono_us() < hb->grace_us ? pg__look(s, hb->conn) : pg__lease_try(s, hb->conn);
     store_pg_lease(s, &b);
     if (rc == 1)
         log_info("store: node %s took over the write lease, all %d shards (shard 0's epoch %" PRId64
@@ -667,7 +669,8 @@ static void pg__heartbeat_stop(struct store_pg *s)
 
 /* Gives its shards up and lists the node as stopped, unless the database is known unreachable (the
  * loop's connection is lost, or the heartbeat hung): those queries would wait for it too, and
- * the lease expires on its own. */
+ * the lease expires on its own. On the loop's connection, reconnected once if it died unseen
+ * (PostgreSQL restarted since its last query): else the shards were not given up. */
 void pg__lease_release(struct store_pg *s)
 {
     if (s->hb.started) {
@@ -681,21 +684,21 @@ void pg__lease_release(struct store_pg *s)
     char shards[STORE_SHARDS * 4 + 3], epochs[STORE_SHARDS * 21 + 3];
     if (pg__held_arrays(s, shards, sizeof shards, epochs, sizeof epochs) > 0) {
         const char *v[] = {s->node, shards, epochs};
-        PQclear(pg__params(s->conn,
-                           "UPDATE agentd_shards l SET expires_at = '-infinity' FROM " PG_HELD_ROWS
-                           " WHERE l.shard = h.shard",
-                           3, v));
+        PQclear(pg__query(s,
+                          "UPDATE agentd_shards l SET expires_at = '-infinity' FROM " PG_HELD_ROWS
+                          " WHERE l.shard = h.shard",
+                          3, v, 0));
     }
     /* Listed as stopped, not unreachable, until it starts again (pg__node_register). After the
      * lease is given up: a standby takes over one round trip sooner. */
     char now[24];
     snprintf(now, sizeof now, "%" PRId64, clock_wall_ms());
     const char *n[] = {s->node, now};
-    PQclear(pg__params(
-        s->conn,
+    PQclear(pg__query(
+        s,
         "UPDATE agentd_nodes SET stopped_ms = $2, seen_ms = $2, agents = 0, runtimes = 0, shards = 0"
         " WHERE node = $1",
-        2, n));
+        2, n, 0));
 }
 
 /* From the heartbeat's snapshot (pg__node_seen), with the lease as the heartbeat last saw it (a

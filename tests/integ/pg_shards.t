@@ -159,6 +159,10 @@ def restart_grace(tap, pg):
         tap.is_(owner.read_bytes("/v1/stream/g/1")[0], b"xy", "the stream has both writes")
         tap.is_(rows(pg, f"SELECT count(*) FROM agentd_shards WHERE node = '{owner.url}'"), [[str(SHARDS)]],
                 "the owner still holds every shard")
+        for n in c.nodes[1:] + [owner]:
+            tap.check_clean_exit(n, f"node {n.url} stops cleanly (no sanitizer report)")
+        tap.is_(rows(pg, "SELECT count(*) FROM agentd_shards WHERE expires_at = '-infinity'"), [[str(SHARDS)]],
+                "the owner's clean stop gave every shard up")
     finally:
         if tap.failed:
             tap.diag(c.stderr_tails())
