@@ -114,6 +114,16 @@ void stream_identity(const struct stream *st, int64_t *id, int64_t *created_ms)
     *created_ms = st->m.created_ms;
 }
 
+int stream_producer(const struct stream *st, const char *id, int64_t *epoch, int64_t *seq)
+{
+    const struct stream__producer *p = map_get(&st->producers, id, strlen(id));
+    if (p == NULL)
+        return -ENOENT;
+    *epoch = p->epoch;
+    *seq = p->seq;
+    return 0;
+}
+
 void stream_touch(struct stream *st) { st->last_access_ms = clock_wall_ms(); }
 
 void streams_set_observer(struct streams *ss, streams_observer_cb cb, void *arg)

@@ -161,6 +161,10 @@ int64_t stream_ttl(const struct stream *st);  /* -1 when none */
 const char *stream_expires_at(const struct stream *st);
 /* Identity of this incarnation of a path (changes when the path is re-created). */
 void stream_identity(const struct stream *st, int64_t *id, int64_t *created_ms);
+/* The state of producer `id` (Producer-Id) as the open batch makes it: its epoch and last seq. 0, or
+ * -ENOENT when the stream has no such producer. For an internal writer that continues its own
+ * producer's sequence (session/'s relay to the `sessions` feed). */
+int stream_producer(const struct stream *st, const char *id, int64_t *epoch, int64_t *seq);
 /* Reading or writing resets the sliding TTL. */
 void stream_touch(struct stream *st);
 
