@@ -92,18 +92,30 @@ static json_t *session__record(const struct session *se)
     return rec;
 }
 
-/* Records a change durably (internal record) and publicly (the `sessions` feed, State Protocol). */
-void session__publish(struct sessions *s, struct session *se, const char *operation)
+json_t *session__record_msg(const struct session *se, const char *operation)
 {
-    json_t *rec = json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "session", "key", se->id, "value",
-                            session__record(se), "headers", "operation", operation);
-    session__write(s, se, SESSION_W_RECORD, NULL, SESSION_REGISTRY_STREAM, rec);
-    json_t *pub = json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "session", "key", se->id, "value",
-                            session__public(se), "headers", "operation", operation);
-    session__write(s, se, SESSION_W_RECORD, NULL, SESSION_FEED_STREAM, pub);
+    return json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "session", "key", se->id, "value",
+                     session__record(se), "headers", "operation", operation);
 }
 
-static struct session *session__from_record(json_t *rec)
+json_t *session__public_msg(const struct session *se, const char *operation)
+{
+    return json_pack("{s:s, s:s, s:o, s:{s:s}}", "type", "session", "key", se->id, "value",
+                     session__public(se), "headers", "operation", operation);
+}
+
+/* Records a change durably (internal record, in the registry of the session's shard: one shard, one
+ * fence, one transaction with its streams) and publicly (the `sessions` feed, State Protocol,
+ * through the shard's relay). */
+void session__publish(struct sessions *s, struct session *se, const char *operation)
+{
+    char reg[64];
+    session__registry_path(s, se->shard, reg);
+    session__write(s, se, SESSION_W_RECORD, NULL, reg, session__record_msg(se, operation));
+    session__relay(s, se, se->shard, session__public_msg(se, operation));
+}
+
+struct session *session__from_record(json_t *rec)
 {
     const char *id = json_string_value(json_object_get(rec, "id"));
     const char *agent = json_string_value(json_object_get(rec, "agent"));
@@ -220,7 +232,7 @@ static int session__workspace_in_use(struct sessions *s, const char *path)
 
 /* Directories of sessions that are no more (deleted while agentd stopped, or never stored): the
  * ids under DATA/workspaces and DATA/homes that no session has. */
-static void session__sweep(struct sessions *s)
+void session__sweep(struct sessions *s)
 {
     static const char *const kinds[] = {"workspaces", "homes"};
     for (size_t k = 0; k < CORE_ARRAY_LEN(kinds); k++) {
@@ -258,6 +270,7 @@ enum errcode session__errcode(int rc, enum errcode otherwise)
     case -EFBIG:
     case -EDQUOT: return ERR_STORAGE_FULL;
     case -ENOTCONN: return ERR_STORE_UNAVAILABLE;
+    case -EXDEV: return ERR_SHARD_MOVED;
     case -EPERM: return ERR_NODE_FENCED;
     default: return otherwise;
     }
@@ -275,16 +288,17 @@ int session__strings(const json_t *j)
     return 1;
 }
 
-struct session *session__alloc(struct sessions *s, const char *agent)
+struct session *session__alloc(struct sessions *s, const char *agent, int shard)
 {
+    if (shard < 0 && (shard = session__place(s)) < 0)
+        return NULL;
     struct session *se = xcalloc(1, sizeof *se);
-    session__new_id(se->id);
+    session__new_id(s, se->id, shard);
     se->agent = xstrdup(agent);
     se->adapter = strcmp(agent, "none") ? agent_adapter_find(agent) : NULL;
     se->opts.mcp = -1;
     se->opts.warm = -1;
     se->created_ms = clock_wall_ms();
-    (void)s;
     return se;
 }
 
@@ -306,9 +320,10 @@ void session__drop(struct session *se)
     free(se);
 }
 
-static void session__free(struct session *se)
+void session__free(struct session *se)
 {
     struct sessions *s = se->registry;
+    s->shards[se->shard].count--;
     if (se->purge) /* its processes are gone: the runtimes and environment closed */
         session__purge_dirs(s, se->id, se->owns_workspace ? se->workspace : NULL);
     se->registry = NULL;
@@ -319,6 +334,7 @@ static void session__free(struct session *se)
 void session__registry_unref(struct sessions *s)
 {
     if (--s->live == 0 && s->freeing) {
+        free(s->shards);
         free(s->data_dir);
         free(s->base_url);
         free(s->self_exe);
@@ -382,6 +398,8 @@ void session__register(struct sessions *s, struct session *se)
     if (se->shares == NULL)
         se->shares = json_array();
     se->registry = s;
+    se->shard = session__shard_of(s, se->id);
+    s->shards[se->shard].count++;
     s->live++;
     if (se->runs == NULL)
         se->runs = json_array();
@@ -427,10 +445,9 @@ static void session__recover_workspace(struct sessions *s, struct session *se)
     session__publish(s, se, "update");
 }
 
-static void session__recover_one(const char *key, void *value, void *arg)
+void session__recover(struct sessions *s, struct session *se)
 {
-    struct session *se = value;
-    session__recover_workspace(arg, se);
+    session__recover_workspace(s, se);
     if (se->adapter)
         session__recover_runs(se);
 }
@@ -452,30 +469,6 @@ json_t *session__read_json(struct sessions *s, const char *path)
     json_t *msgs = json_loadb(b.p, b.len, 0, NULL);
     buf_free(&b);
     return msgs;
-}
-
-static void session__replay(struct sessions *s)
-{
-    json_t *msgs = session__read_json(s, SESSION_REGISTRY_STREAM); /* NULL (none yet): no sessions */
-    size_t i;
-    json_t *m;
-    json_array_foreach (msgs, i, m) {
-        const char *op = json_string_value(json_object_get(json_object_get(m, "headers"), "operation"));
-        const char *key = json_string_value(json_object_get(m, "key"));
-        if (op == NULL || key == NULL)
-            continue;
-        struct session *old = map_del(&s->by_id, key, strlen(key));
-        if (old)
-            session__free(old);
-        if (strcmp(op, "delete") != 0) {
-            struct session *se = session__from_record(json_object_get(m, "value"));
-            if (se)
-                session__register(s, se);
-        }
-    }
-    json_decref(msgs);
-    map_each(&s->by_id, session__recover_one, s);
-    log_info("session: %zu sessions restored", s->by_id.count);
 }
 
 int sessions_exists(struct sessions *s, const char *session_id)
@@ -508,10 +501,11 @@ int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
     s->base_url = cfg->base_url ? xstrdup(cfg->base_url) : NULL;
     s->self_exe = cfg->self_exe ? xstrdup(cfg->self_exe) : NULL;
     s->cfg.self_exe = s->self_exe;
+    s->nshards = streams_shards(ss);
+    s->shards = xcalloc((size_t)s->nshards, sizeof *s->shards);
     session__writes_init(s);
-    session__replay(s);
-    session__sweep(s);
     session__ensure_stream(s, NULL, SESSION_FEED_STREAM);
+    session__load_all(s); /* replays the registries, then sweeps */
     *out = s;
     return 0;
 }
@@ -622,7 +616,13 @@ int session__create(struct sessions *s, json_t *b, struct session *parent, struc
     char ws[PATH_MAX];
     if ((*why = session__check_create(b, ws)) != NULL)
         return -EINVAL;
-    struct session *se = session__alloc(s, json_string_value(json_object_get(b, "agent")));
+    /* A child takes an id in its parent's shard: its streams, registry and fence are the parent's. */
+    struct session *se =
+        session__alloc(s, json_string_value(json_object_get(b, "agent")), parent ? parent->shard : -1);
+    if (se == NULL) {
+        *why = "no shard of sessions is served here";
+        return -EXDEV;
+    }
     int rc = session__opts_parse(&se->opts, b, se->adapter, why);
     if (rc == 0 && ws[0])
         se->workspace = xstrdup(ws);
@@ -707,8 +707,7 @@ void session__discard(struct session *se)
 
 void session__share_add(struct session *se, char tok[SESSION_TOKEN_LEN + 1])
 {
-    session__new_id(tok);
-    session__new_id(tok + SESSION_ID_LEN);
+    session__random_id(tok, SESSION_TOKEN_LEN + 1, "");
     json_array_append_new(se->shares,
                           json_pack("{s:s, s:I}", "token", tok, "created_at", (json_int_t)clock_wall_ms()));
     session__publish(se->registry, se, "update");
@@ -752,8 +751,6 @@ void session__random_id(char *out, size_t cap, const char *prefix)
     memcpy(out, prefix, n);
     sodium_bin2hex(out + n, cap - n, raw, bytes);
 }
-
-void session__new_id(char out[SESSION_ID_LEN + 1]) { session__random_id(out, SESSION_ID_LEN + 1, ""); }
 
 struct session__child_list {
     const char *parent;

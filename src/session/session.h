@@ -57,6 +57,8 @@ struct sessions_config {
     uint64_t agent_idle_ms;  /* a warm agent's process stops after this long without a message */
     int node_lost;           /* the registry was another node's (it lost the write lease to this one):
                                 runs it shows running end node_lost, not server_restart */
+    int64_t feed_epoch;      /* the shards' epoch for their relay to the `sessions` feed (the lease's;
+                                0: 1, as on SQLite) */
 };
 
 int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
@@ -69,6 +71,26 @@ void sessions_routes(struct sessions *s, struct http_server *srv);
 struct http_req;
 typedef void (*sessions_mcp_cb)(void *arg, struct http_req *req, const char *session_id);
 void sessions_set_mcp(struct sessions *s, sessions_mcp_cb cb, void *arg);
+/* ---- shards (doc/SHARDING-PLAN.md §3; session_shard.c) ----
+ * A session is in the shard of its streams (sessions/<id>/...), chosen when it is created: the
+ * emptiest shard loaded here, or its parent's for a child or a fork. sessions_new loads every shard
+ * the streams have loaded. These are for a hand-off between nodes (one process holds every shard
+ * for now). */
+/* Replays shard k's registry: its sessions are served here. epoch: the shard's lease epoch, for its
+ * relay to the feed (0: 1); node_lost: the shard's previous holder was another node (its runs end
+ * node_lost, and the feed is told of every session again). 0, -EALREADY, or -EINVAL. */
+int sessions_load_shard(struct sessions *s, int k, int64_t epoch, int node_lost);
+/* Does no session of shard k have a live agent, a runtime, a run (active, queued or settling), a
+ * permission request, a repair, a fork in flight, or something closing? Its streams' writes in
+ * flight are the stream layer's to tell (streams_shard_busy). */
+int sessions_shard_idle(struct sessions *s, int k);
+/* Forgets shard k's sessions without writing anything (their idle environments close): 0, -EBUSY
+ * when the shard is not idle (nothing is done), -ENOENT when it is not loaded. Their WebSockets
+ * close (1012) when the caller then drops the streams' shard (streams_drop_shard). */
+int sessions_unload_shard(struct sessions *s, int k);
+/* How many sessions shard k has here. */
+size_t sessions_shard_count(const struct sessions *s, int k);
+
 /* Does a session with this id exist (and is it not deleted)? */
 int sessions_exists(struct sessions *s, const char *session_id);
 /* Starts closing every runtime (their processes end); the registry stays usable. */

@@ -40,6 +40,7 @@ struct session_fork {
     session_fork_cb cb;
     void *arg;
     int cancelled;
+    int shard; /* the parent's, and the child's */
 };
 
 /* In the thread pool: the workspace, then the agent's home if the parent has one, copied. */
@@ -68,6 +69,7 @@ static void session__fork_free(struct session_fork *f)
     free(f->from_ws);
     free(f->from_home);
     json_decref(f->runs);
+    s->shards[f->shard].forks--;
     free(f);
     session__registry_unref(s);
 }
@@ -143,7 +145,7 @@ static void session__fork_go(void *arg)
  * run forks it), its own id, workspace and home. */
 static struct session *session__fork_child(struct sessions *s, const struct session *parent, json_t *tags)
 {
-    struct session *se = session__alloc(s, parent->agent);
+    struct session *se = session__alloc(s, parent->agent, parent->shard);
     session__opts_copy(&se->opts, &parent->opts, se->adapter);
     se->native_session = parent->native_session ? xstrdup(parent->native_session) : NULL;
     se->fork_pending = se->native_session != NULL;
@@ -190,6 +192,8 @@ int session__fork_start(struct session *parent, const char *at, json_t *tags, se
     struct session_fork *f = xcalloc(1, sizeof *f);
     f->s = s;
     s->live++; /* released by session__fork_free: the registry outlives the fork */
+    f->shard = parent->shard;
+    s->shards[f->shard].forks++; /* the shard is not idle until the fork is over */
     f->child = se;
     memcpy(f->id, se->id, sizeof f->id);
     f->from_ws = xstrdup(parent->workspace);

@@ -18,7 +18,9 @@
 #define SESSION_ID_LEN          24
 #define SESSION_NLANG           3
 /* Durable records with everything needed after a restart (environment values included); under
- * __agentd/, which the HTTP stream resource does not serve. */
+ * __agentd/, which the HTTP stream resource does not serve. One registry per shard: this path with
+ * one shard (every store today), __agentd/sessions/<k> (store_shard_of: shard k) with several
+ * (session_shard.c, which also reads this one's records when upgrading). */
 #define SESSION_REGISTRY_STREAM "__agentd/sessions"
 /* The public State Protocol feed of the session list. */
 #define SESSION_FEED_STREAM     "sessions"
@@ -63,6 +65,7 @@ struct session_loss {
 
 struct session {
     char id[SESSION_ID_LEN + 1];
+    int shard; /* store_shard_of("sessions/<id>/..."): its registry and streams (session_shard.c) */
     char *agent;
     char *workspace;
     json_t *tags;         /* array of strings */
@@ -106,9 +109,20 @@ struct session {
     struct session__repair *repair; /* in flight, or NULL */
 };
 
+/* What the registry knows of one shard (session_shard.c). */
+struct session__shard {
+    size_t count;  /* registered sessions of the shard (placement takes the emptiest) */
+    int64_t epoch; /* the relay's producer epoch on the `sessions` feed (producer shard-<k>) */
+    int loaded;    /* its registry was replayed (sessions_load_shard) and not unloaded since */
+    size_t forks;  /* forks of its sessions in flight (session_fork.c): their children come here */
+    int node_lost; /* its previous holder was another node: the runs it shows running end node_lost */
+};
+
 struct sessions {
     uv_loop_t *loop;
     struct streams *ss;
+    int nshards;                   /* streams_shards: 1 on every store today */
+    struct session__shard *shards; /* nshards of them */
     struct sessions_config cfg;
     char *data_dir;
     struct map by_id;
@@ -162,6 +176,11 @@ int session_storage_full(int rc);
  * Returns the offset where the message starts in its stream (once stored), or -1 when refused. */
 int64_t session__write(struct sessions *s, struct session *se, enum session_write_kind kind, const char *run,
                        const char *path, json_t *msg);
+/* session__write as an idempotent producer (Producer-Id producer, that epoch): the seq is the one
+ * after what the stream holds for it (0 in a new epoch). A lower epoch than the stream's is refused
+ * (a deposed writer). */
+int64_t session__write_as(struct sessions *s, struct session *se, enum session_write_kind kind,
+                          const char *path, json_t *msg, const char *producer, int64_t epoch);
 /* One event in se's transcript (takes ev); nothing once se is deleted. Returns the event's offset
  * (as session__write), -1 when none. */
 int64_t session__event(struct session *se, json_t *ev);
@@ -205,9 +224,10 @@ void session__delete_begin(struct session *se, int delete_streams);
 void session__delete_finish(struct session *se, int rc);
 /* A session whose creation could not be stored goes again, without records. */
 void session__discard(struct session *se);
-/* A new session of that agent ("none" or an adapter's name), with its own id, not registered: free
- * it with session__drop until session__register takes it. */
-struct session *session__alloc(struct sessions *s, const char *agent);
+/* A new session of that agent ("none" or an adapter's name), with its own id in shard `shard` (-1:
+ * the placement's, session__place), not registered: free it with session__drop until
+ * session__register takes it. NULL when shard is -1 and no shard is held here. */
+struct session *session__alloc(struct sessions *s, const char *agent, int shard);
 void session__drop(struct session *se);
 /* Removes, in the thread pool, the directories agentd made for session id: its agent home, and the
  * workspace when it is agentd's own (workspace: its path, or NULL for one the client named). */
@@ -219,6 +239,35 @@ int session__strings(const json_t *j);
  * refuses it now; answered already), -ENOTSUP unsupported_by_agent, -EACCES permission_denied, a
  * full disk storage_full; anything else is `otherwise`, the operation's own failure. */
 enum errcode session__errcode(int rc, enum errcode otherwise);
+
+/* Builds a session from its registry record (NULL when the record is unusable); frees a
+ * registered one (its directories go too when it was purged). */
+struct session *session__from_record(json_t *rec);
+void session__free(struct session *se);
+/* After a load: a missing workspace made again, runs that were running closed. */
+void session__recover(struct sessions *s, struct session *se);
+/* The directories of sessions that are no more (only once every shard is loaded). */
+void session__sweep(struct sessions *s);
+/* The registry record of se, and its public view for the feed, as State Protocol changes (new
+ * references). */
+json_t *session__record_msg(const struct session *se, const char *operation);
+json_t *session__public_msg(const struct session *se, const char *operation);
+
+/* ---- session_shard.c: sessions by shard ---- */
+/* The shard of session id (store_shard_of of its streams' paths). */
+int session__shard_of(const struct sessions *s, const char *id);
+/* The registry stream of shard k. */
+void session__registry_path(const struct sessions *s, int k, char out[64]);
+/* Where a new session goes: the loaded shard whose streams take writes here with the fewest
+ * sessions; -1 when there is none. */
+int session__place(const struct sessions *s);
+/* A fresh id in shard k: drawn until it lands there (nshards / held draws expected). */
+void session__new_id(struct sessions *s, char out[SESSION_ID_LEN + 1], int k);
+/* Appends the public record msg (taken) to the `sessions` feed as shard k's relay: producer
+ * shard-<k>, the shard's epoch, the producer's next seq. */
+void session__relay(struct sessions *s, struct session *se, int k, json_t *msg);
+/* Loads every shard the streams have loaded (sessions_new). */
+void session__load_all(struct sessions *s);
 
 /* ---- session_fork.c ---- */
 struct session_fork;
@@ -238,7 +287,6 @@ void session__fork_cancel(struct session_fork *f);
 void session__share_add(struct session *se, char tok[SESSION_TOKEN_LEN + 1]);
 int session__share_revoke(struct session *se, const char *token);
 void session__share_remove(struct session *se, const char *token);
-void session__new_id(char out[SESSION_ID_LEN + 1]);
 /* A random id: prefix, then hex digits filling out up to cap - 1 (an even count). */
 void session__random_id(char *out, size_t cap, const char *prefix);
 /* Adds to a session's public view what lists show beside busy/idle: env_status, last_run,

@@ -691,7 +691,7 @@ void session__recover_runs(struct session *se)
             r->started_ms = json_integer_value(json_object_get(v, "started_at"));
             r->start_offset = run__offset(v, "start_offset");
             r->end_offset = -1;
-            if (se->registry->cfg.node_lost)
+            if (se->registry->shards[se->shard].node_lost)
                 run__complete(r, "error", "node_lost",
                               "the node that ran it stopped; another node took over its sessions", INT64_MIN);
             else

@@ -257,8 +257,25 @@ void session__ensure_stream(struct sessions *s, struct session *se, const char *
     session__write_queued(w, "creating a stream");
 }
 
+static int64_t session__append(struct sessions *s, struct session *se, enum session_write_kind kind,
+                               const char *run, const char *path, json_t *msg, const char *producer,
+                               int64_t epoch);
+
 int64_t session__write(struct sessions *s, struct session *se, enum session_write_kind kind, const char *run,
                        const char *path, json_t *msg)
+{
+    return session__append(s, se, kind, run, path, msg, NULL, 0);
+}
+
+int64_t session__write_as(struct sessions *s, struct session *se, enum session_write_kind kind,
+                          const char *path, json_t *msg, const char *producer, int64_t epoch)
+{
+    return session__append(s, se, kind, NULL, path, msg, producer, epoch);
+}
+
+static int64_t session__append(struct sessions *s, struct session *se, enum session_write_kind kind,
+                               const char *run, const char *path, json_t *msg, const char *producer,
+                               int64_t epoch)
 {
     if (s->ss == NULL) { /* shutting down: the streams are gone */
         json_decref(msg);
@@ -279,6 +296,13 @@ int64_t session__write(struct sessions *s, struct session *se, enum session_writ
         w->tail_before = stream_tail(st);
         struct stream_append_args a = {
             .content_type = "application/json", .body = text, .body_len = strlen(text)};
+        int64_t had_epoch, seq;
+        if (producer) { /* the seq after the stream's (pending) state: no gap after a failed batch */
+            a.producer_id = producer;
+            a.producer_epoch = epoch;
+            a.producer_seq =
+                stream_producer(st, producer, &had_epoch, &seq) == 0 && had_epoch == epoch ? seq + 1 : 0;
+        }
         stream_append(s->ss, st, &a, &w->op);
     }
     free(text);

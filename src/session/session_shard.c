@@ -1,0 +1,240 @@
+/*
+ * session_shard — sessions by shard (doc/SHARDING-PLAN.md §3): which shard a session is in, where a
+ * new one goes, each shard's registry (loaded and unloaded whole), and the relay of each shard's
+ * public records to the `sessions` feed.
+ *
+ * A session's id decides its shard: its streams are sessions/<id>/..., whose shard is the hash of
+ * <id> (store_shard_of), and its records go to its shard's registry, __agentd/sessions/<k>
+ * (store_shard_of maps that path to shard k), so that they commit under the same fence as its
+ * streams. With one shard (every store but a test's `--shards N`) the registry stays
+ * __agentd/sessions, as it always was: a single machine needs no migration.
+ *
+ * Upgrading to several shards: a database written with one shard has every session in
+ * __agentd/sessions. A shard's load reads it too, takes the records of its own shard's sessions
+ * first and its own registry's after them (so its own registry wins), and copies each session that
+ * has no record in its own registry yet into it. From then on the old registry is never written
+ * again and the per-shard ones say everything of the sessions they hold; when one process has loaded
+ * every shard (serve's start), it deletes the old registry in the same batch as those copies (they
+ * commit together or not at all: a failed batch leaves it for the next start).
+ *
+ * The feed: a shard's owner appends its sessions' public records to `sessions` as the idempotent
+ * producer shard-<k> with the shard's epoch (the lease's, given by the caller; 1 on SQLite, and
+ * never lower than the epoch the feed already has for that producer), seq continuing the feed's
+ * state for it (0 in a new epoch). A deposed owner's late append carries a lower epoch and is refused
+ * by the stream ("a newer producer epoch exists"). In one process the feed is local, so the relay is
+ * an append in the same batch as the registry's record; several holders come later (the append then
+ * goes to shard 0's owner). GET /v1/sessions answers from the registry's map, which in one process
+ * holds every shard's sessions (the directory of §3 is the same map).
+ */
+#include "session/session_int.h"
+#include "stream/stream.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int session__shard_of(const struct sessions *s, const char *id)
+{
+    char path[128];
+    int n = snprintf(path, sizeof path, "sessions/%s/", id);
+    return s->nshards <= 1 ? 0 : streams_shard_of(s->ss, path, (size_t)n);
+}
+
+void session__registry_path(const struct sessions *s, int k, char out[64])
+{
+    if (s->nshards <= 1)
+        snprintf(out, 64, "%s", SESSION_REGISTRY_STREAM);
+    else
+        snprintf(out, 64, "%s/%d", SESSION_REGISTRY_STREAM, k);
+}
+
+int session__place(const struct sessions *s)
+{
+    int best = -1;
+    for (int k = 0; k < s->nshards; k++)
+        if (s->shards[k].loaded && streams_shard_held(s->ss, k) &&
+            (best < 0 || s->shards[k].count < s->shards[best].count))
+            best = k;
+    return best;
+}
+
+void session__new_id(struct sessions *s, char out[SESSION_ID_LEN + 1], int k)
+{
+    do
+        session__random_id(out, SESSION_ID_LEN + 1, "");
+    while (session__shard_of(s, out) != k);
+}
+
+void session__relay(struct sessions *s, struct session *se, int k, json_t *msg)
+{
+    char producer[32];
+    snprintf(producer, sizeof producer, "shard-%d", k);
+    session__write_as(s, se, SESSION_W_RECORD, SESSION_FEED_STREAM, msg, producer, s->shards[k].epoch);
+}
+
+/* The relay's epoch for shard k: the caller's (0: 1), raised to what the feed holds for its producer
+ * (a restart on SQLite keeps epoch 1 and continues the seq). */
+static int64_t session__feed_epoch(struct sessions *s, int k, int64_t epoch)
+{
+    enum stream_lookup how;
+    struct stream *feed = streams_lookup(s->ss, SESSION_FEED_STREAM, strlen(SESSION_FEED_STREAM), &how);
+    char producer[32];
+    snprintf(producer, sizeof producer, "shard-%d", k);
+    int64_t had, seq;
+    if (epoch < 1)
+        epoch = 1;
+    if (feed && stream_producer(feed, producer, &had, &seq) == 0 && had > epoch)
+        epoch = had;
+    return epoch;
+}
+
+/* Applies registry messages to the map: those of shard k only (the old registry, own NULL), or all
+ * of them (shard k's own registry), noting in own which ids it has records of. */
+static void session__apply(struct sessions *s, int k, json_t *msgs, json_t *own)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach (msgs, i, m) {
+        const char *op = json_string_value(json_object_get(json_object_get(m, "headers"), "operation"));
+        const char *key = json_string_value(json_object_get(m, "key"));
+        if (op == NULL || key == NULL || strlen(key) > SESSION_ID_LEN || session__shard_of(s, key) != k)
+            continue;
+        if (own)
+            json_object_set_new(own, key, json_true());
+        struct session *old = map_del(&s->by_id, key, strlen(key));
+        if (old)
+            session__free(old);
+        if (strcmp(op, "delete") != 0) {
+            struct session *se = session__from_record(json_object_get(m, "value"));
+            if (se)
+                session__register(s, se);
+        }
+    }
+}
+
+struct session__of_shard {
+    int k;
+    size_t n;
+    struct session **v; /* the sessions of shard k (map order) */
+};
+
+static void session__collect(const char *key, void *value, void *arg)
+{
+    struct session__of_shard *l = arg;
+    struct session *se = value;
+    if (se->shard == l->k) {
+        l->v = xrealloc(l->v, (l->n + 1) * sizeof *l->v);
+        l->v[l->n++] = se;
+    }
+}
+
+/* The sessions of shard k, to act on outside map_each (free l->v). */
+static struct session__of_shard session__sessions_of(struct sessions *s, int k)
+{
+    struct session__of_shard l = {k, 0, NULL};
+    map_each(&s->by_id, session__collect, &l);
+    return l;
+}
+
+int sessions_load_shard(struct sessions *s, int k, int64_t epoch, int node_lost)
+{
+    if (k < 0 || k >= s->nshards || s->ss == NULL)
+        return -EINVAL;
+    struct session__shard *sh = &s->shards[k];
+    if (sh->loaded)
+        return -EALREADY;
+    sh->loaded = 1;
+    sh->node_lost = node_lost;
+    sh->epoch = session__feed_epoch(s, k, epoch);
+    char reg[64];
+    session__registry_path(s, k, reg);
+    json_t *legacy = s->nshards > 1 ? session__read_json(s, SESSION_REGISTRY_STREAM) : NULL;
+    json_t *msgs = session__read_json(s, reg); /* NULL (none yet): no sessions */
+    json_t *own = json_object();
+    session__apply(s, k, legacy, NULL);
+    session__apply(s, k, msgs, own);
+    json_decref(legacy);
+    json_decref(msgs);
+    struct session__of_shard l = session__sessions_of(s, k);
+    for (size_t i = 0; i < l.n; i++) {
+        struct session *se = l.v[i];
+        session__recover(s, se);
+        if (json_object_get(own, se->id) == NULL) /* known from the old registry only: copied */
+            session__write(s, se, SESSION_W_RECORD, NULL, reg, session__record_msg(se, "update"));
+        if (node_lost) { /* adopted: the feed hears of it again from its new owner (a gap closed) */
+            session__relay(s, se, k, session__public_msg(se, "update"));
+        }
+    }
+    free(l.v);
+    json_decref(own);
+    return 0;
+}
+
+static int session__busy(const struct session *se)
+{
+    for (int i = 0; i < SESSION_NLANG; i++)
+        if (se->rt[i])
+            return 1;
+    return se->agent_proc || se->active || se->settling || se->queue || se->perms || se->closing ||
+           se->env_closing || se->repair;
+}
+
+int sessions_shard_idle(struct sessions *s, int k)
+{
+    if (k < 0 || k >= s->nshards)
+        return 1;
+    struct session__of_shard l = session__sessions_of(s, k);
+    int idle = s->shards[k].forks == 0;
+    for (size_t i = 0; i < l.n && idle; i++)
+        idle = !session__busy(l.v[i]);
+    free(l.v);
+    return idle;
+}
+
+int sessions_unload_shard(struct sessions *s, int k)
+{
+    if (k < 0 || k >= s->nshards || !s->shards[k].loaded)
+        return -ENOENT;
+    if (!sessions_shard_idle(s, k))
+        return -EBUSY;
+    struct session__of_shard l = session__sessions_of(s, k);
+    for (size_t i = 0; i < l.n; i++) {
+        struct session *se = l.v[i];
+        map_del(&s->by_id, se->id, strlen(se->id));
+        se->deleted = 1; /* nothing more is written for it; freed (not purged) once its environment
+                            closed, at once when it has none */
+        session__close_runtimes(se);
+    }
+    free(l.v);
+    s->shards[k].loaded = 0;
+    return 0;
+}
+
+size_t sessions_shard_count(const struct sessions *s, int k)
+{
+    return k >= 0 && k < s->nshards ? s->shards[k].count : 0;
+}
+
+void session__load_all(struct sessions *s)
+{
+    int all = 1;
+    for (int k = 0; k < s->nshards; k++) {
+        if (streams_shard_loaded(s->ss, k))
+            (void)sessions_load_shard(s, k, s->cfg.feed_epoch, s->cfg.node_lost);
+        else
+            all = 0;
+    }
+    log_info("session: %zu sessions restored", s->by_id.count);
+    if (!all) /* a directory of a session of a shard not loaded is not an orphan */
+        return;
+    session__sweep(s);
+    enum stream_lookup how;
+    if (s->nshards > 1 &&
+        streams_lookup(s->ss, SESSION_REGISTRY_STREAM, strlen(SESSION_REGISTRY_STREAM), &how) != NULL) {
+        log_info("session: the single registry %s is copied into the shards' registries: deleted",
+                 SESSION_REGISTRY_STREAM);
+        session__end_stream(s, NULL, SESSION_REGISTRY_STREAM, 1); /* in the batch of the copies */
+    }
+}
