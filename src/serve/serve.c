@@ -160,6 +160,7 @@ struct serve {
 
 static void serve__on_lease(uv_async_t *a);
 static int serve__node_lost(struct serve *s);
+static int64_t serve__lease_epoch(struct serve *s);
 static void serve__lease_close(struct serve *s);
 
 static int serve__is_loopback(const char *host)
@@ -519,6 +520,7 @@ static int serve__build_services(struct serve *s, const struct serve_opts *o, ch
         .self_exe = self_len > 0 ? self_exe : NULL,
         .agent_idle_ms = (uint64_t)o->agent_idle,
         .node_lost = serve__node_lost(s),
+        .feed_epoch = serve__lease_epoch(s),
     };
     if ((rc = sessions_new(&s->sessions, &s->loop, s->streams, &sescfg, err, errlen)))
         return rc;
@@ -543,6 +545,15 @@ static int serve__node_lost(struct serve *s)
     char node[PATH_MAX + 300];
     serve__node_name(s->o, node, sizeof node);
     return l.previous[0] != '\0' && strcmp(l.previous, node) != 0;
+}
+
+/* The epoch of the lease this node holds: its sessions' relay to the `sessions` feed writes with it,
+ * so that a deposed holder's late record is refused (session_shard.c). */
+static int64_t serve__lease_epoch(struct serve *s)
+{
+    struct store_lease l;
+    store_lease(s->store, &l);
+    return l.epoch;
 }
 
 /* The node holds the write lease: the registry and the sessions are loaded and mount their routes,
