@@ -8,6 +8,7 @@ transcript and its runs, across a second restart too (the old registry was copie
 registries, then deleted)."""
 import json
 import os
+import sqlite3
 import sys
 import time
 
@@ -146,6 +147,11 @@ def main(tap):
     tap.ok(wait_for(lambda: sum(e["type"] == "run_completed" for e in transcript(new, uj["id"])) >= 2, 10),
            "an upgraded jsonl session runs a message")
     new.stop()
+    db = sqlite3.connect(f"file:{os.path.join(new.data_dir, 'agentd.db')}?mode=ro", uri=True)
+    regs = sorted(r[0] for r in db.execute("SELECT path FROM streams WHERE deleted = 0 AND path LIKE '__agentd/sessions%'"))
+    db.close()
+    tap.ok("__agentd/sessions" not in regs and {f"__agentd/sessions/{shard_of(k)}" for k in want} <= set(regs),
+           "the old single registry was deleted once copied; each shard with sessions has its own", regs)
     new.start()
     again = listed(new)
     expect = sorted([k for k in want if k != up[3]] + [nd["id"]])
