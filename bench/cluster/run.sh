@@ -69,9 +69,9 @@ else
     echo "FAIL  agentd on PostgreSQL >= 10x the reference's appends/s (1 and 1000 streams)"
 fi
 echo "   where the CPU went in each measured window, CPU-seconds per 1,000 appends: server = agentd (or the"
-echo "   reference's node process), dsbench = the 32 writers, kernel = interrupts, softirqs (loopback TCP) and"
-echo "   kernel threads (the journal), others = other processes (load average before the runs: $loadavg), cpu max/s ="
-echo "   the appends/s the machine's cores would carry at the CPU cost of the rest if nothing else ran"
+echo "   reference's node process), dsbench = the 32 writers, kernel = interrupts, softirqs (loopback TCP)"
+echo "   and kernel threads (the journal), others = other processes; cpu max/s = the appends/s the cores"
+echo "   would carry at the cost of all but others if nothing else ran (load average before: $loadavg)"
 printf '   %-10s %7s %10s %8s %8s %8s %8s %8s %10s  %s\n' "config" "streams" "appends/s" "server" "postgres" \
     "dsbench" "kernel" "others" "cpu max/s" "cores busy"
 # cpu FILE SERVER CONFIG: dsbench's CPU lines of SERVER (1 and 1000 streams) under the name CONFIG.
