@@ -75,6 +75,7 @@ void store_free(struct store *s)
 }
 
 struct store_sqlite *store__sqlite(struct store *s) { return s->sq; }
+struct store_pg *store__pg(struct store *s) { return s->pg; }
 
 const char *store_backend(const struct store *s) { return s->pg ? "postgres" : "sqlite"; }
 int store_commit_persists(const struct store *s) { return s->pg == NULL; }

@@ -208,6 +208,31 @@ typedef void (*store_producer_cb)(int64_t stream, const char *pid, int64_t epoch
 int store_load(struct store *s, const uint64_t *shards, store_meta_cb on_stream,
                store_producer_cb on_producer, void *arg) CORE_UNUSED_RESULT;
 
+/*
+ * Fork references (doc/SHARDING-PLAN.md §2.3): the set of (source, fork) pairs, one per fork that
+ * reads through its source. A source is reclaimed once it is deleted and has none left. Only the
+ * source's owner writes them (store_fork_ref, store_fork_unref: batch writes, in the source's shard;
+ * a ref or an unref sent twice changes nothing). PostgreSQL keeps them in agentd_fork_refs, where a
+ * ref can outlive its fork (a fork's create that failed after its ref committed, an unref lost on
+ * the way): the source's owner reconciles them (store_fork_refs_leaked). SQLite has one shard, so a
+ * ref commits in the fork's own transaction: its refs are the fork rows themselves (fork_src), the
+ * two calls write nothing and none ever leaks; the source row's refcount column counts them there,
+ * as it always did.
+ *
+ * store_load_refs: the refs of the sources in `shards` (NULL: all), committed. store_fork_refs_leaked:
+ * those whose fork row is gone. Both on the loop's connection, each callback borrowing nothing.
+ */
+typedef void (*store_ref_cb)(int64_t src, int64_t fork, void *arg);
+int store_fork_ref(struct store *s, int64_t src, int64_t fork);
+int store_fork_unref(struct store *s, int64_t src, int64_t fork);
+int store_load_refs(struct store *s, const uint64_t *shards, store_ref_cb cb, void *arg) CORE_UNUSED_RESULT;
+int store_fork_refs_leaked(struct store *s, const uint64_t *shards, store_ref_cb cb,
+                           void *arg) CORE_UNUSED_RESULT;
+/* The rows of the given stream ids (those that exist), as store_load reports them, without their
+ * producers: the fork sources of loaded streams that are in shards not loaded (stubs). */
+int store_load_ids(struct store *s, const int64_t *ids, size_t n, store_meta_cb on_stream,
+                   void *arg) CORE_UNUSED_RESULT;
+
 /* Batch writes. Each returns 0 or a negative errno; a failure also poisons the batch. */
 int store_stream_insert(struct store *s, struct store_meta *m); /* sets m->id */
 int store_stream_update(struct store *s, const struct store_meta *m);

@@ -120,15 +120,14 @@ enum pg__stmt {
     PG_ST_RECORD,
     PG_ST_PRODUCER,
     PG_ST_FENCE,
+    PG_ST_REF,
+    PG_ST_UNREF,
     PG_ST__COUNT
 };
 static const char *const pg__sql[PG_ST__COUNT] = {
     [PG_ST_FENCE] = "SELECT agentd_fence_shards($1, $2::int[], $3::bigint[])",
-    /* A fork's reference to its source goes in with it (agentd_fork_refs), and out when its row is
-     * deleted. */
     [PG_ST_INSERT] =
-        "WITH f AS (INSERT INTO agentd_fork_refs SELECT $9::bigint, $18::bigint WHERE $9::bigint <> 0)"
-        " INSERT INTO agentd_streams(path, content_type, created_ms, ttl_s, expires_at_ms, expires_at,"
+        "INSERT INTO agentd_streams(path, content_type, created_ms, ttl_s, expires_at_ms, expires_at,"
         " closed, tail, fork_src, fork_off, fork_sub, refcount, deleted, last_seq, closer_pid,"
         " closer_epoch, closer_seq, id, shard)"
         " VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)",
@@ -137,6 +136,9 @@ static const char *const pg__sql[PG_ST__COUNT] = {
         " expires_at_ms=$5, expires_at=$6, closed=$7, tail=$8, fork_src=$9, fork_off=$10,"
         " fork_sub=$11, refcount=$12, deleted=$13, last_seq=$14, closer_pid=$15, closer_epoch=$16,"
         " closer_seq=$17 WHERE id=$18",
+    /* A fork's reference to its source (agentd_fork_refs) is written by the source's owner
+     * (store_fork_ref, doc/SHARDING-PLAN.md §2.3), before the fork's row; a deleted row takes its
+     * own references as a fork with it (the source's owner's unref, or its sweep, then finds none). */
     [PG_ST_DELETE] = "WITH r AS (DELETE FROM agentd_records WHERE stream=$1),"
                      " p AS (DELETE FROM agentd_producers WHERE stream=$1),"
                      " f AS (DELETE FROM agentd_fork_refs WHERE fork=$1)"
@@ -144,8 +146,12 @@ static const char *const pg__sql[PG_ST__COUNT] = {
     [PG_ST_RECORD] = "INSERT INTO agentd_records(stream, off, data) VALUES($1,$2,$3)",
     [PG_ST_PRODUCER] = "INSERT INTO agentd_producers(stream, pid, epoch, seq) VALUES($1,$2,$3,$4)"
                        " ON CONFLICT (stream, pid) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq",
+    /* refs are a set: a ref or an unref sent again changes nothing */
+    [PG_ST_REF] = "INSERT INTO agentd_fork_refs(src, fork) VALUES($1,$2) ON CONFLICT DO NOTHING",
+    [PG_ST_UNREF] = "DELETE FROM agentd_fork_refs WHERE src=$1 AND fork=$2",
 };
-static const char *const pg__stmt_name[PG_ST__COUNT] = {"ins", "upd", "del", "rec", "prod", "fence"};
+static const char *const pg__stmt_name[PG_ST__COUNT] = {"ins",  "upd",   "del", "rec",
+                                                        "prod", "fence", "ref", "unref"};
 
 int pg__rows(PGconn *c, PGresult *r)
 {
@@ -509,6 +515,15 @@ int store_pg_stream_update(struct store_pg *s, const struct store_meta *m)
     return pg__add(s, r);
 }
 
+/* A fork reference is a row of its source's shard: r->stream is the source, r->off the fork. */
+int store_pg_fork_ref(struct store_pg *s, int64_t src, int64_t fork, int ref)
+{
+    struct pg__row *r = pg__row_new(ref ? PG_REF : PG_UNREF, 0);
+    r->stream = src;
+    r->off = fork;
+    return pg__add(s, r);
+}
+
 int store_pg_stream_delete(struct store_pg *s, int64_t id)
 {
     struct pg__row *r = pg__row_new(PG_DELETE, 0);
@@ -654,6 +669,11 @@ static int pg__send_row(PGconn *c, const struct pg__row *r)
         v[n] = (const char *)r->data;
         lens[n] = (int)r->len;
         fmts[n++] = 1;
+        break;
+    case PG_REF:
+    case PG_UNREF:
+        st = r->kind == PG_REF ? PG_ST_REF : PG_ST_UNREF;
+        PG_NUM(r->stream), PG_NUM(r->off);
         break;
     default:
         st = PG_ST_PRODUCER;

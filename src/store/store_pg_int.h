@@ -26,14 +26,16 @@ enum pg__kind {
     PG_UPDATE,
     PG_DELETE,
     PG_RECORD,
-    PG_PRODUCER
+    PG_PRODUCER,
+    PG_REF, /* agentd_fork_refs(stream, off): (source, fork) */
+    PG_UNREF
 };
 struct pg__row {
     struct pg__row *next;
     enum pg__kind kind;
     int shard;           /* of its stream (-1: not known, fenced with every shard held) */
     struct store_meta m; /* PG_INSERT, PG_UPDATE */
-    int64_t stream, off; /* PG_DELETE, PG_RECORD, PG_PRODUCER */
+    int64_t stream, off; /* PG_DELETE, PG_RECORD, PG_PRODUCER, PG_REF, PG_UNREF */
     char *pid;           /* PG_PRODUCER */
     int64_t epoch, seq;
     size_t len; /* PG_RECORD: its bytes */

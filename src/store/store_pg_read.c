@@ -258,6 +258,33 @@ int store_pg_load(struct store_pg *s, const uint64_t *shards, store_meta_cb on_s
     return rc ? rc : pg__load_producers(s, shards ? set : NULL, on_producer, arg);
 }
 
+/* Stubs by id (store_load_ids): ids as a PostgreSQL array, in pieces so that the text stays small. */
+int store_pg_load_ids(struct store_pg *s, const int64_t *ids, size_t n, store_meta_cb on_stream, void *arg)
+{
+    int rc = 0;
+    for (size_t at = 0; rc == 0 && at < n;) {
+        struct buf set = {0};
+        buf_append(&set, "{", 1);
+        for (size_t k = 0; at < n && k < 1000; k++, at++)
+            buf_printf(&set, "%s%lld", k ? "," : "", (long long)ids[at]);
+        buf_append(&set, "}", 2);
+        const char *v = set.p;
+        PGresult *r = pg__query(
+            s, "SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE id = ANY($1::bigint[])", 1, &v, 0);
+        rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
+        for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+            struct store_meta m;
+            pg__meta(r, i, &m);
+            pg__ids_put(&s->ids, m.id, m.shard);
+            on_stream(&m, arg);
+            store_meta_clear(&m);
+        }
+        PQclear(r);
+        buf_free(&set);
+    }
+    return rc;
+}
+
 /* ---- the readers' pool: reads off the loop ---- */
 
 static struct pg__reader *pg__reader_take(struct store_pg *s)
