@@ -5,7 +5,7 @@
  * Ownership: the registry owns every struct stream (live, soft-deleted, or detached but still read
  * by forks), the batch's op list (borrowed ops owned by callers), and the graveyard of streams
  * deleted in the open batch, freed after it commits. A fork holds a plain pointer to its source;
- * the source cannot be freed while its refcount counts the fork.
+ * the source cannot be freed while its refcount counts the fork (its refs: stream_fork.c).
  */
 #include "stream/stream.h"
 #include "stream/jsonmode.h"
@@ -352,30 +352,23 @@ static int stream__expired(const struct stream *st, int64_t now)
 /* Removes st for good (in the open batch), then its source if that was only kept for forks. */
 static void stream__destroy(struct streams *ss, struct stream *st)
 {
-    while (st) {
-        struct stream *src = st->src;
-        char key[24];
-        stream__id_key(st->m.id, key);
-        map_del(&ss->by_id, key, strlen(key));
-        if (st->m.path && map_get(&ss->by_path, st->m.path, strlen(st->m.path)) == st)
-            map_del(&ss->by_path, st->m.path, strlen(st->m.path));
-        (void)store_stream_delete(ss->store, st->m.id);
-        st->gone = 1;
-        st->grave_next = ss->graveyard;
-        ss->graveyard = st;
-        streams__arm(ss);
-        st = NULL;
-        /* A source in a shard not held here is another owner's to count (a stub); its reference is
-         * left in place, which only delays its reclaiming (doc/SHARDING-PLAN.md §2.3). */
-        if (src && stream__writable(ss, src)) {
-            src->m.refcount--;
-            if (src->m.refcount <= 0 && src->m.deleted) {
-                st = src; /* cascade up the chain */
-            } else {
-                (void)store_stream_update(ss->store, &src->m);
-            }
-        }
-    }
+    int64_t id = st->m.id, src = st->m.fork_src;
+    char key[24];
+    stream__id_key(id, key);
+    map_del(&ss->by_id, key, strlen(key));
+    if (st->m.path && map_get(&ss->by_path, st->m.path, strlen(st->m.path)) == st)
+        map_del(&ss->by_path, st->m.path, strlen(st->m.path));
+    (void)store_stream_delete(ss->store, id);
+    st->gone = 1;
+    st->grave_next = ss->graveyard;
+    ss->graveyard = st;
+    streams__arm(ss);
+    /* The fork's ref goes, in the same batch when its source is held here (which reclaims a deleted
+     * source left without refs, up the chain). A source of another owner (-EREMOTE) keeps it until
+     * that owner's sweep finds this row gone (stream_fork.c); increment 4 sends the unref after the
+     * commit. */
+    if (src)
+        (void)streams_fork_unref(ss, src, id);
 }
 
 /* Deletes st: softly while forks still read through it (it stays, marked deleted, and with
@@ -728,6 +721,7 @@ static void streams__on_sweep(uv_timer_t *t)
         stream__expire(ss, c.expired[i]);
     free(c.expired);
     stream__cache_sweep(ss, uv_now(ss->loop));
+    streams__fork_sweep(ss, c.now);
 }
 
 /* ================= loading ================= */
@@ -741,6 +735,7 @@ static void streams__clear(struct streams *ss)
     map_each(&ss->by_id, streams__free_one, NULL);
     map_clear(&ss->by_id);
     map_clear(&ss->by_path);
+    map_clear(&ss->refs);
 }
 
 static void streams__unavailable(struct streams *ss, int rc)
@@ -827,6 +822,8 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
     ss->groups_tail = &ss->groups;
     ss->reads_tail = &ss->reads_waiting;
     ss->next_seq = 1;
+    ss->fork_sweep_ms = streams__fork_sweep_ms();
+    ss->fork_swept_ms = clock_wall_ms();
     int rc = streams__load(ss);
     if (rc != 0) {
         snprintf(err, errlen, "cannot load streams: %s", strerror(-rc));

@@ -129,6 +129,10 @@ int streams_shard_held(const struct streams *ss, int k);
 /* A loaded shard stops (held 0) or starts again (1) taking writes: the first step of a hand-off,
  * before the drain. */
 void streams_shard_hold(struct streams *ss, int k, int held);
+/* Fork references (doc/SHARDING-PLAN.md §2.3, stream_fork.c): the fork's reference to its source
+ * goes, in the open batch, and a deleted source left without any is reclaimed (up its chain).
+ * Idempotent. -EREMOTE when src is not a stream of a shard held here: its owner's to do. */
+int streams_fork_unref(struct streams *ss, int64_t src, int64_t fork);
 /* Loads the shards set in bitmap (bit k of word k / 64; those loaded already are left alone) and
  * links the new streams to their fork sources; they are then loaded and held. 0, or the store's
  * -errno with nothing of them loaded. */

@@ -120,6 +120,9 @@ struct streams {
     struct stream__pool *pool; /* the store's, joined at the first queued read; NULL before */
     struct streams *pool_next; /* the pool's other registries */
     int reads_cancelled;       /* streams_reads_cancel ran: a read that fails meanwhile ends by the stop */
+    /* Fork references of the sources held here (stream_fork.c): "src:fork" keys, the value unused */
+    struct map refs;
+    int64_t fork_sweep_ms, fork_swept_ms; /* the owner's reconciling sweep: its period, last run */
 };
 
 /* Media types compare without parameters, case-insensitively. */
@@ -146,6 +149,18 @@ void stream__free_producers(struct stream *st);
 int streams__load_bits(struct streams *ss, const uint64_t *want, int undo);
 void streams__sweep_stubs(struct streams *ss);
 int stream__writable(const struct streams *ss, const struct stream *st);
+/* Fork references (stream_fork.c). stream__ref_add: fork's ref to src (held here), in the open
+ * batch; 0 or the store's -errno. streams__load_refs: the refs of the sources being loaded (their
+ * `loading` bit set; filter: the store's, streams__store_filter's). streams__drop_refs: forgets the
+ * refs of shard k's sources. streams__fork_sweep: the owner's sweep, run from the registry's sweep
+ * timer, doing its work once every fork_sweep_ms. streams__store_filter: bits as a set of the
+ * store's shards, or NULL (every row) when the numberings differ. */
+int stream__ref_add(struct streams *ss, struct stream *src, int64_t fork);
+int streams__load_refs(struct streams *ss, const uint64_t *filter);
+void streams__drop_refs(struct streams *ss, int k);
+void streams__fork_sweep(struct streams *ss, int64_t now_ms);
+int64_t streams__fork_sweep_ms(void);
+const uint64_t *streams__store_filter(struct streams *ss, const uint64_t *bits);
 /* Deletes st in the open batch: softly while forks still read through it (with detach it also
  * leaves its path, which can then be re-created), for good otherwise. */
 void stream__retire(struct streams *ss, struct stream *st, int detach);

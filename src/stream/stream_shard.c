@@ -109,6 +109,7 @@ void streams__sweep_stubs(struct streams *ss)
 struct stream__load {
     struct streams *ss;
     const uint64_t *want;
+    int by_id;                 /* the rows asked for by id: kept as stubs */
     struct stream__list fresh; /* what this load added or made a loaded stream again */
 };
 
@@ -128,7 +129,8 @@ static void stream__load_stream(const struct store_meta *m, void *arg)
     if (k < 0 && ss->nshards == STORE_SHARDS && strcmp(store_backend(ss->store), "postgres") == 0)
         k = m->shard;
     int want = k >= 0 && stream__bit(c->want, k);
-    if (old && !want)
+    /* another shard's row: loaded by id (a stub) only if a new stream reads through it */
+    if (!want && (old || (k >= 0 && !c->by_id)))
         return;
     struct stream *st = old;
     if (old) { /* a stub of a shard loaded again: the same object, which forks point at */
@@ -185,14 +187,53 @@ static void stream__load_link(struct stream__load *c)
     }
 }
 
+/* The sources the new streams read through that are not in memory (rows of shards not loaded). */
+static size_t stream__missing(struct stream__load *c, int64_t **ids)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->fresh.n; i++) {
+        struct stream *st = c->fresh.v[i];
+        if (st->m.fork_src && st->src == NULL && stream__by_id(c->ss, st->m.fork_src) == NULL) {
+            *ids = xrealloc(*ids, (n + 1) * sizeof **ids);
+            (*ids)[n++] = st->m.fork_src;
+        }
+    }
+    return n;
+}
+
+/* Loads the rows of want's shards (the store filters them when its numbering is the registry's),
+ * then by id the sources they read through in other shards, up the chains, as stubs; then the refs
+ * of the new sources, which count them (m.refcount). */
+static int stream__load_rows(struct stream__load *c)
+{
+    struct streams *ss = c->ss;
+    int rc = store_load(ss->store, streams__store_filter(ss, c->want), stream__load_stream,
+                        stream__load_producer, c);
+    stream__load_link(c);
+    int64_t *ids = NULL;
+    size_t n, before;
+    c->by_id = 1;
+    while (rc == 0 && (n = stream__missing(c, &ids)) > 0) {
+        before = c->fresh.n;
+        rc = store_load_ids(ss->store, ids, n, stream__load_stream, c);
+        stream__load_link(c);
+        if (c->fresh.n == before) /* a source whose row is gone: nothing more to find */
+            break;
+    }
+    free(ids);
+    for (size_t i = 0; i < c->fresh.n; i++)
+        if (!c->fresh.v[i]->foreign)
+            c->fresh.v[i]->m.refcount = 0;
+    return rc ? rc : streams__load_refs(ss, streams__store_filter(ss, c->want));
+}
+
 int streams__load_bits(struct streams *ss, const uint64_t *want, int undo)
 {
     struct stream__load c = {.ss = ss, .want = want};
-    /* Every row, not only want's: a new stream may read through another shard's stream (made a stub
-     * here). The store's filter (in its numbering of STORE_SHARDS, which a registry's test-only
-     * count need not be) serves once stubs are loaded by id (doc/SHARDING-PLAN.md §2.3). */
-    int rc = store_load(ss->store, NULL, stream__load_stream, stream__load_producer, &c);
-    stream__load_link(&c);
+    int rc = stream__load_rows(&c);
+    for (int k = 0; rc != 0 && undo && k < ss->nshards; k++)
+        if (stream__bit(want, k))
+            streams__drop_refs(ss, k);
     for (size_t i = 0; i < c.fresh.n; i++) {
         c.fresh.v[i]->loading = 0;
         /* undo: a failed load leaves nothing of it loaded: every new stream is a stub, swept below
@@ -253,6 +294,7 @@ void streams_drop_shard(struct streams *ss, int k)
     assert(!streams_shard_busy(ss, k));
     ss->loaded[k / 64] &= ~(1ull << (k % 64));
     ss->held[k / 64] &= ~(1ull << (k % 64));
+    streams__drop_refs(ss, k);
     struct stream__drop d = {.k = k};
     map_each(&ss->by_id, stream__collect_shard, &d);
     /* Each becomes a stub first (out of by_path, no subscribers, producers or cache); the sweep then

@@ -174,7 +174,7 @@ static const char *stream__create_data(struct streams *ss, struct stream *src, c
 }
 
 /* Writes a validated new stream into the open batch (its row, its first records, its source's
- * refcount) and registers it. Nothing of its own is visible before the commit. */
+ * ref) and registers it. Nothing of its own is visible before the commit. */
 static enum stream_status stream__create_write(struct streams *ss, struct store_meta *want,
                                                struct stream *src, const struct buf *first,
                                                const struct buf *body, struct stream_op *op)
@@ -187,10 +187,8 @@ static enum stream_status stream__create_write(struct streams *ss, struct store_
     if (rc == 0 && body->len)
         rc = store_record_append(ss->store, want->id, want->fork_off + (int64_t)first->len, body->p,
                                  body->len);
-    if (rc == 0 && src) {
-        src->m.refcount++;
-        rc = store_stream_update(ss->store, &src->m);
-    }
+    if (rc == 0 && src) /* the source's owner's ref: a local call, src being held here */
+        rc = stream__ref_add(ss, src, want->id);
     streams__arm(ss);
     if (rc != 0) {
         /* The batch is poisoned and will roll back and reload; report the failure now. */
