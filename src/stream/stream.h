@@ -129,6 +129,35 @@ int streams_shard_held(const struct streams *ss, int k);
 /* A loaded shard stops (held 0) or starts again (1) taking writes: the first step of a hand-off,
  * before the drain. */
 void streams_shard_hold(struct streams *ss, int k, int held);
+/* Fork references (doc/SHARDING-PLAN.md §2.3): what a fork's owner asks of its source's owner.
+ * streams_fork_ref runs the checks a fork's create makes of its source (it exists and is not
+ * deleted; the fork keeps its content type; the fork offset, its durable tail unless given, is
+ * within it and on a message boundary), materializes the sub-offset prefix (sub > 0), writes the
+ * fork's ref in the open batch when `fork` is given (0: only checks and answers: a local create
+ * writes the ref itself, with the id it gets), and answers with the source's identity. Returns 0
+ * with out->status STREAM_OK or the refusal (out->message), or -EREMOTE when the source's shard is
+ * not held here: its owner answers (serve/ is to send it there: increment 4). Clear out with
+ * stream_fork_answer_clear. */
+struct stream_fork_ask {
+    int64_t fork;             /* the fork's stream id, or 0 */
+    const char *content_type; /* the one the fork's create names, or NULL */
+    int has_offset;
+    int64_t offset;
+    int64_t sub; /* Stream-Fork-Sub-Offset, 0 when none */
+};
+struct stream_fork_answer {
+    enum stream_status status;
+    const char *message; /* static */
+    int64_t fork_off;    /* the fork point */
+    /* the source's row then its sources', up the chain: id, content type, fork_src/fork_off, tail
+     * (durable), ttl_s/expires_at_ms/expires_at (what a fork inherits) */
+    struct store_meta *chain;
+    size_t n;
+    struct buf prefix; /* sub > 0: the fork's first bytes, in stored form */
+};
+int streams_fork_ref(struct streams *ss, const char *src, size_t len, const struct stream_fork_ask *ask,
+                     struct stream_fork_answer *out);
+void stream_fork_answer_clear(struct stream_fork_answer *a);
 /* Fork references (doc/SHARDING-PLAN.md §2.3, stream_fork.c): the fork's reference to its source
  * goes, in the open batch, and a deleted source left without any is reclaimed (up its chain).
  * Idempotent. -EREMOTE when src is not a stream of a shard held here: its owner's to do. */

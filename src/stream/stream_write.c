@@ -10,6 +10,7 @@
 #include "stream/stream_int.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,6 +89,30 @@ static enum stream_status stream__fail(struct stream_op *op, enum stream_status 
     return s;
 }
 
+/* What the source's owner checks of a fork (doc/SHARDING-PLAN.md §2.3): the source exists and is
+ * not deleted, the fork keeps its content type (ct: the one asked for, or NULL), and the fork point
+ * (the source's durable tail unless given) is within it and on a message boundary. *fork_off: the
+ * fork point. STREAM_OK, or the refusal with *why. */
+static enum stream_status stream__fork_check(struct streams *ss, struct stream *from, enum stream_lookup how,
+                                             const char *ct, int has_off, int64_t off, int64_t *fork_off,
+                                             const char **why)
+{
+    *why = NULL;
+    if (how == STREAM_MISSING)
+        return *why = "the fork source does not exist", STREAM_NOT_FOUND;
+    if (how == STREAM_SOFT_DELETED)
+        return *why = "the fork source was deleted", STREAM_CONFLICT;
+    if (ct && !stream__media_eq(ct, from->m.content_type))
+        return *why = "a fork keeps its source's content type", STREAM_CONFLICT;
+    *fork_off = has_off ? off : from->durable_tail;
+    if (*fork_off > from->durable_tail)
+        return *why = "Stream-Fork-Offset is beyond the source's tail", STREAM_BAD_REQUEST;
+    if (!stream_offset_is_boundary(ss, from, *fork_off))
+        return *why = "Stream-Fork-Offset falls inside a message of the JSON source stream",
+               STREAM_BAD_REQUEST;
+    return STREAM_OK;
+}
+
 /* The configuration a create asks for, resolved against its fork source: content type (a fork keeps
  * its source's), TTL or expiry (a fork inherits its source's unless it names its own) and the fork
  * point. Fills want (its strings owned: store_meta_clear) and *src. Returns STREAM_OK, or the
@@ -96,32 +121,25 @@ static enum stream_status stream__create_config(struct streams *ss, const struct
                                                 struct store_meta *want, struct stream **src,
                                                 struct stream_op *op)
 {
-    const char *ct = a->content_type, *expires_at = a->expires_at;
+    const char *ct = a->content_type, *expires_at = a->expires_at, *why;
     want->ttl_s = a->ttl_s;
     want->expires_at_ms = a->expires_at_ms;
     want->closed = a->closed;
     *src = NULL;
     if (a->fork_from) {
         enum stream_lookup how;
-        /* a source of a shard not held here is its owner's to count (doc/SHARDING-PLAN.md §2.3) */
+        enum stream_status status;
+        /* a source of a shard not held here is its owner's to check and count: serve/ is to ask it
+         * (streams_fork_ref's -EREMOTE; increment 4) */
         if (!streams_shard_held(ss, streams_shard_of(ss, a->fork_from, strlen(a->fork_from))))
             return stream__fail(op, STREAM_MOVED, "the fork source's shard is not served by this node");
         struct stream *from = streams_lookup(ss, a->fork_from, strlen(a->fork_from), &how);
-        if (how == STREAM_MISSING)
-            return stream__fail(op, STREAM_NOT_FOUND, "the fork source does not exist");
-        if (how == STREAM_SOFT_DELETED)
-            return stream__fail(op, STREAM_CONFLICT, "the fork source was deleted");
-        if (ct && !stream__media_eq(ct, from->m.content_type))
-            return stream__fail(op, STREAM_CONFLICT, "a fork keeps its source's content type");
+        if ((status = stream__fork_check(ss, from, how, ct, a->has_fork_offset, a->fork_offset,
+                                         &want->fork_off, &why)) != STREAM_OK)
+            return stream__fail(op, status, why);
         ct = from->m.content_type;
         want->fork_src = from->m.id;
-        want->fork_off = a->has_fork_offset ? a->fork_offset : from->durable_tail;
         want->fork_sub = a->fork_sub;
-        if (want->fork_off > from->durable_tail)
-            return stream__fail(op, STREAM_BAD_REQUEST, "Stream-Fork-Offset is beyond the source's tail");
-        if (!stream_offset_is_boundary(ss, from, want->fork_off))
-            return stream__fail(op, STREAM_BAD_REQUEST,
-                                "Stream-Fork-Offset falls inside a message of the JSON source stream");
         if (a->ttl_s < 0 && a->expires_at_ms < 0) {
             want->ttl_s = from->m.ttl_s;
             want->expires_at_ms = from->m.expires_at_ms;
@@ -132,6 +150,48 @@ static enum stream_status stream__create_config(struct streams *ss, const struct
     want->content_type = xstrdup(ct ? ct : "application/octet-stream");
     want->expires_at = expires_at ? xstrdup(expires_at) : NULL;
     return STREAM_OK;
+}
+
+int streams_fork_ref(struct streams *ss, const char *path, size_t len, const struct stream_fork_ask *ask,
+                     struct stream_fork_answer *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!streams_shard_held(ss, streams_shard_of(ss, path, len)))
+        return -EREMOTE;
+    enum stream_lookup how;
+    struct stream *from = streams_lookup(ss, path, len, &how);
+    out->status = stream__fork_check(ss, from, how, ask->content_type, ask->has_offset, ask->offset,
+                                     &out->fork_off, &out->message);
+    if (out->status == STREAM_OK && ask->sub > 0 &&
+        (out->message = stream__sub_prefix(ss, from, out->fork_off, ask->sub, &out->prefix)) != NULL)
+        out->status = STREAM_BAD_REQUEST;
+    if (out->status != STREAM_OK)
+        return 0;
+    /* the source's identity, as a fork's owner reads through it: its row (tail: what is durable),
+     * then each of its own sources' */
+    for (struct stream *p = from; p; p = p->src) {
+        out->chain = xrealloc(out->chain, (out->n + 1) * sizeof *out->chain);
+        store_meta_copy(&out->chain[out->n], &p->m);
+        out->chain[out->n++].tail = p->durable_tail;
+    }
+    if (ask->fork) {
+        int rc = stream__ref_add(ss, from, ask->fork);
+        streams__arm(ss);
+        if (rc != 0) {
+            out->status = STREAM_STORE_ERROR;
+            out->message = "the store could not write the fork reference";
+        }
+    }
+    return 0;
+}
+
+void stream_fork_answer_clear(struct stream_fork_answer *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        store_meta_clear(&a->chain[i]);
+    free(a->chain);
+    buf_free(&a->prefix);
+    memset(a, 0, sizeof *a);
 }
 
 /* A create of a stream that exists: idempotent when the configuration is the same (answered with
