@@ -2,6 +2,7 @@
 # BASE_CFLAGS and LDLIBS.
 #
 #   make conformance   the Durable Streams conformance suite against build/$(MODE)/agentd
+#   make conformance-shards  the same with the registry in 64 shards (serve --shards 64)
 #   make conformance-pg  the same against agentd on PostgreSQL (the test starts its own, pg.py)
 #   make conformance-cluster  the same through a round-robin proxy (tests/integ/rrproxy.mjs) in front
 #                      of three agentd nodes on one PostgreSQL (tests/integ/cluster.py); CLUSTER_NODES=1
@@ -23,6 +24,11 @@
 
 conformance: all
 	AGENTD_BIN=$(abspath $(BUILD)/agentd) tests/conformance/run.sh
+
+# The same with the registry in 64 shards (serve's test-only --shards, SQLite): a fork's source is in
+# another shard most of the time (doc/SHARDING-PLAN.md §2.3).
+conformance-shards: all
+	AGENTD_BIN=$(abspath $(BUILD)/agentd) AGENTD_ARGS="--shards 64" tests/conformance/run.sh
 
 # The same suite against agentd on a PostgreSQL of its own (initdb in a temporary dir, a loopback port).
 conformance-pg: all
@@ -91,3 +97,5 @@ fuzz-merge: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 	    rm -rf $$corpus && mv $$fresh $$corpus; \
 	    echo "fuzz-merge: $$name: $$(ls $$corpus | wc -l) inputs"; \
 	done
+
+.PHONY: conformance-shards
