@@ -225,6 +225,18 @@ static void pg__meta(const PGresult *r, int i, struct store_meta *m)
     };
 }
 
+/* Reports each row of a query of PG_META_COLUMNS, which goes in the shard map. */
+static void pg__report(struct store_pg *s, const PGresult *r, store_meta_cb on_stream, void *arg)
+{
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct store_meta m;
+        pg__meta(r, i, &m);
+        pg__ids_put(&s->ids, m.id, m.shard);
+        on_stream(&m, arg);
+        store_meta_clear(&m);
+    }
+}
+
 /* Every stream loaded goes in the shard map (what a batch's rows are fenced with); a load of every
  * shard starts it afresh. */
 int store_pg_load(struct store_pg *s, const uint64_t *shards, store_meta_cb on_stream,
@@ -247,13 +259,8 @@ int store_pg_load(struct store_pg *s, const uint64_t *shards, store_meta_cb on_s
     int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
     if (rc == 0 && shards == NULL)
         pg__ids_clear(&s->ids);
-    for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
-        struct store_meta m;
-        pg__meta(r, i, &m);
-        pg__ids_put(&s->ids, m.id, m.shard);
-        on_stream(&m, arg);
-        store_meta_clear(&m);
-    }
+    if (rc == 0)
+        pg__report(s, r, on_stream, arg);
     PQclear(r);
     return rc ? rc : pg__load_producers(s, shards ? set : NULL, on_producer, arg);
 }
@@ -272,13 +279,8 @@ int store_pg_load_ids(struct store_pg *s, const int64_t *ids, size_t n, store_me
         PGresult *r = pg__query(
             s, "SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE id = ANY($1::bigint[])", 1, &v, 0);
         rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
-        for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
-            struct store_meta m;
-            pg__meta(r, i, &m);
-            pg__ids_put(&s->ids, m.id, m.shard);
-            on_stream(&m, arg);
-            store_meta_clear(&m);
-        }
+        if (rc == 0)
+            pg__report(s, r, on_stream, arg);
         PQclear(r);
         buf_free(&set);
     }
