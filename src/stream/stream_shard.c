@@ -110,6 +110,7 @@ struct stream__load {
     struct streams *ss;
     const uint64_t *want;
     int by_id;                 /* the rows asked for by id: kept as stubs */
+    int empty;                 /* store_load into a registry with no stream (a start, a reload) */
     struct stream__list fresh; /* what this load added or made a loaded stream again */
 };
 
@@ -121,7 +122,7 @@ static void stream__load_stream(const struct store_meta *m, void *arg)
 {
     struct stream__load *c = arg;
     struct streams *ss = c->ss;
-    struct stream *old = stream__by_id(ss, m->id);
+    struct stream *old = c->empty ? NULL : stream__by_id(ss, m->id);
     if (old && !old->foreign)
         return;
     int k = m->path ? streams_shard_of(ss, m->path, strlen(m->path)) : -1;
@@ -207,8 +208,10 @@ static size_t stream__missing(struct stream__load *c, int64_t **ids)
 static int stream__load_rows(struct stream__load *c)
 {
     struct streams *ss = c->ss;
+    c->empty = ss->by_id.count == 0; /* then every row is new: no lookup (the by-id rows may repeat) */
     int rc = store_load(ss->store, streams__store_filter(ss, c->want), stream__load_stream,
                         stream__load_producer, c);
+    c->empty = 0;
     stream__load_link(c);
     int64_t *ids = NULL;
     size_t n, before;
@@ -234,20 +237,25 @@ int streams__load_bits(struct streams *ss, const uint64_t *want, int undo)
     for (int k = 0; rc != 0 && undo && k < ss->nshards; k++)
         if (stream__bit(want, k))
             streams__drop_refs(ss, k);
+    size_t stubs = 0;
     for (size_t i = 0; i < c.fresh.n; i++) {
-        c.fresh.v[i]->loading = 0;
+        struct stream *st = c.fresh.v[i];
+        st->loading = 0;
         /* undo: a failed load leaves nothing of it loaded: every new stream is a stub, swept below
          * (unless a loaded fork reads through it) */
-        struct stream *st = c.fresh.v[i];
         if (rc != 0 && undo && st->m.path && map_get(&ss->by_path, st->m.path, strlen(st->m.path)) == st)
             map_del(&ss->by_path, st->m.path, strlen(st->m.path));
         if (rc != 0 && undo) {
             st->foreign = 1;
             stream__free_producers(st);
         }
+        stubs += st->foreign;
     }
     free(c.fresh.v);
-    streams__sweep_stubs(ss);
+    /* A load that made no stub leaves none unneeded (one that becomes loaded only marks more): with
+     * one shard, always; the sweep would walk every stream three times. */
+    if (stubs)
+        streams__sweep_stubs(ss);
     return rc;
 }
 
