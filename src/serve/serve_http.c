@@ -178,35 +178,41 @@ void serve_forward_http(struct http_req *req, void *arg)
     serve_shard_view(f, shard, &l);
     if (serve_shard_here(f, shard, &l)) /* taken over meanwhile (a held request, a read's completion) */
         return http_req_redispatch(req);
+    serve_forward_shard(req, f, shard, &l);
+}
+
+void serve_forward_shard(struct http_req *req, struct serve_forward *f, int shard,
+                         const struct store_lease *l)
+{
     size_t blen;
     const char *by = http_req_header(req, HTTP_FORWARDED_BY, &blen);
-    if (by != NULL && !http_req_forwarded_here(req) && !l.self)
-        return serve__not_owner(req, f, shard, by, blen, &l);
+    if (by != NULL && !http_req_forwarded_here(req) && !l->self)
+        return serve__not_owner(req, f, shard, by, blen, l);
     if (!serve__forward_auth(req))
         return http_res_unauthorized(req);
     struct http_upstream *up = NULL;
-    if (l.live && !l.self && l.owner_url[0])
-        up = http_upstream_get(f->http, l.owner_url, f->upstream_timeout_ms);
+    if (l->live && !l->self && l->owner_url[0])
+        up = http_upstream_get(f->http, l->owner_url, f->upstream_timeout_ms);
     /* An old view is held too: the heartbeat looks again within 100 ms (serve_hold's probe then
      * sends it on, and serve__token_mismatch checks the holder's token on the new view). */
-    if (((up == NULL && (l.self || !l.live)) || serve__view_old(&l)) && serve_hold(f->hold, req, shard, &l))
+    if (((up == NULL && (l->self || !l->live)) || serve__view_old(l)) && serve_hold(f->hold, req, shard, l))
         return; /* forwarded, or served here, once a node holds the shard */
     if (up == NULL) {
         http_res_header(req, "Retry-After", "1");
-        if (l.self) /* this node just took the lease over and is loading the registry */
+        if (l->self) /* this node just took the lease over and is loading the registry */
             return http_res_error(req, ERR_OWNER_UNAVAILABLE,
                                   "this node is taking over the write lease; retry");
-        if (!l.live)
+        if (!l->live)
             return http_res_error(
                 req, ERR_OWNER_UNAVAILABLE,
                 "no node holds a live write lease (%s%s): another takes over once it expires",
-                *l.owner ? "last holder: " : "none yet", l.owner);
+                *l->owner ? "last holder: " : "none yet", l->owner);
         return http_res_error(req, ERR_OWNER_UNAVAILABLE,
                               "the node that holds the write lease (%s) gave no --node-url of the form "
                               "http://ADDRESS:PORT to forward to",
-                              l.owner);
+                              l->owner);
     }
-    if (serve__token_mismatch(req, f, &l))
+    if (serve__token_mismatch(req, f, l))
         return;
     http_req_forward_shard(req, up, shard);
 }

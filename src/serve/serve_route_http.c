@@ -79,15 +79,16 @@ void serve_dispatch_http(struct http_req *req, void *arg)
     enum serve_route r = serve_route(req, f->nshards, &shard);
     if (r == SERVE_ROUTE_NODE || (r == SERVE_ROUTE_LOCAL && f->serving))
         return http_req_redispatch(req);
+    struct store_lease l;
+    serve_shard_view(f, shard, &l);
+    if (serve_shard_here(f, shard, &l))
+        return http_req_redispatch(req);
     size_t len;
     const char *path = http_req_path(req, &len);
     static const char stream[] = STREAM_HTTP_PREFIX, subs[] = SUBS_HTTP_PREFIX;
+    /* a catch-up read is answered here (serve_read_http forwards the rest) */
     if (r == SERVE_ROUTE_SHARD && f->reads != NULL && serve__under(path, len, stream) &&
-        !serve__under(path, len, subs)) {
-        struct store_lease l;
-        serve_shard_view(f, shard, &l);
-        if (!serve_shard_here(f, shard, &l)) /* a catch-up read is answered here; the rest is forwarded */
-            return serve_read_http(req, f->reads);
-    }
-    serve_forward_http(req, f);
+        !serve__under(path, len, subs))
+        return serve_read_http(req, f->reads);
+    serve_forward_shard(req, f, shard, &l);
 }
