@@ -4,7 +4,8 @@
 # agentd nodes on one PostgreSQL (bench/cluster/nodes.py): appends/s with the writers spread over the
 # nodes (and its ratio to one node), append -> SSE delivery for readers on the owner and on a
 # follower, and the failover time after a kill -9 of the owner; then catch-up read latency on the
-# owner, on a follower answering itself, and on a follower forwarding (bench/cluster/reads.py).
+# owner, on a follower answering itself, and on a follower forwarding, and what forwarding costs an
+# append and a GET (bench/cluster/reads.py).
 #
 # It runs bench/ds (dsbench's phase b only) twice, once per agentd store, each time beside the
 # reference server, on a PostgreSQL 15 of its own (tests/integ/pg.py: initdb in a temporary dir, a
