@@ -324,6 +324,7 @@ static void serve__teardown(struct serve *s)
     ui_free(s->ui);
     free(s->base_url);
     free(s->forward.seen);
+    free(s->forward.views);
 }
 
 /* A PostgreSQL connection string: a URL, or libpq's key=value form. */
@@ -454,9 +455,12 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
             (uint64_t)(o->long_poll_timeout > o->sse_max ? o->long_poll_timeout : o->sse_max) +
             (uint64_t)o->io_timeout,
         .lease_ms = serve__store_is_pg(o->store) ? o->lease_ms : 0,
-        .nshards = serve__store_is_pg(o->store) ? STORE_SHARDS : 1,
     };
     snprintf(s->forward.token_hash, sizeof s->forward.token_hash, "%s", token_hash);
+    /* the store's count (agentd_meta's on PostgreSQL), at most what the router's bitmaps hold */
+    int n = store_shards(s->store, NULL, 0);
+    s->forward.nshards = n < 1 ? 1 : n > STORE_SHARDS ? STORE_SHARDS : n;
+    s->forward.views = xcalloc((size_t)s->forward.nshards, sizeof *s->forward.views);
     s->forward.seen = xcalloc((size_t)s->forward.nshards, sizeof *s->forward.seen);
     for (int k = 0; k < s->forward.nshards; k++)
         serve_shard_view(&s->forward, k, &s->forward.seen[k]);
@@ -638,6 +642,7 @@ static void serve__views_update(struct serve *s, uint64_t *changed)
 {
     int n = s->forward.nshards;
     uint64_t left[SERVE_SHARD_WORDS] = {0}; /* shards whose holder left the URL forwarded to */
+    serve_shard_views_stale(&s->forward);
     struct store_lease *now = xcalloc((size_t)n, sizeof *now);
     for (int k = 0; k < n; k++) {
         const struct store_lease *was = &s->forward.seen[k];

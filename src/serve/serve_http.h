@@ -43,15 +43,21 @@ struct serve_forward {
     int64_t mismatch_epoch;           /* the holder's lease that a token mismatch was last logged for */
     struct serve_hold *hold;          /* requests waiting out a failover (serve_hold_http.h), or NULL */
     struct serve_reads *reads;        /* catch-up reads of streams whose shard is held elsewhere */
-    int nshards;                      /* the store's shards (STORE_SHARDS; 1 on SQLite) */
+    int nshards;                      /* the store's shards (store_shards: 64 on PostgreSQL, 1 on SQLite) */
     int serving;                      /* the registry and the services are loaded: held shards are served */
     struct store_lease *seen;         /* each shard's view at the last lease change serve.c handled */
+    struct store_lease *views;        /* each shard's view as store_shards last said it (nshards) */
+    uint64_t views_us;                /* clock_mono_us of that (0: read again before use) */
 };
 
 /* This node's view of one shard's lease: who holds it, since when it was looked at, its holder's
- * URL and token. Until the store keeps a lease per shard the one holder holds them all: every
- * shard's view is store_lease's. */
-void serve_shard_view(const struct serve_forward *f, int shard, struct store_lease *out);
+ * URL and token, as store_shards says it. Read for all shards at once at most every
+ * SERVE_VIEWS_MS (store_shards copies every shard's under the store's lock: 64 views per request
+ * would cost microseconds), aged by the time since (left_ms, looked_ms_ago, live), and read again
+ * at once after serve_shard_views_stale (the heartbeat saw a change). */
+#define SERVE_VIEWS_MS 20
+void serve_shard_view(struct serve_forward *f, int shard, struct store_lease *out);
+void serve_shard_views_stale(struct serve_forward *f);
 /* Is the shard served here (l: its view now)? When this node serves and holds it, or held it at the
  * last lease change: a shard lost since is still served here until serve.c handles the loss (the
  * node exits, and a write in between is fenced: 503 node_fenced), never forwarded meanwhile. */

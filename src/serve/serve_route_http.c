@@ -8,6 +8,7 @@
 #include "stream/stream_http.h"
 #include "subs/subs.h"
 
+#include <stdint.h>
 #include <string.h>
 
 static int serve__is(const char *path, size_t len, const char *what)
@@ -59,13 +60,26 @@ enum serve_route serve_route(struct http_req *req, int nshards, int *shard)
     return serve_route_path(http_req_method(req), path, len, nshards, shard);
 }
 
-/* The one place that reads a shard's lease: switched to store_shards' per-shard view when the store
- * keeps one (doc/SHARDING-PLAN.md §1); until then one node holds every shard. */
-void serve_shard_view(const struct serve_forward *f, int shard, struct store_lease *out)
+/* The one place that reads a shard's lease. */
+void serve_shard_view(struct serve_forward *f, int shard, struct store_lease *out)
 {
-    (void)shard;
-    store_lease(f->store, out);
+    uint64_t now = clock_mono_us();
+    if (f->views_us == 0 || now - f->views_us >= SERVE_VIEWS_MS * 1000) {
+        (void)store_shards(f->store, f->views, f->nshards);
+        f->views_us = now;
+    }
+    *out = f->views[shard];
+    int64_t aged = (int64_t)(now - f->views_us) / 1000;
+    if (aged == 0)
+        return;
+    out->left_ms -= aged;
+    if (out->looked_ms_ago != INT64_MAX)
+        out->looked_ms_ago += aged;
+    if (out->left_ms <= 0) /* expired since, as the store would say now */
+        out->live = 0;
 }
+
+void serve_shard_views_stale(struct serve_forward *f) { f->views_us = 0; }
 
 int serve_shard_here(const struct serve_forward *f, int shard, const struct store_lease *l)
 {
