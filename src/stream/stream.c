@@ -397,7 +397,10 @@ struct stream *streams_lookup(struct streams *ss, const char *path, size_t len, 
 {
     struct stream *st = map_get(&ss->by_path, path, len);
     if (st && !st->m.deleted && stream__expired(st, clock_wall_ms())) {
-        stream__expire(ss, st);
+        /* Gone for readers either way; only a shard held here writes the expiry (in one let go of,
+         * the write would join the batch that its next holder's fence fails: its holder expires it). */
+        if (stream__writable(ss, st))
+            stream__expire(ss, st);
         st = NULL;
     }
     *how = st == NULL ? STREAM_MISSING : st->m.deleted ? STREAM_SOFT_DELETED : STREAM_FOUND;
@@ -694,6 +697,7 @@ static void streams__on_check(uv_check_t *h)
 }
 
 struct streams__sweep_ctx {
+    struct streams *ss;
     struct stream **expired;
     size_t n, cap;
     int64_t now;
@@ -703,7 +707,8 @@ static void streams__sweep_one(const char *key, void *value, void *arg)
 {
     struct streams__sweep_ctx *c = arg;
     struct stream *st = value;
-    if (!st->m.deleted && stream__expired(st, c->now)) {
+    if (!st->m.deleted && stream__writable(c->ss, st) &&
+        stream__expired(st, c->now)) { /* as streams_lookup */
         if (c->n == c->cap) {
             c->cap = c->cap ? c->cap * 2 : 16;
             c->expired = xrealloc(c->expired, c->cap * sizeof *c->expired);
@@ -715,7 +720,7 @@ static void streams__sweep_one(const char *key, void *value, void *arg)
 static void streams__on_sweep(uv_timer_t *t)
 {
     struct streams *ss = t->data;
-    struct streams__sweep_ctx c = {.now = clock_wall_ms()};
+    struct streams__sweep_ctx c = {.ss = ss, .now = clock_wall_ms()};
     map_each(&ss->by_path, streams__sweep_one, &c);
     for (size_t i = 0; i < c.n; i++)
         stream__expire(ss, c.expired[i]);

@@ -108,6 +108,33 @@ static void test_busy_and_held(void)
     streams_shard_hold(ss, k, 1);
 }
 
+/* A stream that expires in a shard let go of (loaded, not held: the first step of a hand-off) is
+ * gone for its readers, but its expiry is not written here: that write would join the batch, which
+ * the shard's fence (its next holder's now) would fail, with every other shard's writes in it, and
+ * it would leave the shard busy for the drop that follows. Its next holder expires it. */
+static void test_expiry_not_held(void)
+{
+    const char *pe = path_in("t/e", k, 0);
+    struct stream_create_args a = {.content_type = "text/plain",
+                                   .ttl_s = -1,
+                                   .expires_at_ms = clock_wall_ms() + 50,
+                                   .body = "e0.",
+                                   .body_len = 3};
+    struct stream_op op = {.cb = done_cb};
+    is_int(stream_create(ss, pe, strlen(pe), &a, &op), STREAM_CREATED,
+           "E created in shard %d, expiring in 50 ms", k);
+    streams_flush(ss);
+    streams_shard_hold(ss, k, 0);
+    usleep(80 * 1000);
+    ok(get(pe) == NULL, "E expired while its shard is let go of: not found");
+    ok(!streams_shard_busy(ss, k), "... and its expiry joined no batch (the shard is not busy)");
+    ok(!store_batch_open(store), "... nothing was written to the store");
+    streams_shard_hold(ss, k, 1);
+    ok(get(pe) == NULL, "held again: E is expired");
+    ok(streams_shard_busy(ss, k), "... and now its expiry is written");
+    streams_flush(ss);
+}
+
 static void test_drop(void)
 {
     struct reader sse, lp, ws;
@@ -278,6 +305,7 @@ int main(void)
     open_registry(NSHARDS);
     test_setup();
     test_busy_and_held();
+    test_expiry_not_held();
     test_drop();
     test_writes_after_drop();
     test_reload();
