@@ -129,6 +129,9 @@ static void stream__load_stream(const struct store_meta *m, void *arg)
     /* a path-less row: the store's shard, where the store keeps it in this registry's numbering */
     if (k < 0 && ss->nshards == STORE_SHARDS && strcmp(store_backend(ss->store), "postgres") == 0)
         k = m->shard;
+    /* a path-less stub of this registry (dropped with its shard) keeps the shard it had */
+    if (k < 0 && old && !old->shard_unknown)
+        k = (int)old->shard;
     int want = k >= 0 && stream__bit(c->want, k);
     /* another shard's row: loaded by id (a stub) only if a new stream reads through it */
     if (!want && (old || (k >= 0 && !c->by_id)))
@@ -141,7 +144,8 @@ static void stream__load_stream(const struct store_meta *m, void *arg)
         old->durable_closed = m->closed != 0;
         old->last_access_ms = clock_wall_ms();
         old->foreign = 0;
-        map_put(&ss->by_path, m->path, strlen(m->path), old);
+        if (m->path)
+            map_put(&ss->by_path, m->path, strlen(m->path), old);
     } else {
         st = stream__alloc(ss, m);
         st->foreign = !want;

@@ -290,6 +290,49 @@ static void test_detached_source(void)
     is_read(pfd, "d0.fd.", "FD reads through D again");
 }
 
+/* A detached source whose forks are in two shards, its own shard (its former path's) dropped while
+ * the other fork keeps it as a stub, then loaded again: it is that shard's loaded stream again, not a
+ * stub for ever (its forks' unrefs would be another owner's, -EREMOTE, and it never reclaimed). */
+static void test_detached_two_shards(void)
+{
+    const char *pd = path_in("t/dd", k, 0), *pin = path_in("t/din", k, 0), *pout = path_in("t/dout", k, 1);
+    struct stream_create_args a = {.content_type = "text/plain",
+                                   .ttl_s = -1,
+                                   .expires_at_ms = clock_wall_ms() + 50,
+                                   .body = "d0.",
+                                   .body_len = 3};
+    struct stream_op op = {.cb = done_cb};
+    is_int(stream_create(ss, pd, strlen(pd), &a, &op), STREAM_CREATED,
+           "D created in shard %d, expiring in 50 ms", k);
+    streams_flush(ss);
+    struct stream_create_args f = {
+        .content_type = "text/plain", .ttl_s = 3600, .expires_at_ms = -1, .fork_from = pd};
+    struct stream_op o2 = {.cb = done_cb};
+    is_int(stream_create(ss, pin, strlen(pin), &f, &op), STREAM_CREATED, "DIN forks D in D's shard");
+    is_int(stream_create(ss, pout, strlen(pout), &f, &o2), STREAM_CREATED, "DOUT forks D in another shard");
+    streams_flush(ss);
+    usleep(80 * 1000);
+    ok(get(pd) == NULL, "D expired: detached, its forks read through it");
+    streams_flush(ss);
+    int64_t id = get(pin)->src->m.id;
+    uint64_t bits[STORE_SHARD_WORDS] = {0};
+    bits[k / 64] |= 1ull << (k % 64);
+    streams_drop_shard(ss, k);
+    ok(stream__by_id(ss, id) && stream__by_id(ss, id)->foreign,
+       "D's shard dropped: D is a stub DOUT reads through");
+    is_int(streams_load_shards(ss, bits), 0, "D's shard loads again");
+    struct stream *d = stream__by_id(ss, id);
+    ok(d && !d->foreign && (int)d->shard == k, "D is its shard's loaded stream again, not a stub");
+    ok(get(pin) && get(pin)->src == d, "DIN reads through it");
+    op = (struct stream_op){.cb = done_cb};
+    stream_delete(ss, get(pin), &op);
+    streams_flush(ss);
+    op = (struct stream_op){.cb = done_cb};
+    stream_delete(ss, get(pout), &op);
+    streams_flush(ss);
+    ok(stream__by_id(ss, id) == NULL, "both forks deleted: D is reclaimed");
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/agentd-stream-shard-XXXXXX");
@@ -311,6 +354,7 @@ int main(void)
     test_reload();
     test_deleted_source();
     test_detached_source();
+    test_detached_two_shards();
     close_registry();
     store_free(store);
     is_int(uv_loop_close(&loop), 0, "the loop closes cleanly (no leaked handles)");
