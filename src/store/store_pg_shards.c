@@ -70,10 +70,14 @@ int pg__migrate_shards(PGconn *c, char *err, size_t errlen)
         PQclear(r);
     } while (rc == 0 && n == PG_MIGRATE_CHUNK);
     for (int changed = 1; rc == 0 && changed;) {
-        PGresult *r = PQexec(c, "UPDATE agentd_streams s SET shard = (SELECT f.shard FROM agentd_streams f"
-                                " WHERE f.fork_src = s.id AND f.shard IS NOT NULL ORDER BY f.id LIMIT 1)"
-                                " WHERE s.shard IS NULL AND EXISTS (SELECT 1 FROM agentd_streams f"
-                                " WHERE f.fork_src = s.id AND f.shard IS NOT NULL)");
+        /* Through agentd_fork_refs (filled from fork_src by the migration's SQL, before this), whose
+         * key is (src, fork): fork_src has no index, and a subquery on it per detached row scanned the
+         * table once per row (24,000 rows with 2,000 detached: 18 s, all nodes stopped). */
+        PGresult *r =
+            PQexec(c, "UPDATE agentd_streams s SET shard = x.k FROM (SELECT DISTINCT ON (r.src)"
+                      " r.src, f.shard AS k FROM agentd_fork_refs r JOIN agentd_streams f ON f.id = r.fork"
+                      " WHERE f.shard IS NOT NULL ORDER BY r.src, r.fork) x"
+                      " WHERE s.id = x.src AND s.shard IS NULL");
         rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg__errno(c, r);
         changed = rc == 0 && strcmp(PQcmdTuples(r), "0") != 0;
         if (rc != 0)
