@@ -212,6 +212,12 @@ struct stream_create_args {
     int has_fork_offset;
     int64_t fork_offset;
     int64_t fork_sub;
+    /* A fork whose source's shard is not held here: the source owner's answer to the fork's ref
+     * (streams_fork_ref, asked there with the same offset, sub-offset and content type; it wrote
+     * the ref). The source and its chain become stubs here, and nothing of theirs is written.
+     * NULL: the source is looked up here (a shard not held: STREAM_MOVED, for serve/ to ask its
+     * owner: increment 4, which also needs the fork's id before its insert). */
+    const struct stream_fork_answer *fork_ref;
     const void *body;
     size_t body_len;
 };

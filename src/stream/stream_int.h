@@ -147,6 +147,10 @@ void stream__free_producers(struct stream *st);
  * the stubs no loaded stream reads through any more. stream__writable: does st's shard take writes
  * (and st is no stub)? */
 int streams__load_bits(struct streams *ss, const uint64_t *want, int undo);
+/* The stubs of a source's chain as its owner answered it (chain[0]: the source; streams_fork_ref),
+ * linked; those already in memory are kept. Returns chain[0]'s. Unused ones go at the next
+ * streams__sweep_stubs. */
+struct stream *stream__stub_chain(struct streams *ss, const struct store_meta *chain, size_t n);
 void streams__sweep_stubs(struct streams *ss);
 int stream__writable(const struct streams *ss, const struct stream *st);
 /* Fork references (stream_fork.c). stream__ref_add: fork's ref to src (held here), in the open

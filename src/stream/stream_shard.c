@@ -104,6 +104,25 @@ void streams__sweep_stubs(struct streams *ss)
     free(l.v);
 }
 
+struct stream *stream__stub_chain(struct streams *ss, const struct store_meta *chain, size_t n)
+{
+    struct stream *up = NULL; /* the stream chain[i] reads through */
+    for (size_t i = n; i-- > 0;) {
+        struct stream *st = stream__by_id(ss, chain[i].id);
+        if (st == NULL) {
+            st = stream__alloc(ss, &chain[i]);
+            st->foreign = 1;
+            /* a path-less one: its shard does not matter to a stub, which is never written */
+            st->shard =
+                chain[i].path ? (unsigned)streams_shard_of(ss, chain[i].path, strlen(chain[i].path)) : 0;
+            st->src = up;
+            stream__list(ss, st);
+        }
+        up = st;
+    }
+    return up;
+}
+
 /* ================= loading ================= */
 
 struct stream__load {

@@ -113,6 +113,37 @@ static enum stream_status stream__fork_check(struct streams *ss, struct stream *
     return STREAM_OK;
 }
 
+/* stream__create_config's for a source of another owner, from its answer (a->fork_ref): the
+ * source and its chain become stubs here, read through as a loaded source would be. */
+static enum stream_status stream__create_config_remote(struct streams *ss, const struct stream_create_args *a,
+                                                       struct store_meta *want, struct stream **src,
+                                                       struct stream_op *op)
+{
+    const struct stream_fork_answer *r = a->fork_ref;
+    if (r->status != STREAM_OK || r->n == 0)
+        return stream__fail(op, r->status != STREAM_OK ? r->status : STREAM_BAD_REQUEST,
+                            r->message ? r->message : "the fork source's owner gave no source");
+    const struct store_meta *from = &r->chain[0];
+    if (a->content_type && !stream__media_eq(a->content_type, from->content_type))
+        return stream__fail(op, STREAM_CONFLICT, "a fork keeps its source's content type");
+    want->ttl_s = a->ttl_s;
+    want->expires_at_ms = a->expires_at_ms;
+    want->closed = a->closed;
+    want->fork_src = from->id;
+    want->fork_off = r->fork_off;
+    want->fork_sub = a->fork_sub;
+    const char *expires_at = a->expires_at;
+    if (a->ttl_s < 0 && a->expires_at_ms < 0) {
+        want->ttl_s = from->ttl_s;
+        want->expires_at_ms = from->expires_at_ms;
+        expires_at = from->expires_at;
+    }
+    want->content_type = xstrdup(from->content_type);
+    want->expires_at = expires_at ? xstrdup(expires_at) : NULL;
+    *src = stream__stub_chain(ss, r->chain, r->n);
+    return STREAM_OK;
+}
+
 /* The configuration a create asks for, resolved against its fork source: content type (a fork keeps
  * its source's), TTL or expiry (a fork inherits its source's unless it names its own) and the fork
  * point. Fills want (its strings owned: store_meta_clear) and *src. Returns STREAM_OK, or the
@@ -126,6 +157,8 @@ static enum stream_status stream__create_config(struct streams *ss, const struct
     want->expires_at_ms = a->expires_at_ms;
     want->closed = a->closed;
     *src = NULL;
+    if (a->fork_from && a->fork_ref)
+        return stream__create_config_remote(ss, a, want, src, op);
     if (a->fork_from) {
         enum stream_lookup how;
         enum stream_status status;
@@ -222,7 +255,9 @@ static const char *stream__create_data(struct streams *ss, struct stream *src, c
                                        struct buf *body)
 {
     const char *why = NULL;
-    if (src && a->fork_sub > 0)
+    if (src && a->fork_sub > 0 && a->fork_ref) /* materialized by the source's owner */
+        buf_append(first, a->fork_ref->prefix.p, a->fork_ref->prefix.len);
+    else if (src && a->fork_sub > 0)
         why = stream__sub_prefix(ss, src, want->fork_off, a->fork_sub, first);
     if (why == NULL && a->body_len) {
         if (stream__ct_is_json(want->content_type))
@@ -247,7 +282,8 @@ static enum stream_status stream__create_write(struct streams *ss, struct store_
     if (rc == 0 && body->len)
         rc = store_record_append(ss->store, want->id, want->fork_off + (int64_t)first->len, body->p,
                                  body->len);
-    if (rc == 0 && src) /* the source's owner's ref: a local call, src being held here */
+    /* the source's owner's ref: a local call when src is held here (a stub's owner wrote it) */
+    if (rc == 0 && src && !src->foreign)
         rc = stream__ref_add(ss, src, want->id);
     streams__arm(ss);
     if (rc != 0) {

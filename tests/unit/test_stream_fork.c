@@ -181,6 +181,55 @@ static void test_stub_by_id(void)
     load(shard(pf2));
 }
 
+/* A fork's create with its source owner's answer (what serve/ is to do for a source of another node,
+ * increment 4): the source is read through as a stub, its prefix comes from the answer. */
+static void test_remote_create(void)
+{
+    const char *pr = path_in("t/r", ks, 0), *pg = path_in("t/g", ks, 1);
+    is_int(create(pr, "abcde", NULL), STREAM_CREATED, "R created in shard %d", ks);
+    int64_t r = id_of(pr);
+    struct stream_fork_answer ans;
+    struct stream_fork_ask ask = {.has_offset = 1, .offset = 1, .sub = 2};
+    fork_ref(pr, 0, &ask, &ans);
+    drop(ks);
+    ok(by_id(r) == NULL, "R's shard dropped: R is not in memory");
+
+    struct stream_create_args a = {.content_type = "text/plain",
+                                   .ttl_s = -1,
+                                   .expires_at_ms = -1,
+                                   .fork_from = pr,
+                                   .has_fork_offset = 1,
+                                   .fork_offset = 1,
+                                   .fork_sub = 2,
+                                   .body = "xy",
+                                   .body_len = 2};
+    struct stream_op op = {.cb = done_cb};
+    is_int(stream_create(ss, pg, strlen(pg), &a, &op), STREAM_MOVED,
+           "a fork of R, with no answer from R's owner: moved (serve/ is to ask the owner)");
+    a.fork_ref = &ans;
+    memset(&op, 0, sizeof op);
+    op.cb = done_cb;
+    is_int(stream_create(ss, pg, strlen(pg), &a, &op), STREAM_CREATED, "... with its answer: G created");
+    streams_flush(ss);
+    struct stream *stub = by_id(r);
+    ok(stub && stub->foreign && get(pg)->src == stub, "G reads through R as a stub");
+    is_read(pg, "abcxy", "G reads R's byte below the fork point, the owner's prefix, and its own");
+    is_int(get(pg)->m.fork_src, r, "G's row names R as its source");
+
+    struct stream_fork_answer no = {.status = STREAM_CONFLICT, .message = "the fork source was deleted"};
+    const char *ph = path_in("t/h", ks, 1);
+    a.fork_ref = &no;
+    memset(&op, 0, sizeof op);
+    op.cb = done_cb;
+    is_int(stream_create(ss, ph, strlen(ph), &a, &op), STREAM_CONFLICT,
+           "an answer that refuses refuses the create");
+    stream_fork_answer_clear(&ans);
+
+    load(ks);
+    ok(get(pr) == stub && !stub->foreign, "R's shard loaded again: the stub is R");
+    is_int(stub->m.refcount, 1, "... counting G's ref");
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/agentd-stream-fork-XXXXXX");
@@ -197,6 +246,7 @@ int main(void)
     test_ref_unref();
     test_reclaim();
     test_stub_by_id();
+    test_remote_create();
     close_registry();
     store_free(store);
     is_int(uv_loop_close(&loop), 0, "the loop closes cleanly (no leaked handles)");
