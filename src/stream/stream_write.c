@@ -113,34 +113,38 @@ static enum stream_status stream__fork_check(struct streams *ss, struct stream *
     return STREAM_OK;
 }
 
-/* stream__create_config's for a source of another owner, from its answer (a->fork_ref): the
- * source and its chain become stubs here, read through as a loaded source would be. */
-static enum stream_status stream__create_config_remote(struct streams *ss, const struct stream_create_args *a,
-                                                       struct store_meta *want, struct stream **src,
-                                                       struct stream_op *op)
+/* A fork's source: looked up and checked here, or, from another owner, its answer (a->fork_ref;
+ * its chain becomes stubs here, read through as a loaded source would be). Sets want->fork_off,
+ * *src and *row (the source's). STREAM_OK, or the refusal with op's result set. */
+static enum stream_status stream__create_source(struct streams *ss, const struct stream_create_args *a,
+                                                struct store_meta *want, struct stream **src,
+                                                const struct store_meta **row, struct stream_op *op)
 {
     const struct stream_fork_answer *r = a->fork_ref;
-    if (r->status != STREAM_OK || r->n == 0)
+    if (r && (r->status != STREAM_OK || r->n == 0))
         return stream__fail(op, r->status != STREAM_OK ? r->status : STREAM_BAD_REQUEST,
                             r->message ? r->message : "the fork source's owner gave no source");
-    const struct store_meta *from = &r->chain[0];
-    if (a->content_type && !stream__media_eq(a->content_type, from->content_type))
+    if (r && a->content_type && !stream__media_eq(a->content_type, r->chain[0].content_type))
         return stream__fail(op, STREAM_CONFLICT, "a fork keeps its source's content type");
-    want->ttl_s = a->ttl_s;
-    want->expires_at_ms = a->expires_at_ms;
-    want->closed = a->closed;
-    want->fork_src = from->id;
-    want->fork_off = r->fork_off;
-    want->fork_sub = a->fork_sub;
-    const char *expires_at = a->expires_at;
-    if (a->ttl_s < 0 && a->expires_at_ms < 0) {
-        want->ttl_s = from->ttl_s;
-        want->expires_at_ms = from->expires_at_ms;
-        expires_at = from->expires_at;
+    if (r) {
+        want->fork_off = r->fork_off;
+        *src = stream__stub_chain(ss, r->chain, r->n);
+        *row = &r->chain[0];
+        return STREAM_OK;
     }
-    want->content_type = xstrdup(from->content_type);
-    want->expires_at = expires_at ? xstrdup(expires_at) : NULL;
-    *src = stream__stub_chain(ss, r->chain, r->n);
+    /* a source of a shard not held here is its owner's to check and count: serve/ is to ask it
+     * (streams_fork_ref's -EREMOTE; increment 4) */
+    if (!streams_shard_held(ss, streams_shard_of(ss, a->fork_from, strlen(a->fork_from))))
+        return stream__fail(op, STREAM_MOVED, "the fork source's shard is not served by this node");
+    enum stream_lookup how;
+    enum stream_status status;
+    const char *why;
+    struct stream *from = streams_lookup(ss, a->fork_from, strlen(a->fork_from), &how);
+    if ((status = stream__fork_check(ss, from, how, a->content_type, a->has_fork_offset, a->fork_offset,
+                                     &want->fork_off, &why)) != STREAM_OK)
+        return stream__fail(op, status, why);
+    *src = from;
+    *row = &from->m;
     return STREAM_OK;
 }
 
@@ -152,33 +156,24 @@ static enum stream_status stream__create_config(struct streams *ss, const struct
                                                 struct store_meta *want, struct stream **src,
                                                 struct stream_op *op)
 {
-    const char *ct = a->content_type, *expires_at = a->expires_at, *why;
+    const char *ct = a->content_type, *expires_at = a->expires_at;
     want->ttl_s = a->ttl_s;
     want->expires_at_ms = a->expires_at_ms;
     want->closed = a->closed;
     *src = NULL;
-    if (a->fork_from && a->fork_ref)
-        return stream__create_config_remote(ss, a, want, src, op);
     if (a->fork_from) {
-        enum stream_lookup how;
-        enum stream_status status;
-        /* a source of a shard not held here is its owner's to check and count: serve/ is to ask it
-         * (streams_fork_ref's -EREMOTE; increment 4) */
-        if (!streams_shard_held(ss, streams_shard_of(ss, a->fork_from, strlen(a->fork_from))))
-            return stream__fail(op, STREAM_MOVED, "the fork source's shard is not served by this node");
-        struct stream *from = streams_lookup(ss, a->fork_from, strlen(a->fork_from), &how);
-        if ((status = stream__fork_check(ss, from, how, ct, a->has_fork_offset, a->fork_offset,
-                                         &want->fork_off, &why)) != STREAM_OK)
-            return stream__fail(op, status, why);
-        ct = from->m.content_type;
-        want->fork_src = from->m.id;
+        const struct store_meta *from;
+        enum stream_status status = stream__create_source(ss, a, want, src, &from, op);
+        if (status != STREAM_OK)
+            return status;
+        ct = from->content_type;
+        want->fork_src = from->id;
         want->fork_sub = a->fork_sub;
         if (a->ttl_s < 0 && a->expires_at_ms < 0) {
-            want->ttl_s = from->m.ttl_s;
-            want->expires_at_ms = from->m.expires_at_ms;
-            expires_at = from->m.expires_at;
+            want->ttl_s = from->ttl_s;
+            want->expires_at_ms = from->expires_at_ms;
+            expires_at = from->expires_at;
         }
-        *src = from;
     }
     want->content_type = xstrdup(ct ? ct : "application/octet-stream");
     want->expires_at = expires_at ? xstrdup(expires_at) : NULL;
