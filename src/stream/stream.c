@@ -741,6 +741,7 @@ static void streams__clear(struct streams *ss)
     map_clear(&ss->by_id);
     map_clear(&ss->by_path);
     map_clear(&ss->refs);
+    map_clear(&ss->suspects);
 }
 
 static void streams__unavailable(struct streams *ss, int rc)

@@ -10,7 +10,8 @@
  * an unref sent twice (a retried request) counts once. The store keeps the same set (store.h, "Fork
  * references"); on PostgreSQL a ref can outlive its fork (the fork's create failed after the ref
  * committed; an unref lost), so the owner's sweep (every 60 s) reconciles: it unrefs the refs whose
- * fork row is gone, and reclaims each deleted source left without refs, up the chain.
+ * fork row is gone (at two sweeps running), and reclaims each deleted source left without refs, up
+ * the chain.
  */
 #include "stream/stream.h"
 #include "stream/stream_int.h"
@@ -171,12 +172,23 @@ void streams__fork_sweep(struct streams *ss, int64_t now_ms)
     if (store_fork_refs_leaked(ss->store, streams__store_filter(ss, ss->held), stream__collect_leaked, &l) !=
         0)
         log_warn("stream: cannot read the fork references to reconcile: %s", store_errmsg(ss->store));
+    /* A ref is removed only when the sweep before found it without a fork row too: a fork's owner
+     * commits the fork after its ref (another node, once shards have several holders), and one sweep
+     * apart is far longer than that takes. A fork in memory is in a batch not committed yet. */
+    struct map seen = {0};
     for (size_t i = 0; i < l.n; i++) {
-        /* a fork in memory is in a batch not committed yet, not gone */
-        if (stream__by_id(ss, l.v[i][1]) == NULL && streams_fork_unref(ss, l.v[i][0], l.v[i][1]) == 0)
+        char key[48];
+        size_t n = stream__ref_key(l.v[i][0], l.v[i][1], key);
+        if (stream__by_id(ss, l.v[i][1]) != NULL)
+            continue;
+        if (map_get(&ss->suspects, key, n) == NULL)
+            map_put(&seen, key, n, ss);
+        else if (streams_fork_unref(ss, l.v[i][0], l.v[i][1]) == 0)
             log_info("stream: fork reference %" PRId64 " -> %" PRId64 " had no fork; removed", l.v[i][1],
                      l.v[i][0]);
     }
+    map_clear(&ss->suspects);
+    ss->suspects = seen;
     free(l.v);
     struct stream__orphans o = {.ss = ss};
     map_each(&ss->by_id, stream__collect_orphan, &o);

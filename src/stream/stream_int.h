@@ -123,6 +123,7 @@ struct streams {
     /* Fork references of the sources held here (stream_fork.c): "src:fork" keys, the value unused */
     struct map refs;
     int64_t fork_sweep_ms, fork_swept_ms; /* the owner's reconciling sweep: its period, last run */
+    struct map suspects;                  /* the refs it found without a fork row last time ("src:fork") */
 };
 
 /* Media types compare without parameters, case-insensitively. */

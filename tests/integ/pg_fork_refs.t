@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 # Fork references on PostgreSQL (doc/SHARDING-PLAN.md §2.3, increment 3): agentd_fork_refs holds one
 # row per fork, written by the source's owner; a ref whose fork row is gone (a fork's create that
-# failed after its ref committed, an unref lost) is reconciled by the owner's sweep, and a deleted
-# source kept only by such a ref is reclaimed by it. The sweep's period is 60 s; the test sets it to
-# 1 s (AGENTD_TEST_FORK_SWEEP_MS, tests only), which the registry's 2 s sweep timer rounds up.
+# failed after its ref committed, an unref lost) is reconciled by the owner's sweep once two sweeps
+# running found it so, and a deleted source kept only by such a ref is reclaimed then. The sweep's
+# period is 60 s; the test sets it to 1 s (AGENTD_TEST_FORK_SWEEP_MS, tests only), which the
+# registry's 2 s sweep timer rounds up.
 #   - a fork's create writes its ref; a leaked ref inserted with psql goes within the sweep;
 #   - restarted with a leaked ref of a source S (loaded, so S counts it), S deleted and its only
 #     real fork deleted: S stays, soft-deleted, until the sweep removes the ref and reclaims S (its
