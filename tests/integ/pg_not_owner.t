@@ -78,11 +78,13 @@ def main(tap):
         th.start()
         time.sleep(0.5)
         tap.ok(th.is_alive(), "B holds the request while C refuses it")
-        a.stop()
+        tap.check_clean_exit(a, "A stops cleanly")
         th.join(20)
         r = got.get("r")
         tap.is_(r and r.status, 201, "A stops: the held request is created by the next holder, once")
         tap.is_(b.request("HEAD", path).status, 200, "and the stream is there")
+        tap.check_clean_exit(b, "B stops cleanly (under ASan: no report of the answers it set aside)")
+        tap.check_clean_exit(c, "C stops cleanly")
     finally:
         stop_nodes(tap, pg, [a, b, c])
 
