@@ -681,6 +681,16 @@ static void serve__on_lease(uv_async_t *a)
     store_lease(s->store, &l);
     if (s->streams != NULL && !l.self)
         serve__lost(s, &l);
+    /* Any shard it held and no longer does, lost without giving it up (decision 3: one renewal
+     * renews them all, so an involuntary loss takes them all; shard 0's, above, says it first
+     * while shards are taken all or nothing). */
+    serve_shard_views_stale(&s->forward);
+    for (int k = 0; s->streams != NULL && k < s->forward.nshards; k++) {
+        struct store_lease v;
+        serve_shard_view(&s->forward, k, &v);
+        if (s->forward.seen[k].self && !v.self)
+            serve__lost(s, &v);
+    }
     uint64_t changed[SERVE_SHARD_WORDS] = {0};
     serve__views_update(s, changed);
     if (!l.self || s->streams != NULL || s->failed) {
