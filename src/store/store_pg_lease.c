@@ -581,11 +581,13 @@ static void pg__watch(struct store_pg *s)
     }
 }
 
-/* ms from now, for pthread_cond_timedwait (CLOCK_REALTIME). */
+/* ms from now, for pthread_cond_timedwait on hb->cv, whose clock is CLOCK_MONOTONIC
+ * (pg__heartbeat_start): a deadline on the wall clock, stepped back while the heartbeat waits,
+ * would hold the beat for as long as the step, and the node lose its lease. */
 static struct timespec pg__in_ms(int64_t ms)
 {
     struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
+    clock_gettime(CLOCK_MONOTONIC, &t);
     t.tv_sec += ms / 1000;
     t.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (t.tv_nsec >= 1000000000L) {
@@ -630,8 +632,12 @@ static void *pg__heartbeat_main(void *arg)
 void pg__heartbeat_start(struct store_pg *s)
 {
     struct pg__heartbeat *hb = &s->hb;
+    pthread_condattr_t ca;
     pthread_mutex_init(&hb->mu, NULL);
-    pthread_cond_init(&hb->cv, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&hb->cv, &ca);
+    pthread_condattr_destroy(&ca);
     hb->started = pthread_create(&hb->thread, NULL, pg__heartbeat_main, s) == 0;
     if (!hb->started)
         log_error("store: cannot start the lease's heartbeat thread: the lease will expire");
