@@ -45,6 +45,7 @@ struct serve_opts {
     long long max_held;
     long long stream_cache;
     long long shards;
+    char *shard_policy;
     long long runtime_idle;
     long long runtime_output_limit;
     long long runtime_spin;
@@ -100,6 +101,12 @@ static const struct opt_def serve__opts[] = {
      "for tests only, SQLite store: spread the streams over this many shards in memory (the sharding "
      "plan's bookkeeping with every shard held); 1 is the setting for use",
      O(shards)},
+    {"shard-policy", OPT_ENUM, "all", 0, 0, "all|balance",
+     "PostgreSQL store, experimental: how the nodes share the shards: all (one node holds every shard, "
+     "the others forward to it) or balance (each node takes its share, ceil(shards / live nodes); for "
+     "plain streams only: sessions, subscriptions and forks across shards stay on shard 0's holder or "
+     "do not work yet)",
+     O(shard_policy)},
     {"runtime-idle", OPT_INT, "1800000", 1000, 1LL << 40, NULL,
      "milliseconds before an unused runtime is stopped", O(runtime_idle)},
     {"runtime-output-limit", OPT_INT, "1048576", 1024, 1LL << 30, NULL,
@@ -155,10 +162,16 @@ struct serve {
     int failed;               /* a take-over could not build the services: exit 1 */
     struct serve_forward forward;
     struct serve_reads reads; /* a follower's catch-up reads (reads.sh NULL on an owner) */
+    /* --shard-policy balance: the node serves the shards it holds. loaded: those whose streams the
+     * registry has loaded (the router serves only those here; a request for one held but not loaded
+     * yet waits). The services (subscriptions, sessions) run on shard 0's holder. */
+    int balance;
+    uint64_t loaded[SERVE_SHARD_WORDS];
     const struct serve_opts *o;
 };
 
 static void serve__on_lease(uv_async_t *a);
+static void serve__on_shards(struct serve *s);
 static int serve__node_lost(struct serve *s);
 static int64_t serve__lease_epoch(struct serve *s);
 static void serve__lease_close(struct serve *s);
@@ -371,6 +384,10 @@ static int serve__check(struct serve_opts *o, char *host, size_t hostlen, int *p
                 o->store);
         return -EINVAL;
     }
+    if (strcmp(o->shard_policy, "all") != 0 && !serve__store_is_pg(o->store)) {
+        fprintf(stderr, "agentd serve: --shard-policy is for the PostgreSQL store (SQLite has one shard)\n");
+        return -EINVAL;
+    }
     if (o->shards > 1 && strcmp(o->store, "sqlite") != 0) {
         fprintf(stderr, "agentd serve: --shards is for tests on the SQLite store only\n");
         return -EINVAL;
@@ -437,6 +454,7 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
                                      .lease_ms = o->lease_ms,
                                      .durability = d,
                                      .follow = 1,
+                                     .balance = s->balance,
                                      .on_lease = serve__lease_changed,
                                      .lease_arg = s};
         rc = store_open_pg(&s->store, &pc, err, errlen);
@@ -464,6 +482,8 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
     s->forward.seen = xcalloc((size_t)s->forward.nshards, sizeof *s->forward.seen);
     for (int k = 0; k < s->forward.nshards; k++)
         serve_shard_view(&s->forward, k, &s->forward.seen[k]);
+    if (s->balance)
+        s->forward.loaded = s->loaded;
     http_set_front(s->http, serve_dispatch_http, &s->forward);
     return 0;
 }
@@ -486,7 +506,7 @@ static int serve__build_streams(struct serve *s, const struct serve_opts *o, cha
     struct streams_config scfg = {.max_append = (size_t)o->max_body,
                                   .read_chunk = 1 << 20,
                                   .cache_bytes = (size_t)o->stream_cache,
-                                  .shards = (int)o->shards};
+                                  .shards = s->balance ? s->forward.nshards : (int)o->shards};
     if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
         return rc;
     struct stream_http_config shcfg = serve__stream_http_config(o);
@@ -671,12 +691,61 @@ static void serve__views_update(struct serve *s, uint64_t *changed)
     free(now);
 }
 
+/* --shard-policy balance: the shards this node took are loaded (the registry is made with the first
+ * ones: streams_new loads every shard, those not held are dropped at once) before the router serves
+ * them here (it holds their requests meanwhile), and the services start with shard 0. A shard held
+ * and lost (fenced, taken over) still means exit 75 (decision 3). */
+static void serve__on_shards(struct serve *s)
+{
+    int n = s->forward.nshards;
+    struct store_lease *v = xcalloc((size_t)n, sizeof *v);
+    (void)store_shards(s->store, v, n);
+    for (int k = 0; k < n; k++)
+        if (store_shard_in(s->loaded, k) && !v[k].self)
+            serve__lost(s, &v[k]);
+    uint64_t changed[SERVE_SHARD_WORDS] = {0}, took[SERVE_SHARD_WORDS] = {0};
+    serve__views_update(s, changed);
+    int any = 0;
+    for (int k = 0; k < n; k++)
+        if (v[k].self && !store_shard_in(s->loaded, k))
+            took[k / 64] |= 1ull << (k % 64), any = 1;
+    free(v);
+    char err[512] = "";
+    uint64_t t0 = clock_mono_us();
+    int rc = 0;
+    if (any && s->streams == NULL && (rc = serve__build_streams(s, s->o, err, sizeof err)) == 0)
+        for (int k = 0; k < n; k++)
+            if (!store_shard_in(took, k))
+                streams_drop_shard(s->streams, k);
+    if (any && rc == 0)
+        rc = streams_load_shards(s->streams, took);
+    if (rc == 0 && s->sessions == NULL && store_shard_in(took, 0))
+        rc = serve__build_services(s, s->o, err, sizeof err);
+    if (rc != 0) {
+        log_error("serve: took shards but cannot serve them: %s; stopping", *err ? err : strerror(-rc));
+        s->failed = 1;
+        uv_stop(&s->loop);
+        return;
+    }
+    for (int w = 0; w < SERVE_SHARD_WORDS; w++)
+        s->loaded[w] |= took[w], changed[w] |= took[w];
+    if (any)
+        log_info("serve: node %s loaded the shards it took in %.1f ms", http_server_node(s->http),
+                 (double)(clock_mono_us() - t0) / 1000.0);
+    s->forward.serving = s->streams != NULL;
+    serve_hold_retry_shards(s->forward.hold, changed);
+}
+
 /* The heartbeat saw the lease change. A follower that took it becomes the owner; an owner that
  * lost it exits (serve__lost); held requests of the shards whose view changed try again (the
  * router reads each shard's holder per request). */
 static void serve__on_lease(uv_async_t *a)
 {
     struct serve *s = a->data;
+    if (s->balance) {
+        serve__on_shards(s);
+        return;
+    }
     struct store_lease l;
     store_lease(s->store, &l);
     if (s->streams != NULL && !l.self)
@@ -766,13 +835,15 @@ int serve_main(int argc, char **argv)
     uv_loop_init(&s.loop);
     s.loop_ready = 1;
     s.o = &o;
+    s.balance = serve__store_is_pg(o.store) && strcmp(o.shard_policy, "balance") == 0;
     if (serve__build_core(&s, &o, host, port, err, sizeof err) != 0) {
         fprintf(stderr, "agentd serve: %s\n", err);
         goto out;
     }
     struct store_lease l;
     store_lease(s.store, &l);
-    if (l.self ? serve__own(&s, err, sizeof err) != 0 : serve__follow(&s, err, sizeof err) != 0) {
+    if (l.self && !s.balance ? serve__own(&s, err, sizeof err) != 0
+                             : serve__follow(&s, err, sizeof err) != 0) {
         fprintf(stderr, "agentd serve: %s\n", err);
         goto out;
     }

@@ -193,6 +193,8 @@ void serve_forward_shard(struct http_req *req, struct serve_forward *f, int shar
     struct http_upstream *up = NULL;
     if (l->live && !l->self && l->owner_url[0])
         up = http_upstream_get(f->http, l->owner_url, f->upstream_timeout_ms);
+    else if (!l->live && !l->self) /* nobody holds it: this node takes it (within its share) */
+        store_shard_want(f->store, shard);
     /* An old view is held too: the heartbeat looks again within 100 ms (serve_hold's probe then
      * sends it on, and serve__token_mismatch checks the holder's token on the new view). */
     if (((up == NULL && (l->self || !l->live)) || serve__view_old(l)) && serve_hold(f->hold, req, shard, l))

@@ -48,6 +48,9 @@ struct serve_forward {
     struct store_lease *seen;         /* each shard's view at the last lease change serve.c handled */
     struct store_lease *views;        /* each shard's view as store_shards last said it (nshards) */
     uint64_t views_us;                /* clock_mono_us of that (0: read again before use) */
+    /* --shard-policy balance: the shards whose streams are loaded here (serve.c's; NULL: every shard
+     * held, once serving). One held but not loaded yet is not served here: its requests wait. */
+    const uint64_t *loaded;
 };
 
 /* This node's view of one shard's lease: who holds it, since when it was looked at, its holder's

@@ -83,7 +83,8 @@ void serve_shard_views_stale(struct serve_forward *f) { f->views_us = 0; }
 
 int serve_shard_here(const struct serve_forward *f, int shard, const struct store_lease *l)
 {
-    return f->serving && (l->self || (f->seen != NULL && f->seen[shard].self));
+    return f->serving && (l->self || (f->seen != NULL && f->seen[shard].self)) &&
+           (f->loaded == NULL || store_shard_in(f->loaded, shard));
 }
 
 void serve_dispatch_http(struct http_req *req, void *arg)

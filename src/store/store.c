@@ -114,6 +114,18 @@ int store_shards(struct store *s, struct store_lease *out, int max)
     return 1;
 }
 
+void store_shard_want(struct store *s, int k)
+{
+    if (s->pg)
+        store_pg_shard_want(s->pg, k);
+}
+
+void store_shard_release(struct store *s, int k)
+{
+    if (s->pg)
+        store_pg_shard_release(s->pg, k);
+}
+
 int store_nodes(struct store *s, struct store_node *out, size_t max)
 {
     if (s->pg)

@@ -114,6 +114,10 @@ struct store_pg_config {
      * runs too, once, when a node that held the lease finds it taken over (a renewal or a batch
      * fenced; then from the heartbeat thread or a sync's worker thread): store_lease's self is 0. */
     int follow;
+    /* The take policy (doc/SHARDING-PLAN.md §1), experimental: 0, all or nothing (one node holds
+     * every shard); 1, balance: each node takes free shards (expired, never held) up to
+     * ceil(shards / live nodes), a few per beat, and a shard store_shard_want asks for first. */
+    int balance;
     void (*on_lease)(void *arg);
     void *lease_arg;
 };
@@ -168,6 +172,14 @@ void store_lease(struct store *s, struct store_lease *out);
 /* Each shard's lease, as store_lease says shard 0's: fills out[k] for the first max shards and
  * returns how many shards there are (SQLite: 1, held by this process). */
 int store_shards(struct store *s, struct store_lease *out, int max);
+/* Any thread. Asks the heartbeat to try shard k first at its next beat, which it does at once (a
+ * request waits for k, which no live node holds), within this node's share (balance policy only;
+ * otherwise, and on SQLite, nothing). */
+void store_shard_want(struct store *s, int k);
+/* Any thread. Gives shard k up at the heartbeat's next beat: no longer held here (a batch that
+ * writes it afterwards is fenced), its row expired for another node to take. The caller drained it
+ * first (doc/SHARDING-PLAN.md §5). SQLite: nothing. */
+void store_shard_release(struct store *s, int k);
 
 /* The nodes that use the store's database (SQLite: this one). */
 enum store_node_state {

@@ -368,6 +368,7 @@ int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char
     s->lease_ms = cfg->lease_ms;
     s->durability = cfg->durability;
     s->follow = cfg->follow;
+    s->balance = cfg->balance;
     s->on_lease = cfg->on_lease;
     s->lease_arg = cfg->lease_arg;
     s->open_tail = &s->open;

@@ -82,6 +82,7 @@ struct pg__heartbeat {
      * outage): set when its connection comes back after a failure, so that after PostgreSQL
      * restarted (every lease then looks expired) the holders renew theirs before anybody takes them. */
     uint64_t grace_us;
+    uint64_t renew_us; /* clock_mono_us of its last renewal (the balance policy beats more often) */
 };
 
 /* One shard's lease (agentd_shards), under store_pg.mu: this node's hold and what the heartbeat last
@@ -124,6 +125,11 @@ struct store_pg {
     /* Each shard's lease (under mu). Taken all or nothing for now (SHARDING-PLAN §7, increment 1):
      * one node holds every shard, and a node that loses one gives all up. */
     struct pg__shard shard[STORE_SHARDS];
+    /* The take policy (store_pg_config.balance, store_pg_shards.c): 0, all or nothing; 1, each node
+     * takes free shards up to its share. want and release: under mu, shards store_shard_want and
+     * store_shard_release asked the heartbeat for (it does both at its next beat). */
+    int balance;
+    uint64_t want[STORE_SHARD_WORDS], release[STORE_SHARD_WORDS];
     uint64_t looked_us;       /* clock_mono_us of the last pg__look */
     struct pg__shardmap ids;  /* loop thread only */
     int follow;               /* follower mode: the heartbeat watches the lease until it takes it */
@@ -173,8 +179,18 @@ void pg__node_seen(struct store_pg *s, PGconn *c, int read);
 /* Marks shards lost (lost: a STORE_SHARD_WORDS bitmap, or NULL: every shard held) and, the policy
  * being all or nothing, every other one held too; logged and told (on_lease) once. Any thread. */
 void pg__fenced(struct store_pg *s, const uint64_t *lost);
-/* Does this node hold a shard it has not lost (it may write)? Under mu. */
+/* Does this node hold a shard it has not lost (it may write)? Under mu. pg__held: how many. */
 int pg__holds(const struct store_pg *s);
+int pg__held(const struct store_pg *s);
+/* The heartbeat's pieces the balance policy (store_pg_shards.c) beats with: its connection (made
+ * again when lost, starting the grace), a renewal of every shard held, reading every row of
+ * agentd_shards (0 or -errno), noting what a row says (under mu), and telling the node. */
+int pg__hb_connect(struct store_pg *s);
+void pg__renew(struct store_pg *s);
+int pg__look(struct store_pg *s, PGconn *c);
+void pg__saw(struct store_pg *s, int k, const char *holder, const char *url, const char *token, int64_t epoch,
+             uint64_t until_us);
+void pg__lease_notify(struct store_pg *s);
 
 /* store_pg_shards.c */
 /* Fills agentd_streams.shard and agentd_fork_refs in schema 5's migration, inside its transaction.
@@ -185,6 +201,11 @@ void pg__ids_put(struct pg__shardmap *m, int64_t id, int shard);
 int pg__ids_get(const struct pg__shardmap *m, int64_t id);
 void pg__ids_del(struct pg__shardmap *m, int64_t id);
 void pg__ids_clear(struct pg__shardmap *m);
+/* One beat of the balance policy (SHARDING-PLAN §1), on the heartbeat thread: renews the shards
+ * held when due, gives up those store_shard_release asked for, reads the rows, and takes free ones
+ * (expired, never held, or this node's from before a restart) while it holds fewer than its share,
+ * at most PG_TAKE_PER_BEAT, wanted ones first, then the lowest. on_lease when a view changed. */
+void pg__balance(struct store_pg *s);
 /* Parses agentd_fence_shards' DETAIL ("3,17,40") into a bitmap; 0 when it named none. */
 int pg__shards_parse(const char *detail, uint64_t *out);
 

@@ -55,7 +55,7 @@ static PGresult *pg__params(PGconn *c, const char *sql, int n, const char *const
 }
 
 /* How many shards this node holds and has not lost. Under mu. */
-static int pg__held(const struct store_pg *s)
+int pg__held(const struct store_pg *s)
 {
     int n = 0;
     for (int k = 0; k < s->nshards; k++)
@@ -195,8 +195,8 @@ void store_pg_set_load(struct store_pg *s, int64_t agents, int64_t runtimes)
 
 /* Row k of agentd_shards as this node saw it (under mu): holder, its URL and token hash, epoch, and
  * when its lease ends (clock_mono_us). */
-static void pg__saw(struct store_pg *s, int k, const char *holder, const char *url, const char *token,
-                    int64_t epoch, uint64_t until_us)
+void pg__saw(struct store_pg *s, int k, const char *holder, const char *url, const char *token, int64_t epoch,
+             uint64_t until_us)
 {
     if (k < 0 || k >= s->nshards)
         return;
@@ -210,7 +210,7 @@ static void pg__saw(struct store_pg *s, int k, const char *holder, const char *u
 
 /* Reads who holds each shard into s->shard[] (holder, its URL and token hash, epoch, time left).
  * 0 or -errno. */
-static int pg__look(struct store_pg *s, PGconn *c)
+int pg__look(struct store_pg *s, PGconn *c)
 {
     PGresult *r = PQexec(
         c, "SELECT l.shard, l.node, coalesce(n.url, ''), l.epoch, CASE WHEN isfinite(l.expires_at) THEN"
@@ -337,6 +337,8 @@ int pg__lease_take(struct store_pg *s, PGconn *c, int wait, char *err, size_t er
 {
     /* At start (wait) the node says it is there, also while it waits as a standby. */
     int rc = wait ? pg__node_register(s, c, err, errlen) : 0;
+    if (s->balance) /* the heartbeat takes shards one by one (pg__balance) */
+        return rc ? rc : -EPERM;
     for (int waited = 0; rc == 0;) {
         if ((rc = pg__lease_try(s, c)) == 1) {
             struct store_lease l;
@@ -403,7 +405,7 @@ int store_pg_shards(struct store_pg *s, struct store_lease *out, int max)
 
 /* Tells the node (on_lease) that the lease changed, unless the store is being freed: a heartbeat
  * left running by pg__lease_release (the node's on_lease argument may be gone then) stays quiet. */
-static void pg__lease_notify(struct store_pg *s)
+void pg__lease_notify(struct store_pg *s)
 {
     struct pg__heartbeat *hb = &s->hb;
     if (!s->on_lease)
@@ -452,7 +454,7 @@ void pg__fenced(struct store_pg *s, const uint64_t *lost)
  * quarter of the lease) have theirs back before anybody may take them, and nobody exits 75. It
  * costs a takeover after an outage one lease more, when the holder died meanwhile. 0, or -ENOTCONN
  * (the next beat tries again). */
-static int pg__hb_connect(struct store_pg *s)
+int pg__hb_connect(struct store_pg *s)
 {
     char err[256];
     struct pg__heartbeat *hb = &s->hb;
@@ -520,7 +522,7 @@ static void pg__renewed(struct store_pg *s, PGresult *r)
  * statement does not return was taken over: this node is fenced (all of its shards). Failures wait
  * for the next beat: the leases then expire on their own, and the fence refuses what this node
  * writes after another node took them. */
-static void pg__renew(struct store_pg *s)
+void pg__renew(struct store_pg *s)
 {
     struct pg__heartbeat *hb = &s->hb;
     if (pg__hb_connect(s) != 0)
@@ -536,6 +538,7 @@ static void pg__renew(struct store_pg *s)
                        "::interval FROM " PG_HELD_ROWS " WHERE l.shard = h.shard RETURNING l.shard",
                        4, v);
         /* Taken over: who holds them now is read first, so that on_lease can name the new holder. */
+        hb->renew_us = clock_mono_us();
         if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) < n) {
             uint64_t lost[STORE_SHARD_WORDS];
             pg__shards_parse(shards + 1, lost);
@@ -611,13 +614,15 @@ static void *pg__heartbeat_main(void *arg)
         for (int k = 0; k < s->nshards; k++)
             holder |= s->shard[k].epoch != 0;
         pthread_mutex_unlock(&s->mu);
-        int64_t every_ms = holder ? renew_ms : watch_ms;
+        int64_t every_ms = holder && !s->balance ? renew_ms : watch_ms;
         struct timespec until = pg__in_ms(every_ms);
         pthread_cond_timedwait(&hb->cv, &hb->mu, &until);
         if (hb->stop)
             break;
         pthread_mutex_unlock(&hb->mu);
-        if (holder)
+        if (s->balance)
+            pg__balance(s);
+        else if (holder)
             pg__renew(s);
         else
             pg__watch(s);

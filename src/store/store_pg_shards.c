@@ -176,3 +176,197 @@ int pg__shards_parse(const char *detail, uint64_t *out)
     }
     return n;
 }
+
+/* ---- the balance policy (SHARDING-PLAN §1) ---- */
+
+/* Shards a node takes per beat at most: nodes started together do not all take the same rows, and
+ * the shards of a node that died spread over the survivors. */
+#define PG_TAKE_PER_BEAT 4
+
+/* A hash of what routing reads of every shard's view (holder, epoch, whether it is live and held
+ * here): the beat tells the node (on_lease) only when it changed. Under mu. */
+static uint64_t pg__views_sig(const struct store_pg *s, uint64_t now)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (int k = 0; k < s->nshards; k++) {
+        const struct pg__shard *x = &s->shard[k];
+        uint64_t v[] = {(uint64_t)x->holder_epoch, x->holder_until_us > now, x->epoch != 0 && !x->fenced};
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+            h = (h ^ v[i]) * 1099511628211ull;
+        for (const char *p = x->holder; *p; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* How many nodes share the shards: those heard of within two leases and a second (the window
+ * pg__token_check uses) and not stopped, less those whose every row expired (killed or paused: a
+ * live node renews), and this node. At least 1. */
+static int pg__live_nodes(struct store_pg *s, PGconn *c)
+{
+    char since[24];
+    snprintf(since, sizeof since, "%" PRId64, clock_wall_ms() - (2 * s->lease_ms + 1000));
+    const char *v[] = {s->node, since};
+    PGresult *r =
+        PQexecParams(c,
+                     "SELECT count(*) FROM agentd_nodes n WHERE n.node = $1 OR (n.stopped_ms IS NULL"
+                     " AND n.seen_ms >= $2::bigint AND (NOT EXISTS (SELECT 1 FROM agentd_shards h"
+                     " WHERE h.node = n.node) OR EXISTS (SELECT 1 FROM agentd_shards h WHERE"
+                     " h.node = n.node AND h.expires_at > clock_timestamp())))",
+                     2, NULL, v, NULL, NULL, 0);
+    int n = pg__rows(c, r) == 0 ? atoi(PQgetvalue(r, 0, 0)) : 1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        PQclear(r);
+    return n > 0 ? n : 1;
+}
+
+/* Takes shard k if its row is free (expired, never held, or this node's own from before a restart),
+ * in a transaction of its own: a takeover never holds two rows, so it cannot deadlock with a fence
+ * or a renewal. 1 taken, 0 not, -errno. */
+static int pg__shard_try(struct store_pg *s, PGconn *c, int k)
+{
+    char sk[16], ms[24];
+    snprintf(sk, sizeof sk, "%d", k);
+    snprintf(ms, sizeof ms, "%" PRId64, s->lease_ms);
+    const char *v[] = {s->node, sk, ms};
+    PGresult *r =
+        PQexecParams(c,
+                     "WITH o AS (SELECT shard, node FROM agentd_shards WHERE shard = $2::int FOR UPDATE)"
+                     " UPDATE agentd_shards l SET node = $1, epoch = l.epoch + 1,"
+                     " expires_at = clock_timestamp() + ($3 || ' milliseconds')::interval FROM o"
+                     " WHERE l.shard = o.shard AND (o.node = $1 OR o.node = ''"
+                     " OR l.expires_at <= clock_timestamp()) RETURNING l.epoch, o.node",
+                     3, NULL, v, NULL, NULL, 0);
+    int rc = pg__rows(c, r);
+    if (rc != 0)
+        return rc;
+    rc = PQntuples(r) == 1;
+    if (rc) {
+        int64_t epoch = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        pthread_mutex_lock(&s->mu);
+        struct pg__shard *h = &s->shard[k];
+        h->epoch = epoch;
+        h->fenced = 0;
+        snprintf(h->previous, sizeof h->previous, "%s", PQgetvalue(r, 0, 1));
+        pg__saw(s, k, s->node, s->node_url ? s->node_url : "", s->token_hash, epoch,
+                clock_mono_us() + (uint64_t)s->lease_ms * 1000);
+        pthread_mutex_unlock(&s->mu);
+        log_info("store: node %s took shard %d (epoch %" PRId64 ") from %s", s->node, k, epoch,
+                 *h->previous ? h->previous : "nobody");
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* Gives up the shards store_shard_release asked for: no longer held here, and their rows expired
+ * (for this node's epoch only) so that another node takes them at its next beat. */
+static void pg__release_asked(struct store_pg *s, PGconn *c)
+{
+    for (int k = 0; k < s->nshards && k < STORE_SHARDS; k++) {
+        pthread_mutex_lock(&s->mu);
+        int64_t epoch = store_shard_in(s->release, k) ? s->shard[k].epoch : 0;
+        s->release[k / 64] &= ~(1ull << (k % 64));
+        if (epoch != 0 && !s->shard[k].fenced)
+            s->shard[k].epoch = 0;
+        pthread_mutex_unlock(&s->mu);
+        if (epoch == 0)
+            continue;
+        char sk[16], se[24];
+        snprintf(sk, sizeof sk, "%d", k);
+        snprintf(se, sizeof se, "%" PRId64, epoch);
+        const char *v[] = {s->node, sk, se};
+        PQclear(PQexecParams(c,
+                             "UPDATE agentd_shards SET expires_at = '-infinity' WHERE node = $1 AND"
+                             " shard = $2::int AND epoch = $3::bigint",
+                             3, NULL, v, NULL, NULL, 0));
+        log_info("store: node %s gave shard %d up (epoch %" PRId64 ")", s->node, k, epoch);
+    }
+}
+
+/* Which shards to try this beat, wanted ones first, then the lowest free ones: at most `room`,
+ * into try[]; how many. Under mu. */
+static int pg__take_order(struct store_pg *s, uint64_t now, int room, int *try)
+{
+    int n = 0;
+    for (int pass = 0; pass < 2 && n < room; pass++)
+        for (int k = 0; k < s->nshards && n < room; k++) {
+            const struct pg__shard *h = &s->shard[k];
+            int wanted = store_shard_in(s->want, k);
+            if ((pass == 0) != wanted || (h->epoch != 0 && !h->fenced))
+                continue;
+            if (h->holder[0] != '\0' && h->holder_until_us > now && strcmp(h->holder, s->node) != 0) {
+                s->want[k / 64] &= ~(1ull << (k % 64)); /* a live holder has it: the router forwards */
+                continue;
+            }
+            try[n++] = k;
+        }
+    return n;
+}
+
+void pg__balance(struct store_pg *s)
+{
+    struct pg__heartbeat *hb = &s->hb;
+    if (pg__hb_connect(s) != 0)
+        return;
+    uint64_t now = clock_mono_us(), renew_us = (uint64_t)(s->lease_ms / 4 > 50 ? s->lease_ms / 4 : 50) * 1000;
+    pg__release_asked(s, hb->conn);
+    pthread_mutex_lock(&s->mu);
+    int held = pg__held(s), fenced = 0;
+    for (int k = 0; k < s->nshards; k++)
+        fenced |= s->shard[k].fenced;
+    uint64_t sig = pg__views_sig(s, now);
+    pthread_mutex_unlock(&s->mu);
+    if (fenced) { /* the node exits (decision 3): it only says it is alive */
+        pg__node_seen(s, hb->conn, now - hb->read_us >= 1000000);
+        return;
+    }
+    if (held > 0 && now - hb->renew_us >= renew_us)
+        pg__renew(s);
+    else if (held == 0 && now - hb->seen_us >= 1000000)
+        hb->seen_us = now, pg__node_seen(s, hb->conn, 1);
+    if (pg__look(s, hb->conn) != 0)
+        return;
+    now = clock_mono_us();
+    if (now >= hb->grace_us) { /* the grace after an outage: the holders renew first */
+        int live = pg__live_nodes(s, hb->conn), target = (s->nshards + live - 1) / live;
+        int try[PG_TAKE_PER_BEAT], n;
+        pthread_mutex_lock(&s->mu);
+        held = pg__held(s);
+        int room = target - held < PG_TAKE_PER_BEAT ? target - held : PG_TAKE_PER_BEAT;
+        n = room > 0 ? pg__take_order(s, now, room, try) : 0;
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < n && pg__shard_try(s, hb->conn, try[i]) >= 0; i++) {
+            pthread_mutex_lock(&s->mu);
+            s->want[try[i] / 64] &= ~(1ull << (try[i] % 64));
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    int changed = pg__views_sig(s, clock_mono_us()) != sig;
+    pthread_mutex_unlock(&s->mu);
+    if (changed)
+        pg__lease_notify(s);
+}
+
+/* Sets the shard's bit (under mu) and wakes the heartbeat: its beat does what was asked. */
+static void pg__ask(struct store_pg *s, uint64_t *set, int k)
+{
+    if (k < 0 || k >= s->nshards)
+        return;
+    pthread_mutex_lock(&s->mu);
+    set[k / 64] |= 1ull << (k % 64);
+    pthread_mutex_unlock(&s->mu);
+    if (!s->hb.started)
+        return;
+    pthread_mutex_lock(&s->hb.mu);
+    pthread_cond_signal(&s->hb.cv);
+    pthread_mutex_unlock(&s->hb.mu);
+}
+
+void store_pg_shard_want(struct store_pg *s, int k)
+{
+    if (s->balance)
+        pg__ask(s, s->want, k);
+}
+
+void store_pg_shard_release(struct store_pg *s, int k) { pg__ask(s, s->release, k); }
