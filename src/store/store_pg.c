@@ -291,6 +291,15 @@ static int pg__schema(PGconn *c, char *err, size_t errlen)
     } else if (version == 0) { /* the failed SELECT ended the transaction */
         rc =
             pg__exec(c, "ROLLBACK; BEGIN; SELECT pg_advisory_xact_lock(" PG_LOCK_SCHEMA ")", msg, sizeof msg);
+        /* Between the two locks another node starting at the same time may have created the tables:
+         * read the version again, without failing the transaction when there is none. */
+        r = rc == 0 ? PQexec(c, "SELECT to_regclass('agentd_meta') IS NOT NULL") : NULL;
+        int made = r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
+        r = made ? PQexec(c, "SELECT v FROM agentd_meta WHERE k = 'schema_version'") : NULL;
+        if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            version = atoi(PQgetvalue(r, 0, 0));
+        PQclear(r);
     }
     int target = pg__schema_target();
     for (int v = version; rc == 0 && v < target; v++)
