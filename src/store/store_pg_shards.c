@@ -251,8 +251,9 @@ static int pg__shard_try(struct store_pg *s, PGconn *c, int k)
         pg__saw(s, k, s->node, s->node_url ? s->node_url : "", s->token_hash, epoch,
                 clock_mono_us() + (uint64_t)s->lease_ms * 1000);
         pthread_mutex_unlock(&s->mu);
-        log_info("store: node %s took shard %d (epoch %" PRId64 ") from %s", s->node, k, epoch,
-                 *h->previous ? h->previous : "nobody");
+        if (*h->previous && strcmp(h->previous, s->node) != 0)
+            log_info("store: node %s took shard %d (epoch %" PRId64 ") from %s", s->node, k, epoch,
+                     h->previous);
     }
     PQclear(r);
     return rc;
@@ -335,11 +336,20 @@ void pg__balance(struct store_pg *s)
         int room = target - held < PG_TAKE_PER_BEAT ? target - held : PG_TAKE_PER_BEAT;
         n = room > 0 ? pg__take_order(s, now, room, try) : 0;
         pthread_mutex_unlock(&s->mu);
-        for (int i = 0; i < n && pg__shard_try(s, hb->conn, try[i]) >= 0; i++) {
+        char list[PG_TAKE_PER_BEAT * 4 + 1] = "";
+        size_t len = 0;
+        int rc = 0;
+        for (int i = 0; i < n && (rc = pg__shard_try(s, hb->conn, try[i])) >= 0; i++) {
+            if (rc == 1)
+                len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", len ? "," : "", try[i]);
             pthread_mutex_lock(&s->mu);
             s->want[try[i] / 64] &= ~(1ull << (try[i] % 64));
+            held = pg__held(s);
             pthread_mutex_unlock(&s->mu);
         }
+        if (len)
+            log_info("store: node %s took shards %s: it holds %d, its share %d (%d live nodes)", s->node,
+                     list, held, target, live);
     }
     pthread_mutex_lock(&s->mu);
     int changed = pg__views_sig(s, clock_mono_us()) != sig;

@@ -52,6 +52,22 @@ def stop_nodes(tap, pg, nodes):
     pg.cleanup()
 
 
+def shard_of(path, shards=64):
+    """store_shard_of for a plain path (the key is the whole path): FNV-1a 64, mod shards."""
+    h = 0xcbf29ce484222325
+    for b in path.encode():
+        h ^= b
+        h = (h * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h % shards
+
+
+def psql(pg, sql):
+    """(exit status, output) of one psql command, rows as a|b lines."""
+    r = subprocess.run([os.path.join(pg.bin, "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", pg.url, "-c", sql],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return r.returncode, r.stdout.decode(errors="replace").strip()
+
+
 class Cluster:
     def __init__(self, pg_url, nodes=3, lease_ms=1000, token=None, args=()):
         """Nodes on 127.0.0.1 ports chosen now; every node gets --public-url (the proxy's URL)."""

@@ -15,34 +15,17 @@
 # it migrate only that far and refuse to start; the rows are then written with psql, as an agentd of
 # schema 4 writes them.
 import os
-import subprocess
 import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import REF, Server, run_test, wait_for  # noqa: E402
-from cluster import Cluster, pg_node, stop_nodes  # noqa: E402
+from cluster import Cluster, pg_node, psql, shard_of, stop_nodes  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 1000
 SHARDS = 64
-
-
-def shard_of(path):
-    """store_shard_of for a plain path (the key is the whole path): FNV-1a 64, mod 64."""
-    h = 0xcbf29ce484222325
-    for b in path.encode():
-        h ^= b
-        h = (h * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h % SHARDS
-
-
-def psql(pg, sql):
-    """(exit status, output) of one psql command, rows as a|b lines."""
-    r = subprocess.run([os.path.join(pg.bin, "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", pg.url, "-c", sql],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    return r.returncode, r.stdout.decode(errors="replace").strip()
 
 
 def rows(pg, sql):
