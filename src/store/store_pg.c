@@ -392,7 +392,10 @@ int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char
         (rc = pg__token_check(s, s->conn, err, errlen)) != 0 ||
         ((rc = pg__lease_take(s, s->conn, 1, err, errlen)) != 0 && !(rc == -EPERM && s->follow)))
         goto fail;
-    if (rc == -EPERM) { /* a follower: the heartbeat watches the leases (store_pg_lease) */
+    if (rc == -EPERM && s->balance) {
+        log_info("store: node %s takes its share of the %d shards (--shard-policy balance, experimental)",
+                 s->node, s->nshards);
+    } else if (rc == -EPERM) { /* a follower: the heartbeat watches the leases (store_pg_lease) */
         struct store_lease l;
         store_pg_lease(s, &l);
         log_info("store: node %s holds the write lease (epoch %" PRId64 ", %" PRId64 " ms left); node %s "
