@@ -11,6 +11,7 @@
 #include "stream/stream_http.h"
 #include "session/session.h"
 #include "mcp/mcp_http.h"
+#include "serve/serve_observe_http.h"
 #include "subs/subs.h"
 #include "ui/ui.h"
 #include "ui/ui_http.h"
@@ -147,6 +148,7 @@ struct serve {
     int drained; /* the HTTP drain ended; the drain timer still cancels reads held */
     int loop_ready, signals_ready;
     struct subs *subs;
+    struct serve_observe *observe; /* commits here relayed to the subscriptions on shard 0's holder */
     struct sessions *sessions;
     struct mcp_http *mcp;
     struct ui *ui;  /* NULL with --no-ui */
@@ -316,6 +318,7 @@ static void serve__teardown(struct serve *s)
     stream_http_free(s->stream_http);
     stream_http_free(s->reads.sh);
     streams_free(s->streams);
+    serve_observe_free(s->observe);
     if (s->forward.hold) /* nothing is held after serve_hold_stop; nothing may be offered either */
         http_set_unreached(s->http, NULL, NULL);
     http_server_free(s->http);
@@ -464,6 +467,8 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
     if (rc != 0)
         return rc;
     http_route(s->http, "/v1/nodes", serve_nodes_http, &s->forward);
+    s->observe = serve_observe_new(&s->loop, &s->forward, o->token, &s->subs);
+    http_route(s->http, SERVE_OBSERVE_PATH, serve_observe_http, s->observe);
     s->forward = (struct serve_forward){
         .store = s->store,
         .sessions = &s->sessions,
@@ -721,6 +726,8 @@ static void serve__on_shards(struct serve *s)
         rc = streams_load_shards(s->streams, took);
     if (rc == 0 && s->sessions == NULL && store_shard_in(took, 0))
         rc = serve__build_services(s, s->o, err, sizeof err);
+    if (rc == 0 && s->streams && s->subs == NULL) /* the service is shard 0's holder's */
+        streams_set_observer(s->streams, serve_observe_relay, s->observe);
     if (rc != 0) {
         log_error("serve: took shards but cannot serve them: %s; stopping", *err ? err : strerror(-rc));
         s->failed = 1;

@@ -4,6 +4,7 @@
 #include "http/http.h"
 #include "serve/serve_hold_http.h"
 #include "serve/serve_http.h"
+#include "serve/serve_observe_http.h"
 #include "store/store.h"
 #include "stream/stream_http.h"
 #include "subs/subs.h"
@@ -49,6 +50,9 @@ enum serve_route serve_route_path(enum http_method method, const char *path, siz
         return method == HTTP_POST && (len == sizeof sessions - 1 || len == sizeof sessions)
                    ? SERVE_ROUTE_PLACE
                    : SERVE_ROUTE_SHARD;
+    /* commits of other nodes, for the subscriptions (serve_observe_http.h): shard 0's holder runs them */
+    if (serve__is(path, len, SERVE_OBSERVE_PATH))
+        return SERVE_ROUTE_SHARD;
     /* /v1/agents, the dashboard's files, and any other path: whichever node serves */
     return SERVE_ROUTE_LOCAL;
 }

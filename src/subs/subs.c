@@ -38,12 +38,16 @@ static json_t *subs__offset_json(int64_t off)
     return json_string(o);
 }
 
-/* The durable tail of a relative stream path; 0 when the stream does not exist. */
+/* The durable tail of a relative stream path; 0 when the stream does not exist. A stream another
+ * node holds is not in the registry: its tail is the last one relayed (subs_observe_remote). */
 static int64_t subs__tail(struct subs *s, const char *path)
 {
     enum stream_lookup how;
     struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
-    return st && how == STREAM_FOUND ? stream_tail(st) : 0;
+    if (st && how == STREAM_FOUND)
+        return stream_tail(st);
+    int64_t *remote = st ? NULL : map_get(&s->remote, path, strlen(path));
+    return remote ? *remote : 0;
 }
 
 static void subs__log(struct subs *s, json_t *rec)
@@ -638,6 +642,19 @@ void subs_observe(void *arg, const char *path, int64_t tail)
     subs__arm(s);
 }
 
+void subs_observe_remote(struct subs *s, const char *path, int64_t tail)
+{
+    size_t n = strlen(path);
+    int64_t *t = map_get(&s->remote, path, n);
+    if (t == NULL) {
+        t = xcalloc(1, sizeof *t);
+        map_put(&s->remote, path, n, t);
+    }
+    if (tail > *t)
+        *t = tail;
+    subs_observe(s, path, *t);
+}
+
 /* ================= persistence ================= */
 
 static void subs__flushed(struct stream_op *op)
@@ -879,6 +896,8 @@ fail:
     return rc;
 }
 
+static void subs__free_value(const char *key, void *value, void *arg) { free(value); }
+
 static void subs__timer_closed(uv_handle_t *h)
 {
     struct subs *s = h->data;
@@ -897,6 +916,8 @@ void subs_free(struct subs *s)
     }
     map_clear(&s->by_id);
     map_clear(&s->known);
+    map_each(&s->remote, subs__free_value, NULL);
+    map_clear(&s->remote);
     json_decref(s->log);
     curlx_http_free(s->http);
     subs_keys_free(s->keys);

@@ -52,6 +52,10 @@ void subs_free(struct subs *s);
 /* The streams observer (streams_set_observer(ss, subs_observe, s)): links streams that match a
  * pattern and wakes subscriptions with new data. */
 void subs_observe(void *arg, const char *path, int64_t tail);
+/* The same for a commit of another node (several nodes on one database: streams whose shard another
+ * node holds, relayed to shard 0's holder, which runs the service: serve_observe_http.c). The tail
+ * is remembered as the stream's (the registry here does not hold it), never moving backwards. */
+void subs_observe_remote(struct subs *s, const char *path, int64_t tail);
 
 /* The HTTP handler for SUBS_HTTP_PREFIX (http_route(srv, SUBS_HTTP_PREFIX, subs_http_handle, s)). */
 void subs_http_handle(struct http_req *req, void *arg);

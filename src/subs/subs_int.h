@@ -95,6 +95,9 @@ struct subs {
     struct map by_id;
     struct subs_sub *first, *last;
     struct map known; /* stream paths seen created or growing since start */
+    /* Tails of streams not in the registry here (their shard is another node's), as relayed
+     * (subs_observe_remote): path -> an int64_t, owned. */
+    struct map remote;
     json_t *log;      /* state records not yet appended to SUBS_STATE_STREAM */
     int replaying;    /* applying the state stream: record nothing, deliver nothing */
     int closing;      /* subs_free ran: a late flush callback finds nothing to reload */

@@ -141,16 +141,23 @@ class Cluster:
             n.stop()
 
 
+def no_pg_reason():
+    """Why a PostgreSQL test cannot run here (the reference server, no PostgreSQL binaries), or None."""
+    if REF:
+        return "the reference server has no --store"
+    try:
+        bin_dir()
+    except RuntimeError as e:
+        return str(e)
+    return None
+
+
 @contextlib.contextmanager
 def test_cluster(tap, what, nodes=3, lease_ms=1000):
     """For a TAP test: a Cluster (not started) on a fresh PostgreSQL (c.pg), or None with `what`
     skipped (the reference server, or no PostgreSQL binaries). On the way out the nodes' and
     PostgreSQL's logs go to the output if a test failed, and everything is stopped."""
-    why = "the reference server has no --store" if REF else None
-    try:
-        bin_dir()
-    except RuntimeError as e:
-        why = why or str(e)
+    why = no_pg_reason()
     if why:
         tap.skip(what, why)
         yield None
@@ -167,6 +174,38 @@ def test_cluster(tap, what, nodes=3, lease_ms=1000):
             tap.diag(pg.log_tail())
         c.stop()
         pg.cleanup()
+
+
+@contextlib.contextmanager
+def balance_nodes(tap, what, nodes=3, lease_ms=1000):
+    """For a TAP test: `nodes` nodes with --shard-policy balance on a fresh PostgreSQL, started
+    together (a node alone takes 4 shards a beat up to all 64), as (pg, [Server]); (None, None) with
+    `what` skipped (the reference server, or no PostgreSQL binaries) or when one did not start. On
+    the way out: stop_nodes."""
+    why = no_pg_reason()
+    if why:
+        tap.skip(what, why)
+        yield None, None
+        return
+    pg = Postgres()
+    pg.start()
+    ns = [pg_node(pg, lease_ms, free_port(), args=["--shard-policy", "balance"]) for _ in range(nodes)]
+    try:
+        threads = [threading.Thread(target=n.start, args=(30,), daemon=True) for n in ns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(40)
+        started = tap.ok(all(n.url for n in ns), f"{nodes} nodes with --shard-policy balance start")
+        yield (pg, ns) if started else (None, None)
+    finally:
+        stop_nodes(tap, pg, ns)
+
+
+def held(pg, url):
+    """The shards agentd_shards says node url holds."""
+    rc, out = psql(pg, f"SELECT shard FROM agentd_shards WHERE node = '{url}' ORDER BY shard")
+    return [int(x) for x in out.split()] if rc == 0 else []
 
 
 def main(argv):

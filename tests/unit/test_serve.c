@@ -329,6 +329,8 @@ static void test_route(void)
     ok(route(HTTP_POST, "/v1/sessions", n, &k) == SERVE_ROUTE_PLACE && k == 0 &&
            route(HTTP_POST, "/v1/sessions/", n, &k) == SERVE_ROUTE_PLACE,
        "POST /v1/sessions: placement (shard 0 for now)");
+    ok(route(HTTP_POST, "/v1/internal/observe", n, &k) == SERVE_ROUTE_SHARD && k == 0,
+       "POST /v1/internal/observe: shard 0 (the subscriptions' holder)");
 
     all = 1;
     const char *const any[] = {"/v1/stream/a/b", "/v1/sessions/x", "/v1/stream/__agentd/sessions/7"};

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+# Subscriptions when the streams are spread over nodes (doc/SHARDING-PLAN.md §2.4): three nodes on one
+# PostgreSQL with --shard-policy balance. The subscription service runs on shard 0's holder (H); the
+# other nodes relay their commits to it (POST /v1/internal/observe, serve_observe_http.c).
+#   - a glob webhook subscription created through a node that is not H (forwarded there);
+#   - streams whose shards the two other nodes hold, created and appended through those nodes, are
+#     linked and delivered, each webhook naming the stream's tail as the node that holds it says it;
+#   - the receiver's "done" acknowledges them (an ack at a tail H only knows from the relay);
+#   - the time from an append through B (a stream B holds) to the webhook H sends for it, p50/p99,
+#     against the same on one node (SQLite), said in the diagnostics.
+# Skipped only when PostgreSQL's binaries are missing.
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from agentd_test import Server, run_test, wait_for  # noqa: E402
+from cluster import balance_nodes, held, shard_of  # noqa: E402
+
+LEASE_MS = 1000
+SHARDS = 64
+SUBS = "/v1/stream/__ds/subscriptions/"
+LAG_SAMPLES = 100
+
+
+class Receiver:
+    """A webhook receiver on loopback: every delivery kept as (arrival time, body); answers done."""
+
+    def __init__(self):
+        self.got, self.cv = [], threading.Condition()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer.cv:
+                    outer.got.append((time.monotonic(), json.loads(body)))
+                    outer.cv.notify_all()
+                reply = b'{"done":true}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def tails(self):
+        """{path: the highest tail_offset any delivery named}"""
+        out = {}
+        with self.cv:
+            for _, d in self.got:
+                for s in d.get("streams", []):
+                    out[s["path"]] = max(out.get(s["path"], ""), s.get("tail_offset", ""))
+        return out
+
+    def wait_tail(self, path, tail, since, timeout=10.0):
+        """The arrival time of the first delivery after `since` naming path at tail or beyond."""
+        end = time.monotonic() + timeout
+        with self.cv:
+            while True:
+                for t, d in self.got:
+                    if t >= since and any(s["path"] == path and s.get("tail_offset", "") >= tail
+                                          for s in d.get("streams", [])):
+                        return t
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cv.wait(left)
+
+
+def tail_of(srv, path):
+    r = srv.request("HEAD", "/v1/stream/" + path)
+    return r.header("Stream-Next-Offset") if r.status == 200 else None
+
+
+def subscribe(tap, via, recv, name, pattern):
+    r = via.request("PUT", SUBS + name, {"type": "webhook", "pattern": pattern, "webhook": {"url": recv.url}})
+    return tap.is_(r.status, 201, f"glob subscription {name} ({pattern}) created through {via.url}")
+
+
+def lag(tap, srv, recv, path, what):
+    """Sequential appends to path through srv, each timed to its webhook: [seconds]."""
+    out = []
+    for i in range(LAG_SAMPLES):
+        t0 = time.monotonic()
+        r = srv.append("/v1/stream/" + path, f"m{i};".encode(), "text/plain")
+        if r.status not in (200, 204):
+            tap.diag(f"{what}: append {i} answered {r.status}")
+            break
+        got = recv.wait_tail(path, r.header("Stream-Next-Offset"), t0)
+        if got is None:
+            tap.diag(f"{what}: no webhook for append {i}")
+            break
+        out.append(got - t0)
+    return out
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p / 100))] * 1000 if xs else float("nan")
+
+
+def single_node_lag(tap):
+    srv = Server()
+    srv.start()
+    recv = Receiver()
+    try:
+        subscribe(tap, srv, recv, "one", "one/*")
+        srv.create("/v1/stream/one/s", "text/plain")
+        return lag(tap, srv, recv, "one/s", "single node")
+    finally:
+        recv.httpd.shutdown()
+        srv.stop()
+
+
+def cluster_round(tap, pg, nodes):
+    owner = next((n for n in nodes if 0 in held(pg, n.url)), None)
+    if not tap.ok(owner is not None, "a node holds shard 0 (it runs the subscriptions)"):
+        return None
+    others = [n for n in nodes if n is not owner]
+    recv = Receiver()
+    via = others[0]
+    subscribe(tap, via, recv, "spread", "spread/*")
+    # Streams in shards each other node holds, created and appended through that node.
+    mine = {n.url: held(pg, n.url) for n in others}
+    paths = {}
+    for n in others:
+        ps = [p for p in (f"spread/s{i}" for i in range(2000)) if shard_of(p) in mine[n.url]][:5]
+        paths[n.url] = ps
+        for p in ps:
+            tap.is_(n.create("/v1/stream/" + p, "text/plain").status, 201, f"{p} created through its holder")
+            r = n.append("/v1/stream/" + p, b"hello;", "text/plain")
+            tap.ok(r.status in (200, 204) and r.header("Agentd-Node") == n.url,
+                   f"{p} appended on {n.url}, which holds its shard (not shard 0's holder)", repr(r))
+    want = {p: tail_of(n, p) for n in others for p in paths[n.url]}
+    tap.ok(wait_for(lambda: all(recv.tails().get(p, "") >= t for p, t in want.items()), 10),
+           "every stream another node holds is linked and delivered at its tail by shard 0's holder",
+           repr({p: (t, recv.tails().get(p)) for p, t in want.items()}))
+    st = via.request("GET", SUBS + "spread")
+    linked = {s["path"] for s in st.json().get("streams", [])} if st.status == 200 else set()
+    tap.ok(set(want) <= linked, "the subscription lists them as glob links", repr(sorted(linked)))
+    # the webhook's done acknowledged the tails H knows only from the relay: nothing pending after
+    time.sleep(0.5)
+    n0 = len(recv.got)
+    time.sleep(1.0)
+    tap.is_(len(recv.got), n0, "acknowledged (done), they are not delivered again")
+    b = others[1]
+    lags = lag(tap, b, recv, paths[b.url][0], "cluster")
+    tap.is_(len(lags), LAG_SAMPLES, f"{LAG_SAMPLES} appends on B each reach the webhook H sends")
+    recv.httpd.shutdown()
+    return lags
+
+
+def main(tap):
+    lags = None
+    with balance_nodes(tap, "subscriptions over --shard-policy balance", lease_ms=LEASE_MS) as (pg, nodes):
+        if nodes is None:
+            return
+        spread = lambda: [len(held(pg, n.url)) for n in nodes]  # noqa: E731
+        if tap.ok(wait_for(lambda: sum(spread()) == SHARDS and min(spread()) > 0, 20),
+                  "the shards are spread over the three nodes", repr(spread())):
+            lags = cluster_round(tap, pg, nodes)
+    one = single_node_lag(tap)
+    tap.is_(len(one), LAG_SAMPLES, f"{LAG_SAMPLES} appends on one node each reach its webhook")
+    if lags and one:
+        tap.diag(f"append -> webhook, p50/p99 ms: three nodes (append on B, webhook from H) "
+                 f"{pct(lags, 50):.1f}/{pct(lags, 99):.1f}; one node {pct(one, 50):.1f}/{pct(one, 99):.1f}")
+
+
+run_test(main)
