@@ -5,6 +5,8 @@
 #   - started together, the nodes spread the shards about 21/21/22 (GET /v1/nodes: `shards` per node);
 #   - 32 writers (idempotent producers, retried until acknowledged) append to 1,000 streams, each
 #     request through the next node in turn; appends are served by all three nodes (Agentd-Node);
+#   - PostgreSQL restarted past the lease (every lease then looks expired): no node exits, each
+#     holds the shards it held (the grace after an outage: holders renew before anybody takes);
 #   - one node is killed with -9: a stream of each of its shards is writable again through the
 #     survivors within lease + 1 s (they take its shards: a request for a shard with no live holder
 #     asks for it, store_shard_want), no acknowledged append is lost, every stream holds for each
@@ -145,6 +147,26 @@ def acked(writers):
     return sum(n for wr in writers for n in wr.acked.values())
 
 
+def round_restart(tap, pg, nodes, paths):
+    before = {n.url: held(pg, n.url) for n in nodes}
+    pg.stop("fast")
+    time.sleep(3 * LEASE_MS / 1000)
+    pg.start()
+
+    def written():
+        try:
+            return all(200 <= n.append(p, b"probe;", "text/plain").status < 300 for n, p in zip(nodes, paths))
+        except OSError:
+            return False
+    tap.ok(wait_for(written, 20), "PostgreSQL restarted past the lease: appends through each node work again")
+    time.sleep(3 * LEASE_MS / 1000)  # past the grace: a node would have taken others' shards by now
+    exited = [(n.url, n.proc.poll()) for n in nodes if n.proc.poll() is not None]
+    tap.ok(not exited, "no node exits (the grace after an outage)", repr(exited))
+    after = {n.url: held(pg, n.url) for n in nodes}
+    tap.ok(after == before, "each node holds the shards it held before",
+           "\n".join(f"{u}: {before[u]} -> {after[u]}" for u in before))
+
+
 def round_kill(tap, pg, nodes, paths):
     a, b, dead = nodes
     stop, writers = start_writers(nodes, paths)
@@ -265,6 +287,7 @@ def main(tap):
         made = [nodes[i % 3].create(p, "text/plain").status for i, p in enumerate(paths)]
         tap.ok(made.count(201) == STREAMS, f"{STREAMS} streams created through the three nodes",
                repr({s: made.count(s) for s in set(made)}))
+        round_restart(tap, pg, nodes, paths)
         round_kill(tap, pg, nodes, paths)
         round_pause(tap, pg, nodes[0], nodes[1], paths)
         tap.check_clean_exit(nodes[0], "the last node stops cleanly")
