@@ -13,8 +13,10 @@ first node holding the write lease, the other two forwarding to it.
     on a follower (dsbench phase c, --agentd OWNER and --agentd OWNER,FOLLOWER);
   - failover: the owner killed with -9 -> the first append acknowledged through another node, twice
     (then the new owner is killed too), with --lease-ms 1000.
-Environment: BUILD (build/release), DSBENCH_ARGS (extra dsbench flags). Exit status 1 when a node or
-dsbench failed.
+Environment: BUILD (build/release), DSBENCH_ARGS (extra dsbench flags), SHARD_POLICY (all, the
+default, or balance: the nodes' --shard-policy; with balance they start together and each takes its
+share of the shards, so appends are served by all three), APPENDS_ONLY=1 (the appends/s part only).
+Exit status 1 when a node or dsbench failed.
 """
 import os
 import re
@@ -33,6 +35,7 @@ from cluster import Cluster  # noqa: E402
 from pg import Postgres  # noqa: E402
 
 LEASE_MS = 1000
+POLICY = os.environ.get("SHARD_POLICY", "all")
 LOADAVG = "-"
 DSBENCH = os.path.join(ROOT, BUILD, "bench", "ds", "dsbench")
 
@@ -120,22 +123,29 @@ def main(argv):
     one_node = open(argv[0]).read() if argv else ""
     pg = Postgres()
     pg.start()
-    c = Cluster(pg.url, nodes=3, lease_ms=LEASE_MS, args=["--durability", "fsync"])
+    c = Cluster(pg.url, nodes=3, lease_ms=LEASE_MS, args=["--durability", "fsync", "--shard-policy", POLICY])
     try:
-        c.nodes[0].start(30)
         started = []
+        if POLICY == "all":  # the first one takes every shard
+            c.nodes[0].start(30)
         def start(srv):
             try:
                 started.append(srv.start(8))
             except RuntimeError:
                 pass
-        threads = [threading.Thread(target=start, args=(n,), daemon=True) for n in c.nodes[1:]]
+        threads = [threading.Thread(target=start, args=(n,), daemon=True) for n in c.nodes[POLICY == "all":]]
         for t in threads:
             t.start()
         for t in threads:
             t.join(20)
-        print(f"== agentd: 3 nodes on one PostgreSQL (lease {LEASE_MS} ms, fsync), the first node owning the lease")
-        if len(started) < 2:
+        if POLICY == "all":
+            print(f"== agentd: 3 nodes on one PostgreSQL (lease {LEASE_MS} ms, fsync), the first node owning the lease")
+        else:
+            time.sleep(3)  # each takes its share, 4 shards a beat
+            spread = {u[-5:]: n.get("shards") for u, n in c.node_list().items()}
+            print(f"== agentd: 3 nodes on one PostgreSQL (lease {LEASE_MS} ms, fsync), --shard-policy {POLICY}: "
+                  f"shards per node {spread}")
+        if len(started) < 3 - (POLICY == "all"):
             print("   FAILED: the other two nodes did not start beside the lease holder", flush=True)
             sys.stderr.write(c.stderr_tails() + "\n")
             return 1
@@ -162,6 +172,8 @@ def main(argv):
         print(f"   {'streams':<10} {'forwarded':>10} {'local p50':>10} {'p99':>8} {'forwarded p50':>14} {'p99':>8}")
         for row in forwarded_rows(tput):
             print(row)
+        if os.environ.get("APPENDS_ONLY") == "1":
+            return 0
         sse = {}
         for where, agentd in (("owner", owner.url), ("follower", f"{owner.url},{f1.url}")):
             sse[where] = dsbench("--agentd", agentd, "--phases", "c", "--subscribers", "10,100")
