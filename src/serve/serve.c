@@ -314,6 +314,10 @@ static void serve__teardown(struct serve *s)
         streams_set_observer(s->streams, NULL, NULL);
     mcp_http_free(s->mcp); /* before sessions_free: it cancels runtime calls still awaited */
     sessions_free(s->sessions);
+    if (subs_working(s->subs)) /* its scan reads the store, freed below */
+        streams_reads_cancel(s->streams);
+    while (subs_working(s->subs))
+        uv_run(&s->loop, UV_RUN_ONCE);
     subs_free(s->subs);
     stream_http_free(s->stream_http);
     stream_http_free(s->reads.sh);
@@ -525,7 +529,9 @@ static int serve__build_services(struct serve *s, const struct serve_opts *o, ch
 {
     int rc;
     struct subs_config subcfg = {.data_dir = o->data,
-                                 .base_url = o->public_url && *o->public_url ? o->public_url : s->base_url};
+                                 .base_url = o->public_url && *o->public_url ? o->public_url : s->base_url,
+                                 .scan = s->balance ? serve_observe_scan : NULL, /* other nodes' commits */
+                                 .scan_arg = s->store};
     if ((rc = subs_new(&s->subs, &s->loop, s->streams, &subcfg, err, errlen)))
         return rc;
     streams_set_observer(s->streams, subs_observe, s->subs);

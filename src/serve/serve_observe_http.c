@@ -114,6 +114,12 @@ void serve_observe_relay(void *arg, const char *path, int64_t tail)
     }
 }
 
+int serve_observe_scan(void *arg, const char *prefix,
+                       void (*found)(const char *path, int64_t tail, void *farg), void *farg)
+{
+    return store_tails_pooled(arg, prefix, found, farg);
+}
+
 void serve_observe_http(struct http_req *req, void *arg)
 {
     struct serve_observe *o = arg;

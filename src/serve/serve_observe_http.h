@@ -45,6 +45,10 @@ void serve_observe_free(struct serve_observe *o);
  * subscription service. */
 void serve_observe_relay(void *arg, const char *path, int64_t tail);
 
+/* subs_config.scan on PostgreSQL (arg: the struct store): store_tails_pooled. */
+int serve_observe_scan(void *arg, const char *prefix,
+                       void (*found)(const char *path, int64_t tail, void *farg), void *farg);
+
 /* POST SERVE_OBSERVE_PATH (arg: the struct serve_observe): {"observed":[[path, tail], ...]} fed to
  * the service; 204, or 503 when this node does not run it (the sender drops the batch). */
 void serve_observe_http(struct http_req *req, void *arg);

@@ -224,6 +224,11 @@ int store_read_pooled(struct store *s, int64_t stream, int64_t from, int64_t to,
     return s->pg ? store_pg_read_pooled(s->pg, stream, from, to, max_bytes, cb, arg) : -ENOTSUP;
 }
 
+int store_tails_pooled(struct store *s, const char *prefix, store_tail_cb cb, void *arg)
+{
+    return s->pg ? store_pg_tails_pooled(s->pg, prefix, cb, arg) : -ENOTSUP;
+}
+
 int store_read_back_pooled(struct store *s, int64_t stream, int64_t before, store_record_back_cb cb,
                            void *arg)
 {

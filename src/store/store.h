@@ -311,6 +311,12 @@ int store_read(struct store *s, int64_t stream, int64_t from, int64_t to, size_t
  */
 int store_read_pooled(struct store *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                       store_record_cb cb, void *arg);
+/* The path and tail of every stream with a path, not soft-deleted, whose path starts with prefix
+ * ("" for all), as store_read_pooled reads (off the loop, on a reader; the subscriptions' repair of
+ * commits whose relay from another node was lost, doc/SHARDING-PLAN.md §2.4). cb borrows path for
+ * the call. SQLite: -ENOTSUP (one node sees every commit). */
+typedef void (*store_tail_cb)(const char *path, int64_t tail, void *arg);
+int store_tails_pooled(struct store *s, const char *prefix, store_tail_cb cb, void *arg);
 /* How many store_read_pooled calls can run at once without waiting: 0 when the backend has none
  * (SQLite). */
 int store_read_slots(const struct store *s);

@@ -61,6 +61,7 @@ int store_pg_read(struct store_pg *s, int64_t stream, int64_t from, int64_t to, 
 void store_pg_reads_cancel(struct store_pg *s);
 int store_pg_read_pooled(struct store_pg *s, int64_t stream, int64_t from, int64_t to, size_t max_bytes,
                          store_record_cb cb, void *arg);
+int store_pg_tails_pooled(struct store_pg *s, const char *prefix, store_tail_cb cb, void *arg);
 int store_pg_read_back_pooled(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb,
                               void *arg);
 int store_pg_read_back(struct store_pg *s, int64_t stream, int64_t before, store_record_back_cb cb,

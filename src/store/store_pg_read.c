@@ -495,6 +495,26 @@ int store_pg_read_pooled(struct store_pg *s, int64_t stream, int64_t from, int64
     return rc;
 }
 
+/* The tail as PG_META_COLUMNS computes it; starts_with on text uses no index, so a scan of the rows
+ * (the records' (stream, off) index answers each tail). */
+int store_pg_tails_pooled(struct store_pg *s, const char *prefix, store_tail_cb cb, void *arg)
+{
+    struct pg__reader *p = pg__reader_take(s);
+    const char *v = prefix ? prefix : "";
+    PGresult *r = pg__reader_query(
+        s, p,
+        "SELECT path, coalesce((SELECT r.off + length(r.data) FROM agentd_records r WHERE r.stream = s.id"
+        " ORDER BY r.off DESC LIMIT 1), fork_off) FROM agentd_streams s"
+        " WHERE path IS NOT NULL AND deleted = 0 AND starts_with(path, $1)",
+        1, &v);
+    int rc = r && PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : r ? pg__errno(p->conn, r) : -EIO;
+    for (int i = 0; rc == 0 && i < PQntuples(r); i++)
+        cb(PQgetvalue(r, i, 0), pg__int(r, i, 1), arg);
+    PQclear(r);
+    pg__reader_give(s, p);
+    return rc;
+}
+
 /* ---- a follower's reads: one stream at a time, in a snapshot on a reader ---- */
 
 /* The row of the stream at path (the first PG_META_NCOLUMNS columns) and the first page of its

@@ -642,17 +642,32 @@ void subs_observe(void *arg, const char *path, int64_t tail)
     subs__arm(s);
 }
 
-void subs_observe_remote(struct subs *s, const char *path, int64_t tail)
+void subs__remote_tail(struct subs *s, const char *path, int64_t tail)
 {
     size_t n = strlen(path);
     int64_t *t = map_get(&s->remote, path, n);
     if (t == NULL) {
         t = xcalloc(1, sizeof *t);
         map_put(&s->remote, path, n, t);
+        if (!map_get(&s->known, path, n))
+            map_put(&s->known, path, n, (void *)1);
     }
     if (tail > *t)
         *t = tail;
-    subs_observe(s, path, *t);
+}
+
+void subs_observe_remote(struct subs *s, const char *path, int64_t tail)
+{
+    subs__remote_tail(s, path, tail);
+    subs_observe(s, path, subs__tail(s, path));
+}
+
+void subs__wake_all(struct subs *s)
+{
+    for (struct subs_sub *sub = s->first; sub; sub = sub->next)
+        subs__maybe_wake(sub, subs__first_pending(sub));
+    (void)subs__flush(s, NULL);
+    subs__arm(s);
 }
 
 /* ================= persistence ================= */
@@ -846,8 +861,11 @@ int subs_new(struct subs **out, uv_loop_t *loop, struct streams *ss, const struc
     s->ss = ss;
     s->base_url = xstrdup(cfg->base_url);
     s->log = json_array();
+    s->scan = cfg->scan;
+    s->scan_arg = cfg->scan_arg;
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
+    s->handles = 1;
     if ((rc = subs_keys_load(&s->keys, cfg->data_dir, err, errlen)) != 0)
         goto fail;
     if ((rc = curlx_http_new(&s->http, loop)) != 0) {
@@ -885,10 +903,9 @@ int subs_new(struct subs **out, uv_loop_t *loop, struct streams *ss, const struc
     for (struct subs_sub *sub = s->first; sub; sub = sub->next) {
         subs__expire(sub, clock_wall_ms());
         subs__pump(sub);
-        subs__maybe_wake(sub, subs__first_pending(sub));
     }
-    (void)subs__flush(s, NULL);
-    subs__arm(s);
+    subs__wake_all(s);
+    subs__repair_start(s);
     *out = s;
     return 0;
 fail:
@@ -898,12 +915,23 @@ fail:
 
 static void subs__free_value(const char *key, void *value, void *arg) { free(value); }
 
-static void subs__timer_closed(uv_handle_t *h)
+void subs__release(struct subs *s)
 {
-    struct subs *s = h->data;
+    if (s->handles > 0 || s->repair_busy)
+        return;
+    free(s->repair_prefix);
     free(s->base_url);
     free(s);
 }
+
+void subs__handle_closed(uv_handle_t *h)
+{
+    struct subs *s = h->data;
+    s->handles--;
+    subs__release(s);
+}
+
+int subs_working(const struct subs *s) { return s && s->repair_busy; }
 
 void subs_free(struct subs *s)
 {
@@ -921,5 +949,6 @@ void subs_free(struct subs *s)
     json_decref(s->log);
     curlx_http_free(s->http);
     subs_keys_free(s->keys);
-    uv_close((uv_handle_t *)&s->timer, subs__timer_closed);
+    subs__repair_stop(s);
+    uv_close((uv_handle_t *)&s->timer, subs__handle_closed);
 }

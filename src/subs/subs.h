@@ -36,6 +36,13 @@ struct http_req;
 struct subs_config {
     const char *data_dir; /* the signing key lives here */
     const char *base_url; /* "http://host:port", the server as clients reach it (callback and JWKS URLs) */
+    /* Several nodes on one database (--shard-policy balance): reads the path and tail of every
+     * stream whose path starts with prefix from the database, calling found for each; run off the
+     * loop (libuv's thread pool). The service repairs with it what the relay of other nodes' commits
+     * lost (subs_repair.c). NULL: no repair (one node sees every commit). */
+    int (*scan)(void *arg, const char *prefix, void (*found)(const char *path, int64_t tail, void *farg),
+                void *farg);
+    void *scan_arg;
 };
 
 /*
@@ -45,8 +52,11 @@ struct subs_config {
  */
 int subs_new(struct subs **out, uv_loop_t *loop, struct streams *ss, const struct subs_config *cfg, char *err,
              size_t errlen) CORE_UNUSED_RESULT;
+/* Is a repair scan (subs_config.scan) running in the thread pool? The owner of what scan reads
+ * (the store) waits for it to end (running the loop) before freeing that. NULL: 0. */
+int subs_working(const struct subs *s);
 /* Cancels deliveries and frees the service once its handles closed. Unset the streams observer
- * first. NULL is a no-op. */
+ * first, and wait for subs_working. NULL is a no-op. */
 void subs_free(struct subs *s);
 
 /* The streams observer (streams_set_observer(ss, subs_observe, s)): links streams that match a

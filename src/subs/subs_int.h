@@ -102,6 +102,23 @@ struct subs {
     int replaying;    /* applying the state stream: record nothing, deliver nothing */
     int closing;      /* subs_free ran: a late flush callback finds nothing to reload */
     uv_timer_t timer; /* next lease expiry or delivery retry */
+    int handles;      /* handles still open (subs_free: s goes with the last) */
+    /* the repair of relays lost (subs_repair.c); scan NULL: none */
+    int (*scan)(void *arg, const char *prefix, void (*found)(const char *path, int64_t tail, void *farg),
+                void *farg);
+    void *scan_arg;
+    uv_timer_t repair;     /* every SUBS_REPAIR_MS */
+    uv_work_t repair_work; /* the scan in the thread pool */
+    int repair_busy, repaired;
+    char *repair_prefix;
+    struct subs_found *found; /* the scan's rows (the worker's while repair_busy) */
+    size_t nfound, found_cap;
+    int found_rc;
+};
+
+struct subs_found {
+    char *path;
+    int64_t tail;
 };
 
 /* ---- configuration (subs_config.c) ---- */
@@ -151,5 +168,23 @@ int subs__flush(struct subs *s, struct stream_op *op);
 void subs__reload(struct subs *s);
 /* Re-arms the service timer for the earliest lease deadline or retry. */
 void subs__arm(struct subs *s);
+/* Opens a wake for each subscription with work pending, then records and re-arms (a start's resume,
+ * a repair's baseline). */
+void subs__wake_all(struct subs *s);
+/* The tail relayed for a stream the registry does not hold: the last known, and for a new one the
+ * stream is known (a later subscription's glob links it at this tail). */
+void subs__remote_tail(struct subs *s, const char *path, int64_t tail);
+
+/* ---- the repair of lost relays (subs_repair.c) ---- */
+#define SUBS_REPAIR_MS 5000
+/* Starts the first scan (the baseline: tails and known streams, nothing linked anew) and the timer
+ * of the next ones (each one: streams new or grown since, as if relayed). No-op without scan. */
+void subs__repair_start(struct subs *s);
+/* Closes the timer (s->handles counts it). */
+void subs__repair_stop(struct subs *s);
+/* A handle of the service closed (s->handles counts them); subs__release: s is freed once subs_free
+ * ran, every handle closed and no scan runs. */
+void subs__handle_closed(uv_handle_t *h);
+void subs__release(struct subs *s);
 
 #endif

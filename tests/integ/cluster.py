@@ -202,6 +202,15 @@ def balance_nodes(tap, what, nodes=3, lease_ms=1000):
         stop_nodes(tap, pg, ns)
 
 
+def resume_status(node, timeout=15):
+    """Resumes a paused node (SIGCONT) and waits for it to exit: its exit status, or None."""
+    node.proc.send_signal(signal.SIGCONT)
+    try:
+        return node.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def held(pg, url):
     """The shards agentd_shards says node url holds."""
     rc, out = psql(pg, f"SELECT shard FROM agentd_shards WHERE node = '{url}' ORDER BY shard")

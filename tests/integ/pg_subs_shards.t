@@ -6,11 +6,14 @@
 #   - streams whose shards the two other nodes hold, created and appended through those nodes, are
 #     linked and delivered, each webhook naming the stream's tail as the node that holds it says it;
 #   - the receiver's "done" acknowledges them (an ack at a tail H only knows from the relay);
+#   - shard 0's holder paused past its lease: an append on B meanwhile (its relay lost) is delivered
+#     by the node that takes shard 0 over, which reads the streams' tails from the database;
 #   - the time from an append through B (a stream B holds) to the webhook H sends for it, p50/p99,
 #     against the same on one node (SQLite), said in the diagnostics.
 # Skipped only when PostgreSQL's binaries are missing.
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -19,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import Server, run_test, wait_for  # noqa: E402
-from cluster import balance_nodes, held, shard_of  # noqa: E402
+from cluster import balance_nodes, held, resume_status, shard_of  # noqa: E402
 
 LEASE_MS = 1000
 SHARDS = 64
@@ -157,8 +160,33 @@ def cluster_round(tap, pg, nodes):
     b = others[1]
     lags = lag(tap, b, recv, paths[b.url][0], "cluster")
     tap.is_(len(lags), LAG_SAMPLES, f"{LAG_SAMPLES} appends on B each reach the webhook H sends")
+    failover_round(tap, pg, owner, others, recv, paths)
     recv.httpd.shutdown()
     return lags
+
+
+def failover_round(tap, pg, owner, others, recv, paths):
+    """H paused: an append on each other node meanwhile is relayed to nobody who hears it (H is
+    stopped, then gone). Whichever node takes shard 0 over, the other's stream was appended out of
+    its sight: it reads the streams' tails from the database (the repair's baseline) and delivers it."""
+    owner.proc.send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    tails = {}
+    for n in others:
+        p = paths[n.url][1]
+        r = n.append("/v1/stream/" + p, b"while H is paused;", "text/plain")
+        tap.ok(r.status in (200, 204), f"an append on {n.url} while shard 0's holder is paused", repr(r))
+        tails[n.url] = (p, r.header("Stream-Next-Offset"))
+    tap.ok(wait_for(lambda: any(0 in held(pg, n.url) for n in others), 15),
+           "another node takes shard 0 (and the subscriptions) over")
+    new = next((n for n in others if 0 in held(pg, n.url)), others[0])
+    path, tail = next(v for u, v in tails.items() if u != new.url)
+    got = recv.wait_tail(path, tail, t0, timeout=15)
+    tap.ok(got is not None, "the new holder delivers the append of the other node whose relay was lost "
+           "(read from the database)", f"{path} at {tail}: {recv.tails().get(path)}")
+    if got is not None:
+        tap.diag(f"paused -> delivered by the new holder in {got - t0:.2f} s")
+    tap.is_(resume_status(owner), 75, "resumed, the old holder exits 75")
 
 
 def main(tap):
