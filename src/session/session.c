@@ -111,8 +111,8 @@ void session__publish(struct sessions *s, struct session *se, const char *operat
 {
     char reg[64];
     session__registry_path(s, se->shard, reg);
-    session__write(s, se, SESSION_W_RECORD, NULL, reg, session__record_msg(se, operation));
-    session__relay(s, se, se->shard, session__public_msg(se, operation));
+    session__relay_after(s, se, se->shard, reg, session__record_msg(se, operation),
+                         session__public_msg(se, operation));
 }
 
 struct session *session__from_record(json_t *rec)
@@ -504,7 +504,8 @@ int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
     s->nshards = streams_shards(ss);
     s->shards = xcalloc((size_t)s->nshards, sizeof *s->shards);
     session__writes_init(s);
-    session__ensure_stream(s, NULL, SESSION_FEED_STREAM);
+    if (streams_shard_held(ss, 0)) /* else another node's (the relay appends there) */
+        session__ensure_stream(s, NULL, SESSION_FEED_STREAM);
     session__load_all(s); /* replays the registries, then sweeps */
     *out = s;
     return 0;

@@ -44,6 +44,13 @@ struct streams;
 struct http_server;
 struct sessions;
 
+/* The relay's append to the `sessions` feed held by another node: the public record body as producer
+ * `producer` (epoch, seq). done(arg, rc) runs once, later, on the loop: 0 when the feed's holder
+ * stored it (or already had it), else -errno. */
+typedef void (*sessions_feed_done)(void *arg, int rc);
+typedef void (*sessions_feed_append)(void *ctx, const char *producer, int64_t epoch, int64_t seq,
+                                     const char *body, size_t len, sessions_feed_done done, void *arg);
+
 struct sessions_config {
     const char *data_dir; /* new workspaces go to DATA/workspaces/<id> */
     const char *base_url; /* how agents reach this server (for agentd's MCP tool); NULL: not offered */
@@ -59,6 +66,14 @@ struct sessions_config {
                                 runs it shows running end node_lost, not server_restart */
     int64_t feed_epoch;      /* the shards' epoch for their relay to the `sessions` feed (the lease's;
                                 0: 1, as on SQLite) */
+    /* Several nodes (--shard-policy balance). defer_load: sessions_new loads no shard, the caller loads
+     * each with its own lease (sessions_load_shard). directory: GET /v1/sessions answers from the
+     * `sessions` feed (every node's sessions) on the feed's holder. feed_append: the relay's append
+     * when another node holds the feed (serve's, over HTTP); NULL: the feed is always local. */
+    int defer_load;
+    int directory;
+    sessions_feed_append feed_append;
+    void *feed_ctx;
 };
 
 int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,

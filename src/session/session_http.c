@@ -493,22 +493,29 @@ struct session__list {
     int64_t before;
 };
 
+/* Does a public record pass the list's filters? */
+static int session__listed(const struct session__list *l, json_t *pub)
+{
+    if (strcmp(json_string_value(json_object_get(pub, "status")) ?: "", "deleted") == 0 ||
+        (l->before && json_integer_value(json_object_get(pub, "created_at")) >= l->before))
+        return 0;
+    if (l->tag == NULL)
+        return 1;
+    size_t i;
+    json_t *t;
+    json_array_foreach (json_object_get(pub, "tags"), i, t)
+        if (json_is_string(t) && !strcmp(json_string_value(t), l->tag))
+            return 1;
+    return 0;
+}
+
 static void session__collect(const char *key, void *value, void *arg)
 {
     struct session__list *l = arg;
-    struct session *se = value;
-    if (se->deleted || (l->before && se->created_ms >= l->before))
-        return;
-    if (l->tag) {
-        size_t i;
-        json_t *t;
-        int hit = 0;
-        json_array_foreach (se->tags, i, t)
-            hit |= !strcmp(json_string_value(t), l->tag);
-        if (!hit)
-            return;
-    }
-    json_array_append_new(l->arr, session__public(se));
+    json_t *pub = session__public(value);
+    if (session__listed(l, pub))
+        json_array_append(l->arr, pub);
+    json_decref(pub);
 }
 
 static int session__newest_first(const void *a, const void *b)
@@ -529,7 +536,16 @@ static void session__list(struct sessions *s, struct http_req *req)
         return http_res_error(req, ERR_BAD_REQUEST, "limit must be 1..%d", SESSIONS_LIST_MAX);
     struct session__list l = {
         .arr = json_array(), .tag = tag, .before = before_s ? strtoll(before_s, NULL, 10) : 0};
-    map_each(&s->by_id, session__collect, &l);
+    if (s->cfg.directory && s->ss && streams_shard_held(s->ss, 0)) { /* every node's, from the feed */
+        json_t *dir = session__directory(s), *pub;
+        const char *key;
+        json_object_foreach (dir, key, pub)
+            if (session__listed(&l, pub))
+                json_array_append(l.arr, pub);
+        json_decref(dir);
+    } else {
+        map_each(&s->by_id, session__collect, &l);
+    }
     size_t n = json_array_size(l.arr);
     json_t **items = xcalloc(n ? n : 1, sizeof *items);
     for (size_t i = 0; i < n; i++)

@@ -116,6 +116,10 @@ struct session__shard {
     int loaded;    /* its registry was replayed (sessions_load_shard) and not unloaded since */
     size_t forks;  /* forks of its sessions in flight (session_fork.c): their children come here */
     int node_lost; /* its previous holder was another node: the runs it shows running end node_lost */
+    /* The relay to a feed another node holds (session_shard.c): records in order, one in flight. */
+    struct session__relayed *relay_head, *relay_tail;
+    int relay_busy;
+    int64_t relay_seq; /* the next seq of producer shard-<k> in epoch */
 };
 
 struct sessions {
@@ -169,6 +173,10 @@ struct session_wait *session__wait_begin(struct sessions *s, int at_commit);
 void session__wait_end(struct session_wait *w, session_wait_cb cb, void *arg);
 /* Until cb has run: cb will not run (the writes still complete). NULL is a no-op. */
 void session__wait_cancel(struct session_wait *w);
+/* A write that is not a stream op (the relay over HTTP) joins the open wait, if any (returned, NULL
+ * when none), and settles it with its outcome later, on the loop. */
+struct session_wait *session__wait_join(struct sessions *s);
+void session__wait_settle(struct session_wait *w, int rc);
 /* Is rc (-errno) the disk being full? */
 int session_storage_full(int rc);
 
@@ -179,6 +187,9 @@ int64_t session__write(struct sessions *s, struct session *se, enum session_writ
 /* session__write as an idempotent producer (Producer-Id producer, that epoch): the seq is the one
  * after what the stream holds for it (0 in a new epoch). A lower epoch than the stream's is refused
  * (a deposed writer). */
+/* session__write, and then(arg, rc) once it is stored (0) or failed (-errno; at once when refused). */
+int64_t session__write_then(struct sessions *s, struct session *se, enum session_write_kind kind,
+                            const char *path, json_t *msg, session_wait_cb then, void *arg);
 int64_t session__write_as(struct sessions *s, struct session *se, enum session_write_kind kind,
                           const char *path, json_t *msg, const char *producer, int64_t epoch);
 /* One event in se's transcript (takes ev); nothing once se is deleted. Returns the event's offset
@@ -266,6 +277,13 @@ void session__new_id(struct sessions *s, char out[SESSION_ID_LEN + 1], int k);
 /* Appends the public record msg (taken) to the `sessions` feed as shard k's relay: producer
  * shard-<k>, the shard's epoch, the producer's next seq. */
 void session__relay(struct sessions *s, struct session *se, int k, json_t *msg);
+/* session__publish's two writes: the record to the shard's registry (reg) and the public one to the
+ * feed; a feed another node holds is told once the record is stored, and not when it is not. */
+void session__relay_after(struct sessions *s, struct session *se, int k, const char *reg, json_t *record,
+                          json_t *msg);
+/* The `sessions` feed (held here) materialized by key: id → public record, every node's sessions
+ * (GET /v1/sessions with cfg.directory). */
+json_t *session__directory(struct sessions *s);
 /* Loads every shard the streams have loaded (sessions_new). */
 void session__load_all(struct sessions *s);
 

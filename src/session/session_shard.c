@@ -67,11 +67,120 @@ void session__new_id(struct sessions *s, char out[SESSION_ID_LEN + 1], int k)
     while (session__shard_of(s, out) != k);
 }
 
+/* A record on its way to a feed another node holds. Owns its body; holds a registry reference. */
+struct session__relayed {
+    struct sessions *s;
+    int k;
+    char *body;
+    struct session_wait *wait; /* the request's, which waits for the acknowledgement; NULL: none */
+    int ready;                 /* its registry record is stored (or it has none): it may go */
+    int rc;                    /* that record's failure: not sent, the wait fails with it */
+    struct session__relayed *next;
+};
+
+static void session__relay_next(struct sessions *s, int k);
+
+/* The feed's holder answered (or gave up): the seq moves on only when the record is stored, so the
+ * next one never leaves a gap (the stream refuses a gap). */
+static void session__relay_done(void *arg, int rc)
+{
+    struct session__relayed *r = arg;
+    struct sessions *s = r->s;
+    if (!s->freeing) {
+        struct session__shard *sh = &s->shards[r->k];
+        sh->relay_head = r->next;
+        if (sh->relay_head == NULL)
+            sh->relay_tail = NULL;
+        sh->relay_busy = 0;
+        if (rc == 0)
+            sh->relay_seq++;
+        else
+            log_error("session: the relay of shard %d to the sessions feed failed: %s", r->k, strerror(-rc));
+        session__relay_next(s, r->k);
+    }
+    session__wait_settle(r->wait, rc);
+    free(r->body);
+    free(r);
+    session__registry_unref(s);
+}
+
+static void session__relay_next(struct sessions *s, int k)
+{
+    struct session__shard *sh = &s->shards[k];
+    struct session__relayed *r = sh->relay_head;
+    if (sh->relay_busy || r == NULL || !r->ready)
+        return;
+    sh->relay_busy = 1;
+    if (r->rc != 0) /* its record is not stored: the feed must not list what is not */
+        return session__relay_done(r, r->rc);
+    char producer[32];
+    snprintf(producer, sizeof producer, "shard-%d", k);
+    s->cfg.feed_append(s->cfg.feed_ctx, producer, sh->epoch, sh->relay_seq, r->body, strlen(r->body),
+                       session__relay_done, r);
+}
+
+static int session__feed_remote(struct sessions *s)
+{
+    return s->ss != NULL && s->cfg.feed_append != NULL && !streams_shard_held(s->ss, 0);
+}
+
+/* Another node holds the feed: an HTTP append, in order per shard, sent once ready; the open wait
+ * (a create's answer) waits for its acknowledgement too, so once answered the feed lists it. */
+static struct session__relayed *session__relay_queue(struct sessions *s, int k, json_t *msg, int ready)
+{
+    struct session__relayed *r = xcalloc(1, sizeof *r);
+    r->s = s;
+    r->k = k;
+    r->body = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(msg);
+    if (r->body == NULL) {
+        free(r);
+        return NULL;
+    }
+    r->ready = ready;
+    r->wait = session__wait_join(s);
+    s->live++; /* released by session__relay_done */
+    struct session__shard *sh = &s->shards[k];
+    if (sh->relay_tail)
+        sh->relay_tail->next = r;
+    else
+        sh->relay_head = r;
+    sh->relay_tail = r;
+    session__relay_next(s, k);
+    return r;
+}
+
 void session__relay(struct sessions *s, struct session *se, int k, json_t *msg)
 {
     char producer[32];
     snprintf(producer, sizeof producer, "shard-%d", k);
-    session__write_as(s, se, SESSION_W_RECORD, SESSION_FEED_STREAM, msg, producer, s->shards[k].epoch);
+    if (session__feed_remote(s))
+        (void)session__relay_queue(s, k, msg, 1);
+    else
+        session__write_as(s, se, SESSION_W_RECORD, SESSION_FEED_STREAM, msg, producer, s->shards[k].epoch);
+}
+
+static void session__relay_ready(void *arg, int rc)
+{
+    struct session__relayed *r = arg;
+    r->ready = 1;
+    r->rc = rc;
+    if (!r->s->freeing)
+        session__relay_next(r->s, r->k);
+}
+
+void session__relay_after(struct sessions *s, struct session *se, int k, const char *reg, json_t *record,
+                          json_t *msg)
+{
+    struct session__relayed *r = session__feed_remote(s) ? session__relay_queue(s, k, msg, 0) : NULL;
+    if (r)
+        session__write_then(s, se, SESSION_W_RECORD, reg, record, session__relay_ready, r);
+    else if (session__feed_remote(s)) /* not queued (no memory): the record alone */
+        session__write(s, se, SESSION_W_RECORD, NULL, reg, record);
+    else { /* the feed is here: both in the same batch, as in one process */
+        session__write(s, se, SESSION_W_RECORD, NULL, reg, record);
+        session__relay(s, se, k, msg);
+    }
 }
 
 /* The relay's epoch for shard k: the caller's (0: 1), raised to what the feed holds for its producer
@@ -148,6 +257,7 @@ int sessions_load_shard(struct sessions *s, int k, int64_t epoch, int node_lost)
     sh->loaded = 1;
     sh->node_lost = node_lost;
     sh->epoch = session__feed_epoch(s, k, epoch);
+    sh->relay_seq = 0; /* a remote feed's: each take of a shard is a new epoch */
     char reg[64];
     session__registry_path(s, k, reg);
     json_t *legacy = s->nshards > 1 ? session__read_json(s, SESSION_REGISTRY_STREAM) : NULL;
@@ -212,6 +322,27 @@ int sessions_unload_shard(struct sessions *s, int k)
     return 0;
 }
 
+json_t *session__directory(struct sessions *s)
+{
+    json_t *dir = json_object();
+    json_t *msgs = session__read_json(s, SESSION_FEED_STREAM);
+    size_t i;
+    json_t *m;
+    json_array_foreach (msgs, i, m) {
+        const char *op = json_string_value(json_object_get(json_object_get(m, "headers"), "operation"));
+        const char *key = json_string_value(json_object_get(m, "key"));
+        json_t *value = json_object_get(m, "value");
+        if (op == NULL || key == NULL)
+            continue;
+        if (strcmp(op, "delete") == 0 || !json_is_object(value))
+            json_object_del(dir, key);
+        else
+            json_object_set(dir, key, value);
+    }
+    json_decref(msgs);
+    return dir;
+}
+
 size_t sessions_shard_count(const struct sessions *s, int k)
 {
     return k >= 0 && k < s->nshards ? s->shards[k].count : 0;
@@ -219,6 +350,8 @@ size_t sessions_shard_count(const struct sessions *s, int k)
 
 void session__load_all(struct sessions *s)
 {
+    if (s->cfg.defer_load)
+        return;
     int all = 1;
     for (int k = 0; k < s->nshards; k++) {
         if (streams_shard_loaded(s->ss, k))

@@ -69,6 +69,8 @@ struct session__write {
     int64_t tail_before;              /* a transcript event: the transcript's durable tail when written */
     char session[SESSION_ID_LEN + 1]; /* "" for writes that are no session's */
     char run[SESSION_RUN_ID_LEN + 1]; /* a run record's run, "" for other records */
+    session_wait_cb then;             /* session__write_then's, told the outcome; NULL: none */
+    void *then_arg;
 };
 
 static void session__tick_arm(struct sessions *s, uint64_t ms);
@@ -152,6 +154,19 @@ void session__wait_end(struct session_wait *w, session_wait_cb cb, void *arg)
     session__wait_step(w, 0, 0);
 }
 
+struct session_wait *session__wait_join(struct sessions *s)
+{
+    if (s->collect)
+        s->collect->pending++;
+    return s->collect;
+}
+
+void session__wait_settle(struct session_wait *w, int rc)
+{
+    if (w)
+        session__wait_step(w, rc, 1);
+}
+
 void session__wait_cancel(struct session_wait *w)
 {
     if (w)
@@ -177,6 +192,8 @@ static void session__write_done(struct stream_op *op)
             session__tick_arm(s, 0);
         }
     }
+    if (w->then)
+        w->then(w->then_arg, rc);
     if (w->wait)
         session__wait_step(w->wait, rc, 1);
     free(w);
@@ -217,6 +234,8 @@ static void session__write_queued(struct session__write *w, const char *what)
         return;
     }
     int rc = session__op_rc(&w->op.result);
+    if (w->then)
+        w->then(w->then_arg, rc);
     if (rc == 0) { /* nothing to do (e.g. deleting what is gone) */
         free(w);
         return;
@@ -259,34 +278,41 @@ void session__ensure_stream(struct sessions *s, struct session *se, const char *
 
 static int64_t session__append(struct sessions *s, struct session *se, enum session_write_kind kind,
                                const char *run, const char *path, json_t *msg, const char *producer,
-                               int64_t epoch);
+                               int64_t epoch, session_wait_cb then, void *arg);
 
 int64_t session__write(struct sessions *s, struct session *se, enum session_write_kind kind, const char *run,
                        const char *path, json_t *msg)
 {
-    return session__append(s, se, kind, run, path, msg, NULL, 0);
+    return session__append(s, se, kind, run, path, msg, NULL, 0, NULL, NULL);
+}
+
+int64_t session__write_then(struct sessions *s, struct session *se, enum session_write_kind kind,
+                            const char *path, json_t *msg, session_wait_cb then, void *arg)
+{
+    return session__append(s, se, kind, NULL, path, msg, NULL, 0, then, arg);
 }
 
 int64_t session__write_as(struct sessions *s, struct session *se, enum session_write_kind kind,
                           const char *path, json_t *msg, const char *producer, int64_t epoch)
 {
-    return session__append(s, se, kind, NULL, path, msg, producer, epoch);
+    return session__append(s, se, kind, NULL, path, msg, producer, epoch, NULL, NULL);
 }
 
 static int64_t session__append(struct sessions *s, struct session *se, enum session_write_kind kind,
                                const char *run, const char *path, json_t *msg, const char *producer,
-                               int64_t epoch)
+                               int64_t epoch, session_wait_cb then, void *arg)
 {
-    if (s->ss == NULL) { /* shutting down: the streams are gone */
-        json_decref(msg);
+    char *text = s->ss ? json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(msg);
+    if (text == NULL) { /* shutting down (the streams are gone), or no memory */
+        if (then)
+            then(arg, -EIO);
         return -1;
     }
-    char *text = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
-    json_decref(msg);
-    if (text == NULL)
-        return -1;
     session__ensure_stream(s, se, path);
     struct session__write *w = session__write_new(s, se, kind, run);
+    w->then = then;
+    w->then_arg = arg;
     enum stream_lookup how;
     struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
     if (st == NULL) {
