@@ -156,6 +156,11 @@ int store_load(struct store *s, const uint64_t *shards, store_meta_cb on_stream,
                  : store_sqlite_load(s->sq, on_stream, on_producer, arg);
 }
 
+int store_stream_id_reserve(struct store *s, int64_t *id)
+{
+    return s->pg ? store_pg_stream_id_reserve(s->pg, id) : -ENOTSUP;
+}
+
 int store_stream_insert(struct store *s, struct store_meta *m)
 {
     if (s->pg)

@@ -246,7 +246,12 @@ int store_load_ids(struct store *s, const int64_t *ids, size_t n, store_meta_cb 
                    void *arg) CORE_UNUSED_RESULT;
 
 /* Batch writes. Each returns 0 or a negative errno; a failure also poisons the batch. */
-int store_stream_insert(struct store *s, struct store_meta *m); /* sets m->id */
+int store_stream_insert(struct store *s, struct store_meta *m); /* sets m->id, unless one is set */
+/* A new stream's id, handed out now for an insert to come (m->id preset): a fork whose source's
+ * owner is another node writes the ref with it before the fork's row exists (doc/SHARDING-PLAN.md
+ * §2.3). An id reserved and never inserted is lost, as ids are never reused anyway. PostgreSQL
+ * only (SQLite's one shard is always local): -ENOTSUP there. */
+int store_stream_id_reserve(struct store *s, int64_t *id);
 int store_stream_update(struct store *s, const struct store_meta *m);
 int store_stream_delete(struct store *s, int64_t id); /* the row, its records and producers */
 /* Appends a record at `off`, which must be the stream's end (else -EEXIST or -EINVAL, and the batch

@@ -507,9 +507,11 @@ static int pg__next_id(struct store_pg *s, int64_t *id)
     return 0;
 }
 
+int store_pg_stream_id_reserve(struct store_pg *s, int64_t *id) { return pg__next_id(s, id); }
+
 int store_pg_stream_insert(struct store_pg *s, struct store_meta *m)
 {
-    int rc = s->poisoned ? s->poisoned : pg__next_id(s, &m->id);
+    int rc = s->poisoned ? s->poisoned : m->id > 0 ? 0 : pg__next_id(s, &m->id);
     if (rc != 0) {
         s->poisoned = s->poisoned ? s->poisoned : rc;
         return rc;

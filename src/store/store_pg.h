@@ -38,6 +38,7 @@ void store_pg_probe_free(struct store_probe *p);
 int store_pg_load(struct store_pg *s, const uint64_t *shards, store_meta_cb on_stream,
                   store_producer_cb on_producer, void *arg);
 int store_pg_stream_insert(struct store_pg *s, struct store_meta *m);
+int store_pg_stream_id_reserve(struct store_pg *s, int64_t *id);
 int store_pg_stream_update(struct store_pg *s, const struct store_meta *m);
 int store_pg_stream_delete(struct store_pg *s, int64_t id);
 /* The store's PostgreSQL backend, NULL for SQLite (store.c). */

@@ -365,10 +365,12 @@ static void stream__destroy(struct streams *ss, struct stream *st)
     streams__arm(ss);
     /* The fork's ref goes, in the same batch when its source is held here (which reclaims a deleted
      * source left without refs, up the chain). A source of another owner (-EREMOTE) keeps it until
-     * that owner's sweep finds this row gone (stream_fork.c); increment 4 sends the unref after the
-     * commit. */
-    if (src)
-        (void)streams_fork_unref(ss, src, id);
+     * that owner's sweep finds this row gone (stream_fork.c); serve/ sends it the unref after the
+     * commit (streams__publish, unref_remote). */
+    if (src && streams_fork_unref(ss, src, id) == -EREMOTE && st->src) {
+        st->unref_remote = 1;
+        st->src_shard = (unsigned)st->src->m.shard;
+    }
 }
 
 /* Deletes st: softly while forks still read through it (it stays, marked deleted, and with
@@ -471,6 +473,8 @@ static void streams__publish(struct streams *ss, struct stream__group *g, int rc
     }
     for (struct stream *st = g->grave, *next; st; st = next) {
         next = st->grave_next;
+        if (rc == 0 && st->unref_remote && ss->unref_remote)
+            ss->unref_remote(ss->unref_arg, st->m.fork_src, st->src_shard, st->m.id);
         stream__free(st);
     }
     g->grave = NULL;

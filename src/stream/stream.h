@@ -136,14 +136,18 @@ void streams_shard_hold(struct streams *ss, int k, int held);
  * fork's ref in the open batch when `fork` is given (0: only checks and answers: a local create
  * writes the ref itself, with the id it gets), and answers with the source's identity. Returns 0
  * with out->status STREAM_OK or the refusal (out->message), or -EREMOTE when the source's shard is
- * not held here: its owner answers (serve/ is to send it there: increment 4). Clear out with
- * stream_fork_answer_clear. */
+ * not held here: its owner answers (serve/ sends it there: POST /v1/internal/stream-ref). Clear out
+ * with stream_fork_answer_clear. */
 struct stream_fork_ask {
-    int64_t fork;             /* the fork's stream id, or 0 */
+    int64_t fork;             /* the fork's stream id (streams_reserve_id's, remote), or 0 */
     const char *content_type; /* the one the fork's create names, or NULL */
     int has_offset;
     int64_t offset;
     int64_t sub; /* Stream-Fork-Sub-Offset, 0 when none */
+    /* Optional, with fork: queued when the ref is written, its cb run once the ref is durable
+     * (result.status STREAM_OK, or the store's failure): a remote fork's owner is answered only
+     * then, so that no fork exists whose ref could be lost */
+    struct stream_op *op;
 };
 struct stream_fork_answer {
     enum stream_status status;
@@ -162,6 +166,14 @@ void stream_fork_answer_clear(struct stream_fork_answer *a);
  * goes, in the open batch, and a deleted source left without any is reclaimed (up its chain).
  * Idempotent. -EREMOTE when src is not a stream of a shard held here: its owner's to do. */
 int streams_fork_unref(struct streams *ss, int64_t src, int64_t fork);
+/* A fork deleted here whose source is another node's (-EREMOTE above): once the delete has
+ * committed, cb(arg, src, src_shard, fork), src_shard in the store's numbering, for serve/ to send
+ * the unref to the source's owner (a lost one is repaired by that owner's sweep). */
+typedef void (*streams_unref_cb)(void *arg, int64_t src, int src_shard, int64_t fork);
+void streams_set_unref_remote(struct streams *ss, streams_unref_cb cb, void *arg);
+/* An id for a stream about to be created here (stream_create_args.id): a remote fork's ref names
+ * it before the fork's row exists. 0 or the store's -errno (-ENOTSUP: SQLite, never remote). */
+int streams_reserve_id(struct streams *ss, int64_t *id);
 /* Loads the shards set in bitmap (bit k of word k / 64; those loaded already are left alone) and
  * links the new streams to their fork sources; they are then loaded and held. 0, or the store's
  * -errno with nothing of them loaded. */
@@ -215,9 +227,10 @@ struct stream_create_args {
     /* A fork whose source's shard is not held here: the source owner's answer to the fork's ref
      * (streams_fork_ref, asked there with the same offset, sub-offset and content type; it wrote
      * the ref). The source and its chain become stubs here, and nothing of theirs is written.
-     * NULL: the source is looked up here (a shard not held: STREAM_MOVED, for serve/ to ask its
-     * owner: increment 4, which also needs the fork's id before its insert). */
+     * NULL: the source is looked up here (a shard not held: STREAM_MOVED; stream_http asks its
+     * owner first, through its fork_ref hook). */
     const struct stream_fork_answer *fork_ref;
+    int64_t id; /* with fork_ref: the id the ref names (streams_reserve_id); 0: the store's next */
     const void *body;
     size_t body_len;
 };

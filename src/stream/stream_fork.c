@@ -69,6 +69,14 @@ int streams_fork_unref(struct streams *ss, int64_t src_id, int64_t fork)
     return 0;
 }
 
+void streams_set_unref_remote(struct streams *ss, streams_unref_cb cb, void *arg)
+{
+    ss->unref_remote = cb;
+    ss->unref_arg = arg;
+}
+
+int streams_reserve_id(struct streams *ss, int64_t *id) { return store_stream_id_reserve(ss->store, id); }
+
 /* ---- loading and dropping a shard's refs ---- */
 
 static void stream__load_ref(int64_t src_id, int64_t fork, void *arg)

@@ -121,6 +121,8 @@ static void sh__dispose(void *p)
     stream_op_cancel(r->sh->ss, &r->op);
     stream_read_cancel(r->rd);
     sh__sse_leave(r);
+    if (r->remote)
+        r->sh->fork_remote.cancel(r->sh->fork_remote.arg, r->remote);
     if (r->has_timer) {
         uv_timer_stop(&r->timer);
         uv_close((uv_handle_t *)&r->timer, sh__free_cb);
@@ -185,6 +187,59 @@ static void sh__create_done(struct stream_op *op)
     if (res->closed)
         http_res_header(req, "Stream-Closed", "true");
     http_res_send(req, res->status == STREAM_CREATED ? 201 : 200, NULL, 0);
+}
+
+static void sh__create(struct stream_http *sh, struct sh_req *r, const char *path, size_t plen,
+                       const struct stream_create_args *a);
+
+/* The source's owner answered a remote fork's ref (NULL: could not be reached). */
+static void sh__fork_answered(void *arg, const struct stream_fork_answer *answer)
+{
+    struct sh_req *r = arg;
+    r->remote = NULL;
+    if (answer == NULL) {
+        http_res_header(r->req, "Retry-After", "1");
+        return http_res_error(r->req, ERR_OWNER_UNAVAILABLE,
+                              "the node that holds the fork source's shard could not be reached");
+    }
+    r->create->fork_ref = answer;
+    sh__create(r->sh, r, r->path, r->plen, r->create);
+}
+
+/* A fork whose source's shard another node holds, while this node holds the fork's: its ref is
+ * asked there first, with the fork's id reserved now (the ref names it before the fork's row
+ * exists; a create that then fails leaves a ref that owner's sweep removes). 1 when asked (the
+ * request waits for the answer) or answered; 0: an ordinary create. */
+static int sh__fork_remote(struct stream_http *sh, struct sh_req *r, const char *path, size_t plen,
+                           const struct stream_create_args *a)
+{
+    struct streams *ss = sh->ss;
+    if (sh->fork_remote.ask == NULL || !streams_shard_held(ss, streams_shard_of(ss, path, plen)) ||
+        streams_shard_held(ss, streams_shard_of(ss, a->fork_from, strlen(a->fork_from))))
+        return 0;
+    int64_t id;
+    int rc = streams_reserve_id(ss, &id);
+    if (rc != 0) {
+        http_res_error(r->req, errcode_for_store(rc), "no stream id could be reserved (%s)", strerror(-rc));
+        return 1;
+    }
+    r->create = http_req_alloc(r->req, sizeof *r->create);
+    *r->create = *a;
+    r->create->id = id;
+    r->path = path;
+    r->plen = plen;
+    struct stream_fork_ask ask = {.fork = id,
+                                  .content_type = a->content_type,
+                                  .has_offset = a->has_fork_offset,
+                                  .offset = a->fork_offset,
+                                  .sub = a->fork_sub};
+    r->remote = sh->fork_remote.ask(sh->fork_remote.arg, a->fork_from, &ask, sh__fork_answered, r);
+    return 1;
+}
+
+void stream_http_set_fork_remote(struct stream_http *sh, const struct stream_http_fork_remote *fr)
+{
+    sh->fork_remote = *fr;
 }
 
 static void sh__put(struct stream_http *sh, struct http_req *req, const char *path, size_t plen)
@@ -254,7 +309,17 @@ static void sh__put(struct stream_http *sh, struct http_req *req, const char *pa
 
     struct sh_req *r = sh__state(sh, req, SH_WRITE);
     r->op.cb = sh__create_done;
-    stream_create(sh->ss, path, plen, &a, &r->op);
+    if (a.fork_from && sh__fork_remote(sh, r, path, plen, &a))
+        return;
+    sh__create(sh, r, path, plen, &a);
+}
+
+/* Creates the stream (a fork: its source here, or a->fork_ref its owner's answer). */
+static void sh__create(struct stream_http *sh, struct sh_req *r, const char *path, size_t plen,
+                       const struct stream_create_args *a)
+{
+    struct http_req *req = r->req;
+    stream_create(sh->ss, path, plen, a, &r->op);
     if (!r->op.queued)
         return sh__respond_error(req, &r->op.result);
     /* Remember the content type to echo: the stream's, which a fork inherits. */

@@ -30,6 +30,23 @@ struct stream_http *stream_http_new(struct http_server *srv, uv_loop_t *loop, st
                                     const struct stream_http_config *cfg);
 void stream_http_free(struct stream_http *sh);
 
+/* Forks whose source's shard another node holds (doc/SHARDING-PLAN.md §2.3): the create's ref is
+ * asked of the source's owner (serve/: POST /v1/internal/stream-ref) with an id reserved here, and
+ * the fork is created from its answer; the request waits meanwhile, without blocking the loop.
+ * ask starts it and returns a handle for cancel (called when the request ends first); it calls
+ * done(done_arg, answer) later on the loop, once, answer borrowed for the call: NULL when the owner
+ * could not be reached (the request then gets 503 owner_unavailable, Retry-After: 1). Without a
+ * hook set such a fork is refused 503 shard_moved. */
+struct stream_fork_ask;
+struct stream_fork_answer;
+struct stream_http_fork_remote {
+    void *(*ask)(void *arg, const char *src, const struct stream_fork_ask *ask,
+                 void (*done)(void *done_arg, const struct stream_fork_answer *answer), void *done_arg);
+    void (*cancel)(void *arg, void *handle);
+    void *arg;
+};
+void stream_http_set_fork_remote(struct stream_http *sh, const struct stream_http_fork_remote *fr);
+
 /* Handles one request whose path begins with STREAM_HTTP_PREFIX (used by routes that share it). */
 void stream_http_handle(struct stream_http *sh, struct http_req *req, const char *path, size_t plen);
 

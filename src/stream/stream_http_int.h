@@ -56,6 +56,7 @@ struct stream_http {
     struct sh_ctl ctl;
     struct buf scratch; /* a control event for one reader, copied out at once */
     int reader;         /* stream_http_reader_new's: ss is its own (streams_reader_new) */
+    struct stream_http_fork_remote fork_remote; /* ask NULL: none */
 };
 
 enum sh_mode {
@@ -87,6 +88,12 @@ struct sh_req {
     int pumping;      /* SSE: inside sh__sse_pump (a fill that completes at once does not re-enter) */
     int frame_failed; /* SSE: the frame read it waited for failed */
     uint64_t started_us;
+    /* PUT of a fork whose source is another node's: the ask in flight (fork_remote's handle), and
+     * the create to make from its answer (request memory) */
+    void *remote;
+    struct stream_create_args *create;
+    const char *path;
+    size_t plen;
 };
 
 /* The cursor for a live response: the current interval, but always ahead of the client's. */

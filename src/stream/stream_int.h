@@ -70,11 +70,14 @@ struct stream {
     unsigned loading : 1;
     unsigned needed : 1;
     unsigned shard_unknown : 1;
+    /* deleted here while its source is another node's: the unref goes there after the commit */
+    unsigned unref_remote : 1;
     /* its shard in the registry's numbering (streams_shard_of: of its nshards), which m.shard (the
      * store's, of STORE_SHARDS) is only when the counts agree; < STORE_SHARDS */
     unsigned shard : 16;
-    struct stream *src;   /* fork source */
-    struct map producers; /* pid -> struct stream__producer */
+    unsigned src_shard : 16; /* with unref_remote: the source's, the store's numbering (m.shard) */
+    struct stream *src;      /* fork source */
+    struct map producers;    /* pid -> struct stream__producer */
     int64_t last_access_ms;
     struct stream_sub subs; /* sentinel of the subscriber ring */
     struct stream *dirty_next;
@@ -97,6 +100,8 @@ struct streams {
     size_t nsubs;
     streams_observer_cb observer;
     void *observer_arg;
+    streams_unref_cb unref_remote;
+    void *unref_arg;
     uv_check_t check;
     uv_idle_t idle; /* keeps the loop from blocking while a batch waits for its commit */
     struct stream__group *groups, **groups_tail; /* committed, waiting for an fsync */

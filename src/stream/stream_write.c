@@ -127,6 +127,7 @@ static enum stream_status stream__create_source(struct streams *ss, const struct
     if (r && a->content_type && !stream__media_eq(a->content_type, r->chain[0].content_type))
         return stream__fail(op, STREAM_CONFLICT, "a fork keeps its source's content type");
     if (r) {
+        want->id = a->id;
         want->fork_off = r->fork_off;
         *src = stream__stub_chain(ss, r->chain, r->n);
         *row = &r->chain[0];
@@ -208,6 +209,11 @@ int streams_fork_ref(struct streams *ss, const char *path, size_t len, const str
         if (rc != 0) {
             out->status = STREAM_STORE_ERROR;
             out->message = "the store could not write the fork reference";
+        } else if (ask->op) { /* answered once the ref is durable (a ref counted already: too) */
+            memset(&ask->op->result, 0, sizeof ask->op->result);
+            ask->op->result.status = STREAM_OK;
+            ask->op->shard = from->shard;
+            streams__queue(ss, ask->op);
         }
     }
     return 0;
