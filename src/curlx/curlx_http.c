@@ -303,8 +303,11 @@ static void http__setup(struct curlx_http_req *r)
         curlx_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->o.body_len);
     }
     r->headers = curlx_slist_append(r->headers, "Content-Type: application/json");
-    if (r->header)
-        r->headers = curlx_slist_append(r->headers, r->header);
+    for (char *h = r->header, *nl; h && *h; h = nl ? nl + 1 : NULL) { /* several: one a line */
+        if ((nl = strchr(h, '\n')) != NULL)
+            *nl = '\0'; /* the copy's, read by libcurl's own copy below only */
+        r->headers = curlx_slist_append(r->headers, h);
+    }
     r->headers = curlx_slist_append(r->headers, "Expect:");
     if (r->headers == NULL) {
         log_error("curlx: out of memory starting an HTTP request");

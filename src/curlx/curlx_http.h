@@ -53,7 +53,7 @@ struct curlx_http_opts {
     void *arg;
     /* For a URL that is not a local server agentd started (a webhook receiver). All optional. */
     int remote;             /* http and https, and the environment's proxy; else http only, no proxy */
-    const char *header;     /* one more request header, "Name: value" */
+    const char *header;     /* more request headers, "Name: value", one a line (\n between) */
     const char *user_agent; /* NULL: agentd/1 */
     size_t max_answer;      /* a collected answer longer than this fails the request; 0: no bound */
     /* Called with each address right before it is dialled; 0 refuses it (the request then fails

@@ -6,6 +6,7 @@
 #include "http/http.h"
 #include "serve/serve_http.h"
 #include "serve/serve_hold_http.h"
+#include "serve/serve_internal_http.h"
 #include "store/store.h"
 #include "stream/stream.h"
 #include "stream/stream_http.h"
@@ -163,7 +164,8 @@ struct serve {
     pthread_mutex_t lease_mu; /* async_ready against the heartbeat thread's wake-ups */
     int failed;               /* a take-over could not build the services: exit 1 */
     struct serve_forward forward;
-    struct serve_reads reads; /* a follower's catch-up reads (reads.sh NULL on an owner) */
+    struct serve_reads reads;        /* a follower's catch-up reads (reads.sh NULL on an owner) */
+    struct serve_internal *internal; /* fork refs between nodes */
     /* --shard-policy balance: the node serves the shards it holds. loaded: those whose streams the
      * registry has loaded (the router serves only those here; a request for one held but not loaded
      * yet waits). The services (subscriptions, sessions) run on shard 0's holder. */
@@ -326,6 +328,7 @@ static void serve__teardown(struct serve *s)
     if (s->forward.hold) /* nothing is held after serve_hold_stop; nothing may be offered either */
         http_set_unreached(s->http, NULL, NULL);
     http_server_free(s->http);
+    serve_internal_free(s->internal); /* after the requests whose refs it asks for */
     serve_hold_free(s->forward.hold);
     if (s->signals_ready) {
         uv_close((uv_handle_t *)&s->sigint, NULL);
@@ -494,6 +497,8 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
     if (s->balance)
         s->forward.loaded = s->loaded;
     http_set_front(s->http, serve_dispatch_http, &s->forward);
+    s->internal = serve_internal_new(&s->loop, &s->forward, &s->streams, o->token);
+    http_route_flags(s->http, SERVE_INTERNAL_PREFIX, serve_internal_http, s->internal, HTTP_ROUTE_OWN_AUTH);
     return 0;
 }
 
@@ -520,6 +525,10 @@ static int serve__build_streams(struct serve *s, const struct serve_opts *o, cha
         return rc;
     struct stream_http_config shcfg = serve__stream_http_config(o);
     s->stream_http = stream_http_new(s->http, &s->loop, s->streams, &shcfg);
+    /* forks whose source's shard another node holds (serve_internal_http.h) */
+    struct stream_http_fork_remote fr = serve_internal_fork_remote(s->internal);
+    stream_http_set_fork_remote(s->stream_http, &fr);
+    streams_set_unref_remote(s->streams, serve_internal_unref, s->internal);
     return 0;
 }
 

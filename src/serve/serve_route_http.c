@@ -29,7 +29,9 @@ enum serve_route serve_route_path(enum http_method method, const char *path, siz
 {
     static const char stream[] = STREAM_HTTP_PREFIX, sessions[] = "/v1/sessions";
     *shard = 0;
-    if (serve__is(path, len, "/v1/health") || serve__is(path, len, "/v1/nodes"))
+    /* /v1/internal/...: what one node asks of another, meant for the node it was sent to */
+    if (serve__is(path, len, "/v1/health") || serve__is(path, len, "/v1/nodes") ||
+        serve__under(path, len, "/v1/internal/"))
         return SERVE_ROUTE_NODE;
     /* A stream's shard is its path's, so the shard a request goes to is the one that writes it:
      * subscriptions (__ds/...) and the control paths land in shard 0 by the same function. */
