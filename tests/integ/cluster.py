@@ -19,6 +19,7 @@ On failure it prints the tail of each node's stderr.
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -153,8 +154,8 @@ def no_pg_reason():
 
 
 @contextlib.contextmanager
-def test_cluster(tap, what, nodes=3, lease_ms=1000):
-    """For a TAP test: a Cluster (not started) on a fresh PostgreSQL (c.pg), or None with `what`
+def test_cluster(tap, what, nodes=3, lease_ms=1000, **kw):
+    """For a TAP test: a Cluster (not started; kw: Cluster's token, args) on a fresh PostgreSQL (c.pg), or None with `what`
     skipped (the reference server, or no PostgreSQL binaries). On the way out the nodes' and
     PostgreSQL's logs go to the output if a test failed, and everything is stopped."""
     why = no_pg_reason()
@@ -164,7 +165,7 @@ def test_cluster(tap, what, nodes=3, lease_ms=1000):
         return
     pg = Postgres()
     pg.start()
-    c = Cluster(pg.url, nodes=nodes, lease_ms=lease_ms)
+    c = Cluster(pg.url, nodes=nodes, lease_ms=lease_ms, **kw)
     c.pg = pg
     try:
         yield c
@@ -240,7 +241,8 @@ def main(argv):
         pg = Postgres()
         pg.start()
         url = pg.url
-    c = Cluster(url, nodes=nodes, lease_ms=lease_ms)
+    # AGENTD_ARGS: more options for every node's serve (e.g. --shard-policy balance), as run.sh reads it
+    c = Cluster(url, nodes=nodes, lease_ms=lease_ms, args=shlex.split(os.environ.get("AGENTD_ARGS", "")))
     rc = 1
     try:
         c.start()
