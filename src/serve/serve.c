@@ -498,7 +498,7 @@ static int serve__build_core(struct serve *s, const struct serve_opts *o, const 
         s->forward.loaded = s->loaded;
     http_set_front(s->http, serve_dispatch_http, &s->forward);
     s->internal = serve_internal_new(&s->loop, &s->forward, &s->streams, o->token);
-    http_route_flags(s->http, SERVE_INTERNAL_PREFIX, serve_internal_http, s->internal, HTTP_ROUTE_OWN_AUTH);
+    http_route_flags(s->http, SERVE_INTERNAL_ROUTE, serve_internal_http, s->internal, HTTP_ROUTE_OWN_AUTH);
     return 0;
 }
 

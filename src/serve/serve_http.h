@@ -19,7 +19,7 @@ struct store_lease;
 
 /* Where a request goes (serve_route). */
 enum serve_route {
-    SERVE_ROUTE_NODE,  /* this node answers for itself: /v1/health, /v1/nodes, /v1/internal/ */
+    SERVE_ROUTE_NODE,  /* this node answers for itself: /v1/health, /v1/nodes, fork refs */
     SERVE_ROUTE_LOCAL, /* any node that serves answers alike: /v1/agents, the dashboard, unknown paths */
     SERVE_ROUTE_SHARD, /* the node that holds the shard: streams, sessions, the sessions' list */
     SERVE_ROUTE_PLACE, /* a new session: the node placement picks (for now shard 0's holder) */

@@ -40,6 +40,7 @@ struct streams;
 struct serve_internal;
 
 #define SERVE_INTERNAL_PREFIX "/v1/internal/"
+#define SERVE_INTERNAL_ROUTE  "/v1/internal/stream-" /* stream-ref, stream-unref */
 
 /* streams: the registry's pointer (NULL while this node loads none); token: --token or NULL. */
 struct serve_internal *serve_internal_new(uv_loop_t *loop, struct serve_forward *f,

@@ -5,6 +5,7 @@
 #include "serve/serve_hold_http.h"
 #include "serve/serve_http.h"
 #include "serve/serve_observe_http.h"
+#include "serve/serve_internal_http.h"
 #include "store/store.h"
 #include "stream/stream_http.h"
 #include "subs/subs.h"
@@ -29,9 +30,10 @@ enum serve_route serve_route_path(enum http_method method, const char *path, siz
 {
     static const char stream[] = STREAM_HTTP_PREFIX, sessions[] = "/v1/sessions";
     *shard = 0;
-    /* /v1/internal/...: what one node asks of another, meant for the node it was sent to */
+    /* a fork's ref or unref: meant for the node it was sent to, which says itself when it is not
+     * the source's owner (serve_internal_http.h) */
     if (serve__is(path, len, "/v1/health") || serve__is(path, len, "/v1/nodes") ||
-        serve__under(path, len, "/v1/internal/"))
+        serve__under(path, len, SERVE_INTERNAL_ROUTE))
         return SERVE_ROUTE_NODE;
     /* A stream's shard is its path's, so the shard a request goes to is the one that writes it:
      * subscriptions (__ds/...) and the control paths land in shard 0 by the same function. */

@@ -331,6 +331,9 @@ static void test_route(void)
        "POST /v1/sessions: placement (shard 0 for now)");
     ok(route(HTTP_POST, "/v1/internal/observe", n, &k) == SERVE_ROUTE_SHARD && k == 0,
        "POST /v1/internal/observe: shard 0 (the subscriptions' holder)");
+    ok(route(HTTP_POST, "/v1/internal/stream-ref", n, &k) == SERVE_ROUTE_NODE &&
+           route(HTTP_POST, "/v1/internal/stream-unref", n, &k) == SERVE_ROUTE_NODE,
+       "POST /v1/internal/stream-ref and stream-unref: the node they were sent to");
 
     all = 1;
     const char *const any[] = {"/v1/stream/a/b", "/v1/sessions/x", "/v1/stream/__agentd/sessions/7"};
