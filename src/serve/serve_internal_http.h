@@ -39,7 +39,7 @@ struct serve_forward;
 struct streams;
 struct serve_internal;
 
-#define SERVE_INTERNAL_PREFIX "/v1/internal/"
+#define SERVE_INTERNAL_PREFIX "/v1/internal/"        /* as serve_observe_http.h has it */
 #define SERVE_INTERNAL_ROUTE  "/v1/internal/stream-" /* stream-ref, stream-unref */
 
 /* streams: the registry's pointer (NULL while this node loads none); token: --token or NULL. */
