@@ -919,6 +919,7 @@ void subs__release(struct subs *s)
 {
     if (s->handles > 0 || s->repair_busy)
         return;
+    free(s->found); /* the rows were freed as they were read */
     free(s->repair_prefix);
     free(s->base_url);
     free(s);

@@ -98,8 +98,6 @@ static void subs__scan_done(uv_work_t *w, int status)
     }
     s->nfound = 0;
     if (s->closing) {
-        free(s->found);
-        s->found = NULL;
         subs__release(s);
         return;
     }

@@ -120,7 +120,9 @@ def single_node_lag(tap):
     try:
         subscribe(tap, srv, recv, "one", "one/*")
         srv.create("/v1/stream/one/s", "text/plain")
-        return lag(tap, srv, recv, "one/s", "single node")
+        out = lag(tap, srv, recv, "one/s", "single node")
+        tap.check_clean_exit(srv, "the single node stops cleanly on SIGTERM")
+        return out
     finally:
         recv.httpd.shutdown()
         srv.stop()
@@ -162,6 +164,8 @@ def cluster_round(tap, pg, nodes):
     tap.is_(len(lags), LAG_SAMPLES, f"{LAG_SAMPLES} appends on B each reach the webhook H sends")
     failover_round(tap, pg, owner, others, recv, paths)
     recv.httpd.shutdown()
+    for n in others:  # the new holder stops with its scans and relays received (ASan: no leak)
+        tap.check_clean_exit(n, f"{n.url} stops cleanly on SIGTERM")
     return lags
 
 
