@@ -191,18 +191,24 @@ static void si__call_free(struct si__call *c)
 }
 
 static void si__tick(uv_timer_t *t);
+static void si__send(struct serve_internal *si, struct si__call *c, uint64_t now);
 
 static struct si__call *si__call_new(struct serve_internal *si, int ref, int shard, json_t *body,
-                                     uint64_t give_up_ms)
+                                     uint64_t give_up_ms,
+                                     void (*done)(void *arg, const struct stream_fork_answer *answer),
+                                     void *done_arg)
 {
     struct si__call *c = xcalloc(1, sizeof *c);
     c->si = si;
     c->ref = ref;
     c->shard = shard;
+    c->done = done;
+    c->done_arg = done_arg;
     c->body = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    c->due_us = clock_mono_us(); /* the next tick: never inside the caller */
-    c->deadline_us = c->due_us + give_up_ms * 1000;
+    uint64_t now = clock_mono_us();
+    c->due_us = UINT64_MAX;
+    c->deadline_us = now + give_up_ms * 1000;
     c->backoff_ms = SI_BACKOFF_MIN_MS;
     c->next = si->calls;
     c->pprev = &si->calls;
@@ -210,7 +216,10 @@ static struct si__call *si__call_new(struct serve_internal *si, int ref, int sha
         si->calls->pprev = &c->next;
     si->calls = c;
     if (!uv_is_active((uv_handle_t *)&si->timer))
-        uv_timer_start(&si->timer, si__tick, 0, SI_TICK_MS);
+        uv_timer_start(&si->timer, si__tick, SI_TICK_MS, SI_TICK_MS);
+    /* at once (a tick's wait cost every remote fork 25 ms on average); the caller hears the
+     * outcome later: curlx_http answers on the loop, and a call gives up only past its deadline */
+    si__send(si, c, now);
     return c;
 }
 
@@ -344,11 +353,8 @@ static void *si__ask(void *arg, const char *src, const struct stream_fork_ask *a
                              "content_type", ask->content_type, "has_offset", ask->has_offset, "offset",
                              (json_int_t)ask->offset, "sub", (json_int_t)ask->sub);
     int64_t wait = si->f->lease_ms > 0 ? si->f->lease_ms + 1000 : 2000; /* as serve_hold waits */
-    struct si__call *c =
-        si__call_new(si, 1, store_shard_of(src, strlen(src), si->f->nshards), body, (uint64_t)wait);
-    c->done = done;
-    c->done_arg = done_arg;
-    return c;
+    return si__call_new(si, 1, store_shard_of(src, strlen(src), si->f->nshards), body, (uint64_t)wait, done,
+                        done_arg);
 }
 
 static void si__cancel(void *arg, void *handle)
@@ -367,7 +373,7 @@ void serve_internal_unref(void *arg, int64_t src, int src_shard, int64_t fork)
     struct serve_internal *si = arg;
     json_t *body =
         json_pack("{s:I, s:I, s:i}", "src", (json_int_t)src, "fork", (json_int_t)fork, "shard", src_shard);
-    (void)si__call_new(si, 0, src_shard, body, SI_UNREF_GIVE_UP);
+    (void)si__call_new(si, 0, src_shard, body, SI_UNREF_GIVE_UP, NULL, NULL);
 }
 
 /* ================= lifetime ================= */
