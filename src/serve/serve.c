@@ -105,9 +105,9 @@ static const struct opt_def serve__opts[] = {
      O(shards)},
     {"shard-policy", OPT_ENUM, "all", 0, 0, "all|balance",
      "PostgreSQL store, experimental: how the nodes share the shards: all (one node holds every shard, "
-     "the others forward to it) or balance (each node takes its share, ceil(shards / live nodes); for "
-     "plain streams only: sessions, subscriptions and forks across shards stay on shard 0's holder or "
-     "do not work yet)",
+     "the others forward to it) or balance (each node takes its share, ceil(shards / live nodes), and "
+     "serves those shards' streams; sessions still run on shard 0's holder only; start the nodes "
+     "together: shards are not handed back to nodes started later)",
      O(shard_policy)},
     {"runtime-idle", OPT_INT, "1800000", 1000, 1LL << 40, NULL,
      "milliseconds before an unused runtime is stopped", O(runtime_idle)},
