@@ -132,6 +132,13 @@ const char *http_req_body(const struct http_req *req, size_t *len)
     return req->h2o->entity.base ? req->h2o->entity.base : "";
 }
 
+void http_req_add_header(struct http_req *req, const char *name, const char *value)
+{
+    h2o_req_t *r = req->h2o;
+    h2o_add_header_by_str(&r->pool, &r->headers, h2o_strdup(&r->pool, name, SIZE_MAX).base, strlen(name), 0,
+                          NULL, h2o_strdup(&r->pool, value, SIZE_MAX).base, strlen(value));
+}
+
 const char *http_req_authority(const struct http_req *req, size_t *len)
 {
     *len = req->h2o->authority.len;

@@ -131,6 +131,8 @@ const char *http_req_query(const struct http_req *req, size_t *len);
 const char *http_req_header(const struct http_req *req, const char *name, size_t *len);
 int http_req_header_count(const struct http_req *req, const char *name);
 const char *http_req_body(const struct http_req *req, size_t *len);
+/* Adds a request header (name in lower case; both copied), e.g. before http_req_forward. */
+void http_req_add_header(struct http_req *req, const char *name, const char *value);
 /* The Host the client addressed (HTTP/1 Host header or HTTP/2 :authority). */
 const char *http_req_authority(const struct http_req *req, size_t *len);
 /* Copies a query parameter's value, percent-decoded, into a NUL-terminated string allocated with

@@ -5,6 +5,7 @@
 #include "exec/exec.h"
 #include "http/http.h"
 #include "serve/serve_http.h"
+#include "serve/serve_feed_http.h"
 #include "serve/serve_hold_http.h"
 #include "serve/serve_internal_http.h"
 #include "store/store.h"
@@ -106,8 +107,9 @@ static const struct opt_def serve__opts[] = {
     {"shard-policy", OPT_ENUM, "all", 0, 0, "all|balance",
      "PostgreSQL store, experimental: how the nodes share the shards: all (one node holds every shard, "
      "the others forward to it) or balance (each node takes its share, ceil(shards / live nodes), and "
-     "serves those shards' streams; sessions still run on shard 0's holder only; start the nodes "
-     "together: shards are not handed back to nodes started later)",
+     "serves those shards' streams and runs their sessions (a new one on the node with the fewest live "
+     "agents, or the body's \"node\"); start the nodes together: shards are not handed back to nodes "
+     "started later)",
      O(shard_policy)},
     {"runtime-idle", OPT_INT, "1800000", 1000, 1LL << 40, NULL,
      "milliseconds before an unused runtime is stopped", O(runtime_idle)},
@@ -152,8 +154,9 @@ struct serve {
     struct serve_observe *observe; /* commits here relayed to the subscriptions on shard 0's holder */
     struct sessions *sessions;
     struct mcp_http *mcp;
-    struct ui *ui;  /* NULL with --no-ui */
-    char *base_url; /* http://HOST:PORT as clients reach it: printed first, named in callback URLs */
+    struct serve_feed *feed; /* balance: the sessions' relay to shard 0's holder over HTTP */
+    struct ui *ui;           /* NULL with --no-ui */
+    char *base_url;          /* http://HOST:PORT as clients reach it: printed first, named in callback URLs */
     /* Several nodes on one PostgreSQL: every request goes to its shard (serve_dispatch_http, the
      * front route): served here when this node holds the shard, else forwarded to its holder. A
      * node that holds no shard yet (a follower: one node holds them all for now) waits for the
@@ -320,6 +323,8 @@ static void serve__teardown(struct serve *s)
         streams_reads_cancel(s->streams);
     while (subs_working(s->subs))
         uv_run(&s->loop, UV_RUN_ONCE);
+    serve_feed_free(s->feed); /* after: a relay still in flight ends (-ECANCELED) into a freed registry's
+                                 last references */
     subs_free(s->subs);
     stream_http_free(s->stream_http);
     stream_http_free(s->reads.sh);
@@ -532,19 +537,31 @@ static int serve__build_streams(struct serve *s, const struct serve_opts *o, cha
     return 0;
 }
 
-/* Subscriptions, sessions with their MCP endpoint, and the dashboard, each mounting its routes.
- * 0, or -errno with the reason in err. */
-static int serve__build_services(struct serve *s, const struct serve_opts *o, char *err, size_t errlen)
+/* Subscriptions: on shard 0's holder (their records are in shard 0). */
+static int serve__build_subs(struct serve *s, const struct serve_opts *o, char *err, size_t errlen)
 {
-    int rc;
     struct subs_config subcfg = {.data_dir = o->data,
                                  .base_url = o->public_url && *o->public_url ? o->public_url : s->base_url,
                                  .scan = s->balance ? serve_observe_scan : NULL, /* other nodes' commits */
                                  .scan_arg = s->store};
-    if ((rc = subs_new(&s->subs, &s->loop, s->streams, &subcfg, err, errlen)))
+    int rc = subs_new(&s->subs, &s->loop, s->streams, &subcfg, err, errlen);
+    if (rc == 0) {
+        streams_set_observer(s->streams, subs_observe, s->subs);
+        http_route_flags(s->http, SUBS_HTTP_PREFIX, subs_http_handle, s->subs, HTTP_ROUTE_OWN_AUTH);
+    }
+    return rc;
+}
+
+/* Subscriptions, sessions with their MCP endpoint, and the dashboard, each mounting its routes.
+ * Balance: every node that holds shards runs sessions (each shard's loaded by serve__on_shards with
+ * its own lease), and subscriptions run on shard 0's holder. 0, or -errno with the reason in err. */
+static int serve__build_services(struct serve *s, const struct serve_opts *o, char *err, size_t errlen)
+{
+    int rc;
+    if ((!s->balance || streams_shard_held(s->streams, 0)) && (rc = serve__build_subs(s, o, err, errlen)))
         return rc;
-    streams_set_observer(s->streams, subs_observe, s->subs);
-    http_route_flags(s->http, SUBS_HTTP_PREFIX, subs_http_handle, s->subs, HTTP_ROUTE_OWN_AUTH);
+    if (s->balance && (rc = serve_feed_new(&s->feed, &s->loop, s->base_url, o->token)))
+        return rc;
 
     /* The demo agent is this binary: resolved now, so that a rebuild while the server runs is
      * what later demo runs start (a path, not a descriptor of the old file). */
@@ -565,6 +582,10 @@ static int serve__build_services(struct serve *s, const struct serve_opts *o, ch
         .agent_idle_ms = (uint64_t)o->agent_idle,
         .node_lost = serve__node_lost(s),
         .feed_epoch = serve__lease_epoch(s),
+        .defer_load = s->balance,
+        .directory = s->balance,
+        .feed_append = s->balance ? serve_feed_append : NULL,
+        .feed_ctx = s->feed,
     };
     if ((rc = sessions_new(&s->sessions, &s->loop, s->streams, &sescfg, err, errlen)))
         return rc;
@@ -711,6 +732,18 @@ static void serve__views_update(struct serve *s, uint64_t *changed)
     free(now);
 }
 
+/* Balance: the sessions of each shard taken, with that shard's lease: its epoch for the relay, and
+ * node_lost when another node held it before (its runs end node_lost; the feed hears of each again). */
+static void serve__load_sessions(struct serve *s, const uint64_t *took, const struct store_lease *v)
+{
+    char node[PATH_MAX + 300];
+    serve__node_name(s->o, node, sizeof node);
+    for (int k = 0; k < s->forward.nshards; k++)
+        if (store_shard_in(took, k))
+            (void)sessions_load_shard(s->sessions, k, v[k].epoch,
+                                      v[k].previous[0] != '\0' && strcmp(v[k].previous, node) != 0);
+}
+
 /* --shard-policy balance: the shards this node took are loaded (the registry is made with the first
  * ones: streams_new loads every shard, those not held are dropped at once) before the router serves
  * them here (it holds their requests meanwhile), and the services start with shard 0. A shard held
@@ -729,7 +762,6 @@ static void serve__on_shards(struct serve *s)
     for (int k = 0; k < n; k++)
         if (v[k].self && !store_shard_in(s->loaded, k))
             took[k / 64] |= 1ull << (k % 64), any = 1;
-    free(v);
     char err[512] = "";
     uint64_t t0 = clock_mono_us();
     int rc = 0;
@@ -739,10 +771,15 @@ static void serve__on_shards(struct serve *s)
                 streams_drop_shard(s->streams, k);
     if (any && rc == 0)
         rc = streams_load_shards(s->streams, took);
-    if (rc == 0 && s->sessions == NULL && store_shard_in(took, 0))
+    if (any && rc == 0 && s->sessions == NULL)
         rc = serve__build_services(s, s->o, err, sizeof err);
+    else if (rc == 0 && s->subs == NULL && store_shard_in(took, 0))
+        rc = serve__build_subs(s, s->o, err, sizeof err);
     if (rc == 0 && s->streams && s->subs == NULL) /* the service is shard 0's holder's */
         streams_set_observer(s->streams, serve_observe_relay, s->observe);
+    if (any && rc == 0)
+        serve__load_sessions(s, took, v);
+    free(v);
     if (rc != 0) {
         log_error("serve: took shards but cannot serve them: %s; stopping", *err ? err : strerror(-rc));
         s->failed = 1;

@@ -53,6 +53,11 @@ struct serve_forward {
     const uint64_t *loaded;
 };
 
+/* POST /v1/sessions under --shard-policy balance (serve_place_http.c): answered, forwarded to the
+ * node placement picks, or created here (1); 0 when the default route applies (shard 0's holder:
+ * the default policy, or no node to pick yet). */
+int serve_place(struct http_req *req, struct serve_forward *f);
+
 /* This node's view of one shard's lease: who holds it, since when it was looked at, its holder's
  * URL and token, as store_shards says it. Read for all shards at once at most every
  * SERVE_VIEWS_MS (store_shards copies every shard's under the store's lock: 64 views per request

@@ -102,6 +102,8 @@ void serve_dispatch_http(struct http_req *req, void *arg)
     enum serve_route r = serve_route(req, f->nshards, &shard);
     if (r == SERVE_ROUTE_NODE || (r == SERVE_ROUTE_LOCAL && f->serving))
         return http_req_redispatch(req);
+    if (r == SERVE_ROUTE_PLACE && serve_place(req, f))
+        return;
     struct store_lease l;
     serve_shard_view(f, shard, &l);
     if (serve_shard_here(f, shard, &l))
