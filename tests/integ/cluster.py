@@ -17,6 +17,7 @@ the proxy's URL in $AGENTD_URL, the nodes' URLs (space separated) in $CLUSTER_NO
 On failure it prints the tail of each node's stderr.
 """
 import contextlib
+import http.client
 import json
 import os
 import shlex
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -268,3 +270,58 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+class SSEFollower(threading.Thread):
+    """Follows a JSON stream live (SSE) through one node, reconnecting from the last offset when the
+    connection ends (as the protocol intends), until stop. events: the items in order."""
+
+    def __init__(self, srv, path):
+        super().__init__(daemon=True)
+        self.srv, self.path = srv, path
+        self.offset = "-1"
+        self.events = []
+        self.connects = 0
+        self.ends = 0
+        self.stop_event = threading.Event()
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                self.follow()
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+            self.ends += 1
+            time.sleep(0.1)
+
+    def follow(self):
+        conn = self.srv.connection(timeout=20)
+        try:
+            conn.request("GET", f"{self.path}?offset={self.offset}&live=sse")
+            resp = conn.getresponse()
+            if resp.status != 200:
+                resp.read()
+                return
+            self.connects += 1
+            event, data = None, []
+            while not self.stop_event.is_set():
+                line = resp.readline()  # a timeout raises: run() reconnects from the offset
+                if not line:
+                    return
+                line = line.rstrip(b"\r\n")
+                if line.startswith(b"event:"):
+                    event = line[6:].strip()
+                elif line.startswith(b"data:"):
+                    data.append(line[5:].lstrip(b" "))
+                elif not line and data:
+                    doc = json.loads(b"\n".join(data))
+                    if event == b"control":
+                        self.offset = doc.get("streamNextOffset", self.offset)
+                    elif isinstance(doc, list):
+                        self.events.extend(doc)
+                    event, data = None, []
+        finally:
+            conn.close()
+
+    def completion(self, run):
+        return next((e for e in self.events if e.get("type") == "run_completed" and e.get("run") == run), None)

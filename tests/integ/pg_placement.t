@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+# Sessions on several nodes (doc/SHARDING-PLAN.md §3, §7 increment 5): three nodes on one PostgreSQL
+# with --shard-policy balance, each holding its share of the shards and running the sessions of
+# those itself.
+#   - POST /v1/sessions through any node goes where the body's "node" says (a name or URL): 6 jsonl
+#     sessions spread 2/2/2, each created by the node named (Agentd-Node); an unknown node is 400;
+#   - GET /v1/sessions on every node lists all 6 (shard 0's holder answers from the feed), and the
+#     `sessions` feed, materialized by key, lists them, each inserted once;
+#   - a session owned by node A (one that does not hold shard 0: its records reach the feed through
+#     the relay over HTTP) is followed live through B; A is killed with -9: its shards are taken by
+#     B and C, the run in flight ends node_lost, the next message (through B) is answered; a session
+#     placed on the dead node is 503; the feed still lists the 6, each inserted once.
+# Skipped only when PostgreSQL's binaries are missing.
+import json
+import os
+import sys
+import threading
+import time
+import tempfile
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from agentd_test import REF, ROOT, run_test, wait_for  # noqa: E402
+from cluster import SSEFollower, pg_node, psql, stop_nodes  # noqa: E402
+from pg import Postgres, bin_dir, free_port  # noqa: E402
+
+LEASE_MS = 1000
+SHARDS = 64
+AGENT = os.path.join(ROOT, "tests", "agents", "jsonl_agent.py")
+
+
+def held(pg, url):
+    rc, out = psql(pg, f"SELECT shard FROM agentd_shards WHERE node = '{url}' ORDER BY shard")
+    return [int(x) for x in out.split()] if rc == 0 else []
+
+
+def fnv_shard(key):
+    h = 0xcbf29ce484222325
+    for b in key.encode():
+        h ^= b
+        h = (h * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h % SHARDS
+
+
+def feed(srv):
+    """The `sessions` feed through srv: ({id: value} materialized by key, {id: inserts})."""
+    items, _ = srv.read_json("/v1/stream/sessions")
+    out, inserts = {}, {}
+    for m in items or []:
+        op, key = m.get("headers", {}).get("operation"), m.get("key")
+        if op == "delete":
+            out.pop(key, None)
+        else:
+            out[key] = m.get("value")
+        if op == "insert":
+            inserts[key] = inserts.get(key, 0) + 1
+    return out, inserts
+
+
+def node_state(srv, url):
+    r = srv.request("GET", "/v1/nodes")
+    return next((n.get("state") for n in json.loads(r.body)["nodes"] if n["node"] == url), None) \
+        if r.status == 200 else None
+
+
+def shards_by_node(srv):
+    r = srv.request("GET", "/v1/nodes")
+    return {n["node"]: n.get("shards") or 0 for n in json.loads(r.body)["nodes"] if n.get("state") == "live"} \
+        if r.status == 200 else {}
+
+
+def listed(srv):
+    r = srv.request("GET", "/v1/sessions?limit=100")
+    return sorted(s["id"] for s in json.loads(r.body)["sessions"]) if r.status == 200 else r
+
+
+def create(via, work, node):
+    body = {"agent": "jsonl", "command": ["python3", AGENT, "--state", os.path.join(work, "agent-state")]}
+    if node is not None:
+        body["node"] = node
+    return via.request("POST", "/v1/sessions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
+def message(srv, sid, text):
+    r = srv.request("POST", f"/v1/sessions/{sid}/messages", json.dumps({"text": text}).encode(),
+                    {"Content-Type": "application/json"})
+    return r, (json.loads(r.body).get("run") if r.status == 202 else None)
+
+
+def main(tap):
+    why = "the reference server has no --store" if REF else None
+    try:
+        bin_dir()
+    except RuntimeError as e:
+        why = why or str(e)
+    if why:
+        tap.skip("sessions on several nodes", why)
+        return
+    pg = Postgres()
+    pg.start()
+    work = tempfile.mkdtemp(prefix="agentd-placement-")
+    nodes = [pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"]) for _ in range(3)]
+    try:
+        threads = [threading.Thread(target=n.start, args=(30,), daemon=True) for n in nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(40)
+        if not tap.ok(all(n.url for n in nodes), "three nodes with --shard-policy balance start"):
+            return
+        spread = lambda: [len(held(pg, n.url)) for n in nodes]  # noqa: E731
+        tap.ok(wait_for(lambda: sum(spread()) == SHARDS and max(spread()) - min(spread()) <= 2, 15),
+               "the shards spread about 21/21/22", repr(spread()))
+        by_url = {n.url: n for n in nodes}
+        # Placement reads the nodes' list (the heartbeat's copy, about once a second)
+        tap.ok(wait_for(lambda: all(sum(shards_by_node(n).values()) == SHARDS for n in nodes), 10),
+               "each node's GET /v1/nodes shows the 64 shards held", repr([shards_by_node(n) for n in nodes]))
+
+        # Placement: "node" names where each goes; asked through another node each time.
+        sids, owner = [], {}
+        for i in range(6):
+            target = nodes[i % 3]
+            r = create(nodes[(i + 1) % 3], work, target.url)
+            sid = json.loads(r.body)["id"] if r.status == 201 else None
+            tap.ok(sid and r.header("Agentd-Node") == target.url,
+                   f"session {i + 1} asked through another node is created by the node named", repr(r))
+            if sid:
+                sids.append(sid)
+                owner[sid] = target
+                tap.ok(fnv_shard(sid) in held(pg, target.url), "  in a shard that node holds",
+                       f"{sid} shard {fnv_shard(sid)}")
+        tap.is_(sorted(sum(1 for s in sids if owner[s] is n) for n in nodes), [2, 2, 2], "6 sessions spread 2/2/2")
+        r = create(nodes[0], work, "http://127.0.0.1:1")
+        tap.is_(r.status, 400, "a node nobody knows is 400")
+        r = create(nodes[1], work, None)
+        extra = json.loads(r.body)["id"] if r.status == 201 else None
+        tap.ok(extra and r.header("Agentd-Node") in by_url, "without \"node\", a live node takes it", repr(r))
+        if extra:
+            sids.append(extra)
+            owner[extra] = by_url[r.header("Agentd-Node")]
+        want = sorted(sids)
+        tap.ok(all(listed(n) == want for n in nodes), f"GET /v1/sessions on each node lists all {len(want)}",
+               repr([listed(n) for n in nodes]))
+        f, inserts = feed(nodes[2])
+        tap.ok(sorted(f) == want and all(inserts.get(s) == 1 for s in want),
+               "the feed, materialized by key, lists them, each inserted once", f"{sorted(f)} {inserts}")
+
+        # A: a node that does not hold shard 0 (its sessions' records reach the feed by the relay).
+        a = next(n for n in nodes if 0 not in held(pg, n.url))
+        b, c = [n for n in nodes if n is not a]
+        sid = next(s for s in sids if owner[s] is a)
+        fol = SSEFollower(b, f"/v1/stream/sessions/{sid}/transcript")
+        fol.start()
+        r, run = message(b, sid, "count 3 50; sleep 20")
+        tap.ok(run and wait_for(lambda: sum(1 for e in fol.events if e.get("run") == run and e.get("type") == "message") >= 3, 15),
+               "a session of A, followed live through B, shows its run (three messages)", f"{r!r} {len(fol.events)}")
+        tap.is_(r.header("Agentd-Node"), a.url, "A runs it (Agentd-Node)")
+        lost = held(pg, a.url)
+        a.kill9()
+        tap.ok(wait_for(lambda: not held(pg, a.url) and len(held(pg, b.url)) + len(held(pg, c.url)) == SHARDS, 15),
+               f"A killed with -9: its {len(lost)} shards are taken by B and C",
+               f"{len(held(pg, b.url))}+{len(held(pg, c.url))}")
+        tap.ok(any(k in held(pg, b.url) for k in lost) and any(k in held(pg, c.url) for k in lost),
+               "both B and C took some of them", repr(lost))
+        ev = wait_for(lambda: fol.completion(run), 20)
+        tap.ok(ev and "node_lost" in (ev.get("code"), ev.get("status"), ev.get("reason")),
+               "the run in flight ends node_lost, seen through B", f"{ev!r} {fol.events[-3:]!r}")
+        r2, run2 = message(b, sid, "echo after the kill")
+        ev2 = wait_for(lambda: fol.completion(run2), 20) if run2 else None
+        tap.ok(ev2 and ev2.get("status") == "success", "the next message, through B, is answered", f"{r2!r} {ev2!r}")
+        tap.ok(r2.header("Agentd-Node") in (b.url, c.url), "by the node that took its shard", repr(r2))
+        fol.stop_event.set()
+        tap.ok(wait_for(lambda: node_state(b, a.url) == "unreachable", 15), "B sees A unreachable (GET /v1/nodes)")
+        r = create(b, work, a.url)
+        tap.is_(r.status, 503, "a session placed on the dead node is 503")
+        if r.status == 201:
+            want = sorted(want + [json.loads(r.body)["id"]])
+        tap.ok(wait_for(lambda: listed(b) == want and listed(c) == want, 10),
+               f"GET /v1/sessions on B and C still lists all {len(want)}", repr([listed(b), listed(c)]))
+        f, inserts = feed(c)
+        tap.ok(sorted(f) == want and all(inserts.get(s) == 1 for s in want),
+               "the feed still lists them, each inserted once (the adopted ones updated)", f"{sorted(f)} {inserts}")
+        tap.ok(all(b.request("GET", f"/v1/sessions/{s}").status == 200 for s in want),
+               "every session answers through B, A's too")
+        for n in (b, c):
+            tap.check_clean_exit(n, f"{n.url} stops cleanly")
+    finally:
+        stop_nodes(tap, pg, nodes)
+
+
+run_test(main)
