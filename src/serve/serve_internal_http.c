@@ -29,6 +29,8 @@ struct si__call {
     struct serve_internal *si;
     int ref; /* 1: stream-ref (done waits for it), 0: stream-unref */
     int shard;
+    char *src;            /* a ref's source path */
+    int64_t src_id, fork; /* an unref's */
     char *body;
     struct curlx_http_req *inflight;
     uint64_t due_us, deadline_us;
@@ -187,11 +189,12 @@ static void si__call_free(struct si__call *c)
     if (c->next)
         c->next->pprev = c->pprev;
     free(c->body);
+    free(c->src);
     free(c);
 }
 
 static void si__tick(uv_timer_t *t);
-static void si__send(struct serve_internal *si, struct si__call *c, uint64_t now);
+static void si__send(struct serve_internal *si, struct si__call *c, uint64_t now, int first);
 
 static struct si__call *si__call_new(struct serve_internal *si, int ref, int shard, json_t *body,
                                      uint64_t give_up_ms,
@@ -219,7 +222,7 @@ static struct si__call *si__call_new(struct serve_internal *si, int ref, int sha
         uv_timer_start(&si->timer, si__tick, SI_TICK_MS, SI_TICK_MS);
     /* at once (a tick's wait cost every remote fork 25 ms on average); the caller hears the
      * outcome later: curlx_http answers on the loop, and a call gives up only past its deadline */
-    si__send(si, c, now);
+    si__send(si, c, now, 1);
     return c;
 }
 
@@ -303,10 +306,32 @@ static void si__on_done(void *arg, const struct curlx_http_answer *ans)
 }
 
 /* Sends c to its shard's holder, or, with none live, asks the heartbeat to take the shard. */
-static void si__send(struct serve_internal *si, struct si__call *c, uint64_t now)
+/* The source's shard was taken here meanwhile (its holder stopped): a ref ends without an answer,
+ * for stream_http to look the source up here (it checks that the shard is held here now), an unref
+ * is made here. 1 when c is done (freed); 0 while the registry has not loaded the shard yet. */
+static int si__here(struct serve_internal *si, struct si__call *c)
+{
+    struct streams *ss = *si->streams;
+    if (ss == NULL)
+        return 0;
+    if (c->ref) {
+        if (!streams_shard_held(ss, streams_shard_of(ss, c->src, strlen(c->src))))
+            return 0;
+        c->done(c->done_arg, NULL);
+    } else if (streams_fork_unref(ss, c->src_id, c->fork) != 0) {
+        return 0;
+    }
+    si__call_free(c);
+    return 1;
+}
+
+/* first: inside the caller (si__call_new), where nothing may end yet. */
+static void si__send(struct serve_internal *si, struct si__call *c, uint64_t now, int first)
 {
     struct store_lease l;
     serve_shard_view(si->f, c->shard, &l);
+    if (l.self && !first && si__here(si, c))
+        return;
     if (!l.live || l.self || !l.owner_url[0]) {
         if (!l.live)
             store_shard_want(si->f->store, c->shard);
@@ -334,11 +359,27 @@ static void si__tick(uv_timer_t *t)
 {
     struct serve_internal *si = t->data;
     uint64_t now = clock_mono_us();
-    for (struct si__call *c = si->calls, *next; c; c = next) {
-        next = c->next; /* a send that gives up frees c */
-        if (c->inflight == NULL && c->due_us <= now) {
-            c->due_us = UINT64_MAX;
-            si__send(si, c, now);
+    /* one in flight to a holder that since stopped (its lease expired: a paused node's connection
+     * still accepts) or whose shard was taken here: sent again now, not after its timeout */
+    for (struct si__call *c = si->calls; c; c = c->next) {
+        struct store_lease l;
+        serve_shard_view(si->f, c->shard, &l);
+        if (c->inflight && (l.self || !l.live)) {
+            curlx_http_cancel(c->inflight);
+            c->inflight = NULL;
+            c->due_us = now;
+        }
+    }
+    /* from the head again after each send: one that ends runs a callback, which may cancel others */
+    for (int sent = 1; sent;) {
+        sent = 0;
+        for (struct si__call *c = si->calls; c; c = c->next) {
+            if (c->inflight == NULL && c->due_us <= now) {
+                c->due_us = UINT64_MAX;
+                si__send(si, c, now, 0);
+                sent = 1;
+                break;
+            }
         }
     }
     if (si->calls == NULL)
@@ -353,8 +394,10 @@ static void *si__ask(void *arg, const char *src, const struct stream_fork_ask *a
                              "content_type", ask->content_type, "has_offset", ask->has_offset, "offset",
                              (json_int_t)ask->offset, "sub", (json_int_t)ask->sub);
     int64_t wait = si->f->lease_ms > 0 ? si->f->lease_ms + 1000 : 2000; /* as serve_hold waits */
-    return si__call_new(si, 1, store_shard_of(src, strlen(src), si->f->nshards), body, (uint64_t)wait, done,
-                        done_arg);
+    struct si__call *c = si__call_new(si, 1, store_shard_of(src, strlen(src), si->f->nshards), body,
+                                      (uint64_t)wait, done, done_arg);
+    c->src = xstrdup(src);
+    return c;
 }
 
 static void si__cancel(void *arg, void *handle)
@@ -373,7 +416,9 @@ void serve_internal_unref(void *arg, int64_t src, int src_shard, int64_t fork)
     struct serve_internal *si = arg;
     json_t *body =
         json_pack("{s:I, s:I, s:i}", "src", (json_int_t)src, "fork", (json_int_t)fork, "shard", src_shard);
-    (void)si__call_new(si, 0, src_shard, body, SI_UNREF_GIVE_UP, NULL, NULL);
+    struct si__call *c = si__call_new(si, 0, src_shard, body, SI_UNREF_GIVE_UP, NULL, NULL);
+    c->src_id = src;
+    c->fork = fork;
 }
 
 /* ================= lifetime ================= */

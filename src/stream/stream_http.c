@@ -196,7 +196,14 @@ static void sh__create(struct stream_http *sh, struct sh_req *r, const char *pat
 static void sh__fork_answered(void *arg, const struct stream_fork_answer *answer)
 {
     struct sh_req *r = arg;
+    struct streams *ss = r->sh->ss;
+    const char *from = r->create->fork_from;
     r->remote = NULL;
+    if (answer == NULL && streams_shard_held(ss, streams_shard_of(ss, from, strlen(from)))) {
+        /* the source's shard was taken here meanwhile: looked up here, as any local fork's */
+        r->create->id = 0;
+        return sh__create(r->sh, r, r->path, r->plen, r->create);
+    }
     if (answer == NULL) {
         http_res_header(r->req, "Retry-After", "1");
         return http_res_error(r->req, ERR_OWNER_UNAVAILABLE,

@@ -35,7 +35,8 @@ void stream_http_free(struct stream_http *sh);
  * the fork is created from its answer; the request waits meanwhile, without blocking the loop.
  * ask starts it and returns a handle for cancel (called when the request ends first); it calls
  * done(done_arg, answer) later on the loop, once, answer borrowed for the call: NULL when the owner
- * could not be reached (the request then gets 503 owner_unavailable, Retry-After: 1). Without a
+ * could not be reached (the request then gets 503 owner_unavailable, Retry-After: 1), or when the
+ * source's shard is held here now (then the create looks the source up here). Without a
  * hook set such a fork is refused 503 shard_moved. */
 struct stream_fork_ask;
 struct stream_fork_answer;

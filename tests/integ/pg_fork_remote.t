@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Forks whose source another node holds (doc/SHARDING-PLAN.md §2.3, serve_internal_http.h): two
+# Forks whose source another node holds (doc/SHARDING-PLAN.md §2.3, serve_internal_http.h): three
 # nodes on one PostgreSQL with --shard-policy balance and a --token; source S in a shard node A
 # holds, fork F in one node B holds.
 #   - F created through B reads S's prefix and its own appends, through either node; the ref is
@@ -10,10 +10,13 @@
 #   - S deleted first (soft: its path is still taken), then F: the unref B sends after F's delete
 #     reclaims S at once (its path is free again within seconds, well before the 60 s sweep);
 #   - A killed with -9 after forks were made: B takes A's shards; every acknowledged byte of the
-#     sources and of the forks is there, and both take appends again.
+#     sources and of the forks is there, and both take appends again;
+#   - C paused (SIGSTOP) holding a source: a fork of it created through B waits, B takes C's shards
+#     once their leases expire, and the fork is then made there as a local one (201, its prefix).
 # Skipped only when PostgreSQL's binaries are missing.
 import json
 import os
+import signal
 import sys
 import time
 
@@ -53,7 +56,7 @@ def body(srv, path):
 
 
 def main(tap):
-    with test_cluster(tap, "forks across nodes", nodes=2, lease_ms=LEASE_MS, token=TOKEN,
+    with test_cluster(tap, "forks across nodes", nodes=3, lease_ms=LEASE_MS, token=TOKEN,
                       args=["--shard-policy", "balance"]) as c:
         if c is not None:
             c.start()
@@ -61,10 +64,13 @@ def main(tap):
 
 
 def check(tap, pg, nodes):
-    a, b = nodes
-    tap.ok(wait_for(lambda: len(held(pg, a.url)) == 32 and len(held(pg, b.url)) == 32, 15),
-           "the shards spread 32/32", f"{len(held(pg, a.url))}/{len(held(pg, b.url))}")
-    on_a, on_b, taken = held(pg, a.url), held(pg, b.url), set()
+    a, b, c = nodes
+    spread = lambda: [len(held(pg, n.url)) for n in nodes]  # noqa: E731
+    tap.ok(wait_for(lambda: sum(spread()) == 64 and min(spread()) >= 20, 15), "the shards spread about 21/21/22",
+           repr(spread()))
+    on_a, on_b, on_c, taken = held(pg, a.url), held(pg, b.url), held(pg, c.url), set()
+    sc = path_in(on_c, "c", taken)
+    tap.is_(c.create(P + sc, "text/plain", b"on C;").status, 201, "a source on C (for the pause, last)")
 
     # a fork through B of a source A holds
     s, f = path_in(on_a, "s", taken), path_in(on_b, "f", taken)
@@ -118,13 +124,24 @@ def check(tap, pg, nodes):
         b.append(P + fp, f"fork{i};".encode(), "text/plain")
     a.kill9()
     killed = time.monotonic()
-    tap.ok(wait_for(lambda: len(held(pg, b.url)) == 64, 10),
-           f"B takes A's shards ({len(held(pg, b.url))} held, {round(time.monotonic() - killed, 2)} s)")
+    tap.ok(wait_for(lambda: len(held(pg, b.url)) + len(held(pg, c.url)) == 64, 10),
+           f"B and C take A's shards ({round(time.monotonic() - killed, 2)} s)")
     ok = wait_for(lambda: all(b.append(P + sp, b"more;", "text/plain").status in (200, 204) for sp, _ in pairs), 10)
     tap.ok(ok, "the sources take appends again through B")
     got = [(body(b, sp), body(b, fp)) for sp, fp in pairs]
     want = [(f"src{i};more;".encode(), f"src{i};fork{i};".encode()) for i in range(len(pairs))]
     tap.is_(got, want, "every acknowledged byte of the sources and the forks is there")
+
+    # C paused: the fork through B waits until B holds the source's shard, then is made there
+    fc = path_in(held(pg, b.url), "h", taken)
+    c.proc.send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    r = b.create(P + fc, "text/plain", headers={"Stream-Forked-From": P + sc})
+    took = round(time.monotonic() - t0, 2)
+    tap.ok(r.status == 201 and shard_of(sc) in held(pg, b.url) and took < 4,
+           f"a fork of a source on paused C: 201 once B took its shard ({took} s, within lease + 3 s)", f"{r.status} {r.body[:200]!r}")
+    tap.is_(body(b, fc), b"on C;", "the fork reads the source's bytes")
+    c.proc.send_signal(signal.SIGCONT)
     tap.check_clean_exit(b, "B stops cleanly")
 
 
