@@ -116,7 +116,7 @@ static void si__ref_serve(struct serve_internal *si, struct http_req *req, json_
     int has_offset = 0;
     if (json_unpack(body, "{s:s, s:I, s?s, s?b, s?I, s?I}", "src", &src, "fork", &fork, "content_type", &ct,
                     "has_offset", &has_offset, "offset", &offset, "sub", &sub) != 0 ||
-        fork <= 0)
+        fork < 0)
         return http_res_error(req, ERR_BAD_REQUEST, "stream-ref takes {src, fork, ...}");
     int shard = store_shard_of(src, strlen(src), si->f->nshards);
     struct streams *ss = *si->streams;

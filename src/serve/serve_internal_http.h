@@ -4,6 +4,7 @@
  *
  *   POST /v1/internal/stream-ref    {"src": path, "fork": id, "content_type": s|null,
  *                                    "has_offset": b, "offset": n, "sub": n}
+ *     (fork 0: the checks and the source's identity only, no ref: a re-create of a fork's path)
  *     The owner runs streams_fork_ref (its checks, the ref written under the source's shard fence)
  *     and answers 200 once the ref is durable:
  *       {"status": n (enum stream_status), "message": s|null, "fork_off": n,

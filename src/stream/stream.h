@@ -230,7 +230,10 @@ struct stream_create_args {
      * NULL: the source is looked up here (a shard not held: STREAM_MOVED; stream_http asks its
      * owner first, through its fork_ref hook). */
     const struct stream_fork_answer *fork_ref;
-    int64_t id; /* with fork_ref: the id the ref names (streams_reserve_id); 0: the store's next */
+    /* with fork_ref: the id the ref names (streams_reserve_id); 0: the answer wrote no ref (asked
+     * for a path that exists: an idempotent re-create), so only an existing stream is answered, and
+     * a new one is refused STREAM_MOVED (the client retries, and the next ask writes the ref) */
+    int64_t id;
     const void *body;
     size_t body_len;
 };

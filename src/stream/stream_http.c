@@ -201,7 +201,6 @@ static void sh__fork_answered(void *arg, const struct stream_fork_answer *answer
     r->remote = NULL;
     if (answer == NULL && streams_shard_held(ss, streams_shard_of(ss, from, strlen(from)))) {
         /* the source's shard was taken here meanwhile: looked up here, as any local fork's */
-        r->create->id = 0;
         return sh__create(r->sh, r, r->path, r->plen, r->create);
     }
     if (answer == NULL) {
@@ -224,8 +223,12 @@ static int sh__fork_remote(struct stream_http *sh, struct sh_req *r, const char 
     if (sh->fork_remote.ask == NULL || !streams_shard_held(ss, streams_shard_of(ss, path, plen)) ||
         streams_shard_held(ss, streams_shard_of(ss, a->fork_from, strlen(a->fork_from))))
         return 0;
-    int64_t id;
-    int rc = streams_reserve_id(ss, &id);
+    /* a path that exists (an idempotent re-create, or a conflict): only the source's identity is
+     * asked, no ref (it would name an id never inserted, left for the owner's sweep) */
+    enum stream_lookup how;
+    int64_t id = 0;
+    int rc =
+        streams_lookup(ss, path, plen, &how) || how == STREAM_SOFT_DELETED ? 0 : streams_reserve_id(ss, &id);
     if (rc != 0) {
         http_res_error(r->req, errcode_for_store(rc), "no stream id could be reserved (%s)", strerror(-rc));
         return 1;

@@ -354,6 +354,10 @@ enum stream_status stream_create(struct streams *ss, const char *path, size_t pl
         status = stream__create_existing(ss, old, &want, src != NULL, op);
         goto fail;
     }
+    if (a->fork_ref && a->id == 0) { /* the source's owner wrote no ref for it */
+        status = stream__fail(op, STREAM_MOVED, "the fork's path was deleted meanwhile; retry");
+        goto fail;
+    }
     /* A new stream: everything is validated before anything is written. */
     if ((why = stream__create_data(ss, src, &want, a, &first, &body)) != NULL) {
         status = stream__fail(op, STREAM_BAD_REQUEST, why);

@@ -79,13 +79,16 @@ def check(tap, pg, nodes):
     r = b.create(P + f, "text/plain", headers={"Stream-Forked-From": P + s})
     tap.ok(r.status == 201, "fork F of S created through B (S's shard is A's)", f"{r.status} {r.body[:300]!r}")
     tap.is_(r.header("Agentd-Node"), b.url, "F's create was served by B")
+    tap.is_(b.create(P + f, "text/plain", headers={"Stream-Forked-From": P + s}).status, 200,
+            "F created again through B (idempotent): 200")
     tap.ok(a.append(P + s, b"SSS", "text/plain").status in (200, 204), "S appended after the fork")
     tap.ok(b.append(P + f, b"xyz", "text/plain").status in (200, 204), "F appended through B")
     tap.is_(body(b, f), b"abcdefxyz", "F reads S's prefix and its own append (through B)")
     tap.is_(body(a, f), b"abcdefxyz", "... and through A")
     sid, fid = stream_id(pg, s), stream_id(pg, f)
     rc, refs = psql(pg, f"SELECT fork FROM agentd_fork_refs WHERE src = {sid}")
-    tap.is_(refs.split(), [str(fid)], "S's ref names F's id (agentd_fork_refs)")
+    tap.is_(refs.split(), [str(fid)],
+            "S's one ref names F's id (agentd_fork_refs; the re-create asked for none: its path existed)")
 
     # refusals as the local path makes them
     r = b.create(P + path_in(on_b, "f", taken), "text/plain", headers={"Stream-Forked-From": P + "rf/missing"})

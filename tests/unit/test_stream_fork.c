@@ -209,6 +209,12 @@ static void test_remote_create(void)
     a.fork_ref = &ans;
     memset(&op, 0, sizeof op);
     op.cb = done_cb;
+    is_int(stream_create(ss, pg, strlen(pg), &a, &op), STREAM_MOVED,
+           "... with an answer but no id (the owner wrote no ref: asked for a path that existed): moved");
+    ok(get(pg) == NULL, "... and nothing made");
+    a.id = 424242; /* the id the owner's ref names (SQLite's insert takes its own rowid) */
+    memset(&op, 0, sizeof op);
+    op.cb = done_cb;
     is_int(stream_create(ss, pg, strlen(pg), &a, &op), STREAM_CREATED, "... with its answer: G created");
     streams_flush(ss);
     struct stream *stub = by_id(r);
