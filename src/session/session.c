@@ -334,6 +334,7 @@ void session__free(struct session *se)
 void session__registry_unref(struct sessions *s)
 {
     if (--s->live == 0 && s->freeing) {
+        json_decref(s->dir);
         free(s->shards);
         free(s->data_dir);
         free(s->base_url);

@@ -127,6 +127,10 @@ struct sessions {
     struct streams *ss;
     int nshards;                   /* streams_shards: 1 on every store today */
     struct session__shard *shards; /* nshards of them */
+    /* The directory (cfg.directory): the `sessions` feed materialized by key, id → public record, as
+     * read up to dir_offset of the feed whose stream id is dir_stream; NULL: not read yet. */
+    json_t *dir;
+    int64_t dir_offset, dir_stream;
     struct sessions_config cfg;
     char *data_dir;
     struct map by_id;

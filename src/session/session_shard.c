@@ -322,10 +322,9 @@ int sessions_unload_shard(struct sessions *s, int k)
     return 0;
 }
 
-json_t *session__directory(struct sessions *s)
+/* Applies feed messages to the directory. */
+static void session__dir_apply(json_t *dir, json_t *msgs)
 {
-    json_t *dir = json_object();
-    json_t *msgs = session__read_json(s, SESSION_FEED_STREAM);
     size_t i;
     json_t *m;
     json_array_foreach (msgs, i, m) {
@@ -339,8 +338,41 @@ json_t *session__directory(struct sessions *s)
         else
             json_object_set(dir, key, value);
     }
-    json_decref(msgs);
-    return dir;
+}
+
+json_t *session__directory(struct sessions *s)
+{
+    enum stream_lookup how;
+    struct stream *st = streams_lookup(s->ss, SESSION_FEED_STREAM, strlen(SESSION_FEED_STREAM), &how);
+    int64_t id = -1, created;
+    if (st)
+        stream_identity(st, &id, &created);
+    if (s->dir == NULL || st == NULL || id != s->dir_stream || stream_tail(st) < s->dir_offset) {
+        json_decref(s->dir); /* a feed made again (or none): read from its start */
+        s->dir = json_object();
+        s->dir_offset = 0;
+        s->dir_stream = id;
+    }
+    /* Only what was appended since the last answer is read: a GET costs the sessions it lists, not
+     * the feed's whole history. */
+    struct buf b = {0};
+    int64_t off = s->dir_offset, next;
+    while (st && off < stream_tail(st)) {
+        if (stream_read(s->ss, st, off, 1 << 20, &b, &next) != 0 || next <= off)
+            break;
+        off = next;
+    }
+    if (b.len) {
+        stream_json_wrap(&b);
+        json_t *msgs = json_loadb(b.p, b.len, 0, NULL);
+        if (msgs) {
+            session__dir_apply(s->dir, msgs);
+            s->dir_offset = off;
+        }
+        json_decref(msgs);
+    }
+    buf_free(&b);
+    return json_incref(s->dir);
 }
 
 size_t sessions_shard_count(const struct sessions *s, int k)
