@@ -136,9 +136,15 @@ def check(tap, pg, nodes):
     tap.is_(got, want, "every acknowledged byte of the sources and the forks is there")
 
     # C paused: the fork through B waits until B holds the source's shard, then is made there
-    fc = path_in(held(pg, b.url), "h", taken)
+    fc, gone = path_in(held(pg, b.url), "h", taken), path_in(held(pg, b.url), "h", taken)
     c.proc.send_signal(signal.SIGSTOP)
     t0 = time.monotonic()
+    try:  # a client that leaves while its fork's ref waits: B drops the ask (ASan: no use after free)
+        b.request("PUT", P + gone, b"", {"Content-Type": "text/plain", "Stream-Forked-From": P + sc}, timeout=0.2)
+        left = False
+    except OSError:
+        left = True
+    tap.ok(left, "a client that leaves while its fork's ref waits on paused C")
     r = b.create(P + fc, "text/plain", headers={"Stream-Forked-From": P + sc})
     took = round(time.monotonic() - t0, 2)
     tap.ok(r.status == 201 and shard_of(sc) in held(pg, b.url) and took < 4,
