@@ -240,6 +240,10 @@ int store_fork_unref(struct store *s, int64_t src, int64_t fork);
 int store_load_refs(struct store *s, const uint64_t *shards, store_ref_cb cb, void *arg) CORE_UNUSED_RESULT;
 int store_fork_refs_leaked(struct store *s, const uint64_t *shards, store_ref_cb cb,
                            void *arg) CORE_UNUSED_RESULT;
+/* store_fork_refs_leaked on a reader of store_read_pooled's, from any thread (SQLite: none, as
+ * store_fork_refs_leaked). */
+int store_fork_refs_leaked_pooled(struct store *s, const uint64_t *shards, store_ref_cb cb,
+                                  void *arg) CORE_UNUSED_RESULT;
 /* The rows of the given stream ids (those that exist), as store_load reports them, without their
  * producers: the fork sources of loaded streams that are in shards not loaded (stubs). */
 int store_load_ids(struct store *s, const int64_t *ids, size_t n, store_meta_cb on_stream,

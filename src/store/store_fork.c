@@ -45,6 +45,11 @@ int store_fork_refs_leaked(struct store *s, const uint64_t *shards, store_ref_cb
     return store__is_pg(s) ? store_pg_load_refs(store__pg(s), shards, 1, cb, arg) : 0;
 }
 
+int store_fork_refs_leaked_pooled(struct store *s, const uint64_t *shards, store_ref_cb cb, void *arg)
+{
+    return store__is_pg(s) ? store_pg_refs_leaked_pooled(store__pg(s), shards, cb, arg) : 0;
+}
+
 /* SQLite: the full load, of which the ids asked for. It never runs in practice: SQLite has one
  * shard, so a registry's load of it loads every row and no source is left to load by id. */
 struct store__ids {

@@ -215,5 +215,10 @@ int pg__shards_parse(const char *detail, uint64_t *out);
  * are text; results binary when `binary`. NULL while the database cannot be reached (libpq's
  * accessors take NULL: PQresultStatus says PGRES_FATAL_ERROR). */
 PGresult *pg__query(struct store_pg *s, const char *sql, int n, const char *const *vals, int binary);
+/* One query on a reader of the pool (from any thread): 0 with *out its result (PQclear it, also on
+ * a failure), or -errno. */
+/* A bigint column, in either result format. */
+int64_t pg__int(const PGresult *r, int row, int col);
+int pg__pooled_query(struct store_pg *s, const char *sql, int n, const char *const *vals, PGresult **out);
 
 #endif

@@ -165,8 +165,7 @@ static int64_t pg__be64(const char *p)
     return (int64_t)be64toh(v);
 }
 
-/* A bigint column, in either result format. */
-static int64_t pg__int(const PGresult *r, int row, int col)
+int64_t pg__int(const PGresult *r, int row, int col)
 {
     if (PQfformat(r, col) == 1)
         return pg__be64(PQgetvalue(r, row, col));
@@ -492,6 +491,16 @@ int store_pg_read_pooled(struct store_pg *s, int64_t stream, int64_t from, int64
     struct pg__reader *p = pg__reader_take(s);
     int rc = pg__read_pages(s, p, stream, from, to, max_bytes, cb, arg, 0, 0);
     pg__reader_give(s, p);
+    return rc;
+}
+
+int pg__pooled_query(struct store_pg *s, const char *sql, int n, const char *const *vals, PGresult **out)
+{
+    struct pg__reader *p = pg__reader_take(s);
+    PGresult *r = pg__reader_query(s, p, sql, n, vals);
+    int rc = r && PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : r ? pg__errno(p->conn, r) : -EIO;
+    pg__reader_give(s, p);
+    *out = r;
     return rc;
 }
 

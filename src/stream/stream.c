@@ -906,6 +906,7 @@ void streams_free(struct streams *ss)
         return;
     streams_flush(ss);
     streams__reads_stop(ss);
+    ss->stopped = 1;
     streams__clear(ss);
     uv_close((uv_handle_t *)&ss->check, NULL);
     uv_close((uv_handle_t *)&ss->idle, NULL);

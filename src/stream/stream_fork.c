@@ -171,33 +171,98 @@ const uint64_t *streams__store_filter(struct streams *ss, const uint64_t *bits)
     return ss->nshards == store_shards(ss->store, NULL, 0) ? bits : NULL;
 }
 
-void streams__fork_sweep(struct streams *ss, int64_t now_ms)
+/* The refs found without a fork row: removed when the sweep before found them too. */
+static void stream__sweep_leaked(struct streams *ss, const struct stream__leaked *l)
 {
-    if (ss->unavailable || now_ms - ss->fork_swept_ms < ss->fork_sweep_ms)
-        return;
-    ss->fork_swept_ms = now_ms;
-    struct stream__leaked l = {0};
-    if (store_fork_refs_leaked(ss->store, streams__store_filter(ss, ss->held), stream__collect_leaked, &l) !=
-        0)
-        log_warn("stream: cannot read the fork references to reconcile: %s", store_errmsg(ss->store));
     /* A ref is removed only when the sweep before found it without a fork row too: a fork's owner
      * commits the fork after its ref (another node, once shards have several holders), and one sweep
      * apart is far longer than that takes. A fork in memory is in a batch not committed yet. */
     struct map seen = {0};
-    for (size_t i = 0; i < l.n; i++) {
+    for (size_t i = 0; i < l->n; i++) {
         char key[48];
-        size_t n = stream__ref_key(l.v[i][0], l.v[i][1], key);
-        if (stream__by_id(ss, l.v[i][1]) != NULL)
+        size_t n = stream__ref_key(l->v[i][0], l->v[i][1], key);
+        if (stream__by_id(ss, l->v[i][1]) != NULL)
             continue;
         if (map_get(&ss->suspects, key, n) == NULL)
             map_put(&seen, key, n, ss);
-        else if (streams_fork_unref(ss, l.v[i][0], l.v[i][1]) == 0)
-            log_info("stream: fork reference %" PRId64 " -> %" PRId64 " had no fork; removed", l.v[i][1],
-                     l.v[i][0]);
+        else if (streams_fork_unref(ss, l->v[i][0], l->v[i][1]) == 0)
+            log_info("stream: fork reference %" PRId64 " -> %" PRId64 " had no fork; removed", l->v[i][1],
+                     l->v[i][0]);
     }
     map_clear(&ss->suspects);
     ss->suspects = seen;
-    free(l.v);
+}
+
+/* The sweep's query on a reader: its anti-join reads every ref of the held shards, which would
+ * hold the loop (170 ms for 100,000 refs). */
+struct stream__sweep_work {
+    uv_work_t work;
+    struct streams *ss;
+    struct store *store;
+    uint64_t shards[STORE_SHARD_WORDS];
+    int all; /* every row (the numberings differ) */
+    int rc;
+    struct stream__leaked l;
+};
+
+static void stream__sweep_work(uv_work_t *w)
+{
+    struct stream__sweep_work *sw = w->data;
+    sw->rc =
+        store_fork_refs_leaked_pooled(sw->store, sw->all ? NULL : sw->shards, stream__collect_leaked, &sw->l);
+}
+
+static void stream__sweep_done(uv_work_t *w, int status)
+{
+    struct stream__sweep_work *sw = w->data;
+    struct streams *ss = sw->ss;
+    ss->fork_sweeping = 0;
+    if (!ss->stopped && !ss->unavailable && status == 0) {
+        if (sw->rc != 0)
+            log_warn("stream: cannot read the fork references to reconcile: %s", strerror(-sw->rc));
+        else
+            stream__sweep_leaked(ss, &sw->l);
+    }
+    free(sw->l.v);
+    free(sw);
+    streams__pooled_end(ss);
+}
+
+/* Queues the sweep's query on a reader: 0, or -EBUSY (every reader taken: the next tick tries). */
+static int stream__sweep_queue(struct streams *ss)
+{
+    struct stream__sweep_work *sw = xcalloc(1, sizeof *sw);
+    sw->ss = ss;
+    sw->store = ss->store;
+    sw->work.data = sw;
+    const uint64_t *filter = streams__store_filter(ss, ss->held);
+    sw->all = filter == NULL;
+    if (filter)
+        memcpy(sw->shards, filter, sizeof sw->shards);
+    int rc = streams__pooled_start(ss, &sw->work, stream__sweep_work, stream__sweep_done);
+    if (rc != 0)
+        free(sw);
+    else
+        ss->fork_sweeping = 1;
+    return rc;
+}
+
+void streams__fork_sweep(struct streams *ss, int64_t now_ms)
+{
+    if (ss->unavailable || ss->fork_sweeping || now_ms - ss->fork_swept_ms < ss->fork_sweep_ms)
+        return;
+    if (store_read_slots(ss->store) > 0) {
+        if (stream__sweep_queue(ss) != 0)
+            return;
+    } else { /* SQLite: no ref leaks (the query reads nothing) */
+        struct stream__leaked l = {0};
+        if (store_fork_refs_leaked(ss->store, streams__store_filter(ss, ss->held), stream__collect_leaked,
+                                   &l) != 0)
+            log_warn("stream: cannot read the fork references to reconcile: %s", store_errmsg(ss->store));
+        stream__sweep_leaked(ss, &l);
+        free(l.v);
+    }
+    ss->fork_swept_ms = now_ms;
     struct stream__orphans o = {.ss = ss};
     map_each(&ss->by_id, stream__collect_orphan, &o);
     for (size_t i = 0; i < o.ids.n; i++) {

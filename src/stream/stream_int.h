@@ -129,6 +129,8 @@ struct streams {
     struct map refs;
     int64_t fork_sweep_ms, fork_swept_ms; /* the owner's reconciling sweep: its period, last run */
     struct map suspects;                  /* the refs it found without a fork row last time ("src:fork") */
+    int fork_sweeping;                    /* its query runs on a reader, off the loop (PostgreSQL) */
+    int stopped; /* streams_free ran: what comes back from the thread pool is not applied */
 };
 
 /* Media types compare without parameters, case-insensitively. */
@@ -207,6 +209,12 @@ int stream__cache_covers(const struct stream *st, int64_t from);
 void streams__reads_stop(struct streams *ss);
 /* Before ss is freed (no read of it in the thread pool any more): it leaves its store's pool. */
 void streams__reads_leave(struct streams *ss);
+/* Other work on a store reader in libuv's thread pool (the fork sweep's query), counted as a read
+ * of ss (which outlives it) within store_read_slots: 0, or -EBUSY while every slot is taken.
+ * streams__pooled_end, at the end of done: the slot back; ss may be freed there (it was stopped
+ * and this was its last work). */
+int streams__pooled_start(struct streams *ss, uv_work_t *w, uv_work_cb work, uv_after_work_cb done);
+void streams__pooled_end(struct streams *ss);
 /* The open batch: arm its commit for this loop turn, mark a stream it touches, queue an op that
  * completes when it is durable. */
 void streams__arm(struct streams *ss);

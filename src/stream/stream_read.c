@@ -598,6 +598,30 @@ void stream_read_cancel(struct stream_read *rd)
         rd->cb = NULL, rd->view_cb = NULL;
 }
 
+int streams__pooled_start(struct streams *ss, uv_work_t *w, uv_work_cb work, uv_after_work_cb done)
+{
+    if (ss->pool == NULL)
+        stream__pool_join(ss);
+    if (ss->reads_cancelled || ss->pool->running >= store_read_slots(ss->store) ||
+        uv_queue_work(ss->loop, w, work, done) != 0)
+        return -EBUSY;
+    ss->reads_running++;
+    ss->pool->running++;
+    return 0;
+}
+
+void streams__pooled_end(struct streams *ss)
+{
+    const struct store *store = ss->store;
+    ss->reads_running--;
+    ss->pool->running--;
+    if (ss->freeing && ss->reads_running == 0 && !ss->syncing) { /* the last one out frees it */
+        streams__reads_leave(ss);
+        free(ss);
+    }
+    stream__pool_pump(store);
+}
+
 void streams__reads_stop(struct streams *ss)
 {
     /* The list is taken off ss before its callbacks run: one that queues a read (none does at a
