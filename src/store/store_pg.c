@@ -467,10 +467,14 @@ void store_pg_free(struct store_pg *s)
 
 /* ---- the open batch: rows in memory ---- */
 
-/* Joins r to the open batch, with its stream's shard (for the fence). */
+/* Joins r to the open batch, with its stream's shard (for the fence). A row with its meta whose id
+ * the map lost says its shard itself (store_meta.shard, the row's). */
 static int pg__add(struct store_pg *s, struct pg__row *r)
 {
-    r->shard = pg__ids_get(&s->ids, r->kind == PG_INSERT || r->kind == PG_UPDATE ? r->m.id : r->stream);
+    int meta = r->kind == PG_INSERT || r->kind == PG_UPDATE;
+    r->shard = pg__ids_get(&s->ids, meta ? r->m.id : r->stream);
+    if (r->shard < 0 && meta && r->m.shard >= 0 && r->m.shard < s->nshards)
+        pg__ids_put(&s->ids, r->m.id, r->shard = r->m.shard);
     if (s->poisoned) {
         pg__rows_free(r);
         return s->poisoned;
@@ -735,12 +739,6 @@ static int pg__drain(PGconn *c, int n, int *begun, char detail[PG_DETAIL])
     return rc;
 }
 
-/* What a batch is fenced with: the shards its rows are in and this node's epoch of each, as
- * PostgreSQL arrays. */
-struct pg__fence {
-    char shards[STORE_SHARDS * 4 + 3], epochs[STORE_SHARDS * 21 + 3];
-};
-
 /* Sends rows as one transaction, fenced by the leases of their shards (agentd_fence_shards),
  * PG_CHUNK statements between pipeline syncs (an explicit transaction spans them). 0 once COMMIT has
  * returned; -EPERM when the node does not hold one of those shards (detail lists them); -EAGAIN when
@@ -776,32 +774,6 @@ static int pg__send(PGconn *c, const struct pg__row *rows, const char *node, con
     if (rc != 0 && PQtransactionStatus(c) != PQTRANS_IDLE)
         (void)pg__exec(c, "ROLLBACK", NULL, 0);
     return rc;
-}
-
-/* The fence of rows (under s->mu: the epochs are snapshotted there): the shards they touch, in
- * order, each with this node's epoch of it (0 where it holds none: the fence fails). A row whose
- * shard is not known (its stream was not in the shard map) is fenced with every shard. */
-static void pg__fence_of(struct store_pg *s, const struct pg__row *rows, struct pg__fence *f)
-{
-    uint64_t touched[STORE_SHARD_WORDS] = {0};
-    int all = 0;
-    for (const struct pg__row *r = rows; r; r = r->next) {
-        if (r->shard < 0 || r->shard >= s->nshards)
-            all = 1;
-        else
-            touched[r->shard / 64] |= 1ull << (r->shard % 64);
-    }
-    size_t ns = 0, ne = 0;
-    f->shards[ns++] = '{', f->epochs[ne++] = '{';
-    for (int k = 0; k < s->nshards; k++) {
-        if (!all && !store_shard_in(touched, k))
-            continue;
-        const char *sep = ns > 1 ? "," : "";
-        ns += (size_t)snprintf(f->shards + ns, sizeof f->shards - ns, "%s%d", sep, k);
-        ne += (size_t)snprintf(f->epochs + ne, sizeof f->epochs - ne, "%s%" PRId64, sep, s->shard[k].epoch);
-    }
-    snprintf(f->shards + ns, sizeof f->shards - ns, "}");
-    snprintf(f->epochs + ne, sizeof f->epochs - ne, "}");
 }
 
 /* A fenced batch: the shards agentd_fence_shards named as lost (all held when it named none). */

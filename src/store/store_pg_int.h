@@ -208,6 +208,12 @@ void pg__ids_clear(struct pg__shardmap *m);
 void pg__balance(struct store_pg *s);
 /* Parses agentd_fence_shards' DETAIL ("3,17,40") into a bitmap; 0 when it named none. */
 int pg__shards_parse(const char *detail, uint64_t *out);
+/* What a batch is fenced with: the shards its rows are in and this node's epoch of each, as
+ * PostgreSQL arrays. pg__fence_of: those of rows (under s->mu: the epochs are snapshotted there). */
+struct pg__fence {
+    char shards[STORE_SHARDS * 4 + 3], epochs[STORE_SHARDS * 21 + 3];
+};
+void pg__fence_of(struct store_pg *s, const struct pg__row *rows, struct pg__fence *f);
 
 /* store_pg_read.c */
 /* Runs a query on the loop's connection, reconnecting once if it was lost (a query that never ran

@@ -161,6 +161,43 @@ void pg__ids_clear(struct pg__shardmap *m)
     memset(m, 0, sizeof *m);
 }
 
+/* A row whose shard is not known (its stream was not in the shard map: no path is known to leave
+ * one out) is fenced with every shard this node has an epoch of, not every shard: the stream layer
+ * writes only to shards it holds, so its shard is among them, and a node holding only its share
+ * (--shard-policy balance) would otherwise fail the fence, and exit 75, for a shard it never had. */
+void pg__fence_of(struct store_pg *s, const struct pg__row *rows, struct pg__fence *f)
+{
+    uint64_t touched[STORE_SHARD_WORDS] = {0};
+    int64_t unknown = 0; /* the stream of a row without a shard */
+    for (const struct pg__row *r = rows; r; r = r->next) {
+        if (r->shard < 0 || r->shard >= s->nshards)
+            unknown = r->kind == PG_INSERT || r->kind == PG_UPDATE ? r->m.id : r->stream;
+        else
+            touched[r->shard / 64] |= 1ull << (r->shard % 64);
+    }
+    int held = 0;
+    for (int k = 0; unknown && k < s->nshards; k++)
+        held += s->shard[k].epoch != 0;
+    for (int k = 0; unknown && k < s->nshards; k++) /* none held: every shard, and the fence fails */
+        if (s->shard[k].epoch != 0 || held == 0)
+            touched[k / 64] |= 1ull << (k % 64);
+    if (unknown)
+        log_warn("store: stream %" PRId64
+                 " has no shard known here: its batch is fenced with every shard held",
+                 unknown);
+    size_t ns = 0, ne = 0;
+    f->shards[ns++] = '{', f->epochs[ne++] = '{';
+    for (int k = 0; k < s->nshards; k++) {
+        if (!store_shard_in(touched, k))
+            continue;
+        const char *sep = ns > 1 ? "," : "";
+        ns += (size_t)snprintf(f->shards + ns, sizeof f->shards - ns, "%s%d", sep, k);
+        ne += (size_t)snprintf(f->epochs + ne, sizeof f->epochs - ne, "%s%" PRId64, sep, s->shard[k].epoch);
+    }
+    snprintf(f->shards + ns, sizeof f->shards - ns, "}");
+    snprintf(f->epochs + ne, sizeof f->epochs - ne, "}");
+}
+
 int pg__shards_parse(const char *detail, uint64_t *out)
 {
     int n = 0;

@@ -4,6 +4,7 @@
  * parse of agentd_fence_shards' DETAIL, which names the shards lost.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "store/store_pg_int.h"
 #include "tap.h"
@@ -56,9 +57,41 @@ static void test_parse(void)
     ok(store_shard_in(lost, 5) && !store_shard_in(lost, 0), "only 5 is in the set");
 }
 
+/* A batch's fence under --shard-policy balance, where this node holds only its share: a row whose
+ * stream the map does not know is fenced with the shards held, not with all 64 (a certain failure
+ * there, and the node's exit 75). */
+static void test_fence(void)
+{
+    struct store_pg *s = calloc(1, sizeof *s);
+    s->nshards = 64;
+    s->shard[3].epoch = 7;
+    s->shard[9].epoch = 8;
+    struct pg__row known = {.kind = PG_RECORD, .shard = 3, .stream = 11};
+    struct pg__fence f;
+    pg__fence_of(s, &known, &f);
+    is_str(f.shards, "{3}", "a row's own shard");
+    is_str(f.epochs, "{7}", "with this node's epoch of it");
+    struct pg__row lost = {.kind = PG_RECORD, .shard = -1, .stream = 12};
+    known.next = &lost;
+    pg__fence_of(s, &known, &f);
+    is_str(f.shards, "{3,9}", "a row of no known shard: every shard held here, not all 64");
+    is_str(f.epochs, "{7,8}", "each with its epoch");
+    struct pg__row other = {.kind = PG_REF, .shard = 20, .stream = 13};
+    lost.next = &other;
+    pg__fence_of(s, &known, &f);
+    is_str(f.shards, "{3,9,20}", "a row of a shard not held is still fenced with it");
+    is_str(f.epochs, "{7,8,0}", "(epoch 0: the fence fails)");
+    s->shard[3].epoch = s->shard[9].epoch = 0;
+    pg__fence_of(s, &lost, &f);
+    ok(strncmp(f.shards, "{0,1,2,", 7) == 0 && strstr(f.shards, ",63}") != NULL,
+       "none held: every shard (the fence fails, as before)");
+    free(s);
+}
+
 int main(void)
 {
     test_map();
     test_parse();
+    test_fence();
     return done_testing();
 }
