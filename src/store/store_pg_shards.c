@@ -251,8 +251,9 @@ static int pg__live_nodes(struct store_pg *s, PGconn *c)
                      " WHERE h.node = n.node) OR EXISTS (SELECT 1 FROM agentd_shards h WHERE"
                      " h.node = n.node AND h.expires_at > clock_timestamp())))",
                      2, NULL, v, NULL, NULL, 0);
-    int n = pg__rows(c, r) == 0 ? atoi(PQgetvalue(r, 0, 0)) : 1;
-    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+    int ok = pg__rows(c, r) == 0; /* which cleared r when the query failed */
+    int n = ok ? atoi(PQgetvalue(r, 0, 0)) : 1;
+    if (ok)
         PQclear(r);
     return n > 0 ? n : 1;
 }
