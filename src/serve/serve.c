@@ -640,7 +640,7 @@ static void serve__hold_start(struct serve *s)
 {
     s->forward.hold =
         serve_hold_new(&s->loop, &s->forward, (uint64_t)s->o->io_timeout, (size_t)s->o->max_held);
-    http_set_unreached(s->http, serve_hold_unreached, s->forward.hold);
+    http_set_unreached(s->http, serve_place_unreached, &s->forward);
 }
 
 /* Another node holds the write lease: every request but /v1/health, /v1/nodes and catch-up reads

@@ -57,6 +57,9 @@ struct serve_forward {
  * node placement picks, or created here (1); 0 when the default route applies (shard 0's holder:
  * the default policy, or no node to pick yet). */
 int serve_place(struct http_req *req, struct serve_forward *f);
+/* http_set_unreached's callback (arg: the struct serve_forward): a placement whose named node did not
+ * take the forward is refused (503), any other request is held (serve_hold_unreached). */
+int serve_place_unreached(void *arg, struct http_req *req);
 
 /* This node's view of one shard's lease: who holds it, since when it was looked at, its holder's
  * URL and token, as store_shards says it. Read for all shards at once at most every

@@ -7,6 +7,7 @@
  * (session/'s placement). With the default policy a new session goes to shard 0's holder, as before.
  */
 #include "serve/serve_http.h"
+#include "serve/serve_hold_http.h"
 #include "store/store.h"
 
 #include <jansson.h>
@@ -52,19 +53,18 @@ int serve_place(struct http_req *req, struct serve_forward *f)
 {
     if (f->loaded == NULL) /* the default policy: shard 0's holder creates every session */
         return 0;
-    if (http_req_header(req, SERVE_PLACED, NULL) != NULL) { /* placed here by another node */
-        if (f->sessions && *f->sessions)
-            http_req_redispatch(req);
-        else
-            http_res_header(req, "Retry-After", "1"),
-                http_res_error(req, ERR_OWNER_UNAVAILABLE, "this node holds no shard yet; retry");
-        return 1;
-    }
     struct store_node v[SERVE_PLACE_MAX_NODES];
     int n = store_nodes(f->store, v, SERVE_PLACE_MAX_NODES);
     if (n > SERVE_PLACE_MAX_NODES)
         n = SERVE_PLACE_MAX_NODES;
     int at = serve__named(req, v, n > 0 ? n : 0);
+    if (http_req_header(req, SERVE_PLACED, NULL) != NULL) { /* placed here by another node */
+        if (f->sessions && *f->sessions)
+            return http_req_redispatch(req), 1;
+        http_res_header(req, "Retry-After", "1");
+        http_res_error(req, ERR_OWNER_UNAVAILABLE, "this node holds no shard yet; retry");
+        return 1;
+    }
     if (at == -2) {
         http_res_error(req, ERR_BAD_REQUEST,
                        "no such node (\"node\" is a node's name or URL, GET /v1/nodes)");
@@ -94,4 +94,17 @@ int serve_place(struct http_req *req, struct serve_forward *f)
     http_req_add_header(req, SERVE_PLACED, "1");
     http_req_forward(req, http_upstream_get(f->http, v[at].url, f->upstream_timeout_ms));
     return 1;
+}
+
+int serve_place_unreached(void *arg, struct http_req *req)
+{
+    struct serve_forward *f = arg;
+    size_t len;
+    const char *body = http_req_body(req, &len);
+    json_t *j = http_req_header(req, SERVE_PLACED, NULL) && len ? json_loadb(body, len, 0, NULL) : NULL;
+    int named = json_is_string(json_object_get(j, "node"));
+    json_decref(j);
+    /* The node the body named did not take it (killed since the nodes' list said live): 503
+     * owner_unavailable (http's own answer), not a session started on another node. */
+    return named ? 0 : serve_hold_unreached(f->hold, req);
 }

@@ -157,6 +157,11 @@ def main(tap):
         tap.is_(r.header("Agentd-Node"), a.url, "A runs it (Agentd-Node)")
         lost = held(pg, a.url)
         a.kill9()
+        r = create(b, work, a.url)  # before the heartbeats say A is gone
+        tap.ok(r.status == 503, "at once after the kill, a session placed on A is 503, not created elsewhere",
+               f"{r!r} by {r.header('Agentd-Node')}; A {a.url}, B {b.url}, shard 0 {held(pg, b.url)[:1]}")
+        if r.status == 201:
+            want = sorted(want + [json.loads(r.body)["id"]])
         tap.ok(wait_for(lambda: not held(pg, a.url) and len(held(pg, b.url)) + len(held(pg, c.url)) == SHARDS, 15),
                f"A killed with -9: its {len(lost)} shards are taken by B and C",
                f"{len(held(pg, b.url))}+{len(held(pg, c.url))}")
