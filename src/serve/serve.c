@@ -6,6 +6,7 @@
 #include "http/http.h"
 #include "serve/serve_http.h"
 #include "serve/serve_feed_http.h"
+#include "serve/serve_handoff.h"
 #include "serve/serve_hold_http.h"
 #include "serve/serve_internal_http.h"
 #include "store/store.h"
@@ -174,6 +175,9 @@ struct serve {
      * yet waits). The services (subscriptions, sessions) run on shard 0's holder. */
     int balance;
     uint64_t loaded[SERVE_SHARD_WORDS];
+    /* shards being given up (serve_handoff.c): still held here, not loaded again meanwhile */
+    uint64_t draining[SERVE_SHARD_WORDS];
+    struct serve_handoff *handoff; /* balance only */
     const struct serve_opts *o;
 };
 
@@ -276,6 +280,7 @@ static void serve__drain(struct serve *s)
 {
     http_server_shutdown(s->http);
     serve_hold_stop(s->forward.hold);
+    serve_handoff_stop(s->handoff);
     if (s->load_ready) /* a clean stop records no load (store_pg_lease.c) */
         uv_close((uv_handle_t *)&s->load, NULL);
     s->load_ready = 0;
@@ -335,6 +340,7 @@ static void serve__teardown(struct serve *s)
     http_server_free(s->http);
     serve_internal_free(s->internal); /* after the requests whose refs it asks for */
     serve_hold_free(s->forward.hold);
+    serve_handoff_free(s->handoff);
     if (s->signals_ready) {
         uv_close((uv_handle_t *)&s->sigint, NULL);
         uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -760,7 +766,7 @@ static void serve__on_shards(struct serve *s)
     serve__views_update(s, changed);
     int any = 0;
     for (int k = 0; k < n; k++)
-        if (v[k].self && !store_shard_in(s->loaded, k))
+        if (v[k].self && !store_shard_in(s->loaded, k) && !store_shard_in(s->draining, k))
             took[k / 64] |= 1ull << (k % 64), any = 1;
     char err[512] = "";
     uint64_t t0 = clock_mono_us();
@@ -899,6 +905,16 @@ int serve_main(int argc, char **argv)
         fprintf(stderr, "agentd serve: %s\n", err);
         goto out;
     }
+    struct serve_handoff_config hc = {.store = s.store,
+                                      .streams = &s.streams,
+                                      .sessions = &s.sessions,
+                                      .hold = &s.forward.hold,
+                                      .loaded = s.loaded,
+                                      .draining = s.draining,
+                                      .nshards = s.forward.nshards,
+                                      .lease_ms = o.lease_ms};
+    if (s.balance && serve_handoff_new(&s.handoff, &s.loop, &hc) != 0)
+        goto out;
     struct store_lease l;
     store_lease(s.store, &l);
     if (l.self && !s.balance ? serve__own(&s, err, sizeof err) != 0

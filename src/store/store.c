@@ -126,6 +126,8 @@ void store_shard_release(struct store *s, int k)
         store_pg_shard_release(s->pg, k);
 }
 
+int store_shard_share(struct store *s) { return s->pg ? store_pg_shard_share(s->pg) : 0; }
+
 int store_nodes(struct store *s, struct store_node *out, size_t max)
 {
     if (s->pg)

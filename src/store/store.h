@@ -180,6 +180,10 @@ void store_shard_want(struct store *s, int k);
  * writes it afterwards is fenced), its row expired for another node to take. The caller drained it
  * first (doc/SHARDING-PLAN.md §5). SQLite: nothing. */
 void store_shard_release(struct store *s, int k);
+/* Any thread. This node's share, ceil(shards / live nodes), as the balance heartbeat last computed
+ * it (the voluntary hand-off gives up what it holds above it); 0 when unknown: not balance, SQLite,
+ * the database unreachable, or the grace after an outage. */
+int store_shard_share(struct store *s);
 
 /* The nodes that use the store's database (SQLite: this one). */
 enum store_node_state {

@@ -27,6 +27,7 @@ void store_pg_lease(struct store_pg *s, struct store_lease *out);
 int store_pg_shards(struct store_pg *s, struct store_lease *out, int max);
 void store_pg_shard_want(struct store_pg *s, int k);
 void store_pg_shard_release(struct store_pg *s, int k);
+int store_pg_shard_share(struct store_pg *s);
 int store_pg_nodes(struct store_pg *s, struct store_node *out, size_t max);
 void store_pg_set_load(struct store_pg *s, int64_t agents, int64_t runtimes);
 void store_pg_free(struct store_pg *s);

@@ -130,6 +130,7 @@ struct store_pg {
      * store_shard_release asked the heartbeat for (it does both at its next beat). */
     int balance;
     uint64_t want[STORE_SHARD_WORDS], release[STORE_SHARD_WORDS];
+    int share; /* under mu: the target the last beat computed (0: none yet, or the database is away) */
     uint64_t looked_us;       /* clock_mono_us of the last pg__look */
     struct pg__shardmap ids;  /* loop thread only */
     int follow;               /* follower mode: the heartbeat watches the lease until it takes it */

@@ -363,13 +363,22 @@ void pg__balance(struct store_pg *s)
         pg__renew(s);
     else if (held == 0 && now - hb->seen_us >= 1000000)
         hb->seen_us = now, pg__node_seen(s, hb->conn, 1);
-    if (pg__look(s, hb->conn) != 0)
+    if (pg__look(s, hb->conn) != 0) {
+        pthread_mutex_lock(&s->mu);
+        s->share = 0; /* no hand-off while the database is away */
+        pthread_mutex_unlock(&s->mu);
         return;
+    }
     now = clock_mono_us();
-    if (now >= hb->grace_us) { /* the grace after an outage: the holders renew first */
+    if (now < hb->grace_us) { /* the grace after an outage: the holders renew first */
+        pthread_mutex_lock(&s->mu);
+        s->share = 0;
+        pthread_mutex_unlock(&s->mu);
+    } else {
         int live = pg__live_nodes(s, hb->conn), target = (s->nshards + live - 1) / live;
         int try[PG_TAKE_PER_BEAT], n;
         pthread_mutex_lock(&s->mu);
+        s->share = target;
         held = pg__held(s);
         int room = target - held < PG_TAKE_PER_BEAT ? target - held : PG_TAKE_PER_BEAT;
         n = room > 0 ? pg__take_order(s, now, room, try) : 0;
@@ -418,3 +427,11 @@ void store_pg_shard_want(struct store_pg *s, int k)
 }
 
 void store_pg_shard_release(struct store_pg *s, int k) { pg__ask(s, s->release, k); }
+
+int store_pg_shard_share(struct store_pg *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int share = s->balance ? s->share : 0;
+    pthread_mutex_unlock(&s->mu);
+    return share;
+}
