@@ -549,7 +549,10 @@ static int serve__build_subs(struct serve *s, const struct serve_opts *o, char *
     struct subs_config subcfg = {.data_dir = o->data,
                                  .base_url = o->public_url && *o->public_url ? o->public_url : s->base_url,
                                  .scan = s->balance ? serve_observe_scan : NULL, /* other nodes' commits */
-                                 .scan_arg = s->store};
+                                 .scan_arg = s->store,
+                                 /* wake streams in other nodes' shards */
+                                 .wake_remote = s->balance ? serve_internal_append : NULL,
+                                 .wake_remote_arg = s->internal};
     int rc = subs_new(&s->subs, &s->loop, s->streams, &subcfg, err, errlen);
     if (rc == 0) {
         streams_set_observer(s->streams, subs_observe, s->subs);

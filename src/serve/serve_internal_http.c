@@ -27,9 +27,11 @@
 struct si__call {
     struct si__call *next, **pprev;
     struct serve_internal *si;
-    int ref; /* 1: stream-ref (done waits for it), 0: stream-unref */
+    int ref;    /* 1: stream-ref (done waits for it), 0: stream-unref or stream-append */
+    int append; /* 1: stream-append (src: the stream's path, text: the record) */
     int shard;
-    char *src;            /* a ref's source path */
+    char *src;            /* a ref's source path, an append's stream */
+    char *text;           /* an append's record */
     int64_t src_id, fork; /* an unref's */
     char *body;
     struct curlx_http_req *inflight;
@@ -152,6 +154,70 @@ static void si__unref_serve(struct serve_internal *si, struct http_req *req, jso
     http_res_send(req, 204, NULL, 0);
 }
 
+static void si__op_free(struct stream_op *op) { free(op); }
+
+/* Appends text to the stream at path as subs__wake_event appends locally: the stream's own content
+ * type, no producer (a wake event is a hint: the worker's claim hands out the work). op: the
+ * caller's, or NULL for one freed when the append ends. -EREMOTE when the path's shard is not held
+ * here, -ENOENT when the stream is missing or closed, -EINVAL when the append was refused (op not
+ * queued; its result says why), else 0. */
+static int si__append(struct streams *ss, const char *path, const char *text, struct stream_op *op)
+{
+    if (!streams_shard_held(ss, streams_shard_of(ss, path, strlen(path))))
+        return -EREMOTE;
+    enum stream_lookup how;
+    struct stream *st = streams_lookup(ss, path, strlen(path), &how);
+    if (st == NULL || how != STREAM_FOUND || stream_closed(st))
+        return -ENOENT;
+    struct stream_op *own = op ? op : xcalloc(1, sizeof *own);
+    if (op == NULL)
+        own->cb = si__op_free;
+    struct stream_append_args a = {
+        .content_type = stream_content_type(st), .body = text, .body_len = strlen(text)};
+    stream_append(ss, st, &a, own);
+    if (!own->queued) {
+        log_warn("serve: cannot append to %s: %s", path,
+                 own->result.message ? own->result.message : "refused");
+        if (op == NULL)
+            free(own);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static void si__append_durable(struct stream_op *op)
+{
+    struct si__serve *sv = op->arg;
+    if (op->result.status != STREAM_OK)
+        return http_res_error(sv->req, errcode_for_store(op->result.store_errno),
+                              "the append was not stored");
+    http_res_send(sv->req, 204, NULL, 0);
+}
+
+static void si__append_serve(struct serve_internal *si, struct http_req *req, json_t *body)
+{
+    const char *path = NULL, *text = NULL;
+    if (json_unpack(body, "{s:s, s:s}", "path", &path, "text", &text) != 0)
+        return http_res_error(req, ERR_BAD_REQUEST, "stream-append takes {path, text}");
+    int shard = store_shard_of(path, strlen(path), si->f->nshards);
+    struct streams *ss = *si->streams;
+    if (ss == NULL)
+        return si__not_owner(req, shard);
+    struct si__serve *sv = xcalloc(1, sizeof *sv);
+    sv->req = req;
+    sv->ss = ss;
+    sv->op.cb = si__append_durable;
+    sv->op.arg = sv;
+    http_req_set_data(req, sv, si__serve_dispose);
+    int rc = si__append(ss, path, text, &sv->op);
+    if (rc == -EREMOTE)
+        si__not_owner(req, shard);
+    else if (rc == -ENOENT)
+        http_res_error(req, ERR_NOT_FOUND, "no open stream at %s", path);
+    else if (rc != 0)
+        http_res_error(req, ERR_CONFLICT, "%s", sv->op.result.message ? sv->op.result.message : "refused");
+}
+
 void serve_internal_http(struct http_req *req, void *arg)
 {
     struct serve_internal *si = arg;
@@ -174,6 +240,8 @@ void serve_internal_http(struct http_req *req, void *arg)
         si__ref_serve(si, req, body);
     else if (wlen == 12 && memcmp(what, "stream-unref", 12) == 0)
         si__unref_serve(si, req, body);
+    else if (wlen == 13 && memcmp(what, "stream-append", 13) == 0)
+        si__append_serve(si, req, body);
     else
         http_res_error(req, ERR_NOT_FOUND, "no such internal route");
     json_decref(body);
@@ -190,20 +258,23 @@ static void si__call_free(struct si__call *c)
         c->next->pprev = c->pprev;
     free(c->body);
     free(c->src);
+    free(c->text);
     free(c);
 }
 
 static void si__tick(uv_timer_t *t);
 static void si__send(struct serve_internal *si, struct si__call *c, uint64_t now, int first);
 
-static struct si__call *si__call_new(struct serve_internal *si, int ref, int shard, json_t *body,
+/* kind: 1 a ref, 0 an unref, 2 an append (set before the first send, which names the route). */
+static struct si__call *si__call_new(struct serve_internal *si, int kind, int shard, json_t *body,
                                      uint64_t give_up_ms,
                                      void (*done)(void *arg, const struct stream_fork_answer *answer),
                                      void *done_arg)
 {
     struct si__call *c = xcalloc(1, sizeof *c);
     c->si = si;
-    c->ref = ref;
+    c->ref = kind == 1;
+    c->append = kind == 2;
     c->shard = shard;
     c->done = done;
     c->done_arg = done_arg;
@@ -297,8 +368,11 @@ static void si__on_done(void *arg, const struct curlx_http_answer *ans)
         return;
     } else if (!ans->ok) {
         log_warn("serve: %s to the owner of shard %d failed (%ld%s%s)%s",
-                 c->ref ? "a fork's ref" : "an unref", c->shard, ans->status, ans->error ? ": " : "",
-                 ans->error ? ans->error : "", c->ref ? "" : "; that owner's sweep removes the ref");
+                 c->ref      ? "a fork's ref"
+                 : c->append ? "an append"
+                             : "an unref",
+                 c->shard, ans->status, ans->error ? ": " : "", ans->error ? ans->error : "",
+                 c->ref || c->append ? "" : "; that owner's sweep removes the ref");
         if (c->ref)
             c->done(c->done_arg, NULL);
     }
@@ -318,6 +392,9 @@ static int si__here(struct serve_internal *si, struct si__call *c)
         if (!streams_shard_held(ss, streams_shard_of(ss, c->src, strlen(c->src))))
             return 0;
         c->done(c->done_arg, NULL);
+    } else if (c->append) {
+        if (si__append(ss, c->src, c->text, NULL) == -EREMOTE)
+            return 0;
     } else if (streams_fork_unref(ss, c->src_id, c->fork) != 0) {
         return 0;
     }
@@ -344,7 +421,9 @@ static void si__send(struct serve_internal *si, struct si__call *c, uint64_t now
     }
     char url[sizeof l.owner_url + 32];
     snprintf(url, sizeof url, "%s%s%s", l.owner_url, SERVE_INTERNAL_PREFIX,
-             c->ref ? "stream-ref" : "stream-unref");
+             c->ref      ? "stream-ref"
+             : c->append ? "stream-append"
+                         : "stream-unref");
     c->inflight = curlx_http_request(si->http, &(struct curlx_http_opts){.method = "POST",
                                                                          .url = url,
                                                                          .body = c->body,
@@ -419,6 +498,17 @@ void serve_internal_unref(void *arg, int64_t src, int src_shard, int64_t fork)
     struct si__call *c = si__call_new(si, 0, src_shard, body, SI_UNREF_GIVE_UP, NULL, NULL);
     c->src_id = src;
     c->fork = fork;
+}
+
+void serve_internal_append(void *arg, const char *path, const char *text)
+{
+    struct serve_internal *si = arg;
+    int shard = store_shard_of(path, strlen(path), si->f->nshards);
+    json_t *body = json_pack("{s:s, s:s}", "path", path, "text", text);
+    int64_t wait = si->f->lease_ms > 0 ? si->f->lease_ms + 1000 : 2000; /* as a ref waits */
+    struct si__call *c = si__call_new(si, 2, shard, body, (uint64_t)wait, NULL, NULL);
+    c->src = xstrdup(path);
+    c->text = xstrdup(text);
 }
 
 /* ================= lifetime ================= */

@@ -14,7 +14,12 @@
  *     A refusal (missing source: 404's status, deleted: 409's, ...) is a 200 with that status and
  *     no chain: the fork's owner answers its client as the local path would.
  *   POST /v1/internal/stream-unref  {"src": id, "fork": id}: 204; idempotent.
- *   Both: 503 owner_unavailable with Agentd-Not-Owner: <shard> when this node does not hold the
+ *   POST /v1/internal/stream-append {"path": s, "text": s}: a pull-wake subscription's wake event
+ *     for a wake stream in another node's shard (subs_config.wake_remote), appended there as the
+ *     subscriptions' node appends one locally (the stream's content type, no producer); 204 once
+ *     durable, 404 when no open stream is at path. Not idempotent: a retry after a lost answer
+ *     may append the event twice (a wake event is a hint; workers claim, and a second is harmless).
+ *   All: 503 owner_unavailable with Agentd-Not-Owner: <shard> when this node does not hold the
  *   source's shard (the sender looks at the leases again and retries).
  *
  * Authentication: the server's own token (Authorization: Bearer), checked here whatever other
@@ -53,5 +58,8 @@ void serve_internal_http(struct http_req *req, void *arg);
 /* The hooks: stream_http_set_fork_remote's, and streams_set_unref_remote's callback. */
 struct stream_http_fork_remote serve_internal_fork_remote(struct serve_internal *si);
 void serve_internal_unref(void *arg, int64_t src, int src_shard, int64_t fork);
+/* subs_config.wake_remote's callback: appends text to the stream at path on its shard's holder
+ * (stream-append), retried as a ref is; fire and forget. */
+void serve_internal_append(void *arg, const char *path, const char *text);
 
 #endif

@@ -239,21 +239,29 @@ static void subs__op_free(struct stream_op *op) { free(op); }
 
 /* Appends the wake event a pull-wake worker pool watches for. Fire and forget: the event is a
  * hint (claim is what hands out work), so a failed append only delays the pool until its next
- * wake. */
+ * wake. A wake stream in another node's shard gets the same bytes through that node
+ * (cfg.wake_remote); there, as here, the append is in no batch with the wake's state record. */
 static void subs__wake_event(struct subs_sub *sub, const char *triggered_by)
 {
     struct subs *s = sub->svc;
-    enum stream_lookup how;
-    struct stream *st = streams_lookup(s->ss, sub->wake_stream, strlen(sub->wake_stream), &how);
-    if (st == NULL || how != STREAM_FOUND || stream_closed(st)) {
-        log_warn("subs: %s: wake stream %s does not exist or is closed", sub->id, sub->wake_stream);
-        return;
-    }
+    size_t wlen = strlen(sub->wake_stream);
     json_t *ev =
         json_pack("{s:s,s:s,s:s,s:I,s:I}", "type", "wake", "subscription_id", sub->id, "stream", triggered_by,
                   "generation", (json_int_t)sub->wake.generation, "ts", (json_int_t)clock_wall_ms());
     char *body = json_dumps(ev, JSON_COMPACT);
     json_decref(ev);
+    if (s->wake_remote && !streams_shard_held(s->ss, streams_shard_of(s->ss, sub->wake_stream, wlen))) {
+        s->wake_remote(s->wake_remote_arg, sub->wake_stream, body);
+        free(body);
+        return;
+    }
+    enum stream_lookup how;
+    struct stream *st = streams_lookup(s->ss, sub->wake_stream, wlen, &how);
+    if (st == NULL || how != STREAM_FOUND || stream_closed(st)) {
+        log_warn("subs: %s: wake stream %s does not exist or is closed", sub->id, sub->wake_stream);
+        free(body);
+        return;
+    }
     struct stream_op *op = xcalloc(1, sizeof *op);
     op->cb = subs__op_free;
     struct stream_append_args a = {
@@ -863,6 +871,8 @@ int subs_new(struct subs **out, uv_loop_t *loop, struct streams *ss, const struc
     s->log = json_array();
     s->scan = cfg->scan;
     s->scan_arg = cfg->scan_arg;
+    s->wake_remote = cfg->wake_remote;
+    s->wake_remote_arg = cfg->wake_remote_arg;
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
     s->handles = 1;

@@ -43,6 +43,11 @@ struct subs_config {
     int (*scan)(void *arg, const char *prefix, void (*found)(const char *path, int64_t tail, void *farg),
                 void *farg);
     void *scan_arg;
+    /* Several nodes: appends text to the stream at path, whose shard another node holds (a pull-wake
+     * subscription's wake stream), on that node; fire and forget. NULL: such a wake is dropped with
+     * a warning (one node holds every shard). */
+    void (*wake_remote)(void *arg, const char *path, const char *text);
+    void *wake_remote_arg;
 };
 
 /*

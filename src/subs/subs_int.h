@@ -107,6 +107,8 @@ struct subs {
     int (*scan)(void *arg, const char *prefix, void (*found)(const char *path, int64_t tail, void *farg),
                 void *farg);
     void *scan_arg;
+    void (*wake_remote)(void *arg, const char *path, const char *text); /* subs_config's */
+    void *wake_remote_arg;
     uv_timer_t repair;     /* every SUBS_REPAIR_MS */
     uv_work_t repair_work; /* the scan in the thread pool */
     int repair_busy, repaired;

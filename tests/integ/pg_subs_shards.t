@@ -8,6 +8,8 @@
 #   - the receiver's "done" acknowledges them (an ack at a tail H only knows from the relay);
 #   - shard 0's holder paused past its lease: an append on B meanwhile (its relay lost) is delivered
 #     by the node that takes shard 0 over, which reads the streams' tails from the database;
+#   - a pull-wake subscription (made through A) whose wake stream B holds: its wake event reaches
+#     the wake stream (H appends it through B: POST /v1/internal/stream-append);
 #   - the time from an append through B (a stream B holds) to the webhook H sends for it, p50/p99,
 #     against the same on one node (SQLite), said in the diagnostics.
 # Skipped only when PostgreSQL's binaries are missing.
@@ -160,6 +162,7 @@ def cluster_round(tap, pg, nodes):
     time.sleep(1.0)
     tap.is_(len(recv.got), n0, "acknowledged (done), they are not delivered again")
     b = others[1]
+    pull_wake_round(tap, pg, owner, via, b)
     lags = lag(tap, b, recv, paths[b.url][0], "cluster")
     tap.is_(len(lags), LAG_SAMPLES, f"{LAG_SAMPLES} appends on B each reach the webhook H sends")
     failover_round(tap, pg, owner, others, recv, paths)
@@ -167,6 +170,30 @@ def cluster_round(tap, pg, nodes):
     for n in others:  # the new holder stops with its scans and relays received (ASan: no leak)
         tap.check_clean_exit(n, f"{n.url} stops cleanly on SIGTERM")
     return lags
+
+
+def pull_wake_round(tap, pg, owner, via, b):
+    """A pull-wake subscription made through `via` whose wake stream and source b holds: the
+    subscriptions' node (owner) appends the wake event on b."""
+    mine = held(pg, b.url)
+    src, wake = (next(p for p in (f"{kind}/s{i}" for i in range(2000)) if shard_of(p) in mine)
+                 for kind in ("pwsrc", "pwwake"))
+    tap.is_(b.create("/v1/stream/" + wake, "application/json").status, 201, f"wake stream {wake} on {b.url}")
+    tap.is_(b.create("/v1/stream/" + src, "text/plain").status, 201, f"source {src} on {b.url}")
+    r = via.request("PUT", SUBS + "pw", {"type": "pull-wake", "streams": [src], "wake_stream": wake})
+    tap.ok(r.status in (200, 201), "pull-wake subscription created through a node that is not shard 0's "
+           "holder", repr(r))
+    tap.ok(b is not owner and 0 not in mine and shard_of(wake) in mine,
+           "the wake stream's holder is not the subscriptions' node")
+    r = b.append("/v1/stream/" + src, b"work;", "text/plain")
+    tap.ok(r.status in (200, 204), f"an append to {src} on {b.url}", repr(r))
+
+    def events():
+        got = b.request("GET", "/v1/stream/" + wake + "?offset=-1")
+        return got.json() if got.status == 200 and got.body else []
+    tap.ok(wait_for(lambda: any(e.get("type") == "wake" and e.get("subscription_id") == "pw"
+                                and e.get("stream") == src for e in events()), 10),
+           "the wake event reaches the wake stream another node holds", repr(events()))
 
 
 def failover_round(tap, pg, owner, others, recv, paths):
