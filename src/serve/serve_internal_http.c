@@ -101,6 +101,18 @@ static void si__serve_dispose(void *p)
     free(sv);
 }
 
+/* The request's wait for its op (cb when the op ends), freed at the request's dispose. */
+static struct si__serve *si__serve_new(struct http_req *req, struct streams *ss, stream_op_cb cb)
+{
+    struct si__serve *sv = xcalloc(1, sizeof *sv);
+    sv->req = req;
+    sv->ss = ss;
+    sv->op.cb = cb;
+    sv->op.arg = sv;
+    http_req_set_data(req, sv, si__serve_dispose);
+    return sv;
+}
+
 /* The ref is durable (or its batch failed): the fork's owner may create the fork now. */
 static void si__ref_durable(struct stream_op *op)
 {
@@ -124,12 +136,7 @@ static void si__ref_serve(struct serve_internal *si, struct http_req *req, json_
     struct streams *ss = *si->streams;
     if (ss == NULL)
         return si__not_owner(req, shard);
-    struct si__serve *sv = xcalloc(1, sizeof *sv);
-    sv->req = req;
-    sv->ss = ss;
-    sv->op.cb = si__ref_durable;
-    sv->op.arg = sv;
-    http_req_set_data(req, sv, si__serve_dispose);
+    struct si__serve *sv = si__serve_new(req, ss, si__ref_durable);
     struct stream_fork_ask ask = {.fork = fork,
                                   .content_type = ct,
                                   .has_offset = has_offset,
@@ -203,12 +210,7 @@ static void si__append_serve(struct serve_internal *si, struct http_req *req, js
     struct streams *ss = *si->streams;
     if (ss == NULL)
         return si__not_owner(req, shard);
-    struct si__serve *sv = xcalloc(1, sizeof *sv);
-    sv->req = req;
-    sv->ss = ss;
-    sv->op.cb = si__append_durable;
-    sv->op.arg = sv;
-    http_req_set_data(req, sv, si__serve_dispose);
+    struct si__serve *sv = si__serve_new(req, ss, si__append_durable);
     int rc = si__append(ss, path, text, &sv->op);
     if (rc == -EREMOTE)
         si__not_owner(req, shard);
