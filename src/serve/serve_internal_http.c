@@ -1,8 +1,9 @@
-/* serve_internal_http — fork refs between nodes (see serve_internal_http.h).
+/* serve_internal_http — fork refs and wake events between nodes (see serve_internal_http.h).
  *
  * Ownership: a struct serve_internal owns its libcurl engine, its retry timer and every call it
  * sends (struct si__call, on its list until answered, given up or cancelled). A route's request
- * waiting for its ref to be durable owns a struct si__serve, freed at the request's dispose. */
+ * waiting for its ref or append to be durable owns a struct si__serve, freed at the request's
+ * dispose. */
 #include "serve/serve_internal_http.h"
 #include "core/core.h"
 #include "curlx/curlx_http.h"
