@@ -525,13 +525,15 @@ static struct stream_http_config serve__stream_http_config(const struct serve_op
 }
 
 /* The owner's part: the stream registry (loaded from the store) and its resource. */
-static int serve__build_streams(struct serve *s, const struct serve_opts *o, char *err, size_t errlen)
+static int serve__build_streams(struct serve *s, const struct serve_opts *o, const uint64_t *first, char *err,
+                                size_t errlen)
 {
     int rc;
     struct streams_config scfg = {.max_append = (size_t)o->max_body,
                                   .read_chunk = 1 << 20,
                                   .cache_bytes = (size_t)o->stream_cache,
-                                  .shards = s->balance ? s->forward.nshards : (int)o->shards};
+                                  .shards = s->balance ? s->forward.nshards : (int)o->shards,
+                                  .first = first};
     if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
         return rc;
     struct stream_http_config shcfg = serve__stream_http_config(o);
@@ -636,7 +638,7 @@ static int64_t serve__lease_epoch(struct serve *s)
  * the lease; they end as that node's connections do. */
 static int serve__own(struct serve *s, char *err, size_t errlen)
 {
-    int rc = serve__build_streams(s, s->o, err, errlen);
+    int rc = serve__build_streams(s, s->o, NULL, err, errlen);
     if (rc == 0)
         rc = serve__build_services(s, s->o, err, errlen);
     s->forward.serving = rc == 0;
@@ -754,7 +756,7 @@ static void serve__load_sessions(struct serve *s, const uint64_t *took, const st
 }
 
 /* --shard-policy balance: the shards this node took are loaded (the registry is made with the first
- * ones: streams_new loads every shard, those not held are dropped at once) before the router serves
+ * ones: streams_new loads only those) before the router serves
  * them here (it holds their requests meanwhile), and the services start with shard 0. A shard held
  * and lost (fenced, taken over) still means exit 75 (decision 3). */
 static void serve__on_shards(struct serve *s)
@@ -774,11 +776,9 @@ static void serve__on_shards(struct serve *s)
     char err[512] = "";
     uint64_t t0 = clock_mono_us();
     int rc = 0;
-    if (any && s->streams == NULL && (rc = serve__build_streams(s, s->o, err, sizeof err)) == 0)
-        for (int k = 0; k < n; k++)
-            if (!store_shard_in(took, k))
-                streams_drop_shard(s->streams, k);
-    if (any && rc == 0)
+    if (any && s->streams == NULL)
+        rc = serve__build_streams(s, s->o, took, err, sizeof err);
+    else if (any)
         rc = streams_load_shards(s->streams, took);
     if (any && rc == 0 && s->sessions == NULL)
         rc = serve__build_services(s, s->o, err, sizeof err);

@@ -814,16 +814,18 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
     ss->loop = loop;
     ss->store = store;
     ss->cfg = *cfg;
+    ss->cfg.first = NULL;
     ss->nshards = cfg->shards > 1 ? cfg->shards : 1;
     if (ss->nshards > STORE_SHARDS) {
         snprintf(err, errlen, "at most %d shards", STORE_SHARDS);
         free(ss);
         return -EINVAL;
     }
-    for (int k = 0; k < ss->nshards; k++) /* every shard, as one node on one store */
-        ss->loaded[k / 64] |= 1ull << (k % 64);
+    for (int k = 0; k < ss->nshards; k++) /* every shard, as one node on one store, unless told */
+        if (cfg->first == NULL || store_shard_in(cfg->first, k))
+            ss->loaded[k / 64] |= 1ull << (k % 64);
     memcpy(ss->held, ss->loaded, sizeof ss->held);
-    if (ss->nshards > 1)
+    if (ss->nshards > 1 && cfg->first == NULL)
         log_info("stream: the registry keeps its streams in %d shards, all held (a test setting)",
                  ss->nshards);
     ss->caches.budget = cfg->cache_bytes;

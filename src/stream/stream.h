@@ -90,6 +90,10 @@ struct streams_config {
      * has today; more only for tests (SQLite with a test-only shard count; see "shards"). At most
      * STORE_SHARDS. */
     int shards;
+    /* The shards loaded and held from the start (a bitmap of STORE_SHARD_WORDS, read by streams_new
+     * only); NULL: every one. A node holding only some shards (--shard-policy balance) loads only
+     * those, not every stream of the database to drop most of them. */
+    const uint64_t *first;
 };
 
 int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, const struct streams_config *cfg,

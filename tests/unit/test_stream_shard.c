@@ -333,6 +333,29 @@ static void test_detached_two_shards(void)
     ok(stream__by_id(ss, id) == NULL, "both forks deleted: D is reclaimed");
 }
 
+/* A registry made with only some shards (--shard-policy balance: a node's first take) loads those
+ * alone, not every stream of the store to drop the rest; a fork reads through a source of a shard
+ * not loaded as a stub. */
+static void test_first(void)
+{
+    close_registry();
+    uint64_t first[STORE_SHARD_WORDS] = {0};
+    int kb = shard(pb);
+    first[kb / 64] |= 1ull << (kb % 64);
+    char err[256];
+    struct streams_config cfg = {.max_append = 1 << 20,
+                                 .read_chunk = 1 << 20,
+                                 .cache_bytes = 1 << 20,
+                                 .shards = NSHARDS,
+                                 .first = first};
+    is_int(streams_new(&ss, &loop, store, &cfg, err, sizeof err), 0, "a registry of shard %d only", kb);
+    ok(streams_shard_held(ss, kb) && streams_shard_loaded(ss, kb), "shard %d is loaded and held", kb);
+    ok(!streams_shard_loaded(ss, k) && !streams_shard_held(ss, k), "shard %d is not loaded", k);
+    ok(get(pa2) == NULL, "A2 (shard %d) is not in memory", k);
+    is_read(pb, "b0.b1.b2.", "B is");
+    is_int(create(path_in("t/z", k, 0), "z", NULL), STREAM_MOVED, "a create in shard %d answers moved", k);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/agentd-stream-shard-XXXXXX");
@@ -355,6 +378,7 @@ int main(void)
     test_deleted_source();
     test_detached_source();
     test_detached_two_shards();
+    test_first();
     close_registry();
     store_free(store);
     is_int(uv_loop_close(&loop), 0, "the loop closes cleanly (no leaked handles)");
