@@ -52,6 +52,7 @@ class Writer(threading.Thread):
         self.acked = {p: 0 for p in paths}
         self.sent = {p: 0 for p in paths}
         self.retried = 0  # 503s
+        self.retried_why = []  # the first few: (node, body)
         self.other = []
 
     def run(self):
@@ -82,6 +83,8 @@ class Writer(threading.Thread):
                 continue
             if resp.status == 503:
                 self.retried += 1
+                if len(self.retried_why) < 3:
+                    self.retried_why.append((srv.url, body[:160]))
             else:
                 self.other.append((p, n, resp.status, body[:80]))
             time.sleep(0.02)
@@ -201,7 +204,8 @@ def main(tap):
         other = [o for wr in writers for o in wr.other]
         tap.ok(not other, f"no answer but 2xx or a retried 503 (503s retried: {retried})", repr(other[:5]))
         tap.diag(f"503s retried by the writers during the hand-offs: {retried}; "
-                 f"appends acknowledged: {sum(sum(wr.acked.values()) for wr in writers)}")
+                 f"appends acknowledged: {sum(sum(wr.acked.values()) for wr in writers)}; "
+                 f"{[w for wr in writers for w in wr.retried_why][:3]}")
         n_live = writers[-1].acked[live]
         tap.ok(wait_for(lambda: len(follower.events) >= n_live, 15),
                "the SSE reader of the moved shard's stream has every acknowledged item",
