@@ -84,7 +84,7 @@ class Writer(threading.Thread):
             if resp.status == 503:
                 self.retried += 1
                 if len(self.retried_why) < 3:
-                    self.retried_why.append((srv.url, body[:160]))
+                    self.retried_why.append((srv.url, body[:300]))
             else:
                 self.other.append((p, n, resp.status, body[:80]))
             time.sleep(0.02)
