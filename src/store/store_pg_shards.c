@@ -216,9 +216,6 @@ int pg__shards_parse(const char *detail, uint64_t *out)
 
 /* ---- the balance policy (SHARDING-PLAN §1) ---- */
 
-/* Shards a node takes per beat at most: nodes started together do not all take the same rows, and
- * the shards of a node that died spread over the survivors. */
-#define PG_TAKE_PER_BEAT 4
 
 /* A hash of what routing reads of every shard's view (holder, epoch, whether it is live and held
  * here): the beat tells the node (on_lease) only when it changed. Under mu. */
@@ -376,14 +373,18 @@ void pg__balance(struct store_pg *s)
         pthread_mutex_unlock(&s->mu);
     } else {
         int live = pg__live_nodes(s, hb->conn), target = (s->nshards + live - 1) / live;
-        int try[PG_TAKE_PER_BEAT], n;
+        int try[STORE_SHARDS], n;
         pthread_mutex_lock(&s->mu);
         s->share = target;
         held = pg__held(s);
-        int room = target - held < PG_TAKE_PER_BEAT ? target - held : PG_TAKE_PER_BEAT;
+        /* Every free row the share allows, in this beat: a lone node just started holds all 64 at
+         * once, not 4 per beat over 1.6 s while its requests for the rest wait and then get 503.
+         * Each take is its own conditional one-row transaction, so two nodes never both win a row;
+         * the target, not a per-beat cap, keeps the split fair. */
+        int room = target - held;
         n = room > 0 ? pg__take_order(s, now, room, try) : 0;
         pthread_mutex_unlock(&s->mu);
-        char list[PG_TAKE_PER_BEAT * 4 + 1] = "";
+        char list[STORE_SHARDS * 4 + 1] = "";
         size_t len = 0;
         int rc = 0;
         for (int i = 0; i < n && (rc = pg__shard_try(s, hb->conn, try[i])) >= 0; i++) {
