@@ -116,7 +116,7 @@ struct store_pg_config {
     int follow;
     /* The take policy (doc/SHARDING-PLAN.md §1), experimental: 0, all or nothing (one node holds
      * every shard); 1, balance: each node takes free shards (expired, never held) up to
-     * ceil(shards / live nodes), a few per beat, and a shard store_shard_want asks for first. */
+     * ceil(shards / live nodes), all it may in one beat, and a shard store_shard_want asks for first. */
     int balance;
     void (*on_lease)(void *arg);
     void *lease_arg;

@@ -216,7 +216,6 @@ int pg__shards_parse(const char *detail, uint64_t *out)
 
 /* ---- the balance policy (SHARDING-PLAN §1) ---- */
 
-
 /* A hash of what routing reads of every shard's view (holder, epoch, whether it is live and held
  * here): the beat tells the node (on_lease) only when it changed. Under mu. */
 static uint64_t pg__views_sig(const struct store_pg *s, uint64_t now)

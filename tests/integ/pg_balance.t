@@ -270,7 +270,7 @@ def main(tap):
     pg.start()
     nodes = [pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"]) for _ in range(3)]
     try:
-        # Started together: a node alone takes 4 shards a beat up to all 64.
+        # Started together: each takes up to its share in a beat, each row in a transaction of its own.
         threads = [threading.Thread(target=n.start, args=(30,), daemon=True) for n in nodes]
         for t in threads:
             t.start()
