@@ -205,7 +205,7 @@ void pg__ids_clear(struct pg__shardmap *m);
 /* One beat of the balance policy (SHARDING-PLAN §1), on the heartbeat thread: renews the shards
  * held when due, gives up those store_shard_release asked for, reads the rows, and takes free ones
  * (expired, never held, or this node's from before a restart) while it holds fewer than its share,
- * at most PG_TAKE_PER_BEAT, wanted ones first, then the lowest. on_lease when a view changed. */
+ * as many as its share allows in one beat, wanted ones first, then the lowest. on_lease when a view changed. */
 void pg__balance(struct store_pg *s);
 /* Parses agentd_fence_shards' DETAIL ("3,17,40") into a bitmap; 0 when it named none. */
 int pg__shards_parse(const char *detail, uint64_t *out);
