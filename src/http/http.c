@@ -608,6 +608,10 @@ void http_server_set_node(struct http_server *srv, const char *node)
 
 const char *http_server_node(const struct http_server *srv) { return srv->node ? srv->node : ""; }
 
+uv_loop_t *http_server_loop(const struct http_server *srv) { return srv->loop; }
+
+int http_server_stopping(const struct http_server *srv) { return srv->stopping; }
+
 void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg)
 {
     http_route_flags(srv, prefix, cb, arg, 0);

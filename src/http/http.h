@@ -76,6 +76,10 @@ int http_server_port(const struct http_server *srv);
 void http_server_set_node(struct http_server *srv, const char *node);
 /* That name, or "" when none was set. */
 const char *http_server_node(const struct http_server *srv);
+/* The loop the server runs on (for a handler's timer), and whether http_server_shutdown ran (a
+ * request a handler keeps waiting is answered then). */
+uv_loop_t *http_server_loop(const struct http_server *srv);
+int http_server_stopping(const struct http_server *srv);
 /* Registers a handler for paths starting with prefix; the longest matching prefix wins.
  * Unmatched paths get 404. The prefix string is borrowed for the server's lifetime. */
 void http_route(struct http_server *srv, const char *prefix, http_handler_cb cb, void *arg);

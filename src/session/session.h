@@ -105,6 +105,9 @@ int sessions_shard_idle(struct sessions *s, int k);
 int sessions_unload_shard(struct sessions *s, int k);
 /* How many sessions shard k has here. */
 size_t sessions_shard_count(const struct sessions *s, int k);
+/* Can a new session be created here: is a shard held here and its sessions loaded (the shard a new
+ * session's id is drawn in)? 0 on a node that holds none yet (placement waits for one). */
+int sessions_placeable(const struct sessions *s);
 
 /* Does a session with this id exist (and is it not deleted)? */
 int sessions_exists(struct sessions *s, const char *session_id);

@@ -375,6 +375,8 @@ json_t *session__directory(struct sessions *s)
     return json_incref(s->dir);
 }
 
+int sessions_placeable(const struct sessions *s) { return s != NULL && session__place(s) >= 0; }
+
 size_t sessions_shard_count(const struct sessions *s, int k)
 {
     return k >= 0 && k < s->nshards ? s->shards[k].count : 0;

@@ -9,7 +9,9 @@
 #   - a session owned by node A (one that does not hold shard 0: its records reach the feed through
 #     the relay over HTTP) is followed live through B; A is killed with -9: its shards are taken by
 #     B and C, the run in flight ends node_lost, the next message (through B) is answered; a session
-#     placed on the dead node is 503; the feed still lists the 6, each inserted once.
+#     placed on the dead node is 503; the feed still lists the 6, each inserted once;
+#   - D joins B and C (which hold all 64): a session placed on D before it holds a shard waits for
+#     the hand-off's first and is created by D, in a shard D holds (before: 503 at once).
 # Skipped only when PostgreSQL's binaries are missing.
 import json
 import os
@@ -180,6 +182,26 @@ def main(tap):
         tap.is_(r.status, 503, "a session placed on the dead node is 503")
         if r.status == 201:
             want = sorted(want + [json.loads(r.body)["id"]])
+
+        # D joins B and C, which hold all 64: it holds none until the hand-off gives it some. A session
+        # placed on it meanwhile waits for its first shard and is created there (before: 503 at once).
+        d = pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"])
+        nodes.append(d)
+        d.start(30)
+        tap.ok(wait_for(lambda: node_state(b, d.url) == "live", 10), "D joins: B lists it live")
+        none_yet = held(pg, d.url) == []
+        t0 = time.monotonic()
+        r = create(b, work, d.url)
+        took = time.monotonic() - t0
+        sid = json.loads(r.body)["id"] if r.status == 201 else None
+        tap.ok(none_yet, "D held no shard when the session was placed on it", repr(held(pg, d.url)))
+        tap.ok(sid and r.header("Agentd-Node") == d.url,
+               f"a session placed on D before it holds a shard is created by D ({took:.1f} s)",
+               f"{r!r} by {r.header('Agentd-Node')}")
+        if sid:
+            want = sorted(want + [sid])
+            tap.ok(fnv_shard(sid) in held(pg, d.url), "  in a shard D holds", f"{sid} shard {fnv_shard(sid)}")
+            tap.is_(d.request("GET", f"/v1/sessions/{sid}").status, 200, "  and D answers for it")
         tap.ok(wait_for(lambda: listed(b) == want and listed(c) == want, 10),
                f"GET /v1/sessions on B and C still lists all {len(want)}", repr([listed(b), listed(c)]))
         f, inserts = feed(c)
@@ -187,7 +209,7 @@ def main(tap):
                "the feed still lists them, each inserted once (the adopted ones updated)", f"{sorted(f)} {inserts}")
         tap.ok(all(b.request("GET", f"/v1/sessions/{s}").status == 200 for s in want),
                "every session answers through B, A's too")
-        for n in (b, c):
+        for n in (b, c, d):
             tap.check_clean_exit(n, f"{n.url} stops cleanly")
     finally:
         stop_nodes(tap, pg, nodes)
