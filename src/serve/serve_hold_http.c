@@ -31,7 +31,8 @@ struct serve__held {
     LIST_LINK(serve__held) link; /* h->held while it waits */
     struct serve_hold *h;
     struct http_req *req;
-    uint64_t until_us; /* clock_mono_us past which it is answered instead */
+    uint64_t first_us; /* clock_mono_us of its first hold */
+    uint64_t until_us; /* clock_mono_us past which it is answered instead (serve__held_until) */
     size_t bytes;      /* its body's length */
     int shard;         /* the shard it goes to (serve_route) */
     int waiting;       /* on h->held (counted in n and bytes), not on a run's batch */
@@ -240,6 +241,25 @@ struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint
     return h;
 }
 
+/* A held request's deadline, pushed back (never forward) by each hold: the lease's time left as
+ * this view says, plus SERVE_HOLD_EXTRA_MS, at most max_ms after its first hold. Not fixed at the
+ * first hold: a request that comes before the node has read the shard rows at all (a node just
+ * started) or while nobody holds the shard sees no holder, so its first deadline is only
+ * SERVE_HOLD_EXTRA_MS away; a later view (the dead holder's lease, still live, or the expiry that
+ * this node takes the shard at) tells how long the wait really is. Each hold again follows a view
+ * change of its shard or a probe, so a request whose shard's view stays still is answered in time. */
+static void serve__held_until(struct serve_hold *h, struct serve__held *e, uint64_t now,
+                              const struct store_lease *l)
+{
+    uint64_t wait_ms =
+        (uint64_t)(l->left_ms > 0 && (l->live || l->self) ? l->left_ms : 0) + SERVE_HOLD_EXTRA_MS;
+    uint64_t until = now + wait_ms * 1000, last = e->first_us + h->max_ms * 1000;
+    if (until > last)
+        until = last;
+    if (until > e->until_us)
+        e->until_us = until;
+}
+
 int serve_hold(struct serve_hold *h, struct http_req *req, int shard, const struct store_lease *l)
 {
     size_t bytes;
@@ -251,18 +271,18 @@ int serve_hold(struct serve_hold *h, struct http_req *req, int shard, const stru
     uint64_t now = clock_mono_us();
     struct serve__held *e = http_req_data(req);
     if (e == NULL) {
-        uint64_t wait_ms = (uint64_t)(l->left_ms > 0 ? l->left_ms : 0) + SERVE_HOLD_EXTRA_MS;
         e = http_req_alloc(req, sizeof *e);
         memset(e, 0, sizeof *e);
         e->h = h;
         e->req = req;
-        e->until_us = now + (wait_ms < h->max_ms ? wait_ms : h->max_ms) * 1000;
+        e->first_us = now;
         e->bytes = bytes;
         e->shard = shard;
         http_req_set_data(req, e, serve__held_dispose);
     } else if (now >= e->until_us) {
         return 0;
     }
+    serve__held_until(h, e, now, l);
     /* This node serves the shard already: what comes here now (a connect to the old holder that
      * failed since) goes to its own routes at the next tick, which comes at once, not at the
      * deadline. */

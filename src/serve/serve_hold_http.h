@@ -9,8 +9,9 @@
  * TCP connect per tick, not a try of each request: each pass through h2o's proxy costs the request
  * a copy of its headers), then forwards it to the holder, or serves it itself if this node took the
  * lease (http_req_redispatch to the owner's routes). A request waits at most the lease's
- * time left plus SERVE_HOLD_EXTRA_MS, and never more than max_ms; then it is answered 503
- * owner_unavailable as before. At most SERVE_HOLD_MAX requests, whose bodies add up to at most
+ * time left plus SERVE_HOLD_EXTRA_MS, as the latest view of its shard says (each hold again pushes
+ * its deadline back: the first view may have named no holder yet), and never more than max_ms
+ * after its first hold; then it is answered 503 owner_unavailable as before. At most SERVE_HOLD_MAX requests, whose bodies add up to at most
  * max_bytes, wait at once; one more is answered that 503 at once. Only requests no owner can have
  * seen are held: those not forwarded yet, and those whose connect failed (http_set_unreached); a
  * request whose upstream connection broke after it was sent is not replayed.
