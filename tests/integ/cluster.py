@@ -3,8 +3,8 @@
 benches (README "Three nodes on one PostgreSQL").
 
 Each node is `agentd serve --store PG --listen 127.0.0.1:PORT --node-url http://127.0.0.1:PORT
---lease-ms N` with a data directory of its own (tests/integ/agentd_test.py's Server); the first one
-started takes the write lease and the others forward to it. The proxy (tests/integ/rrproxy.mjs)
+--lease-ms N` with a data directory of its own (tests/integ/agentd_test.py's Server); with ONE_HOLDER
+in args the first one started takes the write lease (every shard) and the others forward to it. The proxy (tests/integ/rrproxy.mjs)
 sends each request to the next node in turn.
 
     c = Cluster(pg, nodes=3, lease_ms=1000); c.start()   # c.nodes[i]: Server; c.proxy_url
@@ -33,6 +33,9 @@ from agentd_test import REF, ROOT, Server, drain, read_line_with_timeout  # noqa
 from pg import Postgres, bin_dir, free_port  # noqa: E402
 
 PROXY = os.path.join(ROOT, "tests", "integ", "rrproxy.mjs")
+# For a test about one holder and its followers: the first node started holds every shard (`all`),
+# whatever the default policy (balance would spread the shards over the nodes).
+ONE_HOLDER = ("--shard-policy", "all")
 
 
 def pg_node(pg, lease_ms, port, node_port=None, args=(), **kw):

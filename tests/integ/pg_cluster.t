@@ -37,7 +37,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import ROOT, Server, run_test, wait_for  # noqa: E402
-from cluster import SSEFollower, test_cluster  # noqa: E402
+from cluster import ONE_HOLDER, SSEFollower, test_cluster  # noqa: E402
 from pg import free_port  # noqa: E402
 
 LEASE_MS = 1000
@@ -449,7 +449,8 @@ def round_readme(tap, pg):
 
 
 def main(tap):
-    with test_cluster(tap, "three nodes on one PostgreSQL", nodes=3, lease_ms=LEASE_MS) as c:
+    # One owner and its followers: the first node holds every shard (the checks name it).
+    with test_cluster(tap, "three nodes on one PostgreSQL", nodes=3, lease_ms=LEASE_MS, args=ONE_HOLDER) as c:
         if c is None or not start_cluster(tap, c):
             return
         round_headers(tap, c)

@@ -19,7 +19,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import ROOT, procs, run_test, session_transcript, wait_for  # noqa: E402
-from cluster import test_cluster  # noqa: E402
+from cluster import ONE_HOLDER, test_cluster  # noqa: E402
 
 LEASE_MS = 1000
 EXIT_LEASE_LOST = 75
@@ -56,7 +56,8 @@ def start_run(tap, srv, work, text):
 
 
 def main(tap):
-    with test_cluster(tap, "a node that lost the lease", nodes=2, lease_ms=LEASE_MS) as c:
+    # A runs the sessions and B takes them over: A, started first, holds every shard.
+    with test_cluster(tap, "a node that lost the lease", nodes=2, lease_ms=LEASE_MS, args=ONE_HOLDER) as c:
         if c is None:
             return
         c.start()

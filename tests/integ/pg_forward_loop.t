@@ -14,6 +14,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import REF, Server, run_test  # noqa: E402
+from cluster import ONE_HOLDER  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 1000
@@ -30,11 +31,12 @@ def main(tap):
     pg = Postgres()
     pg.start()
     port_b = free_port()
-    a = Server(args=["--store", pg.url, "--node-url", f"http://127.0.0.1:{port_b}"])
-    b = Server(args=["--store", pg.url, "--node-url", f"http://127.0.0.1:{port_b}/b"],
+    # B forwards everything to the holder (A, then C): the node started first holds every shard.
+    a = Server(args=["--store", pg.url, "--node-url", f"http://127.0.0.1:{port_b}", *ONE_HOLDER])
+    b = Server(args=["--store", pg.url, "--node-url", f"http://127.0.0.1:{port_b}/b", *ONE_HOLDER],
                listen=f"127.0.0.1:{port_b}")
     c = Server(args=["--store", pg.url, "--node-url", f"http://127.0.0.1:{free_port()}", "--lease-ms",
-                     str(LEASE_MS)])
+                     str(LEASE_MS), *ONE_HOLDER])
     try:
         a.start()
         b.start()

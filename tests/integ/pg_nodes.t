@@ -25,6 +25,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import REF, ROOT, Server, run_test, wait_for  # noqa: E402
+from cluster import ONE_HOLDER  # noqa: E402
 from pg import Locker, Postgres  # noqa: E402
 
 WRITERS = 8
@@ -33,7 +34,9 @@ AGENT = os.path.join(ROOT, "tests", "agents", "jsonl_agent.py")
 
 
 def node(pg, name):
-    return Server(args=["--store", pg.url, "--node-url", f"http://{name}.test", "--lease-ms", str(LEASE_MS)])
+    # One lease holder and its followers: A, started first, holds every shard.
+    return Server(args=["--store", pg.url, "--node-url", f"http://{name}.test", "--lease-ms", str(LEASE_MS),
+                        *ONE_HOLDER])
 
 
 def nodes_of(srv):

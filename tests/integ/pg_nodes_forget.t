@@ -17,6 +17,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import REF, Server, run_test, wait_for  # noqa: E402
+from cluster import ONE_HOLDER  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 40000
@@ -30,8 +31,9 @@ def psql(pg, sql):
 
 
 def node(pg, port):
-    return Server(args=["--store", pg.url, "--lease-ms", str(LEASE_MS), "--node-url", f"http://127.0.0.1:{port}"],
-                  listen=f"127.0.0.1:{port}")
+    # The holder keeps its row, a follower (holding nothing) loses it: A, started first, holds every shard.
+    return Server(args=["--store", pg.url, "--lease-ms", str(LEASE_MS), "--node-url", f"http://127.0.0.1:{port}",
+                        *ONE_HOLDER], listen=f"127.0.0.1:{port}")
 
 
 def nodes_of(srv):

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import run_test, wait_for  # noqa: E402
-from cluster import test_cluster  # noqa: E402
+from cluster import ONE_HOLDER, test_cluster  # noqa: E402
 from pg import Locker  # noqa: E402
 
 LEASE_MS = 2000
@@ -30,7 +30,9 @@ def timed(srv, path):
 
 
 def main(tap):
-    with test_cluster(tap, "a follower's reads across its takeover", nodes=2, lease_ms=LEASE_MS) as c:
+    # The follower takes over every shard of the owner: the first node holds them all.
+    with test_cluster(tap, "a follower's reads across its takeover", nodes=2, lease_ms=LEASE_MS,
+                      args=ONE_HOLDER) as c:
         if c is None:
             return
         c.start()

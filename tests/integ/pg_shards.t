@@ -21,7 +21,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import REF, Server, run_test, wait_for  # noqa: E402
-from cluster import Cluster, pg_node, psql, shard_of, stop_nodes  # noqa: E402
+from cluster import ONE_HOLDER, Cluster, pg_node, psql, shard_of, stop_nodes  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 1000
@@ -165,7 +165,8 @@ def shard_fenced(tap, pg, srv):
 
 
 def restart_grace(tap, pg):
-    c = Cluster(pg.url, nodes=3, lease_ms=LEASE_MS)
+    # One owner and its followers across the outage: the first node holds every shard.
+    c = Cluster(pg.url, nodes=3, lease_ms=LEASE_MS, args=ONE_HOLDER)
     c.start()
     try:
         owner = c.owner()

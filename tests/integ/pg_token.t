@@ -27,7 +27,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import REF, run_test, wait_for  # noqa: E402
-from cluster import pg_node, stop_nodes  # noqa: E402
+from cluster import ONE_HOLDER, pg_node, stop_nodes  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 1000
@@ -44,8 +44,9 @@ def main(tap):
     pg = Postgres()
     pg.start()
     pa, pb = free_port(), free_port()
-    a = pg_node(pg, LEASE_MS, pa)
-    b = pg_node(pg, LEASE_MS, pb, token="T")
+    # B forwards to A: A, started first, holds every shard.
+    a = pg_node(pg, LEASE_MS, pa, args=ONE_HOLDER)
+    b = pg_node(pg, LEASE_MS, pb, args=ONE_HOLDER, token="T")
     servers = [a, b]
     try:
         # (1) the reviewer's reproduction: A without a token, B with one.

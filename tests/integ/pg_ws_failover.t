@@ -14,7 +14,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import OP_TEXT, REF, TIMEOUT, WS, run_test, wait_for  # noqa: E402
-from cluster import pg_node, stop_nodes  # noqa: E402
+from cluster import ONE_HOLDER, pg_node, stop_nodes  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 1000
@@ -28,7 +28,8 @@ def main(tap):
     pg = Postgres()
     pg.start()
     pa, pb = free_port(), free_port()
-    a, b = pg_node(pg, LEASE_MS, pa), pg_node(pg, LEASE_MS, pb)
+    # The WebSocket through the follower B reaches the owner A: A, started first, holds every shard.
+    a, b = pg_node(pg, LEASE_MS, pa, args=ONE_HOLDER), pg_node(pg, LEASE_MS, pb, args=ONE_HOLDER)
     try:
         a.start()
         b.start()

@@ -27,7 +27,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import REF, ROOT, Server, read_line_with_timeout, run_test  # noqa: E402
-from cluster import test_cluster  # noqa: E402
+from cluster import ONE_HOLDER, test_cluster  # noqa: E402
 from pg import bin_dir  # noqa: E402
 
 DRIVER = os.path.join(ROOT, "tests", "browser", "page_driver.mjs")
@@ -180,7 +180,8 @@ def agents_of(row):
 
 
 def cluster(tap, page):
-    with test_cluster(tap, "three nodes on one PostgreSQL") as c:
+    # The owner's and the followers' rows: the first node holds every shard.
+    with test_cluster(tap, "three nodes on one PostgreSQL", args=ONE_HOLDER) as c:
         if c is None:
             return
         c.start()
