@@ -37,7 +37,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import ROOT, Server, run_test, wait_for  # noqa: E402
-from cluster import ONE_HOLDER, SSEFollower, test_cluster  # noqa: E402
+from cluster import ONE_HOLDER, SSEFollower, shard_of, test_cluster  # noqa: E402
 from pg import free_port  # noqa: E402
 
 LEASE_MS = 1000
@@ -440,7 +440,14 @@ def round_readme(tap, pg):
                 tap.ok(out.startswith(text), f"README: `{shown}` prints {text!r} ...", out[-800:])
             for c in comments:
                 if c.lower().startswith("agentd-node:"):
-                    tap.is_(out.lower(), local(c).lower(), f"README: `{shown}` prints {c!r}")
+                    # The node that answers is the holder of the stream's shard: the first node under
+                    # --shard-policy all, any of them under balance (the README says which it means).
+                    path = code.split("/v1/stream/", 1)[1].split()[0]
+                    holder = pg._run("psql", "-X", "-At", "-c", f"SELECT node FROM agentd_shards WHERE shard = "
+                                     f"{shard_of(path)}", db_url, check=False).stdout.decode().strip()
+                    want = local(c).split(" (")[0] if "or another" not in c else f"Agentd-Node: {holder}"
+                    tap.ok(out.lower() == want.lower() == f"agentd-node: {holder}".lower(),
+                           f"README: `{shown}` prints {c!r}", f"got {out!r}, the shard's holder {holder!r}")
         for srv in reversed(nodes):
             tap.check_clean_exit(srv, f"README: the node at {srv.listen} stops cleanly")
     finally:
