@@ -231,23 +231,24 @@ static int session__workspace_in_use(struct sessions *s, const char *path)
 }
 
 /* Directories of sessions that are no more (deleted while agentd stopped, or never stored): the
- * ids under DATA/workspaces and DATA/homes that no session has. */
-void session__sweep(struct sessions *s)
+ * ids under DATA/workspaces and DATA/homes that no session has; with k >= 0 only the ids of shard
+ * k (the only ones whose sessions this node knows all of: the shard's registry, just loaded). */
+void session__sweep(struct sessions *s, int k)
 {
     static const char *const kinds[] = {"workspaces", "homes"};
-    for (size_t k = 0; k < CORE_ARRAY_LEN(kinds); k++) {
-        char *dir = xasprintf("%s/%s", s->data_dir, kinds[k]);
+    for (size_t i = 0; i < CORE_ARRAY_LEN(kinds); i++) {
+        char *dir = xasprintf("%s/%s", s->data_dir, kinds[i]);
         DIR *d = opendir(dir);
         for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
             size_t n = strlen(e->d_name);
             if (n != SESSION_ID_LEN || strspn(e->d_name, "0123456789abcdef") != n ||
-                map_get(&s->by_id, e->d_name, n) != NULL)
+                (k >= 0 && session__shard_of(s, e->d_name) != k) || map_get(&s->by_id, e->d_name, n) != NULL)
                 continue;
-            log_info("session: removing the %s of %s, which no session has", kinds[k], e->d_name);
+            log_info("session: removing the %s of %s, which no session has", kinds[i], e->d_name);
             char *ws = session__own_dir(s, "workspaces", e->d_name);
-            if (k == 0 && !session__workspace_in_use(s, ws)) /* not some session's named workspace */
+            if (i == 0 && !session__workspace_in_use(s, ws)) /* not some session's named workspace */
                 session__purge_dirs(s, e->d_name, ws);
-            else if (k == 1)
+            else if (i == 1)
                 session__purge_dirs(s, e->d_name, NULL);
             free(ws);
         }
@@ -453,10 +454,12 @@ void session__recover(struct sessions *s, struct session *se)
         session__recover_runs(se);
 }
 
-json_t *session__read_json(struct sessions *s, const char *path)
+json_t *session__read_json(struct sessions *s, const char *path, int *whole)
 {
     enum stream_lookup how;
     struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
+    if (whole)
+        *whole = st == NULL; /* no stream: nothing to miss */
     if (st == NULL)
         return NULL;
     struct buf b = {0};
@@ -468,6 +471,8 @@ json_t *session__read_json(struct sessions *s, const char *path)
     }
     stream_json_wrap(&b);
     json_t *msgs = json_loadb(b.p, b.len, 0, NULL);
+    if (whole)
+        *whole = off >= stream_tail(st) && msgs != NULL;
     buf_free(&b);
     return msgs;
 }

@@ -200,8 +200,9 @@ int64_t session__write_as(struct sessions *s, struct session *se, enum session_w
  * (as session__write), -1 when none. */
 int64_t session__event(struct session *se, json_t *ev);
 /* Every message of the JSON stream at path, as one array (a new reference), or NULL when there is
- * no such stream. A read that fails part-way ends the array there. */
-json_t *session__read_json(struct sessions *s, const char *path);
+ * no such stream. A read that fails part-way ends the array there; whole (NULL: not asked) says
+ * whether every message was read (no stream counts as whole). */
+json_t *session__read_json(struct sessions *s, const char *path, int *whole);
 /* The streams every session has, each a JSON stream at sessions/<id>/<kind> (session__stream_path). */
 #define SESSION_STREAM_KINDS 3
 extern const char *const session__stream_kinds[SESSION_STREAM_KINDS]; /* transcript, state, inbox */
@@ -261,8 +262,9 @@ struct session *session__from_record(json_t *rec);
 void session__free(struct session *se);
 /* After a load: a missing workspace made again, runs that were running closed. */
 void session__recover(struct sessions *s, struct session *se);
-/* The directories of sessions that are no more (only once every shard is loaded). */
-void session__sweep(struct sessions *s);
+/* The directories of sessions that are no more: k -1 once every shard is loaded, else those of
+ * shard k's ids once its registry was read whole. */
+void session__sweep(struct sessions *s, int k);
 /* The registry record of se, and its public view for the feed, as State Protocol changes (new
  * references). */
 json_t *session__record_msg(const struct session *se, const char *operation);

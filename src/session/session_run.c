@@ -663,7 +663,7 @@ void session__recover_runs(struct session *se)
      * by a crash or a stop: close them as failed, and the session stays resumable. */
     char path[128];
     session__stream_path(se->id, "state", path);
-    json_t *msgs = session__read_json(se->registry, path);
+    json_t *msgs = session__read_json(se->registry, path, NULL);
     if (msgs == NULL)
         return;
     session__perms_recover(se, msgs); /* what waited for an answer expired with the last process */

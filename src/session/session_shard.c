@@ -260,8 +260,9 @@ int sessions_load_shard(struct sessions *s, int k, int64_t epoch, int node_lost)
     sh->relay_seq = 0; /* a remote feed's: each take of a shard is a new epoch */
     char reg[64];
     session__registry_path(s, k, reg);
-    json_t *legacy = s->nshards > 1 ? session__read_json(s, SESSION_REGISTRY_STREAM) : NULL;
-    json_t *msgs = session__read_json(s, reg); /* NULL (none yet): no sessions */
+    int whole = 1, legacy_whole = 1;
+    json_t *legacy = s->nshards > 1 ? session__read_json(s, SESSION_REGISTRY_STREAM, &legacy_whole) : NULL;
+    json_t *msgs = session__read_json(s, reg, &whole); /* NULL (none yet): no sessions */
     json_t *own = json_object();
     session__apply(s, k, legacy, NULL);
     session__apply(s, k, msgs, own);
@@ -279,6 +280,12 @@ int sessions_load_shard(struct sessions *s, int k, int64_t epoch, int node_lost)
     }
     free(l.v);
     json_decref(own);
+    /* Several nodes: this node knows every session of shard k now (one owner per shard), so the
+     * directories here of k's ids that none has are orphans; those of other shards' ids may be
+     * sessions another node owns (a hand-off moved them), and stay. One process (not defer_load)
+     * sweeps once every shard is loaded (session__load_all). */
+    if (s->cfg.defer_load && whole && legacy_whole)
+        session__sweep(s, k);
     return 0;
 }
 
@@ -396,7 +403,7 @@ void session__load_all(struct sessions *s)
     log_info("session: %zu sessions restored", s->by_id.count);
     if (!all) /* a directory of a session of a shard not loaded is not an orphan */
         return;
-    session__sweep(s);
+    session__sweep(s, -1);
     enum stream_lookup how;
     if (s->nshards > 1 &&
         streams_lookup(s->ss, SESSION_REGISTRY_STREAM, strlen(SESSION_REGISTRY_STREAM), &how) != NULL) {
