@@ -190,27 +190,18 @@ void serve_forward_shard(struct http_req *req, struct serve_forward *f, int shar
         return serve__not_owner(req, f, shard, by, blen, l);
     if (!serve__forward_auth(req))
         return http_res_unauthorized(req);
-    /* Balance: a shard this node has just released (serve_handoff) is no longer its own (self 0)
-     * while the row it read last still names it the holder, until the next read shows who took it.
-     * Forwarded to that URL, the request came back here marked by this node and was refused at once
-     * (serve__not_owner's own-address case, without Agentd-Not-Owner), and the client got that 503
-     * (pg_rebalance.t: 0-3 a run). It is held instead; the lease change that names the next holder
-     * sends it on (serve_hold_retry_shards). */
-    int mine =
-        f->loaded != NULL && l->live && !l->self && strcmp(l->owner_url, http_server_node(f->http)) == 0;
     struct http_upstream *up = NULL;
-    if (l->live && !l->self && !mine && l->owner_url[0])
+    if (l->live && !l->self && l->owner_url[0])
         up = http_upstream_get(f->http, l->owner_url, f->upstream_timeout_ms);
     else if (!l->live && !l->self) /* nobody holds it: this node takes it (within its share) */
         store_shard_want(f->store, shard);
     /* An old view is held too: the heartbeat looks again within 100 ms (serve_hold's probe then
      * sends it on, and serve__token_mismatch checks the holder's token on the new view). */
-    if (((up == NULL && (l->self || !l->live || mine)) || serve__view_old(l)) &&
-        serve_hold(f->hold, req, shard, l))
+    if (((up == NULL && (l->self || !l->live)) || serve__view_old(l)) && serve_hold(f->hold, req, shard, l))
         return; /* forwarded, or served here, once a node holds the shard */
     if (up == NULL) {
         http_res_header(req, "Retry-After", "1");
-        if (l->self || mine) /* this node is taking the shard over (or giving it up) */
+        if (l->self) /* this node is taking the shard over (or giving it up) */
             return http_res_error(req, ERR_OWNER_UNAVAILABLE,
                                   "this node is taking over the write lease; retry");
         if (!l->live)

@@ -294,15 +294,21 @@ static int pg__shard_try(struct store_pg *s, PGconn *c, int k)
 }
 
 /* Gives up the shards store_shard_release asked for: no longer held here, and their rows expired
- * (for this node's epoch only) so that another node takes them at its next beat. */
+ * (for this node's epoch only) so that another node takes them at its next beat. The view says so
+ * at once: nobody holds the shard (the row this node read last, naming it the live holder, would
+ * otherwise stand until the next read, and the router would forward the shard's requests to this
+ * node's own URL). A want of it here (the router wants a shard nobody holds) does not take it
+ * back: wants are taken only within the share, which this node is over. */
 static void pg__release_asked(struct store_pg *s, PGconn *c)
 {
     for (int k = 0; k < s->nshards && k < STORE_SHARDS; k++) {
         pthread_mutex_lock(&s->mu);
         int64_t epoch = store_shard_in(s->release, k) ? s->shard[k].epoch : 0;
         s->release[k / 64] &= ~(1ull << (k % 64));
-        if (epoch != 0 && !s->shard[k].fenced)
+        if (epoch != 0 && !s->shard[k].fenced) {
             s->shard[k].epoch = 0;
+            s->shard[k].holder_until_us = clock_mono_us(); /* expired, as the row is about to be */
+        }
         pthread_mutex_unlock(&s->mu);
         if (epoch == 0)
             continue;
@@ -344,12 +350,14 @@ void pg__balance(struct store_pg *s)
     if (pg__hb_connect(s) != 0)
         return;
     uint64_t now = clock_mono_us(), renew_us = (uint64_t)(s->lease_ms / 4 > 50 ? s->lease_ms / 4 : 50) * 1000;
+    pthread_mutex_lock(&s->mu);
+    uint64_t sig = pg__views_sig(s, now); /* before the release: a shard given up is a change */
+    pthread_mutex_unlock(&s->mu);
     pg__release_asked(s, hb->conn);
     pthread_mutex_lock(&s->mu);
     int held = pg__held(s), fenced = 0;
     for (int k = 0; k < s->nshards; k++)
         fenced |= s->shard[k].fenced;
-    uint64_t sig = pg__views_sig(s, now);
     pthread_mutex_unlock(&s->mu);
     if (fenced) { /* the node exits (decision 3): it only says it is alive */
         pg__node_seen(s, hb->conn, now - hb->read_us >= 1000000);
