@@ -16,7 +16,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import REF, Server, run_test  # noqa: E402
-from cluster import pg_node, stop_nodes  # noqa: E402
+from cluster import ONE_HOLDER, pg_node, stop_nodes  # noqa: E402
 from pg import Postgres, free_port  # noqa: E402
 
 LEASE_MS = 2000
@@ -39,10 +39,11 @@ def main(tap):
     pg.start()
     pa, pb, pc = free_port(), free_port(), free_port()
     # A's --node-url leads to C's address, under a name of its own (a node's name is its --node-url)
-    a = Server(args=["--store", pg.url, "--lease-ms", str(LEASE_MS), "--node-url", f"http://127.0.0.1:{pc}/a"],
-               listen=f"127.0.0.1:{pa}")
-    b = pg_node(pg, LEASE_MS, pb)
-    c = pg_node(pg, LEASE_MS, pc)
+    # A holds every shard (under balance B, started right after, could take the held path's shard)
+    a = Server(args=["--store", pg.url, "--lease-ms", str(LEASE_MS), "--node-url", f"http://127.0.0.1:{pc}/a",
+                     *ONE_HOLDER], listen=f"127.0.0.1:{pa}")
+    b = pg_node(pg, LEASE_MS, pb, args=ONE_HOLDER)
+    c = pg_node(pg, LEASE_MS, pc, args=ONE_HOLDER)
     try:
         a.start()
         b.start()
