@@ -150,12 +150,14 @@ static void serve__handoff_tick(uv_timer_t *t)
         return;
     int target = store_shard_share(h->cfg.store), held = serve__handoff_loaded(h);
     h->over = target > 0 && held > target ? h->over + 1 : 0; /* the store's target (0: unknown) */
-    /* Over the share for longer than the store's live window (2 x lease + 1 s, pg__live_nodes) and
-     * two leases more, not just two leases (doc/SHARDING-PLAN.md §5): a node killed or exited 75
-     * counts as live again for that window once its rows are all taken (a node with no rows looks
-     * like one that just started), which makes the share drop for a while with nobody to take. */
+    /* Over the share for two leases (doc/SHARDING-PLAN.md §5), and for what the store's live
+     * window for a node with no rows (STORE_LIVE_ROWLESS_MS, pg__live_nodes) passes a lease by: a
+     * node killed or exited 75 is heard of last as its rows' leases begin, so once they expired and
+     * were taken it no longer counts, except for that rest (a second's window at a 500 ms lease),
+     * when the share drops with nobody to take. Before, that window was 2 x lease + 1 s, and the
+     * wait 6 leases at 500 ms. */
     int64_t lease = h->cfg.lease_ms > 0 ? h->cfg.lease_ms : 1000;
-    if (h->over < (2 * lease + 1000 + lease - 1) / lease + 2)
+    if (h->over < 2 + (STORE_LIVE_ROWLESS_MS(lease) - lease + lease - 1) / lease)
         return;
     int k = serve__handoff_pick(h);
     if (k > 0)

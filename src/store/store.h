@@ -184,6 +184,11 @@ void store_shard_release(struct store *s, int k);
  * it (the voluntary hand-off gives up what it holds above it); 0 when unknown: not balance, SQLite,
  * the database unreachable, or the grace after an outage. */
 int store_shard_share(struct store *s);
+/* How long (ms) after it was last heard of a node that holds no shard still counts as live in the
+ * share (a newcomer waiting for the hand-off; a dead node whose rows were all taken): a lease, at
+ * least a second. Such a node says it is alive every quarter lease, at most a second apart; a
+ * holder counts while one of its rows' leases lives. */
+#define STORE_LIVE_ROWLESS_MS(lease_ms) ((lease_ms) > 1000 ? (int64_t)(lease_ms) : (int64_t)1000)
 
 /* The nodes that use the store's database (SQLite: this one). */
 enum store_node_state {

@@ -177,6 +177,8 @@ void pg__lease_release(struct store_pg *s);
 /* Refreshes the node's row (agentd_nodes.seen_ms, its load); with read, in the same statement,
  * reads every listed node's row into the nodes snapshot (store_pg_nodes). */
 void pg__node_seen(struct store_pg *s, PGconn *c, int read);
+/* Whether the heartbeat's next pg__node_seen reads the nodes too: about once a second. */
+int pg__nodes_read_due(const struct store_pg *s);
 /* Marks shards lost (lost: a STORE_SHARD_WORDS bitmap, or NULL: every shard held) and, the policy
  * being all or nothing, every other one held too; logged and told (on_lease) once. Any thread. */
 void pg__fenced(struct store_pg *s, const uint64_t *lost);

@@ -553,9 +553,14 @@ void pg__renew(struct store_pg *s)
         }
         PQclear(r);
     }
-    /* The nodes are read about once a second (at each renewal when it renews less often), with the
-     * row's upsert: no round trip of their own. */
-    pg__node_seen(s, hb->conn, clock_mono_us() - hb->read_us >= (PG_SEEN_MS - PG_WATCH_MS) * 1000);
+    pg__node_seen(s, hb->conn, pg__nodes_read_due(s));
+}
+
+/* The nodes are read about once a second (at each renewal when it renews less often), with the
+ * row's upsert: no round trip of their own. */
+int pg__nodes_read_due(const struct store_pg *s)
+{
+    return clock_mono_us() - s->hb.read_us >= (PG_SEEN_MS - PG_WATCH_MS) * 1000;
 }
 
 /* One look of a node that holds no shard: takes them if they all expired (not in the grace after

@@ -232,21 +232,27 @@ static uint64_t pg__views_sig(const struct store_pg *s, uint64_t now)
     return h;
 }
 
-/* How many nodes share the shards: those heard of within two leases and a second (the window
- * pg__token_check uses) and not stopped, less those whose every row expired (killed or paused: a
- * live node renews), and this node. At least 1. */
+/* How many nodes share the shards: this node, and those not stopped that either hold a live row
+ * (heard of within two leases and a second, the window pg__token_check uses) or hold no row at all
+ * and were heard of within STORE_LIVE_ROWLESS_MS (a newcomer says it is alive every quarter lease,
+ * pg__balance). Not those whose rows all expired (killed or paused: a live node renews). A node
+ * killed after its rows were all taken counted as live, as a newcomer, for two leases and a second
+ * more: the share dropped meanwhile with nobody to take the rest (a node restarted after two kills
+ * took 32 of 64, the rest a second later), and the hand-off had to wait that out. At least 1. */
 static int pg__live_nodes(struct store_pg *s, PGconn *c)
 {
-    char since[24];
-    snprintf(since, sizeof since, "%" PRId64, clock_wall_ms() - (2 * s->lease_ms + 1000));
-    const char *v[] = {s->node, since};
+    char since[24], rowless[24];
+    int64_t wall = clock_wall_ms();
+    snprintf(since, sizeof since, "%" PRId64, wall - (2 * s->lease_ms + 1000));
+    snprintf(rowless, sizeof rowless, "%" PRId64, wall - STORE_LIVE_ROWLESS_MS(s->lease_ms));
+    const char *v[] = {s->node, since, rowless};
     PGresult *r =
         PQexecParams(c,
                      "SELECT count(*) FROM agentd_nodes n WHERE n.node = $1 OR (n.stopped_ms IS NULL"
-                     " AND n.seen_ms >= $2::bigint AND (NOT EXISTS (SELECT 1 FROM agentd_shards h"
-                     " WHERE h.node = n.node) OR EXISTS (SELECT 1 FROM agentd_shards h WHERE"
-                     " h.node = n.node AND h.expires_at > clock_timestamp())))",
-                     2, NULL, v, NULL, NULL, 0);
+                     " AND ((n.seen_ms >= $2::bigint AND EXISTS (SELECT 1 FROM agentd_shards h WHERE"
+                     " h.node = n.node AND h.expires_at > clock_timestamp())) OR (n.seen_ms >= $3::bigint"
+                     " AND NOT EXISTS (SELECT 1 FROM agentd_shards h WHERE h.node = n.node))))",
+                     3, NULL, v, NULL, NULL, 0);
     int ok = pg__rows(c, r) == 0; /* which cleared r when the query failed */
     int n = ok ? atoi(PQgetvalue(r, 0, 0)) : 1;
     if (ok)
@@ -363,10 +369,12 @@ void pg__balance(struct store_pg *s)
         pg__node_seen(s, hb->conn, now - hb->read_us >= 1000000);
         return;
     }
+    /* A node that holds nothing says it is alive as often as a holder renews (at most a second
+     * apart): it counts in the others' share only while heard of within STORE_LIVE_ROWLESS_MS. */
     if (held > 0 && now - hb->renew_us >= renew_us)
         pg__renew(s);
-    else if (held == 0 && now - hb->seen_us >= 1000000)
-        hb->seen_us = now, pg__node_seen(s, hb->conn, 1);
+    else if (held == 0 && now - hb->seen_us >= (renew_us < 1000000 ? renew_us : 1000000))
+        hb->seen_us = now, pg__node_seen(s, hb->conn, pg__nodes_read_due(s));
     if (pg__look(s, hb->conn) != 0) {
         pthread_mutex_lock(&s->mu);
         s->share = 0; /* no hand-off while the database is away */

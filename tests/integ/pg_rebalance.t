@@ -6,9 +6,10 @@
 #   - one node alone holds all 64 shards; 240 streams, 8 writers appending (idempotent producers,
 #     retried until acknowledged) and a JSON stream in shard 62 (the first given up: 63's session is
 #     busy) followed live over SSE through the first node while a writer appends numbered items to it;
-#   - two more nodes start: within (6 + 42) leases + 5 s the split is about 22/21/21 (the hysteresis,
-#     2 x lease + 1 s and two leases more, then the first node's 42 extra shards given up one per
-#     lease; 5 s for the new nodes to start and be seen live; twice that under ASan);
+#   - two more nodes start: within (3 + 42) leases + 5 s the split is about 22/21/21 (the hysteresis,
+#     two leases and what the store's 1 s live window for a node with no rows passes a lease by,
+#     then the first node's 42 extra shards given up one per lease; 5 s for the new nodes to start
+#     and be seen live; twice that under ASan);
 #   - no acknowledged append is lost, every stream holds a contiguous prefix per writer; the 503s the
 #     writers retried are counted (ideally none: requests are held, not refused), nothing else but 2xx;
 #     none is the one a node answers to a request it forwarded to itself (its view named it the holder
@@ -38,7 +39,7 @@ STREAMS = 240
 SHARDS = 64
 AGENT = os.path.join(ROOT, "tests", "agents", "jsonl_agent.py")
 SLOW = "asan" in os.environ.get("AGENTD_BIN", "")
-HYSTERESIS = -(-(2 * LEASE_MS + 1000) // LEASE_MS) + 2  # leases: serve_handoff.c's
+HYSTERESIS = 2 - (-(max(LEASE_MS, 1000) - LEASE_MS) // LEASE_MS)  # leases: serve_handoff.c's
 SPLIT_WITHIN = ((HYSTERESIS + (SHARDS - -(-SHARDS // 3))) * LEASE_MS / 1000 + 5) * (2 if SLOW else 1)
 
 
