@@ -24,6 +24,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import REF, ROOT, run_test, wait_for  # noqa: E402
 from cluster import SSEFollower, pg_node, psql, stop_nodes  # noqa: E402
+from sessions_nodes import feed  # noqa: E402
 from pg import Postgres, bin_dir, free_port  # noqa: E402
 
 LEASE_MS = 1000
@@ -42,21 +43,6 @@ def fnv_shard(key):
         h ^= b
         h = (h * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
     return h % SHARDS
-
-
-def feed(srv):
-    """The `sessions` feed through srv: ({id: value} materialized by key, {id: inserts})."""
-    items, _ = srv.read_json("/v1/stream/sessions")
-    out, inserts = {}, {}
-    for m in items or []:
-        op, key = m.get("headers", {}).get("operation"), m.get("key")
-        if op == "delete":
-            out.pop(key, None)
-        else:
-            out[key] = m.get("value")
-        if op == "insert":
-            inserts[key] = inserts.get(key, 0) + 1
-    return out, inserts
 
 
 def node_state(srv, url):
