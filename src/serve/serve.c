@@ -596,6 +596,7 @@ static int serve__build_services(struct serve *s, const struct serve_opts *o, ch
         .defer_load = s->balance,
         .directory = s->balance,
         .feed_append = s->balance ? serve_feed_append : NULL,
+        .feed_ids = s->balance ? serve_feed_ids : NULL,
         .feed_ctx = s->feed,
     };
     if ((rc = sessions_new(&s->sessions, &s->loop, s->streams, &sescfg, err, errlen)))

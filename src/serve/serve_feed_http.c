@@ -6,6 +6,8 @@
 #include "core/list.h"
 #include "curlx/curlx_http.h"
 
+#include <jansson.h>
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -19,6 +21,7 @@ struct serve_feed__append;
 struct serve_feed {
     uv_loop_t *loop;
     struct curlx_http *curl;
+    char *base;                         /* this node's own URL */
     char *url;                          /* <base>/v1/stream/sessions */
     char *auth;                         /* "Authorization: Bearer <token>\n", or "" */
     struct serve_feed__append *appends; /* in flight */
@@ -33,6 +36,8 @@ struct serve_feed__append {
     uint64_t deadline_ms;
     uv_timer_t retry;
     sessions_feed_done done;
+    /* A read of a shard's ids (serve_feed_ids) instead of an append: body is then its URL. */
+    sessions_feed_ids_done ids_done;
     void *arg;
 };
 
@@ -48,6 +53,7 @@ int serve_feed_new(struct serve_feed **out, uv_loop_t *loop, const char *base_ur
     size_t n = strlen(base_url) + 32;
     f->url = xmalloc(n);
     snprintf(f->url, n, "%s/v1/stream/sessions", base_url);
+    f->base = xstrdup(base_url);
     if (token && *token) {
         n = strlen(token) + 32;
         f->auth = xmalloc(n);
@@ -67,11 +73,19 @@ static void serve_feed__closed(uv_handle_t *h)
     free(a);
 }
 
-/* Ends a: its callback once, then its memory once its timer has closed. */
-static void serve_feed__end(struct serve_feed__append *a, int rc)
+/* Ends a: its callback once (a read's with the ids of its answer, NULL when rc != 0), then its
+ * memory once its timer has closed. */
+static void serve_feed__end(struct serve_feed__append *a, int rc, const struct curlx_http_answer *ans)
 {
     list_remove(a, link);
-    a->done(a->arg, rc);
+    if (a->ids_done) {
+        json_t *j = rc == 0 ? json_loadb(ans->body ? ans->body : "", ans->len, 0, NULL) : NULL;
+        json_t *ids = json_object_get(j, "ids");
+        a->ids_done(a->arg, json_is_array(ids) ? ids : NULL);
+        json_decref(j);
+    } else {
+        a->done(a->arg, rc);
+    }
     uv_close((uv_handle_t *)&a->retry, serve_feed__closed);
 }
 
@@ -84,28 +98,40 @@ static void serve_feed__answered(void *arg, const struct curlx_http_answer *ans)
     struct serve_feed__append *a = arg;
     a->req = NULL;
     if (ans->ok)
-        return serve_feed__end(a, 0);
+        return serve_feed__end(a, 0, ans);
     /* No answer, or the router found no live holder of the feed (a failover): again, a while */
     if ((ans->status == 0 || ans->status == 503) && uv_now(a->f->loop) < a->deadline_ms) {
         uv_timer_start(&a->retry, serve_feed__retry, SERVE_FEED_RETRY_MS, 0);
         return;
     }
-    log_error("serve: the sessions feed refused a relayed record (%ld%s%s): %.200s", ans->status,
+    log_error("serve: the sessions feed refused %s (%ld%s%s): %.200s",
+              a->ids_done ? "a read of a shard's ids" : "a relayed record", ans->status,
               ans->error ? ", " : "", ans->error ? ans->error : "", ans->body ? ans->body : "");
-    serve_feed__end(a, ans->status == 0 || ans->status == 503 ? -ETIMEDOUT : -EPROTO);
+    serve_feed__end(a, ans->status == 0 || ans->status == 503 ? -ETIMEDOUT : -EPROTO, ans);
 }
 
 static void serve_feed__try(struct serve_feed__append *a)
 {
-    struct curlx_http_opts o = {.method = "POST",
-                                .url = a->f->url,
-                                .body = a->body,
-                                .body_len = a->len,
+    struct curlx_http_opts o = {.method = a->ids_done ? "GET" : "POST",
+                                .url = a->ids_done ? a->body : a->f->url,
+                                .body = a->ids_done ? NULL : a->body,
+                                .body_len = a->ids_done ? 0 : a->len,
                                 .timeout_ms = 10000,
                                 .header = a->headers,
                                 .on_done = serve_feed__answered,
                                 .arg = a};
     a->req = curlx_http_request(a->f->curl, &o);
+}
+
+/* a (its request and callback set) goes: tried now, and again until SERVE_FEED_TRY_MS from now. */
+static void serve_feed__start(struct serve_feed__append *a, void *arg)
+{
+    a->arg = arg;
+    a->deadline_ms = uv_now(a->f->loop) + SERVE_FEED_TRY_MS;
+    uv_timer_init(a->f->loop, &a->retry);
+    a->retry.data = a;
+    list_insert(&a->f->appends, a, link);
+    serve_feed__try(a);
 }
 
 void serve_feed_append(void *ctx, const char *producer, int64_t epoch, int64_t seq, const char *body,
@@ -123,12 +149,21 @@ void serve_feed_append(void *ctx, const char *producer, int64_t epoch, int64_t s
     snprintf(a->headers, n, "%sProducer-Id: %s\nProducer-Epoch: %" PRId64 "\nProducer-Seq: %" PRId64, f->auth,
              producer, epoch, seq);
     a->done = done;
-    a->arg = arg;
-    a->deadline_ms = uv_now(f->loop) + SERVE_FEED_TRY_MS;
-    uv_timer_init(f->loop, &a->retry);
-    a->retry.data = a;
-    list_insert(&f->appends, a, link);
-    serve_feed__try(a);
+    serve_feed__start(a, arg);
+}
+
+void serve_feed_ids(void *ctx, int shard, sessions_feed_ids_done done, void *arg)
+{
+    struct serve_feed *f = ctx;
+    struct serve_feed__append *a = xcalloc(1, sizeof *a);
+    a->f = f;
+    a->body = xasprintf("%s/v1/sessions?shard=%d", f->base, shard);
+    a->headers = xstrdup(f->auth);
+    size_t n = strlen(a->headers);
+    if (n && a->headers[n - 1] == '\n') /* one header: no separator after it */
+        a->headers[n - 1] = '\0';
+    a->ids_done = done;
+    serve_feed__start(a, arg);
 }
 
 void serve_feed_free(struct serve_feed *f)
@@ -139,9 +174,10 @@ void serve_feed_free(struct serve_feed *f)
         struct serve_feed__append *a = f->appends;
         if (a->req)
             curlx_http_cancel(a->req);
-        serve_feed__end(a, -ECANCELED);
+        serve_feed__end(a, -ECANCELED, NULL);
     }
     curlx_http_free(f->curl);
+    free(f->base);
     free(f->url);
     free(f->auth);
     free(f);

@@ -28,6 +28,10 @@ void serve_feed_free(struct serve_feed *f);
 void serve_feed_append(void *ctx, const char *producer, int64_t epoch, int64_t seq, const char *body,
                        size_t len, sessions_feed_done done, void *arg);
 
+/* A sessions_feed_ids (ctx: the struct serve_feed): GET /v1/sessions?shard=k to this node's own URL
+ * (the router sends it to shard 0's holder), tried again as an append is. */
+void serve_feed_ids(void *ctx, int shard, sessions_feed_ids_done done, void *arg);
+
 #define SERVE_FEED_TRY_MS 30000
 
 #endif

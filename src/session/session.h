@@ -43,6 +43,7 @@
 struct streams;
 struct http_server;
 struct sessions;
+struct json_t;
 
 /* The relay's append to the `sessions` feed held by another node: the public record body as producer
  * `producer` (epoch, seq). done(arg, rc) runs once, later, on the loop: 0 when the feed's holder
@@ -50,6 +51,11 @@ struct sessions;
 typedef void (*sessions_feed_done)(void *arg, int rc);
 typedef void (*sessions_feed_append)(void *ctx, const char *producer, int64_t epoch, int64_t seq,
                                      const char *body, size_t len, sessions_feed_done done, void *arg);
+/* The ids of shard `shard`'s sessions that the feed another node holds lists (GET /v1/sessions
+ * ?shard=k on its holder): done(arg, ids) once, later, on the loop, with a JSON array of strings
+ * (borrowed for the call), or NULL when it could not be asked. */
+typedef void (*sessions_feed_ids_done)(void *arg, struct json_t *ids);
+typedef void (*sessions_feed_ids)(void *ctx, int shard, sessions_feed_ids_done done, void *arg);
 
 struct sessions_config {
     const char *data_dir; /* new workspaces go to DATA/workspaces/<id> */
@@ -69,10 +75,12 @@ struct sessions_config {
     /* Several nodes (--shard-policy balance). defer_load: sessions_new loads no shard, the caller loads
      * each with its own lease (sessions_load_shard). directory: GET /v1/sessions answers from the
      * `sessions` feed (every node's sessions) on the feed's holder. feed_append: the relay's append
-     * when another node holds the feed (serve's, over HTTP); NULL: the feed is always local. */
+     * when another node holds the feed (serve's, over HTTP); NULL: the feed is always local.
+     * feed_ids: what that feed lists of a shard, for the repair at each load (session_shard.c). */
     int defer_load;
     int directory;
     sessions_feed_append feed_append;
+    sessions_feed_ids feed_ids;
     void *feed_ctx;
 };
 

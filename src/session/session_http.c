@@ -525,8 +525,38 @@ static int session__newest_first(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
+/* GET /v1/sessions?shard=k: the ids of shard k's sessions this node lists (on the feed's holder: the
+ * feed's, every node's; elsewhere its own), for the feed's repair by the shard's next holder
+ * (session_shard.c). Deleted ones are not listed. */
+static void session__list_shard(struct sessions *s, struct http_req *req, const char *shard_s)
+{
+    char *end;
+    long k = strtol(shard_s, &end, 10);
+    if (*shard_s == '\0' || *end != '\0' || k < 0 || k >= s->nshards)
+        return http_res_error(req, ERR_BAD_REQUEST, "shard must be 0..%d", s->nshards - 1);
+    int feed = s->cfg.directory && s->ss && streams_shard_held(s->ss, 0);
+    json_t *all = feed ? session__directory(s) : json_object(), *ids = json_array(), *v;
+    if (!feed) {
+        struct session__list l = {.arr = json_array()};
+        map_each(&s->by_id, session__collect, &l);
+        size_t i;
+        json_array_foreach (l.arr, i, v)
+            json_object_set(all, json_string_value(json_object_get(v, "id")) ?: "", v);
+        json_decref(l.arr);
+    }
+    const char *key;
+    json_object_foreach (all, key, v)
+        if (*key && session__shard_of(s, key) == (int)k)
+            json_array_append_new(ids, json_string(key));
+    json_decref(all);
+    http_res_json(req, 200, json_pack("{s:o}", "ids", ids));
+}
+
 static void session__list(struct sessions *s, struct http_req *req)
 {
+    char *shard_s = NULL;
+    if (http_req_query_param(req, "shard", &shard_s) > 0)
+        return session__list_shard(s, req, shard_s);
     char *tag = NULL, *limit_s = NULL, *before_s = NULL;
     http_req_query_param(req, "tag", &tag);
     http_req_query_param(req, "limit", &limit_s);

@@ -116,6 +116,7 @@ struct session__shard {
     int loaded;    /* its registry was replayed (sessions_load_shard) and not unloaded since */
     size_t forks;  /* forks of its sessions in flight (session_fork.c): their children come here */
     int node_lost; /* its previous holder was another node: the runs it shows running end node_lost */
+    unsigned gen;  /* counts its loads and unloads: a feed repair of an earlier load is moot */
     /* The relay to a feed another node holds (session_shard.c): records in order, one in flight. */
     struct session__relayed *relay_head, *relay_tail;
     int relay_busy;

@@ -247,6 +247,87 @@ static struct session__of_shard session__sessions_of(struct sessions *s, int k)
     return l;
 }
 
+/* ---- the feed's repair at each load (several nodes) ----
+ * A record reaches a feed another node holds after its registry record committed (the relay): a
+ * node that dies in between leaves the feed a record behind (a session created and not listed, one
+ * deleted and listed still). The next load of the shard, by whichever node, compares what the feed
+ * lists of the shard with the registry just read, and relays what is missing: an insert for a
+ * session the feed does not list, a delete for an id it lists that the registry has not; on an
+ * adoption (node_lost) an update of every other session too, as before (their runs ended node_lost).
+ * Only sessions of the load are compared (ids: those loaded): one created since relays its own
+ * insert. A repair whose answer comes after the shard was unloaded or loaded again is dropped. */
+struct session__repair {
+    struct sessions *s;
+    int k;
+    unsigned gen; /* the shard's load it repairs */
+    int node_lost;
+    json_t *ids; /* the ids loaded */
+};
+
+static json_t *session__tombstone(const char *id)
+{
+    return json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:s}}", "type", "session", "key", id, "value", "id", id,
+                     "status", "deleted", "headers", "operation", "delete");
+}
+
+/* listed: the feed's ids of shard k as an object's keys (NULL: unknown, the feed not read). */
+static void session__repair_apply(struct sessions *s, int k, json_t *ids, json_t *listed, int node_lost)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach (ids, i, v) {
+        const char *id = json_string_value(v);
+        struct session *se = map_get(&s->by_id, id, strlen(id));
+        if (se == NULL || se->deleted || se->shard != k)
+            continue;
+        if (listed && json_object_get(listed, id) == NULL)
+            session__relay(s, se, k, session__public_msg(se, "insert"));
+        else if (node_lost)
+            session__relay(s, se, k, session__public_msg(se, "update"));
+    }
+    const char *id;
+    json_object_foreach (listed, id, v)
+        if (session__shard_of(s, id) == k && map_get(&s->by_id, id, strlen(id)) == NULL)
+            session__relay(s, NULL, k, session__tombstone(id));
+}
+
+static void session__repair_done(void *arg, json_t *answer)
+{
+    struct session__repair *r = arg;
+    struct sessions *s = r->s;
+    if (!s->freeing && s->shards[r->k].loaded && s->shards[r->k].gen == r->gen) {
+        json_t *listed = answer ? json_object() : NULL;
+        size_t i;
+        json_t *v;
+        json_array_foreach (answer, i, v)
+            if (json_is_string(v))
+                json_object_set_new(listed, json_string_value(v), json_true());
+        if (answer == NULL)
+            log_warn("session: the sessions feed's ids of shard %d could not be read: not repaired", r->k);
+        session__repair_apply(s, r->k, r->ids, listed, r->node_lost);
+        json_decref(listed);
+    }
+    json_decref(r->ids);
+    free(r);
+    session__registry_unref(s);
+}
+
+static void session__repair_start(struct sessions *s, int k, json_t *ids, int node_lost)
+{
+    if (!session__feed_remote(s)) { /* the feed is here: its directory */
+        json_t *dir = session__directory(s);
+        session__repair_apply(s, k, ids, dir, node_lost);
+        json_decref(dir);
+    } else if (s->cfg.feed_ids == NULL) {
+        session__repair_apply(s, k, ids, NULL, node_lost);
+    } else {
+        struct session__repair *r = xcalloc(1, sizeof *r);
+        *r = (struct session__repair){s, k, s->shards[k].gen, node_lost, json_incref(ids)};
+        s->live++; /* released by session__repair_done */
+        s->cfg.feed_ids(s->cfg.feed_ctx, k, session__repair_done, r);
+    }
+}
+
 int sessions_load_shard(struct sessions *s, int k, int64_t epoch, int node_lost)
 {
     if (k < 0 || k >= s->nshards || s->ss == NULL)
@@ -268,18 +349,24 @@ int sessions_load_shard(struct sessions *s, int k, int64_t epoch, int node_lost)
     session__apply(s, k, msgs, own);
     json_decref(legacy);
     json_decref(msgs);
+    sh->gen++;
+    int repair = s->cfg.defer_load; /* several nodes: the feed may be behind the registry */
     struct session__of_shard l = session__sessions_of(s, k);
+    json_t *ids = json_array();
     for (size_t i = 0; i < l.n; i++) {
         struct session *se = l.v[i];
         session__recover(s, se);
         if (json_object_get(own, se->id) == NULL) /* known from the old registry only: copied */
             session__write(s, se, SESSION_W_RECORD, NULL, reg, session__record_msg(se, "update"));
-        if (node_lost) { /* adopted: the feed hears of it again from its new owner (a gap closed) */
+        if (node_lost && !repair) /* adopted: the feed hears of it again from its new owner */
             session__relay(s, se, k, session__public_msg(se, "update"));
-        }
+        json_array_append_new(ids, json_string(se->id));
     }
     free(l.v);
     json_decref(own);
+    if (repair)
+        session__repair_start(s, k, ids, node_lost);
+    json_decref(ids);
     /* Several nodes: this node knows every session of shard k now (one owner per shard), so the
      * directories here of k's ids that none has are orphans; those of other shards' ids may be
      * sessions another node owns (a hand-off moved them), and stay. One process (not defer_load)
@@ -326,6 +413,7 @@ int sessions_unload_shard(struct sessions *s, int k)
     }
     free(l.v);
     s->shards[k].loaded = 0;
+    s->shards[k].gen++;
     return 0;
 }
 
