@@ -7,7 +7,8 @@
 #   - GET /v1/sessions on every node lists all 6 (shard 0's holder answers from the feed), and the
 #     `sessions` feed, materialized by key, lists them, each inserted once;
 #   - a session owned by node A (one that does not hold shard 0: its records reach the feed through
-#     the relay over HTTP) is followed live through B; A is killed with -9: its shards are taken by
+#     the relay over HTTP) is followed live through B; with a run on B too, GET /v1/nodes through C
+#     shows the live agents of A and B; A is killed with -9: its shards are taken by
 #     B and C, the run in flight ends node_lost, the next message (through B) is answered; a session
 #     placed on the dead node is 503; the feed still lists the 6, each inserted once;
 #   - D joins B and C (which hold all 64): a session placed on D before it holds a shard waits for
@@ -55,6 +56,11 @@ def shards_by_node(srv):
     r = srv.request("GET", "/v1/nodes")
     return {n["node"]: n.get("shards") or 0 for n in json.loads(r.body)["nodes"] if n.get("state") == "live"} \
         if r.status == 200 else {}
+
+
+def agents_by_node(srv):
+    r = srv.request("GET", "/v1/nodes")
+    return {n["node"]: n.get("agents") for n in json.loads(r.body)["nodes"]} if r.status == 200 else {}
 
 
 def listed(srv):
@@ -143,6 +149,14 @@ def main(tap):
         tap.ok(run and wait_for(lambda: sum(1 for e in fol.events if e.get("run") == run and e.get("type") == "message") >= 3, 15),
                "a session of A, followed live through B, shows its run (three messages)", f"{r!r} {len(fol.events)}")
         tap.is_(r.header("Agentd-Node"), a.url, "A runs it (Agentd-Node)")
+        # Every node's live agents, asked of the third: GET /v1/nodes (each node's heartbeat records its
+        # count). GET /v1/agents is the catalogue of agents a session can be created with, the same on
+        # every node running this binary: not fanned out.
+        sb = next(s for s in sids if owner[s] is b)
+        rb, runb = message(c, sb, "count 1 50; sleep 4")
+        tap.ok(runb and rb.header("Agentd-Node") == b.url, "a run on a session of B, asked through C", repr(rb))
+        tap.ok(wait_for(lambda: (agents_by_node(c).get(a.url) or 0) >= 1 and (agents_by_node(c).get(b.url) or 0) >= 1, 10),
+               "GET /v1/nodes through C shows the live agents of A and of B", repr(agents_by_node(c)))
         lost = held(pg, a.url)
         a.kill9()
         r = create(b, work, a.url)  # before the heartbeats say A is gone
