@@ -28,8 +28,8 @@
 #define SERVE_PLACE_MAX_NODES 64
 #define SERVE_PLACED          "agentd-placed"
 /* How often a placed request waiting for a shard looks again, and how long it waits at most: the
- * hand-off gives a newcomer its first shard after the live window and two leases (about 5 leases,
- * pg_placement.t: 5-7 s at --lease-ms 1000), and within a client's patience. */
+ * hand-off gives a newcomer its first shard within a few leases (pg_placement.t: 3.8 s at
+ * --lease-ms 1000), and within a client's patience. */
 #define SERVE_PLACE_TICK_MS   50
 #define SERVE_PLACE_WAIT_MS   30000
 

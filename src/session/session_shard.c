@@ -271,9 +271,10 @@ static json_t *session__tombstone(const char *id)
 }
 
 /* listed: the feed's ids of shard k as an object's keys (NULL: unknown, the feed not read). */
-static void session__repair_apply(struct sessions *s, int k, json_t *ids, json_t *listed, int node_lost)
+static void session__repair_apply(struct sessions *s, int k, json_t *ids, json_t *listed, int node_lost,
+                                  const char *how)
 {
-    size_t i;
+    size_t i, inserts = 0, deletes = 0;
     json_t *v;
     json_array_foreach (ids, i, v) {
         const char *id = json_string_value(v);
@@ -281,14 +282,17 @@ static void session__repair_apply(struct sessions *s, int k, json_t *ids, json_t
         if (se == NULL || se->deleted || se->shard != k)
             continue;
         if (listed && json_object_get(listed, id) == NULL)
-            session__relay(s, se, k, session__public_msg(se, "insert"));
+            session__relay(s, se, k, session__public_msg(se, "insert")), inserts++;
         else if (node_lost)
             session__relay(s, se, k, session__public_msg(se, "update"));
     }
     const char *id;
     json_object_foreach (listed, id, v)
         if (session__shard_of(s, id) == k && map_get(&s->by_id, id, strlen(id)) == NULL)
-            session__relay(s, NULL, k, session__tombstone(id));
+            session__relay(s, NULL, k, session__tombstone(id)), deletes++;
+    if (inserts || deletes)
+        log_info("session: the sessions feed (%s) was behind shard %d's registry: %zu inserted, %zu deleted",
+                 how, k, inserts, deletes);
 }
 
 static void session__repair_done(void *arg, json_t *answer)
@@ -304,7 +308,7 @@ static void session__repair_done(void *arg, json_t *answer)
                 json_object_set_new(listed, json_string_value(v), json_true());
         if (answer == NULL)
             log_warn("session: the sessions feed's ids of shard %d could not be read: not repaired", r->k);
-        session__repair_apply(s, r->k, r->ids, listed, r->node_lost);
+        session__repair_apply(s, r->k, r->ids, listed, r->node_lost, "through its holder");
         json_decref(listed);
     }
     json_decref(r->ids);
@@ -316,10 +320,10 @@ static void session__repair_start(struct sessions *s, int k, json_t *ids, int no
 {
     if (!session__feed_remote(s)) { /* the feed is here: its directory */
         json_t *dir = session__directory(s);
-        session__repair_apply(s, k, ids, dir, node_lost);
+        session__repair_apply(s, k, ids, dir, node_lost, "here");
         json_decref(dir);
     } else if (s->cfg.feed_ids == NULL) {
-        session__repair_apply(s, k, ids, NULL, node_lost);
+        session__repair_apply(s, k, ids, NULL, node_lost, "not read");
     } else {
         struct session__repair *r = xcalloc(1, sizeof *r);
         *r = (struct session__repair){s, k, s->shards[k].gen, node_lost, json_incref(ids)};

@@ -99,8 +99,14 @@ def repaired(tap, pg, nodes):
     tap.ok(wait_for(lambda: x not in feed(c)[0] and y in feed(c)[0], 15),
            "the feed no longer lists X, and lists Y", repr(sorted(feed(c)[0])))
     tap.is_(feed(c)[1].get(y), 1, "Y is inserted once in the feed")
+    for n in (c, d):  # which repaired, and through which way (the feed here or through its holder)
+        tap.diag(f"{n.url}: " + " ".join(ln for ln in n.stderr_tail().splitlines() if "was behind" in ln))
     tap.ok(wait_for(lambda: listed(c) == [y] and listed(d) == [y], 10),
            "GET /v1/sessions on C and D lists Y, not X", repr([listed(c), listed(d)]))
+    ids = lambda n, sid: json.loads(n.request("GET", f"/v1/sessions?shard={shard_of(sid)}").body).get("ids")  # noqa: E731
+    tap.ok(all(y in ids(n, y) and x not in ids(n, x) for n in (c, d)),
+           "GET /v1/sessions?shard=k (what the repair asks the feed's holder) through C and D: Y's shard lists "
+           "Y, X's does not list X", repr([(ids(n, y), ids(n, x)) for n in (c, d)]))
     tap.is_(c.request("GET", f"/v1/sessions/{x}").status, 404, "X is gone")
     tap.is_(c.request("GET", f"/v1/sessions/{y}").status, 200, "Y answers")
     for n in (c, d):
