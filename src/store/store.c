@@ -158,6 +158,18 @@ int store_load(struct store *s, const uint64_t *shards, store_meta_cb on_stream,
                  : store_sqlite_load(s->sq, on_stream, on_producer, arg);
 }
 
+int store_load_pooled(struct store *s, const uint64_t *shards, store_meta_cb on_stream,
+                      store_producer_cb on_producer, void *arg)
+{
+    return s->pg ? store_pg_load_pooled(s->pg, shards, on_stream, on_producer, arg) : -ENOTSUP;
+}
+
+void store_loaded(struct store *s, const struct store_meta *m)
+{
+    if (s->pg)
+        store_pg_loaded(s->pg, m);
+}
+
 int store_stream_id_reserve(struct store *s, int64_t *id)
 {
     return s->pg ? store_pg_stream_id_reserve(s->pg, id) : -ENOTSUP;

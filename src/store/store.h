@@ -228,6 +228,15 @@ typedef void (*store_meta_cb)(const struct store_meta *m, void *arg);
 typedef void (*store_producer_cb)(int64_t stream, const char *pid, int64_t epoch, int64_t seq, void *arg);
 int store_load(struct store *s, const uint64_t *shards, store_meta_cb on_stream,
                store_producer_cb on_producer, void *arg) CORE_UNUSED_RESULT;
+/* A load off the loop (a balance node's take of shards, doc/ARCHITECTURE.md "Several nodes on one
+ * database"): store_load, store_load_ids and store_load_refs from any thread, each on a reader of
+ * store_read_pooled's (the same slots and waits; store_reads_cancel fails them). What they report is
+ * not noted in the store: the loop, which keeps the rows, hands each to store_loaded (PostgreSQL:
+ * the map of stream id to shard that fences a batch's rows naming only their stream). SQLite:
+ * -ENOTSUP (its loads are of a local file, on the loop), and store_loaded does nothing. */
+int store_load_pooled(struct store *s, const uint64_t *shards, store_meta_cb on_stream,
+                      store_producer_cb on_producer, void *arg) CORE_UNUSED_RESULT;
+void store_loaded(struct store *s, const struct store_meta *m);
 
 /*
  * Fork references (doc/SHARDING-PLAN.md §2.3): the set of (source, fork) pairs, one per fork that
@@ -257,6 +266,11 @@ int store_fork_refs_leaked_pooled(struct store *s, const uint64_t *shards, store
  * producers: the fork sources of loaded streams that are in shards not loaded (stubs). */
 int store_load_ids(struct store *s, const int64_t *ids, size_t n, store_meta_cb on_stream,
                    void *arg) CORE_UNUSED_RESULT;
+/* store_load_ids and store_load_refs off the loop: see store_load_pooled. */
+int store_load_ids_pooled(struct store *s, const int64_t *ids, size_t n, store_meta_cb on_stream,
+                          void *arg) CORE_UNUSED_RESULT;
+int store_load_refs_pooled(struct store *s, const uint64_t *shards, store_ref_cb cb,
+                           void *arg) CORE_UNUSED_RESULT;
 
 /* Batch writes. Each returns 0 or a negative errno; a failure also poisons the batch. */
 int store_stream_insert(struct store *s, struct store_meta *m); /* sets m->id, unless one is set */

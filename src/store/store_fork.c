@@ -47,7 +47,19 @@ int store_fork_refs_leaked(struct store *s, const uint64_t *shards, store_ref_cb
 
 int store_fork_refs_leaked_pooled(struct store *s, const uint64_t *shards, store_ref_cb cb, void *arg)
 {
-    return store__is_pg(s) ? store_pg_refs_leaked_pooled(store__pg(s), shards, cb, arg) : 0;
+    return store__is_pg(s) ? store_pg_refs_pooled(store__pg(s), shards, 1, cb, arg) : 0;
+}
+
+int store_load_refs_pooled(struct store *s, const uint64_t *shards, store_ref_cb cb, void *arg)
+{
+    return store__is_pg(s) ? store_pg_refs_pooled(store__pg(s), shards, 0, cb, arg) : -ENOTSUP;
+}
+
+int store_load_ids_pooled(struct store *s, const int64_t *ids, size_t n, store_meta_cb on_stream, void *arg)
+{
+    if (n == 0)
+        return 0;
+    return store__is_pg(s) ? store_pg_load_ids_pooled(store__pg(s), ids, n, on_stream, arg) : -ENOTSUP;
 }
 
 /* SQLite: the full load, of which the ids asked for. It never runs in practice: SQLite has one

@@ -48,7 +48,12 @@ struct store_pg *store__pg(struct store *s);
 int store_pg_fork_ref(struct store_pg *s, int64_t src, int64_t fork, int ref);
 int store_pg_load_ids(struct store_pg *s, const int64_t *ids, size_t n, store_meta_cb on_stream, void *arg);
 int store_pg_load_refs(struct store_pg *s, const uint64_t *shards, int leaked, store_ref_cb cb, void *arg);
-int store_pg_refs_leaked_pooled(struct store_pg *s, const uint64_t *shards, store_ref_cb cb, void *arg);
+int store_pg_refs_pooled(struct store_pg *s, const uint64_t *shards, int leaked, store_ref_cb cb, void *arg);
+int store_pg_load_pooled(struct store_pg *s, const uint64_t *shards, store_meta_cb on_stream,
+                         store_producer_cb on_producer, void *arg);
+int store_pg_load_ids_pooled(struct store_pg *s, const int64_t *ids, size_t n, store_meta_cb on_stream,
+                             void *arg);
+void store_pg_loaded(struct store_pg *s, const struct store_meta *m);
 int store_pg_record_append(struct store_pg *s, int64_t stream, int64_t off, const void *data, size_t len);
 int store_pg_producer_put(struct store_pg *s, int64_t stream, const char *pid, int64_t epoch, int64_t seq);
 /* marked: only the batches sealed before the last store_pg_sync_begin (all of them without one). */

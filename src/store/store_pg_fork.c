@@ -1,7 +1,7 @@
 /*
  * store_pg_fork — agentd_fork_refs read back (store.h, "Fork references"): the refs of the sources
  * of some shards, at a load, and those of them whose fork row is gone, for the sweep of the
- * sources' owner (on a reader: store_pg_refs_leaked_pooled). The batch rows (ref, unref) are store_pg.c's.
+ * sources' owner (on a reader: store_pg_refs_pooled, as a load off the loop reads the refs). The batch rows (ref, unref) are store_pg.c's.
  */
 #include "store/store_pg_int.h"
 
@@ -45,15 +45,15 @@ int store_pg_load_refs(struct store_pg *s, const uint64_t *shards, int leaked, s
     return rc;
 }
 
-/* An anti-join over every ref of the shards (170 ms with 100,000 refs in 200,000 streams): on a
- * reader, never the loop's connection. */
-int store_pg_refs_leaked_pooled(struct store_pg *s, const uint64_t *shards, store_ref_cb cb, void *arg)
+/* On a reader, never the loop's connection: leaked, an anti-join over every ref of the shards
+ * (170 ms with 100,000 refs in 200,000 streams); else a load of taken shards off the loop. */
+int store_pg_refs_pooled(struct store_pg *s, const uint64_t *shards, int leaked, store_ref_cb cb, void *arg)
 {
     char set[STORE_SHARDS * 4 + 3];
     pg__shard_set(shards, set);
     const char *v = set;
     PGresult *r = NULL;
-    int rc = pg__pooled_query(s, pg__leaked_sql, 1, &v, &r);
+    int rc = pg__pooled_query(s, leaked ? pg__leaked_sql : pg__refs_sql, 1, &v, &r);
     if (rc == 0)
         pg__refs_report(r, cb, arg);
     PQclear(r);

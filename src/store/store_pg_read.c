@@ -172,16 +172,33 @@ int64_t pg__int(const PGresult *r, int row, int col)
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-/* shards: NULL, or the set as a PostgreSQL array. */
-static int pg__load_producers(struct store_pg *s, const char *shards, store_producer_cb on_producer,
-                              void *arg)
+static struct pg__reader *pg__reader_take(struct store_pg *s);
+static void pg__reader_give(struct store_pg *s, struct pg__reader *p);
+static PGresult *pg__reader_query(struct store_pg *s, struct pg__reader *p, const char *sql, int n,
+                                  const char *const *vals);
+
+/* A load's query on the loop's connection (p NULL: text results) or on reader p (binary): 0 with
+ * *out its rows, or -errno (-ENOTCONN: no connection). */
+static int pg__load_query(struct store_pg *s, struct pg__reader *p, const char *sql, int n,
+                          const char *const *vals, PGresult **out)
 {
-    PGresult *r = shards ? pg__query(s,
-                                     "SELECT stream, pid, epoch, seq FROM agentd_producers WHERE stream IN"
-                                     " (SELECT id FROM agentd_streams WHERE shard = ANY($1::int[]))",
-                                     1, &shards, 0)
-                         : pg__query(s, "SELECT stream, pid, epoch, seq FROM agentd_producers", 0, NULL, 0);
-    int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
+    PGresult *r = p ? pg__reader_query(s, p, sql, n, vals) : pg__query(s, sql, n, vals, 0);
+    int rc = pg__rows(p ? p->conn : s->conn, r);
+    *out = rc == 0 ? r : NULL;
+    return rc;
+}
+
+/* shards: NULL, or the set as a PostgreSQL array. */
+static int pg__load_producers(struct store_pg *s, struct pg__reader *p, const char *shards,
+                              store_producer_cb on_producer, void *arg)
+{
+    PGresult *r;
+    int rc = shards
+                 ? pg__load_query(s, p,
+                                  "SELECT stream, pid, epoch, seq FROM agentd_producers WHERE stream IN"
+                                  " (SELECT id FROM agentd_streams WHERE shard = ANY($1::int[]))",
+                                  1, &shards, &r)
+                 : pg__load_query(s, p, "SELECT stream, pid, epoch, seq FROM agentd_producers", 0, NULL, &r);
     for (int i = 0; rc == 0 && i < PQntuples(r); i++)
         on_producer(pg__int(r, i, 0), PQgetvalue(r, i, 1), pg__int(r, i, 2), pg__int(r, i, 3), arg);
     PQclear(r);
@@ -224,22 +241,30 @@ static void pg__meta(const PGresult *r, int i, struct store_meta *m)
     };
 }
 
-/* Reports each row of a query of PG_META_COLUMNS, which goes in the shard map. */
-static void pg__report(struct store_pg *s, const PGresult *r, store_meta_cb on_stream, void *arg)
+/* Reports each row of a query of PG_META_COLUMNS; the loop's load (p NULL) puts each in the shard
+ * map, a reader's leaves that to store_pg_loaded (the map is the loop's). */
+static void pg__report(struct store_pg *s, struct pg__reader *p, const PGresult *r, store_meta_cb on_stream,
+                       void *arg)
 {
     for (int i = 0; i < PQntuples(r); i++) {
         struct store_meta m;
         pg__meta(r, i, &m);
-        pg__ids_put(&s->ids, m.id, m.shard);
+        if (p == NULL)
+            pg__ids_put(&s->ids, m.id, m.shard);
         on_stream(&m, arg);
         store_meta_clear(&m);
     }
 }
 
-/* Every stream loaded goes in the shard map (what a batch's rows are fenced with); a load of every
- * shard starts it afresh. */
-int store_pg_load(struct store_pg *s, const uint64_t *shards, store_meta_cb on_stream,
-                  store_producer_cb on_producer, void *arg)
+void store_pg_loaded(struct store_pg *s, const struct store_meta *m)
+{
+    pg__ids_put(&s->ids, m->id, m->shard);
+}
+
+/* store_pg_load on the loop's connection (p NULL) or on reader p. Every stream the loop loads goes in
+ * the shard map (what a batch's rows are fenced with); its load of every shard starts it afresh. */
+static int pg__load(struct store_pg *s, struct pg__reader *p, const uint64_t *shards, store_meta_cb on_stream,
+                    store_producer_cb on_producer, void *arg)
 {
     char set[STORE_SHARDS * 4 + 3];
     size_t n = 0;
@@ -249,23 +274,39 @@ int store_pg_load(struct store_pg *s, const uint64_t *shards, store_meta_cb on_s
             n += (size_t)snprintf(set + n, sizeof set - n, "%s%d", n > 1 ? "," : "", k);
     snprintf(set + n, sizeof set - n, "}");
     const char *v = set;
-    PGresult *r =
-        shards ? pg__query(s,
-                           "SELECT " PG_META_COLUMNS
-                           " FROM agentd_streams s WHERE shard = ANY($1::int[]) ORDER BY id",
-                           1, &v, 0)
-               : pg__query(s, "SELECT " PG_META_COLUMNS " FROM agentd_streams s ORDER BY id", 0, NULL, 0);
-    int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
-    if (rc == 0 && shards == NULL)
+    PGresult *r;
+    int rc = shards ? pg__load_query(s, p,
+                                     "SELECT " PG_META_COLUMNS
+                                     " FROM agentd_streams s WHERE shard = ANY($1::int[]) ORDER BY id",
+                                     1, &v, &r)
+                    : pg__load_query(s, p, "SELECT " PG_META_COLUMNS " FROM agentd_streams s ORDER BY id", 0,
+                                     NULL, &r);
+    if (rc == 0 && shards == NULL && p == NULL)
         pg__ids_clear(&s->ids);
     if (rc == 0)
-        pg__report(s, r, on_stream, arg);
+        pg__report(s, p, r, on_stream, arg);
     PQclear(r);
-    return rc ? rc : pg__load_producers(s, shards ? set : NULL, on_producer, arg);
+    return rc ? rc : pg__load_producers(s, p, shards ? set : NULL, on_producer, arg);
+}
+
+int store_pg_load(struct store_pg *s, const uint64_t *shards, store_meta_cb on_stream,
+                  store_producer_cb on_producer, void *arg)
+{
+    return pg__load(s, NULL, shards, on_stream, on_producer, arg);
+}
+
+int store_pg_load_pooled(struct store_pg *s, const uint64_t *shards, store_meta_cb on_stream,
+                         store_producer_cb on_producer, void *arg)
+{
+    struct pg__reader *p = pg__reader_take(s);
+    int rc = pg__load(s, p, shards, on_stream, on_producer, arg);
+    pg__reader_give(s, p);
+    return rc;
 }
 
 /* Stubs by id (store_load_ids): ids as a PostgreSQL array, in pieces so that the text stays small. */
-int store_pg_load_ids(struct store_pg *s, const int64_t *ids, size_t n, store_meta_cb on_stream, void *arg)
+static int pg__load_ids(struct store_pg *s, struct pg__reader *p, const int64_t *ids, size_t n,
+                        store_meta_cb on_stream, void *arg)
 {
     int rc = 0;
     for (size_t at = 0; rc == 0 && at < n;) {
@@ -275,14 +316,28 @@ int store_pg_load_ids(struct store_pg *s, const int64_t *ids, size_t n, store_me
             buf_printf(&set, "%s%lld", k ? "," : "", (long long)ids[at]);
         buf_append(&set, "}", 2);
         const char *v = set.p;
-        PGresult *r = pg__query(
-            s, "SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE id = ANY($1::bigint[])", 1, &v, 0);
-        rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : pg__errno(s->conn, r);
+        PGresult *r;
+        rc = pg__load_query(
+            s, p, "SELECT " PG_META_COLUMNS " FROM agentd_streams s WHERE id = ANY($1::bigint[])", 1, &v, &r);
         if (rc == 0)
-            pg__report(s, r, on_stream, arg);
+            pg__report(s, p, r, on_stream, arg);
         PQclear(r);
         buf_free(&set);
     }
+    return rc;
+}
+
+int store_pg_load_ids(struct store_pg *s, const int64_t *ids, size_t n, store_meta_cb on_stream, void *arg)
+{
+    return pg__load_ids(s, NULL, ids, n, on_stream, arg);
+}
+
+int store_pg_load_ids_pooled(struct store_pg *s, const int64_t *ids, size_t n, store_meta_cb on_stream,
+                             void *arg)
+{
+    struct pg__reader *p = pg__reader_take(s);
+    int rc = pg__load_ids(s, p, ids, n, on_stream, arg);
+    pg__reader_give(s, p);
     return rc;
 }
 
