@@ -28,7 +28,6 @@
 #define STREAM_PROBE_POLL_MS 20
 
 static void streams__reload(struct streams *ss);
-static void streams__unavailable(struct streams *ss, int rc);
 static void streams__on_retry(uv_timer_t *t);
 
 /*
@@ -748,7 +747,7 @@ static void streams__clear(struct streams *ss)
     map_clear(&ss->suspects);
 }
 
-static void streams__unavailable(struct streams *ss, int rc)
+void streams__unavailable(struct streams *ss, int rc)
 {
     if (!ss->unavailable)
         log_warn("stream: the store cannot take writes (%s); writes are refused until it can",
@@ -836,7 +835,10 @@ int streams_new(struct streams **out, uv_loop_t *loop, struct store *store, cons
     ss->next_seq = 1;
     ss->fork_sweep_ms = streams__fork_sweep_ms();
     ss->fork_swept_ms = clock_wall_ms();
-    int rc = streams__load(ss);
+    int any = 0;
+    for (int w = 0; w < STORE_SHARD_WORDS; w++)
+        any |= ss->loaded[w] != 0;
+    int rc = any ? streams__load(ss) : 0; /* none: no query (a node that loads each shard it takes) */
     if (rc != 0) {
         snprintf(err, errlen, "cannot load streams: %s", strerror(-rc));
         streams__clear(ss);
@@ -907,8 +909,8 @@ void streams_free(struct streams *ss)
     if (ss == NULL)
         return;
     streams_flush(ss);
+    ss->stopped = 1; /* before the stop of reads: a load waiting ends without its callback */
     streams__reads_stop(ss);
-    ss->stopped = 1;
     streams__clear(ss);
     uv_close((uv_handle_t *)&ss->check, NULL);
     uv_close((uv_handle_t *)&ss->idle, NULL);

@@ -182,6 +182,19 @@ int streams_reserve_id(struct streams *ss, int64_t *id);
  * links the new streams to their fork sources; they are then loaded and held. 0, or the store's
  * -errno with nothing of them loaded. */
 int streams_load_shards(struct streams *ss, const uint64_t *bitmap) CORE_UNUSED_RESULT;
+/* streams_load_shards off the loop (a node taking shards while it serves others: the store's query
+ * on the loop would hold every request for as long as the database takes): the rows are read on a
+ * reader of the store (store_read_pooled's slots; it waits for one when all are busy, before the
+ * reads waiting), then taken in on the loop, where done(ss, shards, rc, arg) runs: rc 0, the shards
+ * (those of bitmap that were not loaded) are loaded and held; -errno, nothing of them is
+ * (-ESHUTDOWN: reads were cancelled, streams_reads_cancel). Not called once streams_free ran. One load at
+ * a time; meanwhile no shard may be loaded or dropped here (streams_load_shards, streams_drop_shard).
+ * 0 (started or waiting), -EALREADY (every shard loaded: done is not called), -EBUSY (a load runs),
+ * -ENOTSUP (a store without readers: SQLite; call streams_load_shards). */
+typedef void (*streams_load_cb)(struct streams *ss, const uint64_t *shards, int rc, void *arg);
+int streams_load_shards_start(struct streams *ss, const uint64_t *bitmap, streams_load_cb done, void *arg);
+/* Is a streams_load_shards_start load waiting or running? */
+int streams_loading(const struct streams *ss);
 /* Is anything of shard k in flight: an op queued in the open batch or waiting for its fsync, a
  * stream it touches or deletes not yet committed and durable? streams_flush, then turning the loop
  * until streams_syncing is 0, drains it (once the shard is not held, nothing new comes in). */

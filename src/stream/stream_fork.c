@@ -79,7 +79,7 @@ int streams_reserve_id(struct streams *ss, int64_t *id) { return store_stream_id
 
 /* ---- loading and dropping a shard's refs ---- */
 
-static void stream__load_ref(int64_t src_id, int64_t fork, void *arg)
+void streams__load_ref(int64_t src_id, int64_t fork, void *arg)
 {
     struct streams *ss = arg;
     struct stream *src = stream__by_id(ss, src_id);
@@ -93,7 +93,7 @@ static void stream__load_ref(int64_t src_id, int64_t fork, void *arg)
 
 int streams__load_refs(struct streams *ss, const uint64_t *filter)
 {
-    return store_load_refs(ss->store, filter, stream__load_ref, ss);
+    return store_load_refs(ss->store, filter, streams__load_ref, ss);
 }
 
 struct stream__refs_drop {
@@ -129,14 +129,9 @@ void streams__drop_refs(struct streams *ss, int k)
 
 /* ---- the owner's sweep ---- */
 
-struct stream__leaked {
-    int64_t (*v)[2];
-    size_t n, cap;
-};
-
-static void stream__collect_leaked(int64_t src, int64_t fork, void *arg)
+void streams__collect_pair(int64_t src, int64_t fork, void *arg)
 {
-    struct stream__leaked *l = arg;
+    struct stream__pairs *l = arg;
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 16;
         l->v = xrealloc(l->v, l->cap * sizeof *l->v);
@@ -147,7 +142,7 @@ static void stream__collect_leaked(int64_t src, int64_t fork, void *arg)
 
 struct stream__orphans {
     struct streams *ss;
-    struct stream__leaked ids; /* [0]: the id of a deleted source without refs */
+    struct stream__pairs ids; /* [0]: the id of a deleted source without refs */
 };
 
 static void stream__collect_orphan(const char *key, void *value, void *arg)
@@ -155,7 +150,7 @@ static void stream__collect_orphan(const char *key, void *value, void *arg)
     struct stream__orphans *o = arg;
     struct stream *st = value;
     if (st->m.deleted && st->m.refcount <= 0 && stream__writable(o->ss, st))
-        stream__collect_leaked(st->m.id, 0, &o->ids);
+        streams__collect_pair(st->m.id, 0, &o->ids);
 }
 
 int64_t streams__fork_sweep_ms(void)
@@ -172,7 +167,7 @@ const uint64_t *streams__store_filter(struct streams *ss, const uint64_t *bits)
 }
 
 /* The refs found without a fork row: removed when the sweep before found them too. */
-static void stream__sweep_leaked(struct streams *ss, const struct stream__leaked *l)
+static void stream__sweep_leaked(struct streams *ss, const struct stream__pairs *l)
 {
     /* A ref is removed only when the sweep before found it without a fork row too: a fork's owner
      * commits the fork after its ref (another node, once shards have several holders), and one sweep
@@ -202,14 +197,14 @@ struct stream__sweep_work {
     uint64_t shards[STORE_SHARD_WORDS];
     int all; /* every row (the numberings differ) */
     int rc;
-    struct stream__leaked l;
+    struct stream__pairs l;
 };
 
 static void stream__sweep_work(uv_work_t *w)
 {
     struct stream__sweep_work *sw = w->data;
     sw->rc =
-        store_fork_refs_leaked_pooled(sw->store, sw->all ? NULL : sw->shards, stream__collect_leaked, &sw->l);
+        store_fork_refs_leaked_pooled(sw->store, sw->all ? NULL : sw->shards, streams__collect_pair, &sw->l);
 }
 
 static void stream__sweep_done(uv_work_t *w, int status)
@@ -255,8 +250,8 @@ void streams__fork_sweep(struct streams *ss, int64_t now_ms)
         if (stream__sweep_queue(ss) != 0)
             return;
     } else { /* SQLite: no ref leaks (the query reads nothing) */
-        struct stream__leaked l = {0};
-        if (store_fork_refs_leaked(ss->store, streams__store_filter(ss, ss->held), stream__collect_leaked,
+        struct stream__pairs l = {0};
+        if (store_fork_refs_leaked(ss->store, streams__store_filter(ss, ss->held), streams__collect_pair,
                                    &l) != 0)
             log_warn("stream: cannot read the fork references to reconcile: %s", store_errmsg(ss->store));
         stream__sweep_leaked(ss, &l);

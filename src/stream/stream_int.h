@@ -131,6 +131,8 @@ struct streams {
     struct map suspects;                  /* the refs it found without a fork row last time ("src:fork") */
     int fork_sweeping;                    /* its query runs on a reader, off the loop (PostgreSQL) */
     int stopped; /* streams_free ran: what comes back from the thread pool is not applied */
+    /* streams_load_shards_start's load (stream_shard.c): waiting for a reader, or running on one */
+    struct streams_load *load_waiting, *loading_shards;
 };
 
 /* Media types compare without parameters, case-insensitively. */
@@ -215,6 +217,22 @@ void streams__reads_leave(struct streams *ss);
  * and this was its last work). */
 int streams__pooled_start(struct streams *ss, uv_work_t *w, uv_work_cb work, uv_after_work_cb done);
 void streams__pooled_end(struct streams *ss);
+/* The load of shards waiting for a reader (stream_shard.c): started when one is free (the pump of
+ * reads runs it first), or failed -ESHUTDOWN at a stop (streams__reads_stop). */
+void streams__load_pump(struct streams *ss);
+void streams__load_stop(struct streams *ss);
+/* Pairs of ids (a ref's source and fork) read from the store: streams__collect_pair, a store_ref_cb,
+ * adds one (stream_fork.c). */
+struct stream__pairs {
+    int64_t (*v)[2];
+    size_t n, cap;
+};
+void streams__collect_pair(int64_t src, int64_t fork, void *pairs);
+/* A ref (src, fork) read by a load: counted when src is a stream it loads (stream_fork.c). */
+void streams__load_ref(int64_t src, int64_t fork, void *ss);
+/* The store cannot take writes (rc -ENOTCONN: its database cannot be reached; -EPERM: another node
+ * holds its lease): writes are refused and the reload is tried again until it can (stream.c). */
+void streams__unavailable(struct streams *ss, int rc);
 /* The open batch: arm its commit for this loop turn, mark a stream it touches, queue an op that
  * completes when it is durable. */
 void streams__arm(struct streams *ss);

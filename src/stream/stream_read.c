@@ -493,6 +493,7 @@ static void stream__read_done(uv_work_t *w, int status)
  * the thread pool, where it would hold a thread the committer's sync may need. */
 static void stream__reads_pump(struct streams *ss)
 {
+    streams__load_pump(ss); /* a load of shards first: requests wait for it */
     while (ss->reads_waiting && ss->pool->running < store_read_slots(ss->store)) {
         struct stream_read *rd = ss->reads_waiting;
         if ((ss->reads_waiting = rd->next) == NULL)
@@ -624,6 +625,7 @@ void streams__pooled_end(struct streams *ss)
 
 void streams__reads_stop(struct streams *ss)
 {
+    streams__load_stop(ss);
     /* The list is taken off ss before its callbacks run: one that queues a read (none does at a
      * stop today) queues it on ss's fresh list, which the next turn stops too (or the pump has
      * started it: its completion is counted in reads_running, as every read's is). */

@@ -15,6 +15,8 @@
 #include "stream/stream_int.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -253,16 +255,17 @@ static int stream__load_rows(struct stream__load *c)
     return rc ? rc : streams__load_refs(ss, streams__store_filter(ss, c->want));
 }
 
-int streams__load_bits(struct streams *ss, const uint64_t *want, int undo)
+/* The end of a load: the new streams settle; a failed one with undo leaves nothing of it loaded. */
+static int stream__load_end(struct stream__load *c, int rc, int undo)
 {
-    struct stream__load c = {.ss = ss, .want = want};
-    int rc = stream__load_rows(&c);
+    struct streams *ss = c->ss;
+    const uint64_t *want = c->want;
     for (int k = 0; rc != 0 && undo && k < ss->nshards; k++)
         if (stream__bit(want, k))
             streams__drop_refs(ss, k);
     size_t stubs = 0;
-    for (size_t i = 0; i < c.fresh.n; i++) {
-        struct stream *st = c.fresh.v[i];
+    for (size_t i = 0; i < c->fresh.n; i++) {
+        struct stream *st = c->fresh.v[i];
         st->loading = 0;
         /* undo: a failed load leaves nothing of it loaded: every new stream is a stub, swept below
          * (unless a loaded fork reads through it) */
@@ -274,7 +277,7 @@ int streams__load_bits(struct streams *ss, const uint64_t *want, int undo)
         }
         stubs += st->foreign;
     }
-    free(c.fresh.v);
+    free(c->fresh.v);
     /* A load that made no stub leaves none unneeded (one that becomes loaded only marks more): with
      * one shard, always; the sweep would walk every stream three times. */
     if (stubs)
@@ -282,26 +285,253 @@ int streams__load_bits(struct streams *ss, const uint64_t *want, int undo)
     return rc;
 }
 
-int streams_load_shards(struct streams *ss, const uint64_t *bitmap)
+int streams__load_bits(struct streams *ss, const uint64_t *want, int undo)
 {
-    uint64_t want[STORE_SHARD_WORDS] = {0};
+    struct stream__load c = {.ss = ss, .want = want};
+    return stream__load_end(&c, stream__load_rows(&c), undo);
+}
+
+/* The shards of bitmap not loaded yet, in want: 0 when there is none. */
+static int stream__to_load(const struct streams *ss, const uint64_t *bitmap, uint64_t *want)
+{
     int any = 0;
+    memset(want, 0, STORE_SHARD_WORDS * sizeof *want);
     for (int k = 0; k < ss->nshards; k++)
         if (stream__bit(bitmap, k) && !stream__bit(ss->loaded, k)) {
             want[k / 64] |= 1ull << (k % 64);
             any = 1;
         }
-    if (!any)
-        return 0;
-    int rc = streams__load_bits(ss, want, 1);
-    if (rc != 0)
-        return rc;
+    return any;
+}
+
+static void stream__loaded(struct streams *ss, const uint64_t *want)
+{
     for (int w = 0; w < STORE_SHARD_WORDS; w++) {
         ss->loaded[w] |= want[w];
         ss->held[w] |= want[w];
     }
+}
+
+int streams_load_shards(struct streams *ss, const uint64_t *bitmap)
+{
+    uint64_t want[STORE_SHARD_WORDS];
+    if (!stream__to_load(ss, bitmap, want))
+        return 0;
+    int rc = streams__load_bits(ss, want, 1);
+    if (rc == 0)
+        stream__loaded(ss, want);
+    return rc;
+}
+
+/* ================= loading off the loop ================= */
+
+/*
+ * streams_load_shards_start: the store's rows are read on a reader in libuv's thread pool (one of
+ * store_read_slots, as a catch-up read: the loop's own connection would hold the loop for as long as
+ * the database takes, a lock or a dark host) into memory, then taken in on the loop as
+ * streams_load_shards takes them (stream__load_stream, the links, the refs). The worker cannot see
+ * the registry: it reads every source up the chains its rows read through that it did not read
+ * itself; the loop skips those it has (the memory is ahead), and the sweep frees stubs nobody needs.
+ * Meanwhile nothing of the shards is in memory (they are not loaded), so nothing writes them here.
+ */
+struct stream__rows {
+    struct store_meta *v;
+    size_t n, cap;
+};
+
+struct stream__prod {
+    int64_t id, epoch, seq;
+    char *pid;
+};
+
+struct streams_load {
+    uv_work_t work;
+    struct streams *ss;
+    struct store *store;
+    uint64_t want[STORE_SHARD_WORDS];
+    const uint64_t *filter; /* want, or NULL: the store's numbering is not the registry's */
+    streams_load_cb done;
+    void *arg;
+    int rc;
+    struct stream__rows rows; /* the shards' rows, then (from nshard on) the sources by id */
+    size_t nshard;
+    struct stream__prod *prods;
+    size_t nprods, prods_cap;
+    struct stream__pairs refs;
+};
+
+static void stream__rec_stream(const struct store_meta *m, void *arg)
+{
+    struct stream__rows *r = arg;
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 64;
+        r->v = xrealloc(r->v, r->cap * sizeof *r->v);
+    }
+    memset(&r->v[r->n], 0, sizeof r->v[r->n]);
+    store_meta_copy(&r->v[r->n++], m);
+}
+
+static void stream__rec_producer(int64_t id, const char *pid, int64_t epoch, int64_t seq, void *arg)
+{
+    struct streams_load *l = arg;
+    if (l->nprods == l->prods_cap) {
+        l->prods_cap = l->prods_cap ? l->prods_cap * 2 : 64;
+        l->prods = xrealloc(l->prods, l->prods_cap * sizeof *l->prods);
+    }
+    l->prods[l->nprods++] = (struct stream__prod){.id = id, .epoch = epoch, .seq = seq, .pid = xstrdup(pid)};
+}
+
+static void stream__rec_row(const struct store_meta *m, void *arg)
+{
+    stream__rec_stream(m, &((struct streams_load *)arg)->rows);
+}
+
+/* The sources the rows from `from` on read through that no row read so far is (ids, to read next). */
+static size_t stream__rec_missing(struct streams_load *l, struct map *seen, size_t from, int64_t **ids)
+{
+    size_t n = 0;
+    char key[24];
+    for (size_t i = from; i < l->rows.n; i++)
+        map_put(seen, key, (size_t)snprintf(key, sizeof key, "%lld", (long long)l->rows.v[i].id), l);
+    for (size_t i = from; i < l->rows.n; i++) {
+        int64_t src = l->rows.v[i].fork_src;
+        size_t kn = (size_t)snprintf(key, sizeof key, "%lld", (long long)src);
+        if (src == 0 || map_get(seen, key, kn))
+            continue;
+        map_put(seen, key, kn, l);
+        *ids = xrealloc(*ids, (n + 1) * sizeof **ids);
+        (*ids)[n++] = src;
+    }
+    return n;
+}
+
+/* In libuv's thread pool, on a reader: the rows, the sources up their chains, the refs. */
+static void stream__load_work(uv_work_t *w)
+{
+    struct streams_load *l = w->data;
+    l->rc = store_load_pooled(l->store, l->filter, stream__rec_row, stream__rec_producer, l);
+    l->nshard = l->rows.n;
+    struct map seen = {0};
+    int64_t *ids = NULL;
+    size_t n;
+    for (size_t from = 0; l->rc == 0 && (n = stream__rec_missing(l, &seen, from, &ids)) > 0;) {
+        from = l->rows.n;
+        l->rc = store_load_ids_pooled(l->store, ids, n, stream__rec_row, l);
+    }
+    free(ids);
+    map_clear(&seen);
+    if (l->rc == 0)
+        l->rc = store_load_refs_pooled(l->store, l->filter, streams__collect_pair, &l->refs);
+}
+
+/* On the loop: the rows read taken in, as stream__load_rows takes the store's. */
+static int stream__load_take(struct stream__load *c, struct streams_load *l)
+{
+    struct streams *ss = c->ss;
+    c->empty = ss->by_id.count == 0;
+    for (size_t i = 0; i < l->nshard; i++) {
+        store_loaded(ss->store, &l->rows.v[i]);
+        stream__load_stream(&l->rows.v[i], c);
+    }
+    c->empty = 0;
+    for (size_t i = 0; i < l->nprods; i++)
+        stream__load_producer(l->prods[i].id, l->prods[i].pid, l->prods[i].epoch, l->prods[i].seq, c);
+    c->by_id = 1;
+    for (size_t i = l->nshard; i < l->rows.n; i++) {
+        store_loaded(ss->store, &l->rows.v[i]);
+        stream__load_stream(&l->rows.v[i], c);
+    }
+    stream__load_link(c);
+    for (size_t i = 0; i < c->fresh.n; i++)
+        if (!c->fresh.v[i]->foreign)
+            c->fresh.v[i]->m.refcount = 0;
+    for (size_t i = 0; i < l->refs.n; i++)
+        streams__load_ref(l->refs.v[i][0], l->refs.v[i][1], ss);
     return 0;
 }
+
+static void stream__load_free(struct streams_load *l)
+{
+    for (size_t i = 0; i < l->rows.n; i++)
+        store_meta_clear(&l->rows.v[i]);
+    free(l->rows.v);
+    for (size_t i = 0; i < l->nprods; i++)
+        free(l->prods[i].pid);
+    free(l->prods);
+    free(l->refs.v);
+    free(l);
+}
+
+static void stream__load_done(uv_work_t *w, int status)
+{
+    struct streams_load *l = w->data;
+    struct streams *ss = l->ss;
+    ss->loading_shards = NULL;
+    int rc = status != 0 ? -ECANCELED : ss->reads_cancelled ? -ESHUTDOWN : l->rc;
+    /* The database cannot be reached, as a failed commit finds it: the loop's connection is not
+     * tried again until a probe says it is back (a stop's release of the lease would wait for a
+     * connect to a dark host); a stop only notes it (no retry during the drain). */
+    if (l->rc == -ENOTCONN && !ss->stopped && ss->reads_cancelled)
+        store_offline(ss->store);
+    else if (l->rc == -ENOTCONN && !ss->stopped && !ss->unavailable)
+        streams__unavailable(ss, -ENOTCONN);
+    if (!ss->stopped) {
+        /* a shard dropped or loaded meanwhile is not the caller's to load any more: none is (see
+         * streams_load_shards_start), so want is still what is not loaded */
+        struct stream__load c = {.ss = ss, .want = l->want};
+        if (rc == 0)
+            rc = stream__load_end(&c, stream__load_take(&c, l), 1);
+        if (rc == 0)
+            stream__loaded(ss, l->want);
+        l->done(ss, l->want, rc, l->arg);
+    }
+    stream__load_free(l);
+    streams__pooled_end(ss); /* may free ss (stopped, its last work) */
+}
+
+void streams__load_pump(struct streams *ss)
+{
+    struct streams_load *l = ss->load_waiting;
+    if (l == NULL || streams__pooled_start(ss, &l->work, stream__load_work, stream__load_done) != 0)
+        return;
+    ss->load_waiting = NULL;
+    ss->loading_shards = l;
+}
+
+void streams__load_stop(struct streams *ss)
+{
+    struct streams_load *l = ss->load_waiting;
+    if (l == NULL)
+        return;
+    ss->load_waiting = NULL;
+    if (!ss->stopped)
+        l->done(ss, l->want, -ESHUTDOWN, l->arg);
+    stream__load_free(l);
+}
+
+int streams_load_shards_start(struct streams *ss, const uint64_t *bitmap, streams_load_cb done, void *arg)
+{
+    if (store_read_slots(ss->store) == 0)
+        return -ENOTSUP;
+    if (ss->load_waiting || ss->loading_shards)
+        return -EBUSY;
+    struct streams_load *l = xcalloc(1, sizeof *l);
+    if (!stream__to_load(ss, bitmap, l->want)) {
+        free(l);
+        return -EALREADY;
+    }
+    l->ss = ss;
+    l->store = ss->store;
+    l->done = done;
+    l->arg = arg;
+    l->work.data = l;
+    l->filter = streams__store_filter(ss, l->want) ? l->want : NULL;
+    ss->load_waiting = l;
+    streams__load_pump(ss); /* else it waits for a reader: the next read to end starts it */
+    return 0;
+}
+
+int streams_loading(const struct streams *ss) { return ss->load_waiting || ss->loading_shards; }
 
 /* ================= dropping ================= */
 

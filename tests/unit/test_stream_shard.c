@@ -356,6 +356,38 @@ static void test_first(void)
     is_int(create(path_in("t/z", k, 0), "z", NULL), STREAM_MOVED, "a create in shard %d answers moved", k);
 }
 
+static int load_rc = 1, load_calls;
+
+static void load_done(struct streams *r, const uint64_t *shards, int rc, void *arg)
+{
+    load_rc = rc;
+    load_calls++;
+}
+
+/* streams_load_shards_start: a store without readers (SQLite) says so; with readers (here
+ * pretended: the worker's query fails -ENOTSUP) one load at a time, and a failed one leaves
+ * nothing of its shard loaded, its callback run once on the loop. */
+static void test_load_off_loop(void)
+{
+    int kb = shard(pb);
+    uint64_t bits[STORE_SHARD_WORDS] = {0}, loaded[STORE_SHARD_WORDS] = {0};
+    bits[k / 64] |= 1ull << (k % 64);
+    loaded[kb / 64] |= 1ull << (kb % 64);
+    is_int(streams_load_shards_start(ss, bits, load_done, NULL), -ENOTSUP, "no readers: -ENOTSUP");
+    store_test_read_slots(store, 2);
+    is_int(streams_load_shards_start(ss, loaded, load_done, NULL), -EALREADY, "a loaded shard: -EALREADY");
+    is_int(streams_load_shards_start(ss, bits, load_done, NULL), 0, "the load of shard %d starts", k);
+    is_int(streams_load_shards_start(ss, bits, load_done, NULL), -EBUSY, "one load at a time");
+    ok(streams_loading(ss) && !streams_shard_loaded(ss, k), "it runs; shard %d is not loaded meanwhile", k);
+    for (int i = 0; i < 1000 && load_calls == 0; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    ok(load_calls == 1 && load_rc == -ENOTSUP && !streams_loading(ss),
+       "its callback ran once with the failure");
+    ok(!streams_shard_loaded(ss, k) && get(pa2) == NULL, "nothing of shard %d is loaded", k);
+    is_read(pb, "b0.b1.b2.", "B still is");
+    store_test_read_slots(store, 0);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/agentd-stream-shard-XXXXXX");
@@ -379,6 +411,7 @@ int main(void)
     test_detached_source();
     test_detached_two_shards();
     test_first();
+    test_load_off_loop();
     close_registry();
     store_free(store);
     is_int(uv_loop_close(&loop), 0, "the loop closes cleanly (no leaked handles)");
