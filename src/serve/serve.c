@@ -72,10 +72,16 @@ struct serve {
     /* shards being given up (serve_handoff.c): still held here, not loaded again meanwhile */
     uint64_t draining[SERVE_SHARD_WORDS];
     struct serve_handoff *handoff; /* balance only */
+    /* balance: the load of shards taken, off the loop (serve__on_shards): when the running one
+     * started, and after a failed one, the timer that tries again (load_wait_ms, doubling) */
+    uint64_t load_t0;
+    uv_timer_t load_retry;
+    int load_retry_ready, load_fails, load_wait_ms;
     const struct serve_opts *o;
 };
 
 static void serve__on_lease(uv_async_t *a);
+static void serve__load_retry_close(struct serve *s);
 static void serve__on_shards(struct serve *s);
 static int serve__node_lost(struct serve *s);
 static int64_t serve__lease_epoch(struct serve *s);
@@ -141,6 +147,7 @@ static void serve__drain(struct serve *s)
     if (s->load_ready) /* a clean stop records no load (store_pg_lease.c) */
         uv_close((uv_handle_t *)&s->load, NULL);
     s->load_ready = 0;
+    serve__load_retry_close(s);
     serve__lease_close(s);
     /* Runtimes get the drain time to exit; their processes never outlive the server. */
     if (s->sessions)
@@ -203,6 +210,7 @@ static void serve__teardown(struct serve *s)
         uv_close((uv_handle_t *)&s->sigterm, NULL);
     }
     serve__lease_close(s);
+    serve__load_retry_close(s);
     if (s->loop_ready) {
         /* No fsync is in the thread pool any more (serve__drain waited for it, and streams_free
          * committed the rest itself), so these turns only run close callbacks. */
@@ -227,6 +235,13 @@ static void serve__lease_changed(void *arg)
     if (s->async_ready)
         uv_async_send(&s->lease_async);
     pthread_mutex_unlock(&s->lease_mu);
+}
+
+static void serve__load_retry_close(struct serve *s)
+{
+    if (s->load_retry_ready)
+        uv_close((uv_handle_t *)&s->load_retry, NULL);
+    s->load_retry_ready = 0;
 }
 
 static void serve__lease_close(struct serve *s)
@@ -326,16 +341,17 @@ static struct stream_http_config serve__stream_http_config(const struct serve_op
     };
 }
 
-/* The owner's part: the stream registry (loaded from the store) and its resource. */
-static int serve__build_streams(struct serve *s, const struct serve_opts *o, const uint64_t *first, char *err,
-                                size_t errlen)
+/* The owner's part: the stream registry (loaded from the store; balance: empty, each shard loaded
+ * once taken, serve__on_shards) and its resource. */
+static int serve__build_streams(struct serve *s, const struct serve_opts *o, char *err, size_t errlen)
 {
     int rc;
+    static const uint64_t none[STORE_SHARD_WORDS];
     struct streams_config scfg = {.max_append = (size_t)o->max_body,
                                   .read_chunk = 1 << 20,
                                   .cache_bytes = (size_t)o->stream_cache,
                                   .shards = s->balance ? s->forward.nshards : (int)o->shards,
-                                  .first = first};
+                                  .first = s->balance ? none : NULL};
     if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
         return rc;
     struct stream_http_config shcfg = serve__stream_http_config(o);
@@ -441,7 +457,7 @@ static int64_t serve__lease_epoch(struct serve *s)
  * the lease; they end as that node's connections do. */
 static int serve__own(struct serve *s, char *err, size_t errlen)
 {
-    int rc = serve__build_streams(s, s->o, NULL, err, errlen);
+    int rc = serve__build_streams(s, s->o, err, errlen);
     if (rc == 0)
         rc = serve__build_services(s, s->o, err, errlen);
     s->forward.serving = rc == 0;
@@ -558,9 +574,115 @@ static void serve__load_sessions(struct serve *s, const uint64_t *took, const st
                                       v[k].previous[0] != '\0' && strcmp(v[k].previous, node) != 0);
 }
 
-/* --shard-policy balance: the shards this node took are loaded (the registry is made with the first
- * ones: streams_new loads only those) before the router serves
- * them here (it holds their requests meanwhile), and the services start with shard 0. A shard held
+/* "3,17,40" of a set of shards, for logs. */
+static void serve__shard_list(const uint64_t *shards, int n, char *out, size_t len)
+{
+    size_t at = 0;
+    out[0] = '\0';
+    for (int k = 0; k < n && at + 1 < len; k++)
+        if (store_shard_in(shards, k))
+            at += (size_t)snprintf(out + at, len - at, "%s%d", at ? "," : "", k);
+}
+
+/* The services of the shards just loaded, on the loop: the sessions and the subscriptions start
+ * with the first load (the subscriptions with shard 0), and each shard's sessions load with its
+ * lease (v). 0, or -errno with the reason in err. */
+static int serve__services_of(struct serve *s, const uint64_t *took, const struct store_lease *v, char *err,
+                              size_t errlen)
+{
+    int rc = 0;
+    if (s->sessions == NULL)
+        rc = serve__build_services(s, s->o, err, errlen);
+    else if (s->subs == NULL && store_shard_in(took, 0))
+        rc = serve__build_subs(s, s->o, err, errlen);
+    if (rc == 0 && s->subs == NULL) /* the service is shard 0's holder's */
+        streams_set_observer(s->streams, serve_observe_relay, s->observe);
+    if (rc == 0)
+        serve__load_sessions(s, took, v);
+    return rc;
+}
+
+/* A failed load is tried again after SERVE_LOAD_RETRY_MS, doubling up to SERVE_LOAD_RETRY_MAX_MS;
+ * after SERVE_LOAD_GIVE_UP failures in a row the shards are given back (store_shard_release: another
+ * node, or a later beat of this one, takes them). The node serves its other shards meanwhile. */
+#define SERVE_LOAD_RETRY_MS     250
+#define SERVE_LOAD_RETRY_MAX_MS 4000
+#define SERVE_LOAD_GIVE_UP      5
+
+static void serve__on_shards_timer(uv_timer_t *t) { serve__on_shards(t->data); }
+
+/* The load of shards this node took failed (the database dark, or the load refused): nothing of them
+ * is loaded; their requests stay held (each until its hold runs out: 503). Tried again later, or
+ * given back. */
+static void serve__load_failed(struct serve *s, const uint64_t *took, int rc)
+{
+    char list[STORE_SHARDS * 4];
+    serve__shard_list(took, s->forward.nshards, list, sizeof list);
+    s->load_fails++;
+    if (s->load_fails >= SERVE_LOAD_GIVE_UP) {
+        log_warn("serve: cannot load shards %s (%s), %d times in a row: giving them back", list,
+                 strerror(-rc), s->load_fails);
+        for (int k = 0; k < s->forward.nshards; k++)
+            if (store_shard_in(took, k))
+                store_shard_release(s->store, k);
+        s->load_fails = 0;
+    } else {
+        log_warn("serve: cannot load shards %s (%s): trying again in %d ms", list, strerror(-rc),
+                 s->load_wait_ms);
+    }
+    uv_timer_start(&s->load_retry, serve__on_shards_timer, (uint64_t)s->load_wait_ms, 0);
+    s->load_wait_ms =
+        s->load_wait_ms * 2 > SERVE_LOAD_RETRY_MAX_MS ? SERVE_LOAD_RETRY_MAX_MS : s->load_wait_ms * 2;
+}
+
+/* The load of the shards this node took ended (streams_load_shards_start's callback, on the loop):
+ * those still held here are served from now on, their held requests go to the routes; one lost
+ * meanwhile (taken over while the load ran) is dropped again, not served. Then any shard taken
+ * meanwhile is loaded next. */
+static void serve__loaded(struct streams *ss, const uint64_t *shards, int rc, void *arg)
+{
+    struct serve *s = arg;
+    int n = s->forward.nshards;
+    uint64_t took[SERVE_SHARD_WORDS];
+    memcpy(took, shards, sizeof took);
+    if (rc == -ESHUTDOWN) /* a stop: its reads were cancelled */
+        return;
+    if (rc != 0)
+        return serve__load_failed(s, took, rc);
+    s->load_fails = 0;
+    s->load_wait_ms = SERVE_LOAD_RETRY_MS;
+    struct store_lease *v = xcalloc((size_t)n, sizeof *v);
+    (void)store_shards(s->store, v, n);
+    for (int k = 0; k < n; k++)
+        if (store_shard_in(took, k) && !v[k].self) { /* lost before it served a request here */
+            streams_drop_shard(ss, k);
+            took[k / 64] &= ~(1ull << (k % 64));
+        }
+    int any = 0;
+    for (int w = 0; w < SERVE_SHARD_WORDS; w++)
+        any |= took[w] != 0;
+    char err[512] = "";
+    rc = any ? serve__services_of(s, took, v, err, sizeof err) : 0;
+    free(v);
+    if (rc != 0) {
+        log_error("serve: took shards but cannot serve them: %s; stopping", *err ? err : strerror(-rc));
+        s->failed = 1;
+        uv_stop(&s->loop);
+        return;
+    }
+    for (int w = 0; w < SERVE_SHARD_WORDS; w++)
+        s->loaded[w] |= took[w];
+    log_info("serve: node %s loaded the shards it took in %.1f ms", http_server_node(s->http),
+             (double)(clock_mono_us() - s->load_t0) / 1000.0);
+    s->forward.serving = s->sessions != NULL; /* none before the first shard loaded */
+    serve_hold_retry_shards(s->forward.hold, took);
+    serve__on_shards(s);
+}
+
+/* --shard-policy balance: the shards this node took are loaded off the loop (streams_load_shards_start;
+ * the registry is made empty with the first take) while the node serves the others; the router holds
+ * their requests meanwhile and serves them here once serve__loaded ran, and the services start with
+ * the first load. One load at a time: shards taken while one runs are loaded after it. A shard held
  * and lost (fenced, taken over) still means exit 75 (decision 3). */
 static void serve__on_shards(struct serve *s)
 {
@@ -576,35 +698,21 @@ static void serve__on_shards(struct serve *s)
     for (int k = 0; k < n; k++)
         if (v[k].self && !store_shard_in(s->loaded, k) && !store_shard_in(s->draining, k))
             took[k / 64] |= 1ull << (k % 64), any = 1;
-    char err[512] = "";
-    uint64_t t0 = clock_mono_us();
-    int rc = 0;
-    if (any && s->streams == NULL)
-        rc = serve__build_streams(s, s->o, took, err, sizeof err);
-    else if (any)
-        rc = streams_load_shards(s->streams, took);
-    if (any && rc == 0 && s->sessions == NULL)
-        rc = serve__build_services(s, s->o, err, sizeof err);
-    else if (rc == 0 && s->subs == NULL && store_shard_in(took, 0))
-        rc = serve__build_subs(s, s->o, err, sizeof err);
-    if (rc == 0 && s->streams && s->subs == NULL) /* the service is shard 0's holder's */
-        streams_set_observer(s->streams, serve_observe_relay, s->observe);
-    if (any && rc == 0)
-        serve__load_sessions(s, took, v);
     free(v);
+    serve_hold_retry_shards(s->forward.hold, changed);
+    if (!any || s->failed || (s->streams && streams_loading(s->streams)) ||
+        uv_is_active((uv_handle_t *)&s->load_retry))
+        return; /* the load running (or the retry's timer) comes back here when it ends */
+    char err[512] = "";
+    int rc = s->streams == NULL ? serve__build_streams(s, s->o, err, sizeof err) : 0;
+    s->load_t0 = clock_mono_us();
+    if (rc == 0 && (rc = streams_load_shards_start(s->streams, took, serve__loaded, s)) == -EALREADY)
+        rc = 0;
     if (rc != 0) {
         log_error("serve: took shards but cannot serve them: %s; stopping", *err ? err : strerror(-rc));
         s->failed = 1;
         uv_stop(&s->loop);
-        return;
     }
-    for (int w = 0; w < SERVE_SHARD_WORDS; w++)
-        s->loaded[w] |= took[w], changed[w] |= took[w];
-    if (any)
-        log_info("serve: node %s loaded the shards it took in %.1f ms", http_server_node(s->http),
-                 (double)(clock_mono_us() - t0) / 1000.0);
-    s->forward.serving = s->streams != NULL;
-    serve_hold_retry_shards(s->forward.hold, changed);
 }
 
 /* The heartbeat saw the lease change. A follower that took it becomes the owner; an owner that
@@ -714,6 +822,12 @@ int serve_main(int argc, char **argv)
                                       .lease_ms = o.lease_ms};
     if (s.balance && serve_handoff_new(&s.handoff, &s.loop, &hc) != 0)
         goto out;
+    if (s.balance) {
+        uv_timer_init(&s.loop, &s.load_retry);
+        s.load_retry.data = &s;
+        s.load_retry_ready = 1;
+        s.load_wait_ms = SERVE_LOAD_RETRY_MS;
+    }
     struct store_lease l;
     store_lease(s.store, &l);
     if (l.self && !s.balance ? serve__own(&s, err, sizeof err) != 0
