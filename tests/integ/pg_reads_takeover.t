@@ -17,11 +17,24 @@ from concurrent.futures import ThreadPoolExecutor
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import run_test, wait_for  # noqa: E402
-from cluster import ONE_HOLDER, test_cluster  # noqa: E402
+from cluster import ONE_HOLDER, held, shard_of, test_cluster  # noqa: E402
 from pg import Locker  # noqa: E402
 
 LEASE_MS = 2000
-TTL, BIN = "/v1/stream/takeover/ttl", "/v1/stream/takeover/bin"
+
+
+def owner_paths(c, owner):
+    """A TTL stream's path and a plain one's in shards the owner holds: every shard under
+    --shard-policy all (ONE_HOLDER); under balance (a wrapper that adds it after) its share once the
+    nodes have split them (a stream in the follower's shards would be the follower's own to serve)."""
+    def split():
+        mine = held(c.pg, owner.url)
+        return mine and (len(mine) == 64 or held(c.pg, c.nodes[1].url))
+    wait_for(split, 10)
+    shards = set(held(c.pg, owner.url))
+    ttl = next(p for p in (f"/v1/stream/takeover/ttl{i}" for i in range(5000)) if shard_of(p[11:]) in shards)
+    bin_ = next(p for p in (f"/v1/stream/takeover/bin{i}" for i in range(5000)) if shard_of(p[11:]) in shards)
+    return ttl, bin_
 
 
 def timed(srv, path):
@@ -37,6 +50,7 @@ def main(tap):
             return
         c.start()
         owner, follower = c.nodes
+        TTL, BIN = owner_paths(c, owner)
         owner.request("PUT", TTL, b"ttl;", {"Content-Type": "text/plain", "Stream-TTL": "3600"})
         owner.create(BIN, "text/plain", b"bin;")
         lock = Locker(c.pg)
@@ -48,9 +62,10 @@ def main(tap):
             owner.proc.kill()
             owner.proc.wait()
 
-            def took_over():
+            def took_over():  # --shard-policy all: the lease; balance: the dead owner's shards, all 64 then
                 with open(follower.stderr_path, errors="replace") as f:
-                    return "took over the write lease" in f.read()
+                    text = f.read()
+                return "took over the write lease" in text or "it holds 64, its share 64" in text
             over = wait_for(took_over, 10)
             time.sleep(0.3)  # its loading is waiting for the lock now
             tap.ok(waiting and over and not any(f.done() for f in reads),
