@@ -31,11 +31,12 @@ struct serve__held {
     LIST_LINK(serve__held) link; /* h->held while it waits */
     struct serve_hold *h;
     struct http_req *req;
-    uint64_t first_us; /* clock_mono_us of its first hold */
-    uint64_t until_us; /* clock_mono_us past which it is answered instead (serve__held_until) */
-    size_t bytes;      /* its body's length */
-    int shard;         /* the shard it goes to (serve_route) */
-    int waiting;       /* on h->held (counted in n and bytes), not on a run's batch */
+    uint64_t first_us;  /* clock_mono_us of its first hold */
+    uint64_t until_us;  /* clock_mono_us past which it is answered instead (serve__held_until) */
+    int64_t seen_epoch; /* the live holder's epoch its deadline was last set from (0: none yet) */
+    size_t bytes;       /* its body's length */
+    int shard;          /* the shard it goes to (serve_route) */
+    int waiting;        /* on h->held (counted in n and bytes), not on a run's batch */
 };
 
 /* One look at a holder's address under way. */
@@ -246,11 +247,16 @@ struct serve_hold *serve_hold_new(uv_loop_t *loop, struct serve_forward *f, uint
  * first hold: a request that comes before the node has read the shard rows at all (a node just
  * started) or while nobody holds the shard sees no holder, so its first deadline is only
  * SERVE_HOLD_EXTRA_MS away; a later view (the dead holder's lease, still live, or the expiry that
- * this node takes the shard at) tells how long the wait really is. Each hold again follows a view
- * change of its shard or a probe, so a request whose shard's view stays still is answered in time. */
+ * this node takes the shard at) tells how long the wait really is. A live holder it has waited
+ * on already does not move it again: one that keeps renewing the same lease (one that answers
+ * Agentd-Not-Owner, or whose --node-url leads elsewhere) would otherwise push it back at every hold
+ * again, up to max_ms (pg_not_owner.t: B's request is answered after the lease's time left + 1 s). */
 static void serve__held_until(struct serve_hold *h, struct serve__held *e, uint64_t now,
                               const struct store_lease *l)
 {
+    if (e->until_us != 0 && !l->self && l->live && l->epoch == e->seen_epoch)
+        return;
+    e->seen_epoch = l->live ? l->epoch : 0;
     uint64_t wait_ms =
         (uint64_t)(l->left_ms > 0 && (l->live || l->self) ? l->left_ms : 0) + SERVE_HOLD_EXTRA_MS;
     uint64_t until = now + wait_ms * 1000, last = e->first_us + h->max_ms * 1000;
