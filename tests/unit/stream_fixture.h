@@ -2,6 +2,8 @@
  * stream_fixture — what the unit tests of the stream registry by shard share (test_stream_shard.c,
  * test_stream_fork.c): a registry of NSHARDS shards (the includer defines it) on a real SQLite store,
  * and helpers to create, append and read by path. One translation unit each: everything is static.
+ * main() brackets its tests with fixture_open (a temporary directory, the loop, the store) and
+ * fixture_close (the registry, the store, a check that the loop closes cleanly, the directory).
  */
 #ifndef AGENTD_TEST_STREAM_FIXTURE_H
 #define AGENTD_TEST_STREAM_FIXTURE_H
@@ -45,6 +47,34 @@ static inline void close_registry(void)
 {
     streams_free(ss);
     uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* The store in a fresh /tmp/agentd-<name>-XXXXXX, on the loop; no registry yet (open_registry). */
+static inline void fixture_open(const char *name)
+{
+    char err[256];
+    snprintf(dir, sizeof dir, "/tmp/agentd-%s-XXXXXX", name);
+    if (mkdtemp(dir) == NULL) {
+        printf("Bail out! mkdtemp %s: %s\n", dir, strerror(errno));
+        exit(1);
+    }
+    uv_loop_init(&loop);
+    if (store_open(&store, dir, STORE_OS, err, sizeof err) != 0) {
+        printf("Bail out! %s\n", err);
+        exit(1);
+    }
+}
+
+/* Closes the registry and the store, checks that nothing is left on the loop, removes the directory. */
+static inline void fixture_close(void)
+{
+    char cmd[128];
+    close_registry();
+    store_free(store);
+    is_int(uv_loop_close(&loop), 0, "the loop closes cleanly (no leaked handles)");
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", dir);
 }
 
 static inline struct stream *get(const char *path)

@@ -238,27 +238,13 @@ static void test_remote_create(void)
 
 int main(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/agentd-stream-fork-XXXXXX");
-    if (mkdtemp(dir) == NULL)
-        return 1;
-    uv_loop_init(&loop);
-    char err[256];
-    if (store_open(&store, dir, STORE_OS, err, sizeof err) != 0) {
-        printf("Bail out! %s\n", err);
-        return 1;
-    }
+    fixture_open("stream-fork");
     open_registry(NSHARDS);
     test_answer();
     test_ref_unref();
     test_reclaim();
     test_stub_by_id();
     test_remote_create();
-    close_registry();
-    store_free(store);
-    is_int(uv_loop_close(&loop), 0, "the loop closes cleanly (no leaked handles)");
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0)
-        printf("# could not remove %s\n", dir);
+    fixture_close();
     return done_testing();
 }
