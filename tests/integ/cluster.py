@@ -328,3 +328,133 @@ class SSEFollower(threading.Thread):
 
     def completion(self, run):
         return next((e for e in self.events if e.get("type") == "run_completed" and e.get("run") == run), None)
+
+
+# ---- what the --shard-policy balance tests share (pg_balance.t, pg_rebalance.t, pg_placement.t,
+# pg_balance_start.t): their opening, writers that retry until acknowledged, and the checks of what
+# the writers' streams hold.
+
+@contextlib.contextmanager
+def pg_main(tap, what):
+    """For a TAP test's main: a fresh PostgreSQL, started, and a list for the nodes the test makes
+    (pg_node), as (pg, nodes); (None, None) with `what` skipped (the reference server, or no
+    PostgreSQL binaries). On the way out: stop_nodes over whatever the list then holds."""
+    why = no_pg_reason()
+    if why:
+        tap.skip(what, why)
+        yield None, None
+        return
+    pg = Postgres()
+    pg.start()
+    nodes = []
+    try:
+        yield pg, nodes
+    finally:
+        stop_nodes(tap, pg, nodes)
+
+
+class Writer(threading.Thread):
+    """Writer w appends body(w, n) (default "w:n;") to each of its paths in turn, an idempotent
+    producer per path, each request to the next of `nodes` (a list the test may grow meanwhile). A
+    failed append (connection error, 503) is sent again with the same sequence number, to the next
+    node, until acknowledged. Counted: acked and sent per path, served_by (Agentd-Node of each
+    acknowledgement), retried (503s; the first few in retried_why; to_self: those of a node that
+    forwarded the request to itself), other (answers neither 2xx nor 503). pause: seconds between
+    acknowledged appends."""
+
+    def __init__(self, nodes, w, paths, stop, body=None, ctype="text/plain", pause=0.0):
+        super().__init__(daemon=True)
+        self.nodes, self.w, self.paths, self.stop_event = nodes, w, paths, stop
+        self.body = body or (lambda w, n: f"{w}:{n};".encode())
+        self.ctype, self.pause = ctype, pause
+        self.acked = {p: 0 for p in paths}
+        self.sent = {p: 0 for p in paths}
+        self.served_by = {}
+        self.retried = 0
+        self.retried_why = []  # (node, body)
+        self.to_self = 0  # 503s of a node that forwarded the request to itself (serve__not_owner)
+        self.other = []
+
+    def run(self):
+        conns, k, i = {}, self.w, 0
+        while not self.stop_event.is_set():
+            nodes = list(self.nodes)
+            srv = nodes[k % len(nodes)]
+            k += 1
+            p = self.paths[i % len(self.paths)]
+            n = self.acked[p]
+            self.sent[p] = max(self.sent[p], n + 1)
+            headers = {"Content-Type": self.ctype, "Producer-Id": f"w{self.w}", "Producer-Epoch": "0",
+                       "Producer-Seq": str(n)}
+            try:
+                conn = conns.get(srv.port) or srv.connection(timeout=15)
+                conns[srv.port] = conn
+                conn.request("POST", p, body=self.body(self.w, n), headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+            except (OSError, http.client.HTTPException):
+                conns.pop(srv.port).close() if srv.port in conns else None
+                time.sleep(0.01)
+                continue
+            if 200 <= resp.status < 300:
+                self.acked[p] = n + 1
+                by = resp.getheader("Agentd-Node")
+                self.served_by[by] = self.served_by.get(by, 0) + 1
+                i += 1
+                if self.pause:
+                    time.sleep(self.pause)
+                continue
+            if resp.status == 503:
+                self.retried += 1
+                self.to_self += b"must be its own address" in body
+                if len(self.retried_why) < 3:
+                    self.retried_why.append((srv.url, body[:300]))
+            else:
+                self.other.append((p, n, resp.status, body[:80]))
+            time.sleep(0.02)
+        for c in conns.values():
+            c.close()
+
+
+def parse_writes(data):
+    """{writer: [n, ...]} of a stream's bytes (Writer's "w:n;" messages; "probe;" skipped), or None."""
+    out = {}
+    if data and not data.endswith(b";"):
+        return None
+    for part in data.split(b";")[:-1]:
+        w, _, n = part.partition(b":")
+        if part == b"probe":
+            continue
+        if not w.isdigit() or not n.isdigit():
+            return None
+        out.setdefault(int(w), []).append(int(n))
+    return out
+
+
+def check_streams(srv, writers):
+    """Every stream of the writers ("w:n;" bodies) read through srv: for each writer a contiguous
+    prefix 0..m-1 of what it sent, holding everything acknowledged. The list of what is wrong."""
+    bad = []
+    for p in dict.fromkeys(p for wr in writers for p in wr.paths):
+        data, r = srv.read_bytes(p)
+        got = parse_writes(data) if r.status == 200 else None
+        if got is None:
+            bad.append(f"{p}: {r.status}, not whole messages: {data[-80:]!r}")
+            continue
+        for wr in (wr for wr in writers if p in wr.acked):
+            ns = got.get(wr.w, [])
+            if ns != list(range(len(ns))):
+                bad.append(f"{p}: writer {wr.w}: not a contiguous prefix without repeats: {ns[:8]}...{ns[-8:]}")
+            elif not wr.acked[p] <= len(ns) <= wr.sent[p]:
+                bad.append(f"{p}: writer {wr.w}: {len(ns)} messages, {wr.acked[p]} acknowledged, {wr.sent[p]} sent")
+    return bad
+
+
+def shards_by_node(srv, urls):
+    """{node url: shards} from GET /v1/nodes on srv (the nodes in urls only); {} when it does not answer."""
+    try:
+        r = srv.request("GET", "/v1/nodes", timeout=3)
+        listed = json.loads(r.body)["nodes"] if r.status == 200 else []
+    except (OSError, ValueError):
+        return {}
+    return {n["node"]: n.get("shards") for n in listed if n["node"] in urls}

@@ -16,8 +16,6 @@
 #     shards; resumed, the paused node stores nothing (its batch is fenced) and exits 75; no stream
 #     holds two histories.
 # Skipped only when PostgreSQL's binaries are missing.
-import http.client
-import json
 import os
 import signal
 import sys
@@ -26,9 +24,9 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import REF, run_test, wait_for  # noqa: E402
-from cluster import pg_node, psql, shard_of, stop_nodes  # noqa: E402
-from pg import Postgres, bin_dir, free_port  # noqa: E402
+from agentd_test import run_test, wait_for  # noqa: E402
+from cluster import Writer, check_streams, held, pg_main, pg_node, shard_of, shards_by_node  # noqa: E402
+from pg import free_port  # noqa: E402
 
 LEASE_MS = 1000
 WRITERS = 32
@@ -36,102 +34,6 @@ STREAMS = 1000
 SHARDS = 64
 SLOW = "asan" in os.environ.get("AGENTD_BIN", "")
 WRITABLE_WITHIN = LEASE_MS / 1000 + 1 + (2 if SLOW else 0)
-
-
-def parse(data):
-    """{writer: [n, ...]} of a stream's bytes ("w:n;" messages; probes skipped), or None."""
-    out = {}
-    if data and not data.endswith(b";"):
-        return None
-    for part in data.split(b";")[:-1]:
-        w, _, n = part.partition(b":")
-        if part == b"probe":
-            continue
-        if not w.isdigit() or not n.isdigit():
-            return None
-        out.setdefault(int(w), []).append(int(n))
-    return out
-
-
-class Writer(threading.Thread):
-    """Writer w appends "w:n;" to each of its streams in turn (paths[w::WRITERS]), an idempotent
-    producer per stream; each request to the next node in turn. A failed append (connection error,
-    503) is sent again with the same sequence number, to the next node, until acknowledged."""
-
-    def __init__(self, nodes, w, paths, stop):
-        super().__init__(daemon=True)
-        self.nodes, self.w, self.paths, self.stop_event = nodes, w, paths, stop  # w: its id in messages
-        self.acked = {p: 0 for p in paths}
-        self.sent = {p: 0 for p in paths}
-        self.served_by = {}
-        self.other = []  # answers neither 2xx nor 503
-
-    def run(self):
-        conns, k, i = {}, self.w, 0
-        while not self.stop_event.is_set():
-            srv = self.nodes[k % len(self.nodes)]
-            k += 1
-            p = self.paths[i % len(self.paths)]
-            n = self.acked[p]
-            self.sent[p] = max(self.sent[p], n + 1)
-            headers = {"Content-Type": "text/plain", "Producer-Id": f"w{self.w}", "Producer-Epoch": "0",
-                       "Producer-Seq": str(n)}
-            try:
-                conn = conns.get(srv.port) or srv.connection(timeout=15)
-                conns[srv.port] = conn
-                conn.request("POST", p, body=f"{self.w}:{n};".encode(), headers=headers)
-                resp = conn.getresponse()
-                body = resp.read()
-            except (OSError, http.client.HTTPException):
-                conns.pop(srv.port).close() if srv.port in conns else None
-                time.sleep(0.01)
-                continue
-            if 200 <= resp.status < 300:
-                self.acked[p] = n + 1
-                by = resp.getheader("Agentd-Node")
-                self.served_by[by] = self.served_by.get(by, 0) + 1
-                i += 1
-                continue
-            if resp.status != 503:
-                self.other.append((p, n, resp.status, body[:80]))
-            time.sleep(0.02)
-        for c in conns.values():
-            c.close()
-
-
-def check_streams(srv, writers, paths):
-    """Every stream read through srv: for each writer a contiguous prefix 0..m-1 of what it sent,
-    holding everything acknowledged. The list of what is wrong."""
-    bad = []
-    for p in paths:
-        data, r = srv.read_bytes(p)
-        got = parse(data) if r.status == 200 else None
-        if got is None:
-            bad.append(f"{p}: {r.status}, not whole messages: {data[-80:]!r}")
-            continue
-        for wr in (wr for wr in writers if p in wr.acked):
-            ns = got.get(wr.w, [])
-            if ns != list(range(len(ns))):
-                bad.append(f"{p}: writer {wr.w}: not a contiguous prefix without repeats: {ns[:8]}...{ns[-8:]}")
-            elif not wr.acked[p] <= len(ns) <= wr.sent[p]:
-                bad.append(f"{p}: writer {wr.w}: {len(ns)} messages, {wr.acked[p]} acknowledged, {wr.sent[p]} sent")
-    return bad
-
-
-def shards_by_node(srv, urls):
-    """{node url: shards} from GET /v1/nodes on srv (the nodes in urls only)."""
-    try:
-        r = srv.request("GET", "/v1/nodes", timeout=3)
-        listed = json.loads(r.body)["nodes"] if r.status == 200 else []
-    except (OSError, ValueError):
-        return {}
-    return {n["node"]: n.get("shards") for n in listed if n["node"] in urls}
-
-
-def held(pg, url):
-    """The shards agentd_shards says node url holds."""
-    rc, out = psql(pg, f"SELECT shard FROM agentd_shards WHERE node = '{url}' ORDER BY shard")
-    return [int(x) for x in out.split()] if rc == 0 else []
 
 
 def start_writers(nodes, paths, first=0):
@@ -223,7 +125,7 @@ def round_kill(tap, pg, nodes, paths):
     stop.set()
     for wr in writers:
         wr.join(20)
-    bad = check_streams(a, writers, paths)
+    bad = check_streams(a, writers)
     tap.ok(not bad, "no acknowledged append lost; every stream a contiguous prefix per writer", "\n".join(bad[:10]))
     other = [o for wr in writers for o in wr.other]
     tap.ok(not other, "no answer but 2xx or 503 throughout", repr(other[:5]))
@@ -252,24 +154,16 @@ def round_pause(tap, pg, a, b, paths):
     stop.set()
     for wr in writers:
         wr.join(20)
-    bad = check_streams(a, writers, paths)
+    bad = check_streams(a, writers)
     tap.ok(not bad, "no stream holds two histories: each a contiguous prefix with every acknowledged append",
            "\n".join(bad[:10]))
 
 
 def main(tap):
-    why = "the reference server has no --store" if REF else None
-    try:
-        bin_dir()
-    except RuntimeError as e:
-        why = why or str(e)
-    if why:
-        tap.skip("--shard-policy balance", why)
-        return
-    pg = Postgres()
-    pg.start()
-    nodes = [pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"]) for _ in range(3)]
-    try:
+    with pg_main(tap, "--shard-policy balance") as (pg, nodes):
+        if not pg:
+            return
+        nodes += [pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"]) for _ in range(3)]
         # Started together: each takes up to its share in a beat, each row in a transaction of its own.
         threads = [threading.Thread(target=n.start, args=(30,), daemon=True) for n in nodes]
         for t in threads:
@@ -291,8 +185,6 @@ def main(tap):
         round_kill(tap, pg, nodes, paths)
         round_pause(tap, pg, nodes[0], nodes[1], paths)
         tap.check_clean_exit(nodes[0], "the last node stops cleanly")
-    finally:
-        stop_nodes(tap, pg, nodes)
 
 
 run_test(main)

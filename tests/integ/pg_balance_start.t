@@ -18,9 +18,9 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import REF, run_test, wait_for  # noqa: E402
-from cluster import pg_node, psql, shard_of, stop_nodes  # noqa: E402
-from pg import Postgres, bin_dir, free_port  # noqa: E402
+from agentd_test import run_test, wait_for  # noqa: E402
+from cluster import pg_main, pg_node, psql, shard_of  # noqa: E402
+from pg import free_port  # noqa: E402
 
 LEASE_MS = 1000
 SHARDS = 64
@@ -60,19 +60,11 @@ def holds_all(pg, url):
 
 
 def main(tap):
-    why = "the reference server has no --store" if REF else None
-    try:
-        bin_dir()
-    except RuntimeError as e:
-        why = why or str(e)
-    if why:
-        tap.skip("--shard-policy balance", why)
-        return
-    pg = Postgres()
-    pg.start()
-    a = pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"])
-    nodes = [a]
-    try:
+    with pg_main(tap, "--shard-policy balance") as (pg, nodes):
+        if not pg:
+            return
+        a = pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"])
+        nodes.append(a)
         paths = path_per_shard()
         a.start(30)
         # No request first: a want wakes the heartbeat, which hides the ramp.
@@ -106,8 +98,6 @@ def main(tap):
                f"{SHARDS} streams, all at once as it starts, are acknowledged ({time.monotonic() - t0:.2f} s)",
                repr({p: v for p, v in sent.items() if v not in (200, 204)}))
         tap.check_clean_exit(a, "the node stops cleanly")
-    finally:
-        stop_nodes(tap, pg, nodes)
 
 
 run_test(main)

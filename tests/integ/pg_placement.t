@@ -23,27 +23,14 @@ import tempfile
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import REF, ROOT, run_test, wait_for  # noqa: E402
-from cluster import SSEFollower, pg_node, psql, stop_nodes  # noqa: E402
+from agentd_test import ROOT, run_test, wait_for  # noqa: E402
+from cluster import SSEFollower, held, pg_main, pg_node, shard_of  # noqa: E402
 from sessions_nodes import feed  # noqa: E402
-from pg import Postgres, bin_dir, free_port  # noqa: E402
+from pg import free_port  # noqa: E402
 
 LEASE_MS = 1000
 SHARDS = 64
 AGENT = os.path.join(ROOT, "tests", "agents", "jsonl_agent.py")
-
-
-def held(pg, url):
-    rc, out = psql(pg, f"SELECT shard FROM agentd_shards WHERE node = '{url}' ORDER BY shard")
-    return [int(x) for x in out.split()] if rc == 0 else []
-
-
-def fnv_shard(key):
-    h = 0xcbf29ce484222325
-    for b in key.encode():
-        h ^= b
-        h = (h * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return h % SHARDS
 
 
 def node_state(srv, url):
@@ -82,19 +69,11 @@ def message(srv, sid, text):
 
 
 def main(tap):
-    why = "the reference server has no --store" if REF else None
-    try:
-        bin_dir()
-    except RuntimeError as e:
-        why = why or str(e)
-    if why:
-        tap.skip("sessions on several nodes", why)
-        return
-    pg = Postgres()
-    pg.start()
-    work = tempfile.mkdtemp(prefix="agentd-placement-")
-    nodes = [pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"]) for _ in range(3)]
-    try:
+    with pg_main(tap, "sessions on several nodes") as (pg, nodes):
+        if not pg:
+            return
+        work = tempfile.mkdtemp(prefix="agentd-placement-")
+        nodes += [pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"]) for _ in range(3)]
         threads = [threading.Thread(target=n.start, args=(30,), daemon=True) for n in nodes]
         for t in threads:
             t.start()
@@ -121,8 +100,8 @@ def main(tap):
             if sid:
                 sids.append(sid)
                 owner[sid] = target
-                tap.ok(fnv_shard(sid) in held(pg, target.url), "  in a shard that node holds",
-                       f"{sid} shard {fnv_shard(sid)}")
+                tap.ok(shard_of(sid) in held(pg, target.url), "  in a shard that node holds",
+                       f"{sid} shard {shard_of(sid)}")
         tap.is_(sorted(sum(1 for s in sids if owner[s] is n) for n in nodes), [2, 2, 2], "6 sessions spread 2/2/2")
         r = create(nodes[0], work, "http://127.0.0.1:1")
         tap.is_(r.status, 400, "a node nobody knows is 400")
@@ -200,7 +179,7 @@ def main(tap):
                f"{r!r} by {r.header('Agentd-Node')}")
         if sid:
             want = sorted(want + [sid])
-            tap.ok(fnv_shard(sid) in held(pg, d.url), "  in a shard D holds", f"{sid} shard {fnv_shard(sid)}")
+            tap.ok(shard_of(sid) in held(pg, d.url), "  in a shard D holds", f"{sid} shard {shard_of(sid)}")
             tap.is_(d.request("GET", f"/v1/sessions/{sid}").status, 200, "  and D answers for it")
         tap.ok(wait_for(lambda: listed(b) == want and listed(c) == want, 10),
                f"GET /v1/sessions on B and C still lists all {len(want)}", repr([listed(b), listed(c)]))
@@ -211,8 +190,6 @@ def main(tap):
                "every session answers through B, A's too")
         for n in (b, c, d):
             tap.check_clean_exit(n, f"{n.url} stops cleanly")
-    finally:
-        stop_nodes(tap, pg, nodes)
 
 
 run_test(main)

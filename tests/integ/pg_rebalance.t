@@ -19,7 +19,6 @@
 #     the shard and the turn completes there (not node_lost). 64 sessions are made first, since a node
 #     places each in its emptiest shard, lowest first: the last one lands in shard 63.
 # Skipped only when PostgreSQL's binaries are missing.
-import http.client
 import json
 import os
 import sys
@@ -30,8 +29,8 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import ROOT, run_test, wait_for  # noqa: E402
-from cluster import SSEFollower, held, no_pg_reason, pg_node, shard_of, stop_nodes  # noqa: E402
-from pg import Postgres, free_port  # noqa: E402
+from cluster import SSEFollower, Writer, check_streams, held, pg_main, pg_node, shard_of, shards_by_node  # noqa: E402
+from pg import free_port  # noqa: E402
 
 LEASE_MS = 500
 WRITERS = 8
@@ -43,105 +42,12 @@ HYSTERESIS = 2 - (-(max(LEASE_MS, 1000) - LEASE_MS) // LEASE_MS)  # leases: serv
 SPLIT_WITHIN = ((HYSTERESIS + (SHARDS - -(-SHARDS // 3))) * LEASE_MS / 1000 + 5) * (2 if SLOW else 1)
 
 
-class Writer(threading.Thread):
-    """Appends body(n) to each of its paths in turn, an idempotent producer per path, each request to
-    the next of `nodes` (a list the test may grow). A failed append is sent again with the same
-    sequence number until acknowledged; 503s are counted, other answers but 2xx recorded."""
-
-    def __init__(self, nodes, w, paths, stop, body, ctype):
-        super().__init__(daemon=True)
-        self.nodes, self.w, self.paths, self.stop_event = nodes, w, paths, stop
-        self.body, self.ctype = body, ctype
-        self.acked = {p: 0 for p in paths}
-        self.sent = {p: 0 for p in paths}
-        self.retried = 0  # 503s
-        self.retried_why = []  # the first few: (node, body)
-        self.to_self = 0  # 503s of a node that forwarded the request to itself (serve__not_owner)
-        self.other = []
-
-    def run(self):
-        conns, k, i = {}, self.w, 0
-        while not self.stop_event.is_set():
-            nodes = list(self.nodes)
-            srv = nodes[k % len(nodes)]
-            k += 1
-            p = self.paths[i % len(self.paths)]
-            n = self.acked[p]
-            self.sent[p] = max(self.sent[p], n + 1)
-            headers = {"Content-Type": self.ctype, "Producer-Id": f"w{self.w}", "Producer-Epoch": "0",
-                       "Producer-Seq": str(n)}
-            try:
-                conn = conns.get(srv.port) or srv.connection(timeout=15)
-                conns[srv.port] = conn
-                conn.request("POST", p, body=self.body(self.w, n), headers=headers)
-                resp = conn.getresponse()
-                body = resp.read()
-            except (OSError, http.client.HTTPException):
-                conns.pop(srv.port).close() if srv.port in conns else None
-                time.sleep(0.01)
-                continue
-            if 200 <= resp.status < 300:
-                self.acked[p] = n + 1
-                i += 1
-                time.sleep(0.002)
-                continue
-            if resp.status == 503:
-                self.retried += 1
-                self.to_self += b"must be its own address" in body
-                if len(self.retried_why) < 3:
-                    self.retried_why.append((srv.url, body[:300]))
-            else:
-                self.other.append((p, n, resp.status, body[:80]))
-            time.sleep(0.02)
-        for c in conns.values():
-            c.close()
-
-
-def parse(data):
-    out = {}
-    if data and not data.endswith(b";"):
-        return None
-    for part in data.split(b";")[:-1]:
-        w, _, n = part.partition(b":")
-        if not w.isdigit() or not n.isdigit():
-            return None
-        out.setdefault(int(w), []).append(int(n))
-    return out
-
-
-def check_streams(srv, writers):
-    bad = []
-    for wr in writers:
-        for p in wr.paths:
-            data, r = srv.read_bytes(p)
-            got = parse(data) if r.status == 200 else None
-            ns = (got or {}).get(wr.w, [])
-            if got is None or ns != list(range(len(ns))):
-                bad.append(f"{p}: {r.status}: not a contiguous prefix: {data[-80:]!r}")
-            elif not wr.acked[p] <= len(ns) <= wr.sent[p]:
-                bad.append(f"{p}: {len(ns)} messages, {wr.acked[p]} acknowledged, {wr.sent[p]} sent")
-    return bad
-
-
-def shards_by_node(srv, urls):
-    try:
-        r = srv.request("GET", "/v1/nodes", timeout=3)
-        listed = json.loads(r.body)["nodes"] if r.status == 200 else []
-    except (OSError, ValueError):
-        return {}
-    return {n["node"]: n.get("shards") for n in listed if n["node"] in urls}
-
-
 def main(tap):
-    why = no_pg_reason()
-    if why:
-        tap.skip("--shard-policy balance hand-off", why)
-        return
-    pg = Postgres()
-    pg.start()
-    nodes = [pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"]) for _ in range(3)]
-    a = nodes[0]
-    try:
+    with pg_main(tap, "--shard-policy balance hand-off") as (pg, nodes):
+        if not pg:
+            return
+        nodes += [pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"]) for _ in range(3)]
+        a = nodes[0]
         a.start(30)
         tap.ok(wait_for(lambda: shards_by_node(a, [a.url]).get(a.url) == SHARDS, 20),
                "one balance node alone holds all 64 shards", repr(shards_by_node(a, [a.url])))
@@ -154,10 +60,9 @@ def main(tap):
         follower.start()
         up = [a]
         stop = threading.Event()
-        writers = [Writer(up, w, paths[w::WRITERS], stop, lambda w, n: f"{w}:{n};".encode(), "text/plain")
-                   for w in range(WRITERS)]
+        writers = [Writer(up, w, paths[w::WRITERS], stop, pause=0.002) for w in range(WRITERS)]
         writers.append(Writer(up, WRITERS, [live], stop, lambda w, n: json.dumps({"n": n}).encode(),
-                              "application/json"))
+                              "application/json", pause=0.002))
         for wr in writers:
             wr.start()
         tap.ok(wait_for(lambda: sum(sum(wr.acked.values()) for wr in writers) >= 500, 30), "the writers append")
@@ -227,8 +132,6 @@ def main(tap):
         tap.ok(ev and ev.get("status") == "success", "the turn completes where it ran", repr(ev))
         turn.stop_event.set()
         tap.check_clean_exit(a, "the first node stops cleanly")
-    finally:
-        stop_nodes(tap, pg, nodes)
 
 
 run_test(main)
