@@ -75,6 +75,9 @@ struct serve {
     /* balance: the load of shards taken, off the loop (serve__on_shards): when the running one
      * started, and after a failed one, the timer that tries again (load_wait_ms, doubling) */
     uint64_t load_t0;
+    /* the shards of that load, or of the failed one to be tried again: held here, not loaded yet.
+     * One of them lost is lost as a loaded one is (serve__lost): a fenced node takes nothing again */
+    uint64_t taking[SERVE_SHARD_WORDS];
     uv_timer_t load_retry;
     int load_retry_ready, load_fails, load_wait_ms;
     const struct serve_opts *o;
@@ -625,6 +628,7 @@ static void serve__load_failed(struct serve *s, const uint64_t *took, int rc)
         for (int k = 0; k < s->forward.nshards; k++)
             if (store_shard_in(took, k))
                 store_shard_release(s->store, k);
+        memset(s->taking, 0, sizeof s->taking); /* given up, not lost */
         s->load_fails = 0;
     } else {
         log_warn("serve: cannot load shards %s (%s): trying again in %d ms", list, strerror(-rc),
@@ -636,16 +640,19 @@ static void serve__load_failed(struct serve *s, const uint64_t *took, int rc)
 }
 
 /* The load of the shards this node took ended (streams_load_shards_start's callback, on the loop):
- * those still held here are served from now on, their held requests go to the routes; one lost
- * meanwhile (taken over while the load ran) is dropped again, not served. Then any shard taken
- * meanwhile is loaded next. */
+ * they are served from now on, their held requests go to the routes. One lost meanwhile (taken over
+ * while the load ran) means exit 75, as for a loaded one: the store fenced every shard of this node
+ * and its heartbeat takes none again, so a node whose only shards were loading would otherwise stay
+ * up holding nothing, counted live in the others' share (pg_take_lost.t). A load that ends during a
+ * stop is not served (the services would start in the drain). Then any shard taken meanwhile is
+ * loaded next. */
 static void serve__loaded(struct streams *ss, const uint64_t *shards, int rc, void *arg)
 {
     struct serve *s = arg;
     int n = s->forward.nshards;
     uint64_t took[SERVE_SHARD_WORDS];
     memcpy(took, shards, sizeof took);
-    if (rc == -ESHUTDOWN) /* a stop: its reads were cancelled */
+    if (rc == -ESHUTDOWN || http_server_stopping(s->http)) /* a stop: reads cancelled, or the drain */
         return;
     if (rc != 0)
         return serve__load_failed(s, took, rc);
@@ -654,10 +661,9 @@ static void serve__loaded(struct streams *ss, const uint64_t *shards, int rc, vo
     struct store_lease *v = xcalloc((size_t)n, sizeof *v);
     (void)store_shards(s->store, v, n);
     for (int k = 0; k < n; k++)
-        if (store_shard_in(took, k) && !v[k].self) { /* lost before it served a request here */
-            streams_drop_shard(ss, k);
-            took[k / 64] &= ~(1ull << (k % 64));
-        }
+        if (store_shard_in(took, k) && !v[k].self) /* lost before the heartbeat's news of it came */
+            serve__lost(s, &v[k]);
+    memset(s->taking, 0, sizeof s->taking);
     int any = 0;
     for (int w = 0; w < SERVE_SHARD_WORDS; w++)
         any |= took[w] != 0;
@@ -690,7 +696,7 @@ static void serve__on_shards(struct serve *s)
     struct store_lease *v = xcalloc((size_t)n, sizeof *v);
     (void)store_shards(s->store, v, n);
     for (int k = 0; k < n; k++)
-        if (store_shard_in(s->loaded, k) && !v[k].self)
+        if ((store_shard_in(s->loaded, k) || store_shard_in(s->taking, k)) && !v[k].self)
             serve__lost(s, &v[k]);
     uint64_t changed[SERVE_SHARD_WORDS] = {0}, took[SERVE_SHARD_WORDS] = {0};
     serve__views_update(s, changed);
@@ -706,7 +712,9 @@ static void serve__on_shards(struct serve *s)
     char err[512] = "";
     int rc = s->streams == NULL ? serve__build_streams(s, s->o, err, sizeof err) : 0;
     s->load_t0 = clock_mono_us();
-    if (rc == 0 && (rc = streams_load_shards_start(s->streams, took, serve__loaded, s)) == -EALREADY)
+    if (rc == 0 && (rc = streams_load_shards_start(s->streams, took, serve__loaded, s)) == 0)
+        memcpy(s->taking, took, sizeof s->taking);
+    else if (rc == -EALREADY)
         rc = 0;
     if (rc != 0) {
         log_error("serve: took shards but cannot serve them: %s; stopping", *err ? err : strerror(-rc));
