@@ -188,7 +188,8 @@ int streams_load_shards(struct streams *ss, const uint64_t *bitmap) CORE_UNUSED_
  * reads waiting), then taken in on the loop, where done(ss, shards, rc, arg) runs: rc 0, the shards
  * (those of bitmap that were not loaded) are loaded and held; -errno, nothing of them is
  * (-ESHUTDOWN: reads were cancelled, streams_reads_cancel). Not called once streams_free ran. One load at
- * a time; meanwhile no shard may be loaded or dropped here (streams_load_shards, streams_drop_shard).
+ * a time; meanwhile its shards must not be loaded by other means (streams_load_shards); other shards
+ * may be dropped (a hand-off: the rows read of their streams are then taken as stubs, or skipped).
  * 0 (started or waiting), -EALREADY (every shard loaded: done is not called), -EBUSY (a load runs),
  * -ENOTSUP (a store without readers: SQLite; call streams_load_shards). */
 typedef void (*streams_load_cb)(struct streams *ss, const uint64_t *shards, int rc, void *arg);
