@@ -31,7 +31,7 @@ def path_per_shard():
     out = {}
     i = 0
     while len(out) < SHARDS:
-        out.setdefault(shard_of(f"/v1/stream/start/s{i}"), f"/v1/stream/start/s{i}")
+        out.setdefault(shard_of(f"start/s{i}"), f"/v1/stream/start/s{i}")  # the key: the stream path
         i += 1
     return list(out.values())
 
