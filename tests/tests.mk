@@ -6,8 +6,9 @@
 #   make conformance-pg  the same against agentd on PostgreSQL (the test starts its own, pg.py)
 #   make conformance-cluster  the same through a round-robin proxy (tests/integ/rrproxy.mjs) in front
 #                      of three agentd nodes on one PostgreSQL (tests/integ/cluster.py); CLUSTER_NODES=1
-#                      checks the proxy itself against one node; AGENTD_ARGS="--shard-policy balance" spreads
-#                      the shards over the nodes (forks then cross nodes: POST /v1/internal/stream-ref)
+#                      checks the proxy itself against one node; the nodes spread the shards (the default
+#                      policy: forks cross nodes, POST /v1/internal/stream-ref); AGENTD_ARGS="--shard-policy
+#                      all" puts them all on the first node
 #   make browser       the dashboard: clients/typescript's tests (vitest) against the real agentd,
 #                      then tests/browser (playwright-core driving Debian's chromium); screenshots
 #                      of the main views go to build/browser-shots/

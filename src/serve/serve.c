@@ -815,7 +815,7 @@ int serve_main(int argc, char **argv)
     uv_loop_init(&s.loop);
     s.loop_ready = 1;
     s.o = &o;
-    s.balance = serve_opts_is_pg(o.store) && strcmp(o.shard_policy, "balance") == 0;
+    s.balance = serve_opts_is_pg(o.store) && strcmp(o.shard_policy, "all") != 0;
     if (serve__build_core(&s, &o, host, port, err, sizeof err) != 0) {
         fprintf(stderr, "agentd serve: %s\n", err);
         goto out;

@@ -60,12 +60,12 @@ static const struct opt_def serve__opts[] = {
      "for tests only, SQLite store: spread the streams over this many shards in memory (the sharding "
      "plan's bookkeeping with every shard held); 1 is the setting for use",
      O(shards)},
-    {"shard-policy", OPT_ENUM, "all", 0, 0, "all|balance",
-     "PostgreSQL store, experimental: how the nodes share the shards: all (one node holds every shard, "
-     "the others forward to it) or balance (each node takes its share, ceil(shards / live nodes), and "
-     "serves those shards' streams and runs their sessions (a new one on the node with the fewest live "
-     "agents, or the body's \"node\"); start the nodes together: shards are not handed back to nodes "
-     "started later)",
+    {"shard-policy", OPT_ENUM, "auto", 0, 0, "auto|balance|all",
+     "PostgreSQL store: how the nodes share the 64 shards of the streams: auto (balance on PostgreSQL; "
+     "SQLite has one shard), balance (each node takes its share, ceil(shards / live nodes), serves those "
+     "shards' streams and runs their sessions, a new one on the node with the fewest live agents or the "
+     "body's \"node\"; a node started later gets its share through the hand-off) or all (the node that "
+     "starts first holds every shard and the others forward to it: one writer and standbys)",
      O(shard_policy)},
     {"runtime-idle", OPT_INT, "1800000", 1000, 1LL << 40, NULL,
      "milliseconds before an unused runtime is stopped", O(runtime_idle)},
@@ -174,7 +174,7 @@ static int serve__check(struct serve_opts *o, char *host, size_t hostlen, int *p
                 o->store);
         return -EINVAL;
     }
-    if (strcmp(o->shard_policy, "all") != 0 && !serve_opts_is_pg(o->store)) {
+    if (strcmp(o->shard_policy, "balance") == 0 && !serve_opts_is_pg(o->store)) {
         fprintf(stderr, "agentd serve: --shard-policy is for the PostgreSQL store (SQLite has one shard)\n");
         return -EINVAL;
     }

@@ -393,8 +393,8 @@ int store_pg_open(struct store_pg **out, const struct store_pg_config *cfg, char
         ((rc = pg__lease_take(s, s->conn, 1, err, errlen)) != 0 && !(rc == -EPERM && s->follow)))
         goto fail;
     if (rc == -EPERM && s->balance) {
-        log_info("store: node %s takes its share of the %d shards (--shard-policy balance, experimental)",
-                 s->node, s->nshards);
+        log_info("store: node %s takes its share of the %d shards (--shard-policy balance)", s->node,
+                 s->nshards);
     } else if (rc == -EPERM) { /* a follower: the heartbeat watches the leases (store_pg_lease) */
         struct store_lease l;
         store_pg_lease(s, &l);
