@@ -257,8 +257,11 @@ static void serve__held_until(struct serve_hold *h, struct serve__held *e, uint6
     if (e->until_us != 0 && !l->self && l->live && l->epoch == e->seen_epoch)
         return;
     e->seen_epoch = l->live ? l->epoch : 0;
+    /* Held here (self): this node took the shard and its load runs (or is tried again); the load's
+     * end serves it, and a give-back or a loss changes the view. Its own lease's time left says
+     * nothing of how long a load takes (a big registry, a locked table): up to max_ms. */
     uint64_t wait_ms =
-        (uint64_t)(l->left_ms > 0 && (l->live || l->self) ? l->left_ms : 0) + SERVE_HOLD_EXTRA_MS;
+        l->self ? h->max_ms : (uint64_t)(l->left_ms > 0 && l->live ? l->left_ms : 0) + SERVE_HOLD_EXTRA_MS;
     uint64_t until = now + wait_ms * 1000, last = e->first_us + h->max_ms * 1000;
     if (until > last)
         until = last;
