@@ -252,7 +252,8 @@ static struct session__of_shard session__sessions_of(struct sessions *s, int k)
  * node that dies in between leaves the feed a record behind (a session created and not listed, one
  * deleted and listed still). The next load of the shard, by whichever node, compares what the feed
  * lists of the shard with the registry just read, and relays what is missing: an insert for a
- * session the feed does not list, a delete for an id it lists that the registry has not; on an
+ * session the feed does not list, a delete for an id it lists that the registry has not (only when
+ * the registry was read whole: a read that failed part-way misses live sessions); on an
  * adoption (node_lost) an update of every other session too, as before (their runs ended node_lost).
  * Only sessions of the load are compared (ids: those loaded): one created since relays its own
  * insert. A repair whose answer comes after the shard was unloaded or loaded again is dropped. */
@@ -261,6 +262,7 @@ struct session__repair {
     int k;
     unsigned gen; /* the shard's load it repairs */
     int node_lost;
+    int whole;   /* the registry was read whole: an id it has not is deleted */
     json_t *ids; /* the ids loaded */
 };
 
@@ -272,7 +274,7 @@ static json_t *session__tombstone(const char *id)
 
 /* listed: the feed's ids of shard k as an object's keys (NULL: unknown, the feed not read). */
 static void session__repair_apply(struct sessions *s, int k, json_t *ids, json_t *listed, int node_lost,
-                                  const char *how)
+                                  int whole, const char *how)
 {
     size_t i, inserts = 0, deletes = 0;
     json_t *v;
@@ -287,8 +289,8 @@ static void session__repair_apply(struct sessions *s, int k, json_t *ids, json_t
             session__relay(s, se, k, session__public_msg(se, "update"));
     }
     const char *id;
-    json_object_foreach (listed, id, v)
-        if (session__shard_of(s, id) == k && map_get(&s->by_id, id, strlen(id)) == NULL)
+    json_object_foreach (listed, id, v) /* a read that ended part-way knows not every session */
+        if (whole && session__shard_of(s, id) == k && map_get(&s->by_id, id, strlen(id)) == NULL)
             session__relay(s, NULL, k, session__tombstone(id)), deletes++;
     if (inserts || deletes)
         log_info("session: the sessions feed (%s) was behind shard %d's registry: %zu inserted, %zu deleted",
@@ -308,7 +310,7 @@ static void session__repair_done(void *arg, json_t *answer)
                 json_object_set_new(listed, json_string_value(v), json_true());
         if (answer == NULL)
             log_warn("session: the sessions feed's ids of shard %d could not be read: not repaired", r->k);
-        session__repair_apply(s, r->k, r->ids, listed, r->node_lost, "through its holder");
+        session__repair_apply(s, r->k, r->ids, listed, r->node_lost, r->whole, "through its holder");
         json_decref(listed);
     }
     json_decref(r->ids);
@@ -316,17 +318,17 @@ static void session__repair_done(void *arg, json_t *answer)
     session__registry_unref(s);
 }
 
-static void session__repair_start(struct sessions *s, int k, json_t *ids, int node_lost)
+static void session__repair_start(struct sessions *s, int k, json_t *ids, int node_lost, int whole)
 {
     if (!session__feed_remote(s)) { /* the feed is here: its directory */
         json_t *dir = session__directory(s);
-        session__repair_apply(s, k, ids, dir, node_lost, "here");
+        session__repair_apply(s, k, ids, dir, node_lost, whole, "here");
         json_decref(dir);
     } else if (s->cfg.feed_ids == NULL) {
-        session__repair_apply(s, k, ids, NULL, node_lost, "not read");
+        session__repair_apply(s, k, ids, NULL, node_lost, whole, "not read");
     } else {
         struct session__repair *r = xcalloc(1, sizeof *r);
-        *r = (struct session__repair){s, k, s->shards[k].gen, node_lost, json_incref(ids)};
+        *r = (struct session__repair){s, k, s->shards[k].gen, node_lost, whole, json_incref(ids)};
         s->live++; /* released by session__repair_done */
         s->cfg.feed_ids(s->cfg.feed_ctx, k, session__repair_done, r);
     }
@@ -369,7 +371,7 @@ int sessions_load_shard(struct sessions *s, int k, int64_t epoch, int node_lost)
     free(l.v);
     json_decref(own);
     if (repair)
-        session__repair_start(s, k, ids, node_lost);
+        session__repair_start(s, k, ids, node_lost, whole && legacy_whole);
     json_decref(ids);
     /* Several nodes: this node knows every session of shard k now (one owner per shard), so the
      * directories here of k's ids that none has are orphans; those of other shards' ids may be
