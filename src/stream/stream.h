@@ -194,6 +194,16 @@ int streams_load_shards(struct streams *ss, const uint64_t *bitmap) CORE_UNUSED_
  * -ENOTSUP (a store without readers: SQLite; call streams_load_shards). */
 typedef void (*streams_load_cb)(struct streams *ss, const uint64_t *shards, int rc, void *arg);
 int streams_load_shards_start(struct streams *ss, const uint64_t *bitmap, streams_load_cb done, void *arg);
+/* A stream of another shard that a streams_load_shards_start load also reads whole, off the loop
+ * with its rows, when its shard is neither loaded here nor one of the load's: a node that holds
+ * some shards but not that one learns its content, or that there is none, which streams_lookup
+ * cannot tell it (sessions: the single registry of before the per-shard ones, in shard 0). Set it
+ * before the first load (path shorter than 64 bytes). streams_load_side_read, in the load's
+ * callback only: 1 and *out (appended to, stream_read's form) when the stream exists, 0 when it
+ * does not (or is soft-deleted, or its shard is loaded here: streams_lookup answers), -errno when
+ * it is not known (not read by this load, or the read failed). */
+void streams_load_side(struct streams *ss, const char *path);
+int streams_load_side_read(struct streams *ss, const char *path, struct buf *out);
 /* Is a streams_load_shards_start load waiting or running? */
 int streams_loading(const struct streams *ss);
 /* Is anything of shard k in flight: an op queued in the open batch or waiting for its fsync, a

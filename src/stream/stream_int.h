@@ -133,6 +133,12 @@ struct streams {
     int stopped; /* streams_free ran: what comes back from the thread pool is not applied */
     /* streams_load_shards_start's load (stream_shard.c): waiting for a reader, or running on one */
     struct streams_load *load_waiting, *loading_shards;
+    /* streams_load_side: a stream of a shard not loaded here that each such load reads whole too
+     * ("" none), and what the one whose callback runs now read of it (side_state: 1 found, 0 none,
+     * -errno or -ENOENT unknown) */
+    char side_path[64];
+    int side_state;
+    struct buf side;
 };
 
 /* Media types compare without parameters, case-insensitively. */

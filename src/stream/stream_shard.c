@@ -358,6 +358,10 @@ struct streams_load {
     struct stream__prod *prods;
     size_t nprods, prods_cap;
     struct stream__pairs refs;
+    int side;           /* streams_load_side's stream is read by this load */
+    char side_path[64]; /* its path, copied for the worker */
+    int side_state;     /* 1 read, 0 none, -errno */
+    struct buf side_buf;
 };
 
 static void stream__rec_stream(const struct store_meta *m, void *arg)
@@ -405,6 +409,27 @@ static size_t stream__rec_missing(struct streams_load *l, struct map *seen, size
     return n;
 }
 
+/* On a reader: streams_load_side's stream whole, in one snapshot (a follower's view): 1, 0 none. */
+static int stream__load_side_work(struct streams_load *l)
+{
+    struct stream_view *v;
+    enum stream_lookup how;
+    int rc = stream_view_open(&v, l->store, l->side_path, strlen(l->side_path), 0, &how);
+    if (rc != 0 || how != STREAM_FOUND) {
+        stream_view_close(v);
+        return rc;
+    }
+    int64_t off = 0, next, tail = stream_view_stream(v)->durable_tail;
+    while (rc == 0 && off < tail) {
+        rc = stream_view_read(v, off, 1 << 20, &l->side_buf, &next);
+        if (rc == 0 && next <= off)
+            rc = -EIO; /* short of its tail: not the whole of it */
+        off = next;
+    }
+    stream_view_close(v);
+    return rc ? rc : 1;
+}
+
 /* In libuv's thread pool, on a reader: the rows, the sources up their chains, the refs. */
 static void stream__load_work(uv_work_t *w)
 {
@@ -422,6 +447,8 @@ static void stream__load_work(uv_work_t *w)
     map_clear(&seen);
     if (l->rc == 0)
         l->rc = store_load_refs_pooled(l->store, l->filter, streams__collect_pair, &l->refs);
+    if (l->rc == 0 && l->side)
+        l->side_state = stream__load_side_work(l);
 }
 
 /* On the loop: the rows read taken in, as stream__load_rows takes the store's. */
@@ -459,6 +486,7 @@ static void stream__load_free(struct streams_load *l)
         free(l->prods[i].pid);
     free(l->prods);
     free(l->refs.v);
+    buf_free(&l->side_buf);
     free(l);
 }
 
@@ -483,7 +511,11 @@ static void stream__load_done(uv_work_t *w, int status)
             rc = stream__load_end(&c, stream__load_take(&c, l), 1);
         if (rc == 0)
             stream__loaded(ss, l->want);
+        ss->side_state = l->side && rc == 0 ? l->side_state : -ENOENT;
+        ss->side = l->side_buf; /* lent for the callback */
         l->done(ss, l->want, rc, l->arg);
+        ss->side_state = -ENOENT;
+        ss->side = (struct buf){0};
     }
     stream__load_free(l);
     streams__pooled_end(ss); /* may free ss (stopped, its last work) */
@@ -526,12 +558,34 @@ int streams_load_shards_start(struct streams *ss, const uint64_t *bitmap, stream
     l->arg = arg;
     l->work.data = l;
     l->filter = streams__store_filter(ss, l->want) ? l->want : NULL;
+    if (*ss->side_path) {
+        int k = streams_shard_of(ss, ss->side_path, strlen(ss->side_path));
+        l->side = !streams_shard_loaded(ss, k) && !stream__bit(l->want, k);
+        snprintf(l->side_path, sizeof l->side_path, "%s", ss->side_path);
+    }
     ss->load_waiting = l;
     streams__load_pump(ss); /* else it waits for a reader: the next read to end starts it */
     return 0;
 }
 
 int streams_loading(const struct streams *ss) { return ss->load_waiting || ss->loading_shards; }
+
+void streams_load_side(struct streams *ss, const char *path)
+{
+    snprintf(ss->side_path, sizeof ss->side_path, "%s", path);
+    ss->side_state = -ENOENT;
+}
+
+int streams_load_side_read(struct streams *ss, const char *path, struct buf *out)
+{
+    if (streams_shard_loaded(ss, streams_shard_of(ss, path, strlen(path))))
+        return 0; /* its shard is here: streams_lookup knows */
+    if (strcmp(path, ss->side_path) != 0 || ss->side_state < 0)
+        return -ENOENT;
+    if (ss->side_state == 1)
+        buf_append(out, ss->side.p ? ss->side.p : "", ss->side.len);
+    return ss->side_state;
+}
 
 /* ================= dropping ================= */
 
