@@ -357,6 +357,8 @@ static int serve__build_streams(struct serve *s, const struct serve_opts *o, cha
                                   .first = s->balance ? none : NULL};
     if ((rc = streams_new(&s->streams, &s->loop, s->store, &scfg, err, errlen)))
         return rc;
+    if (s->balance)
+        sessions_load_side(s->streams); /* the single registry, from a database written by `all` */
     struct stream_http_config shcfg = serve__stream_http_config(o);
     s->stream_http = stream_http_new(s->http, &s->loop, s->streams, &shcfg);
     /* forks whose source's shard another node holds (serve_internal_http.h) */

@@ -458,11 +458,22 @@ json_t *session__read_json(struct sessions *s, const char *path, int *whole)
 {
     enum stream_lookup how;
     struct stream *st = streams_lookup(s->ss, path, strlen(path), &how);
-    if (whole)
-        *whole = st == NULL; /* no stream: nothing to miss */
-    if (st == NULL)
-        return NULL;
     struct buf b = {0};
+    if (st == NULL) {
+        /* Not here: none, or in a shard another node holds (the single registry of before the
+         * per-shard ones, on a node without shard 0), whose content only a load's side read knows
+         * (streams_load_side). Unknown is not none: whole 0, so nothing is swept nor deleted. */
+        int rc = streams_load_side_read(s->ss, path, &b);
+        json_t *msgs = NULL;
+        if (rc == 1) {
+            stream_json_wrap(&b);
+            msgs = json_loadb(b.p, b.len, 0, NULL);
+        }
+        if (whole)
+            *whole = rc == 0 || msgs != NULL;
+        buf_free(&b);
+        return msgs;
+    }
     int64_t off = 0, next;
     while (off < stream_tail(st)) {
         if (stream_read(s->ss, st, off, 1 << 20, &b, &next) != 0 || next <= off)

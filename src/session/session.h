@@ -84,6 +84,10 @@ struct sessions_config {
     void *feed_ctx;
 };
 
+/* Several nodes (defer_load): the loads of ss read the single registry of before the per-shard ones
+ * (shard 0's) when this node does not hold shard 0, so that sessions_load_shard copies its sessions
+ * of shard k and knows when there is none (streams_load_side). Call before ss's first load. */
+void sessions_load_side(struct streams *ss);
 int sessions_new(struct sessions **out, uv_loop_t *loop, struct streams *ss,
                  const struct sessions_config *cfg, char *err, size_t errlen) CORE_UNUSED_RESULT;
 /* Registers the /v1/sessions routes (REST and runtimes). */

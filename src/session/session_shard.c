@@ -334,6 +334,8 @@ static void session__repair_start(struct sessions *s, int k, json_t *ids, int no
     }
 }
 
+void sessions_load_side(struct streams *ss) { streams_load_side(ss, SESSION_REGISTRY_STREAM); }
+
 int sessions_load_shard(struct sessions *s, int k, int64_t epoch, int node_lost)
 {
     if (k < 0 || k >= s->nshards || s->ss == NULL)
