@@ -65,7 +65,9 @@ $(FUZZ_DIR)/obj/%.o: %.c | pkg-check
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LDLIBS)
 
-.PHONY: fuzz-replay fuzz fuzz-merge
+.PHONY: fuzz-build fuzz-replay fuzz fuzz-merge
+# Only the build (make test builds it beside the release build, two jobs at a time).
+fuzz-build: $(FUZZ_BIN)
 fuzz-replay: $(FUZZ_BIN)
 	@set -e; for bin in $(FUZZ_BIN); do \
 	    name=$${bin##*/fuzz_}; corpus=tests/fuzz/corpus/$$name; \
