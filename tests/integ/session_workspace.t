@@ -15,7 +15,7 @@ import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentd_test import Server, run_test  # noqa: E402
+from agentd_test import Server, run_test, wait_for  # noqa: E402
 
 
 def api(srv, method, path, body=None):
@@ -42,7 +42,8 @@ def main(tap):
     st, a2 = api(srv, "GET", f"/v1/sessions/{a['id']}")
     tap.ok(st == 200 and os.path.isdir(a2["workspace"]) and os.listdir(a2["workspace"]) == [],
            "the session whose workspace was removed has a fresh, empty one", repr(a2))
-    w = warns(srv, a["id"])
+    # The warn event is appended at load like any other write: it may commit just after the GET.
+    w = wait_for(lambda: warns(srv, a["id"]), 5)
     tap.ok(len(w) == 1 and a["workspace"] in w[0].get("text", "") and a2["workspace"] in w[0].get("text", ""),
            "its transcript says so: one log event at level warn naming both directories", repr(w))
     st, out = api(srv, "POST", f"/v1/sessions/{a['id']}/runtimes/bash/exec", {"code": "pwd"})
