@@ -74,19 +74,21 @@ static const struct {
                                "The database (PostgreSQL) cannot be reached; nothing of the request was "
                                "acknowledged. Retry: the server recovers once it is back."},
     [ERR_NODE_FENCED] = {"node_fenced", 503,
-                         "Another node holds the write lease on the database (PostgreSQL); nothing of the "
-                         "request was acknowledged. `GET /v1/nodes` names the node that holds it."},
+                         "Another node holds the write lease of the request's shard on the database "
+                         "(PostgreSQL); nothing of the request was acknowledged. `GET /v1/nodes` lists the "
+                         "nodes and the shards each holds."},
     [ERR_OWNER_UNAVAILABLE] =
         {"owner_unavailable", 503,
-         "This node forwards to the node that holds the write lease, and no node held a live one "
-         "(its owner stopped; another node takes over once it expires) or the owner refused "
-         "connections, for as long as the lease had left plus a second (the request waited that "
+         "This node forwards to the node that holds the write lease of the request's shard, and no node "
+         "held a live one (its holder stopped; another node takes over once it expires) or the owner "
+         "refused connections, for as long as the lease had left plus a second (the request waited that "
          "long on this node), or the owner died while the request was on its way (a write may have "
          "been stored: idempotent producers make the retry exact). Retry after Retry-After."},
-    [ERR_NODE_TOKEN_MISMATCH] = {"node_token_mismatch", 503,
-                                 "This node forwards to the node that holds the write lease, and that node "
-                                 "was started with another `--token` (or without one): nothing was "
-                                 "forwarded. Every node on one database needs the same `--token`."},
+    [ERR_NODE_TOKEN_MISMATCH] =
+        {"node_token_mismatch", 503,
+         "This node forwards to the node that holds the write lease of the request's "
+         "shard, and that node was started with another `--token` (or without one): "
+         "nothing was forwarded. Every node on one database needs the same `--token`."},
     [ERR_SHARD_MOVED] = {"shard_moved", 503,
                          "The stream's shard is not served by this node any more (it was handed to another "
                          "node) or not yet; nothing of the request was done. Retry at once (`Retry-After: "

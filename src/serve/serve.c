@@ -503,6 +503,12 @@ static int serve__follow(struct serve *s, char *err, size_t errlen)
  * in-flight requests end with their connections. Becoming a follower in this process would mean
  * unloading the registry, the sessions and the subscriptions without the writes their teardown
  * makes: not done; a restart does it (doc/ARCHITECTURE.md "Several nodes on one database"). */
+/* What a restart after serve__lost makes of this node, for its last log line. */
+static const char *serve__restart_does(const struct serve *s)
+{
+    return s->balance ? "takes this node's share of the shards again" : "makes this node a follower";
+}
+
 static _Noreturn void serve__lost(struct serve *s, const struct store_lease *l)
 {
     size_t killed = exec_kill_all();
@@ -510,14 +516,12 @@ static _Noreturn void serve__lost(struct serve *s, const struct store_lease *l)
     serve_opts_node_name(s->o, node, sizeof node);
     if (l->owner[0] && strcmp(l->owner, node) != 0)
         log_error("serve: lost the write lease to %s at epoch %" PRId64
-                  ": exiting so that a restart makes this node a follower (%zu agent and runtime processes "
-                  "killed)",
-                  l->owner, l->epoch, killed);
+                  ": exiting so that a restart %s (%zu agent and runtime processes killed)",
+                  l->owner, l->epoch, serve__restart_does(s), killed);
     else /* a batch found it fenced before the heartbeat read the new holder */
         log_error("serve: lost the write lease to another node (after epoch %" PRId64
-                  "): exiting so that a restart makes this node a follower (%zu agent and runtime processes "
-                  "killed)",
-                  l->epoch, killed);
+                  "): exiting so that a restart %s (%zu agent and runtime processes killed)",
+                  l->epoch, serve__restart_does(s), killed);
     fflush(NULL);
     _exit(SERVE_EXIT_LEASE_LOST);
 }
