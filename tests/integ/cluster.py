@@ -184,19 +184,15 @@ def test_cluster(tap, what, nodes=3, lease_ms=1000, **kw):
 
 @contextlib.contextmanager
 def balance_nodes(tap, what, nodes=3, lease_ms=1000):
-    """For a TAP test: `nodes` nodes with --shard-policy balance on a fresh PostgreSQL, started
-    together (a node alone takes 4 shards a beat up to all 64), as (pg, [Server]); (None, None) with
-    `what` skipped (the reference server, or no PostgreSQL binaries) or when one did not start. On
-    the way out: stop_nodes."""
-    why = no_pg_reason()
-    if why:
-        tap.skip(what, why)
-        yield None, None
-        return
-    pg = Postgres()
-    pg.start()
-    ns = [pg_node(pg, lease_ms, free_port(), args=["--shard-policy", "balance"]) for _ in range(nodes)]
-    try:
+    """For a TAP test: `nodes` nodes with --shard-policy balance on a fresh PostgreSQL (pg_main),
+    started together (each takes its share in a beat), as (pg, [Server]); (None, None) with `what`
+    skipped (the reference server, or no PostgreSQL binaries) or when one did not start. The list
+    is pg_main's: a node the test appends to it is stopped on the way out too."""
+    with pg_main(tap, what) as (pg, ns):
+        if not pg:
+            yield None, None
+            return
+        ns += [pg_node(pg, lease_ms, free_port(), args=["--shard-policy", "balance"]) for _ in range(nodes)]
         threads = [threading.Thread(target=n.start, args=(30,), daemon=True) for n in ns]
         for t in threads:
             t.start()
@@ -204,8 +200,6 @@ def balance_nodes(tap, what, nodes=3, lease_ms=1000):
             t.join(40)
         started = tap.ok(all(n.url for n in ns), f"{nodes} nodes with --shard-policy balance start")
         yield (pg, ns) if started else (None, None)
-    finally:
-        stop_nodes(tap, pg, ns)
 
 
 def resume_status(node, timeout=15):

@@ -25,8 +25,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import run_test, wait_for  # noqa: E402
-from cluster import Writer, check_streams, held, pg_main, pg_node, shard_of, shards_by_node  # noqa: E402
-from pg import free_port  # noqa: E402
+from cluster import Writer, balance_nodes, check_streams, held, shard_of, shards_by_node  # noqa: E402
 
 LEASE_MS = 1000
 WRITERS = 32
@@ -160,17 +159,8 @@ def round_pause(tap, pg, a, b, paths):
 
 
 def main(tap):
-    with pg_main(tap, "--shard-policy balance") as (pg, nodes):
+    with balance_nodes(tap, "--shard-policy balance", lease_ms=LEASE_MS) as (pg, nodes):
         if not pg:
-            return
-        nodes += [pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"]) for _ in range(3)]
-        # Started together: each takes up to its share in a beat, each row in a transaction of its own.
-        threads = [threading.Thread(target=n.start, args=(30,), daemon=True) for n in nodes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(40)
-        if not tap.ok(all(n.url for n in nodes), "three nodes with --shard-policy balance start"):
             return
         urls = [n.url for n in nodes]
         spread = lambda: shards_by_node(nodes[0], urls)  # noqa: E731

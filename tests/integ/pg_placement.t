@@ -17,14 +17,13 @@
 import json
 import os
 import sys
-import threading
 import time
 import tempfile
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agentd_test import ROOT, run_test, wait_for  # noqa: E402
-from cluster import SSEFollower, held, pg_main, pg_node, shard_of  # noqa: E402
+from cluster import SSEFollower, balance_nodes, held, pg_node, shard_of  # noqa: E402
 from sessions_nodes import feed  # noqa: E402
 from pg import free_port  # noqa: E402
 
@@ -69,18 +68,10 @@ def message(srv, sid, text):
 
 
 def main(tap):
-    with pg_main(tap, "sessions on several nodes") as (pg, nodes):
+    with balance_nodes(tap, "sessions on several nodes", lease_ms=LEASE_MS) as (pg, nodes):
         if not pg:
             return
         work = tempfile.mkdtemp(prefix="agentd-placement-")
-        nodes += [pg_node(pg, LEASE_MS, free_port(), args=["--shard-policy", "balance"]) for _ in range(3)]
-        threads = [threading.Thread(target=n.start, args=(30,), daemon=True) for n in nodes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(40)
-        if not tap.ok(all(n.url for n in nodes), "three nodes with --shard-policy balance start"):
-            return
         spread = lambda: [len(held(pg, n.url)) for n in nodes]  # noqa: E731
         tap.ok(wait_for(lambda: sum(spread()) == SHARDS and max(spread()) - min(spread()) <= 2, 15),
                "the shards spread about 21/21/22", repr(spread()))
